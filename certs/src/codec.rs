@@ -1,0 +1,70 @@
+//! The one canonical binary encoding civmesh signs and hashes: bincode 2
+//! (standard config, variable-length integers) over serde, with a size limit
+//! on decode and no trailing bytes allowed.
+//!
+//! Types that go through here must encode deterministically: use `BTreeMap`
+//! and `BTreeSet`, never `HashMap`.
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+/// The largest value [`decode_exact`] accepts, in bytes. Callers with a
+/// tighter bound check the length before decoding.
+pub const DECODE_BYTES_MAX: usize = 16 * 1024 * 1024;
+
+/// Why a value could not be encoded or decoded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CodecError {
+    /// The input is longer than the limit.
+    #[error("{bytes} bytes exceeds the limit of {bytes_max}")]
+    TooLarge {
+        /// Input length.
+        bytes: usize,
+        /// The limit.
+        bytes_max: usize,
+    },
+    /// The bytes do not decode as the expected type (truncated or corrupt).
+    #[error("malformed encoding: {0}")]
+    Malformed(String),
+    /// A value decoded but bytes were left over.
+    #[error("{0} trailing bytes after the value")]
+    TrailingBytes(usize),
+    /// The value could not be encoded.
+    #[error("could not encode: {0}")]
+    Encode(String),
+}
+
+fn config() -> bincode::config::Configuration<
+    bincode::config::LittleEndian,
+    bincode::config::Varint,
+    bincode::config::Limit<DECODE_BYTES_MAX>,
+> {
+    bincode::config::standard().with_limit::<DECODE_BYTES_MAX>()
+}
+
+/// Encodes `value` canonically.
+pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, CodecError> {
+    bincode::serde::encode_to_vec(value, config()).map_err(|error| CodecError::Encode(error.to_string()))
+}
+
+/// Decodes exactly one `T` from all of `bytes`, which must be at most
+/// `bytes_max` long.
+pub fn decode_exact<T: DeserializeOwned>(bytes: &[u8], bytes_max: usize) -> Result<T, CodecError> {
+    let bytes_max = bytes_max.min(DECODE_BYTES_MAX);
+    if bytes.len() > bytes_max {
+        return Err(CodecError::TooLarge { bytes: bytes.len(), bytes_max });
+    }
+    let (value, read) = bincode::serde::decode_from_slice(bytes, config())
+        .map_err(|error| CodecError::Malformed(error.to_string()))?;
+    if read != bytes.len() {
+        return Err(CodecError::TrailingBytes(bytes.len() - read));
+    }
+    Ok(value)
+}
+
+/// SHA-256 of `bytes`.
+pub fn sha256(bytes: &[u8]) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    out.copy_from_slice(ring::digest::digest(&ring::digest::SHA256, bytes).as_ref());
+    out
+}

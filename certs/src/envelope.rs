@@ -1,0 +1,353 @@
+//! Signed envelopes: every command, request, correction, outcome and access
+//! record civmesh exchanges or stores is one of these.
+//!
+//! The signed bytes are the canonical encoding of (payload, signer, issued_at,
+//! nonce), kept verbatim, so verifiers never re-encode to check a signature.
+//! The signature is Ed25519 over a domain tag followed by those bytes.
+
+use std::collections::BTreeSet;
+use std::marker::PhantomData;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::codec::{self, CodecError};
+use crate::identity::NodeId;
+use crate::key::NodeKey;
+use crate::UnixMillis;
+
+/// The envelope wire format's version byte.
+pub const ENVELOPE_FORMAT_VERSION: u8 = 1;
+/// The largest envelope accepted, in bytes on the wire.
+pub const ENVELOPE_BYTES_MAX: usize = 4 * 1024 * 1024;
+/// Prefix of every signed message, so an envelope signature can never be
+/// mistaken for a signature made for another purpose.
+const SIGNING_DOMAIN: &[u8] = b"civmesh/envelope/v1\0";
+/// Bytes of random nonce per envelope.
+pub const NONCE_BYTES: usize = 16;
+
+/// Why an envelope was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EnvelopeError {
+    /// The bytes are not a well-formed envelope (truncated, corrupt, too large).
+    #[error("malformed envelope: {0}")]
+    Malformed(#[from] CodecError),
+    /// The envelope's format version is not one this build understands.
+    #[error("unknown envelope format version {0} (expected {ENVELOPE_FORMAT_VERSION})")]
+    VersionUnknown(u8),
+    /// The signed body is not in canonical form.
+    #[error("envelope body is not canonically encoded")]
+    NonCanonical,
+    /// The signer's key is not a valid Ed25519 public key.
+    #[error("envelope signer key is not a valid Ed25519 key")]
+    SignerKeyInvalid,
+    /// The signature does not verify under the signer's key.
+    #[error("envelope signature does not verify for signer {0}")]
+    SignatureInvalid(NodeId),
+    /// The envelope is signed by someone other than expected.
+    #[error("envelope signed by {actual}, expected {expected}")]
+    UnexpectedSigner {
+        /// Who should have signed.
+        expected: NodeId,
+        /// Who did.
+        actual: NodeId,
+    },
+    /// The timestamp is outside the accepted window around now.
+    #[error("envelope issued at {issued_at_ms}, outside ±{skew_ms_max} ms of now ({now_ms})")]
+    TimestampOutsideWindow {
+        /// The envelope's time.
+        issued_at_ms: UnixMillis,
+        /// The verifier's time.
+        now_ms: UnixMillis,
+        /// The window's half-width.
+        skew_ms_max: u64,
+    },
+    /// This signer's nonce was seen before: a replay.
+    #[error("envelope from {0} replays a nonce already seen")]
+    Replayed(NodeId),
+    /// The replay cache is full of envelopes still inside the window.
+    #[error("replay cache is full ({0} nonces in the window); refusing until older ones expire")]
+    ReplayCacheFull(usize),
+    /// The system random source failed while making a nonce.
+    #[error("the system random source failed")]
+    RandomSourceFailed,
+}
+
+#[derive(Serialize, Deserialize)]
+struct EnvelopeBody<T> {
+    payload: T,
+    signer: NodeId,
+    issued_at_ms: UnixMillis,
+    nonce: [u8; NONCE_BYTES],
+}
+
+/// The wire form, as decoded.
+#[derive(Deserialize)]
+struct EnvelopeWire {
+    version: u8,
+    body: Vec<u8>,
+    signature: Vec<u8>,
+}
+
+/// The wire form, as encoded; the same bytes as [`EnvelopeWire`].
+#[derive(Serialize)]
+struct EnvelopeWireRef<'a> {
+    version: u8,
+    body: &'a [u8],
+    signature: &'a [u8],
+}
+
+/// A payload signed by a node. Construct with [`SignedEnvelope::sign`];
+/// read only through [`SignedEnvelope::verify_signature`] or
+/// [`SignedEnvelope::verify`].
+#[derive(Serialize, Deserialize)]
+#[serde(bound = "")]
+pub struct SignedEnvelope<T> {
+    body: Vec<u8>,
+    signature: Vec<u8>,
+    #[serde(skip)]
+    payload_type: PhantomData<fn() -> T>,
+}
+
+impl<T> Clone for SignedEnvelope<T> {
+    fn clone(&self) -> Self {
+        SignedEnvelope {
+            body: self.body.clone(),
+            signature: self.signature.clone(),
+            payload_type: PhantomData,
+        }
+    }
+}
+
+impl<T> PartialEq for SignedEnvelope<T> {
+    fn eq(&self, other: &Self) -> bool {
+        self.body == other.body && self.signature == other.signature
+    }
+}
+
+impl<T> Eq for SignedEnvelope<T> {}
+
+impl<T> std::fmt::Debug for SignedEnvelope<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print the body: it may hold personal data.
+        write!(f, "SignedEnvelope({} body bytes)", self.body.len())
+    }
+}
+
+/// A verified envelope's contents.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifiedEnvelope<T> {
+    /// The payload.
+    pub payload: T,
+    /// Who signed it.
+    pub signer: NodeId,
+    /// When the signer says it signed it.
+    pub issued_at_ms: UnixMillis,
+    /// The signer's nonce.
+    pub nonce: [u8; NONCE_BYTES],
+}
+
+impl<T: Serialize + DeserializeOwned> SignedEnvelope<T> {
+    /// Signs `payload` as `key` at `issued_at_ms`, with a fresh random nonce.
+    pub fn sign(key: &NodeKey, payload: &T, issued_at_ms: UnixMillis) -> Result<Self, EnvelopeError> {
+        use ring::rand::SecureRandom;
+        let mut nonce = [0u8; NONCE_BYTES];
+        ring::rand::SystemRandom::new().fill(&mut nonce).map_err(|_| EnvelopeError::RandomSourceFailed)?;
+        Self::sign_with_nonce(key, payload, issued_at_ms, nonce)
+    }
+
+    /// Signs with a caller-chosen nonce (deterministic tests and benchmarks).
+    pub fn sign_with_nonce(
+        key: &NodeKey,
+        payload: &T,
+        issued_at_ms: UnixMillis,
+        nonce: [u8; NONCE_BYTES],
+    ) -> Result<Self, EnvelopeError> {
+        #[derive(Serialize)]
+        struct BodyRef<'a, T> {
+            payload: &'a T,
+            signer: NodeId,
+            issued_at_ms: UnixMillis,
+            nonce: [u8; NONCE_BYTES],
+        }
+        let body = codec::encode(&BodyRef { payload, signer: key.node_id(), issued_at_ms, nonce })?;
+        let signature = key.sign(&signing_message(&body)).to_vec();
+        Ok(SignedEnvelope { body, signature, payload_type: PhantomData })
+    }
+
+    /// Checks the signature against the signer named inside, and decodes.
+    /// This is the check the state machine repeats at apply time.
+    pub fn verify_signature(&self) -> Result<VerifiedEnvelope<T>, EnvelopeError> {
+        let body: EnvelopeBody<T> = codec::decode_exact(&self.body, ENVELOPE_BYTES_MAX)?;
+        ring::signature::UnparsedPublicKey::new(&ring::signature::ED25519, &body.signer.0)
+            .verify(&signing_message(&self.body), &self.signature)
+            .map_err(|_| EnvelopeError::SignatureInvalid(body.signer))?;
+        Ok(VerifiedEnvelope {
+            payload: body.payload,
+            signer: body.signer,
+            issued_at_ms: body.issued_at_ms,
+            nonce: body.nonce,
+        })
+    }
+
+    /// [`SignedEnvelope::verify_signature`], then the replay window and the
+    /// seen-nonce cache. Use where envelopes arrive from the network.
+    pub fn verify(
+        &self,
+        guard: &mut ReplayGuard,
+        now_ms: UnixMillis,
+    ) -> Result<VerifiedEnvelope<T>, EnvelopeError> {
+        let verified = self.verify_signature()?;
+        guard.check_and_record(&verified.signer, &verified.nonce, verified.issued_at_ms, now_ms)?;
+        Ok(verified)
+    }
+
+    /// [`SignedEnvelope::verify`], and that `expected` signed it.
+    pub fn verify_from(
+        &self,
+        expected: &NodeId,
+        guard: &mut ReplayGuard,
+        now_ms: UnixMillis,
+    ) -> Result<VerifiedEnvelope<T>, EnvelopeError> {
+        let signer = self.signer()?;
+        if signer != *expected {
+            return Err(EnvelopeError::UnexpectedSigner { expected: *expected, actual: signer });
+        }
+        self.verify(guard, now_ms)
+    }
+
+    /// The claimed signer, without checking the signature.
+    pub fn signer(&self) -> Result<NodeId, EnvelopeError> {
+        Ok(codec::decode_exact::<EnvelopeBody<T>>(&self.body, ENVELOPE_BYTES_MAX)?.signer)
+    }
+}
+
+impl<T> SignedEnvelope<T> {
+    /// The wire form: version byte, signed body, signature.
+    pub fn to_bytes(&self) -> Result<Vec<u8>, EnvelopeError> {
+        Ok(codec::encode(&EnvelopeWireRef {
+            version: ENVELOPE_FORMAT_VERSION,
+            body: &self.body,
+            signature: &self.signature,
+        })?)
+    }
+
+    /// Parses the wire form. The signature is not checked here.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, EnvelopeError> {
+        let wire: EnvelopeWire = codec::decode_exact(bytes, ENVELOPE_BYTES_MAX)?;
+        if wire.version != ENVELOPE_FORMAT_VERSION {
+            return Err(EnvelopeError::VersionUnknown(wire.version));
+        }
+        Ok(SignedEnvelope { body: wire.body, signature: wire.signature, payload_type: PhantomData })
+    }
+
+    /// SHA-256 over the signed body and the signature: the envelope's id in
+    /// logs and Merkle trees.
+    pub fn digest(&self) -> [u8; 32] {
+        let mut context = ring::digest::Context::new(&ring::digest::SHA256);
+        context.update(&(self.body.len() as u64).to_le_bytes());
+        context.update(&self.body);
+        context.update(&self.signature);
+        let mut out = [0u8; 32];
+        out.copy_from_slice(context.finish().as_ref());
+        out
+    }
+
+    /// The signed body bytes (canonical encoding).
+    pub fn body_bytes(&self) -> &[u8] {
+        &self.body
+    }
+
+    /// The Ed25519 signature bytes.
+    pub fn signature_bytes(&self) -> &[u8] {
+        &self.signature
+    }
+
+    /// Rebuilds an envelope from its parts, e.g. from an audit bundle.
+    pub fn from_parts(body: Vec<u8>, signature: Vec<u8>) -> Self {
+        SignedEnvelope { body, signature, payload_type: PhantomData }
+    }
+}
+
+fn signing_message(body: &[u8]) -> Vec<u8> {
+    let mut message = Vec::with_capacity(SIGNING_DOMAIN.len() + body.len());
+    message.extend_from_slice(SIGNING_DOMAIN);
+    message.extend_from_slice(body);
+    message
+}
+
+/// Rejects replays: a timestamp outside ±`skew_ms_max` of now, or a
+/// (signer, nonce) pair already seen inside that window. Memory is bounded by
+/// `nonces_max`; nonces leave the cache only once their timestamp is outside
+/// the window, where the window check alone rejects them, so eviction never
+/// re-opens a replay.
+///
+/// It is deterministic and serializable, so the replicated state machine
+/// keeps one too, driven by entry time instead of the wall clock.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplayGuard {
+    skew_ms_max: u64,
+    nonces_max: usize,
+    by_time: BTreeSet<(UnixMillis, NodeId, [u8; NONCE_BYTES])>,
+    seen: BTreeSet<(NodeId, [u8; NONCE_BYTES])>,
+}
+
+impl ReplayGuard {
+    /// The default clock-skew window, in milliseconds.
+    pub const SKEW_MS_MAX_DEFAULT: u64 = 30_000;
+    /// The default bound on remembered nonces.
+    pub const NONCES_MAX_DEFAULT: usize = 1_000_000;
+
+    /// A guard with the given window half-width and nonce bound.
+    pub fn new(skew_ms_max: u64, nonces_max: usize) -> Self {
+        assert!(nonces_max > 0, "a replay guard must remember at least one nonce");
+        ReplayGuard { skew_ms_max, nonces_max, by_time: BTreeSet::new(), seen: BTreeSet::new() }
+    }
+
+    /// Checks one envelope's time and nonce, and remembers the nonce.
+    pub fn check_and_record(
+        &mut self,
+        signer: &NodeId,
+        nonce: &[u8; NONCE_BYTES],
+        issued_at_ms: UnixMillis,
+        now_ms: UnixMillis,
+    ) -> Result<(), EnvelopeError> {
+        let window_start = now_ms.saturating_sub(self.skew_ms_max);
+        if issued_at_ms < window_start || issued_at_ms > now_ms.saturating_add(self.skew_ms_max) {
+            return Err(EnvelopeError::TimestampOutsideWindow {
+                issued_at_ms,
+                now_ms,
+                skew_ms_max: self.skew_ms_max,
+            });
+        }
+        while let Some(oldest) = self.by_time.first() {
+            if oldest.0 >= window_start {
+                break;
+            }
+            let oldest = *oldest;
+            self.by_time.remove(&oldest);
+            self.seen.remove(&(oldest.1, oldest.2));
+        }
+        if self.seen.contains(&(*signer, *nonce)) {
+            return Err(EnvelopeError::Replayed(*signer));
+        }
+        if self.seen.len() >= self.nonces_max {
+            return Err(EnvelopeError::ReplayCacheFull(self.seen.len()));
+        }
+        self.seen.insert((*signer, *nonce));
+        self.by_time.insert((issued_at_ms, *signer, *nonce));
+        debug_assert_eq!(self.seen.len(), self.by_time.len());
+        Ok(())
+    }
+
+    /// How many nonces are remembered now.
+    pub fn nonces_remembered(&self) -> usize {
+        self.seen.len()
+    }
+}
+
+impl Default for ReplayGuard {
+    fn default() -> Self {
+        Self::new(Self::SKEW_MS_MAX_DEFAULT, Self::NONCES_MAX_DEFAULT)
+    }
+}

@@ -1,0 +1,87 @@
+//! `civmesh key`, `civmesh ca` and `civmesh cert`: the operator's side of the
+//! identity layer in civmesh-certs.
+
+use anyhow::Context;
+use civmesh_certs::{
+    now_unix_millis, CaCertificate, FederationCa, IssueRequest, NodeCertificate, NodeKey, OrgId,
+    RevocationSet, Role,
+};
+
+use crate::cli::{CaCommand, CertCommand, IssueArgs, KeyCommand};
+
+/// The largest certificate file read, in bytes.
+const CERTIFICATE_FILE_BYTES_MAX: u64 = 64 * 1024;
+
+pub(crate) fn key(command: KeyCommand) -> anyhow::Result<()> {
+    match command {
+        KeyCommand::Generate { out } => {
+            let key = NodeKey::generate()?;
+            key.write_new(&out)?;
+            println!("{}", key.node_id());
+        }
+        KeyCommand::Show { key } => println!("{}", NodeKey::load(&key)?.node_id()),
+    }
+    Ok(())
+}
+
+pub(crate) fn ca(command: CaCommand) -> anyhow::Result<()> {
+    match command {
+        CaCommand::Init { dir, name, days } => {
+            FederationCa::init(&dir, &name, now_unix_millis(), days)?;
+            println!("{}", dir.join(civmesh_certs::CA_CERT_FILE_NAME).display());
+        }
+        CaCommand::Issue(args) => issue(args)?,
+    }
+    Ok(())
+}
+
+fn issue(args: IssueArgs) -> anyhow::Result<()> {
+    let org = OrgId::new(&args.org)?;
+    let role: Role = args.role.parse()?;
+    let node_id = args.peer_id.parse()?;
+    let ca = FederationCa::load(&args.ca)?;
+    let mut request = IssueRequest::for_days(org, role, node_id, now_unix_millis(), args.days)?;
+    request.subject_alt_names = args.subject_alt_names;
+    let pem = ca.issue(&request)?;
+    write_new_file(&args.out, pem.as_bytes())?;
+    println!("{}", args.out.display());
+    Ok(())
+}
+
+pub(crate) fn cert(command: CertCommand) -> anyhow::Result<()> {
+    match command {
+        CertCommand::Verify { ca, cert } => {
+            let ca_certificate = CaCertificate::from_pem(&read_certificate_file(&ca)?)
+                .with_context(|| format!("CA certificate {}", ca.display()))?;
+            let certificate = NodeCertificate::from_pem(&read_certificate_file(&cert)?)
+                .with_context(|| format!("node certificate {}", cert.display()))?;
+            let identity = certificate
+                .verify(&ca_certificate, now_unix_millis(), &RevocationSet::default())
+                .with_context(|| format!("node certificate {}", cert.display()))?;
+            println!("ok: peer_id={} org={} role={}", identity.node_id, identity.org, identity.role);
+        }
+    }
+    Ok(())
+}
+
+fn read_certificate_file(path: &std::path::Path) -> anyhow::Result<String> {
+    let length = std::fs::metadata(path).with_context(|| format!("reading {}", path.display()))?.len();
+    anyhow::ensure!(
+        length <= CERTIFICATE_FILE_BYTES_MAX,
+        "{} is {length} bytes, too large for a certificate",
+        path.display()
+    );
+    std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))
+}
+
+fn write_new_file(path: &std::path::Path, contents: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)
+        .with_context(|| format!("creating {} (it must not exist yet)", path.display()))?;
+    file.write_all(contents)?;
+    file.sync_all()?;
+    Ok(())
+}

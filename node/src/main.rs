@@ -1,0 +1,22 @@
+//! The `civmesh` binary: parses arguments, sets up tracing, and hands over to
+//! [`civmesh_node::run`].
+
+use clap::Parser;
+
+fn main() -> std::process::ExitCode {
+    let cli = civmesh_node::cli::Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("CIVMESH_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match civmesh_node::run(cli) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

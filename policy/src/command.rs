@@ -1,0 +1,157 @@
+//! The commands the policy log carries. Each travels as the payload of a
+//! [`civmesh_certs::SignedEnvelope`], and the state machine checks who signed
+//! it when it applies it.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use civmesh_certs::{NodeId, OrgId, SignedEnvelope, UnixMillis};
+use serde::{Deserialize, Serialize};
+
+use crate::model::{
+    DatasetId, DemandId, FieldName, FieldSpec, GrantId, LegalBasis, MaskingRule, Purpose, ScopeCondition,
+    SharingCategory, SubjectKeyHash,
+};
+
+/// A command as it sits in the log: signed by the node that issued it.
+pub type SignedCommand = SignedEnvelope<Command>;
+
+/// Everything that changes the policy state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Command {
+    /// The first entry of every log: the federation's CA and founding
+    /// members. Signed by the CA key itself.
+    Genesis {
+        /// The federation's name.
+        federation_name: String,
+        /// The CA certificate (DER).
+        ca_certificate_der: Vec<u8>,
+        /// The founding members' certificates (DER).
+        founding_member_certificates_der: Vec<Vec<u8>>,
+    },
+    /// Admit a node with a CA-issued certificate. Signed by the CA or a hub.
+    AdmitMember {
+        /// The node's certificate (DER).
+        certificate_der: Vec<u8>,
+    },
+    /// Revoke a member. Signed by the CA or a hub.
+    RevokeMember {
+        /// The member.
+        node_id: NodeId,
+        /// Why.
+        reason: String,
+    },
+    /// Publish (or republish) a dataset. Signed by a member of its owner.
+    PublishDataset(DatasetSpec),
+    /// Put a dataset or one field of it on the negative list. Owner only.
+    AddNegativeListEntry {
+        /// The dataset.
+        dataset: DatasetId,
+        /// The field, or `None` for the whole dataset.
+        field: Option<FieldName>,
+        /// Why it is never shared.
+        reason: String,
+    },
+    /// Take an entry off the negative list. Owner only.
+    RemoveNegativeListEntry {
+        /// The dataset.
+        dataset: DatasetId,
+        /// The field, or `None` for the whole dataset.
+        field: Option<FieldName>,
+    },
+    /// File a demand for the signer's own organisation.
+    FileDemand {
+        /// The dataset needed.
+        dataset: DatasetId,
+        /// The fields needed.
+        fields: BTreeSet<FieldName>,
+        /// For what.
+        purpose: Purpose,
+        /// Under which legal basis.
+        legal_basis: LegalBasis,
+    },
+    /// Issue a grant. Signed by a member of the dataset's owner.
+    IssueGrant(GrantSpec),
+    /// Revoke a grant. Owner only.
+    RevokeGrant {
+        /// The grant.
+        grant_id: GrantId,
+        /// Why.
+        reason: String,
+    },
+    /// Record a subject's consent, or its withdrawal. Signed by the
+    /// organisation that collected it: the dataset's owner or the grantee.
+    RecordConsent {
+        /// The subject (keyed hash).
+        subject: SubjectKeyHash,
+        /// The dataset.
+        dataset: DatasetId,
+        /// The organisation allowed to read.
+        grantee: OrgId,
+        /// For what.
+        purpose: Purpose,
+        /// Given (true) or withdrawn (false).
+        given: bool,
+        /// Includes the separate consent for sensitive fields (Art. 29).
+        covers_sensitive: bool,
+    },
+}
+
+impl Command {
+    /// A short stable name for logs and metrics (never any payload data).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Command::Genesis { .. } => "genesis",
+            Command::AdmitMember { .. } => "admit_member",
+            Command::RevokeMember { .. } => "revoke_member",
+            Command::PublishDataset(_) => "publish_dataset",
+            Command::AddNegativeListEntry { .. } => "add_negative_list_entry",
+            Command::RemoveNegativeListEntry { .. } => "remove_negative_list_entry",
+            Command::FileDemand { .. } => "file_demand",
+            Command::IssueGrant(_) => "issue_grant",
+            Command::RevokeGrant { .. } => "revoke_grant",
+            Command::RecordConsent { .. } => "record_consent",
+        }
+    }
+}
+
+/// A dataset as its owner publishes it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DatasetSpec {
+    /// Its id.
+    pub id: DatasetId,
+    /// A human title.
+    pub title: String,
+    /// The field holding the subject key.
+    pub subject_key_field: FieldName,
+    /// Its sharing category.
+    pub sharing: SharingCategory,
+    /// Its fields.
+    pub fields: Vec<FieldSpec>,
+}
+
+/// A grant as its owner issues it; the log assigns the id.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GrantSpec {
+    /// The dataset.
+    pub dataset: DatasetId,
+    /// Who may read.
+    pub grantee: OrgId,
+    /// Which fields.
+    pub fields: BTreeSet<FieldName>,
+    /// For what.
+    pub purpose: Purpose,
+    /// Under which legal basis.
+    pub legal_basis: LegalBasis,
+    /// Scope conditions on records.
+    pub scope: Vec<ScopeCondition>,
+    /// Start of validity.
+    pub valid_from_ms: UnixMillis,
+    /// End of validity.
+    pub valid_until_ms: UnixMillis,
+    /// Masking per field.
+    pub masking: BTreeMap<FieldName, MaskingRule>,
+    /// Whether each subject's consent is needed.
+    pub consent_required: bool,
+    /// The demand it answers, if any.
+    pub demand: Option<DemandId>,
+}

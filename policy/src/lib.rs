@@ -1,0 +1,23 @@
+//! civmesh policy: what the federation has agreed, and what it allows.
+//!
+//! - [`model`]: members, datasets and schemas (PIPL field classes), the
+//!   demand and negative lists, grants, consents.
+//! - [`command`]: the signed commands the policy log carries.
+//! - [`state`]: [`PolicyState`] and its deterministic `apply`, which checks
+//!   every signature and the signer's authority at apply time.
+//! - [`decide`](mod@decide): the deny-by-default access decision.
+//! - [`report`]: the `catalog match` report.
+//!
+//! Pure and synchronous: no I/O, no async runtime, no clock (time is passed
+//! in), so every replica and every auditor computes the same answers.
+
+pub mod command;
+pub mod decide;
+pub mod model;
+pub mod report;
+pub mod state;
+
+pub use command::{Command, DatasetSpec, GrantSpec, SignedCommand};
+pub use decide::{decide, AccessRequest, Decision, FieldAction, ReasonCode, RecordFacts, RecordPlan};
+pub use report::{catalog_match, CatalogMatch};
+pub use state::{Applied, PolicyState, Rejection, RejectionCode};

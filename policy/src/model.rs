@@ -1,0 +1,515 @@
+//! The things the policy log is about: members, datasets and their schemas,
+//! the demand and negative lists, grants, consents, and record values.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use civmesh_certs::{NodeId, OrgId, Role, UnixMillis};
+use serde::{Deserialize, Serialize};
+
+/// A dataset's id, `owner-name/dataset-name`, e.g.
+/// `market-supervision/enterprise-registry`.
+pub type DatasetId = String;
+/// A field's name within a dataset's schema.
+pub type FieldName = String;
+/// A purpose of processing, e.g. `elderly-care-visits` (PIPL Art. 6: specific
+/// and explicit).
+pub type Purpose = String;
+/// A grant's id, assigned by the policy log in order of issue.
+pub type GrantId = u64;
+/// A demand's id, assigned by the policy log in order of filing.
+pub type DemandId = u64;
+
+/// The longest id, name or purpose accepted, in bytes.
+pub const NAME_BYTES_MAX: usize = 128;
+/// The most fields a dataset schema may have.
+pub const SCHEMA_FIELDS_MAX: usize = 256;
+/// The longest free-text reason accepted, in bytes.
+pub const REASON_BYTES_MAX: usize = 1024;
+
+/// A member node of the federation, admitted with a CA-issued certificate.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Member {
+    /// The node's key (its PeerId).
+    pub node_id: NodeId,
+    /// Its organisation.
+    pub org: OrgId,
+    /// Its role.
+    pub role: Role,
+    /// The certificate it was admitted with (DER).
+    pub certificate_der: Vec<u8>,
+    /// The certificate's serial number.
+    pub certificate_serial: Vec<u8>,
+    /// When the certificate expires.
+    pub certificate_not_after_ms: UnixMillis,
+    /// When it was admitted (entry time).
+    pub admitted_at_ms: UnixMillis,
+    /// Set once the member is revoked; a revoked member never returns.
+    pub revoked: Option<Revocation>,
+}
+
+/// Why and when a member or grant was revoked.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Revocation {
+    /// When (entry time).
+    pub at_ms: UnixMillis,
+    /// Who revoked it.
+    pub by: NodeId,
+    /// The operator's reason.
+    pub reason: String,
+}
+
+/// How a field may be shared, by PIPL class.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FieldClass {
+    /// Published information, shareable with any member.
+    Public,
+    /// Internal government information; needs a grant.
+    Internal,
+    /// Personal information (PIPL Art. 4); needs a grant.
+    Personal,
+    /// Sensitive personal information (PIPL Art. 28); needs a grant, and on a
+    /// consent basis a separate consent (Art. 29).
+    Sensitive(SensitiveCategory),
+}
+
+impl FieldClass {
+    /// Whether the field is personal or sensitive personal information.
+    pub fn is_personal(&self) -> bool {
+        matches!(self, FieldClass::Personal | FieldClass::Sensitive(_))
+    }
+}
+
+/// The categories of sensitive personal information in PIPL Art. 28.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SensitiveCategory {
+    /// Biometric identification.
+    Biometrics,
+    /// Religious belief.
+    Religion,
+    /// Specific identity (e.g. disability status, living alone in old age).
+    SpecificIdentity,
+    /// Medical and health.
+    MedicalHealth,
+    /// Financial accounts.
+    FinancialAccount,
+    /// Whereabouts and tracks.
+    Whereabouts,
+    /// Personal information of minors under 14.
+    Minor,
+}
+
+/// A field's value type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FieldType {
+    /// UTF-8 text.
+    Text,
+    /// A signed 64-bit integer.
+    Integer,
+    /// true or false.
+    Boolean,
+    /// A calendar date, `YYYY-MM-DD`.
+    Date,
+}
+
+/// One field of a dataset's schema.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FieldSpec {
+    /// The field's name.
+    pub name: FieldName,
+    /// Its type.
+    pub field_type: FieldType,
+    /// Its class.
+    pub class: FieldClass,
+}
+
+/// A dataset's sharing category in the catalog.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SharingCategory {
+    /// Public fields go to any member without a grant (无条件共享).
+    Unconditional,
+    /// Only with a grant (有条件共享).
+    Conditional,
+    /// Never shared (不予共享).
+    NotShared,
+}
+
+/// A dataset in the catalog, as its owner published it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Dataset {
+    /// Its id.
+    pub id: DatasetId,
+    /// The organisation that owns it and alone writes it.
+    pub owner: OrgId,
+    /// A human title.
+    pub title: String,
+    /// The field holding the subject key (citizen id or credit code).
+    pub subject_key_field: FieldName,
+    /// Its sharing category.
+    pub sharing: SharingCategory,
+    /// Its fields.
+    pub fields: Vec<FieldSpec>,
+    /// Incremented each time the owner republishes it.
+    pub version: u64,
+}
+
+impl Dataset {
+    /// The schema entry for `name`.
+    pub fn field(&self, name: &str) -> Option<&FieldSpec> {
+        self.fields.iter().find(|field| field.name == name)
+    }
+}
+
+/// A demand-list entry: what a requester says it needs, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Demand {
+    /// Its id.
+    pub id: DemandId,
+    /// Who needs it.
+    pub requester: OrgId,
+    /// Which dataset (it may not exist yet: a demand with no producer).
+    pub dataset: DatasetId,
+    /// Which fields.
+    pub fields: BTreeSet<FieldName>,
+    /// For what.
+    pub purpose: Purpose,
+    /// Under which legal basis.
+    pub legal_basis: LegalBasis,
+    /// When it was filed (entry time).
+    pub filed_at_ms: UnixMillis,
+}
+
+/// A negative-list entry: a dataset, or one field of it, never shared.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NegativeListEntry {
+    /// The dataset.
+    pub dataset: DatasetId,
+    /// The field, or `None` for the whole dataset.
+    pub field: Option<FieldName>,
+    /// Why it is never shared.
+    pub reason: String,
+}
+
+/// The legal bases for processing in PIPL Art. 13.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LegalBasis {
+    /// Art. 13(1): the individual's consent.
+    Consent,
+    /// Art. 13(2): necessary for a contract or for human-resources management.
+    Contract,
+    /// Art. 13(3): necessary to perform a statutory duty or obligation.
+    StatutoryDuty,
+    /// Art. 13(4): necessary for a public-health emergency or to protect life,
+    /// health and property in an emergency.
+    PublicHealthEmergency,
+    /// Art. 13(5): news reporting and supervision in the public interest.
+    PublicInterestReporting,
+    /// Art. 13(6): information the individual disclosed or lawfully disclosed.
+    LawfullyDisclosed,
+    /// Art. 13(7): other circumstances provided by laws and regulations.
+    OtherLaw,
+}
+
+/// A scope condition: the record's `field` must equal one of `allowed`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScopeCondition {
+    /// The field tested.
+    pub field: FieldName,
+    /// The values that put a record in scope.
+    pub allowed: BTreeSet<FieldValue>,
+}
+
+/// How a released field is masked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MaskingRule {
+    /// Keep the last `n` characters, replace the rest with `*`.
+    KeepLast(u8),
+    /// Keep the first `n` characters, replace the rest with `*`.
+    KeepFirst(u8),
+    /// Replace the whole value with `***`.
+    Redact,
+}
+
+impl MaskingRule {
+    /// The masked form of `value`. Non-text values become text when masked.
+    pub fn apply(&self, value: &FieldValue) -> FieldValue {
+        let text = match value {
+            FieldValue::Null => return FieldValue::Null,
+            FieldValue::Text(text) => text.clone(),
+            FieldValue::Integer(number) => number.to_string(),
+            FieldValue::Boolean(flag) => flag.to_string(),
+        };
+        let characters: Vec<char> = text.chars().collect();
+        let masked: String = match *self {
+            MaskingRule::Redact => "***".to_string(),
+            MaskingRule::KeepLast(keep) => {
+                let keep_from = characters.len().saturating_sub(usize::from(keep));
+                characters.iter().enumerate().map(|(i, c)| if i >= keep_from { *c } else { '*' }).collect()
+            }
+            MaskingRule::KeepFirst(keep) => characters
+                .iter()
+                .enumerate()
+                .map(|(i, c)| if i < usize::from(keep) { *c } else { '*' })
+                .collect(),
+        };
+        FieldValue::Text(masked)
+    }
+}
+
+/// A grant: the owner's permission for a grantee to read fields of a
+/// dataset, for one purpose, on one legal basis, within a scope and a window.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Grant {
+    /// Its id.
+    pub id: GrantId,
+    /// The dataset.
+    pub dataset: DatasetId,
+    /// The owner organisation that issued it.
+    pub grantor: OrgId,
+    /// Who may read.
+    pub grantee: OrgId,
+    /// Which fields (minimum necessary, Art. 6).
+    pub fields: BTreeSet<FieldName>,
+    /// For what.
+    pub purpose: Purpose,
+    /// Under which legal basis.
+    pub legal_basis: LegalBasis,
+    /// Records outside these conditions are withheld.
+    pub scope: Vec<ScopeCondition>,
+    /// Start of validity.
+    pub valid_from_ms: UnixMillis,
+    /// End of validity.
+    pub valid_until_ms: UnixMillis,
+    /// Masking per field.
+    pub masking: BTreeMap<FieldName, MaskingRule>,
+    /// Whether each subject's consent is needed (always, on a consent basis).
+    pub consent_required: bool,
+    /// The demand it answers, if any.
+    pub demand: Option<DemandId>,
+    /// When it was issued (entry time).
+    pub issued_at_ms: UnixMillis,
+    /// Set once revoked.
+    pub revoked: Option<Revocation>,
+}
+
+impl Grant {
+    /// Whether a subject's consent is needed for each record.
+    pub fn needs_consent(&self) -> bool {
+        self.consent_required || self.legal_basis == LegalBasis::Consent
+    }
+}
+
+/// A keyed hash (HMAC-SHA256 under the federation's subject-key secret) of a
+/// subject key. The log and the policy only ever hold these, never the key.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct SubjectKeyHash(pub [u8; 32]);
+
+impl std::fmt::Debug for SubjectKeyHash {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SubjectKeyHash({:02x}{:02x}{:02x}{:02x}…)", self.0[0], self.0[1], self.0[2], self.0[3])
+    }
+}
+
+impl SubjectKeyHash {
+    /// HMAC-SHA256 of `subject_key` under `secret`.
+    pub fn of(secret: &[u8], subject_key: &str) -> Self {
+        let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret);
+        let tag = ring::hmac::sign(&key, subject_key.as_bytes());
+        let mut out = [0u8; 32];
+        out.copy_from_slice(tag.as_ref());
+        SubjectKeyHash(out)
+    }
+}
+
+/// Who a consent is for: one subject, dataset, grantee and purpose.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct ConsentKey {
+    /// The subject.
+    pub subject: SubjectKeyHash,
+    /// The dataset.
+    pub dataset: DatasetId,
+    /// The organisation allowed to read.
+    pub grantee: OrgId,
+    /// For what.
+    pub purpose: Purpose,
+}
+
+/// A subject's consent, as last recorded (Art. 14, withdrawable per Art. 15).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Consent {
+    /// Given (true) or withdrawn (false).
+    pub given: bool,
+    /// Whether it includes the separate consent for sensitive fields (Art. 29).
+    pub covers_sensitive: bool,
+    /// The organisation that collected it.
+    pub recorded_by: OrgId,
+    /// When (entry time).
+    pub recorded_at_ms: UnixMillis,
+}
+
+/// A record field's value. In JSON it is the plain JSON value (`null`,
+/// `true`, `42`, `"text"`); in the canonical binary encoding it is a tagged
+/// enum, since bincode cannot decode untagged values.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum FieldValue {
+    /// No value.
+    Null,
+    /// true or false.
+    Boolean(bool),
+    /// An integer.
+    Integer(i64),
+    /// Text (also dates, as `YYYY-MM-DD`).
+    Text(String),
+}
+
+/// The tagged form used by binary encodings.
+#[derive(Serialize, Deserialize)]
+enum TaggedFieldValue {
+    Null,
+    Boolean(bool),
+    Integer(i64),
+    Text(String),
+}
+
+/// The plain form used by JSON.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum PlainFieldValue {
+    Null,
+    Boolean(bool),
+    Integer(i64),
+    Text(String),
+}
+
+impl Serialize for FieldValue {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        if serializer.is_human_readable() {
+            match self {
+                FieldValue::Null => serializer.serialize_none(),
+                FieldValue::Boolean(flag) => serializer.serialize_bool(*flag),
+                FieldValue::Integer(number) => serializer.serialize_i64(*number),
+                FieldValue::Text(text) => serializer.serialize_str(text),
+            }
+        } else {
+            let tagged = match self {
+                FieldValue::Null => TaggedFieldValue::Null,
+                FieldValue::Boolean(flag) => TaggedFieldValue::Boolean(*flag),
+                FieldValue::Integer(number) => TaggedFieldValue::Integer(*number),
+                FieldValue::Text(text) => TaggedFieldValue::Text(text.clone()),
+            };
+            tagged.serialize(serializer)
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for FieldValue {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        if deserializer.is_human_readable() {
+            Ok(match PlainFieldValue::deserialize(deserializer)? {
+                PlainFieldValue::Null => FieldValue::Null,
+                PlainFieldValue::Boolean(flag) => FieldValue::Boolean(flag),
+                PlainFieldValue::Integer(number) => FieldValue::Integer(number),
+                PlainFieldValue::Text(text) => FieldValue::Text(text),
+            })
+        } else {
+            Ok(match TaggedFieldValue::deserialize(deserializer)? {
+                TaggedFieldValue::Null => FieldValue::Null,
+                TaggedFieldValue::Boolean(flag) => FieldValue::Boolean(flag),
+                TaggedFieldValue::Integer(number) => FieldValue::Integer(number),
+                TaggedFieldValue::Text(text) => FieldValue::Text(text),
+            })
+        }
+    }
+}
+
+impl FieldValue {
+    /// Whether the value fits `field_type` (null fits any type).
+    pub fn fits(&self, field_type: FieldType) -> bool {
+        match (self, field_type) {
+            (FieldValue::Null, _) => true,
+            (FieldValue::Text(_), FieldType::Text) => true,
+            (FieldValue::Text(text), FieldType::Date) => is_iso_date(text),
+            (FieldValue::Integer(_), FieldType::Integer) => true,
+            (FieldValue::Boolean(_), FieldType::Boolean) => true,
+            _ => false,
+        }
+    }
+}
+
+fn is_iso_date(text: &str) -> bool {
+    let bytes = text.as_bytes();
+    if bytes.len() != 10 || bytes[4] != b'-' || bytes[7] != b'-' {
+        return false;
+    }
+    let digits = |range: std::ops::Range<usize>| -> Option<u32> { text.get(range)?.parse().ok() };
+    match (digits(0..4), digits(5..7), digits(8..10)) {
+        (Some(_), Some(month), Some(day)) => (1..=12).contains(&month) && (1..=31).contains(&day),
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn masking_rules_are_applied_per_character() {
+        let id = FieldValue::Text("310106195001011234".into());
+        assert_eq!(MaskingRule::KeepLast(4).apply(&id), FieldValue::Text("**************1234".into()));
+        assert_eq!(
+            MaskingRule::KeepFirst(2).apply(&FieldValue::Text("静安寺街道".into())),
+            FieldValue::Text("静安***".into())
+        );
+        assert_eq!(MaskingRule::Redact.apply(&FieldValue::Integer(42)), FieldValue::Text("***".into()));
+        assert_eq!(
+            MaskingRule::KeepLast(9).apply(&FieldValue::Text("ab".into())),
+            FieldValue::Text("ab".into())
+        );
+        assert_eq!(MaskingRule::Redact.apply(&FieldValue::Null), FieldValue::Null);
+    }
+
+    #[test]
+    fn values_are_checked_against_types() {
+        let cases = [
+            (FieldValue::Text("x".into()), FieldType::Text, true),
+            (FieldValue::Text("2024-02-30".into()), FieldType::Date, true),
+            (FieldValue::Text("2024-13-01".into()), FieldType::Date, false),
+            (FieldValue::Text("yesterday".into()), FieldType::Date, false),
+            (FieldValue::Integer(3), FieldType::Text, false),
+            (FieldValue::Integer(3), FieldType::Integer, true),
+            (FieldValue::Boolean(true), FieldType::Boolean, true),
+            (FieldValue::Null, FieldType::Integer, true),
+        ];
+        for (value, field_type, fits) in cases {
+            assert_eq!(value.fits(field_type), fits, "{value:?} as {field_type:?}");
+        }
+    }
+
+    #[test]
+    fn field_values_round_trip_in_both_encodings() {
+        let values = vec![
+            FieldValue::Null,
+            FieldValue::Boolean(true),
+            FieldValue::Integer(-7),
+            FieldValue::Text("静安寺街道 1号".into()),
+        ];
+        let bytes = civmesh_certs::codec::encode(&values).unwrap();
+        assert_eq!(civmesh_certs::codec::decode_exact::<Vec<FieldValue>>(&bytes, 1024).unwrap(), values);
+        let json = serde_json::to_string(&values).unwrap();
+        assert_eq!(json, r#"[null,true,-7,"静安寺街道 1号"]"#);
+        assert_eq!(serde_json::from_str::<Vec<FieldValue>>(&json).unwrap(), values);
+    }
+
+    #[test]
+    fn subject_key_hash_is_keyed() {
+        let a = SubjectKeyHash::of(b"secret-a", "310106195001011234");
+        assert_eq!(a, SubjectKeyHash::of(b"secret-a", "310106195001011234"));
+        assert_ne!(a, SubjectKeyHash::of(b"secret-b", "310106195001011234"));
+        assert_ne!(a, SubjectKeyHash::of(b"secret-a", "310106195001011235"));
+    }
+}

@@ -1,0 +1,255 @@
+//! `apply`: who may do what, bad input as typed rejections, and replicas
+//! that stay equal.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::collections::BTreeSet;
+
+use civmesh_certs::SignedEnvelope;
+use civmesh_policy::model::{FieldClass, FieldSpec, FieldType, LegalBasis, SharingCategory, SubjectKeyHash};
+use civmesh_policy::{Applied, Command, DatasetSpec, RejectionCode};
+use support::*;
+
+#[test]
+fn authority_is_checked_per_command() {
+    let mut fx = Fixture::new();
+    let outsider_cert = fx.outsider.certificate_der.clone();
+    let jingansi_org = fx.jingansi.org.clone();
+    let jingansi_id = fx.jingansi.key.node_id();
+    let negative = |field: &str| Command::AddNegativeListEntry {
+        dataset: ENTERPRISES.into(),
+        field: Some(field.into()),
+        reason: "law enforcement only".into(),
+    };
+    let consent = Command::RecordConsent {
+        subject: SubjectKeyHash([1; 32]),
+        dataset: RESIDENTS.into(),
+        grantee: jingansi_org.clone(),
+        purpose: "elderly-care".into(),
+        given: true,
+        covers_sensitive: false,
+    };
+    let republish_as_other_owner =
+        Command::PublishDataset(DatasetSpec { title: "hijack".into(), ..enterprise_dataset() });
+    type Case<'a> = (&'a str, &'a civmesh_certs::NodeKey, Command, Option<RejectionCode>);
+    let cases: Vec<Case> = vec![
+        (
+            "street admits",
+            &fx.jingansi.key,
+            Command::AdmitMember { certificate_der: outsider_cert.clone() },
+            Some(RejectionCode::NotAuthorised),
+        ),
+        (
+            "department revokes",
+            &fx.market.key,
+            Command::RevokeMember { node_id: jingansi_id, reason: "x".into() },
+            Some(RejectionCode::NotAuthorised),
+        ),
+        (
+            "CA publishes",
+            &fx.ca_key,
+            Command::PublishDataset(enterprise_dataset()),
+            Some(RejectionCode::NotAuthorised),
+        ),
+        (
+            "outsider files demand",
+            &fx.outsider.key,
+            Command::FileDemand {
+                dataset: ENTERPRISES.into(),
+                fields: BTreeSet::from(["name".to_string()]),
+                purpose: "p".into(),
+                legal_basis: LegalBasis::StatutoryDuty,
+            },
+            Some(RejectionCode::SignerUnknown),
+        ),
+        (
+            "other department edits negative list",
+            &fx.civil.key,
+            negative("legal_rep_id_number"),
+            Some(RejectionCode::NotAuthorised),
+        ),
+        (
+            "street grants",
+            &fx.jingansi.key,
+            Command::IssueGrant(grant_spec(ENTERPRISES, &jingansi_org, &["name"], "p")),
+            Some(RejectionCode::NotAuthorised),
+        ),
+        (
+            "other department republishes",
+            &fx.civil.key,
+            republish_as_other_owner,
+            Some(RejectionCode::NotAuthorised),
+        ),
+        (
+            "unrelated street records consent",
+            &fx.nanjingxilu.key,
+            consent.clone(),
+            Some(RejectionCode::NotAuthorised),
+        ),
+        ("hub admits", &fx.hub.key, Command::AdmitMember { certificate_der: outsider_cert }, None),
+        ("owner edits negative list", &fx.market.key, negative("legal_rep_id_number"), None),
+        ("grantee records consent", &fx.jingansi.key, consent, None),
+        (
+            "CA revokes",
+            &fx.ca_key,
+            Command::RevokeMember { node_id: jingansi_id, reason: "laptop stolen".into() },
+            None,
+        ),
+    ];
+    for (name, key, command, expected) in cases {
+        let before = fx.state.clone();
+        let outcome = fx.state.apply(&sign(key, command), NOW_MS);
+        match expected {
+            None => assert!(outcome.is_ok(), "{name}: {outcome:?}"),
+            Some(code) => {
+                assert_eq!(outcome.as_ref().map_err(|r| r.code), Err(code), "{name}");
+                let mut unchanged = before.clone();
+                unchanged.commands_applied += 1;
+                assert_eq!(fx.state, unchanged, "{name}: a rejected command changed the state");
+            }
+        }
+    }
+    // A revoked member's commands are refused from then on.
+    let demand = Command::FileDemand {
+        dataset: ENTERPRISES.into(),
+        fields: BTreeSet::from(["name".to_string()]),
+        purpose: "p".into(),
+        legal_basis: LegalBasis::StatutoryDuty,
+    };
+    assert_eq!(
+        apply(&mut fx.state, &fx.jingansi.key, demand).unwrap_err().code,
+        RejectionCode::SignerRevoked
+    );
+}
+
+#[test]
+fn bad_input_gets_typed_rejections() {
+    let mut fx = Fixture::new();
+    let street = fx.jingansi.org.clone();
+    let mut unknown_field_grant = grant_spec(ENTERPRISES, &street, &["name", "shoe_size"], "p");
+    let cases: Vec<(&str, Command, RejectionCode)> = vec![
+        (
+            "grant on unknown dataset",
+            Command::IssueGrant(grant_spec("market-supervision/nope", &street, &["name"], "p")),
+            RejectionCode::DatasetUnknown,
+        ),
+        (
+            "grant of unknown field",
+            Command::IssueGrant(unknown_field_grant.clone()),
+            RejectionCode::FieldUnknown,
+        ),
+        (
+            "revoke unknown grant",
+            Command::RevokeGrant { grant_id: 999, reason: "x".into() },
+            RejectionCode::GrantUnknown,
+        ),
+        (
+            "negative-list unknown field",
+            Command::AddNegativeListEntry {
+                dataset: ENTERPRISES.into(),
+                field: Some("x".into()),
+                reason: "r".into(),
+            },
+            RejectionCode::FieldUnknown,
+        ),
+        (
+            "schema without subject key",
+            Command::PublishDataset(DatasetSpec {
+                subject_key_field: "missing".into(),
+                ..enterprise_dataset()
+            }),
+            RejectionCode::FieldUnknown,
+        ),
+        (
+            "schema with duplicate field",
+            Command::PublishDataset(DatasetSpec {
+                fields: vec![
+                    FieldSpec {
+                        name: "a".into(),
+                        field_type: FieldType::Text,
+                        class: FieldClass::Public
+                    };
+                    2
+                ],
+                subject_key_field: "a".into(),
+                ..enterprise_dataset()
+            }),
+            RejectionCode::InvalidArgument,
+        ),
+        (
+            "empty window",
+            Command::IssueGrant({
+                let mut g = grant_spec(ENTERPRISES, &street, &["name"], "p");
+                g.valid_until_ms = g.valid_from_ms;
+                g
+            }),
+            RejectionCode::InvalidArgument,
+        ),
+        (
+            "grant to unknown org",
+            Command::IssueGrant(grant_spec(
+                ENTERPRISES,
+                &civmesh_certs::OrgId::new("street/ghost").unwrap(),
+                &["name"],
+                "p",
+            )),
+            RejectionCode::MemberUnknown,
+        ),
+    ];
+    for (name, command, code) in cases {
+        assert_eq!(apply(&mut fx.state, &fx.market.key, command).map_err(|r| r.code), Err(code), "{name}");
+    }
+    unknown_field_grant.fields.remove("shoe_size");
+    assert!(matches!(
+        apply(&mut fx.state, &fx.market.key, Command::IssueGrant(unknown_field_grant)),
+        Ok(Applied::GrantIssued(1))
+    ));
+
+    // Future-dated, stale, replayed and forged commands.
+    let demand = Command::FileDemand {
+        dataset: ENTERPRISES.into(),
+        fields: BTreeSet::from(["name".to_string()]),
+        purpose: "p".into(),
+        legal_basis: LegalBasis::StatutoryDuty,
+    };
+    let future = SignedEnvelope::sign(&fx.jingansi.key, &demand, NOW_MS + 3_600_000).unwrap();
+    assert_eq!(fx.state.apply(&future, NOW_MS).unwrap_err().code, RejectionCode::FutureDated);
+    let stale = SignedEnvelope::sign(&fx.jingansi.key, &demand, NOW_MS - 3_600_000).unwrap();
+    assert_eq!(fx.state.apply(&stale, NOW_MS).unwrap_err().code, RejectionCode::Stale);
+    let once = sign(&fx.jingansi.key, demand.clone());
+    assert!(fx.state.apply(&once, NOW_MS).is_ok());
+    assert_eq!(fx.state.apply(&once, NOW_MS + 1).unwrap_err().code, RejectionCode::Replayed);
+    let genuine = sign(&fx.jingansi.key, demand).to_bytes().unwrap();
+    let mut forged = genuine.clone();
+    let last = forged.len() - 1;
+    forged[last] ^= 1;
+    let forged = SignedEnvelope::from_bytes(&forged).unwrap();
+    assert_eq!(fx.state.apply(&forged, NOW_MS).unwrap_err().code, RejectionCode::SignatureInvalid);
+}
+
+#[test]
+fn genesis_comes_first_and_once() {
+    let mut fx = Fixture::new();
+    let again = Command::Genesis {
+        federation_name: "again".into(),
+        ca_certificate_der: fx.state.federation.as_ref().unwrap().ca_certificate_der.clone(),
+        founding_member_certificates_der: vec![],
+    };
+    assert_eq!(apply(&mut fx.state, &fx.ca_key, again).unwrap_err().code, RejectionCode::GenesisOrder);
+    let mut empty = civmesh_policy::PolicyState::default();
+    let publish = sign(&fx.market.key, Command::PublishDataset(enterprise_dataset()));
+    assert_eq!(empty.apply(&publish, NOW_MS).unwrap_err().code, RejectionCode::GenesisOrder);
+}
+
+#[test]
+fn republishing_bumps_the_version_and_keeps_the_owner() {
+    let mut fx = Fixture::new();
+    let spec = DatasetSpec { sharing: SharingCategory::Unconditional, ..enterprise_dataset() };
+    apply(&mut fx.state, &fx.market.key, Command::PublishDataset(spec)).unwrap();
+    let dataset = &fx.state.datasets[ENTERPRISES];
+    assert_eq!(dataset.version, 2);
+    assert_eq!(dataset.owner.as_str(), "dept/market-supervision");
+    assert_eq!(dataset.sharing, SharingCategory::Unconditional);
+}

@@ -1,0 +1,167 @@
+//! A small federation for policy tests: a CA, a hub, two departments, two
+//! streets and an auditor, with genesis applied and two datasets published.
+
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use civmesh_certs::{FederationCa, IssueRequest, NodeCertificate, NodeKey, OrgId, Role, SignedEnvelope};
+use civmesh_policy::model::{
+    FieldClass, FieldSpec, FieldType, LegalBasis, SensitiveCategory, SharingCategory,
+};
+use civmesh_policy::{Applied, Command, DatasetSpec, GrantSpec, PolicyState, Rejection, SignedCommand};
+
+pub const NOW_MS: u64 = 1_800_000_000_000;
+pub const DAY_MS: u64 = 86_400_000;
+pub const ENTERPRISES: &str = "market-supervision/enterprise-registry";
+pub const RESIDENTS: &str = "civil-affairs/residents";
+
+pub struct Node {
+    pub key: NodeKey,
+    pub certificate_der: Vec<u8>,
+    pub org: OrgId,
+}
+
+pub struct Fixture {
+    _dir: tempfile::TempDir,
+    pub ca: FederationCa,
+    pub ca_key: NodeKey,
+    pub hub: Node,
+    pub market: Node,
+    pub civil: Node,
+    pub jingansi: Node,
+    pub nanjingxilu: Node,
+    pub auditor: Node,
+    /// Issued but not admitted.
+    pub outsider: Node,
+    /// Genesis applied, both datasets published.
+    pub state: PolicyState,
+}
+
+fn node(ca: &FederationCa, org: &str, role: Role) -> Node {
+    let key = NodeKey::generate().unwrap();
+    let org = OrgId::new(org).unwrap();
+    let request = IssueRequest::for_days(org.clone(), role, key.node_id(), NOW_MS, 365).unwrap();
+    let certificate_der = NodeCertificate::from_pem(&ca.issue(&request).unwrap()).unwrap().der().to_vec();
+    Node { key, certificate_der, org }
+}
+
+/// Signs `command` as `key` and applies it at [`NOW_MS`].
+pub fn apply(state: &mut PolicyState, key: &NodeKey, command: Command) -> Result<Applied, Rejection> {
+    state.apply(&sign(key, command), NOW_MS)
+}
+
+pub fn sign(key: &NodeKey, command: Command) -> SignedCommand {
+    SignedEnvelope::sign(key, &command, NOW_MS).unwrap()
+}
+
+impl Fixture {
+    pub fn new() -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let ca_dir = dir.path().join("ca");
+        let ca = FederationCa::init(&ca_dir, "test city", NOW_MS - DAY_MS, 3650).unwrap();
+        let ca_key = NodeKey::load(&ca_dir.join("ca.key")).unwrap();
+        let hub = node(&ca, "hub/city", Role::Hub);
+        let market = node(&ca, "dept/market-supervision", Role::Department);
+        let civil = node(&ca, "dept/civil-affairs", Role::Department);
+        let jingansi = node(&ca, "street/jingansi", Role::Street);
+        let nanjingxilu = node(&ca, "street/nanjingxilu", Role::Street);
+        let auditor = node(&ca, "auditor/municipal-audit", Role::Auditor);
+        let outsider = node(&ca, "street/outsider", Role::Street);
+        let ca_der = civmesh_certs::CaCertificate::from_pem(ca.certificate_pem()).unwrap().der().to_vec();
+        let mut state = PolicyState::default();
+        let genesis = Command::Genesis {
+            federation_name: "test city".into(),
+            ca_certificate_der: ca_der,
+            founding_member_certificates_der: [&hub, &market, &civil, &jingansi, &nanjingxilu, &auditor]
+                .iter()
+                .map(|node| node.certificate_der.clone())
+                .collect(),
+        };
+        state.apply(&sign(&ca_key, genesis), NOW_MS).unwrap();
+        let mut fixture = Fixture {
+            _dir: dir,
+            ca,
+            ca_key,
+            hub,
+            market,
+            civil,
+            jingansi,
+            nanjingxilu,
+            auditor,
+            outsider,
+            state,
+        };
+        let enterprises = Command::PublishDataset(enterprise_dataset());
+        let residents = Command::PublishDataset(resident_dataset());
+        apply(&mut fixture.state, &fixture.market.key, enterprises).unwrap();
+        apply(&mut fixture.state, &fixture.civil.key, residents).unwrap();
+        fixture
+    }
+
+    pub fn grant(&mut self, spec: GrantSpec) -> u64 {
+        let owner = if spec.dataset == ENTERPRISES { &self.market.key } else { &self.civil.key };
+        match apply(&mut self.state, owner, Command::IssueGrant(spec)).unwrap() {
+            Applied::GrantIssued(id) => id,
+            other => panic!("expected a grant id, got {other:?}"),
+        }
+    }
+}
+
+fn field(name: &str, field_type: FieldType, class: FieldClass) -> FieldSpec {
+    FieldSpec { name: name.into(), field_type, class }
+}
+
+pub fn enterprise_dataset() -> DatasetSpec {
+    DatasetSpec {
+        id: ENTERPRISES.into(),
+        title: "Enterprise registry".into(),
+        subject_key_field: "credit_code".into(),
+        sharing: SharingCategory::Conditional,
+        fields: vec![
+            field("credit_code", FieldType::Text, FieldClass::Public),
+            field("name", FieldType::Text, FieldClass::Public),
+            field("registered_address", FieldType::Text, FieldClass::Public),
+            field("operating_address", FieldType::Text, FieldClass::Internal),
+            field("legal_rep_id_number", FieldType::Text, FieldClass::Personal),
+            field("district", FieldType::Text, FieldClass::Public),
+        ],
+    }
+}
+
+pub fn resident_dataset() -> DatasetSpec {
+    DatasetSpec {
+        id: RESIDENTS.into(),
+        title: "Residents".into(),
+        subject_key_field: "citizen_id".into(),
+        sharing: SharingCategory::Conditional,
+        fields: vec![
+            field("citizen_id", FieldType::Text, FieldClass::Personal),
+            field("name", FieldType::Text, FieldClass::Personal),
+            field("address", FieldType::Text, FieldClass::Personal),
+            field("age", FieldType::Integer, FieldClass::Personal),
+            field(
+                "lives_alone_80_plus",
+                FieldType::Boolean,
+                FieldClass::Sensitive(SensitiveCategory::SpecificIdentity),
+            ),
+            field("district", FieldType::Text, FieldClass::Public),
+        ],
+    }
+}
+
+pub fn grant_spec(dataset: &str, grantee: &OrgId, fields: &[&str], purpose: &str) -> GrantSpec {
+    GrantSpec {
+        dataset: dataset.into(),
+        grantee: grantee.clone(),
+        fields: fields.iter().map(|f| f.to_string()).collect::<BTreeSet<_>>(),
+        purpose: purpose.into(),
+        legal_basis: LegalBasis::StatutoryDuty,
+        scope: vec![],
+        valid_from_ms: NOW_MS - DAY_MS,
+        valid_until_ms: NOW_MS + 30 * DAY_MS,
+        masking: BTreeMap::new(),
+        consent_required: false,
+        demand: None,
+    }
+}
