@@ -36,7 +36,7 @@ pub struct Row<'a> {
 pub fn print_ratio_table(title: &str, rows: &[Row<'_>]) {
     let directory = criterion_output_directory();
     println!("\n{title}");
-    println!("{:<44} {:>14} {:>14} {:>8}", "measurement", "ops/s", "anchor ops/s", "ratio");
+    println!("{:<58} {:>14} {:>14} {:>8}", "measurement", "ops/s", "anchor ops/s", "ratio");
     for row in rows {
         let ours = mean_nanoseconds(&directory, row.group, row.bench);
         let anchor = mean_nanoseconds(&directory, row.group, row.anchor);
@@ -45,14 +45,14 @@ pub fn print_ratio_table(title: &str, rows: &[Row<'_>]) {
                 let ours_per_second = row.operations_per_iteration * 1e9 / ours;
                 let anchor_per_second = row.operations_per_iteration * 1e9 / anchor;
                 println!(
-                    "{:<44} {:>14.0} {:>14.0} {:>8.3}",
+                    "{:<58} {:>14.0} {:>14.0} {:>8.3}",
                     format!("{} vs {}", row.bench, row.anchor),
                     ours_per_second,
                     anchor_per_second,
                     ours_per_second / anchor_per_second
                 );
             }
-            _ => println!("{:<44} (no estimate: run with `cargo bench`)", row.bench),
+            _ => println!("{:<58} (no estimate: run with `cargo bench`)", row.bench),
         }
     }
 }
