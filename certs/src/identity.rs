@@ -28,7 +28,7 @@ pub enum IdentityError {
 /// A node's identity: its Ed25519 public key. Displayed and parsed as the
 /// libp2p PeerId that inlines this key, so the libp2p handshake and civmesh
 /// signatures name a node the same way.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct NodeId(pub [u8; 32]);
 
 impl NodeId {

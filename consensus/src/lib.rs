@@ -1,1 +1,16 @@
-//! placeholder
+//! civmesh consensus: the Raft-replicated policy log, openraft 0.9
+//! (storage-v2) on RocksDB.
+//!
+//! - [`types`]: the openraft type configuration; log entries carry batches of
+//!   signed policy commands stamped with the leader's time.
+//! - [`store`]: the RocksDB log store and the state machine that applies
+//!   commands with [`civmesh_policy::PolicyState::apply`].
+//!
+//! This crate knows nothing of libp2p: it reaches other nodes only through a
+//! transport trait that the node implements.
+
+pub mod store;
+pub mod types;
+
+pub use store::{open, AppliedState, LogStore, OpenError, SharedState, StateMachine};
+pub use types::{raft_node_id, ApplyResult, Entry, LogPayload, Raft, RaftNodeId, RaftPeer, TypeConfig};

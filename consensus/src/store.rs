@@ -1,0 +1,445 @@
+//! RocksDB storage for the policy log (openraft storage-v2): the log store
+//! and the state machine share one database in separate column families.
+//!
+//! - `log`: entries by big-endian index; `log_meta`: vote, committed id and
+//!   last purged id. Appends and votes are written with `sync` (fsync of the
+//!   WAL) before openraft is told they are durable.
+//! - `state`: the state machine's checkpoint, i.e. the canonical encoding of
+//!   the policy state with its last applied log id and membership, written
+//!   (synced) each time a snapshot is built or installed. Between checkpoints
+//!   the state is rebuilt on start by re-applying the committed log after the
+//!   checkpoint, which the log keeps: it is purged only up to a snapshot.
+
+use std::ops::RangeBounds;
+use std::path::Path;
+use std::sync::{Arc, RwLock};
+
+use civmesh_certs::codec;
+use civmesh_policy::PolicyState;
+use openraft::storage::{LogFlushed, LogState, RaftLogStorage, RaftStateMachine, Snapshot};
+use openraft::{
+    AnyError, EntryPayload, ErrorSubject, ErrorVerb, LogId, OptionalSend, RaftLogReader, RaftSnapshotBuilder,
+    SnapshotMeta, StorageError, StorageIOError, StoredMembership, Vote,
+};
+use rocksdb::{ColumnFamilyDescriptor, Direction, IteratorMode, Options, WriteBatch, WriteOptions, DB};
+use serde::{Deserialize, Serialize};
+
+use crate::types::{ApplyResult, Entry, RaftNodeId, RaftPeer, TypeConfig};
+
+const LOG_FAMILY: &str = "log";
+const LOG_META_FAMILY: &str = "log_meta";
+const STATE_FAMILY: &str = "state";
+const VOTE_KEY: &[u8] = b"vote";
+const COMMITTED_KEY: &[u8] = b"committed";
+const LAST_PURGED_KEY: &[u8] = b"last_purged";
+const CHECKPOINT_KEY: &[u8] = b"checkpoint";
+/// The largest single log entry or checkpoint decoded, in bytes.
+pub const STORED_VALUE_BYTES_MAX: usize = codec::DECODE_BYTES_MAX;
+
+/// Why the store could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// RocksDB refused to open the directory.
+    #[error("cannot open the policy log database at {path}: {source}")]
+    Database {
+        /// The directory.
+        path: String,
+        /// RocksDB's error.
+        source: rocksdb::Error,
+    },
+    /// The stored checkpoint does not decode.
+    #[error("the policy log's state checkpoint is corrupt: {0}")]
+    CheckpointCorrupt(String),
+}
+
+type StorageResult<T> = Result<T, StorageError<RaftNodeId>>;
+
+fn io_error(
+    subject: ErrorSubject<RaftNodeId>,
+    verb: ErrorVerb,
+    error: impl std::error::Error + 'static,
+) -> StorageError<RaftNodeId> {
+    StorageIOError::new(subject, verb, AnyError::new(&error)).into()
+}
+
+fn read_error(error: impl std::error::Error + 'static) -> StorageError<RaftNodeId> {
+    io_error(ErrorSubject::Store, ErrorVerb::Read, error)
+}
+
+fn write_error(error: impl std::error::Error + 'static) -> StorageError<RaftNodeId> {
+    io_error(ErrorSubject::Store, ErrorVerb::Write, error)
+}
+
+fn synced() -> WriteOptions {
+    let mut options = WriteOptions::default();
+    options.set_sync(true);
+    options
+}
+
+/// Opens (or creates) the policy log database in `directory`, and returns its
+/// log store and state machine.
+pub fn open(directory: &Path) -> Result<(LogStore, StateMachine), OpenError> {
+    let mut options = Options::default();
+    options.create_if_missing(true);
+    options.create_missing_column_families(true);
+    let families = [LOG_FAMILY, LOG_META_FAMILY, STATE_FAMILY]
+        .into_iter()
+        .map(|name| ColumnFamilyDescriptor::new(name, Options::default()));
+    let db = DB::open_cf_descriptors(&options, directory, families)
+        .map_err(|source| OpenError::Database { path: directory.display().to_string(), source })?;
+    let db = Arc::new(db);
+    let state_machine = StateMachine::load(db.clone())?;
+    Ok((LogStore { db }, state_machine))
+}
+
+fn family<'a>(db: &'a DB, name: &str) -> StorageResult<&'a rocksdb::ColumnFamily> {
+    db.cf_handle(name).ok_or_else(|| {
+        read_error(std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            format!("column family {name} is missing"),
+        ))
+    })
+}
+
+fn get_value<T: serde::de::DeserializeOwned>(
+    db: &DB,
+    family_name: &str,
+    key: &[u8],
+) -> StorageResult<Option<T>> {
+    let bytes = db.get_cf(family(db, family_name)?, key).map_err(read_error)?;
+    bytes.map(|bytes| codec::decode_exact(&bytes, STORED_VALUE_BYTES_MAX).map_err(read_error)).transpose()
+}
+
+fn put_value_synced<T: Serialize>(db: &DB, family_name: &str, key: &[u8], value: &T) -> StorageResult<()> {
+    let bytes = codec::encode(value).map_err(write_error)?;
+    db.put_cf_opt(family(db, family_name)?, key, bytes, &synced()).map_err(write_error)
+}
+
+fn index_key(index: u64) -> [u8; 8] {
+    index.to_be_bytes()
+}
+
+/// The Raft log in RocksDB.
+#[derive(Clone)]
+pub struct LogStore {
+    db: Arc<DB>,
+}
+
+impl RaftLogReader<TypeConfig> for LogStore {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + std::fmt::Debug + OptionalSend>(
+        &mut self,
+        range: RB,
+    ) -> StorageResult<Vec<Entry>> {
+        use std::ops::Bound;
+        let start = match range.start_bound() {
+            Bound::Included(index) => *index,
+            Bound::Excluded(index) => index.saturating_add(1),
+            Bound::Unbounded => 0,
+        };
+        let log = family(&self.db, LOG_FAMILY)?;
+        let mut entries = Vec::new();
+        for item in self.db.iterator_cf(log, IteratorMode::From(&index_key(start), Direction::Forward)) {
+            let (key, value) = item.map_err(read_error)?;
+            let index = u64::from_be_bytes(key.as_ref().try_into().map_err(|_| {
+                read_error(std::io::Error::new(std::io::ErrorKind::InvalidData, "log key is not 8 bytes"))
+            })?);
+            if !range.contains(&index) {
+                break;
+            }
+            let entry: Entry = codec::decode_exact(&value, STORED_VALUE_BYTES_MAX).map_err(read_error)?;
+            debug_assert_eq!(entry.log_id.index, index);
+            entries.push(entry);
+        }
+        Ok(entries)
+    }
+}
+
+impl RaftLogStorage<TypeConfig> for LogStore {
+    type LogReader = Self;
+
+    async fn get_log_state(&mut self) -> StorageResult<LogState<TypeConfig>> {
+        let last_purged_log_id: Option<LogId<RaftNodeId>> =
+            get_value(&self.db, LOG_META_FAMILY, LAST_PURGED_KEY)?;
+        let log = family(&self.db, LOG_FAMILY)?;
+        let last = match self.db.iterator_cf(log, IteratorMode::End).next() {
+            Some(item) => {
+                let (_, value) = item.map_err(read_error)?;
+                let entry: Entry = codec::decode_exact(&value, STORED_VALUE_BYTES_MAX).map_err(read_error)?;
+                Some(entry.log_id)
+            }
+            None => None,
+        };
+        Ok(LogState { last_purged_log_id, last_log_id: last.or(last_purged_log_id) })
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        self.clone()
+    }
+
+    async fn save_vote(&mut self, vote: &Vote<RaftNodeId>) -> StorageResult<()> {
+        put_value_synced(&self.db, LOG_META_FAMILY, VOTE_KEY, vote)
+    }
+
+    async fn read_vote(&mut self) -> StorageResult<Option<Vote<RaftNodeId>>> {
+        get_value(&self.db, LOG_META_FAMILY, VOTE_KEY)
+    }
+
+    async fn save_committed(&mut self, committed: Option<LogId<RaftNodeId>>) -> StorageResult<()> {
+        put_value_synced(&self.db, LOG_META_FAMILY, COMMITTED_KEY, &committed)
+    }
+
+    async fn read_committed(&mut self) -> StorageResult<Option<LogId<RaftNodeId>>> {
+        Ok(get_value::<Option<LogId<RaftNodeId>>>(&self.db, LOG_META_FAMILY, COMMITTED_KEY)?.flatten())
+    }
+
+    async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> StorageResult<()>
+    where
+        I: IntoIterator<Item = Entry> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let log = family(&self.db, LOG_FAMILY)?;
+        let mut batch = WriteBatch::default();
+        for entry in entries {
+            let bytes = codec::encode(&entry).map_err(write_error)?;
+            batch.put_cf(log, index_key(entry.log_id.index), bytes);
+        }
+        // fsync before openraft may acknowledge the entries.
+        let outcome =
+            self.db.write_opt(batch, &synced()).map_err(|error| std::io::Error::other(error.to_string()));
+        let failed =
+            outcome.as_ref().err().map(|error| write_error(std::io::Error::other(error.to_string())));
+        callback.log_io_completed(outcome);
+        failed.map_or(Ok(()), Err)
+    }
+
+    async fn truncate(&mut self, log_id: LogId<RaftNodeId>) -> StorageResult<()> {
+        let log = family(&self.db, LOG_FAMILY)?;
+        let mut batch = WriteBatch::default();
+        batch.delete_range_cf(log, index_key(log_id.index), index_key(u64::MAX));
+        batch.delete_cf(log, index_key(u64::MAX));
+        self.db.write_opt(batch, &synced()).map_err(write_error)
+    }
+
+    async fn purge(&mut self, log_id: LogId<RaftNodeId>) -> StorageResult<()> {
+        let log = family(&self.db, LOG_FAMILY)?;
+        let meta = family(&self.db, LOG_META_FAMILY)?;
+        let mut batch = WriteBatch::default();
+        batch.put_cf(meta, LAST_PURGED_KEY, codec::encode(&log_id).map_err(write_error)?);
+        batch.delete_range_cf(log, index_key(0), index_key(log_id.index.saturating_add(1)));
+        self.db.write_opt(batch, &synced()).map_err(write_error)
+    }
+}
+
+/// What a checkpoint and a snapshot hold.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct Checkpoint {
+    last_applied: Option<LogId<RaftNodeId>>,
+    last_membership: StoredMembership<RaftNodeId, RaftPeer>,
+    snapshot_id: String,
+    state: PolicyState,
+}
+
+/// A read-only view of the applied policy state, shared with the node.
+#[derive(Clone, Default)]
+pub struct SharedState {
+    inner: Arc<RwLock<AppliedState>>,
+}
+
+/// The policy state and the last log index applied to it.
+#[derive(Debug, Clone, Default)]
+pub struct AppliedState {
+    /// The last applied log index (0 before anything is applied).
+    pub applied_index: u64,
+    /// The policy state at that index.
+    pub policy: PolicyState,
+}
+
+impl SharedState {
+    /// Runs `read` on the applied state under a read lock.
+    pub fn read<T>(&self, read: impl FnOnce(&AppliedState) -> T) -> T {
+        match self.inner.read() {
+            Ok(guard) => read(&guard),
+            Err(poisoned) => read(&poisoned.into_inner()),
+        }
+    }
+
+    fn write<T>(&self, write: impl FnOnce(&mut AppliedState) -> T) -> T {
+        match self.inner.write() {
+            Ok(mut guard) => write(&mut guard),
+            Err(poisoned) => write(&mut poisoned.into_inner()),
+        }
+    }
+}
+
+/// The policy state machine, checkpointed in RocksDB.
+pub struct StateMachine {
+    db: Arc<DB>,
+    last_applied: Option<LogId<RaftNodeId>>,
+    last_membership: StoredMembership<RaftNodeId, RaftPeer>,
+    shared: SharedState,
+    snapshots_built: u64,
+}
+
+impl StateMachine {
+    fn load(db: Arc<DB>) -> Result<Self, OpenError> {
+        let checkpoint: Checkpoint = get_value(&db, STATE_FAMILY, CHECKPOINT_KEY)
+            .map_err(|error| OpenError::CheckpointCorrupt(error.to_string()))?
+            .unwrap_or_default();
+        let shared = SharedState::default();
+        shared.write(|applied| {
+            applied.applied_index = checkpoint.last_applied.map_or(0, |id| id.index);
+            applied.policy = checkpoint.state;
+        });
+        Ok(StateMachine {
+            db,
+            last_applied: checkpoint.last_applied,
+            last_membership: checkpoint.last_membership,
+            shared,
+            snapshots_built: 0,
+        })
+    }
+
+    /// The applied state, for reads and decisions.
+    pub fn shared_state(&self) -> SharedState {
+        self.shared.clone()
+    }
+
+    fn checkpoint(&self, snapshot_id: String) -> Checkpoint {
+        Checkpoint {
+            last_applied: self.last_applied,
+            last_membership: self.last_membership.clone(),
+            snapshot_id,
+            state: self.shared.read(|applied| applied.policy.clone()),
+        }
+    }
+
+    fn write_checkpoint(&self, bytes: &[u8]) -> StorageResult<()> {
+        self.db
+            .put_cf_opt(family(&self.db, STATE_FAMILY)?, CHECKPOINT_KEY, bytes, &synced())
+            .map_err(write_error)
+    }
+
+    fn snapshot_from(checkpoint: &Checkpoint, bytes: Vec<u8>) -> Snapshot<TypeConfig> {
+        Snapshot {
+            meta: SnapshotMeta {
+                last_log_id: checkpoint.last_applied,
+                last_membership: checkpoint.last_membership.clone(),
+                snapshot_id: checkpoint.snapshot_id.clone(),
+            },
+            snapshot: Box::new(std::io::Cursor::new(bytes)),
+        }
+    }
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for StateMachineSnapshotBuilder {
+    async fn build_snapshot(&mut self) -> StorageResult<Snapshot<TypeConfig>> {
+        let bytes = codec::encode(&self.checkpoint).map_err(write_error)?;
+        self.db
+            .put_cf_opt(family(&self.db, STATE_FAMILY)?, CHECKPOINT_KEY, &bytes, &synced())
+            .map_err(write_error)?;
+        Ok(StateMachine::snapshot_from(&self.checkpoint, bytes))
+    }
+}
+
+/// Builds a snapshot from a checkpoint taken when openraft asked for it.
+pub struct StateMachineSnapshotBuilder {
+    db: Arc<DB>,
+    checkpoint: Checkpoint,
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachine {
+    type SnapshotBuilder = StateMachineSnapshotBuilder;
+
+    async fn applied_state(
+        &mut self,
+    ) -> StorageResult<(Option<LogId<RaftNodeId>>, StoredMembership<RaftNodeId, RaftPeer>)> {
+        Ok((self.last_applied, self.last_membership.clone()))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> StorageResult<Vec<ApplyResult>>
+    where
+        I: IntoIterator<Item = Entry> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let mut results = Vec::new();
+        let mut last_applied = self.last_applied;
+        let mut last_membership = None;
+        self.shared.write(|applied| {
+            for entry in entries {
+                last_applied = Some(entry.log_id);
+                let mut result = ApplyResult::default();
+                match entry.payload {
+                    EntryPayload::Blank => {}
+                    EntryPayload::Normal(payload) => {
+                        for command in &payload.commands {
+                            result.outcomes.push(applied.policy.apply(command, payload.proposed_at_ms));
+                        }
+                    }
+                    EntryPayload::Membership(membership) => {
+                        last_membership = Some(StoredMembership::new(Some(entry.log_id), membership));
+                    }
+                }
+                result.state_version = applied.policy.commands_applied;
+                applied.applied_index = entry.log_id.index;
+                results.push(result);
+            }
+        });
+        self.last_applied = last_applied;
+        if let Some(membership) = last_membership {
+            self.last_membership = membership;
+        }
+        Ok(results)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        self.snapshots_built += 1;
+        let last_index = self.last_applied.map_or(0, |id| id.index);
+        let snapshot_id = format!("{last_index}-{}", self.snapshots_built);
+        StateMachineSnapshotBuilder { db: self.db.clone(), checkpoint: self.checkpoint(snapshot_id) }
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> StorageResult<Box<std::io::Cursor<Vec<u8>>>> {
+        Ok(Box::new(std::io::Cursor::new(Vec::new())))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta<RaftNodeId, RaftPeer>,
+        snapshot: Box<std::io::Cursor<Vec<u8>>>,
+    ) -> StorageResult<()> {
+        let bytes = snapshot.into_inner();
+        let checkpoint: Checkpoint =
+            codec::decode_exact(&bytes, STORED_VALUE_BYTES_MAX).map_err(|error| {
+                io_error(ErrorSubject::Snapshot(Some(meta.signature())), ErrorVerb::Read, error)
+            })?;
+        if checkpoint.last_applied != meta.last_log_id {
+            return Err(io_error(
+                ErrorSubject::Snapshot(Some(meta.signature())),
+                ErrorVerb::Read,
+                std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    "snapshot contents do not match its metadata",
+                ),
+            ));
+        }
+        self.write_checkpoint(&bytes)?;
+        self.last_applied = meta.last_log_id;
+        self.last_membership = meta.last_membership.clone();
+        self.shared.write(|applied| {
+            applied.applied_index = meta.last_log_id.map_or(0, |id| id.index);
+            applied.policy = checkpoint.state;
+        });
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> StorageResult<Option<Snapshot<TypeConfig>>> {
+        let Some(bytes) =
+            self.db.get_cf(family(&self.db, STATE_FAMILY)?, CHECKPOINT_KEY).map_err(read_error)?
+        else {
+            return Ok(None);
+        };
+        let checkpoint: Checkpoint =
+            codec::decode_exact(&bytes, STORED_VALUE_BYTES_MAX).map_err(read_error)?;
+        Ok(Some(StateMachine::snapshot_from(&checkpoint, bytes)))
+    }
+}
