@@ -6,11 +6,21 @@
 //! - [`store`]: the RocksDB log store and the state machine that applies
 //!   commands with [`civmesh_policy::PolicyState::apply`].
 //!
+//! - [`network`]: member-to-member messages and the openraft network over a
+//!   [`Transport`]; [`in_process`] is a transport for tests.
+//! - [`policy_log`]: a running member: submit (forwarded to the leader),
+//!   linearizable reads, cluster changes, status.
+//!
 //! This crate knows nothing of libp2p: it reaches other nodes only through a
 //! transport trait that the node implements.
 
+pub mod in_process;
+pub mod network;
+pub mod policy_log;
 pub mod store;
 pub mod types;
 
+pub use network::{PeerRequest, PeerResponse, Transport, TransportError, PEER_MESSAGE_BYTES_MAX};
+pub use policy_log::{PolicyLog, PolicyLogConfig, StartError, Status, SubmitError};
 pub use store::{open, AppliedState, LogStore, OpenError, SharedState, StateMachine};
 pub use types::{raft_node_id, ApplyResult, Entry, LogPayload, Raft, RaftNodeId, RaftPeer, TypeConfig};

@@ -10,8 +10,12 @@
 //!   the state is rebuilt on start by re-applying the committed log after the
 //!   checkpoint, which the log keeps: it is purged only up to a snapshot.
 
+// openraft's StorageError is large and its type is fixed by the traits.
+#![allow(clippy::result_large_err)]
+
 use std::ops::RangeBounds;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use civmesh_certs::codec;
@@ -89,7 +93,10 @@ pub fn open(directory: &Path) -> Result<(LogStore, StateMachine), OpenError> {
         .map_err(|source| OpenError::Database { path: directory.display().to_string(), source })?;
     let db = Arc::new(db);
     let state_machine = StateMachine::load(db.clone())?;
-    Ok((LogStore { db }, state_machine))
+    let committed: Option<Option<LogId<RaftNodeId>>> = get_value(&db, LOG_META_FAMILY, COMMITTED_KEY)
+        .map_err(|error| OpenError::CheckpointCorrupt(error.to_string()))?;
+    let committed_index = Arc::new(AtomicU64::new(committed.flatten().map_or(0, |id| id.index)));
+    Ok((LogStore { db, committed_index }, state_machine))
 }
 
 fn family<'a>(db: &'a DB, name: &str) -> StorageResult<&'a rocksdb::ColumnFamily> {
@@ -123,6 +130,15 @@ fn index_key(index: u64) -> [u8; 8] {
 #[derive(Clone)]
 pub struct LogStore {
     db: Arc<DB>,
+    committed_index: Arc<AtomicU64>,
+}
+
+impl LogStore {
+    /// The last committed index this node has learnt, kept current as
+    /// openraft saves it.
+    pub fn committed_index(&self) -> Arc<AtomicU64> {
+        self.committed_index.clone()
+    }
 }
 
 impl RaftLogReader<TypeConfig> for LogStore {
@@ -185,7 +201,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_committed(&mut self, committed: Option<LogId<RaftNodeId>>) -> StorageResult<()> {
-        put_value_synced(&self.db, LOG_META_FAMILY, COMMITTED_KEY, &committed)
+        put_value_synced(&self.db, LOG_META_FAMILY, COMMITTED_KEY, &committed)?;
+        self.committed_index.store(committed.map_or(0, |id| id.index), Ordering::Release);
+        Ok(())
     }
 
     async fn read_committed(&mut self) -> StorageResult<Option<LogId<RaftNodeId>>> {

@@ -17,6 +17,6 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for Roc
 }
 
 #[test]
-fn rocksdb_storage_passes_the_openraft_suite() -> Result<(), StorageError<u64>> {
-    Suite::test_all(RocksBuilder)
+fn rocksdb_storage_passes_the_openraft_suite() -> Result<(), Box<StorageError<u64>>> {
+    Suite::test_all(RocksBuilder).map_err(Box::new)
 }

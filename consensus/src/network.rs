@@ -1,0 +1,194 @@
+//! The messages policy-log members exchange, and the openraft network built
+//! on a [`Transport`] the node provides (libp2p in production, in-process in
+//! unit tests). This module owns the encoding and the size bound; the
+//! transport only moves bytes.
+
+use std::future::Future;
+use std::time::Duration;
+
+use civmesh_certs::codec;
+use civmesh_policy::SignedCommand;
+use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable};
+use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::types::{ApplyResult, RaftNodeId, RaftPeer, TypeConfig};
+
+/// The largest message between members, in bytes. Snapshot chunks and
+/// append batches are configured well below it.
+pub const PEER_MESSAGE_BYTES_MAX: usize = 16 * 1024 * 1024;
+
+/// A request from one member to another.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum PeerRequest {
+    /// Raft: replicate entries or heartbeat.
+    AppendEntries(AppendEntriesRequest<TypeConfig>),
+    /// Raft: request a vote.
+    Vote(VoteRequest<RaftNodeId>),
+    /// Raft: one chunk of a snapshot.
+    InstallSnapshot(InstallSnapshotRequest<TypeConfig>),
+    /// Commands forwarded to the leader to propose.
+    Submit(Vec<SignedCommand>),
+    /// Ask the leader for a linearizable read index.
+    ReadIndex,
+}
+
+/// The answer to a [`PeerRequest`], variant for variant.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum PeerResponse {
+    /// Raft append result.
+    AppendEntries(Result<AppendEntriesResponse<RaftNodeId>, RaftError<RaftNodeId>>),
+    /// Raft vote result.
+    Vote(Result<VoteResponse<RaftNodeId>, RaftError<RaftNodeId>>),
+    /// Raft snapshot chunk result.
+    InstallSnapshot(Result<InstallSnapshotResponse<RaftNodeId>, RaftError<RaftNodeId, InstallSnapshotError>>),
+    /// The outcome of forwarded commands.
+    Submit(Result<ApplyResult, crate::policy_log::SubmitError>),
+    /// The leader's read index.
+    ReadIndex(Result<u64, String>),
+    /// The request could not be decoded or is not allowed.
+    Refused(String),
+}
+
+/// Why a transport could not deliver a request or bring back an answer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TransportError {
+    /// The peer cannot be reached now (not connected, refused, gated).
+    #[error("peer unreachable: {0}")]
+    Unreachable(String),
+    /// No answer within the timeout.
+    #[error("no answer within {0} ms")]
+    Timeout(u64),
+    /// The message is larger than [`PEER_MESSAGE_BYTES_MAX`].
+    #[error("message of {0} bytes is over the limit")]
+    TooLarge(usize),
+    /// The peer answered with bytes that do not decode.
+    #[error("malformed answer: {0}")]
+    Malformed(String),
+}
+
+/// Moves encoded [`PeerRequest`]s to a peer and brings back the encoded
+/// [`PeerResponse`]. The node implements it over libp2p request-response.
+pub trait Transport: Clone + Send + Sync + 'static {
+    /// Sends `request` to `target` and waits at most `timeout` for the answer.
+    fn request(
+        &self,
+        target: &RaftPeer,
+        request: Vec<u8>,
+        timeout: Duration,
+    ) -> impl Future<Output = Result<Vec<u8>, TransportError>> + Send;
+}
+
+/// Sends one request and decodes the answer.
+pub async fn call<T: Transport>(
+    transport: &T,
+    target: &RaftPeer,
+    request: &PeerRequest,
+    timeout: Duration,
+) -> Result<PeerResponse, TransportError> {
+    let bytes = codec::encode(request).map_err(|error| TransportError::Malformed(error.to_string()))?;
+    if bytes.len() > PEER_MESSAGE_BYTES_MAX {
+        return Err(TransportError::TooLarge(bytes.len()));
+    }
+    let answer = transport.request(target, bytes, timeout).await?;
+    codec::decode_exact(&answer, PEER_MESSAGE_BYTES_MAX)
+        .map_err(|error| TransportError::Malformed(error.to_string()))
+}
+
+/// Makes openraft network clients over a [`Transport`].
+#[derive(Clone)]
+pub struct NetworkFactory<T> {
+    transport: T,
+}
+
+impl<T: Transport> NetworkFactory<T> {
+    /// A factory over `transport`.
+    pub fn new(transport: T) -> Self {
+        NetworkFactory { transport }
+    }
+}
+
+impl<T: Transport> RaftNetworkFactory<TypeConfig> for NetworkFactory<T> {
+    type Network = PeerClient<T>;
+
+    async fn new_client(&mut self, target: RaftNodeId, node: &RaftPeer) -> Self::Network {
+        PeerClient { transport: self.transport.clone(), target, peer: node.clone() }
+    }
+}
+
+/// An openraft client for one peer.
+pub struct PeerClient<T> {
+    transport: T,
+    target: RaftNodeId,
+    peer: RaftPeer,
+}
+
+impl<T: Transport> PeerClient<T> {
+    async fn send<E: std::error::Error>(
+        &self,
+        request: PeerRequest,
+        option: &RPCOption,
+    ) -> Result<PeerResponse, RPCError<RaftNodeId, RaftPeer, E>> {
+        call(&self.transport, &self.peer, &request, option.hard_ttl()).await.map_err(|error| match error {
+            TransportError::Unreachable(_) | TransportError::Timeout(_) => {
+                RPCError::Unreachable(Unreachable::new(&error))
+            }
+            other => RPCError::Network(NetworkError::new(&other)),
+        })
+    }
+
+    fn unexpected<E: std::error::Error>(&self, answer: PeerResponse) -> RPCError<RaftNodeId, RaftPeer, E> {
+        let reason = match answer {
+            PeerResponse::Refused(reason) => reason,
+            other => format!("unexpected answer {other:?}"),
+        };
+        RPCError::Network(NetworkError::new(&TransportError::Malformed(reason)))
+    }
+
+    fn remote<E: std::error::Error>(&self, error: E) -> RPCError<RaftNodeId, RaftPeer, E> {
+        RPCError::RemoteError(RemoteError::new_with_node(self.target, self.peer.clone(), error))
+    }
+}
+
+impl<T: Transport> RaftNetwork<TypeConfig> for PeerClient<T> {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<RaftNodeId>, RPCError<RaftNodeId, RaftPeer, RaftError<RaftNodeId>>>
+    {
+        match self.send(PeerRequest::AppendEntries(rpc), &option).await? {
+            PeerResponse::AppendEntries(result) => result.map_err(|error| self.remote(error)),
+            other => Err(self.unexpected(other)),
+        }
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        rpc: InstallSnapshotRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<
+        InstallSnapshotResponse<RaftNodeId>,
+        RPCError<RaftNodeId, RaftPeer, RaftError<RaftNodeId, InstallSnapshotError>>,
+    > {
+        match self.send(PeerRequest::InstallSnapshot(rpc), &option).await? {
+            PeerResponse::InstallSnapshot(result) => result.map_err(|error| self.remote(error)),
+            other => Err(self.unexpected(other)),
+        }
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<RaftNodeId>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<RaftNodeId>, RPCError<RaftNodeId, RaftPeer, RaftError<RaftNodeId>>> {
+        match self.send(PeerRequest::Vote(rpc), &option).await? {
+            PeerResponse::Vote(result) => result.map_err(|error| self.remote(error)),
+            other => Err(self.unexpected(other)),
+        }
+    }
+}

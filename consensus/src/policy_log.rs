@@ -1,0 +1,367 @@
+//! A running member of the policy log: the Raft node, its storage, and the
+//! API the node uses to submit commands, read state and manage the cluster.
+//! Writes and membership changes made on a follower are forwarded to the
+//! leader over the [`Transport`].
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use civmesh_certs::{codec, now_unix_millis, NodeId};
+use civmesh_policy::SignedCommand;
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::{ChangeMembers, Config, ServerState, SnapshotPolicy};
+use serde::{Deserialize, Serialize};
+
+use crate::network::{call, NetworkFactory, PeerRequest, PeerResponse, Transport, PEER_MESSAGE_BYTES_MAX};
+use crate::store::{open, OpenError, SharedState};
+use crate::types::{raft_node_id, ApplyResult, LogPayload, Raft, RaftNodeId, RaftPeer};
+
+/// How many times a write is retried while the leader is unknown or moving.
+pub const SUBMIT_ATTEMPTS_MAX: u32 = 20;
+/// The pause between those attempts.
+pub const SUBMIT_RETRY_BACKOFF_MS: u64 = 100;
+/// How long a forwarded request may take.
+pub const FORWARD_TIMEOUT_MS: u64 = 5_000;
+/// How long a leader waits for a proposal to commit before giving up.
+pub const COMMIT_TIMEOUT_MS: u64 = 3_000;
+/// The most commands one submission may carry.
+pub const SUBMIT_COMMANDS_MAX: usize = 4096;
+
+/// Tuning of one policy-log member.
+#[derive(Debug, Clone)]
+pub struct PolicyLogConfig {
+    /// Where RocksDB keeps the log and state.
+    pub directory: PathBuf,
+    /// This node.
+    pub node_id: NodeId,
+    /// Where peers dial this node (a libp2p multiaddr).
+    pub address: String,
+    /// Leader heartbeat interval.
+    pub heartbeat_interval_ms: u64,
+    /// Election timeout range.
+    pub election_timeout_min_ms: u64,
+    /// Election timeout range.
+    pub election_timeout_max_ms: u64,
+    /// Build a snapshot after this many entries since the last one.
+    pub snapshot_after_entries: u64,
+    /// Entries kept in the log behind the latest snapshot.
+    pub entries_kept_after_snapshot: u64,
+}
+
+impl PolicyLogConfig {
+    /// Defaults suitable for a LAN or loopback federation.
+    pub fn new(directory: PathBuf, node_id: NodeId, address: String) -> Self {
+        PolicyLogConfig {
+            directory,
+            node_id,
+            address,
+            heartbeat_interval_ms: 100,
+            election_timeout_min_ms: 400,
+            election_timeout_max_ms: 800,
+            snapshot_after_entries: 5_000,
+            entries_kept_after_snapshot: 1_000,
+        }
+    }
+}
+
+/// Why the member could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The storage did not open.
+    #[error(transparent)]
+    Open(#[from] OpenError),
+    /// The Raft configuration is invalid.
+    #[error("invalid Raft configuration: {0}")]
+    Config(String),
+    /// openraft failed to start.
+    #[error("Raft failed to start: {0}")]
+    Raft(String),
+}
+
+/// Why a write or a cluster change did not happen.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum SubmitError {
+    /// No leader could be reached within the retry budget; nothing was
+    /// committed (or it is unknown whether it was, after a timeout).
+    #[error("no leader reachable: {0}")]
+    NoLeader(String),
+    /// The leader proposed the entry but no quorum acknowledged it in time:
+    /// it may still commit later, or never. Nothing was acknowledged.
+    #[error("not committed within {0} ms (no quorum reachable)")]
+    CommitTimeout(u64),
+    /// The request was refused before reaching Raft.
+    #[error("refused: {0}")]
+    Refused(String),
+    /// Raft reported an error.
+    #[error("raft: {0}")]
+    Raft(String),
+}
+
+/// A member's view of the cluster, for `cluster status`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Status {
+    /// This node.
+    pub node_id: String,
+    /// Its Raft id.
+    pub raft_id: RaftNodeId,
+    /// leader, follower, candidate or learner.
+    pub role: String,
+    /// The current term.
+    pub term: u64,
+    /// The leader this node knows of.
+    pub leader: Option<String>,
+    /// The last log index this node has.
+    pub last_log_index: u64,
+    /// The last committed index this node knows.
+    pub committed_index: u64,
+    /// The last index applied to its state.
+    pub applied_index: u64,
+    /// The voters.
+    pub voters: Vec<String>,
+    /// The learners.
+    pub learners: Vec<String>,
+    /// SHA-256 of the applied policy state, hex.
+    pub state_hash: String,
+}
+
+/// A running member of the policy log.
+#[derive(Clone)]
+pub struct PolicyLog<T: Transport> {
+    raft: Raft,
+    state: SharedState,
+    committed_index: Arc<AtomicU64>,
+    transport: T,
+    me: RaftPeer,
+}
+
+impl<T: Transport> PolicyLog<T> {
+    /// Opens the storage and starts the Raft node. A new node waits to be
+    /// initialised or added; a restarted one rejoins where it was.
+    pub async fn start(config: PolicyLogConfig, transport: T) -> Result<Self, StartError> {
+        let raft_config = Config {
+            cluster_name: "civmesh-policy-log".to_string(),
+            heartbeat_interval: config.heartbeat_interval_ms,
+            election_timeout_min: config.election_timeout_min_ms,
+            election_timeout_max: config.election_timeout_max_ms,
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_after_entries),
+            max_in_snapshot_log_to_keep: config.entries_kept_after_snapshot,
+            snapshot_max_chunk_size: 4 * 1024 * 1024,
+            max_payload_entries: 256,
+            ..Config::default()
+        };
+        let raft_config =
+            Arc::new(raft_config.validate().map_err(|error| StartError::Config(error.to_string()))?);
+        let (log_store, state_machine) = open(&config.directory)?;
+        let committed_index = log_store.committed_index();
+        let state = state_machine.shared_state();
+        let me = RaftPeer { node_id: config.node_id, address: config.address };
+        let raft = Raft::new(
+            raft_node_id(&config.node_id),
+            raft_config,
+            NetworkFactory::new(transport.clone()),
+            log_store,
+            state_machine,
+        )
+        .await
+        .map_err(|error| StartError::Raft(error.to_string()))?;
+        Ok(PolicyLog { raft, state, committed_index, transport, me })
+    }
+
+    /// The applied policy state, for local reads and decisions.
+    pub fn state(&self) -> &SharedState {
+        &self.state
+    }
+
+    /// This member as Raft knows it.
+    pub fn me(&self) -> &RaftPeer {
+        &self.me
+    }
+
+    /// The openraft handle (metrics, waits).
+    pub fn raft(&self) -> &Raft {
+        &self.raft
+    }
+
+    /// Answers one encoded [`PeerRequest`] from another member.
+    pub async fn handle_peer_request(&self, bytes: &[u8]) -> Vec<u8> {
+        let response = match codec::decode_exact::<PeerRequest>(bytes, PEER_MESSAGE_BYTES_MAX) {
+            Err(error) => PeerResponse::Refused(format!("malformed request: {error}")),
+            Ok(request) => self.answer(request).await,
+        };
+        codec::encode(&response).unwrap_or_default()
+    }
+
+    async fn answer(&self, request: PeerRequest) -> PeerResponse {
+        match request {
+            PeerRequest::AppendEntries(rpc) => {
+                PeerResponse::AppendEntries(self.raft.append_entries(rpc).await)
+            }
+            PeerRequest::Vote(rpc) => PeerResponse::Vote(self.raft.vote(rpc).await),
+            PeerRequest::InstallSnapshot(rpc) => {
+                PeerResponse::InstallSnapshot(self.raft.install_snapshot(rpc).await)
+            }
+            PeerRequest::Submit(commands) => PeerResponse::Submit(self.write_as_leader(commands).await),
+            PeerRequest::ReadIndex => PeerResponse::ReadIndex(
+                self.raft
+                    .ensure_linearizable()
+                    .await
+                    .map(|log_id| log_id.map_or(0, |id| id.index))
+                    .map_err(|error| error.to_string()),
+            ),
+        }
+    }
+
+    /// Proposes `commands` if this node leads; never forwards.
+    async fn write_as_leader(&self, commands: Vec<SignedCommand>) -> Result<ApplyResult, SubmitError> {
+        if commands.is_empty() || commands.len() > SUBMIT_COMMANDS_MAX {
+            return Err(SubmitError::Refused(format!(
+                "a submission carries 1..={SUBMIT_COMMANDS_MAX} commands"
+            )));
+        }
+        let payload = LogPayload { proposed_at_ms: now_unix_millis(), commands };
+        let write = self.raft.client_write(payload);
+        match tokio::time::timeout(Duration::from_millis(COMMIT_TIMEOUT_MS), write).await {
+            Err(_) => Err(SubmitError::CommitTimeout(COMMIT_TIMEOUT_MS)),
+            Ok(Ok(response)) => Ok(response.data),
+            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_)))) => {
+                Err(SubmitError::NoLeader("this node is not the leader".to_string()))
+            }
+            Ok(Err(error)) => Err(SubmitError::Raft(error.to_string())),
+        }
+    }
+
+    /// Commits `commands` in one log entry and returns their outcomes. On a
+    /// follower the commands are forwarded to the leader. Returns only once
+    /// the entry is committed and applied (by the leader).
+    pub async fn submit(&self, commands: Vec<SignedCommand>) -> Result<ApplyResult, SubmitError> {
+        let mut last_error = SubmitError::NoLeader("no attempt made".to_string());
+        for _ in 0..SUBMIT_ATTEMPTS_MAX {
+            let leader = self.leader().await;
+            let outcome = match leader {
+                Some(leader) if leader.node_id == self.me.node_id => {
+                    self.write_as_leader(commands.clone()).await
+                }
+                Some(leader) => {
+                    self.forward(&leader, PeerRequest::Submit(commands.clone())).await.and_then(|answer| {
+                        match answer {
+                            PeerResponse::Submit(result) => result,
+                            other => Err(SubmitError::Raft(format!("unexpected answer {other:?}"))),
+                        }
+                    })
+                }
+                None => Err(SubmitError::NoLeader("no leader known".to_string())),
+            };
+            match outcome {
+                Err(SubmitError::NoLeader(reason)) => last_error = SubmitError::NoLeader(reason),
+                other => return other,
+            }
+            tokio::time::sleep(Duration::from_millis(SUBMIT_RETRY_BACKOFF_MS)).await;
+        }
+        Err(last_error)
+    }
+
+    async fn forward(&self, leader: &RaftPeer, request: PeerRequest) -> Result<PeerResponse, SubmitError> {
+        call(&self.transport, leader, &request, Duration::from_millis(FORWARD_TIMEOUT_MS))
+            .await
+            .map_err(|error| SubmitError::NoLeader(error.to_string()))
+    }
+
+    async fn leader(&self) -> Option<RaftPeer> {
+        let metrics = self.raft.metrics().borrow().clone();
+        let leader = metrics.current_leader?;
+        metrics.membership_config.membership().get_node(&leader).cloned()
+    }
+
+    /// A linearizable read: waits until this replica has applied everything
+    /// the leader had committed when asked, and returns that index.
+    pub async fn linearizable_read_index(&self, timeout: Duration) -> Result<u64, SubmitError> {
+        let index = match self.leader().await {
+            Some(leader) if leader.node_id == self.me.node_id => self
+                .raft
+                .ensure_linearizable()
+                .await
+                .map(|log_id| log_id.map_or(0, |id| id.index))
+                .map_err(|error| SubmitError::Raft(error.to_string()))?,
+            Some(leader) => match self.forward(&leader, PeerRequest::ReadIndex).await? {
+                PeerResponse::ReadIndex(result) => result.map_err(SubmitError::Raft)?,
+                other => return Err(SubmitError::Raft(format!("unexpected answer {other:?}"))),
+            },
+            None => return Err(SubmitError::NoLeader("no leader known".to_string())),
+        };
+        self.raft
+            .wait(Some(timeout))
+            .applied_index_at_least(Some(index), "linearizable read")
+            .await
+            .map_err(|error| SubmitError::Raft(error.to_string()))?;
+        Ok(index)
+    }
+
+    /// Initialises a new cluster with `voters` (run once, on one voter).
+    pub async fn initialize(&self, voters: Vec<RaftPeer>) -> Result<(), SubmitError> {
+        let members: BTreeMap<RaftNodeId, RaftPeer> =
+            voters.into_iter().map(|peer| (raft_node_id(&peer.node_id), peer)).collect();
+        self.raft.initialize(members).await.map_err(|error| SubmitError::Raft(error.to_string()))
+    }
+
+    /// Adds a learner and waits until it has caught up (run on the leader).
+    pub async fn add_learner(&self, peer: RaftPeer) -> Result<(), SubmitError> {
+        self.raft
+            .add_learner(raft_node_id(&peer.node_id), peer, true)
+            .await
+            .map(|_| ())
+            .map_err(|error| SubmitError::Raft(error.to_string()))
+    }
+
+    /// Makes exactly `voters` the voting members; other members stay as
+    /// learners (run on the leader).
+    pub async fn change_voters(&self, voters: BTreeSet<NodeId>) -> Result<(), SubmitError> {
+        let ids: BTreeSet<RaftNodeId> = voters.iter().map(raft_node_id).collect();
+        self.raft
+            .change_membership(ChangeMembers::ReplaceAllVoters(ids), true)
+            .await
+            .map(|_| ())
+            .map_err(|error| SubmitError::Raft(error.to_string()))
+    }
+
+    /// This member's view of the cluster.
+    pub fn status(&self) -> Status {
+        let metrics = self.raft.metrics().borrow().clone();
+        let membership = metrics.membership_config.membership();
+        let name =
+            |id: RaftNodeId| membership.get_node(&id).map_or(id.to_string(), |peer| peer.node_id.to_string());
+        let (applied_index, state_hash) =
+            self.state.read(|applied| (applied.applied_index, hex_string(&applied.policy.state_hash())));
+        Status {
+            node_id: self.me.node_id.to_string(),
+            raft_id: metrics.id,
+            role: match metrics.state {
+                ServerState::Leader => "leader",
+                ServerState::Follower => "follower",
+                ServerState::Candidate => "candidate",
+                ServerState::Learner => "learner",
+                ServerState::Shutdown => "shutdown",
+            }
+            .to_string(),
+            term: metrics.current_term,
+            leader: metrics.current_leader.map(name),
+            last_log_index: metrics.last_log_index.unwrap_or(0),
+            committed_index: self.committed_index.load(Ordering::Acquire),
+            applied_index,
+            voters: membership.voter_ids().map(name).collect(),
+            learners: membership.learner_ids().map(name).collect(),
+            state_hash,
+        }
+    }
+
+    /// Stops the Raft node.
+    pub async fn shutdown(&self) {
+        let _ = self.raft.shutdown().await;
+    }
+}
+
+fn hex_string(bytes: &[u8]) -> String {
+    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
+}

@@ -1,0 +1,179 @@
+//! Three voters and a learner over the in-process transport: signed
+//! commands are forwarded to the leader, applied identically everywhere
+//! (forgeries as deterministic rejections), and a cut-off node cannot commit.
+//! The same scenarios over libp2p with real processes live in tests/.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::{Duration, Instant};
+
+use civmesh_certs::{
+    CaCertificate, FederationCa, IssueRequest, NodeCertificate, NodeKey, OrgId, Role, SignedEnvelope,
+};
+use civmesh_consensus::in_process::{InProcessNetwork, InProcessTransport};
+use civmesh_consensus::{PolicyLog, PolicyLogConfig, RaftPeer, SubmitError};
+use civmesh_policy::model::{FieldClass, FieldSpec, FieldType, SharingCategory};
+use civmesh_policy::{Applied, Command, DatasetSpec, RejectionCode, SignedCommand};
+
+struct Member {
+    key: NodeKey,
+    certificate_der: Vec<u8>,
+    log: PolicyLog<InProcessTransport>,
+}
+
+struct Cluster {
+    _dir: tempfile::TempDir,
+    network: InProcessNetwork,
+    ca_key: NodeKey,
+    ca_der: Vec<u8>,
+    members: Vec<Member>,
+}
+
+async fn cluster() -> Cluster {
+    let dir = tempfile::tempdir().unwrap();
+    let now = civmesh_certs::now_unix_millis();
+    let ca = FederationCa::init(&dir.path().join("ca"), "test", now, 30).unwrap();
+    let ca_key = NodeKey::load(&dir.path().join("ca").join("ca.key")).unwrap();
+    let ca_der = CaCertificate::from_pem(ca.certificate_pem()).unwrap().der().to_vec();
+    let network = InProcessNetwork::default();
+    let mut members = Vec::new();
+    for (index, (org, role)) in [
+        ("hub/city", Role::Hub),
+        ("dept/market-supervision", Role::Department),
+        ("dept/civil-affairs", Role::Department),
+        ("street/jingansi", Role::Street),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let key = NodeKey::generate().unwrap();
+        let request = IssueRequest::for_days(OrgId::new(org).unwrap(), role, key.node_id(), now, 30).unwrap();
+        let certificate_der = NodeCertificate::from_pem(&ca.issue(&request).unwrap()).unwrap().der().to_vec();
+        let config = PolicyLogConfig::new(
+            dir.path().join(format!("node-{index}")),
+            key.node_id(),
+            format!("mem/{index}"),
+        );
+        let log = PolicyLog::start(config, network.transport(key.node_id())).await.unwrap();
+        network.register(log.clone());
+        members.push(Member { key, certificate_der, log });
+    }
+    let voters: Vec<RaftPeer> = members[..3].iter().map(|m| m.log.me().clone()).collect();
+    members[0].log.initialize(voters).await.unwrap();
+    let leader = wait_for_leader(&members[..3]).await;
+    members[leader].log.add_learner(members[3].log.me().clone()).await.unwrap();
+    Cluster { _dir: dir, network, ca_key, ca_der, members }
+}
+
+async fn wait_for_leader(members: &[Member]) -> usize {
+    wait_until("a leader", || members.iter().position(|m| m.log.status().role == "leader")).await
+}
+
+async fn wait_until<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn sign(key: &NodeKey, command: Command) -> SignedCommand {
+    SignedEnvelope::sign(key, &command, civmesh_certs::now_unix_millis()).unwrap()
+}
+
+fn dataset() -> DatasetSpec {
+    DatasetSpec {
+        id: "market-supervision/enterprise-registry".into(),
+        title: "Enterprises".into(),
+        subject_key_field: "credit_code".into(),
+        sharing: SharingCategory::Conditional,
+        fields: vec![FieldSpec {
+            name: "credit_code".into(),
+            field_type: FieldType::Text,
+            class: FieldClass::Public,
+        }],
+    }
+}
+
+async fn converge(members: &[&Member]) -> String {
+    wait_until("replicas to converge", || {
+        let statuses: Vec<_> = members.iter().map(|m| m.log.status()).collect();
+        let first = &statuses[0];
+        let same = statuses
+            .iter()
+            .all(|s| s.applied_index == first.applied_index && s.state_hash == first.state_hash);
+        (same && first.applied_index > 0).then(|| first.state_hash.clone())
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_are_forwarded_verified_and_applied_alike() {
+    let cluster = cluster().await;
+    let learner = &cluster.members[3];
+    let genesis = Command::Genesis {
+        federation_name: "test".into(),
+        ca_certificate_der: cluster.ca_der.clone(),
+        founding_member_certificates_der: cluster.members.iter().map(|m| m.certificate_der.clone()).collect(),
+    };
+    // Submitted on the learner: forwarded to the leader.
+    let result = learner.log.submit(vec![sign(&cluster.ca_key, genesis)]).await.unwrap();
+    assert_eq!(result.outcomes, vec![Ok(Applied::Done)]);
+
+    let market = &cluster.members[1];
+    let good = sign(&market.key, Command::PublishDataset(dataset()));
+    let mut forged_bytes = sign(&market.key, Command::PublishDataset(dataset())).to_bytes().unwrap();
+    let last = forged_bytes.len() - 1;
+    forged_bytes[last] ^= 0x40;
+    let forged = SignedEnvelope::from_bytes(&forged_bytes).unwrap();
+    let by_street = sign(&learner.key, Command::PublishDataset(dataset()));
+    let result = learner.log.submit(vec![good, forged, by_street]).await.unwrap();
+    assert_eq!(result.outcomes[0], Ok(Applied::Done));
+    assert_eq!(result.outcomes[1].as_ref().unwrap_err().code, RejectionCode::SignatureInvalid);
+    assert_eq!(result.outcomes[2].as_ref().unwrap_err().code, RejectionCode::NotAuthorised);
+    assert_eq!(result.state_version, 4);
+
+    let all: Vec<&Member> = cluster.members.iter().collect();
+    converge(&all).await;
+    for member in &cluster.members {
+        member.log.state().read(|applied| {
+            assert_eq!(applied.policy.datasets.len(), 1);
+            assert_eq!(applied.policy.members.len(), 4);
+        });
+    }
+    let index = learner.log.linearizable_read_index(Duration::from_secs(5)).await.unwrap();
+    assert!(learner.log.status().applied_index >= index);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cut_off_leader_cannot_commit_and_the_majority_goes_on() {
+    let cluster = cluster().await;
+    let voters: Vec<&Member> = cluster.members[..3].iter().collect();
+    let old = wait_for_leader(&cluster.members[..3]).await;
+    let genesis = Command::Genesis {
+        federation_name: "test".into(),
+        ca_certificate_der: cluster.ca_der.clone(),
+        founding_member_certificates_der: cluster.members.iter().map(|m| m.certificate_der.clone()).collect(),
+    };
+    cluster.members[old].log.submit(vec![sign(&cluster.ca_key, genesis)]).await.unwrap();
+    let old_node = cluster.members[old].key.node_id();
+    cluster.network.set_cut_off(old_node, true);
+
+    let market = &cluster.members[1];
+    let outcome =
+        cluster.members[old].log.submit(vec![sign(&market.key, Command::PublishDataset(dataset()))]).await;
+    assert!(matches!(outcome, Err(SubmitError::CommitTimeout(_) | SubmitError::NoLeader(_))), "{outcome:?}");
+
+    let others: Vec<&Member> = voters.iter().copied().filter(|m| m.key.node_id() != old_node).collect();
+    let result =
+        others[0].log.submit(vec![sign(&market.key, Command::PublishDataset(dataset()))]).await.unwrap();
+    assert_eq!(result.outcomes, vec![Ok(Applied::Done)]);
+    cluster.members[old].log.state().read(|applied| assert!(applied.policy.datasets.is_empty()));
+
+    cluster.network.set_cut_off(old_node, false);
+    converge(&voters).await;
+    cluster.members[old].log.state().read(|applied| assert_eq!(applied.policy.datasets.len(), 1));
+}
