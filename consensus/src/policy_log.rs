@@ -119,6 +119,10 @@ pub struct Status {
     pub committed_index: u64,
     /// The last index applied to its state.
     pub applied_index: u64,
+    /// The last index covered by this node's latest snapshot (built or installed).
+    pub snapshot_index: u64,
+    /// The last index purged from this node's log.
+    pub purged_index: u64,
     /// The voters.
     pub voters: Vec<String>,
     /// The learners.
@@ -350,6 +354,8 @@ impl<T: Transport> PolicyLog<T> {
             last_log_index: metrics.last_log_index.unwrap_or(0),
             committed_index: self.committed_index.load(Ordering::Acquire),
             applied_index,
+            snapshot_index: metrics.snapshot.map_or(0, |id| id.index),
+            purged_index: metrics.purged.map_or(0, |id| id.index),
             voters: membership.voter_ids().map(name).collect(),
             learners: membership.learner_ids().map(name).collect(),
             state_hash,

@@ -27,6 +27,122 @@ pub enum Command {
     /// Node certificates.
     #[command(subcommand)]
     Cert(CertCommand),
+    /// Create a node's data directory: key, certificate, API token, config.
+    Init(InitArgs),
+    /// Run a node until SIGINT or SIGTERM.
+    Run {
+        /// The node's data directory (made by `civmesh init`).
+        #[arg(long)]
+        data_dir: PathBuf,
+    },
+    /// Operate the policy log's cluster through running nodes' APIs.
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
+}
+
+/// Arguments of `civmesh init`.
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// The data directory to create (must not exist or be empty).
+    #[arg(long)]
+    pub data_dir: PathBuf,
+    /// The CA directory that issues this node's certificate.
+    #[arg(long)]
+    pub ca: PathBuf,
+    /// Organisation id, `kind/name`.
+    #[arg(long)]
+    pub org: String,
+    /// Role: hub, department, street or auditor.
+    #[arg(long)]
+    pub role: String,
+    /// libp2p listen multiaddr.
+    #[arg(long, default_value = "/ip4/127.0.0.1/tcp/0")]
+    pub p2p_listen: String,
+    /// HTTP API listen address.
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub api_listen: String,
+    /// PeerIds trusted before genesis (the founding voters); repeatable.
+    #[arg(long = "bootstrap-peer")]
+    pub bootstrap_peers: Vec<String>,
+    /// Certificate validity in days.
+    #[arg(long, default_value_t = 365)]
+    pub days: u32,
+    /// Build a Raft snapshot after this many log entries.
+    #[arg(long, default_value_t = 5000)]
+    pub snapshot_after_entries: u64,
+}
+
+/// `civmesh cluster ...`. Nodes are named by their data directories; the
+/// commands read each one's `node.json` and API token.
+#[derive(Debug, Subcommand)]
+pub enum ClusterCommand {
+    /// Print each node's view: role, leader, term, committed and applied index.
+    Status {
+        /// Data directories of running nodes (repeatable).
+        #[arg(long = "node-dir", required = true)]
+        node_dirs: Vec<PathBuf>,
+    },
+    /// Initialise the voters and commit the genesis entry (CA certificate and
+    /// founding members), signed with the CA key.
+    Bootstrap {
+        /// The CA directory.
+        #[arg(long)]
+        ca: PathBuf,
+        /// The federation's name.
+        #[arg(long)]
+        federation_name: String,
+        /// Voters' data directories (3 or 5).
+        #[arg(long = "voter-dir", required = true)]
+        voter_dirs: Vec<PathBuf>,
+        /// Other founding members' data directories (learners).
+        #[arg(long = "member-dir")]
+        member_dirs: Vec<PathBuf>,
+    },
+    /// Admit a node to the federation (AdmitMember signed with the CA key).
+    Admit {
+        /// The CA directory.
+        #[arg(long)]
+        ca: PathBuf,
+        /// Any running member's data directory, to submit through.
+        #[arg(long)]
+        via_dir: PathBuf,
+        /// The new node's data directory.
+        #[arg(long)]
+        node_dir: PathBuf,
+    },
+    /// Revoke a member (RevokeMember signed with the CA key).
+    Revoke {
+        /// The CA directory.
+        #[arg(long)]
+        ca: PathBuf,
+        /// Any running member's data directory, to submit through.
+        #[arg(long)]
+        via_dir: PathBuf,
+        /// The PeerId to revoke.
+        #[arg(long)]
+        peer_id: String,
+        /// Why.
+        #[arg(long)]
+        reason: String,
+    },
+    /// Add a running node as a learner (it catches up by log or snapshot).
+    AddLearner {
+        /// Data directories of the voters; the leader among them is used.
+        #[arg(long = "voter-dir", required = true)]
+        voter_dirs: Vec<PathBuf>,
+        /// The learner's data directory.
+        #[arg(long)]
+        learner_dir: PathBuf,
+    },
+    /// Make exactly these nodes the voters (promote or demote).
+    Voters {
+        /// Data directories of current voters; the leader among them is used.
+        #[arg(long = "via-dir", required = true)]
+        via_dirs: Vec<PathBuf>,
+        /// The PeerIds that are to vote.
+        #[arg(long = "peer-id", required = true)]
+        peer_ids: Vec<String>,
+    },
 }
 
 /// `civmesh key ...`

@@ -3,8 +3,14 @@
 //! `main.rs` only parses arguments and sets up tracing; everything else starts
 //! from [`run`].
 
+pub mod api;
 pub mod cli;
+pub mod cluster_commands;
+pub mod config;
 mod identity_commands;
+mod init_command;
+pub mod run;
+pub mod swarm;
 
 /// Runs one `civmesh` command to completion.
 pub fn run(cli: cli::Cli) -> anyhow::Result<()> {
@@ -12,5 +18,27 @@ pub fn run(cli: cli::Cli) -> anyhow::Result<()> {
         cli::Command::Key(command) => identity_commands::key(command),
         cli::Command::Ca(command) => identity_commands::ca(command),
         cli::Command::Cert(command) => identity_commands::cert(command),
+        cli::Command::Init(args) => init_command::init(args),
+        cli::Command::Cluster(command) => cluster_commands::cluster(command),
+        cli::Command::Run { data_dir } => {
+            let runtime = tokio::runtime::Runtime::new()?;
+            runtime.block_on(run::run(data_dir, shutdown_signal()))
+        }
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate => {}
     }
 }

@@ -1,0 +1,310 @@
+//! The node's HTTP API (axum), for operators, department systems and the
+//! `civmesh cluster` commands. Every route needs the node's API token as a
+//! bearer token. Bodies are JSON, bounded by [`API_REQUEST_BYTES_MAX`];
+//! errors are `{"error": "..."}` with a fitting status code.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use base64::Engine;
+use civmesh_certs::{NodeId, SignedEnvelope, VerifiedIdentity};
+use civmesh_consensus::{PolicyLog, RaftPeer, Status, SubmitError};
+use civmesh_policy::SignedCommand;
+use serde::{Deserialize, Serialize};
+
+use crate::swarm::SwarmClient;
+
+/// The largest request body accepted, in bytes.
+pub const API_REQUEST_BYTES_MAX: usize = 8 * 1024 * 1024;
+/// How long a linearizable read may wait.
+pub const READ_INDEX_TIMEOUT_MS: u64 = 5_000;
+
+/// What the handlers share.
+pub struct ApiState {
+    /// The policy-log member.
+    pub log: PolicyLog<SwarmClient>,
+    /// The swarm.
+    pub swarm: SwarmClient,
+    /// The bearer token clients must present.
+    pub api_token: String,
+    /// This node's certificate.
+    pub certificate_pem: String,
+    /// What the certificate proves.
+    pub identity: VerifiedIdentity,
+}
+
+type Shared = Arc<ApiState>;
+
+/// An API error: a status code and a message.
+pub struct ApiError(StatusCode, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(serde_json::json!({ "error": self.1 }))).into_response()
+    }
+}
+
+impl From<SubmitError> for ApiError {
+    fn from(error: SubmitError) -> Self {
+        let status = match error {
+            SubmitError::Refused(_) => StatusCode::BAD_REQUEST,
+            SubmitError::NoLeader(_) | SubmitError::CommitTimeout(_) => StatusCode::SERVICE_UNAVAILABLE,
+            SubmitError::Raft(_) => StatusCode::CONFLICT,
+        };
+        ApiError(status, error.to_string())
+    }
+}
+
+fn bad_request(message: impl Into<String>) -> ApiError {
+    ApiError(StatusCode::BAD_REQUEST, message.into())
+}
+
+/// The API's routes.
+pub fn router(state: Shared) -> Router {
+    Router::new()
+        .route("/v1/status", get(status))
+        .route("/v1/certificate", get(certificate))
+        .route("/v1/cluster/initialize", post(initialize))
+        .route("/v1/cluster/learners", post(add_learner))
+        .route("/v1/cluster/voters", put(change_voters))
+        .route("/v1/commands", post(submit_commands))
+        .route("/v1/read-index", get(read_index))
+        .route("/v1/policy/summary", get(policy_summary))
+        .route("/v1/policy/demands", get(policy_demands))
+        .layer(middleware::from_fn_with_state(state.clone(), require_token))
+        .layer(DefaultBodyLimit::max(API_REQUEST_BYTES_MAX))
+        .with_state(state)
+}
+
+async fn require_token(
+    State(state): State<Shared>,
+    headers: HeaderMap,
+    request: Request,
+    next: Next,
+) -> Response {
+    let presented = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.strip_prefix("Bearer "));
+    match presented {
+        Some(token) if constant_time_equal(token.as_bytes(), state.api_token.as_bytes()) => {
+            next.run(request).await
+        }
+        _ => {
+            ApiError(StatusCode::UNAUTHORIZED, "a valid bearer token is required".to_string()).into_response()
+        }
+    }
+}
+
+fn constant_time_equal(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |difference, (x, y)| difference | (x ^ y)) == 0
+}
+
+/// `GET /v1/status`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct NodeStatus {
+    /// This node's PeerId.
+    pub peer_id: String,
+    /// Its organisation.
+    pub org: String,
+    /// Its role.
+    pub role: String,
+    /// Its libp2p address as Raft knows it.
+    pub p2p_address: String,
+    /// Peers connected now.
+    pub connected_peers: Vec<String>,
+    /// The policy log as this node sees it.
+    pub raft: Status,
+}
+
+async fn status(State(state): State<Shared>) -> Json<NodeStatus> {
+    Json(NodeStatus {
+        peer_id: state.identity.node_id.to_string(),
+        org: state.identity.org.to_string(),
+        role: state.identity.role.to_string(),
+        p2p_address: state.log.me().address.clone(),
+        connected_peers: state.swarm.connected_peers().await.iter().map(ToString::to_string).collect(),
+        raft: state.log.status(),
+    })
+}
+
+async fn certificate(State(state): State<Shared>) -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "certificate_pem": state.certificate_pem }))
+}
+
+/// A member as the cluster routes name it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PeerAddress {
+    /// Its PeerId.
+    pub peer_id: String,
+    /// Its libp2p multiaddr.
+    pub address: String,
+}
+
+fn raft_peer(peer: &PeerAddress) -> Result<RaftPeer, ApiError> {
+    let node_id: NodeId =
+        peer.peer_id.parse().map_err(|error: civmesh_certs::IdentityError| bad_request(error.to_string()))?;
+    peer.address
+        .parse::<libp2p::Multiaddr>()
+        .map_err(|error| bad_request(format!("address {}: {error}", peer.address)))?;
+    Ok(RaftPeer { node_id, address: peer.address.clone() })
+}
+
+/// `POST /v1/cluster/initialize`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct InitializeRequest {
+    /// The founding voters, this node among them.
+    pub voters: Vec<PeerAddress>,
+}
+
+async fn initialize(
+    State(state): State<Shared>,
+    Json(request): Json<InitializeRequest>,
+) -> Result<Json<Status>, ApiError> {
+    let voters = request.voters.iter().map(raft_peer).collect::<Result<Vec<_>, _>>()?;
+    if !voters.iter().any(|voter| voter.node_id == state.log.me().node_id) {
+        return Err(bad_request("the voters must include this node"));
+    }
+    state.log.initialize(voters).await?;
+    Ok(Json(state.log.status()))
+}
+
+async fn add_learner(
+    State(state): State<Shared>,
+    Json(peer): Json<PeerAddress>,
+) -> Result<Json<Status>, ApiError> {
+    let peer = raft_peer(&peer)?;
+    state.log.add_learner(peer).await?;
+    Ok(Json(state.log.status()))
+}
+
+/// `PUT /v1/cluster/voters`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct VotersRequest {
+    /// The PeerIds that are to be the voters.
+    pub peer_ids: Vec<String>,
+}
+
+async fn change_voters(
+    State(state): State<Shared>,
+    Json(request): Json<VotersRequest>,
+) -> Result<Json<Status>, ApiError> {
+    let voters = request
+        .peer_ids
+        .iter()
+        .map(|text| text.parse::<NodeId>().map_err(|error| bad_request(error.to_string())))
+        .collect::<Result<_, _>>()?;
+    state.log.change_voters(voters).await?;
+    Ok(Json(state.log.status()))
+}
+
+/// `POST /v1/commands`: signed envelopes, base64 of their wire bytes.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct CommandsRequest {
+    /// The envelopes, committed together in one log entry, in order.
+    pub envelopes: Vec<String>,
+}
+
+/// The answer: one outcome per command, and the state version after them.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct CommandsResponse {
+    /// Per command: `{"Ok": ...}` or `{"Err": {"code": ..., "detail": ...}}`.
+    pub outcomes: Vec<Result<civmesh_policy::Applied, civmesh_policy::Rejection>>,
+    /// The number of commands the state has applied.
+    pub state_version: u64,
+}
+
+async fn submit_commands(
+    State(state): State<Shared>,
+    Json(request): Json<CommandsRequest>,
+) -> Result<Json<CommandsResponse>, ApiError> {
+    let mut commands: Vec<SignedCommand> = Vec::with_capacity(request.envelopes.len());
+    for (index, text) in request.envelopes.iter().enumerate() {
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(text)
+            .map_err(|error| bad_request(format!("envelope {index}: not base64: {error}")))?;
+        let envelope = SignedEnvelope::from_bytes(&bytes)
+            .map_err(|error| bad_request(format!("envelope {index}: {error}")))?;
+        commands.push(envelope);
+    }
+    let result = state.log.submit(commands).await?;
+    Ok(Json(CommandsResponse { outcomes: result.outcomes, state_version: result.state_version }))
+}
+
+async fn read_index(State(state): State<Shared>) -> Result<Json<serde_json::Value>, ApiError> {
+    let index = state.log.linearizable_read_index(Duration::from_millis(READ_INDEX_TIMEOUT_MS)).await?;
+    Ok(Json(serde_json::json!({ "read_index": index, "applied_index": state.log.status().applied_index })))
+}
+
+/// `GET /v1/policy/summary`: sizes of the replicated policy state.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct PolicySummary {
+    /// The applied index.
+    pub applied_index: u64,
+    /// Commands applied (accepted or rejected).
+    pub commands_applied: u64,
+    /// Members, revoked ones included.
+    pub members: usize,
+    /// Revoked members.
+    pub revoked_members: usize,
+    /// Datasets.
+    pub datasets: usize,
+    /// Demands.
+    pub demands: usize,
+    /// Grants.
+    pub grants: usize,
+    /// Consent records.
+    pub consents: usize,
+    /// SHA-256 of the policy state, hex.
+    pub state_hash: String,
+}
+
+async fn policy_summary(State(state): State<Shared>) -> Json<PolicySummary> {
+    let state_hash = state.log.status().state_hash;
+    Json(state.log.state().read(|applied| PolicySummary {
+        applied_index: applied.applied_index,
+        commands_applied: applied.policy.commands_applied,
+        members: applied.policy.members.len(),
+        revoked_members: applied.policy.members.values().filter(|m| m.revoked.is_some()).count(),
+        datasets: applied.policy.datasets.len(),
+        demands: applied.policy.demands.len(),
+        grants: applied.policy.grants.len(),
+        consents: applied.policy.consents.len(),
+        state_hash,
+    }))
+}
+
+/// One entry of `GET /v1/policy/demands`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DemandEntry {
+    /// The demand's id.
+    pub id: u64,
+    /// Who filed it.
+    pub requester: String,
+    /// The dataset.
+    pub dataset: String,
+    /// For what.
+    pub purpose: String,
+}
+
+async fn policy_demands(State(state): State<Shared>) -> Json<Vec<DemandEntry>> {
+    Json(state.log.state().read(|applied| {
+        applied
+            .policy
+            .demands
+            .values()
+            .map(|demand| DemandEntry {
+                id: demand.id,
+                requester: demand.requester.to_string(),
+                dataset: demand.dataset.clone(),
+                purpose: demand.purpose.clone(),
+            })
+            .collect()
+    }))
+}

@@ -1,0 +1,157 @@
+//! The node's configuration file, `DATA_DIR/civmesh.toml`, written by
+//! `civmesh init` and read by `civmesh run`. Unknown keys are errors, so a
+//! typo never silently falls back to a default.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// The configuration file's name inside the data directory.
+pub const CONFIG_FILE_NAME: &str = "civmesh.toml";
+/// The largest configuration file read, in bytes.
+pub const CONFIG_FILE_BYTES_MAX: u64 = 64 * 1024;
+
+/// Why the configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is larger than any configuration could be.
+    #[error("{0} is too large to be a civmesh configuration")]
+    TooLarge(PathBuf),
+    /// The file is not valid TOML for this schema.
+    #[error("{path} is not a valid civmesh configuration: {reason}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong, with line and column.
+        reason: String,
+    },
+}
+
+/// `civmesh.toml`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    /// Files and addresses.
+    pub node: NodeSection,
+    /// Whom to trust before the policy log has a genesis.
+    #[serde(default)]
+    pub trust: TrustSection,
+    /// Raft tuning.
+    #[serde(default)]
+    pub raft: RaftSection,
+}
+
+/// `[node]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeSection {
+    /// The node key (PKCS#8, mode 0600), relative to the data directory.
+    pub key_file: PathBuf,
+    /// The node certificate.
+    pub certificate_file: PathBuf,
+    /// The federation CA certificate.
+    pub ca_certificate_file: PathBuf,
+    /// The API token file (mode 0600).
+    pub api_token_file: PathBuf,
+    /// libp2p listen multiaddr, e.g. `/ip4/127.0.0.1/tcp/7001`.
+    pub p2p_listen: String,
+    /// HTTP API listen address, e.g. `127.0.0.1:8001`.
+    pub api_listen: String,
+}
+
+/// `[trust]`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrustSection {
+    /// PeerIds admitted before genesis (the founding voters). After genesis
+    /// only the policy log's active members are admitted.
+    #[serde(default)]
+    pub bootstrap_peers: Vec<String>,
+}
+
+/// `[raft]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RaftSection {
+    /// Leader heartbeat interval.
+    pub heartbeat_interval_ms: u64,
+    /// Election timeout, lower bound.
+    pub election_timeout_min_ms: u64,
+    /// Election timeout, upper bound.
+    pub election_timeout_max_ms: u64,
+    /// Snapshot after this many entries.
+    pub snapshot_after_entries: u64,
+    /// Entries kept behind a snapshot.
+    pub entries_kept_after_snapshot: u64,
+}
+
+impl Default for RaftSection {
+    fn default() -> Self {
+        RaftSection {
+            heartbeat_interval_ms: 100,
+            election_timeout_min_ms: 400,
+            election_timeout_max_ms: 800,
+            snapshot_after_entries: 5_000,
+            entries_kept_after_snapshot: 1_000,
+        }
+    }
+}
+
+impl NodeConfig {
+    /// Reads and validates `DATA_DIR/civmesh.toml`.
+    pub fn load(data_dir: &Path) -> Result<Self, ConfigError> {
+        let path = data_dir.join(CONFIG_FILE_NAME);
+        let io_error = |source| ConfigError::Io { path: path.clone(), source };
+        if std::fs::metadata(&path).map_err(io_error)?.len() > CONFIG_FILE_BYTES_MAX {
+            return Err(ConfigError::TooLarge(path));
+        }
+        let text = std::fs::read_to_string(&path).map_err(io_error)?;
+        toml::from_str(&text)
+            .map_err(|error| ConfigError::Invalid { path: path.clone(), reason: error.to_string() })
+    }
+
+    /// A path from the configuration, resolved against the data directory.
+    pub fn resolve(data_dir: &Path, path: &Path) -> PathBuf {
+        if path.is_absolute() {
+            path.to_path_buf()
+        } else {
+            data_dir.join(path)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(dir: &Path, text: &str) {
+        std::fs::write(dir.join(CONFIG_FILE_NAME), text).unwrap();
+    }
+
+    #[test]
+    fn corrupt_or_misspelt_configs_are_typed_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let valid = "[node]\nkey_file = \"node.key\"\ncertificate_file = \"node.pem\"\nca_certificate_file = \"ca.pem\"\napi_token_file = \"api-token\"\np2p_listen = \"/ip4/127.0.0.1/tcp/0\"\napi_listen = \"127.0.0.1:0\"\n";
+        write(dir.path(), valid);
+        let config = NodeConfig::load(dir.path()).unwrap();
+        assert_eq!(config.raft, RaftSection::default());
+        for bad in [
+            "[node",
+            "garbage = = 1",
+            &valid.replace("key_file", "kee_file"),
+            &format!("{valid}[raft]\nheartbeat_interval_ms = \"fast\"\n"),
+        ] {
+            write(dir.path(), bad);
+            assert!(matches!(NodeConfig::load(dir.path()), Err(ConfigError::Invalid { .. })), "{bad}");
+        }
+        assert!(matches!(NodeConfig::load(&dir.path().join("missing")), Err(ConfigError::Io { .. })));
+    }
+}

@@ -1,0 +1,194 @@
+//! `civmesh run`: starts one node (swarm, policy-log member, gating, HTTP
+//! API) and runs it until the shutdown future resolves, then stops each part
+//! in turn.
+
+use std::collections::BTreeSet;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use civmesh_certs::{now_unix_millis, CaCertificate, NodeCertificate, NodeId, NodeKey, RevocationSet};
+use civmesh_consensus::{PolicyLog, PolicyLogConfig, SharedState};
+use libp2p::PeerId;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{watch, Semaphore};
+
+use crate::api::{self, ApiState};
+use crate::config::NodeConfig;
+use crate::swarm::{self, InboundRequest, SwarmClient};
+
+/// Inbound peer requests handled at once at most.
+pub const INBOUND_HANDLERS_MAX: usize = 64;
+/// How often the allow list is recomputed from the policy log.
+pub const GATING_REFRESH_MS: u64 = 500;
+/// How long to wait for the swarm to report its listen address.
+pub const LISTEN_WAIT_MS_MAX: u64 = 5_000;
+/// The file a running node writes its addresses to, in the data directory.
+pub const RUNTIME_FILE_NAME: &str = "node.json";
+
+/// What a running node tells local tools about itself (`DATA_DIR/node.json`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RuntimeInfo {
+    /// The node's PeerId.
+    pub peer_id: String,
+    /// Its libp2p listen addresses.
+    pub p2p_addresses: Vec<String>,
+    /// Its HTTP API base URL.
+    pub api_url: String,
+    /// The process id.
+    pub pid: u32,
+}
+
+/// Runs the node in `data_dir` until `shutdown` resolves.
+pub async fn run(data_dir: PathBuf, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    let config = NodeConfig::load(&data_dir)?;
+    let resolve = |path: &Path| NodeConfig::resolve(&data_dir, path);
+    let key = NodeKey::load(&resolve(&config.node.key_file))?;
+    let ca_pem = read_small(&resolve(&config.node.ca_certificate_file))?;
+    let ca = CaCertificate::from_pem(&ca_pem).context("the CA certificate")?;
+    let certificate_pem = read_small(&resolve(&config.node.certificate_file))?;
+    let certificate = NodeCertificate::from_pem(&certificate_pem).context("the node certificate")?;
+    let identity = certificate
+        .verify_presented_by(&key.node_id(), &ca, now_unix_millis(), &RevocationSet::default())
+        .context("the node certificate does not fit this node's key and CA")?;
+    let api_token = read_small(&resolve(&config.node.api_token_file))?.trim().to_string();
+    anyhow::ensure!(api_token.len() >= 32, "the API token file holds too short a token");
+    let bootstrap_peers = parse_peers(&config.trust.bootstrap_peers)?;
+
+    let (stop_sender, stop) = watch::channel(false);
+    let (swarm, inbound) = swarm::start(key.to_libp2p_keypair()?, &config.node.p2p_listen, stop.clone())?;
+    let address = wait_for_listen_address(&swarm).await?;
+    let mut raft_config = PolicyLogConfig::new(data_dir.join("policy-log"), key.node_id(), address.clone());
+    raft_config.heartbeat_interval_ms = config.raft.heartbeat_interval_ms;
+    raft_config.election_timeout_min_ms = config.raft.election_timeout_min_ms;
+    raft_config.election_timeout_max_ms = config.raft.election_timeout_max_ms;
+    raft_config.snapshot_after_entries = config.raft.snapshot_after_entries;
+    raft_config.entries_kept_after_snapshot = config.raft.entries_kept_after_snapshot;
+    let log = PolicyLog::start(raft_config, swarm.clone()).await?;
+
+    tokio::spawn(serve_peers(log.clone(), inbound));
+    tokio::spawn(keep_gate(log.state().clone(), swarm.clone(), bootstrap_peers, key.node_id(), stop.clone()));
+
+    let listener = tokio::net::TcpListener::bind(&config.node.api_listen)
+        .await
+        .with_context(|| format!("cannot listen for the HTTP API on {}", config.node.api_listen))?;
+    let api_url = format!("http://{}", listener.local_addr()?);
+    let state =
+        Arc::new(ApiState { log: log.clone(), swarm: swarm.clone(), api_token, certificate_pem, identity });
+    let mut api_stop = stop.clone();
+    let server = tokio::spawn(async move {
+        axum::serve(listener, api::router(state))
+            .with_graceful_shutdown(async move {
+                let _ = api_stop.changed().await;
+            })
+            .await
+    });
+    write_runtime_info(
+        &data_dir,
+        &RuntimeInfo {
+            peer_id: key.node_id().to_string(),
+            p2p_addresses: vec![address.clone()],
+            api_url: api_url.clone(),
+            pid: std::process::id(),
+        },
+    )?;
+    tracing::info!(peer_id = %key.node_id(), %address, %api_url, "node running");
+
+    shutdown.await;
+    tracing::info!("shutting down");
+    let _ = stop_sender.send(true);
+    let _ = server.await;
+    log.shutdown().await;
+    Ok(())
+}
+
+fn read_small(path: &Path) -> anyhow::Result<String> {
+    const SMALL_FILE_BYTES_MAX: u64 = 64 * 1024;
+    let length = std::fs::metadata(path).with_context(|| format!("reading {}", path.display()))?.len();
+    anyhow::ensure!(length <= SMALL_FILE_BYTES_MAX, "{} is too large", path.display());
+    std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))
+}
+
+fn parse_peers(peers: &[String]) -> anyhow::Result<BTreeSet<PeerId>> {
+    peers
+        .iter()
+        .map(|text| {
+            let node_id: NodeId = text.parse().with_context(|| format!("bootstrap peer {text}"))?;
+            Ok(node_id.to_peer_id()?)
+        })
+        .collect()
+}
+
+async fn wait_for_listen_address(swarm: &SwarmClient) -> anyhow::Result<String> {
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(LISTEN_WAIT_MS_MAX);
+    loop {
+        if let Some(address) = swarm.listen_addresses().await.into_iter().next() {
+            return Ok(address.to_string());
+        }
+        anyhow::ensure!(tokio::time::Instant::now() < deadline, "the swarm did not start listening");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn write_runtime_info(data_dir: &Path, info: &RuntimeInfo) -> anyhow::Result<()> {
+    let temporary = data_dir.join(format!("{RUNTIME_FILE_NAME}.tmp"));
+    std::fs::write(&temporary, serde_json::to_vec_pretty(info)?)?;
+    std::fs::rename(&temporary, data_dir.join(RUNTIME_FILE_NAME))?;
+    Ok(())
+}
+
+/// Answers peers' policy-log requests, at most [`INBOUND_HANDLERS_MAX`] at once.
+async fn serve_peers(log: PolicyLog<SwarmClient>, mut inbound: tokio::sync::mpsc::Receiver<InboundRequest>) {
+    let permits = Arc::new(Semaphore::new(INBOUND_HANDLERS_MAX));
+    while let Some(request) = inbound.recv().await {
+        let Ok(permit) = permits.clone().acquire_owned().await else { break };
+        let log = log.clone();
+        tokio::spawn(async move {
+            let answer = log.handle_peer_request(&request.bytes).await;
+            let _ = request.reply.send(answer);
+            drop(permit);
+        });
+    }
+}
+
+/// The peers a node admits: before genesis, its operator's bootstrap peers;
+/// after, the policy log's active members whose certificates are unexpired.
+pub fn allowed_peers(
+    state: &SharedState,
+    bootstrap: &BTreeSet<PeerId>,
+    me: &NodeId,
+    now_ms: u64,
+) -> BTreeSet<PeerId> {
+    state.read(|applied| {
+        if applied.policy.federation.is_none() {
+            return bootstrap.clone();
+        }
+        applied
+            .policy
+            .members
+            .values()
+            .filter(|member| {
+                member.revoked.is_none() && member.certificate_not_after_ms > now_ms && member.node_id != *me
+            })
+            .filter_map(|member| member.node_id.to_peer_id().ok())
+            .collect()
+    })
+}
+
+async fn keep_gate(
+    state: SharedState,
+    swarm: SwarmClient,
+    bootstrap: BTreeSet<PeerId>,
+    me: NodeId,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut interval = tokio::time::interval(Duration::from_millis(GATING_REFRESH_MS));
+    loop {
+        tokio::select! {
+            _ = interval.tick() => swarm.set_allowed(allowed_peers(&state, &bootstrap, &me, now_unix_millis())).await,
+            _ = stop.changed() => break,
+        }
+    }
+}

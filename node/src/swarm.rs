@@ -1,0 +1,373 @@
+//! The libp2p side of a node. One task owns the `Swarm` (TCP, Noise, Yamux,
+//! identify, the `/civmesh/raft/1` request-response protocol and an allow
+//! list); everything else holds a cloneable [`SwarmClient`] that sends it
+//! commands over a bounded channel and gets answers on oneshot channels.
+//!
+//! Gating: a connection survives only if its PeerId is on the allow list,
+//! which the node keeps equal to the active members of the policy log (or,
+//! before genesis, the peers its operator declared trusted).
+
+use std::collections::{BTreeSet, HashMap};
+use std::io;
+use std::time::Duration;
+
+use civmesh_consensus::{RaftPeer, Transport, TransportError, PEER_MESSAGE_BYTES_MAX};
+use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
+use libp2p::request_response::{self, OutboundRequestId, ProtocolSupport, ResponseChannel};
+use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
+use libp2p::{allow_block_list, identify, noise, tcp, yamux, Multiaddr, PeerId, StreamProtocol, Swarm};
+use tokio::sync::{mpsc, oneshot};
+
+/// The request-response protocol that carries policy-log messages.
+pub const RAFT_PROTOCOL: &str = "/civmesh/raft/1";
+/// Commands queued to the swarm task at most.
+pub const SWARM_COMMANDS_QUEUED_MAX: usize = 1024;
+/// Inbound requests queued for handling at most; more are dropped (the
+/// peer sees a failure and retries).
+pub const INBOUND_REQUESTS_QUEUED_MAX: usize = 1024;
+/// How long an idle connection is kept.
+pub const IDLE_CONNECTION_TIMEOUT_MS: u64 = 60_000;
+/// libp2p's own bound on one request's round trip.
+pub const REQUEST_TIMEOUT_MS: u64 = 10_000;
+/// Concurrent streams per connection for the raft protocol.
+pub const STREAMS_PER_CONNECTION_MAX: usize = 256;
+
+/// Why the swarm could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum SwarmError {
+    /// The transport or behaviour could not be built.
+    #[error("cannot build the libp2p swarm: {0}")]
+    Build(String),
+    /// The listen address is not a multiaddr or cannot be bound.
+    #[error("cannot listen on {address}: {reason}")]
+    Listen {
+        /// The address.
+        address: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// A request from a peer, to be answered on `reply`.
+pub struct InboundRequest {
+    /// Who asked (already admitted by the allow list).
+    pub peer: PeerId,
+    /// The encoded request.
+    pub bytes: Vec<u8>,
+    /// Where the encoded answer goes.
+    pub reply: oneshot::Sender<Vec<u8>>,
+}
+
+/// Length-prefixed byte messages, bounded by [`PEER_MESSAGE_BYTES_MAX`].
+#[derive(Clone, Default)]
+pub struct BytesCodec;
+
+async fn read_frame<T: futures::AsyncRead + Unpin + Send>(io: &mut T) -> io::Result<Vec<u8>> {
+    let mut length = [0u8; 4];
+    io.read_exact(&mut length).await?;
+    let length = u32::from_be_bytes(length) as usize;
+    if length > PEER_MESSAGE_BYTES_MAX {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("message of {length} bytes is over the limit"),
+        ));
+    }
+    let mut bytes = vec![0u8; length];
+    io.read_exact(&mut bytes).await?;
+    Ok(bytes)
+}
+
+async fn write_frame<T: futures::AsyncWrite + Unpin + Send>(io: &mut T, bytes: Vec<u8>) -> io::Result<()> {
+    if bytes.len() > PEER_MESSAGE_BYTES_MAX {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "message over the limit"));
+    }
+    let length =
+        u32::try_from(bytes.len()).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "too long"))?;
+    io.write_all(&length.to_be_bytes()).await?;
+    io.write_all(&bytes).await?;
+    io.close().await
+}
+
+impl request_response::Codec for BytesCodec {
+    type Protocol = StreamProtocol;
+    type Request = Vec<u8>;
+    type Response = Vec<u8>;
+
+    async fn read_request<T: futures::AsyncRead + Unpin + Send>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+    ) -> io::Result<Vec<u8>> {
+        read_frame(io).await
+    }
+    async fn read_response<T: futures::AsyncRead + Unpin + Send>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+    ) -> io::Result<Vec<u8>> {
+        read_frame(io).await
+    }
+    async fn write_request<T: futures::AsyncWrite + Unpin + Send>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+        request: Vec<u8>,
+    ) -> io::Result<()> {
+        write_frame(io, request).await
+    }
+    async fn write_response<T: futures::AsyncWrite + Unpin + Send>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+        response: Vec<u8>,
+    ) -> io::Result<()> {
+        write_frame(io, response).await
+    }
+}
+
+#[derive(NetworkBehaviour)]
+struct Behaviour {
+    allowed: allow_block_list::Behaviour<allow_block_list::AllowedPeers>,
+    identify: identify::Behaviour,
+    raft: request_response::Behaviour<BytesCodec>,
+}
+
+enum SwarmCommand {
+    Request {
+        peer: PeerId,
+        address: Option<Multiaddr>,
+        bytes: Vec<u8>,
+        reply: oneshot::Sender<Result<Vec<u8>, TransportError>>,
+    },
+    SetAllowed {
+        peers: BTreeSet<PeerId>,
+    },
+    ListenAddresses {
+        reply: oneshot::Sender<Vec<Multiaddr>>,
+    },
+    ConnectedPeers {
+        reply: oneshot::Sender<Vec<PeerId>>,
+    },
+}
+
+/// A handle to the swarm task. Cheap to clone.
+#[derive(Clone)]
+pub struct SwarmClient {
+    commands: mpsc::Sender<SwarmCommand>,
+}
+
+impl SwarmClient {
+    /// Replaces the allow list; peers no longer on it are disconnected.
+    pub async fn set_allowed(&self, peers: BTreeSet<PeerId>) {
+        let _ = self.commands.send(SwarmCommand::SetAllowed { peers }).await;
+    }
+
+    /// The addresses the swarm listens on.
+    pub async fn listen_addresses(&self) -> Vec<Multiaddr> {
+        let (reply, answer) = oneshot::channel();
+        if self.commands.send(SwarmCommand::ListenAddresses { reply }).await.is_err() {
+            return Vec::new();
+        }
+        answer.await.unwrap_or_default()
+    }
+
+    /// The peers connected now.
+    pub async fn connected_peers(&self) -> Vec<PeerId> {
+        let (reply, answer) = oneshot::channel();
+        if self.commands.send(SwarmCommand::ConnectedPeers { reply }).await.is_err() {
+            return Vec::new();
+        }
+        answer.await.unwrap_or_default()
+    }
+}
+
+impl Transport for SwarmClient {
+    fn request(
+        &self,
+        target: &RaftPeer,
+        request: Vec<u8>,
+        timeout: Duration,
+    ) -> impl std::future::Future<Output = Result<Vec<u8>, TransportError>> + Send {
+        let commands = self.commands.clone();
+        let peer =
+            target.node_id.to_peer_id().map_err(|error| TransportError::Unreachable(error.to_string()));
+        let address = target.address.parse::<Multiaddr>().ok();
+        async move {
+            let peer = peer?;
+            let (reply, answer) = oneshot::channel();
+            let command = SwarmCommand::Request { peer, address, bytes: request, reply };
+            commands
+                .send(command)
+                .await
+                .map_err(|_| TransportError::Unreachable("swarm stopped".to_string()))?;
+            let timeout_ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
+            match tokio::time::timeout(timeout, answer).await {
+                Err(_) => Err(TransportError::Timeout(timeout_ms)),
+                Ok(Err(_)) => Err(TransportError::Unreachable("swarm dropped the request".to_string())),
+                Ok(Ok(result)) => result,
+            }
+        }
+    }
+}
+
+/// Builds the swarm, starts listening on `listen`, and spawns the task that
+/// owns it. Inbound requests arrive on the returned receiver.
+pub fn start(
+    keypair: libp2p::identity::Keypair,
+    listen: &str,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+) -> Result<(SwarmClient, mpsc::Receiver<InboundRequest>), SwarmError> {
+    let mut swarm = libp2p::SwarmBuilder::with_existing_identity(keypair)
+        .with_tokio()
+        .with_tcp(tcp::Config::default().nodelay(true), noise::Config::new, yamux::Config::default)
+        .map_err(|error| SwarmError::Build(error.to_string()))?
+        .with_behaviour(|key| Behaviour {
+            allowed: allow_block_list::Behaviour::default(),
+            identify: identify::Behaviour::new(identify::Config::new("/civmesh/1".to_string(), key.public())),
+            raft: request_response::Behaviour::new(
+                [(StreamProtocol::new(RAFT_PROTOCOL), ProtocolSupport::Full)],
+                request_response::Config::default()
+                    .with_request_timeout(Duration::from_millis(REQUEST_TIMEOUT_MS))
+                    .with_max_concurrent_streams(STREAMS_PER_CONNECTION_MAX),
+            ),
+        })
+        .map_err(|error| SwarmError::Build(error.to_string()))?
+        .with_swarm_config(|config| {
+            config.with_idle_connection_timeout(Duration::from_millis(IDLE_CONNECTION_TIMEOUT_MS))
+        })
+        .build();
+    let address: Multiaddr = listen.parse().map_err(|error: libp2p::multiaddr::Error| {
+        SwarmError::Listen { address: listen.to_string(), reason: error.to_string() }
+    })?;
+    swarm
+        .listen_on(address)
+        .map_err(|error| SwarmError::Listen { address: listen.to_string(), reason: error.to_string() })?;
+    let (commands, command_receiver) = mpsc::channel(SWARM_COMMANDS_QUEUED_MAX);
+    let (inbound, inbound_receiver) = mpsc::channel(INBOUND_REQUESTS_QUEUED_MAX);
+    tokio::spawn(SwarmTask::new(swarm, command_receiver, inbound).run(shutdown));
+    Ok((SwarmClient { commands }, inbound_receiver))
+}
+
+struct SwarmTask {
+    swarm: Swarm<Behaviour>,
+    commands: mpsc::Receiver<SwarmCommand>,
+    inbound: mpsc::Sender<InboundRequest>,
+    answers: mpsc::Sender<(u64, Option<Vec<u8>>)>,
+    answer_receiver: mpsc::Receiver<(u64, Option<Vec<u8>>)>,
+    pending_outbound: HashMap<OutboundRequestId, oneshot::Sender<Result<Vec<u8>, TransportError>>>,
+    pending_inbound: HashMap<u64, ResponseChannel<Vec<u8>>>,
+    next_inbound_id: u64,
+    allowed: BTreeSet<PeerId>,
+}
+
+impl SwarmTask {
+    fn new(
+        swarm: Swarm<Behaviour>,
+        commands: mpsc::Receiver<SwarmCommand>,
+        inbound: mpsc::Sender<InboundRequest>,
+    ) -> Self {
+        let (answers, answer_receiver) = mpsc::channel(INBOUND_REQUESTS_QUEUED_MAX);
+        SwarmTask {
+            swarm,
+            commands,
+            inbound,
+            answers,
+            answer_receiver,
+            pending_outbound: HashMap::new(),
+            pending_inbound: HashMap::new(),
+            next_inbound_id: 0,
+            allowed: BTreeSet::new(),
+        }
+    }
+
+    async fn run(mut self, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+        loop {
+            tokio::select! {
+                event = self.swarm.select_next_some() => self.on_event(event),
+                Some(command) = self.commands.recv() => self.on_command(command),
+                Some((id, answer)) = self.answer_receiver.recv() => {
+                    // No answer: the channel is dropped and the peer sees a failure.
+                    if let (Some(channel), Some(bytes)) = (self.pending_inbound.remove(&id), answer) {
+                        let _ = self.swarm.behaviour_mut().raft.send_response(channel, bytes);
+                    }
+                }
+                _ = shutdown.changed() => break,
+            }
+        }
+        tracing::info!("swarm stopped");
+    }
+
+    fn on_command(&mut self, command: SwarmCommand) {
+        match command {
+            SwarmCommand::Request { peer, address, bytes, reply } => {
+                if let Some(address) = address {
+                    self.swarm.add_peer_address(peer, address);
+                }
+                let id = self.swarm.behaviour_mut().raft.send_request(&peer, bytes);
+                self.pending_outbound.insert(id, reply);
+            }
+            SwarmCommand::SetAllowed { peers } => {
+                for removed in self.allowed.difference(&peers) {
+                    self.swarm.behaviour_mut().allowed.disallow_peer(*removed);
+                    tracing::info!(peer = %removed, "peer no longer a member: disconnecting");
+                }
+                for added in peers.difference(&self.allowed) {
+                    self.swarm.behaviour_mut().allowed.allow_peer(*added);
+                }
+                self.allowed = peers;
+            }
+            SwarmCommand::ListenAddresses { reply } => {
+                let _ = reply.send(self.swarm.listeners().cloned().collect());
+            }
+            SwarmCommand::ConnectedPeers { reply } => {
+                let _ = reply.send(self.swarm.connected_peers().cloned().collect());
+            }
+        }
+    }
+
+    fn on_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
+        match event {
+            SwarmEvent::NewListenAddr { address, .. } => tracing::info!(%address, "listening"),
+            SwarmEvent::Behaviour(BehaviourEvent::Raft(event)) => self.on_raft_event(event),
+            SwarmEvent::IncomingConnectionError { error, .. } => {
+                tracing::debug!(%error, "incoming connection refused")
+            }
+            _ => {}
+        }
+    }
+
+    fn on_raft_event(&mut self, event: request_response::Event<Vec<u8>, Vec<u8>>) {
+        match event {
+            request_response::Event::Message { peer, message, .. } => match message {
+                request_response::Message::Request { request, channel, .. } => {
+                    let id = self.next_inbound_id;
+                    self.next_inbound_id += 1;
+                    let (reply, answer) = oneshot::channel();
+                    if self.inbound.try_send(InboundRequest { peer, bytes: request, reply }).is_err() {
+                        tracing::warn!(%peer, "inbound queue full: dropping a request");
+                        return;
+                    }
+                    self.pending_inbound.insert(id, channel);
+                    let answers = self.answers.clone();
+                    tokio::spawn(async move {
+                        let _ = answers.send((id, answer.await.ok())).await;
+                    });
+                }
+                request_response::Message::Response { request_id, response } => {
+                    if let Some(reply) = self.pending_outbound.remove(&request_id) {
+                        let _ = reply.send(Ok(response));
+                    }
+                }
+            },
+            request_response::Event::OutboundFailure { request_id, error, .. } => {
+                if let Some(reply) = self.pending_outbound.remove(&request_id) {
+                    let _ = reply.send(Err(TransportError::Unreachable(error.to_string())));
+                }
+            }
+            request_response::Event::InboundFailure { peer, error, .. } => {
+                tracing::debug!(%peer, %error, "inbound request failed");
+            }
+            request_response::Event::ResponseSent { .. } => {}
+        }
+    }
+}
