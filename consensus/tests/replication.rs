@@ -177,3 +177,32 @@ async fn a_cut_off_leader_cannot_commit_and_the_majority_goes_on() {
     converge(&voters).await;
     cluster.members[old].log.state().read(|applied| assert_eq!(applied.policy.datasets.len(), 1));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_and_oversized_requests_are_refused_without_harm() {
+    use civmesh_certs::codec;
+    use civmesh_consensus::{PeerResponse, PEER_MESSAGE_BYTES_MAX};
+    let cluster = cluster().await;
+    let member = &cluster.members[0];
+    for garbage in [vec![], vec![0xff; 64], b"hello raft".to_vec(), vec![7u8; PEER_MESSAGE_BYTES_MAX + 1]] {
+        let answer = member.log.handle_peer_request(&garbage).await;
+        let decoded: PeerResponse = codec::decode_exact(&answer, PEER_MESSAGE_BYTES_MAX).unwrap();
+        assert!(matches!(decoded, PeerResponse::Refused(_)), "{decoded:?}");
+    }
+    let too_many = vec![
+        sign(&member.key, Command::PublishDataset(dataset()));
+        civmesh_consensus::policy_log::SUBMIT_COMMANDS_MAX + 1
+    ];
+    assert!(matches!(member.log.submit(too_many).await, Err(SubmitError::Refused(_))));
+    assert!(matches!(member.log.submit(vec![]).await, Err(SubmitError::Refused(_))));
+    // The cluster still works.
+    let genesis = Command::Genesis {
+        federation_name: "test".into(),
+        ca_certificate_der: cluster.ca_der.clone(),
+        founding_member_certificates_der: cluster.members.iter().map(|m| m.certificate_der.clone()).collect(),
+    };
+    assert_eq!(
+        member.log.submit(vec![sign(&cluster.ca_key, genesis)]).await.unwrap().outcomes,
+        vec![Ok(Applied::Done)]
+    );
+}

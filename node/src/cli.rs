@@ -67,9 +67,16 @@ pub struct InitArgs {
     /// Certificate validity in days.
     #[arg(long, default_value_t = 365)]
     pub days: u32,
+    /// Use this existing key (from `civmesh key generate`) instead of
+    /// generating one; it is copied into the data directory.
+    #[arg(long)]
+    pub key: Option<PathBuf>,
     /// Build a Raft snapshot after this many log entries.
     #[arg(long, default_value_t = 5000)]
     pub snapshot_after_entries: u64,
+    /// Log entries kept behind a snapshot before they are purged.
+    #[arg(long, default_value_t = 1000)]
+    pub entries_kept_after_snapshot: u64,
 }
 
 /// `civmesh cluster ...`. Nodes are named by their data directories; the

@@ -32,7 +32,10 @@ pub(crate) fn init(args: InitArgs) -> anyhow::Result<()> {
     let ca = FederationCa::load(&args.ca)?;
     create_private_dir(&args.data_dir)?;
 
-    let key = NodeKey::generate()?;
+    let key = match &args.key {
+        Some(path) => NodeKey::load(path)?,
+        None => NodeKey::generate()?,
+    };
     key.write_new(&args.data_dir.join(KEY_FILE))?;
     let request = IssueRequest::for_days(org, role, key.node_id(), now_unix_millis(), args.days)?;
     write_new(&args.data_dir.join(CERTIFICATE_FILE), ca.issue(&request)?.as_bytes(), 0o644)?;
@@ -54,7 +57,11 @@ pub(crate) fn init(args: InitArgs) -> anyhow::Result<()> {
             api_listen: args.api_listen,
         },
         trust: TrustSection { bootstrap_peers: args.bootstrap_peers },
-        raft: RaftSection { snapshot_after_entries: args.snapshot_after_entries, ..RaftSection::default() },
+        raft: RaftSection {
+            snapshot_after_entries: args.snapshot_after_entries,
+            entries_kept_after_snapshot: args.entries_kept_after_snapshot,
+            ..RaftSection::default()
+        },
     };
     write_new(&args.data_dir.join(CONFIG_FILE_NAME), toml::to_string_pretty(&config)?.as_bytes(), 0o644)?;
     println!("{}", key.node_id());

@@ -1,1 +1,361 @@
-//! placeholder
+//! civmesh testnet: builds a local federation of real `civmesh` processes on
+//! loopback, each with its own data directory, certificate and ports, and
+//! lets tests and benchmarks start, stop, kill, freeze and inspect them.
+//!
+//! The processes are the real binary (`civmesh run`), talking libp2p to each
+//! other and keeping RocksDB on disk; this crate only drives them from
+//! outside, through the CLI and their HTTP APIs.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+pub use civmesh_node::cluster_commands::NodeApi;
+
+/// How long a node may take to write `node.json` after starting.
+pub const NODE_START_WAIT_MS_MAX: u64 = 20_000;
+/// How often conditions are polled while waiting.
+pub const POLL_INTERVAL_MS: u64 = 50;
+
+/// When nodes snapshot and purge their logs.
+#[derive(Debug, Clone, Copy)]
+pub struct SnapshotPolicy {
+    /// Snapshot after this many entries.
+    pub after_entries: u64,
+    /// Entries kept behind a snapshot.
+    pub entries_kept: u64,
+}
+
+impl Default for SnapshotPolicy {
+    fn default() -> Self {
+        SnapshotPolicy { after_entries: 5_000, entries_kept: 1_000 }
+    }
+}
+
+/// What one node of a testnet is.
+#[derive(Debug, Clone)]
+pub struct NodeSpec {
+    /// A short name, also its data directory's name.
+    pub name: String,
+    /// Its organisation id.
+    pub org: String,
+    /// Its role.
+    pub role: String,
+    /// Whether it is a Raft voter (otherwise a learner).
+    pub voter: bool,
+}
+
+impl NodeSpec {
+    /// A node spec.
+    pub fn new(name: &str, org: &str, role: &str, voter: bool) -> Self {
+        NodeSpec { name: name.into(), org: org.into(), role: role.into(), voter }
+    }
+}
+
+/// One node: its directory, ports and (when running) process.
+#[derive(Debug)]
+pub struct TestNode {
+    /// Its spec.
+    pub spec: NodeSpec,
+    /// Its data directory.
+    pub data_dir: PathBuf,
+    /// Its PeerId.
+    pub peer_id: String,
+    process: Option<Child>,
+}
+
+/// A local federation.
+pub struct Testnet {
+    /// The root directory (CA, node directories, logs).
+    pub root: PathBuf,
+    /// The CA directory.
+    pub ca_dir: PathBuf,
+    /// The nodes, in spec order.
+    pub nodes: Vec<TestNode>,
+    binary: PathBuf,
+}
+
+/// The `civmesh` binary: `$CIVMESH_BIN`, or beside the running test's
+/// `deps/` directory in the cargo target directory.
+pub fn civmesh_binary() -> anyhow::Result<PathBuf> {
+    if let Some(path) = std::env::var_os("CIVMESH_BIN") {
+        return Ok(PathBuf::from(path));
+    }
+    let exe = std::env::current_exe()?;
+    let mut directory = exe.parent().context("the test binary has no directory")?.to_path_buf();
+    if directory.ends_with("deps") {
+        directory.pop();
+    }
+    let binary = directory.join("civmesh");
+    anyhow::ensure!(
+        binary.exists(),
+        "the civmesh binary is missing at {} (run `cargo build --bins` first)",
+        binary.display()
+    );
+    Ok(binary)
+}
+
+/// A loopback TCP port that was free a moment ago.
+pub fn free_port() -> anyhow::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// Polls `check` until it yields a value or `timeout` passes.
+pub fn wait_until<T>(
+    what: &str,
+    timeout: Duration,
+    mut check: impl FnMut() -> Option<T>,
+) -> anyhow::Result<T> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = check() {
+            return Ok(value);
+        }
+        anyhow::ensure!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        std::thread::sleep(Duration::from_millis(POLL_INTERVAL_MS));
+    }
+}
+
+impl Testnet {
+    /// Creates the CA and every node's data directory under `root` (which
+    /// must be empty or absent). Ports are fixed at creation so restarted
+    /// nodes come back at the same addresses.
+    pub fn create(root: &Path, specs: &[NodeSpec], snapshot: SnapshotPolicy) -> anyhow::Result<Self> {
+        let binary = civmesh_binary()?;
+        std::fs::create_dir_all(root)?;
+        let ca_dir = root.join("ca");
+        run_cli(&binary, &["ca", "init", "--dir", path_str(&ca_dir)?, "--name", "civmesh testnet"])?;
+        // Keys first, so every node's config can name the voters as bootstrap peers.
+        let mut peer_ids = Vec::new();
+        for spec in specs {
+            let key_path = root.join(format!("{}.key", spec.name));
+            let peer_id = run_cli(&binary, &["key", "generate", "--out", path_str(&key_path)?])?;
+            peer_ids.push(peer_id.trim().to_string());
+        }
+        let voters: Vec<&String> =
+            specs.iter().zip(&peer_ids).filter(|(spec, _)| spec.voter).map(|(_, id)| id).collect();
+        let mut nodes = Vec::new();
+        for spec in specs {
+            let data_dir = root.join(&spec.name);
+            let key_path = root.join(format!("{}.key", spec.name));
+            let p2p = format!("/ip4/127.0.0.1/tcp/{}", free_port()?);
+            let api = format!("127.0.0.1:{}", free_port()?);
+            let after = snapshot.after_entries.to_string();
+            let kept = snapshot.entries_kept.to_string();
+            let mut args = vec![
+                "init",
+                "--data-dir",
+                path_str(&data_dir)?,
+                "--ca",
+                path_str(&ca_dir)?,
+                "--org",
+                &spec.org,
+                "--role",
+                &spec.role,
+                "--p2p-listen",
+                &p2p,
+                "--api-listen",
+                &api,
+                "--snapshot-after-entries",
+                &after,
+                "--entries-kept-after-snapshot",
+                &kept,
+                "--key",
+                path_str(&key_path)?,
+            ];
+            for voter in &voters {
+                args.push("--bootstrap-peer");
+                args.push(voter);
+            }
+            let peer_id = run_cli(&binary, &args)?.trim().to_string();
+            nodes.push(TestNode { spec: spec.clone(), data_dir, peer_id, process: None });
+        }
+        Ok(Testnet { root: root.to_path_buf(), ca_dir, nodes, binary })
+    }
+
+    /// The index of the node called `name`.
+    pub fn index(&self, name: &str) -> anyhow::Result<usize> {
+        self.nodes.iter().position(|node| node.spec.name == name).with_context(|| format!("no node {name}"))
+    }
+
+    /// Starts node `index` and waits until its API answers.
+    pub fn start(&mut self, index: usize) -> anyhow::Result<()> {
+        let node = &mut self.nodes[index];
+        anyhow::ensure!(node.process.is_none(), "{} is already running", node.spec.name);
+        let _ = std::fs::remove_file(node.data_dir.join("node.json"));
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.root.join(format!("{}.log", node.spec.name)))?;
+        let child = Command::new(&self.binary)
+            .args(["run", "--data-dir", path_str(&node.data_dir)?])
+            .env("CIVMESH_LOG", std::env::var("CIVMESH_LOG").unwrap_or_else(|_| "info".to_string()))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("starting {}", node.spec.name))?;
+        node.process = Some(child);
+        let data_dir = node.data_dir.clone();
+        wait_until(
+            &format!("{} to answer", node.spec.name),
+            Duration::from_millis(NODE_START_WAIT_MS_MAX),
+            || NodeApi::open(&data_dir).ok().and_then(|api| api.status().ok()),
+        )?;
+        Ok(())
+    }
+
+    /// Starts every node.
+    pub fn start_all(&mut self) -> anyhow::Result<()> {
+        (0..self.nodes.len()).try_for_each(|index| self.start(index))
+    }
+
+    /// `kill -9`: no chance to flush or say goodbye.
+    pub fn kill9(&mut self, index: usize) -> anyhow::Result<()> {
+        if let Some(mut child) = self.nodes[index].process.take() {
+            child.kill()?;
+            child.wait()?;
+        }
+        Ok(())
+    }
+
+    /// SIGTERM, then wait for a clean exit.
+    pub fn stop(&mut self, index: usize) -> anyhow::Result<()> {
+        if let Some(mut child) = self.nodes[index].process.take() {
+            signal(child.id(), "TERM")?;
+            child.wait()?;
+        }
+        Ok(())
+    }
+
+    /// SIGSTOP: the process freezes; to its peers it is cut off.
+    pub fn freeze(&self, index: usize) -> anyhow::Result<()> {
+        self.pid(index).and_then(|pid| signal(pid, "STOP"))
+    }
+
+    /// SIGCONT: a frozen process resumes.
+    pub fn thaw(&self, index: usize) -> anyhow::Result<()> {
+        self.pid(index).and_then(|pid| signal(pid, "CONT"))
+    }
+
+    fn pid(&self, index: usize) -> anyhow::Result<u32> {
+        self.nodes[index].process.as_ref().map(Child::id).context("the node is not running")
+    }
+
+    /// The API of node `index` (it must be running).
+    pub fn api(&self, index: usize) -> anyhow::Result<NodeApi> {
+        NodeApi::open(&self.nodes[index].data_dir)
+    }
+
+    /// Runs a `civmesh` CLI command and returns its standard output.
+    pub fn cli(&self, args: &[&str]) -> anyhow::Result<String> {
+        run_cli(&self.binary, args)
+    }
+
+    /// Initialises the voters, commits genesis with every node as a founding
+    /// member, and adds every non-voter as a learner.
+    pub fn bootstrap(&self) -> anyhow::Result<()> {
+        self.bootstrap_nodes(&(0..self.nodes.len()).collect::<Vec<_>>())
+    }
+
+    /// [`Testnet::bootstrap`] for the nodes at `indices` only.
+    pub fn bootstrap_nodes(&self, indices: &[usize]) -> anyhow::Result<()> {
+        let mut args = vec![
+            "cluster",
+            "bootstrap",
+            "--ca",
+            path_str(&self.ca_dir)?,
+            "--federation-name",
+            "civmesh testnet",
+        ];
+        for node in indices.iter().map(|index| &self.nodes[*index]) {
+            args.push(if node.spec.voter { "--voter-dir" } else { "--member-dir" });
+            args.push(path_str(&node.data_dir)?);
+        }
+        self.cli(&args)?;
+        for index in indices.iter().copied().filter(|index| !self.nodes[*index].spec.voter) {
+            self.add_learner(index)?;
+        }
+        Ok(())
+    }
+
+    /// Admits node `index` to the federation with the CA key, submitting
+    /// through node `via`.
+    pub fn admit(&self, index: usize, via: usize) -> anyhow::Result<()> {
+        let args = [
+            "cluster",
+            "admit",
+            "--ca",
+            path_str(&self.ca_dir)?,
+            "--via-dir",
+            path_str(&self.nodes[via].data_dir)?,
+            "--node-dir",
+            path_str(&self.nodes[index].data_dir)?,
+        ];
+        self.cli(&args).map(|_| ())
+    }
+
+    /// Adds node `index` as a learner, through the leader among the voters.
+    pub fn add_learner(&self, index: usize) -> anyhow::Result<()> {
+        let mut args =
+            vec!["cluster", "add-learner", "--learner-dir", path_str(&self.nodes[index].data_dir)?];
+        for voter in self.nodes.iter().filter(|node| node.spec.voter) {
+            args.push("--voter-dir");
+            args.push(path_str(&voter.data_dir)?);
+        }
+        self.cli(&args).map(|_| ())
+    }
+
+    /// The index of the current leader, waiting for one.
+    pub fn leader(&self, timeout: Duration) -> anyhow::Result<usize> {
+        wait_until("a leader", timeout, || {
+            self.nodes.iter().enumerate().filter(|(_, node)| node.process.is_some()).find_map(|(index, _)| {
+                let status = self.api(index).ok()?.status().ok()?;
+                (status.raft.role == "leader").then_some(index)
+            })
+        })
+    }
+
+    /// Whether node `index` has a live process.
+    pub fn is_running(&self, index: usize) -> bool {
+        self.nodes[index].process.is_some()
+    }
+}
+
+impl Drop for Testnet {
+    fn drop(&mut self) {
+        for node in &mut self.nodes {
+            if let Some(mut child) = node.process.take() {
+                let _ = signal(child.id(), "CONT");
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
+}
+
+fn signal(pid: u32, name: &str) -> anyhow::Result<()> {
+    let status = Command::new("kill").arg(format!("-{name}")).arg(pid.to_string()).status()?;
+    anyhow::ensure!(status.success(), "kill -{name} {pid} failed");
+    Ok(())
+}
+
+fn path_str(path: &Path) -> anyhow::Result<&str> {
+    path.to_str().with_context(|| format!("{} is not UTF-8", path.display()))
+}
+
+fn run_cli(binary: &Path, args: &[&str]) -> anyhow::Result<String> {
+    let output = Command::new(binary)
+        .args(args)
+        .output()
+        .with_context(|| format!("running civmesh {}", args.join(" ")))?;
+    anyhow::ensure!(
+        output.status.success(),
+        "civmesh {} failed: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&output.stderr).trim()
+    );
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}

@@ -1,0 +1,221 @@
+//! The policy log across real `civmesh` processes over libp2p on loopback,
+//! with RocksDB on disk: 3 voters and 2 learners.
+//!
+//! - kill -9 of the leader mid-stream loses no acknowledged write, a new
+//!   leader carries on, and the killed node catches up on restart;
+//! - a learner added after the log was purged catches up by snapshot;
+//! - a voter cut off from the others (they are frozen with SIGSTOP) cannot
+//!   commit, and the cluster goes on once they return.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use civmesh_certs::{now_unix_millis, NodeKey, SignedEnvelope};
+use civmesh_policy::model::LegalBasis;
+use civmesh_policy::{Command, SignedCommand};
+use civmesh_testnet::{wait_until, NodeSpec, SnapshotPolicy, Testnet};
+
+const CONVERGE_TIMEOUT: Duration = Duration::from_secs(60);
+
+fn federation() -> Vec<NodeSpec> {
+    vec![
+        NodeSpec::new("hub", "hub/city", "hub", true),
+        NodeSpec::new("market", "dept/market-supervision", "department", true),
+        NodeSpec::new("civil", "dept/civil-affairs", "department", true),
+        NodeSpec::new("jingansi", "street/jingansi", "street", false),
+        NodeSpec::new("auditor", "auditor/municipal-audit", "auditor", false),
+    ]
+}
+
+fn demand(key: &NodeKey, purpose: &str) -> SignedCommand {
+    let command = Command::FileDemand {
+        dataset: "housing/rentals".into(),
+        fields: BTreeSet::from(["tenant".to_string()]),
+        purpose: purpose.into(),
+        legal_basis: LegalBasis::StatutoryDuty,
+    };
+    SignedEnvelope::sign(key, &command, now_unix_millis()).unwrap()
+}
+
+fn submit_one(net: &Testnet, via: usize, command: SignedCommand) -> bool {
+    match net.api(via).and_then(|api| api.submit(&[command])) {
+        Ok(response) => response.outcomes.iter().all(Result::is_ok),
+        Err(_) => false,
+    }
+}
+
+/// Waits until every running node has applied the same index with the same
+/// state hash, and returns that hash.
+fn converged(net: &Testnet) -> String {
+    wait_until("all replicas to converge", CONVERGE_TIMEOUT, || {
+        let mut seen = BTreeSet::new();
+        for index in (0..net.nodes.len()).filter(|index| net.is_running(*index)) {
+            let status = net.api(index).ok()?.status().ok()?.raft;
+            seen.insert((status.applied_index, status.state_hash));
+        }
+        (seen.len() == 1).then(|| seen.into_iter().next().map(|(_, hash)| hash)).flatten()
+    })
+    .unwrap()
+}
+
+fn purposes_on(net: &Testnet, index: usize) -> BTreeSet<String> {
+    let demands: Vec<civmesh_node_api::DemandEntry> =
+        net.api(index).unwrap().get("/v1/policy/demands").unwrap();
+    demands.into_iter().map(|demand| demand.purpose).collect()
+}
+
+mod civmesh_node_api {
+    /// Mirrors the node's `GET /v1/policy/demands` entries.
+    #[derive(Debug, serde::Deserialize)]
+    pub struct DemandEntry {
+        pub purpose: String,
+    }
+}
+
+#[test]
+fn killing_the_leader_mid_stream_loses_no_acknowledged_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut net = Testnet::create(dir.path(), &federation(), SnapshotPolicy::default()).unwrap();
+    net.start_all().unwrap();
+    net.bootstrap().unwrap();
+    let street = NodeKey::load(&net.nodes[3].data_dir.join("node.key")).unwrap();
+    let leader = net.leader(Duration::from_secs(10)).unwrap();
+
+    let mut acknowledged = Vec::new();
+    for write in 0..60 {
+        if write == 20 {
+            net.kill9(leader).unwrap();
+        }
+        let purpose = format!("write-{write}");
+        // Through the learners, which forward to whoever leads.
+        if submit_one(&net, 3 + write % 2, demand(&street, &purpose)) {
+            acknowledged.push(purpose);
+        }
+    }
+    assert!(
+        acknowledged.len() >= 50,
+        "the cluster did not carry on: {} of 60 acknowledged",
+        acknowledged.len()
+    );
+    let new_leader = net.leader(Duration::from_secs(10)).unwrap();
+    assert_ne!(new_leader, leader);
+
+    net.start(leader).unwrap();
+    let hash = converged(&net);
+    assert_eq!(hash.len(), 64);
+    for index in 0..net.nodes.len() {
+        let purposes = purposes_on(&net, index);
+        for purpose in &acknowledged {
+            assert!(purposes.contains(purpose), "{} lost acknowledged {purpose}", net.nodes[index].spec.name);
+        }
+    }
+}
+
+#[test]
+fn a_learner_added_after_the_log_was_purged_catches_up_by_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    let specs = vec![
+        NodeSpec::new("hub", "hub/city", "hub", true),
+        NodeSpec::new("market", "dept/market-supervision", "department", true),
+        NodeSpec::new("civil", "dept/civil-affairs", "department", true),
+        NodeSpec::new("zhenru", "street/zhenru", "street", false),
+    ];
+    let snapshot = SnapshotPolicy { after_entries: 20, entries_kept: 5 };
+    let mut net = Testnet::create(dir.path(), &specs, snapshot).unwrap();
+    for index in 0..3 {
+        net.start(index).unwrap();
+    }
+    net.bootstrap_nodes(&[0, 1, 2]).unwrap();
+    let hub = NodeKey::load(&net.nodes[0].data_dir.join("node.key")).unwrap();
+    for write in 0..60 {
+        assert!(submit_one(&net, write % 3, demand(&hub, &format!("early-{write}"))));
+    }
+    let leader = net.leader(Duration::from_secs(10)).unwrap();
+    let purged = wait_until("the leader to purge its log", Duration::from_secs(30), || {
+        let status = net.api(leader).ok()?.status().ok()?.raft;
+        (status.purged_index > 0).then_some(status.purged_index)
+    })
+    .unwrap();
+
+    net.start(3).unwrap();
+    net.admit(3, leader).unwrap();
+    net.add_learner(3).unwrap();
+    converged(&net);
+    let learner = net.api(3).unwrap().status().unwrap().raft;
+    assert_eq!(learner.role, "learner");
+    assert!(learner.snapshot_index >= purged, "the learner did not install a snapshot: {learner:?}");
+    assert_eq!(purposes_on(&net, 3).len(), 60);
+}
+
+#[test]
+fn a_cut_off_voter_cannot_commit_and_the_cluster_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut net = Testnet::create(dir.path(), &federation(), SnapshotPolicy::default()).unwrap();
+    net.start_all().unwrap();
+    net.bootstrap().unwrap();
+    let hub = NodeKey::load(&net.nodes[0].data_dir.join("node.key")).unwrap();
+    assert!(submit_one(&net, 0, demand(&hub, "before")));
+    converged(&net);
+
+    // The hub alone: both other voters frozen.
+    net.freeze(1).unwrap();
+    net.freeze(2).unwrap();
+    let before = net.api(0).unwrap().status().unwrap().raft.committed_index;
+    assert!(!submit_one(&net, 0, demand(&hub, "during")), "a lone voter acknowledged a write");
+    let after = net.api(0).unwrap().status().unwrap().raft;
+    assert_eq!(after.committed_index, before, "a lone voter advanced its commit index");
+    assert!(!purposes_on(&net, 0).contains("during"));
+
+    net.thaw(1).unwrap();
+    net.thaw(2).unwrap();
+    assert!(submit_one(&net, 3, demand(&hub, "after")));
+    converged(&net);
+    assert!(purposes_on(&net, 4).contains("after"));
+}
+
+#[test]
+fn voters_are_promoted_and_demoted_from_the_cli() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut net = Testnet::create(dir.path(), &federation(), SnapshotPolicy::default()).unwrap();
+    net.start_all().unwrap();
+    net.bootstrap().unwrap();
+    let data_dir = |index: usize| net.nodes[index].data_dir.to_str().unwrap().to_string();
+    let (hub, market, civil, street) = (data_dir(0), data_dir(1), data_dir(2), data_dir(3));
+    let peer = |index: usize| net.nodes[index].peer_id.clone();
+    let (hub_id, market_id, street_id) = (peer(0), peer(1), peer(3));
+    net.cli(&[
+        "cluster",
+        "voters",
+        "--via-dir",
+        &hub,
+        "--via-dir",
+        &market,
+        "--via-dir",
+        &civil,
+        "--peer-id",
+        &hub_id,
+        "--peer-id",
+        &market_id,
+        "--peer-id",
+        &street_id,
+    ])
+    .unwrap();
+    let roles = wait_until("the new roles", Duration::from_secs(20), || {
+        let role = |index: usize| net.api(index).ok()?.status().ok().map(|status| status.raft.role);
+        let (civil_role, street_role) = (role(2)?, role(3)?);
+        (civil_role == "learner" && matches!(street_role.as_str(), "follower" | "leader"))
+            .then_some((civil_role, street_role))
+    })
+    .unwrap();
+    assert_eq!(roles.0, "learner");
+    let status = net
+        .cli(&["cluster", "status", "--node-dir", &hub, "--node-dir", &civil, "--node-dir", &street])
+        .unwrap();
+    assert_eq!(status.lines().count(), 4, "{status}");
+    assert!(status.contains("learner"), "{status}");
+    let key = NodeKey::load(&net.nodes[0].data_dir.join("node.key")).unwrap();
+    assert!(submit_one(&net, 2, demand(&key, "after the change")));
+    converged(&net);
+}
