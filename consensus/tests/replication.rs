@@ -130,11 +130,13 @@ async fn commands_are_forwarded_verified_and_applied_alike() {
     forged_bytes[last] ^= 0x40;
     let forged = SignedEnvelope::from_bytes(&forged_bytes).unwrap();
     let by_street = sign(&learner.key, Command::PublishDataset(dataset()));
-    let result = learner.log.submit(vec![good, forged, by_street]).await.unwrap();
+    let by_stranger = sign(&NodeKey::generate().unwrap(), Command::PublishDataset(dataset()));
+    let result = learner.log.submit(vec![good, forged, by_street, by_stranger]).await.unwrap();
     assert_eq!(result.outcomes[0], Ok(Applied::Done));
     assert_eq!(result.outcomes[1].as_ref().unwrap_err().code, RejectionCode::SignatureInvalid);
     assert_eq!(result.outcomes[2].as_ref().unwrap_err().code, RejectionCode::NotAuthorised);
-    assert_eq!(result.state_version, 4);
+    assert_eq!(result.outcomes[3].as_ref().unwrap_err().code, RejectionCode::SignerUnknown);
+    assert_eq!(result.state_version, 5);
 
     let all: Vec<&Member> = cluster.members.iter().collect();
     converge(&all).await;

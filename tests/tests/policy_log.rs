@@ -219,3 +219,47 @@ fn voters_are_promoted_and_demoted_from_the_cli() {
     assert!(submit_one(&net, 2, demand(&key, "after the change")));
     converged(&net);
 }
+
+#[test]
+fn a_revoked_member_is_disconnected_and_its_commands_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut net = Testnet::create(dir.path(), &federation(), SnapshotPolicy::default()).unwrap();
+    net.start_all().unwrap();
+    net.bootstrap().unwrap();
+    let street = NodeKey::load(&net.nodes[3].data_dir.join("node.key")).unwrap();
+    assert!(submit_one(&net, 0, demand(&street, "while a member")));
+    let street_peer = net.nodes[3].peer_id.clone();
+    let connected =
+        |index: usize| net.api(index).ok().and_then(|api| api.status().ok()).map(|s| s.connected_peers);
+    wait_until("the street to be connected", Duration::from_secs(10), || {
+        connected(0).filter(|peers| peers.contains(&street_peer))
+    })
+    .unwrap();
+
+    let ca = net.ca_dir.to_str().unwrap().to_string();
+    let via = net.nodes[0].data_dir.to_str().unwrap().to_string();
+    net.cli(&[
+        "cluster",
+        "revoke",
+        "--ca",
+        &ca,
+        "--via-dir",
+        &via,
+        "--peer-id",
+        &street_peer,
+        "--reason",
+        "laptop stolen",
+    ])
+    .unwrap();
+    let revoked_at = std::time::Instant::now();
+    wait_until("every voter to drop the street", Duration::from_secs(5), || {
+        (0..3).all(|index| connected(index).is_some_and(|peers| !peers.contains(&street_peer))).then_some(())
+    })
+    .unwrap();
+    assert!(revoked_at.elapsed() < Duration::from_secs(5));
+    let response = net.api(0).unwrap().submit(&[demand(&street, "after revocation")]).unwrap();
+    assert_eq!(response.outcomes[0].as_ref().unwrap_err().code, civmesh_policy::RejectionCode::SignerRevoked);
+    // It stays out: a minute of reconnect attempts would show up here.
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(!connected(0).unwrap().contains(&street_peer));
+}

@@ -1,0 +1,337 @@
+//! `civmesh-bench policy-log`: commit throughput and latency of the policy
+//! log (3 voters, loopback, fsync) at 1, 16, 64 and 256 concurrent writers
+//! with 256-byte commands, beside a 3-member etcd cluster started by this
+//! benchmark on loopback with the same value size, concurrency and
+//! durability, measured in the same run. Prints a table with the ratio.
+//!
+//! Build it in release mode next to a release `civmesh`:
+//! `cargo build --release --bins && target/release/civmesh-bench policy-log`.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use base64::Engine;
+use civmesh_certs::{now_unix_millis, NodeKey, SignedEnvelope};
+use civmesh_policy::model::LegalBasis;
+use civmesh_policy::{Command as PolicyCommand, SignedCommand};
+use civmesh_testnet::{free_port, wait_until, NodeSpec, SnapshotPolicy, Testnet};
+
+/// The bytes of one command on the wire (envelope), as in the issue.
+const COMMAND_BYTES: usize = 256;
+/// The concurrency levels measured.
+const WRITERS: [usize; 4] = [1, 16, 64, 256];
+/// Commands per entry in the group-commit row.
+const GROUP_COMMIT_BATCH: usize = 100;
+/// Pre-signed commands prepared per row: signing is the client's cost, not
+/// the log's, and every command needs a fresh nonce.
+const SIGNED_POOL_SIZE: usize = 60_000;
+/// How long the whole benchmark may run before it stops itself.
+const BENCHMARK_SECONDS_MAX: u64 = 900;
+
+fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    anyhow::ensure!(
+        args.get(1).map(String::as_str) == Some("policy-log"),
+        "usage: civmesh-bench policy-log [--seconds N]"
+    );
+    let seconds = match args.iter().position(|arg| arg == "--seconds") {
+        Some(index) => args.get(index + 1).context("--seconds needs a value")?.parse()?,
+        None => 5u64,
+    };
+    let started = Instant::now();
+    let dir = tempfile_dir()?;
+    let mut civmesh = CivmeshTarget::start(&dir.join("civmesh"))?;
+    let etcd = EtcdCluster::start(&dir.join("etcd"))?;
+    println!("policy log vs etcd, 3 voters on loopback, fsync on, {COMMAND_BYTES}-byte commands, {seconds} s per row");
+    println!(
+        "{:>8} | {:>10} {:>9} {:>9} | {:>10} {:>9} {:>9} | {:>7}",
+        "writers", "civmesh/s", "p50 ms", "p99 ms", "etcd/s", "p50 ms", "p99 ms", "ratio"
+    );
+    for writers in WRITERS {
+        anyhow::ensure!(
+            started.elapsed().as_secs() < BENCHMARK_SECONDS_MAX,
+            "the benchmark ran over its time bound"
+        );
+        civmesh.refill_pool()?;
+        let ours = measure(writers, seconds, |_, _| civmesh.write(1))?;
+        let anchor = measure(writers, seconds, |writer, sequence| etcd.put(writer, sequence))?;
+        println!(
+            "{writers:>8} | {:>10.0} {:>9.2} {:>9.2} | {:>10.0} {:>9.2} {:>9.2} | {:>7.3}",
+            ours.per_second,
+            ours.p50_ms,
+            ours.p99_ms,
+            anchor.per_second,
+            anchor.p50_ms,
+            anchor.p99_ms,
+            ours.per_second / anchor.per_second
+        );
+    }
+    civmesh.refill_pool()?;
+    let grouped = measure(16, seconds, |_, _| civmesh.write(GROUP_COMMIT_BATCH))?;
+    println!(
+        "group commit: {} commands per entry, 16 writers: {:.0} commands/s (p50 {:.2} ms, p99 {:.2} ms per entry)",
+        GROUP_COMMIT_BATCH,
+        grouped.per_second * GROUP_COMMIT_BATCH as f64,
+        grouped.p50_ms,
+        grouped.p99_ms
+    );
+    drop(etcd);
+    drop(civmesh);
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
+fn tempfile_dir() -> anyhow::Result<std::path::PathBuf> {
+    let dir = std::env::temp_dir().join(format!("civmesh-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
+
+struct Figures {
+    per_second: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+}
+
+/// Runs `writers` threads, each writing sequentially for `seconds`.
+fn measure(
+    writers: usize,
+    seconds: u64,
+    write: impl Fn(usize, u64) -> anyhow::Result<()> + Sync,
+) -> anyhow::Result<Figures> {
+    let latencies = Mutex::new(Vec::new());
+    let failures = Mutex::new(Vec::new());
+    let stop = AtomicBool::new(false);
+    let started = Instant::now();
+    std::thread::scope(|scope| {
+        for writer in 0..writers {
+            let (latencies, failures, stop, write) = (&latencies, &failures, &stop, &write);
+            scope.spawn(move || {
+                let mut mine = Vec::new();
+                let mut sequence = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    let begun = Instant::now();
+                    match write(writer, sequence) {
+                        Ok(()) => mine.push(begun.elapsed()),
+                        Err(error) => {
+                            if let Ok(mut failures) = failures.lock() {
+                                failures.push(error.to_string());
+                            }
+                        }
+                    }
+                    sequence += 1;
+                }
+                if let Ok(mut latencies) = latencies.lock() {
+                    latencies.extend(mine);
+                }
+            });
+        }
+        std::thread::sleep(Duration::from_secs(seconds));
+        stop.store(true, Ordering::Relaxed);
+    });
+    let elapsed = started.elapsed().as_secs_f64();
+    let failures = failures.into_inner().unwrap_or_default();
+    anyhow::ensure!(failures.is_empty(), "{} writes failed, e.g. {}", failures.len(), failures[0]);
+    let mut latencies = latencies.into_inner().unwrap_or_default();
+    anyhow::ensure!(!latencies.is_empty(), "no write completed");
+    latencies.sort();
+    let percentile = |p: f64| {
+        latencies[((latencies.len() as f64 * p) as usize).min(latencies.len() - 1)].as_secs_f64() * 1e3
+    };
+    Ok(Figures {
+        per_second: latencies.len() as f64 / elapsed,
+        p50_ms: percentile(0.50),
+        p99_ms: percentile(0.99),
+    })
+}
+
+/// Three civmesh voters; writes go to the leader's HTTP API.
+struct CivmeshTarget {
+    /// Keeps the processes alive; dropping it stops them.
+    _net: Testnet,
+    key: NodeKey,
+    agent: ureq::Agent,
+    url: String,
+    token: String,
+    pool: Vec<String>,
+    next: std::sync::atomic::AtomicUsize,
+}
+
+impl CivmeshTarget {
+    fn start(root: &Path) -> anyhow::Result<Self> {
+        let specs = [
+            NodeSpec::new("hub", "hub/city", "hub", true),
+            NodeSpec::new("market", "dept/market-supervision", "department", true),
+            NodeSpec::new("civil", "dept/civil-affairs", "department", true),
+        ];
+        let mut net =
+            Testnet::create(root, &specs, SnapshotPolicy { after_entries: 50_000, entries_kept: 10_000 })?;
+        net.start_all()?;
+        net.bootstrap()?;
+        let leader = net.leader(Duration::from_secs(10))?;
+        let key = NodeKey::load(&net.nodes[0].data_dir.join("node.key"))?;
+        let runtime: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(net.nodes[leader].data_dir.join("node.json"))?)?;
+        let url = format!("{}/v1/commands", runtime["api_url"].as_str().context("no api_url")?);
+        let token = std::fs::read_to_string(net.nodes[leader].data_dir.join("api-token"))?.trim().to_string();
+        let agent =
+            ureq::Agent::config_builder().timeout_global(Some(Duration::from_secs(30))).build().into();
+        Ok(CivmeshTarget {
+            _net: net,
+            key,
+            agent,
+            url,
+            token,
+            pool: Vec::new(),
+            next: std::sync::atomic::AtomicUsize::new(0),
+        })
+    }
+
+    /// A FileDemand whose envelope is [`COMMAND_BYTES`] long.
+    fn command(key: &NodeKey, number: usize) -> anyhow::Result<SignedCommand> {
+        let make = |padding: usize| {
+            let command = PolicyCommand::FileDemand {
+                dataset: "bench/dataset".into(),
+                fields: ["field".to_string()].into(),
+                purpose: format!("c{number}-{}", "x".repeat(padding)),
+                legal_basis: LegalBasis::StatutoryDuty,
+            };
+            SignedEnvelope::sign(key, &command, now_unix_millis())
+        };
+        let unpadded = make(0)?.to_bytes()?.len();
+        Ok(make(COMMAND_BYTES.saturating_sub(unpadded))?)
+    }
+
+    /// Signs a fresh pool of commands, on every core, before a row starts.
+    fn refill_pool(&mut self) -> anyhow::Result<()> {
+        static ISSUED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let first = ISSUED.fetch_add(SIGNED_POOL_SIZE, Ordering::Relaxed);
+        let threads = std::thread::available_parallelism().map_or(2, usize::from);
+        let key = &self.key;
+        let chunks: Vec<anyhow::Result<Vec<String>>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..threads)
+                .map(|thread| {
+                    scope.spawn(move || {
+                        (first + thread..first + SIGNED_POOL_SIZE)
+                            .step_by(threads)
+                            .map(|number| {
+                                Ok(base64::engine::general_purpose::STANDARD
+                                    .encode(Self::command(key, number)?.to_bytes()?))
+                            })
+                            .collect()
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|handle| handle.join().unwrap_or_else(|_| Err(anyhow::anyhow!("a signer panicked"))))
+                .collect()
+        });
+        self.pool = chunks.into_iter().collect::<anyhow::Result<Vec<_>>>()?.concat();
+        self.next.store(0, Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn write(&self, batch: usize) -> anyhow::Result<()> {
+        let start = self.next.fetch_add(batch, Ordering::Relaxed);
+        let envelopes = self
+            .pool
+            .get(start..start + batch)
+            .context("the pre-signed pool ran out; raise SIGNED_POOL_SIZE")?;
+        let mut response = self
+            .agent
+            .post(&self.url)
+            .header("Authorization", format!("Bearer {}", self.token))
+            .send_json(serde_json::json!({ "envelopes": envelopes }))?;
+        let body: serde_json::Value = response.body_mut().read_json()?;
+        let accepted = body["outcomes"]
+            .as_array()
+            .is_some_and(|outcomes| outcomes.iter().all(|o| o.get("Ok").is_some()));
+        anyhow::ensure!(accepted, "not accepted: {body}");
+        Ok(())
+    }
+}
+
+/// A 3-member etcd cluster on loopback, started and stopped by the benchmark.
+struct EtcdCluster {
+    members: Vec<Child>,
+    url: String,
+    agent: ureq::Agent,
+}
+
+impl EtcdCluster {
+    fn start(root: &Path) -> anyhow::Result<Self> {
+        let binary = which("etcd").context("etcd is not installed (apt-get install etcd-server)")?;
+        let client_ports = [free_port()?, free_port()?, free_port()?];
+        let peer_ports = [free_port()?, free_port()?, free_port()?];
+        let initial_cluster =
+            (0..3).map(|i| format!("e{i}=http://127.0.0.1:{}", peer_ports[i])).collect::<Vec<_>>().join(",");
+        let mut members = Vec::new();
+        for i in 0..3 {
+            let data_dir = root.join(format!("e{i}"));
+            std::fs::create_dir_all(&data_dir)?;
+            let log = std::fs::File::create(root.join(format!("e{i}.log")))?;
+            members.push(
+                Command::new(&binary)
+                    .args(["--name", &format!("e{i}"), "--data-dir"])
+                    .arg(&data_dir)
+                    .args(["--listen-client-urls", &format!("http://127.0.0.1:{}", client_ports[i])])
+                    .args(["--advertise-client-urls", &format!("http://127.0.0.1:{}", client_ports[i])])
+                    .args(["--listen-peer-urls", &format!("http://127.0.0.1:{}", peer_ports[i])])
+                    .args(["--initial-advertise-peer-urls", &format!("http://127.0.0.1:{}", peer_ports[i])])
+                    .args(["--initial-cluster", &initial_cluster, "--initial-cluster-state", "new"])
+                    .args(["--initial-cluster-token", "civmesh-bench", "--unsafe-no-fsync=false"])
+                    .stdout(Stdio::null())
+                    .stderr(log)
+                    .spawn()?,
+            );
+        }
+        let agent: ureq::Agent =
+            ureq::Agent::config_builder().timeout_global(Some(Duration::from_secs(30))).build().into();
+        // Writes go to the leader, as civmesh's do.
+        let leader_port = wait_until("an etcd leader", Duration::from_secs(20), || {
+            client_ports.iter().copied().find(|port| {
+                let url = format!("http://127.0.0.1:{port}/v3/maintenance/status");
+                let status: Option<serde_json::Value> = agent
+                    .post(&url)
+                    .send_json(serde_json::json!({}))
+                    .ok()
+                    .and_then(|mut r| r.body_mut().read_json().ok());
+                status.is_some_and(|s| s["leader"].is_string() && s["leader"] == s["header"]["member_id"])
+            })
+        })?;
+        Ok(EtcdCluster { members, url: format!("http://127.0.0.1:{leader_port}/v3/kv/put"), agent })
+    }
+
+    fn put(&self, writer: usize, sequence: u64) -> anyhow::Result<()> {
+        let engine = base64::engine::general_purpose::STANDARD;
+        let key = engine.encode(format!("w{writer}-s{sequence}"));
+        let value = engine.encode(vec![b'v'; COMMAND_BYTES]);
+        let mut response =
+            self.agent.post(&self.url).send_json(serde_json::json!({ "key": key, "value": value }))?;
+        let body: serde_json::Value = response.body_mut().read_json()?;
+        anyhow::ensure!(body.get("header").is_some(), "etcd refused: {body}");
+        Ok(())
+    }
+}
+
+impl Drop for EtcdCluster {
+    fn drop(&mut self) {
+        for member in &mut self.members {
+            let _ = member.kill();
+            let _ = member.wait();
+        }
+    }
+}
+
+fn which(name: &str) -> Option<std::path::PathBuf> {
+    std::env::var_os("PATH")?
+        .to_str()?
+        .split(':')
+        .map(|dir| Path::new(dir).join(name))
+        .find(|path| path.exists())
+}
