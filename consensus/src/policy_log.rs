@@ -280,27 +280,43 @@ impl<T: Transport> PolicyLog<T> {
     }
 
     /// A linearizable read: waits until this replica has applied everything
-    /// the leader had committed when asked, and returns that index.
+    /// the leader had committed when asked, and returns that index. Retries
+    /// while the leader is unknown, within the same budget as writes.
     pub async fn linearizable_read_index(&self, timeout: Duration) -> Result<u64, SubmitError> {
-        let index = match self.leader().await {
+        let mut last_error = SubmitError::NoLeader("no attempt made".to_string());
+        for _ in 0..SUBMIT_ATTEMPTS_MAX {
+            match self.leader_read_index().await {
+                Ok(index) => {
+                    self.raft
+                        .wait(Some(timeout))
+                        .applied_index_at_least(Some(index), "linearizable read")
+                        .await
+                        .map_err(|error| SubmitError::Raft(error.to_string()))?;
+                    return Ok(index);
+                }
+                Err(SubmitError::NoLeader(reason)) => last_error = SubmitError::NoLeader(reason),
+                Err(other) => return Err(other),
+            }
+            tokio::time::sleep(Duration::from_millis(SUBMIT_RETRY_BACKOFF_MS)).await;
+        }
+        Err(last_error)
+    }
+
+    /// The leader's read index: asked of the leader, or computed if this is it.
+    async fn leader_read_index(&self) -> Result<u64, SubmitError> {
+        match self.leader().await {
             Some(leader) if leader.node_id == self.me.node_id => self
                 .raft
                 .ensure_linearizable()
                 .await
                 .map(|log_id| log_id.map_or(0, |id| id.index))
-                .map_err(|error| SubmitError::Raft(error.to_string()))?,
+                .map_err(|error| SubmitError::NoLeader(error.to_string())),
             Some(leader) => match self.forward(&leader, PeerRequest::ReadIndex).await? {
-                PeerResponse::ReadIndex(result) => result.map_err(SubmitError::Raft)?,
-                other => return Err(SubmitError::Raft(format!("unexpected answer {other:?}"))),
+                PeerResponse::ReadIndex(result) => result.map_err(SubmitError::NoLeader),
+                other => Err(SubmitError::Raft(format!("unexpected answer {other:?}"))),
             },
-            None => return Err(SubmitError::NoLeader("no leader known".to_string())),
-        };
-        self.raft
-            .wait(Some(timeout))
-            .applied_index_at_least(Some(index), "linearizable read")
-            .await
-            .map_err(|error| SubmitError::Raft(error.to_string()))?;
-        Ok(index)
+            None => Err(SubmitError::NoLeader("no leader known".to_string())),
+        }
     }
 
     /// Initialises a new cluster with `voters` (run once, on one voter).

@@ -18,10 +18,13 @@ use civmesh_consensus::{PolicyLog, RaftPeer, Status, SubmitError};
 use civmesh_policy::SignedCommand;
 use serde::{Deserialize, Serialize};
 
+use crate::records::{validate_row, Provenance, RecordStore, RecordVersion};
 use crate::swarm::SwarmClient;
 
 /// The largest request body accepted, in bytes.
 pub const API_REQUEST_BYTES_MAX: usize = 8 * 1024 * 1024;
+/// The most rows one import request may carry.
+pub const IMPORT_ROWS_PER_REQUEST_MAX: usize = 5_000;
 /// How long a linearizable read may wait.
 pub const READ_INDEX_TIMEOUT_MS: u64 = 5_000;
 
@@ -37,6 +40,8 @@ pub struct ApiState {
     pub certificate_pem: String,
     /// What the certificate proves.
     pub identity: VerifiedIdentity,
+    /// This organisation's authoritative records.
+    pub records: Arc<RecordStore>,
 }
 
 type Shared = Arc<ApiState>;
@@ -77,6 +82,10 @@ pub fn router(state: Shared) -> Router {
         .route("/v1/read-index", get(read_index))
         .route("/v1/policy/summary", get(policy_summary))
         .route("/v1/policy/demands", get(policy_demands))
+        .route("/v1/datasets", get(datasets))
+        .route("/v1/policy/match", get(policy_match))
+        .route("/v1/records", get(read_record))
+        .route("/v1/records/import", post(import_records))
         .layer(middleware::from_fn_with_state(state.clone(), require_token))
         .layer(DefaultBodyLimit::max(API_REQUEST_BYTES_MAX))
         .with_state(state)
@@ -307,4 +316,154 @@ async fn policy_demands(State(state): State<Shared>) -> Json<Vec<DemandEntry>> {
             })
             .collect()
     }))
+}
+
+async fn datasets(State(state): State<Shared>) -> Json<Vec<civmesh_policy::model::Dataset>> {
+    Json(state.log.state().read(|applied| applied.policy.datasets.values().cloned().collect()))
+}
+
+/// The dataset `id` if this node's organisation owns it.
+fn owned_dataset(state: &ApiState, id: &str) -> Result<civmesh_policy::model::Dataset, ApiError> {
+    let dataset = state
+        .log
+        .state()
+        .read(|applied| applied.policy.datasets.get(id).cloned())
+        .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("no dataset {id} in the catalog")))?;
+    if dataset.owner != state.identity.org {
+        return Err(ApiError(
+            StatusCode::FORBIDDEN,
+            format!("{} does not own {id}; {} does", state.identity.org, dataset.owner),
+        ));
+    }
+    Ok(dataset)
+}
+
+/// `POST /v1/records/import?dataset=ID`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ImportRequest {
+    /// The import batch id, recorded as each version's provenance.
+    pub batch: String,
+    /// The source line number of the first row (for error reports).
+    pub first_line: u64,
+    /// The rows, as JSON objects of field name to value.
+    pub rows: Vec<std::collections::BTreeMap<String, civmesh_policy::model::FieldValue>>,
+}
+
+/// A row that was refused, by source line.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RowFailure {
+    /// The source line.
+    pub line: u64,
+    /// Why.
+    pub error: String,
+}
+
+/// The answer to an import request.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ImportResponse {
+    /// Rows written (each as a new version).
+    pub written: usize,
+    /// Rows refused; none of them was written.
+    pub failures: Vec<RowFailure>,
+}
+
+/// `?dataset=ID[&key=KEY][&at_ms=T]`.
+#[derive(Debug, Deserialize)]
+pub struct RecordQuery {
+    /// The dataset.
+    pub dataset: String,
+    /// The record key.
+    #[serde(default)]
+    pub key: Option<String>,
+    /// Answer as of this time.
+    #[serde(default)]
+    pub at_ms: Option<u64>,
+}
+
+async fn import_records(
+    State(state): State<Shared>,
+    axum::extract::Query(query): axum::extract::Query<RecordQuery>,
+    Json(request): Json<ImportRequest>,
+) -> Result<Json<ImportResponse>, ApiError> {
+    let dataset = owned_dataset(&state, &query.dataset)?;
+    if request.rows.len() > IMPORT_ROWS_PER_REQUEST_MAX {
+        return Err(bad_request(format!("at most {IMPORT_ROWS_PER_REQUEST_MAX} rows per request")));
+    }
+    if request.batch.trim().is_empty() || request.batch.len() > 128 {
+        return Err(bad_request("the batch id must be 1..=128 bytes"));
+    }
+    let mut valid = Vec::with_capacity(request.rows.len());
+    let mut failures = Vec::new();
+    for (offset, row) in request.rows.iter().enumerate() {
+        match validate_row(&dataset, row) {
+            Ok(valid_row) => valid.push(valid_row),
+            Err(error) => failures
+                .push(RowFailure { line: request.first_line + offset as u64, error: error.to_string() }),
+        }
+    }
+    let written = valid.len();
+    let provenance = Provenance::Import { batch: request.batch };
+    state
+        .records
+        .write(&dataset.id, valid, &provenance, civmesh_certs::now_unix_millis())
+        .map_err(|error| ApiError(StatusCode::INSUFFICIENT_STORAGE, format!("nothing written: {error}")))?;
+    Ok(Json(ImportResponse { written, failures }))
+}
+
+/// The answer of `GET /v1/records`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct RecordAnswer {
+    /// The dataset.
+    pub dataset: String,
+    /// Records in the dataset (with `key` absent).
+    pub count: u64,
+    /// The version asked for (latest, or as of `at_ms`).
+    pub record: Option<RecordVersion>,
+    /// Every version, oldest first (with `key`).
+    pub history: Vec<RecordVersion>,
+}
+
+async fn read_record(
+    State(state): State<Shared>,
+    axum::extract::Query(query): axum::extract::Query<RecordQuery>,
+) -> Result<Json<RecordAnswer>, ApiError> {
+    let dataset = owned_dataset(&state, &query.dataset)?;
+    let internal = |error: crate::records::RecordStoreError| {
+        ApiError(StatusCode::INTERNAL_SERVER_ERROR, error.to_string())
+    };
+    let count = state.records.count(&dataset.id).map_err(internal)?;
+    let Some(key) = query.key else {
+        return Ok(Json(RecordAnswer { dataset: dataset.id, count, record: None, history: vec![] }));
+    };
+    let history = state.records.history(&dataset.id, &key).map_err(internal)?;
+    let record = match query.at_ms {
+        Some(at_ms) => history.iter().rev().find(|version| version.written_at_ms <= at_ms).cloned(),
+        None => history.last().cloned(),
+    };
+    Ok(Json(RecordAnswer { dataset: dataset.id, count, record, history }))
+}
+
+/// `?expiry_days=N`.
+#[derive(Debug, Deserialize)]
+pub struct MatchQuery {
+    /// Report grants expiring within this many days.
+    #[serde(default = "default_expiry_days")]
+    pub expiry_days: u32,
+}
+
+fn default_expiry_days() -> u32 {
+    30
+}
+
+async fn policy_match(
+    State(state): State<Shared>,
+    axum::extract::Query(query): axum::extract::Query<MatchQuery>,
+) -> Json<civmesh_policy::CatalogMatch> {
+    let now_ms = civmesh_certs::now_unix_millis();
+    Json(
+        state
+            .log
+            .state()
+            .read(|applied| civmesh_policy::catalog_match(&applied.policy, now_ms, query.expiry_days)),
+    )
 }

@@ -38,6 +38,71 @@ pub enum Command {
     /// Operate the policy log's cluster through running nodes' APIs.
     #[command(subcommand)]
     Cluster(ClusterCommand),
+    /// This organisation's authoritative records.
+    #[command(subcommand)]
+    Records(RecordsCommand),
+    /// Sign policy commands with the node's key and commit them.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+}
+
+/// `civmesh records ...`, through the running node in `--node-dir`.
+#[derive(Debug, Subcommand)]
+pub enum RecordsCommand {
+    /// Import rows from a .csv (header row of field names) or .jsonl file.
+    /// Each row is validated against the dataset's schema; invalid rows are
+    /// reported by line number and not written.
+    Import {
+        /// The owner node's data directory.
+        #[arg(long)]
+        node_dir: PathBuf,
+        /// The dataset id.
+        #[arg(long)]
+        dataset: String,
+        /// A name for this import, recorded as each version's provenance.
+        #[arg(long)]
+        batch: Option<String>,
+        /// The file.
+        file: PathBuf,
+    },
+    /// Show a record and its history.
+    Show {
+        /// The owner node's data directory.
+        #[arg(long)]
+        node_dir: PathBuf,
+        /// The dataset id.
+        #[arg(long)]
+        dataset: String,
+        /// The record key.
+        #[arg(long)]
+        key: String,
+        /// Show the version in force at this time (ms since the epoch).
+        #[arg(long)]
+        at_ms: Option<u64>,
+    },
+}
+
+/// `civmesh policy ...`.
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// Sign the command in a JSON file (e.g. `{"PublishDataset": {...}}`)
+    /// with the node's key and commit it; prints the outcome.
+    Submit {
+        /// The node's data directory (its key signs).
+        #[arg(long)]
+        node_dir: PathBuf,
+        /// The JSON file holding one command.
+        file: PathBuf,
+    },
+    /// Print the catalog-match report.
+    Match {
+        /// Any node's data directory.
+        #[arg(long)]
+        node_dir: PathBuf,
+        /// Report grants that expire within this many days.
+        #[arg(long, default_value_t = 30)]
+        expiry_days: u32,
+    },
 }
 
 /// Arguments of `civmesh init`.

@@ -9,6 +9,8 @@ pub mod cluster_commands;
 pub mod config;
 mod identity_commands;
 mod init_command;
+pub mod records;
+mod records_commands;
 pub mod run;
 pub mod swarm;
 
@@ -20,6 +22,8 @@ pub fn run(cli: cli::Cli) -> anyhow::Result<()> {
         cli::Command::Cert(command) => identity_commands::cert(command),
         cli::Command::Init(args) => init_command::init(args),
         cli::Command::Cluster(command) => cluster_commands::cluster(command),
+        cli::Command::Records(command) => records_commands::records(command),
+        cli::Command::Policy(command) => records_commands::policy(command),
         cli::Command::Run { data_dir } => {
             let runtime = tokio::runtime::Runtime::new()?;
             runtime.block_on(run::run(data_dir, shutdown_signal()))

@@ -17,6 +17,7 @@ use tokio::sync::{watch, Semaphore};
 
 use crate::api::{self, ApiState};
 use crate::config::NodeConfig;
+use crate::records::RecordStore;
 use crate::swarm::{self, InboundRequest, SwarmClient};
 
 /// Inbound peer requests handled at once at most.
@@ -67,6 +68,7 @@ pub async fn run(data_dir: PathBuf, shutdown: impl Future<Output = ()>) -> anyho
     raft_config.snapshot_after_entries = config.raft.snapshot_after_entries;
     raft_config.entries_kept_after_snapshot = config.raft.entries_kept_after_snapshot;
     let log = PolicyLog::start(raft_config, swarm.clone()).await?;
+    let records = Arc::new(RecordStore::open(&data_dir.join("records")).context("opening the record store")?);
 
     tokio::spawn(serve_peers(log.clone(), inbound));
     tokio::spawn(keep_gate(log.state().clone(), swarm.clone(), bootstrap_peers, key.node_id(), stop.clone()));
@@ -75,8 +77,14 @@ pub async fn run(data_dir: PathBuf, shutdown: impl Future<Output = ()>) -> anyho
         .await
         .with_context(|| format!("cannot listen for the HTTP API on {}", config.node.api_listen))?;
     let api_url = format!("http://{}", listener.local_addr()?);
-    let state =
-        Arc::new(ApiState { log: log.clone(), swarm: swarm.clone(), api_token, certificate_pem, identity });
+    let state = Arc::new(ApiState {
+        log: log.clone(),
+        swarm: swarm.clone(),
+        api_token,
+        certificate_pem,
+        identity,
+        records,
+    });
     let mut api_stop = stop.clone();
     let server = tokio::spawn(async move {
         axum::serve(listener, api::router(state))

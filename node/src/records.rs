@@ -1,0 +1,362 @@
+//! The record store: the authoritative records of the datasets this node's
+//! organisation owns, in RocksDB, with every version kept.
+//!
+//! Column families: `latest` maps `dataset \0 key` to the newest version
+//! number; `versions` maps `dataset \0 key \0 version` (big-endian) to the
+//! [`RecordVersion`]. A batch of rows is one synced RocksDB write: it is on
+//! disk before the caller is told, or not at all.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use civmesh_certs::{codec, UnixMillis};
+use civmesh_policy::model::{Dataset, FieldValue};
+use rocksdb::{ColumnFamilyDescriptor, Direction, IteratorMode, Options, WriteBatch, WriteOptions, DB};
+use serde::{Deserialize, Serialize};
+
+const LATEST_FAMILY: &str = "latest";
+const VERSIONS_FAMILY: &str = "versions";
+/// The longest record key accepted, in bytes.
+pub const RECORD_KEY_BYTES_MAX: usize = 256;
+/// The largest stored record version, in bytes.
+pub const RECORD_BYTES_MAX: usize = 1024 * 1024;
+
+/// Where a version came from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Provenance {
+    /// A bulk import, by batch id.
+    Import {
+        /// The import batch.
+        batch: String,
+    },
+    /// An accepted correction, by correction id.
+    Correction {
+        /// The correction.
+        id: String,
+    },
+}
+
+/// One version of a record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecordVersion {
+    /// 1 for the first version, then +1 per change.
+    pub version: u64,
+    /// When it was written.
+    pub written_at_ms: UnixMillis,
+    /// What wrote it.
+    pub provenance: Provenance,
+    /// The field values.
+    pub fields: BTreeMap<String, FieldValue>,
+}
+
+/// Why the store failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RecordStoreError {
+    /// RocksDB failed (disk full, I/O error, corruption).
+    #[error("record store: {0}")]
+    Database(#[from] rocksdb::Error),
+    /// A stored value does not decode.
+    #[error("record store holds a corrupt value: {0}")]
+    Corrupt(String),
+}
+
+/// Why a row was refused.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum RowError {
+    /// The row names a field the schema does not have.
+    #[error("field {0:?} is not in the schema")]
+    FieldUnknown(String),
+    /// A value does not fit its field's type.
+    #[error("field {field:?} expects {expected}")]
+    WrongType {
+        /// The field.
+        field: String,
+        /// The type expected.
+        expected: String,
+    },
+    /// The subject key is missing, empty, too long or not text.
+    #[error("the subject key field {0:?} must be non-empty text of at most {RECORD_KEY_BYTES_MAX} bytes without NUL")]
+    KeyInvalid(String),
+}
+
+/// Checks a row against `dataset`'s schema; returns its key and fields
+/// (absent schema fields become null).
+pub fn validate_row(
+    dataset: &Dataset,
+    row: &BTreeMap<String, FieldValue>,
+) -> Result<(String, BTreeMap<String, FieldValue>), RowError> {
+    if let Some(unknown) = row.keys().find(|name| dataset.field(name).is_none()) {
+        return Err(RowError::FieldUnknown(unknown.clone()));
+    }
+    let mut fields = BTreeMap::new();
+    for spec in &dataset.fields {
+        let value = row.get(&spec.name).cloned().unwrap_or(FieldValue::Null);
+        if !value.fits(spec.field_type) {
+            return Err(RowError::WrongType {
+                field: spec.name.clone(),
+                expected: format!("{:?}", spec.field_type).to_lowercase(),
+            });
+        }
+        fields.insert(spec.name.clone(), value);
+    }
+    let key = match fields.get(&dataset.subject_key_field) {
+        Some(FieldValue::Text(key))
+            if !key.is_empty() && key.len() <= RECORD_KEY_BYTES_MAX && !key.contains('\0') =>
+        {
+            key.clone()
+        }
+        _ => return Err(RowError::KeyInvalid(dataset.subject_key_field.clone())),
+    };
+    Ok((key, fields))
+}
+
+/// The record store.
+pub struct RecordStore {
+    db: DB,
+}
+
+fn record_prefix(dataset: &str, key: &str) -> Vec<u8> {
+    let mut prefix = Vec::with_capacity(dataset.len() + key.len() + 2);
+    prefix.extend_from_slice(dataset.as_bytes());
+    prefix.push(0);
+    prefix.extend_from_slice(key.as_bytes());
+    prefix.push(0);
+    prefix
+}
+
+fn version_key(dataset: &str, key: &str, version: u64) -> Vec<u8> {
+    let mut full = record_prefix(dataset, key);
+    full.extend_from_slice(&version.to_be_bytes());
+    full
+}
+
+impl RecordStore {
+    /// Opens (or creates) the store in `directory`.
+    pub fn open(directory: &Path) -> Result<Self, RecordStoreError> {
+        let mut options = Options::default();
+        options.create_if_missing(true);
+        options.create_missing_column_families(true);
+        let families = [LATEST_FAMILY, VERSIONS_FAMILY]
+            .map(|name| ColumnFamilyDescriptor::new(name, Options::default()));
+        Ok(RecordStore { db: DB::open_cf_descriptors(&options, directory, families)? })
+    }
+
+    fn family(&self, name: &str) -> Result<&rocksdb::ColumnFamily, RecordStoreError> {
+        self.db
+            .cf_handle(name)
+            .ok_or_else(|| RecordStoreError::Corrupt(format!("column family {name} is missing")))
+    }
+
+    /// The newest version number of a record, if it exists.
+    pub fn latest_version(&self, dataset: &str, key: &str) -> Result<Option<u64>, RecordStoreError> {
+        let bytes = self.db.get_cf(self.family(LATEST_FAMILY)?, record_prefix(dataset, key))?;
+        bytes
+            .map(|bytes| <[u8; 8]>::try_from(bytes.as_slice()).map(u64::from_be_bytes))
+            .transpose()
+            .map_err(|_| RecordStoreError::Corrupt("a latest-version entry is not 8 bytes".to_string()))
+    }
+
+    /// Writes one new version of each row in one synced batch; returns the
+    /// version each row got. Later rows with the same key see earlier ones.
+    pub fn write(
+        &self,
+        dataset: &str,
+        rows: Vec<(String, BTreeMap<String, FieldValue>)>,
+        provenance: &Provenance,
+        now_ms: UnixMillis,
+    ) -> Result<Vec<u64>, RecordStoreError> {
+        let (latest, versions) = (self.family(LATEST_FAMILY)?, self.family(VERSIONS_FAMILY)?);
+        let mut batch = WriteBatch::default();
+        let mut pending: BTreeMap<String, u64> = BTreeMap::new();
+        let mut written = Vec::with_capacity(rows.len());
+        for (key, fields) in rows {
+            let previous = match pending.get(&key) {
+                Some(version) => *version,
+                None => self.latest_version(dataset, &key)?.unwrap_or(0),
+            };
+            let version = previous + 1;
+            let record =
+                RecordVersion { version, written_at_ms: now_ms, provenance: provenance.clone(), fields };
+            let bytes =
+                codec::encode(&record).map_err(|error| RecordStoreError::Corrupt(error.to_string()))?;
+            batch.put_cf(versions, version_key(dataset, &key, version), bytes);
+            batch.put_cf(latest, record_prefix(dataset, &key), version.to_be_bytes());
+            pending.insert(key, version);
+            written.push(version);
+        }
+        let mut options = WriteOptions::default();
+        options.set_sync(true);
+        self.db.write_opt(batch, &options)?;
+        Ok(written)
+    }
+
+    /// Every version of a record, oldest first.
+    pub fn history(&self, dataset: &str, key: &str) -> Result<Vec<RecordVersion>, RecordStoreError> {
+        let prefix = record_prefix(dataset, key);
+        let mut versions = Vec::new();
+        for item in self
+            .db
+            .iterator_cf(self.family(VERSIONS_FAMILY)?, IteratorMode::From(&prefix, Direction::Forward))
+        {
+            let (stored_key, value) = item?;
+            if !stored_key.starts_with(&prefix) || stored_key.len() != prefix.len() + 8 {
+                break;
+            }
+            versions.push(
+                codec::decode_exact(&value, RECORD_BYTES_MAX)
+                    .map_err(|error| RecordStoreError::Corrupt(error.to_string()))?,
+            );
+        }
+        Ok(versions)
+    }
+
+    /// The newest version of a record.
+    pub fn latest(&self, dataset: &str, key: &str) -> Result<Option<RecordVersion>, RecordStoreError> {
+        let Some(version) = self.latest_version(dataset, key)? else { return Ok(None) };
+        let bytes = self.db.get_cf(self.family(VERSIONS_FAMILY)?, version_key(dataset, key, version))?;
+        bytes
+            .map(|bytes| {
+                codec::decode_exact(&bytes, RECORD_BYTES_MAX)
+                    .map_err(|error| RecordStoreError::Corrupt(error.to_string()))
+            })
+            .transpose()
+    }
+
+    /// What the record said at `at_ms`: the newest version written no later.
+    pub fn at(
+        &self,
+        dataset: &str,
+        key: &str,
+        at_ms: UnixMillis,
+    ) -> Result<Option<RecordVersion>, RecordStoreError> {
+        Ok(self.history(dataset, key)?.into_iter().rev().find(|version| version.written_at_ms <= at_ms))
+    }
+
+    /// How many records (keys) a dataset has.
+    pub fn count(&self, dataset: &str) -> Result<u64, RecordStoreError> {
+        let mut prefix = dataset.as_bytes().to_vec();
+        prefix.push(0);
+        let mut count = 0;
+        for item in
+            self.db.iterator_cf(self.family(LATEST_FAMILY)?, IteratorMode::From(&prefix, Direction::Forward))
+        {
+            let (key, _) = item?;
+            if !key.starts_with(&prefix) {
+                break;
+            }
+            count += 1;
+        }
+        Ok(count)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use civmesh_certs::OrgId;
+    use civmesh_policy::model::{FieldClass, FieldSpec, FieldType, SharingCategory};
+
+    fn dataset() -> Dataset {
+        let field =
+            |name: &str, field_type| FieldSpec { name: name.into(), field_type, class: FieldClass::Public };
+        Dataset {
+            id: "market-supervision/enterprise-registry".into(),
+            owner: OrgId::new("dept/market-supervision").unwrap(),
+            title: "Enterprises".into(),
+            subject_key_field: "credit_code".into(),
+            sharing: SharingCategory::Conditional,
+            fields: vec![
+                field("credit_code", FieldType::Text),
+                field("employees", FieldType::Integer),
+                field("founded", FieldType::Date),
+            ],
+            version: 1,
+        }
+    }
+
+    fn row(pairs: &[(&str, FieldValue)]) -> BTreeMap<String, FieldValue> {
+        pairs.iter().map(|(name, value)| (name.to_string(), value.clone())).collect()
+    }
+
+    #[test]
+    fn rows_are_validated_against_the_schema() {
+        let dataset = dataset();
+        let text = |s: &str| FieldValue::Text(s.into());
+        let (key, fields) = validate_row(
+            &dataset,
+            &row(&[("credit_code", text("91310000X")), ("employees", FieldValue::Integer(5))]),
+        )
+        .unwrap();
+        assert_eq!(key, "91310000X");
+        assert_eq!(fields["founded"], FieldValue::Null);
+        let cases = [
+            (
+                row(&[("credit_code", text("k")), ("colour", text("red"))]),
+                RowError::FieldUnknown("colour".into()),
+            ),
+            (
+                row(&[("credit_code", text("k")), ("employees", text("five"))]),
+                RowError::WrongType { field: "employees".into(), expected: "integer".into() },
+            ),
+            (
+                row(&[("credit_code", text("k")), ("founded", text("May"))]),
+                RowError::WrongType { field: "founded".into(), expected: "date".into() },
+            ),
+            (row(&[("employees", FieldValue::Integer(1))]), RowError::KeyInvalid("credit_code".into())),
+            (row(&[("credit_code", text(""))]), RowError::KeyInvalid("credit_code".into())),
+            (
+                row(&[("credit_code", FieldValue::Integer(7))]),
+                RowError::WrongType { field: "credit_code".into(), expected: "text".into() },
+            ),
+        ];
+        for (bad, expected) in cases {
+            assert_eq!(validate_row(&dataset, &bad).unwrap_err(), expected);
+        }
+    }
+
+    #[test]
+    fn every_version_is_kept_and_history_answers_at_a_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RecordStore::open(dir.path()).unwrap();
+        let dataset = "market-supervision/enterprise-registry";
+        let fields = |address: &str| row(&[("address", FieldValue::Text(address.into()))]);
+        let import = Provenance::Import { batch: "b1".into() };
+        assert_eq!(
+            store
+                .write(dataset, vec![("k1".into(), fields("old")), ("k2".into(), fields("x"))], &import, 1000)
+                .unwrap(),
+            vec![1, 1]
+        );
+        let correction = Provenance::Correction { id: "c1".into() };
+        assert_eq!(
+            store.write(dataset, vec![("k1".into(), fields("new"))], &correction, 2000).unwrap(),
+            vec![2]
+        );
+        assert_eq!(
+            store
+                .write(
+                    dataset,
+                    vec![("k1".into(), fields("newer")), ("k1".into(), fields("newest"))],
+                    &correction,
+                    3000
+                )
+                .unwrap(),
+            vec![3, 4]
+        );
+        let latest = store.latest(dataset, "k1").unwrap().unwrap();
+        assert_eq!((latest.version, latest.provenance.clone()), (4, correction));
+        assert_eq!(store.at(dataset, "k1", 1500).unwrap().unwrap().fields, fields("old"));
+        assert_eq!(store.at(dataset, "k1", 999).unwrap(), None);
+        assert_eq!(store.history(dataset, "k1").unwrap().len(), 4);
+        assert_eq!(
+            store.history(dataset, "k").unwrap().len(),
+            0,
+            "a key that is a prefix of another sees nothing"
+        );
+        assert_eq!(store.count(dataset).unwrap(), 2);
+        drop(store);
+        let reopened = RecordStore::open(dir.path()).unwrap();
+        assert_eq!(reopened.latest_version(dataset, "k1").unwrap(), Some(4));
+    }
+}
