@@ -216,6 +216,12 @@ impl<T: Serialize + DeserializeOwned> SignedEnvelope<T> {
         self.verify(guard, now_ms)
     }
 
+    /// The payload, without checking the signature: only for routing a
+    /// message to where its signature will be checked.
+    pub fn unverified_payload(&self) -> Result<T, EnvelopeError> {
+        Ok(codec::decode_exact::<EnvelopeBody<T>>(&self.body, ENVELOPE_BYTES_MAX)?.payload)
+    }
+
     /// The claimed signer, without checking the signature.
     pub fn signer(&self) -> Result<NodeId, EnvelopeError> {
         Ok(codec::decode_exact::<EnvelopeBody<T>>(&self.body, ENVELOPE_BYTES_MAX)?.signer)

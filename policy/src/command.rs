@@ -78,6 +78,9 @@ pub enum Command {
         /// Why.
         reason: String,
     },
+    /// Log an access (a query answered, permit or deny). Signed by the owner
+    /// node; carries the requester's signed query header.
+    RecordAccess(crate::access::AccessRecord),
     /// Record a subject's consent, or its withdrawal. Signed by the
     /// organisation that collected it: the dataset's owner or the grantee.
     RecordConsent {
@@ -110,6 +113,7 @@ impl Command {
             Command::IssueGrant(_) => "issue_grant",
             Command::RevokeGrant { .. } => "revoke_grant",
             Command::RecordConsent { .. } => "record_consent",
+            Command::RecordAccess(_) => "record_access",
         }
     }
 }

@@ -11,12 +11,14 @@
 //! Pure and synchronous: no I/O, no async runtime, no clock (time is passed
 //! in), so every replica and every auditor computes the same answers.
 
+pub mod access;
 pub mod command;
 pub mod decide;
 pub mod model;
 pub mod report;
 pub mod state;
 
+pub use access::{AccessLogEntry, AccessOutcome, AccessRecord, QueryHeader, SubjectRelease};
 pub use command::{Command, DatasetSpec, GrantSpec, SignedCommand};
 pub use decide::{decide, AccessRequest, Decision, FieldAction, ReasonCode, RecordFacts, RecordPlan};
 pub use report::{catalog_match, CatalogMatch};

@@ -13,6 +13,7 @@ use civmesh_certs::{
 };
 use serde::{Deserialize, Serialize};
 
+use crate::access::{AccessLogEntry, AccessOutcome, AccessRecord, QueryHeader, QUERY_SUBJECTS_MAX};
 use crate::command::{Command, DatasetSpec, GrantSpec, SignedCommand};
 use crate::model::{
     Consent, ConsentKey, Dataset, DatasetId, Demand, DemandId, FieldName, Grant, GrantId, Member,
@@ -82,6 +83,8 @@ pub enum RejectionCode {
     InvalidArgument,
     /// The replay cache is full of commands still in the window.
     Overloaded,
+    /// A logged permit is not justified by the policy state.
+    PermitNotJustified,
 }
 
 fn reject(code: RejectionCode, detail: impl Into<String>) -> Rejection {
@@ -97,6 +100,8 @@ pub enum Applied {
     DemandFiled(DemandId),
     /// A grant was issued with this id.
     GrantIssued(GrantId),
+    /// An access was logged at this position of the access log.
+    AccessLogged(u64),
 }
 
 /// The federation root as recorded in genesis.
@@ -133,6 +138,8 @@ pub struct PolicyState {
     pub next_demand_id: DemandId,
     /// The next grant id.
     pub next_grant_id: GrantId,
+    /// The access log: every query answered, permit or deny, in log order.
+    pub access_log: Vec<AccessLogEntry>,
     /// How many commands were applied (accepted or rejected).
     pub commands_applied: u64,
     /// Nonces of recent commands, to reject replayed entries.
@@ -151,6 +158,7 @@ impl Default for PolicyState {
             consents: BTreeMap::new(),
             next_demand_id: 1,
             next_grant_id: 1,
+            access_log: Vec::new(),
             commands_applied: 0,
             recent_commands: ReplayGuard::new(COMMAND_SKEW_MS_MAX, COMMAND_NONCES_MAX),
         }
@@ -220,7 +228,26 @@ impl PolicyState {
         // Validate first; only the final step mutates.
         let signer_org = self.authorise(&signer_id, command)?;
         let admitted = self.validate(command, &signer_org, entry_time_ms)?;
+        if let Command::RecordAccess(record) = command {
+            // The requester's query is logged once, whoever logs it.
+            let (requester, header) = self.validate_access(record)?;
+            self.check_replay(&requester.signer, &requester.nonce, requester.issued_at_ms, entry_time_ms)?;
+            debug_assert_eq!(&header, &requester.payload);
+        }
         self.check_replay(&verified.signer, &verified.nonce, verified.issued_at_ms, entry_time_ms)?;
+        if let Command::RecordAccess(record) = command {
+            let (requester, header) = self.validate_access(record)?;
+            self.access_log.push(AccessLogEntry {
+                sequence: self.access_log.len() as u64,
+                envelope: envelope.clone(),
+                requester: requester.signer,
+                owner: signer_id,
+                header,
+                outcome: record.outcome.clone(),
+                decided_at_ms: record.decided_at_ms,
+            });
+            return Ok(Applied::AccessLogged(self.access_log.len() as u64 - 1));
+        }
         Ok(self.mutate(command.clone(), signer_id, signer_org, admitted, entry_time_ms))
     }
 
@@ -328,6 +355,16 @@ impl PolicyState {
                     ));
                 }
             }
+            Command::RecordAccess(record) => {
+                if let Some(owner) = record_dataset_owner(self, record) {
+                    if *owner != member.org {
+                        return Err(reject(
+                            RejectionCode::NotAuthorised,
+                            "only the dataset's owner logs accesses to it",
+                        ));
+                    }
+                }
+            }
             Command::FileDemand { .. } | Command::AdmitMember { .. } | Command::RevokeMember { .. } => {}
             Command::Genesis { .. } => {
                 return Err(reject(RejectionCode::GenesisOrder, "genesis is only the first entry"))
@@ -417,7 +454,102 @@ impl PolicyState {
                 }
             }
             Command::RecordConsent { purpose, .. } => check_text("purpose", purpose, NAME_BYTES_MAX),
+            Command::RecordAccess(record) => self.validate_access(record).map(|_| ()),
         }
+    }
+
+    /// Verifies an access record: the requester's signature, and that a
+    /// permit is justified by this state. Returns the verified header.
+    fn validate_access(
+        &self,
+        record: &AccessRecord,
+    ) -> Result<(civmesh_certs::VerifiedEnvelope<QueryHeader>, QueryHeader), Rejection> {
+        let request = record.request.verify_signature().map_err(|error| {
+            reject(RejectionCode::SignatureInvalid, format!("the requester's query: {error}"))
+        })?;
+        let header = request.payload.clone();
+        if header.subjects.len() > QUERY_SUBJECTS_MAX || header.fields.is_empty() {
+            return Err(reject(
+                RejectionCode::InvalidArgument,
+                "a query names 1 or more fields and a bounded number of subjects",
+            ));
+        }
+        let requester = self.members.get(&request.signer).ok_or_else(|| {
+            reject(RejectionCode::SignerUnknown, format!("requester {} is not a member", request.signer))
+        })?;
+        let AccessOutcome::Permit { released } = &record.outcome else {
+            return Ok((request, header));
+        };
+        let unjustified = |why: String| reject(RejectionCode::PermitNotJustified, why);
+        if requester.revoked.is_some() {
+            return Err(unjustified("released to a revoked member".to_string()));
+        }
+        let dataset = self
+            .datasets
+            .get(&header.dataset)
+            .ok_or_else(|| unjustified("released from an unknown dataset".to_string()))?;
+        if dataset.sharing == crate::model::SharingCategory::NotShared
+            || self.negative_list.contains_key(&(dataset.id.clone(), None))
+        {
+            return Err(unjustified(format!("{} may not be shared", dataset.id)));
+        }
+        let grant = match header.grant {
+            Some(grant_id) => {
+                let grant =
+                    self.grants.get(&grant_id).ok_or_else(|| unjustified(format!("no grant {grant_id}")))?;
+                let usable = grant.dataset == dataset.id
+                    && grant.grantee == requester.org
+                    && grant.revoked.is_none()
+                    && grant.valid_from_ms <= record.decided_at_ms
+                    && record.decided_at_ms < grant.valid_until_ms
+                    && grant.purpose == header.purpose;
+                if !usable {
+                    return Err(unjustified(format!("grant {grant_id} did not allow this query")));
+                }
+                Some(grant)
+            }
+            None => None,
+        };
+        for release in released {
+            if !header.subjects.contains(&release.subject) {
+                return Err(unjustified("released a subject the query did not name".to_string()));
+            }
+            let consent = grant.filter(|grant| grant.needs_consent()).map(|grant| {
+                self.consents.get(&crate::model::ConsentKey {
+                    subject: release.subject,
+                    dataset: dataset.id.clone(),
+                    grantee: grant.grantee.clone(),
+                    purpose: grant.purpose.clone(),
+                })
+            });
+            if let Some(consent) = &consent {
+                if !consent.is_some_and(|consent| consent.given) {
+                    return Err(unjustified("released a subject without active consent".to_string()));
+                }
+            }
+            for field in &release.fields {
+                let spec = dataset
+                    .field(field)
+                    .ok_or_else(|| unjustified(format!("released unknown field {field:?}")))?;
+                let allowed = header.fields.contains(field)
+                    && !self.negative_list.contains_key(&(dataset.id.clone(), Some(field.clone())))
+                    && match grant {
+                        Some(grant) => grant.fields.contains(field),
+                        None => {
+                            dataset.sharing == crate::model::SharingCategory::Unconditional
+                                && spec.class == crate::model::FieldClass::Public
+                        }
+                    }
+                    && (!matches!(spec.class, crate::model::FieldClass::Sensitive(_))
+                        || consent
+                            .as_ref()
+                            .is_none_or(|consent| consent.is_some_and(|consent| consent.covers_sensitive)));
+                if !allowed {
+                    return Err(unjustified(format!("released field {field:?} that the policy withholds")));
+                }
+            }
+        }
+        Ok((request, header))
     }
 
     fn check_fields<'a>(
@@ -642,6 +774,7 @@ impl PolicyState {
                 }
                 Applied::Done
             }
+            Command::RecordAccess(_) => Applied::Done,
             Command::RecordConsent { subject, dataset, grantee, purpose, given, covers_sensitive } => {
                 self.consents.insert(
                     ConsentKey { subject, dataset, grantee, purpose },
@@ -689,6 +822,14 @@ fn member_from_certificate(
         admitted_at_ms: entry_time_ms,
         revoked: None,
     })
+}
+
+/// The owner of the dataset an access record is about, if it exists.
+fn record_dataset_owner<'a>(state: &'a PolicyState, record: &AccessRecord) -> Option<&'a OrgId> {
+    // Authority is decided before the requester's signature is checked (in
+    // validation, which follows and rejects a forgery).
+    let header = record.request.unverified_payload().ok()?;
+    state.datasets.get(&header.dataset).map(|dataset| &dataset.owner)
 }
 
 fn check_text(what: &str, text: &str, bytes_max: usize) -> Result<(), Rejection> {
