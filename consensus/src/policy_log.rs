@@ -184,6 +184,13 @@ impl<T: Transport> PolicyLog<T> {
         &self.me
     }
 
+    /// The Raft membership's entry for `node_id` (with its address).
+    pub fn peer_of(&self, node_id: &NodeId) -> Option<RaftPeer> {
+        let metrics = self.raft.metrics().borrow().clone();
+        let membership = metrics.membership_config.membership();
+        membership.get_node(&raft_node_id(node_id)).cloned()
+    }
+
     /// The openraft handle (metrics, waits).
     pub fn raft(&self) -> &Raft {
         &self.raft

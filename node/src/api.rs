@@ -42,6 +42,8 @@ pub struct ApiState {
     pub identity: VerifiedIdentity,
     /// This organisation's authoritative records.
     pub records: Arc<RecordStore>,
+    /// Queries: this node's key, secret and owner-side service.
+    pub query: Arc<crate::query::QueryService>,
 }
 
 type Shared = Arc<ApiState>;
@@ -86,6 +88,8 @@ pub fn router(state: Shared) -> Router {
         .route("/v1/policy/match", get(policy_match))
         .route("/v1/records", get(read_record))
         .route("/v1/records/import", post(import_records))
+        .route("/v1/query", post(query_owner))
+        .route("/v1/access-log", get(access_log))
         .layer(middleware::from_fn_with_state(state.clone(), require_token))
         .layer(DefaultBodyLimit::max(API_REQUEST_BYTES_MAX))
         .with_state(state)
@@ -466,4 +470,113 @@ async fn policy_match(
             .state()
             .read(|applied| civmesh_policy::catalog_match(&applied.policy, now_ms, query.expiry_days)),
     )
+}
+
+/// `POST /v1/query`: ask the dataset's owner for records.
+async fn query_owner(
+    State(state): State<Shared>,
+    Json(request): Json<crate::query::QuerySpec>,
+) -> Result<Json<crate::query::QueryAnswer>, ApiError> {
+    if request.keys.is_empty() || request.keys.len() > civmesh_policy::access::QUERY_SUBJECTS_MAX {
+        return Err(bad_request(format!(
+            "a query names 1..={} keys",
+            civmesh_policy::access::QUERY_SUBJECTS_MAX
+        )));
+    }
+    if state.query.subject_key_secret.is_empty() {
+        return Err(ApiError(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "this node has no subject-key secret configured".to_string(),
+        ));
+    }
+    let find_owner = || {
+        state.log.state().read(|applied| {
+            let dataset = applied.policy.datasets.get(&request.dataset)?;
+            applied
+                .policy
+                .members
+                .values()
+                .find(|member| member.org == dataset.owner && member.revoked.is_none())
+                .map(|member| member.node_id)
+        })
+    };
+    let mut owner = find_owner();
+    if owner.is_none() {
+        // Perhaps published a moment ago: catch up with the leader once.
+        state.log.linearizable_read_index(Duration::from_millis(READ_INDEX_TIMEOUT_MS)).await?;
+        owner = find_owner();
+    }
+    let owner = owner.ok_or_else(|| {
+        ApiError(StatusCode::NOT_FOUND, format!("no active owner node for dataset {}", request.dataset))
+    })?;
+    let peer = state.log.peer_of(&owner).ok_or_else(|| {
+        ApiError(StatusCode::SERVICE_UNAVAILABLE, "the owner's address is unknown".to_string())
+    })?;
+    let answer =
+        crate::query::ask(&state.swarm, &state.query.key, &state.query.subject_key_secret, &peer, request)
+            .await
+            .map_err(|reason| ApiError(StatusCode::BAD_GATEWAY, reason))?;
+    Ok(Json(answer))
+}
+
+/// One entry of `GET /v1/access-log` (subjects only as keyed hashes).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AccessLogSummary {
+    /// Position in the access log.
+    pub sequence: u64,
+    /// The requester's PeerId.
+    pub requester: String,
+    /// The owner node's PeerId.
+    pub owner: String,
+    /// The dataset.
+    pub dataset: String,
+    /// The purpose.
+    pub purpose: String,
+    /// The grant relied on.
+    pub grant: Option<u64>,
+    /// "permit" or "deny".
+    pub outcome: String,
+    /// Why denied.
+    pub reason: Option<civmesh_policy::ReasonCode>,
+    /// Fields released per subject (keyed hashes, hex).
+    pub released: Vec<(String, Vec<String>)>,
+    /// When the owner decided.
+    pub decided_at_ms: u64,
+}
+
+async fn access_log(State(state): State<Shared>) -> Json<Vec<AccessLogSummary>> {
+    Json(state.log.state().read(|applied| {
+        applied
+            .policy
+            .access_log
+            .iter()
+            .map(|entry| {
+                let (outcome, reason, released) = match &entry.outcome {
+                    civmesh_policy::AccessOutcome::Deny { reason } => ("deny", Some(*reason), Vec::new()),
+                    civmesh_policy::AccessOutcome::Permit { released } => (
+                        "permit",
+                        None,
+                        released
+                            .iter()
+                            .map(|r| {
+                                (r.subject.0.iter().map(|b| format!("{b:02x}")).collect(), r.fields.clone())
+                            })
+                            .collect(),
+                    ),
+                };
+                AccessLogSummary {
+                    sequence: entry.sequence,
+                    requester: entry.requester.to_string(),
+                    owner: entry.owner.to_string(),
+                    dataset: entry.header.dataset.clone(),
+                    purpose: entry.header.purpose.clone(),
+                    grant: entry.header.grant,
+                    outcome: outcome.to_string(),
+                    reason,
+                    released,
+                    decided_at_ms: entry.decided_at_ms,
+                }
+            })
+            .collect()
+    }))
 }

@@ -65,6 +65,10 @@ pub struct NodeSection {
     pub p2p_listen: String,
     /// HTTP API listen address, e.g. `127.0.0.1:8001`.
     pub api_listen: String,
+    /// The federation's subject-key secret (mode 0600), which keys the
+    /// hashes that stand for subject keys in the log.
+    #[serde(default)]
+    pub subject_key_secret_file: Option<PathBuf>,
 }
 
 /// `[trust]`.

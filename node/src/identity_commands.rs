@@ -28,6 +28,7 @@ pub(crate) fn ca(command: CaCommand) -> anyhow::Result<()> {
     match command {
         CaCommand::Init { dir, name, days } => {
             FederationCa::init(&dir, &name, now_unix_millis(), days)?;
+            write_subject_key_secret(&dir.join(SUBJECT_KEY_SECRET_FILE))?;
             println!("{}", dir.join(civmesh_certs::CA_CERT_FILE_NAME).display());
         }
         CaCommand::Issue(args) => issue(args)?,
@@ -61,6 +62,26 @@ pub(crate) fn cert(command: CertCommand) -> anyhow::Result<()> {
             println!("ok: peer_id={} org={} role={}", identity.node_id, identity.org, identity.role);
         }
     }
+    Ok(())
+}
+
+/// The federation's subject-key secret, beside the CA and in each node.
+pub(crate) const SUBJECT_KEY_SECRET_FILE: &str = "subject-key.secret";
+/// Random bytes in the subject-key secret.
+const SUBJECT_KEY_SECRET_BYTES: usize = 32;
+
+fn write_subject_key_secret(path: &std::path::Path) -> anyhow::Result<()> {
+    use ring::rand::SecureRandom;
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut secret = [0u8; SUBJECT_KEY_SECRET_BYTES];
+    ring::rand::SystemRandom::new()
+        .fill(&mut secret)
+        .map_err(|_| anyhow::anyhow!("the system random source failed"))?;
+    let text: String = secret.iter().map(|byte| format!("{byte:02x}")).collect();
+    let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
+    file.write_all(text.as_bytes())?;
+    file.sync_all()?;
     Ok(())
 }
 

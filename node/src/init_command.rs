@@ -12,6 +12,7 @@ use ring::rand::SecureRandom;
 
 use crate::cli::InitArgs;
 use crate::config::{NodeConfig, NodeSection, RaftSection, TrustSection, CONFIG_FILE_NAME};
+use crate::identity_commands::SUBJECT_KEY_SECRET_FILE;
 
 const KEY_FILE: &str = "node.key";
 const CERTIFICATE_FILE: &str = "node.pem";
@@ -46,6 +47,10 @@ pub(crate) fn init(args: InitArgs) -> anyhow::Result<()> {
         .map_err(|_| anyhow::anyhow!("the system random source failed"))?;
     let token: String = token.iter().map(|byte| format!("{byte:02x}")).collect();
     write_new(&args.data_dir.join(API_TOKEN_FILE), token.as_bytes(), 0o600)?;
+    let secret_source = args.ca.join(SUBJECT_KEY_SECRET_FILE);
+    let secret = std::fs::read(&secret_source)
+        .with_context(|| format!("reading {} (made by `civmesh ca init`)", secret_source.display()))?;
+    write_new(&args.data_dir.join(SUBJECT_KEY_SECRET_FILE), &secret, 0o600)?;
 
     let config = NodeConfig {
         node: NodeSection {
@@ -55,6 +60,7 @@ pub(crate) fn init(args: InitArgs) -> anyhow::Result<()> {
             api_token_file: API_TOKEN_FILE.into(),
             p2p_listen: args.p2p_listen,
             api_listen: args.api_listen,
+            subject_key_secret_file: Some(SUBJECT_KEY_SECRET_FILE.into()),
         },
         trust: TrustSection { bootstrap_peers: args.bootstrap_peers },
         raft: RaftSection {

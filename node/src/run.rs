@@ -17,8 +17,10 @@ use tokio::sync::{watch, Semaphore};
 
 use crate::api::{self, ApiState};
 use crate::config::NodeConfig;
+use crate::group_commit::GroupCommitter;
+use crate::query::QueryService;
 use crate::records::RecordStore;
-use crate::swarm::{self, InboundRequest, SwarmClient};
+use crate::swarm::{self, InboundRequest, Protocol, SwarmClient};
 
 /// Inbound peer requests handled at once at most.
 pub const INBOUND_HANDLERS_MAX: usize = 64;
@@ -69,8 +71,21 @@ pub async fn run(data_dir: PathBuf, shutdown: impl Future<Output = ()>) -> anyho
     raft_config.entries_kept_after_snapshot = config.raft.entries_kept_after_snapshot;
     let log = PolicyLog::start(raft_config, swarm.clone()).await?;
     let records = Arc::new(RecordStore::open(&data_dir.join("records")).context("opening the record store")?);
+    let subject_key_secret = match &config.node.subject_key_secret_file {
+        Some(path) => read_small(&resolve(path))?.trim().as_bytes().to_vec(),
+        None => Vec::new(),
+    };
+    let key = Arc::new(key);
+    let query = Arc::new(QueryService {
+        log: log.clone(),
+        key: key.clone(),
+        records: records.clone(),
+        committer: GroupCommitter::start(log.clone()),
+        replay_guard: std::sync::Mutex::new(civmesh_certs::ReplayGuard::default()),
+        subject_key_secret,
+    });
 
-    tokio::spawn(serve_peers(log.clone(), inbound));
+    tokio::spawn(serve_peers(log.clone(), query.clone(), inbound));
     tokio::spawn(keep_gate(log.state().clone(), swarm.clone(), bootstrap_peers, key.node_id(), stop.clone()));
 
     let listener = tokio::net::TcpListener::bind(&config.node.api_listen)
@@ -84,6 +99,7 @@ pub async fn run(data_dir: PathBuf, shutdown: impl Future<Output = ()>) -> anyho
         certificate_pem,
         identity,
         records,
+        query,
     });
     let mut api_stop = stop.clone();
     let server = tokio::spawn(async move {
@@ -148,13 +164,23 @@ fn write_runtime_info(data_dir: &Path, info: &RuntimeInfo) -> anyhow::Result<()>
 }
 
 /// Answers peers' policy-log requests, at most [`INBOUND_HANDLERS_MAX`] at once.
-async fn serve_peers(log: PolicyLog<SwarmClient>, mut inbound: tokio::sync::mpsc::Receiver<InboundRequest>) {
+async fn serve_peers(
+    log: PolicyLog<SwarmClient>,
+    query: Arc<QueryService>,
+    mut inbound: tokio::sync::mpsc::Receiver<InboundRequest>,
+) {
     let permits = Arc::new(Semaphore::new(INBOUND_HANDLERS_MAX));
     while let Some(request) = inbound.recv().await {
         let Ok(permit) = permits.clone().acquire_owned().await else { break };
-        let log = log.clone();
+        let (log, query) = (log.clone(), query.clone());
         tokio::spawn(async move {
-            let answer = log.handle_peer_request(&request.bytes).await;
+            let answer = match request.protocol {
+                Protocol::Raft => log.handle_peer_request(&request.bytes).await,
+                Protocol::Query => match NodeId::from_peer_id(&request.peer) {
+                    Ok(peer) => query.answer(peer, &request.bytes).await,
+                    Err(_) => Vec::new(),
+                },
+            };
             let _ = request.reply.send(answer);
             drop(permit);
         });

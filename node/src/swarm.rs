@@ -1,5 +1,6 @@
 //! The libp2p side of a node. One task owns the `Swarm` (TCP, Noise, Yamux,
-//! identify, the `/civmesh/raft/1` request-response protocol and an allow
+//! identify, the `/civmesh/raft/1` and `/civmesh/query/1` request-response
+//! protocols and an allow
 //! list); everything else holds a cloneable [`SwarmClient`] that sends it
 //! commands over a bounded channel and gets answers on oneshot channels.
 //!
@@ -20,6 +21,17 @@ use tokio::sync::{mpsc, oneshot};
 
 /// The request-response protocol that carries policy-log messages.
 pub const RAFT_PROTOCOL: &str = "/civmesh/raft/1";
+/// The request-response protocol that carries queries to data owners.
+pub const QUERY_PROTOCOL: &str = "/civmesh/query/1";
+
+/// Which request-response protocol a message travels on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Protocol {
+    /// Policy-log messages.
+    Raft,
+    /// Queries.
+    Query,
+}
 /// Commands queued to the swarm task at most.
 pub const SWARM_COMMANDS_QUEUED_MAX: usize = 1024;
 /// Inbound requests queued for handling at most; more are dropped (the
@@ -50,6 +62,8 @@ pub enum SwarmError {
 
 /// A request from a peer, to be answered on `reply`.
 pub struct InboundRequest {
+    /// The protocol it came on.
+    pub protocol: Protocol,
     /// Who asked (already admitted by the allow list).
     pub peer: PeerId,
     /// The encoded request.
@@ -130,14 +144,25 @@ struct Behaviour {
     allowed: allow_block_list::Behaviour<allow_block_list::AllowedPeers>,
     identify: identify::Behaviour,
     raft: request_response::Behaviour<BytesCodec>,
+    query: request_response::Behaviour<BytesCodec>,
+}
+
+impl Behaviour {
+    fn protocol(&mut self, protocol: Protocol) -> &mut request_response::Behaviour<BytesCodec> {
+        match protocol {
+            Protocol::Raft => &mut self.raft,
+            Protocol::Query => &mut self.query,
+        }
+    }
 }
 
 enum SwarmCommand {
     Request {
+        protocol: Protocol,
         peer: PeerId,
         address: Option<Multiaddr>,
         bytes: Vec<u8>,
-        reply: oneshot::Sender<Result<Vec<u8>, TransportError>>,
+        reply: OutboundReply,
     },
     SetAllowed {
         peers: BTreeSet<PeerId>,
@@ -188,6 +213,19 @@ impl Transport for SwarmClient {
         request: Vec<u8>,
         timeout: Duration,
     ) -> impl std::future::Future<Output = Result<Vec<u8>, TransportError>> + Send {
+        self.request_on(Protocol::Raft, target, request, timeout)
+    }
+}
+
+impl SwarmClient {
+    /// Sends `request` on `protocol` to `target` and waits for the answer.
+    pub fn request_on(
+        &self,
+        protocol: Protocol,
+        target: &RaftPeer,
+        request: Vec<u8>,
+        timeout: Duration,
+    ) -> impl std::future::Future<Output = Result<Vec<u8>, TransportError>> + Send {
         let commands = self.commands.clone();
         let peer =
             target.node_id.to_peer_id().map_err(|error| TransportError::Unreachable(error.to_string()));
@@ -195,7 +233,7 @@ impl Transport for SwarmClient {
         async move {
             let peer = peer?;
             let (reply, answer) = oneshot::channel();
-            let command = SwarmCommand::Request { peer, address, bytes: request, reply };
+            let command = SwarmCommand::Request { protocol, peer, address, bytes: request, reply };
             commands
                 .send(command)
                 .await
@@ -224,12 +262,8 @@ pub fn start(
         .with_behaviour(|key| Behaviour {
             allowed: allow_block_list::Behaviour::default(),
             identify: identify::Behaviour::new(identify::Config::new("/civmesh/1".to_string(), key.public())),
-            raft: request_response::Behaviour::new(
-                [(StreamProtocol::new(RAFT_PROTOCOL), ProtocolSupport::Full)],
-                request_response::Config::default()
-                    .with_request_timeout(Duration::from_millis(REQUEST_TIMEOUT_MS))
-                    .with_max_concurrent_streams(STREAMS_PER_CONNECTION_MAX),
-            ),
+            raft: request_response_behaviour(RAFT_PROTOCOL),
+            query: request_response_behaviour(QUERY_PROTOCOL),
         })
         .map_err(|error| SwarmError::Build(error.to_string()))?
         .with_swarm_config(|config| {
@@ -248,14 +282,26 @@ pub fn start(
     Ok((SwarmClient { commands }, inbound_receiver))
 }
 
+fn request_response_behaviour(protocol: &'static str) -> request_response::Behaviour<BytesCodec> {
+    request_response::Behaviour::new(
+        [(StreamProtocol::new(protocol), ProtocolSupport::Full)],
+        request_response::Config::default()
+            .with_request_timeout(Duration::from_millis(REQUEST_TIMEOUT_MS))
+            .with_max_concurrent_streams(STREAMS_PER_CONNECTION_MAX),
+    )
+}
+
+/// Where the answer to an outbound request goes.
+type OutboundReply = oneshot::Sender<Result<Vec<u8>, TransportError>>;
+
 struct SwarmTask {
     swarm: Swarm<Behaviour>,
     commands: mpsc::Receiver<SwarmCommand>,
     inbound: mpsc::Sender<InboundRequest>,
     answers: mpsc::Sender<(u64, Option<Vec<u8>>)>,
     answer_receiver: mpsc::Receiver<(u64, Option<Vec<u8>>)>,
-    pending_outbound: HashMap<OutboundRequestId, oneshot::Sender<Result<Vec<u8>, TransportError>>>,
-    pending_inbound: HashMap<u64, ResponseChannel<Vec<u8>>>,
+    pending_outbound: HashMap<(Protocol, OutboundRequestId), OutboundReply>,
+    pending_inbound: HashMap<u64, (Protocol, ResponseChannel<Vec<u8>>)>,
     next_inbound_id: u64,
     allowed: BTreeSet<PeerId>,
 }
@@ -287,8 +333,8 @@ impl SwarmTask {
                 Some(command) = self.commands.recv() => self.on_command(command),
                 Some((id, answer)) = self.answer_receiver.recv() => {
                     // No answer: the channel is dropped and the peer sees a failure.
-                    if let (Some(channel), Some(bytes)) = (self.pending_inbound.remove(&id), answer) {
-                        let _ = self.swarm.behaviour_mut().raft.send_response(channel, bytes);
+                    if let (Some((protocol, channel)), Some(bytes)) = (self.pending_inbound.remove(&id), answer) {
+                        let _ = self.swarm.behaviour_mut().protocol(protocol).send_response(channel, bytes);
                     }
                 }
                 _ = shutdown.changed() => break,
@@ -299,12 +345,12 @@ impl SwarmTask {
 
     fn on_command(&mut self, command: SwarmCommand) {
         match command {
-            SwarmCommand::Request { peer, address, bytes, reply } => {
+            SwarmCommand::Request { protocol, peer, address, bytes, reply } => {
                 if let Some(address) = address {
                     self.swarm.add_peer_address(peer, address);
                 }
-                let id = self.swarm.behaviour_mut().raft.send_request(&peer, bytes);
-                self.pending_outbound.insert(id, reply);
+                let id = self.swarm.behaviour_mut().protocol(protocol).send_request(&peer, bytes);
+                self.pending_outbound.insert((protocol, id), reply);
             }
             SwarmCommand::SetAllowed { peers } => {
                 for removed in self.allowed.difference(&peers) {
@@ -328,7 +374,12 @@ impl SwarmTask {
     fn on_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
         match event {
             SwarmEvent::NewListenAddr { address, .. } => tracing::info!(%address, "listening"),
-            SwarmEvent::Behaviour(BehaviourEvent::Raft(event)) => self.on_raft_event(event),
+            SwarmEvent::Behaviour(BehaviourEvent::Raft(event)) => {
+                self.on_request_response_event(Protocol::Raft, event)
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Query(event)) => {
+                self.on_request_response_event(Protocol::Query, event)
+            }
             SwarmEvent::IncomingConnectionError { error, .. } => {
                 tracing::debug!(%error, "incoming connection refused")
             }
@@ -336,31 +387,39 @@ impl SwarmTask {
         }
     }
 
-    fn on_raft_event(&mut self, event: request_response::Event<Vec<u8>, Vec<u8>>) {
+    fn on_request_response_event(
+        &mut self,
+        protocol: Protocol,
+        event: request_response::Event<Vec<u8>, Vec<u8>>,
+    ) {
         match event {
             request_response::Event::Message { peer, message, .. } => match message {
                 request_response::Message::Request { request, channel, .. } => {
                     let id = self.next_inbound_id;
                     self.next_inbound_id += 1;
                     let (reply, answer) = oneshot::channel();
-                    if self.inbound.try_send(InboundRequest { peer, bytes: request, reply }).is_err() {
+                    if self
+                        .inbound
+                        .try_send(InboundRequest { protocol, peer, bytes: request, reply })
+                        .is_err()
+                    {
                         tracing::warn!(%peer, "inbound queue full: dropping a request");
                         return;
                     }
-                    self.pending_inbound.insert(id, channel);
+                    self.pending_inbound.insert(id, (protocol, channel));
                     let answers = self.answers.clone();
                     tokio::spawn(async move {
                         let _ = answers.send((id, answer.await.ok())).await;
                     });
                 }
                 request_response::Message::Response { request_id, response } => {
-                    if let Some(reply) = self.pending_outbound.remove(&request_id) {
+                    if let Some(reply) = self.pending_outbound.remove(&(protocol, request_id)) {
                         let _ = reply.send(Ok(response));
                     }
                 }
             },
             request_response::Event::OutboundFailure { request_id, error, .. } => {
-                if let Some(reply) = self.pending_outbound.remove(&request_id) {
+                if let Some(reply) = self.pending_outbound.remove(&(protocol, request_id)) {
                     let _ = reply.send(Err(TransportError::Unreachable(error.to_string())));
                 }
             }

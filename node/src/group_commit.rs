@@ -1,0 +1,85 @@
+//! Group commit: commands that must be logged before an answer (access
+//! records) are batched into one policy-log entry, flushed when the batch is
+//! full or a few milliseconds after its first command, so many queries share
+//! one Raft round trip.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use civmesh_consensus::{PolicyLog, SubmitError};
+use civmesh_policy::{Applied, Rejection, SignedCommand};
+use tokio::sync::{mpsc, oneshot, Semaphore};
+
+use crate::swarm::SwarmClient;
+
+/// The most commands in one entry.
+pub const GROUP_COMMIT_BATCH_MAX: usize = 256;
+/// How long a batch waits for more commands after its first, in ms.
+pub const GROUP_COMMIT_WINDOW_MS: u64 = 2;
+/// Batches being committed at once at most.
+pub const GROUP_COMMIT_BATCHES_IN_FLIGHT_MAX: usize = 4;
+/// Commands waiting for a batch at most; more wait to be queued.
+pub const GROUP_COMMIT_QUEUED_MAX: usize = 4096;
+
+/// The outcome of one command in a group.
+pub type CommandOutcome = Result<Result<Applied, Rejection>, SubmitError>;
+
+type Pending = (SignedCommand, oneshot::Sender<CommandOutcome>);
+
+/// A handle to the group committer. Cheap to clone.
+#[derive(Clone)]
+pub struct GroupCommitter {
+    queue: mpsc::Sender<Pending>,
+}
+
+impl GroupCommitter {
+    /// Starts the batching task.
+    pub fn start(log: PolicyLog<SwarmClient>) -> Self {
+        let (queue, receiver) = mpsc::channel(GROUP_COMMIT_QUEUED_MAX);
+        tokio::spawn(run(log, receiver));
+        GroupCommitter { queue }
+    }
+
+    /// Commits `command` in the next batch and returns its outcome once the
+    /// entry is committed (or why it could not be).
+    pub async fn commit(&self, command: SignedCommand) -> CommandOutcome {
+        let (reply, outcome) = oneshot::channel();
+        self.queue
+            .send((command, reply))
+            .await
+            .map_err(|_| SubmitError::Refused("group commit stopped".to_string()))?;
+        outcome.await.map_err(|_| SubmitError::Refused("group commit dropped the command".to_string()))?
+    }
+}
+
+async fn run(log: PolicyLog<SwarmClient>, mut receiver: mpsc::Receiver<Pending>) {
+    let in_flight = Arc::new(Semaphore::new(GROUP_COMMIT_BATCHES_IN_FLIGHT_MAX));
+    while let Some(first) = receiver.recv().await {
+        let mut batch = vec![first];
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(GROUP_COMMIT_WINDOW_MS);
+        while batch.len() < GROUP_COMMIT_BATCH_MAX {
+            match tokio::time::timeout_at(deadline, receiver.recv()).await {
+                Ok(Some(next)) => batch.push(next),
+                Ok(None) | Err(_) => break,
+            }
+        }
+        let Ok(permit) = in_flight.clone().acquire_owned().await else { break };
+        let log = log.clone();
+        tokio::spawn(async move {
+            let (commands, replies): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
+            match log.submit(commands).await {
+                Ok(result) => {
+                    for (reply, outcome) in replies.into_iter().zip(result.outcomes) {
+                        let _ = reply.send(Ok(outcome));
+                    }
+                }
+                Err(error) => {
+                    for reply in replies {
+                        let _ = reply.send(Err(error.clone()));
+                    }
+                }
+            }
+            drop(permit);
+        });
+    }
+}

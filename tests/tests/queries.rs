@@ -1,0 +1,135 @@
+//! Queries between real processes: a street asks market supervision for an
+//! enterprise record over libp2p. Without a grant it is denied; with a grant
+//! for two fields it gets exactly those, masked as granted; both accesses are
+//! on every replica's access log; an owner cut off from the quorum refuses to
+//! release anything.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use civmesh_certs::{now_unix_millis, NodeKey, OrgId, SignedEnvelope};
+use civmesh_policy::model::{FieldClass, FieldSpec, FieldType, LegalBasis, MaskingRule, SharingCategory};
+use civmesh_policy::{Command, DatasetSpec, GrantSpec};
+use civmesh_testnet::{wait_until, NodeSpec, SnapshotPolicy, Testnet};
+
+const DATASET: &str = "market-supervision/enterprise-registry";
+
+fn sign(key: &NodeKey, command: Command) -> civmesh_policy::SignedCommand {
+    SignedEnvelope::sign(key, &command, now_unix_millis()).unwrap()
+}
+
+fn dataset() -> DatasetSpec {
+    let field = |name: &str, class| FieldSpec { name: name.into(), field_type: FieldType::Text, class };
+    DatasetSpec {
+        id: DATASET.into(),
+        title: "Enterprise registry".into(),
+        subject_key_field: "credit_code".into(),
+        sharing: SharingCategory::Conditional,
+        fields: vec![
+            field("credit_code", FieldClass::Public),
+            field("name", FieldClass::Public),
+            field("operating_address", FieldClass::Internal),
+            field("legal_rep_phone", FieldClass::Personal),
+        ],
+    }
+}
+
+fn query(net: &Testnet, index: usize, grant: Option<u64>) -> anyhow::Result<serde_json::Value> {
+    let body = serde_json::json!({
+        "dataset": DATASET,
+        "keys": ["91310106A"],
+        "fields": ["name", "operating_address", "legal_rep_phone"],
+        "purpose": "street-inspection",
+        "grant": grant,
+    });
+    net.api(index)?.send("POST", "/v1/query", &body)
+}
+
+fn access_log(net: &Testnet, index: usize) -> Vec<serde_json::Value> {
+    net.api(index).unwrap().get("/v1/access-log").unwrap()
+}
+
+#[test]
+fn a_street_reads_exactly_what_its_grant_allows_and_every_access_is_logged() {
+    let dir = tempfile::tempdir().unwrap();
+    let specs = [
+        NodeSpec::new("hub", "hub/city", "hub", true),
+        NodeSpec::new("market", "dept/market-supervision", "department", true),
+        NodeSpec::new("civil", "dept/civil-affairs", "department", true),
+        NodeSpec::new("jingansi", "street/jingansi", "street", false),
+    ];
+    let mut net = Testnet::create(dir.path(), &specs, SnapshotPolicy::default()).unwrap();
+    net.start_all().unwrap();
+    net.bootstrap().unwrap();
+    let market = NodeKey::load(&net.nodes[1].data_dir.join("node.key")).unwrap();
+    let outcome = net.api(1).unwrap().submit(&[sign(&market, Command::PublishDataset(dataset()))]).unwrap();
+    assert!(outcome.outcomes[0].is_ok());
+    let csv = dir.path().join("enterprises.csv");
+    std::fs::write(&csv, "credit_code,name,operating_address,legal_rep_phone\n91310106A,Jing'an Tea House,88 Changde Road,13800001111\n").unwrap();
+    let market_dir = net.nodes[1].data_dir.to_str().unwrap().to_string();
+    net.cli(&["records", "import", "--node-dir", &market_dir, "--dataset", DATASET, csv.to_str().unwrap()])
+        .unwrap();
+
+    // No grant: denied, and the denial is logged.
+    let denied = query(&net, 3, None).unwrap();
+    assert_eq!(denied["Denied"]["reason"], "grant_required", "{denied}");
+
+    // A grant for two fields, one masked.
+    let grant = GrantSpec {
+        dataset: DATASET.into(),
+        grantee: OrgId::new("street/jingansi").unwrap(),
+        fields: BTreeSet::from(["name".to_string(), "operating_address".to_string()]),
+        purpose: "street-inspection".into(),
+        legal_basis: LegalBasis::StatutoryDuty,
+        scope: vec![],
+        valid_from_ms: now_unix_millis() - 60_000,
+        valid_until_ms: now_unix_millis() + 86_400_000,
+        masking: BTreeMap::from([("operating_address".to_string(), MaskingRule::KeepFirst(2))]),
+        consent_required: false,
+        demand: None,
+    };
+    let issued = net.api(1).unwrap().submit(&[sign(&market, Command::IssueGrant(grant))]).unwrap();
+    let grant_id = issued.outcomes[0].as_ref().map(|applied| match applied {
+        civmesh_policy::Applied::GrantIssued(id) => *id,
+        other => panic!("{other:?}"),
+    });
+    let grant_id = grant_id.unwrap();
+    let released = wait_until("the grant to reach the street", Duration::from_secs(10), || {
+        query(&net, 3, Some(grant_id)).ok().filter(|answer| answer.get("Released").is_some())
+    })
+    .unwrap();
+    let record = &released["Released"]["records"][0];
+    let fields = record["fields"].as_object().unwrap();
+    assert_eq!(fields.len(), 2, "{released}");
+    assert_eq!(fields["name"], "Jing'an Tea House");
+    assert_eq!(fields["operating_address"], "88*************");
+    assert_eq!(record["withheld"]["legal_rep_phone"], "field_not_granted");
+
+    // Both accesses are on every replica, in the same order.
+    let expected = wait_until("the access log on every replica", Duration::from_secs(20), || {
+        let logs: Vec<_> = (0..4).map(|index| access_log(&net, index)).collect();
+        (logs.iter().all(|log| log.len() == 2 && *log == logs[0])).then(|| logs[0].clone())
+    })
+    .unwrap();
+    assert_eq!(expected[0]["outcome"], "deny");
+    assert_eq!(expected[1]["outcome"], "permit");
+    assert_eq!(expected[1]["released"][0][1], serde_json::json!(["name", "operating_address"]));
+    let street_peer = &net.nodes[3].peer_id;
+    assert!(expected.iter().all(|entry| entry["requester"] == *street_peer));
+    let log_text = serde_json::to_string(&expected).unwrap();
+    assert!(
+        !log_text.contains("91310106A") && !log_text.contains("Changde"),
+        "personal data in the access log"
+    );
+
+    // The owner cut off from the quorum releases nothing.
+    net.freeze(0).unwrap();
+    net.freeze(2).unwrap();
+    let refused = query(&net, 3, Some(grant_id));
+    net.thaw(0).unwrap();
+    net.thaw(2).unwrap();
+    let error = refused.unwrap_err().to_string();
+    assert!(error.contains("nothing released"), "{error}");
+}
