@@ -6,4 +6,5 @@ cd "$(dirname "$0")/.."
 . scripts/setup.sh
 
 cargo build --workspace --bins
-cargo test --workspace --all-targets -- --test-threads 2
+# Criterion benches run once each in test mode, as smoke tests.
+cargo test --workspace --all-targets

@@ -44,6 +44,30 @@ pub enum Command {
     /// Sign policy commands with the node's key and commit them.
     #[command(subcommand)]
     Policy(PolicyCommand),
+    /// The catalog and the three lists.
+    #[command(subcommand)]
+    Catalog(CatalogCommand),
+    /// Ask a dataset's owner for records, under a grant; prints the answer.
+    Query {
+        /// This node's data directory (its key signs the query).
+        #[arg(long)]
+        node_dir: PathBuf,
+        /// The dataset.
+        #[arg(long)]
+        dataset: String,
+        /// Record keys (repeatable).
+        #[arg(long = "key", required = true)]
+        keys: Vec<String>,
+        /// Fields wanted (repeatable).
+        #[arg(long = "field", required = true)]
+        fields: Vec<String>,
+        /// The purpose, as the grant names it.
+        #[arg(long)]
+        purpose: String,
+        /// The grant relied on.
+        #[arg(long)]
+        grant: Option<u64>,
+    },
 }
 
 /// `civmesh records ...`, through the running node in `--node-dir`.
@@ -94,7 +118,13 @@ pub enum PolicyCommand {
         /// The JSON file holding one command.
         file: PathBuf,
     },
-    /// Print the catalog-match report.
+}
+
+/// `civmesh catalog ...`.
+#[derive(Debug, Subcommand)]
+pub enum CatalogCommand {
+    /// The catalog-match report: demands with no producer, demands waiting
+    /// for a grant, grants about to expire, datasets nobody demands.
     Match {
         /// Any node's data directory.
         #[arg(long)]

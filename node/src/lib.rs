@@ -26,6 +26,10 @@ pub fn run(cli: cli::Cli) -> anyhow::Result<()> {
         cli::Command::Cluster(command) => cluster_commands::cluster(command),
         cli::Command::Records(command) => records_commands::records(command),
         cli::Command::Policy(command) => records_commands::policy(command),
+        cli::Command::Catalog(command) => records_commands::catalog(command),
+        cli::Command::Query { node_dir, dataset, keys, fields, purpose, grant } => {
+            records_commands::query(query::QuerySpec { dataset, keys, fields, purpose, grant }, &node_dir)
+        }
         cli::Command::Run { data_dir } => {
             let runtime = tokio::runtime::Runtime::new()?;
             runtime.block_on(run::run(data_dir, shutdown_signal()))

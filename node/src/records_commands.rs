@@ -12,7 +12,7 @@ use civmesh_policy::model::{Dataset, FieldType, FieldValue};
 use civmesh_policy::Command;
 
 use crate::api::{ImportRequest, ImportResponse, RecordAnswer, RowFailure};
-use crate::cli::{PolicyCommand, RecordsCommand};
+use crate::cli::{CatalogCommand, PolicyCommand, RecordsCommand};
 use crate::cluster_commands::NodeApi;
 use crate::config::NodeConfig;
 
@@ -183,11 +183,22 @@ pub(crate) fn policy(command: PolicyCommand) -> anyhow::Result<()> {
             );
             Ok(())
         }
-        PolicyCommand::Match { node_dir, expiry_days } => {
+    }
+}
+
+pub(crate) fn catalog(command: CatalogCommand) -> anyhow::Result<()> {
+    match command {
+        CatalogCommand::Match { node_dir, expiry_days } => {
             let report: serde_json::Value =
                 NodeApi::open(&node_dir)?.get(&format!("/v1/policy/match?expiry_days={expiry_days}"))?;
             println!("{}", serde_json::to_string_pretty(&report)?);
             Ok(())
         }
     }
+}
+
+pub(crate) fn query(spec: crate::query::QuerySpec, node_dir: &Path) -> anyhow::Result<()> {
+    let answer: serde_json::Value = NodeApi::open(node_dir)?.send("POST", "/v1/query", &spec)?;
+    println!("{}", serde_json::to_string_pretty(&answer)?);
+    Ok(())
 }

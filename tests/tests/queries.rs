@@ -124,6 +124,31 @@ fn a_street_reads_exactly_what_its_grant_allows_and_every_access_is_logged() {
         "personal data in the access log"
     );
 
+    // The same through the CLI, and the catalog report.
+    let street_dir = net.nodes[3].data_dir.to_str().unwrap().to_string();
+    let grant_text = grant_id.to_string();
+    let printed = net
+        .cli(&[
+            "query",
+            "--node-dir",
+            &street_dir,
+            "--dataset",
+            DATASET,
+            "--key",
+            "91310106A",
+            "--field",
+            "name",
+            "--purpose",
+            "street-inspection",
+            "--grant",
+            &grant_text,
+        ])
+        .unwrap();
+    assert!(printed.contains("Jing'an Tea House") && !printed.contains("Changde"), "{printed}");
+    let report: serde_json::Value =
+        serde_json::from_str(&net.cli(&["catalog", "match", "--node-dir", &market_dir]).unwrap()).unwrap();
+    assert_eq!(report["datasets_without_demand"], serde_json::json!([DATASET]), "{report}");
+
     // The owner cut off from the quorum releases nothing.
     net.freeze(0).unwrap();
     net.freeze(2).unwrap();
