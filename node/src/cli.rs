@@ -47,6 +47,13 @@ pub enum Command {
     /// The catalog and the three lists.
     #[command(subcommand)]
     Catalog(CatalogCommand),
+    /// Run the local demo federation (the `civmesh-demo` program beside this
+    /// binary); arguments such as `--check` and `--dir DIR` go to it.
+    Demo {
+        /// Arguments for the demo.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
     /// Ask a dataset's owner for records, under a grant; prints the answer.
     Query {
         /// This node's data directory (its key signs the query).

@@ -27,6 +27,7 @@ pub fn run(cli: cli::Cli) -> anyhow::Result<()> {
         cli::Command::Records(command) => records_commands::records(command),
         cli::Command::Policy(command) => records_commands::policy(command),
         cli::Command::Catalog(command) => records_commands::catalog(command),
+        cli::Command::Demo { args } => run_demo(&args),
         cli::Command::Query { node_dir, dataset, keys, fields, purpose, grant } => {
             records_commands::query(query::QuerySpec { dataset, keys, fields, purpose, grant }, &node_dir)
         }
@@ -35,6 +36,17 @@ pub fn run(cli: cli::Cli) -> anyhow::Result<()> {
             runtime.block_on(run::run(data_dir, shutdown_signal()))
         }
     }
+}
+
+/// Runs `civmesh-demo`, which lives beside this binary, and passes its exit
+/// status on.
+fn run_demo(args: &[String]) -> anyhow::Result<()> {
+    let exe = std::env::current_exe()?;
+    let demo = exe.with_file_name("civmesh-demo");
+    anyhow::ensure!(demo.exists(), "{} is missing: build it with `cargo build --bins`", demo.display());
+    let status = std::process::Command::new(&demo).args(args).status()?;
+    anyhow::ensure!(status.success(), "the demo failed ({status})");
+    Ok(())
 }
 
 /// Resolves on SIGINT or SIGTERM.
