@@ -201,7 +201,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_committed(&mut self, committed: Option<LogId<RaftNodeId>>) -> StorageResult<()> {
-        put_value_synced(&self.db, LOG_META_FAMILY, COMMITTED_KEY, &committed)?;
+        // Not synced: the committed id only spares re-deriving it after a
+        // restart; losing the latest one is safe, the leader re-sends it.
+        let bytes = codec::encode(&committed).map_err(write_error)?;
+        self.db.put_cf(family(&self.db, LOG_META_FAMILY)?, COMMITTED_KEY, bytes).map_err(write_error)?;
         self.committed_index.store(committed.map_or(0, |id| id.index), Ordering::Release);
         Ok(())
     }
