@@ -172,7 +172,7 @@ impl NodeKey {
 
 /// Writes `contents` to a new file with `mode`, fsyncing the file and its
 /// directory, so a crash after return cannot lose it.
-pub(crate) fn write_new_file_synced(path: &Path, contents: &[u8], mode: u32) -> std::io::Result<()> {
+pub fn write_new_file_synced(path: &Path, contents: &[u8], mode: u32) -> std::io::Result<()> {
     let mut file = OpenOptions::new().write(true).create_new(true).mode(mode).open(path)?;
     file.write_all(contents)?;
     file.sync_all()?;

@@ -31,7 +31,7 @@ pub use envelope::{
     ENVELOPE_FORMAT_VERSION, NONCE_BYTES,
 };
 pub use identity::{IdentityError, NodeId, OrgId, Role};
-pub use key::{KeyError, NodeKey};
+pub use key::{write_new_file_synced, KeyError, NodeKey};
 
 /// Milliseconds since the Unix epoch, the one time unit every civmesh
 /// signature and validity check uses.

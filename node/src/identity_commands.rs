@@ -44,7 +44,7 @@ fn issue(args: IssueArgs) -> anyhow::Result<()> {
     let mut request = IssueRequest::for_days(org, role, node_id, now_unix_millis(), args.days)?;
     request.subject_alt_names = args.subject_alt_names;
     let pem = ca.issue(&request)?;
-    write_new_file(&args.out, pem.as_bytes())?;
+    write_new_file(&args.out, pem.as_bytes(), 0o644)?;
     println!("{}", args.out.display());
     Ok(())
 }
@@ -72,17 +72,12 @@ const SUBJECT_KEY_SECRET_BYTES: usize = 32;
 
 fn write_subject_key_secret(path: &std::path::Path) -> anyhow::Result<()> {
     use ring::rand::SecureRandom;
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
     let mut secret = [0u8; SUBJECT_KEY_SECRET_BYTES];
     ring::rand::SystemRandom::new()
         .fill(&mut secret)
         .map_err(|_| anyhow::anyhow!("the system random source failed"))?;
     let text: String = secret.iter().map(|byte| format!("{byte:02x}")).collect();
-    let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
-    file.write_all(text.as_bytes())?;
-    file.sync_all()?;
-    Ok(())
+    write_new_file(path, text.as_bytes(), 0o600)
 }
 
 fn read_certificate_file(path: &std::path::Path) -> anyhow::Result<String> {
@@ -95,14 +90,7 @@ fn read_certificate_file(path: &std::path::Path) -> anyhow::Result<String> {
     std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))
 }
 
-fn write_new_file(path: &std::path::Path, contents: &[u8]) -> anyhow::Result<()> {
-    use std::io::Write;
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(path)
-        .with_context(|| format!("creating {} (it must not exist yet)", path.display()))?;
-    file.write_all(contents)?;
-    file.sync_all()?;
-    Ok(())
+fn write_new_file(path: &std::path::Path, contents: &[u8], mode: u32) -> anyhow::Result<()> {
+    civmesh_certs::write_new_file_synced(path, contents, mode)
+        .with_context(|| format!("creating {} (it must not exist yet)", path.display()))
 }

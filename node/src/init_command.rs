@@ -2,8 +2,7 @@
 //! certificate from the local CA, the CA certificate, an API token (0600)
 //! and `civmesh.toml`.
 
-use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::Path;
 
 use anyhow::Context;
@@ -92,13 +91,6 @@ fn create_private_dir(path: &Path) -> anyhow::Result<()> {
 }
 
 fn write_new(path: &Path, contents: &[u8], mode: u32) -> anyhow::Result<()> {
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(mode)
-        .open(path)
-        .with_context(|| format!("creating {}", path.display()))?;
-    file.write_all(contents)?;
-    file.sync_all()?;
-    Ok(())
+    civmesh_certs::write_new_file_synced(path, contents, mode)
+        .with_context(|| format!("creating {} (it must not exist yet)", path.display()))
 }

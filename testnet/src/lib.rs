@@ -14,6 +14,8 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 pub use civmesh_node::cluster_commands::NodeApi;
 
+pub mod city;
+
 /// How long a node may take to write `node.json` after starting.
 pub const NODE_START_WAIT_MS_MAX: u64 = 20_000;
 /// How often conditions are polled while waiting.

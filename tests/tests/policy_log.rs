@@ -15,18 +15,13 @@ use std::time::Duration;
 use civmesh_certs::{now_unix_millis, NodeKey, SignedEnvelope};
 use civmesh_policy::model::LegalBasis;
 use civmesh_policy::{Command, SignedCommand};
+use civmesh_testnet::city::city;
 use civmesh_testnet::{wait_until, NodeSpec, SnapshotPolicy, Testnet};
 
 const CONVERGE_TIMEOUT: Duration = Duration::from_secs(60);
 
 fn federation() -> Vec<NodeSpec> {
-    vec![
-        NodeSpec::new("hub", "hub/city", "hub", true),
-        NodeSpec::new("market", "dept/market-supervision", "department", true),
-        NodeSpec::new("civil", "dept/civil-affairs", "department", true),
-        NodeSpec::new("jingansi", "street/jingansi", "street", false),
-        NodeSpec::new("auditor", "auditor/municipal-audit", "auditor", false),
-    ]
+    city(&["hub", "market", "civil", "jingansi", "auditor"])
 }
 
 fn demand(key: &NodeKey, purpose: &str) -> SignedCommand {
@@ -116,12 +111,7 @@ fn killing_the_leader_mid_stream_loses_no_acknowledged_write() {
 #[test]
 fn a_learner_added_after_the_log_was_purged_catches_up_by_snapshot() {
     let dir = tempfile::tempdir().unwrap();
-    let specs = vec![
-        NodeSpec::new("hub", "hub/city", "hub", true),
-        NodeSpec::new("market", "dept/market-supervision", "department", true),
-        NodeSpec::new("civil", "dept/civil-affairs", "department", true),
-        NodeSpec::new("zhenru", "street/zhenru", "street", false),
-    ];
+    let specs = city(&["hub", "market", "civil", "zhenru"]);
     let snapshot = SnapshotPolicy { after_entries: 20, entries_kept: 5 };
     let mut net = Testnet::create(dir.path(), &specs, snapshot).unwrap();
     for index in 0..3 {

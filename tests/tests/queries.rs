@@ -10,35 +10,18 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use civmesh_certs::{now_unix_millis, NodeKey, OrgId, SignedEnvelope};
-use civmesh_policy::model::{FieldClass, FieldSpec, FieldType, LegalBasis, MaskingRule, SharingCategory};
-use civmesh_policy::{Command, DatasetSpec, GrantSpec};
-use civmesh_testnet::{wait_until, NodeSpec, SnapshotPolicy, Testnet};
-
-const DATASET: &str = "market-supervision/enterprise-registry";
+use civmesh_policy::model::{LegalBasis, MaskingRule};
+use civmesh_policy::{Command, GrantSpec};
+use civmesh_testnet::city::{city, enterprise_dataset, ENTERPRISES};
+use civmesh_testnet::{wait_until, SnapshotPolicy, Testnet};
 
 fn sign(key: &NodeKey, command: Command) -> civmesh_policy::SignedCommand {
     SignedEnvelope::sign(key, &command, now_unix_millis()).unwrap()
 }
 
-fn dataset() -> DatasetSpec {
-    let field = |name: &str, class| FieldSpec { name: name.into(), field_type: FieldType::Text, class };
-    DatasetSpec {
-        id: DATASET.into(),
-        title: "Enterprise registry".into(),
-        subject_key_field: "credit_code".into(),
-        sharing: SharingCategory::Conditional,
-        fields: vec![
-            field("credit_code", FieldClass::Public),
-            field("name", FieldClass::Public),
-            field("operating_address", FieldClass::Internal),
-            field("legal_rep_phone", FieldClass::Personal),
-        ],
-    }
-}
-
 fn query(net: &Testnet, index: usize, grant: Option<u64>) -> anyhow::Result<serde_json::Value> {
     let body = serde_json::json!({
-        "dataset": DATASET,
+        "dataset": ENTERPRISES,
         "keys": ["91310106A"],
         "fields": ["name", "operating_address", "legal_rep_phone"],
         "purpose": "street-inspection",
@@ -54,23 +37,27 @@ fn access_log(net: &Testnet, index: usize) -> Vec<serde_json::Value> {
 #[test]
 fn a_street_reads_exactly_what_its_grant_allows_and_every_access_is_logged() {
     let dir = tempfile::tempdir().unwrap();
-    let specs = [
-        NodeSpec::new("hub", "hub/city", "hub", true),
-        NodeSpec::new("market", "dept/market-supervision", "department", true),
-        NodeSpec::new("civil", "dept/civil-affairs", "department", true),
-        NodeSpec::new("jingansi", "street/jingansi", "street", false),
-    ];
+    let specs = city(&["hub", "market", "civil", "jingansi"]);
     let mut net = Testnet::create(dir.path(), &specs, SnapshotPolicy::default()).unwrap();
     net.start_all().unwrap();
     net.bootstrap().unwrap();
     let market = NodeKey::load(&net.nodes[1].data_dir.join("node.key")).unwrap();
-    let outcome = net.api(1).unwrap().submit(&[sign(&market, Command::PublishDataset(dataset()))]).unwrap();
+    let outcome =
+        net.api(1).unwrap().submit(&[sign(&market, Command::PublishDataset(enterprise_dataset()))]).unwrap();
     assert!(outcome.outcomes[0].is_ok());
     let csv = dir.path().join("enterprises.csv");
     std::fs::write(&csv, "credit_code,name,operating_address,legal_rep_phone\n91310106A,Jing'an Tea House,88 Changde Road,13800001111\n").unwrap();
     let market_dir = net.nodes[1].data_dir.to_str().unwrap().to_string();
-    net.cli(&["records", "import", "--node-dir", &market_dir, "--dataset", DATASET, csv.to_str().unwrap()])
-        .unwrap();
+    net.cli(&[
+        "records",
+        "import",
+        "--node-dir",
+        &market_dir,
+        "--dataset",
+        ENTERPRISES,
+        csv.to_str().unwrap(),
+    ])
+    .unwrap();
 
     // No grant: denied, and the denial is logged.
     let denied = query(&net, 3, None).unwrap();
@@ -78,7 +65,7 @@ fn a_street_reads_exactly_what_its_grant_allows_and_every_access_is_logged() {
 
     // A grant for two fields, one masked.
     let grant = GrantSpec {
-        dataset: DATASET.into(),
+        dataset: ENTERPRISES.into(),
         grantee: OrgId::new("street/jingansi").unwrap(),
         fields: BTreeSet::from(["name".to_string(), "operating_address".to_string()]),
         purpose: "street-inspection".into(),
@@ -133,7 +120,7 @@ fn a_street_reads_exactly_what_its_grant_allows_and_every_access_is_logged() {
             "--node-dir",
             &street_dir,
             "--dataset",
-            DATASET,
+            ENTERPRISES,
             "--key",
             "91310106A",
             "--field",
@@ -147,7 +134,7 @@ fn a_street_reads_exactly_what_its_grant_allows_and_every_access_is_logged() {
     assert!(printed.contains("Jing'an Tea House") && !printed.contains("Changde"), "{printed}");
     let report: serde_json::Value =
         serde_json::from_str(&net.cli(&["catalog", "match", "--node-dir", &market_dir]).unwrap()).unwrap();
-    assert_eq!(report["datasets_without_demand"], serde_json::json!([DATASET]), "{report}");
+    assert_eq!(report["datasets_without_demand"], serde_json::json!([ENTERPRISES]), "{report}");
 
     // The owner cut off from the quorum releases nothing.
     net.freeze(0).unwrap();

@@ -5,7 +5,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use civmesh_testnet::{NodeSpec, SnapshotPolicy, Testnet};
+use civmesh_testnet::city::city;
+use civmesh_testnet::{SnapshotPolicy, Testnet};
 
 const DATASET: &str = "market-supervision/enterprise-registry";
 
@@ -28,12 +29,7 @@ fn publish_command() -> serde_json::Value {
 #[test]
 fn records_are_imported_validated_and_versioned() {
     let dir = tempfile::tempdir().unwrap();
-    let specs = [
-        NodeSpec::new("hub", "hub/city", "hub", true),
-        NodeSpec::new("market", "dept/market-supervision", "department", true),
-        NodeSpec::new("civil", "dept/civil-affairs", "department", true),
-        NodeSpec::new("jingansi", "street/jingansi", "street", false),
-    ];
+    let specs = city(&["hub", "market", "civil", "jingansi"]);
     let mut net = Testnet::create(dir.path(), &specs, SnapshotPolicy::default()).unwrap();
     net.start_all().unwrap();
     net.bootstrap().unwrap();

@@ -13,14 +13,11 @@ use std::time::Duration;
 
 use anyhow::Context;
 use civmesh_certs::{now_unix_millis, NodeKey, OrgId, SignedEnvelope};
-use civmesh_policy::model::{
-    FieldClass, FieldSpec, FieldType, LegalBasis, MaskingRule, SensitiveCategory, SharingCategory,
-};
-use civmesh_policy::{Applied, Command, DatasetSpec, GrantSpec};
-use civmesh_testnet::{wait_until, NodeSpec, SnapshotPolicy, Testnet};
+use civmesh_policy::model::{LegalBasis, MaskingRule};
+use civmesh_policy::{Applied, Command, GrantSpec};
+use civmesh_testnet::city::{enterprise_dataset, resident_dataset, whole_city, ENTERPRISES, RESIDENTS};
+use civmesh_testnet::{wait_until, SnapshotPolicy, Testnet};
 
-const ENTERPRISES: &str = "market-supervision/enterprise-registry";
-const RESIDENTS: &str = "civil-affairs/residents";
 const ENTERPRISE_COUNT: usize = 10_000;
 const RESIDENT_COUNT: usize = 50_000;
 const PURPOSE: &str = "street-inspection";
@@ -67,15 +64,7 @@ fn main() -> anyhow::Result<()> {
             (temporary.clone(), Some(TemporaryDir(temporary)))
         }
     };
-    let specs = [
-        NodeSpec::new("hub", "hub/city", "hub", true),
-        NodeSpec::new("market", "dept/market-supervision", "department", true),
-        NodeSpec::new("civil", "dept/civil-affairs", "department", true),
-        NodeSpec::new("jingansi", "street/jingansi", "street", false),
-        NodeSpec::new("nanjingxilu", "street/nanjingxilu", "street", false),
-        NodeSpec::new("zhenru", "street/zhenru", "street", false),
-        NodeSpec::new("auditor", "auditor/municipal-audit", "auditor", false),
-    ];
+    let specs = whole_city();
     step(
         "0",
         "a federation of 7 civmesh processes: 3 voters (hub, market supervision, civil affairs), 4 learners",
@@ -281,46 +270,6 @@ fn enterprise_key(index: usize) -> String {
 
 fn resident_key(index: usize) -> String {
     format!("3101061940{index:08}")
-}
-
-fn enterprise_dataset() -> DatasetSpec {
-    let field = |name: &str, class| FieldSpec { name: name.into(), field_type: FieldType::Text, class };
-    DatasetSpec {
-        id: ENTERPRISES.into(),
-        title: "Enterprise registry".into(),
-        subject_key_field: "credit_code".into(),
-        sharing: SharingCategory::Conditional,
-        fields: vec![
-            field("credit_code", FieldClass::Public),
-            field("name", FieldClass::Public),
-            field("registered_address", FieldClass::Public),
-            field("operating_address", FieldClass::Internal),
-            field("legal_rep_phone", FieldClass::Personal),
-            field("district", FieldClass::Public),
-        ],
-    }
-}
-
-fn resident_dataset() -> DatasetSpec {
-    let field = |name: &str, field_type, class| FieldSpec { name: name.into(), field_type, class };
-    DatasetSpec {
-        id: RESIDENTS.into(),
-        title: "Residents".into(),
-        subject_key_field: "citizen_id".into(),
-        sharing: SharingCategory::Conditional,
-        fields: vec![
-            field("citizen_id", FieldType::Text, FieldClass::Personal),
-            field("name", FieldType::Text, FieldClass::Personal),
-            field("address", FieldType::Text, FieldClass::Personal),
-            field("age", FieldType::Integer, FieldClass::Personal),
-            field(
-                "lives_alone_80_plus",
-                FieldType::Boolean,
-                FieldClass::Sensitive(SensitiveCategory::SpecificIdentity),
-            ),
-            field("district", FieldType::Text, FieldClass::Public),
-        ],
-    }
 }
 
 const DISTRICTS: [&str; 3] = ["jingan", "putuo", "huangpu"];
