@@ -1,3 +1,8 @@
+//! `civmesh-bench query`: query latency and throughput, street to
+//! department on loopback, one record per query, at 1, 16 and 64 concurrent
+//! requesters, beside a raw RocksDB point read and a raw ring Ed25519
+//! sign-and-verify measured in the same run.
+//!
 //! `civmesh-bench policy-log`: commit throughput and latency of the policy
 //! log (3 voters, loopback, fsync) at 1, 16, 64 and 256 concurrent writers
 //! with 256-byte commands, beside a 3-member etcd cluster started by this
@@ -34,14 +39,145 @@ const BENCHMARK_SECONDS_MAX: u64 = 900;
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
-    anyhow::ensure!(
-        args.get(1).map(String::as_str) == Some("policy-log"),
-        "usage: civmesh-bench policy-log [--seconds N]"
-    );
     let seconds = match args.iter().position(|arg| arg == "--seconds") {
         Some(index) => args.get(index + 1).context("--seconds needs a value")?.parse()?,
         None => 5u64,
     };
+    match args.get(1).map(String::as_str) {
+        Some("policy-log") => policy_log(seconds),
+        Some("query") => query(seconds),
+        _ => anyhow::bail!("usage: civmesh-bench policy-log|query [--seconds N]"),
+    }
+}
+
+/// Query requesters measured.
+const REQUESTERS: [usize; 3] = [1, 16, 64];
+/// Records the owner holds for the query benchmark.
+const QUERY_RECORDS: usize = 1_000;
+
+fn query(seconds: u64) -> anyhow::Result<()> {
+    use civmesh_testnet::city::{city, enterprise_dataset, ENTERPRISES};
+    let dir = tempfile_dir()?;
+    let mut net = Testnet::create(
+        &dir.join("net"),
+        &city(&["hub", "market", "civil", "jingansi"]),
+        SnapshotPolicy::default(),
+    )?;
+    net.start_all()?;
+    net.bootstrap()?;
+    let market = NodeKey::load(&net.nodes[1].data_dir.join("node.key"))?;
+    let sign = |command: PolicyCommand| SignedEnvelope::sign(&market, &command, now_unix_millis());
+    net.api(1)?.submit(&[sign(PolicyCommand::PublishDataset(enterprise_dataset()))?])?;
+    let csv = dir.join("enterprises.csv");
+    let mut rows = String::from("credit_code,name,operating_address,district\n");
+    for index in 0..QUERY_RECORDS {
+        rows.push_str(&format!("913101{index:012},Enterprise {index},{index} Changde Road,jingan\n"));
+    }
+    std::fs::write(&csv, rows)?;
+    let market_dir = net.nodes[1].data_dir.to_str().context("path")?.to_string();
+    net.cli(&[
+        "records",
+        "import",
+        "--node-dir",
+        &market_dir,
+        "--dataset",
+        ENTERPRISES,
+        csv.to_str().context("path")?,
+    ])?;
+    let grant = civmesh_policy::GrantSpec {
+        dataset: ENTERPRISES.into(),
+        grantee: civmesh_certs::OrgId::new("street/jingansi")?,
+        fields: ["name".to_string(), "operating_address".to_string()].into(),
+        purpose: "street-inspection".into(),
+        legal_basis: LegalBasis::StatutoryDuty,
+        scope: vec![],
+        valid_from_ms: now_unix_millis().saturating_sub(60_000),
+        valid_until_ms: now_unix_millis() + 86_400_000,
+        masking: Default::default(),
+        consent_required: false,
+        demand: None,
+    };
+    let outcome = net.api(1)?.submit(&[sign(PolicyCommand::IssueGrant(grant))?])?;
+    let grant_id = match outcome.outcomes.first() {
+        Some(Ok(civmesh_policy::Applied::GrantIssued(id))) => *id,
+        other => anyhow::bail!("no grant: {other:?}"),
+    };
+    let agent: ureq::Agent =
+        ureq::Agent::config_builder().timeout_global(Some(Duration::from_secs(30))).build().into();
+    let runtime: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(net.nodes[3].data_dir.join("node.json"))?)?;
+    let url = format!("{}/v1/query", runtime["api_url"].as_str().context("no api_url")?);
+    let token = std::fs::read_to_string(net.nodes[3].data_dir.join("api-token"))?.trim().to_string();
+    let ask = |writer: usize, sequence: u64| -> anyhow::Result<()> {
+        let key = format!("913101{:012}", (writer * 7919 + sequence as usize) % QUERY_RECORDS);
+        let body = serde_json::json!({
+            "dataset": ENTERPRISES, "keys": [key], "fields": ["name", "operating_address"],
+            "purpose": "street-inspection", "grant": grant_id,
+        });
+        let mut response =
+            agent.post(&url).header("Authorization", format!("Bearer {token}")).send_json(body)?;
+        let answer: serde_json::Value = response.body_mut().read_json()?;
+        anyhow::ensure!(answer.get("Released").is_some(), "not released: {answer}");
+        Ok(())
+    };
+    // The grant reaches the street's replica within moments.
+    wait_until("the grant to reach the street", Duration::from_secs(10), || ask(0, 0).ok())?;
+    let (rocksdb_read_us, sign_verify_us) = query_anchors()?;
+    println!("query, street to department on loopback, one record per query, {seconds} s per row");
+    println!(
+        "anchors (same run): raw RocksDB point read {rocksdb_read_us:.2} us; raw ring Ed25519 sign+verify {sign_verify_us:.2} us"
+    );
+    println!(
+        "{:>10} | {:>9} {:>9} {:>9} | {:>24}",
+        "requesters", "queries/s", "p50 ms", "p99 ms", "p50 / (read+sign+verify)"
+    );
+    for requesters in REQUESTERS {
+        let figures = measure(requesters, seconds, ask)?;
+        println!(
+            "{requesters:>10} | {:>9.0} {:>9.2} {:>9.2} | {:>24.1}",
+            figures.per_second,
+            figures.p50_ms,
+            figures.p99_ms,
+            figures.p50_ms * 1000.0 / (rocksdb_read_us + sign_verify_us)
+        );
+    }
+    drop(net);
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
+/// Microseconds per raw RocksDB point read (1,000 keys, warm) and per ring
+/// Ed25519 sign-and-verify of a 256-byte message.
+fn query_anchors() -> anyhow::Result<(f64, f64)> {
+    const ROUNDS: usize = 20_000;
+    let dir = tempfile_dir()?.join("anchor-rocksdb");
+    let db = rocksdb::DB::open_default(&dir)?;
+    for index in 0..QUERY_RECORDS {
+        db.put(format!("key-{index}"), vec![b'v'; 200])?;
+    }
+    let started = Instant::now();
+    for round in 0..ROUNDS {
+        std::hint::black_box(db.get(format!("key-{}", round % QUERY_RECORDS))?);
+    }
+    let read_us = started.elapsed().as_secs_f64() * 1e6 / ROUNDS as f64;
+    drop(db);
+    let _ = std::fs::remove_dir_all(&dir);
+    let key = NodeKey::generate()?;
+    let public = key.node_id().0;
+    let message = [7u8; COMMAND_BYTES];
+    let signatures = ROUNDS / 10;
+    let started = Instant::now();
+    for _ in 0..signatures {
+        let signature = key.sign(&message);
+        ring::signature::UnparsedPublicKey::new(&ring::signature::ED25519, &public)
+            .verify(&message, &signature)
+            .map_err(|_| anyhow::anyhow!("verify failed"))?;
+    }
+    let sign_verify_us = started.elapsed().as_secs_f64() * 1e6 / signatures as f64;
+    Ok((read_us, sign_verify_us))
+}
+
+fn policy_log(seconds: u64) -> anyhow::Result<()> {
     let started = Instant::now();
     let dir = tempfile_dir()?;
     let mut civmesh = CivmeshTarget::start(&dir.join("civmesh"))?;
