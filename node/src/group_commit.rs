@@ -1,10 +1,11 @@
 //! Group commit: commands that must be logged before an answer (access
-//! records) are batched into one policy-log entry, flushed when the batch is
-//! full or a few milliseconds after its first command, so many queries share
-//! one Raft round trip.
+//! records) are batched into one policy-log entry, so many queries share one
+//! Raft round trip. Batching adapts to load: a command that finds a free
+//! commit slot goes at once with whatever is already queued; while all
+//! `GROUP_COMMIT_BATCHES_IN_FLIGHT_MAX` slots are busy, commands queue up and
+//! leave together in the next batch. No timer adds latency at low load.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use civmesh_consensus::{PolicyLog, SubmitError};
 use civmesh_policy::{Applied, Rejection, SignedCommand};
@@ -14,8 +15,6 @@ use crate::swarm::SwarmClient;
 
 /// The most commands in one entry.
 pub const GROUP_COMMIT_BATCH_MAX: usize = 256;
-/// How long a batch waits for more commands after its first, in ms.
-pub const GROUP_COMMIT_WINDOW_MS: u64 = 2;
 /// Batches being committed at once at most.
 pub const GROUP_COMMIT_BATCHES_IN_FLIGHT_MAX: usize = 4;
 /// Commands waiting for a batch at most; more wait to be queued.
@@ -55,15 +54,15 @@ impl GroupCommitter {
 async fn run(log: PolicyLog<SwarmClient>, mut receiver: mpsc::Receiver<Pending>) {
     let in_flight = Arc::new(Semaphore::new(GROUP_COMMIT_BATCHES_IN_FLIGHT_MAX));
     while let Some(first) = receiver.recv().await {
+        // Wait for a commit slot first: while waiting, the queue fills.
+        let Ok(permit) = in_flight.clone().acquire_owned().await else { break };
         let mut batch = vec![first];
-        let deadline = tokio::time::Instant::now() + Duration::from_millis(GROUP_COMMIT_WINDOW_MS);
         while batch.len() < GROUP_COMMIT_BATCH_MAX {
-            match tokio::time::timeout_at(deadline, receiver.recv()).await {
-                Ok(Some(next)) => batch.push(next),
-                Ok(None) | Err(_) => break,
+            match receiver.try_recv() {
+                Ok(next) => batch.push(next),
+                Err(_) => break,
             }
         }
-        let Ok(permit) = in_flight.clone().acquire_owned().await else { break };
         let log = log.clone();
         tokio::spawn(async move {
             let (commands, replies): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
