@@ -22,6 +22,8 @@ use crate::swarm::{Protocol, SwarmClient};
 
 /// The largest query or answer on the wire, in bytes.
 pub const QUERY_MESSAGE_BYTES_MAX: usize = 8 * 1024 * 1024;
+/// How long an owner waits to catch up before re-deciding a denial.
+pub const STALE_GRANT_CATCH_UP_MS: u64 = 2_000;
 /// How long a requester waits for the owner's answer.
 pub const QUERY_TIMEOUT_MS: u64 = 15_000;
 
@@ -173,7 +175,16 @@ impl QueryService {
         if !owner_org_matches {
             return Err(format!("this node does not own {}", header.dataset));
         }
-        let decision = self.log.state().read(|applied| decide(&applied.policy, &request, &facts, now_ms));
+        let mut decision = self.log.state().read(|applied| decide(&applied.policy, &request, &facts, now_ms));
+        if matches!(decision, Decision::Deny(_)) && header.grant.is_some() {
+            // The grant may be newer than this replica: catch up once and
+            // decide again. (A stale permit is impossible: the access record
+            // is re-justified when it is applied, after any revocation.)
+            if self.log.linearizable_read_index(Duration::from_millis(STALE_GRANT_CATCH_UP_MS)).await.is_ok()
+            {
+                decision = self.log.state().read(|applied| decide(&applied.policy, &request, &facts, now_ms));
+            }
+        }
         let (outcome, records) = project(&decision, &header, &found);
         let record = AccessRecord { request: envelope, outcome: outcome.clone(), decided_at_ms: now_ms };
         let command = SignedEnvelope::sign(&self.key, &Command::RecordAccess(record), now_ms)
