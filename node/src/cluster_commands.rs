@@ -44,9 +44,18 @@ impl NodeApi {
         let token_path = NodeConfig::resolve(data_dir, &config.node.api_token_file);
         let token = std::fs::read_to_string(&token_path)
             .with_context(|| format!("reading {}", token_path.display()))?;
+        // The API speaks TLS with a certificate from the federation CA: trust
+        // that CA alone.
+        let ca_path = NodeConfig::resolve(data_dir, &config.node.ca_certificate_file);
+        let ca_pem =
+            std::fs::read_to_string(&ca_path).with_context(|| format!("reading {}", ca_path.display()))?;
+        let ca_der = CaCertificate::from_pem(&ca_pem)?.der().to_vec();
+        let roots =
+            ureq::tls::RootCerts::new_with_certs(&[ureq::tls::Certificate::from_der(&ca_der).to_owned()]);
         let agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .timeout_global(Some(Duration::from_millis(API_CALL_TIMEOUT_MS)))
+            .tls_config(ureq::tls::TlsConfig::builder().root_certs(roots).build())
             .build()
             .into();
         Ok(NodeApi { base_url: runtime.api_url.clone(), token: token.trim().to_string(), agent, runtime })

@@ -28,6 +28,8 @@ pub const INBOUND_HANDLERS_MAX: usize = 64;
 pub const GATING_REFRESH_MS: u64 = 500;
 /// How long to wait for the swarm to report its listen address.
 pub const LISTEN_WAIT_MS_MAX: u64 = 5_000;
+/// How long in-flight API requests may take to finish at shutdown.
+pub const API_SHUTDOWN_GRACE_MS: u64 = 5_000;
 /// The file a running node writes its addresses to, in the data directory.
 pub const RUNTIME_FILE_NAME: &str = "node.json";
 
@@ -88,10 +90,11 @@ pub async fn run(data_dir: PathBuf, shutdown: impl Future<Output = ()>) -> anyho
     tokio::spawn(serve_peers(log.clone(), query.clone(), inbound));
     tokio::spawn(keep_gate(log.state().clone(), swarm.clone(), bootstrap_peers, key.node_id(), stop.clone()));
 
-    let listener = tokio::net::TcpListener::bind(&config.node.api_listen)
-        .await
+    let listener = std::net::TcpListener::bind(&config.node.api_listen)
         .with_context(|| format!("cannot listen for the HTTP API on {}", config.node.api_listen))?;
-    let api_url = format!("http://{}", listener.local_addr()?);
+    listener.set_nonblocking(true)?;
+    let api_url = format!("https://{}", listener.local_addr()?);
+    let tls = tls_server_config(&certificate, &key)?;
     let state = Arc::new(ApiState {
         log: log.clone(),
         swarm: swarm.clone(),
@@ -101,13 +104,16 @@ pub async fn run(data_dir: PathBuf, shutdown: impl Future<Output = ()>) -> anyho
         records,
         query,
     });
+    let handle = axum_server::Handle::new();
+    let server = tokio::spawn(
+        axum_server::from_tcp_rustls(listener, axum_server::tls_rustls::RustlsConfig::from_config(tls))?
+            .handle(handle.clone())
+            .serve(api::router(state).into_make_service()),
+    );
     let mut api_stop = stop.clone();
-    let server = tokio::spawn(async move {
-        axum::serve(listener, api::router(state))
-            .with_graceful_shutdown(async move {
-                let _ = api_stop.changed().await;
-            })
-            .await
+    tokio::spawn(async move {
+        let _ = api_stop.changed().await;
+        handle.graceful_shutdown(Some(Duration::from_millis(API_SHUTDOWN_GRACE_MS)));
     });
     write_runtime_info(
         &data_dir,
@@ -126,6 +132,25 @@ pub async fn run(data_dir: PathBuf, shutdown: impl Future<Output = ()>) -> anyho
     let _ = server.await;
     log.shutdown().await;
     Ok(())
+}
+
+/// TLS for the HTTP API: the node's CA-issued certificate and its own key
+/// (Ed25519), with ring as the crypto provider.
+fn tls_server_config(
+    certificate: &NodeCertificate,
+    key: &NodeKey,
+) -> anyhow::Result<Arc<rustls::ServerConfig>> {
+    let chain = vec![rustls::pki_types::CertificateDer::from(certificate.der().to_vec())];
+    let private_key = rustls::pki_types::PrivateKeyDer::Pkcs8(rustls::pki_types::PrivatePkcs8KeyDer::from(
+        key.pkcs8_der().to_vec(),
+    ));
+    let config =
+        rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()?
+            .with_no_client_auth()
+            .with_single_cert(chain, private_key)
+            .context("the node certificate and key do not make a TLS identity")?;
+    Ok(Arc::new(config))
 }
 
 fn read_small(path: &Path) -> anyhow::Result<String> {

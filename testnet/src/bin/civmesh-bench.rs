@@ -102,21 +102,14 @@ fn query(seconds: u64) -> anyhow::Result<()> {
         Some(Ok(civmesh_policy::Applied::GrantIssued(id))) => *id,
         other => anyhow::bail!("no grant: {other:?}"),
     };
-    let agent: ureq::Agent =
-        ureq::Agent::config_builder().timeout_global(Some(Duration::from_secs(30))).build().into();
-    let runtime: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(net.nodes[3].data_dir.join("node.json"))?)?;
-    let url = format!("{}/v1/query", runtime["api_url"].as_str().context("no api_url")?);
-    let token = std::fs::read_to_string(net.nodes[3].data_dir.join("api-token"))?.trim().to_string();
+    let street = net.api(3)?;
     let ask = |writer: usize, sequence: u64| -> anyhow::Result<()> {
         let key = format!("913101{:012}", (writer * 7919 + sequence as usize) % QUERY_RECORDS);
         let body = serde_json::json!({
             "dataset": ENTERPRISES, "keys": [key], "fields": ["name", "operating_address"],
             "purpose": "street-inspection", "grant": grant_id,
         });
-        let mut response =
-            agent.post(&url).header("Authorization", format!("Bearer {token}")).send_json(body)?;
-        let answer: serde_json::Value = response.body_mut().read_json()?;
+        let answer: serde_json::Value = street.send("POST", "/v1/query", &body)?;
         anyhow::ensure!(answer.get("Released").is_some(), "not released: {answer}");
         Ok(())
     };
@@ -290,9 +283,7 @@ struct CivmeshTarget {
     /// Keeps the processes alive; dropping it stops them.
     _net: Testnet,
     key: NodeKey,
-    agent: ureq::Agent,
-    url: String,
-    token: String,
+    leader: civmesh_testnet::NodeApi,
     pool: Vec<String>,
     next: std::sync::atomic::AtomicUsize,
 }
@@ -310,18 +301,11 @@ impl CivmeshTarget {
         net.bootstrap()?;
         let leader = net.leader(Duration::from_secs(10))?;
         let key = NodeKey::load(&net.nodes[0].data_dir.join("node.key"))?;
-        let runtime: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(net.nodes[leader].data_dir.join("node.json"))?)?;
-        let url = format!("{}/v1/commands", runtime["api_url"].as_str().context("no api_url")?);
-        let token = std::fs::read_to_string(net.nodes[leader].data_dir.join("api-token"))?.trim().to_string();
-        let agent =
-            ureq::Agent::config_builder().timeout_global(Some(Duration::from_secs(30))).build().into();
+        let leader = net.api(leader)?;
         Ok(CivmeshTarget {
             _net: net,
             key,
-            agent,
-            url,
-            token,
+            leader,
             pool: Vec::new(),
             next: std::sync::atomic::AtomicUsize::new(0),
         })
@@ -378,12 +362,8 @@ impl CivmeshTarget {
             .pool
             .get(start..start + batch)
             .context("the pre-signed pool ran out; raise SIGNED_POOL_SIZE")?;
-        let mut response = self
-            .agent
-            .post(&self.url)
-            .header("Authorization", format!("Bearer {}", self.token))
-            .send_json(serde_json::json!({ "envelopes": envelopes }))?;
-        let body: serde_json::Value = response.body_mut().read_json()?;
+        let body: serde_json::Value =
+            self.leader.send("POST", "/v1/commands", &serde_json::json!({ "envelopes": envelopes }))?;
         let accepted = body["outcomes"]
             .as_array()
             .is_some_and(|outcomes| outcomes.iter().all(|o| o.get("Ok").is_some()));

@@ -229,7 +229,7 @@ fn main() -> anyhow::Result<()> {
         return Ok(());
     }
     println!(
-        "\nThe federation keeps running until Ctrl-C. HTTP APIs (bearer token in each DATA_DIR/api-token):"
+        "\nThe federation keeps running until Ctrl-C. HTTPS APIs (CA: DATA_DIR/ca.pem; bearer token: DATA_DIR/api-token):"
     );
     for (index, node) in net.nodes.iter().enumerate() {
         let runtime: serde_json::Value =
