@@ -44,6 +44,8 @@ pub struct ApiState {
     pub records: Arc<RecordStore>,
     /// Queries: this node's key, secret and owner-side service.
     pub query: Arc<crate::query::QueryService>,
+    /// Prometheus metrics.
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 type Shared = Arc<ApiState>;
@@ -76,6 +78,7 @@ fn bad_request(message: impl Into<String>) -> ApiError {
 pub fn router(state: Shared) -> Router {
     Router::new()
         .route("/v1/status", get(status))
+        .route("/metrics", get(metrics))
         .route("/v1/certificate", get(certificate))
         .route("/v1/cluster/initialize", post(initialize))
         .route("/v1/cluster/learners", post(add_learner))
@@ -145,6 +148,14 @@ async fn status(State(state): State<Shared>) -> Json<NodeStatus> {
         connected_peers: state.swarm.connected_peers().await.iter().map(ToString::to_string).collect(),
         raft: state.log.status(),
     })
+}
+
+async fn metrics(State(state): State<Shared>) -> impl IntoResponse {
+    let status = state.log.status();
+    let peers = state.swarm.connected_peers().await.len();
+    let access_log_length = state.log.state().read(|applied| applied.policy.access_log.len());
+    let text = state.metrics.render(&status, peers, access_log_length);
+    ([(axum::http::header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], text)
 }
 
 async fn certificate(State(state): State<Shared>) -> Json<serde_json::Value> {
@@ -246,7 +257,13 @@ async fn submit_commands(
             .map_err(|error| bad_request(format!("envelope {index}: {error}")))?;
         commands.push(envelope);
     }
-    let result = state.log.submit(commands).await?;
+    let result = state.log.submit(commands).await.inspect_err(|_| {
+        crate::metrics::Metrics::count(&state.metrics.commands_submitted, "failed");
+    })?;
+    for outcome in &result.outcomes {
+        let label = if outcome.is_ok() { "accepted" } else { "rejected" };
+        crate::metrics::Metrics::count(&state.metrics.commands_submitted, label);
+    }
     Ok(Json(CommandsResponse { outcomes: result.outcomes, state_version: result.state_version }))
 }
 
@@ -411,6 +428,7 @@ async fn import_records(
         .records
         .write(&dataset.id, valid, &provenance, civmesh_certs::now_unix_millis())
         .map_err(|error| ApiError(StatusCode::INSUFFICIENT_STORAGE, format!("nothing written: {error}")))?;
+    state.metrics.records_imported.inc_by(written as u64);
     Ok(Json(ImportResponse { written, failures }))
 }
 
@@ -515,7 +533,11 @@ async fn query_owner(
     let answer =
         crate::query::ask(&state.swarm, &state.query.key, &state.query.subject_key_secret, &peer, request)
             .await
-            .map_err(|reason| ApiError(StatusCode::BAD_GATEWAY, reason))?;
+            .map_err(|reason| {
+                crate::metrics::Metrics::count(&state.metrics.queries_asked, "refused");
+                ApiError(StatusCode::BAD_GATEWAY, reason)
+            })?;
+    crate::metrics::Metrics::count(&state.metrics.queries_asked, crate::query::outcome_label(&answer));
     Ok(Json(answer))
 }
 

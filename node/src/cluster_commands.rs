@@ -73,6 +73,20 @@ impl NodeApi {
         serde_json::from_str(&body).with_context(|| format!("decoding the answer of {path}"))
     }
 
+    /// GET `path` as text (e.g. `/metrics`).
+    pub fn get_text(&self, path: &str) -> anyhow::Result<String> {
+        let response = self
+            .agent
+            .get(format!("{}{path}", self.base_url))
+            .header("Authorization", format!("Bearer {}", self.token))
+            .call();
+        let mut response = response.with_context(|| format!("calling {}{path}", self.base_url))?;
+        let status = response.status();
+        let body = response.body_mut().read_to_string()?;
+        anyhow::ensure!(status.is_success(), "{}{path} answered {status}: {body}", self.base_url);
+        Ok(body)
+    }
+
     /// GET `path`.
     pub fn get<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
         let response = self

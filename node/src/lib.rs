@@ -10,6 +10,7 @@ pub mod config;
 pub mod group_commit;
 mod identity_commands;
 mod init_command;
+pub mod metrics;
 pub mod query;
 pub mod records;
 mod records_commands;

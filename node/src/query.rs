@@ -99,6 +99,17 @@ pub struct QueryService {
     pub replay_guard: Mutex<ReplayGuard>,
     /// The federation's subject-key secret.
     pub subject_key_secret: Vec<u8>,
+    /// Counts answered queries.
+    pub metrics: Arc<crate::metrics::Metrics>,
+}
+
+/// The metrics label of an answer.
+pub fn outcome_label(answer: &QueryAnswer) -> &'static str {
+    match answer {
+        QueryAnswer::Released { .. } => "released",
+        QueryAnswer::Denied { .. } => "denied",
+        QueryAnswer::Refused { .. } => "refused",
+    }
 }
 
 struct Facts<'a> {
@@ -122,6 +133,7 @@ impl QueryService {
             Ok(answered) => answered,
             Err(reason) => ([0u8; 32], QueryAnswer::Refused { reason }),
         };
+        crate::metrics::Metrics::count(&self.metrics.queries_answered, outcome_label(&answer));
         let body = SignedAnswerBody { request_digest: digest, answer };
         SignedEnvelope::sign(&self.key, &body, now_unix_millis())
             .and_then(|envelope| envelope.to_bytes())

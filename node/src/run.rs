@@ -78,7 +78,9 @@ pub async fn run(data_dir: PathBuf, shutdown: impl Future<Output = ()>) -> anyho
         None => Vec::new(),
     };
     let key = Arc::new(key);
+    let metrics = Arc::new(crate::metrics::Metrics::default());
     let query = Arc::new(QueryService {
+        metrics: metrics.clone(),
         log: log.clone(),
         key: key.clone(),
         records: records.clone(),
@@ -103,6 +105,7 @@ pub async fn run(data_dir: PathBuf, shutdown: impl Future<Output = ()>) -> anyho
         identity,
         records,
         query,
+        metrics,
     });
     let handle = axum_server::Handle::new();
     let server = tokio::spawn(

@@ -136,6 +136,24 @@ fn a_street_reads_exactly_what_its_grant_allows_and_every_access_is_logged() {
         serde_json::from_str(&net.cli(&["catalog", "match", "--node-dir", &market_dir]).unwrap()).unwrap();
     assert_eq!(report["datasets_without_demand"], serde_json::json!([ENTERPRISES]), "{report}");
 
+    // The owner counts what it answered; the requester what it asked.
+    let owner_metrics = net.api(1).unwrap().get_text("/metrics").unwrap();
+    assert!(
+        owner_metrics.contains("civmesh_queries_answered_total{outcome=\"released\"} 2"),
+        "{owner_metrics}"
+    );
+    assert!(
+        owner_metrics.contains("civmesh_queries_answered_total{outcome=\"denied\"} 1"),
+        "{owner_metrics}"
+    );
+    assert!(owner_metrics.contains("civmesh_records_imported_total 1"), "{owner_metrics}");
+    let street_metrics = net.api(3).unwrap().get_text("/metrics").unwrap();
+    assert!(
+        street_metrics.contains("civmesh_queries_asked_total{outcome=\"released\"} 2"),
+        "{street_metrics}"
+    );
+    assert!(street_metrics.contains("civmesh_raft_applied_index"), "{street_metrics}");
+
     // The owner cut off from the quorum releases nothing.
     net.freeze(0).unwrap();
     net.freeze(2).unwrap();
