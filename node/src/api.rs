@@ -79,6 +79,7 @@ pub fn router(state: Shared) -> Router {
     Router::new()
         .route("/v1/status", get(status))
         .route("/metrics", get(metrics))
+        .route("/openapi.json", get(openapi))
         .route("/v1/certificate", get(certificate))
         .route("/v1/cluster/initialize", post(initialize))
         .route("/v1/cluster/learners", post(add_learner))
@@ -156,6 +157,13 @@ async fn metrics(State(state): State<Shared>) -> impl IntoResponse {
     let access_log_length = state.log.state().read(|applied| applied.policy.access_log.len());
     let text = state.metrics.render(&status, peers, access_log_length);
     ([(axum::http::header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], text)
+}
+
+/// The OpenAPI 3 document of this API, kept beside the code.
+pub const OPENAPI_DOCUMENT: &str = include_str!("openapi.json");
+
+async fn openapi() -> impl IntoResponse {
+    ([(axum::http::header::CONTENT_TYPE, "application/json")], OPENAPI_DOCUMENT)
 }
 
 async fn certificate(State(state): State<Shared>) -> Json<serde_json::Value> {
@@ -601,4 +609,28 @@ async fn access_log(State(state): State<Shared>) -> Json<Vec<AccessLogSummary>> 
             })
             .collect()
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    /// Every route this file registers is documented, and nothing else is.
+    #[test]
+    fn the_openapi_document_names_exactly_the_routes() {
+        let source = include_str!("api.rs");
+        let mut implemented = std::collections::BTreeSet::new();
+        for line in source.lines().map(str::trim).filter(|line| line.starts_with(".route(\"")) {
+            let path = line.split('"').nth(1).unwrap().to_string();
+            let method = line.split(", ").nth(1).unwrap().split('(').next().unwrap().to_string();
+            implemented.insert((path, method));
+        }
+        let document: serde_json::Value = serde_json::from_str(super::OPENAPI_DOCUMENT).unwrap();
+        let mut documented = std::collections::BTreeSet::new();
+        for (path, methods) in document["paths"].as_object().unwrap() {
+            for method in methods.as_object().unwrap().keys() {
+                documented.insert((path.clone(), method.clone()));
+            }
+        }
+        assert_eq!(implemented.len(), 17, "{implemented:?}");
+        assert_eq!(implemented, documented);
+    }
 }
