@@ -353,14 +353,23 @@ impl<T: Transport> PolicyLog<T> {
             .map_err(|error| SubmitError::Raft(error.to_string()))
     }
 
-    /// This member's view of the cluster.
+    /// This member's view of the cluster, with the state hash.
     pub fn status(&self) -> Status {
+        self.status_with_hash(true)
+    }
+
+    /// This member's view of the cluster; hashing the policy state costs
+    /// time in the size of the state, so callers that poll often (metrics)
+    /// skip it and get an empty `state_hash`.
+    pub fn status_with_hash(&self, with_hash: bool) -> Status {
         let metrics = self.raft.metrics().borrow().clone();
         let membership = metrics.membership_config.membership();
         let name =
             |id: RaftNodeId| membership.get_node(&id).map_or(id.to_string(), |peer| peer.node_id.to_string());
-        let (applied_index, state_hash) =
-            self.state.read(|applied| (applied.applied_index, hex_string(&applied.policy.state_hash())));
+        let (applied_index, state_hash) = self.state.read(|applied| {
+            let hash = if with_hash { hex_string(&applied.policy.state_hash()) } else { String::new() };
+            (applied.applied_index, hash)
+        });
         Status {
             node_id: self.me.node_id.to_string(),
             raft_id: metrics.id,

@@ -152,7 +152,7 @@ async fn status(State(state): State<Shared>) -> Json<NodeStatus> {
 }
 
 async fn metrics(State(state): State<Shared>) -> impl IntoResponse {
-    let status = state.log.status();
+    let status = state.log.status_with_hash(false);
     let peers = state.swarm.connected_peers().await.len();
     let access_log_length = state.log.state().read(|applied| applied.policy.access_log.len());
     let text = state.metrics.render(&status, peers, access_log_length);
