@@ -81,6 +81,10 @@ pub enum Command {
     /// Log an access (a query answered, permit or deny). Signed by the owner
     /// node; carries the requester's signed query header.
     RecordAccess(crate::access::AccessRecord),
+    /// Log a push to a subscriber: records released because they changed,
+    /// under the subscriber's signed subscription (a query header naming no
+    /// subjects: every subject in the grant's scope). Signed by the owner.
+    RecordPush(crate::access::AccessRecord),
     /// Record a subject's consent, or its withdrawal. Signed by the
     /// organisation that collected it: the dataset's owner or the grantee.
     RecordConsent {
@@ -114,6 +118,7 @@ impl Command {
             Command::RevokeGrant { .. } => "revoke_grant",
             Command::RecordConsent { .. } => "record_consent",
             Command::RecordAccess(_) => "record_access",
+            Command::RecordPush(_) => "record_push",
         }
     }
 }

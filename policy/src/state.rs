@@ -230,13 +230,14 @@ impl PolicyState {
         let admitted = self.validate(command, &signer_org, entry_time_ms)?;
         if let Command::RecordAccess(record) = command {
             // The requester's query is logged once, whoever logs it.
-            let (requester, header) = self.validate_access(record)?;
+            let (requester, header) = self.validate_access(record, false)?;
             self.check_replay(&requester.signer, &requester.nonce, requester.issued_at_ms, entry_time_ms)?;
             debug_assert_eq!(&header, &requester.payload);
         }
         self.check_replay(&verified.signer, &verified.nonce, verified.issued_at_ms, entry_time_ms)?;
-        if let Command::RecordAccess(record) = command {
-            let (requester, header) = self.validate_access(record)?;
+        if let Command::RecordAccess(record) | Command::RecordPush(record) = command {
+            let push = matches!(command, Command::RecordPush(_));
+            let (requester, header) = self.validate_access(record, push)?;
             self.access_log.push(AccessLogEntry {
                 sequence: self.access_log.len() as u64,
                 envelope: envelope.clone(),
@@ -355,7 +356,7 @@ impl PolicyState {
                     ));
                 }
             }
-            Command::RecordAccess(record) => {
+            Command::RecordAccess(record) | Command::RecordPush(record) => {
                 if let Some(owner) = record_dataset_owner(self, record) {
                     if *owner != member.org {
                         return Err(reject(
@@ -454,15 +455,19 @@ impl PolicyState {
                 }
             }
             Command::RecordConsent { purpose, .. } => check_text("purpose", purpose, NAME_BYTES_MAX),
-            Command::RecordAccess(record) => self.validate_access(record).map(|_| ()),
+            Command::RecordAccess(record) => self.validate_access(record, false).map(|_| ()),
+            Command::RecordPush(record) => self.validate_access(record, true).map(|_| ()),
         }
     }
 
     /// Verifies an access record: the requester's signature, and that a
-    /// permit is justified by this state. Returns the verified header.
+    /// permit is justified by this state. A push answers a subscription (a
+    /// header naming no subjects), so any subject may be released, within
+    /// the same grant, fields and consents. Returns the verified header.
     fn validate_access(
         &self,
         record: &AccessRecord,
+        push: bool,
     ) -> Result<(civmesh_certs::VerifiedEnvelope<QueryHeader>, QueryHeader), Rejection> {
         let request = record.request.verify_signature().map_err(|error| {
             reject(RejectionCode::SignatureInvalid, format!("the requester's query: {error}"))
@@ -477,6 +482,12 @@ impl PolicyState {
         let requester = self.members.get(&request.signer).ok_or_else(|| {
             reject(RejectionCode::SignerUnknown, format!("requester {} is not a member", request.signer))
         })?;
+        if push && (!header.subjects.is_empty() || !matches!(record.outcome, AccessOutcome::Permit { .. })) {
+            return Err(reject(
+                RejectionCode::PermitNotJustified,
+                "a push releases records under a subscription, which names no subjects",
+            ));
+        }
         let AccessOutcome::Permit { released } = &record.outcome else {
             return Ok((request, header));
         };
@@ -511,7 +522,7 @@ impl PolicyState {
             None => None,
         };
         for release in released {
-            if !header.subjects.contains(&release.subject) {
+            if !push && !header.subjects.contains(&release.subject) {
                 return Err(unjustified("released a subject the query did not name".to_string()));
             }
             let consent = grant.filter(|grant| grant.needs_consent()).map(|grant| {
@@ -774,7 +785,7 @@ impl PolicyState {
                 }
                 Applied::Done
             }
-            Command::RecordAccess(_) => Applied::Done,
+            Command::RecordAccess(_) | Command::RecordPush(_) => Applied::Done,
             Command::RecordConsent { subject, dataset, grantee, purpose, given, covers_sensitive } => {
                 self.consents.insert(
                     ConsentKey { subject, dataset, grantee, purpose },

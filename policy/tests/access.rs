@@ -137,3 +137,36 @@ fn unjustified_forged_replayed_or_foreign_records_are_rejected() {
     assert_eq!(apply(&mut fx.state, &fx.market.key, once()).unwrap_err().code, RejectionCode::Replayed);
     assert_eq!(fx.state.access_log.len(), 1);
 }
+
+#[test]
+fn pushes_under_a_subscription_are_justified_like_permits() {
+    let mut fx = Fixture::new();
+    let grant = fx.grant(grant_spec(ENTERPRISES, &fx.jingansi.org, &["name"], "inspection"));
+    let subscription = QueryHeader { subjects: vec![], ..header(Some(grant), &["name"]) };
+    let signed = SignedEnvelope::sign(&fx.jingansi.key, &subscription, NOW_MS).unwrap();
+    let push = |fields: &[&str]| {
+        Command::RecordPush(AccessRecord {
+            request: signed.clone(),
+            outcome: released(fields),
+            decided_at_ms: NOW_MS,
+        })
+    };
+    // The same subscription covers many pushes.
+    assert_eq!(apply(&mut fx.state, &fx.market.key, push(&["name"])), Ok(Applied::AccessLogged(0)));
+    assert_eq!(apply(&mut fx.state, &fx.market.key, push(&["name"])), Ok(Applied::AccessLogged(1)));
+    assert_eq!(
+        apply(&mut fx.state, &fx.market.key, push(&["operating_address"])).unwrap_err().code,
+        RejectionCode::PermitNotJustified
+    );
+    // A push needs a subscription, not a query naming subjects.
+    let query = SignedEnvelope::sign(&fx.jingansi.key, &header(Some(grant), &["name"]), NOW_MS).unwrap();
+    let disguised = Command::RecordPush(AccessRecord {
+        request: query,
+        outcome: released(&["name"]),
+        decided_at_ms: NOW_MS,
+    });
+    assert_eq!(
+        apply(&mut fx.state, &fx.market.key, disguised).unwrap_err().code,
+        RejectionCode::PermitNotJustified
+    );
+}

@@ -218,7 +218,7 @@ fn authorised(state: &PolicyState, signer_key: &NodeKey, command: &Command) -> b
         Command::PublishDataset(spec) => owns(&spec.id),
         Command::RecordConsent { dataset, grantee, .. } => owns(dataset) || member.org == *grantee,
         Command::FileDemand { .. } => true,
-        Command::RecordAccess(record) => {
+        Command::RecordAccess(record) | Command::RecordPush(record) => {
             record.request.unverified_payload().ok().is_none_or(|header| owns(&header.dataset))
         }
         Command::Genesis { .. } => false,
