@@ -94,6 +94,8 @@ pub fn router(state: Shared) -> Router {
         .route("/v1/records/import", post(import_records))
         .route("/v1/query", post(query_owner))
         .route("/v1/access-log", get(access_log))
+        .route("/v1/subscriptions", post(subscribe))
+        .route("/v1/subscriptions/updates", get(subscription_updates))
         .layer(middleware::from_fn_with_state(state.clone(), require_token))
         .layer(DefaultBodyLimit::max(API_REQUEST_BYTES_MAX))
         .with_state(state)
@@ -432,11 +434,23 @@ async fn import_records(
     }
     let written = valid.len();
     let provenance = Provenance::Import { batch: request.batch };
-    state
+    let now_ms = civmesh_certs::now_unix_millis();
+    let versions = state
         .records
-        .write(&dataset.id, valid, &provenance, civmesh_certs::now_unix_millis())
+        .write(&dataset.id, valid.clone(), &provenance, now_ms)
         .map_err(|error| ApiError(StatusCode::INSUFFICIENT_STORAGE, format!("nothing written: {error}")))?;
     state.metrics.records_imported.inc_by(written as u64);
+    // Subscribers hear of the new versions, each push logged first.
+    let changed: Vec<(String, RecordVersion)> = valid
+        .into_iter()
+        .zip(versions)
+        .map(|((key, fields), version)| {
+            (key, RecordVersion { version, written_at_ms: now_ms, provenance: provenance.clone(), fields })
+        })
+        .collect();
+    let query = state.query.clone();
+    let dataset_id = dataset.id.clone();
+    tokio::spawn(async move { query.push_changes(&dataset_id, &changed).await });
     Ok(Json(ImportResponse { written, failures }))
 }
 
@@ -515,29 +529,7 @@ async fn query_owner(
             "this node has no subject-key secret configured".to_string(),
         ));
     }
-    let find_owner = || {
-        state.log.state().read(|applied| {
-            let dataset = applied.policy.datasets.get(&request.dataset)?;
-            applied
-                .policy
-                .members
-                .values()
-                .find(|member| member.org == dataset.owner && member.revoked.is_none())
-                .map(|member| member.node_id)
-        })
-    };
-    let mut owner = find_owner();
-    if owner.is_none() {
-        // Perhaps published a moment ago: catch up with the leader once.
-        state.log.linearizable_read_index(Duration::from_millis(READ_INDEX_TIMEOUT_MS)).await?;
-        owner = find_owner();
-    }
-    let owner = owner.ok_or_else(|| {
-        ApiError(StatusCode::NOT_FOUND, format!("no active owner node for dataset {}", request.dataset))
-    })?;
-    let peer = state.log.peer_of(&owner).ok_or_else(|| {
-        ApiError(StatusCode::SERVICE_UNAVAILABLE, "the owner's address is unknown".to_string())
-    })?;
+    let peer = owner_peer(&state, &request.dataset).await?;
     let answer =
         crate::query::ask(&state.swarm, &state.query.key, &state.query.subject_key_secret, &peer, request)
             .await
@@ -611,6 +603,50 @@ async fn access_log(State(state): State<Shared>) -> Json<Vec<AccessLogSummary>> 
     }))
 }
 
+/// The owner of `dataset` as Raft knows it (with its address).
+async fn owner_peer(state: &ApiState, dataset: &str) -> Result<civmesh_consensus::RaftPeer, ApiError> {
+    let find_owner = || {
+        state.log.state().read(|applied| {
+            let dataset = applied.policy.datasets.get(dataset)?;
+            applied
+                .policy
+                .members
+                .values()
+                .find(|member| member.org == dataset.owner && member.revoked.is_none())
+                .map(|member| member.node_id)
+        })
+    };
+    let mut owner = find_owner();
+    if owner.is_none() {
+        // Perhaps published a moment ago: catch up with the leader once.
+        state.log.linearizable_read_index(Duration::from_millis(READ_INDEX_TIMEOUT_MS)).await?;
+        owner = find_owner();
+    }
+    let owner = owner.ok_or_else(|| {
+        ApiError(StatusCode::NOT_FOUND, format!("no active owner node for dataset {dataset}"))
+    })?;
+    state.log.peer_of(&owner).ok_or_else(|| {
+        ApiError(StatusCode::SERVICE_UNAVAILABLE, "the owner's address is unknown".to_string())
+    })
+}
+
+async fn subscribe(
+    State(state): State<Shared>,
+    Json(spec): Json<crate::query::SubscriptionSpec>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let owner = owner_peer(&state, &spec.dataset).await?;
+    let subscription = state
+        .query
+        .subscribe_to(&owner, spec)
+        .await
+        .map_err(|reason| ApiError(StatusCode::BAD_GATEWAY, reason))?;
+    Ok(Json(serde_json::json!({ "subscription": subscription })))
+}
+
+async fn subscription_updates(State(state): State<Shared>) -> Json<Vec<crate::query::ReceivedPush>> {
+    Json(state.query.received_pushes())
+}
+
 #[cfg(test)]
 mod tests {
     /// Every route this file registers is documented, and nothing else is.
@@ -630,7 +666,7 @@ mod tests {
                 documented.insert((path.clone(), method.clone()));
             }
         }
-        assert_eq!(implemented.len(), 17, "{implemented:?}");
+        assert_eq!(implemented.len(), 19, "{implemented:?}");
         assert_eq!(implemented, documented);
     }
 }

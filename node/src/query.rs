@@ -37,6 +37,63 @@ pub struct QueryWire {
     pub keys: Vec<String>,
 }
 
+/// Every message on `/civmesh/query/1`.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum QueryProtocolMessage {
+    /// A query, to the owner.
+    Query(QueryWire),
+    /// A subscription (`SignedEnvelope<QueryHeader>` naming no subjects), to the owner.
+    Subscribe(Vec<u8>),
+    /// A push (`SignedEnvelope<PushBody>`), from the owner to a subscriber.
+    Push(Vec<u8>),
+}
+
+/// What the owner answers a subscription with (signed).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SubscribeAck {
+    /// The digest of the subscriber's signed request: the subscription's id.
+    pub subscription: [u8; 32],
+    /// Accepted, or why not.
+    pub outcome: Result<(), String>,
+}
+
+/// Records pushed to a subscriber because they changed (signed by the owner).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PushBody {
+    /// The subscription.
+    pub subscription: [u8; 32],
+    /// The dataset.
+    pub dataset: String,
+    /// The new versions, masked per the grant.
+    pub records: Vec<ReleasedRecord>,
+    /// Where the push was logged.
+    pub access_log_position: u64,
+}
+
+/// A push as the subscriber keeps it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ReceivedPush {
+    /// The subscription, hex.
+    pub subscription: String,
+    /// The owner node that pushed.
+    pub owner: String,
+    /// What it pushed.
+    pub body: PushBody,
+}
+
+/// Pushes a subscriber keeps for its API at most; older ones are dropped.
+pub const RECEIVED_PUSHES_KEPT_MAX: usize = 10_000;
+/// Records in one push at most.
+pub const PUSH_RECORDS_MAX: usize = 1_000;
+
+/// A subscription the owner serves.
+struct Subscription {
+    digest: [u8; 32],
+    subscriber: NodeId,
+    envelope: SignedEnvelope<QueryHeader>,
+    header: QueryHeader,
+}
+
 /// One released record.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReleasedRecord {
@@ -85,7 +142,7 @@ pub struct SignedAnswerBody {
     pub answer: QueryAnswer,
 }
 
-/// The owner's side of queries.
+/// Both sides of queries and subscriptions.
 pub struct QueryService {
     /// The policy-log member.
     pub log: PolicyLog<SwarmClient>,
@@ -101,6 +158,14 @@ pub struct QueryService {
     pub subject_key_secret: Vec<u8>,
     /// Counts answered queries.
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// Sends pushes to subscribers.
+    pub swarm: SwarmClient,
+    /// The subscriptions this owner serves.
+    subscriptions: Mutex<Vec<Subscription>>,
+    /// Subscriptions this node made: digest to dataset.
+    my_subscriptions: Mutex<BTreeMap<[u8; 32], String>>,
+    /// Pushes this node received, newest last.
+    received: Mutex<std::collections::VecDeque<ReceivedPush>>,
 }
 
 /// The metrics label of an answer.
@@ -126,10 +191,69 @@ impl RecordFacts for Facts<'_> {
     }
 }
 
+/// Why the query service could not start.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot load subscriptions: {0}")]
+pub struct QueryServiceError(String);
+
 impl QueryService {
+    /// The service, with the subscriptions kept in `records` reloaded.
+    pub fn new(
+        log: PolicyLog<SwarmClient>,
+        key: Arc<NodeKey>,
+        records: Arc<RecordStore>,
+        swarm: SwarmClient,
+        subject_key_secret: Vec<u8>,
+        metrics: Arc<crate::metrics::Metrics>,
+    ) -> Result<Self, QueryServiceError> {
+        // Both sides are kept in one place: subscriptions this node signed
+        // are its own; the others it serves as an owner.
+        let mut subscriptions = Vec::new();
+        let mut mine = BTreeMap::new();
+        for bytes in records.subscriptions().map_err(|error| QueryServiceError(error.to_string()))? {
+            let envelope = SignedEnvelope::<QueryHeader>::from_bytes(&bytes)
+                .map_err(|error| QueryServiceError(error.to_string()))?;
+            let verified =
+                envelope.verify_signature().map_err(|error| QueryServiceError(error.to_string()))?;
+            if verified.signer == key.node_id() {
+                mine.insert(envelope.digest(), verified.payload.dataset);
+                continue;
+            }
+            subscriptions.push(Subscription {
+                digest: envelope.digest(),
+                subscriber: verified.signer,
+                header: verified.payload,
+                envelope,
+            });
+        }
+        Ok(QueryService {
+            committer: GroupCommitter::start(log.clone()),
+            log,
+            key,
+            records,
+            replay_guard: Mutex::new(ReplayGuard::default()),
+            subject_key_secret,
+            metrics,
+            swarm,
+            subscriptions: Mutex::new(subscriptions),
+            my_subscriptions: Mutex::new(mine),
+            received: Mutex::new(std::collections::VecDeque::new()),
+        })
+    }
+
+    /// Answers one message on the query protocol from `peer`.
+    pub async fn handle(&self, peer: NodeId, bytes: &[u8]) -> Vec<u8> {
+        match codec::decode_exact::<QueryProtocolMessage>(bytes, QUERY_MESSAGE_BYTES_MAX) {
+            Ok(QueryProtocolMessage::Query(wire)) => self.answer(peer, wire).await,
+            Ok(QueryProtocolMessage::Subscribe(header)) => self.subscribe(peer, &header).await,
+            Ok(QueryProtocolMessage::Push(push)) => self.receive_push(peer, &push),
+            Err(_) => Vec::new(),
+        }
+    }
+
     /// Answers one query from `peer`; the answer is a signed envelope.
-    pub async fn answer(&self, peer: NodeId, bytes: &[u8]) -> Vec<u8> {
-        let (digest, answer) = match self.answer_unsigned(peer, bytes).await {
+    async fn answer(&self, peer: NodeId, wire: QueryWire) -> Vec<u8> {
+        let (digest, answer) = match self.answer_unsigned(peer, wire).await {
             Ok(answered) => answered,
             Err(reason) => ([0u8; 32], QueryAnswer::Refused { reason }),
         };
@@ -140,9 +264,11 @@ impl QueryService {
             .unwrap_or_default()
     }
 
-    async fn answer_unsigned(&self, peer: NodeId, bytes: &[u8]) -> Result<([u8; 32], QueryAnswer), String> {
-        let wire: QueryWire = codec::decode_exact(bytes, QUERY_MESSAGE_BYTES_MAX)
-            .map_err(|error| format!("malformed query: {error}"))?;
+    async fn answer_unsigned(
+        &self,
+        peer: NodeId,
+        wire: QueryWire,
+    ) -> Result<([u8; 32], QueryAnswer), String> {
         let envelope =
             SignedEnvelope::<QueryHeader>::from_bytes(&wire.header).map_err(|error| error.to_string())?;
         let verified = {
@@ -219,6 +345,220 @@ impl QueryService {
     }
 }
 
+impl QueryService {
+    /// The owner's side of a subscription: verify, check the grant allows
+    /// it now, keep it (synced), and acknowledge, signed.
+    async fn subscribe(&self, peer: NodeId, bytes: &[u8]) -> Vec<u8> {
+        let (digest, outcome) = match self.accept_subscription(peer, bytes) {
+            Ok(digest) => (digest, Ok(())),
+            Err((digest, reason)) => (digest, Err(reason)),
+        };
+        let ack = SubscribeAck { subscription: digest, outcome };
+        SignedEnvelope::sign(&self.key, &ack, now_unix_millis())
+            .and_then(|envelope| envelope.to_bytes())
+            .unwrap_or_default()
+    }
+
+    fn accept_subscription(&self, peer: NodeId, bytes: &[u8]) -> Result<[u8; 32], ([u8; 32], String)> {
+        let envelope =
+            SignedEnvelope::<QueryHeader>::from_bytes(bytes).map_err(|error| ([0; 32], error.to_string()))?;
+        let digest = envelope.digest();
+        let fail = |reason: String| (digest, reason);
+        let verified = {
+            let mut guard =
+                self.replay_guard.lock().map_err(|_| fail("replay guard unavailable".to_string()))?;
+            envelope
+                .verify_from(&peer, &mut guard, now_unix_millis())
+                .map_err(|error| fail(error.to_string()))?
+        };
+        let header = verified.payload;
+        if !header.subjects.is_empty() {
+            return Err(fail("a subscription names no subjects".to_string()));
+        }
+        let request = AccessRequest {
+            requester: peer,
+            dataset: header.dataset.clone(),
+            fields: header.fields.clone(),
+            purpose: header.purpose.clone(),
+            grant: header.grant,
+        };
+        let none: [Facts; 0] = [];
+        let decision = self.log.state().read(|applied| {
+            let owned = applied.policy.datasets.get(&header.dataset).is_some_and(|dataset| {
+                applied.policy.active_member(&self.key.node_id()).is_some_and(|me| me.org == dataset.owner)
+            });
+            owned.then(|| decide(&applied.policy, &request, &none, now_unix_millis()))
+        });
+        match decision {
+            None => return Err(fail(format!("this node does not own {}", header.dataset))),
+            Some(Decision::Deny(reason)) => {
+                let code = serde_json::to_value(reason).map(|code| code.to_string()).unwrap_or_default();
+                return Err(fail(format!("denied: {}", code.trim_matches('"'))));
+            }
+            Some(Decision::Permit { .. }) => {}
+        }
+        self.records.put_subscription(&digest, bytes).map_err(|error| fail(error.to_string()))?;
+        if let Ok(mut subscriptions) = self.subscriptions.lock() {
+            subscriptions.retain(|subscription| subscription.digest != digest);
+            subscriptions.push(Subscription { digest, subscriber: peer, envelope, header });
+        }
+        Ok(digest)
+    }
+
+    /// After records of `dataset` changed: push the new versions, masked per
+    /// each subscriber's grant, to every subscriber, each push logged first.
+    pub async fn push_changes(&self, dataset: &str, changed: &[(String, RecordVersion)]) {
+        type Target = ([u8; 32], NodeId, SignedEnvelope<QueryHeader>, QueryHeader);
+        let targets: Vec<Target> = match self.subscriptions.lock() {
+            Ok(subscriptions) => subscriptions
+                .iter()
+                .filter(|subscription| subscription.header.dataset == dataset)
+                .map(|s| (s.digest, s.subscriber, s.envelope.clone(), s.header.clone()))
+                .collect(),
+            Err(_) => return,
+        };
+        for (digest, subscriber, envelope, header) in targets {
+            for chunk in changed.chunks(PUSH_RECORDS_MAX) {
+                if let Err(reason) = self.push_chunk(digest, subscriber, &envelope, &header, chunk).await {
+                    tracing::warn!(subscriber = %subscriber, %reason, "push not delivered");
+                }
+            }
+        }
+    }
+
+    async fn push_chunk(
+        &self,
+        digest: [u8; 32],
+        subscriber: NodeId,
+        envelope: &SignedEnvelope<QueryHeader>,
+        header: &QueryHeader,
+        chunk: &[(String, RecordVersion)],
+    ) -> Result<(), String> {
+        let found: Vec<(String, SubjectKeyHash, RecordVersion)> = chunk
+            .iter()
+            .map(|(key, record)| {
+                (key.clone(), SubjectKeyHash::of(&self.subject_key_secret, key), record.clone())
+            })
+            .collect();
+        let facts: Vec<Facts> =
+            found.iter().map(|(_, subject, record)| Facts { subject: *subject, record }).collect();
+        let request = AccessRequest {
+            requester: subscriber,
+            dataset: header.dataset.clone(),
+            fields: header.fields.clone(),
+            purpose: header.purpose.clone(),
+            grant: header.grant,
+        };
+        let now_ms = now_unix_millis();
+        let decision = self.log.state().read(|applied| decide(&applied.policy, &request, &facts, now_ms));
+        let (outcome, records) = project(&decision, header, &found);
+        let records: Vec<ReleasedRecord> =
+            records.into_iter().filter(|record| !record.fields.is_empty()).collect();
+        if records.is_empty() {
+            return Ok(());
+        }
+        let record = AccessRecord { request: envelope.clone(), outcome, decided_at_ms: now_ms };
+        let command = SignedEnvelope::sign(&self.key, &Command::RecordPush(record), now_ms)
+            .map_err(|error| error.to_string())?;
+        let position = match self.committer.commit(command).await {
+            Ok(Ok(civmesh_policy::Applied::AccessLogged(position))) => position,
+            other => return Err(format!("the push could not be logged ({other:?}); nothing pushed")),
+        };
+        let body = PushBody {
+            subscription: digest,
+            dataset: header.dataset.clone(),
+            records,
+            access_log_position: position,
+        };
+        let push = SignedEnvelope::sign(&self.key, &body, now_unix_millis())
+            .and_then(|envelope| envelope.to_bytes())
+            .map_err(|error| error.to_string())?;
+        let message = codec::encode(&QueryProtocolMessage::Push(push)).map_err(|error| error.to_string())?;
+        let peer = self.log.peer_of(&subscriber).ok_or("the subscriber's address is unknown")?;
+        self.swarm
+            .request_on(Protocol::Query, &peer, message, Duration::from_millis(QUERY_TIMEOUT_MS))
+            .await
+            .map_err(|error| error.to_string())?;
+        Ok(())
+    }
+
+    /// The subscriber's side of a push: only for its own subscription, from
+    /// the owner of the dataset.
+    fn receive_push(&self, peer: NodeId, bytes: &[u8]) -> Vec<u8> {
+        let Ok(envelope) = SignedEnvelope::<PushBody>::from_bytes(bytes) else { return Vec::new() };
+        let Ok(verified) = envelope.verify_signature() else { return Vec::new() };
+        let dataset = self
+            .my_subscriptions
+            .lock()
+            .ok()
+            .and_then(|mine| mine.get(&verified.payload.subscription).cloned());
+        // Only from a current member of the organisation that owns the dataset.
+        let from_owner = dataset.is_some_and(|dataset| {
+            dataset == verified.payload.dataset
+                && self.log.state().read(|applied| {
+                    let owner = applied.policy.datasets.get(&dataset).map(|d| d.owner.clone());
+                    applied
+                        .policy
+                        .active_member(&peer)
+                        .is_some_and(|member| Some(&member.org) == owner.as_ref())
+                })
+        });
+        if verified.signer != peer || !from_owner {
+            return Vec::new();
+        }
+        if let Ok(mut received) = self.received.lock() {
+            if received.len() >= RECEIVED_PUSHES_KEPT_MAX {
+                received.pop_front();
+            }
+            received.push_back(ReceivedPush {
+                subscription: hex(&verified.payload.subscription),
+                owner: peer.to_string(),
+                body: verified.payload,
+            });
+        }
+        vec![1]
+    }
+
+    /// The requester's side: subscribe to `spec.dataset` at `owner`.
+    pub async fn subscribe_to(&self, owner: &RaftPeer, spec: SubscriptionSpec) -> Result<String, String> {
+        let SubscriptionSpec { dataset, fields, purpose, grant } = spec;
+        let header_dataset = dataset.clone();
+        let header = QueryHeader { dataset, subjects: Vec::new(), fields, purpose, grant };
+        let envelope =
+            SignedEnvelope::sign(&self.key, &header, now_unix_millis()).map_err(|error| error.to_string())?;
+        let digest = envelope.digest();
+        let envelope_bytes = envelope.to_bytes().map_err(|error| error.to_string())?;
+        self.records.put_subscription(&digest, &envelope_bytes).map_err(|error| error.to_string())?;
+        if let Ok(mut mine) = self.my_subscriptions.lock() {
+            mine.insert(digest, header_dataset);
+        }
+        let message =
+            QueryProtocolMessage::Subscribe(envelope.to_bytes().map_err(|error| error.to_string())?);
+        let bytes = codec::encode(&message).map_err(|error| error.to_string())?;
+        let answer = self
+            .swarm
+            .request_on(Protocol::Query, owner, bytes, Duration::from_millis(QUERY_TIMEOUT_MS))
+            .await
+            .map_err(|error| format!("the owner did not answer: {error}"))?;
+        let ack = SignedEnvelope::<SubscribeAck>::from_bytes(&answer).map_err(|error| error.to_string())?;
+        let ack = ack.verify_signature().map_err(|error| error.to_string())?;
+        if ack.signer != owner.node_id || ack.payload.subscription != digest {
+            return Err("the acknowledgement is not the owner's answer to this subscription".to_string());
+        }
+        ack.payload.outcome.map_err(|reason| format!("the owner refused: {reason}"))?;
+        Ok(hex(&digest))
+    }
+
+    /// The pushes this node received, oldest first.
+    pub fn received_pushes(&self) -> Vec<ReceivedPush> {
+        self.received.lock().map(|received| received.iter().cloned().collect()).unwrap_or_default()
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
+}
+
 /// Projects and masks the found records per the decision.
 fn project(
     decision: &Decision,
@@ -271,6 +611,19 @@ pub struct QuerySpec {
     pub grant: Option<u64>,
 }
 
+/// What a subscriber asks for (`POST /v1/subscriptions`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SubscriptionSpec {
+    /// The dataset.
+    pub dataset: String,
+    /// The fields wanted.
+    pub fields: Vec<String>,
+    /// For what.
+    pub purpose: String,
+    /// The grant relied on.
+    pub grant: Option<u64>,
+}
+
 /// The requester's side: signs a header, sends it with the keys to `owner`,
 /// and checks the owner's signed answer.
 pub async fn ask(
@@ -287,7 +640,7 @@ pub async fn ask(
         SignedEnvelope::sign(key, &header, now_unix_millis()).map_err(|error| error.to_string())?;
     let digest = envelope.digest();
     let wire = QueryWire { header: envelope.to_bytes().map_err(|error| error.to_string())?, keys };
-    let bytes = codec::encode(&wire).map_err(|error| error.to_string())?;
+    let bytes = codec::encode(&QueryProtocolMessage::Query(wire)).map_err(|error| error.to_string())?;
     let answer = swarm
         .request_on(Protocol::Query, owner, bytes, Duration::from_millis(QUERY_TIMEOUT_MS))
         .await

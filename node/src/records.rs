@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 
 const LATEST_FAMILY: &str = "latest";
 const VERSIONS_FAMILY: &str = "versions";
+const SUBSCRIPTIONS_FAMILY: &str = "subscriptions";
 /// The longest record key accepted, in bytes.
 pub const RECORD_KEY_BYTES_MAX: usize = 256;
 /// The largest stored record version, in bytes.
@@ -137,7 +138,7 @@ impl RecordStore {
         let mut options = Options::default();
         options.create_if_missing(true);
         options.create_missing_column_families(true);
-        let families = [LATEST_FAMILY, VERSIONS_FAMILY]
+        let families = [LATEST_FAMILY, VERSIONS_FAMILY, SUBSCRIPTIONS_FAMILY]
             .map(|name| ColumnFamilyDescriptor::new(name, Options::default()));
         Ok(RecordStore { db: DB::open_cf_descriptors(&options, directory, families)? })
     }
@@ -231,6 +232,23 @@ impl RecordStore {
         at_ms: UnixMillis,
     ) -> Result<Option<RecordVersion>, RecordStoreError> {
         Ok(self.history(dataset, key)?.into_iter().rev().find(|version| version.written_at_ms <= at_ms))
+    }
+
+    /// Keeps a subscription (its signed request, by digest), synced.
+    pub fn put_subscription(&self, digest: &[u8; 32], envelope_bytes: &[u8]) -> Result<(), RecordStoreError> {
+        let mut options = WriteOptions::default();
+        options.set_sync(true);
+        self.db.put_cf_opt(self.family(SUBSCRIPTIONS_FAMILY)?, digest, envelope_bytes, &options)?;
+        Ok(())
+    }
+
+    /// Every kept subscription's signed request.
+    pub fn subscriptions(&self) -> Result<Vec<Vec<u8>>, RecordStoreError> {
+        let mut all = Vec::new();
+        for item in self.db.iterator_cf(self.family(SUBSCRIPTIONS_FAMILY)?, IteratorMode::Start) {
+            all.push(item?.1.to_vec());
+        }
+        Ok(all)
     }
 
     /// How many records (keys) a dataset has.

@@ -17,7 +17,6 @@ use tokio::sync::{watch, Semaphore};
 
 use crate::api::{self, ApiState};
 use crate::config::NodeConfig;
-use crate::group_commit::GroupCommitter;
 use crate::query::QueryService;
 use crate::records::RecordStore;
 use crate::swarm::{self, InboundRequest, Protocol, SwarmClient};
@@ -79,15 +78,14 @@ pub async fn run(data_dir: PathBuf, shutdown: impl Future<Output = ()>) -> anyho
     };
     let key = Arc::new(key);
     let metrics = Arc::new(crate::metrics::Metrics::default());
-    let query = Arc::new(QueryService {
-        metrics: metrics.clone(),
-        log: log.clone(),
-        key: key.clone(),
-        records: records.clone(),
-        committer: GroupCommitter::start(log.clone()),
-        replay_guard: std::sync::Mutex::new(civmesh_certs::ReplayGuard::default()),
+    let query = Arc::new(QueryService::new(
+        log.clone(),
+        key.clone(),
+        records.clone(),
+        swarm.clone(),
         subject_key_secret,
-    });
+        metrics.clone(),
+    )?);
 
     tokio::spawn(serve_peers(log.clone(), query.clone(), inbound));
     tokio::spawn(keep_gate(log.state().clone(), swarm.clone(), bootstrap_peers, key.node_id(), stop.clone()));
@@ -205,7 +203,7 @@ async fn serve_peers(
             let answer = match request.protocol {
                 Protocol::Raft => log.handle_peer_request(&request.bytes).await,
                 Protocol::Query => match NodeId::from_peer_id(&request.peer) {
-                    Ok(peer) => query.answer(peer, &request.bytes).await,
+                    Ok(peer) => query.handle(peer, &request.bytes).await,
                     Err(_) => Vec::new(),
                 },
             };

@@ -1,0 +1,123 @@
+//! Subscriptions between real processes: a street with a grant subscribes to
+//! the enterprise registry; when market supervision writes a new version,
+//! the street receives it masked per the grant, and the push is on every
+//! replica's access log. Without a grant the subscription is refused.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use civmesh_certs::{now_unix_millis, NodeKey, OrgId, SignedEnvelope};
+use civmesh_policy::model::{LegalBasis, MaskingRule};
+use civmesh_policy::{Applied, Command, GrantSpec};
+use civmesh_testnet::city::{city, enterprise_dataset, ENTERPRISES};
+use civmesh_testnet::{wait_until, SnapshotPolicy, Testnet};
+
+#[test]
+fn a_subscriber_receives_new_versions_masked_and_every_push_is_logged() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut net = Testnet::create(
+        dir.path(),
+        &city(&["hub", "market", "civil", "jingansi"]),
+        SnapshotPolicy::default(),
+    )
+    .unwrap();
+    net.start_all().unwrap();
+    net.bootstrap().unwrap();
+    let market = NodeKey::load(&net.nodes[1].data_dir.join("node.key")).unwrap();
+    let sign = |command: Command| SignedEnvelope::sign(&market, &command, now_unix_millis()).unwrap();
+    net.api(1).unwrap().submit(&[sign(Command::PublishDataset(enterprise_dataset()))]).unwrap();
+    let subscription = serde_json::json!({
+        "dataset": ENTERPRISES, "fields": ["name", "operating_address"], "purpose": "street-inspection", "grant": null,
+    });
+    let refused =
+        net.api(3).unwrap().send::<_, serde_json::Value>("POST", "/v1/subscriptions", &subscription);
+    assert!(refused.unwrap_err().to_string().contains("grant_required"));
+
+    let grant = GrantSpec {
+        dataset: ENTERPRISES.into(),
+        grantee: OrgId::new("street/jingansi").unwrap(),
+        fields: BTreeSet::from(["name".to_string(), "operating_address".to_string()]),
+        purpose: "street-inspection".into(),
+        legal_basis: LegalBasis::StatutoryDuty,
+        scope: vec![],
+        valid_from_ms: now_unix_millis() - 60_000,
+        valid_until_ms: now_unix_millis() + 86_400_000,
+        masking: BTreeMap::from([("operating_address".to_string(), MaskingRule::KeepFirst(2))]),
+        consent_required: false,
+        demand: None,
+    };
+    let outcome = net.api(1).unwrap().submit(&[sign(Command::IssueGrant(grant))]).unwrap();
+    let Ok(Applied::GrantIssued(grant_id)) = outcome.outcomes[0] else { panic!("{:?}", outcome.outcomes) };
+    let subscription = serde_json::json!({
+        "dataset": ENTERPRISES, "fields": ["name", "operating_address"], "purpose": "street-inspection", "grant": grant_id,
+    });
+    let subscribed: serde_json::Value =
+        wait_until("the grant to reach the owner", Duration::from_secs(10), || {
+            net.api(3).unwrap().send("POST", "/v1/subscriptions", &subscription).ok()
+        })
+        .unwrap();
+    assert_eq!(subscribed["subscription"].as_str().unwrap().len(), 64);
+
+    let csv = dir.path().join("update.csv");
+    std::fs::write(&csv, "credit_code,name,operating_address,legal_rep_phone\n91310106A,Jing'an Tea House,12 Wuding Road,13800001111\n").unwrap();
+    let market_dir = net.nodes[1].data_dir.to_str().unwrap().to_string();
+    net.cli(&[
+        "records",
+        "import",
+        "--node-dir",
+        &market_dir,
+        "--dataset",
+        ENTERPRISES,
+        csv.to_str().unwrap(),
+    ])
+    .unwrap();
+
+    let pushes: Vec<serde_json::Value> = wait_until("the push to arrive", Duration::from_secs(20), || {
+        let pushes: Vec<serde_json::Value> = net.api(3).ok()?.get("/v1/subscriptions/updates").ok()?;
+        (!pushes.is_empty()).then_some(pushes)
+    })
+    .unwrap();
+    let record = &pushes[0]["body"]["records"][0];
+    assert_eq!(record["key"], "91310106A");
+    assert_eq!(record["version"], 1);
+    assert_eq!(record["fields"]["name"], "Jing'an Tea House");
+    assert_eq!(record["fields"]["operating_address"], "12************");
+    assert!(record["fields"].get("legal_rep_phone").is_none());
+    assert_eq!(pushes[0]["subscription"], subscribed["subscription"]);
+
+    let logs = wait_until("the push on every replica's access log", Duration::from_secs(20), || {
+        let logs: Vec<Vec<serde_json::Value>> =
+            (0..4).map(|i| net.api(i).ok()?.get("/v1/access-log").ok()).collect::<Option<_>>()?;
+        (logs[0].len() == 1 && logs.iter().all(|log| *log == logs[0])).then(|| logs[0].clone())
+    })
+    .unwrap();
+    assert_eq!(logs[0]["outcome"], "permit");
+    assert_eq!(logs[0]["requester"], net.nodes[3].peer_id.as_str());
+    assert_eq!(logs[0]["released"][0][1], serde_json::json!(["name", "operating_address"]));
+
+    // Both sides keep the subscription across a restart of the subscriber.
+    net.stop(3).unwrap();
+    net.start(3).unwrap();
+    std::fs::write(&csv, "credit_code,name,operating_address\n91310106A,Jing'an Tea House,3 Yanping Road\n")
+        .unwrap();
+    net.cli(&[
+        "records",
+        "import",
+        "--node-dir",
+        &market_dir,
+        "--dataset",
+        ENTERPRISES,
+        csv.to_str().unwrap(),
+    ])
+    .unwrap();
+    let pushes: Vec<serde_json::Value> =
+        wait_until("a push after the restart", Duration::from_secs(20), || {
+            let pushes: Vec<serde_json::Value> = net.api(3).ok()?.get("/v1/subscriptions/updates").ok()?;
+            (!pushes.is_empty()).then_some(pushes)
+        })
+        .unwrap();
+    assert_eq!(pushes[0]["body"]["records"][0]["version"], 2);
+    assert_eq!(pushes[0]["body"]["records"][0]["fields"]["operating_address"], "3 ************");
+}
