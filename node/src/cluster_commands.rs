@@ -21,6 +21,8 @@ use crate::run::{RuntimeInfo, RUNTIME_FILE_NAME};
 
 /// How long one API call may take.
 const API_CALL_TIMEOUT_MS: u64 = 30_000;
+/// Idle TLS connections an API client keeps for reuse.
+const API_IDLE_CONNECTIONS_MAX: usize = 512;
 /// How long to wait for a leader after initialising.
 const LEADER_WAIT_MS_MAX: u64 = 15_000;
 
@@ -56,6 +58,11 @@ impl NodeApi {
             .http_status_as_error(false)
             .timeout_global(Some(Duration::from_millis(API_CALL_TIMEOUT_MS)))
             .tls_config(ureq::tls::TlsConfig::builder().root_certs(roots).build())
+            // Keep TLS connections for reuse: concurrent callers (the
+            // benchmarks, department systems) would otherwise pay a
+            // handshake per request.
+            .max_idle_connections(API_IDLE_CONNECTIONS_MAX)
+            .max_idle_connections_per_host(API_IDLE_CONNECTIONS_MAX)
             .build()
             .into();
         Ok(NodeApi { base_url: runtime.api_url.clone(), token: token.trim().to_string(), agent, runtime })
