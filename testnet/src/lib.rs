@@ -99,9 +99,28 @@ pub fn civmesh_binary() -> anyhow::Result<PathBuf> {
     Ok(binary)
 }
 
-/// A loopback TCP port that was free a moment ago.
+/// The ports handed out, from below Linux's ephemeral range (32768 and up by
+/// default), so a client connection's source port can never take a port a
+/// node is about to listen on.
+const TESTNET_PORTS: std::ops::Range<u16> = 20_000..32_000;
+
+/// A loopback TCP port that is free now and that this process has not
+/// handed out before.
 pub fn free_port() -> anyhow::Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let span = u32::from(TESTNET_PORTS.end - TESTNET_PORTS.start);
+    // Start somewhere that depends on the process, so concurrent test
+    // processes rarely walk the same ports.
+    let _ = NEXT.compare_exchange(0, 1 + std::process::id() % span, Ordering::Relaxed, Ordering::Relaxed);
+    for _ in 0..span {
+        let offset = NEXT.fetch_add(1, Ordering::Relaxed) % span;
+        let port = TESTNET_PORTS.start + u16::try_from(offset).unwrap_or(0);
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return Ok(port);
+        }
+    }
+    anyhow::bail!("no free port in {TESTNET_PORTS:?}")
 }
 
 /// Polls `check` until it yields a value or `timeout` passes.
