@@ -298,13 +298,7 @@ impl QueryService {
         }
         let facts: Vec<Facts> =
             found.iter().map(|(_, subject, record)| Facts { subject: *subject, record }).collect();
-        let request = AccessRequest {
-            requester: peer,
-            dataset: header.dataset.clone(),
-            fields: header.fields.clone(),
-            purpose: header.purpose.clone(),
-            grant: header.grant,
-        };
+        let request = access_request(peer, &header);
         let owner_org_matches = self.log.state().read(|applied| {
             applied.policy.datasets.get(&header.dataset).is_none_or(|dataset| {
                 applied.policy.active_member(&self.key.node_id()).is_some_and(|me| me.org == dataset.owner)
@@ -375,13 +369,7 @@ impl QueryService {
         if !header.subjects.is_empty() {
             return Err(fail("a subscription names no subjects".to_string()));
         }
-        let request = AccessRequest {
-            requester: peer,
-            dataset: header.dataset.clone(),
-            fields: header.fields.clone(),
-            purpose: header.purpose.clone(),
-            grant: header.grant,
-        };
+        let request = access_request(peer, &header);
         let none: [Facts; 0] = [];
         let decision = self.log.state().read(|applied| {
             let owned = applied.policy.datasets.get(&header.dataset).is_some_and(|dataset| {
@@ -442,13 +430,7 @@ impl QueryService {
             .collect();
         let facts: Vec<Facts> =
             found.iter().map(|(_, subject, record)| Facts { subject: *subject, record }).collect();
-        let request = AccessRequest {
-            requester: subscriber,
-            dataset: header.dataset.clone(),
-            fields: header.fields.clone(),
-            purpose: header.purpose.clone(),
-            grant: header.grant,
-        };
+        let request = access_request(subscriber, header);
         let now_ms = now_unix_millis();
         let decision = self.log.state().read(|applied| decide(&applied.policy, &request, &facts, now_ms));
         let (outcome, records) = project(&decision, header, &found);
@@ -557,6 +539,17 @@ impl QueryService {
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|byte| format!("{byte:02x}")).collect()
+}
+
+/// The decision's view of a signed header from `requester`.
+fn access_request(requester: NodeId, header: &QueryHeader) -> AccessRequest {
+    AccessRequest {
+        requester,
+        dataset: header.dataset.clone(),
+        fields: header.fields.clone(),
+        purpose: header.purpose.clone(),
+        grant: header.grant,
+    }
 }
 
 /// Projects and masks the found records per the decision.

@@ -1,10 +1,15 @@
 //! The demo city shared by the demo, the end-to-end tests and benchmarks:
 //! its nodes and its two datasets.
 
-use civmesh_policy::model::{FieldClass, FieldSpec, FieldType, SensitiveCategory, SharingCategory};
-use civmesh_policy::DatasetSpec;
+use civmesh_policy::model::{
+    FieldClass, FieldSpec, FieldType, LegalBasis, MaskingRule, SensitiveCategory, SharingCategory,
+};
+use civmesh_policy::{DatasetSpec, GrantSpec};
 
 use crate::NodeSpec;
+
+/// The purpose the demo's streets give for reading the enterprise registry.
+pub const STREET_INSPECTION: &str = "street-inspection";
 
 /// Market supervision's enterprise registry.
 pub const ENTERPRISES: &str = "market-supervision/enterprise-registry";
@@ -79,4 +84,28 @@ pub fn resident_dataset() -> DatasetSpec {
             field("district", FieldType::Text, FieldClass::Public),
         ],
     }
+}
+
+/// A grant of enterprise-registry `fields` to `grantee` for street
+/// inspection under a statutory duty, valid from a minute ago for a day,
+/// with `masking`.
+pub fn street_inspection_grant(
+    grantee: &str,
+    fields: &[&str],
+    masking: &[(&str, MaskingRule)],
+) -> anyhow::Result<GrantSpec> {
+    let now_ms = civmesh_certs::now_unix_millis();
+    Ok(GrantSpec {
+        dataset: ENTERPRISES.into(),
+        grantee: civmesh_certs::OrgId::new(grantee)?,
+        fields: fields.iter().map(|field| field.to_string()).collect(),
+        purpose: STREET_INSPECTION.into(),
+        legal_basis: LegalBasis::StatutoryDuty,
+        scope: vec![],
+        valid_from_ms: now_ms.saturating_sub(60_000),
+        valid_until_ms: now_ms + 86_400_000,
+        masking: masking.iter().map(|(field, rule)| (field.to_string(), *rule)).collect(),
+        consent_required: false,
+        demand: None,
+    })
 }

@@ -6,13 +6,12 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use civmesh_certs::{now_unix_millis, NodeKey, OrgId, SignedEnvelope};
-use civmesh_policy::model::{LegalBasis, MaskingRule};
-use civmesh_policy::{Command, GrantSpec};
-use civmesh_testnet::city::{city, enterprise_dataset, ENTERPRISES};
+use civmesh_certs::{now_unix_millis, NodeKey, SignedEnvelope};
+use civmesh_policy::model::MaskingRule;
+use civmesh_policy::Command;
+use civmesh_testnet::city::{city, enterprise_dataset, street_inspection_grant, ENTERPRISES};
 use civmesh_testnet::{wait_until, SnapshotPolicy, Testnet};
 
 fn sign(key: &NodeKey, command: Command) -> civmesh_policy::SignedCommand {
@@ -64,19 +63,12 @@ fn a_street_reads_exactly_what_its_grant_allows_and_every_access_is_logged() {
     assert_eq!(denied["Denied"]["reason"], "grant_required", "{denied}");
 
     // A grant for two fields, one masked.
-    let grant = GrantSpec {
-        dataset: ENTERPRISES.into(),
-        grantee: OrgId::new("street/jingansi").unwrap(),
-        fields: BTreeSet::from(["name".to_string(), "operating_address".to_string()]),
-        purpose: "street-inspection".into(),
-        legal_basis: LegalBasis::StatutoryDuty,
-        scope: vec![],
-        valid_from_ms: now_unix_millis() - 60_000,
-        valid_until_ms: now_unix_millis() + 86_400_000,
-        masking: BTreeMap::from([("operating_address".to_string(), MaskingRule::KeepFirst(2))]),
-        consent_required: false,
-        demand: None,
-    };
+    let grant = street_inspection_grant(
+        "street/jingansi",
+        &["name", "operating_address"],
+        &[("operating_address", MaskingRule::KeepFirst(2))],
+    )
+    .unwrap();
     let issued = net.api(1).unwrap().submit(&[sign(&market, Command::IssueGrant(grant))]).unwrap();
     let grant_id = issued.outcomes[0].as_ref().map(|applied| match applied {
         civmesh_policy::Applied::GrantIssued(id) => *id,

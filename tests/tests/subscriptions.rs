@@ -5,13 +5,12 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use civmesh_certs::{now_unix_millis, NodeKey, OrgId, SignedEnvelope};
-use civmesh_policy::model::{LegalBasis, MaskingRule};
-use civmesh_policy::{Applied, Command, GrantSpec};
-use civmesh_testnet::city::{city, enterprise_dataset, ENTERPRISES};
+use civmesh_certs::{now_unix_millis, NodeKey, SignedEnvelope};
+use civmesh_policy::model::MaskingRule;
+use civmesh_policy::{Applied, Command};
+use civmesh_testnet::city::{city, enterprise_dataset, street_inspection_grant, ENTERPRISES};
 use civmesh_testnet::{wait_until, SnapshotPolicy, Testnet};
 
 #[test]
@@ -35,19 +34,12 @@ fn a_subscriber_receives_new_versions_masked_and_every_push_is_logged() {
         net.api(3).unwrap().send::<_, serde_json::Value>("POST", "/v1/subscriptions", &subscription);
     assert!(refused.unwrap_err().to_string().contains("grant_required"));
 
-    let grant = GrantSpec {
-        dataset: ENTERPRISES.into(),
-        grantee: OrgId::new("street/jingansi").unwrap(),
-        fields: BTreeSet::from(["name".to_string(), "operating_address".to_string()]),
-        purpose: "street-inspection".into(),
-        legal_basis: LegalBasis::StatutoryDuty,
-        scope: vec![],
-        valid_from_ms: now_unix_millis() - 60_000,
-        valid_until_ms: now_unix_millis() + 86_400_000,
-        masking: BTreeMap::from([("operating_address".to_string(), MaskingRule::KeepFirst(2))]),
-        consent_required: false,
-        demand: None,
-    };
+    let grant = street_inspection_grant(
+        "street/jingansi",
+        &["name", "operating_address"],
+        &[("operating_address", MaskingRule::KeepFirst(2))],
+    )
+    .unwrap();
     let outcome = net.api(1).unwrap().submit(&[sign(Command::IssueGrant(grant))]).unwrap();
     let Ok(Applied::GrantIssued(grant_id)) = outcome.outcomes[0] else { panic!("{:?}", outcome.outcomes) };
     let subscription = serde_json::json!({

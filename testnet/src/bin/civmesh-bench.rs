@@ -56,7 +56,7 @@ const REQUESTERS: [usize; 3] = [1, 16, 64];
 const QUERY_RECORDS: usize = 1_000;
 
 fn query(seconds: u64) -> anyhow::Result<()> {
-    use civmesh_testnet::city::{city, enterprise_dataset, ENTERPRISES};
+    use civmesh_testnet::city::{city, enterprise_dataset, street_inspection_grant, ENTERPRISES};
     let dir = tempfile_dir()?;
     let mut net = Testnet::create(
         &dir.join("net"),
@@ -84,19 +84,7 @@ fn query(seconds: u64) -> anyhow::Result<()> {
         ENTERPRISES,
         csv.to_str().context("path")?,
     ])?;
-    let grant = civmesh_policy::GrantSpec {
-        dataset: ENTERPRISES.into(),
-        grantee: civmesh_certs::OrgId::new("street/jingansi")?,
-        fields: ["name".to_string(), "operating_address".to_string()].into(),
-        purpose: "street-inspection".into(),
-        legal_basis: LegalBasis::StatutoryDuty,
-        scope: vec![],
-        valid_from_ms: now_unix_millis().saturating_sub(60_000),
-        valid_until_ms: now_unix_millis() + 86_400_000,
-        masking: Default::default(),
-        consent_required: false,
-        demand: None,
-    };
+    let grant = street_inspection_grant("street/jingansi", &["name", "operating_address"], &[])?;
     let outcome = net.api(1)?.submit(&[sign(PolicyCommand::IssueGrant(grant))?])?;
     let grant_id = match outcome.outcomes.first() {
         Some(Ok(civmesh_policy::Applied::GrantIssued(id))) => *id,
