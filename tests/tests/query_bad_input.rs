@@ -1,0 +1,136 @@
+//! Bad input on the query protocol, sent by a real libp2p peer to a real
+//! owner process: a replayed query, garbage, an oversized message and a
+//! stranger's connection are all refused, nothing is released for them, and
+//! the owner keeps serving.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use civmesh_certs::{codec, now_unix_millis, NodeId, NodeKey, SignedEnvelope};
+use civmesh_consensus::RaftPeer;
+use civmesh_node::query::{
+    QueryAnswer, QueryProtocolMessage, QueryWire, SignedAnswerBody, QUERY_MESSAGE_BYTES_MAX,
+};
+use civmesh_node::swarm::{self, Protocol, SwarmClient};
+use civmesh_policy::model::SubjectKeyHash;
+use civmesh_policy::{Command, QueryHeader};
+use civmesh_testnet::city::{
+    city, enterprise_dataset, street_inspection_grant, ENTERPRISES, STREET_INSPECTION,
+};
+use civmesh_testnet::{SnapshotPolicy, Testnet};
+
+const KEY: &str = "91310106A";
+
+fn query_bytes(street: &NodeKey, secret: &[u8], grant: u64) -> Vec<u8> {
+    let header = QueryHeader {
+        dataset: ENTERPRISES.into(),
+        subjects: vec![SubjectKeyHash::of(secret, KEY)],
+        fields: vec!["name".into()],
+        purpose: STREET_INSPECTION.into(),
+        grant: Some(grant),
+    };
+    let envelope = SignedEnvelope::sign(street, &header, now_unix_millis()).unwrap();
+    let wire = QueryWire { header: envelope.to_bytes().unwrap(), keys: vec![KEY.into()] };
+    codec::encode(&QueryProtocolMessage::Query(wire)).unwrap()
+}
+
+fn answer_of(bytes: &[u8]) -> QueryAnswer {
+    SignedEnvelope::<SignedAnswerBody>::from_bytes(bytes).unwrap().verify_signature().unwrap().payload.answer
+}
+
+async fn client(key: &NodeKey, owner: &RaftPeer) -> (SwarmClient, tokio::sync::watch::Sender<bool>) {
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let (swarm, _inbound) =
+        swarm::start(key.to_libp2p_keypair().unwrap(), "/ip4/127.0.0.1/tcp/0", stopped).unwrap();
+    swarm.set_allowed(BTreeSet::from([owner.node_id.to_peer_id().unwrap()])).await;
+    (swarm, stop)
+}
+
+#[test]
+fn replayed_garbage_oversized_and_stranger_queries_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut net = Testnet::create(
+        dir.path(),
+        &city(&["hub", "market", "civil", "jingansi"]),
+        SnapshotPolicy::default(),
+    )
+    .unwrap();
+    net.start_all().unwrap();
+    net.bootstrap().unwrap();
+    let market = NodeKey::load(&net.nodes[1].data_dir.join("node.key")).unwrap();
+    let sign = |command: Command| SignedEnvelope::sign(&market, &command, now_unix_millis()).unwrap();
+    net.api(1).unwrap().submit(&[sign(Command::PublishDataset(enterprise_dataset()))]).unwrap();
+    let grant = street_inspection_grant("street/jingansi", &["name"], &[]).unwrap();
+    let issued = net.api(1).unwrap().submit(&[sign(Command::IssueGrant(grant))]).unwrap();
+    let Ok(civmesh_policy::Applied::GrantIssued(grant_id)) = issued.outcomes[0] else {
+        panic!("{:?}", issued.outcomes)
+    };
+    let csv = dir.path().join("one.csv");
+    std::fs::write(&csv, format!("credit_code,name\n{KEY},Jing'an Tea House\n")).unwrap();
+    let market_dir = net.nodes[1].data_dir.to_str().unwrap().to_string();
+    net.cli(&[
+        "records",
+        "import",
+        "--node-dir",
+        &market_dir,
+        "--dataset",
+        ENTERPRISES,
+        csv.to_str().unwrap(),
+    ])
+    .unwrap();
+    let _: serde_json::Value = net.api(1).unwrap().get("/v1/read-index").unwrap();
+
+    // The test speaks as the street, whose own node is stopped.
+    let street_dir = net.nodes[3].data_dir.clone();
+    net.stop(3).unwrap();
+    let street = NodeKey::load(&street_dir.join("node.key")).unwrap();
+    let secret =
+        std::fs::read_to_string(street_dir.join("subject-key.secret")).unwrap().trim().as_bytes().to_vec();
+    let runtime: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(net.nodes[1].data_dir.join("node.json")).unwrap()).unwrap();
+    let owner = RaftPeer {
+        node_id: net.nodes[1].peer_id.parse::<NodeId>().unwrap(),
+        address: runtime["p2p_addresses"][0].as_str().unwrap().to_string(),
+    };
+    let timeout = Duration::from_secs(15);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let (swarm, _stop) = client(&street, &owner).await;
+        let query = query_bytes(&street, &secret, grant_id);
+        let first = swarm.request_on(Protocol::Query, &owner, query.clone(), timeout).await.unwrap();
+        assert!(matches!(answer_of(&first), QueryAnswer::Released { .. }), "{:?}", answer_of(&first));
+
+        let replayed = swarm.request_on(Protocol::Query, &owner, query, timeout).await.unwrap();
+        match answer_of(&replayed) {
+            QueryAnswer::Refused { reason } => assert!(reason.contains("replay"), "{reason}"),
+            other => panic!("a replayed query was answered: {other:?}"),
+        }
+
+        let garbage =
+            swarm.request_on(Protocol::Query, &owner, b"not a query".to_vec(), timeout).await.unwrap();
+        assert!(garbage.is_empty(), "garbage got an answer");
+        let oversized = vec![0u8; QUERY_MESSAGE_BYTES_MAX + 1];
+        let answer = swarm.request_on(Protocol::Query, &owner, oversized, timeout).await.unwrap();
+        assert!(answer.is_empty(), "an oversized message got an answer");
+
+        // A stranger with a key of its own is not admitted at all.
+        let stranger = NodeKey::generate().unwrap();
+        let (stranger_swarm, _stop_stranger) = client(&stranger, &owner).await;
+        let refused = stranger_swarm
+            .request_on(Protocol::Query, &owner, query_bytes(&stranger, &secret, grant_id), timeout)
+            .await;
+        assert!(refused.is_err(), "a non-member was answered");
+
+        // The owner still serves a fresh query.
+        let fresh = swarm
+            .request_on(Protocol::Query, &owner, query_bytes(&street, &secret, grant_id), timeout)
+            .await
+            .unwrap();
+        assert!(matches!(answer_of(&fresh), QueryAnswer::Released { .. }));
+    });
+    // Only the two answered queries were logged.
+    let log: Vec<serde_json::Value> = net.api(1).unwrap().get("/v1/access-log").unwrap();
+    assert_eq!(log.len(), 2, "{log:?}");
+}
