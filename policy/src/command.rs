@@ -101,6 +101,19 @@ pub enum Command {
         /// Includes the separate consent for sensitive fields (Art. 29).
         covers_sensitive: bool,
     },
+    /// Log one stage of a correction (metadata and the payload hash only).
+    /// `Submitted` and `OutcomeDelivered` are signed by the submitter; the
+    /// other stages by a member of the dataset's owner.
+    RecordCorrectionEvent(crate::correction::CorrectionEvent),
+    /// Declare (or replace) an auto-accept rule. Owner only.
+    SetAutoAcceptRule(crate::correction::AutoAcceptRule),
+    /// Withdraw an auto-accept rule. Owner only.
+    RemoveAutoAcceptRule {
+        /// The dataset.
+        dataset: DatasetId,
+        /// The submitting organisation.
+        submitter: OrgId,
+    },
 }
 
 impl Command {
@@ -119,6 +132,9 @@ impl Command {
             Command::RecordConsent { .. } => "record_consent",
             Command::RecordAccess(_) => "record_access",
             Command::RecordPush(_) => "record_push",
+            Command::RecordCorrectionEvent(_) => "record_correction_event",
+            Command::SetAutoAcceptRule(_) => "set_auto_accept_rule",
+            Command::RemoveAutoAcceptRule { .. } => "remove_auto_accept_rule",
         }
     }
 }

@@ -3,6 +3,8 @@
 //! - [`model`]: members, datasets and schemas (PIPL field classes), the
 //!   demand and negative lists, grants, consents.
 //! - [`command`]: the signed commands the policy log carries.
+//! - [`correction`]: correction requests, their lifecycle in the log, and
+//!   the per-owner statistics.
 //! - [`state`]: [`PolicyState`] and its deterministic `apply`, which checks
 //!   every signature and the signer's authority at apply time.
 //! - [`decide`](mod@decide): the deny-by-default access decision.
@@ -13,6 +15,7 @@
 
 pub mod access;
 pub mod command;
+pub mod correction;
 pub mod decide;
 pub mod model;
 pub mod report;

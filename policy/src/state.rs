@@ -15,6 +15,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::access::{AccessLogEntry, AccessOutcome, AccessRecord, QueryHeader, QUERY_SUBJECTS_MAX};
 use crate::command::{Command, DatasetSpec, GrantSpec, SignedCommand};
+use crate::correction::{
+    CorrectionEvent, CorrectionId, CorrectionStage, CorrectionTrack, CORRECTION_CHANGES_MAX,
+};
 use crate::model::{
     Consent, ConsentKey, Dataset, DatasetId, Demand, DemandId, FieldName, Grant, GrantId, Member,
     NegativeListEntry, Revocation, NAME_BYTES_MAX, REASON_BYTES_MAX, SCHEMA_FIELDS_MAX,
@@ -85,6 +88,15 @@ pub enum RejectionCode {
     Overloaded,
     /// A logged permit is not justified by the policy state.
     PermitNotJustified,
+    /// No correction with this id was submitted.
+    CorrectionUnknown,
+    /// A correction with this id was submitted before.
+    CorrectionDuplicate,
+    /// The stage does not follow the correction's current stage (it may
+    /// have been logged already).
+    CorrectionStageOutOfOrder,
+    /// No such auto-accept rule.
+    AutoAcceptRuleUnknown,
 }
 
 fn reject(code: RejectionCode, detail: impl Into<String>) -> Rejection {
@@ -140,6 +152,11 @@ pub struct PolicyState {
     pub next_grant_id: GrantId,
     /// The access log: every query answered, permit or deny, in log order.
     pub access_log: Vec<AccessLogEntry>,
+    /// Every correction's lifecycle, by correction id.
+    pub corrections: BTreeMap<CorrectionId, CorrectionTrack>,
+    /// Auto-accept rules by (dataset, submitting organisation): the fields
+    /// that may change without review.
+    pub auto_accept_rules: BTreeMap<(DatasetId, OrgId), BTreeSet<FieldName>>,
     /// How many commands were applied (accepted or rejected).
     pub commands_applied: u64,
     /// Nonces of recent commands, to reject replayed entries.
@@ -159,6 +176,8 @@ impl Default for PolicyState {
             next_demand_id: 1,
             next_grant_id: 1,
             access_log: Vec::new(),
+            corrections: BTreeMap::new(),
+            auto_accept_rules: BTreeMap::new(),
             commands_applied: 0,
             recent_commands: ReplayGuard::new(COMMAND_SKEW_MS_MAX, COMMAND_NONCES_MAX),
         }
@@ -366,6 +385,19 @@ impl PolicyState {
                     }
                 }
             }
+            Command::SetAutoAcceptRule(rule) => owner_of(&rule.dataset)?,
+            Command::RemoveAutoAcceptRule { dataset, .. } => owner_of(dataset)?,
+            Command::RecordCorrectionEvent(event) if event.stage.logged_by_owner() => {
+                owner_of(&event.dataset)?
+            }
+            Command::RecordCorrectionEvent(event) => {
+                if event.submitter != *signer_id {
+                    return Err(reject(
+                        RejectionCode::NotAuthorised,
+                        "the submitter logs its own corrections' submission and outcome receipt",
+                    ));
+                }
+            }
             Command::FileDemand { .. } | Command::AdmitMember { .. } | Command::RevokeMember { .. } => {}
             Command::Genesis { .. } => {
                 return Err(reject(RejectionCode::GenesisOrder, "genesis is only the first entry"))
@@ -457,7 +489,83 @@ impl PolicyState {
             Command::RecordConsent { purpose, .. } => check_text("purpose", purpose, NAME_BYTES_MAX),
             Command::RecordAccess(record) => self.validate_access(record, false).map(|_| ()),
             Command::RecordPush(record) => self.validate_access(record, true).map(|_| ()),
+            Command::RecordCorrectionEvent(event) => self.validate_correction_event(event, signer_org),
+            Command::SetAutoAcceptRule(rule) => {
+                if rule.fields.is_empty() {
+                    return Err(reject(RejectionCode::InvalidArgument, "a rule names at least one field"));
+                }
+                self.check_fields(&rule.dataset, rule.fields.iter())?;
+                if *signer_org == rule.submitter {
+                    return Err(reject(RejectionCode::InvalidArgument, "an owner does not correct itself"));
+                }
+                Ok(())
+            }
+            Command::RemoveAutoAcceptRule { dataset, submitter } => {
+                if self.auto_accept_rules.contains_key(&(dataset.clone(), submitter.clone())) {
+                    Ok(())
+                } else {
+                    Err(reject(
+                        RejectionCode::AutoAcceptRuleUnknown,
+                        format!("no auto-accept rule for {submitter} on {dataset}"),
+                    ))
+                }
+            }
         }
+    }
+
+    /// Checks a correction stage against the correction's track so far.
+    fn validate_correction_event(
+        &self,
+        event: &CorrectionEvent,
+        signer_org: &OrgId,
+    ) -> Result<(), Rejection> {
+        if event.payload_sha256 != event.correction {
+            return Err(reject(RejectionCode::InvalidArgument, "the payload hash is not the correction id"));
+        }
+        if event.fields.is_empty() || event.fields.len() > CORRECTION_CHANGES_MAX {
+            return Err(reject(
+                RejectionCode::InvalidArgument,
+                format!("a correction changes 1..={CORRECTION_CHANGES_MAX} fields"),
+            ));
+        }
+        for field in &event.fields {
+            check_text("field", field, NAME_BYTES_MAX)?;
+        }
+        if event.reason_code.len() > NAME_BYTES_MAX {
+            return Err(reject(RejectionCode::InvalidArgument, "the reason code is too long"));
+        }
+        let dataset = self
+            .datasets
+            .get(&event.dataset)
+            .ok_or_else(|| reject(RejectionCode::DatasetUnknown, format!("no dataset {}", event.dataset)))?;
+        let Some(track) = self.corrections.get(&event.correction) else {
+            if event.stage != CorrectionStage::Submitted {
+                return Err(reject(RejectionCode::CorrectionUnknown, "no such correction was submitted"));
+            }
+            if dataset.owner == *signer_org {
+                return Err(reject(
+                    RejectionCode::InvalidArgument,
+                    "an owner changes its own records directly, not by correction",
+                ));
+            }
+            return Ok(());
+        };
+        if event.stage == CorrectionStage::Submitted {
+            return Err(reject(RejectionCode::CorrectionDuplicate, "this correction was submitted before"));
+        }
+        if track.submitter != event.submitter || track.dataset != event.dataset {
+            return Err(reject(
+                RejectionCode::InvalidArgument,
+                "the event names another submitter or dataset than the submission",
+            ));
+        }
+        if !track.allows(event.stage) {
+            return Err(reject(
+                RejectionCode::CorrectionStageOutOfOrder,
+                format!("{:?} cannot follow {:?}", event.stage, track.stage()),
+            ));
+        }
+        Ok(())
     }
 
     /// Verifies an access record: the requester's signature, and that a
@@ -786,6 +894,18 @@ impl PolicyState {
                 Applied::Done
             }
             Command::RecordAccess(_) | Command::RecordPush(_) => Applied::Done,
+            Command::RecordCorrectionEvent(event) => {
+                self.record_correction_event(event, signer_org, at_ms);
+                Applied::Done
+            }
+            Command::SetAutoAcceptRule(rule) => {
+                self.auto_accept_rules.insert((rule.dataset, rule.submitter), rule.fields);
+                Applied::Done
+            }
+            Command::RemoveAutoAcceptRule { dataset, submitter } => {
+                self.auto_accept_rules.remove(&(dataset, submitter));
+                Applied::Done
+            }
             Command::RecordConsent { subject, dataset, grantee, purpose, given, covers_sensitive } => {
                 self.consents.insert(
                     ConsentKey { subject, dataset, grantee, purpose },
@@ -794,6 +914,44 @@ impl PolicyState {
                 Applied::Done
             }
         }
+    }
+
+    fn record_correction_event(&mut self, event: CorrectionEvent, signer_org: OrgId, at_ms: UnixMillis) {
+        if event.stage == CorrectionStage::Submitted {
+            let owner = self.datasets.get(&event.dataset).map(|dataset| dataset.owner.clone());
+            let Some(owner) = owner else { return };
+            self.corrections.insert(
+                event.correction,
+                CorrectionTrack {
+                    dataset: event.dataset,
+                    owner,
+                    submitter_org: signer_org,
+                    submitter: event.submitter,
+                    subject: event.subject,
+                    fields: event.fields,
+                    stages: vec![(CorrectionStage::Submitted, at_ms)],
+                    reason_code: String::new(),
+                    applied_version: None,
+                },
+            );
+            return;
+        }
+        if let Some(track) = self.corrections.get_mut(&event.correction) {
+            track.stages.push((event.stage, at_ms));
+            match event.stage {
+                CorrectionStage::Rejected => track.reason_code = event.reason_code,
+                CorrectionStage::Applied => track.applied_version = event.version,
+                _ => {}
+            }
+        }
+    }
+
+    /// Whether an auto-accept rule covers a correction from `submitter` to
+    /// `dataset` that changes exactly `fields`.
+    pub fn auto_accepts(&self, dataset: &DatasetId, submitter: &OrgId, fields: &BTreeSet<FieldName>) -> bool {
+        self.auto_accept_rules
+            .get(&(dataset.clone(), submitter.clone()))
+            .is_some_and(|allowed| fields.is_subset(allowed))
     }
 
     /// SHA-256 of the canonical encoding: equal on replicas in equal state.

@@ -1,0 +1,166 @@
+//! Correction lifecycle events in the log: who may log which stage, the
+//! order of stages, and statistics every replica computes alike.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::collections::BTreeSet;
+
+use civmesh_certs::NodeKey;
+use civmesh_policy::correction::{
+    correction_stats, AutoAcceptRule, CorrectionEvent, CorrectionStage, CorrectionStage::*,
+};
+use civmesh_policy::model::SubjectKeyHash;
+use civmesh_policy::{Command, RejectionCode};
+use support::*;
+
+fn event(id: u8, submitter: &NodeKey, stage: CorrectionStage) -> Command {
+    Command::RecordCorrectionEvent(CorrectionEvent {
+        correction: [id; 32],
+        dataset: ENTERPRISES.into(),
+        subject: SubjectKeyHash([9; 32]),
+        submitter: submitter.node_id(),
+        stage,
+        payload_sha256: [id; 32],
+        fields: BTreeSet::from(["operating_address".to_string()]),
+        reason_code: if stage == Rejected { "record_unknown".into() } else { String::new() },
+        version: (stage == Applied).then_some(2),
+    })
+}
+
+fn at(
+    state: &mut civmesh_policy::PolicyState,
+    key: &NodeKey,
+    command: Command,
+    offset_ms: u64,
+) -> Result<(), RejectionCode> {
+    let envelope = sign(key, command);
+    state.apply(&envelope, NOW_MS + offset_ms).map(|_| ()).map_err(|rejection| rejection.code)
+}
+
+#[test]
+fn each_stage_is_logged_by_its_party_and_in_order() {
+    let mut fx = Fixture::new();
+    let (street, market, civil, other_street) =
+        (&fx.jingansi.key, &fx.market.key, &fx.civil.key, &fx.nanjingxilu.key);
+    type Case<'a> = (&'a str, &'a NodeKey, Command, Option<RejectionCode>);
+    let cases: Vec<Case> = vec![
+        (
+            "delivered before submitted",
+            market,
+            event(1, street, Delivered),
+            Some(RejectionCode::CorrectionUnknown),
+        ),
+        (
+            "submitted for another node",
+            other_street,
+            event(1, street, Submitted),
+            Some(RejectionCode::NotAuthorised),
+        ),
+        (
+            "submitted by the owner itself",
+            market,
+            event(1, market, Submitted),
+            Some(RejectionCode::InvalidArgument),
+        ),
+        ("submitted", street, event(1, street, Submitted), None),
+        ("submitted twice", street, event(1, street, Submitted), Some(RejectionCode::CorrectionDuplicate)),
+        ("delivered by a non-owner", civil, event(1, street, Delivered), Some(RejectionCode::NotAuthorised)),
+        (
+            "applied before accepted",
+            market,
+            event(1, street, Applied),
+            Some(RejectionCode::CorrectionStageOutOfOrder),
+        ),
+        ("delivered", market, event(1, street, Delivered), None),
+        (
+            "delivered twice",
+            market,
+            event(1, street, Delivered),
+            Some(RejectionCode::CorrectionStageOutOfOrder),
+        ),
+        ("accepted", market, event(1, street, Accepted), None),
+        ("applied", market, event(1, street, Applied), None),
+        (
+            "outcome receipt by the owner",
+            market,
+            event(1, street, OutcomeDelivered),
+            Some(RejectionCode::NotAuthorised),
+        ),
+        ("outcome receipt", street, event(1, street, OutcomeDelivered), None),
+    ];
+    for (name, key, command, expected) in cases {
+        let before = fx.state.corrections.clone();
+        let outcome = at(&mut fx.state, key, command, 0);
+        assert_eq!(outcome.err(), expected, "{name}");
+        if expected.is_some() {
+            assert_eq!(fx.state.corrections, before, "{name}: a rejection changes nothing");
+        }
+    }
+    let track = &fx.state.corrections[&[1; 32]];
+    assert_eq!(track.stage(), OutcomeDelivered);
+    assert_eq!(track.applied_version, Some(2));
+    assert_eq!(track.submitter_org.to_string(), "street/jingansi");
+
+    let mut forged = event(2, street, Submitted);
+    if let Command::RecordCorrectionEvent(event) = &mut forged {
+        event.payload_sha256 = [3; 32];
+    }
+    assert_eq!(at(&mut fx.state, street, forged, 0).err(), Some(RejectionCode::InvalidArgument));
+}
+
+#[test]
+fn auto_accept_rules_are_the_owners_and_cover_field_subsets() {
+    let mut fx = Fixture::new();
+    let street_org = fx.jingansi.org.clone();
+    let rule = |fields: &[&str]| {
+        Command::SetAutoAcceptRule(AutoAcceptRule {
+            dataset: ENTERPRISES.into(),
+            submitter: street_org.clone(),
+            fields: fields.iter().map(|f| f.to_string()).collect(),
+        })
+    };
+    let (street, market) = (&fx.jingansi.key, &fx.market.key);
+    assert_eq!(
+        at(&mut fx.state, street, rule(&["operating_address"]), 0).err(),
+        Some(RejectionCode::NotAuthorised)
+    );
+    assert_eq!(at(&mut fx.state, market, rule(&["colour"]), 0).err(), Some(RejectionCode::FieldUnknown));
+    at(&mut fx.state, market, rule(&["operating_address", "name"]), 0).unwrap();
+    let fields = |names: &[&str]| names.iter().map(|f| f.to_string()).collect::<BTreeSet<_>>();
+    assert!(fx.state.auto_accepts(&ENTERPRISES.to_string(), &street_org, &fields(&["operating_address"])));
+    assert!(!fx.state.auto_accepts(&ENTERPRISES.to_string(), &street_org, &fields(&["legal_rep_phone"])));
+    assert!(!fx.state.auto_accepts(&ENTERPRISES.to_string(), &fx.nanjingxilu.org, &fields(&["name"])));
+    let remove = Command::RemoveAutoAcceptRule { dataset: ENTERPRISES.into(), submitter: street_org.clone() };
+    at(&mut fx.state, market, remove.clone(), 0).unwrap();
+    assert_eq!(at(&mut fx.state, market, remove, 0).err(), Some(RejectionCode::AutoAcceptRuleUnknown));
+    assert!(!fx.state.auto_accepts(&ENTERPRISES.to_string(), &street_org, &fields(&["name"])));
+}
+
+#[test]
+fn statistics_come_from_the_log_alone() {
+    let mut fx = Fixture::new();
+    let (street, market) = (&fx.jingansi.key, &fx.market.key);
+    // Three applied after 100, 200 and 300 ms; one rejected; one pending.
+    for (id, turnaround_ms) in [(1u8, 100u64), (2, 200), (3, 300)] {
+        at(&mut fx.state, street, event(id, street, Submitted), 0).unwrap();
+        at(&mut fx.state, market, event(id, street, Delivered), 10).unwrap();
+        at(&mut fx.state, market, event(id, street, Accepted), 20).unwrap();
+        at(&mut fx.state, market, event(id, street, Applied), turnaround_ms).unwrap();
+    }
+    at(&mut fx.state, street, event(4, street, Submitted), 0).unwrap();
+    at(&mut fx.state, market, event(4, street, Delivered), 10).unwrap();
+    at(&mut fx.state, market, event(4, street, Rejected), 20).unwrap();
+    at(&mut fx.state, street, event(5, street, Submitted), 0).unwrap();
+    let stats = correction_stats(&fx.state.corrections);
+    assert_eq!(stats.len(), 1);
+    let row = &stats[0];
+    assert_eq!((row.owner.as_str(), row.dataset.as_str()), ("dept/market-supervision", ENTERPRISES));
+    assert_eq!(row.by_stage.get(&Applied), Some(&3));
+    assert_eq!(row.by_stage.get(&Rejected), Some(&1));
+    assert_eq!(row.by_stage.get(&Submitted), Some(&1));
+    assert_eq!((row.turnaround_ms_p50, row.turnaround_ms_p90), (Some(200), Some(300)));
+    assert_eq!(row.acceptance_rate, Some(0.75));
+    assert_eq!(fx.state.corrections[&[4; 32]].reason_code, "record_unknown");
+}
