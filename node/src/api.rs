@@ -18,6 +18,7 @@ use civmesh_consensus::{PolicyLog, RaftPeer, Status, SubmitError};
 use civmesh_policy::SignedCommand;
 use serde::{Deserialize, Serialize};
 
+use crate::correction_api;
 use crate::records::{validate_row, Provenance, RecordStore, RecordVersion};
 use crate::swarm::SwarmClient;
 
@@ -44,6 +45,8 @@ pub struct ApiState {
     pub records: Arc<RecordStore>,
     /// Queries: this node's key, secret and owner-side service.
     pub query: Arc<crate::query::QueryService>,
+    /// Corrections: the inbox, the outbox and their worker.
+    pub corrections: Arc<crate::corrections::CorrectionService>,
     /// Prometheus metrics.
     pub metrics: Arc<crate::metrics::Metrics>,
 }
@@ -52,6 +55,13 @@ type Shared = Arc<ApiState>;
 
 /// An API error: a status code and a message.
 pub struct ApiError(StatusCode, String);
+
+impl ApiError {
+    /// An error with this status and message.
+    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        ApiError(status, message.into())
+    }
+}
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
@@ -96,6 +106,12 @@ pub fn router(state: Shared) -> Router {
         .route("/v1/access-log", get(access_log))
         .route("/v1/subscriptions", post(subscribe))
         .route("/v1/subscriptions/updates", get(subscription_updates))
+        .route("/v1/corrections", post(correction_api::submit))
+        .route("/v1/corrections", get(correction_api::list))
+        .route("/v1/corrections/stats", get(correction_api::stats))
+        .route("/v1/corrections/{id}", get(correction_api::show))
+        .route("/v1/corrections/{id}/accept", post(correction_api::accept))
+        .route("/v1/corrections/{id}/reject", post(correction_api::reject))
         .layer(middleware::from_fn_with_state(state.clone(), require_token))
         .layer(DefaultBodyLimit::max(API_REQUEST_BYTES_MAX))
         .with_state(state)
@@ -666,7 +682,7 @@ mod tests {
                 documented.insert((path.clone(), method.clone()));
             }
         }
-        assert_eq!(implemented.len(), 19, "{implemented:?}");
+        assert_eq!(implemented.len(), 25, "{implemented:?}");
         assert_eq!(implemented, documented);
     }
 }

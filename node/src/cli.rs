@@ -47,6 +47,9 @@ pub enum Command {
     /// The catalog and the three lists.
     #[command(subcommand)]
     Catalog(CatalogCommand),
+    /// Corrections: submit at a street; review at the owner; statistics.
+    #[command(subcommand)]
+    Correction(CorrectionCommand),
     /// Run the local demo federation (the `civmesh-demo` program beside this
     /// binary); arguments such as `--check` and `--dir DIR` go to it.
     Demo {
@@ -110,6 +113,109 @@ pub enum RecordsCommand {
         /// Show the version in force at this time (ms since the epoch).
         #[arg(long)]
         at_ms: Option<u64>,
+    },
+}
+
+/// `civmesh correction ...`, through the running node in `--node-dir`.
+#[derive(Debug, Subcommand)]
+pub enum CorrectionCommand {
+    /// Sign a correction with this node's key and send it to the dataset's
+    /// owner (kept in the outbox and retried until delivered); prints its id.
+    Submit {
+        /// The submitting node's data directory.
+        #[arg(long)]
+        node_dir: PathBuf,
+        /// The dataset.
+        #[arg(long)]
+        dataset: String,
+        /// The record key.
+        #[arg(long)]
+        key: String,
+        /// The record version this correction is based on.
+        #[arg(long)]
+        base_version: u64,
+        /// A change, `FIELD=VALUE` (repeatable). VALUE is read as JSON when
+        /// it parses (12, true, null, "text"), otherwise as text.
+        #[arg(long = "set", required = true)]
+        changes: Vec<String>,
+        /// Why the record is wrong.
+        #[arg(long)]
+        reason: String,
+        /// What was seen, in words.
+        #[arg(long, default_value = "")]
+        evidence: String,
+        /// A file kept as evidence (repeatable); only its SHA-256 is sent.
+        #[arg(long = "attachment")]
+        attachments: Vec<PathBuf>,
+        /// The operator's name.
+        #[arg(long)]
+        operator: String,
+        /// Wait this long for the owner's outcome, and print it.
+        #[arg(long, default_value_t = 0)]
+        wait_ms: u64,
+    },
+    /// List this node's corrections (inbox and outbox), newest first.
+    List {
+        /// The node's data directory.
+        #[arg(long)]
+        node_dir: PathBuf,
+        /// Only this status (e.g. awaiting_review, awaiting_outcome, closed).
+        #[arg(long)]
+        status: Option<String>,
+    },
+    /// Show one correction; at the owner, beside the record's base and
+    /// current versions.
+    Show {
+        /// The node's data directory.
+        #[arg(long)]
+        node_dir: PathBuf,
+        /// The correction id (hex).
+        id: String,
+    },
+    /// Accept a correction awaiting review (at the owner).
+    Accept {
+        /// The owner node's data directory.
+        #[arg(long)]
+        node_dir: PathBuf,
+        /// The correction id (hex).
+        id: String,
+    },
+    /// Reject a correction awaiting review, with a reason (at the owner).
+    Reject {
+        /// The owner node's data directory.
+        #[arg(long)]
+        node_dir: PathBuf,
+        /// The correction id (hex).
+        id: String,
+        /// Why, for the submitter.
+        #[arg(long)]
+        reason: String,
+    },
+    /// Per owner and dataset: corrections by stage, median and p90
+    /// turnaround, acceptance rate; computed from the policy log.
+    Stats {
+        /// Any node's data directory.
+        #[arg(long)]
+        node_dir: PathBuf,
+    },
+    /// Declare (or with --remove, withdraw) an auto-accept rule: corrections
+    /// from SUBMITTER to DATASET changing only these fields need no review.
+    AutoAccept {
+        /// The owner node's data directory (its key signs the rule).
+        #[arg(long)]
+        node_dir: PathBuf,
+        /// The dataset.
+        #[arg(long)]
+        dataset: String,
+        /// The submitting organisation, e.g. street/jingansi.
+        #[arg(long)]
+        submitter: String,
+        /// Fields that may change without review (repeatable).
+        #[arg(long = "field")]
+        fields: Vec<String>,
+        /// Withdraw the rule instead.
+        #[arg(long)]
+        remove: bool,
     },
 }
 

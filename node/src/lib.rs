@@ -7,6 +7,9 @@ pub mod api;
 pub mod cli;
 pub mod cluster_commands;
 pub mod config;
+pub mod correction_api;
+mod correction_commands;
+pub mod corrections;
 pub mod group_commit;
 mod identity_commands;
 mod init_command;
@@ -28,6 +31,7 @@ pub fn run(cli: cli::Cli) -> anyhow::Result<()> {
         cli::Command::Records(command) => records_commands::records(command),
         cli::Command::Policy(command) => records_commands::policy(command),
         cli::Command::Catalog(command) => records_commands::catalog(command),
+        cli::Command::Correction(command) => correction_commands::correction(command),
         cli::Command::Demo { args } => run_demo(&args),
         cli::Command::Query { node_dir, dataset, keys, fields, purpose, grant } => {
             records_commands::query(query::QuerySpec { dataset, keys, fields, purpose, grant }, &node_dir)

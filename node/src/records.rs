@@ -3,7 +3,8 @@
 //!
 //! Column families: `latest` maps `dataset \0 key` to the newest version
 //! number; `versions` maps `dataset \0 key \0 version` (big-endian) to the
-//! [`RecordVersion`]. A batch of rows is one synced RocksDB write: it is on
+//! [`RecordVersion`]; `subscriptions` and `corrections` keep the node's
+//! subscriptions and its correction inbox and outbox. A batch of rows is one synced RocksDB write: it is on
 //! disk before the caller is told, or not at all.
 
 use std::collections::BTreeMap;
@@ -17,6 +18,7 @@ use serde::{Deserialize, Serialize};
 const LATEST_FAMILY: &str = "latest";
 const VERSIONS_FAMILY: &str = "versions";
 const SUBSCRIPTIONS_FAMILY: &str = "subscriptions";
+const CORRECTIONS_FAMILY: &str = "corrections";
 /// The longest record key accepted, in bytes.
 pub const RECORD_KEY_BYTES_MAX: usize = 256;
 /// The largest stored record version, in bytes.
@@ -112,6 +114,9 @@ pub fn validate_row(
     Ok((key, fields))
 }
 
+/// A correction's id and its encoded entry.
+pub type StoredCorrection = ([u8; 32], Vec<u8>);
+
 /// The record store.
 pub struct RecordStore {
     db: DB,
@@ -138,7 +143,7 @@ impl RecordStore {
         let mut options = Options::default();
         options.create_if_missing(true);
         options.create_missing_column_families(true);
-        let families = [LATEST_FAMILY, VERSIONS_FAMILY, SUBSCRIPTIONS_FAMILY]
+        let families = [LATEST_FAMILY, VERSIONS_FAMILY, SUBSCRIPTIONS_FAMILY, CORRECTIONS_FAMILY]
             .map(|name| ColumnFamilyDescriptor::new(name, Options::default()));
         Ok(RecordStore { db: DB::open_cf_descriptors(&options, directory, families)? })
     }
@@ -247,6 +252,31 @@ impl RecordStore {
         let mut all = Vec::new();
         for item in self.db.iterator_cf(self.family(SUBSCRIPTIONS_FAMILY)?, IteratorMode::Start) {
             all.push(item?.1.to_vec());
+        }
+        Ok(all)
+    }
+
+    /// Keeps a correction's entry (encoded by the corrections module), synced.
+    pub fn put_correction(&self, id: &[u8; 32], entry_bytes: &[u8]) -> Result<(), RecordStoreError> {
+        let mut options = WriteOptions::default();
+        options.set_sync(true);
+        self.db.put_cf_opt(self.family(CORRECTIONS_FAMILY)?, id, entry_bytes, &options)?;
+        Ok(())
+    }
+
+    /// One correction's entry.
+    pub fn correction(&self, id: &[u8; 32]) -> Result<Option<Vec<u8>>, RecordStoreError> {
+        Ok(self.db.get_cf(self.family(CORRECTIONS_FAMILY)?, id)?)
+    }
+
+    /// Every correction's entry, by id.
+    pub fn corrections(&self) -> Result<Vec<StoredCorrection>, RecordStoreError> {
+        let mut all = Vec::new();
+        for item in self.db.iterator_cf(self.family(CORRECTIONS_FAMILY)?, IteratorMode::Start) {
+            let (key, value) = item?;
+            let id = <[u8; 32]>::try_from(key.as_ref())
+                .map_err(|_| RecordStoreError::Corrupt("a correction id is not 32 bytes".to_string()))?;
+            all.push((id, value.to_vec()));
         }
         Ok(all)
     }

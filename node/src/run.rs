@@ -17,6 +17,7 @@ use tokio::sync::{watch, Semaphore};
 
 use crate::api::{self, ApiState};
 use crate::config::NodeConfig;
+use crate::corrections::CorrectionService;
 use crate::query::QueryService;
 use crate::records::RecordStore;
 use crate::swarm::{self, InboundRequest, Protocol, SwarmClient};
@@ -87,7 +88,10 @@ pub async fn run(data_dir: PathBuf, shutdown: impl Future<Output = ()>) -> anyho
         metrics.clone(),
     )?);
 
-    tokio::spawn(serve_peers(log.clone(), query.clone(), inbound));
+    let corrections =
+        CorrectionService::new(log.clone(), key.clone(), records.clone(), swarm.clone(), query.clone())?;
+    tokio::spawn(corrections.clone().run_worker(stop.clone()));
+    tokio::spawn(serve_peers(log.clone(), query.clone(), corrections.clone(), inbound));
     tokio::spawn(keep_gate(log.state().clone(), swarm.clone(), bootstrap_peers, key.node_id(), stop.clone()));
 
     let listener = std::net::TcpListener::bind(&config.node.api_listen)
@@ -103,6 +107,7 @@ pub async fn run(data_dir: PathBuf, shutdown: impl Future<Output = ()>) -> anyho
         identity,
         records,
         query,
+        corrections,
         metrics,
     });
     let handle = axum_server::Handle::new();
@@ -193,19 +198,20 @@ fn write_runtime_info(data_dir: &Path, info: &RuntimeInfo) -> anyhow::Result<()>
 async fn serve_peers(
     log: PolicyLog<SwarmClient>,
     query: Arc<QueryService>,
+    corrections: Arc<CorrectionService>,
     mut inbound: tokio::sync::mpsc::Receiver<InboundRequest>,
 ) {
     let permits = Arc::new(Semaphore::new(INBOUND_HANDLERS_MAX));
     while let Some(request) = inbound.recv().await {
         let Ok(permit) = permits.clone().acquire_owned().await else { break };
-        let (log, query) = (log.clone(), query.clone());
+        let (log, query, corrections) = (log.clone(), query.clone(), corrections.clone());
         tokio::spawn(async move {
-            let answer = match request.protocol {
-                Protocol::Raft => log.handle_peer_request(&request.bytes).await,
-                Protocol::Query => match NodeId::from_peer_id(&request.peer) {
-                    Ok(peer) => query.handle(peer, &request.bytes).await,
-                    Err(_) => Vec::new(),
-                },
+            let peer = NodeId::from_peer_id(&request.peer);
+            let answer = match (request.protocol, peer) {
+                (Protocol::Raft, _) => log.handle_peer_request(&request.bytes).await,
+                (Protocol::Query, Ok(peer)) => query.handle(peer, &request.bytes).await,
+                (Protocol::Correction, Ok(peer)) => corrections.handle(peer, &request.bytes).await,
+                (_, Err(_)) => Vec::new(),
             };
             let _ = request.reply.send(answer);
             drop(permit);

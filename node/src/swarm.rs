@@ -23,6 +23,8 @@ use tokio::sync::{mpsc, oneshot};
 pub const RAFT_PROTOCOL: &str = "/civmesh/raft/1";
 /// The request-response protocol that carries queries to data owners.
 pub const QUERY_PROTOCOL: &str = "/civmesh/query/1";
+/// The request-response protocol that carries corrections and their outcomes.
+pub const CORRECTION_PROTOCOL: &str = "/civmesh/correction/1";
 
 /// Which request-response protocol a message travels on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -31,6 +33,8 @@ pub enum Protocol {
     Raft,
     /// Queries.
     Query,
+    /// Corrections and their outcomes.
+    Correction,
 }
 /// Commands queued to the swarm task at most.
 pub const SWARM_COMMANDS_QUEUED_MAX: usize = 1024;
@@ -145,6 +149,7 @@ struct Behaviour {
     identify: identify::Behaviour,
     raft: request_response::Behaviour<BytesCodec>,
     query: request_response::Behaviour<BytesCodec>,
+    correction: request_response::Behaviour<BytesCodec>,
 }
 
 impl Behaviour {
@@ -152,6 +157,7 @@ impl Behaviour {
         match protocol {
             Protocol::Raft => &mut self.raft,
             Protocol::Query => &mut self.query,
+            Protocol::Correction => &mut self.correction,
         }
     }
 }
@@ -264,6 +270,7 @@ pub fn start(
             identify: identify::Behaviour::new(identify::Config::new("/civmesh/1".to_string(), key.public())),
             raft: request_response_behaviour(RAFT_PROTOCOL),
             query: request_response_behaviour(QUERY_PROTOCOL),
+            correction: request_response_behaviour(CORRECTION_PROTOCOL),
         })
         .map_err(|error| SwarmError::Build(error.to_string()))?
         .with_swarm_config(|config| {
@@ -379,6 +386,9 @@ impl SwarmTask {
             }
             SwarmEvent::Behaviour(BehaviourEvent::Query(event)) => {
                 self.on_request_response_event(Protocol::Query, event)
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Correction(event)) => {
+                self.on_request_response_event(Protocol::Correction, event)
             }
             SwarmEvent::IncomingConnectionError { error, .. } => {
                 tracing::debug!(%error, "incoming connection refused")

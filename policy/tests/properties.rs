@@ -221,6 +221,10 @@ fn authorised(state: &PolicyState, signer_key: &NodeKey, command: &Command) -> b
         Command::RecordAccess(record) | Command::RecordPush(record) => {
             record.request.unverified_payload().ok().is_none_or(|header| owns(&header.dataset))
         }
+        Command::SetAutoAcceptRule(rule) => owns(&rule.dataset),
+        Command::RemoveAutoAcceptRule { dataset, .. } => owns(dataset),
+        Command::RecordCorrectionEvent(event) if event.stage.logged_by_owner() => owns(&event.dataset),
+        Command::RecordCorrectionEvent(event) => event.submitter == signer,
         Command::Genesis { .. } => false,
     }
 }

@@ -1,0 +1,1054 @@
+//! Corrections, both sides of the loop over `/civmesh/correction/1`.
+//!
+//! The submitter signs a [`CorrectionRequest`], keeps it in a persistent
+//! outbox and delivers it to the dataset's owner at least once. The owner
+//! keeps it in a persistent inbox keyed by correction id (the request's
+//! digest), so it is decided and applied at most once, however often it
+//! arrives. Each entry is a small state machine that a single worker task
+//! advances; every step is idempotent, so a crash between two steps only
+//! repeats the step. Each stage also goes into the policy log, as metadata
+//! and the payload hash. The owner's signed outcome travels back the same way.
+//!
+//! Personal data (the record key and the new values) stays in the two
+//! nodes' stores and on the wire; it is never traced and never logged.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use civmesh_certs::{codec, now_unix_millis, NodeId, NodeKey, SignedEnvelope, UnixMillis};
+use civmesh_consensus::PolicyLog;
+use civmesh_policy::correction::{CorrectionEvent, CorrectionId, CorrectionRequest, CorrectionStage};
+use civmesh_policy::model::{Dataset, SubjectKeyHash};
+use civmesh_policy::{Command, PolicyState, RejectionCode};
+use serde::{Deserialize, Serialize};
+use tokio::sync::Notify;
+
+use crate::group_commit::GroupCommitter;
+use crate::query::QueryService;
+use crate::records::{validate_row, Provenance, RecordStore, RecordVersion};
+use crate::swarm::{Protocol, SwarmClient};
+
+/// The largest message on the correction protocol, in bytes.
+pub const CORRECTION_MESSAGE_BYTES_MAX: usize = 256 * 1024;
+/// Open corrections (not yet closed) one node keeps at most, both sides.
+pub const CORRECTIONS_OPEN_MAX: usize = 100_000;
+/// The first retry waits this long.
+pub const RETRY_BACKOFF_MS_MIN: u64 = 100;
+/// Retries never wait longer than this.
+pub const RETRY_BACKOFF_MS_MAX: u64 = 10_000;
+/// The worker looks for due entries at least this often.
+pub const CORRECTION_WORKER_TICK_MS: u64 = 250;
+/// How long one delivery waits for the peer's acknowledgement.
+pub const CORRECTION_SEND_TIMEOUT_MS: u64 = 5_000;
+/// How long an accept or reject waits for the worker to decide.
+pub const REVIEW_WAIT_MS_MAX: u64 = 5_000;
+
+/// Every message on `/civmesh/correction/1`.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum CorrectionMessage {
+    /// A signed [`CorrectionRequest`], to the owner.
+    Deliver(Vec<u8>),
+    /// A signed [`CorrectionOutcome`], to the submitter.
+    Outcome(Vec<u8>),
+}
+
+/// The answer to a [`CorrectionMessage`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CorrectionAck {
+    /// Kept durably (or kept before: a duplicate).
+    Stored,
+    /// Not kept, with why. The sender may try again later.
+    Refused(String),
+}
+
+/// What the owner decided.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OutcomeStatus {
+    /// The record has a new version.
+    Applied {
+        /// The new version.
+        version: u64,
+    },
+    /// Not applied.
+    Rejected {
+        /// A stable code.
+        reason_code: String,
+        /// In words.
+        reason: String,
+    },
+    /// The record changed after the base version; resubmit on `current_version`.
+    Conflict {
+        /// The version now.
+        current_version: u64,
+    },
+}
+
+/// The owner's signed answer to a correction.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CorrectionOutcome {
+    /// The correction.
+    pub correction: CorrectionId,
+    /// The dataset.
+    pub dataset: String,
+    /// The decision.
+    pub status: OutcomeStatus,
+    /// When it was decided.
+    pub decided_at_ms: UnixMillis,
+}
+
+/// Which side of a correction this node is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Side {
+    /// This node submitted it.
+    Outbox,
+    /// This node owns the record.
+    Inbox,
+}
+
+/// Where an entry is in its life at this node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EntryStatus {
+    /// Outbox: not yet stored by the owner.
+    AwaitingDelivery,
+    /// Outbox: stored by the owner; waiting for its outcome.
+    AwaitingOutcome,
+    /// Outbox: the outcome arrived; its receipt is being logged.
+    OutcomeReceived,
+    /// Outbox: the submission itself was refused by the log.
+    Failed {
+        /// Why.
+        reason: String,
+    },
+    /// Inbox: kept; not yet checked.
+    Received,
+    /// Inbox: valid; waiting for an operator.
+    AwaitingReview,
+    /// Inbox: accepted; being applied.
+    Accepted,
+    /// Inbox: decided; the stage is being logged and the outcome signed.
+    Decided(OutcomeStatus),
+    /// Inbox: the signed outcome is being delivered to the submitter.
+    OutcomeReady,
+    /// Either side: nothing left to do.
+    Closed,
+}
+
+/// One correction as a node keeps it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CorrectionEntry {
+    /// Which side this node is.
+    pub side: Side,
+    /// The submitter's signed request (wire bytes).
+    pub request_bytes: Vec<u8>,
+    /// The submitting node.
+    pub submitter: NodeId,
+    /// The record's subject, as a keyed hash.
+    pub subject: SubjectKeyHash,
+    /// Where it is.
+    pub status: EntryStatus,
+    /// The owner's signed outcome, once there is one.
+    pub outcome_bytes: Option<Vec<u8>>,
+    /// The stages this node has logged.
+    pub stages_logged: BTreeSet<CorrectionStage>,
+    /// Failed attempts at the current step.
+    pub attempts: u32,
+    /// Not before this time.
+    pub next_attempt_ms: UnixMillis,
+    /// Why the last attempt failed.
+    pub last_error: String,
+    /// When this node first kept it.
+    pub created_at_ms: UnixMillis,
+}
+
+/// Why an operation on corrections failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CorrectionError {
+    /// The request is malformed or cannot go anywhere.
+    #[error("{0}")]
+    Invalid(String),
+    /// No such correction at this node.
+    #[error("no correction {0} at this node")]
+    Unknown(String),
+    /// The correction is not waiting for what was asked.
+    #[error("correction {id} is {status}, not awaiting review")]
+    NotReviewable {
+        /// The correction.
+        id: String,
+        /// Its status.
+        status: String,
+    },
+    /// Too many open corrections.
+    #[error("{CORRECTIONS_OPEN_MAX} corrections are open; try later")]
+    Full,
+    /// The store failed.
+    #[error("{0}")]
+    Store(String),
+}
+
+/// What an operator or a department system submits (`POST /v1/corrections`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CorrectionSpec {
+    /// The dataset.
+    pub dataset: String,
+    /// The record key.
+    pub record_key: String,
+    /// The version the submitter saw.
+    pub base_version: u64,
+    /// The new values.
+    pub changes: BTreeMap<String, civmesh_policy::model::FieldValue>,
+    /// Why.
+    pub reason: String,
+    /// What was seen.
+    #[serde(default)]
+    pub evidence_text: String,
+    /// SHA-256 of each attachment, hex.
+    #[serde(default)]
+    pub attachment_sha256: Vec<String>,
+    /// Who submits.
+    pub operator: String,
+}
+
+/// A correction as the API shows it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CorrectionView {
+    /// The id, hex.
+    pub id: String,
+    /// Which side this node is.
+    pub side: Side,
+    /// Where it is at this node.
+    pub status: EntryStatus,
+    /// The submitting node.
+    pub submitter: String,
+    /// The request.
+    pub request: CorrectionRequest,
+    /// The owner's outcome, once known.
+    pub outcome: Option<CorrectionOutcome>,
+    /// Stages this node logged.
+    pub stages_logged: BTreeSet<CorrectionStage>,
+    /// Failed attempts at the current step.
+    pub attempts: u32,
+    /// Why the last attempt failed.
+    pub last_error: String,
+    /// When this node first kept it.
+    pub created_at_ms: UnixMillis,
+    /// At the owner: the version the submitter saw.
+    pub base_record: Option<RecordVersion>,
+    /// At the owner: the record now.
+    pub current_record: Option<RecordVersion>,
+}
+
+/// Both sides of corrections at one node.
+pub struct CorrectionService {
+    log: PolicyLog<SwarmClient>,
+    key: Arc<NodeKey>,
+    records: Arc<RecordStore>,
+    swarm: SwarmClient,
+    committer: GroupCommitter,
+    query: Arc<QueryService>,
+    /// Serialises changes to entries (the worker and the handlers).
+    entries_lock: tokio::sync::Mutex<()>,
+    /// Ids of entries with work left.
+    open: Mutex<BTreeSet<CorrectionId>>,
+    wake: Notify,
+}
+
+/// The id as hex.
+pub fn hex_id(id: &CorrectionId) -> String {
+    id.iter().map(|byte| format!("{byte:02x}")).collect()
+}
+
+/// Parses a hex id.
+pub fn parse_id(text: &str) -> Result<CorrectionId, CorrectionError> {
+    let bytes = hex::decode(text).map_err(|_| CorrectionError::Unknown(text.to_string()))?;
+    bytes.try_into().map_err(|_| CorrectionError::Unknown(text.to_string()))
+}
+
+fn backoff_ms(attempts: u32) -> u64 {
+    RETRY_BACKOFF_MS_MIN.saturating_mul(1u64 << attempts.min(16)).min(RETRY_BACKOFF_MS_MAX)
+}
+
+impl CorrectionService {
+    /// The service, with the open entries in `records` reloaded.
+    pub fn new(
+        log: PolicyLog<SwarmClient>,
+        key: Arc<NodeKey>,
+        records: Arc<RecordStore>,
+        swarm: SwarmClient,
+        query: Arc<QueryService>,
+    ) -> Result<Arc<Self>, CorrectionError> {
+        let mut open = BTreeSet::new();
+        for (id, bytes) in records.corrections().map_err(|error| CorrectionError::Store(error.to_string()))? {
+            let entry: CorrectionEntry = decode_entry(&bytes)?;
+            if needs_work(&entry.status) {
+                open.insert(id);
+            }
+        }
+        Ok(Arc::new(CorrectionService {
+            committer: query.committer.clone(),
+            log,
+            key,
+            records,
+            swarm,
+            query,
+            entries_lock: tokio::sync::Mutex::new(()),
+            open: Mutex::new(open),
+            wake: Notify::new(),
+        }))
+    }
+
+    fn load(&self, id: &CorrectionId) -> Result<Option<CorrectionEntry>, CorrectionError> {
+        let bytes = self.records.correction(id).map_err(|error| CorrectionError::Store(error.to_string()))?;
+        bytes.map(|bytes| decode_entry(&bytes)).transpose()
+    }
+
+    /// Keeps the entry (synced) and tracks whether it has work left.
+    fn save(&self, id: &CorrectionId, entry: &CorrectionEntry) -> Result<(), CorrectionError> {
+        let bytes = codec::encode(entry).map_err(|error| CorrectionError::Store(error.to_string()))?;
+        self.records.put_correction(id, &bytes).map_err(|error| CorrectionError::Store(error.to_string()))?;
+        if let Ok(mut open) = self.open.lock() {
+            if needs_work(&entry.status) {
+                open.insert(*id);
+            } else {
+                open.remove(id);
+            }
+        }
+        Ok(())
+    }
+
+    fn open_count(&self) -> usize {
+        self.open.lock().map(|open| open.len()).unwrap_or(CORRECTIONS_OPEN_MAX)
+    }
+
+    // ----- the submitter's side -----
+
+    /// Signs the request, keeps it in the outbox, logs the submission and
+    /// wakes the worker to deliver it. Returns the correction id.
+    pub async fn submit(&self, spec: CorrectionSpec) -> Result<CorrectionId, CorrectionError> {
+        let request = request_from_spec(spec)?;
+        request.check_bounds().map_err(CorrectionError::Invalid)?;
+        if self.query.subject_key_secret.is_empty() {
+            return Err(CorrectionError::Invalid("this node has no subject-key secret".to_string()));
+        }
+        let me = self.key.node_id();
+        let known = self.log.state().read(|applied| {
+            let dataset = applied.policy.datasets.get(&request.dataset)?;
+            let member = applied.policy.active_member(&me)?;
+            Some(dataset.owner != member.org)
+        });
+        match known {
+            None => {
+                return Err(CorrectionError::Invalid(format!(
+                    "no dataset {} in the catalog, or this node is not an active member",
+                    request.dataset
+                )))
+            }
+            Some(false) => {
+                return Err(CorrectionError::Invalid(
+                    "this node's organisation owns the dataset: change the record directly".to_string(),
+                ))
+            }
+            Some(true) => {}
+        }
+        if self.open_count() >= CORRECTIONS_OPEN_MAX {
+            return Err(CorrectionError::Full);
+        }
+        let envelope = SignedEnvelope::sign(&self.key, &request, now_unix_millis())
+            .map_err(|error| CorrectionError::Invalid(error.to_string()))?;
+        let id = envelope.digest();
+        let entry = CorrectionEntry {
+            side: Side::Outbox,
+            request_bytes: envelope
+                .to_bytes()
+                .map_err(|error| CorrectionError::Invalid(error.to_string()))?,
+            submitter: me,
+            subject: SubjectKeyHash::of(&self.query.subject_key_secret, &request.record_key),
+            status: EntryStatus::AwaitingDelivery,
+            outcome_bytes: None,
+            stages_logged: BTreeSet::new(),
+            attempts: 0,
+            next_attempt_ms: 0,
+            last_error: String::new(),
+            created_at_ms: now_unix_millis(),
+        };
+        {
+            let _guard = self.entries_lock.lock().await;
+            self.save(&id, &entry)?;
+        }
+        tracing::info!(correction = %hex_id(&id), dataset = %request.dataset, "correction submitted");
+        self.wake.notify_one();
+        Ok(id)
+    }
+
+    /// The submitter's side of an outcome from `peer`.
+    async fn receive_outcome(&self, peer: NodeId, bytes: &[u8]) -> CorrectionAck {
+        let envelope = match SignedEnvelope::<CorrectionOutcome>::from_bytes(bytes) {
+            Ok(envelope) => envelope,
+            Err(error) => return CorrectionAck::Refused(format!("malformed outcome: {error}")),
+        };
+        let verified = match envelope.verify_signature() {
+            Ok(verified) if verified.signer == peer => verified,
+            Ok(_) => return CorrectionAck::Refused("the outcome is signed by another node".to_string()),
+            Err(error) => return CorrectionAck::Refused(format!("the outcome's signature: {error}")),
+        };
+        let outcome = verified.payload;
+        let from_owner = self.log.state().read(|applied| {
+            let owner = applied.policy.datasets.get(&outcome.dataset).map(|dataset| &dataset.owner);
+            applied.policy.active_member(&peer).is_some_and(|member| Some(&member.org) == owner)
+        });
+        if !from_owner {
+            return CorrectionAck::Refused("the outcome is not from the dataset's owner".to_string());
+        }
+        let _guard = self.entries_lock.lock().await;
+        let mut entry = match self.load(&outcome.correction) {
+            Ok(Some(entry)) if entry.side == Side::Outbox => entry,
+            Ok(_) => return CorrectionAck::Refused("no such correction in this outbox".to_string()),
+            Err(error) => return CorrectionAck::Refused(error.to_string()),
+        };
+        if entry.outcome_bytes.is_some() {
+            return CorrectionAck::Stored;
+        }
+        entry.outcome_bytes = Some(bytes.to_vec());
+        entry.status = EntryStatus::OutcomeReceived;
+        entry.attempts = 0;
+        entry.next_attempt_ms = 0;
+        if let Err(error) = self.save(&outcome.correction, &entry) {
+            return CorrectionAck::Refused(error.to_string());
+        }
+        tracing::info!(correction = %hex_id(&outcome.correction), "correction outcome received");
+        self.wake.notify_one();
+        CorrectionAck::Stored
+    }
+
+    // ----- the owner's side -----
+
+    /// The owner's side of a delivery from `peer`.
+    async fn receive_request(&self, peer: NodeId, bytes: &[u8]) -> CorrectionAck {
+        let envelope = match SignedEnvelope::<CorrectionRequest>::from_bytes(bytes) {
+            Ok(envelope) => envelope,
+            Err(error) => return CorrectionAck::Refused(format!("malformed correction: {error}")),
+        };
+        let verified = match envelope.verify_signature() {
+            Ok(verified) if verified.signer == peer => verified,
+            Ok(_) => return CorrectionAck::Refused("the correction is signed by another node".to_string()),
+            Err(error) => return CorrectionAck::Refused(format!("the correction's signature: {error}")),
+        };
+        let id = envelope.digest();
+        let request = verified.payload;
+        let me = self.key.node_id();
+        let check = |state: &PolicyState| -> Result<Option<SubjectKeyHash>, String> {
+            if state.active_member(&peer).is_none() {
+                return Err("the submitter is not a current member".to_string());
+            }
+            let owned = state.datasets.get(&request.dataset).is_some_and(|dataset| {
+                state.active_member(&me).is_some_and(|member| member.org == dataset.owner)
+            });
+            if !owned {
+                return Err(format!("this node does not own {}", request.dataset));
+            }
+            Ok(state.corrections.get(&id).filter(|track| track.submitter == peer).map(|track| track.subject))
+        };
+        let mut logged = self.log.state().read(|applied| check(&applied.policy));
+        if matches!(logged, Ok(None)) {
+            // The submission may be newer than this replica.
+            let _ = self.log.linearizable_read_index(Duration::from_millis(CORRECTION_SEND_TIMEOUT_MS)).await;
+            logged = self.log.state().read(|applied| check(&applied.policy));
+        }
+        let subject = match logged {
+            Err(reason) => return CorrectionAck::Refused(reason),
+            Ok(None) => {
+                return CorrectionAck::Refused("the submission is not in the policy log yet".to_string())
+            }
+            Ok(Some(subject)) => subject,
+        };
+        let _guard = self.entries_lock.lock().await;
+        match self.load(&id) {
+            Ok(Some(_)) => return CorrectionAck::Stored,
+            Ok(None) => {}
+            Err(error) => return CorrectionAck::Refused(error.to_string()),
+        }
+        if self.open_count() >= CORRECTIONS_OPEN_MAX {
+            return CorrectionAck::Refused("the inbox is full".to_string());
+        }
+        let entry = CorrectionEntry {
+            side: Side::Inbox,
+            request_bytes: bytes.to_vec(),
+            submitter: peer,
+            subject,
+            status: EntryStatus::Received,
+            outcome_bytes: None,
+            stages_logged: BTreeSet::new(),
+            attempts: 0,
+            next_attempt_ms: 0,
+            last_error: String::new(),
+            created_at_ms: now_unix_millis(),
+        };
+        if let Err(error) = self.save(&id, &entry) {
+            return CorrectionAck::Refused(error.to_string());
+        }
+        tracing::info!(correction = %hex_id(&id), dataset = %request.dataset, "correction received");
+        self.wake.notify_one();
+        CorrectionAck::Stored
+    }
+
+    /// An operator's decision on a correction awaiting review; waits (a
+    /// bounded time) for the worker to carry it out.
+    pub async fn review(
+        &self,
+        id: &CorrectionId,
+        accept: bool,
+        reason: &str,
+    ) -> Result<CorrectionView, CorrectionError> {
+        if !accept && (reason.trim().is_empty() || reason.len() > 1024) {
+            return Err(CorrectionError::Invalid("a rejection needs a reason of 1..=1024 bytes".to_string()));
+        }
+        {
+            let _guard = self.entries_lock.lock().await;
+            let mut entry = self.load(id)?.ok_or_else(|| CorrectionError::Unknown(hex_id(id)))?;
+            if entry.side != Side::Inbox || entry.status != EntryStatus::AwaitingReview {
+                return Err(CorrectionError::NotReviewable {
+                    id: hex_id(id),
+                    status: status_name(&entry.status),
+                });
+            }
+            entry.status = if accept {
+                EntryStatus::Accepted
+            } else {
+                EntryStatus::Decided(OutcomeStatus::Rejected {
+                    reason_code: "rejected_by_reviewer".to_string(),
+                    reason: reason.to_string(),
+                })
+            };
+            entry.attempts = 0;
+            entry.next_attempt_ms = 0;
+            self.save(id, &entry)?;
+        }
+        self.wake.notify_one();
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(REVIEW_WAIT_MS_MAX);
+        loop {
+            let view = self.view(id)?;
+            let settled = matches!(view.status, EntryStatus::OutcomeReady | EntryStatus::Closed);
+            if settled || tokio::time::Instant::now() >= deadline {
+                return Ok(view);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    // ----- the worker -----
+
+    /// Advances every due entry until `stop`.
+    pub async fn run_worker(self: Arc<Self>, mut stop: tokio::sync::watch::Receiver<bool>) {
+        let mut tick = tokio::time::interval(Duration::from_millis(CORRECTION_WORKER_TICK_MS));
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = self.wake.notified() => {}
+                _ = stop.changed() => return,
+            }
+            let due: Vec<CorrectionId> =
+                self.open.lock().map(|open| open.iter().copied().collect()).unwrap_or_default();
+            for id in due {
+                self.advance(&id).await;
+            }
+        }
+    }
+
+    /// Runs steps of one entry until it waits for something or fails. Steps
+    /// run without the entries lock (they wait on the log and the network);
+    /// an outcome that arrived meanwhile is merged before saving.
+    async fn advance(&self, id: &CorrectionId) {
+        for _ in 0..8 {
+            let Ok(Some(mut entry)) = self.load(id) else { return };
+            if !needs_work(&entry.status) || entry.next_attempt_ms > now_unix_millis() {
+                return;
+            }
+            let before = entry.status.clone();
+            match self.step(id, &mut entry).await {
+                Ok(()) => {
+                    entry.attempts = 0;
+                    entry.last_error.clear();
+                }
+                Err(reason) => {
+                    entry.attempts = entry.attempts.saturating_add(1);
+                    entry.next_attempt_ms = now_unix_millis() + backoff_ms(entry.attempts);
+                    tracing::debug!(correction = %hex_id(id), %reason, attempts = entry.attempts, "correction step failed");
+                    entry.last_error = reason;
+                }
+            }
+            let _guard = self.entries_lock.lock().await;
+            if let Ok(Some(stored)) = self.load(id) {
+                if entry.side == Side::Outbox
+                    && entry.outcome_bytes.is_none()
+                    && stored.outcome_bytes.is_some()
+                {
+                    entry.outcome_bytes = stored.outcome_bytes;
+                    entry.status = EntryStatus::OutcomeReceived;
+                    entry.next_attempt_ms = 0;
+                    entry.last_error.clear();
+                }
+            }
+            let progressed = entry.status != before && entry.last_error.is_empty();
+            if self.save(id, &entry).is_err() || !progressed {
+                return;
+            }
+        }
+    }
+
+    /// One step of an entry's life.
+    async fn step(&self, id: &CorrectionId, entry: &mut CorrectionEntry) -> Result<(), String> {
+        let envelope = SignedEnvelope::<CorrectionRequest>::from_bytes(&entry.request_bytes)
+            .map_err(|e| e.to_string())?;
+        let request = envelope.unverified_payload().map_err(|error| error.to_string())?;
+        match entry.status.clone() {
+            EntryStatus::AwaitingDelivery => {
+                match self.log_stage(id, entry, &request, CorrectionStage::Submitted, None, "").await {
+                    Err(StageError::Refused(reason)) => {
+                        entry.status = EntryStatus::Failed { reason };
+                        return Ok(());
+                    }
+                    other => other.map_err(|error| error.to_string())?,
+                }
+                let message = CorrectionMessage::Deliver(entry.request_bytes.clone());
+                match self.send_to_owner(&request.dataset, &message).await? {
+                    CorrectionAck::Stored => entry.status = EntryStatus::AwaitingOutcome,
+                    CorrectionAck::Refused(reason) => return Err(format!("the owner refused: {reason}")),
+                }
+            }
+            EntryStatus::OutcomeReceived => {
+                self.log_stage(id, entry, &request, CorrectionStage::OutcomeDelivered, None, "")
+                    .await
+                    .map_err(|error| error.to_string())?;
+                entry.status = EntryStatus::Closed;
+            }
+            EntryStatus::Received => {
+                self.log_stage(id, entry, &request, CorrectionStage::Delivered, None, "")
+                    .await
+                    .map_err(|error| error.to_string())?;
+                entry.status = self.evaluate(entry.submitter, &request)?;
+            }
+            EntryStatus::Accepted => {
+                if !entry.stages_logged.contains(&CorrectionStage::Accepted) {
+                    if let Some(current) = self.conflicting_version(id, &request)? {
+                        entry.status =
+                            EntryStatus::Decided(OutcomeStatus::Conflict { current_version: current });
+                        return Ok(());
+                    }
+                }
+                self.log_stage(id, entry, &request, CorrectionStage::Accepted, None, "")
+                    .await
+                    .map_err(|error| error.to_string())?;
+                let version = self.apply(id, &request).await?;
+                entry.status = EntryStatus::Decided(OutcomeStatus::Applied { version });
+            }
+            EntryStatus::Decided(status) => {
+                let (stage, version, code) = match &status {
+                    OutcomeStatus::Applied { version } => (CorrectionStage::Applied, Some(*version), ""),
+                    OutcomeStatus::Rejected { reason_code, .. } => {
+                        (CorrectionStage::Rejected, None, reason_code.as_str())
+                    }
+                    OutcomeStatus::Conflict { current_version } => {
+                        (CorrectionStage::Conflict, Some(*current_version), "")
+                    }
+                };
+                self.log_stage(id, entry, &request, stage, version, code)
+                    .await
+                    .map_err(|error| error.to_string())?;
+                let outcome = CorrectionOutcome {
+                    correction: *id,
+                    dataset: request.dataset.clone(),
+                    status,
+                    decided_at_ms: now_unix_millis(),
+                };
+                let signed = SignedEnvelope::sign(&self.key, &outcome, now_unix_millis())
+                    .and_then(|envelope| envelope.to_bytes())
+                    .map_err(|error| error.to_string())?;
+                entry.outcome_bytes = Some(signed);
+                entry.status = EntryStatus::OutcomeReady;
+            }
+            EntryStatus::OutcomeReady => {
+                let bytes = entry.outcome_bytes.clone().ok_or("the outcome is missing")?;
+                let peer = self.log.peer_of(&entry.submitter).ok_or("the submitter's address is unknown")?;
+                match self.send(&peer, &CorrectionMessage::Outcome(bytes)).await? {
+                    CorrectionAck::Stored => entry.status = EntryStatus::Closed,
+                    CorrectionAck::Refused(reason) => return Err(format!("the submitter refused: {reason}")),
+                }
+            }
+            EntryStatus::AwaitingOutcome
+            | EntryStatus::AwaitingReview
+            | EntryStatus::Failed { .. }
+            | EntryStatus::Closed => {}
+        }
+        Ok(())
+    }
+
+    /// Checks a delivered request against the schema, the submitter's grants
+    /// and the record; decides what happens next.
+    fn evaluate(&self, submitter: NodeId, request: &CorrectionRequest) -> Result<EntryStatus, String> {
+        let reject = |code: &str, reason: String| {
+            Ok(EntryStatus::Decided(OutcomeStatus::Rejected { reason_code: code.to_string(), reason }))
+        };
+        if let Err(reason) = request.check_bounds() {
+            return reject("invalid_request", reason);
+        }
+        let now_ms = now_unix_millis();
+        let (dataset, visible, auto) = self.log.state().read(|applied| {
+            let policy = &applied.policy;
+            let dataset = policy.datasets.get(&request.dataset).cloned();
+            let org = policy.active_member(&submitter).map(|member| member.org.clone());
+            let visible: BTreeSet<String> = policy
+                .grants
+                .values()
+                .filter(|grant| {
+                    Some(&grant.grantee) == org.as_ref()
+                        && grant.dataset == request.dataset
+                        && grant.revoked.is_none()
+                        && grant.valid_from_ms <= now_ms
+                        && now_ms < grant.valid_until_ms
+                })
+                .flat_map(|grant| grant.fields.iter().cloned())
+                .collect();
+            let fields: BTreeSet<String> = request.changes.keys().cloned().collect();
+            let auto = org.as_ref().is_some_and(|org| policy.auto_accepts(&request.dataset, org, &fields));
+            (dataset, visible, auto)
+        });
+        let Some(dataset) = dataset else { return reject("dataset_unknown", "no such dataset".to_string()) };
+        if visible.is_empty() {
+            return reject("dataset_not_visible", "the submitter holds no grant on this dataset".to_string());
+        }
+        if let Some(field) = request.changes.keys().find(|field| dataset.field(field).is_none()) {
+            return reject("field_unknown", format!("field {field:?} is not in the schema"));
+        }
+        if request.changes.contains_key(&dataset.subject_key_field) {
+            return reject("subject_key_immutable", "the subject key cannot be corrected".to_string());
+        }
+        if let Some(field) = request.changes.keys().find(|field| !visible.contains(*field)) {
+            return reject("field_not_visible", format!("no grant lets the submitter see {field:?}"));
+        }
+        let Some(current) =
+            self.records.latest(&request.dataset, &request.record_key).map_err(|error| error.to_string())?
+        else {
+            return reject("record_unknown", "no such record".to_string());
+        };
+        if let Err(error) = merged_row(&dataset, &current, request) {
+            return reject("wrong_type", error);
+        }
+        if current.version != request.base_version {
+            return Ok(EntryStatus::Decided(OutcomeStatus::Conflict { current_version: current.version }));
+        }
+        Ok(if auto { EntryStatus::Accepted } else { EntryStatus::AwaitingReview })
+    }
+
+    /// The record's current version if it moved past the base version
+    /// (and not by this very correction).
+    fn conflicting_version(
+        &self,
+        id: &CorrectionId,
+        request: &CorrectionRequest,
+    ) -> Result<Option<u64>, String> {
+        let current =
+            self.records.latest(&request.dataset, &request.record_key).map_err(|error| error.to_string())?;
+        Ok(current
+            .filter(|current| {
+                current.version != request.base_version
+                    && current.provenance != (Provenance::Correction { id: hex_id(id) })
+            })
+            .map(|current| current.version))
+    }
+
+    /// Writes the new version (once: a version with this correction's
+    /// provenance means it was written before a crash) and pushes it to
+    /// subscribers.
+    async fn apply(&self, id: &CorrectionId, request: &CorrectionRequest) -> Result<u64, String> {
+        let provenance = Provenance::Correction { id: hex_id(id) };
+        let current = self
+            .records
+            .latest(&request.dataset, &request.record_key)
+            .map_err(|error| error.to_string())?
+            .ok_or("the record disappeared")?;
+        if current.provenance == provenance {
+            return Ok(current.version);
+        }
+        let dataset = self
+            .log
+            .state()
+            .read(|applied| applied.policy.datasets.get(&request.dataset).cloned())
+            .ok_or("the dataset disappeared")?;
+        let (key, fields) = merged_row(&dataset, &current, request)?;
+        let now_ms = now_unix_millis();
+        let versions = self
+            .records
+            .write(&request.dataset, vec![(key.clone(), fields.clone())], &provenance, now_ms)
+            .map_err(|error| error.to_string())?;
+        let version = *versions.first().ok_or("nothing was written")?;
+        debug_assert_eq!(version, current.version + 1);
+        let changed = vec![(key, RecordVersion { version, written_at_ms: now_ms, provenance, fields })];
+        let (query, dataset_id) = (self.query.clone(), request.dataset.clone());
+        tokio::spawn(async move { query.push_changes(&dataset_id, &changed).await });
+        Ok(version)
+    }
+
+    /// Logs one stage of a correction, once. A stage the log already has
+    /// (a retry after a crash) counts as logged.
+    async fn log_stage(
+        &self,
+        id: &CorrectionId,
+        entry: &mut CorrectionEntry,
+        request: &CorrectionRequest,
+        stage: CorrectionStage,
+        version: Option<u64>,
+        reason_code: &str,
+    ) -> Result<(), StageError> {
+        if entry.stages_logged.contains(&stage) {
+            return Ok(());
+        }
+        let event = CorrectionEvent {
+            correction: *id,
+            dataset: request.dataset.clone(),
+            subject: entry.subject,
+            submitter: entry.submitter,
+            stage,
+            payload_sha256: *id,
+            fields: request.changes.keys().cloned().collect(),
+            reason_code: reason_code.to_string(),
+            version,
+        };
+        let command =
+            SignedEnvelope::sign(&self.key, &Command::RecordCorrectionEvent(event), now_unix_millis())
+                .map_err(|error| StageError::Unavailable(error.to_string()))?;
+        match self.committer.commit(command).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(rejection)) => match rejection.code {
+                RejectionCode::CorrectionDuplicate | RejectionCode::CorrectionStageOutOfOrder => {}
+                _ => return Err(StageError::Refused(rejection.to_string())),
+            },
+            Err(error) => return Err(StageError::Unavailable(error.to_string())),
+        }
+        entry.stages_logged.insert(stage);
+        Ok(())
+    }
+
+    async fn send_to_owner(
+        &self,
+        dataset: &str,
+        message: &CorrectionMessage,
+    ) -> Result<CorrectionAck, String> {
+        let owner = self.log.state().read(|applied| {
+            let owner = &applied.policy.datasets.get(dataset)?.owner;
+            applied
+                .policy
+                .members
+                .values()
+                .find(|member| member.org == *owner && member.revoked.is_none())
+                .map(|member| member.node_id)
+        });
+        let owner = owner.ok_or("the dataset has no active owner node")?;
+        let peer = self.log.peer_of(&owner).ok_or("the owner's address is unknown")?;
+        self.send(&peer, message).await
+    }
+
+    async fn send(
+        &self,
+        peer: &civmesh_consensus::RaftPeer,
+        message: &CorrectionMessage,
+    ) -> Result<CorrectionAck, String> {
+        let bytes = codec::encode(message).map_err(|error| error.to_string())?;
+        let answer = self
+            .swarm
+            .request_on(Protocol::Correction, peer, bytes, Duration::from_millis(CORRECTION_SEND_TIMEOUT_MS))
+            .await
+            .map_err(|error| format!("not delivered: {error}"))?;
+        codec::decode_exact(&answer, CORRECTION_MESSAGE_BYTES_MAX).map_err(|error| error.to_string())
+    }
+
+    /// Answers one message on the correction protocol from `peer`.
+    pub async fn handle(&self, peer: NodeId, bytes: &[u8]) -> Vec<u8> {
+        let ack = match codec::decode_exact::<CorrectionMessage>(bytes, CORRECTION_MESSAGE_BYTES_MAX) {
+            Ok(CorrectionMessage::Deliver(request)) => self.receive_request(peer, &request).await,
+            Ok(CorrectionMessage::Outcome(outcome)) => self.receive_outcome(peer, &outcome).await,
+            Err(error) => CorrectionAck::Refused(format!("malformed message: {error}")),
+        };
+        codec::encode(&ack).unwrap_or_default()
+    }
+
+    // ----- views -----
+
+    /// One correction as this node knows it, with both record versions at the owner.
+    pub fn view(&self, id: &CorrectionId) -> Result<CorrectionView, CorrectionError> {
+        let entry = self.load(id)?.ok_or_else(|| CorrectionError::Unknown(hex_id(id)))?;
+        let mut view = view_of(id, &entry)?;
+        if entry.side == Side::Inbox {
+            let history = self
+                .records
+                .history(&view.request.dataset, &view.request.record_key)
+                .map_err(|error| CorrectionError::Store(error.to_string()))?;
+            view.base_record = history.iter().find(|v| v.version == view.request.base_version).cloned();
+            view.current_record = history.last().cloned();
+        }
+        Ok(view)
+    }
+
+    /// Every correction at this node, newest first (at most `limit`).
+    pub fn list(&self, limit: usize) -> Result<Vec<CorrectionView>, CorrectionError> {
+        let mut views = Vec::new();
+        for (id, bytes) in
+            self.records.corrections().map_err(|error| CorrectionError::Store(error.to_string()))?
+        {
+            views.push(view_of(&id, &decode_entry(&bytes)?)?);
+        }
+        views.sort_by_key(|view| std::cmp::Reverse(view.created_at_ms));
+        views.truncate(limit);
+        Ok(views)
+    }
+}
+
+/// Why a stage could not be logged.
+#[derive(Debug, thiserror::Error)]
+enum StageError {
+    /// The log refused it for good.
+    #[error("the policy log refused the event: {0}")]
+    Refused(String),
+    /// The log could not be reached; try again.
+    #[error("the policy log is unavailable: {0}")]
+    Unavailable(String),
+}
+
+fn needs_work(status: &EntryStatus) -> bool {
+    !matches!(
+        status,
+        EntryStatus::AwaitingOutcome
+            | EntryStatus::AwaitingReview
+            | EntryStatus::Failed { .. }
+            | EntryStatus::Closed
+    )
+}
+
+fn status_name(status: &EntryStatus) -> String {
+    serde_json::to_value(status)
+        .ok()
+        .and_then(|value| match value {
+            serde_json::Value::String(name) => Some(name),
+            serde_json::Value::Object(map) => map.keys().next().cloned(),
+            _ => None,
+        })
+        .unwrap_or_default()
+}
+
+fn decode_entry(bytes: &[u8]) -> Result<CorrectionEntry, CorrectionError> {
+    codec::decode_exact(bytes, CORRECTION_MESSAGE_BYTES_MAX * 2)
+        .map_err(|error| CorrectionError::Store(format!("a stored correction is corrupt: {error}")))
+}
+
+fn view_of(id: &CorrectionId, entry: &CorrectionEntry) -> Result<CorrectionView, CorrectionError> {
+    let request = SignedEnvelope::<CorrectionRequest>::from_bytes(&entry.request_bytes)
+        .and_then(|envelope| envelope.unverified_payload())
+        .map_err(|error| CorrectionError::Store(error.to_string()))?;
+    let outcome = entry
+        .outcome_bytes
+        .as_ref()
+        .map(|bytes| {
+            SignedEnvelope::<CorrectionOutcome>::from_bytes(bytes).and_then(|e| e.unverified_payload())
+        })
+        .transpose()
+        .map_err(|error| CorrectionError::Store(error.to_string()))?;
+    Ok(CorrectionView {
+        id: hex_id(id),
+        side: entry.side,
+        status: entry.status.clone(),
+        submitter: entry.submitter.to_string(),
+        request,
+        outcome,
+        stages_logged: entry.stages_logged.clone(),
+        attempts: entry.attempts,
+        last_error: entry.last_error.clone(),
+        created_at_ms: entry.created_at_ms,
+        base_record: None,
+        current_record: None,
+    })
+}
+
+fn request_from_spec(spec: CorrectionSpec) -> Result<CorrectionRequest, CorrectionError> {
+    let attachment_sha256 = spec
+        .attachment_sha256
+        .iter()
+        .map(|text| {
+            hex::decode(text)
+                .ok()
+                .and_then(|bytes| <[u8; 32]>::try_from(bytes).ok())
+                .ok_or_else(|| CorrectionError::Invalid(format!("{text:?} is not a hex SHA-256")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(CorrectionRequest {
+        dataset: spec.dataset,
+        record_key: spec.record_key,
+        base_version: spec.base_version,
+        changes: spec.changes,
+        reason: spec.reason,
+        evidence_text: spec.evidence_text,
+        attachment_sha256,
+        operator: spec.operator,
+    })
+}
+
+/// The current record with the changes laid over it, validated as a row.
+fn merged_row(
+    dataset: &Dataset,
+    current: &RecordVersion,
+    request: &CorrectionRequest,
+) -> Result<(String, BTreeMap<String, civmesh_policy::model::FieldValue>), String> {
+    let mut row = current.fields.clone();
+    row.extend(request.changes.clone());
+    let (key, fields) = validate_row(dataset, &row).map_err(|error| error.to_string())?;
+    if key != request.record_key {
+        return Err("the record key does not match".to_string());
+    }
+    Ok((key, fields))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_and_is_capped() {
+        let waits: Vec<u64> = (1..=10).map(backoff_ms).collect();
+        assert_eq!(&waits[..4], &[200, 400, 800, 1_600]);
+        assert!(waits.windows(2).all(|pair| pair[0] <= pair[1]));
+        assert_eq!(backoff_ms(40), RETRY_BACKOFF_MS_MAX);
+        assert_eq!(*waits.last().unwrap(), RETRY_BACKOFF_MS_MAX);
+    }
+
+    #[test]
+    fn statuses_with_work_left() {
+        let cases = [
+            (EntryStatus::AwaitingDelivery, true),
+            (EntryStatus::AwaitingOutcome, false),
+            (EntryStatus::OutcomeReceived, true),
+            (EntryStatus::Received, true),
+            (EntryStatus::AwaitingReview, false),
+            (EntryStatus::Accepted, true),
+            (EntryStatus::Decided(OutcomeStatus::Conflict { current_version: 2 }), true),
+            (EntryStatus::OutcomeReady, true),
+            (EntryStatus::Failed { reason: "x".into() }, false),
+            (EntryStatus::Closed, false),
+        ];
+        for (status, expected) in cases {
+            assert_eq!(needs_work(&status), expected, "{status:?}");
+        }
+        assert_eq!(status_name(&EntryStatus::Decided(OutcomeStatus::Applied { version: 2 })), "decided");
+        assert_eq!(status_name(&EntryStatus::AwaitingReview), "awaiting_review");
+    }
+
+    #[test]
+    fn arbitrary_bytes_never_panic_the_decoder() {
+        use proptest::prelude::*;
+        proptest!(|(bytes in proptest::collection::vec(any::<u8>(), 0..512))| {
+            let _ = codec::decode_exact::<CorrectionMessage>(&bytes, CORRECTION_MESSAGE_BYTES_MAX);
+            let _ = SignedEnvelope::<CorrectionRequest>::from_bytes(&bytes);
+            let _ = SignedEnvelope::<CorrectionOutcome>::from_bytes(&bytes);
+        });
+    }
+}

@@ -1,0 +1,464 @@
+//! Corrections between real processes: a street corrects an enterprise's
+//! operating address at market supervision, and the loop closes (applied,
+//! outcome back, subscriber pushed, stages on every replica); review with
+//! rejection and conflict; bad input rejected as outcomes; the owner down at
+//! submission; duplicates applied once; forgeries refused.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::time::Duration;
+
+use civmesh_certs::{codec, now_unix_millis, NodeKey, SignedEnvelope};
+use civmesh_consensus::RaftPeer;
+use civmesh_node::corrections::{CorrectionAck, CorrectionMessage};
+use civmesh_node::swarm::{self, Protocol};
+use civmesh_policy::correction::{CorrectionEvent, CorrectionRequest, CorrectionStage};
+use civmesh_policy::model::{FieldValue, SubjectKeyHash};
+use civmesh_policy::{Applied, Command};
+use civmesh_testnet::city::{city, enterprise_dataset, street_inspection_grant, ENTERPRISES};
+use civmesh_testnet::{wait_until, SnapshotPolicy, Testnet};
+use serde_json::Value;
+
+const KEY: &str = "91310106A";
+const MARKET: usize = 1;
+const STREET: usize = 3;
+const OTHER_STREET: usize = 4;
+const OLD_ADDRESS: &str = "12 Wuding Road";
+const NEW_ADDRESS: &str = "88 Yanping Road";
+
+/// Hub, market, civil (voters), jingansi and nanjingxilu (learners), with the
+/// enterprise registry published and one enterprise imported, and a grant
+/// for jingansi on name and operating address.
+fn enterprise_city(dir: &Path) -> Testnet {
+    let mut net = Testnet::create(
+        dir,
+        &city(&["hub", "market", "civil", "jingansi", "nanjingxilu"]),
+        SnapshotPolicy::default(),
+    )
+    .unwrap();
+    net.start_all().unwrap();
+    net.bootstrap().unwrap();
+    let market = NodeKey::load(&net.nodes[MARKET].data_dir.join("node.key")).unwrap();
+    let sign = |command: Command| SignedEnvelope::sign(&market, &command, now_unix_millis()).unwrap();
+    net.api(MARKET).unwrap().submit(&[sign(Command::PublishDataset(enterprise_dataset()))]).unwrap();
+    let grant = street_inspection_grant("street/jingansi", &["name", "operating_address"], &[]).unwrap();
+    let outcome = net.api(MARKET).unwrap().submit(&[sign(Command::IssueGrant(grant))]).unwrap();
+    assert!(matches!(outcome.outcomes[0], Ok(Applied::GrantIssued(_))), "{:?}", outcome.outcomes);
+    let csv = dir.join("enterprises.csv");
+    std::fs::write(
+        &csv,
+        format!("credit_code,name,registered_address,operating_address\n{KEY},Jing'an Tea House,1 Huashan Road,{OLD_ADDRESS}\n91310106B,Nanjing Bakery,2 Nanjing Road,2 Nanjing Road\n"),
+    )
+    .unwrap();
+    net.cli(&[
+        "records",
+        "import",
+        "--node-dir",
+        dir_of(&net, MARKET),
+        "--dataset",
+        ENTERPRISES,
+        csv.to_str().unwrap(),
+    ])
+    .unwrap();
+    net
+}
+
+fn dir_of(net: &Testnet, index: usize) -> &str {
+    net.nodes[index].data_dir.to_str().unwrap()
+}
+
+fn submit(
+    net: &Testnet,
+    index: usize,
+    key: &str,
+    base: u64,
+    changes: &[&str],
+    wait_ms: u64,
+) -> anyhow::Result<Value> {
+    let wait = wait_ms.to_string();
+    let base = base.to_string();
+    let mut args = vec![
+        "correction",
+        "submit",
+        "--node-dir",
+        dir_of(net, index),
+        "--dataset",
+        ENTERPRISES,
+        "--key",
+        key,
+        "--base-version",
+        &base,
+        "--reason",
+        "operating address differs from registration",
+        "--evidence",
+        "seen on inspection",
+        "--operator",
+        "Li Wei",
+        "--wait-ms",
+        &wait,
+    ];
+    for change in changes {
+        args.push("--set");
+        args.push(change);
+    }
+    Ok(serde_json::from_str(&net.cli(&args)?)?)
+}
+
+fn history(net: &Testnet, key: &str) -> Vec<Value> {
+    let answer: Value = net
+        .api(MARKET)
+        .unwrap()
+        .get(&format!("/v1/records?dataset={}&key={key}", ENTERPRISES.replace('/', "%2F")))
+        .unwrap();
+    answer["history"].as_array().unwrap().clone()
+}
+
+/// The statistics on every node, once they agree and satisfy `done`.
+fn stats_everywhere(net: &Testnet, done: impl Fn(&Value) -> bool) -> Value {
+    wait_until("equal correction statistics on every node", Duration::from_secs(20), || {
+        let all: Vec<Value> = (0..net.nodes.len())
+            .map(|i| net.api(i).ok()?.get("/v1/corrections/stats").ok())
+            .collect::<Option<_>>()?;
+        (all.iter().all(|stats| *stats == all[0]) && done(&all[0])).then(|| all[0].clone())
+    })
+    .unwrap()
+}
+
+#[test]
+fn the_operating_address_loop_closes_with_auto_accept() {
+    let dir = tempfile::tempdir().unwrap();
+    let net = enterprise_city(dir.path());
+    net.cli(&[
+        "correction",
+        "auto-accept",
+        "--node-dir",
+        dir_of(&net, MARKET),
+        "--dataset",
+        ENTERPRISES,
+        "--submitter",
+        "street/jingansi",
+        "--field",
+        "operating_address",
+    ])
+    .unwrap();
+    // The street subscribes, then queries and sees the stale address.
+    let subscription = serde_json::json!({
+        "dataset": ENTERPRISES, "fields": ["name", "operating_address"], "purpose": "street-inspection", "grant": 1,
+    });
+    let _: Value = net.api(STREET).unwrap().send("POST", "/v1/subscriptions", &subscription).unwrap();
+    let query = serde_json::json!({
+        "dataset": ENTERPRISES, "keys": [KEY], "fields": ["name", "operating_address"], "purpose": "street-inspection", "grant": 1,
+    });
+    let answer: Value = net.api(STREET).unwrap().send("POST", "/v1/query", &query).unwrap();
+    let record = &answer["Released"]["records"][0];
+    assert_eq!(
+        (record["version"].as_u64(), record["fields"]["operating_address"].as_str()),
+        (Some(1), Some(OLD_ADDRESS))
+    );
+
+    let view = submit(&net, STREET, KEY, 1, &[&format!("operating_address={NEW_ADDRESS}")], 20_000).unwrap();
+    assert_eq!(view["outcome"]["status"], serde_json::json!({ "applied": { "version": 2 } }), "{view}");
+    let id = view["id"].as_str().unwrap().to_string();
+
+    let versions = history(&net, KEY);
+    assert_eq!(versions.len(), 2);
+    assert_eq!(versions[1]["fields"]["operating_address"], NEW_ADDRESS);
+    assert_eq!(versions[1]["fields"]["registered_address"], "1 Huashan Road", "other fields are kept");
+    assert_eq!(versions[1]["provenance"], serde_json::json!({ "correction": { "id": id } }));
+
+    let pushes: Vec<Value> = wait_until("the corrected version pushed", Duration::from_secs(20), || {
+        let pushes: Vec<Value> = net.api(STREET).ok()?.get("/v1/subscriptions/updates").ok()?;
+        pushes.into_iter().find(|push| push["body"]["records"][0]["version"] == 2).map(|push| vec![push])
+    })
+    .unwrap();
+    assert_eq!(pushes[0]["body"]["records"][0]["fields"]["operating_address"], NEW_ADDRESS);
+
+    let stats = stats_everywhere(&net, |stats| stats[0]["by_stage"]["outcome_delivered"] == 1);
+    assert_eq!(stats[0]["owner"], "dept/market-supervision");
+    assert_eq!(stats[0]["acceptance_rate"], 1.0);
+    assert!(stats[0]["turnaround_ms_p50"].as_u64().is_some());
+    let owner_view: Value = net.api(MARKET).unwrap().get(&format!("/v1/corrections/{id}")).unwrap();
+    assert_eq!(owner_view["status"], "closed");
+    let logged: BTreeSet<String> = serde_json::from_value(owner_view["stages_logged"].clone()).unwrap();
+    assert_eq!(logged, BTreeSet::from(["delivered", "accepted", "applied"].map(String::from)));
+    let stats_cli: Value = serde_json::from_str(
+        &net.cli(&["correction", "stats", "--node-dir", dir_of(&net, OTHER_STREET)]).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(stats_cli, stats);
+}
+
+#[test]
+fn review_rejects_conflicts_and_bad_input_reach_the_submitter_as_outcomes() {
+    let dir = tempfile::tempdir().unwrap();
+    let net = enterprise_city(dir.path());
+    let change = format!("operating_address={NEW_ADDRESS}");
+    // Awaiting review (no rule): the owner sees it beside the record.
+    let first = submit(&net, STREET, KEY, 1, &[&change], 0).unwrap();
+    let second = submit(&net, STREET, KEY, 1, &["operating_address=3 Changde Road"], 0).unwrap();
+    let third = submit(&net, STREET, KEY, 1, &["operating_address=4 Jiaozhou Road"], 0).unwrap();
+    let pending: Vec<Value> =
+        wait_until("three corrections awaiting review", Duration::from_secs(20), || {
+            let list: Vec<Value> =
+                net.api(MARKET).ok()?.get("/v1/corrections?status=awaiting_review").ok()?;
+            (list.len() == 3).then_some(list)
+        })
+        .unwrap();
+    assert!(pending
+        .iter()
+        .all(|view| view["side"] == "inbox" && view["submitter"] == net.nodes[STREET].peer_id.as_str()));
+    let shown: Value = serde_json::from_str(
+        &net.cli(&[
+            "correction",
+            "show",
+            "--node-dir",
+            dir_of(&net, MARKET),
+            first["correction"].as_str().unwrap(),
+        ])
+        .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(shown["current_record"]["fields"]["operating_address"], OLD_ADDRESS);
+    assert_eq!(shown["base_record"]["version"], 1);
+
+    // Rejected with a reason.
+    let rejected: Value = serde_json::from_str(
+        &net.cli(&[
+            "correction",
+            "reject",
+            "--node-dir",
+            dir_of(&net, MARKET),
+            first["correction"].as_str().unwrap(),
+            "--reason",
+            "the shop moved back",
+        ])
+        .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(rejected["outcome"]["status"]["rejected"]["reason"], "the shop moved back");
+    // Accepted: applied as version 2. The third, on the same base, is then a conflict.
+    let accepted: Value = net
+        .api(MARKET)
+        .unwrap()
+        .send("POST", &format!("/v1/corrections/{}/accept", second["correction"].as_str().unwrap()), &())
+        .unwrap();
+    assert_eq!(accepted["outcome"]["status"], serde_json::json!({ "applied": { "version": 2 } }));
+    let conflict: Value = net
+        .api(MARKET)
+        .unwrap()
+        .send("POST", &format!("/v1/corrections/{}/accept", third["correction"].as_str().unwrap()), &())
+        .unwrap();
+    assert_eq!(conflict["outcome"]["status"], serde_json::json!({ "conflict": { "current_version": 2 } }));
+    // A stale base is a conflict at once; resubmitted on the new version, it goes through.
+    let stale = submit(&net, STREET, KEY, 1, &["operating_address=5 Xikang Road"], 20_000).unwrap();
+    assert_eq!(stale["outcome"]["status"], serde_json::json!({ "conflict": { "current_version": 2 } }));
+    let resubmitted = submit(&net, STREET, KEY, 2, &["operating_address=5 Xikang Road"], 0).unwrap();
+    wait_until("the resubmission awaiting review", Duration::from_secs(20), || {
+        let view: Value = net
+            .api(MARKET)
+            .ok()?
+            .get(&format!("/v1/corrections/{}", resubmitted["correction"].as_str()?))
+            .ok()?;
+        (view["status"] == "awaiting_review").then_some(())
+    })
+    .unwrap();
+    net.cli(&[
+        "correction",
+        "accept",
+        "--node-dir",
+        dir_of(&net, MARKET),
+        resubmitted["correction"].as_str().unwrap(),
+    ])
+    .unwrap();
+    let outcome = wait_until("the resubmission's outcome at the street", Duration::from_secs(20), || {
+        let view: Value = net
+            .api(STREET)
+            .ok()?
+            .get(&format!("/v1/corrections/{}", resubmitted["correction"].as_str()?))
+            .ok()?;
+        view["outcome"].is_object().then(|| view["outcome"]["status"].clone())
+    })
+    .unwrap();
+    assert_eq!(outcome, serde_json::json!({ "applied": { "version": 3 } }));
+
+    // Bad input: each rejected with its code, at the submitter; nothing applied.
+    let cases: [(usize, &str, &str, &str); 5] = [
+        (STREET, KEY, "colour=red", "field_unknown"),
+        (STREET, KEY, "name=5", "wrong_type"),
+        (STREET, "91310199Z", "name=Ghost Ltd", "record_unknown"),
+        (STREET, KEY, "legal_rep_phone=13800000000", "field_not_visible"),
+        (OTHER_STREET, KEY, "name=Other", "dataset_not_visible"),
+    ];
+    for (index, key, change, code) in cases {
+        let view = submit(&net, index, key, 3, &[change], 20_000).unwrap();
+        assert_eq!(view["outcome"]["status"]["rejected"]["reason_code"], code, "{change}: {view}");
+    }
+    assert_eq!(history(&net, KEY).len(), 3, "nothing more was applied");
+    let stats =
+        stats_everywhere(&net, |stats| stats[0]["by_stage"]["outcome_delivered"].as_u64() == Some(10));
+    assert_eq!(stats[0]["acceptance_rate"], 2.0 / 8.0);
+}
+
+#[test]
+fn a_correction_waits_for_a_dead_owner_and_is_applied_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut net = enterprise_city(dir.path());
+    net.cli(&[
+        "correction",
+        "auto-accept",
+        "--node-dir",
+        dir_of(&net, MARKET),
+        "--dataset",
+        ENTERPRISES,
+        "--submitter",
+        "street/jingansi",
+        "--field",
+        "operating_address",
+    ])
+    .unwrap();
+    net.kill9(MARKET).unwrap();
+    let submitted = submit(&net, STREET, KEY, 1, &[&format!("operating_address={NEW_ADDRESS}")], 0).unwrap();
+    let id = submitted["correction"].as_str().unwrap().to_string();
+    wait_until("failed delivery attempts", Duration::from_secs(20), || {
+        let view: Value = net.api(STREET).ok()?.get(&format!("/v1/corrections/{id}")).ok()?;
+        (view["status"] == "awaiting_delivery" && view["attempts"].as_u64()? >= 2).then_some(())
+    })
+    .unwrap();
+    // The street restarts too: its outbox survives.
+    net.kill9(STREET).unwrap();
+    net.start(STREET).unwrap();
+    net.start(MARKET).unwrap();
+    let outcome = wait_until("the outcome after both restarts", Duration::from_secs(40), || {
+        let view: Value = net.api(STREET).ok()?.get(&format!("/v1/corrections/{id}")).ok()?;
+        (view["status"] == "closed").then(|| view["outcome"]["status"].clone())
+    })
+    .unwrap();
+    assert_eq!(outcome, serde_json::json!({ "applied": { "version": 2 } }));
+    let versions = history(&net, KEY);
+    let from_correction =
+        versions.iter().filter(|version| version["provenance"]["correction"]["id"] == id.as_str()).count();
+    assert_eq!((versions.len(), from_correction), (2, 1));
+    stats_everywhere(&net, |stats| stats[0]["by_stage"]["outcome_delivered"] == 1);
+}
+
+#[test]
+fn duplicates_are_applied_once_and_forgeries_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let net = enterprise_city(dir.path());
+    net.cli(&[
+        "correction",
+        "auto-accept",
+        "--node-dir",
+        dir_of(&net, MARKET),
+        "--dataset",
+        ENTERPRISES,
+        "--submitter",
+        "street/jingansi",
+        "--field",
+        "operating_address",
+    ])
+    .unwrap();
+    let street = NodeKey::load(&net.nodes[STREET].data_dir.join("node.key")).unwrap();
+    let secret = std::fs::read_to_string(net.nodes[STREET].data_dir.join("subject-key.secret")).unwrap();
+    let request = CorrectionRequest {
+        dataset: ENTERPRISES.into(),
+        record_key: KEY.into(),
+        base_version: 1,
+        changes: [("operating_address".to_string(), FieldValue::Text(NEW_ADDRESS.into()))].into(),
+        reason: "moved".into(),
+        evidence_text: String::new(),
+        attachment_sha256: vec![],
+        operator: "Li Wei".into(),
+    };
+    let envelope = SignedEnvelope::sign(&street, &request, now_unix_millis()).unwrap();
+    let id = envelope.digest();
+    let submitted = Command::RecordCorrectionEvent(CorrectionEvent {
+        correction: id,
+        dataset: ENTERPRISES.into(),
+        subject: SubjectKeyHash::of(secret.trim().as_bytes(), KEY),
+        submitter: street.node_id(),
+        stage: CorrectionStage::Submitted,
+        payload_sha256: id,
+        fields: BTreeSet::from(["operating_address".to_string()]),
+        reason_code: String::new(),
+        version: None,
+    });
+    let logged = net
+        .api(0)
+        .unwrap()
+        .submit(&[SignedEnvelope::sign(&street, &submitted, now_unix_millis()).unwrap()])
+        .unwrap();
+    assert!(logged.outcomes[0].is_ok(), "{:?}", logged.outcomes);
+
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let node_json: Value =
+        serde_json::from_slice(&std::fs::read(net.nodes[MARKET].data_dir.join("node.json")).unwrap())
+            .unwrap();
+    let owner = RaftPeer {
+        node_id: net.nodes[MARKET].peer_id.parse().unwrap(),
+        address: node_json["p2p_addresses"][0].as_str().unwrap().to_string(),
+    };
+    // Each send is a fresh libp2p client; a connection may close under a
+    // request (the street's own process shares the identity), so a
+    // legitimate sender tries again, a bounded number of times.
+    let send_once = |key: &NodeKey, message: &CorrectionMessage| -> anyhow::Result<CorrectionAck> {
+        runtime.block_on(async {
+            let (stop, stopped) = tokio::sync::watch::channel(false);
+            let (client, _inbound) = swarm::start(key.to_libp2p_keypair()?, "/ip4/127.0.0.1/tcp/0", stopped)?;
+            client.set_allowed(BTreeSet::from([owner.node_id.to_peer_id()?])).await;
+            let bytes = codec::encode(message)?;
+            let answer =
+                client.request_on(Protocol::Correction, &owner, bytes, Duration::from_secs(10)).await;
+            let _ = stop.send(true);
+            Ok(codec::decode_exact(&answer?, 1 << 20)?)
+        })
+    };
+    let send = |key: &NodeKey, message: CorrectionMessage| -> anyhow::Result<CorrectionAck> {
+        let mut last = None;
+        for _ in 0..5 {
+            match send_once(key, &message) {
+                Ok(ack) => return Ok(ack),
+                Err(error) => last = Some(error),
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        Err(last.unwrap())
+    };
+    let wire = envelope.to_bytes().unwrap();
+    // Forged: a flipped signature byte, and a request signed by a non-member relayed by a member.
+    let mut bad_signature = wire.clone();
+    let last = bad_signature.len() - 1;
+    bad_signature[last] ^= 1;
+    let ack = send(&street, CorrectionMessage::Deliver(bad_signature)).unwrap();
+    assert!(matches!(&ack, CorrectionAck::Refused(reason) if reason.contains("signature")), "{ack:?}");
+    let stranger = NodeKey::generate().unwrap();
+    let foreign = SignedEnvelope::sign(&stranger, &request, now_unix_millis()).unwrap().to_bytes().unwrap();
+    let ack = send(&street, CorrectionMessage::Deliver(foreign.clone())).unwrap();
+    assert!(matches!(&ack, CorrectionAck::Refused(reason) if reason.contains("another node")), "{ack:?}");
+    assert!(
+        send_once(&stranger, &CorrectionMessage::Deliver(foreign)).is_err(),
+        "a non-member cannot even connect"
+    );
+    let garbage = send(&street, CorrectionMessage::Deliver(vec![7; 100])).unwrap();
+    assert!(matches!(garbage, CorrectionAck::Refused(_)));
+    assert_eq!(history(&net, KEY).len(), 1, "nothing changed");
+    let inbox: Vec<Value> = net.api(MARKET).unwrap().get("/v1/corrections").unwrap();
+    assert!(inbox.is_empty(), "nothing was kept: {inbox:?}");
+
+    // The same correction, delivered twice: stored both times, applied once.
+    for _ in 0..2 {
+        assert_eq!(send(&street, CorrectionMessage::Deliver(wire.clone())).unwrap(), CorrectionAck::Stored);
+    }
+    let applied = wait_until("the correction applied", Duration::from_secs(20), || {
+        let versions = history(&net, KEY);
+        (versions.len() == 2).then_some(versions)
+    })
+    .unwrap();
+    assert_eq!(applied[1]["fields"]["operating_address"], NEW_ADDRESS);
+    assert_eq!(send(&street, CorrectionMessage::Deliver(wire)).unwrap(), CorrectionAck::Stored);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(history(&net, KEY).len(), 2, "a third delivery applies nothing");
+    stats_everywhere(&net, |stats| stats[0]["by_stage"]["applied"] == 1);
+}
