@@ -3,6 +3,10 @@
 //! requesters, beside a raw RocksDB point read and a raw ring Ed25519
 //! sign-and-verify measured in the same run.
 //!
+//! `civmesh-bench corrections`: the correction round trip with auto-accept
+//! (submit at a street, applied at the owner, outcome back at the street),
+//! p50 and p99, beside one policy-log commit measured in the same run.
+//!
 //! `civmesh-bench policy-log`: commit throughput and latency of the policy
 //! log (3 voters, loopback, fsync) at 1, 16, 64 and 256 concurrent writers
 //! with 256-byte commands, beside a 3-member etcd cluster started by this
@@ -46,7 +50,8 @@ fn main() -> anyhow::Result<()> {
     match args.get(1).map(String::as_str) {
         Some("policy-log") => policy_log(seconds),
         Some("query") => query(seconds),
-        _ => anyhow::bail!("usage: civmesh-bench policy-log|query [--seconds N]"),
+        Some("corrections") => corrections(seconds),
+        _ => anyhow::bail!("usage: civmesh-bench policy-log|query|corrections [--seconds N]"),
     }
 }
 
@@ -55,9 +60,10 @@ const REQUESTERS: [usize; 3] = [1, 16, 64];
 /// Records the owner holds for the query benchmark.
 const QUERY_RECORDS: usize = 1_000;
 
-fn query(seconds: u64) -> anyhow::Result<()> {
+/// Hub, market, civil and jingansi on loopback, with `QUERY_RECORDS`
+/// enterprises imported and a grant for jingansi; returns the grant id.
+fn enterprise_network(dir: &Path) -> anyhow::Result<(Testnet, u64)> {
     use civmesh_testnet::city::{city, enterprise_dataset, street_inspection_grant, ENTERPRISES};
-    let dir = tempfile_dir()?;
     let mut net = Testnet::create(
         &dir.join("net"),
         &city(&["hub", "market", "civil", "jingansi"]),
@@ -90,6 +96,13 @@ fn query(seconds: u64) -> anyhow::Result<()> {
         Some(Ok(civmesh_policy::Applied::GrantIssued(id))) => *id,
         other => anyhow::bail!("no grant: {other:?}"),
     };
+    Ok((net, grant_id))
+}
+
+fn query(seconds: u64) -> anyhow::Result<()> {
+    use civmesh_testnet::city::ENTERPRISES;
+    let dir = tempfile_dir()?;
+    let (net, grant_id) = enterprise_network(&dir)?;
     let street = net.api(3)?;
     let ask = |writer: usize, sequence: u64| -> anyhow::Result<()> {
         let key = format!("913101{:012}", (writer * 7919 + sequence as usize) % QUERY_RECORDS);
@@ -120,6 +133,93 @@ fn query(seconds: u64) -> anyhow::Result<()> {
             figures.p50_ms,
             figures.p99_ms,
             figures.p50_ms * 1000.0 / (rocksdb_read_us + sign_verify_us)
+        );
+    }
+    drop(net);
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
+/// Submitters measured in the correction benchmark.
+const CORRECTION_SUBMITTERS: [usize; 2] = [1, 4];
+/// How often the benchmark asks the street for an outcome.
+const OUTCOME_POLL_MS: u64 = 1;
+
+/// The correction round trip with auto-accept: submit at the street, applied
+/// at the owner, outcome back at the street. Each submitter corrects its own
+/// records, so no correction conflicts. The anchor is one policy-log commit
+/// (a demand filed through the street) measured in the same run.
+fn corrections(seconds: u64) -> anyhow::Result<()> {
+    use civmesh_testnet::city::ENTERPRISES;
+    let dir = tempfile_dir()?;
+    let (net, _) = enterprise_network(&dir)?;
+    let market_dir = net.nodes[1].data_dir.to_str().context("path")?.to_string();
+    net.cli(&[
+        "correction",
+        "auto-accept",
+        "--node-dir",
+        &market_dir,
+        "--dataset",
+        ENTERPRISES,
+        "--submitter",
+        "street/jingansi",
+        "--field",
+        "operating_address",
+    ])?;
+    let street = net.api(3)?;
+    let street_key = NodeKey::load(&net.nodes[3].data_dir.join("node.key"))?;
+    let versions: Vec<Mutex<u64>> = (0..QUERY_RECORDS).map(|_| Mutex::new(1)).collect();
+    let submitters_max = CORRECTION_SUBMITTERS.iter().copied().max().unwrap_or(1);
+    let round_trip = |submitter: usize, sequence: u64| -> anyhow::Result<()> {
+        let records_each = QUERY_RECORDS / submitters_max;
+        let record = submitter * records_each + (sequence as usize % records_each);
+        let mut version = versions[record].lock().map_err(|_| anyhow::anyhow!("lock"))?;
+        let body = serde_json::json!({
+            "dataset": ENTERPRISES, "record_key": format!("913101{record:012}"), "base_version": *version,
+            "changes": {"operating_address": format!("{sequence} Yanping Road")},
+            "reason": "benchmark", "operator": "bench",
+        });
+        let submitted: serde_json::Value = street.send("POST", "/v1/corrections", &body)?;
+        let id = submitted["correction"].as_str().context("no id")?.to_string();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let view: serde_json::Value = street.get(&format!("/v1/corrections/{id}"))?;
+            if let Some(status) = view["outcome"]["status"].as_object() {
+                let applied = status.get("applied").and_then(|applied| applied["version"].as_u64());
+                *version = applied.with_context(|| format!("not applied: {status:?}"))?;
+                return Ok(());
+            }
+            anyhow::ensure!(Instant::now() < deadline, "no outcome within 30 s");
+            std::thread::sleep(Duration::from_millis(OUTCOME_POLL_MS));
+        }
+    };
+    let commit = |_: usize, _: u64| -> anyhow::Result<()> {
+        let demand = PolicyCommand::FileDemand {
+            dataset: ENTERPRISES.into(),
+            fields: ["name".to_string()].into(),
+            purpose: "benchmark".into(),
+            legal_basis: LegalBasis::StatutoryDuty,
+        };
+        let envelope = SignedEnvelope::sign(&street_key, &demand, now_unix_millis())?;
+        let outcome = street.submit(&[envelope])?;
+        anyhow::ensure!(outcome.outcomes.iter().all(Result::is_ok), "{:?}", outcome.outcomes);
+        Ok(())
+    };
+    let anchor = measure(1, seconds, commit)?;
+    println!("correction round trip with auto-accept (submit -> applied -> outcome at the street), {seconds} s per row");
+    println!("anchor (same run): one policy-log commit through the street, p50 {:.2} ms", anchor.p50_ms);
+    println!(
+        "{:>10} | {:>13} {:>9} {:>9} | {:>15}",
+        "submitters", "corrections/s", "p50 ms", "p99 ms", "p50 / commit p50"
+    );
+    for submitters in CORRECTION_SUBMITTERS {
+        let figures = measure(submitters, seconds, round_trip)?;
+        println!(
+            "{submitters:>10} | {:>13.0} {:>9.2} {:>9.2} | {:>15.1}",
+            figures.per_second,
+            figures.p50_ms,
+            figures.p99_ms,
+            figures.p50_ms / anchor.p50_ms
         );
     }
     drop(net);
