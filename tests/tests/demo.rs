@@ -14,7 +14,7 @@ fn the_demo_runs_and_checks_every_step() {
         .unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
-    assert!(stdout.contains("demo: steps 1-3 and the replicated access log verified"), "{stdout}");
+    assert!(stdout.contains("demo: steps 1-7 and the replicated access log verified"), "{stdout}");
     assert!(
         !stdout.contains("demo: closed loop verified"),
         "the loop is not closed yet; the demo must not claim it"
