@@ -107,6 +107,10 @@ pub enum Command {
     RecordCorrectionEvent(crate::correction::CorrectionEvent),
     /// Declare (or replace) an auto-accept rule. Owner only.
     SetAutoAcceptRule(crate::correction::AutoAcceptRule),
+    /// A checkpoint signer's cosignature of the access log's Merkle tree at
+    /// a size: the envelope's signature is the cosignature. The first opens
+    /// a checkpoint; it is final once a majority of signers cosigned it.
+    CosignCheckpoint(crate::audit::CheckpointBody),
     /// Withdraw an auto-accept rule. Owner only.
     RemoveAutoAcceptRule {
         /// The dataset.
@@ -135,6 +139,7 @@ impl Command {
             Command::RecordCorrectionEvent(_) => "record_correction_event",
             Command::SetAutoAcceptRule(_) => "set_auto_accept_rule",
             Command::RemoveAutoAcceptRule { .. } => "remove_auto_accept_rule",
+            Command::CosignCheckpoint(_) => "cosign_checkpoint",
         }
     }
 }

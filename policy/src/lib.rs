@@ -3,6 +3,8 @@
 //! - [`model`]: members, datasets and schemas (PIPL field classes), the
 //!   demand and negative lists, grants, consents.
 //! - [`command`]: the signed commands the policy log carries.
+//! - [`audit`]: the access log's Merkle tree, checkpoints, the audit bundle
+//!   and its offline verification by replay.
 //! - [`correction`]: correction requests, their lifecycle in the log, and
 //!   the per-owner statistics.
 //! - [`state`]: [`PolicyState`] and its deterministic `apply`, which checks
@@ -14,6 +16,7 @@
 //! in), so every replica and every auditor computes the same answers.
 
 pub mod access;
+pub mod audit;
 pub mod command;
 pub mod correction;
 pub mod decide;

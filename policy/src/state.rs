@@ -14,6 +14,7 @@ use civmesh_certs::{
 use serde::{Deserialize, Serialize};
 
 use crate::access::{AccessLogEntry, AccessOutcome, AccessRecord, QueryHeader, QUERY_SUBJECTS_MAX};
+use crate::audit::{CheckpointBody, FinalCheckpoint, PendingCheckpoint, CHECKPOINT_PENDING_MS_MAX};
 use crate::command::{Command, DatasetSpec, GrantSpec, SignedCommand};
 use crate::correction::{
     CorrectionEvent, CorrectionId, CorrectionStage, CorrectionTrack, CORRECTION_CHANGES_MAX,
@@ -97,6 +98,10 @@ pub enum RejectionCode {
     CorrectionStageOutOfOrder,
     /// No such auto-accept rule.
     AutoAcceptRuleUnknown,
+    /// The signer already cosigned this checkpoint.
+    CheckpointDuplicate,
+    /// Another checkpoint is open, or the cosignature names another root.
+    CheckpointConflict,
 }
 
 fn reject(code: RejectionCode, detail: impl Into<String>) -> Rejection {
@@ -157,6 +162,10 @@ pub struct PolicyState {
     /// Auto-accept rules by (dataset, submitting organisation): the fields
     /// that may change without review.
     pub auto_accept_rules: BTreeMap<(DatasetId, OrgId), BTreeSet<FieldName>>,
+    /// The checkpoint being cosigned, if any.
+    pub pending_checkpoint: Option<PendingCheckpoint>,
+    /// Final checkpoints of the access log's Merkle tree, oldest first.
+    pub checkpoints: Vec<FinalCheckpoint>,
     /// How many commands were applied (accepted or rejected).
     pub commands_applied: u64,
     /// Nonces of recent commands, to reject replayed entries.
@@ -178,6 +187,8 @@ impl Default for PolicyState {
             access_log: Vec::new(),
             corrections: BTreeMap::new(),
             auto_accept_rules: BTreeMap::new(),
+            pending_checkpoint: None,
+            checkpoints: Vec::new(),
             commands_applied: 0,
             recent_commands: ReplayGuard::new(COMMAND_SKEW_MS_MAX, COMMAND_NONCES_MAX),
         }
@@ -247,6 +258,9 @@ impl PolicyState {
         // Validate first; only the final step mutates.
         let signer_org = self.authorise(&signer_id, command)?;
         let admitted = self.validate(command, &signer_org, entry_time_ms)?;
+        if let Command::CosignCheckpoint(body) = command {
+            self.validate_cosignature(body, &signer_id, entry_time_ms)?;
+        }
         if let Command::RecordAccess(record) = command {
             // The requester's query is logged once, whoever logs it.
             let (requester, header) = self.validate_access(record, false)?;
@@ -385,6 +399,14 @@ impl PolicyState {
                     }
                 }
             }
+            Command::CosignCheckpoint(_) => {
+                if !crate::audit::signs_checkpoints(member) {
+                    return Err(reject(
+                        RejectionCode::NotAuthorised,
+                        "only hub and department members cosign checkpoints",
+                    ));
+                }
+            }
             Command::SetAutoAcceptRule(rule) => owner_of(&rule.dataset)?,
             Command::RemoveAutoAcceptRule { dataset, .. } => owner_of(dataset)?,
             Command::RecordCorrectionEvent(event) if event.stage.logged_by_owner() => {
@@ -490,6 +512,8 @@ impl PolicyState {
             Command::RecordAccess(record) => self.validate_access(record, false).map(|_| ()),
             Command::RecordPush(record) => self.validate_access(record, true).map(|_| ()),
             Command::RecordCorrectionEvent(event) => self.validate_correction_event(event, signer_org),
+            // Checked with the signer's id in `validate_cosignature`.
+            Command::CosignCheckpoint(_) => Ok(()),
             Command::SetAutoAcceptRule(rule) => {
                 if rule.fields.is_empty() {
                     return Err(reject(RejectionCode::InvalidArgument, "a rule names at least one field"));
@@ -902,6 +926,10 @@ impl PolicyState {
                 self.auto_accept_rules.insert((rule.dataset, rule.submitter), rule.fields);
                 Applied::Done
             }
+            Command::CosignCheckpoint(body) => {
+                self.record_cosignature(body, signer, at_ms);
+                Applied::Done
+            }
             Command::RemoveAutoAcceptRule { dataset, submitter } => {
                 self.auto_accept_rules.remove(&(dataset, submitter));
                 Applied::Done
@@ -943,6 +971,66 @@ impl PolicyState {
                 CorrectionStage::Applied => track.applied_version = event.version,
                 _ => {}
             }
+        }
+    }
+
+    /// Checks a cosignature against the open checkpoint and the log.
+    fn validate_cosignature(
+        &self,
+        body: &CheckpointBody,
+        signer: &NodeId,
+        entry_time_ms: UnixMillis,
+    ) -> Result<(), Rejection> {
+        let final_size = self.checkpoints.last().map_or(0, |last| last.body.tree_size);
+        if body.tree_size <= final_size || body.tree_size > self.access_log.len() as u64 {
+            return Err(reject(
+                RejectionCode::InvalidArgument,
+                format!(
+                    "a checkpoint covers more than the last final one ({final_size}) and at most the access log ({})",
+                    self.access_log.len()
+                ),
+            ));
+        }
+        match &self.pending_checkpoint {
+            Some(pending) if pending.body == *body && pending.cosigners.contains(signer) => {
+                Err(reject(RejectionCode::CheckpointDuplicate, "already cosigned"))
+            }
+            Some(pending)
+                if pending.body != *body
+                    && entry_time_ms < pending.opened_at_ms.saturating_add(CHECKPOINT_PENDING_MS_MAX) =>
+            {
+                Err(reject(
+                    RejectionCode::CheckpointConflict,
+                    format!("checkpoint at size {} is open", pending.body.tree_size),
+                ))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Adds a cosignature; a majority of the signers in force makes the
+    /// checkpoint final.
+    fn record_cosignature(&mut self, body: CheckpointBody, signer: NodeId, at_ms: UnixMillis) {
+        let pending = match self.pending_checkpoint.take() {
+            Some(pending) if pending.body == body => pending,
+            _ => PendingCheckpoint { body, opened_at_ms: at_ms, cosigners: BTreeSet::new() },
+        };
+        let mut pending = pending;
+        pending.cosigners.insert(signer);
+        let signers_in_force = self
+            .members
+            .values()
+            .filter(|m| m.revoked.is_none() && crate::audit::signs_checkpoints(m))
+            .count() as u64;
+        if pending.cosigners.len() as u64 * 2 > signers_in_force {
+            self.checkpoints.push(FinalCheckpoint {
+                body: pending.body,
+                cosigners: pending.cosigners,
+                signers_in_force,
+                final_at_ms: at_ms,
+            });
+        } else {
+            self.pending_checkpoint = Some(pending);
         }
     }
 

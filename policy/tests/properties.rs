@@ -221,6 +221,7 @@ fn authorised(state: &PolicyState, signer_key: &NodeKey, command: &Command) -> b
         Command::RecordAccess(record) | Command::RecordPush(record) => {
             record.request.unverified_payload().ok().is_none_or(|header| owns(&header.dataset))
         }
+        Command::CosignCheckpoint(_) => civmesh_policy::audit::signs_checkpoints(member),
         Command::SetAutoAcceptRule(rule) => owns(&rule.dataset),
         Command::RemoveAutoAcceptRule { dataset, .. } => owns(dataset),
         Command::RecordCorrectionEvent(event) if event.stage.logged_by_owner() => owns(&event.dataset),
