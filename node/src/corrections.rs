@@ -24,7 +24,6 @@ use civmesh_policy::{Command, PolicyState, RejectionCode};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
-use crate::group_commit::GroupCommitter;
 use crate::query::QueryService;
 use crate::records::{validate_row, Provenance, RecordStore, RecordVersion};
 use crate::swarm::{Protocol, SwarmClient};
@@ -247,7 +246,7 @@ pub struct CorrectionService {
     key: Arc<NodeKey>,
     records: Arc<RecordStore>,
     swarm: SwarmClient,
-    committer: GroupCommitter,
+    metrics: Arc<crate::metrics::Metrics>,
     query: Arc<QueryService>,
     /// Serialises changes to entries (the worker and the handlers).
     entries_lock: tokio::sync::Mutex<()>,
@@ -288,7 +287,7 @@ impl CorrectionService {
             }
         }
         Ok(Arc::new(CorrectionService {
-            committer: query.committer.clone(),
+            metrics: query.metrics.clone(),
             log,
             key,
             records,
@@ -598,14 +597,16 @@ impl CorrectionService {
         }
     }
 
-    /// One step of an entry's life.
+    /// One step of an entry's life. At the owner, the stages a step reaches
+    /// go into the log together, as one entry.
     async fn step(&self, id: &CorrectionId, entry: &mut CorrectionEntry) -> Result<(), String> {
+        use CorrectionStage::*;
         let envelope = SignedEnvelope::<CorrectionRequest>::from_bytes(&entry.request_bytes)
             .map_err(|e| e.to_string())?;
         let request = envelope.unverified_payload().map_err(|error| error.to_string())?;
         match entry.status.clone() {
             EntryStatus::AwaitingDelivery => {
-                match self.log_stage(id, entry, &request, CorrectionStage::Submitted, None, "").await {
+                match self.log_stages(id, entry, &request, &[(Submitted, None, "")]).await {
                     Err(StageError::Refused(reason)) => {
                         entry.status = EntryStatus::Failed { reason };
                         return Ok(());
@@ -619,56 +620,29 @@ impl CorrectionService {
                 }
             }
             EntryStatus::OutcomeReceived => {
-                self.log_stage(id, entry, &request, CorrectionStage::OutcomeDelivered, None, "")
+                self.log_stages(id, entry, &request, &[(OutcomeDelivered, None, "")])
                     .await
                     .map_err(|error| error.to_string())?;
                 entry.status = EntryStatus::Closed;
             }
-            EntryStatus::Received => {
-                self.log_stage(id, entry, &request, CorrectionStage::Delivered, None, "")
-                    .await
-                    .map_err(|error| error.to_string())?;
-                entry.status = self.evaluate(entry.submitter, &request)?;
-            }
-            EntryStatus::Accepted => {
-                if !entry.stages_logged.contains(&CorrectionStage::Accepted) {
-                    if let Some(current) = self.conflicting_version(id, &request)? {
-                        entry.status =
-                            EntryStatus::Decided(OutcomeStatus::Conflict { current_version: current });
-                        return Ok(());
-                    }
+            EntryStatus::Received => match self.evaluate(id, entry.submitter, &request)? {
+                EntryStatus::Accepted => self.accept_and_apply(id, entry, &request).await?,
+                EntryStatus::Decided(status) => self.decide(id, entry, &request, status).await?,
+                next => {
+                    self.log_stages(id, entry, &request, &[(Delivered, None, "")])
+                        .await
+                        .map_err(|error| error.to_string())?;
+                    entry.status = next;
                 }
-                self.log_stage(id, entry, &request, CorrectionStage::Accepted, None, "")
-                    .await
-                    .map_err(|error| error.to_string())?;
-                let version = self.apply(id, &request).await?;
-                entry.status = EntryStatus::Decided(OutcomeStatus::Applied { version });
-            }
-            EntryStatus::Decided(status) => {
-                let (stage, version, code) = match &status {
-                    OutcomeStatus::Applied { version } => (CorrectionStage::Applied, Some(*version), ""),
-                    OutcomeStatus::Rejected { reason_code, .. } => {
-                        (CorrectionStage::Rejected, None, reason_code.as_str())
-                    }
-                    OutcomeStatus::Conflict { current_version } => {
-                        (CorrectionStage::Conflict, Some(*current_version), "")
-                    }
-                };
-                self.log_stage(id, entry, &request, stage, version, code)
-                    .await
-                    .map_err(|error| error.to_string())?;
-                let outcome = CorrectionOutcome {
-                    correction: *id,
-                    dataset: request.dataset.clone(),
-                    status,
-                    decided_at_ms: now_unix_millis(),
-                };
-                let signed = SignedEnvelope::sign(&self.key, &outcome, now_unix_millis())
-                    .and_then(|envelope| envelope.to_bytes())
-                    .map_err(|error| error.to_string())?;
-                entry.outcome_bytes = Some(signed);
-                entry.status = EntryStatus::OutcomeReady;
-            }
+            },
+            EntryStatus::Accepted => match self.conflicting_version(id, &request)? {
+                Some(current) => {
+                    let conflict = OutcomeStatus::Conflict { current_version: current };
+                    self.decide(id, entry, &request, conflict).await?
+                }
+                None => self.accept_and_apply(id, entry, &request).await?,
+            },
+            EntryStatus::Decided(status) => self.decide(id, entry, &request, status).await?,
             EntryStatus::OutcomeReady => {
                 let bytes = entry.outcome_bytes.clone().ok_or("the outcome is missing")?;
                 let peer = self.log.peer_of(&entry.submitter).ok_or("the submitter's address is unknown")?;
@@ -685,9 +659,72 @@ impl CorrectionService {
         Ok(())
     }
 
+    /// Writes the new version, then logs delivered (if not yet), accepted
+    /// and applied in one entry, and signs the outcome.
+    async fn accept_and_apply(
+        &self,
+        id: &CorrectionId,
+        entry: &mut CorrectionEntry,
+        request: &CorrectionRequest,
+    ) -> Result<(), String> {
+        use CorrectionStage::*;
+        let version = self.apply(id, request).await?;
+        let stages = [(Delivered, None, ""), (Accepted, None, ""), (Applied, Some(version), "")];
+        self.log_stages(id, entry, request, &stages).await.map_err(|error| error.to_string())?;
+        self.push_version(id, request).await;
+        self.sign_outcome(id, entry, request, OutcomeStatus::Applied { version })
+    }
+
+    /// Logs a rejection or a conflict (with delivered, if not yet) and signs
+    /// the outcome.
+    async fn decide(
+        &self,
+        id: &CorrectionId,
+        entry: &mut CorrectionEntry,
+        request: &CorrectionRequest,
+        status: OutcomeStatus,
+    ) -> Result<(), String> {
+        use CorrectionStage::*;
+        let (stage, version, code) = match &status {
+            OutcomeStatus::Applied { version } => (Applied, Some(*version), ""),
+            OutcomeStatus::Rejected { reason_code, .. } => (Rejected, None, reason_code.as_str()),
+            OutcomeStatus::Conflict { current_version } => (Conflict, Some(*current_version), ""),
+        };
+        self.log_stages(id, entry, request, &[(Delivered, None, ""), (stage, version, code)])
+            .await
+            .map_err(|error| error.to_string())?;
+        self.sign_outcome(id, entry, request, status)
+    }
+
+    fn sign_outcome(
+        &self,
+        id: &CorrectionId,
+        entry: &mut CorrectionEntry,
+        request: &CorrectionRequest,
+        status: OutcomeStatus,
+    ) -> Result<(), String> {
+        let outcome = CorrectionOutcome {
+            correction: *id,
+            dataset: request.dataset.clone(),
+            status,
+            decided_at_ms: now_unix_millis(),
+        };
+        let signed = SignedEnvelope::sign(&self.key, &outcome, now_unix_millis())
+            .and_then(|envelope| envelope.to_bytes())
+            .map_err(|error| error.to_string())?;
+        entry.outcome_bytes = Some(signed);
+        entry.status = EntryStatus::OutcomeReady;
+        Ok(())
+    }
+
     /// Checks a delivered request against the schema, the submitter's grants
     /// and the record; decides what happens next.
-    fn evaluate(&self, submitter: NodeId, request: &CorrectionRequest) -> Result<EntryStatus, String> {
+    fn evaluate(
+        &self,
+        id: &CorrectionId,
+        submitter: NodeId,
+        request: &CorrectionRequest,
+    ) -> Result<EntryStatus, String> {
         let reject = |code: &str, reason: String| {
             Ok(EntryStatus::Decided(OutcomeStatus::Rejected { reason_code: code.to_string(), reason }))
         };
@@ -733,6 +770,10 @@ impl CorrectionService {
         else {
             return reject("record_unknown", "no such record".to_string());
         };
+        if current.provenance == (Provenance::Correction { id: hex_id(id) }) {
+            // Written before a crash, not yet logged: finish the job.
+            return Ok(EntryStatus::Accepted);
+        }
         if let Err(error) = merged_row(&dataset, &current, request) {
             return reject("wrong_type", error);
         }
@@ -778,56 +819,79 @@ impl CorrectionService {
             .read(|applied| applied.policy.datasets.get(&request.dataset).cloned())
             .ok_or("the dataset disappeared")?;
         let (key, fields) = merged_row(&dataset, &current, request)?;
-        let now_ms = now_unix_millis();
         let versions = self
             .records
-            .write(&request.dataset, vec![(key.clone(), fields.clone())], &provenance, now_ms)
+            .write(&request.dataset, vec![(key.clone(), fields)], &provenance, now_unix_millis())
             .map_err(|error| error.to_string())?;
         let version = *versions.first().ok_or("nothing was written")?;
         debug_assert_eq!(version, current.version + 1);
-        let changed = vec![(key, RecordVersion { version, written_at_ms: now_ms, provenance, fields })];
-        let (query, dataset_id) = (self.query.clone(), request.dataset.clone());
-        tokio::spawn(async move { query.push_changes(&dataset_id, &changed).await });
+        debug_assert_eq!(self.records.latest_version(&request.dataset, &key).ok().flatten(), Some(version));
         Ok(version)
     }
 
-    /// Logs one stage of a correction, once. A stage the log already has
-    /// (a retry after a crash) counts as logged.
-    async fn log_stage(
+    /// Pushes the corrected version to the dataset's subscribers (each push
+    /// logged first), in the background.
+    async fn push_version(&self, id: &CorrectionId, request: &CorrectionRequest) {
+        let Ok(Some(latest)) = self.records.latest(&request.dataset, &request.record_key) else { return };
+        if latest.provenance != (Provenance::Correction { id: hex_id(id) }) {
+            return;
+        }
+        let changed = vec![(request.record_key.clone(), latest)];
+        let (query, dataset) = (self.query.clone(), request.dataset.clone());
+        tokio::spawn(async move { query.push_changes(&dataset, &changed).await });
+    }
+
+    /// Logs stages of a correction, in order, in one policy-log entry; each
+    /// at most once. A stage the log already has (a retry after a crash)
+    /// counts as logged.
+    async fn log_stages(
         &self,
         id: &CorrectionId,
         entry: &mut CorrectionEntry,
         request: &CorrectionRequest,
-        stage: CorrectionStage,
-        version: Option<u64>,
-        reason_code: &str,
+        stages: &[(CorrectionStage, Option<u64>, &str)],
     ) -> Result<(), StageError> {
-        if entry.stages_logged.contains(&stage) {
+        let mut commands = Vec::new();
+        let mut logging = Vec::new();
+        for (stage, version, reason_code) in
+            stages.iter().filter(|(stage, ..)| !entry.stages_logged.contains(stage))
+        {
+            let event = CorrectionEvent {
+                correction: *id,
+                dataset: request.dataset.clone(),
+                subject: entry.subject,
+                submitter: entry.submitter,
+                stage: *stage,
+                payload_sha256: *id,
+                fields: request.changes.keys().cloned().collect(),
+                reason_code: reason_code.to_string(),
+                version: *version,
+            };
+            let command = Command::RecordCorrectionEvent(event);
+            commands.push(
+                SignedEnvelope::sign(&self.key, &command, now_unix_millis())
+                    .map_err(|error| StageError::Unavailable(error.to_string()))?,
+            );
+            logging.push(*stage);
+        }
+        if commands.is_empty() {
             return Ok(());
         }
-        let event = CorrectionEvent {
-            correction: *id,
-            dataset: request.dataset.clone(),
-            subject: entry.subject,
-            submitter: entry.submitter,
-            stage,
-            payload_sha256: *id,
-            fields: request.changes.keys().cloned().collect(),
-            reason_code: reason_code.to_string(),
-            version,
-        };
-        let command =
-            SignedEnvelope::sign(&self.key, &Command::RecordCorrectionEvent(event), now_unix_millis())
-                .map_err(|error| StageError::Unavailable(error.to_string()))?;
-        match self.committer.commit(command).await {
-            Ok(Ok(_)) => {}
-            Ok(Err(rejection)) => match rejection.code {
-                RejectionCode::CorrectionDuplicate | RejectionCode::CorrectionStageOutOfOrder => {}
-                _ => return Err(StageError::Refused(rejection.to_string())),
-            },
-            Err(error) => return Err(StageError::Unavailable(error.to_string())),
+        let result =
+            self.log.submit(commands).await.map_err(|error| StageError::Unavailable(error.to_string()))?;
+        for (stage, outcome) in logging.into_iter().zip(result.outcomes) {
+            match outcome {
+                Ok(_) => {}
+                Err(rejection)
+                    if matches!(
+                        rejection.code,
+                        RejectionCode::CorrectionDuplicate | RejectionCode::CorrectionStageOutOfOrder
+                    ) => {}
+                Err(rejection) => return Err(StageError::Refused(rejection.to_string())),
+            }
+            entry.stages_logged.insert(stage);
+            crate::metrics::Metrics::count(&self.metrics.correction_stages_logged, stage_label(stage));
         }
-        entry.stages_logged.insert(stage);
         Ok(())
     }
 
@@ -914,6 +978,18 @@ enum StageError {
     /// The log could not be reached; try again.
     #[error("the policy log is unavailable: {0}")]
     Unavailable(String),
+}
+
+fn stage_label(stage: CorrectionStage) -> &'static str {
+    match stage {
+        CorrectionStage::Submitted => "submitted",
+        CorrectionStage::Delivered => "delivered",
+        CorrectionStage::Accepted => "accepted",
+        CorrectionStage::Rejected => "rejected",
+        CorrectionStage::Conflict => "conflict",
+        CorrectionStage::Applied => "applied",
+        CorrectionStage::OutcomeDelivered => "outcome_delivered",
+    }
 }
 
 fn needs_work(status: &EntryStatus) -> bool {

@@ -26,6 +26,8 @@ pub struct Metrics {
     pub records_imported: Counter,
     /// Policy commands submitted through the API, by outcome.
     pub commands_submitted: Family<OutcomeLabel, Counter>,
+    /// Correction stages this node logged, by stage.
+    pub correction_stages_logged: Family<OutcomeLabel, Counter>,
     applied_index: Gauge,
     committed_index: Gauge,
     term: Gauge,
@@ -42,6 +44,7 @@ impl Default for Metrics {
             queries_asked: Family::default(),
             records_imported: Counter::default(),
             commands_submitted: Family::default(),
+            correction_stages_logged: Family::default(),
             applied_index: Gauge::default(),
             committed_index: Gauge::default(),
             term: Gauge::default(),
@@ -65,6 +68,11 @@ impl Default for Metrics {
             "commands_submitted",
             "Policy commands submitted through the API",
             metrics.commands_submitted.clone(),
+        );
+        registry.register(
+            "correction_stages_logged",
+            "Correction lifecycle stages this node logged, by stage",
+            metrics.correction_stages_logged.clone(),
         );
         registry.register(
             "raft_applied_index",

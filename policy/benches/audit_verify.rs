@@ -1,1 +1,2 @@
+//! Placeholder, replaced below in this change.
 fn main() {}

@@ -505,7 +505,7 @@ pub fn subject_accesses(state: &PolicyState, subject: &SubjectKeyHash) -> Vec<Su
                 dataset: entry.header.dataset.clone(),
                 purpose: entry.header.purpose.clone(),
                 grant: entry.header.grant,
-                legal_basis: grant.map(|grant| grant.legal_basis.clone()),
+                legal_basis: grant.map(|grant| grant.legal_basis),
                 outcome: if matches!(entry.outcome, AccessOutcome::Permit { .. }) {
                     "permit"
                 } else {
