@@ -22,5 +22,7 @@ pub mod types;
 
 pub use network::{PeerRequest, PeerResponse, Transport, TransportError, PEER_MESSAGE_BYTES_MAX};
 pub use policy_log::{PolicyLog, PolicyLogConfig, StartError, Status, SubmitError};
-pub use store::{open, AppliedState, LogStore, OpenError, SharedState, StateMachine};
+pub use store::{
+    open, AppliedState, ArchiveError, CommandArchive, LogStore, OpenError, SharedState, StateMachine,
+};
 pub use types::{raft_node_id, ApplyResult, Entry, LogPayload, Raft, RaftNodeId, RaftPeer, TypeConfig};

@@ -136,6 +136,7 @@ pub struct Status {
 pub struct PolicyLog<T: Transport> {
     raft: Raft,
     state: SharedState,
+    archive: crate::store::CommandArchive,
     committed_index: Arc<AtomicU64>,
     transport: T,
     me: RaftPeer,
@@ -161,6 +162,7 @@ impl<T: Transport> PolicyLog<T> {
         let (log_store, state_machine) = open(&config.directory)?;
         let committed_index = log_store.committed_index();
         let state = state_machine.shared_state();
+        let archive = state_machine.archive();
         let me = RaftPeer { node_id: config.node_id, address: config.address };
         let raft = Raft::new(
             raft_node_id(&config.node_id),
@@ -171,12 +173,17 @@ impl<T: Transport> PolicyLog<T> {
         )
         .await
         .map_err(|error| StartError::Raft(error.to_string()))?;
-        Ok(PolicyLog { raft, state, committed_index, transport, me })
+        Ok(PolicyLog { raft, state, archive, committed_index, transport, me })
     }
 
     /// The applied policy state, for local reads and decisions.
     pub fn state(&self) -> &SharedState {
         &self.state
+    }
+
+    /// Every command this replica applied, with its outcome (for auditors).
+    pub fn archive(&self) -> &crate::store::CommandArchive {
+        &self.archive
     }
 
     /// This member as Raft knows it.

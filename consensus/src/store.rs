@@ -19,6 +19,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use civmesh_certs::codec;
+use civmesh_policy::audit::{ArchivedCommand, ARCHIVED_COMMAND_BYTES_MAX};
 use civmesh_policy::PolicyState;
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage, RaftStateMachine, Snapshot};
 use openraft::{
@@ -33,6 +34,7 @@ use crate::types::{ApplyResult, Entry, RaftNodeId, RaftPeer, TypeConfig};
 const LOG_FAMILY: &str = "log";
 const LOG_META_FAMILY: &str = "log_meta";
 const STATE_FAMILY: &str = "state";
+const ARCHIVE_FAMILY: &str = "archive";
 const VOTE_KEY: &[u8] = b"vote";
 const COMMITTED_KEY: &[u8] = b"committed";
 const LAST_PURGED_KEY: &[u8] = b"last_purged";
@@ -86,7 +88,7 @@ pub fn open(directory: &Path) -> Result<(LogStore, StateMachine), OpenError> {
     let mut options = Options::default();
     options.create_if_missing(true);
     options.create_missing_column_families(true);
-    let families = [LOG_FAMILY, LOG_META_FAMILY, STATE_FAMILY]
+    let families = [LOG_FAMILY, LOG_META_FAMILY, STATE_FAMILY, ARCHIVE_FAMILY]
         .into_iter()
         .map(|name| ColumnFamilyDescriptor::new(name, Options::default()));
     let db = DB::open_cf_descriptors(&options, directory, families)
@@ -292,9 +294,62 @@ impl SharedState {
     }
 }
 
+/// Every command the state machine applied, with its outcome, in order:
+/// what an auditor replays. Written unsynced with each apply: a crash
+/// re-applies from the last checkpoint (synced, which syncs the WAL before
+/// it) and rewrites the same keys with the same values.
+#[derive(Clone)]
+pub struct CommandArchive {
+    db: Arc<DB>,
+}
+
+/// Why the archive could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ArchiveError {
+    /// RocksDB failed.
+    #[error("the command archive: {0}")]
+    Database(#[from] rocksdb::Error),
+    /// A stored value does not decode.
+    #[error("the command archive holds a corrupt value: {0}")]
+    Corrupt(String),
+}
+
+impl CommandArchive {
+    fn append(&self, commands: &[ArchivedCommand]) -> StorageResult<()> {
+        if commands.is_empty() {
+            return Ok(());
+        }
+        let archive = family(&self.db, ARCHIVE_FAMILY)?;
+        let mut batch = WriteBatch::default();
+        for command in commands {
+            batch.put_cf(archive, index_key(command.sequence), codec::encode(command).map_err(write_error)?);
+        }
+        self.db.write(batch).map_err(write_error)
+    }
+
+    /// Up to `limit` commands from `from_sequence` on, in order.
+    pub fn read(&self, from_sequence: u64, limit: usize) -> Result<Vec<ArchivedCommand>, ArchiveError> {
+        let archive = self
+            .db
+            .cf_handle(ARCHIVE_FAMILY)
+            .ok_or_else(|| ArchiveError::Corrupt("the archive column family is missing".to_string()))?;
+        let start = index_key(from_sequence);
+        let mut commands = Vec::new();
+        for item in self.db.iterator_cf(archive, IteratorMode::From(&start, Direction::Forward)).take(limit) {
+            let (_, value) = item?;
+            commands.push(
+                codec::decode_exact(&value, ARCHIVED_COMMAND_BYTES_MAX + 1024)
+                    .map_err(|error| ArchiveError::Corrupt(error.to_string()))?,
+            );
+        }
+        Ok(commands)
+    }
+}
+
 /// The policy state machine, checkpointed in RocksDB.
 pub struct StateMachine {
     db: Arc<DB>,
+    archive: CommandArchive,
     last_applied: Option<LogId<RaftNodeId>>,
     last_membership: StoredMembership<RaftNodeId, RaftPeer>,
     shared: SharedState,
@@ -312,6 +367,7 @@ impl StateMachine {
             applied.policy = checkpoint.state;
         });
         Ok(StateMachine {
+            archive: CommandArchive { db: db.clone() },
             db,
             last_applied: checkpoint.last_applied,
             last_membership: checkpoint.last_membership,
@@ -323,6 +379,11 @@ impl StateMachine {
     /// The applied state, for reads and decisions.
     pub fn shared_state(&self) -> SharedState {
         self.shared.clone()
+    }
+
+    /// The archive of applied commands.
+    pub fn archive(&self) -> CommandArchive {
+        self.archive.clone()
     }
 
     fn checkpoint(&self, snapshot_id: String) -> Checkpoint {
@@ -385,6 +446,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let mut results = Vec::new();
         let mut last_applied = self.last_applied;
         let mut last_membership = None;
+        let mut archived = Vec::new();
         self.shared.write(|applied| {
             for entry in entries {
                 last_applied = Some(entry.log_id);
@@ -393,7 +455,15 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     EntryPayload::Blank => {}
                     EntryPayload::Normal(payload) => {
                         for command in &payload.commands {
-                            result.outcomes.push(applied.policy.apply(command, payload.proposed_at_ms));
+                            let outcome = applied.policy.apply(command, payload.proposed_at_ms);
+                            archived.push(ArchivedCommand {
+                                sequence: applied.policy.commands_applied,
+                                log_index: entry.log_id.index,
+                                entry_time_ms: payload.proposed_at_ms,
+                                envelope: command.to_bytes().unwrap_or_default(),
+                                accepted: outcome.is_ok(),
+                            });
+                            result.outcomes.push(outcome);
                         }
                     }
                     EntryPayload::Membership(membership) => {
@@ -409,6 +479,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         if let Some(membership) = last_membership {
             self.last_membership = membership;
         }
+        self.archive.append(&archived)?;
         Ok(results)
     }
 

@@ -106,6 +106,8 @@ pub fn router(state: Shared) -> Router {
         .route("/v1/access-log", get(access_log))
         .route("/v1/subscriptions", post(subscribe))
         .route("/v1/subscriptions/updates", get(subscription_updates))
+        .route("/v1/audit/commands", get(audit_commands))
+        .route("/v1/audit/checkpoints", get(audit_checkpoints))
         .route("/v1/corrections", post(correction_api::submit))
         .route("/v1/corrections", get(correction_api::list))
         .route("/v1/corrections/stats", get(correction_api::stats))
@@ -619,6 +621,64 @@ async fn access_log(State(state): State<Shared>) -> Json<Vec<AccessLogSummary>> 
     }))
 }
 
+/// The most archived commands one `GET /v1/audit/commands` returns.
+pub const AUDIT_COMMANDS_PER_REQUEST_MAX: usize = 10_000;
+
+/// `?from=SEQ&limit=N`.
+#[derive(Debug, Deserialize)]
+pub struct AuditCommandsQuery {
+    /// The first sequence number wanted (1 = genesis).
+    #[serde(default = "first_sequence")]
+    pub from: u64,
+    /// How many at most.
+    #[serde(default = "commands_per_request")]
+    pub limit: usize,
+}
+
+fn first_sequence() -> u64 {
+    1
+}
+
+fn commands_per_request() -> usize {
+    AUDIT_COMMANDS_PER_REQUEST_MAX
+}
+
+/// `GET /v1/audit/commands`: the archive of applied commands, in order, as
+/// the canonical (bincode) encoding of a list of `ArchivedCommand`.
+async fn audit_commands(
+    State(state): State<Shared>,
+    axum::extract::Query(query): axum::extract::Query<AuditCommandsQuery>,
+) -> Result<Response, ApiError> {
+    let limit = query.limit.clamp(1, AUDIT_COMMANDS_PER_REQUEST_MAX);
+    let commands = state
+        .log
+        .archive()
+        .read(query.from.max(1), limit)
+        .map_err(|error| ApiError(StatusCode::INTERNAL_SERVER_ERROR, error.to_string()))?;
+    let bytes = civmesh_certs::codec::encode(&commands)
+        .map_err(|error| ApiError(StatusCode::INTERNAL_SERVER_ERROR, error.to_string()))?;
+    Ok(([(axum::http::header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response())
+}
+
+/// `GET /v1/audit/checkpoints`: final checkpoints and the open one.
+async fn audit_checkpoints(State(state): State<Shared>) -> Json<serde_json::Value> {
+    let hex = |bytes: &[u8]| bytes.iter().map(|byte| format!("{byte:02x}")).collect::<String>();
+    Json(state.log.state().read(|applied| {
+        let policy = &applied.policy;
+        let checkpoint = |body: &civmesh_policy::audit::CheckpointBody, cosigners: Vec<String>| {
+            serde_json::json!({
+                "tree_size": body.tree_size, "root": hex(&body.root), "log_index": body.log_index,
+                "cosigners": cosigners,
+            })
+        };
+        serde_json::json!({
+            "access_entries": policy.access_log.len(),
+            "final": policy.checkpoints.iter().map(|c| checkpoint(&c.body, c.cosigners.iter().map(|n| n.to_string()).collect())).collect::<Vec<_>>(),
+            "pending": policy.pending_checkpoint.as_ref().map(|p| checkpoint(&p.body, p.cosigners.iter().map(|n| n.to_string()).collect())),
+        })
+    }))
+}
+
 /// The owner of `dataset` as Raft knows it (with its address).
 async fn owner_peer(state: &ApiState, dataset: &str) -> Result<civmesh_consensus::RaftPeer, ApiError> {
     let find_owner = || {
@@ -682,7 +742,7 @@ mod tests {
                 documented.insert((path.clone(), method.clone()));
             }
         }
-        assert_eq!(implemented.len(), 25, "{implemented:?}");
+        assert_eq!(implemented.len(), 27, "{implemented:?}");
         assert_eq!(implemented, documented);
     }
 }

@@ -50,6 +50,10 @@ pub enum Command {
     /// Corrections: submit at a street; review at the owner; statistics.
     #[command(subcommand)]
     Correction(CorrectionCommand),
+    /// The auditor's tools: export the access log as a bundle, verify it
+    /// offline, list a subject's accesses.
+    #[command(subcommand)]
+    Audit(AuditCommand),
     /// Run the local demo federation (the `civmesh-demo` program beside this
     /// binary); arguments such as `--check` and `--dir DIR` go to it.
     Demo {
@@ -216,6 +220,59 @@ pub enum CorrectionCommand {
         /// Withdraw the rule instead.
         #[arg(long)]
         remove: bool,
+    },
+}
+
+/// `civmesh audit ...`.
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Write a self-contained audit bundle from a node's archive of applied
+    /// commands (the node must hold the whole history, e.g. a founding voter).
+    Export {
+        /// The node's data directory.
+        #[arg(long)]
+        node_dir: PathBuf,
+        /// The bundle file to write.
+        #[arg(long)]
+        out: PathBuf,
+        /// The first access entry the verifier reports on.
+        #[arg(long, default_value_t = 0)]
+        from: u64,
+        /// Stop after this many access entries (all when absent).
+        #[arg(long)]
+        to: Option<u64>,
+    },
+    /// Verify a bundle offline: every signature, every checkpoint's root
+    /// and quorum, consistency with checkpoints seen in earlier runs, and a
+    /// replay of the policy behind every release. Exits non-zero on failure.
+    Verify {
+        /// The bundle.
+        bundle: PathBuf,
+        /// The federation CA certificate the auditor trusts (PEM).
+        #[arg(long)]
+        ca: PathBuf,
+        /// Where checkpoints seen in earlier runs are kept.
+        #[arg(long, default_value = "civmesh-seen-checkpoints.json")]
+        seen: PathBuf,
+        /// Where to write the JSON report (default: BUNDLE.report.json).
+        #[arg(long)]
+        report: Option<PathBuf>,
+    },
+    /// List every access to one subject's records (PIPL Art. 45): who, when,
+    /// for what purpose, under which legal basis, and which fields.
+    Subject {
+        /// The bundle.
+        #[arg(long)]
+        bundle: PathBuf,
+        /// The federation CA certificate the auditor trusts (PEM).
+        #[arg(long)]
+        ca: PathBuf,
+        /// The subject's record key (e.g. a citizen id or credit code).
+        #[arg(long)]
+        key: String,
+        /// The federation's subject-key secret (to hash the key as the log does).
+        #[arg(long)]
+        secret_file: PathBuf,
     },
 }
 

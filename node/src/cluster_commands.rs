@@ -94,6 +94,20 @@ impl NodeApi {
         Ok(body)
     }
 
+    /// GET `path` as bytes (binary answers, e.g. the audit archive), at
+    /// most `bytes_max`.
+    pub fn get_bytes(&self, path: &str, bytes_max: u64) -> anyhow::Result<Vec<u8>> {
+        let response = self
+            .agent
+            .get(format!("{}{path}", self.base_url))
+            .header("Authorization", format!("Bearer {}", self.token))
+            .call();
+        let mut response = response.with_context(|| format!("calling {}{path}", self.base_url))?;
+        let status = response.status();
+        anyhow::ensure!(status.is_success(), "{}{path} answered {status}", self.base_url);
+        Ok(response.body_mut().with_config().limit(bytes_max).read_to_vec()?)
+    }
+
     /// GET `path`.
     pub fn get<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
         let response = self

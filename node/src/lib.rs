@@ -4,6 +4,8 @@
 //! from [`run`].
 
 pub mod api;
+mod audit_commands;
+pub mod checkpoints;
 pub mod cli;
 pub mod cluster_commands;
 pub mod config;
@@ -32,6 +34,7 @@ pub fn run(cli: cli::Cli) -> anyhow::Result<()> {
         cli::Command::Policy(command) => records_commands::policy(command),
         cli::Command::Catalog(command) => records_commands::catalog(command),
         cli::Command::Correction(command) => correction_commands::correction(command),
+        cli::Command::Audit(command) => audit_commands::audit(command),
         cli::Command::Demo { args } => run_demo(&args),
         cli::Command::Query { node_dir, dataset, keys, fields, purpose, grant } => {
             records_commands::query(query::QuerySpec { dataset, keys, fields, purpose, grant }, &node_dir)

@@ -1,0 +1,224 @@
+//! `civmesh audit ...`: export a bundle from a node's archive, verify it
+//! offline with a progress bar, and list a subject's accesses. Verification
+//! itself lives in `civmesh_policy::audit`; this module reads and writes the
+//! files (the bundle, the JSON report, the seen-checkpoints file).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use anyhow::Context;
+use civmesh_certs::{codec, now_unix_millis, CaCertificate, SignedEnvelope};
+use civmesh_policy::audit::{
+    decode_bundle, encode_bundle, subject_accesses, verify_bundle, ArchivedCommand, AuditBundle, AuditReport,
+    SeenCheckpoint, BUNDLE_BYTES_MAX,
+};
+use civmesh_policy::model::SubjectKeyHash;
+use civmesh_policy::{Command, PolicyState};
+
+use crate::api::AUDIT_COMMANDS_PER_REQUEST_MAX;
+use crate::cli::AuditCommand;
+use crate::cluster_commands::NodeApi;
+
+/// The largest page of archived commands read, in bytes.
+const ARCHIVE_PAGE_BYTES_MAX: u64 = 512 * 1024 * 1024;
+/// The largest CA certificate or secret file read, in bytes.
+const SMALL_FILE_BYTES_MAX: u64 = 64 * 1024;
+
+pub(crate) fn audit(command: AuditCommand) -> anyhow::Result<()> {
+    match command {
+        AuditCommand::Export { node_dir, out, from, to } => export(&node_dir, &out, from, to),
+        AuditCommand::Verify { bundle, ca, seen, report } => {
+            let report_path = report.unwrap_or_else(|| bundle.with_extension("report.json"));
+            verify(&bundle, &ca, &seen, &report_path)
+        }
+        AuditCommand::Subject { bundle, ca, key, secret_file } => subject(&bundle, &ca, &key, &secret_file),
+    }
+}
+
+fn export(node_dir: &Path, out: &Path, from: u64, to: Option<u64>) -> anyhow::Result<()> {
+    let api = NodeApi::open(node_dir)?;
+    let progress = indicatif::ProgressBar::new_spinner();
+    let mut commands: Vec<ArchivedCommand> = Vec::new();
+    let mut entries = 0u64;
+    'pages: loop {
+        let next = commands.last().map_or(1, |last| last.sequence + 1);
+        let path = format!("/v1/audit/commands?from={next}&limit={AUDIT_COMMANDS_PER_REQUEST_MAX}");
+        let page: Vec<ArchivedCommand> = codec::decode_exact(
+            &api.get_bytes(&path, ARCHIVE_PAGE_BYTES_MAX)?,
+            ARCHIVE_PAGE_BYTES_MAX as usize,
+        )
+        .context("decoding the node's archive")?;
+        if page.is_empty() {
+            break;
+        }
+        for command in page {
+            anyhow::ensure!(
+                command.sequence == commands.len() as u64 + 1,
+                "this node's archive starts at command {} (it joined from a snapshot); export from a node that \
+                 holds the whole history, such as a founding voter",
+                command.sequence
+            );
+            if to.is_some_and(|to| entries >= to) {
+                break 'pages;
+            }
+            entries += u64::from(command.accepted && is_access(&command));
+            commands.push(command);
+        }
+        progress.set_message(format!("{} commands, {entries} access entries", commands.len()));
+    }
+    progress.finish_and_clear();
+    let genesis = commands.first().context("the node's archive is empty")?;
+    let Command::Genesis { federation_name, ca_certificate_der, .. } =
+        SignedEnvelope::<Command>::from_bytes(&genesis.envelope)?.unverified_payload()?
+    else {
+        anyhow::bail!("the archive does not start with the genesis");
+    };
+    let config = crate::config::NodeConfig::load(node_dir)?;
+    let key =
+        civmesh_certs::NodeKey::load(&crate::config::NodeConfig::resolve(node_dir, &config.node.key_file))?;
+    let bundle = AuditBundle {
+        federation_name,
+        ca_certificate_der,
+        exported_by: key.node_id(),
+        exported_at_ms: now_unix_millis(),
+        from_entry: from,
+        to_entry: to.unwrap_or(u64::MAX),
+        commands,
+    };
+    let bytes = encode_bundle(&bundle)?;
+    let temporary = out.with_extension("partial");
+    civmesh_certs::write_new_file_synced(&temporary, &bytes, 0o644)
+        .with_context(|| format!("writing {}", temporary.display()))?;
+    std::fs::rename(&temporary, out)?;
+    println!(
+        "wrote {} ({} bytes): {} commands, {entries} access entries",
+        out.display(),
+        bytes.len(),
+        bundle.commands.len()
+    );
+    Ok(())
+}
+
+fn is_access(command: &ArchivedCommand) -> bool {
+    SignedEnvelope::<Command>::from_bytes(&command.envelope)
+        .and_then(|envelope| envelope.unverified_payload())
+        .is_ok_and(|command| matches!(command, Command::RecordAccess(_) | Command::RecordPush(_)))
+}
+
+/// Reads, decodes and verifies a bundle with a progress bar.
+fn load_and_verify(
+    bundle_path: &Path,
+    ca: &Path,
+    seen: &[SeenCheckpoint],
+) -> anyhow::Result<(AuditBundle, AuditReport, PolicyState)> {
+    let length =
+        std::fs::metadata(bundle_path).with_context(|| format!("reading {}", bundle_path.display()))?.len();
+    anyhow::ensure!(
+        length <= BUNDLE_BYTES_MAX as u64,
+        "{} is larger than {BUNDLE_BYTES_MAX} bytes",
+        bundle_path.display()
+    );
+    let bytes = std::fs::read(bundle_path)?;
+    let bundle = decode_bundle(&bytes).with_context(|| format!("reading {}", bundle_path.display()))?;
+    let trusted = read_ca(ca)?;
+    let progress = indicatif::ProgressBar::new(bundle.commands.len() as u64);
+    progress.set_style(
+        indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} commands ({per_sec}, {eta} left)")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let (report, state) =
+        verify_bundle(&bundle, Some(&trusted), seen, &mut |done| progress.set_position(done))?;
+    progress.finish_and_clear();
+    Ok((bundle, report, state))
+}
+
+fn read_ca(path: &Path) -> anyhow::Result<Vec<u8>> {
+    anyhow::ensure!(
+        std::fs::metadata(path)?.len() <= SMALL_FILE_BYTES_MAX,
+        "{} is too large",
+        path.display()
+    );
+    let pem = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    Ok(CaCertificate::from_pem(&pem)
+        .with_context(|| format!("{} is not a CA certificate", path.display()))?
+        .der()
+        .to_vec())
+}
+
+/// The seen-checkpoints file: per federation (CA fingerprint), the latest
+/// final checkpoint each earlier run verified.
+type SeenFile = BTreeMap<String, Vec<SeenCheckpoint>>;
+
+fn verify(bundle_path: &Path, ca: &Path, seen_path: &Path, report_path: &Path) -> anyhow::Result<()> {
+    let mut seen_file: SeenFile = match std::fs::read(seen_path) {
+        Ok(bytes) => {
+            serde_json::from_slice(&bytes).with_context(|| format!("{} is corrupt", seen_path.display()))?
+        }
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => SeenFile::new(),
+        Err(error) => return Err(error).with_context(|| format!("reading {}", seen_path.display())),
+    };
+    let federation = hex::encode(codec::sha256(&read_ca(ca)?));
+    let seen = seen_file.get(&federation).cloned().unwrap_or_default();
+    let (bundle, report, _) = load_and_verify(bundle_path, ca, &seen)?;
+    std::fs::write(report_path, serde_json::to_vec_pretty(&report)?)
+        .with_context(|| format!("writing {}", report_path.display()))?;
+    println!("federation:       {}", report.federation_name);
+    println!("commands:         {}", report.commands);
+    println!(
+        "access entries:   {} ({} permits, {} denials)",
+        report.access_entries, report.permits, report.denials
+    );
+    println!("checkpoints:      {} final, each root and quorum checked", report.checkpoints);
+    println!("checked against:  {} checkpoint(s) seen before", seen.len());
+    println!("root:             {}", report.root);
+    println!("report:           {}", report_path.display());
+    if !report.ok {
+        for failure in &report.failures {
+            println!(
+                "FAILED: command {} access entry {}: {:?}: {}",
+                failure.command_sequence.map_or("-".to_string(), |s| s.to_string()),
+                failure.access_entry.map_or("-".to_string(), |e| e.to_string()),
+                failure.kind,
+                failure.detail
+            );
+        }
+        let first = &report.failures[0];
+        anyhow::bail!(
+            "{} failed: {} failure(s), the first at command {:?} (access entry {:?})",
+            bundle_path.display(),
+            report.failures.len(),
+            first.command_sequence,
+            first.access_entry
+        );
+    }
+    if let Some(latest) = report.latest_checkpoint.clone() {
+        let entry = seen_file.entry(federation).or_default();
+        if !entry.contains(&latest) {
+            entry.push(latest);
+        }
+        let temporary = seen_path.with_extension("partial");
+        std::fs::write(&temporary, serde_json::to_vec_pretty(&seen_file)?)?;
+        std::fs::rename(&temporary, seen_path)?;
+    }
+    println!("verified: {} from {}", bundle_path.display(), bundle.exported_by);
+    Ok(())
+}
+
+fn subject(bundle_path: &Path, ca: &Path, key: &str, secret_file: &Path) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        std::fs::metadata(secret_file)?.len() <= SMALL_FILE_BYTES_MAX,
+        "the secret file is too large"
+    );
+    let secret =
+        std::fs::read_to_string(secret_file).with_context(|| format!("reading {}", secret_file.display()))?;
+    let (_, report, state) = load_and_verify(bundle_path, ca, &[])?;
+    anyhow::ensure!(
+        report.ok,
+        "the bundle does not verify ({} failures): run `civmesh audit verify`",
+        report.failures.len()
+    );
+    let accesses = subject_accesses(&state, &SubjectKeyHash::of(secret.trim().as_bytes(), key));
+    println!("{}", serde_json::to_string_pretty(&accesses)?);
+    eprintln!("{} access(es) to this subject's records", accesses.len());
+    Ok(())
+}

@@ -1,0 +1,168 @@
+//! The auditor's tools against real processes: checkpoints become final on
+//! their own, `audit export` writes a bundle from a voter's archive, `audit
+//! verify` passes offline and remembers the checkpoint, a later export is
+//! consistent with it (also after a voter was killed and restarted), a
+//! damaged bundle and another federation's CA are refused, and `audit
+//! subject` lists the accesses to one subject.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::Path;
+use std::time::Duration;
+
+use civmesh_certs::{now_unix_millis, NodeKey, SignedEnvelope};
+use civmesh_policy::{Applied, Command};
+use civmesh_testnet::city::{city, enterprise_dataset, street_inspection_grant, ENTERPRISES};
+use civmesh_testnet::{wait_until, SnapshotPolicy, Testnet};
+use serde_json::Value;
+
+const MARKET: usize = 1;
+const STREET: usize = 3;
+
+fn query(net: &Testnet, key: &str, grant: Option<u64>) -> Value {
+    let body = serde_json::json!({
+        "dataset": ENTERPRISES, "keys": [key], "fields": ["name"], "purpose": "street-inspection", "grant": grant,
+    });
+    net.api(STREET).unwrap().send("POST", "/v1/query", &body).unwrap()
+}
+
+fn verify(net: &Testnet, bundle: &Path, ca: &Path, seen: &Path) -> anyhow::Result<String> {
+    net.cli(&[
+        "audit",
+        "verify",
+        bundle.to_str().unwrap(),
+        "--ca",
+        ca.to_str().unwrap(),
+        "--seen",
+        seen.to_str().unwrap(),
+    ])
+}
+
+/// Waits until node `index` holds a final checkpoint over `entries` entries.
+fn wait_for_checkpoint(net: &Testnet, index: usize, entries: u64) -> Value {
+    wait_until("a final checkpoint over every entry", Duration::from_secs(30), || {
+        let checkpoints: Value = net.api(index).ok()?.get("/v1/audit/checkpoints").ok()?;
+        let last = checkpoints["final"].as_array()?.last()?.clone();
+        (last["tree_size"] == entries && checkpoints["access_entries"] == entries).then_some(last)
+    })
+    .unwrap()
+}
+
+#[test]
+fn export_verify_and_subject_access_over_a_live_federation() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut net = Testnet::create(
+        dir.path(),
+        &city(&["hub", "market", "civil", "jingansi"]),
+        SnapshotPolicy::default(),
+    )
+    .unwrap();
+    net.start_all().unwrap();
+    net.bootstrap().unwrap();
+    let market = NodeKey::load(&net.nodes[MARKET].data_dir.join("node.key")).unwrap();
+    let sign = |command: Command| SignedEnvelope::sign(&market, &command, now_unix_millis()).unwrap();
+    net.api(MARKET).unwrap().submit(&[sign(Command::PublishDataset(enterprise_dataset()))]).unwrap();
+    let grant = street_inspection_grant("street/jingansi", &["name"], &[]).unwrap();
+    let outcome = net.api(MARKET).unwrap().submit(&[sign(Command::IssueGrant(grant))]).unwrap();
+    let Ok(Applied::GrantIssued(grant)) = outcome.outcomes[0] else { panic!("{:?}", outcome.outcomes) };
+    let csv = dir.path().join("enterprises.csv");
+    std::fs::write(&csv, "credit_code,name\n91310106A,Jing'an Tea House\n91310106B,Nanjing Bakery\n")
+        .unwrap();
+    let market_dir = net.nodes[MARKET].data_dir.to_str().unwrap().to_string();
+    net.cli(&[
+        "records",
+        "import",
+        "--node-dir",
+        &market_dir,
+        "--dataset",
+        ENTERPRISES,
+        csv.to_str().unwrap(),
+    ])
+    .unwrap();
+    wait_until("the grant at the street", Duration::from_secs(10), || {
+        let body = serde_json::json!({
+            "dataset": ENTERPRISES, "keys": ["91310106A"], "fields": ["name"], "purpose": "street-inspection", "grant": grant,
+        });
+        net.api(STREET).ok()?.send::<_, Value>("POST", "/v1/query", &body).ok()?.get("Released").map(|_| ())
+    })
+    .unwrap();
+    query(&net, "91310106B", Some(grant));
+    assert!(query(&net, "91310106B", None).get("Denied").is_some());
+    let checkpoint = wait_for_checkpoint(&net, 0, 3);
+    assert!(checkpoint["cosigners"].as_array().unwrap().len() >= 2, "{checkpoint}");
+
+    let hub_dir = net.nodes[0].data_dir.to_str().unwrap().to_string();
+    let ca = net.ca_dir.join("ca.pem");
+    let seen = dir.path().join("seen.json");
+    let bundle = dir.path().join("first.bundle");
+
+    net.cli(&["audit", "export", "--node-dir", &hub_dir, "--out", bundle.to_str().unwrap()]).unwrap();
+    let printed = verify(&net, &bundle, &ca, &seen).unwrap();
+    assert!(printed.contains("access entries:   3 (2 permits, 1 denials)"), "{printed}");
+    let report: Value =
+        serde_json::from_slice(&std::fs::read(bundle.with_extension("report.json")).unwrap()).unwrap();
+    assert_eq!((report["ok"].as_bool(), report["checkpoints"].as_u64()), (Some(true), Some(1)));
+    assert!(std::fs::read_to_string(&seen).unwrap().contains(checkpoint["root"].as_str().unwrap()));
+
+    // PIPL Art. 45: every access to 91310106B, from the bundle alone.
+    let secret = net.nodes[STREET].data_dir.join("subject-key.secret");
+    let accesses: Vec<Value> = serde_json::from_str(
+        &net.cli(&[
+            "audit",
+            "subject",
+            "--bundle",
+            bundle.to_str().unwrap(),
+            "--ca",
+            ca.to_str().unwrap(),
+            "--key",
+            "91310106B",
+            "--secret-file",
+            secret.to_str().unwrap(),
+        ])
+        .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(accesses.len(), 2, "{accesses:?}");
+    assert_eq!(
+        (accesses[0]["outcome"].as_str(), accesses[1]["outcome"].as_str()),
+        (Some("permit"), Some("deny"))
+    );
+    assert_eq!(accesses[0]["requester_org"], "street/jingansi");
+    assert_eq!(accesses[0]["legal_basis"], "statutory_duty");
+    assert_eq!(accesses[0]["fields_released"], serde_json::json!(["name"]));
+
+    // More entries, a voter killed and restarted: the next bundle verifies
+    // and is consistent with the checkpoint seen before.
+    net.kill9(0).unwrap();
+    query(&net, "91310106A", Some(grant));
+    net.start(0).unwrap();
+    query(&net, "91310106A", Some(grant));
+    wait_for_checkpoint(&net, 0, 5);
+    let second = dir.path().join("second.bundle");
+    net.cli(&["audit", "export", "--node-dir", &hub_dir, "--out", second.to_str().unwrap()]).unwrap();
+    let printed = verify(&net, &second, &ca, &seen).unwrap();
+    assert!(printed.contains("checked against:  1 checkpoint(s) seen before"), "{printed}");
+
+    // Damage and another federation are refused with clear errors.
+    let mut bytes = std::fs::read(&second).unwrap();
+    bytes.truncate(bytes.len() - 10);
+    let truncated = dir.path().join("truncated.bundle");
+    std::fs::write(&truncated, &bytes).unwrap();
+    let error = verify(&net, &truncated, &ca, &seen).unwrap_err().to_string();
+    assert!(error.contains("truncated or corrupt"), "{error}");
+    let other = dir.path().join("other-ca");
+    net.cli(&["ca", "init", "--dir", other.to_str().unwrap(), "--name", "another city"]).unwrap();
+    let error = net
+        .cli(&[
+            "audit",
+            "verify",
+            second.to_str().unwrap(),
+            "--ca",
+            other.join("ca.pem").to_str().unwrap(),
+            "--seen",
+            seen.to_str().unwrap(),
+        ])
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("another federation"), "{error}");
+}
