@@ -40,6 +40,8 @@ pub const RETRY_BACKOFF_MS_MAX: u64 = 10_000;
 pub const CORRECTION_WORKER_TICK_MS: u64 = 250;
 /// How long one delivery waits for the peer's acknowledgement.
 pub const CORRECTION_SEND_TIMEOUT_MS: u64 = 5_000;
+/// Entries the worker advances at once at most.
+pub const CORRECTION_STEPS_IN_FLIGHT_MAX: usize = 16;
 /// How long an accept or reject waits for the worker to decide.
 pub const REVIEW_WAIT_MS_MAX: u64 = 5_000;
 
@@ -250,6 +252,8 @@ pub struct CorrectionService {
     query: Arc<QueryService>,
     /// Serialises changes to entries (the worker and the handlers).
     entries_lock: tokio::sync::Mutex<()>,
+    /// Serialises the conflict check and write of corrected records.
+    apply_lock: tokio::sync::Mutex<()>,
     /// Ids of entries with work left.
     open: Mutex<BTreeSet<CorrectionId>>,
     wake: Notify,
@@ -294,6 +298,7 @@ impl CorrectionService {
             swarm,
             query,
             entries_lock: tokio::sync::Mutex::new(()),
+            apply_lock: tokio::sync::Mutex::new(()),
             open: Mutex::new(open),
             wake: Notify::new(),
         }))
@@ -539,9 +544,13 @@ impl CorrectionService {
 
     // ----- the worker -----
 
-    /// Advances every due entry until `stop`.
+    /// Advances due entries until `stop`, up to
+    /// [`CORRECTION_STEPS_IN_FLIGHT_MAX`] entries at once, each entry by one
+    /// task at a time.
     pub async fn run_worker(self: Arc<Self>, mut stop: tokio::sync::watch::Receiver<bool>) {
         let mut tick = tokio::time::interval(Duration::from_millis(CORRECTION_WORKER_TICK_MS));
+        let permits = Arc::new(tokio::sync::Semaphore::new(CORRECTION_STEPS_IN_FLIGHT_MAX));
+        let in_flight: Arc<Mutex<BTreeSet<CorrectionId>>> = Arc::default();
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
@@ -551,7 +560,19 @@ impl CorrectionService {
             let due: Vec<CorrectionId> =
                 self.open.lock().map(|open| open.iter().copied().collect()).unwrap_or_default();
             for id in due {
-                self.advance(&id).await;
+                let claimed = in_flight.lock().is_ok_and(|mut in_flight| in_flight.insert(id));
+                if !claimed {
+                    continue;
+                }
+                let Ok(permit) = permits.clone().acquire_owned().await else { return };
+                let (service, in_flight) = (self.clone(), in_flight.clone());
+                tokio::spawn(async move {
+                    service.advance(&id).await;
+                    if let Ok(mut in_flight) = in_flight.lock() {
+                        in_flight.remove(&id);
+                    }
+                    drop(permit);
+                });
             }
         }
     }
@@ -668,7 +689,12 @@ impl CorrectionService {
         request: &CorrectionRequest,
     ) -> Result<(), String> {
         use CorrectionStage::*;
-        let version = self.apply(id, request).await?;
+        let version = match self.apply(id, request).await? {
+            Ok(version) => version,
+            Err(current_version) => {
+                return self.decide(id, entry, request, OutcomeStatus::Conflict { current_version }).await
+            }
+        };
         let stages = [(Delivered, None, ""), (Accepted, None, ""), (Applied, Some(version), "")];
         self.log_stages(id, entry, request, &stages).await.map_err(|error| error.to_string())?;
         self.push_version(id, request).await;
@@ -803,7 +829,15 @@ impl CorrectionService {
     /// Writes the new version (once: a version with this correction's
     /// provenance means it was written before a crash) and pushes it to
     /// subscribers.
-    async fn apply(&self, id: &CorrectionId, request: &CorrectionRequest) -> Result<u64, String> {
+    /// Under the apply lock, so two corrections of one record cannot both
+    /// build on the same base: returns the new version, or the current one
+    /// as `Err` when the record moved past the base version.
+    async fn apply(
+        &self,
+        id: &CorrectionId,
+        request: &CorrectionRequest,
+    ) -> Result<Result<u64, u64>, String> {
+        let _serialised = self.apply_lock.lock().await;
         let provenance = Provenance::Correction { id: hex_id(id) };
         let current = self
             .records
@@ -811,7 +845,10 @@ impl CorrectionService {
             .map_err(|error| error.to_string())?
             .ok_or("the record disappeared")?;
         if current.provenance == provenance {
-            return Ok(current.version);
+            return Ok(Ok(current.version));
+        }
+        if current.version != request.base_version {
+            return Ok(Err(current.version));
         }
         let dataset = self
             .log
@@ -826,7 +863,7 @@ impl CorrectionService {
         let version = *versions.first().ok_or("nothing was written")?;
         debug_assert_eq!(version, current.version + 1);
         debug_assert_eq!(self.records.latest_version(&request.dataset, &key).ok().flatten(), Some(version));
-        Ok(version)
+        Ok(Ok(version))
     }
 
     /// Pushes the corrected version to the dataset's subscribers (each push
