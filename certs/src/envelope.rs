@@ -190,6 +190,19 @@ impl<T: Serialize + DeserializeOwned> SignedEnvelope<T> {
         })
     }
 
+    /// Decodes as [`SignedEnvelope::verify_signature`] does, without the
+    /// signature check: only for an envelope whose signature the caller has
+    /// already verified (an auditor's parallel pass over a bundle).
+    pub fn decode_already_verified(&self) -> Result<VerifiedEnvelope<T>, EnvelopeError> {
+        let body: EnvelopeBody<T> = codec::decode_exact(&self.body, ENVELOPE_BYTES_MAX)?;
+        Ok(VerifiedEnvelope {
+            payload: body.payload,
+            signer: body.signer,
+            issued_at_ms: body.issued_at_ms,
+            nonce: body.nonce,
+        })
+    }
+
     /// [`SignedEnvelope::verify_signature`], then the replay window and the
     /// seen-nonce cache. Use where envelopes arrive from the network.
     pub fn verify(

@@ -338,7 +338,7 @@ impl CommandArchive {
         for item in self.db.iterator_cf(archive, IteratorMode::From(&start, Direction::Forward)).take(limit) {
             let (_, value) = item?;
             commands.push(
-                codec::decode_exact(&value, ARCHIVED_COMMAND_BYTES_MAX + 1024)
+                codec::decode_exact(&value, ARCHIVED_COMMAND_BYTES_MAX)
                     .map_err(|error| ArchiveError::Corrupt(error.to_string()))?,
             );
         }

@@ -622,7 +622,10 @@ async fn access_log(State(state): State<Shared>) -> Json<Vec<AccessLogSummary>> 
 }
 
 /// The most archived commands one `GET /v1/audit/commands` returns.
-pub const AUDIT_COMMANDS_PER_REQUEST_MAX: usize = 10_000;
+pub const AUDIT_COMMANDS_PER_REQUEST_MAX: usize = 2_000;
+/// The bytes of one page of archived commands at most (one command may
+/// exceed it alone).
+pub const AUDIT_PAGE_BYTES_MAX: usize = 8 * 1024 * 1024;
 
 /// `?from=SEQ&limit=N`.
 #[derive(Debug, Deserialize)]
@@ -650,11 +653,22 @@ async fn audit_commands(
     axum::extract::Query(query): axum::extract::Query<AuditCommandsQuery>,
 ) -> Result<Response, ApiError> {
     let limit = query.limit.clamp(1, AUDIT_COMMANDS_PER_REQUEST_MAX);
-    let commands = state
+    let mut commands = state
         .log
         .archive()
         .read(query.from.max(1), limit)
         .map_err(|error| ApiError(StatusCode::INTERNAL_SERVER_ERROR, error.to_string()))?;
+    // A page stays well inside the decoder's bound; the client asks again.
+    let mut page_bytes = 0;
+    let fits = commands
+        .iter()
+        .take_while(|command| {
+            page_bytes += command.envelope.len() + 64;
+            page_bytes <= AUDIT_PAGE_BYTES_MAX
+        })
+        .count()
+        .max(1);
+    commands.truncate(fits);
     let bytes = civmesh_certs::codec::encode(&commands)
         .map_err(|error| ApiError(StatusCode::INTERNAL_SERVER_ERROR, error.to_string()))?;
     Ok(([(axum::http::header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response())

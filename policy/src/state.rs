@@ -195,6 +195,25 @@ impl Default for PolicyState {
     }
 }
 
+/// Whether apply checks signatures itself.
+#[derive(Clone, Copy)]
+enum SignatureCheck {
+    Verify,
+    AlreadyVerified,
+}
+
+impl SignatureCheck {
+    fn open<T: serde::de::DeserializeOwned + Serialize>(
+        self,
+        envelope: &civmesh_certs::SignedEnvelope<T>,
+    ) -> Result<civmesh_certs::VerifiedEnvelope<T>, civmesh_certs::EnvelopeError> {
+        match self {
+            SignatureCheck::Verify => envelope.verify_signature(),
+            SignatureCheck::AlreadyVerified => envelope.decode_already_verified(),
+        }
+    }
+}
+
 /// Who signed a command, as the state knows them.
 enum Signer<'a> {
     Ca,
@@ -211,9 +230,30 @@ impl PolicyState {
         envelope: &SignedCommand,
         entry_time_ms: UnixMillis,
     ) -> Result<Applied, Rejection> {
+        self.apply_with(envelope, entry_time_ms, SignatureCheck::Verify)
+    }
+
+    /// [`PolicyState::apply`] for a command whose every signature (the
+    /// envelope's, and an access record's request) the caller has verified
+    /// already: an auditor verifying a bundle's signatures on all cores
+    /// first. Everything else is checked as in `apply`. Replicas never use it.
+    pub fn apply_with_signatures_verified(
+        &mut self,
+        envelope: &SignedCommand,
+        entry_time_ms: UnixMillis,
+    ) -> Result<Applied, Rejection> {
+        self.apply_with(envelope, entry_time_ms, SignatureCheck::AlreadyVerified)
+    }
+
+    fn apply_with(
+        &mut self,
+        envelope: &SignedCommand,
+        entry_time_ms: UnixMillis,
+        check: SignatureCheck,
+    ) -> Result<Applied, Rejection> {
         self.commands_applied += 1;
         let before = self.commands_applied;
-        let outcome = self.apply_verified(envelope, entry_time_ms);
+        let outcome = self.apply_verified(envelope, entry_time_ms, check);
         debug_assert_eq!(before, self.commands_applied);
         outcome
     }
@@ -222,9 +262,10 @@ impl PolicyState {
         &mut self,
         envelope: &SignedCommand,
         entry_time_ms: UnixMillis,
+        check: SignatureCheck,
     ) -> Result<Applied, Rejection> {
-        let verified = envelope
-            .verify_signature()
+        let verified = check
+            .open(envelope)
             .map_err(|error| reject(RejectionCode::SignatureInvalid, error.to_string()))?;
         if verified.issued_at_ms > entry_time_ms.saturating_add(COMMAND_SKEW_MS_MAX) {
             return Err(reject(
@@ -261,16 +302,18 @@ impl PolicyState {
         if let Command::CosignCheckpoint(body) = command {
             self.validate_cosignature(body, &signer_id, entry_time_ms)?;
         }
-        if let Command::RecordAccess(record) = command {
+        let access = match command {
+            Command::RecordAccess(record) => Some((record, self.validate_access(record, false, check)?)),
+            Command::RecordPush(record) => Some((record, self.validate_access(record, true, check)?)),
+            _ => None,
+        };
+        if let (Command::RecordAccess(_), Some((_, (requester, header)))) = (command, &access) {
             // The requester's query is logged once, whoever logs it.
-            let (requester, header) = self.validate_access(record, false)?;
             self.check_replay(&requester.signer, &requester.nonce, requester.issued_at_ms, entry_time_ms)?;
-            debug_assert_eq!(&header, &requester.payload);
+            debug_assert_eq!(header, &requester.payload);
         }
         self.check_replay(&verified.signer, &verified.nonce, verified.issued_at_ms, entry_time_ms)?;
-        if let Command::RecordAccess(record) | Command::RecordPush(record) = command {
-            let push = matches!(command, Command::RecordPush(_));
-            let (requester, header) = self.validate_access(record, push)?;
+        if let Some((record, (requester, header))) = access {
             self.access_log.push(AccessLogEntry {
                 sequence: self.access_log.len() as u64,
                 envelope: envelope.clone(),
@@ -509,8 +552,8 @@ impl PolicyState {
                 }
             }
             Command::RecordConsent { purpose, .. } => check_text("purpose", purpose, NAME_BYTES_MAX),
-            Command::RecordAccess(record) => self.validate_access(record, false).map(|_| ()),
-            Command::RecordPush(record) => self.validate_access(record, true).map(|_| ()),
+            // Checked, once, in `apply_verified`, which keeps the result.
+            Command::RecordAccess(_) | Command::RecordPush(_) => Ok(()),
             Command::RecordCorrectionEvent(event) => self.validate_correction_event(event, signer_org),
             // Checked with the signer's id in `validate_cosignature`.
             Command::CosignCheckpoint(_) => Ok(()),
@@ -600,8 +643,9 @@ impl PolicyState {
         &self,
         record: &AccessRecord,
         push: bool,
+        check: SignatureCheck,
     ) -> Result<(civmesh_certs::VerifiedEnvelope<QueryHeader>, QueryHeader), Rejection> {
-        let request = record.request.verify_signature().map_err(|error| {
+        let request = check.open(&record.request).map_err(|error| {
             reject(RejectionCode::SignatureInvalid, format!("the requester's query: {error}"))
         })?;
         let header = request.payload.clone();
