@@ -1,5 +1,6 @@
 //! The README's main command keeps working: `civmesh demo --check` runs the
-//! demo federation to the end and checks every step it claims.
+//! demo federation through all nine steps of the loop, checks each, and
+//! only then prints `demo: closed loop verified`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -14,10 +15,15 @@ fn the_demo_runs_and_checks_every_step() {
         .unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
-    assert!(stdout.contains("demo: steps 1-7 and the replicated access log verified"), "{stdout}");
+    assert!(stdout.trim_end().ends_with("demo: closed loop verified"), "{stdout}");
+    for step in 1..=9 {
+        assert!(stdout.contains(&format!("\n[{step}] ")), "step {step} missing:\n{stdout}");
+    }
+    assert_eq!(stdout.matches("    ok: ").count(), 15, "every step checked:\n{stdout}");
+    let bundle = dir.path().join("demo").join("audit.bundle");
     assert!(
-        !stdout.contains("demo: closed loop verified"),
-        "the loop is not closed yet; the demo must not claim it"
+        bundle.exists() && bundle.with_extension("report.json").exists(),
+        "the auditor's bundle and report are kept"
     );
     assert!(
         dir.path().join("demo").join("hub").join("civmesh.toml").exists(),
