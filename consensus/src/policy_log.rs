@@ -297,6 +297,15 @@ impl<T: Transport> PolicyLog<T> {
     /// the leader had committed when asked, and returns that index. Retries
     /// while the leader is unknown, within the same budget as writes.
     pub async fn linearizable_read_index(&self, timeout: Duration) -> Result<u64, SubmitError> {
+        // `timeout` bounds the whole read: finding the leader, asking it,
+        // and waiting to apply up to its index.
+        match tokio::time::timeout(timeout, self.read_index_with_retries(timeout)).await {
+            Ok(outcome) => outcome,
+            Err(_) => Err(SubmitError::NoLeader(format!("no read index within {} ms", timeout.as_millis()))),
+        }
+    }
+
+    async fn read_index_with_retries(&self, timeout: Duration) -> Result<u64, SubmitError> {
         let mut last_error = SubmitError::NoLeader("no attempt made".to_string());
         for _ in 0..SUBMIT_ATTEMPTS_MAX {
             match self.leader_read_index().await {

@@ -38,6 +38,9 @@ pub const RETRY_BACKOFF_MS_MIN: u64 = 100;
 pub const RETRY_BACKOFF_MS_MAX: u64 = 10_000;
 /// The worker looks for due entries at least this often.
 pub const CORRECTION_WORKER_TICK_MS: u64 = 250;
+/// How long logging a step's stages may take before the step is retried
+/// (a stage that did commit meanwhile counts as logged on the retry).
+pub const CORRECTION_LOG_TIMEOUT_MS: u64 = 5_000;
 /// How long one delivery waits for the peer's acknowledgement.
 pub const CORRECTION_SEND_TIMEOUT_MS: u64 = 5_000;
 /// Entries the worker advances at once at most.
@@ -914,8 +917,14 @@ impl CorrectionService {
         if commands.is_empty() {
             return Ok(());
         }
-        let result =
-            self.log.submit(commands).await.map_err(|error| StageError::Unavailable(error.to_string()))?;
+        let submitted =
+            tokio::time::timeout(Duration::from_millis(CORRECTION_LOG_TIMEOUT_MS), self.log.submit(commands));
+        let result = submitted
+            .await
+            .map_err(|_| {
+                StageError::Unavailable(format!("not committed within {CORRECTION_LOG_TIMEOUT_MS} ms"))
+            })?
+            .map_err(|error| StageError::Unavailable(error.to_string()))?;
         for (stage, outcome) in logging.into_iter().zip(result.outcomes) {
             match outcome {
                 Ok(_) => {}

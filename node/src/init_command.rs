@@ -37,7 +37,17 @@ pub(crate) fn init(args: InitArgs) -> anyhow::Result<()> {
         None => NodeKey::generate()?,
     };
     key.write_new(&args.data_dir.join(KEY_FILE))?;
-    let request = IssueRequest::for_days(org, role, key.node_id(), now_unix_millis(), args.days)?;
+    let mut request = IssueRequest::for_days(org, role, key.node_id(), now_unix_millis(), args.days)?;
+    // The API serves TLS with this certificate: it must name the API's host.
+    let api_host = match args.api_listen.parse::<std::net::SocketAddr>() {
+        Ok(address) => address.ip().to_string(),
+        Err(_) => {
+            args.api_listen.rsplit_once(':').map_or(args.api_listen.as_str(), |(host, _)| host).to_string()
+        }
+    };
+    if !request.subject_alt_names.contains(&api_host) && !api_host.is_empty() {
+        request.subject_alt_names.push(api_host);
+    }
     write_new(&args.data_dir.join(CERTIFICATE_FILE), ca.issue(&request)?.as_bytes(), 0o644)?;
     write_new(&args.data_dir.join(CA_CERTIFICATE_FILE), ca.certificate_pem().as_bytes(), 0o644)?;
     let mut token = [0u8; API_TOKEN_BYTES];

@@ -15,6 +15,7 @@ use anyhow::Context;
 pub use civmesh_node::cluster_commands::NodeApi;
 
 pub mod city;
+pub mod netns;
 
 /// How long a node may take to write `node.json` after starting.
 pub const NODE_START_WAIT_MS_MAX: u64 = 20_000;
@@ -77,6 +78,7 @@ pub struct Testnet {
     /// The nodes, in spec order.
     pub nodes: Vec<TestNode>,
     binary: PathBuf,
+    isolation: Option<crate::netns::Isolation>,
 }
 
 /// The `civmesh` binary: `$CIVMESH_BIN`, or beside the running test's
@@ -144,6 +146,37 @@ impl Testnet {
     /// must be empty or absent). Ports are fixed at creation so restarted
     /// nodes come back at the same addresses.
     pub fn create(root: &Path, specs: &[NodeSpec], snapshot: SnapshotPolicy) -> anyhow::Result<Self> {
+        let addresses = |_: usize| -> anyhow::Result<(String, String)> {
+            Ok((format!("/ip4/127.0.0.1/tcp/{}", free_port()?), format!("127.0.0.1:{}", free_port()?)))
+        };
+        Self::create_with(root, specs, snapshot, None, addresses)
+    }
+
+    /// [`Testnet::create`], with each node in a network namespace of its
+    /// own, joined by a bridge, so [`Testnet::partition`] can cut the
+    /// network between any two groups. Needs root and `ip netns`.
+    pub fn create_isolated(
+        root: &Path,
+        specs: &[NodeSpec],
+        snapshot: SnapshotPolicy,
+    ) -> anyhow::Result<Self> {
+        let isolation = crate::netns::Isolation::create(specs.len())?;
+        let addresses: Vec<(String, String)> = (0..specs.len())
+            .map(|index| {
+                let ip = isolation.node_ip(index);
+                (format!("/ip4/{ip}/tcp/7000"), format!("{ip}:8000"))
+            })
+            .collect();
+        Self::create_with(root, specs, snapshot, Some(isolation), |index| Ok(addresses[index].clone()))
+    }
+
+    fn create_with(
+        root: &Path,
+        specs: &[NodeSpec],
+        snapshot: SnapshotPolicy,
+        isolation: Option<crate::netns::Isolation>,
+        addresses: impl Fn(usize) -> anyhow::Result<(String, String)>,
+    ) -> anyhow::Result<Self> {
         let binary = civmesh_binary()?;
         std::fs::create_dir_all(root)?;
         let ca_dir = root.join("ca");
@@ -158,11 +191,10 @@ impl Testnet {
         let voters: Vec<&String> =
             specs.iter().zip(&peer_ids).filter(|(spec, _)| spec.voter).map(|(_, id)| id).collect();
         let mut nodes = Vec::new();
-        for spec in specs {
+        for (index, spec) in specs.iter().enumerate() {
             let data_dir = root.join(&spec.name);
             let key_path = root.join(format!("{}.key", spec.name));
-            let p2p = format!("/ip4/127.0.0.1/tcp/{}", free_port()?);
-            let api = format!("127.0.0.1:{}", free_port()?);
+            let (p2p, api) = addresses(index)?;
             let after = snapshot.after_entries.to_string();
             let kept = snapshot.entries_kept.to_string();
             let mut args = vec![
@@ -193,7 +225,19 @@ impl Testnet {
             let peer_id = run_cli(&binary, &args)?.trim().to_string();
             nodes.push(TestNode { spec: spec.clone(), data_dir, peer_id, process: None });
         }
-        Ok(Testnet { root: root.to_path_buf(), ca_dir, nodes, binary })
+        Ok(Testnet { root: root.to_path_buf(), ca_dir, nodes, binary, isolation })
+    }
+
+    /// Cuts the network between every node in `one` and every node in
+    /// `other` (both ways; the test itself still reaches every node).
+    /// Only for a testnet made with [`Testnet::create_isolated`].
+    pub fn partition(&mut self, one: &[usize], other: &[usize]) -> anyhow::Result<()> {
+        self.isolation.as_mut().context("not an isolated testnet")?.partition(one, other)
+    }
+
+    /// Undoes every partition.
+    pub fn heal(&mut self) -> anyhow::Result<()> {
+        self.isolation.as_mut().context("not an isolated testnet")?.heal()
     }
 
     /// The index of the node called `name`.
@@ -210,7 +254,15 @@ impl Testnet {
             .create(true)
             .append(true)
             .open(self.root.join(format!("{}.log", node.spec.name)))?;
-        let child = Command::new(&self.binary)
+        let mut command = match &self.isolation {
+            Some(isolation) => {
+                let mut command = Command::new("ip");
+                command.args(["netns", "exec", &isolation.namespace(index)]).arg(&self.binary);
+                command
+            }
+            None => Command::new(&self.binary),
+        };
+        let child = command
             .args(["run", "--data-dir", path_str(&node.data_dir)?])
             .env("CIVMESH_LOG", std::env::var("CIVMESH_LOG").unwrap_or_else(|_| "info".to_string()))
             .stdin(Stdio::null())

@@ -1,0 +1,191 @@
+//! Partitions, with each node in a network namespace of its own: a voter and
+//! a street cut off from the rest, then the owner cut off from the quorum.
+//! Nothing acknowledged is lost, a correction made during the cut is
+//! delivered and applied exactly once after the network heals, the owner
+//! releases nothing it cannot log, the replicas converge, and the audit
+//! bundle verifies afterwards. Needs root and `ip netns`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::Duration;
+
+use civmesh_certs::{now_unix_millis, NodeKey, SignedEnvelope};
+use civmesh_policy::model::LegalBasis;
+use civmesh_policy::{Applied, Command};
+use civmesh_testnet::city::{city, enterprise_dataset, street_inspection_grant, ENTERPRISES};
+use civmesh_testnet::{netns, wait_until, SnapshotPolicy, Testnet};
+use serde_json::Value;
+
+const HUB: usize = 0;
+const MARKET: usize = 1;
+const CIVIL: usize = 2;
+const STREET: usize = 3;
+
+fn query(net: &Testnet, grant: u64) -> anyhow::Result<Value> {
+    let body = serde_json::json!({
+        "dataset": ENTERPRISES, "keys": ["91310106A"], "fields": ["name"], "purpose": "street-inspection", "grant": grant,
+    });
+    net.api(STREET)?.send("POST", "/v1/query", &body)
+}
+
+fn access_log_length(net: &Testnet, index: usize) -> usize {
+    net.api(index).unwrap().get::<Vec<Value>>("/v1/access-log").unwrap().len()
+}
+
+#[test]
+fn partitions_heal_without_loss_duplicates_or_unlogged_releases() {
+    assert!(
+        netns::namespaces_available(),
+        "this test needs root and `ip netns` (iproute2); scripts/setup.sh installs iproute2"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let mut net = Testnet::create_isolated(
+        dir.path(),
+        &city(&["hub", "market", "civil", "jingansi"]),
+        SnapshotPolicy::default(),
+    )
+    .unwrap();
+    net.start_all().unwrap();
+    net.bootstrap().unwrap();
+    let market = NodeKey::load(&net.nodes[MARKET].data_dir.join("node.key")).unwrap();
+    let hub = NodeKey::load(&net.nodes[HUB].data_dir.join("node.key")).unwrap();
+    let sign =
+        |key: &NodeKey, command: Command| SignedEnvelope::sign(key, &command, now_unix_millis()).unwrap();
+    net.api(MARKET).unwrap().submit(&[sign(&market, Command::PublishDataset(enterprise_dataset()))]).unwrap();
+    let grant = street_inspection_grant("street/jingansi", &["name", "operating_address"], &[]).unwrap();
+    let outcome = net.api(MARKET).unwrap().submit(&[sign(&market, Command::IssueGrant(grant))]).unwrap();
+    let Ok(Applied::GrantIssued(grant)) = outcome.outcomes[0] else { panic!("{:?}", outcome.outcomes) };
+    let csv = dir.path().join("enterprises.csv");
+    std::fs::write(&csv, "credit_code,name,operating_address\n91310106A,Jing'an Tea House,12 Wuding Road\n")
+        .unwrap();
+    let market_dir = net.nodes[MARKET].data_dir.to_str().unwrap().to_string();
+    net.cli(&[
+        "records",
+        "import",
+        "--node-dir",
+        &market_dir,
+        "--dataset",
+        ENTERPRISES,
+        csv.to_str().unwrap(),
+    ])
+    .unwrap();
+    net.cli(&[
+        "correction",
+        "auto-accept",
+        "--node-dir",
+        &market_dir,
+        "--dataset",
+        ENTERPRISES,
+        "--submitter",
+        "street/jingansi",
+        "--field",
+        "operating_address",
+    ])
+    .unwrap();
+    wait_until("a first query", Duration::from_secs(20), || {
+        query(&net, grant).ok()?.get("Released").map(|_| ())
+    })
+    .unwrap();
+
+    // 1. A voter (civil) and the street cut off from the hub and the owner.
+    net.partition(&[CIVIL, STREET], &[HUB, MARKET]).unwrap();
+    let demand = Command::FileDemand {
+        dataset: ENTERPRISES.into(),
+        fields: ["name".to_string()].into(),
+        purpose: "statistics".into(),
+        legal_basis: LegalBasis::StatutoryDuty,
+    };
+    let acknowledged = net.api(HUB).unwrap().submit(&[sign(&hub, demand)]).unwrap();
+    assert!(acknowledged.outcomes[0].is_ok(), "the majority side goes on: {:?}", acknowledged.outcomes);
+    let correction = serde_json::json!({
+        "dataset": ENTERPRISES, "record_key": "91310106A", "base_version": 1,
+        "changes": {"operating_address": "88 Yanping Road"}, "reason": "moved", "operator": "Li Wei",
+    });
+    let submitted: Value = net.api(STREET).unwrap().send("POST", "/v1/corrections", &correction).unwrap();
+    let id = submitted["correction"].as_str().unwrap().to_string();
+    assert!(query(&net, grant).is_err(), "the street cannot reach the owner");
+    wait_until("delivery attempts during the cut", Duration::from_secs(20), || {
+        let view: Value = net.api(STREET).ok()?.get(&format!("/v1/corrections/{id}")).ok()?;
+        (view["status"] == "awaiting_delivery" && view["attempts"].as_u64()? >= 2).then_some(())
+    })
+    .unwrap();
+    net.heal().unwrap();
+    let outcome = wait_until("the correction's outcome after the heal", Duration::from_secs(40), || {
+        let view: Value = net.api(STREET).ok()?.get(&format!("/v1/corrections/{id}")).ok()?;
+        (view["status"] == "closed").then(|| view["outcome"]["status"].clone())
+    })
+    .unwrap();
+    assert_eq!(outcome, serde_json::json!({ "applied": { "version": 2 } }));
+    let record: Value = net
+        .api(MARKET)
+        .unwrap()
+        .get("/v1/records?dataset=market-supervision%2Fenterprise-registry&key=91310106A")
+        .unwrap();
+    let from_correction = record["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|v| v["provenance"]["correction"]["id"] == id.as_str())
+        .count();
+    assert_eq!(
+        (record["history"].as_array().unwrap().len(), from_correction),
+        (2, 1),
+        "applied exactly once"
+    );
+
+    // 2. The owner cut off from the other voters, not from the street: it
+    // cannot log the access, so it releases nothing.
+    let logged_before = access_log_length(&net, HUB);
+    net.partition(&[MARKET], &[HUB, CIVIL]).unwrap();
+    match query(&net, grant) {
+        Ok(answer) => panic!("released without a committed access record: {answer}"),
+        Err(error) => assert!(error.to_string().contains("nothing released"), "{error}"),
+    }
+    net.heal().unwrap();
+    wait_until("queries again after the heal", Duration::from_secs(30), || {
+        query(&net, grant).ok()?.get("Released").map(|_| ())
+    })
+    .unwrap();
+
+    // 3. Every replica converges on the same state; the acknowledged demand is there.
+    let state_hash = wait_until("identical replicas", Duration::from_secs(30), || {
+        let all: Vec<_> = (0..4).map(|i| net.api(i).ok()?.status().ok()).collect::<Option<_>>()?;
+        let same = all.iter().all(|s| {
+            s.raft.applied_index == all[0].raft.applied_index && s.raft.state_hash == all[0].raft.state_hash
+        });
+        same.then(|| all[0].raft.state_hash.clone())
+    })
+    .unwrap();
+    assert!(!state_hash.is_empty());
+    let demands: Vec<Value> = net.api(CIVIL).unwrap().get("/v1/policy/demands").unwrap();
+    assert!(
+        demands.iter().any(|d| d["purpose"] == "statistics"),
+        "the acknowledged demand is on the cut voter too"
+    );
+    assert!(access_log_length(&net, CIVIL) > logged_before);
+    let stats: Value = net.api(CIVIL).unwrap().get("/v1/corrections/stats").unwrap();
+    assert_eq!(stats[0]["by_stage"]["outcome_delivered"], 1, "{stats}");
+
+    // 4. The audit bundle verifies.
+    let entries = access_log_length(&net, HUB) as u64;
+    wait_until("a checkpoint over every entry", Duration::from_secs(30), || {
+        let checkpoints: Value = net.api(HUB).ok()?.get("/v1/audit/checkpoints").ok()?;
+        (checkpoints["final"].as_array()?.last()?["tree_size"] == entries).then_some(())
+    })
+    .unwrap();
+    let bundle = dir.path().join("after.bundle");
+    let hub_dir = net.nodes[HUB].data_dir.to_str().unwrap().to_string();
+    net.cli(&["audit", "export", "--node-dir", &hub_dir, "--out", bundle.to_str().unwrap()]).unwrap();
+    let seen = dir.path().join("seen.json");
+    let ca = net.ca_dir.join("ca.pem");
+    net.cli(&[
+        "audit",
+        "verify",
+        bundle.to_str().unwrap(),
+        "--ca",
+        ca.to_str().unwrap(),
+        "--seen",
+        seen.to_str().unwrap(),
+    ])
+    .unwrap();
+}
