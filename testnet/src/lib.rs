@@ -313,7 +313,8 @@ impl Testnet {
         self.pid(index).and_then(|pid| signal(pid, "CONT"))
     }
 
-    fn pid(&self, index: usize) -> anyhow::Result<u32> {
+    /// The process id of node `index`, if it runs.
+    pub fn pid(&self, index: usize) -> anyhow::Result<u32> {
         self.nodes[index].process.as_ref().map(Child::id).context("the node is not running")
     }
 

@@ -7,6 +7,10 @@
 //! (submit at a street, applied at the owner, outcome back at the street),
 //! p50 and p99, beside one policy-log commit measured in the same run.
 //!
+//! `civmesh-bench scale`: 30 nodes (5 voters, 25 learners) on this machine:
+//! how long a policy change takes to reach every learner (p50, p99) beside
+//! the commit itself, and the resident memory per node.
+//!
 //! `civmesh-bench policy-log`: commit throughput and latency of the policy
 //! log (3 voters, loopback, fsync) at 1, 16, 64 and 256 concurrent writers
 //! with 256-byte commands, beside a 3-member etcd cluster started by this
@@ -51,7 +55,8 @@ fn main() -> anyhow::Result<()> {
         Some("policy-log") => policy_log(seconds),
         Some("query") => query(seconds),
         Some("corrections") => corrections(seconds),
-        _ => anyhow::bail!("usage: civmesh-bench policy-log|query|corrections [--seconds N]"),
+        Some("scale") => scale(),
+        _ => anyhow::bail!("usage: civmesh-bench policy-log|query|corrections|scale [--seconds N]"),
     }
 }
 
@@ -225,6 +230,125 @@ fn corrections(seconds: u64) -> anyhow::Result<()> {
     drop(net);
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
+}
+
+/// Voters and learners of the scale check.
+const SCALE_VOTERS: usize = 5;
+/// Learners of the scale check.
+const SCALE_LEARNERS: usize = 25;
+/// Policy changes timed in the scale check.
+const SCALE_CHANGES: usize = 30;
+/// How often each learner is asked whether it has a change yet.
+const SCALE_POLL_MS: u64 = 2;
+
+/// 30 real nodes (5 voters, 25 learners): how long a policy change takes
+/// from its commit to every learner (p50, p99), beside the commit itself,
+/// and each node's resident memory.
+fn scale() -> anyhow::Result<()> {
+    let dir = tempfile_dir()?;
+    let departments = ["market-supervision", "civil-affairs", "housing", "health"];
+    let mut specs = vec![NodeSpec::new("hub", "hub/city", "hub", true)];
+    specs.extend(
+        departments.iter().map(|name| NodeSpec::new(name, &format!("dept/{name}"), "department", true)),
+    );
+    specs.extend(
+        (1..=SCALE_LEARNERS)
+            .map(|n| NodeSpec::new(&format!("s{n:02}"), &format!("street/s{n:02}"), "street", false)),
+    );
+    assert_eq!(specs.len(), SCALE_VOTERS + SCALE_LEARNERS);
+    let mut net = Testnet::create(&dir.join("net"), &specs, SnapshotPolicy::default())?;
+    let started = Instant::now();
+    net.start_all()?;
+    net.bootstrap()?;
+    println!(
+        "scale check: {} voters and {} learners started and joined in {:.1} s",
+        SCALE_VOTERS,
+        SCALE_LEARNERS,
+        started.elapsed().as_secs_f64()
+    );
+    let hub = NodeKey::load(&net.nodes[0].data_dir.join("node.key"))?;
+    let hub_api = net.api(0)?;
+    let learners: Vec<_> =
+        (SCALE_VOTERS..net.nodes.len()).map(|i| net.api(i)).collect::<anyhow::Result<_>>()?;
+    let mut commit_ms = Vec::new();
+    let mut each_learner_ms = Vec::new();
+    let mut all_learners_ms = Vec::new();
+    for change in 0..SCALE_CHANGES {
+        let demand = PolicyCommand::FileDemand {
+            dataset: format!("scale/dataset-{change}"),
+            fields: ["name".to_string()].into(),
+            purpose: "scale check".into(),
+            legal_basis: LegalBasis::StatutoryDuty,
+        };
+        let envelope = SignedEnvelope::sign(&hub, &demand, now_unix_millis())?;
+        let begun = Instant::now();
+        let outcome = hub_api.submit(&[envelope])?;
+        commit_ms.push(begun.elapsed().as_secs_f64() * 1e3);
+        anyhow::ensure!(outcome.outcomes.iter().all(Result::is_ok), "{:?}", outcome.outcomes);
+        let version = outcome.state_version;
+        let reached: Vec<f64> = std::thread::scope(|scope| {
+            let waits: Vec<_> = learners
+                .iter()
+                .map(|api| {
+                    scope.spawn(move || -> anyhow::Result<f64> {
+                        loop {
+                            let summary: serde_json::Value = api.get("/v1/policy/summary")?;
+                            if summary["commands_applied"].as_u64().is_some_and(|applied| applied >= version)
+                            {
+                                return Ok(begun.elapsed().as_secs_f64() * 1e3);
+                            }
+                            anyhow::ensure!(begun.elapsed() < Duration::from_secs(30), "a learner lags 30 s");
+                            std::thread::sleep(Duration::from_millis(SCALE_POLL_MS));
+                        }
+                    })
+                })
+                .collect();
+            waits
+                .into_iter()
+                .map(|wait| wait.join().map_err(|_| anyhow::anyhow!("poller panicked"))?)
+                .collect::<anyhow::Result<Vec<f64>>>()
+        })?;
+        all_learners_ms.push(reached.iter().copied().fold(0.0, f64::max));
+        each_learner_ms.extend(reached);
+    }
+    let percentile = |values: &mut Vec<f64>, p: f64| {
+        values.sort_by(f64::total_cmp);
+        values[((values.len() as f64 * p) as usize).min(values.len() - 1)]
+    };
+    let commit_p50 = percentile(&mut commit_ms, 0.5);
+    println!(
+        "anchor (same run): the commit at the hub, p50 {commit_p50:.2} ms, p99 {:.2} ms",
+        percentile(&mut commit_ms, 0.99)
+    );
+    println!(
+        "{:<34} | {:>9} {:>9} | {:>17}",
+        format!("{SCALE_CHANGES} policy changes, from submit"),
+        "p50 ms",
+        "p99 ms",
+        "p50 / commit p50"
+    );
+    for (name, values) in
+        [("to each learner", &mut each_learner_ms), ("to all 25 learners", &mut all_learners_ms)]
+    {
+        let p50 = percentile(values, 0.5);
+        println!("{name:<34} | {p50:>9.2} {:>9.2} | {:>17.1}", percentile(values, 0.99), p50 / commit_p50);
+    }
+    let rss_kib: Vec<u64> = (0..net.nodes.len()).filter_map(|i| resident_kib(net.pid(i).ok()?)).collect();
+    anyhow::ensure!(rss_kib.len() == net.nodes.len(), "could not read every node's memory");
+    let mean = rss_kib.iter().sum::<u64>() as f64 / rss_kib.len() as f64 / 1024.0;
+    let max = rss_kib.iter().copied().max().unwrap_or(0) as f64 / 1024.0;
+    println!("resident memory per node: mean {mean:.1} MiB, max {max:.1} MiB ({} nodes)", rss_kib.len());
+    drop(net);
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
+/// A process's resident set size, from /proc.
+fn resident_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:")?.trim().strip_suffix("kB")?.trim().parse().ok())
 }
 
 /// Microseconds per raw RocksDB point read (1,000 keys, warm) and per ring
