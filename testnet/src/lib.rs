@@ -84,15 +84,17 @@ pub struct Testnet {
 /// The `civmesh` binary: `$CIVMESH_BIN`, or beside the running test's
 /// `deps/` directory in the cargo target directory.
 pub fn civmesh_binary() -> anyhow::Result<PathBuf> {
-    if let Some(path) = std::env::var_os("CIVMESH_BIN") {
-        return Ok(PathBuf::from(path));
-    }
-    let exe = std::env::current_exe()?;
-    let mut directory = exe.parent().context("the test binary has no directory")?.to_path_buf();
-    if directory.ends_with("deps") {
-        directory.pop();
-    }
-    let binary = directory.join("civmesh");
+    let binary = match std::env::var_os("CIVMESH_BIN") {
+        Some(path) => PathBuf::from(path),
+        None => {
+            let exe = std::env::current_exe()?;
+            let mut directory = exe.parent().context("the test binary has no directory")?.to_path_buf();
+            if directory.ends_with("deps") {
+                directory.pop();
+            }
+            directory.join("civmesh")
+        }
+    };
     anyhow::ensure!(
         binary.exists(),
         "the civmesh binary is missing at {} (run `cargo build --bins` first)",
@@ -178,6 +180,11 @@ impl Testnet {
         addresses: impl Fn(usize) -> anyhow::Result<(String, String)>,
     ) -> anyhow::Result<Self> {
         let binary = civmesh_binary()?;
+        anyhow::ensure!(
+            !root.join("ca").join("ca.pem").exists(),
+            "{} already holds a civmesh federation (ca/ca.pem); use an empty directory",
+            root.display()
+        );
         std::fs::create_dir_all(root)?;
         let ca_dir = root.join("ca");
         run_cli(&binary, &["ca", "init", "--dir", path_str(&ca_dir)?, "--name", "civmesh testnet"])?;
@@ -280,8 +287,13 @@ impl Testnet {
         Ok(())
     }
 
-    /// Starts every node.
+    /// Starts every node, after checking that no node's port is taken.
     pub fn start_all(&mut self) -> anyhow::Result<()> {
+        if self.isolation.is_none() {
+            for node in &self.nodes {
+                check_ports_free(node)?;
+            }
+        }
         (0..self.nodes.len()).try_for_each(|index| self.start(index))
     }
 
@@ -408,6 +420,22 @@ impl Drop for Testnet {
             }
         }
     }
+}
+
+/// Fails, naming the port and the node, if one of its listen ports is taken.
+fn check_ports_free(node: &TestNode) -> anyhow::Result<()> {
+    let config = civmesh_node::config::NodeConfig::load(&node.data_dir)?;
+    let p2p_port = config.node.p2p_listen.rsplit('/').next().unwrap_or_default().to_string();
+    let p2p = format!("127.0.0.1:{p2p_port}");
+    for (what, address) in [("libp2p", &p2p), ("API", &config.node.api_listen)] {
+        if let Err(error) = TcpListener::bind(address.as_str()) {
+            anyhow::bail!(
+                "port {address} ({}'s {what} port) is already in use ({error}); nothing was started",
+                node.spec.name
+            );
+        }
+    }
+    Ok(())
 }
 
 fn signal(pid: u32, name: &str) -> anyhow::Result<()> {

@@ -53,8 +53,13 @@ fn main() -> anyhow::Result<()> {
     let (root, _temporary) = match &options.dir {
         Some(dir) => {
             anyhow::ensure!(
+                !dir.join("ca").join("ca.pem").exists(),
+                "{} already holds a civmesh federation; give --dir an empty or new directory",
+                dir.display()
+            );
+            anyhow::ensure!(
                 !dir.exists() || std::fs::read_dir(dir)?.next().is_none(),
-                "{} is not empty",
+                "{} is not empty; give --dir an empty or new directory",
                 dir.display()
             );
             (dir.clone(), None)
