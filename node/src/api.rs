@@ -35,8 +35,10 @@ pub struct ApiState {
     pub log: PolicyLog<SwarmClient>,
     /// The swarm.
     pub swarm: SwarmClient,
-    /// The bearer token clients must present.
+    /// The admin bearer token (every scope).
     pub api_token: String,
+    /// Scoped tokens.
+    pub scoped_tokens: crate::api_tokens::TokenRegistry,
     /// This node's certificate.
     pub certificate_pem: String,
     /// What the certificate proves.
@@ -119,6 +121,8 @@ pub fn router(state: Shared) -> Router {
         .with_state(state)
 }
 
+/// The admin token may do everything; a scoped token only what its scopes
+/// name (`api_tokens::required_scope`); anything else is refused.
 async fn require_token(
     State(state): State<Shared>,
     headers: HeaderMap,
@@ -129,11 +133,22 @@ async fn require_token(
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.strip_prefix("Bearer "));
-    match presented {
-        Some(token) if constant_time_equal(token.as_bytes(), state.api_token.as_bytes()) => {
-            next.run(request).await
-        }
-        _ => {
+    let Some(token) = presented else {
+        return ApiError(StatusCode::UNAUTHORIZED, "a valid bearer token is required".to_string())
+            .into_response();
+    };
+    if constant_time_equal(token.as_bytes(), state.api_token.as_bytes()) {
+        return next.run(request).await;
+    }
+    let needed = crate::api_tokens::required_scope(request.method().as_str(), request.uri().path());
+    match state.scoped_tokens.scopes_of(token) {
+        Some(scopes) if scopes.contains(&needed) => next.run(request).await,
+        Some(_) => ApiError(
+            StatusCode::FORBIDDEN,
+            format!("this token lacks the {needed:?} scope this request needs"),
+        )
+        .into_response(),
+        None => {
             ApiError(StatusCode::UNAUTHORIZED, "a valid bearer token is required".to_string()).into_response()
         }
     }

@@ -54,6 +54,9 @@ pub enum Command {
     /// offline, list a subject's accesses.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Scoped API tokens for department systems.
+    #[command(subcommand)]
+    Token(TokenCommand),
     /// Run the local demo federation (the `civmesh-demo` program beside this
     /// binary); arguments such as `--check` and `--dir DIR` go to it.
     Demo {
@@ -273,6 +276,25 @@ pub enum AuditCommand {
         /// The federation's subject-key secret (to hash the key as the log does).
         #[arg(long)]
         secret_file: PathBuf,
+    },
+}
+
+/// `civmesh token ...`.
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Make a token that may do only what its scopes name; prints it once
+    /// (only its hash is kept, in DATA_DIR/api-tokens.json). A running node
+    /// picks it up at once.
+    Create {
+        /// The node's data directory.
+        #[arg(long)]
+        node_dir: PathBuf,
+        /// Who holds it, e.g. the department system's name.
+        #[arg(long)]
+        name: String,
+        /// A scope (repeatable).
+        #[arg(long = "scope", value_enum, required = true)]
+        scopes: Vec<crate::api_tokens::Scope>,
     },
 }
 

@@ -4,6 +4,7 @@
 //! from [`run`].
 
 pub mod api;
+pub mod api_tokens;
 mod audit_commands;
 pub mod checkpoints;
 pub mod cli;
@@ -35,6 +36,13 @@ pub fn run(cli: cli::Cli) -> anyhow::Result<()> {
         cli::Command::Catalog(command) => records_commands::catalog(command),
         cli::Command::Correction(command) => correction_commands::correction(command),
         cli::Command::Audit(command) => audit_commands::audit(command),
+        cli::Command::Token(command) => match command {
+            cli::TokenCommand::Create { node_dir, name, scopes } => {
+                let token = api_tokens::create_token(&node_dir, &name, scopes.into_iter().collect())?;
+                println!("{token}");
+                Ok(())
+            }
+        },
         cli::Command::Demo { args } => run_demo(&args),
         cli::Command::Query { node_dir, dataset, keys, fields, purpose, grant } => {
             records_commands::query(query::QuerySpec { dataset, keys, fields, purpose, grant }, &node_dir)

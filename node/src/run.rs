@@ -104,6 +104,7 @@ pub async fn run(data_dir: PathBuf, shutdown: impl Future<Output = ()>) -> anyho
         log: log.clone(),
         swarm: swarm.clone(),
         api_token,
+        scoped_tokens: crate::api_tokens::TokenRegistry::new(&data_dir),
         certificate_pem,
         identity,
         records,

@@ -1,5 +1,6 @@
 //! The node's HTTP API speaks only TLS, with the node's CA-issued
-//! certificate, and answers only bearers of the node's API token.
+//! certificate, and answers only bearers of the node's API token or of a
+//! scoped token, within its scopes.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -45,4 +46,27 @@ fn the_api_is_tls_only_trusted_through_the_federation_ca_and_token_gated() {
         .call()
         .unwrap();
     assert_eq!(right.status(), 200);
+
+    // A scoped token may read but not submit commands or run the cluster;
+    // it works at once, without a restart.
+    let data_dir = net.nodes[0].data_dir.to_str().unwrap().to_string();
+    let reader = net
+        .cli(&["token", "create", "--node-dir", &data_dir, "--name", "district-portal", "--scope", "read"])
+        .unwrap();
+    let bearer = format!("Bearer {}", reader.trim());
+    let call = |method: &str, path: &str| {
+        let url = format!("{https_url}{path}");
+        let response = match method {
+            "GET" => federation.get(&url).header("Authorization", &bearer).call(),
+            _ => federation.post(&url).header("Authorization", &bearer).send_json(serde_json::json!({})),
+        };
+        response.unwrap().status().as_u16()
+    };
+    assert_eq!(call("GET", "/v1/status"), 200);
+    assert_eq!(call("GET", "/v1/policy/summary"), 200);
+    assert_eq!(call("POST", "/v1/commands"), 403);
+    assert_eq!(call("POST", "/v1/cluster/initialize"), 403);
+    assert_eq!(call("GET", "/v1/audit/checkpoints"), 403);
+    let stored = std::fs::read_to_string(net.nodes[0].data_dir.join("api-tokens.json")).unwrap();
+    assert!(!stored.contains(reader.trim()), "only the token's hash is stored");
 }

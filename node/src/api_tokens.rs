@@ -1,0 +1,211 @@
+//! Scoped API tokens: besides the node's admin token (`DATA_DIR/api-token`,
+//! every scope), an operator can hand a department system a token that may
+//! only do what its scopes name. Tokens are stored as SHA-256 hashes in
+//! `DATA_DIR/api-tokens.json` (mode 0600), made by `civmesh token create`,
+//! and picked up by a running node when the file changes.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::SystemTime;
+
+use serde::{Deserialize, Serialize};
+
+/// The scoped-token file's name inside the data directory.
+pub const API_TOKENS_FILE: &str = "api-tokens.json";
+/// The most scoped tokens one node keeps.
+pub const API_TOKENS_MAX: usize = 1_000;
+/// The largest scoped-token file read, in bytes.
+pub const API_TOKENS_FILE_BYTES_MAX: u64 = 1024 * 1024;
+
+/// What a token may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum Scope {
+    /// Read status, metrics, the catalog, records, corrections, the access log.
+    Read,
+    /// Ask other nodes for records; subscribe.
+    Query,
+    /// Import this organisation's records.
+    Records,
+    /// Submit signed policy commands.
+    Policy,
+    /// Submit corrections.
+    Corrections,
+    /// Accept or reject corrections at the owner.
+    Review,
+    /// Initialise the cluster, add learners, change voters.
+    Cluster,
+    /// Export the command archive and read checkpoints.
+    Audit,
+}
+
+/// The scope a request needs. Anything not listed needs `cluster`, the
+/// narrowest grant of trust: deny by default.
+pub fn required_scope(method: &str, path: &str) -> Scope {
+    match (method, path) {
+        (_, path) if path.starts_with("/v1/cluster/") => Scope::Cluster,
+        (_, path) if path.starts_with("/v1/audit/") => Scope::Audit,
+        ("GET", _) => Scope::Read,
+        ("POST", "/v1/query" | "/v1/subscriptions") => Scope::Query,
+        ("POST", "/v1/records/import") => Scope::Records,
+        ("POST", "/v1/commands") => Scope::Policy,
+        ("POST", "/v1/corrections") => Scope::Corrections,
+        ("POST", path) if path.starts_with("/v1/corrections/") => Scope::Review,
+        _ => Scope::Cluster,
+    }
+}
+
+/// One scoped token, as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScopedToken {
+    /// Who holds it (for the operator).
+    pub name: String,
+    /// SHA-256 of the token, hex.
+    pub token_sha256: String,
+    /// What it may do.
+    pub scopes: BTreeSet<Scope>,
+}
+
+/// Why the token file could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum TokenFileError {
+    /// Reading or writing failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not a list of scoped tokens, or too large.
+    #[error("{0} is not a valid scoped-token file: {1}")]
+    Invalid(PathBuf, String),
+}
+
+fn hash_hex(token: &str) -> String {
+    civmesh_certs::codec::sha256(token.as_bytes()).iter().map(|byte| format!("{byte:02x}")).collect()
+}
+
+/// Reads the scoped tokens (none if the file does not exist).
+pub fn read_tokens(path: &Path) -> Result<Vec<ScopedToken>, TokenFileError> {
+    let io = |source| TokenFileError::Io { path: path.to_path_buf(), source };
+    match std::fs::metadata(path) {
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(error) => return Err(io(error)),
+        Ok(meta) if meta.len() > API_TOKENS_FILE_BYTES_MAX => {
+            return Err(TokenFileError::Invalid(path.to_path_buf(), "too large".to_string()))
+        }
+        Ok(_) => {}
+    }
+    let bytes = std::fs::read(path).map_err(io)?;
+    let tokens: Vec<ScopedToken> = serde_json::from_slice(&bytes)
+        .map_err(|error| TokenFileError::Invalid(path.to_path_buf(), error.to_string()))?;
+    if tokens.len() > API_TOKENS_MAX {
+        return Err(TokenFileError::Invalid(
+            path.to_path_buf(),
+            format!("more than {API_TOKENS_MAX} tokens"),
+        ));
+    }
+    Ok(tokens)
+}
+
+/// Adds a token named `name` with `scopes` to the file in `data_dir`
+/// (rewritten whole, mode 0600, synced); returns the token, shown once.
+pub fn create_token(data_dir: &Path, name: &str, scopes: BTreeSet<Scope>) -> Result<String, TokenFileError> {
+    use ring::rand::SecureRandom;
+    let path = data_dir.join(API_TOKENS_FILE);
+    let mut tokens = read_tokens(&path)?;
+    if tokens.iter().any(|token| token.name == name) {
+        return Err(TokenFileError::Invalid(path, format!("a token named {name:?} exists")));
+    }
+    let mut secret = [0u8; 32];
+    ring::rand::SystemRandom::new()
+        .fill(&mut secret)
+        .map_err(|_| TokenFileError::Invalid(path.clone(), "the system random source failed".to_string()))?;
+    let token: String = secret.iter().map(|byte| format!("{byte:02x}")).collect();
+    tokens.push(ScopedToken { name: name.to_string(), token_sha256: hash_hex(&token), scopes });
+    let bytes = serde_json::to_vec_pretty(&tokens)
+        .map_err(|e| TokenFileError::Invalid(path.clone(), e.to_string()))?;
+    let temporary = data_dir.join(format!("{API_TOKENS_FILE}.partial"));
+    let _ = std::fs::remove_file(&temporary);
+    civmesh_certs::write_new_file_synced(&temporary, &bytes, 0o600)
+        .map_err(|error| TokenFileError::Invalid(temporary.clone(), error.to_string()))?;
+    std::fs::rename(&temporary, &path).map_err(|source| TokenFileError::Io { path: path.clone(), source })?;
+    Ok(token)
+}
+
+/// The scoped tokens of a running node, re-read when the file changes.
+pub struct TokenRegistry {
+    path: PathBuf,
+    cache: Mutex<(Option<SystemTime>, Vec<ScopedToken>)>,
+}
+
+impl TokenRegistry {
+    /// The registry of the file in `data_dir`.
+    pub fn new(data_dir: &Path) -> Self {
+        TokenRegistry { path: data_dir.join(API_TOKENS_FILE), cache: Mutex::new((None, Vec::new())) }
+    }
+
+    /// The scopes of a presented token, if it is a scoped token.
+    pub fn scopes_of(&self, presented: &str) -> Option<BTreeSet<Scope>> {
+        let modified = std::fs::metadata(&self.path).and_then(|meta| meta.modified()).ok();
+        let mut cache = self.cache.lock().ok()?;
+        if cache.0 != modified {
+            match read_tokens(&self.path) {
+                Ok(tokens) => *cache = (modified, tokens),
+                Err(error) => {
+                    tracing::warn!(%error, "scoped tokens not reloaded");
+                }
+            }
+        }
+        let wanted = hash_hex(presented);
+        cache.1.iter().find(|token| token.token_sha256 == wanted).map(|token| token.scopes.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_route_needs_its_scope_and_unknown_ones_the_strongest() {
+        let cases = [
+            ("GET", "/v1/status", Scope::Read),
+            ("GET", "/metrics", Scope::Read),
+            ("GET", "/v1/corrections/ab12", Scope::Read),
+            ("POST", "/v1/query", Scope::Query),
+            ("POST", "/v1/subscriptions", Scope::Query),
+            ("POST", "/v1/records/import", Scope::Records),
+            ("POST", "/v1/commands", Scope::Policy),
+            ("POST", "/v1/corrections", Scope::Corrections),
+            ("POST", "/v1/corrections/ab12/accept", Scope::Review),
+            ("POST", "/v1/cluster/initialize", Scope::Cluster),
+            ("PUT", "/v1/cluster/voters", Scope::Cluster),
+            ("GET", "/v1/audit/commands", Scope::Audit),
+            ("DELETE", "/v1/records", Scope::Cluster),
+            ("POST", "/v1/unknown", Scope::Cluster),
+        ];
+        for (method, path, scope) in cases {
+            assert_eq!(required_scope(method, path), scope, "{method} {path}");
+        }
+    }
+
+    #[test]
+    fn created_tokens_are_stored_hashed_and_found_by_their_scopes() {
+        let dir = tempfile::tempdir().unwrap();
+        let token =
+            create_token(dir.path(), "district-portal", BTreeSet::from([Scope::Read, Scope::Query])).unwrap();
+        let stored = std::fs::read_to_string(dir.path().join(API_TOKENS_FILE)).unwrap();
+        assert!(!stored.contains(&token), "the token itself is never stored");
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir.path().join(API_TOKENS_FILE)).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let registry = TokenRegistry::new(dir.path());
+        assert_eq!(registry.scopes_of(&token), Some(BTreeSet::from([Scope::Read, Scope::Query])));
+        assert_eq!(registry.scopes_of("not-a-token"), None);
+        assert!(create_token(dir.path(), "district-portal", BTreeSet::new()).is_err(), "names are unique");
+        std::fs::write(dir.path().join(API_TOKENS_FILE), b"{corrupt").unwrap();
+        assert!(matches!(read_tokens(&dir.path().join(API_TOKENS_FILE)), Err(TokenFileError::Invalid(..))));
+    }
+}
