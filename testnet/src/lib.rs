@@ -114,9 +114,12 @@ pub fn free_port() -> anyhow::Result<u16> {
     use std::sync::atomic::{AtomicU32, Ordering};
     static NEXT: AtomicU32 = AtomicU32::new(0);
     let span = u32::from(TESTNET_PORTS.end - TESTNET_PORTS.start);
-    // Start somewhere that depends on the process, so concurrent test
-    // processes rarely walk the same ports.
-    let _ = NEXT.compare_exchange(0, 1 + std::process::id() % span, Ordering::Relaxed, Ordering::Relaxed);
+    // Each process starts in a block of its own (by pid), so concurrent
+    // test and demo processes, whose pids are often adjacent, do not walk
+    // the same ports.
+    const PROCESS_BLOCKS: u32 = 64;
+    let block = (std::process::id() % PROCESS_BLOCKS) * (span / PROCESS_BLOCKS);
+    let _ = NEXT.compare_exchange(0, 1 + block, Ordering::Relaxed, Ordering::Relaxed);
     for _ in 0..span {
         let offset = NEXT.fetch_add(1, Ordering::Relaxed) % span;
         let port = TESTNET_PORTS.start + u16::try_from(offset).unwrap_or(0);
