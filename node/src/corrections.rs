@@ -392,16 +392,10 @@ impl CorrectionService {
 
     /// The submitter's side of an outcome from `peer`.
     async fn receive_outcome(&self, peer: NodeId, bytes: &[u8]) -> CorrectionAck {
-        let envelope = match SignedEnvelope::<CorrectionOutcome>::from_bytes(bytes) {
-            Ok(envelope) => envelope,
-            Err(error) => return CorrectionAck::Refused(format!("malformed outcome: {error}")),
+        let outcome = match open_from::<CorrectionOutcome>(peer, bytes, "outcome") {
+            Ok((_, verified)) => verified.payload,
+            Err(refused) => return refused,
         };
-        let verified = match envelope.verify_signature() {
-            Ok(verified) if verified.signer == peer => verified,
-            Ok(_) => return CorrectionAck::Refused("the outcome is signed by another node".to_string()),
-            Err(error) => return CorrectionAck::Refused(format!("the outcome's signature: {error}")),
-        };
-        let outcome = verified.payload;
         let from_owner = self.log.state().read(|applied| {
             let owner = applied.policy.datasets.get(&outcome.dataset).map(|dataset| &dataset.owner);
             applied.policy.active_member(&peer).is_some_and(|member| Some(&member.org) == owner)
@@ -434,14 +428,9 @@ impl CorrectionService {
 
     /// The owner's side of a delivery from `peer`.
     async fn receive_request(&self, peer: NodeId, bytes: &[u8]) -> CorrectionAck {
-        let envelope = match SignedEnvelope::<CorrectionRequest>::from_bytes(bytes) {
-            Ok(envelope) => envelope,
-            Err(error) => return CorrectionAck::Refused(format!("malformed correction: {error}")),
-        };
-        let verified = match envelope.verify_signature() {
-            Ok(verified) if verified.signer == peer => verified,
-            Ok(_) => return CorrectionAck::Refused("the correction is signed by another node".to_string()),
-            Err(error) => return CorrectionAck::Refused(format!("the correction's signature: {error}")),
+        let (envelope, verified) = match open_from::<CorrectionRequest>(peer, bytes, "correction") {
+            Ok(opened) => opened,
+            Err(refused) => return refused,
         };
         let id = envelope.digest();
         let request = verified.payload;
@@ -1024,6 +1013,21 @@ enum StageError {
     /// The log could not be reached; try again.
     #[error("the policy log is unavailable: {0}")]
     Unavailable(String),
+}
+
+/// Decodes a signed `what` from `peer` and checks that `peer` signed it.
+fn open_from<T: serde::de::DeserializeOwned + Serialize>(
+    peer: NodeId,
+    bytes: &[u8],
+    what: &str,
+) -> Result<(SignedEnvelope<T>, civmesh_certs::VerifiedEnvelope<T>), CorrectionAck> {
+    let envelope = SignedEnvelope::<T>::from_bytes(bytes)
+        .map_err(|error| CorrectionAck::Refused(format!("malformed {what}: {error}")))?;
+    match envelope.verify_signature() {
+        Ok(verified) if verified.signer == peer => Ok((envelope, verified)),
+        Ok(_) => Err(CorrectionAck::Refused(format!("the {what} is signed by another node"))),
+        Err(error) => Err(CorrectionAck::Refused(format!("the {what}'s signature: {error}"))),
+    }
 }
 
 fn stage_label(stage: CorrectionStage) -> &'static str {

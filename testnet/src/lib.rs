@@ -343,6 +343,52 @@ impl Testnet {
         run_cli(&self.binary, args)
     }
 
+    /// Signs `command` with node `signer`'s key and commits it through node
+    /// `via`; the log's outcome, or its rejection as an error.
+    pub fn sign_and_submit(
+        &self,
+        via: usize,
+        signer: usize,
+        command: civmesh_policy::Command,
+    ) -> anyhow::Result<civmesh_policy::Applied> {
+        let key = civmesh_certs::NodeKey::load(&self.nodes[signer].data_dir.join("node.key"))?;
+        let envelope = civmesh_certs::SignedEnvelope::sign(&key, &command, civmesh_certs::now_unix_millis())?;
+        let outcome =
+            self.api(via)?.submit(&[envelope])?.outcomes.into_iter().next().context("no outcome")?;
+        outcome.map_err(|rejection| anyhow::anyhow!("rejected: {rejection}"))
+    }
+
+    /// `civmesh records import` of `file` into `dataset` at node `owner`.
+    pub fn import(&self, owner: usize, dataset: &str, file: &Path) -> anyhow::Result<String> {
+        let node_dir = path_str(&self.nodes[owner].data_dir)?;
+        self.cli(&["records", "import", "--node-dir", node_dir, "--dataset", dataset, path_str(file)?])
+    }
+
+    /// `civmesh correction auto-accept` at node `owner`: corrections from
+    /// `submitter` to `dataset` changing only `field` need no review.
+    pub fn auto_accept(
+        &self,
+        owner: usize,
+        dataset: &str,
+        submitter: &str,
+        field: &str,
+    ) -> anyhow::Result<()> {
+        let node_dir = path_str(&self.nodes[owner].data_dir)?;
+        let args = [
+            "correction",
+            "auto-accept",
+            "--node-dir",
+            node_dir,
+            "--dataset",
+            dataset,
+            "--submitter",
+            submitter,
+            "--field",
+            field,
+        ];
+        self.cli(&args).map(|_| ())
+    }
+
     /// Initialises the voters, commits genesis with every node as a founding
     /// member, and adds every non-voter as a learner.
     pub fn bootstrap(&self) -> anyhow::Result<()> {

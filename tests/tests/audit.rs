@@ -10,7 +10,6 @@
 use std::path::Path;
 use std::time::Duration;
 
-use civmesh_certs::{now_unix_millis, NodeKey, SignedEnvelope};
 use civmesh_policy::{Applied, Command};
 use civmesh_testnet::city::{city, enterprise_dataset, street_inspection_grant, ENTERPRISES};
 use civmesh_testnet::{wait_until, SnapshotPolicy, Testnet};
@@ -59,26 +58,17 @@ fn export_verify_and_subject_access_over_a_live_federation() {
     .unwrap();
     net.start_all().unwrap();
     net.bootstrap().unwrap();
-    let market = NodeKey::load(&net.nodes[MARKET].data_dir.join("node.key")).unwrap();
-    let sign = |command: Command| SignedEnvelope::sign(&market, &command, now_unix_millis()).unwrap();
-    net.api(MARKET).unwrap().submit(&[sign(Command::PublishDataset(enterprise_dataset()))]).unwrap();
+    net.sign_and_submit(MARKET, MARKET, Command::PublishDataset(enterprise_dataset())).unwrap();
     let grant = street_inspection_grant("street/jingansi", &["name"], &[]).unwrap();
-    let outcome = net.api(MARKET).unwrap().submit(&[sign(Command::IssueGrant(grant))]).unwrap();
-    let Ok(Applied::GrantIssued(grant)) = outcome.outcomes[0] else { panic!("{:?}", outcome.outcomes) };
+    let Applied::GrantIssued(grant) =
+        net.sign_and_submit(MARKET, MARKET, Command::IssueGrant(grant)).unwrap()
+    else {
+        panic!("no grant id")
+    };
     let csv = dir.path().join("enterprises.csv");
     std::fs::write(&csv, "credit_code,name\n91310106A,Jing'an Tea House\n91310106B,Nanjing Bakery\n")
         .unwrap();
-    let market_dir = net.nodes[MARKET].data_dir.to_str().unwrap().to_string();
-    net.cli(&[
-        "records",
-        "import",
-        "--node-dir",
-        &market_dir,
-        "--dataset",
-        ENTERPRISES,
-        csv.to_str().unwrap(),
-    ])
-    .unwrap();
+    net.import(MARKET, ENTERPRISES, &csv).unwrap();
     wait_until("the grant at the street", Duration::from_secs(10), || {
         let body = serde_json::json!({
             "dataset": ENTERPRISES, "keys": ["91310106A"], "fields": ["name"], "purpose": "street-inspection", "grant": grant,

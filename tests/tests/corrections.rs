@@ -40,28 +40,19 @@ fn enterprise_city(dir: &Path) -> Testnet {
     .unwrap();
     net.start_all().unwrap();
     net.bootstrap().unwrap();
-    let market = NodeKey::load(&net.nodes[MARKET].data_dir.join("node.key")).unwrap();
-    let sign = |command: Command| SignedEnvelope::sign(&market, &command, now_unix_millis()).unwrap();
-    net.api(MARKET).unwrap().submit(&[sign(Command::PublishDataset(enterprise_dataset()))]).unwrap();
+    net.sign_and_submit(MARKET, MARKET, Command::PublishDataset(enterprise_dataset())).unwrap();
     let grant = street_inspection_grant("street/jingansi", &["name", "operating_address"], &[]).unwrap();
-    let outcome = net.api(MARKET).unwrap().submit(&[sign(Command::IssueGrant(grant))]).unwrap();
-    assert!(matches!(outcome.outcomes[0], Ok(Applied::GrantIssued(_))), "{:?}", outcome.outcomes);
+    assert!(matches!(
+        net.sign_and_submit(MARKET, MARKET, Command::IssueGrant(grant)),
+        Ok(Applied::GrantIssued(1))
+    ));
     let csv = dir.join("enterprises.csv");
     std::fs::write(
         &csv,
         format!("credit_code,name,registered_address,operating_address\n{KEY},Jing'an Tea House,1 Huashan Road,{OLD_ADDRESS}\n91310106B,Nanjing Bakery,2 Nanjing Road,2 Nanjing Road\n"),
     )
     .unwrap();
-    net.cli(&[
-        "records",
-        "import",
-        "--node-dir",
-        dir_of(&net, MARKET),
-        "--dataset",
-        ENTERPRISES,
-        csv.to_str().unwrap(),
-    ])
-    .unwrap();
+    net.import(MARKET, ENTERPRISES, &csv).unwrap();
     net
 }
 
@@ -130,19 +121,7 @@ fn stats_everywhere(net: &Testnet, done: impl Fn(&Value) -> bool) -> Value {
 fn the_operating_address_loop_closes_with_auto_accept() {
     let dir = tempfile::tempdir().unwrap();
     let net = enterprise_city(dir.path());
-    net.cli(&[
-        "correction",
-        "auto-accept",
-        "--node-dir",
-        dir_of(&net, MARKET),
-        "--dataset",
-        ENTERPRISES,
-        "--submitter",
-        "street/jingansi",
-        "--field",
-        "operating_address",
-    ])
-    .unwrap();
+    net.auto_accept(MARKET, ENTERPRISES, "street/jingansi", "operating_address").unwrap();
     // The street subscribes, then queries and sees the stale address.
     let subscription = serde_json::json!({
         "dataset": ENTERPRISES, "fields": ["name", "operating_address"], "purpose": "street-inspection", "grant": 1,
@@ -305,19 +284,7 @@ fn review_rejects_conflicts_and_bad_input_reach_the_submitter_as_outcomes() {
 fn a_correction_waits_for_a_dead_owner_and_is_applied_once() {
     let dir = tempfile::tempdir().unwrap();
     let mut net = enterprise_city(dir.path());
-    net.cli(&[
-        "correction",
-        "auto-accept",
-        "--node-dir",
-        dir_of(&net, MARKET),
-        "--dataset",
-        ENTERPRISES,
-        "--submitter",
-        "street/jingansi",
-        "--field",
-        "operating_address",
-    ])
-    .unwrap();
+    net.auto_accept(MARKET, ENTERPRISES, "street/jingansi", "operating_address").unwrap();
     net.kill9(MARKET).unwrap();
     let submitted = submit(&net, STREET, KEY, 1, &[&format!("operating_address={NEW_ADDRESS}")], 0).unwrap();
     let id = submitted["correction"].as_str().unwrap().to_string();
@@ -347,19 +314,7 @@ fn a_correction_waits_for_a_dead_owner_and_is_applied_once() {
 fn duplicates_are_applied_once_and_forgeries_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let net = enterprise_city(dir.path());
-    net.cli(&[
-        "correction",
-        "auto-accept",
-        "--node-dir",
-        dir_of(&net, MARKET),
-        "--dataset",
-        ENTERPRISES,
-        "--submitter",
-        "street/jingansi",
-        "--field",
-        "operating_address",
-    ])
-    .unwrap();
+    net.auto_accept(MARKET, ENTERPRISES, "street/jingansi", "operating_address").unwrap();
     let street = NodeKey::load(&net.nodes[STREET].data_dir.join("node.key")).unwrap();
     let secret = std::fs::read_to_string(net.nodes[STREET].data_dir.join("subject-key.secret")).unwrap();
     let request = CorrectionRequest {

@@ -9,7 +9,6 @@
 
 use std::time::Duration;
 
-use civmesh_certs::{now_unix_millis, NodeKey, SignedEnvelope};
 use civmesh_policy::model::LegalBasis;
 use civmesh_policy::{Applied, Command};
 use civmesh_testnet::city::{city, enterprise_dataset, street_inspection_grant, ENTERPRISES};
@@ -47,41 +46,18 @@ fn partitions_heal_without_loss_duplicates_or_unlogged_releases() {
     .unwrap();
     net.start_all().unwrap();
     net.bootstrap().unwrap();
-    let market = NodeKey::load(&net.nodes[MARKET].data_dir.join("node.key")).unwrap();
-    let hub = NodeKey::load(&net.nodes[HUB].data_dir.join("node.key")).unwrap();
-    let sign =
-        |key: &NodeKey, command: Command| SignedEnvelope::sign(key, &command, now_unix_millis()).unwrap();
-    net.api(MARKET).unwrap().submit(&[sign(&market, Command::PublishDataset(enterprise_dataset()))]).unwrap();
+    net.sign_and_submit(MARKET, MARKET, Command::PublishDataset(enterprise_dataset())).unwrap();
     let grant = street_inspection_grant("street/jingansi", &["name", "operating_address"], &[]).unwrap();
-    let outcome = net.api(MARKET).unwrap().submit(&[sign(&market, Command::IssueGrant(grant))]).unwrap();
-    let Ok(Applied::GrantIssued(grant)) = outcome.outcomes[0] else { panic!("{:?}", outcome.outcomes) };
+    let Applied::GrantIssued(grant) =
+        net.sign_and_submit(MARKET, MARKET, Command::IssueGrant(grant)).unwrap()
+    else {
+        panic!("no grant id")
+    };
     let csv = dir.path().join("enterprises.csv");
     std::fs::write(&csv, "credit_code,name,operating_address\n91310106A,Jing'an Tea House,12 Wuding Road\n")
         .unwrap();
-    let market_dir = net.nodes[MARKET].data_dir.to_str().unwrap().to_string();
-    net.cli(&[
-        "records",
-        "import",
-        "--node-dir",
-        &market_dir,
-        "--dataset",
-        ENTERPRISES,
-        csv.to_str().unwrap(),
-    ])
-    .unwrap();
-    net.cli(&[
-        "correction",
-        "auto-accept",
-        "--node-dir",
-        &market_dir,
-        "--dataset",
-        ENTERPRISES,
-        "--submitter",
-        "street/jingansi",
-        "--field",
-        "operating_address",
-    ])
-    .unwrap();
+    net.import(MARKET, ENTERPRISES, &csv).unwrap();
+    net.auto_accept(MARKET, ENTERPRISES, "street/jingansi", "operating_address").unwrap();
     wait_until("a first query", Duration::from_secs(20), || {
         query(&net, grant).ok()?.get("Released").map(|_| ())
     })
@@ -95,8 +71,7 @@ fn partitions_heal_without_loss_duplicates_or_unlogged_releases() {
         purpose: "statistics".into(),
         legal_basis: LegalBasis::StatutoryDuty,
     };
-    let acknowledged = net.api(HUB).unwrap().submit(&[sign(&hub, demand)]).unwrap();
-    assert!(acknowledged.outcomes[0].is_ok(), "the majority side goes on: {:?}", acknowledged.outcomes);
+    net.sign_and_submit(HUB, HUB, demand).expect("the majority side goes on");
     let correction = serde_json::json!({
         "dataset": ENTERPRISES, "record_key": "91310106A", "base_version": 1,
         "changes": {"operating_address": "88 Yanping Road"}, "reason": "moved", "operator": "Li Wei",

@@ -76,30 +76,19 @@ fn enterprise_network(dir: &Path) -> anyhow::Result<(Testnet, u64)> {
     )?;
     net.start_all()?;
     net.bootstrap()?;
-    let market = NodeKey::load(&net.nodes[1].data_dir.join("node.key"))?;
-    let sign = |command: PolicyCommand| SignedEnvelope::sign(&market, &command, now_unix_millis());
-    net.api(1)?.submit(&[sign(PolicyCommand::PublishDataset(enterprise_dataset()))?])?;
+    net.sign_and_submit(1, 1, PolicyCommand::PublishDataset(enterprise_dataset()))?;
     let csv = dir.join("enterprises.csv");
     let mut rows = String::from("credit_code,name,operating_address,district\n");
     for index in 0..QUERY_RECORDS {
         rows.push_str(&format!("913101{index:012},Enterprise {index},{index} Changde Road,jingan\n"));
     }
     std::fs::write(&csv, rows)?;
-    let market_dir = net.nodes[1].data_dir.to_str().context("path")?.to_string();
-    net.cli(&[
-        "records",
-        "import",
-        "--node-dir",
-        &market_dir,
-        "--dataset",
-        ENTERPRISES,
-        csv.to_str().context("path")?,
-    ])?;
+    net.import(1, ENTERPRISES, &csv)?;
     let grant = street_inspection_grant("street/jingansi", &["name", "operating_address"], &[])?;
-    let outcome = net.api(1)?.submit(&[sign(PolicyCommand::IssueGrant(grant))?])?;
-    let grant_id = match outcome.outcomes.first() {
-        Some(Ok(civmesh_policy::Applied::GrantIssued(id))) => *id,
-        other => anyhow::bail!("no grant: {other:?}"),
+    let civmesh_policy::Applied::GrantIssued(grant_id) =
+        net.sign_and_submit(1, 1, PolicyCommand::IssueGrant(grant))?
+    else {
+        anyhow::bail!("no grant id")
     };
     Ok((net, grant_id))
 }
@@ -158,19 +147,7 @@ fn corrections(seconds: u64) -> anyhow::Result<()> {
     use civmesh_testnet::city::ENTERPRISES;
     let dir = tempfile_dir()?;
     let (net, _) = enterprise_network(&dir)?;
-    let market_dir = net.nodes[1].data_dir.to_str().context("path")?.to_string();
-    net.cli(&[
-        "correction",
-        "auto-accept",
-        "--node-dir",
-        &market_dir,
-        "--dataset",
-        ENTERPRISES,
-        "--submitter",
-        "street/jingansi",
-        "--field",
-        "operating_address",
-    ])?;
+    net.auto_accept(1, ENTERPRISES, "street/jingansi", "operating_address")?;
     let street = net.api(3)?;
     let street_key = NodeKey::load(&net.nodes[3].data_dir.join("node.key"))?;
     let versions: Vec<Mutex<u64>> = (0..QUERY_RECORDS).map(|_| Mutex::new(1)).collect();

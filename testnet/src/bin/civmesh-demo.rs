@@ -476,19 +476,7 @@ impl Random {
 /// audit bundle verified. Prints the counts.
 fn soak(net: &mut Testnet, root: &std::path::Path, seconds: u64, grant_id: u64) -> anyhow::Result<()> {
     step("soak", &format!("{seconds} s of mixed queries, corrections and policy changes with random faults"));
-    let market_dir = node_dir(net, 1)?;
-    net.cli(&[
-        "correction",
-        "auto-accept",
-        "--node-dir",
-        &market_dir,
-        "--dataset",
-        ENTERPRISES,
-        "--submitter",
-        "street/jingansi",
-        "--field",
-        "operating_address",
-    ])?;
+    net.auto_accept(1, ENTERPRISES, "street/jingansi", "operating_address")?;
     let market = NodeKey::load(&net.nodes[1].data_dir.join("node.key"))?;
     let street = NodeKey::load(&net.nodes[3].data_dir.join("node.key"))?;
     let seed = now_unix_millis() | 1;
