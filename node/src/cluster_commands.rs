@@ -80,14 +80,18 @@ impl NodeApi {
         serde_json::from_str(&body).with_context(|| format!("decoding the answer of {path}"))
     }
 
-    /// GET `path` as text (e.g. `/metrics`).
-    pub fn get_text(&self, path: &str) -> anyhow::Result<String> {
+    fn call_get(&self, path: &str) -> anyhow::Result<ureq::http::Response<ureq::Body>> {
         let response = self
             .agent
             .get(format!("{}{path}", self.base_url))
             .header("Authorization", format!("Bearer {}", self.token))
             .call();
-        let mut response = response.with_context(|| format!("calling {}{path}", self.base_url))?;
+        response.with_context(|| format!("calling {}{path}", self.base_url))
+    }
+
+    /// GET `path` as text (e.g. `/metrics`).
+    pub fn get_text(&self, path: &str) -> anyhow::Result<String> {
+        let mut response = self.call_get(path)?;
         let status = response.status();
         let body = response.body_mut().read_to_string()?;
         anyhow::ensure!(status.is_success(), "{}{path} answered {status}: {body}", self.base_url);
@@ -97,12 +101,7 @@ impl NodeApi {
     /// GET `path` as bytes (binary answers, e.g. the audit archive), at
     /// most `bytes_max`.
     pub fn get_bytes(&self, path: &str, bytes_max: u64) -> anyhow::Result<Vec<u8>> {
-        let response = self
-            .agent
-            .get(format!("{}{path}", self.base_url))
-            .header("Authorization", format!("Bearer {}", self.token))
-            .call();
-        let mut response = response.with_context(|| format!("calling {}{path}", self.base_url))?;
+        let mut response = self.call_get(path)?;
         let status = response.status();
         anyhow::ensure!(status.is_success(), "{}{path} answered {status}", self.base_url);
         Ok(response.body_mut().with_config().limit(bytes_max).read_to_vec()?)

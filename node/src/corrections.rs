@@ -168,6 +168,28 @@ pub struct CorrectionEntry {
     pub created_at_ms: UnixMillis,
 }
 
+impl CorrectionEntry {
+    /// A new entry: awaiting delivery in an outbox, received in an inbox.
+    fn new(side: Side, request_bytes: Vec<u8>, submitter: NodeId, subject: SubjectKeyHash) -> Self {
+        CorrectionEntry {
+            side,
+            request_bytes,
+            submitter,
+            subject,
+            status: match side {
+                Side::Outbox => EntryStatus::AwaitingDelivery,
+                Side::Inbox => EntryStatus::Received,
+            },
+            outcome_bytes: None,
+            stages_logged: BTreeSet::new(),
+            attempts: 0,
+            next_attempt_ms: 0,
+            last_error: String::new(),
+            created_at_ms: now_unix_millis(),
+        }
+    }
+}
+
 /// Why an operation on corrections failed.
 #[derive(Debug, thiserror::Error)]
 pub enum CorrectionError {
@@ -366,21 +388,12 @@ impl CorrectionService {
         let envelope = SignedEnvelope::sign(&self.key, &request, now_unix_millis())
             .map_err(|error| CorrectionError::Invalid(error.to_string()))?;
         let id = envelope.digest();
-        let entry = CorrectionEntry {
-            side: Side::Outbox,
-            request_bytes: envelope
-                .to_bytes()
-                .map_err(|error| CorrectionError::Invalid(error.to_string()))?,
-            submitter: me,
-            subject: SubjectKeyHash::of(&self.query.subject_key_secret, &request.record_key),
-            status: EntryStatus::AwaitingDelivery,
-            outcome_bytes: None,
-            stages_logged: BTreeSet::new(),
-            attempts: 0,
-            next_attempt_ms: 0,
-            last_error: String::new(),
-            created_at_ms: now_unix_millis(),
-        };
+        let entry = CorrectionEntry::new(
+            Side::Outbox,
+            envelope.to_bytes().map_err(|error| CorrectionError::Invalid(error.to_string()))?,
+            me,
+            SubjectKeyHash::of(&self.query.subject_key_secret, &request.record_key),
+        );
         {
             let _guard = self.entries_lock.lock().await;
             self.save(&id, &entry)?;
@@ -469,19 +482,7 @@ impl CorrectionService {
         if self.open_count() >= CORRECTIONS_OPEN_MAX {
             return CorrectionAck::Refused("the inbox is full".to_string());
         }
-        let entry = CorrectionEntry {
-            side: Side::Inbox,
-            request_bytes: bytes.to_vec(),
-            submitter: peer,
-            subject,
-            status: EntryStatus::Received,
-            outcome_bytes: None,
-            stages_logged: BTreeSet::new(),
-            attempts: 0,
-            next_attempt_ms: 0,
-            last_error: String::new(),
-            created_at_ms: now_unix_millis(),
-        };
+        let entry = CorrectionEntry::new(Side::Inbox, bytes.to_vec(), peer, subject);
         if let Err(error) = self.save(&id, &entry) {
             return CorrectionAck::Refused(error.to_string());
         }
