@@ -81,6 +81,21 @@ pub struct ReceivedPush {
     pub body: PushBody,
 }
 
+/// A logged push not yet delivered, as kept for retry.
+#[derive(Debug, Serialize, Deserialize)]
+struct PendingPush {
+    subscriber: NodeId,
+    message: Vec<u8>,
+    first_attempt_ms: u64,
+}
+
+/// How often undelivered pushes are retried.
+pub const PUSH_RETRY_TICK_MS: u64 = 1_000;
+/// Undelivered pushes retried per tick at most.
+pub const PUSH_RETRIES_PER_TICK_MAX: usize = 64;
+/// An undelivered push is dropped after this long (the subscriber can query).
+pub const PUSH_RETRY_AGE_MS_MAX: u64 = 24 * 60 * 60 * 1000;
+
 /// Pushes a subscriber keeps for its API at most; older ones are dropped.
 pub const RECEIVED_PUSHES_KEPT_MAX: usize = 10_000;
 /// Records in one push at most.
@@ -456,12 +471,50 @@ impl QueryService {
             .and_then(|envelope| envelope.to_bytes())
             .map_err(|error| error.to_string())?;
         let message = codec::encode(&QueryProtocolMessage::Push(push)).map_err(|error| error.to_string())?;
-        let peer = self.log.peer_of(&subscriber).ok_or("the subscriber's address is unknown")?;
+        if let Err(reason) = self.send_push(&subscriber, message.clone()).await {
+            // Logged, not delivered: kept (synced) and retried.
+            let pending = PendingPush { subscriber, message, first_attempt_ms: now_unix_millis() };
+            let bytes = codec::encode(&pending).map_err(|error| error.to_string())?;
+            self.records.put_push(position, &bytes).map_err(|error| error.to_string())?;
+            return Err(format!("{reason}; kept for retry"));
+        }
+        Ok(())
+    }
+
+    async fn send_push(&self, subscriber: &NodeId, message: Vec<u8>) -> Result<(), String> {
+        let peer = self.log.peer_of(subscriber).ok_or("the subscriber's address is unknown")?;
         self.swarm
             .request_on(Protocol::Query, &peer, message, Duration::from_millis(QUERY_TIMEOUT_MS))
             .await
             .map_err(|error| error.to_string())?;
         Ok(())
+    }
+
+    /// Retries logged pushes that did not reach their subscriber (it was
+    /// down or cut off), every `PUSH_RETRY_TICK_MS`, until delivered or
+    /// older than `PUSH_RETRY_AGE_MS_MAX`; runs until `stop`.
+    pub async fn run_push_retries(self: Arc<Self>, mut stop: tokio::sync::watch::Receiver<bool>) {
+        let mut tick = tokio::time::interval(Duration::from_millis(PUSH_RETRY_TICK_MS));
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = stop.changed() => return,
+            }
+            let Ok(pending) = self.records.pushes(PUSH_RETRIES_PER_TICK_MAX) else { continue };
+            for (position, bytes) in pending {
+                let Ok(push) = codec::decode_exact::<PendingPush>(&bytes, QUERY_MESSAGE_BYTES_MAX) else {
+                    let _ = self.records.delete_push(position);
+                    continue;
+                };
+                let expired = now_unix_millis().saturating_sub(push.first_attempt_ms) > PUSH_RETRY_AGE_MS_MAX;
+                if expired {
+                    tracing::warn!(subscriber = %push.subscriber, position, "push not delivered in time; dropped");
+                    let _ = self.records.delete_push(position);
+                } else if self.send_push(&push.subscriber, push.message).await.is_ok() {
+                    let _ = self.records.delete_push(position);
+                }
+            }
+        }
     }
 
     /// The subscriber's side of a push: only for its own subscription, from
@@ -489,6 +542,10 @@ impl QueryService {
             return Vec::new();
         }
         if let Ok(mut received) = self.received.lock() {
+            let position = verified.payload.access_log_position;
+            if received.iter().any(|push| push.body.access_log_position == position) {
+                return vec![1];
+            }
             if received.len() >= RECEIVED_PUSHES_KEPT_MAX {
                 received.pop_front();
             }

@@ -4,7 +4,8 @@
 //! Column families: `latest` maps `dataset \0 key` to the newest version
 //! number; `versions` maps `dataset \0 key \0 version` (big-endian) to the
 //! [`RecordVersion`]; `subscriptions` and `corrections` keep the node's
-//! subscriptions and its correction inbox and outbox. A batch of rows is one synced RocksDB write: it is on
+//! subscriptions and its correction inbox and outbox, and `pushes` the
+//! logged pushes a subscriber has not received yet. A batch of rows is one synced RocksDB write: it is on
 //! disk before the caller is told, or not at all.
 
 use std::collections::BTreeMap;
@@ -19,6 +20,7 @@ const LATEST_FAMILY: &str = "latest";
 const VERSIONS_FAMILY: &str = "versions";
 const SUBSCRIPTIONS_FAMILY: &str = "subscriptions";
 const CORRECTIONS_FAMILY: &str = "corrections";
+const PUSHES_FAMILY: &str = "pushes";
 /// The longest record key accepted, in bytes.
 pub const RECORD_KEY_BYTES_MAX: usize = 256;
 /// The largest stored record version, in bytes.
@@ -143,8 +145,9 @@ impl RecordStore {
         let mut options = Options::default();
         options.create_if_missing(true);
         options.create_missing_column_families(true);
-        let families = [LATEST_FAMILY, VERSIONS_FAMILY, SUBSCRIPTIONS_FAMILY, CORRECTIONS_FAMILY]
-            .map(|name| ColumnFamilyDescriptor::new(name, Options::default()));
+        let families =
+            [LATEST_FAMILY, VERSIONS_FAMILY, SUBSCRIPTIONS_FAMILY, CORRECTIONS_FAMILY, PUSHES_FAMILY]
+                .map(|name| ColumnFamilyDescriptor::new(name, Options::default()));
         Ok(RecordStore { db: DB::open_cf_descriptors(&options, directory, families)? })
     }
 
@@ -279,6 +282,35 @@ impl RecordStore {
             all.push((id, value.to_vec()));
         }
         Ok(all)
+    }
+
+    /// Keeps a logged push not yet delivered, by its access-log position, synced.
+    pub fn put_push(&self, position: u64, bytes: &[u8]) -> Result<(), RecordStoreError> {
+        let mut options = WriteOptions::default();
+        options.set_sync(true);
+        self.db.put_cf_opt(self.family(PUSHES_FAMILY)?, position.to_be_bytes(), bytes, &options)?;
+        Ok(())
+    }
+
+    /// Up to `limit` undelivered pushes, oldest first.
+    pub fn pushes(&self, limit: usize) -> Result<Vec<(u64, Vec<u8>)>, RecordStoreError> {
+        let mut all = Vec::new();
+        for item in self.db.iterator_cf(self.family(PUSHES_FAMILY)?, IteratorMode::Start).take(limit) {
+            let (key, value) = item?;
+            let position = <[u8; 8]>::try_from(key.as_ref())
+                .map(u64::from_be_bytes)
+                .map_err(|_| RecordStoreError::Corrupt("a push position is not 8 bytes".to_string()))?;
+            all.push((position, value.to_vec()));
+        }
+        Ok(all)
+    }
+
+    /// Forgets a push (delivered, or given up), synced.
+    pub fn delete_push(&self, position: u64) -> Result<(), RecordStoreError> {
+        let mut options = WriteOptions::default();
+        options.set_sync(true);
+        self.db.delete_cf_opt(self.family(PUSHES_FAMILY)?, position.to_be_bytes(), &options)?;
+        Ok(())
     }
 
     /// How many records (keys) a dataset has.

@@ -91,6 +91,7 @@ pub async fn run(data_dir: PathBuf, shutdown: impl Future<Output = ()>) -> anyho
     let corrections =
         CorrectionService::new(log.clone(), key.clone(), records.clone(), swarm.clone(), query.clone())?;
     tokio::spawn(corrections.clone().run_worker(stop.clone()));
+    tokio::spawn(query.clone().run_push_retries(stop.clone()));
     tokio::spawn(crate::checkpoints::run_checkpoints(log.clone(), key.clone(), stop.clone()));
     tokio::spawn(serve_peers(log.clone(), query.clone(), corrections.clone(), inbound));
     tokio::spawn(keep_gate(log.state().clone(), swarm.clone(), bootstrap_peers, key.node_id(), stop.clone()));

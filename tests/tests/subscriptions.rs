@@ -118,4 +118,20 @@ fn a_subscriber_receives_new_versions_masked_and_every_push_is_logged() {
         .unwrap();
     assert_eq!(pushes[0]["body"]["records"][0]["version"], 2);
     assert_eq!(pushes[0]["body"]["records"][0]["fields"]["operating_address"], "3 ************");
+
+    // A push to a subscriber that is down is kept and delivered when it is back.
+    net.stop(3).unwrap();
+    std::fs::write(&csv, "credit_code,name,operating_address\n91310106A,Jing'an Tea House,9 Kangding Road\n")
+        .unwrap();
+    net.import(1, ENTERPRISES, &csv).unwrap();
+    std::thread::sleep(Duration::from_millis(1_500));
+    net.start(3).unwrap();
+    let pushes: Vec<serde_json::Value> =
+        wait_until("the push kept while the subscriber was down", Duration::from_secs(30), || {
+            let pushes: Vec<serde_json::Value> = net.api(3).ok()?.get("/v1/subscriptions/updates").ok()?;
+            (!pushes.is_empty()).then_some(pushes)
+        })
+        .unwrap();
+    assert_eq!(pushes.len(), 1, "delivered once: {pushes:?}");
+    assert_eq!(pushes[0]["body"]["records"][0]["version"], 3);
 }
