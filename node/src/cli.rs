@@ -345,6 +345,9 @@ pub struct InitArgs {
     /// libp2p listen multiaddr.
     #[arg(long, default_value = "/ip4/127.0.0.1/tcp/0")]
     pub p2p_listen: String,
+    /// The libp2p address peers dial, if not the listen address.
+    #[arg(long)]
+    pub p2p_advertise: Option<String>,
     /// HTTP API listen address.
     #[arg(long, default_value = "127.0.0.1:0")]
     pub api_listen: String,

@@ -63,6 +63,10 @@ pub struct NodeSection {
     pub api_token_file: PathBuf,
     /// libp2p listen multiaddr, e.g. `/ip4/127.0.0.1/tcp/7001`.
     pub p2p_listen: String,
+    /// The libp2p address peers dial, when it differs from the listen
+    /// address (behind a NAT, a port forward or a test's proxy).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub p2p_advertise: Option<String>,
     /// HTTP API listen address, e.g. `127.0.0.1:8001`.
     pub api_listen: String,
     /// The federation's subject-key secret (mode 0600), which keys the

@@ -68,6 +68,7 @@ pub(crate) fn init(args: InitArgs) -> anyhow::Result<()> {
             ca_certificate_file: CA_CERTIFICATE_FILE.into(),
             api_token_file: API_TOKEN_FILE.into(),
             p2p_listen: args.p2p_listen,
+            p2p_advertise: args.p2p_advertise,
             api_listen: args.api_listen,
             subject_key_secret_file: Some(SUBJECT_KEY_SECRET_FILE.into()),
         },

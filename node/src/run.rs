@@ -64,7 +64,8 @@ pub async fn run(data_dir: PathBuf, shutdown: impl Future<Output = ()>) -> anyho
 
     let (stop_sender, stop) = watch::channel(false);
     let (swarm, inbound) = swarm::start(key.to_libp2p_keypair()?, &config.node.p2p_listen, stop.clone())?;
-    let address = wait_for_listen_address(&swarm).await?;
+    let listening = wait_for_listen_address(&swarm).await?;
+    let address = config.node.p2p_advertise.clone().unwrap_or(listening);
     let mut raft_config = PolicyLogConfig::new(data_dir.join("policy-log"), key.node_id(), address.clone());
     raft_config.heartbeat_interval_ms = config.raft.heartbeat_interval_ms;
     raft_config.election_timeout_min_ms = config.raft.election_timeout_min_ms;

@@ -267,7 +267,12 @@ pub fn start(
         .map_err(|error| SwarmError::Build(error.to_string()))?
         .with_behaviour(|key| Behaviour {
             allowed: allow_block_list::Behaviour::default(),
-            identify: identify::Behaviour::new(identify::Config::new("/civmesh/1".to_string(), key.public())),
+            // Peers are dialled only at the addresses the policy log's
+            // membership names, never at addresses learnt by gossip: no
+            // identify address cache.
+            identify: identify::Behaviour::new(
+                identify::Config::new("/civmesh/1".to_string(), key.public()).with_cache_size(0),
+            ),
             raft: request_response_behaviour(RAFT_PROTOCOL),
             query: request_response_behaviour(QUERY_PROTOCOL),
             correction: request_response_behaviour(CORRECTION_PROTOCOL),

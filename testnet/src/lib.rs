@@ -16,6 +16,7 @@ pub use civmesh_node::cluster_commands::NodeApi;
 
 pub mod city;
 pub mod netns;
+pub mod proxy;
 
 /// How long a node may take to write `node.json` after starting.
 pub const NODE_START_WAIT_MS_MAX: u64 = 20_000;
@@ -79,6 +80,7 @@ pub struct Testnet {
     pub nodes: Vec<TestNode>,
     binary: PathBuf,
     isolation: Option<crate::netns::Isolation>,
+    proxy: Option<proxy::LoopbackProxy>,
 }
 
 /// The `civmesh` binary: `$CIVMESH_BIN`, or beside the running test's
@@ -235,19 +237,50 @@ impl Testnet {
             let peer_id = run_cli(&binary, &args)?.trim().to_string();
             nodes.push(TestNode { spec: spec.clone(), data_dir, peer_id, process: None });
         }
-        Ok(Testnet { root: root.to_path_buf(), ca_dir, nodes, binary, isolation })
+        Ok(Testnet { root: root.to_path_buf(), ca_dir, nodes, binary, isolation, proxy: None })
+    }
+
+    /// [`Testnet::create`], with every node-to-node connection passing
+    /// through a fault-injecting loopback proxy ([`proxy`]), so
+    /// [`Testnet::partition`] works without network namespaces or root.
+    pub fn create_proxied(root: &Path, specs: &[NodeSpec], snapshot: SnapshotPolicy) -> anyhow::Result<Self> {
+        let mut listen_ports = Vec::new();
+        let mut proxy_ports = Vec::new();
+        for _ in specs {
+            listen_ports.push(free_port()?);
+            proxy_ports.push(free_port()?);
+        }
+        let addresses: Vec<(String, String)> = listen_ports
+            .iter()
+            .map(|port| Ok((format!("/ip4/127.0.0.1/tcp/{port}"), format!("127.0.0.1:{}", free_port()?))))
+            .collect::<anyhow::Result<_>>()?;
+        let mut net = Self::create_with(root, specs, snapshot, None, |index| Ok(addresses[index].clone()))?;
+        for (node, proxy_port) in net.nodes.iter().zip(&proxy_ports) {
+            advertise(&node.data_dir, &format!("/ip4/127.0.0.1/tcp/{proxy_port}"))?;
+        }
+        net.proxy = Some(proxy::LoopbackProxy::start(&proxy_ports, &listen_ports)?);
+        Ok(net)
     }
 
     /// Cuts the network between every node in `one` and every node in
-    /// `other` (both ways; the test itself still reaches every node).
-    /// Only for a testnet made with [`Testnet::create_isolated`].
+    /// `other` (both ways; the test itself still reaches every node). Only
+    /// for a testnet made with [`Testnet::create_isolated`] or
+    /// [`Testnet::create_proxied`].
     pub fn partition(&mut self, one: &[usize], other: &[usize]) -> anyhow::Result<()> {
-        self.isolation.as_mut().context("not an isolated testnet")?.partition(one, other)
+        match (&mut self.isolation, &self.proxy) {
+            (Some(isolation), _) => isolation.partition(one, other),
+            (None, Some(proxy)) => proxy.partition(one, other),
+            (None, None) => anyhow::bail!("this testnet cannot be partitioned"),
+        }
     }
 
     /// Undoes every partition.
     pub fn heal(&mut self) -> anyhow::Result<()> {
-        self.isolation.as_mut().context("not an isolated testnet")?.heal()
+        match (&mut self.isolation, &self.proxy) {
+            (Some(isolation), _) => isolation.heal(),
+            (None, Some(proxy)) => proxy.heal(),
+            (None, None) => anyhow::bail!("this testnet cannot be partitioned"),
+        }
     }
 
     /// The index of the node called `name`.
@@ -469,6 +502,15 @@ impl Drop for Testnet {
             }
         }
     }
+}
+
+/// Sets the address a node advertises to its peers, in its config file.
+fn advertise(data_dir: &Path, address: &str) -> anyhow::Result<()> {
+    let path = data_dir.join(civmesh_node::config::CONFIG_FILE_NAME);
+    let mut config = civmesh_node::config::NodeConfig::load(data_dir)?;
+    config.node.p2p_advertise = Some(address.to_string());
+    std::fs::write(&path, toml::to_string_pretty(&config)?)
+        .with_context(|| format!("writing {}", path.display()))
 }
 
 /// Fails, naming the port and the node, if one of its listen ports is taken.
