@@ -168,6 +168,13 @@ fn verify(bundle_path: &Path, ca: &Path, seen_path: &Path, report_path: &Path) -
         "access entries:   {} ({} permits, {} denials)",
         report.access_entries, report.permits, report.denials
     );
+    if bundle.from_entry > 0 || bundle.to_entry < report.access_entries {
+        let to = bundle.to_entry.min(report.access_entries);
+        println!(
+            "exported range:   entries {}..{to} (the history before it is replayed too)",
+            bundle.from_entry
+        );
+    }
     println!("checkpoints:      {} final, each root and quorum checked", report.checkpoints);
     println!("checked against:  {} checkpoint(s) seen before", seen.len());
     println!("root:             {}", report.root);
@@ -211,13 +218,17 @@ fn subject(bundle_path: &Path, ca: &Path, key: &str, secret_file: &Path) -> anyh
     );
     let secret =
         std::fs::read_to_string(secret_file).with_context(|| format!("reading {}", secret_file.display()))?;
-    let (_, report, state) = load_and_verify(bundle_path, ca, &[])?;
+    let (bundle, report, state) = load_and_verify(bundle_path, ca, &[])?;
     anyhow::ensure!(
         report.ok,
         "the bundle does not verify ({} failures): run `civmesh audit verify`",
         report.failures.len()
     );
-    let accesses = subject_accesses(&state, &SubjectKeyHash::of(secret.trim().as_bytes(), key));
+    // Only the accesses in the range the bundle was exported for.
+    let accesses: Vec<_> = subject_accesses(&state, &SubjectKeyHash::of(secret.trim().as_bytes(), key))
+        .into_iter()
+        .filter(|access| (bundle.from_entry..bundle.to_entry).contains(&access.access_entry))
+        .collect();
     println!("{}", serde_json::to_string_pretty(&accesses)?);
     eprintln!("{} access(es) to this subject's records", accesses.len());
     Ok(())

@@ -238,7 +238,9 @@ pub enum AuditCommand {
         /// The bundle file to write.
         #[arg(long)]
         out: PathBuf,
-        /// The first access entry the verifier reports on.
+        /// The first access entry the report covers (`audit verify` and
+        /// `audit subject` report from it; the history before it is still
+        /// in the bundle, since the replay needs it).
         #[arg(long, default_value_t = 0)]
         from: u64,
         /// Stop after this many access entries (all when absent).

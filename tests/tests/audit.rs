@@ -121,6 +121,41 @@ fn export_verify_and_subject_access_over_a_live_federation() {
     assert_eq!(accesses[0]["legal_basis"], "statutory_duty");
     assert_eq!(accesses[0]["fields_released"], serde_json::json!(["name"]));
 
+    // A ranged export: the history is all there, the report covers entries 2..3.
+    let ranged = dir.path().join("ranged.bundle");
+    net.cli(&[
+        "audit",
+        "export",
+        "--node-dir",
+        &hub_dir,
+        "--out",
+        ranged.to_str().unwrap(),
+        "--from",
+        "2",
+        "--to",
+        "3",
+    ])
+    .unwrap();
+    let printed = verify(&net, &ranged, &ca, &seen).unwrap();
+    assert!(printed.contains("exported range:   entries 2..3"), "{printed}");
+    let in_range: Vec<Value> = serde_json::from_str(
+        &net.cli(&[
+            "audit",
+            "subject",
+            "--bundle",
+            ranged.to_str().unwrap(),
+            "--ca",
+            ca.to_str().unwrap(),
+            "--key",
+            "91310106B",
+            "--secret-file",
+            secret.to_str().unwrap(),
+        ])
+        .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(in_range.len(), 1, "only the denial, entry 2: {in_range:?}");
+
     // More entries, a voter killed and restarted: the next bundle verifies
     // and is consistent with the checkpoint seen before.
     net.kill9(0).unwrap();
