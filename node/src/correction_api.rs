@@ -67,13 +67,7 @@ pub async fn list(
 ) -> Result<Json<Vec<CorrectionView>>, ApiError> {
     let mut views = state.corrections.list(CORRECTIONS_LISTED_MAX)?;
     if let Some(wanted) = query.status {
-        views.retain(|view| {
-            serde_json::to_value(&view.status).is_ok_and(|value| match value {
-                serde_json::Value::String(name) => name == wanted,
-                serde_json::Value::Object(map) => map.contains_key(&wanted),
-                _ => false,
-            })
-        });
+        views.retain(|view| crate::corrections::status_name(&view.status) == wanted);
     }
     Ok(Json(views))
 }

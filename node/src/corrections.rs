@@ -1053,7 +1053,8 @@ fn needs_work(status: &EntryStatus) -> bool {
     )
 }
 
-fn status_name(status: &EntryStatus) -> String {
+/// The status's stable name (`awaiting_review`, `decided`, ...), as in JSON.
+pub fn status_name(status: &EntryStatus) -> String {
     serde_json::to_value(status)
         .ok()
         .and_then(|value| match value {
