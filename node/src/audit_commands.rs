@@ -175,6 +175,7 @@ fn verify(bundle_path: &Path, ca: &Path, seen_path: &Path, report_path: &Path) -
             bundle.from_entry
         );
     }
+    println!("tree leaves:      {} (access entries and correction outcomes)", report.leaves);
     println!("checkpoints:      {} final, each root and quorum checked", report.checkpoints);
     println!("checked against:  {} checkpoint(s) seen before", seen.len());
     println!("root:             {}", report.root);

@@ -1,8 +1,8 @@
 //! The checkpoint task: hub and department nodes keep the access log's
 //! Merkle tree from their own replica and cosign checkpoints of it.
 //!
-//! Every `CHECKPOINT_TICK_MS` the task hashes the new access entries into
-//! its tree. If a checkpoint is open that it has not cosigned, it checks the
+//! Every `CHECKPOINT_TICK_MS` the task adds the new audit leaves (access
+//! entries and correction outcomes) to its tree. If a checkpoint is open that it has not cosigned, it checks the
 //! signed root against its own tree at that size and cosigns only if they
 //! match. If none is open and `CHECKPOINT_INTERVAL_ENTRIES` entries or
 //! `CHECKPOINT_INTERVAL_MS` have passed since the last final checkpoint, it
@@ -13,9 +13,7 @@ use std::time::Duration;
 
 use civmesh_certs::{now_unix_millis, NodeId, NodeKey, SignedEnvelope};
 use civmesh_consensus::PolicyLog;
-use civmesh_policy::audit::{
-    leaf_of, signs_checkpoints, AccessTree, CheckpointBody, CHECKPOINT_PENDING_MS_MAX,
-};
+use civmesh_policy::audit::{signs_checkpoints, AccessTree, CheckpointBody, CHECKPOINT_PENDING_MS_MAX};
 use civmesh_policy::Command;
 use tokio::sync::watch;
 
@@ -117,11 +115,11 @@ fn look(log: &PolicyLog<SwarmClient>, me: &NodeId, hashed: u64) -> View {
         signers.sort();
         let signer_rank = signers.iter().position(|signer| signer == me).map(|rank| rank as u64);
         let new_leaves = policy
-            .access_log
+            .audit_leaves
             .iter()
             .skip(hashed as usize)
             .take(CHECKPOINT_LEAVES_PER_TICK_MAX)
-            .map(|entry| leaf_of(&entry.envelope))
+            .copied()
             .collect();
         let last = policy.checkpoints.last();
         View {

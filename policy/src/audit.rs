@@ -76,8 +76,9 @@ pub fn signs_checkpoints(member: &Member) -> bool {
     matches!(member.role, Role::Hub | Role::Department)
 }
 
-/// The leaf input of an access entry: SHA-256 of the owner's signed command
-/// (wire bytes). The tree hashes it as `SHA-256(0x00 || leaf)`.
+/// The leaf input of an access entry or a correction outcome: SHA-256 of
+/// the signed command (wire bytes). The tree hashes it as
+/// `SHA-256(0x00 || leaf)`.
 pub fn leaf_of(envelope: &SignedCommand) -> [u8; 32] {
     codec::sha256(&envelope.to_bytes().unwrap_or_default())
 }
@@ -309,6 +310,8 @@ pub struct AuditFailure {
     pub command_sequence: Option<u64>,
     /// The access entry's position, if the failure is at one.
     pub access_entry: Option<u64>,
+    /// The audit tree's leaf (from 0), for checkpoint and history failures.
+    pub leaf: Option<u64>,
     /// A stable kind.
     pub kind: FailureKind,
     /// What exactly.
@@ -349,6 +352,9 @@ pub struct AuditReport {
     pub commands: u64,
     /// Access entries (queries, denials, pushes).
     pub access_entries: u64,
+    /// Leaves of the audit tree: the access entries and the correction
+    /// outcomes (applied, rejected, conflict), in log order.
+    pub leaves: u64,
     /// Of which permits.
     pub permits: u64,
     /// Of which denials.
@@ -447,6 +453,7 @@ pub fn verify_bundle_on(
     let fail = |sequence: Option<u64>, entry: Option<u64>, kind, detail: String| AuditFailure {
         command_sequence: sequence,
         access_entry: entry,
+        leaf: None,
         kind,
         detail,
     };
@@ -461,6 +468,7 @@ pub fn verify_bundle_on(
             ));
         }
         let entry = state.access_log.len() as u64;
+        let leaves_before = state.audit_leaves.len();
         let checkpoints_before = state.checkpoints.len();
         let outcome = match SignedCommand::from_bytes(&archived.envelope) {
             // A command whose signatures failed the parallel pass is applied
@@ -493,8 +501,8 @@ pub fn verify_bundle_on(
             }
             _ => {}
         }
-        if let Some(added) = state.access_log.get(entry as usize) {
-            tree.push(leaf_of(&added.envelope));
+        for leaf in &state.audit_leaves[leaves_before..] {
+            tree.push(*leaf);
         }
         if let Some(checkpoint) = state.checkpoints.get(checkpoints_before) {
             check_checkpoint(checkpoint, &tree, sequence, &mut failures);
@@ -508,15 +516,18 @@ pub fn verify_bundle_on(
         let matches =
             hex_root(&earlier.root).and_then(|root| tree.check_consistency(earlier.tree_size, &root));
         if let Err(detail) = matches {
-            failures.push(fail(
-                None,
-                Some(earlier.tree_size.saturating_sub(1)),
-                FailureKind::HistoryRewritten,
-                format!(
-                    "the checkpoint seen before at size {} ({}): {detail}",
-                    earlier.tree_size, earlier.root
-                ),
-            ));
+            failures.push(AuditFailure {
+                leaf: Some(earlier.tree_size.saturating_sub(1)),
+                ..fail(
+                    None,
+                    None,
+                    FailureKind::HistoryRewritten,
+                    format!(
+                        "the checkpoint seen before at size {} ({}): {detail}",
+                        earlier.tree_size, earlier.root
+                    ),
+                )
+            });
         }
     }
     let (permits, denials) =
@@ -528,7 +539,8 @@ pub fn verify_bundle_on(
         ok: failures.is_empty(),
         federation_name: bundle.federation_name.clone(),
         commands: bundle.commands.len() as u64,
-        access_entries: tree.len(),
+        access_entries: state.access_log.len() as u64,
+        leaves: tree.len(),
         permits,
         denials,
         checkpoints: state.checkpoints.len() as u64,
@@ -561,7 +573,8 @@ fn check_checkpoint(
     if tree.root_at(size) != Some(checkpoint.body.root) {
         failures.push(AuditFailure {
             command_sequence: Some(sequence),
-            access_entry: Some(size.saturating_sub(1)),
+            access_entry: None,
+            leaf: Some(size.saturating_sub(1)),
             kind: FailureKind::CheckpointRootMismatch,
             detail: format!(
                 "the checkpoint at size {size} signs root {} but the entries up to {} hash to {}",
@@ -575,6 +588,7 @@ fn check_checkpoint(
         failures.push(AuditFailure {
             command_sequence: Some(sequence),
             access_entry: None,
+            leaf: None,
             kind: FailureKind::CheckpointQuorum,
             detail: format!("{} of {} signers", checkpoint.cosigners.len(), checkpoint.signers_in_force),
         });

@@ -107,6 +107,12 @@ impl CorrectionStage {
         }
     }
 
+    /// Whether this stage is the owner's outcome (applied, rejected,
+    /// conflict): a leaf of the audit tree.
+    pub fn is_owner_outcome(self) -> bool {
+        matches!(self, CorrectionStage::Applied | CorrectionStage::Rejected | CorrectionStage::Conflict)
+    }
+
     /// Whether a correction in this stage has reached its owner's decision.
     pub fn is_decided(self) -> bool {
         matches!(

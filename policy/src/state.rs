@@ -157,6 +157,9 @@ pub struct PolicyState {
     pub next_grant_id: GrantId,
     /// The access log: every query answered, permit or deny, in log order.
     pub access_log: Vec<AccessLogEntry>,
+    /// The leaves of the audit tree, in log order: the SHA-256 of each
+    /// access entry's and each correction outcome's signed command.
+    pub audit_leaves: Vec<[u8; 32]>,
     /// Every correction's lifecycle, by correction id.
     pub corrections: BTreeMap<CorrectionId, CorrectionTrack>,
     /// Auto-accept rules by (dataset, submitting organisation): the fields
@@ -185,6 +188,7 @@ impl Default for PolicyState {
             next_demand_id: 1,
             next_grant_id: 1,
             access_log: Vec::new(),
+            audit_leaves: Vec::new(),
             corrections: BTreeMap::new(),
             auto_accept_rules: BTreeMap::new(),
             pending_checkpoint: None,
@@ -323,7 +327,13 @@ impl PolicyState {
                 outcome: record.outcome.clone(),
                 decided_at_ms: record.decided_at_ms,
             });
+            self.audit_leaves.push(crate::audit::leaf_of(envelope));
             return Ok(Applied::AccessLogged(self.access_log.len() as u64 - 1));
+        }
+        if let Command::RecordCorrectionEvent(event) = command {
+            if event.stage.is_owner_outcome() {
+                self.audit_leaves.push(crate::audit::leaf_of(envelope));
+            }
         }
         Ok(self.mutate(command.clone(), signer_id, signer_org, admitted, entry_time_ms))
     }
@@ -1026,12 +1036,12 @@ impl PolicyState {
         entry_time_ms: UnixMillis,
     ) -> Result<(), Rejection> {
         let final_size = self.checkpoints.last().map_or(0, |last| last.body.tree_size);
-        if body.tree_size <= final_size || body.tree_size > self.access_log.len() as u64 {
+        if body.tree_size <= final_size || body.tree_size > self.audit_leaves.len() as u64 {
             return Err(reject(
                 RejectionCode::InvalidArgument,
                 format!(
-                    "a checkpoint covers more than the last final one ({final_size}) and at most the access log ({})",
-                    self.access_log.len()
+                    "a checkpoint covers more than the last final one ({final_size}) and at most the audit leaves ({})",
+                    self.audit_leaves.len()
                 ),
             ));
         }

@@ -41,8 +41,8 @@ impl RecordedLog {
 
     fn root_at(&self, size: u64) -> [u8; 32] {
         let mut tree = AccessTree::new();
-        for entry in &self.state.access_log {
-            tree.push(civmesh_policy::audit::leaf_of(&entry.envelope));
+        for leaf in &self.state.audit_leaves {
+            tree.push(*leaf);
         }
         tree.root_at(size).unwrap()
     }
@@ -206,8 +206,8 @@ fn reordered_entries_and_a_wrong_signed_root_fail_the_checkpoint() {
     let report = verify(&bundle_of(&log, reordered), &[]);
     let first = &report.failures[0];
     assert_eq!(
-        (first.kind, first.command_sequence, first.access_entry),
-        (FailureKind::CheckpointRootMismatch, Some(9), Some(3))
+        (first.kind, first.command_sequence, first.leaf, first.access_entry),
+        (FailureKind::CheckpointRootMismatch, Some(9), Some(3), None)
     );
 
     // Two signers sign a root that is not the entries' root: the log takes
@@ -327,4 +327,46 @@ fn a_subject_access_report_lists_who_saw_what_and_why() {
     let denied = subject_accesses(&state, &SubjectKeyHash([1; 32]));
     assert_eq!((denied.len(), denied[0].outcome.as_str()), (1, "deny"));
     assert!(subject_accesses(&state, &SubjectKeyHash([99; 32])).is_empty());
+}
+
+#[test]
+fn correction_outcomes_are_leaves_of_the_tree() {
+    use civmesh_policy::correction::{CorrectionEvent, CorrectionStage};
+    let (fx, mut log) = recorded_federation();
+    let event = |stage: CorrectionStage| {
+        Command::RecordCorrectionEvent(CorrectionEvent {
+            correction: [5; 32],
+            dataset: ENTERPRISES.into(),
+            subject: SubjectKeyHash([2; 32]),
+            submitter: fx.jingansi.key.node_id(),
+            stage,
+            payload_sha256: [5; 32],
+            fields: ["operating_address".to_string()].into(),
+            reason_code: String::new(),
+            version: (stage == CorrectionStage::Applied).then_some(2),
+        })
+    };
+    assert!(log.record(&fx.jingansi.key, event(CorrectionStage::Submitted)));
+    for stage in [CorrectionStage::Delivered, CorrectionStage::Accepted, CorrectionStage::Applied] {
+        assert!(log.record(&fx.market.key, event(stage)));
+    }
+    assert_eq!(
+        (log.state.access_log.len(), log.state.audit_leaves.len()),
+        (8, 9),
+        "only the outcome is a leaf"
+    );
+    let body = CheckpointBody { tree_size: 9, root: log.root_at(9), log_index: 30 };
+    assert!(log.record(&fx.hub.key, Command::CosignCheckpoint(body.clone())));
+    assert!(log.record(&fx.civil.key, Command::CosignCheckpoint(body)));
+    let report = verify(&bundle_of(&log, log.commands.clone()), &[]);
+    assert!(report.ok, "{:?}", report.failures);
+    assert_eq!((report.access_entries, report.leaves, report.checkpoints), (8, 9, 3));
+    // The applied outcome (command 19) altered: caught there.
+    let mut commands = log.commands.clone();
+    *commands[index(19)].envelope.last_mut().unwrap() ^= 1;
+    let report = verify(&bundle_of(&log, commands), &[]);
+    assert_eq!(
+        (report.failures[0].command_sequence, report.failures[0].kind),
+        (Some(19), FailureKind::ReplayRejected)
+    );
 }

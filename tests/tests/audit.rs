@@ -42,7 +42,7 @@ fn wait_for_checkpoint(net: &Testnet, index: usize, entries: u64) -> Value {
     wait_until("a final checkpoint over every entry", Duration::from_secs(30), || {
         let checkpoints: Value = net.api(index).ok()?.get("/v1/audit/checkpoints").ok()?;
         let last = checkpoints["final"].as_array()?.last()?.clone();
-        (last["tree_size"] == entries && checkpoints["access_entries"] == entries).then_some(last)
+        (last["tree_size"] == entries && checkpoints["leaves"] == entries).then_some(last)
     })
     .unwrap()
 }

@@ -383,10 +383,10 @@ fn audit(net: &Testnet, root: &std::path::Path) -> anyhow::Result<()> {
         wait_until("a final checkpoint over every access entry", Duration::from_secs(30), || {
             let checkpoints: serde_json::Value = net.api(auditor).ok()?.get("/v1/audit/checkpoints").ok()?;
             let last = checkpoints["final"].as_array()?.last()?.clone();
-            (last["tree_size"] == checkpoints["access_entries"]).then_some(last)
+            (last["tree_size"] == checkpoints["leaves"]).then_some(last)
         })?;
     println!(
-        "    checkpoint: {} entries, root {}…, cosigned by {} of 3 signers",
+        "    checkpoint: {} leaves (4 access entries, 1 correction outcome), root {}…, cosigned by {} of 3 signers",
         checkpoint["tree_size"],
         &checkpoint["root"].as_str().unwrap_or_default()[..16],
         checkpoint["cosigners"].as_array().map_or(0, Vec::len)
@@ -413,7 +413,7 @@ fn audit(net: &Testnet, root: &std::path::Path) -> anyhow::Result<()> {
     let report: serde_json::Value =
         serde_json::from_slice(&std::fs::read(bundle.with_extension("report.json"))?)?;
     anyhow::ensure!(
-        report["ok"] == true && report["access_entries"] == 4,
+        report["ok"] == true && report["access_entries"] == 4 && report["leaves"] == 5,
         "the bundle did not verify: {report}"
     );
     ok("every signature, every checkpoint root and quorum, and the policy behind every release verified offline");
@@ -624,7 +624,7 @@ fn settle(
 
 fn audit_after_soak(net: &Testnet, root: &std::path::Path) -> anyhow::Result<()> {
     let hub: serde_json::Value = net.api(0)?.get("/v1/audit/checkpoints")?;
-    let entries = hub["access_entries"].clone();
+    let entries = hub["leaves"].clone();
     wait_until("a checkpoint over every entry", Duration::from_secs(SOAK_SETTLE_SECONDS_MAX), || {
         let checkpoints: serde_json::Value = net.api(0).ok()?.get("/v1/audit/checkpoints").ok()?;
         (checkpoints["final"].as_array()?.last()?["tree_size"] == entries).then_some(())
