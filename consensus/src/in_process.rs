@@ -15,7 +15,7 @@ use crate::policy_log::PolicyLog;
 use crate::types::RaftPeer;
 
 type Answer = Pin<Box<dyn Future<Output = Vec<u8>> + Send>>;
-type Handler = Arc<dyn Fn(Vec<u8>) -> Answer + Send + Sync>;
+type Handler = Arc<dyn Fn(NodeId, Vec<u8>) -> Answer + Send + Sync>;
 
 /// The members of an in-process network, and who is cut off.
 #[derive(Clone, Default)]
@@ -33,9 +33,9 @@ impl InProcessNetwork {
     /// Makes `member` reachable.
     pub fn register(&self, member: PolicyLog<InProcessTransport>) {
         let node_id = member.me().node_id;
-        let handler: Handler = Arc::new(move |bytes: Vec<u8>| {
+        let handler: Handler = Arc::new(move |from: NodeId, bytes: Vec<u8>| {
             let member = member.clone();
-            Box::pin(async move { member.handle_peer_request(&bytes).await })
+            Box::pin(async move { member.handle_peer_request(&from, &bytes).await.bytes })
         });
         if let Ok(mut handlers) = self.handlers.lock() {
             handlers.insert(node_id, handler);
@@ -77,10 +77,11 @@ impl Transport for InProcessTransport {
         timeout: Duration,
     ) -> impl Future<Output = Result<Vec<u8>, TransportError>> + Send {
         let route = self.network.route(&self.from, &target.node_id);
+        let from = self.from;
         async move {
             let handler =
                 route.ok_or_else(|| TransportError::Unreachable("cut off or unknown".to_string()))?;
-            tokio::time::timeout(timeout, handler(request))
+            tokio::time::timeout(timeout, handler(from, request))
                 .await
                 .map_err(|_| TransportError::Timeout(u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX)))
         }

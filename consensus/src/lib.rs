@@ -21,7 +21,10 @@ pub mod store;
 pub mod types;
 
 pub use network::{PeerRequest, PeerResponse, Transport, TransportError, PEER_MESSAGE_BYTES_MAX};
-pub use policy_log::{PolicyLog, PolicyLogConfig, StartError, Status, SubmitError};
+pub use policy_log::{
+    check_raft_sender, PeerAnswer, PolicyLog, PolicyLogConfig, RaftRefusal, RaftRpc, StartError, Status,
+    SubmitError,
+};
 pub use store::{
     open, AppliedState, ArchiveError, CommandArchive, LogStore, OpenError, SharedState, StateMachine,
 };

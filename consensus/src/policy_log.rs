@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use civmesh_certs::{codec, now_unix_millis, NodeId};
 use civmesh_policy::SignedCommand;
-use openraft::error::{ClientWriteError, RaftError};
+use openraft::error::ClientWriteError;
 use openraft::{ChangeMembers, Config, ServerState, SnapshotPolicy};
 use serde::{Deserialize, Serialize};
 
@@ -100,6 +100,74 @@ pub enum SubmitError {
     Raft(String),
 }
 
+/// What a member answers a peer: the encoded [`PeerResponse`], and the
+/// refusal, if the sender was not allowed to send it.
+#[derive(Debug)]
+pub struct PeerAnswer {
+    /// The encoded answer.
+    pub bytes: Vec<u8>,
+    /// Why a Raft RPC was refused: a security event.
+    pub refusal: Option<RaftRefusal>,
+}
+
+/// Why a Raft RPC from a peer was refused. The `Display` form starts with
+/// the stable code (`raft_sender_not_voter`, ...), which the sender sees.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum RaftRefusal {
+    /// The sender is not a voter of this node's membership.
+    #[error("raft_sender_not_voter: only current voters send Raft RPCs")]
+    NotVoter,
+    /// `AppendEntries` or `InstallSnapshot` names another node as leader.
+    #[error("raft_sender_not_leader: the RPC's vote names another node as leader")]
+    NotLeader,
+    /// A vote request names another node as candidate.
+    #[error("raft_sender_not_candidate: the vote request names another node as candidate")]
+    NotCandidate,
+}
+
+impl RaftRefusal {
+    /// The stable code, for metrics labels.
+    pub fn code(self) -> &'static str {
+        match self {
+            RaftRefusal::NotVoter => "raft_sender_not_voter",
+            RaftRefusal::NotLeader => "raft_sender_not_leader",
+            RaftRefusal::NotCandidate => "raft_sender_not_candidate",
+        }
+    }
+}
+
+/// Whom a Raft RPC claims to come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RaftRpc {
+    /// `AppendEntries` or `InstallSnapshot`, with the leader its vote names.
+    FromLeader(RaftNodeId),
+    /// A vote request, with the candidate its vote names.
+    FromCandidate(RaftNodeId),
+}
+
+/// Whether `sender` may send a Raft RPC: it must be one of `voters` and be
+/// the leader (or candidate) the RPC's vote names. A node that knows no
+/// voters yet (new, waiting to be added) accepts any sender its gate
+/// admitted: before genesis the gate admits only its operator's bootstrap
+/// peers.
+pub fn check_raft_sender(
+    voters: &BTreeSet<RaftNodeId>,
+    sender: RaftNodeId,
+    rpc: RaftRpc,
+) -> Result<(), RaftRefusal> {
+    if voters.is_empty() {
+        return Ok(());
+    }
+    if !voters.contains(&sender) {
+        return Err(RaftRefusal::NotVoter);
+    }
+    match rpc {
+        RaftRpc::FromLeader(leader) if leader != sender => Err(RaftRefusal::NotLeader),
+        RaftRpc::FromCandidate(candidate) if candidate != sender => Err(RaftRefusal::NotCandidate),
+        _ => Ok(()),
+    }
+}
+
 /// A member's view of the cluster, for `cluster status`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Status {
@@ -138,6 +206,8 @@ pub struct PolicyLog<T: Transport> {
     state: SharedState,
     archive: crate::store::CommandArchive,
     committed_index: Arc<AtomicU64>,
+    latest_entry_time_ms: Arc<AtomicU64>,
+    last_proposed_ms: Arc<tokio::sync::Mutex<u64>>,
     transport: T,
     me: RaftPeer,
 }
@@ -161,6 +231,7 @@ impl<T: Transport> PolicyLog<T> {
             Arc::new(raft_config.validate().map_err(|error| StartError::Config(error.to_string()))?);
         let (log_store, state_machine) = open(&config.directory)?;
         let committed_index = log_store.committed_index();
+        let latest_entry_time_ms = log_store.latest_entry_time_ms();
         let state = state_machine.shared_state();
         let archive = state_machine.archive();
         let me = RaftPeer { node_id: config.node_id, address: config.address };
@@ -173,7 +244,16 @@ impl<T: Transport> PolicyLog<T> {
         )
         .await
         .map_err(|error| StartError::Raft(error.to_string()))?;
-        Ok(PolicyLog { raft, state, archive, committed_index, transport, me })
+        Ok(PolicyLog {
+            raft,
+            state,
+            archive,
+            committed_index,
+            latest_entry_time_ms,
+            last_proposed_ms: Arc::new(tokio::sync::Mutex::new(0)),
+            transport,
+            me,
+        })
     }
 
     /// The applied policy state, for local reads and decisions.
@@ -203,13 +283,33 @@ impl<T: Transport> PolicyLog<T> {
         &self.raft
     }
 
-    /// Answers one encoded [`PeerRequest`] from another member.
-    pub async fn handle_peer_request(&self, bytes: &[u8]) -> Vec<u8> {
-        let response = match codec::decode_exact::<PeerRequest>(bytes, PEER_MESSAGE_BYTES_MAX) {
-            Err(error) => PeerResponse::Refused(format!("malformed request: {error}")),
-            Ok(request) => self.answer(request).await,
+    /// Answers one encoded [`PeerRequest`] from `from`, the peer the
+    /// transport authenticated. Raft RPCs are accepted only from the
+    /// senders [`check_raft_sender`] allows; a refusal never reaches Raft, so
+    /// it changes neither the vote nor the term, and is returned beside the
+    /// answer for the node to count and log.
+    pub async fn handle_peer_request(&self, from: &NodeId, bytes: &[u8]) -> PeerAnswer {
+        let (response, refusal) = match codec::decode_exact::<PeerRequest>(bytes, PEER_MESSAGE_BYTES_MAX) {
+            Err(error) => (PeerResponse::Refused(format!("malformed request: {error}")), None),
+            Ok(request) => match self.check_sender(from, &request) {
+                Err(refusal) => (PeerResponse::Refused(refusal.to_string()), Some(refusal)),
+                Ok(()) => (self.answer(request).await, None),
+            },
         };
-        codec::encode(&response).unwrap_or_default()
+        PeerAnswer { bytes: codec::encode(&response).unwrap_or_default(), refusal }
+    }
+
+    fn check_sender(&self, from: &NodeId, request: &PeerRequest) -> Result<(), RaftRefusal> {
+        let rpc_leader = match request {
+            PeerRequest::AppendEntries(rpc) => RaftRpc::FromLeader(rpc.vote.leader_id.node_id),
+            PeerRequest::InstallSnapshot(rpc) => RaftRpc::FromLeader(rpc.vote.leader_id.node_id),
+            PeerRequest::Vote(rpc) => RaftRpc::FromCandidate(rpc.vote.leader_id.node_id),
+            PeerRequest::Submit(_) | PeerRequest::ReadIndex => return Ok(()),
+        };
+        let metrics = self.raft.metrics().borrow().clone();
+        let membership = metrics.membership_config.membership();
+        let voters: BTreeSet<RaftNodeId> = membership.voter_ids().collect();
+        check_raft_sender(&voters, raft_node_id(from), rpc_leader)
     }
 
     async fn answer(&self, request: PeerRequest) -> PeerResponse {
@@ -239,15 +339,29 @@ impl<T: Transport> PolicyLog<T> {
                 "a submission carries 1..={SUBMIT_COMMANDS_MAX} commands"
             )));
         }
-        let payload = LogPayload { proposed_at_ms: now_unix_millis(), commands };
-        let write = self.raft.client_write(payload);
-        match tokio::time::timeout(Duration::from_millis(COMMIT_TIMEOUT_MS), write).await {
+        let receiver = {
+            // Stamping and handing to Raft happen in one turn, so log order
+            // is stamp order: entry times never go backwards, whatever this
+            // leader's clock says or however proposals interleave (the state
+            // machine rejects an entry older than the last one applied).
+            let mut last_proposed_ms = self.last_proposed_ms.lock().await;
+            let proposed_at_ms = now_unix_millis()
+                .max(self.latest_entry_time_ms.load(Ordering::Acquire))
+                .max(*last_proposed_ms);
+            *last_proposed_ms = proposed_at_ms;
+            self.raft
+                .client_write_ff(LogPayload { proposed_at_ms, commands })
+                .await
+                .map_err(|error| SubmitError::Raft(error.to_string()))?
+        };
+        match tokio::time::timeout(Duration::from_millis(COMMIT_TIMEOUT_MS), receiver).await {
             Err(_) => Err(SubmitError::CommitTimeout(COMMIT_TIMEOUT_MS)),
-            Ok(Ok(response)) => Ok(response.data),
-            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_)))) => {
+            Ok(Err(_)) => Err(SubmitError::Raft("Raft stopped before answering".to_string())),
+            Ok(Ok(Ok(response))) => Ok(response.data),
+            Ok(Ok(Err(ClientWriteError::ForwardToLeader(_)))) => {
                 Err(SubmitError::NoLeader("this node is not the leader".to_string()))
             }
-            Ok(Err(error)) => Err(SubmitError::Raft(error.to_string())),
+            Ok(Ok(Err(error))) => Err(SubmitError::Raft(error.to_string())),
         }
     }
 
@@ -266,6 +380,11 @@ impl<T: Transport> PolicyLog<T> {
                     self.forward(&leader, PeerRequest::Submit(commands.clone())).await.and_then(|answer| {
                         match answer {
                             PeerResponse::Submit(result) => result,
+                            // Busy (over this node's share of the leader's
+                            // handlers): retried like a leader change.
+                            PeerResponse::Refused(reason) => {
+                                Err(SubmitError::NoLeader(format!("the leader refused: {reason}")))
+                            }
                             other => Err(SubmitError::Raft(format!("unexpected answer {other:?}"))),
                         }
                     })
@@ -340,6 +459,23 @@ impl<T: Transport> PolicyLog<T> {
             },
             None => Err(SubmitError::NoLeader("no leader known".to_string())),
         }
+    }
+
+    /// Waits until this replica's applied state satisfies `check`, at most
+    /// `timeout`; re-checked each time the replica applies something.
+    pub async fn wait_for_state(
+        &self,
+        timeout: Duration,
+        what: &str,
+        check: impl Fn(&crate::store::AppliedState) -> bool + Send + 'static,
+    ) -> Result<(), SubmitError> {
+        let state = self.state.clone();
+        self.raft
+            .wait(Some(timeout))
+            .metrics(move |_| state.read(&check), what)
+            .await
+            .map(|_| ())
+            .map_err(|error| SubmitError::Raft(error.to_string()))
     }
 
     /// Initialises a new cluster with `voters` (run once, on one voter).

@@ -98,7 +98,23 @@ pub fn open(directory: &Path) -> Result<(LogStore, StateMachine), OpenError> {
     let committed: Option<Option<LogId<RaftNodeId>>> = get_value(&db, LOG_META_FAMILY, COMMITTED_KEY)
         .map_err(|error| OpenError::CheckpointCorrupt(error.to_string()))?;
     let committed_index = Arc::new(AtomicU64::new(committed.flatten().map_or(0, |id| id.index)));
-    Ok((LogStore { db, committed_index }, state_machine))
+    let latest_entry_time_ms = Arc::new(AtomicU64::new(latest_logged_entry_time_ms(&db)?));
+    Ok((LogStore { db, committed_index, latest_entry_time_ms }, state_machine))
+}
+
+/// The newest entry time in the log: the time of the last normal entry,
+/// looked for among the last [`ENTRY_TIME_SCAN_ENTRIES_MAX`] entries.
+fn latest_logged_entry_time_ms(db: &DB) -> Result<u64, OpenError> {
+    let log = family(db, LOG_FAMILY).map_err(|error| OpenError::CheckpointCorrupt(error.to_string()))?;
+    for item in db.iterator_cf(log, IteratorMode::End).take(ENTRY_TIME_SCAN_ENTRIES_MAX) {
+        let (_, value) = item.map_err(|error| OpenError::CheckpointCorrupt(error.to_string()))?;
+        let entry: Entry = codec::decode_exact(&value, STORED_VALUE_BYTES_MAX)
+            .map_err(|error| OpenError::CheckpointCorrupt(error.to_string()))?;
+        if let EntryPayload::Normal(payload) = entry.payload {
+            return Ok(payload.proposed_at_ms);
+        }
+    }
+    Ok(0)
 }
 
 fn family<'a>(db: &'a DB, name: &str) -> StorageResult<&'a rocksdb::ColumnFamily> {
@@ -128,14 +144,26 @@ fn index_key(index: u64) -> [u8; 8] {
     index.to_be_bytes()
 }
 
+/// How far back from the end of the log the newest entry time is looked for
+/// on start (blank and membership entries carry none).
+const ENTRY_TIME_SCAN_ENTRIES_MAX: usize = 64;
+
 /// The Raft log in RocksDB.
 #[derive(Clone)]
 pub struct LogStore {
     db: Arc<DB>,
     committed_index: Arc<AtomicU64>,
+    latest_entry_time_ms: Arc<AtomicU64>,
 }
 
 impl LogStore {
+    /// The newest entry time in this node's log, kept current as entries
+    /// are appended. A leader has every committed entry, so it stamps new
+    /// entries no earlier than this: entry times never go backwards.
+    pub fn latest_entry_time_ms(&self) -> Arc<AtomicU64> {
+        self.latest_entry_time_ms.clone()
+    }
+
     /// The last committed index this node has learnt, kept current as
     /// openraft saves it.
     pub fn committed_index(&self) -> Arc<AtomicU64> {
@@ -222,10 +250,15 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     {
         let log = family(&self.db, LOG_FAMILY)?;
         let mut batch = WriteBatch::default();
+        let mut latest_entry_time_ms = 0;
         for entry in entries {
+            if let EntryPayload::Normal(payload) = &entry.payload {
+                latest_entry_time_ms = latest_entry_time_ms.max(payload.proposed_at_ms);
+            }
             let bytes = codec::encode(&entry).map_err(write_error)?;
             batch.put_cf(log, index_key(entry.log_id.index), bytes);
         }
+        self.latest_entry_time_ms.fetch_max(latest_entry_time_ms, Ordering::AcqRel);
         // fsync before openraft may acknowledge the entries.
         let outcome =
             self.db.write_opt(batch, &synced()).map_err(|error| std::io::Error::other(error.to_string()));

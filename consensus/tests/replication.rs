@@ -187,8 +187,8 @@ async fn garbage_and_oversized_requests_are_refused_without_harm() {
     let cluster = cluster().await;
     let member = &cluster.members[0];
     for garbage in [vec![], vec![0xff; 64], b"hello raft".to_vec(), vec![7u8; PEER_MESSAGE_BYTES_MAX + 1]] {
-        let answer = member.log.handle_peer_request(&garbage).await;
-        let decoded: PeerResponse = codec::decode_exact(&answer, PEER_MESSAGE_BYTES_MAX).unwrap();
+        let answer = member.log.handle_peer_request(&cluster.members[1].key.node_id(), &garbage).await;
+        let decoded: PeerResponse = codec::decode_exact(&answer.bytes, PEER_MESSAGE_BYTES_MAX).unwrap();
         assert!(matches!(decoded, PeerResponse::Refused(_)), "{decoded:?}");
     }
     let too_many = vec![
@@ -207,4 +207,79 @@ async fn garbage_and_oversized_requests_are_refused_without_harm() {
         member.log.submit(vec![sign(&cluster.ca_key, genesis)]).await.unwrap().outcomes,
         vec![Ok(Applied::Done)]
     );
+}
+
+/// A learner (a street) and a voter that is not the leader try to act as
+/// leader or candidate towards a voter: each RPC is refused with its stable
+/// code before it reaches Raft, so the target's vote and term stay as they
+/// were, and the cluster keeps its leader.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn raft_rpcs_from_non_voters_and_impostors_are_refused() {
+    use civmesh_certs::codec;
+    use civmesh_consensus::{raft_node_id, PeerRequest, PeerResponse, PEER_MESSAGE_BYTES_MAX};
+    use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
+    use openraft::{LeaderId, SnapshotMeta, Vote};
+    let cluster = cluster().await;
+    let leader = wait_for_leader(&cluster.members[..3]).await;
+    let follower = (0..3).find(|index| *index != leader).unwrap();
+    let target = &cluster.members[follower];
+    let before = target.log.status();
+    let street = &cluster.members[3];
+    let other_voter = &cluster.members[(0..3).find(|index| *index != leader && *index != follower).unwrap()];
+    let street_id = raft_node_id(&street.key.node_id());
+    let leader_id = raft_node_id(&cluster.members[leader].key.node_id());
+    let higher = |node| Vote { leader_id: LeaderId::new(before.term + 5, node), committed: true };
+    let append = |node| {
+        PeerRequest::AppendEntries(AppendEntriesRequest {
+            vote: higher(node),
+            prev_log_id: None,
+            entries: vec![],
+            leader_commit: None,
+        })
+    };
+    let snapshot = PeerRequest::InstallSnapshot(InstallSnapshotRequest {
+        vote: higher(street_id),
+        meta: SnapshotMeta::default(),
+        offset: 0,
+        data: vec![],
+        done: true,
+    });
+    let vote = |node| PeerRequest::Vote(VoteRequest { vote: higher(node), last_log_id: None });
+    let cases = [
+        (street.key.node_id(), vote(street_id), "raft_sender_not_voter"),
+        (street.key.node_id(), append(street_id), "raft_sender_not_voter"),
+        (street.key.node_id(), snapshot, "raft_sender_not_voter"),
+        (other_voter.key.node_id(), append(leader_id), "raft_sender_not_leader"),
+        (other_voter.key.node_id(), vote(leader_id), "raft_sender_not_candidate"),
+    ];
+    for (sender, request, code) in cases {
+        let bytes = codec::encode(&request).unwrap();
+        let answer = target.log.handle_peer_request(&sender, &bytes).await;
+        assert_eq!(answer.refusal.map(|refusal| refusal.code()), Some(code));
+        let decoded: PeerResponse = codec::decode_exact(&answer.bytes, PEER_MESSAGE_BYTES_MAX).unwrap();
+        assert!(matches!(&decoded, PeerResponse::Refused(reason) if reason.starts_with(code)), "{decoded:?}");
+    }
+    let after = target.log.status();
+    assert_eq!((after.term, after.leader.clone()), (before.term, before.leader.clone()));
+    assert_eq!(wait_for_leader(&cluster.members[..3]).await, leader);
+}
+
+#[test]
+fn raft_sender_rule() {
+    use civmesh_consensus::{check_raft_sender, RaftRefusal, RaftRpc};
+    let voters = std::collections::BTreeSet::from([1, 2, 3]);
+    let none = std::collections::BTreeSet::new();
+    let cases = [
+        (&voters, 1, RaftRpc::FromLeader(1), Ok(())),
+        (&voters, 2, RaftRpc::FromCandidate(2), Ok(())),
+        (&voters, 4, RaftRpc::FromLeader(4), Err(RaftRefusal::NotVoter)),
+        (&voters, 4, RaftRpc::FromCandidate(4), Err(RaftRefusal::NotVoter)),
+        (&voters, 2, RaftRpc::FromLeader(1), Err(RaftRefusal::NotLeader)),
+        (&voters, 2, RaftRpc::FromCandidate(3), Err(RaftRefusal::NotCandidate)),
+        // A node that knows no voters yet trusts what its gate admitted.
+        (&none, 9, RaftRpc::FromLeader(9), Ok(())),
+    ];
+    for (voters, sender, rpc, expected) in cases {
+        assert_eq!(check_raft_sender(voters, sender, rpc), expected, "{sender} {rpc:?}");
+    }
 }

@@ -46,6 +46,14 @@ pub fn required_scope(method: &str, path: &str) -> Scope {
     match (method, path) {
         (_, path) if path.starts_with("/v1/cluster/") => Scope::Cluster,
         (_, path) if path.starts_with("/v1/audit/") => Scope::Audit,
+        // Record values need more than `read`, which sees counts and
+        // metadata only.
+        ("GET", "/v1/records") => Scope::Records,
+        ("GET", "/v1/subscriptions/updates") => Scope::Query,
+        ("GET", "/v1/corrections/stats") => Scope::Read,
+        ("GET", path) if path == "/v1/corrections" || path.starts_with("/v1/corrections/") => {
+            Scope::Corrections
+        }
         ("GET", _) => Scope::Read,
         ("POST", "/v1/query" | "/v1/subscriptions") => Scope::Query,
         ("POST", "/v1/records/import") => Scope::Records,
@@ -95,6 +103,12 @@ pub fn read_tokens(path: &Path) -> Result<Vec<ScopedToken>, TokenFileError> {
         Err(error) => return Err(io(error)),
         Ok(meta) if meta.len() > API_TOKENS_FILE_BYTES_MAX => {
             return Err(TokenFileError::Invalid(path.to_path_buf(), "too large".to_string()))
+        }
+        Ok(meta) if std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o077 != 0 => {
+            return Err(TokenFileError::Invalid(
+                path.to_path_buf(),
+                "its group or others may read it: it must be mode 0600".to_string(),
+            ))
         }
         Ok(_) => {}
     }
@@ -173,7 +187,12 @@ mod tests {
         let cases = [
             ("GET", "/v1/status", Scope::Read),
             ("GET", "/metrics", Scope::Read),
-            ("GET", "/v1/corrections/ab12", Scope::Read),
+            // `read` sees counts and metadata; record values need more.
+            ("GET", "/v1/corrections/stats", Scope::Read),
+            ("GET", "/v1/corrections/ab12", Scope::Corrections),
+            ("GET", "/v1/corrections", Scope::Corrections),
+            ("GET", "/v1/records", Scope::Records),
+            ("GET", "/v1/subscriptions/updates", Scope::Query),
             ("POST", "/v1/query", Scope::Query),
             ("POST", "/v1/subscriptions", Scope::Query),
             ("POST", "/v1/records/import", Scope::Records),
@@ -205,6 +224,14 @@ mod tests {
         assert_eq!(registry.scopes_of(&token), Some(BTreeSet::from([Scope::Read, Scope::Query])));
         assert_eq!(registry.scopes_of("not-a-token"), None);
         assert!(create_token(dir.path(), "district-portal", BTreeSet::new()).is_err(), "names are unique");
+        std::fs::set_permissions(dir.path().join(API_TOKENS_FILE), std::fs::Permissions::from_mode(0o644))
+            .unwrap();
+        assert!(
+            matches!(read_tokens(&dir.path().join(API_TOKENS_FILE)), Err(TokenFileError::Invalid(..))),
+            "a token file others may read is refused"
+        );
+        std::fs::set_permissions(dir.path().join(API_TOKENS_FILE), std::fs::Permissions::from_mode(0o600))
+            .unwrap();
         std::fs::write(dir.path().join(API_TOKENS_FILE), b"{corrupt").unwrap();
         assert!(matches!(read_tokens(&dir.path().join(API_TOKENS_FILE)), Err(TokenFileError::Invalid(..))));
     }

@@ -47,6 +47,40 @@ pub struct NodeConfig {
     /// Raft tuning.
     #[serde(default)]
     pub raft: RaftSection,
+    /// What one peer may ask of this node.
+    #[serde(default)]
+    pub limits: LimitsSection,
+}
+
+/// `[limits]`: per-peer rates and quotas. A peer over a limit gets a
+/// refusal with the code `rate_limited` or `quota_exceeded`; nothing it
+/// sends is dropped silently.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsSection {
+    /// Queries and subscription requests one peer may send, per second,
+    /// sustained.
+    pub queries_per_peer_per_second: u32,
+    /// Queries one peer may send at once above the sustained rate.
+    pub query_burst_per_peer_max: u32,
+    /// Corrections one peer may deliver, per second, sustained.
+    pub corrections_per_peer_per_second: u32,
+    /// Corrections one peer may deliver at once above the sustained rate.
+    pub correction_burst_per_peer_max: u32,
+    /// Subscriptions one peer may hold at this owner.
+    pub subscriptions_per_peer_max: u32,
+}
+
+impl Default for LimitsSection {
+    fn default() -> Self {
+        LimitsSection {
+            queries_per_peer_per_second: 500,
+            query_burst_per_peer_max: 1_000,
+            corrections_per_peer_per_second: 50,
+            correction_burst_per_peer_max: 100,
+            subscriptions_per_peer_max: 64,
+        }
+    }
 }
 
 /// `[node]`.
@@ -151,11 +185,14 @@ mod tests {
         write(dir.path(), valid);
         let config = NodeConfig::load(dir.path()).unwrap();
         assert_eq!(config.raft, RaftSection::default());
+        assert_eq!(config.limits, LimitsSection::default());
         for bad in [
             "[node",
             "garbage = = 1",
             &valid.replace("key_file", "kee_file"),
             &format!("{valid}[raft]\nheartbeat_interval_ms = \"fast\"\n"),
+            &format!("{valid}[limits]\nqueries_per_peer_per_second = -1\n"),
+            &format!("{valid}[limits]\nquery_per_peer = 5\n"),
         ] {
             write(dir.path(), bad);
             assert!(matches!(NodeConfig::load(dir.path()), Err(ConfigError::Invalid { .. })), "{bad}");

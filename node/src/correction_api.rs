@@ -65,11 +65,7 @@ pub async fn list(
     State(state): State<Shared>,
     Query(query): Query<ListQuery>,
 ) -> Result<Json<Vec<CorrectionView>>, ApiError> {
-    let mut views = state.corrections.list(CORRECTIONS_LISTED_MAX)?;
-    if let Some(wanted) = query.status {
-        views.retain(|view| crate::corrections::status_name(&view.status) == wanted);
-    }
-    Ok(Json(views))
+    Ok(Json(state.corrections.list(query.status.as_deref(), CORRECTIONS_LISTED_MAX)?))
 }
 
 /// `GET /v1/corrections/{id}`: one correction, beside the record's base

@@ -403,25 +403,41 @@ impl CorrectionService {
         Ok(id)
     }
 
-    /// The submitter's side of an outcome from `peer`.
+    /// The submitter's side of an outcome from `peer`: accepted only for a
+    /// correction in this outbox (matched by the request's digest), from a
+    /// current member of the organisation that owned the dataset when the
+    /// correction was submitted, and only once the policy log shows the
+    /// owner's decision that the outcome reports.
     async fn receive_outcome(&self, peer: NodeId, bytes: &[u8]) -> CorrectionAck {
         let outcome = match open_from::<CorrectionOutcome>(peer, bytes, "outcome") {
             Ok((_, verified)) => verified.payload,
             Err(refused) => return refused,
         };
-        let from_owner = self.log.state().read(|applied| {
-            let owner = applied.policy.datasets.get(&outcome.dataset).map(|dataset| &dataset.owner);
-            applied.policy.active_member(&peer).is_some_and(|member| Some(&member.org) == owner)
-        });
-        if !from_owner {
-            return CorrectionAck::Refused("the outcome is not from the dataset's owner".to_string());
-        }
         let _guard = self.entries_lock.lock().await;
         let mut entry = match self.load(&outcome.correction) {
             Ok(Some(entry)) if entry.side == Side::Outbox => entry,
             Ok(_) => return CorrectionAck::Refused("no such correction in this outbox".to_string()),
             Err(error) => return CorrectionAck::Refused(error.to_string()),
         };
+        let requested_dataset = SignedEnvelope::<CorrectionRequest>::from_bytes(&entry.request_bytes)
+            .and_then(|envelope| envelope.unverified_payload())
+            .map(|request| request.dataset);
+        if requested_dataset.as_ref().ok() != Some(&outcome.dataset) {
+            self.report(&peer, "correction_outcome_mismatch");
+            return CorrectionAck::Refused("the outcome names another dataset than the request".to_string());
+        }
+        let mut check = self.log.state().read(|applied| outcome_in_log(&applied.policy, &peer, &outcome));
+        if check == Err(OutcomeCheck::NotLoggedYet) {
+            // The decision may be newer than this replica.
+            let _ = self.log.linearizable_read_index(Duration::from_millis(CORRECTION_SEND_TIMEOUT_MS)).await;
+            check = self.log.state().read(|applied| outcome_in_log(&applied.policy, &peer, &outcome));
+        }
+        if let Err(refusal) = check {
+            if refusal == OutcomeCheck::NotFromOwner {
+                self.report(&peer, "correction_outcome_not_from_owner");
+            }
+            return CorrectionAck::Refused(refusal.to_string());
+        }
         if entry.outcome_bytes.is_some() {
             return CorrectionAck::Stored;
         }
@@ -964,10 +980,20 @@ impl CorrectionService {
         codec::decode_exact(&answer, CORRECTION_MESSAGE_BYTES_MAX).map_err(|error| error.to_string())
     }
 
+    fn report(&self, peer: &NodeId, kind: &'static str) {
+        crate::security::report(&self.query.metrics, self.log.state(), peer, kind);
+    }
+
     /// Answers one message on the correction protocol from `peer`.
     pub async fn handle(&self, peer: NodeId, bytes: &[u8]) -> Vec<u8> {
         let ack = match codec::decode_exact::<CorrectionMessage>(bytes, CORRECTION_MESSAGE_BYTES_MAX) {
-            Ok(CorrectionMessage::Deliver(request)) => self.receive_request(peer, &request).await,
+            Ok(CorrectionMessage::Deliver(request)) => match self.query.limits.allow_correction(&peer) {
+                Ok(()) => self.receive_request(peer, &request).await,
+                Err(refusal) => {
+                    self.report(&peer, refusal.code());
+                    CorrectionAck::Refused(refusal.to_string())
+                }
+            },
             Ok(CorrectionMessage::Outcome(outcome)) => self.receive_outcome(peer, &outcome).await,
             Err(error) => CorrectionAck::Refused(format!("malformed message: {error}")),
         };
@@ -991,13 +1017,18 @@ impl CorrectionService {
         Ok(view)
     }
 
-    /// Every correction at this node, newest first (at most `limit`).
-    pub fn list(&self, limit: usize) -> Result<Vec<CorrectionView>, CorrectionError> {
+    /// The corrections at this node in `status` (all when `None`), newest
+    /// first, at most `limit`: filtered before the limit is applied, so no
+    /// number of others can hide the ones asked for.
+    pub fn list(&self, status: Option<&str>, limit: usize) -> Result<Vec<CorrectionView>, CorrectionError> {
         let mut views = Vec::new();
         for (id, bytes) in
             self.records.corrections().map_err(|error| CorrectionError::Store(error.to_string()))?
         {
-            views.push(view_of(&id, &decode_entry(&bytes)?)?);
+            let view = view_of(&id, &decode_entry(&bytes)?)?;
+            if status.is_none_or(|wanted| status_name(&view.status) == wanted) {
+                views.push(view);
+            }
         }
         views.sort_by_key(|view| std::cmp::Reverse(view.created_at_ms));
         views.truncate(limit);
@@ -1014,6 +1045,42 @@ enum StageError {
     /// The log could not be reached; try again.
     #[error("the policy log is unavailable: {0}")]
     Unavailable(String),
+}
+
+/// Why a submitter does not take an outcome.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+enum OutcomeCheck {
+    /// The sender is not a current member of the owning organisation.
+    #[error("the outcome is not from the organisation that owns the correction's dataset")]
+    NotFromOwner,
+    /// The log does not show the decision the outcome reports (yet).
+    #[error("the policy log does not show this decision yet")]
+    NotLoggedYet,
+}
+
+/// Checks an outcome from `peer` against the correction's track in the log.
+fn outcome_in_log(
+    state: &PolicyState,
+    peer: &NodeId,
+    outcome: &CorrectionOutcome,
+) -> Result<(), OutcomeCheck> {
+    let track = state.corrections.get(&outcome.correction).ok_or(OutcomeCheck::NotLoggedYet)?;
+    let from_owner = state.active_member(peer).is_some_and(|member| member.org == track.owner);
+    if !from_owner || track.dataset != outcome.dataset {
+        return Err(OutcomeCheck::NotFromOwner);
+    }
+    let logged = match &outcome.status {
+        OutcomeStatus::Applied { version } => {
+            track.reached_at(CorrectionStage::Applied).is_some() && track.applied_version == Some(*version)
+        }
+        OutcomeStatus::Rejected { .. } => track.reached_at(CorrectionStage::Rejected).is_some(),
+        OutcomeStatus::Conflict { .. } => track.reached_at(CorrectionStage::Conflict).is_some(),
+    };
+    if logged {
+        Ok(())
+    } else {
+        Err(OutcomeCheck::NotLoggedYet)
+    }
 }
 
 /// Decodes a signed `what` from `peer` and checks that `peer` signed it.

@@ -10,7 +10,7 @@ use civmesh_certs::{now_unix_millis, FederationCa, IssueRequest, NodeKey, OrgId,
 use ring::rand::SecureRandom;
 
 use crate::cli::InitArgs;
-use crate::config::{NodeConfig, NodeSection, RaftSection, TrustSection, CONFIG_FILE_NAME};
+use crate::config::{LimitsSection, NodeConfig, NodeSection, RaftSection, TrustSection, CONFIG_FILE_NAME};
 use crate::identity_commands::SUBJECT_KEY_SECRET_FILE;
 
 const KEY_FILE: &str = "node.key";
@@ -78,6 +78,7 @@ pub(crate) fn init(args: InitArgs) -> anyhow::Result<()> {
             entries_kept_after_snapshot: args.entries_kept_after_snapshot,
             ..RaftSection::default()
         },
+        limits: LimitsSection::default(),
     };
     write_new(&args.data_dir.join(CONFIG_FILE_NAME), toml::to_string_pretty(&config)?.as_bytes(), 0o644)?;
     println!("{}", key.node_id());

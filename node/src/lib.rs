@@ -21,6 +21,7 @@ pub mod query;
 pub mod records;
 mod records_commands;
 pub mod run;
+pub mod security;
 pub mod swarm;
 
 /// Runs one `civmesh` command to completion.

@@ -28,6 +28,10 @@ pub struct Metrics {
     pub commands_submitted: Family<OutcomeLabel, Counter>,
     /// Correction stages this node logged, by stage.
     pub correction_stages_logged: Family<OutcomeLabel, Counter>,
+    /// Peers' requests refused as security events, by stable code.
+    pub security_events: Family<OutcomeLabel, Counter>,
+    /// Inbound requests refused because their queue was full, by protocol.
+    pub inbound_queue_full: Family<OutcomeLabel, Counter>,
     applied_index: Gauge,
     committed_index: Gauge,
     term: Gauge,
@@ -45,6 +49,8 @@ impl Default for Metrics {
             records_imported: Counter::default(),
             commands_submitted: Family::default(),
             correction_stages_logged: Family::default(),
+            security_events: Family::default(),
+            inbound_queue_full: Family::default(),
             applied_index: Gauge::default(),
             committed_index: Gauge::default(),
             term: Gauge::default(),
@@ -73,6 +79,16 @@ impl Default for Metrics {
             "correction_stages_logged",
             "Correction lifecycle stages this node logged, by stage",
             metrics.correction_stages_logged.clone(),
+        );
+        registry.register(
+            "security_events",
+            "Peers' requests refused as security events, by code",
+            metrics.security_events.clone(),
+        );
+        registry.register(
+            "inbound_queue_full",
+            "Inbound peer requests refused because their queue was full, by protocol",
+            metrics.inbound_queue_full.clone(),
         );
         registry.register(
             "raft_applied_index",

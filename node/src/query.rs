@@ -12,7 +12,7 @@ use civmesh_consensus::{PolicyLog, RaftPeer};
 use civmesh_policy::model::{FieldValue, SubjectKeyHash};
 use civmesh_policy::{
     decide, AccessOutcome, AccessRecord, AccessRequest, Command, Decision, FieldAction, QueryHeader,
-    ReasonCode, RecordFacts, SubjectRelease,
+    ReasonCode, RecordFacts, RecordPlan, SubjectRelease,
 };
 use serde::{Deserialize, Serialize};
 
@@ -26,6 +26,9 @@ pub const QUERY_MESSAGE_BYTES_MAX: usize = 8 * 1024 * 1024;
 pub const STALE_GRANT_CATCH_UP_MS: u64 = 2_000;
 /// How long a requester waits for the owner's answer.
 pub const QUERY_TIMEOUT_MS: u64 = 15_000;
+/// How long an owner waits for its own replica to apply an access record
+/// the leader says is committed, before it refuses to release.
+pub const OWN_REPLICA_APPLY_WAIT_MS: u64 = 5_000;
 
 /// What travels to the owner: the signed header and, beside it, the plain
 /// keys (which never enter the log).
@@ -171,8 +174,10 @@ pub struct QueryService {
     pub replay_guard: Mutex<ReplayGuard>,
     /// The federation's subject-key secret.
     pub subject_key_secret: Vec<u8>,
-    /// Counts answered queries.
+    /// Counts answered queries and security events.
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// What one peer may ask of this node.
+    pub limits: Arc<crate::security::PeerLimits>,
     /// Sends pushes to subscribers.
     pub swarm: SwarmClient,
     /// The subscriptions this owner serves.
@@ -220,6 +225,7 @@ impl QueryService {
         swarm: SwarmClient,
         subject_key_secret: Vec<u8>,
         metrics: Arc<crate::metrics::Metrics>,
+        limits: Arc<crate::security::PeerLimits>,
     ) -> Result<Self, QueryServiceError> {
         // Both sides are kept in one place: subscriptions this node signed
         // are its own; the others it serves as an owner.
@@ -249,6 +255,7 @@ impl QueryService {
             replay_guard: Mutex::new(ReplayGuard::default()),
             subject_key_secret,
             metrics,
+            limits,
             swarm,
             subscriptions: Mutex::new(subscriptions),
             my_subscriptions: Mutex::new(mine),
@@ -259,8 +266,20 @@ impl QueryService {
     /// Answers one message on the query protocol from `peer`.
     pub async fn handle(&self, peer: NodeId, bytes: &[u8]) -> Vec<u8> {
         match codec::decode_exact::<QueryProtocolMessage>(bytes, QUERY_MESSAGE_BYTES_MAX) {
-            Ok(QueryProtocolMessage::Query(wire)) => self.answer(peer, wire).await,
-            Ok(QueryProtocolMessage::Subscribe(header)) => self.subscribe(peer, &header).await,
+            Ok(QueryProtocolMessage::Query(wire)) => match self.limits.allow_query(&peer) {
+                Ok(()) => self.answer(peer, wire).await,
+                Err(refusal) => {
+                    self.report(&peer, refusal.code());
+                    self.sign_answer([0; 32], QueryAnswer::Refused { reason: refusal.to_string() })
+                }
+            },
+            Ok(QueryProtocolMessage::Subscribe(header)) => match self.limits.allow_query(&peer) {
+                Ok(()) => self.subscribe(peer, &header).await,
+                Err(refusal) => {
+                    self.report(&peer, refusal.code());
+                    self.sign_ack(SubscribeAck { subscription: [0; 32], outcome: Err(refusal.to_string()) })
+                }
+            },
             Ok(QueryProtocolMessage::Push(push)) => self.receive_push(peer, &push),
             Err(_) => Vec::new(),
         }
@@ -272,11 +291,57 @@ impl QueryService {
             Ok(answered) => answered,
             Err(reason) => ([0u8; 32], QueryAnswer::Refused { reason }),
         };
+        self.sign_answer(digest, answer)
+    }
+
+    fn sign_answer(&self, request_digest: [u8; 32], answer: QueryAnswer) -> Vec<u8> {
         crate::metrics::Metrics::count(&self.metrics.queries_answered, outcome_label(&answer));
-        let body = SignedAnswerBody { request_digest: digest, answer };
+        let body = SignedAnswerBody { request_digest, answer };
         SignedEnvelope::sign(&self.key, &body, now_unix_millis())
             .and_then(|envelope| envelope.to_bytes())
             .unwrap_or_default()
+    }
+
+    fn sign_ack(&self, ack: SubscribeAck) -> Vec<u8> {
+        SignedEnvelope::sign(&self.key, &ack, now_unix_millis())
+            .and_then(|envelope| envelope.to_bytes())
+            .unwrap_or_default()
+    }
+
+    fn report(&self, peer: &NodeId, kind: &'static str) {
+        crate::security::report(&self.metrics, self.log.state(), peer, kind);
+    }
+
+    /// Logs an access record (a query's or a push's) and returns its
+    /// position once this node's own replica has applied it there: a
+    /// leader's word that it committed is not enough to release on.
+    async fn log_access(&self, command: civmesh_policy::SignedCommand) -> Result<u64, String> {
+        let position = match self.committer.commit(command.clone()).await {
+            Ok(Ok(civmesh_policy::Applied::AccessLogged(position))) => position,
+            Ok(Ok(other)) => return Err(format!("unexpected log outcome {other:?}; nothing released")),
+            Ok(Err(rejection)) => {
+                return Err(format!("the access record was rejected ({rejection}); nothing released"))
+            }
+            Err(error) => return Err(format!("the access could not be logged ({error}); nothing released")),
+        };
+        let index = usize::try_from(position).map_err(|_| "access-log position out of range".to_string())?;
+        let digest = command.digest();
+        self.log
+            .wait_for_state(
+                Duration::from_millis(OWN_REPLICA_APPLY_WAIT_MS),
+                "own replica applies the access record",
+                move |applied| applied.policy.access_log.len() > index,
+            )
+            .await
+            .map_err(|_| "this replica has not applied the access record; nothing released".to_string())?;
+        let ours = self.log.state().read(|applied| {
+            applied.policy.access_log.get(index).is_some_and(|entry| entry.envelope.digest() == digest)
+        });
+        if !ours {
+            self.report(&self.key.node_id(), "access_record_not_at_position");
+            return Err("the log holds another access record at that position; nothing released".to_string());
+        }
+        Ok(position)
     }
 
     async fn answer_unsigned(
@@ -333,17 +398,21 @@ impl QueryService {
             }
         }
         let (outcome, records) = project(&decision, &header, &found);
+        // Out-of-scope records answer exactly like unknown keys: no
+        // existence, no version.
+        let (records, hidden): (Vec<_>, Vec<_>) = records.into_iter().partition(|record| record.is_some());
+        let records: Vec<ReleasedRecord> = records.into_iter().flatten().collect();
+        let released_keys: std::collections::BTreeSet<&str> =
+            records.iter().map(|record| record.key.as_str()).collect();
+        let not_found: Vec<String> = if hidden.is_empty() {
+            not_found
+        } else {
+            wire.keys.iter().filter(|key| !released_keys.contains(key.as_str())).cloned().collect()
+        };
         let record = AccessRecord { request: envelope, outcome: outcome.clone(), decided_at_ms: now_ms };
         let command = SignedEnvelope::sign(&self.key, &Command::RecordAccess(record), now_ms)
             .map_err(|error| error.to_string())?;
-        let position = match self.committer.commit(command).await {
-            Ok(Ok(civmesh_policy::Applied::AccessLogged(position))) => position,
-            Ok(Ok(other)) => return Err(format!("unexpected log outcome {other:?}; nothing released")),
-            Ok(Err(rejection)) => {
-                return Err(format!("the access record was rejected ({rejection}); nothing released"))
-            }
-            Err(error) => return Err(format!("the access could not be logged ({error}); nothing released")),
-        };
+        let position = self.log_access(command).await?;
         let answer = match outcome {
             AccessOutcome::Deny { reason } => QueryAnswer::Denied { reason, access_log_position: position },
             AccessOutcome::Permit { .. } => {
@@ -362,10 +431,7 @@ impl QueryService {
             Ok(digest) => (digest, Ok(())),
             Err((digest, reason)) => (digest, Err(reason)),
         };
-        let ack = SubscribeAck { subscription: digest, outcome };
-        SignedEnvelope::sign(&self.key, &ack, now_unix_millis())
-            .and_then(|envelope| envelope.to_bytes())
-            .unwrap_or_default()
+        self.sign_ack(SubscribeAck { subscription: digest, outcome })
     }
 
     fn accept_subscription(&self, peer: NodeId, bytes: &[u8]) -> Result<[u8; 32], ([u8; 32], String)> {
@@ -383,6 +449,14 @@ impl QueryService {
         let header = verified.payload;
         if !header.subjects.is_empty() {
             return Err(fail("a subscription names no subjects".to_string()));
+        }
+        let held = self.subscriptions.lock().map_or(usize::MAX, |subscriptions| {
+            subscriptions.iter().filter(|s| s.subscriber == peer && s.digest != digest).count()
+        });
+        if held >= self.limits.subscriptions_per_peer_max {
+            let refusal = crate::security::PeerRefusal::QuotaExceeded;
+            self.report(&peer, refusal.code());
+            return Err(fail(refusal.to_string()));
         }
         let request = access_request(peer, &header);
         let none: [Facts; 0] = [];
@@ -449,18 +523,20 @@ impl QueryService {
         let now_ms = now_unix_millis();
         let decision = self.log.state().read(|applied| decide(&applied.policy, &request, &facts, now_ms));
         let (outcome, records) = project(&decision, header, &found);
-        let records: Vec<ReleasedRecord> =
-            records.into_iter().filter(|record| !record.fields.is_empty()).collect();
+        let key_granted = self.key_field_released(&header.dataset, &decision);
+        let records: Vec<ReleasedRecord> = records
+            .into_iter()
+            .flatten()
+            .filter(|record| !record.fields.is_empty())
+            .map(|record| if key_granted { record } else { ReleasedRecord { key: String::new(), ..record } })
+            .collect();
         if records.is_empty() {
             return Ok(());
         }
         let record = AccessRecord { request: envelope.clone(), outcome, decided_at_ms: now_ms };
         let command = SignedEnvelope::sign(&self.key, &Command::RecordPush(record), now_ms)
             .map_err(|error| error.to_string())?;
-        let position = match self.committer.commit(command).await {
-            Ok(Ok(civmesh_policy::Applied::AccessLogged(position))) => position,
-            other => return Err(format!("the push could not be logged ({other:?}); nothing pushed")),
-        };
+        let position = self.log_access(command).await?;
         let body = PushBody {
             subscription: digest,
             dataset: header.dataset.clone(),
@@ -479,6 +555,19 @@ impl QueryService {
             return Err(format!("{reason}; kept for retry"));
         }
         Ok(())
+    }
+
+    /// Whether `decision` releases the dataset's subject key field as
+    /// stored: only then does a push carry plain record keys.
+    fn key_field_released(&self, dataset: &str, decision: &Decision) -> bool {
+        let Decision::Permit { fields, .. } = decision else { return false };
+        let key_field = self
+            .log
+            .state()
+            .read(|applied| applied.policy.datasets.get(dataset).map(|d| d.subject_key_field.clone()));
+        key_field.is_some_and(|key_field| {
+            fields.iter().any(|plan| plan.field == key_field && plan.action == FieldAction::Release)
+        })
     }
 
     async fn send_push(&self, subscriber: &NodeId, message: Vec<u8>) -> Result<(), String> {
@@ -609,18 +698,29 @@ fn access_request(requester: NodeId, header: &QueryHeader) -> AccessRequest {
     }
 }
 
-/// Projects and masks the found records per the decision.
+/// Whether the decision withholds record `index` as outside the grant's scope.
+fn out_of_scope(decision: &Decision, index: usize) -> bool {
+    matches!(decision, Decision::Permit { records, .. }
+        if records.get(index) == Some(&RecordPlan::Withhold(ReasonCode::OutOfScope)))
+}
+
+/// Projects and masks the found records per the decision. A record outside
+/// the grant's scope projects to `None`: it must look like an unknown key.
 fn project(
     decision: &Decision,
     header: &QueryHeader,
     found: &[(String, SubjectKeyHash, RecordVersion)],
-) -> (AccessOutcome, Vec<ReleasedRecord>) {
+) -> (AccessOutcome, Vec<Option<ReleasedRecord>>) {
     if let Decision::Deny(reason) = decision {
         return (AccessOutcome::Deny { reason: *reason }, Vec::new());
     }
     let mut released = Vec::new();
     let mut records = Vec::new();
     for (index, (key, subject, record)) in found.iter().enumerate() {
+        if out_of_scope(decision, index) {
+            records.push(None);
+            continue;
+        }
         let mut fields = BTreeMap::new();
         let mut withheld = BTreeMap::new();
         for field in &header.fields {
@@ -640,7 +740,7 @@ fn project(
         if !fields.is_empty() {
             released.push(SubjectRelease { subject: *subject, fields: fields.keys().cloned().collect() });
         }
-        records.push(ReleasedRecord { key: key.clone(), version: record.version, fields, withheld });
+        records.push(Some(ReleasedRecord { key: key.clone(), version: record.version, fields, withheld }));
     }
     (AccessOutcome::Permit { released }, records)
 }

@@ -2,7 +2,7 @@
 //! API) and runs it until the shutdown future resolves, then stops each part
 //! in turn.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use civmesh_certs::{now_unix_millis, CaCertificate, NodeCertificate, NodeId, NodeKey, RevocationSet};
-use civmesh_consensus::{PolicyLog, PolicyLogConfig, SharedState};
+use civmesh_consensus::{PeerResponse, PolicyLog, PolicyLogConfig, SharedState};
 use libp2p::PeerId;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{watch, Semaphore};
@@ -20,10 +20,14 @@ use crate::config::NodeConfig;
 use crate::corrections::CorrectionService;
 use crate::query::QueryService;
 use crate::records::RecordStore;
+use crate::security::PeerRefusal;
 use crate::swarm::{self, InboundRequest, Protocol, SwarmClient};
 
-/// Inbound peer requests handled at once at most.
-pub const INBOUND_HANDLERS_MAX: usize = 64;
+/// Policy-log requests from one peer handled at once at most. Raft has its
+/// own handlers and queue, apart from queries and corrections.
+pub const RAFT_HANDLERS_PER_PEER_MAX: usize = 64;
+/// Query and correction requests from peers handled at once at most.
+pub const SERVICE_HANDLERS_MAX: usize = 64;
 /// How often the allow list is recomputed from the policy log.
 pub const GATING_REFRESH_MS: u64 = 500;
 /// How long to wait for the swarm to report its listen address.
@@ -58,7 +62,7 @@ pub async fn run(data_dir: PathBuf, shutdown: impl Future<Output = ()>) -> anyho
     let identity = certificate
         .verify_presented_by(&key.node_id(), &ca, now_unix_millis(), &RevocationSet::default())
         .context("the node certificate does not fit this node's key and CA")?;
-    let api_token = read_small(&resolve(&config.node.api_token_file))?.trim().to_string();
+    let api_token = read_secret(&resolve(&config.node.api_token_file))?.trim().to_string();
     anyhow::ensure!(api_token.len() >= 32, "the API token file holds too short a token");
     let bootstrap_peers = parse_peers(&config.trust.bootstrap_peers)?;
 
@@ -75,11 +79,13 @@ pub async fn run(data_dir: PathBuf, shutdown: impl Future<Output = ()>) -> anyho
     let log = PolicyLog::start(raft_config, swarm.clone()).await?;
     let records = Arc::new(RecordStore::open(&data_dir.join("records")).context("opening the record store")?);
     let subject_key_secret = match &config.node.subject_key_secret_file {
-        Some(path) => read_small(&resolve(path))?.trim().as_bytes().to_vec(),
+        Some(path) => read_secret(&resolve(path))?.trim().as_bytes().to_vec(),
         None => Vec::new(),
     };
     let key = Arc::new(key);
     let metrics = Arc::new(crate::metrics::Metrics::default());
+    swarm.count_queue_full_in(metrics.inbound_queue_full.clone()).await;
+    let limits = Arc::new(crate::security::PeerLimits::new(&config.limits)?);
     let query = Arc::new(QueryService::new(
         log.clone(),
         key.clone(),
@@ -87,6 +93,7 @@ pub async fn run(data_dir: PathBuf, shutdown: impl Future<Output = ()>) -> anyho
         swarm.clone(),
         subject_key_secret,
         metrics.clone(),
+        limits,
     )?);
 
     let corrections =
@@ -94,7 +101,8 @@ pub async fn run(data_dir: PathBuf, shutdown: impl Future<Output = ()>) -> anyho
     tokio::spawn(corrections.clone().run_worker(stop.clone()));
     tokio::spawn(query.clone().run_push_retries(stop.clone()));
     tokio::spawn(crate::checkpoints::run_checkpoints(log.clone(), key.clone(), stop.clone()));
-    tokio::spawn(serve_peers(log.clone(), query.clone(), corrections.clone(), inbound));
+    tokio::spawn(serve_raft(log.clone(), metrics.clone(), inbound.raft));
+    tokio::spawn(serve_services(query.clone(), corrections.clone(), inbound.services));
     tokio::spawn(keep_gate(log.state().clone(), swarm.clone(), bootstrap_peers, key.node_id(), stop.clone()));
 
     let listener = std::net::TcpListener::bind(&config.node.api_listen)
@@ -170,6 +178,21 @@ fn read_small(path: &Path) -> anyhow::Result<String> {
     std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))
 }
 
+/// Reads a token or secret file, refusing one that its group or others may
+/// read or write (it must be mode 0600 or stricter).
+pub fn read_secret(path: &Path) -> anyhow::Result<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode =
+        std::fs::metadata(path).with_context(|| format!("reading {}", path.display()))?.permissions().mode();
+    anyhow::ensure!(
+        mode & 0o077 == 0,
+        "{} has mode {:o}: a secret file must be readable by its owner only (chmod 600)",
+        path.display(),
+        mode & 0o777
+    );
+    read_small(path)
+}
+
 fn parse_peers(peers: &[String]) -> anyhow::Result<BTreeSet<PeerId>> {
     peers
         .iter()
@@ -198,24 +221,60 @@ fn write_runtime_info(data_dir: &Path, info: &RuntimeInfo) -> anyhow::Result<()>
     Ok(())
 }
 
-/// Answers peers' policy-log requests, at most [`INBOUND_HANDLERS_MAX`] at once.
-async fn serve_peers(
+/// Answers peers' policy-log requests, at most [`RAFT_HANDLERS_PER_PEER_MAX`]
+/// at once from any one peer: a member flooding the log with submissions
+/// or read-index requests is refused at once (`rate_limited`) and cannot
+/// hold up the leader's heartbeats. A Raft RPC from a sender that may not
+/// send it is a security event.
+async fn serve_raft(
     log: PolicyLog<SwarmClient>,
+    metrics: Arc<crate::metrics::Metrics>,
+    mut inbound: tokio::sync::mpsc::Receiver<InboundRequest>,
+) {
+    // One entry per peer that passed the gate: bounded by the membership.
+    let mut per_peer: HashMap<PeerId, Arc<Semaphore>> = HashMap::new();
+    while let Some(request) = inbound.recv().await {
+        let Ok(peer) = NodeId::from_peer_id(&request.peer) else {
+            let _ = request.reply.send(Vec::new());
+            continue;
+        };
+        let permits = per_peer
+            .entry(request.peer)
+            .or_insert_with(|| Arc::new(Semaphore::new(RAFT_HANDLERS_PER_PEER_MAX)));
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            crate::security::report(&metrics, log.state(), &peer, PeerRefusal::RateLimited.code());
+            let refused = PeerResponse::Refused(PeerRefusal::RateLimited.to_string());
+            let _ = request.reply.send(civmesh_certs::codec::encode(&refused).unwrap_or_default());
+            continue;
+        };
+        let (log, metrics) = (log.clone(), metrics.clone());
+        tokio::spawn(async move {
+            let answer = log.handle_peer_request(&peer, &request.bytes).await;
+            if let Some(refusal) = answer.refusal {
+                crate::security::report(&metrics, log.state(), &peer, refusal.code());
+            }
+            let _ = request.reply.send(answer.bytes);
+            drop(permit);
+        });
+    }
+}
+
+/// Answers peers' queries and corrections, at most [`SERVICE_HANDLERS_MAX`]
+/// at once.
+async fn serve_services(
     query: Arc<QueryService>,
     corrections: Arc<CorrectionService>,
     mut inbound: tokio::sync::mpsc::Receiver<InboundRequest>,
 ) {
-    let permits = Arc::new(Semaphore::new(INBOUND_HANDLERS_MAX));
+    let permits = Arc::new(Semaphore::new(SERVICE_HANDLERS_MAX));
     while let Some(request) = inbound.recv().await {
         let Ok(permit) = permits.clone().acquire_owned().await else { break };
-        let (log, query, corrections) = (log.clone(), query.clone(), corrections.clone());
+        let (query, corrections) = (query.clone(), corrections.clone());
         tokio::spawn(async move {
-            let peer = NodeId::from_peer_id(&request.peer);
-            let answer = match (request.protocol, peer) {
-                (Protocol::Raft, _) => log.handle_peer_request(&request.bytes).await,
+            let answer = match (request.protocol, NodeId::from_peer_id(&request.peer)) {
                 (Protocol::Query, Ok(peer)) => query.handle(peer, &request.bytes).await,
                 (Protocol::Correction, Ok(peer)) => corrections.handle(peer, &request.bytes).await,
-                (_, Err(_)) => Vec::new(),
+                (Protocol::Raft, _) | (_, Err(_)) => Vec::new(),
             };
             let _ = request.reply.send(answer);
             drop(permit);

@@ -17,7 +17,11 @@ use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
 use libp2p::request_response::{self, OutboundRequestId, ProtocolSupport, ResponseChannel};
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
 use libp2p::{allow_block_list, identify, noise, tcp, yamux, Multiaddr, PeerId, StreamProtocol, Swarm};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use tokio::sync::{mpsc, oneshot};
+
+use crate::metrics::{Metrics, OutcomeLabel};
 
 /// The request-response protocol that carries policy-log messages.
 pub const RAFT_PROTOCOL: &str = "/civmesh/raft/1";
@@ -36,11 +40,26 @@ pub enum Protocol {
     /// Corrections and their outcomes.
     Correction,
 }
+
+impl Protocol {
+    /// The protocol's name in metrics labels.
+    pub fn label(self) -> &'static str {
+        match self {
+            Protocol::Raft => "raft",
+            Protocol::Query => "query",
+            Protocol::Correction => "correction",
+        }
+    }
+}
 /// Commands queued to the swarm task at most.
 pub const SWARM_COMMANDS_QUEUED_MAX: usize = 1024;
-/// Inbound requests queued for handling at most; more are dropped (the
-/// peer sees a failure and retries).
-pub const INBOUND_REQUESTS_QUEUED_MAX: usize = 1024;
+/// Inbound policy-log requests queued for handling at most. Raft has its
+/// own queue, so no flood of queries can crowd out heartbeats.
+pub const INBOUND_RAFT_REQUESTS_QUEUED_MAX: usize = 1024;
+/// Inbound query and correction requests queued for handling at most; more
+/// are answered at once with an empty message (the peer sees a failed
+/// request and retries), counted and logged.
+pub const INBOUND_SERVICE_REQUESTS_QUEUED_MAX: usize = 1024;
 /// How long an idle connection is kept.
 pub const IDLE_CONNECTION_TIMEOUT_MS: u64 = 60_000;
 /// libp2p's own bound on one request's round trip.
@@ -74,6 +93,15 @@ pub struct InboundRequest {
     pub bytes: Vec<u8>,
     /// Where the encoded answer goes.
     pub reply: oneshot::Sender<Vec<u8>>,
+}
+
+/// The inbound request queues: Raft's, and the services' (queries and
+/// corrections), each bounded on its own.
+pub struct Inbound {
+    /// `/civmesh/raft/1` requests.
+    pub raft: mpsc::Receiver<InboundRequest>,
+    /// `/civmesh/query/1` and `/civmesh/correction/1` requests.
+    pub services: mpsc::Receiver<InboundRequest>,
 }
 
 /// Length-prefixed byte messages, bounded by [`PEER_MESSAGE_BYTES_MAX`].
@@ -179,6 +207,9 @@ enum SwarmCommand {
     ConnectedPeers {
         reply: oneshot::Sender<Vec<PeerId>>,
     },
+    CountQueueFullIn {
+        family: Family<OutcomeLabel, Counter>,
+    },
 }
 
 /// A handle to the swarm task. Cheap to clone.
@@ -200,6 +231,11 @@ impl SwarmClient {
             return Vec::new();
         }
         answer.await.unwrap_or_default()
+    }
+
+    /// Counts requests refused for a full queue in `family`, by protocol.
+    pub async fn count_queue_full_in(&self, family: Family<OutcomeLabel, Counter>) {
+        let _ = self.commands.send(SwarmCommand::CountQueueFullIn { family }).await;
     }
 
     /// The peers connected now.
@@ -260,7 +296,7 @@ pub fn start(
     keypair: libp2p::identity::Keypair,
     listen: &str,
     shutdown: tokio::sync::watch::Receiver<bool>,
-) -> Result<(SwarmClient, mpsc::Receiver<InboundRequest>), SwarmError> {
+) -> Result<(SwarmClient, Inbound), SwarmError> {
     let mut swarm = libp2p::SwarmBuilder::with_existing_identity(keypair)
         .with_tokio()
         .with_tcp(tcp::Config::default().nodelay(true), noise::Config::new, yamux::Config::default)
@@ -289,9 +325,10 @@ pub fn start(
         .listen_on(address)
         .map_err(|error| SwarmError::Listen { address: listen.to_string(), reason: error.to_string() })?;
     let (commands, command_receiver) = mpsc::channel(SWARM_COMMANDS_QUEUED_MAX);
-    let (inbound, inbound_receiver) = mpsc::channel(INBOUND_REQUESTS_QUEUED_MAX);
-    tokio::spawn(SwarmTask::new(swarm, command_receiver, inbound).run(shutdown));
-    Ok((SwarmClient { commands }, inbound_receiver))
+    let (raft, raft_receiver) = mpsc::channel(INBOUND_RAFT_REQUESTS_QUEUED_MAX);
+    let (services, services_receiver) = mpsc::channel(INBOUND_SERVICE_REQUESTS_QUEUED_MAX);
+    tokio::spawn(SwarmTask::new(swarm, command_receiver, raft, services).run(shutdown));
+    Ok((SwarmClient { commands }, Inbound { raft: raft_receiver, services: services_receiver }))
 }
 
 fn request_response_behaviour(protocol: &'static str) -> request_response::Behaviour<BytesCodec> {
@@ -309,7 +346,9 @@ type OutboundReply = oneshot::Sender<Result<Vec<u8>, TransportError>>;
 struct SwarmTask {
     swarm: Swarm<Behaviour>,
     commands: mpsc::Receiver<SwarmCommand>,
-    inbound: mpsc::Sender<InboundRequest>,
+    raft_inbound: mpsc::Sender<InboundRequest>,
+    service_inbound: mpsc::Sender<InboundRequest>,
+    queue_full: Family<OutcomeLabel, Counter>,
     answers: mpsc::Sender<(u64, Option<Vec<u8>>)>,
     answer_receiver: mpsc::Receiver<(u64, Option<Vec<u8>>)>,
     pending_outbound: HashMap<(Protocol, OutboundRequestId), OutboundReply>,
@@ -322,13 +361,17 @@ impl SwarmTask {
     fn new(
         swarm: Swarm<Behaviour>,
         commands: mpsc::Receiver<SwarmCommand>,
-        inbound: mpsc::Sender<InboundRequest>,
+        raft_inbound: mpsc::Sender<InboundRequest>,
+        service_inbound: mpsc::Sender<InboundRequest>,
     ) -> Self {
-        let (answers, answer_receiver) = mpsc::channel(INBOUND_REQUESTS_QUEUED_MAX);
+        let (answers, answer_receiver) =
+            mpsc::channel(INBOUND_RAFT_REQUESTS_QUEUED_MAX + INBOUND_SERVICE_REQUESTS_QUEUED_MAX);
         SwarmTask {
             swarm,
             commands,
-            inbound,
+            raft_inbound,
+            service_inbound,
+            queue_full: Family::default(),
             answers,
             answer_receiver,
             pending_outbound: HashMap::new(),
@@ -380,6 +423,7 @@ impl SwarmTask {
             SwarmCommand::ConnectedPeers { reply } => {
                 let _ = reply.send(self.swarm.connected_peers().cloned().collect());
             }
+            SwarmCommand::CountQueueFullIn { family } => self.queue_full = family,
         }
     }
 
@@ -413,12 +457,15 @@ impl SwarmTask {
                     let id = self.next_inbound_id;
                     self.next_inbound_id += 1;
                     let (reply, answer) = oneshot::channel();
-                    if self
-                        .inbound
-                        .try_send(InboundRequest { protocol, peer, bytes: request, reply })
-                        .is_err()
-                    {
-                        tracing::warn!(%peer, "inbound queue full: dropping a request");
+                    let queue = match protocol {
+                        Protocol::Raft => &self.raft_inbound,
+                        Protocol::Query | Protocol::Correction => &self.service_inbound,
+                    };
+                    if queue.try_send(InboundRequest { protocol, peer, bytes: request, reply }).is_err() {
+                        tracing::warn!(%peer, ?protocol, "inbound queue full: refusing a request");
+                        Metrics::count(&self.queue_full, protocol.label());
+                        let _ =
+                            self.swarm.behaviour_mut().protocol(protocol).send_response(channel, Vec::new());
                         return;
                     }
                     self.pending_inbound.insert(id, (protocol, channel));
