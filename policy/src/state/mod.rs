@@ -24,6 +24,10 @@ use crate::model::{
     NegativeListEntry, Revocation, NAME_BYTES_MAX, REASON_BYTES_MAX, SCHEMA_FIELDS_MAX,
 };
 
+mod access;
+mod checkpoints;
+mod corrections;
+
 /// How far a command's own timestamp may be from its entry's time, in ms.
 /// Outside it the command is stale or future-dated, and is rejected.
 pub const COMMAND_SKEW_MS_MAX: u64 = 5 * 60 * 1000;
@@ -443,7 +447,7 @@ impl PolicyState {
                 }
             }
             Command::RecordAccess(record) | Command::RecordPush(record) => {
-                if let Some(owner) = record_dataset_owner(self, record) {
+                if let Some(owner) = access::record_dataset_owner(self, record) {
                     if *owner != member.org {
                         return Err(reject(
                             RejectionCode::NotAuthorised,
@@ -588,165 +592,6 @@ impl PolicyState {
                 }
             }
         }
-    }
-
-    /// Checks a correction stage against the correction's track so far.
-    fn validate_correction_event(
-        &self,
-        event: &CorrectionEvent,
-        signer_org: &OrgId,
-    ) -> Result<(), Rejection> {
-        if event.payload_sha256 != event.correction {
-            return Err(reject(RejectionCode::InvalidArgument, "the payload hash is not the correction id"));
-        }
-        if event.fields.is_empty() || event.fields.len() > CORRECTION_CHANGES_MAX {
-            return Err(reject(
-                RejectionCode::InvalidArgument,
-                format!("a correction changes 1..={CORRECTION_CHANGES_MAX} fields"),
-            ));
-        }
-        for field in &event.fields {
-            check_text("field", field, NAME_BYTES_MAX)?;
-        }
-        if event.reason_code.len() > NAME_BYTES_MAX {
-            return Err(reject(RejectionCode::InvalidArgument, "the reason code is too long"));
-        }
-        let dataset = self
-            .datasets
-            .get(&event.dataset)
-            .ok_or_else(|| reject(RejectionCode::DatasetUnknown, format!("no dataset {}", event.dataset)))?;
-        let Some(track) = self.corrections.get(&event.correction) else {
-            if event.stage != CorrectionStage::Submitted {
-                return Err(reject(RejectionCode::CorrectionUnknown, "no such correction was submitted"));
-            }
-            if dataset.owner == *signer_org {
-                return Err(reject(
-                    RejectionCode::InvalidArgument,
-                    "an owner changes its own records directly, not by correction",
-                ));
-            }
-            return Ok(());
-        };
-        if event.stage == CorrectionStage::Submitted {
-            return Err(reject(RejectionCode::CorrectionDuplicate, "this correction was submitted before"));
-        }
-        if track.submitter != event.submitter || track.dataset != event.dataset {
-            return Err(reject(
-                RejectionCode::InvalidArgument,
-                "the event names another submitter or dataset than the submission",
-            ));
-        }
-        if !track.allows(event.stage) {
-            return Err(reject(
-                RejectionCode::CorrectionStageOutOfOrder,
-                format!("{:?} cannot follow {:?}", event.stage, track.stage()),
-            ));
-        }
-        Ok(())
-    }
-
-    /// Verifies an access record: the requester's signature, and that a
-    /// permit is justified by this state. A push answers a subscription (a
-    /// header naming no subjects), so any subject may be released, within
-    /// the same grant, fields and consents. Returns the verified header.
-    fn validate_access(
-        &self,
-        record: &AccessRecord,
-        push: bool,
-        check: SignatureCheck,
-    ) -> Result<(civmesh_certs::VerifiedEnvelope<QueryHeader>, QueryHeader), Rejection> {
-        let request = check.open(&record.request).map_err(|error| {
-            reject(RejectionCode::SignatureInvalid, format!("the requester's query: {error}"))
-        })?;
-        let header = request.payload.clone();
-        if header.subjects.len() > QUERY_SUBJECTS_MAX || header.fields.is_empty() {
-            return Err(reject(
-                RejectionCode::InvalidArgument,
-                "a query names 1 or more fields and a bounded number of subjects",
-            ));
-        }
-        let requester = self.members.get(&request.signer).ok_or_else(|| {
-            reject(RejectionCode::SignerUnknown, format!("requester {} is not a member", request.signer))
-        })?;
-        if push && (!header.subjects.is_empty() || !matches!(record.outcome, AccessOutcome::Permit { .. })) {
-            return Err(reject(
-                RejectionCode::PermitNotJustified,
-                "a push releases records under a subscription, which names no subjects",
-            ));
-        }
-        let AccessOutcome::Permit { released } = &record.outcome else {
-            return Ok((request, header));
-        };
-        let unjustified = |why: String| reject(RejectionCode::PermitNotJustified, why);
-        if requester.revoked.is_some() {
-            return Err(unjustified("released to a revoked member".to_string()));
-        }
-        let dataset = self
-            .datasets
-            .get(&header.dataset)
-            .ok_or_else(|| unjustified("released from an unknown dataset".to_string()))?;
-        if dataset.sharing == crate::model::SharingCategory::NotShared
-            || self.negative_list.contains_key(&(dataset.id.clone(), None))
-        {
-            return Err(unjustified(format!("{} may not be shared", dataset.id)));
-        }
-        let grant = match header.grant {
-            Some(grant_id) => {
-                let grant =
-                    self.grants.get(&grant_id).ok_or_else(|| unjustified(format!("no grant {grant_id}")))?;
-                let usable = grant.dataset == dataset.id
-                    && grant.grantee == requester.org
-                    && grant.revoked.is_none()
-                    && grant.valid_from_ms <= record.decided_at_ms
-                    && record.decided_at_ms < grant.valid_until_ms
-                    && grant.purpose == header.purpose;
-                if !usable {
-                    return Err(unjustified(format!("grant {grant_id} did not allow this query")));
-                }
-                Some(grant)
-            }
-            None => None,
-        };
-        for release in released {
-            if !push && !header.subjects.contains(&release.subject) {
-                return Err(unjustified("released a subject the query did not name".to_string()));
-            }
-            let consent = grant.filter(|grant| grant.needs_consent()).map(|grant| {
-                self.consents.get(&crate::model::ConsentKey {
-                    subject: release.subject,
-                    dataset: dataset.id.clone(),
-                    grantee: grant.grantee.clone(),
-                    purpose: grant.purpose.clone(),
-                })
-            });
-            if let Some(consent) = &consent {
-                if !consent.is_some_and(|consent| consent.given) {
-                    return Err(unjustified("released a subject without active consent".to_string()));
-                }
-            }
-            for field in &release.fields {
-                let spec = dataset
-                    .field(field)
-                    .ok_or_else(|| unjustified(format!("released unknown field {field:?}")))?;
-                let allowed = header.fields.contains(field)
-                    && !self.negative_list.contains_key(&(dataset.id.clone(), Some(field.clone())))
-                    && match grant {
-                        Some(grant) => grant.fields.contains(field),
-                        None => {
-                            dataset.sharing == crate::model::SharingCategory::Unconditional
-                                && spec.class == crate::model::FieldClass::Public
-                        }
-                    }
-                    && (!matches!(spec.class, crate::model::FieldClass::Sensitive(_))
-                        || consent
-                            .as_ref()
-                            .is_none_or(|consent| consent.is_some_and(|consent| consent.covers_sensitive)));
-                if !allowed {
-                    return Err(unjustified(format!("released field {field:?} that the policy withholds")));
-                }
-            }
-        }
-        Ok((request, header))
     }
 
     fn check_fields<'a>(
@@ -998,104 +843,6 @@ impl PolicyState {
         }
     }
 
-    fn record_correction_event(&mut self, event: CorrectionEvent, signer_org: OrgId, at_ms: UnixMillis) {
-        if event.stage == CorrectionStage::Submitted {
-            let owner = self.datasets.get(&event.dataset).map(|dataset| dataset.owner.clone());
-            let Some(owner) = owner else { return };
-            self.corrections.insert(
-                event.correction,
-                CorrectionTrack {
-                    dataset: event.dataset,
-                    owner,
-                    submitter_org: signer_org,
-                    submitter: event.submitter,
-                    subject: event.subject,
-                    fields: event.fields,
-                    stages: vec![(CorrectionStage::Submitted, at_ms)],
-                    reason_code: String::new(),
-                    applied_version: None,
-                },
-            );
-            return;
-        }
-        if let Some(track) = self.corrections.get_mut(&event.correction) {
-            track.stages.push((event.stage, at_ms));
-            match event.stage {
-                CorrectionStage::Rejected => track.reason_code = event.reason_code,
-                CorrectionStage::Applied => track.applied_version = event.version,
-                _ => {}
-            }
-        }
-    }
-
-    /// Checks a cosignature against the open checkpoint and the log.
-    fn validate_cosignature(
-        &self,
-        body: &CheckpointBody,
-        signer: &NodeId,
-        entry_time_ms: UnixMillis,
-    ) -> Result<(), Rejection> {
-        let final_size = self.checkpoints.last().map_or(0, |last| last.body.tree_size);
-        if body.tree_size <= final_size || body.tree_size > self.audit_leaves.len() as u64 {
-            return Err(reject(
-                RejectionCode::InvalidArgument,
-                format!(
-                    "a checkpoint covers more than the last final one ({final_size}) and at most the audit leaves ({})",
-                    self.audit_leaves.len()
-                ),
-            ));
-        }
-        match &self.pending_checkpoint {
-            Some(pending) if pending.body == *body && pending.cosigners.contains(signer) => {
-                Err(reject(RejectionCode::CheckpointDuplicate, "already cosigned"))
-            }
-            Some(pending)
-                if pending.body != *body
-                    && entry_time_ms < pending.opened_at_ms.saturating_add(CHECKPOINT_PENDING_MS_MAX) =>
-            {
-                Err(reject(
-                    RejectionCode::CheckpointConflict,
-                    format!("checkpoint at size {} is open", pending.body.tree_size),
-                ))
-            }
-            _ => Ok(()),
-        }
-    }
-
-    /// Adds a cosignature; a majority of the signers in force makes the
-    /// checkpoint final.
-    fn record_cosignature(&mut self, body: CheckpointBody, signer: NodeId, at_ms: UnixMillis) {
-        let pending = match self.pending_checkpoint.take() {
-            Some(pending) if pending.body == body => pending,
-            _ => PendingCheckpoint { body, opened_at_ms: at_ms, cosigners: BTreeSet::new() },
-        };
-        let mut pending = pending;
-        pending.cosigners.insert(signer);
-        let signers_in_force = self
-            .members
-            .values()
-            .filter(|m| m.revoked.is_none() && crate::audit::signs_checkpoints(m))
-            .count() as u64;
-        if pending.cosigners.len() as u64 * 2 > signers_in_force {
-            self.checkpoints.push(FinalCheckpoint {
-                body: pending.body,
-                cosigners: pending.cosigners,
-                signers_in_force,
-                final_at_ms: at_ms,
-            });
-        } else {
-            self.pending_checkpoint = Some(pending);
-        }
-    }
-
-    /// Whether an auto-accept rule covers a correction from `submitter` to
-    /// `dataset` that changes exactly `fields`.
-    pub fn auto_accepts(&self, dataset: &DatasetId, submitter: &OrgId, fields: &BTreeSet<FieldName>) -> bool {
-        self.auto_accept_rules
-            .get(&(dataset.clone(), submitter.clone()))
-            .is_some_and(|allowed| fields.is_subset(allowed))
-    }
-
     /// SHA-256 of the canonical encoding: equal on replicas in equal state.
     pub fn state_hash(&self) -> [u8; 32] {
         match codec::encode(self) {
@@ -1133,14 +880,6 @@ fn member_from_certificate(
         admitted_at_ms: entry_time_ms,
         revoked: None,
     })
-}
-
-/// The owner of the dataset an access record is about, if it exists.
-fn record_dataset_owner<'a>(state: &'a PolicyState, record: &AccessRecord) -> Option<&'a OrgId> {
-    // Authority is decided before the requester's signature is checked (in
-    // validation, which follows and rejects a forgery).
-    let header = record.request.unverified_payload().ok()?;
-    state.datasets.get(&header.dataset).map(|dataset| &dataset.owner)
 }
 
 fn check_text(what: &str, text: &str, bytes_max: usize) -> Result<(), Rejection> {
