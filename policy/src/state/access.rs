@@ -2,17 +2,26 @@
 //! re-justification of a logged permit.
 
 use super::*;
+use crate::decide::ConsentCoverage;
+use crate::model::{FieldClass, SharingCategory};
 
 impl PolicyState {
-    /// Verifies an access record: the requester's signature, and that a
-    /// permit is justified by this state. A push answers a subscription (a
-    /// header naming no subjects), so any subject may be released, within
-    /// the same grant, fields and consents. Returns the verified header.
+    /// Verifies an access record: the requester's signature, its time and
+    /// nonce (checked, not yet spent), the decision time, and that a permit
+    /// is justified by this state. A push answers a subscription (a header
+    /// naming no subjects), so any subject may be released, within the same
+    /// grant, fields and consents. Returns the verified header.
+    ///
+    /// The grant and consent rules are [`crate::model::Grant::check_usable`]
+    /// and [`PolicyState::check_consent`], the ones `decide` applies, at the
+    /// decision time the owner logged (which must lie within
+    /// `COMMAND_SKEW_MS_MAX` of the entry time).
     pub(super) fn validate_access(
         &self,
         record: &AccessRecord,
         push: bool,
         check: SignatureCheck,
+        entry_time_ms: UnixMillis,
     ) -> Result<(civmesh_certs::VerifiedEnvelope<QueryHeader>, QueryHeader), Rejection> {
         let request = check.open(&record.request).map_err(|error| {
             reject(RejectionCode::SignatureInvalid, format!("the requester's query: {error}"))
@@ -24,9 +33,38 @@ impl PolicyState {
                 "a query names 1 or more fields and a bounded number of subjects",
             ));
         }
+        if record.decided_at_ms.abs_diff(entry_time_ms) > COMMAND_SKEW_MS_MAX {
+            return Err(reject(
+                RejectionCode::DecisionTimeOutOfWindow,
+                format!("decided at {} but entry time is {entry_time_ms}", record.decided_at_ms),
+            ));
+        }
+        let dataset = self
+            .datasets
+            .get(&header.dataset)
+            .ok_or_else(|| reject(RejectionCode::DatasetUnknown, format!("no dataset {}", header.dataset)))?;
         let requester = self.members.get(&request.signer).ok_or_else(|| {
             reject(RejectionCode::SignerUnknown, format!("requester {} is not a member", request.signer))
         })?;
+        if !push {
+            // A query is logged once: its time and nonce are checked here
+            // and spent when the record is accepted. A subscription header
+            // is reused by every push under it.
+            match self.recent_commands.check(
+                &request.signer,
+                &request.nonce,
+                request.issued_at_ms,
+                entry_time_ms,
+            ) {
+                Ok(()) => {}
+                Err(civmesh_certs::EnvelopeError::Replayed(_)) => {
+                    return Err(reject(RejectionCode::Replayed, "this query was logged before"))
+                }
+                Err(other) => {
+                    return Err(reject(RejectionCode::Stale, format!("the requester's query: {other}")))
+                }
+            }
+        }
         if push && (!header.subjects.is_empty() || !matches!(record.outcome, AccessOutcome::Permit { .. })) {
             return Err(reject(
                 RejectionCode::PermitNotJustified,
@@ -40,11 +78,8 @@ impl PolicyState {
         if requester.revoked.is_some() {
             return Err(unjustified("released to a revoked member".to_string()));
         }
-        let dataset = self
-            .datasets
-            .get(&header.dataset)
-            .ok_or_else(|| unjustified("released from an unknown dataset".to_string()))?;
-        if dataset.sharing == crate::model::SharingCategory::NotShared
+        check_certificate_current(requester, entry_time_ms)?;
+        if dataset.sharing == SharingCategory::NotShared
             || self.negative_list.contains_key(&(dataset.id.clone(), None))
         {
             return Err(unjustified(format!("{} may not be shared", dataset.id)));
@@ -53,15 +88,11 @@ impl PolicyState {
             Some(grant_id) => {
                 let grant =
                     self.grants.get(&grant_id).ok_or_else(|| unjustified(format!("no grant {grant_id}")))?;
-                let usable = grant.dataset == dataset.id
-                    && grant.grantee == requester.org
-                    && grant.revoked.is_none()
-                    && grant.valid_from_ms <= record.decided_at_ms
-                    && record.decided_at_ms < grant.valid_until_ms
-                    && grant.purpose == header.purpose;
-                if !usable {
-                    return Err(unjustified(format!("grant {grant_id} did not allow this query")));
-                }
+                grant
+                    .check_usable(&requester.org, &dataset.id, Some(&header.purpose), record.decided_at_ms)
+                    .map_err(|reason| {
+                        unjustified(format!("grant {grant_id} did not allow this query: {reason:?}"))
+                    })?;
                 Some(grant)
             }
             None => None,
@@ -70,19 +101,12 @@ impl PolicyState {
             if !push && !header.subjects.contains(&release.subject) {
                 return Err(unjustified("released a subject the query did not name".to_string()));
             }
-            let consent = grant.filter(|grant| grant.needs_consent()).map(|grant| {
-                self.consents.get(&crate::model::ConsentKey {
-                    subject: release.subject,
-                    dataset: dataset.id.clone(),
-                    grantee: grant.grantee.clone(),
-                    purpose: grant.purpose.clone(),
-                })
-            });
-            if let Some(consent) = &consent {
-                if !consent.is_some_and(|consent| consent.given) {
-                    return Err(unjustified("released a subject without active consent".to_string()));
-                }
-            }
+            let coverage = match grant {
+                Some(grant) => self
+                    .check_consent(grant, &release.subject)
+                    .map_err(|_| unjustified("released a subject without active consent".to_string()))?,
+                None => ConsentCoverage::AllFields,
+            };
             for field in &release.fields {
                 let spec = dataset
                     .field(field)
@@ -92,14 +116,12 @@ impl PolicyState {
                     && match grant {
                         Some(grant) => grant.fields.contains(field),
                         None => {
-                            dataset.sharing == crate::model::SharingCategory::Unconditional
-                                && spec.class == crate::model::FieldClass::Public
+                            dataset.sharing == SharingCategory::Unconditional
+                                && spec.class == FieldClass::Public
                         }
                     }
-                    && (!matches!(spec.class, crate::model::FieldClass::Sensitive(_))
-                        || consent
-                            .as_ref()
-                            .is_none_or(|consent| consent.is_some_and(|consent| consent.covers_sensitive)));
+                    && (!matches!(spec.class, FieldClass::Sensitive(_))
+                        || coverage == ConsentCoverage::AllFields);
                 if !allowed {
                     return Err(unjustified(format!("released field {field:?} that the policy withholds")));
                 }
@@ -107,12 +129,4 @@ impl PolicyState {
         }
         Ok((request, header))
     }
-}
-
-/// The owner of the dataset an access record is about, if it exists.
-pub(super) fn record_dataset_owner<'a>(state: &'a PolicyState, record: &AccessRecord) -> Option<&'a OrgId> {
-    // Authority is decided before the requester's signature is checked (in
-    // validation, which follows and rejects a forgery).
-    let header = record.request.unverified_payload().ok()?;
-    state.datasets.get(&header.dataset).map(|dataset| &dataset.owner)
 }

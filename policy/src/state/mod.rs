@@ -14,7 +14,7 @@ use civmesh_certs::{
 use serde::{Deserialize, Serialize};
 
 use crate::access::{AccessLogEntry, AccessOutcome, AccessRecord, QueryHeader, QUERY_SUBJECTS_MAX};
-use crate::audit::{CheckpointBody, FinalCheckpoint, PendingCheckpoint, CHECKPOINT_PENDING_MS_MAX};
+use crate::audit::{CheckpointBody, FinalCheckpoint, PendingCheckpoint};
 use crate::command::{Command, DatasetSpec, GrantSpec, SignedCommand};
 use crate::correction::{
     CorrectionEvent, CorrectionId, CorrectionStage, CorrectionTrack, CORRECTION_CHANGES_MAX,
@@ -28,11 +28,17 @@ mod access;
 mod checkpoints;
 mod corrections;
 
+pub use corrections::{CorrectionClearance, CorrectionRefusal, CorrectionRefusalCode};
+
 /// How far a command's own timestamp may be from its entry's time, in ms.
 /// Outside it the command is stale or future-dated, and is rejected.
 pub const COMMAND_SKEW_MS_MAX: u64 = 5 * 60 * 1000;
 /// The most command nonces the state remembers to reject replayed entries.
 pub const COMMAND_NONCES_MAX: usize = 1_000_000;
+/// The most command nonces the state remembers per signer: a signer over
+/// it is `Overloaded` until its older commands leave the window, and no
+/// other signer is affected.
+pub const COMMAND_NONCES_PER_SIGNER_MAX: usize = 50_000;
 
 /// Why a command was rejected. The code is stable; the detail is for people.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
@@ -89,7 +95,8 @@ pub enum RejectionCode {
     DatasetNotShared,
     /// A value is malformed, empty, too long or out of range.
     InvalidArgument,
-    /// The replay cache is full of commands still in the window.
+    /// The replay cache is full of commands still in the window, or the
+    /// signer has used up its own share of it.
     Overloaded,
     /// A logged permit is not justified by the policy state.
     PermitNotJustified,
@@ -104,8 +111,22 @@ pub enum RejectionCode {
     AutoAcceptRuleUnknown,
     /// The signer already cosigned this checkpoint.
     CheckpointDuplicate,
-    /// Another checkpoint is open, or the cosignature names another root.
+    /// No longer produced: several checkpoints may be open at once, and
+    /// each signer's latest cosignature counts for one of them. Kept so
+    /// the codes stay stable.
     CheckpointConflict,
+    /// The entry time is earlier than one already applied: the log's time
+    /// never goes back.
+    EntryTimeWentBack,
+    /// The signer's (or, in a logged permit, the requester's) certificate
+    /// expired at or before the entry time.
+    SignerCertificateExpired,
+    /// An access record's decision time is more than `COMMAND_SKEW_MS_MAX`
+    /// from the entry time.
+    DecisionTimeOutOfWindow,
+    /// A correction's submitter holds no usable grant on the dataset that
+    /// shows it every field the correction changes, unmasked.
+    CorrectionNotGranted,
 }
 
 fn reject(code: RejectionCode, detail: impl Into<String>) -> Rejection {
@@ -169,12 +190,17 @@ pub struct PolicyState {
     /// Auto-accept rules by (dataset, submitting organisation): the fields
     /// that may change without review.
     pub auto_accept_rules: BTreeMap<(DatasetId, OrgId), BTreeSet<FieldName>>,
-    /// The checkpoint being cosigned, if any.
-    pub pending_checkpoint: Option<PendingCheckpoint>,
+    /// The checkpoints being cosigned, in the order they were opened. Each
+    /// signer's latest cosignature counts for one of them only, so there
+    /// are at most as many as there are signers.
+    pub pending_checkpoints: Vec<PendingCheckpoint>,
     /// Final checkpoints of the access log's Merkle tree, oldest first.
     pub checkpoints: Vec<FinalCheckpoint>,
     /// How many commands were applied (accepted or rejected).
     pub commands_applied: u64,
+    /// The latest entry time applied: a command at an earlier one is
+    /// rejected ([`RejectionCode::EntryTimeWentBack`]).
+    pub last_entry_time_ms: UnixMillis,
     /// Nonces of recent commands, to reject replayed entries.
     pub recent_commands: ReplayGuard,
 }
@@ -195,10 +221,15 @@ impl Default for PolicyState {
             audit_leaves: Vec::new(),
             corrections: BTreeMap::new(),
             auto_accept_rules: BTreeMap::new(),
-            pending_checkpoint: None,
+            pending_checkpoints: Vec::new(),
             checkpoints: Vec::new(),
             commands_applied: 0,
-            recent_commands: ReplayGuard::new(COMMAND_SKEW_MS_MAX, COMMAND_NONCES_MAX),
+            last_entry_time_ms: 0,
+            recent_commands: ReplayGuard::with_signer_quota(
+                COMMAND_SKEW_MS_MAX,
+                COMMAND_NONCES_MAX,
+                COMMAND_NONCES_PER_SIGNER_MAX,
+            ),
         }
     }
 }
@@ -230,9 +261,19 @@ enum Signer<'a> {
 
 impl PolicyState {
     /// Applies one signed command at `entry_time_ms` (the time the leader
-    /// stamped on the log entry). On rejection the state is unchanged except
-    /// for [`PolicyState::commands_applied`] and the expiry of replay-window
-    /// nonces, both the same on every replica.
+    /// stamped on the log entry).
+    ///
+    /// In order: an entry time earlier than the last one applied is
+    /// rejected; the envelope's signature and its time window are checked;
+    /// then, if the signer is one the state knows (the CA or a member,
+    /// revoked or not), its nonce is recorded, so the same signed command
+    /// can never be applied later, even if it is rejected now; then the
+    /// signer's standing and authority, then the command itself.
+    ///
+    /// On rejection the state is unchanged except for
+    /// [`PolicyState::commands_applied`], [`PolicyState::last_entry_time_ms`]
+    /// and the replay window (the command's nonce, and nonces that expired),
+    /// all the same on every replica.
     pub fn apply(
         &mut self,
         envelope: &SignedCommand,
@@ -272,6 +313,13 @@ impl PolicyState {
         entry_time_ms: UnixMillis,
         check: SignatureCheck,
     ) -> Result<Applied, Rejection> {
+        if entry_time_ms < self.last_entry_time_ms {
+            return Err(reject(
+                RejectionCode::EntryTimeWentBack,
+                format!("entry time {entry_time_ms} is before {}, already applied", self.last_entry_time_ms),
+            ));
+        }
+        self.last_entry_time_ms = entry_time_ms;
         let verified = check
             .open(envelope)
             .map_err(|error| reject(RejectionCode::SignatureInvalid, error.to_string()))?;
@@ -289,10 +337,16 @@ impl PolicyState {
         }
         let command = &verified.payload;
         let signer_id = verified.signer;
+        // The nonce is spent before anything else is decided, so a command
+        // rejected now can never be applied later. Only known signers spend
+        // nonces: a fresh key could otherwise fill the window for everyone.
+        let genesis = matches!(command, Command::Genesis { .. });
+        if genesis || self.knows_signer(&signer_id) {
+            self.check_replay(&verified.signer, &verified.nonce, verified.issued_at_ms, entry_time_ms)?;
+        }
         if let Command::Genesis { federation_name, ca_certificate_der, founding_member_certificates_der } =
             command
         {
-            self.check_replay(&verified.signer, &verified.nonce, verified.issued_at_ms, entry_time_ms)?;
             return self.apply_genesis(
                 &signer_id,
                 federation_name,
@@ -305,22 +359,27 @@ impl PolicyState {
             return Err(reject(RejectionCode::GenesisOrder, "the log has no genesis yet"));
         }
         // Validate first; only the final step mutates.
-        let signer_org = self.authorise(&signer_id, command)?;
+        let signer_org = self.authorise(&signer_id, command, entry_time_ms)?;
         let admitted = self.validate(command, &signer_org, entry_time_ms)?;
         if let Command::CosignCheckpoint(body) = command {
-            self.validate_cosignature(body, &signer_id, entry_time_ms)?;
+            self.validate_cosignature(body, &signer_id)?;
         }
         let access = match command {
-            Command::RecordAccess(record) => Some((record, self.validate_access(record, false, check)?)),
-            Command::RecordPush(record) => Some((record, self.validate_access(record, true, check)?)),
+            Command::RecordAccess(record) => {
+                Some((record, self.validate_access(record, false, check, entry_time_ms)?))
+            }
+            Command::RecordPush(record) => {
+                Some((record, self.validate_access(record, true, check, entry_time_ms)?))
+            }
             _ => None,
         };
         if let (Command::RecordAccess(_), Some((_, (requester, header)))) = (command, &access) {
-            // The requester's query is logged once, whoever logs it.
+            // The requester's query is logged once, whoever logs it. Its
+            // nonce was checked in validation and is spent only now, when
+            // the record is accepted: the last check before the mutation.
             self.check_replay(&requester.signer, &requester.nonce, requester.issued_at_ms, entry_time_ms)?;
             debug_assert_eq!(header, &requester.payload);
         }
-        self.check_replay(&verified.signer, &verified.nonce, verified.issued_at_ms, entry_time_ms)?;
         if let Some((record, (requester, header))) = access {
             self.access_log.push(AccessLogEntry {
                 sequence: self.access_log.len() as u64,
@@ -342,9 +401,8 @@ impl PolicyState {
         Ok(self.mutate(command.clone(), signer_id, signer_org, admitted, entry_time_ms))
     }
 
-    /// Records the command's nonce, or rejects a replay. This is the last
-    /// check before a command mutates the state. It may expire nonces that
-    /// have left the window, on every replica alike, even when it rejects.
+    /// Records a nonce, or rejects a replay. It may expire nonces that have
+    /// left the window, on every replica alike, even when it rejects.
     fn check_replay(
         &mut self,
         signer: &NodeId,
@@ -360,11 +418,22 @@ impl PolicyState {
             Err(civmesh_certs::EnvelopeError::ReplayCacheFull(count)) => {
                 Err(reject(RejectionCode::Overloaded, format!("{count} commands in the replay window")))
             }
+            Err(civmesh_certs::EnvelopeError::SignerQuotaFull { signer, count }) => Err(reject(
+                RejectionCode::Overloaded,
+                format!("{signer} has {count} commands in the replay window, its quota"),
+            )),
             Err(other) => Err(reject(RejectionCode::Stale, other.to_string())),
         }
     }
 
-    fn signer<'a>(&'a self, signer: &NodeId) -> Result<Signer<'a>, Rejection> {
+    /// Whether `signer` is the CA or a member (revoked or not): a key whose
+    /// nonces the replay window keeps.
+    fn knows_signer(&self, signer: &NodeId) -> bool {
+        self.federation.as_ref().is_some_and(|federation| federation.ca_node_id == *signer)
+            || self.members.contains_key(signer)
+    }
+
+    fn signer<'a>(&'a self, signer: &NodeId, at_ms: UnixMillis) -> Result<Signer<'a>, Rejection> {
         if self.federation.as_ref().is_some_and(|federation| federation.ca_node_id == *signer) {
             return Ok(Signer::Ca);
         }
@@ -375,14 +444,20 @@ impl PolicyState {
         if member.revoked.is_some() {
             return Err(reject(RejectionCode::SignerRevoked, format!("{signer} was revoked")));
         }
+        check_certificate_current(member, at_ms)?;
         Ok(Signer::Member(member))
     }
 
     /// Checks the signer may issue `command`; returns the signer's
     /// organisation ([`OrgId::federation_ca`] for the CA, which signs only
     /// membership commands).
-    fn authorise(&self, signer_id: &NodeId, command: &Command) -> Result<OrgId, Rejection> {
-        let signer = self.signer(signer_id)?;
+    fn authorise(
+        &self,
+        signer_id: &NodeId,
+        command: &Command,
+        at_ms: UnixMillis,
+    ) -> Result<OrgId, Rejection> {
+        let signer = self.signer(signer_id, at_ms)?;
         let membership_command =
             matches!(command, Command::AdmitMember { .. } | Command::RevokeMember { .. });
         let member = match signer {
@@ -433,28 +508,16 @@ impl PolicyState {
                     .ok_or_else(|| reject(RejectionCode::GrantUnknown, format!("no grant {grant_id}")))?;
                 owner_of(&grant.dataset)?
             }
-            Command::RecordConsent { dataset, grantee, .. } => {
-                let owner = &self
-                    .datasets
-                    .get(dataset)
-                    .ok_or_else(|| reject(RejectionCode::DatasetUnknown, format!("no dataset {dataset}")))?
-                    .owner;
-                if member.org != *owner && member.org != *grantee {
-                    return Err(reject(
-                        RejectionCode::NotAuthorised,
-                        "a consent is recorded by the dataset's owner or the grantee that collected it",
-                    ));
-                }
-            }
+            // The owner takes a consent on the subject's behalf; a grantee
+            // would be vouching for its own access.
+            Command::RecordConsent { dataset, .. } => owner_of(dataset)?,
             Command::RecordAccess(record) | Command::RecordPush(record) => {
-                if let Some(owner) = access::record_dataset_owner(self, record) {
-                    if *owner != member.org {
-                        return Err(reject(
-                            RejectionCode::NotAuthorised,
-                            "only the dataset's owner logs accesses to it",
-                        ));
-                    }
-                }
+                // Authority is decided before the requester's signature is
+                // checked (in validation, which follows and rejects a forgery).
+                let header = record.request.unverified_payload().map_err(|error| {
+                    reject(RejectionCode::SignatureInvalid, format!("the requester's query: {error}"))
+                })?;
+                owner_of(&header.dataset)?
             }
             Command::CosignCheckpoint(_) => {
                 if !crate::audit::signs_checkpoints(member) {
@@ -466,8 +529,23 @@ impl PolicyState {
             }
             Command::SetAutoAcceptRule(rule) => owner_of(&rule.dataset)?,
             Command::RemoveAutoAcceptRule { dataset, .. } => owner_of(dataset)?,
+            // The owner's stages are logged by the organisation that owned
+            // the dataset when the correction was submitted, whoever owns
+            // the dataset the event names.
             Command::RecordCorrectionEvent(event) if event.stage.logged_by_owner() => {
-                owner_of(&event.dataset)?
+                match self.corrections.get(&event.correction) {
+                    Some(track) if track.owner != member.org => {
+                        return Err(reject(
+                            RejectionCode::NotAuthorised,
+                            format!(
+                                "{} did not own {} when the correction was submitted",
+                                member.org, track.dataset
+                            ),
+                        ))
+                    }
+                    Some(_) => {}
+                    None => owner_of(&event.dataset)?,
+                }
             }
             Command::RecordCorrectionEvent(event) => {
                 if event.submitter != *signer_id {
@@ -503,10 +581,15 @@ impl PolicyState {
             }
             return Ok(Some(member));
         }
-        self.validate_other(command, signer_org).map(|()| None)
+        self.validate_other(command, signer_org, entry_time_ms).map(|()| None)
     }
 
-    fn validate_other(&self, command: &Command, signer_org: &OrgId) -> Result<(), Rejection> {
+    fn validate_other(
+        &self,
+        command: &Command,
+        signer_org: &OrgId,
+        entry_time_ms: UnixMillis,
+    ) -> Result<(), Rejection> {
         match command {
             Command::Genesis { .. } => {
                 Err(reject(RejectionCode::GenesisOrder, "genesis is only the first entry"))
@@ -565,10 +648,15 @@ impl PolicyState {
                     None => Err(reject(RejectionCode::GrantUnknown, format!("no grant {grant_id}"))),
                 }
             }
-            Command::RecordConsent { purpose, .. } => check_text("purpose", purpose, NAME_BYTES_MAX),
+            Command::RecordConsent { purpose, channel, .. } => {
+                check_text("purpose", purpose, NAME_BYTES_MAX)?;
+                check_text("channel", channel, NAME_BYTES_MAX)
+            }
             // Checked, once, in `apply_verified`, which keeps the result.
             Command::RecordAccess(_) | Command::RecordPush(_) => Ok(()),
-            Command::RecordCorrectionEvent(event) => self.validate_correction_event(event, signer_org),
+            Command::RecordCorrectionEvent(event) => {
+                self.validate_correction_event(event, signer_org, entry_time_ms)
+            }
             // Checked with the signer's id in `validate_cosignature`.
             Command::CosignCheckpoint(_) => Ok(()),
             Command::SetAutoAcceptRule(rule) => {
@@ -833,10 +921,18 @@ impl PolicyState {
                 self.auto_accept_rules.remove(&(dataset, submitter));
                 Applied::Done
             }
-            Command::RecordConsent { subject, dataset, grantee, purpose, given, covers_sensitive } => {
+            Command::RecordConsent {
+                subject,
+                dataset,
+                grantee,
+                purpose,
+                given,
+                covers_sensitive,
+                channel,
+            } => {
                 self.consents.insert(
                     ConsentKey { subject, dataset, grantee, purpose },
-                    Consent { given, covers_sensitive, recorded_by: org(), recorded_at_ms: at_ms },
+                    Consent { given, covers_sensitive, recorded_by: org(), recorded_at_ms: at_ms, channel },
                 );
                 Applied::Done
             }
@@ -857,6 +953,17 @@ impl PolicyState {
     pub fn active_member(&self, node_id: &NodeId) -> Option<&Member> {
         self.members.get(node_id).filter(|member| member.revoked.is_none())
     }
+}
+
+/// Rejects a member whose certificate expired at or before `at_ms`.
+fn check_certificate_current(member: &Member, at_ms: UnixMillis) -> Result<(), Rejection> {
+    if member.certificate_not_after_ms <= at_ms {
+        return Err(reject(
+            RejectionCode::SignerCertificateExpired,
+            format!("the certificate of {} expired at {}", member.node_id, member.certificate_not_after_ms),
+        ));
+    }
+    Ok(())
 }
 
 fn member_from_certificate(
