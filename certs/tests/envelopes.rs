@@ -134,3 +134,51 @@ fn verify_from_checks_the_expected_signer() {
         Err(EnvelopeError::UnexpectedSigner { .. })
     ));
 }
+
+#[test]
+fn one_signer_over_its_quota_does_not_block_another() {
+    let now_ms = 1_800_000_000_000;
+    let payload = Payload { text: String::new(), numbers: vec![], bytes: vec![] };
+    let other = NodeKey::generate().unwrap();
+    let mut guard = ReplayGuard::with_signer_quota(30_000, 10, 2);
+    for _ in 0..2 {
+        SignedEnvelope::sign(key(), &payload, now_ms).unwrap().verify(&mut guard, now_ms).unwrap();
+    }
+    let third = SignedEnvelope::sign(key(), &payload, now_ms).unwrap();
+    assert_eq!(
+        third.verify(&mut guard, now_ms),
+        Err(EnvelopeError::SignerQuotaFull { signer: key().node_id(), count: 2 })
+    );
+    SignedEnvelope::sign(&other, &payload, now_ms).unwrap().verify(&mut guard, now_ms).unwrap();
+    assert_eq!(guard.nonces_remembered_for(&key().node_id()), 2);
+    assert_eq!(guard.nonces_remembered_for(&other.node_id()), 1);
+    // Once its nonces leave the window, the signer has its quota back.
+    let later = SignedEnvelope::sign(key(), &payload, now_ms + 60_000).unwrap();
+    later.verify(&mut guard, now_ms + 60_000).unwrap();
+    assert_eq!(guard.nonces_remembered_for(&key().node_id()), 1);
+    assert_eq!(guard.nonces_remembered_for(&other.node_id()), 0);
+}
+
+#[test]
+fn the_window_never_moves_back() {
+    let now_ms = 1_800_000_000_000;
+    let payload = Payload { text: String::new(), numbers: vec![], bytes: vec![] };
+    let mut guard = ReplayGuard::new(30_000, 10);
+    let old = SignedEnvelope::sign(key(), &payload, now_ms).unwrap();
+    old.verify(&mut guard, now_ms).unwrap();
+    // Time moves on: the old nonce leaves the cache.
+    SignedEnvelope::sign(key(), &payload, now_ms + 60_000)
+        .unwrap()
+        .verify(&mut guard, now_ms + 60_000)
+        .unwrap();
+    assert_eq!(guard.nonces_remembered(), 1);
+    // Presented again with an old "now", it is still refused: the window is
+    // measured from the latest now seen.
+    assert!(matches!(old.verify(&mut guard, now_ms), Err(EnvelopeError::TimestampOutsideWindow { .. })));
+    assert_eq!(guard.now_ms_latest(), now_ms + 60_000);
+    // `check` refuses a replay without recording anything.
+    let fresh = SignedEnvelope::sign(key(), &payload, now_ms + 60_000).unwrap();
+    let verified = fresh.verify_signature().unwrap();
+    guard.check(&verified.signer, &verified.nonce, verified.issued_at_ms, now_ms + 60_000).unwrap();
+    assert_eq!(guard.nonces_remembered(), 1);
+}

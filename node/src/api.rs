@@ -704,7 +704,7 @@ async fn audit_checkpoints(State(state): State<Shared>) -> Json<serde_json::Valu
             "access_entries": policy.access_log.len(),
             "leaves": policy.audit_leaves.len(),
             "final": policy.checkpoints.iter().map(|c| checkpoint(&c.body, c.cosigners.iter().map(|n| n.to_string()).collect())).collect::<Vec<_>>(),
-            "pending": policy.pending_checkpoint.as_ref().map(|p| checkpoint(&p.body, p.cosigners.iter().map(|n| n.to_string()).collect())),
+            "pending": policy.pending_checkpoint().map(|p| checkpoint(&p.body, p.cosigners.iter().map(|n| n.to_string()).collect())),
         })
     }))
 }

@@ -128,8 +128,7 @@ fn look(log: &PolicyLog<SwarmClient>, me: &NodeId, hashed: u64) -> View {
             last_final_size: last.map_or(0, |last| last.body.tree_size),
             last_final_at_ms: last.map_or(0, |last| last.final_at_ms),
             pending: policy
-                .pending_checkpoint
-                .as_ref()
+                .pending_checkpoint()
                 .map(|pending| (pending.body.clone(), pending.cosigners.contains(me), pending.opened_at_ms)),
             applied_index: applied.applied_index,
         }

@@ -153,6 +153,7 @@ fn build() -> Bench {
             covers_sensitive: index % 3 == 0,
             recorded_by: street_org.clone(),
             recorded_at_ms: 0,
+            channel: "street_window".into(),
         };
         state.consents.insert(key, consent);
     }

@@ -24,7 +24,9 @@ use crate::model::{LegalBasis, Member, SubjectKeyHash};
 use crate::state::{PolicyState, RejectionCode};
 use crate::SignedCommand;
 
-/// An open checkpoint is replaced by a new one after this long, in ms.
+/// A signer treats an open checkpoint it cannot cosign as abandoned after
+/// this long, in ms, and opens its own. (The state keeps several open at
+/// once, so an abandoned one blocks nobody.)
 pub const CHECKPOINT_PENDING_MS_MAX: u64 = 30_000;
 /// The first bytes of every bundle file.
 pub const BUNDLE_MAGIC: [u8; 8] = *b"CIVAUDIT";

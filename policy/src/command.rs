@@ -85,8 +85,9 @@ pub enum Command {
     /// under the subscriber's signed subscription (a query header naming no
     /// subjects: every subject in the grant's scope). Signed by the owner.
     RecordPush(crate::access::AccessRecord),
-    /// Record a subject's consent, or its withdrawal. Signed by the
-    /// organisation that collected it: the dataset's owner or the grantee.
+    /// Record a subject's consent, or its withdrawal. Signed by a member of
+    /// the dataset's owner, which takes it on the subject's behalf (the
+    /// grantee, whose access it allows, may not).
     RecordConsent {
         /// The subject (keyed hash).
         subject: SubjectKeyHash,
@@ -100,6 +101,9 @@ pub enum Command {
         given: bool,
         /// Includes the separate consent for sensitive fields (Art. 29).
         covers_sensitive: bool,
+        /// How the owner took it, e.g. `street_window`, `online_form`
+        /// (1..=`NAME_BYTES_MAX` bytes).
+        channel: String,
     },
     /// Log one stage of a correction (metadata and the payload hash only).
     /// `Submitted` and `OutcomeDelivered` are signed by the submitter; the

@@ -9,6 +9,43 @@ use crate::model::{
     ConsentKey, DatasetId, FieldClass, FieldName, FieldValue, Grant, GrantId, MaskingRule, Purpose,
     SharingCategory, SubjectKeyHash,
 };
+
+/// How far a subject's consent reaches, for a grant that may need one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConsentCoverage {
+    /// No consent is needed, or the consent includes the separate consent
+    /// for sensitive fields: every granted field may be released.
+    AllFields,
+    /// Consent is given without the separate consent for sensitive fields:
+    /// those are withheld.
+    NotSensitive,
+}
+
+impl PolicyState {
+    /// The one consent rule: what `subject`'s consent, as recorded now,
+    /// allows under `grant`. `Err(ConsentMissing)` when the grant needs a
+    /// consent and none is given (never recorded, or withdrawn).
+    pub fn check_consent(
+        &self,
+        grant: &Grant,
+        subject: &SubjectKeyHash,
+    ) -> Result<ConsentCoverage, ReasonCode> {
+        if !grant.needs_consent() {
+            return Ok(ConsentCoverage::AllFields);
+        }
+        let key = ConsentKey {
+            subject: *subject,
+            dataset: grant.dataset.clone(),
+            grantee: grant.grantee.clone(),
+            purpose: grant.purpose.clone(),
+        };
+        match self.consents.get(&key) {
+            Some(consent) if consent.given && consent.covers_sensitive => Ok(ConsentCoverage::AllFields),
+            Some(consent) if consent.given => Ok(ConsentCoverage::NotSensitive),
+            _ => Err(ReasonCode::ConsentMissing),
+        }
+    }
+}
 use crate::state::PolicyState;
 
 /// A request to read records of a dataset.
@@ -79,6 +116,8 @@ pub enum ReasonCode {
     NothingReleasable,
     /// The request asked for no fields, or too many.
     RequestInvalid,
+    /// The requester's certificate has expired.
+    RequesterCertificateExpired,
 }
 
 /// What happens to one requested field, for all records.
@@ -191,6 +230,9 @@ fn decide_inner<R: RecordFacts>(
     if member.revoked.is_some() {
         return Err(ReasonCode::RequesterRevoked);
     }
+    if member.certificate_not_after_ms <= now_ms {
+        return Err(ReasonCode::RequesterCertificateExpired);
+    }
     let dataset = state.datasets.get(&request.dataset).ok_or(ReasonCode::DatasetUnknown)?;
     let mut classes = Vec::with_capacity(request.fields.len());
     for field in &request.fields {
@@ -248,10 +290,8 @@ fn decide_inner<R: RecordFacts>(
     let only_sensitive_released =
         fields.iter().all(|plan| matches!(plan.action, FieldAction::Withhold(_)) || plan.sensitive);
 
-    let records: Vec<RecordPlan> = records
-        .iter()
-        .map(|record| record_plan(state, request, grant, record, only_sensitive_released))
-        .collect();
+    let records: Vec<RecordPlan> =
+        records.iter().map(|record| record_plan(state, grant, record, only_sensitive_released)).collect();
     Ok(Decision::Permit { grant: request.grant, fields, records })
 }
 
@@ -263,30 +303,12 @@ fn usable_grant<'a>(
     now_ms: UnixMillis,
 ) -> Result<&'a Grant, ReasonCode> {
     let grant = state.grants.get(&grant_id).ok_or(ReasonCode::GrantUnknown)?;
-    if grant.dataset != request.dataset {
-        return Err(ReasonCode::GrantDatasetMismatch);
-    }
-    if grant.grantee != *requester_org {
-        return Err(ReasonCode::GrantNotForRequester);
-    }
-    if grant.revoked.is_some() {
-        return Err(ReasonCode::GrantRevoked);
-    }
-    if now_ms < grant.valid_from_ms {
-        return Err(ReasonCode::GrantNotYetValid);
-    }
-    if now_ms >= grant.valid_until_ms {
-        return Err(ReasonCode::GrantExpired);
-    }
-    if grant.purpose != request.purpose {
-        return Err(ReasonCode::PurposeMismatch);
-    }
+    grant.check_usable(requester_org, &request.dataset, Some(&request.purpose), now_ms)?;
     Ok(grant)
 }
 
 fn record_plan<R: RecordFacts>(
     state: &PolicyState,
-    request: &AccessRequest,
     grant: Option<&Grant>,
     record: &R,
     only_sensitive_released: bool,
@@ -294,29 +316,15 @@ fn record_plan<R: RecordFacts>(
     let Some(grant) = grant else {
         return RecordPlan::Release { sensitive_withheld: true };
     };
-    let in_scope = grant.scope.iter().all(|condition| {
-        record.value(&condition.field).is_some_and(|value| condition.allowed.contains(value))
-    });
-    if !in_scope {
+    if !grant.in_scope(|field| record.value(field)) {
         return RecordPlan::Withhold(ReasonCode::OutOfScope);
     }
-    if !grant.needs_consent() {
-        return RecordPlan::Release { sensitive_withheld: false };
-    }
-    let key = ConsentKey {
-        subject: record.subject(),
-        dataset: request.dataset.clone(),
-        grantee: grant.grantee.clone(),
-        purpose: grant.purpose.clone(),
-    };
-    match state.consents.get(&key) {
-        Some(consent) if consent.given => {
-            if !consent.covers_sensitive && only_sensitive_released {
-                RecordPlan::Withhold(ReasonCode::SensitiveConsentMissing)
-            } else {
-                RecordPlan::Release { sensitive_withheld: !consent.covers_sensitive }
-            }
+    match state.check_consent(grant, &record.subject()) {
+        Ok(ConsentCoverage::AllFields) => RecordPlan::Release { sensitive_withheld: false },
+        Ok(ConsentCoverage::NotSensitive) if only_sensitive_released => {
+            RecordPlan::Withhold(ReasonCode::SensitiveConsentMissing)
         }
-        _ => RecordPlan::Withhold(ReasonCode::ConsentMissing),
+        Ok(ConsentCoverage::NotSensitive) => RecordPlan::Release { sensitive_withheld: true },
+        Err(reason) => RecordPlan::Withhold(reason),
     }
 }

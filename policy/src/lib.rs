@@ -26,6 +26,11 @@ pub mod state;
 
 pub use access::{AccessLogEntry, AccessOutcome, AccessRecord, QueryHeader, SubjectRelease};
 pub use command::{Command, DatasetSpec, GrantSpec, SignedCommand};
-pub use decide::{decide, AccessRequest, Decision, FieldAction, ReasonCode, RecordFacts, RecordPlan};
+pub use decide::{
+    decide, AccessRequest, ConsentCoverage, Decision, FieldAction, ReasonCode, RecordFacts, RecordPlan,
+};
 pub use report::{catalog_match, CatalogMatch};
-pub use state::{Applied, PolicyState, Rejection, RejectionCode};
+pub use state::{
+    Applied, CorrectionClearance, CorrectionRefusal, CorrectionRefusalCode, PolicyState, Rejection,
+    RejectionCode,
+};

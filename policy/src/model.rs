@@ -302,6 +302,62 @@ impl Grant {
     pub fn needs_consent(&self) -> bool {
         self.consent_required || self.legal_basis == LegalBasis::Consent
     }
+
+    /// The one rule for whether `holder_org` may rely on this grant for
+    /// `dataset` at `at_ms`: the grant is for that dataset and that
+    /// organisation, unrevoked, inside its window, and (when `purpose` is
+    /// given) for that purpose. `None` accepts any purpose: a correction
+    /// serves no purpose of processing, only the grant's visibility counts.
+    ///
+    /// [`crate::decide`], the apply-time re-justification of access records
+    /// and [`crate::PolicyState::check_correction`] all call it; the
+    /// reasons are those of a denial, checked in this order.
+    pub fn check_usable(
+        &self,
+        holder_org: &OrgId,
+        dataset: &str,
+        purpose: Option<&str>,
+        at_ms: UnixMillis,
+    ) -> Result<(), crate::decide::ReasonCode> {
+        use crate::decide::ReasonCode;
+        if self.dataset != dataset {
+            return Err(ReasonCode::GrantDatasetMismatch);
+        }
+        if self.grantee != *holder_org {
+            return Err(ReasonCode::GrantNotForRequester);
+        }
+        if self.revoked.is_some() {
+            return Err(ReasonCode::GrantRevoked);
+        }
+        if at_ms < self.valid_from_ms {
+            return Err(ReasonCode::GrantNotYetValid);
+        }
+        if at_ms >= self.valid_until_ms {
+            return Err(ReasonCode::GrantExpired);
+        }
+        if purpose.is_some_and(|purpose| purpose != self.purpose) {
+            return Err(ReasonCode::PurposeMismatch);
+        }
+        Ok(())
+    }
+
+    /// Whether the grant shows `field` as stored: granted and not masked.
+    pub fn shows_unmasked(&self, field: &str) -> bool {
+        self.fields.contains(field) && !self.masking.contains_key(field)
+    }
+
+    /// The fields its scope conditions test.
+    pub fn scope_fields(&self) -> impl Iterator<Item = &FieldName> {
+        self.scope.iter().map(|condition| &condition.field)
+    }
+
+    /// Whether a record with these values is inside the grant's scope
+    /// (every condition's field holds one of its allowed values).
+    pub fn in_scope<'a>(&self, value_of: impl Fn(&str) -> Option<&'a FieldValue>) -> bool {
+        self.scope.iter().all(|condition| {
+            value_of(&condition.field).is_some_and(|value| condition.allowed.contains(value))
+        })
+    }
 }
 
 /// A keyed hash (HMAC-SHA256 under the federation's subject-key secret) of a
@@ -346,10 +402,12 @@ pub struct Consent {
     pub given: bool,
     /// Whether it includes the separate consent for sensitive fields (Art. 29).
     pub covers_sensitive: bool,
-    /// The organisation that collected it.
+    /// The organisation that recorded it (the dataset's owner).
     pub recorded_by: OrgId,
     /// When (entry time).
     pub recorded_at_ms: UnixMillis,
+    /// How the owner took it on the subject's behalf, e.g. `street_window`.
+    pub channel: String,
 }
 
 /// A record field's value. In JSON it is the plain JSON value (`null`,

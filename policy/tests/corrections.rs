@@ -29,6 +29,14 @@ fn event(id: u8, submitter: &NodeKey, stage: CorrectionStage) -> Command {
     })
 }
 
+/// A fixture in which jingansi holds a grant showing the field the
+/// corrections change (a submission needs one).
+fn fixture() -> Fixture {
+    let mut fx = Fixture::new();
+    fx.grant(grant_spec(ENTERPRISES, &fx.jingansi.org.clone(), &["name", "operating_address"], "inspection"));
+    fx
+}
+
 fn at(
     state: &mut civmesh_policy::PolicyState,
     key: &NodeKey,
@@ -41,7 +49,7 @@ fn at(
 
 #[test]
 fn each_stage_is_logged_by_its_party_and_in_order() {
-    let mut fx = Fixture::new();
+    let mut fx = fixture();
     let (street, market, civil, other_street) =
         (&fx.jingansi.key, &fx.market.key, &fx.civil.key, &fx.nanjingxilu.key);
     type Case<'a> = (&'a str, &'a NodeKey, Command, Option<RejectionCode>);
@@ -140,19 +148,21 @@ fn auto_accept_rules_are_the_owners_and_cover_field_subsets() {
 
 #[test]
 fn statistics_come_from_the_log_alone() {
-    let mut fx = Fixture::new();
+    let mut fx = fixture();
     let (street, market) = (&fx.jingansi.key, &fx.market.key);
     // Three applied after 100, 200 and 300 ms; one rejected; one pending.
+    // Entry times only move forward: each correction starts a second later.
     for (id, turnaround_ms) in [(1u8, 100u64), (2, 200), (3, 300)] {
-        at(&mut fx.state, street, event(id, street, Submitted), 0).unwrap();
-        at(&mut fx.state, market, event(id, street, Delivered), 10).unwrap();
-        at(&mut fx.state, market, event(id, street, Accepted), 20).unwrap();
-        at(&mut fx.state, market, event(id, street, Applied), turnaround_ms).unwrap();
+        let start = u64::from(id) * 1_000;
+        at(&mut fx.state, street, event(id, street, Submitted), start).unwrap();
+        at(&mut fx.state, market, event(id, street, Delivered), start + 10).unwrap();
+        at(&mut fx.state, market, event(id, street, Accepted), start + 20).unwrap();
+        at(&mut fx.state, market, event(id, street, Applied), start + turnaround_ms).unwrap();
     }
-    at(&mut fx.state, street, event(4, street, Submitted), 0).unwrap();
-    at(&mut fx.state, market, event(4, street, Delivered), 10).unwrap();
-    at(&mut fx.state, market, event(4, street, Rejected), 20).unwrap();
-    at(&mut fx.state, street, event(5, street, Submitted), 0).unwrap();
+    at(&mut fx.state, street, event(4, street, Submitted), 4_000).unwrap();
+    at(&mut fx.state, market, event(4, street, Delivered), 4_010).unwrap();
+    at(&mut fx.state, market, event(4, street, Rejected), 4_020).unwrap();
+    at(&mut fx.state, street, event(5, street, Submitted), 5_000).unwrap();
     let stats = correction_stats(&fx.state.corrections);
     assert_eq!(stats.len(), 1);
     let row = &stats[0];

@@ -244,6 +244,7 @@ fn consent_based_grants_need_consent_and_separate_consent_for_sensitive_fields()
         purpose: "elderly-care".into(),
         given,
         covers_sensitive,
+        channel: "street_window".into(),
     };
     let (with_separate, plain, withdrawn) =
         (consent(1, true, true), consent(2, true, false), consent(3, true, true));

@@ -14,7 +14,7 @@ use civmesh_certs::{
 use serde::{Deserialize, Serialize};
 
 use crate::access::{AccessLogEntry, AccessOutcome, AccessRecord, QueryHeader, QUERY_SUBJECTS_MAX};
-use crate::audit::{CheckpointBody, FinalCheckpoint, PendingCheckpoint, CHECKPOINT_PENDING_MS_MAX};
+use crate::audit::{CheckpointBody, FinalCheckpoint, PendingCheckpoint};
 use crate::command::{Command, DatasetSpec, GrantSpec, SignedCommand};
 use crate::correction::{
     CorrectionEvent, CorrectionId, CorrectionStage, CorrectionTrack, CORRECTION_CHANGES_MAX,
@@ -24,11 +24,21 @@ use crate::model::{
     NegativeListEntry, Revocation, NAME_BYTES_MAX, REASON_BYTES_MAX, SCHEMA_FIELDS_MAX,
 };
 
+mod access;
+mod checkpoints;
+mod corrections;
+
+pub use corrections::{CorrectionClearance, CorrectionRefusal, CorrectionRefusalCode};
+
 /// How far a command's own timestamp may be from its entry's time, in ms.
 /// Outside it the command is stale or future-dated, and is rejected.
 pub const COMMAND_SKEW_MS_MAX: u64 = 5 * 60 * 1000;
 /// The most command nonces the state remembers to reject replayed entries.
 pub const COMMAND_NONCES_MAX: usize = 1_000_000;
+/// The most command nonces the state remembers per signer: a signer over
+/// it is `Overloaded` until its older commands leave the window, and no
+/// other signer is affected.
+pub const COMMAND_NONCES_PER_SIGNER_MAX: usize = 50_000;
 
 /// Why a command was rejected. The code is stable; the detail is for people.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
@@ -85,7 +95,8 @@ pub enum RejectionCode {
     DatasetNotShared,
     /// A value is malformed, empty, too long or out of range.
     InvalidArgument,
-    /// The replay cache is full of commands still in the window.
+    /// The replay cache is full of commands still in the window, or the
+    /// signer has used up its own share of it.
     Overloaded,
     /// A logged permit is not justified by the policy state.
     PermitNotJustified,
@@ -100,8 +111,22 @@ pub enum RejectionCode {
     AutoAcceptRuleUnknown,
     /// The signer already cosigned this checkpoint.
     CheckpointDuplicate,
-    /// Another checkpoint is open, or the cosignature names another root.
+    /// No longer produced: several checkpoints may be open at once, and
+    /// each signer's latest cosignature counts for one of them. Kept so
+    /// the codes stay stable.
     CheckpointConflict,
+    /// The entry time is earlier than one already applied: the log's time
+    /// never goes back.
+    EntryTimeWentBack,
+    /// The signer's (or, in a logged permit, the requester's) certificate
+    /// expired at or before the entry time.
+    SignerCertificateExpired,
+    /// An access record's decision time is more than `COMMAND_SKEW_MS_MAX`
+    /// from the entry time.
+    DecisionTimeOutOfWindow,
+    /// A correction's submitter holds no usable grant on the dataset that
+    /// shows it every field the correction changes, unmasked.
+    CorrectionNotGranted,
 }
 
 fn reject(code: RejectionCode, detail: impl Into<String>) -> Rejection {
@@ -165,12 +190,17 @@ pub struct PolicyState {
     /// Auto-accept rules by (dataset, submitting organisation): the fields
     /// that may change without review.
     pub auto_accept_rules: BTreeMap<(DatasetId, OrgId), BTreeSet<FieldName>>,
-    /// The checkpoint being cosigned, if any.
-    pub pending_checkpoint: Option<PendingCheckpoint>,
+    /// The checkpoints being cosigned, in the order they were opened. Each
+    /// signer's latest cosignature counts for one of them only, so there
+    /// are at most as many as there are signers.
+    pub pending_checkpoints: Vec<PendingCheckpoint>,
     /// Final checkpoints of the access log's Merkle tree, oldest first.
     pub checkpoints: Vec<FinalCheckpoint>,
     /// How many commands were applied (accepted or rejected).
     pub commands_applied: u64,
+    /// The latest entry time applied: a command at an earlier one is
+    /// rejected ([`RejectionCode::EntryTimeWentBack`]).
+    pub last_entry_time_ms: UnixMillis,
     /// Nonces of recent commands, to reject replayed entries.
     pub recent_commands: ReplayGuard,
 }
@@ -191,10 +221,15 @@ impl Default for PolicyState {
             audit_leaves: Vec::new(),
             corrections: BTreeMap::new(),
             auto_accept_rules: BTreeMap::new(),
-            pending_checkpoint: None,
+            pending_checkpoints: Vec::new(),
             checkpoints: Vec::new(),
             commands_applied: 0,
-            recent_commands: ReplayGuard::new(COMMAND_SKEW_MS_MAX, COMMAND_NONCES_MAX),
+            last_entry_time_ms: 0,
+            recent_commands: ReplayGuard::with_signer_quota(
+                COMMAND_SKEW_MS_MAX,
+                COMMAND_NONCES_MAX,
+                COMMAND_NONCES_PER_SIGNER_MAX,
+            ),
         }
     }
 }
@@ -226,9 +261,19 @@ enum Signer<'a> {
 
 impl PolicyState {
     /// Applies one signed command at `entry_time_ms` (the time the leader
-    /// stamped on the log entry). On rejection the state is unchanged except
-    /// for [`PolicyState::commands_applied`] and the expiry of replay-window
-    /// nonces, both the same on every replica.
+    /// stamped on the log entry).
+    ///
+    /// In order: an entry time earlier than the last one applied is
+    /// rejected; the envelope's signature and its time window are checked;
+    /// then, if the signer is one the state knows (the CA or a member,
+    /// revoked or not), its nonce is recorded, so the same signed command
+    /// can never be applied later, even if it is rejected now; then the
+    /// signer's standing and authority, then the command itself.
+    ///
+    /// On rejection the state is unchanged except for
+    /// [`PolicyState::commands_applied`], [`PolicyState::last_entry_time_ms`]
+    /// and the replay window (the command's nonce, and nonces that expired),
+    /// all the same on every replica.
     pub fn apply(
         &mut self,
         envelope: &SignedCommand,
@@ -268,6 +313,13 @@ impl PolicyState {
         entry_time_ms: UnixMillis,
         check: SignatureCheck,
     ) -> Result<Applied, Rejection> {
+        if entry_time_ms < self.last_entry_time_ms {
+            return Err(reject(
+                RejectionCode::EntryTimeWentBack,
+                format!("entry time {entry_time_ms} is before {}, already applied", self.last_entry_time_ms),
+            ));
+        }
+        self.last_entry_time_ms = entry_time_ms;
         let verified = check
             .open(envelope)
             .map_err(|error| reject(RejectionCode::SignatureInvalid, error.to_string()))?;
@@ -285,10 +337,16 @@ impl PolicyState {
         }
         let command = &verified.payload;
         let signer_id = verified.signer;
+        // The nonce is spent before anything else is decided, so a command
+        // rejected now can never be applied later. Only known signers spend
+        // nonces: a fresh key could otherwise fill the window for everyone.
+        let genesis = matches!(command, Command::Genesis { .. });
+        if genesis || self.knows_signer(&signer_id) {
+            self.check_replay(&verified.signer, &verified.nonce, verified.issued_at_ms, entry_time_ms)?;
+        }
         if let Command::Genesis { federation_name, ca_certificate_der, founding_member_certificates_der } =
             command
         {
-            self.check_replay(&verified.signer, &verified.nonce, verified.issued_at_ms, entry_time_ms)?;
             return self.apply_genesis(
                 &signer_id,
                 federation_name,
@@ -301,22 +359,27 @@ impl PolicyState {
             return Err(reject(RejectionCode::GenesisOrder, "the log has no genesis yet"));
         }
         // Validate first; only the final step mutates.
-        let signer_org = self.authorise(&signer_id, command)?;
+        let signer_org = self.authorise(&signer_id, command, entry_time_ms)?;
         let admitted = self.validate(command, &signer_org, entry_time_ms)?;
         if let Command::CosignCheckpoint(body) = command {
-            self.validate_cosignature(body, &signer_id, entry_time_ms)?;
+            self.validate_cosignature(body, &signer_id)?;
         }
         let access = match command {
-            Command::RecordAccess(record) => Some((record, self.validate_access(record, false, check)?)),
-            Command::RecordPush(record) => Some((record, self.validate_access(record, true, check)?)),
+            Command::RecordAccess(record) => {
+                Some((record, self.validate_access(record, false, check, entry_time_ms)?))
+            }
+            Command::RecordPush(record) => {
+                Some((record, self.validate_access(record, true, check, entry_time_ms)?))
+            }
             _ => None,
         };
         if let (Command::RecordAccess(_), Some((_, (requester, header)))) = (command, &access) {
-            // The requester's query is logged once, whoever logs it.
+            // The requester's query is logged once, whoever logs it. Its
+            // nonce was checked in validation and is spent only now, when
+            // the record is accepted: the last check before the mutation.
             self.check_replay(&requester.signer, &requester.nonce, requester.issued_at_ms, entry_time_ms)?;
             debug_assert_eq!(header, &requester.payload);
         }
-        self.check_replay(&verified.signer, &verified.nonce, verified.issued_at_ms, entry_time_ms)?;
         if let Some((record, (requester, header))) = access {
             self.access_log.push(AccessLogEntry {
                 sequence: self.access_log.len() as u64,
@@ -338,9 +401,8 @@ impl PolicyState {
         Ok(self.mutate(command.clone(), signer_id, signer_org, admitted, entry_time_ms))
     }
 
-    /// Records the command's nonce, or rejects a replay. This is the last
-    /// check before a command mutates the state. It may expire nonces that
-    /// have left the window, on every replica alike, even when it rejects.
+    /// Records a nonce, or rejects a replay. It may expire nonces that have
+    /// left the window, on every replica alike, even when it rejects.
     fn check_replay(
         &mut self,
         signer: &NodeId,
@@ -356,11 +418,22 @@ impl PolicyState {
             Err(civmesh_certs::EnvelopeError::ReplayCacheFull(count)) => {
                 Err(reject(RejectionCode::Overloaded, format!("{count} commands in the replay window")))
             }
+            Err(civmesh_certs::EnvelopeError::SignerQuotaFull { signer, count }) => Err(reject(
+                RejectionCode::Overloaded,
+                format!("{signer} has {count} commands in the replay window, its quota"),
+            )),
             Err(other) => Err(reject(RejectionCode::Stale, other.to_string())),
         }
     }
 
-    fn signer<'a>(&'a self, signer: &NodeId) -> Result<Signer<'a>, Rejection> {
+    /// Whether `signer` is the CA or a member (revoked or not): a key whose
+    /// nonces the replay window keeps.
+    fn knows_signer(&self, signer: &NodeId) -> bool {
+        self.federation.as_ref().is_some_and(|federation| federation.ca_node_id == *signer)
+            || self.members.contains_key(signer)
+    }
+
+    fn signer<'a>(&'a self, signer: &NodeId, at_ms: UnixMillis) -> Result<Signer<'a>, Rejection> {
         if self.federation.as_ref().is_some_and(|federation| federation.ca_node_id == *signer) {
             return Ok(Signer::Ca);
         }
@@ -371,14 +444,20 @@ impl PolicyState {
         if member.revoked.is_some() {
             return Err(reject(RejectionCode::SignerRevoked, format!("{signer} was revoked")));
         }
+        check_certificate_current(member, at_ms)?;
         Ok(Signer::Member(member))
     }
 
     /// Checks the signer may issue `command`; returns the signer's
     /// organisation ([`OrgId::federation_ca`] for the CA, which signs only
     /// membership commands).
-    fn authorise(&self, signer_id: &NodeId, command: &Command) -> Result<OrgId, Rejection> {
-        let signer = self.signer(signer_id)?;
+    fn authorise(
+        &self,
+        signer_id: &NodeId,
+        command: &Command,
+        at_ms: UnixMillis,
+    ) -> Result<OrgId, Rejection> {
+        let signer = self.signer(signer_id, at_ms)?;
         let membership_command =
             matches!(command, Command::AdmitMember { .. } | Command::RevokeMember { .. });
         let member = match signer {
@@ -429,28 +508,16 @@ impl PolicyState {
                     .ok_or_else(|| reject(RejectionCode::GrantUnknown, format!("no grant {grant_id}")))?;
                 owner_of(&grant.dataset)?
             }
-            Command::RecordConsent { dataset, grantee, .. } => {
-                let owner = &self
-                    .datasets
-                    .get(dataset)
-                    .ok_or_else(|| reject(RejectionCode::DatasetUnknown, format!("no dataset {dataset}")))?
-                    .owner;
-                if member.org != *owner && member.org != *grantee {
-                    return Err(reject(
-                        RejectionCode::NotAuthorised,
-                        "a consent is recorded by the dataset's owner or the grantee that collected it",
-                    ));
-                }
-            }
+            // The owner takes a consent on the subject's behalf; a grantee
+            // would be vouching for its own access.
+            Command::RecordConsent { dataset, .. } => owner_of(dataset)?,
             Command::RecordAccess(record) | Command::RecordPush(record) => {
-                if let Some(owner) = record_dataset_owner(self, record) {
-                    if *owner != member.org {
-                        return Err(reject(
-                            RejectionCode::NotAuthorised,
-                            "only the dataset's owner logs accesses to it",
-                        ));
-                    }
-                }
+                // Authority is decided before the requester's signature is
+                // checked (in validation, which follows and rejects a forgery).
+                let header = record.request.unverified_payload().map_err(|error| {
+                    reject(RejectionCode::SignatureInvalid, format!("the requester's query: {error}"))
+                })?;
+                owner_of(&header.dataset)?
             }
             Command::CosignCheckpoint(_) => {
                 if !crate::audit::signs_checkpoints(member) {
@@ -462,8 +529,23 @@ impl PolicyState {
             }
             Command::SetAutoAcceptRule(rule) => owner_of(&rule.dataset)?,
             Command::RemoveAutoAcceptRule { dataset, .. } => owner_of(dataset)?,
+            // The owner's stages are logged by the organisation that owned
+            // the dataset when the correction was submitted, whoever owns
+            // the dataset the event names.
             Command::RecordCorrectionEvent(event) if event.stage.logged_by_owner() => {
-                owner_of(&event.dataset)?
+                match self.corrections.get(&event.correction) {
+                    Some(track) if track.owner != member.org => {
+                        return Err(reject(
+                            RejectionCode::NotAuthorised,
+                            format!(
+                                "{} did not own {} when the correction was submitted",
+                                member.org, track.dataset
+                            ),
+                        ))
+                    }
+                    Some(_) => {}
+                    None => owner_of(&event.dataset)?,
+                }
             }
             Command::RecordCorrectionEvent(event) => {
                 if event.submitter != *signer_id {
@@ -499,10 +581,15 @@ impl PolicyState {
             }
             return Ok(Some(member));
         }
-        self.validate_other(command, signer_org).map(|()| None)
+        self.validate_other(command, signer_org, entry_time_ms).map(|()| None)
     }
 
-    fn validate_other(&self, command: &Command, signer_org: &OrgId) -> Result<(), Rejection> {
+    fn validate_other(
+        &self,
+        command: &Command,
+        signer_org: &OrgId,
+        entry_time_ms: UnixMillis,
+    ) -> Result<(), Rejection> {
         match command {
             Command::Genesis { .. } => {
                 Err(reject(RejectionCode::GenesisOrder, "genesis is only the first entry"))
@@ -561,10 +648,15 @@ impl PolicyState {
                     None => Err(reject(RejectionCode::GrantUnknown, format!("no grant {grant_id}"))),
                 }
             }
-            Command::RecordConsent { purpose, .. } => check_text("purpose", purpose, NAME_BYTES_MAX),
+            Command::RecordConsent { purpose, channel, .. } => {
+                check_text("purpose", purpose, NAME_BYTES_MAX)?;
+                check_text("channel", channel, NAME_BYTES_MAX)
+            }
             // Checked, once, in `apply_verified`, which keeps the result.
             Command::RecordAccess(_) | Command::RecordPush(_) => Ok(()),
-            Command::RecordCorrectionEvent(event) => self.validate_correction_event(event, signer_org),
+            Command::RecordCorrectionEvent(event) => {
+                self.validate_correction_event(event, signer_org, entry_time_ms)
+            }
             // Checked with the signer's id in `validate_cosignature`.
             Command::CosignCheckpoint(_) => Ok(()),
             Command::SetAutoAcceptRule(rule) => {
@@ -588,165 +680,6 @@ impl PolicyState {
                 }
             }
         }
-    }
-
-    /// Checks a correction stage against the correction's track so far.
-    fn validate_correction_event(
-        &self,
-        event: &CorrectionEvent,
-        signer_org: &OrgId,
-    ) -> Result<(), Rejection> {
-        if event.payload_sha256 != event.correction {
-            return Err(reject(RejectionCode::InvalidArgument, "the payload hash is not the correction id"));
-        }
-        if event.fields.is_empty() || event.fields.len() > CORRECTION_CHANGES_MAX {
-            return Err(reject(
-                RejectionCode::InvalidArgument,
-                format!("a correction changes 1..={CORRECTION_CHANGES_MAX} fields"),
-            ));
-        }
-        for field in &event.fields {
-            check_text("field", field, NAME_BYTES_MAX)?;
-        }
-        if event.reason_code.len() > NAME_BYTES_MAX {
-            return Err(reject(RejectionCode::InvalidArgument, "the reason code is too long"));
-        }
-        let dataset = self
-            .datasets
-            .get(&event.dataset)
-            .ok_or_else(|| reject(RejectionCode::DatasetUnknown, format!("no dataset {}", event.dataset)))?;
-        let Some(track) = self.corrections.get(&event.correction) else {
-            if event.stage != CorrectionStage::Submitted {
-                return Err(reject(RejectionCode::CorrectionUnknown, "no such correction was submitted"));
-            }
-            if dataset.owner == *signer_org {
-                return Err(reject(
-                    RejectionCode::InvalidArgument,
-                    "an owner changes its own records directly, not by correction",
-                ));
-            }
-            return Ok(());
-        };
-        if event.stage == CorrectionStage::Submitted {
-            return Err(reject(RejectionCode::CorrectionDuplicate, "this correction was submitted before"));
-        }
-        if track.submitter != event.submitter || track.dataset != event.dataset {
-            return Err(reject(
-                RejectionCode::InvalidArgument,
-                "the event names another submitter or dataset than the submission",
-            ));
-        }
-        if !track.allows(event.stage) {
-            return Err(reject(
-                RejectionCode::CorrectionStageOutOfOrder,
-                format!("{:?} cannot follow {:?}", event.stage, track.stage()),
-            ));
-        }
-        Ok(())
-    }
-
-    /// Verifies an access record: the requester's signature, and that a
-    /// permit is justified by this state. A push answers a subscription (a
-    /// header naming no subjects), so any subject may be released, within
-    /// the same grant, fields and consents. Returns the verified header.
-    fn validate_access(
-        &self,
-        record: &AccessRecord,
-        push: bool,
-        check: SignatureCheck,
-    ) -> Result<(civmesh_certs::VerifiedEnvelope<QueryHeader>, QueryHeader), Rejection> {
-        let request = check.open(&record.request).map_err(|error| {
-            reject(RejectionCode::SignatureInvalid, format!("the requester's query: {error}"))
-        })?;
-        let header = request.payload.clone();
-        if header.subjects.len() > QUERY_SUBJECTS_MAX || header.fields.is_empty() {
-            return Err(reject(
-                RejectionCode::InvalidArgument,
-                "a query names 1 or more fields and a bounded number of subjects",
-            ));
-        }
-        let requester = self.members.get(&request.signer).ok_or_else(|| {
-            reject(RejectionCode::SignerUnknown, format!("requester {} is not a member", request.signer))
-        })?;
-        if push && (!header.subjects.is_empty() || !matches!(record.outcome, AccessOutcome::Permit { .. })) {
-            return Err(reject(
-                RejectionCode::PermitNotJustified,
-                "a push releases records under a subscription, which names no subjects",
-            ));
-        }
-        let AccessOutcome::Permit { released } = &record.outcome else {
-            return Ok((request, header));
-        };
-        let unjustified = |why: String| reject(RejectionCode::PermitNotJustified, why);
-        if requester.revoked.is_some() {
-            return Err(unjustified("released to a revoked member".to_string()));
-        }
-        let dataset = self
-            .datasets
-            .get(&header.dataset)
-            .ok_or_else(|| unjustified("released from an unknown dataset".to_string()))?;
-        if dataset.sharing == crate::model::SharingCategory::NotShared
-            || self.negative_list.contains_key(&(dataset.id.clone(), None))
-        {
-            return Err(unjustified(format!("{} may not be shared", dataset.id)));
-        }
-        let grant = match header.grant {
-            Some(grant_id) => {
-                let grant =
-                    self.grants.get(&grant_id).ok_or_else(|| unjustified(format!("no grant {grant_id}")))?;
-                let usable = grant.dataset == dataset.id
-                    && grant.grantee == requester.org
-                    && grant.revoked.is_none()
-                    && grant.valid_from_ms <= record.decided_at_ms
-                    && record.decided_at_ms < grant.valid_until_ms
-                    && grant.purpose == header.purpose;
-                if !usable {
-                    return Err(unjustified(format!("grant {grant_id} did not allow this query")));
-                }
-                Some(grant)
-            }
-            None => None,
-        };
-        for release in released {
-            if !push && !header.subjects.contains(&release.subject) {
-                return Err(unjustified("released a subject the query did not name".to_string()));
-            }
-            let consent = grant.filter(|grant| grant.needs_consent()).map(|grant| {
-                self.consents.get(&crate::model::ConsentKey {
-                    subject: release.subject,
-                    dataset: dataset.id.clone(),
-                    grantee: grant.grantee.clone(),
-                    purpose: grant.purpose.clone(),
-                })
-            });
-            if let Some(consent) = &consent {
-                if !consent.is_some_and(|consent| consent.given) {
-                    return Err(unjustified("released a subject without active consent".to_string()));
-                }
-            }
-            for field in &release.fields {
-                let spec = dataset
-                    .field(field)
-                    .ok_or_else(|| unjustified(format!("released unknown field {field:?}")))?;
-                let allowed = header.fields.contains(field)
-                    && !self.negative_list.contains_key(&(dataset.id.clone(), Some(field.clone())))
-                    && match grant {
-                        Some(grant) => grant.fields.contains(field),
-                        None => {
-                            dataset.sharing == crate::model::SharingCategory::Unconditional
-                                && spec.class == crate::model::FieldClass::Public
-                        }
-                    }
-                    && (!matches!(spec.class, crate::model::FieldClass::Sensitive(_))
-                        || consent
-                            .as_ref()
-                            .is_none_or(|consent| consent.is_some_and(|consent| consent.covers_sensitive)));
-                if !allowed {
-                    return Err(unjustified(format!("released field {field:?} that the policy withholds")));
-                }
-            }
-        }
-        Ok((request, header))
     }
 
     fn check_fields<'a>(
@@ -988,112 +921,22 @@ impl PolicyState {
                 self.auto_accept_rules.remove(&(dataset, submitter));
                 Applied::Done
             }
-            Command::RecordConsent { subject, dataset, grantee, purpose, given, covers_sensitive } => {
+            Command::RecordConsent {
+                subject,
+                dataset,
+                grantee,
+                purpose,
+                given,
+                covers_sensitive,
+                channel,
+            } => {
                 self.consents.insert(
                     ConsentKey { subject, dataset, grantee, purpose },
-                    Consent { given, covers_sensitive, recorded_by: org(), recorded_at_ms: at_ms },
+                    Consent { given, covers_sensitive, recorded_by: org(), recorded_at_ms: at_ms, channel },
                 );
                 Applied::Done
             }
         }
-    }
-
-    fn record_correction_event(&mut self, event: CorrectionEvent, signer_org: OrgId, at_ms: UnixMillis) {
-        if event.stage == CorrectionStage::Submitted {
-            let owner = self.datasets.get(&event.dataset).map(|dataset| dataset.owner.clone());
-            let Some(owner) = owner else { return };
-            self.corrections.insert(
-                event.correction,
-                CorrectionTrack {
-                    dataset: event.dataset,
-                    owner,
-                    submitter_org: signer_org,
-                    submitter: event.submitter,
-                    subject: event.subject,
-                    fields: event.fields,
-                    stages: vec![(CorrectionStage::Submitted, at_ms)],
-                    reason_code: String::new(),
-                    applied_version: None,
-                },
-            );
-            return;
-        }
-        if let Some(track) = self.corrections.get_mut(&event.correction) {
-            track.stages.push((event.stage, at_ms));
-            match event.stage {
-                CorrectionStage::Rejected => track.reason_code = event.reason_code,
-                CorrectionStage::Applied => track.applied_version = event.version,
-                _ => {}
-            }
-        }
-    }
-
-    /// Checks a cosignature against the open checkpoint and the log.
-    fn validate_cosignature(
-        &self,
-        body: &CheckpointBody,
-        signer: &NodeId,
-        entry_time_ms: UnixMillis,
-    ) -> Result<(), Rejection> {
-        let final_size = self.checkpoints.last().map_or(0, |last| last.body.tree_size);
-        if body.tree_size <= final_size || body.tree_size > self.audit_leaves.len() as u64 {
-            return Err(reject(
-                RejectionCode::InvalidArgument,
-                format!(
-                    "a checkpoint covers more than the last final one ({final_size}) and at most the audit leaves ({})",
-                    self.audit_leaves.len()
-                ),
-            ));
-        }
-        match &self.pending_checkpoint {
-            Some(pending) if pending.body == *body && pending.cosigners.contains(signer) => {
-                Err(reject(RejectionCode::CheckpointDuplicate, "already cosigned"))
-            }
-            Some(pending)
-                if pending.body != *body
-                    && entry_time_ms < pending.opened_at_ms.saturating_add(CHECKPOINT_PENDING_MS_MAX) =>
-            {
-                Err(reject(
-                    RejectionCode::CheckpointConflict,
-                    format!("checkpoint at size {} is open", pending.body.tree_size),
-                ))
-            }
-            _ => Ok(()),
-        }
-    }
-
-    /// Adds a cosignature; a majority of the signers in force makes the
-    /// checkpoint final.
-    fn record_cosignature(&mut self, body: CheckpointBody, signer: NodeId, at_ms: UnixMillis) {
-        let pending = match self.pending_checkpoint.take() {
-            Some(pending) if pending.body == body => pending,
-            _ => PendingCheckpoint { body, opened_at_ms: at_ms, cosigners: BTreeSet::new() },
-        };
-        let mut pending = pending;
-        pending.cosigners.insert(signer);
-        let signers_in_force = self
-            .members
-            .values()
-            .filter(|m| m.revoked.is_none() && crate::audit::signs_checkpoints(m))
-            .count() as u64;
-        if pending.cosigners.len() as u64 * 2 > signers_in_force {
-            self.checkpoints.push(FinalCheckpoint {
-                body: pending.body,
-                cosigners: pending.cosigners,
-                signers_in_force,
-                final_at_ms: at_ms,
-            });
-        } else {
-            self.pending_checkpoint = Some(pending);
-        }
-    }
-
-    /// Whether an auto-accept rule covers a correction from `submitter` to
-    /// `dataset` that changes exactly `fields`.
-    pub fn auto_accepts(&self, dataset: &DatasetId, submitter: &OrgId, fields: &BTreeSet<FieldName>) -> bool {
-        self.auto_accept_rules
-            .get(&(dataset.clone(), submitter.clone()))
-            .is_some_and(|allowed| fields.is_subset(allowed))
     }
 
     /// SHA-256 of the canonical encoding: equal on replicas in equal state.
@@ -1110,6 +953,17 @@ impl PolicyState {
     pub fn active_member(&self, node_id: &NodeId) -> Option<&Member> {
         self.members.get(node_id).filter(|member| member.revoked.is_none())
     }
+}
+
+/// Rejects a member whose certificate expired at or before `at_ms`.
+fn check_certificate_current(member: &Member, at_ms: UnixMillis) -> Result<(), Rejection> {
+    if member.certificate_not_after_ms <= at_ms {
+        return Err(reject(
+            RejectionCode::SignerCertificateExpired,
+            format!("the certificate of {} expired at {}", member.node_id, member.certificate_not_after_ms),
+        ));
+    }
+    Ok(())
 }
 
 fn member_from_certificate(
@@ -1133,14 +987,6 @@ fn member_from_certificate(
         admitted_at_ms: entry_time_ms,
         revoked: None,
     })
-}
-
-/// The owner of the dataset an access record is about, if it exists.
-fn record_dataset_owner<'a>(state: &'a PolicyState, record: &AccessRecord) -> Option<&'a OrgId> {
-    // Authority is decided before the requester's signature is checked (in
-    // validation, which follows and rejects a forgery).
-    let header = record.request.unverified_payload().ok()?;
-    state.datasets.get(&header.dataset).map(|dataset| &dataset.owner)
 }
 
 fn check_text(what: &str, text: &str, bytes_max: usize) -> Result<(), Rejection> {

@@ -1,0 +1,258 @@
+//! Corrections in the log: who logs which stage, in which order, and what
+//! the owner may accept without review.
+
+use super::*;
+use crate::model::FieldValue;
+
+/// Why an owner refuses a correction before looking at the record's
+/// history: stable snake_case codes (the outcome's `reason_code`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CorrectionRefusalCode {
+    /// No such dataset.
+    DatasetUnknown,
+    /// The submitter is not an active member with a current certificate,
+    /// or holds no usable grant on the dataset.
+    DatasetNotVisible,
+    /// A changed field is not in the schema.
+    FieldUnknown,
+    /// The change names the subject key field.
+    SubjectKeyImmutable,
+    /// No usable grant of the submitter includes a changed field.
+    FieldNotVisible,
+    /// The submitter's grants show a changed field only masked, or no one
+    /// grant shows every changed field unmasked.
+    FieldMasked,
+    /// The record as it stands is outside the scope of every grant that
+    /// shows the changed fields.
+    RecordOutOfScope,
+}
+
+impl CorrectionRefusalCode {
+    /// The stable snake_case identifier.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CorrectionRefusalCode::DatasetUnknown => "dataset_unknown",
+            CorrectionRefusalCode::DatasetNotVisible => "dataset_not_visible",
+            CorrectionRefusalCode::FieldUnknown => "field_unknown",
+            CorrectionRefusalCode::SubjectKeyImmutable => "subject_key_immutable",
+            CorrectionRefusalCode::FieldNotVisible => "field_not_visible",
+            CorrectionRefusalCode::FieldMasked => "field_masked",
+            CorrectionRefusalCode::RecordOutOfScope => "record_out_of_scope",
+        }
+    }
+}
+
+/// A correction refused by [`PolicyState::check_correction`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[error("{}: {detail}", code.as_str())]
+pub struct CorrectionRefusal {
+    /// What kind of refusal.
+    pub code: CorrectionRefusalCode,
+    /// What exactly, for people.
+    pub detail: String,
+}
+
+fn refuse(code: CorrectionRefusalCode, detail: impl Into<String>) -> CorrectionRefusal {
+    CorrectionRefusal { code, detail: detail.into() }
+}
+
+/// A correction [`PolicyState::check_correction`] admits.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CorrectionClearance {
+    /// The grant that shows the submitter every changed field unmasked
+    /// and has the record in scope (the lowest id, if several do).
+    pub grant: GrantId,
+    /// Whether an operator must review it: always when it changes a field
+    /// a scope condition of the submitter's grants tests; otherwise unless
+    /// an auto-accept rule covers the changed fields.
+    pub review_required: bool,
+}
+
+impl PolicyState {
+    /// Checks a correction stage against the correction's track so far.
+    /// A submission needs a usable grant of the submitter's organisation
+    /// that shows every named field unmasked, at the entry time.
+    pub(super) fn validate_correction_event(
+        &self,
+        event: &CorrectionEvent,
+        signer_org: &OrgId,
+        entry_time_ms: UnixMillis,
+    ) -> Result<(), Rejection> {
+        if event.payload_sha256 != event.correction {
+            return Err(reject(RejectionCode::InvalidArgument, "the payload hash is not the correction id"));
+        }
+        if event.fields.is_empty() || event.fields.len() > CORRECTION_CHANGES_MAX {
+            return Err(reject(
+                RejectionCode::InvalidArgument,
+                format!("a correction changes 1..={CORRECTION_CHANGES_MAX} fields"),
+            ));
+        }
+        for field in &event.fields {
+            check_text("field", field, NAME_BYTES_MAX)?;
+        }
+        if event.reason_code.len() > NAME_BYTES_MAX {
+            return Err(reject(RejectionCode::InvalidArgument, "the reason code is too long"));
+        }
+        let dataset = self
+            .datasets
+            .get(&event.dataset)
+            .ok_or_else(|| reject(RejectionCode::DatasetUnknown, format!("no dataset {}", event.dataset)))?;
+        let Some(track) = self.corrections.get(&event.correction) else {
+            if event.stage != CorrectionStage::Submitted {
+                return Err(reject(RejectionCode::CorrectionUnknown, "no such correction was submitted"));
+            }
+            if dataset.owner == *signer_org {
+                return Err(reject(
+                    RejectionCode::InvalidArgument,
+                    "an owner changes its own records directly, not by correction",
+                ));
+            }
+            let granted = self.grants.values().any(|grant| {
+                grant.check_usable(signer_org, &event.dataset, None, entry_time_ms).is_ok()
+                    && event.fields.iter().all(|field| grant.shows_unmasked(field))
+            });
+            if !granted {
+                return Err(reject(
+                    RejectionCode::CorrectionNotGranted,
+                    format!(
+                        "{signer_org} holds no grant on {} that shows every changed field",
+                        event.dataset
+                    ),
+                ));
+            }
+            return Ok(());
+        };
+        if event.stage == CorrectionStage::Submitted {
+            return Err(reject(RejectionCode::CorrectionDuplicate, "this correction was submitted before"));
+        }
+        if track.submitter != event.submitter || track.dataset != event.dataset {
+            return Err(reject(
+                RejectionCode::InvalidArgument,
+                "the event names another submitter or dataset than the submission",
+            ));
+        }
+        if !track.allows(event.stage) {
+            return Err(reject(
+                RejectionCode::CorrectionStageOutOfOrder,
+                format!("{:?} cannot follow {:?}", event.stage, track.stage()),
+            ));
+        }
+        Ok(())
+    }
+
+    pub(super) fn record_correction_event(
+        &mut self,
+        event: CorrectionEvent,
+        signer_org: OrgId,
+        at_ms: UnixMillis,
+    ) {
+        if event.stage == CorrectionStage::Submitted {
+            let owner = self.datasets.get(&event.dataset).map(|dataset| dataset.owner.clone());
+            let Some(owner) = owner else { return };
+            self.corrections.insert(
+                event.correction,
+                CorrectionTrack {
+                    dataset: event.dataset,
+                    owner,
+                    submitter_org: signer_org,
+                    submitter: event.submitter,
+                    subject: event.subject,
+                    fields: event.fields,
+                    stages: vec![(CorrectionStage::Submitted, at_ms)],
+                    reason_code: String::new(),
+                    applied_version: None,
+                },
+            );
+            return;
+        }
+        if let Some(track) = self.corrections.get_mut(&event.correction) {
+            track.stages.push((event.stage, at_ms));
+            match event.stage {
+                CorrectionStage::Rejected => track.reason_code = event.reason_code,
+                CorrectionStage::Applied => track.applied_version = event.version,
+                _ => {}
+            }
+        }
+    }
+
+    /// Whether an auto-accept rule covers a correction from `submitter` to
+    /// `dataset` that changes exactly `fields`.
+    pub fn auto_accepts(&self, dataset: &DatasetId, submitter: &OrgId, fields: &BTreeSet<FieldName>) -> bool {
+        self.auto_accept_rules
+            .get(&(dataset.clone(), submitter.clone()))
+            .is_some_and(|allowed| fields.is_subset(allowed))
+    }
+
+    /// The owner's check of a delivered correction against the policy, all
+    /// of it but the record lookup and the value types: the dataset exists;
+    /// `submitter` is an active member with a current certificate whose
+    /// organisation holds a grant usable at `at_ms`
+    /// ([`crate::model::Grant::check_usable`], any purpose); every changed
+    /// field is in the schema, is not the subject key, and one such grant
+    /// shows all of them unmasked and has `current` (the record's values as
+    /// they stand) in its scope.
+    ///
+    /// Review is required when a changed field is one that a scope condition
+    /// of any of the submitter's usable grants tests (so a correction never
+    /// moves a record between scopes unreviewed); otherwise auto-accept
+    /// applies iff [`PolicyState::auto_accepts`] covers the changed fields.
+    pub fn check_correction(
+        &self,
+        submitter: &NodeId,
+        dataset: &str,
+        current: &BTreeMap<FieldName, FieldValue>,
+        changes: &BTreeMap<FieldName, FieldValue>,
+        at_ms: UnixMillis,
+    ) -> Result<CorrectionClearance, CorrectionRefusal> {
+        use CorrectionRefusalCode as Code;
+        let schema = self
+            .datasets
+            .get(dataset)
+            .ok_or_else(|| refuse(Code::DatasetUnknown, format!("no dataset {dataset}")))?;
+        let org = self
+            .active_member(submitter)
+            .filter(|member| member.certificate_not_after_ms > at_ms)
+            .map(|member| &member.org)
+            .ok_or_else(|| refuse(Code::DatasetNotVisible, format!("{submitter} is not an active member")))?;
+        let usable: Vec<&Grant> = self
+            .grants
+            .values()
+            .filter(|grant| grant.check_usable(org, dataset, None, at_ms).is_ok())
+            .collect();
+        if usable.is_empty() {
+            return Err(refuse(Code::DatasetNotVisible, format!("{org} holds no usable grant on {dataset}")));
+        }
+        if let Some(field) = changes.keys().find(|field| schema.field(field).is_none()) {
+            return Err(refuse(Code::FieldUnknown, format!("field {field:?} is not in the schema")));
+        }
+        if changes.contains_key(&schema.subject_key_field) {
+            return Err(refuse(Code::SubjectKeyImmutable, "the subject key cannot be corrected"));
+        }
+        if let Some(field) =
+            changes.keys().find(|field| !usable.iter().any(|grant| grant.fields.contains(*field)))
+        {
+            return Err(refuse(Code::FieldNotVisible, format!("no grant lets {org} see {field:?}")));
+        }
+        let showing: Vec<&Grant> = usable
+            .iter()
+            .copied()
+            .filter(|grant| changes.keys().all(|field| grant.shows_unmasked(field)))
+            .collect();
+        if showing.is_empty() {
+            return Err(refuse(
+                Code::FieldMasked,
+                format!("no grant of {org} shows every changed field unmasked"),
+            ));
+        }
+        let grant = showing
+            .iter()
+            .find(|grant| grant.in_scope(|field| current.get(field)))
+            .ok_or_else(|| refuse(Code::RecordOutOfScope, "the record is outside the scope of the grants"))?;
+        let touches_scope =
+            usable.iter().flat_map(|grant| grant.scope_fields()).any(|field| changes.contains_key(field));
+        let fields: BTreeSet<FieldName> = changes.keys().cloned().collect();
+        let review_required = touches_scope || !self.auto_accepts(&schema.id, org, &fields);
+        Ok(CorrectionClearance { grant: grant.id, review_required })
+    }
+}
