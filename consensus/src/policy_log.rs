@@ -345,8 +345,10 @@ impl<T: Transport> PolicyLog<T> {
             // leader's clock says or however proposals interleave (the state
             // machine rejects an entry older than the last one applied).
             let mut last_proposed_ms = self.last_proposed_ms.lock().await;
+            let applied_ms = self.state.read(|applied| applied.policy.last_entry_time_ms);
             let proposed_at_ms = now_unix_millis()
                 .max(self.latest_entry_time_ms.load(Ordering::Acquire))
+                .max(applied_ms)
                 .max(*last_proposed_ms);
             *last_proposed_ms = proposed_at_ms;
             self.raft

@@ -2,12 +2,14 @@
 //! Merkle tree from their own replica and cosign checkpoints of it.
 //!
 //! Every `CHECKPOINT_TICK_MS` the task adds the new audit leaves (access
-//! entries and correction outcomes) to its tree. If a checkpoint is open that it has not cosigned, it checks the
-//! signed root against its own tree at that size and cosigns only if they
-//! match. If none is open and `CHECKPOINT_INTERVAL_ENTRIES` entries or
-//! `CHECKPOINT_INTERVAL_MS` have passed since the last final checkpoint, it
-//! opens one at its current size (signers take turns by a stagger, so they
-//! rarely open two at once; the state refuses the second anyway).
+//! entries and correction outcomes) to its tree. Several candidate
+//! checkpoints may be open at once, and a signer's cosignature counts for
+//! one of them only. If this node has cosigned none, it cosigns the first
+//! candidate whose signed root matches its own tree at that size. If none
+//! matches (none is open, or only bogus ones a single signer opened) and
+//! `CHECKPOINT_INTERVAL_ENTRIES` entries or `CHECKPOINT_INTERVAL_MS` have
+//! passed since the last final checkpoint, it opens one at its current size
+//! (signers take turns by a stagger, so they rarely open two at once).
 
 use std::time::Duration;
 
@@ -37,8 +39,9 @@ struct View {
     new_leaves: Vec<[u8; 32]>,
     last_final_size: u64,
     last_final_at_ms: u64,
-    /// The open checkpoint, whether this node cosigned it, and when it opened.
-    pending: Option<(CheckpointBody, bool, u64)>,
+    /// The open candidates, each with whether this node cosigned it and
+    /// when it opened.
+    pending: Vec<(CheckpointBody, bool, u64)>,
     applied_index: u64,
 }
 
@@ -61,25 +64,32 @@ pub async fn run_checkpoints(
             tree.push(leaf);
         }
         let Some(rank) = view.signer_rank else { continue };
-        // An open checkpoint that never reached a majority is replaced.
-        let pending = view.pending.filter(|(_, _, opened_at_ms)| {
-            now_unix_millis() < opened_at_ms.saturating_add(CHECKPOINT_PENDING_MS_MAX)
-        });
-        let body = match &pending {
-            Some((pending, false, _)) if pending.tree_size <= tree.len() => {
-                if tree.root_at(pending.tree_size) != Some(pending.root) {
-                    tracing::error!(
-                        size = pending.tree_size,
-                        "an open checkpoint's root is not this replica's: not cosigning"
-                    );
-                    continue;
-                }
-                pending.clone()
+        // A candidate that never reached a majority expires.
+        let now_ms = now_unix_millis();
+        let open: Vec<(CheckpointBody, bool)> = view
+            .pending
+            .into_iter()
+            .filter(|(_, _, opened_at_ms)| now_ms < opened_at_ms.saturating_add(CHECKPOINT_PENDING_MS_MAX))
+            .map(|(body, mine, _)| (body, mine))
+            .collect();
+        if open.iter().any(|(_, mine)| *mine) {
+            continue;
+        }
+        let matching = open.into_iter().map(|(body, _)| body).find(|body| {
+            let ours = body.tree_size <= tree.len() && tree.root_at(body.tree_size) == Some(body.root);
+            if !ours && body.tree_size <= tree.len() {
+                tracing::warn!(
+                    size = body.tree_size,
+                    "an open checkpoint's root is not this replica's: not cosigning"
+                );
             }
-            Some(_) => continue,
+            ours
+        });
+        let body = match matching {
+            Some(body) => body,
             None => {
                 let new_entries = tree.len().saturating_sub(view.last_final_size);
-                let since_ms = now_unix_millis().saturating_sub(view.last_final_at_ms.max(started_at_ms));
+                let since_ms = now_ms.saturating_sub(view.last_final_at_ms.max(started_at_ms));
                 let due = new_entries >= CHECKPOINT_INTERVAL_ENTRIES
                     || (new_entries > 0
                         && since_ms >= CHECKPOINT_INTERVAL_MS + rank * CHECKPOINT_OPEN_STAGGER_MS);
@@ -128,8 +138,10 @@ fn look(log: &PolicyLog<SwarmClient>, me: &NodeId, hashed: u64) -> View {
             last_final_size: last.map_or(0, |last| last.body.tree_size),
             last_final_at_ms: last.map_or(0, |last| last.final_at_ms),
             pending: policy
-                .pending_checkpoint()
-                .map(|pending| (pending.body.clone(), pending.cosigners.contains(me), pending.opened_at_ms)),
+                .pending_checkpoints
+                .iter()
+                .map(|pending| (pending.body.clone(), pending.cosigners.contains(me), pending.opened_at_ms))
+                .collect(),
             applied_index: applied.applied_index,
         }
     })

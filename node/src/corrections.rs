@@ -20,7 +20,7 @@ use civmesh_certs::{codec, now_unix_millis, NodeId, NodeKey, SignedEnvelope, Uni
 use civmesh_consensus::PolicyLog;
 use civmesh_policy::correction::{CorrectionEvent, CorrectionId, CorrectionRequest, CorrectionStage};
 use civmesh_policy::model::{Dataset, SubjectKeyHash};
-use civmesh_policy::{Command, PolicyState, RejectionCode};
+use civmesh_policy::{Command, CorrectionRefusalCode, PolicyState, RejectionCode};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
@@ -767,42 +767,34 @@ impl CorrectionService {
             return reject("invalid_request", reason);
         }
         let now_ms = now_unix_millis();
-        let (dataset, visible, auto) = self.log.state().read(|applied| {
+        let current =
+            self.records.latest(&request.dataset, &request.record_key).map_err(|error| error.to_string())?;
+        let no_fields = BTreeMap::new();
+        let current_fields = current.as_ref().map_or(&no_fields, |record| &record.fields);
+        // One rule, in `policy`: a usable grant shows every changed field
+        // unmasked and holds the record in its scope; touching a scope
+        // field always needs review.
+        let (dataset, clearance) = self.log.state().read(|applied| {
             let policy = &applied.policy;
-            let dataset = policy.datasets.get(&request.dataset).cloned();
-            let org = policy.active_member(&submitter).map(|member| member.org.clone());
-            let visible: BTreeSet<String> = policy
-                .grants
-                .values()
-                .filter(|grant| {
-                    Some(&grant.grantee) == org.as_ref()
-                        && grant.dataset == request.dataset
-                        && grant.revoked.is_none()
-                        && grant.valid_from_ms <= now_ms
-                        && now_ms < grant.valid_until_ms
-                })
-                .flat_map(|grant| grant.fields.iter().cloned())
-                .collect();
-            let fields: BTreeSet<String> = request.changes.keys().cloned().collect();
-            let auto = org.as_ref().is_some_and(|org| policy.auto_accepts(&request.dataset, org, &fields));
-            (dataset, visible, auto)
+            let clearance = policy.check_correction(
+                &submitter,
+                &request.dataset,
+                current_fields,
+                &request.changes,
+                now_ms,
+            );
+            (policy.datasets.get(&request.dataset).cloned(), clearance)
         });
+        let clearance = match clearance {
+            Ok(clearance) => clearance,
+            // Out of scope answers like an unknown record: no existence.
+            Err(refusal) if refusal.code == CorrectionRefusalCode::RecordOutOfScope => {
+                return reject("record_unknown", "no such record".to_string())
+            }
+            Err(refusal) => return reject(refusal.code.as_str(), refusal.detail),
+        };
         let Some(dataset) = dataset else { return reject("dataset_unknown", "no such dataset".to_string()) };
-        if visible.is_empty() {
-            return reject("dataset_not_visible", "the submitter holds no grant on this dataset".to_string());
-        }
-        if let Some(field) = request.changes.keys().find(|field| dataset.field(field).is_none()) {
-            return reject("field_unknown", format!("field {field:?} is not in the schema"));
-        }
-        if request.changes.contains_key(&dataset.subject_key_field) {
-            return reject("subject_key_immutable", "the subject key cannot be corrected".to_string());
-        }
-        if let Some(field) = request.changes.keys().find(|field| !visible.contains(*field)) {
-            return reject("field_not_visible", format!("no grant lets the submitter see {field:?}"));
-        }
-        let Some(current) =
-            self.records.latest(&request.dataset, &request.record_key).map_err(|error| error.to_string())?
-        else {
+        let Some(current) = current else {
             return reject("record_unknown", "no such record".to_string());
         };
         if current.provenance == (Provenance::Correction { id: hex_id(id) }) {
@@ -815,7 +807,7 @@ impl CorrectionService {
         if current.version != request.base_version {
             return Ok(EntryStatus::Decided(OutcomeStatus::Conflict { current_version: current.version }));
         }
-        Ok(if auto { EntryStatus::Accepted } else { EntryStatus::AwaitingReview })
+        Ok(if clearance.review_required { EntryStatus::AwaitingReview } else { EntryStatus::Accepted })
     }
 
     /// The record's current version if it moved past the base version
