@@ -173,6 +173,8 @@ pub struct PolicyState {
     pub commands_applied: u64,
     /// Nonces of recent commands, to reject replayed entries.
     pub recent_commands: ReplayGuard,
+    /// The commitment to the subject-key secret, once the CA logged it.
+    pub subject_key_commitment: Option<[u8; 32]>,
 }
 
 impl Default for PolicyState {
@@ -195,6 +197,7 @@ impl Default for PolicyState {
             checkpoints: Vec::new(),
             commands_applied: 0,
             recent_commands: ReplayGuard::new(COMMAND_SKEW_MS_MAX, COMMAND_NONCES_MAX),
+            subject_key_commitment: None,
         }
     }
 }
@@ -381,8 +384,9 @@ impl PolicyState {
         let signer = self.signer(signer_id)?;
         let membership_command =
             matches!(command, Command::AdmitMember { .. } | Command::RevokeMember { .. });
+        let ca_command = membership_command || matches!(command, Command::CommitSubjectKeySecret { .. });
         let member = match signer {
-            Signer::Ca if membership_command => return Ok(OrgId::federation_ca()),
+            Signer::Ca if ca_command => return Ok(OrgId::federation_ca()),
             Signer::Ca => {
                 return Err(reject(RejectionCode::NotAuthorised, "the CA signs membership commands only"))
             }
@@ -474,6 +478,12 @@ impl PolicyState {
                 }
             }
             Command::FileDemand { .. } | Command::AdmitMember { .. } | Command::RevokeMember { .. } => {}
+            Command::CommitSubjectKeySecret { .. } => {
+                return Err(reject(
+                    RejectionCode::NotAuthorised,
+                    "only the CA commits the subject-key secret",
+                ))
+            }
             Command::Genesis { .. } => {
                 return Err(reject(RejectionCode::GenesisOrder, "genesis is only the first entry"))
             }
@@ -567,6 +577,10 @@ impl PolicyState {
             Command::RecordCorrectionEvent(event) => self.validate_correction_event(event, signer_org),
             // Checked with the signer's id in `validate_cosignature`.
             Command::CosignCheckpoint(_) => Ok(()),
+            Command::CommitSubjectKeySecret { .. } if self.subject_key_commitment.is_some() => {
+                Err(reject(RejectionCode::InvalidArgument, "the subject-key secret is committed already"))
+            }
+            Command::CommitSubjectKeySecret { .. } => Ok(()),
             Command::SetAutoAcceptRule(rule) => {
                 if rule.fields.is_empty() {
                     return Err(reject(RejectionCode::InvalidArgument, "a rule names at least one field"));
@@ -986,6 +1000,10 @@ impl PolicyState {
             }
             Command::RemoveAutoAcceptRule { dataset, submitter } => {
                 self.auto_accept_rules.remove(&(dataset, submitter));
+                Applied::Done
+            }
+            Command::CommitSubjectKeySecret { commitment } => {
+                self.subject_key_commitment = Some(commitment);
                 Applied::Done
             }
             Command::RecordConsent { subject, dataset, grantee, purpose, given, covers_sensitive } => {
