@@ -47,6 +47,29 @@ pub struct NodeConfig {
     /// Raft tuning.
     #[serde(default)]
     pub raft: RaftSection,
+    /// Corrections: the bounds on attachments.
+    #[serde(default)]
+    pub corrections: CorrectionsSection,
+}
+
+/// `[corrections]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CorrectionsSection {
+    /// The most attachments (photos, PDFs) one correction carries; at most
+    /// the protocol's `CORRECTION_ATTACHMENTS_MAX`.
+    pub attachments_max: usize,
+    /// The largest attachment, in bytes.
+    pub attachment_bytes_max: u64,
+}
+
+impl Default for CorrectionsSection {
+    fn default() -> Self {
+        CorrectionsSection {
+            attachments_max: crate::correction_attachments::ATTACHMENTS_MAX_DEFAULT,
+            attachment_bytes_max: crate::correction_attachments::ATTACHMENT_BYTES_MAX_DEFAULT,
+        }
+    }
 }
 
 /// `[node]`.
@@ -151,11 +174,21 @@ mod tests {
         write(dir.path(), valid);
         let config = NodeConfig::load(dir.path()).unwrap();
         assert_eq!(config.raft, RaftSection::default());
+        assert_eq!(
+            (config.corrections.attachments_max, config.corrections.attachment_bytes_max),
+            (5, 20 << 20)
+        );
+        write(
+            dir.path(),
+            &format!("{valid}[corrections]\nattachments_max = 2\nattachment_bytes_max = 1024\n"),
+        );
+        assert_eq!(NodeConfig::load(dir.path()).unwrap().corrections.attachment_bytes_max, 1024);
         for bad in [
             "[node",
             "garbage = = 1",
             &valid.replace("key_file", "kee_file"),
             &format!("{valid}[raft]\nheartbeat_interval_ms = \"fast\"\n"),
+            &format!("{valid}[corrections]\nattachment_size = 1\n"),
         ] {
             write(dir.path(), bad);
             assert!(matches!(NodeConfig::load(dir.path()), Err(ConfigError::Invalid { .. })), "{bad}");

@@ -151,6 +151,12 @@ pub struct CorrectionEvent {
     pub reason_code: String,
     /// For `Applied`: the record's new version; for `Conflict`: the current one.
     pub version: Option<u64>,
+    /// The person accountable for this stage: the submitting operator for
+    /// `Submitted`, the reviewer for an `Accepted` or `Rejected` that a
+    /// person decided; empty for a step taken automatically (delivery, an
+    /// auto-accept rule, a rejection for the submitter's own mistake). At
+    /// most [`CORRECTION_TEXT_BYTES_MAX`] bytes.
+    pub operator: String,
 }
 
 /// What the log knows of one correction.

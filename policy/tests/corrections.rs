@@ -26,6 +26,7 @@ fn event(id: u8, submitter: &NodeKey, stage: CorrectionStage) -> Command {
         fields: BTreeSet::from(["operating_address".to_string()]),
         reason_code: if stage == Rejected { "record_unknown".into() } else { String::new() },
         version: (stage == Applied).then_some(2),
+        operator: if matches!(stage, Submitted | Accepted) { "Li Wei".into() } else { String::new() },
     })
 }
 
