@@ -534,4 +534,27 @@ mod tests {
         let reopened = RecordStore::open(dir.path()).unwrap();
         assert_eq!(reopened.latest_version(dataset, "k1").unwrap(), Some(4));
     }
+
+    #[test]
+    fn attachment_parts_are_kept_per_correction_and_index_in_offset_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RecordStore::open(dir.path()).unwrap();
+        store.put_attachment_part(&[1; 32], 0, 300, b"later").unwrap();
+        store.put_attachment_part(&[1; 32], 0, 0, b"first").unwrap();
+        store.put_attachment_part(&[1; 32], 1, 0, b"other index").unwrap();
+        store.put_attachment_part(&[2; 32], 0, 0, b"other correction").unwrap();
+        assert_eq!(
+            store.attachment_parts(&[1; 32], 0).unwrap(),
+            vec![(0, b"first".to_vec()), (300, b"later".to_vec())]
+        );
+        store.delete_attachment_parts(&[1; 32], 0).unwrap();
+        assert!(store.attachment_parts(&[1; 32], 0).unwrap().is_empty());
+        assert_eq!(store.attachment_parts(&[1; 32], 1).unwrap().len(), 1);
+        store.put_attachment(&[9; 32], b"%PDF").unwrap();
+        assert_eq!(store.attachment(&[9; 32]).unwrap().as_deref(), Some(&b"%PDF"[..]));
+        assert_eq!(
+            (store.attachment_len(&[9; 32]).unwrap(), store.attachment_len(&[8; 32]).unwrap()),
+            (Some(4), None)
+        );
+    }
 }

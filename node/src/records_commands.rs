@@ -413,3 +413,26 @@ pub(crate) fn query(spec: crate::query::QuerySpec, node_dir: &Path) -> anyhow::R
         crate::query::QueryAnswer::Refused { reason } => anyhow::bail!("the query was refused: {reason}"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_is_utf8_or_the_encoding_named_and_bad_bytes_say_where() {
+        let gbk = [b'a', b'\n', 0xbe, 0xb2, 0xb0, 0xb2]; // "a\n静安"
+        assert_eq!(decode_text(&gbk, Some("gbk"), "f").unwrap(), "a\n静安");
+        assert!(matches!(decode_text(&gbk, None, "f"), Err(ImportFileError::NotUtf8 { line: 2, .. })));
+        let hint = decode_text(&gbk, None, "f").unwrap_err().to_string();
+        assert!(hint.contains("--encoding gbk"), "{hint}");
+        assert!(matches!(
+            decode_text(b"x", Some("klingon"), "f"),
+            Err(ImportFileError::EncodingUnknown(name)) if name == "klingon"
+        ));
+        assert_eq!(decode_text("\u{feff}id\n".as_bytes(), None, "f").unwrap(), "id\n", "a BOM is dropped");
+        assert!(matches!(
+            decode_text(&[b'o', b'k', b'\n', 0x81, b'\n'], Some("gbk"), "f"),
+            Err(ImportFileError::Malformed { line: 2, .. })
+        ));
+    }
+}
