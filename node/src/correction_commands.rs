@@ -358,11 +358,12 @@ fn percent(rate: Option<f64>) -> String {
     rate.map_or_else(|| "-".to_string(), |rate| format!("{:.0}%", rate * 100.0))
 }
 
-/// `2d 3h`, `5h 20m`, `12m`, `40s`; `-` for none.
+/// `2d 3h`, `5h 20m`, `12m`, `40s`, `850ms`; `-` for none.
 fn duration(ms: Option<u64>) -> String {
     let Some(ms) = ms else { return "-".to_string() };
     let (days, hours, minutes) = (ms / 86_400_000, ms / 3_600_000 % 24, ms / 60_000 % 60);
     match (days, hours, minutes) {
+        (0, 0, 0) if ms < 1000 => format!("{ms}ms"),
         (0, 0, 0) => format!("{}s", ms / 1000),
         (0, 0, minutes) => format!("{minutes}m"),
         (0, hours, minutes) => format!("{hours}h {minutes}m"),
@@ -400,6 +401,7 @@ mod tests {
     fn durations_read_as_people_say_them() {
         let cases = [
             (None, "-"),
+            (Some(850), "850ms"),
             (Some(40_000), "40s"),
             (Some(12 * 60_000), "12m"),
             (Some(5 * 3_600_000 + 20 * 60_000), "5h 20m"),

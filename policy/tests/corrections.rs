@@ -65,6 +65,18 @@ fn each_stage_is_logged_by_its_party_and_in_order() {
             event(1, market, Submitted),
             Some(RejectionCode::InvalidArgument),
         ),
+        (
+            "an operator's name over the bound",
+            street,
+            {
+                let Command::RecordCorrectionEvent(mut long) = event(1, street, Submitted) else {
+                    unreachable!()
+                };
+                long.operator = "x".repeat(civmesh_policy::correction::CORRECTION_TEXT_BYTES_MAX + 1);
+                Command::RecordCorrectionEvent(long)
+            },
+            Some(RejectionCode::InvalidArgument),
+        ),
         ("submitted", street, event(1, street, Submitted), None),
         ("submitted twice", street, event(1, street, Submitted), Some(RejectionCode::CorrectionDuplicate)),
         ("delivered by a non-owner", civil, event(1, street, Delivered), Some(RejectionCode::NotAuthorised)),

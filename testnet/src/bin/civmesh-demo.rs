@@ -706,7 +706,7 @@ fn print_evaluation(net: &Testnet) -> anyhow::Result<()> {
     println!("\nHow the departments served the streets (civmesh evaluate --node-dir hub):\n");
     let table = net.cli(&["evaluate", "--node-dir", &node_dir(net, 0)?])?;
     for line in table.lines() {
-        println!("    {line}");
+        println!("{}", format!("    {line}").trim_end());
     }
     Ok(())
 }
