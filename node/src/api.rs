@@ -88,6 +88,9 @@ fn bad_request(message: impl Into<String>) -> ApiError {
 
 /// The API's routes.
 pub fn router(state: Shared) -> Router {
+    // An attachment is uploaded whole, so its route takes larger bodies.
+    let attachment_bytes_max = state.corrections.attachment_limits().attachment_bytes_max;
+    let limit = DefaultBodyLimit::max(usize::try_from(attachment_bytes_max).unwrap_or(usize::MAX));
     Router::new()
         .route("/v1/status", get(status))
         .route("/metrics", get(metrics))
@@ -113,9 +116,12 @@ pub fn router(state: Shared) -> Router {
         .route("/v1/corrections", post(correction_api::submit))
         .route("/v1/corrections", get(correction_api::list))
         .route("/v1/corrections/stats", get(correction_api::stats))
+        .route("/v1/evaluation", get(correction_api::evaluation))
         .route("/v1/corrections/{id}", get(correction_api::show))
         .route("/v1/corrections/{id}/accept", post(correction_api::accept))
         .route("/v1/corrections/{id}/reject", post(correction_api::reject))
+        .route("/v1/corrections/attachments", post(correction_api::upload_attachment).layer(limit))
+        .route("/v1/corrections/{id}/attachments/{index}", get(correction_api::attachment))
         .layer(middleware::from_fn_with_state(state.clone(), require_token))
         .layer(DefaultBodyLimit::max(API_REQUEST_BYTES_MAX))
         .with_state(state)
@@ -141,8 +147,13 @@ async fn require_token(
         return next.run(request).await;
     }
     let needed = crate::api_tokens::required_scope(request.method().as_str(), request.uri().path());
-    match state.scoped_tokens.scopes_of(token) {
-        Some(scopes) if scopes.contains(&needed) => next.run(request).await,
+    match state.scoped_tokens.token_of(token) {
+        Some(scoped) if scoped.scopes.contains(&needed) => {
+            // Handlers that record a person (corrections) read the holder.
+            let mut request = request;
+            request.extensions_mut().insert(TokenHolder(scoped.name));
+            next.run(request).await
+        }
         Some(_) => ApiError(
             StatusCode::FORBIDDEN,
             format!("this token lacks the {needed:?} scope this request needs"),
@@ -153,6 +164,11 @@ async fn require_token(
         }
     }
 }
+
+/// The named holder of the scoped token a request presented (absent for the
+/// admin token), set by the token check for the handlers.
+#[derive(Debug, Clone)]
+pub struct TokenHolder(pub String);
 
 fn constant_time_equal(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |difference, (x, y)| difference | (x ^ y)) == 0
@@ -409,8 +425,16 @@ pub struct ImportRequest {
     pub batch: String,
     /// The source line number of the first row (for error reports).
     pub first_line: u64,
-    /// The rows, as JSON objects of field name to value.
+    /// The rows, as JSON objects of field name to value; each names every
+    /// declared field.
     pub rows: Vec<std::collections::BTreeMap<String, civmesh_policy::model::FieldValue>>,
+    /// Only check the rows and report; write nothing.
+    #[serde(default)]
+    pub dry_run: bool,
+    /// Write the rows that pass even if others are refused (by default a
+    /// request with any refused row writes nothing).
+    #[serde(default)]
+    pub partial: bool,
 }
 
 /// A row that was refused, by source line.
@@ -427,8 +451,22 @@ pub struct RowFailure {
 pub struct ImportResponse {
     /// Rows written (each as a new version).
     pub written: usize,
-    /// Rows refused; none of them was written.
+    /// Rows equal to the record now, or to what the last import wrote: no
+    /// version written, nothing pushed.
+    #[serde(default)]
+    pub unchanged: usize,
+    /// Rows refused; none of them was written (nor any other row, unless
+    /// `partial`).
     pub failures: Vec<RowFailure>,
+    /// Corrections awaiting review on a changed record whose corrected
+    /// fields the import left alone: now `superseded_by_import`, still
+    /// reviewable on top of the new version.
+    #[serde(default)]
+    pub corrections_superseded: usize,
+    /// Corrections awaiting review whose corrected fields the import changed
+    /// too: decided as conflicts.
+    #[serde(default)]
+    pub corrections_in_conflict: usize,
 }
 
 /// `?dataset=ID[&key=KEY][&at_ms=T]`.
@@ -456,35 +494,92 @@ async fn import_records(
     if request.batch.trim().is_empty() || request.batch.len() > 128 {
         return Err(bad_request("the batch id must be 1..=128 bytes"));
     }
+    let store_error = |error: crate::records::RecordStoreError| {
+        ApiError(StatusCode::INSUFFICIENT_STORAGE, format!("nothing written: {error}"))
+    };
     let mut valid = Vec::with_capacity(request.rows.len());
     let mut failures = Vec::new();
+    let mut first_line_of_key = std::collections::BTreeMap::new();
     for (offset, row) in request.rows.iter().enumerate() {
-        match validate_row(&dataset, row) {
+        let line = request.first_line + offset as u64;
+        let checked = check_import_row(&dataset, row).and_then(|(key, fields)| {
+            match first_line_of_key.insert(key.clone(), line) {
+                Some(first) => {
+                    first_line_of_key.insert(key, first);
+                    Err(format!(
+                        "the same {} as line {first}: a key once per import",
+                        dataset.subject_key_field
+                    ))
+                }
+                None => Ok((key, fields)),
+            }
+        });
+        match checked {
             Ok(valid_row) => valid.push(valid_row),
-            Err(error) => failures
-                .push(RowFailure { line: request.first_line + offset as u64, error: error.to_string() }),
+            Err(error) => failures.push(RowFailure { line, error }),
         }
     }
-    let written = valid.len();
+    let nothing = |failures| ImportResponse {
+        written: 0,
+        unchanged: 0,
+        failures,
+        corrections_superseded: 0,
+        corrections_in_conflict: 0,
+    };
+    if request.dry_run || (!failures.is_empty() && !request.partial) {
+        return Ok(Json(nothing(failures)));
+    }
+    // An unchanged row writes nothing: equal to the record now, or to what
+    // the last import wrote (a correction applied since stays).
+    let mut changed_rows = Vec::with_capacity(valid.len());
+    let mut unchanged = 0;
+    for (key, fields) in valid {
+        let history = state.records.history(&dataset.id, &key).map_err(store_error)?;
+        let last_imported =
+            history.iter().rev().find(|version| matches!(version.provenance, Provenance::Import { .. }));
+        if history.last().is_some_and(|latest| latest.fields == fields)
+            || last_imported.is_some_and(|imported| imported.fields == fields)
+        {
+            unchanged += 1;
+        } else {
+            changed_rows.push((key, fields));
+        }
+    }
+    if changed_rows.is_empty() {
+        return Ok(Json(ImportResponse { unchanged, ..nothing(failures) }));
+    }
+    let written = changed_rows.len();
     let provenance = Provenance::Import { batch: request.batch };
     let now_ms = civmesh_certs::now_unix_millis();
-    let versions = state
-        .records
-        .write(&dataset.id, valid.clone(), &provenance, now_ms)
-        .map_err(|error| ApiError(StatusCode::INSUFFICIENT_STORAGE, format!("nothing written: {error}")))?;
+    let versions =
+        state.records.write(&dataset.id, changed_rows.clone(), &provenance, now_ms).map_err(store_error)?;
     state.metrics.records_imported.inc_by(written as u64);
-    // Subscribers hear of the new versions, each push logged first.
-    let changed: Vec<(String, RecordVersion)> = valid
+    let changed: Vec<(String, RecordVersion)> = changed_rows
         .into_iter()
         .zip(versions)
         .map(|((key, fields), version)| {
             (key, RecordVersion { version, written_at_ms: now_ms, provenance: provenance.clone(), fields })
         })
         .collect();
+    // Corrections awaiting review on these records learn of the new versions.
+    let (corrections_superseded, corrections_in_conflict) =
+        state.corrections.records_imported(&dataset.id, &changed).await;
+    // Subscribers hear of the new versions, each push logged first.
     let query = state.query.clone();
     let dataset_id = dataset.id.clone();
     tokio::spawn(async move { query.push_changes(&dataset_id, &changed).await });
-    Ok(Json(ImportResponse { written, failures }))
+    Ok(Json(ImportResponse { written, unchanged, failures, corrections_superseded, corrections_in_conflict }))
+}
+
+/// An import row: every declared field given, and valid for the schema.
+fn check_import_row(
+    dataset: &civmesh_policy::model::Dataset,
+    row: &std::collections::BTreeMap<String, civmesh_policy::model::FieldValue>,
+) -> Result<(String, std::collections::BTreeMap<String, civmesh_policy::model::FieldValue>), String> {
+    if let Some(missing) = dataset.fields.iter().find(|field| !row.contains_key(&field.name)) {
+        return Err(format!("the declared field {:?} is missing (give it, null for no value)", missing.name));
+    }
+    validate_row(dataset, row).map_err(|error| error.to_string())
 }
 
 /// The answer of `GET /v1/records`.
@@ -772,7 +867,7 @@ mod tests {
                 documented.insert((path.clone(), method.clone()));
             }
         }
-        assert_eq!(implemented.len(), 27, "{implemented:?}");
+        assert_eq!(implemented.len(), 30, "{implemented:?}");
         assert_eq!(implemented, documented);
     }
 }

@@ -46,6 +46,10 @@ pub fn required_scope(method: &str, path: &str) -> Scope {
     match (method, path) {
         (_, path) if path.starts_with("/v1/cluster/") => Scope::Cluster,
         (_, path) if path.starts_with("/v1/audit/") => Scope::Audit,
+        // Attachments are evidence for the reviewer, and may show people.
+        ("GET", path) if path.starts_with("/v1/corrections/") && path.contains("/attachments/") => {
+            Scope::Review
+        }
         // Record values need more than `read`, which sees counts and
         // metadata only.
         ("GET", "/v1/records") => Scope::Records,
@@ -58,7 +62,7 @@ pub fn required_scope(method: &str, path: &str) -> Scope {
         ("POST", "/v1/query" | "/v1/subscriptions") => Scope::Query,
         ("POST", "/v1/records/import") => Scope::Records,
         ("POST", "/v1/commands") => Scope::Policy,
-        ("POST", "/v1/corrections") => Scope::Corrections,
+        ("POST", "/v1/corrections" | "/v1/corrections/attachments") => Scope::Corrections,
         ("POST", path) if path.starts_with("/v1/corrections/") => Scope::Review,
         _ => Scope::Cluster,
     }
@@ -163,6 +167,11 @@ impl TokenRegistry {
 
     /// The scopes of a presented token, if it is a scoped token.
     pub fn scopes_of(&self, presented: &str) -> Option<BTreeSet<Scope>> {
+        self.token_of(presented).map(|token| token.scopes)
+    }
+
+    /// The scoped token presented (its holder's name and scopes), if any.
+    pub fn token_of(&self, presented: &str) -> Option<ScopedToken> {
         let modified = std::fs::metadata(&self.path).and_then(|meta| meta.modified()).ok();
         let mut cache = self.cache.lock().ok()?;
         if cache.0 != modified {
@@ -174,7 +183,7 @@ impl TokenRegistry {
             }
         }
         let wanted = hash_hex(presented);
-        cache.1.iter().find(|token| token.token_sha256 == wanted).map(|token| token.scopes.clone())
+        cache.1.iter().find(|token| token.token_sha256 == wanted).cloned()
     }
 }
 
@@ -193,6 +202,9 @@ mod tests {
             ("GET", "/v1/corrections", Scope::Corrections),
             ("GET", "/v1/records", Scope::Records),
             ("GET", "/v1/subscriptions/updates", Scope::Query),
+            ("GET", "/v1/evaluation", Scope::Read),
+            ("GET", "/v1/corrections/ab12/attachments/0", Scope::Review),
+            ("POST", "/v1/corrections/attachments", Scope::Corrections),
             ("POST", "/v1/query", Scope::Query),
             ("POST", "/v1/subscriptions", Scope::Query),
             ("POST", "/v1/records/import", Scope::Records),

@@ -12,7 +12,7 @@ use civmesh_policy::audit::{
     decode_bundle, encode_bundle, subject_accesses, verify_bundle, ArchivedCommand, AuditBundle, AuditReport,
     SeenCheckpoint, BUNDLE_BYTES_MAX,
 };
-use civmesh_policy::model::SubjectKeyHash;
+use civmesh_policy::model::{subject_key_commitment, SubjectKeyHash};
 use civmesh_policy::{Command, PolicyState};
 
 use crate::api::AUDIT_COMMANDS_PER_REQUEST_MAX;
@@ -224,6 +224,18 @@ fn subject(bundle_path: &Path, ca: &Path, key: &str, secret_file: &Path) -> anyh
         report.ok,
         "the bundle does not verify ({} failures): run `civmesh audit verify`",
         report.failures.len()
+    );
+    // A wrong secret would hash every subject to a value nobody queried and
+    // report "no accesses": check it against the CA's commitment first.
+    let committed = state.subject_key_commitment.context(
+        "the bundle holds no subject-key commitment (the CA logs one at bootstrap): \
+         a wrong secret could not be told from a subject nobody looked at",
+    )?;
+    anyhow::ensure!(
+        subject_key_commitment(secret.trim().as_bytes()) == committed,
+        "the secret in {} is not this federation's subject-key secret (it does not match the \
+         commitment the CA logged at bootstrap)",
+        secret_file.display()
     );
     // Only the accesses in the range the bundle was exported for.
     let accesses: Vec<_> = subject_accesses(&state, &SubjectKeyHash::of(secret.trim().as_bytes(), key))

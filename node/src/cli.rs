@@ -50,6 +50,26 @@ pub enum Command {
     /// Corrections: submit at a street; review at the owner; statistics.
     #[command(subcommand)]
     Correction(CorrectionCommand),
+    /// Evaluate how each department serves the streets, per dataset and time
+    /// bucket (Asia/Shanghai), from the policy log: the same on every node.
+    Evaluate {
+        /// Any node's data directory.
+        #[arg(long)]
+        node_dir: PathBuf,
+        /// The first day, YYYY-MM-DD (default: the first event in the log).
+        #[arg(long)]
+        from: Option<String>,
+        /// The last day, YYYY-MM-DD, included (default: the last event).
+        #[arg(long)]
+        to: Option<String>,
+        /// The bucket length: day, week or month.
+        #[arg(long, default_value = "day")]
+        bucket: String,
+        /// The output: a table, JSON, or CSV (departments, or streets with
+        /// `streets-csv`) for spreadsheets.
+        #[arg(long, value_enum, default_value_t = EvaluationFormat::Table)]
+        format: EvaluationFormat,
+    },
     /// The auditor's tools: export the access log as a bundle, verify it
     /// offline, list a subject's accesses.
     #[command(subcommand)]
@@ -87,12 +107,27 @@ pub enum Command {
     },
 }
 
+/// How `civmesh evaluate` prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum EvaluationFormat {
+    /// Two tables for people: departments, then streets.
+    Table,
+    /// The API's JSON.
+    Json,
+    /// The department rows as CSV.
+    Csv,
+    /// The street rows as CSV.
+    StreetsCsv,
+}
+
 /// `civmesh records ...`, through the running node in `--node-dir`.
 #[derive(Debug, Subcommand)]
 pub enum RecordsCommand {
-    /// Import rows from a .csv (header row of field names) or .jsonl file.
-    /// Each row is validated against the dataset's schema; invalid rows are
-    /// reported by line number and not written.
+    /// Import rows from a .csv (header row naming every declared field) or
+    /// .jsonl file. Each row is validated against the dataset's schema and
+    /// every refused row is reported by line number; by default nothing is
+    /// written if any row is refused. A row equal to the record now (or to
+    /// what the last import wrote) writes no version.
     Import {
         /// The owner node's data directory.
         #[arg(long)]
@@ -103,6 +138,13 @@ pub enum RecordsCommand {
         /// A name for this import, recorded as each version's provenance.
         #[arg(long)]
         batch: Option<String>,
+        /// Write the rows that pass and report the others (exit 0).
+        #[arg(long)]
+        partial: bool,
+        /// The file's encoding: utf-8 (the default), gbk or gb18030 (Excel
+        /// on Chinese Windows saves GBK).
+        #[arg(long)]
+        encoding: Option<String>,
         /// The file.
         file: PathBuf,
     },
@@ -151,7 +193,10 @@ pub enum CorrectionCommand {
         /// What was seen, in words.
         #[arg(long, default_value = "")]
         evidence: String,
-        /// A file kept as evidence (repeatable); only its SHA-256 is sent.
+        /// A photo or PDF as evidence (repeatable; at most `attachments_max`
+        /// files of `attachment_bytes_max` bytes each, from `[corrections]`
+        /// in civmesh.toml). Its SHA-256 is signed; the bytes follow the
+        /// correction to the owner.
         #[arg(long = "attachment")]
         attachments: Vec<PathBuf>,
         /// The operator's name.
@@ -166,7 +211,9 @@ pub enum CorrectionCommand {
         /// The node's data directory.
         #[arg(long)]
         node_dir: PathBuf,
-        /// Only this status (e.g. awaiting_review, awaiting_outcome, closed).
+        /// Only this status: awaiting_review, superseded_by_import, accepted,
+        /// applied, rejected, conflict, submitted, failed (or a progress name
+        /// such as awaiting_outcome); another name is an error.
         #[arg(long)]
         status: Option<String>,
     },
@@ -178,14 +225,22 @@ pub enum CorrectionCommand {
         node_dir: PathBuf,
         /// The correction id (hex).
         id: String,
+        /// Save the attachments this node holds into this directory, as
+        /// ID-INDEX.EXT (the extension from the bytes' content type).
+        #[arg(long)]
+        save_attachments: Option<PathBuf>,
     },
-    /// Accept a correction awaiting review (at the owner).
+    /// Accept a correction awaiting review or superseded by an import (at
+    /// the owner); the operator is recorded in the signed event.
     Accept {
         /// The owner node's data directory.
         #[arg(long)]
         node_dir: PathBuf,
         /// The correction id (hex).
         id: String,
+        /// The reviewer's name.
+        #[arg(long)]
+        operator: String,
     },
     /// Reject a correction awaiting review, with a reason (at the owner).
     Reject {
@@ -197,6 +252,9 @@ pub enum CorrectionCommand {
         /// Why, for the submitter.
         #[arg(long)]
         reason: String,
+        /// The reviewer's name.
+        #[arg(long)]
+        operator: String,
     },
     /// Per owner and dataset: corrections by stage, median and p90
     /// turnaround, acceptance rate; computed from the policy log.

@@ -133,6 +133,17 @@ impl NodeApi {
         self.finish(path, response)
     }
 
+    /// POST `bytes` (a file, as it is) to `path`; the answer is JSON.
+    pub fn send_bytes<T: DeserializeOwned>(&self, path: &str, bytes: &[u8]) -> anyhow::Result<T> {
+        let response = self
+            .agent
+            .post(format!("{}{path}", self.base_url))
+            .header("Authorization", format!("Bearer {}", self.token))
+            .header("Content-Type", "application/octet-stream")
+            .send(bytes);
+        self.finish(path, response)
+    }
+
     /// This node's status.
     pub fn status(&self) -> anyhow::Result<NodeStatus> {
         self.get("/v1/status")
@@ -225,6 +236,13 @@ pub(crate) fn cluster(command: ClusterCommand) -> anyhow::Result<()> {
             );
             let voters = open_all(&voter_dirs)?;
             let members = open_all(&member_dirs)?;
+            // Read before anything changes: the commitment goes in with genesis.
+            let secret_file = ca.join(crate::identity_commands::SUBJECT_KEY_SECRET_FILE);
+            let secret = std::fs::read_to_string(&secret_file)
+                .with_context(|| format!("reading {} (made by `civmesh ca init`)", secret_file.display()))?;
+            let commitment = Command::CommitSubjectKeySecret {
+                commitment: civmesh_policy::model::subject_key_commitment(secret.trim().as_bytes()),
+            };
             let request = InitializeRequest {
                 voters: voters.iter().map(NodeApi::peer_address).collect::<anyhow::Result<_>>()?,
             };
@@ -242,7 +260,7 @@ pub(crate) fn cluster(command: ClusterCommand) -> anyhow::Result<()> {
                     .map(NodeApi::certificate_der)
                     .collect::<anyhow::Result<_>>()?,
             };
-            check_outcomes(&leader.submit(&[ca_signed(&ca, genesis)?])?)?;
+            check_outcomes(&leader.submit(&[ca_signed(&ca, genesis)?, ca_signed(&ca, commitment)?])?)?;
             println!(
                 "bootstrapped: {} voters, {} founding members",
                 voters.len(),

@@ -50,6 +50,9 @@ pub struct NodeConfig {
     /// What one peer may ask of this node.
     #[serde(default)]
     pub limits: LimitsSection,
+    /// Corrections: the bounds on attachments.
+    #[serde(default)]
+    pub corrections: CorrectionsSection,
 }
 
 /// `[limits]`: per-peer rates and quotas. A peer over a limit gets a
@@ -79,6 +82,26 @@ impl Default for LimitsSection {
             corrections_per_peer_per_second: 50,
             correction_burst_per_peer_max: 100,
             subscriptions_per_peer_max: 64,
+        }
+    }
+}
+
+/// `[corrections]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CorrectionsSection {
+    /// The most attachments (photos, PDFs) one correction carries; at most
+    /// the protocol's `CORRECTION_ATTACHMENTS_MAX`.
+    pub attachments_max: usize,
+    /// The largest attachment, in bytes.
+    pub attachment_bytes_max: u64,
+}
+
+impl Default for CorrectionsSection {
+    fn default() -> Self {
+        CorrectionsSection {
+            attachments_max: crate::correction_attachments::ATTACHMENTS_MAX_DEFAULT,
+            attachment_bytes_max: crate::correction_attachments::ATTACHMENT_BYTES_MAX_DEFAULT,
         }
     }
 }
@@ -186,6 +209,15 @@ mod tests {
         let config = NodeConfig::load(dir.path()).unwrap();
         assert_eq!(config.raft, RaftSection::default());
         assert_eq!(config.limits, LimitsSection::default());
+        assert_eq!(
+            (config.corrections.attachments_max, config.corrections.attachment_bytes_max),
+            (5, 20 << 20)
+        );
+        write(
+            dir.path(),
+            &format!("{valid}[corrections]\nattachments_max = 2\nattachment_bytes_max = 1024\n"),
+        );
+        assert_eq!(NodeConfig::load(dir.path()).unwrap().corrections.attachment_bytes_max, 1024);
         for bad in [
             "[node",
             "garbage = = 1",
@@ -193,6 +225,7 @@ mod tests {
             &format!("{valid}[raft]\nheartbeat_interval_ms = \"fast\"\n"),
             &format!("{valid}[limits]\nqueries_per_peer_per_second = -1\n"),
             &format!("{valid}[limits]\nquery_per_peer = 5\n"),
+            &format!("{valid}[corrections]\nattachment_size = 1\n"),
         ] {
             write(dir.path(), bad);
             assert!(matches!(NodeConfig::load(dir.path()), Err(ConfigError::Invalid { .. })), "{bad}");

@@ -1,16 +1,20 @@
 //! The HTTP routes of corrections (`/v1/corrections...`): submit at the
-//! street; list, show, accept and reject at the owner; statistics anywhere.
+//! street; list, show, accept and reject at the owner; statistics and the
+//! evaluation of departments (`/v1/evaluation`) anywhere.
 //! Registered in [`crate::api::router`], behind the same bearer token.
 
 use std::time::Duration;
 
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
+use axum::Extension;
 use axum::Json;
 use civmesh_policy::correction::{correction_stats, CorrectionStats};
+use civmesh_policy::evaluation::{evaluate, Evaluation, EvaluationQuery};
 use serde::{Deserialize, Serialize};
 
-use crate::api::{ApiError, ApiState, READ_INDEX_TIMEOUT_MS};
+use crate::api::{ApiError, ApiState, TokenHolder, READ_INDEX_TIMEOUT_MS};
+use crate::correction_attachments::{content_type, AttachmentError, Uploaded};
 use crate::corrections::{hex_id, parse_id, CorrectionError, CorrectionSpec, CorrectionView};
 
 type Shared = std::sync::Arc<ApiState>;
@@ -27,6 +31,12 @@ impl From<CorrectionError> for ApiError {
             CorrectionError::Unknown(_) => StatusCode::NOT_FOUND,
             CorrectionError::NotReviewable { .. } => StatusCode::CONFLICT,
             CorrectionError::Full => StatusCode::SERVICE_UNAVAILABLE,
+            CorrectionError::StatusUnknown(_) => StatusCode::BAD_REQUEST,
+            CorrectionError::Attachment(AttachmentError::TooLarge { .. }) => StatusCode::PAYLOAD_TOO_LARGE,
+            CorrectionError::Attachment(
+                AttachmentError::IndexUnknown { .. } | AttachmentError::NotArrived { .. },
+            ) => StatusCode::NOT_FOUND,
+            CorrectionError::Attachment(_) => StatusCode::BAD_REQUEST,
             CorrectionError::Store(_) => StatusCode::INSUFFICIENT_STORAGE,
         };
         ApiError::new(status, error.to_string())
@@ -43,8 +53,10 @@ pub struct Submitted {
 /// `POST /v1/corrections`: sign and queue a correction for the owner.
 pub async fn submit(
     State(state): State<Shared>,
-    Json(spec): Json<CorrectionSpec>,
+    holder: Option<Extension<TokenHolder>>,
+    Json(mut spec): Json<CorrectionSpec>,
 ) -> Result<Json<Submitted>, ApiError> {
+    spec.operator = operator(holder, Some(&spec.operator))?;
     // Catch up with the catalog if the leader can be reached; a street cut
     // off from the quorum still takes corrections into its outbox.
     let _ = state.log.linearizable_read_index(Duration::from_millis(SUBMIT_CATCH_UP_MS)).await;
@@ -65,7 +77,12 @@ pub async fn list(
     State(state): State<Shared>,
     Query(query): Query<ListQuery>,
 ) -> Result<Json<Vec<CorrectionView>>, ApiError> {
-    Ok(Json(state.corrections.list(query.status.as_deref(), CORRECTIONS_LISTED_MAX)?))
+    if let Some(wanted) = &query.status {
+        crate::corrections::check_status_filter(wanted)?;
+    }
+    let mut views = state.corrections.list(query.status.as_deref(), CORRECTIONS_LISTED_MAX)?;
+    state.corrections.annotate(&mut views);
+    Ok(Json(views))
 }
 
 /// `GET /v1/corrections/{id}`: one correction, beside the record's base
@@ -77,12 +94,66 @@ pub async fn show(
     Ok(Json(state.corrections.view(&parse_id(&id)?)?))
 }
 
+/// The person accountable for a submission or review: the named holder of
+/// a scoped token (with the person it names, if any, as "person (holder)"),
+/// or, with the admin token, the person the body names (required).
+fn operator(holder: Option<Extension<TokenHolder>>, named: Option<&str>) -> Result<String, ApiError> {
+    let named = named.map(str::trim).filter(|named| !named.is_empty());
+    match (holder, named) {
+        (Some(Extension(TokenHolder(holder))), Some(named)) => Ok(format!("{named} ({holder})")),
+        (Some(Extension(TokenHolder(holder))), None) => Ok(holder),
+        (None, Some(named)) => Ok(named.to_string()),
+        (None, None) => Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "name the operator: `operator` in the body (the admin token names no one)",
+        )),
+    }
+}
+
+/// The body of `POST /v1/corrections/{id}/accept`.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct Acceptance {
+    /// Who accepts (required with the admin token).
+    #[serde(default)]
+    pub operator: Option<String>,
+}
+
+/// `POST /v1/corrections/attachments`: keeps a file (the raw body) at this
+/// node by its SHA-256, for a correction to name; at most the node's
+/// `attachment_bytes_max`.
+pub async fn upload_attachment(
+    State(state): State<Shared>,
+    body: axum::body::Bytes,
+) -> Result<Json<Uploaded>, ApiError> {
+    let digest = state.corrections.upload_attachment(&body)?;
+    Ok(Json(Uploaded {
+        sha256: hex_id(&digest),
+        bytes: body.len() as u64,
+        content_type: content_type(&body).to_string(),
+    }))
+}
+
+/// `GET /v1/corrections/{id}/attachments/{index}`: the attachment's bytes,
+/// with the content type its bytes show.
+pub async fn attachment(
+    State(state): State<Shared>,
+    Path((id, index)): Path<(String, u32)>,
+) -> Result<axum::response::Response, ApiError> {
+    use axum::response::IntoResponse;
+    let bytes = state.corrections.attachment(&parse_id(&id)?, index)?;
+    let kind = content_type(&bytes);
+    Ok(([(axum::http::header::CONTENT_TYPE, kind)], bytes).into_response())
+}
+
 /// `POST /v1/corrections/{id}/accept`.
 pub async fn accept(
     State(state): State<Shared>,
+    holder: Option<Extension<TokenHolder>>,
     Path(id): Path<String>,
+    Json(acceptance): Json<Option<Acceptance>>,
 ) -> Result<Json<CorrectionView>, ApiError> {
-    Ok(Json(state.corrections.review(&parse_id(&id)?, true, "").await?))
+    let operator = operator(holder, acceptance.unwrap_or_default().operator.as_deref())?;
+    Ok(Json(state.corrections.review(&parse_id(&id)?, true, "", &operator).await?))
 }
 
 /// The body of `POST /v1/corrections/{id}/reject`.
@@ -90,15 +161,20 @@ pub async fn accept(
 pub struct Rejection {
     /// Why, for the submitter.
     pub reason: String,
+    /// Who rejects (required with the admin token).
+    #[serde(default)]
+    pub operator: Option<String>,
 }
 
 /// `POST /v1/corrections/{id}/reject`.
 pub async fn reject(
     State(state): State<Shared>,
+    holder: Option<Extension<TokenHolder>>,
     Path(id): Path<String>,
     Json(rejection): Json<Rejection>,
 ) -> Result<Json<CorrectionView>, ApiError> {
-    Ok(Json(state.corrections.review(&parse_id(&id)?, false, &rejection.reason).await?))
+    let operator = operator(holder, rejection.operator.as_deref())?;
+    Ok(Json(state.corrections.review(&parse_id(&id)?, false, &rejection.reason, &operator).await?))
 }
 
 /// `GET /v1/corrections/stats`: per owner and dataset, from the policy log
@@ -106,4 +182,37 @@ pub async fn reject(
 pub async fn stats(State(state): State<Shared>) -> Result<Json<Vec<CorrectionStats>>, ApiError> {
     state.log.linearizable_read_index(Duration::from_millis(READ_INDEX_TIMEOUT_MS)).await?;
     Ok(Json(state.log.state().read(|applied| correction_stats(&applied.policy.corrections))))
+}
+
+/// `?from=YYYY-MM-DD&to=YYYY-MM-DD&bucket=day|week|month` (Asia/Shanghai,
+/// both days included).
+#[derive(Debug, Default, Deserialize)]
+pub struct EvaluationParams {
+    /// The first day; the first event in the log if absent.
+    #[serde(default)]
+    pub from: Option<String>,
+    /// The last day; up to the last event in the log if absent.
+    #[serde(default)]
+    pub to: Option<String>,
+    /// The bucket length (day if absent).
+    #[serde(default)]
+    pub bucket: Option<String>,
+}
+
+/// `GET /v1/evaluation`: per owner, dataset and time bucket, and per street,
+/// from the policy log (after a linearizable read, so every node answers alike).
+pub async fn evaluation(
+    State(state): State<Shared>,
+    Query(params): Query<EvaluationParams>,
+) -> Result<Json<Evaluation>, ApiError> {
+    let query =
+        EvaluationQuery::from_dates(params.from.as_deref(), params.to.as_deref(), params.bucket.as_deref())
+            .map_err(|error| ApiError::new(StatusCode::BAD_REQUEST, error.to_string()))?;
+    state.log.linearizable_read_index(Duration::from_millis(READ_INDEX_TIMEOUT_MS)).await?;
+    let evaluation = state
+        .log
+        .state()
+        .read(|applied| evaluate(&applied.policy, &query))
+        .map_err(|error| ApiError::new(StatusCode::BAD_REQUEST, error.to_string()))?;
+    Ok(Json(evaluation))
 }

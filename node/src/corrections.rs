@@ -13,17 +13,24 @@
 //! nodes' stores and on the wire; it is never traced and never logged.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use civmesh_certs::{codec, now_unix_millis, NodeId, NodeKey, SignedEnvelope, UnixMillis};
 use civmesh_consensus::PolicyLog;
-use civmesh_policy::correction::{CorrectionEvent, CorrectionId, CorrectionRequest, CorrectionStage};
+use civmesh_policy::correction::{
+    CorrectionEvent, CorrectionId, CorrectionRequest, CorrectionStage, CORRECTION_TEXT_BYTES_MAX,
+};
 use civmesh_policy::model::{Dataset, SubjectKeyHash};
 use civmesh_policy::{Command, CorrectionRefusalCode, PolicyState, RejectionCode};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
+use crate::correction_attachments::{
+    chunks, fit, sha256, AttachmentChunk, AttachmentError, AttachmentLimits, AttachmentView, ChunkFit,
+    ATTACHMENTS_MAX_DEFAULT, ATTACHMENT_BYTES_MAX_DEFAULT, ATTACHMENT_WAIT_MS_MAX,
+};
 use crate::query::QueryService;
 use crate::records::{validate_row, Provenance, RecordStore, RecordVersion};
 use crate::swarm::{Protocol, SwarmClient};
@@ -55,6 +62,8 @@ pub enum CorrectionMessage {
     Deliver(Vec<u8>),
     /// A signed [`CorrectionOutcome`], to the submitter.
     Outcome(Vec<u8>),
+    /// One chunk of an attachment, to the owner, after the request.
+    Attachment(AttachmentChunk),
 }
 
 /// The answer to a [`CorrectionMessage`].
@@ -93,6 +102,7 @@ pub enum OutcomeStatus {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CorrectionOutcome {
     /// The correction.
+    #[serde(with = "civmesh_policy::hex_digest")]
     pub correction: CorrectionId,
     /// The dataset.
     pub dataset: String,
@@ -139,6 +149,125 @@ pub enum EntryStatus {
     OutcomeReady,
     /// Either side: nothing left to do.
     Closed,
+    /// Inbox: awaiting review, but an import wrote a newer version of the
+    /// record that leaves the corrected fields as they were at the base
+    /// version; accepting applies the correction on top of it.
+    SupersededByImport {
+        /// The version the import wrote.
+        import_version: u64,
+    },
+    /// Outbox: stored by the owner; its attachments are being sent, this
+    /// one next.
+    SendingAttachments {
+        /// The index of the next attachment to send.
+        next: u32,
+    },
+}
+
+/// Where a correction stands, as a person reads it (`CorrectionView::state`
+/// and the `--status` filter).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CorrectionState {
+    /// At the submitter: on its way to the owner, or waiting for its decision.
+    Submitted,
+    /// At the owner: waiting for a reviewer.
+    AwaitingReview,
+    /// At the owner: waiting for a reviewer, and an import wrote a newer
+    /// version that left the corrected fields alone.
+    SupersededByImport,
+    /// Accepted; being applied.
+    Accepted,
+    /// The record has a new version whose provenance is the correction.
+    Applied,
+    /// Rejected, with a reason (in the outcome).
+    Rejected,
+    /// The corrected fields changed after the base version.
+    Conflict,
+    /// The policy log refused the submission.
+    Failed,
+}
+
+impl CorrectionState {
+    /// Every state, for the `--status` filter.
+    pub const ALL: [CorrectionState; 8] = [
+        CorrectionState::Submitted,
+        CorrectionState::AwaitingReview,
+        CorrectionState::SupersededByImport,
+        CorrectionState::Accepted,
+        CorrectionState::Applied,
+        CorrectionState::Rejected,
+        CorrectionState::Conflict,
+        CorrectionState::Failed,
+    ];
+
+    /// The stable name (as in JSON).
+    pub fn name(self) -> &'static str {
+        match self {
+            CorrectionState::Submitted => "submitted",
+            CorrectionState::AwaitingReview => "awaiting_review",
+            CorrectionState::SupersededByImport => "superseded_by_import",
+            CorrectionState::Accepted => "accepted",
+            CorrectionState::Applied => "applied",
+            CorrectionState::Rejected => "rejected",
+            CorrectionState::Conflict => "conflict",
+            CorrectionState::Failed => "failed",
+        }
+    }
+
+    /// The state of an entry with its outcome, if known.
+    pub fn of(status: &EntryStatus, outcome: Option<&OutcomeStatus>) -> Self {
+        let decided = |outcome: &OutcomeStatus| match outcome {
+            OutcomeStatus::Applied { .. } => CorrectionState::Applied,
+            OutcomeStatus::Rejected { .. } => CorrectionState::Rejected,
+            OutcomeStatus::Conflict { .. } => CorrectionState::Conflict,
+        };
+        if let Some(outcome) = outcome {
+            return decided(outcome);
+        }
+        match status {
+            EntryStatus::AwaitingReview => CorrectionState::AwaitingReview,
+            EntryStatus::SupersededByImport { .. } => CorrectionState::SupersededByImport,
+            EntryStatus::Accepted => CorrectionState::Accepted,
+            EntryStatus::Decided(outcome) => decided(outcome),
+            EntryStatus::Failed { .. } => CorrectionState::Failed,
+            EntryStatus::AwaitingDelivery
+            | EntryStatus::AwaitingOutcome
+            | EntryStatus::OutcomeReceived
+            | EntryStatus::Received
+            | EntryStatus::OutcomeReady
+            | EntryStatus::SendingAttachments { .. }
+            | EntryStatus::Closed => CorrectionState::Submitted,
+        }
+    }
+}
+
+/// The progress names of [`EntryStatus`], also accepted by the filter.
+pub const ENTRY_STATUS_NAMES: [&str; 12] = [
+    "sending_attachments",
+    "awaiting_delivery",
+    "awaiting_outcome",
+    "outcome_received",
+    "failed",
+    "received",
+    "awaiting_review",
+    "accepted",
+    "decided",
+    "outcome_ready",
+    "closed",
+    "superseded_by_import",
+];
+
+/// Checks a `--status` filter: a [`CorrectionState`] or an
+/// [`EntryStatus`] name; anything else is an error naming it.
+pub fn check_status_filter(name: &str) -> Result<(), CorrectionError> {
+    let known =
+        CorrectionState::ALL.iter().any(|state| state.name() == name) || ENTRY_STATUS_NAMES.contains(&name);
+    if known {
+        Ok(())
+    } else {
+        Err(CorrectionError::StatusUnknown(name.to_string()))
+    }
 }
 
 /// One correction as a node keeps it.
@@ -166,6 +295,9 @@ pub struct CorrectionEntry {
     pub last_error: String,
     /// When this node first kept it.
     pub created_at_ms: UnixMillis,
+    /// Inbox: the operator who accepted or rejected it (empty when no
+    /// person did), logged with the stage.
+    pub reviewer: String,
 }
 
 impl CorrectionEntry {
@@ -186,6 +318,7 @@ impl CorrectionEntry {
             next_attempt_ms: 0,
             last_error: String::new(),
             created_at_ms: now_unix_millis(),
+            reviewer: String::new(),
         }
     }
 }
@@ -210,6 +343,15 @@ pub enum CorrectionError {
     /// Too many open corrections.
     #[error("{CORRECTIONS_OPEN_MAX} corrections are open; try later")]
     Full,
+    /// An attachment was refused (nothing of it is kept).
+    #[error(transparent)]
+    Attachment(#[from] AttachmentError),
+    /// A status filter that names no status.
+    #[error(
+        "unknown status {0:?}: use awaiting_review, superseded_by_import, accepted, applied, rejected, \
+         conflict, submitted or failed"
+    )]
+    StatusUnknown(String),
     /// The store failed.
     #[error("{0}")]
     Store(String),
@@ -234,7 +376,8 @@ pub struct CorrectionSpec {
     /// SHA-256 of each attachment, hex.
     #[serde(default)]
     pub attachment_sha256: Vec<String>,
-    /// Who submits.
+    /// Who submits (with a scoped token, its named holder is recorded too).
+    #[serde(default)]
     pub operator: String,
 }
 
@@ -245,10 +388,17 @@ pub struct CorrectionView {
     pub id: String,
     /// Which side this node is.
     pub side: Side,
-    /// Where it is at this node.
+    /// Where it stands: awaiting_review, superseded_by_import, accepted,
+    /// applied, rejected (the reason is in the outcome), conflict, or
+    /// submitted / failed at the submitter.
+    pub state: CorrectionState,
+    /// Where it is at this node (the worker's progress).
     pub status: EntryStatus,
     /// The submitting node.
     pub submitter: String,
+    /// The submitting organisation, by name (from the policy log).
+    #[serde(default)]
+    pub submitter_org: Option<String>,
     /// The request.
     pub request: CorrectionRequest,
     /// The owner's outcome, once known.
@@ -261,6 +411,13 @@ pub struct CorrectionView {
     pub last_error: String,
     /// When this node first kept it.
     pub created_at_ms: UnixMillis,
+    /// At the owner: who accepted or rejected it (empty when no person did).
+    #[serde(default)]
+    pub reviewer: String,
+    /// The attachments the request names, and whether this node holds each
+    /// (`GET /v1/corrections/{id}/attachments/{index}`).
+    #[serde(default)]
+    pub attachments: Vec<AttachmentView>,
     /// At the owner: the version the submitter saw.
     pub base_record: Option<RecordVersion>,
     /// At the owner: the record now.
@@ -279,6 +436,10 @@ pub struct CorrectionService {
     entries_lock: tokio::sync::Mutex<()>,
     /// Serialises the conflict check and write of corrected records.
     apply_lock: tokio::sync::Mutex<()>,
+    /// Attachments per correction at most (from `civmesh.toml`).
+    attachments_max: AtomicUsize,
+    /// Bytes per attachment at most (from `civmesh.toml`).
+    attachment_bytes_max: AtomicU64,
     /// Ids of entries with work left.
     open: Mutex<BTreeSet<CorrectionId>>,
     wake: Notify,
@@ -324,6 +485,8 @@ impl CorrectionService {
             query,
             entries_lock: tokio::sync::Mutex::new(()),
             apply_lock: tokio::sync::Mutex::new(()),
+            attachments_max: AtomicUsize::new(ATTACHMENTS_MAX_DEFAULT),
+            attachment_bytes_max: AtomicU64::new(ATTACHMENT_BYTES_MAX_DEFAULT),
             open: Mutex::new(open),
             wake: Notify::new(),
         }))
@@ -359,6 +522,32 @@ impl CorrectionService {
     pub async fn submit(&self, spec: CorrectionSpec) -> Result<CorrectionId, CorrectionError> {
         let request = request_from_spec(spec)?;
         request.check_bounds().map_err(CorrectionError::Invalid)?;
+        let limits = self.attachment_limits();
+        if request.attachment_sha256.len() > limits.attachments_max {
+            return Err(AttachmentError::TooMany {
+                count: request.attachment_sha256.len(),
+                max: limits.attachments_max,
+            }
+            .into());
+        }
+        for digest in &request.attachment_sha256 {
+            let held = self
+                .records
+                .attachment_len(digest)
+                .map_err(|error| CorrectionError::Store(error.to_string()))?;
+            match held {
+                None => return Err(AttachmentError::NotUploaded(hex_id(digest)).into()),
+                Some(bytes) if bytes > limits.attachment_bytes_max => {
+                    return Err(AttachmentError::TooLarge {
+                        name: hex_id(digest),
+                        bytes,
+                        max: limits.attachment_bytes_max,
+                    }
+                    .into())
+                }
+                Some(_) => {}
+            }
+        }
         if self.query.subject_key_secret.is_empty() {
             return Err(CorrectionError::Invalid("this node has no subject-key secret".to_string()));
         }
@@ -382,6 +571,12 @@ impl CorrectionService {
             }
             Some(true) => {}
         }
+        let guard = self.entries_lock.lock().await;
+        if let Some(existing) = self.same_submission(&request)? {
+            // A resubmission of the same content on the same base version
+            // (a retry after a timeout): the correction already under way.
+            return Ok(existing);
+        }
         if self.open_count() >= CORRECTIONS_OPEN_MAX {
             return Err(CorrectionError::Full);
         }
@@ -394,13 +589,32 @@ impl CorrectionService {
             me,
             SubjectKeyHash::of(&self.query.subject_key_secret, &request.record_key),
         );
-        {
-            let _guard = self.entries_lock.lock().await;
-            self.save(&id, &entry)?;
-        }
+        self.save(&id, &entry)?;
+        drop(guard);
         tracing::info!(correction = %hex_id(&id), dataset = %request.dataset, "correction submitted");
         self.wake.notify_one();
         Ok(id)
+    }
+
+    /// An outbox entry (not refused by the log) whose request has the same
+    /// content as `request`: dataset, key, base version, changes, reason,
+    /// evidence, attachments and operator.
+    fn same_submission(&self, request: &CorrectionRequest) -> Result<Option<CorrectionId>, CorrectionError> {
+        for (id, bytes) in
+            self.records.corrections().map_err(|error| CorrectionError::Store(error.to_string()))?
+        {
+            let entry = decode_entry(&bytes)?;
+            if entry.side != Side::Outbox || matches!(entry.status, EntryStatus::Failed { .. }) {
+                continue;
+            }
+            let same = SignedEnvelope::<CorrectionRequest>::from_bytes(&entry.request_bytes)
+                .and_then(|envelope| envelope.unverified_payload())
+                .is_ok_and(|stored| stored == *request);
+            if same {
+                return Ok(Some(id));
+            }
+        }
+        Ok(None)
     }
 
     /// The submitter's side of an outcome from `peer`: accepted only for a
@@ -514,14 +728,22 @@ impl CorrectionService {
         id: &CorrectionId,
         accept: bool,
         reason: &str,
+        operator: &str,
     ) -> Result<CorrectionView, CorrectionError> {
         if !accept && (reason.trim().is_empty() || reason.len() > 1024) {
             return Err(CorrectionError::Invalid("a rejection needs a reason of 1..=1024 bytes".to_string()));
         }
+        if operator.trim().is_empty() || operator.len() > CORRECTION_TEXT_BYTES_MAX {
+            return Err(CorrectionError::Invalid(format!(
+                "name the operator who reviews it (1..={CORRECTION_TEXT_BYTES_MAX} bytes)"
+            )));
+        }
         {
             let _guard = self.entries_lock.lock().await;
             let mut entry = self.load(id)?.ok_or_else(|| CorrectionError::Unknown(hex_id(id)))?;
-            if entry.side != Side::Inbox || entry.status != EntryStatus::AwaitingReview {
+            let reviewable =
+                matches!(entry.status, EntryStatus::AwaitingReview | EntryStatus::SupersededByImport { .. });
+            if entry.side != Side::Inbox || !reviewable {
                 return Err(CorrectionError::NotReviewable {
                     id: hex_id(id),
                     status: status_name(&entry.status),
@@ -537,6 +759,7 @@ impl CorrectionService {
             };
             entry.attempts = 0;
             entry.next_attempt_ms = 0;
+            entry.reviewer = operator.trim().to_string();
             self.save(id, &entry)?;
         }
         self.wake.notify_one();
@@ -645,15 +868,33 @@ impl CorrectionService {
                 }
                 let message = CorrectionMessage::Deliver(entry.request_bytes.clone());
                 match self.send_to_owner(&request.dataset, &message).await? {
-                    CorrectionAck::Stored => entry.status = EntryStatus::AwaitingOutcome,
+                    CorrectionAck::Stored if request.attachment_sha256.is_empty() => {
+                        entry.status = EntryStatus::AwaitingOutcome
+                    }
+                    CorrectionAck::Stored => entry.status = EntryStatus::SendingAttachments { next: 0 },
                     CorrectionAck::Refused(reason) => return Err(format!("the owner refused: {reason}")),
                 }
+            }
+            EntryStatus::SendingAttachments { next } => {
+                self.send_attachment(id, &request, next).await?;
+                entry.status = if (next as usize + 1) < request.attachment_sha256.len() {
+                    EntryStatus::SendingAttachments { next: next + 1 }
+                } else {
+                    EntryStatus::AwaitingOutcome
+                };
             }
             EntryStatus::OutcomeReceived => {
                 self.log_stages(id, entry, &request, &[(OutcomeDelivered, None, "")])
                     .await
                     .map_err(|error| error.to_string())?;
                 entry.status = EntryStatus::Closed;
+            }
+            // The evidence first: a reviewer or a rule decides with it.
+            EntryStatus::Received
+                if !self.attachments_held(&request)
+                    && now_unix_millis().saturating_sub(entry.created_at_ms) < ATTACHMENT_WAIT_MS_MAX =>
+            {
+                return Err("waiting for the attachments".to_string());
             }
             EntryStatus::Received => match self.evaluate(id, entry.submitter, &request)? {
                 EntryStatus::Accepted => self.accept_and_apply(id, entry, &request).await?,
@@ -683,6 +924,7 @@ impl CorrectionService {
             }
             EntryStatus::AwaitingOutcome
             | EntryStatus::AwaitingReview
+            | EntryStatus::SupersededByImport { .. }
             | EntryStatus::Failed { .. }
             | EntryStatus::Closed => {}
         }
@@ -804,7 +1046,7 @@ impl CorrectionService {
         if let Err(error) = merged_row(&dataset, &current, request) {
             return reject("wrong_type", error);
         }
-        if current.version != request.base_version {
+        if self.corrected_fields_moved(request, &current).map_err(|error| error.to_string())? {
             return Ok(EntryStatus::Decided(OutcomeStatus::Conflict { current_version: current.version }));
         }
         Ok(if clearance.review_required { EntryStatus::AwaitingReview } else { EntryStatus::Accepted })
@@ -819,12 +1061,83 @@ impl CorrectionService {
     ) -> Result<Option<u64>, String> {
         let current =
             self.records.latest(&request.dataset, &request.record_key).map_err(|error| error.to_string())?;
-        Ok(current
-            .filter(|current| {
-                current.version != request.base_version
-                    && current.provenance != (Provenance::Correction { id: hex_id(id) })
-            })
-            .map(|current| current.version))
+        let Some(current) = current else { return Ok(None) };
+        if current.provenance == (Provenance::Correction { id: hex_id(id) }) {
+            return Ok(None);
+        }
+        let moved = self.corrected_fields_moved(request, &current).map_err(|error| error.to_string())?;
+        Ok(moved.then_some(current.version))
+    }
+
+    /// Whether `current` differs from the request's base version in a field
+    /// the correction changes (or the base version is not there): only then
+    /// is it a conflict. A newer version that changed other fields (an
+    /// import) is not.
+    fn corrected_fields_moved(
+        &self,
+        request: &CorrectionRequest,
+        current: &RecordVersion,
+    ) -> Result<bool, crate::records::RecordStoreError> {
+        if current.version == request.base_version {
+            return Ok(false);
+        }
+        let history = self.records.history(&request.dataset, &request.record_key)?;
+        let Some(base) = history.iter().find(|version| version.version == request.base_version) else {
+            return Ok(true);
+        };
+        Ok(fields_moved(base, current, request))
+    }
+
+    /// An import wrote `changed` (key and new version) in `dataset`: each
+    /// correction awaiting review on one of those records is now
+    /// `superseded_by_import` if the import left its fields as they were at
+    /// its base version, or decided as a conflict if it changed one of them.
+    /// Returns how many of each. Best effort: a correction missed here (a
+    /// crash) is still checked field by field when it is accepted.
+    pub async fn records_imported(
+        &self,
+        dataset: &str,
+        changed: &[(String, RecordVersion)],
+    ) -> (usize, usize) {
+        let changed: BTreeMap<&str, &RecordVersion> =
+            changed.iter().map(|(key, version)| (key.as_str(), version)).collect();
+        let (mut superseded, mut conflicts) = (0, 0);
+        let _guard = self.entries_lock.lock().await;
+        let Ok(stored) = self.records.corrections() else { return (0, 0) };
+        for (id, bytes) in stored {
+            let Ok(mut entry) = decode_entry(&bytes) else { continue };
+            let reviewable =
+                matches!(entry.status, EntryStatus::AwaitingReview | EntryStatus::SupersededByImport { .. });
+            if entry.side != Side::Inbox || !reviewable {
+                continue;
+            }
+            let Ok(request) = SignedEnvelope::<CorrectionRequest>::from_bytes(&entry.request_bytes)
+                .and_then(|envelope| envelope.unverified_payload())
+            else {
+                continue;
+            };
+            let Some(new) = changed.get(request.record_key.as_str()).filter(|_| request.dataset == dataset)
+            else {
+                continue;
+            };
+            let Ok(moved) = self.corrected_fields_moved(&request, new) else { continue };
+            entry.status = if moved {
+                conflicts += 1;
+                EntryStatus::Decided(OutcomeStatus::Conflict { current_version: new.version })
+            } else {
+                superseded += 1;
+                EntryStatus::SupersededByImport { import_version: new.version }
+            };
+            entry.attempts = 0;
+            entry.next_attempt_ms = 0;
+            if let Err(error) = self.save(&id, &entry) {
+                tracing::warn!(correction = %hex_id(&id), %error, "a correction could not learn of an import");
+            }
+        }
+        if conflicts > 0 {
+            self.wake.notify_one();
+        }
+        (superseded, conflicts)
     }
 
     /// Writes the new version (once: a version with this correction's
@@ -848,7 +1161,7 @@ impl CorrectionService {
         if current.provenance == provenance {
             return Ok(Ok(current.version));
         }
-        if current.version != request.base_version {
+        if self.corrected_fields_moved(request, &current).map_err(|error| error.to_string())? {
             return Ok(Err(current.version));
         }
         let dataset = self
@@ -904,6 +1217,11 @@ impl CorrectionService {
                 fields: request.changes.keys().cloned().collect(),
                 reason_code: reason_code.to_string(),
                 version: *version,
+                operator: match stage {
+                    CorrectionStage::Submitted => request.operator.clone(),
+                    CorrectionStage::Accepted | CorrectionStage::Rejected => entry.reviewer.clone(),
+                    _ => String::new(),
+                },
             };
             let command = Command::RecordCorrectionEvent(event);
             commands.push(
@@ -987,6 +1305,7 @@ impl CorrectionService {
                 }
             },
             Ok(CorrectionMessage::Outcome(outcome)) => self.receive_outcome(peer, &outcome).await,
+            Ok(CorrectionMessage::Attachment(chunk)) => self.receive_attachment(peer, chunk).await,
             Err(error) => CorrectionAck::Refused(format!("malformed message: {error}")),
         };
         codec::encode(&ack).unwrap_or_default()
@@ -994,10 +1313,181 @@ impl CorrectionService {
 
     // ----- views -----
 
+    /// Fills in the organisations' names from the policy log and which
+    /// attachments this node holds.
+    pub fn annotate(&self, views: &mut [CorrectionView]) {
+        self.log.state().read(|applied| {
+            for view in views.iter_mut() {
+                let member = view.submitter.parse().ok().and_then(|node| applied.policy.members.get(&node));
+                view.submitter_org = member.map(|member| member.org.to_string());
+            }
+        });
+        for view in views.iter_mut() {
+            for attachment in &mut view.attachments {
+                let digest = civmesh_policy::hex_digest::from_hex(&attachment.sha256);
+                let held = digest.and_then(|digest| self.records.attachment_len(&digest).ok().flatten());
+                (attachment.held, attachment.bytes) = (held.is_some(), held);
+            }
+        }
+    }
+
+    /// Whether this node holds every attachment `request` names.
+    fn attachments_held(&self, request: &CorrectionRequest) -> bool {
+        request
+            .attachment_sha256
+            .iter()
+            .all(|digest| self.records.attachment_len(digest).is_ok_and(|held| held.is_some()))
+    }
+
+    /// The bounds on attachments this node enforces.
+    pub fn attachment_limits(&self) -> AttachmentLimits {
+        AttachmentLimits {
+            attachments_max: self.attachments_max.load(Ordering::Relaxed),
+            attachment_bytes_max: self.attachment_bytes_max.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Sets the bounds (from `[corrections]` in `civmesh.toml`).
+    pub fn set_attachment_limits(&self, limits: AttachmentLimits) {
+        self.attachments_max.store(limits.attachments_max, Ordering::Relaxed);
+        self.attachment_bytes_max.store(limits.attachment_bytes_max, Ordering::Relaxed);
+    }
+
+    /// Keeps an attachment at the submitter (synced), by its SHA-256, for a
+    /// correction to name; returns the digest.
+    pub fn upload_attachment(&self, bytes: &[u8]) -> Result<[u8; 32], CorrectionError> {
+        let max = self.attachment_limits().attachment_bytes_max;
+        if bytes.len() as u64 > max {
+            return Err(AttachmentError::TooLarge {
+                name: "uploaded".into(),
+                bytes: bytes.len() as u64,
+                max,
+            }
+            .into());
+        }
+        let digest = sha256(bytes);
+        self.records
+            .put_attachment(&digest, bytes)
+            .map_err(|error| CorrectionError::Store(error.to_string()))?;
+        Ok(digest)
+    }
+
+    /// Attachment `index` of correction `id`, as this node holds it.
+    pub fn attachment(&self, id: &CorrectionId, index: u32) -> Result<Vec<u8>, CorrectionError> {
+        let entry = self.load(id)?.ok_or_else(|| CorrectionError::Unknown(hex_id(id)))?;
+        let request = SignedEnvelope::<CorrectionRequest>::from_bytes(&entry.request_bytes)
+            .and_then(|envelope| envelope.unverified_payload())
+            .map_err(|error| CorrectionError::Store(error.to_string()))?;
+        let digest = request
+            .attachment_sha256
+            .get(index as usize)
+            .ok_or(AttachmentError::IndexUnknown { correction: hex_id(id), index })?;
+        self.records
+            .attachment(digest)
+            .map_err(|error| CorrectionError::Store(error.to_string()))?
+            .ok_or_else(|| AttachmentError::NotArrived { correction: hex_id(id), index }.into())
+    }
+
+    /// Sends attachment `index` to the owner, chunk by chunk.
+    async fn send_attachment(
+        &self,
+        id: &CorrectionId,
+        request: &CorrectionRequest,
+        index: u32,
+    ) -> Result<(), String> {
+        let digest = request.attachment_sha256.get(index as usize).ok_or("no such attachment")?;
+        let bytes = self
+            .records
+            .attachment(digest)
+            .map_err(|error| error.to_string())?
+            .ok_or_else(|| AttachmentError::NotUploaded(hex_id(digest)).to_string())?;
+        for chunk in chunks(*id, index, &bytes) {
+            match self.send_to_owner(&request.dataset, &CorrectionMessage::Attachment(chunk)).await? {
+                CorrectionAck::Stored => {}
+                CorrectionAck::Refused(reason) => {
+                    return Err(format!("the owner refused attachment {index}: {reason}"))
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The owner's side of an attachment chunk from `peer`: kept (synced)
+    /// if it continues what arrived; the last one checked against the
+    /// signed digest, and the whole kept only if it matches.
+    async fn receive_attachment(&self, peer: NodeId, chunk: AttachmentChunk) -> CorrectionAck {
+        let refused = |reason: String| CorrectionAck::Refused(reason);
+        let id = chunk.correction;
+        let _guard = self.entries_lock.lock().await;
+        let entry = match self.load(&id) {
+            Ok(Some(entry)) if entry.side == Side::Inbox && entry.submitter == peer => entry,
+            Ok(_) => return refused("no such correction from this node in this inbox".to_string()),
+            Err(error) => return refused(error.to_string()),
+        };
+        let Ok(request) = SignedEnvelope::<CorrectionRequest>::from_bytes(&entry.request_bytes)
+            .and_then(|envelope| envelope.unverified_payload())
+        else {
+            return refused("the stored request does not decode".to_string());
+        };
+        let limits = self.attachment_limits();
+        let Some(signed) = request.attachment_sha256.get(chunk.index as usize) else {
+            return refused(
+                AttachmentError::IndexUnknown { correction: hex_id(&id), index: chunk.index }.to_string(),
+            );
+        };
+        if request.attachment_sha256.len() > limits.attachments_max {
+            let count = request.attachment_sha256.len();
+            return refused(AttachmentError::TooMany { count, max: limits.attachments_max }.to_string());
+        }
+        match self.records.attachment_len(signed) {
+            Ok(Some(_)) => return CorrectionAck::Stored,
+            Ok(None) => {}
+            Err(error) => return refused(error.to_string()),
+        }
+        let parts = match self.records.attachment_parts(&id, chunk.index) {
+            Ok(parts) => parts,
+            Err(error) => return refused(error.to_string()),
+        };
+        let received: u64 = parts.iter().map(|(_, bytes)| bytes.len() as u64).sum();
+        let result = match fit(&chunk, received, limits) {
+            Err(error) => Err(error.to_string()),
+            Ok(ChunkFit::Repeat) => Ok(()),
+            Ok(ChunkFit::Next) => self
+                .records
+                .put_attachment_part(&id, chunk.index, chunk.offset, &chunk.bytes)
+                .map_err(|error| error.to_string()),
+            Ok(ChunkFit::Last) => {
+                let mut whole = Vec::with_capacity(chunk.total_bytes as usize);
+                for (_, bytes) in parts {
+                    whole.extend_from_slice(&bytes);
+                }
+                whole.extend_from_slice(&chunk.bytes);
+                let _ = self.records.delete_attachment_parts(&id, chunk.index);
+                let arrived = sha256(&whole);
+                if arrived == *signed {
+                    self.records.put_attachment(signed, &whole).map_err(|error| error.to_string())
+                } else {
+                    tracing::warn!(correction = %hex_id(&id), index = chunk.index, "an attachment does not match its signed digest; dropped");
+                    Err(AttachmentError::DigestMismatch {
+                        index: chunk.index,
+                        signed: hex_id(signed),
+                        received: hex_id(&arrived),
+                    }
+                    .to_string())
+                }
+            }
+        };
+        match result {
+            Ok(()) => CorrectionAck::Stored,
+            Err(reason) => refused(reason),
+        }
+    }
+
     /// One correction as this node knows it, with both record versions at the owner.
     pub fn view(&self, id: &CorrectionId) -> Result<CorrectionView, CorrectionError> {
         let entry = self.load(id)?.ok_or_else(|| CorrectionError::Unknown(hex_id(id)))?;
         let mut view = view_of(id, &entry)?;
+        self.annotate(std::slice::from_mut(&mut view));
         if entry.side == Side::Inbox {
             let history = self
                 .records
@@ -1018,7 +1508,8 @@ impl CorrectionService {
             self.records.corrections().map_err(|error| CorrectionError::Store(error.to_string()))?
         {
             let view = view_of(&id, &decode_entry(&bytes)?)?;
-            if status.is_none_or(|wanted| status_name(&view.status) == wanted) {
+            if status.is_none_or(|wanted| status_name(&view.status) == wanted || view.state.name() == wanted)
+            {
                 views.push(view);
             }
         }
@@ -1107,6 +1598,7 @@ fn needs_work(status: &EntryStatus) -> bool {
         status,
         EntryStatus::AwaitingOutcome
             | EntryStatus::AwaitingReview
+            | EntryStatus::SupersededByImport { .. }
             | EntryStatus::Failed { .. }
             | EntryStatus::Closed
     )
@@ -1141,17 +1633,32 @@ fn view_of(id: &CorrectionId, entry: &CorrectionEntry) -> Result<CorrectionView,
         })
         .transpose()
         .map_err(|error| CorrectionError::Store(error.to_string()))?;
+    let attachments = request
+        .attachment_sha256
+        .iter()
+        .enumerate()
+        .map(|(index, digest)| AttachmentView {
+            index: index as u32,
+            sha256: hex_id(digest),
+            held: false,
+            bytes: None,
+        })
+        .collect();
     Ok(CorrectionView {
         id: hex_id(id),
         side: entry.side,
+        state: CorrectionState::of(&entry.status, outcome.as_ref().map(|outcome| &outcome.status)),
         status: entry.status.clone(),
         submitter: entry.submitter.to_string(),
+        submitter_org: None,
         request,
         outcome,
         stages_logged: entry.stages_logged.clone(),
         attempts: entry.attempts,
         last_error: entry.last_error.clone(),
         created_at_ms: entry.created_at_ms,
+        reviewer: entry.reviewer.clone(),
+        attachments,
         base_record: None,
         current_record: None,
     })
@@ -1178,6 +1685,11 @@ fn request_from_spec(spec: CorrectionSpec) -> Result<CorrectionRequest, Correcti
         attachment_sha256,
         operator: spec.operator,
     })
+}
+
+/// Whether a field the correction changes differs between two versions.
+fn fields_moved(base: &RecordVersion, current: &RecordVersion, request: &CorrectionRequest) -> bool {
+    request.changes.keys().any(|field| base.fields.get(field) != current.fields.get(field))
 }
 
 /// The current record with the changes laid over it, validated as a row.

@@ -79,6 +79,7 @@ pub(crate) fn init(args: InitArgs) -> anyhow::Result<()> {
             ..RaftSection::default()
         },
         limits: LimitsSection::default(),
+        corrections: Default::default(),
     };
     write_new(&args.data_dir.join(CONFIG_FILE_NAME), toml::to_string_pretty(&config)?.as_bytes(), 0o644)?;
     println!("{}", key.node_id());

@@ -11,6 +11,7 @@ pub mod cli;
 pub mod cluster_commands;
 pub mod config;
 pub mod correction_api;
+pub mod correction_attachments;
 mod correction_commands;
 pub mod corrections;
 pub mod group_commit;
@@ -36,6 +37,9 @@ pub fn run(cli: cli::Cli) -> anyhow::Result<()> {
         cli::Command::Policy(command) => records_commands::policy(command),
         cli::Command::Catalog(command) => records_commands::catalog(command),
         cli::Command::Correction(command) => correction_commands::correction(command),
+        cli::Command::Evaluate { node_dir, from, to, bucket, format } => {
+            correction_commands::evaluate(&node_dir, from.as_deref(), to.as_deref(), &bucket, format)
+        }
         cli::Command::Audit(command) => audit_commands::audit(command),
         cli::Command::Token(command) => match command {
             cli::TokenCommand::Create { node_dir, name, scopes } => {
@@ -56,12 +60,30 @@ pub fn run(cli: cli::Cli) -> anyhow::Result<()> {
 }
 
 /// Runs `civmesh-demo`, which lives beside this binary, and passes its exit
-/// status on.
+/// status on. SIGINT and SIGTERM are forwarded to it (it stops its nodes
+/// and then exits), and this waits for it.
 fn run_demo(args: &[String]) -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
     let exe = std::env::current_exe()?;
     let demo = exe.with_file_name("civmesh-demo");
     anyhow::ensure!(demo.exists(), "{} is missing: build it with `cargo build --bins`", demo.display());
-    let status = std::process::Command::new(&demo).args(args).status()?;
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let status = runtime.block_on(async {
+        // Listening before the child starts: no signal falls between.
+        let mut interrupt = signal(SignalKind::interrupt())?;
+        let mut terminate = signal(SignalKind::terminate())?;
+        let mut child = tokio::process::Command::new(&demo).args(args).spawn()?;
+        let pid = child.id().ok_or_else(|| anyhow::anyhow!("the demo exited at once"))?;
+        loop {
+            let forward = tokio::select! {
+                status = child.wait() => return anyhow::Ok(status?),
+                _ = interrupt.recv() => "-INT",
+                _ = terminate.recv() => "-TERM",
+            };
+            // `kill` rather than a libc call: this crate has no unsafe code.
+            let _ = tokio::process::Command::new("kill").arg(forward).arg(pid.to_string()).status().await;
+        }
+    })?;
     anyhow::ensure!(status.success(), "the demo failed ({status})");
     Ok(())
 }

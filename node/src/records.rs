@@ -5,7 +5,10 @@
 //! number; `versions` maps `dataset \0 key \0 version` (big-endian) to the
 //! [`RecordVersion`]; `subscriptions` and `corrections` keep the node's
 //! subscriptions and its correction inbox and outbox, and `pushes` the
-//! logged pushes a subscriber has not received yet. A batch of rows is one synced RocksDB write: it is on
+//! logged pushes a subscriber has not received yet; `attachments` keeps
+//! correction attachments by SHA-256 (at the submitter once uploaded, at
+//! the owner once whole and checked) and `attachment_parts` the chunks of
+//! one still arriving. A batch of rows is one synced RocksDB write: it is on
 //! disk before the caller is told, or not at all.
 
 use std::collections::BTreeMap;
@@ -21,6 +24,8 @@ const VERSIONS_FAMILY: &str = "versions";
 const SUBSCRIPTIONS_FAMILY: &str = "subscriptions";
 const CORRECTIONS_FAMILY: &str = "corrections";
 const PUSHES_FAMILY: &str = "pushes";
+const ATTACHMENTS_FAMILY: &str = "attachments";
+const ATTACHMENT_PARTS_FAMILY: &str = "attachment_parts";
 /// The longest record key accepted, in bytes.
 pub const RECORD_KEY_BYTES_MAX: usize = 256;
 /// The largest stored record version, in bytes.
@@ -133,6 +138,15 @@ fn record_prefix(dataset: &str, key: &str) -> Vec<u8> {
     prefix
 }
 
+/// `id ‖ index ‖ offset`, big-endian, so chunks sort by offset.
+fn part_key(id: &[u8; 32], index: u32, offset: u64) -> Vec<u8> {
+    let mut key = Vec::with_capacity(44);
+    key.extend_from_slice(id);
+    key.extend_from_slice(&index.to_be_bytes());
+    key.extend_from_slice(&offset.to_be_bytes());
+    key
+}
+
 fn version_key(dataset: &str, key: &str, version: u64) -> Vec<u8> {
     let mut full = record_prefix(dataset, key);
     full.extend_from_slice(&version.to_be_bytes());
@@ -145,9 +159,16 @@ impl RecordStore {
         let mut options = Options::default();
         options.create_if_missing(true);
         options.create_missing_column_families(true);
-        let families =
-            [LATEST_FAMILY, VERSIONS_FAMILY, SUBSCRIPTIONS_FAMILY, CORRECTIONS_FAMILY, PUSHES_FAMILY]
-                .map(|name| ColumnFamilyDescriptor::new(name, Options::default()));
+        let families = [
+            LATEST_FAMILY,
+            VERSIONS_FAMILY,
+            SUBSCRIPTIONS_FAMILY,
+            CORRECTIONS_FAMILY,
+            PUSHES_FAMILY,
+            ATTACHMENTS_FAMILY,
+            ATTACHMENT_PARTS_FAMILY,
+        ]
+        .map(|name| ColumnFamilyDescriptor::new(name, Options::default()));
         Ok(RecordStore { db: DB::open_cf_descriptors(&options, directory, families)? })
     }
 
@@ -313,6 +334,80 @@ impl RecordStore {
         Ok(())
     }
 
+    /// Keeps an attachment by its SHA-256, synced.
+    pub fn put_attachment(&self, sha256: &[u8; 32], bytes: &[u8]) -> Result<(), RecordStoreError> {
+        let mut options = WriteOptions::default();
+        options.set_sync(true);
+        self.db.put_cf_opt(self.family(ATTACHMENTS_FAMILY)?, sha256, bytes, &options)?;
+        Ok(())
+    }
+
+    /// An attachment by its SHA-256.
+    pub fn attachment(&self, sha256: &[u8; 32]) -> Result<Option<Vec<u8>>, RecordStoreError> {
+        Ok(self.db.get_cf(self.family(ATTACHMENTS_FAMILY)?, sha256)?)
+    }
+
+    /// The size of an attachment, if kept.
+    pub fn attachment_len(&self, sha256: &[u8; 32]) -> Result<Option<u64>, RecordStoreError> {
+        Ok(self.db.get_pinned_cf(self.family(ATTACHMENTS_FAMILY)?, sha256)?.map(|bytes| bytes.len() as u64))
+    }
+
+    /// Keeps one chunk of attachment `index` of correction `id`, at `offset`, synced.
+    pub fn put_attachment_part(
+        &self,
+        id: &[u8; 32],
+        index: u32,
+        offset: u64,
+        bytes: &[u8],
+    ) -> Result<(), RecordStoreError> {
+        let mut options = WriteOptions::default();
+        options.set_sync(true);
+        self.db.put_cf_opt(
+            self.family(ATTACHMENT_PARTS_FAMILY)?,
+            part_key(id, index, offset),
+            bytes,
+            &options,
+        )?;
+        Ok(())
+    }
+
+    /// The chunks kept of attachment `index` of correction `id`, by offset.
+    pub fn attachment_parts(
+        &self,
+        id: &[u8; 32],
+        index: u32,
+    ) -> Result<Vec<(u64, Vec<u8>)>, RecordStoreError> {
+        let prefix = part_key(id, index, 0)[..36].to_vec();
+        let mut parts = Vec::new();
+        for item in self.db.iterator_cf(
+            self.family(ATTACHMENT_PARTS_FAMILY)?,
+            IteratorMode::From(&prefix, Direction::Forward),
+        ) {
+            let (key, value) = item?;
+            if !key.starts_with(&prefix) {
+                break;
+            }
+            let offset = <[u8; 8]>::try_from(&key[36..]).map(u64::from_be_bytes).map_err(|_| {
+                RecordStoreError::Corrupt("an attachment part key is not 44 bytes".to_string())
+            })?;
+            parts.push((offset, value.to_vec()));
+        }
+        Ok(parts)
+    }
+
+    /// Forgets the chunks of attachment `index` of correction `id`, synced.
+    pub fn delete_attachment_parts(&self, id: &[u8; 32], index: u32) -> Result<(), RecordStoreError> {
+        let family = self.family(ATTACHMENT_PARTS_FAMILY)?;
+        let mut batch = WriteBatch::default();
+        for (offset, _) in self.attachment_parts(id, index)? {
+            batch.delete_cf(family, part_key(id, index, offset));
+        }
+        let mut options = WriteOptions::default();
+        options.set_sync(true);
+        self.db.write_opt(batch, &options)?;
+        Ok(())
+    }
+
     /// How many records (keys) a dataset has.
     pub fn count(&self, dataset: &str) -> Result<u64, RecordStoreError> {
         let mut prefix = dataset.as_bytes().to_vec();
@@ -438,5 +533,28 @@ mod tests {
         drop(store);
         let reopened = RecordStore::open(dir.path()).unwrap();
         assert_eq!(reopened.latest_version(dataset, "k1").unwrap(), Some(4));
+    }
+
+    #[test]
+    fn attachment_parts_are_kept_per_correction_and_index_in_offset_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RecordStore::open(dir.path()).unwrap();
+        store.put_attachment_part(&[1; 32], 0, 300, b"later").unwrap();
+        store.put_attachment_part(&[1; 32], 0, 0, b"first").unwrap();
+        store.put_attachment_part(&[1; 32], 1, 0, b"other index").unwrap();
+        store.put_attachment_part(&[2; 32], 0, 0, b"other correction").unwrap();
+        assert_eq!(
+            store.attachment_parts(&[1; 32], 0).unwrap(),
+            vec![(0, b"first".to_vec()), (300, b"later".to_vec())]
+        );
+        store.delete_attachment_parts(&[1; 32], 0).unwrap();
+        assert!(store.attachment_parts(&[1; 32], 0).unwrap().is_empty());
+        assert_eq!(store.attachment_parts(&[1; 32], 1).unwrap().len(), 1);
+        store.put_attachment(&[9; 32], b"%PDF").unwrap();
+        assert_eq!(store.attachment(&[9; 32]).unwrap().as_deref(), Some(&b"%PDF"[..]));
+        assert_eq!(
+            (store.attachment_len(&[9; 32]).unwrap(), store.attachment_len(&[8; 32]).unwrap()),
+            (Some(4), None)
+        );
     }
 }

@@ -3,7 +3,6 @@
 //! running node's API.
 
 use std::collections::BTreeMap;
-use std::io::BufRead;
 use std::path::Path;
 
 use anyhow::Context;
@@ -16,7 +15,8 @@ use crate::cli::{CatalogCommand, PolicyCommand, RecordsCommand};
 use crate::cluster_commands::NodeApi;
 use crate::config::NodeConfig;
 
-/// Rows sent per import request.
+/// Rows sent per import request (at most the node's
+/// [`crate::api::IMPORT_ROWS_PER_REQUEST_MAX`]).
 const IMPORT_ROWS_PER_CHUNK: usize = 1_000;
 /// The largest command file read, in bytes.
 const COMMAND_FILE_BYTES_MAX: u64 = 1024 * 1024;
@@ -27,8 +27,8 @@ type ParsedRows = (Vec<(u64, Row)>, Vec<RowFailure>);
 
 pub(crate) fn records(command: RecordsCommand) -> anyhow::Result<()> {
     match command {
-        RecordsCommand::Import { node_dir, dataset, batch, file } => {
-            import(&node_dir, &dataset, batch, &file)
+        RecordsCommand::Import { node_dir, dataset, batch, file, partial, encoding } => {
+            import(&node_dir, &dataset, batch, &file, partial, encoding.as_deref())
         }
         RecordsCommand::Show { node_dir, dataset, key, at_ms } => {
             let api = NodeApi::open(&node_dir)?;
@@ -54,7 +54,69 @@ fn encode(value: &str) -> String {
         .collect()
 }
 
-fn import(node_dir: &Path, dataset_id: &str, batch: Option<String>, file: &Path) -> anyhow::Result<()> {
+/// Why a file cannot be imported at all (as opposed to rows refused by line).
+#[derive(Debug, thiserror::Error)]
+pub enum ImportFileError {
+    /// `--encoding` names no encoding this tool knows.
+    #[error("unknown encoding {0:?}: use utf-8, gbk or gb18030")]
+    EncodingUnknown(String),
+    /// The bytes are not UTF-8 and no encoding was given.
+    #[error(
+        "{path} is not UTF-8 (first bad byte on line {line}); a file saved by Excel on Chinese \
+         Windows is usually GBK: add --encoding gbk"
+    )]
+    NotUtf8 {
+        /// The file.
+        path: String,
+        /// The line of the first byte that is not UTF-8.
+        line: u64,
+    },
+    /// The bytes are not valid in the encoding given.
+    #[error("{path} is not valid {encoding} (first bad byte on line {line})")]
+    Malformed {
+        /// The file.
+        path: String,
+        /// The encoding.
+        encoding: String,
+        /// The line of the first bad byte.
+        line: u64,
+    },
+    /// The file holds no rows.
+    #[error("{0} holds no rows: nothing to import")]
+    Empty(String),
+    /// A column the dataset declares is not in the CSV header.
+    #[error("line 1: the header lacks the declared column {0:?} (give the column, empty for no value)")]
+    ColumnMissing(String),
+    /// A CSV header column the dataset does not declare.
+    #[error("line 1: the header names {0:?}, which the dataset does not declare")]
+    ColumnUnknown(String),
+    /// The extension is neither .csv nor .jsonl.
+    #[error("cannot import .{0} files: use .csv or .jsonl")]
+    FormatUnknown(String),
+    /// The file cannot be read.
+    #[error("reading {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The CSV header cannot be parsed.
+    #[error("line 1: {0}")]
+    Header(String),
+}
+
+/// The largest file `records import` reads, in bytes.
+const IMPORT_FILE_BYTES_MAX: u64 = 2 * 1024 * 1024 * 1024;
+
+fn import(
+    node_dir: &Path,
+    dataset_id: &str,
+    batch: Option<String>,
+    file: &Path,
+    partial: bool,
+    encoding: Option<&str>,
+) -> anyhow::Result<()> {
     let api = NodeApi::open(node_dir)?;
     // A linearizable read first: the local catalog then includes every
     // dataset published before this command started.
@@ -64,70 +126,180 @@ fn import(node_dir: &Path, dataset_id: &str, batch: Option<String>, file: &Path)
         .into_iter()
         .find(|d| d.id == dataset_id)
         .with_context(|| format!("no dataset {dataset_id} in the catalog"))?;
-    let (rows, mut failures) = read_rows(&dataset, file)?;
+    let text = read_text(file, encoding)?;
+    let (rows, mut failures) = read_rows(&dataset, file, &text)?;
     let batch = batch.unwrap_or_else(|| format!("import-{}", now_unix_millis()));
+    let path = format!("/v1/records/import?dataset={}", encode(dataset_id));
+    // Lines need not be contiguous (unparsable lines are already out), so
+    // requests carry runs of consecutive lines.
+    let requests = |dry_run: bool| {
+        let mut requests = Vec::new();
+        for chunk in rows.chunks(IMPORT_ROWS_PER_CHUNK) {
+            for run in chunk.chunk_by(|a, b| b.0 == a.0 + 1) {
+                requests.push(ImportRequest {
+                    batch: batch.clone(),
+                    first_line: run[0].0,
+                    rows: run.iter().map(|(_, row)| row.clone()).collect(),
+                    dry_run,
+                    partial,
+                });
+            }
+        }
+        requests
+    };
+    // Atomic by default: every row is checked by the node first, and
+    // nothing is written if any is refused.
+    let many = rows.len() > IMPORT_ROWS_PER_CHUNK;
+    if !partial && (many || !failures.is_empty()) {
+        for request in requests(true) {
+            let answer: ImportResponse = api.send("POST", &path, &request)?;
+            failures.extend(answer.failures);
+        }
+        if !failures.is_empty() {
+            report_failures(&mut failures);
+            anyhow::bail!(
+                "nothing written: {} rows were refused (fix them, or write the good rows with --partial)",
+                failures.len()
+            );
+        }
+    }
     let progress = indicatif::ProgressBar::new(rows.len() as u64);
     progress.set_style(
         indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} rows ({per_sec}, {eta} left)")
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
-    let mut written = 0;
-    for chunk in rows.chunks(IMPORT_ROWS_PER_CHUNK) {
-        // Lines need not be contiguous (unparsable lines are already out),
-        // so send runs of consecutive lines.
-        for run in chunk.chunk_by(|a, b| b.0 == a.0 + 1) {
-            let request = ImportRequest {
-                batch: batch.clone(),
-                first_line: run[0].0,
-                rows: run.iter().map(|(_, row)| row.clone()).collect(),
-            };
-            let answer: ImportResponse =
-                api.send("POST", &format!("/v1/records/import?dataset={}", encode(dataset_id)), &request)?;
-            written += answer.written;
-            failures.extend(answer.failures);
-            progress.inc(run.len() as u64);
+    let (mut written, mut unchanged, mut superseded, mut conflicts) = (0, 0, 0, 0);
+    for request in requests(false) {
+        let count = request.rows.len() as u64;
+        let answer: ImportResponse = api.send("POST", &path, &request)?;
+        written += answer.written;
+        unchanged += answer.unchanged;
+        superseded += answer.corrections_superseded;
+        conflicts += answer.corrections_in_conflict;
+        let refused = !answer.failures.is_empty();
+        failures.extend(answer.failures);
+        progress.inc(count);
+        if refused && !partial {
+            break;
         }
     }
     progress.finish_and_clear();
-    failures.sort_by_key(|failure| failure.line);
-    for failure in &failures {
-        eprintln!("line {}: {}", failure.line, failure.error);
+    report_failures(&mut failures);
+    println!(
+        "{written} rows written to {dataset_id} (batch {batch}), {unchanged} unchanged, {} refused; \
+         corrections awaiting review: {superseded} superseded by this import, {conflicts} now in conflict",
+        failures.len()
+    );
+    if !partial && !failures.is_empty() {
+        if written == 0 {
+            anyhow::bail!(
+                "nothing written: {} rows were refused (fix them, or write the good rows with --partial)",
+                failures.len()
+            );
+        }
+        // Only if the node refused a row its own check passed (the schema
+        // changed meanwhile): the requests before it were written; running
+        // the import again writes only what is still missing.
+        anyhow::bail!("{} rows were refused after {written} rows were written", failures.len());
     }
-    println!("{written} rows written to {dataset_id} (batch {batch}); {} rows refused", failures.len());
-    anyhow::ensure!(failures.is_empty(), "{} rows were refused and not written", failures.len());
     Ok(())
 }
 
-/// Reads `.csv` or `.jsonl` into rows with their line numbers; lines that
-/// do not parse at all are failures already.
-fn read_rows(dataset: &Dataset, file: &Path) -> anyhow::Result<ParsedRows> {
+fn report_failures(failures: &mut [RowFailure]) {
+    failures.sort_by_key(|failure| failure.line);
+    for failure in failures.iter() {
+        eprintln!("line {}: {}", failure.line, failure.error);
+    }
+}
+
+/// The file as text: UTF-8 (a byte-order mark is dropped) unless
+/// `encoding` names another, e.g. `gbk` for Excel on Chinese Windows.
+fn read_text(file: &Path, encoding: Option<&str>) -> Result<String, ImportFileError> {
+    let path = file.display().to_string();
+    let read_error = |source| ImportFileError::Read { path: path.clone(), source };
+    let length = std::fs::metadata(file).map_err(read_error)?.len();
+    if length > IMPORT_FILE_BYTES_MAX {
+        return Err(read_error(std::io::Error::other(format!(
+            "{length} bytes, over {IMPORT_FILE_BYTES_MAX}"
+        ))));
+    }
+    let bytes = std::fs::read(file).map_err(read_error)?;
+    decode_text(&bytes, encoding, &path)
+}
+
+/// `bytes` as text in `encoding` (UTF-8 when `None`).
+fn decode_text(bytes: &[u8], encoding: Option<&str>, path: &str) -> Result<String, ImportFileError> {
+    let line_of = |offset: usize| bytes[..offset].iter().filter(|byte| **byte == b'\n').count() as u64 + 1;
+    let text = match encoding {
+        None => std::str::from_utf8(bytes)
+            .map_err(|error| ImportFileError::NotUtf8 {
+                path: path.to_string(),
+                line: line_of(error.valid_up_to()),
+            })?
+            .to_string(),
+        Some(label) => {
+            let found = encoding_rs::Encoding::for_label(label.trim().as_bytes())
+                .ok_or_else(|| ImportFileError::EncodingUnknown(label.to_string()))?;
+            let (text, had_errors) = found.decode_without_bom_handling(bytes);
+            if had_errors {
+                // The first replacement character's line: count the lines before it.
+                let line = text.find('\u{FFFD}').map_or(1, |at| text[..at].matches('\n').count() as u64 + 1);
+                return Err(ImportFileError::Malformed {
+                    path: path.to_string(),
+                    encoding: found.name().to_string(),
+                    line,
+                });
+            }
+            text.into_owned()
+        }
+    };
+    Ok(text.strip_prefix('\u{feff}').map(str::to_string).unwrap_or(text))
+}
+
+/// Reads `.csv` or `.jsonl` text into rows with their line numbers. A line
+/// that does not parse, a row without a declared field and a key that
+/// repeats an earlier row's are failures already; a file-level problem (no
+/// rows, a header without a declared column) is an error.
+fn read_rows(dataset: &Dataset, file: &Path, text: &str) -> Result<ParsedRows, ImportFileError> {
     let mut rows = Vec::new();
     let mut failures = Vec::new();
     let extension = file.extension().and_then(|e| e.to_str()).unwrap_or_default();
+    if text.trim().is_empty() {
+        return Err(ImportFileError::Empty(file.display().to_string()));
+    }
     match extension {
         "csv" => {
-            let mut reader =
-                csv::Reader::from_path(file).with_context(|| format!("opening {}", file.display()))?;
-            let headers = reader.headers()?.clone();
-            for (index, record) in reader.records().enumerate() {
-                let line = index as u64 + 2;
-                match record {
-                    Ok(record) => rows.push((line, csv_row(dataset, &headers, &record))),
+            let mut reader = csv::Reader::from_reader(text.as_bytes());
+            let headers =
+                reader.headers().map_err(|error| ImportFileError::Header(error.to_string()))?.clone();
+            if let Some(unknown) = headers.iter().find(|name| dataset.field(name).is_none()) {
+                return Err(ImportFileError::ColumnUnknown(unknown.to_string()));
+            }
+            if let Some(missing) =
+                dataset.fields.iter().find(|field| !headers.iter().any(|name| name == field.name))
+            {
+                return Err(ImportFileError::ColumnMissing(missing.name.clone()));
+            }
+            let mut record = csv::StringRecord::new();
+            loop {
+                let line = reader.position().line();
+                match reader.read_record(&mut record) {
+                    Ok(false) => break,
+                    Ok(true) => rows.push((
+                        record.position().map_or(line, |p| p.line()),
+                        csv_row(dataset, &headers, &record),
+                    )),
                     Err(error) => failures.push(RowFailure { line, error: error.to_string() }),
                 }
             }
         }
         "jsonl" | "ndjson" => {
-            let reader = std::io::BufReader::new(
-                std::fs::File::open(file).with_context(|| format!("opening {}", file.display()))?,
-            );
-            for (index, text) in reader.lines().enumerate() {
+            for (index, text) in text.lines().enumerate() {
                 let line = index as u64 + 1;
-                let text = text?;
                 if text.trim().is_empty() {
                     continue;
                 }
-                match serde_json::from_str::<Row>(&text) {
+                match serde_json::from_str::<Row>(text) {
                     Ok(row) => rows.push((line, row)),
                     Err(error) => failures.push(RowFailure {
                         line,
@@ -136,8 +308,39 @@ fn read_rows(dataset: &Dataset, file: &Path) -> anyhow::Result<ParsedRows> {
                 }
             }
         }
-        other => anyhow::bail!("cannot import .{other} files: use .csv or .jsonl"),
+        other => return Err(ImportFileError::FormatUnknown(other.to_string())),
     }
+    if rows.is_empty() && failures.is_empty() {
+        return Err(ImportFileError::Empty(file.display().to_string()));
+    }
+    // Every declared field in every row, and each key once in the file.
+    let mut first_line_of_key: BTreeMap<String, u64> = BTreeMap::new();
+    rows.retain(|(line, row)| {
+        if let Some(missing) = dataset.fields.iter().find(|field| !row.contains_key(&field.name)) {
+            failures.push(RowFailure {
+                line: *line,
+                error: format!(
+                    "the declared field {:?} is missing (give it, null for no value)",
+                    missing.name
+                ),
+            });
+            return false;
+        }
+        if let Some(FieldValue::Text(key)) = row.get(&dataset.subject_key_field) {
+            if let Some(first) = first_line_of_key.get(key) {
+                failures.push(RowFailure {
+                    line: *line,
+                    error: format!(
+                        "the same {} as line {first}: a key once per file",
+                        dataset.subject_key_field
+                    ),
+                });
+                return false;
+            }
+            first_line_of_key.insert(key.clone(), *line);
+        }
+        true
+    });
     Ok((rows, failures))
 }
 
@@ -197,8 +400,39 @@ pub(crate) fn catalog(command: CatalogCommand) -> anyhow::Result<()> {
     }
 }
 
+/// Prints the owner's answer; exits non-zero unless records were released.
 pub(crate) fn query(spec: crate::query::QuerySpec, node_dir: &Path) -> anyhow::Result<()> {
-    let answer: serde_json::Value = NodeApi::open(node_dir)?.send("POST", "/v1/query", &spec)?;
+    let answer: crate::query::QueryAnswer = NodeApi::open(node_dir)?.send("POST", "/v1/query", &spec)?;
     println!("{}", serde_json::to_string_pretty(&answer)?);
-    Ok(())
+    match answer {
+        crate::query::QueryAnswer::Released { .. } => Ok(()),
+        crate::query::QueryAnswer::Denied { reason, access_log_position } => anyhow::bail!(
+            "the query was denied ({}; logged at access-log position {access_log_position})",
+            serde_json::to_value(reason)?.as_str().unwrap_or("denied")
+        ),
+        crate::query::QueryAnswer::Refused { reason } => anyhow::bail!("the query was refused: {reason}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_is_utf8_or_the_encoding_named_and_bad_bytes_say_where() {
+        let gbk = [b'a', b'\n', 0xbe, 0xb2, 0xb0, 0xb2]; // "a\n静安"
+        assert_eq!(decode_text(&gbk, Some("gbk"), "f").unwrap(), "a\n静安");
+        assert!(matches!(decode_text(&gbk, None, "f"), Err(ImportFileError::NotUtf8 { line: 2, .. })));
+        let hint = decode_text(&gbk, None, "f").unwrap_err().to_string();
+        assert!(hint.contains("--encoding gbk"), "{hint}");
+        assert!(matches!(
+            decode_text(b"x", Some("klingon"), "f"),
+            Err(ImportFileError::EncodingUnknown(name)) if name == "klingon"
+        ));
+        assert_eq!(decode_text("\u{feff}id\n".as_bytes(), None, "f").unwrap(), "id\n", "a BOM is dropped");
+        assert!(matches!(
+            decode_text(&[b'o', b'k', b'\n', 0x81, b'\n'], Some("gbk"), "f"),
+            Err(ImportFileError::Malformed { line: 2, .. })
+        ));
+    }
 }

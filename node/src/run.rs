@@ -98,6 +98,7 @@ pub async fn run(data_dir: PathBuf, shutdown: impl Future<Output = ()>) -> anyho
 
     let corrections =
         CorrectionService::new(log.clone(), key.clone(), records.clone(), swarm.clone(), query.clone())?;
+    corrections.set_attachment_limits(config.corrections.into());
     tokio::spawn(corrections.clone().run_worker(stop.clone()));
     tokio::spawn(query.clone().run_push_retries(stop.clone()));
     tokio::spawn(crate::checkpoints::run_checkpoints(log.clone(), key.clone(), stop.clone()));

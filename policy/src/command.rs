@@ -122,6 +122,15 @@ pub enum Command {
         /// The submitting organisation.
         submitter: OrgId,
     },
+    /// The commitment to the federation's subject-key secret
+    /// ([`crate::model::subject_key_commitment`]), so an auditor can tell a
+    /// wrong secret from a subject nobody looked at. Signed by the CA, once,
+    /// right after genesis. A command of its own rather than a genesis
+    /// field, so genesis keeps its encoding.
+    CommitSubjectKeySecret {
+        /// HMAC-SHA256 of the commitment label under the secret.
+        commitment: [u8; 32],
+    },
 }
 
 impl Command {
@@ -144,6 +153,7 @@ impl Command {
             Command::SetAutoAcceptRule(_) => "set_auto_accept_rule",
             Command::RemoveAutoAcceptRule { .. } => "remove_auto_accept_rule",
             Command::CosignCheckpoint(_) => "cosign_checkpoint",
+            Command::CommitSubjectKeySecret { .. } => "commit_subject_key_secret",
         }
     }
 }

@@ -39,7 +39,9 @@ pub struct CorrectionRequest {
     pub reason: String,
     /// What the submitter saw, in words.
     pub evidence_text: String,
-    /// SHA-256 of each attachment (photos, scans), kept by the submitter.
+    /// SHA-256 of each attachment (photos, scans); the bytes travel to the
+    /// owner beside the request and are checked against these.
+    #[serde(with = "crate::hex_digest::many")]
     pub attachment_sha256: Vec<[u8; 32]>,
     /// The person who submitted it.
     pub operator: String,
@@ -130,6 +132,7 @@ impl CorrectionStage {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CorrectionEvent {
     /// The correction.
+    #[serde(with = "crate::hex_digest")]
     pub correction: CorrectionId,
     /// The dataset.
     pub dataset: DatasetId,
@@ -140,6 +143,7 @@ pub struct CorrectionEvent {
     /// The stage reached.
     pub stage: CorrectionStage,
     /// SHA-256 of the signed request (equal to the id; checked).
+    #[serde(with = "crate::hex_digest")]
     pub payload_sha256: [u8; 32],
     /// The fields the correction changes (names only).
     pub fields: BTreeSet<FieldName>,
@@ -147,6 +151,12 @@ pub struct CorrectionEvent {
     pub reason_code: String,
     /// For `Applied`: the record's new version; for `Conflict`: the current one.
     pub version: Option<u64>,
+    /// The person accountable for this stage: the submitting operator for
+    /// `Submitted`, the reviewer for an `Accepted` or `Rejected` that a
+    /// person decided; empty for a step taken automatically (delivery, an
+    /// auto-accept rule, a rejection for the submitter's own mistake). At
+    /// most [`CORRECTION_TEXT_BYTES_MAX`] bytes.
+    pub operator: String,
 }
 
 /// What the log knows of one correction.
@@ -265,7 +275,7 @@ pub fn correction_stats(tracks: &BTreeMap<CorrectionId, CorrectionTrack>) -> Vec
 }
 
 /// The nearest-rank percentile of sorted values.
-fn percentile(sorted: &[u64], percent: usize) -> Option<u64> {
+pub(crate) fn percentile(sorted: &[u64], percent: usize) -> Option<u64> {
     if sorted.is_empty() {
         return None;
     }

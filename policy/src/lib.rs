@@ -10,7 +10,10 @@
 //! - [`state`]: [`PolicyState`] and its deterministic `apply`, which checks
 //!   every signature and the signer's authority at apply time.
 //! - [`decide`](mod@decide): the deny-by-default access decision.
+//! - [`evaluation`]: how each department serves the streets, per dataset
+//!   and time bucket, from the log alone.
 //! - [`report`]: the `catalog match` report.
+//! - [`hex_digest`]: digests as hex in JSON, raw in the canonical encoding.
 //!
 //! Pure and synchronous: no I/O, no async runtime, no clock (time is passed
 //! in), so every replica and every auditor computes the same answers.
@@ -20,6 +23,8 @@ pub mod audit;
 pub mod command;
 pub mod correction;
 pub mod decide;
+pub mod evaluation;
+pub mod hex_digest;
 pub mod model;
 pub mod report;
 pub mod state;

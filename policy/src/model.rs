@@ -362,13 +362,29 @@ impl Grant {
 
 /// A keyed hash (HMAC-SHA256 under the federation's subject-key secret) of a
 /// subject key. The log and the policy only ever hold these, never the key.
+/// Hex in JSON, 32 raw bytes in the canonical encoding.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct SubjectKeyHash(pub [u8; 32]);
+pub struct SubjectKeyHash(#[serde(with = "crate::hex_digest")] pub [u8; 32]);
 
 impl std::fmt::Debug for SubjectKeyHash {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "SubjectKeyHash({:02x}{:02x}{:02x}{:02x}…)", self.0[0], self.0[1], self.0[2], self.0[3])
     }
+}
+
+/// The label whose keyed hash is the subject-key commitment. It holds a NUL
+/// byte, which no record key may, so it is never a subject's hash.
+pub const SUBJECT_KEY_COMMITMENT_LABEL: &[u8] = b"civmesh/subject-key-commitment/v1\0";
+
+/// The commitment to the federation's subject-key secret that the CA logs
+/// after genesis ([`crate::Command::CommitSubjectKeySecret`]): HMAC-SHA256 of
+/// [`SUBJECT_KEY_COMMITMENT_LABEL`] under the secret. It reveals nothing of
+/// the secret, and whoever holds a secret can check it is the federation's.
+pub fn subject_key_commitment(secret: &[u8]) -> [u8; 32] {
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret);
+    let mut out = [0u8; 32];
+    out.copy_from_slice(ring::hmac::sign(&key, SUBJECT_KEY_COMMITMENT_LABEL).as_ref());
+    out
 }
 
 impl SubjectKeyHash {

@@ -251,6 +251,21 @@ fn genesis_comes_first_and_once() {
 }
 
 #[test]
+fn only_the_ca_commits_the_subject_key_secret_and_only_once() {
+    let mut fx = Fixture::new();
+    let commitment = civmesh_policy::model::subject_key_commitment(b"the federation's secret");
+    assert_ne!(commitment, civmesh_policy::model::subject_key_commitment(b"another secret"));
+    let commit = || Command::CommitSubjectKeySecret { commitment };
+    assert_eq!(apply(&mut fx.state, &fx.hub.key, commit()).unwrap_err().code, RejectionCode::NotAuthorised);
+    assert_eq!(fx.state.subject_key_commitment, None);
+    apply(&mut fx.state, &fx.ca_key, commit()).unwrap();
+    assert_eq!(fx.state.subject_key_commitment, Some(commitment));
+    let other = Command::CommitSubjectKeySecret { commitment: [7; 32] };
+    assert_eq!(apply(&mut fx.state, &fx.ca_key, other).unwrap_err().code, RejectionCode::InvalidArgument);
+    assert_eq!(fx.state.subject_key_commitment, Some(commitment));
+}
+
+#[test]
 fn republishing_bumps_the_version_and_keeps_the_owner() {
     let mut fx = Fixture::new();
     let spec = DatasetSpec { sharing: SharingCategory::Unconditional, ..enterprise_dataset() };

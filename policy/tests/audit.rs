@@ -344,6 +344,7 @@ fn correction_outcomes_are_leaves_of_the_tree() {
             fields: ["operating_address".to_string()].into(),
             reason_code: String::new(),
             version: (stage == CorrectionStage::Applied).then_some(2),
+            operator: String::new(),
         })
     };
     assert!(log.record(&fx.jingansi.key, event(CorrectionStage::Submitted)));

@@ -26,6 +26,7 @@ fn event(id: u8, submitter: &NodeKey, stage: CorrectionStage) -> Command {
         fields: BTreeSet::from(["operating_address".to_string()]),
         reason_code: if stage == Rejected { "record_unknown".into() } else { String::new() },
         version: (stage == Applied).then_some(2),
+        operator: if matches!(stage, Submitted | Accepted) { "Li Wei".into() } else { String::new() },
     })
 }
 
@@ -70,6 +71,18 @@ fn each_stage_is_logged_by_its_party_and_in_order() {
             "submitted by the owner itself",
             market,
             event(1, market, Submitted),
+            Some(RejectionCode::InvalidArgument),
+        ),
+        (
+            "an operator's name over the bound",
+            street,
+            {
+                let Command::RecordCorrectionEvent(mut long) = event(1, street, Submitted) else {
+                    unreachable!()
+                };
+                long.operator = "x".repeat(civmesh_policy::correction::CORRECTION_TEXT_BYTES_MAX + 1);
+                Command::RecordCorrectionEvent(long)
+            },
             Some(RejectionCode::InvalidArgument),
         ),
         ("submitted", street, event(1, street, Submitted), None),

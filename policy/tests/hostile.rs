@@ -220,6 +220,7 @@ fn correction_event(submitter: &NodeKey, dataset: &str, stage: CorrectionStage, 
         fields: fields.iter().map(|f| f.to_string()).collect(),
         reason_code: String::new(),
         version: None,
+        operator: String::new(),
     })
 }
 

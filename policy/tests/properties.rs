@@ -210,7 +210,12 @@ fn command(op: &Op) -> Command {
 fn authorised(state: &PolicyState, signer_key: &NodeKey, command: &Command) -> bool {
     let signer = signer_key.node_id();
     if state.federation.as_ref().unwrap().ca_node_id == signer {
-        return matches!(command, Command::AdmitMember { .. } | Command::RevokeMember { .. });
+        return matches!(
+            command,
+            Command::AdmitMember { .. }
+                | Command::RevokeMember { .. }
+                | Command::CommitSubjectKeySecret { .. }
+        );
     }
     let Some(member) = state.active_member(&signer) else { return false };
     let owns = |dataset: &str| state.datasets.get(dataset).is_some_and(|d| d.owner == member.org);
@@ -232,7 +237,7 @@ fn authorised(state: &PolicyState, signer_key: &NodeKey, command: &Command) -> b
         Command::RemoveAutoAcceptRule { dataset, .. } => owns(dataset),
         Command::RecordCorrectionEvent(event) if event.stage.logged_by_owner() => owns(&event.dataset),
         Command::RecordCorrectionEvent(event) => event.submitter == signer,
-        Command::Genesis { .. } => false,
+        Command::Genesis { .. } | Command::CommitSubjectKeySecret { .. } => false,
     }
 }
 

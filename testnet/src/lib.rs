@@ -6,9 +6,11 @@
 //! other and keeping RocksDB on disk; this crate only drives them from
 //! outside, through the CLI and their HTTP APIs.
 
+use std::collections::BTreeSet;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -22,6 +24,71 @@ pub mod proxy;
 pub const NODE_START_WAIT_MS_MAX: u64 = 20_000;
 /// How often conditions are polled while waiting.
 pub const POLL_INTERVAL_MS: u64 = 50;
+/// How long [`stop_every_node`] waits for the nodes to exit after SIGTERM
+/// before it sends SIGKILL.
+pub const NODE_STOP_WAIT_MS_MAX: u64 = 30_000;
+
+/// The node (and CLI) processes this process started and has not seen
+/// exit, so a signal handler can stop them all ([`stop_every_node`]).
+struct Running {
+    pids: BTreeSet<u32>,
+    /// Set by [`stop_every_node`]: no node starts after it.
+    stopping: bool,
+}
+
+static RUNNING: Mutex<Running> = Mutex::new(Running { pids: BTreeSet::new(), stopping: false });
+
+fn forget_pid(pid: u32) {
+    if let Ok(mut running) = RUNNING.lock() {
+        running.pids.remove(&pid);
+    }
+}
+
+/// Stops every node process any [`Testnet`] of this process started: SIGCONT
+/// (for frozen ones) and SIGTERM, then waits until each has exited
+/// (SIGKILL after [`NODE_STOP_WAIT_MS_MAX`]). Starting a node fails from
+/// then on. For signal handlers: a program that is interrupted calls this
+/// and exits only when its nodes have stopped.
+pub fn stop_every_node() {
+    let pids = match RUNNING.lock() {
+        Ok(mut running) => {
+            running.stopping = true;
+            running.pids.clone()
+        }
+        Err(_) => return,
+    };
+    for pid in &pids {
+        let _ = signal(*pid, "CONT");
+        let _ = signal(*pid, "TERM");
+    }
+    let deadline = Instant::now() + Duration::from_millis(NODE_STOP_WAIT_MS_MAX);
+    loop {
+        let alive: Vec<u32> = pids.iter().copied().filter(|pid| process_alive(*pid)).collect();
+        if alive.is_empty() {
+            return;
+        }
+        if Instant::now() >= deadline {
+            for pid in alive {
+                let _ = signal(pid, "KILL");
+            }
+            std::thread::sleep(Duration::from_millis(POLL_INTERVAL_MS * 4));
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(POLL_INTERVAL_MS));
+    }
+}
+
+/// Whether a process exists and has not exited (a zombie has: it only waits
+/// for its parent to collect its status).
+pub fn process_alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => false,
+        Ok(stat) => stat
+            .rsplit_once(") ")
+            .and_then(|(_, rest)| rest.chars().next())
+            .is_some_and(|state| !matches!(state, 'Z' | 'X')),
+    }
+}
 
 /// When nodes snapshot and purge their logs.
 #[derive(Debug, Clone, Copy)]
@@ -305,6 +372,8 @@ impl Testnet {
             }
             None => Command::new(&self.binary),
         };
+        let mut running = RUNNING.lock().map_err(|_| anyhow::anyhow!("the process registry is poisoned"))?;
+        anyhow::ensure!(!running.stopping, "the testnet is stopping; {} not started", node.spec.name);
         let child = command
             .args(["run", "--data-dir", path_str(&node.data_dir)?])
             .env("CIVMESH_LOG", std::env::var("CIVMESH_LOG").unwrap_or_else(|_| "info".to_string()))
@@ -313,6 +382,8 @@ impl Testnet {
             .stderr(log)
             .spawn()
             .with_context(|| format!("starting {}", node.spec.name))?;
+        running.pids.insert(child.id());
+        drop(running);
         node.process = Some(child);
         let data_dir = node.data_dir.clone();
         wait_until(
@@ -338,6 +409,7 @@ impl Testnet {
         if let Some(mut child) = self.nodes[index].process.take() {
             child.kill()?;
             child.wait()?;
+            forget_pid(child.id());
         }
         Ok(())
     }
@@ -347,6 +419,7 @@ impl Testnet {
         if let Some(mut child) = self.nodes[index].process.take() {
             signal(child.id(), "TERM")?;
             child.wait()?;
+            forget_pid(child.id());
         }
         Ok(())
     }
@@ -499,6 +572,7 @@ impl Drop for Testnet {
                 let _ = signal(child.id(), "CONT");
                 let _ = child.kill();
                 let _ = child.wait();
+                forget_pid(child.id());
             }
         }
     }
@@ -539,11 +613,26 @@ fn path_str(path: &Path) -> anyhow::Result<&str> {
     path.to_str().with_context(|| format!("{} is not UTF-8", path.display()))
 }
 
+/// Runs a `civmesh` command to completion; its pid is kept meanwhile, so
+/// [`stop_every_node`] stops it too.
 fn run_cli(binary: &Path, args: &[&str]) -> anyhow::Result<String> {
-    let output = Command::new(binary)
-        .args(args)
-        .output()
-        .with_context(|| format!("running civmesh {}", args.join(" ")))?;
+    let child = {
+        let mut running = RUNNING.lock().map_err(|_| anyhow::anyhow!("the process registry is poisoned"))?;
+        anyhow::ensure!(!running.stopping, "the testnet is stopping; civmesh {} not run", args.join(" "));
+        let child = Command::new(binary)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("running civmesh {}", args.join(" ")))?;
+        running.pids.insert(child.id());
+        child
+    };
+    let pid = child.id();
+    let output = child.wait_with_output();
+    forget_pid(pid);
+    let output = output.with_context(|| format!("running civmesh {}", args.join(" ")))?;
     anyhow::ensure!(
         output.status.success(),
         "civmesh {} failed: {}",

@@ -66,7 +66,7 @@ fn export_verify_and_subject_access_over_a_live_federation() {
         panic!("no grant id")
     };
     let csv = dir.path().join("enterprises.csv");
-    std::fs::write(&csv, "credit_code,name\n91310106A,Jing'an Tea House\n91310106B,Nanjing Bakery\n")
+    std::fs::write(&csv, "credit_code,name,registered_address,operating_address,legal_rep_phone,district\n91310106A,Jing'an Tea House,,,,\n91310106B,Nanjing Bakery,,,,\n")
         .unwrap();
     net.import(MARKET, ENTERPRISES, &csv).unwrap();
     wait_until("the grant at the street", Duration::from_secs(10), || {
@@ -155,6 +155,27 @@ fn export_verify_and_subject_access_over_a_live_federation() {
     )
     .unwrap();
     assert_eq!(in_range.len(), 1, "only the denial, entry 2: {in_range:?}");
+
+    // A secret that is not the federation's is refused (exit non-zero), not
+    // answered with "0 accesses".
+    let wrong = dir.path().join("wrong.secret");
+    std::fs::write(&wrong, "00".repeat(32)).unwrap();
+    let error = net
+        .cli(&[
+            "audit",
+            "subject",
+            "--bundle",
+            bundle.to_str().unwrap(),
+            "--ca",
+            ca.to_str().unwrap(),
+            "--key",
+            "91310106B",
+            "--secret-file",
+            wrong.to_str().unwrap(),
+        ])
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("is not this federation's subject-key secret"), "{error}");
 
     // More entries, a voter killed and restarted: the next bundle verifies
     // and is consistent with the checkpoint seen before.

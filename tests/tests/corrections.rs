@@ -27,6 +27,7 @@ const STREET: usize = 3;
 const OTHER_STREET: usize = 4;
 const OLD_ADDRESS: &str = "12 Wuding Road";
 const NEW_ADDRESS: &str = "88 Yanping Road";
+const LEASE: &[u8] = b"%PDF-1.4 lease";
 
 /// Hub, market, civil (voters), jingansi and nanjingxilu (learners), with the
 /// enterprise registry published and one enterprise imported, and a grant
@@ -49,7 +50,7 @@ fn enterprise_city(dir: &Path) -> Testnet {
     let csv = dir.join("enterprises.csv");
     std::fs::write(
         &csv,
-        format!("credit_code,name,registered_address,operating_address\n{KEY},Jing'an Tea House,1 Huashan Road,{OLD_ADDRESS}\n91310106B,Nanjing Bakery,2 Nanjing Road,2 Nanjing Road\n"),
+        format!("credit_code,name,registered_address,operating_address,legal_rep_phone,district\n{KEY},Jing'an Tea House,1 Huashan Road,{OLD_ADDRESS},,jingan\n91310106B,Nanjing Bakery,2 Nanjing Road,2 Nanjing Road,,jingan\n"),
     )
     .unwrap();
     net.import(MARKET, ENTERPRISES, &csv).unwrap();
@@ -67,6 +68,19 @@ fn submit(
     base: u64,
     changes: &[&str],
     wait_ms: u64,
+) -> anyhow::Result<Value> {
+    submit_with(net, index, key, base, changes, wait_ms, &[])
+}
+
+/// [`submit`] with more arguments (e.g. `--attachment FILE`).
+fn submit_with(
+    net: &Testnet,
+    index: usize,
+    key: &str,
+    base: u64,
+    changes: &[&str],
+    wait_ms: u64,
+    extra: &[&str],
 ) -> anyhow::Result<Value> {
     let wait = wait_ms.to_string();
     let base = base.to_string();
@@ -94,6 +108,7 @@ fn submit(
         args.push("--set");
         args.push(change);
     }
+    args.extend_from_slice(extra);
     Ok(serde_json::from_str(&net.cli(&args)?)?)
 }
 
@@ -137,9 +152,48 @@ fn the_operating_address_loop_closes_with_auto_accept() {
         (Some(1), Some(OLD_ADDRESS))
     );
 
-    let view = submit(&net, STREET, KEY, 1, &[&format!("operating_address={NEW_ADDRESS}")], 20_000).unwrap();
+    // A 5 MiB photo of the shop sign goes with it; one over the bound does not.
+    let photo = dir.path().join("sign.jpg");
+    let photo_bytes: Vec<u8> = [0xff, 0xd8, 0xff, 0xe0]
+        .into_iter()
+        .chain((0..5u32 << 20).map(|i| (i * 7 + i / 4093) as u8))
+        .collect();
+    std::fs::write(&photo, &photo_bytes).unwrap();
+    let huge = dir.path().join("huge.pdf");
+    std::fs::File::create(&huge).unwrap().set_len((20 << 20) + 1).unwrap();
+    let change = format!("operating_address={NEW_ADDRESS}");
+    let error = submit_with(&net, STREET, KEY, 1, &[&change], 0, &["--attachment", huge.to_str().unwrap()])
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("huge.pdf is 20971521 bytes, over the bound of 20971520 bytes"), "{error}");
+    let list: Vec<Value> = net.api(STREET).unwrap().get("/v1/corrections").unwrap();
+    assert!(list.is_empty(), "nothing kept: {list:?}");
+
+    let view =
+        submit_with(&net, STREET, KEY, 1, &[&change], 30_000, &["--attachment", photo.to_str().unwrap()])
+            .unwrap();
     assert_eq!(view["outcome"]["status"], serde_json::json!({ "applied": { "version": 2 } }), "{view}");
     let id = view["id"].as_str().unwrap().to_string();
+    let digest = civmesh_node::correction_attachments::sha256(&photo_bytes);
+    assert_eq!(view["request"]["attachment_sha256"][0], civmesh_policy::hex_digest::to_hex(&digest), "hex");
+    // The owner decided with the photo in hand: intact, served with its type.
+    let owner_view: Value = net.api(MARKET).unwrap().get(&format!("/v1/corrections/{id}")).unwrap();
+    assert_eq!(owner_view["attachments"][0]["held"], true, "{owner_view}");
+    let served =
+        net.api(MARKET).unwrap().get_bytes(&format!("/v1/corrections/{id}/attachments/0"), 32 << 20).unwrap();
+    assert!(served == photo_bytes, "the photo arrived intact");
+    let saved = dir.path().join("evidence");
+    net.cli(&[
+        "correction",
+        "show",
+        "--node-dir",
+        dir_of(&net, MARKET),
+        &id,
+        "--save-attachments",
+        saved.to_str().unwrap(),
+    ])
+    .unwrap();
+    assert!(std::fs::read(saved.join(format!("{id}-0.jpg"))).unwrap() == photo_bytes);
 
     let versions = history(&net, KEY);
     assert_eq!(versions.len(), 2);
@@ -188,6 +242,35 @@ fn review_rejects_conflicts_and_bad_input_reach_the_submitter_as_outcomes() {
     assert!(pending
         .iter()
         .all(|view| view["side"] == "inbox" && view["submitter"] == net.nodes[STREET].peer_id.as_str()));
+    assert!(pending.iter().all(|view| view["submitter_org"] == "street/jingansi"), "named: {pending:?}");
+    // The same content on the same base again: the same correction. A wait
+    // that ends before the outcome exits 75 and prints the id to check later.
+    let again = std::process::Command::new(civmesh_testnet::civmesh_binary().unwrap())
+        .args([
+            "correction",
+            "submit",
+            "--node-dir",
+            dir_of(&net, STREET),
+            "--dataset",
+            ENTERPRISES,
+            "--key",
+            KEY,
+        ])
+        .args([
+            "--base-version",
+            "1",
+            "--set",
+            &change,
+            "--reason",
+            "operating address differs from registration",
+        ])
+        .args(["--evidence", "seen on inspection", "--operator", "Li Wei", "--wait-ms", "300"])
+        .output()
+        .unwrap();
+    assert_eq!(again.status.code(), Some(75), "{}", String::from_utf8_lossy(&again.stderr));
+    let printed: Value = serde_json::from_slice(&again.stdout).unwrap();
+    assert_eq!(printed["correction"], first["correction"], "the existing id");
+    assert!(String::from_utf8_lossy(&again.stderr).contains("correction show"));
     let shown: Value = serde_json::from_str(
         &net.cli(&[
             "correction",
@@ -212,22 +295,66 @@ fn review_rejects_conflicts_and_bad_input_reach_the_submitter_as_outcomes() {
             first["correction"].as_str().unwrap(),
             "--reason",
             "the shop moved back",
+            "--operator",
+            "Wang Fang",
         ])
         .unwrap(),
     )
     .unwrap();
     assert_eq!(rejected["outcome"]["status"]["rejected"]["reason"], "the shop moved back");
+    assert_eq!(
+        (rejected["state"].as_str(), rejected["reviewer"].as_str()),
+        (Some("rejected"), Some("Wang Fang"))
+    );
+    // Review needs a named operator; a misspelt status filter is an error naming it.
+    let error = net
+        .api(MARKET)
+        .unwrap()
+        .send::<_, Value>(
+            "POST",
+            &format!("/v1/corrections/{}/accept", second["correction"].as_str().unwrap()),
+            &(),
+        )
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("name the operator"), "{error}");
+    let error = net
+        .cli(&["correction", "list", "--node-dir", dir_of(&net, MARKET), "--status", "awaiting_reveiw"])
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("unknown status \"awaiting_reveiw\""), "{error}");
+    let refused =
+        net.api(MARKET).unwrap().get::<Value>("/v1/corrections?status=closd").unwrap_err().to_string();
+    assert!(refused.contains("400") && refused.contains("closd"), "{refused}");
     // Accepted: applied as version 2. The third, on the same base, is then a conflict.
     let accepted: Value = net
         .api(MARKET)
         .unwrap()
-        .send("POST", &format!("/v1/corrections/{}/accept", second["correction"].as_str().unwrap()), &())
+        .send(
+            "POST",
+            &format!("/v1/corrections/{}/accept", second["correction"].as_str().unwrap()),
+            &serde_json::json!({ "operator": "Wang Fang" }),
+        )
         .unwrap();
     assert_eq!(accepted["outcome"]["status"], serde_json::json!({ "applied": { "version": 2 } }));
+    // Accepting the third ends in a conflict: the CLI says so and exits non-zero.
+    let error = net
+        .cli(&[
+            "correction",
+            "accept",
+            "--node-dir",
+            dir_of(&net, MARKET),
+            third["correction"].as_str().unwrap(),
+            "--operator",
+            "Wang Fang",
+        ])
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("was not accepted: it is conflict"), "{error}");
     let conflict: Value = net
         .api(MARKET)
         .unwrap()
-        .send("POST", &format!("/v1/corrections/{}/accept", third["correction"].as_str().unwrap()), &())
+        .get(&format!("/v1/corrections/{}", third["correction"].as_str().unwrap()))
         .unwrap();
     assert_eq!(conflict["outcome"]["status"], serde_json::json!({ "conflict": { "current_version": 2 } }));
     // A stale base is a conflict at once; resubmitted on the new version, it goes through.
@@ -249,6 +376,8 @@ fn review_rejects_conflicts_and_bad_input_reach_the_submitter_as_outcomes() {
         "--node-dir",
         dir_of(&net, MARKET),
         resubmitted["correction"].as_str().unwrap(),
+        "--operator",
+        "Wang Fang",
     ])
     .unwrap();
     let outcome = wait_until("the resubmission's outcome at the street", Duration::from_secs(20), || {
@@ -278,6 +407,131 @@ fn review_rejects_conflicts_and_bad_input_reach_the_submitter_as_outcomes() {
     let stats =
         stats_everywhere(&net, |stats| stats[0]["by_stage"]["outcome_delivered"].as_u64() == Some(10));
     assert_eq!(stats[0]["acceptance_rate"], 2.0 / 8.0);
+
+    // The evaluation, equal on every node: the street's five mistakes count
+    // against the street, not the department (2 applied of 3 decided).
+    let evaluation = wait_until("an equal evaluation on every node", Duration::from_secs(20), || {
+        let all: Vec<Value> = (0..net.nodes.len())
+            .map(|i| net.api(i).ok()?.get("/v1/evaluation?bucket=month").ok())
+            .collect::<Option<_>>()?;
+        all.iter().all(|evaluation| *evaluation == all[0]).then(|| all[0].clone())
+    })
+    .unwrap();
+    let rows = evaluation["departments"].as_array().unwrap();
+    let sum = |name: &str| rows.iter().map(|row| row[name].as_u64().unwrap()).sum::<u64>();
+    assert_eq!(
+        (sum("applied"), sum("rejected_by_owner"), sum("automatic_rejections"), sum("conflicts")),
+        (2, 1, 5, 2),
+        "{evaluation}"
+    );
+    if rows.len() == 1 {
+        assert_eq!(rows[0]["acceptance_rate"], 2.0 / 3.0);
+    }
+    let streets = evaluation["streets"].as_array().unwrap();
+    let jingansi = streets.iter().filter(|row| row["street"] == "street/jingansi");
+    assert_eq!(jingansi.map(|row| row["mistakes"].as_u64().unwrap()).sum::<u64>(), 4);
+    let csv = net.cli(&["evaluate", "--node-dir", dir_of(&net, OTHER_STREET), "--format", "csv"]).unwrap();
+    assert!(
+        csv.starts_with("bucket,owner,dataset,submitted,applied,rejected_by_owner,acceptance_rate,"),
+        "{csv}"
+    );
+    let error =
+        net.cli(&["evaluate", "--node-dir", dir_of(&net, MARKET), "--bucket", "fortnight"]).unwrap_err();
+    assert!(error.to_string().contains("bucket \"fortnight\""), "{error}");
+}
+
+#[test]
+fn imports_leave_pending_corrections_alone_unless_they_change_the_same_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let net = enterprise_city(dir.path());
+    let subscription = serde_json::json!({
+        "dataset": ENTERPRISES, "fields": ["name", "operating_address"], "purpose": "street-inspection", "grant": 1,
+    });
+    let _: Value = net.api(STREET).unwrap().send("POST", "/v1/subscriptions", &subscription).unwrap();
+    let first = submit(&net, STREET, KEY, 1, &[&format!("operating_address={NEW_ADDRESS}")], 0).unwrap();
+    let second = submit(&net, STREET, "91310106B", 1, &["operating_address=7 Yanping Road"], 0).unwrap();
+    let (first, second) = (
+        first["correction"].as_str().unwrap().to_string(),
+        second["correction"].as_str().unwrap().to_string(),
+    );
+    let at_owner =
+        |id: &str| -> Option<Value> { net.api(MARKET).ok()?.get(&format!("/v1/corrections/{id}")).ok() };
+    wait_until("both corrections awaiting review", Duration::from_secs(20), || {
+        let both = [&first, &second]
+            .iter()
+            .all(|id| at_owner(id).is_some_and(|view| view["status"] == "awaiting_review"));
+        both.then_some(())
+    })
+    .unwrap();
+
+    // The nightly sync of the same data: no version, corrections untouched.
+    let printed = net.import(MARKET, ENTERPRISES, &dir.path().join("enterprises.csv")).unwrap();
+    assert!(printed.contains("0 rows written") && printed.contains("2 unchanged"), "{printed}");
+    assert_eq!(history(&net, KEY).len(), 1);
+    assert_eq!(at_owner(&first).unwrap()["status"], "awaiting_review");
+
+    // A real change: another field of the first record (district), the
+    // corrected field of the second.
+    let changed = dir.path().join("changed.csv");
+    std::fs::write(
+        &changed,
+        format!(
+            "credit_code,name,registered_address,operating_address,legal_rep_phone,district\n\
+             {KEY},Jing'an Tea House,1 Huashan Road,{OLD_ADDRESS},,putuo\n\
+             91310106B,Nanjing Bakery,2 Nanjing Road,2 Fuxing Road,,jingan\n"
+        ),
+    )
+    .unwrap();
+    let printed = net.import(MARKET, ENTERPRISES, &changed).unwrap();
+    assert!(printed.contains("2 rows written"), "{printed}");
+    assert!(printed.contains("1 superseded by this import, 1 now in conflict"), "{printed}");
+    let superseded = at_owner(&first).unwrap();
+    assert_eq!(superseded["status"], serde_json::json!({ "superseded_by_import": { "import_version": 2 } }));
+    assert_eq!(
+        (superseded["base_record"]["version"].as_u64(), superseded["current_record"]["version"].as_u64()),
+        (Some(1), Some(2)),
+        "both versions shown: {superseded}"
+    );
+    let conflict = wait_until("the conflict at the street", Duration::from_secs(20), || {
+        let view: Value = net.api(STREET).ok()?.get(&format!("/v1/corrections/{second}")).ok()?;
+        view["outcome"].is_object().then(|| view["outcome"]["status"].clone())
+    })
+    .unwrap();
+    assert_eq!(conflict, serde_json::json!({ "conflict": { "current_version": 2 } }));
+
+    // Accepting the superseded one applies it on top of the import.
+    let accepted: Value = serde_json::from_str(
+        &net.cli(&[
+            "correction",
+            "accept",
+            "--node-dir",
+            dir_of(&net, MARKET),
+            &first,
+            "--operator",
+            "Wang Fang",
+        ])
+        .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        accepted["outcome"]["status"],
+        serde_json::json!({ "applied": { "version": 3 } }),
+        "{accepted}"
+    );
+    let versions = history(&net, KEY);
+    assert_eq!(versions.len(), 3);
+    assert_eq!(versions[2]["fields"]["operating_address"], NEW_ADDRESS);
+    assert_eq!(versions[2]["fields"]["district"], "putuo", "the import's change is kept");
+    // Pushes: the import's and the correction's versions, never a copy of version 1.
+    let pushes: Vec<Value> = wait_until("the corrected version pushed", Duration::from_secs(20), || {
+        let pushes: Vec<Value> = net.api(STREET).ok()?.get("/v1/subscriptions/updates").ok()?;
+        pushes.iter().any(|push| push["body"]["records"][0]["version"] == 3).then_some(pushes)
+    })
+    .unwrap();
+    assert!(
+        pushes.iter().all(|push| push["body"]["records"][0]["version"].as_u64() >= Some(2)),
+        "the unchanged import pushed nothing: {pushes:?}"
+    );
 }
 
 #[test]
@@ -324,7 +578,7 @@ fn duplicates_are_applied_once_and_forgeries_are_refused() {
         changes: [("operating_address".to_string(), FieldValue::Text(NEW_ADDRESS.into()))].into(),
         reason: "moved".into(),
         evidence_text: String::new(),
-        attachment_sha256: vec![],
+        attachment_sha256: vec![civmesh_node::correction_attachments::sha256(LEASE)],
         operator: "Li Wei".into(),
     };
     let envelope = SignedEnvelope::sign(&street, &request, now_unix_millis()).unwrap();
@@ -339,6 +593,7 @@ fn duplicates_are_applied_once_and_forgeries_are_refused() {
         fields: BTreeSet::from(["operating_address".to_string()]),
         reason_code: String::new(),
         version: None,
+        operator: "Li Wei".into(),
     });
     let logged = net
         .api(0)
@@ -406,6 +661,21 @@ fn duplicates_are_applied_once_and_forgeries_are_refused() {
     for _ in 0..2 {
         assert_eq!(send(&street, CorrectionMessage::Deliver(wire.clone())).unwrap(), CorrectionAck::Stored);
     }
+    // Its attachment: tampered bytes are refused and nothing is kept; the
+    // signed bytes are kept (and only then does the owner decide).
+    let chunk = |bytes: &[u8]| {
+        let mut chunks = civmesh_node::correction_attachments::chunks(id, 0, bytes);
+        CorrectionMessage::Attachment(chunks.remove(0))
+    };
+    let ack = send(&street, chunk(b"%PDF-1.4 lease, altered")).unwrap();
+    assert!(
+        matches!(&ack, CorrectionAck::Refused(reason) if reason.contains("do not match its signed SHA-256")),
+        "{ack:?}"
+    );
+    let path = format!("/v1/corrections/{}/attachments/0", civmesh_policy::hex_digest::to_hex(&id));
+    assert!(net.api(MARKET).unwrap().get_bytes(&path, 1 << 20).is_err(), "nothing kept");
+    assert_eq!(send(&street, chunk(LEASE)).unwrap(), CorrectionAck::Stored);
+    assert_eq!(net.api(MARKET).unwrap().get_bytes(&path, 1 << 20).unwrap(), LEASE);
     let applied = wait_until("the correction applied", Duration::from_secs(20), || {
         let versions = history(&net, KEY);
         (versions.len() == 2).then_some(versions)

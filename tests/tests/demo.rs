@@ -47,3 +47,56 @@ fn a_short_soak_with_random_faults_ends_consistent_and_verified() {
     assert!(soak.contains("ok: every node up, every correction decided"), "{soak}");
     assert!(soak.contains("query released"), "{soak}");
 }
+
+/// SIGTERM to `civmesh demo` mid-run reaches the demo, which stops its seven
+/// nodes, and `civmesh demo` exits only after them: no process is left.
+#[test]
+fn sigterm_to_the_demo_leaves_no_process() {
+    use std::time::{Duration, Instant};
+    let civmesh = civmesh_testnet::civmesh_binary().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("demo");
+    let mut demo = std::process::Command::new(&civmesh)
+        .args(["demo", "--dir"])
+        .arg(&root)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Every node has written its node.json: all seven are running.
+    const NODES: usize = 7;
+    civmesh_testnet::wait_until("seven running nodes", Duration::from_secs(120), || {
+        let started = std::fs::read_dir(&root)
+            .ok()?
+            .filter_map(Result::ok)
+            .filter(|entry| entry.path().join("node.json").exists())
+            .count();
+        (started == NODES).then_some(())
+    })
+    .unwrap();
+    let status = std::process::Command::new("kill").arg("-TERM").arg(demo.id().to_string()).status().unwrap();
+    assert!(status.success());
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let exited = loop {
+        if let Some(status) = demo.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "civmesh demo did not exit after SIGTERM");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(!exited.success(), "an interrupted demo is not a verified one");
+    // No live process (the demo, a node, a CLI call) names the demo's directory.
+    let root_text = root.to_str().unwrap().to_string();
+    let left: Vec<String> = std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| civmesh_testnet::process_alive(*pid))
+        .filter_map(|pid| {
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            cmdline.contains(&root_text).then(|| format!("{pid}: {cmdline}"))
+        })
+        .collect();
+    assert!(left.is_empty(), "processes left after SIGTERM: {left:?}");
+}

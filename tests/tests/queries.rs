@@ -45,7 +45,7 @@ fn a_street_reads_exactly_what_its_grant_allows_and_every_access_is_logged() {
         net.api(1).unwrap().submit(&[sign(&market, Command::PublishDataset(enterprise_dataset()))]).unwrap();
     assert!(outcome.outcomes[0].is_ok());
     let csv = dir.path().join("enterprises.csv");
-    std::fs::write(&csv, "credit_code,name,operating_address,legal_rep_phone\n91310106A,Jing'an Tea House,88 Changde Road,13800001111\n").unwrap();
+    std::fs::write(&csv, "credit_code,name,registered_address,operating_address,legal_rep_phone,district\n91310106A,Jing'an Tea House,,88 Changde Road,13800001111,\n").unwrap();
     let market_dir = net.nodes[1].data_dir.to_str().unwrap().to_string();
     net.cli(&[
         "records",
@@ -154,4 +154,22 @@ fn a_street_reads_exactly_what_its_grant_allows_and_every_access_is_logged() {
     net.thaw(2).unwrap();
     let error = refused.unwrap_err().to_string();
     assert!(error.contains("nothing released"), "{error}");
+    // A query that gets nothing exits non-zero.
+    let denied = net
+        .cli(&[
+            "query",
+            "--node-dir",
+            &street_dir,
+            "--dataset",
+            ENTERPRISES,
+            "--key",
+            "91310106A",
+            "--field",
+            "name",
+            "--purpose",
+            "marketing",
+        ])
+        .unwrap_err()
+        .to_string();
+    assert!(denied.contains("the query was denied"), "{denied}");
 }

@@ -89,7 +89,7 @@ fn replayed_garbage_oversized_and_stranger_queries_are_refused() {
         panic!("{:?}", issued.outcomes)
     };
     let csv = dir.path().join("one.csv");
-    std::fs::write(&csv, format!("credit_code,name\n{KEY},Jing'an Tea House\n")).unwrap();
+    std::fs::write(&csv, format!("credit_code,name,registered_address,operating_address,legal_rep_phone,district\n{KEY},Jing'an Tea House,,,,\n")).unwrap();
     let market_dir = net.nodes[1].data_dir.to_str().unwrap().to_string();
     net.cli(&[
         "records",

@@ -59,7 +59,7 @@ fn a_subscriber_receives_new_versions_masked_and_every_push_is_logged() {
     assert_eq!(subscribed["subscription"].as_str().unwrap().len(), 64);
 
     let csv = dir.path().join("update.csv");
-    std::fs::write(&csv, "credit_code,name,operating_address,legal_rep_phone\n91310106A,Jing'an Tea House,12 Wuding Road,13800001111\n").unwrap();
+    std::fs::write(&csv, "credit_code,name,registered_address,operating_address,legal_rep_phone,district\n91310106A,Jing'an Tea House,,12 Wuding Road,13800001111,\n").unwrap();
     let market_dir = net.nodes[1].data_dir.to_str().unwrap().to_string();
     net.cli(&[
         "records",
@@ -100,7 +100,7 @@ fn a_subscriber_receives_new_versions_masked_and_every_push_is_logged() {
     // Both sides keep the subscription across a restart of the subscriber.
     net.stop(3).unwrap();
     net.start(3).unwrap();
-    std::fs::write(&csv, "credit_code,name,operating_address\n91310106A,Jing'an Tea House,3 Yanping Road\n")
+    std::fs::write(&csv, "credit_code,name,registered_address,operating_address,legal_rep_phone,district\n91310106A,Jing'an Tea House,,3 Yanping Road,,\n")
         .unwrap();
     net.cli(&[
         "records",
@@ -123,7 +123,7 @@ fn a_subscriber_receives_new_versions_masked_and_every_push_is_logged() {
 
     // A push to a subscriber that is down is kept and delivered when it is back.
     net.stop(3).unwrap();
-    std::fs::write(&csv, "credit_code,name,operating_address\n91310106A,Jing'an Tea House,9 Kangding Road\n")
+    std::fs::write(&csv, "credit_code,name,registered_address,operating_address,legal_rep_phone,district\n91310106A,Jing'an Tea House,,9 Kangding Road,,\n")
         .unwrap();
     net.import(1, ENTERPRISES, &csv).unwrap();
     std::thread::sleep(Duration::from_millis(1_500));

@@ -94,6 +94,9 @@ impl PolicyState {
         if event.reason_code.len() > NAME_BYTES_MAX {
             return Err(reject(RejectionCode::InvalidArgument, "the reason code is too long"));
         }
+        if event.operator.len() > crate::correction::CORRECTION_TEXT_BYTES_MAX {
+            return Err(reject(RejectionCode::InvalidArgument, "the operator's name is too long"));
+        }
         let dataset = self
             .datasets
             .get(&event.dataset)

@@ -203,6 +203,8 @@ pub struct PolicyState {
     pub last_entry_time_ms: UnixMillis,
     /// Nonces of recent commands, to reject replayed entries.
     pub recent_commands: ReplayGuard,
+    /// The commitment to the subject-key secret, once the CA logged it.
+    pub subject_key_commitment: Option<[u8; 32]>,
 }
 
 impl Default for PolicyState {
@@ -230,6 +232,7 @@ impl Default for PolicyState {
                 COMMAND_NONCES_MAX,
                 COMMAND_NONCES_PER_SIGNER_MAX,
             ),
+            subject_key_commitment: None,
         }
     }
 }
@@ -460,8 +463,9 @@ impl PolicyState {
         let signer = self.signer(signer_id, at_ms)?;
         let membership_command =
             matches!(command, Command::AdmitMember { .. } | Command::RevokeMember { .. });
+        let ca_command = membership_command || matches!(command, Command::CommitSubjectKeySecret { .. });
         let member = match signer {
-            Signer::Ca if membership_command => return Ok(OrgId::federation_ca()),
+            Signer::Ca if ca_command => return Ok(OrgId::federation_ca()),
             Signer::Ca => {
                 return Err(reject(RejectionCode::NotAuthorised, "the CA signs membership commands only"))
             }
@@ -556,6 +560,12 @@ impl PolicyState {
                 }
             }
             Command::FileDemand { .. } | Command::AdmitMember { .. } | Command::RevokeMember { .. } => {}
+            Command::CommitSubjectKeySecret { .. } => {
+                return Err(reject(
+                    RejectionCode::NotAuthorised,
+                    "only the CA commits the subject-key secret",
+                ))
+            }
             Command::Genesis { .. } => {
                 return Err(reject(RejectionCode::GenesisOrder, "genesis is only the first entry"))
             }
@@ -659,6 +669,10 @@ impl PolicyState {
             }
             // Checked with the signer's id in `validate_cosignature`.
             Command::CosignCheckpoint(_) => Ok(()),
+            Command::CommitSubjectKeySecret { .. } if self.subject_key_commitment.is_some() => {
+                Err(reject(RejectionCode::InvalidArgument, "the subject-key secret is committed already"))
+            }
+            Command::CommitSubjectKeySecret { .. } => Ok(()),
             Command::SetAutoAcceptRule(rule) => {
                 if rule.fields.is_empty() {
                     return Err(reject(RejectionCode::InvalidArgument, "a rule names at least one field"));
@@ -919,6 +933,10 @@ impl PolicyState {
             }
             Command::RemoveAutoAcceptRule { dataset, submitter } => {
                 self.auto_accept_rules.remove(&(dataset, submitter));
+                Applied::Done
+            }
+            Command::CommitSubjectKeySecret { commitment } => {
+                self.subject_key_commitment = Some(commitment);
                 Applied::Done
             }
             Command::RecordConsent {

@@ -61,6 +61,32 @@ fn ok(text: &str) {
     println!("    ok: {text}");
 }
 
+/// Set once the loop is verified: an interrupt after it is a normal end.
+static VERIFIED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+/// Set by the first interrupt; later ones are ignored while it stops the nodes.
+static INTERRUPTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+/// The exit status of a demo interrupted before it was verified (128 + SIGINT).
+const INTERRUPTED_EXIT_CODE: i32 = 130;
+
+/// On SIGINT or SIGTERM, at any step: stop every node (SIGTERM, waiting for
+/// each to exit), remove a temporary directory, and only then exit.
+fn stop_on_interrupt(temporary: Option<PathBuf>) -> anyhow::Result<()> {
+    use std::sync::atomic::Ordering;
+    ctrlc::set_handler(move || {
+        if INTERRUPTED.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        println!("\nstopping the federation");
+        civmesh_testnet::stop_every_node();
+        if let Some(dir) = &temporary {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+        let _ = std::io::stdout().flush();
+        std::process::exit(if VERIFIED.load(Ordering::SeqCst) { 0 } else { INTERRUPTED_EXIT_CODE });
+    })?;
+    Ok(())
+}
+
 fn main() -> anyhow::Result<()> {
     let options = options()?;
     let (root, _temporary) = match &options.dir {
@@ -82,6 +108,7 @@ fn main() -> anyhow::Result<()> {
             (temporary.clone(), Some(TemporaryDir(temporary)))
         }
     };
+    stop_on_interrupt(_temporary.as_ref().map(|temporary| temporary.0.clone()))?;
     let specs = whole_city();
     step(
         "0",
@@ -242,7 +269,9 @@ fn main() -> anyhow::Result<()> {
     ok("4 access records (2 queries, 1 denial, 1 push), identical on all 7 replicas, no subject key or value in them");
     audit(&net, &root)?;
 
+    print_evaluation(&net)?;
     println!("\ndemo: closed loop verified");
+    VERIFIED.store(true, std::sync::atomic::Ordering::SeqCst);
     if let Some(seconds) = options.soak_seconds {
         soak(&mut net, &root, seconds, grant_id)?;
     }
@@ -326,8 +355,15 @@ fn correction_loop(net: &Testnet, grant_id: u64, seen: &serde_json::Value) -> an
         "    base version {} says {}; the correction says {}",
         shown["base_record"]["version"], shown["current_record"]["fields"]["operating_address"], observed
     );
-    let accepted: serde_json::Value =
-        serde_json::from_str(&net.cli(&["correction", "accept", "--node-dir", &market_dir, &id])?)?;
+    let accepted: serde_json::Value = serde_json::from_str(&net.cli(&[
+        "correction",
+        "accept",
+        "--node-dir",
+        &market_dir,
+        &id,
+        "--operator",
+        "Wang Fang",
+    ])?)?;
     anyhow::ensure!(
         accepted["outcome"]["status"] == serde_json::json!({ "applied": { "version": 2 } }),
         "not applied: {accepted}"
@@ -657,14 +693,22 @@ fn node_dir(net: &Testnet, index: usize) -> anyhow::Result<String> {
     Ok(net.nodes[index].data_dir.to_str().context("a data directory that is not UTF-8")?.to_string())
 }
 
-/// Blocks until SIGINT or SIGTERM; the caller then stops every node.
+/// Blocks until SIGINT or SIGTERM, whose handler ([`stop_on_interrupt`])
+/// stops every node and exits.
 fn wait_for_interrupt() -> anyhow::Result<()> {
-    let (sender, receiver) = std::sync::mpsc::sync_channel(1);
-    ctrlc::set_handler(move || {
-        let _ = sender.try_send(());
-    })?;
-    let _ = receiver.recv();
-    println!("\nstopping the federation");
+    loop {
+        std::thread::park();
+    }
+}
+
+/// The evaluation of departments, as `civmesh evaluate` prints it, from the
+/// hub's replica of the log.
+fn print_evaluation(net: &Testnet) -> anyhow::Result<()> {
+    println!("\nHow the departments served the streets (civmesh evaluate --node-dir hub):\n");
+    let table = net.cli(&["evaluate", "--node-dir", &node_dir(net, 0)?])?;
+    for line in table.lines() {
+        println!("{}", format!("    {line}").trim_end());
+    }
     Ok(())
 }
 

@@ -1,0 +1,319 @@
+//! Correction attachments: the photos and scans a street sends as evidence.
+//!
+//! The submitter uploads each file to its own node (`POST
+//! /v1/corrections/attachments`, kept by SHA-256), signs the request with
+//! the digests, and after the owner stored the request its worker sends
+//! each attachment over `/civmesh/correction/1` in chunks of at most
+//! [`ATTACHMENT_CHUNK_BYTES_MAX`] ([`AttachmentChunk`]), in order, each
+//! acknowledged; a repeated chunk is acknowledged and ignored, so a
+//! retry after a crash or a lost answer only resends. The owner keeps the
+//! chunks (synced), and when the last one arrives checks the whole against
+//! the signed digest: equal, it keeps the attachment beside the correction;
+//! different, it keeps nothing and refuses. Only the digests are signed,
+//! and nothing of an attachment enters the policy log.
+
+use civmesh_policy::correction::{CorrectionId, CORRECTION_ATTACHMENTS_MAX};
+use serde::{Deserialize, Serialize};
+
+/// Attachments one correction carries at most, unless `civmesh.toml` says.
+pub const ATTACHMENTS_MAX_DEFAULT: usize = 5;
+/// The largest attachment, unless `civmesh.toml` says, in bytes.
+pub const ATTACHMENT_BYTES_MAX_DEFAULT: u64 = 20 * 1024 * 1024;
+/// How long the owner waits for a correction's attachments before it
+/// decides without them (the view then shows which did not arrive).
+pub const ATTACHMENT_WAIT_MS_MAX: u64 = 60_000;
+/// The bytes of one chunk at most (well under the correction protocol's
+/// message bound, `CORRECTION_MESSAGE_BYTES_MAX`).
+pub const ATTACHMENT_CHUNK_BYTES_MAX: usize = 192 * 1024;
+
+/// The bounds a node enforces, from `[corrections]` in `civmesh.toml`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AttachmentLimits {
+    /// Attachments per correction at most.
+    pub attachments_max: usize,
+    /// Bytes per attachment at most.
+    pub attachment_bytes_max: u64,
+}
+
+impl Default for AttachmentLimits {
+    fn default() -> Self {
+        AttachmentLimits {
+            attachments_max: ATTACHMENTS_MAX_DEFAULT,
+            attachment_bytes_max: ATTACHMENT_BYTES_MAX_DEFAULT,
+        }
+    }
+}
+
+impl From<crate::config::CorrectionsSection> for AttachmentLimits {
+    fn from(section: crate::config::CorrectionsSection) -> Self {
+        AttachmentLimits {
+            attachments_max: section.attachments_max.min(CORRECTION_ATTACHMENTS_MAX),
+            attachment_bytes_max: section.attachment_bytes_max,
+        }
+    }
+}
+
+/// Why an attachment was refused. Nothing of a refused attachment is kept.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AttachmentError {
+    /// More attachments than the bound.
+    #[error("{count} attachments, at most {max} (attachments_max in civmesh.toml)")]
+    TooMany {
+        /// How many were given.
+        count: usize,
+        /// The bound.
+        max: usize,
+    },
+    /// An attachment over the size bound.
+    #[error("attachment {name} is {bytes} bytes, over the bound of {max} bytes (attachment_bytes_max in civmesh.toml)")]
+    TooLarge {
+        /// The file, or the attachment's index.
+        name: String,
+        /// Its size.
+        bytes: u64,
+        /// The bound.
+        max: u64,
+    },
+    /// The bytes that arrived are not the ones whose digest was signed.
+    #[error("attachment {index}'s bytes do not match its signed SHA-256 (signed {signed}, received {received}); nothing kept")]
+    DigestMismatch {
+        /// The attachment's index in the request.
+        index: u32,
+        /// The signed digest, hex.
+        signed: String,
+        /// The digest of what arrived, hex.
+        received: String,
+    },
+    /// A digest the request names that this node does not hold.
+    #[error("attachment {0} was not uploaded to this node (POST /v1/corrections/attachments)")]
+    NotUploaded(String),
+    /// An index the request does not have.
+    #[error("correction {correction} has no attachment {index}")]
+    IndexUnknown {
+        /// The correction, hex.
+        correction: String,
+        /// The index asked for.
+        index: u32,
+    },
+    /// The attachment has not (all) arrived yet.
+    #[error("attachment {index} of correction {correction} has not arrived")]
+    NotArrived {
+        /// The correction, hex.
+        correction: String,
+        /// The index.
+        index: u32,
+    },
+    /// A chunk that does not continue the bytes received so far.
+    #[error("attachment {index}: a chunk at offset {offset} of {total} bytes, expected offset {expected}")]
+    OutOfOrder {
+        /// The index.
+        index: u32,
+        /// The chunk's offset.
+        offset: u64,
+        /// The attachment's announced size.
+        total: u64,
+        /// The offset expected.
+        expected: u64,
+    },
+}
+
+/// One chunk of one attachment, from the submitter to the owner.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttachmentChunk {
+    /// The correction.
+    #[serde(with = "civmesh_policy::hex_digest")]
+    pub correction: CorrectionId,
+    /// Which attachment (its index in the request's digests).
+    pub index: u32,
+    /// The attachment's size.
+    pub total_bytes: u64,
+    /// Where this chunk starts.
+    pub offset: u64,
+    /// At most [`ATTACHMENT_CHUNK_BYTES_MAX`] bytes.
+    pub bytes: Vec<u8>,
+}
+
+/// The chunks of `bytes` for attachment `index` of `correction`, in order
+/// (one empty chunk for an empty attachment).
+pub fn chunks(correction: CorrectionId, index: u32, bytes: &[u8]) -> Vec<AttachmentChunk> {
+    let total_bytes = bytes.len() as u64;
+    let mut chunks: Vec<AttachmentChunk> = bytes
+        .chunks(ATTACHMENT_CHUNK_BYTES_MAX)
+        .enumerate()
+        .map(|(number, chunk)| AttachmentChunk {
+            correction,
+            index,
+            total_bytes,
+            offset: (number * ATTACHMENT_CHUNK_BYTES_MAX) as u64,
+            bytes: chunk.to_vec(),
+        })
+        .collect();
+    if chunks.is_empty() {
+        chunks.push(AttachmentChunk { correction, index, total_bytes, offset: 0, bytes: Vec::new() });
+    }
+    chunks
+}
+
+/// What to do with an arriving chunk, given the bytes already received.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChunkFit {
+    /// Received before: acknowledge, keep nothing.
+    Repeat,
+    /// The next chunk, not the last: keep it.
+    Next,
+    /// The last chunk: assemble and check.
+    Last,
+}
+
+/// Where `chunk` fits after `received` bytes, under `limits`.
+pub fn fit(
+    chunk: &AttachmentChunk,
+    received: u64,
+    limits: AttachmentLimits,
+) -> Result<ChunkFit, AttachmentError> {
+    if chunk.total_bytes > limits.attachment_bytes_max {
+        return Err(AttachmentError::TooLarge {
+            name: chunk.index.to_string(),
+            bytes: chunk.total_bytes,
+            max: limits.attachment_bytes_max,
+        });
+    }
+    let out_of_order = || AttachmentError::OutOfOrder {
+        index: chunk.index,
+        offset: chunk.offset,
+        total: chunk.total_bytes,
+        expected: received,
+    };
+    let end = chunk.offset.checked_add(chunk.bytes.len() as u64).ok_or_else(out_of_order)?;
+    if chunk.bytes.len() > ATTACHMENT_CHUNK_BYTES_MAX || end > chunk.total_bytes {
+        return Err(out_of_order());
+    }
+    if chunk.offset < received {
+        return Ok(ChunkFit::Repeat);
+    }
+    if chunk.offset > received {
+        return Err(out_of_order());
+    }
+    Ok(if end == chunk.total_bytes { ChunkFit::Last } else { ChunkFit::Next })
+}
+
+/// SHA-256 of `bytes`.
+pub fn sha256(bytes: &[u8]) -> [u8; 32] {
+    let mut digest = [0u8; 32];
+    digest.copy_from_slice(ring::digest::digest(&ring::digest::SHA256, bytes).as_ref());
+    digest
+}
+
+/// The content type, from the bytes' own signature (never from a name the
+/// submitter chose): JPEG, PNG, GIF, WebP, HEIC, PDF, or octet-stream.
+pub fn content_type(bytes: &[u8]) -> &'static str {
+    match bytes {
+        [0xff, 0xd8, 0xff, ..] => "image/jpeg",
+        [0x89, b'P', b'N', b'G', ..] => "image/png",
+        [b'G', b'I', b'F', b'8', ..] => "image/gif",
+        [b'R', b'I', b'F', b'F', _, _, _, _, b'W', b'E', b'B', b'P', ..] => "image/webp",
+        [_, _, _, _, b'f', b't', b'y', b'p', b'h', b'e', b'i', b'c', ..] => "image/heic",
+        [b'%', b'P', b'D', b'F', ..] => "application/pdf",
+        _ => "application/octet-stream",
+    }
+}
+
+/// A file name extension for a content type.
+pub fn extension(content_type: &str) -> &'static str {
+    match content_type {
+        "image/jpeg" => "jpg",
+        "image/png" => "png",
+        "image/gif" => "gif",
+        "image/webp" => "webp",
+        "image/heic" => "heic",
+        "application/pdf" => "pdf",
+        _ => "bin",
+    }
+}
+
+/// An attachment as a correction's view shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttachmentView {
+    /// Its index in the request (`GET /v1/corrections/{id}/attachments/{index}`).
+    pub index: u32,
+    /// The signed SHA-256, hex.
+    pub sha256: String,
+    /// Whether this node holds it whole (and checked, at the owner).
+    pub held: bool,
+    /// Its size, when held.
+    pub bytes: Option<u64>,
+}
+
+/// The answer of `POST /v1/corrections/attachments`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Uploaded {
+    /// The SHA-256 to name in the correction, hex.
+    pub sha256: String,
+    /// The size.
+    pub bytes: u64,
+    /// The content type, from the bytes.
+    pub content_type: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIMITS: AttachmentLimits = AttachmentLimits { attachments_max: 5, attachment_bytes_max: 1 << 20 };
+
+    #[test]
+    fn chunks_cover_the_bytes_in_order_and_fit_one_after_another() {
+        let bytes: Vec<u8> = (0..ATTACHMENT_CHUNK_BYTES_MAX * 2 + 10).map(|i| i as u8).collect();
+        let chunks = chunks([7; 32], 1, &bytes);
+        assert_eq!(chunks.len(), 3);
+        assert_eq!(chunks.iter().flat_map(|chunk| chunk.bytes.clone()).collect::<Vec<_>>(), bytes);
+        let mut received = 0;
+        for (number, chunk) in chunks.iter().enumerate() {
+            let expected = if number == 2 { ChunkFit::Last } else { ChunkFit::Next };
+            assert_eq!(fit(chunk, received, LIMITS), Ok(expected));
+            received += chunk.bytes.len() as u64;
+        }
+        assert_eq!(fit(&chunks[0], received, LIMITS), Ok(ChunkFit::Repeat), "a retry is acknowledged");
+        assert!(matches!(fit(&chunks[2], 0, LIMITS), Err(AttachmentError::OutOfOrder { expected: 0, .. })));
+        assert_eq!(fit(&super::chunks([7; 32], 0, &[])[0], 0, LIMITS), Ok(ChunkFit::Last));
+    }
+
+    #[test]
+    fn oversized_or_overlong_chunks_are_refused() {
+        let big = AttachmentChunk {
+            correction: [1; 32],
+            index: 0,
+            total_bytes: (1 << 20) + 1,
+            offset: 0,
+            bytes: vec![],
+        };
+        assert_eq!(
+            fit(&big, 0, LIMITS),
+            Err(AttachmentError::TooLarge { name: "0".into(), bytes: (1 << 20) + 1, max: 1 << 20 })
+        );
+        let past_end =
+            AttachmentChunk { correction: [1; 32], index: 0, total_bytes: 3, offset: 0, bytes: vec![0; 4] };
+        assert!(matches!(fit(&past_end, 0, LIMITS), Err(AttachmentError::OutOfOrder { .. })));
+        let overflow = AttachmentChunk {
+            correction: [1; 32],
+            index: 0,
+            total_bytes: 3,
+            offset: u64::MAX,
+            bytes: vec![0; 4],
+        };
+        assert!(fit(&overflow, 0, LIMITS).is_err());
+    }
+
+    #[test]
+    fn content_types_come_from_the_bytes() {
+        assert_eq!(content_type(&[0xff, 0xd8, 0xff, 0xe0, 0]), "image/jpeg");
+        assert_eq!(content_type(b"%PDF-1.7"), "application/pdf");
+        assert_eq!(content_type(b"\x89PNG\r\n"), "image/png");
+        assert_eq!(content_type(b"hello"), "application/octet-stream");
+        assert_eq!(extension("application/pdf"), "pdf");
+        assert_eq!(
+            crate::corrections::hex_id(&sha256(b"abc")),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
+}
