@@ -18,7 +18,7 @@ use crate::cluster_commands::NodeApi;
 use crate::config::NodeConfig;
 use crate::correction_api::{Acceptance, Rejection, Submitted};
 use crate::correction_attachments::{content_type, extension, AttachmentError, AttachmentLimits, Uploaded};
-use crate::corrections::{CorrectionSpec, CorrectionState, CorrectionView};
+use crate::corrections::{CorrectionSpec, CorrectionState, CorrectionView, EntryStatus};
 
 /// How often `submit --wait-ms` asks for the outcome.
 const OUTCOME_POLL_MS: u64 = 50;
@@ -141,6 +141,12 @@ fn submit(node_dir: &Path, spec: &CorrectionSpec, wait_ms: u64) -> anyhow::Resul
         let view: CorrectionView = api.get(&format!("/v1/corrections/{}", submitted.correction))?;
         if view.outcome.is_some() {
             return print_json(&view);
+        }
+        if let EntryStatus::Failed { reason } = &view.status {
+            // Refused for good (the policy log would not take it): waiting
+            // longer changes nothing.
+            print_json(&view)?;
+            anyhow::bail!("correction {} was refused: {reason}", view.id);
         }
         if Instant::now() >= deadline {
             // Sent, not lost: print the id to check later, and exit with a
