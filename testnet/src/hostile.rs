@@ -151,25 +151,31 @@ impl HostilePeer {
     }
 
     /// Sends `count` messages on `protocol` to `target` over one connection,
-    /// at most `in_flight_max` at a time, as fast as answers come back.
-    /// `message(i)` makes the i-th message just before it is sent (so
-    /// signed messages are fresh). The answers, in order; a message the
-    /// target dropped or did not answer in time is a transport error.
+    /// at most `in_flight_max` at a time, as fast as answers come back, and
+    /// starts no new one once `budget` has passed. `message(i)` makes the
+    /// i-th message just before it is sent (so signed messages are fresh).
+    /// The answers of those sent, in order; a message the target dropped or
+    /// did not answer in time is a transport error.
     pub fn flood(
         &self,
         protocol: Protocol,
         target: &RaftPeer,
         count: usize,
         in_flight_max: usize,
+        budget: Duration,
         message: impl Fn(usize) -> anyhow::Result<Vec<u8>>,
     ) -> anyhow::Result<Vec<Result<Vec<u8>, TransportError>>> {
         let timeout = Duration::from_millis(HOSTILE_ANSWER_TIMEOUT_MS);
+        let deadline = tokio::time::Instant::now() + budget;
         self.runtime.block_on(async {
             let (client, stop) = self.connect(target).await?;
             let permits = Arc::new(tokio::sync::Semaphore::new(in_flight_max.max(1)));
             let mut tasks = Vec::with_capacity(count);
             for index in 0..count {
                 let permit = permits.clone().acquire_owned().await?;
+                if tokio::time::Instant::now() >= deadline {
+                    break;
+                }
                 let bytes = message(index)?;
                 let (client, target) = (client.clone(), target.clone());
                 tasks.push(tokio::spawn(async move {
@@ -325,16 +331,40 @@ impl Testnet {
     /// Waits until every running node has applied the same index with the
     /// same state hash; returns that index and hash.
     pub fn converged(&self, timeout: Duration) -> anyhow::Result<(u64, String)> {
-        wait_until("every running replica to reach the same state", timeout, || {
-            let mut seen = BTreeSet::new();
+        let mut last_seen = Vec::new();
+        let outcome = wait_until("every running replica to reach the same state", timeout, || {
+            last_seen.clear();
             for index in (0..self.nodes.len()).filter(|index| self.is_running(*index)) {
-                let status = self.api(index).ok()?.status().ok()?.raft;
-                seen.insert((status.applied_index, status.state_hash));
+                let status = self.api(index).and_then(|api| api.status());
+                last_seen
+                    .push((index, status.as_ref().map(|s| s.raft.clone()).map_err(|e| format!("{e:#}"))));
             }
+            let seen: BTreeSet<(u64, String)> = last_seen
+                .iter()
+                .map(|(_, status)| status.as_ref().ok().map(|s| (s.applied_index, s.state_hash.clone())))
+                .collect::<Option<_>>()?;
             match seen.len() {
                 1 => seen.into_iter().next(),
                 _ => None,
             }
+        });
+        outcome.with_context(|| {
+            let views: Vec<String> = last_seen
+                .iter()
+                .map(|(index, status)| match status {
+                    Ok(s) => format!(
+                        "{}: {} term {} applied {} committed {} hash {}",
+                        self.nodes[*index].spec.name,
+                        s.role,
+                        s.term,
+                        s.applied_index,
+                        s.committed_index,
+                        &s.state_hash[..s.state_hash.len().min(12)]
+                    ),
+                    Err(error) => format!("{}: {error}", self.nodes[*index].spec.name),
+                })
+                .collect();
+            format!("last seen: {}", views.join("; "))
         })
     }
 }

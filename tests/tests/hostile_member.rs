@@ -415,12 +415,10 @@ fn a_hostile_member_gets_only_what_its_grants_allow() {
     // 6. Corrections under an auto-accept rule, outside the grant: a record
     // out of the street's district, and a field the grant masks.
     let started = Instant::now();
-    let findings =
+    let mut findings =
         rejected_correction(&net, OUT_OF_SCOPE, "operating_address=1 Fake Road", OUT_OF_SCOPE_CODE);
-    card.record("6a auto-accepted correction of an out-of-scope record", started, findings);
-    let started = Instant::now();
-    let findings = rejected_correction(&net, IN_SCOPE, "legal_rep_phone=\"13000000000\"", FIELD_MASKED);
-    card.record("6b auto-accepted correction of a masked field", started, findings);
+    findings.extend(rejected_correction(&net, IN_SCOPE, "legal_rep_phone=\"13000000000\"", FIELD_MASKED));
+    card.record("6 auto-accepted corrections out of scope and of a masked field", started, findings);
 
     // 7. Another department forges the owner's outcome of a correction
     // that awaits review at the owner.
