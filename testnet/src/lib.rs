@@ -17,6 +17,7 @@ use anyhow::Context;
 pub use civmesh_node::cluster_commands::NodeApi;
 
 pub mod city;
+pub mod hostile;
 pub mod netns;
 pub mod proxy;
 
