@@ -450,6 +450,48 @@ impl Testnet {
         run_cli(&self.binary, args)
     }
 
+    /// `civmesh correction submit` at node `index` on a record of the demo's
+    /// enterprise registry, with the city's usual reason, evidence and
+    /// operator, each of `changes` (`FIELD=VALUE`) and `extra` arguments;
+    /// the view the CLI prints.
+    pub fn submit_correction(
+        &self,
+        index: usize,
+        key: &str,
+        base: u64,
+        changes: &[&str],
+        wait_ms: u64,
+        extra: &[&str],
+    ) -> anyhow::Result<serde_json::Value> {
+        let node_dir = self.nodes[index].data_dir.to_str().context("a non-UTF-8 data directory")?.to_string();
+        let (wait, base) = (wait_ms.to_string(), base.to_string());
+        let mut args = vec![
+            "correction",
+            "submit",
+            "--node-dir",
+            &node_dir,
+            "--dataset",
+            city::ENTERPRISES,
+            "--key",
+            key,
+            "--base-version",
+            &base,
+            "--reason",
+            "operating address differs from registration",
+            "--evidence",
+            "seen on inspection",
+            "--operator",
+            "Li Wei",
+            "--wait-ms",
+            &wait,
+        ];
+        for change in changes {
+            args.extend(["--set", change]);
+        }
+        args.extend_from_slice(extra);
+        Ok(serde_json::from_str(&self.cli(&args)?)?)
+    }
+
     /// Signs `command` with node `signer`'s key and commits it through node
     /// `via`; the log's outcome, or its rejection as an error.
     pub fn sign_and_submit(

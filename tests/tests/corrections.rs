@@ -82,34 +82,7 @@ fn submit_with(
     wait_ms: u64,
     extra: &[&str],
 ) -> anyhow::Result<Value> {
-    let wait = wait_ms.to_string();
-    let base = base.to_string();
-    let mut args = vec![
-        "correction",
-        "submit",
-        "--node-dir",
-        dir_of(net, index),
-        "--dataset",
-        ENTERPRISES,
-        "--key",
-        key,
-        "--base-version",
-        &base,
-        "--reason",
-        "operating address differs from registration",
-        "--evidence",
-        "seen on inspection",
-        "--operator",
-        "Li Wei",
-        "--wait-ms",
-        &wait,
-    ];
-    for change in changes {
-        args.push("--set");
-        args.push(change);
-    }
-    args.extend_from_slice(extra);
-    Ok(serde_json::from_str(&net.cli(&args)?)?)
+    net.submit_correction(index, key, base, changes, wait_ms, extra)
 }
 
 fn history(net: &Testnet, key: &str) -> Vec<Value> {

@@ -215,29 +215,29 @@ fn raft_attack(
 }
 
 fn correction_cli(net: &Testnet, key: &str, base: u64, change: &str, wait_ms: u64) -> anyhow::Result<Value> {
-    let dir = net.nodes[STREET].data_dir.to_str().unwrap();
-    let (base, wait) = (base.to_string(), wait_ms.to_string());
-    let args = [
-        "correction",
-        "submit",
-        "--node-dir",
-        dir,
-        "--dataset",
-        ENTERPRISES,
-        "--key",
-        key,
-        "--base-version",
-        &base,
-        "--reason",
-        "seen on inspection",
-        "--operator",
-        "Li Wei",
-        "--wait-ms",
-        &wait,
-        "--set",
-        change,
-    ];
-    Ok(serde_json::from_str(&net.cli(&args)?)?)
+    net.submit_correction(STREET, key, base, &[change], wait_ms, &[])
+}
+
+/// Submits `command` from `street` to the leader: it must be rejected with
+/// one of `codes`, and the policy summary's `counted` figure must stay as
+/// it was on every replica.
+fn refused_without_trace(
+    net: &Testnet,
+    street: &HostilePeer,
+    command: SignedCommand,
+    codes: &[&str],
+    counted: &str,
+) -> Vec<String> {
+    let before = counts_everywhere(net, counted);
+    let mut findings = match submit_to_leader(net, street, vec![command]) {
+        Ok(result) => unless_rejected(&result.outcomes[0], codes),
+        Err(error) => vec![format!("the leader did not take the submission: {error}")],
+    };
+    let after = counts_everywhere(net, counted);
+    if after != before {
+        findings.push(format!("{counted} went from {before:?} to {after:?} across the replicas"));
+    }
+    findings
 }
 
 fn history(net: &Testnet, key: &str) -> Vec<Value> {
@@ -411,15 +411,7 @@ fn a_hostile_member_gets_only_what_its_grants_allow() {
     };
     let revoke = Command::RevokeGrant { grant_id: replayed_grant, reason: "issued in error".into() };
     net.sign_and_submit(MARKET, MARKET, revoke).unwrap();
-    let grants_before = counts_everywhere(&net, "grants");
-    let mut findings = match submit_to_leader(&net, &street, vec![envelope]) {
-        Ok(result) => unless_rejected(&result.outcomes[0], &REPLAY_CODES),
-        Err(error) => vec![format!("the leader did not take the submission: {error}")],
-    };
-    let grants_after = counts_everywhere(&net, "grants");
-    if grants_after != grants_before {
-        findings.push(format!("grants went from {grants_before:?} to {grants_after:?} across the replicas"));
-    }
+    let findings = refused_without_trace(&net, &street, envelope, &REPLAY_CODES, "grants");
     card.record("5 replayed grant after its revocation", started, findings);
 
     // 6. Corrections under an auto-accept rule, outside the grant: a record
@@ -471,7 +463,6 @@ fn a_hostile_member_gets_only_what_its_grants_allow() {
 
     // 8. The street records a resident's consent for itself.
     let started = Instant::now();
-    let consents_before = counts_everywhere(&net, "consents");
     let consent = Command::RecordConsent {
         subject: street.subject("310101193801010011"),
         dataset: RESIDENTS.into(),
@@ -481,14 +472,8 @@ fn a_hostile_member_gets_only_what_its_grants_allow() {
         covers_sensitive: true,
         channel: "street_window".into(),
     };
-    let mut findings = match submit_to_leader(&net, &street, vec![street.sign_command(&consent).unwrap()]) {
-        Ok(result) => unless_rejected(&result.outcomes[0], &[NOT_AUTHORISED]),
-        Err(error) => vec![format!("the leader did not take the submission: {error}")],
-    };
-    let consents_after = counts_everywhere(&net, "consents");
-    if consents_after != consents_before {
-        findings.push(format!("consents went from {consents_before:?} to {consents_after:?}"));
-    }
+    let command = street.sign_command(&consent).unwrap();
+    let findings = refused_without_trace(&net, &street, command, &[NOT_AUTHORISED], "consents");
     card.record("8 self-recorded consent", started, findings);
 
     // 9. The street fires 5,000 queries at the owner; meanwhile the other
