@@ -26,6 +26,9 @@ pub const QUERY_MESSAGE_BYTES_MAX: usize = 8 * 1024 * 1024;
 pub const STALE_GRANT_CATCH_UP_MS: u64 = 2_000;
 /// How long a requester waits for the owner's answer.
 pub const QUERY_TIMEOUT_MS: u64 = 15_000;
+/// One peer's query and subscription nonces the owner remembers at most,
+/// so no one peer can fill the replay guard that protects every peer.
+pub const QUERY_NONCES_PER_PEER_MAX: usize = 100_000;
 /// How long an owner waits for its own replica to apply an access record
 /// the leader says is committed, before it refuses to release.
 pub const OWN_REPLICA_APPLY_WAIT_MS: u64 = 5_000;
@@ -252,7 +255,11 @@ impl QueryService {
             log,
             key,
             records,
-            replay_guard: Mutex::new(ReplayGuard::default()),
+            replay_guard: Mutex::new(ReplayGuard::with_signer_quota(
+                ReplayGuard::SKEW_MS_MAX_DEFAULT,
+                ReplayGuard::NONCES_MAX_DEFAULT,
+                QUERY_NONCES_PER_PEER_MAX,
+            )),
             subject_key_secret,
             metrics,
             limits,
