@@ -676,8 +676,12 @@ pub struct AccessLogSummary {
     pub sequence: u64,
     /// The requester's PeerId.
     pub requester: String,
+    /// The requester's organisation, by name (`street/jingansi`).
+    pub requester_org: String,
     /// The owner node's PeerId.
     pub owner: String,
+    /// The owner's organisation, by name.
+    pub owner_org: String,
     /// The dataset.
     pub dataset: String,
     /// The purpose.
@@ -692,6 +696,8 @@ pub struct AccessLogSummary {
     pub released: Vec<(String, Vec<String>)>,
     /// When the owner decided.
     pub decided_at_ms: u64,
+    /// The same, as ISO 8601 in Asia/Shanghai.
+    pub decided_at: String,
 }
 
 async fn access_log(State(state): State<Shared>) -> Json<Vec<AccessLogSummary>> {
@@ -714,10 +720,15 @@ async fn access_log(State(state): State<Shared>) -> Json<Vec<AccessLogSummary>> 
                             .collect(),
                     ),
                 };
+                let org_of = |node: &civmesh_certs::NodeId| {
+                    applied.policy.members.get(node).map_or_else(String::new, |member| member.org.to_string())
+                };
                 AccessLogSummary {
                     sequence: entry.sequence,
                     requester: entry.requester.to_string(),
+                    requester_org: org_of(&entry.requester),
                     owner: entry.owner.to_string(),
+                    owner_org: org_of(&entry.owner),
                     dataset: entry.header.dataset.clone(),
                     purpose: entry.header.purpose.clone(),
                     grant: entry.header.grant,
@@ -725,6 +736,7 @@ async fn access_log(State(state): State<Shared>) -> Json<Vec<AccessLogSummary>> 
                     reason,
                     released,
                     decided_at_ms: entry.decided_at_ms,
+                    decided_at: civmesh_policy::evaluation::format_time(entry.decided_at_ms),
                 }
             })
             .collect()

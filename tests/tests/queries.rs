@@ -97,6 +97,10 @@ fn a_street_reads_exactly_what_its_grant_allows_and_every_access_is_logged() {
     assert_eq!(expected[1]["released"][0][1], serde_json::json!(["name", "operating_address"]));
     let street_peer = &net.nodes[3].peer_id;
     assert!(expected.iter().all(|entry| entry["requester"] == *street_peer));
+    // People read organisations, and dates in Asia/Shanghai.
+    assert!(expected.iter().all(|entry| entry["requester_org"] == "street/jingansi"
+        && entry["owner_org"] == "dept/market-supervision"
+        && entry["decided_at"].as_str().is_some_and(|at| at.ends_with("+08:00"))));
     let log_text = serde_json::to_string(&expected).unwrap();
     assert!(
         !log_text.contains("91310106A") && !log_text.contains("Changde"),
