@@ -289,6 +289,8 @@ pub fn evaluation_table(evaluation: &Evaluation) -> String {
         "grant p50",
         "waiting",
         "oldest demand",
+        "record age p50",
+        "record age p90",
     ]
     .map(String::from)
     .to_vec()];
@@ -311,6 +313,8 @@ pub fn evaluation_table(evaluation: &Evaluation) -> String {
             duration(row.demand_to_grant_ms_p50),
             row.demands_waiting.to_string(),
             duration(row.demands_waiting_oldest_age_ms),
+            duration(row.record_age_ms_p50),
+            duration(row.record_age_ms_p90),
         ]);
     }
     let mut streets =

@@ -1204,6 +1204,11 @@ impl CorrectionService {
     ) -> Result<(), StageError> {
         let mut commands = Vec::new();
         let mut logging = Vec::new();
+        let decides = stages
+            .iter()
+            .any(|(stage, ..)| stage.is_owner_decision() && !entry.stages_logged.contains(stage));
+        let record_written_at_ms =
+            if decides { self.checked_version_written_at(id, request, stages) } else { None };
         for (stage, version, reason_code) in
             stages.iter().filter(|(stage, ..)| !entry.stages_logged.contains(stage))
         {
@@ -1222,6 +1227,7 @@ impl CorrectionService {
                     CorrectionStage::Accepted | CorrectionStage::Rejected => entry.reviewer.clone(),
                     _ => String::new(),
                 },
+                record_written_at_ms: record_written_at_ms.filter(|_| stage.is_owner_decision()),
             };
             let command = Command::RecordCorrectionEvent(event);
             commands.push(
@@ -1255,6 +1261,38 @@ impl CorrectionService {
             crate::metrics::Metrics::count(&self.metrics.correction_stages_logged, stage_label(stage));
         }
         Ok(())
+    }
+
+    /// When the record version the owner checked the correction against
+    /// was written (for the evaluation's data freshness): for `Applied`,
+    /// the version the correction was written on; for `Conflict`, the
+    /// current version it met; otherwise the newest version not written by
+    /// this correction. `None` when the record is unknown, or (logged) when
+    /// the store fails.
+    fn checked_version_written_at(
+        &self,
+        id: &CorrectionId,
+        request: &CorrectionRequest,
+        stages: &[(CorrectionStage, Option<u64>, &str)],
+    ) -> Option<UnixMillis> {
+        let history = match self.records.history(&request.dataset, &request.record_key) {
+            Ok(history) => history,
+            Err(error) => {
+                tracing::warn!(correction = %hex_id(id), %error, "the record's write time is unknown");
+                return None;
+            }
+        };
+        let checked = stages.iter().find_map(|(stage, version, _)| match (stage, version) {
+            (CorrectionStage::Applied, Some(version)) => version.checked_sub(1),
+            (CorrectionStage::Conflict, Some(version)) => Some(*version),
+            _ => None,
+        });
+        let own = Provenance::Correction { id: hex_id(id) };
+        let version = match checked {
+            Some(checked) => history.iter().find(|version| version.version == checked),
+            None => history.iter().rev().find(|version| version.provenance != own),
+        };
+        version.map(|version| version.written_at_ms)
     }
 
     async fn send_to_owner(

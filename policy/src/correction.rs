@@ -115,6 +115,13 @@ impl CorrectionStage {
         matches!(self, CorrectionStage::Applied | CorrectionStage::Rejected | CorrectionStage::Conflict)
     }
 
+    /// Whether the owner logs this stage as its decision (accepted,
+    /// rejected, conflict, applied): the stages that carry the checked
+    /// record version's write time.
+    pub fn is_owner_decision(self) -> bool {
+        self == CorrectionStage::Accepted || self.is_owner_outcome()
+    }
+
     /// Whether a correction in this stage has reached its owner's decision.
     pub fn is_decided(self) -> bool {
         matches!(
@@ -157,6 +164,14 @@ pub struct CorrectionEvent {
     /// auto-accept rule, a rejection for the submitter's own mistake). At
     /// most [`CORRECTION_TEXT_BYTES_MAX`] bytes.
     pub operator: String,
+    /// At the owner's decision stages (`Accepted`, `Rejected`, `Conflict`,
+    /// `Applied`): when the record version the correction was checked
+    /// against was written in the owner's record store, in Unix ms (for
+    /// `Applied`, the version the correction was written on; for
+    /// `Conflict`, the current version it met). `None` at other stages, or
+    /// when the record is unknown. Not after the entry time (beyond
+    /// [`crate::state::COMMAND_SKEW_MS_MAX`]).
+    pub record_written_at_ms: Option<UnixMillis>,
 }
 
 /// What the log knows of one correction.
@@ -180,6 +195,10 @@ pub struct CorrectionTrack {
     pub reason_code: String,
     /// The new version, once applied.
     pub applied_version: Option<u64>,
+    /// When the record version the owner checked the correction against
+    /// was written, in Unix ms, from its decision events (see
+    /// [`CorrectionEvent::record_written_at_ms`]).
+    pub record_written_at_ms: Option<UnixMillis>,
 }
 
 impl CorrectionTrack {
@@ -314,6 +333,7 @@ mod tests {
             stages: stages.iter().map(|stage| (*stage, 0)).collect(),
             reason_code: String::new(),
             applied_version: None,
+            record_written_at_ms: None,
         };
         let allowed = [
             (vec![Submitted], Delivered),

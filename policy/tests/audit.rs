@@ -345,6 +345,7 @@ fn correction_outcomes_are_leaves_of_the_tree() {
             reason_code: String::new(),
             version: (stage == CorrectionStage::Applied).then_some(2),
             operator: String::new(),
+            record_written_at_ms: None,
         })
     };
     assert!(log.record(&fx.jingansi.key, event(CorrectionStage::Submitted)));

@@ -12,6 +12,7 @@ use civmesh_policy::correction::{
     correction_stats, AutoAcceptRule, CorrectionEvent, CorrectionStage, CorrectionStage::*,
 };
 use civmesh_policy::model::SubjectKeyHash;
+use civmesh_policy::state::COMMAND_SKEW_MS_MAX;
 use civmesh_policy::{Command, RejectionCode};
 use support::*;
 
@@ -27,7 +28,19 @@ fn event(id: u8, submitter: &NodeKey, stage: CorrectionStage) -> Command {
         reason_code: if stage == Rejected { "record_unknown".into() } else { String::new() },
         version: (stage == Applied).then_some(2),
         operator: if matches!(stage, Submitted | Accepted) { "Li Wei".into() } else { String::new() },
+        record_written_at_ms: stage.is_owner_decision().then_some(WRITTEN_MS),
     })
+}
+
+/// When the owner wrote the record version the events' corrections were
+/// checked against: a minute before [`NOW_MS`].
+const WRITTEN_MS: u64 = NOW_MS - 60_000;
+
+/// `command` (a correction event) with another record write time.
+fn written_at(command: Command, record_written_at_ms: Option<u64>) -> Command {
+    let Command::RecordCorrectionEvent(mut event) = command else { unreachable!() };
+    event.record_written_at_ms = record_written_at_ms;
+    Command::RecordCorrectionEvent(event)
 }
 
 /// A fixture in which jingansi holds a grant showing the field the
@@ -101,6 +114,18 @@ fn each_stage_is_logged_by_its_party_and_in_order() {
             event(1, street, Delivered),
             Some(RejectionCode::CorrectionStageOutOfOrder),
         ),
+        (
+            "a record write time on a stage that is not a decision",
+            market,
+            written_at(event(1, street, Delivered), Some(WRITTEN_MS)),
+            Some(RejectionCode::InvalidArgument),
+        ),
+        (
+            "a record written after the entry time (beyond the skew)",
+            market,
+            written_at(event(1, street, Accepted), Some(NOW_MS + COMMAND_SKEW_MS_MAX + 1)),
+            Some(RejectionCode::InvalidArgument),
+        ),
         ("accepted", market, event(1, street, Accepted), None),
         ("applied", market, event(1, street, Applied), None),
         (
@@ -122,6 +147,7 @@ fn each_stage_is_logged_by_its_party_and_in_order() {
     let track = &fx.state.corrections[&[1; 32]];
     assert_eq!(track.stage(), OutcomeDelivered);
     assert_eq!(track.applied_version, Some(2));
+    assert_eq!(track.record_written_at_ms, Some(WRITTEN_MS));
     assert_eq!(track.submitter_org.to_string(), "street/jingansi");
 
     let mut forged = event(2, street, Submitted);

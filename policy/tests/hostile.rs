@@ -221,6 +221,7 @@ fn correction_event(submitter: &NodeKey, dataset: &str, stage: CorrectionStage, 
         reason_code: String::new(),
         version: None,
         operator: String::new(),
+        record_written_at_ms: None,
     })
 }
 

@@ -405,6 +405,10 @@ fn review_rejects_conflicts_and_bad_input_reach_the_submitter_as_outcomes() {
     if rows.len() == 1 {
         assert_eq!(rows[0]["acceptance_rate"], 2.0 / 3.0);
     }
+    // Data freshness: the owner logged when each decided correction's
+    // record version was written, so the age is computed, not noted.
+    assert!(rows.iter().any(|row| row["record_age_ms_p50"].as_u64().is_some()), "{evaluation}");
+    assert_eq!(evaluation["notes"], serde_json::json!([]), "{evaluation}");
     let streets = evaluation["streets"].as_array().unwrap();
     let jingansi = streets.iter().filter(|row| row["street"] == "street/jingansi");
     assert_eq!(jingansi.map(|row| row["mistakes"].as_u64().unwrap()).sum::<u64>(), 2);
@@ -413,6 +417,7 @@ fn review_rejects_conflicts_and_bad_input_reach_the_submitter_as_outcomes() {
         csv.starts_with("bucket,owner,dataset,submitted,applied,rejected_by_owner,acceptance_rate,"),
         "{csv}"
     );
+    assert!(csv.lines().next().unwrap().ends_with(",record_age_ms_p50,record_age_ms_p90"), "{csv}");
     let error =
         net.cli(&["evaluate", "--node-dir", dir_of(&net, MARKET), "--bucket", "fortnight"]).unwrap_err();
     assert!(error.to_string().contains("bucket \"fortnight\""), "{error}");
@@ -572,6 +577,7 @@ fn duplicates_are_applied_once_and_forgeries_are_refused() {
         reason_code: String::new(),
         version: None,
         operator: "Li Wei".into(),
+        record_written_at_ms: None,
     });
     let logged = net
         .api(0)

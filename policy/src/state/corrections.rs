@@ -97,6 +97,24 @@ impl PolicyState {
         if event.operator.len() > crate::correction::CORRECTION_TEXT_BYTES_MAX {
             return Err(reject(RejectionCode::InvalidArgument, "the operator's name is too long"));
         }
+        if let Some(written_at_ms) = event.record_written_at_ms {
+            if !event.stage.is_owner_decision() {
+                return Err(reject(
+                    RejectionCode::InvalidArgument,
+                    "only the owner's decision carries the record's write time",
+                ));
+            }
+            // The owner wrote the version before it signed the event, whose
+            // own time may be ahead of the entry time by the allowed skew.
+            if written_at_ms > entry_time_ms.saturating_add(COMMAND_SKEW_MS_MAX) {
+                return Err(reject(
+                    RejectionCode::InvalidArgument,
+                    format!(
+                        "the record was written at {written_at_ms}, after the entry time {entry_time_ms}"
+                    ),
+                ));
+            }
+        }
         let dataset = self
             .datasets
             .get(&event.dataset)
@@ -165,12 +183,16 @@ impl PolicyState {
                     stages: vec![(CorrectionStage::Submitted, at_ms)],
                     reason_code: String::new(),
                     applied_version: None,
+                    record_written_at_ms: None,
                 },
             );
             return;
         }
         if let Some(track) = self.corrections.get_mut(&event.correction) {
             track.stages.push((event.stage, at_ms));
+            if event.record_written_at_ms.is_some() {
+                track.record_written_at_ms = event.record_written_at_ms;
+            }
             match event.stage {
                 CorrectionStage::Rejected => track.reason_code = event.reason_code,
                 CorrectionStage::Applied => track.applied_version = event.version,
