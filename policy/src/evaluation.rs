@@ -29,8 +29,6 @@ use crate::correction::{percentile, CorrectionStage, CorrectionTrack};
 use crate::model::{DatasetId, Demand, DemandId};
 use crate::state::PolicyState;
 
-/// Asia/Shanghai's offset from UTC (China has kept UTC+8 all year since 1991).
-pub const SHANGHAI_UTC_OFFSET_MS: i64 = 8 * 60 * 60 * 1000;
 /// One day.
 const DAY_MS: i64 = 24 * 60 * 60 * 1000;
 /// The most time buckets one evaluation computes.
@@ -448,85 +446,63 @@ fn buckets(
     Ok(all)
 }
 
+/// A calendar day, `YYYY-MM-DD`.
+const DATE_FORMAT: &[time::format_description::FormatItem<'static>] =
+    time::macros::format_description!("[year]-[month]-[day]");
+/// An instant with its offset, ISO 8601 to the second.
+const TIME_FORMAT: &[time::format_description::FormatItem<'static>] = time::macros::format_description!(
+    "[year]-[month]-[day]T[hour]:[minute]:[second][offset_hour sign:mandatory]:[offset_minute]"
+);
+/// Asia/Shanghai's offset, as `time` names it.
+const SHANGHAI: time::UtcOffset = time::macros::offset!(+8);
+
+/// `at_ms` in Asia/Shanghai.
+fn in_shanghai(at_ms: UnixMillis) -> time::OffsetDateTime {
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(at_ms) * 1_000_000)
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
+        .to_offset(SHANGHAI)
+}
+
+/// Midnight at the start of `date` in Asia/Shanghai (0 before the epoch).
+fn midnight_ms(date: time::Date) -> UnixMillis {
+    let nanos = date.midnight().assume_offset(SHANGHAI).unix_timestamp_nanos();
+    UnixMillis::try_from(nanos / 1_000_000).unwrap_or(0)
+}
+
 /// The start of the bucket after the one holding `at_ms`.
 fn next_bucket_start(at_ms: UnixMillis, bucket: Bucket) -> UnixMillis {
-    let local_day = (at_ms as i64 + SHANGHAI_UTC_OFFSET_MS).div_euclid(DAY_MS);
-    let next_day = match bucket {
-        Bucket::Day => local_day + 1,
-        // 1970-01-01 was a Thursday: day 0 is weekday 3 counting from Monday.
-        Bucket::Week => local_day - (local_day + 3).rem_euclid(7) + 7,
-        Bucket::Month => {
-            let (year, month, _) = civil_from_days(local_day);
-            if month == 12 {
-                days_from_civil(year + 1, 1, 1)
-            } else {
-                days_from_civil(year, month + 1, 1)
-            }
+    let day = in_shanghai(at_ms).date();
+    let next = match bucket {
+        Bucket::Day => day.next_day(),
+        Bucket::Week => {
+            day.checked_add(time::Duration::days(7 - i64::from(day.weekday().number_days_from_monday())))
         }
+        Bucket::Month => match day.month() {
+            time::Month::December => {
+                time::Date::from_calendar_date(day.year() + 1, time::Month::January, 1).ok()
+            }
+            month => time::Date::from_calendar_date(day.year(), month.next(), 1).ok(),
+        },
     };
-    (next_day * DAY_MS - SHANGHAI_UTC_OFFSET_MS).max(0) as UnixMillis
+    next.map_or(UnixMillis::MAX, midnight_ms)
 }
 
 /// Midnight at the start of a `YYYY-MM-DD` day in Asia/Shanghai.
 pub fn parse_date(text: &str) -> Result<UnixMillis, EvaluationError> {
     let invalid = || EvaluationError::DateInvalid(text.to_string());
-    let mut parts = text.split('-');
-    let (Some(year), Some(month), Some(day), None) = (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return Err(invalid());
-    };
-    if year.len() != 4 || month.len() != 2 || day.len() != 2 {
-        return Err(invalid());
-    }
-    let number = |part: &str| part.parse::<u32>().map_err(|_| invalid());
-    let (year, month, day) = (number(year)? as i64, number(month)?, number(day)?);
-    if !(1..=12).contains(&month) || day == 0 {
-        return Err(invalid());
-    }
-    let days = days_from_civil(year, month, day);
-    if civil_from_days(days) != (year, month, day) {
-        return Err(invalid());
-    }
-    let ms = days * DAY_MS - SHANGHAI_UTC_OFFSET_MS;
-    UnixMillis::try_from(ms).map_err(|_| invalid())
+    let date = time::Date::parse(text, DATE_FORMAT).map_err(|_| invalid())?;
+    let nanos = date.midnight().assume_offset(SHANGHAI).unix_timestamp_nanos();
+    UnixMillis::try_from(nanos / 1_000_000).map_err(|_| invalid())
 }
 
 /// The day of `at_ms` in Asia/Shanghai, `YYYY-MM-DD`.
 pub fn format_date(at_ms: UnixMillis) -> String {
-    let (year, month, day) = civil_from_days((at_ms as i64 + SHANGHAI_UTC_OFFSET_MS).div_euclid(DAY_MS));
-    format!("{year:04}-{month:02}-{day:02}")
+    in_shanghai(at_ms).date().format(DATE_FORMAT).unwrap_or_default()
 }
 
 /// `at_ms` as ISO 8601 in Asia/Shanghai, e.g. `2026-11-30T09:00:00+08:00`.
 pub fn format_time(at_ms: UnixMillis) -> String {
-    let local = at_ms as i64 + SHANGHAI_UTC_OFFSET_MS;
-    let seconds = local.rem_euclid(DAY_MS) / 1000;
-    format!("{}T{:02}:{:02}:{:02}+08:00", format_date(at_ms), seconds / 3600, seconds / 60 % 60, seconds % 60)
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's algorithm).
-fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
-    let year = if month <= 2 { year - 1 } else { year };
-    let era = year.div_euclid(400);
-    let year_of_era = year - era * 400;
-    let month_index = (i64::from(month) + 9) % 12;
-    let day_of_year = (153 * month_index + 2) / 5 + i64::from(day) - 1;
-    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
-    era * 146_097 + day_of_era - 719_468
-}
-
-/// The date of a day number (the inverse of [`days_from_civil`]).
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let days = days + 719_468;
-    let era = days.div_euclid(146_097);
-    let day_of_era = days - era * 146_097;
-    let year_of_era = (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
-    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
-    let month_index = (5 * day_of_year + 2) / 153;
-    let day = (day_of_year - (153 * month_index + 2) / 5 + 1) as u32;
-    let month = if month_index < 10 { month_index + 3 } else { month_index - 9 } as u32;
-    let year = year_of_era + era * 400 + i64::from(month <= 2);
-    (year, month, day)
+    in_shanghai(at_ms).format(TIME_FORMAT).unwrap_or_default()
 }
 
 #[cfg(test)]
