@@ -31,13 +31,13 @@ fn access_log_length(net: &Testnet, index: usize) -> usize {
     net.api(index).unwrap().get::<Vec<Value>>("/v1/access-log").unwrap().len()
 }
 
-/// With network namespaces where `ip netns` works (root, iproute2).
+/// With network namespaces (root, iproute2). Reported as ignored where
+/// they are missing: `scripts/test.sh` runs it (`--ignored`) where
+/// `ip netns` works; the loopback-proxy test covers partitions everywhere.
 #[test]
+#[ignore = "needs root and `ip netns`; scripts/test.sh runs it where namespaces work"]
 fn partitions_over_network_namespaces() {
-    if !netns::namespaces_available() {
-        eprintln!("network namespaces are not available here; the loopback-proxy test covers partitions");
-        return;
-    }
+    assert!(netns::namespaces_available(), "network namespaces are not available here");
     let dir = tempfile::tempdir().unwrap();
     let net = Testnet::create_isolated(
         dir.path(),
