@@ -96,22 +96,8 @@ fn export_verify_and_subject_access_over_a_live_federation() {
 
     // PIPL Art. 45: every access to 91310106B, from the bundle alone.
     let secret = net.nodes[STREET].data_dir.join("subject-key.secret");
-    let accesses: Vec<Value> = serde_json::from_str(
-        &net.cli(&[
-            "audit",
-            "subject",
-            "--bundle",
-            bundle.to_str().unwrap(),
-            "--ca",
-            ca.to_str().unwrap(),
-            "--key",
-            "91310106B",
-            "--secret-file",
-            secret.to_str().unwrap(),
-        ])
-        .unwrap(),
-    )
-    .unwrap();
+    let accesses: Vec<Value> =
+        serde_json::from_str(&subject_report(&net, &bundle, &ca, &secret).unwrap()).unwrap();
     assert_eq!(accesses.len(), 2, "{accesses:?}");
     assert_eq!(
         (accesses[0]["outcome"].as_str(), accesses[1]["outcome"].as_str()),
@@ -138,43 +124,15 @@ fn export_verify_and_subject_access_over_a_live_federation() {
     .unwrap();
     let printed = verify(&net, &ranged, &ca, &seen).unwrap();
     assert!(printed.contains("exported range:   entries 2..3"), "{printed}");
-    let in_range: Vec<Value> = serde_json::from_str(
-        &net.cli(&[
-            "audit",
-            "subject",
-            "--bundle",
-            ranged.to_str().unwrap(),
-            "--ca",
-            ca.to_str().unwrap(),
-            "--key",
-            "91310106B",
-            "--secret-file",
-            secret.to_str().unwrap(),
-        ])
-        .unwrap(),
-    )
-    .unwrap();
+    let in_range: Vec<Value> =
+        serde_json::from_str(&subject_report(&net, &ranged, &ca, &secret).unwrap()).unwrap();
     assert_eq!(in_range.len(), 1, "only the denial, entry 2: {in_range:?}");
 
     // A secret that is not the federation's is refused (exit non-zero), not
     // answered with "0 accesses".
     let wrong = dir.path().join("wrong.secret");
     std::fs::write(&wrong, "00".repeat(32)).unwrap();
-    let error = net
-        .cli(&[
-            "audit",
-            "subject",
-            "--bundle",
-            bundle.to_str().unwrap(),
-            "--ca",
-            ca.to_str().unwrap(),
-            "--key",
-            "91310106B",
-            "--secret-file",
-            wrong.to_str().unwrap(),
-        ])
-        .unwrap_err()
-        .to_string();
+    let error = subject_report(&net, &bundle, &ca, &wrong).unwrap_err().to_string();
     assert!(error.contains("is not this federation's subject-key secret"), "{error}");
 
     // More entries, a voter killed and restarted: the next bundle verifies
@@ -211,4 +169,27 @@ fn export_verify_and_subject_access_over_a_live_federation() {
         .unwrap_err()
         .to_string();
     assert!(error.contains("another federation"), "{error}");
+}
+
+/// `civmesh audit subject` for 91310106B over `bundle`, with `secret`.
+fn subject_report(
+    net: &Testnet,
+    bundle: &std::path::Path,
+    ca: &std::path::Path,
+    secret: &std::path::Path,
+) -> anyhow::Result<String> {
+    let path = |path: &std::path::Path| path.to_str().expect("a UTF-8 path").to_string();
+    let (bundle, ca, secret) = (path(bundle), path(ca), path(secret));
+    net.cli(&[
+        "audit",
+        "subject",
+        "--bundle",
+        &bundle,
+        "--ca",
+        &ca,
+        "--key",
+        "91310106B",
+        "--secret-file",
+        &secret,
+    ])
 }

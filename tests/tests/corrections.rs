@@ -69,20 +69,15 @@ fn submit(
     changes: &[&str],
     wait_ms: u64,
 ) -> anyhow::Result<Value> {
-    submit_with(net, index, key, base, changes, wait_ms, &[])
+    net.submit_correction(index, key, base, changes, wait_ms, &[])
 }
 
-/// [`submit`] with more arguments (e.g. `--attachment FILE`).
-fn submit_with(
-    net: &Testnet,
-    index: usize,
-    key: &str,
-    base: u64,
-    changes: &[&str],
-    wait_ms: u64,
-    extra: &[&str],
-) -> anyhow::Result<Value> {
-    net.submit_correction(index, key, base, changes, wait_ms, extra)
+/// `civmesh correction accept|reject` at the owner by its reviewer, with
+/// `extra` arguments (e.g. `--reason`).
+fn review(net: &Testnet, verb: &str, id: &str, extra: &[&str]) -> anyhow::Result<String> {
+    let mut args = vec!["correction", verb, "--node-dir", dir_of(net, MARKET), id, "--operator", "Wang Fang"];
+    args.extend_from_slice(extra);
+    net.cli(&args)
 }
 
 fn history(net: &Testnet, key: &str) -> Vec<Value> {
@@ -135,16 +130,17 @@ fn the_operating_address_loop_closes_with_auto_accept() {
     let huge = dir.path().join("huge.pdf");
     std::fs::File::create(&huge).unwrap().set_len((20 << 20) + 1).unwrap();
     let change = format!("operating_address={NEW_ADDRESS}");
-    let error = submit_with(&net, STREET, KEY, 1, &[&change], 0, &["--attachment", huge.to_str().unwrap()])
+    let error = net
+        .submit_correction(STREET, KEY, 1, &[&change], 0, &["--attachment", huge.to_str().unwrap()])
         .unwrap_err()
         .to_string();
     assert!(error.contains("huge.pdf is 20971521 bytes, over the bound of 20971520 bytes"), "{error}");
     let list: Vec<Value> = net.api(STREET).unwrap().get("/v1/corrections").unwrap();
     assert!(list.is_empty(), "nothing kept: {list:?}");
 
-    let view =
-        submit_with(&net, STREET, KEY, 1, &[&change], 30_000, &["--attachment", photo.to_str().unwrap()])
-            .unwrap();
+    let view = net
+        .submit_correction(STREET, KEY, 1, &[&change], 30_000, &["--attachment", photo.to_str().unwrap()])
+        .unwrap();
     assert_eq!(view["outcome"]["status"], serde_json::json!({ "applied": { "version": 2 } }), "{view}");
     let id = view["id"].as_str().unwrap().to_string();
     let digest = civmesh_node::correction_attachments::sha256(&photo_bytes);
@@ -260,18 +256,8 @@ fn review_rejects_conflicts_and_bad_input_reach_the_submitter_as_outcomes() {
 
     // Rejected with a reason.
     let rejected: Value = serde_json::from_str(
-        &net.cli(&[
-            "correction",
-            "reject",
-            "--node-dir",
-            dir_of(&net, MARKET),
-            first["correction"].as_str().unwrap(),
-            "--reason",
-            "the shop moved back",
-            "--operator",
-            "Wang Fang",
-        ])
-        .unwrap(),
+        &review(&net, "reject", first["correction"].as_str().unwrap(), &["--reason", "the shop moved back"])
+            .unwrap(),
     )
     .unwrap();
     assert_eq!(rejected["outcome"]["status"]["rejected"]["reason"], "the shop moved back");
@@ -311,18 +297,7 @@ fn review_rejects_conflicts_and_bad_input_reach_the_submitter_as_outcomes() {
         .unwrap();
     assert_eq!(accepted["outcome"]["status"], serde_json::json!({ "applied": { "version": 2 } }));
     // Accepting the third ends in a conflict: the CLI says so and exits non-zero.
-    let error = net
-        .cli(&[
-            "correction",
-            "accept",
-            "--node-dir",
-            dir_of(&net, MARKET),
-            third["correction"].as_str().unwrap(),
-            "--operator",
-            "Wang Fang",
-        ])
-        .unwrap_err()
-        .to_string();
+    let error = review(&net, "accept", third["correction"].as_str().unwrap(), &[]).unwrap_err().to_string();
     assert!(error.contains("was not accepted: it is conflict"), "{error}");
     let conflict: Value = net
         .api(MARKET)
@@ -343,16 +318,7 @@ fn review_rejects_conflicts_and_bad_input_reach_the_submitter_as_outcomes() {
         (view["status"] == "awaiting_review").then_some(())
     })
     .unwrap();
-    net.cli(&[
-        "correction",
-        "accept",
-        "--node-dir",
-        dir_of(&net, MARKET),
-        resubmitted["correction"].as_str().unwrap(),
-        "--operator",
-        "Wang Fang",
-    ])
-    .unwrap();
+    review(&net, "accept", resubmitted["correction"].as_str().unwrap(), &[]).unwrap();
     let outcome = wait_until("the resubmission's outcome at the street", Duration::from_secs(20), || {
         let view: Value = net
             .api(STREET)
@@ -483,19 +449,7 @@ fn imports_leave_pending_corrections_alone_unless_they_change_the_same_field() {
     assert_eq!(conflict, serde_json::json!({ "conflict": { "current_version": 2 } }));
 
     // Accepting the superseded one applies it on top of the import.
-    let accepted: Value = serde_json::from_str(
-        &net.cli(&[
-            "correction",
-            "accept",
-            "--node-dir",
-            dir_of(&net, MARKET),
-            &first,
-            "--operator",
-            "Wang Fang",
-        ])
-        .unwrap(),
-    )
-    .unwrap();
+    let accepted: Value = serde_json::from_str(&review(&net, "accept", &first, &[]).unwrap()).unwrap();
     assert_eq!(
         accepted["outcome"]["status"],
         serde_json::json!({ "applied": { "version": 3 } }),
