@@ -100,8 +100,8 @@ pub struct CorrectionsSection {
 impl Default for CorrectionsSection {
     fn default() -> Self {
         CorrectionsSection {
-            attachments_max: crate::correction_attachments::ATTACHMENTS_MAX_DEFAULT,
-            attachment_bytes_max: crate::correction_attachments::ATTACHMENT_BYTES_MAX_DEFAULT,
+            attachments_max: crate::corrections::attachments::ATTACHMENTS_MAX_DEFAULT,
+            attachment_bytes_max: crate::corrections::attachments::ATTACHMENT_BYTES_MAX_DEFAULT,
         }
     }
 }

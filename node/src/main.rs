@@ -1,5 +1,5 @@
 //! The `civmesh` binary: parses arguments, sets up tracing, and hands over to
-//! [`civmesh_node::run`].
+//! [`civmesh_node::execute`].
 
 use clap::Parser;
 
@@ -13,7 +13,7 @@ fn main() -> std::process::ExitCode {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .init();
-    match civmesh_node::run(cli) {
+    match civmesh_node::execute(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("error: {error:#}");

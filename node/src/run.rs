@@ -83,7 +83,7 @@ pub async fn run(data_dir: PathBuf, shutdown: impl Future<Output = ()>) -> anyho
         None => Vec::new(),
     };
     let key = Arc::new(key);
-    let metrics = Arc::new(crate::metrics::Metrics::default());
+    let metrics = Arc::new(crate::api::metrics::Metrics::default());
     swarm.count_queue_full_in(metrics.inbound_queue_full.clone()).await;
     let limits = Arc::new(crate::security::PeerLimits::new(&config.limits)?);
     let query = Arc::new(QueryService::new(
@@ -101,7 +101,7 @@ pub async fn run(data_dir: PathBuf, shutdown: impl Future<Output = ()>) -> anyho
     corrections.set_attachment_limits(config.corrections.into());
     tokio::spawn(corrections.clone().run_worker(stop.clone()));
     tokio::spawn(query.clone().run_push_retries(stop.clone()));
-    tokio::spawn(crate::checkpoints::run_checkpoints(log.clone(), key.clone(), stop.clone()));
+    tokio::spawn(crate::audit::checkpoints::run_checkpoints(log.clone(), key.clone(), stop.clone()));
     tokio::spawn(serve_raft(log.clone(), metrics.clone(), inbound.raft));
     tokio::spawn(serve_services(query.clone(), corrections.clone(), inbound.services));
     tokio::spawn(keep_gate(log.state().clone(), swarm.clone(), bootstrap_peers, key.node_id(), stop.clone()));
@@ -115,7 +115,7 @@ pub async fn run(data_dir: PathBuf, shutdown: impl Future<Output = ()>) -> anyho
         log: log.clone(),
         swarm: swarm.clone(),
         api_token,
-        scoped_tokens: crate::api_tokens::TokenRegistry::new(&data_dir),
+        scoped_tokens: crate::api::tokens::TokenRegistry::new(&data_dir),
         certificate_pem,
         identity,
         records,
@@ -229,7 +229,7 @@ fn write_runtime_info(data_dir: &Path, info: &RuntimeInfo) -> anyhow::Result<()>
 /// send it is a security event.
 async fn serve_raft(
     log: PolicyLog<SwarmClient>,
-    metrics: Arc<crate::metrics::Metrics>,
+    metrics: Arc<crate::api::metrics::Metrics>,
     mut inbound: tokio::sync::mpsc::Receiver<InboundRequest>,
 ) {
     // One entry per peer that passed the gate: bounded by the membership.

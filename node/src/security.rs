@@ -9,8 +9,8 @@ use civmesh_certs::NodeId;
 use civmesh_consensus::SharedState;
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 
+use crate::api::metrics::Metrics;
 use crate::config::LimitsSection;
-use crate::metrics::Metrics;
 
 /// Why a peer's request was refused before any work was done for it. The
 /// `Display` form starts with the stable code the peer sees.

@@ -21,7 +21,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::metrics::{Metrics, OutcomeLabel};
+use crate::api::metrics::{Metrics, OutcomeLabel};
 
 /// The request-response protocol that carries policy-log messages.
 pub const RAFT_PROTOCOL: &str = "/civmesh/raft/1";

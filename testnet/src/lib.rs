@@ -14,7 +14,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-pub use civmesh_node::cluster_commands::NodeApi;
+pub use civmesh_node::client::NodeApi;
 
 pub mod city;
 pub mod hostile;

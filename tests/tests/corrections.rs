@@ -143,7 +143,7 @@ fn the_operating_address_loop_closes_with_auto_accept() {
         .unwrap();
     assert_eq!(view["outcome"]["status"], serde_json::json!({ "applied": { "version": 2 } }), "{view}");
     let id = view["id"].as_str().unwrap().to_string();
-    let digest = civmesh_node::correction_attachments::sha256(&photo_bytes);
+    let digest = civmesh_node::corrections::attachments::sha256(&photo_bytes);
     assert_eq!(view["request"]["attachment_sha256"][0], civmesh_policy::hex_digest::to_hex(&digest), "hex");
     // The owner decided with the photo in hand: intact, served with its type.
     let owner_view: Value = net.api(MARKET).unwrap().get(&format!("/v1/corrections/{id}")).unwrap();
@@ -515,7 +515,7 @@ fn duplicates_are_applied_once_and_forgeries_are_refused() {
         changes: [("operating_address".to_string(), FieldValue::Text(NEW_ADDRESS.into()))].into(),
         reason: "moved".into(),
         evidence_text: String::new(),
-        attachment_sha256: vec![civmesh_node::correction_attachments::sha256(LEASE)],
+        attachment_sha256: vec![civmesh_node::corrections::attachments::sha256(LEASE)],
         operator: "Li Wei".into(),
     };
     let envelope = SignedEnvelope::sign(&street, &request, now_unix_millis()).unwrap();
@@ -602,7 +602,7 @@ fn duplicates_are_applied_once_and_forgeries_are_refused() {
     // Its attachment: tampered bytes are refused and nothing is kept; the
     // signed bytes are kept (and only then does the owner decide).
     let chunk = |bytes: &[u8]| {
-        let mut chunks = civmesh_node::correction_attachments::chunks(id, 0, bytes);
+        let mut chunks = civmesh_node::corrections::attachments::chunks(id, 0, bytes);
         CorrectionMessage::Attachment(chunks.remove(0))
     };
     let ack = send(&street, chunk(b"%PDF-1.4 lease, altered")).unwrap();

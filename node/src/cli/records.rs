@@ -12,7 +12,7 @@ use civmesh_policy::Command;
 
 use crate::api::{ImportRequest, ImportResponse, RecordAnswer, RowFailure};
 use crate::cli::{CatalogCommand, PolicyCommand, RecordsCommand};
-use crate::cluster_commands::NodeApi;
+use crate::client::NodeApi;
 use crate::config::NodeConfig;
 
 /// Rows sent per import request (at most the node's

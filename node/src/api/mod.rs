@@ -3,6 +3,9 @@
 //! bearer token. Bodies are JSON, bounded by [`API_REQUEST_BYTES_MAX`];
 //! errors are `{"error": "..."}` with a fitting status code.
 
+pub mod metrics;
+pub mod tokens;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,7 +21,7 @@ use civmesh_consensus::{PolicyLog, RaftPeer, Status, SubmitError};
 use civmesh_policy::SignedCommand;
 use serde::{Deserialize, Serialize};
 
-use crate::correction_api;
+use crate::corrections::http as correction_api;
 use crate::records::{validate_row, Provenance, RecordStore, RecordVersion};
 use crate::swarm::SwarmClient;
 
@@ -38,7 +41,7 @@ pub struct ApiState {
     /// The admin bearer token (every scope).
     pub api_token: String,
     /// Scoped tokens.
-    pub scoped_tokens: crate::api_tokens::TokenRegistry,
+    pub scoped_tokens: crate::api::tokens::TokenRegistry,
     /// This node's certificate.
     pub certificate_pem: String,
     /// What the certificate proves.
@@ -50,7 +53,7 @@ pub struct ApiState {
     /// Corrections: the inbox, the outbox and their worker.
     pub corrections: Arc<crate::corrections::CorrectionService>,
     /// Prometheus metrics.
-    pub metrics: Arc<crate::metrics::Metrics>,
+    pub metrics: Arc<crate::api::metrics::Metrics>,
 }
 
 type Shared = Arc<ApiState>;
@@ -128,7 +131,7 @@ pub fn router(state: Shared) -> Router {
 }
 
 /// The admin token may do everything; a scoped token only what its scopes
-/// name (`api_tokens::required_scope`); anything else is refused.
+/// name (`tokens::required_scope`); anything else is refused.
 async fn require_token(
     State(state): State<Shared>,
     headers: HeaderMap,
@@ -146,7 +149,7 @@ async fn require_token(
     if constant_time_equal(token.as_bytes(), state.api_token.as_bytes()) {
         return next.run(request).await;
     }
-    let needed = crate::api_tokens::required_scope(request.method().as_str(), request.uri().path());
+    let needed = crate::api::tokens::required_scope(request.method().as_str(), request.uri().path());
     match state.scoped_tokens.token_of(token) {
         Some(scoped) if scoped.scopes.contains(&needed) => {
             // Handlers that record a person (corrections) read the holder.
@@ -317,11 +320,11 @@ async fn submit_commands(
         commands.push(envelope);
     }
     let result = state.log.submit(commands).await.inspect_err(|_| {
-        crate::metrics::Metrics::count(&state.metrics.commands_submitted, "failed");
+        crate::api::metrics::Metrics::count(&state.metrics.commands_submitted, "failed");
     })?;
     for outcome in &result.outcomes {
         let label = if outcome.is_ok() { "accepted" } else { "rejected" };
-        crate::metrics::Metrics::count(&state.metrics.commands_submitted, label);
+        crate::api::metrics::Metrics::count(&state.metrics.commands_submitted, label);
     }
     Ok(Json(CommandsResponse { outcomes: result.outcomes, state_version: result.state_version }))
 }
@@ -662,10 +665,10 @@ async fn query_owner(
         crate::query::ask(&state.swarm, &state.query.key, &state.query.subject_key_secret, &peer, request)
             .await
             .map_err(|reason| {
-                crate::metrics::Metrics::count(&state.metrics.queries_asked, "refused");
+                crate::api::metrics::Metrics::count(&state.metrics.queries_asked, "refused");
                 ApiError(StatusCode::BAD_GATEWAY, reason)
             })?;
-    crate::metrics::Metrics::count(&state.metrics.queries_asked, crate::query::outcome_label(&answer));
+    crate::api::metrics::Metrics::count(&state.metrics.queries_asked, crate::query::outcome_label(&answer));
     Ok(Json(answer))
 }
 
@@ -865,7 +868,7 @@ mod tests {
     /// Every route this file registers is documented, and nothing else is.
     #[test]
     fn the_openapi_document_names_exactly_the_routes() {
-        let source = include_str!("api.rs");
+        let source = include_str!("mod.rs");
         let mut implemented = std::collections::BTreeSet::new();
         for line in source.lines().map(str::trim).filter(|line| line.starts_with(".route(\"")) {
             let path = line.split('"').nth(1).unwrap().to_string();

@@ -9,9 +9,9 @@ use anyhow::Context;
 use civmesh_certs::{now_unix_millis, FederationCa, IssueRequest, NodeKey, OrgId, Role};
 use ring::rand::SecureRandom;
 
+use crate::cli::identity::SUBJECT_KEY_SECRET_FILE;
 use crate::cli::InitArgs;
 use crate::config::{LimitsSection, NodeConfig, NodeSection, RaftSection, TrustSection, CONFIG_FILE_NAME};
-use crate::identity_commands::SUBJECT_KEY_SECRET_FILE;
 
 const KEY_FILE: &str = "node.key";
 const CERTIFICATE_FILE: &str = "node.pem";

@@ -12,6 +12,9 @@
 //! Personal data (the record key and the new values) stays in the two
 //! nodes' stores and on the wire; it is never traced and never logged.
 
+pub mod attachments;
+pub mod http;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -27,7 +30,7 @@ use civmesh_policy::{Command, CorrectionRefusalCode, PolicyState, RejectionCode}
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
-use crate::correction_attachments::{
+use crate::corrections::attachments::{
     chunks, fit, sha256, AttachmentChunk, AttachmentError, AttachmentLimits, AttachmentView, ChunkFit,
     ATTACHMENTS_MAX_DEFAULT, ATTACHMENT_BYTES_MAX_DEFAULT, ATTACHMENT_WAIT_MS_MAX,
 };
@@ -430,7 +433,7 @@ pub struct CorrectionService {
     key: Arc<NodeKey>,
     records: Arc<RecordStore>,
     swarm: SwarmClient,
-    metrics: Arc<crate::metrics::Metrics>,
+    metrics: Arc<crate::api::metrics::Metrics>,
     query: Arc<QueryService>,
     /// Serialises changes to entries (the worker and the handlers).
     entries_lock: tokio::sync::Mutex<()>,
@@ -1258,7 +1261,7 @@ impl CorrectionService {
                 Err(rejection) => return Err(StageError::Refused(rejection.to_string())),
             }
             entry.stages_logged.insert(stage);
-            crate::metrics::Metrics::count(&self.metrics.correction_stages_logged, stage_label(stage));
+            crate::api::metrics::Metrics::count(&self.metrics.correction_stages_logged, stage_label(stage));
         }
         Ok(())
     }

@@ -17,7 +17,7 @@ use civmesh_policy::{Command, PolicyState};
 
 use crate::api::AUDIT_COMMANDS_PER_REQUEST_MAX;
 use crate::cli::AuditCommand;
-use crate::cluster_commands::NodeApi;
+use crate::client::NodeApi;
 
 /// The largest page of archived commands read, in bytes.
 const ARCHIVE_PAGE_BYTES_MAX: u64 = 512 * 1024 * 1024;

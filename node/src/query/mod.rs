@@ -178,7 +178,7 @@ pub struct QueryService {
     /// The federation's subject-key secret.
     pub subject_key_secret: Vec<u8>,
     /// Counts answered queries and security events.
-    pub metrics: Arc<crate::metrics::Metrics>,
+    pub metrics: Arc<crate::api::metrics::Metrics>,
     /// What one peer may ask of this node.
     pub limits: Arc<crate::security::PeerLimits>,
     /// Sends pushes to subscribers.
@@ -227,7 +227,7 @@ impl QueryService {
         records: Arc<RecordStore>,
         swarm: SwarmClient,
         subject_key_secret: Vec<u8>,
-        metrics: Arc<crate::metrics::Metrics>,
+        metrics: Arc<crate::api::metrics::Metrics>,
         limits: Arc<crate::security::PeerLimits>,
     ) -> Result<Self, QueryServiceError> {
         // Both sides are kept in one place: subscriptions this node signed
@@ -302,7 +302,7 @@ impl QueryService {
     }
 
     fn sign_answer(&self, request_digest: [u8; 32], answer: QueryAnswer) -> Vec<u8> {
-        crate::metrics::Metrics::count(&self.metrics.queries_answered, outcome_label(&answer));
+        crate::api::metrics::Metrics::count(&self.metrics.queries_answered, outcome_label(&answer));
         let body = SignedAnswerBody { request_digest, answer };
         SignedEnvelope::sign(&self.key, &body, now_unix_millis())
             .and_then(|envelope| envelope.to_bytes())

@@ -14,7 +14,7 @@ use civmesh_policy::evaluation::{evaluate, Evaluation, EvaluationQuery};
 use serde::{Deserialize, Serialize};
 
 use crate::api::{ApiError, ApiState, TokenHolder, READ_INDEX_TIMEOUT_MS};
-use crate::correction_attachments::{content_type, AttachmentError, Uploaded};
+use crate::corrections::attachments::{content_type, AttachmentError, Uploaded};
 use crate::corrections::{hex_id, parse_id, CorrectionError, CorrectionSpec, CorrectionView};
 
 type Shared = std::sync::Arc<ApiState>;

@@ -14,10 +14,10 @@ use civmesh_policy::Command;
 use civmesh_policy::evaluation::{Bucket, Evaluation, EvaluationQuery};
 
 use crate::cli::{CorrectionCommand, EvaluationFormat};
-use crate::cluster_commands::NodeApi;
+use crate::client::NodeApi;
 use crate::config::NodeConfig;
-use crate::correction_api::{Acceptance, Rejection, Submitted};
-use crate::correction_attachments::{content_type, extension, AttachmentError, AttachmentLimits, Uploaded};
+use crate::corrections::attachments::{content_type, extension, AttachmentError, AttachmentLimits, Uploaded};
+use crate::corrections::http::{Acceptance, Rejection, Submitted};
 use crate::corrections::{CorrectionSpec, CorrectionState, CorrectionView, EntryStatus};
 
 /// How often `submit --wait-ms` asks for the outcome.

@@ -5,6 +5,14 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+mod audit;
+mod cluster;
+mod correction;
+mod demo;
+pub(crate) mod identity;
+mod init;
+mod records;
+
 /// civmesh: a federated data-sharing node for city departments, street
 /// offices and auditors.
 #[derive(Debug, Parser)]
@@ -354,7 +362,7 @@ pub enum TokenCommand {
         name: String,
         /// A scope (repeatable).
         #[arg(long = "scope", value_enum, required = true)]
-        scopes: Vec<crate::api_tokens::Scope>,
+        scopes: Vec<crate::api::tokens::Scope>,
     },
 }
 
@@ -576,4 +584,38 @@ pub enum CertCommand {
         #[arg(long)]
         cert: PathBuf,
     },
+}
+
+/// Runs one `civmesh` command to completion.
+pub fn execute(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Key(command) => identity::key(command),
+        Command::Ca(command) => identity::ca(command),
+        Command::Cert(command) => identity::cert(command),
+        Command::Init(args) => init::init(args),
+        Command::Cluster(command) => cluster::cluster(command),
+        Command::Records(command) => records::records(command),
+        Command::Policy(command) => records::policy(command),
+        Command::Catalog(command) => records::catalog(command),
+        Command::Correction(command) => correction::correction(command),
+        Command::Evaluate { node_dir, from, to, bucket, format } => {
+            correction::evaluate(&node_dir, from.as_deref(), to.as_deref(), &bucket, format)
+        }
+        Command::Audit(command) => audit::audit(command),
+        Command::Token(command) => match command {
+            TokenCommand::Create { node_dir, name, scopes } => {
+                let token = crate::api::tokens::create_token(&node_dir, &name, scopes.into_iter().collect())?;
+                println!("{token}");
+                Ok(())
+            }
+        },
+        Command::Demo { args } => demo::run_demo(&args),
+        Command::Query { node_dir, dataset, keys, fields, purpose, grant } => {
+            records::query(crate::query::QuerySpec { dataset, keys, fields, purpose, grant }, &node_dir)
+        }
+        Command::Run { data_dir } => {
+            let runtime = tokio::runtime::Runtime::new()?;
+            runtime.block_on(crate::run::run(data_dir, demo::shutdown_signal()))
+        }
+    }
 }
