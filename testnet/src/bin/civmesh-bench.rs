@@ -244,6 +244,21 @@ fn scale() -> anyhow::Result<()> {
         SCALE_LEARNERS,
         started.elapsed().as_secs_f64()
     );
+    let (commit_ms, each_learner_ms, all_learners_ms) = time_policy_changes(&net)?;
+    print_scale_table(commit_ms, each_learner_ms, all_learners_ms);
+    let rss_kib: Vec<u64> = (0..net.nodes.len()).filter_map(|i| resident_kib(net.pid(i).ok()?)).collect();
+    anyhow::ensure!(rss_kib.len() == net.nodes.len(), "could not read every node's memory");
+    let mean = rss_kib.iter().sum::<u64>() as f64 / rss_kib.len() as f64 / 1024.0;
+    let max = rss_kib.iter().copied().max().unwrap_or(0) as f64 / 1024.0;
+    println!("resident memory per node: mean {mean:.1} MiB, max {max:.1} MiB ({} nodes)", rss_kib.len());
+    drop(net);
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
+/// Submits `SCALE_CHANGES` demands at the hub and times each commit and its
+/// arrival at each learner: (commit, each learner, all learners), in ms.
+fn time_policy_changes(net: &Testnet) -> anyhow::Result<(Vec<f64>, Vec<f64>, Vec<f64>)> {
     let hub = NodeKey::load(&net.nodes[0].data_dir.join("node.key"))?;
     let hub_api = net.api(0)?;
     let learners: Vec<_> =
@@ -289,6 +304,11 @@ fn scale() -> anyhow::Result<()> {
         all_learners_ms.push(reached.iter().copied().fold(0.0, f64::max));
         each_learner_ms.extend(reached);
     }
+    Ok((commit_ms, each_learner_ms, all_learners_ms))
+}
+
+/// The scale check's table: learners' p50 and p99 beside the commit's.
+fn print_scale_table(mut commit_ms: Vec<f64>, mut each_learner_ms: Vec<f64>, mut all_learners_ms: Vec<f64>) {
     let percentile = |values: &mut Vec<f64>, p: f64| {
         values.sort_by(f64::total_cmp);
         values[((values.len() as f64 * p) as usize).min(values.len() - 1)]
@@ -311,14 +331,6 @@ fn scale() -> anyhow::Result<()> {
         let p50 = percentile(values, 0.5);
         println!("{name:<34} | {p50:>9.2} {:>9.2} | {:>17.1}", percentile(values, 0.99), p50 / commit_p50);
     }
-    let rss_kib: Vec<u64> = (0..net.nodes.len()).filter_map(|i| resident_kib(net.pid(i).ok()?)).collect();
-    anyhow::ensure!(rss_kib.len() == net.nodes.len(), "could not read every node's memory");
-    let mean = rss_kib.iter().sum::<u64>() as f64 / rss_kib.len() as f64 / 1024.0;
-    let max = rss_kib.iter().copied().max().unwrap_or(0) as f64 / 1024.0;
-    println!("resident memory per node: mean {mean:.1} MiB, max {max:.1} MiB ({} nodes)", rss_kib.len());
-    drop(net);
-    let _ = std::fs::remove_dir_all(&dir);
-    Ok(())
 }
 
 /// A process's resident set size, from /proc.

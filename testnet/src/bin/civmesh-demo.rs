@@ -2,9 +2,10 @@
 //! processes, seeded with synthetic data, walking the loop step by step and
 //! checking each step against the nodes' real answers.
 //!
-//! Built so far: demand, grant, a street query with masked fields, and the
-//! replicated access log. Corrections (issue 6) and the auditor's tools
-//! (issue 7) are not built yet; the demo says so instead of pretending.
+//! The steps: a federation of seven processes, the seed data, a demand and
+//! its grant, a street query with masked fields, a correction from the
+//! street through review to the new version and back, the replicated access
+//! log, the auditor's offline verification and a subject-access report.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
@@ -89,55 +90,85 @@ fn stop_on_interrupt(temporary: Option<PathBuf>) -> anyhow::Result<()> {
 
 fn main() -> anyhow::Result<()> {
     let options = options()?;
-    let (root, _temporary) = match &options.dir {
-        Some(dir) => {
-            anyhow::ensure!(
-                !dir.join("ca").join("ca.pem").exists(),
-                "{} already holds a civmesh federation; give --dir an empty or new directory",
-                dir.display()
-            );
-            anyhow::ensure!(
-                !dir.exists() || std::fs::read_dir(dir)?.next().is_none(),
-                "{} is not empty; give --dir an empty or new directory",
-                dir.display()
-            );
-            (dir.clone(), None)
-        }
-        None => {
-            let temporary = std::env::temp_dir().join(format!("civmesh-demo-{}", std::process::id()));
-            (temporary.clone(), Some(TemporaryDir(temporary)))
-        }
+    let (root, temporary) = demo_root(&options)?;
+    stop_on_interrupt(temporary.as_ref().map(|temporary| temporary.0.clone()))?;
+    let mut net = start_federation(&root)?;
+    seed(&net, &root)?;
+    let grant_id = demand_and_grant(&net)?;
+    let record = street_query(&net, grant_id)?;
+    correction_loop(&net, grant_id, &record["fields"])?;
+    replicated_access_log(&net)?;
+    audit(&net, &root)?;
+    print_evaluation(&net)?;
+    println!("\ndemo: closed loop verified");
+    VERIFIED.store(true, std::sync::atomic::Ordering::SeqCst);
+    if let Some(seconds) = options.soak_seconds {
+        soak(&mut net, &root, seconds, grant_id)?;
+    }
+    if options.check {
+        return Ok(());
+    }
+    print_api_urls(&net)?;
+    wait_for_interrupt()
+}
+
+/// The directory the federation lives in: `--dir` (empty or new), or a
+/// temporary one removed at the end.
+fn demo_root(options: &Options) -> anyhow::Result<(PathBuf, Option<TemporaryDir>)> {
+    let Some(dir) = &options.dir else {
+        let temporary = std::env::temp_dir().join(format!("civmesh-demo-{}", std::process::id()));
+        return Ok((temporary.clone(), Some(TemporaryDir(temporary))));
     };
-    stop_on_interrupt(_temporary.as_ref().map(|temporary| temporary.0.clone()))?;
-    let specs = whole_city();
+    anyhow::ensure!(
+        !dir.join("ca").join("ca.pem").exists(),
+        "{} already holds a civmesh federation; give --dir an empty or new directory",
+        dir.display()
+    );
+    anyhow::ensure!(
+        !dir.exists() || std::fs::read_dir(dir)?.next().is_none(),
+        "{} is not empty; give --dir an empty or new directory",
+        dir.display()
+    );
+    Ok((dir.clone(), None))
+}
+
+/// Step 0: seven processes, three of them voters, and a leader.
+fn start_federation(root: &std::path::Path) -> anyhow::Result<Testnet> {
     step(
         "0",
         "a federation of 7 civmesh processes: 3 voters (hub, market supervision, civil affairs), 4 learners",
     );
-    let mut net = Testnet::create(&root, &specs, SnapshotPolicy::default())?;
+    let mut net = Testnet::create(root, &whole_city(), SnapshotPolicy::default())?;
     net.start_all()?;
     net.bootstrap()?;
     let leader = net.leader(Duration::from_secs(10))?;
     ok(&format!("policy log up, leader {}", net.nodes[leader].spec.name));
+    Ok(net)
+}
 
-    let market = NodeKey::load(&net.nodes[1].data_dir.join("node.key"))?;
-    let civil = NodeKey::load(&net.nodes[2].data_dir.join("node.key"))?;
-    let street = NodeKey::load(&net.nodes[3].data_dir.join("node.key"))?;
-    let submit = |via: usize, key: &NodeKey, command: Command| -> anyhow::Result<Applied> {
-        let envelope = SignedEnvelope::sign(key, &command, now_unix_millis())?;
-        let outcome = net.api(via)?.submit(&[envelope])?.outcomes.into_iter().next().context("no outcome")?;
-        outcome.map_err(|rejection| anyhow::anyhow!("rejected: {rejection}"))
-    };
+/// Signs `command` with `key` and submits it through node `via`.
+fn submit(net: &Testnet, via: usize, key: &NodeKey, command: Command) -> anyhow::Result<Applied> {
+    let envelope = SignedEnvelope::sign(key, &command, now_unix_millis())?;
+    let outcome = net.api(via)?.submit(&[envelope])?.outcomes.into_iter().next().context("no outcome")?;
+    outcome.map_err(|rejection| anyhow::anyhow!("rejected: {rejection}"))
+}
 
+/// The key of node `index`.
+fn node_key(net: &Testnet, index: usize) -> anyhow::Result<NodeKey> {
+    Ok(NodeKey::load(&net.nodes[index].data_dir.join("node.key"))?)
+}
+
+/// The seed: both departments publish their datasets and import them.
+fn seed(net: &Testnet, root: &std::path::Path) -> anyhow::Result<()> {
     step("seed", "catalog and synthetic data: 10,000 enterprises, 50,000 residents");
-    submit(1, &market, Command::PublishDataset(enterprise_dataset()))?;
-    submit(2, &civil, Command::PublishDataset(resident_dataset()))?;
+    submit(net, 1, &node_key(net, 1)?, Command::PublishDataset(enterprise_dataset()))?;
+    submit(net, 2, &node_key(net, 2)?, Command::PublishDataset(resident_dataset()))?;
     let enterprises_csv = root.join("enterprises.csv");
     write_enterprises(&enterprises_csv)?;
     let residents_csv = root.join("residents.csv");
     write_residents(&residents_csv)?;
     for (index, dataset, file) in [(1, ENTERPRISES, &enterprises_csv), (2, RESIDENTS, &residents_csv)] {
-        let dir = net.nodes[index].data_dir.to_str().context("path")?.to_string();
+        let dir = node_dir(net, index)?;
         let printed = net.cli(&[
             "records",
             "import",
@@ -149,14 +180,21 @@ fn main() -> anyhow::Result<()> {
         ])?;
         ok(printed.trim());
     }
+    Ok(())
+}
 
+/// Steps 1 and 2: the street files a demand, the catalog match lists it as
+/// waiting, market supervision grants it, and the match lists it no more.
+/// Returns the grant's id.
+fn demand_and_grant(net: &Testnet) -> anyhow::Result<u64> {
     step(
         "1",
         "demand: Jing'an Temple street asks market supervision for enterprise names and operating addresses",
     );
     let demand = submit(
+        net,
         3,
-        &street,
+        &node_key(net, 3)?,
         Command::FileDemand {
             dataset: ENTERPRISES.into(),
             fields: BTreeSet::from(["name".to_string(), "operating_address".to_string()]),
@@ -173,7 +211,24 @@ fn main() -> anyhow::Result<()> {
     ok(&format!("demand {demand_id} filed; catalog match lists it as waiting for a grant"));
 
     step("2", "grant: market supervision grants those fields and the legal representative's phone (masked), Jing'an only");
-    let grant = GrantSpec {
+    let Applied::GrantIssued(grant_id) =
+        submit(net, 1, &node_key(net, 1)?, Command::IssueGrant(jingan_grant(demand_id)?))?
+    else {
+        anyhow::bail!("no grant id")
+    };
+    let report: serde_json::Value = net.api(0)?.get("/v1/policy/match")?;
+    anyhow::ensure!(
+        report["demands_without_grant"].as_array().is_some_and(|d| d.is_empty()),
+        "the demand still waits: {report}"
+    );
+    ok(&format!("grant {grant_id} issued; the demand is now covered"));
+    Ok(grant_id)
+}
+
+/// The grant of step 2: names, operating addresses and the masked phone of
+/// the enterprises in Jing'an, for 90 days, answering demand `demand_id`.
+fn jingan_grant(demand_id: u64) -> anyhow::Result<GrantSpec> {
+    Ok(GrantSpec {
         dataset: ENTERPRISES.into(),
         grantee: OrgId::new("street/jingansi")?,
         fields: BTreeSet::from([
@@ -192,17 +247,13 @@ fn main() -> anyhow::Result<()> {
         masking: BTreeMap::from([("legal_rep_phone".to_string(), MaskingRule::KeepLast(4))]),
         consent_required: false,
         demand: Some(demand_id),
-    };
-    let Applied::GrantIssued(grant_id) = submit(1, &market, Command::IssueGrant(grant))? else {
-        anyhow::bail!("no grant id")
-    };
-    let report: serde_json::Value = net.api(0)?.get("/v1/policy/match")?;
-    anyhow::ensure!(
-        report["demands_without_grant"].as_array().is_some_and(|d| d.is_empty()),
-        "the demand still waits: {report}"
-    );
-    ok(&format!("grant {grant_id} issued; the demand is now covered"));
+    })
+}
 
+/// Step 3: the street's query releases exactly the granted fields, masked;
+/// a record out of scope answers like an unknown key; residents without a
+/// grant are denied. Returns the released record.
+fn street_query(net: &Testnet, grant_id: u64) -> anyhow::Result<serde_json::Value> {
     step("3", &format!("a street query: enterprise {} (Jing'an), four fields asked", enterprise_key(7)));
     let query = serde_json::json!({
         "dataset": ENTERPRISES, "keys": [enterprise_key(7)],
@@ -243,9 +294,12 @@ fn main() -> anyhow::Result<()> {
         "residents were released without a grant: {answer}"
     );
     ok("residents without a grant: denied (grant_required), and the denial logged");
+    Ok(record.clone())
+}
 
-    correction_loop(&net, grant_id, &record["fields"])?;
-
+/// Step 8, the online half: every replica holds the same access log, with
+/// no subject key or value in it.
+fn replicated_access_log(net: &Testnet) -> anyhow::Result<()> {
     step("8", "the auditor verifies the log: the same on every replica, then offline from a bundle");
     let logs = wait_until("the access log on every replica", Duration::from_secs(20), || {
         let logs: Vec<Vec<serde_json::Value>> = (0..net.nodes.len())
@@ -267,17 +321,11 @@ fn main() -> anyhow::Result<()> {
         "personal data in the access log"
     );
     ok("4 access records (2 queries, 1 denial, 1 push), identical on all 7 replicas, no subject key or value in them");
-    audit(&net, &root)?;
+    Ok(())
+}
 
-    print_evaluation(&net)?;
-    println!("\ndemo: closed loop verified");
-    VERIFIED.store(true, std::sync::atomic::Ordering::SeqCst);
-    if let Some(seconds) = options.soak_seconds {
-        soak(&mut net, &root, seconds, grant_id)?;
-    }
-    if options.check {
-        return Ok(());
-    }
+/// Prints each node's API address, for the operator to try.
+fn print_api_urls(net: &Testnet) -> anyhow::Result<()> {
     println!(
         "\nThe federation keeps running until Ctrl-C. HTTPS APIs (CA: DATA_DIR/ca.pem; bearer token: DATA_DIR/api-token):"
     );
@@ -292,7 +340,7 @@ fn main() -> anyhow::Result<()> {
         );
     }
     std::io::stdout().flush()?;
-    wait_for_interrupt()
+    Ok(())
 }
 
 /// Steps 4-7: the street subscribes, finds enterprise 7's operating address
@@ -300,7 +348,7 @@ fn main() -> anyhow::Result<()> {
 /// it; the record gets a new version whose provenance is the correction; the
 /// outcome reaches the street and the subscriber receives the new version.
 fn correction_loop(net: &Testnet, grant_id: u64, seen: &serde_json::Value) -> anyhow::Result<()> {
-    let (market_dir, street_dir) = (node_dir(net, 1)?, node_dir(net, 3)?);
+    let street_dir = node_dir(net, 3)?;
     let subscription = serde_json::json!({
         "dataset": ENTERPRISES, "fields": ["name", "operating_address"], "purpose": PURPOSE, "grant": grant_id,
     });
@@ -348,9 +396,17 @@ fn correction_loop(net: &Testnet, grant_id: u64, seen: &serde_json::Value) -> an
         pending.len()
     ));
 
+    review_and_accept(net, &id, observed)?;
+    outcome_returns(net, &id, observed)
+}
+
+/// Step 6: market supervision's operator reviews the correction beside the
+/// record and accepts it; version 2 carries the correction as provenance.
+fn review_and_accept(net: &Testnet, id: &str, observed: &str) -> anyhow::Result<()> {
+    let market_dir = node_dir(net, 1)?;
     step("6", "the owner applies it: an operator reviews it beside the record and accepts");
     let shown: serde_json::Value =
-        serde_json::from_str(&net.cli(&["correction", "show", "--node-dir", &market_dir, &id])?)?;
+        serde_json::from_str(&net.cli(&["correction", "show", "--node-dir", &market_dir, id])?)?;
     println!(
         "    base version {} says {}; the correction says {}",
         shown["base_record"]["version"], shown["current_record"]["fields"]["operating_address"], observed
@@ -360,7 +416,7 @@ fn correction_loop(net: &Testnet, grant_id: u64, seen: &serde_json::Value) -> an
         "accept",
         "--node-dir",
         &market_dir,
-        &id,
+        id,
         "--operator",
         "Wang Fang",
     ])?)?;
@@ -384,7 +440,12 @@ fn correction_loop(net: &Testnet, grant_id: u64, seen: &serde_json::Value) -> an
         "the record does not carry the correction: {record}"
     );
     ok("version 2 written, its provenance the correction id; the history keeps version 1");
+    Ok(())
+}
 
+/// Step 7: the signed outcome reaches the street, the subscriber receives
+/// version 2, and every replica holds the same lifecycle.
+fn outcome_returns(net: &Testnet, id: &str, observed: &str) -> anyhow::Result<()> {
     step("7", "the loop closes: the signed outcome reaches the street, and the subscriber sees version 2");
     let outcome = wait_until("the outcome at the street", Duration::from_secs(20), || {
         let view: serde_json::Value = net.api(3).ok()?.get(&format!("/v1/corrections/{id}")).ok()?;
