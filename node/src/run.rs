@@ -1,6 +1,6 @@
-//! `civmesh run`: starts one node (swarm, policy-log member, gating, HTTP
-//! API) and runs it until the shutdown future resolves, then stops each part
-//! in turn.
+//! `civmesh run`: [`Node::start`] starts one node (swarm, policy-log member,
+//! services, peer handlers, gating, HTTP API) and [`Node::shutdown`] stops it,
+//! waiting for every task it spawned.
 
 use std::collections::{BTreeSet, HashMap};
 use std::future::Future;
@@ -14,6 +14,7 @@ use civmesh_consensus::{PeerResponse, PolicyLog, PolicyLogConfig, SharedState};
 use libp2p::PeerId;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{watch, Semaphore};
+use tokio_util::task::TaskTracker;
 
 use crate::api::{self, ApiState};
 use crate::config::NodeConfig;
@@ -34,7 +35,9 @@ pub const GATING_REFRESH_MS: u64 = 500;
 pub const LISTEN_WAIT_MS_MAX: u64 = 5_000;
 /// How long in-flight API requests may take to finish at shutdown.
 pub const API_SHUTDOWN_GRACE_MS: u64 = 5_000;
-/// The file a running node writes its addresses to, in the data directory.
+/// How long shutdown waits for the node's tasks to finish.
+pub const SHUTDOWN_TASKS_WAIT_MS_MAX: u64 = 10_000;
+/// The file a running node writes its addresses to, in the node directory.
 pub const RUNTIME_FILE_NAME: &str = "node.json";
 
 /// What a running node tells local tools about itself (`DATA_DIR/node.json`).
@@ -50,107 +53,220 @@ pub struct RuntimeInfo {
     pub pid: u32,
 }
 
-/// Runs the node in `data_dir` until `shutdown` resolves.
-pub async fn run(data_dir: PathBuf, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
-    let config = NodeConfig::load(&data_dir)?;
-    let resolve = |path: &Path| NodeConfig::resolve(&data_dir, path);
-    let key = NodeKey::load(&resolve(&config.node.key_file))?;
-    let ca_pem = read_small(&resolve(&config.node.ca_certificate_file))?;
-    let ca = CaCertificate::from_pem(&ca_pem).context("the CA certificate")?;
-    let certificate_pem = read_small(&resolve(&config.node.certificate_file))?;
-    let certificate = NodeCertificate::from_pem(&certificate_pem).context("the node certificate")?;
-    let identity = certificate
-        .verify_presented_by(&key.node_id(), &ca, now_unix_millis(), &RevocationSet::default())
-        .context("the node certificate does not fit this node's key and CA")?;
-    let api_token = read_secret(&resolve(&config.node.api_token_file))?.trim().to_string();
-    anyhow::ensure!(api_token.len() >= 32, "the API token file holds too short a token");
-    let bootstrap_peers = parse_peers(&config.trust.bootstrap_peers)?;
+/// Runs the node in `node_dir` until `shutdown` resolves, then stops it.
+pub async fn run(node_dir: PathBuf, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    let node = Node::start(&node_dir).await?;
+    shutdown.await;
+    node.shutdown().await;
+    Ok(())
+}
 
-    let (stop_sender, stop) = watch::channel(false);
-    let (swarm, inbound) = swarm::start(key.to_libp2p_keypair()?, &config.node.p2p_listen, stop.clone())?;
-    let listening = wait_for_listen_address(&swarm).await?;
-    let address = config.node.p2p_advertise.clone().unwrap_or(listening);
-    let mut raft_config = PolicyLogConfig::new(data_dir.join("policy-log"), key.node_id(), address.clone());
+/// A running node: what shutdown needs to stop it.
+pub struct Node {
+    stop: watch::Sender<bool>,
+    tasks: TaskTracker,
+    log: PolicyLog<SwarmClient>,
+}
+
+/// What a node proves itself with, read from its directory.
+struct Identity {
+    config: NodeConfig,
+    key: Arc<NodeKey>,
+    certificate: NodeCertificate,
+    certificate_pem: String,
+    verified: civmesh_certs::VerifiedIdentity,
+    api_token: String,
+}
+
+/// The services a node runs, for the API and the peer handlers.
+struct Services {
+    records: Arc<RecordStore>,
+    query: Arc<QueryService>,
+    corrections: Arc<CorrectionService>,
+    metrics: Arc<crate::api::metrics::Metrics>,
+}
+
+impl Node {
+    /// Starts every part of the node in `node_dir`, in order: the swarm, the
+    /// policy-log member, the record store and services, their background
+    /// tasks and peer handlers, the gate and the HTTP API. Every task is
+    /// spawned on the node's tracker, which [`Node::shutdown`] awaits.
+    pub async fn start(node_dir: &Path) -> anyhow::Result<Node> {
+        let identity = Identity::load(node_dir)?;
+        let config = &identity.config;
+        let bootstrap_peers = parse_peers(&config.trust.bootstrap_peers)?;
+        let tasks = TaskTracker::new();
+        let (stop_sender, stop) = watch::channel(false);
+        let (swarm, inbound) =
+            swarm::start(identity.key.to_libp2p_keypair()?, &config.node.p2p_listen, stop.clone())?;
+        let listening = wait_for_listen_address(&swarm).await?;
+        let address = config.node.p2p_advertise.clone().unwrap_or(listening);
+        let log =
+            PolicyLog::start(raft_config(node_dir, config, &identity.key, &address), swarm.clone()).await?;
+        let services = Services::start(node_dir, &identity, &log, &swarm).await?;
+        let key = &identity.key;
+        tasks.spawn(services.corrections.clone().run_worker(stop.clone()));
+        tasks.spawn(services.query.clone().run_push_retries(stop.clone()));
+        tasks.spawn(crate::audit::checkpoints::run_checkpoints(log.clone(), key.clone(), stop.clone()));
+        tasks.spawn(serve_raft(log.clone(), services.metrics.clone(), inbound.raft, tasks.clone()));
+        tasks.spawn(serve_services(
+            services.query.clone(),
+            services.corrections.clone(),
+            inbound.services,
+            tasks.clone(),
+        ));
+        tasks.spawn(keep_gate(
+            log.state().clone(),
+            swarm.clone(),
+            bootstrap_peers,
+            key.node_id(),
+            stop.clone(),
+        ));
+        let identity_node_id = key.node_id();
+        let api_url = start_api(node_dir, identity, &log, &swarm, services, &tasks, stop)?;
+        write_runtime_info(
+            node_dir,
+            &RuntimeInfo {
+                peer_id: identity_node_id.to_string(),
+                p2p_addresses: vec![address.clone()],
+                api_url: api_url.clone(),
+                pid: std::process::id(),
+            },
+        )?;
+        tracing::info!(peer_id = %identity_node_id, %address, %api_url, "node running");
+        Ok(Node { stop: stop_sender, tasks, log })
+    }
+
+    /// Stops the node: every task is told to stop, the API drains, and this
+    /// waits for every spawned task (at most [`SHUTDOWN_TASKS_WAIT_MS_MAX`])
+    /// before Raft shuts down.
+    pub async fn shutdown(self) {
+        tracing::info!("shutting down");
+        let _ = self.stop.send(true);
+        self.tasks.close();
+        let wait = Duration::from_millis(SHUTDOWN_TASKS_WAIT_MS_MAX);
+        if tokio::time::timeout(wait, self.tasks.wait()).await.is_err() {
+            tracing::warn!(tasks = self.tasks.len(), "tasks still running at shutdown");
+        }
+        self.log.shutdown().await;
+    }
+}
+
+impl Identity {
+    /// Reads the config, key, certificates and API token, and checks that
+    /// the certificate is this key's, from this CA.
+    fn load(node_dir: &Path) -> anyhow::Result<Identity> {
+        let config = NodeConfig::load(node_dir)?;
+        let resolve = |path: &Path| NodeConfig::resolve(node_dir, path);
+        let key = NodeKey::load(&resolve(&config.node.key_file))?;
+        let ca_pem = read_small(&resolve(&config.node.ca_certificate_file))?;
+        let ca = CaCertificate::from_pem(&ca_pem).context("the CA certificate")?;
+        let certificate_pem = read_small(&resolve(&config.node.certificate_file))?;
+        let certificate = NodeCertificate::from_pem(&certificate_pem).context("the node certificate")?;
+        let verified = certificate
+            .verify_presented_by(&key.node_id(), &ca, now_unix_millis(), &RevocationSet::default())
+            .context("the node certificate does not fit this node's key and CA")?;
+        let api_token = read_secret(&resolve(&config.node.api_token_file))?.trim().to_string();
+        anyhow::ensure!(api_token.len() >= 32, "the API token file holds too short a token");
+        Ok(Identity { config, key: Arc::new(key), certificate, certificate_pem, verified, api_token })
+    }
+}
+
+impl Services {
+    /// Opens the record store and builds the query and correction services.
+    async fn start(
+        node_dir: &Path,
+        identity: &Identity,
+        log: &PolicyLog<SwarmClient>,
+        swarm: &SwarmClient,
+    ) -> anyhow::Result<Services> {
+        let config = &identity.config;
+        let records =
+            Arc::new(RecordStore::open(&node_dir.join("records")).context("opening the record store")?);
+        let subject_key_secret = match &config.node.subject_key_secret_file {
+            Some(path) => read_secret(&NodeConfig::resolve(node_dir, path))?.trim().as_bytes().to_vec(),
+            None => Vec::new(),
+        };
+        let metrics = Arc::new(crate::api::metrics::Metrics::default());
+        swarm.count_queue_full_in(metrics.inbound_queue_full.clone()).await;
+        let limits = Arc::new(crate::security::PeerLimits::new(&config.limits)?);
+        let query = Arc::new(QueryService::new(
+            log.clone(),
+            identity.key.clone(),
+            records.clone(),
+            swarm.clone(),
+            subject_key_secret,
+            metrics.clone(),
+            limits,
+        )?);
+        let corrections = CorrectionService::new(
+            log.clone(),
+            identity.key.clone(),
+            records.clone(),
+            swarm.clone(),
+            query.clone(),
+        )?;
+        corrections.set_attachment_limits(config.corrections.into());
+        Ok(Services { records, query, corrections, metrics })
+    }
+}
+
+/// The policy log's settings from the node's config.
+fn raft_config(node_dir: &Path, config: &NodeConfig, key: &NodeKey, address: &str) -> PolicyLogConfig {
+    let mut raft_config =
+        PolicyLogConfig::new(node_dir.join("policy-log"), key.node_id(), address.to_string());
     raft_config.heartbeat_interval_ms = config.raft.heartbeat_interval_ms;
     raft_config.election_timeout_min_ms = config.raft.election_timeout_min_ms;
     raft_config.election_timeout_max_ms = config.raft.election_timeout_max_ms;
     raft_config.snapshot_after_entries = config.raft.snapshot_after_entries;
     raft_config.entries_kept_after_snapshot = config.raft.entries_kept_after_snapshot;
-    let log = PolicyLog::start(raft_config, swarm.clone()).await?;
-    let records = Arc::new(RecordStore::open(&data_dir.join("records")).context("opening the record store")?);
-    let subject_key_secret = match &config.node.subject_key_secret_file {
-        Some(path) => read_secret(&resolve(path))?.trim().as_bytes().to_vec(),
-        None => Vec::new(),
-    };
-    let key = Arc::new(key);
-    let metrics = Arc::new(crate::api::metrics::Metrics::default());
-    swarm.count_queue_full_in(metrics.inbound_queue_full.clone()).await;
-    let limits = Arc::new(crate::security::PeerLimits::new(&config.limits)?);
-    let query = Arc::new(QueryService::new(
-        log.clone(),
-        key.clone(),
-        records.clone(),
-        swarm.clone(),
-        subject_key_secret,
-        metrics.clone(),
-        limits,
-    )?);
+    raft_config
+}
 
-    let corrections =
-        CorrectionService::new(log.clone(), key.clone(), records.clone(), swarm.clone(), query.clone())?;
-    corrections.set_attachment_limits(config.corrections.into());
-    tokio::spawn(corrections.clone().run_worker(stop.clone()));
-    tokio::spawn(query.clone().run_push_retries(stop.clone()));
-    tokio::spawn(crate::audit::checkpoints::run_checkpoints(log.clone(), key.clone(), stop.clone()));
-    tokio::spawn(serve_raft(log.clone(), metrics.clone(), inbound.raft));
-    tokio::spawn(serve_services(query.clone(), corrections.clone(), inbound.services));
-    tokio::spawn(keep_gate(log.state().clone(), swarm.clone(), bootstrap_peers, key.node_id(), stop.clone()));
-
-    let listener = std::net::TcpListener::bind(&config.node.api_listen)
-        .with_context(|| format!("cannot listen for the HTTP API on {}", config.node.api_listen))?;
+/// Starts the HTTPS API on its tracked task, draining on `stop`; returns
+/// its base URL.
+fn start_api(
+    node_dir: &Path,
+    identity: Identity,
+    log: &PolicyLog<SwarmClient>,
+    swarm: &SwarmClient,
+    services: Services,
+    tasks: &TaskTracker,
+    mut stop: watch::Receiver<bool>,
+) -> anyhow::Result<String> {
+    let listen = &identity.config.node.api_listen;
+    let listener = std::net::TcpListener::bind(listen)
+        .with_context(|| format!("cannot listen for the HTTP API on {listen}"))?;
     listener.set_nonblocking(true)?;
     let api_url = format!("https://{}", listener.local_addr()?);
-    let tls = tls_server_config(&certificate, &key)?;
+    let tls = tls_server_config(&identity.certificate, &identity.key)?;
     let state = Arc::new(ApiState {
         log: log.clone(),
         swarm: swarm.clone(),
-        api_token,
-        scoped_tokens: crate::api::tokens::TokenRegistry::new(&data_dir),
-        certificate_pem,
-        identity,
-        records,
-        query,
-        corrections,
-        metrics,
+        api_token: identity.api_token,
+        scoped_tokens: crate::api::tokens::TokenRegistry::new(node_dir),
+        certificate_pem: identity.certificate_pem,
+        identity: identity.verified,
+        records: services.records,
+        query: services.query,
+        corrections: services.corrections,
+        metrics: services.metrics,
     });
     let handle = axum_server::Handle::new();
-    let server = tokio::spawn(
+    let server =
         axum_server::from_tcp_rustls(listener, axum_server::tls_rustls::RustlsConfig::from_config(tls))?
             .handle(handle.clone())
-            .serve(api::router(state).into_make_service()),
-    );
-    let mut api_stop = stop.clone();
-    tokio::spawn(async move {
-        let _ = api_stop.changed().await;
+            .serve(api::router(state).into_make_service());
+    tasks.spawn(async move {
+        if let Err(error) = server.await {
+            tracing::error!(%error, "the HTTP API stopped");
+        }
+    });
+    tasks.spawn(async move {
+        let _ = stop.changed().await;
         handle.graceful_shutdown(Some(Duration::from_millis(API_SHUTDOWN_GRACE_MS)));
     });
-    write_runtime_info(
-        &data_dir,
-        &RuntimeInfo {
-            peer_id: key.node_id().to_string(),
-            p2p_addresses: vec![address.clone()],
-            api_url: api_url.clone(),
-            pid: std::process::id(),
-        },
-    )?;
-    tracing::info!(peer_id = %key.node_id(), %address, %api_url, "node running");
-
-    shutdown.await;
-    tracing::info!("shutting down");
-    let _ = stop_sender.send(true);
-    let _ = server.await;
-    log.shutdown().await;
-    Ok(())
+    Ok(api_url)
 }
 
 /// TLS for the HTTP API: the node's CA-issued certificate and its own key
@@ -231,6 +347,7 @@ async fn serve_raft(
     log: PolicyLog<SwarmClient>,
     metrics: Arc<crate::api::metrics::Metrics>,
     mut inbound: tokio::sync::mpsc::Receiver<InboundRequest>,
+    tasks: TaskTracker,
 ) {
     // One entry per peer that passed the gate: bounded by the membership.
     let mut per_peer: HashMap<PeerId, Arc<Semaphore>> = HashMap::new();
@@ -249,7 +366,7 @@ async fn serve_raft(
             continue;
         };
         let (log, metrics) = (log.clone(), metrics.clone());
-        tokio::spawn(async move {
+        tasks.spawn(async move {
             let answer = log.handle_peer_request(&peer, &request.bytes).await;
             if let Some(refusal) = answer.refusal {
                 crate::security::report(&metrics, log.state(), &peer, refusal.code());
@@ -266,12 +383,13 @@ async fn serve_services(
     query: Arc<QueryService>,
     corrections: Arc<CorrectionService>,
     mut inbound: tokio::sync::mpsc::Receiver<InboundRequest>,
+    tasks: TaskTracker,
 ) {
     let permits = Arc::new(Semaphore::new(SERVICE_HANDLERS_MAX));
     while let Some(request) = inbound.recv().await {
         let Ok(permit) = permits.clone().acquire_owned().await else { break };
         let (query, corrections) = (query.clone(), corrections.clone());
-        tokio::spawn(async move {
+        tasks.spawn(async move {
             let answer = match (request.protocol, NodeId::from_peer_id(&request.peer)) {
                 (Protocol::Query, Ok(peer)) => query.handle(peer, &request.bytes).await,
                 (Protocol::Correction, Ok(peer)) => corrections.handle(peer, &request.bytes).await,
