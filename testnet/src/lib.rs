@@ -217,6 +217,15 @@ pub fn wait_until<T>(
 }
 
 impl Testnet {
+    /// A federation of `specs` under `root`, started and bootstrapped, with
+    /// the default snapshot policy: what most tests begin with.
+    pub fn launch(root: &Path, specs: &[NodeSpec]) -> anyhow::Result<Self> {
+        let mut net = Testnet::create(root, specs, SnapshotPolicy::default())?;
+        net.start_all()?;
+        net.bootstrap()?;
+        Ok(net)
+    }
+
     /// Creates the CA and every node's data directory under `root` (which
     /// must be empty or absent). Ports are fixed at creation so restarted
     /// nodes come back at the same addresses.

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use civmesh_policy::{Applied, Command};
 use civmesh_testnet::city::{city, enterprise_dataset, street_inspection_grant, ENTERPRISES};
-use civmesh_testnet::{wait_until, SnapshotPolicy, Testnet};
+use civmesh_testnet::{wait_until, Testnet};
 use serde_json::Value;
 
 const MARKET: usize = 1;
@@ -50,14 +50,7 @@ fn wait_for_checkpoint(net: &Testnet, index: usize, entries: u64) -> Value {
 #[test]
 fn export_verify_and_subject_access_over_a_live_federation() {
     let dir = tempfile::tempdir().unwrap();
-    let mut net = Testnet::create(
-        dir.path(),
-        &city(&["hub", "market", "civil", "jingansi"]),
-        SnapshotPolicy::default(),
-    )
-    .unwrap();
-    net.start_all().unwrap();
-    net.bootstrap().unwrap();
+    let mut net = Testnet::launch(dir.path(), &city(&["hub", "market", "civil", "jingansi"])).unwrap();
     net.sign_and_submit(MARKET, MARKET, Command::PublishDataset(enterprise_dataset())).unwrap();
     let grant = street_inspection_grant("street/jingansi", &["name"], &[]).unwrap();
     let Applied::GrantIssued(grant) =

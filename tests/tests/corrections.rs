@@ -18,7 +18,7 @@ use civmesh_policy::correction::{CorrectionEvent, CorrectionRequest, CorrectionS
 use civmesh_policy::model::{FieldValue, SubjectKeyHash};
 use civmesh_policy::{Applied, Command};
 use civmesh_testnet::city::{city, enterprise_dataset, street_inspection_grant, ENTERPRISES};
-use civmesh_testnet::{wait_until, SnapshotPolicy, Testnet};
+use civmesh_testnet::{wait_until, Testnet};
 use serde_json::Value;
 
 const KEY: &str = "91310106A";
@@ -33,14 +33,7 @@ const LEASE: &[u8] = b"%PDF-1.4 lease";
 /// enterprise registry published and one enterprise imported, and a grant
 /// for jingansi on name and operating address.
 fn enterprise_city(dir: &Path) -> Testnet {
-    let mut net = Testnet::create(
-        dir,
-        &city(&["hub", "market", "civil", "jingansi", "nanjingxilu"]),
-        SnapshotPolicy::default(),
-    )
-    .unwrap();
-    net.start_all().unwrap();
-    net.bootstrap().unwrap();
+    let net = Testnet::launch(dir, &city(&["hub", "market", "civil", "jingansi", "nanjingxilu"])).unwrap();
     net.sign_and_submit(MARKET, MARKET, Command::PublishDataset(enterprise_dataset())).unwrap();
     let grant = street_inspection_grant("street/jingansi", &["name", "operating_address"], &[]).unwrap();
     assert!(matches!(

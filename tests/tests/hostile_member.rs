@@ -32,7 +32,7 @@ use civmesh_testnet::city::{
     STREET_INSPECTION,
 };
 use civmesh_testnet::hostile::{code_name, decode_answer, HostilePeer};
-use civmesh_testnet::{wait_until, SnapshotPolicy, Testnet};
+use civmesh_testnet::{wait_until, Testnet};
 use serde_json::{json, Value};
 
 const HUB: usize = 0;
@@ -287,9 +287,7 @@ struct City {
 /// rule on the operating address and the phone, nanjingxilu granted names.
 fn city_under_attack(dir: &std::path::Path) -> City {
     let specs = city(&["hub", "market", "civil", "jingansi", "nanjingxilu"]);
-    let mut net = Testnet::create(dir, &specs, SnapshotPolicy::default()).unwrap();
-    net.start_all().unwrap();
-    net.bootstrap().unwrap();
+    let net = Testnet::launch(dir, &specs).unwrap();
     net.sign_and_submit(MARKET, MARKET, Command::PublishDataset(enterprise_dataset())).unwrap();
     net.sign_and_submit(CIVIL, CIVIL, Command::PublishDataset(resident_dataset())).unwrap();
     let fields = ["name", "registered_address", "operating_address", "legal_rep_phone", "district"];

@@ -72,9 +72,7 @@ mod civmesh_node_api {
 #[test]
 fn killing_the_leader_mid_stream_loses_no_acknowledged_write() {
     let dir = tempfile::tempdir().unwrap();
-    let mut net = Testnet::create(dir.path(), &federation(), SnapshotPolicy::default()).unwrap();
-    net.start_all().unwrap();
-    net.bootstrap().unwrap();
+    let mut net = Testnet::launch(dir.path(), &federation()).unwrap();
     let street = NodeKey::load(&net.nodes[3].data_dir.join("node.key")).unwrap();
     let leader = net.leader(Duration::from_secs(10)).unwrap();
     let term_before = net.api(leader).unwrap().status().unwrap().raft.term;
@@ -146,9 +144,7 @@ fn a_learner_added_after_the_log_was_purged_catches_up_by_snapshot() {
 #[test]
 fn a_cut_off_voter_cannot_commit_and_the_cluster_goes_on() {
     let dir = tempfile::tempdir().unwrap();
-    let mut net = Testnet::create(dir.path(), &federation(), SnapshotPolicy::default()).unwrap();
-    net.start_all().unwrap();
-    net.bootstrap().unwrap();
+    let net = Testnet::launch(dir.path(), &federation()).unwrap();
     let hub = NodeKey::load(&net.nodes[0].data_dir.join("node.key")).unwrap();
     assert!(submit_one(&net, 0, demand(&hub, "before")));
     converged(&net);
@@ -172,9 +168,7 @@ fn a_cut_off_voter_cannot_commit_and_the_cluster_goes_on() {
 #[test]
 fn voters_are_promoted_and_demoted_from_the_cli() {
     let dir = tempfile::tempdir().unwrap();
-    let mut net = Testnet::create(dir.path(), &federation(), SnapshotPolicy::default()).unwrap();
-    net.start_all().unwrap();
-    net.bootstrap().unwrap();
+    let net = Testnet::launch(dir.path(), &federation()).unwrap();
     let data_dir = |index: usize| net.nodes[index].data_dir.to_str().unwrap().to_string();
     let (hub, market, civil, street) = (data_dir(0), data_dir(1), data_dir(2), data_dir(3));
     let peer = |index: usize| net.nodes[index].peer_id.clone();
@@ -217,9 +211,7 @@ fn voters_are_promoted_and_demoted_from_the_cli() {
 #[test]
 fn a_revoked_member_is_disconnected_and_its_commands_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let mut net = Testnet::create(dir.path(), &federation(), SnapshotPolicy::default()).unwrap();
-    net.start_all().unwrap();
-    net.bootstrap().unwrap();
+    let net = Testnet::launch(dir.path(), &federation()).unwrap();
     let street = NodeKey::load(&net.nodes[3].data_dir.join("node.key")).unwrap();
     assert!(submit_one(&net, 0, demand(&street, "while a member")));
     let street_peer = net.nodes[3].peer_id.clone();

@@ -12,7 +12,7 @@ use civmesh_certs::{now_unix_millis, NodeKey, SignedEnvelope};
 use civmesh_policy::model::MaskingRule;
 use civmesh_policy::Command;
 use civmesh_testnet::city::{city, enterprise_dataset, street_inspection_grant, ENTERPRISES};
-use civmesh_testnet::{wait_until, SnapshotPolicy, Testnet};
+use civmesh_testnet::{wait_until, Testnet};
 
 fn sign(key: &NodeKey, command: Command) -> civmesh_policy::SignedCommand {
     SignedEnvelope::sign(key, &command, now_unix_millis()).unwrap()
@@ -37,26 +37,14 @@ fn access_log(net: &Testnet, index: usize) -> Vec<serde_json::Value> {
 fn a_street_reads_exactly_what_its_grant_allows_and_every_access_is_logged() {
     let dir = tempfile::tempdir().unwrap();
     let specs = city(&["hub", "market", "civil", "jingansi"]);
-    let mut net = Testnet::create(dir.path(), &specs, SnapshotPolicy::default()).unwrap();
-    net.start_all().unwrap();
-    net.bootstrap().unwrap();
+    let net = Testnet::launch(dir.path(), &specs).unwrap();
     let market = NodeKey::load(&net.nodes[1].data_dir.join("node.key")).unwrap();
     let outcome =
         net.api(1).unwrap().submit(&[sign(&market, Command::PublishDataset(enterprise_dataset()))]).unwrap();
     assert!(outcome.outcomes[0].is_ok());
     let csv = dir.path().join("enterprises.csv");
     std::fs::write(&csv, "credit_code,name,registered_address,operating_address,legal_rep_phone,district\n91310106A,Jing'an Tea House,,88 Changde Road,13800001111,\n").unwrap();
-    let market_dir = net.nodes[1].data_dir.to_str().unwrap().to_string();
-    net.cli(&[
-        "records",
-        "import",
-        "--node-dir",
-        &market_dir,
-        "--dataset",
-        ENTERPRISES,
-        csv.to_str().unwrap(),
-    ])
-    .unwrap();
+    net.import(1, ENTERPRISES, &csv).unwrap();
 
     // No grant: denied, and the denial is logged.
     let denied = query(&net, 3, None).unwrap();
@@ -129,6 +117,7 @@ fn a_street_reads_exactly_what_its_grant_allows_and_every_access_is_logged() {
     };
     let printed = query_name("street-inspection", &["--grant", &grant_text]).unwrap();
     assert!(printed.contains("Jing'an Tea House") && !printed.contains("Changde"), "{printed}");
+    let market_dir = net.nodes[1].data_dir.to_str().unwrap().to_string();
     let report: serde_json::Value =
         serde_json::from_str(&net.cli(&["catalog", "match", "--node-dir", &market_dir]).unwrap()).unwrap();
     assert_eq!(report["datasets_without_demand"], serde_json::json!([ENTERPRISES]), "{report}");

@@ -19,7 +19,7 @@ use civmesh_policy::{Command, QueryHeader};
 use civmesh_testnet::city::{
     city, enterprise_dataset, street_inspection_grant, ENTERPRISES, STREET_INSPECTION,
 };
-use civmesh_testnet::{SnapshotPolicy, Testnet};
+use civmesh_testnet::Testnet;
 
 const KEY: &str = "91310106A";
 
@@ -72,14 +72,7 @@ async fn ask_until_answered(
 #[test]
 fn replayed_garbage_oversized_and_stranger_queries_are_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let mut net = Testnet::create(
-        dir.path(),
-        &city(&["hub", "market", "civil", "jingansi"]),
-        SnapshotPolicy::default(),
-    )
-    .unwrap();
-    net.start_all().unwrap();
-    net.bootstrap().unwrap();
+    let mut net = Testnet::launch(dir.path(), &city(&["hub", "market", "civil", "jingansi"])).unwrap();
     let market = NodeKey::load(&net.nodes[1].data_dir.join("node.key")).unwrap();
     let sign = |command: Command| SignedEnvelope::sign(&market, &command, now_unix_millis()).unwrap();
     net.api(1).unwrap().submit(&[sign(Command::PublishDataset(enterprise_dataset()))]).unwrap();
@@ -90,17 +83,7 @@ fn replayed_garbage_oversized_and_stranger_queries_are_refused() {
     };
     let csv = dir.path().join("one.csv");
     std::fs::write(&csv, format!("credit_code,name,registered_address,operating_address,legal_rep_phone,district\n{KEY},Jing'an Tea House,,,,\n")).unwrap();
-    let market_dir = net.nodes[1].data_dir.to_str().unwrap().to_string();
-    net.cli(&[
-        "records",
-        "import",
-        "--node-dir",
-        &market_dir,
-        "--dataset",
-        ENTERPRISES,
-        csv.to_str().unwrap(),
-    ])
-    .unwrap();
+    net.import(1, ENTERPRISES, &csv).unwrap();
     let _: serde_json::Value = net.api(1).unwrap().get("/v1/read-index").unwrap();
 
     // The test speaks as the street, whose own node is stopped.

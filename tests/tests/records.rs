@@ -7,7 +7,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use civmesh_testnet::city::city;
-use civmesh_testnet::{SnapshotPolicy, Testnet};
+use civmesh_testnet::Testnet;
 
 const DATASET: &str = "market-supervision/enterprise-registry";
 
@@ -31,9 +31,7 @@ fn publish_command() -> serde_json::Value {
 fn records_are_imported_validated_and_versioned() {
     let dir = tempfile::tempdir().unwrap();
     let specs = city(&["hub", "market", "civil", "jingansi"]);
-    let mut net = Testnet::create(dir.path(), &specs, SnapshotPolicy::default()).unwrap();
-    net.start_all().unwrap();
-    net.bootstrap().unwrap();
+    let net = Testnet::launch(dir.path(), &specs).unwrap();
     let node_dir = |index: usize| net.nodes[index].data_dir.to_str().unwrap().to_string();
     let market = node_dir(1);
 

@@ -11,19 +11,12 @@ use civmesh_certs::{now_unix_millis, NodeKey, SignedEnvelope};
 use civmesh_policy::model::MaskingRule;
 use civmesh_policy::{Applied, Command};
 use civmesh_testnet::city::{city, enterprise_dataset, street_inspection_grant, ENTERPRISES};
-use civmesh_testnet::{wait_until, SnapshotPolicy, Testnet};
+use civmesh_testnet::{wait_until, Testnet};
 
 #[test]
 fn a_subscriber_receives_new_versions_masked_and_every_push_is_logged() {
     let dir = tempfile::tempdir().unwrap();
-    let mut net = Testnet::create(
-        dir.path(),
-        &city(&["hub", "market", "civil", "jingansi"]),
-        SnapshotPolicy::default(),
-    )
-    .unwrap();
-    net.start_all().unwrap();
-    net.bootstrap().unwrap();
+    let mut net = Testnet::launch(dir.path(), &city(&["hub", "market", "civil", "jingansi"])).unwrap();
     let market = NodeKey::load(&net.nodes[1].data_dir.join("node.key")).unwrap();
     let sign = |command: Command| SignedEnvelope::sign(&market, &command, now_unix_millis()).unwrap();
     net.api(1).unwrap().submit(&[sign(Command::PublishDataset(enterprise_dataset()))]).unwrap();
@@ -60,17 +53,7 @@ fn a_subscriber_receives_new_versions_masked_and_every_push_is_logged() {
 
     let csv = dir.path().join("update.csv");
     std::fs::write(&csv, "credit_code,name,registered_address,operating_address,legal_rep_phone,district\n91310106A,Jing'an Tea House,,12 Wuding Road,13800001111,\n").unwrap();
-    let market_dir = net.nodes[1].data_dir.to_str().unwrap().to_string();
-    net.cli(&[
-        "records",
-        "import",
-        "--node-dir",
-        &market_dir,
-        "--dataset",
-        ENTERPRISES,
-        csv.to_str().unwrap(),
-    ])
-    .unwrap();
+    net.import(1, ENTERPRISES, &csv).unwrap();
 
     let pushes: Vec<serde_json::Value> = wait_until("the push to arrive", Duration::from_secs(20), || {
         let pushes: Vec<serde_json::Value> = net.api(3).ok()?.get("/v1/subscriptions/updates").ok()?;
@@ -102,16 +85,7 @@ fn a_subscriber_receives_new_versions_masked_and_every_push_is_logged() {
     net.start(3).unwrap();
     std::fs::write(&csv, "credit_code,name,registered_address,operating_address,legal_rep_phone,district\n91310106A,Jing'an Tea House,,3 Yanping Road,,\n")
         .unwrap();
-    net.cli(&[
-        "records",
-        "import",
-        "--node-dir",
-        &market_dir,
-        "--dataset",
-        ENTERPRISES,
-        csv.to_str().unwrap(),
-    ])
-    .unwrap();
+    net.import(1, ENTERPRISES, &csv).unwrap();
     let pushes: Vec<serde_json::Value> =
         wait_until("a push after the restart", Duration::from_secs(20), || {
             let pushes: Vec<serde_json::Value> = net.api(3).ok()?.get("/v1/subscriptions/updates").ok()?;

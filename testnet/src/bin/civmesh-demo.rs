@@ -146,39 +146,17 @@ fn start_federation(root: &std::path::Path) -> anyhow::Result<Testnet> {
     Ok(net)
 }
 
-/// Signs `command` with `key` and submits it through node `via`.
-fn submit(net: &Testnet, via: usize, key: &NodeKey, command: Command) -> anyhow::Result<Applied> {
-    let envelope = SignedEnvelope::sign(key, &command, now_unix_millis())?;
-    let outcome = net.api(via)?.submit(&[envelope])?.outcomes.into_iter().next().context("no outcome")?;
-    outcome.map_err(|rejection| anyhow::anyhow!("rejected: {rejection}"))
-}
-
-/// The key of node `index`.
-fn node_key(net: &Testnet, index: usize) -> anyhow::Result<NodeKey> {
-    Ok(NodeKey::load(&net.nodes[index].data_dir.join("node.key"))?)
-}
-
 /// The seed: both departments publish their datasets and import them.
 fn seed(net: &Testnet, root: &std::path::Path) -> anyhow::Result<()> {
     step("seed", "catalog and synthetic data: 10,000 enterprises, 50,000 residents");
-    submit(net, 1, &node_key(net, 1)?, Command::PublishDataset(enterprise_dataset()))?;
-    submit(net, 2, &node_key(net, 2)?, Command::PublishDataset(resident_dataset()))?;
+    net.sign_and_submit(1, 1, Command::PublishDataset(enterprise_dataset()))?;
+    net.sign_and_submit(2, 2, Command::PublishDataset(resident_dataset()))?;
     let enterprises_csv = root.join("enterprises.csv");
     write_enterprises(&enterprises_csv)?;
     let residents_csv = root.join("residents.csv");
     write_residents(&residents_csv)?;
     for (index, dataset, file) in [(1, ENTERPRISES, &enterprises_csv), (2, RESIDENTS, &residents_csv)] {
-        let dir = node_dir(net, index)?;
-        let printed = net.cli(&[
-            "records",
-            "import",
-            "--node-dir",
-            &dir,
-            "--dataset",
-            dataset,
-            file.to_str().context("path")?,
-        ])?;
-        ok(printed.trim());
+        ok(net.import(index, dataset, file)?.trim());
     }
     Ok(())
 }
@@ -191,10 +169,9 @@ fn demand_and_grant(net: &Testnet) -> anyhow::Result<u64> {
         "1",
         "demand: Jing'an Temple street asks market supervision for enterprise names and operating addresses",
     );
-    let demand = submit(
-        net,
+    let demand = net.sign_and_submit(
         3,
-        &node_key(net, 3)?,
+        3,
         Command::FileDemand {
             dataset: ENTERPRISES.into(),
             fields: BTreeSet::from(["name".to_string(), "operating_address".to_string()]),
@@ -212,7 +189,7 @@ fn demand_and_grant(net: &Testnet) -> anyhow::Result<u64> {
 
     step("2", "grant: market supervision grants those fields and the legal representative's phone (masked), Jing'an only");
     let Applied::GrantIssued(grant_id) =
-        submit(net, 1, &node_key(net, 1)?, Command::IssueGrant(jingan_grant(demand_id)?))?
+        net.sign_and_submit(1, 1, Command::IssueGrant(jingan_grant(demand_id)?))?
     else {
         anyhow::bail!("no grant id")
     };
