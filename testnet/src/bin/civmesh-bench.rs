@@ -116,20 +116,9 @@ fn query(seconds: u64) -> anyhow::Result<()> {
     println!(
         "anchors (same run): raw RocksDB point read {rocksdb_read_us:.2} us; raw ring Ed25519 sign+verify {sign_verify_us:.2} us"
     );
-    println!(
-        "{:>10} | {:>9} {:>9} {:>9} | {:>24}",
-        "requesters", "queries/s", "p50 ms", "p99 ms", "p50 / (read+sign+verify)"
-    );
-    for requesters in REQUESTERS {
-        let figures = measure(requesters, seconds, ask)?;
-        println!(
-            "{requesters:>10} | {:>9.0} {:>9.2} {:>9.2} | {:>24.1}",
-            figures.per_second,
-            figures.p50_ms,
-            figures.p99_ms,
-            figures.p50_ms * 1000.0 / (rocksdb_read_us + sign_verify_us)
-        );
-    }
+    let anchor_ms = (rocksdb_read_us + sign_verify_us) / 1000.0;
+    let columns = ["requesters", "queries/s", "p50 / (read+sign+verify)"];
+    print_table(columns, anchor_ms, REQUESTERS, |requesters| measure(requesters, seconds, ask))?;
     drop(net);
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
@@ -191,20 +180,10 @@ fn corrections(seconds: u64) -> anyhow::Result<()> {
     let anchor = measure(1, seconds, commit)?;
     println!("correction round trip with auto-accept (submit -> applied -> outcome at the street), {seconds} s per row");
     println!("anchor (same run): one policy-log commit through the street, p50 {:.2} ms", anchor.p50_ms);
-    println!(
-        "{:>10} | {:>13} {:>9} {:>9} | {:>15}",
-        "submitters", "corrections/s", "p50 ms", "p99 ms", "p50 / commit p50"
-    );
-    for submitters in CORRECTION_SUBMITTERS {
-        let figures = measure(submitters, seconds, round_trip)?;
-        println!(
-            "{submitters:>10} | {:>13.0} {:>9.2} {:>9.2} | {:>15.1}",
-            figures.per_second,
-            figures.p50_ms,
-            figures.p99_ms,
-            figures.p50_ms / anchor.p50_ms
-        );
-    }
+    let columns = ["submitters", "corrections/s", "p50 / commit p50"];
+    print_table(columns, anchor.p50_ms, CORRECTION_SUBMITTERS, |submitters| {
+        measure(submitters, seconds, round_trip)
+    })?;
     drop(net);
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
@@ -420,6 +399,30 @@ fn tempfile_dir() -> anyhow::Result<std::path::PathBuf> {
     let dir = std::env::temp_dir().join(format!("civmesh-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     Ok(dir)
+}
+
+/// Measures each concurrency in `levels` and prints a row of its figures,
+/// its p50 beside `anchor_ms` as a ratio. `columns`: the concurrency's
+/// name, the rate's name and the ratio's name.
+fn print_table(
+    columns: [&str; 3],
+    anchor_ms: f64,
+    levels: impl IntoIterator<Item = usize>,
+    mut run: impl FnMut(usize) -> anyhow::Result<Figures>,
+) -> anyhow::Result<()> {
+    let [level_name, rate_name, ratio_name] = columns;
+    println!("{level_name:>10} | {rate_name:>13} {:>9} {:>9} | {ratio_name:>24}", "p50 ms", "p99 ms");
+    for level in levels {
+        let figures = run(level)?;
+        println!(
+            "{level:>10} | {:>13.0} {:>9.2} {:>9.2} | {:>24.1}",
+            figures.per_second,
+            figures.p50_ms,
+            figures.p99_ms,
+            figures.p50_ms / anchor_ms
+        );
+    }
+    Ok(())
 }
 
 struct Figures {
