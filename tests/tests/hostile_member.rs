@@ -183,6 +183,21 @@ fn follower_voters(leader: usize) -> Vec<usize> {
 
 /// The term of `target` before and after `attack`, and whether the leader
 /// before it still leads at the same term: findings if anything moved.
+/// A Raft attack by a street on a follower voter: `forge` builds the
+/// request from the forged term and the target's last log index. It must be
+/// refused as from a non-voter, with nothing moved.
+fn street_raft_attack(
+    net: &Testnet,
+    street: &HostilePeer,
+    forge: impl FnOnce(u64, u64) -> civmesh_consensus::PeerRequest,
+) -> Vec<String> {
+    let (leader, _) = net.stable_leader(STABLE_TIMEOUT).unwrap();
+    let target = follower_voters(leader)[0];
+    let peer = net.raft_peer(target).unwrap();
+    let last_index = raft_status(net, target).last_log_index;
+    raft_attack(net, target, |term| street.raft(&peer, &forge(term, last_index)).unwrap(), NOT_VOTER)
+}
+
 fn raft_attack(
     net: &Testnet,
     target: usize,
@@ -341,42 +356,20 @@ fn a_hostile_member_gets_only_what_its_grants_allow() {
 
     // 1. A street asks a voter for its vote, at a higher term, claiming the longest log.
     let started = Instant::now();
-    let (leader, _) = net.stable_leader(STABLE_TIMEOUT).unwrap();
-    let target = follower_voters(leader)[0];
-    let peer = net.raft_peer(target).unwrap();
-    let findings = raft_attack(
-        &net,
-        target,
-        |term| street.raft(&peer, &street.forged_vote(term, 1_000_000_000)).unwrap(),
-        NOT_VOTER,
-    );
+    let findings = street_raft_attack(&net, &street, |term, _| street.forged_vote(term, 1_000_000_000));
     card.record("1 vote request from a street", started, findings);
 
     // 2. A street sends a voter heartbeats as leader at a higher term.
     let started = Instant::now();
-    let (leader, _) = net.stable_leader(STABLE_TIMEOUT).unwrap();
-    let target = follower_voters(leader)[0];
-    let peer = net.raft_peer(target).unwrap();
-    let findings = raft_attack(
-        &net,
-        target,
-        |term| street.raft(&peer, &street.forged_heartbeat(term, street.raft_id())).unwrap(),
-        NOT_VOTER,
-    );
+    let findings =
+        street_raft_attack(&net, &street, |term, _| street.forged_heartbeat(term, street.raft_id()));
     card.record("2 append-entries from a street", started, findings);
 
     // 3. A street sends a voter a snapshot chunk as leader at a higher term.
     let started = Instant::now();
-    let (leader, _) = net.stable_leader(STABLE_TIMEOUT).unwrap();
-    let target = follower_voters(leader)[0];
-    let peer = net.raft_peer(target).unwrap();
-    let last_index = raft_status(&net, target).last_log_index;
-    let findings = raft_attack(
-        &net,
-        target,
-        |term| street.raft(&peer, &street.forged_snapshot_chunk(term, last_index + 1_000)).unwrap(),
-        NOT_VOTER,
-    );
+    let findings = street_raft_attack(&net, &street, |term, last_index| {
+        street.forged_snapshot_chunk(term, last_index + 1_000)
+    });
     card.record("3 install-snapshot from a street", started, findings);
 
     // 4. A follower voter sends the other follower heartbeats in the
