@@ -64,8 +64,9 @@ fn operation(route: &Route) -> Value {
                 json!({ "required": required, "content": { "application/json": schema(name) } });
         }
         Body::Attachment => {
+            // An empty file is kept like any other.
             operation["requestBody"] =
-                json!({ "required": true, "content": { "application/octet-stream": schema("Attachment") } });
+                json!({ "required": false, "content": { "application/octet-stream": schema("Attachment") } });
         }
     }
     operation

@@ -113,10 +113,7 @@ pub(crate) async fn access_log(State(state): State<Shared>) -> Json<Vec<AccessLo
 }
 
 /// The owner of `dataset` as Raft knows it (with its address).
-pub(crate) async fn owner_peer(
-    state: &ApiState,
-    dataset: &str,
-) -> Result<civmesh_consensus::RaftPeer, ApiError> {
+async fn owner_peer(state: &ApiState, dataset: &str) -> Result<civmesh_consensus::RaftPeer, ApiError> {
     let find_owner = || {
         state.log.state().read(|applied| {
             let dataset = applied.policy.datasets.get(dataset)?;
@@ -137,6 +134,13 @@ pub(crate) async fn owner_peer(
     let owner = owner.ok_or_else(|| {
         ApiError::new(StatusCode::NOT_FOUND, format!("no active owner node for dataset {dataset}"))
     })?;
+    if owner == state.log.me().node_id {
+        // A node cannot dial itself: its own records are read directly.
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!("this node owns {dataset}: read its records with GET /v1/records"),
+        ));
+    }
     state.log.peer_of(&owner).ok_or_else(|| {
         ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "the owner's address is unknown".to_string())
     })

@@ -52,7 +52,8 @@ pub enum Body {
         /// Whether a body must be sent.
         required: bool,
     },
-    /// A file's raw bytes, up to the node's `attachment_bytes_max`.
+    /// A file's raw bytes (possibly none), up to the node's
+    /// `attachment_bytes_max`.
     Attachment,
 }
 
@@ -512,7 +513,7 @@ pub const ROUTES: &[Route] = &[
             description: "It is applied on the current version unless a corrected field changed since its base \
                 version (then a conflict), and the outcome sent. The operator is recorded in the signed event.",
             parameters: &["CorrectionId"],
-            body: Body::Json { schema: "Acceptance", required: false },
+            body: Body::Json { schema: "Acceptance", required: true },
             answer: "The correction after the decision",
             media: &[(JSON, "Correction")],
             errors: CORRECTION_ERRORS,
