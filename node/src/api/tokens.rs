@@ -40,34 +40,6 @@ pub enum Scope {
     Audit,
 }
 
-/// The scope a request needs. Anything not listed needs `cluster`, the
-/// narrowest grant of trust: deny by default.
-pub fn required_scope(method: &str, path: &str) -> Scope {
-    match (method, path) {
-        (_, path) if path.starts_with("/v1/cluster/") => Scope::Cluster,
-        (_, path) if path.starts_with("/v1/audit/") => Scope::Audit,
-        // Attachments are evidence for the reviewer, and may show people.
-        ("GET", path) if path.starts_with("/v1/corrections/") && path.contains("/attachments/") => {
-            Scope::Review
-        }
-        // Record values need more than `read`, which sees counts and
-        // metadata only.
-        ("GET", "/v1/records") => Scope::Records,
-        ("GET", "/v1/subscriptions/updates") => Scope::Query,
-        ("GET", "/v1/corrections/stats") => Scope::Read,
-        ("GET", path) if path == "/v1/corrections" || path.starts_with("/v1/corrections/") => {
-            Scope::Corrections
-        }
-        ("GET", _) => Scope::Read,
-        ("POST", "/v1/query" | "/v1/subscriptions") => Scope::Query,
-        ("POST", "/v1/records/import") => Scope::Records,
-        ("POST", "/v1/commands") => Scope::Policy,
-        ("POST", "/v1/corrections" | "/v1/corrections/attachments") => Scope::Corrections,
-        ("POST", path) if path.starts_with("/v1/corrections/") => Scope::Review,
-        _ => Scope::Cluster,
-    }
-}
-
 /// One scoped token, as stored.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ScopedToken {
@@ -190,37 +162,6 @@ impl TokenRegistry {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn each_route_needs_its_scope_and_unknown_ones_the_strongest() {
-        let cases = [
-            ("GET", "/v1/status", Scope::Read),
-            ("GET", "/metrics", Scope::Read),
-            // `read` sees counts and metadata; record values need more.
-            ("GET", "/v1/corrections/stats", Scope::Read),
-            ("GET", "/v1/corrections/ab12", Scope::Corrections),
-            ("GET", "/v1/corrections", Scope::Corrections),
-            ("GET", "/v1/records", Scope::Records),
-            ("GET", "/v1/subscriptions/updates", Scope::Query),
-            ("GET", "/v1/evaluation", Scope::Read),
-            ("GET", "/v1/corrections/ab12/attachments/0", Scope::Review),
-            ("POST", "/v1/corrections/attachments", Scope::Corrections),
-            ("POST", "/v1/query", Scope::Query),
-            ("POST", "/v1/subscriptions", Scope::Query),
-            ("POST", "/v1/records/import", Scope::Records),
-            ("POST", "/v1/commands", Scope::Policy),
-            ("POST", "/v1/corrections", Scope::Corrections),
-            ("POST", "/v1/corrections/ab12/accept", Scope::Review),
-            ("POST", "/v1/cluster/initialize", Scope::Cluster),
-            ("PUT", "/v1/cluster/voters", Scope::Cluster),
-            ("GET", "/v1/audit/commands", Scope::Audit),
-            ("DELETE", "/v1/records", Scope::Cluster),
-            ("POST", "/v1/unknown", Scope::Cluster),
-        ];
-        for (method, path, scope) in cases {
-            assert_eq!(required_scope(method, path), scope, "{method} {path}");
-        }
-    }
 
     #[test]
     fn created_tokens_are_stored_hashed_and_found_by_their_scopes() {

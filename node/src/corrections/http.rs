@@ -1,11 +1,11 @@
 //! The HTTP routes of corrections (`/v1/corrections...`): submit at the
 //! street; list, show, accept and reject at the owner; statistics and the
 //! evaluation of departments (`/v1/evaluation`) anywhere.
-//! Registered in [`crate::api::router`], behind the same bearer token.
+//! Rows of [`crate::api::routes::ROUTES`], behind the same bearer token.
 
 use std::time::Duration;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Extension;
 use axum::Json;
@@ -13,7 +13,9 @@ use civmesh_policy::correction::{correction_stats, CorrectionStats};
 use civmesh_policy::evaluation::{evaluate, Evaluation, EvaluationQuery};
 use serde::{Deserialize, Serialize};
 
-use crate::api::{ApiError, ApiState, TokenHolder, READ_INDEX_TIMEOUT_MS};
+use crate::api::{
+    ApiError, ApiState, JsonBody, PathParams, QueryParams, RawBody, TokenHolder, READ_INDEX_TIMEOUT_MS,
+};
 use crate::corrections::attachments::{content_type, AttachmentError, Uploaded};
 use crate::corrections::{hex_id, parse_id, CorrectionError, CorrectionSpec, CorrectionView};
 
@@ -54,7 +56,7 @@ pub struct Submitted {
 pub async fn submit(
     State(state): State<Shared>,
     holder: Option<Extension<TokenHolder>>,
-    Json(mut spec): Json<CorrectionSpec>,
+    JsonBody(mut spec): JsonBody<CorrectionSpec>,
 ) -> Result<Json<Submitted>, ApiError> {
     spec.operator = operator(holder, Some(&spec.operator))?;
     // Catch up with the catalog if the leader can be reached; a street cut
@@ -75,7 +77,7 @@ pub struct ListQuery {
 /// `GET /v1/corrections`: this node's inbox and outbox, newest first.
 pub async fn list(
     State(state): State<Shared>,
-    Query(query): Query<ListQuery>,
+    QueryParams(query): QueryParams<ListQuery>,
 ) -> Result<Json<Vec<CorrectionView>>, ApiError> {
     if let Some(wanted) = &query.status {
         crate::corrections::check_status_filter(wanted)?;
@@ -89,7 +91,7 @@ pub async fn list(
 /// and current versions at the owner.
 pub async fn show(
     State(state): State<Shared>,
-    Path(id): Path<String>,
+    PathParams(id): PathParams<String>,
 ) -> Result<Json<CorrectionView>, ApiError> {
     Ok(Json(state.corrections.view(&parse_id(&id)?)?))
 }
@@ -123,7 +125,7 @@ pub struct Acceptance {
 /// `attachment_bytes_max`.
 pub async fn upload_attachment(
     State(state): State<Shared>,
-    body: axum::body::Bytes,
+    RawBody(body): RawBody,
 ) -> Result<Json<Uploaded>, ApiError> {
     let digest = state.corrections.upload_attachment(&body)?;
     Ok(Json(Uploaded {
@@ -137,7 +139,7 @@ pub async fn upload_attachment(
 /// with the content type its bytes show.
 pub async fn attachment(
     State(state): State<Shared>,
-    Path((id, index)): Path<(String, u32)>,
+    PathParams((id, index)): PathParams<(String, u32)>,
 ) -> Result<axum::response::Response, ApiError> {
     use axum::response::IntoResponse;
     let bytes = state.corrections.attachment(&parse_id(&id)?, index)?;
@@ -149,8 +151,8 @@ pub async fn attachment(
 pub async fn accept(
     State(state): State<Shared>,
     holder: Option<Extension<TokenHolder>>,
-    Path(id): Path<String>,
-    Json(acceptance): Json<Option<Acceptance>>,
+    PathParams(id): PathParams<String>,
+    JsonBody(acceptance): JsonBody<Option<Acceptance>>,
 ) -> Result<Json<CorrectionView>, ApiError> {
     let operator = operator(holder, acceptance.unwrap_or_default().operator.as_deref())?;
     Ok(Json(state.corrections.review(&parse_id(&id)?, true, "", &operator).await?))
@@ -170,8 +172,8 @@ pub struct Rejection {
 pub async fn reject(
     State(state): State<Shared>,
     holder: Option<Extension<TokenHolder>>,
-    Path(id): Path<String>,
-    Json(rejection): Json<Rejection>,
+    PathParams(id): PathParams<String>,
+    JsonBody(rejection): JsonBody<Rejection>,
 ) -> Result<Json<CorrectionView>, ApiError> {
     let operator = operator(holder, rejection.operator.as_deref())?;
     Ok(Json(state.corrections.review(&parse_id(&id)?, false, &rejection.reason, &operator).await?))
@@ -203,7 +205,7 @@ pub struct EvaluationParams {
 /// from the policy log (after a linearizable read, so every node answers alike).
 pub async fn evaluation(
     State(state): State<Shared>,
-    Query(params): Query<EvaluationParams>,
+    QueryParams(params): QueryParams<EvaluationParams>,
 ) -> Result<Json<Evaluation>, ApiError> {
     let query =
         EvaluationQuery::from_dates(params.from.as_deref(), params.to.as_deref(), params.bucket.as_deref())

@@ -1,0 +1,166 @@
+//! The query routes: ask an owner for records, subscribe, read the pushes received and the access log.
+
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::Json;
+use serde::{Deserialize, Serialize};
+
+use crate::api::{ApiError, ApiState, JsonBody, Shared, READ_INDEX_TIMEOUT_MS};
+
+/// `POST /v1/query`: ask the dataset's owner for records.
+pub(crate) async fn query_owner(
+    State(state): State<Shared>,
+    JsonBody(request): JsonBody<crate::query::QuerySpec>,
+) -> Result<Json<crate::query::QueryAnswer>, ApiError> {
+    if request.keys.is_empty() || request.keys.len() > civmesh_policy::access::QUERY_SUBJECTS_MAX {
+        return Err(ApiError::bad_request(format!(
+            "a query names 1..={} keys",
+            civmesh_policy::access::QUERY_SUBJECTS_MAX
+        )));
+    }
+    if state.query.subject_key_secret.is_empty() {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "this node has no subject-key secret configured".to_string(),
+        ));
+    }
+    let peer = owner_peer(&state, &request.dataset).await?;
+    let answer =
+        crate::query::ask(&state.swarm, &state.query.key, &state.query.subject_key_secret, &peer, request)
+            .await
+            .map_err(|reason| {
+                crate::api::metrics::Metrics::count(&state.metrics.queries_asked, "refused");
+                ApiError::new(StatusCode::BAD_GATEWAY, reason)
+            })?;
+    crate::api::metrics::Metrics::count(&state.metrics.queries_asked, crate::query::outcome_label(&answer));
+    Ok(Json(answer))
+}
+
+/// One entry of `GET /v1/access-log` (subjects only as keyed hashes).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AccessLogSummary {
+    /// Position in the access log.
+    pub sequence: u64,
+    /// The requester's PeerId.
+    pub requester: String,
+    /// The requester's organisation, by name (`street/jingansi`).
+    pub requester_org: String,
+    /// The owner node's PeerId.
+    pub owner: String,
+    /// The owner's organisation, by name.
+    pub owner_org: String,
+    /// The dataset.
+    pub dataset: String,
+    /// The purpose.
+    pub purpose: String,
+    /// The grant relied on.
+    pub grant: Option<u64>,
+    /// "permit" or "deny".
+    pub outcome: String,
+    /// Why denied.
+    pub reason: Option<civmesh_policy::ReasonCode>,
+    /// Fields released per subject (keyed hashes, hex).
+    pub released: Vec<(String, Vec<String>)>,
+    /// When the owner decided.
+    pub decided_at_ms: u64,
+    /// The same, as ISO 8601 in Asia/Shanghai.
+    pub decided_at: String,
+}
+
+pub(crate) async fn access_log(State(state): State<Shared>) -> Json<Vec<AccessLogSummary>> {
+    Json(state.log.state().read(|applied| {
+        applied
+            .policy
+            .access_log
+            .iter()
+            .map(|entry| {
+                let (outcome, reason, released) = match &entry.outcome {
+                    civmesh_policy::AccessOutcome::Deny { reason } => ("deny", Some(*reason), Vec::new()),
+                    civmesh_policy::AccessOutcome::Permit { released } => (
+                        "permit",
+                        None,
+                        released
+                            .iter()
+                            .map(|r| {
+                                (r.subject.0.iter().map(|b| format!("{b:02x}")).collect(), r.fields.clone())
+                            })
+                            .collect(),
+                    ),
+                };
+                let org_of = |node: &civmesh_certs::NodeId| {
+                    applied.policy.members.get(node).map_or_else(String::new, |member| member.org.to_string())
+                };
+                AccessLogSummary {
+                    sequence: entry.sequence,
+                    requester: entry.requester.to_string(),
+                    requester_org: org_of(&entry.requester),
+                    owner: entry.owner.to_string(),
+                    owner_org: org_of(&entry.owner),
+                    dataset: entry.header.dataset.clone(),
+                    purpose: entry.header.purpose.clone(),
+                    grant: entry.header.grant,
+                    outcome: outcome.to_string(),
+                    reason,
+                    released,
+                    decided_at_ms: entry.decided_at_ms,
+                    decided_at: civmesh_policy::evaluation::format_time(entry.decided_at_ms),
+                }
+            })
+            .collect()
+    }))
+}
+
+/// The owner of `dataset` as Raft knows it (with its address).
+async fn owner_peer(state: &ApiState, dataset: &str) -> Result<civmesh_consensus::RaftPeer, ApiError> {
+    let find_owner = || {
+        state.log.state().read(|applied| {
+            let dataset = applied.policy.datasets.get(dataset)?;
+            applied
+                .policy
+                .members
+                .values()
+                .find(|member| member.org == dataset.owner && member.revoked.is_none())
+                .map(|member| member.node_id)
+        })
+    };
+    let mut owner = find_owner();
+    if owner.is_none() {
+        // Perhaps published a moment ago: catch up with the leader once.
+        state.log.linearizable_read_index(Duration::from_millis(READ_INDEX_TIMEOUT_MS)).await?;
+        owner = find_owner();
+    }
+    let owner = owner.ok_or_else(|| {
+        ApiError::new(StatusCode::NOT_FOUND, format!("no active owner node for dataset {dataset}"))
+    })?;
+    if owner == state.log.me().node_id {
+        // A node cannot dial itself: its own records are read directly.
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!("this node owns {dataset}: read its records with GET /v1/records"),
+        ));
+    }
+    state.log.peer_of(&owner).ok_or_else(|| {
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "the owner's address is unknown".to_string())
+    })
+}
+
+pub(crate) async fn subscribe(
+    State(state): State<Shared>,
+    JsonBody(spec): JsonBody<crate::query::SubscriptionSpec>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let owner = owner_peer(&state, &spec.dataset).await?;
+    let subscription = state
+        .query
+        .subscribe_to(&owner, spec)
+        .await
+        .map_err(|reason| ApiError::new(StatusCode::BAD_GATEWAY, reason))?;
+    Ok(Json(serde_json::json!({ "subscription": subscription })))
+}
+
+pub(crate) async fn subscription_updates(
+    State(state): State<Shared>,
+) -> Json<Vec<crate::query::ReceivedPush>> {
+    Json(state.query.received_pushes())
+}

@@ -1,0 +1,559 @@
+//! The route table: each route's method, path, scope, handler and OpenAPI
+//! operation. The router ([`crate::api::router`]), the scope check and the
+//! OpenAPI document ([`crate::api::openapi`]) are all built from it.
+
+use std::collections::BTreeSet;
+
+use axum::routing::{MethodFilter, MethodRouter};
+
+use crate::api::tokens::Scope;
+use crate::api::{audit, cluster, openapi, policy, query, records, status, Shared};
+use crate::corrections::http as corrections;
+
+/// An HTTP method the API uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verb {
+    /// GET.
+    Get,
+    /// POST.
+    Post,
+    /// PUT.
+    Put,
+}
+
+impl Verb {
+    /// The method's name as OpenAPI spells it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Verb::Get => "get",
+            Verb::Post => "post",
+            Verb::Put => "put",
+        }
+    }
+
+    fn filter(self) -> MethodFilter {
+        match self {
+            Verb::Get => MethodFilter::GET,
+            Verb::Post => MethodFilter::POST,
+            Verb::Put => MethodFilter::PUT,
+        }
+    }
+}
+
+/// What a route takes as its body.
+#[derive(Debug, Clone, Copy)]
+pub enum Body {
+    /// Nothing.
+    None,
+    /// JSON of this schema (a name in the document's components).
+    Json {
+        /// The schema's name.
+        schema: &'static str,
+        /// Whether a body must be sent.
+        required: bool,
+    },
+    /// A file's raw bytes (possibly none), up to the node's
+    /// `attachment_bytes_max`.
+    Attachment,
+}
+
+/// A route's OpenAPI operation. Schemas and parameters are named by their
+/// keys in the document's components (`openapi.json`).
+#[derive(Debug, Clone, Copy)]
+pub struct Doc {
+    /// One line on what the route does.
+    pub summary: &'static str,
+    /// More, if one line is not enough.
+    pub description: &'static str,
+    /// Its parameters (path and query).
+    pub parameters: &'static [&'static str],
+    /// Its body.
+    pub body: Body,
+    /// The success answer's description.
+    pub answer: &'static str,
+    /// The success answer's media types, each with its schema.
+    pub media: &'static [(&'static str, &'static str)],
+    /// The error statuses the handler itself answers; those of the token
+    /// check and of malformed input are added ([`Route::error_statuses`]).
+    pub errors: &'static [u16],
+}
+
+/// One route of the API.
+#[derive(Debug, Clone, Copy)]
+pub struct Route {
+    /// Its method.
+    pub verb: Verb,
+    /// Its path, with `{name}` for a path parameter.
+    pub path: &'static str,
+    /// The scope a scoped token needs for it.
+    pub scope: Scope,
+    /// Its handler, for this route's method.
+    pub handler: fn(MethodFilter) -> MethodRouter<Shared>,
+    /// Its OpenAPI operation.
+    pub doc: Doc,
+}
+
+impl Route {
+    /// The handler, for this route's method only.
+    pub fn method_router(&self) -> MethodRouter<Shared> {
+        (self.handler)(self.verb.filter())
+    }
+
+    /// Every error status the route can answer: the handler's own, 401 and
+    /// 403 from the token check, and those of malformed parameters or bodies.
+    pub fn error_statuses(&self) -> BTreeSet<u16> {
+        let mut statuses: BTreeSet<u16> = self.doc.errors.iter().copied().collect();
+        statuses.extend([401, 403]);
+        if !self.doc.parameters.is_empty() {
+            statuses.insert(400);
+        }
+        match self.doc.body {
+            Body::None => {}
+            Body::Json { .. } => statuses.extend([400, 413, 415, 422]),
+            Body::Attachment => statuses.extend([400, 413]),
+        }
+        statuses
+    }
+}
+
+/// A route's handler, taking the route's method.
+macro_rules! handler {
+    ($handler:path) => {
+        |filter| axum::routing::on(filter, $handler)
+    };
+}
+
+const JSON: &str = "application/json";
+const BINARY: &str = "application/octet-stream";
+/// Nothing but a summary: the base of each row's operation.
+const DOC: Doc = Doc {
+    summary: "",
+    description: "",
+    parameters: &[],
+    body: Body::None,
+    answer: "",
+    media: &[],
+    errors: &[],
+};
+/// The errors of a policy-log write or linearizable read (`SubmitError`).
+const LOG_ERRORS: &[u16] = &[400, 409, 503];
+/// The errors of the correction service (`CorrectionError`) and of reads.
+const CORRECTION_ERRORS: &[u16] = &[400, 404, 409, 413, 503, 507];
+
+/// Every route of the API.
+pub const ROUTES: &[Route] = &[
+    Route {
+        verb: Verb::Get,
+        path: "/v1/status",
+        scope: Scope::Read,
+        handler: handler!(status::status),
+        doc: Doc {
+            summary: "This node and its view of the policy log",
+            answer: "Node status",
+            media: &[(JSON, "NodeStatus")],
+            ..DOC
+        },
+    },
+    Route {
+        verb: Verb::Get,
+        path: "/metrics",
+        scope: Scope::Read,
+        handler: handler!(status::metrics),
+        doc: Doc {
+            summary: "Prometheus metrics (OpenMetrics text)",
+            answer: "Metrics",
+            media: &[("application/openmetrics-text", "Text")],
+            ..DOC
+        },
+    },
+    Route {
+        verb: Verb::Get,
+        path: "/openapi.json",
+        scope: Scope::Read,
+        handler: handler!(openapi::serve),
+        doc: Doc { summary: "This document", answer: "OpenAPI 3 document", media: &[(JSON, "Document")], ..DOC },
+    },
+    Route {
+        verb: Verb::Get,
+        path: "/v1/certificate",
+        scope: Scope::Read,
+        handler: handler!(status::certificate),
+        doc: Doc {
+            summary: "This node's certificate",
+            answer: "PEM",
+            media: &[(JSON, "Certificate")],
+            ..DOC
+        },
+    },
+    Route {
+        verb: Verb::Post,
+        path: "/v1/cluster/initialize",
+        scope: Scope::Cluster,
+        handler: handler!(cluster::initialize),
+        doc: Doc {
+            summary: "Initialise the policy log with its founding voters (once, on one voter)",
+            body: Body::Json { schema: "InitializeRequest", required: true },
+            answer: "This node's view of the policy log",
+            media: &[(JSON, "RaftStatus")],
+            errors: LOG_ERRORS,
+            ..DOC
+        },
+    },
+    Route {
+        verb: Verb::Post,
+        path: "/v1/cluster/learners",
+        scope: Scope::Cluster,
+        handler: handler!(cluster::add_learner),
+        doc: Doc {
+            summary: "Add a learner (on the leader); returns once it has caught up",
+            body: Body::Json { schema: "PeerAddress", required: true },
+            answer: "This node's view of the policy log",
+            media: &[(JSON, "RaftStatus")],
+            errors: LOG_ERRORS,
+            ..DOC
+        },
+    },
+    Route {
+        verb: Verb::Put,
+        path: "/v1/cluster/voters",
+        scope: Scope::Cluster,
+        handler: handler!(cluster::change_voters),
+        doc: Doc {
+            summary: "Make exactly these PeerIds the voters (on the leader)",
+            body: Body::Json { schema: "VotersRequest", required: true },
+            answer: "This node's view of the policy log",
+            media: &[(JSON, "RaftStatus")],
+            errors: LOG_ERRORS,
+            ..DOC
+        },
+    },
+    Route {
+        verb: Verb::Post,
+        path: "/v1/commands",
+        scope: Scope::Policy,
+        handler: handler!(policy::submit_commands),
+        doc: Doc {
+            summary: "Commit signed policy commands in one log entry (forwarded to the leader)",
+            body: Body::Json { schema: "CommandsRequest", required: true },
+            answer: "One outcome per command",
+            media: &[(JSON, "CommandsResponse")],
+            errors: LOG_ERRORS,
+            ..DOC
+        },
+    },
+    Route {
+        verb: Verb::Get,
+        path: "/v1/read-index",
+        scope: Scope::Read,
+        handler: handler!(status::read_index),
+        doc: Doc {
+            summary: "Linearizable read: wait until this replica has applied what the leader had committed",
+            answer: "Indexes",
+            media: &[(JSON, "ReadIndex")],
+            errors: LOG_ERRORS,
+            ..DOC
+        },
+    },
+    Route {
+        verb: Verb::Get,
+        path: "/v1/policy/summary",
+        scope: Scope::Read,
+        handler: handler!(policy::policy_summary),
+        doc: Doc {
+            summary: "Sizes of the replicated policy state and its hash",
+            answer: "Summary",
+            media: &[(JSON, "PolicySummary")],
+            ..DOC
+        },
+    },
+    Route {
+        verb: Verb::Get,
+        path: "/v1/policy/demands",
+        scope: Scope::Read,
+        handler: handler!(policy::policy_demands),
+        doc: Doc { summary: "The demand list", answer: "Demands", media: &[(JSON, "Demands")], ..DOC },
+    },
+    Route {
+        verb: Verb::Get,
+        path: "/v1/policy/match",
+        scope: Scope::Read,
+        handler: handler!(policy::policy_match),
+        doc: Doc {
+            summary: "Catalog match: demands without producer or grant, expiring grants, undemanded datasets",
+            parameters: &["ExpiryDays"],
+            answer: "Report",
+            media: &[(JSON, "CatalogMatch")],
+            ..DOC
+        },
+    },
+    Route {
+        verb: Verb::Get,
+        path: "/v1/datasets",
+        scope: Scope::Read,
+        handler: handler!(policy::datasets),
+        doc: Doc { summary: "The catalog", answer: "Datasets", media: &[(JSON, "Datasets")], ..DOC },
+    },
+    Route {
+        verb: Verb::Get,
+        path: "/v1/records",
+        // Record values need more than `read`, which sees counts and
+        // metadata only.
+        scope: Scope::Records,
+        handler: handler!(records::read_record),
+        doc: Doc {
+            summary: "One of this organisation's records and its history",
+            parameters: &["Dataset", "RecordKey", "AtMs"],
+            answer: "Record",
+            media: &[(JSON, "RecordAnswer")],
+            errors: &[403, 404, 500],
+            ..DOC
+        },
+    },
+    Route {
+        verb: Verb::Post,
+        path: "/v1/records/import",
+        scope: Scope::Records,
+        handler: handler!(records::import_records),
+        doc: Doc {
+            summary: "Import rows into a dataset this organisation owns",
+            description: "Every row names every declared field; a key appears once per request. If any row is \
+                refused (each reported by line) nothing is written, unless partial. A row equal to the record \
+                now, or to what the last import wrote, writes no version and pushes nothing. Corrections \
+                awaiting review on a changed record become superseded_by_import, or conflicts if a corrected \
+                field changed.",
+            parameters: &["Dataset"],
+            body: Body::Json { schema: "ImportRequest", required: true },
+            answer: "Written and refused rows",
+            media: &[(JSON, "ImportResponse")],
+            errors: &[403, 404, 507],
+        },
+    },
+    Route {
+        verb: Verb::Post,
+        path: "/v1/query",
+        scope: Scope::Query,
+        handler: handler!(query::query_owner),
+        doc: Doc {
+            summary: "Ask a dataset's owner for records; the access is logged before anything is released",
+            body: Body::Json { schema: "QuerySpec", required: true },
+            answer: "{\"Released\": {records, not_found, access_log_position}} or \
+                {\"Denied\": {reason, access_log_position}}",
+            media: &[(JSON, "QueryAnswer")],
+            errors: &[400, 404, 409, 502, 503],
+            ..DOC
+        },
+    },
+    Route {
+        verb: Verb::Get,
+        path: "/v1/access-log",
+        scope: Scope::Read,
+        handler: handler!(query::access_log),
+        doc: Doc {
+            summary: "The replicated access log (subjects only as keyed hashes)",
+            answer: "Entries",
+            media: &[(JSON, "AccessLog")],
+            ..DOC
+        },
+    },
+    Route {
+        verb: Verb::Post,
+        path: "/v1/subscriptions",
+        scope: Scope::Query,
+        handler: handler!(query::subscribe),
+        doc: Doc {
+            summary: "Subscribe to a dataset's changes under a grant",
+            description: "The owner pushes new versions, masked per the grant, each push logged first.",
+            body: Body::Json { schema: "SubscriptionSpec", required: true },
+            answer: "The subscription id",
+            media: &[(JSON, "Subscription")],
+            errors: &[400, 404, 409, 502, 503],
+            ..DOC
+        },
+    },
+    Route {
+        verb: Verb::Get,
+        path: "/v1/subscriptions/updates",
+        scope: Scope::Query,
+        handler: handler!(query::subscription_updates),
+        doc: Doc {
+            summary: "Pushes this node received as a subscriber, oldest first",
+            answer: "Pushes",
+            media: &[(JSON, "Pushes")],
+            ..DOC
+        },
+    },
+    Route {
+        verb: Verb::Get,
+        path: "/v1/audit/commands",
+        scope: Scope::Audit,
+        handler: handler!(audit::audit_commands),
+        doc: Doc {
+            summary: "The archive of every applied policy command with its outcome, in log order",
+            description: "For `civmesh audit export`: the canonical bincode encoding of a list of \
+                ArchivedCommand (docs/audit-bundle.md).",
+            parameters: &["AuditFrom", "AuditLimit"],
+            answer: "Archived commands",
+            media: &[(BINARY, "Binary")],
+            errors: &[500],
+            ..DOC
+        },
+    },
+    Route {
+        verb: Verb::Get,
+        path: "/v1/audit/checkpoints",
+        scope: Scope::Audit,
+        handler: handler!(audit::audit_checkpoints),
+        doc: Doc {
+            summary: "Final checkpoints of the access log's Merkle tree and the open one",
+            description: "Each with its size, root, log index and cosigners.",
+            answer: "Checkpoints",
+            media: &[(JSON, "Checkpoints")],
+            ..DOC
+        },
+    },
+    Route {
+        verb: Verb::Post,
+        path: "/v1/corrections",
+        scope: Scope::Corrections,
+        handler: handler!(corrections::submit),
+        doc: Doc {
+            summary: "Sign a correction with this node's key, keep it in the outbox and deliver it to the owner",
+            description: "The same content on the same base version again returns the existing correction's id.",
+            body: Body::Json { schema: "CorrectionSpec", required: true },
+            answer: "The correction id",
+            media: &[(JSON, "Submitted")],
+            errors: CORRECTION_ERRORS,
+            ..DOC
+        },
+    },
+    Route {
+        verb: Verb::Get,
+        path: "/v1/corrections",
+        scope: Scope::Corrections,
+        handler: handler!(corrections::list),
+        doc: Doc {
+            summary: "This node's corrections (inbox and outbox), newest first",
+            parameters: &["CorrectionStatus"],
+            answer: "Corrections",
+            media: &[(JSON, "Corrections")],
+            errors: CORRECTION_ERRORS,
+            ..DOC
+        },
+    },
+    Route {
+        verb: Verb::Get,
+        path: "/v1/corrections/stats",
+        scope: Scope::Read,
+        handler: handler!(corrections::stats),
+        doc: Doc {
+            summary: "Per owner and dataset: corrections by stage, p50/p90 turnaround, acceptance rate",
+            description: "From the policy log, after a linearizable read.",
+            answer: "Statistics",
+            media: &[(JSON, "CorrectionStats")],
+            errors: LOG_ERRORS,
+            ..DOC
+        },
+    },
+    Route {
+        verb: Verb::Post,
+        path: "/v1/corrections/attachments",
+        scope: Scope::Corrections,
+        handler: handler!(corrections::upload_attachment),
+        doc: Doc {
+            summary: "Keep a file (a photo or PDF, the raw body) at this node by its SHA-256",
+            description: "For a correction to name in attachment_sha256; at most attachment_bytes_max bytes \
+                ([corrections] in civmesh.toml), else 413 and nothing kept.",
+            body: Body::Attachment,
+            answer: "Kept",
+            media: &[(JSON, "Uploaded")],
+            errors: CORRECTION_ERRORS,
+            ..DOC
+        },
+    },
+    Route {
+        verb: Verb::Get,
+        path: "/v1/evaluation",
+        scope: Scope::Read,
+        handler: handler!(corrections::evaluation),
+        doc: Doc {
+            summary: "The evaluation of departments from the policy log; equal on every node",
+            description: "Per owner, dataset and time bucket (Asia/Shanghai): turnaround p50/p90 to the final \
+                outcome (applied or rejected by the owner), acceptance rate, automatic rejections counted \
+                against the submitter, conflicts, backlog and its oldest age, demand-to-grant time and demands \
+                waiting; per street: submitted, share accepted and mistakes. A period of more buckets than the \
+                evaluation allows is a 400.",
+            parameters: &["EvaluationFrom", "EvaluationTo", "EvaluationBucket"],
+            answer: "The evaluation: from, to, bucket, departments (rows), streets (rows), notes",
+            media: &[(JSON, "Evaluation")],
+            errors: LOG_ERRORS,
+            ..DOC
+        },
+    },
+    Route {
+        verb: Verb::Get,
+        path: "/v1/corrections/{id}",
+        scope: Scope::Corrections,
+        handler: handler!(corrections::show),
+        doc: Doc {
+            summary: "One correction; at the owner, beside the record's base and current versions",
+            parameters: &["CorrectionId"],
+            answer: "The correction",
+            media: &[(JSON, "Correction")],
+            errors: CORRECTION_ERRORS,
+            ..DOC
+        },
+    },
+    Route {
+        verb: Verb::Post,
+        path: "/v1/corrections/{id}/accept",
+        scope: Scope::Review,
+        handler: handler!(corrections::accept),
+        doc: Doc {
+            summary: "Accept a correction awaiting review (or superseded by an import)",
+            description: "It is applied on the current version unless a corrected field changed since its base \
+                version (then a conflict), and the outcome sent. The operator is recorded in the signed event.",
+            parameters: &["CorrectionId"],
+            body: Body::Json { schema: "Acceptance", required: true },
+            answer: "The correction after the decision",
+            media: &[(JSON, "Correction")],
+            errors: CORRECTION_ERRORS,
+        },
+    },
+    Route {
+        verb: Verb::Post,
+        path: "/v1/corrections/{id}/reject",
+        scope: Scope::Review,
+        handler: handler!(corrections::reject),
+        doc: Doc {
+            summary: "Reject a correction awaiting review, with a reason for the submitter",
+            description: "The operator is recorded in the signed event.",
+            parameters: &["CorrectionId"],
+            body: Body::Json { schema: "Rejection", required: true },
+            answer: "The correction after the decision",
+            media: &[(JSON, "Correction")],
+            errors: CORRECTION_ERRORS,
+        },
+    },
+    Route {
+        verb: Verb::Get,
+        path: "/v1/corrections/{id}/attachments/{index}",
+        // Attachments are evidence for the reviewer, and may show people.
+        scope: Scope::Review,
+        handler: handler!(corrections::attachment),
+        doc: Doc {
+            summary: "One attachment of a correction, as this node holds it, with the content type its bytes show",
+            description: "At the owner: whole and checked against the signed SHA-256. A 404 if there is no such \
+                correction or attachment here, or it has not (all) arrived.",
+            parameters: &["CorrectionId", "AttachmentIndex"],
+            answer: "The bytes",
+            media: &[
+                ("image/jpeg", "Binary"),
+                ("image/png", "Binary"),
+                ("application/pdf", "Binary"),
+                (BINARY, "Binary"),
+            ],
+            errors: CORRECTION_ERRORS,
+            ..DOC
+        },
+    },
+];
