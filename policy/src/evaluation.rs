@@ -17,7 +17,7 @@
 //! Fairness rules: the owner's turnaround and acceptance rate count only the
 //! corrections its people (or its auto-accept rules) decided: applied or
 //! rejected by a reviewer. Automatic rejections for the submitter's own
-//! mistakes ([`SUBMITTER_MISTAKE_CODES`]) are counted apart, against the
+//! mistakes ([`CorrectionReasonCode::is_submitter_mistake`]) are counted apart, against the
 //! submitting street; conflicts are neither.
 
 use std::collections::BTreeMap;
@@ -25,7 +25,7 @@ use std::collections::BTreeMap;
 use civmesh_certs::UnixMillis;
 use serde::{Deserialize, Serialize};
 
-use crate::correction::{percentile, CorrectionStage, CorrectionTrack};
+use crate::correction::{percentile, CorrectionReasonCode, CorrectionStage, CorrectionTrack};
 use crate::model::{DatasetId, Demand, DemandId};
 use crate::state::PolicyState;
 
@@ -33,26 +33,6 @@ use crate::state::PolicyState;
 const DAY_MS: i64 = 24 * 60 * 60 * 1000;
 /// The most time buckets one evaluation computes.
 pub const EVALUATION_BUCKETS_MAX: usize = 1_000;
-/// The reason code of a rejection by the owner's reviewer.
-pub const REVIEWER_REJECTION_CODE: &str = "rejected_by_reviewer";
-/// Reason codes of automatic rejections caused by the submitter's own
-/// request: they count against the street, not the owner.
-pub const SUBMITTER_MISTAKE_CODES: &[&str] = &[
-    "invalid_request",
-    "dataset_unknown",
-    "dataset_not_visible",
-    "field_unknown",
-    "field_not_visible",
-    "subject_key_immutable",
-    "record_unknown",
-    "wrong_type",
-];
-
-/// Whether a rejection's reason code is the submitter's own mistake.
-pub fn is_submitter_mistake(reason_code: &str) -> bool {
-    SUBMITTER_MISTAKE_CODES.contains(&reason_code)
-}
-
 /// The length of a time bucket.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -404,7 +384,11 @@ fn outcome_of(track: &CorrectionTrack) -> Option<(Outcome, UnixMillis)> {
     let at = track.reached_at(decision)?;
     let outcome = match decision {
         CorrectionStage::Applied => Outcome::Applied,
-        CorrectionStage::Rejected if is_submitter_mistake(&track.reason_code) => Outcome::Mistake,
+        CorrectionStage::Rejected
+            if track.reason_code.is_some_and(CorrectionReasonCode::is_submitter_mistake) =>
+        {
+            Outcome::Mistake
+        }
         CorrectionStage::Rejected => Outcome::RejectedByOwner,
         _ => Outcome::Conflict,
     };
@@ -532,7 +516,7 @@ mod tests {
             subject: SubjectKeyHash([0; 32]),
             fields: BTreeSet::new(),
             stages: stages.to_vec(),
-            reason_code: reason_code.into(),
+            reason_code: (!reason_code.is_empty()).then(|| reason_code.parse().unwrap()),
             applied_version: None,
             record_written_at_ms: None,
         }
@@ -552,7 +536,7 @@ mod tests {
             track(
                 jingansi,
                 &[(Submitted, at(0, 10)), (Delivered, at(0, 10)), (Rejected, at(1, 10))],
-                REVIEWER_REJECTION_CODE,
+                "rejected_by_reviewer",
             ),
             // c3: the street's own mistake, rejected at once.
             track(

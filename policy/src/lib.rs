@@ -26,16 +26,15 @@ pub mod decide;
 pub mod evaluation;
 pub mod hex_digest;
 pub mod model;
+mod reason_code;
 pub mod report;
 pub mod state;
 
 pub use access::{AccessLogEntry, AccessOutcome, AccessRecord, QueryHeader, SubjectRelease};
 pub use command::{Command, DatasetSpec, GrantSpec, SignedCommand};
+pub use correction::CorrectionReasonCode;
 pub use decide::{
     decide, AccessRequest, ConsentCoverage, Decision, FieldAction, ReasonCode, RecordFacts, RecordPlan,
 };
 pub use report::{catalog_match, CatalogMatch};
-pub use state::{
-    Applied, CorrectionClearance, CorrectionRefusal, CorrectionRefusalCode, PolicyState, Rejection,
-    RejectionCode,
-};
+pub use state::{Applied, CorrectionClearance, CorrectionRefusal, PolicyState, Rejection, RejectionCode};
