@@ -31,7 +31,7 @@ pub mod report;
 pub mod state;
 
 pub use access::{AccessLogEntry, AccessOutcome, AccessRecord, QueryHeader, SubjectRelease};
-pub use command::{Command, DatasetSpec, GrantSpec, SignedCommand};
+pub use command::{Command, CommandKind, DatasetSpec, GrantSpec, SignedCommand};
 pub use correction::CorrectionReasonCode;
 pub use decide::{
     decide, AccessRequest, ConsentCoverage, Decision, FieldAction, ReasonCode, RecordFacts, RecordPlan,
