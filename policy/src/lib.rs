@@ -14,6 +14,8 @@
 //!   and time bucket, from the log alone.
 //! - [`report`]: the `catalog match` report.
 //! - [`hex_digest`]: digests as hex in JSON, raw in the canonical encoding.
+//! - `fixtures` (feature `fixtures`): the demo city's organisations and
+//!   datasets, for tests, benchmarks and the demo.
 //!
 //! Pure and synchronous: no I/O, no async runtime, no clock (time is passed
 //! in), so every replica and every auditor computes the same answers.
@@ -24,6 +26,8 @@ pub mod command;
 pub mod correction;
 pub mod decide;
 pub mod evaluation;
+#[cfg(any(test, feature = "fixtures"))]
+pub mod fixtures;
 pub mod hex_digest;
 pub mod model;
 mod reason_code;

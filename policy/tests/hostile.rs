@@ -234,11 +234,11 @@ fn a_submission_needs_a_grant_showing_every_field_unmasked() {
         code(apply(&mut fx.state, street, submit(&["name"]))),
         Some(RejectionCode::CorrectionNotGranted)
     );
-    let mut spec = grant_spec(ENTERPRISES, &fx.jingansi.org, &["name", "legal_rep_id_number"], "p");
-    spec.masking = BTreeMap::from([("legal_rep_id_number".to_string(), MaskingRule::KeepLast(4))]);
+    let mut spec = grant_spec(ENTERPRISES, &fx.jingansi.org, &["name", "legal_rep_phone"], "p");
+    spec.masking = BTreeMap::from([("legal_rep_phone".to_string(), MaskingRule::KeepLast(4))]);
     fx.grant(spec);
     let street = &fx.jingansi.key;
-    for fields in [&["operating_address"][..], &["legal_rep_id_number"], &["name", "operating_address"]] {
+    for fields in [&["operating_address"][..], &["legal_rep_phone"], &["name", "operating_address"]] {
         let refused = correction_event(street, ENTERPRISES, CorrectionStage::Submitted, fields);
         assert_eq!(
             code(apply(&mut fx.state, street, refused)),
@@ -425,10 +425,10 @@ fn corrections_stay_within_the_grant() {
     let mut spec = grant_spec(
         ENTERPRISES,
         &fx.jingansi.org,
-        &["credit_code", "name", "district", "legal_rep_id_number"],
+        &["credit_code", "name", "district", "legal_rep_phone"],
         "p",
     );
-    spec.masking = BTreeMap::from([("legal_rep_id_number".to_string(), MaskingRule::Redact)]);
+    spec.masking = BTreeMap::from([("legal_rep_phone".to_string(), MaskingRule::Redact)]);
     spec.scope = vec![ScopeCondition {
         field: "district".into(),
         allowed: BTreeSet::from([FieldValue::Text("jingan".into())]),
@@ -438,7 +438,7 @@ fn corrections_stay_within_the_grant() {
         (&[("colour", "red")], FieldUnknown),
         (&[("credit_code", "91310000Y")], SubjectKeyImmutable),
         (&[("operating_address", "1 Road")], FieldNotVisible),
-        (&[("legal_rep_id_number", "3101")], FieldMasked),
+        (&[("legal_rep_phone", "3101")], FieldMasked),
     ];
     for (changes, expected) in cases {
         assert_eq!(check(&fx.state, ENTERPRISES, &current, changes).err(), Some(expected), "{changes:?}");
