@@ -9,23 +9,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use civmesh_policy::model::{FieldValue, LegalBasis, MaskingRule, ScopeCondition, SubjectKeyHash};
 use civmesh_policy::{
-    catalog_match, decide, AccessRequest, Command, Decision, FieldAction, ReasonCode, RecordFacts, RecordPlan,
+    catalog_match, decide, AccessRequest, Command, Decision, FieldAction, ReasonCode, RecordPlan,
 };
 use support::*;
-
-struct Row {
-    subject: SubjectKeyHash,
-    values: BTreeMap<String, FieldValue>,
-}
-
-impl RecordFacts for Row {
-    fn subject(&self) -> SubjectKeyHash {
-        self.subject
-    }
-    fn value(&self, field: &str) -> Option<&FieldValue> {
-        self.values.get(field)
-    }
-}
 
 fn row(subject: u8, district: &str) -> Row {
     Row {

@@ -3,10 +3,13 @@
 
 #![allow(dead_code, unused_imports, clippy::unwrap_used, clippy::expect_used)]
 
+use std::collections::BTreeMap;
+
 use civmesh_certs::{FederationCa, IssueRequest, NodeCertificate, NodeKey, OrgId, Role, SignedEnvelope};
 use civmesh_policy::fixtures::{city_node, statutory_grant};
 pub use civmesh_policy::fixtures::{enterprise_dataset, resident_dataset, ENTERPRISES, RESIDENTS};
-use civmesh_policy::{Applied, Command, GrantSpec, PolicyState, Rejection, SignedCommand};
+use civmesh_policy::model::{FieldValue, SubjectKeyHash};
+use civmesh_policy::{Applied, Command, GrantSpec, PolicyState, RecordFacts, Rejection, SignedCommand};
 
 pub const NOW_MS: u64 = 1_800_000_000_000;
 pub const DAY_MS: u64 = 86_400_000;
@@ -119,4 +122,19 @@ impl Fixture {
 
 pub fn grant_spec(dataset: &str, grantee: &OrgId, fields: &[&str], purpose: &str) -> GrantSpec {
     statutory_grant(dataset, grantee, fields, purpose, NOW_MS - DAY_MS..NOW_MS + 30 * DAY_MS)
+}
+
+/// A candidate record for `decide`.
+pub struct Row {
+    pub subject: SubjectKeyHash,
+    pub values: BTreeMap<String, FieldValue>,
+}
+
+impl RecordFacts for Row {
+    fn subject(&self) -> SubjectKeyHash {
+        self.subject
+    }
+    fn value(&self, field: &str) -> Option<&FieldValue> {
+        self.values.get(field)
+    }
 }
