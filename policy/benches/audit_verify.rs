@@ -9,7 +9,6 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-use std::collections::{BTreeMap, BTreeSet};
 use std::time::Instant;
 
 use civmesh_certs::{FederationCa, IssueRequest, NodeCertificate, NodeKey, OrgId, Role, SignedEnvelope};
@@ -17,15 +16,15 @@ use civmesh_policy::audit::{
     decode_bundle, encode_bundle, leaf_of, verify_bundle_on, AccessTree, ArchivedCommand, AuditBundle,
     CheckpointBody,
 };
-use civmesh_policy::model::{FieldClass, FieldSpec, FieldType, LegalBasis, SharingCategory, SubjectKeyHash};
+use civmesh_policy::fixtures::{enterprise_dataset, statutory_grant, ENTERPRISES};
+use civmesh_policy::model::SubjectKeyHash;
 use civmesh_policy::{
-    AccessOutcome, AccessRecord, Command, DatasetSpec, GrantSpec, PolicyState, QueryHeader, ReasonCode,
-    SubjectRelease,
+    AccessOutcome, AccessRecord, Command, PolicyState, QueryHeader, ReasonCode, SubjectRelease,
 };
 
 const NOW_MS: u64 = 1_800_000_000_000;
 const DAY_MS: u64 = 86_400_000;
-const DATASET: &str = "market-supervision/enterprise-registry";
+const DATASET: &str = ENTERPRISES;
 /// A checkpoint every this many entries, as the nodes do.
 const CHECKPOINT_EVERY: u64 = 1_000;
 
@@ -143,29 +142,12 @@ fn build(entries: u64) -> AuditBundle {
             .collect(),
     };
     builder.push(sign(&ca_key, genesis, NOW_MS), NOW_MS);
-    let field =
-        |name: &str| FieldSpec { name: name.into(), field_type: FieldType::Text, class: FieldClass::Public };
-    let dataset = DatasetSpec {
-        id: DATASET.into(),
-        title: "Enterprises".into(),
-        subject_key_field: "credit_code".into(),
-        sharing: SharingCategory::Conditional,
-        fields: vec![field("credit_code"), field("name"), field("operating_address")],
-    };
+    let dataset = enterprise_dataset();
     builder.push(sign(&market.key, Command::PublishDataset(dataset), NOW_MS + 1), NOW_MS + 1);
-    let grant = GrantSpec {
-        dataset: DATASET.into(),
-        grantee: OrgId::new("street/jingansi").unwrap(),
-        fields: BTreeSet::from(["name".to_string(), "operating_address".to_string()]),
-        purpose: "inspection".into(),
-        legal_basis: LegalBasis::StatutoryDuty,
-        scope: vec![],
-        valid_from_ms: NOW_MS - DAY_MS,
-        valid_until_ms: NOW_MS + 365 * DAY_MS,
-        masking: BTreeMap::new(),
-        consent_required: false,
-        demand: None,
-    };
+    let street_org = OrgId::new("street/jingansi").unwrap();
+    let fields = ["name", "operating_address"];
+    let grant =
+        statutory_grant(DATASET, &street_org, &fields, "inspection", NOW_MS - DAY_MS..NOW_MS + 365 * DAY_MS);
     builder.push(sign(&market.key, Command::IssueGrant(grant), NOW_MS + 2), NOW_MS + 2);
     for (index, envelope) in signed_accesses(&street.key, &market.key, entries).into_iter().enumerate() {
         let at_ms = entry_time(index as u64);

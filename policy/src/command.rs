@@ -133,27 +133,99 @@ pub enum Command {
     },
 }
 
-impl Command {
-    /// A short stable name for logs and metrics (never any payload data).
-    pub fn kind(&self) -> &'static str {
+/// The kind of a command: a short stable name for logs and metrics (never
+/// any payload data).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CommandKind {
+    /// [`Command::Genesis`].
+    Genesis,
+    /// [`Command::AdmitMember`].
+    AdmitMember,
+    /// [`Command::RevokeMember`].
+    RevokeMember,
+    /// [`Command::PublishDataset`].
+    PublishDataset,
+    /// [`Command::AddNegativeListEntry`].
+    AddNegativeListEntry,
+    /// [`Command::RemoveNegativeListEntry`].
+    RemoveNegativeListEntry,
+    /// [`Command::FileDemand`].
+    FileDemand,
+    /// [`Command::IssueGrant`].
+    IssueGrant,
+    /// [`Command::RevokeGrant`].
+    RevokeGrant,
+    /// [`Command::RecordConsent`].
+    RecordConsent,
+    /// [`Command::RecordAccess`].
+    RecordAccess,
+    /// [`Command::RecordPush`].
+    RecordPush,
+    /// [`Command::RecordCorrectionEvent`].
+    RecordCorrectionEvent,
+    /// [`Command::SetAutoAcceptRule`].
+    SetAutoAcceptRule,
+    /// [`Command::RemoveAutoAcceptRule`].
+    RemoveAutoAcceptRule,
+    /// [`Command::CosignCheckpoint`].
+    CosignCheckpoint,
+    /// [`Command::CommitSubjectKeySecret`].
+    CommitSubjectKeySecret,
+}
+
+impl CommandKind {
+    /// The stable snake_case name.
+    pub fn as_str(self) -> &'static str {
         match self {
-            Command::Genesis { .. } => "genesis",
-            Command::AdmitMember { .. } => "admit_member",
-            Command::RevokeMember { .. } => "revoke_member",
-            Command::PublishDataset(_) => "publish_dataset",
-            Command::AddNegativeListEntry { .. } => "add_negative_list_entry",
-            Command::RemoveNegativeListEntry { .. } => "remove_negative_list_entry",
-            Command::FileDemand { .. } => "file_demand",
-            Command::IssueGrant(_) => "issue_grant",
-            Command::RevokeGrant { .. } => "revoke_grant",
-            Command::RecordConsent { .. } => "record_consent",
-            Command::RecordAccess(_) => "record_access",
-            Command::RecordPush(_) => "record_push",
-            Command::RecordCorrectionEvent(_) => "record_correction_event",
-            Command::SetAutoAcceptRule(_) => "set_auto_accept_rule",
-            Command::RemoveAutoAcceptRule { .. } => "remove_auto_accept_rule",
-            Command::CosignCheckpoint(_) => "cosign_checkpoint",
-            Command::CommitSubjectKeySecret { .. } => "commit_subject_key_secret",
+            CommandKind::Genesis => "genesis",
+            CommandKind::AdmitMember => "admit_member",
+            CommandKind::RevokeMember => "revoke_member",
+            CommandKind::PublishDataset => "publish_dataset",
+            CommandKind::AddNegativeListEntry => "add_negative_list_entry",
+            CommandKind::RemoveNegativeListEntry => "remove_negative_list_entry",
+            CommandKind::FileDemand => "file_demand",
+            CommandKind::IssueGrant => "issue_grant",
+            CommandKind::RevokeGrant => "revoke_grant",
+            CommandKind::RecordConsent => "record_consent",
+            CommandKind::RecordAccess => "record_access",
+            CommandKind::RecordPush => "record_push",
+            CommandKind::RecordCorrectionEvent => "record_correction_event",
+            CommandKind::SetAutoAcceptRule => "set_auto_accept_rule",
+            CommandKind::RemoveAutoAcceptRule => "remove_auto_accept_rule",
+            CommandKind::CosignCheckpoint => "cosign_checkpoint",
+            CommandKind::CommitSubjectKeySecret => "commit_subject_key_secret",
+        }
+    }
+}
+
+impl std::fmt::Display for CommandKind {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str(self.as_str())
+    }
+}
+
+impl Command {
+    /// The command's kind, for logs and metrics.
+    pub fn kind(&self) -> CommandKind {
+        match self {
+            Command::Genesis { .. } => CommandKind::Genesis,
+            Command::AdmitMember { .. } => CommandKind::AdmitMember,
+            Command::RevokeMember { .. } => CommandKind::RevokeMember,
+            Command::PublishDataset(_) => CommandKind::PublishDataset,
+            Command::AddNegativeListEntry { .. } => CommandKind::AddNegativeListEntry,
+            Command::RemoveNegativeListEntry { .. } => CommandKind::RemoveNegativeListEntry,
+            Command::FileDemand { .. } => CommandKind::FileDemand,
+            Command::IssueGrant(_) => CommandKind::IssueGrant,
+            Command::RevokeGrant { .. } => CommandKind::RevokeGrant,
+            Command::RecordConsent { .. } => CommandKind::RecordConsent,
+            Command::RecordAccess(_) => CommandKind::RecordAccess,
+            Command::RecordPush(_) => CommandKind::RecordPush,
+            Command::RecordCorrectionEvent(_) => CommandKind::RecordCorrectionEvent,
+            Command::SetAutoAcceptRule(_) => CommandKind::SetAutoAcceptRule,
+            Command::RemoveAutoAcceptRule { .. } => CommandKind::RemoveAutoAcceptRule,
+            Command::CosignCheckpoint(_) => CommandKind::CosignCheckpoint,
+            Command::CommitSubjectKeySecret { .. } => CommandKind::CommitSubjectKeySecret,
         }
     }
 }

@@ -13,6 +13,7 @@ use civmesh_certs::{NodeId, OrgId, UnixMillis};
 use serde::{Deserialize, Serialize};
 
 use crate::model::{DatasetId, FieldName, FieldValue, SubjectKeyHash};
+pub use crate::reason_code::{CorrectionReasonCode, ReasonCodeUnknown};
 
 /// A correction's id: the SHA-256 digest of the submitter's signed request.
 pub type CorrectionId = [u8; 32];
@@ -50,25 +51,42 @@ pub struct CorrectionRequest {
 impl CorrectionRequest {
     /// Checks the request's own bounds (not the schema, which the owner
     /// checks against its catalog).
-    pub fn check_bounds(&self) -> Result<(), String> {
+    pub fn check_bounds(&self) -> Result<(), CorrectionBoundsError> {
         if self.changes.is_empty() || self.changes.len() > CORRECTION_CHANGES_MAX {
-            return Err(format!("a correction changes 1..={CORRECTION_CHANGES_MAX} fields"));
+            return Err(CorrectionBoundsError::ChangeCount);
         }
         if self.attachment_sha256.len() > CORRECTION_ATTACHMENTS_MAX {
-            return Err(format!("at most {CORRECTION_ATTACHMENTS_MAX} attachments"));
+            return Err(CorrectionBoundsError::TooManyAttachments);
         }
         for (what, text) in
             [("reason", &self.reason), ("operator", &self.operator), ("record key", &self.record_key)]
         {
             if text.trim().is_empty() || text.len() > CORRECTION_TEXT_BYTES_MAX {
-                return Err(format!("the {what} must be 1..={CORRECTION_TEXT_BYTES_MAX} bytes"));
+                return Err(CorrectionBoundsError::TextLength(what));
             }
         }
         if self.evidence_text.len() > CORRECTION_TEXT_BYTES_MAX {
-            return Err(format!("the evidence text is over {CORRECTION_TEXT_BYTES_MAX} bytes"));
+            return Err(CorrectionBoundsError::EvidenceTooLong);
         }
         Ok(())
     }
+}
+
+/// Why a correction request is out of its own bounds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum CorrectionBoundsError {
+    /// Too few or too many changed fields.
+    #[error("a correction changes 1..={CORRECTION_CHANGES_MAX} fields")]
+    ChangeCount,
+    /// Too many attachments.
+    #[error("at most {CORRECTION_ATTACHMENTS_MAX} attachments")]
+    TooManyAttachments,
+    /// The named text is empty or too long.
+    #[error("the {0} must be 1..={CORRECTION_TEXT_BYTES_MAX} bytes")]
+    TextLength(&'static str),
+    /// The evidence text is too long.
+    #[error("the evidence text is over {CORRECTION_TEXT_BYTES_MAX} bytes")]
+    EvidenceTooLong,
 }
 
 /// The stages of a correction's life, in the order they happen.
@@ -154,8 +172,9 @@ pub struct CorrectionEvent {
     pub payload_sha256: [u8; 32],
     /// The fields the correction changes (names only).
     pub fields: BTreeSet<FieldName>,
-    /// For `Rejected`: a stable reason code. Otherwise empty.
-    pub reason_code: String,
+    /// For `Rejected`: why. Otherwise `None` (an empty string on the wire).
+    #[serde(with = "crate::reason_code::or_empty")]
+    pub reason_code: Option<CorrectionReasonCode>,
     /// For `Applied`: the record's new version; for `Conflict`: the current one.
     pub version: Option<u64>,
     /// The person accountable for this stage: the submitting operator for
@@ -191,8 +210,9 @@ pub struct CorrectionTrack {
     pub fields: BTreeSet<FieldName>,
     /// Each stage reached, with its log entry time.
     pub stages: Vec<(CorrectionStage, UnixMillis)>,
-    /// Why it was rejected, if it was.
-    pub reason_code: String,
+    /// Why it was rejected, if it was (an empty string on the wire if not).
+    #[serde(with = "crate::reason_code::or_empty")]
+    pub reason_code: Option<CorrectionReasonCode>,
     /// The new version, once applied.
     pub applied_version: Option<u64>,
     /// When the record version the owner checked the correction against
@@ -331,7 +351,7 @@ mod tests {
             subject: SubjectKeyHash([0; 32]),
             fields: BTreeSet::new(),
             stages: stages.iter().map(|stage| (*stage, 0)).collect(),
-            reason_code: String::new(),
+            reason_code: None,
             applied_version: None,
             record_written_at_ms: None,
         };

@@ -6,8 +6,8 @@ use civmesh_certs::{NodeId, UnixMillis};
 use serde::{Deserialize, Serialize};
 
 use crate::model::{
-    ConsentKey, DatasetId, FieldClass, FieldName, FieldValue, Grant, GrantId, MaskingRule, Purpose,
-    SharingCategory, SubjectKeyHash,
+    DatasetId, FieldClass, FieldName, FieldValue, Grant, GrantId, MaskingRule, Purpose, SharingCategory,
+    SubjectKeyHash,
 };
 
 /// How far a subject's consent reaches, for a grant that may need one.
@@ -21,31 +21,6 @@ pub enum ConsentCoverage {
     NotSensitive,
 }
 
-impl PolicyState {
-    /// The one consent rule: what `subject`'s consent, as recorded now,
-    /// allows under `grant`. `Err(ConsentMissing)` when the grant needs a
-    /// consent and none is given (never recorded, or withdrawn).
-    pub fn check_consent(
-        &self,
-        grant: &Grant,
-        subject: &SubjectKeyHash,
-    ) -> Result<ConsentCoverage, ReasonCode> {
-        if !grant.needs_consent() {
-            return Ok(ConsentCoverage::AllFields);
-        }
-        let key = ConsentKey {
-            subject: *subject,
-            dataset: grant.dataset.clone(),
-            grantee: grant.grantee.clone(),
-            purpose: grant.purpose.clone(),
-        };
-        match self.consents.get(&key) {
-            Some(consent) if consent.given && consent.covers_sensitive => Ok(ConsentCoverage::AllFields),
-            Some(consent) if consent.given => Ok(ConsentCoverage::NotSensitive),
-            _ => Err(ReasonCode::ConsentMissing),
-        }
-    }
-}
 use crate::state::PolicyState;
 
 /// A request to read records of a dataset.

@@ -14,6 +14,8 @@
 //!   and time bucket, from the log alone.
 //! - [`report`]: the `catalog match` report.
 //! - [`hex_digest`]: digests as hex in JSON, raw in the canonical encoding.
+//! - `fixtures` (feature `fixtures`): the demo city's organisations and
+//!   datasets, for tests, benchmarks and the demo.
 //!
 //! Pure and synchronous: no I/O, no async runtime, no clock (time is passed
 //! in), so every replica and every auditor computes the same answers.
@@ -24,18 +26,19 @@ pub mod command;
 pub mod correction;
 pub mod decide;
 pub mod evaluation;
+#[cfg(any(test, feature = "fixtures"))]
+pub mod fixtures;
 pub mod hex_digest;
 pub mod model;
+mod reason_code;
 pub mod report;
 pub mod state;
 
 pub use access::{AccessLogEntry, AccessOutcome, AccessRecord, QueryHeader, SubjectRelease};
-pub use command::{Command, DatasetSpec, GrantSpec, SignedCommand};
+pub use command::{Command, CommandKind, DatasetSpec, GrantSpec, SignedCommand};
+pub use correction::CorrectionReasonCode;
 pub use decide::{
     decide, AccessRequest, ConsentCoverage, Decision, FieldAction, ReasonCode, RecordFacts, RecordPlan,
 };
 pub use report::{catalog_match, CatalogMatch};
-pub use state::{
-    Applied, CorrectionClearance, CorrectionRefusal, CorrectionRefusalCode, PolicyState, Rejection,
-    RejectionCode,
-};
+pub use state::{Applied, CorrectionClearance, CorrectionRefusal, PolicyState, Rejection, RejectionCode};

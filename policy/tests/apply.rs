@@ -68,7 +68,7 @@ fn authority_is_checked_per_command() {
         (
             "other department edits negative list",
             &fx.civil.key,
-            negative("legal_rep_id_number"),
+            negative("legal_rep_phone"),
             Some(RejectionCode::NotAuthorised),
         ),
         (
@@ -90,7 +90,7 @@ fn authority_is_checked_per_command() {
             Some(RejectionCode::NotAuthorised),
         ),
         ("hub admits", &fx.hub.key, Command::AdmitMember { certificate_der: outsider_cert }, None),
-        ("owner edits negative list", &fx.market.key, negative("legal_rep_id_number"), None),
+        ("owner edits negative list", &fx.market.key, negative("legal_rep_phone"), None),
         // The grantee used to be allowed to record consents (the access it
         // vouched for was its own); only the owner may now.
         ("grantee records consent", &fx.jingansi.key, consent.clone(), Some(RejectionCode::NotAuthorised)),

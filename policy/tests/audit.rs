@@ -342,7 +342,7 @@ fn correction_outcomes_are_leaves_of_the_tree() {
             stage,
             payload_sha256: [5; 32],
             fields: ["operating_address".to_string()].into(),
-            reason_code: String::new(),
+            reason_code: None,
             version: (stage == CorrectionStage::Applied).then_some(2),
             operator: String::new(),
             record_written_at_ms: None,

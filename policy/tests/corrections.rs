@@ -13,7 +13,7 @@ use civmesh_policy::correction::{
 };
 use civmesh_policy::model::SubjectKeyHash;
 use civmesh_policy::state::COMMAND_SKEW_MS_MAX;
-use civmesh_policy::{Command, RejectionCode};
+use civmesh_policy::{Command, CorrectionReasonCode, RejectionCode};
 use support::*;
 
 fn event(id: u8, submitter: &NodeKey, stage: CorrectionStage) -> Command {
@@ -25,7 +25,7 @@ fn event(id: u8, submitter: &NodeKey, stage: CorrectionStage) -> Command {
         stage,
         payload_sha256: [id; 32],
         fields: BTreeSet::from(["operating_address".to_string()]),
-        reason_code: if stage == Rejected { "record_unknown".into() } else { String::new() },
+        reason_code: (stage == Rejected).then_some(CorrectionReasonCode::RecordUnknown),
         version: (stage == Applied).then_some(2),
         operator: if matches!(stage, Submitted | Accepted) { "Li Wei".into() } else { String::new() },
         record_written_at_ms: stage.is_owner_decision().then_some(WRITTEN_MS),
@@ -211,5 +211,8 @@ fn statistics_come_from_the_log_alone() {
     assert_eq!(row.by_stage.get(&Submitted), Some(&1));
     assert_eq!((row.turnaround_ms_p50, row.turnaround_ms_p90), (Some(200), Some(300)));
     assert_eq!(row.acceptance_rate, Some(0.75));
-    assert_eq!(fx.state.corrections[&[4; 32]].reason_code, "record_unknown");
+    assert_eq!(
+        fx.state.corrections[&[4; 32]].reason_code.map(CorrectionReasonCode::as_str),
+        Some("record_unknown")
+    );
 }

@@ -9,23 +9,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use civmesh_policy::model::{FieldValue, LegalBasis, MaskingRule, ScopeCondition, SubjectKeyHash};
 use civmesh_policy::{
-    catalog_match, decide, AccessRequest, Command, Decision, FieldAction, ReasonCode, RecordFacts, RecordPlan,
+    catalog_match, decide, AccessRequest, Command, Decision, FieldAction, ReasonCode, RecordPlan,
 };
 use support::*;
-
-struct Row {
-    subject: SubjectKeyHash,
-    values: BTreeMap<String, FieldValue>,
-}
-
-impl RecordFacts for Row {
-    fn subject(&self) -> SubjectKeyHash {
-        self.subject
-    }
-    fn value(&self, field: &str) -> Option<&FieldValue> {
-        self.values.get(field)
-    }
-}
 
 fn row(subject: u8, district: &str) -> Row {
     Row {
@@ -59,10 +45,10 @@ fn a_street_without_a_grant_is_denied() {
 #[test]
 fn a_grant_for_two_fields_releases_exactly_those_masked_as_granted() {
     let mut fx = Fixture::new();
-    let mut spec = grant_spec(ENTERPRISES, &fx.jingansi.org, &["name", "legal_rep_id_number"], "inspection");
-    spec.masking.insert("legal_rep_id_number".into(), MaskingRule::KeepLast(4));
+    let mut spec = grant_spec(ENTERPRISES, &fx.jingansi.org, &["name", "legal_rep_phone"], "inspection");
+    spec.masking.insert("legal_rep_phone".into(), MaskingRule::KeepLast(4));
     let grant = fx.grant(spec);
-    let wanted = ["name", "legal_rep_id_number", "operating_address"];
+    let wanted = ["name", "legal_rep_phone", "operating_address"];
     let decision = decide(
         &fx.state,
         &request(&fx, ENTERPRISES, &wanted, "inspection", Some(grant)),
@@ -71,7 +57,7 @@ fn a_grant_for_two_fields_releases_exactly_those_masked_as_granted() {
     );
     assert!(decision.is_permit());
     assert_eq!(decision.action_for(0, "name"), FieldAction::Release);
-    assert_eq!(decision.action_for(0, "legal_rep_id_number"), FieldAction::Mask(MaskingRule::KeepLast(4)));
+    assert_eq!(decision.action_for(0, "legal_rep_phone"), FieldAction::Mask(MaskingRule::KeepLast(4)));
     assert_eq!(
         decision.action_for(0, "operating_address"),
         FieldAction::Withhold(ReasonCode::FieldNotGranted)
@@ -174,19 +160,16 @@ fn grant_spec_window(base: &civmesh_policy::GrantSpec, from: u64, until: u64) ->
 fn negative_list_wins_and_not_shared_denies() {
     let mut fx = Fixture::new();
     let grant =
-        fx.grant(grant_spec(ENTERPRISES, &fx.jingansi.org, &["name", "legal_rep_id_number"], "inspection"));
+        fx.grant(grant_spec(ENTERPRISES, &fx.jingansi.org, &["name", "legal_rep_phone"], "inspection"));
     let entry = Command::AddNegativeListEntry {
         dataset: ENTERPRISES.into(),
-        field: Some("legal_rep_id_number".into()),
+        field: Some("legal_rep_phone".into()),
         reason: "identity numbers stay with the registry".into(),
     };
     apply(&mut fx.state, &fx.market.key, entry).unwrap();
-    let wanted = request(&fx, ENTERPRISES, &["name", "legal_rep_id_number"], "inspection", Some(grant));
+    let wanted = request(&fx, ENTERPRISES, &["name", "legal_rep_phone"], "inspection", Some(grant));
     let decision = decide(&fx.state, &wanted, &[row(1, "jingan")], NOW_MS);
-    assert_eq!(
-        decision.action_for(0, "legal_rep_id_number"),
-        FieldAction::Withhold(ReasonCode::NegativeListed)
-    );
+    assert_eq!(decision.action_for(0, "legal_rep_phone"), FieldAction::Withhold(ReasonCode::NegativeListed));
     assert_eq!(decision.action_for(0, "name"), FieldAction::Release);
 
     let whole =

@@ -14,7 +14,7 @@ use civmesh_policy::correction::{AutoAcceptRule, CorrectionEvent, CorrectionStag
 use civmesh_policy::model::{FieldValue, MaskingRule, ScopeCondition, SubjectKeyHash};
 use civmesh_policy::state::{COMMAND_NONCES_MAX, COMMAND_NONCES_PER_SIGNER_MAX, COMMAND_SKEW_MS_MAX};
 use civmesh_policy::{
-    decide, AccessOutcome, AccessRecord, AccessRequest, Applied, Command, CorrectionRefusalCode, Decision,
+    decide, AccessOutcome, AccessRecord, AccessRequest, Applied, Command, CorrectionReasonCode, Decision,
     PolicyState, QueryHeader, ReasonCode, RecordFacts, RejectionCode, SignedCommand, SubjectRelease,
 };
 use support::*;
@@ -218,7 +218,7 @@ fn correction_event(submitter: &NodeKey, dataset: &str, stage: CorrectionStage, 
         stage,
         payload_sha256: [1; 32],
         fields: fields.iter().map(|f| f.to_string()).collect(),
-        reason_code: String::new(),
+        reason_code: None,
         version: None,
         operator: String::new(),
         record_written_at_ms: None,
@@ -234,11 +234,11 @@ fn a_submission_needs_a_grant_showing_every_field_unmasked() {
         code(apply(&mut fx.state, street, submit(&["name"]))),
         Some(RejectionCode::CorrectionNotGranted)
     );
-    let mut spec = grant_spec(ENTERPRISES, &fx.jingansi.org, &["name", "legal_rep_id_number"], "p");
-    spec.masking = BTreeMap::from([("legal_rep_id_number".to_string(), MaskingRule::KeepLast(4))]);
+    let mut spec = grant_spec(ENTERPRISES, &fx.jingansi.org, &["name", "legal_rep_phone"], "p");
+    spec.masking = BTreeMap::from([("legal_rep_phone".to_string(), MaskingRule::KeepLast(4))]);
     fx.grant(spec);
     let street = &fx.jingansi.key;
-    for fields in [&["operating_address"][..], &["legal_rep_id_number"], &["name", "operating_address"]] {
+    for fields in [&["operating_address"][..], &["legal_rep_phone"], &["name", "operating_address"]] {
         let refused = correction_event(street, ENTERPRISES, CorrectionStage::Submitted, fields);
         assert_eq!(
             code(apply(&mut fx.state, street, refused)),
@@ -408,7 +408,7 @@ fn values(pairs: &[(&str, &str)]) -> BTreeMap<String, FieldValue> {
 
 #[test]
 fn corrections_stay_within_the_grant() {
-    use CorrectionRefusalCode::*;
+    use CorrectionReasonCode::*;
     let mut fx = Fixture::new();
     let street = fx.jingansi.key.node_id();
     let current = values(&[("credit_code", "91310000X"), ("name", "Old"), ("district", "jingan")]);
@@ -425,20 +425,20 @@ fn corrections_stay_within_the_grant() {
     let mut spec = grant_spec(
         ENTERPRISES,
         &fx.jingansi.org,
-        &["credit_code", "name", "district", "legal_rep_id_number"],
+        &["credit_code", "name", "district", "legal_rep_phone"],
         "p",
     );
-    spec.masking = BTreeMap::from([("legal_rep_id_number".to_string(), MaskingRule::Redact)]);
+    spec.masking = BTreeMap::from([("legal_rep_phone".to_string(), MaskingRule::Redact)]);
     spec.scope = vec![ScopeCondition {
         field: "district".into(),
         allowed: BTreeSet::from([FieldValue::Text("jingan".into())]),
     }];
     let grant = fx.grant(spec);
-    let cases: [(&[(&str, &str)], CorrectionRefusalCode); 4] = [
+    let cases: [(&[(&str, &str)], CorrectionReasonCode); 4] = [
         (&[("colour", "red")], FieldUnknown),
         (&[("credit_code", "91310000Y")], SubjectKeyImmutable),
         (&[("operating_address", "1 Road")], FieldNotVisible),
-        (&[("legal_rep_id_number", "3101")], FieldMasked),
+        (&[("legal_rep_phone", "3101")], FieldMasked),
     ];
     for (changes, expected) in cases {
         assert_eq!(check(&fx.state, ENTERPRISES, &current, changes).err(), Some(expected), "{changes:?}");

@@ -24,7 +24,7 @@ use civmesh_policy::model::{
 };
 use civmesh_policy::{
     decide, AccessOutcome, AccessRecord, AccessRequest, Command, DatasetSpec, Decision, FieldAction,
-    PolicyState, QueryHeader, RecordFacts, RejectionCode, SignedCommand, SubjectRelease,
+    PolicyState, QueryHeader, RejectionCode, SignedCommand, SubjectRelease,
 };
 use proptest::prelude::*;
 use support::*;
@@ -238,20 +238,6 @@ fn authorised(state: &PolicyState, signer_key: &NodeKey, command: &Command) -> b
         Command::RecordCorrectionEvent(event) if event.stage.logged_by_owner() => owns(&event.dataset),
         Command::RecordCorrectionEvent(event) => event.submitter == signer,
         Command::Genesis { .. } | Command::CommitSubjectKeySecret { .. } => false,
-    }
-}
-
-struct Row {
-    subject: SubjectKeyHash,
-    values: BTreeMap<String, FieldValue>,
-}
-
-impl RecordFacts for Row {
-    fn subject(&self) -> SubjectKeyHash {
-        self.subject
-    }
-    fn value(&self, field: &str) -> Option<&FieldValue> {
-        self.values.get(field)
     }
 }
 

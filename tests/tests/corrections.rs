@@ -521,7 +521,7 @@ fn duplicates_are_applied_once_and_forgeries_are_refused() {
         stage: CorrectionStage::Submitted,
         payload_sha256: id,
         fields: BTreeSet::from(["operating_address".to_string()]),
-        reason_code: String::new(),
+        reason_code: None,
         version: None,
         operator: "Li Wei".into(),
         record_written_at_ms: None,

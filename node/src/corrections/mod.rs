@@ -26,7 +26,7 @@ use civmesh_policy::correction::{
     CorrectionEvent, CorrectionId, CorrectionRequest, CorrectionStage, CORRECTION_TEXT_BYTES_MAX,
 };
 use civmesh_policy::model::{Dataset, SubjectKeyHash};
-use civmesh_policy::{Command, CorrectionRefusalCode, PolicyState, RejectionCode};
+use civmesh_policy::{Command, CorrectionReasonCode, PolicyState, RejectionCode};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
@@ -90,7 +90,7 @@ pub enum OutcomeStatus {
     /// Not applied.
     Rejected {
         /// A stable code.
-        reason_code: String,
+        reason_code: CorrectionReasonCode,
         /// In words.
         reason: String,
     },
@@ -524,7 +524,7 @@ impl CorrectionService {
     /// wakes the worker to deliver it. Returns the correction id.
     pub async fn submit(&self, spec: CorrectionSpec) -> Result<CorrectionId, CorrectionError> {
         let request = request_from_spec(spec)?;
-        request.check_bounds().map_err(CorrectionError::Invalid)?;
+        request.check_bounds().map_err(|error| CorrectionError::Invalid(error.to_string()))?;
         let limits = self.attachment_limits();
         if request.attachment_sha256.len() > limits.attachments_max {
             return Err(AttachmentError::TooMany {
@@ -756,7 +756,7 @@ impl CorrectionService {
                 EntryStatus::Accepted
             } else {
                 EntryStatus::Decided(OutcomeStatus::Rejected {
-                    reason_code: "rejected_by_reviewer".to_string(),
+                    reason_code: CorrectionReasonCode::RejectedByReviewer,
                     reason: reason.to_string(),
                 })
             };
@@ -862,7 +862,7 @@ impl CorrectionService {
         let request = envelope.unverified_payload().map_err(|error| error.to_string())?;
         match entry.status.clone() {
             EntryStatus::AwaitingDelivery => {
-                match self.log_stages(id, entry, &request, &[(Submitted, None, "")]).await {
+                match self.log_stages(id, entry, &request, &[(Submitted, None, None)]).await {
                     Err(StageError::Refused(reason)) => {
                         entry.status = EntryStatus::Failed { reason };
                         return Ok(());
@@ -887,7 +887,7 @@ impl CorrectionService {
                 };
             }
             EntryStatus::OutcomeReceived => {
-                self.log_stages(id, entry, &request, &[(OutcomeDelivered, None, "")])
+                self.log_stages(id, entry, &request, &[(OutcomeDelivered, None, None)])
                     .await
                     .map_err(|error| error.to_string())?;
                 entry.status = EntryStatus::Closed;
@@ -903,7 +903,7 @@ impl CorrectionService {
                 EntryStatus::Accepted => self.accept_and_apply(id, entry, &request).await?,
                 EntryStatus::Decided(status) => self.decide(id, entry, &request, status).await?,
                 next => {
-                    self.log_stages(id, entry, &request, &[(Delivered, None, "")])
+                    self.log_stages(id, entry, &request, &[(Delivered, None, None)])
                         .await
                         .map_err(|error| error.to_string())?;
                     entry.status = next;
@@ -949,7 +949,7 @@ impl CorrectionService {
                 return self.decide(id, entry, request, OutcomeStatus::Conflict { current_version }).await
             }
         };
-        let stages = [(Delivered, None, ""), (Accepted, None, ""), (Applied, Some(version), "")];
+        let stages = [(Delivered, None, None), (Accepted, None, None), (Applied, Some(version), None)];
         self.log_stages(id, entry, request, &stages).await.map_err(|error| error.to_string())?;
         self.push_version(id, request).await;
         self.sign_outcome(id, entry, request, OutcomeStatus::Applied { version })
@@ -966,11 +966,11 @@ impl CorrectionService {
     ) -> Result<(), String> {
         use CorrectionStage::*;
         let (stage, version, code) = match &status {
-            OutcomeStatus::Applied { version } => (Applied, Some(*version), ""),
-            OutcomeStatus::Rejected { reason_code, .. } => (Rejected, None, reason_code.as_str()),
-            OutcomeStatus::Conflict { current_version } => (Conflict, Some(*current_version), ""),
+            OutcomeStatus::Applied { version } => (Applied, Some(*version), None),
+            OutcomeStatus::Rejected { reason_code, .. } => (Rejected, None, Some(*reason_code)),
+            OutcomeStatus::Conflict { current_version } => (Conflict, Some(*current_version), None),
         };
-        self.log_stages(id, entry, request, &[(Delivered, None, ""), (stage, version, code)])
+        self.log_stages(id, entry, request, &[(Delivered, None, None), (stage, version, code)])
             .await
             .map_err(|error| error.to_string())?;
         self.sign_outcome(id, entry, request, status)
@@ -1005,11 +1005,12 @@ impl CorrectionService {
         submitter: NodeId,
         request: &CorrectionRequest,
     ) -> Result<EntryStatus, String> {
-        let reject = |code: &str, reason: String| {
-            Ok(EntryStatus::Decided(OutcomeStatus::Rejected { reason_code: code.to_string(), reason }))
+        use CorrectionReasonCode as Code;
+        let reject = |reason_code: Code, reason: String| {
+            Ok(EntryStatus::Decided(OutcomeStatus::Rejected { reason_code, reason }))
         };
-        if let Err(reason) = request.check_bounds() {
-            return reject("invalid_request", reason);
+        if let Err(error) = request.check_bounds() {
+            return reject(Code::InvalidRequest, error.to_string());
         }
         let now_ms = now_unix_millis();
         let current =
@@ -1033,21 +1034,23 @@ impl CorrectionService {
         let clearance = match clearance {
             Ok(clearance) => clearance,
             // Out of scope answers like an unknown record: no existence.
-            Err(refusal) if refusal.code == CorrectionRefusalCode::RecordOutOfScope => {
-                return reject("record_unknown", "no such record".to_string())
+            Err(refusal) if refusal.code == Code::RecordOutOfScope => {
+                return reject(Code::RecordUnknown, "no such record".to_string())
             }
-            Err(refusal) => return reject(refusal.code.as_str(), refusal.detail),
+            Err(refusal) => return reject(refusal.code, refusal.detail),
         };
-        let Some(dataset) = dataset else { return reject("dataset_unknown", "no such dataset".to_string()) };
+        let Some(dataset) = dataset else {
+            return reject(Code::DatasetUnknown, "no such dataset".to_string());
+        };
         let Some(current) = current else {
-            return reject("record_unknown", "no such record".to_string());
+            return reject(Code::RecordUnknown, "no such record".to_string());
         };
         if current.provenance == (Provenance::Correction { id: hex_id(id) }) {
             // Written before a crash, not yet logged: finish the job.
             return Ok(EntryStatus::Accepted);
         }
         if let Err(error) = merged_row(&dataset, &current, request) {
-            return reject("wrong_type", error);
+            return reject(Code::WrongType, error);
         }
         if self.corrected_fields_moved(request, &current).map_err(|error| error.to_string())? {
             return Ok(EntryStatus::Decided(OutcomeStatus::Conflict { current_version: current.version }));
@@ -1203,7 +1206,7 @@ impl CorrectionService {
         id: &CorrectionId,
         entry: &mut CorrectionEntry,
         request: &CorrectionRequest,
-        stages: &[(CorrectionStage, Option<u64>, &str)],
+        stages: &[(CorrectionStage, Option<u64>, Option<CorrectionReasonCode>)],
     ) -> Result<(), StageError> {
         let mut commands = Vec::new();
         let mut logging = Vec::new();
@@ -1223,7 +1226,7 @@ impl CorrectionService {
                 stage: *stage,
                 payload_sha256: *id,
                 fields: request.changes.keys().cloned().collect(),
-                reason_code: reason_code.to_string(),
+                reason_code: *reason_code,
                 version: *version,
                 operator: match stage {
                     CorrectionStage::Submitted => request.operator.clone(),
@@ -1276,7 +1279,7 @@ impl CorrectionService {
         &self,
         id: &CorrectionId,
         request: &CorrectionRequest,
-        stages: &[(CorrectionStage, Option<u64>, &str)],
+        stages: &[(CorrectionStage, Option<u64>, Option<CorrectionReasonCode>)],
     ) -> Option<UnixMillis> {
         let history = match self.records.history(&request.dataset, &request.record_key) {
             Ok(history) => history,

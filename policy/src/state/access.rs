@@ -1,11 +1,76 @@
 //! Access records at apply time: the requester's signature and the
-//! re-justification of a logged permit.
+//! re-justification of a logged permit, then the access log entry.
 
-use super::*;
+use civmesh_certs::{NodeId, OrgId, UnixMillis, VerifiedEnvelope};
+
+use super::membership::check_certificate_current;
+use super::rejection::{reject, Rejection, RejectionCode};
+use super::replay::COMMAND_SKEW_MS_MAX;
+use super::{Applied, PolicyState, SignatureCheck};
+use crate::access::{
+    AccessLogEntry, AccessOutcome, AccessRecord, QueryHeader, SubjectRelease, QUERY_SUBJECTS_MAX,
+};
+use crate::command::SignedCommand;
 use crate::decide::ConsentCoverage;
-use crate::model::{FieldClass, SharingCategory};
+use crate::model::{Dataset, FieldClass, Grant, Member, SharingCategory};
+
+/// The requester's verified query.
+type Query = VerifiedEnvelope<QueryHeader>;
+
+fn unjustified(why: impl Into<String>) -> Rejection {
+    reject(RejectionCode::PermitNotJustified, why)
+}
+
+/// One logged access, as the owner signed it.
+pub(super) struct LoggedAccess<'a> {
+    pub envelope: &'a SignedCommand,
+    pub record: &'a AccessRecord,
+    /// A push under a subscription, rather than a query's answer.
+    pub push: bool,
+    pub owner: NodeId,
+}
 
 impl PolicyState {
+    /// Rejects an owner node logging an access to a dataset its
+    /// organisation does not own.
+    pub(super) fn check_access_owner(&self, org: &OrgId, record: &AccessRecord) -> Result<(), Rejection> {
+        // Authority is decided before the requester's signature is checked
+        // (in validation, which follows and rejects a forgery).
+        let header = record.request.unverified_payload().map_err(|error| {
+            reject(RejectionCode::SignatureInvalid, format!("the requester's query: {error}"))
+        })?;
+        self.check_owner(org, &header.dataset)
+    }
+
+    /// Validates an access record, spends a query's nonce, and appends the
+    /// entry to the access log and its leaf to the audit tree.
+    pub(super) fn log_access(
+        &mut self,
+        access: LoggedAccess<'_>,
+        check: SignatureCheck,
+        entry_time_ms: UnixMillis,
+    ) -> Result<Applied, Rejection> {
+        let (requester, header) = self.validate_access(access.record, access.push, check, entry_time_ms)?;
+        if !access.push {
+            // The requester's query is logged once, whoever logs it. Its
+            // nonce was checked in validation and is spent only now, when
+            // the record is accepted: the last check before the mutation.
+            self.check_replay(&requester.signer, &requester.nonce, requester.issued_at_ms, entry_time_ms)?;
+            debug_assert_eq!(header, requester.payload);
+        }
+        self.access_log.push(AccessLogEntry {
+            sequence: self.access_log.len() as u64,
+            envelope: access.envelope.clone(),
+            requester: requester.signer,
+            owner: access.owner,
+            header,
+            outcome: access.record.outcome.clone(),
+            decided_at_ms: access.record.decided_at_ms,
+        });
+        self.audit_leaves.push(crate::audit::leaf_of(access.envelope));
+        Ok(Applied::AccessLogged(self.access_log.len() as u64 - 1))
+    }
+
     /// Verifies an access record: the requester's signature, its time and
     /// nonce (checked, not yet spent), the decision time, and that a permit
     /// is justified by this state. A push answers a subscription (a header
@@ -16,29 +81,15 @@ impl PolicyState {
     /// and [`PolicyState::check_consent`], the ones `decide` applies, at the
     /// decision time the owner logged (which must lie within
     /// `COMMAND_SKEW_MS_MAX` of the entry time).
-    pub(super) fn validate_access(
+    fn validate_access(
         &self,
         record: &AccessRecord,
         push: bool,
         check: SignatureCheck,
         entry_time_ms: UnixMillis,
-    ) -> Result<(civmesh_certs::VerifiedEnvelope<QueryHeader>, QueryHeader), Rejection> {
-        let request = check.open(&record.request).map_err(|error| {
-            reject(RejectionCode::SignatureInvalid, format!("the requester's query: {error}"))
-        })?;
+    ) -> Result<(Query, QueryHeader), Rejection> {
+        let request = open_query(record, check, entry_time_ms)?;
         let header = request.payload.clone();
-        if header.subjects.len() > QUERY_SUBJECTS_MAX || header.fields.is_empty() {
-            return Err(reject(
-                RejectionCode::InvalidArgument,
-                "a query names 1 or more fields and a bounded number of subjects",
-            ));
-        }
-        if record.decided_at_ms.abs_diff(entry_time_ms) > COMMAND_SKEW_MS_MAX {
-            return Err(reject(
-                RejectionCode::DecisionTimeOutOfWindow,
-                format!("decided at {} but entry time is {entry_time_ms}", record.decided_at_ms),
-            ));
-        }
         let dataset = self
             .datasets
             .get(&header.dataset)
@@ -50,83 +101,127 @@ impl PolicyState {
             // A query is logged once: its time and nonce are checked here
             // and spent when the record is accepted. A subscription header
             // is reused by every push under it.
-            match self.recent_commands.check(
-                &request.signer,
-                &request.nonce,
-                request.issued_at_ms,
-                entry_time_ms,
-            ) {
-                Ok(()) => {}
-                Err(civmesh_certs::EnvelopeError::Replayed(_)) => {
-                    return Err(reject(RejectionCode::Replayed, "this query was logged before"))
-                }
-                Err(other) => {
-                    return Err(reject(RejectionCode::Stale, format!("the requester's query: {other}")))
-                }
-            }
+            self.check_query_fresh(&request.signer, &request.nonce, request.issued_at_ms, entry_time_ms)?;
         }
         if push && (!header.subjects.is_empty() || !matches!(record.outcome, AccessOutcome::Permit { .. })) {
-            return Err(reject(
-                RejectionCode::PermitNotJustified,
-                "a push releases records under a subscription, which names no subjects",
-            ));
+            return Err(unjustified("a push releases records under a subscription, which names no subjects"));
         }
-        let AccessOutcome::Permit { released } = &record.outcome else {
-            return Ok((request, header));
-        };
-        let unjustified = |why: String| reject(RejectionCode::PermitNotJustified, why);
-        if requester.revoked.is_some() {
-            return Err(unjustified("released to a revoked member".to_string()));
-        }
-        check_certificate_current(requester, entry_time_ms)?;
-        if dataset.sharing == SharingCategory::NotShared
-            || self.negative_list.contains_key(&(dataset.id.clone(), None))
-        {
-            return Err(unjustified(format!("{} may not be shared", dataset.id)));
-        }
-        let grant = match header.grant {
-            Some(grant_id) => {
-                let grant =
-                    self.grants.get(&grant_id).ok_or_else(|| unjustified(format!("no grant {grant_id}")))?;
-                grant
-                    .check_usable(&requester.org, &dataset.id, Some(&header.purpose), record.decided_at_ms)
-                    .map_err(|reason| {
-                        unjustified(format!("grant {grant_id} did not allow this query: {reason:?}"))
-                    })?;
-                Some(grant)
-            }
-            None => None,
-        };
-        for release in released {
-            if !push && !header.subjects.contains(&release.subject) {
-                return Err(unjustified("released a subject the query did not name".to_string()));
-            }
-            let coverage = match grant {
-                Some(grant) => self
-                    .check_consent(grant, &release.subject)
-                    .map_err(|_| unjustified("released a subject without active consent".to_string()))?,
-                None => ConsentCoverage::AllFields,
-            };
-            for field in &release.fields {
-                let spec = dataset
-                    .field(field)
-                    .ok_or_else(|| unjustified(format!("released unknown field {field:?}")))?;
-                let allowed = header.fields.contains(field)
-                    && !self.negative_list.contains_key(&(dataset.id.clone(), Some(field.clone())))
-                    && match grant {
-                        Some(grant) => grant.fields.contains(field),
-                        None => {
-                            dataset.sharing == SharingCategory::Unconditional
-                                && spec.class == FieldClass::Public
-                        }
-                    }
-                    && (!matches!(spec.class, FieldClass::Sensitive(_))
-                        || coverage == ConsentCoverage::AllFields);
-                if !allowed {
-                    return Err(unjustified(format!("released field {field:?} that the policy withholds")));
-                }
-            }
+        if let AccessOutcome::Permit { released } = &record.outcome {
+            let permit =
+                Permit { header: &header, requester, dataset, decided_at_ms: record.decided_at_ms, push };
+            self.justify_permit(&permit, released, entry_time_ms)?;
         }
         Ok((request, header))
     }
+
+    /// Checks a permit releases only what the policy allows the requester.
+    fn justify_permit(
+        &self,
+        permit: &Permit<'_>,
+        released: &[SubjectRelease],
+        entry_time_ms: UnixMillis,
+    ) -> Result<(), Rejection> {
+        if permit.requester.revoked.is_some() {
+            return Err(unjustified("released to a revoked member"));
+        }
+        check_certificate_current(permit.requester, entry_time_ms)?;
+        let dataset = permit.dataset;
+        if dataset.sharing == SharingCategory::NotShared || self.negative_listed(&dataset.id, None) {
+            return Err(unjustified(format!("{} may not be shared", dataset.id)));
+        }
+        let grant = self.permit_grant(permit)?;
+        for release in released {
+            self.check_release(permit, grant, release)?;
+        }
+        Ok(())
+    }
+
+    /// The grant the query names, usable by the requester at the decision time.
+    fn permit_grant(&self, permit: &Permit<'_>) -> Result<Option<&Grant>, Rejection> {
+        let Some(grant_id) = permit.header.grant else { return Ok(None) };
+        let grant = self.grants.get(&grant_id).ok_or_else(|| unjustified(format!("no grant {grant_id}")))?;
+        grant
+            .check_usable(
+                &permit.requester.org,
+                &permit.dataset.id,
+                Some(&permit.header.purpose),
+                permit.decided_at_ms,
+            )
+            .map_err(|reason| {
+                unjustified(format!("grant {grant_id} did not allow this query: {reason:?}"))
+            })?;
+        Ok(Some(grant))
+    }
+
+    /// Checks one subject's release: named by the query (unless a push),
+    /// consented, and every field one the policy releases.
+    fn check_release(
+        &self,
+        permit: &Permit<'_>,
+        grant: Option<&Grant>,
+        release: &SubjectRelease,
+    ) -> Result<(), Rejection> {
+        if !permit.push && !permit.header.subjects.contains(&release.subject) {
+            return Err(unjustified("released a subject the query did not name"));
+        }
+        let coverage = match grant {
+            Some(grant) => self
+                .check_consent(grant, &release.subject)
+                .map_err(|_| unjustified("released a subject without active consent"))?,
+            None => ConsentCoverage::AllFields,
+        };
+        let dataset = permit.dataset;
+        for field in &release.fields {
+            let spec = dataset
+                .field(field)
+                .ok_or_else(|| unjustified(format!("released unknown field {field:?}")))?;
+            let allowed = permit.header.fields.contains(field)
+                && !self.negative_listed(&dataset.id, Some(field))
+                && match grant {
+                    Some(grant) => grant.fields.contains(field),
+                    None => {
+                        dataset.sharing == SharingCategory::Unconditional && spec.class == FieldClass::Public
+                    }
+                }
+                && (!matches!(spec.class, FieldClass::Sensitive(_))
+                    || coverage == ConsentCoverage::AllFields);
+            if !allowed {
+                return Err(unjustified(format!("released field {field:?} that the policy withholds")));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What a permit is checked against.
+struct Permit<'a> {
+    header: &'a QueryHeader,
+    requester: &'a Member,
+    dataset: &'a Dataset,
+    decided_at_ms: UnixMillis,
+    push: bool,
+}
+
+/// Opens the requester's query and checks its shape and the decision time.
+fn open_query(
+    record: &AccessRecord,
+    check: SignatureCheck,
+    entry_time_ms: UnixMillis,
+) -> Result<Query, Rejection> {
+    let request = check.open(&record.request).map_err(|error| {
+        reject(RejectionCode::SignatureInvalid, format!("the requester's query: {error}"))
+    })?;
+    if request.payload.subjects.len() > QUERY_SUBJECTS_MAX || request.payload.fields.is_empty() {
+        return Err(reject(
+            RejectionCode::InvalidArgument,
+            "a query names 1 or more fields and a bounded number of subjects",
+        ));
+    }
+    if record.decided_at_ms.abs_diff(entry_time_ms) > COMMAND_SKEW_MS_MAX {
+        return Err(reject(
+            RejectionCode::DecisionTimeOutOfWindow,
+            format!("decided at {} but entry time is {entry_time_ms}", record.decided_at_ms),
+        ));
+    }
+    Ok(request)
 }

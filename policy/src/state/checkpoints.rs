@@ -7,7 +7,25 @@
 //! final once a majority of the signers in force cosigned it; a cosigner
 //! revoked, or whose certificate expired, before that no longer counts.
 
-use super::*;
+use std::collections::BTreeSet;
+
+use civmesh_certs::{NodeId, UnixMillis};
+
+use super::rejection::{reject, Rejection, RejectionCode};
+use super::{Applied, PolicyState};
+use crate::audit::{signs_checkpoints, CheckpointBody, FinalCheckpoint, PendingCheckpoint};
+use crate::model::Member;
+
+/// Rejects a cosignature from a member that does not sign checkpoints.
+pub(super) fn check_cosigner(member: &Member) -> Result<(), Rejection> {
+    if !signs_checkpoints(member) {
+        return Err(reject(
+            RejectionCode::NotAuthorised,
+            "only hub and department members cosign checkpoints",
+        ));
+    }
+    Ok(())
+}
 
 impl PolicyState {
     /// Checks a cosignature against the log and the signer's own latest one.
@@ -39,15 +57,19 @@ impl PolicyState {
     /// Whether `node` counts as a checkpoint signer at `at_ms`: an active
     /// hub or department member with a current certificate.
     fn counts_as_signer(&self, node: &NodeId, at_ms: UnixMillis) -> bool {
-        self.active_member(node).is_some_and(|member| {
-            crate::audit::signs_checkpoints(member) && member.certificate_not_after_ms > at_ms
-        })
+        self.active_member(node)
+            .is_some_and(|member| signs_checkpoints(member) && member.certificate_not_after_ms > at_ms)
     }
 
     /// Moves the signer's cosignature to `body` (opening it if new); a
     /// majority of the signers in force makes it final, and closes every
     /// open checkpoint it covers.
-    pub(super) fn record_cosignature(&mut self, body: CheckpointBody, signer: NodeId, at_ms: UnixMillis) {
+    pub(super) fn record_cosignature(
+        &mut self,
+        body: CheckpointBody,
+        signer: NodeId,
+        at_ms: UnixMillis,
+    ) -> Applied {
         let mut pending = std::mem::take(&mut self.pending_checkpoints);
         for candidate in &mut pending {
             candidate.cosigners.remove(&signer);
@@ -77,6 +99,7 @@ impl PolicyState {
             pending.retain(|candidate| candidate.body.tree_size > size);
         }
         self.pending_checkpoints = pending;
+        Applied::Done
     }
 
     /// The open checkpoint with the most cosigners (the most recently

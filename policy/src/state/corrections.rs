@@ -1,59 +1,32 @@
 //! Corrections in the log: who logs which stage, in which order, and what
 //! the owner may accept without review.
 
-use super::*;
-use crate::model::FieldValue;
+use std::collections::{BTreeMap, BTreeSet};
 
-/// Why an owner refuses a correction before looking at the record's
-/// history: stable snake_case codes (the outcome's `reason_code`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum CorrectionRefusalCode {
-    /// No such dataset.
-    DatasetUnknown,
-    /// The submitter is not an active member with a current certificate,
-    /// or holds no usable grant on the dataset.
-    DatasetNotVisible,
-    /// A changed field is not in the schema.
-    FieldUnknown,
-    /// The change names the subject key field.
-    SubjectKeyImmutable,
-    /// No usable grant of the submitter includes a changed field.
-    FieldNotVisible,
-    /// The submitter's grants show a changed field only masked, or no one
-    /// grant shows every changed field unmasked.
-    FieldMasked,
-    /// The record as it stands is outside the scope of every grant that
-    /// shows the changed fields.
-    RecordOutOfScope,
-}
+use civmesh_certs::{NodeId, OrgId, UnixMillis};
+use serde::{Deserialize, Serialize};
 
-impl CorrectionRefusalCode {
-    /// The stable snake_case identifier.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            CorrectionRefusalCode::DatasetUnknown => "dataset_unknown",
-            CorrectionRefusalCode::DatasetNotVisible => "dataset_not_visible",
-            CorrectionRefusalCode::FieldUnknown => "field_unknown",
-            CorrectionRefusalCode::SubjectKeyImmutable => "subject_key_immutable",
-            CorrectionRefusalCode::FieldNotVisible => "field_not_visible",
-            CorrectionRefusalCode::FieldMasked => "field_masked",
-            CorrectionRefusalCode::RecordOutOfScope => "record_out_of_scope",
-        }
-    }
-}
+use super::rejection::{check_text, reject, Rejection, RejectionCode};
+use super::replay::COMMAND_SKEW_MS_MAX;
+use super::{Applied, PolicyState};
+use crate::command::SignedCommand;
+use crate::correction::{
+    AutoAcceptRule, CorrectionEvent, CorrectionReasonCode, CorrectionStage, CorrectionTrack,
+    CORRECTION_CHANGES_MAX, CORRECTION_TEXT_BYTES_MAX,
+};
+use crate::model::{DatasetId, FieldName, FieldValue, Grant, GrantId, NAME_BYTES_MAX};
 
 /// A correction refused by [`PolicyState::check_correction`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
-#[error("{}: {detail}", code.as_str())]
+#[error("{code}: {detail}")]
 pub struct CorrectionRefusal {
     /// What kind of refusal.
-    pub code: CorrectionRefusalCode,
+    pub code: CorrectionReasonCode,
     /// What exactly, for people.
     pub detail: String,
 }
 
-fn refuse(code: CorrectionRefusalCode, detail: impl Into<String>) -> CorrectionRefusal {
+fn refuse(code: CorrectionReasonCode, detail: impl Into<String>) -> CorrectionRefusal {
     CorrectionRefusal { code, detail: detail.into() }
 }
 
@@ -70,6 +43,35 @@ pub struct CorrectionClearance {
 }
 
 impl PolicyState {
+    /// Rejects a signer that may not log this stage. The owner's stages are
+    /// logged by the organisation that owned the dataset when the
+    /// correction was submitted, whoever owns the dataset the event names;
+    /// the submitter logs its own submission and outcome receipt.
+    pub(super) fn check_correction_logger(
+        &self,
+        org: &OrgId,
+        signer: &NodeId,
+        event: &CorrectionEvent,
+    ) -> Result<(), Rejection> {
+        if !event.stage.logged_by_owner() {
+            if event.submitter != *signer {
+                return Err(reject(
+                    RejectionCode::NotAuthorised,
+                    "the submitter logs its own corrections' submission and outcome receipt",
+                ));
+            }
+            return Ok(());
+        }
+        match self.corrections.get(&event.correction) {
+            Some(track) if track.owner != *org => Err(reject(
+                RejectionCode::NotAuthorised,
+                format!("{org} did not own {} when the correction was submitted", track.dataset),
+            )),
+            Some(_) => Ok(()),
+            None => self.check_owner(org, &event.dataset),
+        }
+    }
+
     /// Checks a correction stage against the correction's track so far.
     /// A submission needs a usable grant of the submitter's organisation
     /// that shows every named field unmasked, at the entry time.
@@ -79,42 +81,7 @@ impl PolicyState {
         signer_org: &OrgId,
         entry_time_ms: UnixMillis,
     ) -> Result<(), Rejection> {
-        if event.payload_sha256 != event.correction {
-            return Err(reject(RejectionCode::InvalidArgument, "the payload hash is not the correction id"));
-        }
-        if event.fields.is_empty() || event.fields.len() > CORRECTION_CHANGES_MAX {
-            return Err(reject(
-                RejectionCode::InvalidArgument,
-                format!("a correction changes 1..={CORRECTION_CHANGES_MAX} fields"),
-            ));
-        }
-        for field in &event.fields {
-            check_text("field", field, NAME_BYTES_MAX)?;
-        }
-        if event.reason_code.len() > NAME_BYTES_MAX {
-            return Err(reject(RejectionCode::InvalidArgument, "the reason code is too long"));
-        }
-        if event.operator.len() > crate::correction::CORRECTION_TEXT_BYTES_MAX {
-            return Err(reject(RejectionCode::InvalidArgument, "the operator's name is too long"));
-        }
-        if let Some(written_at_ms) = event.record_written_at_ms {
-            if !event.stage.is_owner_decision() {
-                return Err(reject(
-                    RejectionCode::InvalidArgument,
-                    "only the owner's decision carries the record's write time",
-                ));
-            }
-            // The owner wrote the version before it signed the event, whose
-            // own time may be ahead of the entry time by the allowed skew.
-            if written_at_ms > entry_time_ms.saturating_add(COMMAND_SKEW_MS_MAX) {
-                return Err(reject(
-                    RejectionCode::InvalidArgument,
-                    format!(
-                        "the record was written at {written_at_ms}, after the entry time {entry_time_ms}"
-                    ),
-                ));
-            }
-        }
+        check_event_shape(event, entry_time_ms)?;
         let dataset = self
             .datasets
             .get(&event.dataset)
@@ -129,20 +96,7 @@ impl PolicyState {
                     "an owner changes its own records directly, not by correction",
                 ));
             }
-            let granted = self.grants.values().any(|grant| {
-                grant.check_usable(signer_org, &event.dataset, None, entry_time_ms).is_ok()
-                    && event.fields.iter().all(|field| grant.shows_unmasked(field))
-            });
-            if !granted {
-                return Err(reject(
-                    RejectionCode::CorrectionNotGranted,
-                    format!(
-                        "{signer_org} holds no grant on {} that shows every changed field",
-                        event.dataset
-                    ),
-                ));
-            }
-            return Ok(());
+            return self.check_submission_granted(event, signer_org, entry_time_ms);
         };
         if event.stage == CorrectionStage::Submitted {
             return Err(reject(RejectionCode::CorrectionDuplicate, "this correction was submitted before"));
@@ -162,33 +116,41 @@ impl PolicyState {
         Ok(())
     }
 
+    /// A submitter needs a usable grant that shows every changed field unmasked.
+    fn check_submission_granted(
+        &self,
+        event: &CorrectionEvent,
+        signer_org: &OrgId,
+        entry_time_ms: UnixMillis,
+    ) -> Result<(), Rejection> {
+        let granted = self.grants.values().any(|grant| {
+            grant.check_usable(signer_org, &event.dataset, None, entry_time_ms).is_ok()
+                && event.fields.iter().all(|field| grant.shows_unmasked(field))
+        });
+        if !granted {
+            return Err(reject(
+                RejectionCode::CorrectionNotGranted,
+                format!("{signer_org} holds no grant on {} that shows every changed field", event.dataset),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Records a stage on the correction's track; an owner's outcome is
+    /// also a leaf of the audit tree.
     pub(super) fn record_correction_event(
         &mut self,
+        envelope: &SignedCommand,
         event: CorrectionEvent,
         signer_org: OrgId,
         at_ms: UnixMillis,
-    ) {
-        if event.stage == CorrectionStage::Submitted {
-            let owner = self.datasets.get(&event.dataset).map(|dataset| dataset.owner.clone());
-            let Some(owner) = owner else { return };
-            self.corrections.insert(
-                event.correction,
-                CorrectionTrack {
-                    dataset: event.dataset,
-                    owner,
-                    submitter_org: signer_org,
-                    submitter: event.submitter,
-                    subject: event.subject,
-                    fields: event.fields,
-                    stages: vec![(CorrectionStage::Submitted, at_ms)],
-                    reason_code: String::new(),
-                    applied_version: None,
-                    record_written_at_ms: None,
-                },
-            );
-            return;
+    ) -> Applied {
+        if event.stage.is_owner_outcome() {
+            self.audit_leaves.push(crate::audit::leaf_of(envelope));
         }
-        if let Some(track) = self.corrections.get_mut(&event.correction) {
+        if event.stage == CorrectionStage::Submitted {
+            self.open_track(event, signer_org, at_ms);
+        } else if let Some(track) = self.corrections.get_mut(&event.correction) {
             track.stages.push((event.stage, at_ms));
             if event.record_written_at_ms.is_some() {
                 track.record_written_at_ms = event.record_written_at_ms;
@@ -199,6 +161,65 @@ impl PolicyState {
                 _ => {}
             }
         }
+        Applied::Done
+    }
+
+    fn open_track(&mut self, event: CorrectionEvent, submitter_org: OrgId, at_ms: UnixMillis) {
+        let Some(owner) = self.datasets.get(&event.dataset).map(|dataset| dataset.owner.clone()) else {
+            return;
+        };
+        let track = CorrectionTrack {
+            dataset: event.dataset,
+            owner,
+            submitter_org,
+            submitter: event.submitter,
+            subject: event.subject,
+            fields: event.fields,
+            stages: vec![(CorrectionStage::Submitted, at_ms)],
+            reason_code: None,
+            applied_version: None,
+            record_written_at_ms: None,
+        };
+        self.corrections.insert(event.correction, track);
+    }
+
+    pub(super) fn validate_auto_accept_rule(
+        &self,
+        rule: &AutoAcceptRule,
+        signer_org: &OrgId,
+    ) -> Result<(), Rejection> {
+        if rule.fields.is_empty() {
+            return Err(reject(RejectionCode::InvalidArgument, "a rule names at least one field"));
+        }
+        self.check_fields(&rule.dataset, rule.fields.iter())?;
+        if *signer_org == rule.submitter {
+            return Err(reject(RejectionCode::InvalidArgument, "an owner does not correct itself"));
+        }
+        Ok(())
+    }
+
+    pub(super) fn set_auto_accept_rule(&mut self, rule: AutoAcceptRule) -> Applied {
+        self.auto_accept_rules.insert((rule.dataset, rule.submitter), rule.fields);
+        Applied::Done
+    }
+
+    pub(super) fn validate_auto_accept_rule_removal(
+        &self,
+        dataset: &DatasetId,
+        submitter: &OrgId,
+    ) -> Result<(), Rejection> {
+        if self.auto_accept_rules.contains_key(&(dataset.clone(), submitter.clone())) {
+            return Ok(());
+        }
+        Err(reject(
+            RejectionCode::AutoAcceptRuleUnknown,
+            format!("no auto-accept rule for {submitter} on {dataset}"),
+        ))
+    }
+
+    pub(super) fn remove_auto_accept_rule(&mut self, dataset: DatasetId, submitter: OrgId) -> Applied {
+        self.auto_accept_rules.remove(&(dataset, submitter));
+        Applied::Done
     }
 
     /// Whether an auto-accept rule covers a correction from `submitter` to
@@ -230,7 +251,7 @@ impl PolicyState {
         changes: &BTreeMap<FieldName, FieldValue>,
         at_ms: UnixMillis,
     ) -> Result<CorrectionClearance, CorrectionRefusal> {
-        use CorrectionRefusalCode as Code;
+        use CorrectionReasonCode as Code;
         let schema = self
             .datasets
             .get(dataset)
@@ -280,4 +301,41 @@ impl PolicyState {
         let review_required = touches_scope || !self.auto_accepts(&schema.id, org, &fields);
         Ok(CorrectionClearance { grant: grant.id, review_required })
     }
+}
+
+/// Checks an event's own bounds: the payload hash, the fields, the
+/// operator's name, and a record write time only on an owner's decision,
+/// not after the entry time.
+fn check_event_shape(event: &CorrectionEvent, entry_time_ms: UnixMillis) -> Result<(), Rejection> {
+    if event.payload_sha256 != event.correction {
+        return Err(reject(RejectionCode::InvalidArgument, "the payload hash is not the correction id"));
+    }
+    if event.fields.is_empty() || event.fields.len() > CORRECTION_CHANGES_MAX {
+        return Err(reject(
+            RejectionCode::InvalidArgument,
+            format!("a correction changes 1..={CORRECTION_CHANGES_MAX} fields"),
+        ));
+    }
+    for field in &event.fields {
+        check_text("field", field, NAME_BYTES_MAX)?;
+    }
+    if event.operator.len() > CORRECTION_TEXT_BYTES_MAX {
+        return Err(reject(RejectionCode::InvalidArgument, "the operator's name is too long"));
+    }
+    let Some(written_at_ms) = event.record_written_at_ms else { return Ok(()) };
+    if !event.stage.is_owner_decision() {
+        return Err(reject(
+            RejectionCode::InvalidArgument,
+            "only the owner's decision carries the record's write time",
+        ));
+    }
+    // The owner wrote the version before it signed the event, whose own
+    // time may be ahead of the entry time by the allowed skew.
+    if written_at_ms > entry_time_ms.saturating_add(COMMAND_SKEW_MS_MAX) {
+        return Err(reject(
+            RejectionCode::InvalidArgument,
+            format!("the record was written at {written_at_ms}, after the entry time {entry_time_ms}"),
+        ));
+    }
+    Ok(())
 }

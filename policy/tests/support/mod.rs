@@ -1,20 +1,18 @@
 //! A small federation for policy tests: a CA, a hub, two departments, two
 //! streets and an auditor, with genesis applied and two datasets published.
 
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+#![allow(dead_code, unused_imports, clippy::unwrap_used, clippy::expect_used)]
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use civmesh_certs::{FederationCa, IssueRequest, NodeCertificate, NodeKey, OrgId, Role, SignedEnvelope};
-use civmesh_policy::model::{
-    FieldClass, FieldSpec, FieldType, LegalBasis, SensitiveCategory, SharingCategory,
-};
-use civmesh_policy::{Applied, Command, DatasetSpec, GrantSpec, PolicyState, Rejection, SignedCommand};
+use civmesh_policy::fixtures::{city_node, statutory_grant};
+pub use civmesh_policy::fixtures::{enterprise_dataset, resident_dataset, ENTERPRISES, RESIDENTS};
+use civmesh_policy::model::{FieldValue, SubjectKeyHash};
+use civmesh_policy::{Applied, Command, GrantSpec, PolicyState, RecordFacts, Rejection, SignedCommand};
 
 pub const NOW_MS: u64 = 1_800_000_000_000;
 pub const DAY_MS: u64 = 86_400_000;
-pub const ENTERPRISES: &str = "market-supervision/enterprise-registry";
-pub const RESIDENTS: &str = "civil-affairs/residents";
 
 pub struct Node {
     pub key: NodeKey,
@@ -36,6 +34,12 @@ pub struct Fixture {
     pub outsider: Node,
     /// Genesis applied, both datasets published.
     pub state: PolicyState,
+}
+
+/// A key and certificate for the demo city's node `name`.
+fn city(ca: &FederationCa, name: &str) -> Node {
+    let city_node = city_node(name).unwrap();
+    node(ca, city_node.org, city_node.role)
 }
 
 fn node(ca: &FederationCa, org: &str, role: Role) -> Node {
@@ -73,12 +77,8 @@ impl Fixture {
         let ca_dir = dir.path().join("ca");
         let ca = FederationCa::init(&ca_dir, "test city", NOW_MS - DAY_MS, 3650).unwrap();
         let ca_key = NodeKey::load(&ca_dir.join("ca.key")).unwrap();
-        let hub = node(&ca, "hub/city", Role::Hub);
-        let market = node(&ca, "dept/market-supervision", Role::Department);
-        let civil = node(&ca, "dept/civil-affairs", Role::Department);
-        let jingansi = node(&ca, "street/jingansi", Role::Street);
-        let nanjingxilu = node(&ca, "street/nanjingxilu", Role::Street);
-        let auditor = node(&ca, "auditor/municipal-audit", Role::Auditor);
+        let [hub, market, civil, jingansi, nanjingxilu, auditor] =
+            ["hub", "market", "civil", "jingansi", "nanjingxilu", "auditor"].map(|name| city(&ca, name));
         let outsider = node(&ca, "street/outsider", Role::Street);
         let ca_der = civmesh_certs::CaCertificate::from_pem(ca.certificate_pem()).unwrap().der().to_vec();
         let mut state = PolicyState::default();
@@ -120,60 +120,21 @@ impl Fixture {
     }
 }
 
-fn field(name: &str, field_type: FieldType, class: FieldClass) -> FieldSpec {
-    FieldSpec { name: name.into(), field_type, class }
-}
-
-pub fn enterprise_dataset() -> DatasetSpec {
-    DatasetSpec {
-        id: ENTERPRISES.into(),
-        title: "Enterprise registry".into(),
-        subject_key_field: "credit_code".into(),
-        sharing: SharingCategory::Conditional,
-        fields: vec![
-            field("credit_code", FieldType::Text, FieldClass::Public),
-            field("name", FieldType::Text, FieldClass::Public),
-            field("registered_address", FieldType::Text, FieldClass::Public),
-            field("operating_address", FieldType::Text, FieldClass::Internal),
-            field("legal_rep_id_number", FieldType::Text, FieldClass::Personal),
-            field("district", FieldType::Text, FieldClass::Public),
-        ],
-    }
-}
-
-pub fn resident_dataset() -> DatasetSpec {
-    DatasetSpec {
-        id: RESIDENTS.into(),
-        title: "Residents".into(),
-        subject_key_field: "citizen_id".into(),
-        sharing: SharingCategory::Conditional,
-        fields: vec![
-            field("citizen_id", FieldType::Text, FieldClass::Personal),
-            field("name", FieldType::Text, FieldClass::Personal),
-            field("address", FieldType::Text, FieldClass::Personal),
-            field("age", FieldType::Integer, FieldClass::Personal),
-            field(
-                "lives_alone_80_plus",
-                FieldType::Boolean,
-                FieldClass::Sensitive(SensitiveCategory::SpecificIdentity),
-            ),
-            field("district", FieldType::Text, FieldClass::Public),
-        ],
-    }
-}
-
 pub fn grant_spec(dataset: &str, grantee: &OrgId, fields: &[&str], purpose: &str) -> GrantSpec {
-    GrantSpec {
-        dataset: dataset.into(),
-        grantee: grantee.clone(),
-        fields: fields.iter().map(|f| f.to_string()).collect::<BTreeSet<_>>(),
-        purpose: purpose.into(),
-        legal_basis: LegalBasis::StatutoryDuty,
-        scope: vec![],
-        valid_from_ms: NOW_MS - DAY_MS,
-        valid_until_ms: NOW_MS + 30 * DAY_MS,
-        masking: BTreeMap::new(),
-        consent_required: false,
-        demand: None,
+    statutory_grant(dataset, grantee, fields, purpose, NOW_MS - DAY_MS..NOW_MS + 30 * DAY_MS)
+}
+
+/// A candidate record for `decide`.
+pub struct Row {
+    pub subject: SubjectKeyHash,
+    pub values: BTreeMap<String, FieldValue>,
+}
+
+impl RecordFacts for Row {
+    fn subject(&self) -> SubjectKeyHash {
+        self.subject
+    }
+    fn value(&self, field: &str) -> Option<&FieldValue> {
+        self.values.get(field)
     }
 }

@@ -1,0 +1,317 @@
+//! The auditor's offline verification: a replay of the bundle through
+//! the same `apply` the replicas ran, checked against the checkpoints and
+//! the roots seen in earlier runs.
+
+use serde::{Deserialize, Serialize};
+
+use super::bundle::{ArchivedCommand, AuditBundle, BundleError};
+use super::tree::AccessTree;
+use super::FinalCheckpoint;
+use crate::access::AccessOutcome;
+use crate::hex_digest::{from_hex, to_hex};
+use crate::state::{PolicyState, RejectionCode};
+use crate::SignedCommand;
+
+/// A checkpoint the auditor has seen and keeps between runs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SeenCheckpoint {
+    /// Tree size.
+    pub tree_size: u64,
+    /// Root, hex.
+    pub root: String,
+}
+
+/// What went wrong, and exactly where.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditFailure {
+    /// The command's sequence number, if the failure is at one.
+    pub command_sequence: Option<u64>,
+    /// The access entry's position, if the failure is at one.
+    pub access_entry: Option<u64>,
+    /// The audit tree's leaf (from 0), for checkpoint and history failures.
+    pub leaf: Option<u64>,
+    /// A stable kind.
+    pub kind: FailureKind,
+    /// What exactly.
+    pub detail: String,
+}
+
+/// The kinds of audit failure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureKind {
+    /// A command is missing or out of order.
+    SequenceGap,
+    /// A command does not decode.
+    MalformedCommand,
+    /// The log accepted a command the replay rejects (bad signature,
+    /// authority, replay).
+    ReplayRejected,
+    /// The log logged a release the policy did not allow.
+    ReleaseNotAllowed,
+    /// The log rejected a command the replay accepts.
+    ReplayAccepted,
+    /// A final checkpoint's root is not the root of the entries.
+    CheckpointRootMismatch,
+    /// A final checkpoint lacks a majority of the signers in force.
+    CheckpointQuorum,
+    /// A checkpoint seen in an earlier run is not a prefix of this history.
+    HistoryRewritten,
+}
+
+/// The verifier's findings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuditReport {
+    /// No failures.
+    pub ok: bool,
+    /// The federation.
+    pub federation_name: String,
+    /// Commands replayed.
+    pub commands: u64,
+    /// Access entries (queries, denials, pushes).
+    pub access_entries: u64,
+    /// Leaves of the audit tree: the access entries and the correction
+    /// outcomes (applied, rejected, conflict), in log order.
+    pub leaves: u64,
+    /// Of which permits.
+    pub permits: u64,
+    /// Of which denials.
+    pub denials: u64,
+    /// Final checkpoints verified.
+    pub checkpoints: u64,
+    /// The latest final checkpoint, to remember for the next run.
+    pub latest_checkpoint: Option<SeenCheckpoint>,
+    /// The root of all entries.
+    pub root: String,
+    /// Every failure, in log order.
+    pub failures: Vec<AuditFailure>,
+}
+
+/// Checks the bundle's CA and genesis before anything else.
+fn check_federation(bundle: &AuditBundle, trusted_ca_der: Option<&[u8]>) -> Result<(), BundleError> {
+    if trusted_ca_der.is_some_and(|trusted| trusted != bundle.ca_certificate_der.as_slice()) {
+        return Err(BundleError::OtherFederation);
+    }
+    let first = bundle.commands.first().ok_or_else(|| BundleError::NoGenesis("no commands".to_string()))?;
+    let envelope = SignedCommand::from_bytes(&first.envelope)
+        .map_err(|error| BundleError::NoGenesis(error.to_string()))?;
+    match envelope.unverified_payload() {
+        Ok(crate::Command::Genesis { ca_certificate_der, .. })
+            if ca_certificate_der == bundle.ca_certificate_der =>
+        {
+            Ok(())
+        }
+        Ok(_) => Err(BundleError::NoGenesis("the first command is not a genesis for this CA".to_string())),
+        Err(error) => Err(BundleError::NoGenesis(error.to_string())),
+    }
+}
+
+/// Whether every signature in an archived command verifies: the command's
+/// envelope and, for an access record or push, the requester's query.
+fn signatures_verify(archived: &ArchivedCommand) -> bool {
+    let Ok(envelope) = SignedCommand::from_bytes(&archived.envelope) else { return false };
+    let Ok(verified) = envelope.verify_signature() else { return false };
+    match verified.payload {
+        crate::Command::RecordAccess(record) | crate::Command::RecordPush(record) => {
+            record.request.verify_signature().is_ok()
+        }
+        _ => true,
+    }
+}
+
+/// Verifies every command's signatures on `threads` threads: the costly,
+/// independent half of verification.
+fn verify_signatures_in_parallel(commands: &[ArchivedCommand], threads: usize) -> Vec<bool> {
+    let chunk = commands.len().div_ceil(threads.max(1)).max(1);
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = commands
+            .chunks(chunk)
+            .map(|part| scope.spawn(move || part.iter().map(signatures_verify).collect::<Vec<bool>>()))
+            .collect();
+        workers.into_iter().flat_map(|worker| worker.join().unwrap_or_default()).collect()
+    })
+}
+
+/// [`verify_bundle_on`] with one thread per core.
+pub fn verify_bundle(
+    bundle: &AuditBundle,
+    trusted_ca_der: Option<&[u8]>,
+    seen: &[SeenCheckpoint],
+    progress: &mut dyn FnMut(u64),
+) -> Result<(AuditReport, PolicyState), BundleError> {
+    let threads = std::thread::available_parallelism().map_or(1, |cores| cores.get());
+    verify_bundle_on(bundle, trusted_ca_der, seen, threads, progress)
+}
+
+/// Replays the bundle and checks everything; `progress` hears the number
+/// of commands done. Signatures are checked on `threads` threads first (one
+/// thread: during the replay); the replay itself is sequential. Returns the
+/// report and the replayed state.
+pub fn verify_bundle_on(
+    bundle: &AuditBundle,
+    trusted_ca_der: Option<&[u8]>,
+    seen: &[SeenCheckpoint],
+    threads: usize,
+    progress: &mut dyn FnMut(u64),
+) -> Result<(AuditReport, PolicyState), BundleError> {
+    check_federation(bundle, trusted_ca_der)?;
+    let verified = if threads > 1 {
+        verify_signatures_in_parallel(&bundle.commands, threads)
+    } else {
+        vec![false; bundle.commands.len()]
+    };
+    debug_assert_eq!(verified.len(), bundle.commands.len());
+    let mut replay = Replay { state: PolicyState::default(), tree: AccessTree::new(), failures: Vec::new() };
+    for (index, archived) in bundle.commands.iter().enumerate() {
+        replay.command(index, archived, verified[index]);
+        if index % 1024 == 0 {
+            progress(index as u64);
+        }
+    }
+    progress(bundle.commands.len() as u64);
+    for earlier in seen {
+        replay.check_seen(earlier);
+    }
+    Ok(replay.report(bundle))
+}
+
+/// A replay in progress: the state, the tree of its leaves, and what failed.
+struct Replay {
+    state: PolicyState,
+    tree: AccessTree,
+    failures: Vec<AuditFailure>,
+}
+
+impl Replay {
+    fn fail(&mut self, sequence: Option<u64>, entry: Option<u64>, kind: FailureKind, detail: String) {
+        let failure =
+            AuditFailure { command_sequence: sequence, access_entry: entry, leaf: None, kind, detail };
+        self.failures.push(failure);
+    }
+
+    /// Applies one archived command, compares the outcome with the log's,
+    /// and checks a checkpoint it makes final.
+    fn command(&mut self, index: usize, archived: &ArchivedCommand, signatures_verified: bool) {
+        let sequence = archived.sequence;
+        if sequence != index as u64 + 1 {
+            let detail = format!("command {} expected here, found {sequence}", index + 1);
+            self.fail(Some(sequence), None, FailureKind::SequenceGap, detail);
+        }
+        let entry = self.state.access_log.len() as u64;
+        let leaves_before = self.state.audit_leaves.len();
+        let checkpoints_before = self.state.checkpoints.len();
+        let outcome = match SignedCommand::from_bytes(&archived.envelope) {
+            // A command whose signatures failed the parallel pass is applied
+            // with the full check, so the rejection says exactly why.
+            Ok(envelope) if signatures_verified => {
+                self.state.apply_with_signatures_verified(&envelope, archived.entry_time_ms)
+            }
+            Ok(envelope) => self.state.apply(&envelope, archived.entry_time_ms),
+            Err(error) => {
+                self.fail(Some(sequence), None, FailureKind::MalformedCommand, error.to_string());
+                self.state.commands_applied += 1;
+                return;
+            }
+        };
+        match (&outcome, archived.accepted) {
+            (Ok(_), false) => self.fail(
+                Some(sequence),
+                None,
+                FailureKind::ReplayAccepted,
+                "the log rejected this command but the replay accepts it".to_string(),
+            ),
+            (Err(rejection), true) if rejection.code == RejectionCode::PermitNotJustified => {
+                self.fail(Some(sequence), Some(entry), FailureKind::ReleaseNotAllowed, rejection.to_string())
+            }
+            (Err(rejection), true) => {
+                self.fail(Some(sequence), None, FailureKind::ReplayRejected, rejection.to_string())
+            }
+            _ => {}
+        }
+        for leaf in &self.state.audit_leaves[leaves_before..] {
+            self.tree.push(*leaf);
+        }
+        if let Some(checkpoint) = self.state.checkpoints.get(checkpoints_before) {
+            check_checkpoint(checkpoint, &self.tree, sequence, &mut self.failures);
+        }
+    }
+
+    /// Checks a checkpoint seen in an earlier run is a prefix of this tree.
+    fn check_seen(&mut self, earlier: &SeenCheckpoint) {
+        let detail = match from_hex(&earlier.root) {
+            None => format!("{:?} is not a hex root", earlier.root),
+            Some(root) => match self.tree.check_consistency(earlier.tree_size, &root) {
+                Ok(()) => return,
+                Err(error) => error.to_string(),
+            },
+        };
+        self.failures.push(AuditFailure {
+            command_sequence: None,
+            access_entry: None,
+            leaf: Some(earlier.tree_size.saturating_sub(1)),
+            kind: FailureKind::HistoryRewritten,
+            detail: format!(
+                "the checkpoint seen before at size {} ({}): {detail}",
+                earlier.tree_size, earlier.root
+            ),
+        });
+    }
+
+    fn report(self, bundle: &AuditBundle) -> (AuditReport, PolicyState) {
+        let Replay { state, tree, failures } = self;
+        let (permits, denials) =
+            state.access_log.iter().fold((0, 0), |(permits, denials), entry| match entry.outcome {
+                AccessOutcome::Permit { .. } => (permits + 1, denials),
+                AccessOutcome::Deny { .. } => (permits, denials + 1),
+            });
+        let report = AuditReport {
+            ok: failures.is_empty(),
+            federation_name: bundle.federation_name.clone(),
+            commands: bundle.commands.len() as u64,
+            access_entries: state.access_log.len() as u64,
+            leaves: tree.len(),
+            permits,
+            denials,
+            checkpoints: state.checkpoints.len() as u64,
+            latest_checkpoint: state
+                .checkpoints
+                .last()
+                .map(|last| SeenCheckpoint { tree_size: last.body.tree_size, root: to_hex(&last.body.root) }),
+            root: tree.root_at(tree.len()).map(|root| to_hex(&root)).unwrap_or_default(),
+            failures,
+        };
+        (report, state)
+    }
+}
+
+fn check_checkpoint(
+    checkpoint: &FinalCheckpoint,
+    tree: &AccessTree,
+    sequence: u64,
+    failures: &mut Vec<AuditFailure>,
+) {
+    let size = checkpoint.body.tree_size;
+    if tree.root_at(size) != Some(checkpoint.body.root) {
+        failures.push(AuditFailure {
+            command_sequence: Some(sequence),
+            access_entry: None,
+            leaf: Some(size.saturating_sub(1)),
+            kind: FailureKind::CheckpointRootMismatch,
+            detail: format!(
+                "the checkpoint at size {size} signs root {} but the entries up to {} hash to {}",
+                to_hex(&checkpoint.body.root),
+                size.saturating_sub(1),
+                tree.root_at(size).map(|root| to_hex(&root)).unwrap_or_else(|| "nothing".to_string())
+            ),
+        });
+    }
+    if checkpoint.cosigners.len() as u64 * 2 <= checkpoint.signers_in_force {
+        failures.push(AuditFailure {
+            command_sequence: Some(sequence),
+            access_entry: None,
+            leaf: None,
+            kind: FailureKind::CheckpointQuorum,
+            detail: format!("{} of {} signers", checkpoint.cosigners.len(), checkpoint.signers_in_force),
+        });
+    }
+}

@@ -1,0 +1,84 @@
+//! Time buckets and dates in Asia/Shanghai (UTC+8, no daylight saving).
+
+use civmesh_certs::UnixMillis;
+
+use super::{Bucket, EvaluationError, DAY_MS, EVALUATION_BUCKETS_MAX};
+
+/// The buckets covering `[from_ms, to_ms)`, each clipped to it.
+pub(super) fn buckets(
+    from_ms: UnixMillis,
+    to_ms: UnixMillis,
+    bucket: Bucket,
+) -> Result<Vec<(UnixMillis, UnixMillis)>, EvaluationError> {
+    let mut all = Vec::new();
+    let mut start = from_ms;
+    while start < to_ms {
+        if all.len() == EVALUATION_BUCKETS_MAX {
+            let rest = (to_ms - start).div_ceil(DAY_MS as u64) as usize;
+            return Err(EvaluationError::TooManyBuckets(all.len() + rest.max(1)));
+        }
+        let end = next_bucket_start(start, bucket).min(to_ms);
+        all.push((start, end));
+        start = end;
+    }
+    Ok(all)
+}
+
+/// A calendar day, `YYYY-MM-DD`.
+const DATE_FORMAT: &[time::format_description::FormatItem<'static>] =
+    time::macros::format_description!("[year]-[month]-[day]");
+/// An instant with its offset, ISO 8601 to the second.
+const TIME_FORMAT: &[time::format_description::FormatItem<'static>] = time::macros::format_description!(
+    "[year]-[month]-[day]T[hour]:[minute]:[second][offset_hour sign:mandatory]:[offset_minute]"
+);
+/// Asia/Shanghai's offset, as `time` names it.
+const SHANGHAI: time::UtcOffset = time::macros::offset!(+8);
+
+/// `at_ms` in Asia/Shanghai.
+fn in_shanghai(at_ms: UnixMillis) -> time::OffsetDateTime {
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(at_ms) * 1_000_000)
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
+        .to_offset(SHANGHAI)
+}
+
+/// Midnight at the start of `date` in Asia/Shanghai (0 before the epoch).
+fn midnight_ms(date: time::Date) -> UnixMillis {
+    let nanos = date.midnight().assume_offset(SHANGHAI).unix_timestamp_nanos();
+    UnixMillis::try_from(nanos / 1_000_000).unwrap_or(0)
+}
+
+/// The start of the bucket after the one holding `at_ms`.
+pub(super) fn next_bucket_start(at_ms: UnixMillis, bucket: Bucket) -> UnixMillis {
+    let day = in_shanghai(at_ms).date();
+    let next = match bucket {
+        Bucket::Day => day.next_day(),
+        Bucket::Week => {
+            day.checked_add(time::Duration::days(7 - i64::from(day.weekday().number_days_from_monday())))
+        }
+        Bucket::Month => match day.month() {
+            time::Month::December => {
+                time::Date::from_calendar_date(day.year() + 1, time::Month::January, 1).ok()
+            }
+            month => time::Date::from_calendar_date(day.year(), month.next(), 1).ok(),
+        },
+    };
+    next.map_or(UnixMillis::MAX, midnight_ms)
+}
+
+/// Midnight at the start of a `YYYY-MM-DD` day in Asia/Shanghai.
+pub fn parse_date(text: &str) -> Result<UnixMillis, EvaluationError> {
+    let invalid = || EvaluationError::DateInvalid(text.to_string());
+    let date = time::Date::parse(text, DATE_FORMAT).map_err(|_| invalid())?;
+    let nanos = date.midnight().assume_offset(SHANGHAI).unix_timestamp_nanos();
+    UnixMillis::try_from(nanos / 1_000_000).map_err(|_| invalid())
+}
+
+/// The day of `at_ms` in Asia/Shanghai, `YYYY-MM-DD`.
+pub fn format_date(at_ms: UnixMillis) -> String {
+    in_shanghai(at_ms).date().format(DATE_FORMAT).unwrap_or_default()
+}
+
+/// `at_ms` as ISO 8601 in Asia/Shanghai, e.g. `2026-11-30T09:00:00+08:00`.
+pub fn format_time(at_ms: UnixMillis) -> String {
+    in_shanghai(at_ms).format(TIME_FORMAT).unwrap_or_default()
+}

@@ -1,0 +1,168 @@
+//! The demand list and grants: what organisations ask for, and what owners
+//! grant them.
+
+use std::collections::BTreeSet;
+
+use civmesh_certs::{OrgId, UnixMillis};
+
+use super::rejection::{check_text, reject, Rejection, RejectionCode};
+use super::{Applied, PolicyState};
+use crate::command::GrantSpec;
+use crate::model::{
+    DatasetId, Demand, FieldName, Grant, GrantId, LegalBasis, Purpose, Revocation, SharingCategory,
+    NAME_BYTES_MAX, REASON_BYTES_MAX,
+};
+
+/// A demand as filed.
+pub(super) struct DemandFiling<'a> {
+    pub dataset: &'a DatasetId,
+    pub fields: &'a BTreeSet<FieldName>,
+    pub purpose: &'a Purpose,
+}
+
+impl PolicyState {
+    pub(super) fn validate_demand(&self, demand: DemandFiling<'_>) -> Result<(), Rejection> {
+        check_text("dataset", demand.dataset, NAME_BYTES_MAX)?;
+        check_text("purpose", demand.purpose, NAME_BYTES_MAX)?;
+        if demand.fields.is_empty() {
+            return Err(reject(RejectionCode::InvalidArgument, "a demand names at least one field"));
+        }
+        for field in demand.fields {
+            check_text("field", field, NAME_BYTES_MAX)?;
+        }
+        // A demand may name a dataset nobody produces yet; if it exists,
+        // its fields must be in the schema.
+        if self.datasets.contains_key(demand.dataset) {
+            self.check_fields(demand.dataset, demand.fields.iter())?;
+        }
+        Ok(())
+    }
+
+    pub(super) fn file_demand(
+        &mut self,
+        requester: OrgId,
+        dataset: DatasetId,
+        fields: BTreeSet<FieldName>,
+        purpose: Purpose,
+        legal_basis: LegalBasis,
+        at_ms: UnixMillis,
+    ) -> Applied {
+        let id = self.next_demand_id;
+        self.next_demand_id += 1;
+        let demand = Demand { id, requester, dataset, fields, purpose, legal_basis, filed_at_ms: at_ms };
+        self.demands.insert(id, demand);
+        Applied::DemandFiled(id)
+    }
+
+    pub(super) fn validate_grant(&self, spec: &GrantSpec, signer_org: &OrgId) -> Result<(), Rejection> {
+        check_text("purpose", &spec.purpose, NAME_BYTES_MAX)?;
+        if spec.fields.is_empty() {
+            return Err(reject(RejectionCode::InvalidArgument, "a grant names at least one field"));
+        }
+        if spec.valid_until_ms <= spec.valid_from_ms {
+            return Err(reject(RejectionCode::InvalidArgument, "valid_until must be after valid_from"));
+        }
+        if *signer_org == spec.grantee {
+            return Err(reject(
+                RejectionCode::InvalidArgument,
+                "an owner does not grant its own data to itself",
+            ));
+        }
+        self.check_fields(&spec.dataset, spec.fields.iter())?;
+        self.check_fields(&spec.dataset, spec.masking.keys())?;
+        self.check_fields(&spec.dataset, spec.scope.iter().map(|condition| &condition.field))?;
+        if let Some(unreleased) = spec.masking.keys().find(|field| !spec.fields.contains(*field)) {
+            return Err(reject(
+                RejectionCode::InvalidArgument,
+                format!("masking names {unreleased:?}, which is not granted"),
+            ));
+        }
+        self.check_grantable(spec)?;
+        if let Some(demand) = spec.demand.filter(|demand| !self.demands.contains_key(demand)) {
+            return Err(reject(RejectionCode::DemandUnknown, format!("no demand {demand}")));
+        }
+        if !self.members.values().any(|member| member.org == spec.grantee && member.revoked.is_none()) {
+            return Err(reject(
+                RejectionCode::MemberUnknown,
+                format!("{} has no active member node", spec.grantee),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The dataset is shared, and neither it nor a granted field is on the
+    /// negative list.
+    fn check_grantable(&self, spec: &GrantSpec) -> Result<(), Rejection> {
+        if self
+            .datasets
+            .get(&spec.dataset)
+            .is_some_and(|dataset| dataset.sharing == SharingCategory::NotShared)
+        {
+            return Err(reject(RejectionCode::DatasetNotShared, format!("{} is not shared", spec.dataset)));
+        }
+        if self.negative_listed(&spec.dataset, None) {
+            return Err(reject(
+                RejectionCode::NegativeListed,
+                format!("{} is on the negative list", spec.dataset),
+            ));
+        }
+        if let Some(field) = spec.fields.iter().find(|field| self.negative_listed(&spec.dataset, Some(field)))
+        {
+            return Err(reject(RejectionCode::NegativeListed, format!("{field:?} is on the negative list")));
+        }
+        Ok(())
+    }
+
+    pub(super) fn issue_grant(&mut self, spec: GrantSpec, grantor: OrgId, at_ms: UnixMillis) -> Applied {
+        let id = self.next_grant_id;
+        self.next_grant_id += 1;
+        let grant = Grant {
+            id,
+            dataset: spec.dataset,
+            grantor,
+            grantee: spec.grantee,
+            fields: spec.fields,
+            purpose: spec.purpose,
+            legal_basis: spec.legal_basis,
+            scope: spec.scope,
+            valid_from_ms: spec.valid_from_ms,
+            valid_until_ms: spec.valid_until_ms,
+            masking: spec.masking,
+            consent_required: spec.consent_required,
+            demand: spec.demand,
+            issued_at_ms: at_ms,
+            revoked: None,
+        };
+        self.grants.insert(id, grant);
+        Applied::GrantIssued(id)
+    }
+
+    /// Rejects a signer whose organisation does not own the grant's dataset.
+    pub(super) fn check_grant_owner(&self, org: &OrgId, grant_id: GrantId) -> Result<(), Rejection> {
+        let grant = self.grants.get(&grant_id).ok_or_else(|| grant_unknown(grant_id))?;
+        self.check_owner(org, &grant.dataset)
+    }
+
+    pub(super) fn validate_grant_revocation(&self, grant_id: GrantId, reason: &str) -> Result<(), Rejection> {
+        check_text("reason", reason, REASON_BYTES_MAX)?;
+        match self.grants.get(&grant_id) {
+            Some(grant) if grant.revoked.is_some() => Err(reject(
+                RejectionCode::GrantAlreadyRevoked,
+                format!("grant {grant_id} is already revoked"),
+            )),
+            Some(_) => Ok(()),
+            None => Err(grant_unknown(grant_id)),
+        }
+    }
+
+    pub(super) fn revoke_grant(&mut self, grant_id: GrantId, revocation: Revocation) -> Applied {
+        if let Some(grant) = self.grants.get_mut(&grant_id) {
+            grant.revoked = Some(revocation);
+        }
+        Applied::Done
+    }
+}
+
+fn grant_unknown(grant_id: GrantId) -> Rejection {
+    reject(RejectionCode::GrantUnknown, format!("no grant {grant_id}"))
+}
