@@ -12,8 +12,15 @@
 //! different, it keeps nothing and refuses. Only the digests are signed,
 //! and nothing of an attachment enters the policy log.
 
-use civmesh_policy::correction::{CorrectionId, CORRECTION_ATTACHMENTS_MAX};
+use std::sync::atomic::Ordering;
+
+use civmesh_certs::{NodeId, SignedEnvelope};
+use civmesh_policy::correction::{CorrectionId, CorrectionRequest, CORRECTION_ATTACHMENTS_MAX};
 use serde::{Deserialize, Serialize};
+
+use crate::corrections::{
+    hex_id, CorrectionAck, CorrectionError, CorrectionMessage, CorrectionService, Side,
+};
 
 /// Attachments one correction carries at most, unless `civmesh.toml` says.
 pub const ATTACHMENTS_MAX_DEFAULT: usize = 5;
@@ -253,6 +260,160 @@ pub struct Uploaded {
     pub bytes: u64,
     /// The content type, from the bytes.
     pub content_type: String,
+}
+
+impl CorrectionService {
+    /// Whether this node holds every attachment `request` names.
+    pub(super) fn attachments_held(&self, request: &CorrectionRequest) -> bool {
+        request
+            .attachment_sha256
+            .iter()
+            .all(|digest| self.records.attachment_len(digest).is_ok_and(|held| held.is_some()))
+    }
+
+    /// The bounds on attachments this node enforces.
+    pub fn attachment_limits(&self) -> AttachmentLimits {
+        AttachmentLimits {
+            attachments_max: self.attachments_max.load(Ordering::Relaxed),
+            attachment_bytes_max: self.attachment_bytes_max.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Sets the bounds (from `[corrections]` in `civmesh.toml`).
+    pub fn set_attachment_limits(&self, limits: AttachmentLimits) {
+        self.attachments_max.store(limits.attachments_max, Ordering::Relaxed);
+        self.attachment_bytes_max.store(limits.attachment_bytes_max, Ordering::Relaxed);
+    }
+
+    /// Keeps an attachment at the submitter (synced), by its SHA-256, for a
+    /// correction to name; returns the digest.
+    pub fn upload_attachment(&self, bytes: &[u8]) -> Result<[u8; 32], CorrectionError> {
+        let max = self.attachment_limits().attachment_bytes_max;
+        if bytes.len() as u64 > max {
+            return Err(AttachmentError::TooLarge {
+                name: "uploaded".into(),
+                bytes: bytes.len() as u64,
+                max,
+            }
+            .into());
+        }
+        let digest = sha256(bytes);
+        self.records
+            .put_attachment(&digest, bytes)
+            .map_err(|error| CorrectionError::Store(error.to_string()))?;
+        Ok(digest)
+    }
+
+    /// Attachment `index` of correction `id`, as this node holds it.
+    pub fn attachment(&self, id: &CorrectionId, index: u32) -> Result<Vec<u8>, CorrectionError> {
+        let entry = self.load(id)?.ok_or_else(|| CorrectionError::Unknown(hex_id(id)))?;
+        let request = SignedEnvelope::<CorrectionRequest>::from_bytes(&entry.request_bytes)
+            .and_then(|envelope| envelope.unverified_payload())
+            .map_err(|error| CorrectionError::Store(error.to_string()))?;
+        let digest = request
+            .attachment_sha256
+            .get(index as usize)
+            .ok_or(AttachmentError::IndexUnknown { correction: hex_id(id), index })?;
+        self.records
+            .attachment(digest)
+            .map_err(|error| CorrectionError::Store(error.to_string()))?
+            .ok_or_else(|| AttachmentError::NotArrived { correction: hex_id(id), index }.into())
+    }
+
+    /// Sends attachment `index` to the owner, chunk by chunk.
+    pub(super) async fn send_attachment(
+        &self,
+        id: &CorrectionId,
+        request: &CorrectionRequest,
+        index: u32,
+    ) -> Result<(), String> {
+        let digest = request.attachment_sha256.get(index as usize).ok_or("no such attachment")?;
+        let bytes = self
+            .records
+            .attachment(digest)
+            .map_err(|error| error.to_string())?
+            .ok_or_else(|| AttachmentError::NotUploaded(hex_id(digest)).to_string())?;
+        for chunk in chunks(*id, index, &bytes) {
+            match self.send_to_owner(&request.dataset, &CorrectionMessage::Attachment(chunk)).await? {
+                CorrectionAck::Stored => {}
+                CorrectionAck::Refused(reason) => {
+                    return Err(format!("the owner refused attachment {index}: {reason}"))
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The owner's side of an attachment chunk from `peer`: kept (synced)
+    /// if it continues what arrived; the last one checked against the
+    /// signed digest, and the whole kept only if it matches.
+    pub(super) async fn receive_attachment(&self, peer: NodeId, chunk: AttachmentChunk) -> CorrectionAck {
+        let refused = |reason: String| CorrectionAck::Refused(reason);
+        let id = chunk.correction;
+        let _guard = self.entries_lock.lock().await;
+        let entry = match self.load(&id) {
+            Ok(Some(entry)) if entry.side == Side::Inbox && entry.submitter == peer => entry,
+            Ok(_) => return refused("no such correction from this node in this inbox".to_string()),
+            Err(error) => return refused(error.to_string()),
+        };
+        let Ok(request) = SignedEnvelope::<CorrectionRequest>::from_bytes(&entry.request_bytes)
+            .and_then(|envelope| envelope.unverified_payload())
+        else {
+            return refused("the stored request does not decode".to_string());
+        };
+        let limits = self.attachment_limits();
+        let Some(signed) = request.attachment_sha256.get(chunk.index as usize) else {
+            return refused(
+                AttachmentError::IndexUnknown { correction: hex_id(&id), index: chunk.index }.to_string(),
+            );
+        };
+        if request.attachment_sha256.len() > limits.attachments_max {
+            let count = request.attachment_sha256.len();
+            return refused(AttachmentError::TooMany { count, max: limits.attachments_max }.to_string());
+        }
+        match self.records.attachment_len(signed) {
+            Ok(Some(_)) => return CorrectionAck::Stored,
+            Ok(None) => {}
+            Err(error) => return refused(error.to_string()),
+        }
+        let parts = match self.records.attachment_parts(&id, chunk.index) {
+            Ok(parts) => parts,
+            Err(error) => return refused(error.to_string()),
+        };
+        let received: u64 = parts.iter().map(|(_, bytes)| bytes.len() as u64).sum();
+        let result = match fit(&chunk, received, limits) {
+            Err(error) => Err(error.to_string()),
+            Ok(ChunkFit::Repeat) => Ok(()),
+            Ok(ChunkFit::Next) => self
+                .records
+                .put_attachment_part(&id, chunk.index, chunk.offset, &chunk.bytes)
+                .map_err(|error| error.to_string()),
+            Ok(ChunkFit::Last) => {
+                let mut whole = Vec::with_capacity(chunk.total_bytes as usize);
+                for (_, bytes) in parts {
+                    whole.extend_from_slice(&bytes);
+                }
+                whole.extend_from_slice(&chunk.bytes);
+                let _ = self.records.delete_attachment_parts(&id, chunk.index);
+                let arrived = sha256(&whole);
+                if arrived == *signed {
+                    self.records.put_attachment(signed, &whole).map_err(|error| error.to_string())
+                } else {
+                    tracing::warn!(correction = %hex_id(&id), index = chunk.index, "an attachment does not match its signed digest; dropped");
+                    Err(AttachmentError::DigestMismatch {
+                        index: chunk.index,
+                        signed: hex_id(signed),
+                        received: hex_id(&arrived),
+                    }
+                    .to_string())
+                }
+            }
+        };
+        match result {
+            Ok(()) => CorrectionAck::Stored,
+            Err(reason) => refused(reason),
+        }
+    }
 }
 
 #[cfg(test)]
