@@ -666,7 +666,7 @@ async fn query_owner(
             .await
             .map_err(|reason| {
                 crate::api::metrics::Metrics::count(&state.metrics.queries_asked, "refused");
-                ApiError(StatusCode::BAD_GATEWAY, reason)
+                ApiError(StatusCode::BAD_GATEWAY, reason.to_string())
             })?;
     crate::api::metrics::Metrics::count(&state.metrics.queries_asked, crate::query::outcome_label(&answer));
     Ok(Json(answer))
@@ -855,7 +855,7 @@ async fn subscribe(
         .query
         .subscribe_to(&owner, spec)
         .await
-        .map_err(|reason| ApiError(StatusCode::BAD_GATEWAY, reason))?;
+        .map_err(|reason| ApiError(StatusCode::BAD_GATEWAY, reason.to_string()))?;
     Ok(Json(serde_json::json!({ "subscription": subscription })))
 }
 

@@ -15,22 +15,25 @@ mod wire;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-use civmesh_certs::{codec, NodeId, NodeKey, ReplayGuard, SignedEnvelope};
+use civmesh_certs::{codec, EnvelopeError, NodeId, NodeKey, ReplayGuard, SignedEnvelope};
 use civmesh_consensus::PolicyLog;
 use civmesh_policy::model::{FieldValue, SubjectKeyHash};
 use civmesh_policy::{AccessRequest, QueryHeader, RecordFacts};
 
 use crate::group_commit::GroupCommitter;
-use crate::records::{RecordStore, RecordVersion};
+use crate::records::{RecordStore, RecordStoreError, RecordVersion};
 use crate::swarm::SwarmClient;
 
+pub use owner::AnswerError;
+pub use pushes::{PushError, SendPushError};
 pub use pushes::{
     ReceivedPush, PUSH_RECORDS_MAX, PUSH_RETRIES_PER_TICK_MAX, PUSH_RETRY_AGE_MS_MAX, PUSH_RETRY_TICK_MS,
     RECEIVED_PUSHES_KEPT_MAX,
 };
-pub use requester::{ask, QuerySpec};
-pub use subscriptions::SubscriptionSpec;
+pub use requester::{ask, AskError, QuerySpec};
+pub use subscriptions::{SubscribeError, SubscribeToError, SubscriptionSpec};
 pub use wire::{
     outcome_label, PushBody, QueryAnswer, QueryProtocolMessage, QueryWire, ReleasedRecord, SignedAnswerBody,
     SubscribeAck, QUERY_MESSAGE_BYTES_MAX,
@@ -99,8 +102,37 @@ impl RecordFacts for Facts<'_> {
 
 /// Why the query service could not start.
 #[derive(Debug, thiserror::Error)]
-#[error("cannot load subscriptions: {0}")]
-pub struct QueryServiceError(String);
+pub enum QueryServiceError {
+    /// The kept subscriptions could not be read.
+    #[error("cannot load subscriptions: {0}")]
+    Store(#[from] RecordStoreError),
+    /// A kept subscription does not decode or verify.
+    #[error("cannot load subscriptions: {0}")]
+    SubscriptionCorrupt(#[from] EnvelopeError),
+}
+
+/// Why an access record could not be logged; nothing is released then.
+#[derive(Debug, thiserror::Error)]
+pub enum LogAccessError {
+    /// The log applied it as something else.
+    #[error("unexpected log outcome {0:?}; nothing released")]
+    Unexpected(Box<civmesh_policy::Applied>),
+    /// The log refused it.
+    #[error("the access record was rejected ({0}); nothing released")]
+    Rejected(civmesh_policy::Rejection),
+    /// It could not be committed.
+    #[error("the access could not be logged ({0}); nothing released")]
+    NotLogged(civmesh_consensus::SubmitError),
+    /// The position does not fit this platform's index.
+    #[error("access-log position {0} out of range")]
+    PositionOutOfRange(u64),
+    /// This node's replica did not apply it in time.
+    #[error("this replica has not applied the access record; nothing released")]
+    NotAppliedHere,
+    /// The replica holds another record at the position the leader gave.
+    #[error("the log holds another access record at that position; nothing released")]
+    AnotherAtPosition,
+}
 
 impl QueryService {
     /// The service, with the subscriptions kept in `records` reloaded.
@@ -117,11 +149,9 @@ impl QueryService {
         // are its own; the others it serves as an owner.
         let mut subscriptions = Vec::new();
         let mut mine = BTreeMap::new();
-        for bytes in records.subscriptions().map_err(|error| QueryServiceError(error.to_string()))? {
-            let envelope = SignedEnvelope::<QueryHeader>::from_bytes(&bytes)
-                .map_err(|error| QueryServiceError(error.to_string()))?;
-            let verified =
-                envelope.verify_signature().map_err(|error| QueryServiceError(error.to_string()))?;
+        for bytes in records.subscriptions()? {
+            let envelope = SignedEnvelope::<QueryHeader>::from_bytes(&bytes)?;
+            let verified = envelope.verify_signature()?;
             if verified.signer == key.node_id() {
                 mine.insert(envelope.digest(), verified.payload.dataset);
                 continue;
@@ -173,6 +203,36 @@ impl QueryService {
             Ok(QueryProtocolMessage::Push(push)) => self.receive_push(peer, &push),
             Err(_) => Vec::new(),
         }
+    }
+
+    /// Logs an access record (a query's or a push's) and returns its
+    /// position once this node's own replica has applied it there: a
+    /// leader's word that it committed is not enough to release on.
+    async fn log_access(&self, command: civmesh_policy::SignedCommand) -> Result<u64, LogAccessError> {
+        let position = match self.committer.commit(command.clone()).await {
+            Ok(Ok(civmesh_policy::Applied::AccessLogged(position))) => position,
+            Ok(Ok(other)) => return Err(LogAccessError::Unexpected(Box::new(other))),
+            Ok(Err(rejection)) => return Err(LogAccessError::Rejected(rejection)),
+            Err(error) => return Err(LogAccessError::NotLogged(error)),
+        };
+        let index = usize::try_from(position).map_err(|_| LogAccessError::PositionOutOfRange(position))?;
+        let digest = command.digest();
+        self.log
+            .wait_for_state(
+                Duration::from_millis(OWN_REPLICA_APPLY_WAIT_MS),
+                "own replica applies the access record",
+                move |applied| applied.policy.access_log.len() > index,
+            )
+            .await
+            .map_err(|_| LogAccessError::NotAppliedHere)?;
+        let ours = self.log.state().read(|applied| {
+            applied.policy.access_log.get(index).is_some_and(|entry| entry.envelope.digest() == digest)
+        });
+        if !ours {
+            self.report(&self.key.node_id(), "access_record_not_at_position");
+            return Err(LogAccessError::AnotherAtPosition);
+        }
+        Ok(position)
     }
 
     fn report(&self, peer: &NodeId, kind: &'static str) {

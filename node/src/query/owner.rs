@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use civmesh_certs::{now_unix_millis, NodeId, SignedEnvelope};
+use civmesh_certs::{now_unix_millis, EnvelopeError, NodeId, SignedEnvelope};
 use civmesh_policy::model::{FieldValue, SubjectKeyHash};
 use civmesh_policy::{
     decide, AccessOutcome, AccessRecord, Command, Decision, FieldAction, QueryHeader, ReasonCode, RecordPlan,
@@ -12,17 +12,17 @@ use civmesh_policy::{
 };
 
 use crate::query::{
-    access_request, outcome_label, Facts, QueryAnswer, QueryService, QueryWire, ReleasedRecord,
-    SignedAnswerBody, OWN_REPLICA_APPLY_WAIT_MS, STALE_GRANT_CATCH_UP_MS,
+    access_request, outcome_label, Facts, LogAccessError, QueryAnswer, QueryService, QueryWire,
+    ReleasedRecord, SignedAnswerBody, STALE_GRANT_CATCH_UP_MS,
 };
-use crate::records::RecordVersion;
+use crate::records::{RecordStoreError, RecordVersion};
 
 impl QueryService {
     /// Answers one query from `peer`; the answer is a signed envelope.
     pub(super) async fn answer(&self, peer: NodeId, wire: QueryWire) -> Vec<u8> {
         let (digest, answer) = match self.answer_unsigned(peer, wire).await {
             Ok(answered) => answered,
-            Err(reason) => ([0u8; 32], QueryAnswer::Refused { reason }),
+            Err(error) => ([0u8; 32], QueryAnswer::Refused { reason: error.to_string() }),
         };
         self.sign_answer(digest, answer)
     }
@@ -35,48 +35,16 @@ impl QueryService {
             .unwrap_or_default()
     }
 
-    /// Logs an access record (a query's or a push's) and returns its
-    /// position once this node's own replica has applied it there: a
-    /// leader's word that it committed is not enough to release on.
-    pub(super) async fn log_access(&self, command: civmesh_policy::SignedCommand) -> Result<u64, String> {
-        let position = match self.committer.commit(command.clone()).await {
-            Ok(Ok(civmesh_policy::Applied::AccessLogged(position))) => position,
-            Ok(Ok(other)) => return Err(format!("unexpected log outcome {other:?}; nothing released")),
-            Ok(Err(rejection)) => {
-                return Err(format!("the access record was rejected ({rejection}); nothing released"))
-            }
-            Err(error) => return Err(format!("the access could not be logged ({error}); nothing released")),
-        };
-        let index = usize::try_from(position).map_err(|_| "access-log position out of range".to_string())?;
-        let digest = command.digest();
-        self.log
-            .wait_for_state(
-                Duration::from_millis(OWN_REPLICA_APPLY_WAIT_MS),
-                "own replica applies the access record",
-                move |applied| applied.policy.access_log.len() > index,
-            )
-            .await
-            .map_err(|_| "this replica has not applied the access record; nothing released".to_string())?;
-        let ours = self.log.state().read(|applied| {
-            applied.policy.access_log.get(index).is_some_and(|entry| entry.envelope.digest() == digest)
-        });
-        if !ours {
-            self.report(&self.key.node_id(), "access_record_not_at_position");
-            return Err("the log holds another access record at that position; nothing released".to_string());
-        }
-        Ok(position)
-    }
-
     async fn answer_unsigned(
         &self,
         peer: NodeId,
         wire: QueryWire,
-    ) -> Result<([u8; 32], QueryAnswer), String> {
+    ) -> Result<([u8; 32], QueryAnswer), AnswerError> {
         let envelope =
-            SignedEnvelope::<QueryHeader>::from_bytes(&wire.header).map_err(|error| error.to_string())?;
+            SignedEnvelope::<QueryHeader>::from_bytes(&wire.header).map_err(AnswerError::Envelope)?;
         let verified = {
-            let mut guard = self.replay_guard.lock().map_err(|_| "replay guard unavailable".to_string())?;
-            envelope.verify_from(&peer, &mut guard, now_unix_millis()).map_err(|error| error.to_string())?
+            let mut guard = self.replay_guard.lock().map_err(|_| AnswerError::ReplayGuardUnavailable)?;
+            envelope.verify_from(&peer, &mut guard, now_unix_millis()).map_err(AnswerError::Envelope)?
         };
         let header = verified.payload;
         if wire.keys.len() != header.subjects.len()
@@ -86,7 +54,7 @@ impl QueryService {
                 .zip(&header.subjects)
                 .any(|(key, subject)| SubjectKeyHash::of(&self.subject_key_secret, key) != *subject)
         {
-            return Err("the keys do not match the signed subject hashes".to_string());
+            return Err(AnswerError::KeysMismatch);
         }
         let digest = envelope.digest();
         let now_ms = now_unix_millis();
@@ -94,7 +62,7 @@ impl QueryService {
         let mut found = Vec::new();
         let mut not_found = Vec::new();
         for (key, subject) in wire.keys.iter().zip(&header.subjects) {
-            match self.records.latest(&header.dataset, key).map_err(|error| error.to_string())? {
+            match self.records.latest(&header.dataset, key)? {
                 Some(record) => found.push((key.clone(), *subject, record)),
                 None => not_found.push(key.clone()),
             }
@@ -108,7 +76,7 @@ impl QueryService {
             })
         });
         if !owner_org_matches {
-            return Err(format!("this node does not own {}", header.dataset));
+            return Err(AnswerError::NotOwner(header.dataset));
         }
         let mut decision = self.log.state().read(|applied| decide(&applied.policy, &request, &facts, now_ms));
         if matches!(decision, Decision::Deny(_)) && header.grant.is_some() {
@@ -134,7 +102,7 @@ impl QueryService {
         };
         let record = AccessRecord { request: envelope, outcome: outcome.clone(), decided_at_ms: now_ms };
         let command = SignedEnvelope::sign(&self.key, &Command::RecordAccess(record), now_ms)
-            .map_err(|error| error.to_string())?;
+            .map_err(AnswerError::Envelope)?;
         let position = self.log_access(command).await?;
         let answer = match outcome {
             AccessOutcome::Deny { reason } => QueryAnswer::Denied { reason, access_log_position: position },
@@ -144,6 +112,30 @@ impl QueryService {
         };
         Ok((digest, answer))
     }
+}
+
+/// Why a query was not answered (the requester reads it in
+/// [`QueryAnswer::Refused`]).
+#[derive(Debug, thiserror::Error)]
+pub enum AnswerError {
+    /// The header does not decode, verify or sign.
+    #[error("{0}")]
+    Envelope(#[source] EnvelopeError),
+    /// The replay guard's lock is poisoned.
+    #[error("replay guard unavailable")]
+    ReplayGuardUnavailable,
+    /// The plain keys are not the ones whose hashes were signed.
+    #[error("the keys do not match the signed subject hashes")]
+    KeysMismatch,
+    /// The record store failed.
+    #[error("{0}")]
+    Store(#[from] RecordStoreError),
+    /// This node's organisation does not own the dataset.
+    #[error("this node does not own {0}")]
+    NotOwner(String),
+    /// The access could not be logged.
+    #[error(transparent)]
+    Log(#[from] LogAccessError),
 }
 
 /// Whether the decision withholds record `index` as outside the grant's scope.

@@ -5,17 +5,19 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use civmesh_certs::{codec, now_unix_millis, NodeId, SignedEnvelope};
+use civmesh_certs::codec::CodecError;
+use civmesh_certs::{codec, now_unix_millis, EnvelopeError, NodeId, SignedEnvelope};
+use civmesh_consensus::TransportError;
 use civmesh_policy::model::SubjectKeyHash;
 use civmesh_policy::{decide, AccessRecord, Command, Decision, FieldAction, QueryHeader};
 use serde::{Deserialize, Serialize};
 
 use crate::query::owner::project;
 use crate::query::{
-    access_request, hex, Facts, PushBody, QueryProtocolMessage, QueryService, ReleasedRecord,
+    access_request, hex, Facts, LogAccessError, PushBody, QueryProtocolMessage, QueryService, ReleasedRecord,
     QUERY_MESSAGE_BYTES_MAX, QUERY_TIMEOUT_MS,
 };
-use crate::records::RecordVersion;
+use crate::records::{RecordStoreError, RecordVersion};
 use crate::swarm::Protocol;
 
 /// How often undelivered pushes are retried.
@@ -49,6 +51,37 @@ struct PendingPush {
     first_attempt_ms: u64,
 }
 
+/// Why one push (a chunk of changed records to one subscriber) failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PushError {
+    /// The access record or the push could not be signed.
+    #[error("{0}")]
+    Envelope(#[from] EnvelopeError),
+    /// The push could not be encoded.
+    #[error("{0}")]
+    Codec(#[from] CodecError),
+    /// The push could not be logged; nothing was sent.
+    #[error(transparent)]
+    Log(#[from] LogAccessError),
+    /// Logged but not delivered, and not kept for retry either.
+    #[error("{0}")]
+    Store(#[from] RecordStoreError),
+    /// Logged, not delivered, and kept (synced) for retry.
+    #[error("{0}; kept for retry")]
+    KeptForRetry(#[source] SendPushError),
+}
+
+/// Why a push did not reach its subscriber.
+#[derive(Debug, thiserror::Error)]
+pub enum SendPushError {
+    /// The policy log names no address for the subscriber.
+    #[error("the subscriber's address is unknown")]
+    AddressUnknown,
+    /// The request failed.
+    #[error("{0}")]
+    Transport(#[from] TransportError),
+}
+
 impl QueryService {
     /// After records of `dataset` changed: push the new versions, masked per
     /// each subscriber's grant, to every subscriber, each push logged first.
@@ -64,8 +97,8 @@ impl QueryService {
         };
         for (digest, subscriber, envelope, header) in targets {
             for chunk in changed.chunks(PUSH_RECORDS_MAX) {
-                if let Err(reason) = self.push_chunk(digest, subscriber, &envelope, &header, chunk).await {
-                    tracing::warn!(subscriber = %subscriber, %reason, "push not delivered");
+                if let Err(error) = self.push_chunk(digest, subscriber, &envelope, &header, chunk).await {
+                    tracing::warn!(subscriber = %subscriber, %error, "push not delivered");
                 }
             }
         }
@@ -78,7 +111,7 @@ impl QueryService {
         envelope: &SignedEnvelope<QueryHeader>,
         header: &QueryHeader,
         chunk: &[(String, RecordVersion)],
-    ) -> Result<(), String> {
+    ) -> Result<(), PushError> {
         let found: Vec<(String, SubjectKeyHash, RecordVersion)> = chunk
             .iter()
             .map(|(key, record)| {
@@ -102,8 +135,7 @@ impl QueryService {
             return Ok(());
         }
         let record = AccessRecord { request: envelope.clone(), outcome, decided_at_ms: now_ms };
-        let command = SignedEnvelope::sign(&self.key, &Command::RecordPush(record), now_ms)
-            .map_err(|error| error.to_string())?;
+        let command = SignedEnvelope::sign(&self.key, &Command::RecordPush(record), now_ms)?;
         let position = self.log_access(command).await?;
         let body = PushBody {
             subscription: digest,
@@ -112,15 +144,14 @@ impl QueryService {
             access_log_position: position,
         };
         let push = SignedEnvelope::sign(&self.key, &body, now_unix_millis())
-            .and_then(|envelope| envelope.to_bytes())
-            .map_err(|error| error.to_string())?;
-        let message = codec::encode(&QueryProtocolMessage::Push(push)).map_err(|error| error.to_string())?;
-        if let Err(reason) = self.send_push(&subscriber, message.clone()).await {
+            .and_then(|envelope| envelope.to_bytes())?;
+        let message = codec::encode(&QueryProtocolMessage::Push(push))?;
+        if let Err(error) = self.send_push(&subscriber, message.clone()).await {
             // Logged, not delivered: kept (synced) and retried.
             let pending = PendingPush { subscriber, message, first_attempt_ms: now_unix_millis() };
-            let bytes = codec::encode(&pending).map_err(|error| error.to_string())?;
-            self.records.put_push(position, &bytes).map_err(|error| error.to_string())?;
-            return Err(format!("{reason}; kept for retry"));
+            let bytes = codec::encode(&pending)?;
+            self.records.put_push(position, &bytes)?;
+            return Err(PushError::KeptForRetry(error));
         }
         Ok(())
     }
@@ -138,12 +169,11 @@ impl QueryService {
         })
     }
 
-    async fn send_push(&self, subscriber: &NodeId, message: Vec<u8>) -> Result<(), String> {
-        let peer = self.log.peer_of(subscriber).ok_or("the subscriber's address is unknown")?;
+    async fn send_push(&self, subscriber: &NodeId, message: Vec<u8>) -> Result<(), SendPushError> {
+        let peer = self.log.peer_of(subscriber).ok_or(SendPushError::AddressUnknown)?;
         self.swarm
             .request_on(Protocol::Query, &peer, message, Duration::from_millis(QUERY_TIMEOUT_MS))
-            .await
-            .map_err(|error| error.to_string())?;
+            .await?;
         Ok(())
     }
 

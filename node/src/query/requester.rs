@@ -3,8 +3,9 @@
 
 use std::time::Duration;
 
-use civmesh_certs::{codec, now_unix_millis, NodeKey, SignedEnvelope};
-use civmesh_consensus::RaftPeer;
+use civmesh_certs::codec::CodecError;
+use civmesh_certs::{codec, now_unix_millis, EnvelopeError, NodeKey, SignedEnvelope};
+use civmesh_consensus::{RaftPeer, TransportError};
 use civmesh_policy::model::SubjectKeyHash;
 use civmesh_policy::QueryHeader;
 use serde::{Deserialize, Serialize};
@@ -28,6 +29,32 @@ pub struct QuerySpec {
     pub grant: Option<u64>,
 }
 
+/// Why a query got no answer.
+#[derive(Debug, thiserror::Error)]
+pub enum AskError {
+    /// The query could not be signed, or the answer does not decode.
+    #[error("{0}")]
+    Envelope(#[from] EnvelopeError),
+    /// The query could not be encoded.
+    #[error("{0}")]
+    Codec(#[from] CodecError),
+    /// The owner did not answer.
+    #[error("the owner did not answer: {0}")]
+    NoAnswer(#[source] TransportError),
+    /// The answer's signature does not verify.
+    #[error("the answer's signature: {0}")]
+    Signature(#[source] EnvelopeError),
+    /// Someone other than the owner signed the answer.
+    #[error("the answer is not signed by the owner")]
+    NotFromOwner,
+    /// The owner refused, with why.
+    #[error("the owner refused: {0}")]
+    Refused(String),
+    /// The answer is bound to another query.
+    #[error("the answer is for another query")]
+    OtherQuery,
+}
+
 /// The requester's side: signs a header, sends it with the keys to `owner`,
 /// and checks the owner's signed answer.
 pub async fn ask(
@@ -36,28 +63,26 @@ pub async fn ask(
     subject_key_secret: &[u8],
     owner: &RaftPeer,
     spec: QuerySpec,
-) -> Result<QueryAnswer, String> {
+) -> Result<QueryAnswer, AskError> {
     let QuerySpec { dataset, keys, fields, purpose, grant } = spec;
     let subjects = keys.iter().map(|key| SubjectKeyHash::of(subject_key_secret, key)).collect();
     let header = QueryHeader { dataset, subjects, fields, purpose, grant };
-    let envelope =
-        SignedEnvelope::sign(key, &header, now_unix_millis()).map_err(|error| error.to_string())?;
+    let envelope = SignedEnvelope::sign(key, &header, now_unix_millis())?;
     let digest = envelope.digest();
-    let wire = QueryWire { header: envelope.to_bytes().map_err(|error| error.to_string())?, keys };
-    let bytes = codec::encode(&QueryProtocolMessage::Query(wire)).map_err(|error| error.to_string())?;
+    let wire = QueryWire { header: envelope.to_bytes()?, keys };
+    let bytes = codec::encode(&QueryProtocolMessage::Query(wire))?;
     let answer = swarm
         .request_on(Protocol::Query, owner, bytes, Duration::from_millis(QUERY_TIMEOUT_MS))
         .await
-        .map_err(|error| format!("the owner did not answer: {error}"))?;
-    let signed =
-        SignedEnvelope::<SignedAnswerBody>::from_bytes(&answer).map_err(|error| error.to_string())?;
-    let body = signed.verify_signature().map_err(|error| format!("the answer's signature: {error}"))?;
+        .map_err(AskError::NoAnswer)?;
+    let signed = SignedEnvelope::<SignedAnswerBody>::from_bytes(&answer)?;
+    let body = signed.verify_signature().map_err(AskError::Signature)?;
     if body.signer != owner.node_id {
-        return Err("the answer is not signed by the owner".to_string());
+        return Err(AskError::NotFromOwner);
     }
     match body.payload.answer {
-        QueryAnswer::Refused { reason } => Err(format!("the owner refused: {reason}")),
+        QueryAnswer::Refused { reason } => Err(AskError::Refused(reason)),
         answer if body.payload.request_digest == digest => Ok(answer),
-        _ => Err("the answer is for another query".to_string()),
+        _ => Err(AskError::OtherQuery),
     }
 }
