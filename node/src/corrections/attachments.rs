@@ -18,9 +18,11 @@ use civmesh_certs::{NodeId, SignedEnvelope};
 use civmesh_policy::correction::{CorrectionId, CorrectionRequest, CORRECTION_ATTACHMENTS_MAX};
 use serde::{Deserialize, Serialize};
 
+use crate::corrections::worker::SendError;
 use crate::corrections::{
     hex_id, CorrectionAck, CorrectionError, CorrectionMessage, CorrectionService, Side,
 };
+use crate::records::RecordStoreError;
 
 /// Attachments one correction carries at most, unless `civmesh.toml` says.
 pub const ATTACHMENTS_MAX_DEFAULT: usize = 5;
@@ -32,6 +34,52 @@ pub const ATTACHMENT_WAIT_MS_MAX: u64 = 60_000;
 /// The bytes of one chunk at most (well under the correction protocol's
 /// message bound, `CORRECTION_MESSAGE_BYTES_MAX`).
 pub const ATTACHMENT_CHUNK_BYTES_MAX: usize = 192 * 1024;
+
+/// Why the owner refused an attachment chunk (the submitter reads it in
+/// [`CorrectionAck::Refused`]).
+#[derive(Debug, thiserror::Error)]
+enum ChunkRefusal {
+    /// No inbox entry from this peer for the correction.
+    #[error("no such correction from this node in this inbox")]
+    NoSuchCorrection,
+    /// The stored request does not decode.
+    #[error("the stored request does not decode")]
+    RequestCorrupt,
+    /// The entry could not be read.
+    #[error(transparent)]
+    Entry(#[from] CorrectionError),
+    /// The chunk does not fit the attachment or its bounds.
+    #[error(transparent)]
+    Attachment(#[from] AttachmentError),
+    /// The record store failed.
+    #[error("{0}")]
+    Store(#[from] RecordStoreError),
+}
+
+/// Why the submitter could not send an attachment to the owner.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum SendAttachmentError {
+    /// The request names no attachment at that index.
+    #[error("no such attachment")]
+    IndexUnknown,
+    /// The record store failed.
+    #[error("{0}")]
+    Store(#[from] RecordStoreError),
+    /// This node does not hold it.
+    #[error(transparent)]
+    Attachment(#[from] AttachmentError),
+    /// A chunk did not reach the owner.
+    #[error(transparent)]
+    Send(#[from] SendError),
+    /// The owner refused a chunk.
+    #[error("the owner refused attachment {index}: {reason}")]
+    Refused {
+        /// The attachment's index.
+        index: u32,
+        /// Why, in the owner's words.
+        reason: String,
+    },
+}
 
 /// The bounds a node enforces, from `[corrections]` in `civmesh.toml`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -326,69 +374,61 @@ impl CorrectionService {
         id: &CorrectionId,
         request: &CorrectionRequest,
         index: u32,
-    ) -> Result<(), String> {
-        let digest = request.attachment_sha256.get(index as usize).ok_or("no such attachment")?;
-        let bytes = self
-            .records
-            .attachment(digest)
-            .map_err(|error| error.to_string())?
-            .ok_or_else(|| AttachmentError::NotUploaded(hex_id(digest)).to_string())?;
+    ) -> Result<(), SendAttachmentError> {
+        let digest =
+            request.attachment_sha256.get(index as usize).ok_or(SendAttachmentError::IndexUnknown)?;
+        let bytes =
+            self.records.attachment(digest)?.ok_or_else(|| AttachmentError::NotUploaded(hex_id(digest)))?;
         for chunk in chunks(*id, index, &bytes) {
             match self.send_to_owner(&request.dataset, &CorrectionMessage::Attachment(chunk)).await? {
                 CorrectionAck::Stored => {}
-                CorrectionAck::Refused(reason) => {
-                    return Err(format!("the owner refused attachment {index}: {reason}"))
-                }
+                CorrectionAck::Refused(reason) => return Err(SendAttachmentError::Refused { index, reason }),
             }
         }
         Ok(())
     }
 
-    /// The owner's side of an attachment chunk from `peer`: kept (synced)
-    /// if it continues what arrived; the last one checked against the
-    /// signed digest, and the whole kept only if it matches.
+    /// The owner's side of an attachment chunk from `peer`.
     pub(super) async fn receive_attachment(&self, peer: NodeId, chunk: AttachmentChunk) -> CorrectionAck {
-        let refused = |reason: String| CorrectionAck::Refused(reason);
+        match self.keep_chunk(peer, chunk).await {
+            Ok(()) => CorrectionAck::Stored,
+            Err(refusal) => CorrectionAck::Refused(refusal.to_string()),
+        }
+    }
+
+    /// Keeps a chunk (synced) if it continues what arrived; the last one is
+    /// checked against the signed digest, and the whole kept only if it
+    /// matches.
+    async fn keep_chunk(&self, peer: NodeId, chunk: AttachmentChunk) -> Result<(), ChunkRefusal> {
         let id = chunk.correction;
         let _guard = self.entries_lock.lock().await;
-        let entry = match self.load(&id) {
-            Ok(Some(entry)) if entry.side == Side::Inbox && entry.submitter == peer => entry,
-            Ok(_) => return refused("no such correction from this node in this inbox".to_string()),
-            Err(error) => return refused(error.to_string()),
+        let entry = match self.load(&id)? {
+            Some(entry) if entry.side == Side::Inbox && entry.submitter == peer => entry,
+            _ => return Err(ChunkRefusal::NoSuchCorrection),
         };
-        let Ok(request) = SignedEnvelope::<CorrectionRequest>::from_bytes(&entry.request_bytes)
+        let request = SignedEnvelope::<CorrectionRequest>::from_bytes(&entry.request_bytes)
             .and_then(|envelope| envelope.unverified_payload())
-        else {
-            return refused("the stored request does not decode".to_string());
-        };
+            .map_err(|_| ChunkRefusal::RequestCorrupt)?;
         let limits = self.attachment_limits();
-        let Some(signed) = request.attachment_sha256.get(chunk.index as usize) else {
-            return refused(
-                AttachmentError::IndexUnknown { correction: hex_id(&id), index: chunk.index }.to_string(),
-            );
-        };
+        let signed = request
+            .attachment_sha256
+            .get(chunk.index as usize)
+            .ok_or(AttachmentError::IndexUnknown { correction: hex_id(&id), index: chunk.index })?;
         if request.attachment_sha256.len() > limits.attachments_max {
             let count = request.attachment_sha256.len();
-            return refused(AttachmentError::TooMany { count, max: limits.attachments_max }.to_string());
+            return Err(AttachmentError::TooMany { count, max: limits.attachments_max }.into());
         }
-        match self.records.attachment_len(signed) {
-            Ok(Some(_)) => return CorrectionAck::Stored,
-            Ok(None) => {}
-            Err(error) => return refused(error.to_string()),
+        if self.records.attachment_len(signed)?.is_some() {
+            return Ok(());
         }
-        let parts = match self.records.attachment_parts(&id, chunk.index) {
-            Ok(parts) => parts,
-            Err(error) => return refused(error.to_string()),
-        };
+        let parts = self.records.attachment_parts(&id, chunk.index)?;
         let received: u64 = parts.iter().map(|(_, bytes)| bytes.len() as u64).sum();
-        let result = match fit(&chunk, received, limits) {
-            Err(error) => Err(error.to_string()),
-            Ok(ChunkFit::Repeat) => Ok(()),
-            Ok(ChunkFit::Next) => self
-                .records
-                .put_attachment_part(&id, chunk.index, chunk.offset, &chunk.bytes)
-                .map_err(|error| error.to_string()),
-            Ok(ChunkFit::Last) => {
+        match fit(&chunk, received, limits)? {
+            ChunkFit::Repeat => {}
+            ChunkFit::Next => {
+                self.records.put_attachment_part(&id, chunk.index, chunk.offset, &chunk.bytes)?
+            }
+            ChunkFit::Last => {
                 let mut whole = Vec::with_capacity(chunk.total_bytes as usize);
                 for (_, bytes) in parts {
                     whole.extend_from_slice(&bytes);
@@ -396,23 +436,17 @@ impl CorrectionService {
                 whole.extend_from_slice(&chunk.bytes);
                 let _ = self.records.delete_attachment_parts(&id, chunk.index);
                 let arrived = sha256(&whole);
-                if arrived == *signed {
-                    self.records.put_attachment(signed, &whole).map_err(|error| error.to_string())
-                } else {
+                if arrived != *signed {
                     tracing::warn!(correction = %hex_id(&id), index = chunk.index, "an attachment does not match its signed digest; dropped");
-                    Err(AttachmentError::DigestMismatch {
-                        index: chunk.index,
-                        signed: hex_id(signed),
-                        received: hex_id(&arrived),
-                    }
-                    .to_string())
+                    let (signed, received) = (hex_id(signed), hex_id(&arrived));
+                    return Err(
+                        AttachmentError::DigestMismatch { index: chunk.index, signed, received }.into()
+                    );
                 }
+                self.records.put_attachment(signed, &whole)?;
             }
-        };
-        match result {
-            Ok(()) => CorrectionAck::Stored,
-            Err(reason) => refused(reason),
         }
+        Ok(())
     }
 }
 

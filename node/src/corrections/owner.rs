@@ -12,12 +12,13 @@ use civmesh_policy::model::{Dataset, SubjectKeyHash};
 use civmesh_policy::{CorrectionRefusalCode, PolicyState};
 
 use crate::corrections::wire::open_from;
+use crate::corrections::worker::StepError;
 use crate::corrections::{
     decode_entry, hex_id, status_name, CorrectionAck, CorrectionEntry, CorrectionError, CorrectionOutcome,
     CorrectionService, CorrectionView, EntryStatus, OutcomeStatus, Side, CORRECTIONS_OPEN_MAX,
     CORRECTION_SEND_TIMEOUT_MS, REVIEW_WAIT_MS_MAX,
 };
-use crate::records::{validate_row, Provenance, RecordVersion};
+use crate::records::{validate_row, Provenance, RecordStoreError, RecordVersion, RowError};
 
 impl CorrectionService {
     /// The owner's side of a delivery from `peer`.
@@ -29,15 +30,15 @@ impl CorrectionService {
         let id = envelope.digest();
         let request = verified.payload;
         let me = self.key.node_id();
-        let check = |state: &PolicyState| -> Result<Option<SubjectKeyHash>, String> {
+        let check = |state: &PolicyState| -> Result<Option<SubjectKeyHash>, DeliveryRefusal> {
             if state.active_member(&peer).is_none() {
-                return Err("the submitter is not a current member".to_string());
+                return Err(DeliveryRefusal::NotMember);
             }
             let owned = state.datasets.get(&request.dataset).is_some_and(|dataset| {
                 state.active_member(&me).is_some_and(|member| member.org == dataset.owner)
             });
             if !owned {
-                return Err(format!("this node does not own {}", request.dataset));
+                return Err(DeliveryRefusal::NotOwner(request.dataset.clone()));
             }
             Ok(state.corrections.get(&id).filter(|track| track.submitter == peer).map(|track| track.subject))
         };
@@ -47,12 +48,9 @@ impl CorrectionService {
             let _ = self.log.linearizable_read_index(Duration::from_millis(CORRECTION_SEND_TIMEOUT_MS)).await;
             logged = self.log.state().read(|applied| check(&applied.policy));
         }
-        let subject = match logged {
-            Err(reason) => return CorrectionAck::Refused(reason),
-            Ok(None) => {
-                return CorrectionAck::Refused("the submission is not in the policy log yet".to_string())
-            }
-            Ok(Some(subject)) => subject,
+        let subject = match logged.and_then(|subject| subject.ok_or(DeliveryRefusal::NotLoggedYet)) {
+            Err(refusal) => return CorrectionAck::Refused(refusal.to_string()),
+            Ok(subject) => subject,
         };
         let _guard = self.entries_lock.lock().await;
         match self.load(&id) {
@@ -61,7 +59,7 @@ impl CorrectionService {
             Err(error) => return CorrectionAck::Refused(error.to_string()),
         }
         if self.open_count() >= CORRECTIONS_OPEN_MAX {
-            return CorrectionAck::Refused("the inbox is full".to_string());
+            return CorrectionAck::Refused(DeliveryRefusal::InboxFull.to_string());
         }
         let entry = CorrectionEntry::new(Side::Inbox, bytes.to_vec(), peer, subject);
         if let Err(error) = self.save(&id, &entry) {
@@ -132,38 +130,37 @@ impl CorrectionService {
         id: &CorrectionId,
         entry: &mut CorrectionEntry,
         request: &CorrectionRequest,
-    ) -> Result<(), String> {
+    ) -> Result<(), StepError> {
         use CorrectionStage::*;
-        let version = match self.apply(id, request).await? {
-            Ok(version) => version,
-            Err(current_version) => {
-                return self.decide(id, entry, request, OutcomeStatus::Conflict { current_version }).await
+        let version = match self.write_corrected_version(id, request).await? {
+            Written::Version(version) => version,
+            Written::Moved(current_version) => {
+                let conflict = OutcomeStatus::Conflict { current_version };
+                return self.record_decision(id, entry, request, conflict).await;
             }
         };
         let stages = [(Delivered, None, ""), (Accepted, None, ""), (Applied, Some(version), "")];
-        self.log_stages(id, entry, request, &stages).await.map_err(|error| error.to_string())?;
+        self.log_stages(id, entry, request, &stages).await?;
         self.push_version(id, request).await;
         self.sign_outcome(id, entry, request, OutcomeStatus::Applied { version })
     }
 
     /// Logs a rejection or a conflict (with delivered, if not yet) and signs
     /// the outcome.
-    pub(super) async fn decide(
+    pub(super) async fn record_decision(
         &self,
         id: &CorrectionId,
         entry: &mut CorrectionEntry,
         request: &CorrectionRequest,
         status: OutcomeStatus,
-    ) -> Result<(), String> {
+    ) -> Result<(), StepError> {
         use CorrectionStage::*;
         let (stage, version, code) = match &status {
             OutcomeStatus::Applied { version } => (Applied, Some(*version), ""),
             OutcomeStatus::Rejected { reason_code, .. } => (Rejected, None, reason_code.as_str()),
             OutcomeStatus::Conflict { current_version } => (Conflict, Some(*current_version), ""),
         };
-        self.log_stages(id, entry, request, &[(Delivered, None, ""), (stage, version, code)])
-            .await
-            .map_err(|error| error.to_string())?;
+        self.log_stages(id, entry, request, &[(Delivered, None, ""), (stage, version, code)]).await?;
         self.sign_outcome(id, entry, request, status)
     }
 
@@ -173,7 +170,7 @@ impl CorrectionService {
         entry: &mut CorrectionEntry,
         request: &CorrectionRequest,
         status: OutcomeStatus,
-    ) -> Result<(), String> {
+    ) -> Result<(), StepError> {
         let outcome = CorrectionOutcome {
             correction: *id,
             dataset: request.dataset.clone(),
@@ -182,7 +179,7 @@ impl CorrectionService {
         };
         let signed = SignedEnvelope::sign(&self.key, &outcome, now_unix_millis())
             .and_then(|envelope| envelope.to_bytes())
-            .map_err(|error| error.to_string())?;
+            .map_err(StepError::Sign)?;
         entry.outcome_bytes = Some(signed);
         entry.status = EntryStatus::OutcomeReady;
         Ok(())
@@ -195,7 +192,7 @@ impl CorrectionService {
         id: &CorrectionId,
         submitter: NodeId,
         request: &CorrectionRequest,
-    ) -> Result<EntryStatus, String> {
+    ) -> Result<EntryStatus, RecordStoreError> {
         let reject = |code: &str, reason: String| {
             Ok(EntryStatus::Decided(OutcomeStatus::Rejected { reason_code: code.to_string(), reason }))
         };
@@ -203,8 +200,7 @@ impl CorrectionService {
             return reject("invalid_request", reason);
         }
         let now_ms = now_unix_millis();
-        let current =
-            self.records.latest(&request.dataset, &request.record_key).map_err(|error| error.to_string())?;
+        let current = self.records.latest(&request.dataset, &request.record_key)?;
         let no_fields = BTreeMap::new();
         let current_fields = current.as_ref().map_or(&no_fields, |record| &record.fields);
         // One rule, in `policy`: a usable grant shows every changed field
@@ -238,9 +234,9 @@ impl CorrectionService {
             return Ok(EntryStatus::Accepted);
         }
         if let Err(error) = merged_row(&dataset, &current, request) {
-            return reject("wrong_type", error);
+            return reject("wrong_type", error.to_string());
         }
-        if self.corrected_fields_moved(request, &current).map_err(|error| error.to_string())? {
+        if self.corrected_fields_moved(request, &current)? {
             return Ok(EntryStatus::Decided(OutcomeStatus::Conflict { current_version: current.version }));
         }
         Ok(if clearance.review_required { EntryStatus::AwaitingReview } else { EntryStatus::Accepted })
@@ -252,14 +248,14 @@ impl CorrectionService {
         &self,
         id: &CorrectionId,
         request: &CorrectionRequest,
-    ) -> Result<Option<u64>, String> {
-        let current =
-            self.records.latest(&request.dataset, &request.record_key).map_err(|error| error.to_string())?;
-        let Some(current) = current else { return Ok(None) };
+    ) -> Result<Option<u64>, RecordStoreError> {
+        let Some(current) = self.records.latest(&request.dataset, &request.record_key)? else {
+            return Ok(None);
+        };
         if current.provenance == (Provenance::Correction { id: hex_id(id) }) {
             return Ok(None);
         }
-        let moved = self.corrected_fields_moved(request, &current).map_err(|error| error.to_string())?;
+        let moved = self.corrected_fields_moved(request, &current)?;
         Ok(moved.then_some(current.version))
     }
 
@@ -339,39 +335,38 @@ impl CorrectionService {
     /// subscribers.
     /// Under the apply lock, so two corrections of one record cannot both
     /// build on the same base: returns the new version, or the current one
-    /// as `Err` when the record moved past the base version.
-    async fn apply(
+    /// as [`Written::Moved`] when the record moved past the base version.
+    async fn write_corrected_version(
         &self,
         id: &CorrectionId,
         request: &CorrectionRequest,
-    ) -> Result<Result<u64, u64>, String> {
+    ) -> Result<Written, WriteError> {
         let _serialised = self.apply_lock.lock().await;
         let provenance = Provenance::Correction { id: hex_id(id) };
-        let current = self
-            .records
-            .latest(&request.dataset, &request.record_key)
-            .map_err(|error| error.to_string())?
-            .ok_or("the record disappeared")?;
+        let current =
+            self.records.latest(&request.dataset, &request.record_key)?.ok_or(WriteError::RecordGone)?;
         if current.provenance == provenance {
-            return Ok(Ok(current.version));
+            return Ok(Written::Version(current.version));
         }
-        if self.corrected_fields_moved(request, &current).map_err(|error| error.to_string())? {
-            return Ok(Err(current.version));
+        if self.corrected_fields_moved(request, &current)? {
+            return Ok(Written::Moved(current.version));
         }
         let dataset = self
             .log
             .state()
             .read(|applied| applied.policy.datasets.get(&request.dataset).cloned())
-            .ok_or("the dataset disappeared")?;
+            .ok_or(WriteError::DatasetGone)?;
         let (key, fields) = merged_row(&dataset, &current, request)?;
-        let versions = self
-            .records
-            .write(&request.dataset, vec![(key.clone(), fields)], &provenance, now_unix_millis())
-            .map_err(|error| error.to_string())?;
-        let version = *versions.first().ok_or("nothing was written")?;
+        let versions = self.records.write(
+            &request.dataset,
+            vec![(key.clone(), fields)],
+            &provenance,
+            now_unix_millis(),
+        )?;
+        let version = *versions.first().ok_or(WriteError::NothingWritten)?;
         debug_assert_eq!(version, current.version + 1);
         debug_assert_eq!(self.records.latest_version(&request.dataset, &key).ok().flatten(), Some(version));
-        Ok(Ok(version))
+        Ok(Written::Version(version))
     }
 
     /// Pushes the corrected version to the dataset's subscribers (each push
@@ -387,6 +382,64 @@ impl CorrectionService {
     }
 }
 
+/// Why the owner refused a delivered request (the submitter reads it in
+/// [`CorrectionAck::Refused`] and retries later).
+#[derive(Debug, thiserror::Error)]
+enum DeliveryRefusal {
+    /// The submitter is not an active member.
+    #[error("the submitter is not a current member")]
+    NotMember,
+    /// This node's organisation does not own the dataset.
+    #[error("this node does not own {0}")]
+    NotOwner(String),
+    /// This replica does not show the submission yet.
+    #[error("the submission is not in the policy log yet")]
+    NotLoggedYet,
+    /// [`CORRECTIONS_OPEN_MAX`] entries are open.
+    #[error("the inbox is full")]
+    InboxFull,
+}
+
+/// What writing the corrected version came to.
+pub(super) enum Written {
+    /// The record has this new version (written now, or before a crash).
+    Version(u64),
+    /// The corrected fields moved past the base version; the record is at
+    /// this version, and nothing was written.
+    Moved(u64),
+}
+
+/// Why the corrected version could not be written.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum WriteError {
+    /// The record store failed.
+    #[error("{0}")]
+    Store(#[from] RecordStoreError),
+    /// The record is no longer there.
+    #[error("the record disappeared")]
+    RecordGone,
+    /// The dataset is no longer in the catalog.
+    #[error("the dataset disappeared")]
+    DatasetGone,
+    /// The corrected row does not fit the schema.
+    #[error(transparent)]
+    Merge(#[from] MergeError),
+    /// The store wrote no version.
+    #[error("nothing was written")]
+    NothingWritten,
+}
+
+/// Why the changes do not make a valid row over the current record.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum MergeError {
+    /// A value does not fit the schema.
+    #[error("{0}")]
+    Row(#[from] RowError),
+    /// The changes alter the record's key.
+    #[error("the record key does not match")]
+    KeyMismatch,
+}
+
 /// Whether a field the correction changes differs between two versions.
 fn fields_moved(base: &RecordVersion, current: &RecordVersion, request: &CorrectionRequest) -> bool {
     request.changes.keys().any(|field| base.fields.get(field) != current.fields.get(field))
@@ -397,12 +450,12 @@ fn merged_row(
     dataset: &Dataset,
     current: &RecordVersion,
     request: &CorrectionRequest,
-) -> Result<(String, BTreeMap<String, civmesh_policy::model::FieldValue>), String> {
+) -> Result<(String, BTreeMap<String, civmesh_policy::model::FieldValue>), MergeError> {
     let mut row = current.fields.clone();
     row.extend(request.changes.clone());
-    let (key, fields) = validate_row(dataset, &row).map_err(|error| error.to_string())?;
+    let (key, fields) = validate_row(dataset, &row)?;
     if key != request.record_key {
-        return Err("the record key does not match".to_string());
+        return Err(MergeError::KeyMismatch);
     }
     Ok((key, fields))
 }

@@ -5,17 +5,20 @@ use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use civmesh_certs::{codec, now_unix_millis, SignedEnvelope, UnixMillis};
+use civmesh_certs::codec::CodecError;
+use civmesh_certs::{codec, now_unix_millis, EnvelopeError, SignedEnvelope, UnixMillis};
+use civmesh_consensus::TransportError;
 use civmesh_policy::correction::{CorrectionEvent, CorrectionId, CorrectionRequest, CorrectionStage};
 use civmesh_policy::{Command, RejectionCode};
 
-use crate::corrections::attachments::ATTACHMENT_WAIT_MS_MAX;
+use crate::corrections::attachments::{SendAttachmentError, ATTACHMENT_WAIT_MS_MAX};
+use crate::corrections::owner::WriteError;
 use crate::corrections::{
     hex_id, needs_work, CorrectionAck, CorrectionEntry, CorrectionMessage, CorrectionService, EntryStatus,
     OutcomeStatus, Side, CORRECTION_LOG_TIMEOUT_MS, CORRECTION_MESSAGE_BYTES_MAX, CORRECTION_SEND_TIMEOUT_MS,
     CORRECTION_STEPS_IN_FLIGHT_MAX, CORRECTION_WORKER_TICK_MS, RETRY_BACKOFF_MS_MAX, RETRY_BACKOFF_MS_MIN,
 };
-use crate::records::Provenance;
+use crate::records::{Provenance, RecordStoreError};
 use crate::swarm::Protocol;
 
 impl CorrectionService {
@@ -67,11 +70,11 @@ impl CorrectionService {
                     entry.attempts = 0;
                     entry.last_error.clear();
                 }
-                Err(reason) => {
+                Err(error) => {
                     entry.attempts = entry.attempts.saturating_add(1);
                     entry.next_attempt_ms = now_unix_millis() + backoff_ms(entry.attempts);
-                    tracing::debug!(correction = %hex_id(id), %reason, attempts = entry.attempts, "correction step failed");
-                    entry.last_error = reason;
+                    tracing::debug!(correction = %hex_id(id), %error, attempts = entry.attempts, "correction step failed");
+                    entry.last_error = error.to_string();
                 }
             }
             let _guard = self.entries_lock.lock().await;
@@ -95,29 +98,13 @@ impl CorrectionService {
 
     /// One step of an entry's life. At the owner, the stages a step reaches
     /// go into the log together, as one entry.
-    async fn step(&self, id: &CorrectionId, entry: &mut CorrectionEntry) -> Result<(), String> {
+    async fn step(&self, id: &CorrectionId, entry: &mut CorrectionEntry) -> Result<(), StepError> {
         use CorrectionStage::*;
-        let envelope = SignedEnvelope::<CorrectionRequest>::from_bytes(&entry.request_bytes)
-            .map_err(|e| e.to_string())?;
-        let request = envelope.unverified_payload().map_err(|error| error.to_string())?;
+        let request = SignedEnvelope::<CorrectionRequest>::from_bytes(&entry.request_bytes)
+            .and_then(|envelope| envelope.unverified_payload())
+            .map_err(StepError::RequestCorrupt)?;
         match entry.status.clone() {
-            EntryStatus::AwaitingDelivery => {
-                match self.log_stages(id, entry, &request, &[(Submitted, None, "")]).await {
-                    Err(StageError::Refused(reason)) => {
-                        entry.status = EntryStatus::Failed { reason };
-                        return Ok(());
-                    }
-                    other => other.map_err(|error| error.to_string())?,
-                }
-                let message = CorrectionMessage::Deliver(entry.request_bytes.clone());
-                match self.send_to_owner(&request.dataset, &message).await? {
-                    CorrectionAck::Stored if request.attachment_sha256.is_empty() => {
-                        entry.status = EntryStatus::AwaitingOutcome
-                    }
-                    CorrectionAck::Stored => entry.status = EntryStatus::SendingAttachments { next: 0 },
-                    CorrectionAck::Refused(reason) => return Err(format!("the owner refused: {reason}")),
-                }
-            }
+            EntryStatus::AwaitingDelivery => self.deliver(id, entry, &request).await?,
             EntryStatus::SendingAttachments { next } => {
                 self.send_attachment(id, &request, next).await?;
                 entry.status = if (next as usize + 1) < request.attachment_sha256.len() {
@@ -127,9 +114,7 @@ impl CorrectionService {
                 };
             }
             EntryStatus::OutcomeReceived => {
-                self.log_stages(id, entry, &request, &[(OutcomeDelivered, None, "")])
-                    .await
-                    .map_err(|error| error.to_string())?;
+                self.log_stages(id, entry, &request, &[(OutcomeDelivered, None, "")]).await?;
                 entry.status = EntryStatus::Closed;
             }
             // The evidence first: a reviewer or a rule decides with it.
@@ -137,39 +122,66 @@ impl CorrectionService {
                 if !self.attachments_held(&request)
                     && now_unix_millis().saturating_sub(entry.created_at_ms) < ATTACHMENT_WAIT_MS_MAX =>
             {
-                return Err("waiting for the attachments".to_string());
+                return Err(StepError::AttachmentsPending);
             }
             EntryStatus::Received => match self.evaluate(id, entry.submitter, &request)? {
                 EntryStatus::Accepted => self.accept_and_apply(id, entry, &request).await?,
-                EntryStatus::Decided(status) => self.decide(id, entry, &request, status).await?,
+                EntryStatus::Decided(status) => self.record_decision(id, entry, &request, status).await?,
                 next => {
-                    self.log_stages(id, entry, &request, &[(Delivered, None, "")])
-                        .await
-                        .map_err(|error| error.to_string())?;
+                    self.log_stages(id, entry, &request, &[(Delivered, None, "")]).await?;
                     entry.status = next;
                 }
             },
             EntryStatus::Accepted => match self.conflicting_version(id, &request)? {
                 Some(current) => {
                     let conflict = OutcomeStatus::Conflict { current_version: current };
-                    self.decide(id, entry, &request, conflict).await?
+                    self.record_decision(id, entry, &request, conflict).await?
                 }
                 None => self.accept_and_apply(id, entry, &request).await?,
             },
-            EntryStatus::Decided(status) => self.decide(id, entry, &request, status).await?,
-            EntryStatus::OutcomeReady => {
-                let bytes = entry.outcome_bytes.clone().ok_or("the outcome is missing")?;
-                let peer = self.log.peer_of(&entry.submitter).ok_or("the submitter's address is unknown")?;
-                match self.send(&peer, &CorrectionMessage::Outcome(bytes)).await? {
-                    CorrectionAck::Stored => entry.status = EntryStatus::Closed,
-                    CorrectionAck::Refused(reason) => return Err(format!("the submitter refused: {reason}")),
-                }
-            }
+            EntryStatus::Decided(status) => self.record_decision(id, entry, &request, status).await?,
+            EntryStatus::OutcomeReady => self.deliver_outcome(entry).await?,
             EntryStatus::AwaitingOutcome
             | EntryStatus::AwaitingReview
             | EntryStatus::SupersededByImport { .. }
             | EntryStatus::Failed { .. }
             | EntryStatus::Closed => {}
+        }
+        Ok(())
+    }
+
+    /// The submitter's first step: logs the submission (a refusal fails the
+    /// entry for good), then delivers the request to the owner.
+    async fn deliver(
+        &self,
+        id: &CorrectionId,
+        entry: &mut CorrectionEntry,
+        request: &CorrectionRequest,
+    ) -> Result<(), StepError> {
+        let submitted = [(CorrectionStage::Submitted, None, "")];
+        match self.log_stages(id, entry, request, &submitted).await {
+            Err(StageError::Refused(reason)) => {
+                entry.status = EntryStatus::Failed { reason };
+                return Ok(());
+            }
+            other => other?,
+        }
+        let message = CorrectionMessage::Deliver(entry.request_bytes.clone());
+        entry.status = match self.send_to_owner(&request.dataset, &message).await? {
+            CorrectionAck::Stored if request.attachment_sha256.is_empty() => EntryStatus::AwaitingOutcome,
+            CorrectionAck::Stored => EntryStatus::SendingAttachments { next: 0 },
+            CorrectionAck::Refused(reason) => return Err(StepError::OwnerRefused(reason)),
+        };
+        Ok(())
+    }
+
+    /// The owner's last step: delivers the signed outcome to the submitter.
+    async fn deliver_outcome(&self, entry: &mut CorrectionEntry) -> Result<(), StepError> {
+        let bytes = entry.outcome_bytes.clone().ok_or(StepError::OutcomeMissing)?;
+        let peer = self.log.peer_of(&entry.submitter).ok_or(StepError::SubmitterAddressUnknown)?;
+        match self.send(&peer, &CorrectionMessage::Outcome(bytes)).await? {
+            CorrectionAck::Stored => entry.status = EntryStatus::Closed,
+            CorrectionAck::Refused(reason) => return Err(StepError::SubmitterRefused(reason)),
         }
         Ok(())
     }
@@ -281,7 +293,7 @@ impl CorrectionService {
         &self,
         dataset: &str,
         message: &CorrectionMessage,
-    ) -> Result<CorrectionAck, String> {
+    ) -> Result<CorrectionAck, SendError> {
         let owner = self.log.state().read(|applied| {
             let owner = &applied.policy.datasets.get(dataset)?.owner;
             applied
@@ -291,8 +303,8 @@ impl CorrectionService {
                 .find(|member| member.org == *owner && member.revoked.is_none())
                 .map(|member| member.node_id)
         });
-        let owner = owner.ok_or("the dataset has no active owner node")?;
-        let peer = self.log.peer_of(&owner).ok_or("the owner's address is unknown")?;
+        let owner = owner.ok_or(SendError::NoActiveOwner)?;
+        let peer = self.log.peer_of(&owner).ok_or(SendError::OwnerAddressUnknown)?;
         self.send(&peer, message).await
     }
 
@@ -300,19 +312,78 @@ impl CorrectionService {
         &self,
         peer: &civmesh_consensus::RaftPeer,
         message: &CorrectionMessage,
-    ) -> Result<CorrectionAck, String> {
-        let bytes = codec::encode(message).map_err(|error| error.to_string())?;
+    ) -> Result<CorrectionAck, SendError> {
+        let bytes = codec::encode(message)?;
         let answer = self
             .swarm
             .request_on(Protocol::Correction, peer, bytes, Duration::from_millis(CORRECTION_SEND_TIMEOUT_MS))
             .await
-            .map_err(|error| format!("not delivered: {error}"))?;
-        codec::decode_exact(&answer, CORRECTION_MESSAGE_BYTES_MAX).map_err(|error| error.to_string())
+            .map_err(SendError::NotDelivered)?;
+        Ok(codec::decode_exact(&answer, CORRECTION_MESSAGE_BYTES_MAX)?)
     }
 }
 
 fn backoff_ms(attempts: u32) -> u64 {
     RETRY_BACKOFF_MS_MIN.saturating_mul(1u64 << attempts.min(16)).min(RETRY_BACKOFF_MS_MAX)
+}
+
+/// Why a worker step failed; the step is retried after a backoff, and the
+/// text is kept as the entry's `last_error`.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum StepError {
+    /// The stored request does not decode.
+    #[error("{0}")]
+    RequestCorrupt(#[source] EnvelopeError),
+    /// A stage could not be logged.
+    #[error(transparent)]
+    Stage(#[from] StageError),
+    /// A message did not reach its peer.
+    #[error(transparent)]
+    Send(#[from] SendError),
+    /// The owner refused the request.
+    #[error("the owner refused: {0}")]
+    OwnerRefused(String),
+    /// An attachment could not be sent.
+    #[error(transparent)]
+    Attachment(#[from] SendAttachmentError),
+    /// The owner waits for the attachments before deciding.
+    #[error("waiting for the attachments")]
+    AttachmentsPending,
+    /// The record store failed.
+    #[error("{0}")]
+    Store(#[from] RecordStoreError),
+    /// The corrected version could not be written.
+    #[error(transparent)]
+    Write(#[from] WriteError),
+    /// The outcome could not be signed.
+    #[error("{0}")]
+    Sign(#[source] EnvelopeError),
+    /// An entry ready to deliver its outcome has none.
+    #[error("the outcome is missing")]
+    OutcomeMissing,
+    /// The policy log names no address for the submitter.
+    #[error("the submitter's address is unknown")]
+    SubmitterAddressUnknown,
+    /// The submitter refused the outcome.
+    #[error("the submitter refused: {0}")]
+    SubmitterRefused(String),
+}
+
+/// Why a correction message did not reach its peer.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum SendError {
+    /// No active member of the owning organisation.
+    #[error("the dataset has no active owner node")]
+    NoActiveOwner,
+    /// The policy log names no address for the owner.
+    #[error("the owner's address is unknown")]
+    OwnerAddressUnknown,
+    /// The message could not be encoded, or the answer decoded.
+    #[error("{0}")]
+    Codec(#[from] CodecError),
+    /// The request failed.
+    #[error("not delivered: {0}")]
+    NotDelivered(#[source] TransportError),
 }
 
 /// Why a stage could not be logged.
