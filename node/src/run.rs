@@ -14,11 +14,12 @@ use civmesh_consensus::{PeerResponse, PolicyLog, PolicyLogConfig, SharedState};
 use libp2p::PeerId;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{watch, Semaphore};
+use tokio_util::task::TaskTracker;
 
 use crate::api::{self, ApiState};
 use crate::config::NodeConfig;
 use crate::corrections::CorrectionService;
-use crate::query::QueryService;
+use crate::query::{QueryService, QuerySettings};
 use crate::records::RecordStore;
 use crate::security::PeerRefusal;
 use crate::swarm::{self, InboundRequest, Protocol, SwarmClient};
@@ -34,6 +35,8 @@ pub const GATING_REFRESH_MS: u64 = 500;
 pub const LISTEN_WAIT_MS_MAX: u64 = 5_000;
 /// How long in-flight API requests may take to finish at shutdown.
 pub const API_SHUTDOWN_GRACE_MS: u64 = 5_000;
+/// How long shutdown waits for the services' tracked tasks to finish.
+pub const SHUTDOWN_TASKS_WAIT_MS_MAX: u64 = 10_000;
 /// The file a running node writes its addresses to, in the data directory.
 pub const RUNTIME_FILE_NAME: &str = "node.json";
 
@@ -67,7 +70,9 @@ pub async fn run(data_dir: PathBuf, shutdown: impl Future<Output = ()>) -> anyho
     let bootstrap_peers = parse_peers(&config.trust.bootstrap_peers)?;
 
     let (stop_sender, stop) = watch::channel(false);
-    let (swarm, inbound) = swarm::start(key.to_libp2p_keypair()?, &config.node.p2p_listen, stop.clone())?;
+    let tracker = TaskTracker::new();
+    let (swarm, inbound) =
+        swarm::start_tracked(key.to_libp2p_keypair()?, &config.node.p2p_listen, stop.clone(), &tracker)?;
     let listening = wait_for_listen_address(&swarm).await?;
     let address = config.node.p2p_advertise.clone().unwrap_or(listening);
     let mut raft_config = PolicyLogConfig::new(data_dir.join("policy-log"), key.node_id(), address.clone());
@@ -91,17 +96,23 @@ pub async fn run(data_dir: PathBuf, shutdown: impl Future<Output = ()>) -> anyho
         key.clone(),
         records.clone(),
         swarm.clone(),
-        subject_key_secret,
         metrics.clone(),
-        limits,
+        QuerySettings { subject_key_secret, limits },
+        tracker.clone(),
     )?);
 
-    let corrections =
-        CorrectionService::new(log.clone(), key.clone(), records.clone(), swarm.clone(), query.clone())?;
+    let corrections = CorrectionService::new(
+        log.clone(),
+        key.clone(),
+        records.clone(),
+        swarm.clone(),
+        query.clone(),
+        tracker.clone(),
+    )?;
     corrections.set_attachment_limits(config.corrections.into());
-    tokio::spawn(corrections.clone().run_worker(stop.clone()));
-    tokio::spawn(query.clone().run_push_retries(stop.clone()));
-    tokio::spawn(crate::audit::checkpoints::run_checkpoints(log.clone(), key.clone(), stop.clone()));
+    tracker.spawn(corrections.clone().run_worker(stop.clone()));
+    tracker.spawn(query.clone().run_push_retries(stop.clone()));
+    tracker.spawn(crate::audit::checkpoints::run_checkpoints(log.clone(), key.clone(), stop.clone()));
     tokio::spawn(serve_raft(log.clone(), metrics.clone(), inbound.raft));
     tokio::spawn(serve_services(query.clone(), corrections.clone(), inbound.services));
     tokio::spawn(keep_gate(log.state().clone(), swarm.clone(), bootstrap_peers, key.node_id(), stop.clone()));
@@ -150,6 +161,12 @@ pub async fn run(data_dir: PathBuf, shutdown: impl Future<Output = ()>) -> anyho
     let _ = stop_sender.send(true);
     let _ = server.await;
     log.shutdown().await;
+    tracker.close();
+    let waited =
+        tokio::time::timeout(Duration::from_millis(SHUTDOWN_TASKS_WAIT_MS_MAX), tracker.wait()).await;
+    if waited.is_err() {
+        tracing::warn!(tasks = tracker.len(), "tasks still running at shutdown");
+    }
     Ok(())
 }
 

@@ -36,6 +36,7 @@ use civmesh_policy::correction::{CorrectionId, CorrectionStage};
 use civmesh_policy::model::SubjectKeyHash;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
+use tokio_util::task::TaskTracker;
 
 use crate::corrections::attachments::{
     AttachmentError, ATTACHMENTS_MAX_DEFAULT, ATTACHMENT_BYTES_MAX_DEFAULT,
@@ -226,6 +227,8 @@ pub struct CorrectionService {
     /// Ids of entries with work left.
     open: Mutex<BTreeSet<CorrectionId>>,
     wake: Notify,
+    /// Runs the worker's steps, so shutdown can wait for them.
+    tasks: TaskTracker,
 }
 
 /// The id as hex.
@@ -247,6 +250,7 @@ impl CorrectionService {
         records: Arc<RecordStore>,
         swarm: SwarmClient,
         query: Arc<QueryService>,
+        tasks: TaskTracker,
     ) -> Result<Arc<Self>, CorrectionError> {
         let mut open = BTreeSet::new();
         for (id, bytes) in records.corrections().map_err(|error| CorrectionError::Store(error.to_string()))? {
@@ -268,6 +272,7 @@ impl CorrectionService {
             attachment_bytes_max: AtomicU64::new(ATTACHMENT_BYTES_MAX_DEFAULT),
             open: Mutex::new(open),
             wake: Notify::new(),
+            tasks,
         }))
     }
 

@@ -376,9 +376,7 @@ impl CorrectionService {
         if latest.provenance != (Provenance::Correction { id: hex_id(id) }) {
             return;
         }
-        let changed = vec![(request.record_key.clone(), latest)];
-        let (query, dataset) = (self.query.clone(), request.dataset.clone());
-        tokio::spawn(async move { query.push_changes(&dataset, &changed).await });
+        self.query.spawn_push_changes(request.dataset.clone(), vec![(request.record_key.clone(), latest)]);
     }
 }
 

@@ -44,7 +44,7 @@ impl CorrectionService {
                 }
                 let Ok(permit) = permits.clone().acquire_owned().await else { return };
                 let (service, in_flight) = (self.clone(), in_flight.clone());
-                tokio::spawn(async move {
+                self.tasks.spawn(async move {
                     service.advance(&id).await;
                     if let Ok(mut in_flight) = in_flight.lock() {
                         in_flight.remove(&id);

@@ -25,6 +25,7 @@ use civmesh_policy::{AccessRequest, QueryHeader, RecordFacts};
 use crate::group_commit::GroupCommitter;
 use crate::records::{RecordStore, RecordStoreError, RecordVersion};
 use crate::swarm::SwarmClient;
+use tokio_util::task::TaskTracker;
 
 pub use owner::AnswerError;
 pub use pushes::{PushError, SendPushError};
@@ -76,6 +77,16 @@ pub struct QueryService {
     my_subscriptions: Mutex<BTreeMap<[u8; 32], String>>,
     /// Pushes this node received, newest last.
     received: Mutex<std::collections::VecDeque<ReceivedPush>>,
+    /// Runs pushes in the background, so shutdown can wait for them.
+    tasks: TaskTracker,
+}
+
+/// What the node's configuration gives the query service.
+pub struct QuerySettings {
+    /// The federation's subject-key secret (empty when none is configured).
+    pub subject_key_secret: Vec<u8>,
+    /// What one peer may ask of this node.
+    pub limits: Arc<crate::security::PeerLimits>,
 }
 
 /// A subscription the owner serves.
@@ -141,10 +152,11 @@ impl QueryService {
         key: Arc<NodeKey>,
         records: Arc<RecordStore>,
         swarm: SwarmClient,
-        subject_key_secret: Vec<u8>,
         metrics: Arc<crate::api::metrics::Metrics>,
-        limits: Arc<crate::security::PeerLimits>,
+        settings: QuerySettings,
+        tasks: TaskTracker,
     ) -> Result<Self, QueryServiceError> {
+        let QuerySettings { subject_key_secret, limits } = settings;
         // Both sides are kept in one place: subscriptions this node signed
         // are its own; the others it serves as an owner.
         let mut subscriptions = Vec::new();
@@ -164,7 +176,7 @@ impl QueryService {
             });
         }
         Ok(QueryService {
-            committer: GroupCommitter::start(log.clone()),
+            committer: GroupCommitter::start(log.clone(), &tasks),
             log,
             key,
             records,
@@ -180,6 +192,7 @@ impl QueryService {
             subscriptions: Mutex::new(subscriptions),
             my_subscriptions: Mutex::new(mine),
             received: Mutex::new(std::collections::VecDeque::new()),
+            tasks,
         })
     }
 

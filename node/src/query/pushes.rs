@@ -104,6 +104,13 @@ impl QueryService {
         }
     }
 
+    /// [`push_changes`](Self::push_changes) in the background, on the
+    /// service's tracked tasks.
+    pub fn spawn_push_changes(self: &Arc<Self>, dataset: String, changed: Vec<(String, RecordVersion)>) {
+        let service = self.clone();
+        self.tasks.spawn(async move { service.push_changes(&dataset, &changed).await });
+    }
+
     async fn push_chunk(
         &self,
         digest: [u8; 32],
