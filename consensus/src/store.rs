@@ -4,11 +4,12 @@
 //! - `log`: entries by big-endian index; `log_meta`: vote, committed id and
 //!   last purged id. Appends and votes are written with `sync` (fsync of the
 //!   WAL) before openraft is told they are durable.
-//! - `state`: the state machine's checkpoint, i.e. the canonical encoding of
-//!   the policy state with its last applied log id and membership, written
-//!   (synced) each time a snapshot is built or installed. Between checkpoints
-//!   the state is rebuilt on start by re-applying the committed log after the
-//!   checkpoint, which the log keeps: it is purged only up to a snapshot.
+//! - `state`: the state image, i.e. the canonical encoding of the policy
+//!   state with its last applied log id and membership, written (synced)
+//!   each time a snapshot is built or installed. Between images the state is
+//!   rebuilt on start by re-applying the committed log after the image, which
+//!   the log keeps: it is purged only up to a snapshot. (Not to be confused
+//!   with the cosigned audit checkpoints, which live in the policy state.)
 
 // openraft's StorageError is large and its type is fixed by the traits.
 #![allow(clippy::result_large_err)]
@@ -38,8 +39,9 @@ const ARCHIVE_FAMILY: &str = "archive";
 const VOTE_KEY: &[u8] = b"vote";
 const COMMITTED_KEY: &[u8] = b"committed";
 const LAST_PURGED_KEY: &[u8] = b"last_purged";
-const CHECKPOINT_KEY: &[u8] = b"checkpoint";
-/// The largest single log entry or checkpoint decoded, in bytes.
+/// The state image's key (its stored name predates the term).
+const STATE_IMAGE_KEY: &[u8] = b"checkpoint";
+/// The largest single log entry or state image decoded, in bytes.
 pub const STORED_VALUE_BYTES_MAX: usize = codec::DECODE_BYTES_MAX;
 
 /// Why the store could not be opened.
@@ -53,9 +55,12 @@ pub enum OpenError {
         /// RocksDB's error.
         source: rocksdb::Error,
     },
-    /// The stored checkpoint does not decode.
-    #[error("the policy log's state checkpoint is corrupt: {0}")]
-    CheckpointCorrupt(String),
+    /// The stored state image does not decode.
+    #[error("the policy log's state image is corrupt: {0}")]
+    StateImageCorrupt(String),
+    /// The stored log entries or their metadata do not read or decode.
+    #[error("the policy log's stored entries are corrupt: {0}")]
+    LogCorrupt(String),
 }
 
 type StorageResult<T> = Result<T, StorageError<RaftNodeId>>;
@@ -96,7 +101,7 @@ pub fn open(directory: &Path) -> Result<(LogStore, StateMachine), OpenError> {
     let db = Arc::new(db);
     let state_machine = StateMachine::load(db.clone())?;
     let committed: Option<Option<LogId<RaftNodeId>>> = get_value(&db, LOG_META_FAMILY, COMMITTED_KEY)
-        .map_err(|error| OpenError::CheckpointCorrupt(error.to_string()))?;
+        .map_err(|error| OpenError::LogCorrupt(error.to_string()))?;
     let committed_index = Arc::new(AtomicU64::new(committed.flatten().map_or(0, |id| id.index)));
     let latest_entry_time_ms = Arc::new(AtomicU64::new(latest_logged_entry_time_ms(&db)?));
     Ok((LogStore { db, committed_index, latest_entry_time_ms }, state_machine))
@@ -105,11 +110,11 @@ pub fn open(directory: &Path) -> Result<(LogStore, StateMachine), OpenError> {
 /// The newest entry time in the log: the time of the last normal entry,
 /// looked for among the last [`ENTRY_TIME_SCAN_ENTRIES_MAX`] entries.
 fn latest_logged_entry_time_ms(db: &DB) -> Result<u64, OpenError> {
-    let log = family(db, LOG_FAMILY).map_err(|error| OpenError::CheckpointCorrupt(error.to_string()))?;
+    let log = family(db, LOG_FAMILY).map_err(|error| OpenError::LogCorrupt(error.to_string()))?;
     for item in db.iterator_cf(log, IteratorMode::End).take(ENTRY_TIME_SCAN_ENTRIES_MAX) {
-        let (_, value) = item.map_err(|error| OpenError::CheckpointCorrupt(error.to_string()))?;
+        let (_, value) = item.map_err(|error| OpenError::LogCorrupt(error.to_string()))?;
         let entry: Entry = codec::decode_exact(&value, STORED_VALUE_BYTES_MAX)
-            .map_err(|error| OpenError::CheckpointCorrupt(error.to_string()))?;
+            .map_err(|error| OpenError::LogCorrupt(error.to_string()))?;
         if let EntryPayload::Normal(payload) = entry.payload {
             return Ok(payload.proposed_at_ms);
         }
@@ -286,9 +291,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 }
 
-/// What a checkpoint and a snapshot hold.
+/// What a state image and a snapshot hold.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
-struct Checkpoint {
+struct StateImage {
     last_applied: Option<LogId<RaftNodeId>>,
     last_membership: StoredMembership<RaftNodeId, RaftPeer>,
     snapshot_id: String,
@@ -329,7 +334,7 @@ impl SharedState {
 
 /// Every command the state machine applied, with its outcome, in order:
 /// what an auditor replays. Written unsynced with each apply: a crash
-/// re-applies from the last checkpoint (synced, which syncs the WAL before
+/// re-applies from the last state image (synced, which syncs the WAL before
 /// it) and rewrites the same keys with the same values.
 #[derive(Clone)]
 pub struct CommandArchive {
@@ -379,7 +384,7 @@ impl CommandArchive {
     }
 }
 
-/// The policy state machine, checkpointed in RocksDB.
+/// The policy state machine, its state image kept in RocksDB.
 pub struct StateMachine {
     db: Arc<DB>,
     archive: CommandArchive,
@@ -391,19 +396,19 @@ pub struct StateMachine {
 
 impl StateMachine {
     fn load(db: Arc<DB>) -> Result<Self, OpenError> {
-        let checkpoint: Checkpoint = get_value(&db, STATE_FAMILY, CHECKPOINT_KEY)
-            .map_err(|error| OpenError::CheckpointCorrupt(error.to_string()))?
+        let image: StateImage = get_value(&db, STATE_FAMILY, STATE_IMAGE_KEY)
+            .map_err(|error| OpenError::StateImageCorrupt(error.to_string()))?
             .unwrap_or_default();
         let shared = SharedState::default();
         shared.write(|applied| {
-            applied.applied_index = checkpoint.last_applied.map_or(0, |id| id.index);
-            applied.policy = checkpoint.state;
+            applied.applied_index = image.last_applied.map_or(0, |id| id.index);
+            applied.policy = image.state;
         });
         Ok(StateMachine {
             archive: CommandArchive { db: db.clone() },
             db,
-            last_applied: checkpoint.last_applied,
-            last_membership: checkpoint.last_membership,
+            last_applied: image.last_applied,
+            last_membership: image.last_membership,
             shared,
             snapshots_built: 0,
         })
@@ -419,8 +424,8 @@ impl StateMachine {
         self.archive.clone()
     }
 
-    fn checkpoint(&self, snapshot_id: String) -> Checkpoint {
-        Checkpoint {
+    fn state_image(&self, snapshot_id: String) -> StateImage {
+        StateImage {
             last_applied: self.last_applied,
             last_membership: self.last_membership.clone(),
             snapshot_id,
@@ -428,18 +433,18 @@ impl StateMachine {
         }
     }
 
-    fn write_checkpoint(&self, bytes: &[u8]) -> StorageResult<()> {
+    fn write_state_image(&self, bytes: &[u8]) -> StorageResult<()> {
         self.db
-            .put_cf_opt(family(&self.db, STATE_FAMILY)?, CHECKPOINT_KEY, bytes, &synced())
+            .put_cf_opt(family(&self.db, STATE_FAMILY)?, STATE_IMAGE_KEY, bytes, &synced())
             .map_err(write_error)
     }
 
-    fn snapshot_from(checkpoint: &Checkpoint, bytes: Vec<u8>) -> Snapshot<TypeConfig> {
+    fn snapshot_from(image: &StateImage, bytes: Vec<u8>) -> Snapshot<TypeConfig> {
         Snapshot {
             meta: SnapshotMeta {
-                last_log_id: checkpoint.last_applied,
-                last_membership: checkpoint.last_membership.clone(),
-                snapshot_id: checkpoint.snapshot_id.clone(),
+                last_log_id: image.last_applied,
+                last_membership: image.last_membership.clone(),
+                snapshot_id: image.snapshot_id.clone(),
             },
             snapshot: Box::new(std::io::Cursor::new(bytes)),
         }
@@ -448,18 +453,18 @@ impl StateMachine {
 
 impl RaftSnapshotBuilder<TypeConfig> for StateMachineSnapshotBuilder {
     async fn build_snapshot(&mut self) -> StorageResult<Snapshot<TypeConfig>> {
-        let bytes = codec::encode(&self.checkpoint).map_err(write_error)?;
+        let bytes = codec::encode(&self.image).map_err(write_error)?;
         self.db
-            .put_cf_opt(family(&self.db, STATE_FAMILY)?, CHECKPOINT_KEY, &bytes, &synced())
+            .put_cf_opt(family(&self.db, STATE_FAMILY)?, STATE_IMAGE_KEY, &bytes, &synced())
             .map_err(write_error)?;
-        Ok(StateMachine::snapshot_from(&self.checkpoint, bytes))
+        Ok(StateMachine::snapshot_from(&self.image, bytes))
     }
 }
 
-/// Builds a snapshot from a checkpoint taken when openraft asked for it.
+/// Builds a snapshot from a state image taken when openraft asked for it.
 pub struct StateMachineSnapshotBuilder {
     db: Arc<DB>,
-    checkpoint: Checkpoint,
+    image: StateImage,
 }
 
 impl RaftStateMachine<TypeConfig> for StateMachine {
@@ -520,7 +525,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         self.snapshots_built += 1;
         let last_index = self.last_applied.map_or(0, |id| id.index);
         let snapshot_id = format!("{last_index}-{}", self.snapshots_built);
-        StateMachineSnapshotBuilder { db: self.db.clone(), checkpoint: self.checkpoint(snapshot_id) }
+        StateMachineSnapshotBuilder { db: self.db.clone(), image: self.state_image(snapshot_id) }
     }
 
     async fn begin_receiving_snapshot(&mut self) -> StorageResult<Box<std::io::Cursor<Vec<u8>>>> {
@@ -533,11 +538,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         snapshot: Box<std::io::Cursor<Vec<u8>>>,
     ) -> StorageResult<()> {
         let bytes = snapshot.into_inner();
-        let checkpoint: Checkpoint =
-            codec::decode_exact(&bytes, STORED_VALUE_BYTES_MAX).map_err(|error| {
-                io_error(ErrorSubject::Snapshot(Some(meta.signature())), ErrorVerb::Read, error)
-            })?;
-        if checkpoint.last_applied != meta.last_log_id {
+        let image: StateImage = codec::decode_exact(&bytes, STORED_VALUE_BYTES_MAX).map_err(|error| {
+            io_error(ErrorSubject::Snapshot(Some(meta.signature())), ErrorVerb::Read, error)
+        })?;
+        if image.last_applied != meta.last_log_id {
             return Err(io_error(
                 ErrorSubject::Snapshot(Some(meta.signature())),
                 ErrorVerb::Read,
@@ -547,24 +551,23 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 ),
             ));
         }
-        self.write_checkpoint(&bytes)?;
+        self.write_state_image(&bytes)?;
         self.last_applied = meta.last_log_id;
         self.last_membership = meta.last_membership.clone();
         self.shared.write(|applied| {
             applied.applied_index = meta.last_log_id.map_or(0, |id| id.index);
-            applied.policy = checkpoint.state;
+            applied.policy = image.state;
         });
         Ok(())
     }
 
     async fn get_current_snapshot(&mut self) -> StorageResult<Option<Snapshot<TypeConfig>>> {
         let Some(bytes) =
-            self.db.get_cf(family(&self.db, STATE_FAMILY)?, CHECKPOINT_KEY).map_err(read_error)?
+            self.db.get_cf(family(&self.db, STATE_FAMILY)?, STATE_IMAGE_KEY).map_err(read_error)?
         else {
             return Ok(None);
         };
-        let checkpoint: Checkpoint =
-            codec::decode_exact(&bytes, STORED_VALUE_BYTES_MAX).map_err(read_error)?;
-        Ok(Some(StateMachine::snapshot_from(&checkpoint, bytes)))
+        let image: StateImage = codec::decode_exact(&bytes, STORED_VALUE_BYTES_MAX).map_err(read_error)?;
+        Ok(Some(StateMachine::snapshot_from(&image, bytes)))
     }
 }

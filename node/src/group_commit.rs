@@ -10,6 +10,7 @@ use std::sync::Arc;
 use civmesh_consensus::{PolicyLog, SubmitError};
 use civmesh_policy::{Applied, Rejection, SignedCommand};
 use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio_util::task::TaskTracker;
 
 use crate::swarm::SwarmClient;
 
@@ -32,10 +33,11 @@ pub struct GroupCommitter {
 }
 
 impl GroupCommitter {
-    /// Starts the batching task.
-    pub fn start(log: PolicyLog<SwarmClient>) -> Self {
+    /// Starts the batching task on `tasks`, which also runs each batch's
+    /// commit. The task ends once every handle is dropped.
+    pub fn start(log: PolicyLog<SwarmClient>, tasks: &TaskTracker) -> Self {
         let (queue, receiver) = mpsc::channel(GROUP_COMMIT_QUEUED_MAX);
-        tokio::spawn(run(log, receiver));
+        tasks.spawn(run(log, receiver, tasks.clone()));
         GroupCommitter { queue }
     }
 
@@ -51,7 +53,7 @@ impl GroupCommitter {
     }
 }
 
-async fn run(log: PolicyLog<SwarmClient>, mut receiver: mpsc::Receiver<Pending>) {
+async fn run(log: PolicyLog<SwarmClient>, mut receiver: mpsc::Receiver<Pending>, tasks: TaskTracker) {
     let in_flight = Arc::new(Semaphore::new(GROUP_COMMIT_BATCHES_IN_FLIGHT_MAX));
     while let Some(first) = receiver.recv().await {
         // Wait for a commit slot first: while waiting, the queue fills.
@@ -64,7 +66,7 @@ async fn run(log: PolicyLog<SwarmClient>, mut receiver: mpsc::Receiver<Pending>)
             }
         }
         let log = log.clone();
-        tokio::spawn(async move {
+        tasks.spawn(async move {
             let (commands, replies): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
             match log.submit(commands).await {
                 Ok(result) => {

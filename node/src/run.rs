@@ -19,7 +19,7 @@ use tokio_util::task::TaskTracker;
 use crate::api::{self, ApiState};
 use crate::config::NodeConfig;
 use crate::corrections::CorrectionService;
-use crate::query::QueryService;
+use crate::query::{QueryService, QuerySettings};
 use crate::records::RecordStore;
 use crate::security::PeerRefusal;
 use crate::swarm::{self, InboundRequest, Protocol, SwarmClient};
@@ -97,13 +97,13 @@ impl Node {
         let bootstrap_peers = parse_peers(&config.trust.bootstrap_peers)?;
         let tasks = TaskTracker::new();
         let (stop_sender, stop) = watch::channel(false);
-        let (swarm, inbound) =
-            swarm::start(identity.key.to_libp2p_keypair()?, &config.node.p2p_listen, stop.clone())?;
+        let keypair = identity.key.to_libp2p_keypair()?;
+        let (swarm, inbound) = swarm::start_tracked(keypair, &config.node.p2p_listen, stop.clone(), &tasks)?;
         let listening = wait_for_listen_address(&swarm).await?;
         let address = config.node.p2p_advertise.clone().unwrap_or(listening);
         let log =
             PolicyLog::start(raft_config(node_dir, config, &identity.key, &address), swarm.clone()).await?;
-        let services = Services::start(node_dir, &identity, &log, &swarm).await?;
+        let services = Services::start(node_dir, &identity, &log, &swarm, &tasks).await?;
         let key = &identity.key;
         tasks.spawn(services.corrections.clone().run_worker(stop.clone()));
         tasks.spawn(services.query.clone().run_push_retries(stop.clone()));
@@ -179,6 +179,7 @@ impl Services {
         identity: &Identity,
         log: &PolicyLog<SwarmClient>,
         swarm: &SwarmClient,
+        tasks: &TaskTracker,
     ) -> anyhow::Result<Services> {
         let config = &identity.config;
         let records =
@@ -195,9 +196,9 @@ impl Services {
             identity.key.clone(),
             records.clone(),
             swarm.clone(),
-            subject_key_secret,
             metrics.clone(),
-            limits,
+            QuerySettings { subject_key_secret, limits },
+            tasks.clone(),
         )?);
         let corrections = CorrectionService::new(
             log.clone(),
@@ -205,6 +206,7 @@ impl Services {
             records.clone(),
             swarm.clone(),
             query.clone(),
+            tasks.clone(),
         )?;
         corrections.set_attachment_limits(config.corrections.into());
         Ok(Services { records, query, corrections, metrics })

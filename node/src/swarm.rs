@@ -20,6 +20,7 @@ use libp2p::{allow_block_list, identify, noise, tcp, yamux, Multiaddr, PeerId, S
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use tokio::sync::{mpsc, oneshot};
+use tokio_util::task::TaskTracker;
 
 use crate::api::metrics::{Metrics, OutcomeLabel};
 
@@ -291,11 +292,22 @@ impl SwarmClient {
 }
 
 /// Builds the swarm, starts listening on `listen`, and spawns the task that
-/// owns it. Inbound requests arrive on the returned receiver.
+/// owns it, untracked (for tools and tests). Inbound requests arrive on the
+/// returned receiver.
 pub fn start(
     keypair: libp2p::identity::Keypair,
     listen: &str,
     shutdown: tokio::sync::watch::Receiver<bool>,
+) -> Result<(SwarmClient, Inbound), SwarmError> {
+    start_tracked(keypair, listen, shutdown, &TaskTracker::new())
+}
+
+/// [`start`], with the swarm task and its per-request tasks on `tasks`.
+pub fn start_tracked(
+    keypair: libp2p::identity::Keypair,
+    listen: &str,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+    tasks: &TaskTracker,
 ) -> Result<(SwarmClient, Inbound), SwarmError> {
     let mut swarm = libp2p::SwarmBuilder::with_existing_identity(keypair)
         .with_tokio()
@@ -327,7 +339,8 @@ pub fn start(
     let (commands, command_receiver) = mpsc::channel(SWARM_COMMANDS_QUEUED_MAX);
     let (raft, raft_receiver) = mpsc::channel(INBOUND_RAFT_REQUESTS_QUEUED_MAX);
     let (services, services_receiver) = mpsc::channel(INBOUND_SERVICE_REQUESTS_QUEUED_MAX);
-    tokio::spawn(SwarmTask::new(swarm, command_receiver, raft, services).run(shutdown));
+    let task = SwarmTask::new(swarm, command_receiver, raft, services, tasks.clone());
+    tasks.spawn(task.run(shutdown));
     Ok((SwarmClient { commands }, Inbound { raft: raft_receiver, services: services_receiver }))
 }
 
@@ -355,6 +368,8 @@ struct SwarmTask {
     pending_inbound: HashMap<u64, (Protocol, ResponseChannel<Vec<u8>>)>,
     next_inbound_id: u64,
     allowed: BTreeSet<PeerId>,
+    /// Runs the tasks that wait for inbound requests' answers.
+    tasks: TaskTracker,
 }
 
 impl SwarmTask {
@@ -363,6 +378,7 @@ impl SwarmTask {
         commands: mpsc::Receiver<SwarmCommand>,
         raft_inbound: mpsc::Sender<InboundRequest>,
         service_inbound: mpsc::Sender<InboundRequest>,
+        tasks: TaskTracker,
     ) -> Self {
         let (answers, answer_receiver) =
             mpsc::channel(INBOUND_RAFT_REQUESTS_QUEUED_MAX + INBOUND_SERVICE_REQUESTS_QUEUED_MAX);
@@ -378,6 +394,7 @@ impl SwarmTask {
             pending_inbound: HashMap::new(),
             next_inbound_id: 0,
             allowed: BTreeSet::new(),
+            tasks,
         }
     }
 
@@ -470,8 +487,12 @@ impl SwarmTask {
                     }
                     self.pending_inbound.insert(id, (protocol, channel));
                     let answers = self.answers.clone();
-                    tokio::spawn(async move {
-                        let _ = answers.send((id, answer.await.ok())).await;
+                    self.tasks.spawn(async move {
+                        tokio::select! {
+                            answer = answer => { let _ = answers.send((id, answer.ok())).await; }
+                            // The swarm task stopped: no one to answer.
+                            _ = answers.closed() => {}
+                        }
                     });
                 }
                 request_response::Message::Response { request_id, response } => {

@@ -32,7 +32,7 @@ pub(crate) async fn query_owner(
             .await
             .map_err(|reason| {
                 crate::api::metrics::Metrics::count(&state.metrics.queries_asked, "refused");
-                ApiError::new(StatusCode::BAD_GATEWAY, reason)
+                ApiError::new(StatusCode::BAD_GATEWAY, reason.to_string())
             })?;
     crate::api::metrics::Metrics::count(&state.metrics.queries_asked, crate::query::outcome_label(&answer));
     Ok(Json(answer))
@@ -155,7 +155,7 @@ pub(crate) async fn subscribe(
         .query
         .subscribe_to(&owner, spec)
         .await
-        .map_err(|reason| ApiError::new(StatusCode::BAD_GATEWAY, reason))?;
+        .map_err(|reason| ApiError::new(StatusCode::BAD_GATEWAY, reason.to_string()))?;
     Ok(Json(serde_json::json!({ "subscription": subscription })))
 }
 

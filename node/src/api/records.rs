@@ -175,9 +175,7 @@ pub(crate) async fn import_records(
     let (corrections_superseded, corrections_in_conflict) =
         state.corrections.records_imported(&dataset.id, &changed).await;
     // Subscribers hear of the new versions, each push logged first.
-    let query = state.query.clone();
-    let dataset_id = dataset.id.clone();
-    tokio::spawn(async move { query.push_changes(&dataset_id, &changed).await });
+    state.query.spawn_push_changes(dataset.id.clone(), changed);
     Ok(Json(ImportResponse { written, unchanged, failures, corrections_superseded, corrections_in_conflict }))
 }
 

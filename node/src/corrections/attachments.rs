@@ -12,8 +12,17 @@
 //! different, it keeps nothing and refuses. Only the digests are signed,
 //! and nothing of an attachment enters the policy log.
 
-use civmesh_policy::correction::{CorrectionId, CORRECTION_ATTACHMENTS_MAX};
+use std::sync::atomic::Ordering;
+
+use civmesh_certs::{NodeId, SignedEnvelope};
+use civmesh_policy::correction::{CorrectionId, CorrectionRequest, CORRECTION_ATTACHMENTS_MAX};
 use serde::{Deserialize, Serialize};
+
+use crate::corrections::worker::SendError;
+use crate::corrections::{
+    hex_id, CorrectionAck, CorrectionError, CorrectionMessage, CorrectionService, Side,
+};
+use crate::records::RecordStoreError;
 
 /// Attachments one correction carries at most, unless `civmesh.toml` says.
 pub const ATTACHMENTS_MAX_DEFAULT: usize = 5;
@@ -25,6 +34,52 @@ pub const ATTACHMENT_WAIT_MS_MAX: u64 = 60_000;
 /// The bytes of one chunk at most (well under the correction protocol's
 /// message bound, `CORRECTION_MESSAGE_BYTES_MAX`).
 pub const ATTACHMENT_CHUNK_BYTES_MAX: usize = 192 * 1024;
+
+/// Why the owner refused an attachment chunk (the submitter reads it in
+/// [`CorrectionAck::Refused`]).
+#[derive(Debug, thiserror::Error)]
+enum ChunkRefusal {
+    /// No inbox entry from this peer for the correction.
+    #[error("no such correction from this node in this inbox")]
+    NoSuchCorrection,
+    /// The stored request does not decode.
+    #[error("the stored request does not decode")]
+    RequestCorrupt,
+    /// The entry could not be read.
+    #[error(transparent)]
+    Entry(#[from] CorrectionError),
+    /// The chunk does not fit the attachment or its bounds.
+    #[error(transparent)]
+    Attachment(#[from] AttachmentError),
+    /// The record store failed.
+    #[error("{0}")]
+    Store(#[from] RecordStoreError),
+}
+
+/// Why the submitter could not send an attachment to the owner.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum SendAttachmentError {
+    /// The request names no attachment at that index.
+    #[error("no such attachment")]
+    IndexUnknown,
+    /// The record store failed.
+    #[error("{0}")]
+    Store(#[from] RecordStoreError),
+    /// This node does not hold it.
+    #[error(transparent)]
+    Attachment(#[from] AttachmentError),
+    /// A chunk did not reach the owner.
+    #[error(transparent)]
+    Send(#[from] SendError),
+    /// The owner refused a chunk.
+    #[error("the owner refused attachment {index}: {reason}")]
+    Refused {
+        /// The attachment's index.
+        index: u32,
+        /// Why, in the owner's words.
+        reason: String,
+    },
+}
 
 /// The bounds a node enforces, from `[corrections]` in `civmesh.toml`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -253,6 +308,146 @@ pub struct Uploaded {
     pub bytes: u64,
     /// The content type, from the bytes.
     pub content_type: String,
+}
+
+impl CorrectionService {
+    /// Whether this node holds every attachment `request` names.
+    pub(super) fn attachments_held(&self, request: &CorrectionRequest) -> bool {
+        request
+            .attachment_sha256
+            .iter()
+            .all(|digest| self.records.attachment_len(digest).is_ok_and(|held| held.is_some()))
+    }
+
+    /// The bounds on attachments this node enforces.
+    pub fn attachment_limits(&self) -> AttachmentLimits {
+        AttachmentLimits {
+            attachments_max: self.attachments_max.load(Ordering::Relaxed),
+            attachment_bytes_max: self.attachment_bytes_max.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Sets the bounds (from `[corrections]` in `civmesh.toml`).
+    pub fn set_attachment_limits(&self, limits: AttachmentLimits) {
+        self.attachments_max.store(limits.attachments_max, Ordering::Relaxed);
+        self.attachment_bytes_max.store(limits.attachment_bytes_max, Ordering::Relaxed);
+    }
+
+    /// Keeps an attachment at the submitter (synced), by its SHA-256, for a
+    /// correction to name; returns the digest.
+    pub fn upload_attachment(&self, bytes: &[u8]) -> Result<[u8; 32], CorrectionError> {
+        let max = self.attachment_limits().attachment_bytes_max;
+        if bytes.len() as u64 > max {
+            return Err(AttachmentError::TooLarge {
+                name: "uploaded".into(),
+                bytes: bytes.len() as u64,
+                max,
+            }
+            .into());
+        }
+        let digest = sha256(bytes);
+        self.records
+            .put_attachment(&digest, bytes)
+            .map_err(|error| CorrectionError::Store(error.to_string()))?;
+        Ok(digest)
+    }
+
+    /// Attachment `index` of correction `id`, as this node holds it.
+    pub fn attachment(&self, id: &CorrectionId, index: u32) -> Result<Vec<u8>, CorrectionError> {
+        let entry = self.load(id)?.ok_or_else(|| CorrectionError::Unknown(hex_id(id)))?;
+        let request = SignedEnvelope::<CorrectionRequest>::from_bytes(&entry.request_bytes)
+            .and_then(|envelope| envelope.unverified_payload())
+            .map_err(|error| CorrectionError::Store(error.to_string()))?;
+        let digest = request
+            .attachment_sha256
+            .get(index as usize)
+            .ok_or(AttachmentError::IndexUnknown { correction: hex_id(id), index })?;
+        self.records
+            .attachment(digest)
+            .map_err(|error| CorrectionError::Store(error.to_string()))?
+            .ok_or_else(|| AttachmentError::NotArrived { correction: hex_id(id), index }.into())
+    }
+
+    /// Sends attachment `index` to the owner, chunk by chunk.
+    pub(super) async fn send_attachment(
+        &self,
+        id: &CorrectionId,
+        request: &CorrectionRequest,
+        index: u32,
+    ) -> Result<(), SendAttachmentError> {
+        let digest =
+            request.attachment_sha256.get(index as usize).ok_or(SendAttachmentError::IndexUnknown)?;
+        let bytes =
+            self.records.attachment(digest)?.ok_or_else(|| AttachmentError::NotUploaded(hex_id(digest)))?;
+        for chunk in chunks(*id, index, &bytes) {
+            match self.send_to_owner(&request.dataset, &CorrectionMessage::Attachment(chunk)).await? {
+                CorrectionAck::Stored => {}
+                CorrectionAck::Refused(reason) => return Err(SendAttachmentError::Refused { index, reason }),
+            }
+        }
+        Ok(())
+    }
+
+    /// The owner's side of an attachment chunk from `peer`.
+    pub(super) async fn receive_attachment(&self, peer: NodeId, chunk: AttachmentChunk) -> CorrectionAck {
+        match self.keep_chunk(peer, chunk).await {
+            Ok(()) => CorrectionAck::Stored,
+            Err(refusal) => CorrectionAck::Refused(refusal.to_string()),
+        }
+    }
+
+    /// Keeps a chunk (synced) if it continues what arrived; the last one is
+    /// checked against the signed digest, and the whole kept only if it
+    /// matches.
+    async fn keep_chunk(&self, peer: NodeId, chunk: AttachmentChunk) -> Result<(), ChunkRefusal> {
+        let id = chunk.correction;
+        let _guard = self.entries_lock.lock().await;
+        let entry = match self.load(&id)? {
+            Some(entry) if entry.side == Side::Inbox && entry.submitter == peer => entry,
+            _ => return Err(ChunkRefusal::NoSuchCorrection),
+        };
+        let request = SignedEnvelope::<CorrectionRequest>::from_bytes(&entry.request_bytes)
+            .and_then(|envelope| envelope.unverified_payload())
+            .map_err(|_| ChunkRefusal::RequestCorrupt)?;
+        let limits = self.attachment_limits();
+        let signed = request
+            .attachment_sha256
+            .get(chunk.index as usize)
+            .ok_or(AttachmentError::IndexUnknown { correction: hex_id(&id), index: chunk.index })?;
+        if request.attachment_sha256.len() > limits.attachments_max {
+            let count = request.attachment_sha256.len();
+            return Err(AttachmentError::TooMany { count, max: limits.attachments_max }.into());
+        }
+        if self.records.attachment_len(signed)?.is_some() {
+            return Ok(());
+        }
+        let parts = self.records.attachment_parts(&id, chunk.index)?;
+        let received: u64 = parts.iter().map(|(_, bytes)| bytes.len() as u64).sum();
+        match fit(&chunk, received, limits)? {
+            ChunkFit::Repeat => {}
+            ChunkFit::Next => {
+                self.records.put_attachment_part(&id, chunk.index, chunk.offset, &chunk.bytes)?
+            }
+            ChunkFit::Last => {
+                let mut whole = Vec::with_capacity(chunk.total_bytes as usize);
+                for (_, bytes) in parts {
+                    whole.extend_from_slice(&bytes);
+                }
+                whole.extend_from_slice(&chunk.bytes);
+                let _ = self.records.delete_attachment_parts(&id, chunk.index);
+                let arrived = sha256(&whole);
+                if arrived != *signed {
+                    tracing::warn!(correction = %hex_id(&id), index = chunk.index, "an attachment does not match its signed digest; dropped");
+                    let (signed, received) = (hex_id(signed), hex_id(&arrived));
+                    return Err(
+                        AttachmentError::DigestMismatch { index: chunk.index, signed, received }.into()
+                    );
+                }
+                self.records.put_attachment(signed, &whole)?;
+            }
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,259 @@
+//! Pushes: after records change, the owner pushes the new versions,
+//! masked per each subscriber's grant, each push logged first, and retries
+//! the undelivered; a subscriber keeps the pushes for its own subscriptions.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use civmesh_certs::codec::CodecError;
+use civmesh_certs::{codec, now_unix_millis, EnvelopeError, NodeId, SignedEnvelope};
+use civmesh_consensus::TransportError;
+use civmesh_policy::model::SubjectKeyHash;
+use civmesh_policy::{decide, AccessRecord, Command, Decision, FieldAction, QueryHeader};
+use serde::{Deserialize, Serialize};
+
+use crate::query::owner::project;
+use crate::query::{
+    access_request, hex, Facts, LogAccessError, PushBody, QueryProtocolMessage, QueryService, ReleasedRecord,
+    QUERY_MESSAGE_BYTES_MAX, QUERY_TIMEOUT_MS,
+};
+use crate::records::{RecordStoreError, RecordVersion};
+use crate::swarm::Protocol;
+
+/// How often undelivered pushes are retried.
+pub const PUSH_RETRY_TICK_MS: u64 = 1_000;
+/// Undelivered pushes retried per tick at most.
+pub const PUSH_RETRIES_PER_TICK_MAX: usize = 64;
+/// An undelivered push is dropped after this long (the subscriber can query).
+pub const PUSH_RETRY_AGE_MS_MAX: u64 = 24 * 60 * 60 * 1000;
+
+/// Pushes a subscriber keeps for its API at most; older ones are dropped.
+pub const RECEIVED_PUSHES_KEPT_MAX: usize = 10_000;
+/// Records in one push at most.
+pub const PUSH_RECORDS_MAX: usize = 1_000;
+
+/// A push as the subscriber keeps it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ReceivedPush {
+    /// The subscription, hex.
+    pub subscription: String,
+    /// The owner node that pushed.
+    pub owner: String,
+    /// What it pushed.
+    pub body: PushBody,
+}
+
+/// A logged push not yet delivered, as kept for retry.
+#[derive(Debug, Serialize, Deserialize)]
+struct PendingPush {
+    subscriber: NodeId,
+    message: Vec<u8>,
+    first_attempt_ms: u64,
+}
+
+/// Why one push (a chunk of changed records to one subscriber) failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PushError {
+    /// The access record or the push could not be signed.
+    #[error("{0}")]
+    Envelope(#[from] EnvelopeError),
+    /// The push could not be encoded.
+    #[error("{0}")]
+    Codec(#[from] CodecError),
+    /// The push could not be logged; nothing was sent.
+    #[error(transparent)]
+    Log(#[from] LogAccessError),
+    /// Logged but not delivered, and not kept for retry either.
+    #[error("{0}")]
+    Store(#[from] RecordStoreError),
+    /// Logged, not delivered, and kept (synced) for retry.
+    #[error("{0}; kept for retry")]
+    KeptForRetry(#[source] SendPushError),
+}
+
+/// Why a push did not reach its subscriber.
+#[derive(Debug, thiserror::Error)]
+pub enum SendPushError {
+    /// The policy log names no address for the subscriber.
+    #[error("the subscriber's address is unknown")]
+    AddressUnknown,
+    /// The request failed.
+    #[error("{0}")]
+    Transport(#[from] TransportError),
+}
+
+impl QueryService {
+    /// After records of `dataset` changed: push the new versions, masked per
+    /// each subscriber's grant, to every subscriber, each push logged first.
+    pub async fn push_changes(&self, dataset: &str, changed: &[(String, RecordVersion)]) {
+        type Target = ([u8; 32], NodeId, SignedEnvelope<QueryHeader>, QueryHeader);
+        let targets: Vec<Target> = match self.subscriptions.lock() {
+            Ok(subscriptions) => subscriptions
+                .iter()
+                .filter(|subscription| subscription.header.dataset == dataset)
+                .map(|s| (s.digest, s.subscriber, s.envelope.clone(), s.header.clone()))
+                .collect(),
+            Err(_) => return,
+        };
+        for (digest, subscriber, envelope, header) in targets {
+            for chunk in changed.chunks(PUSH_RECORDS_MAX) {
+                if let Err(error) = self.push_chunk(digest, subscriber, &envelope, &header, chunk).await {
+                    tracing::warn!(subscriber = %subscriber, %error, "push not delivered");
+                }
+            }
+        }
+    }
+
+    /// [`push_changes`](Self::push_changes) in the background, on the
+    /// service's tracked tasks.
+    pub fn spawn_push_changes(self: &Arc<Self>, dataset: String, changed: Vec<(String, RecordVersion)>) {
+        let service = self.clone();
+        self.tasks.spawn(async move { service.push_changes(&dataset, &changed).await });
+    }
+
+    async fn push_chunk(
+        &self,
+        digest: [u8; 32],
+        subscriber: NodeId,
+        envelope: &SignedEnvelope<QueryHeader>,
+        header: &QueryHeader,
+        chunk: &[(String, RecordVersion)],
+    ) -> Result<(), PushError> {
+        let found: Vec<(String, SubjectKeyHash, RecordVersion)> = chunk
+            .iter()
+            .map(|(key, record)| {
+                (key.clone(), SubjectKeyHash::of(&self.subject_key_secret, key), record.clone())
+            })
+            .collect();
+        let facts: Vec<Facts> =
+            found.iter().map(|(_, subject, record)| Facts { subject: *subject, record }).collect();
+        let request = access_request(subscriber, header);
+        let now_ms = now_unix_millis();
+        let decision = self.log.state().read(|applied| decide(&applied.policy, &request, &facts, now_ms));
+        let (outcome, records) = project(&decision, header, &found);
+        let key_granted = self.key_field_released(&header.dataset, &decision);
+        let records: Vec<ReleasedRecord> = records
+            .into_iter()
+            .flatten()
+            .filter(|record| !record.fields.is_empty())
+            .map(|record| if key_granted { record } else { ReleasedRecord { key: String::new(), ..record } })
+            .collect();
+        if records.is_empty() {
+            return Ok(());
+        }
+        let record = AccessRecord { request: envelope.clone(), outcome, decided_at_ms: now_ms };
+        let command = SignedEnvelope::sign(&self.key, &Command::RecordPush(record), now_ms)?;
+        let position = self.log_access(command).await?;
+        let body = PushBody {
+            subscription: digest,
+            dataset: header.dataset.clone(),
+            records,
+            access_log_position: position,
+        };
+        let push = SignedEnvelope::sign(&self.key, &body, now_unix_millis())
+            .and_then(|envelope| envelope.to_bytes())?;
+        let message = codec::encode(&QueryProtocolMessage::Push(push))?;
+        if let Err(error) = self.send_push(&subscriber, message.clone()).await {
+            // Logged, not delivered: kept (synced) and retried.
+            let pending = PendingPush { subscriber, message, first_attempt_ms: now_unix_millis() };
+            let bytes = codec::encode(&pending)?;
+            self.records.put_push(position, &bytes)?;
+            return Err(PushError::KeptForRetry(error));
+        }
+        Ok(())
+    }
+
+    /// Whether `decision` releases the dataset's subject key field as
+    /// stored: only then does a push carry plain record keys.
+    fn key_field_released(&self, dataset: &str, decision: &Decision) -> bool {
+        let Decision::Permit { fields, .. } = decision else { return false };
+        let key_field = self
+            .log
+            .state()
+            .read(|applied| applied.policy.datasets.get(dataset).map(|d| d.subject_key_field.clone()));
+        key_field.is_some_and(|key_field| {
+            fields.iter().any(|plan| plan.field == key_field && plan.action == FieldAction::Release)
+        })
+    }
+
+    async fn send_push(&self, subscriber: &NodeId, message: Vec<u8>) -> Result<(), SendPushError> {
+        let peer = self.log.peer_of(subscriber).ok_or(SendPushError::AddressUnknown)?;
+        self.swarm
+            .request_on(Protocol::Query, &peer, message, Duration::from_millis(QUERY_TIMEOUT_MS))
+            .await?;
+        Ok(())
+    }
+
+    /// Retries logged pushes that did not reach their subscriber (it was
+    /// down or cut off), every `PUSH_RETRY_TICK_MS`, until delivered or
+    /// older than `PUSH_RETRY_AGE_MS_MAX`; runs until `stop`.
+    pub async fn run_push_retries(self: Arc<Self>, mut stop: tokio::sync::watch::Receiver<bool>) {
+        let mut tick = tokio::time::interval(Duration::from_millis(PUSH_RETRY_TICK_MS));
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = stop.changed() => return,
+            }
+            let Ok(pending) = self.records.pushes(PUSH_RETRIES_PER_TICK_MAX) else { continue };
+            for (position, bytes) in pending {
+                let Ok(push) = codec::decode_exact::<PendingPush>(&bytes, QUERY_MESSAGE_BYTES_MAX) else {
+                    let _ = self.records.delete_push(position);
+                    continue;
+                };
+                let expired = now_unix_millis().saturating_sub(push.first_attempt_ms) > PUSH_RETRY_AGE_MS_MAX;
+                if expired {
+                    tracing::warn!(subscriber = %push.subscriber, position, "push not delivered in time; dropped");
+                    let _ = self.records.delete_push(position);
+                } else if self.send_push(&push.subscriber, push.message).await.is_ok() {
+                    let _ = self.records.delete_push(position);
+                }
+            }
+        }
+    }
+
+    /// The subscriber's side of a push: only for its own subscription, from
+    /// the owner of the dataset.
+    pub(super) fn receive_push(&self, peer: NodeId, bytes: &[u8]) -> Vec<u8> {
+        let Ok(envelope) = SignedEnvelope::<PushBody>::from_bytes(bytes) else { return Vec::new() };
+        let Ok(verified) = envelope.verify_signature() else { return Vec::new() };
+        let dataset = self
+            .my_subscriptions
+            .lock()
+            .ok()
+            .and_then(|mine| mine.get(&verified.payload.subscription).cloned());
+        // Only from a current member of the organisation that owns the dataset.
+        let from_owner = dataset.is_some_and(|dataset| {
+            dataset == verified.payload.dataset
+                && self.log.state().read(|applied| {
+                    let owner = applied.policy.datasets.get(&dataset).map(|d| d.owner.clone());
+                    applied
+                        .policy
+                        .active_member(&peer)
+                        .is_some_and(|member| Some(&member.org) == owner.as_ref())
+                })
+        });
+        if verified.signer != peer || !from_owner {
+            return Vec::new();
+        }
+        if let Ok(mut received) = self.received.lock() {
+            let position = verified.payload.access_log_position;
+            if received.iter().any(|push| push.body.access_log_position == position) {
+                return vec![1];
+            }
+            if received.len() >= RECEIVED_PUSHES_KEPT_MAX {
+                received.pop_front();
+            }
+            received.push_back(ReceivedPush {
+                subscription: hex(&verified.payload.subscription),
+                owner: peer.to_string(),
+                body: verified.payload,
+            });
+        }
+        vec![1]
+    }
+
+    /// The pushes this node received, oldest first.
+    pub fn received_pushes(&self) -> Vec<ReceivedPush> {
+        self.received.lock().map(|received| received.iter().cloned().collect()).unwrap_or_default()
+    }
+}
