@@ -78,60 +78,68 @@ fn long_name(arg: &OsString) -> Option<&str> {
     (!name.is_empty()).then_some(name)
 }
 
-/// `args` (the program name first) with old spellings replaced by the new
-/// ones, and a warning for each replaced.
-pub fn rewrite(args: Vec<OsString>) -> (Vec<OsString>, Vec<String>) {
-    let root = Cli::command();
-    let (mut command, mut path, mut start) = (&root, Vec::new(), 1);
+/// The subcommand `args` name (e.g. `["cluster", "admit"]`), its clap
+/// command, and the index of the first argument after its name.
+fn subcommand_of<'a>(root: &'a clap::Command, args: &[OsString]) -> (Vec<&'a str>, &'a clap::Command, usize) {
+    let (mut command, mut path, mut start) = (root, Vec::new(), 1);
     while let Some(sub) = args.get(start).and_then(|arg| command.find_subcommand(arg.to_str()?)) {
         path.push(sub.get_name());
         command = sub;
         start += 1;
     }
-    let renames: Vec<&Rename> = RENAMES.iter().filter(|rename| rename.command == path.as_slice()).collect();
+    (path, command, start)
+}
+
+/// Whether `command`'s `--long` takes a value.
+fn takes_value(command: &clap::Command, long: &str) -> bool {
+    command.get_arguments().any(|arg| arg.get_long() == Some(long) && arg.get_action().takes_values())
+}
+
+/// `args` (the program name first) with old spellings replaced by the new
+/// ones, and a warning for each replaced. Words after `--` are left alone.
+pub fn rewrite(args: Vec<OsString>) -> (Vec<OsString>, Vec<String>) {
+    let root = Cli::command();
+    let (path, command, start) = subcommand_of(&root, &args);
+    let words = &args[start..];
+    let given = |name: &str| words.iter().any(|arg| long_name(arg) == Some(name));
+    let renames: Vec<&Rename> = RENAMES
+        .iter()
+        .filter(|rename| rename.command == path.as_slice() && rename.beside.is_none_or(given))
+        .collect();
     if renames.is_empty() {
         return (args, Vec::new());
     }
-    let given = |name: &str| args[start..].iter().any(|arg| long_name(arg) == Some(name));
-    let applies = |rename: &&&Rename| rename.beside.is_none_or(given);
-    let takes_value = |long: &str| {
-        command.get_arguments().any(|arg| arg.get_long() == Some(long) && arg.get_action().takes_values())
-    };
     let shown = format!("civmesh {}", path.join(" "));
     let (mut out, mut warnings) = (args[..start].to_vec(), Vec::new());
-    let mut rest = args[start..].iter();
     let mut value_next = false;
-    while let Some(arg) = rest.next() {
+    for (index, arg) in words.iter().enumerate() {
         if arg == "--" {
-            out.push(arg.clone());
-            out.extend(rest.by_ref().cloned());
+            out.extend(words[index..].iter().cloned());
             break;
         }
         let is_value = std::mem::take(&mut value_next);
+        let text = arg.to_str().unwrap_or_default();
         if let Some(name) = long_name(arg) {
-            let rename = renames
-                .iter()
-                .filter(applies)
-                .find(|rename| matches!(rename.old, OldSpelling::Flag(old) if old == name));
+            let rename =
+                renames.iter().find(|rename| matches!(rename.old, OldSpelling::Flag(old) if old == name));
             let long = rename.map_or(name, |rename| rename.new);
-            if let Some(rename) = rename {
-                let text = arg.to_str().unwrap_or_default();
-                out.push(format!("--{long}{}", &text[2 + name.len()..]).into());
-                let beside = rename.beside.map(|old| format!(" beside --{old}")).unwrap_or_default();
-                warnings.push(warning(&shown, &format!("--{name}{beside}"), long));
-            } else {
-                out.push(arg.clone());
+            value_next = !text.contains('=') && takes_value(command, long);
+            match rename {
+                Some(rename) => {
+                    out.push(format!("--{long}{}", &text[2 + name.len()..]).into());
+                    let beside = rename.beside.map(|old| format!(" beside --{old}")).unwrap_or_default();
+                    warnings.push(warning(&shown, &format!("--{name}{beside}"), long));
+                }
+                None => out.push(arg.clone()),
             }
-            value_next = !arg.to_str().unwrap_or_default().contains('=') && takes_value(long);
-        } else if !is_value && !arg.to_str().unwrap_or_default().starts_with('-') {
-            if let Some(rename) = renames.iter().find(|rename| rename.old == OldSpelling::Positional) {
-                warnings.push(warning(&shown, &format!("{} given without a flag", rename.new), rename.new));
-                out.push(format!("--{}", rename.new).into());
-            }
-            out.push(arg.clone());
-        } else {
-            out.push(arg.clone());
+            continue;
         }
+        let positional = renames.iter().find(|rename| rename.old == OldSpelling::Positional);
+        if let Some(rename) = positional.filter(|_| !is_value && !text.starts_with('-')) {
+            warnings.push(warning(&shown, &format!("{} given without a flag", rename.new), rename.new));
+            out.push(format!("--{}", rename.new).into());
+        }
+        out.push(arg.clone());
     }
     (out, warnings)
 }
