@@ -20,7 +20,7 @@ const API_CALL_TIMEOUT_MS: u64 = 30_000;
 /// Idle TLS connections an API client keeps for reuse.
 const API_IDLE_CONNECTIONS_MAX: usize = 512;
 
-/// A running node's API, found through its data directory.
+/// A running node's API, found through its directory (`--node-dir`).
 pub struct NodeApi {
     base_url: String,
     token: String,
@@ -29,20 +29,20 @@ pub struct NodeApi {
 }
 
 impl NodeApi {
-    /// Reads `node.json` and the API token of the node in `data_dir`.
-    pub fn open(data_dir: &Path) -> anyhow::Result<Self> {
-        let runtime_path = data_dir.join(RUNTIME_FILE_NAME);
+    /// Reads `node.json` and the API token of the node in `node_dir`.
+    pub fn open(node_dir: &Path) -> anyhow::Result<Self> {
+        let runtime_path = node_dir.join(RUNTIME_FILE_NAME);
         let runtime: RuntimeInfo = serde_json::from_slice(
             &std::fs::read(&runtime_path)
                 .with_context(|| format!("{} (is the node running?)", runtime_path.display()))?,
         )?;
-        let config = NodeConfig::load(data_dir)?;
-        let token_path = NodeConfig::resolve(data_dir, &config.node.api_token_file);
+        let config = NodeConfig::load(node_dir)?;
+        let token_path = NodeConfig::resolve(node_dir, &config.node.api_token_file);
         let token = std::fs::read_to_string(&token_path)
             .with_context(|| format!("reading {}", token_path.display()))?;
         // The API speaks TLS with a certificate from the federation CA: trust
         // that CA alone.
-        let ca_path = NodeConfig::resolve(data_dir, &config.node.ca_certificate_file);
+        let ca_path = NodeConfig::resolve(node_dir, &config.node.ca_certificate_file);
         let ca_pem =
             std::fs::read_to_string(&ca_path).with_context(|| format!("reading {}", ca_path.display()))?;
         let ca_der = CaCertificate::from_pem(&ca_pem)?.der().to_vec();

@@ -1,10 +1,8 @@
 //! The `civmesh` binary: parses arguments, sets up tracing, and hands over to
 //! [`civmesh_node::execute`].
 
-use clap::Parser;
-
 fn main() -> std::process::ExitCode {
-    let cli = civmesh_node::cli::Cli::parse();
+    let cli = civmesh_node::cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("CIVMESH_LOG")

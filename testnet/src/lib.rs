@@ -269,7 +269,7 @@ impl Testnet {
         );
         std::fs::create_dir_all(root)?;
         let ca_dir = root.join("ca");
-        run_cli(&binary, &["ca", "init", "--dir", path_str(&ca_dir)?, "--name", "civmesh testnet"])?;
+        run_cli(&binary, &["ca", "init", "--ca-dir", path_str(&ca_dir)?, "--name", "civmesh testnet"])?;
         // Keys first, so every node's config can name the voters as bootstrap peers.
         let mut peer_ids = Vec::new();
         for spec in specs {
@@ -288,9 +288,9 @@ impl Testnet {
             let kept = snapshot.entries_kept.to_string();
             let mut args = vec![
                 "init",
-                "--data-dir",
+                "--node-dir",
                 path_str(&data_dir)?,
-                "--ca",
+                "--ca-dir",
                 path_str(&ca_dir)?,
                 "--org",
                 &spec.org,
@@ -304,7 +304,7 @@ impl Testnet {
                 &after,
                 "--entries-kept-after-snapshot",
                 &kept,
-                "--key",
+                "--key-file",
                 path_str(&key_path)?,
             ];
             for voter in &voters {
@@ -385,7 +385,7 @@ impl Testnet {
         let mut running = RUNNING.lock().map_err(|_| anyhow::anyhow!("the process registry is poisoned"))?;
         anyhow::ensure!(!running.stopping, "the testnet is stopping; {} not started", node.spec.name);
         let child = command
-            .args(["run", "--data-dir", path_str(&node.data_dir)?])
+            .args(["run", "--node-dir", path_str(&node.data_dir)?])
             .env("CIVMESH_LOG", std::env::var("CIVMESH_LOG").unwrap_or_else(|_| "info".to_string()))
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
@@ -481,7 +481,7 @@ impl Testnet {
             &node_dir,
             "--dataset",
             city::ENTERPRISES,
-            "--key",
+            "--record-key",
             key,
             "--base-version",
             &base,
@@ -558,13 +558,13 @@ impl Testnet {
         let mut args = vec![
             "cluster",
             "bootstrap",
-            "--ca",
+            "--ca-dir",
             path_str(&self.ca_dir)?,
             "--federation-name",
             "civmesh testnet",
         ];
         for node in indices.iter().map(|index| &self.nodes[*index]) {
-            args.push(if node.spec.voter { "--voter-dir" } else { "--member-dir" });
+            args.push(if node.spec.voter { "--voter-node-dir" } else { "--member-node-dir" });
             args.push(path_str(&node.data_dir)?);
         }
         self.cli(&args)?;
@@ -580,11 +580,11 @@ impl Testnet {
         let args = [
             "cluster",
             "admit",
-            "--ca",
+            "--ca-dir",
             path_str(&self.ca_dir)?,
-            "--via-dir",
-            path_str(&self.nodes[via].data_dir)?,
             "--node-dir",
+            path_str(&self.nodes[via].data_dir)?,
+            "--new-node-dir",
             path_str(&self.nodes[index].data_dir)?,
         ];
         self.cli(&args).map(|_| ())
@@ -593,9 +593,9 @@ impl Testnet {
     /// Adds node `index` as a learner, through the leader among the voters.
     pub fn add_learner(&self, index: usize) -> anyhow::Result<()> {
         let mut args =
-            vec!["cluster", "add-learner", "--learner-dir", path_str(&self.nodes[index].data_dir)?];
+            vec!["cluster", "add-learner", "--learner-node-dir", path_str(&self.nodes[index].data_dir)?];
         for voter in self.nodes.iter().filter(|node| node.spec.voter) {
-            args.push("--voter-dir");
+            args.push("--node-dir");
             args.push(path_str(&voter.data_dir)?);
         }
         self.cli(&args).map(|_| ())

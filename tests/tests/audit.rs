@@ -29,8 +29,9 @@ fn verify(net: &Testnet, bundle: &Path, ca: &Path, seen: &Path) -> anyhow::Resul
     net.cli(&[
         "audit",
         "verify",
+        "--bundle",
         bundle.to_str().unwrap(),
-        "--ca",
+        "--ca-cert",
         ca.to_str().unwrap(),
         "--seen",
         seen.to_str().unwrap(),
@@ -109,9 +110,9 @@ fn export_verify_and_subject_access_over_a_live_federation() {
         &hub_dir,
         "--out",
         ranged.to_str().unwrap(),
-        "--from",
+        "--from-entry",
         "2",
-        "--to",
+        "--until-entry",
         "3",
     ])
     .unwrap();
@@ -148,13 +149,14 @@ fn export_verify_and_subject_access_over_a_live_federation() {
     let error = verify(&net, &truncated, &ca, &seen).unwrap_err().to_string();
     assert!(error.contains("truncated or corrupt"), "{error}");
     let other = dir.path().join("other-ca");
-    net.cli(&["ca", "init", "--dir", other.to_str().unwrap(), "--name", "another city"]).unwrap();
+    net.cli(&["ca", "init", "--ca-dir", other.to_str().unwrap(), "--name", "another city"]).unwrap();
     let error = net
         .cli(&[
             "audit",
             "verify",
+            "--bundle",
             second.to_str().unwrap(),
-            "--ca",
+            "--ca-cert",
             other.join("ca.pem").to_str().unwrap(),
             "--seen",
             seen.to_str().unwrap(),
@@ -178,9 +180,9 @@ fn subject_report(
         "subject",
         "--bundle",
         &bundle,
-        "--ca",
+        "--ca-cert",
         &ca,
-        "--key",
+        "--record-key",
         "91310106B",
         "--secret-file",
         &secret,

@@ -215,7 +215,7 @@ fn review_rejects_conflicts_and_bad_input_reach_the_submitter_as_outcomes() {
             dir_of(&net, STREET),
             "--dataset",
             ENTERPRISES,
-            "--key",
+            "--record-key",
             KEY,
         ])
         .args([

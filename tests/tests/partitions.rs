@@ -173,8 +173,9 @@ fn partitions_heal_without_loss_duplicates_or_unlogged_releases(mut net: Testnet
     net.cli(&[
         "audit",
         "verify",
+        "--bundle",
         bundle.to_str().unwrap(),
-        "--ca",
+        "--ca-cert",
         ca.to_str().unwrap(),
         "--seen",
         seen.to_str().unwrap(),

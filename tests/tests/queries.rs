@@ -105,7 +105,7 @@ fn a_street_reads_exactly_what_its_grant_allows_and_every_access_is_logged() {
             &street_dir,
             "--dataset",
             ENTERPRISES,
-            "--key",
+            "--record-key",
             "91310106A",
             "--field",
             "name",

@@ -46,8 +46,9 @@ fn records_are_imported_validated_and_versioned() {
         net.cli(&args)
     };
     let show = |key: &str| -> serde_json::Value {
-        let shown =
-            net.cli(&["records", "show", "--node-dir", &market, "--dataset", DATASET, "--key", key]).unwrap();
+        let shown = net
+            .cli(&["records", "show", "--node-dir", &market, "--dataset", DATASET, "--record-key", key])
+            .unwrap();
         serde_json::from_str(&shown).unwrap()
     };
 

@@ -4,7 +4,7 @@
 //! files (the bundle, the JSON report, the seen-checkpoints file).
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use civmesh_certs::{codec, now_unix_millis, CaCertificate, SignedEnvelope};
@@ -14,28 +14,103 @@ use civmesh_policy::audit::{
 };
 use civmesh_policy::model::{subject_key_commitment, SubjectKeyHash};
 use civmesh_policy::{Command, PolicyState};
+use clap::{Args, Subcommand};
 
 use crate::api::AUDIT_COMMANDS_PER_REQUEST_MAX;
-use crate::cli::AuditCommand;
+use crate::cli::args::{Bundle, CaCert, NodeDir};
 use crate::client::NodeApi;
+
+/// `civmesh audit ...`.
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Write a self-contained audit bundle from a node's archive of applied
+    /// commands (the node must hold the whole history, e.g. a founding voter).
+    Export(ExportArgs),
+    /// Verify a bundle offline: every signature, every checkpoint's root
+    /// and quorum, consistency with checkpoints seen in earlier runs, and a
+    /// replay of the policy behind every release. Exits non-zero on failure.
+    Verify(VerifyArgs),
+    /// List every access to one subject's records (PIPL Art. 45): who, when,
+    /// for what purpose, under which legal basis, and which fields.
+    Subject(SubjectArgs),
+}
+
+/// Arguments of `civmesh audit export`.
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// The node whose archive is exported.
+    #[command(flatten)]
+    pub node_dir: NodeDir,
+    /// The bundle file to write.
+    #[arg(long, value_name = "OUT_FILE")]
+    pub out: PathBuf,
+    /// The position of the first access entry the report covers, from 0
+    /// (`audit verify` and `audit subject` report from it; the history
+    /// before it is still in the bundle, since the replay needs it).
+    #[arg(long, value_name = "FROM_ENTRY", default_value_t = 0)]
+    pub from_entry: u64,
+    /// The position the bundle ends before: access entries at it and after
+    /// are left out (all when absent).
+    #[arg(long, value_name = "UNTIL_ENTRY")]
+    pub until_entry: Option<u64>,
+}
+
+/// Arguments of `civmesh audit verify`.
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// The bundle to verify.
+    #[command(flatten)]
+    pub bundle: Bundle,
+    /// The federation CA the auditor trusts.
+    #[command(flatten)]
+    pub ca_cert: CaCert,
+    /// Where checkpoints seen in earlier runs are kept.
+    #[arg(long, value_name = "SEEN_FILE", default_value = "civmesh-seen-checkpoints.json")]
+    pub seen: PathBuf,
+    /// Where to write the JSON report (default: BUNDLE.report.json).
+    #[arg(long, value_name = "REPORT_FILE")]
+    pub report: Option<PathBuf>,
+}
+
+/// Arguments of `civmesh audit subject`.
+#[derive(Debug, Args)]
+pub struct SubjectArgs {
+    /// The bundle to read.
+    #[command(flatten)]
+    pub bundle: Bundle,
+    /// The federation CA the auditor trusts.
+    #[command(flatten)]
+    pub ca_cert: CaCert,
+    /// The subject's record key (e.g. a citizen id or credit code).
+    #[arg(long, value_name = "RECORD_KEY")]
+    pub record_key: String,
+    /// The federation's subject-key secret (to hash the key as the log does).
+    #[arg(long, value_name = "SECRET_FILE")]
+    pub secret_file: PathBuf,
+}
 
 /// The largest page of archived commands read, in bytes.
 const ARCHIVE_PAGE_BYTES_MAX: u64 = 512 * 1024 * 1024;
 /// The largest CA certificate or secret file read, in bytes.
 const SMALL_FILE_BYTES_MAX: u64 = 64 * 1024;
 
-pub(crate) fn audit(command: AuditCommand) -> anyhow::Result<()> {
+pub(super) fn execute(command: AuditCommand) -> anyhow::Result<()> {
     match command {
-        AuditCommand::Export { node_dir, out, from, to } => export(&node_dir, &out, from, to),
-        AuditCommand::Verify { bundle, ca, seen, report } => {
-            let report_path = report.unwrap_or_else(|| bundle.with_extension("report.json"));
-            verify(&bundle, &ca, &seen, &report_path)
+        AuditCommand::Export(args) => {
+            export(&args.node_dir.path, &args.out, args.from_entry, args.until_entry)
         }
-        AuditCommand::Subject { bundle, ca, key, secret_file } => subject(&bundle, &ca, &key, &secret_file),
+        AuditCommand::Verify(args) => {
+            let bundle = &args.bundle.path;
+            let report_path = args.report.unwrap_or_else(|| bundle.with_extension("report.json"));
+            verify(bundle, &args.ca_cert.path, &args.seen, &report_path)
+        }
+        AuditCommand::Subject(args) => {
+            subject(&args.bundle.path, &args.ca_cert.path, &args.record_key, &args.secret_file)
+        }
     }
 }
 
-fn export(node_dir: &Path, out: &Path, from: u64, to: Option<u64>) -> anyhow::Result<()> {
+fn export(node_dir: &Path, out: &Path, from: u64, until: Option<u64>) -> anyhow::Result<()> {
     let api = NodeApi::open(node_dir)?;
     let progress = indicatif::ProgressBar::new_spinner();
     let mut commands: Vec<ArchivedCommand> = Vec::new();
@@ -58,7 +133,7 @@ fn export(node_dir: &Path, out: &Path, from: u64, to: Option<u64>) -> anyhow::Re
                  holds the whole history, such as a founding voter",
                 command.sequence
             );
-            if to.is_some_and(|to| entries >= to) {
+            if until.is_some_and(|until| entries >= until) {
                 break 'pages;
             }
             entries += u64::from(command.accepted && is_access(&command));
@@ -82,7 +157,7 @@ fn export(node_dir: &Path, out: &Path, from: u64, to: Option<u64>) -> anyhow::Re
         exported_by: key.node_id(),
         exported_at_ms: now_unix_millis(),
         from_entry: from,
-        to_entry: to.unwrap_or(u64::MAX),
+        to_entry: until.unwrap_or(u64::MAX),
         commands,
     };
     let bytes = encode_bundle(&bundle)?;

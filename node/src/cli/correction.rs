@@ -2,7 +2,7 @@
 //! for corrections, through the running node's API.
 
 use std::io::Read;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -10,15 +10,199 @@ use civmesh_certs::{now_unix_millis, NodeKey, OrgId, SignedEnvelope};
 use civmesh_policy::correction::AutoAcceptRule;
 use civmesh_policy::model::FieldValue;
 use civmesh_policy::Command;
+use clap::{Args, Subcommand, ValueEnum};
 
-use civmesh_policy::evaluation::{Bucket, Evaluation, EvaluationQuery};
-
-use crate::cli::{CorrectionCommand, EvaluationFormat};
+use crate::cli::args::NodeDir;
+use crate::cli::print_json;
 use crate::client::NodeApi;
 use crate::config::NodeConfig;
 use crate::corrections::attachments::{content_type, extension, AttachmentError, AttachmentLimits, Uploaded};
 use crate::corrections::http::{Acceptance, Rejection, Submitted};
-use crate::corrections::{CorrectionSpec, CorrectionState, CorrectionView, EntryStatus};
+use crate::corrections::{CorrectionError, CorrectionSpec, CorrectionState, CorrectionView, EntryStatus};
+
+/// `civmesh correction ...`, through the running node in `--node-dir`.
+#[derive(Debug, Subcommand)]
+pub enum CorrectionCommand {
+    /// Sign a correction with this node's key and send it to the dataset's
+    /// owner (kept in the outbox and retried until delivered); prints its id.
+    Submit(SubmitArgs),
+    /// List this node's corrections (inbox and outbox), newest first.
+    List {
+        /// The node.
+        #[command(flatten)]
+        node_dir: NodeDir,
+        /// Only this status: awaiting_review, superseded_by_import, accepted,
+        /// applied, rejected, conflict, submitted, failed, or a step of
+        /// progress such as awaiting_outcome.
+        #[arg(long, value_name = "STATUS", value_parser = parse_status)]
+        status: Option<StatusFilter>,
+    },
+    /// Show one correction; at the owner, beside the record's base and
+    /// current versions.
+    Show {
+        /// The node.
+        #[command(flatten)]
+        node_dir: NodeDir,
+        /// The correction id (hex).
+        #[arg(value_name = "CORRECTION_ID")]
+        id: String,
+        /// Save the attachments this node holds into this directory, as
+        /// ID-INDEX.EXT (the extension from the bytes' content type).
+        #[arg(long, value_name = "ATTACHMENTS_DIR")]
+        save_attachments: Option<PathBuf>,
+    },
+    /// Accept a correction awaiting review or superseded by an import (at
+    /// the owner); the operator is recorded in the signed event.
+    Accept {
+        /// The owner node.
+        #[command(flatten)]
+        node_dir: NodeDir,
+        /// The correction id (hex).
+        #[arg(value_name = "CORRECTION_ID")]
+        id: String,
+        /// The reviewer's name.
+        #[arg(long, value_name = "OPERATOR")]
+        operator: String,
+    },
+    /// Reject a correction awaiting review, with a reason (at the owner).
+    Reject {
+        /// The owner node.
+        #[command(flatten)]
+        node_dir: NodeDir,
+        /// The correction id (hex).
+        #[arg(value_name = "CORRECTION_ID")]
+        id: String,
+        /// Why, for the submitter.
+        #[arg(long, value_name = "REASON")]
+        reason: String,
+        /// The reviewer's name.
+        #[arg(long, value_name = "OPERATOR")]
+        operator: String,
+    },
+    /// Per owner and dataset: corrections by stage, median and p90
+    /// turnaround, acceptance rate; computed from the policy log.
+    Stats {
+        /// Any node.
+        #[command(flatten)]
+        node_dir: NodeDir,
+    },
+    /// Declare (or with --remove, withdraw) an auto-accept rule: corrections
+    /// from SUBMITTER to DATASET changing only these fields need no review.
+    AutoAccept(AutoAcceptArgs),
+}
+
+/// Arguments of `civmesh correction submit`.
+#[derive(Debug, Args)]
+pub struct SubmitArgs {
+    /// The submitting node.
+    #[command(flatten)]
+    pub node_dir: NodeDir,
+    /// The dataset.
+    #[arg(long, value_name = "DATASET")]
+    pub dataset: String,
+    /// The record key.
+    #[arg(long, value_name = "RECORD_KEY")]
+    pub record_key: String,
+    /// The record version this correction is based on.
+    #[arg(long, value_name = "BASE_VERSION")]
+    pub base_version: u64,
+    /// A change, `FIELD=VALUE` (repeatable). VALUE is read as JSON when
+    /// it parses (12, true, null, "text"), otherwise as text.
+    #[arg(long = "set", value_name = "FIELD=VALUE", required = true)]
+    pub changes: Vec<String>,
+    /// Why the record is wrong.
+    #[arg(long, value_name = "REASON")]
+    pub reason: String,
+    /// What was seen, in words.
+    #[arg(long, value_name = "EVIDENCE", default_value = "")]
+    pub evidence: String,
+    /// A photo or PDF as evidence (repeatable; at most `attachments_max`
+    /// files of `attachment_bytes_max` bytes each, from `[corrections]`
+    /// in civmesh.toml). Its SHA-256 is signed; the bytes follow the
+    /// correction to the owner.
+    #[arg(long = "attachment", value_name = "ATTACHMENT_FILE")]
+    pub attachments: Vec<PathBuf>,
+    /// The operator's name.
+    #[arg(long, value_name = "OPERATOR")]
+    pub operator: String,
+    /// Wait this long for the owner's outcome, and print it.
+    #[arg(long, value_name = "WAIT_MS", default_value_t = 0)]
+    pub wait_ms: u64,
+}
+
+/// Arguments of `civmesh correction auto-accept`.
+#[derive(Debug, Args)]
+pub struct AutoAcceptArgs {
+    /// The owner node (its key signs the rule).
+    #[command(flatten)]
+    pub node_dir: NodeDir,
+    /// The dataset.
+    #[arg(long, value_name = "DATASET")]
+    pub dataset: String,
+    /// The submitting organisation, e.g. street/jingansi.
+    #[arg(long, value_name = "SUBMITTER")]
+    pub submitter: String,
+    /// A field that may change without review (repeatable).
+    #[arg(long = "field", value_name = "FIELD")]
+    pub fields: Vec<String>,
+    /// Withdraw the rule instead.
+    #[arg(long)]
+    pub remove: bool,
+}
+
+/// A status `correction list` filters by: a correction's state, or a step
+/// of its progress at the submitter or the owner (the names the node's
+/// `?status=` filter takes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+#[value(rename_all = "snake_case")]
+pub enum StatusFilter {
+    /// At the submitter, before the owner's decision.
+    Submitted,
+    /// At the owner, waiting for a reviewer.
+    AwaitingReview,
+    /// Waiting for a reviewer; an import left the corrected fields alone.
+    SupersededByImport,
+    /// Accepted; being applied.
+    Accepted,
+    /// Applied as a new version.
+    Applied,
+    /// Rejected.
+    Rejected,
+    /// The corrected fields changed after the base version.
+    Conflict,
+    /// Refused for good.
+    Failed,
+    /// Progress at the submitter: sending attachments.
+    SendingAttachments,
+    /// Progress at the submitter: waiting to be delivered.
+    AwaitingDelivery,
+    /// Progress at the submitter: delivered, waiting for the outcome.
+    AwaitingOutcome,
+    /// Progress at the submitter: the outcome arrived.
+    OutcomeReceived,
+    /// Progress at the owner: received.
+    Received,
+    /// Progress at the owner: decided.
+    Decided,
+    /// Progress at the owner: the outcome is ready to send.
+    OutcomeReady,
+    /// Progress at the owner: the outcome was delivered.
+    Closed,
+}
+
+impl StatusFilter {
+    /// The name the node's filter takes.
+    fn name(self) -> String {
+        self.to_possible_value().map(|value| value.get_name().to_string()).unwrap_or_default()
+    }
+}
+
+/// A status name, checked as the node checks it (the error names the
+/// known states).
+fn parse_status(text: &str) -> Result<StatusFilter, CorrectionError> {
+    crate::corrections::check_status_filter(text)?;
+    StatusFilter::from_str(text, false).map_err(|_| CorrectionError::StatusUnknown(text.to_string()))
+}
 
 /// How often `submit --wait-ms` asks for the outcome.
 const OUTCOME_POLL_MS: u64 = 50;
@@ -26,95 +210,99 @@ const OUTCOME_POLL_MS: u64 = 50;
 /// outcome: the correction was sent and stays in the outbox (EX_TEMPFAIL).
 pub const WAIT_EXPIRED_EXIT_CODE: i32 = 75;
 
-pub(crate) fn correction(command: CorrectionCommand) -> anyhow::Result<()> {
+pub(super) fn execute(command: CorrectionCommand) -> anyhow::Result<()> {
     match command {
-        CorrectionCommand::Submit {
-            node_dir,
-            dataset,
-            key,
-            base_version,
-            changes,
-            reason,
-            evidence,
-            attachments,
-            operator,
-            wait_ms,
-        } => {
-            let changes = changes.iter().map(|change| parse_change(change)).collect::<anyhow::Result<_>>()?;
-            let attachment_sha256 = upload_attachments(&node_dir, &attachments)?;
-            let spec = CorrectionSpec {
-                dataset,
-                record_key: key,
-                base_version,
-                changes,
-                reason,
-                evidence_text: evidence,
-                attachment_sha256,
-                operator,
-            };
-            submit(&node_dir, &spec, wait_ms)
-        }
-        CorrectionCommand::List { node_dir, status } => {
-            let path = match status {
-                Some(status) => {
-                    crate::corrections::check_status_filter(&status)?;
-                    format!("/v1/corrections?status={status}")
-                }
-                None => "/v1/corrections".to_string(),
-            };
-            print_json(&NodeApi::open(&node_dir)?.get::<serde_json::Value>(&path)?)
-        }
+        CorrectionCommand::Submit(args) => submit(args),
+        CorrectionCommand::List { node_dir, status } => list(&node_dir.path, status),
         CorrectionCommand::Show { node_dir, id, save_attachments } => {
-            let api = NodeApi::open(&node_dir)?;
-            let view: CorrectionView = api.get(&format!("/v1/corrections/{id}"))?;
-            print_json(&view)?;
-            if let Some(dir) = save_attachments {
-                save_attachments_to(&api, &view, &dir, &node_dir)?;
-            }
-            Ok(())
+            show(&node_dir.path, &id, save_attachments.as_deref())
         }
-        CorrectionCommand::Accept { node_dir, id, operator } => {
-            let view: CorrectionView = NodeApi::open(&node_dir)?.send(
-                "POST",
-                &format!("/v1/corrections/{id}/accept"),
-                &Acceptance { operator: Some(operator) },
-            )?;
-            print_json(&view)?;
-            decided(&view, "accepted")
-        }
+        CorrectionCommand::Accept { node_dir, id, operator } => accept(&node_dir.path, &id, operator),
         CorrectionCommand::Reject { node_dir, id, reason, operator } => {
-            let view: CorrectionView = NodeApi::open(&node_dir)?.send(
-                "POST",
-                &format!("/v1/corrections/{id}/reject"),
-                &Rejection { reason, operator: Some(operator) },
-            )?;
-            print_json(&view)?;
-            decided(&view, "rejected")
+            reject(&node_dir.path, &id, reason, operator)
         }
         CorrectionCommand::Stats { node_dir } => {
-            print_json(&NodeApi::open(&node_dir)?.get::<serde_json::Value>("/v1/corrections/stats")?)
+            print_json(&NodeApi::open(&node_dir.path)?.get::<serde_json::Value>("/v1/corrections/stats")?)
         }
-        CorrectionCommand::AutoAccept { node_dir, dataset, submitter, fields, remove } => {
-            let submitter = OrgId::new(&submitter).with_context(|| format!("submitter {submitter}"))?;
-            let command = if remove {
-                Command::RemoveAutoAcceptRule { dataset, submitter }
-            } else {
-                anyhow::ensure!(!fields.is_empty(), "name at least one --field");
-                Command::SetAutoAcceptRule(AutoAcceptRule {
-                    dataset,
-                    submitter,
-                    fields: fields.into_iter().collect(),
-                })
-            };
-            let config = NodeConfig::load(&node_dir)?;
-            let key = NodeKey::load(&NodeConfig::resolve(&node_dir, &config.node.key_file))?;
-            let envelope = SignedEnvelope::sign(&key, &command, now_unix_millis())?;
-            let response = NodeApi::open(&node_dir)?.submit(&[envelope])?;
-            print_json(&response.outcomes)?;
-            anyhow::ensure!(response.outcomes.iter().all(Result::is_ok), "the policy log rejected the rule");
-            Ok(())
-        }
+        CorrectionCommand::AutoAccept(args) => auto_accept(args),
     }
+}
+
+fn submit(args: SubmitArgs) -> anyhow::Result<()> {
+    let node_dir = &args.node_dir.path;
+    let changes = args.changes.iter().map(|change| parse_change(change)).collect::<anyhow::Result<_>>()?;
+    let attachment_sha256 = upload_attachments(node_dir, &args.attachments)?;
+    let spec = CorrectionSpec {
+        dataset: args.dataset,
+        record_key: args.record_key,
+        base_version: args.base_version,
+        changes,
+        reason: args.reason,
+        evidence_text: args.evidence,
+        attachment_sha256,
+        operator: args.operator,
+    };
+    submit_and_wait(node_dir, &spec, args.wait_ms)
+}
+
+fn list(node_dir: &Path, status: Option<StatusFilter>) -> anyhow::Result<()> {
+    let path = match status {
+        Some(status) => format!("/v1/corrections?status={}", status.name()),
+        None => "/v1/corrections".to_string(),
+    };
+    print_json(&NodeApi::open(node_dir)?.get::<serde_json::Value>(&path)?)
+}
+
+fn show(node_dir: &Path, id: &str, save_attachments: Option<&Path>) -> anyhow::Result<()> {
+    let api = NodeApi::open(node_dir)?;
+    let view: CorrectionView = api.get(&format!("/v1/corrections/{id}"))?;
+    print_json(&view)?;
+    if let Some(dir) = save_attachments {
+        save_attachments_to(&api, &view, dir, node_dir)?;
+    }
+    Ok(())
+}
+
+fn accept(node_dir: &Path, id: &str, operator: String) -> anyhow::Result<()> {
+    let view: CorrectionView = NodeApi::open(node_dir)?.send(
+        "POST",
+        &format!("/v1/corrections/{id}/accept"),
+        &Acceptance { operator: Some(operator) },
+    )?;
+    print_json(&view)?;
+    decided(&view, "accepted")
+}
+
+fn reject(node_dir: &Path, id: &str, reason: String, operator: String) -> anyhow::Result<()> {
+    let view: CorrectionView = NodeApi::open(node_dir)?.send(
+        "POST",
+        &format!("/v1/corrections/{id}/reject"),
+        &Rejection { reason, operator: Some(operator) },
+    )?;
+    print_json(&view)?;
+    decided(&view, "rejected")
+}
+
+fn auto_accept(args: AutoAcceptArgs) -> anyhow::Result<()> {
+    let AutoAcceptArgs { node_dir: NodeDir { path: node_dir }, dataset, submitter, fields, remove } = args;
+    let submitter = OrgId::new(&submitter).with_context(|| format!("submitter {submitter}"))?;
+    let command = if remove {
+        Command::RemoveAutoAcceptRule { dataset, submitter }
+    } else {
+        anyhow::ensure!(!fields.is_empty(), "name at least one --field");
+        Command::SetAutoAcceptRule(AutoAcceptRule {
+            dataset,
+            submitter,
+            fields: fields.into_iter().collect(),
+        })
+    };
+    let config = NodeConfig::load(&node_dir)?;
+    let key = NodeKey::load(&NodeConfig::resolve(&node_dir, &config.node.key_file))?;
+    let envelope = SignedEnvelope::sign(&key, &command, now_unix_millis())?;
+    let response = NodeApi::open(&node_dir)?.submit(&[envelope])?;
+    print_json(&response.outcomes)?;
+    anyhow::ensure!(response.outcomes.iter().all(Result::is_ok), "the policy log rejected the rule");
+    Ok(())
 }
 
 /// After a review: an error unless the correction was decided as asked (an
@@ -130,7 +318,7 @@ fn decided(view: &CorrectionView, asked: &str) -> anyhow::Result<()> {
     }
 }
 
-fn submit(node_dir: &Path, spec: &CorrectionSpec, wait_ms: u64) -> anyhow::Result<()> {
+fn submit_and_wait(node_dir: &Path, spec: &CorrectionSpec, wait_ms: u64) -> anyhow::Result<()> {
     let api = NodeApi::open(node_dir)?;
     let submitted: Submitted = api.send("POST", "/v1/corrections", spec)?;
     if wait_ms == 0 {
@@ -183,7 +371,7 @@ fn parse_change(change: &str) -> anyhow::Result<(String, FieldValue)> {
 
 /// Checks the files against this node's bounds (before anything is sent),
 /// uploads each to the node and returns their SHA-256 digests, hex.
-fn upload_attachments(node_dir: &Path, files: &[std::path::PathBuf]) -> anyhow::Result<Vec<String>> {
+fn upload_attachments(node_dir: &Path, files: &[PathBuf]) -> anyhow::Result<Vec<String>> {
     if files.is_empty() {
         return Ok(Vec::new());
     }
@@ -232,160 +420,6 @@ fn save_attachments_to(
     Ok(())
 }
 
-/// `civmesh evaluate`: asks the node for the evaluation and prints it.
-pub(crate) fn evaluate(
-    node_dir: &Path,
-    from: Option<&str>,
-    to: Option<&str>,
-    bucket: &str,
-    format: EvaluationFormat,
-) -> anyhow::Result<()> {
-    // Refuse a bad date or bucket here, naming it, before asking the node.
-    EvaluationQuery::from_dates(from, to, Some(bucket))?;
-    let mut path = format!("/v1/evaluation?bucket={bucket}");
-    for (name, value) in [("from", from), ("to", to)] {
-        if let Some(value) = value {
-            path.push_str(&format!("&{name}={value}"));
-        }
-    }
-    let evaluation: Evaluation = NodeApi::open(node_dir)?.get(&path)?;
-    match format {
-        EvaluationFormat::Json => print_json(&evaluation),
-        EvaluationFormat::Table => {
-            print!("{}", evaluation_table(&evaluation));
-            Ok(())
-        }
-        EvaluationFormat::Csv => write_csv(&evaluation.departments),
-        EvaluationFormat::StreetsCsv => write_csv(&evaluation.streets),
-    }
-}
-
-fn write_csv<T: serde::Serialize>(rows: &[T]) -> anyhow::Result<()> {
-    let mut writer = csv::Writer::from_writer(std::io::stdout().lock());
-    for row in rows {
-        writer.serialize(row)?;
-    }
-    writer.flush()?;
-    Ok(())
-}
-
-/// The evaluation as two text tables, durations in days, hours and minutes.
-pub fn evaluation_table(evaluation: &Evaluation) -> String {
-    let mut departments = vec![[
-        "bucket",
-        "owner",
-        "dataset",
-        "submitted",
-        "applied",
-        "rejected",
-        "accepted",
-        "p50",
-        "p90",
-        "auto-rejected",
-        "conflicts",
-        "backlog",
-        "oldest",
-        "demands granted",
-        "grant p50",
-        "waiting",
-        "oldest demand",
-        "record age p50",
-        "record age p90",
-    ]
-    .map(String::from)
-    .to_vec()];
-    for row in &evaluation.departments {
-        departments.push(vec![
-            row.bucket.clone(),
-            row.owner.clone(),
-            row.dataset.clone(),
-            row.submitted.to_string(),
-            row.applied.to_string(),
-            row.rejected_by_owner.to_string(),
-            percent(row.acceptance_rate),
-            duration(row.turnaround_ms_p50),
-            duration(row.turnaround_ms_p90),
-            row.automatic_rejections.to_string(),
-            row.conflicts.to_string(),
-            row.backlog.to_string(),
-            duration(row.backlog_oldest_age_ms),
-            row.demands_granted.to_string(),
-            duration(row.demand_to_grant_ms_p50),
-            row.demands_waiting.to_string(),
-            duration(row.demands_waiting_oldest_age_ms),
-            duration(row.record_age_ms_p50),
-            duration(row.record_age_ms_p90),
-        ]);
-    }
-    let mut streets =
-        vec![["bucket", "street", "submitted", "applied", "accepted", "mistakes"].map(String::from).to_vec()];
-    for row in &evaluation.streets {
-        streets.push(vec![
-            row.bucket.clone(),
-            row.street.clone(),
-            row.submitted.to_string(),
-            row.applied.to_string(),
-            percent(row.share_accepted),
-            row.mistakes.to_string(),
-        ]);
-    }
-    let bucket = match evaluation.bucket {
-        Bucket::Day => "day",
-        Bucket::Week => "week",
-        Bucket::Month => "month",
-    };
-    let mut out = format!(
-        "Evaluation of departments, {} to {} (by {bucket}; Asia/Shanghai)\n\n",
-        evaluation.from, evaluation.to
-    );
-    out.push_str(&text_table(&departments));
-    out.push_str("\nStreets\n\n");
-    out.push_str(&text_table(&streets));
-    for note in &evaluation.notes {
-        out.push_str(&format!("\nNote: {note}\n"));
-    }
-    out
-}
-
-fn text_table(rows: &[Vec<String>]) -> String {
-    let columns = rows.iter().map(Vec::len).max().unwrap_or(0);
-    let widths: Vec<usize> = (0..columns)
-        .map(|column| {
-            rows.iter().filter_map(|row| row.get(column)).map(|cell| cell.chars().count()).max().unwrap_or(0)
-        })
-        .collect();
-    let mut out = String::new();
-    for row in rows {
-        let cells: Vec<String> =
-            row.iter().zip(&widths).map(|(cell, &width)| format!("{cell:<width$}")).collect();
-        out.push_str(cells.join("  ").trim_end());
-        out.push('\n');
-    }
-    out
-}
-
-fn percent(rate: Option<f64>) -> String {
-    rate.map_or_else(|| "-".to_string(), |rate| format!("{:.0}%", rate * 100.0))
-}
-
-/// `2d 3h`, `5h 20m`, `12m`, `40s`, `850ms`; `-` for none.
-fn duration(ms: Option<u64>) -> String {
-    let Some(ms) = ms else { return "-".to_string() };
-    let (days, hours, minutes) = (ms / 86_400_000, ms / 3_600_000 % 24, ms / 60_000 % 60);
-    match (days, hours, minutes) {
-        (0, 0, 0) if ms < 1000 => format!("{ms}ms"),
-        (0, 0, 0) => format!("{}s", ms / 1000),
-        (0, 0, minutes) => format!("{minutes}m"),
-        (0, hours, minutes) => format!("{hours}h {minutes}m"),
-        (days, hours, _) => format!("{days}d {hours}h"),
-    }
-}
-
-fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
-    println!("{}", serde_json::to_string_pretty(value)?);
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -408,22 +442,21 @@ mod tests {
     }
 
     #[test]
-    fn durations_read_as_people_say_them() {
-        let cases = [
-            (None, "-"),
-            (Some(850), "850ms"),
-            (Some(40_000), "40s"),
-            (Some(12 * 60_000), "12m"),
-            (Some(5 * 3_600_000 + 20 * 60_000), "5h 20m"),
-            (Some(50 * 3_600_000), "2d 2h"),
-        ];
-        for (ms, text) in cases {
-            assert_eq!(duration(ms), text, "{ms:?}");
+    fn status_words_are_the_ones_the_node_takes() {
+        use std::collections::BTreeSet;
+        let words: BTreeSet<String> =
+            StatusFilter::value_variants().iter().map(|status| status.name()).collect();
+        let node: BTreeSet<String> = CorrectionState::ALL
+            .iter()
+            .map(|state| state.name())
+            .chain(crate::corrections::ENTRY_STATUS_NAMES)
+            .map(str::to_string)
+            .collect();
+        assert_eq!(words, node);
+        for word in &words {
+            assert_eq!(parse_status(word).unwrap().name(), *word);
         }
-        assert_eq!(percent(Some(0.75)), "75%");
-        assert_eq!(
-            text_table(&[vec!["a".into(), "bb".into()], vec!["ccc".into(), "d".into()]]),
-            "a    bb\nccc  d\n"
-        );
+        let error = parse_status("awaiting_reveiw").unwrap_err().to_string();
+        assert!(error.contains("unknown status \"awaiting_reveiw\""), "{error}");
     }
 }

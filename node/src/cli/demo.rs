@@ -1,9 +1,19 @@
 //! `civmesh demo`: runs `civmesh-demo`, which lives beside this binary.
 
+use clap::Args;
+
+/// Arguments of `civmesh demo`: passed on to `civmesh-demo`.
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Arguments for the demo.
+    #[arg(value_name = "DEMO_ARGS", trailing_var_arg = true, allow_hyphen_values = true)]
+    pub args: Vec<String>,
+}
+
 /// Runs `civmesh-demo`, which lives beside this binary, and passes its exit
 /// status on. SIGINT and SIGTERM are forwarded to it (it stops its nodes
 /// and then exits), and this waits for it.
-pub(super) fn run_demo(args: &[String]) -> anyhow::Result<()> {
+pub(super) fn execute(DemoArgs { args }: DemoArgs) -> anyhow::Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
     let exe = std::env::current_exe()?;
     let demo = exe.with_file_name("civmesh-demo");
@@ -13,7 +23,7 @@ pub(super) fn run_demo(args: &[String]) -> anyhow::Result<()> {
         // Listening before the child starts: no signal falls between.
         let mut interrupt = signal(SignalKind::interrupt())?;
         let mut terminate = signal(SignalKind::terminate())?;
-        let mut child = tokio::process::Command::new(&demo).args(args).spawn()?;
+        let mut child = tokio::process::Command::new(&demo).args(&args).spawn()?;
         let pid = child.id().ok_or_else(|| anyhow::anyhow!("the demo exited at once"))?;
         loop {
             let forward = tokio::select! {
@@ -27,20 +37,4 @@ pub(super) fn run_demo(args: &[String]) -> anyhow::Result<()> {
     })?;
     anyhow::ensure!(status.success(), "the demo failed ({status})");
     Ok(())
-}
-
-/// Resolves on SIGINT or SIGTERM.
-pub(super) async fn shutdown_signal() {
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = terminate => {}
-    }
 }

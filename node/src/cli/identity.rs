@@ -1,13 +1,97 @@
 //! `civmesh key`, `civmesh ca` and `civmesh cert`: the operator's side of the
 //! identity layer in civmesh-certs.
 
+use std::path::PathBuf;
+
 use anyhow::Context;
 use civmesh_certs::{
     now_unix_millis, CaCertificate, FederationCa, IssueRequest, NodeCertificate, NodeKey, OrgId,
-    RevocationSet, Role,
+    RevocationSet,
 };
+use clap::{Args, Subcommand};
 
-use crate::cli::{CaCommand, CertCommand, IssueArgs, KeyCommand};
+use crate::cli::args::{CaCert, CaDir, RoleArg};
+
+/// `civmesh key ...`
+#[derive(Debug, Subcommand)]
+pub enum KeyCommand {
+    /// Generate a node key and print its libp2p PeerId.
+    Generate {
+        /// Where to write the key (created with mode 0600; never overwritten).
+        #[arg(long, value_name = "OUT_FILE")]
+        out: PathBuf,
+    },
+    /// Print the PeerId of an existing key file.
+    Show {
+        /// The key file.
+        #[arg(long, value_name = "KEY_FILE")]
+        key_file: PathBuf,
+    },
+}
+
+/// `civmesh ca ...`
+#[derive(Debug, Subcommand)]
+pub enum CaCommand {
+    /// Create a federation CA: CA_DIR/ca.key (0600), CA_DIR/ca.pem and
+    /// CA_DIR/subject-key.secret (0600).
+    Init {
+        /// The CA directory to create.
+        #[command(flatten)]
+        ca_dir: CaDir,
+        /// The CA's name, e.g. "Shanghai civmesh federation".
+        #[arg(long, value_name = "NAME")]
+        name: String,
+        /// Validity in days.
+        #[arg(long, value_name = "VALIDITY_DAYS", default_value_t = 3650)]
+        days: u32,
+    },
+    /// Issue a node certificate.
+    Issue(IssueArgs),
+}
+
+/// Arguments of `civmesh ca issue`.
+#[derive(Debug, Args)]
+pub struct IssueArgs {
+    /// The CA that issues.
+    #[command(flatten)]
+    pub ca_dir: CaDir,
+    /// Organisation id, `kind/name`, e.g. street/jingansi.
+    #[arg(long, value_name = "ORG")]
+    pub org: String,
+    /// The node's role.
+    #[arg(long, value_name = "ROLE", value_enum)]
+    pub role: RoleArg,
+    /// The node's libp2p PeerId (from `civmesh key generate`).
+    #[arg(long, value_name = "PEER_ID")]
+    pub peer_id: String,
+    /// Where to write the certificate (PEM; never overwritten).
+    #[arg(long, value_name = "OUT_FILE")]
+    pub out: PathBuf,
+    /// Validity in days.
+    #[arg(long, value_name = "VALIDITY_DAYS", default_value_t = 365)]
+    pub days: u32,
+    /// DNS names or IP addresses for the node's HTTPS API (repeatable).
+    #[arg(
+        long = "san",
+        value_name = "SAN",
+        default_values_t = ["localhost".to_string(), "127.0.0.1".to_string()]
+    )]
+    pub subject_alt_names: Vec<String>,
+}
+
+/// `civmesh cert ...`
+#[derive(Debug, Subcommand)]
+pub enum CertCommand {
+    /// Verify a node certificate against a CA certificate and print what it binds.
+    Verify {
+        /// The CA that issued it.
+        #[command(flatten)]
+        ca_cert: CaCert,
+        /// The node certificate (PEM).
+        #[arg(long, value_name = "NODE_CERT")]
+        cert: PathBuf,
+    },
+}
 
 /// The largest certificate file read, in bytes.
 const CERTIFICATE_FILE_BYTES_MAX: u64 = 64 * 1024;
@@ -19,14 +103,14 @@ pub(crate) fn key(command: KeyCommand) -> anyhow::Result<()> {
             key.write_new(&out)?;
             println!("{}", key.node_id());
         }
-        KeyCommand::Show { key } => println!("{}", NodeKey::load(&key)?.node_id()),
+        KeyCommand::Show { key_file } => println!("{}", NodeKey::load(&key_file)?.node_id()),
     }
     Ok(())
 }
 
 pub(crate) fn ca(command: CaCommand) -> anyhow::Result<()> {
     match command {
-        CaCommand::Init { dir, name, days } => {
+        CaCommand::Init { ca_dir: CaDir { path: dir }, name, days } => {
             FederationCa::init(&dir, &name, now_unix_millis(), days)?;
             write_subject_key_secret(&dir.join(SUBJECT_KEY_SECRET_FILE))?;
             println!("{}", dir.join(civmesh_certs::CA_CERT_FILE_NAME).display());
@@ -38,10 +122,9 @@ pub(crate) fn ca(command: CaCommand) -> anyhow::Result<()> {
 
 fn issue(args: IssueArgs) -> anyhow::Result<()> {
     let org = OrgId::new(&args.org)?;
-    let role: Role = args.role.parse()?;
     let node_id = args.peer_id.parse()?;
-    let ca = FederationCa::load(&args.ca)?;
-    let mut request = IssueRequest::for_days(org, role, node_id, now_unix_millis(), args.days)?;
+    let ca = FederationCa::load(&args.ca_dir.path)?;
+    let mut request = IssueRequest::for_days(org, args.role.into(), node_id, now_unix_millis(), args.days)?;
     request.subject_alt_names = args.subject_alt_names;
     let pem = ca.issue(&request)?;
     write_new_file(&args.out, pem.as_bytes(), 0o644)?;
@@ -51,7 +134,7 @@ fn issue(args: IssueArgs) -> anyhow::Result<()> {
 
 pub(crate) fn cert(command: CertCommand) -> anyhow::Result<()> {
     match command {
-        CertCommand::Verify { ca, cert } => {
+        CertCommand::Verify { ca_cert: CaCert { path: ca }, cert } => {
             let ca_certificate = CaCertificate::from_pem(&read_certificate_file(&ca)?)
                 .with_context(|| format!("CA certificate {}", ca.display()))?;
             let certificate = NodeCertificate::from_pem(&read_certificate_file(&cert)?)

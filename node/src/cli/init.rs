@@ -1,16 +1,17 @@
-//! `civmesh init`: makes a node's data directory: its key (0600), a
+//! `civmesh init`: makes a node's directory: its key (0600), a
 //! certificate from the local CA, the CA certificate, an API token (0600)
 //! and `civmesh.toml`.
 
 use std::os::unix::fs::DirBuilderExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use civmesh_certs::{now_unix_millis, FederationCa, IssueRequest, NodeKey, OrgId, Role};
+use civmesh_certs::{now_unix_millis, FederationCa, IssueRequest, NodeKey, OrgId};
+use clap::Args;
 use ring::rand::SecureRandom;
 
+use crate::cli::args::{CaDir, NodeDir, RoleArg};
 use crate::cli::identity::SUBJECT_KEY_SECRET_FILE;
-use crate::cli::InitArgs;
 use crate::config::{LimitsSection, NodeConfig, NodeSection, RaftSection, TrustSection, CONFIG_FILE_NAME};
 
 const KEY_FILE: &str = "node.key";
@@ -20,24 +21,67 @@ const API_TOKEN_FILE: &str = "api-token";
 /// Random bytes in an API token.
 const API_TOKEN_BYTES: usize = 32;
 
-pub(crate) fn init(args: InitArgs) -> anyhow::Result<()> {
+/// Arguments of `civmesh init`.
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// The node directory to create (must not exist or be empty).
+    #[command(flatten)]
+    pub node_dir: NodeDir,
+    /// The CA that issues this node's certificate.
+    #[command(flatten)]
+    pub ca_dir: CaDir,
+    /// Organisation id, `kind/name`.
+    #[arg(long, value_name = "ORG")]
+    pub org: String,
+    /// The node's role.
+    #[arg(long, value_name = "ROLE", value_enum)]
+    pub role: RoleArg,
+    /// libp2p listen multiaddr.
+    #[arg(long, value_name = "P2P_LISTEN", default_value = "/ip4/127.0.0.1/tcp/0")]
+    pub p2p_listen: String,
+    /// The libp2p address peers dial, if not the listen address.
+    #[arg(long, value_name = "P2P_ADVERTISE")]
+    pub p2p_advertise: Option<String>,
+    /// HTTP API listen address.
+    #[arg(long, value_name = "API_LISTEN", default_value = "127.0.0.1:0")]
+    pub api_listen: String,
+    /// PeerIds trusted before genesis (the founding voters); repeatable.
+    #[arg(long = "bootstrap-peer", value_name = "BOOTSTRAP_PEER_ID")]
+    pub bootstrap_peers: Vec<String>,
+    /// Certificate validity in days.
+    #[arg(long, value_name = "VALIDITY_DAYS", default_value_t = 365)]
+    pub days: u32,
+    /// Use this existing key file (from `civmesh key generate`) instead of
+    /// generating one; it is copied into the node directory.
+    #[arg(long, value_name = "KEY_FILE")]
+    pub key_file: Option<PathBuf>,
+    /// Build a Raft snapshot after this many log entries.
+    #[arg(long, value_name = "SNAPSHOT_AFTER_ENTRIES", default_value_t = 5000)]
+    pub snapshot_after_entries: u64,
+    /// Log entries kept behind a snapshot before they are purged.
+    #[arg(long, value_name = "ENTRIES_KEPT_AFTER_SNAPSHOT", default_value_t = 1000)]
+    pub entries_kept_after_snapshot: u64,
+}
+
+pub(super) fn execute(args: InitArgs) -> anyhow::Result<()> {
     let org = OrgId::new(&args.org)?;
-    let role: Role = args.role.parse()?;
+    let node_dir = &args.node_dir.path;
     for peer in &args.bootstrap_peers {
         peer.parse::<civmesh_certs::NodeId>().with_context(|| format!("bootstrap peer {peer}"))?;
     }
     args.p2p_listen
         .parse::<libp2p::Multiaddr>()
         .with_context(|| format!("--p2p-listen {}", args.p2p_listen))?;
-    let ca = FederationCa::load(&args.ca)?;
-    create_private_dir(&args.data_dir)?;
+    let ca = FederationCa::load(&args.ca_dir.path)?;
+    create_private_dir(node_dir)?;
 
-    let key = match &args.key {
+    let key = match &args.key_file {
         Some(path) => NodeKey::load(path)?,
         None => NodeKey::generate()?,
     };
-    key.write_new(&args.data_dir.join(KEY_FILE))?;
-    let mut request = IssueRequest::for_days(org, role, key.node_id(), now_unix_millis(), args.days)?;
+    key.write_new(&node_dir.join(KEY_FILE))?;
+    let mut request =
+        IssueRequest::for_days(org, args.role.into(), key.node_id(), now_unix_millis(), args.days)?;
     // The API serves TLS with this certificate: it must name the API's host.
     let api_host = match args.api_listen.parse::<std::net::SocketAddr>() {
         Ok(address) => address.ip().to_string(),
@@ -48,18 +92,18 @@ pub(crate) fn init(args: InitArgs) -> anyhow::Result<()> {
     if !request.subject_alt_names.contains(&api_host) && !api_host.is_empty() {
         request.subject_alt_names.push(api_host);
     }
-    write_new(&args.data_dir.join(CERTIFICATE_FILE), ca.issue(&request)?.as_bytes(), 0o644)?;
-    write_new(&args.data_dir.join(CA_CERTIFICATE_FILE), ca.certificate_pem().as_bytes(), 0o644)?;
+    write_new(&node_dir.join(CERTIFICATE_FILE), ca.issue(&request)?.as_bytes(), 0o644)?;
+    write_new(&node_dir.join(CA_CERTIFICATE_FILE), ca.certificate_pem().as_bytes(), 0o644)?;
     let mut token = [0u8; API_TOKEN_BYTES];
     ring::rand::SystemRandom::new()
         .fill(&mut token)
         .map_err(|_| anyhow::anyhow!("the system random source failed"))?;
     let token: String = token.iter().map(|byte| format!("{byte:02x}")).collect();
-    write_new(&args.data_dir.join(API_TOKEN_FILE), token.as_bytes(), 0o600)?;
-    let secret_source = args.ca.join(SUBJECT_KEY_SECRET_FILE);
+    write_new(&node_dir.join(API_TOKEN_FILE), token.as_bytes(), 0o600)?;
+    let secret_source = args.ca_dir.path.join(SUBJECT_KEY_SECRET_FILE);
     let secret = std::fs::read(&secret_source)
         .with_context(|| format!("reading {} (made by `civmesh ca init`)", secret_source.display()))?;
-    write_new(&args.data_dir.join(SUBJECT_KEY_SECRET_FILE), &secret, 0o600)?;
+    write_new(&node_dir.join(SUBJECT_KEY_SECRET_FILE), &secret, 0o600)?;
 
     let config = NodeConfig {
         node: NodeSection {
@@ -81,7 +125,7 @@ pub(crate) fn init(args: InitArgs) -> anyhow::Result<()> {
         limits: LimitsSection::default(),
         corrections: Default::default(),
     };
-    write_new(&args.data_dir.join(CONFIG_FILE_NAME), toml::to_string_pretty(&config)?.as_bytes(), 0o644)?;
+    write_new(&node_dir.join(CONFIG_FILE_NAME), toml::to_string_pretty(&config)?.as_bytes(), 0o644)?;
     println!("{}", key.node_id());
     Ok(())
 }

@@ -1,38 +1,82 @@
-//! `civmesh records ...` and `civmesh policy ...`: the operator's commands
-//! for a department's own records and for policy commands, through the
-//! running node's API.
+//! `civmesh records ...`: a department's own records, through the running
+//! node's API: import a file, show a record and its history.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use civmesh_certs::{now_unix_millis, NodeKey, SignedEnvelope};
+use civmesh_certs::now_unix_millis;
 use civmesh_policy::model::{Dataset, FieldType, FieldValue};
-use civmesh_policy::Command;
+use clap::{Args, Subcommand};
 
 use crate::api::{ImportRequest, ImportResponse, RecordAnswer, RowFailure};
-use crate::cli::{CatalogCommand, PolicyCommand, RecordsCommand};
+use crate::cli::args::NodeDir;
 use crate::client::NodeApi;
-use crate::config::NodeConfig;
+
+/// `civmesh records ...`, through the running node in `--node-dir`.
+#[derive(Debug, Subcommand)]
+pub enum RecordsCommand {
+    /// Import rows from a .csv (header row naming every declared field) or
+    /// .jsonl file. Each row is validated against the dataset's schema and
+    /// every refused row is reported by line number; by default nothing is
+    /// written if any row is refused. A row equal to the record now (or to
+    /// what the last import wrote) writes no version.
+    Import(ImportArgs),
+    /// Show a record and its history.
+    Show {
+        /// The owner node.
+        #[command(flatten)]
+        node_dir: NodeDir,
+        /// The dataset id.
+        #[arg(long, value_name = "DATASET")]
+        dataset: String,
+        /// The record key.
+        #[arg(long, value_name = "RECORD_KEY")]
+        record_key: String,
+        /// Show the version in force at this time (ms since the epoch).
+        #[arg(long, value_name = "AT_MS")]
+        at_ms: Option<u64>,
+    },
+}
+
+/// Arguments of `civmesh records import`.
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// The owner node.
+    #[command(flatten)]
+    pub node_dir: NodeDir,
+    /// The dataset id.
+    #[arg(long, value_name = "DATASET")]
+    pub dataset: String,
+    /// A name for this import, recorded as each version's provenance.
+    #[arg(long, value_name = "BATCH")]
+    pub batch: Option<String>,
+    /// Write the rows that pass and report the others (exit 0).
+    #[arg(long)]
+    pub partial: bool,
+    /// The file's encoding: utf-8 (the default), gbk or gb18030 (Excel
+    /// on Chinese Windows saves GBK).
+    #[arg(long, value_name = "ENCODING")]
+    pub encoding: Option<String>,
+    /// The file.
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
+}
 
 /// Rows sent per import request (at most the node's
 /// [`crate::api::IMPORT_ROWS_PER_REQUEST_MAX`]).
 const IMPORT_ROWS_PER_CHUNK: usize = 1_000;
-/// The largest command file read, in bytes.
-const COMMAND_FILE_BYTES_MAX: u64 = 1024 * 1024;
 
 type Row = BTreeMap<String, FieldValue>;
 /// Rows that parsed, by source line, and lines that did not.
 type ParsedRows = (Vec<(u64, Row)>, Vec<RowFailure>);
 
-pub(crate) fn records(command: RecordsCommand) -> anyhow::Result<()> {
+pub(super) fn execute(command: RecordsCommand) -> anyhow::Result<()> {
     match command {
-        RecordsCommand::Import { node_dir, dataset, batch, file, partial, encoding } => {
-            import(&node_dir, &dataset, batch, &file, partial, encoding.as_deref())
-        }
-        RecordsCommand::Show { node_dir, dataset, key, at_ms } => {
-            let api = NodeApi::open(&node_dir)?;
-            let mut path = format!("/v1/records?dataset={}&key={}", encode(&dataset), encode(&key));
+        RecordsCommand::Import(args) => import(args),
+        RecordsCommand::Show { node_dir, dataset, record_key, at_ms } => {
+            let api = NodeApi::open(&node_dir.path)?;
+            let mut path = format!("/v1/records?dataset={}&key={}", encode(&dataset), encode(&record_key));
             if let Some(at_ms) = at_ms {
                 path.push_str(&format!("&at_ms={at_ms}"));
             }
@@ -109,15 +153,9 @@ pub enum ImportFileError {
 /// The largest file `records import` reads, in bytes.
 const IMPORT_FILE_BYTES_MAX: u64 = 2 * 1024 * 1024 * 1024;
 
-fn import(
-    node_dir: &Path,
-    dataset_id: &str,
-    batch: Option<String>,
-    file: &Path,
-    partial: bool,
-    encoding: Option<&str>,
-) -> anyhow::Result<()> {
-    let api = NodeApi::open(node_dir)?;
+fn import(args: ImportArgs) -> anyhow::Result<()> {
+    let ImportArgs { node_dir, dataset: dataset_id, batch, partial, encoding, file } = args;
+    let api = NodeApi::open(&node_dir.path)?;
     // A linearizable read first: the local catalog then includes every
     // dataset published before this command started.
     let _: serde_json::Value = api.get("/v1/read-index")?;
@@ -126,10 +164,10 @@ fn import(
         .into_iter()
         .find(|d| d.id == dataset_id)
         .with_context(|| format!("no dataset {dataset_id} in the catalog"))?;
-    let text = read_text(file, encoding)?;
-    let (rows, mut failures) = read_rows(&dataset, file, &text)?;
+    let text = read_text(&file, encoding.as_deref())?;
+    let (rows, mut failures) = read_rows(&dataset, &file, &text)?;
     let batch = batch.unwrap_or_else(|| format!("import-{}", now_unix_millis()));
-    let path = format!("/v1/records/import?dataset={}", encode(dataset_id));
+    let path = format!("/v1/records/import?dataset={}", encode(&dataset_id));
     // Lines need not be contiguous (unparsable lines are already out), so
     // requests carry runs of consecutive lines.
     let requests = |dry_run: bool| {
@@ -363,55 +401,6 @@ fn csv_row(dataset: &Dataset, headers: &csv::StringRecord, record: &csv::StringR
             (name.to_string(), value)
         })
         .collect()
-}
-
-pub(crate) fn policy(command: PolicyCommand) -> anyhow::Result<()> {
-    match command {
-        PolicyCommand::Submit { node_dir, file } => {
-            anyhow::ensure!(
-                std::fs::metadata(&file)?.len() <= COMMAND_FILE_BYTES_MAX,
-                "{} is too large",
-                file.display()
-            );
-            let command: Command = serde_json::from_slice(&std::fs::read(&file)?)
-                .with_context(|| format!("{} is not a policy command", file.display()))?;
-            let config = NodeConfig::load(&node_dir)?;
-            let key = NodeKey::load(&NodeConfig::resolve(&node_dir, &config.node.key_file))?;
-            let envelope = SignedEnvelope::sign(&key, &command, now_unix_millis())?;
-            let response = NodeApi::open(&node_dir)?.submit(&[envelope])?;
-            println!("{}", serde_json::to_string_pretty(&response.outcomes)?);
-            anyhow::ensure!(
-                response.outcomes.iter().all(Result::is_ok),
-                "the policy log rejected the command"
-            );
-            Ok(())
-        }
-    }
-}
-
-pub(crate) fn catalog(command: CatalogCommand) -> anyhow::Result<()> {
-    match command {
-        CatalogCommand::Match { node_dir, expiry_days } => {
-            let report: serde_json::Value =
-                NodeApi::open(&node_dir)?.get(&format!("/v1/policy/match?expiry_days={expiry_days}"))?;
-            println!("{}", serde_json::to_string_pretty(&report)?);
-            Ok(())
-        }
-    }
-}
-
-/// Prints the owner's answer; exits non-zero unless records were released.
-pub(crate) fn query(spec: crate::query::QuerySpec, node_dir: &Path) -> anyhow::Result<()> {
-    let answer: crate::query::QueryAnswer = NodeApi::open(node_dir)?.send("POST", "/v1/query", &spec)?;
-    println!("{}", serde_json::to_string_pretty(&answer)?);
-    match answer {
-        crate::query::QueryAnswer::Released { .. } => Ok(()),
-        crate::query::QueryAnswer::Denied { reason, access_log_position } => anyhow::bail!(
-            "the query was denied ({}; logged at access-log position {access_log_position})",
-            serde_json::to_value(reason)?.as_str().unwrap_or("denied")
-        ),
-        crate::query::QueryAnswer::Refused { reason } => anyhow::bail!("the query was refused: {reason}"),
-    }
 }
 
 #[cfg(test)]
