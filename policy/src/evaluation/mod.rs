@@ -449,4 +449,5 @@ fn ratio(part: u64, whole: u64) -> Option<f64> {
 }
 
 #[cfg(test)]
+#[allow(clippy::too_many_lines)]
 mod tests;
