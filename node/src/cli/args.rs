@@ -60,6 +60,17 @@ pub struct Bundle {
     pub path: PathBuf,
 }
 
+/// Who a node's certificate says it is: its organisation and its role.
+#[derive(Debug, Clone, Args)]
+pub struct Membership {
+    /// Organisation id, `kind/name`, e.g. street/jingansi.
+    #[arg(long, value_name = "ORG")]
+    pub org: String,
+    /// The node's role.
+    #[arg(long, value_name = "ROLE", value_enum)]
+    pub role: RoleArg,
+}
+
 /// A node's role in its certificate: the words `civmesh_certs::Role` reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum RoleArg {

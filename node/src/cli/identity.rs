@@ -10,7 +10,7 @@ use civmesh_certs::{
 };
 use clap::{Args, Subcommand};
 
-use crate::cli::args::{CaCert, CaDir, RoleArg};
+use crate::cli::args::{CaCert, CaDir, Membership};
 
 /// `civmesh key ...`
 #[derive(Debug, Subcommand)]
@@ -55,12 +55,9 @@ pub struct IssueArgs {
     /// The CA that issues.
     #[command(flatten)]
     pub ca_dir: CaDir,
-    /// Organisation id, `kind/name`, e.g. street/jingansi.
-    #[arg(long, value_name = "ORG")]
-    pub org: String,
-    /// The node's role.
-    #[arg(long, value_name = "ROLE", value_enum)]
-    pub role: RoleArg,
+    /// The node's organisation and role.
+    #[command(flatten)]
+    pub membership: Membership,
     /// The node's libp2p PeerId (from `civmesh key generate`).
     #[arg(long, value_name = "PEER_ID")]
     pub peer_id: String,
@@ -121,10 +118,11 @@ pub(crate) fn ca(command: CaCommand) -> anyhow::Result<()> {
 }
 
 fn issue(args: IssueArgs) -> anyhow::Result<()> {
-    let org = OrgId::new(&args.org)?;
+    let org = OrgId::new(&args.membership.org)?;
     let node_id = args.peer_id.parse()?;
     let ca = FederationCa::load(&args.ca_dir.path)?;
-    let mut request = IssueRequest::for_days(org, args.role.into(), node_id, now_unix_millis(), args.days)?;
+    let mut request =
+        IssueRequest::for_days(org, args.membership.role.into(), node_id, now_unix_millis(), args.days)?;
     request.subject_alt_names = args.subject_alt_names;
     let pem = ca.issue(&request)?;
     write_new_file(&args.out, pem.as_bytes(), 0o644)?;

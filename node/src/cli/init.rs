@@ -10,7 +10,7 @@ use civmesh_certs::{now_unix_millis, FederationCa, IssueRequest, NodeKey, OrgId}
 use clap::Args;
 use ring::rand::SecureRandom;
 
-use crate::cli::args::{CaDir, NodeDir, RoleArg};
+use crate::cli::args::{CaDir, Membership, NodeDir};
 use crate::cli::identity::SUBJECT_KEY_SECRET_FILE;
 use crate::config::{LimitsSection, NodeConfig, NodeSection, RaftSection, TrustSection, CONFIG_FILE_NAME};
 
@@ -30,12 +30,9 @@ pub struct InitArgs {
     /// The CA that issues this node's certificate.
     #[command(flatten)]
     pub ca_dir: CaDir,
-    /// Organisation id, `kind/name`.
-    #[arg(long, value_name = "ORG")]
-    pub org: String,
-    /// The node's role.
-    #[arg(long, value_name = "ROLE", value_enum)]
-    pub role: RoleArg,
+    /// The node's organisation and role.
+    #[command(flatten)]
+    pub membership: Membership,
     /// libp2p listen multiaddr.
     #[arg(long, value_name = "P2P_LISTEN", default_value = "/ip4/127.0.0.1/tcp/0")]
     pub p2p_listen: String,
@@ -64,7 +61,7 @@ pub struct InitArgs {
 }
 
 pub(super) fn execute(args: InitArgs) -> anyhow::Result<()> {
-    let org = OrgId::new(&args.org)?;
+    let org = OrgId::new(&args.membership.org)?;
     let node_dir = &args.node_dir.path;
     for peer in &args.bootstrap_peers {
         peer.parse::<civmesh_certs::NodeId>().with_context(|| format!("bootstrap peer {peer}"))?;
@@ -80,8 +77,13 @@ pub(super) fn execute(args: InitArgs) -> anyhow::Result<()> {
         None => NodeKey::generate()?,
     };
     key.write_new(&node_dir.join(KEY_FILE))?;
-    let mut request =
-        IssueRequest::for_days(org, args.role.into(), key.node_id(), now_unix_millis(), args.days)?;
+    let mut request = IssueRequest::for_days(
+        org,
+        args.membership.role.into(),
+        key.node_id(),
+        now_unix_millis(),
+        args.days,
+    )?;
     // The API serves TLS with this certificate: it must name the API's host.
     let api_host = match args.api_listen.parse::<std::net::SocketAddr>() {
         Ok(address) => address.ip().to_string(),
