@@ -522,6 +522,27 @@ impl Testnet {
         self.cli(&["records", "import", "--node-dir", node_dir, "--dataset", dataset, path_str(file)?])
     }
 
+    /// `civmesh audit export` of node `node`'s log to `out`.
+    pub fn audit_export(&self, node: usize, out: &Path) -> anyhow::Result<String> {
+        let node_dir = path_str(&self.nodes[node].data_dir)?;
+        self.cli(&["audit", "export", "--node-dir", node_dir, "--out", path_str(out)?])
+    }
+
+    /// `civmesh audit verify` of `bundle` against the CA certificate
+    /// `ca_cert`, keeping the checkpoints seen in `seen`; what it printed.
+    pub fn audit_verify(&self, bundle: &Path, ca_cert: &Path, seen: &Path) -> anyhow::Result<String> {
+        self.cli(&[
+            "audit",
+            "verify",
+            "--bundle",
+            path_str(bundle)?,
+            "--ca-cert",
+            path_str(ca_cert)?,
+            "--seen",
+            path_str(seen)?,
+        ])
+    }
+
     /// `civmesh correction auto-accept` at node `owner`: corrections from
     /// `submitter` to `dataset` changing only `field` need no review.
     pub fn auto_accept(

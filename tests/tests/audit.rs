@@ -10,7 +10,6 @@
 #![allow(clippy::too_many_lines)]
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::path::Path;
 use std::time::Duration;
 
 use civmesh_policy::{Applied, Command};
@@ -26,19 +25,6 @@ fn query(net: &Testnet, key: &str, grant: Option<u64>) -> Value {
         "dataset": ENTERPRISES, "keys": [key], "fields": ["name"], "purpose": "street-inspection", "grant": grant,
     });
     net.api(STREET).unwrap().send("POST", "/v1/query", &body).unwrap()
-}
-
-fn verify(net: &Testnet, bundle: &Path, ca: &Path, seen: &Path) -> anyhow::Result<String> {
-    net.cli(&[
-        "audit",
-        "verify",
-        "--bundle",
-        bundle.to_str().unwrap(),
-        "--ca-cert",
-        ca.to_str().unwrap(),
-        "--seen",
-        seen.to_str().unwrap(),
-    ])
 }
 
 /// Waits until node `index` holds a final checkpoint over `entries` entries.
@@ -84,7 +70,7 @@ fn export_verify_and_subject_access_over_a_live_federation() {
     let bundle = dir.path().join("first.bundle");
 
     net.cli(&["audit", "export", "--node-dir", &hub_dir, "--out", bundle.to_str().unwrap()]).unwrap();
-    let printed = verify(&net, &bundle, &ca, &seen).unwrap();
+    let printed = net.audit_verify(&bundle, &ca, &seen).unwrap();
     assert!(printed.contains("access entries:   3 (2 permits, 1 denials)"), "{printed}");
     let report: Value =
         serde_json::from_slice(&std::fs::read(bundle.with_extension("report.json")).unwrap()).unwrap();
@@ -119,7 +105,7 @@ fn export_verify_and_subject_access_over_a_live_federation() {
         "3",
     ])
     .unwrap();
-    let printed = verify(&net, &ranged, &ca, &seen).unwrap();
+    let printed = net.audit_verify(&ranged, &ca, &seen).unwrap();
     assert!(printed.contains("exported range:   entries 2..3"), "{printed}");
     let in_range: Vec<Value> =
         serde_json::from_str(&subject_report(&net, &ranged, &ca, &secret).unwrap()).unwrap();
@@ -141,7 +127,7 @@ fn export_verify_and_subject_access_over_a_live_federation() {
     wait_for_checkpoint(&net, 0, 5);
     let second = dir.path().join("second.bundle");
     net.cli(&["audit", "export", "--node-dir", &hub_dir, "--out", second.to_str().unwrap()]).unwrap();
-    let printed = verify(&net, &second, &ca, &seen).unwrap();
+    let printed = net.audit_verify(&second, &ca, &seen).unwrap();
     assert!(printed.contains("checked against:  1 checkpoint(s) seen before"), "{printed}");
 
     // Damage and another federation are refused with clear errors.
@@ -149,23 +135,11 @@ fn export_verify_and_subject_access_over_a_live_federation() {
     bytes.truncate(bytes.len() - 10);
     let truncated = dir.path().join("truncated.bundle");
     std::fs::write(&truncated, &bytes).unwrap();
-    let error = verify(&net, &truncated, &ca, &seen).unwrap_err().to_string();
+    let error = net.audit_verify(&truncated, &ca, &seen).unwrap_err().to_string();
     assert!(error.contains("truncated or corrupt"), "{error}");
     let other = dir.path().join("other-ca");
     net.cli(&["ca", "init", "--ca-dir", other.to_str().unwrap(), "--name", "another city"]).unwrap();
-    let error = net
-        .cli(&[
-            "audit",
-            "verify",
-            "--bundle",
-            second.to_str().unwrap(),
-            "--ca-cert",
-            other.join("ca.pem").to_str().unwrap(),
-            "--seen",
-            seen.to_str().unwrap(),
-        ])
-        .unwrap_err()
-        .to_string();
+    let error = net.audit_verify(&second, &other.join("ca.pem"), &seen).unwrap_err().to_string();
     assert!(error.contains("another federation"), "{error}");
 }
 

@@ -169,19 +169,6 @@ fn partitions_heal_without_loss_duplicates_or_unlogged_releases(mut net: Testnet
     })
     .unwrap();
     let bundle = dir.join("after.bundle");
-    let hub_dir = net.nodes[HUB].data_dir.to_str().unwrap().to_string();
-    net.cli(&["audit", "export", "--node-dir", &hub_dir, "--out", bundle.to_str().unwrap()]).unwrap();
-    let seen = dir.join("seen.json");
-    let ca = net.ca_dir.join("ca.pem");
-    net.cli(&[
-        "audit",
-        "verify",
-        "--bundle",
-        bundle.to_str().unwrap(),
-        "--ca-cert",
-        ca.to_str().unwrap(),
-        "--seen",
-        seen.to_str().unwrap(),
-    ])
-    .unwrap();
+    net.audit_export(HUB, &bundle).unwrap();
+    net.audit_verify(&bundle, &net.ca_dir.join("ca.pem"), &dir.join("seen.json")).unwrap();
 }

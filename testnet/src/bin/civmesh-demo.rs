@@ -470,19 +470,10 @@ fn audit(net: &Testnet, root: &std::path::Path) -> anyhow::Result<()> {
     let bundle_path = bundle.to_str().context("path")?;
     let ca = net.ca_dir.join("ca.pem");
     let ca_path = ca.to_str().context("path")?;
-    let printed = net.cli(&["audit", "export", "--node-dir", &node_dir(net, 0)?, "--out", bundle_path])?;
+    let printed = net.audit_export(0, &bundle)?;
     println!("    {}", printed.trim());
     let seen = root.join("auditor-seen-checkpoints.json");
-    let verified = net.cli(&[
-        "audit",
-        "verify",
-        "--bundle",
-        bundle_path,
-        "--ca-cert",
-        ca_path,
-        "--seen",
-        seen.to_str().context("path")?,
-    ])?;
+    let verified = net.audit_verify(&bundle, &ca, &seen)?;
     for line in verified.lines() {
         println!("    {line}");
     }
@@ -706,20 +697,10 @@ fn audit_after_soak(net: &Testnet, root: &std::path::Path) -> anyhow::Result<()>
         (checkpoints["final"].as_array()?.last()?["tree_size"] == entries).then_some(())
     })?;
     let bundle = root.join("soak.bundle");
-    let bundle_path = bundle.to_str().context("path")?;
-    net.cli(&["audit", "export", "--node-dir", &node_dir(net, 0)?, "--out", bundle_path])?;
+    net.audit_export(0, &bundle)?;
     let seen = root.join("auditor-seen-checkpoints.json");
     let ca = net.ca_dir.join("ca.pem");
-    let printed = net.cli(&[
-        "audit",
-        "verify",
-        "--bundle",
-        bundle_path,
-        "--ca-cert",
-        ca.to_str().context("path")?,
-        "--seen",
-        seen.to_str().context("path")?,
-    ])?;
+    let printed = net.audit_verify(&bundle, &ca, &seen)?;
     for line in printed
         .lines()
         .filter(|line| line.starts_with("access entries") || line.starts_with("checked against"))
