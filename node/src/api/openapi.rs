@@ -72,12 +72,11 @@ fn operation(route: &Route) -> Value {
     operation
 }
 
-static DOCUMENT: OnceLock<Result<String, String>> = OnceLock::new();
+static DOCUMENT: OnceLock<Result<String, serde_json::Error>> = OnceLock::new();
 
 /// `GET /openapi.json`.
 pub async fn serve() -> Result<impl IntoResponse, ApiError> {
-    let text =
-        DOCUMENT.get_or_init(|| document().map(|document| document.to_string()).map_err(|e| e.to_string()));
+    let text = DOCUMENT.get_or_init(|| document().map(|document| document.to_string()));
     let text = text.as_ref().map_err(ApiError::internal)?;
     Ok(([(axum::http::header::CONTENT_TYPE, "application/json")], text.as_str()))
 }

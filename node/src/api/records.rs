@@ -116,17 +116,14 @@ pub(crate) async fn import_records(
             match first_line_of_key.insert(key.clone(), line) {
                 Some(first) => {
                     first_line_of_key.insert(key, first);
-                    Err(format!(
-                        "the same {} as line {first}: a key once per import",
-                        dataset.subject_key_field
-                    ))
+                    Err(ImportRowError::KeyRepeated { key_field: dataset.subject_key_field.clone(), first })
                 }
                 None => Ok((key, fields)),
             }
         });
         match checked {
             Ok(valid_row) => valid.push(valid_row),
-            Err(error) => failures.push(RowFailure { line, error }),
+            Err(error) => failures.push(RowFailure { line, error: error.to_string() }),
         }
     }
     let nothing = |failures| ImportResponse {
@@ -179,15 +176,34 @@ pub(crate) async fn import_records(
     Ok(Json(ImportResponse { written, unchanged, failures, corrections_superseded, corrections_in_conflict }))
 }
 
+/// Why an import refused a row.
+#[derive(Debug, thiserror::Error)]
+enum ImportRowError {
+    /// A declared field is not given.
+    #[error("the declared field {0:?} is missing (give it, null for no value)")]
+    FieldMissing(String),
+    /// The row does not fit the schema.
+    #[error(transparent)]
+    Invalid(#[from] crate::records::RowError),
+    /// The row's key was on an earlier line of the same import.
+    #[error("the same {key_field} as line {first}: a key once per import")]
+    KeyRepeated {
+        /// The dataset's key field.
+        key_field: String,
+        /// The line it was first on.
+        first: u64,
+    },
+}
+
 /// An import row: every declared field given, and valid for the schema.
 fn check_import_row(
     dataset: &civmesh_policy::model::Dataset,
     row: &std::collections::BTreeMap<String, civmesh_policy::model::FieldValue>,
-) -> Result<(String, std::collections::BTreeMap<String, civmesh_policy::model::FieldValue>), String> {
+) -> Result<(String, std::collections::BTreeMap<String, civmesh_policy::model::FieldValue>), ImportRowError> {
     if let Some(missing) = dataset.fields.iter().find(|field| !row.contains_key(&field.name)) {
-        return Err(format!("the declared field {:?} is missing (give it, null for no value)", missing.name));
+        return Err(ImportRowError::FieldMissing(missing.name.clone()));
     }
-    validate_row(dataset, row).map_err(|error| error.to_string())
+    Ok(validate_row(dataset, row)?)
 }
 
 /// The answer of `GET /v1/records`.
