@@ -131,6 +131,18 @@ pub enum Command {
         /// HMAC-SHA256 of the commitment label under the secret.
         commitment: [u8; 32],
     },
+    /// File a demand for the signer's own organisation, with the reason and
+    /// the date until which the data is needed. A variant of its own rather
+    /// than fields of [`Command::FileDemand`], so that one keeps its encoding.
+    FileDemandWithReason(DemandSpec),
+    /// Refuse a demand that no grant answers yet, with a reason for the
+    /// requester. Signed by a member of the dataset's owner.
+    RefuseDemand {
+        /// The demand.
+        demand_id: DemandId,
+        /// Why.
+        reason: String,
+    },
 }
 
 /// The kind of a command: a short stable name for logs and metrics (never
@@ -172,6 +184,10 @@ pub enum CommandKind {
     CosignCheckpoint,
     /// [`Command::CommitSubjectKeySecret`].
     CommitSubjectKeySecret,
+    /// [`Command::FileDemandWithReason`].
+    FileDemandWithReason,
+    /// [`Command::RefuseDemand`].
+    RefuseDemand,
 }
 
 impl CommandKind {
@@ -195,6 +211,8 @@ impl CommandKind {
             CommandKind::RemoveAutoAcceptRule => "remove_auto_accept_rule",
             CommandKind::CosignCheckpoint => "cosign_checkpoint",
             CommandKind::CommitSubjectKeySecret => "commit_subject_key_secret",
+            CommandKind::FileDemandWithReason => "file_demand_with_reason",
+            CommandKind::RefuseDemand => "refuse_demand",
         }
     }
 }
@@ -226,6 +244,8 @@ impl Command {
             Command::RemoveAutoAcceptRule { .. } => CommandKind::RemoveAutoAcceptRule,
             Command::CosignCheckpoint(_) => CommandKind::CosignCheckpoint,
             Command::CommitSubjectKeySecret { .. } => CommandKind::CommitSubjectKeySecret,
+            Command::FileDemandWithReason(_) => CommandKind::FileDemandWithReason,
+            Command::RefuseDemand { .. } => CommandKind::RefuseDemand,
         }
     }
 }
@@ -270,4 +290,21 @@ pub struct GrantSpec {
     pub consent_required: bool,
     /// The demand it answers, if any.
     pub demand: Option<DemandId>,
+}
+
+/// A demand as its requester files it; the log assigns the id.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DemandSpec {
+    /// The dataset needed.
+    pub dataset: DatasetId,
+    /// The fields needed.
+    pub fields: BTreeSet<FieldName>,
+    /// For what.
+    pub purpose: Purpose,
+    /// Under which legal basis.
+    pub legal_basis: LegalBasis,
+    /// Why, for the owner who decides.
+    pub reason: String,
+    /// Until when the data is needed, if for a while only.
+    pub until_ms: Option<UnixMillis>,
 }

@@ -35,10 +35,12 @@ pub mod report;
 pub mod state;
 
 pub use access::{AccessLogEntry, AccessOutcome, AccessRecord, QueryHeader, SubjectRelease};
-pub use command::{Command, CommandKind, DatasetSpec, GrantSpec, SignedCommand};
+pub use command::{Command, CommandKind, DatasetSpec, DemandSpec, GrantSpec, SignedCommand};
 pub use correction::CorrectionReasonCode;
 pub use decide::{
     decide, AccessRequest, ConsentCoverage, Decision, FieldAction, ReasonCode, RecordFacts, RecordPlan,
 };
 pub use report::{catalog_match, CatalogMatch};
-pub use state::{Applied, CorrectionClearance, CorrectionRefusal, PolicyState, Rejection, RejectionCode};
+pub use state::{
+    Applied, CorrectionClearance, CorrectionRefusal, DemandStatus, PolicyState, Rejection, RejectionCode,
+};

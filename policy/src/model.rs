@@ -180,6 +180,12 @@ pub struct Demand {
     pub legal_basis: LegalBasis,
     /// When it was filed (entry time).
     pub filed_at_ms: UnixMillis,
+    /// Why, if the requester said.
+    pub reason: Option<String>,
+    /// Until when the data is needed, if the requester said.
+    pub until_ms: Option<UnixMillis>,
+    /// Set once the owner refused it: when, by whom and why.
+    pub refused: Option<Revocation>,
 }
 
 /// A negative-list entry: a dataset, or one field of it, never shared.

@@ -228,7 +228,10 @@ fn authorised(state: &PolicyState, signer_key: &NodeKey, command: &Command) -> b
         }
         Command::PublishDataset(spec) => owns(&spec.id),
         Command::RecordConsent { dataset, .. } => owns(dataset),
-        Command::FileDemand { .. } => true,
+        Command::FileDemand { .. } | Command::FileDemandWithReason(_) => true,
+        Command::RefuseDemand { demand_id, .. } => {
+            state.demands.get(demand_id).is_some_and(|d| owns(&d.dataset))
+        }
         Command::RecordAccess(record) | Command::RecordPush(record) => {
             record.request.unverified_payload().ok().is_none_or(|header| owns(&header.dataset))
         }

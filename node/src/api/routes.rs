@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use axum::routing::{MethodFilter, MethodRouter};
 
 use crate::api::tokens::Scope;
-use crate::api::{audit, cluster, openapi, policy, query, records, status, Shared};
+use crate::api::{audit, cluster, grants, openapi, policy, query, records, status, Shared};
 use crate::corrections::http as corrections;
 
 /// An HTTP method the API uses.
@@ -272,6 +272,20 @@ pub const ROUTES: &[Route] = &[
         scope: Scope::Read,
         handler: handler!(policy::policy_demands),
         doc: Doc { summary: "The demand list", answer: "Demands", media: &[(JSON, "Demands")], ..DOC },
+    },
+    Route {
+        verb: Verb::Get,
+        path: "/v1/demands",
+        scope: Scope::Read,
+        handler: handler!(grants::demands),
+        doc: Doc {
+            summary: "The demand list: each demand's fields, purpose, basis, reason and status",
+            description: "Status is waiting, granted (with the first grant answering it) or refused (with the \
+                owner's reason).",
+            answer: "Demands",
+            media: &[(JSON, "DemandViews")],
+            ..DOC
+        },
     },
     Route {
         verb: Verb::Get,

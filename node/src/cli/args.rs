@@ -5,6 +5,7 @@
 
 use std::path::PathBuf;
 
+use civmesh_policy::model::{LegalBasis, NAME_BYTES_MAX};
 use clap::Args;
 
 /// The environment variable that gives `--node-dir`.
@@ -95,6 +96,60 @@ impl From<RoleArg> for civmesh_certs::Role {
     }
 }
 
+/// A legal basis for processing (PIPL Art. 13): the words
+/// `civmesh_policy::model::LegalBasis` reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[value(rename_all = "snake_case")]
+pub enum LegalBasisArg {
+    /// Art. 13(1): the individual's consent.
+    Consent,
+    /// Art. 13(2): a contract or human-resources management.
+    Contract,
+    /// Art. 13(3): a statutory duty or obligation.
+    StatutoryDuty,
+    /// Art. 13(4): a public-health emergency, or life, health and property
+    /// in an emergency.
+    PublicHealthEmergency,
+    /// Art. 13(5): news reporting and supervision in the public interest.
+    PublicInterestReporting,
+    /// Art. 13(6): information the individual disclosed, or lawfully
+    /// disclosed.
+    LawfullyDisclosed,
+    /// Art. 13(7): other circumstances provided by laws and regulations.
+    OtherLaw,
+}
+
+impl From<LegalBasisArg> for LegalBasis {
+    fn from(basis: LegalBasisArg) -> Self {
+        match basis {
+            LegalBasisArg::Consent => LegalBasis::Consent,
+            LegalBasisArg::Contract => LegalBasis::Contract,
+            LegalBasisArg::StatutoryDuty => LegalBasis::StatutoryDuty,
+            LegalBasisArg::PublicHealthEmergency => LegalBasis::PublicHealthEmergency,
+            LegalBasisArg::PublicInterestReporting => LegalBasis::PublicInterestReporting,
+            LegalBasisArg::LawfullyDisclosed => LegalBasis::LawfullyDisclosed,
+            LegalBasisArg::OtherLaw => LegalBasis::OtherLaw,
+        }
+    }
+}
+
+/// A purpose as grants and demands name it: a lowercase word, or words
+/// joined by `-` or `_` (e.g. `street-inspection`), at most
+/// `NAME_BYTES_MAX` bytes.
+pub fn parse_purpose(text: &str) -> Result<String, PurposeInvalid> {
+    let word =
+        |part: &str| !part.is_empty() && part.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+    if text.len() > NAME_BYTES_MAX || !text.split(['-', '_']).all(word) {
+        return Err(PurposeInvalid);
+    }
+    Ok(text.to_string())
+}
+
+/// A purpose that is not lowercase words.
+#[derive(Debug, thiserror::Error)]
+#[error("use lowercase words joined by - or _, e.g. street-inspection (at most {NAME_BYTES_MAX} bytes)")]
+pub struct PurposeInvalid;
+
 #[cfg(test)]
 mod tests {
     use clap::ValueEnum;
@@ -109,5 +164,44 @@ mod tests {
             assert_eq!(parsed, civmesh_certs::Role::from(*role), "{word}");
             assert_eq!(parsed.as_str(), word);
         }
+    }
+
+    #[test]
+    fn legal_basis_words_are_the_ones_policy_reads() {
+        for basis in LegalBasisArg::value_variants() {
+            let word = basis.to_possible_value().unwrap().get_name().to_string();
+            let parsed: LegalBasis = serde_json::from_value(serde_json::json!(word)).unwrap();
+            assert_eq!(parsed, LegalBasis::from(*basis), "{word}");
+        }
+    }
+
+    #[test]
+    fn purposes_are_lowercase_words() {
+        assert_eq!(parse_purpose("street-inspection").ok().as_deref(), Some("street-inspection"));
+        assert!(parse_purpose("visit_2026").is_ok());
+        for bad in ["", "Street", "street inspection", "-x", "x--y", "街道"] {
+            assert!(parse_purpose(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn dates_are_iso_days_in_shanghai() {
+        use crate::cli::Cli;
+        use clap::Parser;
+        let error = Cli::try_parse_from(["civmesh", "demand", "file", "--node-dir", "n", "--dataset", "d"])
+            .map(|_| ())
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("--field"), "{error}");
+        let args = ["--field", "f", "--purpose", "p", "--legal-basis", "statutory_duty", "--reason", "r"];
+        let file = |until: &str| {
+            let mut all = vec!["civmesh", "demand", "file", "--node-dir", "n", "--dataset", "d"];
+            all.extend(args);
+            all.extend(["--until", until]);
+            Cli::try_parse_from(all).map(|_| ()).map_err(|error| error.to_string())
+        };
+        assert!(file("2026-12-31").is_ok());
+        let error = file("31/12/2026").unwrap_err();
+        assert!(error.contains("--until") && error.contains("YYYY-MM-DD"), "{error}");
     }
 }

@@ -10,6 +10,7 @@ mod audit;
 mod catalog;
 mod cluster;
 mod correction;
+mod demand;
 mod demo;
 mod evaluate;
 pub(crate) mod identity;
@@ -59,6 +60,9 @@ pub enum Command {
     /// The catalog and the three lists.
     #[command(subcommand)]
     Catalog(catalog::CatalogCommand),
+    /// Demands for data: file one, list them with their status, refuse one.
+    #[command(subcommand)]
+    Demand(demand::DemandCommand),
     /// Ask a dataset's owner for records, under a grant; prints the answer.
     Query(query::QueryArgs),
     /// Corrections: submit at a street; review at the owner; statistics.
@@ -101,6 +105,7 @@ pub fn execute(cli: Cli) -> anyhow::Result<()> {
         Command::Records(command) => records::execute(command),
         Command::Policy(command) => policy::execute(command),
         Command::Catalog(command) => catalog::execute(command),
+        Command::Demand(command) => demand::execute(command),
         Command::Query(args) => query::execute(args),
         Command::Correction(command) => correction::execute(command),
         Command::Evaluate(args) => evaluate::execute(args),

@@ -73,6 +73,18 @@ pub fn parse_date(text: &str) -> Result<UnixMillis, EvaluationError> {
     UnixMillis::try_from(nanos / 1_000_000).map_err(|_| invalid())
 }
 
+/// The end of a `YYYY-MM-DD` day in Asia/Shanghai (midnight at the start
+/// of the next), so that a window "until 2026-12-31" includes that day.
+pub fn parse_date_end(text: &str) -> Result<UnixMillis, EvaluationError> {
+    parse_date(text).map(|start| start + DAY_MS as u64)
+}
+
+/// The last day before `end_ms` in Asia/Shanghai: the inverse of
+/// [`parse_date_end`].
+pub fn format_date_end(end_ms: UnixMillis) -> String {
+    format_date(end_ms.saturating_sub(1))
+}
+
 /// The day of `at_ms` in Asia/Shanghai, `YYYY-MM-DD`.
 pub fn format_date(at_ms: UnixMillis) -> String {
     in_shanghai(at_ms).date().format(DATE_FORMAT).unwrap_or_default()

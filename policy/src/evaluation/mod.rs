@@ -32,7 +32,7 @@ use crate::state::PolicyState;
 mod calendar;
 
 use calendar::buckets;
-pub use calendar::{format_date, format_time, parse_date};
+pub use calendar::{format_date, format_date_end, format_time, parse_date, parse_date_end};
 
 /// One day.
 const DAY_MS: i64 = 24 * 60 * 60 * 1000;

@@ -105,6 +105,9 @@ fn scripted_week() -> PolicyState {
         purpose: "street-inspection".into(),
         legal_basis: LegalBasis::StatutoryDuty,
         filed_at_ms,
+        reason: None,
+        until_ms: None,
+        refused: None,
     };
     let grant = |id, demand, issued_at_ms| Grant {
         id,
@@ -316,4 +319,13 @@ fn dates_round_trip_in_shanghai() {
         next_bucket_start(parse_date("2026-12-31").unwrap(), Bucket::Month),
         parse_date("2027-01-01").unwrap()
     );
+}
+
+#[test]
+fn an_end_date_includes_its_day_and_shows_as_that_day() {
+    let end_ms = parse_date_end("2026-11-30").unwrap();
+    assert_eq!(end_ms, MONDAY_MS + 24 * HOUR_MS);
+    assert_eq!(format_date_end(end_ms), "2026-11-30");
+    assert!(matches!(parse_date_end("2026-02-30"), Err(EvaluationError::DateInvalid(_))));
+    assert!(matches!(parse_date_end("30.11.2026"), Err(EvaluationError::DateInvalid(_))));
 }

@@ -89,7 +89,11 @@ impl PolicyState {
             Command::SetAutoAcceptRule(rule) => self.check_owner(org, &rule.dataset),
             Command::RemoveAutoAcceptRule { dataset, .. } => self.check_owner(org, dataset),
             Command::RecordCorrectionEvent(event) => self.check_correction_logger(org, signer_id, event),
-            Command::FileDemand { .. } | Command::AdmitMember { .. } | Command::RevokeMember { .. } => Ok(()),
+            Command::RefuseDemand { demand_id, .. } => self.check_demand_owner(org, *demand_id),
+            Command::FileDemand { .. }
+            | Command::FileDemandWithReason(_)
+            | Command::AdmitMember { .. }
+            | Command::RevokeMember { .. } => Ok(()),
             Command::CommitSubjectKeySecret { .. } => {
                 Err(reject(RejectionCode::NotAuthorised, "only the CA commits the subject-key secret"))
             }

@@ -4,14 +4,33 @@
 use std::collections::BTreeSet;
 
 use civmesh_certs::{OrgId, UnixMillis};
+use serde::{Deserialize, Serialize};
 
 use super::rejection::{check_text, reject, Rejection, RejectionCode};
 use super::{Applied, PolicyState};
-use crate::command::GrantSpec;
+use crate::command::{DemandSpec, GrantSpec};
 use crate::model::{
-    DatasetId, Demand, FieldName, Grant, GrantId, LegalBasis, Purpose, Revocation, SharingCategory,
+    DatasetId, Demand, DemandId, FieldName, Grant, GrantId, Purpose, Revocation, SharingCategory,
     NAME_BYTES_MAX, REASON_BYTES_MAX,
 };
+
+/// Where a demand stands.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "state")]
+pub enum DemandStatus {
+    /// Neither granted nor refused yet.
+    Waiting,
+    /// A grant answers it.
+    Granted {
+        /// The first grant that answers it.
+        grant: GrantId,
+    },
+    /// The owner refused it.
+    Refused {
+        /// The owner's reason.
+        reason: String,
+    },
+}
 
 /// A demand as filed.
 pub(super) struct DemandFiling<'a> {
@@ -38,20 +57,72 @@ impl PolicyState {
         Ok(())
     }
 
-    pub(super) fn file_demand(
-        &mut self,
-        requester: OrgId,
-        dataset: DatasetId,
-        fields: BTreeSet<FieldName>,
-        purpose: Purpose,
-        legal_basis: LegalBasis,
-        at_ms: UnixMillis,
-    ) -> Applied {
+    pub(super) fn validate_demand_spec(&self, spec: &DemandSpec) -> Result<(), Rejection> {
+        let DemandSpec { dataset, fields, purpose, reason, .. } = spec;
+        self.validate_demand(DemandFiling { dataset, fields, purpose })?;
+        check_text("reason", reason, REASON_BYTES_MAX)
+    }
+
+    /// Files `spec` for `requester`; an empty reason (the old
+    /// [`crate::Command::FileDemand`] has none) is kept as none.
+    pub(super) fn file_demand(&mut self, requester: OrgId, spec: DemandSpec, at_ms: UnixMillis) -> Applied {
         let id = self.next_demand_id;
         self.next_demand_id += 1;
-        let demand = Demand { id, requester, dataset, fields, purpose, legal_basis, filed_at_ms: at_ms };
+        let DemandSpec { dataset, fields, purpose, legal_basis, reason, until_ms } = spec;
+        let demand = Demand {
+            id,
+            requester,
+            dataset,
+            fields,
+            purpose,
+            legal_basis,
+            filed_at_ms: at_ms,
+            reason: (!reason.is_empty()).then_some(reason),
+            until_ms,
+            refused: None,
+        };
         self.demands.insert(id, demand);
         Applied::DemandFiled(id)
+    }
+
+    /// Where the demand stands: refused, granted (by its first grant), or
+    /// waiting.
+    pub fn demand_status(&self, demand: &Demand) -> DemandStatus {
+        if let Some(refusal) = &demand.refused {
+            return DemandStatus::Refused { reason: refusal.reason.clone() };
+        }
+        match self.grants.values().find(|grant| grant.demand == Some(demand.id)) {
+            Some(grant) => DemandStatus::Granted { grant: grant.id },
+            None => DemandStatus::Waiting,
+        }
+    }
+
+    /// Rejects a signer whose organisation does not own the demand's dataset.
+    pub(super) fn check_demand_owner(&self, org: &OrgId, demand_id: DemandId) -> Result<(), Rejection> {
+        let demand = self.demands.get(&demand_id).ok_or_else(|| demand_unknown(demand_id))?;
+        self.check_owner(org, &demand.dataset)
+    }
+
+    pub(super) fn validate_demand_refusal(&self, demand_id: DemandId, reason: &str) -> Result<(), Rejection> {
+        check_text("reason", reason, REASON_BYTES_MAX)?;
+        let demand = self.demands.get(&demand_id).ok_or_else(|| demand_unknown(demand_id))?;
+        match self.demand_status(demand) {
+            DemandStatus::Waiting => Ok(()),
+            DemandStatus::Granted { grant } => Err(reject(
+                RejectionCode::InvalidArgument,
+                format!("demand {demand_id} is answered by grant {grant}"),
+            )),
+            DemandStatus::Refused { .. } => {
+                Err(reject(RejectionCode::InvalidArgument, format!("demand {demand_id} is already refused")))
+            }
+        }
+    }
+
+    pub(super) fn refuse_demand(&mut self, demand_id: DemandId, refusal: Revocation) -> Applied {
+        if let Some(demand) = self.demands.get_mut(&demand_id) {
+            demand.refused = Some(refusal);
+        }
+        Applied::Done
     }
 
     pub(super) fn validate_grant(&self, spec: &GrantSpec, signer_org: &OrgId) -> Result<(), Rejection> {
@@ -78,8 +149,12 @@ impl PolicyState {
             ));
         }
         self.check_grantable(spec)?;
-        if let Some(demand) = spec.demand.filter(|demand| !self.demands.contains_key(demand)) {
-            return Err(reject(RejectionCode::DemandUnknown, format!("no demand {demand}")));
+        if let Some(demand_id) = spec.demand {
+            let demand = self.demands.get(&demand_id).ok_or_else(|| demand_unknown(demand_id))?;
+            if demand.refused.is_some() {
+                let detail = format!("demand {demand_id} was refused");
+                return Err(reject(RejectionCode::InvalidArgument, detail));
+            }
         }
         if !self.members.values().any(|member| member.org == spec.grantee && member.revoked.is_none()) {
             return Err(reject(
@@ -161,6 +236,10 @@ impl PolicyState {
         }
         Applied::Done
     }
+}
+
+fn demand_unknown(demand_id: DemandId) -> Rejection {
+    reject(RejectionCode::DemandUnknown, format!("no demand {demand_id}"))
 }
 
 fn grant_unknown(grant_id: GrantId) -> Rejection {

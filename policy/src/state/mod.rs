@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::access::AccessLogEntry;
 use crate::audit::{FinalCheckpoint, PendingCheckpoint};
-use crate::command::{Command, SignedCommand};
+use crate::command::{Command, DemandSpec, SignedCommand};
 use crate::correction::{CorrectionId, CorrectionTrack};
 use crate::model::{
     Consent, ConsentKey, Dataset, DatasetId, Demand, DemandId, FieldName, Grant, GrantId, Member,
@@ -39,6 +39,7 @@ mod rejection;
 mod replay;
 
 pub use corrections::{CorrectionClearance, CorrectionRefusal};
+pub use grants::DemandStatus;
 pub use rejection::{Rejection, RejectionCode};
 pub use replay::{COMMAND_NONCES_MAX, COMMAND_NONCES_PER_SIGNER_MAX, COMMAND_SKEW_MS_MAX};
 
@@ -288,6 +289,10 @@ impl PolicyState {
             }
             Command::IssueGrant(spec) => self.validate_grant(spec, signer_org)?,
             Command::RevokeGrant { grant_id, reason } => self.validate_grant_revocation(*grant_id, reason)?,
+            Command::FileDemandWithReason(spec) => self.validate_demand_spec(spec)?,
+            Command::RefuseDemand { demand_id, reason } => {
+                self.validate_demand_refusal(*demand_id, reason)?
+            }
             Command::RecordConsent { purpose, channel, .. } => self.validate_consent(purpose, channel)?,
             // Checked, once, in `log_access`, which keeps the result.
             Command::RecordAccess(_) | Command::RecordPush(_) => {}
@@ -321,7 +326,13 @@ impl PolicyState {
                 self.remove_negative_list_entry(dataset, field)
             }
             Command::FileDemand { dataset, fields, purpose, legal_basis } => {
-                self.file_demand(org, dataset, fields, purpose, legal_basis, at_ms)
+                let reason = String::new();
+                let spec = DemandSpec { dataset, fields, purpose, legal_basis, reason, until_ms: None };
+                self.file_demand(org, spec, at_ms)
+            }
+            Command::FileDemandWithReason(spec) => self.file_demand(org, spec, at_ms),
+            Command::RefuseDemand { demand_id, reason } => {
+                self.refuse_demand(demand_id, Revocation { at_ms, by: signer, reason })
             }
             Command::IssueGrant(spec) => self.issue_grant(spec, org, at_ms),
             Command::RevokeGrant { grant_id, reason } => {

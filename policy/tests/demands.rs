@@ -1,0 +1,102 @@
+//! Demands with a reason and a date, their status, and the owner's refusal.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::collections::BTreeSet;
+
+use civmesh_policy::model::LegalBasis;
+use civmesh_policy::{Applied, Command, DemandSpec, DemandStatus, GrantSpec, RejectionCode};
+use support::*;
+
+fn demand_spec(reason: &str) -> DemandSpec {
+    DemandSpec {
+        dataset: ENTERPRISES.into(),
+        fields: BTreeSet::from(["name".to_string()]),
+        purpose: "street-inspection".into(),
+        legal_basis: LegalBasis::StatutoryDuty,
+        reason: reason.into(),
+        until_ms: Some(NOW_MS + 30 * DAY_MS),
+    }
+}
+
+fn file(fx: &mut Fixture, reason: &str) -> u64 {
+    match apply(&mut fx.state, &fx.nanjingxilu.key, Command::FileDemandWithReason(demand_spec(reason)))
+        .unwrap()
+    {
+        Applied::DemandFiled(id) => id,
+        other => panic!("{other:?}"),
+    }
+}
+
+fn status(fx: &Fixture, id: u64) -> DemandStatus {
+    fx.state.demand_status(&fx.state.demands[&id])
+}
+
+#[test]
+fn a_demand_keeps_its_reason_and_date_and_waits_until_granted() {
+    let mut fx = Fixture::new();
+    let id = file(&mut fx, "visit every enterprise");
+    let demand = &fx.state.demands[&id];
+    assert_eq!(demand.reason.as_deref(), Some("visit every enterprise"));
+    assert_eq!(demand.until_ms, Some(NOW_MS + 30 * DAY_MS));
+    assert_eq!(status(&fx, id), DemandStatus::Waiting);
+    let street = fx.nanjingxilu.org.clone();
+    let grant = fx.grant(GrantSpec {
+        demand: Some(id),
+        ..grant_spec(ENTERPRISES, &street, &["name"], "street-inspection")
+    });
+    assert_eq!(status(&fx, id), DemandStatus::Granted { grant });
+    let refusal = Command::RefuseDemand { demand_id: id, reason: "granted already".into() };
+    assert_eq!(
+        apply(&mut fx.state, &fx.market.key, refusal).unwrap_err().code,
+        RejectionCode::InvalidArgument
+    );
+}
+
+#[test]
+fn the_old_demand_command_files_without_reason() {
+    let mut fx = Fixture::new();
+    let key = &fx.nanjingxilu.key;
+    let DemandSpec { dataset, fields, purpose, legal_basis, .. } = demand_spec("r");
+    let old = Command::FileDemand { dataset, fields, purpose, legal_basis };
+    let Applied::DemandFiled(id) = apply(&mut fx.state, key, old).unwrap() else { panic!() };
+    assert_eq!((fx.state.demands[&id].reason.as_ref(), fx.state.demands[&id].until_ms), (None, None));
+    let empty = Command::FileDemandWithReason(demand_spec(" "));
+    assert_eq!(apply(&mut fx.state, key, empty).unwrap_err().code, RejectionCode::InvalidArgument);
+}
+
+#[test]
+fn only_the_owner_refuses_a_demand_once_and_no_grant_answers_it_then() {
+    let mut fx = Fixture::new();
+    let id = file(&mut fx, "visit every enterprise");
+    let refuse = |reason: &str| Command::RefuseDemand { demand_id: id, reason: reason.into() };
+    assert_eq!(
+        apply(&mut fx.state, &fx.nanjingxilu.key, refuse("mine")).unwrap_err().code,
+        RejectionCode::NotAuthorised
+    );
+    assert_eq!(
+        apply(&mut fx.state, &fx.civil.key, refuse("not ours")).unwrap_err().code,
+        RejectionCode::NotAuthorised
+    );
+    let unknown = Command::RefuseDemand { demand_id: 999, reason: "r".into() };
+    assert_eq!(apply(&mut fx.state, &fx.market.key, unknown).unwrap_err().code, RejectionCode::DemandUnknown);
+    assert_eq!(
+        apply(&mut fx.state, &fx.market.key, refuse("")).unwrap_err().code,
+        RejectionCode::InvalidArgument
+    );
+    assert_eq!(apply(&mut fx.state, &fx.market.key, refuse("not necessary")), Ok(Applied::Done));
+    assert_eq!(status(&fx, id), DemandStatus::Refused { reason: "not necessary".into() });
+    assert_eq!(
+        apply(&mut fx.state, &fx.market.key, refuse("again")).unwrap_err().code,
+        RejectionCode::InvalidArgument
+    );
+    let street_org = fx.nanjingxilu.org.clone();
+    let answer = GrantSpec {
+        demand: Some(id),
+        ..grant_spec(ENTERPRISES, &street_org, &["name"], "street-inspection")
+    };
+    let outcome = apply(&mut fx.state, &fx.market.key, Command::IssueGrant(answer));
+    assert_eq!(outcome.unwrap_err().code, RejectionCode::InvalidArgument);
+}
