@@ -42,5 +42,6 @@ pub use decide::{
 };
 pub use report::{catalog_match, CatalogMatch};
 pub use state::{
-    Applied, CorrectionClearance, CorrectionRefusal, DemandStatus, PolicyState, Rejection, RejectionCode,
+    Applied, CorrectionClearance, CorrectionRefusal, DemandStatus, GrantWarning, PolicyState, Rejection,
+    RejectionCode, GRANT_EXPIRY_WARNING_DAYS,
 };

@@ -1,4 +1,5 @@
-//! Demands with a reason and a date, their status, and the owner's refusal.
+//! Demands with a reason and a date, their status, and the owner's refusal;
+//! the warnings an owner confirms before granting one.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -7,7 +8,7 @@ mod support;
 use std::collections::BTreeSet;
 
 use civmesh_policy::model::LegalBasis;
-use civmesh_policy::{Applied, Command, DemandSpec, DemandStatus, GrantSpec, RejectionCode};
+use civmesh_policy::{Applied, Command, DemandSpec, DemandStatus, GrantSpec, GrantWarning, RejectionCode};
 use support::*;
 
 fn demand_spec(reason: &str) -> DemandSpec {
@@ -99,4 +100,64 @@ fn only_the_owner_refuses_a_demand_once_and_no_grant_answers_it_then() {
     };
     let outcome = apply(&mut fx.state, &fx.market.key, Command::IssueGrant(answer));
     assert_eq!(outcome.unwrap_err().code, RejectionCode::InvalidArgument);
+}
+
+#[test]
+fn a_grant_warns_of_its_window_sensitive_fields_and_more_than_its_demand() {
+    let mut fx = Fixture::new();
+    let id = file(&mut fx, "visit every enterprise");
+    let street = fx.nanjingxilu.org.clone();
+    let answer =
+        GrantSpec { demand: Some(id), ..grant_spec(ENTERPRISES, &street, &["name"], "street-inspection") };
+    let until = |days: u64| NOW_MS + days * DAY_MS;
+    let sensitive = || GrantSpec {
+        legal_basis: LegalBasis::StatutoryDuty,
+        ..grant_spec(RESIDENTS, &street, &["name", "lives_alone_80_plus"], "elderly-care")
+    };
+    let broader = |fields: Vec<&str>, purpose_differs, outlasts_demand| GrantWarning::BroaderThanDemand {
+        demand: id,
+        fields: fields.into_iter().map(str::to_string).collect(),
+        purpose_differs,
+        outlasts_demand,
+    };
+    let cases: Vec<(&str, GrantSpec, Vec<GrantWarning>)> = vec![
+        ("as demanded", answer.clone(), vec![]),
+        ("no demand", GrantSpec { demand: None, ..answer.clone() }, vec![]),
+        (
+            "ended",
+            GrantSpec { valid_until_ms: NOW_MS, ..answer.clone() },
+            vec![GrantWarning::Expired { valid_until_ms: NOW_MS }],
+        ),
+        (
+            "ends in 7 days",
+            GrantSpec { valid_until_ms: until(7), ..answer.clone() },
+            vec![GrantWarning::ExpiresSoon { valid_until_ms: until(7) }],
+        ),
+        ("ends in 8 days", GrantSpec { valid_until_ms: until(8), ..answer.clone() }, vec![]),
+        (
+            "sensitive, statutory",
+            sensitive(),
+            vec![GrantWarning::SensitiveWithoutConsent { fields: vec!["lives_alone_80_plus".into()] }],
+        ),
+        ("sensitive, consent required", GrantSpec { consent_required: true, ..sensitive() }, vec![]),
+        ("sensitive, consent basis", GrantSpec { legal_basis: LegalBasis::Consent, ..sensitive() }, vec![]),
+        (
+            "more fields",
+            GrantSpec { fields: BTreeSet::from(["name".into(), "legal_rep_phone".into()]), ..answer.clone() },
+            vec![broader(vec!["legal_rep_phone"], false, false)],
+        ),
+        (
+            "another purpose",
+            GrantSpec { purpose: "audit".into(), ..answer.clone() },
+            vec![broader(vec![], true, false)],
+        ),
+        (
+            "past the demand's date",
+            GrantSpec { valid_until_ms: until(31), ..answer.clone() },
+            vec![broader(vec![], false, true)],
+        ),
+    ];
+    for (case, spec, expected) in cases {
+        assert_eq!(fx.state.grant_warnings(&spec, NOW_MS), expected, "{case}");
+    }
 }

@@ -289,6 +289,61 @@ pub const ROUTES: &[Route] = &[
     },
     Route {
         verb: Verb::Get,
+        path: "/v1/catalog",
+        scope: Scope::Read,
+        handler: handler!(grants::catalog),
+        doc: Doc {
+            summary: "Every dataset with its owner, fields and classes, and which of this node's organisation's \
+                grants (usable now) cover each field",
+            answer: "The catalog",
+            media: &[(JSON, "Catalog")],
+            ..DOC
+        },
+    },
+    Route {
+        verb: Verb::Get,
+        path: "/v1/grants",
+        scope: Scope::Read,
+        handler: handler!(grants::grants),
+        doc: Doc {
+            summary: "Every grant, revoked and expired ones included, in the order issued",
+            answer: "Grants",
+            media: &[(JSON, "Grants")],
+            ..DOC
+        },
+    },
+    Route {
+        verb: Verb::Get,
+        path: "/v1/grants/{id}",
+        scope: Scope::Read,
+        handler: handler!(grants::grant),
+        doc: Doc {
+            summary: "One grant",
+            parameters: &["GrantId"],
+            answer: "The grant",
+            media: &[(JSON, "Grant")],
+            errors: &[404],
+            ..DOC
+        },
+    },
+    Route {
+        verb: Verb::Post,
+        path: "/v1/grants/check",
+        scope: Scope::Read,
+        handler: handler!(grants::check_grant),
+        doc: Doc {
+            summary: "What to confirm before issuing a grant: an ended or ending window, sensitive fields \
+                without consent, more than its demand asked for",
+            description: "Issuing it is a signed IssueGrant command (POST /v1/commands). An empty list: nothing \
+                to confirm.",
+            body: Body::Json { schema: "GrantSpec", required: true },
+            answer: "The warnings",
+            media: &[(JSON, "GrantWarnings")],
+            ..DOC
+        },
+    },
+    Route {
+        verb: Verb::Get,
         path: "/v1/policy/match",
         scope: Scope::Read,
         handler: handler!(policy::policy_match),

@@ -13,6 +13,7 @@ mod correction;
 mod demand;
 mod demo;
 mod evaluate;
+mod grant;
 pub(crate) mod identity;
 mod init;
 mod policy;
@@ -63,6 +64,10 @@ pub enum Command {
     /// Demands for data: file one, list them with their status, refuse one.
     #[command(subcommand)]
     Demand(demand::DemandCommand),
+    /// Grants: issue one answering a demand (at the owner), list, show,
+    /// revoke.
+    #[command(subcommand)]
+    Grant(grant::GrantCommand),
     /// Ask a dataset's owner for records, under a grant; prints the answer.
     Query(query::QueryArgs),
     /// Corrections: submit at a street; review at the owner; statistics.
@@ -106,6 +111,7 @@ pub fn execute(cli: Cli) -> anyhow::Result<()> {
         Command::Policy(command) => policy::execute(command),
         Command::Catalog(command) => catalog::execute(command),
         Command::Demand(command) => demand::execute(command),
+        Command::Grant(command) => grant::execute(command),
         Command::Query(args) => query::execute(args),
         Command::Correction(command) => correction::execute(command),
         Command::Evaluate(args) => evaluate::execute(args),

@@ -1,8 +1,11 @@
 //! `civmesh query`: asks a dataset's owner for records, under a grant,
 //! through this node's API.
 
+use civmesh_certs::now_unix_millis;
+use civmesh_policy::model::{Grant, GrantId};
 use clap::Args;
 
+use crate::api::NodeStatus;
 use crate::cli::args::NodeDir;
 use crate::client::NodeApi;
 use crate::query::{QueryAnswer, QuerySpec};
@@ -25,7 +28,8 @@ pub struct QueryArgs {
     /// The purpose, as the grant names it.
     #[arg(long, value_name = "PURPOSE")]
     pub purpose: String,
-    /// The grant relied on.
+    /// The grant relied on; if not given, this organisation's only grant
+    /// usable now for the dataset and purpose (it says which).
     #[arg(long, value_name = "GRANT")]
     pub grant: Option<u64>,
 }
@@ -33,8 +37,13 @@ pub struct QueryArgs {
 /// Prints the owner's answer; exits non-zero unless records were released.
 pub(super) fn execute(args: QueryArgs) -> anyhow::Result<()> {
     let QueryArgs { node_dir, dataset, record_keys: keys, fields, purpose, grant } = args;
+    let api = NodeApi::open(&node_dir.path)?;
+    let grant = match grant {
+        Some(grant) => Some(grant),
+        None => only_usable_grant(&api, &dataset, &purpose)?,
+    };
     let spec = QuerySpec { dataset, keys, fields, purpose, grant };
-    let answer: QueryAnswer = NodeApi::open(&node_dir.path)?.send("POST", "/v1/query", &spec)?;
+    let answer: QueryAnswer = api.send("POST", "/v1/query", &spec)?;
     super::print_json(&answer)?;
     match answer {
         QueryAnswer::Released { .. } => Ok(()),
@@ -43,5 +52,36 @@ pub(super) fn execute(args: QueryArgs) -> anyhow::Result<()> {
             serde_json::to_value(reason)?.as_str().unwrap_or("denied")
         ),
         QueryAnswer::Refused { reason } => anyhow::bail!("the query was refused: {reason}"),
+    }
+}
+
+/// This node's organisation's only grant usable now for `dataset` and
+/// `purpose` (said on stderr); `None` if there is none; an error naming
+/// them if there are several.
+fn only_usable_grant(api: &NodeApi, dataset: &str, purpose: &str) -> anyhow::Result<Option<GrantId>> {
+    let org: civmesh_certs::OrgId = api.get::<NodeStatus>("/v1/status")?.org.parse()?;
+    let grants: Vec<Grant> = api.get("/v1/grants")?;
+    let now_ms = now_unix_millis();
+    let usable: Vec<GrantId> = grants
+        .iter()
+        .filter(|grant| grant.check_usable(&org, dataset, Some(purpose), now_ms).is_ok())
+        .map(|grant| grant.id)
+        .collect();
+    match usable.as_slice() {
+        [] => {
+            eprintln!("{org} holds no grant usable now for {dataset} and {purpose}; asking without one");
+            Ok(None)
+        }
+        [grant] => {
+            eprintln!("using grant {grant}, {org}'s only grant usable now for {dataset} and {purpose}");
+            Ok(Some(*grant))
+        }
+        several => {
+            let numbers: Vec<String> = several.iter().map(|grant| format!("#{grant}")).collect();
+            anyhow::bail!(
+                "{org} holds several grants usable now for {dataset} and {purpose} ({}): choose one with --grant",
+                numbers.join(", ")
+            )
+        }
     }
 }

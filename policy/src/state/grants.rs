@@ -10,9 +10,46 @@ use super::rejection::{check_text, reject, Rejection, RejectionCode};
 use super::{Applied, PolicyState};
 use crate::command::{DemandSpec, GrantSpec};
 use crate::model::{
-    DatasetId, Demand, DemandId, FieldName, Grant, GrantId, Purpose, Revocation, SharingCategory,
+    DatasetId, Demand, DemandId, FieldClass, FieldName, Grant, GrantId, Purpose, Revocation, SharingCategory,
     NAME_BYTES_MAX, REASON_BYTES_MAX,
 };
+
+/// A grant ending within this many days of its issue is worth a warning.
+pub const GRANT_EXPIRY_WARNING_DAYS: u64 = 7;
+const DAY_MS: u64 = 24 * 60 * 60 * 1000;
+
+/// Something the owner should confirm before issuing a grant: it is valid
+/// as a command, but probably not what was meant.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "warning")]
+pub enum GrantWarning {
+    /// The grant's window has already ended.
+    Expired {
+        /// The end of its window.
+        valid_until_ms: UnixMillis,
+    },
+    /// The grant's window ends within [`GRANT_EXPIRY_WARNING_DAYS`].
+    ExpiresSoon {
+        /// The end of its window.
+        valid_until_ms: UnixMillis,
+    },
+    /// Sensitive fields granted without each subject's consent.
+    SensitiveWithoutConsent {
+        /// The sensitive fields.
+        fields: Vec<FieldName>,
+    },
+    /// The grant gives more than the demand it answers asked for.
+    BroaderThanDemand {
+        /// The demand.
+        demand: DemandId,
+        /// Fields the demand did not ask for.
+        fields: Vec<FieldName>,
+        /// Whether its purpose differs from the demand's.
+        purpose_differs: bool,
+        /// Whether it lasts past the date the demand needs the data until.
+        outlasts_demand: bool,
+    },
+}
 
 /// Where a demand stands.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -95,6 +132,49 @@ impl PolicyState {
             Some(grant) => DemandStatus::Granted { grant: grant.id },
             None => DemandStatus::Waiting,
         }
+    }
+
+    /// What the owner should confirm before issuing `spec` at `now_ms`: an
+    /// ended or ending window, sensitive fields without consent, more than
+    /// the demand asked for. Empty when there is nothing to confirm.
+    pub fn grant_warnings(&self, spec: &GrantSpec, now_ms: UnixMillis) -> Vec<GrantWarning> {
+        let mut warnings = Vec::new();
+        let valid_until_ms = spec.valid_until_ms;
+        if valid_until_ms <= now_ms {
+            warnings.push(GrantWarning::Expired { valid_until_ms });
+        } else if valid_until_ms - now_ms <= GRANT_EXPIRY_WARNING_DAYS * DAY_MS {
+            warnings.push(GrantWarning::ExpiresSoon { valid_until_ms });
+        }
+        let consent = spec.consent_required || spec.legal_basis == crate::model::LegalBasis::Consent;
+        let sensitive: Vec<FieldName> = match self.datasets.get(&spec.dataset) {
+            Some(dataset) if !consent => spec
+                .fields
+                .iter()
+                .filter(|field| {
+                    dataset.field(field).is_some_and(|f| matches!(f.class, FieldClass::Sensitive(_)))
+                })
+                .cloned()
+                .collect(),
+            _ => Vec::new(),
+        };
+        if !sensitive.is_empty() {
+            warnings.push(GrantWarning::SensitiveWithoutConsent { fields: sensitive });
+        }
+        if let Some(demand) = spec.demand.and_then(|id| self.demands.get(&id)) {
+            let fields: Vec<FieldName> = spec.fields.difference(&demand.fields).cloned().collect();
+            let purpose_differs = spec.purpose != demand.purpose;
+            let outlasts_demand = demand.until_ms.is_some_and(|until_ms| valid_until_ms > until_ms);
+            if !fields.is_empty() || purpose_differs || outlasts_demand {
+                let demand = demand.id;
+                warnings.push(GrantWarning::BroaderThanDemand {
+                    demand,
+                    fields,
+                    purpose_differs,
+                    outlasts_demand,
+                });
+            }
+        }
+        warnings
     }
 
     /// Rejects a signer whose organisation does not own the demand's dataset.

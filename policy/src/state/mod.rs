@@ -39,7 +39,7 @@ mod rejection;
 mod replay;
 
 pub use corrections::{CorrectionClearance, CorrectionRefusal};
-pub use grants::DemandStatus;
+pub use grants::{DemandStatus, GrantWarning, GRANT_EXPIRY_WARNING_DAYS};
 pub use rejection::{Rejection, RejectionCode};
 pub use replay::{COMMAND_NONCES_MAX, COMMAND_NONCES_PER_SIGNER_MAX, COMMAND_SKEW_MS_MAX};
 
