@@ -33,19 +33,40 @@ fn the_demo_runs_and_checks_every_step() {
 
 /// The soak mode: mixed load with random kill -9, restarts and frozen
 /// voters, bounded in time, then every correction decided and applied at
-/// most once, identical replicas and a verified audit bundle.
+/// most once, identical replicas and a verified audit bundle. The
+/// operations it ran are exactly the start of its seed's schedule, as
+/// `--soak-plan` prints it without running anything: a seed replays a soak.
 #[test]
-fn a_short_soak_with_random_faults_ends_consistent_and_verified() {
+fn a_short_soak_with_random_faults_ends_consistent_and_verified_and_replays_from_its_seed() {
     let civmesh = civmesh_testnet::civmesh_binary().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("demo");
     let output = std::process::Command::new(&civmesh)
-        .args(["demo", "--check", "--soak-seconds", "15"])
+        .args(["demo", "--check", "--soak-seconds", "15", "--seed", "7", "--dir"])
+        .arg(&root)
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
     let soak = stdout.split("[soak]").nth(1).expect("the soak ran");
+    assert!(soak.contains("seed 7 (replay: civmesh demo --soak-seconds 15 --seed 7)"), "{soak}");
     assert!(soak.contains("ok: every node up, every correction decided"), "{soak}");
     assert!(soak.contains("query released"), "{soak}");
+
+    let ran = std::fs::read_to_string(root.join("soak-schedule.log")).unwrap();
+    let count = ran.lines().count();
+    assert!(count >= 5, "the soak ran {count} operations:\n{ran}");
+    let plan = std::process::Command::new(&civmesh)
+        .args(["demo", "--seed", "7", "--soak-plan", &count.to_string()])
+        .output()
+        .unwrap();
+    assert!(plan.status.success(), "{}", String::from_utf8_lossy(&plan.stderr));
+    assert_eq!(String::from_utf8_lossy(&plan.stdout), ran, "the soak ran another schedule than its seed's");
+    let other = std::process::Command::new(&civmesh)
+        .args(["demo", "--seed", "8", "--soak-plan", &count.to_string()])
+        .output()
+        .unwrap();
+    assert_ne!(String::from_utf8_lossy(&other.stdout), ran, "the schedule does not depend on the seed");
 }
 
 /// SIGTERM to `civmesh demo` mid-run reaches the demo, which stops its seven

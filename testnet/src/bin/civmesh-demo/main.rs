@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
-use civmesh_certs::{now_unix_millis, NodeKey, OrgId, SignedEnvelope};
+use civmesh_certs::{now_unix_millis, OrgId};
 use civmesh_policy::model::{LegalBasis, MaskingRule};
 use civmesh_policy::{Applied, Command, GrantSpec};
 use civmesh_testnet::city::{enterprise_dataset, resident_dataset, whole_city, ENTERPRISES, RESIDENTS};
@@ -24,31 +24,47 @@ const RESIDENT_COUNT: usize = 50_000;
 const PURPOSE: &str = "street-inspection";
 /// The longest soak, in seconds (a day).
 const SOAK_SECONDS_MAX: u64 = 86_400;
-/// How long the soak waits for the federation to settle afterwards.
-const SOAK_SETTLE_SECONDS_MAX: u64 = 120;
+
+mod soak;
 
 struct Options {
     check: bool,
     dir: Option<PathBuf>,
     soak_seconds: Option<u64>,
+    /// The soak's seed; the clock's if not given.
+    seed: Option<u64>,
+    /// `--soak-plan COUNT`: print the schedule, run nothing.
+    soak_plan: Option<u64>,
 }
 
+const USAGE: &str =
+    "usage: civmesh demo [--check] [--dir DIR] [--soak-minutes N | --soak-seconds N] [--seed N] \
+    [--soak-plan COUNT]";
+
 fn options() -> anyhow::Result<Options> {
-    let mut options = Options { check: false, dir: None, soak_seconds: None };
+    let mut options = Options { check: false, dir: None, soak_seconds: None, seed: None, soak_plan: None };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--check" => options.check = true,
             "--dir" => options.dir = Some(args.next().context("--dir needs a directory")?.into()),
+            "--seed" => {
+                options.seed = Some(args.next().context("--seed needs a number")?.parse().context("--seed")?)
+            }
+            "--soak-plan" => {
+                let count: u64 =
+                    args.next().context("--soak-plan needs a count")?.parse().context("--soak-plan")?;
+                let max = soak::SOAK_PLAN_OPERATIONS_MAX;
+                anyhow::ensure!(count <= max, "--soak-plan prints at most {max} operations");
+                options.soak_plan = Some(count);
+            }
             "--soak-minutes" | "--soak-seconds" => {
                 let amount: u64 = args.next().context("--soak-minutes needs a number")?.parse()?;
                 let seconds = if arg == "--soak-minutes" { amount * 60 } else { amount };
                 anyhow::ensure!(seconds <= SOAK_SECONDS_MAX, "a soak runs at most {SOAK_SECONDS_MAX} s");
                 options.soak_seconds = Some(seconds);
             }
-            other => anyhow::bail!(
-                "unknown argument {other}; usage: civmesh demo [--check] [--dir DIR] [--soak-minutes N]"
-            ),
+            other => anyhow::bail!("unknown argument {other}; {USAGE}"),
         }
     }
     Ok(options)
@@ -90,6 +106,11 @@ fn stop_on_interrupt(temporary: Option<PathBuf>) -> anyhow::Result<()> {
 
 fn main() -> anyhow::Result<()> {
     let options = options()?;
+    if let Some(count) = options.soak_plan {
+        let seed = options.seed.context("--soak-plan needs --seed")?;
+        soak::print_plan(seed, count);
+        return Ok(());
+    }
     let (root, temporary) = demo_root(&options)?;
     stop_on_interrupt(temporary.as_ref().map(|temporary| temporary.0.clone()))?;
     let mut net = start_federation(&root)?;
@@ -103,7 +124,8 @@ fn main() -> anyhow::Result<()> {
     println!("\ndemo: closed loop verified");
     VERIFIED.store(true, std::sync::atomic::Ordering::SeqCst);
     if let Some(seconds) = options.soak_seconds {
-        soak(&mut net, &root, seconds, grant_id)?;
+        let seed = options.seed.unwrap_or_else(now_unix_millis);
+        soak::soak(&mut net, &root, seconds, seed, grant_id)?;
     }
     if options.check {
         return Ok(());
@@ -516,197 +538,6 @@ fn audit(net: &Testnet, root: &std::path::Path) -> anyhow::Result<()> {
         "expected the query and the push of enterprise 7: {accesses:?}"
     );
     ok("2 accesses: the street's query and the push of the corrected version, both under the statutory grant");
-    Ok(())
-}
-
-/// A small deterministic generator (xorshift64*), seeded and printed so a
-/// soak can be replayed.
-struct Random(u64);
-
-impl Random {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn below(&mut self, bound: u64) -> u64 {
-        self.next() % bound.max(1)
-    }
-}
-
-/// `--soak-minutes N`: mixed queries, corrections and policy changes with
-/// random faults (kill -9 and restart of streets and voters, frozen voters)
-/// for N minutes; then every node back up, every correction decided and
-/// applied at most once, every replica identical at the same index, and the
-/// audit bundle verified. Prints the counts.
-fn soak(net: &mut Testnet, root: &std::path::Path, seconds: u64, grant_id: u64) -> anyhow::Result<()> {
-    step("soak", &format!("{seconds} s of mixed queries, corrections and policy changes with random faults"));
-    net.auto_accept(1, ENTERPRISES, "street/jingansi", "operating_address")?;
-    let market = NodeKey::load(&net.nodes[1].data_dir.join("node.key"))?;
-    let street = NodeKey::load(&net.nodes[3].data_dir.join("node.key"))?;
-    let seed = now_unix_millis() | 1;
-    println!("    seed {seed}");
-    let mut random = Random(seed);
-    let mut counts: BTreeMap<&str, u64> = BTreeMap::new();
-    let mut corrections: Vec<(String, String)> = Vec::new();
-    let deadline = std::time::Instant::now() + Duration::from_secs(seconds);
-    while std::time::Instant::now() < deadline {
-        let key = enterprise_key(2 * random.below(ENTERPRISE_COUNT as u64 / 2) as usize + 1);
-        let outcome: anyhow::Result<&str> = match random.below(10) {
-            0..=4 => {
-                let query = serde_json::json!({ "dataset": ENTERPRISES, "keys": [key], "fields": ["name", "operating_address"], "purpose": PURPOSE, "grant": grant_id });
-                net.api(3).and_then(|api| api.send::<_, serde_json::Value>("POST", "/v1/query", &query)).map(
-                    |answer| {
-                        if answer.get("Released").is_some() {
-                            "query released"
-                        } else {
-                            "query denied"
-                        }
-                    },
-                )
-            }
-            5..=6 => soak_correction(net, grant_id, &key, &mut random).map(|id| {
-                corrections.push((id, key.clone()));
-                "correction submitted"
-            }),
-            7..=8 => {
-                let (via, key_used, command) = if random.below(2) == 0 {
-                    let demand = Command::FileDemand {
-                        dataset: ENTERPRISES.into(),
-                        fields: BTreeSet::from(["name".to_string()]),
-                        purpose: format!("soak-{}", random.below(1_000)),
-                        legal_basis: LegalBasis::StatutoryDuty,
-                    };
-                    (3, &street, demand)
-                } else {
-                    let grant =
-                        civmesh_testnet::city::street_inspection_grant("street/nanjingxilu", &["name"], &[])?;
-                    (1, &market, Command::IssueGrant(grant))
-                };
-                SignedEnvelope::sign(key_used, &command, now_unix_millis())
-                    .map_err(anyhow::Error::from)
-                    .and_then(|envelope| net.api(via)?.submit(&[envelope]))
-                    .map(|_| "policy change committed")
-            }
-            _ => soak_fault(net, &mut random),
-        };
-        *counts.entry(outcome.unwrap_or("operation failed under a fault")).or_default() += 1;
-    }
-    settle(net, &corrections, &mut counts)?;
-    for (what, count) in &counts {
-        println!("    {count:>6}  {what}");
-    }
-    audit_after_soak(net, root)?;
-    ok("every node up, every correction decided and applied at most once, replicas identical, the bundle verified");
-    Ok(())
-}
-
-/// A street correction on the version the street sees now.
-fn soak_correction(net: &Testnet, grant_id: u64, key: &str, random: &mut Random) -> anyhow::Result<String> {
-    let query = serde_json::json!({ "dataset": ENTERPRISES, "keys": [key], "fields": ["operating_address"], "purpose": PURPOSE, "grant": grant_id });
-    let answer: serde_json::Value = net.api(3)?.send("POST", "/v1/query", &query)?;
-    let version = answer["Released"]["records"][0]["version"].as_u64().context("no version released")?;
-    let correction = serde_json::json!({
-        "dataset": ENTERPRISES, "record_key": key, "base_version": version,
-        "changes": {"operating_address": format!("{} Soak Road", random.below(900) + 1)},
-        "reason": "soak", "operator": "soak",
-    });
-    let submitted: serde_json::Value = net.api(3)?.send("POST", "/v1/corrections", &correction)?;
-    Ok(submitted["correction"].as_str().context("no id")?.to_string())
-}
-
-/// One random fault: kill -9 and restart a street or a voter, or freeze a voter.
-fn soak_fault(net: &mut Testnet, random: &mut Random) -> anyhow::Result<&'static str> {
-    match random.below(3) {
-        0 => {
-            let street = 3 + random.below(3) as usize;
-            net.kill9(street)?;
-            net.start(street)?;
-            Ok("fault: street killed (-9) and restarted")
-        }
-        1 => {
-            let voter = random.below(3) as usize;
-            net.kill9(voter)?;
-            std::thread::sleep(Duration::from_millis(300 + random.below(1_000)));
-            net.start(voter)?;
-            Ok("fault: voter killed (-9) and restarted")
-        }
-        _ => {
-            let voter = random.below(3) as usize;
-            net.freeze(voter)?;
-            std::thread::sleep(Duration::from_millis(500 + random.below(1_500)));
-            net.thaw(voter)?;
-            Ok("fault: voter frozen and thawed")
-        }
-    }
-}
-
-/// After the soak: every node running, every correction decided, applied at
-/// most once, and every replica identical at the same index.
-fn settle(
-    net: &mut Testnet,
-    corrections: &[(String, String)],
-    counts: &mut BTreeMap<&str, u64>,
-) -> anyhow::Result<()> {
-    for index in 0..net.nodes.len() {
-        if !net.is_running(index) {
-            net.start(index)?;
-        }
-    }
-    let settle = Duration::from_secs(SOAK_SETTLE_SECONDS_MAX);
-    for (id, key) in corrections {
-        let status = wait_until("every correction decided", settle, || {
-            let view: serde_json::Value = net.api(3).ok()?.get(&format!("/v1/corrections/{id}")).ok()?;
-            (view["status"] == "closed").then(|| view["outcome"]["status"].clone())
-        })?;
-        let decided = if status.get("applied").is_some() {
-            "correction applied"
-        } else {
-            "correction in conflict (resubmittable)"
-        };
-        *counts.entry(decided).or_default() += 1;
-        let record: serde_json::Value = net
-            .api(1)?
-            .get(&format!("/v1/records?dataset=market-supervision%2Fenterprise-registry&key={key}"))?;
-        let versions = record["history"].as_array().map_or(0, |history| {
-            history.iter().filter(|version| version["provenance"]["correction"]["id"] == id.as_str()).count()
-        });
-        let expected = usize::from(status.get("applied").is_some());
-        anyhow::ensure!(versions == expected, "correction {id} was applied {versions} times");
-    }
-    wait_until("every replica identical at the same index", settle, || {
-        let all: Vec<_> =
-            (0..net.nodes.len()).map(|i| net.api(i).ok()?.status().ok()).collect::<Option<_>>()?;
-        all.iter()
-            .all(|s| {
-                s.raft.applied_index == all[0].raft.applied_index
-                    && s.raft.state_hash == all[0].raft.state_hash
-            })
-            .then_some(())
-    })?;
-    Ok(())
-}
-
-fn audit_after_soak(net: &Testnet, root: &std::path::Path) -> anyhow::Result<()> {
-    let hub: serde_json::Value = net.api(0)?.get("/v1/audit/checkpoints")?;
-    let entries = hub["leaves"].clone();
-    wait_until("a checkpoint over every entry", Duration::from_secs(SOAK_SETTLE_SECONDS_MAX), || {
-        let checkpoints: serde_json::Value = net.api(0).ok()?.get("/v1/audit/checkpoints").ok()?;
-        (checkpoints["final"].as_array()?.last()?["tree_size"] == entries).then_some(())
-    })?;
-    let bundle = root.join("soak.bundle");
-    net.audit_export(0, &bundle)?;
-    let seen = root.join("auditor-seen-checkpoints.json");
-    let ca = net.ca_dir.join("ca.pem");
-    let printed = net.audit_verify(&bundle, &ca, &seen)?;
-    for line in printed
-        .lines()
-        .filter(|line| line.starts_with("access entries") || line.starts_with("checked against"))
-    {
-        println!("    {line}");
-    }
     Ok(())
 }
 
