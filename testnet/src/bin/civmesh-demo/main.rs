@@ -117,7 +117,7 @@ fn main() -> anyhow::Result<()> {
     seed(&net, &root)?;
     let grant_id = demand_and_grant(&net)?;
     let record = street_query(&net, grant_id)?;
-    correction_loop(&net, grant_id, &record["fields"])?;
+    correction_loop(&net, grant_id, &record)?;
     replicated_access_log(&net)?;
     audit(&net, &root)?;
     print_evaluation(&net)?;
@@ -177,8 +177,19 @@ fn seed(net: &Testnet, root: &std::path::Path) -> anyhow::Result<()> {
     write_enterprises(&enterprises_csv)?;
     let residents_csv = root.join("residents.csv");
     write_residents(&residents_csv)?;
-    for (index, dataset, file) in [(1, ENTERPRISES, &enterprises_csv), (2, RESIDENTS, &residents_csv)] {
-        ok(net.import(index, dataset, file)?.trim());
+    let imports = [
+        (1, ENTERPRISES, &enterprises_csv, ENTERPRISE_COUNT),
+        (2, RESIDENTS, &residents_csv, RESIDENT_COUNT),
+    ];
+    for (index, dataset, file, generated) in imports {
+        let printed = net.import(index, dataset, file)?;
+        let (written, refused) =
+            (format!("{generated} rows written to {dataset} (batch "), "), 0 unchanged, 0 refused;");
+        anyhow::ensure!(
+            printed.starts_with(&written) && printed.contains(refused),
+            "expected {generated} rows written and none refused; the import printed {printed}"
+        );
+        ok(&format!("{generated} rows written to {dataset}, as generated; none refused"));
     }
     Ok(())
 }
@@ -269,13 +280,23 @@ fn street_query(net: &Testnet, grant_id: u64) -> anyhow::Result<serde_json::Valu
         })?;
     let record = &answer["Released"]["records"][0];
     println!("    {}", serde_json::to_string(&record["fields"])?);
+    let generated = Enterprise::generated(7);
+    let expected = serde_json::json!({
+        "name": generated.name,
+        "operating_address": generated.operating_address,
+        // keep_last:4 of an 11-digit phone.
+        "legal_rep_phone": format!("*******{}", &generated.phone[7..]),
+    });
+    anyhow::ensure!(record["fields"] == expected, "released {}, expected {expected}", record["fields"]);
     anyhow::ensure!(
-        record["fields"]["legal_rep_phone"].as_str().is_some_and(|p| p.starts_with("*******")),
-        "the phone is not masked"
+        record["withheld"] == serde_json::json!({ "registered_address": "field_not_granted" }),
+        "withheld {}, expected only the registered address",
+        record["withheld"]
     );
     anyhow::ensure!(
-        record["withheld"]["registered_address"] == "field_not_granted",
-        "an ungranted field was released"
+        record["version"] == 1,
+        "enterprise 7 is at version {}, not its first",
+        record["version"]
     );
     ok("exactly the granted fields, the phone masked, the registered address withheld");
     let outside = serde_json::json!({ "dataset": ENTERPRISES, "keys": [enterprise_key(8)], "fields": ["name"], "purpose": PURPOSE, "grant": grant_id });
@@ -312,6 +333,39 @@ fn replicated_access_log(net: &Testnet) -> anyhow::Result<()> {
             entry["sequence"], entry["outcome"], entry["dataset"], entry["purpose"], entry["reason"]
         );
     }
+    let shape: Vec<(String, String, Vec<Vec<String>>)> = logs
+        .iter()
+        .map(|entry| {
+            let released = entry["released"].as_array().map_or_else(Vec::new, |released| {
+                released
+                    .iter()
+                    .map(|subject| serde_json::from_value(subject[1].clone()).unwrap_or_default())
+                    .collect()
+            });
+            (
+                entry["outcome"].as_str().unwrap_or("").into(),
+                entry["dataset"].as_str().unwrap_or("").into(),
+                released,
+            )
+        })
+        .collect();
+    let fields = |names: &[&str]| names.iter().map(ToString::to_string).collect::<Vec<_>>();
+    let expected = vec![
+        (
+            "permit".to_string(),
+            ENTERPRISES.to_string(),
+            vec![fields(&["legal_rep_phone", "name", "operating_address"])],
+        ),
+        ("permit".to_string(), ENTERPRISES.to_string(), vec![]),
+        ("deny".to_string(), RESIDENTS.to_string(), vec![]),
+        ("permit".to_string(), ENTERPRISES.to_string(), vec![fields(&["name", "operating_address"])]),
+    ];
+    anyhow::ensure!(shape == expected, "the access log holds {shape:?}, expected {expected:?}");
+    anyhow::ensure!(
+        logs.iter().all(|entry| entry["requester_org"] == "street/jingansi")
+            && logs[0]["released"][0][0] == logs[3]["released"][0][0],
+        "the accesses are not the street's query and push of enterprise 7: {logs:?}"
+    );
     let text = serde_json::to_string(&logs)?;
     anyhow::ensure!(
         !text.contains(&enterprise_key(7))
@@ -319,7 +373,8 @@ fn replicated_access_log(net: &Testnet) -> anyhow::Result<()> {
             && !text.contains(&resident_key(80)),
         "personal data in the access log"
     );
-    ok("4 access records (2 queries, 1 denial, 1 push), identical on all 7 replicas, no subject key or value in them");
+    ok("4 access records (a release of enterprise 7, an out-of-scope query releasing nothing, the residents \
+        denial, the push of version 2), identical on all 7 replicas, no subject key or value in them");
     Ok(())
 }
 
@@ -351,14 +406,20 @@ fn correction_loop(net: &Testnet, grant_id: u64, seen: &serde_json::Value) -> an
     let subscription = serde_json::json!({
         "dataset": ENTERPRISES, "fields": ["name", "operating_address"], "purpose": PURPOSE, "grant": grant_id,
     });
-    let _: serde_json::Value = net.api(3)?.send("POST", "/v1/subscriptions", &subscription)?;
+    let subscribed: serde_json::Value = net.api(3)?.send("POST", "/v1/subscriptions", &subscription)?;
+    anyhow::ensure!(subscribed["subscription"].is_string(), "the subscription was not made: {subscribed}");
     step(
         "4",
         &format!("a stale address: the inspector finds enterprise {} operating elsewhere", enterprise_key(7)),
     );
     let observed = "500 Yuyuan Road";
-    println!("    the record says {}; the inspector saw {observed}", seen["operating_address"]);
-    anyhow::ensure!(seen["operating_address"] != observed, "the record is not stale");
+    println!("    the record says {}; the inspector saw {observed}", seen["fields"]["operating_address"]);
+    anyhow::ensure!(
+        seen["fields"]["operating_address"] == Enterprise::generated(7).operating_address
+            && seen["fields"]["operating_address"] != observed
+            && seen["version"] == 1,
+        "the street does not hold the stale version 1: {seen}"
+    );
     ok("Jing'an Temple street subscribed to the registry and holds the stale version 1");
 
     step("5", "a correction: the street signs it and sends it to market supervision (persistent outbox)");
@@ -533,10 +594,16 @@ fn audit(net: &Testnet, root: &std::path::Path) -> anyhow::Result<()> {
             access["fields_released"]
         );
     }
-    anyhow::ensure!(
-        accesses.len() == 2 && accesses.iter().all(|a| a["requester_org"] == "street/jingansi"),
-        "expected the query and the push of enterprise 7: {accesses:?}"
-    );
+    let shape: Vec<(&str, &str, &str)> = accesses
+        .iter()
+        .map(|a| {
+            let text = |key: &str| a[key].as_str().unwrap_or("");
+            (text("kind"), text("requester_org"), text("legal_basis"))
+        })
+        .collect();
+    let expected =
+        [("query", "street/jingansi", "statutory_duty"), ("push", "street/jingansi", "statutory_duty")];
+    anyhow::ensure!(shape == expected, "expected the query and the push of enterprise 7, got {accesses:?}");
     ok("2 accesses: the street's query and the push of the corrected version, both under the statutory grant");
     Ok(())
 }
@@ -584,23 +651,44 @@ const DISTRICTS: [&str; 3] = ["jingan", "putuo", "huangpu"];
 
 const ROADS: [&str; 5] = ["Nanjing West Road", "Changde Road", "Yuyuan Road", "Wuding Road", "Huashan Road"];
 
-/// Every seventh enterprise operates somewhere other than where it is registered.
+/// One generated enterprise: what the seed imports, and what the checks
+/// expect the owner to answer.
+struct Enterprise {
+    name: String,
+    registered_address: String,
+    operating_address: String,
+    phone: String,
+    district: &'static str,
+}
+
+impl Enterprise {
+    /// Enterprise `index`: odd ones in Jing'an; every seventh operates
+    /// somewhere other than where it is registered.
+    fn generated(index: usize) -> Self {
+        let registered_address = format!("{} {}", index % 900 + 1, ROADS[index % ROADS.len()]);
+        let operating_address = if index % 7 == 0 {
+            format!("{} {}", (index * 3) % 900 + 1, ROADS[(index + 2) % ROADS.len()])
+        } else {
+            registered_address.clone()
+        };
+        Enterprise {
+            name: format!("Enterprise {index}"),
+            registered_address,
+            operating_address,
+            phone: format!("138{index:08}"),
+            district: if index % 2 == 1 { "jingan" } else { "putuo" },
+        }
+    }
+}
+
 fn write_enterprises(path: &std::path::Path) -> anyhow::Result<()> {
     let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);
     writeln!(out, "credit_code,name,registered_address,operating_address,legal_rep_phone,district")?;
     for index in 0..ENTERPRISE_COUNT {
-        let registered = format!("{} {}", index % 900 + 1, ROADS[index % ROADS.len()]);
-        let operating = if index % 7 == 0 {
-            format!("{} {}", (index * 3) % 900 + 1, ROADS[(index + 2) % ROADS.len()])
-        } else {
-            registered.clone()
-        };
-        let district = if index % 2 == 1 { "jingan" } else { "putuo" };
-        writeln!(
-            out,
-            "{},Enterprise {index},{registered},{operating},138{index:08},{district}",
-            enterprise_key(index)
-        )?;
+        let Enterprise { name, registered_address, operating_address, phone, district } =
+            Enterprise::generated(index);
+        let key = enterprise_key(index);
+        writeln!(out, "{key},{name},{registered_address},{operating_address},{phone},{district}")?;
     }
     Ok(())
 }
