@@ -189,7 +189,7 @@ impl Services {
             None => Vec::new(),
         };
         let metrics = Arc::new(crate::api::metrics::Metrics::default());
-        swarm.count_queue_full_in(metrics.inbound_queue_full.clone()).await;
+        swarm.count_in(metrics.inbound_queue_full.clone(), metrics.security_events.clone()).await;
         let limits = Arc::new(crate::security::PeerLimits::new(&config.limits)?);
         let query = Arc::new(QueryService::new(
             log.clone(),

@@ -15,7 +15,7 @@ use std::time::Duration;
 use civmesh_consensus::{RaftPeer, Transport, TransportError, PEER_MESSAGE_BYTES_MAX};
 use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
 use libp2p::request_response::{self, OutboundRequestId, ProtocolSupport, ResponseChannel};
-use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
+use libp2p::swarm::{ListenError, NetworkBehaviour, SwarmEvent};
 use libp2p::{allow_block_list, identify, noise, tcp, yamux, Multiaddr, PeerId, StreamProtocol, Swarm};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -67,6 +67,9 @@ pub const IDLE_CONNECTION_TIMEOUT_MS: u64 = 60_000;
 pub const REQUEST_TIMEOUT_MS: u64 = 10_000;
 /// Concurrent streams per connection for the raft protocol.
 pub const STREAMS_PER_CONNECTION_MAX: usize = 256;
+/// The security event of a connection refused at the gate (the peer is
+/// not an active member).
+pub const CONNECTION_REFUSED: &str = "connection_refused";
 
 /// Why the swarm could not start.
 #[derive(Debug, thiserror::Error)]
@@ -208,8 +211,9 @@ enum SwarmCommand {
     ConnectedPeers {
         reply: oneshot::Sender<Vec<PeerId>>,
     },
-    CountQueueFullIn {
-        family: Family<OutcomeLabel, Counter>,
+    CountIn {
+        queue_full: Family<OutcomeLabel, Counter>,
+        security_events: Family<OutcomeLabel, Counter>,
     },
 }
 
@@ -234,9 +238,15 @@ impl SwarmClient {
         answer.await.unwrap_or_default()
     }
 
-    /// Counts requests refused for a full queue in `family`, by protocol.
-    pub async fn count_queue_full_in(&self, family: Family<OutcomeLabel, Counter>) {
-        let _ = self.commands.send(SwarmCommand::CountQueueFullIn { family }).await;
+    /// Counts requests refused for a full queue in `queue_full`, by
+    /// protocol, and connections refused at the gate in `security_events`
+    /// (as `connection_refused`).
+    pub async fn count_in(
+        &self,
+        queue_full: Family<OutcomeLabel, Counter>,
+        security_events: Family<OutcomeLabel, Counter>,
+    ) {
+        let _ = self.commands.send(SwarmCommand::CountIn { queue_full, security_events }).await;
     }
 
     /// The peers connected now.
@@ -362,6 +372,7 @@ struct SwarmTask {
     raft_inbound: mpsc::Sender<InboundRequest>,
     service_inbound: mpsc::Sender<InboundRequest>,
     queue_full: Family<OutcomeLabel, Counter>,
+    security_events: Family<OutcomeLabel, Counter>,
     answers: mpsc::Sender<(u64, Option<Vec<u8>>)>,
     answer_receiver: mpsc::Receiver<(u64, Option<Vec<u8>>)>,
     pending_outbound: HashMap<(Protocol, OutboundRequestId), OutboundReply>,
@@ -388,6 +399,7 @@ impl SwarmTask {
             raft_inbound,
             service_inbound,
             queue_full: Family::default(),
+            security_events: Family::default(),
             answers,
             answer_receiver,
             pending_outbound: HashMap::new(),
@@ -440,7 +452,10 @@ impl SwarmTask {
             SwarmCommand::ConnectedPeers { reply } => {
                 let _ = reply.send(self.swarm.connected_peers().cloned().collect());
             }
-            SwarmCommand::CountQueueFullIn { family } => self.queue_full = family,
+            SwarmCommand::CountIn { queue_full, security_events } => {
+                self.queue_full = queue_full;
+                self.security_events = security_events;
+            }
         }
     }
 
@@ -456,8 +471,17 @@ impl SwarmTask {
             SwarmEvent::Behaviour(BehaviourEvent::Correction(event)) => {
                 self.on_request_response_event(Protocol::Correction, event)
             }
+            SwarmEvent::IncomingConnectionError {
+                error: ListenError::Denied { cause },
+                send_back_addr,
+                ..
+            } => {
+                // Not an active member: the gate's allow list refused it.
+                Metrics::count(&self.security_events, CONNECTION_REFUSED);
+                tracing::warn!(target: "civmesh::security", %send_back_addr, %cause, "connection refused at the gate");
+            }
             SwarmEvent::IncomingConnectionError { error, .. } => {
-                tracing::debug!(%error, "incoming connection refused")
+                tracing::debug!(%error, "incoming connection failed")
             }
             _ => {}
         }

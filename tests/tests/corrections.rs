@@ -606,7 +606,8 @@ fn duplicates_are_applied_once_and_forgeries_are_refused() {
         matches!(&ack, CorrectionAck::Refused(reason) if reason.contains("do not match its signed SHA-256")),
         "{ack:?}"
     );
-    let path = format!("/v1/corrections/{}/attachments/0", civmesh_policy::hex_digest::to_hex(&id));
+    let id_hex = civmesh_policy::hex_digest::to_hex(&id);
+    let path = format!("/v1/corrections/{id_hex}/attachments/0");
     assert!(net.api(MARKET).unwrap().get_bytes(&path, 1 << 20).is_err(), "nothing kept");
     assert_eq!(send(&street, chunk(LEASE)).unwrap(), CorrectionAck::Stored);
     assert_eq!(net.api(MARKET).unwrap().get_bytes(&path, 1 << 20).unwrap(), LEASE);
@@ -617,7 +618,24 @@ fn duplicates_are_applied_once_and_forgeries_are_refused() {
     .unwrap();
     assert_eq!(applied[1]["fields"]["operating_address"], NEW_ADDRESS);
     assert_eq!(send(&street, CorrectionMessage::Deliver(wire)).unwrap(), CorrectionAck::Stored);
-    std::thread::sleep(Duration::from_millis(500));
-    assert_eq!(history(&net, KEY).len(), 2, "a third delivery applies nothing");
-    stats_everywhere(&net, |stats| stats[0]["by_stage"]["applied"] == 1);
+    // A later correction, applied after the third delivery was stored,
+    // bounds the wait for a repeat of the first.
+    net.submit_correction(STREET, KEY, 2, &["operating_address=77 Later Road"], 0, &[]).unwrap();
+    let versions = wait_until("the later correction applied", Duration::from_secs(20), || {
+        let versions = history(&net, KEY);
+        (versions.len() >= 3).then_some(versions)
+    })
+    .unwrap();
+    let from_first = versions
+        .iter()
+        .filter(|version| version["provenance"]["correction"]["id"] == id_hex.as_str())
+        .count();
+    assert_eq!((versions.len(), from_first), (3, 1), "a third delivery applies nothing: {versions:?}");
+    assert_eq!(versions[2]["fields"]["operating_address"], "77 Later Road");
+    // Each correction counted once, at its latest stage: the first (sent by
+    // hand, so no outcome goes back) applied, the later one's outcome
+    // delivered.
+    stats_everywhere(&net, |stats| {
+        stats[0]["by_stage"] == serde_json::json!({ "applied": 1, "outcome_delivered": 1 })
+    });
 }

@@ -100,17 +100,34 @@ fn a_subscriber_receives_new_versions_masked_and_every_push_is_logged() {
 
     // A push to a subscriber that is down is kept and delivered when it is back.
     net.stop(3).unwrap();
+    let access_log_length =
+        || net.api(0).ok()?.get::<Vec<serde_json::Value>>("/v1/access-log").ok().map(|log| log.len());
+    let logged_before = access_log_length().unwrap();
     std::fs::write(&csv, "credit_code,name,registered_address,operating_address,legal_rep_phone,district\n91310106A,Jing'an Tea House,,9 Kangding Road,,\n")
         .unwrap();
     net.import(1, ENTERPRISES, &csv).unwrap();
-    std::thread::sleep(Duration::from_millis(1_500));
+    // The owner logs a push before it sends it: once logged, the send is
+    // under way while the subscriber is down.
+    wait_until("the push logged while the subscriber is down", Duration::from_secs(20), || {
+        (access_log_length()? > logged_before).then_some(())
+    })
+    .unwrap();
     net.start(3).unwrap();
-    let pushes: Vec<serde_json::Value> =
-        wait_until("the push kept while the subscriber was down", Duration::from_secs(30), || {
-            let pushes: Vec<serde_json::Value> = net.api(3).ok()?.get("/v1/subscriptions/updates").ok()?;
-            (!pushes.is_empty()).then_some(pushes)
-        })
+    let versions_received = || -> Option<Vec<u64>> {
+        let pushes: Vec<serde_json::Value> = net.api(3).ok()?.get("/v1/subscriptions/updates").ok()?;
+        Some(pushes.iter().filter_map(|push| push["body"]["records"][0]["version"].as_u64()).collect())
+    };
+    wait_until("the push kept while the subscriber was down", Duration::from_secs(30), || {
+        versions_received().filter(|versions| !versions.is_empty())
+    })
+    .unwrap();
+    // A later change, pushed after it, bounds the wait for a duplicate.
+    std::fs::write(&csv, "credit_code,name,registered_address,operating_address,legal_rep_phone,district\n91310106A,Jing'an Tea House,,11 Kangding Road,,\n")
         .unwrap();
-    assert_eq!(pushes.len(), 1, "delivered once: {pushes:?}");
-    assert_eq!(pushes[0]["body"]["records"][0]["version"], 3);
+    net.import(1, ENTERPRISES, &csv).unwrap();
+    let versions = wait_until("the next push", Duration::from_secs(30), || {
+        versions_received().filter(|versions| versions.contains(&4))
+    })
+    .unwrap();
+    assert_eq!(versions, [3, 4], "each version delivered once, in order");
 }
