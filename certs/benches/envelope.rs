@@ -56,12 +56,11 @@ fn envelope_benches(c: &mut Criterion) {
 }
 
 fn main() {
-    let mut criterion = Criterion::default()
-        .output_directory(&ratio_table::criterion_output_directory())
-        .configure_from_args();
+    let run = ratio_table::Run::start();
+    let mut criterion = run.criterion();
     envelope_benches(&mut criterion);
     criterion.final_summary();
-    ratio_table::print_ratio_table(
+    run.print_ratio_table(
         "envelope vs raw ring Ed25519 (same run)",
         &[
             ratio_table::Row {

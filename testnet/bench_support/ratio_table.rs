@@ -1,19 +1,47 @@
 //! Prints benchmark figures beside an anchor measured in the same run, as a
 //! ratio, from criterion's own estimates. Shared by every crate's criterion
 //! benches through `#[path]`, since benches cannot depend on one another.
+//! Only estimates this run wrote are read: a figure left by an earlier run
+//! is reported as missing, never printed as this run's.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
+use std::time::SystemTime;
 
-/// Where the benches keep criterion's output, so this module can read it.
-pub fn criterion_output_directory() -> PathBuf {
-    let target =
-        std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("target"));
-    target.join("criterion")
+/// One bench process: when it started, and where criterion writes.
+pub struct Run {
+    started: SystemTime,
+    directory: PathBuf,
 }
 
-/// The mean time per iteration, in nanoseconds, of `group/bench`.
-fn mean_nanoseconds(directory: &Path, group: &str, bench: &str) -> Option<f64> {
-    let path = directory.join(group).join(bench).join("new").join("estimates.json");
+impl Run {
+    /// Starts the run: estimates written from now on are this run's.
+    pub fn start() -> Self {
+        let target = std::env::var_os("CARGO_TARGET_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("target"));
+        Run { started: SystemTime::now(), directory: target.join("criterion") }
+    }
+
+    /// Criterion, writing where this module reads, configured from the
+    /// command line.
+    pub fn criterion(&self) -> criterion::Criterion {
+        criterion::Criterion::default().output_directory(&self.directory).configure_from_args()
+    }
+
+    /// Prints one line per row: ours/s, anchor/s and ours/anchor.
+    pub fn print_ratio_table(&self, title: &str, rows: &[Row<'_>]) {
+        print_ratio_table(self, title, rows);
+    }
+}
+
+/// The mean time per iteration, in nanoseconds, of `group/bench`, if this
+/// run measured it.
+fn mean_nanoseconds(run: &Run, group: &str, bench: &str) -> Option<f64> {
+    let path = run.directory.join(group).join(bench).join("new").join("estimates.json");
+    let written = std::fs::metadata(&path).ok()?.modified().ok()?;
+    if written < run.started {
+        return None;
+    }
     let text = std::fs::read_to_string(path).ok()?;
     let value: serde_json::Value = serde_json::from_str(&text).ok()?;
     value.get("mean")?.get("point_estimate")?.as_f64()
@@ -32,14 +60,12 @@ pub struct Row<'a> {
     pub operations_per_iteration: f64,
 }
 
-/// Prints one line per row: ours/s, anchor/s and ours/anchor.
-pub fn print_ratio_table(title: &str, rows: &[Row<'_>]) {
-    let directory = criterion_output_directory();
+fn print_ratio_table(run: &Run, title: &str, rows: &[Row<'_>]) {
     println!("\n{title}");
     println!("{:<58} {:>14} {:>14} {:>8}", "measurement", "ops/s", "anchor ops/s", "ratio");
     for row in rows {
-        let ours = mean_nanoseconds(&directory, row.group, row.bench);
-        let anchor = mean_nanoseconds(&directory, row.group, row.anchor);
+        let ours = mean_nanoseconds(run, row.group, row.bench);
+        let anchor = mean_nanoseconds(run, row.group, row.anchor);
         match (ours, anchor) {
             (Some(ours), Some(anchor)) => {
                 let ours_per_second = row.operations_per_iteration * 1e9 / ours;
@@ -52,7 +78,7 @@ pub fn print_ratio_table(title: &str, rows: &[Row<'_>]) {
                     ours_per_second / anchor_per_second
                 );
             }
-            _ => println!("{:<58} (no estimate: run with `cargo bench`)", row.bench),
+            _ => println!("{:<58} (not measured in this run: run with `cargo bench`)", row.bench),
         }
     }
 }
