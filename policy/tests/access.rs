@@ -1,5 +1,7 @@
 //! Access records at apply time: both signatures, the owner's authority,
-//! replay, and permits that the policy state must justify.
+//! replay, and permits that the policy state must justify (every rule of
+//! `decide` again: window, revocation, purpose, negative list, consent,
+//! sensitive consent, fields asked for, subjects named).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -169,4 +171,172 @@ fn pushes_under_a_subscription_are_justified_like_permits() {
         apply(&mut fx.state, &fx.market.key, disguised).unwrap_err().code,
         RejectionCode::PermitNotJustified
     );
+}
+
+/// How one case sets up the state before its access record is applied.
+type Setup = fn(&mut Fixture) -> Command;
+
+/// A permit of `fields` of [`SUBJECT`] under a fresh grant of `spec` to
+/// Jing'an Temple street, for `purpose`, asking for `asked`.
+fn permit_under(
+    fx: &mut Fixture,
+    spec: civmesh_policy::GrantSpec,
+    purpose: &str,
+    asked: &[&str],
+    fields: &[&str],
+) -> Command {
+    let dataset = spec.dataset.clone();
+    let grant = fx.grant(spec);
+    let header = QueryHeader { dataset, purpose: purpose.into(), ..header(Some(grant), asked) };
+    record(&fx.jingansi.key, header, released(fields))
+}
+
+fn enterprise_grant(fx: &Fixture) -> civmesh_policy::GrantSpec {
+    grant_spec(ENTERPRISES, &fx.jingansi.org, &["name"], "inspection")
+}
+
+fn sensitive_grant(fx: &Fixture) -> civmesh_policy::GrantSpec {
+    civmesh_policy::GrantSpec {
+        legal_basis: civmesh_policy::model::LegalBasis::Consent,
+        ..grant_spec(RESIDENTS, &fx.jingansi.org, &["name", "lives_alone_80_plus"], "elderly-care")
+    }
+}
+
+fn consent(fx: &Fixture, covers_sensitive: bool) -> Command {
+    Command::RecordConsent {
+        subject: SUBJECT,
+        dataset: RESIDENTS.into(),
+        grantee: fx.jingansi.org.clone(),
+        purpose: "elderly-care".into(),
+        given: true,
+        covers_sensitive,
+        channel: "online_form".into(),
+    }
+}
+
+/// The unjustified permits, each with the one flaw its name says.
+// A table of cases: one row per rule, however long the table grows.
+#[allow(clippy::too_many_lines)]
+fn unjustified_permits() -> Vec<(&'static str, Setup)> {
+    vec![
+        ("a window that has ended", |fx| {
+            let spec = civmesh_policy::GrantSpec {
+                valid_from_ms: NOW_MS - 10 * DAY_MS,
+                valid_until_ms: NOW_MS - DAY_MS,
+                ..enterprise_grant(fx)
+            };
+            permit_under(fx, spec, "inspection", &["name"], &["name"])
+        }),
+        ("a window not yet begun", |fx| {
+            let spec = civmesh_policy::GrantSpec {
+                valid_from_ms: NOW_MS + DAY_MS,
+                valid_until_ms: NOW_MS + 30 * DAY_MS,
+                ..enterprise_grant(fx)
+            };
+            permit_under(fx, spec, "inspection", &["name"], &["name"])
+        }),
+        ("a revoked grant", |fx| {
+            let spec = enterprise_grant(fx);
+            let command = permit_under(fx, spec, "inspection", &["name"], &["name"]);
+            let grant_id = fx.state.grants.keys().last().copied().unwrap();
+            let revoke = Command::RevokeGrant { grant_id, reason: "visits done".into() };
+            apply(&mut fx.state, &fx.market.key, revoke).unwrap();
+            command
+        }),
+        ("another purpose than the grant's", |fx| {
+            let spec = enterprise_grant(fx);
+            permit_under(fx, spec, "marketing", &["name"], &["name"])
+        }),
+        ("a negative-listed field", |fx| {
+            let spec = enterprise_grant(fx);
+            let command = permit_under(fx, spec, "inspection", &["name"], &["name"]);
+            let entry = Command::AddNegativeListEntry {
+                dataset: ENTERPRISES.into(),
+                field: Some("name".into()),
+                reason: "r".into(),
+            };
+            apply(&mut fx.state, &fx.market.key, entry).unwrap();
+            command
+        }),
+        ("a negative-listed dataset", |fx| {
+            let spec = enterprise_grant(fx);
+            let command = permit_under(fx, spec, "inspection", &["name"], &["name"]);
+            let entry = Command::AddNegativeListEntry {
+                dataset: ENTERPRISES.into(),
+                field: None,
+                reason: "r".into(),
+            };
+            apply(&mut fx.state, &fx.market.key, entry).unwrap();
+            command
+        }),
+        ("a consent-based grant without the subject's consent", |fx| {
+            let spec = sensitive_grant(fx);
+            permit_under(fx, spec, "elderly-care", &["name"], &["name"])
+        }),
+        ("a sensitive field without separate consent", |fx| {
+            let spec = sensitive_grant(fx);
+            let command = permit_under(
+                fx,
+                spec,
+                "elderly-care",
+                &["name", "lives_alone_80_plus"],
+                &["name", "lives_alone_80_plus"],
+            );
+            let partial = consent(fx, false);
+            apply(&mut fx.state, &fx.civil.key, partial).unwrap();
+            command
+        }),
+        ("a field the query did not ask for", |fx| {
+            let spec =
+                grant_spec(ENTERPRISES, &fx.jingansi.org, &["name", "operating_address"], "inspection");
+            permit_under(fx, spec, "inspection", &["name"], &["name", "operating_address"])
+        }),
+        ("a subject the query did not name", |fx| {
+            let spec = enterprise_grant(fx);
+            let grant = fx.grant(spec);
+            let outcome = AccessOutcome::Permit {
+                released: vec![SubjectRelease {
+                    subject: SubjectKeyHash([8; 32]),
+                    fields: vec!["name".into()],
+                }],
+            };
+            record(&fx.jingansi.key, header(Some(grant), &["name"]), outcome)
+        }),
+    ]
+}
+
+/// Every rule `decide` applies is applied again at apply time, on the state
+/// the record reaches: a permit the state does not justify is rejected
+/// with `PermitNotJustified` and changes nothing but the counters.
+#[test]
+fn apply_time_rejustifies_window_revocation_purpose_lists_consent_and_subjects() {
+    for (name, setup) in unjustified_permits() {
+        let mut fx = Fixture::new();
+        let command = setup(&mut fx);
+        let Command::RecordAccess(record) = &command else { panic!("{name}: not an access record") };
+        let dataset = record.request.unverified_payload().unwrap().dataset;
+        let owner = if dataset == RESIDENTS { &fx.civil.key } else { &fx.market.key };
+        let before = fx.state.clone();
+        let outcome = apply(&mut fx.state, owner, command);
+        assert_eq!(
+            outcome.map_err(|rejection| rejection.code),
+            Err(RejectionCode::PermitNotJustified),
+            "{name}"
+        );
+        assert_eq!(fx.state, after_rejection(&before, &fx.state), "{name} changed the state");
+    }
+    // The same permits are accepted once justified: the cases fail for
+    // their flaw alone.
+    let mut fx = Fixture::new();
+    let spec = sensitive_grant(&fx);
+    let command = permit_under(
+        &mut fx,
+        spec,
+        "elderly-care",
+        &["name", "lives_alone_80_plus"],
+        &["name", "lives_alone_80_plus"],
+    );
+    let full = consent(&fx, true);
+    apply(&mut fx.state, &fx.civil.key, full).unwrap();
+    assert!(apply(&mut fx.state, &fx.civil.key, command).is_ok());
 }
