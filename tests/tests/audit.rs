@@ -3,7 +3,8 @@
 //! verify` passes offline and remembers the checkpoint, a later export is
 //! consistent with it (also after a voter was killed and restarted), a
 //! damaged bundle and another federation's CA are refused, and `audit
-//! subject` lists the accesses to one subject.
+//! subject` lists the accesses to one subject; every voter's archive holds
+//! the same commands.
 
 // A scripted scenario reads best in one piece: the 80-line bound is for
 // non-test code.
@@ -72,6 +73,25 @@ fn export_verify_and_subject_access_over_a_live_federation() {
     net.cli(&["audit", "export", "--node-dir", &hub_dir, "--out", bundle.to_str().unwrap()]).unwrap();
     let printed = net.audit_verify(&bundle, &ca, &seen).unwrap();
     assert!(printed.contains("access entries:   3 (2 permits, 1 denials)"), "{printed}");
+
+    // The archive is the same on every voter: their exports hold the same
+    // commands, byte for byte, once they have applied the same entries.
+    let archives = wait_until("the same archive on every voter", Duration::from_secs(20), || {
+        let archives: Vec<Vec<civmesh_policy::audit::ArchivedCommand>> = (0..3)
+            .map(|index| {
+                let out = dir.path().join(format!("voter-{index}.bundle"));
+                net.audit_export(index, &out).ok()?;
+                Some(civmesh_policy::audit::decode_bundle(&std::fs::read(&out).ok()?).ok()?.commands)
+            })
+            .collect::<Option<_>>()?;
+        archives.iter().all(|archive| *archive == archives[0]).then_some(archives)
+    })
+    .unwrap();
+    assert!(
+        archives[0].len() >= 6,
+        "publish, grant, import and three accesses at least: {}",
+        archives[0].len()
+    );
     let report: Value =
         serde_json::from_slice(&std::fs::read(bundle.with_extension("report.json")).unwrap()).unwrap();
     assert_eq!((report["ok"].as_bool(), report["checkpoints"].as_u64()), (Some(true), Some(1)));

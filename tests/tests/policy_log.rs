@@ -3,7 +3,8 @@
 //!
 //! - kill -9 of the leader mid-stream loses no acknowledged write, a new
 //!   leader carries on, and the killed node catches up on restart;
-//! - a learner added after the log was purged catches up by snapshot;
+//! - a learner added after the log was purged catches up by snapshot, and a
+//!   voter killed after its state image re-applies the entries after it;
 //! - a voter cut off from the others (they are frozen with SIGSTOP) cannot
 //!   commit, and the cluster goes on once they return.
 
@@ -139,6 +140,25 @@ fn a_learner_added_after_the_log_was_purged_catches_up_by_snapshot() {
     assert_eq!(learner.role, "learner");
     assert!(learner.snapshot_index >= purged, "the learner did not install a snapshot: {learner:?}");
     assert_eq!(purposes_on(&net, 3).len(), 60);
+
+    // A voter killed with entries applied after its latest state image
+    // comes back by re-applying them on top of the image.
+    for write in 0..7 {
+        assert!(submit_one(&net, 0, demand(&hub, &format!("late-{write}"))));
+    }
+    converged(&net);
+    let before = wait_until("applied entries after the hub's state image", Duration::from_secs(10), || {
+        let status = net.api(0).ok()?.status().ok()?.raft;
+        (status.snapshot_index > 0 && status.applied_index > status.snapshot_index).then_some(status)
+    })
+    .unwrap();
+    net.kill9(0).unwrap();
+    net.start(0).unwrap();
+    let hash = converged(&net);
+    let after = net.api(0).unwrap().status().unwrap().raft;
+    assert!(after.applied_index >= before.applied_index, "{before:?} then {after:?}");
+    assert_eq!(after.state_hash, hash);
+    assert_eq!(purposes_on(&net, 0).len(), 67, "every entry after the image re-applied");
 }
 
 #[test]

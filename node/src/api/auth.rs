@@ -73,6 +73,23 @@ pub async fn require_scope(State(needed): State<Scope>, request: Request, next: 
     }
 }
 
+/// Whether `a` equals `b`, in time that depends on their lengths only
+/// (`subtle`), so a caller cannot find the admin token byte by byte.
 fn constant_time_equal(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |difference, (x, y)| difference | (x ^ y)) == 0
+    use subtle::ConstantTimeEq;
+    a.ct_eq(b).into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::constant_time_equal;
+
+    #[test]
+    fn tokens_compare_equal_only_when_every_byte_and_the_length_agree() {
+        let token = b"5f0c2a9e";
+        assert!(constant_time_equal(token, b"5f0c2a9e"));
+        for other in [&b"5f0c2a9f"[..], b"4f0c2a9e", b"5f0c2a9", b"5f0c2a9e0", b""] {
+            assert!(!constant_time_equal(token, other), "{other:?}");
+        }
+    }
 }
