@@ -1,7 +1,8 @@
 //! Subscriptions between real processes: a street with a grant subscribes to
 //! the enterprise registry; when market supervision writes a new version,
 //! the street receives it masked per the grant, and the push is on every
-//! replica's access log. Without a grant the subscription is refused.
+//! replica's access log. Without a grant the subscription is refused. A
+//! push is kept only from the owner, for one's own subscription, once.
 
 // A scripted scenario reads best in one piece: the 80-line bound is for
 // non-test code.
@@ -130,4 +131,72 @@ fn a_subscriber_receives_new_versions_masked_and_every_push_is_logged() {
     })
     .unwrap();
     assert_eq!(versions, [3, 4], "each version delivered once, in order");
+}
+
+/// A push a member forges with its own key on a real libp2p peer: only the
+/// owner's push for the subscriber's own subscription is kept, and only
+/// once per access-log position.
+#[test]
+fn pushes_are_kept_only_from_the_owner_for_ones_own_subscription_and_once() {
+    use civmesh_node::query::{PushBody, QueryProtocolMessage, ReleasedRecord};
+    use civmesh_node::swarm::Protocol;
+    use civmesh_policy::model::FieldValue;
+    use civmesh_testnet::hostile::HostilePeer;
+
+    let dir = tempfile::tempdir().unwrap();
+    let net = Testnet::launch(dir.path(), &city(&["hub", "market", "civil", "jingansi"])).unwrap();
+    net.sign_and_submit(1, 1, Command::PublishDataset(enterprise_dataset())).unwrap();
+    let grant = street_inspection_grant("street/jingansi", &["name"], &[]).unwrap();
+    let Applied::GrantIssued(grant_id) = net.sign_and_submit(1, 1, Command::IssueGrant(grant)).unwrap()
+    else {
+        panic!("no grant")
+    };
+    let spec = serde_json::json!({
+        "dataset": ENTERPRISES, "fields": ["name"], "purpose": "street-inspection", "grant": grant_id,
+    });
+    let subscribed = wait_until("the subscription", Duration::from_secs(10), || {
+        net.api(3).ok()?.send::<_, serde_json::Value>("POST", "/v1/subscriptions", &spec).ok()
+    })
+    .unwrap();
+    let mut subscription = [0u8; 32];
+    let hex = subscribed["subscription"].as_str().unwrap();
+    for (index, byte) in subscription.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&hex[2 * index..2 * index + 2], 16).unwrap();
+    }
+
+    let street = net.raft_peer(3).unwrap();
+    let push = |from: usize, subscription: [u8; 32], position: u64, name: &str| {
+        let peer = HostilePeer::of(&net, from).unwrap();
+        let body = PushBody {
+            subscription,
+            dataset: ENTERPRISES.into(),
+            records: vec![ReleasedRecord {
+                key: String::new(),
+                version: 9,
+                fields: [("name".to_string(), FieldValue::Text(name.into()))].into(),
+                withheld: Default::default(),
+            }],
+            access_log_position: position,
+        };
+        let message = QueryProtocolMessage::Push(peer.sign(&body).unwrap().to_bytes().unwrap());
+        peer.send(Protocol::Query, &street, &civmesh_certs::codec::encode(&message).unwrap()).unwrap()
+    };
+    let names = || -> Vec<String> {
+        let pushes: Vec<serde_json::Value> = net.api(3).unwrap().get("/v1/subscriptions/updates").unwrap();
+        pushes
+            .iter()
+            .map(|push| push["body"]["records"][0]["fields"]["name"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert!(
+        push(2, subscription, 1_000, "from another department").is_empty(),
+        "a non-owner's push was acknowledged"
+    );
+    assert!(
+        push(1, [7; 32], 1_001, "for another subscription").is_empty(),
+        "a push for another subscription was acknowledged"
+    );
+    assert_eq!(push(1, subscription, 1_002, "from the owner"), [1]);
+    assert_eq!(push(1, subscription, 1_002, "again at the same position"), [1]);
+    assert_eq!(names(), ["from the owner"], "only the owner's push for this subscription, once");
 }
