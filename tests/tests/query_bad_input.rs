@@ -24,6 +24,12 @@ use civmesh_testnet::Testnet;
 const KEY: &str = "91310106A";
 
 fn query_bytes(street: &NodeKey, secret: &[u8], grant: u64) -> Vec<u8> {
+    query_bytes_with_keys(street, secret, grant, &[KEY])
+}
+
+/// A query whose signed header names [`KEY`]'s subject hash, with `keys`
+/// as the plain keys beside it.
+fn query_bytes_with_keys(street: &NodeKey, secret: &[u8], grant: u64, keys: &[&str]) -> Vec<u8> {
     let header = QueryHeader {
         dataset: ENTERPRISES.into(),
         subjects: vec![SubjectKeyHash::of(secret, KEY)],
@@ -32,7 +38,8 @@ fn query_bytes(street: &NodeKey, secret: &[u8], grant: u64) -> Vec<u8> {
         grant: Some(grant),
     };
     let envelope = SignedEnvelope::sign(street, &header, now_unix_millis()).unwrap();
-    let wire = QueryWire { header: envelope.to_bytes().unwrap(), keys: vec![KEY.into()] };
+    let keys = keys.iter().map(ToString::to_string).collect();
+    let wire = QueryWire { header: envelope.to_bytes().unwrap(), keys };
     codec::encode(&QueryProtocolMessage::Query(wire)).unwrap()
 }
 
@@ -121,6 +128,14 @@ fn replayed_garbage_oversized_and_stranger_queries_are_refused() {
             other => panic!("a replayed query was answered: {other:?}"),
         }
 
+        // Plain keys that are not the ones whose hashes the street signed.
+        let swapped = query_bytes_with_keys(&street, &secret, grant_id, &["91310106Z"]);
+        let answer = swarm.request_on(Protocol::Query, &owner, swapped, timeout).await.unwrap();
+        match answer_of(&answer) {
+            QueryAnswer::Refused { reason } => assert!(reason.contains("do not match"), "{reason}"),
+            other => panic!("keys that do not match their signed hashes were answered: {other:?}"),
+        }
+
         let garbage =
             swarm.request_on(Protocol::Query, &owner, b"not a query".to_vec(), timeout).await.unwrap();
         assert!(garbage.is_empty(), "garbage got an answer");
@@ -144,7 +159,8 @@ fn replayed_garbage_oversized_and_stranger_queries_are_refused() {
         first_attempts + fresh_attempts
     });
     // Only answered queries were logged: the first and the fresh one(s);
-    // nothing for the replay, the garbage, the oversized message or the stranger.
+    // nothing for the replay, the swapped keys, the garbage, the oversized
+    // message or the stranger.
     let log: Vec<serde_json::Value> = net.api(1).unwrap().get("/v1/access-log").unwrap();
     assert!(log.len() >= 2 && log.len() <= fresh_attempts, "{log:?}");
     assert!(log
