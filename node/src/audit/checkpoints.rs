@@ -75,17 +75,7 @@ pub async fn run_checkpoints(
         if open.iter().any(|(_, mine)| *mine) {
             continue;
         }
-        let matching = open.into_iter().map(|(body, _)| body).find(|body| {
-            let ours = body.tree_size <= tree.len() && tree.root_at(body.tree_size) == Some(body.root);
-            if !ours && body.tree_size <= tree.len() {
-                tracing::warn!(
-                    size = body.tree_size,
-                    "an open checkpoint's root is not this replica's: not cosigning"
-                );
-            }
-            ours
-        });
-        let body = match matching {
+        let body = match matching_candidate(open.into_iter().map(|(body, _)| body), &tree) {
             Some(body) => body,
             None => {
                 let new_entries = tree.len().saturating_sub(view.last_final_size);
@@ -111,6 +101,24 @@ pub async fn run_checkpoints(
             Err(error) => tracing::debug!(%error, "cannot cosign now"),
         }
     }
+}
+
+/// The first open candidate whose signed root is this replica's own root
+/// at that size: the only kind this node cosigns.
+fn matching_candidate(
+    open: impl IntoIterator<Item = CheckpointBody>,
+    tree: &AccessTree,
+) -> Option<CheckpointBody> {
+    open.into_iter().find(|body| {
+        let ours = body.tree_size <= tree.len() && tree.root_at(body.tree_size) == Some(body.root);
+        if !ours && body.tree_size <= tree.len() {
+            tracing::warn!(
+                size = body.tree_size,
+                "an open checkpoint's root is not this replica's: not cosigning"
+            );
+        }
+        ours
+    })
 }
 
 fn look(log: &PolicyLog<SwarmClient>, me: &NodeId, hashed: u64) -> View {
@@ -145,4 +153,28 @@ fn look(log: &PolicyLog<SwarmClient>, me: &NodeId, hashed: u64) -> View {
             applied_index: applied.applied_index,
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn body(tree_size: u64, root: [u8; 32]) -> CheckpointBody {
+        CheckpointBody { tree_size, root, log_index: tree_size }
+    }
+
+    #[test]
+    fn a_node_cosigns_only_a_candidate_over_its_own_root() {
+        let mut tree = AccessTree::new();
+        for leaf in [[1u8; 32], [2; 32], [3; 32]] {
+            tree.push(leaf);
+        }
+        let ours = |size: u64| body(size, tree.root_at(size).unwrap());
+        let bogus = body(2, [9; 32]);
+        let beyond = body(4, [9; 32]);
+        assert_eq!(matching_candidate([bogus.clone(), ours(3)], &tree), Some(ours(3)));
+        assert_eq!(matching_candidate([ours(2), ours(3)], &tree), Some(ours(2)));
+        assert_eq!(matching_candidate([bogus, beyond], &tree), None);
+        assert_eq!(matching_candidate([], &tree), None);
+    }
 }
