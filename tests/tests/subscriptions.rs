@@ -131,6 +131,20 @@ fn a_subscriber_receives_new_versions_masked_and_every_push_is_logged() {
     })
     .unwrap();
     assert_eq!(versions, [3, 4], "each version delivered once, in order");
+
+    // No release without a committed access record: each push names an
+    // entry of the replicated access log releasing it to this street.
+    let pushes: Vec<serde_json::Value> = net.api(3).unwrap().get("/v1/subscriptions/updates").unwrap();
+    let log: Vec<serde_json::Value> = net.api(0).unwrap().get("/v1/access-log").unwrap();
+    for push in &pushes {
+        let position = push["body"]["access_log_position"].as_u64().unwrap();
+        let entry = log.iter().find(|entry| entry["sequence"] == position).expect("the push's access record");
+        assert_eq!(
+            (&entry["outcome"], &entry["requester"], entry["released"].as_array().map(Vec::len)),
+            (&serde_json::json!("permit"), &serde_json::json!(net.nodes[3].peer_id), Some(1)),
+            "{entry}"
+        );
+    }
 }
 
 /// A push a member forges with its own key on a real libp2p peer: only the
