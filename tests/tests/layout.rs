@@ -36,3 +36,26 @@ fn no_source_file_is_over_the_line_bound() {
         .collect();
     assert!(too_long.is_empty(), "over {SOURCE_LINES_MAX} lines: {too_long:?}");
 }
+
+/// Every test `docs/invariants.md` names is a function in the file it
+/// names: the table of invariants cannot point at a test that is gone.
+#[test]
+fn every_test_the_invariants_table_names_exists_where_it_says() {
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let table = std::fs::read_to_string(workspace.join("docs/invariants.md")).unwrap();
+    let mut checked = 0;
+    for row in table.lines().filter(|line| line.starts_with("| ") && line.contains("`: `")) {
+        let tests_column = row.trim_end_matches('|').rsplit(" | ").next().unwrap();
+        // "`file`: `a`, `b`; `file2`: `c`"
+        for group in tests_column.split("; ") {
+            let (file, names) = group.split_once(": ").unwrap_or_else(|| panic!("no file in {group:?}"));
+            let source = std::fs::read_to_string(workspace.join(file.trim_matches('`')))
+                .unwrap_or_else(|error| panic!("{file}: {error}"));
+            for name in names.split(", ").map(|name| name.trim().trim_matches('`')) {
+                assert!(source.contains(&format!("fn {name}(")), "{file} has no test {name}");
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked >= 30, "the table names only {checked} tests");
+}
