@@ -8,13 +8,15 @@
 #![allow(clippy::too_many_lines)]
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use std::time::Duration;
+
 use civmesh_certs::{now_unix_millis, NodeKey, SignedEnvelope};
 use civmesh_policy::evaluation::format_date;
 use civmesh_policy::Command;
 use civmesh_testnet::city::{
     city, enterprise_dataset, resident_dataset, ENTERPRISES, RESIDENTS, STREET_INSPECTION,
 };
-use civmesh_testnet::Testnet;
+use civmesh_testnet::{wait_until, Testnet};
 
 const MARKET: usize = 1;
 const CIVIL: usize = 2;
@@ -258,4 +260,58 @@ fn file_demand_of(net: &Testnet, dataset: &str, fields: &[&str], until: &str) ->
     args.extend(["--until", until]);
     let out = net.cli(&args).unwrap();
     out.trim().strip_prefix("filed demand ").unwrap().parse().unwrap()
+}
+
+/// The same operations over HTTP, signed by the node the caller uses: a
+/// demand filed, a grant whose warning waits for `confirm`, then issued,
+/// revoked; the street may not revoke it (a 409 naming the code).
+#[test]
+fn demands_and_grants_over_http_are_signed_by_the_node() {
+    let dir = tempfile::tempdir().unwrap();
+    let net = launch(dir.path());
+    let street = net.api(STREET).unwrap();
+    let market = net.api(MARKET).unwrap();
+    let demand = serde_json::json!({
+        "dataset": ENTERPRISES, "fields": ["name"], "purpose": STREET_INSPECTION,
+        "legal_basis": "statutory_duty", "reason": "visits",
+    });
+    let filed: serde_json::Value = street.send("POST", "/v1/demands", &demand).unwrap();
+    let demand_id = filed["demand"].as_u64().unwrap();
+    let until_ms = now_unix_millis() + 3 * DAY_MS;
+    let grant = serde_json::json!({
+        "dataset": ENTERPRISES, "grantee": "street/nanjingxilu", "fields": ["name"], "purpose": STREET_INSPECTION,
+        "legal_basis": "statutory_duty", "scope": [], "valid_from_ms": now_unix_millis(), "valid_until_ms": until_ms,
+        "masking": {}, "consent_required": false, "demand": demand_id,
+    });
+    let unconfirmed: serde_json::Value =
+        market.send("POST", "/v1/grants", &serde_json::json!({ "grant": grant })).unwrap();
+    assert_eq!(unconfirmed["grant"], serde_json::Value::Null, "{unconfirmed}");
+    assert_eq!(unconfirmed["warnings"][0]["warning"], "expires_soon", "{unconfirmed}");
+    let grants: Vec<serde_json::Value> = market.get("/v1/grants").unwrap();
+    assert!(grants.is_empty(), "a grant with an unconfirmed warning was issued");
+    let issued: serde_json::Value =
+        market.send("POST", "/v1/grants", &serde_json::json!({ "grant": grant, "confirm": true })).unwrap();
+    let grant_id = issued["grant"].as_u64().unwrap();
+    // The street's replica shows the grant once it has applied it.
+    let shown = |done: &dyn Fn(&serde_json::Value) -> bool| {
+        wait_until("the grant at the street", Duration::from_secs(10), || {
+            street
+                .get::<serde_json::Value>(&format!("/v1/grants/{grant_id}"))
+                .ok()
+                .filter(|grant| done(grant))
+        })
+        .unwrap()
+    };
+    let granted = shown(&|_| true);
+    assert_eq!(
+        (granted["demand"].as_u64(), &granted["grantee"]),
+        (Some(demand_id), &serde_json::json!("street/nanjingxilu"))
+    );
+
+    let reason = serde_json::json!({ "reason": "visits done" });
+    let path = format!("/v1/grants/{grant_id}/revoke");
+    let error = street.send::<_, serde_json::Value>("POST", &path, &reason).unwrap_err().to_string();
+    assert!(error.contains("409") && error.contains("NotAuthorised"), "{error}");
+    let _: serde_json::Value = market.send("POST", &path, &reason).unwrap();
+    shown(&|grant| grant["revoked"]["reason"] == "visits done");
 }

@@ -3,12 +3,13 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
-use civmesh_certs::{now_unix_millis, UnixMillis};
-use civmesh_policy::model::{FieldName, FieldSpec, Grant, GrantId, LegalBasis, SharingCategory};
-use civmesh_policy::{DemandStatus, GrantSpec, GrantWarning};
+use civmesh_certs::{now_unix_millis, SignedEnvelope, UnixMillis};
+use civmesh_policy::model::{DemandId, FieldName, FieldSpec, Grant, GrantId, LegalBasis, SharingCategory};
+use civmesh_policy::{Applied, Command, DemandSpec, DemandStatus, GrantSpec, GrantWarning};
 use serde::{Deserialize, Serialize};
 
-use crate::api::{ApiError, JsonBody, PathParams, Shared};
+use crate::api::metrics::Metrics;
+use crate::api::{ApiError, ApiState, JsonBody, PathParams, Shared};
 
 /// One entry of `GET /v1/demands`: what was asked for, why, and where it
 /// stands.
@@ -144,4 +145,96 @@ pub(crate) async fn catalog(State(state): State<Shared>) -> Json<Vec<CatalogEntr
             })
             .collect()
     }))
+}
+
+/// The body of `POST /v1/demands/{id}/refuse` and `POST /v1/grants/{id}/revoke`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reason {
+    /// Why, for the other organisation.
+    pub reason: String,
+}
+
+/// The body of `POST /v1/grants`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GrantRequest {
+    /// The grant.
+    pub grant: GrantSpec,
+    /// Issue it even if there are warnings.
+    #[serde(default)]
+    pub confirm: bool,
+}
+
+/// The answer of `POST /v1/grants`: the grant's number if it was issued
+/// (none while warnings wait for `confirm`), and the warnings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GrantIssue {
+    /// The new grant, if issued.
+    pub grant: Option<GrantId>,
+    /// What the owner was asked to confirm.
+    pub warnings: Vec<GrantWarning>,
+}
+
+/// Signs `command` with this node's key and commits it: the log's outcome,
+/// or its rejection as a 409 naming the code.
+async fn commit_as_node(state: &ApiState, command: Command) -> Result<Applied, ApiError> {
+    let envelope =
+        SignedEnvelope::sign(&state.query.key, &command, now_unix_millis()).map_err(ApiError::internal)?;
+    let result = state.log.submit(vec![envelope]).await?;
+    let outcome = result
+        .outcomes
+        .into_iter()
+        .next()
+        .ok_or_else(|| ApiError::internal("the log answered no outcome"))?;
+    let label = if outcome.is_ok() { "accepted" } else { "rejected" };
+    Metrics::count(&state.metrics.commands_submitted, label);
+    outcome.map_err(|rejection| ApiError::new(StatusCode::CONFLICT, rejection.to_string()))
+}
+
+/// `POST /v1/demands`: this node's organisation files a demand (signed by
+/// this node).
+pub(crate) async fn file_demand(
+    State(state): State<Shared>,
+    JsonBody(spec): JsonBody<DemandSpec>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    match commit_as_node(&state, Command::FileDemandWithReason(spec)).await? {
+        Applied::DemandFiled(id) => Ok(Json(serde_json::json!({ "demand": id }))),
+        other => Err(ApiError::internal(format!("the log answered {other:?}, not a demand"))),
+    }
+}
+
+/// `POST /v1/demands/{id}/refuse`: the dataset's owner refuses a demand.
+pub(crate) async fn refuse_demand(
+    State(state): State<Shared>,
+    PathParams(id): PathParams<DemandId>,
+    JsonBody(Reason { reason }): JsonBody<Reason>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    commit_as_node(&state, Command::RefuseDemand { demand_id: id, reason }).await?;
+    Ok(Json(serde_json::json!({ "demand": id })))
+}
+
+/// `POST /v1/grants`: the dataset's owner issues a grant, unless it has
+/// warnings that `confirm` does not accept.
+pub(crate) async fn issue_grant(
+    State(state): State<Shared>,
+    JsonBody(GrantRequest { grant, confirm }): JsonBody<GrantRequest>,
+) -> Result<Json<GrantIssue>, ApiError> {
+    let now_ms = now_unix_millis();
+    let warnings = state.log.state().read(|applied| applied.policy.grant_warnings(&grant, now_ms));
+    if !warnings.is_empty() && !confirm {
+        return Ok(Json(GrantIssue { grant: None, warnings }));
+    }
+    match commit_as_node(&state, Command::IssueGrant(grant)).await? {
+        Applied::GrantIssued(id) => Ok(Json(GrantIssue { grant: Some(id), warnings })),
+        other => Err(ApiError::internal(format!("the log answered {other:?}, not a grant"))),
+    }
+}
+
+/// `POST /v1/grants/{id}/revoke`: the dataset's owner revokes a grant.
+pub(crate) async fn revoke_grant(
+    State(state): State<Shared>,
+    PathParams(id): PathParams<GrantId>,
+    JsonBody(Reason { reason }): JsonBody<Reason>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    commit_as_node(&state, Command::RevokeGrant { grant_id: id, reason }).await?;
+    Ok(Json(serde_json::json!({ "grant": id })))
 }

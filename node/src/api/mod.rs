@@ -33,7 +33,7 @@ pub use audit::{AuditCommandsQuery, AUDIT_COMMANDS_PER_REQUEST_MAX, AUDIT_PAGE_B
 pub use auth::TokenHolder;
 pub use cluster::{InitializeRequest, PeerAddress, VotersRequest};
 pub use error::{ApiError, JsonBody, PathParams, QueryParams, RawBody};
-pub use grants::{CatalogEntry, CatalogField, DemandView};
+pub use grants::{CatalogEntry, CatalogField, DemandView, GrantIssue, GrantRequest, Reason};
 pub use policy::{CommandsRequest, CommandsResponse, DemandEntry, MatchQuery, PolicySummary};
 pub use query::AccessLogSummary;
 pub use records::{ImportRequest, ImportResponse, RecordAnswer, RecordQuery, RowFailure};

@@ -3,15 +3,15 @@
 
 use std::collections::BTreeSet;
 
+use anyhow::Context;
 use civmesh_certs::UnixMillis;
 use civmesh_policy::evaluation::{format_date, format_date_end, parse_date_end};
 use civmesh_policy::model::LegalBasis;
-use civmesh_policy::{Applied, Command, DemandSpec, DemandStatus};
+use civmesh_policy::{DemandSpec, DemandStatus};
 use clap::Subcommand;
 
-use crate::api::DemandView;
+use crate::api::{DemandView, Reason};
 use crate::cli::args::{parse_purpose, LegalBasisArg, NodeDir};
-use crate::cli::policy::commit;
 use crate::client::NodeApi;
 
 /// `civmesh demand ...`.
@@ -82,7 +82,9 @@ pub(super) fn execute(command: DemandCommand) -> anyhow::Result<()> {
             Ok(())
         }
         DemandCommand::Refuse { node_dir, demand, reason } => {
-            commit(&node_dir.path, &Command::RefuseDemand { demand_id: demand, reason })?;
+            let path = format!("/v1/demands/{demand}/refuse");
+            let _: serde_json::Value =
+                NodeApi::open(&node_dir.path)?.send("POST", &path, &Reason { reason })?;
             println!("refused demand {demand}");
             Ok(())
         }
@@ -94,13 +96,10 @@ fn file(args: FileArgs) -> anyhow::Result<()> {
     let fields: BTreeSet<String> = fields.into_iter().collect();
     let legal_basis = LegalBasis::from(legal_basis);
     let spec = DemandSpec { dataset, fields, purpose, legal_basis, reason, until_ms: until };
-    match commit(&node_dir.path, &Command::FileDemandWithReason(spec))? {
-        Applied::DemandFiled(id) => {
-            println!("filed demand {id}");
-            Ok(())
-        }
-        other => anyhow::bail!("the log answered {other:?}, not a demand"),
-    }
+    let filed: serde_json::Value = NodeApi::open(&node_dir.path)?.send("POST", "/v1/demands", &spec)?;
+    let id = filed["demand"].as_u64().context("the node answered no demand number")?;
+    println!("filed demand {id}");
+    Ok(())
 }
 
 /// One demand on one line, e.g. `#3 street/nanjingxilu market/registry

@@ -8,12 +8,11 @@ use anyhow::Context;
 use civmesh_certs::{now_unix_millis, UnixMillis};
 use civmesh_policy::evaluation::{format_date, format_date_end, parse_date, parse_date_end};
 use civmesh_policy::model::{FieldName, FieldValue, Grant, GrantId, MaskingRule, ScopeCondition};
-use civmesh_policy::{Applied, Command, GrantSpec, GrantWarning, ReasonCode};
+use civmesh_policy::{GrantSpec, GrantWarning, ReasonCode};
 use clap::Subcommand;
 
-use crate::api::DemandView;
+use crate::api::{DemandView, GrantIssue, GrantRequest, Reason};
 use crate::cli::args::NodeDir;
-use crate::cli::policy::commit;
 use crate::client::NodeApi;
 
 /// `civmesh grant ...`.
@@ -122,7 +121,9 @@ pub(super) fn execute(command: GrantCommand) -> anyhow::Result<()> {
             Ok(())
         }
         GrantCommand::Revoke { node_dir, grant, reason } => {
-            commit(&node_dir.path, &Command::RevokeGrant { grant_id: grant, reason })?;
+            let path = format!("/v1/grants/{grant}/revoke");
+            let _: serde_json::Value =
+                NodeApi::open(&node_dir.path)?.send("POST", &path, &Reason { reason })?;
             println!("revoked grant {grant}");
             Ok(())
         }
@@ -137,22 +138,17 @@ fn issue(args: IssueArgs) -> anyhow::Result<()> {
         .find(|demand| demand.id == args.demand)
         .with_context(|| format!("there is no demand {} (see civmesh demand list)", args.demand))?;
     let spec = grant_spec(&args, demand, now_unix_millis())?;
-    let warnings: Vec<GrantWarning> = api.send("POST", "/v1/grants/check", &spec)?;
-    for warning in &warnings {
+    let request = GrantRequest { grant: spec, confirm: args.yes };
+    let issued: GrantIssue = api.send("POST", "/v1/grants", &request)?;
+    for warning in &issued.warnings {
         eprintln!("warning: {}", warning_text(warning));
     }
-    anyhow::ensure!(
-        warnings.is_empty() || args.yes,
-        "not issued: {} warning(s) to confirm; run again with --yes to issue it anyway",
-        warnings.len()
-    );
-    match commit(&args.node_dir.path, &Command::IssueGrant(spec))? {
-        Applied::GrantIssued(id) => {
-            println!("issued grant {id} answering demand {}", args.demand);
-            Ok(())
-        }
-        other => anyhow::bail!("the log answered {other:?}, not a grant"),
-    }
+    let id = issued.grant.with_context(|| {
+        let count = issued.warnings.len();
+        format!("not issued: {count} warning(s) to confirm; run again with --yes to issue it anyway")
+    })?;
+    println!("issued grant {id} answering demand {}", args.demand);
+    Ok(())
 }
 
 /// The grant `args` describe, defaulting to `demand`'s fields, purpose,

@@ -1,14 +1,13 @@
 //! `civmesh policy ...`: signs a policy command with the node's key and
 //! commits it through the node's API.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::Context;
 use civmesh_certs::{now_unix_millis, NodeKey, SignedEnvelope};
-use civmesh_policy::{Applied, Command};
+use civmesh_policy::Command;
 use clap::Subcommand;
 
-use crate::api::CommandsResponse;
 use crate::cli::args::NodeDir;
 use crate::client::NodeApi;
 use crate::config::NodeConfig;
@@ -41,7 +40,10 @@ pub(super) fn execute(command: PolicyCommand) -> anyhow::Result<()> {
             );
             let command: Command = serde_json::from_slice(&std::fs::read(&file)?)
                 .with_context(|| format!("{} is not a policy command", file.display()))?;
-            let response = sign_and_submit(&node_dir, &command)?;
+            let config = NodeConfig::load(&node_dir)?;
+            let key = NodeKey::load(&NodeConfig::resolve(&node_dir, &config.node.key_file))?;
+            let envelope = SignedEnvelope::sign(&key, &command, now_unix_millis())?;
+            let response = NodeApi::open(&node_dir)?.submit(&[envelope])?;
             println!("{}", serde_json::to_string_pretty(&response.outcomes)?);
             anyhow::ensure!(
                 response.outcomes.iter().all(Result::is_ok),
@@ -49,25 +51,5 @@ pub(super) fn execute(command: PolicyCommand) -> anyhow::Result<()> {
             );
             Ok(())
         }
-    }
-}
-
-/// Signs `command` with the key of the node in `node_dir` and commits it
-/// through that node's API.
-pub(super) fn sign_and_submit(node_dir: &Path, command: &Command) -> anyhow::Result<CommandsResponse> {
-    let config = NodeConfig::load(node_dir)?;
-    let key = NodeKey::load(&NodeConfig::resolve(node_dir, &config.node.key_file))?;
-    let envelope = SignedEnvelope::sign(&key, command, now_unix_millis())?;
-    NodeApi::open(node_dir)?.submit(&[envelope])
-}
-
-/// Signs and commits one command; its outcome, or an error carrying the
-/// log's rejection.
-pub(super) fn commit(node_dir: &Path, command: &Command) -> anyhow::Result<Applied> {
-    let response = sign_and_submit(node_dir, command)?;
-    match response.outcomes.into_iter().next() {
-        Some(Ok(applied)) => Ok(applied),
-        Some(Err(rejection)) => anyhow::bail!("the policy log rejected the command: {rejection}"),
-        None => anyhow::bail!("the node answered no outcome"),
     }
 }

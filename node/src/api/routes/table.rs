@@ -167,6 +167,71 @@ pub const ROUTES: &[Route] = &[
         },
     },
     Route {
+        verb: Verb::Post,
+        path: "/v1/demands",
+        scope: Scope::Policy,
+        handler: handler!(grants::file_demand),
+        doc: Doc {
+            summary: "File a demand for this node's organisation (signed by this node)",
+            description: "A rejection by the policy log (an unknown dataset or field, a bad purpose) is a 409 \
+                naming its code.",
+            body: Body::Json { schema: "DemandSpec", required: true },
+            answer: "The demand's number",
+            media: &[(JSON, "DemandFiled")],
+            errors: LOG_ERRORS,
+            ..DOC
+        },
+    },
+    Route {
+        verb: Verb::Post,
+        path: "/v1/demands/{id}/refuse",
+        scope: Scope::Policy,
+        handler: handler!(grants::refuse_demand),
+        doc: Doc {
+            summary: "Refuse a demand no grant answers yet, with a reason (at the dataset's owner)",
+            description: "A 409 naming the code if this node's organisation does not own the dataset, or the \
+                demand is unknown, granted or refused already.",
+            parameters: &["DemandId"],
+            body: Body::Json { schema: "Reason", required: true },
+            answer: "The demand's number",
+            media: &[(JSON, "DemandFiled")],
+            errors: LOG_ERRORS,
+        },
+    },
+    Route {
+        verb: Verb::Post,
+        path: "/v1/grants",
+        scope: Scope::Policy,
+        handler: handler!(grants::issue_grant),
+        doc: Doc {
+            summary: "Issue a grant (at the dataset's owner; signed by this node), unless it has warnings \
+                and confirm is not set",
+            description: "The answer carries the warnings (as POST /v1/grants/check) and the new grant's \
+                number, or none while the warnings wait for confirm. A rejection by the policy log is a 409.",
+            body: Body::Json { schema: "GrantRequest", required: true },
+            answer: "The grant's number, if issued, and the warnings",
+            media: &[(JSON, "GrantIssue")],
+            errors: LOG_ERRORS,
+            ..DOC
+        },
+    },
+    Route {
+        verb: Verb::Post,
+        path: "/v1/grants/{id}/revoke",
+        scope: Scope::Policy,
+        handler: handler!(grants::revoke_grant),
+        doc: Doc {
+            summary: "Revoke a grant, with a reason (at the dataset's owner)",
+            description: "A 409 naming the code if this node's organisation does not own the dataset, or the \
+                grant is unknown or revoked already.",
+            parameters: &["GrantId"],
+            body: Body::Json { schema: "Reason", required: true },
+            answer: "The grant's number",
+            media: &[(JSON, "GrantRevoked")],
+            errors: LOG_ERRORS,
+        },
+    },
+    Route {
         verb: Verb::Get,
         path: "/v1/grants",
         scope: Scope::Read,

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Mutation testing with cargo-mutants: every mutant of certs/, policy/ and
+# consensus/src/store.rs is built and run against its own package's tests.
+# A mutant that survives needs a test, or a line in docs/mutants-equivalent.md
+# saying why it is equivalent.
+#
+# Not part of .ci/run: it builds and tests once per mutant, which takes
+# hours for policy/ on two cores. Extra arguments go to each run (e.g.
+# `--shard 1/4`, `--iterate`, `--list`).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/setup.sh
+
+command -v cargo-mutants >/dev/null 2>&1 || cargo install --locked cargo-mutants
+out="${MUTANTS_OUT:-/var/cache/civmesh-mutants}"
+mkdir -p "$out"
+
+status=0
+run() {
+  local name="$1"
+  shift
+  echo "mutants: $name" >&2
+  # Exit code 2 means some mutants survived: report, and go on to the next.
+  cargo mutants --output "$out/$name" "$@" || status=$?
+  if [ -f "$out/$name/mutants.out/outcomes.json" ]; then
+    echo "mutants: $name: see $out/$name/mutants.out (missed.txt, caught.txt, unviable.txt)" >&2
+  fi
+}
+run certs --package civmesh-certs "$@"
+run policy --package civmesh-policy "$@"
+run consensus --package civmesh-consensus --file consensus/src/store.rs "$@"
+exit "$status"
