@@ -70,6 +70,14 @@ fn records_are_imported_validated_and_versioned() {
     assert!(error.contains("nothing written: 1 rows were refused"), "{error}");
     assert_eq!(show("91310106A")["record"], serde_json::Value::Null, "nothing was written");
 
+    // A first line number at the top of its range is answered, not a
+    // dropped connection (found by schemathesis): line numbers saturate.
+    let rows =
+        serde_json::json!({ "batch": "edge", "first_line": u64::MAX, "rows": [{}, {}], "dry_run": true });
+    let path = format!("/v1/records/import?dataset={}", DATASET.replace('/', "%2F"));
+    let answer: serde_json::Value = net.api(1).unwrap().send("POST", &path, &rows).unwrap();
+    assert_eq!(answer["failures"].as_array().map(Vec::len), Some(2), "{answer}");
+
     // --partial writes the good rows and reports the bad one.
     let printed = import(&csv, &["--batch", "registry-2026", "--partial"]).unwrap();
     assert!(printed.contains("2 rows written") && printed.contains("1 refused"), "{printed}");

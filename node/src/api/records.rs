@@ -111,7 +111,8 @@ pub(crate) async fn import_records(
     let mut failures = Vec::new();
     let mut first_line_of_key = std::collections::BTreeMap::new();
     for (offset, row) in request.rows.iter().enumerate() {
-        let line = request.first_line + offset as u64;
+        // Line numbers are for reports only: a first line near u64::MAX saturates.
+        let line = request.first_line.saturating_add(offset as u64);
         let checked = check_import_row(&dataset, row).and_then(|(key, fields)| {
             match first_line_of_key.insert(key.clone(), line) {
                 Some(first) => {
