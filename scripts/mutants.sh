@@ -14,6 +14,9 @@ cd "$(dirname "$0")/.."
 command -v cargo-mutants >/dev/null 2>&1 || cargo install --locked cargo-mutants
 out="${MUTANTS_OUT:-/var/cache/civmesh-mutants}"
 mkdir -p "$out"
+# The mutated copies build in a target directory of their own, never in the
+# one the tests and the demo share.
+export CARGO_TARGET_DIR="$out/target"
 
 status=0
 run() {
@@ -21,6 +24,7 @@ run() {
   shift
   echo "mutants: $name" >&2
   # Exit code 2 means some mutants survived: report, and go on to the next.
+  mkdir -p "$out/$name"
   cargo mutants --output "$out/$name" "$@" || status=$?
   if [ -f "$out/$name/mutants.out/outcomes.json" ]; then
     echo "mutants: $name: see $out/$name/mutants.out (missed.txt, caught.txt, unviable.txt)" >&2
