@@ -175,3 +175,92 @@ fn openssl_verifies_the_chain() {
         .unwrap();
     assert!(!output.status.success());
 }
+
+/// Validity is bounded (1 to `CERTIFICATE_VALIDITY_DAYS_MAX` days) for the
+/// CA and for nodes, and exact: it starts five minutes back (for clock
+/// skew) and ends `days` whole days after now.
+#[test]
+fn validity_is_bounded_and_exact() {
+    use x509_parser::prelude::FromDer;
+    let node = NodeKey::generate().unwrap().node_id();
+    let org = OrgId::new("street/jingansi").unwrap();
+    let backdate_ms = 5 * 60 * 1000;
+    for (days, allowed) in [(0, false), (1, true), (3650, true), (3651, false)] {
+        let request = IssueRequest::for_days(org.clone(), Role::Street, node, NOW_MS, days);
+        assert_eq!(request.is_ok(), allowed, "a node for {days} days");
+        if let Ok(request) = request {
+            assert_eq!(request.not_before_ms, NOW_MS - backdate_ms);
+            assert_eq!(request.not_after_ms, NOW_MS + u64::from(days) * DAY_MS);
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let ca = FederationCa::init(&dir.path().join("ca"), "test city", NOW_MS, days);
+        assert_eq!(ca.is_ok(), allowed, "a CA for {days} days");
+        if let Ok(ca) = ca {
+            let der = CaCertificate::from_pem(ca.certificate_pem()).unwrap().der().to_vec();
+            let (_, parsed) = x509_parser::certificate::X509Certificate::from_der(&der).unwrap();
+            let validity = parsed.validity();
+            assert_eq!(validity.not_before.timestamp() * 1000, (NOW_MS - backdate_ms) as i64);
+            assert_eq!(validity.not_after.timestamp() * 1000, (NOW_MS + u64::from(days) * DAY_MS) as i64);
+        }
+    }
+}
+
+/// `init` refuses a directory holding either file of a CA already.
+#[test]
+fn a_ca_is_never_created_over_either_of_its_files() {
+    for existing in ["ca.key", "ca.pem"] {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(existing), b"kept").unwrap();
+        let refused = FederationCa::init(dir.path(), "test city", NOW_MS, 365);
+        assert!(
+            matches!(refused, Err(civmesh_certs::CaError::AlreadyExists(_))),
+            "over {existing}: {refused:?}"
+        );
+        assert_eq!(std::fs::read(dir.path().join(existing)).unwrap(), b"kept");
+    }
+}
+
+/// The CA's DER is the PEM's content, and its fingerprint that DER's
+/// SHA-256; its debug form names the directory, never the key.
+#[test]
+fn the_ca_certificate_is_its_pem_and_its_fingerprint_its_sha256() {
+    let federation = new_federation("test city");
+    let pem = pem::parse(federation.ca.certificate_pem()).unwrap();
+    assert_eq!(federation.ca_certificate.der(), pem.contents());
+    let digest = ring::digest::digest(&ring::digest::SHA256, pem.contents());
+    assert_eq!(federation.ca_certificate.fingerprint().as_slice(), digest.as_ref());
+    assert_eq!(format!("{:?}", federation.ca), format!("FederationCa({})", federation.ca_dir.display()));
+}
+
+/// Serial numbers are positive and never start with a zero byte: the first
+/// byte has its top bit clear and its low bit set, whatever the randomness.
+#[test]
+fn serial_numbers_are_positive_with_a_non_zero_first_byte() {
+    let federation = new_federation("test city");
+    for _ in 0..24 {
+        let key = NodeKey::generate().unwrap();
+        let certificate = issue(&federation.ca, &key, NOW_MS - DAY_MS, NOW_MS + DAY_MS);
+        let first = certificate.serial()[0];
+        assert!(first & 0x80 == 0 && first & 0x01 == 1, "serial starts with {first:#04x}");
+    }
+}
+
+/// A certificate well over a kilobyte (many names) is within the bound.
+#[test]
+fn a_certificate_of_several_kilobytes_is_accepted() {
+    let federation = new_federation("test city");
+    let key = NodeKey::generate().unwrap();
+    let mut request = IssueRequest::for_days(
+        OrgId::new("street/jingansi").unwrap(),
+        Role::Street,
+        key.node_id(),
+        NOW_MS,
+        30,
+    )
+    .unwrap();
+    request.subject_alt_names =
+        (0..100).map(|index| format!("node-{index:03}.jingansi.civmesh.example")).collect();
+    let pem = federation.ca.issue(&request).unwrap();
+    let certificate = NodeCertificate::from_pem(&pem).unwrap();
+    assert!(certificate.der().len() > 3 * 1024, "{} bytes", certificate.der().len());
+}
