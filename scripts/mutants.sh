@@ -14,9 +14,10 @@ cd "$(dirname "$0")/.."
 command -v cargo-mutants >/dev/null 2>&1 || cargo install --locked cargo-mutants
 out="${MUTANTS_OUT:-/var/cache/civmesh-mutants}"
 mkdir -p "$out"
-# The mutated copies build in a target directory of their own, never in the
-# one the tests and the demo share.
-export CARGO_TARGET_DIR="$out/target"
+# Each mutated copy builds in a target directory inside itself: never in the
+# one the tests and the demo share, and never one shared between the
+# parallel jobs (their builds would mix).
+unset CARGO_TARGET_DIR
 
 status=0
 run() {
