@@ -157,3 +157,43 @@ fn organisations_and_roles_read_as_written() {
     assert_eq!(String::from(org.clone()), "street/jingansi");
     assert_eq!(Role::Street.to_string(), "street");
 }
+
+#[test]
+fn a_huge_claimed_length_is_a_typed_error_not_an_allocation() {
+    let claim = codec::encode(&u64::MAX).unwrap();
+    assert!(codec::decode_exact::<Vec<u8>>(&claim, 1 << 20).is_err());
+}
+
+#[test]
+fn envelopes_differ_by_signature_alone_and_name_their_signer() {
+    let key = NodeKey::generate().unwrap();
+    let envelope = SignedEnvelope::sign(&key, &"hello".to_string(), NOW_MS).unwrap();
+    let mut signature = envelope.signature_bytes().to_vec();
+    signature[0] ^= 1;
+    let forged = SignedEnvelope::<String>::from_parts(envelope.body_bytes().to_vec(), signature);
+    assert_ne!(forged, envelope, "same body, another signature");
+    assert_eq!(envelope.signer().unwrap(), key.node_id());
+}
+
+#[test]
+fn a_signers_count_falls_as_its_nonces_leave_the_window() {
+    let signer = NodeKey::generate().unwrap().node_id();
+    let skew_ms = 1_000;
+    let mut guard = ReplayGuard::new(skew_ms, 100);
+    guard.check_and_record(&signer, &[1; NONCE_BYTES], NOW_MS, NOW_MS).unwrap();
+    guard.check_and_record(&signer, &[2; NONCE_BYTES], NOW_MS + 500, NOW_MS + 500).unwrap();
+    // At NOW + 1,200 the first has left the window, the second not.
+    guard.check_and_record(&signer, &[3; NONCE_BYTES], NOW_MS + 1_200, NOW_MS + 1_200).unwrap();
+    assert_eq!((guard.nonces_remembered(), guard.nonces_remembered_for(&signer)), (2, 2));
+}
+
+#[test]
+fn a_node_id_that_is_no_ed25519_key_reads_as_hex() {
+    let invalid = (0..=255u8)
+        .map(|byte| civmesh_certs::NodeId([byte; 32]))
+        .find(|node| node.to_peer_id().is_err())
+        .expect("some 32-byte value is not an Ed25519 point");
+    let hex: String = invalid.0.iter().map(|b| format!("{b:02x}")).collect();
+    assert_eq!(invalid.to_string(), format!("invalid-ed25519:{hex}"));
+    assert_eq!(format!("{invalid:?}"), format!("NodeId(invalid-ed25519:{hex})"));
+}
