@@ -53,18 +53,14 @@ pub(super) fn execute(command: CatalogCommand) -> anyhow::Result<()> {
 /// One dataset as `catalog show` prints it: a header line, then one line
 /// per field with its class and the grants that cover it.
 fn catalog_text(entry: &CatalogEntry) -> String {
-    let sharing = serde_json::to_value(entry.sharing).ok();
-    let sharing = sharing.as_ref().and_then(serde_json::Value::as_str).unwrap_or("?");
+    let sharing = super::serde_word(&entry.sharing);
     let mut lines = vec![format!("{} \"{}\" (owner {}, {sharing})", entry.id, entry.title, entry.owner)];
     for field in &entry.fields {
         let class = match field.spec.class {
             FieldClass::Public => "public".to_string(),
             FieldClass::Internal => "internal".to_string(),
             FieldClass::Personal => "personal".to_string(),
-            FieldClass::Sensitive(category) => {
-                let category = serde_json::to_value(category).ok();
-                format!("sensitive: {}", category.as_ref().and_then(serde_json::Value::as_str).unwrap_or("?"))
-            }
+            FieldClass::Sensitive(category) => format!("sensitive: {}", super::serde_word(&category)),
         };
         let grants: Vec<String> = field.granted_by.iter().map(|grant| format!("#{grant}")).collect();
         let covered = if grants.is_empty() {

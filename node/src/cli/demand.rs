@@ -106,8 +106,7 @@ fn file(args: FileArgs) -> anyhow::Result<()> {
 /// [name,address] street-inspection statutory_duty filed 2026-12-01 until
 /// 2026-12-31: waiting "to visit every enterprise"`.
 pub(super) fn demand_line(demand: &DemandView) -> String {
-    let basis = serde_json::to_value(demand.legal_basis).ok();
-    let basis = basis.as_ref().and_then(serde_json::Value::as_str).unwrap_or("?");
+    let basis = super::serde_word(&demand.legal_basis);
     let until = demand.until_ms.map(|until_ms| format!(" until {}", format_date_end(until_ms)));
     let status = match &demand.status {
         DemandStatus::Waiting => "waiting".to_string(),

@@ -276,17 +276,12 @@ pub(super) fn grant_line(grant: &Grant, now_ms: UnixMillis) -> String {
         grant.dataset,
         grant.fields.iter().cloned().collect::<Vec<_>>().join(","),
         grant.purpose,
-        basis_word(grant),
+        super::serde_word(&grant.legal_basis),
         format_date(grant.valid_from_ms),
         format_date_end(grant.valid_until_ms),
         status(grant, now_ms),
         demand.unwrap_or_default(),
     )
-}
-
-fn basis_word(grant: &Grant) -> String {
-    let basis = serde_json::to_value(grant.legal_basis).ok();
-    basis.as_ref().and_then(serde_json::Value::as_str).unwrap_or("?").to_string()
 }
 
 /// A grant as `grant show` prints it.
@@ -312,7 +307,7 @@ pub(super) fn grant_details(grant: &Grant, now_ms: UnixMillis) -> String {
     [
         format!("grant {}: {} → {}, {}", grant.id, grant.grantor, grant.grantee, grant.dataset),
         format!("  fields:  {}", fields.join(", ")),
-        format!("  purpose: {} ({})", grant.purpose, basis_word(grant)),
+        format!("  purpose: {} ({})", grant.purpose, super::serde_word(&grant.legal_basis)),
         format!(
             "  scope:   {}",
             if scope.is_empty() { "every record".to_string() } else { scope.join("; ") }

@@ -121,6 +121,13 @@ pub fn execute(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
+/// The word `value` serializes to (a snake_case enum's name), as the API
+/// and the log spell it; `?` for anything that is not one word.
+fn serde_word<T: serde::Serialize>(value: &T) -> String {
+    let value = serde_json::to_value(value).ok();
+    value.as_ref().and_then(serde_json::Value::as_str).unwrap_or("?").to_string()
+}
+
 /// Prints `value` as indented JSON.
 fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
     println!("{}", serde_json::to_string_pretty(value)?);
