@@ -30,12 +30,26 @@ fn node_dir(net: &Testnet, index: usize) -> String {
 /// `civmesh demand file` at node `index` for the enterprise registry's
 /// `fields`, with `extra` arguments; the number it prints.
 fn file_demand(net: &Testnet, index: usize, fields: &[&str], extra: &[&str]) -> anyhow::Result<u64> {
+    file_demand_for(net, index, ENTERPRISES, STREET_INSPECTION, fields, extra)
+}
+
+/// `civmesh demand file` at node `index` for `fields` of `dataset`, for
+/// `purpose` under a statutory duty, with `extra` arguments; the number it
+/// prints.
+fn file_demand_for(
+    net: &Testnet,
+    index: usize,
+    dataset: &str,
+    purpose: &str,
+    fields: &[&str],
+    extra: &[&str],
+) -> anyhow::Result<u64> {
     let dir = node_dir(net, index);
-    let mut args = vec!["demand", "file", "--node-dir", &dir, "--dataset", ENTERPRISES];
+    let mut args = vec!["demand", "file", "--node-dir", &dir, "--dataset", dataset];
     for field in fields {
         args.extend(["--field", field]);
     }
-    args.extend(["--purpose", STREET_INSPECTION, "--legal-basis", "statutory_duty"]);
+    args.extend(["--purpose", purpose, "--legal-basis", "statutory_duty"]);
     args.extend(["--reason", "visit every enterprise in the street"]);
     args.extend(extra);
     let out = net.cli(&args)?;
@@ -218,7 +232,9 @@ fn an_owner_issues_grants_from_demands_confirming_each_warning() {
     );
     warned(MARKET, demand, &["--until", &day(90)], "a window past the date it needs the data until");
     assert_eq!(grant_list(&net, MARKET).len(), 1, "a warned grant was issued");
-    let residents = file_demand_of(&net, RESIDENTS, &["name", "lives_alone_80_plus"], &until);
+    let fields = ["name", "lives_alone_80_plus"];
+    let residents =
+        file_demand_for(&net, STREET, RESIDENTS, "elderly-care", &fields, &["--until", &until]).unwrap();
     warned(CIVIL, residents, &[], "sensitive fields without consent required: lives_alone_80_plus");
     assert_eq!(
         issue_grant(&net, CIVIL, residents, &["--consent-required"]).unwrap().trim(),
@@ -246,20 +262,6 @@ fn an_owner_issues_grants_from_demands_confirming_each_warning() {
     let error =
         net.cli(&["grant", "show", "--node-dir", &node_dir(&net, STREET), "42"]).unwrap_err().to_string();
     assert!(error.contains("404") && error.contains("no grant 42"), "{error}");
-}
-
-/// A statutory-duty demand by the street for `fields` of `dataset`, needed
-/// until `until`.
-fn file_demand_of(net: &Testnet, dataset: &str, fields: &[&str], until: &str) -> u64 {
-    let dir = node_dir(net, STREET);
-    let mut args = vec!["demand", "file", "--node-dir", &dir, "--dataset", dataset];
-    for field in fields {
-        args.extend(["--field", field]);
-    }
-    args.extend(["--purpose", "elderly-care", "--legal-basis", "statutory_duty", "--reason", "visits"]);
-    args.extend(["--until", until]);
-    let out = net.cli(&args).unwrap();
-    out.trim().strip_prefix("filed demand ").unwrap().parse().unwrap()
 }
 
 /// The same operations over HTTP, signed by the node the caller uses: a
