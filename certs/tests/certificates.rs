@@ -30,15 +30,14 @@ fn federation_at(name: &str, now_ms: u64) -> Federation {
     Federation { _dir: dir, ca_dir, ca, ca_certificate }
 }
 
+/// A request for Jing'an Temple street's node `key`, for 30 days from now.
+fn street_request(key: &NodeKey) -> IssueRequest {
+    IssueRequest::for_days(OrgId::new("street/jingansi").unwrap(), Role::Street, key.node_id(), NOW_MS, 30)
+        .unwrap()
+}
+
 fn issue(ca: &FederationCa, key: &NodeKey, not_before_ms: u64, not_after_ms: u64) -> NodeCertificate {
-    let mut request = IssueRequest::for_days(
-        OrgId::new("street/jingansi").unwrap(),
-        Role::Street,
-        key.node_id(),
-        NOW_MS,
-        30,
-    )
-    .unwrap();
+    let mut request = street_request(key);
     request.not_before_ms = not_before_ms;
     request.not_after_ms = not_after_ms;
     NodeCertificate::from_pem(&ca.issue(&request).unwrap()).unwrap()
@@ -250,14 +249,7 @@ fn serial_numbers_are_positive_with_a_non_zero_first_byte() {
 fn a_certificate_of_several_kilobytes_is_accepted() {
     let federation = new_federation("test city");
     let key = NodeKey::generate().unwrap();
-    let mut request = IssueRequest::for_days(
-        OrgId::new("street/jingansi").unwrap(),
-        Role::Street,
-        key.node_id(),
-        NOW_MS,
-        30,
-    )
-    .unwrap();
+    let mut request = street_request(&key);
     request.subject_alt_names =
         (0..100).map(|index| format!("node-{index:03}.jingansi.civmesh.example")).collect();
     let pem = federation.ca.issue(&request).unwrap();
