@@ -95,6 +95,7 @@ fn dataset() -> DatasetSpec {
             field_type: FieldType::Text,
             class: FieldClass::Public,
         }],
+        scope_fields: vec![],
     }
 }
 

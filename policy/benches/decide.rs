@@ -133,6 +133,7 @@ fn build() -> Bench {
                 field("district", FieldClass::Public),
                 field("lives_alone_80_plus", FieldClass::Sensitive(SensitiveCategory::SpecificIdentity)),
             ],
+            scope_fields: vec!["district".into()],
             version: 1,
         },
     );

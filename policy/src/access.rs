@@ -16,6 +16,40 @@ use crate::model::{DatasetId, FieldName, GrantId, Purpose, SubjectKeyHash};
 /// The most subjects one query may name.
 pub const QUERY_SUBJECTS_MAX: usize = 1_000;
 
+/// How records reached the requester: which command logged the access.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AccessKind {
+    /// The answer to a query naming its subjects.
+    Query,
+    /// One page of a listing (a request naming no subjects).
+    Listing,
+    /// A push under a subscription.
+    Push,
+}
+
+impl AccessKind {
+    /// The stable snake_case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AccessKind::Query => "query",
+            AccessKind::Listing => "listing",
+            AccessKind::Push => "push",
+        }
+    }
+
+    /// Whether the requester's header names the subjects released.
+    pub fn names_subjects(self) -> bool {
+        self == AccessKind::Query
+    }
+
+    /// Whether the requester's header is fresh and spent by this record (a
+    /// subscription's header is reused by every push under it).
+    pub fn spends_nonce(self) -> bool {
+        self != AccessKind::Push
+    }
+}
+
 /// What a requester signs: the query, with subject keys as keyed hashes.
 /// The plain keys travel beside it to the owner, who checks they hash to
 /// these, and never enter the log.

@@ -143,6 +143,11 @@ pub enum Command {
         /// Why.
         reason: String,
     },
+    /// Log one page of a listing: records released under the requester's
+    /// signed listing request (a query header naming no subjects, with a
+    /// fresh nonce per page), every subject released named in the outcome.
+    /// Signed by the owner node that answered.
+    RecordListing(crate::access::AccessRecord),
 }
 
 /// The kind of a command: a short stable name for logs and metrics (never
@@ -188,6 +193,8 @@ pub enum CommandKind {
     FileDemandWithReason,
     /// [`Command::RefuseDemand`].
     RefuseDemand,
+    /// [`Command::RecordListing`].
+    RecordListing,
 }
 
 impl CommandKind {
@@ -213,6 +220,7 @@ impl CommandKind {
             CommandKind::CommitSubjectKeySecret => "commit_subject_key_secret",
             CommandKind::FileDemandWithReason => "file_demand_with_reason",
             CommandKind::RefuseDemand => "refuse_demand",
+            CommandKind::RecordListing => "record_listing",
         }
     }
 }
@@ -224,6 +232,18 @@ impl std::fmt::Display for CommandKind {
 }
 
 impl Command {
+    /// The access record this command logs, and how it reached the
+    /// requester; `None` for every other command.
+    pub fn access(&self) -> Option<(&crate::access::AccessRecord, crate::access::AccessKind)> {
+        use crate::access::AccessKind;
+        match self {
+            Command::RecordAccess(record) => Some((record, AccessKind::Query)),
+            Command::RecordListing(record) => Some((record, AccessKind::Listing)),
+            Command::RecordPush(record) => Some((record, AccessKind::Push)),
+            _ => None,
+        }
+    }
+
     /// The command's kind, for logs and metrics.
     pub fn kind(&self) -> CommandKind {
         match self {
@@ -246,6 +266,7 @@ impl Command {
             Command::CommitSubjectKeySecret { .. } => CommandKind::CommitSubjectKeySecret,
             Command::FileDemandWithReason(_) => CommandKind::FileDemandWithReason,
             Command::RefuseDemand { .. } => CommandKind::RefuseDemand,
+            Command::RecordListing(_) => CommandKind::RecordListing,
         }
     }
 }
@@ -263,6 +284,9 @@ pub struct DatasetSpec {
     pub sharing: SharingCategory,
     /// Its fields.
     pub fields: Vec<FieldSpec>,
+    /// The text fields grants may scope by and listings may filter on
+    /// (indexed by the owner).
+    pub scope_fields: Vec<FieldName>,
 }
 
 /// A grant as its owner issues it; the log assigns the id.

@@ -68,7 +68,9 @@ pub fn enterprise_dataset() -> DatasetSpec {
             field("operating_address", FieldType::Text, FieldClass::Internal),
             field("legal_rep_phone", FieldType::Text, FieldClass::Personal),
             field("district", FieldType::Text, FieldClass::Public),
+            field("street", FieldType::Text, FieldClass::Public),
         ],
+        scope_fields: vec!["district".into(), "street".into()],
     }
 }
 
@@ -90,7 +92,10 @@ pub fn resident_dataset() -> DatasetSpec {
                 FieldClass::Sensitive(SensitiveCategory::SpecificIdentity),
             ),
             field("district", FieldType::Text, FieldClass::Public),
+            field("street", FieldType::Text, FieldClass::Public),
+            field("committee", FieldType::Text, FieldClass::Public),
         ],
+        scope_fields: vec!["district".into(), "street".into(), "committee".into()],
     }
 }
 

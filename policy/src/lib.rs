@@ -34,7 +34,7 @@ mod reason_code;
 pub mod report;
 pub mod state;
 
-pub use access::{AccessLogEntry, AccessOutcome, AccessRecord, QueryHeader, SubjectRelease};
+pub use access::{AccessKind, AccessLogEntry, AccessOutcome, AccessRecord, QueryHeader, SubjectRelease};
 pub use command::{Command, CommandKind, DatasetSpec, DemandSpec, GrantSpec, SignedCommand};
 pub use correction::CorrectionReasonCode;
 pub use decide::{

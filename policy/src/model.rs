@@ -23,6 +23,8 @@ pub type DemandId = u64;
 pub const NAME_BYTES_MAX: usize = 128;
 /// The most fields a dataset schema may have.
 pub const SCHEMA_FIELDS_MAX: usize = 256;
+/// The most scope fields (indexed text fields) one dataset declares.
+pub const SCOPE_FIELDS_MAX: usize = 8;
 /// The longest free-text reason accepted, in bytes.
 pub const REASON_BYTES_MAX: usize = 1024;
 
@@ -152,6 +154,9 @@ pub struct Dataset {
     pub sharing: SharingCategory,
     /// Its fields.
     pub fields: Vec<FieldSpec>,
+    /// The text fields grants may scope by (street, committee, grid) and
+    /// listings may filter on: the owner keeps a secondary index on each.
+    pub scope_fields: Vec<FieldName>,
     /// Incremented each time the owner republishes it.
     pub version: u64,
 }

@@ -173,6 +173,55 @@ fn pushes_under_a_subscription_are_justified_like_permits() {
     );
 }
 
+#[test]
+fn listing_pages_release_any_subject_once_per_fresh_request() {
+    let mut fx = Fixture::new();
+    let grant = fx.grant(grant_spec(ENTERPRISES, &fx.jingansi.org, &["name"], "inspection"));
+    let listing = QueryHeader { subjects: vec![], ..header(Some(grant), &["name"]) };
+    let page = |outcome: AccessOutcome| {
+        let request = SignedEnvelope::sign(&fx.jingansi.key, &listing, NOW_MS).unwrap();
+        Command::RecordListing(AccessRecord { request, outcome, decided_at_ms: NOW_MS })
+    };
+    let first = page(released(&["name"]));
+    assert_eq!(apply(&mut fx.state, &fx.market.key, first.clone()), Ok(Applied::AccessLogged(0)));
+    // Each page is its own request: logging one twice is a replay.
+    assert_eq!(
+        apply(&mut fx.state, &fx.market.key, first).unwrap_err().code,
+        RejectionCode::Replayed,
+        "a page's request is spent once"
+    );
+    let denial = page(AccessOutcome::Deny { reason: ReasonCode::GrantExpired });
+    assert_eq!(apply(&mut fx.state, &fx.market.key, denial), Ok(Applied::AccessLogged(1)));
+    let empty = page(AccessOutcome::Permit { released: vec![] });
+    assert_eq!(apply(&mut fx.state, &fx.market.key, empty), Ok(Applied::AccessLogged(2)));
+    let too_many = AccessOutcome::Permit {
+        released: (0..=civmesh_policy::access::QUERY_SUBJECTS_MAX)
+            .map(|index| SubjectRelease {
+                subject: SubjectKeyHash([(index % 251) as u8; 32]),
+                fields: vec!["name".into()],
+            })
+            .collect(),
+    };
+    let cases = [
+        ("an ungranted field", page(released(&["operating_address"])), RejectionCode::PermitNotJustified),
+        ("a page over the bound", page(too_many), RejectionCode::InvalidArgument),
+        (
+            "a listing of a header naming subjects",
+            Command::RecordListing(AccessRecord {
+                request: SignedEnvelope::sign(&fx.jingansi.key, &header(Some(grant), &["name"]), NOW_MS)
+                    .unwrap(),
+                outcome: released(&["name"]),
+                decided_at_ms: NOW_MS,
+            }),
+            RejectionCode::PermitNotJustified,
+        ),
+    ];
+    for (case, command, code) in cases {
+        assert_eq!(apply(&mut fx.state, &fx.market.key, command).unwrap_err().code, code, "{case}");
+    }
+    assert_eq!(fx.state.access_log.len(), 3);
+}
+
 /// How one case sets up the state before its access record is applied.
 type Setup = fn(&mut Fixture) -> Command;
 

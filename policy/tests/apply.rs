@@ -188,6 +188,46 @@ fn bad_input_gets_typed_rejections() {
             RejectionCode::InvalidArgument,
         ),
         (
+            "scope field not in the schema",
+            Command::PublishDataset(DatasetSpec {
+                scope_fields: vec!["grid".into()],
+                ..enterprise_dataset()
+            }),
+            RejectionCode::FieldUnknown,
+        ),
+        (
+            "scope field declared twice",
+            Command::PublishDataset(DatasetSpec {
+                scope_fields: vec!["street".into(), "street".into()],
+                ..enterprise_dataset()
+            }),
+            RejectionCode::InvalidArgument,
+        ),
+        (
+            "grant scoped by a field that is not a scope field",
+            Command::IssueGrant({
+                let mut g = grant_spec(ENTERPRISES, &street, &["name"], "p");
+                g.scope = vec![civmesh_policy::model::ScopeCondition {
+                    field: "name".into(),
+                    allowed: [civmesh_policy::model::FieldValue::Text("x".into())].into(),
+                }];
+                g
+            }),
+            RejectionCode::InvalidArgument,
+        ),
+        (
+            "grant scoped by a street with no value",
+            Command::IssueGrant({
+                let mut g = grant_spec(ENTERPRISES, &street, &["name"], "p");
+                g.scope = vec![civmesh_policy::model::ScopeCondition {
+                    field: "street".into(),
+                    allowed: Default::default(),
+                }];
+                g
+            }),
+            RejectionCode::InvalidArgument,
+        ),
+        (
             "empty window",
             Command::IssueGrant({
                 let mut g = grant_spec(ENTERPRISES, &street, &["name"], "p");

@@ -262,7 +262,7 @@ fn authorised(state: &PolicyState, signer_key: &NodeKey, command: &Command) -> b
         Command::RefuseDemand { demand_id, .. } => {
             state.demands.get(demand_id).is_some_and(|d| owns(&d.dataset))
         }
-        Command::RecordAccess(record) | Command::RecordPush(record) => {
+        Command::RecordAccess(record) | Command::RecordListing(record) | Command::RecordPush(record) => {
             record.request.unverified_payload().ok().is_none_or(|header| owns(&header.dataset))
         }
         Command::CosignCheckpoint(_) => civmesh_policy::audit::signs_checkpoints(member),

@@ -446,6 +446,7 @@ mod tests {
                 field("employees", FieldType::Integer),
                 field("founded", FieldType::Date),
             ],
+            scope_fields: vec![],
             version: 1,
         }
     }

@@ -25,7 +25,8 @@ mod tree;
 mod verify;
 
 pub use bundle::{decode_bundle, encode_bundle, ArchivedCommand, AuditBundle, BundleError};
-pub use subject::{subject_accesses, AccessKind, SubjectAccess, SubjectAccessOutcome};
+pub use crate::access::AccessKind;
+pub use subject::{subject_accesses, SubjectAccess, SubjectAccessOutcome};
 pub use tree::{AccessTree, ConsistencyError};
 pub use verify::{verify_bundle, verify_bundle_on, AuditFailure, AuditReport, FailureKind, SeenCheckpoint};
 

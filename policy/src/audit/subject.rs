@@ -3,7 +3,7 @@
 use civmesh_certs::{OrgId, UnixMillis};
 use serde::{Deserialize, Serialize};
 
-use crate::access::AccessOutcome;
+use crate::access::{AccessKind, AccessOutcome};
 use crate::model::{LegalBasis, SubjectKeyHash};
 use crate::state::PolicyState;
 
@@ -56,26 +56,6 @@ impl SubjectAccessOutcome {
     }
 }
 
-/// How records reached the requester.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum AccessKind {
-    /// The answer to a query.
-    Query,
-    /// A push under a subscription.
-    Push,
-}
-
-impl AccessKind {
-    /// The stable snake_case name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            AccessKind::Query => "query",
-            AccessKind::Push => "push",
-        }
-    }
-}
-
 /// Every access to `subject` in a replayed state, in log order.
 pub fn subject_accesses(state: &PolicyState, subject: &SubjectKeyHash) -> Vec<SubjectAccess> {
     state
@@ -91,8 +71,12 @@ pub fn subject_accesses(state: &PolicyState, subject: &SubjectKeyHash) -> Vec<Su
             };
             let fields_released = released?;
             let grant = entry.header.grant.and_then(|id| state.grants.get(&id));
-            let push =
-                entry.envelope.unverified_payload().is_ok_and(|c| matches!(c, crate::Command::RecordPush(_)));
+            let kind = entry
+                .envelope
+                .unverified_payload()
+                .ok()
+                .and_then(|command| command.access().map(|(_, kind)| kind))
+                .unwrap_or(AccessKind::Query);
             Some(SubjectAccess {
                 access_entry: entry.sequence,
                 decided_at_ms: entry.decided_at_ms,
@@ -109,7 +93,7 @@ pub fn subject_accesses(state: &PolicyState, subject: &SubjectKeyHash) -> Vec<Su
                     SubjectAccessOutcome::Deny
                 },
                 fields_released,
-                kind: if push { AccessKind::Push } else { AccessKind::Query },
+                kind,
             })
         })
         .collect()

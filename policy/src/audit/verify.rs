@@ -111,11 +111,9 @@ fn check_federation(bundle: &AuditBundle, trusted_ca_der: Option<&[u8]>) -> Resu
 fn signatures_verify(archived: &ArchivedCommand) -> bool {
     let Ok(envelope) = SignedCommand::from_bytes(&archived.envelope) else { return false };
     let Ok(verified) = envelope.verify_signature() else { return false };
-    match verified.payload {
-        crate::Command::RecordAccess(record) | crate::Command::RecordPush(record) => {
-            record.request.verify_signature().is_ok()
-        }
-        _ => true,
+    match verified.payload.access() {
+        Some((record, _)) => record.request.verify_signature().is_ok(),
+        None => true,
     }
 }
 

@@ -94,6 +94,7 @@ fn scripted_week() -> PolicyState {
             subject_key_field: "credit_code".into(),
             sharing: SharingCategory::Conditional,
             fields: Vec::new(),
+            scope_fields: Vec::new(),
             version: 1,
         },
     );

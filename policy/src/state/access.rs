@@ -8,7 +8,7 @@ use super::rejection::{reject, Rejection, RejectionCode};
 use super::replay::COMMAND_SKEW_MS_MAX;
 use super::{Applied, PolicyState, SignatureCheck};
 use crate::access::{
-    AccessLogEntry, AccessOutcome, AccessRecord, QueryHeader, SubjectRelease, QUERY_SUBJECTS_MAX,
+    AccessKind, AccessLogEntry, AccessOutcome, AccessRecord, QueryHeader, SubjectRelease, QUERY_SUBJECTS_MAX,
 };
 use crate::command::SignedCommand;
 use crate::decide::ConsentCoverage;
@@ -25,8 +25,8 @@ fn unjustified(why: impl Into<String>) -> Rejection {
 pub(super) struct LoggedAccess<'a> {
     pub envelope: &'a SignedCommand,
     pub record: &'a AccessRecord,
-    /// A push under a subscription, rather than a query's answer.
-    pub push: bool,
+    /// A query's answer, a listing's page or a push under a subscription.
+    pub kind: AccessKind,
     pub owner: NodeId,
 }
 
@@ -50,9 +50,9 @@ impl PolicyState {
         check: SignatureCheck,
         entry_time_ms: UnixMillis,
     ) -> Result<Applied, Rejection> {
-        let (requester, header) = self.validate_access(access.record, access.push, check, entry_time_ms)?;
-        if !access.push {
-            // The requester's query is logged once, whoever logs it. Its
+        let (requester, header) = self.validate_access(access.record, access.kind, check, entry_time_ms)?;
+        if access.kind.spends_nonce() {
+            // The requester's request is logged once, whoever logs it. Its
             // nonce was checked in validation and is spent only now, when
             // the record is accepted: the last check before the mutation.
             self.check_replay(&requester.signer, &requester.nonce, requester.issued_at_ms, entry_time_ms)?;
@@ -73,9 +73,10 @@ impl PolicyState {
 
     /// Verifies an access record: the requester's signature, its time and
     /// nonce (checked, not yet spent), the decision time, and that a permit
-    /// is justified by this state. A push answers a subscription (a header
-    /// naming no subjects), so any subject may be released, within the same
-    /// grant, fields and consents. Returns the verified header.
+    /// is justified by this state. A listing's page and a push answer a
+    /// header naming no subjects, so any subject may be released, within
+    /// the same grant, fields and consents; a push only releases. Returns
+    /// the verified header.
     ///
     /// The grant and consent rules are [`crate::model::Grant::check_usable`]
     /// and [`PolicyState::check_consent`], the ones `decide` applies, at the
@@ -84,7 +85,7 @@ impl PolicyState {
     fn validate_access(
         &self,
         record: &AccessRecord,
-        push: bool,
+        kind: AccessKind,
         check: SignatureCheck,
         entry_time_ms: UnixMillis,
     ) -> Result<(Query, QueryHeader), Rejection> {
@@ -97,18 +98,27 @@ impl PolicyState {
         let requester = self.members.get(&request.signer).ok_or_else(|| {
             reject(RejectionCode::SignerUnknown, format!("requester {} is not a member", request.signer))
         })?;
-        if !push {
-            // A query is logged once: its time and nonce are checked here
-            // and spent when the record is accepted. A subscription header
-            // is reused by every push under it.
+        if kind.spends_nonce() {
+            // A query or a listing's page is logged once: its time and
+            // nonce are checked here and spent when the record is accepted.
+            // A subscription header is reused by every push under it.
             self.check_query_fresh(&request.signer, &request.nonce, request.issued_at_ms, entry_time_ms)?;
         }
-        if push && (!header.subjects.is_empty() || !matches!(record.outcome, AccessOutcome::Permit { .. })) {
-            return Err(unjustified("a push releases records under a subscription, which names no subjects"));
+        if !kind.names_subjects() && !header.subjects.is_empty() {
+            return Err(unjustified("a listing or a push answers a request naming no subjects"));
+        }
+        if kind == AccessKind::Push && !matches!(record.outcome, AccessOutcome::Permit { .. }) {
+            return Err(unjustified("a push only releases records"));
         }
         if let AccessOutcome::Permit { released } = &record.outcome {
+            if released.len() > QUERY_SUBJECTS_MAX {
+                return Err(reject(
+                    RejectionCode::InvalidArgument,
+                    format!("one access record releases at most {QUERY_SUBJECTS_MAX} subjects"),
+                ));
+            }
             let permit =
-                Permit { header: &header, requester, dataset, decided_at_ms: record.decided_at_ms, push };
+                Permit { header: &header, requester, dataset, decided_at_ms: record.decided_at_ms, kind };
             self.justify_permit(&permit, released, entry_time_ms)?;
         }
         Ok((request, header))
@@ -161,7 +171,7 @@ impl PolicyState {
         grant: Option<&Grant>,
         release: &SubjectRelease,
     ) -> Result<(), Rejection> {
-        if !permit.push && !permit.header.subjects.contains(&release.subject) {
+        if permit.kind.names_subjects() && !permit.header.subjects.contains(&release.subject) {
             return Err(unjustified("released a subject the query did not name"));
         }
         let coverage = match grant {
@@ -199,7 +209,7 @@ struct Permit<'a> {
     requester: &'a Member,
     dataset: &'a Dataset,
     decided_at_ms: UnixMillis,
-    push: bool,
+    kind: AccessKind,
 }
 
 /// Opens the requester's query and checks its shape and the decision time.

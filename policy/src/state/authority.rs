@@ -82,7 +82,7 @@ impl PolicyState {
             // The owner takes a consent on the subject's behalf; a grantee
             // would be vouching for its own access.
             Command::RecordConsent { dataset, .. } => self.check_owner(org, dataset),
-            Command::RecordAccess(record) | Command::RecordPush(record) => {
+            Command::RecordAccess(record) | Command::RecordListing(record) | Command::RecordPush(record) => {
                 self.check_access_owner(org, record)
             }
             Command::CosignCheckpoint(_) => super::checkpoints::check_cosigner(member),

@@ -9,7 +9,8 @@ use super::rejection::{check_text, reject, Rejection, RejectionCode};
 use super::{Applied, PolicyState};
 use crate::command::DatasetSpec;
 use crate::model::{
-    Dataset, DatasetId, FieldName, NegativeListEntry, NAME_BYTES_MAX, REASON_BYTES_MAX, SCHEMA_FIELDS_MAX,
+    Dataset, DatasetId, FieldName, FieldType, NegativeListEntry, NAME_BYTES_MAX, REASON_BYTES_MAX,
+    SCHEMA_FIELDS_MAX, SCOPE_FIELDS_MAX,
 };
 
 impl PolicyState {
@@ -72,6 +73,7 @@ impl PolicyState {
             subject_key_field: spec.subject_key_field,
             sharing: spec.sharing,
             fields: spec.fields,
+            scope_fields: spec.scope_fields,
             version,
         };
         self.datasets.insert(spec.id, dataset);
@@ -143,6 +145,29 @@ pub(super) fn validate_dataset(spec: &DatasetSpec) -> Result<(), Rejection> {
             RejectionCode::FieldUnknown,
             format!("subject key field {:?} is not in the schema", spec.subject_key_field),
         ));
+    }
+    validate_scope_fields(spec)
+}
+
+/// Checks the declared scope fields: a few distinct text fields of the schema.
+fn validate_scope_fields(spec: &DatasetSpec) -> Result<(), Rejection> {
+    if spec.scope_fields.len() > SCOPE_FIELDS_MAX {
+        return Err(reject(
+            RejectionCode::InvalidArgument,
+            format!("a dataset declares at most {SCOPE_FIELDS_MAX} scope fields"),
+        ));
+    }
+    let mut seen = BTreeSet::new();
+    for name in &spec.scope_fields {
+        let field = spec.fields.iter().find(|field| field.name == *name).ok_or_else(|| {
+            reject(RejectionCode::FieldUnknown, format!("scope field {name:?} is not in the schema"))
+        })?;
+        if field.field_type != FieldType::Text || !seen.insert(name) {
+            return Err(reject(
+                RejectionCode::InvalidArgument,
+                format!("scope field {name:?} must be a text field, declared once"),
+            ));
+        }
     }
     Ok(())
 }

@@ -222,6 +222,7 @@ impl PolicyState {
         self.check_fields(&spec.dataset, spec.fields.iter())?;
         self.check_fields(&spec.dataset, spec.masking.keys())?;
         self.check_fields(&spec.dataset, spec.scope.iter().map(|condition| &condition.field))?;
+        self.check_scope_declared(spec)?;
         if let Some(unreleased) = spec.masking.keys().find(|field| !spec.fields.contains(*field)) {
             return Err(reject(
                 RejectionCode::InvalidArgument,
@@ -241,6 +242,27 @@ impl PolicyState {
                 RejectionCode::MemberUnknown,
                 format!("{} has no active member node", spec.grantee),
             ));
+        }
+        Ok(())
+    }
+
+    /// Every scope condition names one of the dataset's declared scope
+    /// fields (the ones its owner indexes), with 1 or more values.
+    fn check_scope_declared(&self, spec: &GrantSpec) -> Result<(), Rejection> {
+        let Some(dataset) = self.datasets.get(&spec.dataset) else { return Ok(()) };
+        for condition in &spec.scope {
+            if !dataset.scope_fields.contains(&condition.field) {
+                return Err(reject(
+                    RejectionCode::InvalidArgument,
+                    format!("{} is not a scope field of {}", condition.field, spec.dataset),
+                ));
+            }
+            if condition.allowed.is_empty() {
+                return Err(reject(
+                    RejectionCode::InvalidArgument,
+                    format!("the scope on {} names no value", condition.field),
+                ));
+            }
         }
         Ok(())
     }

@@ -253,9 +253,8 @@ impl PolicyState {
         // Validate first; only the final step mutates.
         let signer_org = self.authorise(&signer, command, entry_time_ms)?;
         let admitted = self.validate(command, &signer, &signer_org, entry_time_ms)?;
-        if let Command::RecordAccess(record) | Command::RecordPush(record) = command {
-            let push = matches!(command, Command::RecordPush(_));
-            let access = LoggedAccess { envelope, record, push, owner: signer };
+        if let Some((record, kind)) = command.access() {
+            let access = LoggedAccess { envelope, record, kind, owner: signer };
             return self.log_access(access, check, entry_time_ms);
         }
         let entry = Entry { envelope, signer, signer_org, at_ms: entry_time_ms };
@@ -295,7 +294,7 @@ impl PolicyState {
             }
             Command::RecordConsent { purpose, channel, .. } => self.validate_consent(purpose, channel)?,
             // Checked, once, in `log_access`, which keeps the result.
-            Command::RecordAccess(_) | Command::RecordPush(_) => {}
+            Command::RecordAccess(_) | Command::RecordListing(_) | Command::RecordPush(_) => {}
             Command::RecordCorrectionEvent(event) => {
                 self.validate_correction_event(event, signer_org, entry_time_ms)?
             }
@@ -313,7 +312,10 @@ impl PolicyState {
     fn mutate(&mut self, command: Command, entry: Entry<'_>, admitted: Option<Member>) -> Applied {
         let Entry { envelope, signer, signer_org: org, at_ms } = entry;
         match command {
-            Command::Genesis { .. } | Command::RecordAccess(_) | Command::RecordPush(_) => Applied::Done,
+            Command::Genesis { .. }
+            | Command::RecordAccess(_)
+            | Command::RecordListing(_)
+            | Command::RecordPush(_) => Applied::Done,
             Command::AdmitMember { .. } => self.admit_member(admitted),
             Command::RevokeMember { node_id, reason } => {
                 self.revoke_member(&node_id, Revocation { at_ms, by: signer, reason })
