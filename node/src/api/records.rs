@@ -160,7 +160,7 @@ pub(crate) async fn import_records(
     let provenance = Provenance::Import { batch: request.batch };
     let now_ms = civmesh_certs::now_unix_millis();
     let versions =
-        state.records.write(&dataset.id, changed_rows.clone(), &provenance, now_ms).map_err(store_error)?;
+        state.records.write(&dataset, changed_rows.clone(), &provenance, now_ms).map_err(store_error)?;
     state.metrics.records_imported.inc_by(written as u64);
     let changed: Vec<(String, RecordVersion)> = changed_rows
         .into_iter()

@@ -177,7 +177,7 @@ fn export(node_dir: &Path, out: &Path, from: u64, until: Option<u64>) -> anyhow:
 fn is_access(command: &ArchivedCommand) -> bool {
     SignedEnvelope::<Command>::from_bytes(&command.envelope)
         .and_then(|envelope| envelope.unverified_payload())
-        .is_ok_and(|command| matches!(command, Command::RecordAccess(_) | Command::RecordPush(_)))
+        .is_ok_and(|command| command.access().is_some())
 }
 
 /// Reads, decodes and verifies a bundle with a progress bar.

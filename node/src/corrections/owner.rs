@@ -360,12 +360,8 @@ impl CorrectionService {
             .read(|applied| applied.policy.datasets.get(&request.dataset).cloned())
             .ok_or(WriteError::DatasetGone)?;
         let (key, fields) = merged_row(&dataset, &current, request)?;
-        let versions = self.records.write(
-            &request.dataset,
-            vec![(key.clone(), fields)],
-            &provenance,
-            now_unix_millis(),
-        )?;
+        let versions =
+            self.records.write(&dataset, vec![(key.clone(), fields)], &provenance, now_unix_millis())?;
         let version = *versions.first().ok_or(WriteError::NothingWritten)?;
         debug_assert_eq!(version, current.version + 1);
         debug_assert_eq!(self.records.latest_version(&request.dataset, &key).ok().flatten(), Some(version));

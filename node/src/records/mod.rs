@@ -11,6 +11,8 @@
 //! one still arriving. A batch of rows is one synced RocksDB write: it is on
 //! disk before the caller is told, or not at all.
 
+mod scope_index;
+
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -18,6 +20,9 @@ use civmesh_certs::{codec, UnixMillis};
 use civmesh_policy::model::{Dataset, FieldValue};
 use rocksdb::{ColumnFamilyDescriptor, Direction, IteratorMode, Options, WriteBatch, WriteOptions, DB};
 use serde::{Deserialize, Serialize};
+
+pub use scope_index::{IndexRange, ScanEntry, ScanPage, ScanPlan};
+use scope_index::{IndexTarget, SCOPE_INDEX_BUILT_FAMILY, SCOPE_INDEX_FAMILY};
 
 const LATEST_FAMILY: &str = "latest";
 const VERSIONS_FAMILY: &str = "versions";
@@ -124,6 +129,13 @@ pub fn validate_row(
 /// A correction's id and its encoded entry.
 pub type StoredCorrection = ([u8; 32], Vec<u8>);
 
+/// Write options that sync the write to disk before returning.
+fn synced() -> WriteOptions {
+    let mut options = WriteOptions::default();
+    options.set_sync(true);
+    options
+}
+
 /// The record store.
 pub struct RecordStore {
     db: DB,
@@ -167,6 +179,8 @@ impl RecordStore {
             PUSHES_FAMILY,
             ATTACHMENTS_FAMILY,
             ATTACHMENT_PARTS_FAMILY,
+            SCOPE_INDEX_FAMILY,
+            SCOPE_INDEX_BUILT_FAMILY,
         ]
         .map(|name| ColumnFamilyDescriptor::new(name, Options::default()));
         Ok(RecordStore { db: DB::open_cf_descriptors(&options, directory, families)? })
@@ -187,37 +201,47 @@ impl RecordStore {
             .map_err(|_| RecordStoreError::Corrupt("a latest-version entry is not 8 bytes".to_string()))
     }
 
-    /// Writes one new version of each row in one synced batch; returns the
-    /// version each row got. Later rows with the same key see earlier ones.
+    /// Writes one new version of each row of `dataset` in one synced batch,
+    /// keeping the indexes of its scope fields; returns the version each
+    /// row got. Later rows with the same key see earlier ones.
     pub fn write(
         &self,
-        dataset: &str,
+        dataset: &Dataset,
         rows: Vec<(String, BTreeMap<String, FieldValue>)>,
         provenance: &Provenance,
         now_ms: UnixMillis,
     ) -> Result<Vec<u64>, RecordStoreError> {
+        let id = dataset.id.as_str();
         let (latest, versions) = (self.family(LATEST_FAMILY)?, self.family(VERSIONS_FAMILY)?);
+        let index = self.family(SCOPE_INDEX_FAMILY)?;
         let mut batch = WriteBatch::default();
-        let mut pending: BTreeMap<String, u64> = BTreeMap::new();
+        self.mark_indexes(&mut batch, id, &dataset.scope_fields)?;
+        let mut pending: BTreeMap<String, RecordVersion> = BTreeMap::new();
         let mut written = Vec::with_capacity(rows.len());
         for (key, fields) in rows {
-            let previous = match pending.get(&key) {
-                Some(version) => *version,
-                None => self.latest_version(dataset, &key)?.unwrap_or(0),
+            let previous = match pending.remove(&key) {
+                Some(record) => Some(record),
+                None => self.latest(id, &key)?,
             };
-            let version = previous + 1;
+            let version = previous.as_ref().map_or(0, |record| record.version) + 1;
+            let target = IndexTarget { dataset: id, key: &key, fields: &dataset.scope_fields };
+            scope_index::reindex(
+                &mut batch,
+                index,
+                target,
+                previous.as_ref().map(|record| &record.fields),
+                &fields,
+            );
             let record =
                 RecordVersion { version, written_at_ms: now_ms, provenance: provenance.clone(), fields };
             let bytes =
                 codec::encode(&record).map_err(|error| RecordStoreError::Corrupt(error.to_string()))?;
-            batch.put_cf(versions, version_key(dataset, &key, version), bytes);
-            batch.put_cf(latest, record_prefix(dataset, &key), version.to_be_bytes());
-            pending.insert(key, version);
+            batch.put_cf(versions, version_key(id, &key, version), bytes);
+            batch.put_cf(latest, record_prefix(id, &key), version.to_be_bytes());
+            pending.insert(key, record);
             written.push(version);
         }
-        let mut options = WriteOptions::default();
-        options.set_sync(true);
-        self.db.write_opt(batch, &options)?;
+        self.db.write_opt(batch, &synced())?;
         Ok(written)
     }
 
@@ -265,9 +289,7 @@ impl RecordStore {
 
     /// Keeps a subscription (its signed request, by digest), synced.
     pub fn put_subscription(&self, digest: &[u8; 32], envelope_bytes: &[u8]) -> Result<(), RecordStoreError> {
-        let mut options = WriteOptions::default();
-        options.set_sync(true);
-        self.db.put_cf_opt(self.family(SUBSCRIPTIONS_FAMILY)?, digest, envelope_bytes, &options)?;
+        self.db.put_cf_opt(self.family(SUBSCRIPTIONS_FAMILY)?, digest, envelope_bytes, &synced())?;
         Ok(())
     }
 
@@ -282,9 +304,7 @@ impl RecordStore {
 
     /// Keeps a correction's entry (encoded by the corrections module), synced.
     pub fn put_correction(&self, id: &[u8; 32], entry_bytes: &[u8]) -> Result<(), RecordStoreError> {
-        let mut options = WriteOptions::default();
-        options.set_sync(true);
-        self.db.put_cf_opt(self.family(CORRECTIONS_FAMILY)?, id, entry_bytes, &options)?;
+        self.db.put_cf_opt(self.family(CORRECTIONS_FAMILY)?, id, entry_bytes, &synced())?;
         Ok(())
     }
 
@@ -307,9 +327,7 @@ impl RecordStore {
 
     /// Keeps a logged push not yet delivered, by its access-log position, synced.
     pub fn put_push(&self, position: u64, bytes: &[u8]) -> Result<(), RecordStoreError> {
-        let mut options = WriteOptions::default();
-        options.set_sync(true);
-        self.db.put_cf_opt(self.family(PUSHES_FAMILY)?, position.to_be_bytes(), bytes, &options)?;
+        self.db.put_cf_opt(self.family(PUSHES_FAMILY)?, position.to_be_bytes(), bytes, &synced())?;
         Ok(())
     }
 
@@ -328,17 +346,13 @@ impl RecordStore {
 
     /// Forgets a push (delivered, or given up), synced.
     pub fn delete_push(&self, position: u64) -> Result<(), RecordStoreError> {
-        let mut options = WriteOptions::default();
-        options.set_sync(true);
-        self.db.delete_cf_opt(self.family(PUSHES_FAMILY)?, position.to_be_bytes(), &options)?;
+        self.db.delete_cf_opt(self.family(PUSHES_FAMILY)?, position.to_be_bytes(), &synced())?;
         Ok(())
     }
 
     /// Keeps an attachment by its SHA-256, synced.
     pub fn put_attachment(&self, sha256: &[u8; 32], bytes: &[u8]) -> Result<(), RecordStoreError> {
-        let mut options = WriteOptions::default();
-        options.set_sync(true);
-        self.db.put_cf_opt(self.family(ATTACHMENTS_FAMILY)?, sha256, bytes, &options)?;
+        self.db.put_cf_opt(self.family(ATTACHMENTS_FAMILY)?, sha256, bytes, &synced())?;
         Ok(())
     }
 
@@ -360,14 +374,8 @@ impl RecordStore {
         offset: u64,
         bytes: &[u8],
     ) -> Result<(), RecordStoreError> {
-        let mut options = WriteOptions::default();
-        options.set_sync(true);
-        self.db.put_cf_opt(
-            self.family(ATTACHMENT_PARTS_FAMILY)?,
-            part_key(id, index, offset),
-            bytes,
-            &options,
-        )?;
+        let family = self.family(ATTACHMENT_PARTS_FAMILY)?;
+        self.db.put_cf_opt(family, part_key(id, index, offset), bytes, &synced())?;
         Ok(())
     }
 
@@ -402,9 +410,7 @@ impl RecordStore {
         for (offset, _) in self.attachment_parts(id, index)? {
             batch.delete_cf(family, part_key(id, index, offset));
         }
-        let mut options = WriteOptions::default();
-        options.set_sync(true);
-        self.db.write_opt(batch, &options)?;
+        self.db.write_opt(batch, &synced())?;
         Ok(())
     }
 
@@ -495,24 +501,25 @@ mod tests {
     fn every_version_is_kept_and_history_answers_at_a_time() {
         let dir = tempfile::tempdir().unwrap();
         let store = RecordStore::open(dir.path()).unwrap();
-        let dataset = "market-supervision/enterprise-registry";
+        let schema = dataset();
+        let dataset = schema.id.as_str();
         let fields = |address: &str| row(&[("address", FieldValue::Text(address.into()))]);
         let import = Provenance::Import { batch: "b1".into() };
         assert_eq!(
             store
-                .write(dataset, vec![("k1".into(), fields("old")), ("k2".into(), fields("x"))], &import, 1000)
+                .write(&schema, vec![("k1".into(), fields("old")), ("k2".into(), fields("x"))], &import, 1000)
                 .unwrap(),
             vec![1, 1]
         );
         let correction = Provenance::Correction { id: "c1".into() };
         assert_eq!(
-            store.write(dataset, vec![("k1".into(), fields("new"))], &correction, 2000).unwrap(),
+            store.write(&schema, vec![("k1".into(), fields("new"))], &correction, 2000).unwrap(),
             vec![2]
         );
         assert_eq!(
             store
                 .write(
-                    dataset,
+                    &schema,
                     vec![("k1".into(), fields("newer")), ("k1".into(), fields("newest"))],
                     &correction,
                     3000
@@ -534,6 +541,60 @@ mod tests {
         drop(store);
         let reopened = RecordStore::open(dir.path()).unwrap();
         assert_eq!(reopened.latest_version(dataset, "k1").unwrap(), Some(4));
+    }
+
+    /// Scans every page of `plan` with pages of `entries_max`; the keys.
+    fn scan_all(store: &RecordStore, plan: &ScanPlan, entries_max: usize) -> Vec<String> {
+        let mut keys = Vec::new();
+        let mut after: Option<Vec<u8>> = None;
+        loop {
+            let page = store.scan("d", plan, after.as_deref(), entries_max).unwrap();
+            assert!(page.entries.len() <= entries_max);
+            keys.extend(page.entries.iter().map(|entry| entry.key.clone()));
+            match page.entries.last() {
+                Some(last) if !page.done => after = Some(last.position.clone()),
+                _ => return keys,
+            }
+        }
+    }
+
+    #[test]
+    fn scope_indexes_follow_writes_and_scans_resume_without_gap_or_repeat() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RecordStore::open(dir.path()).unwrap();
+        let mut schema = dataset();
+        schema.id = "d".into();
+        schema.scope_fields = vec!["street".into()];
+        let text = |s: &str| FieldValue::Text(s.into());
+        let at = |street: &str| row(&[("street", text(street))]);
+        let import = Provenance::Import { batch: "b".into() };
+        let rows: Vec<_> = (0..30)
+            .map(|index| (format!("k{index:02}"), at(["nanjingxilu", "jingansi", "zhenru"][index % 3])))
+            .collect();
+        store.write(&schema, rows, &import, 1).unwrap();
+        // k00 moves from Nanjing West Road to Jing'an Temple.
+        store.write(&schema, vec![("k00".into(), at("jingansi"))], &import, 2).unwrap();
+        let street = |values: &[&str]| ScanPlan::Indexed {
+            field: "street".into(),
+            ranges: values.iter().map(|value| IndexRange::Equals(value.to_string())).collect(),
+        };
+        let nanjing: Vec<String> = (3..30).step_by(3).map(|index| format!("k{index:02}")).collect();
+        for entries_max in [1, 4, 9, 100] {
+            assert_eq!(scan_all(&store, &street(&["nanjingxilu"]), entries_max), nanjing);
+        }
+        let both = scan_all(&store, &street(&["zhenru", "nanjingxilu"]), 4);
+        assert_eq!(both.len(), 19, "{both:?}");
+        assert_eq!(&both[..9], &nanjing[..], "values in order, each value's keys in order");
+        let prefix =
+            ScanPlan::Indexed { field: "street".into(), ranges: vec![IndexRange::Prefix("jing".into())] };
+        assert_eq!(scan_all(&store, &prefix, 3).len(), 11, "jingansi's ten and the moved k00");
+        assert_eq!(scan_all(&store, &ScanPlan::Every, 7).len(), 30);
+        assert!(scan_all(&store, &street(&["huangpu"]), 5).is_empty());
+        // An index not kept as records were written is built on first use.
+        let late =
+            ScanPlan::Indexed { field: "address".into(), ranges: vec![IndexRange::Prefix(String::new())] };
+        store.write(&schema, vec![("k99".into(), row(&[("address", text("1 Road"))]))], &import, 3).unwrap();
+        assert_eq!(scan_all(&store, &late, 2), vec!["k99".to_string()]);
     }
 
     #[test]

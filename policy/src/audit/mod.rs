@@ -24,8 +24,8 @@ mod subject;
 mod tree;
 mod verify;
 
-pub use bundle::{decode_bundle, encode_bundle, ArchivedCommand, AuditBundle, BundleError};
 pub use crate::access::AccessKind;
+pub use bundle::{decode_bundle, encode_bundle, ArchivedCommand, AuditBundle, BundleError};
 pub use subject::{subject_accesses, SubjectAccess, SubjectAccessOutcome};
 pub use tree::{AccessTree, ConsistencyError};
 pub use verify::{verify_bundle, verify_bundle_on, AuditFailure, AuditReport, FailureKind, SeenCheckpoint};
