@@ -50,7 +50,7 @@ fn export_verify_and_subject_access_over_a_live_federation() {
         panic!("no grant id")
     };
     let csv = dir.path().join("enterprises.csv");
-    std::fs::write(&csv, "credit_code,name,registered_address,operating_address,legal_rep_phone,district\n91310106A,Jing'an Tea House,,,,\n91310106B,Nanjing Bakery,,,,\n")
+    std::fs::write(&csv, "credit_code,name,registered_address,operating_address,legal_rep_phone,district,street\n91310106A,Jing'an Tea House,,,,,\n91310106B,Nanjing Bakery,,,,,\n")
         .unwrap();
     net.import(MARKET, ENTERPRISES, &csv).unwrap();
     wait_until("the grant at the street", Duration::from_secs(10), || {

@@ -46,7 +46,7 @@ fn enterprise_city(dir: &Path) -> Testnet {
     let csv = dir.join("enterprises.csv");
     std::fs::write(
         &csv,
-        format!("credit_code,name,registered_address,operating_address,legal_rep_phone,district\n{KEY},Jing'an Tea House,1 Huashan Road,{OLD_ADDRESS},,jingan\n91310106B,Nanjing Bakery,2 Nanjing Road,2 Nanjing Road,,jingan\n"),
+        format!("credit_code,name,registered_address,operating_address,legal_rep_phone,district,street\n{KEY},Jing'an Tea House,1 Huashan Road,{OLD_ADDRESS},,jingan,\n91310106B,Nanjing Bakery,2 Nanjing Road,2 Nanjing Road,,jingan,\n"),
     )
     .unwrap();
     net.import(MARKET, ENTERPRISES, &csv).unwrap();
@@ -421,9 +421,9 @@ fn imports_leave_pending_corrections_alone_unless_they_change_the_same_field() {
     std::fs::write(
         &changed,
         format!(
-            "credit_code,name,registered_address,operating_address,legal_rep_phone,district\n\
-             {KEY},Jing'an Tea House,1 Huashan Road,{OLD_ADDRESS},,putuo\n\
-             91310106B,Nanjing Bakery,2 Nanjing Road,2 Fuxing Road,,jingan\n"
+            "credit_code,name,registered_address,operating_address,legal_rep_phone,district,street\n\
+             {KEY},Jing'an Tea House,1 Huashan Road,{OLD_ADDRESS},,putuo,\n\
+             91310106B,Nanjing Bakery,2 Nanjing Road,2 Fuxing Road,,jingan,\n"
         ),
     )
     .unwrap();

@@ -197,10 +197,10 @@ fn an_owner_issues_grants_from_demands_confirming_each_warning() {
 
     // A query without --grant relies on the street's only usable grant.
     let csv = dir.path().join("enterprises.csv");
-    let header = "credit_code,name,registered_address,operating_address,legal_rep_phone,district";
+    let header = "credit_code,name,registered_address,operating_address,legal_rep_phone,district,street";
     std::fs::write(
         &csv,
-        format!("{header}\n91310106A,Jing'an Tea House,,88 Changde Road,13800001111,jingan\n"),
+        format!("{header}\n91310106A,Jing'an Tea House,,88 Changde Road,13800001111,jingan,\n"),
     )
     .unwrap();
     net.import(MARKET, ENTERPRISES, &csv).unwrap();

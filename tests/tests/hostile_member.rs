@@ -337,9 +337,9 @@ fn city_under_attack(dir: &std::path::Path) -> City {
     std::fs::write(
         &csv,
         format!(
-            "credit_code,name,registered_address,operating_address,legal_rep_phone,district\n\
-             {IN_SCOPE},Jing'an Tea House,1 Huashan Road,12 Wuding Road,13800001234,{JINGAN}\n\
-             {OUT_OF_SCOPE},Bund Trading,3 Zhongshan Road,3 Zhongshan Road,13900005678,huangpu\n"
+            "credit_code,name,registered_address,operating_address,legal_rep_phone,district,street\n\
+             {IN_SCOPE},Jing'an Tea House,1 Huashan Road,12 Wuding Road,13800001234,{JINGAN},\n\
+             {OUT_OF_SCOPE},Bund Trading,3 Zhongshan Road,3 Zhongshan Road,13900005678,huangpu,\n"
         ),
     )
     .unwrap();

@@ -75,7 +75,7 @@ fn partitions_heal_without_loss_duplicates_or_unlogged_releases(mut net: Testnet
         panic!("no grant id")
     };
     let csv = dir.join("enterprises.csv");
-    std::fs::write(&csv, "credit_code,name,registered_address,operating_address,legal_rep_phone,district\n91310106A,Jing'an Tea House,,12 Wuding Road,,\n")
+    std::fs::write(&csv, "credit_code,name,registered_address,operating_address,legal_rep_phone,district,street\n91310106A,Jing'an Tea House,,12 Wuding Road,,,\n")
         .unwrap();
     net.import(MARKET, ENTERPRISES, &csv).unwrap();
     net.auto_accept(MARKET, ENTERPRISES, "street/jingansi", "operating_address").unwrap();

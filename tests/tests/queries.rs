@@ -46,7 +46,7 @@ fn a_street_reads_exactly_what_its_grant_allows_and_every_access_is_logged() {
         net.api(1).unwrap().submit(&[sign(&market, Command::PublishDataset(enterprise_dataset()))]).unwrap();
     assert!(outcome.outcomes[0].is_ok());
     let csv = dir.path().join("enterprises.csv");
-    std::fs::write(&csv, "credit_code,name,registered_address,operating_address,legal_rep_phone,district\n91310106A,Jing'an Tea House,,88 Changde Road,13800001111,\n").unwrap();
+    std::fs::write(&csv, "credit_code,name,registered_address,operating_address,legal_rep_phone,district,street\n91310106A,Jing'an Tea House,,88 Changde Road,13800001111,,\n").unwrap();
     net.import(1, ENTERPRISES, &csv).unwrap();
 
     // No grant: denied, and the denial is logged.

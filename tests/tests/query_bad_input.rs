@@ -89,7 +89,7 @@ fn replayed_garbage_oversized_and_stranger_queries_are_refused() {
         panic!("{:?}", issued.outcomes)
     };
     let csv = dir.path().join("one.csv");
-    std::fs::write(&csv, format!("credit_code,name,registered_address,operating_address,legal_rep_phone,district\n{KEY},Jing'an Tea House,,,,\n")).unwrap();
+    std::fs::write(&csv, format!("credit_code,name,registered_address,operating_address,legal_rep_phone,district,street\n{KEY},Jing'an Tea House,,,,,\n")).unwrap();
     net.import(1, ENTERPRISES, &csv).unwrap();
     let _: serde_json::Value = net.api(1).unwrap().get("/v1/read-index").unwrap();
 

@@ -56,7 +56,7 @@ fn a_subscriber_receives_new_versions_masked_and_every_push_is_logged() {
     assert_eq!(subscribed["subscription"].as_str().unwrap().len(), 64);
 
     let csv = dir.path().join("update.csv");
-    std::fs::write(&csv, "credit_code,name,registered_address,operating_address,legal_rep_phone,district\n91310106A,Jing'an Tea House,,12 Wuding Road,13800001111,\n").unwrap();
+    std::fs::write(&csv, "credit_code,name,registered_address,operating_address,legal_rep_phone,district,street\n91310106A,Jing'an Tea House,,12 Wuding Road,13800001111,,\n").unwrap();
     net.import(1, ENTERPRISES, &csv).unwrap();
 
     let pushes: Vec<serde_json::Value> = wait_until("the push to arrive", Duration::from_secs(20), || {
@@ -87,7 +87,7 @@ fn a_subscriber_receives_new_versions_masked_and_every_push_is_logged() {
     // Both sides keep the subscription across a restart of the subscriber.
     net.stop(3).unwrap();
     net.start(3).unwrap();
-    std::fs::write(&csv, "credit_code,name,registered_address,operating_address,legal_rep_phone,district\n91310106A,Jing'an Tea House,,3 Yanping Road,,\n")
+    std::fs::write(&csv, "credit_code,name,registered_address,operating_address,legal_rep_phone,district,street\n91310106A,Jing'an Tea House,,3 Yanping Road,,,\n")
         .unwrap();
     net.import(1, ENTERPRISES, &csv).unwrap();
     let pushes: Vec<serde_json::Value> =
@@ -104,7 +104,7 @@ fn a_subscriber_receives_new_versions_masked_and_every_push_is_logged() {
     let access_log_length =
         || net.api(0).ok()?.get::<Vec<serde_json::Value>>("/v1/access-log").ok().map(|log| log.len());
     let logged_before = access_log_length().unwrap();
-    std::fs::write(&csv, "credit_code,name,registered_address,operating_address,legal_rep_phone,district\n91310106A,Jing'an Tea House,,9 Kangding Road,,\n")
+    std::fs::write(&csv, "credit_code,name,registered_address,operating_address,legal_rep_phone,district,street\n91310106A,Jing'an Tea House,,9 Kangding Road,,,\n")
         .unwrap();
     net.import(1, ENTERPRISES, &csv).unwrap();
     // The owner logs a push before it sends it: once logged, the send is
@@ -123,7 +123,7 @@ fn a_subscriber_receives_new_versions_masked_and_every_push_is_logged() {
     })
     .unwrap();
     // A later change, pushed after it, bounds the wait for a duplicate.
-    std::fs::write(&csv, "credit_code,name,registered_address,operating_address,legal_rep_phone,district\n91310106A,Jing'an Tea House,,11 Kangding Road,,\n")
+    std::fs::write(&csv, "credit_code,name,registered_address,operating_address,legal_rep_phone,district,street\n91310106A,Jing'an Tea House,,11 Kangding Road,,,\n")
         .unwrap();
     net.import(1, ENTERPRISES, &csv).unwrap();
     let versions = wait_until("the next push", Duration::from_secs(30), || {

@@ -16,7 +16,10 @@ use anyhow::Context;
 use civmesh_certs::{now_unix_millis, OrgId};
 use civmesh_policy::model::{LegalBasis, MaskingRule};
 use civmesh_policy::{Applied, Command, GrantSpec};
-use civmesh_testnet::city::{enterprise_dataset, resident_dataset, whole_city, ENTERPRISES, RESIDENTS};
+use civmesh_testnet::city::{
+    enterprise_dataset, enterprise_key, resident_dataset, resident_key, whole_city, write_enterprises,
+    write_residents, Enterprise, ENTERPRISES, RESIDENTS,
+};
 use civmesh_testnet::{wait_until, SnapshotPolicy, Testnet};
 
 const ENTERPRISE_COUNT: usize = 10_000;
@@ -174,9 +177,9 @@ fn seed(net: &Testnet, root: &std::path::Path) -> anyhow::Result<()> {
     net.sign_and_submit(1, 1, Command::PublishDataset(enterprise_dataset()))?;
     net.sign_and_submit(2, 2, Command::PublishDataset(resident_dataset()))?;
     let enterprises_csv = root.join("enterprises.csv");
-    write_enterprises(&enterprises_csv)?;
+    write_enterprises(&enterprises_csv, ENTERPRISE_COUNT)?;
     let residents_csv = root.join("residents.csv");
-    write_residents(&residents_csv)?;
+    write_residents(&residents_csv, RESIDENT_COUNT)?;
     let imports = [
         (1, ENTERPRISES, &enterprises_csv, ENTERPRISE_COUNT),
         (2, RESIDENTS, &residents_csv, RESIDENT_COUNT),
@@ -220,9 +223,9 @@ fn demand_and_grant(net: &Testnet) -> anyhow::Result<u64> {
     );
     ok(&format!("demand {demand_id} filed; catalog match lists it as waiting for a grant"));
 
-    step("2", "grant: market supervision grants those fields and the legal representative's phone (masked), Jing'an only");
+    step("2", "grant: market supervision grants those fields and the legal representative's phone (masked), for Jing'an Temple street only");
     let Applied::GrantIssued(grant_id) =
-        net.sign_and_submit(1, 1, Command::IssueGrant(jingan_grant(demand_id)?))?
+        net.sign_and_submit(1, 1, Command::IssueGrant(street_grant(demand_id)?))?
     else {
         anyhow::bail!("no grant id")
     };
@@ -236,8 +239,9 @@ fn demand_and_grant(net: &Testnet) -> anyhow::Result<u64> {
 }
 
 /// The grant of step 2: names, operating addresses and the masked phone of
-/// the enterprises in Jing'an, for 90 days, answering demand `demand_id`.
-fn jingan_grant(demand_id: u64) -> anyhow::Result<GrantSpec> {
+/// the enterprises of Jing'an Temple street, for 90 days, answering demand
+/// `demand_id`.
+fn street_grant(demand_id: u64) -> anyhow::Result<GrantSpec> {
     Ok(GrantSpec {
         dataset: ENTERPRISES.into(),
         grantee: OrgId::new("street/jingansi")?,
@@ -249,8 +253,8 @@ fn jingan_grant(demand_id: u64) -> anyhow::Result<GrantSpec> {
         purpose: PURPOSE.into(),
         legal_basis: LegalBasis::StatutoryDuty,
         scope: vec![civmesh_policy::model::ScopeCondition {
-            field: "district".into(),
-            allowed: BTreeSet::from([civmesh_policy::model::FieldValue::Text("jingan".into())]),
+            field: "street".into(),
+            allowed: BTreeSet::from([civmesh_policy::model::FieldValue::Text("jingansi".into())]),
         }],
         valid_from_ms: now_unix_millis().saturating_sub(60_000),
         valid_until_ms: now_unix_millis() + 90 * 86_400_000,
@@ -264,7 +268,7 @@ fn jingan_grant(demand_id: u64) -> anyhow::Result<GrantSpec> {
 /// a record out of scope answers like an unknown key; residents without a
 /// grant are denied. Returns the released record.
 fn street_query(net: &Testnet, grant_id: u64) -> anyhow::Result<serde_json::Value> {
-    step("3", &format!("a street query: enterprise {} (Jing'an), four fields asked", enterprise_key(7)));
+    step("3", &format!("a street query: enterprise {} (Jing'an Temple street), four fields asked", enterprise_key(7)));
     let query = serde_json::json!({
         "dataset": ENTERPRISES, "keys": [enterprise_key(7)],
         "fields": ["name", "operating_address", "registered_address", "legal_rep_phone"],
@@ -639,75 +643,3 @@ impl Drop for TemporaryDir {
     }
 }
 
-fn enterprise_key(index: usize) -> String {
-    format!("913101{index:012}")
-}
-
-fn resident_key(index: usize) -> String {
-    format!("3101061940{index:08}")
-}
-
-const DISTRICTS: [&str; 3] = ["jingan", "putuo", "huangpu"];
-
-const ROADS: [&str; 5] = ["Nanjing West Road", "Changde Road", "Yuyuan Road", "Wuding Road", "Huashan Road"];
-
-/// One generated enterprise: what the seed imports, and what the checks
-/// expect the owner to answer.
-struct Enterprise {
-    name: String,
-    registered_address: String,
-    operating_address: String,
-    phone: String,
-    district: &'static str,
-}
-
-impl Enterprise {
-    /// Enterprise `index`: odd ones in Jing'an; every seventh operates
-    /// somewhere other than where it is registered.
-    fn generated(index: usize) -> Self {
-        let registered_address = format!("{} {}", index % 900 + 1, ROADS[index % ROADS.len()]);
-        let operating_address = if index % 7 == 0 {
-            format!("{} {}", (index * 3) % 900 + 1, ROADS[(index + 2) % ROADS.len()])
-        } else {
-            registered_address.clone()
-        };
-        Enterprise {
-            name: format!("Enterprise {index}"),
-            registered_address,
-            operating_address,
-            phone: format!("138{index:08}"),
-            district: if index % 2 == 1 { "jingan" } else { "putuo" },
-        }
-    }
-}
-
-fn write_enterprises(path: &std::path::Path) -> anyhow::Result<()> {
-    let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);
-    writeln!(out, "credit_code,name,registered_address,operating_address,legal_rep_phone,district")?;
-    for index in 0..ENTERPRISE_COUNT {
-        let Enterprise { name, registered_address, operating_address, phone, district } =
-            Enterprise::generated(index);
-        let key = enterprise_key(index);
-        writeln!(out, "{key},{name},{registered_address},{operating_address},{phone},{district}")?;
-    }
-    Ok(())
-}
-
-/// Residents aged 20-99; the sensitive flag marks people 80 and over living alone.
-fn write_residents(path: &std::path::Path) -> anyhow::Result<()> {
-    let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);
-    writeln!(out, "citizen_id,name,address,age,lives_alone_80_plus,district")?;
-    for index in 0..RESIDENT_COUNT {
-        let age = 20 + index % 80;
-        let alone = age >= 80 && index % 3 == 0;
-        writeln!(
-            out,
-            "{},Resident {index},{} {},{age},{alone},{}",
-            resident_key(index),
-            index % 900 + 1,
-            ROADS[index % ROADS.len()],
-            DISTRICTS[index % DISTRICTS.len()]
-        )?;
-    }
-    Ok(())
-}
