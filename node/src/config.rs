@@ -53,6 +53,57 @@ pub struct NodeConfig {
     /// Corrections: the bounds on attachments.
     #[serde(default)]
     pub corrections: CorrectionsSection,
+    /// Listings this node answers as an owner: page sizes and cursor age.
+    #[serde(default)]
+    pub listing: ListingSection,
+}
+
+/// `[listing]`: the bounds on the pages of a listing this owner answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ListingSection {
+    /// Records on a page when the requester does not say.
+    pub page_records_default: u32,
+    /// Records on a page at most; at most the protocol's bound on the
+    /// subjects one access record names (`QUERY_SUBJECTS_MAX`).
+    pub page_records_max: u32,
+    /// How long a listing's cursor stays valid, in milliseconds.
+    pub cursor_age_ms_max: u64,
+}
+
+impl Default for ListingSection {
+    fn default() -> Self {
+        ListingSection {
+            page_records_default: 500,
+            page_records_max: 1_000,
+            cursor_age_ms_max: 7 * 86_400_000,
+        }
+    }
+}
+
+impl ListingSection {
+    /// The bounds, checked: 1 <= default <= max <= `QUERY_SUBJECTS_MAX`.
+    pub fn bounds(&self) -> Result<crate::query::ListingBounds, ConfigError> {
+        let subjects_max = civmesh_policy::access::QUERY_SUBJECTS_MAX as u32;
+        let fits = 1 <= self.page_records_default
+            && self.page_records_default <= self.page_records_max
+            && self.page_records_max <= subjects_max
+            && self.cursor_age_ms_max > 0;
+        if !fits {
+            return Err(ConfigError::Invalid {
+                path: PathBuf::from(CONFIG_FILE_NAME),
+                reason: format!(
+                    "[listing] needs 1 <= page_records_default <= page_records_max <= {subjects_max} \
+                     and cursor_age_ms_max > 0"
+                ),
+            });
+        }
+        Ok(crate::query::ListingBounds {
+            page_records_default: self.page_records_default,
+            page_records_max: self.page_records_max,
+            cursor_age_ms_max: self.cursor_age_ms_max,
+        })
+    }
 }
 
 /// `[limits]`: per-peer rates and quotas. A peer over a limit gets a

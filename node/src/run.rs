@@ -197,7 +197,12 @@ impl Services {
             records.clone(),
             swarm.clone(),
             metrics.clone(),
-            QuerySettings { subject_key_secret, limits },
+            QuerySettings {
+                subject_key_secret,
+                limits,
+                cursors: crate::query::cursor::CursorSealer::load_or_create(node_dir)?,
+                listing: config.listing.bounds()?,
+            },
             tasks.clone(),
         )?);
         let corrections = CorrectionService::new(

@@ -38,6 +38,59 @@ pub(crate) async fn query_owner(
     Ok(Json(answer))
 }
 
+/// One page of a listing under a grant: the owner logs the page (every
+/// subject on it) before it answers. Missing fields and purpose default to
+/// the grant's.
+pub(crate) async fn list_records(
+    State(state): State<Shared>,
+    JsonBody(mut spec): JsonBody<crate::query::ListSpec>,
+) -> Result<Json<crate::query::ListAnswer>, ApiError> {
+    if spec.filters.len() > crate::query::LIST_FILTERS_MAX {
+        return Err(ApiError::bad_request(format!(
+            "a listing has at most {} filters",
+            crate::query::LIST_FILTERS_MAX
+        )));
+    }
+    if spec.cursor.as_ref().is_some_and(|cursor| cursor.len() > 2 * crate::query::cursor::CURSOR_BYTES_MAX) {
+        return Err(ApiError::bad_request("the cursor is not one an owner made"));
+    }
+    if let Some(grant_id) = spec.grant {
+        let grant = state.log.state().read(|applied| applied.policy.grants.get(&grant_id).cloned());
+        let grant =
+            grant.ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("no grant {grant_id}")))?;
+        if spec.fields.is_empty() {
+            spec.fields = grant.fields.iter().cloned().collect();
+        }
+        if spec.purpose.is_empty() {
+            spec.purpose = grant.purpose.clone();
+        }
+    }
+    if spec.fields.is_empty() || spec.fields.len() > civmesh_policy::decide::REQUEST_FIELDS_MAX {
+        return Err(ApiError::bad_request(format!(
+            "a listing names 1..={} fields (or a grant, whose fields it lists)",
+            civmesh_policy::decide::REQUEST_FIELDS_MAX
+        )));
+    }
+    let peer = owner_peer(&state, &spec.dataset).await?;
+    let answer = crate::query::list(&state.swarm, &state.query.key, &peer, spec).await.map_err(|error| {
+        crate::api::metrics::Metrics::count(&state.metrics.queries_asked, "refused");
+        match error {
+            crate::query::AskError::ListRefused(crate::query::ListRefusal::Unavailable(_))
+            | crate::query::AskError::NoAnswer(_) => {
+                ApiError::new(StatusCode::BAD_GATEWAY, error.to_string())
+            }
+            crate::query::AskError::ListRefused(_) => ApiError::bad_request(error.to_string()),
+            _ => ApiError::new(StatusCode::BAD_GATEWAY, error.to_string()),
+        }
+    })?;
+    let label = match answer {
+        crate::query::ListAnswer::Page { .. } => "listed",
+        _ => "denied",
+    };
+    crate::api::metrics::Metrics::count(&state.metrics.queries_asked, label);
+    Ok(Json(answer))
+}
+
 /// One entry of `GET /v1/access-log` (subjects only as keyed hashes).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct AccessLogSummary {

@@ -16,6 +16,7 @@ mod evaluate;
 mod grant;
 pub(crate) mod identity;
 mod init;
+mod listing;
 mod policy;
 mod query;
 mod records;

@@ -40,7 +40,7 @@ pub(super) fn execute(args: QueryArgs) -> anyhow::Result<()> {
     let api = NodeApi::open(&node_dir.path)?;
     let grant = match grant {
         Some(grant) => Some(grant),
-        None => only_usable_grant(&api, &dataset, &purpose)?,
+        None => only_usable_grant(&api, &dataset, Some(&purpose))?,
     };
     let spec = QuerySpec { dataset, keys, fields, purpose, grant };
     let answer: QueryAnswer = api.send("POST", "/v1/query", &spec)?;
@@ -55,31 +55,39 @@ pub(super) fn execute(args: QueryArgs) -> anyhow::Result<()> {
     }
 }
 
-/// This node's organisation's only grant usable now for `dataset` and
-/// `purpose` (said on stderr); `None` if there is none; an error naming
-/// them if there are several.
-fn only_usable_grant(api: &NodeApi, dataset: &str, purpose: &str) -> anyhow::Result<Option<GrantId>> {
+/// This node's organisation's only grant usable now for `dataset` (and
+/// `purpose`, if given), said on stderr; `None` if there is none; an error
+/// naming them if there are several.
+pub(super) fn only_usable_grant(
+    api: &NodeApi,
+    dataset: &str,
+    purpose: Option<&str>,
+) -> anyhow::Result<Option<GrantId>> {
     let org: civmesh_certs::OrgId = api.get::<NodeStatus>("/v1/status")?.org.parse()?;
     let grants: Vec<Grant> = api.get("/v1/grants")?;
     let now_ms = now_unix_millis();
     let usable: Vec<GrantId> = grants
         .iter()
-        .filter(|grant| grant.check_usable(&org, dataset, Some(purpose), now_ms).is_ok())
+        .filter(|grant| grant.check_usable(&org, dataset, purpose, now_ms).is_ok())
         .map(|grant| grant.id)
         .collect();
+    let what = match purpose {
+        Some(purpose) => format!("{dataset} and {purpose}"),
+        None => dataset.to_string(),
+    };
     match usable.as_slice() {
         [] => {
-            eprintln!("{org} holds no grant usable now for {dataset} and {purpose}; asking without one");
+            eprintln!("{org} holds no grant usable now for {what}; asking without one");
             Ok(None)
         }
         [grant] => {
-            eprintln!("using grant {grant}, {org}'s only grant usable now for {dataset} and {purpose}");
+            eprintln!("using grant {grant}, {org}'s only grant usable now for {what}");
             Ok(Some(*grant))
         }
         several => {
             let numbers: Vec<String> = several.iter().map(|grant| format!("#{grant}")).collect();
             anyhow::bail!(
-                "{org} holds several grants usable now for {dataset} and {purpose} ({}): choose one with --grant",
+                "{org} holds several grants usable now for {what} ({}): choose one with --grant",
                 numbers.join(", ")
             )
         }

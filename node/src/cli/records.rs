@@ -37,6 +37,11 @@ pub enum RecordsCommand {
         #[arg(long, value_name = "AT_MS")]
         at_ms: Option<u64>,
     },
+    /// List, a page at a time, another organisation's records that a
+    /// grant lets this node see (each page is logged by the owner before
+    /// it is released). Without --all, prints one page and the cursor of
+    /// the next.
+    List(super::listing::ListArgs),
 }
 
 /// Arguments of `civmesh records import`.
@@ -74,6 +79,7 @@ type ParsedRows = (Vec<(u64, Row)>, Vec<RowFailure>);
 pub(super) fn execute(command: RecordsCommand) -> anyhow::Result<()> {
     match command {
         RecordsCommand::Import(args) => import(args),
+        RecordsCommand::List(args) => super::listing::execute(args),
         RecordsCommand::Show { node_dir, dataset, record_key, at_ms } => {
             let api = NodeApi::open(&node_dir.path)?;
             let mut path = format!("/v1/records?dataset={}&key={}", encode(&dataset), encode(&record_key));

@@ -7,6 +7,8 @@
 //! a query), `requester` ([`ask`]), `subscriptions` (both sides) and
 //! `pushes` (sending, retrying and receiving changed records).
 
+pub mod cursor;
+mod listing;
 mod owner;
 mod pushes;
 mod requester;
@@ -27,6 +29,7 @@ use crate::records::{RecordStore, RecordStoreError, RecordVersion};
 use crate::swarm::SwarmClient;
 use tokio_util::task::TaskTracker;
 
+pub use listing::{list, ListSpec, ListingBounds, LIST_FILTERS_MAX, LIST_FILTER_BYTES_MAX};
 pub use owner::AnswerError;
 pub use pushes::{PushError, SendPushError};
 pub use pushes::{
@@ -36,8 +39,9 @@ pub use pushes::{
 pub use requester::{ask, AskError, QuerySpec};
 pub use subscriptions::{SubscribeError, SubscribeToError, SubscriptionSpec};
 pub use wire::{
-    outcome_label, PushBody, QueryAnswer, QueryProtocolMessage, QueryWire, ReleasedRecord, SignedAnswerBody,
-    SubscribeAck, QUERY_MESSAGE_BYTES_MAX,
+    outcome_label, ListAnswer, ListFilter, ListRefusal, ListWire, PushBody, QueryAnswer,
+    QueryProtocolMessage, QueryWire, ReleasedRecord, SignedAnswerBody, SignedListBody, SubscribeAck,
+    QUERY_MESSAGE_BYTES_MAX,
 };
 
 /// How long an owner waits to catch up before re-deciding a denial.
@@ -71,6 +75,10 @@ pub struct QueryService {
     pub limits: Arc<crate::security::PeerLimits>,
     /// Sends pushes to subscribers.
     pub swarm: SwarmClient,
+    /// Seals and opens listing cursors.
+    cursors: cursor::CursorSealer,
+    /// The bounds on listings.
+    listing: ListingBounds,
     /// The subscriptions this owner serves.
     subscriptions: Mutex<Vec<Subscription>>,
     /// Subscriptions this node made: digest to dataset.
@@ -87,6 +95,10 @@ pub struct QuerySettings {
     pub subject_key_secret: Vec<u8>,
     /// What one peer may ask of this node.
     pub limits: Arc<crate::security::PeerLimits>,
+    /// Seals and opens listing cursors.
+    pub cursors: cursor::CursorSealer,
+    /// The bounds on listings.
+    pub listing: ListingBounds,
 }
 
 /// A subscription the owner serves.
@@ -156,7 +168,7 @@ impl QueryService {
         settings: QuerySettings,
         tasks: TaskTracker,
     ) -> Result<Self, QueryServiceError> {
-        let QuerySettings { subject_key_secret, limits } = settings;
+        let QuerySettings { subject_key_secret, limits, cursors, listing } = settings;
         // Both sides are kept in one place: subscriptions this node signed
         // are its own; the others it serves as an owner.
         let mut subscriptions = Vec::new();
@@ -189,6 +201,8 @@ impl QueryService {
             metrics,
             limits,
             swarm,
+            cursors,
+            listing,
             subscriptions: Mutex::new(subscriptions),
             my_subscriptions: Mutex::new(mine),
             received: Mutex::new(std::collections::VecDeque::new()),
@@ -214,6 +228,17 @@ impl QueryService {
                 }
             },
             Ok(QueryProtocolMessage::Push(push)) => self.receive_push(peer, &push),
+            Ok(QueryProtocolMessage::List(wire)) => match self.limits.allow_query(&peer) {
+                Ok(()) => self.list(peer, wire).await,
+                Err(refusal) => {
+                    self.report(&peer, refusal.code());
+                    let answer = ListAnswer::Refused(ListRefusal::Request(refusal.to_string()));
+                    let body = SignedListBody { request_digest: [0; 32], answer };
+                    SignedEnvelope::sign(&self.key, &body, civmesh_certs::now_unix_millis())
+                        .and_then(|envelope| envelope.to_bytes())
+                        .unwrap_or_default()
+                }
+            },
             Err(_) => Vec::new(),
         }
     }

@@ -53,6 +53,9 @@ pub enum AskError {
     /// The answer is bound to another query.
     #[error("the answer is for another query")]
     OtherQuery,
+    /// The owner refused a page of a listing, with the typed reason.
+    #[error("{0}")]
+    ListRefused(crate::query::ListRefusal),
 }
 
 /// The requester's side: signs a header, sends it with the keys to `owner`,

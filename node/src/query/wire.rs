@@ -29,6 +29,150 @@ pub enum QueryProtocolMessage {
     Subscribe(Vec<u8>),
     /// A push (`SignedEnvelope<PushBody>`), from the owner to a subscriber.
     Push(Vec<u8>),
+    /// One page of a listing, to the owner.
+    List(ListWire),
+}
+
+/// One page of a listing, as it travels to the owner: the signed header
+/// (naming no subjects, fresh for each page) and, beside it, what to list.
+/// The filters and the cursor never enter the log.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ListWire {
+    /// `SignedEnvelope<QueryHeader>` wire bytes.
+    pub header: Vec<u8>,
+    /// Conditions on indexed, granted, unmasked fields; all must hold.
+    pub filters: Vec<ListFilter>,
+    /// Records wanted on the page; 0 for the owner's default.
+    pub page_size: u32,
+    /// Where the previous page ended (hex, from the owner); none to start.
+    pub cursor: Option<String>,
+}
+
+/// A condition of a listing.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ListFilter {
+    /// The field equals the value.
+    Equals {
+        /// The field.
+        field: String,
+        /// The value.
+        value: String,
+    },
+    /// The field starts with the prefix.
+    Prefix {
+        /// The field.
+        field: String,
+        /// The prefix.
+        prefix: String,
+    },
+}
+
+impl ListFilter {
+    /// The field it tests.
+    pub fn field(&self) -> &str {
+        match self {
+            ListFilter::Equals { field, .. } | ListFilter::Prefix { field, .. } => field,
+        }
+    }
+
+    /// Whether `value` satisfies it.
+    pub fn matches(&self, value: Option<&FieldValue>) -> bool {
+        let Some(FieldValue::Text(text)) = value else { return false };
+        match self {
+            ListFilter::Equals { value, .. } => text == value,
+            ListFilter::Prefix { prefix, .. } => text.starts_with(prefix.as_str()),
+        }
+    }
+}
+
+/// The owner's answer to one page of a listing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ListAnswer {
+    /// The page (possibly empty), logged before it was sent.
+    Page {
+        /// The released records, masked per the grant, in scan order.
+        records: Vec<ReleasedRecord>,
+        /// Where the next page starts (hex); none after the last page.
+        next_cursor: Option<String>,
+        /// Where the page was logged.
+        access_log_position: u64,
+    },
+    /// Nothing released, and the denial was logged.
+    Denied {
+        /// Why.
+        reason: ReasonCode,
+        /// Where the denial was logged.
+        access_log_position: u64,
+    },
+    /// Not answered: the request was wrong, or could not be logged.
+    Refused(ListRefusal),
+}
+
+/// Why the owner did not answer a page of a listing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[serde(rename_all = "snake_case")]
+pub enum ListRefusal {
+    /// The header does not decode, verify or sign, or is replayed.
+    #[error("the listing request: {0}")]
+    Request(String),
+    /// The header names subjects: that is a query.
+    #[error("a listing names no subjects")]
+    NamesSubjects,
+    /// More records asked for than a page holds.
+    #[error("a page holds at most {max} records; {asked} were asked for")]
+    PageSizeOverBound {
+        /// Asked.
+        asked: u32,
+        /// The owner's bound.
+        max: u32,
+    },
+    /// Too many filters.
+    #[error("a listing has at most {max} filters")]
+    TooManyFilters {
+        /// The bound.
+        max: usize,
+    },
+    /// A filter on a field the grant does not give.
+    #[error("cannot filter on {field:?}: the grant does not give it")]
+    FilterFieldNotGranted {
+        /// The field.
+        field: String,
+    },
+    /// A filter on a field the grant masks.
+    #[error("cannot filter on {field:?}: the grant masks it")]
+    FilterFieldMasked {
+        /// The field.
+        field: String,
+    },
+    /// A filter on a field with no index.
+    #[error(
+        "cannot filter on {field:?}: it is not a scope field of the dataset (those are indexed: {indexed})"
+    )]
+    FilterFieldNotIndexed {
+        /// The field.
+        field: String,
+        /// The dataset's indexed fields, comma-separated.
+        indexed: String,
+    },
+    /// The cursor is forged, altered, another listing's, or out of date.
+    #[error("{0}")]
+    Cursor(#[from] crate::query::cursor::CursorError),
+    /// This node's organisation does not own the dataset.
+    #[error("this node does not own {0}")]
+    NotOwner(String),
+    /// The owner failed (its store, or logging the access).
+    #[error("the owner could not answer: {0}")]
+    Unavailable(String),
+}
+
+/// What the owner signs: a listing's page bound to the request it answers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignedListBody {
+    /// The digest of the requester's signed header.
+    pub request_digest: [u8; 32],
+    /// The answer.
+    pub answer: ListAnswer,
 }
 
 /// What the owner answers a subscription with (signed).

@@ -78,10 +78,13 @@ fn enterprise_network(dir: &Path) -> anyhow::Result<(Testnet, u64)> {
     net.bootstrap()?;
     net.sign_and_submit(1, 1, PolicyCommand::PublishDataset(enterprise_dataset()))?;
     let csv = dir.join("enterprises.csv");
-    let mut rows =
-        String::from("credit_code,name,registered_address,operating_address,legal_rep_phone,district,street\n");
+    let mut rows = String::from(
+        "credit_code,name,registered_address,operating_address,legal_rep_phone,district,street\n",
+    );
     for index in 0..QUERY_RECORDS {
-        rows.push_str(&format!("913101{index:012},Enterprise {index},,{index} Changde Road,,jingan,jingansi\n"));
+        rows.push_str(&format!(
+            "913101{index:012},Enterprise {index},,{index} Changde Road,,jingan,jingansi\n"
+        ));
     }
     std::fs::write(&csv, rows)?;
     net.import(1, ENTERPRISES, &csv)?;

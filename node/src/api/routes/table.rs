@@ -344,6 +344,25 @@ pub const ROUTES: &[Route] = &[
         },
     },
     Route {
+        verb: Verb::Post,
+        path: "/v1/query/list",
+        scope: Scope::Query,
+        handler: handler!(query::list_records),
+        doc: Doc {
+            summary: "List, a page at a time, the records a grant lets this node see; each page is logged before it is released",
+            description: "Filters are equality or prefix conditions on the dataset's indexed scope fields that the \
+                grant gives unmasked. Pass the answer's next_cursor to get the next page; the last page has none. \
+                Fields and purpose default to the grant's. A filter the owner cannot serve, a page over the owner's \
+                bound, and a forged, altered or out-of-date cursor are 400s naming what is wrong.",
+            body: Body::Json { schema: "ListSpec", required: true },
+            answer: "{\"Page\": {records, next_cursor, access_log_position}} or \
+                {\"Denied\": {reason, access_log_position}}",
+            media: &[(JSON, "ListAnswer")],
+            errors: &[400, 404, 409, 502, 503],
+            ..DOC
+        },
+    },
+    Route {
         verb: Verb::Get,
         path: "/v1/access-log",
         scope: Scope::Read,

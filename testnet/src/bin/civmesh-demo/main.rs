@@ -268,7 +268,13 @@ fn street_grant(demand_id: u64) -> anyhow::Result<GrantSpec> {
 /// a record out of scope answers like an unknown key; residents without a
 /// grant are denied. Returns the released record.
 fn street_query(net: &Testnet, grant_id: u64) -> anyhow::Result<serde_json::Value> {
-    step("3", &format!("a street query: enterprise {} (Jing'an Temple street), four fields asked", enterprise_key(7)));
+    step(
+        "3",
+        &format!(
+            "a street query: enterprise {} (Jing'an Temple street), four fields asked",
+            enterprise_key(7)
+        ),
+    );
     let query = serde_json::json!({
         "dataset": ENTERPRISES, "keys": [enterprise_key(7)],
         "fields": ["name", "operating_address", "registered_address", "legal_rep_phone"],
@@ -642,4 +648,3 @@ impl Drop for TemporaryDir {
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
-
