@@ -47,9 +47,11 @@ pub struct ListingBounds {
 pub struct ListSpec {
     /// The dataset.
     pub dataset: String,
-    /// The fields wanted.
+    /// The fields wanted; the grant's if none.
+    #[serde(default)]
     pub fields: Vec<String>,
-    /// For what.
+    /// For what; the grant's if empty.
+    #[serde(default)]
     pub purpose: String,
     /// The grant relied on.
     #[serde(default)]

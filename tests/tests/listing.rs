@@ -1,0 +1,218 @@
+//! Listings between real processes: two streets each page through the
+//! enterprises of their own street, as the generator placed them, and
+//! nothing else; every page is on the owner's access log, naming every
+//! subject released, before the page arrives; bad filters, page sizes and
+//! cursors get typed errors naming what is wrong.
+
+#![allow(clippy::too_many_lines)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use civmesh_policy::model::{FieldValue, MaskingRule, ScopeCondition, SubjectKeyHash};
+use civmesh_policy::{Applied, Command, GrantSpec};
+use civmesh_testnet::city::{
+    city, enterprise_dataset, enterprises_on, street_inspection_grant, write_enterprises, ENTERPRISES,
+};
+use civmesh_testnet::{wait_until, Testnet};
+
+const ENTERPRISE_COUNT: usize = 3_000;
+const MARKET: usize = 1;
+const JINGANSI: usize = 3;
+const NANJINGXILU: usize = 4;
+
+/// A grant of names, operating addresses, streets and the masked phone of
+/// the enterprises on `street` to that street.
+fn street_grant(street: &str) -> GrantSpec {
+    let fields = ["name", "operating_address", "legal_rep_phone", "street"];
+    let mut spec = street_inspection_grant(
+        &format!("street/{street}"),
+        &fields,
+        &[("legal_rep_phone", MaskingRule::KeepLast(4))],
+    )
+    .unwrap();
+    spec.scope = vec![ScopeCondition {
+        field: "street".into(),
+        allowed: BTreeSet::from([FieldValue::Text(street.into())]),
+    }];
+    spec
+}
+
+fn issue(net: &Testnet, spec: GrantSpec, holder: usize) -> u64 {
+    let Applied::GrantIssued(grant) = net.sign_and_submit(MARKET, MARKET, Command::IssueGrant(spec)).unwrap()
+    else {
+        panic!("no grant id")
+    };
+    wait_until("the grant at the street", Duration::from_secs(10), || {
+        net.api(holder).ok()?.get::<serde_json::Value>(&format!("/v1/grants/{grant}")).ok()
+    })
+    .unwrap();
+    grant
+}
+
+fn list(net: &Testnet, street: usize, body: &serde_json::Value) -> anyhow::Result<serde_json::Value> {
+    net.api(street)?.send("POST", "/v1/query/list", body)
+}
+
+/// Every page of `grant`'s listing at `street`, `page_size` at a time;
+/// checks each page is on the owner's access log, naming exactly the page's
+/// subjects, when it arrives. Returns the keys in order and the pages.
+fn list_all(net: &Testnet, street: usize, grant: u64, page_size: u32) -> (Vec<String>, usize) {
+    let secret = std::fs::read_to_string(net.nodes[street].data_dir.join("subject-key.secret")).unwrap();
+    let secret = secret.trim().as_bytes().to_vec();
+    let mut keys = Vec::new();
+    let mut cursor: Option<String> = None;
+    let mut pages = 0;
+    loop {
+        let body = serde_json::json!({
+            "dataset": ENTERPRISES, "grant": grant, "page_size": page_size, "cursor": cursor,
+        });
+        let answer = list(net, street, &body).unwrap();
+        let page = &answer["Page"];
+        let records = page["records"].as_array().expect("a page");
+        assert!(records.len() <= page_size as usize);
+        pages += 1;
+        let page_keys: Vec<String> = records.iter().map(|r| r["key"].as_str().unwrap().to_string()).collect();
+        // Already on the owner's replica when the page arrived.
+        let position = page["access_log_position"].as_u64().unwrap() as usize;
+        let log: Vec<serde_json::Value> = net.api(MARKET).unwrap().get("/v1/access-log").unwrap();
+        let entry = &log[position];
+        assert_eq!(entry["requester_org"], net.nodes[street].spec.org.as_str());
+        let released: BTreeSet<String> = entry["released"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r[0].as_str().unwrap().to_string())
+            .collect();
+        let expected: BTreeSet<String> =
+            page_keys.iter().map(|key| hex(&SubjectKeyHash::of(&secret, key).0)).collect();
+        assert_eq!(released, expected, "page {pages} logged exactly its subjects");
+        for record in records {
+            let phone = record["fields"]["legal_rep_phone"].as_str().unwrap();
+            assert!(phone.starts_with("*******"), "the phone is masked: {phone}");
+        }
+        keys.extend(page_keys);
+        match page["next_cursor"].as_str() {
+            Some(next) => cursor = Some(next.to_string()),
+            None => return (keys, pages),
+        }
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
+}
+
+fn refusal(net: &Testnet, street: usize, body: serde_json::Value) -> String {
+    let error = list(net, street, &body).expect_err("refused").to_string();
+    assert!(error.contains("answered 400"), "{error}");
+    error
+}
+
+#[test]
+fn each_street_lists_exactly_its_own_enterprises_page_by_page_and_every_page_is_logged_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let specs = city(&["hub", "market", "civil", "jingansi", "nanjingxilu"]);
+    let net = Testnet::launch(dir.path(), &specs).unwrap();
+    net.sign_and_submit(MARKET, MARKET, Command::PublishDataset(enterprise_dataset())).unwrap();
+    let csv = dir.path().join("enterprises.csv");
+    write_enterprises(&csv, ENTERPRISE_COUNT).unwrap();
+    net.import(MARKET, ENTERPRISES, &csv).unwrap();
+    let nanjing_grant = issue(&net, street_grant("nanjingxilu"), NANJINGXILU);
+    let temple_grant = issue(&net, street_grant("jingansi"), JINGANSI);
+
+    // Exactly the generator's set for each street, in pages, in key order.
+    let nanjing = enterprises_on("nanjingxilu", ENTERPRISE_COUNT);
+    assert_eq!(nanjing.len(), 500);
+    let (listed, pages) = list_all(&net, NANJINGXILU, nanjing_grant, 100);
+    assert_eq!(listed, nanjing);
+    assert_eq!(pages, 5, "5 full pages, the last one without a cursor: the owner saw the end");
+    let (temple, _) = list_all(&net, JINGANSI, temple_grant, 300);
+    assert_eq!(temple, enterprises_on("jingansi", ENTERPRISE_COUNT));
+    assert!(temple.iter().all(|key| !nanjing.contains(key)), "another street's records never appear");
+
+    // A filter on the street's own street, and on another street.
+    let filtered = |value: &str| {
+        serde_json::json!({
+            "dataset": ENTERPRISES, "grant": nanjing_grant,
+            "filters": [{ "equals": { "field": "street", "value": value } }],
+        })
+    };
+    let own = list(&net, NANJINGXILU, &filtered("nanjingxilu")).unwrap();
+    assert_eq!(own["Page"]["records"].as_array().unwrap().len(), 500, "the default page holds 500");
+    let other = list(&net, NANJINGXILU, &filtered("jingansi")).unwrap();
+    assert_eq!(other["Page"]["records"], serde_json::json!([]), "{other}");
+    assert_eq!(other["Page"]["next_cursor"], serde_json::Value::Null);
+    let by_prefix = serde_json::json!({
+        "dataset": ENTERPRISES, "grant": nanjing_grant,
+        "filters": [{ "prefix": { "field": "street", "prefix": "nanjing" } }], "page_size": 1000,
+    });
+    let answer = list(&net, NANJINGXILU, &by_prefix).unwrap();
+    assert_eq!(answer["Page"]["records"].as_array().unwrap().len(), 500);
+
+    // The CLI pages through the whole scope without JSON.
+    let node_dir = net.nodes[NANJINGXILU].data_dir.to_str().unwrap().to_string();
+    let printed = net
+        .cli(&[
+            "records",
+            "list",
+            "--node-dir",
+            &node_dir,
+            "--dataset",
+            ENTERPRISES,
+            "--where",
+            "street=nanjingxilu",
+            "--page-size",
+            "200",
+            "--all",
+        ])
+        .unwrap();
+    let lines: Vec<&str> = printed.lines().collect();
+    assert_eq!(lines.len(), 500, "{printed}");
+    assert!(lines[0].starts_with(&format!("{} v1  legal_rep_phone=\"*******", nanjing[0])), "{}", lines[0]);
+
+    // Bad input: a typed error naming what is wrong.
+    let with_filter = |field: &str| {
+        serde_json::json!({
+            "dataset": ENTERPRISES, "grant": nanjing_grant,
+            "filters": [{ "equals": { "field": field, "value": "x" } }],
+        })
+    };
+    let cases = [
+        (with_filter("district"), "cannot filter on \\\"district\\\": the grant does not give it"),
+        (with_filter("legal_rep_phone"), "cannot filter on \\\"legal_rep_phone\\\": the grant masks it"),
+        (with_filter("name"), "cannot filter on \\\"name\\\": it is not a scope field"),
+        (
+            serde_json::json!({ "dataset": ENTERPRISES, "grant": nanjing_grant, "page_size": 5000 }),
+            "a page holds at most 1000 records; 5000 were asked for",
+        ),
+    ];
+    for (body, expected) in cases {
+        let error = refusal(&net, NANJINGXILU, body);
+        assert!(error.contains(expected), "expected {expected:?} in {error}");
+    }
+    let first = list(
+        &net,
+        NANJINGXILU,
+        &serde_json::json!({
+            "dataset": ENTERPRISES, "grant": nanjing_grant, "page_size": 10,
+        }),
+    )
+    .unwrap();
+    let cursor = first["Page"]["next_cursor"].as_str().unwrap().to_string();
+    let mut tampered = cursor.clone().into_bytes();
+    let last = tampered.len() - 1;
+    tampered[last] = if tampered[last] == b'0' { b'1' } else { b'0' };
+    let tampered = String::from_utf8(tampered).unwrap();
+    let cursor_cases = [
+        (NANJINGXILU, nanjing_grant, tampered.as_str(), "not one this owner made, or it was altered"),
+        (NANJINGXILU, nanjing_grant, "zz", "not one this owner made"),
+        (JINGANSI, temple_grant, cursor.as_str(), "belongs to another listing"),
+    ];
+    for (street, grant, cursor, expected) in cursor_cases {
+        let body = serde_json::json!({ "dataset": ENTERPRISES, "grant": grant, "cursor": cursor });
+        let error = refusal(&net, street, body);
+        assert!(error.contains(expected), "expected {expected:?} in {error}");
+    }
+}
