@@ -25,7 +25,7 @@ const NANJINGXILU: usize = 4;
 /// A grant of names, operating addresses, streets and the masked phone of
 /// the enterprises on `street` to that street.
 fn street_grant(street: &str) -> GrantSpec {
-    let fields = ["name", "operating_address", "legal_rep_phone", "street"];
+    let fields = ["credit_code", "name", "operating_address", "legal_rep_phone", "street"];
     let mut spec = street_inspection_grant(
         &format!("street/{street}"),
         &fields,
@@ -170,7 +170,8 @@ fn each_street_lists_exactly_its_own_enterprises_page_by_page_and_every_page_is_
         .unwrap();
     let lines: Vec<&str> = printed.lines().collect();
     assert_eq!(lines.len(), 500, "{printed}");
-    assert!(lines[0].starts_with(&format!("{} v1  legal_rep_phone=\"*******", nanjing[0])), "{}", lines[0]);
+    let first_line = format!("{} v1  credit_code=\"{}\"  legal_rep_phone=\"*******", nanjing[0], nanjing[0]);
+    assert!(lines[0].starts_with(&first_line), "{}", lines[0]);
 
     // Bad input: a typed error naming what is wrong.
     let with_filter = |field: &str| {

@@ -186,6 +186,7 @@ fn pushes_are_kept_only_from_the_owner_for_ones_own_subscription_and_once() {
             dataset: ENTERPRISES.into(),
             records: vec![ReleasedRecord {
                 key: String::new(),
+                subject: civmesh_policy::model::SubjectKeyHash([7; 32]),
                 version: 9,
                 fields: [("name".to_string(), FieldValue::Text(name.into()))].into(),
                 withheld: Default::default(),

@@ -15,7 +15,7 @@ use civmesh_policy::{decide, AccessOutcome, AccessRecord, Command, Decision, Que
 use serde::{Deserialize, Serialize};
 
 use crate::query::cursor::CursorBody;
-use crate::query::owner::project;
+use crate::query::owner::{key_field_released, project, records_to_send};
 use crate::query::{
     access_request, AskError, Facts, ListAnswer, ListFilter, ListRefusal, ListWire, QueryProtocolMessage,
     QueryService, SignedListBody, QUERY_TIMEOUT_MS, STALE_GRANT_CATCH_UP_MS,
@@ -241,8 +241,7 @@ impl QueryService {
         let decision = self.decide_as_owner(&request, &facts, now_ms).map_err(fail)?;
         let (outcome, records) = project(&decision, &header, &read.found);
         // Out of scope, or nothing releasable (no consent): not listed at all.
-        let records: Vec<_> =
-            records.into_iter().flatten().filter(|record| !record.fields.is_empty()).collect();
+        let records = records_to_send(records, key_field_released(&dataset, &decision));
         let position = self.log_listing(envelope, outcome, now_ms).await.map_err(fail)?;
         let next_cursor = read
             .resume_after

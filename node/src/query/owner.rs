@@ -138,6 +138,28 @@ pub enum AnswerError {
     Log(#[from] LogAccessError),
 }
 
+/// Whether `decision` releases `dataset`'s subject key field as stored:
+/// only then may a listing or a push, which the requester did not name the
+/// keys of, carry plain record keys.
+pub(super) fn key_field_released(dataset: &civmesh_policy::model::Dataset, decision: &Decision) -> bool {
+    let Decision::Permit { fields, .. } = decision else { return false };
+    fields.iter().any(|plan| plan.field == dataset.subject_key_field && plan.action == FieldAction::Release)
+}
+
+/// The released records a listing or a push sends: those with a field
+/// released, with their keys blanked unless `key_released`.
+pub(super) fn records_to_send(
+    records: Vec<Option<ReleasedRecord>>,
+    key_released: bool,
+) -> Vec<ReleasedRecord> {
+    records
+        .into_iter()
+        .flatten()
+        .filter(|record| !record.fields.is_empty())
+        .map(|record| if key_released { record } else { ReleasedRecord { key: String::new(), ..record } })
+        .collect()
+}
+
 /// Whether the decision withholds record `index` as outside the grant's scope.
 fn out_of_scope(decision: &Decision, index: usize) -> bool {
     matches!(decision, Decision::Permit { records, .. }
@@ -180,7 +202,8 @@ pub(super) fn project(
         if !fields.is_empty() {
             released.push(SubjectRelease { subject: *subject, fields: fields.keys().cloned().collect() });
         }
-        records.push(Some(ReleasedRecord { key: key.clone(), version: record.version, fields, withheld }));
+        let version = record.version;
+        records.push(Some(ReleasedRecord { key: key.clone(), subject: *subject, version, fields, withheld }));
     }
     (AccessOutcome::Permit { released }, records)
 }

@@ -9,12 +9,12 @@ use civmesh_certs::codec::CodecError;
 use civmesh_certs::{codec, now_unix_millis, EnvelopeError, NodeId, SignedEnvelope};
 use civmesh_consensus::TransportError;
 use civmesh_policy::model::SubjectKeyHash;
-use civmesh_policy::{decide, AccessRecord, Command, Decision, FieldAction, QueryHeader};
+use civmesh_policy::{decide, AccessRecord, Command, QueryHeader};
 use serde::{Deserialize, Serialize};
 
-use crate::query::owner::project;
+use crate::query::owner::{key_field_released, project, records_to_send};
 use crate::query::{
-    access_request, hex, Facts, LogAccessError, PushBody, QueryProtocolMessage, QueryService, ReleasedRecord,
+    access_request, hex, Facts, LogAccessError, PushBody, QueryProtocolMessage, QueryService,
     QUERY_MESSAGE_BYTES_MAX, QUERY_TIMEOUT_MS,
 };
 use crate::records::{RecordStoreError, RecordVersion};
@@ -131,13 +131,9 @@ impl QueryService {
         let now_ms = now_unix_millis();
         let decision = self.log.state().read(|applied| decide(&applied.policy, &request, &facts, now_ms));
         let (outcome, records) = project(&decision, header, &found);
-        let key_granted = self.key_field_released(&header.dataset, &decision);
-        let records: Vec<ReleasedRecord> = records
-            .into_iter()
-            .flatten()
-            .filter(|record| !record.fields.is_empty())
-            .map(|record| if key_granted { record } else { ReleasedRecord { key: String::new(), ..record } })
-            .collect();
+        let dataset = self.log.state().read(|applied| applied.policy.datasets.get(&header.dataset).cloned());
+        let key_released = dataset.is_some_and(|dataset| key_field_released(&dataset, &decision));
+        let records = records_to_send(records, key_released);
         if records.is_empty() {
             return Ok(());
         }
@@ -161,19 +157,6 @@ impl QueryService {
             return Err(PushError::KeptForRetry(error));
         }
         Ok(())
-    }
-
-    /// Whether `decision` releases the dataset's subject key field as
-    /// stored: only then does a push carry plain record keys.
-    fn key_field_released(&self, dataset: &str, decision: &Decision) -> bool {
-        let Decision::Permit { fields, .. } = decision else { return false };
-        let key_field = self
-            .log
-            .state()
-            .read(|applied| applied.policy.datasets.get(dataset).map(|d| d.subject_key_field.clone()));
-        key_field.is_some_and(|key_field| {
-            fields.iter().any(|plan| plan.field == key_field && plan.action == FieldAction::Release)
-        })
     }
 
     async fn send_push(&self, subscriber: &NodeId, message: Vec<u8>) -> Result<(), SendPushError> {

@@ -200,8 +200,12 @@ pub struct PushBody {
 /// One released record.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReleasedRecord {
-    /// The record key.
+    /// The record key; empty when the grant does not release the
+    /// dataset's key field as stored (a listing's or a push's record).
     pub key: String,
+    /// The subject's keyed hash, as the access log names it: what a
+    /// subscriber's copy is keyed by.
+    pub subject: civmesh_policy::model::SubjectKeyHash,
     /// Its version.
     pub version: u64,
     /// The released fields, masked per the grant.
