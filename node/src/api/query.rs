@@ -7,7 +7,7 @@ use axum::http::StatusCode;
 use axum::Json;
 use serde::{Deserialize, Serialize};
 
-use crate::api::{ApiError, ApiState, JsonBody, Shared, READ_INDEX_TIMEOUT_MS};
+use crate::api::{ApiError, ApiState, JsonBody, PathParams, Shared, READ_INDEX_TIMEOUT_MS};
 
 /// `POST /v1/query`: ask the dataset's owner for records.
 pub(crate) async fn query_owner(
@@ -216,4 +216,138 @@ pub(crate) async fn subscription_updates(
     State(state): State<Shared>,
 ) -> Json<Vec<crate::query::ReceivedPush>> {
     Json(state.query.received_pushes())
+}
+
+/// `GET /v1/subscriptions/{id}`: one of this node's subscriptions as its
+/// subscriber sees it: the initial listing's progress, the copy, the pushes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SubscriptionView {
+    /// The subscription id, hex.
+    pub subscription: String,
+    /// The dataset.
+    pub dataset: String,
+    /// The owner's organisation.
+    pub owner_org: String,
+    /// The grant relied on.
+    pub grant: Option<u64>,
+    /// For what.
+    pub purpose: String,
+    /// The fields subscribed to.
+    pub fields: Vec<String>,
+    /// When the owner accepted it (ISO 8601, Asia/Shanghai).
+    pub started_at: String,
+    /// The initial listing: `listing` or `done`.
+    pub initial_sync: String,
+    /// Listing pages received.
+    pub pages: u64,
+    /// Records the listing delivered.
+    pub records_listed: u64,
+    /// When the initial listing finished.
+    pub initial_sync_finished_at: Option<String>,
+    /// Subjects the copy holds.
+    pub records_held: u64,
+    /// The access-log position of the newest push.
+    pub last_push_position: Option<u64>,
+    /// When the newest push arrived.
+    pub last_change_at: Option<String>,
+    /// How long the newest push took from the owner's signature to here.
+    pub last_push_lag_ms: Option<u64>,
+    /// Why the last listing page failed, if it did.
+    pub last_error: Option<String>,
+}
+
+fn subscription_id(id: &str) -> Result<[u8; 32], ApiError> {
+    civmesh_policy::hex_digest::from_hex(id)
+        .ok_or_else(|| ApiError::bad_request(format!("{id:?} is not a subscription id (64 hex digits)")))
+}
+
+fn progress_of(state: &ApiState, digest: &[u8; 32], id: &str) -> Result<crate::query::Progress, ApiError> {
+    state
+        .query
+        .progress(digest)
+        .map_err(ApiError::internal)?
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("this node made no subscription {id}")))
+}
+
+pub(crate) async fn subscription(
+    State(state): State<Shared>,
+    PathParams(id): PathParams<String>,
+) -> Result<Json<SubscriptionView>, ApiError> {
+    let digest = subscription_id(&id)?;
+    let progress = progress_of(&state, &digest, &id)?;
+    let owner_org = state.log.state().read(|applied| {
+        applied.policy.members.get(&progress.owner).map_or_else(String::new, |member| member.org.to_string())
+    });
+    let time = civmesh_policy::evaluation::format_time;
+    let (initial_sync, finished_at) = match progress.initial_sync {
+        crate::query::InitialSync::Listing { .. } => ("listing", None),
+        crate::query::InitialSync::Done { finished_at_ms } => ("done", Some(time(finished_at_ms))),
+    };
+    Ok(Json(SubscriptionView {
+        subscription: id,
+        dataset: progress.dataset,
+        owner_org,
+        grant: progress.grant,
+        purpose: progress.purpose,
+        fields: progress.fields,
+        started_at: time(progress.started_at_ms),
+        initial_sync: initial_sync.to_string(),
+        pages: progress.pages,
+        records_listed: progress.records_listed,
+        initial_sync_finished_at: finished_at,
+        records_held: progress.records_held,
+        last_push_position: progress.last_push_position,
+        last_change_at: progress.last_change_at_ms.map(time),
+        last_push_lag_ms: progress.last_push_lag_ms,
+        last_error: progress.last_error,
+    }))
+}
+
+/// What `POST /v1/subscriptions/{id}/records` reads of a copy.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CopyPageRequest {
+    /// Continue after this subject (the previous page's `next`).
+    #[serde(default)]
+    pub after: Option<String>,
+    /// Records wanted, 1..=1000 (100 if absent).
+    #[serde(default)]
+    pub page_size: Option<u32>,
+}
+
+/// A page of a subscription's copy.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CopyPage {
+    /// The records, in subject order.
+    pub records: Vec<crate::query::ReleasedRecord>,
+    /// Where the next page starts; none after the last.
+    pub next: Option<String>,
+}
+
+pub(crate) async fn subscription_records(
+    State(state): State<Shared>,
+    PathParams(id): PathParams<String>,
+    JsonBody(request): JsonBody<CopyPageRequest>,
+) -> Result<Json<CopyPage>, ApiError> {
+    let digest = subscription_id(&id)?;
+    progress_of(&state, &digest, &id)?;
+    let page_size = request.page_size.unwrap_or(100) as usize;
+    if page_size == 0 || page_size > crate::query::COPY_PAGE_RECORDS_MAX {
+        return Err(ApiError::bad_request(format!(
+            "page_size is 1..={}",
+            crate::query::COPY_PAGE_RECORDS_MAX
+        )));
+    }
+    let after = match &request.after {
+        Some(after) => Some(
+            civmesh_policy::hex_digest::from_hex(after)
+                .ok_or_else(|| ApiError::bad_request("after is a subject from a previous page (64 hex digits)"))?,
+        ),
+        None => None,
+    };
+    let records = state.query.copy_page(&digest, after.as_ref(), page_size).map_err(ApiError::internal)?;
+    let next = (records.len() == page_size)
+        .then(|| records.last().map(|record| civmesh_policy::hex_digest::to_hex(&record.subject.0)))
+        .flatten();
+    Ok(Json(CopyPage { records, next }))
 }

@@ -13,6 +13,7 @@ mod owner;
 mod pushes;
 mod requester;
 mod subscriptions;
+mod sync;
 mod wire;
 
 use std::collections::BTreeMap;
@@ -38,6 +39,7 @@ pub use pushes::{
 };
 pub use requester::{ask, AskError, QuerySpec};
 pub use subscriptions::{SubscribeError, SubscribeToError, SubscriptionSpec};
+pub use sync::{CopyError, InitialSync, Progress, COPY_PAGE_RECORDS_MAX, SYNC_RETRY_BACKOFF_MS_MAX};
 pub use wire::{
     outcome_label, ListAnswer, ListFilter, ListRefusal, ListWire, PushBody, QueryAnswer,
     QueryProtocolMessage, QueryWire, ReleasedRecord, SignedAnswerBody, SignedListBody, SubscribeAck,
@@ -85,6 +87,8 @@ pub struct QueryService {
     my_subscriptions: Mutex<BTreeMap<[u8; 32], String>>,
     /// Pushes this node received, newest last.
     received: Mutex<std::collections::VecDeque<ReceivedPush>>,
+    /// Serialises changes to a subscription's progress (pages and pushes).
+    progress_lock: Mutex<()>,
     /// Runs pushes in the background, so shutdown can wait for them.
     tasks: TaskTracker,
 }
@@ -206,6 +210,7 @@ impl QueryService {
             subscriptions: Mutex::new(subscriptions),
             my_subscriptions: Mutex::new(mine),
             received: Mutex::new(std::collections::VecDeque::new()),
+            progress_lock: Mutex::new(()),
             tasks,
         })
     }

@@ -29,6 +29,8 @@ pub const PUSH_RETRY_AGE_MS_MAX: u64 = 24 * 60 * 60 * 1000;
 
 /// Pushes a subscriber keeps for its API at most; older ones are dropped.
 pub const RECEIVED_PUSHES_KEPT_MAX: usize = 10_000;
+/// A subscriber's answer to a push it kept; anything else is retried.
+const PUSH_KEPT: &[u8] = &[1];
 /// Records in one push at most.
 pub const PUSH_RECORDS_MAX: usize = 1_000;
 
@@ -80,6 +82,9 @@ pub enum SendPushError {
     /// The request failed.
     #[error("{0}")]
     Transport(#[from] TransportError),
+    /// The subscriber answered without keeping the push.
+    #[error("the subscriber did not keep the push")]
+    NotKept,
 }
 
 impl QueryService {
@@ -161,9 +166,13 @@ impl QueryService {
 
     async fn send_push(&self, subscriber: &NodeId, message: Vec<u8>) -> Result<(), SendPushError> {
         let peer = self.log.peer_of(subscriber).ok_or(SendPushError::AddressUnknown)?;
-        self.swarm
+        let answer = self
+            .swarm
             .request_on(Protocol::Query, &peer, message, Duration::from_millis(QUERY_TIMEOUT_MS))
             .await?;
+        if answer != PUSH_KEPT {
+            return Err(SendPushError::NotKept);
+        }
         Ok(())
     }
 
@@ -218,10 +227,21 @@ impl QueryService {
         if verified.signer != peer || !from_owner {
             return Vec::new();
         }
+        let (subscription, position) = (verified.payload.subscription, verified.payload.access_log_position);
+        let lag_ms = now_unix_millis().saturating_sub(verified.issued_at_ms);
+        let kept = self.keep_in_copy(&subscription, &verified.payload.records, |progress| {
+            progress.last_push_position = progress.last_push_position.max(Some(position));
+            progress.last_change_at_ms = Some(now_unix_millis());
+            progress.last_push_lag_ms = Some(lag_ms);
+        });
+        if let Err(error) = kept {
+            // Not acknowledged: the owner keeps the push and retries it.
+            tracing::warn!(%error, "a push could not be kept in the subscription's copy");
+            return Vec::new();
+        }
         if let Ok(mut received) = self.received.lock() {
-            let position = verified.payload.access_log_position;
             if received.iter().any(|push| push.body.access_log_position == position) {
-                return vec![1];
+                return PUSH_KEPT.to_vec();
             }
             if received.len() >= RECEIVED_PUSHES_KEPT_MAX {
                 received.pop_front();
@@ -232,7 +252,7 @@ impl QueryService {
                 body: verified.payload,
             });
         }
-        vec![1]
+        PUSH_KEPT.to_vec()
     }
 
     /// The pushes this node received, oldest first.

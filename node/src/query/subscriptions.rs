@@ -11,7 +11,7 @@ use civmesh_policy::{decide, Decision, QueryHeader};
 use serde::{Deserialize, Serialize};
 
 use crate::query::{
-    access_request, hex, Facts, QueryProtocolMessage, QueryService, SubscribeAck, Subscription,
+    access_request, hex, Facts, InitialSync, Progress, QueryProtocolMessage, QueryService, SubscribeAck, Subscription,
     QUERY_TIMEOUT_MS,
 };
 use crate::records::RecordStoreError;
@@ -58,6 +58,9 @@ pub enum SubscribeToError {
     /// The subscription could not be kept.
     #[error("{0}")]
     Store(#[from] RecordStoreError),
+    /// Its copy could not be started.
+    #[error("{0}")]
+    Copy(#[from] crate::query::CopyError),
     /// The owner did not answer.
     #[error("the owner did not answer: {0}")]
     NoAnswer(#[source] TransportError),
@@ -146,9 +149,26 @@ impl QueryService {
         owner: &RaftPeer,
         spec: SubscriptionSpec,
     ) -> Result<String, SubscribeToError> {
-        let SubscriptionSpec { dataset, fields, purpose, grant } = spec;
+        let SubscriptionSpec { dataset, fields, purpose, grant, page_size } = spec;
         let header_dataset = dataset.clone();
         let header = QueryHeader { dataset, subjects: Vec::new(), fields, purpose, grant };
+        let progress = Progress {
+            dataset: header.dataset.clone(),
+            owner: owner.node_id,
+            fields: header.fields.clone(),
+            purpose: header.purpose.clone(),
+            grant,
+            page_size,
+            started_at_ms: now_unix_millis(),
+            initial_sync: InitialSync::Listing { cursor: None },
+            pages: 0,
+            records_listed: 0,
+            records_held: 0,
+            last_push_position: None,
+            last_change_at_ms: None,
+            last_push_lag_ms: None,
+            last_error: None,
+        };
         let envelope = SignedEnvelope::sign(&self.key, &header, now_unix_millis())?;
         let digest = envelope.digest();
         let envelope_bytes = envelope.to_bytes()?;
@@ -167,6 +187,8 @@ impl QueryService {
             return Err(SubscribeToError::NotTheAnswer);
         }
         ack.payload.outcome.map_err(SubscribeToError::Refused)?;
+        // Accepted: the copy starts with the data, listed in the background.
+        self.start_copy(&digest, &progress)?;
         Ok(hex(&digest))
     }
 }
@@ -182,4 +204,8 @@ pub struct SubscriptionSpec {
     pub purpose: String,
     /// The grant relied on.
     pub grant: Option<u64>,
+    /// Records per page of the initial listing; 0 or absent for the
+    /// owner's default.
+    #[serde(default)]
+    pub page_size: u32,
 }

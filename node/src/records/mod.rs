@@ -8,9 +8,11 @@
 //! logged pushes a subscriber has not received yet; `attachments` keeps
 //! correction attachments by SHA-256 (at the submitter once uploaded, at
 //! the owner once whole and checked) and `attachment_parts` the chunks of
-//! one still arriving. A batch of rows is one synced RocksDB write: it is on
+//! one still arriving; `scope_index` (see [`scope_index`]) indexes the
+//! scope fields, and `copies` (see [`copies`]) keeps a subscriber's copies. A batch of rows is one synced RocksDB write: it is on
 //! disk before the caller is told, or not at all.
 
+mod copies;
 mod scope_index;
 
 use std::collections::BTreeMap;
@@ -21,6 +23,8 @@ use civmesh_policy::model::{Dataset, FieldValue};
 use rocksdb::{ColumnFamilyDescriptor, Direction, IteratorMode, Options, WriteBatch, WriteOptions, DB};
 use serde::{Deserialize, Serialize};
 
+pub use copies::{CopiedRecord, COPY_BYTES_MAX};
+use copies::{COPIES_FAMILY, SUBSCRIPTION_PROGRESS_FAMILY};
 pub use scope_index::{IndexRange, ScanEntry, ScanPage, ScanPlan};
 use scope_index::{IndexTarget, SCOPE_INDEX_BUILT_FAMILY, SCOPE_INDEX_FAMILY};
 
@@ -181,6 +185,8 @@ impl RecordStore {
             ATTACHMENT_PARTS_FAMILY,
             SCOPE_INDEX_FAMILY,
             SCOPE_INDEX_BUILT_FAMILY,
+            COPIES_FAMILY,
+            SUBSCRIPTION_PROGRESS_FAMILY,
         ]
         .map(|name| ColumnFamilyDescriptor::new(name, Options::default()));
         Ok(RecordStore { db: DB::open_cf_descriptors(&options, directory, families)? })

@@ -391,6 +391,35 @@ pub const ROUTES: &[Route] = &[
     },
     Route {
         verb: Verb::Get,
+        path: "/v1/subscriptions/{id}",
+        scope: Scope::Query,
+        handler: handler!(query::subscription),
+        doc: Doc {
+            summary: "One of this node's subscriptions: its initial listing's progress, its copy and its pushes",
+            parameters: &["SubscriptionId"],
+            answer: "The subscription's state",
+            media: &[(JSON, "SubscriptionView")],
+            errors: &[400, 404],
+            ..DOC
+        },
+    },
+    Route {
+        verb: Verb::Post,
+        path: "/v1/subscriptions/{id}/records",
+        scope: Scope::Query,
+        handler: handler!(query::subscription_records),
+        doc: Doc {
+            summary: "A page of a subscription's copy: each subject once, at the newest version received",
+            parameters: &["SubscriptionId"],
+            body: Body::Json { schema: "CopyPageRequest", required: true },
+            answer: "Records, and where the next page starts",
+            media: &[(JSON, "CopyPage")],
+            errors: &[400, 404],
+            ..DOC
+        },
+    },
+    Route {
+        verb: Verb::Get,
         path: "/v1/subscriptions/updates",
         scope: Scope::Query,
         handler: handler!(query::subscription_updates),

@@ -1,0 +1,147 @@
+//! A subscriber's copies: the records each of its subscriptions received
+//! (by listing, then by pushes), one per subject, newest version kept, and
+//! each subscription's progress beside them.
+//!
+//! Family `copies` maps `subscription ‖ subject` to the encoded record;
+//! `subscription_progress` maps `subscription` to its encoded progress. A
+//! page of records and the progress that follows it are one synced write,
+//! so a restart resumes exactly where the copy ends.
+
+use rocksdb::{Direction, IteratorMode, WriteBatch};
+
+use super::{synced, RecordStore, RecordStoreError};
+
+pub(super) const COPIES_FAMILY: &str = "copies";
+pub(super) const SUBSCRIPTION_PROGRESS_FAMILY: &str = "subscription_progress";
+/// The largest copied record or progress entry, in bytes.
+pub const COPY_BYTES_MAX: usize = 1024 * 1024;
+
+/// One record for a copy: its subject, version and encoded form.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CopiedRecord {
+    /// The subject's keyed hash.
+    pub subject: [u8; 32],
+    /// The record's version.
+    pub version: u64,
+    /// The encoded record, which begins with nothing the store reads.
+    pub bytes: Vec<u8>,
+}
+
+fn copy_key(subscription: &[u8; 32], subject: &[u8; 32]) -> [u8; 64] {
+    let mut key = [0u8; 64];
+    key[..32].copy_from_slice(subscription);
+    key[32..].copy_from_slice(subject);
+    key
+}
+
+/// What the store keeps of a copied record: the version, then the bytes.
+fn stored(record: &CopiedRecord) -> Vec<u8> {
+    let mut value = Vec::with_capacity(8 + record.bytes.len());
+    value.extend_from_slice(&record.version.to_be_bytes());
+    value.extend_from_slice(&record.bytes);
+    value
+}
+
+fn stored_version(value: &[u8]) -> Result<u64, RecordStoreError> {
+    value
+        .get(..8)
+        .and_then(|bytes| <[u8; 8]>::try_from(bytes).ok())
+        .map(u64::from_be_bytes)
+        .ok_or_else(|| RecordStoreError::Corrupt("a copied record is shorter than its version".into()))
+}
+
+impl RecordStore {
+    /// Keeps `records` in `subscription`'s copy (each only if newer than
+    /// the one held) and then its `progress`, in one synced write. Returns
+    /// how many subjects the copy did not hold before.
+    pub fn put_copies(
+        &self,
+        subscription: &[u8; 32],
+        records: &[CopiedRecord],
+        progress: &[u8],
+    ) -> Result<u64, RecordStoreError> {
+        let copies = self.family(COPIES_FAMILY)?;
+        let mut batch = WriteBatch::default();
+        let mut added = 0;
+        for record in records {
+            let key = copy_key(subscription, &record.subject);
+            match self.db.get_pinned_cf(copies, key)? {
+                Some(held) if stored_version(&held)? >= record.version => continue,
+                Some(_) => {}
+                None => added += 1,
+            }
+            batch.put_cf(copies, key, stored(record));
+        }
+        batch.put_cf(self.family(SUBSCRIPTION_PROGRESS_FAMILY)?, subscription, progress);
+        self.db.write_opt(batch, &synced())?;
+        Ok(added)
+    }
+
+    /// Keeps `subscription`'s progress alone, synced.
+    pub fn put_progress(&self, subscription: &[u8; 32], progress: &[u8]) -> Result<(), RecordStoreError> {
+        self.db.put_cf_opt(self.family(SUBSCRIPTION_PROGRESS_FAMILY)?, subscription, progress, &synced())?;
+        Ok(())
+    }
+
+    /// `subscription`'s progress, if kept.
+    pub fn progress(&self, subscription: &[u8; 32]) -> Result<Option<Vec<u8>>, RecordStoreError> {
+        Ok(self.db.get_cf(self.family(SUBSCRIPTION_PROGRESS_FAMILY)?, subscription)?)
+    }
+
+    /// Up to `limit` records of `subscription`'s copy after subject
+    /// `after`, in subject order: each record's encoded bytes.
+    pub fn copies(
+        &self,
+        subscription: &[u8; 32],
+        after: Option<&[u8; 32]>,
+        limit: usize,
+    ) -> Result<Vec<([u8; 32], Vec<u8>)>, RecordStoreError> {
+        let start = copy_key(subscription, after.unwrap_or(&[0; 32]));
+        let mut records = Vec::new();
+        let iterator =
+            self.db.iterator_cf(self.family(COPIES_FAMILY)?, IteratorMode::From(&start, Direction::Forward));
+        for item in iterator {
+            let (key, value) = item?;
+            if !key.starts_with(subscription) || records.len() == limit {
+                break;
+            }
+            if after.is_some() && key.as_ref() == start.as_slice() {
+                continue;
+            }
+            let subject = <[u8; 32]>::try_from(&key[32..])
+                .map_err(|_| RecordStoreError::Corrupt("a copy key is not 64 bytes".into()))?;
+            stored_version(&value)?;
+            records.push((subject, value[8..].to_vec()));
+        }
+        Ok(records)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(subject: u8, version: u64) -> CopiedRecord {
+        CopiedRecord { subject: [subject; 32], version, bytes: format!("v{version}").into_bytes() }
+    }
+
+    #[test]
+    fn a_copy_keeps_each_subject_once_at_its_newest_version() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RecordStore::open(dir.path()).unwrap();
+        let (mine, other) = ([1; 32], [2; 32]);
+        assert_eq!(store.put_copies(&mine, &[record(5, 1), record(6, 1)], b"p1").unwrap(), 2);
+        // A push of a newer version, then a listing page that read the older one.
+        assert_eq!(store.put_copies(&mine, &[record(5, 2)], b"p2").unwrap(), 0);
+        assert_eq!(store.put_copies(&mine, &[record(5, 1), record(7, 1)], b"p3").unwrap(), 1);
+        store.put_copies(&other, &[record(5, 9)], b"q").unwrap();
+        let held = store.copies(&mine, None, 10).unwrap();
+        let versions: Vec<(u8, Vec<u8>)> = held.iter().map(|(subject, bytes)| (subject[0], bytes.clone())).collect();
+        assert_eq!(versions, vec![(5, b"v2".to_vec()), (6, b"v1".to_vec()), (7, b"v1".to_vec())]);
+        assert_eq!(store.copies(&mine, Some(&[5; 32]), 1).unwrap()[0].0, [6; 32], "resumes after a subject");
+        assert_eq!(store.progress(&mine).unwrap().as_deref(), Some(&b"p3"[..]));
+        store.put_progress(&mine, b"p4").unwrap();
+        assert_eq!(store.progress(&mine).unwrap().as_deref(), Some(&b"p4"[..]));
+        assert_eq!(store.copies(&[3; 32], None, 10).unwrap(), vec![]);
+    }
+}
