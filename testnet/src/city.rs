@@ -46,6 +46,20 @@ pub fn street_inspection_grant(
     Ok(spec)
 }
 
+/// A grant to street `street` of the enterprises on that street: their
+/// credit codes, names, operating addresses, streets and the legal
+/// representative's phone, masked to its last 4 digits; for a day.
+pub fn street_scoped_grant(street: &str) -> anyhow::Result<GrantSpec> {
+    let fields = ["credit_code", "name", "operating_address", "legal_rep_phone", "street"];
+    let masking = [("legal_rep_phone", MaskingRule::KeepLast(4))];
+    let mut spec = street_inspection_grant(&format!("street/{street}"), &fields, &masking)?;
+    spec.scope = vec![civmesh_policy::model::ScopeCondition {
+        field: "street".into(),
+        allowed: [civmesh_policy::model::FieldValue::Text(street.into())].into(),
+    }];
+    Ok(spec)
+}
+
 /// The streets of Jing'an in the generated data (the first two run nodes).
 pub const JINGAN_STREETS: [&str; 3] = ["jingansi", "nanjingxilu", "caojiadu"];
 /// The streets of Putuo in the generated data (the first runs a node).

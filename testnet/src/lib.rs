@@ -516,6 +516,25 @@ impl Testnet {
         outcome.map_err(|rejection| anyhow::anyhow!("rejected: {rejection}"))
     }
 
+    /// Issues `spec` (signed by node `owner`) and waits until node
+    /// `holder`'s replica has it; its id.
+    pub fn issue_grant(
+        &self,
+        owner: usize,
+        spec: civmesh_policy::GrantSpec,
+        holder: usize,
+    ) -> anyhow::Result<u64> {
+        let civmesh_policy::Applied::GrantIssued(grant) =
+            self.sign_and_submit(owner, owner, civmesh_policy::Command::IssueGrant(spec))?
+        else {
+            anyhow::bail!("the grant was applied as something else")
+        };
+        wait_until("the grant at its holder", Duration::from_secs(10), || {
+            self.api(holder).ok()?.get::<serde_json::Value>(&format!("/v1/grants/{grant}")).ok()
+        })?;
+        Ok(grant)
+    }
+
     /// `civmesh records import` of `file` into `dataset` at node `owner`.
     pub fn import(&self, owner: usize, dataset: &str, file: &Path) -> anyhow::Result<String> {
         let node_dir = path_str(&self.nodes[owner].data_dir)?;

@@ -8,48 +8,18 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeSet;
-use std::time::Duration;
 
-use civmesh_policy::model::{FieldValue, MaskingRule, ScopeCondition, SubjectKeyHash};
-use civmesh_policy::{Applied, Command, GrantSpec};
+use civmesh_policy::model::SubjectKeyHash;
+use civmesh_policy::Command;
 use civmesh_testnet::city::{
-    city, enterprise_dataset, enterprises_on, street_inspection_grant, write_enterprises, ENTERPRISES,
+    city, enterprise_dataset, enterprises_on, street_scoped_grant, write_enterprises, ENTERPRISES,
 };
-use civmesh_testnet::{wait_until, Testnet};
+use civmesh_testnet::Testnet;
 
 const ENTERPRISE_COUNT: usize = 3_000;
 const MARKET: usize = 1;
 const JINGANSI: usize = 3;
 const NANJINGXILU: usize = 4;
-
-/// A grant of names, operating addresses, streets and the masked phone of
-/// the enterprises on `street` to that street.
-fn street_grant(street: &str) -> GrantSpec {
-    let fields = ["credit_code", "name", "operating_address", "legal_rep_phone", "street"];
-    let mut spec = street_inspection_grant(
-        &format!("street/{street}"),
-        &fields,
-        &[("legal_rep_phone", MaskingRule::KeepLast(4))],
-    )
-    .unwrap();
-    spec.scope = vec![ScopeCondition {
-        field: "street".into(),
-        allowed: BTreeSet::from([FieldValue::Text(street.into())]),
-    }];
-    spec
-}
-
-fn issue(net: &Testnet, spec: GrantSpec, holder: usize) -> u64 {
-    let Applied::GrantIssued(grant) = net.sign_and_submit(MARKET, MARKET, Command::IssueGrant(spec)).unwrap()
-    else {
-        panic!("no grant id")
-    };
-    wait_until("the grant at the street", Duration::from_secs(10), || {
-        net.api(holder).ok()?.get::<serde_json::Value>(&format!("/v1/grants/{grant}")).ok()
-    })
-    .unwrap();
-    grant
-}
 
 fn list(net: &Testnet, street: usize, body: &serde_json::Value) -> anyhow::Result<serde_json::Value> {
     net.api(street)?.send("POST", "/v1/query/list", body)
@@ -119,8 +89,9 @@ fn each_street_lists_exactly_its_own_enterprises_page_by_page_and_every_page_is_
     let csv = dir.path().join("enterprises.csv");
     write_enterprises(&csv, ENTERPRISE_COUNT).unwrap();
     net.import(MARKET, ENTERPRISES, &csv).unwrap();
-    let nanjing_grant = issue(&net, street_grant("nanjingxilu"), NANJINGXILU);
-    let temple_grant = issue(&net, street_grant("jingansi"), JINGANSI);
+    let nanjing_grant =
+        net.issue_grant(MARKET, street_scoped_grant("nanjingxilu").unwrap(), NANJINGXILU).unwrap();
+    let temple_grant = net.issue_grant(MARKET, street_scoped_grant("jingansi").unwrap(), JINGANSI).unwrap();
 
     // Exactly the generator's set for each street, in pages, in key order.
     let nanjing = enterprises_on("nanjingxilu", ENTERPRISE_COUNT);

@@ -110,6 +110,9 @@ pub struct AccessLogSummary {
     pub purpose: String,
     /// The grant relied on.
     pub grant: Option<u64>,
+    /// How the records reached the requester: a query, a listing's page
+    /// or a push.
+    pub kind: civmesh_policy::AccessKind,
     /// "permit" or "deny".
     pub outcome: String,
     /// Why denied.
@@ -154,6 +157,12 @@ pub(crate) async fn access_log(State(state): State<Shared>) -> Json<Vec<AccessLo
                     dataset: entry.header.dataset.clone(),
                     purpose: entry.header.purpose.clone(),
                     grant: entry.header.grant,
+                    kind: entry
+                        .envelope
+                        .unverified_payload()
+                        .ok()
+                        .and_then(|command| command.access().map(|(_, kind)| kind))
+                        .unwrap_or(civmesh_policy::AccessKind::Query),
                     outcome: outcome.to_string(),
                     reason,
                     released,
@@ -339,10 +348,9 @@ pub(crate) async fn subscription_records(
         )));
     }
     let after = match &request.after {
-        Some(after) => Some(
-            civmesh_policy::hex_digest::from_hex(after)
-                .ok_or_else(|| ApiError::bad_request("after is a subject from a previous page (64 hex digits)"))?,
-        ),
+        Some(after) => Some(civmesh_policy::hex_digest::from_hex(after).ok_or_else(|| {
+            ApiError::bad_request("after is a subject from a previous page (64 hex digits)")
+        })?),
         None => None,
     };
     let records = state.query.copy_page(&digest, after.as_ref(), page_size).map_err(ApiError::internal)?;

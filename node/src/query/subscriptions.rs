@@ -11,8 +11,8 @@ use civmesh_policy::{decide, Decision, QueryHeader};
 use serde::{Deserialize, Serialize};
 
 use crate::query::{
-    access_request, hex, Facts, InitialSync, Progress, QueryProtocolMessage, QueryService, SubscribeAck, Subscription,
-    QUERY_TIMEOUT_MS,
+    access_request, hex, Facts, InitialSync, Progress, QueryProtocolMessage, QueryService, SubscribeAck,
+    Subscription, QUERY_TIMEOUT_MS,
 };
 use crate::records::RecordStoreError;
 use crate::security::PeerRefusal;

@@ -102,7 +102,11 @@ fn copied(records: &[ReleasedRecord]) -> Result<Vec<CopiedRecord>, CopyError> {
     records
         .iter()
         .map(|record| {
-            Ok(CopiedRecord { subject: record.subject.0, version: record.version, bytes: codec::encode(record)? })
+            Ok(CopiedRecord {
+                subject: record.subject.0,
+                version: record.version,
+                bytes: codec::encode(record)?,
+            })
         })
         .collect()
 }
@@ -220,13 +224,15 @@ impl QueryService {
                         }
                         Ok(false) => {}
                         Err(error) => {
-                            let wait_ms = backoff.get(&digest).map_or(SYNC_RETRY_BACKOFF_MS_MIN, |(_, wait_ms)| {
-                                (wait_ms * 2).min(SYNC_RETRY_BACKOFF_MS_MAX)
-                            });
+                            let wait_ms =
+                                backoff.get(&digest).map_or(SYNC_RETRY_BACKOFF_MS_MIN, |(_, wait_ms)| {
+                                    (wait_ms * 2).min(SYNC_RETRY_BACKOFF_MS_MAX)
+                                });
                             backoff.insert(digest, (now_unix_millis() + wait_ms, wait_ms));
                             tracing::warn!(%error, wait_ms, "a subscription's initial listing failed; retrying");
                             let message = error.to_string();
-                            let _ = self.keep_in_copy(&digest, &[], |progress| progress.last_error = Some(message));
+                            let _ = self
+                                .keep_in_copy(&digest, &[], |progress| progress.last_error = Some(message));
                             break;
                         }
                     }

@@ -136,7 +136,8 @@ mod tests {
         assert_eq!(store.put_copies(&mine, &[record(5, 1), record(7, 1)], b"p3").unwrap(), 1);
         store.put_copies(&other, &[record(5, 9)], b"q").unwrap();
         let held = store.copies(&mine, None, 10).unwrap();
-        let versions: Vec<(u8, Vec<u8>)> = held.iter().map(|(subject, bytes)| (subject[0], bytes.clone())).collect();
+        let versions: Vec<(u8, Vec<u8>)> =
+            held.iter().map(|(subject, bytes)| (subject[0], bytes.clone())).collect();
         assert_eq!(versions, vec![(5, b"v2".to_vec()), (6, b"v1".to_vec()), (7, b"v1".to_vec())]);
         assert_eq!(store.copies(&mine, Some(&[5; 32]), 1).unwrap()[0].0, [6; 32], "resumes after a subject");
         assert_eq!(store.progress(&mine).unwrap().as_deref(), Some(&b"p3"[..]));
