@@ -463,6 +463,13 @@ impl<T: Transport> PolicyLog<T> {
         }
     }
 
+    /// A receiver that changes whenever this replica's Raft metrics do
+    /// (an entry applied, a leader or membership change): wake-ups for
+    /// tasks that follow the applied state.
+    pub fn state_changes(&self) -> tokio::sync::watch::Receiver<openraft::RaftMetrics<RaftNodeId, RaftPeer>> {
+        self.raft.metrics()
+    }
+
     /// Waits until this replica's applied state satisfies `check`, at most
     /// `timeout`; re-checked each time the replica applies something.
     pub async fn wait_for_state(

@@ -116,13 +116,7 @@ impl Node {
             inbound.services,
             tasks.clone(),
         ));
-        tasks.spawn(keep_gate(
-            log.state().clone(),
-            swarm.clone(),
-            bootstrap_peers,
-            key.node_id(),
-            stop.clone(),
-        ));
+        tasks.spawn(keep_gate(log.clone(), swarm.clone(), bootstrap_peers, key.node_id(), stop.clone()));
         let identity_node_id = key.node_id();
         let api_url = start_api(node_dir, identity, &log, &swarm, services, &tasks, stop)?;
         write_runtime_info(
@@ -434,17 +428,27 @@ pub fn allowed_peers(
 }
 
 async fn keep_gate(
-    state: SharedState,
+    log: PolicyLog<SwarmClient>,
     swarm: SwarmClient,
     bootstrap: BTreeSet<PeerId>,
     me: NodeId,
     mut stop: watch::Receiver<bool>,
 ) {
+    // At once when the replica applies something (a member admitted or
+    // revoked), and every tick (certificates expire by the clock alone).
+    let mut changes = log.state_changes();
     let mut interval = tokio::time::interval(Duration::from_millis(GATING_REFRESH_MS));
+    let mut allowed = BTreeSet::new();
     loop {
         tokio::select! {
-            _ = interval.tick() => swarm.set_allowed(allowed_peers(&state, &bootstrap, &me, now_unix_millis())).await,
+            _ = interval.tick() => {}
+            changed = changes.changed() => if changed.is_err() { break },
             _ = stop.changed() => break,
+        }
+        let now_allowed = allowed_peers(log.state(), &bootstrap, &me, now_unix_millis());
+        if now_allowed != allowed {
+            allowed = now_allowed;
+            swarm.set_allowed(allowed.clone()).await;
         }
     }
 }

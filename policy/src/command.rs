@@ -285,7 +285,8 @@ pub struct DatasetSpec {
     /// Its fields.
     pub fields: Vec<FieldSpec>,
     /// The text fields grants may scope by and listings may filter on
-    /// (indexed by the owner).
+    /// (indexed by the owner); none if absent from JSON.
+    #[serde(default)]
     pub scope_fields: Vec<FieldName>,
 }
 

@@ -3,7 +3,7 @@
 //! bearer token. Bodies are JSON, bounded by [`API_REQUEST_BYTES_MAX`];
 //! errors are `{"error": "..."}` with a fitting status code.
 //!
-//! Every route is a row of [`routes::ROUTES`] (method, path, scope, handler,
+//! Every route is a row of [`routes::routes`] (method, path, scope, handler,
 //! OpenAPI operation): the router, the per-route scope check and the
 //! document at `/openapi.json` are built from it.
 
@@ -84,7 +84,7 @@ pub fn router(state: Shared) -> Router {
     let attachment_bytes_max = state.corrections.attachment_limits().attachment_bytes_max;
     let attachment_limit = DefaultBodyLimit::max(usize::try_from(attachment_bytes_max).unwrap_or(usize::MAX));
     let mut router = Router::new();
-    for route in routes::ROUTES {
+    for route in routes::routes() {
         let mut handler = route
             .method_router()
             .route_layer(middleware::from_fn_with_state(route.scope, auth::require_scope));
@@ -103,7 +103,7 @@ pub fn router(state: Shared) -> Router {
 
 #[cfg(test)]
 mod tests {
-    use super::routes::{Verb, ROUTES};
+    use super::routes::{routes, Verb};
     use super::tokens::Scope;
 
     /// The scope of the route a request would reach; a request no route
@@ -115,8 +115,7 @@ mod tests {
             template.len() == path.len()
                 && template.iter().zip(&path).all(|(want, have)| want.starts_with('{') || want == have)
         };
-        ROUTES
-            .iter()
+        routes()
             .filter(|route| route.verb.name().eq_ignore_ascii_case(method) && matches(route.path))
             // A literal segment wins over a parameter (`stats` over `{id}`).
             .min_by_key(|route| route.path.matches('{').count())
@@ -152,10 +151,9 @@ mod tests {
         for (method, path, scope) in cases {
             assert_eq!(scope_for(method, path), scope, "{method} {path}");
         }
-        assert!(ROUTES
-            .iter()
+        assert!(routes()
             .filter(|route| route.path.starts_with("/v1/cluster/"))
             .all(|route| route.scope == Scope::Cluster));
-        assert!(ROUTES.iter().any(|route| route.verb == Verb::Put));
+        assert!(routes().any(|route| route.verb == Verb::Put));
     }
 }

@@ -1,7 +1,7 @@
 //! The HTTP routes of corrections (`/v1/corrections...`): submit at the
 //! street; list, show, accept and reject at the owner; statistics and the
 //! evaluation of departments (`/v1/evaluation`) anywhere.
-//! Rows of [`crate::api::routes::ROUTES`], behind the same bearer token.
+//! Rows of [`crate::api::routes::routes`], behind the same bearer token.
 
 use std::time::Duration;
 

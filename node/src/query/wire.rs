@@ -257,3 +257,46 @@ pub fn outcome_label(answer: &QueryAnswer) -> &'static str {
         QueryAnswer::Refused { .. } => "refused",
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use civmesh_certs::{codec, SignedEnvelope};
+    use proptest::prelude::*;
+
+    fn filter() -> impl Strategy<Value = ListFilter> {
+        (any::<bool>(), "[a-z_]{0,12}", ".{0,24}").prop_map(|(equals, field, value)| match equals {
+            true => ListFilter::Equals { field, value },
+            false => ListFilter::Prefix { field, prefix: value },
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_bytes_never_panic_the_decoders(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let _ = codec::decode_exact::<QueryProtocolMessage>(&bytes, QUERY_MESSAGE_BYTES_MAX);
+            let _ = SignedEnvelope::<SignedListBody>::from_bytes(&bytes);
+            let _ = SignedEnvelope::<SignedAnswerBody>::from_bytes(&bytes);
+        }
+
+        #[test]
+        fn a_listing_request_round_trips_and_no_truncation_of_it_decodes(
+            header in proptest::collection::vec(any::<u8>(), 0..64),
+            filters in proptest::collection::vec(filter(), 0..4),
+            page_size in any::<u32>(),
+            cursor in proptest::option::of("[0-9a-f]{0,80}"),
+        ) {
+            let wire = ListWire { header, filters, page_size, cursor };
+            let bytes = codec::encode(&QueryProtocolMessage::List(wire.clone())).unwrap();
+            let decoded = codec::decode_exact::<QueryProtocolMessage>(&bytes, QUERY_MESSAGE_BYTES_MAX).unwrap();
+            let QueryProtocolMessage::List(decoded) = decoded else { panic!("not a listing") };
+            prop_assert_eq!(
+                (decoded.header, decoded.filters, decoded.page_size, decoded.cursor),
+                (wire.header, wire.filters, wire.page_size, wire.cursor)
+            );
+            for end in 0..bytes.len() {
+                prop_assert!(codec::decode_exact::<QueryProtocolMessage>(&bytes[..end], QUERY_MESSAGE_BYTES_MAX).is_err());
+            }
+        }
+    }
+}

@@ -17,6 +17,12 @@
 //! benchmark on loopback with the same value size, concurrency and
 //! durability, measured in the same run. Prints a table with the ratio.
 //!
+//! `civmesh-bench list`: a street of 5,000 enterprises out of a registry of
+//! 1,000,000 pages through its scope (500 records a page, each page logged
+//! before release) through its node's API: records/s, and the first page's
+//! latency, beside a raw RocksDB prefix scan of the same 5,000 records out
+//! of 1,000,000 in the same run.
+//!
 //! Build it in release mode next to a release `civmesh`:
 //! `cargo build --release --bins && target/release/civmesh-bench policy-log`.
 
@@ -56,7 +62,8 @@ fn main() -> anyhow::Result<()> {
         Some("query") => query(seconds),
         Some("corrections") => corrections(seconds),
         Some("scale") => scale(),
-        _ => anyhow::bail!("usage: civmesh-bench policy-log|query|corrections|scale [--seconds N]"),
+        Some("list") => list(seconds),
+        _ => anyhow::bail!("usage: civmesh-bench policy-log|query|corrections|scale|list [--seconds N]"),
     }
 }
 
@@ -125,6 +132,183 @@ fn query(seconds: u64) -> anyhow::Result<()> {
     drop(net);
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
+}
+
+/// Enterprises in the registry of the listing benchmark.
+const LIST_REGISTRY_RECORDS: usize = 1_000_000;
+/// One enterprise in this many is on the listing street: 5,000 of them.
+const LIST_STREET_EVERY: usize = 200;
+/// Records written to the store per batch while the registry is built.
+const LIST_WRITE_BATCH_RECORDS: usize = 10_000;
+/// Records per page, the owner's default.
+const LIST_PAGE_RECORDS: usize = 500;
+
+/// The street of registry enterprise `index`: Jing'an Temple for one in
+/// `LIST_STREET_EVERY`, one of 199 others for the rest.
+fn list_street(index: usize) -> String {
+    match index % LIST_STREET_EVERY {
+        1 => "jingansi".to_string(),
+        other => format!("street-{other:03}"),
+    }
+}
+
+/// Lists the Jing'an Temple street's enterprises out of a 1,000,000
+/// registry, whole, for `seconds`; prints records/s and the first page's
+/// latency beside a raw RocksDB prefix scan of the same records.
+fn list(seconds: u64) -> anyhow::Result<()> {
+    use civmesh_testnet::city::{city, enterprise_dataset, street_scoped_grant, ENTERPRISES};
+    let dir = tempfile_dir()?;
+    let mut net = Testnet::create(
+        &dir.join("net"),
+        &city(&["hub", "market", "civil", "jingansi"]),
+        SnapshotPolicy::default(),
+    )?;
+    net.start_all()?;
+    net.bootstrap()?;
+    net.sign_and_submit(1, 1, PolicyCommand::PublishDataset(enterprise_dataset()))?;
+    // The registry goes straight into the owner's store while it is down,
+    // through the store's own write path (index kept as it writes).
+    let started = Instant::now();
+    net.stop(1)?;
+    write_registry(&net.nodes[1].data_dir.join("records"))?;
+    net.start(1)?;
+    println!(
+        "registry of {LIST_REGISTRY_RECORDS} enterprises written in {:.0} s",
+        started.elapsed().as_secs_f64()
+    );
+    let grant = net.issue_grant(1, street_scoped_grant("jingansi")?, 3)?;
+    let street = net.api(3)?;
+    let page = |cursor: Option<String>| -> anyhow::Result<(usize, Option<String>)> {
+        let body = serde_json::json!({ "dataset": ENTERPRISES, "grant": grant, "cursor": cursor });
+        let answer: serde_json::Value = street.send("POST", "/v1/query/list", &body)?;
+        let records = answer["Page"]["records"].as_array().context("not a page")?.len();
+        Ok((records, answer["Page"]["next_cursor"].as_str().map(str::to_string)))
+    };
+    wait_until("the street to list", Duration::from_secs(30), || page(None).ok())?;
+    let expected = LIST_REGISTRY_RECORDS / LIST_STREET_EVERY;
+    let (mut listed, mut rounds, mut first_page_ms) = (0usize, 0usize, Vec::new());
+    let measuring = Instant::now();
+    while measuring.elapsed() < Duration::from_secs(seconds) || rounds == 0 {
+        let (mut cursor, mut round) = (None, 0);
+        loop {
+            let asked = Instant::now();
+            let (records, next) = page(cursor)?;
+            if round == 0 {
+                first_page_ms.push(asked.elapsed().as_secs_f64() * 1e3);
+            }
+            round += records;
+            match next {
+                Some(next) => cursor = Some(next),
+                None => break,
+            }
+        }
+        anyhow::ensure!(round == expected, "listed {round} of the street's {expected} enterprises");
+        listed += round;
+        rounds += 1;
+    }
+    let per_second = listed as f64 / measuring.elapsed().as_secs_f64();
+    first_page_ms.sort_by(f64::total_cmp);
+    let first_page_p50_ms = first_page_ms[first_page_ms.len() / 2];
+    let (raw_per_second, raw_first_page_ms) = raw_prefix_scan(&dir.join("anchor-rocksdb"))?;
+    println!("listing, {expected} enterprises of one street out of {LIST_REGISTRY_RECORDS}, pages of {LIST_PAGE_RECORDS}, {rounds} whole listings in {seconds} s");
+    println!("{:>28} | {:>14} | {:>22} | {:>7}", "", "civmesh list", "raw RocksDB prefix scan", "ratio");
+    println!(
+        "{:>28} | {per_second:>14.0} | {raw_per_second:>22.0} | {:>7.1}",
+        "records/s",
+        raw_per_second / per_second
+    );
+    println!(
+        "{:>28} | {first_page_p50_ms:>14.2} | {raw_first_page_ms:>22.3} | {:>7.1}",
+        "first page p50 ms",
+        first_page_p50_ms / raw_first_page_ms
+    );
+    drop(net);
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
+/// Writes the 1,000,000 enterprises into the record store at `path`.
+fn write_registry(path: &Path) -> anyhow::Result<()> {
+    use civmesh_policy::model::FieldValue;
+    let spec = civmesh_testnet::city::enterprise_dataset();
+    let dataset = civmesh_policy::model::Dataset {
+        id: spec.id,
+        owner: civmesh_certs::OrgId::new("dept/market-supervision")?,
+        title: spec.title,
+        subject_key_field: spec.subject_key_field,
+        sharing: spec.sharing,
+        fields: spec.fields,
+        scope_fields: spec.scope_fields,
+        version: 1,
+    };
+    let store = civmesh_node::records::RecordStore::open(path)?;
+    let provenance = civmesh_node::records::Provenance::Import { batch: "bench".into() };
+    let text = |value: String| FieldValue::Text(value);
+    for start in (0..LIST_REGISTRY_RECORDS).step_by(LIST_WRITE_BATCH_RECORDS) {
+        let rows = (start..start + LIST_WRITE_BATCH_RECORDS)
+            .map(|index| {
+                let key = format!("913101{index:012}");
+                let fields = [
+                    ("credit_code", text(key.clone())),
+                    ("name", text(format!("Enterprise {index}"))),
+                    ("registered_address", text(format!("{} Changde Road", index % 900 + 1))),
+                    ("operating_address", text(format!("{} Changde Road", index % 900 + 1))),
+                    ("legal_rep_phone", text(format!("138{:08}", index % 100_000_000))),
+                    ("district", text("jingan".into())),
+                    ("street", text(list_street(index))),
+                ]
+                .into_iter()
+                .map(|(name, value)| (name.to_string(), value))
+                .collect();
+                (key, fields)
+            })
+            .collect();
+        store.write(&dataset, rows, &provenance, now_unix_millis())?;
+    }
+    Ok(())
+}
+
+/// A raw RocksDB with the same 1,000,000 keys under their street: the
+/// records/s of a prefix scan of the street's 5,000 (reading each value),
+/// and the time to the first 500.
+fn raw_prefix_scan(path: &Path) -> anyhow::Result<(f64, f64)> {
+    const ROUNDS: usize = 20;
+    let db = rocksdb::DB::open_default(path)?;
+    for start in (0..LIST_REGISTRY_RECORDS).step_by(LIST_WRITE_BATCH_RECORDS) {
+        let mut batch = rocksdb::WriteBatch::default();
+        for index in start..start + LIST_WRITE_BATCH_RECORDS {
+            batch.put(format!("{}\0913101{index:012}", list_street(index)), vec![b'v'; 200]);
+        }
+        db.write(batch)?;
+    }
+    db.flush()?;
+    let prefix = b"jingansi\0".to_vec();
+    let scan = |limit: usize| -> anyhow::Result<usize> {
+        let mut read = 0;
+        for item in db.iterator(rocksdb::IteratorMode::From(&prefix, rocksdb::Direction::Forward)) {
+            let (key, value) = item?;
+            if !key.starts_with(&prefix) || read == limit {
+                break;
+            }
+            std::hint::black_box(value);
+            read += 1;
+        }
+        Ok(read)
+    };
+    let started = Instant::now();
+    let mut read = 0;
+    for _ in 0..ROUNDS {
+        read += scan(usize::MAX)?;
+    }
+    let per_second = read as f64 / started.elapsed().as_secs_f64();
+    let started = Instant::now();
+    for _ in 0..ROUNDS {
+        scan(LIST_PAGE_RECORDS)?;
+    }
+    let first_page_ms = started.elapsed().as_secs_f64() * 1e3 / ROUNDS as f64;
+    drop(db);
+    let _ = std::fs::remove_dir_all(path);
+    Ok((per_second, first_page_ms))
 }
 
 /// Submitters measured in the correction benchmark.

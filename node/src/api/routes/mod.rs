@@ -139,6 +139,10 @@ const LOG_ERRORS: &[u16] = &[400, 409, 503];
 /// The errors of the correction service (`CorrectionError`) and of reads.
 const CORRECTION_ERRORS: &[u16] = &[400, 404, 409, 413, 503, 507];
 
+mod exchange;
 mod table;
 
-pub use table::ROUTES;
+/// Every route of the API.
+pub fn routes() -> impl Iterator<Item = &'static Route> {
+    table::NODE_ROUTES.iter().chain(exchange::EXCHANGE_ROUTES)
+}

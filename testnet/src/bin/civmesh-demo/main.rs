@@ -3,7 +3,8 @@
 //! checking each step against the nodes' real answers.
 //!
 //! The steps: a federation of seven processes, the seed data, a demand and
-//! its grant, a street query with masked fields, a correction from the
+//! its grant, the street listing the enterprises in its scope, a street
+//! query with masked fields, a correction from the
 //! street through review to the new version and back, the replicated access
 //! log, the auditor's offline verification and a subject-access report.
 
@@ -119,6 +120,7 @@ fn main() -> anyhow::Result<()> {
     let mut net = start_federation(&root)?;
     seed(&net, &root)?;
     let grant_id = demand_and_grant(&net)?;
+    street_listing(&net, grant_id)?;
     let record = street_query(&net, grant_id)?;
     correction_loop(&net, grant_id, &record)?;
     replicated_access_log(&net)?;
@@ -203,14 +205,18 @@ fn seed(net: &Testnet, root: &std::path::Path) -> anyhow::Result<()> {
 fn demand_and_grant(net: &Testnet) -> anyhow::Result<u64> {
     step(
         "1",
-        "demand: Jing'an Temple street asks market supervision for enterprise names and operating addresses",
+        "demand: Jing'an Temple street asks market supervision for enterprise codes, names and operating addresses",
     );
     let demand = net.sign_and_submit(
         3,
         3,
         Command::FileDemand {
             dataset: ENTERPRISES.into(),
-            fields: BTreeSet::from(["name".to_string(), "operating_address".to_string()]),
+            fields: BTreeSet::from([
+                "credit_code".to_string(),
+                "name".to_string(),
+                "operating_address".to_string(),
+            ]),
             purpose: PURPOSE.into(),
             legal_basis: LegalBasis::StatutoryDuty,
         },
@@ -246,6 +252,7 @@ fn street_grant(demand_id: u64) -> anyhow::Result<GrantSpec> {
         dataset: ENTERPRISES.into(),
         grantee: OrgId::new("street/jingansi")?,
         fields: BTreeSet::from([
+            "credit_code".to_string(),
             "name".to_string(),
             "operating_address".to_string(),
             "legal_rep_phone".to_string(),
@@ -264,12 +271,55 @@ fn street_grant(demand_id: u64) -> anyhow::Result<GrantSpec> {
     })
 }
 
-/// Step 3: the street's query releases exactly the granted fields, masked;
+/// Step 3: before its visits, the street lists the enterprises in its
+/// scope, page by page: exactly those the generator put on Jing'an Temple
+/// street, each page logged before it was released.
+fn street_listing(net: &Testnet, grant_id: u64) -> anyhow::Result<()> {
+    step("3", "the street lists the enterprises in its scope before its visits: a count and the first page");
+    let mut listed: Vec<serde_json::Value> = Vec::new();
+    let mut cursor: Option<String> = None;
+    let mut pages = 0;
+    loop {
+        let body = serde_json::json!({ "dataset": ENTERPRISES, "grant": grant_id, "cursor": cursor });
+        let answer: serde_json::Value =
+            wait_until("the grant to reach the street", Duration::from_secs(10), || {
+                net.api(3).ok()?.send::<_, serde_json::Value>("POST", "/v1/query/list", &body).ok()
+            })?;
+        let page = answer["Page"]["records"].as_array().with_context(|| format!("not a page: {answer}"))?;
+        if pages == 0 {
+            println!("    first page ({} records), the first three:", page.len());
+            for record in page.iter().take(3) {
+                println!("    {} {}", record["key"], serde_json::to_string(&record["fields"])?);
+            }
+        }
+        pages += 1;
+        listed.extend(page.iter().cloned());
+        match answer["Page"]["next_cursor"].as_str() {
+            Some(next) => cursor = Some(next.to_string()),
+            None => break,
+        }
+    }
+    let keys: Vec<&str> = listed.iter().filter_map(|record| record["key"].as_str()).collect();
+    let expected = civmesh_testnet::city::enterprises_on("jingansi", ENTERPRISE_COUNT);
+    anyhow::ensure!(
+        keys == expected,
+        "listed {} enterprises, expected Jing'an Temple street's {}",
+        keys.len(),
+        expected.len()
+    );
+    ok(&format!(
+        "{} enterprises listed in {pages} pages of up to 500, each page logged before release: exactly Jing'an Temple street's",
+        keys.len()
+    ));
+    Ok(())
+}
+
+/// Step 4: the street's query releases exactly the granted fields, masked;
 /// a record out of scope answers like an unknown key; residents without a
 /// grant are denied. Returns the released record.
 fn street_query(net: &Testnet, grant_id: u64) -> anyhow::Result<serde_json::Value> {
     step(
-        "3",
+        "4",
         &format!(
             "a street query: enterprise {} (Jing'an Temple street), four fields asked",
             enterprise_key(7)
@@ -316,7 +366,7 @@ fn street_query(net: &Testnet, grant_id: u64) -> anyhow::Result<serde_json::Valu
             && answer["Released"]["not_found"] == serde_json::json!([enterprise_key(8)]),
         "a record outside the scope was released or revealed: {answer}"
     );
-    ok("an enterprise outside Jing'an answers like an unknown key (out of scope: no existence, no version)");
+    ok("an enterprise outside Jing'an Temple street answers like an unknown key (out of scope: no existence, no version)");
     let unauthorised = serde_json::json!({ "dataset": RESIDENTS, "keys": [resident_key(80)], "fields": ["name"], "purpose": PURPOSE });
     let answer: serde_json::Value = net.api(3)?.send("POST", "/v1/query", &unauthorised)?;
     anyhow::ensure!(
@@ -327,16 +377,27 @@ fn street_query(net: &Testnet, grant_id: u64) -> anyhow::Result<serde_json::Valu
     Ok(record.clone())
 }
 
-/// Step 8, the online half: every replica holds the same access log, with
+/// Step 9, the online half: every replica holds the same access log, with
 /// no subject key or value in it.
 fn replicated_access_log(net: &Testnet) -> anyhow::Result<()> {
-    step("8", "the auditor verifies the log: the same on every replica, then offline from a bundle");
+    step("9", "the auditor verifies the log: the same on every replica, then offline from a bundle");
     let logs = wait_until("the access log on every replica", Duration::from_secs(20), || {
         let logs: Vec<Vec<serde_json::Value>> = (0..net.nodes.len())
             .map(|i| net.api(i).ok()?.get("/v1/access-log").ok())
             .collect::<Option<_>>()?;
-        (logs[0].len() == 4 && logs.iter().all(|log| *log == logs[0])).then(|| logs[0].clone())
+        (logs.iter().all(|log| *log == logs[0])).then(|| logs[0].clone())
     })?;
+    // The listings (step 3's, and the subscription's initial one) apart.
+    let (listings, logs): (Vec<serde_json::Value>, Vec<serde_json::Value>) =
+        logs.into_iter().partition(|entry| entry["kind"] == "listing");
+    let listed: usize = listings.iter().map(|entry| entry["released"].as_array().map_or(0, Vec::len)).sum();
+    let in_scope = civmesh_testnet::city::enterprises_on("jingansi", ENTERPRISE_COUNT).len();
+    anyhow::ensure!(
+        listed == 2 * in_scope && listings.iter().all(|entry| entry["requester_org"] == "street/jingansi"),
+        "the listings released {listed} subjects, expected twice Jing'an Temple street's {in_scope}"
+    );
+    println!("    {} listing pages, {listed} subjects released, each named in its entry", listings.len());
+    anyhow::ensure!(logs.len() == 4, "expected 4 accesses beside the listings, got {logs:?}");
     for entry in &logs {
         println!(
             "    #{} {} {} purpose={} reason={}",
@@ -407,7 +468,7 @@ fn print_api_urls(net: &Testnet) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Steps 4-7: the street subscribes, finds enterprise 7's operating address
+/// Steps 5-8: the street subscribes, finds enterprise 7's operating address
 /// stale and submits a correction; market supervision reviews and accepts
 /// it; the record gets a new version whose provenance is the correction; the
 /// outcome reaches the street and the subscriber receives the new version.
@@ -419,7 +480,7 @@ fn correction_loop(net: &Testnet, grant_id: u64, seen: &serde_json::Value) -> an
     let subscribed: serde_json::Value = net.api(3)?.send("POST", "/v1/subscriptions", &subscription)?;
     anyhow::ensure!(subscribed["subscription"].is_string(), "the subscription was not made: {subscribed}");
     step(
-        "4",
+        "5",
         &format!("a stale address: the inspector finds enterprise {} operating elsewhere", enterprise_key(7)),
     );
     let observed = "500 Yuyuan Road";
@@ -430,9 +491,23 @@ fn correction_loop(net: &Testnet, grant_id: u64, seen: &serde_json::Value) -> an
             && seen["version"] == 1,
         "the street does not hold the stale version 1: {seen}"
     );
-    ok("Jing'an Temple street subscribed to the registry and holds the stale version 1");
+    let id = subscribed["subscription"].as_str().unwrap_or_default();
+    let copy = wait_until("the subscription's initial listing", Duration::from_secs(60), || {
+        let state: serde_json::Value = net.api(3).ok()?.get(&format!("/v1/subscriptions/{id}")).ok()?;
+        (state["initial_sync"] == "done").then_some(state)
+    })?;
+    let in_scope = civmesh_testnet::city::enterprises_on("jingansi", ENTERPRISE_COUNT).len();
+    anyhow::ensure!(
+        copy["records_held"] == in_scope,
+        "the copy holds {}, not {in_scope}",
+        copy["records_held"]
+    );
+    ok(&format!(
+        "Jing'an Temple street subscribed: its copy started with its {in_scope} enterprises ({} pages), and the query holds the stale version 1",
+        copy["pages"]
+    ));
 
-    step("5", "a correction: the street signs it and sends it to market supervision (persistent outbox)");
+    step("6", "a correction: the street signs it and sends it to market supervision (persistent outbox)");
     let submitted: serde_json::Value = serde_json::from_str(&net.cli(&[
         "correction",
         "submit",
@@ -470,11 +545,11 @@ fn correction_loop(net: &Testnet, grant_id: u64, seen: &serde_json::Value) -> an
     outcome_returns(net, &id, observed)
 }
 
-/// Step 6: market supervision's operator reviews the correction beside the
+/// Step 7: market supervision's operator reviews the correction beside the
 /// record and accepts it; version 2 carries the correction as provenance.
 fn review_and_accept(net: &Testnet, id: &str, observed: &str) -> anyhow::Result<()> {
     let market_dir = node_dir(net, 1)?;
-    step("6", "the owner applies it: an operator reviews it beside the record and accepts");
+    step("7", "the owner applies it: an operator reviews it beside the record and accepts");
     let shown: serde_json::Value =
         serde_json::from_str(&net.cli(&["correction", "show", "--node-dir", &market_dir, id])?)?;
     println!(
@@ -513,10 +588,10 @@ fn review_and_accept(net: &Testnet, id: &str, observed: &str) -> anyhow::Result<
     Ok(())
 }
 
-/// Step 7: the signed outcome reaches the street, the subscriber receives
+/// Step 8: the signed outcome reaches the street, the subscriber receives
 /// version 2, and every replica holds the same lifecycle.
 fn outcome_returns(net: &Testnet, id: &str, observed: &str) -> anyhow::Result<()> {
-    step("7", "the loop closes: the signed outcome reaches the street, and the subscriber sees version 2");
+    step("8", "the loop closes: the signed outcome reaches the street, and the subscriber sees version 2");
     let outcome = wait_until("the outcome at the street", Duration::from_secs(20), || {
         let view: serde_json::Value = net.api(3).ok()?.get(&format!("/v1/corrections/{id}")).ok()?;
         (view["status"] == "closed").then(|| view["outcome"]["status"].clone())
@@ -542,7 +617,7 @@ fn outcome_returns(net: &Testnet, id: &str, observed: &str) -> anyhow::Result<()
     Ok(())
 }
 
-/// Steps 8 (the offline half) and 9: once the hub and the departments have
+/// Steps 9 (the offline half) and 10: once the hub and the departments have
 /// cosigned a checkpoint over every entry, the auditor exports a bundle,
 /// verifies it offline and answers a subject-access request from it.
 fn audit(net: &Testnet, root: &std::path::Path) -> anyhow::Result<()> {
@@ -553,8 +628,9 @@ fn audit(net: &Testnet, root: &std::path::Path) -> anyhow::Result<()> {
             let last = checkpoints["final"].as_array()?.last()?.clone();
             (last["tree_size"] == checkpoints["leaves"]).then_some(last)
         })?;
+    let access_entries = net.api(auditor)?.get::<Vec<serde_json::Value>>("/v1/access-log")?.len();
     println!(
-        "    checkpoint: {} leaves (4 access entries, 1 correction outcome), root {}…, cosigned by {} of 3 signers",
+        "    checkpoint: {} leaves ({access_entries} access entries, 1 correction outcome), root {}…, cosigned by {} of 3 signers",
         checkpoint["tree_size"],
         &checkpoint["root"].as_str().unwrap_or_default()[..16],
         checkpoint["cosigners"].as_array().map_or(0, Vec::len)
@@ -573,12 +649,14 @@ fn audit(net: &Testnet, root: &std::path::Path) -> anyhow::Result<()> {
     let report: serde_json::Value =
         serde_json::from_slice(&std::fs::read(bundle.with_extension("report.json"))?)?;
     anyhow::ensure!(
-        report["ok"] == true && report["access_entries"] == 4 && report["leaves"] == 5,
+        report["ok"] == true
+            && report["access_entries"] == access_entries
+            && report["leaves"] == access_entries + 1,
         "the bundle did not verify: {report}"
     );
     ok("every signature, every checkpoint root and quorum, and the policy behind every release verified offline");
 
-    step("9", &format!("a subject-access report (PIPL Art. 45) for enterprise {}", enterprise_key(7)));
+    step("10", &format!("a subject-access report (PIPL Art. 45) for enterprise {}", enterprise_key(7)));
     let secret = net.nodes[auditor].data_dir.join("subject-key.secret");
     let accesses: Vec<serde_json::Value> = serde_json::from_str(&net.cli(&[
         "audit",
@@ -604,17 +682,21 @@ fn audit(net: &Testnet, root: &std::path::Path) -> anyhow::Result<()> {
             access["fields_released"]
         );
     }
-    let shape: Vec<(&str, &str, &str)> = accesses
+    let mut shape: Vec<(&str, &str, &str)> = accesses
         .iter()
         .map(|a| {
             let text = |key: &str| a[key].as_str().unwrap_or("");
             (text("kind"), text("requester_org"), text("legal_basis"))
         })
         .collect();
-    let expected =
-        [("query", "street/jingansi", "statutory_duty"), ("push", "street/jingansi", "statutory_duty")];
-    anyhow::ensure!(shape == expected, "expected the query and the push of enterprise 7, got {accesses:?}");
-    ok("2 accesses: the street's query and the push of the corrected version, both under the statutory grant");
+    shape.sort();
+    let by_street = |kind| (kind, "street/jingansi", "statutory_duty");
+    let expected = [by_street("listing"), by_street("listing"), by_street("push"), by_street("query")];
+    anyhow::ensure!(
+        shape == expected,
+        "expected two listings, the query and the push of enterprise 7, got {accesses:?}"
+    );
+    ok("4 accesses: the street's listing, its query, its subscription's initial listing and the push of the corrected version, all under the statutory grant");
     Ok(())
 }
 
