@@ -214,10 +214,13 @@ impl QueryService {
                     continue;
                 }
                 loop {
-                    if *stop.borrow() {
-                        return;
-                    }
-                    match self.sync_page(&digest).await {
+                    // A page in flight is dropped at shutdown: nothing of
+                    // it is written until it has arrived whole.
+                    let page = tokio::select! {
+                        page = self.sync_page(&digest) => page,
+                        _ = stop.changed() => return,
+                    };
+                    match page {
                         Ok(true) => {
                             backoff.remove(&digest);
                             break;

@@ -27,6 +27,9 @@ pub struct CopiedRecord {
     pub bytes: Vec<u8>,
 }
 
+/// A subject of a copy and its encoded record.
+pub type HeldCopy = ([u8; 32], Vec<u8>);
+
 fn copy_key(subscription: &[u8; 32], subject: &[u8; 32]) -> [u8; 64] {
     let mut key = [0u8; 64];
     key[..32].copy_from_slice(subscription);
@@ -95,7 +98,7 @@ impl RecordStore {
         subscription: &[u8; 32],
         after: Option<&[u8; 32]>,
         limit: usize,
-    ) -> Result<Vec<([u8; 32], Vec<u8>)>, RecordStoreError> {
+    ) -> Result<Vec<HeldCopy>, RecordStoreError> {
         let start = copy_key(subscription, after.unwrap_or(&[0; 32]));
         let mut records = Vec::new();
         let iterator =
