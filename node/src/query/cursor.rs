@@ -20,6 +20,8 @@ pub const CURSOR_KEY_FILE: &str = "list-cursor.key";
 /// The longest cursor accepted, in bytes.
 pub const CURSOR_BYTES_MAX: usize = 2_048;
 const CURSOR_VERSION: u8 = 1;
+/// Every cursor's plaintext is padded to this length.
+const PLAIN_BYTES: usize = 1_536;
 const SALT_BYTES: usize = 32;
 const KEY_BYTES: usize = 32;
 const CONTEXT: &[u8] = b"civmesh/list-cursor/v1";
@@ -130,7 +132,14 @@ impl CursorSealer {
     pub fn seal(&self, body: &CursorBody) -> Option<Vec<u8>> {
         let mut salt = [0u8; SALT_BYTES];
         self.random.fill(&mut salt).ok()?;
-        let mut sealed = codec::encode(body).ok()?;
+        // Padded to one length, so a cursor's size tells nothing of where it is.
+        let encoded = codec::encode(body).ok()?;
+        let length =
+            u16::try_from(encoded.len()).ok().filter(|length| usize::from(*length) + 2 <= PLAIN_BYTES)?;
+        let mut sealed = Vec::with_capacity(PLAIN_BYTES + 16);
+        sealed.extend_from_slice(&length.to_be_bytes());
+        sealed.extend_from_slice(&encoded);
+        sealed.resize(PLAIN_BYTES, 0);
         let cipher = self.cipher(&salt).ok()?;
         cipher
             .seal_in_place_append_tag(Nonce::assume_unique_for_key([0; 12]), Aad::from(CONTEXT), &mut sealed)
@@ -161,8 +170,10 @@ impl CursorSealer {
             .cipher(salt)?
             .open_in_place(Nonce::assume_unique_for_key([0; 12]), Aad::from(CONTEXT), &mut sealed)
             .map_err(|_| CursorError::Forged)?;
+        let length = plain.get(..2).map(|bytes| usize::from(u16::from_be_bytes([bytes[0], bytes[1]])));
+        let encoded = length.and_then(|length| plain.get(2..2 + length)).ok_or(CursorError::Forged)?;
         let body: CursorBody =
-            codec::decode_exact(plain, CURSOR_BYTES_MAX).map_err(|_| CursorError::Forged)?;
+            codec::decode_exact(encoded, CURSOR_BYTES_MAX).map_err(|_| CursorError::Forged)?;
         if body.requester != *requester || body.listing != *listing {
             return Err(CursorError::OtherListing);
         }
@@ -210,6 +221,8 @@ mod tests {
             assert_eq!(opened.unwrap_err(), expected);
         }
         assert_ne!(sealer.seal(&body(me)).unwrap(), cursor, "each cursor has its own salt");
+        let longer = CursorBody { position: vec![b'k'; 600], ..body(me) };
+        assert_eq!(sealer.seal(&longer).unwrap().len(), cursor.len(), "every cursor has one length");
     }
 
     #[test]

@@ -6,11 +6,12 @@
 //! has no scope. Records outside the scope never appear, and the cursor
 //! (sealed) does not tell where the scan went.
 
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use civmesh_certs::{codec, now_unix_millis, NodeId, NodeKey, SignedEnvelope, UnixMillis};
 use civmesh_consensus::RaftPeer;
-use civmesh_policy::model::{Dataset, Grant, SubjectKeyHash};
+use civmesh_policy::model::{Dataset, FieldClass, FieldValue, Grant, SubjectKeyHash};
 use civmesh_policy::{decide, AccessOutcome, AccessRecord, Command, Decision, QueryHeader};
 use serde::{Deserialize, Serialize};
 
@@ -28,8 +29,13 @@ pub const LIST_FILTERS_MAX: usize = 8;
 /// The longest filter value or prefix, in bytes.
 pub const LIST_FILTER_BYTES_MAX: usize = 256;
 /// Index entries an owner reads for one page at most, per record the page
-/// holds (entries it skips are stale, or filtered out).
+/// holds (entries it skips are stale, filtered out, or outside a scope of
+/// several conditions).
 pub const LIST_SCAN_ENTRIES_PER_RECORD_MAX: usize = 4;
+/// The records on one page at most, in bytes (about): a page stops there,
+/// well under the protocol's `QUERY_MESSAGE_BYTES_MAX`, and continues on
+/// the next.
+pub const LIST_PAGE_BYTES_MAX: usize = 4 * 1024 * 1024;
 
 /// An owner's bounds on listings (`[listing]` in the configuration).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,10 +79,30 @@ fn listing_identity(header: &QueryHeader, filters: &[ListFilter]) -> [u8; 32] {
     civmesh_certs::codec::sha256(&bytes)
 }
 
-/// How the owner scans for a listing: by the first equality filter, else
-/// the first prefix filter, else the grant's first scope condition, else
-/// every record. Every other condition is checked on the records read.
+/// How the owner scans for a listing. Under a grant with a scope, only
+/// the index ranges of its first scope condition's values (narrowed by a
+/// filter on that field) are read, so out-of-scope records are never
+/// visited, counted or passed by a cursor. Without a scope: by the first
+/// equality filter, else the first prefix filter, else every record. Every
+/// other condition is checked on the records read.
 fn scan_plan(grant: Option<&Grant>, filters: &[ListFilter]) -> ScanPlan {
+    if let Some(condition) = grant.and_then(|grant| grant.scope.first()) {
+        let ranges = condition
+            .allowed
+            .iter()
+            .filter(|value| {
+                filters
+                    .iter()
+                    .filter(|filter| filter.field() == condition.field)
+                    .all(|filter| filter.matches(Some(value)))
+            })
+            .filter_map(|value| match value {
+                FieldValue::Text(text) => Some(IndexRange::Equals(text.clone())),
+                _ => None,
+            })
+            .collect();
+        return ScanPlan::Indexed { field: condition.field.clone(), ranges };
+    }
     let equals = filters.iter().find_map(|filter| match filter {
         ListFilter::Equals { field, value } => Some((field, IndexRange::Equals(value.clone()))),
         ListFilter::Prefix { .. } => None,
@@ -87,25 +113,19 @@ fn scan_plan(grant: Option<&Grant>, filters: &[ListFilter]) -> ScanPlan {
             ListFilter::Equals { .. } => None,
         })
     };
-    if let Some((field, range)) = equals.or_else(prefix) {
-        return ScanPlan::Indexed { field: field.clone(), ranges: vec![range] };
+    match equals.or_else(prefix) {
+        Some((field, range)) => ScanPlan::Indexed { field: field.clone(), ranges: vec![range] },
+        None => ScanPlan::Every,
     }
-    let Some(condition) = grant.and_then(|grant| grant.scope.first()) else { return ScanPlan::Every };
-    let ranges = condition
-        .allowed
-        .iter()
-        .filter_map(|value| match value {
-            civmesh_policy::model::FieldValue::Text(text) => Some(IndexRange::Equals(text.clone())),
-            _ => None,
-        })
-        .collect();
-    ScanPlan::Indexed { field: condition.field.clone(), ranges }
 }
 
-/// Checks each filter names a granted, unmasked, indexed field.
+/// Checks each filter names a field the listing releases as stored (granted,
+/// unmasked, not negative-listed, not sensitive) that is indexed, with a
+/// bounded value without NUL.
 fn check_filters(
     dataset: &Dataset,
     grant: Option<&Grant>,
+    negative_listed: &BTreeSet<String>,
     filters: &[ListFilter],
 ) -> Result<(), ListRefusal> {
     if filters.len() > LIST_FILTERS_MAX {
@@ -113,17 +133,19 @@ fn check_filters(
     }
     for filter in filters {
         let field = filter.field().to_string();
+        let class = dataset.field(&field).map(|spec| spec.class);
         let granted = match grant {
             Some(grant) => grant.fields.contains(&field),
-            None => dataset
-                .field(&field)
-                .is_some_and(|spec| spec.class == civmesh_policy::model::FieldClass::Public),
+            None => class == Some(FieldClass::Public),
         };
         if !granted {
             return Err(ListRefusal::FilterFieldNotGranted { field });
         }
         if grant.is_some_and(|grant| grant.masking.contains_key(&field)) {
             return Err(ListRefusal::FilterFieldMasked { field });
+        }
+        if negative_listed.contains(&field) || matches!(class, Some(FieldClass::Sensitive(_))) {
+            return Err(ListRefusal::FilterFieldWithheld { field });
         }
         if !dataset.scope_fields.contains(&field) {
             let indexed = dataset.scope_fields.join(", ");
@@ -133,13 +155,37 @@ fn check_filters(
             ListFilter::Equals { value, .. } => value,
             ListFilter::Prefix { prefix, .. } => prefix,
         };
-        if text.len() > LIST_FILTER_BYTES_MAX {
+        if text.len() > LIST_FILTER_BYTES_MAX || text.contains('\0') {
             return Err(ListRefusal::Request(format!(
-                "a filter value is at most {LIST_FILTER_BYTES_MAX} bytes"
+                "a filter value is at most {LIST_FILTER_BYTES_MAX} bytes, without NUL"
             )));
         }
     }
     Ok(())
+}
+
+/// About how many bytes `record` takes in an answer.
+fn answer_bytes(key: &str, record: &RecordVersion) -> usize {
+    let value_bytes = |value: &FieldValue| match value {
+        FieldValue::Text(text) => text.len(),
+        _ => 8,
+    };
+    key.len() + record.fields.iter().map(|(name, value)| name.len() + value_bytes(value) + 8).sum::<usize>()
+}
+
+/// What a record must satisfy to be listed: the grant's scope (checked
+/// again by the decision) and every filter.
+#[derive(Clone, Copy)]
+struct Conditions<'a> {
+    grant: Option<&'a Grant>,
+    filters: &'a [ListFilter],
+}
+
+impl Conditions<'_> {
+    fn hold(&self, record: &RecordVersion) -> bool {
+        self.grant.is_none_or(|grant| grant.in_scope(|field| record.fields.get(field)))
+            && self.filters.iter().all(|filter| filter.matches(record.fields.get(filter.field())))
+    }
 }
 
 /// The records one page read, and where the scan stopped.
@@ -214,34 +260,23 @@ impl QueryService {
                 self.log_listing(envelope, AccessOutcome::Deny { reason }, now_ms).await.map_err(fail)?;
             return Ok((digest, ListAnswer::Denied { reason, access_log_position: position }));
         }
-        let (dataset, grant) = self.log.state().read(|applied| {
-            let policy = &applied.policy;
-            let grant = header.grant.and_then(|id| policy.grants.get(&id).cloned());
-            (policy.datasets.get(&header.dataset).cloned(), grant)
-        });
+        let (dataset, grant, negative_listed) = self.listing_policy(&header);
         let dataset = dataset.ok_or_else(|| fail(ListRefusal::NotOwner(header.dataset.clone())))?;
-        check_filters(&dataset, grant.as_ref(), &wire.filters).map_err(fail)?;
+        check_filters(&dataset, grant.as_ref(), &negative_listed, &wire.filters).map_err(fail)?;
         let identity = listing_identity(&header, &wire.filters);
         let after = match &wire.cursor {
             None => None,
-            Some(cursor) => {
-                let bytes = hex::decode(cursor)
-                    .map_err(|_| fail(ListRefusal::Cursor(crate::query::cursor::CursorError::Forged)))?;
-                let position = self
-                    .cursors
-                    .open(&bytes, &peer, &identity, now_ms, bounds.cursor_age_ms_max)
-                    .map_err(|error| fail(ListRefusal::Cursor(error)))?;
-                Some(position)
-            }
+            Some(cursor) => Some(self.open_cursor(cursor, &peer, &identity, now_ms).map_err(fail)?),
         };
         let plan = scan_plan(grant.as_ref(), &wire.filters);
-        let read = self.read_page(&dataset, &plan, &wire.filters, after, page_size).map_err(fail)?;
+        let conditions = Conditions { grant: grant.as_ref(), filters: &wire.filters };
+        let read = self.read_page(&dataset, &plan, conditions, after, page_size).map_err(fail)?;
         let facts: Vec<Facts> =
             read.found.iter().map(|(_, subject, record)| Facts { subject: *subject, record }).collect();
         let decision = self.decide_as_owner(&request, &facts, now_ms).map_err(fail)?;
         let (outcome, records) = project(&decision, &header, &read.found);
         // Out of scope, or nothing releasable (no consent): not listed at all.
-        let records = records_to_send(records, key_field_released(&dataset, &decision));
+        let records = records_to_send(records, |index| key_field_released(&dataset, &decision, index));
         let position = self.log_listing(envelope, outcome, now_ms).await.map_err(fail)?;
         let next_cursor = read
             .resume_after
@@ -252,6 +287,38 @@ impl QueryService {
             })
             .transpose()?;
         Ok((digest, ListAnswer::Page { records, next_cursor, access_log_position: position }))
+    }
+
+    /// The dataset, the grant and the dataset's negative-listed fields, as
+    /// this replica holds them.
+    fn listing_policy(&self, header: &QueryHeader) -> (Option<Dataset>, Option<Grant>, BTreeSet<String>) {
+        self.log.state().read(|applied| {
+            let policy = &applied.policy;
+            let grant = header.grant.and_then(|id| policy.grants.get(&id).cloned());
+            let negative_listed = policy
+                .negative_list
+                .keys()
+                .filter(|(dataset, _)| *dataset == header.dataset)
+                .filter_map(|(_, field)| field.clone())
+                .collect();
+            (policy.datasets.get(&header.dataset).cloned(), grant, negative_listed)
+        })
+    }
+
+    /// The scan position in `cursor` (hex), if this owner sealed it for
+    /// `peer`'s listing `identity` and it has not expired.
+    fn open_cursor(
+        &self,
+        cursor: &str,
+        peer: &NodeId,
+        identity: &[u8; 32],
+        now_ms: UnixMillis,
+    ) -> Result<Vec<u8>, ListRefusal> {
+        let bytes = hex::decode(cursor)
+            .map_err(|_| ListRefusal::Cursor(crate::query::cursor::CursorError::Forged))?;
+        self.cursors
+            .open(&bytes, peer, identity, now_ms, self.listing.cursor_age_ms_max)
+            .map_err(ListRefusal::Cursor)
     }
 
     /// Decides `request` on this replica, if this node's organisation owns the dataset.
@@ -274,13 +341,14 @@ impl QueryService {
             .ok_or_else(|| ListRefusal::NotOwner(request.dataset.clone()))
     }
 
-    /// Reads up to `page_size` records that `plan` reaches after `after`
-    /// and every filter holds for, visiting a bounded number of entries.
+    /// Reads up to `page_size` records that `plan` reaches after `after`,
+    /// in the grant's scope and matching every filter, visiting a bounded
+    /// number of entries and stopping at `LIST_PAGE_BYTES_MAX`.
     fn read_page(
         &self,
         dataset: &Dataset,
         plan: &ScanPlan,
-        filters: &[ListFilter],
+        conditions: Conditions<'_>,
         mut after: Option<Vec<u8>>,
         page_size: usize,
     ) -> Result<PageRead, ListRefusal> {
@@ -291,12 +359,16 @@ impl QueryService {
             ScanPlan::Every => None,
         };
         let mut found = Vec::with_capacity(page_size);
+        let mut bytes = 0usize;
         let mut visits_left = page_size.saturating_mul(LIST_SCAN_ENTRIES_PER_RECORD_MAX).max(1);
         while found.len() < page_size && visits_left > 0 {
             let wanted = (page_size - found.len()).min(visits_left);
             let page = self.records.scan(&dataset.id, plan, after.as_deref(), wanted).map_err(unavailable)?;
             visits_left -= page.entries.len();
             for entry in page.entries {
+                if bytes >= LIST_PAGE_BYTES_MAX {
+                    return Ok(PageRead { found, resume_after: after });
+                }
                 after = Some(entry.position);
                 let Some(record) = self.records.latest(&dataset.id, &entry.key).map_err(unavailable)? else {
                     continue;
@@ -304,11 +376,12 @@ impl QueryService {
                 // A stale index entry: the record's value moved on.
                 let stale = indexed_field.is_some_and(|field| {
                     !matches!(record.fields.get(field),
-                        Some(civmesh_policy::model::FieldValue::Text(text)) if Some(text) == entry.value.as_ref())
+                        Some(FieldValue::Text(text)) if Some(text) == entry.value.as_ref())
                 });
-                if stale || !filters.iter().all(|filter| filter.matches(record.fields.get(filter.field()))) {
+                if stale || !conditions.hold(&record) {
                     continue;
                 }
+                bytes += answer_bytes(&entry.key, &record);
                 let subject = SubjectKeyHash::of(&self.subject_key_secret, &entry.key);
                 found.push((entry.key, subject, record));
             }
@@ -365,5 +438,119 @@ pub async fn list(
         }
         answer if body.payload.request_digest == digest => Ok(answer),
         _ => Err(AskError::OtherQuery),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use civmesh_certs::OrgId;
+    use civmesh_policy::model::{
+        FieldSpec, FieldType, LegalBasis, MaskingRule, ScopeCondition, SharingCategory,
+    };
+
+    fn text(value: &str) -> FieldValue {
+        FieldValue::Text(value.into())
+    }
+
+    fn dataset() -> Dataset {
+        let field = |name: &str, class| FieldSpec { name: name.into(), field_type: FieldType::Text, class };
+        Dataset {
+            id: "civil-affairs/residents".into(),
+            owner: OrgId::new("dept/civil-affairs").unwrap(),
+            title: "Residents".into(),
+            subject_key_field: "citizen_id".into(),
+            sharing: SharingCategory::Conditional,
+            fields: vec![
+                field("citizen_id", FieldClass::Personal),
+                field("phone", FieldClass::Personal),
+                field("street", FieldClass::Public),
+                field("committee", FieldClass::Public),
+                field(
+                    "alone",
+                    FieldClass::Sensitive(civmesh_policy::model::SensitiveCategory::SpecificIdentity),
+                ),
+            ],
+            scope_fields: vec!["street".into(), "committee".into(), "phone".into(), "alone".into()],
+            version: 1,
+        }
+    }
+
+    fn grant(streets: &[&str]) -> Grant {
+        Grant {
+            id: 1,
+            dataset: "civil-affairs/residents".into(),
+            grantor: OrgId::new("dept/civil-affairs").unwrap(),
+            grantee: OrgId::new("street/jingansi").unwrap(),
+            fields: ["citizen_id", "phone", "street", "committee", "alone"].map(String::from).into(),
+            purpose: "care".into(),
+            legal_basis: LegalBasis::StatutoryDuty,
+            scope: vec![ScopeCondition {
+                field: "street".into(),
+                allowed: streets.iter().map(|s| text(s)).collect(),
+            }],
+            valid_from_ms: 0,
+            valid_until_ms: u64::MAX,
+            masking: [("phone".to_string(), MaskingRule::KeepLast(4))].into(),
+            consent_required: false,
+            demand: None,
+            issued_at_ms: 0,
+            revoked: None,
+        }
+    }
+
+    fn equals(field: &str, value: &str) -> ListFilter {
+        ListFilter::Equals { field: field.into(), value: value.into() }
+    }
+
+    #[test]
+    fn a_scoped_listing_reads_only_the_scope_s_ranges_whatever_the_filters() {
+        let scoped = grant(&["jingansi", "nanjingxilu"]);
+        let ranges = |filters: &[ListFilter]| match scan_plan(Some(&scoped), filters) {
+            ScanPlan::Indexed { field, ranges } if field == "street" => ranges,
+            other => panic!("not the scope's index: {other:?}"),
+        };
+        let both = [IndexRange::Equals("jingansi".into()), IndexRange::Equals("nanjingxilu".into())];
+        assert_eq!(ranges(&[]), both);
+        assert_eq!(
+            ranges(&[equals("committee", "jingansi-1")]),
+            both,
+            "another field's filter is checked on reads"
+        );
+        assert_eq!(ranges(&[equals("street", "nanjingxilu")]), [IndexRange::Equals("nanjingxilu".into())]);
+        assert_eq!(ranges(&[equals("street", "zhenru")]), [], "another street: nothing is read");
+        let prefix = ListFilter::Prefix { field: "street".into(), prefix: "nanjing".into() };
+        assert_eq!(ranges(&[prefix]), [IndexRange::Equals("nanjingxilu".into())]);
+        assert_eq!(scan_plan(None, &[]), ScanPlan::Every);
+    }
+
+    #[test]
+    fn filters_name_only_fields_released_as_stored_and_indexed() {
+        let (dataset, grant) = (dataset(), grant(&["jingansi"]));
+        let listed = ["citizen_id".to_string()].into();
+        let none = BTreeSet::new();
+        let check = |filter: ListFilter, negative: &BTreeSet<String>| {
+            check_filters(&dataset, Some(&grant), negative, &[filter]).err()
+        };
+        let field = |name: &str| name.to_string();
+        assert_eq!(check(equals("street", "jingansi"), &none), None);
+        assert_eq!(
+            check(equals("phone", "1"), &none),
+            Some(ListRefusal::FilterFieldMasked { field: field("phone") })
+        );
+        assert_eq!(
+            check(equals("alone", "x"), &none),
+            Some(ListRefusal::FilterFieldWithheld { field: field("alone") })
+        );
+        assert_eq!(
+            check(equals("citizen_id", "x"), &listed),
+            Some(ListRefusal::FilterFieldWithheld { field: field("citizen_id") })
+        );
+        assert!(matches!(
+            check(equals("citizen_id", "x"), &none),
+            Some(ListRefusal::FilterFieldNotIndexed { .. })
+        ));
+        assert!(matches!(check(equals("street", "jing\0ansi"), &none), Some(ListRefusal::Request(_))));
+        assert!(matches!(check(equals("name", "x"), &none), Some(ListRefusal::FilterFieldNotGranted { .. })));
     }
 }

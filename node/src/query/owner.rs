@@ -138,25 +138,37 @@ pub enum AnswerError {
     Log(#[from] LogAccessError),
 }
 
-/// Whether `decision` releases `dataset`'s subject key field as stored:
-/// only then may a listing or a push, which the requester did not name the
-/// keys of, carry plain record keys.
-pub(super) fn key_field_released(dataset: &civmesh_policy::model::Dataset, decision: &Decision) -> bool {
-    let Decision::Permit { fields, .. } = decision else { return false };
-    fields.iter().any(|plan| plan.field == dataset.subject_key_field && plan.action == FieldAction::Release)
+/// Whether `decision` releases `dataset`'s subject key field as stored
+/// for record `index`: only then may a listing or a push, which the
+/// requester did not name the keys of, carry the plain record key.
+pub(super) fn key_field_released(
+    dataset: &civmesh_policy::model::Dataset,
+    decision: &Decision,
+    index: usize,
+) -> bool {
+    decision.action_for(index, &dataset.subject_key_field) == FieldAction::Release
 }
 
 /// The released records a listing or a push sends: those with a field
-/// released, with their keys blanked unless `key_released`.
+/// released, with their keys blanked unless `key_released(index)`.
 pub(super) fn records_to_send(
     records: Vec<Option<ReleasedRecord>>,
-    key_released: bool,
+    key_released: impl Fn(usize) -> bool,
 ) -> Vec<ReleasedRecord> {
     records
         .into_iter()
-        .flatten()
-        .filter(|record| !record.fields.is_empty())
-        .map(|record| if key_released { record } else { ReleasedRecord { key: String::new(), ..record } })
+        .enumerate()
+        .filter_map(|(index, record)| Some((index, record?)))
+        .filter(|(_, record)| !record.fields.is_empty())
+        .map(
+            |(index, record)| {
+                if key_released(index) {
+                    record
+                } else {
+                    ReleasedRecord { key: String::new(), ..record }
+                }
+            },
+        )
         .collect()
 }
 

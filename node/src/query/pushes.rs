@@ -137,8 +137,9 @@ impl QueryService {
         let decision = self.log.state().read(|applied| decide(&applied.policy, &request, &facts, now_ms));
         let (outcome, records) = project(&decision, header, &found);
         let dataset = self.log.state().read(|applied| applied.policy.datasets.get(&header.dataset).cloned());
-        let key_released = dataset.is_some_and(|dataset| key_field_released(&dataset, &decision));
-        let records = records_to_send(records, key_released);
+        let records = records_to_send(records, |index| {
+            dataset.as_ref().is_some_and(|dataset| key_field_released(dataset, &decision, index))
+        });
         if records.is_empty() {
             return Ok(());
         }
@@ -224,7 +225,7 @@ impl QueryService {
                         .is_some_and(|member| Some(&member.org) == owner.as_ref())
                 })
         });
-        if verified.signer != peer || !from_owner {
+        if verified.signer != peer || !from_owner || !self.push_logged(&peer, &verified.payload) {
             return Vec::new();
         }
         let (subscription, position) = (verified.payload.subscription, verified.payload.access_log_position);
@@ -253,6 +254,26 @@ impl QueryService {
             });
         }
         PUSH_KEPT.to_vec()
+    }
+
+    /// Whether this replica's access log holds, at the push's position, a
+    /// push by `owner` under this subscription releasing every subject the
+    /// push carries. A push not logged here yet is refused, and the owner
+    /// retries it once this replica has caught up.
+    fn push_logged(&self, owner: &NodeId, push: &PushBody) -> bool {
+        let Ok(index) = usize::try_from(push.access_log_position) else { return false };
+        self.log.state().read(|applied| {
+            let Some(entry) = applied.policy.access_log.get(index) else { return false };
+            let Ok(command) = entry.envelope.unverified_payload() else { return false };
+            let Some((record, civmesh_policy::AccessKind::Push)) = command.access() else { return false };
+            let civmesh_policy::AccessOutcome::Permit { released } = &entry.outcome else { return false };
+            entry.owner == *owner
+                && record.request.digest() == push.subscription
+                && push
+                    .records
+                    .iter()
+                    .all(|pushed| released.iter().any(|release| release.subject == pushed.subject))
+        })
     }
 
     /// The pushes this node received, oldest first.

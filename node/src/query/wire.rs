@@ -145,6 +145,13 @@ pub enum ListRefusal {
         /// The field.
         field: String,
     },
+    /// A filter on a field the listing withholds (negative-listed, or
+    /// sensitive personal information).
+    #[error("cannot filter on {field:?}: it is withheld (negative list or sensitive)")]
+    FilterFieldWithheld {
+        /// The field.
+        field: String,
+    },
     /// A filter on a field with no index.
     #[error(
         "cannot filter on {field:?}: it is not a scope field of the dataset (those are indexed: {indexed})"

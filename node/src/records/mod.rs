@@ -143,6 +143,9 @@ fn synced() -> WriteOptions {
 /// The record store.
 pub struct RecordStore {
     db: DB,
+    /// Held by a write and by an index build, so a build never erases an
+    /// entry a write just made.
+    index_lock: std::sync::Mutex<()>,
 }
 
 fn record_prefix(dataset: &str, key: &str) -> Vec<u8> {
@@ -189,7 +192,8 @@ impl RecordStore {
             SUBSCRIPTION_PROGRESS_FAMILY,
         ]
         .map(|name| ColumnFamilyDescriptor::new(name, Options::default()));
-        Ok(RecordStore { db: DB::open_cf_descriptors(&options, directory, families)? })
+        let db = DB::open_cf_descriptors(&options, directory, families)?;
+        Ok(RecordStore { db, index_lock: std::sync::Mutex::new(()) })
     }
 
     fn family(&self, name: &str) -> Result<&rocksdb::ColumnFamily, RecordStoreError> {
@@ -220,6 +224,8 @@ impl RecordStore {
         let id = dataset.id.as_str();
         let (latest, versions) = (self.family(LATEST_FAMILY)?, self.family(VERSIONS_FAMILY)?);
         let index = self.family(SCOPE_INDEX_FAMILY)?;
+        let _indexing =
+            self.index_lock.lock().map_err(|_| RecordStoreError::Corrupt("index lock poisoned".into()))?;
         let mut batch = WriteBatch::default();
         self.mark_indexes(&mut batch, id, &dataset.scope_fields)?;
         let mut pending: BTreeMap<String, RecordVersion> = BTreeMap::new();

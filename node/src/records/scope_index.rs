@@ -15,6 +15,9 @@ use super::{synced, RecordStore, RecordStoreError, LATEST_FAMILY};
 
 pub(super) const SCOPE_INDEX_FAMILY: &str = "scope_index";
 pub(super) const SCOPE_INDEX_BUILT_FAMILY: &str = "scope_index_built";
+/// The longest value indexed, in bytes; longer ones are not (so a scan
+/// position, and a cursor, stays small).
+pub const SCOPE_VALUE_BYTES_MAX: usize = 256;
 /// Index entries written per batch while an index is built.
 const INDEX_BUILD_BATCH_ENTRIES_MAX: usize = 10_000;
 
@@ -115,6 +118,11 @@ pub(super) fn reindex(
     for field in target.fields {
         let before = old.and_then(|fields| text(fields.get(field)));
         let after = text(new.get(field));
+        // A value over the bound is not indexed (no scope value is that long).
+        let (before, after) = (
+            before.filter(|v| v.len() <= SCOPE_VALUE_BYTES_MAX),
+            after.filter(|v| v.len() <= SCOPE_VALUE_BYTES_MAX),
+        );
         if before == after {
             continue;
         }
@@ -245,6 +253,11 @@ impl RecordStore {
     /// were written.
     pub fn ensure_index(&self, dataset: &str, field: &str) -> Result<(), RecordStoreError> {
         let built = self.family(SCOPE_INDEX_BUILT_FAMILY)?;
+        if self.db.get_cf(built, built_key(dataset, field))?.is_some() {
+            return Ok(());
+        }
+        let _indexing =
+            self.index_lock.lock().map_err(|_| RecordStoreError::Corrupt("index lock poisoned".into()))?;
         if self.db.get_cf(built, built_key(dataset, field))?.is_some() {
             return Ok(());
         }
