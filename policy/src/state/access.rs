@@ -1,6 +1,8 @@
 //! Access records at apply time: the requester's signature and the
 //! re-justification of a logged permit, then the access log entry.
 
+use std::collections::{BTreeMap, BTreeSet};
+
 use civmesh_certs::{NodeId, OrgId, UnixMillis, VerifiedEnvelope};
 
 use super::membership::check_certificate_current;
@@ -12,7 +14,7 @@ use crate::access::{
 };
 use crate::command::SignedCommand;
 use crate::decide::ConsentCoverage;
-use crate::model::{Dataset, FieldClass, Grant, Member, SharingCategory};
+use crate::model::{Dataset, FieldClass, Grant, Member, SharingCategory, SubjectKeyHash};
 
 /// The requester's verified query.
 type Query = VerifiedEnvelope<QueryHeader>;
@@ -140,10 +142,38 @@ impl PolicyState {
             return Err(unjustified(format!("{} may not be shared", dataset.id)));
         }
         let grant = self.permit_grant(permit)?;
+        let releasable = self.releasable_fields(permit, grant);
+        let named: BTreeSet<&SubjectKeyHash> = permit.header.subjects.iter().collect();
         for release in released {
-            self.check_release(permit, grant, release)?;
+            if permit.kind.names_subjects() && !named.contains(&release.subject) {
+                return Err(unjustified("released a subject the query did not name"));
+            }
+            self.check_release(grant, &releasable, release)?;
         }
         Ok(())
+    }
+
+    /// The fields asked for that the policy lets this permit release, each
+    /// with whether it is sensitive: the same for every subject.
+    fn releasable_fields<'a>(&self, permit: &Permit<'a>, grant: Option<&Grant>) -> BTreeMap<&'a str, bool> {
+        let dataset = permit.dataset;
+        permit
+            .header
+            .fields
+            .iter()
+            .filter_map(|field| {
+                let spec = dataset.field(field)?;
+                let allowed = !self.negative_listed(&dataset.id, Some(field))
+                    && match grant {
+                        Some(grant) => grant.fields.contains(field),
+                        None => {
+                            dataset.sharing == SharingCategory::Unconditional
+                                && spec.class == FieldClass::Public
+                        }
+                    };
+                allowed.then_some((field.as_str(), matches!(spec.class, FieldClass::Sensitive(_))))
+            })
+            .collect()
     }
 
     /// The grant the query names, usable by the requester at the decision time.
@@ -163,38 +193,24 @@ impl PolicyState {
         Ok(Some(grant))
     }
 
-    /// Checks one subject's release: named by the query (unless a push),
-    /// consented, and every field one the policy releases.
+    /// Checks one subject's release: consented, and every field one the
+    /// policy releases (`releasable`, with whether it is sensitive).
     fn check_release(
         &self,
-        permit: &Permit<'_>,
         grant: Option<&Grant>,
+        releasable: &BTreeMap<&str, bool>,
         release: &SubjectRelease,
     ) -> Result<(), Rejection> {
-        if permit.kind.names_subjects() && !permit.header.subjects.contains(&release.subject) {
-            return Err(unjustified("released a subject the query did not name"));
-        }
         let coverage = match grant {
             Some(grant) => self
                 .check_consent(grant, &release.subject)
                 .map_err(|_| unjustified("released a subject without active consent"))?,
             None => ConsentCoverage::AllFields,
         };
-        let dataset = permit.dataset;
         for field in &release.fields {
-            let spec = dataset
-                .field(field)
-                .ok_or_else(|| unjustified(format!("released unknown field {field:?}")))?;
-            let allowed = permit.header.fields.contains(field)
-                && !self.negative_listed(&dataset.id, Some(field))
-                && match grant {
-                    Some(grant) => grant.fields.contains(field),
-                    None => {
-                        dataset.sharing == SharingCategory::Unconditional && spec.class == FieldClass::Public
-                    }
-                }
-                && (!matches!(spec.class, FieldClass::Sensitive(_))
-                    || coverage == ConsentCoverage::AllFields);
+            let allowed = releasable
+                .get(field.as_str())
+                .is_some_and(|sensitive| !sensitive || coverage == ConsentCoverage::AllFields);
             if !allowed {
                 return Err(unjustified(format!("released field {field:?} that the policy withholds")));
             }

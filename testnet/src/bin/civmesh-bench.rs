@@ -62,7 +62,13 @@ fn main() -> anyhow::Result<()> {
         Some("query") => query(seconds),
         Some("corrections") => corrections(seconds),
         Some("scale") => scale(),
-        Some("list") => list(seconds),
+        Some("list") => {
+            let page_size = match args.iter().position(|arg| arg == "--page-size") {
+                Some(index) => args.get(index + 1).context("--page-size needs a value")?.parse()?,
+                None => LIST_PAGE_RECORDS,
+            };
+            list(seconds, page_size)
+        }
         _ => anyhow::bail!("usage: civmesh-bench policy-log|query|corrections|scale|list [--seconds N]"),
     }
 }
@@ -140,7 +146,7 @@ const LIST_REGISTRY_RECORDS: usize = 1_000_000;
 const LIST_STREET_EVERY: usize = 200;
 /// Records written to the store per batch while the registry is built.
 const LIST_WRITE_BATCH_RECORDS: usize = 10_000;
-/// Records per page, the owner's default.
+/// Records per page: the owner's default (`--page-size N` to change).
 const LIST_PAGE_RECORDS: usize = 500;
 
 /// The street of registry enterprise `index`: Jing'an Temple for one in
@@ -155,7 +161,7 @@ fn list_street(index: usize) -> String {
 /// Lists the Jing'an Temple street's enterprises out of a 1,000,000
 /// registry, whole, for `seconds`; prints records/s and the first page's
 /// latency beside a raw RocksDB prefix scan of the same records.
-fn list(seconds: u64) -> anyhow::Result<()> {
+fn list(seconds: u64, page_size: usize) -> anyhow::Result<()> {
     use civmesh_testnet::city::{city, enterprise_dataset, street_scoped_grant, ENTERPRISES};
     let dir = tempfile_dir()?;
     let mut net = Testnet::create(
@@ -179,7 +185,9 @@ fn list(seconds: u64) -> anyhow::Result<()> {
     let grant = net.issue_grant(1, street_scoped_grant("jingansi")?, 3)?;
     let street = net.api(3)?;
     let page = |cursor: Option<String>| -> anyhow::Result<(usize, Option<String>)> {
-        let body = serde_json::json!({ "dataset": ENTERPRISES, "grant": grant, "cursor": cursor });
+        let body = serde_json::json!({
+            "dataset": ENTERPRISES, "grant": grant, "cursor": cursor, "page_size": page_size,
+        });
         let answer: serde_json::Value = street.send("POST", "/v1/query/list", &body)?;
         let records = answer["Page"]["records"].as_array().context("not a page")?.len();
         Ok((records, answer["Page"]["next_cursor"].as_str().map(str::to_string)))
@@ -209,8 +217,8 @@ fn list(seconds: u64) -> anyhow::Result<()> {
     let per_second = listed as f64 / measuring.elapsed().as_secs_f64();
     first_page_ms.sort_by(f64::total_cmp);
     let first_page_p50_ms = first_page_ms[first_page_ms.len() / 2];
-    let (raw_per_second, raw_first_page_ms) = raw_prefix_scan(&dir.join("anchor-rocksdb"))?;
-    println!("listing, {expected} enterprises of one street out of {LIST_REGISTRY_RECORDS}, pages of {LIST_PAGE_RECORDS}, {rounds} whole listings in {seconds} s");
+    let (raw_per_second, raw_first_page_ms) = raw_prefix_scan(&dir.join("anchor-rocksdb"), page_size)?;
+    println!("listing, {expected} enterprises of one street out of {LIST_REGISTRY_RECORDS}, pages of {page_size}, {rounds} whole listings in {seconds} s");
     println!("{:>28} | {:>14} | {:>22} | {:>7}", "", "civmesh list", "raw RocksDB prefix scan", "ratio");
     println!(
         "{:>28} | {per_second:>14.0} | {raw_per_second:>22.0} | {:>7.1}",
@@ -270,8 +278,8 @@ fn write_registry(path: &Path) -> anyhow::Result<()> {
 
 /// A raw RocksDB with the same 1,000,000 keys under their street: the
 /// records/s of a prefix scan of the street's 5,000 (reading each value),
-/// and the time to the first 500.
-fn raw_prefix_scan(path: &Path) -> anyhow::Result<(f64, f64)> {
+/// and the time to the first page.
+fn raw_prefix_scan(path: &Path, page_size: usize) -> anyhow::Result<(f64, f64)> {
     const ROUNDS: usize = 20;
     let db = rocksdb::DB::open_default(path)?;
     for start in (0..LIST_REGISTRY_RECORDS).step_by(LIST_WRITE_BATCH_RECORDS) {
@@ -303,7 +311,7 @@ fn raw_prefix_scan(path: &Path) -> anyhow::Result<(f64, f64)> {
     let per_second = read as f64 / started.elapsed().as_secs_f64();
     let started = Instant::now();
     for _ in 0..ROUNDS {
-        scan(LIST_PAGE_RECORDS)?;
+        scan(page_size)?;
     }
     let first_page_ms = started.elapsed().as_secs_f64() * 1e3 / ROUNDS as f64;
     drop(db);
