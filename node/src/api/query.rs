@@ -20,6 +20,7 @@ pub(crate) async fn query_owner(
             civmesh_policy::access::QUERY_SUBJECTS_MAX
         )));
     }
+    check_field_count(&request.fields)?;
     if state.query.subject_key_secret.is_empty() {
         return Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -36,6 +37,16 @@ pub(crate) async fn query_owner(
             })?;
     crate::api::metrics::Metrics::count(&state.metrics.queries_asked, crate::query::outcome_label(&answer));
     Ok(Json(answer))
+}
+
+/// A request names 1..=`REQUEST_FIELDS_MAX` fields (a listing: or a grant,
+/// whose fields it then names).
+fn check_field_count(fields: &[String]) -> Result<(), ApiError> {
+    let max = civmesh_policy::decide::REQUEST_FIELDS_MAX;
+    if fields.is_empty() || fields.len() > max {
+        return Err(ApiError::bad_request(format!("a request names 1..={max} fields")));
+    }
+    Ok(())
 }
 
 /// One page of a listing under a grant: the owner logs the page (every
@@ -65,12 +76,7 @@ pub(crate) async fn list_records(
             spec.purpose = grant.purpose.clone();
         }
     }
-    if spec.fields.is_empty() || spec.fields.len() > civmesh_policy::decide::REQUEST_FIELDS_MAX {
-        return Err(ApiError::bad_request(format!(
-            "a listing names 1..={} fields (or a grant, whose fields it lists)",
-            civmesh_policy::decide::REQUEST_FIELDS_MAX
-        )));
-    }
+    check_field_count(&spec.fields)?;
     let peer = owner_peer(&state, &spec.dataset).await?;
     let answer = crate::query::list(&state.swarm, &state.query.key, &peer, spec).await.map_err(|error| {
         crate::api::metrics::Metrics::count(&state.metrics.queries_asked, "refused");
@@ -212,12 +218,13 @@ pub(crate) async fn subscribe(
     State(state): State<Shared>,
     JsonBody(spec): JsonBody<crate::query::SubscriptionSpec>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
+    check_field_count(&spec.fields)?;
     let owner = owner_peer(&state, &spec.dataset).await?;
-    let subscription = state
-        .query
-        .subscribe_to(&owner, spec)
-        .await
-        .map_err(|reason| ApiError::new(StatusCode::BAD_GATEWAY, reason.to_string()))?;
+    let subscription = state.query.subscribe_to(&owner, spec).await.map_err(|error| match error {
+        // The owner read the request and refused it: the request is wrong.
+        crate::query::SubscribeToError::Refused(_) => ApiError::bad_request(error.to_string()),
+        _ => ApiError::new(StatusCode::BAD_GATEWAY, error.to_string()),
+    })?;
     Ok(Json(serde_json::json!({ "subscription": subscription })))
 }
 
