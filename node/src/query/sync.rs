@@ -153,11 +153,11 @@ impl QueryService {
         let _held = self.progress_lock.lock().map_err(|_| CopyError::Unavailable)?;
         let Some(mut progress) = self.progress(digest)? else { return Ok(()) };
         update(&mut progress);
-        let added = self.records.put_copies(digest, &copies, &codec::encode(&progress)?)?;
-        if added > 0 {
+        // The count of subjects held is written in the same batch as them.
+        self.records.put_copies(digest, &copies, |added| {
             progress.records_held += added;
-            self.records.put_progress(digest, &codec::encode(&progress)?)?;
-        }
+            codec::encode(&progress).map_err(|error| RecordStoreError::Corrupt(error.to_string()))
+        })?;
         Ok(())
     }
 

@@ -55,13 +55,14 @@ fn stored_version(value: &[u8]) -> Result<u64, RecordStoreError> {
 
 impl RecordStore {
     /// Keeps `records` in `subscription`'s copy (each only if newer than
-    /// the one held) and then its `progress`, in one synced write. Returns
-    /// how many subjects the copy did not hold before.
+    /// the one held) and then its progress, which `progress` encodes given
+    /// how many subjects the copy did not hold before, in one synced write.
+    /// Returns that number.
     pub fn put_copies(
         &self,
         subscription: &[u8; 32],
         records: &[CopiedRecord],
-        progress: &[u8],
+        progress: impl FnOnce(u64) -> Result<Vec<u8>, RecordStoreError>,
     ) -> Result<u64, RecordStoreError> {
         let copies = self.family(COPIES_FAMILY)?;
         let mut batch = WriteBatch::default();
@@ -75,7 +76,7 @@ impl RecordStore {
             }
             batch.put_cf(copies, key, stored(record));
         }
-        batch.put_cf(self.family(SUBSCRIPTION_PROGRESS_FAMILY)?, subscription, progress);
+        batch.put_cf(self.family(SUBSCRIPTION_PROGRESS_FAMILY)?, subscription, progress(added)?);
         self.db.write_opt(batch, &synced())?;
         Ok(added)
     }
@@ -133,17 +134,22 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = RecordStore::open(dir.path()).unwrap();
         let (mine, other) = ([1; 32], [2; 32]);
-        assert_eq!(store.put_copies(&mine, &[record(5, 1), record(6, 1)], b"p1").unwrap(), 2);
+        let progress = |name: &'static str| move |added: u64| Ok(format!("{name}+{added}").into_bytes());
+        assert_eq!(store.put_copies(&mine, &[record(5, 1), record(6, 1)], progress("p1")).unwrap(), 2);
         // A push of a newer version, then a listing page that read the older one.
-        assert_eq!(store.put_copies(&mine, &[record(5, 2)], b"p2").unwrap(), 0);
-        assert_eq!(store.put_copies(&mine, &[record(5, 1), record(7, 1)], b"p3").unwrap(), 1);
-        store.put_copies(&other, &[record(5, 9)], b"q").unwrap();
+        assert_eq!(store.put_copies(&mine, &[record(5, 2)], progress("p2")).unwrap(), 0);
+        assert_eq!(store.put_copies(&mine, &[record(5, 1), record(7, 1)], progress("p3")).unwrap(), 1);
+        store.put_copies(&other, &[record(5, 9)], progress("q")).unwrap();
         let held = store.copies(&mine, None, 10).unwrap();
         let versions: Vec<(u8, Vec<u8>)> =
             held.iter().map(|(subject, bytes)| (subject[0], bytes.clone())).collect();
         assert_eq!(versions, vec![(5, b"v2".to_vec()), (6, b"v1".to_vec()), (7, b"v1".to_vec())]);
         assert_eq!(store.copies(&mine, Some(&[5; 32]), 1).unwrap()[0].0, [6; 32], "resumes after a subject");
-        assert_eq!(store.progress(&mine).unwrap().as_deref(), Some(&b"p3"[..]));
+        assert_eq!(
+            store.progress(&mine).unwrap().as_deref(),
+            Some(&b"p3+1"[..]),
+            "written with what it added"
+        );
         store.put_progress(&mine, b"p4").unwrap();
         assert_eq!(store.progress(&mine).unwrap().as_deref(), Some(&b"p4"[..]));
         assert_eq!(store.copies(&[3; 32], None, 10).unwrap(), vec![]);
