@@ -17,12 +17,13 @@ use serde::{Deserialize, Serialize};
 
 use crate::query::cursor::CursorBody;
 use crate::query::owner::{key_field_released, project, records_to_send};
+use crate::query::requester::owner_answer;
 use crate::query::{
     access_request, AskError, Facts, ListAnswer, ListFilter, ListRefusal, ListWire, QueryProtocolMessage,
-    QueryService, SignedListBody, QUERY_TIMEOUT_MS, STALE_GRANT_CATCH_UP_MS,
+    QueryService, SignedListBody, STALE_GRANT_CATCH_UP_MS,
 };
 use crate::records::{IndexRange, RecordVersion, ScanPlan};
-use crate::swarm::{Protocol, SwarmClient};
+use crate::swarm::SwarmClient;
 
 /// The most filters one listing has.
 pub const LIST_FILTERS_MAX: usize = 8;
@@ -202,16 +203,18 @@ impl QueryService {
             Ok(answered) => answered,
             Err((digest, refusal)) => (digest, ListAnswer::Refused(refusal)),
         };
+        self.sign_list_answer(digest, answer)
+    }
+
+    /// Counts a listing's answer and signs it, bound to the request's digest.
+    pub(super) fn sign_list_answer(&self, request_digest: [u8; 32], answer: ListAnswer) -> Vec<u8> {
         let label = match &answer {
             ListAnswer::Page { .. } => "listed",
             ListAnswer::Denied { .. } => "denied",
             ListAnswer::Refused(_) => "refused",
         };
         crate::api::metrics::Metrics::count(&self.metrics.queries_answered, label);
-        let body = SignedListBody { request_digest: digest, answer };
-        SignedEnvelope::sign(&self.key, &body, now_unix_millis())
-            .and_then(|envelope| envelope.to_bytes())
-            .unwrap_or_default()
+        self.signed(&SignedListBody { request_digest, answer })
     }
 
     async fn list_page(
@@ -419,24 +422,15 @@ pub async fn list(
     let envelope = SignedEnvelope::sign(key, &header, now_unix_millis())?;
     let digest = envelope.digest();
     let wire = ListWire { header: envelope.to_bytes()?, filters, page_size, cursor };
-    let bytes = codec::encode(&QueryProtocolMessage::List(wire))?;
-    let answer = swarm
-        .request_on(Protocol::Query, owner, bytes, Duration::from_millis(QUERY_TIMEOUT_MS))
-        .await
-        .map_err(AskError::NoAnswer)?;
-    let signed = SignedEnvelope::<SignedListBody>::from_bytes(&answer)?;
-    let body = signed.verify_signature().map_err(AskError::Signature)?;
-    if body.signer != owner.node_id {
-        return Err(AskError::NotFromOwner);
-    }
-    match body.payload.answer {
+    let body: SignedListBody = owner_answer(swarm, owner, &QueryProtocolMessage::List(wire)).await?;
+    match body.answer {
         // A request that does not decode has no digest to answer to.
         ListAnswer::Refused(refusal)
-            if body.payload.request_digest == digest || matches!(refusal, ListRefusal::Request(_)) =>
+            if body.request_digest == digest || matches!(refusal, ListRefusal::Request(_)) =>
         {
             Err(AskError::ListRefused(refusal))
         }
-        answer if body.payload.request_digest == digest => Ok(answer),
+        answer if body.request_digest == digest => Ok(answer),
         _ => Err(AskError::OtherQuery),
     }
 }

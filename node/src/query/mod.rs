@@ -238,10 +238,7 @@ impl QueryService {
                 Err(refusal) => {
                     self.report(&peer, refusal.code());
                     let answer = ListAnswer::Refused(ListRefusal::Request(refusal.to_string()));
-                    let body = SignedListBody { request_digest: [0; 32], answer };
-                    SignedEnvelope::sign(&self.key, &body, civmesh_certs::now_unix_millis())
-                        .and_then(|envelope| envelope.to_bytes())
-                        .unwrap_or_default()
+                    self.sign_list_answer([0; 32], answer)
                 }
             },
             Err(_) => Vec::new(),
@@ -276,6 +273,14 @@ impl QueryService {
             return Err(LogAccessError::AnotherAtPosition);
         }
         Ok(position)
+    }
+
+    /// `body` in an envelope signed by this node, as wire bytes; empty if
+    /// it cannot be signed (the peer then sees no answer).
+    fn signed<T: serde::Serialize + serde::de::DeserializeOwned>(&self, body: &T) -> Vec<u8> {
+        SignedEnvelope::sign(&self.key, body, civmesh_certs::now_unix_millis())
+            .and_then(|envelope| envelope.to_bytes())
+            .unwrap_or_default()
     }
 
     fn report(&self, peer: &NodeId, kind: &'static str) {

@@ -29,10 +29,7 @@ impl QueryService {
 
     pub(super) fn sign_answer(&self, request_digest: [u8; 32], answer: QueryAnswer) -> Vec<u8> {
         crate::api::metrics::Metrics::count(&self.metrics.queries_answered, outcome_label(&answer));
-        let body = SignedAnswerBody { request_digest, answer };
-        SignedEnvelope::sign(&self.key, &body, now_unix_millis())
-            .and_then(|envelope| envelope.to_bytes())
-            .unwrap_or_default()
+        self.signed(&SignedAnswerBody { request_digest, answer })
     }
 
     async fn answer_unsigned(

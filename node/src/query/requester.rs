@@ -8,6 +8,7 @@ use civmesh_certs::{codec, now_unix_millis, EnvelopeError, NodeKey, SignedEnvelo
 use civmesh_consensus::{RaftPeer, TransportError};
 use civmesh_policy::model::SubjectKeyHash;
 use civmesh_policy::QueryHeader;
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::query::{QueryAnswer, QueryProtocolMessage, QueryWire, SignedAnswerBody, QUERY_TIMEOUT_MS};
@@ -73,19 +74,30 @@ pub async fn ask(
     let envelope = SignedEnvelope::sign(key, &header, now_unix_millis())?;
     let digest = envelope.digest();
     let wire = QueryWire { header: envelope.to_bytes()?, keys };
-    let bytes = codec::encode(&QueryProtocolMessage::Query(wire))?;
+    let body: SignedAnswerBody = owner_answer(swarm, owner, &QueryProtocolMessage::Query(wire)).await?;
+    match body.answer {
+        QueryAnswer::Refused { reason } => Err(AskError::Refused(reason)),
+        answer if body.request_digest == digest => Ok(answer),
+        _ => Err(AskError::OtherQuery),
+    }
+}
+
+/// Sends `message` to `owner` and returns its answer, once its signature
+/// verifies as the owner's.
+pub(super) async fn owner_answer<B: Serialize + DeserializeOwned>(
+    swarm: &SwarmClient,
+    owner: &RaftPeer,
+    message: &QueryProtocolMessage,
+) -> Result<B, AskError> {
+    let bytes = codec::encode(message)?;
     let answer = swarm
         .request_on(Protocol::Query, owner, bytes, Duration::from_millis(QUERY_TIMEOUT_MS))
         .await
         .map_err(AskError::NoAnswer)?;
-    let signed = SignedEnvelope::<SignedAnswerBody>::from_bytes(&answer)?;
+    let signed = SignedEnvelope::<B>::from_bytes(&answer)?;
     let body = signed.verify_signature().map_err(AskError::Signature)?;
     if body.signer != owner.node_id {
         return Err(AskError::NotFromOwner);
     }
-    match body.payload.answer {
-        QueryAnswer::Refused { reason } => Err(AskError::Refused(reason)),
-        answer if body.payload.request_digest == digest => Ok(answer),
-        _ => Err(AskError::OtherQuery),
-    }
+    Ok(body.payload)
 }

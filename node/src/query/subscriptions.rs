@@ -138,9 +138,7 @@ impl QueryService {
     }
 
     pub(super) fn sign_ack(&self, ack: SubscribeAck) -> Vec<u8> {
-        SignedEnvelope::sign(&self.key, &ack, now_unix_millis())
-            .and_then(|envelope| envelope.to_bytes())
-            .unwrap_or_default()
+        self.signed(&ack)
     }
 
     /// The requester's side: subscribe to `spec.dataset` at `owner`.
