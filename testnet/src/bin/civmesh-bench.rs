@@ -78,10 +78,10 @@ const REQUESTERS: [usize; 3] = [1, 16, 64];
 /// Records the owner holds for the query benchmark.
 const QUERY_RECORDS: usize = 1_000;
 
-/// Hub, market, civil and jingansi on loopback, with `QUERY_RECORDS`
-/// enterprises imported and a grant for jingansi; returns the grant id.
-fn enterprise_network(dir: &Path) -> anyhow::Result<(Testnet, u64)> {
-    use civmesh_testnet::city::{city, enterprise_dataset, street_inspection_grant, ENTERPRISES};
+/// Hub, market, civil and jingansi on loopback, with the enterprise
+/// registry published by market (index 1).
+fn enterprise_federation(dir: &Path) -> anyhow::Result<Testnet> {
+    use civmesh_testnet::city::{city, enterprise_dataset};
     let mut net = Testnet::create(
         &dir.join("net"),
         &city(&["hub", "market", "civil", "jingansi"]),
@@ -90,6 +90,14 @@ fn enterprise_network(dir: &Path) -> anyhow::Result<(Testnet, u64)> {
     net.start_all()?;
     net.bootstrap()?;
     net.sign_and_submit(1, 1, PolicyCommand::PublishDataset(enterprise_dataset()))?;
+    Ok(net)
+}
+
+/// [`enterprise_federation`] with `QUERY_RECORDS` enterprises imported and
+/// a grant for jingansi; returns the grant id.
+fn enterprise_network(dir: &Path) -> anyhow::Result<(Testnet, u64)> {
+    use civmesh_testnet::city::{street_inspection_grant, ENTERPRISES};
+    let net = enterprise_federation(dir)?;
     let csv = dir.join("enterprises.csv");
     let mut rows = String::from(
         "credit_code,name,registered_address,operating_address,legal_rep_phone,district,street\n",
@@ -162,21 +170,17 @@ fn list_street(index: usize) -> String {
 /// registry, whole, for `seconds`; prints records/s and the first page's
 /// latency beside a raw RocksDB prefix scan of the same records.
 fn list(seconds: u64, page_size: usize) -> anyhow::Result<()> {
-    use civmesh_testnet::city::{city, enterprise_dataset, street_scoped_grant, ENTERPRISES};
+    use civmesh_testnet::city::{street_scoped_grant, ENTERPRISES};
     let dir = tempfile_dir()?;
-    let mut net = Testnet::create(
-        &dir.join("net"),
-        &city(&["hub", "market", "civil", "jingansi"]),
-        SnapshotPolicy::default(),
-    )?;
-    net.start_all()?;
-    net.bootstrap()?;
-    net.sign_and_submit(1, 1, PolicyCommand::PublishDataset(enterprise_dataset()))?;
+    let mut net = enterprise_federation(&dir)?;
     // The registry goes straight into the owner's store while it is down,
-    // through the store's own write path (index kept as it writes).
+    // through the store's own write path (index kept as it writes), with
+    // the dataset as the owner's replica holds it.
+    let datasets: Vec<civmesh_policy::model::Dataset> = net.api(1)?.get("/v1/datasets")?;
+    let dataset = datasets.into_iter().find(|dataset| dataset.id == ENTERPRISES).context("no registry")?;
     let started = Instant::now();
     net.stop(1)?;
-    write_registry(&net.nodes[1].data_dir.join("records"))?;
+    write_registry(&net.nodes[1].data_dir.join("records"), &dataset)?;
     net.start(1)?;
     println!(
         "registry of {LIST_REGISTRY_RECORDS} enterprises written in {:.0} s",
@@ -235,20 +239,9 @@ fn list(seconds: u64, page_size: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Writes the 1,000,000 enterprises into the record store at `path`.
-fn write_registry(path: &Path) -> anyhow::Result<()> {
+/// Writes the 1,000,000 enterprises of `dataset` into the record store at `path`.
+fn write_registry(path: &Path, dataset: &civmesh_policy::model::Dataset) -> anyhow::Result<()> {
     use civmesh_policy::model::FieldValue;
-    let spec = civmesh_testnet::city::enterprise_dataset();
-    let dataset = civmesh_policy::model::Dataset {
-        id: spec.id,
-        owner: civmesh_certs::OrgId::new("dept/market-supervision")?,
-        title: spec.title,
-        subject_key_field: spec.subject_key_field,
-        sharing: spec.sharing,
-        fields: spec.fields,
-        scope_fields: spec.scope_fields,
-        version: 1,
-    };
     let store = civmesh_node::records::RecordStore::open(path)?;
     let provenance = civmesh_node::records::Provenance::Import { batch: "bench".into() };
     let text = |value: String| FieldValue::Text(value);
@@ -271,7 +264,7 @@ fn write_registry(path: &Path) -> anyhow::Result<()> {
                 (key, fields)
             })
             .collect();
-        store.write(&dataset, rows, &provenance, now_unix_millis())?;
+        store.write(dataset, rows, &provenance, now_unix_millis())?;
     }
     Ok(())
 }
