@@ -135,6 +135,14 @@ pub(super) fn reindex(
     }
 }
 
+/// Where [`RecordStore::scan_range`] reads: the entries under `prefix`,
+/// from `start`, skipping `after` itself (the last entry already read).
+struct Range<'a> {
+    prefix: &'a [u8],
+    start: &'a [u8],
+    after: Option<&'a [u8]>,
+}
+
 /// Which record's index entries [`reindex`] changes.
 pub(super) struct IndexTarget<'a> {
     pub dataset: &'a str,
@@ -185,26 +193,18 @@ impl RecordStore {
     ) -> Result<ScanPage, RecordStoreError> {
         let mut prefix = dataset.as_bytes().to_vec();
         prefix.push(0);
-        let mut entries = Vec::new();
         let start = after.filter(|after| after.starts_with(&prefix)).unwrap_or(&prefix);
-        for item in
-            self.db.iterator_cf(self.family(LATEST_FAMILY)?, IteratorMode::From(start, Direction::Forward))
-        {
-            let (stored, _) = item?;
-            if !stored.starts_with(&prefix) {
-                return Ok(ScanPage { entries, done: true });
-            }
-            if Some(stored.as_ref()) == after {
-                continue;
-            }
-            if entries.len() == entries_max {
-                return Ok(ScanPage { entries, done: false });
-            }
-            let key = latest_entry_key(dataset, &stored)
-                .ok_or_else(|| RecordStoreError::Corrupt("a latest-version key is malformed".into()))?;
-            entries.push(ScanEntry { key, value: None, position: stored.to_vec() });
-        }
-        Ok(ScanPage { entries, done: true })
+        let family = self.family(LATEST_FAMILY)?;
+        let mut entries = Vec::new();
+        let decode = |stored: &[u8]| Some((None, latest_entry_key(dataset, stored)?));
+        let done = self.scan_range(
+            family,
+            Range { prefix: &prefix, start, after },
+            &mut entries,
+            entries_max,
+            decode,
+        )?;
+        Ok(ScanPage { entries, done })
     }
 
     fn scan_indexed(
@@ -222,6 +222,10 @@ impl RecordStore {
         prefixes.sort();
         prefixes.dedup();
         let mut entries = Vec::new();
+        let decode = |stored: &[u8]| {
+            let (value, key) = index_entry(prefix_len, stored)?;
+            Some((Some(value), key))
+        };
         for prefix in &prefixes {
             let start = match after {
                 Some(after) if after.starts_with(prefix) => after,
@@ -229,23 +233,41 @@ impl RecordStore {
                 Some(after) if after > prefix.as_slice() => continue,
                 _ => prefix.as_slice(),
             };
-            for item in self.db.iterator_cf(family, IteratorMode::From(start, Direction::Forward)) {
-                let (stored, _) = item?;
-                if !stored.starts_with(prefix) {
-                    break;
-                }
-                if Some(stored.as_ref()) == after {
-                    continue;
-                }
-                if entries.len() == entries_max {
-                    return Ok(ScanPage { entries, done: false });
-                }
-                let (value, key) = index_entry(prefix_len, &stored)
-                    .ok_or_else(|| RecordStoreError::Corrupt("a scope-index key is malformed".into()))?;
-                entries.push(ScanEntry { key, value: Some(value), position: stored.to_vec() });
+            let range = Range { prefix, start, after };
+            if !self.scan_range(family, range, &mut entries, entries_max, decode)? {
+                return Ok(ScanPage { entries, done: false });
             }
         }
         Ok(ScanPage { entries, done: true })
+    }
+
+    /// Appends to `entries` the entries of `family` in `range`, decoded by
+    /// `decode` into (indexed value, record key), until it holds
+    /// `entries_max`; returns whether the range ended first.
+    fn scan_range(
+        &self,
+        family: &rocksdb::ColumnFamily,
+        range: Range<'_>,
+        entries: &mut Vec<ScanEntry>,
+        entries_max: usize,
+        decode: impl Fn(&[u8]) -> Option<(Option<String>, String)>,
+    ) -> Result<bool, RecordStoreError> {
+        for item in self.db.iterator_cf(family, IteratorMode::From(range.start, Direction::Forward)) {
+            let (stored, _) = item?;
+            if !stored.starts_with(range.prefix) {
+                return Ok(true);
+            }
+            if Some(stored.as_ref()) == range.after {
+                continue;
+            }
+            if entries.len() == entries_max {
+                return Ok(false);
+            }
+            let (value, key) = decode(&stored)
+                .ok_or_else(|| RecordStoreError::Corrupt("a scanned key is malformed".into()))?;
+            entries.push(ScanEntry { key, value, position: stored.to_vec() });
+        }
+        Ok(true)
     }
 
     /// Builds `field`'s index of `dataset` from its records, unless it is
