@@ -120,3 +120,15 @@ pub struct AccessLogEntry {
     /// When the owner decided.
     pub decided_at_ms: UnixMillis,
 }
+
+impl AccessLogEntry {
+    /// How the records reached the requester, from the command that logged
+    /// the entry (a query if the command cannot be read).
+    pub fn kind(&self) -> AccessKind {
+        self.envelope
+            .unverified_payload()
+            .ok()
+            .and_then(|command| command.access().map(|(_, kind)| kind))
+            .unwrap_or(AccessKind::Query)
+    }
+}

@@ -163,12 +163,7 @@ pub(crate) async fn access_log(State(state): State<Shared>) -> Json<Vec<AccessLo
                     dataset: entry.header.dataset.clone(),
                     purpose: entry.header.purpose.clone(),
                     grant: entry.header.grant,
-                    kind: entry
-                        .envelope
-                        .unverified_payload()
-                        .ok()
-                        .and_then(|command| command.access().map(|(_, kind)| kind))
-                        .unwrap_or(civmesh_policy::AccessKind::Query),
+                    kind: entry.kind(),
                     outcome: outcome.to_string(),
                     reason,
                     released,

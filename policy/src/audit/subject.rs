@@ -71,12 +71,6 @@ pub fn subject_accesses(state: &PolicyState, subject: &SubjectKeyHash) -> Vec<Su
             };
             let fields_released = released?;
             let grant = entry.header.grant.and_then(|id| state.grants.get(&id));
-            let kind = entry
-                .envelope
-                .unverified_payload()
-                .ok()
-                .and_then(|command| command.access().map(|(_, kind)| kind))
-                .unwrap_or(AccessKind::Query);
             Some(SubjectAccess {
                 access_entry: entry.sequence,
                 decided_at_ms: entry.decided_at_ms,
@@ -93,7 +87,7 @@ pub fn subject_accesses(state: &PolicyState, subject: &SubjectKeyHash) -> Vec<Su
                     SubjectAccessOutcome::Deny
                 },
                 fields_released,
-                kind,
+                kind: entry.kind(),
             })
         })
         .collect()
