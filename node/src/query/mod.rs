@@ -288,10 +288,6 @@ impl QueryService {
     }
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
-}
-
 /// The decision's view of a signed header from `requester`.
 fn access_request(requester: NodeId, header: &QueryHeader) -> AccessRequest {
     AccessRequest {

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::query::owner::{key_field_released, project, records_to_send};
 use crate::query::{
-    access_request, hex, Facts, LogAccessError, PushBody, QueryProtocolMessage, QueryService,
+    access_request, Facts, LogAccessError, PushBody, QueryProtocolMessage, QueryService,
     QUERY_MESSAGE_BYTES_MAX, QUERY_TIMEOUT_MS,
 };
 use crate::records::{RecordStoreError, RecordVersion};
@@ -248,7 +248,7 @@ impl QueryService {
                 received.pop_front();
             }
             received.push_back(ReceivedPush {
-                subscription: hex(&verified.payload.subscription),
+                subscription: hex::encode(verified.payload.subscription),
                 owner: peer.to_string(),
                 body: verified.payload,
             });

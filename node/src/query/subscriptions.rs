@@ -11,7 +11,7 @@ use civmesh_policy::{decide, Decision, QueryHeader};
 use serde::{Deserialize, Serialize};
 
 use crate::query::{
-    access_request, hex, Facts, InitialSync, Progress, QueryProtocolMessage, QueryService, SubscribeAck,
+    access_request, Facts, InitialSync, Progress, QueryProtocolMessage, QueryService, SubscribeAck,
     Subscription, QUERY_TIMEOUT_MS,
 };
 use crate::records::RecordStoreError;
@@ -187,7 +187,7 @@ impl QueryService {
         ack.payload.outcome.map_err(SubscribeToError::Refused)?;
         // Accepted: the copy starts with the data, listed in the background.
         self.start_copy(&digest, &progress)?;
-        Ok(hex(&digest))
+        Ok(hex::encode(digest))
     }
 }
 
