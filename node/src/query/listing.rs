@@ -17,12 +17,13 @@ use serde::{Deserialize, Serialize};
 
 use crate::query::cursor::CursorBody;
 use crate::query::owner::{key_field_released, project, records_to_send};
+use crate::query::read_ahead::ReadAheadKey;
 use crate::query::requester::owner_answer;
 use crate::query::{
     access_request, AskError, Facts, ListAnswer, ListFilter, ListRefusal, ListWire, QueryProtocolMessage,
     QueryService, SignedListBody, STALE_GRANT_CATCH_UP_MS,
 };
-use crate::records::{IndexRange, RecordVersion, ScanPlan};
+use crate::records::{IndexRange, RecordStore, RecordVersion, ScanPlan};
 use crate::swarm::SwarmClient;
 
 /// The most filters one listing has.
@@ -176,24 +177,33 @@ fn answer_bytes(key: &str, record: &RecordVersion) -> usize {
 
 /// What a record must satisfy to be listed: the grant's scope (checked
 /// again by the decision) and every filter.
-#[derive(Clone, Copy)]
-struct Conditions<'a> {
-    grant: Option<&'a Grant>,
-    filters: &'a [ListFilter],
+#[derive(Clone)]
+struct Conditions {
+    grant: Option<Grant>,
+    filters: Vec<ListFilter>,
 }
 
-impl Conditions<'_> {
+impl Conditions {
     fn hold(&self, record: &RecordVersion) -> bool {
-        self.grant.is_none_or(|grant| grant.in_scope(|field| record.fields.get(field)))
+        self.grant.as_ref().is_none_or(|grant| grant.in_scope(|field| record.fields.get(field)))
             && self.filters.iter().all(|filter| filter.matches(record.fields.get(filter.field())))
     }
 }
 
 /// The records one page read, and where the scan stopped.
-struct PageRead {
-    found: Vec<(String, SubjectKeyHash, RecordVersion)>,
+pub(super) struct PageRead {
+    pub(super) found: Vec<(String, SubjectKeyHash, RecordVersion)>,
     /// Where the next page resumes; `None` when the scan reached the end.
-    resume_after: Option<Vec<u8>>,
+    pub(super) resume_after: Option<Vec<u8>>,
+}
+
+/// What one page's read needs.
+#[derive(Clone)]
+struct PageScan {
+    dataset: Dataset,
+    plan: ScanPlan,
+    conditions: Conditions,
+    page_size: usize,
 }
 
 impl QueryService {
@@ -272,8 +282,9 @@ impl QueryService {
             Some(cursor) => Some(self.open_cursor(cursor, &peer, &identity, now_ms).map_err(fail)?),
         };
         let plan = scan_plan(grant.as_ref(), &wire.filters);
-        let conditions = Conditions { grant: grant.as_ref(), filters: &wire.filters };
-        let read = self.read_page(&dataset, &plan, conditions, after, page_size).map_err(fail)?;
+        let conditions = Conditions { grant: grant.clone(), filters: wire.filters.clone() };
+        let scan = PageScan { dataset: dataset.clone(), plan, conditions, page_size };
+        let read = self.page_records(peer, identity, scan, after).await.map_err(fail)?;
         let facts: Vec<Facts> =
             read.found.iter().map(|(_, subject, record)| Facts { subject: *subject, record }).collect();
         let decision = self.decide_as_owner(&request, &facts, now_ms).map_err(fail)?;
@@ -344,55 +355,36 @@ impl QueryService {
             .ok_or_else(|| ListRefusal::NotOwner(request.dataset.clone()))
     }
 
-    /// Reads up to `page_size` records that `plan` reaches after `after`,
-    /// in the grant's scope and matching every filter, visiting a bounded
-    /// number of entries and stopping at `LIST_PAGE_BYTES_MAX`.
-    fn read_page(
+    /// The page `scan` reaches after `after`: read ahead while the previous
+    /// page committed, or read now. Then reads the page after it ahead.
+    async fn page_records(
         &self,
-        dataset: &Dataset,
-        plan: &ScanPlan,
-        conditions: Conditions<'_>,
-        mut after: Option<Vec<u8>>,
-        page_size: usize,
+        peer: NodeId,
+        identity: [u8; 32],
+        scan: PageScan,
+        after: Option<Vec<u8>>,
     ) -> Result<PageRead, ListRefusal> {
-        let unavailable =
-            |error: crate::records::RecordStoreError| ListRefusal::Unavailable(error.to_string());
-        let indexed_field = match plan {
-            ScanPlan::Indexed { field, .. } => Some(field.as_str()),
-            ScanPlan::Every => None,
+        let page_size = scan.page_size;
+        let key =
+            |position: Vec<u8>| ReadAheadKey { requester: peer, listing: identity, position, page_size };
+        let ahead = match &after {
+            Some(position) => {
+                self.read_aheads.take(&key(position.clone()), || self.records.generation()).await
+            }
+            None => None,
         };
-        let mut found = Vec::with_capacity(page_size);
-        let mut bytes = 0usize;
-        let mut visits_left = page_size.saturating_mul(LIST_SCAN_ENTRIES_PER_RECORD_MAX).max(1);
-        while found.len() < page_size && visits_left > 0 {
-            let wanted = (page_size - found.len()).min(visits_left);
-            let page = self.records.scan(&dataset.id, plan, after.as_deref(), wanted).map_err(unavailable)?;
-            visits_left -= page.entries.len();
-            for entry in page.entries {
-                if bytes >= LIST_PAGE_BYTES_MAX {
-                    return Ok(PageRead { found, resume_after: after });
-                }
-                after = Some(entry.position);
-                let Some(record) = self.records.latest(&dataset.id, &entry.key).map_err(unavailable)? else {
-                    continue;
-                };
-                // A stale index entry: the record's value moved on.
-                let stale = indexed_field.is_some_and(|field| {
-                    !matches!(record.fields.get(field),
-                        Some(FieldValue::Text(text)) if Some(text) == entry.value.as_ref())
-                });
-                if stale || !conditions.hold(&record) {
-                    continue;
-                }
-                bytes += answer_bytes(&entry.key, &record);
-                let subject = SubjectKeyHash::of(&self.subject_key_secret, &entry.key);
-                found.push((entry.key, subject, record));
-            }
-            if page.done {
-                return Ok(PageRead { found, resume_after: None });
-            }
+        let read = match ahead {
+            Some(read) => read,
+            None => read_page(&self.records, &self.subject_key_secret, &scan, after)?,
+        };
+        if let Some(position) = &read.resume_after {
+            let (records, secret) = (self.records.clone(), self.subject_key_secret.clone());
+            let generation = self.records.generation();
+            let next = position.clone();
+            let read_next = move || read_page(&records, &secret, &scan, Some(next));
+            self.read_aheads.start(&self.tasks, key(position.clone()), generation, read_next);
         }
-        Ok(PageRead { found, resume_after: after })
+        Ok(read)
     }
 
     /// Logs one page (its outcome) as a listing access record.
@@ -407,6 +399,56 @@ impl QueryService {
             .map_err(|error| ListRefusal::Unavailable(error.to_string()))?;
         self.log_access(command).await.map_err(|error| ListRefusal::Unavailable(error.to_string()))
     }
+}
+
+/// Reads up to `page_size` records that `plan` reaches after `after`,
+/// in the grant's scope and matching every filter, visiting a bounded
+/// number of entries and stopping at `LIST_PAGE_BYTES_MAX`.
+fn read_page(
+    store: &RecordStore,
+    subject_key_secret: &[u8],
+    scan: &PageScan,
+    mut after: Option<Vec<u8>>,
+) -> Result<PageRead, ListRefusal> {
+    let unavailable = |error: crate::records::RecordStoreError| ListRefusal::Unavailable(error.to_string());
+    let PageScan { dataset, plan, conditions, page_size } = scan;
+    let page_size = *page_size;
+    let indexed_field = match plan {
+        ScanPlan::Indexed { field, .. } => Some(field.as_str()),
+        ScanPlan::Every => None,
+    };
+    let mut found = Vec::with_capacity(page_size);
+    let mut bytes = 0usize;
+    let mut visits_left = page_size.saturating_mul(LIST_SCAN_ENTRIES_PER_RECORD_MAX).max(1);
+    while found.len() < page_size && visits_left > 0 {
+        let wanted = (page_size - found.len()).min(visits_left);
+        let page = store.scan(&dataset.id, plan, after.as_deref(), wanted).map_err(unavailable)?;
+        visits_left -= page.entries.len();
+        let keys: Vec<&str> = page.entries.iter().map(|entry| entry.key.as_str()).collect();
+        let latest = store.latest_many(&dataset.id, &keys).map_err(unavailable)?;
+        for (entry, record) in page.entries.into_iter().zip(latest) {
+            if bytes >= LIST_PAGE_BYTES_MAX {
+                return Ok(PageRead { found, resume_after: after });
+            }
+            after = Some(entry.position);
+            let Some(record) = record else { continue };
+            // A stale index entry: the record's value moved on.
+            let stale = indexed_field.is_some_and(|field| {
+                !matches!(record.fields.get(field),
+                    Some(FieldValue::Text(text)) if Some(text) == entry.value.as_ref())
+            });
+            if stale || !conditions.hold(&record) {
+                continue;
+            }
+            bytes += answer_bytes(&entry.key, &record);
+            let subject = SubjectKeyHash::of(subject_key_secret, &entry.key);
+            found.push((entry.key, subject, record));
+        }
+        if page.done {
+            return Ok(PageRead { found, resume_after: None });
+        }
+    }
+    Ok(PageRead { found, resume_after: after })
 }
 
 /// The requester's side: signs a fresh header for one page, sends it with

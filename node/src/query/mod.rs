@@ -11,6 +11,7 @@ pub mod cursor;
 mod listing;
 mod owner;
 mod pushes;
+mod read_ahead;
 mod requester;
 mod subscriptions;
 mod sync;
@@ -81,6 +82,8 @@ pub struct QueryService {
     cursors: cursor::CursorSealer,
     /// The bounds on listings.
     listing: ListingBounds,
+    /// Listing pages read ahead.
+    read_aheads: read_ahead::ReadAheads,
     /// The subscriptions this owner serves.
     subscriptions: Mutex<Vec<Subscription>>,
     /// Subscriptions this node made: digest to dataset.
@@ -207,6 +210,7 @@ impl QueryService {
             swarm,
             cursors,
             listing,
+            read_aheads: read_ahead::ReadAheads::default(),
             subscriptions: Mutex::new(subscriptions),
             my_subscriptions: Mutex::new(mine),
             received: Mutex::new(std::collections::VecDeque::new()),

@@ -9,8 +9,10 @@
 //! correction attachments by SHA-256 (at the submitter once uploaded, at
 //! the owner once whole and checked) and `attachment_parts` the chunks of
 //! one still arriving; `scope_index` (see [`scope_index`]) indexes the
-//! scope fields, and `copies` (see [`copies`]) keeps a subscriber's copies. A batch of rows is one synced RocksDB write: it is on
-//! disk before the caller is told, or not at all.
+//! scope fields, and `copies` (see [`copies`]) keeps a subscriber's copies.
+//! The families share one bounded block cache. A batch of rows is one
+//! synced RocksDB write: it is on disk before the caller is told, or not
+//! at all.
 
 mod copies;
 mod scope_index;
@@ -39,6 +41,10 @@ const ATTACHMENT_PARTS_FAMILY: &str = "attachment_parts";
 pub const RECORD_KEY_BYTES_MAX: usize = 256;
 /// The largest stored record version, in bytes.
 pub const RECORD_BYTES_MAX: usize = 1024 * 1024;
+/// The record store's block cache, shared by its column families, in bytes.
+const BLOCK_CACHE_BYTES: usize = 128 * 1024 * 1024;
+/// Bloom filter bits per key, so a point read skips the files that do not hold its key.
+const BLOOM_FILTER_BITS_PER_KEY: f64 = 10.0;
 
 /// Where a version came from.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -140,12 +146,25 @@ fn synced() -> WriteOptions {
     options
 }
 
+/// A column family's options: blocks cached in the store's one `cache`,
+/// bloom filters on point reads.
+fn family_options(cache: &rocksdb::Cache) -> Options {
+    let mut table = rocksdb::BlockBasedOptions::default();
+    table.set_block_cache(cache);
+    table.set_bloom_filter(BLOOM_FILTER_BITS_PER_KEY, false);
+    let mut options = Options::default();
+    options.set_block_based_table_factory(&table);
+    options
+}
+
 /// The record store.
 pub struct RecordStore {
     db: DB,
     /// Held by a write and by an index build, so a build never erases an
     /// entry a write just made.
     index_lock: std::sync::Mutex<()>,
+    /// Counts record writes, so a reader can tell nothing was written since it read.
+    generation: std::sync::atomic::AtomicU64,
 }
 
 fn record_prefix(dataset: &str, key: &str) -> Vec<u8> {
@@ -178,6 +197,7 @@ impl RecordStore {
         let mut options = Options::default();
         options.create_if_missing(true);
         options.create_missing_column_families(true);
+        let cache = rocksdb::Cache::new_lru_cache(BLOCK_CACHE_BYTES);
         let families = [
             LATEST_FAMILY,
             VERSIONS_FAMILY,
@@ -191,9 +211,13 @@ impl RecordStore {
             COPIES_FAMILY,
             SUBSCRIPTION_PROGRESS_FAMILY,
         ]
-        .map(|name| ColumnFamilyDescriptor::new(name, Options::default()));
+        .map(|name| ColumnFamilyDescriptor::new(name, family_options(&cache)));
         let db = DB::open_cf_descriptors(&options, directory, families)?;
-        Ok(RecordStore { db, index_lock: std::sync::Mutex::new(()) })
+        Ok(RecordStore {
+            db,
+            index_lock: std::sync::Mutex::new(()),
+            generation: std::sync::atomic::AtomicU64::new(0),
+        })
     }
 
     fn family(&self, name: &str) -> Result<&rocksdb::ColumnFamily, RecordStoreError> {
@@ -254,7 +278,14 @@ impl RecordStore {
             written.push(version);
         }
         self.db.write_opt(batch, &synced())?;
+        self.generation.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         Ok(written)
+    }
+
+    /// Changes after every record write: equal before and after a read
+    /// means no record changed in between (since this store was opened).
+    pub fn generation(&self) -> u64 {
+        self.generation.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Every version of a record, oldest first.
@@ -287,6 +318,41 @@ impl RecordStore {
                     .map_err(|error| RecordStoreError::Corrupt(error.to_string()))
             })
             .transpose()
+    }
+
+    /// The newest version of each of `keys` (of one dataset), in order, read
+    /// in two batched lookups: the version numbers, then the versions.
+    pub fn latest_many(
+        &self,
+        dataset: &str,
+        keys: &[&str],
+    ) -> Result<Vec<Option<RecordVersion>>, RecordStoreError> {
+        let prefixes: Vec<Vec<u8>> = keys.iter().map(|key| record_prefix(dataset, key)).collect();
+        let numbers = self.db.batched_multi_get_cf(self.family(LATEST_FAMILY)?, &prefixes, false);
+        // Which of `keys` exist, and the version key of each that does.
+        let mut existing = Vec::with_capacity(keys.len());
+        let mut version_keys = Vec::with_capacity(keys.len());
+        for (position, (prefix, number)) in prefixes.into_iter().zip(numbers).enumerate() {
+            let Some(number) = number? else { continue };
+            if number.len() != 8 {
+                return Err(RecordStoreError::Corrupt("a latest-version entry is not 8 bytes".to_string()));
+            }
+            let mut version_key = prefix;
+            version_key.extend_from_slice(&number);
+            existing.push(position);
+            version_keys.push(version_key);
+        }
+        let versions = self.db.batched_multi_get_cf(self.family(VERSIONS_FAMILY)?, &version_keys, false);
+        let mut latest: Vec<Option<RecordVersion>> = keys.iter().map(|_| None).collect();
+        for (position, bytes) in existing.into_iter().zip(versions) {
+            latest[position] = bytes?
+                .map(|bytes| {
+                    codec::decode_exact(&bytes, RECORD_BYTES_MAX)
+                        .map_err(|error| RecordStoreError::Corrupt(error.to_string()))
+                })
+                .transpose()?;
+        }
+        Ok(latest)
     }
 
     /// What the record said at `at_ms`: the newest version written no later.

@@ -93,6 +93,11 @@ fn every_version_is_kept_and_history_answers_at_a_time() {
     );
     let latest = store.latest(dataset, "k1").unwrap().unwrap();
     assert_eq!((latest.version, latest.provenance.clone()), (4, correction));
+    let many = store.latest_many(dataset, &["k2", "absent", "k1", "k", "k1"]).unwrap();
+    let versions: Vec<Option<u64>> = many.iter().map(|record| record.as_ref().map(|r| r.version)).collect();
+    assert_eq!(versions, vec![Some(1), None, Some(4), None, Some(4)], "in the keys' order, absent ones None");
+    assert_eq!(many[2].as_ref(), Some(&latest));
+    assert_eq!(store.latest_many(dataset, &[]).unwrap(), vec![]);
     assert_eq!(store.at(dataset, "k1", 1500).unwrap().unwrap().fields, fields("old"));
     assert_eq!(store.at(dataset, "k1", 999).unwrap(), None);
     assert_eq!(store.history(dataset, "k1").unwrap().len(), 4);
