@@ -273,33 +273,12 @@ fn street_grant(demand_id: u64) -> anyhow::Result<GrantSpec> {
 
 /// Step 3: before its visits, the street lists the enterprises in its
 /// scope, page by page: exactly those the generator put on Jing'an Temple
-/// street, each page logged before it was released.
+/// street, each page logged before it was released. Nanjing West Road
+/// street, granted its own street, lists exactly its own, and the one
+/// street cannot list under the other's grant.
 fn street_listing(net: &Testnet, grant_id: u64) -> anyhow::Result<()> {
     step("3", "the street lists the enterprises in its scope before its visits: a count and the first page");
-    let mut listed: Vec<serde_json::Value> = Vec::new();
-    let mut cursor: Option<String> = None;
-    let mut pages = 0;
-    loop {
-        let body = serde_json::json!({ "dataset": ENTERPRISES, "grant": grant_id, "cursor": cursor });
-        let answer: serde_json::Value =
-            wait_until("the grant to reach the street", Duration::from_secs(10), || {
-                net.api(3).ok()?.send::<_, serde_json::Value>("POST", "/v1/query/list", &body).ok()
-            })?;
-        let page = answer["Page"]["records"].as_array().with_context(|| format!("not a page: {answer}"))?;
-        if pages == 0 {
-            println!("    first page ({} records), the first three:", page.len());
-            for record in page.iter().take(3) {
-                println!("    {} {}", record["key"], serde_json::to_string(&record["fields"])?);
-            }
-        }
-        pages += 1;
-        listed.extend(page.iter().cloned());
-        match answer["Page"]["next_cursor"].as_str() {
-            Some(next) => cursor = Some(next.to_string()),
-            None => break,
-        }
-    }
-    let keys: Vec<&str> = listed.iter().filter_map(|record| record["key"].as_str()).collect();
+    let (keys, pages) = list_whole(net, 3, grant_id, true)?;
     let expected = civmesh_testnet::city::enterprises_on("jingansi", ENTERPRISE_COUNT);
     anyhow::ensure!(
         keys == expected,
@@ -311,7 +290,57 @@ fn street_listing(net: &Testnet, grant_id: u64) -> anyhow::Result<()> {
         "{} enterprises listed in {pages} pages of up to 500, each page logged before release: exactly Jing'an Temple street's",
         keys.len()
     ));
+    let other = net.issue_grant(1, civmesh_testnet::city::street_scoped_grant("nanjingxilu")?, 4)?;
+    let (their_keys, _) = list_whole(net, 4, other, false)?;
+    let theirs = civmesh_testnet::city::enterprises_on("nanjingxilu", ENTERPRISE_COUNT);
+    anyhow::ensure!(
+        their_keys == theirs && their_keys.iter().all(|key| !keys.contains(key)),
+        "Nanjing West Road street listed {} enterprises, expected its own {}",
+        their_keys.len(),
+        theirs.len()
+    );
+    let body = serde_json::json!({ "dataset": ENTERPRISES, "grant": other });
+    let answer: serde_json::Value = net.api(3)?.send("POST", "/v1/query/list", &body)?;
+    anyhow::ensure!(
+        answer.get("Denied").is_some(),
+        "Jing'an Temple listed under another street's grant: {answer}"
+    );
+    ok(&format!(
+        "Nanjing West Road street, granted its own street, lists its {} and none of Jing'an Temple's; \
+         Jing'an Temple street is denied under that grant (logged)",
+        their_keys.len()
+    ));
     Ok(())
+}
+
+/// Lists, through node `node`'s API under grant `grant_id`, every
+/// enterprise page by page; the keys and the number of pages. Prints the
+/// first page when `show`.
+fn list_whole(net: &Testnet, node: usize, grant_id: u64, show: bool) -> anyhow::Result<(Vec<String>, usize)> {
+    let mut keys: Vec<String> = Vec::new();
+    let mut cursor: Option<String> = None;
+    let mut pages = 0;
+    loop {
+        let body = serde_json::json!({ "dataset": ENTERPRISES, "grant": grant_id, "cursor": cursor });
+        let answer: serde_json::Value =
+            wait_until("the grant to reach the street", Duration::from_secs(10), || {
+                net.api(node).ok()?.send::<_, serde_json::Value>("POST", "/v1/query/list", &body).ok()
+            })?;
+        let page = answer["Page"]["records"].as_array().with_context(|| format!("not a page: {answer}"))?;
+        if show && pages == 0 {
+            println!("    first page ({} records), the first three:", page.len());
+            for record in page.iter().take(3) {
+                println!("    {} {}", record["key"], serde_json::to_string(&record["fields"])?);
+            }
+        }
+        pages += 1;
+        keys.extend(page.iter().filter_map(|record| record["key"].as_str().map(str::to_string)));
+        match answer["Page"]["next_cursor"].as_str() {
+            Some(next) => cursor = Some(next.to_string()),
+            None => break,
+        }
+    }
+    Ok((keys, pages))
 }
 
 /// Step 4: the street's query releases exactly the granted fields, masked;
@@ -390,12 +419,23 @@ fn replicated_access_log(net: &Testnet) -> anyhow::Result<()> {
     // The listings (step 3's, and the subscription's initial one) apart.
     let (listings, logs): (Vec<serde_json::Value>, Vec<serde_json::Value>) =
         logs.into_iter().partition(|entry| entry["kind"] == "listing");
-    let listed: usize = listings.iter().map(|entry| entry["released"].as_array().map_or(0, Vec::len)).sum();
+    let released_to = |org: &str| -> usize {
+        listings
+            .iter()
+            .filter(|entry| entry["requester_org"] == org)
+            .map(|entry| entry["released"].as_array().map_or(0, Vec::len))
+            .sum()
+    };
+    let (listed, listed_there) = (released_to("street/jingansi"), released_to("street/nanjingxilu"));
     let in_scope = civmesh_testnet::city::enterprises_on("jingansi", ENTERPRISE_COUNT).len();
+    let in_their_scope = civmesh_testnet::city::enterprises_on("nanjingxilu", ENTERPRISE_COUNT).len();
+    let denied = listings.iter().filter(|entry| entry["outcome"] == "deny").count();
     anyhow::ensure!(
-        listed == 2 * in_scope && listings.iter().all(|entry| entry["requester_org"] == "street/jingansi"),
-        "the listings released {listed} subjects, expected twice Jing'an Temple street's {in_scope}"
+        listed == 2 * in_scope && listed_there == in_their_scope && denied == 1,
+        "the listings released {listed} subjects to Jing'an Temple street (expected twice its {in_scope}) and \
+         {listed_there} to Nanjing West Road street (expected its {in_their_scope}), with {denied} denied"
     );
+    let listed = listed + listed_there;
     println!("    {} listing pages, {listed} subjects released, each named in its entry", listings.len());
     anyhow::ensure!(logs.len() == 4, "expected 4 accesses beside the listings, got {logs:?}");
     for entry in &logs {
