@@ -2,7 +2,8 @@
 //! enterprises of their own street, as the generator placed them, and
 //! nothing else; every page is on the owner's access log, naming every
 //! subject released, before the page arrives; bad filters, page sizes and
-//! cursors get typed errors naming what is wrong.
+//! cursors get typed errors naming what is wrong; a page the owner read
+//! ahead is not served once a record on it changed.
 
 #![allow(clippy::too_many_lines)]
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -187,4 +188,26 @@ fn each_street_lists_exactly_its_own_enterprises_page_by_page_and_every_page_is_
         let error = refusal(&net, street, body);
         assert!(error.contains(expected), "expected {expected:?} in {error}");
     }
+
+    // The owner read the next page ahead; a record on it changes before it
+    // is asked for, and the page holds the new version.
+    let changed = &nanjing[10];
+    let row = std::fs::read_to_string(&csv)
+        .unwrap()
+        .lines()
+        .find(|line| line.starts_with(&format!("{changed},")))
+        .unwrap()
+        .replacen(",Enterprise ", ",Renamed Enterprise ", 1);
+    let header = std::fs::read_to_string(&csv).unwrap().lines().next().unwrap().to_string();
+    let update = dir.path().join("update.csv");
+    std::fs::write(&update, format!("{header}\n{row}\n")).unwrap();
+    net.import(MARKET, ENTERPRISES, &update).unwrap();
+    let body = serde_json::json!({
+        "dataset": ENTERPRISES, "grant": nanjing_grant, "page_size": 10, "cursor": cursor,
+    });
+    let second = list(&net, NANJINGXILU, &body).unwrap();
+    let record = &second["Page"]["records"][0];
+    assert_eq!(record["key"].as_str(), Some(changed.as_str()));
+    assert!(record["fields"]["name"].as_str().unwrap().starts_with("Renamed "), "{record}");
+    assert_eq!(record["version"], 2, "{record}");
 }
