@@ -454,6 +454,19 @@ impl Testnet {
         NodeApi::open(&self.nodes[index].data_dir)
     }
 
+    /// Every version of record `key` of `dataset` at its owner, node
+    /// `owner` (`POST /v1/records/show`), oldest first, as JSON.
+    pub fn record_history(
+        &self,
+        owner: usize,
+        dataset: &str,
+        key: &str,
+    ) -> anyhow::Result<Vec<serde_json::Value>> {
+        let lookup = serde_json::json!({ "dataset": dataset, "key": key });
+        let answer: serde_json::Value = self.api(owner)?.send("POST", "/v1/records/show", &lookup)?;
+        answer["history"].as_array().cloned().context("no history in the answer")
+    }
+
     /// Runs a `civmesh` CLI command and returns its standard output.
     pub fn cli(&self, args: &[&str]) -> anyhow::Result<String> {
         run_cli(&self.binary, args)

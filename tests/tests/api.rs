@@ -96,6 +96,7 @@ fn contract_request(method: &str, path: &str) -> (String, Option<Vec<u8>>) {
         ("put", "/v1/cluster/voters") => json(serde_json::json!({ "peer_ids": ["not-a-peer"] })),
         ("post", "/v1/commands") => json(serde_json::json!({ "envelopes": ["AAAA"] })),
         ("post", "/v1/query" | "/v1/subscriptions") => json(nowhere),
+        ("post", "/v1/records/show") => json(serde_json::json!({ "dataset": "nobody/nothing", "key": "k" })),
         ("post", "/v1/records/import") => {
             return (
                 format!("{path}?dataset=nobody/nothing"),

@@ -77,12 +77,7 @@ fn review(net: &Testnet, verb: &str, id: &str, extra: &[&str]) -> anyhow::Result
 }
 
 fn history(net: &Testnet, key: &str) -> Vec<Value> {
-    let answer: Value = net
-        .api(MARKET)
-        .unwrap()
-        .get(&format!("/v1/records?dataset={}&key={key}", ENTERPRISES.replace('/', "%2F")))
-        .unwrap();
-    answer["history"].as_array().unwrap().clone()
+    net.record_history(MARKET, ENTERPRISES, key).unwrap()
 }
 
 /// The statistics on every node, once they agree and satisfy `done`.

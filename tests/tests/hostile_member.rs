@@ -259,9 +259,7 @@ fn refused_without_trace(
 }
 
 fn history(net: &Testnet, key: &str) -> Vec<Value> {
-    let path = format!("/v1/records?dataset={}&key={key}", ENTERPRISES.replace('/', "%2F"));
-    let answer: Value = net.api(MARKET).unwrap().get(&path).unwrap();
-    answer["history"].as_array().unwrap().clone()
+    net.record_history(MARKET, ENTERPRISES, key).unwrap()
 }
 
 /// A correction under the auto-accept rule must come back rejected with

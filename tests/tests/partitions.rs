@@ -112,22 +112,10 @@ fn partitions_heal_without_loss_duplicates_or_unlogged_releases(mut net: Testnet
     })
     .unwrap();
     assert_eq!(outcome, serde_json::json!({ "applied": { "version": 2 } }));
-    let record: Value = net
-        .api(MARKET)
-        .unwrap()
-        .get("/v1/records?dataset=market-supervision%2Fenterprise-registry&key=91310106A")
-        .unwrap();
-    let from_correction = record["history"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|v| v["provenance"]["correction"]["id"] == id.as_str())
-        .count();
-    assert_eq!(
-        (record["history"].as_array().unwrap().len(), from_correction),
-        (2, 1),
-        "applied exactly once"
-    );
+    let history = net.record_history(MARKET, "market-supervision/enterprise-registry", "91310106A").unwrap();
+    let from_correction =
+        history.iter().filter(|v| v["provenance"]["correction"]["id"] == id.as_str()).count();
+    assert_eq!((history.len(), from_correction), (2, 1), "applied exactly once");
 
     // 2. The owner cut off from the other voters, not from the street: it
     // cannot log the access, so it releases nothing.

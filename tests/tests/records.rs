@@ -88,6 +88,12 @@ fn records_are_imported_validated_and_versioned() {
     assert_eq!(answer["count"], 2, "{answer}");
     assert_eq!(answer["history"].as_array().unwrap().len(), 1, "an unchanged row writes no version");
     assert_eq!(answer["history"][0]["provenance"]["import"]["batch"], "registry-2026");
+    // A record key never goes in a URL: GET /v1/records counts, and a key there is refused.
+    let count: serde_json::Value = net.api(1).unwrap().get(&path.replace("/import", "")).unwrap();
+    assert_eq!((count["count"].as_u64(), &count["record"]), (Some(2), &serde_json::Value::Null), "{count}");
+    let keyed = format!("{}&key=91310106A", path.replace("/import", ""));
+    let error = net.api(1).unwrap().get::<serde_json::Value>(&keyed).unwrap_err().to_string();
+    assert!(error.contains("answered 400") && error.contains("unknown field `key`"), "{error}");
 
     // A missing declared column and a key twice in one file are refused by line.
     let missing = dir.path().join("missing.csv");

@@ -36,7 +36,7 @@ pub use error::{ApiError, JsonBody, PathParams, QueryParams, RawBody};
 pub use grants::{CatalogEntry, CatalogField, DemandView, GrantIssue, GrantRequest, Reason};
 pub use policy::{CommandsRequest, CommandsResponse, DemandEntry, MatchQuery, PolicySummary};
 pub use query::AccessLogSummary;
-pub use records::{ImportRequest, ImportResponse, RecordAnswer, RecordQuery, RowFailure};
+pub use records::{DatasetQuery, ImportRequest, ImportResponse, RecordAnswer, RecordLookup, RowFailure};
 pub use status::NodeStatus;
 
 use crate::records::RecordStore;
@@ -132,6 +132,7 @@ mod tests {
             ("GET", "/v1/corrections/ab12", Scope::Corrections),
             ("GET", "/v1/corrections", Scope::Corrections),
             ("GET", "/v1/records", Scope::Records),
+            ("POST", "/v1/records/show", Scope::Records),
             ("GET", "/v1/subscriptions/updates", Scope::Query),
             ("GET", "/v1/evaluation", Scope::Read),
             ("GET", "/v1/corrections/ab12/attachments/0", Scope::Review),

@@ -201,7 +201,7 @@ async fn owner_peer(state: &ApiState, dataset: &str) -> Result<civmesh_consensus
         // A node cannot dial itself: its own records are read directly.
         return Err(ApiError::new(
             StatusCode::CONFLICT,
-            format!("this node owns {dataset}: read its records with GET /v1/records"),
+            format!("this node owns {dataset}: read its records with POST /v1/records/show"),
         ));
     }
     state.log.peer_of(&owner).ok_or_else(|| {

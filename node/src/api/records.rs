@@ -77,22 +77,31 @@ pub struct ImportResponse {
     pub corrections_in_conflict: usize,
 }
 
-/// `?dataset=ID[&key=KEY][&at_ms=T]`.
+/// `?dataset=ID`: nothing else goes in a URL (a record key may be
+/// personal data).
 #[derive(Debug, Deserialize)]
-pub struct RecordQuery {
+#[serde(deny_unknown_fields)]
+pub struct DatasetQuery {
+    /// The dataset.
+    pub dataset: String,
+}
+
+/// The body of `POST /v1/records/show`: which record, and when.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecordLookup {
     /// The dataset.
     pub dataset: String,
     /// The record key.
-    #[serde(default)]
-    pub key: Option<String>,
-    /// Answer as of this time.
+    pub key: String,
+    /// Answer as of this time (Unix milliseconds); the newest version if absent.
     #[serde(default)]
     pub at_ms: Option<u64>,
 }
 
 pub(crate) async fn import_records(
     State(state): State<Shared>,
-    QueryParams(query): QueryParams<RecordQuery>,
+    QueryParams(query): QueryParams<DatasetQuery>,
     JsonBody(request): JsonBody<ImportRequest>,
 ) -> Result<Json<ImportResponse>, ApiError> {
     let dataset = owned_dataset(&state, &query.dataset)?;
@@ -207,31 +216,40 @@ fn check_import_row(
     Ok(validate_row(dataset, row)?)
 }
 
-/// The answer of `GET /v1/records`.
+/// The answer of `GET /v1/records` and `POST /v1/records/show`.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct RecordAnswer {
     /// The dataset.
     pub dataset: String,
-    /// Records in the dataset (with `key` absent).
+    /// Records in the dataset.
     pub count: u64,
-    /// The version asked for (latest, or as of `at_ms`).
+    /// The version asked for (latest, or as of `at_ms`); none for a count.
     pub record: Option<RecordVersion>,
-    /// Every version, oldest first (with `key`).
+    /// Every version, oldest first; none for a count.
     pub history: Vec<RecordVersion>,
 }
 
-pub(crate) async fn read_record(
+/// `GET /v1/records?dataset=ID`: how many records the dataset holds.
+pub(crate) async fn count_records(
     State(state): State<Shared>,
-    QueryParams(query): QueryParams<RecordQuery>,
+    QueryParams(query): QueryParams<DatasetQuery>,
 ) -> Result<Json<RecordAnswer>, ApiError> {
     let dataset = owned_dataset(&state, &query.dataset)?;
+    let count = state.records.count(&dataset.id).map_err(ApiError::internal)?;
+    Ok(Json(RecordAnswer { dataset: dataset.id, count, record: None, history: vec![] }))
+}
+
+/// `POST /v1/records/show`: one record and its history; the key travels in
+/// the body, never in the URL.
+pub(crate) async fn show_record(
+    State(state): State<Shared>,
+    JsonBody(lookup): JsonBody<RecordLookup>,
+) -> Result<Json<RecordAnswer>, ApiError> {
+    let dataset = owned_dataset(&state, &lookup.dataset)?;
     let internal = |error: crate::records::RecordStoreError| ApiError::internal(error);
     let count = state.records.count(&dataset.id).map_err(internal)?;
-    let Some(key) = query.key else {
-        return Ok(Json(RecordAnswer { dataset: dataset.id, count, record: None, history: vec![] }));
-    };
-    let history = state.records.history(&dataset.id, &key).map_err(internal)?;
-    let record = match query.at_ms {
+    let history = state.records.history(&dataset.id, &lookup.key).map_err(internal)?;
+    let record = match lookup.at_ms {
         Some(at_ms) => history.iter().rev().find(|version| version.written_at_ms <= at_ms).cloned(),
         None => history.last().cloned(),
     };

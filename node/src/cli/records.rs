@@ -82,11 +82,8 @@ pub(super) fn execute(command: RecordsCommand) -> anyhow::Result<()> {
         RecordsCommand::List(args) => super::listing::execute(args),
         RecordsCommand::Show { node_dir, dataset, record_key, at_ms } => {
             let api = NodeApi::open(&node_dir.path)?;
-            let mut path = format!("/v1/records?dataset={}&key={}", encode(&dataset), encode(&record_key));
-            if let Some(at_ms) = at_ms {
-                path.push_str(&format!("&at_ms={at_ms}"));
-            }
-            let answer: RecordAnswer = api.get(&path)?;
+            let lookup = crate::api::RecordLookup { dataset, key: record_key, at_ms };
+            let answer: RecordAnswer = api.send("POST", "/v1/records/show", &lookup)?;
             println!("{}", serde_json::to_string_pretty(&answer)?);
             Ok(())
         }

@@ -299,11 +299,27 @@ pub const NODE_ROUTES: &[Route] = &[
         // Record values need more than `read`, which sees counts and
         // metadata only.
         scope: Scope::Records,
-        handler: handler!(records::read_record),
+        handler: handler!(records::count_records),
+        doc: Doc {
+            summary: "How many records one of this organisation's datasets holds",
+            description: "Only the dataset goes in the URL; read a record with POST /v1/records/show.",
+            parameters: &["Dataset"],
+            answer: "The count (record null, history empty)",
+            media: &[(JSON, "RecordAnswer")],
+            errors: &[403, 404, 500],
+            ..DOC
+        },
+    },
+    Route {
+        verb: Verb::Post,
+        path: "/v1/records/show",
+        scope: Scope::Records,
+        handler: handler!(records::show_record),
         doc: Doc {
             summary: "One of this organisation's records and its history",
-            parameters: &["Dataset", "RecordKey", "AtMs"],
-            answer: "Record",
+            description: "The record key travels in the body, never in the URL: it may be personal data.",
+            body: Body::Json { schema: "RecordLookup", required: true },
+            answer: "The record (latest, or as of at_ms) and every version",
             media: &[(JSON, "RecordAnswer")],
             errors: &[403, 404, 500],
             ..DOC

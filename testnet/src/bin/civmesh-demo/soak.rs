@@ -287,12 +287,11 @@ fn settle(
             "correction in conflict (resubmittable)"
         };
         *counts.entry(decided).or_default() += 1;
-        let record: serde_json::Value = net
-            .api(1)?
-            .get(&format!("/v1/records?dataset=market-supervision%2Fenterprise-registry&key={key}"))?;
-        let versions = record["history"].as_array().map_or(0, |history| {
-            history.iter().filter(|version| version["provenance"]["correction"]["id"] == id.as_str()).count()
-        });
+        let versions = net
+            .record_history(1, ENTERPRISES, key)?
+            .iter()
+            .filter(|version| version["provenance"]["correction"]["id"] == id.as_str())
+            .count();
         let expected = usize::from(status.get("applied").is_some());
         anyhow::ensure!(versions == expected, "correction {id} was applied {versions} times");
     }
