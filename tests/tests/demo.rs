@@ -19,7 +19,7 @@ fn the_demo_runs_and_checks_every_step() {
     for step in 1..=10 {
         assert!(stdout.contains(&format!("\n[{step}] ")), "step {step} missing:\n{stdout}");
     }
-    assert_eq!(stdout.matches("    ok: ").count(), 16, "every step checked:\n{stdout}");
+    assert_eq!(stdout.matches("    ok: ").count(), 17, "every step checked:\n{stdout}");
     let bundle = dir.path().join("demo").join("audit.bundle");
     assert!(
         bundle.exists() && bundle.with_extension("report.json").exists(),
