@@ -9,7 +9,8 @@
 //! correction attachments by SHA-256 (at the submitter once uploaded, at
 //! the owner once whole and checked) and `attachment_parts` the chunks of
 //! one still arriving; `scope_index` (see [`scope_index`]) indexes the
-//! scope fields, and `copies` (see [`copies`]) keeps a subscriber's copies.
+//! scope fields, `copies` (see [`copies`]) keeps a subscriber's copies, and
+//! `record_counts` each dataset's number of records, written with them.
 //! The families share one bounded block cache. A batch of rows is one
 //! synced RocksDB write: it is on disk before the caller is told, or not
 //! at all.
@@ -37,6 +38,9 @@ const CORRECTIONS_FAMILY: &str = "corrections";
 const PUSHES_FAMILY: &str = "pushes";
 const ATTACHMENTS_FAMILY: &str = "attachments";
 const ATTACHMENT_PARTS_FAMILY: &str = "attachment_parts";
+/// `dataset` to its number of records (u64, big-endian), written in the
+/// same batch as the records.
+const RECORD_COUNTS_FAMILY: &str = "record_counts";
 /// The longest record key accepted, in bytes.
 pub const RECORD_KEY_BYTES_MAX: usize = 256;
 /// The largest stored record version, in bytes.
@@ -210,6 +214,7 @@ impl RecordStore {
             SCOPE_INDEX_BUILT_FAMILY,
             COPIES_FAMILY,
             SUBSCRIPTION_PROGRESS_FAMILY,
+            RECORD_COUNTS_FAMILY,
         ]
         .map(|name| ColumnFamilyDescriptor::new(name, family_options(&cache)));
         let db = DB::open_cf_descriptors(&options, directory, families)?;
@@ -252,6 +257,7 @@ impl RecordStore {
             self.index_lock.lock().map_err(|_| RecordStoreError::Corrupt("index lock poisoned".into()))?;
         let mut batch = WriteBatch::default();
         self.mark_indexes(&mut batch, id, &dataset.scope_fields)?;
+        let mut count = self.count_locked(id)?;
         let mut pending: BTreeMap<String, RecordVersion> = BTreeMap::new();
         let mut written = Vec::with_capacity(rows.len());
         for (key, fields) in rows {
@@ -259,6 +265,7 @@ impl RecordStore {
                 Some(record) => Some(record),
                 None => self.latest(id, &key)?,
             };
+            count += u64::from(previous.is_none());
             let version = previous.as_ref().map_or(0, |record| record.version) + 1;
             let target = IndexTarget { dataset: id, key: &key, fields: &dataset.scope_fields };
             scope_index::reindex(
@@ -277,6 +284,7 @@ impl RecordStore {
             pending.insert(key, record);
             written.push(version);
         }
+        batch.put_cf(self.family(RECORD_COUNTS_FAMILY)?, id, count.to_be_bytes());
         self.db.write_opt(batch, &synced())?;
         self.generation.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         Ok(written)
@@ -492,8 +500,32 @@ impl RecordStore {
         Ok(())
     }
 
-    /// How many records (keys) a dataset has.
+    /// How many records `dataset` holds: kept beside the records, so one
+    /// read (a store written before counts were kept counts once, then keeps it).
     pub fn count(&self, dataset: &str) -> Result<u64, RecordStoreError> {
+        if let Some(count) = self.stored_count(dataset)? {
+            return Ok(count);
+        }
+        let _indexing =
+            self.index_lock.lock().map_err(|_| RecordStoreError::Corrupt("index lock poisoned".into()))?;
+        let count = self.count_locked(dataset)?;
+        self.db.put_cf_opt(self.family(RECORD_COUNTS_FAMILY)?, dataset, count.to_be_bytes(), &synced())?;
+        Ok(count)
+    }
+
+    fn stored_count(&self, dataset: &str) -> Result<Option<u64>, RecordStoreError> {
+        let stored = self.db.get_pinned_cf(self.family(RECORD_COUNTS_FAMILY)?, dataset)?;
+        stored
+            .map(|bytes| <[u8; 8]>::try_from(bytes.as_ref()).map(u64::from_be_bytes))
+            .transpose()
+            .map_err(|_| RecordStoreError::Corrupt("a record count is not 8 bytes".to_string()))
+    }
+
+    /// The count of `dataset`, stored or counted; the caller holds `index_lock`.
+    fn count_locked(&self, dataset: &str) -> Result<u64, RecordStoreError> {
+        if let Some(count) = self.stored_count(dataset)? {
+            return Ok(count);
+        }
         let mut prefix = dataset.as_bytes().to_vec();
         prefix.push(0);
         let mut count = 0;

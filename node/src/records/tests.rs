@@ -106,10 +106,21 @@ fn every_version_is_kept_and_history_answers_at_a_time() {
         0,
         "a key that is a prefix of another sees nothing"
     );
-    assert_eq!(store.count(dataset).unwrap(), 2);
+    assert_eq!(store.count(dataset).unwrap(), 2, "new versions of a key do not count it again");
+    store
+        .write(&schema, vec![("k3".into(), fields("x")), ("k3".into(), fields("y"))], &import, 4000)
+        .unwrap();
+    assert_eq!(store.count(dataset).unwrap(), 3, "a new key twice in one batch counts once");
+    assert_eq!(store.count("another/dataset").unwrap(), 0);
+    // A store from before counts were kept counts once, then keeps it.
+    store.db.delete_cf(store.family(RECORD_COUNTS_FAMILY).unwrap(), dataset).unwrap();
+    assert_eq!(store.stored_count(dataset).unwrap(), None);
+    assert_eq!(store.count(dataset).unwrap(), 3);
+    assert_eq!(store.stored_count(dataset).unwrap(), Some(3));
     drop(store);
     let reopened = RecordStore::open(dir.path()).unwrap();
     assert_eq!(reopened.latest_version(dataset, "k1").unwrap(), Some(4));
+    assert_eq!(reopened.count(dataset).unwrap(), 3);
 }
 
 /// Scans every page of `plan` with pages of `entries_max`; the keys.
