@@ -454,6 +454,27 @@ impl Testnet {
         NodeApi::open(&self.nodes[index].data_dir)
     }
 
+    /// Node `node`'s whole access log (`GET /v1/access-log`, page by page), as JSON.
+    pub fn access_log(&self, node: usize) -> anyhow::Result<Vec<serde_json::Value>> {
+        let api = self.api(node)?;
+        let mut entries = Vec::new();
+        let mut from = Some(0);
+        while let Some(start) = from {
+            let page: serde_json::Value = api.get(&format!("/v1/access-log?from={start}"))?;
+            entries.extend(page["entries"].as_array().context("no entries in the page")?.iter().cloned());
+            from = page["next_from"].as_u64();
+            anyhow::ensure!(from.is_none_or(|next| next > start), "the access log's pages do not advance");
+        }
+        Ok(entries)
+    }
+
+    /// Access-log entry `sequence` at node `node`, if the log holds it.
+    pub fn access_log_entry(&self, node: usize, sequence: u64) -> anyhow::Result<Option<serde_json::Value>> {
+        let page: serde_json::Value =
+            self.api(node)?.get(&format!("/v1/access-log?from={sequence}&limit=1"))?;
+        Ok(page["entries"].as_array().and_then(|entries| entries.first()).cloned())
+    }
+
     /// Every version of record `key` of `dataset` at its owner, node
     /// `owner` (`POST /v1/records/show`), oldest first, as JSON.
     pub fn record_history(

@@ -3,7 +3,7 @@
 //! nothing else; every page is on the owner's access log, naming every
 //! subject released, before the page arrives; bad filters, page sizes and
 //! cursors get typed errors naming what is wrong; a page the owner read
-//! ahead is not served once a record on it changed.
+//! ahead is not served once a record on it changed; the access log pages.
 
 #![allow(clippy::too_many_lines)]
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -46,9 +46,8 @@ fn list_all(net: &Testnet, street: usize, grant: u64, page_size: u32) -> (Vec<St
         pages += 1;
         let page_keys: Vec<String> = records.iter().map(|r| r["key"].as_str().unwrap().to_string()).collect();
         // Already on the owner's replica when the page arrived.
-        let position = page["access_log_position"].as_u64().unwrap() as usize;
-        let log: Vec<serde_json::Value> = net.api(MARKET).unwrap().get("/v1/access-log").unwrap();
-        let entry = &log[position];
+        let position = page["access_log_position"].as_u64().unwrap();
+        let entry = net.access_log_entry(MARKET, position).unwrap().expect("the page's entry");
         assert_eq!(entry["requester_org"], net.nodes[street].spec.org.as_str());
         let released: BTreeSet<String> = entry["released"]
             .as_array()
@@ -210,4 +209,20 @@ fn each_street_lists_exactly_its_own_enterprises_page_by_page_and_every_page_is_
     assert_eq!(record["key"].as_str(), Some(changed.as_str()));
     assert!(record["fields"]["name"].as_str().unwrap().starts_with("Renamed "), "{record}");
     assert_eq!(record["version"], 2, "{record}");
+
+    // The access log comes a bounded page at a time, in order, without gap.
+    let log = net.access_log(MARKET).unwrap();
+    let sequences: Vec<u64> = log.iter().map(|entry| entry["sequence"].as_u64().unwrap()).collect();
+    assert!(sequences.len() > 10 && sequences.iter().copied().eq(0..sequences.len() as u64), "{sequences:?}");
+    let api = net.api(MARKET).unwrap();
+    let page: serde_json::Value = api.get("/v1/access-log?from=3&limit=2").unwrap();
+    assert_eq!((page["entries"][0]["sequence"].as_u64(), page["next_from"].as_u64()), (Some(3), Some(5)));
+    assert_eq!(page["entries"][1], log[4]);
+    let last = sequences.len() - 1;
+    let page: serde_json::Value = api.get(&format!("/v1/access-log?from={last}&limit=0")).unwrap();
+    assert_eq!((page["entries"].as_array().unwrap().len(), &page["next_from"]), (1, &serde_json::Value::Null));
+    let past: serde_json::Value = api.get("/v1/access-log?from=1000000").unwrap();
+    assert_eq!(past, serde_json::json!({ "entries": [], "next_from": null }));
+    let error = api.get::<serde_json::Value>("/v1/access-log?subject=x").unwrap_err().to_string();
+    assert!(error.contains("answered 400"), "{error}");
 }

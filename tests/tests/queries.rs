@@ -33,7 +33,7 @@ fn query(net: &Testnet, index: usize, grant: Option<u64>) -> anyhow::Result<serd
 }
 
 fn access_log(net: &Testnet, index: usize) -> Vec<serde_json::Value> {
-    net.api(index).unwrap().get("/v1/access-log").unwrap()
+    net.access_log(index).unwrap()
 }
 
 #[test]

@@ -161,7 +161,7 @@ fn replayed_garbage_oversized_and_stranger_queries_are_refused() {
     // Only answered queries were logged: the first and the fresh one(s);
     // nothing for the replay, the swapped keys, the garbage, the oversized
     // message or the stranger.
-    let log: Vec<serde_json::Value> = net.api(1).unwrap().get("/v1/access-log").unwrap();
+    let log = net.access_log(1).unwrap();
     assert!(log.len() >= 2 && log.len() <= fresh_attempts, "{log:?}");
     assert!(log
         .iter()

@@ -7,7 +7,7 @@ use axum::http::StatusCode;
 use axum::Json;
 use serde::{Deserialize, Serialize};
 
-use crate::api::{ApiError, ApiState, JsonBody, PathParams, Shared, READ_INDEX_TIMEOUT_MS};
+use crate::api::{ApiError, ApiState, JsonBody, PathParams, QueryParams, Shared, READ_INDEX_TIMEOUT_MS};
 
 /// `POST /v1/query`: ask the dataset's owner for records.
 pub(crate) async fn query_owner(
@@ -131,48 +131,105 @@ pub struct AccessLogSummary {
     pub decided_at: String,
 }
 
-pub(crate) async fn access_log(State(state): State<Shared>) -> Json<Vec<AccessLogSummary>> {
+/// The most entries one page of `GET /v1/access-log` holds.
+pub const ACCESS_LOG_PAGE_ENTRIES_MAX: usize = 1_000;
+/// The bytes (about) of one page of `GET /v1/access-log` at most; a page
+/// holds at least one entry.
+pub const ACCESS_LOG_PAGE_BYTES_MAX: usize = 4 * 1024 * 1024;
+
+/// `?from=SEQ&limit=N`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccessLogQuery {
+    /// The first sequence number wanted (0 = the first entry).
+    #[serde(default)]
+    pub from: u64,
+    /// How many at most (clamped to 1..=`ACCESS_LOG_PAGE_ENTRIES_MAX`).
+    #[serde(default = "access_log_page_entries")]
+    pub limit: usize,
+}
+
+fn access_log_page_entries() -> usize {
+    ACCESS_LOG_PAGE_ENTRIES_MAX
+}
+
+/// One page of `GET /v1/access-log`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AccessLogPage {
+    /// Entries from `from`, in log order.
+    pub entries: Vec<AccessLogSummary>,
+    /// Where the next page starts; absent at the end of the log.
+    pub next_from: Option<u64>,
+}
+
+/// About how many bytes `entry` takes in a page.
+fn summary_bytes(entry: &AccessLogSummary) -> usize {
+    let released: usize = entry
+        .released
+        .iter()
+        .map(|(subject, fields)| {
+            subject.len() + 8 + fields.iter().map(|field| field.len() + 3).sum::<usize>()
+        })
+        .sum();
+    512 + released
+}
+
+pub(crate) async fn access_log(
+    State(state): State<Shared>,
+    QueryParams(query): QueryParams<AccessLogQuery>,
+) -> Json<AccessLogPage> {
+    let limit = query.limit.clamp(1, ACCESS_LOG_PAGE_ENTRIES_MAX);
     Json(state.log.state().read(|applied| {
-        applied
-            .policy
-            .access_log
-            .iter()
-            .map(|entry| {
-                let (outcome, reason, released) = match &entry.outcome {
-                    civmesh_policy::AccessOutcome::Deny { reason } => ("deny", Some(*reason), Vec::new()),
-                    civmesh_policy::AccessOutcome::Permit { released } => (
-                        "permit",
-                        None,
-                        released
-                            .iter()
-                            .map(|r| {
-                                (r.subject.0.iter().map(|b| format!("{b:02x}")).collect(), r.fields.clone())
-                            })
-                            .collect(),
-                    ),
-                };
-                let org_of = |node: &civmesh_certs::NodeId| {
-                    applied.policy.members.get(node).map_or_else(String::new, |member| member.org.to_string())
-                };
-                AccessLogSummary {
-                    sequence: entry.sequence,
-                    requester: entry.requester.to_string(),
-                    requester_org: org_of(&entry.requester),
-                    owner: entry.owner.to_string(),
-                    owner_org: org_of(&entry.owner),
-                    dataset: entry.header.dataset.clone(),
-                    purpose: entry.header.purpose.clone(),
-                    grant: entry.header.grant,
-                    kind: entry.kind(),
-                    outcome: outcome.to_string(),
-                    reason,
-                    released,
-                    decided_at_ms: entry.decided_at_ms,
-                    decided_at: civmesh_policy::evaluation::format_time(entry.decided_at_ms),
-                }
-            })
-            .collect()
+        let policy = &applied.policy;
+        let start = usize::try_from(query.from).unwrap_or(usize::MAX).min(policy.access_log.len());
+        let org_of = |node: &civmesh_certs::NodeId| {
+            policy.members.get(node).map_or_else(String::new, |member| member.org.to_string())
+        };
+        let mut entries = Vec::new();
+        let mut page_bytes = 0;
+        for entry in policy.access_log[start..].iter().take(limit) {
+            let summary = summarise(entry, org_of);
+            page_bytes += summary_bytes(&summary);
+            if page_bytes > ACCESS_LOG_PAGE_BYTES_MAX && !entries.is_empty() {
+                break;
+            }
+            entries.push(summary);
+        }
+        let next = start + entries.len();
+        let next_from = (next < policy.access_log.len()).then_some(next as u64);
+        AccessLogPage { entries, next_from }
     }))
+}
+
+/// What `GET /v1/access-log` says of one entry; `org_of` names a node's organisation.
+fn summarise(
+    entry: &civmesh_policy::AccessLogEntry,
+    org_of: impl Fn(&civmesh_certs::NodeId) -> String,
+) -> AccessLogSummary {
+    let (outcome, reason, released) = match &entry.outcome {
+        civmesh_policy::AccessOutcome::Deny { reason } => ("deny", Some(*reason), Vec::new()),
+        civmesh_policy::AccessOutcome::Permit { released } => (
+            "permit",
+            None,
+            released.iter().map(|release| (hex::encode(release.subject.0), release.fields.clone())).collect(),
+        ),
+    };
+    AccessLogSummary {
+        sequence: entry.sequence,
+        requester: entry.requester.to_string(),
+        requester_org: org_of(&entry.requester),
+        owner: entry.owner.to_string(),
+        owner_org: org_of(&entry.owner),
+        dataset: entry.header.dataset.clone(),
+        purpose: entry.header.purpose.clone(),
+        grant: entry.header.grant,
+        kind: entry.kind(),
+        outcome: outcome.to_string(),
+        reason,
+        released,
+        decided_at_ms: entry.decided_at_ms,
+        decided_at: civmesh_policy::evaluation::format_time(entry.decided_at_ms),
+    }
 }
 
 /// The owner of `dataset` as Raft knows it (with its address).

@@ -50,9 +50,12 @@ pub const EXCHANGE_ROUTES: &[Route] = &[
         scope: Scope::Read,
         handler: handler!(query::access_log),
         doc: Doc {
-            summary: "The replicated access log (subjects only as keyed hashes)",
-            answer: "Entries",
-            media: &[(JSON, "AccessLog")],
+            summary: "The replicated access log (subjects only as keyed hashes), a page at a time",
+            description: "Entries from `from` in log order, at most `limit` (1..=1000) and about 4 MiB; pass \
+                next_from as `from` for the next page, absent at the end.",
+            parameters: &["AccessLogFrom", "AccessLogLimit"],
+            answer: "A page of entries",
+            media: &[(JSON, "AccessLogPage")],
             ..DOC
         },
     },

@@ -411,9 +411,8 @@ fn street_query(net: &Testnet, grant_id: u64) -> anyhow::Result<serde_json::Valu
 fn replicated_access_log(net: &Testnet) -> anyhow::Result<()> {
     step("9", "the auditor verifies the log: the same on every replica, then offline from a bundle");
     let logs = wait_until("the access log on every replica", Duration::from_secs(20), || {
-        let logs: Vec<Vec<serde_json::Value>> = (0..net.nodes.len())
-            .map(|i| net.api(i).ok()?.get("/v1/access-log").ok())
-            .collect::<Option<_>>()?;
+        let logs: Vec<Vec<serde_json::Value>> =
+            (0..net.nodes.len()).map(|i| net.access_log(i).ok()).collect::<Option<_>>()?;
         (logs.iter().all(|log| *log == logs[0])).then(|| logs[0].clone())
     })?;
     // The listings (step 3's, and the subscription's initial one) apart.
@@ -668,7 +667,7 @@ fn audit(net: &Testnet, root: &std::path::Path) -> anyhow::Result<()> {
             let last = checkpoints["final"].as_array()?.last()?.clone();
             (last["tree_size"] == checkpoints["leaves"]).then_some(last)
         })?;
-    let access_entries = net.api(auditor)?.get::<Vec<serde_json::Value>>("/v1/access-log")?.len();
+    let access_entries = net.access_log(auditor)?.len();
     println!(
         "    checkpoint: {} leaves ({access_entries} access entries, 1 correction outcome), root {}…, cosigned by {} of 3 signers",
         checkpoint["tree_size"],
