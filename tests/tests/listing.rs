@@ -220,7 +220,10 @@ fn each_street_lists_exactly_its_own_enterprises_page_by_page_and_every_page_is_
     assert_eq!(page["entries"][1], log[4]);
     let last = sequences.len() - 1;
     let page: serde_json::Value = api.get(&format!("/v1/access-log?from={last}&limit=0")).unwrap();
-    assert_eq!((page["entries"].as_array().unwrap().len(), &page["next_from"]), (1, &serde_json::Value::Null));
+    assert_eq!(
+        (page["entries"].as_array().unwrap().len(), &page["next_from"]),
+        (1, &serde_json::Value::Null)
+    );
     let past: serde_json::Value = api.get("/v1/access-log?from=1000000").unwrap();
     assert_eq!(past, serde_json::json!({ "entries": [], "next_from": null }));
     let error = api.get::<serde_json::Value>("/v1/access-log?subject=x").unwrap_err().to_string();
