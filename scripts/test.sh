@@ -4,6 +4,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/setup.sh
+# The console's browser tests drive Debian's Chromium over WebDriver (with
+# CJK fonts, so its screenshots show the Chinese pages as people see them).
+civmesh_install chromium chromium-driver fonts-noto-cjk
 
 cargo build --workspace --bins
 # Criterion benches run once each in test mode, as smoke tests.

@@ -8,6 +8,7 @@ pub mod audit;
 pub mod cli;
 pub mod client;
 pub mod config;
+pub mod console;
 pub mod corrections;
 pub mod group_commit;
 pub mod query;

@@ -253,6 +253,7 @@ fn start_api(
         query: services.query,
         corrections: services.corrections,
         metrics: services.metrics,
+        console: crate::console::Console::new(node_dir),
     });
     let handle = axum_server::Handle::new();
     let server =
@@ -271,23 +272,54 @@ fn start_api(
     Ok(api_url)
 }
 
-/// TLS for the HTTP API: the node's CA-issued certificate and its own key
-/// (Ed25519), with ring as the crypto provider.
+/// TLS for the HTTP API and the console: the node's CA-issued certificate
+/// and its own key (Ed25519), with ring as the crypto provider; and, for a
+/// client that cannot verify Ed25519 (browsers), a self-signed ECDSA P-256
+/// certificate made at start (its key is never written down).
 fn tls_server_config(
     certificate: &NodeCertificate,
     key: &NodeKey,
 ) -> anyhow::Result<Arc<rustls::ServerConfig>> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
     let chain = vec![rustls::pki_types::CertificateDer::from(certificate.der().to_vec())];
     let private_key = rustls::pki_types::PrivateKeyDer::Pkcs8(rustls::pki_types::PrivatePkcs8KeyDer::from(
         key.pkcs8_der().to_vec(),
     ));
-    let config =
-        rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()?
-            .with_no_client_auth()
-            .with_single_cert(chain, private_key)
-            .context("the node certificate and key do not make a TLS identity")?;
+    let node = rustls::sign::CertifiedKey::from_der(chain, private_key, &provider)
+        .context("the node certificate and key do not make a TLS identity")?;
+    let browser = rcgen::generate_simple_self_signed(vec!["localhost".to_string(), "127.0.0.1".to_string()])
+        .context("making the console's certificate")?;
+    let browser_key = rustls::pki_types::PrivateKeyDer::Pkcs8(rustls::pki_types::PrivatePkcs8KeyDer::from(
+        browser.signing_key.serialize_der(),
+    ));
+    let browser =
+        rustls::sign::CertifiedKey::from_der(vec![browser.cert.der().clone()], browser_key, &provider)
+            .context("the console's certificate does not make a TLS identity")?;
+    let resolver = Arc::new(ListenerCertificates { node: Arc::new(node), browser: Arc::new(browser) });
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_cert_resolver(resolver);
     Ok(Arc::new(config))
+}
+
+/// The listener's two identities: the node's Ed25519 certificate for every
+/// client that can verify it (the CLI, department systems), an ECDSA one
+/// for the others.
+#[derive(Debug)]
+struct ListenerCertificates {
+    node: Arc<rustls::sign::CertifiedKey>,
+    browser: Arc<rustls::sign::CertifiedKey>,
+}
+
+impl rustls::server::ResolvesServerCert for ListenerCertificates {
+    fn resolve(&self, hello: rustls::server::ClientHello<'_>) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        if hello.signature_schemes().contains(&rustls::SignatureScheme::ED25519) {
+            Some(self.node.clone())
+        } else {
+            Some(self.browser.clone())
+        }
+    }
 }
 
 fn read_small(path: &Path) -> anyhow::Result<String> {

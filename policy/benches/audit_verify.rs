@@ -152,7 +152,7 @@ fn build(entries: u64) -> AuditBundle {
     for (index, envelope) in signed_accesses(&street.key, &market.key, entries).into_iter().enumerate() {
         let at_ms = entry_time(index as u64);
         builder.push(envelope, at_ms);
-        if builder.tree.len() % CHECKPOINT_EVERY == 0 {
+        if builder.tree.len().is_multiple_of(CHECKPOINT_EVERY) {
             let size = builder.tree.len();
             let body = CheckpointBody {
                 tree_size: size,

@@ -87,7 +87,7 @@ fn grant(id: u64, grantee: &OrgId) -> Grant {
             "lives_alone_80_plus".to_string(),
         ]),
         purpose: format!("purpose-{}", id % 50),
-        legal_basis: if id % 2 == 0 { LegalBasis::Consent } else { LegalBasis::StatutoryDuty },
+        legal_basis: if id.is_multiple_of(2) { LegalBasis::Consent } else { LegalBasis::StatutoryDuty },
         scope: vec![ScopeCondition {
             field: "district".into(),
             allowed: BTreeSet::from([FieldValue::Text("jingan".into())]),

@@ -64,7 +64,7 @@ fn grantee(index: usize) -> civmesh_certs::OrgId {
 }
 
 fn dataset_fields(dataset: usize) -> Vec<String> {
-    let spec = if dataset % 2 == 0 { enterprise_dataset() } else { resident_dataset() };
+    let spec = if dataset.is_multiple_of(2) { enterprise_dataset() } else { resident_dataset() };
     spec.fields.into_iter().map(|field| field.name).collect()
 }
 

@@ -104,7 +104,7 @@ impl Enterprise {
     /// is registered.
     pub fn generated(index: usize) -> Self {
         let registered_address = format!("{} {}", index % 900 + 1, ROADS[index % ROADS.len()]);
-        let operating_address = if index % 7 == 0 {
+        let operating_address = if index.is_multiple_of(7) {
             format!("{} {}", (index * 3) % 900 + 1, ROADS[(index + 2) % ROADS.len()])
         } else {
             registered_address.clone()

@@ -34,6 +34,11 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         self.0
     }
+
+    /// Its message.
+    pub fn message(&self) -> &str {
+        &self.1
+    }
 }
 
 impl IntoResponse for ApiError {

@@ -35,6 +35,7 @@ pub use cluster::{InitializeRequest, PeerAddress, VotersRequest};
 pub use error::{ApiError, JsonBody, PathParams, QueryParams, RawBody};
 pub use grants::{CatalogEntry, CatalogField, DemandView, GrantIssue, GrantRequest, Reason};
 pub use policy::{CommandsRequest, CommandsResponse, DemandEntry, MatchQuery, PolicySummary};
+pub(crate) use query::list_page;
 pub use query::AccessLogSummary;
 pub use records::{DatasetQuery, ImportRequest, ImportResponse, RecordAnswer, RecordLookup, RowFailure};
 pub use status::NodeStatus;
@@ -73,6 +74,8 @@ pub struct ApiState {
     pub corrections: Arc<crate::corrections::CorrectionService>,
     /// Prometheus metrics.
     pub metrics: Arc<crate::api::metrics::Metrics>,
+    /// The console's operators and sessions.
+    pub console: crate::console::Console,
 }
 
 pub(crate) type Shared = Arc<ApiState>;
@@ -97,6 +100,8 @@ pub fn router(state: Shared) -> Router {
         .fallback(error::no_route)
         .method_not_allowed_fallback(error::no_method)
         .layer(middleware::from_fn_with_state(state.clone(), auth::authenticate))
+        // The console's pages come after the token check: operators sign in.
+        .merge(crate::console::router())
         .layer(DefaultBodyLimit::max(API_REQUEST_BYTES_MAX))
         .with_state(state)
 }

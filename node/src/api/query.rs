@@ -54,8 +54,17 @@ fn check_field_count(fields: &[String]) -> Result<(), ApiError> {
 /// the grant's.
 pub(crate) async fn list_records(
     State(state): State<Shared>,
-    JsonBody(mut spec): JsonBody<crate::query::ListSpec>,
+    JsonBody(spec): JsonBody<crate::query::ListSpec>,
 ) -> Result<Json<crate::query::ListAnswer>, ApiError> {
+    list_page(&state, spec).await.map(Json)
+}
+
+/// One page of a listing through the owner (`POST /v1/query/list`, and the
+/// console's record pages): fields and purpose default to the grant's.
+pub(crate) async fn list_page(
+    state: &ApiState,
+    mut spec: crate::query::ListSpec,
+) -> Result<crate::query::ListAnswer, ApiError> {
     if spec.filters.len() > crate::query::LIST_FILTERS_MAX {
         return Err(ApiError::bad_request(format!(
             "a listing has at most {} filters",
@@ -77,7 +86,7 @@ pub(crate) async fn list_records(
         }
     }
     check_field_count(&spec.fields)?;
-    let peer = owner_peer(&state, &spec.dataset).await?;
+    let peer = owner_peer(state, &spec.dataset).await?;
     let answer = crate::query::list(&state.swarm, &state.query.key, &peer, spec).await.map_err(|error| {
         crate::api::metrics::Metrics::count(&state.metrics.queries_asked, "refused");
         match error {
@@ -94,7 +103,7 @@ pub(crate) async fn list_records(
         _ => "denied",
     };
     crate::api::metrics::Metrics::count(&state.metrics.queries_asked, label);
-    Ok(Json(answer))
+    Ok(answer)
 }
 
 /// One entry of `GET /v1/access-log` (subjects only as keyed hashes).

@@ -17,6 +17,7 @@ mod grant;
 pub(crate) mod identity;
 mod init;
 mod listing;
+mod operator;
 mod policy;
 mod query;
 mod records;
@@ -84,6 +85,9 @@ pub enum Command {
     /// Scoped API tokens for department systems.
     #[command(subcommand)]
     Token(token::TokenCommand),
+    /// The people who sign in to the node's console: add, list, disable, reset.
+    #[command(subcommand)]
+    Operator(operator::OperatorCommand),
     /// Run the local demo federation (the `civmesh-demo` program beside this
     /// binary); arguments such as `--check` and `--dir DIR` go to it.
     Demo(demo::DemoArgs),
@@ -118,6 +122,7 @@ pub fn execute(cli: Cli) -> anyhow::Result<()> {
         Command::Evaluate(args) => evaluate::execute(args),
         Command::Audit(command) => audit::execute(command),
         Command::Token(command) => token::execute(command),
+        Command::Operator(command) => operator::execute(command),
         Command::Demo(args) => demo::execute(args),
     }
 }

@@ -1,0 +1,464 @@
+//! The console's operators: the people who sign in, each with one role.
+//! Kept in `NODE_DIR/operators.json` (mode 0600), written whole and renamed
+//! into place, under an exclusive lock on `operators.lock` that the CLI
+//! (`civmesh operator ...`) and the running node both take. Passwords are
+//! stored as argon2id hashes; an enrolment code only as its SHA-256.
+
+use std::path::{Path, PathBuf};
+
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::Argon2;
+use civmesh_certs::UnixMillis;
+use serde::{Deserialize, Serialize};
+
+/// The operator file's name inside the node directory.
+pub const OPERATORS_FILE: &str = "operators.json";
+/// The lock file the CLI and the node take while they change operators.
+pub const OPERATORS_LOCK_FILE: &str = "operators.lock";
+/// The most operators one node keeps.
+pub const OPERATORS_MAX: usize = 1_000;
+/// The largest operator file read, in bytes.
+pub const OPERATORS_FILE_BYTES_MAX: u64 = 1024 * 1024;
+/// The longest operator name, in characters.
+pub const OPERATOR_NAME_CHARS_MAX: usize = 64;
+/// The shortest password, in characters.
+pub const PASSWORD_CHARS_MIN: usize = 10;
+/// The longest password, in bytes.
+pub const PASSWORD_BYTES_MAX: usize = 256;
+/// Wrong passwords in a row before an account locks (`operator reset` unlocks).
+pub const SIGN_IN_FAILURES_MAX: u32 = 5;
+/// How long an enrolment code stays valid, in milliseconds.
+pub const ENROLMENT_AGE_MS_MAX: u64 = 7 * 86_400_000;
+
+/// What an operator does in the console.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+#[value(rename_all = "kebab-case")]
+pub enum Role {
+    /// 街道工作人员: grants, listing, corrections.
+    StreetWorker,
+    /// 部门审核员: the correction inbox.
+    Reviewer,
+    /// 数据管理员: demands and grants.
+    PolicyOfficer,
+    /// 审计员: the access log and its verification.
+    Auditor,
+    /// Every page.
+    Admin,
+}
+
+impl Role {
+    /// The role's message key (`role.street-worker`).
+    pub fn message_key(self) -> &'static str {
+        match self {
+            Role::StreetWorker => "role.street-worker",
+            Role::Reviewer => "role.reviewer",
+            Role::PolicyOfficer => "role.policy-officer",
+            Role::Auditor => "role.auditor",
+            Role::Admin => "role.admin",
+        }
+    }
+}
+
+/// One operator, as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Operator {
+    /// The name they sign in with (`李伟`).
+    pub name: String,
+    /// What they may do.
+    pub role: Role,
+    /// argon2id hash (PHC string) of their password, once enrolled.
+    pub password_hash: Option<String>,
+    /// SHA-256 (hex) of the one-time enrolment code, until used.
+    pub enrolment_sha256: Option<String>,
+    /// Until when the enrolment code is valid.
+    pub enrolment_until_ms: UnixMillis,
+    /// Wrong passwords since the last right one.
+    pub failed_sign_ins: u32,
+    /// Set by `operator disable`.
+    pub disabled: bool,
+}
+
+/// What the CLI shows of an operator.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct OperatorSummary {
+    /// The name.
+    pub name: String,
+    /// The role.
+    pub role: Role,
+    /// `enrolling`, `active`, `locked` or `disabled`.
+    pub state: &'static str,
+}
+
+/// Why the operator file could not be used or changed.
+#[derive(Debug, thiserror::Error)]
+pub enum OperatorError {
+    /// Reading, writing or locking failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not a list of operators, or too large, or readable by others.
+    #[error("{0} is not a valid operator file: {1}")]
+    Invalid(PathBuf, String),
+    /// `add` of a name that exists.
+    #[error("an operator named {0:?} exists")]
+    Exists(String),
+    /// A name no operator has.
+    #[error("no operator named {0:?}")]
+    Unknown(String),
+    /// A name that is empty, too long or has control characters.
+    #[error("an operator name is 1 to {OPERATOR_NAME_CHARS_MAX} characters, without control characters")]
+    NameInvalid,
+    /// The node already keeps the most operators.
+    #[error("a node keeps at most {OPERATORS_MAX} operators")]
+    TooMany,
+    /// The system's random source or the password hasher failed.
+    #[error("cannot make a secret: {0}")]
+    Secret(String),
+}
+
+/// Why a sign-in or an enrolment was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SignInRefusal {
+    /// Unknown name, wrong password or code (not told apart).
+    Wrong,
+    /// Too many wrong passwords: an administrator must reset the account.
+    Locked,
+    /// Disabled by an administrator.
+    Disabled,
+    /// The password is too short or too long, or the two differ.
+    PasswordWeak,
+}
+
+impl SignInRefusal {
+    /// The refusal's message key.
+    pub fn message_key(self) -> &'static str {
+        match self {
+            SignInRefusal::Wrong => "sign-in.wrong",
+            SignInRefusal::Locked => "sign-in.locked",
+            SignInRefusal::Disabled => "sign-in.disabled",
+            SignInRefusal::PasswordWeak => "enrol.password-weak",
+        }
+    }
+}
+
+fn check_name(name: &str) -> Result<(), OperatorError> {
+    let chars = name.chars().count();
+    if chars == 0 || chars > OPERATOR_NAME_CHARS_MAX || name.chars().any(char::is_control) {
+        return Err(OperatorError::NameInvalid);
+    }
+    Ok(())
+}
+
+fn sha256_hex(text: &str) -> String {
+    hex::encode(civmesh_certs::codec::sha256(text.as_bytes()))
+}
+
+/// A fresh one-time enrolment code: 16 random bytes, hex, in groups of four.
+fn enrolment_code() -> Result<String, OperatorError> {
+    use ring::rand::SecureRandom;
+    let mut bytes = [0u8; 8];
+    ring::rand::SystemRandom::new()
+        .fill(&mut bytes)
+        .map_err(|_| OperatorError::Secret("the system random source failed".into()))?;
+    let hex = hex::encode(bytes);
+    Ok(hex
+        .as_bytes()
+        .chunks(4)
+        .map(|chunk| String::from_utf8_lossy(chunk).into_owned())
+        .collect::<Vec<_>>()
+        .join("-"))
+}
+
+/// The operators of one node directory.
+pub struct OperatorStore {
+    dir: PathBuf,
+}
+
+impl OperatorStore {
+    /// The store in `node_dir`.
+    pub fn new(node_dir: &Path) -> Self {
+        OperatorStore { dir: node_dir.to_path_buf() }
+    }
+
+    fn path(&self) -> PathBuf {
+        self.dir.join(OPERATORS_FILE)
+    }
+
+    fn read(&self) -> Result<Vec<Operator>, OperatorError> {
+        let path = self.path();
+        let io = |source| OperatorError::Io { path: path.clone(), source };
+        match std::fs::metadata(&path) {
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(error) => return Err(io(error)),
+            Ok(meta) if meta.len() > OPERATORS_FILE_BYTES_MAX => {
+                return Err(OperatorError::Invalid(path, "too large".into()))
+            }
+            Ok(meta) if std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o077 != 0 => {
+                return Err(OperatorError::Invalid(
+                    path,
+                    "its group or others may read it: it must be mode 0600".into(),
+                ))
+            }
+            Ok(_) => {}
+        }
+        let bytes = std::fs::read(&path).map_err(io)?;
+        let operators: Vec<Operator> = serde_json::from_slice(&bytes)
+            .map_err(|error| OperatorError::Invalid(path.clone(), error.to_string()))?;
+        if operators.len() > OPERATORS_MAX {
+            return Err(OperatorError::Invalid(path, format!("more than {OPERATORS_MAX} operators")));
+        }
+        Ok(operators)
+    }
+
+    fn write(&self, operators: &[Operator]) -> Result<(), OperatorError> {
+        let path = self.path();
+        let bytes = serde_json::to_vec_pretty(operators)
+            .map_err(|error| OperatorError::Invalid(path.clone(), error.to_string()))?;
+        let temporary = self.dir.join(format!("{OPERATORS_FILE}.partial"));
+        let _ = std::fs::remove_file(&temporary);
+        civmesh_certs::write_new_file_synced(&temporary, &bytes, 0o600)
+            .map_err(|source| OperatorError::Io { path: temporary.clone(), source })?;
+        std::fs::rename(&temporary, &path).map_err(|source| OperatorError::Io { path, source })
+    }
+
+    /// Runs `change` on the operators under the lock; writes them back when
+    /// it says they changed. The lock is released when the file is closed.
+    fn locked<T>(
+        &self,
+        change: impl FnOnce(&mut Vec<Operator>) -> Result<(T, bool), OperatorError>,
+    ) -> Result<T, OperatorError> {
+        let lock_path = self.dir.join(OPERATORS_LOCK_FILE);
+        let io = |source| OperatorError::Io { path: lock_path.clone(), source };
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(io)?;
+        lock.lock().map_err(io)?;
+        let mut operators = self.read()?;
+        let (result, changed) = change(&mut operators)?;
+        if changed {
+            self.write(&operators)?;
+        }
+        Ok(result)
+    }
+
+    /// Adds an operator who must enrol; returns the one-time enrolment code.
+    pub fn add(&self, name: &str, role: Role, now_ms: UnixMillis) -> Result<String, OperatorError> {
+        check_name(name)?;
+        let code = enrolment_code()?;
+        self.locked(|operators| {
+            if operators.iter().any(|operator| operator.name == name) {
+                return Err(OperatorError::Exists(name.to_string()));
+            }
+            if operators.len() >= OPERATORS_MAX {
+                return Err(OperatorError::TooMany);
+            }
+            operators.push(Operator {
+                name: name.to_string(),
+                role,
+                password_hash: None,
+                enrolment_sha256: Some(sha256_hex(&code)),
+                enrolment_until_ms: now_ms + ENROLMENT_AGE_MS_MAX,
+                failed_sign_ins: 0,
+                disabled: false,
+            });
+            Ok(((), true))
+        })?;
+        Ok(code)
+    }
+
+    /// Every operator, as the CLI lists them.
+    pub fn list(&self) -> Result<Vec<OperatorSummary>, OperatorError> {
+        let summary = |operator: &Operator| OperatorSummary {
+            name: operator.name.clone(),
+            role: operator.role,
+            state: match operator {
+                Operator { disabled: true, .. } => "disabled",
+                Operator { failed_sign_ins, .. } if *failed_sign_ins >= SIGN_IN_FAILURES_MAX => "locked",
+                Operator { password_hash: None, .. } => "enrolling",
+                _ => "active",
+            },
+        };
+        Ok(self.read()?.iter().map(summary).collect())
+    }
+
+    /// Disables `name`: no more sign-ins.
+    pub fn disable(&self, name: &str) -> Result<(), OperatorError> {
+        self.change(name, |operator| operator.disabled = true)
+    }
+
+    /// Clears `name`'s password, lock and disabled mark; returns a new
+    /// one-time enrolment code.
+    pub fn reset(&self, name: &str, now_ms: UnixMillis) -> Result<String, OperatorError> {
+        let code = enrolment_code()?;
+        self.change(name, |operator| {
+            operator.password_hash = None;
+            operator.enrolment_sha256 = Some(sha256_hex(&code));
+            operator.enrolment_until_ms = now_ms + ENROLMENT_AGE_MS_MAX;
+            operator.failed_sign_ins = 0;
+            operator.disabled = false;
+        })?;
+        Ok(code)
+    }
+
+    fn change(&self, name: &str, change: impl FnOnce(&mut Operator)) -> Result<(), OperatorError> {
+        self.locked(|operators| {
+            let operator = operators
+                .iter_mut()
+                .find(|operator| operator.name == name)
+                .ok_or_else(|| OperatorError::Unknown(name.to_string()))?;
+            change(operator);
+            Ok(((), true))
+        })
+    }
+
+    /// Sets `name`'s password with their one-time `code`; the code is spent.
+    pub fn enrol(
+        &self,
+        name: &str,
+        code: &str,
+        password: &str,
+        now_ms: UnixMillis,
+    ) -> Result<Result<Role, SignInRefusal>, OperatorError> {
+        let chars = password.chars().count();
+        if chars < PASSWORD_CHARS_MIN || password.len() > PASSWORD_BYTES_MAX {
+            return Ok(Err(SignInRefusal::PasswordWeak));
+        }
+        let hash = hash_password(password)?;
+        self.locked(|operators| {
+            let Some(operator) = operators.iter_mut().find(|operator| operator.name == name) else {
+                return Ok((Err(SignInRefusal::Wrong), false));
+            };
+            let code_matches = operator.enrolment_sha256.as_deref().is_some_and(|stored| {
+                use subtle::ConstantTimeEq;
+                stored.as_bytes().ct_eq(sha256_hex(code.trim()).as_bytes()).into()
+            });
+            if !code_matches || now_ms > operator.enrolment_until_ms {
+                return Ok((Err(SignInRefusal::Wrong), false));
+            }
+            if operator.disabled {
+                return Ok((Err(SignInRefusal::Disabled), false));
+            }
+            operator.password_hash = Some(hash);
+            operator.enrolment_sha256 = None;
+            operator.failed_sign_ins = 0;
+            Ok((Ok(operator.role), true))
+        })
+    }
+
+    /// Checks `name`'s password; counts a wrong one, and locks the account
+    /// at [`SIGN_IN_FAILURES_MAX`].
+    pub fn sign_in(&self, name: &str, password: &str) -> Result<Result<Role, SignInRefusal>, OperatorError> {
+        if password.len() > PASSWORD_BYTES_MAX {
+            return Ok(Err(SignInRefusal::Wrong));
+        }
+        self.locked(|operators| {
+            let Some(operator) = operators.iter_mut().find(|operator| operator.name == name) else {
+                return Ok((Err(SignInRefusal::Wrong), false));
+            };
+            if operator.disabled {
+                return Ok((Err(SignInRefusal::Disabled), false));
+            }
+            if operator.failed_sign_ins >= SIGN_IN_FAILURES_MAX {
+                return Ok((Err(SignInRefusal::Locked), false));
+            }
+            let right = operator.password_hash.as_deref().is_some_and(|hash| verify_password(hash, password));
+            if right {
+                let changed = operator.failed_sign_ins != 0;
+                operator.failed_sign_ins = 0;
+                return Ok((Ok(operator.role), changed));
+            }
+            operator.failed_sign_ins += 1;
+            let refusal = if operator.failed_sign_ins >= SIGN_IN_FAILURES_MAX {
+                SignInRefusal::Locked
+            } else {
+                SignInRefusal::Wrong
+            };
+            Ok((Err(refusal), true))
+        })
+    }
+}
+
+fn hash_password(password: &str) -> Result<String, OperatorError> {
+    use ring::rand::SecureRandom;
+    let mut salt = [0u8; 16];
+    ring::rand::SystemRandom::new()
+        .fill(&mut salt)
+        .map_err(|_| OperatorError::Secret("the system random source failed".into()))?;
+    let salt = SaltString::encode_b64(&salt).map_err(|error| OperatorError::Secret(error.to_string()))?;
+    Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .map(|hash| hash.to_string())
+        .map_err(|error| OperatorError::Secret(error.to_string()))
+}
+
+fn verify_password(hash: &str, password: &str) -> bool {
+    PasswordHash::new(hash)
+        .is_ok_and(|parsed| Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_operator_enrols_once_signs_in_and_locks_after_five_wrong_passwords() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = OperatorStore::new(dir.path());
+        let code = store.add("李伟", Role::StreetWorker, 1_000).unwrap();
+        assert!(matches!(store.add("李伟", Role::Reviewer, 1_000), Err(OperatorError::Exists(_))));
+        assert!(matches!(store.add("", Role::Reviewer, 1_000), Err(OperatorError::NameInvalid)));
+        assert_eq!(
+            store.sign_in("李伟", "anything at all").unwrap(),
+            Err(SignInRefusal::Wrong),
+            "not enrolled"
+        );
+        assert_eq!(store.enrol("李伟", &code, "short", 2_000).unwrap(), Err(SignInRefusal::PasswordWeak));
+        assert_eq!(
+            store.enrol("李伟", "0000-0000", "long enough pass", 2_000).unwrap(),
+            Err(SignInRefusal::Wrong)
+        );
+        let late = 1_000 + ENROLMENT_AGE_MS_MAX + 1;
+        assert_eq!(store.enrol("李伟", &code, "long enough pass", late).unwrap(), Err(SignInRefusal::Wrong));
+        assert_eq!(store.enrol("李伟", &code, "long enough pass", 2_000).unwrap(), Ok(Role::StreetWorker));
+        assert_eq!(
+            store.enrol("李伟", &code, "another password", 2_000).unwrap(),
+            Err(SignInRefusal::Wrong),
+            "spent"
+        );
+        assert_eq!(store.sign_in("李伟", "long enough pass").unwrap(), Ok(Role::StreetWorker));
+        for attempt in 1..SIGN_IN_FAILURES_MAX {
+            assert_eq!(
+                store.sign_in("李伟", "wrong password").unwrap(),
+                Err(SignInRefusal::Wrong),
+                "{attempt}"
+            );
+        }
+        assert_eq!(store.sign_in("李伟", "wrong password").unwrap(), Err(SignInRefusal::Locked));
+        assert_eq!(
+            store.sign_in("李伟", "long enough pass").unwrap(),
+            Err(SignInRefusal::Locked),
+            "even the right one"
+        );
+        assert_eq!(store.list().unwrap()[0].state, "locked");
+        let code = store.reset("李伟", 3_000).unwrap();
+        assert_eq!(store.list().unwrap()[0].state, "enrolling");
+        assert_eq!(store.enrol("李伟", &code, "a new password", 3_000).unwrap(), Ok(Role::StreetWorker));
+        store.disable("李伟").unwrap();
+        assert_eq!(store.sign_in("李伟", "a new password").unwrap(), Err(SignInRefusal::Disabled));
+        assert!(matches!(store.disable("王芳"), Err(OperatorError::Unknown(_))));
+        let text = std::fs::read_to_string(dir.path().join(OPERATORS_FILE)).unwrap();
+        assert!(!text.contains("a new password") && !text.contains(&code), "only hashes are kept");
+        let mode = std::os::unix::fs::PermissionsExt::mode(
+            &std::fs::metadata(dir.path().join(OPERATORS_FILE)).unwrap().permissions(),
+        );
+        assert_eq!(mode & 0o777, 0o600);
+    }
+}

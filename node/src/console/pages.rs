@@ -1,0 +1,300 @@
+//! The console's pages: one handler and one template each.
+
+use askama::Template;
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::Form;
+use serde::Deserialize;
+
+use super::operators::{Role, SignInRefusal};
+use super::sessions::random_token;
+use super::{cookie, set_cookie, Frame, Visit, FORM_COOKIE, LANG_COOKIE, SESSION_COOKIE};
+use crate::api::Shared;
+
+/// How long the sign-in and enrolment forms stay valid, in seconds.
+const FORM_AGE_S_MAX: u64 = 3_600;
+
+pub(super) fn render(template: &impl Template, status: StatusCode) -> Response {
+    match template.render() {
+        Ok(html) => (status, Html(html)).into_response(),
+        Err(error) => {
+            tracing::warn!(%error, "a console page did not render");
+            (StatusCode::INTERNAL_SERVER_ERROR, "the page could not be rendered").into_response()
+        }
+    }
+}
+
+#[derive(Template)]
+#[template(path = "console/error.html")]
+struct ErrorPage {
+    frame: Frame,
+    message: &'static str,
+}
+
+/// A page that says only `message` (a key), with `status`.
+pub(super) fn error_page(visit: &Visit, status: StatusCode, message: &'static str) -> Response {
+    render(&ErrorPage { frame: Frame::of(visit), message }, status)
+}
+
+/// Whether a posted CSRF token is the session's.
+pub(super) fn csrf_matches(expected: &str, posted: &str) -> bool {
+    use subtle::ConstantTimeEq;
+    !expected.is_empty() && bool::from(expected.as_bytes().ct_eq(posted.as_bytes()))
+}
+
+#[derive(Template)]
+#[template(path = "console/home.html")]
+struct HomePage {
+    frame: Frame,
+    org: String,
+}
+
+pub(super) async fn home(State(state): State<Shared>, headers: HeaderMap) -> Response {
+    let visit = Visit::of(&state, &headers);
+    if visit.session.is_none() {
+        return Redirect::to("/login").into_response();
+    }
+    render(&HomePage { frame: Frame::of(&visit), org: state.identity.org.to_string() }, StatusCode::OK)
+}
+
+#[derive(Template)]
+#[template(path = "console/sign_in.html")]
+struct SignInPage {
+    frame: Frame,
+    form_token: String,
+    name: String,
+    error: Option<&'static str>,
+}
+
+#[derive(Template)]
+#[template(path = "console/enrol.html")]
+struct EnrolPage {
+    frame: Frame,
+    form_token: String,
+    name: String,
+    error: Option<&'static str>,
+}
+
+/// A page with a fresh double-submit token, set as a cookie too.
+fn with_form_token(visit: &Visit, page: impl FnOnce(Frame, String) -> Response) -> Response {
+    let Some(token) = random_token() else {
+        return error_page(visit, StatusCode::INTERNAL_SERVER_ERROR, "error.internal");
+    };
+    let mut response = page(Frame::of(visit), token.clone());
+    if let Ok(value) = set_cookie(FORM_COOKIE, &token, Some(FORM_AGE_S_MAX)).parse() {
+        response.headers_mut().append(header::SET_COOKIE, value);
+    }
+    response
+}
+
+pub(super) async fn sign_in_form(State(state): State<Shared>, headers: HeaderMap) -> Response {
+    let visit = Visit::of(&state, &headers);
+    with_form_token(&visit, |frame, form_token| {
+        render(&SignInPage { frame, form_token, name: String::new(), error: None }, StatusCode::OK)
+    })
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct SignInForm {
+    name: String,
+    password: String,
+    form_token: String,
+}
+
+/// Whether the posted double-submit token matches its cookie.
+fn form_token_matches(headers: &HeaderMap, posted: &str) -> bool {
+    cookie(headers, FORM_COOKIE).is_some_and(|expected| csrf_matches(expected, posted))
+}
+
+pub(super) async fn sign_in(
+    State(state): State<Shared>,
+    headers: HeaderMap,
+    Form(form): Form<SignInForm>,
+) -> Response {
+    let visit = Visit::of(&state, &headers);
+    if !form_token_matches(&headers, &form.form_token) {
+        return error_page(&visit, StatusCode::FORBIDDEN, "error.form-expired");
+    }
+    let name = form.name.trim().to_string();
+    let checked = {
+        let state = state.clone();
+        let name = name.clone();
+        tokio::task::spawn_blocking(move || state.console.operators.sign_in(&name, &form.password)).await
+    };
+    let refusal = match checked {
+        Ok(Ok(Ok(role))) => return open_session(&state, &visit, &name, role),
+        Ok(Ok(Err(refusal))) => refusal,
+        Ok(Err(error)) => {
+            tracing::warn!(%error, "operators unavailable");
+            return error_page(&visit, StatusCode::INTERNAL_SERVER_ERROR, "error.internal");
+        }
+        Err(_) => return error_page(&visit, StatusCode::INTERNAL_SERVER_ERROR, "error.internal"),
+    };
+    with_form_token(&visit, |frame, form_token| {
+        let page = SignInPage { frame, form_token, name, error: Some(refusal.message_key()) };
+        render(&page, StatusCode::UNAUTHORIZED)
+    })
+}
+
+fn open_session(state: &Shared, visit: &Visit, name: &str, role: Role) -> Response {
+    let Some(id) = state.console.sessions.open(name, role, civmesh_certs::now_unix_millis()) else {
+        return error_page(visit, StatusCode::INTERNAL_SERVER_ERROR, "error.internal");
+    };
+    let mut response = Redirect::to("/").into_response();
+    if let Ok(value) = set_cookie(SESSION_COOKIE, &id, None).parse() {
+        response.headers_mut().append(header::SET_COOKIE, value);
+    }
+    response
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct CsrfForm {
+    csrf: String,
+}
+
+pub(super) async fn sign_out(
+    State(state): State<Shared>,
+    headers: HeaderMap,
+    Form(form): Form<CsrfForm>,
+) -> Response {
+    let visit = Visit::of(&state, &headers);
+    let Some((id, session)) = &visit.session else {
+        return Redirect::to("/login").into_response();
+    };
+    if !csrf_matches(&session.csrf, &form.csrf) {
+        return error_page(&visit, StatusCode::FORBIDDEN, "error.form-expired");
+    }
+    state.console.sessions.close(id);
+    let mut response = Redirect::to("/login").into_response();
+    if let Ok(value) = set_cookie(SESSION_COOKIE, "", Some(0)).parse() {
+        response.headers_mut().append(header::SET_COOKIE, value);
+    }
+    response
+}
+
+pub(super) async fn enrol_form(State(state): State<Shared>, headers: HeaderMap) -> Response {
+    let visit = Visit::of(&state, &headers);
+    with_form_token(&visit, |frame, form_token| {
+        render(&EnrolPage { frame, form_token, name: String::new(), error: None }, StatusCode::OK)
+    })
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct EnrolForm {
+    name: String,
+    code: String,
+    password: String,
+    password_again: String,
+    form_token: String,
+}
+
+pub(super) async fn enrol(
+    State(state): State<Shared>,
+    headers: HeaderMap,
+    Form(form): Form<EnrolForm>,
+) -> Response {
+    let visit = Visit::of(&state, &headers);
+    if !form_token_matches(&headers, &form.form_token) {
+        return error_page(&visit, StatusCode::FORBIDDEN, "error.form-expired");
+    }
+    let name = form.name.trim().to_string();
+    let refusal = if form.password == form.password_again {
+        let (store_state, who) = (state.clone(), name.clone());
+        let enrolled = tokio::task::spawn_blocking(move || {
+            store_state.console.operators.enrol(
+                &who,
+                &form.code,
+                &form.password,
+                civmesh_certs::now_unix_millis(),
+            )
+        })
+        .await;
+        match enrolled {
+            Ok(Ok(Ok(role))) => return open_session(&state, &visit, &name, role),
+            Ok(Ok(Err(refusal))) => refusal,
+            _ => return error_page(&visit, StatusCode::INTERNAL_SERVER_ERROR, "error.internal"),
+        }
+    } else {
+        SignInRefusal::PasswordWeak
+    };
+    with_form_token(&visit, |frame, form_token| {
+        let page = EnrolPage { frame, form_token, name, error: Some(refusal.message_key()) };
+        render(&page, StatusCode::BAD_REQUEST)
+    })
+}
+
+pub(super) async fn switch_lang(Path(tag): Path<String>) -> Response {
+    let lang = super::i18n::Lang::from_cookie(Some(tag.as_str()));
+    let mut response = Redirect::to("/").into_response();
+    if let Ok(value) = set_cookie(LANG_COOKIE, lang.tag(), Some(365 * 86_400)).parse() {
+        response.headers_mut().append(header::SET_COOKIE, value);
+    }
+    response
+}
+
+/// A grant as the console shows it.
+struct GrantRow {
+    id: u64,
+    dataset: String,
+    grantor: String,
+    fields: String,
+    purpose: String,
+    scope: String,
+    valid_until: String,
+}
+
+/// The grants to this node's organisation that are not revoked, oldest first.
+pub(super) fn grants_to_me(state: &Shared) -> Vec<civmesh_policy::model::Grant> {
+    let me = &state.identity.org;
+    state.log.state().read(|applied| {
+        applied
+            .policy
+            .grants
+            .values()
+            .filter(|grant| &grant.grantee == me && grant.revoked.is_none())
+            .cloned()
+            .collect()
+    })
+}
+
+fn grant_row(grant: &civmesh_policy::model::Grant) -> GrantRow {
+    let value = |value: &civmesh_policy::model::FieldValue| match value {
+        civmesh_policy::model::FieldValue::Text(text) => text.clone(),
+        other => format!("{other:?}"),
+    };
+    let scope = grant
+        .scope
+        .iter()
+        .map(|condition| {
+            let values: Vec<String> = condition.allowed.iter().map(value).collect();
+            format!("{} = {}", condition.field, values.join(" / "))
+        })
+        .collect::<Vec<_>>()
+        .join("; ");
+    GrantRow {
+        id: grant.id,
+        dataset: grant.dataset.clone(),
+        grantor: grant.grantor.to_string(),
+        fields: grant.fields.iter().cloned().collect::<Vec<_>>().join(", "),
+        purpose: grant.purpose.clone(),
+        scope,
+        valid_until: civmesh_policy::evaluation::format_time(grant.valid_until_ms),
+    }
+}
+
+#[derive(Template)]
+#[template(path = "console/grants.html")]
+struct GrantsPage {
+    frame: Frame,
+    grants: Vec<GrantRow>,
+}
+
+pub(super) async fn grants(State(state): State<Shared>, headers: HeaderMap) -> Response {
+    let visit = Visit::of(&state, &headers);
+    if let Err(refused) = visit.require(&[Role::StreetWorker, Role::PolicyOfficer]) {
+        return *refused;
+    }
+    let grants = grants_to_me(&state).iter().map(grant_row).collect();
+    render(&GrantsPage { frame: Frame::of(&visit), grants }, StatusCode::OK)
+}

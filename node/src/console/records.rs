@@ -1,0 +1,225 @@
+//! The street worker's records (a listing under one of the organisation's
+//! grants, a page at a time, each page logged by the owner) and the
+//! reviewer's inbox of corrections awaiting review.
+
+use askama::Template;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use axum::Form;
+use serde::Deserialize;
+
+use super::operators::Role;
+use super::pages::{csrf_matches, error_page, grants_to_me, render};
+use super::{Frame, Visit};
+use crate::api::Shared;
+use crate::query::{ListAnswer, ListFilter, ListSpec};
+
+/// Records on one console page of a listing.
+const RECORDS_PAGE_RECORDS: u32 = 100;
+/// Corrections the reviewer's inbox shows at most.
+const INBOX_CORRECTIONS_MAX: usize = 200;
+
+/// A grant the worker may list under.
+struct GrantChoice {
+    id: u64,
+    label: String,
+}
+
+/// One listed record: its key and its fields in the grant's order.
+struct RecordRow {
+    key: String,
+    values: Vec<String>,
+}
+
+#[derive(Template)]
+#[template(path = "console/records.html")]
+struct RecordsPage {
+    frame: Frame,
+    grants: Vec<GrantChoice>,
+    chosen: u64,
+    filter_field: String,
+    filter_value: String,
+    columns: Vec<String>,
+    rows: Vec<RecordRow>,
+    listed: bool,
+    next_cursor: Option<String>,
+    error: Option<&'static str>,
+    detail: String,
+}
+
+impl RecordsPage {
+    fn empty(visit: &Visit, grants: Vec<GrantChoice>) -> Self {
+        let chosen = grants.first().map_or(0, |grant| grant.id);
+        RecordsPage {
+            frame: Frame::of(visit),
+            grants,
+            chosen,
+            filter_field: String::new(),
+            filter_value: String::new(),
+            columns: Vec::new(),
+            rows: Vec::new(),
+            listed: false,
+            next_cursor: None,
+            error: None,
+            detail: String::new(),
+        }
+    }
+}
+
+fn choices(state: &Shared) -> Vec<GrantChoice> {
+    grants_to_me(state)
+        .iter()
+        .map(|grant| GrantChoice {
+            id: grant.id,
+            label: format!("#{} {} ({})", grant.id, grant.dataset, grant.purpose),
+        })
+        .collect()
+}
+
+pub(super) async fn records_form(State(state): State<Shared>, headers: HeaderMap) -> Response {
+    let visit = Visit::of(&state, &headers);
+    if let Err(refused) = visit.require(&[Role::StreetWorker]) {
+        return *refused;
+    }
+    render(&RecordsPage::empty(&visit, choices(&state)), StatusCode::OK)
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct RecordsForm {
+    csrf: String,
+    grant: u64,
+    #[serde(default)]
+    filter_field: String,
+    #[serde(default)]
+    filter_value: String,
+    #[serde(default)]
+    cursor: String,
+}
+
+fn text(value: &civmesh_policy::model::FieldValue) -> String {
+    match value {
+        civmesh_policy::model::FieldValue::Text(text) => text.clone(),
+        civmesh_policy::model::FieldValue::Integer(number) => number.to_string(),
+        civmesh_policy::model::FieldValue::Boolean(flag) => flag.to_string(),
+        civmesh_policy::model::FieldValue::Null => String::new(),
+    }
+}
+
+pub(super) async fn records(
+    State(state): State<Shared>,
+    headers: HeaderMap,
+    Form(form): Form<RecordsForm>,
+) -> Response {
+    let visit = Visit::of(&state, &headers);
+    let session = match visit.require(&[Role::StreetWorker]) {
+        Ok(session) => session,
+        Err(refused) => return *refused,
+    };
+    if !csrf_matches(&session.csrf, &form.csrf) {
+        return error_page(&visit, StatusCode::FORBIDDEN, "error.form-expired");
+    }
+    let grants = grants_to_me(&state);
+    let mut page = RecordsPage::empty(&visit, choices(&state));
+    page.chosen = form.grant;
+    page.filter_field = form.filter_field.trim().to_string();
+    page.filter_value = form.filter_value.trim().to_string();
+    let Some(grant) = grants.iter().find(|grant| grant.id == form.grant) else {
+        page.error = Some("records.no-grant");
+        return render(&page, StatusCode::BAD_REQUEST);
+    };
+    let filters = if page.filter_field.is_empty() {
+        Vec::new()
+    } else {
+        vec![ListFilter::Equals { field: page.filter_field.clone(), value: page.filter_value.clone() }]
+    };
+    let spec = ListSpec {
+        dataset: grant.dataset.clone(),
+        fields: Vec::new(),
+        purpose: String::new(),
+        grant: Some(grant.id),
+        filters,
+        page_size: RECORDS_PAGE_RECORDS,
+        cursor: (!form.cursor.is_empty()).then(|| form.cursor.clone()),
+    };
+    page.columns = grant.fields.iter().cloned().collect();
+    match crate::api::list_page(&state, spec).await {
+        Ok(ListAnswer::Page { records, next_cursor, .. }) => {
+            page.listed = true;
+            page.next_cursor = next_cursor;
+            page.rows = records
+                .iter()
+                .map(|record| RecordRow {
+                    key: record.key.clone(),
+                    values: page
+                        .columns
+                        .iter()
+                        .map(|field| record.fields.get(field).map(text).unwrap_or_default())
+                        .collect(),
+                })
+                .collect();
+            render(&page, StatusCode::OK)
+        }
+        Ok(ListAnswer::Denied { reason, .. }) => {
+            page.error = Some("records.denied");
+            page.detail = serde_json::to_value(reason)
+                .ok()
+                .and_then(|value| value.as_str().map(str::to_string))
+                .unwrap_or_default();
+            render(&page, StatusCode::FORBIDDEN)
+        }
+        Ok(ListAnswer::Refused(refusal)) => {
+            page.error = Some("records.refused");
+            page.detail = refusal.to_string();
+            render(&page, StatusCode::BAD_REQUEST)
+        }
+        Err(error) => {
+            page.error = Some("records.refused");
+            page.detail = error.message().to_string();
+            render(&page, error.status())
+        }
+    }
+}
+
+/// A correction in the reviewer's inbox.
+struct InboxRow {
+    id: String,
+    submitter: String,
+    dataset: String,
+    fields: String,
+    reason: String,
+    received: String,
+}
+
+#[derive(Template)]
+#[template(path = "console/review.html")]
+struct ReviewPage {
+    frame: Frame,
+    rows: Vec<InboxRow>,
+}
+
+pub(super) async fn review(State(state): State<Shared>, headers: HeaderMap) -> Response {
+    let visit = Visit::of(&state, &headers);
+    if let Err(refused) = visit.require(&[Role::Reviewer]) {
+        return *refused;
+    }
+    let mut views = match state.corrections.list(Some("awaiting_review"), INBOX_CORRECTIONS_MAX) {
+        Ok(views) => views,
+        Err(_) => return error_page(&visit, StatusCode::INTERNAL_SERVER_ERROR, "error.internal"),
+    };
+    state.corrections.annotate(&mut views);
+    // Oldest first: the one waiting longest is at the top.
+    views.sort_by_key(|view| view.created_at_ms);
+    let rows = views
+        .iter()
+        .map(|view| InboxRow {
+            id: view.id.chars().take(12).collect(),
+            submitter: view.submitter_org.clone().unwrap_or_else(|| view.submitter.clone()),
+            dataset: view.request.dataset.clone(),
+            fields: view.request.changes.keys().cloned().collect::<Vec<_>>().join(", "),
+            reason: view.request.reason.clone(),
+            received: civmesh_policy::evaluation::format_time(view.created_at_ms),
+        })
+        .collect();
+    render(&ReviewPage { frame: Frame::of(&visit), rows }, StatusCode::OK)
+}
