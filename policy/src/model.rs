@@ -249,12 +249,10 @@ pub enum MaskingRule {
 impl MaskingRule {
     /// The masked form of `value`. Non-text values become text when masked.
     pub fn apply(&self, value: &FieldValue) -> FieldValue {
-        let text = match value {
-            FieldValue::Null => return FieldValue::Null,
-            FieldValue::Text(text) => text.clone(),
-            FieldValue::Integer(number) => number.to_string(),
-            FieldValue::Boolean(flag) => flag.to_string(),
-        };
+        if *value == FieldValue::Null {
+            return FieldValue::Null;
+        }
+        let text = value.to_string();
         let characters: Vec<char> = text.chars().collect();
         let masked: String = match *self {
             MaskingRule::Redact => "***".to_string(),
@@ -450,6 +448,19 @@ pub enum FieldValue {
     Integer(i64),
     /// Text (also dates, as `YYYY-MM-DD`).
     Text(String),
+}
+
+/// The value as a person reads it: text as it is, numbers and booleans
+/// written out, nothing for null.
+impl std::fmt::Display for FieldValue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FieldValue::Null => Ok(()),
+            FieldValue::Boolean(flag) => write!(f, "{flag}"),
+            FieldValue::Integer(number) => write!(f, "{number}"),
+            FieldValue::Text(text) => f.write_str(text),
+        }
+    }
 }
 
 /// The tagged form used by binary encodings.

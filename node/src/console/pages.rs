@@ -259,15 +259,11 @@ pub(super) fn grants_to_me(state: &Shared) -> Vec<civmesh_policy::model::Grant> 
 }
 
 fn grant_row(grant: &civmesh_policy::model::Grant) -> GrantRow {
-    let value = |value: &civmesh_policy::model::FieldValue| match value {
-        civmesh_policy::model::FieldValue::Text(text) => text.clone(),
-        other => format!("{other:?}"),
-    };
     let scope = grant
         .scope
         .iter()
         .map(|condition| {
-            let values: Vec<String> = condition.allowed.iter().map(value).collect();
+            let values: Vec<String> = condition.allowed.iter().map(ToString::to_string).collect();
             format!("{} = {}", condition.field, values.join(" / "))
         })
         .collect::<Vec<_>>()

@@ -97,15 +97,6 @@ pub(super) struct RecordsForm {
     cursor: String,
 }
 
-fn text(value: &civmesh_policy::model::FieldValue) -> String {
-    match value {
-        civmesh_policy::model::FieldValue::Text(text) => text.clone(),
-        civmesh_policy::model::FieldValue::Integer(number) => number.to_string(),
-        civmesh_policy::model::FieldValue::Boolean(flag) => flag.to_string(),
-        civmesh_policy::model::FieldValue::Null => String::new(),
-    }
-}
-
 pub(super) async fn records(
     State(state): State<Shared>,
     headers: HeaderMap,
@@ -154,7 +145,7 @@ pub(super) async fn records(
                     values: page
                         .columns
                         .iter()
-                        .map(|field| record.fields.get(field).map(text).unwrap_or_default())
+                        .map(|field| record.fields.get(field).map(ToString::to_string).unwrap_or_default())
                         .collect(),
                 })
                 .collect();
