@@ -7,7 +7,7 @@ use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::Form;
 use serde::Deserialize;
 
-use super::operators::{Role, SignInRefusal};
+use super::operators::{OperatorError, OperatorStore, Role, SignInRefusal};
 use super::sessions::random_token;
 use super::{cookie, set_cookie, Frame, Visit, FORM_COOKIE, LANG_COOKIE, SESSION_COOKIE};
 use crate::api::Shared;
@@ -81,8 +81,12 @@ fn with_form_token(visit: &Visit, page: impl FnOnce(Frame, String) -> Response) 
     let Some(token) = random_token() else {
         return error_page(visit, StatusCode::INTERNAL_SERVER_ERROR, "error.internal");
     };
-    let mut response = page(Frame::of(visit), token.clone());
-    if let Ok(value) = set_cookie(FORM_COOKIE, &token, Some(FORM_AGE_S_MAX)).parse() {
+    with_cookie(page(Frame::of(visit), token.clone()), FORM_COOKIE, &token, Some(FORM_AGE_S_MAX))
+}
+
+/// `response`, setting cookie `name` (see [`set_cookie`]).
+fn with_cookie(mut response: Response, name: &str, value: &str, max_age_s: Option<u64>) -> Response {
+    if let Ok(value) = set_cookie(name, value, max_age_s).parse() {
         response.headers_mut().append(header::SET_COOKIE, value);
     }
     response
@@ -117,19 +121,13 @@ pub(super) async fn sign_in(
         return error_page(&visit, StatusCode::FORBIDDEN, "error.form-expired");
     }
     let name = form.name.trim().to_string();
-    let checked = {
-        let state = state.clone();
-        let name = name.clone();
-        tokio::task::spawn_blocking(move || state.console.operators.sign_in(&name, &form.password)).await
-    };
+    let who = name.clone();
+    let checked =
+        check_operator(&state, &visit, move |operators| operators.sign_in(&who, &form.password)).await;
     let refusal = match checked {
-        Ok(Ok(Ok(role))) => return open_session(&state, &visit, &name, role),
-        Ok(Ok(Err(refusal))) => refusal,
-        Ok(Err(error)) => {
-            tracing::warn!(%error, "operators unavailable");
-            return error_page(&visit, StatusCode::INTERNAL_SERVER_ERROR, "error.internal");
-        }
-        Err(_) => return error_page(&visit, StatusCode::INTERNAL_SERVER_ERROR, "error.internal"),
+        Ok(Ok(role)) => return open_session(&state, &visit, &name, role),
+        Ok(Err(refusal)) => refusal,
+        Err(failed) => return *failed,
     };
     with_form_token(&visit, |frame, form_token| {
         let page = SignInPage { frame, form_token, name, error: Some(refusal.message_key()) };
@@ -137,15 +135,30 @@ pub(super) async fn sign_in(
     })
 }
 
+/// Runs `check` (a sign-in or an enrolment: argon2id and the operator
+/// file) off the async workers; a store that fails is the error page.
+async fn check_operator(
+    state: &Shared,
+    visit: &Visit,
+    check: impl FnOnce(&OperatorStore) -> Result<Result<Role, SignInRefusal>, OperatorError> + Send + 'static,
+) -> Result<Result<Role, SignInRefusal>, Box<Response>> {
+    let state = state.clone();
+    let checked = tokio::task::spawn_blocking(move || check(&state.console.operators)).await;
+    match checked {
+        Ok(Ok(outcome)) => Ok(outcome),
+        Ok(Err(error)) => {
+            tracing::warn!(%error, "operators unavailable");
+            Err(Box::new(error_page(visit, StatusCode::INTERNAL_SERVER_ERROR, "error.internal")))
+        }
+        Err(_) => Err(Box::new(error_page(visit, StatusCode::INTERNAL_SERVER_ERROR, "error.internal"))),
+    }
+}
+
 fn open_session(state: &Shared, visit: &Visit, name: &str, role: Role) -> Response {
     let Some(id) = state.console.sessions.open(name, role, civmesh_certs::now_unix_millis()) else {
         return error_page(visit, StatusCode::INTERNAL_SERVER_ERROR, "error.internal");
     };
-    let mut response = Redirect::to("/").into_response();
-    if let Ok(value) = set_cookie(SESSION_COOKIE, &id, None).parse() {
-        response.headers_mut().append(header::SET_COOKIE, value);
-    }
-    response
+    with_cookie(Redirect::to("/").into_response(), SESSION_COOKIE, &id, None)
 }
 
 #[derive(Debug, Deserialize)]
@@ -166,11 +179,7 @@ pub(super) async fn sign_out(
         return error_page(&visit, StatusCode::FORBIDDEN, "error.form-expired");
     }
     state.console.sessions.close(id);
-    let mut response = Redirect::to("/login").into_response();
-    if let Ok(value) = set_cookie(SESSION_COOKIE, "", Some(0)).parse() {
-        response.headers_mut().append(header::SET_COOKIE, value);
-    }
-    response
+    with_cookie(Redirect::to("/login").into_response(), SESSION_COOKIE, "", Some(0))
 }
 
 pub(super) async fn enrol_form(State(state): State<Shared>, headers: HeaderMap) -> Response {
@@ -200,20 +209,15 @@ pub(super) async fn enrol(
     }
     let name = form.name.trim().to_string();
     let refusal = if form.password == form.password_again {
-        let (store_state, who) = (state.clone(), name.clone());
-        let enrolled = tokio::task::spawn_blocking(move || {
-            store_state.console.operators.enrol(
-                &who,
-                &form.code,
-                &form.password,
-                civmesh_certs::now_unix_millis(),
-            )
+        let (who, now_ms) = (name.clone(), civmesh_certs::now_unix_millis());
+        let enrolled = check_operator(&state, &visit, move |operators| {
+            operators.enrol(&who, &form.code, &form.password, now_ms)
         })
         .await;
         match enrolled {
-            Ok(Ok(Ok(role))) => return open_session(&state, &visit, &name, role),
-            Ok(Ok(Err(refusal))) => refusal,
-            _ => return error_page(&visit, StatusCode::INTERNAL_SERVER_ERROR, "error.internal"),
+            Ok(Ok(role)) => return open_session(&state, &visit, &name, role),
+            Ok(Err(refusal)) => refusal,
+            Err(failed) => return *failed,
         }
     } else {
         SignInRefusal::PasswordWeak
@@ -226,11 +230,7 @@ pub(super) async fn enrol(
 
 pub(super) async fn switch_lang(Path(tag): Path<String>) -> Response {
     let lang = super::i18n::Lang::from_cookie(Some(tag.as_str()));
-    let mut response = Redirect::to("/").into_response();
-    if let Ok(value) = set_cookie(LANG_COOKIE, lang.tag(), Some(365 * 86_400)).parse() {
-        response.headers_mut().append(header::SET_COOKIE, value);
-    }
-    response
+    with_cookie(Redirect::to("/").into_response(), LANG_COOKIE, lang.tag(), Some(365 * 86_400))
 }
 
 /// A grant as the console shows it.
