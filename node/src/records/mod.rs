@@ -171,6 +171,13 @@ pub struct RecordStore {
     generation: std::sync::atomic::AtomicU64,
 }
 
+/// A stored big-endian u64; `what` names it in the error.
+fn be_u64(bytes: &[u8], what: &str) -> Result<u64, RecordStoreError> {
+    <[u8; 8]>::try_from(bytes)
+        .map(u64::from_be_bytes)
+        .map_err(|_| RecordStoreError::Corrupt(format!("{what} is not 8 bytes")))
+}
+
 fn record_prefix(dataset: &str, key: &str) -> Vec<u8> {
     let mut prefix = Vec::with_capacity(dataset.len() + key.len() + 2);
     prefix.extend_from_slice(dataset.as_bytes());
@@ -234,10 +241,7 @@ impl RecordStore {
     /// The newest version number of a record, if it exists.
     pub fn latest_version(&self, dataset: &str, key: &str) -> Result<Option<u64>, RecordStoreError> {
         let bytes = self.db.get_cf(self.family(LATEST_FAMILY)?, record_prefix(dataset, key))?;
-        bytes
-            .map(|bytes| <[u8; 8]>::try_from(bytes.as_slice()).map(u64::from_be_bytes))
-            .transpose()
-            .map_err(|_| RecordStoreError::Corrupt("a latest-version entry is not 8 bytes".to_string()))
+        bytes.map(|bytes| be_u64(&bytes, "a latest-version entry")).transpose()
     }
 
     /// Writes one new version of each row of `dataset` in one synced batch,
@@ -342,11 +346,9 @@ impl RecordStore {
         let mut version_keys = Vec::with_capacity(keys.len());
         for (position, (prefix, number)) in prefixes.into_iter().zip(numbers).enumerate() {
             let Some(number) = number? else { continue };
-            if number.len() != 8 {
-                return Err(RecordStoreError::Corrupt("a latest-version entry is not 8 bytes".to_string()));
-            }
+            let version = be_u64(&number, "a latest-version entry")?;
             let mut version_key = prefix;
-            version_key.extend_from_slice(&number);
+            version_key.extend_from_slice(&version.to_be_bytes());
             existing.push(position);
             version_keys.push(version_key);
         }
@@ -422,9 +424,7 @@ impl RecordStore {
         let mut all = Vec::new();
         for item in self.db.iterator_cf(self.family(PUSHES_FAMILY)?, IteratorMode::Start).take(limit) {
             let (key, value) = item?;
-            let position = <[u8; 8]>::try_from(key.as_ref())
-                .map(u64::from_be_bytes)
-                .map_err(|_| RecordStoreError::Corrupt("a push position is not 8 bytes".to_string()))?;
+            let position = be_u64(&key, "a push position")?;
             all.push((position, value.to_vec()));
         }
         Ok(all)
@@ -515,10 +515,7 @@ impl RecordStore {
 
     fn stored_count(&self, dataset: &str) -> Result<Option<u64>, RecordStoreError> {
         let stored = self.db.get_pinned_cf(self.family(RECORD_COUNTS_FAMILY)?, dataset)?;
-        stored
-            .map(|bytes| <[u8; 8]>::try_from(bytes.as_ref()).map(u64::from_be_bytes))
-            .transpose()
-            .map_err(|_| RecordStoreError::Corrupt("a record count is not 8 bytes".to_string()))
+        stored.map(|bytes| be_u64(&bytes, "a record count")).transpose()
     }
 
     /// The count of `dataset`, stored or counted; the caller holds `index_lock`.
