@@ -11,6 +11,7 @@ pub mod config;
 pub mod console;
 pub mod corrections;
 pub mod group_commit;
+pub mod private_file;
 pub mod query;
 pub mod records;
 pub mod run;

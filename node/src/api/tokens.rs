@@ -52,20 +52,15 @@ pub struct ScopedToken {
 }
 
 /// Why the token file could not be used.
-#[derive(Debug, thiserror::Error)]
-pub enum TokenFileError {
-    /// Reading or writing failed.
-    #[error("{path}: {source}")]
-    Io {
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        source: std::io::Error,
-    },
-    /// The file is not a list of scoped tokens, or too large.
-    #[error("{0} is not a valid scoped-token file: {1}")]
-    Invalid(PathBuf, String),
-}
+pub type TokenFileError = crate::private_file::PrivateFileError;
+
+/// The scoped-token file's kind and bounds.
+const TOKEN_LIST: crate::private_file::PrivateList = crate::private_file::PrivateList {
+    kind: "scoped-token file",
+    entries: "tokens",
+    bytes_max: API_TOKENS_FILE_BYTES_MAX,
+    entries_max: API_TOKENS_MAX,
+};
 
 fn hash_hex(token: &str) -> String {
     civmesh_certs::codec::sha256(token.as_bytes()).iter().map(|byte| format!("{byte:02x}")).collect()
@@ -73,31 +68,7 @@ fn hash_hex(token: &str) -> String {
 
 /// Reads the scoped tokens (none if the file does not exist).
 pub fn read_tokens(path: &Path) -> Result<Vec<ScopedToken>, TokenFileError> {
-    let io = |source| TokenFileError::Io { path: path.to_path_buf(), source };
-    match std::fs::metadata(path) {
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(error) => return Err(io(error)),
-        Ok(meta) if meta.len() > API_TOKENS_FILE_BYTES_MAX => {
-            return Err(TokenFileError::Invalid(path.to_path_buf(), "too large".to_string()))
-        }
-        Ok(meta) if std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o077 != 0 => {
-            return Err(TokenFileError::Invalid(
-                path.to_path_buf(),
-                "its group or others may read it: it must be mode 0600".to_string(),
-            ))
-        }
-        Ok(_) => {}
-    }
-    let bytes = std::fs::read(path).map_err(io)?;
-    let tokens: Vec<ScopedToken> = serde_json::from_slice(&bytes)
-        .map_err(|error| TokenFileError::Invalid(path.to_path_buf(), error.to_string()))?;
-    if tokens.len() > API_TOKENS_MAX {
-        return Err(TokenFileError::Invalid(
-            path.to_path_buf(),
-            format!("more than {API_TOKENS_MAX} tokens"),
-        ));
-    }
-    Ok(tokens)
+    TOKEN_LIST.read(path)
 }
 
 /// Adds a token named `name` with `scopes` to the file in `data_dir`
@@ -107,21 +78,15 @@ pub fn create_token(data_dir: &Path, name: &str, scopes: BTreeSet<Scope>) -> Res
     let path = data_dir.join(API_TOKENS_FILE);
     let mut tokens = read_tokens(&path)?;
     if tokens.iter().any(|token| token.name == name) {
-        return Err(TokenFileError::Invalid(path, format!("a token named {name:?} exists")));
+        return Err(TOKEN_LIST.invalid(&path, format!("a token named {name:?} exists")));
     }
     let mut secret = [0u8; 32];
     ring::rand::SystemRandom::new()
         .fill(&mut secret)
-        .map_err(|_| TokenFileError::Invalid(path.clone(), "the system random source failed".to_string()))?;
+        .map_err(|_| TOKEN_LIST.invalid(&path, "the system random source failed"))?;
     let token: String = secret.iter().map(|byte| format!("{byte:02x}")).collect();
     tokens.push(ScopedToken { name: name.to_string(), token_sha256: hash_hex(&token), scopes });
-    let bytes = serde_json::to_vec_pretty(&tokens)
-        .map_err(|e| TokenFileError::Invalid(path.clone(), e.to_string()))?;
-    let temporary = data_dir.join(format!("{API_TOKENS_FILE}.partial"));
-    let _ = std::fs::remove_file(&temporary);
-    civmesh_certs::write_new_file_synced(&temporary, &bytes, 0o600)
-        .map_err(|error| TokenFileError::Invalid(temporary.clone(), error.to_string()))?;
-    std::fs::rename(&temporary, &path).map_err(|source| TokenFileError::Io { path: path.clone(), source })?;
+    TOKEN_LIST.write(&path, &tokens)?;
     Ok(token)
 }
 

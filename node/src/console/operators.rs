@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
 use civmesh_certs::UnixMillis;
+
+use crate::private_file::{PrivateFileError, PrivateList};
 use serde::{Deserialize, Serialize};
 
 /// The operator file's name inside the node directory.
@@ -29,6 +31,14 @@ pub const PASSWORD_BYTES_MAX: usize = 256;
 pub const SIGN_IN_FAILURES_MAX: u32 = 5;
 /// How long an enrolment code stays valid, in milliseconds.
 pub const ENROLMENT_AGE_MS_MAX: u64 = 7 * 86_400_000;
+
+/// The operator file's kind and bounds.
+const OPERATOR_LIST: PrivateList = PrivateList {
+    kind: "operator file",
+    entries: "operators",
+    bytes_max: OPERATORS_FILE_BYTES_MAX,
+    entries_max: OPERATORS_MAX,
+};
 
 /// What an operator does in the console.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -93,17 +103,9 @@ pub struct OperatorSummary {
 /// Why the operator file could not be used or changed.
 #[derive(Debug, thiserror::Error)]
 pub enum OperatorError {
-    /// Reading, writing or locking failed.
-    #[error("{path}: {source}")]
-    Io {
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        source: std::io::Error,
-    },
-    /// The file is not a list of operators, or too large, or readable by others.
-    #[error("{0} is not a valid operator file: {1}")]
-    Invalid(PathBuf, String),
+    /// The operator file or its lock could not be read, written or trusted.
+    #[error(transparent)]
+    File(#[from] PrivateFileError),
     /// `add` of a name that exists.
     #[error("an operator named {0:?} exists")]
     Exists(String),
@@ -190,40 +192,11 @@ impl OperatorStore {
     }
 
     fn read(&self) -> Result<Vec<Operator>, OperatorError> {
-        let path = self.path();
-        let io = |source| OperatorError::Io { path: path.clone(), source };
-        match std::fs::metadata(&path) {
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(error) => return Err(io(error)),
-            Ok(meta) if meta.len() > OPERATORS_FILE_BYTES_MAX => {
-                return Err(OperatorError::Invalid(path, "too large".into()))
-            }
-            Ok(meta) if std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o077 != 0 => {
-                return Err(OperatorError::Invalid(
-                    path,
-                    "its group or others may read it: it must be mode 0600".into(),
-                ))
-            }
-            Ok(_) => {}
-        }
-        let bytes = std::fs::read(&path).map_err(io)?;
-        let operators: Vec<Operator> = serde_json::from_slice(&bytes)
-            .map_err(|error| OperatorError::Invalid(path.clone(), error.to_string()))?;
-        if operators.len() > OPERATORS_MAX {
-            return Err(OperatorError::Invalid(path, format!("more than {OPERATORS_MAX} operators")));
-        }
-        Ok(operators)
+        Ok(OPERATOR_LIST.read(&self.path())?)
     }
 
     fn write(&self, operators: &[Operator]) -> Result<(), OperatorError> {
-        let path = self.path();
-        let bytes = serde_json::to_vec_pretty(operators)
-            .map_err(|error| OperatorError::Invalid(path.clone(), error.to_string()))?;
-        let temporary = self.dir.join(format!("{OPERATORS_FILE}.partial"));
-        let _ = std::fs::remove_file(&temporary);
-        civmesh_certs::write_new_file_synced(&temporary, &bytes, 0o600)
-            .map_err(|source| OperatorError::Io { path: temporary.clone(), source })?;
-        std::fs::rename(&temporary, &path).map_err(|source| OperatorError::Io { path, source })
+        Ok(OPERATOR_LIST.write(&self.path(), operators)?)
     }
 
     /// Runs `change` on the operators under the lock; writes them back when
@@ -233,7 +206,7 @@ impl OperatorStore {
         change: impl FnOnce(&mut Vec<Operator>) -> Result<(T, bool), OperatorError>,
     ) -> Result<T, OperatorError> {
         let lock_path = self.dir.join(OPERATORS_LOCK_FILE);
-        let io = |source| OperatorError::Io { path: lock_path.clone(), source };
+        let io = |source| PrivateFileError::Io { path: lock_path.clone(), source };
         let lock = std::fs::OpenOptions::new()
             .create(true)
             .truncate(false)
