@@ -244,15 +244,16 @@ struct GrantRow {
     valid_until: String,
 }
 
-/// The grants to this node's organisation that are not revoked, oldest first.
+/// The grants this node's organisation may use now (the one rule,
+/// `Grant::check_usable`: grantee, window, not revoked), oldest first.
 pub(super) fn grants_to_me(state: &Shared) -> Vec<civmesh_policy::model::Grant> {
-    let me = &state.identity.org;
+    let (me, now_ms) = (&state.identity.org, civmesh_certs::now_unix_millis());
     state.log.state().read(|applied| {
         applied
             .policy
             .grants
             .values()
-            .filter(|grant| &grant.grantee == me && grant.revoked.is_none())
+            .filter(|grant| grant.check_usable(me, &grant.dataset, None, now_ms).is_ok())
             .cloned()
             .collect()
     })
