@@ -26,6 +26,7 @@ pub mod command;
 pub mod correction;
 pub mod decide;
 pub mod evaluation;
+mod field_value;
 #[cfg(any(test, feature = "fixtures"))]
 pub mod fixtures;
 pub mod hex_digest;
