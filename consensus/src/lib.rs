@@ -6,6 +6,8 @@
 //! - [`store`]: the RocksDB log store and the state machine that applies
 //!   commands with [`civmesh_policy::PolicyState::apply`].
 //!
+//! - [`history`]: what the state counts but does not keep: the command
+//!   archive, the access log's entries and the audit tree's leaves.
 //! - [`network`]: member-to-member messages and the openraft network over a
 //!   [`Transport`]; [`in_process`] is a transport for tests.
 //! - [`policy_log`]: a running member: submit (forwarded to the leader),
@@ -14,18 +16,18 @@
 //! This crate knows nothing of libp2p: it reaches other nodes only through a
 //! transport trait that the node implements.
 
+pub mod history;
 pub mod in_process;
 pub mod network;
 pub mod policy_log;
 pub mod store;
 pub mod types;
 
+pub use history::{History, HistoryError};
 pub use network::{PeerRequest, PeerResponse, Transport, TransportError, PEER_MESSAGE_BYTES_MAX};
 pub use policy_log::{
     check_raft_sender, PeerAnswer, PolicyLog, PolicyLogConfig, RaftRefusal, RaftRpc, StartError, Status,
     SubmitError,
 };
-pub use store::{
-    open, AppliedState, ArchiveError, CommandArchive, LogStore, OpenError, SharedState, StateMachine,
-};
+pub use store::{open, AppliedState, LogStore, OpenError, SharedState, StateMachine};
 pub use types::{raft_node_id, ApplyResult, Entry, LogPayload, Raft, RaftNodeId, RaftPeer, TypeConfig};

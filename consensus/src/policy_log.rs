@@ -204,7 +204,7 @@ pub struct Status {
 pub struct PolicyLog<T: Transport> {
     raft: Raft,
     state: SharedState,
-    archive: crate::store::CommandArchive,
+    history: crate::history::History,
     committed_index: Arc<AtomicU64>,
     latest_entry_time_ms: Arc<AtomicU64>,
     last_proposed_ms: Arc<tokio::sync::Mutex<u64>>,
@@ -233,7 +233,7 @@ impl<T: Transport> PolicyLog<T> {
         let committed_index = log_store.committed_index();
         let latest_entry_time_ms = log_store.latest_entry_time_ms();
         let state = state_machine.shared_state();
-        let archive = state_machine.archive();
+        let history = state_machine.history();
         let me = RaftPeer { node_id: config.node_id, address: config.address };
         let raft = Raft::new(
             raft_node_id(&config.node_id),
@@ -247,7 +247,7 @@ impl<T: Transport> PolicyLog<T> {
         Ok(PolicyLog {
             raft,
             state,
-            archive,
+            history,
             committed_index,
             latest_entry_time_ms,
             last_proposed_ms: Arc::new(tokio::sync::Mutex::new(0)),
@@ -261,9 +261,11 @@ impl<T: Transport> PolicyLog<T> {
         &self.state
     }
 
-    /// Every command this replica applied, with its outcome (for auditors).
-    pub fn archive(&self) -> &crate::store::CommandArchive {
-        &self.archive
+    /// What this replica applied and the state does not keep: every
+    /// command with its outcome (for auditors), the access entries and the
+    /// audit leaves.
+    pub fn history(&self) -> &crate::history::History {
+        &self.history
     }
 
     /// This member as Raft knows it.

@@ -10,6 +10,10 @@
 //!   rebuilt on start by re-applying the committed log after the image, which
 //!   the log keeps: it is purged only up to a snapshot. (Not to be confused
 //!   with the cosigned audit checkpoints, which live in the policy state.)
+//!   The image holds no history: the access log's length and the audit
+//!   tree's compact range stand for it.
+//! - `archive`, `access_log`, `audit_leaves`: the history, in
+//!   [`crate::history`], written with each apply.
 
 // openraft's StorageError is large and its type is fixed by the traits.
 #![allow(clippy::result_large_err)]
@@ -20,7 +24,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use civmesh_certs::codec;
-use civmesh_policy::audit::{ArchivedCommand, ARCHIVED_COMMAND_BYTES_MAX};
+use civmesh_policy::audit::ArchivedCommand;
 use civmesh_policy::PolicyState;
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage, RaftStateMachine, Snapshot};
 use openraft::{
@@ -30,12 +34,12 @@ use openraft::{
 use rocksdb::{ColumnFamilyDescriptor, Direction, IteratorMode, Options, WriteBatch, WriteOptions, DB};
 use serde::{Deserialize, Serialize};
 
+use crate::history::{AppliedCommand, History, ACCESS_LOG_FAMILY, ARCHIVE_FAMILY, AUDIT_LEAVES_FAMILY};
 use crate::types::{ApplyResult, Entry, RaftNodeId, RaftPeer, TypeConfig};
 
 const LOG_FAMILY: &str = "log";
 const LOG_META_FAMILY: &str = "log_meta";
 const STATE_FAMILY: &str = "state";
-const ARCHIVE_FAMILY: &str = "archive";
 const VOTE_KEY: &[u8] = b"vote";
 const COMMITTED_KEY: &[u8] = b"committed";
 const LAST_PURGED_KEY: &[u8] = b"last_purged";
@@ -93,9 +97,10 @@ pub fn open(directory: &Path) -> Result<(LogStore, StateMachine), OpenError> {
     let mut options = Options::default();
     options.create_if_missing(true);
     options.create_missing_column_families(true);
-    let families = [LOG_FAMILY, LOG_META_FAMILY, STATE_FAMILY, ARCHIVE_FAMILY]
-        .into_iter()
-        .map(|name| ColumnFamilyDescriptor::new(name, Options::default()));
+    let families =
+        [LOG_FAMILY, LOG_META_FAMILY, STATE_FAMILY, ARCHIVE_FAMILY, ACCESS_LOG_FAMILY, AUDIT_LEAVES_FAMILY]
+            .into_iter()
+            .map(|name| ColumnFamilyDescriptor::new(name, Options::default()));
     let db = DB::open_cf_descriptors(&options, directory, families)
         .map_err(|source| OpenError::Database { path: directory.display().to_string(), source })?;
     let db = Arc::new(db);
@@ -332,62 +337,10 @@ impl SharedState {
     }
 }
 
-/// Every command the state machine applied, with its outcome, in order:
-/// what an auditor replays. Written unsynced with each apply: a crash
-/// re-applies from the last state image (synced, which syncs the WAL before
-/// it) and rewrites the same keys with the same values.
-#[derive(Clone)]
-pub struct CommandArchive {
-    db: Arc<DB>,
-}
-
-/// Why the archive could not be read.
-#[derive(Debug, thiserror::Error)]
-pub enum ArchiveError {
-    /// RocksDB failed.
-    #[error("the command archive: {0}")]
-    Database(#[from] rocksdb::Error),
-    /// A stored value does not decode.
-    #[error("the command archive holds a corrupt value: {0}")]
-    Corrupt(String),
-}
-
-impl CommandArchive {
-    fn append(&self, commands: &[ArchivedCommand]) -> StorageResult<()> {
-        if commands.is_empty() {
-            return Ok(());
-        }
-        let archive = family(&self.db, ARCHIVE_FAMILY)?;
-        let mut batch = WriteBatch::default();
-        for command in commands {
-            batch.put_cf(archive, index_key(command.sequence), codec::encode(command).map_err(write_error)?);
-        }
-        self.db.write(batch).map_err(write_error)
-    }
-
-    /// Up to `limit` commands from `from_sequence` on, in order.
-    pub fn read(&self, from_sequence: u64, limit: usize) -> Result<Vec<ArchivedCommand>, ArchiveError> {
-        let archive = self
-            .db
-            .cf_handle(ARCHIVE_FAMILY)
-            .ok_or_else(|| ArchiveError::Corrupt("the archive column family is missing".to_string()))?;
-        let start = index_key(from_sequence);
-        let mut commands = Vec::new();
-        for item in self.db.iterator_cf(archive, IteratorMode::From(&start, Direction::Forward)).take(limit) {
-            let (_, value) = item?;
-            commands.push(
-                codec::decode_exact(&value, ARCHIVED_COMMAND_BYTES_MAX)
-                    .map_err(|error| ArchiveError::Corrupt(error.to_string()))?,
-            );
-        }
-        Ok(commands)
-    }
-}
-
 /// The policy state machine, its state image kept in RocksDB.
 pub struct StateMachine {
     db: Arc<DB>,
-    archive: CommandArchive,
+    history: History,
     last_applied: Option<LogId<RaftNodeId>>,
     last_membership: StoredMembership<RaftNodeId, RaftPeer>,
     shared: SharedState,
@@ -405,7 +358,7 @@ impl StateMachine {
             applied.policy = image.state;
         });
         Ok(StateMachine {
-            archive: CommandArchive { db: db.clone() },
+            history: History::new(db.clone()),
             db,
             last_applied: image.last_applied,
             last_membership: image.last_membership,
@@ -419,9 +372,9 @@ impl StateMachine {
         self.shared.clone()
     }
 
-    /// The archive of applied commands.
-    pub fn archive(&self) -> CommandArchive {
-        self.archive.clone()
+    /// The history the state counts but does not keep.
+    pub fn history(&self) -> History {
+        self.history.clone()
     }
 
     fn state_image(&self, snapshot_id: String) -> StateImage {
@@ -485,7 +438,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let mut last_applied = self.last_applied;
         let mut last_membership = None;
         let mut archived = Vec::new();
-        self.shared.write(|applied| {
+        let history = &self.history;
+        // The history is written before the lock is let go: whoever sees
+        // the state count an entry finds it stored.
+        let written = self.shared.write(|applied| {
             for entry in entries {
                 last_applied = Some(entry.log_id);
                 let mut result = ApplyResult::default();
@@ -493,13 +449,19 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     EntryPayload::Blank => {}
                     EntryPayload::Normal(payload) => {
                         for command in &payload.commands {
-                            let outcome = applied.policy.apply(command, payload.proposed_at_ms);
-                            archived.push(ArchivedCommand {
-                                sequence: applied.policy.commands_applied,
-                                log_index: entry.log_id.index,
-                                entry_time_ms: payload.proposed_at_ms,
-                                envelope: command.to_bytes().unwrap_or_default(),
-                                accepted: outcome.is_ok(),
+                            let policy = &mut applied.policy;
+                            let (outcome, appended) = policy.apply_appending(command, payload.proposed_at_ms);
+                            archived.push(AppliedCommand {
+                                archived: ArchivedCommand {
+                                    sequence: policy.commands_applied,
+                                    log_index: entry.log_id.index,
+                                    entry_time_ms: payload.proposed_at_ms,
+                                    envelope: command.to_bytes().unwrap_or_default(),
+                                    accepted: outcome.is_ok(),
+                                },
+                                appended,
+                                access_log_length: policy.access_log_length,
+                                audit_tree_size: policy.audit_frontier.size(),
                             });
                             result.outcomes.push(outcome);
                         }
@@ -512,12 +474,13 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 applied.applied_index = entry.log_id.index;
                 results.push(result);
             }
+            history.append(&archived)
         });
+        written.map_err(write_error)?;
         self.last_applied = last_applied;
         if let Some(membership) = last_membership {
             self.last_membership = membership;
         }
-        self.archive.append(&archived)?;
         Ok(results)
     }
 

@@ -13,8 +13,7 @@ use std::time::Instant;
 
 use civmesh_certs::{FederationCa, IssueRequest, NodeCertificate, NodeKey, OrgId, Role, SignedEnvelope};
 use civmesh_policy::audit::{
-    decode_bundle, encode_bundle, leaf_of, verify_bundle_on, AccessTree, ArchivedCommand, AuditBundle,
-    CheckpointBody,
+    decode_bundle, encode_bundle, verify_bundle_on, AccessTree, ArchivedCommand, AuditBundle, CheckpointBody,
 };
 use civmesh_policy::fixtures::{enterprise_dataset, statutory_grant, ENTERPRISES};
 use civmesh_policy::model::SubjectKeyHash;
@@ -50,11 +49,11 @@ impl Builder {
     /// Appends a command signed at its entry time (1 ms apart, so the
     /// replay window never holds more than the nonce cache allows).
     fn push(&mut self, envelope: civmesh_policy::SignedCommand, at_ms: u64) {
-        let entries = self.state.access_log.len();
-        let accepted = self.state.apply_with_signatures_verified(&envelope, at_ms).is_ok();
+        let (outcome, appended) = self.state.apply_with_signatures_verified(&envelope, at_ms);
+        let accepted = outcome.is_ok();
         assert!(accepted, "the generated command {} was rejected", self.commands.len() + 1);
-        if let Some(entry) = self.state.access_log.get(entries) {
-            self.tree.push(leaf_of(&entry.envelope));
+        if let Some(leaf) = appended.audit_leaf {
+            self.tree.push(leaf);
         }
         let sequence = self.commands.len() as u64 + 1;
         self.commands.push(ArchivedCommand {

@@ -43,6 +43,6 @@ pub use decide::{
 };
 pub use report::{catalog_match, CatalogMatch};
 pub use state::{
-    Applied, CorrectionClearance, CorrectionRefusal, DemandStatus, GrantWarning, PolicyState, Rejection,
-    RejectionCode, GRANT_EXPIRY_WARNING_DAYS,
+    Appended, Applied, CorrectionClearance, CorrectionRefusal, DemandStatus, GrantWarning, PolicyState,
+    Rejection, RejectionCode, GRANT_EXPIRY_WARNING_DAYS,
 };

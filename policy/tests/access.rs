@@ -59,10 +59,16 @@ fn justified_permits_and_denials_are_logged() {
         header(Some(grant), &["name", "operating_address"]),
         released(&["name", "operating_address"]),
     );
-    assert_eq!(apply(&mut fx.state, &fx.market.key, permit), Ok(Applied::AccessLogged(1)));
-    assert_eq!(fx.state.access_log.len(), 2);
-    assert_eq!(fx.state.access_log[1].requester, fx.jingansi.key.node_id());
-    assert_eq!(fx.state.access_log[1].owner, fx.market.key.node_id());
+    let (outcome, appended) = fx.state.apply_appending(&sign(&fx.market.key, permit), NOW_MS);
+    assert_eq!(outcome, Ok(Applied::AccessLogged(1)));
+    assert_eq!(fx.state.access_log_length, 2);
+    let entry = appended.access_entry.expect("a logged access hands its entry over");
+    assert_eq!(
+        (entry.sequence, entry.requester, entry.owner),
+        (1, fx.jingansi.key.node_id(), fx.market.key.node_id())
+    );
+    assert_eq!(appended.audit_leaf, Some(civmesh_policy::audit::leaf_of(&entry.envelope)));
+    assert_eq!(fx.state.audit_frontier.size(), 2);
 }
 
 #[test]
@@ -137,7 +143,7 @@ fn unjustified_forged_replayed_or_foreign_records_are_rejected() {
     };
     assert!(apply(&mut fx.state, &fx.market.key, once()).is_ok());
     assert_eq!(apply(&mut fx.state, &fx.market.key, once()).unwrap_err().code, RejectionCode::Replayed);
-    assert_eq!(fx.state.access_log.len(), 1);
+    assert_eq!(fx.state.access_log_length, 1);
 }
 
 #[test]
@@ -219,7 +225,7 @@ fn listing_pages_release_any_subject_once_per_fresh_request() {
     for (case, command, code) in cases {
         assert_eq!(apply(&mut fx.state, &fx.market.key, command).unwrap_err().code, code, "{case}");
     }
-    assert_eq!(fx.state.access_log.len(), 3);
+    assert_eq!(fx.state.access_log_length, 3);
 }
 
 /// How one case sets up the state before its access record is applied.

@@ -9,8 +9,8 @@ mod support;
 
 use civmesh_certs::{NodeKey, SignedEnvelope};
 use civmesh_policy::audit::{
-    decode_bundle, encode_bundle, subject_accesses, verify_bundle, AccessTree, ArchivedCommand, AuditBundle,
-    AuditReport, BundleError, CheckpointBody, FailureKind, SeenCheckpoint,
+    decode_bundle, encode_bundle, verify_bundle, verify_bundle_for_subject, AccessTree, ArchivedCommand,
+    AuditBundle, AuditReport, BundleError, CheckpointBody, FailureKind, SeenCheckpoint,
 };
 use civmesh_policy::model::SubjectKeyHash;
 use civmesh_policy::{
@@ -22,12 +22,16 @@ use support::*;
 struct RecordedLog {
     state: PolicyState,
     commands: Vec<ArchivedCommand>,
+    /// The audit tree's leaves, as a replica's store keeps them.
+    leaves: Vec<[u8; 32]>,
 }
 
 impl RecordedLog {
     fn record(&mut self, key: &NodeKey, command: Command) -> bool {
         let envelope = sign(key, command);
-        let accepted = self.state.apply(&envelope, NOW_MS).is_ok();
+        let (outcome, appended) = self.state.apply_appending(&envelope, NOW_MS);
+        let accepted = outcome.is_ok();
+        self.leaves.extend(appended.audit_leaf);
         let sequence = self.commands.len() as u64 + 1;
         self.commands.push(ArchivedCommand {
             sequence,
@@ -41,7 +45,7 @@ impl RecordedLog {
 
     fn root_at(&self, size: u64) -> [u8; 32] {
         let mut tree = AccessTree::new();
-        for leaf in &self.state.audit_leaves {
+        for leaf in &self.leaves {
             tree.push(*leaf);
         }
         tree.root_at(size).unwrap()
@@ -78,7 +82,7 @@ fn access(requester: &NodeKey, subject: u8, grant: Option<u64>, permit: bool) ->
 fn recorded_federation() -> (Fixture, RecordedLog) {
     let fx = Fixture::new();
     let ca_der = civmesh_certs::CaCertificate::from_pem(fx.ca.certificate_pem()).unwrap().der().to_vec();
-    let mut log = RecordedLog { state: PolicyState::default(), commands: Vec::new() };
+    let mut log = RecordedLog { state: PolicyState::default(), commands: Vec::new(), leaves: Vec::new() };
     let founders = [&fx.hub, &fx.market, &fx.civil, &fx.jingansi, &fx.nanjingxilu, &fx.auditor];
     assert!(log.record(
         &fx.ca_key,
@@ -212,7 +216,8 @@ fn reordered_entries_and_a_wrong_signed_root_fail_the_checkpoint() {
 
     // Two signers sign a root that is not the entries' root: the log takes
     // it (signers vouch for roots), the auditor does not.
-    let mut lying = RecordedLog { state: log.state.clone(), commands: log.commands.clone() };
+    let mut lying =
+        RecordedLog { state: log.state.clone(), commands: log.commands.clone(), leaves: log.leaves.clone() };
     assert!(lying.record(&fx.market.key, access(&fx.jingansi.key, 9, Some(1), true)));
     let wrong = CheckpointBody { tree_size: 9, root: [7; 32], log_index: 20 };
     assert!(lying.record(&fx.hub.key, Command::CosignCheckpoint(wrong.clone())));
@@ -271,7 +276,7 @@ fn a_rewritten_history_is_caught_against_checkpoints_seen_before() {
     let seen = verify(&bundle_of(&log, log.commands.clone()), &[]).latest_checkpoint.unwrap();
     // Another history of the same length: one denial becomes a permit-less
     // denial for another subject, re-signed by the owner, checkpoints redone.
-    let mut other = RecordedLog { state: PolicyState::default(), commands: Vec::new() };
+    let mut other = RecordedLog { state: PolicyState::default(), commands: Vec::new(), leaves: Vec::new() };
     for command in &log.commands[..3] {
         let envelope = civmesh_policy::SignedCommand::from_bytes(&command.envelope).unwrap();
         other.state.apply(&envelope, NOW_MS).unwrap();
@@ -312,8 +317,11 @@ fn another_federation_and_damaged_files_are_refused() {
 #[test]
 fn a_subject_access_report_lists_who_saw_what_and_why() {
     let (fx, log) = recorded_federation();
-    let (_, state) = verify_bundle(&bundle_of(&log, log.commands.clone()), None, &[], &mut |_| {}).unwrap();
-    let accesses = subject_accesses(&state, &SubjectKeyHash([2; 32]));
+    let bundle = bundle_of(&log, log.commands.clone());
+    let subject_report = |subject: u8| {
+        verify_bundle_for_subject(&bundle, None, &SubjectKeyHash([subject; 32]), &mut |_| {}).unwrap().2
+    };
+    let accesses = subject_report(2);
     assert_eq!(accesses.len(), 1);
     let access = &accesses[0];
     assert_eq!(access.requester, fx.jingansi.key.node_id().to_string());
@@ -324,9 +332,9 @@ fn a_subject_access_report_lists_who_saw_what_and_why() {
     );
     assert_eq!(access.fields_released, vec!["name".to_string(), "operating_address".to_string()]);
     assert_eq!(access.legal_basis, Some(civmesh_policy::model::LegalBasis::StatutoryDuty));
-    let denied = subject_accesses(&state, &SubjectKeyHash([1; 32]));
+    let denied = subject_report(1);
     assert_eq!((denied.len(), denied[0].outcome.as_str()), (1, "deny"));
-    assert!(subject_accesses(&state, &SubjectKeyHash([99; 32])).is_empty());
+    assert!(subject_report(99).is_empty());
 }
 
 #[test]
@@ -353,7 +361,7 @@ fn correction_outcomes_are_leaves_of_the_tree() {
         assert!(log.record(&fx.market.key, event(stage)));
     }
     assert_eq!(
-        (log.state.access_log.len(), log.state.audit_leaves.len()),
+        (log.state.access_log_length, log.state.audit_frontier.size()),
         (8, 9),
         "only the outcome is a leaf"
     );

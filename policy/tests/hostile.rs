@@ -286,7 +286,7 @@ fn access_records_need_a_known_dataset_and_a_current_decision_time() {
         NOW_MS,
     );
     assert_eq!(code(apply(&mut fx.state, &fx.market.key, unknown)), Some(RejectionCode::DatasetUnknown));
-    assert!(fx.state.access_log.is_empty());
+    assert_eq!(fx.state.access_log_length, 0);
     let Command::RecordAccess(mut record) = access_at(
         &fx.jingansi.key,
         header(ENTERPRISES, None, &["name"]),
@@ -312,9 +312,11 @@ fn access_records_need_a_known_dataset_and_a_current_decision_time() {
     );
 }
 
-/// A federation with `n` access entries, so checkpoints have leaves.
-fn with_entries(n: u8) -> Fixture {
+/// A federation with `n` access entries, so checkpoints have leaves, and
+/// those leaves.
+fn with_entries(n: u8) -> (Fixture, Vec<[u8; 32]>) {
     let mut fx = Fixture::new();
+    let mut leaves = Vec::new();
     for subject in 0..n {
         let mut header = header(ENTERPRISES, None, &["name"]);
         header.subjects = vec![SubjectKeyHash([subject; 32])];
@@ -324,14 +326,16 @@ fn with_entries(n: u8) -> Fixture {
             AccessOutcome::Deny { reason: ReasonCode::GrantRequired },
             NOW_MS,
         );
-        apply(&mut fx.state, &fx.market.key, denial).unwrap();
+        let (outcome, appended) = fx.state.apply_appending(&sign(&fx.market.key, denial), NOW_MS);
+        outcome.unwrap();
+        leaves.extend(appended.audit_leaf);
     }
-    fx
+    (fx, leaves)
 }
 
-fn body(state: &PolicyState, size: u64) -> CheckpointBody {
+fn body(leaves: &[[u8; 32]], size: u64) -> CheckpointBody {
     let mut tree = AccessTree::new();
-    for leaf in &state.audit_leaves {
+    for leaf in leaves {
         tree.push(*leaf);
     }
     CheckpointBody { tree_size: size, root: tree.root_at(size).unwrap(), log_index: 7 }
@@ -343,8 +347,8 @@ fn cosign(state: &mut PolicyState, key: &NodeKey, body: &CheckpointBody) -> Opti
 
 #[test]
 fn a_bogus_checkpoint_does_not_block_a_good_one() {
-    let mut fx = with_entries(2);
-    let good = body(&fx.state, 2);
+    let (mut fx, leaves) = with_entries(2);
+    let good = body(&leaves, 2);
     let bogus = CheckpointBody { root: [0xee; 32], ..good.clone() };
     assert_eq!(cosign(&mut fx.state, &fx.hub.key, &bogus), None);
     assert_eq!(cosign(&mut fx.state, &fx.hub.key, &bogus), Some(RejectionCode::CheckpointDuplicate));
@@ -364,8 +368,8 @@ fn a_bogus_checkpoint_does_not_block_a_good_one() {
 
 #[test]
 fn a_signers_latest_cosignature_is_the_one_that_counts() {
-    let mut fx = with_entries(3);
-    let (first, second) = (body(&fx.state, 2), body(&fx.state, 3));
+    let (mut fx, leaves) = with_entries(3);
+    let (first, second) = (body(&leaves, 2), body(&leaves, 3));
     assert_eq!(cosign(&mut fx.state, &fx.hub.key, &first), None);
     assert_eq!(cosign(&mut fx.state, &fx.hub.key, &second), None);
     assert_eq!(fx.state.pending_checkpoints.len(), 1, "the hub's first cosignature moved");
@@ -377,8 +381,8 @@ fn a_signers_latest_cosignature_is_the_one_that_counts() {
 
 #[test]
 fn a_revoked_cosigner_does_not_count() {
-    let mut fx = with_entries(1);
-    let good = body(&fx.state, 1);
+    let (mut fx, leaves) = with_entries(1);
+    let good = body(&leaves, 1);
     assert_eq!(cosign(&mut fx.state, &fx.hub.key, &good), None);
     let revoke = Command::RevokeMember { node_id: fx.hub.key.node_id(), reason: "key stolen".into() };
     apply(&mut fx.state, &fx.ca_key, revoke).unwrap();

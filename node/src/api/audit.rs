@@ -39,7 +39,7 @@ pub(crate) async fn audit_commands(
     QueryParams(query): QueryParams<AuditCommandsQuery>,
 ) -> Result<Response, ApiError> {
     let limit = query.limit.clamp(1, AUDIT_COMMANDS_PER_REQUEST_MAX);
-    let mut commands = state.log.archive().read(query.from.max(1), limit).map_err(ApiError::internal)?;
+    let mut commands = state.log.history().commands(query.from.max(1), limit).map_err(ApiError::internal)?;
     // A page stays well inside the decoder's bound; the client asks again.
     let mut page_bytes = 0;
     let fits = commands
@@ -67,8 +67,8 @@ pub(crate) async fn audit_checkpoints(State(state): State<Shared>) -> Json<serde
             })
         };
         serde_json::json!({
-            "access_entries": policy.access_log.len(),
-            "leaves": policy.audit_leaves.len(),
+            "access_entries": policy.access_log_length,
+            "leaves": policy.audit_frontier.size(),
             "final": policy.checkpoints.iter().map(|c| checkpoint(&c.body, c.cosigners.iter().map(|n| n.to_string()).collect())).collect::<Vec<_>>(),
             "pending": policy.pending_checkpoint().map(|p| checkpoint(&p.body, p.cosigners.iter().map(|n| n.to_string()).collect())),
         })

@@ -127,14 +127,14 @@ impl Metrics {
         &self,
         status: &civmesh_consensus::Status,
         connected_peers: usize,
-        access_log_length: usize,
+        access_log_length: u64,
     ) -> String {
         self.applied_index.set(gauge_value(status.applied_index));
         self.committed_index.set(gauge_value(status.committed_index));
         self.term.set(gauge_value(status.term));
         self.is_leader.set(i64::from(status.role == "leader"));
         self.connected_peers.set(gauge_value(connected_peers as u64));
-        self.access_log_length.set(gauge_value(access_log_length as u64));
+        self.access_log_length.set(gauge_value(access_log_length));
         let mut text = String::new();
         if prometheus_client::encoding::text::encode(&mut text, &self.registry).is_err() {
             text.clear();

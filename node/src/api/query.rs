@@ -186,17 +186,21 @@ fn summary_bytes(entry: &AccessLogSummary) -> usize {
 pub(crate) async fn access_log(
     State(state): State<Shared>,
     QueryParams(query): QueryParams<AccessLogQuery>,
-) -> Json<AccessLogPage> {
+) -> Result<Json<AccessLogPage>, ApiError> {
     let limit = query.limit.clamp(1, ACCESS_LOG_PAGE_ENTRIES_MAX);
-    Json(state.log.state().read(|applied| {
+    let history = state.log.history();
+    // A node that joined by snapshot holds the entries after it only.
+    let held_from = history.access_log_held_from().map_err(ApiError::internal)?.unwrap_or(0);
+    let start = query.from.max(held_from);
+    let stored = history.access_entries(start, limit).map_err(ApiError::internal)?;
+    Ok(Json(state.log.state().read(|applied| {
         let policy = &applied.policy;
-        let start = usize::try_from(query.from).unwrap_or(usize::MAX).min(policy.access_log.len());
         let org_of = |node: &civmesh_certs::NodeId| {
             policy.members.get(node).map_or_else(String::new, |member| member.org.to_string())
         };
         let mut entries = Vec::new();
         let mut page_bytes = 0;
-        for entry in policy.access_log[start..].iter().take(limit) {
+        for entry in &stored {
             let summary = summarise(entry, org_of);
             page_bytes += summary_bytes(&summary);
             if page_bytes > ACCESS_LOG_PAGE_BYTES_MAX && !entries.is_empty() {
@@ -204,10 +208,10 @@ pub(crate) async fn access_log(
             }
             entries.push(summary);
         }
-        let next = start + entries.len();
-        let next_from = (next < policy.access_log.len()).then_some(next as u64);
+        let next = start + entries.len() as u64;
+        let next_from = (next < policy.access_log_length).then_some(next);
         AccessLogPage { entries, next_from }
-    }))
+    })))
 }
 
 /// What `GET /v1/access-log` says of one entry; `org_of` names a node's organisation.

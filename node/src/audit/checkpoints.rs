@@ -1,21 +1,24 @@
-//! The checkpoint task: hub and department nodes keep the access log's
+//! The checkpoint task: hub and department nodes follow the access log's
 //! Merkle tree from their own replica and cosign checkpoints of it.
 //!
-//! Every `CHECKPOINT_TICK_MS` the task adds the new audit leaves (access
-//! entries and correction outcomes) to its tree. Several candidate
-//! checkpoints may be open at once, and a signer's cosignature counts for
-//! one of them only. If this node has cosigned none, it cosigns the first
-//! candidate whose signed root matches its own tree at that size. If none
-//! matches (none is open, or only bogus ones a single signer opened) and
+//! The task holds only the tree's compact range (at most 64 hashes), seeded
+//! from the applied state's and advanced leaf by leaf from the stored audit
+//! leaves, at most `CHECKPOINT_LEAVES_PER_TICK_MAX` every
+//! `CHECKPOINT_TICK_MS`. It stops at the size of an open candidate it has
+//! not reached, so it can check that candidate's root. Several candidates
+//! may be open at once, and a signer's cosignature counts for one of them
+//! only. If this node has cosigned none, it cosigns the candidate at its
+//! range's size whose signed root is its own. If none matches (none is open,
+//! or only bogus ones a single signer opened, or ones it has passed) and
 //! `CHECKPOINT_INTERVAL_ENTRIES` entries or `CHECKPOINT_INTERVAL_MS` have
-//! passed since the last final checkpoint, it opens one at its current size
+//! passed since the last final checkpoint, it opens one at its range's size
 //! (signers take turns by a stagger, so they rarely open two at once).
 
 use std::time::Duration;
 
 use civmesh_certs::{now_unix_millis, NodeId, NodeKey, SignedEnvelope};
 use civmesh_consensus::PolicyLog;
-use civmesh_policy::audit::{signs_checkpoints, AccessTree, CheckpointBody, CHECKPOINT_PENDING_MS_MAX};
+use civmesh_policy::audit::{signs_checkpoints, CheckpointBody, CompactRange, CHECKPOINT_PENDING_MS_MAX};
 use civmesh_policy::Command;
 use tokio::sync::watch;
 
@@ -36,7 +39,8 @@ pub const CHECKPOINT_LEAVES_PER_TICK_MAX: usize = 50_000;
 struct View {
     /// This node's place among the signers, if it is one.
     signer_rank: Option<u64>,
-    new_leaves: Vec<[u8; 32]>,
+    /// The applied state's audit tree.
+    frontier: CompactRange,
     last_final_size: u64,
     last_final_at_ms: u64,
     /// The open candidates, each with whether this node cosigned it and
@@ -51,7 +55,7 @@ pub async fn run_checkpoints(
     key: std::sync::Arc<NodeKey>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let mut tree = AccessTree::new();
+    let mut range: Option<CompactRange> = None;
     let mut interval = tokio::time::interval(Duration::from_millis(CHECKPOINT_TICK_MS));
     let started_at_ms = now_unix_millis();
     loop {
@@ -59,10 +63,7 @@ pub async fn run_checkpoints(
             _ = interval.tick() => {}
             _ = stop.changed() => return,
         }
-        let view = look(&log, &key.node_id(), tree.len());
-        for leaf in view.new_leaves {
-            tree.push(leaf);
-        }
+        let view = look(&log, &key.node_id());
         let Some(rank) = view.signer_rank else { continue };
         // A candidate that never reached a majority expires.
         let now_ms = now_unix_millis();
@@ -72,19 +73,24 @@ pub async fn run_checkpoints(
             .filter(|(_, _, opened_at_ms)| now_ms < opened_at_ms.saturating_add(CHECKPOINT_PENDING_MS_MAX))
             .map(|(body, mine, _)| (body, mine))
             .collect();
+        let range = range.get_or_insert_with(|| view.frontier.clone());
+        let stop_at = open.iter().map(|(body, _)| body.tree_size).filter(|size| *size > range.size()).min();
+        advance(&log, range, &view.frontier, stop_at);
         if open.iter().any(|(_, mine)| *mine) {
             continue;
         }
-        let body = match matching_candidate(open.into_iter().map(|(body, _)| body), &tree) {
+        let body = match matching_candidate(open.into_iter().map(|(body, _)| body), range) {
             Some(body) => body,
             None => {
-                let new_entries = tree.len().saturating_sub(view.last_final_size);
+                let new_entries = range.size().saturating_sub(view.last_final_size);
                 let since_ms = now_ms.saturating_sub(view.last_final_at_ms.max(started_at_ms));
                 let due = new_entries >= CHECKPOINT_INTERVAL_ENTRIES
                     || (new_entries > 0
                         && since_ms >= CHECKPOINT_INTERVAL_MS + rank * CHECKPOINT_OPEN_STAGGER_MS);
-                let Some(root) = tree.root_at(tree.len()).filter(|_| due) else { continue };
-                CheckpointBody { tree_size: tree.len(), root, log_index: view.applied_index }
+                if !due {
+                    continue;
+                }
+                CheckpointBody { tree_size: range.size(), root: range.root(), log_index: view.applied_index }
             }
         };
         let Ok(envelope) =
@@ -103,15 +109,40 @@ pub async fn run_checkpoints(
     }
 }
 
-/// The first open candidate whose signed root is this replica's own root
-/// at that size: the only kind this node cosigns.
+/// Moves `range` towards the applied state's tree, reading stored leaves,
+/// and stops at `stop_at` if it lies on the way. A range the stored leaves
+/// cannot advance (this node installed a snapshot beyond it) jumps to the
+/// state's.
+fn advance(
+    log: &PolicyLog<SwarmClient>,
+    range: &mut CompactRange,
+    frontier: &CompactRange,
+    stop_at: Option<u64>,
+) {
+    let target = stop_at.unwrap_or(u64::MAX).min(frontier.size());
+    let wanted = usize::try_from(target.saturating_sub(range.size()))
+        .unwrap_or(usize::MAX)
+        .min(CHECKPOINT_LEAVES_PER_TICK_MAX);
+    if wanted == 0 {
+        return;
+    }
+    match log.history().audit_leaves(range.size(), wanted) {
+        Ok(leaves) if leaves.is_empty() => *range = frontier.clone(),
+        Ok(leaves) => leaves.iter().for_each(|leaf| range.push(leaf)),
+        Err(error) => tracing::warn!(%error, "cannot read the audit leaves"),
+    }
+}
+
+/// The open candidate at the range's size whose signed root is this
+/// replica's own: the only kind this node cosigns.
 fn matching_candidate(
     open: impl IntoIterator<Item = CheckpointBody>,
-    tree: &AccessTree,
+    range: &CompactRange,
 ) -> Option<CheckpointBody> {
     open.into_iter().find(|body| {
-        let ours = body.tree_size <= tree.len() && tree.root_at(body.tree_size) == Some(body.root);
-        if !ours && body.tree_size <= tree.len() {
+        let at_our_size = body.tree_size == range.size();
+        let ours = at_our_size && body.root == range.root();
+        if at_our_size && !ours {
             tracing::warn!(
                 size = body.tree_size,
                 "an open checkpoint's root is not this replica's: not cosigning"
@@ -121,7 +152,7 @@ fn matching_candidate(
     })
 }
 
-fn look(log: &PolicyLog<SwarmClient>, me: &NodeId, hashed: u64) -> View {
+fn look(log: &PolicyLog<SwarmClient>, me: &NodeId) -> View {
     log.state().read(|applied| {
         let policy = &applied.policy;
         let mut signers: Vec<NodeId> = policy
@@ -132,17 +163,10 @@ fn look(log: &PolicyLog<SwarmClient>, me: &NodeId, hashed: u64) -> View {
             .collect();
         signers.sort();
         let signer_rank = signers.iter().position(|signer| signer == me).map(|rank| rank as u64);
-        let new_leaves = policy
-            .audit_leaves
-            .iter()
-            .skip(hashed as usize)
-            .take(CHECKPOINT_LEAVES_PER_TICK_MAX)
-            .copied()
-            .collect();
         let last = policy.checkpoints.last();
         View {
             signer_rank,
-            new_leaves,
+            frontier: policy.audit_frontier.clone(),
             last_final_size: last.map_or(0, |last| last.body.tree_size),
             last_final_at_ms: last.map_or(0, |last| last.final_at_ms),
             pending: policy
@@ -164,17 +188,19 @@ mod tests {
     }
 
     #[test]
-    fn a_node_cosigns_only_a_candidate_over_its_own_root() {
-        let mut tree = AccessTree::new();
+    fn a_node_cosigns_only_a_candidate_at_its_size_over_its_own_root() {
+        let mut range = CompactRange::default();
+        let mut roots = Vec::new();
         for leaf in [[1u8; 32], [2; 32], [3; 32]] {
-            tree.push(leaf);
+            range.push(&leaf);
+            roots.push(range.root());
         }
-        let ours = |size: u64| body(size, tree.root_at(size).unwrap());
-        let bogus = body(2, [9; 32]);
+        let ours = body(3, range.root());
+        let bogus = body(3, [9; 32]);
+        let passed = body(2, roots[1]);
         let beyond = body(4, [9; 32]);
-        assert_eq!(matching_candidate([bogus.clone(), ours(3)], &tree), Some(ours(3)));
-        assert_eq!(matching_candidate([ours(2), ours(3)], &tree), Some(ours(2)));
-        assert_eq!(matching_candidate([bogus, beyond], &tree), None);
-        assert_eq!(matching_candidate([], &tree), None);
+        assert_eq!(matching_candidate([bogus.clone(), ours.clone()], &range), Some(ours));
+        assert_eq!(matching_candidate([passed, bogus, beyond], &range), None);
+        assert_eq!(matching_candidate([], &range), None);
     }
 }

@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use civmesh_certs::{codec, now_unix_millis, CaCertificate, SignedEnvelope};
 use civmesh_policy::audit::{
-    decode_bundle, encode_bundle, subject_accesses, verify_bundle, ArchivedCommand, AuditBundle, AuditReport,
-    SeenCheckpoint, BUNDLE_BYTES_MAX,
+    decode_bundle, encode_bundle, verify_bundle, verify_bundle_for_subject, ArchivedCommand, AuditBundle,
+    AuditReport, SeenCheckpoint, SubjectAccess, BUNDLE_BYTES_MAX,
 };
 use civmesh_policy::model::{subject_key_commitment, SubjectKeyHash};
 use civmesh_policy::{Command, PolicyState};
@@ -185,7 +185,8 @@ fn load_and_verify(
     bundle_path: &Path,
     ca: &Path,
     seen: &[SeenCheckpoint],
-) -> anyhow::Result<(AuditBundle, AuditReport, PolicyState)> {
+    subject: Option<&SubjectKeyHash>,
+) -> anyhow::Result<(AuditBundle, AuditReport, PolicyState, Vec<SubjectAccess>)> {
     let length =
         std::fs::metadata(bundle_path).with_context(|| format!("reading {}", bundle_path.display()))?.len();
     anyhow::ensure!(
@@ -201,10 +202,16 @@ fn load_and_verify(
         indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} commands ({per_sec}, {eta} left)")
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
-    let (report, state) =
-        verify_bundle(&bundle, Some(&trusted), seen, &mut |done| progress.set_position(done))?;
+    let mut advance = |done| progress.set_position(done);
+    let (report, state, accesses) = match subject {
+        Some(subject) => verify_bundle_for_subject(&bundle, Some(&trusted), subject, &mut advance)?,
+        None => {
+            let (report, state) = verify_bundle(&bundle, Some(&trusted), seen, &mut advance)?;
+            (report, state, Vec::new())
+        }
+    };
     progress.finish_and_clear();
-    Ok((bundle, report, state))
+    Ok((bundle, report, state, accesses))
 }
 
 fn read_ca(path: &Path) -> anyhow::Result<Vec<u8>> {
@@ -234,7 +241,7 @@ fn verify(bundle_path: &Path, ca: &Path, seen_path: &Path, report_path: &Path) -
     };
     let federation = hex::encode(codec::sha256(&read_ca(ca)?));
     let seen = seen_file.get(&federation).cloned().unwrap_or_default();
-    let (bundle, report, _) = load_and_verify(bundle_path, ca, &seen)?;
+    let (bundle, report, _, _) = load_and_verify(bundle_path, ca, &seen, None)?;
     std::fs::write(report_path, serde_json::to_vec_pretty(&report)?)
         .with_context(|| format!("writing {}", report_path.display()))?;
     println!("federation:       {}", report.federation_name);
@@ -294,7 +301,8 @@ fn subject(bundle_path: &Path, ca: &Path, key: &str, secret_file: &Path) -> anyh
     );
     let secret =
         std::fs::read_to_string(secret_file).with_context(|| format!("reading {}", secret_file.display()))?;
-    let (bundle, report, state) = load_and_verify(bundle_path, ca, &[])?;
+    let subject = SubjectKeyHash::of(secret.trim().as_bytes(), key);
+    let (bundle, report, state, accesses) = load_and_verify(bundle_path, ca, &[], Some(&subject))?;
     anyhow::ensure!(
         report.ok,
         "the bundle does not verify ({} failures): run `civmesh audit verify`",
@@ -313,7 +321,7 @@ fn subject(bundle_path: &Path, ca: &Path, key: &str, secret_file: &Path) -> anyh
         secret_file.display()
     );
     // Only the accesses in the range the bundle was exported for.
-    let accesses: Vec<_> = subject_accesses(&state, &SubjectKeyHash::of(secret.trim().as_bytes(), key))
+    let accesses: Vec<_> = accesses
         .into_iter()
         .filter(|access| (bundle.from_entry..bundle.to_entry).contains(&access.access_entry))
         .collect();

@@ -153,9 +153,6 @@ pub enum LogAccessError {
     /// It could not be committed.
     #[error("the access could not be logged ({0}); nothing released")]
     NotLogged(civmesh_consensus::SubmitError),
-    /// The position does not fit this platform's index.
-    #[error("access-log position {0} out of range")]
-    PositionOutOfRange(u64),
     /// This node's replica did not apply it in time.
     #[error("this replica has not applied the access record; nothing released")]
     NotAppliedHere,
@@ -259,19 +256,18 @@ impl QueryService {
             Ok(Err(rejection)) => return Err(LogAccessError::Rejected(rejection)),
             Err(error) => return Err(LogAccessError::NotLogged(error)),
         };
-        let index = usize::try_from(position).map_err(|_| LogAccessError::PositionOutOfRange(position))?;
         let digest = command.digest();
         self.log
             .wait_for_state(
                 Duration::from_millis(OWN_REPLICA_APPLY_WAIT_MS),
                 "own replica applies the access record",
-                move |applied| applied.policy.access_log.len() > index,
+                move |applied| applied.policy.access_log_length > position,
             )
             .await
             .map_err(|_| LogAccessError::NotAppliedHere)?;
-        let ours = self.log.state().read(|applied| {
-            applied.policy.access_log.get(index).is_some_and(|entry| entry.envelope.digest() == digest)
-        });
+        // The store holds an entry before the state counts it.
+        let stored = self.log.history().access_entry(position).map_err(|_| LogAccessError::NotAppliedHere)?;
+        let ours = stored.is_some_and(|entry| entry.envelope.digest() == digest);
         if !ours {
             self.report(&self.key.node_id(), "access_record_not_at_position");
             return Err(LogAccessError::AnotherAtPosition);

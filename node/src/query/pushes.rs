@@ -261,19 +261,16 @@ impl QueryService {
     /// push carries. A push not logged here yet is refused, and the owner
     /// retries it once this replica has caught up.
     fn push_logged(&self, owner: &NodeId, push: &PushBody) -> bool {
-        let Ok(index) = usize::try_from(push.access_log_position) else { return false };
-        self.log.state().read(|applied| {
-            let Some(entry) = applied.policy.access_log.get(index) else { return false };
-            let Ok(command) = entry.envelope.unverified_payload() else { return false };
-            let Some((record, civmesh_policy::AccessKind::Push)) = command.access() else { return false };
-            let civmesh_policy::AccessOutcome::Permit { released } = &entry.outcome else { return false };
-            entry.owner == *owner
-                && record.request.digest() == push.subscription
-                && push
-                    .records
-                    .iter()
-                    .all(|pushed| released.iter().any(|release| release.subject == pushed.subject))
-        })
+        let Ok(Some(entry)) = self.log.history().access_entry(push.access_log_position) else { return false };
+        let Ok(command) = entry.envelope.unverified_payload() else { return false };
+        let Some((record, civmesh_policy::AccessKind::Push)) = command.access() else { return false };
+        let civmesh_policy::AccessOutcome::Permit { released } = &entry.outcome else { return false };
+        entry.owner == *owner
+            && record.request.digest() == push.subscription
+            && push
+                .records
+                .iter()
+                .all(|pushed| released.iter().any(|release| release.subject == pushed.subject))
     }
 
     /// The pushes this node received, oldest first.

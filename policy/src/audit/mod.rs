@@ -26,9 +26,12 @@ mod verify;
 
 pub use crate::access::AccessKind;
 pub use bundle::{decode_bundle, encode_bundle, ArchivedCommand, AuditBundle, BundleError};
-pub use subject::{subject_accesses, SubjectAccess, SubjectAccessOutcome};
-pub use tree::{AccessTree, ConsistencyError};
-pub use verify::{verify_bundle, verify_bundle_on, AuditFailure, AuditReport, FailureKind, SeenCheckpoint};
+pub use subject::{SubjectAccess, SubjectAccessOutcome};
+pub use tree::{AccessTree, CompactRange, ConsistencyError, COMPACT_RANGE_HASHES_MAX};
+pub use verify::{
+    verify_bundle, verify_bundle_for_subject, verify_bundle_on, AuditFailure, AuditReport, FailureKind,
+    SeenCheckpoint,
+};
 
 /// A signer treats an open checkpoint it cannot cosign as abandoned after
 /// this long, in ms, and opens its own. (The state keeps several open at

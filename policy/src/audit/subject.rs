@@ -3,7 +3,7 @@
 use civmesh_certs::{OrgId, UnixMillis};
 use serde::{Deserialize, Serialize};
 
-use crate::access::{AccessKind, AccessOutcome};
+use crate::access::{AccessKind, AccessLogEntry, AccessOutcome};
 use crate::model::{LegalBasis, SubjectKeyHash};
 use crate::state::PolicyState;
 
@@ -56,39 +56,36 @@ impl SubjectAccessOutcome {
     }
 }
 
-/// Every access to `subject` in a replayed state, in log order.
-pub fn subject_accesses(state: &PolicyState, subject: &SubjectKeyHash) -> Vec<SubjectAccess> {
-    state
-        .access_log
-        .iter()
-        .filter_map(|entry| {
-            let released: Option<Vec<String>> = match &entry.outcome {
-                AccessOutcome::Permit { released } => released
-                    .iter()
-                    .find(|release| release.subject == *subject)
-                    .map(|release| release.fields.clone()),
-                AccessOutcome::Deny { .. } => entry.header.subjects.contains(subject).then(Vec::new),
-            };
-            let fields_released = released?;
-            let grant = entry.header.grant.and_then(|id| state.grants.get(&id));
-            Some(SubjectAccess {
-                access_entry: entry.sequence,
-                decided_at_ms: entry.decided_at_ms,
-                requester: entry.requester.to_string(),
-                requester_org: state.members.get(&entry.requester).map(|member| member.org.clone()),
-                owner: entry.owner.to_string(),
-                dataset: entry.header.dataset.clone(),
-                purpose: entry.header.purpose.clone(),
-                grant: entry.header.grant,
-                legal_basis: grant.map(|grant| grant.legal_basis),
-                outcome: if matches!(entry.outcome, AccessOutcome::Permit { .. }) {
-                    SubjectAccessOutcome::Permit
-                } else {
-                    SubjectAccessOutcome::Deny
-                },
-                fields_released,
-                kind: entry.kind(),
-            })
-        })
-        .collect()
+/// The access `entry` made to `subject`'s records, if it named or
+/// released them; `state` is the state it was logged in.
+pub(crate) fn subject_access(
+    state: &PolicyState,
+    entry: &AccessLogEntry,
+    subject: &SubjectKeyHash,
+) -> Option<SubjectAccess> {
+    let fields_released: Vec<String> = match &entry.outcome {
+        AccessOutcome::Permit { released } => {
+            released.iter().find(|release| release.subject == *subject).map(|release| release.fields.clone())
+        }
+        AccessOutcome::Deny { .. } => entry.header.subjects.contains(subject).then(Vec::new),
+    }?;
+    let grant = entry.header.grant.and_then(|id| state.grants.get(&id));
+    Some(SubjectAccess {
+        access_entry: entry.sequence,
+        decided_at_ms: entry.decided_at_ms,
+        requester: entry.requester.to_string(),
+        requester_org: state.members.get(&entry.requester).map(|member| member.org.clone()),
+        owner: entry.owner.to_string(),
+        dataset: entry.header.dataset.clone(),
+        purpose: entry.header.purpose.clone(),
+        grant: entry.header.grant,
+        legal_basis: grant.map(|grant| grant.legal_basis),
+        outcome: if matches!(entry.outcome, AccessOutcome::Permit { .. }) {
+            SubjectAccessOutcome::Permit
+        } else {
+            SubjectAccessOutcome::Deny
+        },
+        fields_released,
+        kind: entry.kind(),
+    })
 }

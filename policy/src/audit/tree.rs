@@ -2,7 +2,8 @@
 
 use ct_merkle::mem_backed_tree::MemoryBackedTree;
 use ct_merkle::RootHash;
-use sha2::Sha256;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 
 /// The access log's Merkle tree (RFC 6962, SHA-256), with the root at every
 /// size kept so any checkpoint size can be checked later.
@@ -58,6 +59,89 @@ impl AccessTree {
             .verify_consistency(&old, &proof)
             .map_err(|error| ConsistencyError::ProofFailed(format!("{error:?}")))
     }
+}
+
+/// The most perfect subtrees a compact range holds: one per bit of a u64 size.
+pub const COMPACT_RANGE_HASHES_MAX: usize = 64;
+
+/// The right edge of an RFC 6962 tree: the roots of its perfect subtrees,
+/// largest first, one per set bit of its size. It gives the root at its
+/// size and takes the next leaf in O(log n), holding at most
+/// [`COMPACT_RANGE_HASHES_MAX`] hashes whatever the tree's size.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "CompactRangeParts")]
+pub struct CompactRange {
+    size: u64,
+    hashes: Vec<[u8; 32]>,
+}
+
+/// A compact range as decoded, before it is checked.
+#[derive(Deserialize)]
+struct CompactRangeParts {
+    size: u64,
+    hashes: Vec<[u8; 32]>,
+}
+
+/// A decoded compact range whose hashes do not match its size.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("a compact range of {size} leaves holds {hashes} hashes, not one per set bit of its size")]
+pub struct CompactRangeMalformed {
+    size: u64,
+    hashes: usize,
+}
+
+impl TryFrom<CompactRangeParts> for CompactRange {
+    type Error = CompactRangeMalformed;
+
+    fn try_from(parts: CompactRangeParts) -> Result<Self, Self::Error> {
+        if parts.hashes.len() as u64 != u64::from(parts.size.count_ones()) {
+            return Err(CompactRangeMalformed { size: parts.size, hashes: parts.hashes.len() });
+        }
+        Ok(CompactRange { size: parts.size, hashes: parts.hashes })
+    }
+}
+
+impl CompactRange {
+    /// The leaves so far.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// Appends a leaf (its value, hashed here as RFC 6962 leaf).
+    pub fn push(&mut self, leaf: &[u8; 32]) {
+        let mut node = hash_leaf(leaf);
+        let mut size = self.size;
+        while size & 1 == 1 {
+            let Some(left) = self.hashes.pop() else { break };
+            node = hash_children(&left, &node);
+            size >>= 1;
+        }
+        self.hashes.push(node);
+        self.size += 1;
+        debug_assert_eq!(self.hashes.len() as u32, self.size.count_ones());
+    }
+
+    /// The root at this size (the hash of nothing when empty).
+    pub fn root(&self) -> [u8; 32] {
+        let mut nodes = self.hashes.iter().rev();
+        let Some(last) = nodes.next() else { return Sha256::digest(b"").into() };
+        nodes.fold(*last, |right, left| hash_children(left, &right))
+    }
+}
+
+fn hash_leaf(leaf: &[u8; 32]) -> [u8; 32] {
+    let mut hasher = Sha256::new();
+    hasher.update([0u8]);
+    hasher.update(leaf);
+    hasher.finalize().into()
+}
+
+fn hash_children(left: &[u8; 32], right: &[u8; 32]) -> [u8; 32] {
+    let mut hasher = Sha256::new();
+    hasher.update([1u8]);
+    hasher.update(left);
+    hasher.update(right);
+    hasher.finalize().into()
 }
 
 /// Why an earlier tree is not a prefix of this one.
@@ -123,5 +207,22 @@ mod tests {
         assert!(tree.check_consistency(5, &[9; 32]).is_err());
         assert!(tree.check_consistency(38, &tree.root_at(37).unwrap()).is_err());
         assert_eq!(tree.root_at(0), None);
+    }
+
+    #[test]
+    fn a_compact_range_gives_the_same_root_as_the_whole_tree_at_every_size() {
+        let mut tree = AccessTree::new();
+        let mut range = CompactRange::default();
+        assert_eq!(range.root(), reference_root(&[]));
+        for index in 0..300u32 {
+            let leaf = codec::sha256(&index.to_be_bytes());
+            tree.push(leaf);
+            range.push(&leaf);
+            assert_eq!(Some(range.root()), tree.root_at(range.size()), "size {}", range.size());
+        }
+        let bytes = codec::encode(&range).unwrap();
+        assert_eq!(codec::decode_exact::<CompactRange>(&bytes, 4096).unwrap(), range);
+        let bent = CompactRangeParts { size: range.size + 1, hashes: range.hashes.clone() };
+        assert!(CompactRange::try_from(bent).is_err());
     }
 }

@@ -5,10 +5,12 @@
 use serde::{Deserialize, Serialize};
 
 use super::bundle::{ArchivedCommand, AuditBundle, BundleError};
+use super::subject::{subject_access, SubjectAccess};
 use super::tree::AccessTree;
 use super::FinalCheckpoint;
-use crate::access::AccessOutcome;
+use crate::access::{AccessLogEntry, AccessOutcome};
 use crate::hex_digest::{from_hex, to_hex};
+use crate::model::SubjectKeyHash;
 use crate::state::{PolicyState, RejectionCode};
 use crate::SignedCommand;
 
@@ -152,6 +154,30 @@ pub fn verify_bundle_on(
     threads: usize,
     progress: &mut dyn FnMut(u64),
 ) -> Result<(AuditReport, PolicyState), BundleError> {
+    let (report, state, _) = replay_bundle(bundle, trusted_ca_der, seen, threads, progress, None)?;
+    Ok((report, state))
+}
+
+/// [`verify_bundle`], and every access the bundle logged to `subject`'s
+/// records, in log order: a subject-access report.
+pub fn verify_bundle_for_subject(
+    bundle: &AuditBundle,
+    trusted_ca_der: Option<&[u8]>,
+    subject: &SubjectKeyHash,
+    progress: &mut dyn FnMut(u64),
+) -> Result<(AuditReport, PolicyState, Vec<SubjectAccess>), BundleError> {
+    let threads = std::thread::available_parallelism().map_or(1, |cores| cores.get());
+    replay_bundle(bundle, trusted_ca_der, &[], threads, progress, Some(subject))
+}
+
+fn replay_bundle(
+    bundle: &AuditBundle,
+    trusted_ca_der: Option<&[u8]>,
+    seen: &[SeenCheckpoint],
+    threads: usize,
+    progress: &mut dyn FnMut(u64),
+    subject: Option<&SubjectKeyHash>,
+) -> Result<(AuditReport, PolicyState, Vec<SubjectAccess>), BundleError> {
     check_federation(bundle, trusted_ca_der)?;
     let verified = if threads > 1 {
         verify_signatures_in_parallel(&bundle.commands, threads)
@@ -159,7 +185,15 @@ pub fn verify_bundle_on(
         vec![false; bundle.commands.len()]
     };
     debug_assert_eq!(verified.len(), bundle.commands.len());
-    let mut replay = Replay { state: PolicyState::default(), tree: AccessTree::new(), failures: Vec::new() };
+    let mut replay = Replay {
+        state: PolicyState::default(),
+        tree: AccessTree::new(),
+        failures: Vec::new(),
+        permits: 0,
+        denials: 0,
+        subject,
+        subject_accesses: Vec::new(),
+    };
     for (index, archived) in bundle.commands.iter().enumerate() {
         replay.command(index, archived, verified[index]);
         if index % 1024 == 0 {
@@ -173,14 +207,20 @@ pub fn verify_bundle_on(
     Ok(replay.report(bundle))
 }
 
-/// A replay in progress: the state, the tree of its leaves, and what failed.
-struct Replay {
+/// A replay in progress: the state, the tree of its leaves, the access
+/// entries counted (and the subject's, if a report is asked for), and what
+/// failed.
+struct Replay<'a> {
     state: PolicyState,
     tree: AccessTree,
     failures: Vec<AuditFailure>,
+    permits: u64,
+    denials: u64,
+    subject: Option<&'a SubjectKeyHash>,
+    subject_accesses: Vec<SubjectAccess>,
 }
 
-impl Replay {
+impl Replay<'_> {
     fn fail(&mut self, sequence: Option<u64>, entry: Option<u64>, kind: FailureKind, detail: String) {
         let failure =
             AuditFailure { command_sequence: sequence, access_entry: entry, leaf: None, kind, detail };
@@ -195,16 +235,15 @@ impl Replay {
             let detail = format!("command {} expected here, found {sequence}", index + 1);
             self.fail(Some(sequence), None, FailureKind::SequenceGap, detail);
         }
-        let entry = self.state.access_log.len() as u64;
-        let leaves_before = self.state.audit_leaves.len();
+        let entry = self.state.access_log_length;
         let checkpoints_before = self.state.checkpoints.len();
-        let outcome = match SignedCommand::from_bytes(&archived.envelope) {
+        let (outcome, appended) = match SignedCommand::from_bytes(&archived.envelope) {
             // A command whose signatures failed the parallel pass is applied
             // with the full check, so the rejection says exactly why.
             Ok(envelope) if signatures_verified => {
                 self.state.apply_with_signatures_verified(&envelope, archived.entry_time_ms)
             }
-            Ok(envelope) => self.state.apply(&envelope, archived.entry_time_ms),
+            Ok(envelope) => self.state.apply_appending(&envelope, archived.entry_time_ms),
             Err(error) => {
                 self.fail(Some(sequence), None, FailureKind::MalformedCommand, error.to_string());
                 self.state.commands_applied += 1;
@@ -226,11 +265,26 @@ impl Replay {
             }
             _ => {}
         }
-        for leaf in &self.state.audit_leaves[leaves_before..] {
-            self.tree.push(*leaf);
+        if let Some(access_entry) = &appended.access_entry {
+            self.count(access_entry);
+        }
+        if let Some(leaf) = appended.audit_leaf {
+            self.tree.push(leaf);
         }
         if let Some(checkpoint) = self.state.checkpoints.get(checkpoints_before) {
             check_checkpoint(checkpoint, &self.tree, sequence, &mut self.failures);
+        }
+    }
+
+    /// Counts an access entry, and keeps it for the subject's report if it
+    /// is one of theirs.
+    fn count(&mut self, entry: &AccessLogEntry) {
+        match entry.outcome {
+            AccessOutcome::Permit { .. } => self.permits += 1,
+            AccessOutcome::Deny { .. } => self.denials += 1,
+        }
+        if let Some(access) = self.subject.and_then(|subject| subject_access(&self.state, entry, subject)) {
+            self.subject_accesses.push(access);
         }
     }
 
@@ -255,18 +309,13 @@ impl Replay {
         });
     }
 
-    fn report(self, bundle: &AuditBundle) -> (AuditReport, PolicyState) {
-        let Replay { state, tree, failures } = self;
-        let (permits, denials) =
-            state.access_log.iter().fold((0, 0), |(permits, denials), entry| match entry.outcome {
-                AccessOutcome::Permit { .. } => (permits + 1, denials),
-                AccessOutcome::Deny { .. } => (permits, denials + 1),
-            });
+    fn report(self, bundle: &AuditBundle) -> (AuditReport, PolicyState, Vec<SubjectAccess>) {
+        let Replay { state, tree, failures, permits, denials, subject_accesses, .. } = self;
         let report = AuditReport {
             ok: failures.is_empty(),
             federation_name: bundle.federation_name.clone(),
             commands: bundle.commands.len() as u64,
-            access_entries: state.access_log.len() as u64,
+            access_entries: state.access_log_length,
             leaves: tree.len(),
             permits,
             denials,
@@ -278,7 +327,7 @@ impl Replay {
             root: tree.root_at(tree.len()).map(|root| to_hex(&root)).unwrap_or_default(),
             failures,
         };
-        (report, state)
+        (report, state, subject_accesses)
     }
 }
 

@@ -44,14 +44,15 @@ impl PolicyState {
         self.check_owner(org, &header.dataset)
     }
 
-    /// Validates an access record, spends a query's nonce, and appends the
-    /// entry to the access log and its leaf to the audit tree.
+    /// Validates an access record, spends a query's nonce, counts the entry
+    /// in the access log and adds its leaf to the audit tree. Returns the
+    /// entry, which the state does not keep.
     pub(super) fn log_access(
         &mut self,
         access: LoggedAccess<'_>,
         check: SignatureCheck,
         entry_time_ms: UnixMillis,
-    ) -> Result<Applied, Rejection> {
+    ) -> Result<(Applied, AccessLogEntry), Rejection> {
         let (requester, header) = self.validate_access(access.record, access.kind, check, entry_time_ms)?;
         if access.kind.spends_nonce() {
             // The requester's request is logged once, whoever logs it. Its
@@ -60,17 +61,19 @@ impl PolicyState {
             self.check_replay(&requester.signer, &requester.nonce, requester.issued_at_ms, entry_time_ms)?;
             debug_assert_eq!(header, requester.payload);
         }
-        self.access_log.push(AccessLogEntry {
-            sequence: self.access_log.len() as u64,
+        let sequence = self.access_log_length;
+        let entry = AccessLogEntry {
+            sequence,
             envelope: access.envelope.clone(),
             requester: requester.signer,
             owner: access.owner,
             header,
             outcome: access.record.outcome.clone(),
             decided_at_ms: access.record.decided_at_ms,
-        });
-        self.audit_leaves.push(crate::audit::leaf_of(access.envelope));
-        Ok(Applied::AccessLogged(self.access_log.len() as u64 - 1))
+        };
+        self.access_log_length += 1;
+        self.audit_frontier.push(&crate::audit::leaf_of(access.envelope));
+        Ok((Applied::AccessLogged(sequence), entry))
     }
 
     /// Verifies an access record: the requester's signature, its time and

@@ -35,12 +35,12 @@ impl PolicyState {
         signer: &NodeId,
     ) -> Result<(), Rejection> {
         let final_size = self.checkpoints.last().map_or(0, |last| last.body.tree_size);
-        if body.tree_size <= final_size || body.tree_size > self.audit_leaves.len() as u64 {
+        let leaves = self.audit_frontier.size();
+        if body.tree_size <= final_size || body.tree_size > leaves {
             return Err(reject(
                 RejectionCode::InvalidArgument,
                 format!(
-                    "a checkpoint covers more than the last final one ({final_size}) and at most the audit leaves ({})",
-                    self.audit_leaves.len()
+                    "a checkpoint covers more than the last final one ({final_size}) and at most the audit leaves ({leaves})"
                 ),
             ));
         }

@@ -146,7 +146,7 @@ impl PolicyState {
         at_ms: UnixMillis,
     ) -> Applied {
         if event.stage.is_owner_outcome() {
-            self.audit_leaves.push(crate::audit::leaf_of(envelope));
+            self.audit_frontier.push(&crate::audit::leaf_of(envelope));
         }
         if event.stage == CorrectionStage::Submitted {
             self.open_track(event, signer_org, at_ms);

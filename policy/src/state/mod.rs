@@ -19,7 +19,7 @@ use civmesh_certs::{codec, NodeId, OrgId, ReplayGuard, UnixMillis};
 use serde::{Deserialize, Serialize};
 
 use crate::access::AccessLogEntry;
-use crate::audit::{FinalCheckpoint, PendingCheckpoint};
+use crate::audit::{CompactRange, FinalCheckpoint, PendingCheckpoint};
 use crate::command::{Command, DemandSpec, SignedCommand};
 use crate::correction::{CorrectionId, CorrectionTrack};
 use crate::model::{
@@ -62,6 +62,17 @@ pub enum Applied {
     AccessLogged(u64),
 }
 
+/// What one applied command added to the access log and the audit tree:
+/// the state counts them but does not keep them, so it does not grow with
+/// the log. A replica's store keeps them; an auditor's replay checks them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Appended {
+    /// The access entry, at position `access_log_length - 1` after the apply.
+    pub access_entry: Option<AccessLogEntry>,
+    /// The audit leaf, at position `audit_frontier.size() - 1` after it.
+    pub audit_leaf: Option<[u8; 32]>,
+}
+
 /// The federation root as recorded in genesis.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Federation {
@@ -96,11 +107,14 @@ pub struct PolicyState {
     pub next_demand_id: DemandId,
     /// The next grant id.
     pub next_grant_id: GrantId,
-    /// The access log: every query answered, permit or deny, in log order.
-    pub access_log: Vec<AccessLogEntry>,
-    /// The leaves of the audit tree, in log order: the SHA-256 of each
-    /// access entry's and each correction outcome's signed command.
-    pub audit_leaves: Vec<[u8; 32]>,
+    /// How many entries the access log holds: every query answered,
+    /// permit or deny, in log order. The entries themselves are not state:
+    /// each apply hands its entry over ([`Appended`]) for the store to keep.
+    pub access_log_length: u64,
+    /// The audit tree's right edge: its size and root. Its leaves, the
+    /// SHA-256 of each access entry's and each correction outcome's signed
+    /// command, are handed over like the entries.
+    pub audit_frontier: CompactRange,
     /// Every correction's lifecycle, by correction id.
     pub corrections: BTreeMap<CorrectionId, CorrectionTrack>,
     /// Auto-accept rules by (dataset, submitting organisation): the fields
@@ -135,8 +149,8 @@ impl Default for PolicyState {
             consents: BTreeMap::new(),
             next_demand_id: 1,
             next_grant_id: 1,
-            access_log: Vec::new(),
-            audit_leaves: Vec::new(),
+            access_log_length: 0,
+            audit_frontier: CompactRange::default(),
             corrections: BTreeMap::new(),
             auto_accept_rules: BTreeMap::new(),
             pending_checkpoints: Vec::new(),
@@ -192,18 +206,29 @@ impl PolicyState {
         envelope: &SignedCommand,
         entry_time_ms: UnixMillis,
     ) -> Result<Applied, Rejection> {
+        self.apply_appending(envelope, entry_time_ms).0
+    }
+
+    /// [`PolicyState::apply`], and what the command appended to the access
+    /// log and the audit tree.
+    pub fn apply_appending(
+        &mut self,
+        envelope: &SignedCommand,
+        entry_time_ms: UnixMillis,
+    ) -> (Result<Applied, Rejection>, Appended) {
         self.apply_with(envelope, entry_time_ms, SignatureCheck::Verify)
     }
 
-    /// [`PolicyState::apply`] for a command whose every signature (the
-    /// envelope's, and an access record's request) the caller has verified
-    /// already: an auditor verifying a bundle's signatures on all cores
-    /// first. Everything else is checked as in `apply`. Replicas never use it.
+    /// [`PolicyState::apply_appending`] for a command whose every signature
+    /// (the envelope's, and an access record's request) the caller has
+    /// verified already: an auditor verifying a bundle's signatures on all
+    /// cores first. Everything else is checked as in `apply`. Replicas
+    /// never use it.
     pub fn apply_with_signatures_verified(
         &mut self,
         envelope: &SignedCommand,
         entry_time_ms: UnixMillis,
-    ) -> Result<Applied, Rejection> {
+    ) -> (Result<Applied, Rejection>, Appended) {
         self.apply_with(envelope, entry_time_ms, SignatureCheck::AlreadyVerified)
     }
 
@@ -212,20 +237,29 @@ impl PolicyState {
         envelope: &SignedCommand,
         entry_time_ms: UnixMillis,
         check: SignatureCheck,
-    ) -> Result<Applied, Rejection> {
+    ) -> (Result<Applied, Rejection>, Appended) {
         self.commands_applied += 1;
         let before = self.commands_applied;
-        let outcome = self.apply_verified(envelope, entry_time_ms, check);
+        let leaves_before = self.audit_frontier.size();
+        let (outcome, access_entry) = match self.apply_verified(envelope, entry_time_ms, check) {
+            Ok((applied, entry)) => (Ok(applied), entry),
+            Err(rejection) => (Err(rejection), None),
+        };
         debug_assert_eq!(before, self.commands_applied);
-        outcome
+        // At most one leaf per command, and it is the command's own hash.
+        debug_assert!(self.audit_frontier.size() <= leaves_before + 1);
+        let audit_leaf =
+            (self.audit_frontier.size() > leaves_before).then(|| crate::audit::leaf_of(envelope));
+        (outcome, Appended { access_entry, audit_leaf })
     }
 
+    /// Applies a command; an access also returns its entry.
     fn apply_verified(
         &mut self,
         envelope: &SignedCommand,
         entry_time_ms: UnixMillis,
         check: SignatureCheck,
-    ) -> Result<Applied, Rejection> {
+    ) -> Result<(Applied, Option<AccessLogEntry>), Rejection> {
         self.advance_entry_time(entry_time_ms)?;
         let verified = check
             .open(envelope)
@@ -245,7 +279,7 @@ impl PolicyState {
         {
             let genesis =
                 Genesis { federation_name, ca_certificate_der, founding: founding_member_certificates_der };
-            return self.apply_genesis(&signer, genesis, entry_time_ms);
+            return self.apply_genesis(&signer, genesis, entry_time_ms).map(|applied| (applied, None));
         }
         if self.federation.is_none() {
             return Err(reject(RejectionCode::GenesisOrder, "the log has no genesis yet"));
@@ -255,10 +289,12 @@ impl PolicyState {
         let admitted = self.validate(command, &signer, &signer_org, entry_time_ms)?;
         if let Some((record, kind)) = command.access() {
             let access = LoggedAccess { envelope, record, kind, owner: signer };
-            return self.log_access(access, check, entry_time_ms);
+            return self
+                .log_access(access, check, entry_time_ms)
+                .map(|(applied, entry)| (applied, Some(entry)));
         }
         let entry = Entry { envelope, signer, signer_org, at_ms: entry_time_ms };
-        Ok(self.mutate(command.clone(), entry, admitted))
+        Ok((self.mutate(command.clone(), entry, admitted), None))
     }
 
     /// Checks the command against the state, by its domain's rule. For an

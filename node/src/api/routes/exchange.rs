@@ -52,10 +52,12 @@ pub const EXCHANGE_ROUTES: &[Route] = &[
         doc: Doc {
             summary: "The replicated access log (subjects only as keyed hashes), a page at a time",
             description: "Entries from `from` in log order, at most `limit` (1..=1000) and about 4 MiB; pass \
-                next_from as `from` for the next page, absent at the end.",
+                next_from as `from` for the next page, absent at the end. A node that joined by snapshot \
+                holds the entries after it only, and starts there.",
             parameters: &["AccessLogFrom", "AccessLogLimit"],
             answer: "A page of entries",
             media: &[(JSON, "AccessLogPage")],
+            errors: &[500],
             ..DOC
         },
     },
