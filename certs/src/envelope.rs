@@ -292,6 +292,12 @@ impl<T> SignedEnvelope<T> {
         &self.signature
     }
 
+    /// The bytes of the body and the signature: about the envelope's
+    /// encoded size, for byte bounds on batches.
+    pub fn wire_bytes(&self) -> usize {
+        self.body.len() + self.signature.len()
+    }
+
     /// Rebuilds an envelope from its parts, e.g. from an audit bundle.
     pub fn from_parts(body: Vec<u8>, signature: Vec<u8>) -> Self {
         SignedEnvelope { body, signature, payload_type: PhantomData }

@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use civmesh_certs::codec;
 use civmesh_policy::SignedCommand;
-use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable};
+use openraft::error::{
+    InstallSnapshotError, NetworkError, PayloadTooLarge, RPCError, RaftError, RemoteError, Unreachable,
+};
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
@@ -90,10 +92,25 @@ pub async fn call<T: Transport>(
     request: &PeerRequest,
     timeout: Duration,
 ) -> Result<PeerResponse, TransportError> {
+    let bytes = encode_request(request)?;
+    call_encoded(transport, target, bytes, timeout).await
+}
+
+/// Encodes a request, refusing one over [`PEER_MESSAGE_BYTES_MAX`].
+fn encode_request(request: &PeerRequest) -> Result<Vec<u8>, TransportError> {
     let bytes = codec::encode(request).map_err(|error| TransportError::Malformed(error.to_string()))?;
     if bytes.len() > PEER_MESSAGE_BYTES_MAX {
         return Err(TransportError::TooLarge(bytes.len()));
     }
+    Ok(bytes)
+}
+
+async fn call_encoded<T: Transport>(
+    transport: &T,
+    target: &RaftPeer,
+    bytes: Vec<u8>,
+    timeout: Duration,
+) -> Result<PeerResponse, TransportError> {
     let answer = transport.request(target, bytes, timeout).await?;
     codec::decode_exact(&answer, PEER_MESSAGE_BYTES_MAX)
         .map_err(|error| TransportError::Malformed(error.to_string()))
@@ -133,12 +150,21 @@ impl<T: Transport> PeerClient<T> {
         request: PeerRequest,
         option: &RPCOption,
     ) -> Result<PeerResponse, RPCError<RaftNodeId, RaftPeer, E>> {
-        call(&self.transport, &self.peer, &request, option.hard_ttl()).await.map_err(|error| match error {
+        call(&self.transport, &self.peer, &request, option.hard_ttl())
+            .await
+            .map_err(|error| self.transport_error(error))
+    }
+
+    fn transport_error<E: std::error::Error>(
+        &self,
+        error: TransportError,
+    ) -> RPCError<RaftNodeId, RaftPeer, E> {
+        match error {
             TransportError::Unreachable(_) | TransportError::Timeout(_) => {
                 RPCError::Unreachable(Unreachable::new(&error))
             }
             other => RPCError::Network(NetworkError::new(&other)),
-        })
+        }
     }
 
     fn unexpected<E: std::error::Error>(&self, answer: PeerResponse) -> RPCError<RaftNodeId, RaftPeer, E> {
@@ -161,7 +187,21 @@ impl<T: Transport> RaftNetwork<TypeConfig> for PeerClient<T> {
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<RaftNodeId>, RPCError<RaftNodeId, RaftPeer, RaftError<RaftNodeId>>>
     {
-        match self.send(PeerRequest::AppendEntries(rpc), &option).await? {
+        let entries = rpc.entries.len() as u64;
+        let bytes = match encode_request(&PeerRequest::AppendEntries(rpc)) {
+            // Too many entries for one message: openraft retries at once
+            // with fewer (each entry alone fits: see SUBMIT_BYTES_MAX).
+            Err(TransportError::TooLarge(bytes)) if entries > 1 => {
+                let fitting = entries.saturating_mul(PEER_MESSAGE_BYTES_MAX as u64 / 2) / bytes.max(1) as u64;
+                return Err(RPCError::PayloadTooLarge(PayloadTooLarge::new_entries_hint(fitting.max(1))));
+            }
+            Err(error) => return Err(RPCError::Network(NetworkError::new(&error))),
+            Ok(bytes) => bytes,
+        };
+        let answer = call_encoded(&self.transport, &self.peer, bytes, option.hard_ttl())
+            .await
+            .map_err(|error| self.transport_error(error))?;
+        match answer {
             PeerResponse::AppendEntries(result) => result.map_err(|error| self.remote(error)),
             other => Err(self.unexpected(other)),
         }

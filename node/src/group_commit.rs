@@ -16,6 +16,10 @@ use crate::swarm::SwarmClient;
 
 /// The most commands in one entry.
 pub const GROUP_COMMIT_BATCH_MAX: usize = 256;
+/// The most bytes of commands in one entry (within the policy log's
+/// `SUBMIT_BYTES_MAX`).
+pub const GROUP_COMMIT_BATCH_BYTES_MAX: usize = 2 * 1024 * 1024;
+const _: () = assert!(GROUP_COMMIT_BATCH_BYTES_MAX <= civmesh_consensus::policy_log::SUBMIT_BYTES_MAX);
 /// Batches being committed at once at most.
 pub const GROUP_COMMIT_BATCHES_IN_FLIGHT_MAX: usize = 4;
 /// Commands waiting for a batch at most; more wait to be queued.
@@ -55,16 +59,19 @@ impl GroupCommitter {
 
 async fn run(log: PolicyLog<SwarmClient>, mut receiver: mpsc::Receiver<Pending>, tasks: TaskTracker) {
     let in_flight = Arc::new(Semaphore::new(GROUP_COMMIT_BATCHES_IN_FLIGHT_MAX));
-    while let Some(first) = receiver.recv().await {
+    let mut held_over: Option<Pending> = None;
+    loop {
+        let first = match held_over.take() {
+            Some(first) => first,
+            None => match receiver.recv().await {
+                Some(first) => first,
+                None => break,
+            },
+        };
         // Wait for a commit slot first: while waiting, the queue fills.
         let Ok(permit) = in_flight.clone().acquire_owned().await else { break };
-        let mut batch = vec![first];
-        while batch.len() < GROUP_COMMIT_BATCH_MAX {
-            match receiver.try_recv() {
-                Ok(next) => batch.push(next),
-                Err(_) => break,
-            }
-        }
+        let (batch, held) = gather(first, &mut receiver);
+        held_over = held;
         let log = log.clone();
         tasks.spawn(async move {
             let (commands, replies): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
@@ -83,4 +90,21 @@ async fn run(log: PolicyLog<SwarmClient>, mut receiver: mpsc::Receiver<Pending>,
             drop(permit);
         });
     }
+}
+
+/// `first` and what is queued behind it, up to [`GROUP_COMMIT_BATCH_MAX`]
+/// commands and [`GROUP_COMMIT_BATCH_BYTES_MAX`] bytes; the command that
+/// would overflow the bytes is held over for the next batch.
+fn gather(first: Pending, receiver: &mut mpsc::Receiver<Pending>) -> (Vec<Pending>, Option<Pending>) {
+    let mut bytes = first.0.wire_bytes();
+    let mut batch = vec![first];
+    while batch.len() < GROUP_COMMIT_BATCH_MAX {
+        let Ok(next) = receiver.try_recv() else { break };
+        bytes += next.0.wire_bytes();
+        if bytes > GROUP_COMMIT_BATCH_BYTES_MAX {
+            return (batch, Some(next));
+        }
+        batch.push(next);
+    }
+    (batch, None)
 }
