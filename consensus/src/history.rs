@@ -3,7 +3,8 @@
 //! - `archive`: every applied command with its outcome, by command sequence
 //!   (what an auditor replays);
 //! - `access_log`: every access entry, by its position in the access log;
-//! - `audit_leaves`: the audit tree's leaves, by position.
+//! - `audit_leaves`: the audit tree's leaves, by position;
+//! - `checkpoints`: the final checkpoints, by their number from 0.
 //!
 //! The state machine writes one apply call's history in one batch, unsynced:
 //! a crash re-applies from the last state image (synced, which syncs the WAL
@@ -13,16 +14,19 @@
 use std::sync::Arc;
 
 use civmesh_certs::codec;
-use civmesh_policy::audit::{ArchivedCommand, ARCHIVED_COMMAND_BYTES_MAX};
+use civmesh_policy::audit::{ArchivedCommand, FinalCheckpoint, ARCHIVED_COMMAND_BYTES_MAX};
 use civmesh_policy::{AccessLogEntry, Appended};
 use rocksdb::{Direction, IteratorMode, WriteBatch, DB};
 
 pub(crate) const ARCHIVE_FAMILY: &str = "archive";
 pub(crate) const ACCESS_LOG_FAMILY: &str = "access_log";
 pub(crate) const AUDIT_LEAVES_FAMILY: &str = "audit_leaves";
+pub(crate) const CHECKPOINTS_FAMILY: &str = "checkpoints";
 
 /// The largest access entry decoded, in bytes: one command.
 pub const ACCESS_ENTRY_BYTES_MAX: usize = ARCHIVED_COMMAND_BYTES_MAX;
+/// The largest final checkpoint decoded, in bytes (its cosigners included).
+pub const CHECKPOINT_BYTES_MAX: usize = 64 * 1024;
 /// The most items one read returns.
 pub const HISTORY_READ_ITEMS_MAX: usize = 50_000;
 
@@ -45,6 +49,8 @@ pub(crate) struct AppliedCommand {
     pub access_log_length: u64,
     /// The audit tree's size after it.
     pub audit_tree_size: u64,
+    /// The final checkpoints after it.
+    pub checkpoints_final: u64,
 }
 
 /// The history of one replica: reads for the node, appends for the state
@@ -73,6 +79,7 @@ impl History {
         let archive = self.family(ARCHIVE_FAMILY)?;
         let access_log = self.family(ACCESS_LOG_FAMILY)?;
         let leaves = self.family(AUDIT_LEAVES_FAMILY)?;
+        let checkpoints = self.family(CHECKPOINTS_FAMILY)?;
         let mut batch = WriteBatch::default();
         for one in applied {
             batch.put_cf(archive, key(one.archived.sequence), encode(&one.archived)?);
@@ -83,6 +90,10 @@ impl History {
             if let Some(leaf) = &one.appended.audit_leaf {
                 debug_assert!(one.audit_tree_size > 0);
                 batch.put_cf(leaves, key(one.audit_tree_size - 1), leaf);
+            }
+            if let Some(checkpoint) = &one.appended.checkpoint {
+                debug_assert!(one.checkpoints_final > 0);
+                batch.put_cf(checkpoints, key(one.checkpoints_final - 1), encode(checkpoint)?);
             }
         }
         self.db.write(batch)?;
@@ -132,6 +143,14 @@ impl History {
     pub fn audit_leaves(&self, from: u64, limit: usize) -> Result<Vec<[u8; 32]>, HistoryError> {
         self.scan(AUDIT_LEAVES_FAMILY, from, limit, Gaps::EndTheRead, |bytes| {
             bytes.try_into().map_err(|_| format!("an audit leaf of {} bytes", bytes.len()))
+        })
+    }
+
+    /// Up to `limit` final checkpoints from number `from` (0 = the first)
+    /// on, in order.
+    pub fn checkpoints(&self, from: u64, limit: usize) -> Result<Vec<FinalCheckpoint>, HistoryError> {
+        self.scan(CHECKPOINTS_FAMILY, from, limit, Gaps::Skipped, |bytes| {
+            codec::decode_exact(bytes, CHECKPOINT_BYTES_MAX).map_err(|error| error.to_string())
         })
     }
 

@@ -29,5 +29,5 @@ pub use policy_log::{
     check_raft_sender, PeerAnswer, PolicyLog, PolicyLogConfig, RaftRefusal, RaftRpc, StartError, Status,
     SubmitError,
 };
-pub use store::{open, AppliedState, LogStore, OpenError, SharedState, StateMachine};
+pub use store::{open, AppliedState, LogStore, OpenError, SharedState, SnapshotStats, StateMachine};
 pub use types::{raft_node_id, ApplyResult, Entry, LogPayload, Raft, RaftNodeId, RaftPeer, TypeConfig};

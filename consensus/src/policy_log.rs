@@ -29,6 +29,9 @@ pub const FORWARD_TIMEOUT_MS: u64 = 5_000;
 pub const COMMIT_TIMEOUT_MS: u64 = 3_000;
 /// The most commands one submission may carry.
 pub const SUBMIT_COMMANDS_MAX: usize = 4096;
+/// The most bytes of signed commands one submission (one log entry) may
+/// carry, so that any single entry fits a peer message with room to spare.
+pub const SUBMIT_BYTES_MAX: usize = 4 * 1024 * 1024;
 
 /// Tuning of one policy-log member.
 #[derive(Debug, Clone)]
@@ -195,8 +198,14 @@ pub struct Status {
     pub voters: Vec<String>,
     /// The learners.
     pub learners: Vec<String>,
-    /// SHA-256 of the applied policy state, hex.
-    pub state_hash: String,
+    /// The applied state's digest ([`civmesh_policy::PolicyState::digest`]),
+    /// hex: equal on replicas at the same applied index.
+    pub state_digest: String,
+    /// How long the latest snapshot built here took to encode and write, in
+    /// ms (0 before any).
+    pub snapshot_build_ms: u64,
+    /// Its bytes.
+    pub snapshot_bytes: u64,
 }
 
 /// A running member of the policy log.
@@ -205,6 +214,7 @@ pub struct PolicyLog<T: Transport> {
     raft: Raft,
     state: SharedState,
     history: crate::history::History,
+    snapshot_stats: Arc<crate::store::SnapshotStats>,
     committed_index: Arc<AtomicU64>,
     latest_entry_time_ms: Arc<AtomicU64>,
     last_proposed_ms: Arc<tokio::sync::Mutex<u64>>,
@@ -234,6 +244,7 @@ impl<T: Transport> PolicyLog<T> {
         let latest_entry_time_ms = log_store.latest_entry_time_ms();
         let state = state_machine.shared_state();
         let history = state_machine.history();
+        let snapshot_stats = state_machine.snapshot_stats();
         let me = RaftPeer { node_id: config.node_id, address: config.address };
         let raft = Raft::new(
             raft_node_id(&config.node_id),
@@ -248,6 +259,7 @@ impl<T: Transport> PolicyLog<T> {
             raft,
             state,
             history,
+            snapshot_stats,
             committed_index,
             latest_entry_time_ms,
             last_proposed_ms: Arc::new(tokio::sync::Mutex::new(0)),
@@ -336,11 +348,7 @@ impl<T: Transport> PolicyLog<T> {
 
     /// Proposes `commands` if this node leads; never forwards.
     async fn write_as_leader(&self, commands: Vec<SignedCommand>) -> Result<ApplyResult, SubmitError> {
-        if commands.is_empty() || commands.len() > SUBMIT_COMMANDS_MAX {
-            return Err(SubmitError::Refused(format!(
-                "a submission carries 1..={SUBMIT_COMMANDS_MAX} commands"
-            )));
-        }
+        check_submission(&commands)?;
         let receiver = {
             // Stamping and handing to Raft happen in one turn, so log order
             // is stamp order: entry times never go backwards, whatever this
@@ -373,6 +381,7 @@ impl<T: Transport> PolicyLog<T> {
     /// follower the commands are forwarded to the leader. Returns only once
     /// the entry is committed and applied (by the leader).
     pub async fn submit(&self, commands: Vec<SignedCommand>) -> Result<ApplyResult, SubmitError> {
+        check_submission(&commands)?;
         let mut last_error = SubmitError::NoLeader("no attempt made".to_string());
         for _ in 0..SUBMIT_ATTEMPTS_MAX {
             let leader = self.leader().await;
@@ -516,23 +525,14 @@ impl<T: Transport> PolicyLog<T> {
             .map_err(|error| SubmitError::Raft(error.to_string()))
     }
 
-    /// This member's view of the cluster, with the state hash.
+    /// This member's view of the cluster, with the state's digest.
     pub fn status(&self) -> Status {
-        self.status_with_hash(true)
-    }
-
-    /// This member's view of the cluster; hashing the policy state costs
-    /// time in the size of the state, so callers that poll often (metrics)
-    /// skip it and get an empty `state_hash`.
-    pub fn status_with_hash(&self, with_hash: bool) -> Status {
         let metrics = self.raft.metrics().borrow().clone();
         let membership = metrics.membership_config.membership();
         let name =
             |id: RaftNodeId| membership.get_node(&id).map_or(id.to_string(), |peer| peer.node_id.to_string());
-        let (applied_index, state_hash) = self.state.read(|applied| {
-            let hash = if with_hash { hex_string(&applied.policy.state_hash()) } else { String::new() };
-            (applied.applied_index, hash)
-        });
+        let (applied_index, state_digest) =
+            self.state.read(|applied| (applied.applied_index, hex_string(&applied.policy.digest)));
         Status {
             node_id: self.me.node_id.to_string(),
             raft_id: metrics.id,
@@ -553,7 +553,9 @@ impl<T: Transport> PolicyLog<T> {
             purged_index: metrics.purged.map_or(0, |id| id.index),
             voters: membership.voter_ids().map(name).collect(),
             learners: membership.learner_ids().map(name).collect(),
-            state_hash,
+            state_digest,
+            snapshot_build_ms: self.snapshot_stats.build_ms.load(Ordering::Acquire),
+            snapshot_bytes: self.snapshot_stats.bytes.load(Ordering::Acquire),
         }
     }
 
@@ -565,4 +567,20 @@ impl<T: Transport> PolicyLog<T> {
 
 fn hex_string(bytes: &[u8]) -> String {
     bytes.iter().map(|byte| format!("{byte:02x}")).collect()
+}
+
+/// Refuses a submission that is empty or over [`SUBMIT_COMMANDS_MAX`]
+/// commands or [`SUBMIT_BYTES_MAX`] bytes, before it is forwarded or
+/// proposed.
+fn check_submission(commands: &[SignedCommand]) -> Result<(), SubmitError> {
+    if commands.is_empty() || commands.len() > SUBMIT_COMMANDS_MAX {
+        return Err(SubmitError::Refused(format!("a submission carries 1..={SUBMIT_COMMANDS_MAX} commands")));
+    }
+    let bytes: usize = commands.iter().map(SignedCommand::wire_bytes).sum();
+    if bytes > SUBMIT_BYTES_MAX {
+        return Err(SubmitError::Refused(format!(
+            "a submission carries at most {SUBMIT_BYTES_MAX} bytes of commands, not {bytes}"
+        )));
+    }
+    Ok(())
 }

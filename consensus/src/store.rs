@@ -12,7 +12,7 @@
 //!   with the cosigned audit checkpoints, which live in the policy state.)
 //!   The image holds no history: the access log's length and the audit
 //!   tree's compact range stand for it.
-//! - `archive`, `access_log`, `audit_leaves`: the history, in
+//! - `archive`, `access_log`, `audit_leaves`, `checkpoints`: the history, in
 //!   [`crate::history`], written with each apply.
 
 // openraft's StorageError is large and its type is fixed by the traits.
@@ -34,7 +34,9 @@ use openraft::{
 use rocksdb::{ColumnFamilyDescriptor, Direction, IteratorMode, Options, WriteBatch, WriteOptions, DB};
 use serde::{Deserialize, Serialize};
 
-use crate::history::{AppliedCommand, History, ACCESS_LOG_FAMILY, ARCHIVE_FAMILY, AUDIT_LEAVES_FAMILY};
+use crate::history::{
+    AppliedCommand, History, ACCESS_LOG_FAMILY, ARCHIVE_FAMILY, AUDIT_LEAVES_FAMILY, CHECKPOINTS_FAMILY,
+};
 use crate::types::{ApplyResult, Entry, RaftNodeId, RaftPeer, TypeConfig};
 
 const LOG_FAMILY: &str = "log";
@@ -97,10 +99,17 @@ pub fn open(directory: &Path) -> Result<(LogStore, StateMachine), OpenError> {
     let mut options = Options::default();
     options.create_if_missing(true);
     options.create_missing_column_families(true);
-    let families =
-        [LOG_FAMILY, LOG_META_FAMILY, STATE_FAMILY, ARCHIVE_FAMILY, ACCESS_LOG_FAMILY, AUDIT_LEAVES_FAMILY]
-            .into_iter()
-            .map(|name| ColumnFamilyDescriptor::new(name, Options::default()));
+    let families = [
+        LOG_FAMILY,
+        LOG_META_FAMILY,
+        STATE_FAMILY,
+        ARCHIVE_FAMILY,
+        ACCESS_LOG_FAMILY,
+        AUDIT_LEAVES_FAMILY,
+        CHECKPOINTS_FAMILY,
+    ]
+    .into_iter()
+    .map(|name| ColumnFamilyDescriptor::new(name, Options::default()));
     let db = DB::open_cf_descriptors(&options, directory, families)
         .map_err(|source| OpenError::Database { path: directory.display().to_string(), source })?;
     let db = Arc::new(db);
@@ -345,6 +354,7 @@ pub struct StateMachine {
     last_membership: StoredMembership<RaftNodeId, RaftPeer>,
     shared: SharedState,
     snapshots_built: u64,
+    snapshot_stats: Arc<SnapshotStats>,
 }
 
 impl StateMachine {
@@ -364,12 +374,18 @@ impl StateMachine {
             last_membership: image.last_membership,
             shared,
             snapshots_built: 0,
+            snapshot_stats: Arc::default(),
         })
     }
 
     /// The applied state, for reads and decisions.
     pub fn shared_state(&self) -> SharedState {
         self.shared.clone()
+    }
+
+    /// What the latest snapshot built here cost.
+    pub fn snapshot_stats(&self) -> Arc<SnapshotStats> {
+        self.snapshot_stats.clone()
     }
 
     /// The history the state counts but does not keep.
@@ -406,17 +422,32 @@ impl StateMachine {
 
 impl RaftSnapshotBuilder<TypeConfig> for StateMachineSnapshotBuilder {
     async fn build_snapshot(&mut self) -> StorageResult<Snapshot<TypeConfig>> {
+        let started = std::time::Instant::now();
         let bytes = codec::encode(&self.image).map_err(write_error)?;
         self.db
             .put_cf_opt(family(&self.db, STATE_FAMILY)?, STATE_IMAGE_KEY, &bytes, &synced())
             .map_err(write_error)?;
+        let build_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.stats.build_ms.store(build_ms, Ordering::Release);
+        self.stats.bytes.store(bytes.len() as u64, Ordering::Release);
         Ok(StateMachine::snapshot_from(&self.image, bytes))
     }
+}
+
+/// The latest snapshot this node built: how long encoding and writing it
+/// took, and its bytes (0 before any).
+#[derive(Debug, Default)]
+pub struct SnapshotStats {
+    /// Milliseconds.
+    pub build_ms: AtomicU64,
+    /// Bytes.
+    pub bytes: AtomicU64,
 }
 
 /// Builds a snapshot from a state image taken when openraft asked for it.
 pub struct StateMachineSnapshotBuilder {
     db: Arc<DB>,
+    stats: Arc<SnapshotStats>,
     image: StateImage,
 }
 
@@ -462,6 +493,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                                 appended,
                                 access_log_length: policy.access_log_length,
                                 audit_tree_size: policy.audit_frontier.size(),
+                                checkpoints_final: policy.checkpoints_final,
                             });
                             result.outcomes.push(outcome);
                         }
@@ -488,7 +520,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         self.snapshots_built += 1;
         let last_index = self.last_applied.map_or(0, |id| id.index);
         let snapshot_id = format!("{last_index}-{}", self.snapshots_built);
-        StateMachineSnapshotBuilder { db: self.db.clone(), image: self.state_image(snapshot_id) }
+        StateMachineSnapshotBuilder {
+            db: self.db.clone(),
+            stats: self.snapshot_stats.clone(),
+            image: self.state_image(snapshot_id),
+        }
     }
 
     async fn begin_receiving_snapshot(&mut self) -> StorageResult<Box<std::io::Cursor<Vec<u8>>>> {

@@ -105,8 +105,8 @@ async fn converge(members: &[&Member]) -> String {
         let first = &statuses[0];
         let same = statuses
             .iter()
-            .all(|s| s.applied_index == first.applied_index && s.state_hash == first.state_hash);
-        (same && first.applied_index > 0).then(|| first.state_hash.clone())
+            .all(|s| s.applied_index == first.applied_index && s.state_digest == first.state_digest);
+        (same && first.applied_index > 0).then(|| first.state_digest.clone())
     })
     .await
 }

@@ -110,7 +110,7 @@ fn recorded_federation() -> (Fixture, RecordedLog) {
     let second = cosign(&log, 8);
     assert!(log.record(&fx.civil.key, Command::CosignCheckpoint(second.clone())));
     assert!(log.record(&fx.hub.key, Command::CosignCheckpoint(second)));
-    assert_eq!(log.state.checkpoints.len(), 2);
+    assert_eq!(log.state.checkpoints_final, 2);
     (fx, log)
 }
 

@@ -341,7 +341,7 @@ impl Testnet {
             }
             let seen: BTreeSet<(u64, String)> = last_seen
                 .iter()
-                .map(|(_, status)| status.as_ref().ok().map(|s| (s.applied_index, s.state_hash.clone())))
+                .map(|(_, status)| status.as_ref().ok().map(|s| (s.applied_index, s.state_digest.clone())))
                 .collect::<Option<_>>()?;
             match seen.len() {
                 1 => seen.into_iter().next(),
@@ -359,7 +359,7 @@ impl Testnet {
                         s.term,
                         s.applied_index,
                         s.committed_index,
-                        &s.state_hash[..s.state_hash.len().min(12)]
+                        &s.state_digest[..s.state_digest.len().min(12)]
                     ),
                     Err(error) => format!("{}: {error}", self.nodes[*index].spec.name),
                 })

@@ -472,7 +472,12 @@ impl Testnet {
     pub fn access_log_entry(&self, node: usize, sequence: u64) -> anyhow::Result<Option<serde_json::Value>> {
         let page: serde_json::Value =
             self.api(node)?.get(&format!("/v1/access-log?from={sequence}&limit=1"))?;
-        Ok(page["entries"].as_array().and_then(|entries| entries.first()).cloned())
+        // A node that joined by snapshot starts its pages where it holds entries.
+        Ok(page["entries"]
+            .as_array()
+            .and_then(|entries| entries.first())
+            .filter(|entry| entry["sequence"].as_u64() == Some(sequence))
+            .cloned())
     }
 
     /// Every version of record `key` of `dataset` at its owner, node

@@ -135,9 +135,10 @@ fn partitions_heal_without_loss_duplicates_or_unlogged_releases(mut net: Testnet
     let state_hash = wait_until("identical replicas", Duration::from_secs(30), || {
         let all: Vec<_> = (0..4).map(|i| net.api(i).ok()?.status().ok()).collect::<Option<_>>()?;
         let same = all.iter().all(|s| {
-            s.raft.applied_index == all[0].raft.applied_index && s.raft.state_hash == all[0].raft.state_hash
+            s.raft.applied_index == all[0].raft.applied_index
+                && s.raft.state_digest == all[0].raft.state_digest
         });
-        same.then(|| all[0].raft.state_hash.clone())
+        same.then(|| all[0].raft.state_digest.clone())
     })
     .unwrap();
     assert!(!state_hash.is_empty());
@@ -153,7 +154,7 @@ fn partitions_heal_without_loss_duplicates_or_unlogged_releases(mut net: Testnet
     // 4. The audit bundle verifies.
     wait_until("a checkpoint over every leaf", Duration::from_secs(30), || {
         let checkpoints: Value = net.api(HUB).ok()?.get("/v1/audit/checkpoints").ok()?;
-        (checkpoints["final"].as_array()?.last()?["tree_size"] == checkpoints["leaves"]).then_some(())
+        (checkpoints["latest"]["tree_size"] == checkpoints["leaves"]).then_some(())
     })
     .unwrap();
     let bundle = dir.join("after.bundle");

@@ -6,17 +6,20 @@
 //! - a learner added after the log was purged catches up by snapshot, and a
 //!   voter killed after its state image re-applies the entries after it;
 //! - a voter cut off from the others (they are frozen with SIGSTOP) cannot
-//!   commit, and the cluster goes on once they return.
+//!   commit, and the cluster goes on once they return;
+//! - an access history far past what one state image could once hold is
+//!   snapshotted, survives a restart of every node (the owner with kill -9)
+//!   and a new learner joins it by snapshot, while checkpoints go on.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use civmesh_certs::{now_unix_millis, NodeKey, SignedEnvelope};
-use civmesh_policy::model::LegalBasis;
-use civmesh_policy::{Command, SignedCommand};
-use civmesh_testnet::city::city;
+use civmesh_certs::{codec, now_unix_millis, NodeKey, SignedEnvelope};
+use civmesh_policy::model::{LegalBasis, SubjectKeyHash};
+use civmesh_policy::{AccessOutcome, AccessRecord, Command, QueryHeader, ReasonCode, SignedCommand};
+use civmesh_testnet::city::{city, enterprise_dataset, ENTERPRISES};
 use civmesh_testnet::{wait_until, NodeSpec, SnapshotPolicy, Testnet};
 
 const CONVERGE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -49,7 +52,7 @@ fn converged(net: &Testnet) -> String {
         let mut seen = BTreeSet::new();
         for index in (0..net.nodes.len()).filter(|index| net.is_running(*index)) {
             let status = net.api(index).ok()?.status().ok()?.raft;
-            seen.insert((status.applied_index, status.state_hash));
+            seen.insert((status.applied_index, status.state_digest));
         }
         (seen.len() == 1).then(|| seen.into_iter().next().map(|(_, hash)| hash)).flatten()
     })
@@ -157,7 +160,7 @@ fn a_learner_added_after_the_log_was_purged_catches_up_by_snapshot() {
     let hash = converged(&net);
     let after = net.api(0).unwrap().status().unwrap().raft;
     assert!(after.applied_index >= before.applied_index, "{before:?} then {after:?}");
-    assert_eq!(after.state_hash, hash);
+    assert_eq!(after.state_digest, hash);
     assert_eq!(purposes_on(&net, 0).len(), 67, "every entry after the image re-applied");
 }
 
@@ -284,4 +287,119 @@ fn a_revoked_member_is_disconnected_and_its_commands_refused() {
     })
     .unwrap();
     assert!((0..3).all(|index| !connected(index).unwrap().contains(&street_peer)));
+}
+
+/// Access records in the history test, and the subjects each names: about
+/// 20 MB of signed commands, more than the 16 MiB a whole-state image could
+/// be read back with when the state kept the access log.
+const HISTORY_RECORDS: usize = 12_000;
+const HISTORY_SUBJECTS_PER_RECORD: usize = 40;
+const HISTORY_BATCH: usize = 100;
+
+/// `count` denials logged by `owner` for queries `street` signed: a denial
+/// needs no grant, records or consents. Signed on every core.
+fn denials(street: &NodeKey, owner: &NodeKey, count: usize) -> Vec<SignedCommand> {
+    let denial = |number: usize| {
+        let subjects = (0..HISTORY_SUBJECTS_PER_RECORD)
+            .map(|subject| SubjectKeyHash(codec::sha256(format!("{number}/{subject}").as_bytes())))
+            .collect();
+        let header = QueryHeader {
+            dataset: ENTERPRISES.into(),
+            subjects,
+            fields: vec!["name".into()],
+            purpose: "inspection".into(),
+            grant: None,
+        };
+        let now = now_unix_millis();
+        let request = SignedEnvelope::sign(street, &header, now).unwrap();
+        let record = AccessRecord {
+            request,
+            outcome: AccessOutcome::Deny { reason: ReasonCode::GrantRequired },
+            decided_at_ms: now,
+        };
+        SignedEnvelope::sign(owner, &Command::RecordAccess(record), now).unwrap()
+    };
+    let threads = std::thread::available_parallelism().map_or(2, usize::from);
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads)
+            .map(|thread| {
+                scope.spawn(move || (thread..count).step_by(threads).map(denial).collect::<Vec<_>>())
+            })
+            .collect();
+        workers.into_iter().flat_map(|worker| worker.join().unwrap()).collect()
+    })
+}
+
+fn audit_counts(net: &Testnet, index: usize) -> Option<(u64, u64)> {
+    let checkpoints: serde_json::Value = net.api(index).ok()?.get("/v1/audit/checkpoints").ok()?;
+    let last_final = checkpoints["latest"]["tree_size"].as_u64();
+    Some((checkpoints["access_entries"].as_u64()?, last_final.unwrap_or(0)))
+}
+
+#[test]
+fn a_history_past_the_old_state_bound_snapshots_restarts_and_takes_a_learner() {
+    let dir = tempfile::tempdir().unwrap();
+    let specs = city(&["hub", "market", "civil", "jingansi", "zhenru"]);
+    let snapshot = SnapshotPolicy { after_entries: 10, entries_kept: 2 };
+    let mut net = Testnet::create(dir.path(), &specs, snapshot).unwrap();
+    for index in 0..4 {
+        net.start(index).unwrap();
+    }
+    net.bootstrap_nodes(&[0, 1, 2, 3]).unwrap();
+    let (market, jingansi, zhenru) =
+        (net.index("market").unwrap(), net.index("jingansi").unwrap(), net.index("zhenru").unwrap());
+    net.sign_and_submit(market, market, Command::PublishDataset(enterprise_dataset())).unwrap();
+    let key_of = |index: usize| NodeKey::load(&net.nodes[index].data_dir.join("node.key")).unwrap();
+    let records = denials(&key_of(jingansi), &key_of(market), HISTORY_RECORDS);
+    let bytes: usize = records.iter().map(SignedCommand::wire_bytes).sum();
+    assert!(bytes > 16 * 1024 * 1024, "only {bytes} bytes of access records");
+    let api = net.api(market).unwrap();
+    for (number, batch) in records.chunks(HISTORY_BATCH).enumerate() {
+        let response = api.submit(batch).unwrap_or_else(|error| panic!("batch {number}: {error:#}"));
+        assert!(response.outcomes.iter().all(Result::is_ok), "{:?}", response.outcomes.first());
+    }
+    converged(&net);
+    for index in 0..4 {
+        let raft = net.api(index).unwrap().status().unwrap().raft;
+        assert!(raft.snapshot_index > 0, "{} built no snapshot: {raft:?}", net.nodes[index].spec.name);
+        assert_eq!(audit_counts(&net, index).unwrap().0, HISTORY_RECORDS as u64);
+    }
+
+    // Every node restarts from its state image and log: the owner after
+    // kill -9, the others stopped.
+    net.kill9(market).unwrap();
+    for index in (0..4).filter(|index| *index != market) {
+        net.stop(index).unwrap();
+    }
+    for index in 0..4 {
+        net.start(index).unwrap();
+    }
+    converged(&net);
+    for index in 0..4 {
+        assert_eq!(audit_counts(&net, index).unwrap().0, HISTORY_RECORDS as u64);
+    }
+    // A voter that appended the last entry applied it from its log and so
+    // keeps it in its history; a majority of voters appended it.
+    let last = (HISTORY_RECORDS - 1) as u64;
+    let voters = [0, 1, 2];
+    let holding =
+        voters.iter().filter(|index| net.access_log_entry(**index, last).unwrap().is_some()).count();
+    assert!(holding * 2 > voters.len(), "only {holding} voters hold access entry {last}");
+
+    // A learner added now joins by snapshot, and the signers, following the
+    // tree from their state images, make a checkpoint final over it all.
+    let leader = net.leader(Duration::from_secs(10)).unwrap();
+    net.start(zhenru).unwrap();
+    net.admit(zhenru, leader).unwrap();
+    net.add_learner(zhenru).unwrap();
+    converged(&net);
+    let learner = net.api(zhenru).unwrap().status().unwrap().raft;
+    assert!(learner.snapshot_index > 0, "the learner did not install a snapshot: {learner:?}");
+    wait_until("a final checkpoint over every access entry, seen by the learner", CONVERGE_TIMEOUT, || {
+        (audit_counts(&net, zhenru)? == (HISTORY_RECORDS as u64, HISTORY_RECORDS as u64)).then_some(())
+    })
+    .unwrap();
+    // It holds the entries after its snapshot only, and says so by paging
+    // from there.
+    assert!(net.access_log_entry(zhenru, 0).unwrap().is_none());
 }

@@ -55,22 +55,58 @@ pub(crate) async fn audit_commands(
     Ok(([(axum::http::header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response())
 }
 
-/// `GET /v1/audit/checkpoints`: final checkpoints and the open one.
-pub(crate) async fn audit_checkpoints(State(state): State<Shared>) -> Json<serde_json::Value> {
-    let hex = |bytes: &[u8]| bytes.iter().map(|byte| format!("{byte:02x}")).collect::<String>();
-    Json(state.log.state().read(|applied| {
+/// The most final checkpoints one `GET /v1/audit/checkpoints` page holds.
+pub const CHECKPOINTS_PAGE_MAX: usize = 1_000;
+
+/// `?from=N&limit=N` of `GET /v1/audit/checkpoints`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckpointsQuery {
+    /// The first final checkpoint wanted, by number (0 = the first).
+    #[serde(default)]
+    pub from: u64,
+    /// How many at most (clamped to 1..=`CHECKPOINTS_PAGE_MAX`).
+    #[serde(default = "checkpoints_per_page")]
+    pub limit: usize,
+}
+
+fn checkpoints_per_page() -> usize {
+    CHECKPOINTS_PAGE_MAX
+}
+
+/// What the checkpoints page says of one checkpoint.
+fn checkpoint_json(
+    body: &civmesh_policy::audit::CheckpointBody,
+    cosigners: &std::collections::BTreeSet<civmesh_certs::NodeId>,
+) -> serde_json::Value {
+    serde_json::json!({
+        "tree_size": body.tree_size,
+        "root": hex::encode(body.root),
+        "log_index": body.log_index,
+        "cosigners": cosigners.iter().map(ToString::to_string).collect::<Vec<_>>(),
+    })
+}
+
+/// `GET /v1/audit/checkpoints`: the audit tree now, the latest final
+/// checkpoint, a page of the final ones from `from`, and the open one.
+pub(crate) async fn audit_checkpoints(
+    State(state): State<Shared>,
+    QueryParams(query): QueryParams<CheckpointsQuery>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let limit = query.limit.clamp(1, CHECKPOINTS_PAGE_MAX);
+    let page = state.log.history().checkpoints(query.from, limit).map_err(ApiError::internal)?;
+    Ok(Json(state.log.state().read(|applied| {
         let policy = &applied.policy;
-        let checkpoint = |body: &civmesh_policy::audit::CheckpointBody, cosigners: Vec<String>| {
-            serde_json::json!({
-                "tree_size": body.tree_size, "root": hex(&body.root), "log_index": body.log_index,
-                "cosigners": cosigners,
-            })
-        };
+        let next = query.from.saturating_add(page.len() as u64);
         serde_json::json!({
             "access_entries": policy.access_log_length,
             "leaves": policy.audit_frontier.size(),
-            "final": policy.checkpoints.iter().map(|c| checkpoint(&c.body, c.cosigners.iter().map(|n| n.to_string()).collect())).collect::<Vec<_>>(),
-            "pending": policy.pending_checkpoint().map(|p| checkpoint(&p.body, p.cosigners.iter().map(|n| n.to_string()).collect())),
+            "root": hex::encode(policy.audit_frontier.root()),
+            "final_count": policy.checkpoints_final,
+            "latest": policy.last_checkpoint.as_ref().map(|last| checkpoint_json(&last.body, &last.cosigners)),
+            "final": page.iter().map(|done| checkpoint_json(&done.body, &done.cosigners)).collect::<Vec<_>>(),
+            "next_from": (next < policy.checkpoints_final && !page.is_empty()).then_some(next),
+            "pending": policy.pending_checkpoint().map(|open| checkpoint_json(&open.body, &open.cosigners)),
         })
-    }))
+    })))
 }

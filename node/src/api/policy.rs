@@ -67,12 +67,11 @@ pub struct PolicySummary {
     pub grants: usize,
     /// Consent records.
     pub consents: usize,
-    /// SHA-256 of the policy state, hex.
-    pub state_hash: String,
+    /// The applied state's digest, hex.
+    pub state_digest: String,
 }
 
 pub(crate) async fn policy_summary(State(state): State<Shared>) -> Json<PolicySummary> {
-    let state_hash = state.log.status().state_hash;
     Json(state.log.state().read(|applied| PolicySummary {
         applied_index: applied.applied_index,
         commands_applied: applied.policy.commands_applied,
@@ -82,7 +81,7 @@ pub(crate) async fn policy_summary(State(state): State<Shared>) -> Json<PolicySu
         demands: applied.policy.demands.len(),
         grants: applied.policy.grants.len(),
         consents: applied.policy.consents.len(),
-        state_hash,
+        state_digest: hex::encode(applied.policy.digest),
     }))
 }
 

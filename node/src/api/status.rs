@@ -39,7 +39,7 @@ pub(crate) async fn status(State(state): State<Shared>) -> Json<NodeStatus> {
 }
 
 pub(crate) async fn metrics(State(state): State<Shared>) -> impl IntoResponse {
-    let status = state.log.status_with_hash(false);
+    let status = state.log.status();
     let peers = state.swarm.connected_peers().await.len();
     let access_log_length = state.log.state().read(|applied| applied.policy.access_log_length);
     let text = state.metrics.render(&status, peers, access_log_length);

@@ -163,7 +163,7 @@ fn look(log: &PolicyLog<SwarmClient>, me: &NodeId) -> View {
             .collect();
         signers.sort();
         let signer_rank = signers.iter().position(|signer| signer == me).map(|rank| rank as u64);
-        let last = policy.checkpoints.last();
+        let last = policy.last_checkpoint.as_ref();
         View {
             signer_rank,
             frontier: policy.audit_frontier.clone(),

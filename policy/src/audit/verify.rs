@@ -236,7 +236,6 @@ impl Replay<'_> {
             self.fail(Some(sequence), None, FailureKind::SequenceGap, detail);
         }
         let entry = self.state.access_log_length;
-        let checkpoints_before = self.state.checkpoints.len();
         let (outcome, appended) = match SignedCommand::from_bytes(&archived.envelope) {
             // A command whose signatures failed the parallel pass is applied
             // with the full check, so the rejection says exactly why.
@@ -271,7 +270,7 @@ impl Replay<'_> {
         if let Some(leaf) = appended.audit_leaf {
             self.tree.push(leaf);
         }
-        if let Some(checkpoint) = self.state.checkpoints.get(checkpoints_before) {
+        if let Some(checkpoint) = &appended.checkpoint {
             check_checkpoint(checkpoint, &self.tree, sequence, &mut self.failures);
         }
     }
@@ -319,10 +318,10 @@ impl Replay<'_> {
             leaves: tree.len(),
             permits,
             denials,
-            checkpoints: state.checkpoints.len() as u64,
+            checkpoints: state.checkpoints_final,
             latest_checkpoint: state
-                .checkpoints
-                .last()
+                .last_checkpoint
+                .as_ref()
                 .map(|last| SeenCheckpoint { tree_size: last.body.tree_size, root: to_hex(&last.body.root) }),
             root: tree.root_at(tree.len()).map(|root| to_hex(&root)).unwrap_or_default(),
             failures,

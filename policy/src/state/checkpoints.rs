@@ -34,7 +34,7 @@ impl PolicyState {
         body: &CheckpointBody,
         signer: &NodeId,
     ) -> Result<(), Rejection> {
-        let final_size = self.checkpoints.last().map_or(0, |last| last.body.tree_size);
+        let final_size = self.last_checkpoint.as_ref().map_or(0, |last| last.body.tree_size);
         let leaves = self.audit_frontier.size();
         if body.tree_size <= final_size || body.tree_size > leaves {
             return Err(reject(
@@ -90,12 +90,13 @@ impl PolicyState {
         if pending[index].cosigners.len() as u64 * 2 > signers_in_force {
             let done = pending.remove(index);
             let size = done.body.tree_size;
-            self.checkpoints.push(FinalCheckpoint {
+            self.last_checkpoint = Some(FinalCheckpoint {
                 body: done.body,
                 cosigners: done.cosigners,
                 signers_in_force,
                 final_at_ms: at_ms,
             });
+            self.checkpoints_final += 1;
             pending.retain(|candidate| candidate.body.tree_size > size);
         }
         self.pending_checkpoints = pending;

@@ -71,6 +71,8 @@ pub struct Appended {
     pub access_entry: Option<AccessLogEntry>,
     /// The audit leaf, at position `audit_frontier.size() - 1` after it.
     pub audit_leaf: Option<[u8; 32]>,
+    /// The checkpoint it made final, the `checkpoints_final`-th.
+    pub checkpoint: Option<FinalCheckpoint>,
 }
 
 /// The federation root as recorded in genesis.
@@ -124,10 +126,17 @@ pub struct PolicyState {
     /// signer's latest cosignature counts for one of them only, so there
     /// are at most as many as there are signers.
     pub pending_checkpoints: Vec<PendingCheckpoint>,
-    /// Final checkpoints of the access log's Merkle tree, oldest first.
-    pub checkpoints: Vec<FinalCheckpoint>,
+    /// How many checkpoints of the access log's Merkle tree are final. The
+    /// final checkpoints are handed over like the access entries.
+    pub checkpoints_final: u64,
+    /// The latest final checkpoint.
+    pub last_checkpoint: Option<FinalCheckpoint>,
     /// How many commands were applied (accepted or rejected).
     pub commands_applied: u64,
+    /// A digest of every command applied and its outcome, in order: each
+    /// apply moves it on in O(1) ([`applied_digest`]), so replicas compare
+    /// it cheaply at any size.
+    pub digest: [u8; 32],
     /// The latest entry time applied: a command at an earlier one is
     /// rejected ([`RejectionCode::EntryTimeWentBack`]).
     pub last_entry_time_ms: UnixMillis,
@@ -154,8 +163,10 @@ impl Default for PolicyState {
             corrections: BTreeMap::new(),
             auto_accept_rules: BTreeMap::new(),
             pending_checkpoints: Vec::new(),
-            checkpoints: Vec::new(),
+            checkpoints_final: 0,
+            last_checkpoint: None,
             commands_applied: 0,
+            digest: [0; 32],
             last_entry_time_ms: 0,
             recent_commands: ReplayGuard::with_signer_quota(
                 COMMAND_SKEW_MS_MAX,
@@ -241,6 +252,7 @@ impl PolicyState {
         self.commands_applied += 1;
         let before = self.commands_applied;
         let leaves_before = self.audit_frontier.size();
+        let checkpoints_before = self.checkpoints_final;
         let (outcome, access_entry) = match self.apply_verified(envelope, entry_time_ms, check) {
             Ok((applied, entry)) => (Ok(applied), entry),
             Err(rejection) => (Err(rejection), None),
@@ -250,7 +262,10 @@ impl PolicyState {
         debug_assert!(self.audit_frontier.size() <= leaves_before + 1);
         let audit_leaf =
             (self.audit_frontier.size() > leaves_before).then(|| crate::audit::leaf_of(envelope));
-        (outcome, Appended { access_entry, audit_leaf })
+        let checkpoint =
+            (self.checkpoints_final > checkpoints_before).then(|| self.last_checkpoint.clone()).flatten();
+        self.digest = applied_digest(&self.digest, envelope, &outcome);
+        (outcome, Appended { access_entry, audit_leaf, checkpoint })
     }
 
     /// Applies a command; an access also returns its entry.
@@ -400,7 +415,9 @@ impl PolicyState {
         }
     }
 
-    /// SHA-256 of the canonical encoding: equal on replicas in equal state.
+    /// SHA-256 of the whole state's canonical encoding: equal on replicas
+    /// in equal state. It costs time in the state's size, so replicas
+    /// compare [`PolicyState::digest`]; tests compare whole states with it.
     pub fn state_hash(&self) -> [u8; 32] {
         match codec::encode(self) {
             Ok(bytes) => codec::sha256(&bytes),
@@ -409,6 +426,29 @@ impl PolicyState {
             Err(_) => [0u8; 32],
         }
     }
+}
+
+/// The label that starts every step of [`PolicyState::digest`].
+pub const APPLIED_DIGEST_LABEL: &[u8] = b"civmesh/applied-digest/v1\0";
+
+/// The digest after `envelope` was applied with `outcome`:
+/// SHA-256(label, previous digest, SHA-256 of the envelope, canonical
+/// encoding of the outcome: what was applied, or the rejection's code, not
+/// its wording).
+pub fn applied_digest(
+    previous: &[u8; 32],
+    envelope: &SignedCommand,
+    outcome: &Result<Applied, Rejection>,
+) -> [u8; 32] {
+    use sha2::Digest;
+    let mut hasher = sha2::Sha256::new();
+    hasher.update(APPLIED_DIGEST_LABEL);
+    hasher.update(previous);
+    hasher.update(envelope.digest());
+    // Encoding plain data cannot fail; an empty encoding still moves the
+    // digest on, and a replica that differs differs loudly elsewhere.
+    hasher.update(codec::encode(&outcome.as_ref().map_err(|rejection| rejection.code)).unwrap_or_default());
+    hasher.finalize().into()
 }
 
 /// The log entry a validated command arrived in.

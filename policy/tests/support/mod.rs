@@ -57,13 +57,15 @@ pub fn apply(state: &mut PolicyState, key: &NodeKey, command: Command) -> Result
 
 /// What `before` becomes when a command is rejected, given the state
 /// `after` it: the counter moves on, the entry time is the latest, and
-/// the replay window (the spent nonce, expired ones) is `after`'s.
+/// the replay window (the spent nonce, expired ones) and the digest are
+/// `after`'s.
 /// Nothing else may change.
 pub fn after_rejection(before: &PolicyState, after: &PolicyState) -> PolicyState {
     let mut expected = before.clone();
     expected.commands_applied += 1;
     expected.last_entry_time_ms = after.last_entry_time_ms;
     expected.recent_commands = after.recent_commands.clone();
+    expected.digest = after.digest;
     expected
 }
 

@@ -139,10 +139,15 @@ pub const EXCHANGE_ROUTES: &[Route] = &[
         scope: Scope::Audit,
         handler: handler!(audit::audit_checkpoints),
         doc: Doc {
-            summary: "Final checkpoints of the access log's Merkle tree and the open one",
-            description: "Each with its size, root, log index and cosigners.",
+            summary: "The access log's Merkle tree: its size and root now, the latest final checkpoint, a page \
+                of the final ones and the open one",
+            description: "Each checkpoint with its size, root, log index and cosigners. Final checkpoints are \
+                numbered from 0; pass next_from as `from` for the next page, absent at the end. A node that \
+                joined by snapshot holds those after it only, and its pages start there.",
+            parameters: &["CheckpointsFrom", "CheckpointsLimit"],
             answer: "Checkpoints",
             media: &[(JSON, "Checkpoints")],
+            errors: &[500],
             ..DOC
         },
     },

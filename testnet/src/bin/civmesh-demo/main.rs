@@ -664,7 +664,7 @@ fn audit(net: &Testnet, root: &std::path::Path) -> anyhow::Result<()> {
     let checkpoint =
         wait_until("a final checkpoint over every access entry", Duration::from_secs(30), || {
             let checkpoints: serde_json::Value = net.api(auditor).ok()?.get("/v1/audit/checkpoints").ok()?;
-            let last = checkpoints["final"].as_array()?.last()?.clone();
+            let last = checkpoints["latest"].clone();
             (last["tree_size"] == checkpoints["leaves"]).then_some(last)
         })?;
     let access_entries = net.access_log(auditor)?.len();

@@ -301,7 +301,7 @@ fn settle(
         all.iter()
             .all(|s| {
                 s.raft.applied_index == all[0].raft.applied_index
-                    && s.raft.state_hash == all[0].raft.state_hash
+                    && s.raft.state_digest == all[0].raft.state_digest
             })
             .then_some(())
     })?;
@@ -313,7 +313,7 @@ fn audit_after_soak(net: &Testnet, root: &std::path::Path) -> anyhow::Result<()>
     let entries = hub["leaves"].clone();
     wait_until("a checkpoint over every entry", Duration::from_secs(SOAK_SETTLE_SECONDS_MAX), || {
         let checkpoints: serde_json::Value = net.api(0).ok()?.get("/v1/audit/checkpoints").ok()?;
-        (checkpoints["final"].as_array()?.last()?["tree_size"] == entries).then_some(())
+        (checkpoints["latest"]["tree_size"] == entries).then_some(())
     })?;
     let bundle = root.join("soak.bundle");
     net.audit_export(0, &bundle)?;
