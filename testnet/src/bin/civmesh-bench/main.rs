@@ -23,8 +23,16 @@
 //! latency, beside a raw RocksDB prefix scan of the same 5,000 records out
 //! of 1,000,000 in the same run.
 //!
+//! `civmesh-bench growth`: the policy log from 0 to 1,000,000 access
+//! records (3 voters, 2 learners, fsync on): throughput, latency (also
+//! during snapshots), memory, snapshots and `/v1/status` at 10k, 100k and
+//! 1M, then a learner's join and a voter's restart after kill -9, beside raw
+//! RocksDB, a raw file copy and raw Ed25519 in the same run ([`growth`]).
+//!
 //! Build it in release mode next to a release `civmesh`:
 //! `cargo build --release --bins && target/release/civmesh-bench policy-log`.
+
+mod growth;
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -62,6 +70,13 @@ fn main() -> anyhow::Result<()> {
         Some("query") => query(seconds),
         Some("corrections") => corrections(seconds),
         Some("scale") => scale(),
+        Some("growth") => {
+            let divide = match args.iter().position(|arg| arg == "--divide") {
+                Some(index) => args.get(index + 1).context("--divide needs a value")?.parse()?,
+                None => 1,
+            };
+            growth::growth(divide)
+        }
         Some("list") => {
             let page_size = match args.iter().position(|arg| arg == "--page-size") {
                 Some(index) => args.get(index + 1).context("--page-size needs a value")?.parse()?,
@@ -69,7 +84,9 @@ fn main() -> anyhow::Result<()> {
             };
             list(seconds, page_size)
         }
-        _ => anyhow::bail!("usage: civmesh-bench policy-log|query|corrections|scale|list [--seconds N]"),
+        _ => {
+            anyhow::bail!("usage: civmesh-bench policy-log|query|corrections|scale|list|growth [--seconds N] [--divide N]")
+        }
     }
 }
 
