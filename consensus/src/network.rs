@@ -23,6 +23,11 @@ use crate::types::{ApplyResult, RaftNodeId, RaftPeer, TypeConfig};
 /// The largest message between members, in bytes. Snapshot chunks and
 /// append batches are configured well below it.
 pub const PEER_MESSAGE_BYTES_MAX: usize = 16 * 1024 * 1024;
+/// The most bytes one `AppendEntries` carries when it holds more than one
+/// entry. openraft gives an `AppendEntries` one heartbeat interval to
+/// answer, so a learner catching up gets many small ones rather than one
+/// that times out again and again.
+pub const APPEND_ENTRIES_BYTES_MAX: usize = 1024 * 1024;
 
 /// A request from one member to another.
 #[derive(Debug, Serialize, Deserialize)]
@@ -188,16 +193,14 @@ impl<T: Transport> RaftNetwork<TypeConfig> for PeerClient<T> {
     ) -> Result<AppendEntriesResponse<RaftNodeId>, RPCError<RaftNodeId, RaftPeer, RaftError<RaftNodeId>>>
     {
         let entries = rpc.entries.len() as u64;
-        let bytes = match encode_request(&PeerRequest::AppendEntries(rpc)) {
-            // Too many entries for one message: openraft retries at once
-            // with fewer (each entry alone fits: see SUBMIT_BYTES_MAX).
-            Err(TransportError::TooLarge(bytes)) if entries > 1 => {
-                let fitting = entries.saturating_mul(PEER_MESSAGE_BYTES_MAX as u64 / 2) / bytes.max(1) as u64;
-                return Err(RPCError::PayloadTooLarge(PayloadTooLarge::new_entries_hint(fitting.max(1))));
-            }
-            Err(error) => return Err(RPCError::Network(NetworkError::new(&error))),
-            Ok(bytes) => bytes,
-        };
+        let bytes = encode_request(&PeerRequest::AppendEntries(rpc))
+            .map_err(|error| RPCError::Network(NetworkError::new(&error)))?;
+        // More than one heartbeat's worth: openraft retries at once with
+        // fewer entries (each entry alone fits: see SUBMIT_BYTES_MAX).
+        if bytes.len() > APPEND_ENTRIES_BYTES_MAX && entries > 1 {
+            let fitting = entries.saturating_mul(APPEND_ENTRIES_BYTES_MAX as u64) / bytes.len() as u64;
+            return Err(RPCError::PayloadTooLarge(PayloadTooLarge::new_entries_hint(fitting.max(1))));
+        }
         let answer = call_encoded(&self.transport, &self.peer, bytes, option.hard_ttl())
             .await
             .map_err(|error| self.transport_error(error))?;

@@ -30,8 +30,9 @@ pub const COMMIT_TIMEOUT_MS: u64 = 3_000;
 /// The most commands one submission may carry.
 pub const SUBMIT_COMMANDS_MAX: usize = 4096;
 /// The most bytes of signed commands one submission (one log entry) may
-/// carry, so that any single entry fits a peer message with room to spare.
-pub const SUBMIT_BYTES_MAX: usize = 4 * 1024 * 1024;
+/// carry: an entry alone fits an `AppendEntries` of
+/// `APPEND_ENTRIES_BYTES_MAX`, with room for its framing.
+pub const SUBMIT_BYTES_MAX: usize = 960 * 1024;
 
 /// Tuning of one policy-log member.
 #[derive(Debug, Clone)]

@@ -198,6 +198,15 @@ async fn garbage_and_oversized_requests_are_refused_without_harm() {
     ];
     assert!(matches!(member.log.submit(too_many).await, Err(SubmitError::Refused(_))));
     assert!(matches!(member.log.submit(vec![]).await, Err(SubmitError::Refused(_))));
+    // Under the count bound but over the byte bound.
+    let mut big = dataset();
+    big.title = "x".repeat(60 * 1024);
+    let too_big = vec![sign(&member.key, Command::PublishDataset(big)); 20];
+    assert!(
+        too_big.iter().map(SignedCommand::wire_bytes).sum::<usize>()
+            > civmesh_consensus::policy_log::SUBMIT_BYTES_MAX
+    );
+    assert!(matches!(member.log.submit(too_big).await, Err(SubmitError::Refused(_))));
     // The cluster still works.
     let genesis = Command::Genesis {
         federation_name: "test".into(),

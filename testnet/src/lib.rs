@@ -669,6 +669,20 @@ impl Testnet {
         self.cli(&args).map(|_| ())
     }
 
+    /// Admits node `index` from its certificate file, without its process
+    /// (a member that only signs), submitting through node `via`.
+    pub fn admit_offline(&self, index: usize, via: usize) -> anyhow::Result<()> {
+        let pem = std::fs::read_to_string(self.nodes[index].data_dir.join("node.pem"))?;
+        let certificate_der = civmesh_certs::NodeCertificate::from_pem(&pem)?.der().to_vec();
+        let ca_key = civmesh_certs::NodeKey::load(&self.ca_dir.join("ca.key"))?;
+        let command = civmesh_policy::Command::AdmitMember { certificate_der };
+        let envelope =
+            civmesh_certs::SignedEnvelope::sign(&ca_key, &command, civmesh_certs::now_unix_millis())?;
+        let outcome =
+            self.api(via)?.submit(&[envelope])?.outcomes.into_iter().next().context("no outcome")?;
+        outcome.map(|_| ()).map_err(|rejection| anyhow::anyhow!("admission rejected: {rejection}"))
+    }
+
     /// Adds node `index` as a learner, through the leader among the voters.
     pub fn add_learner(&self, index: usize) -> anyhow::Result<()> {
         let mut args =

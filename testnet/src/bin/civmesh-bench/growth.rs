@@ -130,7 +130,7 @@ fn federation(dir: &std::path::Path) -> anyhow::Result<Testnet> {
     net.bootstrap_nodes(&(0..RUNNING.len()).collect::<Vec<_>>())?;
     let leader = net.leader(Duration::from_secs(10))?;
     for index in RUNNING.len() + 1..specs.len() {
-        net.admit(index, leader)?;
+        net.admit_offline(index, leader)?;
     }
     for owner in 0..OWNERS {
         let index = RUNNING.len() + 1 + owner;
@@ -488,8 +488,12 @@ fn join_learner(net: &mut Testnet, leader: usize) -> anyhow::Result<f64> {
     let target = net.api(leader)?.status()?.raft.applied_index;
     let started = Instant::now();
     net.start(joiner)?;
+    let started_s = started.elapsed().as_secs_f64();
     net.admit(joiner, leader)?;
+    let admitted_s = started.elapsed().as_secs_f64();
     net.add_learner(joiner)?;
+    let added_s = started.elapsed().as_secs_f64();
+    println!("  learner: started {started_s:.1} s, admitted {admitted_s:.1} s, added {added_s:.1} s");
     civmesh_testnet::wait_until("the learner to catch up", Duration::from_secs(600), || {
         (net.api(joiner).ok()?.status().ok()?.raft.applied_index >= target).then_some(())
     })?;
