@@ -12,6 +12,11 @@ use serde::Serialize;
 /// tighter bound check the length before decoding.
 pub const DECODE_BYTES_MAX: usize = 16 * 1024 * 1024;
 
+/// The largest value [`decode_exact_large`] accepts, in bytes: for the few
+/// stored values bounded by something other than a message (the policy
+/// log's state image, whose replay window alone may take about 110 MB).
+pub const LARGE_DECODE_BYTES_MAX: usize = 256 * 1024 * 1024;
+
 /// Why a value could not be encoded or decoded.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CodecError {
@@ -48,14 +53,31 @@ pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, CodecError> {
 }
 
 /// Decodes exactly one `T` from all of `bytes`, which must be at most
-/// `bytes_max` long.
+/// `bytes_max` (and [`DECODE_BYTES_MAX`]) long.
 pub fn decode_exact<T: DeserializeOwned>(bytes: &[u8], bytes_max: usize) -> Result<T, CodecError> {
-    let bytes_max = bytes_max.min(DECODE_BYTES_MAX);
+    check_length(bytes, bytes_max.min(DECODE_BYTES_MAX))?;
+    finish(bytes, bincode::serde::decode_from_slice(bytes, config()))
+}
+
+/// [`decode_exact`] up to [`LARGE_DECODE_BYTES_MAX`].
+pub fn decode_exact_large<T: DeserializeOwned>(bytes: &[u8], bytes_max: usize) -> Result<T, CodecError> {
+    check_length(bytes, bytes_max.min(LARGE_DECODE_BYTES_MAX))?;
+    let config = bincode::config::standard().with_limit::<LARGE_DECODE_BYTES_MAX>();
+    finish(bytes, bincode::serde::decode_from_slice(bytes, config))
+}
+
+fn check_length(bytes: &[u8], bytes_max: usize) -> Result<(), CodecError> {
     if bytes.len() > bytes_max {
         return Err(CodecError::TooLarge { bytes: bytes.len(), bytes_max });
     }
-    let (value, read) = bincode::serde::decode_from_slice(bytes, config())
-        .map_err(|error| CodecError::Malformed(error.to_string()))?;
+    Ok(())
+}
+
+fn finish<T>(
+    bytes: &[u8],
+    decoded: Result<(T, usize), bincode::error::DecodeError>,
+) -> Result<T, CodecError> {
+    let (value, read) = decoded.map_err(|error| CodecError::Malformed(error.to_string()))?;
     if read != bytes.len() {
         return Err(CodecError::TrailingBytes(bytes.len() - read));
     }

@@ -121,6 +121,16 @@ async fn call_encoded<T: Transport>(
         .map_err(|error| TransportError::Malformed(error.to_string()))
 }
 
+/// How many of `entries` entries to send instead, if an `AppendEntries`
+/// of them encodes to `bytes` over [`APPEND_ENTRIES_BYTES_MAX`]; none if it
+/// fits or holds one entry only.
+fn entries_that_fit(entries: u64, bytes: usize) -> Option<u64> {
+    if bytes <= APPEND_ENTRIES_BYTES_MAX || entries <= 1 {
+        return None;
+    }
+    Some((entries.saturating_mul(APPEND_ENTRIES_BYTES_MAX as u64) / bytes as u64).clamp(1, entries - 1))
+}
+
 /// Makes openraft network clients over a [`Transport`].
 #[derive(Clone)]
 pub struct NetworkFactory<T> {
@@ -193,13 +203,16 @@ impl<T: Transport> RaftNetwork<TypeConfig> for PeerClient<T> {
     ) -> Result<AppendEntriesResponse<RaftNodeId>, RPCError<RaftNodeId, RaftPeer, RaftError<RaftNodeId>>>
     {
         let entries = rpc.entries.len() as u64;
-        let bytes = encode_request(&PeerRequest::AppendEntries(rpc))
-            .map_err(|error| RPCError::Network(NetworkError::new(&error)))?;
+        let bytes = codec::encode(&PeerRequest::AppendEntries(rpc)).map_err(|error| {
+            RPCError::Network(NetworkError::new(&TransportError::Malformed(error.to_string())))
+        })?;
         // More than one heartbeat's worth: openraft retries at once with
         // fewer entries (each entry alone fits: see SUBMIT_BYTES_MAX).
-        if bytes.len() > APPEND_ENTRIES_BYTES_MAX && entries > 1 {
-            let fitting = entries.saturating_mul(APPEND_ENTRIES_BYTES_MAX as u64) / bytes.len() as u64;
-            return Err(RPCError::PayloadTooLarge(PayloadTooLarge::new_entries_hint(fitting.max(1))));
+        if let Some(fitting) = entries_that_fit(entries, bytes.len()) {
+            return Err(RPCError::PayloadTooLarge(PayloadTooLarge::new_entries_hint(fitting)));
+        }
+        if bytes.len() > PEER_MESSAGE_BYTES_MAX {
+            return Err(RPCError::Network(NetworkError::new(&TransportError::TooLarge(bytes.len()))));
         }
         let answer = call_encoded(&self.transport, &self.peer, bytes, option.hard_ttl())
             .await
@@ -232,6 +245,25 @@ impl<T: Transport> RaftNetwork<TypeConfig> for PeerClient<T> {
         match self.send(PeerRequest::Vote(rpc), &option).await? {
             PeerResponse::Vote(result) => result.map_err(|error| self.remote(error)),
             other => Err(self.unexpected(other)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_append_entries_over_its_byte_bound_asks_for_fewer_entries() {
+        let cases = [
+            (1, APPEND_ENTRIES_BYTES_MAX * 20, None),
+            (10, APPEND_ENTRIES_BYTES_MAX, None),
+            (256, APPEND_ENTRIES_BYTES_MAX * 25, Some(10)),
+            (2, APPEND_ENTRIES_BYTES_MAX + 1, Some(1)),
+            (4, APPEND_ENTRIES_BYTES_MAX * 2, Some(2)),
+        ];
+        for (entries, bytes, fitting) in cases {
+            assert_eq!(entries_that_fit(entries, bytes), fitting, "{entries} entries, {bytes} bytes");
         }
     }
 }

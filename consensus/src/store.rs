@@ -49,6 +49,11 @@ const LAST_PURGED_KEY: &[u8] = b"last_purged";
 const STATE_IMAGE_KEY: &[u8] = b"checkpoint";
 /// The largest single log entry or state image decoded, in bytes.
 pub const STORED_VALUE_BYTES_MAX: usize = codec::DECODE_BYTES_MAX;
+/// The largest state image (and snapshot) decoded, in bytes. The image holds
+/// no history, but it holds the replay window: up to `COMMAND_NONCES_MAX`
+/// (1,000,000) nonces at about 110 bytes each encoded, besides the policy
+/// itself (`a_full_replay_window_fits_the_state_image_bound`).
+pub const STATE_IMAGE_BYTES_MAX: usize = codec::LARGE_DECODE_BYTES_MAX;
 
 /// Why the store could not be opened.
 #[derive(Debug, thiserror::Error)]
@@ -152,6 +157,13 @@ fn get_value<T: serde::de::DeserializeOwned>(
 ) -> StorageResult<Option<T>> {
     let bytes = db.get_cf(family(db, family_name)?, key).map_err(read_error)?;
     bytes.map(|bytes| codec::decode_exact(&bytes, STORED_VALUE_BYTES_MAX).map_err(read_error)).transpose()
+}
+
+fn get_state_image(db: &DB) -> StorageResult<Option<StateImage>> {
+    let bytes = db.get_cf(family(db, STATE_FAMILY)?, STATE_IMAGE_KEY).map_err(read_error)?;
+    bytes
+        .map(|bytes| codec::decode_exact_large(&bytes, STATE_IMAGE_BYTES_MAX).map_err(read_error))
+        .transpose()
 }
 
 fn put_value_synced<T: Serialize>(db: &DB, family_name: &str, key: &[u8], value: &T) -> StorageResult<()> {
@@ -359,7 +371,7 @@ pub struct StateMachine {
 
 impl StateMachine {
     fn load(db: Arc<DB>) -> Result<Self, OpenError> {
-        let image: StateImage = get_value(&db, STATE_FAMILY, STATE_IMAGE_KEY)
+        let image: StateImage = get_state_image(&db)
             .map_err(|error| OpenError::StateImageCorrupt(error.to_string()))?
             .unwrap_or_default();
         let shared = SharedState::default();
@@ -537,9 +549,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         snapshot: Box<std::io::Cursor<Vec<u8>>>,
     ) -> StorageResult<()> {
         let bytes = snapshot.into_inner();
-        let image: StateImage = codec::decode_exact(&bytes, STORED_VALUE_BYTES_MAX).map_err(|error| {
-            io_error(ErrorSubject::Snapshot(Some(meta.signature())), ErrorVerb::Read, error)
-        })?;
+        let image: StateImage =
+            codec::decode_exact_large(&bytes, STATE_IMAGE_BYTES_MAX).map_err(|error| {
+                io_error(ErrorSubject::Snapshot(Some(meta.signature())), ErrorVerb::Read, error)
+            })?;
         if image.last_applied != meta.last_log_id {
             return Err(io_error(
                 ErrorSubject::Snapshot(Some(meta.signature())),
@@ -566,7 +579,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         else {
             return Ok(None);
         };
-        let image: StateImage = codec::decode_exact(&bytes, STORED_VALUE_BYTES_MAX).map_err(read_error)?;
+        let image: StateImage =
+            codec::decode_exact_large(&bytes, STATE_IMAGE_BYTES_MAX).map_err(read_error)?;
         Ok(Some(StateMachine::snapshot_from(&image, bytes)))
     }
 }
