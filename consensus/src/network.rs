@@ -27,7 +27,7 @@ pub const PEER_MESSAGE_BYTES_MAX: usize = 16 * 1024 * 1024;
 /// entry. openraft gives an `AppendEntries` one heartbeat interval to
 /// answer, so a learner catching up gets many small ones rather than one
 /// that times out again and again.
-pub const APPEND_ENTRIES_BYTES_MAX: usize = 1024 * 1024;
+pub const APPEND_ENTRIES_BYTES_MAX: usize = 256 * 1024;
 
 /// A request from one member to another.
 #[derive(Debug, Serialize, Deserialize)]

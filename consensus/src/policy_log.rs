@@ -32,7 +32,7 @@ pub const SUBMIT_COMMANDS_MAX: usize = 4096;
 /// The most bytes of signed commands one submission (one log entry) may
 /// carry: an entry alone fits an `AppendEntries` of
 /// `APPEND_ENTRIES_BYTES_MAX`, with room for its framing.
-pub const SUBMIT_BYTES_MAX: usize = 960 * 1024;
+pub const SUBMIT_BYTES_MAX: usize = 240 * 1024;
 
 /// Tuning of one policy-log member.
 #[derive(Debug, Clone)]

@@ -45,6 +45,8 @@ const STATE_FAMILY: &str = "state";
 const VOTE_KEY: &[u8] = b"vote";
 const COMMITTED_KEY: &[u8] = b"committed";
 const LAST_PURGED_KEY: &[u8] = b"last_purged";
+/// The memtables of all column families together, in bytes at most.
+const MEMTABLES_BYTES_MAX: usize = 64 * 1024 * 1024;
 /// The state image's key (its stored name predates the term).
 const STATE_IMAGE_KEY: &[u8] = b"checkpoint";
 /// The largest single log entry or state image decoded, in bytes.
@@ -104,6 +106,8 @@ pub fn open(directory: &Path) -> Result<(LogStore, StateMachine), OpenError> {
     let mut options = Options::default();
     options.create_if_missing(true);
     options.create_missing_column_families(true);
+    // One bound on the memtables of every column family together.
+    options.set_db_write_buffer_size(MEMTABLES_BYTES_MAX);
     let families = [
         LOG_FAMILY,
         LOG_META_FAMILY,

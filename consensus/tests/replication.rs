@@ -200,8 +200,8 @@ async fn garbage_and_oversized_requests_are_refused_without_harm() {
     assert!(matches!(member.log.submit(vec![]).await, Err(SubmitError::Refused(_))));
     // Under the count bound but over the byte bound.
     let mut big = dataset();
-    big.title = "x".repeat(60 * 1024);
-    let too_big = vec![sign(&member.key, Command::PublishDataset(big)); 20];
+    big.title = "x".repeat(30 * 1024);
+    let too_big = vec![sign(&member.key, Command::PublishDataset(big)); 10];
     assert!(
         too_big.iter().map(SignedCommand::wire_bytes).sum::<usize>()
             > civmesh_consensus::policy_log::SUBMIT_BYTES_MAX

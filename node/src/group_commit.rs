@@ -18,7 +18,7 @@ use crate::swarm::SwarmClient;
 pub const GROUP_COMMIT_BATCH_MAX: usize = 256;
 /// The most bytes of commands in one entry (within the policy log's
 /// `SUBMIT_BYTES_MAX`).
-pub const GROUP_COMMIT_BATCH_BYTES_MAX: usize = 512 * 1024;
+pub const GROUP_COMMIT_BATCH_BYTES_MAX: usize = 128 * 1024;
 const _: () = assert!(GROUP_COMMIT_BATCH_BYTES_MAX <= civmesh_consensus::policy_log::SUBMIT_BYTES_MAX);
 /// Batches being committed at once at most.
 pub const GROUP_COMMIT_BATCHES_IN_FLIGHT_MAX: usize = 4;

@@ -290,11 +290,11 @@ fn a_revoked_member_is_disconnected_and_its_commands_refused() {
 }
 
 /// Access records in the history test, and the subjects each names: about
-/// 20 MB of signed commands, more than the 16 MiB a whole-state image could
+/// 18 MB of signed commands, more than the 16 MiB a whole-state image could
 /// be read back with when the state kept the access log.
-const HISTORY_RECORDS: usize = 12_000;
-const HISTORY_SUBJECTS_PER_RECORD: usize = 40;
-const HISTORY_BATCH: usize = 100;
+const HISTORY_RECORDS: usize = 2_700;
+const HISTORY_SUBJECTS_PER_RECORD: usize = 200;
+const HISTORY_BATCH: usize = 30;
 
 /// `count` denials logged by `owner` for queries `street` signed: a denial
 /// needs no grant, records or consents. Signed on every core.

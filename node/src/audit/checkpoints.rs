@@ -1,18 +1,21 @@
 //! The checkpoint task: hub and department nodes follow the access log's
 //! Merkle tree from their own replica and cosign checkpoints of it.
 //!
-//! The task holds only the tree's compact range (at most 64 hashes), seeded
-//! from the applied state's and advanced leaf by leaf from the stored audit
-//! leaves, at most `CHECKPOINT_LEAVES_PER_TICK_MAX` every
-//! `CHECKPOINT_TICK_MS`. It stops at the size of an open candidate it has
-//! not reached, so it can check that candidate's root. Several candidates
-//! may be open at once, and a signer's cosignature counts for one of them
-//! only. If this node has cosigned none, it cosigns the candidate at its
-//! range's size whose signed root is its own. If none matches (none is open,
-//! or only bogus ones a single signer opened, or ones it has passed) and
-//! `CHECKPOINT_INTERVAL_ENTRIES` entries or `CHECKPOINT_INTERVAL_MS` have
-//! passed since the last final checkpoint, it opens one at its range's size
-//! (signers take turns by a stagger, so they rarely open two at once).
+//! The task follows the tree with its compact range (at most 64 hashes),
+//! seeded from the applied state's and advanced leaf by leaf from the stored
+//! audit leaves, at most `CHECKPOINT_LEAVES_PER_TICK_MAX` every
+//! `CHECKPOINT_TICK_MS`, and keeps the roots it computed at every multiple of
+//! `CHECKPOINT_INTERVAL_ENTRIES` and at the end of each tick (the latest
+//! `CHECKPOINT_ROOTS_KEPT_MAX`). It stops at the size of an open candidate
+//! it has not reached. Several candidates may be open at once, and a
+//! signer's cosignature counts for one of them only. If this node has
+//! cosigned none, it cosigns the first candidate whose signed root is a root
+//! it computed at that size. If none matches (none is open, or only bogus
+//! ones a single signer opened) and `CHECKPOINT_INTERVAL_ENTRIES` entries or
+//! `CHECKPOINT_INTERVAL_MS` have passed since the last final checkpoint, it
+//! opens one at the latest multiple of `CHECKPOINT_INTERVAL_ENTRIES` it
+//! passed, where every signer has a root, or, with fewer new entries, at its
+//! size (signers take turns by a stagger, so they rarely open two at once).
 
 use std::time::Duration;
 
@@ -32,8 +35,10 @@ pub const CHECKPOINT_INTERVAL_ENTRIES: u64 = 1_000;
 pub const CHECKPOINT_INTERVAL_MS: u64 = 5_000;
 /// Each signer waits this much longer than the one before it to open one.
 pub const CHECKPOINT_OPEN_STAGGER_MS: u64 = 1_000;
-/// Leaves hashed per tick at most (bounds the time the state is read-locked).
+/// Leaves hashed per tick at most.
 pub const CHECKPOINT_LEAVES_PER_TICK_MAX: usize = 50_000;
+/// Roots the task keeps, newest first.
+pub const CHECKPOINT_ROOTS_KEPT_MAX: usize = 1_024;
 
 /// What the task needs from the state in one look.
 struct View {
@@ -55,7 +60,7 @@ pub async fn run_checkpoints(
     key: std::sync::Arc<NodeKey>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let mut range: Option<CompactRange> = None;
+    let mut tree: Option<Follower> = None;
     let mut interval = tokio::time::interval(Duration::from_millis(CHECKPOINT_TICK_MS));
     let started_at_ms = now_unix_millis();
     loop {
@@ -73,16 +78,17 @@ pub async fn run_checkpoints(
             .filter(|(_, _, opened_at_ms)| now_ms < opened_at_ms.saturating_add(CHECKPOINT_PENDING_MS_MAX))
             .map(|(body, mine, _)| (body, mine))
             .collect();
-        let range = range.get_or_insert_with(|| view.frontier.clone());
-        let stop_at = open.iter().map(|(body, _)| body.tree_size).filter(|size| *size > range.size()).min();
-        advance(&log, range, &view.frontier, stop_at);
+        let tree = tree.get_or_insert_with(|| Follower::new(view.frontier.clone()));
+        let size = tree.range.size();
+        let stop_at = open.iter().map(|(body, _)| body.tree_size).filter(|candidate| *candidate > size).min();
+        tree.advance(&log, &view.frontier, stop_at);
         if open.iter().any(|(_, mine)| *mine) {
             continue;
         }
-        let body = match matching_candidate(open.into_iter().map(|(body, _)| body), range) {
+        let body = match matching_candidate(open.into_iter().map(|(body, _)| body), tree) {
             Some(body) => body,
             None => {
-                let new_entries = range.size().saturating_sub(view.last_final_size);
+                let new_entries = tree.range.size().saturating_sub(view.last_final_size);
                 let since_ms = now_ms.saturating_sub(view.last_final_at_ms.max(started_at_ms));
                 let due = new_entries >= CHECKPOINT_INTERVAL_ENTRIES
                     || (new_entries > 0
@@ -90,7 +96,8 @@ pub async fn run_checkpoints(
                 if !due {
                     continue;
                 }
-                CheckpointBody { tree_size: range.size(), root: range.root(), log_index: view.applied_index }
+                let (tree_size, root) = tree.size_to_open(view.last_final_size);
+                CheckpointBody { tree_size, root, log_index: view.applied_index }
             }
         };
         let Ok(envelope) =
@@ -109,46 +116,89 @@ pub async fn run_checkpoints(
     }
 }
 
-/// Moves `range` towards the applied state's tree, reading stored leaves,
-/// and stops at `stop_at` if it lies on the way. A range the stored leaves
-/// cannot advance (this node installed a snapshot beyond it) jumps to the
-/// state's.
-fn advance(
-    log: &PolicyLog<SwarmClient>,
-    range: &mut CompactRange,
-    frontier: &CompactRange,
-    stop_at: Option<u64>,
-) {
-    let target = stop_at.unwrap_or(u64::MAX).min(frontier.size());
-    let wanted = usize::try_from(target.saturating_sub(range.size()))
-        .unwrap_or(usize::MAX)
-        .min(CHECKPOINT_LEAVES_PER_TICK_MAX);
-    if wanted == 0 {
-        return;
+/// This node's view of the audit tree: its compact range and the roots it
+/// computed on the way (bounded).
+struct Follower {
+    range: CompactRange,
+    roots: std::collections::BTreeMap<u64, [u8; 32]>,
+}
+
+impl Follower {
+    fn new(range: CompactRange) -> Self {
+        let mut follower = Follower { range, roots: std::collections::BTreeMap::new() };
+        follower.keep_root();
+        follower
     }
-    match log.history().audit_leaves(range.size(), wanted) {
-        Ok(leaves) if leaves.is_empty() => *range = frontier.clone(),
-        Ok(leaves) => leaves.iter().for_each(|leaf| range.push(leaf)),
-        Err(error) => tracing::warn!(%error, "cannot read the audit leaves"),
+
+    fn keep_root(&mut self) {
+        if self.range.size() > 0 {
+            self.roots.insert(self.range.size(), self.range.root());
+        }
+        while self.roots.len() > CHECKPOINT_ROOTS_KEPT_MAX {
+            self.roots.pop_first();
+        }
+    }
+
+    fn push(&mut self, leaf: &[u8; 32]) {
+        self.range.push(leaf);
+        if self.range.size().is_multiple_of(CHECKPOINT_INTERVAL_ENTRIES) {
+            self.keep_root();
+        }
+    }
+
+    /// Moves towards the applied state's tree, reading stored leaves, and
+    /// stops at `stop_at` if it lies on the way. A range the stored leaves
+    /// cannot advance (this node installed a snapshot beyond it) jumps to
+    /// the state's.
+    fn advance(&mut self, log: &PolicyLog<SwarmClient>, frontier: &CompactRange, stop_at: Option<u64>) {
+        let target = stop_at.unwrap_or(u64::MAX).min(frontier.size());
+        let wanted = usize::try_from(target.saturating_sub(self.range.size()))
+            .unwrap_or(usize::MAX)
+            .min(CHECKPOINT_LEAVES_PER_TICK_MAX);
+        if wanted == 0 {
+            return;
+        }
+        match log.history().audit_leaves(self.range.size(), wanted) {
+            Ok(leaves) if leaves.is_empty() => self.range = frontier.clone(),
+            Ok(leaves) => leaves.iter().for_each(|leaf| self.push(leaf)),
+            Err(error) => tracing::warn!(%error, "cannot read the audit leaves"),
+        }
+        self.keep_root();
+    }
+
+    /// The root this node computed at `size`, if it kept one.
+    fn root_at(&self, size: u64) -> Option<[u8; 32]> {
+        self.roots.get(&size).copied()
+    }
+
+    /// Where to open a checkpoint: the latest multiple of
+    /// `CHECKPOINT_INTERVAL_ENTRIES` past the last final one, which every
+    /// signer passing it kept a root for; with fewer new entries, here.
+    fn size_to_open(&self, last_final_size: u64) -> (u64, [u8; 32]) {
+        let boundary = self.range.size() / CHECKPOINT_INTERVAL_ENTRIES * CHECKPOINT_INTERVAL_ENTRIES;
+        match self.root_at(boundary).filter(|_| boundary > last_final_size) {
+            Some(root) => (boundary, root),
+            None => (self.range.size(), self.range.root()),
+        }
     }
 }
 
-/// The open candidate at the range's size whose signed root is this
-/// replica's own: the only kind this node cosigns.
+/// The first open candidate whose signed root is a root this node computed
+/// at that size: the only kind it cosigns.
 fn matching_candidate(
     open: impl IntoIterator<Item = CheckpointBody>,
-    range: &CompactRange,
+    tree: &Follower,
 ) -> Option<CheckpointBody> {
-    open.into_iter().find(|body| {
-        let at_our_size = body.tree_size == range.size();
-        let ours = at_our_size && body.root == range.root();
-        if at_our_size && !ours {
+    open.into_iter().find(|body| match tree.root_at(body.tree_size) {
+        Some(root) if root == body.root => true,
+        Some(_) => {
             tracing::warn!(
                 size = body.tree_size,
                 "an open checkpoint's root is not this replica's: not cosigning"
             );
+            false
         }
-        ours
+        None => false,
     })
 }
 
@@ -187,20 +237,56 @@ mod tests {
         CheckpointBody { tree_size, root, log_index: tree_size }
     }
 
-    #[test]
-    fn a_node_cosigns_only_a_candidate_at_its_size_over_its_own_root() {
-        let mut range = CompactRange::default();
-        let mut roots = Vec::new();
-        for leaf in [[1u8; 32], [2; 32], [3; 32]] {
-            range.push(&leaf);
-            roots.push(range.root());
+    /// A follower that pushed `leaves` leaves, keeping roots as the task does
+    /// (at every multiple of the interval, and at the end).
+    fn follower(leaves: u64) -> Follower {
+        let mut tree = Follower::new(CompactRange::default());
+        for leaf in 0..leaves {
+            tree.push(&codec_leaf(leaf));
         }
-        let ours = body(3, range.root());
-        let bogus = body(3, [9; 32]);
-        let passed = body(2, roots[1]);
-        let beyond = body(4, [9; 32]);
-        assert_eq!(matching_candidate([bogus.clone(), ours.clone()], &range), Some(ours));
-        assert_eq!(matching_candidate([passed, bogus, beyond], &range), None);
-        assert_eq!(matching_candidate([], &range), None);
+        tree.keep_root();
+        tree
+    }
+
+    fn codec_leaf(number: u64) -> [u8; 32] {
+        civmesh_certs::codec::sha256(&number.to_be_bytes())
+    }
+
+    #[test]
+    fn a_node_cosigns_only_a_candidate_over_a_root_it_computed() {
+        let interval = CHECKPOINT_INTERVAL_ENTRIES;
+        let tree = follower(2 * interval + 7);
+        let mut reference = CompactRange::default();
+        let mut at_interval = None;
+        for leaf in 0..2 * interval + 7 {
+            reference.push(&codec_leaf(leaf));
+            if leaf + 1 == interval {
+                at_interval = Some(reference.root());
+            }
+        }
+        let ours_now = body(2 * interval + 7, reference.root());
+        let ours_passed = body(interval, at_interval.unwrap());
+        let bogus = body(interval, [9; 32]);
+        let unknown = body(interval + 3, [9; 32]);
+        assert_eq!(matching_candidate([bogus.clone(), ours_passed.clone()], &tree), Some(ours_passed));
+        assert_eq!(matching_candidate([unknown.clone(), ours_now.clone()], &tree), Some(ours_now));
+        assert_eq!(matching_candidate([bogus, unknown], &tree), None);
+        assert_eq!(matching_candidate([], &tree), None);
+    }
+
+    #[test]
+    fn a_checkpoint_opens_where_every_signer_kept_a_root() {
+        let interval = CHECKPOINT_INTERVAL_ENTRIES;
+        let tree = follower(3 * interval + 5);
+        assert_eq!(tree.size_to_open(0).0, 3 * interval);
+        assert_eq!(tree.size_to_open(3 * interval).0, 3 * interval + 5, "fewer new entries: here");
+        let small = follower(5);
+        assert_eq!(small.size_to_open(0), (5, small.range.root()));
+        let mut many = follower(0);
+        for leaf in 0..CHECKPOINT_ROOTS_KEPT_MAX as u64 + 10 {
+            many.push(&codec_leaf(leaf));
+            many.keep_root();
+        }
+        assert!(many.roots.len() <= CHECKPOINT_ROOTS_KEPT_MAX, "the roots kept are bounded");
     }
 }
