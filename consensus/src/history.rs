@@ -18,6 +18,8 @@ use civmesh_policy::audit::{ArchivedCommand, FinalCheckpoint, ARCHIVED_COMMAND_B
 use civmesh_policy::{AccessLogEntry, Appended};
 use rocksdb::{Direction, IteratorMode, WriteBatch, DB};
 
+use crate::store::{index_key, index_of};
+
 pub(crate) const ARCHIVE_FAMILY: &str = "archive";
 pub(crate) const ACCESS_LOG_FAMILY: &str = "access_log";
 pub(crate) const AUDIT_LEAVES_FAMILY: &str = "audit_leaves";
@@ -45,8 +47,6 @@ pub enum HistoryError {
 pub(crate) struct AppliedCommand {
     pub archived: ArchivedCommand,
     pub appended: Appended,
-    /// The access log's length after it.
-    pub access_log_length: u64,
     /// The audit tree's size after it.
     pub audit_tree_size: u64,
     /// The final checkpoints after it.
@@ -82,18 +82,17 @@ impl History {
         let checkpoints = self.family(CHECKPOINTS_FAMILY)?;
         let mut batch = WriteBatch::default();
         for one in applied {
-            batch.put_cf(archive, key(one.archived.sequence), encode(&one.archived)?);
+            batch.put_cf(archive, index_key(one.archived.sequence), encode(&one.archived)?);
             if let Some(entry) = &one.appended.access_entry {
-                debug_assert_eq!(entry.sequence + 1, one.access_log_length);
-                batch.put_cf(access_log, key(entry.sequence), encode(entry)?);
+                batch.put_cf(access_log, index_key(entry.sequence), encode(entry)?);
             }
             if let Some(leaf) = &one.appended.audit_leaf {
                 debug_assert!(one.audit_tree_size > 0);
-                batch.put_cf(leaves, key(one.audit_tree_size - 1), leaf);
+                batch.put_cf(leaves, index_key(one.audit_tree_size - 1), leaf);
             }
             if let Some(checkpoint) = &one.appended.checkpoint {
                 debug_assert!(one.checkpoints_final > 0);
-                batch.put_cf(checkpoints, key(one.checkpoints_final - 1), encode(checkpoint)?);
+                batch.put_cf(checkpoints, index_key(one.checkpoints_final - 1), encode(checkpoint)?);
             }
         }
         self.db.write(batch)?;
@@ -103,35 +102,28 @@ impl History {
     /// Up to `limit` commands from `from_sequence` on, in order (from the
     /// first held, on a node that joined by snapshot).
     pub fn commands(&self, from_sequence: u64, limit: usize) -> Result<Vec<ArchivedCommand>, HistoryError> {
-        self.scan(ARCHIVE_FAMILY, from_sequence, limit, Gaps::Skipped, |bytes| {
+        let (_, commands) = self.scan(ARCHIVE_FAMILY, from_sequence, limit, |bytes| {
             codec::decode_exact(bytes, ARCHIVED_COMMAND_BYTES_MAX).map_err(|error| error.to_string())
-        })
+        })?;
+        Ok(commands)
     }
 
-    /// Up to `limit` access entries from position `from` on, in order. A
-    /// node that joined by snapshot holds none before the snapshot.
-    pub fn access_entries(&self, from: u64, limit: usize) -> Result<Vec<AccessLogEntry>, HistoryError> {
-        self.scan(ACCESS_LOG_FAMILY, from, limit, Gaps::EndTheRead, |bytes| {
+    /// Up to `limit` access entries from position `from` on, in order, and
+    /// the position of the first: `from`, or where this node's history
+    /// starts if it joined by snapshot after `from`.
+    pub fn access_entries(
+        &self,
+        from: u64,
+        limit: usize,
+    ) -> Result<(u64, Vec<AccessLogEntry>), HistoryError> {
+        self.scan(ACCESS_LOG_FAMILY, from, limit, |bytes| {
             codec::decode_exact(bytes, ACCESS_ENTRY_BYTES_MAX).map_err(|error| error.to_string())
         })
     }
 
-    /// The first access entry this node holds: 0, or where the snapshot it
-    /// joined by left off; `None` before any.
-    pub fn access_log_held_from(&self) -> Result<Option<u64>, HistoryError> {
-        let family = self.family(ACCESS_LOG_FAMILY)?;
-        let Some(item) = self.db.iterator_cf(family, IteratorMode::Start).next() else { return Ok(None) };
-        let (stored_key, _) = item?;
-        let bytes: [u8; 8] = stored_key
-            .as_ref()
-            .try_into()
-            .map_err(|_| HistoryError::Corrupt("an access log key is not 8 bytes".to_string()))?;
-        Ok(Some(u64::from_be_bytes(bytes)))
-    }
-
     /// The access entry at `position`, if this node holds it.
     pub fn access_entry(&self, position: u64) -> Result<Option<AccessLogEntry>, HistoryError> {
-        let Some(bytes) = self.db.get_cf(self.family(ACCESS_LOG_FAMILY)?, key(position))? else {
+        let Some(bytes) = self.db.get_cf(self.family(ACCESS_LOG_FAMILY)?, index_key(position))? else {
             return Ok(None);
         };
         let entry: AccessLogEntry = codec::decode_exact(&bytes, ACCESS_ENTRY_BYTES_MAX)
@@ -139,57 +131,89 @@ impl History {
         Ok(Some(entry))
     }
 
-    /// Up to `limit` audit leaves from position `from` on, in order.
+    /// Up to `limit` audit leaves from position `from` exactly, in order;
+    /// none if this node does not hold `from` (it joined by snapshot after it).
     pub fn audit_leaves(&self, from: u64, limit: usize) -> Result<Vec<[u8; 32]>, HistoryError> {
-        self.scan(AUDIT_LEAVES_FAMILY, from, limit, Gaps::EndTheRead, |bytes| {
+        let (first, leaves) = self.scan(AUDIT_LEAVES_FAMILY, from, limit, |bytes| {
             bytes.try_into().map_err(|_| format!("an audit leaf of {} bytes", bytes.len()))
-        })
+        })?;
+        Ok(if first == from { leaves } else { Vec::new() })
     }
 
     /// Up to `limit` final checkpoints from number `from` (0 = the first)
-    /// on, in order.
-    pub fn checkpoints(&self, from: u64, limit: usize) -> Result<Vec<FinalCheckpoint>, HistoryError> {
-        self.scan(CHECKPOINTS_FAMILY, from, limit, Gaps::Skipped, |bytes| {
+    /// on, in order, and the number of the first (as for
+    /// [`History::access_entries`]).
+    pub fn checkpoints(&self, from: u64, limit: usize) -> Result<(u64, Vec<FinalCheckpoint>), HistoryError> {
+        self.scan(CHECKPOINTS_FAMILY, from, limit, |bytes| {
             codec::decode_exact(bytes, CHECKPOINT_BYTES_MAX).map_err(|error| error.to_string())
         })
     }
 
-    /// Reads up to `limit` (at most [`HISTORY_READ_ITEMS_MAX`]) values
-    /// from `from` on.
+    /// Reads up to `limit` (at most [`HISTORY_READ_ITEMS_MAX`]) consecutive
+    /// values from the first held at or after `from`; returns its position
+    /// (`from` when there is none) and the values. A gap ends the read.
     fn scan<T>(
         &self,
         family_name: &str,
         from: u64,
         limit: usize,
-        gaps: Gaps,
         decode: impl Fn(&[u8]) -> Result<T, String>,
-    ) -> Result<Vec<T>, HistoryError> {
+    ) -> Result<(u64, Vec<T>), HistoryError> {
         let family = self.family(family_name)?;
-        let start = key(from);
-        let mut values = Vec::new();
-        let iterator = self.db.iterator_cf(family, IteratorMode::From(&start, Direction::Forward));
-        for (expected, item) in (from..).zip(iterator.take(limit.min(HISTORY_READ_ITEMS_MAX))) {
+        let start = index_key(from);
+        let mut iterator = self
+            .db
+            .iterator_cf(family, IteratorMode::From(&start, Direction::Forward))
+            .take(limit.min(HISTORY_READ_ITEMS_MAX));
+        let Some(item) = iterator.next() else { return Ok((from, Vec::new())) };
+        let (first_key, first_value) = item?;
+        let first = index_of(&first_key)
+            .ok_or_else(|| HistoryError::Corrupt("a history key is not 8 bytes".to_string()))?;
+        let mut values = vec![decode(&first_value).map_err(HistoryError::Corrupt)?];
+        for (expected, item) in (first + 1..).zip(iterator) {
             let (stored_key, value) = item?;
-            if gaps == Gaps::EndTheRead && stored_key.as_ref() != key(expected) {
+            if stored_key.as_ref() != index_key(expected) {
                 break;
             }
             values.push(decode(&value).map_err(HistoryError::Corrupt)?);
         }
-        Ok(values)
+        Ok((first, values))
     }
-}
-
-/// Whether a read goes on past a missing position.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Gaps {
-    Skipped,
-    EndTheRead,
 }
 
 fn encode<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, HistoryError> {
     codec::encode(value).map_err(|error| HistoryError::Corrupt(error.to_string()))
 }
 
-fn key(position: u64) -> [u8; 8] {
-    position.to_be_bytes()
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_start_at_the_first_held_and_end_at_a_gap() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_, state_machine) = crate::store::open(dir.path()).unwrap();
+        let history = state_machine.history();
+        let leaves = history.family(AUDIT_LEAVES_FAMILY).unwrap();
+        for position in [5u64, 6, 7, 9] {
+            history.db.put_cf(leaves, index_key(position), [position as u8; 32]).unwrap();
+        }
+        let read = |from: u64, limit: usize| {
+            let (first, values) =
+                history.scan(AUDIT_LEAVES_FAMILY, from, limit, |bytes| Ok(bytes[0])).unwrap();
+            (first, values)
+        };
+        let cases = [
+            (0, 10, (5, vec![5, 6, 7])),
+            (5, 2, (5, vec![5, 6])),
+            (6, 10, (6, vec![6, 7])),
+            (8, 10, (9, vec![9])),
+            (10, 10, (10, vec![])),
+        ];
+        for (from, limit, expected) in cases {
+            assert_eq!(read(from, limit), expected, "from {from}, limit {limit}");
+        }
+        assert!(history.audit_leaves(0, 10).unwrap().is_empty(), "leaves are read from `from` exactly");
+        assert_eq!(history.audit_leaves(5, 10).unwrap().len(), 3);
+    }
 }

@@ -175,8 +175,15 @@ fn put_value_synced<T: Serialize>(db: &DB, family_name: &str, key: &[u8], value:
     db.put_cf_opt(family(db, family_name)?, key, bytes, &synced()).map_err(write_error)
 }
 
-fn index_key(index: u64) -> [u8; 8] {
+/// The key of a log entry or a history item: its index, big-endian, so keys
+/// sort in index order.
+pub(crate) fn index_key(index: u64) -> [u8; 8] {
     index.to_be_bytes()
+}
+
+/// The index an [`index_key`] stands for; `None` if `key` is not one.
+pub(crate) fn index_of(key: &[u8]) -> Option<u64> {
+    Some(u64::from_be_bytes(key.try_into().ok()?))
 }
 
 /// How far back from the end of the log the newest entry time is looked for
@@ -221,9 +228,9 @@ impl RaftLogReader<TypeConfig> for LogStore {
         let mut entries = Vec::new();
         for item in self.db.iterator_cf(log, IteratorMode::From(&index_key(start), Direction::Forward)) {
             let (key, value) = item.map_err(read_error)?;
-            let index = u64::from_be_bytes(key.as_ref().try_into().map_err(|_| {
+            let index = index_of(&key).ok_or_else(|| {
                 read_error(std::io::Error::new(std::io::ErrorKind::InvalidData, "log key is not 8 bytes"))
-            })?);
+            })?;
             if !range.contains(&index) {
                 break;
             }
@@ -484,7 +491,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let mut results = Vec::new();
         let mut last_applied = self.last_applied;
         let mut last_membership = None;
-        let mut archived = Vec::new();
+        let mut to_history = Vec::new();
         let history = &self.history;
         // The history is written before the lock is let go: whoever sees
         // the state count an entry finds it stored.
@@ -498,7 +505,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                         for command in &payload.commands {
                             let policy = &mut applied.policy;
                             let (outcome, appended) = policy.apply_appending(command, payload.proposed_at_ms);
-                            archived.push(AppliedCommand {
+                            to_history.push(AppliedCommand {
                                 archived: ArchivedCommand {
                                     sequence: policy.commands_applied,
                                     log_index: entry.log_id.index,
@@ -507,7 +514,6 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                                     accepted: outcome.is_ok(),
                                 },
                                 appended,
-                                access_log_length: policy.access_log_length,
                                 audit_tree_size: policy.audit_frontier.size(),
                                 checkpoints_final: policy.checkpoints_final,
                             });
@@ -522,7 +528,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 applied.applied_index = entry.log_id.index;
                 results.push(result);
             }
-            history.append(&archived)
+            history.append(&to_history)
         });
         written.map_err(write_error)?;
         self.last_applied = last_applied;

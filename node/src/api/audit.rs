@@ -94,10 +94,10 @@ pub(crate) async fn audit_checkpoints(
     QueryParams(query): QueryParams<CheckpointsQuery>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let limit = query.limit.clamp(1, CHECKPOINTS_PAGE_MAX);
-    let page = state.log.history().checkpoints(query.from, limit).map_err(ApiError::internal)?;
+    let (first, page) = state.log.history().checkpoints(query.from, limit).map_err(ApiError::internal)?;
     Ok(Json(state.log.state().read(|applied| {
         let policy = &applied.policy;
-        let next = query.from.saturating_add(page.len() as u64);
+        let next = first.saturating_add(page.len() as u64);
         serde_json::json!({
             "access_entries": policy.access_log_length,
             "leaves": policy.audit_frontier.size(),

@@ -188,11 +188,10 @@ pub(crate) async fn access_log(
     QueryParams(query): QueryParams<AccessLogQuery>,
 ) -> Result<Json<AccessLogPage>, ApiError> {
     let limit = query.limit.clamp(1, ACCESS_LOG_PAGE_ENTRIES_MAX);
-    let history = state.log.history();
-    // A node that joined by snapshot holds the entries after it only.
-    let held_from = history.access_log_held_from().map_err(ApiError::internal)?.unwrap_or(0);
-    let start = query.from.max(held_from);
-    let stored = history.access_entries(start, limit).map_err(ApiError::internal)?;
+    // A node that joined by snapshot holds the entries after it only: the
+    // page starts at the first it holds.
+    let (start, stored) =
+        state.log.history().access_entries(query.from, limit).map_err(ApiError::internal)?;
     Ok(Json(state.log.state().read(|applied| {
         let policy = &applied.policy;
         let org_of = |node: &civmesh_certs::NodeId| {
@@ -209,7 +208,7 @@ pub(crate) async fn access_log(
             entries.push(summary);
         }
         let next = start + entries.len() as u64;
-        let next_from = (next < policy.access_log_length).then_some(next);
+        let next_from = (next < policy.access_log_length && !entries.is_empty()).then_some(next);
         AccessLogPage { entries, next_from }
     })))
 }
