@@ -200,6 +200,32 @@ pub fn free_port() -> anyhow::Result<u16> {
     anyhow::bail!("no free port in {TESTNET_PORTS:?}")
 }
 
+/// `make(number)` for every number in `numbers`, in order, computed on
+/// every core (each thread takes a contiguous part): for signing many
+/// commands, the client's cost, before a measurement or a test starts.
+pub fn on_every_core<T: Send>(
+    numbers: std::ops::Range<u64>,
+    make: impl Fn(u64) -> anyhow::Result<T> + Sync,
+) -> anyhow::Result<Vec<T>> {
+    let threads = std::thread::available_parallelism().map_or(2, usize::from) as u64;
+    let part = (numbers.end.saturating_sub(numbers.start)).div_ceil(threads).max(1);
+    std::thread::scope(|scope| {
+        let make = &make;
+        let workers: Vec<_> = (0..threads)
+            .map(|thread| {
+                let start = numbers.start.saturating_add(thread * part).min(numbers.end);
+                let end = start.saturating_add(part).min(numbers.end);
+                scope.spawn(move || (start..end).map(make).collect::<anyhow::Result<Vec<T>>>())
+            })
+            .collect();
+        let mut made = Vec::new();
+        for worker in workers {
+            made.extend(worker.join().map_err(|_| anyhow::anyhow!("a worker panicked"))??);
+        }
+        Ok(made)
+    })
+}
+
 /// Polls `check` until it yields a value or `timeout` passes.
 pub fn wait_until<T>(
     what: &str,
@@ -548,7 +574,18 @@ impl Testnet {
         signer: usize,
         command: civmesh_policy::Command,
     ) -> anyhow::Result<civmesh_policy::Applied> {
-        let key = civmesh_certs::NodeKey::load(&self.nodes[signer].data_dir.join("node.key"))?;
+        self.sign_with_and_submit(via, &self.nodes[signer].data_dir.join("node.key"), command)
+    }
+
+    /// Signs `command` with the key in `key_file` and commits it through
+    /// node `via`; the log's outcome, or its rejection as an error.
+    fn sign_with_and_submit(
+        &self,
+        via: usize,
+        key_file: &Path,
+        command: civmesh_policy::Command,
+    ) -> anyhow::Result<civmesh_policy::Applied> {
+        let key = civmesh_certs::NodeKey::load(key_file)?;
         let envelope = civmesh_certs::SignedEnvelope::sign(&key, &command, civmesh_certs::now_unix_millis())?;
         let outcome =
             self.api(via)?.submit(&[envelope])?.outcomes.into_iter().next().context("no outcome")?;
@@ -674,13 +711,8 @@ impl Testnet {
     pub fn admit_offline(&self, index: usize, via: usize) -> anyhow::Result<()> {
         let pem = std::fs::read_to_string(self.nodes[index].data_dir.join("node.pem"))?;
         let certificate_der = civmesh_certs::NodeCertificate::from_pem(&pem)?.der().to_vec();
-        let ca_key = civmesh_certs::NodeKey::load(&self.ca_dir.join("ca.key"))?;
         let command = civmesh_policy::Command::AdmitMember { certificate_der };
-        let envelope =
-            civmesh_certs::SignedEnvelope::sign(&ca_key, &command, civmesh_certs::now_unix_millis())?;
-        let outcome =
-            self.api(via)?.submit(&[envelope])?.outcomes.into_iter().next().context("no outcome")?;
-        outcome.map(|_| ()).map_err(|rejection| anyhow::anyhow!("admission rejected: {rejection}"))
+        self.sign_with_and_submit(via, &self.ca_dir.join("ca.key"), command).map(|_| ())
     }
 
     /// Adds node `index` as a learner, through the leader among the voters.
@@ -785,4 +817,20 @@ fn run_cli(binary: &Path, args: &[&str]) -> anyhow::Result<String> {
         String::from_utf8_lossy(&output.stderr).trim()
     );
     Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn work_on_every_core_comes_back_in_order() {
+        for numbers in [0..0u64, 3..4, 3..20, 0..1_001] {
+            let made = super::on_every_core(numbers.clone(), |number| Ok(number * 2)).unwrap();
+            assert_eq!(made, numbers.map(|number| number * 2).collect::<Vec<_>>());
+        }
+        let failing = super::on_every_core(0..10, |number| {
+            anyhow::ensure!(number != 7, "seven");
+            Ok(number)
+        });
+        assert!(failing.is_err());
+    }
 }

@@ -319,15 +319,7 @@ fn denials(street: &NodeKey, owner: &NodeKey, count: usize) -> Vec<SignedCommand
         };
         SignedEnvelope::sign(owner, &Command::RecordAccess(record), now).unwrap()
     };
-    let threads = std::thread::available_parallelism().map_or(2, usize::from);
-    std::thread::scope(|scope| {
-        let workers: Vec<_> = (0..threads)
-            .map(|thread| {
-                scope.spawn(move || (thread..count).step_by(threads).map(denial).collect::<Vec<_>>())
-            })
-            .collect();
-        workers.into_iter().flat_map(|worker| worker.join().unwrap()).collect()
-    })
+    civmesh_testnet::on_every_core(0..count as u64, |number| Ok(denial(number as usize))).unwrap()
 }
 
 fn audit_counts(net: &Testnet, index: usize) -> Option<(u64, u64)> {

@@ -202,30 +202,7 @@ impl Signers {
 
     /// Records `from..to`, signed on every core.
     fn records(&self, from: u64, to: u64) -> anyhow::Result<Vec<String>> {
-        let threads = std::thread::available_parallelism().map_or(2, usize::from) as u64;
-        std::thread::scope(|scope| {
-            let workers: Vec<_> = (0..threads)
-                .map(|thread| {
-                    scope.spawn(move || {
-                        (from + thread..to)
-                            .step_by(threads as usize)
-                            .map(|n| self.record(n))
-                            .collect::<anyhow::Result<Vec<String>>>()
-                    })
-                })
-                .collect();
-            let mut parts: Vec<Vec<String>> = Vec::new();
-            for worker in workers {
-                parts.push(worker.join().map_err(|_| anyhow::anyhow!("a signer panicked"))??);
-            }
-            // Interleave back into number order.
-            let mut ordered = Vec::with_capacity((to - from) as usize);
-            for offset in 0..(to - from) as usize {
-                let thread = offset % threads as usize;
-                ordered.push(std::mem::take(&mut parts[thread][offset / threads as usize]));
-            }
-            Ok(ordered)
-        })
+        civmesh_testnet::on_every_core(from..to, |number| self.record(number))
     }
 }
 

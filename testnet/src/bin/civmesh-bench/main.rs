@@ -740,28 +740,12 @@ impl CivmeshTarget {
     fn refill_pool(&mut self) -> anyhow::Result<()> {
         static ISSUED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let first = ISSUED.fetch_add(SIGNED_POOL_SIZE, Ordering::Relaxed);
-        let threads = std::thread::available_parallelism().map_or(2, usize::from);
         let key = &self.key;
-        let chunks: Vec<anyhow::Result<Vec<String>>> = std::thread::scope(|scope| {
-            let handles: Vec<_> = (0..threads)
-                .map(|thread| {
-                    scope.spawn(move || {
-                        (first + thread..first + SIGNED_POOL_SIZE)
-                            .step_by(threads)
-                            .map(|number| {
-                                Ok(base64::engine::general_purpose::STANDARD
-                                    .encode(Self::command(key, number)?.to_bytes()?))
-                            })
-                            .collect()
-                    })
-                })
-                .collect();
-            handles
-                .into_iter()
-                .map(|handle| handle.join().unwrap_or_else(|_| Err(anyhow::anyhow!("a signer panicked"))))
-                .collect()
-        });
-        self.pool = chunks.into_iter().collect::<anyhow::Result<Vec<_>>>()?.concat();
+        let numbers = first as u64..(first + SIGNED_POOL_SIZE) as u64;
+        self.pool = civmesh_testnet::on_every_core(numbers, |number| {
+            let command = Self::command(key, usize::try_from(number)?)?;
+            Ok(base64::engine::general_purpose::STANDARD.encode(command.to_bytes()?))
+        })?;
         self.next.store(0, Ordering::Relaxed);
         Ok(())
     }
