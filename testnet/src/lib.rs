@@ -19,7 +19,10 @@ pub use civmesh_node::client::NodeApi;
 pub mod city;
 pub mod hostile;
 pub mod netns;
+mod ports;
 pub mod proxy;
+
+pub use ports::free_port;
 
 /// How long a node may take to write `node.json` after starting.
 pub const NODE_START_WAIT_MS_MAX: u64 = 20_000;
@@ -171,33 +174,6 @@ pub fn civmesh_binary() -> anyhow::Result<PathBuf> {
         binary.display()
     );
     Ok(binary)
-}
-
-/// The ports handed out, from below Linux's ephemeral range (32768 and up by
-/// default), so a client connection's source port can never take a port a
-/// node is about to listen on.
-const TESTNET_PORTS: std::ops::Range<u16> = 20_000..32_000;
-
-/// A loopback TCP port that is free now and that this process has not
-/// handed out before.
-pub fn free_port() -> anyhow::Result<u16> {
-    use std::sync::atomic::{AtomicU32, Ordering};
-    static NEXT: AtomicU32 = AtomicU32::new(0);
-    let span = u32::from(TESTNET_PORTS.end - TESTNET_PORTS.start);
-    // Each process starts in a block of its own (by pid), so concurrent
-    // test and demo processes, whose pids are often adjacent, do not walk
-    // the same ports.
-    const PROCESS_BLOCKS: u32 = 64;
-    let block = (std::process::id() % PROCESS_BLOCKS) * (span / PROCESS_BLOCKS);
-    let _ = NEXT.compare_exchange(0, 1 + block, Ordering::Relaxed, Ordering::Relaxed);
-    for _ in 0..span {
-        let offset = NEXT.fetch_add(1, Ordering::Relaxed) % span;
-        let port = TESTNET_PORTS.start + u16::try_from(offset).unwrap_or(0);
-        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return Ok(port);
-        }
-    }
-    anyhow::bail!("no free port in {TESTNET_PORTS:?}")
 }
 
 /// `make(number)` for every number in `numbers`, in order, computed on
