@@ -29,15 +29,6 @@ pub enum AccessKind {
 }
 
 impl AccessKind {
-    /// The stable snake_case name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            AccessKind::Query => "query",
-            AccessKind::Listing => "listing",
-            AccessKind::Push => "push",
-        }
-    }
-
     /// Whether the requester's header names the subjects released.
     pub fn names_subjects(self) -> bool {
         self == AccessKind::Query

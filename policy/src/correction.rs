@@ -139,17 +139,6 @@ impl CorrectionStage {
     pub fn is_owner_decision(self) -> bool {
         self == CorrectionStage::Accepted || self.is_owner_outcome()
     }
-
-    /// Whether a correction in this stage has reached its owner's decision.
-    pub fn is_decided(self) -> bool {
-        matches!(
-            self,
-            CorrectionStage::Rejected
-                | CorrectionStage::Conflict
-                | CorrectionStage::Applied
-                | CorrectionStage::OutcomeDelivered
-        )
-    }
 }
 
 /// The payload of [`crate::Command::RecordCorrectionEvent`]: one stage of
@@ -340,10 +329,8 @@ mod tests {
         }
     }
 
-    #[test]
-    fn stages_follow_their_order() {
-        use CorrectionStage::*;
-        let track = |stages: &[CorrectionStage]| CorrectionTrack {
+    fn track(stages: &[CorrectionStage]) -> CorrectionTrack {
+        CorrectionTrack {
             dataset: "d".into(),
             owner: OrgId::new("dept/x").unwrap(),
             submitter_org: OrgId::new("street/y").unwrap(),
@@ -354,7 +341,30 @@ mod tests {
             reason_code: None,
             applied_version: None,
             record_written_at_ms: None,
-        };
+        }
+    }
+
+    #[test]
+    fn the_acceptance_rate_counts_applied_against_rejected_and_is_none_before_either() {
+        use CorrectionStage::*;
+        let applied = [Submitted, Delivered, Accepted, Applied];
+        let rejected = [Submitted, Delivered, Rejected];
+        let cases: [(&[&[CorrectionStage]], Option<f64>); 4] = [
+            (&[&[Submitted], &[Submitted, Delivered, Conflict]], None),
+            (&[&applied], Some(1.0)),
+            (&[&rejected], Some(0.0)),
+            (&[&applied, &rejected, &rejected, &[Submitted]], Some(1.0 / 3.0)),
+        ];
+        for (stages, expected) in cases {
+            let tracks =
+                stages.iter().enumerate().map(|(id, stages)| ([id as u8; 32], track(stages))).collect();
+            assert_eq!(correction_stats(&tracks)[0].acceptance_rate, expected, "{stages:?}");
+        }
+    }
+
+    #[test]
+    fn stages_follow_their_order() {
+        use CorrectionStage::*;
         let allowed = [
             (vec![Submitted], Delivered),
             (vec![Submitted, Delivered], Accepted),

@@ -10,6 +10,7 @@ mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use civmesh_policy::decide::REQUEST_FIELDS_MAX;
 use civmesh_policy::model::{FieldValue, LegalBasis, MaskingRule, ScopeCondition, SubjectKeyHash};
 use civmesh_policy::{
     catalog_match, decide, AccessRequest, Command, Decision, FieldAction, ReasonCode, RecordPlan,
@@ -249,6 +250,38 @@ fn consent_based_grants_need_consent_and_separate_consent_for_sensitive_fields()
     );
     assert_eq!(decision.action_for(2, "name"), FieldAction::Withhold(ReasonCode::ConsentMissing));
     assert_eq!(decision.action_for(3, "name"), FieldAction::Withhold(ReasonCode::ConsentMissing));
+
+    // Asking for the sensitive field alone: a plain consent releases
+    // nothing of its record, since all that would be released is sensitive.
+    let sensitive_only = request(&fx, RESIDENTS, &["lives_alone_80_plus"], "elderly-care", Some(grant));
+    let Decision::Permit { records, .. } = decide(&fx.state, &sensitive_only, &rows[..2], NOW_MS) else {
+        panic!("the separately consented record is released");
+    };
+    assert_eq!(
+        records,
+        vec![
+            RecordPlan::Release { sensitive_withheld: false },
+            RecordPlan::Withhold(ReasonCode::SensitiveConsentMissing)
+        ]
+    );
+}
+
+#[test]
+fn a_request_names_one_to_the_bound_of_fields() {
+    let fx = Fixture::new();
+    let fields = |count: usize| (0..count).map(|index| format!("field_{index}")).collect::<Vec<_>>();
+    let asking =
+        |fields: Vec<String>| AccessRequest { fields, ..request(&fx, ENTERPRISES, &[], "inspection", None) };
+    let cases = [
+        (0, ReasonCode::RequestInvalid),
+        (REQUEST_FIELDS_MAX, ReasonCode::FieldUnknown),
+        (REQUEST_FIELDS_MAX + 1, ReasonCode::RequestInvalid),
+    ];
+    for (count, reason) in cases {
+        let decision = decide(&fx.state, &asking(fields(count)), &[row(1, "jingan")], NOW_MS);
+        assert!(!decision.is_permit(), "{count} fields");
+        assert_eq!(decision, Decision::Deny(reason), "{count} fields");
+    }
 }
 
 #[test]

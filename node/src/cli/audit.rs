@@ -10,7 +10,7 @@ use anyhow::Context;
 use civmesh_certs::{codec, now_unix_millis, CaCertificate, SignedEnvelope};
 use civmesh_policy::audit::{
     decode_bundle, encode_bundle, verify_bundle, verify_bundle_for_subject, ArchivedCommand, AuditBundle,
-    AuditReport, SeenCheckpoint, SubjectAccess, BUNDLE_BYTES_MAX,
+    AuditReport, SeenCheckpoint, SubjectAccess,
 };
 use civmesh_policy::model::{subject_key_commitment, SubjectKeyHash};
 use civmesh_policy::{Command, PolicyState};
@@ -19,6 +19,9 @@ use clap::{Args, Subcommand};
 use crate::api::AUDIT_COMMANDS_PER_REQUEST_MAX;
 use crate::cli::args::{Bundle, CaCert, NodeDir};
 use crate::client::NodeApi;
+
+/// The largest bundle `audit verify` reads, in bytes.
+const BUNDLE_BYTES_MAX: u64 = 16 * 1024 * 1024 * 1024;
 
 /// `civmesh audit ...`.
 #[derive(Debug, Subcommand)]
@@ -190,7 +193,7 @@ fn load_and_verify(
     let length =
         std::fs::metadata(bundle_path).with_context(|| format!("reading {}", bundle_path.display()))?.len();
     anyhow::ensure!(
-        length <= BUNDLE_BYTES_MAX as u64,
+        length <= BUNDLE_BYTES_MAX,
         "{} is larger than {BUNDLE_BYTES_MAX} bytes",
         bundle_path.display()
     );

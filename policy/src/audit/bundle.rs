@@ -179,4 +179,40 @@ mod tests {
         truncated.extend_from_slice(&[3, 1, 2]);
         assert!(matches!(decode_bundle(&truncated), Err(BundleError::Corrupt(_))));
     }
+
+    /// A bundle of one command whose encoding is `command_bytes` long.
+    fn bundle_with_command_of(command_bytes: usize) -> Vec<u8> {
+        let command = |envelope_bytes: usize| ArchivedCommand {
+            sequence: 1,
+            log_index: 1,
+            entry_time_ms: 1,
+            envelope: vec![7; envelope_bytes],
+            accepted: true,
+        };
+        let mut envelope_bytes = command_bytes;
+        while codec::encode(&command(envelope_bytes)).unwrap().len() > command_bytes {
+            envelope_bytes -= 1;
+        }
+        let bundle = AuditBundle {
+            federation_name: "city".to_string(),
+            ca_certificate_der: vec![1, 2, 3],
+            exported_by: NodeId([9; 32]),
+            exported_at_ms: 5,
+            from_entry: 0,
+            to_entry: u64::MAX,
+            commands: vec![command(envelope_bytes)],
+        };
+        assert_eq!(codec::encode(&bundle.commands[0]).unwrap().len(), command_bytes);
+        encode_bundle(&bundle).unwrap()
+    }
+
+    #[test]
+    fn an_archived_command_is_read_up_to_its_bound_and_not_one_byte_over() {
+        let at_bound = decode_bundle(&bundle_with_command_of(ARCHIVED_COMMAND_BYTES_MAX)).unwrap();
+        assert_eq!(at_bound.commands.len(), 1);
+        match decode_bundle(&bundle_with_command_of(ARCHIVED_COMMAND_BYTES_MAX + 1)) {
+            Err(BundleError::Corrupt(detail)) => assert!(detail.contains("over"), "{detail}"),
+            other => panic!("expected a corrupt bundle, got {other:?}"),
+        }
+    }
 }

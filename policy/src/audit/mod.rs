@@ -41,8 +41,6 @@ pub const CHECKPOINT_PENDING_MS_MAX: u64 = 30_000;
 pub const BUNDLE_MAGIC: [u8; 8] = *b"CIVAUDIT";
 /// The bundle format this code writes and reads.
 pub const BUNDLE_FORMAT_VERSION: u32 = 1;
-/// The largest bundle read, in bytes.
-pub const BUNDLE_BYTES_MAX: usize = 16 * 1024 * 1024 * 1024;
 /// The largest archived command envelope, in bytes.
 pub const ARCHIVED_COMMAND_BYTES_MAX: usize = civmesh_certs::ENVELOPE_BYTES_MAX + 1024;
 

@@ -330,3 +330,26 @@ fn an_end_date_includes_its_day_and_shows_as_that_day() {
     assert!(matches!(parse_date_end("2026-02-30"), Err(EvaluationError::DateInvalid(_))));
     assert!(matches!(parse_date_end("30.11.2026"), Err(EvaluationError::DateInvalid(_))));
 }
+
+#[test]
+fn an_event_at_midnight_belongs_to_the_day_it_starts() {
+    let mut state = PolicyState::default();
+    let midnight = at(1, 0);
+    let submitted = track("street/jingansi", &[(Submitted, midnight), (Delivered, midnight)], "");
+    state.corrections.insert([1; 32], submitted);
+    let days = evaluate(&state, &week_query("day")).unwrap();
+    let submitted: Vec<u64> = days.departments.iter().map(|row| row.submitted).take(3).collect();
+    assert_eq!(submitted, [0, 1, 0]);
+}
+
+#[test]
+fn a_period_after_the_log_or_of_no_length_is_empty() {
+    let state = scripted_week();
+    let after_the_log = EvaluationQuery { from_ms: Some(at(9, 0)), to_ms: None, bucket: Bucket::Day };
+    assert!(matches!(evaluate(&state, &after_the_log), Err(EvaluationError::RangeEmpty { .. })));
+    let no_length = EvaluationQuery { from_ms: Some(at(1, 0)), to_ms: Some(at(1, 0)), bucket: Bucket::Day };
+    assert!(matches!(evaluate(&state, &no_length), Err(EvaluationError::RangeEmpty { .. })));
+    // From a time inside the log, the end defaults to just after its last event.
+    let from_tuesday = EvaluationQuery { from_ms: Some(at(1, 0)), to_ms: None, bucket: Bucket::Day };
+    assert_eq!(evaluate(&state, &from_tuesday).unwrap().to, "2026-12-06T20:00:00+08:00");
+}
