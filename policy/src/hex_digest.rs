@@ -113,4 +113,14 @@ mod tests {
             serde_json::from_value::<Signed>(serde_json::json!({ "id": "zz", "attachments": [] })).is_err()
         );
     }
+
+    #[test]
+    fn only_exactly_64_hex_digits_are_a_digest() {
+        let digits = "0123456789abcdef".repeat(4);
+        assert_eq!(from_hex(&digits).map(|digest| to_hex(&digest)), Some(digits.clone()));
+        assert_eq!(from_hex(&digits.to_uppercase()).map(|digest| to_hex(&digest)), Some(digits.clone()));
+        for bad in [format!("{digits}00"), digits[..62].to_string(), format!("é{}", &digits[2..])] {
+            assert_eq!(from_hex(&bad), None, "{bad}");
+        }
+    }
 }

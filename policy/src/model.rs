@@ -75,13 +75,6 @@ pub enum FieldClass {
     Sensitive(SensitiveCategory),
 }
 
-impl FieldClass {
-    /// Whether the field is personal or sensitive personal information.
-    pub fn is_personal(&self) -> bool {
-        matches!(self, FieldClass::Personal | FieldClass::Sensitive(_))
-    }
-}
-
 /// The categories of sensitive personal information in PIPL Art. 28.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

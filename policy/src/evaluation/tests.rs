@@ -265,6 +265,11 @@ fn daily_buckets_measure_backlog_at_each_day_end() {
     assert_eq!((tuesday.backlog, tuesday.backlog_oldest_age_ms), (1, Some(10 * HOUR_MS)));
     assert_eq!((tuesday.demands_granted, tuesday.demand_to_grant_ms_p50), (1, Some(24 * HOUR_MS)));
     assert_eq!(tuesday.demands_waiting, 0);
+    // d2 waits from Wednesday noon; d3, filed at Thursday 00:00, is
+    // Thursday's and granted by 06:00.
+    let (wednesday, thursday) = (&evaluation.departments[2], &evaluation.departments[3]);
+    assert_eq!((wednesday.demands_waiting, wednesday.demands_waiting_oldest_age_ms), (1, Some(12 * HOUR_MS)));
+    assert_eq!((thursday.demands_waiting, thursday.demands_granted), (1, 1));
     let saturday = &evaluation.departments[5];
     assert_eq!((saturday.acceptance_rate, saturday.turnaround_ms_p50), (None, None));
     assert_eq!((saturday.backlog, saturday.backlog_oldest_age_ms), (1, Some(14 * HOUR_MS)));
@@ -336,10 +341,19 @@ fn an_event_at_midnight_belongs_to_the_day_it_starts() {
     let mut state = PolicyState::default();
     let midnight = at(1, 0);
     let submitted = track("street/jingansi", &[(Submitted, midnight), (Delivered, midnight)], "");
+    let decided = track(
+        "street/jingansi",
+        &[(Submitted, at(0, 10)), (Delivered, at(0, 10)), (Rejected, midnight)],
+        "rejected_by_reviewer",
+    );
     state.corrections.insert([1; 32], submitted);
+    state.corrections.insert([2; 32], decided);
     let days = evaluate(&state, &week_query("day")).unwrap();
-    let submitted: Vec<u64> = days.departments.iter().map(|row| row.submitted).take(3).collect();
-    assert_eq!(submitted, [0, 1, 0]);
+    let figures = |row: &DepartmentRow| (row.submitted, row.rejected_by_owner, row.backlog);
+    let monday_to_wednesday: Vec<_> = days.departments.iter().map(figures).take(3).collect();
+    // Monday ends with the second still waiting and the first not yet
+    // delivered; Tuesday starts with both.
+    assert_eq!(monday_to_wednesday, [(1, 0, 1), (1, 1, 1), (0, 0, 1)]);
 }
 
 #[test]
