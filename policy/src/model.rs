@@ -457,4 +457,11 @@ mod tests {
         assert_ne!(a, SubjectKeyHash::of(b"secret-b", "310106195001011234"));
         assert_ne!(a, SubjectKeyHash::of(b"secret-a", "310106195001011235"));
     }
+
+    #[test]
+    fn a_subject_key_hash_prints_only_its_first_four_bytes() {
+        let mut hash = SubjectKeyHash([0xee; 32]);
+        hash.0[..4].copy_from_slice(&[0x01, 0x23, 0xab, 0xcd]);
+        assert_eq!(format!("{hash:?}"), "SubjectKeyHash(0123abcd…)");
+    }
 }

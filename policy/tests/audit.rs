@@ -24,14 +24,26 @@ struct RecordedLog {
     commands: Vec<ArchivedCommand>,
     /// The audit tree's leaves, as a replica's store keeps them.
     leaves: Vec<[u8; 32]>,
+    /// The size of each checkpoint apply handed over as just made final.
+    made_final: Vec<u64>,
 }
 
 impl RecordedLog {
+    fn new() -> Self {
+        RecordedLog {
+            state: PolicyState::default(),
+            commands: Vec::new(),
+            leaves: Vec::new(),
+            made_final: Vec::new(),
+        }
+    }
+
     fn record(&mut self, key: &NodeKey, command: Command) -> bool {
         let envelope = sign(key, command);
         let (outcome, appended) = self.state.apply_appending(&envelope, NOW_MS);
         let accepted = outcome.is_ok();
         self.leaves.extend(appended.audit_leaf);
+        self.made_final.extend(appended.checkpoint.map(|checkpoint| checkpoint.body.tree_size));
         let sequence = self.commands.len() as u64 + 1;
         self.commands.push(ArchivedCommand {
             sequence,
@@ -82,7 +94,7 @@ fn access(requester: &NodeKey, subject: u8, grant: Option<u64>, permit: bool) ->
 fn recorded_federation() -> (Fixture, RecordedLog) {
     let fx = Fixture::new();
     let ca_der = civmesh_certs::CaCertificate::from_pem(fx.ca.certificate_pem()).unwrap().der().to_vec();
-    let mut log = RecordedLog { state: PolicyState::default(), commands: Vec::new(), leaves: Vec::new() };
+    let mut log = RecordedLog::new();
     let founders = [&fx.hub, &fx.market, &fx.civil, &fx.jingansi, &fx.nanjingxilu, &fx.auditor];
     assert!(log.record(
         &fx.ca_key,
@@ -111,6 +123,8 @@ fn recorded_federation() -> (Fixture, RecordedLog) {
     assert!(log.record(&fx.civil.key, Command::CosignCheckpoint(second.clone())));
     assert!(log.record(&fx.hub.key, Command::CosignCheckpoint(second)));
     assert_eq!(log.state.checkpoints_final, 2);
+    // Each handed over once, by the cosignature that made it final.
+    assert_eq!(log.made_final, [4, 8]);
     (fx, log)
 }
 
@@ -216,8 +230,12 @@ fn reordered_entries_and_a_wrong_signed_root_fail_the_checkpoint() {
 
     // Two signers sign a root that is not the entries' root: the log takes
     // it (signers vouch for roots), the auditor does not.
-    let mut lying =
-        RecordedLog { state: log.state.clone(), commands: log.commands.clone(), leaves: log.leaves.clone() };
+    let mut lying = RecordedLog {
+        state: log.state.clone(),
+        commands: log.commands.clone(),
+        leaves: log.leaves.clone(),
+        made_final: Vec::new(),
+    };
     assert!(lying.record(&fx.market.key, access(&fx.jingansi.key, 9, Some(1), true)));
     let wrong = CheckpointBody { tree_size: 9, root: [7; 32], log_index: 20 };
     assert!(lying.record(&fx.hub.key, Command::CosignCheckpoint(wrong.clone())));
@@ -276,7 +294,7 @@ fn a_rewritten_history_is_caught_against_checkpoints_seen_before() {
     let seen = verify(&bundle_of(&log, log.commands.clone()), &[]).latest_checkpoint.unwrap();
     // Another history of the same length: one denial becomes a permit-less
     // denial for another subject, re-signed by the owner, checkpoints redone.
-    let mut other = RecordedLog { state: PolicyState::default(), commands: Vec::new(), leaves: Vec::new() };
+    let mut other = RecordedLog::new();
     for command in &log.commands[..3] {
         let envelope = civmesh_policy::SignedCommand::from_bytes(&command.envelope).unwrap();
         other.state.apply(&envelope, NOW_MS).unwrap();

@@ -305,4 +305,16 @@ fn catalog_match_reports_gaps_and_expiry() {
     assert_eq!(report.grants_expiring, vec![expiring]);
     assert_eq!(report.datasets_without_demand, vec![RESIDENTS.to_string()]);
     assert!(catalog_match(&fx.state, NOW_MS, 1).grants_expiring.is_empty());
+    // A grant no longer covers once its window ends, even at its last instant.
+    let ended = catalog_match(&fx.state, NOW_MS + 3 * DAY_MS, 7);
+    assert_eq!((ended.demands_without_grant, ended.grants_expiring), (vec![2, 3], vec![]));
+    // A grant covers only the demand of its grantee, for its purpose.
+    let wanted = ["name", "operating_address"];
+    fx.grant(grant_spec(ENTERPRISES, &fx.nanjingxilu.org.clone(), &wanted, "inspection"));
+    fx.grant(grant_spec(ENTERPRISES, &fx.jingansi.org.clone(), &wanted, "audit"));
+    assert_eq!(catalog_match(&fx.state, NOW_MS, 7).demands_without_grant, vec![2]);
+    // A revoked grant covers nothing.
+    let revoke = Command::RevokeGrant { grant_id: expiring, reason: "ended".into() };
+    apply(&mut fx.state, &fx.market.key, revoke).unwrap();
+    assert_eq!(catalog_match(&fx.state, NOW_MS, 7).demands_without_grant, vec![2]);
 }

@@ -171,6 +171,7 @@ mod tests {
     #[test]
     fn bad_bundle_bytes_are_typed_errors() {
         assert!(matches!(decode_bundle(b"nonsense"), Err(BundleError::NotABundle)));
+        assert!(matches!(decode_bundle(b"not an audit bundle"), Err(BundleError::NotABundle)));
         let mut wrong_version = BUNDLE_MAGIC.to_vec();
         wrong_version.extend_from_slice(&7u32.to_le_bytes());
         assert!(matches!(decode_bundle(&wrong_version), Err(BundleError::UnknownFormatVersion(7))));
@@ -204,6 +205,25 @@ mod tests {
         };
         assert_eq!(codec::encode(&bundle.commands[0]).unwrap().len(), command_bytes);
         encode_bundle(&bundle).unwrap()
+    }
+
+    #[test]
+    fn a_header_is_read_up_to_its_bound() {
+        let with_ca_of = |ca_bytes: usize| AuditBundle {
+            federation_name: "city".to_string(),
+            ca_certificate_der: vec![1; ca_bytes],
+            exported_by: NodeId([9; 32]),
+            exported_at_ms: 5,
+            from_entry: 0,
+            to_entry: u64::MAX,
+            commands: Vec::new(),
+        };
+        let bundle = with_ca_of(64 * 1024);
+        assert_eq!(decode_bundle(&encode_bundle(&bundle).unwrap()).unwrap(), bundle);
+        match decode_bundle(&encode_bundle(&with_ca_of(BUNDLE_HEADER_BYTES_MAX)).unwrap()) {
+            Err(BundleError::Corrupt(detail)) => assert!(detail.starts_with("the header: "), "{detail}"),
+            other => panic!("expected a corrupt header, got {other:?}"),
+        }
     }
 
     #[test]

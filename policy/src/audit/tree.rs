@@ -192,6 +192,7 @@ mod tests {
     fn roots_at_every_size_follow_rfc_6962_and_prefixes_are_consistent() {
         let leaves: Vec<[u8; 32]> = (0..37u8).map(|i| [i; 32]).collect();
         let mut tree = AccessTree::new();
+        assert!(tree.is_empty());
         for (index, leaf) in leaves.iter().enumerate() {
             tree.push(*leaf);
             assert_eq!(
@@ -204,7 +205,10 @@ mod tests {
         for size in 1..=37 {
             tree.check_consistency(size, &tree.root_at(size).unwrap()).unwrap();
         }
+        assert!(!tree.is_empty());
         assert!(tree.check_consistency(5, &[9; 32]).is_err());
+        assert_eq!(tree.check_consistency(37, &[9; 32]), Err(ConsistencyError::RootDiffers));
+        assert!(tree.check_consistency(36, &tree.root_at(37).unwrap()).is_err());
         assert!(tree.check_consistency(38, &tree.root_at(37).unwrap()).is_err());
         assert_eq!(tree.root_at(0), None);
     }

@@ -87,8 +87,8 @@ pub struct Federation {
 }
 
 /// Everything the policy log has established. Every collection is ordered,
-/// so the canonical encoding, and so [`PolicyState::state_hash`], is the same
-/// on every replica that applied the same commands.
+/// so the canonical encoding is the same on every replica that applied the
+/// same commands.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PolicyState {
     /// Set by genesis.
@@ -412,18 +412,6 @@ impl PolicyState {
             }
             Command::CosignCheckpoint(body) => self.record_cosignature(body, signer, at_ms),
             Command::CommitSubjectKeySecret { commitment } => self.commit_subject_key_secret(commitment),
-        }
-    }
-
-    /// SHA-256 of the whole state's canonical encoding: equal on replicas
-    /// in equal state. It costs time in the state's size, so replicas
-    /// compare [`PolicyState::digest`]; tests compare whole states with it.
-    pub fn state_hash(&self) -> [u8; 32] {
-        match codec::encode(self) {
-            Ok(bytes) => codec::sha256(&bytes),
-            // Encoding a state of plain data cannot fail; a zero hash would
-            // make any comparison fail loudly rather than pass.
-            Err(_) => [0u8; 32],
         }
     }
 }
