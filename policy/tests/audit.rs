@@ -323,6 +323,17 @@ fn another_federation_and_damaged_files_are_refused() {
         verify_bundle(&bundle, Some(&other_der), &[], &mut |_| {}),
         Err(BundleError::OtherFederation)
     ));
+    // A header naming another CA than its genesis did is refused too, even
+    // when that CA is the one trusted.
+    let relabelled = AuditBundle { ca_certificate_der: other_der.clone(), ..bundle.clone() };
+    for trusted in [None, Some(other_der.as_slice())] {
+        assert!(matches!(
+            verify_bundle(&relabelled, trusted, &[], &mut |_| {}),
+            Err(BundleError::NoGenesis(_))
+        ));
+    }
+    let no_commands = AuditBundle { commands: Vec::new(), ..bundle.clone() };
+    assert!(matches!(verify_bundle(&no_commands, None, &[], &mut |_| {}), Err(BundleError::NoGenesis(_))));
     let bytes = encode_bundle(&bundle).unwrap();
     for cut in [bytes.len() - 1, bytes.len() / 2, 13] {
         assert!(matches!(decode_bundle(&bytes[..cut]), Err(BundleError::Corrupt(_))), "cut at {cut}");

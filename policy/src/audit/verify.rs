@@ -361,3 +361,64 @@ fn check_checkpoint(
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::access::{AccessOutcome, AccessRecord, QueryHeader};
+    use crate::model::SubjectKeyHash;
+    use civmesh_certs::{NodeKey, SignedEnvelope};
+
+    fn archived(envelope: Vec<u8>) -> ArchivedCommand {
+        ArchivedCommand { sequence: 1, log_index: 1, entry_time_ms: 1, envelope, accepted: true }
+    }
+
+    fn access_record(requester: &NodeKey) -> crate::Command {
+        let header = QueryHeader {
+            dataset: "enterprises".into(),
+            subjects: vec![SubjectKeyHash([1; 32])],
+            fields: vec!["name".into()],
+            purpose: "inspection".into(),
+            grant: None,
+        };
+        crate::Command::RecordAccess(AccessRecord {
+            request: SignedEnvelope::sign(requester, &header, 1).unwrap(),
+            outcome: AccessOutcome::Deny { reason: crate::ReasonCode::GrantRequired },
+            decided_at_ms: 1,
+        })
+    }
+
+    #[test]
+    fn the_parallel_check_passes_exactly_the_commands_whose_every_signature_verifies() {
+        let (owner, requester) = (NodeKey::generate().unwrap(), NodeKey::generate().unwrap());
+        let plain = crate::Command::RevokeGrant { grant_id: 1, reason: "ended".into() };
+        let sign =
+            |command: &crate::Command| SignedEnvelope::sign(&owner, command, 1).unwrap().to_bytes().unwrap();
+        let flip_last_byte = |mut bytes: Vec<u8>| {
+            let last = bytes.len() - 1;
+            bytes[last] ^= 1;
+            bytes
+        };
+        let mut forged_request = access_record(&requester);
+        if let crate::Command::RecordAccess(record) = &mut forged_request {
+            record.request = SignedEnvelope::sign(&requester, &"another payload".to_string(), 1)
+                .map(|other| {
+                    SignedEnvelope::from_parts(
+                        record.request.body_bytes().to_vec(),
+                        other.signature_bytes().to_vec(),
+                    )
+                })
+                .unwrap();
+        }
+        let cases = [
+            ("a plain command", sign(&plain), true),
+            ("its signature damaged", flip_last_byte(sign(&plain)), false),
+            ("an access record", sign(&access_record(&requester)), true),
+            ("an access record with a forged request", sign(&forged_request), false),
+            ("not an envelope", vec![1, 2, 3], false),
+        ];
+        for (case, envelope, verifies) in cases {
+            assert_eq!(signatures_verify(&archived(envelope)), verifies, "{case}");
+        }
+    }
+}
