@@ -11,6 +11,7 @@ use civmesh_certs::{NodeKey, SignedEnvelope};
 use civmesh_policy::audit::{
     decode_bundle, encode_bundle, verify_bundle, verify_bundle_for_subject, AccessTree, ArchivedCommand,
     AuditBundle, AuditReport, BundleError, CheckpointBody, FailureKind, SeenCheckpoint,
+    PROGRESS_COMMANDS_INTERVAL,
 };
 use civmesh_policy::model::SubjectKeyHash;
 use civmesh_policy::{
@@ -310,6 +311,23 @@ fn a_rewritten_history_is_caught_against_checkpoints_seen_before() {
     let report = verify(&bundle_of(&other, other.commands.clone()), &[seen]);
     assert_eq!(report.failures.len(), 1);
     assert_eq!(report.failures[0].kind, FailureKind::HistoryRewritten);
+}
+
+#[test]
+fn progress_is_reported_every_interval_and_at_the_end() {
+    let (fx, mut log) = recorded_federation();
+    let interval = PROGRESS_COMMANDS_INTERVAL;
+    while (log.commands.len() as u64) < 2 * interval + 5 {
+        // Rejected (no such grant) but archived like any command.
+        log.record(&fx.market.key, Command::RevokeGrant { grant_id: 99, reason: "none".into() });
+    }
+    let mut reports = Vec::new();
+    verify_bundle(&bundle_of(&log, log.commands.clone()), None, &[], &mut |done| reports.push(done)).unwrap();
+    assert_eq!(reports, [interval, 2 * interval, 2 * interval + 5]);
+    let mut reports = Vec::new();
+    let exact = log.commands[..interval as usize].to_vec();
+    verify_bundle(&bundle_of(&log, exact), None, &[], &mut |done| reports.push(done)).unwrap();
+    assert_eq!(reports, [interval]);
 }
 
 #[test]

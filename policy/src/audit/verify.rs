@@ -132,6 +132,9 @@ fn verify_signatures_in_parallel(commands: &[ArchivedCommand], threads: usize) -
     })
 }
 
+/// How many commands a replay does between two progress reports.
+pub const PROGRESS_COMMANDS_INTERVAL: u64 = 1024;
+
 /// [`verify_bundle_on`] with one thread per core.
 pub fn verify_bundle(
     bundle: &AuditBundle,
@@ -196,11 +199,14 @@ fn replay_bundle(
     };
     for (index, archived) in bundle.commands.iter().enumerate() {
         replay.command(index, archived, verified[index]);
-        if index % 1024 == 0 {
-            progress(index as u64);
+        let done = index as u64 + 1;
+        if done % PROGRESS_COMMANDS_INTERVAL == 0 {
+            progress(done);
         }
     }
-    progress(bundle.commands.len() as u64);
+    if bundle.commands.len() as u64 % PROGRESS_COMMANDS_INTERVAL != 0 {
+        progress(bundle.commands.len() as u64);
+    }
     for earlier in seen {
         replay.check_seen(earlier);
     }
