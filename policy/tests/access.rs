@@ -200,14 +200,17 @@ fn listing_pages_release_any_subject_once_per_fresh_request() {
     assert_eq!(apply(&mut fx.state, &fx.market.key, denial), Ok(Applied::AccessLogged(1)));
     let empty = page(AccessOutcome::Permit { released: vec![] });
     assert_eq!(apply(&mut fx.state, &fx.market.key, empty), Ok(Applied::AccessLogged(2)));
-    let too_many = AccessOutcome::Permit {
-        released: (0..=civmesh_policy::access::QUERY_SUBJECTS_MAX)
+    let subjects = |count: usize| AccessOutcome::Permit {
+        released: (0..count)
             .map(|index| SubjectRelease {
                 subject: SubjectKeyHash([(index % 251) as u8; 32]),
                 fields: vec!["name".into()],
             })
             .collect(),
     };
+    let full = page(subjects(civmesh_policy::access::QUERY_SUBJECTS_MAX));
+    assert_eq!(apply(&mut fx.state, &fx.market.key, full), Ok(Applied::AccessLogged(3)));
+    let too_many = subjects(civmesh_policy::access::QUERY_SUBJECTS_MAX + 1);
     let cases = [
         ("an ungranted field", page(released(&["operating_address"])), RejectionCode::PermitNotJustified),
         ("a page over the bound", page(too_many), RejectionCode::InvalidArgument),
@@ -225,7 +228,7 @@ fn listing_pages_release_any_subject_once_per_fresh_request() {
     for (case, command, code) in cases {
         assert_eq!(apply(&mut fx.state, &fx.market.key, command).unwrap_err().code, code, "{case}");
     }
-    assert_eq!(fx.state.access_log_length, 3);
+    assert_eq!(fx.state.access_log_length, 4);
 }
 
 /// How one case sets up the state before its access record is applied.

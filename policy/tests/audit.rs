@@ -314,6 +314,20 @@ fn a_rewritten_history_is_caught_against_checkpoints_seen_before() {
 }
 
 #[test]
+fn a_malformed_command_is_pinpointed_and_counted_as_applied() {
+    let (_fx, log) = recorded_federation();
+    let mut commands = log.commands.clone();
+    commands[index(5)].envelope.truncate(3);
+    let (report, state) = verify_bundle(&bundle_of(&log, commands), None, &[], &mut |_| {}).unwrap();
+    assert_eq!(
+        (report.failures[0].command_sequence, report.failures[0].kind),
+        (Some(5), FailureKind::MalformedCommand)
+    );
+    assert_eq!(state.commands_applied, log.commands.len() as u64);
+    assert_eq!(state.access_log_length, 7, "the malformed access is not an entry");
+}
+
+#[test]
 fn progress_is_reported_every_interval_and_at_the_end() {
     let (fx, mut log) = recorded_federation();
     let interval = PROGRESS_COMMANDS_INTERVAL;

@@ -427,4 +427,36 @@ mod tests {
             assert_eq!(signatures_verify(&archived(envelope)), verifies, "{case}");
         }
     }
+
+    #[test]
+    fn a_checkpoint_needs_more_than_half_of_the_signers_in_force() {
+        let mut tree = AccessTree::new();
+        tree.push([1; 32]);
+        let root = tree.root_at(1).unwrap();
+        let checkpoint = |cosigners: u8, signers_in_force: u64| FinalCheckpoint {
+            body: crate::audit::CheckpointBody { tree_size: 1, root, log_index: 1 },
+            cosigners: (0..cosigners).map(|index| civmesh_certs::NodeId([index; 32])).collect(),
+            signers_in_force,
+            final_at_ms: 1,
+        };
+        for (cosigners, in_force, quorum) in
+            [(2, 3, true), (1, 2, false), (3, 6, false), (4, 7, true), (5, 7, true)]
+        {
+            let mut failures = Vec::new();
+            check_checkpoint(&checkpoint(cosigners, in_force), &tree, 1, &mut failures);
+            let kinds: Vec<FailureKind> = failures.iter().map(|failure| failure.kind).collect();
+            let expected = if quorum { vec![] } else { vec![FailureKind::CheckpointQuorum] };
+            assert_eq!(kinds, expected, "{cosigners} of {in_force}");
+        }
+        let mut failures = Vec::new();
+        let wrong_root = FinalCheckpoint {
+            body: crate::audit::CheckpointBody { root: [7; 32], ..checkpoint(2, 3).body },
+            ..checkpoint(2, 3)
+        };
+        check_checkpoint(&wrong_root, &tree, 1, &mut failures);
+        assert_eq!(
+            failures.iter().map(|failure| failure.kind).collect::<Vec<_>>(),
+            [FailureKind::CheckpointRootMismatch]
+        );
+    }
 }
