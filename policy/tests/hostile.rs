@@ -397,6 +397,40 @@ fn a_revoked_cosigner_does_not_count() {
     assert_eq!(last.signers_in_force, 2);
 }
 
+#[test]
+fn only_signers_cosign_and_only_over_leaves_past_the_last_final_checkpoint() {
+    let (mut fx, leaves) = with_entries(2);
+    let one = body(&leaves, 1);
+    assert_eq!(cosign(&mut fx.state, &fx.jingansi.key, &one), Some(RejectionCode::NotAuthorised));
+    let past_the_leaves = CheckpointBody { tree_size: 3, ..one.clone() };
+    let empty = CheckpointBody { tree_size: 0, ..one.clone() };
+    for bad in [&past_the_leaves, &empty] {
+        assert_eq!(cosign(&mut fx.state, &fx.hub.key, bad), Some(RejectionCode::InvalidArgument));
+    }
+    assert_eq!(cosign(&mut fx.state, &fx.hub.key, &one), None);
+    assert_eq!(cosign(&mut fx.state, &fx.market.key, &one), None);
+    assert_eq!(fx.state.checkpoints_final, 1);
+    assert_eq!(cosign(&mut fx.state, &fx.civil.key, &one), Some(RejectionCode::InvalidArgument));
+    assert_eq!(cosign(&mut fx.state, &fx.civil.key, &body(&leaves, 2)), None);
+}
+
+#[test]
+fn a_cosigner_whose_certificate_ended_does_not_count() {
+    let (mut fx, leaves) = with_entries(1);
+    let good = body(&leaves, 1);
+    let ends_ms = NOW_MS + 10;
+    fx.state.members.get_mut(&fx.hub.key.node_id()).unwrap().certificate_not_after_ms = ends_ms;
+    assert_eq!(cosign(&mut fx.state, &fx.hub.key, &good), None);
+    // At the instant the hub's certificate ends, hub and market are not 2
+    // of 3 signers: the hub no longer counts, and the market is 1 of 2.
+    let market = sign(&fx.market.key, Command::CosignCheckpoint(good.clone()));
+    fx.state.apply(&market, ends_ms).unwrap();
+    assert_eq!(fx.state.checkpoints_final, 0);
+    let civil = sign(&fx.civil.key, Command::CosignCheckpoint(good));
+    fx.state.apply(&civil, ends_ms).unwrap();
+    assert_eq!(fx.state.last_checkpoint.as_ref().map(|last| last.signers_in_force), Some(2));
+}
+
 struct Row(BTreeMap<String, FieldValue>);
 
 impl RecordFacts for Row {
