@@ -407,11 +407,17 @@ fn only_signers_cosign_and_only_over_leaves_past_the_last_final_checkpoint() {
     for bad in [&past_the_leaves, &empty] {
         assert_eq!(cosign(&mut fx.state, &fx.hub.key, bad), Some(RejectionCode::InvalidArgument));
     }
+    let two = body(&leaves, 2);
+    assert_eq!(cosign(&mut fx.state, &fx.civil.key, &two), None);
     assert_eq!(cosign(&mut fx.state, &fx.hub.key, &one), None);
     assert_eq!(cosign(&mut fx.state, &fx.market.key, &one), None);
     assert_eq!(fx.state.checkpoints_final, 1);
+    // The checkpoint past the final one stays open with its cosignature.
+    let open: Vec<_> = fx.state.pending_checkpoints.iter().map(|pending| pending.body.clone()).collect();
+    assert_eq!(open, [two.clone()]);
     assert_eq!(cosign(&mut fx.state, &fx.civil.key, &one), Some(RejectionCode::InvalidArgument));
-    assert_eq!(cosign(&mut fx.state, &fx.civil.key, &body(&leaves, 2)), None);
+    assert_eq!(cosign(&mut fx.state, &fx.hub.key, &two), None);
+    assert_eq!(fx.state.last_checkpoint.as_ref().map(|last| last.body.clone()), Some(two));
 }
 
 #[test]
