@@ -11,6 +11,7 @@ mod support;
 use std::collections::BTreeSet;
 
 use civmesh_certs::NodeKey;
+use civmesh_policy::correction::CORRECTION_CHANGES_MAX;
 use civmesh_policy::correction::{
     correction_stats, AutoAcceptRule, CorrectionEvent, CorrectionStage, CorrectionStage::*,
 };
@@ -46,6 +47,13 @@ fn written_at(command: Command, record_written_at_ms: Option<u64>) -> Command {
     Command::RecordCorrectionEvent(event)
 }
 
+/// `command` (a correction event) changing `count` fields.
+fn with_fields(command: Command, count: usize) -> Command {
+    let Command::RecordCorrectionEvent(mut event) = command else { unreachable!() };
+    event.fields = (0..count).map(|index| format!("field_{index}")).collect();
+    Command::RecordCorrectionEvent(event)
+}
+
 /// A fixture in which jingansi holds a grant showing the field the
 /// corrections change (a submission needs one).
 fn fixture() -> Fixture {
@@ -70,6 +78,7 @@ fn each_stage_is_logged_by_its_party_and_in_order() {
     let (street, market, civil, other_street) =
         (&fx.jingansi.key, &fx.market.key, &fx.civil.key, &fx.nanjingxilu.key);
     type Case<'a> = (&'a str, &'a NodeKey, Command, Option<RejectionCode>);
+    let invalid = Some(RejectionCode::InvalidArgument);
     let cases: Vec<Case> = vec![
         (
             "delivered before submitted",
@@ -101,7 +110,33 @@ fn each_stage_is_logged_by_its_party_and_in_order() {
             },
             Some(RejectionCode::InvalidArgument),
         ),
+        ("submitted changing no field", street, with_fields(event(1, street, Submitted), 0), invalid),
+        (
+            // Within the bound: refused only because no grant shows them.
+            "submitted changing the bound of fields",
+            street,
+            with_fields(event(1, street, Submitted), CORRECTION_CHANGES_MAX),
+            Some(RejectionCode::CorrectionNotGranted),
+        ),
+        (
+            "submitted changing one field over the bound",
+            street,
+            with_fields(event(1, street, Submitted), CORRECTION_CHANGES_MAX + 1),
+            invalid,
+        ),
         ("submitted", street, event(1, street, Submitted), None),
+        (
+            "an operator's name at the bound",
+            street,
+            {
+                let Command::RecordCorrectionEvent(mut long) = event(3, street, Submitted) else {
+                    unreachable!()
+                };
+                long.operator = "x".repeat(civmesh_policy::correction::CORRECTION_TEXT_BYTES_MAX);
+                Command::RecordCorrectionEvent(long)
+            },
+            None,
+        ),
         ("submitted twice", street, event(1, street, Submitted), Some(RejectionCode::CorrectionDuplicate)),
         ("delivered by a non-owner", civil, event(1, street, Delivered), Some(RejectionCode::NotAuthorised)),
         (
@@ -109,6 +144,12 @@ fn each_stage_is_logged_by_its_party_and_in_order() {
             market,
             event(1, street, Applied),
             Some(RejectionCode::CorrectionStageOutOfOrder),
+        ),
+        (
+            "delivered naming another submitter",
+            market,
+            event(1, other_street, Delivered),
+            Some(RejectionCode::InvalidArgument),
         ),
         ("delivered", market, event(1, street, Delivered), None),
         (
@@ -129,7 +170,12 @@ fn each_stage_is_logged_by_its_party_and_in_order() {
             written_at(event(1, street, Accepted), Some(NOW_MS + COMMAND_SKEW_MS_MAX + 1)),
             Some(RejectionCode::InvalidArgument),
         ),
-        ("accepted", market, event(1, street, Accepted), None),
+        (
+            "accepted, the record written at the skew's edge",
+            market,
+            written_at(event(1, street, Accepted), Some(NOW_MS + COMMAND_SKEW_MS_MAX)),
+            None,
+        ),
         ("applied", market, event(1, street, Applied), None),
         (
             "outcome receipt by the owner",

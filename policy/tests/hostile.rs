@@ -503,6 +503,13 @@ fn corrections_stay_within_the_grant() {
     assert!(!check(&fx.state, ENTERPRISES, &current, &[("name", "New")]).unwrap().review_required);
     // ...and always when it touches a field the scope tests.
     assert!(check(&fx.state, ENTERPRISES, &current, &[("district", "putuo")]).unwrap().review_required);
+    // A submitter whose certificate ends now sees nothing.
+    let ends_now = {
+        let mut state = fx.state.clone();
+        state.members.get_mut(&street).unwrap().certificate_not_after_ms = NOW_MS;
+        state
+    };
+    assert_eq!(check(&ends_now, ENTERPRISES, &current, &[("name", "New")]).err(), Some(DatasetNotVisible));
     // A revoked grant shows nothing.
     apply(&mut fx.state, &fx.market.key, Command::RevokeGrant { grant_id: grant, reason: "r".into() })
         .unwrap();
