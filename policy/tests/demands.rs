@@ -69,6 +69,37 @@ fn the_old_demand_command_files_without_reason() {
 }
 
 #[test]
+fn a_demand_names_fields_of_the_schema_and_a_purpose() {
+    let mut fx = Fixture::new();
+    let key = &fx.nanjingxilu.key;
+    let fields = |names: &[&str]| names.iter().map(|name| name.to_string()).collect::<BTreeSet<_>>();
+    let cases = [
+        ("no field", DemandSpec { fields: fields(&[]), ..demand_spec("r") }, RejectionCode::InvalidArgument),
+        (
+            "no purpose",
+            DemandSpec { purpose: String::new(), ..demand_spec("r") },
+            RejectionCode::InvalidArgument,
+        ),
+        (
+            "a field not in the schema",
+            DemandSpec { fields: fields(&["colour"]), ..demand_spec("r") },
+            RejectionCode::FieldUnknown,
+        ),
+    ];
+    for (case, spec, code) in cases {
+        let DemandSpec { dataset, fields, purpose, legal_basis, .. } = spec.clone();
+        let old = Command::FileDemand { dataset, fields, purpose, legal_basis };
+        for command in [old, Command::FileDemandWithReason(spec)] {
+            assert_eq!(apply(&mut fx.state, key, command).unwrap_err().code, code, "{case}");
+        }
+    }
+    // A dataset nobody publishes yet may be demanded, any field of it.
+    let unpublished =
+        DemandSpec { dataset: "housing/rentals".into(), fields: fields(&["tenant"]), ..demand_spec("r") };
+    assert!(apply(&mut fx.state, key, Command::FileDemandWithReason(unpublished)).is_ok());
+}
+
+#[test]
 fn only_the_owner_refuses_a_demand_once_and_no_grant_answers_it_then() {
     let mut fx = Fixture::new();
     let id = file(&mut fx, "visit every enterprise");
