@@ -143,6 +143,14 @@ fn unjustified_forged_replayed_or_foreign_records_are_rejected() {
     };
     assert!(apply(&mut fx.state, &fx.market.key, once()).is_ok());
     assert_eq!(apply(&mut fx.state, &fx.market.key, once()).unwrap_err().code, RejectionCode::Replayed);
+    // A spent query is a replay whatever the record around it claims: its
+    // freshness is checked before the permit is judged.
+    let unjustified = Command::RecordAccess(AccessRecord {
+        request: query.clone(),
+        outcome: released(&["name", "operating_address"]),
+        decided_at_ms: NOW_MS,
+    });
+    assert_eq!(apply(&mut fx.state, &fx.market.key, unjustified).unwrap_err().code, RejectionCode::Replayed);
     assert_eq!(fx.state.access_log_length, 1);
 }
 

@@ -318,3 +318,135 @@ fn republishing_bumps_the_version_and_keeps_the_owner() {
     assert_eq!(dataset.owner.as_str(), "dept/market-supervision");
     assert_eq!(dataset.sharing, SharingCategory::Unconditional);
 }
+
+#[test]
+fn a_command_may_be_issued_five_minutes_either_side_of_its_entry_time() {
+    let mut fx = Fixture::new();
+    let minutes_ms = |minutes: u64| minutes * 60_000;
+    let cases = [
+        (NOW_MS - minutes_ms(5), None),
+        (NOW_MS - minutes_ms(5) - 1, Some(RejectionCode::Stale)),
+        (NOW_MS + minutes_ms(5), None),
+        (NOW_MS + minutes_ms(5) + 1, Some(RejectionCode::FutureDated)),
+    ];
+    for (issued_at_ms, expected) in cases {
+        let demand = Command::FileDemand {
+            dataset: ENTERPRISES.into(),
+            fields: BTreeSet::from(["name".to_string()]),
+            purpose: "p".into(),
+            legal_basis: LegalBasis::StatutoryDuty,
+        };
+        let envelope = SignedEnvelope::sign(&fx.jingansi.key, &demand, issued_at_ms).unwrap();
+        let outcome = fx.state.apply(&envelope, NOW_MS);
+        assert_eq!(outcome.err().map(|rejection| rejection.code), expected, "issued at {issued_at_ms}");
+    }
+}
+
+#[test]
+fn grants_respect_sharing_and_the_negative_list_and_are_revoked_once() {
+    let mut fx = Fixture::new();
+    let street = fx.jingansi.org.clone();
+    let private = DatasetSpec {
+        id: "market-supervision/internal".into(),
+        sharing: SharingCategory::NotShared,
+        ..enterprise_dataset()
+    };
+    apply(&mut fx.state, &fx.market.key, Command::PublishDataset(private)).unwrap();
+    let listed = Command::AddNegativeListEntry {
+        dataset: ENTERPRISES.into(),
+        field: Some("legal_rep_phone".into()),
+        reason: "r".into(),
+    };
+    apply(&mut fx.state, &fx.market.key, listed).unwrap();
+    let granted = fx.grant(grant_spec(ENTERPRISES, &street, &["name"], "p"));
+    let reason_at_bound = "r".repeat(civmesh_policy::model::REASON_BYTES_MAX);
+    let cases: Vec<(&str, Command, Option<RejectionCode>)> = vec![
+        (
+            "a grant on a dataset not shared",
+            Command::IssueGrant(grant_spec("market-supervision/internal", &street, &["name"], "p")),
+            Some(RejectionCode::DatasetNotShared),
+        ),
+        (
+            "a grant of a negative-listed field",
+            Command::IssueGrant(grant_spec(ENTERPRISES, &street, &["name", "legal_rep_phone"], "p")),
+            Some(RejectionCode::NegativeListed),
+        ),
+        (
+            "a revocation with a reason at the bound",
+            Command::RevokeGrant { grant_id: granted, reason: reason_at_bound },
+            None,
+        ),
+        (
+            "the same grant revoked again",
+            Command::RevokeGrant { grant_id: granted, reason: "again".into() },
+            Some(RejectionCode::GrantAlreadyRevoked),
+        ),
+    ];
+    for (case, command, expected) in cases {
+        let outcome = apply(&mut fx.state, &fx.market.key, command);
+        assert_eq!(outcome.err().map(|rejection| rejection.code), expected, "{case}");
+    }
+    let whole_dataset =
+        Command::AddNegativeListEntry { dataset: ENTERPRISES.into(), field: None, reason: "r".into() };
+    apply(&mut fx.state, &fx.market.key, whole_dataset).unwrap();
+    let name_only = Command::IssueGrant(grant_spec(ENTERPRISES, &street, &["name"], "p"));
+    assert_eq!(
+        apply(&mut fx.state, &fx.market.key, name_only).unwrap_err().code,
+        RejectionCode::NegativeListed
+    );
+}
+
+#[test]
+fn a_member_is_revoked_once_and_its_certificate_never_admitted_again() {
+    let mut fx = Fixture::new();
+    let street = fx.jingansi.key.node_id();
+    let revoke = |reason: &str| Command::RevokeMember { node_id: street, reason: reason.into() };
+    apply(&mut fx.state, &fx.ca_key, revoke("key stolen")).unwrap();
+    assert_eq!(
+        apply(&mut fx.state, &fx.ca_key, revoke("again")).unwrap_err().code,
+        RejectionCode::MemberUnknown
+    );
+    let readmit = Command::AdmitMember { certificate_der: fx.jingansi.certificate_der.clone() };
+    assert_eq!(
+        apply(&mut fx.state, &fx.hub.key, readmit).unwrap_err().code,
+        RejectionCode::CertificateInvalid
+    );
+}
+
+#[test]
+fn the_founding_members_include_a_hub() {
+    let fx = Fixture::new();
+    let ca_der = fx.state.federation.as_ref().unwrap().ca_certificate_der.clone();
+    let genesis = |founders: &[&Node]| Command::Genesis {
+        federation_name: "test city".into(),
+        ca_certificate_der: ca_der.clone(),
+        founding_member_certificates_der: founders.iter().map(|node| node.certificate_der.clone()).collect(),
+    };
+    let cases: [(&[&Node], Option<RejectionCode>); 3] = [
+        (&[&fx.jingansi, &fx.market], Some(RejectionCode::InvalidArgument)),
+        (&[&fx.hub], None),
+        (&[&fx.jingansi, &fx.hub], None),
+    ];
+    for (founders, expected) in cases {
+        let mut state = civmesh_policy::PolicyState::default();
+        let outcome = apply(&mut state, &fx.ca_key, genesis(founders));
+        assert_eq!(outcome.err().map(|rejection| rejection.code), expected, "{} founders", founders.len());
+    }
+}
+
+#[test]
+fn only_known_signers_spend_nonces_the_ca_included() {
+    let mut fx = Fixture::new();
+    let before = fx.state.recent_commands.clone();
+    let stranger = sign(&fx.outsider.key, Command::RevokeGrant { grant_id: 1, reason: "r".into() });
+    assert_eq!(fx.state.apply(&stranger, NOW_MS).unwrap_err().code, RejectionCode::SignerUnknown);
+    assert_eq!(fx.state.recent_commands, before, "a stranger's nonce is not kept");
+    // The CA's commands are applied once, like a member's.
+    let admit =
+        sign(&fx.ca_key, Command::AdmitMember { certificate_der: fx.outsider.certificate_der.clone() });
+    fx.state.apply(&admit, NOW_MS).unwrap();
+    let revoke =
+        sign(&fx.ca_key, Command::RevokeMember { node_id: fx.outsider.key.node_id(), reason: "r".into() });
+    fx.state.apply(&revoke, NOW_MS).unwrap();
+    assert_eq!(fx.state.apply(&revoke, NOW_MS).unwrap_err().code, RejectionCode::Replayed);
+}

@@ -63,6 +63,7 @@ fn a_correction_request_is_checked_at_every_bound() {
             Err(CorrectionBoundsError::TooManyAttachments),
         ),
         ("reason at the bound", Box::new(move |r| r.reason = text(CORRECTION_TEXT_BYTES_MAX)), Ok(())),
+        ("a reason of 4 KiB, the documented bound", Box::new(move |r| r.reason = text(4 * 1024)), Ok(())),
         (
             "reason one byte over",
             Box::new(move |r| r.reason = text(CORRECTION_TEXT_BYTES_MAX + 1)),

@@ -227,6 +227,13 @@ mod tests {
     }
 
     #[test]
+    fn an_archived_command_holds_any_envelope_and_little_more() {
+        let envelope_max = civmesh_certs::ENVELOPE_BYTES_MAX;
+        assert!(decode_bundle(&bundle_with_command_of(envelope_max + 64)).is_ok());
+        assert!(decode_bundle(&bundle_with_command_of(envelope_max + 2048)).is_err());
+    }
+
+    #[test]
     fn an_archived_command_is_read_up_to_its_bound_and_not_one_byte_over() {
         let at_bound = decode_bundle(&bundle_with_command_of(ARCHIVED_COMMAND_BYTES_MAX)).unwrap();
         assert_eq!(at_bound.commands.len(), 1);
