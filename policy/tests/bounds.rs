@@ -36,63 +36,55 @@ fn request() -> CorrectionRequest {
     }
 }
 
+fn text(bytes: usize) -> String {
+    "a".repeat(bytes)
+}
+
 fn changes(count: usize) -> BTreeMap<String, FieldValue> {
     (0..count).map(|index| (format!("field_{index}"), FieldValue::Integer(1))).collect()
 }
 
 #[test]
 fn a_correction_request_is_checked_at_every_bound() {
-    let text = |bytes: usize| "a".repeat(bytes);
-    let cases: Vec<(&str, Box<dyn Fn(&mut CorrectionRequest)>, Result<(), CorrectionBoundsError>)> = vec![
-        ("as it is", Box::new(|_| {}), Ok(())),
-        ("no change", Box::new(|r| r.changes.clear()), Err(CorrectionBoundsError::ChangeCount)),
-        ("changes at the bound", Box::new(|r| r.changes = changes(CORRECTION_CHANGES_MAX)), Ok(())),
+    type Change = fn(&mut CorrectionRequest);
+    let cases: Vec<(&str, Change, Result<(), CorrectionBoundsError>)> = vec![
+        ("as it is", |_| {}, Ok(())),
+        ("no change", |r| r.changes.clear(), Err(CorrectionBoundsError::ChangeCount)),
+        ("changes at the bound", |r| r.changes = changes(CORRECTION_CHANGES_MAX), Ok(())),
         (
             "one change over",
-            Box::new(|r| r.changes = changes(CORRECTION_CHANGES_MAX + 1)),
+            |r| r.changes = changes(CORRECTION_CHANGES_MAX + 1),
             Err(CorrectionBoundsError::ChangeCount),
         ),
         (
             "attachments at the bound",
-            Box::new(|r| r.attachment_sha256 = vec![[1; 32]; CORRECTION_ATTACHMENTS_MAX]),
+            |r| r.attachment_sha256 = vec![[1; 32]; CORRECTION_ATTACHMENTS_MAX],
             Ok(()),
         ),
         (
             "one attachment over",
-            Box::new(|r| r.attachment_sha256 = vec![[1; 32]; CORRECTION_ATTACHMENTS_MAX + 1]),
+            |r| r.attachment_sha256 = vec![[1; 32]; CORRECTION_ATTACHMENTS_MAX + 1],
             Err(CorrectionBoundsError::TooManyAttachments),
         ),
-        ("reason at the bound", Box::new(move |r| r.reason = text(CORRECTION_TEXT_BYTES_MAX)), Ok(())),
-        ("a reason of 4 KiB, the documented bound", Box::new(move |r| r.reason = text(4 * 1024)), Ok(())),
+        ("reason at the bound", |r| r.reason = text(CORRECTION_TEXT_BYTES_MAX), Ok(())),
+        ("a reason of 4 KiB, the documented bound", |r| r.reason = text(4 * 1024), Ok(())),
         (
             "reason one byte over",
-            Box::new(move |r| r.reason = text(CORRECTION_TEXT_BYTES_MAX + 1)),
+            |r| r.reason = text(CORRECTION_TEXT_BYTES_MAX + 1),
             Err(CorrectionBoundsError::TextLength("reason")),
         ),
-        (
-            "blank reason",
-            Box::new(|r| r.reason = " \n".into()),
-            Err(CorrectionBoundsError::TextLength("reason")),
-        ),
-        ("no operator", Box::new(|r| r.operator.clear()), Err(CorrectionBoundsError::TextLength("operator"))),
+        ("blank reason", |r| r.reason = " \n".into(), Err(CorrectionBoundsError::TextLength("reason"))),
+        ("no operator", |r| r.operator.clear(), Err(CorrectionBoundsError::TextLength("operator"))),
         (
             "operator one byte over",
-            Box::new(move |r| r.operator = text(CORRECTION_TEXT_BYTES_MAX + 1)),
+            |r| r.operator = text(CORRECTION_TEXT_BYTES_MAX + 1),
             Err(CorrectionBoundsError::TextLength("operator")),
         ),
-        (
-            "no record key",
-            Box::new(|r| r.record_key.clear()),
-            Err(CorrectionBoundsError::TextLength("record key")),
-        ),
-        (
-            "evidence at the bound",
-            Box::new(move |r| r.evidence_text = text(CORRECTION_TEXT_BYTES_MAX)),
-            Ok(()),
-        ),
+        ("no record key", |r| r.record_key.clear(), Err(CorrectionBoundsError::TextLength("record key"))),
+        ("evidence at the bound", |r| r.evidence_text = text(CORRECTION_TEXT_BYTES_MAX), Ok(())),
         (
             "evidence one byte over",
-            Box::new(move |r| r.evidence_text = text(CORRECTION_TEXT_BYTES_MAX + 1)),
+            |r| r.evidence_text = text(CORRECTION_TEXT_BYTES_MAX + 1),
             Err(CorrectionBoundsError::EvidenceTooLong),
         ),
     ];

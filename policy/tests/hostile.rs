@@ -414,7 +414,7 @@ fn only_signers_cosign_and_only_over_leaves_past_the_last_final_checkpoint() {
     assert_eq!(fx.state.checkpoints_final, 1);
     // The checkpoint past the final one stays open with its cosignature.
     let open: Vec<_> = fx.state.pending_checkpoints.iter().map(|pending| pending.body.clone()).collect();
-    assert_eq!(open, [two.clone()]);
+    assert_eq!(open, std::slice::from_ref(&two));
     assert_eq!(cosign(&mut fx.state, &fx.civil.key, &one), Some(RejectionCode::InvalidArgument));
     assert_eq!(cosign(&mut fx.state, &fx.hub.key, &two), None);
     assert_eq!(fx.state.last_checkpoint.as_ref().map(|last| last.body.clone()), Some(two));

@@ -200,11 +200,11 @@ fn replay_bundle(
     for (index, archived) in bundle.commands.iter().enumerate() {
         replay.command(index, archived, verified[index]);
         let done = index as u64 + 1;
-        if done % PROGRESS_COMMANDS_INTERVAL == 0 {
+        if done.is_multiple_of(PROGRESS_COMMANDS_INTERVAL) {
             progress(done);
         }
     }
-    if bundle.commands.len() as u64 % PROGRESS_COMMANDS_INTERVAL != 0 {
+    if !(bundle.commands.len() as u64).is_multiple_of(PROGRESS_COMMANDS_INTERVAL) {
         progress(bundle.commands.len() as u64);
     }
     for earlier in seen {
