@@ -41,7 +41,8 @@ esac
 # normal build made (ROCKSDB_LIB_DIR), which saves each job ten minutes.
 built_rocksdb="$(ls -td "${CARGO_TARGET_DIR_FOR_ROCKSDB:-/var/cache/civmesh-target}"/debug/build/librocksdb-sys-*/out 2>/dev/null | head -1 || true)"
 if [ -n "$built_rocksdb" ] && [ -f "$built_rocksdb/librocksdb.a" ]; then
-  export ROCKSDB_LIB_DIR="$built_rocksdb" ROCKSDB_STATIC=1
+  # (A prebuilt RocksDB does not bring its C++ runtime along.)
+  export ROCKSDB_LIB_DIR="$built_rocksdb" ROCKSDB_STATIC=1 RUSTFLAGS="${RUSTFLAGS:-} -C link-arg=-lstdc++"
 fi
 [ "$part" = all ] || [ "$part" = certs ] && run certs --package civmesh-certs "$@"
 [ "$part" = all ] || [ "$part" = policy ] && run policy --package civmesh-policy "$@"
