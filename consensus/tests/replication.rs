@@ -293,3 +293,34 @@ fn raft_sender_rule() {
         assert_eq!(check_raft_sender(voters, sender, rpc), expected, "{sender} {rpc:?}");
     }
 }
+
+/// A member's log store, opened again after a stop, knows the time of its
+/// last entry (so a restarted leader never stamps an earlier one) and the
+/// committed index it had.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reopened_log_knows_its_last_entry_time_and_commit() {
+    use std::sync::atomic::Ordering;
+    let dir = tempfile::tempdir().unwrap();
+    let key = NodeKey::generate().unwrap();
+    let network = InProcessNetwork::default();
+    let config = PolicyLogConfig::new(dir.path().join("node"), key.node_id(), "mem/0".to_string());
+    let log = PolicyLog::start(config, network.transport(key.node_id())).await.unwrap();
+    log.initialize(vec![log.me().clone()]).await.unwrap();
+    wait_until("a leader", || (log.status().role == "leader").then_some(())).await;
+    // Any command is an entry; this one is rejected, as there is no genesis.
+    let command = sign(&key, Command::RevokeGrant { grant_id: 1, reason: "r".into() });
+    let result = log.submit(vec![command]).await.unwrap();
+    assert_eq!(result.outcomes[0].as_ref().unwrap_err().code, RejectionCode::GenesisOrder);
+    let committed = log.status().committed_index;
+    assert!(committed > 0);
+    let entry_time_ms = log.state().read(|applied| applied.policy.last_entry_time_ms);
+    assert!(entry_time_ms > 0);
+    log.shutdown().await;
+    drop((log, network));
+    let reopened =
+        wait_until("the store to open again", || civmesh_consensus::open(&dir.path().join("node")).ok())
+            .await;
+    let (store, _) = reopened;
+    assert_eq!(store.latest_entry_time_ms().load(Ordering::Acquire), entry_time_ms);
+    assert_eq!(store.committed_index().load(Ordering::Acquire), committed);
+}

@@ -48,3 +48,41 @@ fn a_full_replay_window_fits_the_state_image_bound() {
         "a full replay window takes {window:.0} bytes ({per_nonce:.1} per nonce)"
     );
 }
+
+/// The bound on all memtables together reaches RocksDB: 64 MiB, as RocksDB
+/// records the options it opened with.
+#[test]
+fn the_memtables_bound_reaches_rocksdb() {
+    let dir = tempfile::tempdir().unwrap();
+    let opened = civmesh_consensus::open(dir.path()).unwrap();
+    drop(opened);
+    let options = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.file_name().is_some_and(|name| name.to_string_lossy().starts_with("OPTIONS-")))
+        .max()
+        .map(|path| std::fs::read_to_string(path).unwrap())
+        .expect("RocksDB writes its options file");
+    assert!(options.contains(&format!("db_write_buffer_size={}", 64 * 1024 * 1024)), "{options}");
+}
+
+/// Two snapshots of one applied state are told apart, and the node reports
+/// the size of the one it built last.
+#[tokio::test]
+async fn each_snapshot_has_its_own_id_and_is_measured() {
+    use openraft::storage::RaftStateMachine;
+    use openraft::RaftSnapshotBuilder;
+    let dir = tempfile::tempdir().unwrap();
+    let (_log, mut state_machine) = civmesh_consensus::open(dir.path()).unwrap();
+    let stats = state_machine.snapshot_stats();
+    let mut ids = Vec::new();
+    for _ in 0..2 {
+        let snapshot = state_machine.get_snapshot_builder().await.build_snapshot().await.unwrap();
+        assert_eq!(
+            stats.bytes.load(std::sync::atomic::Ordering::Acquire),
+            snapshot.snapshot.get_ref().len() as u64
+        );
+        ids.push(snapshot.meta.snapshot_id);
+    }
+    assert_ne!(ids[0], ids[1]);
+}
