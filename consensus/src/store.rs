@@ -76,7 +76,8 @@ pub enum OpenError {
     LogCorrupt(String),
 }
 
-type StorageResult<T> = Result<T, StorageError<RaftNodeId>>;
+/// openraft's storage error (`Result<T, StorageFailure>` lets cargo-mutants see a `Result`).
+type StorageFailure = StorageError<RaftNodeId>;
 
 fn io_error(
     subject: ErrorSubject<RaftNodeId>,
@@ -145,7 +146,7 @@ fn latest_logged_entry_time_ms(db: &DB) -> Result<u64, OpenError> {
     Ok(0)
 }
 
-fn family<'a>(db: &'a DB, name: &str) -> StorageResult<&'a rocksdb::ColumnFamily> {
+fn family<'a>(db: &'a DB, name: &str) -> Result<&'a rocksdb::ColumnFamily, StorageFailure> {
     db.cf_handle(name).ok_or_else(|| {
         read_error(std::io::Error::new(
             std::io::ErrorKind::NotFound,
@@ -158,21 +159,21 @@ fn get_value<T: serde::de::DeserializeOwned>(
     db: &DB,
     family_name: &str,
     key: &[u8],
-) -> StorageResult<Option<T>> {
+) -> Result<Option<T>, StorageFailure> {
     let bytes = db.get_cf(family(db, family_name)?, key).map_err(read_error)?;
     bytes.map(|bytes| codec::decode_exact(&bytes, STORED_VALUE_BYTES_MAX).map_err(read_error)).transpose()
 }
 
-fn get_state_image(db: &DB) -> StorageResult<Option<StateImage>> {
+fn get_state_image(db: &DB) -> Result<Option<StateImage>, StorageFailure> {
     let bytes = db.get_cf(family(db, STATE_FAMILY)?, STATE_IMAGE_KEY).map_err(read_error)?;
     bytes
         .map(|bytes| codec::decode_exact_large(&bytes, STATE_IMAGE_BYTES_MAX).map_err(read_error))
         .transpose()
 }
 
-fn put_value_synced<T: Serialize>(db: &DB, family_name: &str, key: &[u8], value: &T) -> StorageResult<()> {
+fn put_value_synced<T: Serialize>(db: &DB, name: &str, key: &[u8], value: &T) -> Result<(), StorageFailure> {
     let bytes = codec::encode(value).map_err(write_error)?;
-    db.put_cf_opt(family(db, family_name)?, key, bytes, &synced()).map_err(write_error)
+    db.put_cf_opt(family(db, name)?, key, bytes, &synced()).map_err(write_error)
 }
 
 /// The key of a log entry or a history item: its index, big-endian, so keys
@@ -217,7 +218,7 @@ impl RaftLogReader<TypeConfig> for LogStore {
     async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + std::fmt::Debug + OptionalSend>(
         &mut self,
         range: RB,
-    ) -> StorageResult<Vec<Entry>> {
+    ) -> Result<Vec<Entry>, StorageFailure> {
         use std::ops::Bound;
         let start = match range.start_bound() {
             Bound::Included(index) => *index,
@@ -245,7 +246,7 @@ impl RaftLogReader<TypeConfig> for LogStore {
 impl RaftLogStorage<TypeConfig> for LogStore {
     type LogReader = Self;
 
-    async fn get_log_state(&mut self) -> StorageResult<LogState<TypeConfig>> {
+    async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageFailure> {
         let last_purged_log_id: Option<LogId<RaftNodeId>> =
             get_value(&self.db, LOG_META_FAMILY, LAST_PURGED_KEY)?;
         let log = family(&self.db, LOG_FAMILY)?;
@@ -264,15 +265,15 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         self.clone()
     }
 
-    async fn save_vote(&mut self, vote: &Vote<RaftNodeId>) -> StorageResult<()> {
+    async fn save_vote(&mut self, vote: &Vote<RaftNodeId>) -> Result<(), StorageFailure> {
         put_value_synced(&self.db, LOG_META_FAMILY, VOTE_KEY, vote)
     }
 
-    async fn read_vote(&mut self) -> StorageResult<Option<Vote<RaftNodeId>>> {
+    async fn read_vote(&mut self) -> Result<Option<Vote<RaftNodeId>>, StorageFailure> {
         get_value(&self.db, LOG_META_FAMILY, VOTE_KEY)
     }
 
-    async fn save_committed(&mut self, committed: Option<LogId<RaftNodeId>>) -> StorageResult<()> {
+    async fn save_committed(&mut self, committed: Option<LogId<RaftNodeId>>) -> Result<(), StorageFailure> {
         // Not synced: the committed id only spares re-deriving it after a
         // restart; losing the latest one is safe, the leader re-sends it.
         let bytes = codec::encode(&committed).map_err(write_error)?;
@@ -281,11 +282,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         Ok(())
     }
 
-    async fn read_committed(&mut self) -> StorageResult<Option<LogId<RaftNodeId>>> {
+    async fn read_committed(&mut self) -> Result<Option<LogId<RaftNodeId>>, StorageFailure> {
         Ok(get_value::<Option<LogId<RaftNodeId>>>(&self.db, LOG_META_FAMILY, COMMITTED_KEY)?.flatten())
     }
 
-    async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> StorageResult<()>
+    async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> Result<(), StorageFailure>
     where
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
@@ -310,7 +311,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         failed.map_or(Ok(()), Err)
     }
 
-    async fn truncate(&mut self, log_id: LogId<RaftNodeId>) -> StorageResult<()> {
+    async fn truncate(&mut self, log_id: LogId<RaftNodeId>) -> Result<(), StorageFailure> {
         let log = family(&self.db, LOG_FAMILY)?;
         let mut batch = WriteBatch::default();
         batch.delete_range_cf(log, index_key(log_id.index), index_key(u64::MAX));
@@ -318,7 +319,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         self.db.write_opt(batch, &synced()).map_err(write_error)
     }
 
-    async fn purge(&mut self, log_id: LogId<RaftNodeId>) -> StorageResult<()> {
+    async fn purge(&mut self, log_id: LogId<RaftNodeId>) -> Result<(), StorageFailure> {
         let log = family(&self.db, LOG_FAMILY)?;
         let meta = family(&self.db, LOG_META_FAMILY)?;
         let mut batch = WriteBatch::default();
@@ -425,7 +426,7 @@ impl StateMachine {
         }
     }
 
-    fn write_state_image(&self, bytes: &[u8]) -> StorageResult<()> {
+    fn write_state_image(&self, bytes: &[u8]) -> Result<(), StorageFailure> {
         self.db
             .put_cf_opt(family(&self.db, STATE_FAMILY)?, STATE_IMAGE_KEY, bytes, &synced())
             .map_err(write_error)
@@ -444,7 +445,7 @@ impl StateMachine {
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for StateMachineSnapshotBuilder {
-    async fn build_snapshot(&mut self) -> StorageResult<Snapshot<TypeConfig>> {
+    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageFailure> {
         let started = std::time::Instant::now();
         let bytes = codec::encode(&self.image).map_err(write_error)?;
         self.db
@@ -479,11 +480,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
 
     async fn applied_state(
         &mut self,
-    ) -> StorageResult<(Option<LogId<RaftNodeId>>, StoredMembership<RaftNodeId, RaftPeer>)> {
+    ) -> Result<(Option<LogId<RaftNodeId>>, StoredMembership<RaftNodeId, RaftPeer>), StorageFailure> {
         Ok((self.last_applied, self.last_membership.clone()))
     }
 
-    async fn apply<I>(&mut self, entries: I) -> StorageResult<Vec<ApplyResult>>
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<ApplyResult>, StorageFailure>
     where
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
@@ -549,7 +550,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         }
     }
 
-    async fn begin_receiving_snapshot(&mut self) -> StorageResult<Box<std::io::Cursor<Vec<u8>>>> {
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<std::io::Cursor<Vec<u8>>>, StorageFailure> {
         Ok(Box::new(std::io::Cursor::new(Vec::new())))
     }
 
@@ -557,7 +558,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         &mut self,
         meta: &SnapshotMeta<RaftNodeId, RaftPeer>,
         snapshot: Box<std::io::Cursor<Vec<u8>>>,
-    ) -> StorageResult<()> {
+    ) -> Result<(), StorageFailure> {
         let bytes = snapshot.into_inner();
         let image: StateImage =
             codec::decode_exact_large(&bytes, STATE_IMAGE_BYTES_MAX).map_err(|error| {
@@ -583,7 +584,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         Ok(())
     }
 
-    async fn get_current_snapshot(&mut self) -> StorageResult<Option<Snapshot<TypeConfig>>> {
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageFailure> {
         let Some(bytes) =
             self.db.get_cf(family(&self.db, STATE_FAMILY)?, STATE_IMAGE_KEY).map_err(read_error)?
         else {
