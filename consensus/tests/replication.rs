@@ -296,21 +296,27 @@ fn raft_sender_rule() {
 
 /// A member's log store, opened again after a stop, knows the time of its
 /// last entry (so a restarted leader never stamps an earlier one) and the
-/// committed index it had.
+/// committed index it had, and its state comes back from the state image
+/// when the log behind it was purged.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_reopened_log_knows_its_last_entry_time_and_commit() {
+async fn a_reopened_log_knows_its_last_entry_time_and_commit_and_state() {
     use std::sync::atomic::Ordering;
     let dir = tempfile::tempdir().unwrap();
     let key = NodeKey::generate().unwrap();
     let network = InProcessNetwork::default();
-    let config = PolicyLogConfig::new(dir.path().join("node"), key.node_id(), "mem/0".to_string());
+    let mut config = PolicyLogConfig::new(dir.path().join("node"), key.node_id(), "mem/0".to_string());
+    (config.snapshot_after_entries, config.entries_kept_after_snapshot) = (3, 0);
     let log = PolicyLog::start(config, network.transport(key.node_id())).await.unwrap();
     log.initialize(vec![log.me().clone()]).await.unwrap();
     wait_until("a leader", || (log.status().role == "leader").then_some(())).await;
-    // Any command is an entry; this one is rejected, as there is no genesis.
-    let command = sign(&key, Command::RevokeGrant { grant_id: 1, reason: "r".into() });
-    let result = log.submit(vec![command]).await.unwrap();
-    assert_eq!(result.outcomes[0].as_ref().unwrap_err().code, RejectionCode::GenesisOrder);
+    // Any command is an entry; these are rejected, as there is no genesis.
+    for _ in 0..5 {
+        let command = sign(&key, Command::RevokeGrant { grant_id: 1, reason: "r".into() });
+        let result = log.submit(vec![command]).await.unwrap();
+        assert_eq!(result.outcomes[0].as_ref().unwrap_err().code, RejectionCode::GenesisOrder);
+    }
+    wait_until("a snapshot and a purge", || (log.status().purged_index > 0).then_some(())).await;
+    let imaged = log.status().snapshot_index;
     let committed = log.status().committed_index;
     assert!(committed > 0);
     let entry_time_ms = log.state().read(|applied| applied.policy.last_entry_time_ms);
@@ -320,7 +326,12 @@ async fn a_reopened_log_knows_its_last_entry_time_and_commit() {
     let reopened =
         wait_until("the store to open again", || civmesh_consensus::open(&dir.path().join("node")).ok())
             .await;
-    let (store, _) = reopened;
+    let (store, state_machine) = reopened;
     assert_eq!(store.latest_entry_time_ms().load(Ordering::Acquire), entry_time_ms);
     assert_eq!(store.committed_index().load(Ordering::Acquire), committed);
+    // Before openraft re-applies anything: the image's state, at its index.
+    let (applied_index, commands) =
+        state_machine.shared_state().read(|applied| (applied.applied_index, applied.policy.commands_applied));
+    assert_eq!(applied_index, imaged);
+    assert!(commands >= 3, "{commands} commands in the image");
 }
