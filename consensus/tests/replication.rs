@@ -329,6 +329,9 @@ async fn a_reopened_log_knows_its_last_entry_time_and_commit_and_state() {
     let (store, state_machine) = reopened;
     assert_eq!(store.latest_entry_time_ms().load(Ordering::Acquire), entry_time_ms);
     assert_eq!(store.committed_index().load(Ordering::Acquire), committed);
+    let mut store = store;
+    let saved = openraft::storage::RaftLogStorage::read_committed(&mut store).await.unwrap();
+    assert_eq!(saved.map(|log_id| log_id.index), Some(committed));
     // Before openraft re-applies anything: the image's state, at its index.
     let (applied_index, commands) =
         state_machine.shared_state().read(|applied| (applied.applied_index, applied.policy.commands_applied));
