@@ -37,6 +37,10 @@ pub enum CodecError {
     /// The value could not be encoded.
     #[error("could not encode: {0}")]
     Encode(String),
+    /// The bytes decode, but are not the value's one canonical encoding
+    /// (a length or integer written longer than it needs, say).
+    #[error("not the canonical encoding of the value it decodes to")]
+    NonCanonical,
 }
 
 fn config() -> bincode::config::Configuration<
@@ -57,6 +61,21 @@ pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, CodecError> {
 pub fn decode_exact<T: DeserializeOwned>(bytes: &[u8], bytes_max: usize) -> Result<T, CodecError> {
     check_length(bytes, bytes_max.min(DECODE_BYTES_MAX))?;
     finish(bytes, bincode::serde::decode_from_slice(bytes, config()))
+}
+
+/// [`decode_exact`], and `bytes` must be exactly what [`encode`] makes of
+/// the value: bincode reads an integer written in a longer form than it
+/// needs, so two byte strings could stand for one value. Everything that is
+/// signed or hashed is decoded with this, so a value has one hash.
+pub fn decode_canonical<T: DeserializeOwned + Serialize>(
+    bytes: &[u8],
+    bytes_max: usize,
+) -> Result<T, CodecError> {
+    let value: T = decode_exact(bytes, bytes_max)?;
+    if encode(&value)? != bytes {
+        return Err(CodecError::NonCanonical);
+    }
+    Ok(value)
 }
 
 /// [`decode_exact`] up to [`LARGE_DECODE_BYTES_MAX`].

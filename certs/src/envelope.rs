@@ -35,8 +35,8 @@ pub enum EnvelopeError {
     /// The envelope's format version is not one this build understands.
     #[error("unknown envelope format version {0} (expected {ENVELOPE_FORMAT_VERSION})")]
     VersionUnknown(u8),
-    /// The signed body is not in canonical form.
-    #[error("envelope body is not canonically encoded")]
+    /// The envelope or its signed body is not in canonical form.
+    #[error("envelope is not canonically encoded")]
     NonCanonical,
     /// The signer's key is not a valid Ed25519 public key.
     #[error("envelope signer key is not a valid Ed25519 key")]
@@ -92,7 +92,7 @@ struct EnvelopeBody<T> {
 }
 
 /// The wire form, as decoded.
-#[derive(Deserialize)]
+#[derive(Serialize, Deserialize)]
 struct EnvelopeWire {
     version: u8,
     body: Vec<u8>,
@@ -188,7 +188,7 @@ impl<T: Serialize + DeserializeOwned> SignedEnvelope<T> {
     /// Checks the signature against the signer named inside, and decodes.
     /// This is the check the state machine repeats at apply time.
     pub fn verify_signature(&self) -> Result<VerifiedEnvelope<T>, EnvelopeError> {
-        let body: EnvelopeBody<T> = codec::decode_exact(&self.body, ENVELOPE_BYTES_MAX)?;
+        let body = self.decode_body()?;
         ring::signature::UnparsedPublicKey::new(&ring::signature::ED25519, &body.signer.0)
             .verify(&signing_message(&self.body), &self.signature)
             .map_err(|_| EnvelopeError::SignatureInvalid(body.signer))?;
@@ -204,7 +204,7 @@ impl<T: Serialize + DeserializeOwned> SignedEnvelope<T> {
     /// signature check: only for an envelope whose signature the caller has
     /// already verified (an auditor's parallel pass over a bundle).
     pub fn decode_already_verified(&self) -> Result<VerifiedEnvelope<T>, EnvelopeError> {
-        let body: EnvelopeBody<T> = codec::decode_exact(&self.body, ENVELOPE_BYTES_MAX)?;
+        let body = self.decode_body()?;
         Ok(VerifiedEnvelope {
             payload: body.payload,
             signer: body.signer,
@@ -242,12 +242,18 @@ impl<T: Serialize + DeserializeOwned> SignedEnvelope<T> {
     /// The payload, without checking the signature: only for routing a
     /// message to where its signature will be checked.
     pub fn unverified_payload(&self) -> Result<T, EnvelopeError> {
-        Ok(codec::decode_exact::<EnvelopeBody<T>>(&self.body, ENVELOPE_BYTES_MAX)?.payload)
+        Ok(self.decode_body()?.payload)
     }
 
     /// The claimed signer, without checking the signature.
     pub fn signer(&self) -> Result<NodeId, EnvelopeError> {
-        Ok(codec::decode_exact::<EnvelopeBody<T>>(&self.body, ENVELOPE_BYTES_MAX)?.signer)
+        Ok(self.decode_body()?.signer)
+    }
+
+    /// The body, which must be canonically encoded: the signature covers
+    /// these bytes, and a value has one encoding.
+    fn decode_body(&self) -> Result<EnvelopeBody<T>, EnvelopeError> {
+        codec::decode_canonical(&self.body, ENVELOPE_BYTES_MAX).map_err(canonical_or_malformed)
     }
 }
 
@@ -263,7 +269,8 @@ impl<T> SignedEnvelope<T> {
 
     /// Parses the wire form. The signature is not checked here.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, EnvelopeError> {
-        let wire: EnvelopeWire = codec::decode_exact(bytes, ENVELOPE_BYTES_MAX)?;
+        let wire: EnvelopeWire =
+            codec::decode_canonical(bytes, ENVELOPE_BYTES_MAX).map_err(canonical_or_malformed)?;
         if wire.version != ENVELOPE_FORMAT_VERSION {
             return Err(EnvelopeError::VersionUnknown(wire.version));
         }
@@ -301,6 +308,13 @@ impl<T> SignedEnvelope<T> {
     /// Rebuilds an envelope from its parts, e.g. from an audit bundle.
     pub fn from_parts(body: Vec<u8>, signature: Vec<u8>) -> Self {
         SignedEnvelope { body, signature, payload_type: PhantomData }
+    }
+}
+
+fn canonical_or_malformed(error: CodecError) -> EnvelopeError {
+    match error {
+        CodecError::NonCanonical => EnvelopeError::NonCanonical,
+        other => EnvelopeError::Malformed(other),
     }
 }
 

@@ -86,6 +86,39 @@ fn oversized_and_unknown_version_are_refused() {
     assert_eq!(SignedEnvelope::<Payload>::from_bytes(&wire).unwrap_err(), EnvelopeError::VersionUnknown(9));
 }
 
+/// Writes the one-byte length at `at` in its three-byte form (tag 251 and a
+/// u16): the same value, not its canonical encoding.
+fn lengthen_varint(bytes: &[u8], at: usize) -> Vec<u8> {
+    assert!(bytes[at] < 251);
+    let mut long = bytes[..at].to_vec();
+    long.extend_from_slice(&[251, bytes[at], 0]);
+    long.extend_from_slice(&bytes[at + 1..]);
+    long
+}
+
+#[test]
+fn non_canonical_envelopes_are_refused_even_when_signed() {
+    let payload = Payload { text: "x".into(), numbers: vec![1], bytes: vec![2; 40] };
+    let envelope = SignedEnvelope::sign(key(), &payload, 1).unwrap();
+    let wire = envelope.to_bytes().unwrap();
+    // The wire form: version, then the body's length at byte 1.
+    let long_wire = lengthen_varint(&wire, 1);
+    assert_eq!(SignedEnvelope::<Payload>::from_bytes(&long_wire).unwrap_err(), EnvelopeError::NonCanonical);
+    // A body whose first length (the text's) is written long, and signed
+    // as it stands: the signature holds, the encoding does not.
+    let long_body = lengthen_varint(envelope.body_bytes(), 0);
+    let mut message = b"civmesh/envelope/v1\0".to_vec();
+    message.extend_from_slice(&long_body);
+    let signed = SignedEnvelope::<Payload>::from_parts(long_body, key().sign(&message).to_vec());
+    assert_eq!(signed.verify_signature().unwrap_err(), EnvelopeError::NonCanonical);
+    assert_eq!(signed.unverified_payload().unwrap_err(), EnvelopeError::NonCanonical);
+    // The same bytes in canonical form verify.
+    assert_eq!(
+        SignedEnvelope::<Payload>::from_bytes(&wire).unwrap().verify_signature().unwrap().payload,
+        payload
+    );
+}
+
 #[test]
 fn replays_and_stale_timestamps_are_refused() {
     let now_ms = 1_800_000_000_000;
