@@ -59,6 +59,11 @@ fn justified_permits_and_denials_are_logged() {
         header(Some(grant), &["name", "operating_address"]),
         released(&["name", "operating_address"]),
     );
+    let position = civmesh_policy::audit::LeafPosition {
+        digest_before: fx.state.digest,
+        sequence: fx.state.commands_applied + 1,
+        entry_time_ms: NOW_MS,
+    };
     let (outcome, appended) = fx.state.apply_appending(&sign(&fx.market.key, permit), NOW_MS);
     assert_eq!(outcome, Ok(Applied::AccessLogged(1)));
     assert_eq!(fx.state.access_log_length, 2);
@@ -67,7 +72,7 @@ fn justified_permits_and_denials_are_logged() {
         (entry.sequence, entry.requester, entry.owner),
         (1, fx.jingansi.key.node_id(), fx.market.key.node_id())
     );
-    assert_eq!(appended.audit_leaf, Some(civmesh_policy::audit::leaf_of(&entry.envelope)));
+    assert_eq!(appended.audit_leaf, Some(civmesh_policy::audit::leaf_of(&position, &entry.envelope)));
     assert_eq!(fx.state.audit_frontier.size(), 2);
 }
 

@@ -9,7 +9,7 @@ mod support;
 use std::collections::{BTreeMap, BTreeSet};
 
 use civmesh_certs::{IssueRequest, NodeCertificate, NodeKey, OrgId, ReplayGuard, Role, SignedEnvelope};
-use civmesh_policy::audit::{AccessTree, CheckpointBody};
+use civmesh_policy::audit::{AccessTree, CheckpointBody, CHECKPOINT_OPEN_MS_MAX};
 use civmesh_policy::correction::{AutoAcceptRule, CorrectionEvent, CorrectionStage};
 use civmesh_policy::model::{FieldValue, MaskingRule, ScopeCondition, SubjectKeyHash};
 use civmesh_policy::state::{COMMAND_NONCES_MAX, COMMAND_NONCES_PER_SIGNER_MAX, COMMAND_SKEW_MS_MAX};
@@ -364,7 +364,7 @@ fn a_bogus_checkpoint_does_not_block_a_good_one() {
     let last = fx.state.last_checkpoint.as_ref().unwrap();
     assert_eq!(last.body, good);
     assert_eq!(last.cosigners, BTreeSet::from([fx.market.key.node_id(), fx.civil.key.node_id()]));
-    assert_eq!(last.signers_in_force, 3);
+    assert_eq!(last.signer_orgs_in_force, 3);
     assert!(fx.state.pending_checkpoints.is_empty(), "the bogus one is closed by the final one");
 }
 
@@ -394,7 +394,7 @@ fn a_revoked_cosigner_does_not_count() {
     assert_eq!(cosign(&mut fx.state, &fx.civil.key, &good), None);
     let last = fx.state.last_checkpoint.as_ref().unwrap();
     assert_eq!(last.cosigners, BTreeSet::from([fx.market.key.node_id(), fx.civil.key.node_id()]));
-    assert_eq!(last.signers_in_force, 2);
+    assert_eq!(last.signer_orgs_in_force, 2);
 }
 
 #[test]
@@ -434,7 +434,48 @@ fn a_cosigner_whose_certificate_ended_does_not_count() {
     assert_eq!(fx.state.checkpoints_final, 0);
     let civil = sign(&fx.civil.key, Command::CosignCheckpoint(good));
     fx.state.apply(&civil, ends_ms).unwrap();
-    assert_eq!(fx.state.last_checkpoint.as_ref().map(|last| last.signers_in_force), Some(2));
+    assert_eq!(fx.state.last_checkpoint.as_ref().map(|last| last.signer_orgs_in_force), Some(2));
+}
+
+#[test]
+fn a_quorum_counts_organisations_not_nodes() {
+    let (mut fx, leaves) = with_entries(1);
+    let more_market: Vec<Node> =
+        (0..2).map(|_| node(&fx.ca, fx.market.org.as_str(), Role::Department)).collect();
+    for extra in &more_market {
+        let admit = Command::AdmitMember { certificate_der: extra.certificate_der.clone() };
+        apply(&mut fx.state, &fx.ca_key, admit).unwrap();
+    }
+    let good = body(&leaves, 1);
+    // Three market nodes are 3 of 5 signing nodes, but 1 of 3 organisations.
+    for key in [&fx.market.key, &more_market[0].key, &more_market[1].key] {
+        assert_eq!(cosign(&mut fx.state, key, &good), None);
+    }
+    assert_eq!(fx.state.checkpoints_final, 0);
+    assert_eq!(cosign(&mut fx.state, &fx.hub.key, &good), None);
+    let last = fx.state.last_checkpoint.as_ref().unwrap();
+    assert_eq!((last.cosigners.len(), last.cosigning_orgs.len(), last.signer_orgs_in_force), (4, 2, 3));
+}
+
+#[test]
+fn a_checkpoint_not_final_in_time_expires() {
+    let (mut fx, leaves) = with_entries(1);
+    let good = body(&leaves, 1);
+    assert_eq!(cosign(&mut fx.state, &fx.hub.key, &good), None);
+    let cosign_at = |state: &mut PolicyState, at_ms: u64| {
+        let command = Command::CosignCheckpoint(good.clone());
+        state.apply(&SignedEnvelope::sign(&fx.market.key, &command, at_ms).unwrap(), at_ms).unwrap();
+    };
+    let mut in_time = fx.state.clone();
+    cosign_at(&mut in_time, NOW_MS + CHECKPOINT_OPEN_MS_MAX - 1);
+    assert_eq!(in_time.checkpoints_final, 1, "hub and market, 2 of 3, in time");
+    cosign_at(&mut fx.state, NOW_MS + CHECKPOINT_OPEN_MS_MAX);
+    assert_eq!(fx.state.checkpoints_final, 0, "the hub's cosignature expired with the checkpoint");
+    let open = fx.state.pending_checkpoint().unwrap();
+    assert_eq!(
+        (&open.cosigners, open.opened_at_ms),
+        (&BTreeSet::from([fx.market.key.node_id()]), NOW_MS + CHECKPOINT_OPEN_MS_MAX)
+    );
 }
 
 struct Row(BTreeMap<String, FieldValue>);

@@ -73,6 +73,11 @@ pub struct VerifyArgs {
     /// Where to write the JSON report (default: BUNDLE.report.json).
     #[arg(long, value_name = "REPORT_FILE")]
     pub report: Option<PathBuf>,
+    /// Fail if any leaf comes after the latest final checkpoint: only
+    /// anchored leaves are proven complete (an exporter could have left
+    /// out later ones).
+    #[arg(long)]
+    pub require_anchored: bool,
 }
 
 /// Arguments of `civmesh audit subject`.
@@ -90,6 +95,9 @@ pub struct SubjectArgs {
     /// The federation's subject-key secret (to hash the key as the log does).
     #[arg(long, value_name = "SECRET_FILE")]
     pub secret_file: PathBuf,
+    /// Where checkpoints seen in earlier runs are kept (read only here).
+    #[arg(long, value_name = "SEEN_FILE", default_value = "civmesh-seen-checkpoints.json")]
+    pub seen: PathBuf,
 }
 
 /// The largest page of archived commands read, in bytes.
@@ -105,11 +113,9 @@ pub(super) fn execute(command: AuditCommand) -> anyhow::Result<()> {
         AuditCommand::Verify(args) => {
             let bundle = &args.bundle.path;
             let report_path = args.report.unwrap_or_else(|| bundle.with_extension("report.json"));
-            verify(bundle, &args.ca_cert.path, &args.seen, &report_path)
+            verify(bundle, &args.ca_cert.path, &args.seen, &report_path, args.require_anchored)
         }
-        AuditCommand::Subject(args) => {
-            subject(&args.bundle.path, &args.ca_cert.path, &args.record_key, &args.secret_file)
-        }
+        AuditCommand::Subject(args) => subject(&args),
     }
 }
 
@@ -207,7 +213,7 @@ fn load_and_verify(
     );
     let mut advance = |done| progress.set_position(done);
     let (report, state, accesses) = match subject {
-        Some(subject) => verify_bundle_for_subject(&bundle, Some(&trusted), subject, &mut advance)?,
+        Some(subject) => verify_bundle_for_subject(&bundle, Some(&trusted), seen, subject, &mut advance)?,
         None => {
             let (report, state) = verify_bundle(&bundle, Some(&trusted), seen, &mut advance)?;
             (report, state, Vec::new())
@@ -234,17 +240,36 @@ fn read_ca(path: &Path) -> anyhow::Result<Vec<u8>> {
 /// final checkpoint each earlier run verified.
 type SeenFile = BTreeMap<String, Vec<SeenCheckpoint>>;
 
-fn verify(bundle_path: &Path, ca: &Path, seen_path: &Path, report_path: &Path) -> anyhow::Result<()> {
-    let mut seen_file: SeenFile = match std::fs::read(seen_path) {
+/// The seen-checkpoints file, or an empty one if there is none yet.
+fn read_seen(seen_path: &Path) -> anyhow::Result<SeenFile> {
+    match std::fs::read(seen_path) {
         Ok(bytes) => {
-            serde_json::from_slice(&bytes).with_context(|| format!("{} is corrupt", seen_path.display()))?
+            serde_json::from_slice(&bytes).with_context(|| format!("{} is corrupt", seen_path.display()))
         }
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => SeenFile::new(),
-        Err(error) => return Err(error).with_context(|| format!("reading {}", seen_path.display())),
-    };
-    let federation = hex::encode(codec::sha256(&read_ca(ca)?));
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(SeenFile::new()),
+        Err(error) => Err(error).with_context(|| format!("reading {}", seen_path.display())),
+    }
+}
+
+/// The seen-checkpoints file's key for the federation of this CA.
+fn federation_key(ca: &Path) -> anyhow::Result<String> {
+    Ok(hex::encode(codec::sha256(&read_ca(ca)?)))
+}
+
+fn verify(
+    bundle_path: &Path,
+    ca: &Path,
+    seen_path: &Path,
+    report_path: &Path,
+    require_anchored: bool,
+) -> anyhow::Result<()> {
+    let mut seen_file = read_seen(seen_path)?;
+    let federation = federation_key(ca)?;
     let seen = seen_file.get(&federation).cloned().unwrap_or_default();
-    let (bundle, report, _, _) = load_and_verify(bundle_path, ca, &seen, None)?;
+    let (bundle, mut report, _, _) = load_and_verify(bundle_path, ca, &seen, None)?;
+    if require_anchored {
+        report.require_anchored();
+    }
     std::fs::write(report_path, serde_json::to_vec_pretty(&report)?)
         .with_context(|| format!("writing {}", report_path.display()))?;
     println!("federation:       {}", report.federation_name);
@@ -262,6 +287,10 @@ fn verify(bundle_path: &Path, ca: &Path, seen_path: &Path, report_path: &Path) -
     }
     println!("tree leaves:      {} (access entries and correction outcomes)", report.leaves);
     println!("checkpoints:      {} final, each root and quorum checked", report.checkpoints);
+    println!(
+        "anchored:         leaves 0..{} (the latest final checkpoint); {} after it unanchored",
+        report.anchored_leaves, report.unanchored_leaves
+    );
     println!("checked against:  {} checkpoint(s) seen before", seen.len());
     println!("root:             {}", report.root);
     println!("report:           {}", report_path.display());
@@ -297,15 +326,17 @@ fn verify(bundle_path: &Path, ca: &Path, seen_path: &Path, report_path: &Path) -
     Ok(())
 }
 
-fn subject(bundle_path: &Path, ca: &Path, key: &str, secret_file: &Path) -> anyhow::Result<()> {
+fn subject(args: &SubjectArgs) -> anyhow::Result<()> {
+    let (bundle_path, ca, secret_file) = (&args.bundle.path, &args.ca_cert.path, &args.secret_file);
+    let seen = read_seen(&args.seen)?.remove(&federation_key(ca)?).unwrap_or_default();
     anyhow::ensure!(
         std::fs::metadata(secret_file)?.len() <= SMALL_FILE_BYTES_MAX,
         "the secret file is too large"
     );
     let secret =
         std::fs::read_to_string(secret_file).with_context(|| format!("reading {}", secret_file.display()))?;
-    let subject = SubjectKeyHash::of(secret.trim().as_bytes(), key);
-    let (bundle, report, state, accesses) = load_and_verify(bundle_path, ca, &[], Some(&subject))?;
+    let subject = SubjectKeyHash::of(secret.trim().as_bytes(), &args.record_key);
+    let (bundle, report, state, accesses) = load_and_verify(bundle_path, ca, &seen, Some(&subject))?;
     anyhow::ensure!(
         report.ok,
         "the bundle does not verify ({} failures): run `civmesh audit verify`",
@@ -329,6 +360,12 @@ fn subject(bundle_path: &Path, ca: &Path, key: &str, secret_file: &Path) -> anyh
         .filter(|access| (bundle.from_entry..bundle.to_entry).contains(&access.access_entry))
         .collect();
     println!("{}", serde_json::to_string_pretty(&accesses)?);
+    let unanchored = accesses.iter().filter(|access| !access.anchored).count();
     eprintln!("{} access(es) to this subject's records", accesses.len());
+    eprintln!(
+        "complete up to leaf {} (the latest final checkpoint, of {} leaves); {unanchored} of these \
+         accesses come after it and are unanchored",
+        report.anchored_leaves, report.leaves
+    );
     Ok(())
 }

@@ -138,20 +138,23 @@ pub fn decode_bundle(bytes: &[u8]) -> Result<AuditBundle, BundleError> {
         return Err(BundleError::UnknownFormatVersion(version));
     }
     let mut offset = 12;
-    let piece = next_piece(bytes, &mut offset, BUNDLE_HEADER_BYTES_MAX, "the header")?;
-    let header: BundleHeader = codec::decode_exact(piece, BUNDLE_HEADER_BYTES_MAX)
-        .map_err(|error| BundleError::Corrupt(format!("the header: {error}")))?;
+    let piece = next_piece(bytes, &mut offset, BUNDLE_HEADER_BYTES_MAX, "the header at byte 12")?;
+    let header: BundleHeader = codec::decode_canonical(piece, BUNDLE_HEADER_BYTES_MAX)
+        .map_err(|error| BundleError::Corrupt(format!("the header at byte 12: {error}")))?;
     let mut commands = Vec::with_capacity(header.command_count.min(10_000_000) as usize);
     for sequence in 1..=header.command_count {
-        let what = format!("command {sequence}");
+        let what = format!("command {sequence} at byte {offset}");
         let piece = next_piece(bytes, &mut offset, ARCHIVED_COMMAND_BYTES_MAX, &what)?;
         commands.push(
-            codec::decode_exact(piece, ARCHIVED_COMMAND_BYTES_MAX)
+            codec::decode_canonical(piece, ARCHIVED_COMMAND_BYTES_MAX)
                 .map_err(|error| BundleError::Corrupt(format!("{what}: {error}")))?,
         );
     }
     if offset != bytes.len() {
-        return Err(BundleError::Corrupt(format!("{} bytes after the last command", bytes.len() - offset)));
+        return Err(BundleError::Corrupt(format!(
+            "{} bytes after the last command, at byte {offset}",
+            bytes.len() - offset
+        )));
     }
     Ok(AuditBundle {
         federation_name: header.federation_name,
@@ -221,7 +224,9 @@ mod tests {
         let bundle = with_ca_of(64 * 1024);
         assert_eq!(decode_bundle(&encode_bundle(&bundle).unwrap()).unwrap(), bundle);
         match decode_bundle(&encode_bundle(&with_ca_of(BUNDLE_HEADER_BYTES_MAX)).unwrap()) {
-            Err(BundleError::Corrupt(detail)) => assert!(detail.starts_with("the header: "), "{detail}"),
+            Err(BundleError::Corrupt(detail)) => {
+                assert!(detail.starts_with("the header at byte 12: "), "{detail}")
+            }
             other => panic!("expected a corrupt header, got {other:?}"),
         }
     }

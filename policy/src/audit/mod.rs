@@ -13,7 +13,7 @@
 
 use std::collections::BTreeSet;
 
-use civmesh_certs::{codec, NodeId, Role, UnixMillis};
+use civmesh_certs::{NodeId, OrgId, Role, UnixMillis};
 use serde::{Deserialize, Serialize};
 
 use crate::model::Member;
@@ -37,6 +37,10 @@ pub use verify::{
 /// this long, in ms, and opens its own. (The state keeps several open at
 /// once, so an abandoned one blocks nobody.)
 pub const CHECKPOINT_PENDING_MS_MAX: u64 = 30_000;
+/// An open checkpoint that has not become final this long, in ms, after it
+/// was opened closes at the next cosignature applied: a checkpoint that
+/// never reaches quorum expires at a point every replica agrees on.
+pub const CHECKPOINT_OPEN_MS_MAX: u64 = 10 * CHECKPOINT_PENDING_MS_MAX;
 /// The first bytes of every bundle file.
 pub const BUNDLE_MAGIC: [u8; 8] = *b"CIVAUDIT";
 /// The bundle format this code writes and reads.
@@ -71,10 +75,14 @@ pub struct PendingCheckpoint {
 pub struct FinalCheckpoint {
     /// What was signed.
     pub body: CheckpointBody,
-    /// Who cosigned.
+    /// Who cosigned (nodes that still counted as signers when it became
+    /// final).
     pub cosigners: BTreeSet<NodeId>,
-    /// How many signers were in force when it became final.
-    pub signers_in_force: u64,
+    /// Their organisations: a quorum counts organisations, not nodes, so a
+    /// department running several nodes counts once.
+    pub cosigning_orgs: BTreeSet<OrgId>,
+    /// How many organisations had a signer in force when it became final.
+    pub signer_orgs_in_force: u64,
     /// When it became final (entry time).
     pub final_at_ms: UnixMillis,
 }
@@ -85,9 +93,29 @@ pub fn signs_checkpoints(member: &Member) -> bool {
     matches!(member.role, Role::Hub | Role::Department)
 }
 
-/// The leaf input of an access entry or a correction outcome: SHA-256 of
-/// the signed command (wire bytes). The tree hashes it as
-/// `SHA-256(0x00 || leaf)`.
-pub fn leaf_of(envelope: &SignedCommand) -> [u8; 32] {
-    codec::sha256(&envelope.to_bytes().unwrap_or_default())
+/// Where a leaf's command stands in the log: what its leaf binds besides
+/// the command's own bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LeafPosition {
+    /// [`crate::PolicyState::digest`] before the command: every earlier
+    /// command, its entry time and its outcome.
+    pub digest_before: [u8; 32],
+    /// The command's sequence number (1 for genesis).
+    pub sequence: u64,
+    /// The entry time it was applied at.
+    pub entry_time_ms: UnixMillis,
+}
+
+/// The leaf input of an access entry or a correction outcome:
+/// SHA-256(digest before || sequence u64 LE || entry time u64 LE ||
+/// the signed command's wire bytes, which are canonical). The tree hashes
+/// it as `SHA-256(0x00 || leaf)`.
+pub fn leaf_of(position: &LeafPosition, envelope: &SignedCommand) -> [u8; 32] {
+    use sha2::Digest;
+    let mut hasher = sha2::Sha256::new();
+    hasher.update(position.digest_before);
+    hasher.update(position.sequence.to_le_bytes());
+    hasher.update(position.entry_time_ms.to_le_bytes());
+    hasher.update(envelope.to_bytes().unwrap_or_default());
+    hasher.finalize().into()
 }

@@ -34,6 +34,12 @@ pub struct SubjectAccess {
     pub fields_released: Vec<String>,
     /// A query or a subscription push.
     pub kind: AccessKind,
+    /// Its leaf in the audit tree.
+    pub leaf: u64,
+    /// Whether a final checkpoint covers it. An unanchored access is one
+    /// the exporter could have left out: a report is complete only up to
+    /// the latest final checkpoint.
+    pub anchored: bool,
 }
 
 /// Whether an access released the subject's records.
@@ -57,10 +63,12 @@ impl SubjectAccessOutcome {
 }
 
 /// The access `entry` made to `subject`'s records, if it named or
-/// released them; `state` is the state it was logged in.
+/// released them; `state` is the state it was logged in, `leaf` its leaf.
+/// Whether it is anchored is known only at the bundle's end.
 pub(crate) fn subject_access(
     state: &PolicyState,
     entry: &AccessLogEntry,
+    leaf: u64,
     subject: &SubjectKeyHash,
 ) -> Option<SubjectAccess> {
     let fields_released: Vec<String> = match &entry.outcome {
@@ -87,5 +95,7 @@ pub(crate) fn subject_access(
         },
         fields_released,
         kind: entry.kind(),
+        leaf,
+        anchored: false,
     })
 }

@@ -59,6 +59,9 @@ pub enum FailureKind {
     CheckpointQuorum,
     /// A checkpoint seen in an earlier run is not a prefix of this history.
     HistoryRewritten,
+    /// Leaves after the latest final checkpoint, when the auditor requires
+    /// every leaf anchored ([`AuditReport::require_anchored`]).
+    Unanchored,
 }
 
 /// The verifier's findings.
@@ -81,6 +84,11 @@ pub struct AuditReport {
     pub denials: u64,
     /// Final checkpoints verified.
     pub checkpoints: u64,
+    /// Leaves a final checkpoint covers: the latest one's size. Only these
+    /// are proven complete; an exporter could have left out later ones.
+    pub anchored_leaves: u64,
+    /// Leaves after the latest final checkpoint.
+    pub unanchored_leaves: u64,
     /// The latest final checkpoint, to remember for the next run.
     pub latest_checkpoint: Option<SeenCheckpoint>,
     /// The root of all entries.
@@ -89,7 +97,30 @@ pub struct AuditReport {
     pub failures: Vec<AuditFailure>,
 }
 
-/// Checks the bundle's CA and genesis before anything else.
+impl AuditReport {
+    /// Fails the report if any leaf is unanchored (`--require-anchored`):
+    /// for an auditor who must know the bundle is complete to its end.
+    pub fn require_anchored(&mut self) {
+        if self.unanchored_leaves == 0 {
+            return;
+        }
+        self.failures.push(AuditFailure {
+            command_sequence: None,
+            access_entry: None,
+            leaf: Some(self.anchored_leaves),
+            kind: FailureKind::Unanchored,
+            detail: format!(
+                "{} leaves from leaf {} on are after the latest final checkpoint",
+                self.unanchored_leaves, self.anchored_leaves
+            ),
+        });
+        self.ok = false;
+    }
+}
+
+/// Checks the bundle's CA and genesis before anything else: the header
+/// must name the CA and the federation its genesis names (no signature
+/// covers the header).
 fn check_federation(bundle: &AuditBundle, trusted_ca_der: Option<&[u8]>) -> Result<(), BundleError> {
     if trusted_ca_der.is_some_and(|trusted| trusted != bundle.ca_certificate_der.as_slice()) {
         return Err(BundleError::OtherFederation);
@@ -98,6 +129,12 @@ fn check_federation(bundle: &AuditBundle, trusted_ca_der: Option<&[u8]>) -> Resu
     let envelope = SignedCommand::from_bytes(&first.envelope)
         .map_err(|error| BundleError::NoGenesis(error.to_string()))?;
     match envelope.unverified_payload() {
+        Ok(crate::Command::Genesis { federation_name, .. }) if federation_name != bundle.federation_name => {
+            Err(BundleError::NoGenesis(format!(
+                "the header names federation {:?}, its genesis {federation_name:?}",
+                bundle.federation_name
+            )))
+        }
         Ok(crate::Command::Genesis { ca_certificate_der, .. })
             if ca_certificate_der == bundle.ca_certificate_der =>
         {
@@ -162,15 +199,17 @@ pub fn verify_bundle_on(
 }
 
 /// [`verify_bundle`], and every access the bundle logged to `subject`'s
-/// records, in log order: a subject-access report.
+/// records, in log order: a subject-access report. Each access says
+/// whether a final checkpoint anchors it.
 pub fn verify_bundle_for_subject(
     bundle: &AuditBundle,
     trusted_ca_der: Option<&[u8]>,
+    seen: &[SeenCheckpoint],
     subject: &SubjectKeyHash,
     progress: &mut dyn FnMut(u64),
 ) -> Result<(AuditReport, PolicyState, Vec<SubjectAccess>), BundleError> {
     let threads = std::thread::available_parallelism().map_or(1, |cores| cores.get());
-    replay_bundle(bundle, trusted_ca_der, &[], threads, progress, Some(subject))
+    replay_bundle(bundle, trusted_ca_der, seen, threads, progress, Some(subject))
 }
 
 fn replay_bundle(
@@ -288,7 +327,10 @@ impl Replay<'_> {
             AccessOutcome::Permit { .. } => self.permits += 1,
             AccessOutcome::Deny { .. } => self.denials += 1,
         }
-        if let Some(access) = self.subject.and_then(|subject| subject_access(&self.state, entry, subject)) {
+        let leaf = self.tree.len();
+        if let Some(access) =
+            self.subject.and_then(|subject| subject_access(&self.state, entry, leaf, subject))
+        {
             self.subject_accesses.push(access);
         }
     }
@@ -315,16 +357,27 @@ impl Replay<'_> {
     }
 
     fn report(self, bundle: &AuditBundle) -> (AuditReport, PolicyState, Vec<SubjectAccess>) {
-        let Replay { state, tree, failures, permits, denials, subject_accesses, .. } = self;
+        let Replay { state, tree, failures, permits, denials, mut subject_accesses, .. } = self;
+        let anchored_leaves = state.last_checkpoint.as_ref().map_or(0, |last| last.body.tree_size);
+        for access in &mut subject_accesses {
+            access.anchored = access.leaf < anchored_leaves;
+        }
         let report = AuditReport {
             ok: failures.is_empty(),
-            federation_name: bundle.federation_name.clone(),
+            // The genesis's name, which a signature covers (check_federation
+            // made sure the header agrees).
+            federation_name: state
+                .federation
+                .as_ref()
+                .map_or_else(|| bundle.federation_name.clone(), |federation| federation.name.clone()),
             commands: bundle.commands.len() as u64,
             access_entries: state.access_log_length,
             leaves: tree.len(),
             permits,
             denials,
             checkpoints: state.checkpoints_final,
+            anchored_leaves,
+            unanchored_leaves: tree.len().saturating_sub(anchored_leaves),
             latest_checkpoint: state
                 .last_checkpoint
                 .as_ref()
@@ -357,13 +410,17 @@ fn check_checkpoint(
             ),
         });
     }
-    if checkpoint.cosigners.len() as u64 * 2 <= checkpoint.signers_in_force {
+    let cosigning_orgs = checkpoint.cosigning_orgs.len() as u64;
+    if cosigning_orgs * 2 <= checkpoint.signer_orgs_in_force {
         failures.push(AuditFailure {
             command_sequence: Some(sequence),
             access_entry: None,
             leaf: None,
             kind: FailureKind::CheckpointQuorum,
-            detail: format!("{} of {} signers", checkpoint.cosigners.len(), checkpoint.signers_in_force),
+            detail: format!(
+                "cosigners from {cosigning_orgs} of {} signing organisations",
+                checkpoint.signer_orgs_in_force
+            ),
         });
     }
 }
@@ -429,14 +486,17 @@ mod tests {
     }
 
     #[test]
-    fn a_checkpoint_needs_more_than_half_of_the_signers_in_force() {
+    fn a_checkpoint_needs_more_than_half_of_the_signing_organisations() {
         let mut tree = AccessTree::new();
         tree.push([1; 32]);
         let root = tree.root_at(1).unwrap();
-        let checkpoint = |cosigners: u8, signers_in_force: u64| FinalCheckpoint {
+        let checkpoint = |cosigners: u8, signer_orgs_in_force: u64| FinalCheckpoint {
             body: crate::audit::CheckpointBody { tree_size: 1, root, log_index: 1 },
             cosigners: (0..cosigners).map(|index| civmesh_certs::NodeId([index; 32])).collect(),
-            signers_in_force,
+            cosigning_orgs: (0..cosigners)
+                .map(|index| civmesh_certs::OrgId::new(&format!("department/d{index}")).unwrap())
+                .collect(),
+            signer_orgs_in_force,
             final_at_ms: 1,
         };
         for (cosigners, in_force, quorum) in

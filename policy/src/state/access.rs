@@ -72,7 +72,6 @@ impl PolicyState {
             decided_at_ms: access.record.decided_at_ms,
         };
         self.access_log_length += 1;
-        self.audit_frontier.push(&crate::audit::leaf_of(access.envelope));
         Ok((Applied::AccessLogged(sequence), entry))
     }
 

@@ -4,16 +4,20 @@
 //! cosignature counts for one of them only (a new one moves it), so a
 //! signer cannot hold a bogus checkpoint open against the others, and
 //! there are never more open checkpoints than signers. A checkpoint is
-//! final once a majority of the signers in force cosigned it; a cosigner
-//! revoked, or whose certificate expired, before that no longer counts.
+//! final once cosigners from a majority of the organisations with a signer
+//! in force cosigned it; a cosigner revoked, or whose certificate expired,
+//! before that no longer counts. One not final within
+//! [`CHECKPOINT_OPEN_MS_MAX`] of opening closes.
 
 use std::collections::BTreeSet;
 
-use civmesh_certs::{NodeId, UnixMillis};
+use civmesh_certs::{NodeId, OrgId, UnixMillis};
 
 use super::rejection::{reject, Rejection, RejectionCode};
 use super::{Applied, PolicyState};
-use crate::audit::{signs_checkpoints, CheckpointBody, FinalCheckpoint, PendingCheckpoint};
+use crate::audit::{
+    signs_checkpoints, CheckpointBody, FinalCheckpoint, PendingCheckpoint, CHECKPOINT_OPEN_MS_MAX,
+};
 use crate::model::Member;
 
 /// Rejects a cosignature from a member that does not sign checkpoints.
@@ -54,16 +58,18 @@ impl PolicyState {
         Ok(())
     }
 
-    /// Whether `node` counts as a checkpoint signer at `at_ms`: an active
-    /// hub or department member with a current certificate.
-    fn counts_as_signer(&self, node: &NodeId, at_ms: UnixMillis) -> bool {
+    /// The organisation `node` signs checkpoints for at `at_ms`, if it is
+    /// an active hub or department member with a current certificate.
+    fn signer_org(&self, node: &NodeId, at_ms: UnixMillis) -> Option<&OrgId> {
         self.active_member(node)
-            .is_some_and(|member| signs_checkpoints(member) && member.certificate_not_after_ms > at_ms)
+            .filter(|member| signs_checkpoints(member) && member.certificate_not_after_ms > at_ms)
+            .map(|member| &member.org)
     }
 
-    /// Moves the signer's cosignature to `body` (opening it if new); a
-    /// majority of the signers in force makes it final, and closes every
-    /// open checkpoint it covers.
+    /// Closes the open checkpoints past their time, then moves the
+    /// signer's cosignature to `body` (opening it if new); cosigners from a
+    /// majority of the organisations in force make it final, and close
+    /// every open checkpoint it covers.
     pub(super) fn record_cosignature(
         &mut self,
         body: CheckpointBody,
@@ -71,9 +77,10 @@ impl PolicyState {
         at_ms: UnixMillis,
     ) -> Applied {
         let mut pending = std::mem::take(&mut self.pending_checkpoints);
+        pending.retain(|candidate| at_ms < candidate.opened_at_ms.saturating_add(CHECKPOINT_OPEN_MS_MAX));
         for candidate in &mut pending {
             candidate.cosigners.remove(&signer);
-            candidate.cosigners.retain(|cosigner| self.counts_as_signer(cosigner, at_ms));
+            candidate.cosigners.retain(|cosigner| self.signer_org(cosigner, at_ms).is_some());
         }
         pending.retain(|candidate| !candidate.cosigners.is_empty() || candidate.body == body);
         let index = match pending.iter().position(|candidate| candidate.body == body) {
@@ -84,16 +91,21 @@ impl PolicyState {
             }
         };
         pending[index].cosigners.insert(signer);
-        let signers_in_force =
-            self.members.values().filter(|member| self.counts_as_signer(&member.node_id, at_ms)).count()
-                as u64;
-        if pending[index].cosigners.len() as u64 * 2 > signers_in_force {
+        let orgs_in_force: BTreeSet<&OrgId> =
+            self.members.keys().filter_map(|node| self.signer_org(node, at_ms)).collect();
+        let cosigning_orgs: BTreeSet<OrgId> = pending[index]
+            .cosigners
+            .iter()
+            .filter_map(|cosigner| self.signer_org(cosigner, at_ms).cloned())
+            .collect();
+        if cosigning_orgs.len() * 2 > orgs_in_force.len() {
             let done = pending.remove(index);
             let size = done.body.tree_size;
             self.last_checkpoint = Some(FinalCheckpoint {
                 body: done.body,
                 cosigners: done.cosigners,
-                signers_in_force,
+                cosigning_orgs,
+                signer_orgs_in_force: orgs_in_force.len() as u64,
                 final_at_ms: at_ms,
             });
             self.checkpoints_final += 1;

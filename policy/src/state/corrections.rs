@@ -9,7 +9,6 @@ use serde::{Deserialize, Serialize};
 use super::rejection::{check_text, reject, Rejection, RejectionCode};
 use super::replay::COMMAND_SKEW_MS_MAX;
 use super::{Applied, PolicyState};
-use crate::command::SignedCommand;
 use crate::correction::{
     AutoAcceptRule, CorrectionEvent, CorrectionReasonCode, CorrectionStage, CorrectionTrack,
     CORRECTION_CHANGES_MAX, CORRECTION_TEXT_BYTES_MAX,
@@ -137,17 +136,14 @@ impl PolicyState {
     }
 
     /// Records a stage on the correction's track; an owner's outcome is
-    /// also a leaf of the audit tree.
+    /// also a leaf of the audit tree ([`Applied::CorrectionOutcomeLogged`]).
     pub(super) fn record_correction_event(
         &mut self,
-        envelope: &SignedCommand,
         event: CorrectionEvent,
         signer_org: OrgId,
         at_ms: UnixMillis,
     ) -> Applied {
-        if event.stage.is_owner_outcome() {
-            self.audit_frontier.push(&crate::audit::leaf_of(envelope));
-        }
+        let outcome = event.stage.is_owner_outcome();
         if event.stage == CorrectionStage::Submitted {
             self.open_track(event, signer_org, at_ms);
         } else if let Some(track) = self.corrections.get_mut(&event.correction) {
@@ -161,7 +157,11 @@ impl PolicyState {
                 _ => {}
             }
         }
-        Applied::Done
+        if outcome {
+            Applied::CorrectionOutcomeLogged
+        } else {
+            Applied::Done
+        }
     }
 
     fn open_track(&mut self, event: CorrectionEvent, submitter_org: OrgId, at_ms: UnixMillis) {

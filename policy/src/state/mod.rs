@@ -60,6 +60,16 @@ pub enum Applied {
     GrantIssued(GrantId),
     /// An access was logged at this position of the access log.
     AccessLogged(u64),
+    /// An owner's correction outcome (applied, rejected, conflict) was
+    /// logged: like an access, a leaf of the audit tree.
+    CorrectionOutcomeLogged,
+}
+
+impl Applied {
+    /// Whether the command is a leaf of the audit tree.
+    pub fn is_audit_leaf(&self) -> bool {
+        matches!(self, Applied::AccessLogged(_) | Applied::CorrectionOutcomeLogged)
+    }
 }
 
 /// What one applied command added to the access log and the audit tree:
@@ -251,20 +261,25 @@ impl PolicyState {
     ) -> (Result<Applied, Rejection>, Appended) {
         self.commands_applied += 1;
         let before = self.commands_applied;
-        let leaves_before = self.audit_frontier.size();
+        let digest_before = self.digest;
         let checkpoints_before = self.checkpoints_final;
         let (outcome, access_entry) = match self.apply_verified(envelope, entry_time_ms, check) {
             Ok((applied, entry)) => (Ok(applied), entry),
             Err(rejection) => (Err(rejection), None),
         };
         debug_assert_eq!(before, self.commands_applied);
-        // At most one leaf per command, and it is the command's own hash.
-        debug_assert!(self.audit_frontier.size() <= leaves_before + 1);
-        let audit_leaf =
-            (self.audit_frontier.size() > leaves_before).then(|| crate::audit::leaf_of(envelope));
+        let audit_leaf = match &outcome {
+            Ok(applied) if applied.is_audit_leaf() => {
+                let position = crate::audit::LeafPosition { digest_before, sequence: before, entry_time_ms };
+                let leaf = crate::audit::leaf_of(&position, envelope);
+                self.audit_frontier.push(&leaf);
+                Some(leaf)
+            }
+            _ => None,
+        };
         let checkpoint =
             (self.checkpoints_final > checkpoints_before).then(|| self.last_checkpoint.clone()).flatten();
-        self.digest = applied_digest(&self.digest, envelope, &outcome);
+        self.digest = applied_digest(&digest_before, entry_time_ms, envelope, &outcome);
         (outcome, Appended { access_entry, audit_leaf, checkpoint })
     }
 
@@ -308,7 +323,7 @@ impl PolicyState {
                 .log_access(access, check, entry_time_ms)
                 .map(|(applied, entry)| (applied, Some(entry)));
         }
-        let entry = Entry { envelope, signer, signer_org, at_ms: entry_time_ms };
+        let entry = Entry { signer, signer_org, at_ms: entry_time_ms };
         Ok((self.mutate(command.clone(), entry, admitted), None))
     }
 
@@ -360,8 +375,8 @@ impl PolicyState {
     }
 
     /// Changes the state for a validated command, in its domain.
-    fn mutate(&mut self, command: Command, entry: Entry<'_>, admitted: Option<Member>) -> Applied {
-        let Entry { envelope, signer, signer_org: org, at_ms } = entry;
+    fn mutate(&mut self, command: Command, entry: Entry, admitted: Option<Member>) -> Applied {
+        let Entry { signer, signer_org: org, at_ms } = entry;
         match command {
             Command::Genesis { .. }
             | Command::RecordAccess(_)
@@ -403,9 +418,7 @@ impl PolicyState {
                 ConsentKey { subject, dataset, grantee, purpose },
                 Consent { given, covers_sensitive, recorded_by: org, recorded_at_ms: at_ms, channel },
             ),
-            Command::RecordCorrectionEvent(event) => {
-                self.record_correction_event(envelope, event, org, at_ms)
-            }
+            Command::RecordCorrectionEvent(event) => self.record_correction_event(event, org, at_ms),
             Command::SetAutoAcceptRule(rule) => self.set_auto_accept_rule(rule),
             Command::RemoveAutoAcceptRule { dataset, submitter } => {
                 self.remove_auto_accept_rule(dataset, submitter)
@@ -419,12 +432,15 @@ impl PolicyState {
 /// The label that starts every step of [`PolicyState::digest`].
 pub const APPLIED_DIGEST_LABEL: &[u8] = b"civmesh/applied-digest/v1\0";
 
-/// The digest after `envelope` was applied with `outcome`:
-/// SHA-256(label, previous digest, SHA-256 of the envelope, canonical
-/// encoding of the outcome: what was applied, or the rejection's code, not
-/// its wording).
+/// The digest after `envelope` was applied at `entry_time_ms` with
+/// `outcome`: SHA-256(label, previous digest, entry time as u64 LE,
+/// SHA-256 of the envelope, canonical encoding of the outcome: what was
+/// applied, or the rejection's code, not its wording). Each audit leaf
+/// covers the digest before it, so a checkpoint binds every command before
+/// its last leaf: its bytes, order, entry time and outcome.
 pub fn applied_digest(
     previous: &[u8; 32],
+    entry_time_ms: UnixMillis,
     envelope: &SignedCommand,
     outcome: &Result<Applied, Rejection>,
 ) -> [u8; 32] {
@@ -432,6 +448,7 @@ pub fn applied_digest(
     let mut hasher = sha2::Sha256::new();
     hasher.update(APPLIED_DIGEST_LABEL);
     hasher.update(previous);
+    hasher.update(entry_time_ms.to_le_bytes());
     hasher.update(envelope.digest());
     // Encoding plain data cannot fail; an empty encoding still moves the
     // digest on, and a replica that differs differs loudly elsewhere.
@@ -440,8 +457,7 @@ pub fn applied_digest(
 }
 
 /// The log entry a validated command arrived in.
-struct Entry<'a> {
-    envelope: &'a SignedCommand,
+struct Entry {
     signer: NodeId,
     signer_org: OrgId,
     at_ms: UnixMillis,

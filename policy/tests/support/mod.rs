@@ -5,6 +5,8 @@
 
 use std::collections::BTreeMap;
 
+pub mod recorded;
+
 use civmesh_certs::{FederationCa, IssueRequest, NodeCertificate, NodeKey, OrgId, Role, SignedEnvelope};
 use civmesh_policy::fixtures::{city_node, statutory_grant};
 pub use civmesh_policy::fixtures::{enterprise_dataset, resident_dataset, ENTERPRISES, RESIDENTS};
@@ -42,7 +44,8 @@ fn city(ca: &FederationCa, name: &str) -> Node {
     node(ca, city_node.org, city_node.role)
 }
 
-fn node(ca: &FederationCa, org: &str, role: Role) -> Node {
+/// A key and a certificate for a node of `org` in `role`, not yet admitted.
+pub fn node(ca: &FederationCa, org: &str, role: Role) -> Node {
     let key = NodeKey::generate().unwrap();
     let org = OrgId::new(org).unwrap();
     let request = IssueRequest::for_days(org.clone(), role, key.node_id(), NOW_MS, 365).unwrap();

@@ -708,10 +708,13 @@ fn audit(net: &Testnet, root: &std::path::Path) -> anyhow::Result<()> {
         &enterprise_key(7),
         "--secret-file",
         secret.to_str().context("path")?,
+        "--seen",
+        seen.to_str().context("path")?,
     ])?)?;
     for access in &accesses {
+        let anchored = if access["anchored"] == true { "anchored" } else { "not yet checkpointed" };
         println!(
-            "    entry #{} {} {} by {} for {} ({}), fields {}",
+            "    entry #{} {} {} by {} for {} ({}), fields {}, {anchored}",
             access["access_entry"],
             access["kind"],
             access["outcome"],

@@ -1,0 +1,149 @@
+//! A recorded policy log and its audit bundle, as the auditor's tests
+//! tamper with them: genesis, a dataset, a grant, eight accesses and two
+//! final checkpoints.
+
+use civmesh_certs::{NodeKey, SignedEnvelope};
+use civmesh_policy::audit::{
+    decode_bundle, encode_bundle, verify_bundle, AccessTree, ArchivedCommand, AuditBundle, AuditReport,
+    CheckpointBody, SeenCheckpoint,
+};
+use civmesh_policy::model::SubjectKeyHash;
+use civmesh_policy::{
+    AccessOutcome, AccessRecord, Command, PolicyState, QueryHeader, ReasonCode, SubjectRelease,
+};
+
+use super::*;
+
+/// A log as the replicas keep it: every command with its outcome.
+pub struct RecordedLog {
+    pub state: PolicyState,
+    pub commands: Vec<ArchivedCommand>,
+    /// The audit tree's leaves, as a replica's store keeps them.
+    pub leaves: Vec<[u8; 32]>,
+    /// The size of each checkpoint apply handed over as just made final.
+    pub made_final: Vec<u64>,
+}
+
+impl RecordedLog {
+    pub fn new() -> Self {
+        RecordedLog {
+            state: PolicyState::default(),
+            commands: Vec::new(),
+            leaves: Vec::new(),
+            made_final: Vec::new(),
+        }
+    }
+
+    pub fn record(&mut self, key: &NodeKey, command: Command) -> bool {
+        let envelope = sign(key, command);
+        let (outcome, appended) = self.state.apply_appending(&envelope, NOW_MS);
+        let accepted = outcome.is_ok();
+        self.leaves.extend(appended.audit_leaf);
+        self.made_final.extend(appended.checkpoint.map(|checkpoint| checkpoint.body.tree_size));
+        let sequence = self.commands.len() as u64 + 1;
+        self.commands.push(ArchivedCommand {
+            sequence,
+            log_index: sequence + 2,
+            entry_time_ms: NOW_MS,
+            envelope: envelope.to_bytes().unwrap(),
+            accepted,
+        });
+        accepted
+    }
+
+    pub fn root_at(&self, size: u64) -> [u8; 32] {
+        let mut tree = AccessTree::new();
+        for leaf in &self.leaves {
+            tree.push(*leaf);
+        }
+        tree.root_at(size).unwrap()
+    }
+}
+
+pub fn access(requester: &NodeKey, subject: u8, grant: Option<u64>, permit: bool) -> Command {
+    let header = QueryHeader {
+        dataset: ENTERPRISES.into(),
+        subjects: vec![SubjectKeyHash([subject; 32])],
+        fields: vec!["name".into(), "operating_address".into()],
+        purpose: "inspection".into(),
+        grant,
+    };
+    let outcome = if permit {
+        AccessOutcome::Permit {
+            released: vec![SubjectRelease {
+                subject: SubjectKeyHash([subject; 32]),
+                fields: vec!["name".into(), "operating_address".into()],
+            }],
+        }
+    } else {
+        AccessOutcome::Deny { reason: ReasonCode::GrantRequired }
+    };
+    Command::RecordAccess(AccessRecord {
+        request: SignedEnvelope::sign(requester, &header, NOW_MS).unwrap(),
+        outcome,
+        decided_at_ms: NOW_MS,
+    })
+}
+
+/// Genesis, a dataset, a grant, eight accesses and two final checkpoints
+/// (at 4 and 8 entries), each cosigned by two of the three signers.
+pub fn recorded_federation() -> (Fixture, RecordedLog) {
+    let fx = Fixture::new();
+    let ca_der = civmesh_certs::CaCertificate::from_pem(fx.ca.certificate_pem()).unwrap().der().to_vec();
+    let mut log = RecordedLog::new();
+    let founders = [&fx.hub, &fx.market, &fx.civil, &fx.jingansi, &fx.nanjingxilu, &fx.auditor];
+    assert!(log.record(
+        &fx.ca_key,
+        Command::Genesis {
+            federation_name: "test city".into(),
+            ca_certificate_der: ca_der,
+            founding_member_certificates_der: founders.iter().map(|n| n.certificate_der.clone()).collect(),
+        }
+    ));
+    assert!(log.record(&fx.market.key, Command::PublishDataset(enterprise_dataset())));
+    let spec = grant_spec(ENTERPRISES, &fx.jingansi.org, &["name", "operating_address"], "inspection");
+    assert!(log.record(&fx.market.key, Command::IssueGrant(spec)));
+    for subject in 0..4u8 {
+        let grant = (subject % 2 == 0).then_some(1);
+        assert!(log.record(&fx.market.key, access(&fx.jingansi.key, subject, grant, grant.is_some())));
+    }
+    let cosign =
+        |log: &RecordedLog, size| CheckpointBody { tree_size: size, root: log.root_at(size), log_index: 9 };
+    let first = cosign(&log, 4);
+    assert!(log.record(&fx.hub.key, Command::CosignCheckpoint(first.clone())));
+    assert!(log.record(&fx.market.key, Command::CosignCheckpoint(first)));
+    for subject in 4..8u8 {
+        assert!(log.record(&fx.market.key, access(&fx.jingansi.key, subject, Some(1), true)));
+    }
+    let second = cosign(&log, 8);
+    assert!(log.record(&fx.civil.key, Command::CosignCheckpoint(second.clone())));
+    assert!(log.record(&fx.hub.key, Command::CosignCheckpoint(second)));
+    assert_eq!(log.state.checkpoints_final, 2);
+    // Each handed over once, by the cosignature that made it final.
+    assert_eq!(log.made_final, [4, 8]);
+    (fx, log)
+}
+
+pub fn bundle_of(log: &RecordedLog, commands: Vec<ArchivedCommand>) -> AuditBundle {
+    let federation = log.state.federation.as_ref().unwrap();
+    AuditBundle {
+        federation_name: federation.name.clone(),
+        ca_certificate_der: federation.ca_certificate_der.clone(),
+        exported_by: civmesh_certs::NodeId([0; 32]),
+        exported_at_ms: NOW_MS,
+        from_entry: 0,
+        to_entry: u64::MAX,
+        commands,
+    }
+}
+
+pub fn verify(bundle: &AuditBundle, seen: &[SeenCheckpoint]) -> AuditReport {
+    let bytes = encode_bundle(bundle).unwrap();
+    let decoded = decode_bundle(&bytes).unwrap();
+    verify_bundle(&decoded, Some(&bundle.ca_certificate_der), seen, &mut |_| {}).unwrap().0
+}
+
+/// Where the command at `sequence` is (sequence numbers start at 1).
+pub fn index(sequence: u64) -> usize {
+    sequence as usize - 1
+}
