@@ -7,13 +7,12 @@
 
 mod support;
 
-use civmesh_certs::SignedEnvelope;
 use civmesh_policy::audit::{
     decode_bundle, encode_bundle, verify_bundle, verify_bundle_for_subject, ArchivedCommand, AuditBundle,
     BundleError, CheckpointBody, FailureKind, PROGRESS_COMMANDS_INTERVAL,
 };
 use civmesh_policy::model::SubjectKeyHash;
-use civmesh_policy::{AccessOutcome, AccessRecord, Command, QueryHeader, SubjectRelease};
+use civmesh_policy::Command;
 use support::recorded::*;
 use support::*;
 
@@ -95,16 +94,7 @@ fn reordered_entries_and_a_wrong_signed_root_fail_the_checkpoint() {
 
     // Two signers sign a root that is not the entries' root: the log takes
     // it (signers vouch for roots), the auditor does not.
-    let mut lying = RecordedLog {
-        state: log.state.clone(),
-        commands: log.commands.clone(),
-        leaves: log.leaves.clone(),
-        made_final: Vec::new(),
-    };
-    assert!(lying.record(&fx.market.key, access(&fx.jingansi.key, 9, Some(1), true)));
-    let wrong = CheckpointBody { tree_size: 9, root: [7; 32], log_index: 20 };
-    assert!(lying.record(&fx.hub.key, Command::CosignCheckpoint(wrong.clone())));
-    assert!(lying.record(&fx.civil.key, Command::CosignCheckpoint(wrong)));
+    let lying = with_a_lying_checkpoint(&fx, &log);
     let report = verify(&bundle_of(&lying, lying.commands.clone()), &[]);
     assert_eq!(report.failures.len(), 1, "{:?}", report.failures);
     assert_eq!(
@@ -118,31 +108,7 @@ fn a_permit_the_policy_did_not_allow_is_flagged_by_the_replay() {
     let (fx, log) = recorded_federation();
     // Test-only path: a release of a field no grant allows, signed by the
     // owner and put into the record as accepted (the real log rejects it).
-    let mut commands = log.commands.clone();
-    let header = QueryHeader {
-        dataset: ENTERPRISES.into(),
-        subjects: vec![SubjectKeyHash([1; 32])],
-        fields: vec!["legal_rep_phone".into()],
-        purpose: "inspection".into(),
-        grant: Some(1),
-    };
-    let unjustified = Command::RecordAccess(AccessRecord {
-        request: SignedEnvelope::sign(&fx.jingansi.key, &header, NOW_MS).unwrap(),
-        outcome: AccessOutcome::Permit {
-            released: vec![SubjectRelease {
-                subject: SubjectKeyHash([1; 32]),
-                fields: vec!["legal_rep_phone".into()],
-            }],
-        },
-        decided_at_ms: NOW_MS,
-    });
-    commands.push(ArchivedCommand {
-        sequence: 16,
-        log_index: 30,
-        entry_time_ms: NOW_MS,
-        envelope: sign(&fx.market.key, unjustified).to_bytes().unwrap(),
-        accepted: true,
-    });
+    let commands = with_appended(&log, &fx.market.key, unjustified_permit(&fx));
     let report = verify(&bundle_of(&log, commands), &[]);
     assert_eq!(report.failures.len(), 1, "{:?}", report.failures);
     let failure = &report.failures[0];
@@ -159,18 +125,7 @@ fn a_rewritten_history_is_caught_against_checkpoints_seen_before() {
     let seen = verify(&bundle_of(&log, log.commands.clone()), &[]).latest_checkpoint.unwrap();
     // Another history of the same length: one denial becomes a permit-less
     // denial for another subject, re-signed by the owner, checkpoints redone.
-    let mut other = RecordedLog::new();
-    for command in &log.commands[..3] {
-        let envelope = civmesh_policy::SignedCommand::from_bytes(&command.envelope).unwrap();
-        other.state.apply(&envelope, NOW_MS).unwrap();
-        other.commands.push(command.clone());
-    }
-    for subject in 20..28u8 {
-        assert!(other.record(&fx.market.key, access(&fx.jingansi.key, subject, None, false)));
-    }
-    let body = CheckpointBody { tree_size: 8, root: other.root_at(8), log_index: 12 };
-    assert!(other.record(&fx.hub.key, Command::CosignCheckpoint(body.clone())));
-    assert!(other.record(&fx.market.key, Command::CosignCheckpoint(body)));
+    let other = rewritten_history(&fx, &log);
     assert!(verify(&bundle_of(&other, other.commands.clone()), &[]).ok, "consistent in itself");
     let report = verify(&bundle_of(&other, other.commands.clone()), &[seen]);
     assert_eq!(report.failures.len(), 1);

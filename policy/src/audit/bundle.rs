@@ -60,6 +60,19 @@ pub enum BundleError {
     NoGenesis(String),
 }
 
+impl BundleError {
+    /// Its stable name, as docs/audit-bundle.md and the test vectors give it.
+    pub fn code(&self) -> &'static str {
+        match self {
+            BundleError::NotABundle => "not_a_bundle",
+            BundleError::UnknownFormatVersion(_) => "unknown_format_version",
+            BundleError::Corrupt(_) => "corrupt",
+            BundleError::OtherFederation => "other_federation",
+            BundleError::NoGenesis(_) => "no_genesis",
+        }
+    }
+}
+
 /// The bundle's fixed part, before the commands.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 struct BundleHeader {

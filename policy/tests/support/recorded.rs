@@ -147,3 +147,77 @@ pub fn verify(bundle: &AuditBundle, seen: &[SeenCheckpoint]) -> AuditReport {
 pub fn index(sequence: u64) -> usize {
     sequence as usize - 1
 }
+
+/// An access record the owner signs that releases a field no grant allows
+/// (`legal_rep_phone`): the real log rejects it.
+pub fn unjustified_permit(fx: &Fixture) -> Command {
+    let header = QueryHeader {
+        dataset: ENTERPRISES.into(),
+        subjects: vec![SubjectKeyHash([1; 32])],
+        fields: vec!["legal_rep_phone".into()],
+        purpose: "inspection".into(),
+        grant: Some(1),
+    };
+    Command::RecordAccess(AccessRecord {
+        request: SignedEnvelope::sign(&fx.jingansi.key, &header, NOW_MS).unwrap(),
+        outcome: AccessOutcome::Permit {
+            released: vec![SubjectRelease {
+                subject: SubjectKeyHash([1; 32]),
+                fields: vec!["legal_rep_phone".into()],
+            }],
+        },
+        decided_at_ms: NOW_MS,
+    })
+}
+
+/// `log` archived with one more command the log never applied, marked
+/// accepted, at the next sequence.
+pub fn with_appended(log: &RecordedLog, key: &NodeKey, command: Command) -> Vec<ArchivedCommand> {
+    let mut commands = log.commands.clone();
+    let sequence = commands.len() as u64 + 1;
+    commands.push(ArchivedCommand {
+        sequence,
+        log_index: sequence + 2,
+        entry_time_ms: NOW_MS,
+        envelope: sign(key, command).to_bytes().unwrap(),
+        accepted: true,
+    });
+    commands
+}
+
+/// `log` with one more access and a checkpoint two signers cosigned over
+/// a root that is not the entries' root: the log takes it (signers vouch
+/// for roots), the auditor does not. The cosignature that makes it final
+/// is command 18.
+pub fn with_a_lying_checkpoint(fx: &Fixture, log: &RecordedLog) -> RecordedLog {
+    let mut lying = RecordedLog {
+        state: log.state.clone(),
+        commands: log.commands.clone(),
+        leaves: log.leaves.clone(),
+        made_final: Vec::new(),
+    };
+    assert!(lying.record(&fx.market.key, access(&fx.jingansi.key, 9, Some(1), true)));
+    let wrong = CheckpointBody { tree_size: 9, root: [7; 32], log_index: 20 };
+    assert!(lying.record(&fx.hub.key, Command::CosignCheckpoint(wrong.clone())));
+    assert!(lying.record(&fx.civil.key, Command::CosignCheckpoint(wrong)));
+    lying
+}
+
+/// Another history of `log`'s length from the same first three commands:
+/// eight denials for other subjects, re-signed by the owner, with a fresh
+/// final checkpoint at 8. Consistent in itself; not with `log`.
+pub fn rewritten_history(fx: &Fixture, log: &RecordedLog) -> RecordedLog {
+    let mut other = RecordedLog::new();
+    for command in &log.commands[..3] {
+        let envelope = civmesh_policy::SignedCommand::from_bytes(&command.envelope).unwrap();
+        other.state.apply(&envelope, NOW_MS).unwrap();
+        other.commands.push(command.clone());
+    }
+    for subject in 20..28u8 {
+        assert!(other.record(&fx.market.key, access(&fx.jingansi.key, subject, None, false)));
+    }
+    let body = CheckpointBody { tree_size: 8, root: other.root_at(8), log_index: 12 };
+    assert!(other.record(&fx.hub.key, Command::CosignCheckpoint(body.clone())));
+    assert!(other.record(&fx.market.key, Command::CosignCheckpoint(body)));
+    other
+}
