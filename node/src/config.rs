@@ -177,10 +177,12 @@ pub struct NodeSection {
     pub p2p_advertise: Option<String>,
     /// HTTP API listen address, e.g. `127.0.0.1:8001`.
     pub api_listen: String,
-    /// The federation's subject-key secret (mode 0600), which keys the
-    /// hashes that stand for subject keys in the log.
+    /// This organisation's subject key, hex (mode 0600): an owner derives
+    /// from it the key that hashes the subjects each requesting
+    /// organisation names ([`civmesh_policy::subject_keys`]). Not the
+    /// federation's secret, which only auditors hold.
     #[serde(default)]
-    pub subject_key_secret_file: Option<PathBuf>,
+    pub org_subject_key_file: Option<PathBuf>,
 }
 
 /// `[trust]`.

@@ -179,9 +179,9 @@ impl Services {
         let config = &identity.config;
         let records =
             Arc::new(RecordStore::open(&node_dir.join("records")).context("opening the record store")?);
-        let subject_key_secret = match &config.node.subject_key_secret_file {
-            Some(path) => read_secret(&NodeConfig::resolve(node_dir, path))?.trim().as_bytes().to_vec(),
-            None => Vec::new(),
+        let org_subject_key = match &config.node.org_subject_key_file {
+            Some(path) => Some(read_org_subject_key(&NodeConfig::resolve(node_dir, path))?),
+            None => None,
         };
         let metrics = Arc::new(crate::api::metrics::Metrics::default());
         swarm.count_in(metrics.inbound_queue_full.clone(), metrics.security_events.clone()).await;
@@ -193,7 +193,7 @@ impl Services {
             swarm.clone(),
             metrics.clone(),
             QuerySettings {
-                subject_key_secret,
+                org_subject_key,
                 limits,
                 cursors: crate::query::cursor::CursorSealer::load_or_create(node_dir)?,
                 listing: config.listing.bounds()?,
@@ -327,6 +327,15 @@ fn read_small(path: &Path) -> anyhow::Result<String> {
     let length = std::fs::metadata(path).with_context(|| format!("reading {}", path.display()))?.len();
     anyhow::ensure!(length <= SMALL_FILE_BYTES_MAX, "{} is too large", path.display());
     std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))
+}
+
+/// An organisation's subject key file: 32 bytes, hex.
+fn read_org_subject_key(path: &Path) -> anyhow::Result<crate::query::SubjectKey> {
+    let text = read_secret(path)?;
+    let bytes = hex::decode(text.trim()).with_context(|| format!("{} is not hex", path.display()))?;
+    bytes.try_into().map_err(|bytes: Vec<u8>| {
+        anyhow::anyhow!("{} holds {} bytes; an organisation's subject key is 32", path.display(), bytes.len())
+    })
 }
 
 /// Reads a token or secret file, refusing one that its group or others may

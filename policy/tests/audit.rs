@@ -199,7 +199,7 @@ fn a_subject_access_report_lists_who_saw_what_and_why() {
     let (fx, log) = recorded_federation();
     let bundle = bundle_of(&log, log.commands.clone());
     let subject_report = |subject: u8| {
-        verify_bundle_for_subject(&bundle, None, &[], &SubjectKeyHash([subject; 32]), &mut |_| {}).unwrap().2
+        verify_bundle_for_subject(&bundle, None, &[], &mut lookup(subject), &mut |_| {}).unwrap().2
     };
     let accesses = subject_report(2);
     assert_eq!(accesses.len(), 1);

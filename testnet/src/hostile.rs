@@ -10,12 +10,11 @@
 //! them; whether a node refused is for the test to judge.
 
 use std::collections::BTreeSet;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use civmesh_certs::{codec, now_unix_millis, NodeId, NodeKey, SignedEnvelope};
+use civmesh_certs::{codec, now_unix_millis, NodeId, NodeKey, OrgId, SignedEnvelope};
 use civmesh_consensus::network::{PeerRequest, PeerResponse, TransportError, PEER_MESSAGE_BYTES_MAX};
 use civmesh_consensus::{raft_node_id, ApplyResult, RaftNodeId, RaftPeer, SubmitError, TypeConfig};
 use civmesh_node::corrections::{CorrectionAck, CorrectionMessage, CORRECTION_MESSAGE_BYTES_MAX};
@@ -24,6 +23,7 @@ use civmesh_node::query::{
 };
 use civmesh_node::swarm::{self, Protocol, SwarmClient};
 use civmesh_policy::model::SubjectKeyHash;
+use civmesh_policy::subject_keys::SubjectLookup;
 use civmesh_policy::{Command, QueryHeader, SignedCommand};
 use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
 use openraft::{CommittedLeaderId, LogId, SnapshotMeta, StoredMembership, Vote};
@@ -43,26 +43,26 @@ const HOSTILE_LISTEN: &str = "/ip4/127.0.0.1/tcp/0";
 /// A member's key in hostile hands.
 pub struct HostilePeer {
     key: Arc<NodeKey>,
-    subject_key_secret: Vec<u8>,
+    org: OrgId,
+    federation_secret: Vec<u8>,
     runtime: tokio::runtime::Runtime,
 }
 
 impl HostilePeer {
-    /// The member whose data directory is `data_dir`: its `node.key` and,
-    /// when it has one, its subject-key secret.
-    pub fn from_data_dir(data_dir: &Path) -> anyhow::Result<Self> {
+    /// Node `index` of `net`, turned hostile: its `node.key`, and (to hash
+    /// subjects as the owners it asks would give it the keys to) the CA's
+    /// subject-key secret.
+    pub fn of(net: &Testnet, index: usize) -> anyhow::Result<Self> {
+        let data_dir = &net.nodes[index].data_dir;
         let key = NodeKey::load(&data_dir.join("node.key"))
             .with_context(|| format!("loading the key in {}", data_dir.display()))?;
-        let subject_key_secret = std::fs::read_to_string(data_dir.join("subject-key.secret"))
-            .map(|secret| secret.trim().as_bytes().to_vec())
-            .unwrap_or_default();
         let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
-        Ok(HostilePeer { key: Arc::new(key), subject_key_secret, runtime })
-    }
-
-    /// Node `index` of `net`, turned hostile.
-    pub fn of(net: &Testnet, index: usize) -> anyhow::Result<Self> {
-        Self::from_data_dir(&net.nodes[index].data_dir)
+        Ok(HostilePeer {
+            key: Arc::new(key),
+            org: OrgId::new(&net.nodes[index].spec.org)?,
+            federation_secret: net.federation_secret()?,
+            runtime,
+        })
     }
 
     /// The key.
@@ -80,9 +80,10 @@ impl HostilePeer {
         raft_node_id(&self.key.node_id())
     }
 
-    /// The keyed hash of a subject key, under the member's subject-key secret.
-    pub fn subject(&self, record_key: &str) -> SubjectKeyHash {
-        SubjectKeyHash::of(&self.subject_key_secret, record_key)
+    /// The keyed hash of a subject key in this member's requests to
+    /// `owner`: under the pair key `owner` gives this member's organisation.
+    pub fn subject_at(&self, owner: &OrgId, record_key: &str) -> SubjectKeyHash {
+        SubjectLookup::new(&self.federation_secret, record_key).hash(owner, &self.org)
     }
 
     /// Signs `payload` now, with a fresh nonce.

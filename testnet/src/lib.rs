@@ -456,6 +456,33 @@ impl Testnet {
         NodeApi::open(&self.nodes[index].data_dir)
     }
 
+    /// The federation's subject-key secret, from the CA's directory (as an
+    /// auditor holds it).
+    pub fn federation_secret(&self) -> anyhow::Result<Vec<u8>> {
+        let path = self.ca_dir.join("subject-key.secret");
+        let secret = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+        Ok(secret.trim().as_bytes().to_vec())
+    }
+
+    /// The key node `owner`'s organisation gives node `requester`'s to hash
+    /// the subjects it names (derived here as an auditor would).
+    pub fn pair_key(&self, owner: usize, requester: usize) -> anyhow::Result<[u8; 32]> {
+        use civmesh_policy::subject_keys::{org_subject_key, pair_subject_key};
+        let org = |index: usize| civmesh_certs::OrgId::new(&self.nodes[index].spec.org);
+        Ok(pair_subject_key(&org_subject_key(&self.federation_secret()?, &org(owner)?), &org(requester)?))
+    }
+
+    /// The hash of `record_key` in the requests node `requester`'s
+    /// organisation makes to node `owner`'s.
+    pub fn subject_hash(
+        &self,
+        owner: usize,
+        requester: usize,
+        record_key: &str,
+    ) -> anyhow::Result<civmesh_policy::model::SubjectKeyHash> {
+        Ok(civmesh_policy::model::SubjectKeyHash::of(&self.pair_key(owner, requester)?, record_key))
+    }
+
     /// Node `node`'s whole access log (`GET /v1/access-log`, page by page), as JSON.
     pub fn access_log(&self, node: usize) -> anyhow::Result<Vec<serde_json::Value>> {
         let api = self.api(node)?;

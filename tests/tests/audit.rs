@@ -97,8 +97,10 @@ fn export_verify_and_subject_access_over_a_live_federation() {
     assert_eq!((report["ok"].as_bool(), report["checkpoints"].as_u64()), (Some(true), Some(1)));
     assert!(std::fs::read_to_string(&seen).unwrap().contains(checkpoint["root"].as_str().unwrap()));
 
-    // PIPL Art. 45: every access to 91310106B, from the bundle alone.
-    let secret = net.nodes[STREET].data_dir.join("subject-key.secret");
+    // PIPL Art. 45: every access to 91310106B, from the bundle alone, with
+    // the federation's secret (the auditor's; no member node holds it).
+    let secret = net.ca_dir.join("subject-key.secret");
+    assert!(!net.nodes[STREET].data_dir.join("subject-key.secret").exists());
     let accesses: Vec<Value> =
         serde_json::from_str(&subject_report(&net, &bundle, &ca, &secret).unwrap()).unwrap();
     assert_eq!(accesses.len(), 2, "{accesses:?}");

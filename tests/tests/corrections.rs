@@ -18,7 +18,7 @@ use civmesh_consensus::RaftPeer;
 use civmesh_node::corrections::{CorrectionAck, CorrectionMessage};
 use civmesh_node::swarm::{self, Protocol};
 use civmesh_policy::correction::{CorrectionEvent, CorrectionRequest, CorrectionStage};
-use civmesh_policy::model::{FieldValue, SubjectKeyHash};
+use civmesh_policy::model::FieldValue;
 use civmesh_policy::{Applied, Command};
 use civmesh_testnet::city::{city, enterprise_dataset, street_inspection_grant, ENTERPRISES};
 use civmesh_testnet::{wait_until, Testnet};
@@ -498,7 +498,7 @@ fn duplicates_are_applied_once_and_forgeries_are_refused() {
     let net = enterprise_city(dir.path());
     net.auto_accept(MARKET, ENTERPRISES, "street/jingansi", "operating_address").unwrap();
     let street = NodeKey::load(&net.nodes[STREET].data_dir.join("node.key")).unwrap();
-    let secret = std::fs::read_to_string(net.nodes[STREET].data_dir.join("subject-key.secret")).unwrap();
+    let subject = net.subject_hash(MARKET, STREET, KEY).unwrap();
     let request = CorrectionRequest {
         dataset: ENTERPRISES.into(),
         record_key: KEY.into(),
@@ -514,7 +514,7 @@ fn duplicates_are_applied_once_and_forgeries_are_refused() {
     let submitted = Command::RecordCorrectionEvent(CorrectionEvent {
         correction: id,
         dataset: ENTERPRISES.into(),
-        subject: SubjectKeyHash::of(secret.trim().as_bytes(), KEY),
+        subject,
         submitter: street.node_id(),
         stage: CorrectionStage::Submitted,
         payload_sha256: id,

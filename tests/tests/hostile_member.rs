@@ -456,7 +456,7 @@ fn a_hostile_member_gets_only_what_its_grants_allow() {
     // 8. The street records a resident's consent for itself.
     let started = Instant::now();
     let consent = Command::RecordConsent {
-        subject: street.subject("310101193801010011"),
+        subject: street.subject_at(&OrgId::new(&net.nodes[CIVIL].spec.org).unwrap(), "310101193801010011"),
         dataset: RESIDENTS.into(),
         grantee: OrgId::new("street/jingansi").unwrap(),
         purpose: "elderly-care-visit".into(),
@@ -505,7 +505,7 @@ fn query_flood(net: &Testnet, street: &HostilePeer, street_grant: u64, other_gra
     let terms_before = voter_terms();
     let header = QueryHeader {
         dataset: ENTERPRISES.into(),
-        subjects: vec![street.subject(IN_SCOPE)],
+        subjects: vec![street.subject_at(&OrgId::new(&net.nodes[MARKET].spec.org).unwrap(), IN_SCOPE)],
         fields: vec!["name".into()],
         purpose: STREET_INSPECTION.into(),
         grant: Some(street_grant),

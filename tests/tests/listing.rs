@@ -30,8 +30,7 @@ fn list(net: &Testnet, street: usize, body: &serde_json::Value) -> anyhow::Resul
 /// checks each page is on the owner's access log, naming exactly the page's
 /// subjects, when it arrives. Returns the keys in order and the pages.
 fn list_all(net: &Testnet, street: usize, grant: u64, page_size: u32) -> (Vec<String>, usize) {
-    let secret = std::fs::read_to_string(net.nodes[street].data_dir.join("subject-key.secret")).unwrap();
-    let secret = secret.trim().as_bytes().to_vec();
+    let pair_key = net.pair_key(MARKET, street).unwrap();
     let mut keys = Vec::new();
     let mut cursor: Option<String> = None;
     let mut pages = 0;
@@ -56,7 +55,7 @@ fn list_all(net: &Testnet, street: usize, grant: u64, page_size: u32) -> (Vec<St
             .map(|r| r[0].as_str().unwrap().to_string())
             .collect();
         let expected: BTreeSet<String> =
-            page_keys.iter().map(|key| hex(&SubjectKeyHash::of(&secret, key).0)).collect();
+            page_keys.iter().map(|key| hex(&SubjectKeyHash::of(&pair_key, key).0)).collect();
         assert_eq!(released, expected, "page {pages} logged exactly its subjects");
         for record in records {
             let phone = record["fields"]["legal_rep_phone"].as_str().unwrap();

@@ -1,7 +1,8 @@
 //! Bad input on the query protocol, sent by a real libp2p peer to a real
 //! owner process: a replayed query, garbage, an oversized message and a
 //! stranger's connection are all refused, nothing is released for them, and
-//! the owner keeps serving.
+//! the owner keeps serving. A member asking for its pair key gets its own
+//! organisation's; a stranger gets none.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -11,7 +12,7 @@ use std::time::Duration;
 use civmesh_certs::{codec, now_unix_millis, NodeId, NodeKey, SignedEnvelope};
 use civmesh_consensus::RaftPeer;
 use civmesh_node::query::{
-    QueryAnswer, QueryProtocolMessage, QueryWire, SignedAnswerBody, QUERY_MESSAGE_BYTES_MAX,
+    PairKeyAnswer, QueryAnswer, QueryProtocolMessage, QueryWire, SignedAnswerBody, QUERY_MESSAGE_BYTES_MAX,
 };
 use civmesh_node::swarm::{self, Protocol, SwarmClient};
 use civmesh_policy::model::SubjectKeyHash;
@@ -97,8 +98,8 @@ fn replayed_garbage_oversized_and_stranger_queries_are_refused() {
     let street_dir = net.nodes[3].data_dir.clone();
     net.stop(3).unwrap();
     let street = NodeKey::load(&street_dir.join("node.key")).unwrap();
-    let secret =
-        std::fs::read_to_string(street_dir.join("subject-key.secret")).unwrap().trim().as_bytes().to_vec();
+    // The key the market gives the street's organisation for its subjects.
+    let secret = net.pair_key(1, 3).unwrap().to_vec();
     let runtime: serde_json::Value =
         serde_json::from_slice(&std::fs::read(net.nodes[1].data_dir.join("node.json")).unwrap()).unwrap();
     let owner = RaftPeer {
@@ -136,6 +137,16 @@ fn replayed_garbage_oversized_and_stranger_queries_are_refused() {
             other => panic!("keys that do not match their signed hashes were answered: {other:?}"),
         }
 
+        // The owner gives the street its own organisation's pair key, signed,
+        // and nothing else.
+        let pair_key_request = codec::encode(&QueryProtocolMessage::PairKey).unwrap();
+        let answer =
+            swarm.request_on(Protocol::Query, &owner, pair_key_request.clone(), timeout).await.unwrap();
+        let signed =
+            SignedEnvelope::<PairKeyAnswer>::from_bytes(&answer).unwrap().verify_signature().unwrap();
+        assert_eq!(signed.signer, owner.node_id);
+        assert_eq!(signed.payload, PairKeyAnswer::Granted(secret.clone().try_into().unwrap()));
+
         let garbage =
             swarm.request_on(Protocol::Query, &owner, b"not a query".to_vec(), timeout).await.unwrap();
         assert!(garbage.is_empty(), "garbage got an answer");
@@ -150,6 +161,8 @@ fn replayed_garbage_oversized_and_stranger_queries_are_refused() {
             .request_on(Protocol::Query, &owner, query_bytes(&stranger, &secret, grant_id), timeout)
             .await;
         assert!(refused.is_err(), "a non-member was answered");
+        let refused = stranger_swarm.request_on(Protocol::Query, &owner, pair_key_request, timeout).await;
+        assert!(refused.is_err(), "a non-member was given a pair key");
 
         // The owner still serves.
         drop(swarm);

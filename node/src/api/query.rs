@@ -21,20 +21,15 @@ pub(crate) async fn query_owner(
         )));
     }
     check_field_count(&request.fields)?;
-    if state.query.subject_key_secret.is_empty() {
-        return Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "this node has no subject-key secret configured".to_string(),
-        ));
-    }
     let peer = owner_peer(&state, &request.dataset).await?;
-    let answer =
-        crate::query::ask(&state.swarm, &state.query.key, &state.query.subject_key_secret, &peer, request)
-            .await
-            .map_err(|reason| {
-                crate::api::metrics::Metrics::count(&state.metrics.queries_asked, "refused");
-                ApiError::new(StatusCode::BAD_GATEWAY, reason.to_string())
-            })?;
+    let refused = |reason: crate::query::AskError| {
+        crate::api::metrics::Metrics::count(&state.metrics.queries_asked, "refused");
+        ApiError::new(StatusCode::BAD_GATEWAY, reason.to_string())
+    };
+    let pair_key = state.query.pair_key_for(&peer).await.map_err(refused)?;
+    let answer = crate::query::ask(&state.swarm, &state.query.key, &pair_key, &peer, request)
+        .await
+        .map_err(refused)?;
     crate::api::metrics::Metrics::count(&state.metrics.queries_asked, crate::query::outcome_label(&answer));
     Ok(Json(answer))
 }

@@ -12,7 +12,8 @@ use civmesh_policy::audit::{
     decode_bundle, encode_bundle, verify_bundle, verify_bundle_for_subject, ArchivedCommand, AuditBundle,
     AuditReport, SeenCheckpoint, SubjectAccess,
 };
-use civmesh_policy::model::{subject_key_commitment, SubjectKeyHash};
+use civmesh_policy::model::subject_key_commitment;
+use civmesh_policy::subject_keys::SubjectLookup;
 use civmesh_policy::{Command, PolicyState};
 use clap::{Args, Subcommand};
 
@@ -194,7 +195,7 @@ fn load_and_verify(
     bundle_path: &Path,
     ca: &Path,
     seen: &[SeenCheckpoint],
-    subject: Option<&SubjectKeyHash>,
+    subject: Option<&mut SubjectLookup>,
 ) -> anyhow::Result<(AuditBundle, AuditReport, PolicyState, Vec<SubjectAccess>)> {
     let length =
         std::fs::metadata(bundle_path).with_context(|| format!("reading {}", bundle_path.display()))?.len();
@@ -335,8 +336,8 @@ fn subject(args: &SubjectArgs) -> anyhow::Result<()> {
     );
     let secret =
         std::fs::read_to_string(secret_file).with_context(|| format!("reading {}", secret_file.display()))?;
-    let subject = SubjectKeyHash::of(secret.trim().as_bytes(), &args.record_key);
-    let (bundle, report, state, accesses) = load_and_verify(bundle_path, ca, &seen, Some(&subject))?;
+    let mut subject = SubjectLookup::new(secret.trim().as_bytes(), &args.record_key);
+    let (bundle, report, state, accesses) = load_and_verify(bundle_path, ca, &seen, Some(&mut subject))?;
     anyhow::ensure!(
         report.ok,
         "the bundle does not verify ({} failures): run `civmesh audit verify`",

@@ -146,8 +146,10 @@ pub(crate) fn cert(command: CertCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The federation's subject-key secret, beside the CA and in each node.
+/// The federation's subject-key secret, beside the CA and in auditors' nodes.
 pub(crate) const SUBJECT_KEY_SECRET_FILE: &str = "subject-key.secret";
+/// A node's organisation subject key (hex), derived from the secret.
+pub(crate) const ORG_SUBJECT_KEY_FILE: &str = "org-subject-key.secret";
 /// Random bytes in the subject-key secret.
 const SUBJECT_KEY_SECRET_BYTES: usize = 32;
 

@@ -11,7 +11,7 @@ use clap::Args;
 use ring::rand::SecureRandom;
 
 use crate::cli::args::{CaDir, Membership, NodeDir};
-use crate::cli::identity::SUBJECT_KEY_SECRET_FILE;
+use crate::cli::identity::{ORG_SUBJECT_KEY_FILE, SUBJECT_KEY_SECRET_FILE};
 use crate::config::{LimitsSection, NodeConfig, NodeSection, RaftSection, TrustSection, CONFIG_FILE_NAME};
 
 const KEY_FILE: &str = "node.key";
@@ -62,6 +62,7 @@ pub struct InitArgs {
 
 pub(super) fn execute(args: InitArgs) -> anyhow::Result<()> {
     let org = OrgId::new(&args.membership.org)?;
+    let role: civmesh_certs::Role = args.membership.role.into();
     let node_dir = &args.node_dir.path;
     for peer in &args.bootstrap_peers {
         peer.parse::<civmesh_certs::NodeId>().with_context(|| format!("bootstrap peer {peer}"))?;
@@ -77,13 +78,7 @@ pub(super) fn execute(args: InitArgs) -> anyhow::Result<()> {
         None => NodeKey::generate()?,
     };
     key.write_new(&node_dir.join(KEY_FILE))?;
-    let mut request = IssueRequest::for_days(
-        org,
-        args.membership.role.into(),
-        key.node_id(),
-        now_unix_millis(),
-        args.days,
-    )?;
+    let mut request = IssueRequest::for_days(org.clone(), role, key.node_id(), now_unix_millis(), args.days)?;
     // The API serves TLS with this certificate: it must name the API's host.
     let api_host = match args.api_listen.parse::<std::net::SocketAddr>() {
         Ok(address) => address.ip().to_string(),
@@ -103,9 +98,15 @@ pub(super) fn execute(args: InitArgs) -> anyhow::Result<()> {
     let token: String = token.iter().map(|byte| format!("{byte:02x}")).collect();
     write_new(&node_dir.join(API_TOKEN_FILE), token.as_bytes(), 0o600)?;
     let secret_source = args.ca_dir.path.join(SUBJECT_KEY_SECRET_FILE);
-    let secret = std::fs::read(&secret_source)
+    let secret = std::fs::read_to_string(&secret_source)
         .with_context(|| format!("reading {} (made by `civmesh ca init`)", secret_source.display()))?;
-    write_new(&node_dir.join(SUBJECT_KEY_SECRET_FILE), &secret, 0o600)?;
+    // Each node holds its organisation's subject key only; the federation's
+    // secret, which links every access to its subject, only an auditor's.
+    let org_key = civmesh_policy::subject_keys::org_subject_key(secret.trim().as_bytes(), &org);
+    write_new(&node_dir.join(ORG_SUBJECT_KEY_FILE), hex::encode(org_key).as_bytes(), 0o600)?;
+    if role == civmesh_certs::Role::Auditor {
+        write_new(&node_dir.join(SUBJECT_KEY_SECRET_FILE), secret.as_bytes(), 0o600)?;
+    }
 
     let config = NodeConfig {
         node: NodeSection {
@@ -116,7 +117,7 @@ pub(super) fn execute(args: InitArgs) -> anyhow::Result<()> {
             p2p_listen: args.p2p_listen,
             p2p_advertise: args.p2p_advertise,
             api_listen: args.api_listen,
-            subject_key_secret_file: Some(SUBJECT_KEY_SECRET_FILE.into()),
+            org_subject_key_file: Some(ORG_SUBJECT_KEY_FILE.into()),
         },
         trust: TrustSection { bootstrap_peers: args.bootstrap_peers },
         raft: RaftSection {

@@ -130,8 +130,10 @@ pub struct CorrectionEntry {
     pub request_bytes: Vec<u8>,
     /// The submitting node.
     pub submitter: NodeId,
-    /// The record's subject, as a keyed hash.
-    pub subject: SubjectKeyHash,
+    /// The record's subject, as the owner's pair key for the submitter's
+    /// organisation hashes it; an outbox entry has it once the owner gave
+    /// the key (before the submission is logged).
+    pub subject: Option<SubjectKeyHash>,
     /// Where it is.
     pub status: EntryStatus,
     /// The owner's signed outcome, once there is one.
@@ -153,7 +155,7 @@ pub struct CorrectionEntry {
 
 impl CorrectionEntry {
     /// A new entry: awaiting delivery in an outbox, received in an inbox.
-    fn new(side: Side, request_bytes: Vec<u8>, submitter: NodeId, subject: SubjectKeyHash) -> Self {
+    fn new(side: Side, request_bytes: Vec<u8>, submitter: NodeId, subject: Option<SubjectKeyHash>) -> Self {
         CorrectionEntry {
             side,
             request_bytes,

@@ -40,7 +40,19 @@ impl CorrectionService {
             if !owned {
                 return Err(DeliveryRefusal::NotOwner(request.dataset.clone()));
             }
-            Ok(state.corrections.get(&id).filter(|track| track.submitter == peer).map(|track| track.subject))
+            let logged = state.corrections.get(&id).filter(|track| track.submitter == peer);
+            match (logged, self.query.pair_key_of(&peer)) {
+                (None, _) => Ok(None),
+                (Some(_), None) => Err(DeliveryRefusal::NoSubjectKey),
+                // The submitter names the record it corrects: the subject
+                // it logged must be that record's.
+                (Some(track), Some(pair_key))
+                    if track.subject != SubjectKeyHash::of(&pair_key, &request.record_key) =>
+                {
+                    Err(DeliveryRefusal::OtherSubject)
+                }
+                (Some(track), Some(_)) => Ok(Some(track.subject)),
+            }
         };
         let mut logged = self.log.state().read(|applied| check(&applied.policy));
         if matches!(logged, Ok(None)) {
@@ -61,7 +73,7 @@ impl CorrectionService {
         if self.open_count() >= CORRECTIONS_OPEN_MAX {
             return CorrectionAck::Refused(DeliveryRefusal::InboxFull.to_string());
         }
-        let entry = CorrectionEntry::new(Side::Inbox, bytes.to_vec(), peer, subject);
+        let entry = CorrectionEntry::new(Side::Inbox, bytes.to_vec(), peer, Some(subject));
         if let Err(error) = self.save(&id, &entry) {
             return CorrectionAck::Refused(error.to_string());
         }
@@ -395,6 +407,12 @@ enum DeliveryRefusal {
     /// [`CORRECTIONS_OPEN_MAX`] entries are open.
     #[error("the inbox is full")]
     InboxFull,
+    /// This node holds no subject key for the submitter's organisation.
+    #[error("this node holds no subject key for the submitter's organisation")]
+    NoSubjectKey,
+    /// The subject the submission logged is not the corrected record's.
+    #[error("the logged subject is not the record's")]
+    OtherSubject,
 }
 
 /// What writing the corrected version came to.

@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use civmesh_certs::{now_unix_millis, NodeId, SignedEnvelope};
 use civmesh_policy::correction::{CorrectionId, CorrectionRequest, CorrectionStage};
-use civmesh_policy::model::SubjectKeyHash;
 use civmesh_policy::PolicyState;
 use serde::{Deserialize, Serialize};
 
@@ -73,9 +72,6 @@ impl CorrectionService {
                 Some(_) => {}
             }
         }
-        if self.query.subject_key_secret.is_empty() {
-            return Err(CorrectionError::Invalid("this node has no subject-key secret".to_string()));
-        }
         let me = self.key.node_id();
         let known = self.log.state().read(|applied| {
             let dataset = applied.policy.datasets.get(&request.dataset)?;
@@ -112,7 +108,7 @@ impl CorrectionService {
             Side::Outbox,
             envelope.to_bytes().map_err(|error| CorrectionError::Invalid(error.to_string()))?,
             me,
-            SubjectKeyHash::of(&self.query.subject_key_secret, &request.record_key),
+            None,
         );
         self.save(&id, &entry)?;
         drop(guard);

@@ -9,6 +9,7 @@ use civmesh_certs::codec::CodecError;
 use civmesh_certs::{codec, now_unix_millis, EnvelopeError, SignedEnvelope, UnixMillis};
 use civmesh_consensus::TransportError;
 use civmesh_policy::correction::{CorrectionEvent, CorrectionId, CorrectionRequest, CorrectionStage};
+use civmesh_policy::model::SubjectKeyHash;
 use civmesh_policy::{Command, CorrectionReasonCode, RejectionCode};
 
 use crate::corrections::attachments::{SendAttachmentError, ATTACHMENT_WAIT_MS_MAX};
@@ -158,6 +159,12 @@ impl CorrectionService {
         entry: &mut CorrectionEntry,
         request: &CorrectionRequest,
     ) -> Result<(), StepError> {
+        if entry.subject.is_none() {
+            // The owner keys the subject for this node's organisation.
+            let owner = self.owner_peer(&request.dataset)?;
+            let pair_key = self.query.pair_key_for(&owner).await.map_err(StepError::SubjectKey)?;
+            entry.subject = Some(SubjectKeyHash::of(&pair_key, &request.record_key));
+        }
         let submitted = [(CorrectionStage::Submitted, None, None)];
         match self.log_stages(id, entry, request, &submitted).await {
             Err(StageError::Refused(reason)) => {
@@ -198,6 +205,9 @@ impl CorrectionService {
     ) -> Result<(), StageError> {
         let mut commands = Vec::new();
         let mut logging = Vec::new();
+        let subject = entry
+            .subject
+            .ok_or_else(|| StageError::Unavailable("the subject is not keyed yet".to_string()))?;
         let decides = stages
             .iter()
             .any(|(stage, ..)| stage.is_owner_decision() && !entry.stages_logged.contains(stage));
@@ -209,7 +219,7 @@ impl CorrectionService {
             let event = CorrectionEvent {
                 correction: *id,
                 dataset: request.dataset.clone(),
-                subject: entry.subject,
+                subject,
                 submitter: entry.submitter,
                 stage: *stage,
                 payload_sha256: *id,
@@ -294,6 +304,12 @@ impl CorrectionService {
         dataset: &str,
         message: &CorrectionMessage,
     ) -> Result<CorrectionAck, SendError> {
+        let peer = self.owner_peer(dataset)?;
+        self.send(&peer, message).await
+    }
+
+    /// An active node of `dataset`'s owner, and its address.
+    fn owner_peer(&self, dataset: &str) -> Result<civmesh_consensus::RaftPeer, SendError> {
         let owner = self.log.state().read(|applied| {
             let owner = &applied.policy.datasets.get(dataset)?.owner;
             applied
@@ -304,8 +320,7 @@ impl CorrectionService {
                 .map(|member| member.node_id)
         });
         let owner = owner.ok_or(SendError::NoActiveOwner)?;
-        let peer = self.log.peer_of(&owner).ok_or(SendError::OwnerAddressUnknown)?;
-        self.send(&peer, message).await
+        self.log.peer_of(&owner).ok_or(SendError::OwnerAddressUnknown)
     }
 
     pub(super) async fn send(
@@ -367,6 +382,9 @@ pub(super) enum StepError {
     /// The submitter refused the outcome.
     #[error("the submitter refused: {0}")]
     SubmitterRefused(String),
+    /// The owner gave no key for the subject (unreachable, or refused).
+    #[error("the owner's subject key: {0}")]
+    SubjectKey(#[source] crate::query::AskError),
 }
 
 /// Why a correction message did not reach its peer.

@@ -373,15 +373,18 @@ impl QueryService {
             }
             None => None,
         };
+        let pair_key = self.pair_key_of(&peer).ok_or_else(|| {
+            ListRefusal::Unavailable("this node holds no subject key for the requester's organisation".into())
+        })?;
         let read = match ahead {
             Some(read) => read,
-            None => read_page(&self.records, &self.subject_key_secret, &scan, after)?,
+            None => read_page(&self.records, &pair_key, &scan, after)?,
         };
         if let Some(position) = &read.resume_after {
-            let (records, secret) = (self.records.clone(), self.subject_key_secret.clone());
+            let records = self.records.clone();
             let generation = self.records.generation();
             let next = position.clone();
-            let read_next = move || read_page(&records, &secret, &scan, Some(next));
+            let read_next = move || read_page(&records, &pair_key, &scan, Some(next));
             self.read_aheads.start(&self.tasks, key(position.clone()), generation, read_next);
         }
         Ok(read)
@@ -406,7 +409,7 @@ impl QueryService {
 /// number of entries and stopping at `LIST_PAGE_BYTES_MAX`.
 fn read_page(
     store: &RecordStore,
-    subject_key_secret: &[u8],
+    pair_key: &super::SubjectKey,
     scan: &PageScan,
     mut after: Option<Vec<u8>>,
 ) -> Result<PageRead, ListRefusal> {
@@ -441,7 +444,7 @@ fn read_page(
                 continue;
             }
             bytes += answer_bytes(&entry.key, &record);
-            let subject = SubjectKeyHash::of(subject_key_secret, &entry.key);
+            let subject = SubjectKeyHash::of(pair_key, &entry.key);
             found.push((entry.key, subject, record));
         }
         if page.done {

@@ -13,6 +13,7 @@ mod owner;
 mod pushes;
 mod read_ahead;
 mod requester;
+mod subject_keys;
 mod subscriptions;
 mod sync;
 mod wire;
@@ -39,10 +40,11 @@ pub use pushes::{
     RECEIVED_PUSHES_KEPT_MAX,
 };
 pub use requester::{ask, AskError, QuerySpec};
+pub use subject_keys::{SubjectKey, SubjectKeys, PAIR_KEYS_KEPT_MAX};
 pub use subscriptions::{SubscribeError, SubscribeToError, SubscriptionSpec};
 pub use sync::{CopyError, InitialSync, Progress, COPY_PAGE_RECORDS_MAX, SYNC_RETRY_BACKOFF_MS_MAX};
 pub use wire::{
-    outcome_label, ListAnswer, ListFilter, ListRefusal, ListWire, PushBody, QueryAnswer,
+    outcome_label, ListAnswer, ListFilter, ListRefusal, ListWire, PairKeyAnswer, PushBody, QueryAnswer,
     QueryProtocolMessage, QueryWire, ReleasedRecord, SignedAnswerBody, SignedListBody, SubscribeAck,
     QUERY_MESSAGE_BYTES_MAX,
 };
@@ -70,8 +72,8 @@ pub struct QueryService {
     pub committer: GroupCommitter,
     /// Rejects replayed queries.
     pub replay_guard: Mutex<ReplayGuard>,
-    /// The federation's subject-key secret.
-    pub subject_key_secret: Vec<u8>,
+    /// This organisation's subject key and the pair keys owners gave.
+    pub subject_keys: SubjectKeys,
     /// Counts answered queries and security events.
     pub metrics: Arc<crate::api::metrics::Metrics>,
     /// What one peer may ask of this node.
@@ -98,8 +100,8 @@ pub struct QueryService {
 
 /// What the node's configuration gives the query service.
 pub struct QuerySettings {
-    /// The federation's subject-key secret (empty when none is configured).
-    pub subject_key_secret: Vec<u8>,
+    /// This organisation's subject key, if the node has one.
+    pub org_subject_key: Option<SubjectKey>,
     /// What one peer may ask of this node.
     pub limits: Arc<crate::security::PeerLimits>,
     /// Seals and opens listing cursors.
@@ -172,7 +174,7 @@ impl QueryService {
         settings: QuerySettings,
         tasks: TaskTracker,
     ) -> Result<Self, QueryServiceError> {
-        let QuerySettings { subject_key_secret, limits, cursors, listing } = settings;
+        let QuerySettings { org_subject_key, limits, cursors, listing } = settings;
         // Both sides are kept in one place: subscriptions this node signed
         // are its own; the others it serves as an owner.
         let mut subscriptions = Vec::new();
@@ -201,7 +203,7 @@ impl QueryService {
                 ReplayGuard::NONCES_MAX_DEFAULT,
                 QUERY_NONCES_PER_PEER_MAX,
             )),
-            subject_key_secret,
+            subject_keys: SubjectKeys::new(org_subject_key),
             metrics,
             limits,
             swarm,
@@ -240,6 +242,13 @@ impl QueryService {
                     self.report(&peer, refusal.code());
                     let answer = ListAnswer::Refused(ListRefusal::Request(refusal.to_string()));
                     self.sign_list_answer([0; 32], answer)
+                }
+            },
+            Ok(QueryProtocolMessage::PairKey) => match self.limits.allow_query(&peer) {
+                Ok(()) => self.answer_pair_key(&peer),
+                Err(refusal) => {
+                    self.report(&peer, refusal.code());
+                    self.signed(&PairKeyAnswer::Refused(refusal.to_string()))
                 }
             },
             Err(_) => Vec::new(),

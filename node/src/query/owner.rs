@@ -44,12 +44,13 @@ impl QueryService {
             envelope.verify_from(&peer, &mut guard, now_unix_millis()).map_err(AnswerError::Envelope)?
         };
         let header = verified.payload;
+        let pair_key = self.pair_key_of(&peer).ok_or(AnswerError::NoSubjectKey)?;
         if wire.keys.len() != header.subjects.len()
             || wire
                 .keys
                 .iter()
                 .zip(&header.subjects)
-                .any(|(key, subject)| SubjectKeyHash::of(&self.subject_key_secret, key) != *subject)
+                .any(|(key, subject)| SubjectKeyHash::of(&pair_key, key) != *subject)
         {
             return Err(AnswerError::KeysMismatch);
         }
@@ -124,6 +125,10 @@ pub enum AnswerError {
     /// The plain keys are not the ones whose hashes were signed.
     #[error("the keys do not match the signed subject hashes")]
     KeysMismatch,
+    /// The asker is no active member, or this node holds no subject key
+    /// for its organisation.
+    #[error("no subject key for the requester's organisation")]
+    NoSubjectKey,
     /// The record store failed.
     #[error("{0}")]
     Store(#[from] RecordStoreError),

@@ -71,6 +71,10 @@ pub enum PushError {
     /// Logged, not delivered, and kept (synced) for retry.
     #[error("{0}; kept for retry")]
     KeptForRetry(#[source] SendPushError),
+    /// The subscriber is no active member, or this node holds no subject
+    /// key for its organisation: nothing pushed.
+    #[error("no subject key for the subscriber's organisation; nothing pushed")]
+    NoSubjectKey,
 }
 
 /// Why a push did not reach its subscriber.
@@ -124,11 +128,10 @@ impl QueryService {
         header: &QueryHeader,
         chunk: &[(String, RecordVersion)],
     ) -> Result<(), PushError> {
+        let pair_key = self.pair_key_of(&subscriber).ok_or(PushError::NoSubjectKey)?;
         let found: Vec<(String, SubjectKeyHash, RecordVersion)> = chunk
             .iter()
-            .map(|(key, record)| {
-                (key.clone(), SubjectKeyHash::of(&self.subject_key_secret, key), record.clone())
-            })
+            .map(|(key, record)| (key.clone(), SubjectKeyHash::of(&pair_key, key), record.clone()))
             .collect();
         let facts: Vec<Facts> =
             found.iter().map(|(_, subject, record)| Facts { subject: *subject, record }).collect();

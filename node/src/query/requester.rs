@@ -59,17 +59,18 @@ pub enum AskError {
     ListRefused(crate::query::ListRefusal),
 }
 
-/// The requester's side: signs a header, sends it with the keys to `owner`,
-/// and checks the owner's signed answer.
+/// The requester's side: signs a header naming the keys hashed under
+/// `pair_key` (the owner's key for this node's organisation), sends it with
+/// the keys to `owner`, and checks the owner's signed answer.
 pub async fn ask(
     swarm: &SwarmClient,
     key: &NodeKey,
-    subject_key_secret: &[u8],
+    pair_key: &crate::query::SubjectKey,
     owner: &RaftPeer,
     spec: QuerySpec,
 ) -> Result<QueryAnswer, AskError> {
     let QuerySpec { dataset, keys, fields, purpose, grant } = spec;
-    let subjects = keys.iter().map(|key| SubjectKeyHash::of(subject_key_secret, key)).collect();
+    let subjects = keys.iter().map(|key| SubjectKeyHash::of(pair_key, key)).collect();
     let header = QueryHeader { dataset, subjects, fields, purpose, grant };
     let envelope = SignedEnvelope::sign(key, &header, now_unix_millis())?;
     let digest = envelope.digest();

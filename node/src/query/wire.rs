@@ -31,6 +31,20 @@ pub enum QueryProtocolMessage {
     Push(Vec<u8>),
     /// One page of a listing, to the owner.
     List(ListWire),
+    /// A request for the key of the subjects the asking organisation names
+    /// to the owner (answered with a signed [`PairKeyAnswer`]).
+    PairKey,
+}
+
+/// The owner's answer to [`QueryProtocolMessage::PairKey`]: the pair key
+/// of the owner's organisation and the asking node's
+/// ([`civmesh_policy::subject_keys`]), or why not.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PairKeyAnswer {
+    /// The key, for the asking organisation only.
+    Granted([u8; 32]),
+    /// Why not.
+    Refused(String),
 }
 
 /// One page of a listing, as it travels to the owner: the signed header

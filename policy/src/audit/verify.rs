@@ -10,8 +10,8 @@ use super::tree::AccessTree;
 use super::FinalCheckpoint;
 use crate::access::{AccessLogEntry, AccessOutcome};
 use crate::hex_digest::{from_hex, to_hex};
-use crate::model::SubjectKeyHash;
 use crate::state::{PolicyState, RejectionCode};
+use crate::subject_keys::SubjectLookup;
 use crate::SignedCommand;
 
 /// A checkpoint the auditor has seen and keeps between runs.
@@ -198,14 +198,15 @@ pub fn verify_bundle_on(
     Ok((report, state))
 }
 
-/// [`verify_bundle`], and every access the bundle logged to `subject`'s
-/// records, in log order: a subject-access report. Each access says
+/// [`verify_bundle`], and every access the bundle logged to one record
+/// key's records, in log order: a subject-access report. `subject` derives
+/// the key's hash for each (owner, requester) pair. Each access says
 /// whether a final checkpoint anchors it.
 pub fn verify_bundle_for_subject(
     bundle: &AuditBundle,
     trusted_ca_der: Option<&[u8]>,
     seen: &[SeenCheckpoint],
-    subject: &SubjectKeyHash,
+    subject: &mut SubjectLookup,
     progress: &mut dyn FnMut(u64),
 ) -> Result<(AuditReport, PolicyState, Vec<SubjectAccess>), BundleError> {
     let threads = std::thread::available_parallelism().map_or(1, |cores| cores.get());
@@ -218,7 +219,7 @@ fn replay_bundle(
     seen: &[SeenCheckpoint],
     threads: usize,
     progress: &mut dyn FnMut(u64),
-    subject: Option<&SubjectKeyHash>,
+    subject: Option<&mut SubjectLookup>,
 ) -> Result<(AuditReport, PolicyState, Vec<SubjectAccess>), BundleError> {
     check_federation(bundle, trusted_ca_der)?;
     let verified = if threads > 1 {
@@ -261,7 +262,7 @@ struct Replay<'a> {
     failures: Vec<AuditFailure>,
     permits: u64,
     denials: u64,
-    subject: Option<&'a SubjectKeyHash>,
+    subject: Option<&'a mut SubjectLookup>,
     subject_accesses: Vec<SubjectAccess>,
 }
 
@@ -327,10 +328,13 @@ impl Replay<'_> {
             AccessOutcome::Permit { .. } => self.permits += 1,
             AccessOutcome::Deny { .. } => self.denials += 1,
         }
-        let leaf = self.tree.len();
-        if let Some(access) =
-            self.subject.and_then(|subject| subject_access(&self.state, entry, leaf, subject))
-        {
+        let Some(lookup) = self.subject.as_deref_mut() else { return };
+        let org_of = |node| self.state.members.get(node).map(|member| &member.org);
+        let (Some(owner), Some(requester)) = (org_of(&entry.owner), org_of(&entry.requester)) else {
+            return;
+        };
+        let subject = lookup.hash(owner, requester);
+        if let Some(access) = subject_access(&self.state, entry, self.tree.len(), &subject) {
             self.subject_accesses.push(access);
         }
     }

@@ -2,12 +2,13 @@
 //! tamper with them: genesis, a dataset, a grant, eight accesses and two
 //! final checkpoints.
 
-use civmesh_certs::{NodeKey, SignedEnvelope};
+use civmesh_certs::{NodeKey, OrgId, SignedEnvelope};
 use civmesh_policy::audit::{
     decode_bundle, encode_bundle, verify_bundle, AccessTree, ArchivedCommand, AuditBundle, AuditReport,
     CheckpointBody, SeenCheckpoint,
 };
 use civmesh_policy::model::SubjectKeyHash;
+use civmesh_policy::subject_keys::SubjectLookup;
 use civmesh_policy::{
     AccessOutcome, AccessRecord, Command, PolicyState, QueryHeader, ReasonCode, SubjectRelease,
 };
@@ -60,10 +61,30 @@ impl RecordedLog {
     }
 }
 
+/// The federation's subject-key secret in these tests.
+pub const FEDERATION_SECRET: &[u8] = b"test federation subject-key secret";
+
+/// Test subject `n`'s record key.
+pub fn record_key(n: u8) -> String {
+    format!("91310106{n:03}")
+}
+
+/// The auditor's lookup of test subject `n`.
+pub fn lookup(n: u8) -> SubjectLookup {
+    SubjectLookup::new(FEDERATION_SECRET, &record_key(n))
+}
+
+/// Test subject `n`'s hash in the street's queries at the market: what the
+/// market derives with its pair key for the street.
+pub fn subject_hash(n: u8) -> SubjectKeyHash {
+    let org = |name| OrgId::new(civmesh_policy::fixtures::city_node(name).unwrap().org).unwrap();
+    lookup(n).hash(&org("market"), &org("jingansi"))
+}
+
 pub fn access(requester: &NodeKey, subject: u8, grant: Option<u64>, permit: bool) -> Command {
     let header = QueryHeader {
         dataset: ENTERPRISES.into(),
-        subjects: vec![SubjectKeyHash([subject; 32])],
+        subjects: vec![subject_hash(subject)],
         fields: vec!["name".into(), "operating_address".into()],
         purpose: "inspection".into(),
         grant,
@@ -71,7 +92,7 @@ pub fn access(requester: &NodeKey, subject: u8, grant: Option<u64>, permit: bool
     let outcome = if permit {
         AccessOutcome::Permit {
             released: vec![SubjectRelease {
-                subject: SubjectKeyHash([subject; 32]),
+                subject: subject_hash(subject),
                 fields: vec!["name".into(), "operating_address".into()],
             }],
         }
