@@ -483,7 +483,16 @@ impl Testnet {
         Ok(civmesh_policy::model::SubjectKeyHash::of(&self.pair_key(owner, requester)?, record_key))
     }
 
-    /// Node `node`'s whole access log (`GET /v1/access-log`, page by page), as JSON.
+    /// How many entries node `node`'s replica of the access log holds in
+    /// all (`total`: the entries it shows are only those that concern its
+    /// organisation).
+    pub fn access_log_total(&self, node: usize) -> anyhow::Result<u64> {
+        let page: serde_json::Value = self.api(node)?.get("/v1/access-log?limit=1")?;
+        page["total"].as_u64().context("the access log page has no total")
+    }
+
+    /// The entries of node `node`'s access log that concern its
+    /// organisation (`GET /v1/access-log`, page by page), as JSON.
     pub fn access_log(&self, node: usize) -> anyhow::Result<Vec<serde_json::Value>> {
         let api = self.api(node)?;
         let mut entries = Vec::new();
@@ -497,7 +506,17 @@ impl Testnet {
         Ok(entries)
     }
 
-    /// Access-log entry `sequence` at node `node`, if the log holds it.
+    /// Whether node `node`'s replica holds access-log entry `sequence`
+    /// (whether or not it concerns the node, which shows only those that do).
+    pub fn holds_access_entry(&self, node: usize, sequence: u64) -> anyhow::Result<bool> {
+        let page: serde_json::Value =
+            self.api(node)?.get(&format!("/v1/access-log?from={sequence}&limit=1"))?;
+        let total = page["total"].as_u64().context("the access log page has no total")?;
+        Ok(sequence < total && page["held_from"].as_u64().is_some_and(|first| first <= sequence))
+    }
+
+    /// Access-log entry `sequence` at node `node`, if the node holds it and
+    /// it concerns the node's organisation.
     pub fn access_log_entry(&self, node: usize, sequence: u64) -> anyhow::Result<Option<serde_json::Value>> {
         let page: serde_json::Value =
             self.api(node)?.get(&format!("/v1/access-log?from={sequence}&limit=1"))?;

@@ -224,7 +224,10 @@ fn each_street_lists_exactly_its_own_enterprises_page_by_page_and_every_page_is_
         (1, &serde_json::Value::Null)
     );
     let past: serde_json::Value = api.get("/v1/access-log?from=1000000").unwrap();
-    assert_eq!(past, serde_json::json!({ "entries": [], "next_from": null }));
+    assert_eq!(
+        past,
+        serde_json::json!({ "entries": [], "next_from": null, "total": sequences.len(), "held_from": 0 })
+    );
     let error = api.get::<serde_json::Value>("/v1/access-log?subject=x").unwrap_err().to_string();
     assert!(error.contains("answered 400"), "{error}");
 }

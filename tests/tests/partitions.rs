@@ -31,7 +31,7 @@ fn query(net: &Testnet, grant: u64) -> anyhow::Result<Value> {
 }
 
 fn access_log_length(net: &Testnet, index: usize) -> usize {
-    net.access_log(index).unwrap().len()
+    net.access_log_total(index).unwrap() as usize
 }
 
 /// With network namespaces (root, iproute2). Reported as ignored where

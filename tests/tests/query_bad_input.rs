@@ -77,6 +77,22 @@ async fn ask_until_answered(
     panic!("the owner did not answer in 5 attempts");
 }
 
+/// The owner gives the street its own organisation's pair key, `expected`,
+/// signed, and nothing else; returns the request, for a stranger to try.
+async fn check_pair_key(
+    swarm: &SwarmClient,
+    owner: &RaftPeer,
+    expected: &[u8],
+    timeout: Duration,
+) -> Vec<u8> {
+    let request = codec::encode(&QueryProtocolMessage::PairKey).unwrap();
+    let answer = swarm.request_on(Protocol::Query, owner, request.clone(), timeout).await.unwrap();
+    let signed = SignedEnvelope::<PairKeyAnswer>::from_bytes(&answer).unwrap().verify_signature().unwrap();
+    assert_eq!(signed.signer, owner.node_id);
+    assert_eq!(signed.payload, PairKeyAnswer::Granted(expected.try_into().unwrap()));
+    request
+}
+
 #[test]
 fn replayed_garbage_oversized_and_stranger_queries_are_refused() {
     let dir = tempfile::tempdir().unwrap();
@@ -137,15 +153,7 @@ fn replayed_garbage_oversized_and_stranger_queries_are_refused() {
             other => panic!("keys that do not match their signed hashes were answered: {other:?}"),
         }
 
-        // The owner gives the street its own organisation's pair key, signed,
-        // and nothing else.
-        let pair_key_request = codec::encode(&QueryProtocolMessage::PairKey).unwrap();
-        let answer =
-            swarm.request_on(Protocol::Query, &owner, pair_key_request.clone(), timeout).await.unwrap();
-        let signed =
-            SignedEnvelope::<PairKeyAnswer>::from_bytes(&answer).unwrap().verify_signature().unwrap();
-        assert_eq!(signed.signer, owner.node_id);
-        assert_eq!(signed.payload, PairKeyAnswer::Granted(secret.clone().try_into().unwrap()));
+        let pair_key_request = check_pair_key(&swarm, &owner, &secret, timeout).await;
 
         let garbage =
             swarm.request_on(Protocol::Query, &owner, b"not a query".to_vec(), timeout).await.unwrap();

@@ -160,10 +160,17 @@ fn access_log_page_entries() -> usize {
 /// One page of `GET /v1/access-log`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct AccessLogPage {
-    /// Entries from `from`, in log order.
+    /// The entries from `from` on that concern this node's organisation
+    /// (its requests and its datasets; every entry for an auditor), in
+    /// log order.
     pub entries: Vec<AccessLogSummary>,
     /// Where the next page starts; absent at the end of the log.
     pub next_from: Option<u64>,
+    /// How many entries the whole log holds (counts are public).
+    pub total: u64,
+    /// The first entry this node's replica holds (later than 0 if it
+    /// joined by snapshot); absent when it holds none.
+    pub held_from: Option<u64>,
 }
 
 /// About how many bytes `entry` takes in a page.
@@ -185,27 +192,52 @@ pub(crate) async fn access_log(
     let limit = query.limit.clamp(1, ACCESS_LOG_PAGE_ENTRIES_MAX);
     // A node that joined by snapshot holds the entries after it only: the
     // page starts at the first it holds.
-    let (start, stored) =
-        state.log.history().access_entries(query.from, limit).map_err(ApiError::internal)?;
+    let history = state.log.history();
+    let (start, stored) = history.access_entries(query.from, limit).map_err(ApiError::internal)?;
+    let (first, held) = history.access_entries(0, 1).map_err(ApiError::internal)?;
+    let held_from = (!held.is_empty()).then_some(first);
+    let me = state.query.key.node_id();
     Ok(Json(state.log.state().read(|applied| {
         let policy = &applied.policy;
         let org_of = |node: &civmesh_certs::NodeId| {
             policy.members.get(node).map_or_else(String::new, |member| member.org.to_string())
         };
+        let concerns = concerns_of(policy, &me);
         let mut entries = Vec::new();
         let mut page_bytes = 0;
+        let mut scanned = 0;
         for entry in &stored {
-            let summary = summarise(entry, org_of);
-            page_bytes += summary_bytes(&summary);
-            if page_bytes > ACCESS_LOG_PAGE_BYTES_MAX && !entries.is_empty() {
-                break;
+            if concerns(entry) {
+                let summary = summarise(entry, org_of);
+                page_bytes += summary_bytes(&summary);
+                if page_bytes > ACCESS_LOG_PAGE_BYTES_MAX && !entries.is_empty() {
+                    break;
+                }
+                entries.push(summary);
             }
-            entries.push(summary);
+            scanned += 1;
         }
-        let next = start + entries.len() as u64;
-        let next_from = (next < policy.access_log_length && !entries.is_empty()).then_some(next);
-        AccessLogPage { entries, next_from }
+        let next = start + scanned;
+        let next_from = (next < policy.access_log_length && scanned > 0).then_some(next);
+        AccessLogPage { entries, next_from, total: policy.access_log_length, held_from }
     })))
+}
+
+/// Whether an entry concerns node `me`'s organisation: its own request, or
+/// an access to its own data. An auditor is concerned with every entry;
+/// a node that is no active member, with none.
+fn concerns_of<'a>(
+    policy: &'a civmesh_policy::PolicyState,
+    me: &civmesh_certs::NodeId,
+) -> impl Fn(&civmesh_policy::AccessLogEntry) -> bool + 'a {
+    let mine = policy.active_member(me).map(|member| (member.org.clone(), member.role));
+    move |entry| match &mine {
+        Some((_, civmesh_certs::Role::Auditor)) => true,
+        Some((org, _)) => [&entry.requester, &entry.owner]
+            .iter()
+            .any(|node| policy.members.get(node).is_some_and(|member| member.org == *org)),
+        None => false,
+    }
 }
 
 /// What `GET /v1/access-log` says of one entry; `org_of` names a node's organisation.

@@ -50,10 +50,12 @@ pub const EXCHANGE_ROUTES: &[Route] = &[
         scope: Scope::Read,
         handler: handler!(query::access_log),
         doc: Doc {
-            summary: "The replicated access log (subjects only as keyed hashes), a page at a time",
-            description: "Entries from `from` in log order, at most `limit` (1..=1000) and about 4 MiB; pass \
-                next_from as `from` for the next page, absent at the end. A node that joined by snapshot \
-                holds the entries after it only, and starts there.",
+            summary: "The access log entries that concern this node's organisation, a page at a time",
+            description: "Entries from `from` in log order that concern this node's organisation (its own \
+                requests and accesses to its own datasets; an auditor's node: every entry), subjects only \
+                as keyed hashes. `limit` (1..=1000) positions are looked at, and about 4 MiB returned; pass \
+                next_from as `from` for the next page, absent at the end. `total` counts the whole log. A \
+                node that joined by snapshot holds the entries after it only, and starts there.",
             parameters: &["AccessLogFrom", "AccessLogLimit"],
             answer: "A page of entries",
             media: &[(JSON, "AccessLogPage")],
