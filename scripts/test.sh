@@ -6,7 +6,11 @@ cd "$(dirname "$0")/.."
 . scripts/setup.sh
 # The console's browser tests drive Debian's Chromium over WebDriver (with
 # CJK fonts, so its screenshots show the Chinese pages as people see them).
-civmesh_install chromium chromium-driver fonts-noto-cjk
+civmesh_install chromium chromium-driver fonts-noto-cjk python3
+
+# An audit verifier written from docs/audit-bundle.md alone (Python, no
+# civmesh code) gives every published test vector its documented result.
+python3 docs/audit-vectors/reference_verifier.py docs/audit-vectors >/dev/null
 
 cargo build --workspace --bins
 # Criterion benches run once each in test mode, as smoke tests.

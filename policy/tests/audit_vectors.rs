@@ -310,8 +310,8 @@ fn file_vectors(log: &RecordedLog) -> Vec<Made> {
         ),
         made(
             "11-unknown-version.bundle",
-            "format version 2",
-            with_byte(&genuine, 8, 2),
+            "format version 3",
+            with_byte(&genuine, 8, 3),
             error("unknown_format_version"),
         ),
         made(

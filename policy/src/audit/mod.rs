@@ -44,7 +44,9 @@ pub const CHECKPOINT_OPEN_MS_MAX: u64 = 10 * CHECKPOINT_PENDING_MS_MAX;
 /// The first bytes of every bundle file.
 pub const BUNDLE_MAGIC: [u8; 8] = *b"CIVAUDIT";
 /// The bundle format this code writes and reads.
-pub const BUNDLE_FORMAT_VERSION: u32 = 1;
+/// 2: leaves bind their position and the applied digest, which covers
+/// entry times; version 1 bundles hash leaves from the envelope alone.
+pub const BUNDLE_FORMAT_VERSION: u32 = 2;
 /// The largest archived command envelope, in bytes.
 pub const ARCHIVED_COMMAND_BYTES_MAX: usize = civmesh_certs::ENVELOPE_BYTES_MAX + 1024;
 
