@@ -302,9 +302,12 @@ fn verify_signature(parsed: &X509Certificate<'_>, issuer_key: &[u8; 32]) -> Resu
     if parsed.signature_algorithm.algorithm != OID_SIG_ED25519 {
         return Err(CertificateError::NotEd25519);
     }
-    ring::signature::UnparsedPublicKey::new(&ring::signature::ED25519, issuer_key)
-        .verify(parsed.tbs_certificate.as_ref(), parsed.signature_value.data.as_ref())
-        .map_err(|_| CertificateError::SignatureInvalid)
+    let verified = crate::signature::verify(
+        issuer_key,
+        parsed.tbs_certificate.as_ref(),
+        parsed.signature_value.data.as_ref(),
+    );
+    verified.then_some(()).ok_or(CertificateError::SignatureInvalid)
 }
 
 fn seconds_to_millis(seconds: i64) -> UnixMillis {

@@ -185,13 +185,58 @@ impl<T: Serialize + DeserializeOwned> SignedEnvelope<T> {
         Ok(SignedEnvelope { body, signature, payload_type: PhantomData })
     }
 
+    /// Signs `payload` with the key whose seed is `seed` so that ZIP 215
+    /// accepts the signature and RFC 8032's cofactorless check does not:
+    /// R is a point of order 8 and S = k·a ([`crate::signature`]). Only
+    /// for tests that every verifier gives such a signature one verdict.
+    #[cfg(any(test, feature = "fixtures"))]
+    pub fn sign_zip215_only(
+        seed: &[u8; 32],
+        payload: &T,
+        issued_at_ms: UnixMillis,
+    ) -> Result<Self, EnvelopeError> {
+        #[derive(Serialize)]
+        struct BodyRef<'a, T> {
+            payload: &'a T,
+            signer: NodeId,
+            issued_at_ms: UnixMillis,
+            nonce: [u8; NONCE_BYTES],
+        }
+        let (public_key, sign) = crate::signature::zip215_only_signer(seed);
+        let body = codec::encode(&BodyRef {
+            payload,
+            signer: NodeId(public_key),
+            issued_at_ms,
+            nonce: [7; NONCE_BYTES],
+        })?;
+        let signature = sign(&signing_message(&body)).to_vec();
+        Ok(SignedEnvelope { body, signature, payload_type: PhantomData })
+    }
+
     /// Checks the signature against the signer named inside, and decodes.
     /// This is the check the state machine repeats at apply time.
     pub fn verify_signature(&self) -> Result<VerifiedEnvelope<T>, EnvelopeError> {
         let body = self.decode_body()?;
-        ring::signature::UnparsedPublicKey::new(&ring::signature::ED25519, &body.signer.0)
-            .verify(&signing_message(&self.body), &self.signature)
-            .map_err(|_| EnvelopeError::SignatureInvalid(body.signer))?;
+        if !crate::signature::verify(&body.signer.0, &signing_message(&self.body), &self.signature) {
+            return Err(EnvelopeError::SignatureInvalid(body.signer));
+        }
+        Ok(VerifiedEnvelope {
+            payload: body.payload,
+            signer: body.signer,
+            issued_at_ms: body.issued_at_ms,
+            nonce: body.nonce,
+        })
+    }
+
+    /// Decodes as [`SignedEnvelope::verify_signature`] does, and queues the
+    /// signature in `batch` instead of checking it: the contents count as
+    /// verified only once the batch verifies.
+    pub fn queue_signature(
+        &self,
+        batch: &mut crate::signature::Batch,
+    ) -> Result<VerifiedEnvelope<T>, EnvelopeError> {
+        let body = self.decode_body()?;
+        batch.queue(&body.signer.0, &signing_message(&self.body), &self.signature);
         Ok(VerifiedEnvelope {
             payload: body.payload,
             signer: body.signer,

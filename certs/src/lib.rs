@@ -9,6 +9,7 @@
 //! - [`NodeCertificate`]: parsing and verification of those certificates.
 //! - [`SignedEnvelope`]: canonical bincode bytes of a payload with its signer,
 //!   time and nonce, signed with Ed25519; [`ReplayGuard`] rejects replays.
+//! - [`signature`]: the one verification rule (ZIP 215), single and batched.
 //!
 //! The crate is pure and synchronous: no async runtime, and the only I/O is
 //! reading and writing key and certificate files the caller names.
@@ -19,6 +20,7 @@ pub mod codec;
 mod envelope;
 mod identity;
 mod key;
+pub mod signature;
 
 pub use ca::{
     CaError, FederationCa, IssueRequest, CA_CERT_FILE_NAME, CA_KEY_FILE_NAME, CERTIFICATE_VALIDITY_DAYS_MAX,

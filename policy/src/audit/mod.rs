@@ -30,7 +30,7 @@ pub use subject::{SubjectAccess, SubjectAccessOutcome};
 pub use tree::{AccessTree, CompactRange, ConsistencyError, COMPACT_RANGE_HASHES_MAX};
 pub use verify::{
     verify_bundle, verify_bundle_for_subject, verify_bundle_on, AuditFailure, AuditReport, FailureKind,
-    SeenCheckpoint, PROGRESS_COMMANDS_INTERVAL,
+    SeenCheckpoint, PROGRESS_COMMANDS_INTERVAL, VERIFY_BATCH_COMMANDS_MAX,
 };
 
 /// A signer treats an open checkpoint it cannot cosign as abandoned after

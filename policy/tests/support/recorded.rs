@@ -36,7 +36,12 @@ impl RecordedLog {
     }
 
     pub fn record(&mut self, key: &NodeKey, command: Command) -> bool {
-        let envelope = sign(key, command);
+        self.record_envelope(&sign(key, command))
+    }
+
+    /// Applies and archives a signed command, as a replica does.
+    pub fn record_envelope(&mut self, envelope: &civmesh_policy::SignedCommand) -> bool {
+        let envelope = envelope.clone();
         let (outcome, appended) = self.state.apply_appending(&envelope, NOW_MS);
         let accepted = outcome.is_ok();
         self.leaves.extend(appended.audit_leaf);
