@@ -145,12 +145,10 @@ def _pt_compress(pt):
     x, y = x * zi % P, y * zi % P
     return int.to_bytes(y | ((x & 1) << 255), 32, "little")
 
-def _recover_x(y, sign):                # RFC 8032 5.1.3
-    if y >= P:
-        return None
+def _recover_x(y, sign):                # RFC 8032 5.1.3, as ZIP 215 reads it
     x2 = (y * y - 1) * pow(D_CONST * y * y + 1, P - 2, P) % P
     if x2 == 0:
-        return None if sign else 0
+        return 0                        # ZIP 215: "-0" (x = 0, sign 1) is accepted
     x = pow(x2, (P + 3) // 8, P)
     if (x * x - x2) % P != 0:
         x = x * SQRT_M1 % P
@@ -161,36 +159,46 @@ def _recover_x(y, sign):                # RFC 8032 5.1.3
     return x
 
 def _pt_decompress(s):
+    """ZIP 215: any 32 bytes whose y (the low 255 bits, reduced mod p, so
+    non-canonical encodings too) is on the curve."""
     if len(s) != 32:
         return None
     y = int.from_bytes(s, "little")
     sign = y >> 255
-    y &= (1 << 255) - 1
+    y = (y & ((1 << 255) - 1)) % P
     x = _recover_x(y, sign)
     if x is None:
         return None
     return (x, y, 1, x * y % P)
+
+def _pt_neg(pt):
+    return ((P - pt[0]) % P, pt[1], pt[2], (P - pt[3]) % P)
+
+def _is_identity(pt):
+    x, y, z, _ = pt
+    return x % P == 0 and (y - z) % P == 0
 
 _GY = 4 * pow(5, P - 2, P) % P
 _B = (_recover_x(_GY, 0), _GY, 1, _recover_x(_GY, 0) * _GY % P)
 _VERIFY_CACHE = {}
 
 def ed25519_verify(public, message, signature):
-    """RFC 8032 5.1.7, in the form B section 7 says civmesh (ring) uses:
-    S >= L refused; [S]B - [k]A is encoded and compared with R byte for byte."""
+    """ZIP 215 (main document, section 8): S < L; A and R any encoding of a
+    curve point; [8]([S]B - R - [k]A) is the identity, k = SHA-512(R || A || M)
+    over the bytes as given."""
     key = (public, message, signature)
     if key in _VERIFY_CACHE:
         return _VERIFY_CACHE[key]
     ok = False
     if len(public) == 32 and len(signature) == 64:
         a = _pt_decompress(public)
+        r = _pt_decompress(signature[:32])
         s = int.from_bytes(signature[32:], "little")
-        if a is not None and s < L:
+        if a is not None and r is not None and s < L:
             k = int.from_bytes(hashlib.sha512(signature[:32] + public + message).digest(),
                                "little") % L
-            neg_a = ((P - a[0]) % P, a[1], a[2], (P - a[3]) % P)
-            r = _pt_add(_pt_mul(s, _B), _pt_mul(k, neg_a))
-            ok = _pt_compress(r) == signature[:32]
+            check = _pt_add(_pt_add(_pt_mul(s, _B), _pt_neg(r)), _pt_mul(k, _pt_neg(a)))
+            ok = _is_identity(_pt_mul(8, check))
     _VERIFY_CACHE[key] = ok
     return ok
 

@@ -17,6 +17,7 @@ use civmesh_policy::audit::{
 };
 use civmesh_policy::fixtures::{enterprise_dataset, statutory_grant, ENTERPRISES};
 use civmesh_policy::model::SubjectKeyHash;
+use civmesh_policy::state::{COMMAND_NONCES_PER_SIGNER_MAX, COMMAND_SKEW_MS_MAX};
 use civmesh_policy::{
     AccessOutcome, AccessRecord, Command, PolicyState, QueryHeader, ReasonCode, SubjectRelease,
 };
@@ -46,8 +47,8 @@ struct Builder {
 }
 
 impl Builder {
-    /// Appends a command signed at its entry time (1 ms apart, so the
-    /// replay window never holds more than the nonce cache allows).
+    /// Appends a command signed at its entry time ([`ENTRY_SPACING_MS`]
+    /// apart, so the replay window never holds more than a signer's quota).
     fn push(&mut self, envelope: civmesh_policy::SignedCommand, at_ms: u64) {
         let (outcome, appended) = self.state.apply_with_signatures_verified(&envelope, at_ms);
         let accepted = outcome.is_ok();
@@ -115,9 +116,14 @@ fn access(street: &NodeKey, market: &NodeKey, index: u64) -> civmesh_policy::Sig
     SignedEnvelope::sign(market, &Command::RecordAccess(record), at_ms).unwrap()
 }
 
+/// The time between two entries, in ms: each signer signs one command
+/// per entry, and keeps at most `COMMAND_NONCES_PER_SIGNER_MAX` nonces in a
+/// window twice `COMMAND_SKEW_MS_MAX` wide.
+const ENTRY_SPACING_MS: u64 = 2 * COMMAND_SKEW_MS_MAX / COMMAND_NONCES_PER_SIGNER_MAX as u64;
+
 /// Entry `index`'s time; setup commands come first.
 fn entry_time(index: u64) -> u64 {
-    NOW_MS + 10 + index
+    NOW_MS + 10 + index * ENTRY_SPACING_MS
 }
 
 fn build(entries: u64) -> AuditBundle {

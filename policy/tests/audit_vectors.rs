@@ -247,6 +247,16 @@ fn bundle_vectors(fx: &Fixture, log: &RecordedLog) -> Vec<Made> {
         root: hex_root(&tail, 11),
         ..summary.clone()
     };
+    let zip215 = with_a_zip215_only_signature(fx, log);
+    let zip215_summary = Summary {
+        commands: 16,
+        access_entries: 9,
+        leaves: 9,
+        permits: 7,
+        unanchored_leaves: 1,
+        root: hex_root(&zip215, 9),
+        ..summary.clone()
+    };
     let seen = vec![SeenCheckpoint { tree_size: 8, root: hex_root(log, 8) }];
     let other = rewritten_history(fx, log);
     vec![
@@ -289,6 +299,12 @@ fn bundle_vectors(fx: &Fixture, log: &RecordedLog) -> Vec<Made> {
                 failed(FailureKind::HistoryRewritten, None, None, Some(7)),
             )
         },
+        made(
+            "03-zip215-signature.bundle",
+            "00 and an access signed with R of order 8: valid under ZIP 215, not without the cofactor",
+            encoded(&zip215, zip215.commands.clone()),
+            Expect::Verified(zip215_summary),
+        ),
     ]
 }
 
