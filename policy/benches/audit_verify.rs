@@ -3,7 +3,10 @@
 //! Ed25519 verifications per second measured in the same run.
 //!
 //! Run: `cargo bench -p civmesh-policy --bench audit_verify -- --entries 1000000`
-//! (default 20,000 entries). Each entry is a query logged by its owner:
+//! (default 20,000 entries). `--write FILE` also writes the bundle; a later
+//! `-- --verify-file FILE` verifies that file as a stream, as `civmesh audit
+//! verify` does, and prints its time and this process's peak memory (so the
+//! bundle's size is not in it). Each entry is a query logged by its owner:
 //! two signatures (the requester's header and the owner's command), both
 //! verified, and the permit re-justified by a replay of the policy.
 
@@ -13,7 +16,8 @@ use std::time::Instant;
 
 use civmesh_certs::{FederationCa, IssueRequest, NodeCertificate, NodeKey, OrgId, Role, SignedEnvelope};
 use civmesh_policy::audit::{
-    decode_bundle, encode_bundle, verify_bundle_on, AccessTree, ArchivedCommand, AuditBundle, CheckpointBody,
+    encode_bundle, verify_stream, AccessTree, ArchivedCommand, AuditBundle, BundleReader, CheckpointBody,
+    Checks,
 };
 use civmesh_policy::fixtures::{enterprise_dataset, statutory_grant, ENTERPRISES};
 use civmesh_policy::model::SubjectKeyHash;
@@ -208,13 +212,48 @@ fn ring_verifies_per_second(threads: usize) -> f64 {
     f64::from(ROUNDS) * threads as f64 / started.elapsed().as_secs_f64()
 }
 
+/// The value after `name` on the command line.
+fn argument(args: &[String], name: &str) -> Option<String> {
+    args.iter().position(|arg| arg == name).and_then(|index| args.get(index + 1)).cloned()
+}
+
+/// This process's peak resident memory, in MiB (Linux: VmHWM).
+fn peak_rss_mib() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let kib = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .and_then(|value| value.trim().trim_end_matches(" kB").trim().parse::<f64>().ok())
+        .unwrap_or(0.0);
+    kib / 1024.0
+}
+
+/// Verifies a bundle file as a stream on every core; prints time and peak memory.
+fn verify_file(path: &str) {
+    let started = Instant::now();
+    let file = std::fs::File::open(path).expect("the bundle file");
+    let length = file.metadata().map(|metadata| metadata.len()).unwrap_or(0);
+    let reader = BundleReader::open(std::io::BufReader::new(file)).unwrap();
+    let (report, _, _) = verify_stream(reader, Checks::new(None, &[]), &mut |_| {}, None).unwrap();
+    assert!(report.ok, "{:?}", report.failures.first());
+    let seconds = started.elapsed().as_secs_f64();
+    println!(
+        "streamed: {} entries, {} commands, {length} bytes in {seconds:.2} s ({:.0} entries/s), peak memory {:.0} MiB",
+        report.access_entries,
+        report.commands,
+        report.access_entries as f64 / seconds,
+        peak_rss_mib()
+    );
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let entries: u64 = args
-        .iter()
-        .position(|arg| arg == "--entries")
-        .and_then(|index| args.get(index + 1))
-        .map_or(20_000, |value| value.parse().expect("--entries takes a number"));
+    if let Some(path) = argument(&args, "--verify-file") {
+        verify_file(&path);
+        return;
+    }
+    let entries: u64 =
+        argument(&args, "--entries").map_or(20_000, |value| value.parse().expect("--entries takes a number"));
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let started = Instant::now();
     let bundle = build(entries);
@@ -225,10 +264,14 @@ fn main() {
         bytes.len(),
         started.elapsed().as_secs_f64()
     );
+    if let Some(path) = argument(&args, "--write") {
+        std::fs::write(&path, &bytes).expect("writing the bundle");
+    }
     let run = |threads: usize| {
         let started = Instant::now();
-        let decoded = decode_bundle(&bytes).unwrap();
-        let (report, _) = verify_bundle_on(&decoded, None, &[], threads, &mut |_| {}).unwrap();
+        let reader = BundleReader::open(bytes.as_slice()).unwrap();
+        let checks = Checks { threads, ..Checks::new(None, &[]) };
+        let (report, _, _) = verify_stream(reader, checks, &mut |_| {}, None).unwrap();
         assert!(report.ok && report.access_entries == entries, "{:?}", report.failures.first());
         started.elapsed().as_secs_f64()
     };

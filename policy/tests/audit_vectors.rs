@@ -15,8 +15,8 @@ mod support;
 use std::path::{Path, PathBuf};
 
 use civmesh_policy::audit::{
-    decode_bundle, encode_bundle, verify_bundle, ArchivedCommand, AuditBundle, AuditFailure, FailureKind,
-    SeenCheckpoint,
+    encode_bundle, verify_stream, ArchivedCommand, AuditBundle, AuditFailure, BundleReader, Checks,
+    FailureKind, SeenCheckpoint,
 };
 use serde::{Deserialize, Serialize};
 use support::recorded::*;
@@ -83,14 +83,12 @@ impl From<&AuditFailure> for FirstFailure {
     }
 }
 
-/// What civmesh's verifier says of `bytes`.
+/// What civmesh's verifier says of `bytes`, read as a stream.
 fn verdict(bytes: &[u8], trusted_ca_der: &[u8], seen: &[SeenCheckpoint], require_anchored: bool) -> Expect {
-    let bundle = match decode_bundle(bytes) {
-        Ok(bundle) => bundle,
-        Err(error) => return Expect::Error(error.code().to_string()),
-    };
-    let mut report = match verify_bundle(&bundle, Some(trusted_ca_der), seen, &mut |_| {}) {
-        Ok((report, _)) => report,
+    let verified = BundleReader::open(bytes)
+        .and_then(|reader| verify_stream(reader, Checks::new(Some(trusted_ca_der), seen), &mut |_| {}, None));
+    let mut report = match verified {
+        Ok((report, _, _)) => report,
         Err(error) => return Expect::Error(error.code().to_string()),
     };
     if require_anchored {

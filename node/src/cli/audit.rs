@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use civmesh_certs::{codec, now_unix_millis, CaCertificate, SignedEnvelope};
 use civmesh_policy::audit::{
-    decode_bundle, encode_bundle, verify_bundle, verify_bundle_for_subject, ArchivedCommand, AuditBundle,
-    AuditReport, SeenCheckpoint, SubjectAccess,
+    encode_bundle, verify_stream, ArchivedCommand, AuditBundle, AuditReport, BundleHeader, BundleReader,
+    Checks, SeenCheckpoint, SubjectAccess,
 };
 use civmesh_policy::model::subject_key_commitment;
 use civmesh_policy::subject_keys::SubjectLookup;
@@ -20,9 +20,6 @@ use clap::{Args, Subcommand};
 use crate::api::AUDIT_COMMANDS_PER_REQUEST_MAX;
 use crate::cli::args::{Bundle, CaCert, NodeDir};
 use crate::client::NodeApi;
-
-/// The largest bundle `audit verify` reads, in bytes.
-const BUNDLE_BYTES_MAX: u64 = 16 * 1024 * 1024 * 1024;
 
 /// `civmesh audit ...`.
 #[derive(Debug, Subcommand)]
@@ -190,38 +187,30 @@ fn is_access(command: &ArchivedCommand) -> bool {
         .is_ok_and(|command| command.access().is_some())
 }
 
-/// Reads, decodes and verifies a bundle with a progress bar.
+/// Reads and verifies a bundle as a stream (memory holds one window of
+/// commands, whatever the bundle's size), with a progress bar.
 fn load_and_verify(
     bundle_path: &Path,
     ca: &Path,
     seen: &[SeenCheckpoint],
     subject: Option<&mut SubjectLookup>,
-) -> anyhow::Result<(AuditBundle, AuditReport, PolicyState, Vec<SubjectAccess>)> {
-    let length =
-        std::fs::metadata(bundle_path).with_context(|| format!("reading {}", bundle_path.display()))?.len();
-    anyhow::ensure!(
-        length <= BUNDLE_BYTES_MAX,
-        "{} is larger than {BUNDLE_BYTES_MAX} bytes",
-        bundle_path.display()
-    );
-    let bytes = std::fs::read(bundle_path)?;
-    let bundle = decode_bundle(&bytes).with_context(|| format!("reading {}", bundle_path.display()))?;
+) -> anyhow::Result<(BundleHeader, AuditReport, PolicyState, Vec<SubjectAccess>)> {
+    let reading = || format!("reading {}", bundle_path.display());
+    let file = std::fs::File::open(bundle_path).with_context(reading)?;
+    let reader = BundleReader::open(std::io::BufReader::new(file)).with_context(reading)?;
+    let header = reader.header().clone();
     let trusted = read_ca(ca)?;
-    let progress = indicatif::ProgressBar::new(bundle.commands.len() as u64);
+    let progress = indicatif::ProgressBar::new(header.command_count);
     progress.set_style(
         indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} commands ({per_sec}, {eta} left)")
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
     let mut advance = |done| progress.set_position(done);
-    let (report, state, accesses) = match subject {
-        Some(subject) => verify_bundle_for_subject(&bundle, Some(&trusted), seen, subject, &mut advance)?,
-        None => {
-            let (report, state) = verify_bundle(&bundle, Some(&trusted), seen, &mut advance)?;
-            (report, state, Vec::new())
-        }
-    };
+    let checks = Checks::new(Some(&trusted), seen);
+    let (report, state, accesses) =
+        verify_stream(reader, checks, &mut advance, subject).with_context(reading)?;
     progress.finish_and_clear();
-    Ok((bundle, report, state, accesses))
+    Ok((header, report, state, accesses))
 }
 
 fn read_ca(path: &Path) -> anyhow::Result<Vec<u8>> {

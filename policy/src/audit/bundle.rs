@@ -73,35 +73,52 @@ impl BundleError {
     }
 }
 
-/// The bundle's fixed part, before the commands.
+/// The bundle's fixed part, before the commands (docs/audit-bundle.md,
+/// section 3). No signature covers it: a verifier checks the name and the
+/// CA against the genesis.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-struct BundleHeader {
-    federation_name: String,
-    ca_certificate_der: Vec<u8>,
-    exported_by: NodeId,
-    exported_at_ms: UnixMillis,
-    from_entry: u64,
-    to_entry: u64,
-    command_count: u64,
+pub struct BundleHeader {
+    /// The federation's name, as the exporter says.
+    pub federation_name: String,
+    /// The federation's CA certificate (DER), as the exporter says.
+    pub ca_certificate_der: Vec<u8>,
+    /// Who exported it.
+    pub exported_by: NodeId,
+    /// When.
+    pub exported_at_ms: UnixMillis,
+    /// The first access entry the report covers.
+    pub from_entry: u64,
+    /// The access entry the report stops before (`u64::MAX`: all).
+    pub to_entry: u64,
+    /// How many commands follow.
+    pub command_count: u64,
+}
+
+impl AuditBundle {
+    /// Its header.
+    pub fn header(&self) -> BundleHeader {
+        BundleHeader {
+            federation_name: self.federation_name.clone(),
+            ca_certificate_der: self.ca_certificate_der.clone(),
+            exported_by: self.exported_by,
+            exported_at_ms: self.exported_at_ms,
+            from_entry: self.from_entry,
+            to_entry: self.to_entry,
+            command_count: self.commands.len() as u64,
+        }
+    }
 }
 
 /// The largest bundle header, in bytes.
 const BUNDLE_HEADER_BYTES_MAX: usize = 1024 * 1024;
+/// Where the header starts: after the magic and the version.
+const HEADER_OFFSET: u64 = 12;
 
 /// The bundle file (docs/audit-bundle.md): `CIVAUDIT`, the format version
 /// (u32 LE), then length-prefixed (u32 LE) canonical encodings of the
 /// header and of each command in order, so a reader streams it in bounded
 /// pieces.
 pub fn encode_bundle(bundle: &AuditBundle) -> Result<Vec<u8>, BundleError> {
-    let header = BundleHeader {
-        federation_name: bundle.federation_name.clone(),
-        ca_certificate_der: bundle.ca_certificate_der.clone(),
-        exported_by: bundle.exported_by,
-        exported_at_ms: bundle.exported_at_ms,
-        from_entry: bundle.from_entry,
-        to_entry: bundle.to_entry,
-        command_count: bundle.commands.len() as u64,
-    };
     let mut bytes = Vec::new();
     bytes.extend_from_slice(&BUNDLE_MAGIC);
     bytes.extend_from_slice(&BUNDLE_FORMAT_VERSION.to_le_bytes());
@@ -112,63 +129,136 @@ pub fn encode_bundle(bundle: &AuditBundle) -> Result<Vec<u8>, BundleError> {
         bytes.extend_from_slice(&body);
         Ok(())
     };
-    frame(codec::encode(&header).map_err(|error| BundleError::Corrupt(error.to_string()))?)?;
+    frame(codec::encode(&bundle.header()).map_err(|error| BundleError::Corrupt(error.to_string()))?)?;
     for command in &bundle.commands {
         frame(codec::encode(command).map_err(|error| BundleError::Corrupt(error.to_string()))?)?;
     }
     Ok(bytes)
 }
 
-/// Reads the next length-prefixed piece at `*offset`.
-fn next_piece<'a>(
-    bytes: &'a [u8],
-    offset: &mut usize,
-    bytes_max: usize,
-    what: &str,
-) -> Result<&'a [u8], BundleError> {
-    let corrupt = |detail: String| BundleError::Corrupt(format!("{what}: {detail}"));
-    let length_bytes =
-        bytes.get(*offset..*offset + 4).ok_or_else(|| corrupt("the file ends early".to_string()))?;
-    let length =
-        u32::from_le_bytes([length_bytes[0], length_bytes[1], length_bytes[2], length_bytes[3]]) as usize;
-    if length > bytes_max {
-        return Err(corrupt(format!("{length} bytes, over {bytes_max}")));
-    }
-    let piece = bytes
-        .get(*offset + 4..*offset + 4 + length)
-        .ok_or_else(|| corrupt("the file ends early".to_string()))?;
-    *offset += 4 + length;
-    Ok(piece)
+/// A bundle read a piece at a time: the header when opened, then each
+/// command as the iterator asks, so a bundle of any size is read in memory
+/// bounded by its largest piece. Every piece must be canonical; nothing may
+/// follow the last command. An error names the piece and its byte offset,
+/// and ends the iteration.
+pub struct BundleReader<R> {
+    reader: R,
+    header: BundleHeader,
+    commands_read: u64,
+    offset: u64,
+    done: bool,
 }
 
-/// Reads a bundle file's bytes.
+impl<R: std::io::Read> BundleReader<R> {
+    /// Reads the magic, the version and the header.
+    pub fn open(mut reader: R) -> Result<Self, BundleError> {
+        let mut start = [0u8; HEADER_OFFSET as usize];
+        if read_fully(&mut reader, &mut start)? < start.len() || start[..8] != BUNDLE_MAGIC {
+            return Err(BundleError::NotABundle);
+        }
+        let version = u32::from_le_bytes([start[8], start[9], start[10], start[11]]);
+        if version != BUNDLE_FORMAT_VERSION {
+            return Err(BundleError::UnknownFormatVersion(version));
+        }
+        let mut bundle = BundleReader {
+            reader,
+            header: BundleHeader {
+                federation_name: String::new(),
+                ca_certificate_der: Vec::new(),
+                exported_by: NodeId([0; 32]),
+                exported_at_ms: 0,
+                from_entry: 0,
+                to_entry: 0,
+                command_count: 0,
+            },
+            commands_read: 0,
+            offset: HEADER_OFFSET,
+            done: false,
+        };
+        let what = format!("the header at byte {HEADER_OFFSET}");
+        let piece = bundle.next_piece(BUNDLE_HEADER_BYTES_MAX, &what)?;
+        bundle.header = codec::decode_canonical(&piece, BUNDLE_HEADER_BYTES_MAX)
+            .map_err(|error| BundleError::Corrupt(format!("{what}: {error}")))?;
+        Ok(bundle)
+    }
+
+    /// The header.
+    pub fn header(&self) -> &BundleHeader {
+        &self.header
+    }
+
+    /// Reads the next length-prefixed piece.
+    fn next_piece(&mut self, bytes_max: usize, what: &str) -> Result<Vec<u8>, BundleError> {
+        let corrupt = |detail: String| BundleError::Corrupt(format!("{what}: {detail}"));
+        let mut length = [0u8; 4];
+        if read_fully(&mut self.reader, &mut length)? < length.len() {
+            return Err(corrupt("the file ends early".to_string()));
+        }
+        let length = u32::from_le_bytes(length) as usize;
+        if length > bytes_max {
+            return Err(corrupt(format!("{length} bytes, over {bytes_max}")));
+        }
+        let mut piece = vec![0u8; length];
+        if read_fully(&mut self.reader, &mut piece)? < length {
+            return Err(corrupt("the file ends early".to_string()));
+        }
+        self.offset += 4 + length as u64;
+        Ok(piece)
+    }
+
+    fn next_command(&mut self) -> Result<Option<ArchivedCommand>, BundleError> {
+        if self.commands_read == self.header.command_count {
+            let mut more = [0u8; 1];
+            if read_fully(&mut self.reader, &mut more)? > 0 {
+                return Err(BundleError::Corrupt(format!(
+                    "bytes after the last command, at byte {}",
+                    self.offset
+                )));
+            }
+            return Ok(None);
+        }
+        let what = format!("command {} at byte {}", self.commands_read + 1, self.offset);
+        let piece = self.next_piece(ARCHIVED_COMMAND_BYTES_MAX, &what)?;
+        let command = codec::decode_canonical(&piece, ARCHIVED_COMMAND_BYTES_MAX)
+            .map_err(|error| BundleError::Corrupt(format!("{what}: {error}")))?;
+        self.commands_read += 1;
+        Ok(Some(command))
+    }
+}
+
+impl<R: std::io::Read> Iterator for BundleReader<R> {
+    type Item = Result<ArchivedCommand, BundleError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.done {
+            return None;
+        }
+        let next = self.next_command().transpose();
+        self.done = !matches!(next, Some(Ok(_)));
+        next
+    }
+}
+
+/// Reads until `buffer` is full or the input ends; how many bytes it read.
+fn read_fully(reader: &mut impl std::io::Read, buffer: &mut [u8]) -> Result<usize, BundleError> {
+    let mut filled = 0;
+    while filled < buffer.len() {
+        match reader.read(&mut buffer[filled..]) {
+            Ok(0) => break,
+            Ok(read) => filled += read,
+            Err(error) if error.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(error) => return Err(BundleError::Corrupt(format!("reading the bundle: {error}"))),
+        }
+    }
+    Ok(filled)
+}
+
+/// Reads a bundle file's bytes, all of it into memory
+/// ([`BundleReader`] reads one a piece at a time).
 pub fn decode_bundle(bytes: &[u8]) -> Result<AuditBundle, BundleError> {
-    if bytes.len() < 12 || bytes[..8] != BUNDLE_MAGIC {
-        return Err(BundleError::NotABundle);
-    }
-    let version = u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]);
-    if version != BUNDLE_FORMAT_VERSION {
-        return Err(BundleError::UnknownFormatVersion(version));
-    }
-    let mut offset = 12;
-    let piece = next_piece(bytes, &mut offset, BUNDLE_HEADER_BYTES_MAX, "the header at byte 12")?;
-    let header: BundleHeader = codec::decode_canonical(piece, BUNDLE_HEADER_BYTES_MAX)
-        .map_err(|error| BundleError::Corrupt(format!("the header at byte 12: {error}")))?;
-    let mut commands = Vec::with_capacity(header.command_count.min(10_000_000) as usize);
-    for sequence in 1..=header.command_count {
-        let what = format!("command {sequence} at byte {offset}");
-        let piece = next_piece(bytes, &mut offset, ARCHIVED_COMMAND_BYTES_MAX, &what)?;
-        commands.push(
-            codec::decode_canonical(piece, ARCHIVED_COMMAND_BYTES_MAX)
-                .map_err(|error| BundleError::Corrupt(format!("{what}: {error}")))?,
-        );
-    }
-    if offset != bytes.len() {
-        return Err(BundleError::Corrupt(format!(
-            "{} bytes after the last command, at byte {offset}",
-            bytes.len() - offset
-        )));
-    }
+    let reader = BundleReader::open(bytes)?;
+    let header = reader.header().clone();
+    let commands = reader.collect::<Result<Vec<_>, _>>()?;
     Ok(AuditBundle {
         federation_name: header.federation_name,
         ca_certificate_der: header.ca_certificate_der,

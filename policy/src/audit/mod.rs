@@ -25,12 +25,15 @@ mod tree;
 mod verify;
 
 pub use crate::access::AccessKind;
-pub use bundle::{decode_bundle, encode_bundle, ArchivedCommand, AuditBundle, BundleError};
+pub use bundle::{
+    decode_bundle, encode_bundle, ArchivedCommand, AuditBundle, BundleError, BundleHeader, BundleReader,
+};
 pub use subject::{SubjectAccess, SubjectAccessOutcome};
 pub use tree::{AccessTree, CompactRange, ConsistencyError, COMPACT_RANGE_HASHES_MAX};
 pub use verify::{
-    verify_bundle, verify_bundle_for_subject, verify_bundle_on, AuditFailure, AuditReport, FailureKind,
-    SeenCheckpoint, PROGRESS_COMMANDS_INTERVAL, VERIFY_BATCH_COMMANDS_MAX,
+    verify_bundle, verify_bundle_for_subject, verify_bundle_on, verify_stream, AuditFailure, AuditReport,
+    Checks, FailureKind, SeenCheckpoint, PROGRESS_COMMANDS_INTERVAL, REPLAY_WINDOW_COMMANDS,
+    VERIFY_BATCH_COMMANDS_MAX,
 };
 
 /// A signer treats an open checkpoint it cannot cosign as abandoned after

@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::bundle::{ArchivedCommand, AuditBundle, BundleError};
+use super::bundle::{ArchivedCommand, AuditBundle, BundleError, BundleHeader, BundleReader};
 use super::subject::{subject_access, SubjectAccess};
 use super::tree::AccessTree;
 use super::FinalCheckpoint;
@@ -122,11 +122,15 @@ impl AuditReport {
 /// Checks the bundle's CA and genesis before anything else: the header
 /// must name the CA and the federation its genesis names (no signature
 /// covers the header).
-fn check_federation(bundle: &AuditBundle, trusted_ca_der: Option<&[u8]>) -> Result<(), BundleError> {
+fn check_federation(
+    bundle: &BundleHeader,
+    first: Option<&ArchivedCommand>,
+    trusted_ca_der: Option<&[u8]>,
+) -> Result<(), BundleError> {
     if trusted_ca_der.is_some_and(|trusted| trusted != bundle.ca_certificate_der.as_slice()) {
         return Err(BundleError::OtherFederation);
     }
-    let first = bundle.commands.first().ok_or_else(|| BundleError::NoGenesis("no commands".to_string()))?;
+    let first = first.ok_or_else(|| BundleError::NoGenesis("no commands".to_string()))?;
     let envelope = SignedCommand::from_bytes(&first.envelope)
         .map_err(|error| BundleError::NoGenesis(error.to_string()))?;
     match envelope.unverified_payload() {
@@ -255,9 +259,58 @@ fn replay_bundle(
     progress: &mut dyn FnMut(u64),
     subject: Option<&mut SubjectLookup>,
 ) -> Result<(AuditReport, PolicyState, Vec<SubjectAccess>), BundleError> {
-    check_federation(bundle, trusted_ca_der)?;
-    let verified = verify_signatures_in_parallel(&bundle.commands, threads);
-    debug_assert_eq!(verified.len(), bundle.commands.len());
+    let commands = bundle.commands.iter().cloned().map(Ok);
+    let checks = Checks { threads, ..Checks::new(trusted_ca_der, seen) };
+    replay_commands(&bundle.header(), commands, checks, progress, subject)
+}
+
+/// What a replay is checked against, and on how many threads.
+#[derive(Clone, Copy)]
+pub struct Checks<'a> {
+    /// The CA the auditor trusts (none: the bundle's own).
+    pub trusted_ca_der: Option<&'a [u8]>,
+    /// Checkpoints seen in earlier runs.
+    pub seen: &'a [SeenCheckpoint],
+    /// Threads for the signature checks.
+    pub threads: usize,
+    /// Commands held at once ([`REPLAY_WINDOW_COMMANDS`] unless a test
+    /// wants windows small).
+    pub window_commands: usize,
+}
+
+impl<'a> Checks<'a> {
+    /// Checks against `trusted_ca_der` and `seen`, one thread per core, in
+    /// windows of [`REPLAY_WINDOW_COMMANDS`].
+    pub fn new(trusted_ca_der: Option<&'a [u8]>, seen: &'a [SeenCheckpoint]) -> Self {
+        let threads = std::thread::available_parallelism().map_or(1, |cores| cores.get());
+        Checks { trusted_ca_der, seen, threads, window_commands: REPLAY_WINDOW_COMMANDS }
+    }
+}
+
+/// The most commands read ahead and held at once by a streamed replay: the
+/// window whose signatures are checked in parallel before it is replayed.
+pub const REPLAY_WINDOW_COMMANDS: usize = 16_384;
+
+/// [`verify_bundle_on`] over a bundle read a piece at a time: memory holds
+/// one window of [`REPLAY_WINDOW_COMMANDS`] commands, not the bundle. A
+/// piece that cannot be read ends it with an error, and no report.
+pub fn verify_stream<R: std::io::Read>(
+    reader: BundleReader<R>,
+    checks: Checks<'_>,
+    progress: &mut dyn FnMut(u64),
+    subject: Option<&mut SubjectLookup>,
+) -> Result<(AuditReport, PolicyState, Vec<SubjectAccess>), BundleError> {
+    let header = reader.header().clone();
+    replay_commands(&header, reader, checks, progress, subject)
+}
+
+fn replay_commands(
+    header: &BundleHeader,
+    mut commands: impl Iterator<Item = Result<ArchivedCommand, BundleError>>,
+    checks: Checks<'_>,
+    progress: &mut dyn FnMut(u64),
+    subject: Option<&mut SubjectLookup>,
+) -> Result<(AuditReport, PolicyState, Vec<SubjectAccess>), BundleError> {
     let mut replay = Replay {
         state: PolicyState::default(),
         tree: AccessTree::new(),
@@ -267,20 +320,37 @@ fn replay_bundle(
         subject,
         subject_accesses: Vec::new(),
     };
-    for (index, archived) in bundle.commands.iter().enumerate() {
-        replay.command(index, archived, verified[index]);
-        let done = index as u64 + 1;
-        if done.is_multiple_of(PROGRESS_COMMANDS_INTERVAL) {
-            progress(done);
+    let window_commands = checks.window_commands.clamp(1, REPLAY_WINDOW_COMMANDS);
+    let mut window = Vec::with_capacity(window_commands);
+    let mut done = 0u64;
+    loop {
+        window.clear();
+        for command in commands.by_ref().take(window_commands) {
+            window.push(command?);
+        }
+        if done == 0 {
+            check_federation(header, window.first(), checks.trusted_ca_der)?;
+        }
+        if window.is_empty() {
+            break;
+        }
+        let verified = verify_signatures_in_parallel(&window, checks.threads);
+        debug_assert_eq!(verified.len(), window.len());
+        for (archived, signatures_verified) in window.iter().zip(verified) {
+            replay.command(done as usize, archived, signatures_verified);
+            done += 1;
+            if done.is_multiple_of(PROGRESS_COMMANDS_INTERVAL) {
+                progress(done);
+            }
         }
     }
-    if !(bundle.commands.len() as u64).is_multiple_of(PROGRESS_COMMANDS_INTERVAL) {
-        progress(bundle.commands.len() as u64);
+    if !done.is_multiple_of(PROGRESS_COMMANDS_INTERVAL) {
+        progress(done);
     }
-    for earlier in seen {
+    for earlier in checks.seen {
         replay.check_seen(earlier);
     }
-    Ok(replay.report(bundle))
+    Ok(replay.report(header, done))
 }
 
 /// A replay in progress: the state, the tree of its leaves, the access
@@ -390,7 +460,7 @@ impl Replay<'_> {
         });
     }
 
-    fn report(self, bundle: &AuditBundle) -> (AuditReport, PolicyState, Vec<SubjectAccess>) {
+    fn report(self, bundle: &BundleHeader, commands: u64) -> (AuditReport, PolicyState, Vec<SubjectAccess>) {
         let Replay { state, tree, failures, permits, denials, mut subject_accesses, .. } = self;
         let anchored_leaves = state.last_checkpoint.as_ref().map_or(0, |last| last.body.tree_size);
         for access in &mut subject_accesses {
@@ -404,7 +474,7 @@ impl Replay<'_> {
                 .federation
                 .as_ref()
                 .map_or_else(|| bundle.federation_name.clone(), |federation| federation.name.clone()),
-            commands: bundle.commands.len() as u64,
+            commands,
             access_entries: state.access_log_length,
             leaves: tree.len(),
             permits,
