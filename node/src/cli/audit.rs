@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use civmesh_certs::{codec, now_unix_millis, CaCertificate, SignedEnvelope};
 use civmesh_policy::audit::{
-    encode_bundle, verify_stream, ArchivedCommand, AuditBundle, AuditReport, BundleHeader, BundleReader,
-    Checks, SeenCheckpoint, SubjectAccess,
+    verify_stream, write_bundle_start, write_command, ArchivedCommand, AuditReport, BundleHeader,
+    BundleReader, Checks, SeenCheckpoint, SubjectAccess,
 };
 use civmesh_policy::model::subject_key_commitment;
 use civmesh_policy::subject_keys::SubjectLookup;
@@ -118,15 +118,68 @@ pub(super) fn execute(command: AuditCommand) -> anyhow::Result<()> {
 }
 
 fn export(node_dir: &Path, out: &Path, from: u64, until: Option<u64>) -> anyhow::Result<()> {
+    // The header counts the commands, so they go to a side file first, a
+    // page at a time; then the header and the side file make the bundle.
+    let pieces_path = out.with_extension("commands.partial");
+    let temporary = out.with_extension("partial");
+    let written = write_commands(node_dir, &pieces_path, until).and_then(|exported| {
+        let config = crate::config::NodeConfig::load(node_dir)?;
+        let key_file = crate::config::NodeConfig::resolve(node_dir, &config.node.key_file);
+        let header = BundleHeader {
+            federation_name: exported.federation_name,
+            ca_certificate_der: exported.ca_certificate_der,
+            exported_by: civmesh_certs::NodeKey::load(&key_file)?.node_id(),
+            exported_at_ms: now_unix_millis(),
+            from_entry: from,
+            to_entry: until.unwrap_or(u64::MAX),
+            command_count: exported.commands,
+        };
+        let bytes = assemble(&temporary, &header, &pieces_path)?;
+        std::fs::rename(&temporary, out)?;
+        sync_parent(out)?;
+        println!(
+            "wrote {} ({bytes} bytes): {} commands, {} access entries",
+            out.display(),
+            exported.commands,
+            exported.entries
+        );
+        Ok(())
+    });
+    let _ = std::fs::remove_file(&pieces_path);
+    if written.is_err() {
+        let _ = std::fs::remove_file(&temporary);
+    }
+    written
+}
+
+/// What [`write_commands`] wrote.
+struct Exported {
+    federation_name: String,
+    ca_certificate_der: Vec<u8>,
+    commands: u64,
+    entries: u64,
+}
+
+/// Writes the node's archived commands to `path` as bundle pieces, a page
+/// at a time, up to the access entry `until`.
+fn write_commands(node_dir: &Path, path: &Path, until: Option<u64>) -> anyhow::Result<Exported> {
     let api = NodeApi::open(node_dir)?;
     let progress = indicatif::ProgressBar::new_spinner();
-    let mut commands: Vec<ArchivedCommand> = Vec::new();
-    let mut entries = 0u64;
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    let mut pieces = std::io::BufWriter::new(file);
+    let mut exported =
+        Exported { federation_name: String::new(), ca_certificate_der: Vec::new(), commands: 0, entries: 0 };
     'pages: loop {
-        let next = commands.last().map_or(1, |last| last.sequence + 1);
-        let path = format!("/v1/audit/commands?from={next}&limit={AUDIT_COMMANDS_PER_REQUEST_MAX}");
+        let page_path = format!(
+            "/v1/audit/commands?from={}&limit={AUDIT_COMMANDS_PER_REQUEST_MAX}",
+            exported.commands + 1
+        );
         let page: Vec<ArchivedCommand> = codec::decode_exact(
-            &api.get_bytes(&path, ARCHIVE_PAGE_BYTES_MAX)?,
+            &api.get_bytes(&page_path, ARCHIVE_PAGE_BYTES_MAX)?,
             ARCHIVE_PAGE_BYTES_MAX as usize,
         )
         .context("decoding the node's archive")?;
@@ -135,49 +188,58 @@ fn export(node_dir: &Path, out: &Path, from: u64, until: Option<u64>) -> anyhow:
         }
         for command in page {
             anyhow::ensure!(
-                command.sequence == commands.len() as u64 + 1,
+                command.sequence == exported.commands + 1,
                 "this node's archive starts at command {} (it joined from a snapshot); export from a node that \
                  holds the whole history, such as a founding voter",
                 command.sequence
             );
-            if until.is_some_and(|until| entries >= until) {
+            if until.is_some_and(|until| exported.entries >= until) {
                 break 'pages;
             }
-            entries += u64::from(command.accepted && is_access(&command));
-            commands.push(command);
+            if exported.commands == 0 {
+                let Command::Genesis { federation_name, ca_certificate_der, .. } =
+                    SignedEnvelope::<Command>::from_bytes(&command.envelope)?.unverified_payload()?
+                else {
+                    anyhow::bail!("the archive does not start with the genesis");
+                };
+                (exported.federation_name, exported.ca_certificate_der) =
+                    (federation_name, ca_certificate_der);
+            }
+            exported.entries += u64::from(command.accepted && is_access(&command));
+            write_command(&mut pieces, &command)?;
+            exported.commands += 1;
         }
-        progress.set_message(format!("{} commands, {entries} access entries", commands.len()));
+        progress.set_message(format!("{} commands, {} access entries", exported.commands, exported.entries));
     }
     progress.finish_and_clear();
-    let genesis = commands.first().context("the node's archive is empty")?;
-    let Command::Genesis { federation_name, ca_certificate_der, .. } =
-        SignedEnvelope::<Command>::from_bytes(&genesis.envelope)?.unverified_payload()?
-    else {
-        anyhow::bail!("the archive does not start with the genesis");
-    };
-    let config = crate::config::NodeConfig::load(node_dir)?;
-    let key =
-        civmesh_certs::NodeKey::load(&crate::config::NodeConfig::resolve(node_dir, &config.node.key_file))?;
-    let bundle = AuditBundle {
-        federation_name,
-        ca_certificate_der,
-        exported_by: key.node_id(),
-        exported_at_ms: now_unix_millis(),
-        from_entry: from,
-        to_entry: until.unwrap_or(u64::MAX),
-        commands,
-    };
-    let bytes = encode_bundle(&bundle)?;
-    let temporary = out.with_extension("partial");
-    civmesh_certs::write_new_file_synced(&temporary, &bytes, 0o644)
-        .with_context(|| format!("writing {}", temporary.display()))?;
-    std::fs::rename(&temporary, out)?;
-    println!(
-        "wrote {} ({} bytes): {} commands, {entries} access entries",
-        out.display(),
-        bytes.len(),
-        bundle.commands.len()
-    );
+    anyhow::ensure!(exported.commands > 0, "the node's archive is empty");
+    std::io::Write::flush(&mut pieces)?;
+    Ok(exported)
+}
+
+/// Writes the bundle at `path` (new, 0644, synced): `header`, then the
+/// pieces at `pieces_path`. Returns its length in bytes.
+fn assemble(path: &Path, header: &BundleHeader, pieces_path: &Path) -> anyhow::Result<u64> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let writing = || format!("writing {}", path.display());
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o644)
+        .open(path)
+        .with_context(writing)?;
+    let mut out = std::io::BufWriter::new(file);
+    write_bundle_start(&mut out, header)?;
+    std::io::copy(&mut std::fs::File::open(pieces_path)?, &mut out).with_context(writing)?;
+    let file = out.into_inner().map_err(|error| error.into_error()).with_context(writing)?;
+    file.sync_all().with_context(writing)?;
+    Ok(file.metadata()?.len())
+}
+
+/// Syncs the directory holding `path`, so a rename into it survives a crash.
+fn sync_parent(path: &Path) -> anyhow::Result<()> {
+    let parent = path.parent().filter(|parent| !parent.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    std::fs::File::open(parent)?.sync_all()?;
     Ok(())
 }
 

@@ -58,6 +58,9 @@ pub enum BundleError {
     /// The first command is not a genesis naming the bundle's CA.
     #[error("the bundle does not start with its federation's genesis: {0}")]
     NoGenesis(String),
+    /// The bundle could not be written (a full disk, say).
+    #[error("the bundle could not be written: {0}")]
+    Write(String),
 }
 
 impl BundleError {
@@ -69,6 +72,7 @@ impl BundleError {
             BundleError::Corrupt(_) => "corrupt",
             BundleError::OtherFederation => "other_federation",
             BundleError::NoGenesis(_) => "no_genesis",
+            BundleError::Write(_) => "write_failed",
         }
     }
 }
@@ -120,20 +124,36 @@ const HEADER_OFFSET: u64 = 12;
 /// pieces.
 pub fn encode_bundle(bundle: &AuditBundle) -> Result<Vec<u8>, BundleError> {
     let mut bytes = Vec::new();
-    bytes.extend_from_slice(&BUNDLE_MAGIC);
-    bytes.extend_from_slice(&BUNDLE_FORMAT_VERSION.to_le_bytes());
-    let mut frame = |body: Vec<u8>| -> Result<(), BundleError> {
-        let length =
-            u32::try_from(body.len()).map_err(|_| BundleError::Corrupt("a piece over 4 GiB".to_string()))?;
-        bytes.extend_from_slice(&length.to_le_bytes());
-        bytes.extend_from_slice(&body);
-        Ok(())
-    };
-    frame(codec::encode(&bundle.header()).map_err(|error| BundleError::Corrupt(error.to_string()))?)?;
+    write_bundle_start(&mut bytes, &bundle.header())?;
     for command in &bundle.commands {
-        frame(codec::encode(command).map_err(|error| BundleError::Corrupt(error.to_string()))?)?;
+        write_command(&mut bytes, command)?;
     }
     Ok(bytes)
+}
+
+/// Writes what starts a bundle file: the magic, the version and `header`.
+/// [`write_command`] then writes `header.command_count` commands.
+pub fn write_bundle_start(out: &mut impl std::io::Write, header: &BundleHeader) -> Result<(), BundleError> {
+    let mut start = BUNDLE_MAGIC.to_vec();
+    start.extend_from_slice(&BUNDLE_FORMAT_VERSION.to_le_bytes());
+    write_all(out, &start)?;
+    write_piece(out, codec::encode(header).map_err(|error| BundleError::Corrupt(error.to_string()))?)
+}
+
+/// Writes one command of a bundle file, as a length-prefixed piece.
+pub fn write_command(out: &mut impl std::io::Write, command: &ArchivedCommand) -> Result<(), BundleError> {
+    write_piece(out, codec::encode(command).map_err(|error| BundleError::Corrupt(error.to_string()))?)
+}
+
+fn write_piece(out: &mut impl std::io::Write, body: Vec<u8>) -> Result<(), BundleError> {
+    let length =
+        u32::try_from(body.len()).map_err(|_| BundleError::Corrupt("a piece over 4 GiB".to_string()))?;
+    write_all(out, &length.to_le_bytes())?;
+    write_all(out, &body)
+}
+
+fn write_all(out: &mut impl std::io::Write, bytes: &[u8]) -> Result<(), BundleError> {
+    out.write_all(bytes).map_err(|error| BundleError::Write(error.to_string()))
 }
 
 /// A bundle read a piece at a time: the header when opened, then each

@@ -20,20 +20,22 @@ use crate::model::Member;
 use crate::SignedCommand;
 
 mod bundle;
+mod signatures;
 mod subject;
 mod tree;
 mod verify;
 
 pub use crate::access::AccessKind;
 pub use bundle::{
-    decode_bundle, encode_bundle, ArchivedCommand, AuditBundle, BundleError, BundleHeader, BundleReader,
+    decode_bundle, encode_bundle, write_bundle_start, write_command, ArchivedCommand, AuditBundle,
+    BundleError, BundleHeader, BundleReader,
 };
+pub use signatures::VERIFY_BATCH_COMMANDS_MAX;
 pub use subject::{SubjectAccess, SubjectAccessOutcome};
 pub use tree::{AccessTree, CompactRange, ConsistencyError, COMPACT_RANGE_HASHES_MAX};
 pub use verify::{
     verify_bundle, verify_bundle_for_subject, verify_bundle_on, verify_stream, AuditFailure, AuditReport,
     Checks, FailureKind, SeenCheckpoint, PROGRESS_COMMANDS_INTERVAL, REPLAY_WINDOW_COMMANDS,
-    VERIFY_BATCH_COMMANDS_MAX,
 };
 
 /// A signer treats an open checkpoint it cannot cosign as abandoned after

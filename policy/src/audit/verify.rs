@@ -5,6 +5,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::bundle::{ArchivedCommand, AuditBundle, BundleError, BundleHeader, BundleReader};
+use super::signatures::verify_signatures_in_parallel;
 use super::subject::{subject_access, SubjectAccess};
 use super::tree::AccessTree;
 use super::FinalCheckpoint;
@@ -13,7 +14,6 @@ use crate::hex_digest::{from_hex, to_hex};
 use crate::state::{PolicyState, RejectionCode};
 use crate::subject_keys::SubjectLookup;
 use crate::SignedCommand;
-use civmesh_certs::signature::Batch;
 
 /// A checkpoint the auditor has seen and keeps between runs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -150,61 +150,6 @@ fn check_federation(
     }
 }
 
-/// Whether every signature in an archived command verifies: the command's
-/// envelope and, for an access record or push, the requester's query.
-fn signatures_verify(archived: &ArchivedCommand) -> bool {
-    let Ok(envelope) = SignedCommand::from_bytes(&archived.envelope) else { return false };
-    let Ok(verified) = envelope.verify_signature() else { return false };
-    match verified.payload.access() {
-        Some((record, _)) => record.request.verify_signature().is_ok(),
-        None => true,
-    }
-}
-
-/// Queues every signature of an archived command in `batch`: the
-/// command's envelope and, for an access record or push, the requester's
-/// query. False if it does not decode.
-fn queue_signatures(archived: &ArchivedCommand, batch: &mut Batch) -> bool {
-    let Ok(envelope) = SignedCommand::from_bytes(&archived.envelope) else { return false };
-    let Ok(decoded) = envelope.queue_signature(batch) else { return false };
-    match decoded.payload.access() {
-        Some((record, _)) => record.request.queue_signature(batch).is_ok(),
-        None => true,
-    }
-}
-
-/// The most commands whose signatures are verified in one batch: past a few
-/// hundred signatures a batch gets no cheaper per signature, and a failed
-/// batch is checked again one by one.
-pub const VERIFY_BATCH_COMMANDS_MAX: usize = 128;
-
-/// Whether each command's signatures verify: one ZIP 215 batch for all of
-/// them, which agrees with checking each one; if the batch fails, each
-/// command on its own, to say which.
-fn verify_batch(commands: &[ArchivedCommand]) -> Vec<bool> {
-    let mut batch = Batch::new();
-    let decoded: Vec<bool> = commands.iter().map(|archived| queue_signatures(archived, &mut batch)).collect();
-    if batch.verify() {
-        decoded
-    } else {
-        commands.iter().map(signatures_verify).collect()
-    }
-}
-
-/// Verifies every command's signatures, in batches, on `threads` threads:
-/// the costly, independent half of verification.
-fn verify_signatures_in_parallel(commands: &[ArchivedCommand], threads: usize) -> Vec<bool> {
-    let chunk = commands.len().div_ceil(threads.max(1)).max(1);
-    let verify_part = |part: &[ArchivedCommand]| -> Vec<bool> {
-        part.chunks(VERIFY_BATCH_COMMANDS_MAX).flat_map(verify_batch).collect()
-    };
-    std::thread::scope(|scope| {
-        let workers: Vec<_> =
-            commands.chunks(chunk).map(|part| scope.spawn(move || verify_part(part))).collect();
-        workers.into_iter().flat_map(|worker| worker.join().unwrap_or_default()).collect::<Vec<bool>>()
-    })
-}
-
 /// How many commands a replay does between two progress reports.
 pub const PROGRESS_COMMANDS_INTERVAL: u64 = 1024;
 
@@ -221,7 +166,7 @@ pub fn verify_bundle(
 
 /// Replays the bundle and checks everything; `progress` hears the number
 /// of commands done. Signatures are checked first, in ZIP 215 batches of
-/// [`VERIFY_BATCH_COMMANDS_MAX`] commands on `threads` threads; a command
+/// [`crate::audit::VERIFY_BATCH_COMMANDS_MAX`] commands on `threads` threads; a command
 /// whose signatures did not verify there is applied with the full check,
 /// which says why. The replay itself is sequential. Returns the report and
 /// the replayed state.
@@ -532,88 +477,6 @@ fn check_checkpoint(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::access::{AccessOutcome, AccessRecord, QueryHeader};
-    use crate::model::SubjectKeyHash;
-    use civmesh_certs::{NodeKey, SignedEnvelope};
-
-    fn archived(envelope: Vec<u8>) -> ArchivedCommand {
-        ArchivedCommand { sequence: 1, log_index: 1, entry_time_ms: 1, envelope, accepted: true }
-    }
-
-    fn access_record(requester: &NodeKey) -> crate::Command {
-        let header = QueryHeader {
-            dataset: "enterprises".into(),
-            subjects: vec![SubjectKeyHash([1; 32])],
-            fields: vec!["name".into()],
-            purpose: "inspection".into(),
-            grant: None,
-        };
-        crate::Command::RecordAccess(AccessRecord {
-            request: SignedEnvelope::sign(requester, &header, 1).unwrap(),
-            outcome: AccessOutcome::Deny { reason: crate::ReasonCode::GrantRequired },
-            decided_at_ms: 1,
-        })
-    }
-
-    #[test]
-    fn the_parallel_check_passes_exactly_the_commands_whose_every_signature_verifies() {
-        let (owner, requester) = (NodeKey::generate().unwrap(), NodeKey::generate().unwrap());
-        let plain = crate::Command::RevokeGrant { grant_id: 1, reason: "ended".into() };
-        let sign =
-            |command: &crate::Command| SignedEnvelope::sign(&owner, command, 1).unwrap().to_bytes().unwrap();
-        let flip_last_byte = |mut bytes: Vec<u8>| {
-            let last = bytes.len() - 1;
-            bytes[last] ^= 1;
-            bytes
-        };
-        let mut forged_request = access_record(&requester);
-        if let crate::Command::RecordAccess(record) = &mut forged_request {
-            record.request = SignedEnvelope::sign(&requester, &"another payload".to_string(), 1)
-                .map(|other| {
-                    SignedEnvelope::from_parts(
-                        record.request.body_bytes().to_vec(),
-                        other.signature_bytes().to_vec(),
-                    )
-                })
-                .unwrap();
-        }
-        let cases = [
-            ("a plain command", sign(&plain), true),
-            ("its signature damaged", flip_last_byte(sign(&plain)), false),
-            ("an access record", sign(&access_record(&requester)), true),
-            ("an access record with a forged request", sign(&forged_request), false),
-            ("not an envelope", vec![1, 2, 3], false),
-        ];
-        for (case, envelope, verifies) in cases {
-            assert_eq!(signatures_verify(&archived(envelope)), verifies, "{case}");
-        }
-    }
-
-    #[test]
-    fn a_batch_with_one_bad_signature_fails_exactly_that_command() {
-        let (owner, requester) = (NodeKey::generate().unwrap(), NodeKey::generate().unwrap());
-        let mut commands: Vec<ArchivedCommand> = (0..6)
-            .map(|index| {
-                let command = if index % 2 == 0 {
-                    access_record(&requester)
-                } else {
-                    crate::Command::RevokeGrant { grant_id: index, reason: "ended".into() }
-                };
-                archived(SignedEnvelope::sign(&owner, &command, 1).unwrap().to_bytes().unwrap())
-            })
-            .collect();
-        assert_eq!(verify_batch(&commands), [true; 6]);
-        let last = commands[3].envelope.len() - 1;
-        commands[3].envelope[last] ^= 1;
-        assert_eq!(verify_batch(&commands), [true, true, true, false, true, true]);
-        for threads in [1, 2, 4] {
-            assert_eq!(
-                verify_signatures_in_parallel(&commands, threads),
-                verify_batch(&commands),
-                "{threads}"
-            );
-        }
-    }
 
     #[test]
     fn a_checkpoint_needs_more_than_half_of_the_signing_organisations() {
