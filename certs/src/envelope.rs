@@ -91,6 +91,15 @@ struct EnvelopeBody<T> {
     nonce: [u8; NONCE_BYTES],
 }
 
+/// A body to sign, as encoded; the same bytes as [`EnvelopeBody`].
+#[derive(Serialize)]
+struct BodyRef<'a, T> {
+    payload: &'a T,
+    signer: NodeId,
+    issued_at_ms: UnixMillis,
+    nonce: [u8; NONCE_BYTES],
+}
+
 /// The wire form, as decoded.
 #[derive(Serialize, Deserialize)]
 struct EnvelopeWire {
@@ -173,13 +182,6 @@ impl<T: Serialize + DeserializeOwned> SignedEnvelope<T> {
         issued_at_ms: UnixMillis,
         nonce: [u8; NONCE_BYTES],
     ) -> Result<Self, EnvelopeError> {
-        #[derive(Serialize)]
-        struct BodyRef<'a, T> {
-            payload: &'a T,
-            signer: NodeId,
-            issued_at_ms: UnixMillis,
-            nonce: [u8; NONCE_BYTES],
-        }
         let body = codec::encode(&BodyRef { payload, signer: key.node_id(), issued_at_ms, nonce })?;
         let signature = key.sign(&signing_message(&body)).to_vec();
         Ok(SignedEnvelope { body, signature, payload_type: PhantomData })
@@ -195,13 +197,6 @@ impl<T: Serialize + DeserializeOwned> SignedEnvelope<T> {
         payload: &T,
         issued_at_ms: UnixMillis,
     ) -> Result<Self, EnvelopeError> {
-        #[derive(Serialize)]
-        struct BodyRef<'a, T> {
-            payload: &'a T,
-            signer: NodeId,
-            issued_at_ms: UnixMillis,
-            nonce: [u8; NONCE_BYTES],
-        }
         let (public_key, sign) = crate::signature::zip215_only_signer(seed);
         let body = codec::encode(&BodyRef {
             payload,
