@@ -41,7 +41,7 @@ impl CorrectionService {
                 return Err(DeliveryRefusal::NotOwner(request.dataset.clone()));
             }
             let logged = state.corrections.get(&id).filter(|track| track.submitter == peer);
-            match (logged, self.query.pair_key_of(&peer)) {
+            match (logged, self.query.subject_keys.for_member(state, &peer)) {
                 (None, _) => Ok(None),
                 (Some(_), None) => Err(DeliveryRefusal::NoSubjectKey),
                 // The submitter names the record it corrects: the subject

@@ -9,6 +9,7 @@ use std::sync::Mutex;
 use civmesh_certs::{NodeId, OrgId};
 use civmesh_consensus::RaftPeer;
 use civmesh_policy::subject_keys::{pair_subject_key, SUBJECT_KEY_BYTES};
+use civmesh_policy::PolicyState;
 
 use super::requester::owner_answer;
 use super::{AskError, PairKeyAnswer, QueryProtocolMessage, QueryService};
@@ -37,6 +38,13 @@ impl SubjectKeys {
         self.org_key.map(|org_key| pair_subject_key(&org_key, requester))
     }
 
+    /// The owner's side: the key of the subjects `peer` names, if `policy`
+    /// has it as an active member. For callers already reading the state
+    /// (its lock must not be taken twice).
+    pub fn for_member(&self, policy: &PolicyState, peer: &NodeId) -> Option<SubjectKey> {
+        self.for_requester(&policy.active_member(peer)?.org)
+    }
+
     fn kept(&self, owner: &OrgId) -> Option<SubjectKey> {
         self.pair_keys.lock().ok()?.get(owner).copied()
     }
@@ -55,9 +63,7 @@ impl QueryService {
     /// The owner's side: the key of the subjects `peer` names, if it is an
     /// active member and this node has its organisation's key.
     pub fn pair_key_of(&self, peer: &NodeId) -> Option<SubjectKey> {
-        let org =
-            self.log.state().read(|applied| applied.policy.active_member(peer).map(|m| m.org.clone()))?;
-        self.subject_keys.for_requester(&org)
+        self.log.state().read(|applied| self.subject_keys.for_member(&applied.policy, peer))
     }
 
     /// Answers [`QueryProtocolMessage::PairKey`] from `peer`, signed.
