@@ -91,6 +91,17 @@ struct EnvelopeBody<T> {
     nonce: [u8; NONCE_BYTES],
 }
 
+impl<T> From<EnvelopeBody<T>> for VerifiedEnvelope<T> {
+    fn from(body: EnvelopeBody<T>) -> Self {
+        VerifiedEnvelope {
+            payload: body.payload,
+            signer: body.signer,
+            issued_at_ms: body.issued_at_ms,
+            nonce: body.nonce,
+        }
+    }
+}
+
 /// A body to sign, as encoded; the same bytes as [`EnvelopeBody`].
 #[derive(Serialize)]
 struct BodyRef<'a, T> {
@@ -215,12 +226,7 @@ impl<T: Serialize + DeserializeOwned> SignedEnvelope<T> {
         if !crate::signature::verify(&body.signer.0, &signing_message(&self.body), &self.signature) {
             return Err(EnvelopeError::SignatureInvalid(body.signer));
         }
-        Ok(VerifiedEnvelope {
-            payload: body.payload,
-            signer: body.signer,
-            issued_at_ms: body.issued_at_ms,
-            nonce: body.nonce,
-        })
+        Ok(body.into())
     }
 
     /// Decodes as [`SignedEnvelope::verify_signature`] does, and queues the
@@ -232,12 +238,7 @@ impl<T: Serialize + DeserializeOwned> SignedEnvelope<T> {
     ) -> Result<VerifiedEnvelope<T>, EnvelopeError> {
         let body = self.decode_body()?;
         batch.queue(&body.signer.0, &signing_message(&self.body), &self.signature);
-        Ok(VerifiedEnvelope {
-            payload: body.payload,
-            signer: body.signer,
-            issued_at_ms: body.issued_at_ms,
-            nonce: body.nonce,
-        })
+        Ok(body.into())
     }
 
     /// Decodes as [`SignedEnvelope::verify_signature`] does, without the
@@ -245,12 +246,7 @@ impl<T: Serialize + DeserializeOwned> SignedEnvelope<T> {
     /// already verified (an auditor's parallel pass over a bundle).
     pub fn decode_already_verified(&self) -> Result<VerifiedEnvelope<T>, EnvelopeError> {
         let body = self.decode_body()?;
-        Ok(VerifiedEnvelope {
-            payload: body.payload,
-            signer: body.signer,
-            issued_at_ms: body.issued_at_ms,
-            nonce: body.nonce,
-        })
+        Ok(body.into())
     }
 
     /// [`SignedEnvelope::verify_signature`], then the replay window and the
