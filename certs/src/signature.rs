@@ -35,7 +35,6 @@ pub fn verify(public_key: &[u8; 32], message: &[u8], signature: &[u8]) -> bool {
 pub struct Batch {
     verifier: batch::Verifier,
     malformed: bool,
-    queued: usize,
 }
 
 impl Batch {
@@ -52,17 +51,6 @@ impl Batch {
         };
         let key = VerificationKeyBytes::from(*public_key);
         self.verifier.queue((key, Signature::from_bytes(&signature), message));
-        self.queued += 1;
-    }
-
-    /// How many signatures are queued.
-    pub fn len(&self) -> usize {
-        self.queued
-    }
-
-    /// Whether nothing is queued.
-    pub fn is_empty(&self) -> bool {
-        self.queued == 0 && !self.malformed
     }
 
     /// Whether every queued signature verifies. The random coefficients
