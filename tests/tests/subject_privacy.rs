@@ -9,7 +9,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use civmesh_certs::{now_unix_millis, NodeKey, OrgId, SignedEnvelope};
+use civmesh_certs::OrgId;
 use civmesh_policy::model::SubjectKeyHash;
 use civmesh_policy::subject_keys::pair_subject_key;
 use civmesh_policy::Command;
@@ -64,16 +64,13 @@ fn a_street_cannot_link_another_streets_access_to_a_citizen_it_knows() {
     let dir = tempfile::tempdir().unwrap();
     let specs = city(&["hub", "market", "civil", "jingansi", "nanjingxilu"]);
     let net = Testnet::launch(dir.path(), &specs).unwrap();
-    let market = NodeKey::load(&net.nodes[MARKET].data_dir.join("node.key")).unwrap();
-    let sign = |command| SignedEnvelope::sign(&market, &command, now_unix_millis()).unwrap();
-    let published = net.api(MARKET).unwrap().submit(&[sign(Command::PublishDataset(enterprise_dataset()))]);
-    assert!(published.unwrap().outcomes[0].is_ok());
+    net.sign_and_submit(MARKET, MARKET, Command::PublishDataset(enterprise_dataset())).unwrap();
     let csv = dir.path().join("enterprises.csv");
     std::fs::write(&csv, "credit_code,name,registered_address,operating_address,legal_rep_phone,district,street\n91310106A,Jing'an Tea House,,88 Changde Road,13800001111,,\n").unwrap();
     net.import(MARKET, ENTERPRISES, &csv).unwrap();
     let grant = street_inspection_grant("street/jingansi", &["name"], &[]).unwrap();
-    let issued = net.api(MARKET).unwrap().submit(&[sign(Command::IssueGrant(grant))]).unwrap();
-    let Ok(civmesh_policy::Applied::GrantIssued(grant)) = issued.outcomes[0] else { panic!("{issued:?}") };
+    let issued = net.sign_and_submit(MARKET, MARKET, Command::IssueGrant(grant)).unwrap();
+    let civmesh_policy::Applied::GrantIssued(grant) = issued else { panic!("{issued:?}") };
     let body = serde_json::json!({
         "dataset": ENTERPRISES, "keys": [KEY], "fields": ["name"],
         "purpose": "street-inspection", "grant": grant,
