@@ -38,6 +38,8 @@ CORRECTION_TEXT_BYTES_MAX = 4096
 CERTIFICATE_BYTES_MAX = 16_384
 ENVELOPE_BYTES_MAX = 4_194_304
 ORG_BYTES_MAX = 128
+OPERATOR_NAME_BYTES_MAX = 128          # B 2.5
+OPERATOR_WRAPPERS_MAX = 2              # A 5.2 (ByOperator), B 2.5
 HEADER_BYTES_MAX = 1_048_576           # A section 2
 COMMAND_BYTES_MAX = ENVELOPE_BYTES_MAX + 1024
 MAGIC = b"CIVAUDIT"
@@ -68,8 +70,12 @@ CORRECTION_REASON_CODES = {
 GENESIS, ADMIT, REVOKE_MEMBER, PUBLISH, ADD_NL, REMOVE_NL, FILE_DEMAND, \
     ISSUE_GRANT, REVOKE_GRANT, RECORD_ACCESS, RECORD_PUSH, RECORD_CONSENT, \
     RECORD_CORRECTION, SET_AUTO, COSIGN, REMOVE_AUTO, COMMIT_SECRET, \
-    FILE_DEMAND_REASON, REFUSE_DEMAND, RECORD_LISTING = range(20)
+    FILE_DEMAND_REASON, REFUSE_DEMAND, RECORD_LISTING, BY_OPERATOR = range(21)
 ACCESS_KINDS = {RECORD_ACCESS: "query", RECORD_PUSH: "push", RECORD_LISTING: "listing"}
+# The commands an operator may make (B 2.5): a wrapper of any other is refused
+OPERATOR_MAY_MAKE = {PUBLISH, ADD_NL, REMOVE_NL, FILE_DEMAND, FILE_DEMAND_REASON,
+                     REFUSE_DEMAND, ISSUE_GRANT, REVOKE_GRANT, RECORD_CONSENT, SET_AUTO,
+                     REMOVE_AUTO, REVOKE_MEMBER}
 # Enum sizes and a few indices (A section 6)
 SHARING_UNCONDITIONAL, SHARING_NOT_SHARED = 0, 2
 FIELD_TYPE_TEXT = 0
@@ -400,9 +406,16 @@ COMMAND_DECODERS = {                     # A 5.1-5.3
     RECORD_LISTING: r_access_record,
 }
 
-def r_command(r):
-    kind = r.enum(20)
-    cmd = COMMAND_DECODERS[kind](r)
+def r_command(r, wrappers=0):
+    """A Command (A 5.1); `wrappers`: how many ByOperator wrappers enclose it."""
+    kind = r.enum(21)
+    if kind == BY_OPERATOR:              # A 5.2: operator, then the command in place
+        cmd = {"operator": r.string()}
+        if wrappers >= OPERATOR_WRAPPERS_MAX:  # a third wrapper does not decode
+            raise Undecodable("more than %d operator wrappers" % OPERATOR_WRAPPERS_MAX)
+        cmd["command"] = r_command(r, wrappers + 1)
+    else:
+        cmd = COMMAND_DECODERS[kind](r)
     cmd["kind"] = kind
     return cmd
 
@@ -692,12 +705,7 @@ def reject_if(condition, code, detail=""):
 
 def text_check(value, maximum, what):
     """B notation: trimmed (Unicode White_Space) not empty, UTF-8 <= max bytes."""
-    trimmed = value
-    while trimmed and trimmed[0] in WHITE_SPACE:
-        trimmed = trimmed[1:]
-    while trimmed and trimmed[-1] in WHITE_SPACE:
-        trimmed = trimmed[:-1]
-    if not trimmed or len(value.encode()) > maximum:
+    if not trimmed(value) or len(value.encode()) > maximum:
         raise Reject("invalid_argument", "text check " + what)
 
 def in_force(st, node, T):
@@ -776,17 +784,45 @@ def run(st, wire, T):
     known = (st.federation is not None and S == st.federation["ca_node_id"]) or S in st.members
     if cmd["kind"] == GENESIS or known:
         spend_nonce(st.window, S, env["nonce"], env["issued_at_ms"], T)
-    # R5 genesis
+    # R5 an operator's command: unwrapped; the rest is the wrapped command's
+    if cmd["kind"] == BY_OPERATOR:
+        cmd = unwrap_operator(cmd)
+    # R6 genesis
     if cmd["kind"] == GENESIS:
         return apply_genesis(st, cmd, S, T)
-    # R6
+    # R7
     reject_if(st.federation is None, "genesis_order")
-    # R7 authority
+    # R8 authority
     O, query = authority(st, cmd, S, T)
-    # R9 access rules; R8 + R10 otherwise
+    # R10 access rules; R9 + R11 otherwise
     if cmd["kind"] in ACCESS_KINDS:
         return apply_access(st, cmd, query, T)
     return RULES[cmd["kind"]](st, cmd, S, O, T)
+
+def is_control(ch):
+    """General category Cc (B 2.5): U+0000..U+001F and U+007F..U+009F."""
+    return ord(ch) < 0x20 or 0x7F <= ord(ch) <= 0x9F
+
+def trimmed(value):
+    """`value` without leading and trailing Unicode White_Space (B notation)."""
+    start, end = 0, len(value)
+    while start < end and value[start] in WHITE_SPACE:
+        start += 1
+    while end > start and value[end - 1] in WHITE_SPACE:
+        end -= 1
+    return value[start:end]
+
+def unwrap_operator(cmd):
+    """B 2.5: the operator's name, then whether an operator may make the
+    wrapped command. -> the wrapped command."""
+    name = cmd["operator"]
+    if not trimmed(name) or len(name.encode()) > OPERATOR_NAME_BYTES_MAX \
+            or any(is_control(ch) for ch in name):
+        raise Reject("invalid_argument", "operator name")
+    inner = cmd["command"]
+    reject_if(inner["kind"] not in OPERATOR_MAY_MAKE, "not_authorised",
+              "an operator may not make command %d" % inner["kind"])
+    return inner
 
 def apply_genesis(st, cmd, S, T):
     """B 5.1."""
@@ -816,7 +852,7 @@ def owner_of(st, dataset, O):
     return ds
 
 def authority(st, cmd, S, T):
-    """B section 4 (R7): standing, then the table. -> (org, decoded query or None)."""
+    """B section 4 (R8): standing, then the table. -> (org, decoded query or None)."""
     kind, query = cmd["kind"], None
     if S == st.federation["ca_node_id"]:
         if kind not in (ADMIT, REVOKE_MEMBER, COMMIT_SECRET):
@@ -989,7 +1025,7 @@ def rule_consent(st, cmd, S, O, T):                                  # B 5.11
     return (DONE, None)
 
 def apply_access(st, cmd, query, T):
-    """B 5.13, steps 1-10 (R9)."""
+    """B 5.13, steps 1-10 (R10)."""
     kind = ACCESS_KINDS[cmd["kind"]]
     q, requester = query["payload"], query["signer"]
     pnj = "permit_not_justified"

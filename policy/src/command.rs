@@ -148,6 +148,62 @@ pub enum Command {
     /// fresh nonce per page), every subject released named in the outcome.
     /// Signed by the owner node that answered.
     RecordListing(crate::access::AccessRecord),
+    /// A command an operator made through the console. The signer's
+    /// authority decides, as for the inner command alone; the operator's
+    /// name is kept in the log for the auditor. Only the commands
+    /// [`Command::operator_may_make`] allows may be wrapped, and only once.
+    ByOperator {
+        /// The signed-in operator's name (1..=[`OPERATOR_NAME_BYTES_MAX`] bytes).
+        operator: String,
+        /// What they did.
+        #[serde(deserialize_with = "wrapped_command")]
+        command: Box<Command>,
+    },
+}
+
+/// The longest operator name a [`Command::ByOperator`] carries, in bytes.
+pub const OPERATOR_NAME_BYTES_MAX: usize = 128;
+
+/// Whether `name` may name an operator in the log: text that is not only
+/// white space, at most [`OPERATOR_NAME_BYTES_MAX`] bytes, without control
+/// characters. The console holds its accounts' names to the same rule.
+pub fn operator_name_valid(name: &str) -> bool {
+    !name.trim().is_empty() && name.len() <= OPERATOR_NAME_BYTES_MAX && !name.chars().any(char::is_control)
+}
+
+/// The most [`Command::ByOperator`] wrappers a command decodes with, one
+/// inside the other. A wrapper in a wrapper decodes (apply refuses it,
+/// `NotAuthorised`); a third level does not decode, so no input, however
+/// long, makes decoding (or dropping) recurse deep enough to overflow the
+/// stack.
+pub const OPERATOR_WRAPPERS_MAX: usize = 2;
+
+thread_local! {
+    /// How many wrappers' commands the decoder on this thread is inside.
+    static WRAPPERS_OPEN: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// Decodes a [`Command::ByOperator`]'s command, at most
+/// [`OPERATOR_WRAPPERS_MAX`] wrappers deep.
+fn wrapped_command<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Box<Command>, D::Error> {
+    /// Leaves one wrapper when its command is decoded, or fails to.
+    struct Open;
+    impl Drop for Open {
+        fn drop(&mut self) {
+            WRAPPERS_OPEN.with(|open| open.set(open.get().saturating_sub(1)));
+        }
+    }
+    let depth = WRAPPERS_OPEN.with(|open| {
+        open.set(open.get() + 1);
+        open.get()
+    });
+    let _open = Open;
+    if depth > OPERATOR_WRAPPERS_MAX {
+        return Err(serde::de::Error::custom(format!(
+            "more than {OPERATOR_WRAPPERS_MAX} operator wrappers, one inside the other"
+        )));
+    }
+    Box::<Command>::deserialize(deserializer)
 }
 
 /// The kind of a command: a short stable name for logs and metrics (never
@@ -195,6 +251,8 @@ pub enum CommandKind {
     RefuseDemand,
     /// [`Command::RecordListing`].
     RecordListing,
+    /// [`Command::ByOperator`].
+    ByOperator,
 }
 
 impl CommandKind {
@@ -221,6 +279,7 @@ impl CommandKind {
             CommandKind::FileDemandWithReason => "file_demand_with_reason",
             CommandKind::RefuseDemand => "refuse_demand",
             CommandKind::RecordListing => "record_listing",
+            CommandKind::ByOperator => "by_operator",
         }
     }
 }
@@ -267,7 +326,31 @@ impl Command {
             Command::FileDemandWithReason(_) => CommandKind::FileDemandWithReason,
             Command::RefuseDemand { .. } => CommandKind::RefuseDemand,
             Command::RecordListing(_) => CommandKind::RecordListing,
+            Command::ByOperator { .. } => CommandKind::ByOperator,
         }
+    }
+
+    /// Whether an operator may make this command through the console: the
+    /// decisions people take (catalog, lists, demands, grants, consents,
+    /// auto-accept rules, revoking a member). Never the access log, the
+    /// checkpoints, a correction event (it names its operator itself), the
+    /// federation's founding, or another wrapper.
+    pub fn operator_may_make(&self) -> bool {
+        matches!(
+            self,
+            Command::PublishDataset(_)
+                | Command::AddNegativeListEntry { .. }
+                | Command::RemoveNegativeListEntry { .. }
+                | Command::FileDemand { .. }
+                | Command::FileDemandWithReason(_)
+                | Command::RefuseDemand { .. }
+                | Command::IssueGrant(_)
+                | Command::RevokeGrant { .. }
+                | Command::RecordConsent { .. }
+                | Command::SetAutoAcceptRule(_)
+                | Command::RemoveAutoAcceptRule { .. }
+                | Command::RevokeMember { .. }
+        )
     }
 }
 

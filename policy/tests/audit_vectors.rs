@@ -15,9 +15,12 @@ mod support;
 use std::path::{Path, PathBuf};
 
 use civmesh_policy::audit::{
-    encode_bundle, verify_stream, ArchivedCommand, AuditBundle, AuditFailure, BundleReader, Checks,
-    FailureKind, SeenCheckpoint,
+    encode_bundle, verify_stream, ArchivedCommand, AuditBundle, AuditFailure, BundleReader, CheckpointBody,
+    Checks, FailureKind, SeenCheckpoint,
 };
+use civmesh_policy::command::OPERATOR_NAME_BYTES_MAX;
+use civmesh_policy::model::LegalBasis;
+use civmesh_policy::{Command, DemandSpec, RejectionCode};
 use serde::{Deserialize, Serialize};
 use support::recorded::*;
 use support::*;
@@ -177,6 +180,7 @@ fn write_vectors() {
     all.extend(file_vectors(&log));
     all.extend(replay_vectors(&log));
     all.extend(outcome_vectors(&fx, &log));
+    all.extend(operator_vectors(&fx, &log));
     let dir = vectors_dir();
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("ca.pem"), &ca_pem).unwrap();
@@ -577,4 +581,111 @@ fn forged_request(fx: &Fixture) -> civmesh_policy::Command {
         other.signature_bytes().to_vec(),
     );
     civmesh_policy::Command::RecordAccess(record)
+}
+
+fn by(operator: &str, command: Command) -> Command {
+    Command::ByOperator { operator: operator.into(), command: Box::new(command) }
+}
+
+/// `log` and commands operators made through the console: two accepted
+/// (the outcome is the wrapped command's: a grant, a demand), eight refused
+/// (each with the code that enters the applied digest; the last a refused
+/// wrapper again, whose nonce the first time spent), an access under the
+/// wrapped grant and a checkpoint over it, made final by command 28.
+/// The root it cosigns covers every outcome before it.
+fn with_operators(fx: &Fixture, log: &RecordedLog) -> RecordedLog {
+    let mut more = RecordedLog {
+        state: log.state.clone(),
+        commands: log.commands.clone(),
+        leaves: log.leaves.clone(),
+        made_final: Vec::new(),
+    };
+    let street = fx.nanjingxilu.org.clone();
+    let grant = grant_spec(ENTERPRISES, &street, &["name", "operating_address"], "inspection");
+    let demand = DemandSpec {
+        dataset: ENTERPRISES.into(),
+        fields: ["name".to_string()].into(),
+        purpose: "inspection".into(),
+        legal_basis: LegalBasis::StatutoryDuty,
+        reason: "the street's inspections".into(),
+        until_ms: None,
+    };
+    let longest = format!("{}ab", "名".repeat(42));
+    assert_eq!(longest.len(), OPERATOR_NAME_BYTES_MAX);
+    let revoke = || Command::RevokeGrant { grant_id: 1, reason: "ended".into() };
+    let refusals = [
+        (&fx.market.key, by("王芳", by("王芳", revoke())), RejectionCode::NotAuthorised),
+        (&fx.market.key, by(" \u{3000}", revoke()), RejectionCode::InvalidArgument),
+        (
+            &fx.market.key,
+            by("王芳", access(&fx.jingansi.key, 9, Some(1), true)),
+            RejectionCode::NotAuthorised,
+        ),
+        (&fx.market.key, by("李\u{85}伟", revoke()), RejectionCode::InvalidArgument),
+        (&fx.market.key, by(&"名".repeat(43), revoke()), RejectionCode::InvalidArgument),
+        (&fx.outsider.key, by("", by("王芳", revoke())), RejectionCode::InvalidArgument),
+        (&fx.market.key, by("王芳", by("王芳", by("王芳", revoke()))), RejectionCode::SignatureInvalid),
+    ];
+    assert!(more.record(&fx.market.key, by("王芳", Command::IssueGrant(grant))));
+    assert!(more.record(&fx.jingansi.key, by(&longest, Command::FileDemandWithReason(demand))));
+    let mut refused = Vec::new();
+    for (key, command, code) in refusals {
+        refused.push((sign(key, command), code));
+    }
+    // The white-space name's wrapper again: refused, it still spent its nonce.
+    refused.push((refused[1].0.clone(), RejectionCode::Replayed));
+    for (envelope, code) in refused {
+        let rejection = more.state.clone().apply(&envelope, NOW_MS).unwrap_err();
+        assert_eq!(rejection.code, code, "{rejection}");
+        assert!(!more.record_envelope(&envelope));
+    }
+    assert_eq!(more.commands.len(), 25);
+    assert!(more.record(&fx.market.key, access(&fx.nanjingxilu.key, 10, Some(2), true)));
+    let body = CheckpointBody { tree_size: 9, root: more.root_at(9), log_index: 30 };
+    assert!(more.record(&fx.hub.key, Command::CosignCheckpoint(body.clone())));
+    assert!(more.record(&fx.civil.key, Command::CosignCheckpoint(body)));
+    assert_eq!(more.made_final, [9]);
+    more
+}
+
+/// Operators' commands (`ByOperator`): the bundle verifies, with every
+/// refusal's code bound by the checkpoint's root; outcomes the log did not
+/// record truthfully are caught.
+fn operator_vectors(fx: &Fixture, log: &RecordedLog) -> Vec<Made> {
+    let operators = with_operators(fx, log);
+    let tampered = |tamper: &dyn Fn(&mut Vec<ArchivedCommand>)| tampered(&operators, tamper);
+    let summary = Summary {
+        commands: 28,
+        access_entries: 9,
+        leaves: 9,
+        permits: 7,
+        checkpoints: 3,
+        anchored_leaves: 9,
+        root: hex_root(&operators, 9),
+        ..genuine_summary(log)
+    };
+    vec![
+        made(
+            "04-operators.bundle",
+            "00, then operators' commands: a wrapped grant and demand (the name 128 bytes) accepted; \
+             refused, a wrapper in a wrapper, a name of white space, a wrapped access, a name with a \
+             control character, one of 129 bytes, an unknown signer's wrapper in a wrapper with an \
+             empty name, three wrappers (undecodable), the white-space name's again (replayed); an \
+             access under the wrapped grant, and a final checkpoint at 9",
+            encoded(&operators, operators.commands.clone()),
+            Expect::Verified(summary),
+        ),
+        made(
+            "37-operator-refusal-marked-accepted.bundle",
+            "04 with command 18, a wrapper in a wrapper, marked accepted",
+            tampered(&|c| c[index(18)].accepted = true),
+            failed(FailureKind::ReplayRejected, Some(18), None, None),
+        ),
+        made(
+            "38-operator-grant-marked-rejected.bundle",
+            "04 with command 16, the wrapped grant, marked rejected",
+            tampered(&|c| c[index(16)].accepted = false),
+            failed(FailureKind::ReplayAccepted, Some(16), None, None),
+        ),
+    ]
 }

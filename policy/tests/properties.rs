@@ -9,7 +9,8 @@
 //!   scope, masking, consent, sensitive consent);
 //! - the generators reach the cases that matter: the coverage of permits,
 //!   consent-based and sensitive releases is asserted;
-//! - apply rejects every command whose signer lacks authority;
+//! - apply rejects every command whose signer lacks authority (one command
+//!   in ten wrapped as an operator makes it, which must change nothing);
 //! - replicas that apply the same commands (one through a snapshot) agree,
 //!   even with replays and entry times that go back, and both of those are
 //!   always rejected, changing nothing but the counters;
@@ -117,9 +118,17 @@ enum Op {
     RevokeMember {
         street: usize,
     },
+    /// The op as an operator makes it through the console: wrapped in
+    /// `Command::ByOperator`, decided exactly as the op alone.
+    ByOperator(Box<Op>),
 }
 
 fn op_strategy() -> impl Strategy<Value = Op> {
+    // One op in ten as an operator makes it (which changes nothing).
+    prop_oneof![9 => plain_op_strategy(), 1 => plain_op_strategy().prop_map(|op| Op::ByOperator(Box::new(op)))]
+}
+
+fn plain_op_strategy() -> impl Strategy<Value = Op> {
     // Grants and consents dominate, and grants mostly start near now, so that
     // permits, consents and sensitive fields are common (the coverage test
     // below holds the generators to it); the ops that deny everything are
@@ -233,11 +242,20 @@ fn command(state: &PolicyState, op: &Op) -> Command {
             let node_id = [&fx.jingansi, &fx.nanjingxilu][street].key.node_id();
             Command::RevokeMember { node_id, reason: "property test".into() }
         }
+        Op::ByOperator(op) => by_operator(command(state, &op)),
     }
+}
+
+/// `command` as an operator makes it through the console.
+fn by_operator(command: Command) -> Command {
+    Command::ByOperator { operator: "王芳".into(), command: Box::new(command) }
 }
 
 /// An independent statement of who may issue what.
 fn authorised(state: &PolicyState, signer_key: &NodeKey, command: &Command) -> bool {
+    if let Command::ByOperator { command, .. } = command {
+        return command.operator_may_make() && authorised(state, signer_key, command);
+    }
     let signer = signer_key.node_id();
     if state.federation.as_ref().unwrap().ca_node_id == signer {
         return matches!(
@@ -270,7 +288,9 @@ fn authorised(state: &PolicyState, signer_key: &NodeKey, command: &Command) -> b
         Command::RemoveAutoAcceptRule { dataset, .. } => owns(dataset),
         Command::RecordCorrectionEvent(event) if event.stage.logged_by_owner() => owns(&event.dataset),
         Command::RecordCorrectionEvent(event) => event.submitter == signer,
-        Command::Genesis { .. } | Command::CommitSubjectKeySecret { .. } => false,
+        Command::Genesis { .. } | Command::CommitSubjectKeySecret { .. } | Command::ByOperator { .. } => {
+            false
+        }
     }
 }
 
@@ -527,6 +547,7 @@ fn natural_signer(state: &PolicyState, op: &Op) -> usize {
             _ => 2,
         },
         Op::RevokeMember { .. } => 1,
+        Op::ByOperator(op) => natural_signer(state, op),
     }
 }
 

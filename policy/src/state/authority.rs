@@ -6,7 +6,7 @@ use civmesh_certs::{NodeId, OrgId, Role, UnixMillis};
 use super::membership::check_certificate_current;
 use super::rejection::{reject, Rejection, RejectionCode};
 use super::PolicyState;
-use crate::command::Command;
+use crate::command::{operator_name_valid, Command, OPERATOR_NAME_BYTES_MAX};
 use crate::model::Member;
 
 /// Who signed a command, as the state knows them.
@@ -98,6 +98,32 @@ impl PolicyState {
                 Err(reject(RejectionCode::NotAuthorised, "only the CA commits the subject-key secret"))
             }
             Command::Genesis { .. } => Err(genesis_not_first()),
+            // Unwrapped before (`decided`); a wrapper inside one is refused there.
+            Command::ByOperator { .. } => {
+                Err(reject(RejectionCode::NotAuthorised, "a wrapped command cannot be wrapped again"))
+            }
         }
     }
+}
+
+/// The command to decide: the wrapped one of a [`Command::ByOperator`]
+/// (checked: a command an operator may make, a well-formed name), else
+/// `command` itself.
+pub(super) fn decided(command: &Command) -> Result<&Command, Rejection> {
+    let Command::ByOperator { operator, command } = command else {
+        return Ok(command);
+    };
+    if !operator_name_valid(operator) {
+        return Err(reject(
+            RejectionCode::InvalidArgument,
+            format!("the operator's name must be 1..={OPERATOR_NAME_BYTES_MAX} bytes of text"),
+        ));
+    }
+    if !command.operator_may_make() {
+        return Err(reject(
+            RejectionCode::NotAuthorised,
+            format!("an operator may not make a {} command", command.kind()),
+        ));
+    }
+    Ok(command)
 }

@@ -295,15 +295,15 @@ impl PolicyState {
             .open(envelope)
             .map_err(|error| reject(RejectionCode::SignatureInvalid, error.to_string()))?;
         replay::check_command_time(verified.issued_at_ms, entry_time_ms)?;
-        let command = &verified.payload;
         let signer = verified.signer;
         // The nonce is spent before anything else is decided, so a command
         // rejected now can never be applied later. Only known signers spend
         // nonces: a fresh key could otherwise fill the window for everyone.
-        let genesis = matches!(command, Command::Genesis { .. });
+        let genesis = matches!(verified.payload, Command::Genesis { .. });
         if genesis || self.knows_signer(&signer) {
             self.check_replay(&signer, &verified.nonce, verified.issued_at_ms, entry_time_ms)?;
         }
+        let command = authority::decided(&verified.payload)?;
         if let Command::Genesis { federation_name, ca_certificate_der, founding_member_certificates_der } =
             command
         {
@@ -370,6 +370,10 @@ impl PolicyState {
             Command::RemoveAutoAcceptRule { dataset, submitter } => {
                 self.validate_auto_accept_rule_removal(dataset, submitter)?
             }
+            // `decided` unwraps it, and `authorise` refuses a wrapper inside.
+            Command::ByOperator { .. } => {
+                return Err(reject(RejectionCode::NotAuthorised, "a wrapped command cannot be wrapped again"))
+            }
         }
         Ok(None)
     }
@@ -425,6 +429,8 @@ impl PolicyState {
             }
             Command::CosignCheckpoint(body) => self.record_cosignature(body, signer, at_ms),
             Command::CommitSubjectKeySecret { commitment } => self.commit_subject_key_secret(commitment),
+            // Never reached: `validate` refuses a wrapper inside a wrapper.
+            Command::ByOperator { .. } => Applied::Done,
         }
     }
 }
