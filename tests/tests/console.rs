@@ -9,154 +9,34 @@
 #![allow(clippy::too_many_lines)]
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
-
-use civmesh_policy::Command as PolicyCommand;
-use civmesh_testnet::city::{
-    city, enterprise_dataset, enterprises_on, street_scoped_grant, write_enterprises, ENTERPRISES,
+use civmesh_testnet::city::{enterprises_on, ENTERPRISES};
+use civmesh_tests::browser::{
+    click, code_in, enrol_with_code, fill, screenshot, sign_in, text, ConsoleNet, ENTERPRISE_COUNT, JINGANSI,
 };
-use civmesh_testnet::{free_port, wait_until, Testnet};
-use fantoccini::{Client, ClientBuilder, Locator};
+use fantoccini::Locator;
 
-const ENTERPRISE_COUNT: usize = 3_000;
-const MARKET: usize = 1;
-const JINGANSI: usize = 3;
 /// Records on one console page (the console's own page size).
 const CONSOLE_PAGE_RECORDS: usize = 100;
 
-/// chromedriver, killed when the test ends however it ends.
-struct Driver(Child);
-
-impl Drop for Driver {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn start_driver() -> (Driver, u16) {
-    let port = free_port().unwrap();
-    let child = Command::new("chromedriver")
-        .arg(format!("--port={port}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("chromedriver (Debian's chromium-driver; scripts/test.sh installs it)");
-    let driver = Driver(child);
-    wait_until("chromedriver to listen", Duration::from_secs(20), || {
-        std::net::TcpStream::connect(("127.0.0.1", port)).ok()
-    })
-    .unwrap();
-    (driver, port)
-}
-
-async fn browser(port: u16) -> Client {
-    let mut capabilities = serde_json::Map::new();
-    capabilities.insert(
-        "goog:chromeOptions".into(),
-        serde_json::json!({
-            "binary": "/usr/bin/chromium",
-            "args": ["--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1366,768"],
-        }),
-    );
-    // The node's certificate is from the federation's own CA.
-    capabilities.insert("acceptInsecureCerts".into(), serde_json::json!(true));
-    ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
-        .capabilities(capabilities)
-        .connect(&format!("http://127.0.0.1:{port}"))
-        .await
-        .expect("a browser session")
-}
-
-fn screenshots_dir() -> PathBuf {
-    let target = std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "target".into());
-    let dir = PathBuf::from(target).join("console-screenshots");
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-async fn screenshot(client: &Client, name: &str) {
-    let png = client.screenshot().await.unwrap();
-    std::fs::write(screenshots_dir().join(format!("{name}.png")), png).unwrap();
-}
-
-async fn text(client: &Client, css: &str) -> String {
-    client.find(Locator::Css(css)).await.unwrap_or_else(|_| panic!("no {css}")).text().await.unwrap()
-}
-
-async fn fill(client: &Client, css: &str, value: &str) {
-    let field = client.find(Locator::Css(css)).await.unwrap_or_else(|_| panic!("no {css}"));
-    field.clear().await.unwrap();
-    field.send_keys(value).await.unwrap();
-}
-
-/// Clicks `css` and waits until the browser has left the page (every click
-/// here submits a form or follows a link).
-async fn click(client: &Client, css: &str) {
-    let page = client.find(Locator::Css("html")).await.unwrap();
-    client.find(Locator::Css(css)).await.unwrap_or_else(|_| panic!("no {css}")).click().await.unwrap();
-    let left = std::time::Instant::now();
-    while page.tag_name().await.is_ok() {
-        assert!(left.elapsed() < Duration::from_secs(20), "clicking {css} did not leave the page");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-async fn listed_keys(client: &Client) -> Vec<String> {
-    let mut keys = Vec::new();
-    for cell in client.find_all(Locator::Css("#records td.key")).await.unwrap() {
-        keys.push(cell.text().await.unwrap());
-    }
-    keys
-}
-
-/// The one-time code `civmesh operator add` or `reset` printed.
-fn code_in(printed: &str) -> String {
-    let after = printed.split("one-time code ").nth(1).unwrap_or_else(|| panic!("no code in {printed}"));
-    after.split_whitespace().next().unwrap().to_string()
-}
-
-async fn sign_in(client: &Client, base: &str, name: &str, password: &str) {
-    client.goto(&format!("{base}/login")).await.unwrap();
-    fill(client, "#name", name).await;
-    fill(client, "#password", password).await;
-    click(client, "#sign-in").await;
+async fn listed_keys(client: &fantoccini::Client) -> Vec<String> {
+    civmesh_tests::browser::texts(client, "#records td.key").await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_street_worker_enrols_lists_her_street_and_is_held_to_her_role_in_a_real_browser() {
-    let dir = tempfile::tempdir().unwrap();
-    let specs = city(&["hub", "market", "civil", "jingansi"]);
-    let net = Testnet::launch(dir.path(), &specs).unwrap();
-    net.sign_and_submit(MARKET, MARKET, PolicyCommand::PublishDataset(enterprise_dataset())).unwrap();
-    let csv = dir.path().join("enterprises.csv");
-    write_enterprises(&csv, ENTERPRISE_COUNT).unwrap();
-    net.import(MARKET, ENTERPRISES, &csv).unwrap();
-    net.issue_grant(MARKET, street_scoped_grant("jingansi").unwrap(), JINGANSI).unwrap();
-    let node_dir = net.nodes[JINGANSI].data_dir.to_str().unwrap().to_string();
-    let printed = net
-        .cli(&["operator", "add", "--node-dir", &node_dir, "--name", "李伟", "--role", "street-worker"])
-        .unwrap();
+    let console = ConsoleNet::launch();
+    let net = &console.net;
+    let node_dir = console.node_dir(JINGANSI);
+    let printed = console.add_operator(JINGANSI, "李伟", "street-worker");
     let code = code_in(&printed);
-    let runtime: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(net.nodes[JINGANSI].data_dir.join("node.json")).unwrap())
-            .unwrap();
-    let base = runtime["api_url"].as_str().unwrap().trim_end_matches('/').to_string();
+    let base = console.base(JINGANSI);
     assert!(printed.contains(&format!("{base}/enrol")), "{printed}");
-
-    let (_driver, port) = start_driver();
-    let client = browser(port).await;
+    let client = console.browser().await;
 
     // Enrol with the one-time code: signed in, in Chinese.
     client.goto(&format!("{base}/enrol")).await.unwrap();
     screenshot(&client, "enrol-zh").await;
-    fill(&client, "#name", "李伟").await;
-    fill(&client, "#code", &code).await;
-    fill(&client, "#password", "jingansi-2026").await;
-    fill(&client, "#password_again", "jingansi-2026").await;
-    click(&client, "#enrol").await;
+    enrol_with_code(&client, &base, "李伟", &code, "jingansi-2026").await;
     assert_eq!(text(&client, "#welcome").await, "欢迎使用");
     assert_eq!(text(&client, "#operator").await, "李伟 · 街道工作人员");
     screenshot(&client, "home-zh").await;
@@ -239,12 +119,7 @@ async fn a_street_worker_enrols_lists_her_street_and_is_held_to_her_role_in_a_re
 
     // An administrator resets her; she enrols again and is back in.
     let printed = net.cli(&["operator", "reset", "--node-dir", &node_dir, "--name", "李伟"]).unwrap();
-    client.goto(&format!("{base}/enrol")).await.unwrap();
-    fill(&client, "#name", "李伟").await;
-    fill(&client, "#code", &code_in(&printed)).await;
-    fill(&client, "#password", "a-new-password").await;
-    fill(&client, "#password_again", "a-new-password").await;
-    click(&client, "#enrol").await;
+    enrol_with_code(&client, &base, "李伟", &code_in(&printed), "a-new-password").await;
     assert_eq!(text(&client, "#welcome").await, "欢迎使用");
     client.close().await.unwrap();
 }
