@@ -37,8 +37,9 @@ pub struct DemandView {
     pub status: DemandStatus,
 }
 
-pub(crate) async fn demands(State(state): State<Shared>) -> Json<Vec<DemandView>> {
-    Json(state.log.state().read(|applied| {
+/// Every demand in the policy log, with where it stands, in the order filed.
+pub(crate) fn demand_views(state: &ApiState) -> Vec<DemandView> {
+    state.log.state().read(|applied| {
         let policy = &applied.policy;
         policy
             .demands
@@ -56,7 +57,11 @@ pub(crate) async fn demands(State(state): State<Shared>) -> Json<Vec<DemandView>
                 status: policy.demand_status(demand),
             })
             .collect()
-    }))
+    })
+}
+
+pub(crate) async fn demands(State(state): State<Shared>) -> Json<Vec<DemandView>> {
+    Json(demand_views(&state))
 }
 
 /// `GET /v1/grants`: every grant in the policy log, revoked and expired
@@ -81,8 +86,14 @@ pub(crate) async fn check_grant(
     State(state): State<Shared>,
     JsonBody(spec): JsonBody<GrantSpec>,
 ) -> Json<Vec<GrantWarning>> {
+    Json(grant_warnings_now(&state, &spec))
+}
+
+/// What the owner should confirm before issuing `spec` now
+/// (`PolicyState::grant_warnings` on this replica).
+pub(crate) fn grant_warnings_now(state: &ApiState, spec: &GrantSpec) -> Vec<GrantWarning> {
     let now_ms = now_unix_millis();
-    Json(state.log.state().read(|applied| applied.policy.grant_warnings(&spec, now_ms)))
+    state.log.state().read(|applied| applied.policy.grant_warnings(spec, now_ms))
 }
 
 /// One dataset of `GET /v1/catalog`, as this node's organisation sees it.
@@ -114,8 +125,14 @@ pub struct CatalogField {
 /// owners, and which of this node's organisation's grants (usable now)
 /// cover each field.
 pub(crate) async fn catalog(State(state): State<Shared>) -> Json<Vec<CatalogEntry>> {
+    Json(catalog_entries(&state))
+}
+
+/// Every dataset of the catalog as this node's organisation sees it (see
+/// [`CatalogEntry`]).
+pub(crate) fn catalog_entries(state: &ApiState) -> Vec<CatalogEntry> {
     let (org, now_ms) = (state.identity.org.clone(), now_unix_millis());
-    Json(state.log.state().read(|applied| {
+    state.log.state().read(|applied| {
         let policy = &applied.policy;
         let usable: Vec<&Grant> = policy
             .grants
@@ -144,7 +161,7 @@ pub(crate) async fn catalog(State(state): State<Shared>) -> Json<Vec<CatalogEntr
                     .collect(),
             })
             .collect()
-    }))
+    })
 }
 
 /// The body of `POST /v1/demands/{id}/refuse` and `POST /v1/grants/{id}/revoke`.
@@ -176,7 +193,7 @@ pub struct GrantIssue {
 
 /// Signs `command` with this node's key and commits it: the log's outcome,
 /// or its rejection as a 409 naming the code.
-async fn commit_as_node(state: &ApiState, command: Command) -> Result<Applied, ApiError> {
+pub(crate) async fn commit_as_node(state: &ApiState, command: Command) -> Result<Applied, ApiError> {
     let envelope =
         SignedEnvelope::sign(&state.query.key, &command, now_unix_millis()).map_err(ApiError::internal)?;
     let result = state.log.submit(vec![envelope]).await?;
@@ -218,8 +235,7 @@ pub(crate) async fn issue_grant(
     State(state): State<Shared>,
     JsonBody(GrantRequest { grant, confirm }): JsonBody<GrantRequest>,
 ) -> Result<Json<GrantIssue>, ApiError> {
-    let now_ms = now_unix_millis();
-    let warnings = state.log.state().read(|applied| applied.policy.grant_warnings(&grant, now_ms));
+    let warnings = grant_warnings_now(&state, &grant);
     if !warnings.is_empty() && !confirm {
         return Ok(Json(GrantIssue { grant: None, warnings }));
     }

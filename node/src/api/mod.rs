@@ -11,7 +11,7 @@ mod audit;
 mod auth;
 mod cluster;
 mod error;
-mod grants;
+pub(crate) mod grants;
 pub mod metrics;
 pub mod openapi;
 mod policy;
@@ -35,8 +35,8 @@ pub use cluster::{InitializeRequest, PeerAddress, VotersRequest};
 pub use error::{ApiError, JsonBody, PathParams, QueryParams, RawBody};
 pub use grants::{CatalogEntry, CatalogField, DemandView, GrantIssue, GrantRequest, Reason};
 pub use policy::{CommandsRequest, CommandsResponse, DemandEntry, MatchQuery, PolicySummary};
-pub(crate) use query::list_page;
 pub use query::AccessLogSummary;
+pub(crate) use query::{ask_owner, list_page};
 pub use records::{DatasetQuery, ImportRequest, ImportResponse, RecordAnswer, RecordLookup, RowFailure};
 pub use status::NodeStatus;
 

@@ -14,6 +14,15 @@ pub(crate) async fn query_owner(
     State(state): State<Shared>,
     JsonBody(request): JsonBody<crate::query::QuerySpec>,
 ) -> Result<Json<crate::query::QueryAnswer>, ApiError> {
+    ask_owner(&state, request).await.map(Json)
+}
+
+/// One query through the dataset's owner (`POST /v1/query`, and the
+/// console's record page): the owner decides and logs it before it answers.
+pub(crate) async fn ask_owner(
+    state: &ApiState,
+    request: crate::query::QuerySpec,
+) -> Result<crate::query::QueryAnswer, ApiError> {
     if request.keys.is_empty() || request.keys.len() > civmesh_policy::access::QUERY_SUBJECTS_MAX {
         return Err(ApiError::bad_request(format!(
             "a query names 1..={} keys",
@@ -21,7 +30,7 @@ pub(crate) async fn query_owner(
         )));
     }
     check_field_count(&request.fields)?;
-    let peer = owner_peer(&state, &request.dataset).await?;
+    let peer = owner_peer(state, &request.dataset).await?;
     let refused = |reason: crate::query::AskError| {
         crate::api::metrics::Metrics::count(&state.metrics.queries_asked, "refused");
         ApiError::new(StatusCode::BAD_GATEWAY, reason.to_string())
@@ -31,7 +40,7 @@ pub(crate) async fn query_owner(
         .await
         .map_err(refused)?;
     crate::api::metrics::Metrics::count(&state.metrics.queries_asked, crate::query::outcome_label(&answer));
-    Ok(Json(answer))
+    Ok(answer)
 }
 
 /// A request names 1..=`REQUEST_FIELDS_MAX` fields (a listing: or a grant,

@@ -7,14 +7,13 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use civmesh_certs::{codec, now_unix_millis, CaCertificate, SignedEnvelope};
+use civmesh_certs::{codec, now_unix_millis, CaCertificate};
 use civmesh_policy::audit::{
-    verify_stream, write_bundle_start, write_command, ArchivedCommand, AuditReport, BundleHeader,
-    BundleReader, Checks, SeenCheckpoint, SubjectAccess,
+    checked_subject_accesses, verify_stream, write_bundle_start, ArchiveWriter, ArchivedCommand, AuditReport,
+    BundleHeader, BundleReader, Checks, Exported, SeenCheckpoint, SubjectAccess, SubjectReportError,
 };
-use civmesh_policy::model::subject_key_commitment;
 use civmesh_policy::subject_keys::SubjectLookup;
-use civmesh_policy::{Command, PolicyState};
+use civmesh_policy::PolicyState;
 use clap::{Args, Subcommand};
 
 use crate::api::AUDIT_COMMANDS_PER_REQUEST_MAX;
@@ -152,14 +151,6 @@ fn export(node_dir: &Path, out: &Path, from: u64, until: Option<u64>) -> anyhow:
     written
 }
 
-/// What [`write_commands`] wrote.
-struct Exported {
-    federation_name: String,
-    ca_certificate_der: Vec<u8>,
-    commands: u64,
-    entries: u64,
-}
-
 /// Writes the node's archived commands to `path` as bundle pieces, a page
 /// at a time, up to the access entry `until`.
 fn write_commands(node_dir: &Path, path: &Path, until: Option<u64>) -> anyhow::Result<Exported> {
@@ -170,13 +161,11 @@ fn write_commands(node_dir: &Path, path: &Path, until: Option<u64>) -> anyhow::R
         .create_new(true)
         .open(path)
         .with_context(|| format!("creating {}", path.display()))?;
-    let mut pieces = std::io::BufWriter::new(file);
-    let mut exported =
-        Exported { federation_name: String::new(), ca_certificate_der: Vec::new(), commands: 0, entries: 0 };
+    let mut pieces = ArchiveWriter::new(std::io::BufWriter::new(file), until);
     'pages: loop {
         let page_path = format!(
             "/v1/audit/commands?from={}&limit={AUDIT_COMMANDS_PER_REQUEST_MAX}",
-            exported.commands + 1
+            pieces.exported().commands + 1
         );
         let page: Vec<ArchivedCommand> = codec::decode_exact(
             &api.get_bytes(&page_path, ARCHIVE_PAGE_BYTES_MAX)?,
@@ -187,33 +176,16 @@ fn write_commands(node_dir: &Path, path: &Path, until: Option<u64>) -> anyhow::R
             break;
         }
         for command in page {
-            anyhow::ensure!(
-                command.sequence == exported.commands + 1,
-                "this node's archive starts at command {} (it joined from a snapshot); export from a node that \
-                 holds the whole history, such as a founding voter",
-                command.sequence
-            );
-            if until.is_some_and(|until| exported.entries >= until) {
+            if !pieces.push(&command)? {
                 break 'pages;
             }
-            if exported.commands == 0 {
-                let Command::Genesis { federation_name, ca_certificate_der, .. } =
-                    SignedEnvelope::<Command>::from_bytes(&command.envelope)?.unverified_payload()?
-                else {
-                    anyhow::bail!("the archive does not start with the genesis");
-                };
-                (exported.federation_name, exported.ca_certificate_der) =
-                    (federation_name, ca_certificate_der);
-            }
-            exported.entries += u64::from(command.accepted && is_access(&command));
-            write_command(&mut pieces, &command)?;
-            exported.commands += 1;
         }
+        let exported = pieces.exported();
         progress.set_message(format!("{} commands, {} access entries", exported.commands, exported.entries));
     }
     progress.finish_and_clear();
-    anyhow::ensure!(exported.commands > 0, "the node's archive is empty");
-    std::io::Write::flush(&mut pieces)?;
+    let (mut out, exported) = pieces.finish()?;
+    std::io::Write::flush(&mut out)?;
     Ok(exported)
 }
 
@@ -241,12 +213,6 @@ fn sync_parent(path: &Path) -> anyhow::Result<()> {
     let parent = path.parent().filter(|parent| !parent.as_os_str().is_empty()).unwrap_or(Path::new("."));
     std::fs::File::open(parent)?.sync_all()?;
     Ok(())
-}
-
-fn is_access(command: &ArchivedCommand) -> bool {
-    SignedEnvelope::<Command>::from_bytes(&command.envelope)
-        .and_then(|envelope| envelope.unverified_payload())
-        .is_ok_and(|command| command.access().is_some())
 }
 
 /// Reads and verifies a bundle as a stream (memory holds one window of
@@ -389,28 +355,15 @@ fn subject(args: &SubjectArgs) -> anyhow::Result<()> {
         std::fs::read_to_string(secret_file).with_context(|| format!("reading {}", secret_file.display()))?;
     let mut subject = SubjectLookup::new(secret.trim().as_bytes(), &args.record_key);
     let (bundle, report, state, accesses) = load_and_verify(bundle_path, ca, &seen, Some(&mut subject))?;
-    anyhow::ensure!(
-        report.ok,
-        "the bundle does not verify ({} failures): run `civmesh audit verify`",
-        report.failures.len()
-    );
-    // A wrong secret would hash every subject to a value nobody queried and
-    // report "no accesses": check it against the CA's commitment first.
-    let committed = state.subject_key_commitment.context(
-        "the bundle holds no subject-key commitment (the CA logs one at bootstrap): \
-         a wrong secret could not be told from a subject nobody looked at",
-    )?;
-    anyhow::ensure!(
-        subject_key_commitment(secret.trim().as_bytes()) == committed,
-        "the secret in {} is not this federation's subject-key secret (it does not match the \
-         commitment the CA logged at bootstrap)",
-        secret_file.display()
-    );
-    // Only the accesses in the range the bundle was exported for.
-    let accesses: Vec<_> = accesses
-        .into_iter()
-        .filter(|access| (bundle.from_entry..bundle.to_entry).contains(&access.access_entry))
-        .collect();
+    let accesses = checked_subject_accesses(secret.trim().as_bytes(), &bundle, &report, &state, accesses)
+        .map_err(|error| match error {
+            SubjectReportError::WrongSecret => anyhow::anyhow!(
+                "the secret in {} is not this federation's subject-key secret (it does not match the \
+                 commitment the CA logged at bootstrap)",
+                secret_file.display()
+            ),
+            other => anyhow::Error::new(other),
+        })?;
     println!("{}", serde_json::to_string_pretty(&accesses)?);
     let unanchored = accesses.iter().filter(|access| !access.anchored).count();
     eprintln!("{} access(es) to this subject's records", accesses.len());

@@ -1,5 +1,5 @@
 //! The console's words: one message catalogue per language, embedded in the
-//! binary (`messages/zh-CN.toml`, `messages/en.toml`). Simplified Chinese by
+//! binary (`messages/AREA.zh-CN.toml`, `messages/AREA.en.toml`, one pair per area). Simplified Chinese by
 //! default; English when the operator switches (a `civmesh_lang` cookie).
 //! Templates hold keys, never words.
 
@@ -47,8 +47,22 @@ impl Catalogue {
     }
 }
 
-fn parse(text: &str) -> Catalogue {
-    let messages = toml::from_str::<BTreeMap<String, String>>(text).unwrap_or_default();
+/// The catalogue files, one pair per area of the console: (Chinese, English).
+const CATALOGUES: [(&str, &str); 5] = [
+    (include_str!("messages/base.zh-CN.toml"), include_str!("messages/base.en.toml")),
+    (include_str!("messages/corrections.zh-CN.toml"), include_str!("messages/corrections.en.toml")),
+    (include_str!("messages/officer.zh-CN.toml"), include_str!("messages/officer.en.toml")),
+    (include_str!("messages/auditor.zh-CN.toml"), include_str!("messages/auditor.en.toml")),
+    (include_str!("messages/dashboard.zh-CN.toml"), include_str!("messages/dashboard.en.toml")),
+];
+
+/// One language's messages from every area's file (a test keeps the keys
+/// apart and complete).
+fn parse(files: impl Iterator<Item = &'static str>) -> Catalogue {
+    let mut messages = BTreeMap::new();
+    for text in files {
+        messages.extend(toml::from_str::<BTreeMap<String, String>>(text).unwrap_or_default());
+    }
     Catalogue { messages }
 }
 
@@ -57,8 +71,8 @@ pub fn catalogue(lang: Lang) -> &'static Catalogue {
     static ZH_CN: OnceLock<Catalogue> = OnceLock::new();
     static EN: OnceLock<Catalogue> = OnceLock::new();
     match lang {
-        Lang::ZhCn => ZH_CN.get_or_init(|| parse(include_str!("messages/zh-CN.toml"))),
-        Lang::En => EN.get_or_init(|| parse(include_str!("messages/en.toml"))),
+        Lang::ZhCn => ZH_CN.get_or_init(|| parse(CATALOGUES.iter().map(|(zh, _)| *zh))),
+        Lang::En => EN.get_or_init(|| parse(CATALOGUES.iter().map(|(_, en)| *en))),
     }
 }
 
@@ -70,9 +84,16 @@ mod tests {
     /// template or the console's code uses.
     #[test]
     fn both_catalogues_hold_every_key_used() {
-        let zh = toml::from_str::<BTreeMap<String, String>>(include_str!("messages/zh-CN.toml")).unwrap();
-        let en = toml::from_str::<BTreeMap<String, String>>(include_str!("messages/en.toml")).unwrap();
-        assert_eq!(zh.keys().collect::<Vec<_>>(), en.keys().collect::<Vec<_>>());
+        let (mut zh, mut en) = (BTreeMap::new(), BTreeMap::new());
+        for (zh_text, en_text) in CATALOGUES {
+            let zh_area = toml::from_str::<BTreeMap<String, String>>(zh_text).unwrap();
+            let en_area = toml::from_str::<BTreeMap<String, String>>(en_text).unwrap();
+            assert_eq!(zh_area.keys().collect::<Vec<_>>(), en_area.keys().collect::<Vec<_>>());
+            let before = zh.len();
+            zh.extend(zh_area.clone());
+            en.extend(en_area);
+            assert_eq!(zh.len(), before + zh_area.len(), "a key is in two areas' files");
+        }
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
         let mut sources = Vec::new();
         for dir in [root.join("templates/console"), root.join("src/console")] {

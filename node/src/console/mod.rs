@@ -9,11 +9,17 @@
 //! every page checks the operator's role on the server. Record keys and
 //! filters travel in POST bodies, never in URLs.
 
+mod actions;
+mod auditor;
+mod corrections;
+mod dashboard;
 pub mod i18n;
+mod officer;
 pub mod operators;
 mod pages;
 mod records;
 pub mod sessions;
+mod throttle;
 
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
@@ -41,12 +47,24 @@ pub struct Console {
     pub operators: OperatorStore,
     /// Who is signed in.
     pub sessions: Sessions,
+    /// Sign-in attempts per client address.
+    sign_ins: throttle::SignInThrottle,
+    /// When each operator last saw their corrections' outcomes.
+    seen: std::sync::Mutex<corrections::SeenTimes>,
+    /// The node's directory (the auditor's files, working space).
+    node_dir: std::path::PathBuf,
 }
 
 impl Console {
     /// The console of the node in `node_dir`.
     pub fn new(node_dir: &std::path::Path) -> Self {
-        Console { operators: OperatorStore::new(node_dir), sessions: Sessions::default() }
+        Console {
+            operators: OperatorStore::new(node_dir),
+            sessions: Sessions::default(),
+            sign_ins: throttle::SignInThrottle::default(),
+            seen: std::sync::Mutex::default(),
+            node_dir: node_dir.to_path_buf(),
+        }
     }
 }
 
@@ -58,10 +76,12 @@ pub fn router() -> Router<Shared> {
         .route("/logout", post(pages::sign_out))
         .route("/enrol", get(pages::enrol_form).post(pages::enrol))
         .route("/grants", get(pages::grants))
-        .route("/records", get(records::records_form).post(records::records))
-        .route("/review", get(records::review))
         .route("/lang/{tag}", get(pages::switch_lang))
         .route("/console.css", get(stylesheet))
+        .merge(corrections::router())
+        .merge(officer::router())
+        .merge(auditor::router())
+        .merge(dashboard::router())
         .layer(axum::middleware::map_response(security_headers))
 }
 
@@ -140,17 +160,28 @@ pub struct NavItem {
 
 /// The navigation of `role`.
 fn navigation(role: Role) -> Vec<NavItem> {
-    let home = NavItem { href: "/", key: "nav.home" };
-    let grants = NavItem { href: "/grants", key: "nav.grants" };
-    let records = NavItem { href: "/records", key: "nav.records" };
-    let review = NavItem { href: "/review", key: "nav.review" };
+    let item = |href, key| NavItem { href, key };
+    let home = item("/", "nav.home");
+    let dashboard = item("/dashboard", "nav.dashboard");
+    let street = [
+        item("/grants", "nav.grants"),
+        item("/records", "nav.records"),
+        item("/corrections", "nav.corrections"),
+        item("/demands/new", "nav.demand"),
+    ];
+    let reviewer = [item("/review", "nav.review"), item("/review/rules", "nav.rules")];
+    let officer = [item("/demands", "nav.demands"), item("/issued-grants", "nav.issued")];
+    let auditor = [item("/audit", "nav.audit"), item("/audit/subject", "nav.subject")];
+    let mut nav = vec![home];
     match role {
-        Role::StreetWorker => vec![home, grants, records],
-        Role::Reviewer => vec![home, review],
-        Role::PolicyOfficer => vec![home, grants],
-        Role::Auditor => vec![home],
-        Role::Admin => vec![home, grants, records, review],
+        Role::StreetWorker => nav.extend(street),
+        Role::Reviewer => nav.extend(reviewer),
+        Role::PolicyOfficer => nav.extend(officer),
+        Role::Auditor => nav.extend(auditor),
+        Role::Admin => nav.extend(street.into_iter().chain(reviewer).chain(officer).chain(auditor)),
     }
+    nav.push(dashboard);
+    nav
 }
 
 /// What every page's frame shows: language, operator, navigation, the

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
 use civmesh_certs::UnixMillis;
+use civmesh_policy::command::OPERATOR_NAME_BYTES_MAX;
 
 use crate::private_file::{PrivateFileError, PrivateList};
 use serde::{Deserialize, Serialize};
@@ -21,8 +22,6 @@ pub const OPERATORS_LOCK_FILE: &str = "operators.lock";
 pub const OPERATORS_MAX: usize = 1_000;
 /// The largest operator file read, in bytes.
 pub const OPERATORS_FILE_BYTES_MAX: u64 = 1024 * 1024;
-/// The longest operator name, in characters.
-pub const OPERATOR_NAME_CHARS_MAX: usize = 64;
 /// The shortest password, in characters.
 pub const PASSWORD_CHARS_MIN: usize = 10;
 /// The longest password, in bytes.
@@ -113,7 +112,9 @@ pub enum OperatorError {
     #[error("no operator named {0:?}")]
     Unknown(String),
     /// A name that is empty, too long or has control characters.
-    #[error("an operator name is 1 to {OPERATOR_NAME_CHARS_MAX} characters, without control characters")]
+    #[error(
+        "an operator name is text of 1 to {OPERATOR_NAME_BYTES_MAX} bytes (about 40 Chinese characters), without control characters"
+    )]
     NameInvalid,
     /// The node already keeps the most operators.
     #[error("a node keeps at most {OPERATORS_MAX} operators")]
@@ -148,9 +149,9 @@ impl SignInRefusal {
     }
 }
 
+/// The log's rule for an operator's name, so every account can act.
 fn check_name(name: &str) -> Result<(), OperatorError> {
-    let chars = name.chars().count();
-    if chars == 0 || chars > OPERATOR_NAME_CHARS_MAX || name.chars().any(char::is_control) {
+    if !civmesh_policy::command::operator_name_valid(name) {
         return Err(OperatorError::NameInvalid);
     }
     Ok(())

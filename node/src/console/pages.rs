@@ -111,8 +111,18 @@ fn form_token_matches(headers: &HeaderMap, posted: &str) -> bool {
     cookie(headers, FORM_COOKIE).is_some_and(|expected| csrf_matches(expected, posted))
 }
 
+/// The client's address, where the listener recorded it.
+type ClientAddress = Option<axum::Extension<axum::extract::ConnectInfo<std::net::SocketAddr>>>;
+
+/// Whether `client` may try to sign in or enrol now (see `throttle`).
+fn attempt_allowed(state: &Shared, client: &ClientAddress) -> bool {
+    let address = client.as_ref().map(|axum::Extension(axum::extract::ConnectInfo(address))| address.ip());
+    state.console.sign_ins.allow(address)
+}
+
 pub(super) async fn sign_in(
     State(state): State<Shared>,
+    client: ClientAddress,
     headers: HeaderMap,
     Form(form): Form<SignInForm>,
 ) -> Response {
@@ -121,6 +131,12 @@ pub(super) async fn sign_in(
         return error_page(&visit, StatusCode::FORBIDDEN, "error.form-expired");
     }
     let name = form.name.trim().to_string();
+    if !attempt_allowed(&state, &client) {
+        return with_form_token(&visit, |frame, form_token| {
+            let page = SignInPage { frame, form_token, name, error: Some("sign-in.throttled") };
+            render(&page, StatusCode::TOO_MANY_REQUESTS)
+        });
+    }
     let who = name.clone();
     let checked =
         check_operator(&state, &visit, move |operators| operators.sign_in(&who, &form.password)).await;
@@ -200,6 +216,7 @@ pub(super) struct EnrolForm {
 
 pub(super) async fn enrol(
     State(state): State<Shared>,
+    client: ClientAddress,
     headers: HeaderMap,
     Form(form): Form<EnrolForm>,
 ) -> Response {
@@ -208,6 +225,12 @@ pub(super) async fn enrol(
         return error_page(&visit, StatusCode::FORBIDDEN, "error.form-expired");
     }
     let name = form.name.trim().to_string();
+    if !attempt_allowed(&state, &client) {
+        return with_form_token(&visit, |frame, form_token| {
+            let page = EnrolPage { frame, form_token, name, error: Some("sign-in.throttled") };
+            render(&page, StatusCode::TOO_MANY_REQUESTS)
+        });
+    }
     let refusal = if form.password == form.password_again {
         let (who, now_ms) = (name.clone(), civmesh_certs::now_unix_millis());
         let enrolled = check_operator(&state, &visit, move |operators| {

@@ -1,6 +1,6 @@
-//! The street worker's records (a listing under one of the organisation's
-//! grants, a page at a time, each page logged by the owner) and the
-//! reviewer's inbox of corrections awaiting review.
+//! The street worker's records: a listing under one of the organisation's
+//! grants, a page at a time, each page logged by the owner. Each row opens
+//! the record's page (`corrections_record.rs`) by a POST form.
 
 use askama::Template;
 use axum::extract::State;
@@ -17,8 +17,8 @@ use crate::query::{ListAnswer, ListFilter, ListSpec};
 
 /// Records on one console page of a listing.
 const RECORDS_PAGE_RECORDS: u32 = 100;
-/// Corrections the reviewer's inbox shows at most.
-const INBOX_CORRECTIONS_MAX: usize = 200;
+/// The page sizes a worker may choose (the owner's bound is larger).
+const RECORDS_PAGE_SIZES: [u32; 3] = [RECORDS_PAGE_RECORDS, 200, 500];
 
 /// A grant the worker may list under.
 struct GrantChoice {
@@ -32,12 +32,15 @@ struct RecordRow {
     values: Vec<String>,
 }
 
+/// `/records`.
 #[derive(Template)]
 #[template(path = "console/records.html")]
 struct RecordsPage {
     frame: Frame,
     grants: Vec<GrantChoice>,
     chosen: u64,
+    page_size: u32,
+    page_sizes: [u32; 3],
     filter_field: String,
     filter_value: String,
     columns: Vec<String>,
@@ -49,12 +52,15 @@ struct RecordsPage {
 }
 
 impl RecordsPage {
+    /// The form alone, the first grant chosen.
     fn empty(visit: &Visit, grants: Vec<GrantChoice>) -> Self {
         let chosen = grants.first().map_or(0, |grant| grant.id);
         RecordsPage {
             frame: Frame::of(visit),
             grants,
             chosen,
+            page_size: RECORDS_PAGE_RECORDS,
+            page_sizes: RECORDS_PAGE_SIZES,
             filter_field: String::new(),
             filter_value: String::new(),
             columns: Vec::new(),
@@ -67,6 +73,7 @@ impl RecordsPage {
     }
 }
 
+/// The grants to list under.
 fn choices(state: &Shared) -> Vec<GrantChoice> {
     grants_to_me(state)
         .iter()
@@ -77,6 +84,7 @@ fn choices(state: &Shared) -> Vec<GrantChoice> {
         .collect()
 }
 
+/// `GET /records`: the listing form.
 pub(super) async fn records_form(State(state): State<Shared>, headers: HeaderMap) -> Response {
     let visit = Visit::of(&state, &headers);
     if let Err(refused) = visit.require(&[Role::StreetWorker]) {
@@ -85,6 +93,7 @@ pub(super) async fn records_form(State(state): State<Shared>, headers: HeaderMap
     render(&RecordsPage::empty(&visit, choices(&state)), StatusCode::OK)
 }
 
+/// `POST /records`: a grant, an optional filter, and where the last page ended.
 #[derive(Debug, Deserialize)]
 pub(super) struct RecordsForm {
     csrf: String,
@@ -95,8 +104,16 @@ pub(super) struct RecordsForm {
     filter_value: String,
     #[serde(default)]
     cursor: String,
+    /// Records a page (one of [`RECORDS_PAGE_SIZES`]).
+    #[serde(default = "default_page_size")]
+    page_size: u32,
 }
 
+fn default_page_size() -> u32 {
+    RECORDS_PAGE_RECORDS
+}
+
+/// `POST /records`: one page of the listing, through the owner.
 pub(super) async fn records(
     State(state): State<Shared>,
     headers: HeaderMap,
@@ -119,6 +136,11 @@ pub(super) async fn records(
         page.error = Some("records.no-grant");
         return render(&page, StatusCode::BAD_REQUEST);
     };
+    if !RECORDS_PAGE_SIZES.contains(&form.page_size) {
+        page.error = Some("records.page-size");
+        return render(&page, StatusCode::BAD_REQUEST);
+    }
+    page.page_size = form.page_size;
     let filters = if page.filter_field.is_empty() {
         Vec::new()
     } else {
@@ -130,7 +152,7 @@ pub(super) async fn records(
         purpose: String::new(),
         grant: Some(grant.id),
         filters,
-        page_size: RECORDS_PAGE_RECORDS,
+        page_size: form.page_size,
         cursor: (!form.cursor.is_empty()).then(|| form.cursor.clone()),
     };
     page.columns = grant.fields.iter().cloned().collect();
@@ -170,47 +192,4 @@ pub(super) async fn records(
             render(&page, error.status())
         }
     }
-}
-
-/// A correction in the reviewer's inbox.
-struct InboxRow {
-    id: String,
-    submitter: String,
-    dataset: String,
-    fields: String,
-    reason: String,
-    received: String,
-}
-
-#[derive(Template)]
-#[template(path = "console/review.html")]
-struct ReviewPage {
-    frame: Frame,
-    rows: Vec<InboxRow>,
-}
-
-pub(super) async fn review(State(state): State<Shared>, headers: HeaderMap) -> Response {
-    let visit = Visit::of(&state, &headers);
-    if let Err(refused) = visit.require(&[Role::Reviewer]) {
-        return *refused;
-    }
-    let mut views = match state.corrections.list(Some("awaiting_review"), INBOX_CORRECTIONS_MAX) {
-        Ok(views) => views,
-        Err(_) => return error_page(&visit, StatusCode::INTERNAL_SERVER_ERROR, "error.internal"),
-    };
-    state.corrections.annotate(&mut views);
-    // Oldest first: the one waiting longest is at the top.
-    views.sort_by_key(|view| view.created_at_ms);
-    let rows = views
-        .iter()
-        .map(|view| InboxRow {
-            id: view.id.chars().take(12).collect(),
-            submitter: view.submitter_org.clone().unwrap_or_else(|| view.submitter.clone()),
-            dataset: view.request.dataset.clone(),
-            fields: view.request.changes.keys().cloned().collect::<Vec<_>>().join(", "),
-            reason: view.request.reason.clone(),
-            received: civmesh_policy::evaluation::format_time(view.created_at_ms),
-        })
-        .collect();
-    render(&ReviewPage { frame: Frame::of(&visit), rows }, StatusCode::OK)
 }

@@ -210,11 +210,17 @@ pub async fn evaluation(
     let query =
         EvaluationQuery::from_dates(params.from.as_deref(), params.to.as_deref(), params.bucket.as_deref())
             .map_err(|error| ApiError::new(StatusCode::BAD_REQUEST, error.to_string()))?;
+    Ok(Json(evaluation_of(&state, &query).await?))
+}
+
+/// The evaluation `query` asks for, from the policy log after a
+/// linearizable read (so every node answers alike); a query the log cannot
+/// answer (too many buckets, say) is a 400.
+pub(crate) async fn evaluation_of(state: &Shared, query: &EvaluationQuery) -> Result<Evaluation, ApiError> {
     state.log.linearizable_read_index(Duration::from_millis(READ_INDEX_TIMEOUT_MS)).await?;
-    let evaluation = state
+    state
         .log
         .state()
-        .read(|applied| evaluate(&applied.policy, &query))
-        .map_err(|error| ApiError::new(StatusCode::BAD_REQUEST, error.to_string()))?;
-    Ok(Json(evaluation))
+        .read(|applied| evaluate(&applied.policy, query))
+        .map_err(|error| ApiError::new(StatusCode::BAD_REQUEST, error.to_string()))
 }

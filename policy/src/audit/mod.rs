@@ -20,8 +20,10 @@ use crate::model::Member;
 use crate::SignedCommand;
 
 mod bundle;
+mod export;
 mod signatures;
 mod subject;
+mod tally;
 mod tree;
 mod verify;
 
@@ -30,12 +32,18 @@ pub use bundle::{
     decode_bundle, encode_bundle, write_bundle_start, write_command, ArchivedCommand, AuditBundle,
     BundleError, BundleHeader, BundleReader,
 };
+pub use export::{checked_subject_accesses, ArchiveWriter, ExportError, Exported, SubjectReportError};
 pub use signatures::VERIFY_BATCH_COMMANDS_MAX;
 pub use subject::{SubjectAccess, SubjectAccessOutcome};
+pub use tally::{
+    AccessCounts, AccessFlag, AccessSummary, AccessTally, DepartmentAccesses, FlagKind, GrantAccesses,
+    FLAGS_LISTED_MAX,
+};
 pub use tree::{AccessTree, CompactRange, ConsistencyError, COMPACT_RANGE_HASHES_MAX};
 pub use verify::{
-    verify_bundle, verify_bundle_for_subject, verify_bundle_on, verify_stream, AuditFailure, AuditReport,
-    Checks, FailureKind, SeenCheckpoint, PROGRESS_COMMANDS_INTERVAL, REPLAY_WINDOW_COMMANDS,
+    verify_bundle, verify_bundle_for_subject, verify_bundle_on, verify_stream, verify_stream_collecting,
+    AuditFailure, AuditReport, Checks, Collect, FailureKind, SeenCheckpoint, PROGRESS_COMMANDS_INTERVAL,
+    REPLAY_WINDOW_COMMANDS,
 };
 
 /// A signer treats an open checkpoint it cannot cosign as abandoned after

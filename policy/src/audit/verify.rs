@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use super::bundle::{ArchivedCommand, AuditBundle, BundleError, BundleHeader, BundleReader};
 use super::signatures::verify_signatures_in_parallel;
 use super::subject::{subject_access, SubjectAccess};
+use super::tally::AccessTally;
 use super::tree::AccessTree;
 use super::FinalCheckpoint;
 use crate::access::{AccessLogEntry, AccessOutcome};
@@ -206,7 +207,7 @@ fn replay_bundle(
 ) -> Result<(AuditReport, PolicyState, Vec<SubjectAccess>), BundleError> {
     let commands = bundle.commands.iter().cloned().map(Ok);
     let checks = Checks { threads, ..Checks::new(trusted_ca_der, seen) };
-    replay_commands(&bundle.header(), commands, checks, progress, subject)
+    replay_commands(&bundle.header(), commands, checks, progress, Collect { subject, tally: None })
 }
 
 /// What a replay is checked against, and on how many threads.
@@ -245,8 +246,27 @@ pub fn verify_stream<R: std::io::Read>(
     progress: &mut dyn FnMut(u64),
     subject: Option<&mut SubjectLookup>,
 ) -> Result<(AuditReport, PolicyState, Vec<SubjectAccess>), BundleError> {
+    verify_stream_collecting(reader, checks, progress, Collect { subject, tally: None })
+}
+
+/// What a replay collects besides its report, as it goes.
+#[derive(Default)]
+pub struct Collect<'a> {
+    /// One record key's accesses (a subject-access report).
+    pub subject: Option<&'a mut SubjectLookup>,
+    /// Every access entry, per department and grant, and the flagged ones.
+    pub tally: Option<&'a mut AccessTally>,
+}
+
+/// [`verify_stream`], feeding every access entry to `collect`.
+pub fn verify_stream_collecting<R: std::io::Read>(
+    reader: BundleReader<R>,
+    checks: Checks<'_>,
+    progress: &mut dyn FnMut(u64),
+    collect: Collect<'_>,
+) -> Result<(AuditReport, PolicyState, Vec<SubjectAccess>), BundleError> {
     let header = reader.header().clone();
-    replay_commands(&header, reader, checks, progress, subject)
+    replay_commands(&header, reader, checks, progress, collect)
 }
 
 fn replay_commands(
@@ -254,7 +274,7 @@ fn replay_commands(
     mut commands: impl Iterator<Item = Result<ArchivedCommand, BundleError>>,
     checks: Checks<'_>,
     progress: &mut dyn FnMut(u64),
-    subject: Option<&mut SubjectLookup>,
+    collect: Collect<'_>,
 ) -> Result<(AuditReport, PolicyState, Vec<SubjectAccess>), BundleError> {
     let mut replay = Replay {
         state: PolicyState::default(),
@@ -262,7 +282,8 @@ fn replay_commands(
         failures: Vec::new(),
         permits: 0,
         denials: 0,
-        subject,
+        subject: collect.subject,
+        tally: collect.tally,
         subject_accesses: Vec::new(),
     };
     let window_commands = checks.window_commands.clamp(1, REPLAY_WINDOW_COMMANDS);
@@ -308,6 +329,7 @@ struct Replay<'a> {
     permits: u64,
     denials: u64,
     subject: Option<&'a mut SubjectLookup>,
+    tally: Option<&'a mut AccessTally>,
     subject_accesses: Vec<SubjectAccess>,
 }
 
@@ -356,7 +378,7 @@ impl Replay<'_> {
             _ => {}
         }
         if let Some(access_entry) = &appended.access_entry {
-            self.count(access_entry);
+            self.count(access_entry, archived.entry_time_ms);
         }
         if let Some(leaf) = appended.audit_leaf {
             self.tree.push(leaf);
@@ -366,12 +388,15 @@ impl Replay<'_> {
         }
     }
 
-    /// Counts an access entry, and keeps it for the subject's report if it
-    /// is one of theirs.
-    fn count(&mut self, entry: &AccessLogEntry) {
+    /// Counts an access entry (logged at `entry_time_ms`), tallies it if
+    /// asked, and keeps it for the subject's report if it is one of theirs.
+    fn count(&mut self, entry: &AccessLogEntry, entry_time_ms: civmesh_certs::UnixMillis) {
         match entry.outcome {
             AccessOutcome::Permit { .. } => self.permits += 1,
             AccessOutcome::Deny { .. } => self.denials += 1,
+        }
+        if let Some(tally) = self.tally.as_deref_mut() {
+            tally.observe(&self.state, entry, self.tree.len(), entry_time_ms);
         }
         let Some(lookup) = self.subject.as_deref_mut() else { return };
         let org_of = |node| self.state.members.get(node).map(|member| &member.org);

@@ -30,9 +30,13 @@ use crate::model::{DatasetId, Demand, DemandId};
 use crate::state::PolicyState;
 
 mod calendar;
+mod series;
 
 use calendar::buckets;
 pub use calendar::{format_date, format_date_end, format_time, parse_date, parse_date_end};
+pub use series::{
+    department_series, recent_weeks, street_series, week_start, whole_weeks, DepartmentSeries, StreetSeries,
+};
 
 /// One day.
 const DAY_MS: i64 = 24 * 60 * 60 * 1000;

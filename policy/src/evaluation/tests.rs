@@ -33,7 +33,7 @@ fn track(street: &str, stages: &[(CorrectionStage, UnixMillis)], reason_code: &s
 }
 
 /// The scripted week: nine corrections, three demands (Mon = day 0).
-fn scripted_week() -> PolicyState {
+pub(super) fn scripted_week() -> PolicyState {
     let (jingansi, nanjingxilu) = ("street/jingansi", "street/nanjingxilu");
     let tracks = [
         // c1: applied after 2 h.

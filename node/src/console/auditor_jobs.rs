@@ -1,0 +1,223 @@
+//! The verification in the background: one at a time per node (one node
+//! per process), its progress while it runs, and the last one's outcome.
+//! A replay of the whole log is heavy, so subject reports take turns with
+//! it ([`REPLAYS`]).
+
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
+
+use civmesh_certs::{now_unix_millis, UnixMillis};
+use civmesh_policy::audit::{
+    verify_stream_collecting, AccessSummary, AccessTally, AuditReport, BundleError, BundleHeader,
+    BundleReader, Checks, Collect,
+};
+
+use super::files::{self, FileError, OwnLogError};
+use crate::api::Shared;
+
+/// One replay of a whole log at a time on this node: verifications and
+/// subject reports take turns.
+pub(super) static REPLAYS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(1);
+
+/// The verification running or last finished on this node.
+static SLOT: Mutex<Slot> = Mutex::new(Slot::Idle);
+
+/// What is verified.
+pub(super) enum Input {
+    /// This node's own log, exported now.
+    OwnLog,
+    /// A bundle the auditor uploaded, in its working directory (removed
+    /// with it).
+    Upload(tempfile::TempDir, std::path::PathBuf),
+}
+
+/// Where a verification stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Phase {
+    /// Waiting for another replay to end.
+    Waiting = 0,
+    /// Exporting this node's log.
+    Exporting = 1,
+    /// Replaying the bundle.
+    Verifying = 2,
+}
+
+/// A running verification's progress, updated as it goes.
+#[derive(Debug, Default)]
+pub(super) struct Progress {
+    phase: AtomicU8,
+    done: AtomicU64,
+    total: AtomicU64,
+}
+
+impl Progress {
+    fn set(&self, phase: Phase, done: u64, total: u64) {
+        self.phase.store(phase as u8, Ordering::Relaxed);
+        self.done.store(done, Ordering::Relaxed);
+        self.total.store(total, Ordering::Relaxed);
+    }
+
+    /// The phase, the commands done and of how many.
+    pub(super) fn read(&self) -> (Phase, u64, u64) {
+        let phase = match self.phase.load(Ordering::Relaxed) {
+            1 => Phase::Exporting,
+            2 => Phase::Verifying,
+            _ => Phase::Waiting,
+        };
+        (phase, self.done.load(Ordering::Relaxed), self.total.load(Ordering::Relaxed))
+    }
+}
+
+/// Who started a verification, when, and of what.
+#[derive(Debug, Clone)]
+pub(super) struct Started {
+    /// The operator.
+    pub operator: String,
+    /// When.
+    pub at_ms: UnixMillis,
+    /// This node's log (true) or an uploaded bundle.
+    pub own_log: bool,
+}
+
+/// Why a verification produced no report.
+#[derive(Debug, Clone)]
+pub(super) enum Failure {
+    /// This node's log could not be exported.
+    Export(String),
+    /// The bundle could not be read or trusted ([`BundleError::code`]).
+    Bundle(&'static str, String),
+    /// A file it needs is missing or unreadable.
+    File(String),
+}
+
+/// A verification that ran to its end.
+#[derive(Debug, Clone)]
+pub(super) struct Verified {
+    /// The bundle's header.
+    pub header: BundleHeader,
+    /// The replay's findings.
+    pub report: AuditReport,
+    /// What was released, per department and grant, and the flags.
+    pub summary: AccessSummary,
+}
+
+/// The last verification's outcome.
+#[derive(Debug, Clone)]
+pub(super) struct Finished {
+    /// Who started it.
+    pub started: Started,
+    /// When it ended.
+    pub at_ms: UnixMillis,
+    /// Its report, or why there is none.
+    pub outcome: Result<Verified, Failure>,
+}
+
+/// The slot's state.
+#[derive(Default)]
+enum Slot {
+    /// Nothing ran since the node started.
+    #[default]
+    Idle,
+    /// Running.
+    Running(Started, Arc<Progress>),
+    /// The last one ended.
+    Finished(Arc<Finished>),
+}
+
+/// What the page shows of the slot.
+pub(super) enum Status {
+    /// Nothing ran yet.
+    Idle,
+    /// One runs: who started it and how far it is.
+    Running(Started, Arc<Progress>),
+    /// The last one's outcome.
+    Finished(Arc<Finished>),
+}
+
+/// The slot now.
+pub(super) fn status() -> Status {
+    match &*SLOT.lock().unwrap_or_else(std::sync::PoisonError::into_inner) {
+        Slot::Idle => Status::Idle,
+        Slot::Running(started, progress) => Status::Running(started.clone(), progress.clone()),
+        Slot::Finished(finished) => Status::Finished(finished.clone()),
+    }
+}
+
+/// Starts verifying `input` for `operator` in the background; `false`
+/// (and nothing started) if one is running already.
+pub(super) fn start(state: &Shared, operator: &str, input: Input) -> bool {
+    let started = Started {
+        operator: operator.to_string(),
+        at_ms: now_unix_millis(),
+        own_log: matches!(input, Input::OwnLog),
+    };
+    let progress = Arc::new(Progress::default());
+    if REPLAYS.available_permits() > 0 {
+        let phase = if started.own_log { Phase::Exporting } else { Phase::Verifying };
+        progress.set(phase, 0, 0);
+    }
+    {
+        let mut slot = SLOT.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if matches!(*slot, Slot::Running(..)) {
+            return false;
+        }
+        *slot = Slot::Running(started.clone(), progress.clone());
+    }
+    let state = state.clone();
+    tokio::spawn(async move {
+        let permit = REPLAYS.acquire().await;
+        let work_progress = progress.clone();
+        let outcome = tokio::task::spawn_blocking(move || verify(&state, input, &work_progress))
+            .await
+            .unwrap_or_else(|_| Err(Failure::File("the verification stopped".to_string())));
+        drop(permit);
+        if let Ok(verified) = &outcome {
+            tracing::info!(
+                ok = verified.report.ok,
+                commands = verified.report.commands,
+                "console audit verified"
+            );
+        }
+        let finished = Finished { started, at_ms: now_unix_millis(), outcome };
+        *SLOT.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Slot::Finished(Arc::new(finished));
+    });
+    true
+}
+
+/// Exports (for this node's log) and verifies, tallying every access.
+fn verify(state: &Shared, input: Input, progress: &Progress) -> Result<Verified, Failure> {
+    let file_failure = |error: FileError| Failure::File(error.to_string());
+    let (_dir, path) = match input {
+        Input::OwnLog => {
+            let dir = files::work_dir(state).map_err(file_failure)?;
+            let path = dir.path().join("own-log.bundle");
+            progress.set(Phase::Exporting, 0, 0);
+            let mut advance = |done, total| progress.set(Phase::Exporting, done, total);
+            files::export_own_log(state, &path, &mut advance)
+                .map_err(|error: OwnLogError| Failure::Export(error.to_string()))?;
+            (dir, path)
+        }
+        Input::Upload(dir, path) => (dir, path),
+    };
+    let trusted = files::trusted_ca(state).map_err(file_failure)?;
+    let seen = files::seen_checkpoints(state, &trusted).map_err(file_failure)?;
+    let bundle_failure = |error: BundleError| Failure::Bundle(error.code(), error.to_string());
+    let file = std::fs::File::open(&path).map_err(|error| Failure::File(error.to_string()))?;
+    let reader = BundleReader::open(std::io::BufReader::new(file)).map_err(bundle_failure)?;
+    let header = reader.header().clone();
+    let total = header.command_count;
+    progress.set(Phase::Verifying, 0, total);
+    let mut advance = |done| progress.set(Phase::Verifying, done, total);
+    let mut tally = AccessTally::new();
+    let collect = Collect { subject: None, tally: Some(&mut tally) };
+    let (report, _, _) =
+        verify_stream_collecting(reader, Checks::new(Some(&trusted), &seen), &mut advance, collect)
+            .map_err(bundle_failure)?;
+    if let (true, Some(latest)) = (report.ok, report.latest_checkpoint.clone()) {
+        if let Err(error) = files::remember_checkpoint(state, &trusted, latest) {
+            tracing::warn!(%error, "the console could not remember the checkpoint it verified");
+        }
+    }
+    let summary = tally.finish(report.anchored_leaves);
+    Ok(Verified { header, report, summary })
+}

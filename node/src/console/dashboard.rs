@@ -1,0 +1,165 @@
+//! The evaluation dashboard (部门评价), for every signed-in operator: per
+//! department (owner and dataset), week by week, from the policy log, the
+//! evaluation `GET /v1/evaluation` computes (correction turnaround p50 and
+//! p90, acceptance rate, backlog and its oldest item, demand-to-grant
+//! time) and the streets' submissions. Charts are SVG drawn on the server
+//! (`/dashboard/charts/NAME.svg`), each beside a table with the same
+//! figures; `/dashboard.csv` and `/dashboard/streets.csv` download them.
+
+#[path = "dashboard_charts.rs"]
+mod charts;
+#[path = "dashboard_page.rs"]
+mod page;
+
+use axum::routing::get;
+use axum::Router;
+use civmesh_certs::UnixMillis;
+use civmesh_policy::evaluation::{
+    department_series, recent_weeks, street_series, whole_weeks, Evaluation, EvaluationQuery,
+};
+use serde::Deserialize;
+
+use crate::api::Shared;
+
+/// Weeks the dashboard shows unless asked for a period.
+const DEFAULT_WEEKS: u64 = 12;
+/// The most weeks one dashboard shows.
+const DASHBOARD_WEEKS_MAX: u64 = 104;
+/// Who may see the dashboard: everyone signed in.
+const EVERYONE: [super::operators::Role; 4] = [
+    super::operators::Role::StreetWorker,
+    super::operators::Role::Reviewer,
+    super::operators::Role::PolicyOfficer,
+    super::operators::Role::Auditor,
+];
+/// One week, in ms.
+const WEEK_MS: u64 = 7 * 24 * 60 * 60 * 1000;
+
+/// This area's routes.
+pub(super) fn router() -> Router<Shared> {
+    Router::new()
+        .route("/dashboard", get(page::show))
+        .route("/dashboard.csv", get(page::departments_csv))
+        .route("/dashboard/streets.csv", get(page::streets_csv))
+        .route("/dashboard/charts/{name}", get(charts::chart))
+}
+
+/// The period the charts and downloads cover, as the page resolved it
+/// (`from_ms`, `to_ms`), and for a department's charts its owner and dataset.
+#[derive(Debug, Default, Deserialize)]
+pub(super) struct PeriodParams {
+    #[serde(default)]
+    from_ms: Option<UnixMillis>,
+    #[serde(default)]
+    to_ms: Option<UnixMillis>,
+    #[serde(default)]
+    owner: Option<String>,
+    #[serde(default)]
+    dataset: Option<String>,
+}
+
+impl PeriodParams {
+    /// The query: whole weeks from `from_ms` to `to_ms` (never past now),
+    /// or the last [`DEFAULT_WEEKS`] weeks; `None` if longer than
+    /// [`DASHBOARD_WEEKS_MAX`] weeks or empty.
+    fn query(&self, now_ms: UnixMillis) -> Option<EvaluationQuery> {
+        let default = recent_weeks(now_ms, DEFAULT_WEEKS);
+        let query = whole_weeks(EvaluationQuery {
+            from_ms: self.from_ms.or(default.from_ms),
+            to_ms: Some(self.to_ms.unwrap_or(now_ms + 1).min(now_ms + 1)),
+            ..default
+        });
+        period_fits(&query).then_some(query)
+    }
+}
+
+/// Whether `query` is a non-empty period of at most [`DASHBOARD_WEEKS_MAX`] weeks.
+fn period_fits(query: &EvaluationQuery) -> bool {
+    match (query.from_ms, query.to_ms) {
+        (Some(from), Some(to)) => from < to && (to - from).div_ceil(WEEK_MS) <= DASHBOARD_WEEKS_MAX,
+        _ => false,
+    }
+}
+
+/// The URL query naming `query`'s period, for the charts and downloads.
+fn period_query(query: &EvaluationQuery) -> String {
+    format!("from_ms={}&to_ms={}", query.from_ms.unwrap_or(0), query.to_ms.unwrap_or(0))
+}
+
+/// `text` for a URL query: unreserved characters as they are, the rest
+/// percent-encoded (organisation and dataset names only).
+fn url_encoded(text: &str) -> String {
+    text.bytes()
+        .map(|byte| match byte {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                char::from(byte).to_string()
+            }
+            other => format!("%{other:02X}"),
+        })
+        .collect()
+}
+
+/// The evaluation of `query`, by week.
+async fn weekly(state: &Shared, query: &EvaluationQuery) -> Result<Evaluation, crate::api::ApiError> {
+    crate::corrections::http::evaluation_of(state, query).await
+}
+
+/// `ms` as people say it, in the catalogue's units: `2天 3小时`, `5h 20m`,
+/// `40s`; `-` for none.
+fn duration(t: &super::i18n::Catalogue, ms: Option<u64>) -> String {
+    let Some(ms) = ms else { return "-".to_string() };
+    let (days, hours, minutes) = (ms / 86_400_000, ms / 3_600_000 % 24, ms / 60_000 % 60);
+    let unit = |key| t.get(key);
+    match (days, hours, minutes) {
+        (0, 0, 0) if ms < 1000 => format!("{ms}{}", unit("dashboard.unit-ms")),
+        (0, 0, 0) => format!("{}{}", ms / 1000, unit("dashboard.unit-s")),
+        (0, 0, minutes) => format!("{minutes}{}", unit("dashboard.unit-min")),
+        (0, hours, minutes) => {
+            format!("{hours}{} {minutes}{}", unit("dashboard.unit-h"), unit("dashboard.unit-min"))
+        }
+        (days, hours, _) => format!("{days}{} {hours}{}", unit("dashboard.unit-d"), unit("dashboard.unit-h")),
+    }
+}
+
+/// A share as a percentage, `-` for none.
+fn percent(rate: Option<f64>) -> String {
+    rate.map_or_else(|| "-".to_string(), |rate| format!("{:.0}%", rate * 100.0))
+}
+
+/// The department series and street series of `evaluation`.
+fn series_of(
+    evaluation: &Evaluation,
+) -> (Vec<civmesh_policy::evaluation::DepartmentSeries>, Vec<civmesh_policy::evaluation::StreetSeries>) {
+    (department_series(evaluation), street_series(evaluation))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::console::i18n::{catalogue, Lang};
+
+    #[test]
+    fn durations_periods_and_names_read_right() {
+        let (zh, en) = (catalogue(Lang::ZhCn), catalogue(Lang::En));
+        assert_eq!(duration(en, None), "-");
+        assert_eq!(duration(en, Some(850)), "850ms");
+        assert_eq!(duration(en, Some(40_000)), "40s");
+        assert_eq!(duration(en, Some(5 * 3_600_000 + 20 * 60_000)), "5h 20min");
+        assert_eq!(duration(zh, Some(50 * 3_600_000)), "2天 2小时");
+        assert_eq!(percent(Some(0.755)), "76%");
+        assert_eq!(url_encoded("dept/market-supervision"), "dept%2Fmarket-supervision");
+        // Monday 2026-11-30 00:00 in Asia/Shanghai, and that Wednesday.
+        let (monday, wednesday) = (1_795_968_000_000, 1_795_968_000_000 + 2 * 86_400_000);
+        let default = PeriodParams::default().query(wednesday).unwrap();
+        assert_eq!(default.from_ms, Some(monday - 11 * WEEK_MS));
+        assert_eq!(default.to_ms, Some(wednesday + 1), "never past now");
+        let asked = PeriodParams { from_ms: Some(wednesday), to_ms: Some(u64::MAX), ..Default::default() };
+        assert_eq!(asked.query(wednesday + 5).unwrap().from_ms, Some(monday), "whole weeks");
+        let long = PeriodParams { from_ms: Some(0), ..Default::default() };
+        assert!(long.query(wednesday).is_none(), "over {DASHBOARD_WEEKS_MAX} weeks");
+        assert_eq!(
+            period_query(&default),
+            format!("from_ms={}&to_ms={}", monday - 11 * WEEK_MS, wednesday + 1)
+        );
+    }
+}
