@@ -57,9 +57,46 @@ impl NodeApi {
             // handshake per request.
             .max_idle_connections(API_IDLE_CONNECTIONS_MAX)
             .max_idle_connections_per_host(API_IDLE_CONNECTIONS_MAX)
+            // The console answers a form with a redirect that sets a cookie.
+            .max_redirects(0)
             .build()
             .into();
         Ok(NodeApi { base_url: runtime.api_url.clone(), token: token.trim().to_string(), agent, runtime })
+    }
+
+    /// Enrols console operator `name` with the one-time `code` that
+    /// `civmesh operator add` printed, setting `password`: their session.
+    pub fn console_enrol(&self, name: &str, code: &str, password: &str) -> anyhow::Result<ConsoleSession> {
+        let form = [("name", name), ("code", code), ("password", password), ("password_again", password)];
+        self.console_open("/enrol", &form)
+    }
+
+    /// Signs console operator `name` in: their session.
+    pub fn console_sign_in(&self, name: &str, password: &str) -> anyhow::Result<ConsoleSession> {
+        self.console_open("/login", &[("name", name), ("password", password)])
+    }
+
+    /// Posts `form` to a sign-in or enrolment page with its double-submit
+    /// token, and keeps the session cookie the answer sets.
+    fn console_open(&self, path: &str, form: &[(&str, &str)]) -> anyhow::Result<ConsoleSession> {
+        let url = format!("{}{path}", self.base_url);
+        let mut page = self.agent.get(&url).call()?;
+        let form_cookie = set_cookie(&page, "civmesh_form").context("no form cookie")?;
+        let html = page.body_mut().read_to_string()?;
+        let form_token = input_value(&html, "form_token").context("no form token")?;
+        let mut fields = form.to_vec();
+        fields.push(("form_token", &form_token));
+        let answer = self
+            .agent
+            .post(&url)
+            .header("Cookie", format!("civmesh_form={form_cookie}"))
+            .send_form(fields)?;
+        let session = set_cookie(&answer, "civmesh_session")
+            .with_context(|| format!("{path} answered {} without a session", answer.status()))?;
+        let mut home =
+            self.agent.get(&self.base_url).header("Cookie", format!("civmesh_session={session}")).call()?;
+        let csrf = input_value(&home.body_mut().read_to_string()?, "csrf").context("no CSRF token")?;
+        Ok(ConsoleSession { base_url: self.base_url.clone(), agent: self.agent.clone(), session, csrf })
     }
 
     fn finish<T: DeserializeOwned>(
@@ -167,4 +204,68 @@ impl NodeApi {
         let pem = answer["certificate_pem"].as_str().context("no certificate in the answer")?;
         Ok(NodeCertificate::from_pem(pem)?.der().to_vec())
     }
+}
+
+/// A signed-in console operator over HTTPS, without a browser: the
+/// benchmarks' way to fetch console pages.
+pub struct ConsoleSession {
+    base_url: String,
+    agent: ureq::Agent,
+    session: String,
+    csrf: String,
+}
+
+impl ConsoleSession {
+    /// GET the console page at `path`: its HTML (it must answer 200).
+    pub fn get(&self, path: &str) -> anyhow::Result<String> {
+        let response =
+            self.agent.get(format!("{}{path}", self.base_url)).header("Cookie", self.cookie()).call();
+        Self::page(path, response)
+    }
+
+    /// POST `form` (and the session's CSRF token) to `path`: the page's
+    /// HTML (it must answer 200).
+    pub fn post(&self, path: &str, form: &[(&str, &str)]) -> anyhow::Result<String> {
+        let mut fields = form.to_vec();
+        fields.push(("csrf", &self.csrf));
+        let response = self
+            .agent
+            .post(format!("{}{path}", self.base_url))
+            .header("Cookie", self.cookie())
+            .send_form(fields);
+        Self::page(path, response)
+    }
+
+    fn cookie(&self) -> String {
+        format!("civmesh_session={}", self.session)
+    }
+
+    fn page(
+        path: &str,
+        response: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
+    ) -> anyhow::Result<String> {
+        let mut response = response.with_context(|| format!("calling {path}"))?;
+        let status = response.status();
+        let body = response.body_mut().read_to_string()?;
+        anyhow::ensure!(status == ureq::http::StatusCode::OK, "{path} answered {status}");
+        Ok(body)
+    }
+}
+
+/// The value `response` sets for cookie `name`.
+fn set_cookie(response: &ureq::http::Response<ureq::Body>, name: &str) -> Option<String> {
+    response
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .filter_map(|value| value.split(';').next()?.split_once('='))
+        .find(|(key, value)| *key == name && !value.is_empty())
+        .map(|(_, value)| value.to_string())
+}
+
+/// The value of the first `<input name="NAME" value="...">` in `html`.
+fn input_value(html: &str, name: &str) -> Option<String> {
+    let after = html.split(&format!("name=\"{name}\" value=\"")).nth(1)?;
+    after.split('"').next().map(str::to_string)
 }

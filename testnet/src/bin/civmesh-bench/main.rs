@@ -29,9 +29,14 @@
 //! 1M, then a learner's join and a voter's restart after kill -9, beside raw
 //! RocksDB, a raw file copy and raw Ed25519 in the same run ([`growth`]).
 //!
+//! `civmesh-bench console`: the console's reviewer inbox (1,000 corrections
+//! waiting) and a 500-record listing page, p50 and p99, beside the API call
+//! for the same data in the same run ([`console`]).
+//!
 //! Build it in release mode next to a release `civmesh`:
 //! `cargo build --release --bins && target/release/civmesh-bench policy-log`.
 
+mod console;
 mod growth;
 
 use std::path::Path;
@@ -70,6 +75,7 @@ fn main() -> anyhow::Result<()> {
         Some("query") => query(seconds),
         Some("corrections") => corrections(seconds),
         Some("scale") => scale(),
+        Some("console") => console::console(seconds),
         Some("growth") => {
             let divide = match args.iter().position(|arg| arg == "--divide") {
                 Some(index) => args.get(index + 1).context("--divide needs a value")?.parse()?,
@@ -85,7 +91,7 @@ fn main() -> anyhow::Result<()> {
             list(seconds, page_size)
         }
         _ => {
-            anyhow::bail!("usage: civmesh-bench policy-log|query|corrections|scale|list|growth [--seconds N] [--divide N]")
+            anyhow::bail!("usage: civmesh-bench policy-log|query|corrections|scale|list|growth|console [--seconds N] [--divide N]")
         }
     }
 }
