@@ -126,6 +126,7 @@ fn main() -> anyhow::Result<()> {
     replicated_access_log(&net)?;
     audit(&net, &root)?;
     print_evaluation(&net)?;
+    console_operators(&net)?;
     println!("\ndemo: closed loop verified");
     VERIFIED.store(true, std::sync::atomic::Ordering::SeqCst);
     if let Some(seconds) = options.soak_seconds {
@@ -514,7 +515,7 @@ fn replicated_access_log(net: &Testnet) -> anyhow::Result<()> {
 /// Prints each node's API address, for the operator to try.
 fn print_api_urls(net: &Testnet) -> anyhow::Result<()> {
     println!(
-        "\nThe federation keeps running until Ctrl-C. HTTPS APIs (CA: DATA_DIR/ca.pem; bearer token: DATA_DIR/api-token):"
+        "\nThe federation keeps running until Ctrl-C. Each address serves the HTTPS API (CA: DATA_DIR/ca.pem; bearer token: DATA_DIR/api-token) and the console at /:"
     );
     for (index, node) in net.nodes.iter().enumerate() {
         let runtime: serde_json::Value =
@@ -525,6 +526,35 @@ fn print_api_urls(net: &Testnet) -> anyhow::Result<()> {
             runtime["api_url"].as_str().unwrap_or("?"),
             net.nodes[index].data_dir.display()
         );
+    }
+    std::io::stdout().flush()?;
+    Ok(())
+}
+
+/// The console's people: one operator per role, each on the node of the
+/// organisation they work for, with the one-time enrolment code
+/// `civmesh operator add` prints (they choose their own password there).
+fn console_operators(net: &Testnet) -> anyhow::Result<()> {
+    println!("\nThe console (open in Chromium; the browser certificate is self-signed, accept it once):");
+    let people = [
+        (3, "李伟", "street-worker"),
+        (1, "王芳", "reviewer"),
+        (1, "张强", "policy-officer"),
+        (6, "赵敏", "auditor"),
+        (0, "陈静", "admin"),
+    ];
+    for (index, name, role) in people {
+        let printed = net.cli(&[
+            "operator",
+            "add",
+            "--node-dir",
+            &node_dir(net, index)?,
+            "--name",
+            name,
+            "--role",
+            role,
+        ])?;
+        println!("    {:<12} {role:<15} {}", net.nodes[index].spec.name, printed.trim());
     }
     std::io::stdout().flush()?;
     Ok(())
