@@ -13,7 +13,7 @@ use super::jobs::{self, Input, Phase, Status};
 use super::summary::SummaryView;
 use crate::api::Shared;
 use crate::console::operators::Role;
-use crate::console::pages::{csrf_matches, error_page, render};
+use crate::console::pages::render;
 use crate::console::{Frame, Visit};
 
 /// A running verification, for the page.
@@ -102,13 +102,10 @@ pub(super) async fn verify_own_log(
     Form(form): Form<VerifyForm>,
 ) -> Response {
     let visit = Visit::of(&state, &headers);
-    let session = match visit.require(&[Role::Auditor]) {
+    let session = match visit.require_posted(&[Role::Auditor], &form.csrf) {
         Ok(session) => session,
         Err(refused) => return *refused,
     };
-    if !csrf_matches(&session.csrf, &form.csrf) {
-        return error_page(&visit, StatusCode::FORBIDDEN, "error.form-expired");
-    }
     started(&state, &visit, jobs::start(&state, &session.operator, Input::OwnLog))
 }
 

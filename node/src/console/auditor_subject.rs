@@ -26,7 +26,7 @@ use super::jobs::REPLAYS;
 use super::summary::basis_key;
 use crate::api::Shared;
 use crate::console::operators::Role;
-use crate::console::pages::{csrf_matches, error_page, render};
+use crate::console::pages::render;
 use crate::console::{Frame, Visit};
 
 /// The longest record key accepted, in bytes.
@@ -179,12 +179,7 @@ async fn checked_report(
     form: SubjectForm,
 ) -> Result<(Visit, SubjectPage), (Visit, Box<Response>)> {
     let visit = Visit::of(state, headers);
-    let session = match visit.require(&[Role::Auditor]) {
-        Ok(session) => session.clone(),
-        Err(refused) => return Err((visit, refused)),
-    };
-    if !csrf_matches(&session.csrf, &form.csrf) {
-        let refused = Box::new(error_page(&visit, StatusCode::FORBIDDEN, "error.form-expired"));
+    if let Err(refused) = visit.require_posted(&[Role::Auditor], &form.csrf) {
         return Err((visit, refused));
     }
     let mut page = SubjectPage::new(state, &visit);

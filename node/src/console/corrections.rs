@@ -30,16 +30,12 @@ mod submit;
 pub(super) use status::SeenTimes;
 
 use axum::extract::DefaultBodyLimit;
-use axum::http::StatusCode;
-use axum::response::Response;
 use axum::routing::{get, post};
 use axum::Router;
 use civmesh_policy::correction::CorrectionId;
 use civmesh_policy::model::Grant;
 
-use super::pages::{csrf_matches, error_page, grants_to_me};
-use super::sessions::Session;
-use super::Visit;
+use super::pages::grants_to_me;
 use crate::api::Shared;
 use crate::corrections::CorrectionState;
 
@@ -61,15 +57,6 @@ pub(super) fn router() -> Router<Shared> {
         .route("/review/{id}/accept", post(detail::accept))
         .route("/review/{id}/reject", post(detail::reject))
         .route("/review/{id}/photos/{index}", get(detail::photo))
-}
-
-/// `Ok` if the posted CSRF token is the session's; else the "form expired" page.
-fn check_csrf(visit: &Visit, session: &Session, posted: &str) -> Result<(), Box<Response>> {
-    if csrf_matches(&session.csrf, posted) {
-        Ok(())
-    } else {
-        Err(Box::new(error_page(visit, StatusCode::FORBIDDEN, "error.form-expired")))
-    }
 }
 
 /// The correction a path names (64 hex digits), if it is one.

@@ -17,7 +17,7 @@ use serde::Deserialize;
 use super::super::operators::Role;
 use super::super::pages::{error_page, grants_to_me, render};
 use super::super::{Frame, Visit};
-use super::{check_csrf, fields_line, state_key, time};
+use super::{fields_line, state_key, time};
 use crate::api::Shared;
 use crate::corrections::attachments::AttachmentLimits;
 use crate::corrections::Side;
@@ -239,11 +239,7 @@ pub(super) async fn open(
     Form(form): Form<OpenForm>,
 ) -> Response {
     let visit = Visit::of(&state, &headers);
-    let session = match visit.require(&[Role::StreetWorker]) {
-        Ok(session) => session,
-        Err(refused) => return *refused,
-    };
-    if let Err(refused) = check_csrf(&visit, session, &form.csrf) {
+    if let Err(refused) = visit.require_posted(&[Role::StreetWorker], &form.csrf) {
         return *refused;
     }
     let Some(grant) = grants_to_me(&state).into_iter().find(|grant| grant.id == form.grant) else {

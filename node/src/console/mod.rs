@@ -148,6 +148,16 @@ impl Visit {
         }
         Err(Box::new(pages::error_page(self, StatusCode::FORBIDDEN, "error.forbidden")))
     }
+
+    /// [`Visit::require`] for a posted form: also refuses (403, "form
+    /// expired") unless `posted_csrf` is the session's CSRF token.
+    fn require_posted(&self, roles: &[Role], posted_csrf: &str) -> Result<&Session, Box<Response>> {
+        let session = self.require(roles)?;
+        if !pages::csrf_matches(&session.csrf, posted_csrf) {
+            return Err(Box::new(pages::error_page(self, StatusCode::FORBIDDEN, "error.form-expired")));
+        }
+        Ok(session)
+    }
 }
 
 /// A link of the navigation bar.

@@ -21,7 +21,6 @@ mod matching;
 mod waiting;
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
@@ -33,8 +32,6 @@ use crate::api::Shared;
 /// The largest form body these pages take, in bytes (a dataset's fields at
 /// most, each with its masking, and the longest texts).
 const FORM_BYTES_MAX: usize = 64 * 1024;
-/// How long a page waits, after a commit, for this replica to apply it.
-const COMMIT_CATCH_UP_MS: u64 = 3_000;
 
 /// This area's routes.
 pub(super) fn router() -> Router<Shared> {
@@ -46,12 +43,6 @@ pub(super) fn router() -> Router<Shared> {
         .route("/issued-grants", get(issued::list))
         .route("/issued-grants/{id}/revoke", post(issued::revoke))
         .layer(DefaultBodyLimit::max(FORM_BYTES_MAX))
-}
-
-/// Waits (a bounded while) until this replica has applied what the log
-/// committed, so the page after a decision shows it.
-async fn catch_up(state: &Shared) {
-    let _ = state.log.linearizable_read_index(Duration::from_millis(COMMIT_CATCH_UP_MS)).await;
 }
 
 /// A posted form, by field name (checkboxes and per-field inputs are named

@@ -14,11 +14,11 @@ use civmesh_policy::{Applied, Command, DemandSpec, DemandStatus};
 use super::labels::{
     basis_choices, basis_key, basis_value, class_key, demand_state, is_sensitive, parse_basis, Choice,
 };
-use super::{catch_up, day_end, note_number, posted, Errors, Posted};
+use super::{day_end, note_number, posted, Errors, Posted};
 use crate::api::grants::{catalog_entries, demand_views, CatalogEntry};
 use crate::api::Shared;
 use crate::console::operators::Role;
-use crate::console::pages::{csrf_matches, error_page, render};
+use crate::console::pages::{error_page, render};
 use crate::console::{Frame, Visit};
 
 /// The demands of the organisation the page lists at most (the newest).
@@ -237,13 +237,10 @@ pub(super) async fn file(
     Form(form): Form<Posted>,
 ) -> Response {
     let visit = Visit::of(&state, &headers);
-    let session = match visit.require(&[Role::StreetWorker]) {
+    let session = match visit.require_posted(&[Role::StreetWorker], posted(&form, "csrf")) {
         Ok(session) => session,
         Err(refused) => return *refused,
     };
-    if !csrf_matches(&session.csrf, posted(&form, "csrf")) {
-        return error_page(&visit, StatusCode::FORBIDDEN, "error.form-expired");
-    }
     let mut page = DemandPage::new(&state, &visit);
     if !page.choose(posted(&form, "dataset"), |name| form.contains_key(&format!("field:{name}"))) {
         page.errors.add("dataset", "officer.dataset-unknown");
@@ -254,10 +251,7 @@ pub(super) async fn file(
     };
     match super::super::actions::commit(&state, &session.operator, Command::FileDemandWithReason(spec)).await
     {
-        Ok(Applied::DemandFiled(id)) => {
-            catch_up(&state).await;
-            Redirect::to(&format!("/demands/new?filed={id}")).into_response()
-        }
+        Ok(Applied::DemandFiled(id)) => Redirect::to(&format!("/demands/new?filed={id}")).into_response(),
         Ok(_) => error_page(&visit, StatusCode::INTERNAL_SERVER_ERROR, "error.internal"),
         Err(error) => {
             page.failure = error.message().to_string();

@@ -23,11 +23,11 @@ use super::labels::{
     parse_basis, parse_masking, warning_lines, Choice, WarningLine, MASK_KEEP_DEFAULT, MASK_KEEP_MAX,
 };
 use super::waiting::check_waiting;
-use super::{catch_up, day_end, day_start, posted, Errors, Posted};
+use super::{day_end, day_start, posted, Errors, Posted};
 use crate::api::grants::grant_warnings_now;
 use crate::api::Shared;
 use crate::console::operators::Role;
-use crate::console::pages::{csrf_matches, error_page, render};
+use crate::console::pages::{error_page, render};
 use crate::console::{Frame, Visit};
 
 /// A grant's window unless the demand says until when: one year.
@@ -291,13 +291,10 @@ pub(super) async fn issue(
     Form(form): Form<Posted>,
 ) -> Response {
     let visit = Visit::of(&state, &headers);
-    let session = match visit.require(&[Role::PolicyOfficer]) {
+    let session = match visit.require_posted(&[Role::PolicyOfficer], posted(&form, "csrf")) {
         Ok(session) => session,
         Err(refused) => return *refused,
     };
-    if !csrf_matches(&session.csrf, posted(&form, "csrf")) {
-        return error_page(&visit, StatusCode::FORBIDDEN, "error.form-expired");
-    }
     let (demand, dataset) = match load(&state, &visit, id) {
         Ok(found) => found,
         Err(answer) => return *answer,
@@ -314,7 +311,6 @@ pub(super) async fn issue(
     }
     match crate::console::actions::commit(&state, &session.operator, Command::IssueGrant(spec)).await {
         Ok(Applied::GrantIssued(grant)) => {
-            catch_up(&state).await;
             Redirect::to(&format!("/issued-grants?issued={grant}")).into_response()
         }
         Ok(_) => error_page(&visit, StatusCode::INTERNAL_SERVER_ERROR, "error.internal"),

@@ -12,10 +12,10 @@ use civmesh_policy::model::{Grant, GrantId, REASON_BYTES_MAX};
 use civmesh_policy::Command;
 
 use super::labels::{basis_key, grant_state};
-use super::{catch_up, check_text, note_number, posted, Posted};
+use super::{check_text, note_number, posted, Posted};
 use crate::api::Shared;
 use crate::console::operators::Role;
-use crate::console::pages::{csrf_matches, error_page, render};
+use crate::console::pages::{error_page, render};
 use crate::console::{Frame, Visit};
 
 /// The issued grants one page shows at most (the newest).
@@ -141,13 +141,10 @@ pub(super) async fn revoke(
     Form(form): Form<Posted>,
 ) -> Response {
     let visit = Visit::of(&state, &headers);
-    let session = match visit.require(&[Role::PolicyOfficer]) {
+    let session = match visit.require_posted(&[Role::PolicyOfficer], posted(&form, "csrf")) {
         Ok(session) => session,
         Err(refused) => return *refused,
     };
-    if !csrf_matches(&session.csrf, posted(&form, "csrf")) {
-        return error_page(&visit, StatusCode::FORBIDDEN, "error.form-expired");
-    }
     let me = &state.identity.org;
     let found = state.log.state().read(|applied| {
         applied
@@ -175,10 +172,7 @@ pub(super) async fn revoke(
     };
     let command = Command::RevokeGrant { grant_id: id, reason };
     match crate::console::actions::commit(&state, &session.operator, command).await {
-        Ok(_) => {
-            catch_up(&state).await;
-            Redirect::to(&format!("/issued-grants?revoked={id}")).into_response()
-        }
+        Ok(_) => Redirect::to(&format!("/issued-grants?revoked={id}")).into_response(),
         Err(error) => {
             let mut page = IssuedPage::new(&state, &visit);
             page.failure = error.message().to_string();

@@ -13,10 +13,10 @@ use civmesh_policy::{Command, DemandStatus, PolicyState};
 
 use super::labels::{basis_key, class_key, is_sensitive};
 use super::matching::{demand_match, report, DemandMatch};
-use super::{catch_up, check_text, note_number, posted, Posted};
+use super::{check_text, note_number, posted, Posted};
 use crate::api::Shared;
 use crate::console::operators::Role;
-use crate::console::pages::{csrf_matches, error_page, render};
+use crate::console::pages::{error_page, render};
 use crate::console::{Frame, Visit};
 
 /// The waiting demands one page shows at most (the oldest).
@@ -185,13 +185,10 @@ pub(super) async fn refuse(
     Form(form): Form<Posted>,
 ) -> Response {
     let visit = Visit::of(&state, &headers);
-    let session = match visit.require(&[Role::PolicyOfficer]) {
+    let session = match visit.require_posted(&[Role::PolicyOfficer], posted(&form, "csrf")) {
         Ok(session) => session,
         Err(refused) => return *refused,
     };
-    if !csrf_matches(&session.csrf, posted(&form, "csrf")) {
-        return error_page(&visit, StatusCode::FORBIDDEN, "error.form-expired");
-    }
     if let Err(answer) = check_waiting(&state, &visit, id) {
         return *answer;
     }
@@ -208,10 +205,7 @@ pub(super) async fn refuse(
     };
     let command = Command::RefuseDemand { demand_id: id, reason };
     match crate::console::actions::commit(&state, &session.operator, command).await {
-        Ok(_) => {
-            catch_up(&state).await;
-            Redirect::to(&format!("/demands?refused={id}")).into_response()
-        }
+        Ok(_) => Redirect::to(&format!("/demands?refused={id}")).into_response(),
         Err(error) => {
             let mut page = WaitingPage::new(&state, &visit);
             page.failure = error.message().to_string();

@@ -10,7 +10,7 @@ use axum::Form;
 use serde::Deserialize;
 
 use super::operators::Role;
-use super::pages::{csrf_matches, error_page, grants_to_me, render};
+use super::pages::{grants_to_me, render};
 use super::{Frame, Visit};
 use crate::api::Shared;
 use crate::query::{ListAnswer, ListFilter, ListSpec};
@@ -120,13 +120,10 @@ pub(super) async fn records(
     Form(form): Form<RecordsForm>,
 ) -> Response {
     let visit = Visit::of(&state, &headers);
-    let session = match visit.require(&[Role::StreetWorker]) {
+    let _session = match visit.require_posted(&[Role::StreetWorker], &form.csrf) {
         Ok(session) => session,
         Err(refused) => return *refused,
     };
-    if !csrf_matches(&session.csrf, &form.csrf) {
-        return error_page(&visit, StatusCode::FORBIDDEN, "error.form-expired");
-    }
     let grants = grants_to_me(&state);
     let mut page = RecordsPage::empty(&visit, choices(&state));
     page.chosen = form.grant;

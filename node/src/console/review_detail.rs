@@ -16,7 +16,7 @@ use serde::Deserialize;
 use super::super::operators::Role;
 use super::super::pages::{error_page, render};
 use super::super::{Frame, Visit};
-use super::{check_csrf, correction_id, state_key, time};
+use super::{correction_id, state_key, time};
 use crate::api::Shared;
 use crate::corrections::attachments::content_type;
 use crate::corrections::{CorrectionError, CorrectionState, CorrectionView, OutcomeStatus, Side};
@@ -228,13 +228,10 @@ async fn decide(
     rejection: Option<String>,
 ) -> Response {
     let visit = Visit::of(state, headers);
-    let session = match visit.require(&[Role::Reviewer]) {
+    let session = match visit.require_posted(&[Role::Reviewer], csrf) {
         Ok(session) => session,
         Err(refused) => return *refused,
     };
-    if let Err(refused) = check_csrf(&visit, session, csrf) {
-        return *refused;
-    }
     let view = match inbox_view(state, &visit, id) {
         Ok(view) => view,
         Err(refused) => return *refused,

@@ -17,7 +17,7 @@ use civmesh_policy::model::FieldValue;
 use super::super::operators::Role;
 use super::super::pages::{error_page, render};
 use super::super::{Frame, Visit};
-use super::{check_csrf, correction_id, fields_line, time};
+use super::{correction_id, fields_line, time};
 use crate::api::Shared;
 use crate::corrections::{CorrectionState, CorrectionView, Side};
 
@@ -144,14 +144,11 @@ pub(super) async fn bulk_accept(
     Form(pairs): Form<Vec<(String, String)>>,
 ) -> Response {
     let visit = Visit::of(&state, &headers);
-    let session = match visit.require(&[Role::Reviewer]) {
+    let posted_csrf = pairs.iter().find(|(name, _)| name == "csrf").map_or("", |(_, value)| value.as_str());
+    let session = match visit.require_posted(&[Role::Reviewer], posted_csrf) {
         Ok(session) => session,
         Err(refused) => return *refused,
     };
-    let posted_csrf = pairs.iter().find(|(name, _)| name == "csrf").map_or("", |(_, value)| value.as_str());
-    if let Err(refused) = check_csrf(&visit, session, posted_csrf) {
-        return *refused;
-    }
     let ids: Option<Vec<_>> =
         pairs.iter().filter(|(name, _)| name == "id").map(|(_, value)| correction_id(value)).collect();
     let ids = match ids {

@@ -7,7 +7,6 @@
 //! (`super::super::actions::commit`).
 
 use std::collections::BTreeSet;
-use std::time::Duration;
 
 use askama::Template;
 use axum::extract::State;
@@ -24,8 +23,7 @@ use super::super::operators::Role;
 use super::super::pages::{error_page, render};
 use super::super::sessions::Session;
 use super::super::{Frame, Visit};
-use super::check_csrf;
-use crate::api::{ApiError, Shared, READ_INDEX_TIMEOUT_MS};
+use crate::api::{ApiError, Shared};
 
 /// A rule as the page lists it.
 struct RuleRow {
@@ -136,9 +134,7 @@ fn rules_page(state: &Shared, visit: &Visit) -> RulesPage {
 
 /// The reviewer's session, with the posted CSRF token checked; else the answer.
 fn reviewer<'a>(visit: &'a Visit, csrf: &str) -> Result<&'a Session, Box<Response>> {
-    let session = visit.require(&[Role::Reviewer])?;
-    check_csrf(visit, session, csrf)?;
-    Ok(session)
+    visit.require_posted(&[Role::Reviewer], csrf)
 }
 
 /// `GET /review/rules`.
@@ -150,12 +146,9 @@ pub(super) async fn page(State(state): State<Shared>, headers: HeaderMap) -> Res
     render(&rules_page(&state, &visit), StatusCode::OK)
 }
 
-/// Commits `command` in the reviewer's name and waits (bounded) until this
-/// node's replica shows it, so the page that follows lists it.
+/// Commits `command` in the reviewer's name (see `actions::commit`).
 async fn commit(state: &Shared, operator: &str, command: Command) -> Result<(), ApiError> {
-    super::super::actions::commit(state, operator, command).await?;
-    let _ = state.log.linearizable_read_index(Duration::from_millis(READ_INDEX_TIMEOUT_MS)).await;
-    Ok(())
+    super::super::actions::commit(state, operator, command).await.map(drop)
 }
 
 /// `POST /review/rules`: `csrf`, `dataset`, `submitter`, then one `field` per field.
