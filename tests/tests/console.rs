@@ -69,6 +69,12 @@ async fn a_street_worker_enrols_lists_her_street_and_is_held_to_her_role_in_a_re
     assert_eq!(text(&client, "#count").await, "0");
     assert!(client.find(Locator::Css("#last-page")).await.is_ok());
 
+    // A prefix search: "jingan" begins her street's name and no other's here.
+    fill(&client, "#filter_value", "jingan").await;
+    civmesh_tests::browser::select(&client, "#filter_match", "prefix").await;
+    click(&client, "#list").await;
+    assert_eq!(listed_keys(&client).await, expected[..CONSOLE_PAGE_RECORDS]);
+
     // A reviewer's page: 403, in her language.
     client.goto(&format!("{base}/review")).await.unwrap();
     assert_eq!(text(&client, "#error").await, "您的角色无权访问此页面。");

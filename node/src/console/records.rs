@@ -43,6 +43,8 @@ struct RecordsPage {
     page_sizes: [u32; 3],
     filter_field: String,
     filter_value: String,
+    /// The filter's match: the value whole, or its beginning.
+    prefix: bool,
     columns: Vec<String>,
     rows: Vec<RecordRow>,
     listed: bool,
@@ -63,6 +65,7 @@ impl RecordsPage {
             page_sizes: RECORDS_PAGE_SIZES,
             filter_field: String::new(),
             filter_value: String::new(),
+            prefix: false,
             columns: Vec::new(),
             rows: Vec::new(),
             listed: false,
@@ -102,6 +105,9 @@ pub(super) struct RecordsForm {
     filter_field: String,
     #[serde(default)]
     filter_value: String,
+    /// `prefix` to match the value's beginning; else the whole value.
+    #[serde(default)]
+    filter_match: String,
     #[serde(default)]
     cursor: String,
     /// Records a page (one of [`RECORDS_PAGE_SIZES`]).
@@ -129,6 +135,7 @@ pub(super) async fn records(
     page.chosen = form.grant;
     page.filter_field = form.filter_field.trim().to_string();
     page.filter_value = form.filter_value.trim().to_string();
+    page.prefix = form.filter_match == "prefix";
     let Some(grant) = grants.iter().find(|grant| grant.id == form.grant) else {
         page.error = Some("records.no-grant");
         return render(&page, StatusCode::BAD_REQUEST);
@@ -141,7 +148,12 @@ pub(super) async fn records(
     let filters = if page.filter_field.is_empty() {
         Vec::new()
     } else {
-        vec![ListFilter::Equals { field: page.filter_field.clone(), value: page.filter_value.clone() }]
+        let (field, value) = (page.filter_field.clone(), page.filter_value.clone());
+        if page.prefix {
+            vec![ListFilter::Prefix { field, prefix: value }]
+        } else {
+            vec![ListFilter::Equals { field, value }]
+        }
     };
     let spec = ListSpec {
         dataset: grant.dataset.clone(),
