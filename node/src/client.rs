@@ -13,6 +13,7 @@ use serde::Serialize;
 
 use crate::api::{CommandsRequest, CommandsResponse, NodeStatus, PeerAddress};
 use crate::config::NodeConfig;
+use crate::console::{FORM_COOKIE, SESSION_COOKIE};
 use crate::run::{RuntimeInfo, RUNTIME_FILE_NAME};
 
 /// How long one API call may take.
@@ -81,7 +82,7 @@ impl NodeApi {
     fn console_open(&self, path: &str, form: &[(&str, &str)]) -> anyhow::Result<ConsoleSession> {
         let url = format!("{}{path}", self.base_url);
         let mut page = self.agent.get(&url).call()?;
-        let form_cookie = set_cookie(&page, "civmesh_form").context("no form cookie")?;
+        let form_cookie = set_cookie(&page, FORM_COOKIE).context("no form cookie")?;
         let html = page.body_mut().read_to_string()?;
         let form_token = input_value(&html, "form_token").context("no form token")?;
         let mut fields = form.to_vec();
@@ -89,12 +90,12 @@ impl NodeApi {
         let answer = self
             .agent
             .post(&url)
-            .header("Cookie", format!("civmesh_form={form_cookie}"))
+            .header("Cookie", format!("{FORM_COOKIE}={form_cookie}"))
             .send_form(fields)?;
-        let session = set_cookie(&answer, "civmesh_session")
+        let session = set_cookie(&answer, SESSION_COOKIE)
             .with_context(|| format!("{path} answered {} without a session", answer.status()))?;
         let mut home =
-            self.agent.get(&self.base_url).header("Cookie", format!("civmesh_session={session}")).call()?;
+            self.agent.get(&self.base_url).header("Cookie", format!("{SESSION_COOKIE}={session}")).call()?;
         let csrf = input_value(&home.body_mut().read_to_string()?, "csrf").context("no CSRF token")?;
         Ok(ConsoleSession { base_url: self.base_url.clone(), agent: self.agent.clone(), session, csrf })
     }
@@ -237,7 +238,7 @@ impl ConsoleSession {
     }
 
     fn cookie(&self) -> String {
-        format!("civmesh_session={}", self.session)
+        format!("{SESSION_COOKIE}={}", self.session)
     }
 
     fn page(

@@ -17,5 +17,6 @@ pub mod records;
 pub mod run;
 pub mod security;
 pub mod swarm;
+pub mod tls;
 
 pub use cli::execute;

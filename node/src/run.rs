@@ -241,7 +241,12 @@ fn start_api(
         .with_context(|| format!("cannot listen for the HTTP API on {listen}"))?;
     listener.set_nonblocking(true)?;
     let api_url = format!("https://{}", listener.local_addr()?);
-    let tls = tls_server_config(&identity.certificate, &identity.key, node_dir)?;
+    let tls = crate::tls::server_config(
+        &identity.certificate,
+        &identity.key,
+        node_dir,
+        listener.local_addr()?.ip(),
+    )?;
     let state = Arc::new(ApiState {
         log: log.clone(),
         swarm: swarm.clone(),
@@ -272,90 +277,7 @@ fn start_api(
     Ok(api_url)
 }
 
-/// TLS for the HTTP API and the console: the node's CA-issued certificate
-/// and its own key (Ed25519), with ring as the crypto provider; and, for a
-/// client that cannot verify Ed25519 (browsers), the console's certificate
-/// (see [`browser_identity`]).
-fn tls_server_config(
-    certificate: &NodeCertificate,
-    key: &NodeKey,
-    node_dir: &Path,
-) -> anyhow::Result<Arc<rustls::ServerConfig>> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let chain = vec![rustls::pki_types::CertificateDer::from(certificate.der().to_vec())];
-    let private_key = rustls::pki_types::PrivateKeyDer::Pkcs8(rustls::pki_types::PrivatePkcs8KeyDer::from(
-        key.pkcs8_der().to_vec(),
-    ));
-    let node = rustls::sign::CertifiedKey::from_der(chain, private_key, &provider)
-        .context("the node certificate and key do not make a TLS identity")?;
-    let browser = browser_identity(node_dir, &provider)?;
-    let resolver = Arc::new(ListenerCertificates { node: Arc::new(node), browser: Arc::new(browser) });
-    let config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()?
-        .with_no_client_auth()
-        .with_cert_resolver(resolver);
-    Ok(Arc::new(config))
-}
-
-/// The console's certificate file in the node directory: a chain issued by
-/// a CA the city's browsers trust (ECDSA or RSA; browsers cannot verify the
-/// federation's Ed25519 CA), with its key in [`CONSOLE_KEY_FILE`] (mode 0600).
-pub const CONSOLE_CERTIFICATE_FILE: &str = "console-cert.pem";
-/// The key of [`CONSOLE_CERTIFICATE_FILE`] (PKCS#8, SEC1 or PKCS#1 PEM).
-pub const CONSOLE_KEY_FILE: &str = "console-key.pem";
-
-/// The identity browsers see: [`CONSOLE_CERTIFICATE_FILE`] and
-/// [`CONSOLE_KEY_FILE`] if the node directory holds them (both, or
-/// neither), else a self-signed ECDSA P-256 certificate made at each start
-/// whose key is never written down (a browser warns about it).
-fn browser_identity(
-    node_dir: &Path,
-    provider: &Arc<rustls::crypto::CryptoProvider>,
-) -> anyhow::Result<rustls::sign::CertifiedKey> {
-    use rustls::pki_types::pem::PemObject;
-    let (chain_path, key_path) = (node_dir.join(CONSOLE_CERTIFICATE_FILE), node_dir.join(CONSOLE_KEY_FILE));
-    if chain_path.exists() || key_path.exists() {
-        let chain_pem = read_small(&chain_path)?;
-        let key_pem = read_secret(&key_path)?;
-        let chain = rustls::pki_types::CertificateDer::pem_slice_iter(chain_pem.as_bytes())
-            .collect::<Result<Vec<_>, _>>()
-            .with_context(|| format!("{} is not a PEM certificate chain", chain_path.display()))?;
-        anyhow::ensure!(!chain.is_empty(), "{} holds no certificate", chain_path.display());
-        let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(key_pem.as_bytes())
-            .with_context(|| format!("{} is not a PEM private key", key_path.display()))?;
-        return rustls::sign::CertifiedKey::from_der(chain, key, provider).with_context(|| {
-            format!("{} and {} do not make a TLS identity", chain_path.display(), key_path.display())
-        });
-    }
-    let browser = rcgen::generate_simple_self_signed(vec!["localhost".to_string(), "127.0.0.1".to_string()])
-        .context("making the console's certificate")?;
-    let browser_key = rustls::pki_types::PrivateKeyDer::Pkcs8(rustls::pki_types::PrivatePkcs8KeyDer::from(
-        browser.signing_key.serialize_der(),
-    ));
-    rustls::sign::CertifiedKey::from_der(vec![browser.cert.der().clone()], browser_key, provider)
-        .context("the console's certificate does not make a TLS identity")
-}
-
-/// The listener's two identities: the node's Ed25519 certificate for every
-/// client that can verify it (the CLI, department systems), an ECDSA one
-/// for the others.
-#[derive(Debug)]
-struct ListenerCertificates {
-    node: Arc<rustls::sign::CertifiedKey>,
-    browser: Arc<rustls::sign::CertifiedKey>,
-}
-
-impl rustls::server::ResolvesServerCert for ListenerCertificates {
-    fn resolve(&self, hello: rustls::server::ClientHello<'_>) -> Option<Arc<rustls::sign::CertifiedKey>> {
-        if hello.signature_schemes().contains(&rustls::SignatureScheme::ED25519) {
-            Some(self.node.clone())
-        } else {
-            Some(self.browser.clone())
-        }
-    }
-}
-
-fn read_small(path: &Path) -> anyhow::Result<String> {
+pub(crate) fn read_small(path: &Path) -> anyhow::Result<String> {
     const SMALL_FILE_BYTES_MAX: u64 = 64 * 1024;
     let length = std::fs::metadata(path).with_context(|| format!("reading {}", path.display()))?.len();
     anyhow::ensure!(length <= SMALL_FILE_BYTES_MAX, "{} is too large", path.display());

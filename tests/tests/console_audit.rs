@@ -44,8 +44,12 @@ impl Console {
             .max_redirects(0)
             .build()
             .new_agent();
-        let session = client.get_named_cookie("civmesh_session").await.unwrap();
-        Console { agent, base: console.base(node), cookie: format!("civmesh_session={}", session.value()) }
+        let session = client.get_named_cookie(civmesh_node::console::SESSION_COOKIE).await.unwrap();
+        Console {
+            agent,
+            base: console.base(node),
+            cookie: format!("{}={}", civmesh_node::console::SESSION_COOKIE, session.value()),
+        }
     }
 
     /// GET `path`: status, content type, disposition, body.

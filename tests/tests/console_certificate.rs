@@ -92,4 +92,19 @@ fn a_browser_gets_the_installed_console_certificate_and_the_cli_the_node_certifi
     assert_eq!(status, "HTTP/1.1 200 OK");
     // The CLI, which verifies Ed25519 against the federation CA, is unaffected.
     assert!(api.status().is_ok());
+
+    // Without an installed certificate the node makes its own once, its key
+    // private, and keeps it: a browser that accepted it sees it again after
+    // a restart.
+    net.stop(0).unwrap();
+    std::fs::remove_file(node_dir.join("console-cert.pem")).unwrap();
+    std::fs::remove_file(&key_path).unwrap();
+    net.start(0).unwrap();
+    let own_path = node_dir.join("console-self-signed-cert.pem");
+    let own = std::fs::read(&own_path).unwrap();
+    let own_key = std::fs::metadata(node_dir.join("console-self-signed-key.pem")).unwrap();
+    assert_eq!(own_key.permissions().mode() & 0o777, 0o600);
+    net.stop(0).unwrap();
+    net.start(0).unwrap();
+    assert_eq!(std::fs::read(&own_path).unwrap(), own, "the same certificate after a restart");
 }

@@ -87,11 +87,14 @@ async fn wait_for(client: &Client, url: &str, css: &str) {
     }
 }
 
-/// Opens record `key` from the listing of her street.
+/// Opens record `key` from the listing of her street (its row's button:
+/// element ids carry the row's place, never the key).
 async fn open_record(client: &Client, base: &str, key: &str) {
     client.goto(&format!("{base}/records")).await.unwrap();
     click(client, "#list").await;
-    click(client, &format!("#open-{key}")).await;
+    let row = texts(client, "#records td.key").await.iter().position(|listed| listed == key);
+    let row = row.unwrap_or_else(|| panic!("the record is not on the first page"));
+    click(client, &format!("#open-{row}")).await;
 }
 
 /// The correction id the page's path names (`/corrections/{id}`).

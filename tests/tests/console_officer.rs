@@ -96,8 +96,8 @@ fn grants(console: &ConsoleNet, node: usize) -> Vec<serde_json::Value> {
 /// operator (its session cookie), outside the browser, to read the status
 /// the browser does not show; returns the status and the page.
 async fn post_as(client: &Client, base: &str, path: &str, form: &[(&str, &str)]) -> (u16, String) {
-    let session = client.get_named_cookie("civmesh_session").await.unwrap();
-    let cookie = format!("civmesh_session={}", session.value());
+    let session = client.get_named_cookie(civmesh_node::console::SESSION_COOKIE).await.unwrap();
+    let cookie = format!("{}={}", civmesh_node::console::SESSION_COOKIE, session.value());
     let (url, form) = (format!("{base}{path}"), form.iter().map(|(k, v)| (k.to_string(), v.to_string())));
     let form: Vec<(String, String)> = form.collect();
     tokio::task::spawn_blocking(move || {

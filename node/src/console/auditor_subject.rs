@@ -179,9 +179,10 @@ async fn checked_report(
     form: SubjectForm,
 ) -> Result<(Visit, SubjectPage), (Visit, Box<Response>)> {
     let visit = Visit::of(state, headers);
-    if let Err(refused) = visit.require_posted(&[Role::Auditor], &form.csrf) {
-        return Err((visit, refused));
-    }
+    let operator = match visit.require_posted(&[Role::Auditor], &form.csrf) {
+        Ok(session) => session.operator.clone(),
+        Err(refused) => return Err((visit, refused)),
+    };
     let mut page = SubjectPage::new(state, &visit);
     page.dataset = form.dataset.trim().to_string();
     page.record_key = form.record_key.trim().to_string();
@@ -194,7 +195,7 @@ async fn checked_report(
         page.key_error = Some("subject.key-too-long");
     }
     if page.dataset_error.is_none() && page.key_error.is_none() {
-        match compute(state, &page.dataset, &page.record_key).await {
+        match compute(state, &operator, &page.dataset, &page.record_key).await {
             Ok(report) => page.report = Some(report),
             Err(failure) => page.failure = Some(failure),
         }
@@ -203,9 +204,11 @@ async fn checked_report(
 }
 
 /// The report for `record_key` in `dataset`, or why there is none (a
-/// message key and the detail).
+/// message key and the detail). Each lookup is logged with the operator
+/// and the dataset (never the key), so lookups are accountable.
 async fn compute(
     state: &Shared,
+    operator: &str,
     dataset: &str,
     record_key: &str,
 ) -> Result<SubjectReport, (&'static str, String)> {
@@ -215,11 +218,17 @@ async fn compute(
     })?;
     let wait = tokio::time::timeout(Duration::from_millis(REPLAY_WAIT_MS_MAX), REPLAYS.acquire()).await;
     let Ok(Ok(permit)) = wait else { return Err(("subject.busy", String::new())) };
+    tracing::info!(operator, dataset, "console subject-access report started");
     let (state, dataset, record_key) = (state.clone(), dataset.to_string(), record_key.to_string());
-    let computed = tokio::task::spawn_blocking(move || replay(&state, &secret, &dataset, &record_key)).await;
-    drop(permit);
+    // The permit goes with the replay: a client that leaves does not free
+    // it while the replay still runs.
+    let computed = tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        replay(&state, &secret, &dataset, &record_key)
+    })
+    .await;
     let report = computed.map_err(|error| ("subject.failed", error.to_string()))??;
-    tracing::info!(accesses = report.rows.len(), "console subject-access report");
+    tracing::info!(operator, accesses = report.rows.len(), "console subject-access report");
     Ok(report)
 }
 

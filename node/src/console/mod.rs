@@ -31,10 +31,10 @@ use i18n::{catalogue, Catalogue, Lang};
 use operators::{OperatorStore, Role};
 use sessions::{Session, Sessions};
 
-/// The session cookie.
-const SESSION_COOKIE: &str = "civmesh_session";
-/// The double-submit cookie of the sign-in and enrolment forms.
-const FORM_COOKIE: &str = "civmesh_form";
+/// The session cookie (`__Host-`: Secure, `Path=/`, no domain, so a sibling host cannot set it).
+pub const SESSION_COOKIE: &str = "__Host-civmesh_session";
+/// The double-submit cookie of the sign-in and enrolment forms (`__Host-` too).
+pub const FORM_COOKIE: &str = "__Host-civmesh_form";
 /// The language cookie.
 const LANG_COOKIE: &str = "civmesh_lang";
 /// What the console's pages may load: only this node's stylesheet.

@@ -7,7 +7,7 @@ use std::num::NonZeroU32;
 
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 
-/// Sign-in and enrolment attempts one client address may make per minute.
+/// Sign-in and enrolment attempts one client address (an IPv6 /64) may make per minute.
 pub const SIGN_INS_PER_ADDRESS_PER_MINUTE: u32 = 20;
 /// Addresses remembered before the idle ones are forgotten.
 pub const SIGN_IN_ADDRESSES_MAX: usize = 10_000;
@@ -32,8 +32,17 @@ impl SignInThrottle {
             self.limiter.retain_recent();
             self.limiter.shrink_to_fit();
         }
-        let address = address.unwrap_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
+        let address = address.map_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), client_key);
         self.limiter.check_key(&address).is_ok()
+    }
+}
+
+/// The allowance an address draws on: an IPv4 address (mapped ones too) on
+/// its own, an IPv6 address by its /64, which one client usually holds whole.
+fn client_key(address: IpAddr) -> IpAddr {
+    match address.to_canonical() {
+        IpAddr::V6(v6) => IpAddr::V6(std::net::Ipv6Addr::from(u128::from(v6) & !u128::from(u64::MAX))),
+        v4 => v4,
     }
 }
 
@@ -51,5 +60,17 @@ mod tests {
         assert!(!throttle.allow(Some(one)));
         assert!(throttle.allow(Some(other)));
         assert!(throttle.allow(None));
+    }
+
+    #[test]
+    fn an_ipv6_network_shares_one_allowance() {
+        let throttle = SignInThrottle::default();
+        for host in 0..SIGN_INS_PER_ADDRESS_PER_MINUTE {
+            let address: IpAddr = format!("2001:db8:1:2::{host:x}").parse().unwrap();
+            assert!(throttle.allow(Some(address)), "host {host}");
+        }
+        assert!(!throttle.allow(Some("2001:db8:1:2:ffff::1".parse().unwrap())), "the same /64");
+        assert!(throttle.allow(Some("2001:db8:1:3::1".parse().unwrap())), "another /64");
+        assert_eq!(client_key("::ffff:10.0.0.1".parse().unwrap()), "10.0.0.1".parse::<IpAddr>().unwrap());
     }
 }
