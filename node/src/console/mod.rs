@@ -125,11 +125,14 @@ struct Visit {
 }
 
 impl Visit {
+    /// The request's language and session: signed out unless the session
+    /// is open and its operator still holds it ([`Sessions::get_held`]).
     fn of(state: &Shared, headers: &HeaderMap) -> Self {
         let lang = Lang::from_cookie(cookie(headers, LANG_COOKIE));
         let now_ms = civmesh_certs::now_unix_millis();
+        let (sessions, operators) = (&state.console.sessions, &state.console.operators);
         let session = cookie(headers, SESSION_COOKIE)
-            .and_then(|id| state.console.sessions.get(id, now_ms).map(|session| (id.to_string(), session)));
+            .and_then(|id| sessions.get_held(id, now_ms, operators).map(|session| (id.to_string(), session)));
         Visit { lang, session }
     }
 

@@ -3,6 +3,16 @@
 //! into place, under an exclusive lock on `operators.lock` that the CLI
 //! (`civmesh operator ...`) and the running node both take. Passwords are
 //! stored as argon2id hashes; an enrolment code only as its SHA-256.
+//!
+//! A password is checked outside that lock (argon2id is slow: a sign-in
+//! must not queue every other one behind it), and an unknown name is
+//! checked against a dummy hash, so the answer takes as long as for a
+//! known one. Each operator has a generation, bumped by `disable`, `reset`
+//! and a lockout: a session opened at an older one no longer counts (see
+//! [`OperatorStore::holds`]).
+
+#[path = "operators_standing.rs"]
+mod standing;
 
 use std::path::{Path, PathBuf};
 
@@ -30,6 +40,12 @@ pub const PASSWORD_BYTES_MAX: usize = 256;
 pub const SIGN_IN_FAILURES_MAX: u32 = 5;
 /// How long an enrolment code stays valid, in milliseconds.
 pub const ENROLMENT_AGE_MS_MAX: u64 = 7 * 86_400_000;
+
+/// What an unknown name's password is checked against: a well-formed
+/// argon2id hash with the default parameters (a test holds them to
+/// `Argon2::default()`), whose password nobody knows.
+const DUMMY_PASSWORD_HASH: &str =
+    "$argon2id$v=19$m=19456,t=2,p=1$Y2l2bWVzaC1uby11c2VyIQ$Y2l2bWVzaCBzaWduLWluOiBubyBzdWNoIGFjY291bnQ";
 
 /// The operator file's kind and bounds.
 const OPERATOR_LIST: PrivateList = PrivateList {
@@ -86,6 +102,19 @@ pub struct Operator {
     pub failed_sign_ins: u32,
     /// Set by `operator disable`.
     pub disabled: bool,
+    /// Bumped by `disable`, `reset` and a lockout: sessions opened before
+    /// end (absent in files written before it existed: 0).
+    #[serde(default)]
+    pub generation: u64,
+}
+
+/// A sign-in or enrolment that succeeded: what the session records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SignedIn {
+    /// The operator's role.
+    pub role: Role,
+    /// The operator's generation when they signed in.
+    pub generation: u64,
 }
 
 /// What the CLI shows of an operator.
@@ -180,12 +209,21 @@ fn enrolment_code() -> Result<String, OperatorError> {
 /// The operators of one node directory.
 pub struct OperatorStore {
     dir: PathBuf,
+    /// What sessions need of the operators, as last read from the file.
+    standings: standing::StandingCache,
 }
 
 impl OperatorStore {
     /// The store in `node_dir`.
     pub fn new(node_dir: &Path) -> Self {
-        OperatorStore { dir: node_dir.to_path_buf() }
+        OperatorStore { dir: node_dir.to_path_buf(), standings: standing::StandingCache::default() }
+    }
+
+    /// Whether `name` still holds a session opened at `generation` with
+    /// `role`: enrolled, not disabled or locked, not reset or locked since,
+    /// same role. Reads the file only when it changed since the last call.
+    pub fn holds(&self, name: &str, role: Role, generation: u64) -> Result<bool, OperatorError> {
+        self.standings.holds(&self.path(), name, role, generation)
     }
 
     fn path(&self) -> PathBuf {
@@ -242,6 +280,7 @@ impl OperatorStore {
                 enrolment_until_ms: now_ms + ENROLMENT_AGE_MS_MAX,
                 failed_sign_ins: 0,
                 disabled: false,
+                generation: 0,
             });
             Ok(((), true))
         })?;
@@ -263,13 +302,16 @@ impl OperatorStore {
         Ok(self.read()?.iter().map(summary).collect())
     }
 
-    /// Disables `name`: no more sign-ins.
+    /// Disables `name`: no more sign-ins, and their sessions end.
     pub fn disable(&self, name: &str) -> Result<(), OperatorError> {
-        self.change(name, |operator| operator.disabled = true)
+        self.change(name, |operator| {
+            operator.disabled = true;
+            operator.generation += 1;
+        })
     }
 
-    /// Clears `name`'s password, lock and disabled mark; returns a new
-    /// one-time enrolment code.
+    /// Clears `name`'s password, lock and disabled mark, ending their
+    /// sessions; returns a new one-time enrolment code.
     pub fn reset(&self, name: &str, now_ms: UnixMillis) -> Result<String, OperatorError> {
         let code = enrolment_code()?;
         self.change(name, |operator| {
@@ -278,6 +320,7 @@ impl OperatorStore {
             operator.enrolment_until_ms = now_ms + ENROLMENT_AGE_MS_MAX;
             operator.failed_sign_ins = 0;
             operator.disabled = false;
+            operator.generation += 1;
         })?;
         Ok(code)
     }
@@ -300,7 +343,7 @@ impl OperatorStore {
         code: &str,
         password: &str,
         now_ms: UnixMillis,
-    ) -> Result<Result<Role, SignInRefusal>, OperatorError> {
+    ) -> Result<Result<SignedIn, SignInRefusal>, OperatorError> {
         let chars = password.chars().count();
         if chars < PASSWORD_CHARS_MIN || password.len() > PASSWORD_BYTES_MAX {
             return Ok(Err(SignInRefusal::PasswordWeak));
@@ -323,19 +366,47 @@ impl OperatorStore {
             operator.password_hash = Some(hash);
             operator.enrolment_sha256 = None;
             operator.failed_sign_ins = 0;
-            Ok((Ok(operator.role), true))
+            Ok((Ok(SignedIn { role: operator.role, generation: operator.generation }), true))
         })
     }
 
     /// Checks `name`'s password; counts a wrong one, and locks the account
-    /// at [`SIGN_IN_FAILURES_MAX`].
-    pub fn sign_in(&self, name: &str, password: &str) -> Result<Result<Role, SignInRefusal>, OperatorError> {
+    /// (ending its sessions) at [`SIGN_IN_FAILURES_MAX`] in a row.
+    ///
+    /// The attempt is counted under the lock before the password is
+    /// checked, and the lock is not held while argon2id runs; the outcome
+    /// is then settled under the lock on the file as it is by then. So no
+    /// more than [`SIGN_IN_FAILURES_MAX`] wrong guesses in a row are ever
+    /// checked, even at once, and no other sign-in waits for this one's
+    /// argon2id. An unknown name is checked against a dummy hash.
+    pub fn sign_in(
+        &self,
+        name: &str,
+        password: &str,
+    ) -> Result<Result<SignedIn, SignInRefusal>, OperatorError> {
         if password.len() > PASSWORD_BYTES_MAX {
             return Ok(Err(SignInRefusal::Wrong));
         }
+        let counted = match self.count_attempt(name)? {
+            Ok(counted) => counted,
+            Err(refusal) => return Ok(Err(refusal)),
+        };
+        let stored = counted.as_ref().and_then(|attempt| attempt.password_hash.as_deref());
+        let right = verify_password(stored.unwrap_or(DUMMY_PASSWORD_HASH), password) && stored.is_some();
+        match counted {
+            Some(attempt) => self.settle_attempt(name, &attempt, right),
+            None => Ok(Err(SignInRefusal::Wrong)),
+        }
+    }
+
+    /// The first half of a sign-in, under the lock: refuses a disabled or
+    /// locked account, else counts the attempt as wrong (until settled)
+    /// and returns what to check. An unknown name (`None`) rewrites the
+    /// file unchanged, so that its answer costs the same disk work.
+    fn count_attempt(&self, name: &str) -> Result<Result<Option<Attempt>, SignInRefusal>, OperatorError> {
         self.locked(|operators| {
             let Some(operator) = operators.iter_mut().find(|operator| operator.name == name) else {
-                return Ok((Err(SignInRefusal::Wrong), false));
+                return Ok((Ok(None), true));
             };
             if operator.disabled {
                 return Ok((Err(SignInRefusal::Disabled), false));
@@ -343,21 +414,54 @@ impl OperatorStore {
             if operator.failed_sign_ins >= SIGN_IN_FAILURES_MAX {
                 return Ok((Err(SignInRefusal::Locked), false));
             }
-            let right = operator.password_hash.as_deref().is_some_and(|hash| verify_password(hash, password));
-            if right {
-                let changed = operator.failed_sign_ins != 0;
-                operator.failed_sign_ins = 0;
-                return Ok((Ok(operator.role), changed));
-            }
             operator.failed_sign_ins += 1;
-            let refusal = if operator.failed_sign_ins >= SIGN_IN_FAILURES_MAX {
-                SignInRefusal::Locked
-            } else {
-                SignInRefusal::Wrong
-            };
-            Ok((Err(refusal), true))
+            let attempt =
+                Attempt { password_hash: operator.password_hash.clone(), generation: operator.generation };
+            Ok((Ok(Some(attempt)), true))
         })
     }
+
+    /// The second half of a sign-in, under the lock again, on the file as
+    /// it is now: a right password (for the account as it was checked)
+    /// clears the count; a wrong one stays counted, and the one that locks
+    /// the account bumps its generation.
+    fn settle_attempt(
+        &self,
+        name: &str,
+        attempt: &Attempt,
+        right: bool,
+    ) -> Result<Result<SignedIn, SignInRefusal>, OperatorError> {
+        self.locked(|operators| {
+            let Some(operator) = operators.iter_mut().find(|operator| operator.name == name) else {
+                return Ok((Err(SignInRefusal::Wrong), false));
+            };
+            if operator.disabled {
+                return Ok((Err(SignInRefusal::Disabled), false));
+            }
+            let same_account =
+                operator.generation == attempt.generation && operator.password_hash == attempt.password_hash;
+            if right && same_account {
+                operator.failed_sign_ins = 0;
+                return Ok((Ok(SignedIn { role: operator.role, generation: operator.generation }), true));
+            }
+            if operator.failed_sign_ins < SIGN_IN_FAILURES_MAX {
+                return Ok((Err(SignInRefusal::Wrong), false));
+            }
+            let first_to_lock = operator.generation == attempt.generation;
+            if first_to_lock {
+                operator.generation += 1;
+            }
+            Ok((Err(SignInRefusal::Locked), first_to_lock))
+        })
+    }
+}
+
+/// A counted sign-in attempt: the account as it was when counted.
+struct Attempt {
+    /// The stored hash (none until enrolled).
+    password_hash: Option<String>,
+    /// The account's generation.
+    generation: u64,
 }
 
 fn hash_password(password: &str) -> Result<String, OperatorError> {
@@ -379,60 +483,5 @@ fn verify_password(hash: &str, password: &str) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn an_operator_enrols_once_signs_in_and_locks_after_five_wrong_passwords() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = OperatorStore::new(dir.path());
-        let code = store.add("李伟", Role::StreetWorker, 1_000).unwrap();
-        assert!(matches!(store.add("李伟", Role::Reviewer, 1_000), Err(OperatorError::Exists(_))));
-        assert!(matches!(store.add("", Role::Reviewer, 1_000), Err(OperatorError::NameInvalid)));
-        assert_eq!(
-            store.sign_in("李伟", "anything at all").unwrap(),
-            Err(SignInRefusal::Wrong),
-            "not enrolled"
-        );
-        assert_eq!(store.enrol("李伟", &code, "short", 2_000).unwrap(), Err(SignInRefusal::PasswordWeak));
-        assert_eq!(
-            store.enrol("李伟", "0000-0000", "long enough pass", 2_000).unwrap(),
-            Err(SignInRefusal::Wrong)
-        );
-        let late = 1_000 + ENROLMENT_AGE_MS_MAX + 1;
-        assert_eq!(store.enrol("李伟", &code, "long enough pass", late).unwrap(), Err(SignInRefusal::Wrong));
-        assert_eq!(store.enrol("李伟", &code, "long enough pass", 2_000).unwrap(), Ok(Role::StreetWorker));
-        assert_eq!(
-            store.enrol("李伟", &code, "another password", 2_000).unwrap(),
-            Err(SignInRefusal::Wrong),
-            "spent"
-        );
-        assert_eq!(store.sign_in("李伟", "long enough pass").unwrap(), Ok(Role::StreetWorker));
-        for attempt in 1..SIGN_IN_FAILURES_MAX {
-            assert_eq!(
-                store.sign_in("李伟", "wrong password").unwrap(),
-                Err(SignInRefusal::Wrong),
-                "{attempt}"
-            );
-        }
-        assert_eq!(store.sign_in("李伟", "wrong password").unwrap(), Err(SignInRefusal::Locked));
-        assert_eq!(
-            store.sign_in("李伟", "long enough pass").unwrap(),
-            Err(SignInRefusal::Locked),
-            "even the right one"
-        );
-        assert_eq!(store.list().unwrap()[0].state, "locked");
-        let code = store.reset("李伟", 3_000).unwrap();
-        assert_eq!(store.list().unwrap()[0].state, "enrolling");
-        assert_eq!(store.enrol("李伟", &code, "a new password", 3_000).unwrap(), Ok(Role::StreetWorker));
-        store.disable("李伟").unwrap();
-        assert_eq!(store.sign_in("李伟", "a new password").unwrap(), Err(SignInRefusal::Disabled));
-        assert!(matches!(store.disable("王芳"), Err(OperatorError::Unknown(_))));
-        let text = std::fs::read_to_string(dir.path().join(OPERATORS_FILE)).unwrap();
-        assert!(!text.contains("a new password") && !text.contains(&code), "only hashes are kept");
-        let mode = std::os::unix::fs::PermissionsExt::mode(
-            &std::fs::metadata(dir.path().join(OPERATORS_FILE)).unwrap().permissions(),
-        );
-        assert_eq!(mode & 0o777, 0o600);
-    }
-}
+#[path = "operators_tests.rs"]
+mod tests;

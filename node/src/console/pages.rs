@@ -7,7 +7,7 @@ use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::Form;
 use serde::Deserialize;
 
-use super::operators::{OperatorError, OperatorStore, Role, SignInRefusal};
+use super::operators::{OperatorError, OperatorStore, Role, SignInRefusal, SignedIn};
 use super::sessions::random_token;
 use super::{cookie, set_cookie, Frame, Visit, FORM_COOKIE, LANG_COOKIE, SESSION_COOKIE};
 use crate::api::Shared;
@@ -141,7 +141,7 @@ pub(super) async fn sign_in(
     let checked =
         check_operator(&state, &visit, move |operators| operators.sign_in(&who, &form.password)).await;
     let refusal = match checked {
-        Ok(Ok(role)) => return open_session(&state, &visit, &name, role),
+        Ok(Ok(signed_in)) => return open_session(&state, &visit, &name, signed_in),
         Ok(Err(refusal)) => refusal,
         Err(failed) => return *failed,
     };
@@ -151,13 +151,16 @@ pub(super) async fn sign_in(
     })
 }
 
+/// What a sign-in or an enrolment says.
+type Checked = Result<SignedIn, SignInRefusal>;
+
 /// Runs `check` (a sign-in or an enrolment: argon2id and the operator
 /// file) off the async workers; a store that fails is the error page.
 async fn check_operator(
     state: &Shared,
     visit: &Visit,
-    check: impl FnOnce(&OperatorStore) -> Result<Result<Role, SignInRefusal>, OperatorError> + Send + 'static,
-) -> Result<Result<Role, SignInRefusal>, Box<Response>> {
+    check: impl FnOnce(&OperatorStore) -> Result<Checked, OperatorError> + Send + 'static,
+) -> Result<Checked, Box<Response>> {
     let state = state.clone();
     let checked = tokio::task::spawn_blocking(move || check(&state.console.operators)).await;
     match checked {
@@ -170,8 +173,9 @@ async fn check_operator(
     }
 }
 
-fn open_session(state: &Shared, visit: &Visit, name: &str, role: Role) -> Response {
-    let Some(id) = state.console.sessions.open(name, role, civmesh_certs::now_unix_millis()) else {
+/// Opens a session for `name` and sends them home with its cookie.
+fn open_session(state: &Shared, visit: &Visit, name: &str, signed_in: SignedIn) -> Response {
+    let Some(id) = state.console.sessions.open(name, signed_in, civmesh_certs::now_unix_millis()) else {
         return error_page(visit, StatusCode::INTERNAL_SERVER_ERROR, "error.internal");
     };
     with_cookie(Redirect::to("/").into_response(), SESSION_COOKIE, &id, None)
@@ -238,7 +242,7 @@ pub(super) async fn enrol(
         })
         .await;
         match enrolled {
-            Ok(Ok(role)) => return open_session(&state, &visit, &name, role),
+            Ok(Ok(signed_in)) => return open_session(&state, &visit, &name, signed_in),
             Ok(Err(refusal)) => refusal,
             Err(failed) => return *failed,
         }
