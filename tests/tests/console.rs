@@ -100,6 +100,10 @@ async fn a_street_worker_enrols_lists_her_street_and_is_held_to_her_role_in_a_re
     client.goto(&format!("{base}/records")).await.unwrap();
     click(&client, "#list").await;
     screenshot(&client, "records-en").await;
+    client.goto(&format!("{base}/review")).await.unwrap();
+    assert_eq!(text(&client, "#error").await, "Your role may not open this page.");
+    screenshot(&client, "forbidden-en").await;
+    client.goto(&format!("{base}/")).await.unwrap();
     click(&client, "#switch-lang").await;
 
     // Signed out, the pages send her to sign in.
@@ -127,5 +131,13 @@ async fn a_street_worker_enrols_lists_her_street_and_is_held_to_her_role_in_a_re
     let printed = net.cli(&["operator", "reset", "--node-dir", &node_dir, "--name", "李伟"]).unwrap();
     enrol_with_code(&client, &base, "李伟", &code_in(&printed), "a-new-password").await;
     assert_eq!(text(&client, "#welcome").await, "欢迎使用");
+
+    // The pages before sign-in, in English too.
+    click(&client, "#switch-lang").await;
+    click(&client, "#sign-out").await;
+    assert_eq!(text(&client, "#sign-in").await, "Sign in");
+    screenshot(&client, "sign-in-en").await;
+    client.goto(&format!("{base}/enrol")).await.unwrap();
+    screenshot(&client, "enrol-en").await;
     client.close().await.unwrap();
 }

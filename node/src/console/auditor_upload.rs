@@ -21,6 +21,10 @@ use crate::console::Visit;
 /// The longest CSRF field read, in bytes.
 const CSRF_FIELD_BYTES_MAX: usize = 256;
 
+/// One upload at a time per node: each may write up to
+/// [`BUNDLE_UPLOAD_BYTES_MAX`] to the node's disk before it is verified.
+static UPLOADS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(1);
+
 /// Why an upload was refused, as a message key next to the file field.
 #[derive(Debug)]
 enum Refusal {
@@ -46,12 +50,14 @@ pub(super) async fn upload(
         Err(refused) => return *refused,
     };
     // The CSRF token comes first, and is checked before any file is read.
-    let csrf = match multipart.next_field().await {
-        Ok(Some(field)) if field.name() == Some("csrf") => field.text().await.unwrap_or_default(),
-        _ => String::new(),
-    };
-    if csrf.len() > CSRF_FIELD_BYTES_MAX || !csrf_matches(&session.csrf, &csrf) {
+    let csrf = read_csrf(&mut multipart).await;
+    if !csrf_matches(&session.csrf, &csrf) {
         return error_page(&visit, StatusCode::FORBIDDEN, "error.form-expired");
+    }
+    // Nothing is received while a verification or another upload runs.
+    let Ok(_uploading) = UPLOADS.try_acquire() else { return started(&state, &visit, false) };
+    if matches!(jobs::status(), jobs::Status::Running(..)) {
+        return started(&state, &visit, false);
     }
     match receive(&state, &mut multipart).await {
         Ok((dir, path)) => {
@@ -70,6 +76,23 @@ pub(super) async fn upload(
             render(&page, status)
         }
     }
+}
+
+/// The first part's value if it is `csrf` and at most
+/// [`CSRF_FIELD_BYTES_MAX`] bytes; else "" (which no session's token is).
+async fn read_csrf(multipart: &mut Multipart) -> String {
+    let Ok(Some(mut field)) = multipart.next_field().await else { return String::new() };
+    if field.name() != Some("csrf") {
+        return String::new();
+    }
+    let mut value = Vec::new();
+    while let Ok(Some(chunk)) = field.chunk().await {
+        value.extend_from_slice(&chunk);
+        if value.len() > CSRF_FIELD_BYTES_MAX {
+            return String::new();
+        }
+    }
+    String::from_utf8(value).unwrap_or_default()
 }
 
 /// Streams the `bundle` field to a new file in a private working directory.
