@@ -5,18 +5,26 @@
 //! time) and the streets' submissions. Charts are SVG drawn on the server
 //! (`/dashboard/charts/NAME.svg`), each beside a table with the same
 //! figures; `/dashboard.csv` and `/dashboard/streets.csv` download them.
+//! A page shows at most [`DEPARTMENTS_PER_PAGE`] departments (`?page=K`);
+//! the page, its charts and its downloads share one evaluation
+//! (see `dashboard_cache.rs`); the downloads quote text cells that begin
+//! like a spreadsheet formula (`dashboard_csv.rs`).
 
+#[path = "dashboard_cache.rs"]
+mod cache;
 #[path = "dashboard_charts.rs"]
 mod charts;
+#[path = "dashboard_csv.rs"]
+mod csv_download;
 #[path = "dashboard_page.rs"]
 mod page;
+
+pub(super) use cache::DashboardCache;
 
 use axum::routing::get;
 use axum::Router;
 use civmesh_certs::UnixMillis;
-use civmesh_policy::evaluation::{
-    department_series, recent_weeks, street_series, whole_weeks, Evaluation, EvaluationQuery,
-};
+use civmesh_policy::evaluation::{recent_weeks, whole_weeks, EvaluationQuery};
 use serde::Deserialize;
 
 use crate::api::Shared;
@@ -34,24 +42,29 @@ const EVERYONE: [super::operators::Role; 4] = [
 ];
 /// One week, in ms.
 const WEEK_MS: u64 = 7 * 24 * 60 * 60 * 1000;
+/// The most departments one page of the dashboard shows.
+const DEPARTMENTS_PER_PAGE: usize = 20;
 
 /// This area's routes.
 pub(super) fn router() -> Router<Shared> {
     Router::new()
         .route("/dashboard", get(page::show))
-        .route("/dashboard.csv", get(page::departments_csv))
-        .route("/dashboard/streets.csv", get(page::streets_csv))
+        .route("/dashboard.csv", get(csv_download::departments_csv))
+        .route("/dashboard/streets.csv", get(csv_download::streets_csv))
         .route("/dashboard/charts/{name}", get(charts::chart))
 }
 
 /// The period the charts and downloads cover, as the page resolved it
-/// (`from_ms`, `to_ms`), and for a department's charts its owner and dataset.
+/// (`from_ms`, `to_ms`), the applied log index the page was made from
+/// (`at`), and for a department's charts its owner and dataset.
 #[derive(Debug, Default, Deserialize)]
 pub(super) struct PeriodParams {
     #[serde(default)]
     from_ms: Option<UnixMillis>,
     #[serde(default)]
     to_ms: Option<UnixMillis>,
+    #[serde(default)]
+    at: Option<u64>,
     #[serde(default)]
     owner: Option<String>,
     #[serde(default)]
@@ -99,11 +112,6 @@ fn url_encoded(text: &str) -> String {
         .collect()
 }
 
-/// The evaluation of `query`, by week.
-async fn weekly(state: &Shared, query: &EvaluationQuery) -> Result<Evaluation, crate::api::ApiError> {
-    crate::corrections::http::evaluation_of(state, query).await
-}
-
 /// `ms` as people say it, in the catalogue's units: `2天 3小时`, `5h 20m`,
 /// `40s`; `-` for none.
 fn duration(t: &super::i18n::Catalogue, ms: Option<u64>) -> String {
@@ -124,13 +132,6 @@ fn duration(t: &super::i18n::Catalogue, ms: Option<u64>) -> String {
 /// A share as a percentage, `-` for none.
 fn percent(rate: Option<f64>) -> String {
     rate.map_or_else(|| "-".to_string(), |rate| format!("{:.0}%", rate * 100.0))
-}
-
-/// The department series and street series of `evaluation`.
-fn series_of(
-    evaluation: &Evaluation,
-) -> (Vec<civmesh_policy::evaluation::DepartmentSeries>, Vec<civmesh_policy::evaluation::StreetSeries>) {
-    (department_series(evaluation), street_series(evaluation))
 }
 
 #[cfg(test)]

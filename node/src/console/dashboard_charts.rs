@@ -11,7 +11,7 @@ use civmesh_policy::evaluation::{DepartmentRow, DepartmentSeries};
 use plotters::coord::ranged1d::{IntoSegmentedCoord, SegmentValue};
 use plotters::prelude::*;
 
-use super::{series_of, weekly, PeriodParams, EVERYONE};
+use super::{cache, PeriodParams, EVERYONE};
 use crate::api::Shared;
 use crate::console::i18n::Catalogue;
 use crate::console::pages::error_page;
@@ -41,7 +41,8 @@ struct ChartSpec {
 
 /// `GET /dashboard/charts/{name}`: `turnaround.svg`, `acceptance.svg`,
 /// `backlog.svg`, `demand.svg` (of the department `owner` and `dataset`
-/// name) or `streets.svg`, over the period `from_ms`..`to_ms`.
+/// name) or `streets.svg`, over the period `from_ms`..`to_ms`, from the
+/// evaluation the page was made from (`at`) while it is kept.
 pub(super) async fn chart(
     State(state): State<Shared>,
     headers: HeaderMap,
@@ -55,10 +56,10 @@ pub(super) async fn chart(
     let (Some(metric), Some(query)) = (name.strip_suffix(".svg"), params.query(now_unix_millis())) else {
         return error_page(&visit, StatusCode::NOT_FOUND, "dashboard.no-chart");
     };
-    let Ok(evaluation) = weekly(&state, &query).await else {
+    let Ok(figures) = cache::figures(&state, &query, params.at).await else {
         return error_page(&visit, StatusCode::SERVICE_UNAVAILABLE, "dashboard.unavailable");
     };
-    let (departments, streets) = series_of(&evaluation);
+    let (departments, streets) = (&figures.departments, &figures.streets);
     let t = visit.t();
     let spec = if metric == "streets" {
         Some(ChartSpec {

@@ -53,6 +53,8 @@ pub struct Console {
     seen: std::sync::Mutex<corrections::SeenTimes>,
     /// The node's directory (the auditor's files, working space).
     node_dir: std::path::PathBuf,
+    /// The dashboard's evaluations, kept a short while.
+    dashboard: dashboard::DashboardCache,
 }
 
 impl Console {
@@ -64,6 +66,7 @@ impl Console {
             sign_ins: throttle::SignInThrottle::default(),
             seen: std::sync::Mutex::default(),
             node_dir: node_dir.to_path_buf(),
+            dashboard: dashboard::DashboardCache::default(),
         }
     }
 }

@@ -10,7 +10,7 @@ use axum::http::StatusCode;
 use axum::Extension;
 use axum::Json;
 use civmesh_policy::correction::{correction_stats, CorrectionStats};
-use civmesh_policy::evaluation::{evaluate, Evaluation, EvaluationQuery};
+use civmesh_policy::evaluation::{Evaluation, EvaluationFacts, EvaluationQuery};
 use serde::{Deserialize, Serialize};
 
 use crate::api::{
@@ -218,9 +218,24 @@ pub async fn evaluation(
 /// answer (too many buckets, say) is a 400.
 pub(crate) async fn evaluation_of(state: &Shared, query: &EvaluationQuery) -> Result<Evaluation, ApiError> {
     state.log.linearizable_read_index(Duration::from_millis(READ_INDEX_TIMEOUT_MS)).await?;
-    state
-        .log
-        .state()
-        .read(|applied| evaluate(&applied.policy, query))
+    Ok(evaluation_as_applied(state, query).await?.1)
+}
+
+/// The evaluation `query` asks for, of the state this replica has applied
+/// now (no read of the leader), with that state's log index. Only the copy
+/// of what the evaluation reads ([`EvaluationFacts`]: one pass over the
+/// corrections, demands and grants) is made under the state's read lock;
+/// the figures are computed from the copy on a blocking thread.
+pub(crate) async fn evaluation_as_applied(
+    state: &Shared,
+    query: &EvaluationQuery,
+) -> Result<(u64, Evaluation), ApiError> {
+    let (index, facts) =
+        state.log.state().read(|applied| (applied.applied_index, EvaluationFacts::of(&applied.policy)));
+    let query = query.clone();
+    tokio::task::spawn_blocking(move || facts.evaluate(&query))
+        .await
+        .map_err(ApiError::internal)?
+        .map(|evaluation| (index, evaluation))
         .map_err(|error| ApiError::new(StatusCode::BAD_REQUEST, error.to_string()))
 }

@@ -17,25 +17,27 @@
 //! Fairness rules: the owner's turnaround and acceptance rate count only the
 //! corrections its people (or its auto-accept rules) decided: applied or
 //! rejected by a reviewer. Automatic rejections for the submitter's own
-//! mistakes ([`CorrectionReasonCode::is_submitter_mistake`]) are counted apart, against the
+//! mistakes ([`crate::correction::CorrectionReasonCode::is_submitter_mistake`]) are counted apart, against the
 //! submitting street; conflicts are neither.
-
-use std::collections::BTreeMap;
 
 use civmesh_certs::UnixMillis;
 use serde::{Deserialize, Serialize};
 
-use crate::correction::{percentile, CorrectionReasonCode, CorrectionStage, CorrectionTrack};
-use crate::model::{DatasetId, Demand, DemandId};
+use crate::correction::percentile;
+use crate::model::DatasetId;
 use crate::state::PolicyState;
 
 mod calendar;
+mod facts;
 mod series;
 
 use calendar::buckets;
 pub use calendar::{format_date, format_date_end, format_time, parse_date, parse_date_end};
+pub use facts::EvaluationFacts;
+use facts::{DemandFacts, TrackFacts};
 pub use series::{
-    department_series, recent_weeks, street_series, week_start, whole_weeks, DepartmentSeries, StreetSeries,
+    department_series, into_series, recent_weeks, rows_by_bucket, street_series, week_start, whole_weeks,
+    DepartmentSeries, StreetSeries,
 };
 
 /// One day.
@@ -210,56 +212,57 @@ pub struct Evaluation {
 }
 
 /// Computes the evaluation from `state` (pure: time comes only from the
-/// log's entry times and the query).
+/// log's entry times and the query). The same as
+/// `EvaluationFacts::of(state).evaluate(query)`.
 pub fn evaluate(state: &PolicyState, query: &EvaluationQuery) -> Result<Evaluation, EvaluationError> {
-    let (from_ms, to_ms) = period(state, query)?;
-    let buckets = buckets(from_ms, to_ms, query.bucket)?;
-    let activity = Activity::of(state);
-    let mut departments = Vec::new();
-    let mut streets = Vec::new();
-    for &(start, end) in &buckets {
-        let window = Window { label: format_date(start), start, end };
-        for ((owner, dataset), (tracks, demands)) in &activity.groups {
-            let mut row = DepartmentRow {
-                bucket: window.label.clone(),
-                owner: owner.clone(),
-                dataset: dataset.clone(),
-                ..DepartmentRow::default()
-            };
-            count_corrections(&mut row, tracks, &window);
-            count_demands(&mut row, demands, &activity.granted_at, &window);
-            departments.push(row);
-        }
-        for (street, tracks) in &activity.streets {
-            streets.push(street_row(street, tracks, &window));
-        }
-    }
-    Ok(Evaluation {
-        from: format_time(from_ms),
-        to: format_time(to_ms),
-        bucket: query.bucket,
-        departments,
-        streets,
-        notes: Vec::new(),
-    })
+    EvaluationFacts::of(state).evaluate(query)
 }
 
-/// The period asked for, or else from the log's first event to just after
-/// its last.
-fn period(state: &PolicyState, query: &EvaluationQuery) -> Result<(UnixMillis, UnixMillis), EvaluationError> {
-    let events: Vec<UnixMillis> = state
-        .corrections
-        .values()
-        .flat_map(|track| track.stages.iter().map(|(_, at)| *at))
-        .chain(state.demands.values().map(|demand| demand.filed_at_ms))
-        .chain(state.grants.values().map(|grant| grant.issued_at_ms))
-        .collect();
-    let from_ms = query.from_ms.or_else(|| events.iter().min().copied()).unwrap_or(0);
-    let to_ms = query.to_ms.or_else(|| events.iter().max().map(|last| last + 1)).unwrap_or(from_ms);
-    if to_ms < from_ms || (to_ms == from_ms && query.to_ms.is_some()) {
-        return Err(EvaluationError::RangeEmpty { from: format_time(from_ms), to: format_time(to_ms) });
+impl EvaluationFacts {
+    /// Computes the evaluation from these facts (pure: time comes only from
+    /// the log's entry times and the query).
+    pub fn evaluate(&self, query: &EvaluationQuery) -> Result<Evaluation, EvaluationError> {
+        let (from_ms, to_ms) = self.period(query)?;
+        let buckets = buckets(from_ms, to_ms, query.bucket)?;
+        let mut departments = Vec::with_capacity(buckets.len() * self.groups.len());
+        let mut streets = Vec::with_capacity(buckets.len() * self.streets.len());
+        for &(start, end) in &buckets {
+            let window = Window { label: format_date(start), start, end };
+            for ((owner, dataset), group) in &self.groups {
+                let mut row = DepartmentRow {
+                    bucket: window.label.clone(),
+                    owner: owner.clone(),
+                    dataset: dataset.clone(),
+                    ..DepartmentRow::default()
+                };
+                count_corrections(&mut row, &group.tracks, &window);
+                count_demands(&mut row, &group.demands, &window);
+                departments.push(row);
+            }
+            for (street, tracks) in &self.streets {
+                streets.push(street_row(street, tracks, &window));
+            }
+        }
+        Ok(Evaluation {
+            from: format_time(from_ms),
+            to: format_time(to_ms),
+            bucket: query.bucket,
+            departments,
+            streets,
+            notes: Vec::new(),
+        })
     }
-    Ok((from_ms, to_ms))
+
+    /// The period asked for, or else from the log's first event to just
+    /// after its last.
+    fn period(&self, query: &EvaluationQuery) -> Result<(UnixMillis, UnixMillis), EvaluationError> {
+        let from_ms = query.from_ms.or(self.span.map(|(first, _)| first)).unwrap_or(0);
+        let to_ms = query.to_ms.or(self.span.map(|(_, last)| last + 1)).unwrap_or(from_ms);
+        if to_ms < from_ms || (to_ms == from_ms && query.to_ms.is_some()) {
+            return Err(EvaluationError::RangeEmpty { from: format_time(from_ms), to: format_time(to_ms) });
+        }
+        Ok((from_ms, to_ms))
+    }
 }
 
 /// One bucket: its label and `[start, end)`.
@@ -275,51 +278,17 @@ impl Window {
     }
 }
 
-/// What the log holds, grouped for the evaluation.
-struct Activity<'a> {
-    /// The first grant answering each demand.
-    granted_at: BTreeMap<DemandId, UnixMillis>,
-    /// Each owner's and dataset's corrections and demands.
-    groups: BTreeMap<(String, DatasetId), Group<'a>>,
-    /// Each street's corrections.
-    streets: BTreeMap<String, Vec<&'a CorrectionTrack>>,
-}
-
-impl<'a> Activity<'a> {
-    fn of(state: &'a PolicyState) -> Self {
-        let mut granted_at: BTreeMap<DemandId, UnixMillis> = BTreeMap::new();
-        for grant in state.grants.values() {
-            if let Some(demand) = grant.demand {
-                let at = granted_at.entry(demand).or_insert(grant.issued_at_ms);
-                *at = (*at).min(grant.issued_at_ms);
-            }
-        }
-        let mut groups: BTreeMap<(String, DatasetId), Group> = BTreeMap::new();
-        let mut streets: BTreeMap<String, Vec<&CorrectionTrack>> = BTreeMap::new();
-        for track in state.corrections.values() {
-            groups.entry((track.owner.to_string(), track.dataset.clone())).or_default().0.push(track);
-            streets.entry(track.submitter_org.to_string()).or_default().push(track);
-        }
-        for demand in state.demands.values() {
-            if let Some(dataset) = state.datasets.get(&demand.dataset) {
-                groups.entry((dataset.owner.to_string(), dataset.id.clone())).or_default().1.push(demand);
-            }
-        }
-        Activity { granted_at, groups, streets }
-    }
-}
-
 /// The owner's correction figures in the bucket.
-fn count_corrections(row: &mut DepartmentRow, tracks: &[&CorrectionTrack], window: &Window) {
+fn count_corrections(row: &mut DepartmentRow, tracks: &[TrackFacts], window: &Window) {
     let mut turnarounds = Vec::new();
     let mut record_ages = Vec::new();
     let mut oldest_delivery: Option<UnixMillis> = None;
     for track in tracks {
-        let submitted = track.reached_at(CorrectionStage::Submitted);
+        let submitted = track.submitted;
         if submitted.is_some_and(|at| window.holds(at)) {
             row.submitted += 1;
         }
-        let outcome = outcome_of(track).filter(|(_, at)| window.holds(*at));
+        let outcome = track.outcome.filter(|(_, at)| window.holds(*at));
         if let (Some((_, decided)), Some(written)) = (outcome, track.record_written_at_ms) {
             record_ages.push(decided.saturating_sub(written));
         }
@@ -336,7 +305,7 @@ fn count_corrections(row: &mut DepartmentRow, tracks: &[&CorrectionTrack], windo
             Some((Outcome::Conflict, _)) => row.conflicts += 1,
             None => {}
         }
-        if let Some(delivered) = awaiting_review_at(track, window.end) {
+        if let Some(delivered) = track.awaiting_review_at(window.end) {
             row.backlog += 1;
             oldest_delivery = Some(oldest_delivery.map_or(delivered, |oldest| oldest.min(delivered)));
         }
@@ -348,16 +317,11 @@ fn count_corrections(row: &mut DepartmentRow, tracks: &[&CorrectionTrack], windo
 }
 
 /// The owner's demand figures in the bucket.
-fn count_demands(
-    row: &mut DepartmentRow,
-    demands: &[&Demand],
-    granted_at: &BTreeMap<DemandId, UnixMillis>,
-    window: &Window,
-) {
+fn count_demands(row: &mut DepartmentRow, demands: &[DemandFacts], window: &Window) {
     let mut waits = Vec::new();
     let mut oldest_waiting: Option<UnixMillis> = None;
     for demand in demands {
-        let granted = granted_at.get(&demand.id).copied();
+        let granted = demand.granted_at_ms;
         if let Some(granted) = granted.filter(|granted| window.holds(*granted)) {
             row.demands_granted += 1;
             waits.push(granted.saturating_sub(demand.filed_at_ms));
@@ -373,13 +337,13 @@ fn count_demands(
 }
 
 /// One street's figures in the bucket.
-fn street_row(street: &str, tracks: &[&CorrectionTrack], window: &Window) -> StreetRow {
+fn street_row(street: &str, tracks: &[TrackFacts], window: &Window) -> StreetRow {
     let (mut submitted, mut applied, mut decided, mut mistakes) = (0, 0, 0, 0);
     for track in tracks {
-        if track.reached_at(CorrectionStage::Submitted).is_some_and(|at| window.holds(at)) {
+        if track.submitted.is_some_and(|at| window.holds(at)) {
             submitted += 1;
         }
-        match outcome_of(track).filter(|(_, at)| window.holds(*at)) {
+        match track.outcome.filter(|(_, at)| window.holds(*at)) {
             Some((Outcome::Applied, _)) => {
                 applied += 1;
                 decided += 1;
@@ -408,9 +372,6 @@ fn p50_p90(mut values: Vec<u64>) -> (Option<u64>, Option<u64>) {
     (percentile(&values, 50), percentile(&values, 90))
 }
 
-/// One owner's and dataset's corrections and demands.
-type Group<'a> = (Vec<&'a CorrectionTrack>, Vec<&'a Demand>);
-
 /// A correction's final outcome, as the evaluation counts it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Outcome {
@@ -418,34 +379,6 @@ enum Outcome {
     RejectedByOwner,
     Mistake,
     Conflict,
-}
-
-/// The final outcome of a correction and when it was reached.
-fn outcome_of(track: &CorrectionTrack) -> Option<(Outcome, UnixMillis)> {
-    let decision = track.decision()?;
-    let at = track.reached_at(decision)?;
-    let outcome = match decision {
-        CorrectionStage::Applied => Outcome::Applied,
-        CorrectionStage::Rejected
-            if track.reason_code.is_some_and(CorrectionReasonCode::is_submitter_mistake) =>
-        {
-            Outcome::Mistake
-        }
-        CorrectionStage::Rejected => Outcome::RejectedByOwner,
-        _ => Outcome::Conflict,
-    };
-    Some((outcome, at))
-}
-
-/// When the correction was delivered, if at `at` it was delivered and not
-/// yet decided (accepted, rejected or in conflict).
-fn awaiting_review_at(track: &CorrectionTrack, at: UnixMillis) -> Option<UnixMillis> {
-    let delivered = track.reached_at(CorrectionStage::Delivered).filter(|delivered| *delivered < at)?;
-    let decided = track.stages.iter().any(|(stage, reached)| {
-        matches!(stage, CorrectionStage::Accepted | CorrectionStage::Rejected | CorrectionStage::Conflict)
-            && *reached < at
-    });
-    (!decided).then_some(delivered)
 }
 
 fn ratio(part: u64, whole: u64) -> Option<f64> {

@@ -2,6 +2,8 @@
 //! department (owner and dataset) or by street, in bucket order, and the
 //! periods of whole ISO weeks (Monday first, Asia/Shanghai) they cover.
 
+use std::collections::HashMap;
+
 use civmesh_certs::UnixMillis;
 use serde::{Deserialize, Serialize};
 
@@ -54,31 +56,86 @@ pub struct StreetSeries {
 /// The evaluation's department rows as one series per owner and dataset,
 /// in the order they first appear.
 pub fn department_series(evaluation: &Evaluation) -> Vec<DepartmentSeries> {
-    let mut all: Vec<DepartmentSeries> = Vec::new();
-    for row in &evaluation.departments {
-        match all.iter_mut().find(|series| series.owner == row.owner && series.dataset == row.dataset) {
-            Some(series) => series.rows.push(row.clone()),
-            None => all.push(DepartmentSeries {
-                owner: row.owner.clone(),
-                dataset: row.dataset.clone(),
-                rows: vec![row.clone()],
-            }),
-        }
-    }
-    all
+    group_departments(evaluation.departments.clone())
 }
 
 /// The evaluation's street rows as one series per street, in the order
 /// they first appear.
 pub fn street_series(evaluation: &Evaluation) -> Vec<StreetSeries> {
-    let mut all: Vec<StreetSeries> = Vec::new();
-    for row in &evaluation.streets {
-        match all.iter_mut().find(|series| series.street == row.street) {
-            Some(series) => series.rows.push(row.clone()),
-            None => all.push(StreetSeries { street: row.street.clone(), rows: vec![row.clone()] }),
+    group_streets(evaluation.streets.clone())
+}
+
+/// The evaluation as [`department_series`] and [`street_series`], its rows
+/// moved rather than copied.
+pub fn into_series(evaluation: Evaluation) -> (Vec<DepartmentSeries>, Vec<StreetSeries>) {
+    (group_departments(evaluation.departments), group_streets(evaluation.streets))
+}
+
+/// The rows of `series` in the evaluation's order: bucket by bucket, and in
+/// each bucket one row per series, in series order (the order of
+/// [`Evaluation::departments`] and [`Evaluation::streets`], which hold a row
+/// for every department or street in every bucket).
+pub fn rows_by_bucket<'a, S: 'a, R: 'a>(
+    series: &'a [S],
+    rows: fn(&S) -> &[R],
+) -> impl Iterator<Item = &'a R> + 'a {
+    let buckets = series.iter().map(|one| rows(one).len()).max().unwrap_or(0);
+    (0..buckets).flat_map(move |bucket| series.iter().filter_map(move |one| rows(one).get(bucket)))
+}
+
+/// Department rows grouped by owner and dataset, in first-appearance order.
+fn group_departments(rows: Vec<DepartmentRow>) -> Vec<DepartmentSeries> {
+    let (slots, firsts) = slots(&rows, |row| (row.owner.as_str(), row.dataset.as_str()));
+    let mut all: Vec<DepartmentSeries> = firsts
+        .iter()
+        .filter_map(|first| rows.get(*first))
+        .map(|row| DepartmentSeries {
+            owner: row.owner.clone(),
+            dataset: row.dataset.clone(),
+            rows: Vec::new(),
+        })
+        .collect();
+    for (row, slot) in rows.into_iter().zip(slots) {
+        if let Some(series) = all.get_mut(slot) {
+            series.rows.push(row);
         }
     }
     all
+}
+
+/// Street rows grouped by street, in first-appearance order.
+fn group_streets(rows: Vec<StreetRow>) -> Vec<StreetSeries> {
+    let (slots, firsts) = slots(&rows, |row| (row.street.as_str(), ""));
+    let mut all: Vec<StreetSeries> = firsts
+        .iter()
+        .filter_map(|first| rows.get(*first))
+        .map(|row| StreetSeries { street: row.street.clone(), rows: Vec::new() })
+        .collect();
+    for (row, slot) in rows.into_iter().zip(slots) {
+        if let Some(series) = all.get_mut(slot) {
+            series.rows.push(row);
+        }
+    }
+    all
+}
+
+/// For each of `rows`, the index of its group (by `key`, numbered in
+/// first-appearance order); and for each group, the index of its first row.
+/// One hash look-up per row.
+fn slots<'a, R>(rows: &'a [R], key: impl Fn(&'a R) -> (&'a str, &'a str)) -> (Vec<usize>, Vec<usize>) {
+    let mut index: HashMap<(&str, &str), usize> = HashMap::new();
+    let mut firsts = Vec::new();
+    let slots = rows
+        .iter()
+        .enumerate()
+        .map(|(at, row)| {
+            *index.entry(key(row)).or_insert_with(|| {
+                firsts.push(at);
+                firsts.len() - 1
+            })
+        })
+        .collect();
+    (slots, firsts)
 }
 
 #[cfg(test)]
@@ -131,5 +188,40 @@ mod tests {
         assert!(streets.iter().all(|series| series.rows.len() == 3));
         let submitted: u64 = streets.iter().map(|series| series.rows[1].submitted).sum();
         assert_eq!(submitted, market.rows[1].submitted, "every submission is some street's");
+        let in_order: Vec<DepartmentRow> = rows_by_bucket(&departments, |one| &one.rows).cloned().collect();
+        assert_eq!(in_order, evaluation.departments, "back in the evaluation's order");
+        let in_order: Vec<StreetRow> = rows_by_bucket(&streets, |one| &one.rows).cloned().collect();
+        assert_eq!(in_order, evaluation.streets);
+        assert_eq!(into_series(evaluation), (departments, streets), "moved, the same");
+    }
+
+    #[test]
+    fn many_departments_group_in_first_appearance_order() {
+        let row = |bucket: &str, owner: &str, dataset: &str| DepartmentRow {
+            bucket: bucket.into(),
+            owner: owner.into(),
+            dataset: dataset.into(),
+            ..DepartmentRow::default()
+        };
+        let mut departments = Vec::new();
+        for week in ["2026-11-23", "2026-11-30"] {
+            for n in (0..500).rev() {
+                departments.push(row(week, "dept/a", &format!("set-{n}")));
+            }
+            departments.push(row(week, "dept/b", "set-0"));
+        }
+        let evaluation = Evaluation {
+            from: String::new(),
+            to: String::new(),
+            bucket: Bucket::Week,
+            departments,
+            streets: Vec::new(),
+            notes: Vec::new(),
+        };
+        let series = department_series(&evaluation);
+        assert_eq!(series.len(), 501);
+        assert_eq!((series[0].dataset.as_str(), series[499].dataset.as_str()), ("set-499", "set-0"));
+        assert_eq!((series[500].owner.as_str(), series[500].dataset.as_str()), ("dept/b", "set-0"));
+        assert!(series.iter().all(|one| one.rows.len() == 2 && one.rows[1].bucket == "2026-11-30"));
     }
 }

@@ -2,9 +2,10 @@
 
 use super::calendar::next_bucket_start;
 use super::*;
-use crate::model::{Dataset, Grant, LegalBasis, SharingCategory, SubjectKeyHash};
+use crate::correction::{CorrectionStage, CorrectionTrack};
+use crate::model::{Dataset, Demand, DemandId, Grant, LegalBasis, SharingCategory, SubjectKeyHash};
 use civmesh_certs::{NodeId, OrgId};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use CorrectionStage::*;
 
 const HOUR_MS: u64 = 60 * 60 * 1000;
