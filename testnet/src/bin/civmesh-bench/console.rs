@@ -41,7 +41,7 @@ pub(super) fn console(seconds: u64) -> anyhow::Result<()> {
     )?;
     let (owner, street) = (net.api(MARKET)?, net.api(JINGANSI)?);
 
-    let inbox_rows = reviewer.get("/review")?.matches("href=\"/review/").count();
+    let inbox_rows = reviewer.get("/review")?.matches("id=\"review-").count();
     anyhow::ensure!(inbox_rows > 0, "the inbox shows no correction");
     let inbox_console = measure(1, seconds, |_, _| reviewer.get("/review").map(drop))?;
     let inbox_api = measure(1, seconds, |_, _| {
