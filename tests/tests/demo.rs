@@ -21,7 +21,10 @@ fn the_demo_runs_and_checks_every_step() {
     }
     assert_eq!(stdout.matches("    ok: ").count(), 17, "every step checked:\n{stdout}");
     for role in ["street-worker", "reviewer", "policy-officer", "auditor", "admin"] {
-        let line = stdout.lines().find(|line| line.contains(&format!(" {role} "))).unwrap_or_default();
+        let line = stdout
+            .lines()
+            .find(|line| line.contains(&format!(" {role} ")) && line.contains("enrolment for"))
+            .unwrap_or_default();
         assert!(
             line.contains("/enrol and enter the one-time code "),
             "no console operator {role}:\n{stdout}"

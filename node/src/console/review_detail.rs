@@ -116,13 +116,13 @@ fn review_page(state: &Shared, visit: &Visit, view: &CorrectionView) -> ReviewPa
         .attachments
         .iter()
         .map(|attachment| {
-            let bytes = id
+            let kind = id
                 .filter(|_| attachment.held)
-                .and_then(|id| state.corrections.attachment(&id, attachment.index).ok());
+                .and_then(|id| state.corrections.attachment_type(&id, attachment.index).ok());
             PhotoView {
                 index: attachment.index,
-                held: bytes.is_some(),
-                image: bytes.is_some_and(|bytes| content_type(&bytes).starts_with("image/")),
+                held: kind.is_some(),
+                image: kind.is_some_and(|kind| kind.starts_with("image/")),
             }
         })
         .collect();

@@ -259,6 +259,9 @@ pub fn sha256(bytes: &[u8]) -> [u8; 32] {
     digest
 }
 
+/// Bytes enough for [`content_type`] to tell a file's type.
+pub const CONTENT_TYPE_BYTES: usize = 16;
+
 /// The content type, from the bytes' own signature (never from a name the
 /// submitter chose): JPEG, PNG, GIF, WebP, HEIC, PDF, or octet-stream.
 pub fn content_type(bytes: &[u8]) -> &'static str {
@@ -354,6 +357,27 @@ impl CorrectionService {
 
     /// Attachment `index` of correction `id`, as this node holds it.
     pub fn attachment(&self, id: &CorrectionId, index: u32) -> Result<Vec<u8>, CorrectionError> {
+        let digest = self.attachment_digest(id, index)?;
+        self.records
+            .attachment(&digest)
+            .map_err(|error| CorrectionError::Store(error.to_string()))?
+            .ok_or_else(|| AttachmentError::NotArrived { correction: hex_id(id), index }.into())
+    }
+
+    /// The content type of attachment `index` of correction `id`, from its
+    /// first bytes (the rest is not read).
+    pub fn attachment_type(&self, id: &CorrectionId, index: u32) -> Result<&'static str, CorrectionError> {
+        let digest = self.attachment_digest(id, index)?;
+        let head = self
+            .records
+            .attachment_head(&digest, CONTENT_TYPE_BYTES)
+            .map_err(|error| CorrectionError::Store(error.to_string()))?
+            .ok_or(AttachmentError::NotArrived { correction: hex_id(id), index })?;
+        Ok(content_type(&head))
+    }
+
+    /// The digest the request of correction `id` names for attachment `index`.
+    fn attachment_digest(&self, id: &CorrectionId, index: u32) -> Result<[u8; 32], CorrectionError> {
         let entry = self.load(id)?.ok_or_else(|| CorrectionError::Unknown(hex_id(id)))?;
         let request = SignedEnvelope::<CorrectionRequest>::from_bytes(&entry.request_bytes)
             .and_then(|envelope| envelope.unverified_payload())
@@ -362,10 +386,7 @@ impl CorrectionService {
             .attachment_sha256
             .get(index as usize)
             .ok_or(AttachmentError::IndexUnknown { correction: hex_id(id), index })?;
-        self.records
-            .attachment(digest)
-            .map_err(|error| CorrectionError::Store(error.to_string()))?
-            .ok_or_else(|| AttachmentError::NotArrived { correction: hex_id(id), index }.into())
+        Ok(*digest)
     }
 
     /// Sends attachment `index` to the owner, chunk by chunk.

@@ -447,6 +447,17 @@ impl RecordStore {
         Ok(self.db.get_cf(self.family(ATTACHMENTS_FAMILY)?, sha256)?)
     }
 
+    /// The first `bytes_max` bytes of an attachment, if kept (read without
+    /// copying the rest).
+    pub fn attachment_head(
+        &self,
+        sha256: &[u8; 32],
+        bytes_max: usize,
+    ) -> Result<Option<Vec<u8>>, RecordStoreError> {
+        let pinned = self.db.get_pinned_cf(self.family(ATTACHMENTS_FAMILY)?, sha256)?;
+        Ok(pinned.map(|bytes| bytes[..bytes.len().min(bytes_max)].to_vec()))
+    }
+
     /// The size of an attachment, if kept.
     pub fn attachment_len(&self, sha256: &[u8; 32]) -> Result<Option<u64>, RecordStoreError> {
         Ok(self.db.get_pinned_cf(self.family(ATTACHMENTS_FAMILY)?, sha256)?.map(|bytes| bytes.len() as u64))
