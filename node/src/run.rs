@@ -258,7 +258,7 @@ fn start_api(
         query: services.query,
         corrections: services.corrections,
         metrics: services.metrics,
-        console: crate::console::Console::new(node_dir),
+        console: crate::console::Console::new(node_dir, tasks.clone()),
     });
     let handle = axum_server::Handle::new();
     let server =

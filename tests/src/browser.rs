@@ -164,6 +164,11 @@ pub async fn fill(client: &Client, css: &str, value: &str) {
     field.send_keys(value).await.unwrap();
 }
 
+/// Clicks a checkbox (which does not leave the page).
+pub async fn tick(client: &Client, css: &str) {
+    client.find(Locator::Css(css)).await.unwrap_or_else(|_| panic!("no {css}")).click().await.unwrap();
+}
+
 /// Chooses the option whose value is `value` in the select `css` names.
 pub async fn select(client: &Client, css: &str, value: &str) {
     let field = client.find(Locator::Css(css)).await.unwrap_or_else(|_| panic!("no {css}"));

@@ -490,7 +490,9 @@ async fn an_auditor_verifies_the_log_reads_a_subject_report_and_the_dashboard_sh
     assert!(text(&client, "#from-error").await.starts_with("Not a date"));
 
     // A street worker may see the dashboard, not the auditor's pages.
-    client.find(Locator::Css("#sign-out")).await.unwrap().click().await.unwrap();
+    // Signed out first (waiting for it: its redirect to /login would
+    // otherwise race the enrolment page).
+    civmesh_tests::browser::sign_out(&client).await;
     console.enrol(&client, HUB, "李伟", "street-worker", "street-2026-secret").await;
     client.goto(&format!("{base}/audit")).await.unwrap();
     assert!(has(&client, "#error").await, "403 for a street worker");

@@ -304,7 +304,7 @@ async fn a_correction_goes_from_the_street_to_the_reviewer_and_back_in_a_real_br
     select(&reviewer, "#submitter-0", "street/jingansi").await;
     click(&reviewer, "#add-rule-submit-0").await;
     assert_eq!(text(&reviewer, "#fields-error-0").await, "请至少勾选一个字段。");
-    reviewer.find(Locator::Css("#rule-0-operating_address")).await.unwrap().click().await.unwrap();
+    civmesh_tests::browser::tick(&reviewer, "#rule-0-operating_address").await;
     select(&reviewer, "#submitter-0", "street/jingansi").await;
     click(&reviewer, "#add-rule-submit-0").await;
     assert_eq!(texts(&reviewer, "#rules .rule-submitter").await, ["street/jingansi"]);

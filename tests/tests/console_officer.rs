@@ -21,16 +21,13 @@ use civmesh_certs::SignedEnvelope;
 use civmesh_policy::audit::ArchivedCommand;
 use civmesh_policy::Command;
 use civmesh_testnet::city::ENTERPRISES;
-use civmesh_tests::browser::{click, fill, has, screenshot, select, text, ConsoleNet, JINGANSI, MARKET};
+use civmesh_tests::browser::{
+    click, fill, has, screenshot, select, text, tick, ConsoleNet, JINGANSI, MARKET,
+};
 use fantoccini::{Client, Locator};
 
 /// How long a page may take to show what another node committed.
 const REPLICATION_WAIT: Duration = Duration::from_secs(30);
-
-/// Clicks a checkbox (which does not leave the page).
-async fn tick(client: &Client, css: &str) {
-    client.find(Locator::Css(css)).await.unwrap_or_else(|_| panic!("no {css}")).click().await.unwrap();
-}
 
 /// Whether the checkbox `css` names is ticked.
 async fn ticked(client: &Client, css: &str) -> bool {

@@ -13,6 +13,8 @@
 mod files;
 #[path = "auditor_jobs.rs"]
 mod jobs;
+
+pub(super) use jobs::AuditJobs;
 #[path = "auditor_page.rs"]
 mod page;
 #[path = "auditor_pdf.rs"]

@@ -1,7 +1,8 @@
-//! The verification in the background: one at a time per node (one node
-//! per process), its progress while it runs, and the last one's outcome.
-//! A replay of the whole log is heavy, so subject reports take turns with
-//! it ([`REPLAYS`]).
+//! The verification in the background: one at a time per node, its
+//! progress while it runs, and the last one's outcome ([`AuditJobs`], in
+//! the console's state). A replay of the whole log is heavy, so subject
+//! reports take turns with it, and uploads wait for no one. The task is
+//! tracked with the node's others: shutdown waits for it.
 
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
@@ -15,12 +16,28 @@ use civmesh_policy::audit::{
 use super::files::{self, FileError, OwnLogError};
 use crate::api::Shared;
 
-/// One replay of a whole log at a time on this node: verifications and
-/// subject reports take turns.
-pub(super) static REPLAYS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(1);
+/// A node's audit work: the verification running or last finished, the
+/// turn to replay a whole log, and the turn to upload a bundle.
+pub(in crate::console) struct AuditJobs {
+    /// The verification running or last finished.
+    slot: Mutex<Slot>,
+    /// One replay of a whole log at a time: verifications and subject
+    /// reports take turns.
+    pub(super) replays: Arc<tokio::sync::Semaphore>,
+    /// One upload at a time: each may write up to the upload bound to the
+    /// node's disk before it is verified.
+    pub(super) uploads: tokio::sync::Semaphore,
+}
 
-/// The verification running or last finished on this node.
-static SLOT: Mutex<Slot> = Mutex::new(Slot::Idle);
+impl Default for AuditJobs {
+    fn default() -> Self {
+        AuditJobs {
+            slot: Mutex::new(Slot::Idle),
+            replays: Arc::new(tokio::sync::Semaphore::new(1)),
+            uploads: tokio::sync::Semaphore::new(1),
+        }
+    }
+}
 
 /// What is verified.
 pub(super) enum Input {
@@ -135,8 +152,8 @@ pub(super) enum Status {
 }
 
 /// The slot now.
-pub(super) fn status() -> Status {
-    match &*SLOT.lock().unwrap_or_else(std::sync::PoisonError::into_inner) {
+pub(super) fn status(state: &Shared) -> Status {
+    match &*state.console.audit.slot.lock().unwrap_or_else(std::sync::PoisonError::into_inner) {
         Slot::Idle => Status::Idle,
         Slot::Running(started, progress) => Status::Running(started.clone(), progress.clone()),
         Slot::Finished(finished) => Status::Finished(finished.clone()),
@@ -152,22 +169,26 @@ pub(super) fn start(state: &Shared, operator: &str, input: Input) -> bool {
         own_log: matches!(input, Input::OwnLog),
     };
     let progress = Arc::new(Progress::default());
-    if REPLAYS.available_permits() > 0 {
+    let jobs = &state.console.audit;
+    if jobs.replays.available_permits() > 0 {
         let phase = if started.own_log { Phase::Exporting } else { Phase::Verifying };
         progress.set(phase, 0, 0);
     }
     {
-        let mut slot = SLOT.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut slot = jobs.slot.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if matches!(*slot, Slot::Running(..)) {
             return false;
         }
         *slot = Slot::Running(started.clone(), progress.clone());
     }
     let state = state.clone();
-    tokio::spawn(async move {
-        let permit = REPLAYS.acquire().await;
+    let tasks = state.console.tasks.clone();
+    tasks.spawn(async move {
+        let jobs = &state.console.audit;
+        let permit = jobs.replays.acquire().await;
         let work_progress = progress.clone();
-        let outcome = tokio::task::spawn_blocking(move || verify(&state, input, &work_progress))
+        let work_state = state.clone();
+        let outcome = tokio::task::spawn_blocking(move || verify(&work_state, input, &work_progress))
             .await
             .unwrap_or_else(|_| Err(Failure::File("the verification stopped".to_string())));
         drop(permit);
@@ -179,7 +200,8 @@ pub(super) fn start(state: &Shared, operator: &str, input: Input) -> bool {
             );
         }
         let finished = Finished { started, at_ms: now_unix_millis(), outcome };
-        *SLOT.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Slot::Finished(Arc::new(finished));
+        *jobs.slot.lock().unwrap_or_else(std::sync::PoisonError::into_inner) =
+            Slot::Finished(Arc::new(finished));
     });
     true
 }

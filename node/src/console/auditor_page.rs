@@ -53,7 +53,7 @@ pub(super) struct AuditPage {
 impl AuditPage {
     /// The page as the slot stands now.
     pub(super) fn now(state: &Shared, visit: &Visit) -> Self {
-        let (running, summary) = match jobs::status() {
+        let (running, summary) = match jobs::status(state) {
             Status::Idle => (None, None),
             Status::Running(started, progress) => {
                 let (phase, done, total) = progress.read();

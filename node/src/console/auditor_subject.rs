@@ -22,7 +22,6 @@ use civmesh_policy::{AccessKind, PolicyState};
 use serde::Deserialize;
 
 use super::files::{self, FileError};
-use super::jobs::REPLAYS;
 use super::summary::basis_key;
 use crate::api::Shared;
 use crate::console::operators::Role;
@@ -216,7 +215,11 @@ async fn compute(
         FileError::NoSecret => ("subject.no-secret", String::new()),
         FileError::Io(detail) => ("subject.failed", detail),
     })?;
-    let wait = tokio::time::timeout(Duration::from_millis(REPLAY_WAIT_MS_MAX), REPLAYS.acquire()).await;
+    let wait = tokio::time::timeout(
+        Duration::from_millis(REPLAY_WAIT_MS_MAX),
+        std::sync::Arc::clone(&state.console.audit.replays).acquire_owned(),
+    )
+    .await;
     let Ok(Ok(permit)) = wait else { return Err(("subject.busy", String::new())) };
     tracing::info!(operator, dataset, "console subject-access report started");
     let (state, dataset, record_key) = (state.clone(), dataset.to_string(), record_key.to_string());

@@ -21,10 +21,6 @@ use crate::console::Visit;
 /// The longest CSRF field read, in bytes.
 const CSRF_FIELD_BYTES_MAX: usize = 256;
 
-/// One upload at a time per node: each may write up to
-/// [`BUNDLE_UPLOAD_BYTES_MAX`] to the node's disk before it is verified.
-static UPLOADS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(1);
-
 /// Why an upload was refused, as a message key next to the file field.
 #[derive(Debug)]
 enum Refusal {
@@ -55,8 +51,10 @@ pub(super) async fn upload(
         return error_page(&visit, StatusCode::FORBIDDEN, "error.form-expired");
     }
     // Nothing is received while a verification or another upload runs.
-    let Ok(_uploading) = UPLOADS.try_acquire() else { return started(&state, &visit, false) };
-    if matches!(jobs::status(), jobs::Status::Running(..)) {
+    let Ok(_uploading) = state.console.audit.uploads.try_acquire() else {
+        return started(&state, &visit, false);
+    };
+    if matches!(jobs::status(&state), jobs::Status::Running(..)) {
         return started(&state, &visit, false);
     }
     match receive(&state, &mut multipart).await {

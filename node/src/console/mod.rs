@@ -55,11 +55,17 @@ pub struct Console {
     node_dir: std::path::PathBuf,
     /// The dashboard's evaluations, kept a short while.
     dashboard: dashboard::DashboardCache,
+    /// The auditor's verifications, replays and uploads.
+    audit: auditor::AuditJobs,
+    /// The node's tasks: the console's background work joins them, so
+    /// shutdown waits for it.
+    tasks: tokio_util::task::TaskTracker,
 }
 
 impl Console {
-    /// The console of the node in `node_dir`.
-    pub fn new(node_dir: &std::path::Path) -> Self {
+    /// The console of the node in `node_dir`, spawning its background work
+    /// on the node's `tasks`.
+    pub fn new(node_dir: &std::path::Path, tasks: tokio_util::task::TaskTracker) -> Self {
         Console {
             operators: OperatorStore::new(node_dir),
             sessions: Sessions::default(),
@@ -67,6 +73,8 @@ impl Console {
             seen: std::sync::Mutex::default(),
             node_dir: node_dir.to_path_buf(),
             dashboard: dashboard::DashboardCache::default(),
+            audit: auditor::AuditJobs::default(),
+            tasks,
         }
     }
 }
