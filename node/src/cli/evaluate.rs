@@ -1,6 +1,7 @@
 //! `civmesh evaluate`: how each department serves the streets, from the
 //! node's evaluation, as tables, JSON or CSV.
 
+use civmesh_policy::evaluation::format_percent as percent;
 use civmesh_policy::evaluation::{Bucket, Evaluation, EvaluationQuery};
 use clap::Args;
 
@@ -170,21 +171,9 @@ fn text_table(rows: &[Vec<String>]) -> String {
     out
 }
 
-fn percent(rate: Option<f64>) -> String {
-    rate.map_or_else(|| "-".to_string(), |rate| format!("{:.0}%", rate * 100.0))
-}
-
 /// `2d 3h`, `5h 20m`, `12m`, `40s`, `850ms`; `-` for none.
 fn duration(ms: Option<u64>) -> String {
-    let Some(ms) = ms else { return "-".to_string() };
-    let (days, hours, minutes) = (ms / 86_400_000, ms / 3_600_000 % 24, ms / 60_000 % 60);
-    match (days, hours, minutes) {
-        (0, 0, 0) if ms < 1000 => format!("{ms}ms"),
-        (0, 0, 0) => format!("{}s", ms / 1000),
-        (0, 0, minutes) => format!("{minutes}m"),
-        (0, hours, minutes) => format!("{hours}h {minutes}m"),
-        (days, hours, _) => format!("{days}d {hours}h"),
-    }
+    civmesh_policy::evaluation::format_duration(ms, ["ms", "s", "m", "h", "d"])
 }
 
 #[cfg(test)]

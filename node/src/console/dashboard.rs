@@ -24,7 +24,8 @@ pub(super) use cache::DashboardCache;
 use axum::routing::get;
 use axum::Router;
 use civmesh_certs::UnixMillis;
-use civmesh_policy::evaluation::{recent_weeks, whole_weeks, EvaluationQuery};
+use civmesh_policy::evaluation::format_percent as percent;
+use civmesh_policy::evaluation::{recent_weeks, whole_weeks, EvaluationQuery, WEEK_MS};
 use serde::Deserialize;
 
 use crate::api::Shared;
@@ -40,8 +41,6 @@ const EVERYONE: [super::operators::Role; 4] = [
     super::operators::Role::PolicyOfficer,
     super::operators::Role::Auditor,
 ];
-/// One week, in ms.
-const WEEK_MS: u64 = 7 * 24 * 60 * 60 * 1000;
 /// The most departments one page of the dashboard shows.
 const DEPARTMENTS_PER_PAGE: usize = 20;
 
@@ -115,23 +114,14 @@ fn url_encoded(text: &str) -> String {
 /// `ms` as people say it, in the catalogue's units: `2天 3小时`, `5h 20m`,
 /// `40s`; `-` for none.
 fn duration(t: &super::i18n::Catalogue, ms: Option<u64>) -> String {
-    let Some(ms) = ms else { return "-".to_string() };
-    let (days, hours, minutes) = (ms / 86_400_000, ms / 3_600_000 % 24, ms / 60_000 % 60);
-    let unit = |key| t.get(key);
-    match (days, hours, minutes) {
-        (0, 0, 0) if ms < 1000 => format!("{ms}{}", unit("dashboard.unit-ms")),
-        (0, 0, 0) => format!("{}{}", ms / 1000, unit("dashboard.unit-s")),
-        (0, 0, minutes) => format!("{minutes}{}", unit("dashboard.unit-min")),
-        (0, hours, minutes) => {
-            format!("{hours}{} {minutes}{}", unit("dashboard.unit-h"), unit("dashboard.unit-min"))
-        }
-        (days, hours, _) => format!("{days}{} {hours}{}", unit("dashboard.unit-d"), unit("dashboard.unit-h")),
-    }
-}
-
-/// A share as a percentage, `-` for none.
-fn percent(rate: Option<f64>) -> String {
-    rate.map_or_else(|| "-".to_string(), |rate| format!("{:.0}%", rate * 100.0))
+    let units = [
+        "dashboard.unit-ms",
+        "dashboard.unit-s",
+        "dashboard.unit-min",
+        "dashboard.unit-h",
+        "dashboard.unit-d",
+    ];
+    civmesh_policy::evaluation::format_duration(ms, units.map(|key| t.get(key)))
 }
 
 #[cfg(test)]

@@ -97,25 +97,26 @@ pub(super) async fn chart(
 fn department_chart(t: &Catalogue, metric: &str, series: &DepartmentSeries) -> Option<ChartSpec> {
     let rows = &series.rows;
     let pick = |value: fn(&DepartmentRow) -> Option<u64>| rows.iter().map(value).collect::<Vec<_>>();
+    // A median and a 90th percentile of durations, in one time unit.
+    let durations = |title, p50: Vec<Option<u64>>, p90: Vec<Option<u64>>| {
+        let (unit, label) = time_unit(p50.iter().chain(&p90).flatten().copied().max().unwrap_or(0));
+        let lines = vec![
+            (t.get("dashboard.series-median"), scaled(&p50, unit)),
+            (t.get("dashboard.series-ninetieth"), scaled(&p90, unit)),
+        ];
+        (title, lines, t.get(label), None)
+    };
     let (title, lines, y_label, y_max) = match metric {
-        "turnaround" => {
-            let (p50, p90) = (pick(|row| row.turnaround_ms_p50), pick(|row| row.turnaround_ms_p90));
-            let (unit, label) = time_unit(p50.iter().chain(&p90).flatten().copied().max().unwrap_or(0));
-            let lines = vec![
-                (t.get("dashboard.series-median"), scaled(&p50, unit)),
-                (t.get("dashboard.series-ninetieth"), scaled(&p90, unit)),
-            ];
-            ("dashboard.chart-turnaround", lines, t.get(label), None)
-        }
-        "demand" => {
-            let (p50, p90) = (pick(|row| row.demand_to_grant_ms_p50), pick(|row| row.demand_to_grant_ms_p90));
-            let (unit, label) = time_unit(p50.iter().chain(&p90).flatten().copied().max().unwrap_or(0));
-            let lines = vec![
-                (t.get("dashboard.series-median"), scaled(&p50, unit)),
-                (t.get("dashboard.series-ninetieth"), scaled(&p90, unit)),
-            ];
-            ("dashboard.chart-demand", lines, t.get(label), None)
-        }
+        "turnaround" => durations(
+            "dashboard.chart-turnaround",
+            pick(|row| row.turnaround_ms_p50),
+            pick(|row| row.turnaround_ms_p90),
+        ),
+        "demand" => durations(
+            "dashboard.chart-demand",
+            pick(|row| row.demand_to_grant_ms_p50),
+            pick(|row| row.demand_to_grant_ms_p90),
+        ),
         "acceptance" => {
             let rates = rows.iter().map(|row| row.acceptance_rate.map(|rate| rate * 100.0)).collect();
             (

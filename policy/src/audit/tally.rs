@@ -79,16 +79,6 @@ pub enum FlagKind {
     OutsideGrantWindow,
 }
 
-impl FlagKind {
-    /// The stable snake_case name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            FlagKind::SensitiveWithoutConsent => "sensitive_without_consent",
-            FlagKind::OutsideGrantWindow => "outside_grant_window",
-        }
-    }
-}
-
 /// One flagged access.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AccessFlag {

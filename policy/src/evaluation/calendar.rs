@@ -94,3 +94,24 @@ pub fn format_date(at_ms: UnixMillis) -> String {
 pub fn format_time(at_ms: UnixMillis) -> String {
     in_shanghai(at_ms).format(TIME_FORMAT).unwrap_or_default()
 }
+
+/// A duration as people say it, in the two largest units that matter
+/// (`2d 3h`, `5h 20m`, `12m`, `40s`, `850ms` with `units` =
+/// `[ms, s, min, h, d]` = `["ms", "s", "m", "h", "d"]`); `-` for none.
+pub fn format_duration(ms: Option<u64>, units: [&str; 5]) -> String {
+    let Some(ms) = ms else { return "-".to_string() };
+    let [unit_ms, unit_s, unit_min, unit_h, unit_d] = units;
+    let (days, hours, minutes) = (ms / 86_400_000, ms / 3_600_000 % 24, ms / 60_000 % 60);
+    match (days, hours, minutes) {
+        (0, 0, 0) if ms < 1000 => format!("{ms}{unit_ms}"),
+        (0, 0, 0) => format!("{}{unit_s}", ms / 1000),
+        (0, 0, minutes) => format!("{minutes}{unit_min}"),
+        (0, hours, minutes) => format!("{hours}{unit_h} {minutes}{unit_min}"),
+        (days, hours, _) => format!("{days}{unit_d} {hours}{unit_h}"),
+    }
+}
+
+/// A share as a whole percentage, `-` for none.
+pub fn format_percent(rate: Option<f64>) -> String {
+    rate.map_or_else(|| "-".to_string(), |rate| format!("{:.0}%", rate * 100.0))
+}

@@ -32,12 +32,14 @@ mod facts;
 mod series;
 
 use calendar::buckets;
-pub use calendar::{format_date, format_date_end, format_time, parse_date, parse_date_end};
+pub use calendar::{
+    format_date, format_date_end, format_duration, format_percent, format_time, parse_date, parse_date_end,
+};
 pub use facts::EvaluationFacts;
 use facts::{DemandFacts, TrackFacts};
 pub use series::{
-    department_series, into_series, recent_weeks, rows_by_bucket, street_series, week_start, whole_weeks,
-    DepartmentSeries, StreetSeries,
+    into_series, recent_weeks, rows_by_bucket, week_start, whole_weeks, DepartmentSeries, StreetSeries,
+    WEEK_MS,
 };
 
 /// One day.

@@ -12,7 +12,7 @@ use super::{Bucket, DepartmentRow, Evaluation, EvaluationQuery, StreetRow, DAY_M
 use crate::model::DatasetId;
 
 /// One week, in ms.
-const WEEK_MS: u64 = 7 * DAY_MS as u64;
+pub const WEEK_MS: u64 = 7 * DAY_MS as u64;
 
 /// Midnight on the Monday (Asia/Shanghai) starting the week that holds `at_ms`.
 pub fn week_start(at_ms: UnixMillis) -> UnixMillis {
@@ -53,22 +53,23 @@ pub struct StreetSeries {
     pub rows: Vec<StreetRow>,
 }
 
-/// The evaluation's department rows as one series per owner and dataset,
-/// in the order they first appear.
-pub fn department_series(evaluation: &Evaluation) -> Vec<DepartmentSeries> {
-    group_departments(evaluation.departments.clone())
-}
-
-/// The evaluation's street rows as one series per street, in the order
-/// they first appear.
-pub fn street_series(evaluation: &Evaluation) -> Vec<StreetSeries> {
-    group_streets(evaluation.streets.clone())
-}
-
-/// The evaluation as [`department_series`] and [`street_series`], its rows
-/// moved rather than copied.
+/// The evaluation as one series per department (owner and dataset) and
+/// one per street, each in the order they first appear, its rows moved
+/// rather than copied.
 pub fn into_series(evaluation: Evaluation) -> (Vec<DepartmentSeries>, Vec<StreetSeries>) {
-    (group_departments(evaluation.departments), group_streets(evaluation.streets))
+    let departments = group(
+        evaluation.departments,
+        |row| (row.owner.as_str(), row.dataset.as_str()),
+        |row| DepartmentSeries { owner: row.owner.clone(), dataset: row.dataset.clone(), rows: Vec::new() },
+        |series| &mut series.rows,
+    );
+    let streets = group(
+        evaluation.streets,
+        |row| (row.street.as_str(), ""),
+        |row| StreetSeries { street: row.street.clone(), rows: Vec::new() },
+        |series| &mut series.rows,
+    );
+    (departments, streets)
 }
 
 /// The rows of `series` in the evaluation's order: bucket by bucket, and in
@@ -83,37 +84,20 @@ pub fn rows_by_bucket<'a, S: 'a, R: 'a>(
     (0..buckets).flat_map(move |bucket| series.iter().filter_map(move |one| rows(one).get(bucket)))
 }
 
-/// Department rows grouped by owner and dataset, in first-appearance order.
-fn group_departments(rows: Vec<DepartmentRow>) -> Vec<DepartmentSeries> {
-    let (slots, firsts) = slots(&rows, |row| (row.owner.as_str(), row.dataset.as_str()));
-    let mut all: Vec<DepartmentSeries> = firsts
-        .iter()
-        .filter_map(|first| rows.get(*first))
-        .map(|row| DepartmentSeries {
-            owner: row.owner.clone(),
-            dataset: row.dataset.clone(),
-            rows: Vec::new(),
-        })
-        .collect();
+/// `rows` grouped by `key`, in first-appearance order: one series per key,
+/// made by `new_series` from its first row, each row moved into its
+/// series' `series_rows`.
+fn group<R, S>(
+    rows: Vec<R>,
+    key: impl Fn(&R) -> (&str, &str),
+    new_series: impl Fn(&R) -> S,
+    series_rows: fn(&mut S) -> &mut Vec<R>,
+) -> Vec<S> {
+    let (slots, firsts) = slots(&rows, key);
+    let mut all: Vec<S> = firsts.iter().filter_map(|first| rows.get(*first)).map(new_series).collect();
     for (row, slot) in rows.into_iter().zip(slots) {
         if let Some(series) = all.get_mut(slot) {
-            series.rows.push(row);
-        }
-    }
-    all
-}
-
-/// Street rows grouped by street, in first-appearance order.
-fn group_streets(rows: Vec<StreetRow>) -> Vec<StreetSeries> {
-    let (slots, firsts) = slots(&rows, |row| (row.street.as_str(), ""));
-    let mut all: Vec<StreetSeries> = firsts
-        .iter()
-        .filter_map(|first| rows.get(*first))
-        .map(|row| StreetSeries { street: row.street.clone(), rows: Vec::new() })
-        .collect();
-    for (row, slot) in rows.into_iter().zip(slots) {
-        if let Some(series) = all.get_mut(slot) {
-            series.rows.push(row);
+            series_rows(series).push(row);
         }
     }
     all
@@ -172,7 +156,7 @@ mod tests {
             bucket: Bucket::Week,
         };
         let evaluation = evaluate(&state, &query).unwrap();
-        let departments = department_series(&evaluation);
+        let (departments, streets) = into_series(evaluation.clone());
         assert_eq!(departments.len(), 1);
         let market = &departments[0];
         assert_eq!(market.owner, "dept/market-supervision");
@@ -182,7 +166,6 @@ mod tests {
         assert_eq!(market.rows[0].submitted, 0);
         assert_eq!(market.rows[1], evaluation.departments[1], "the scripted week's own row");
         assert!(market.rows[1].turnaround_ms_p50.is_some());
-        let streets = street_series(&evaluation);
         let names: Vec<&str> = streets.iter().map(|series| series.street.as_str()).collect();
         assert_eq!(names, ["street/jingansi", "street/nanjingxilu"]);
         assert!(streets.iter().all(|series| series.rows.len() == 3));
@@ -218,7 +201,7 @@ mod tests {
             streets: Vec::new(),
             notes: Vec::new(),
         };
-        let series = department_series(&evaluation);
+        let (series, _) = into_series(evaluation);
         assert_eq!(series.len(), 501);
         assert_eq!((series[0].dataset.as_str(), series[499].dataset.as_str()), ("set-499", "set-0"));
         assert_eq!((series[500].owner.as_str(), series[500].dataset.as_str()), ("dept/b", "set-0"));
