@@ -101,7 +101,7 @@ pub(super) struct Started {
 pub(super) enum Failure {
     /// This node's log could not be exported.
     Export(String),
-    /// The bundle could not be read or trusted ([`BundleError::code`]).
+    /// The bundle could not be read or trusted: its message key and the detail.
     Bundle(&'static str, String),
     /// A file it needs is missing or unreadable.
     File(String),
@@ -129,21 +129,11 @@ pub(super) struct Finished {
     pub outcome: Result<Verified, Failure>,
 }
 
-/// The slot's state.
-#[derive(Default)]
-enum Slot {
+/// The slot's state: what the page shows.
+#[derive(Default, Clone)]
+pub(super) enum Slot {
     /// Nothing ran since the node started.
     #[default]
-    Idle,
-    /// Running.
-    Running(Started, Arc<Progress>),
-    /// The last one ended.
-    Finished(Arc<Finished>),
-}
-
-/// What the page shows of the slot.
-pub(super) enum Status {
-    /// Nothing ran yet.
     Idle,
     /// One runs: who started it and how far it is.
     Running(Started, Arc<Progress>),
@@ -152,12 +142,8 @@ pub(super) enum Status {
 }
 
 /// The slot now.
-pub(super) fn status(state: &Shared) -> Status {
-    match &*state.console.audit.slot.lock().unwrap_or_else(std::sync::PoisonError::into_inner) {
-        Slot::Idle => Status::Idle,
-        Slot::Running(started, progress) => Status::Running(started.clone(), progress.clone()),
-        Slot::Finished(finished) => Status::Finished(finished.clone()),
-    }
+pub(super) fn status(state: &Shared) -> Slot {
+    state.console.audit.slot.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
 }
 
 /// Starts verifying `input` for `operator` in the background; `false`
@@ -223,7 +209,8 @@ fn verify(state: &Shared, input: Input, progress: &Progress) -> Result<Verified,
     };
     let trusted = files::trusted_ca(state).map_err(file_failure)?;
     let seen = files::seen_checkpoints(state, &trusted).map_err(file_failure)?;
-    let bundle_failure = |error: BundleError| Failure::Bundle(error.code(), error.to_string());
+    let bundle_failure =
+        |error: BundleError| Failure::Bundle(super::summary::bundle_key(&error), error.to_string());
     let file = std::fs::File::open(&path).map_err(|error| Failure::File(error.to_string()))?;
     let reader = BundleReader::open(std::io::BufReader::new(file)).map_err(bundle_failure)?;
     let header = reader.header().clone();

@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use axum::Form;
 use serde::Deserialize;
 
-use super::jobs::{self, Input, Phase, Status};
+use super::jobs::{self, Input, Phase, Slot};
 use super::summary::SummaryView;
 use crate::api::Shared;
 use crate::console::operators::Role;
@@ -54,8 +54,8 @@ impl AuditPage {
     /// The page as the slot stands now.
     pub(super) fn now(state: &Shared, visit: &Visit) -> Self {
         let (running, summary) = match jobs::status(state) {
-            Status::Idle => (None, None),
-            Status::Running(started, progress) => {
+            Slot::Idle => (None, None),
+            Slot::Running(started, progress) => {
                 let (phase, done, total) = progress.read();
                 let phase_key = match phase {
                     Phase::Waiting => "audit.phase-waiting",
@@ -65,7 +65,7 @@ impl AuditPage {
                 let started_at = civmesh_policy::evaluation::format_time(started.at_ms);
                 (Some(RunningView { phase_key, done, total, started_by: started.operator, started_at }), None)
             }
-            Status::Finished(finished) => (None, Some(SummaryView::of(state, &finished))),
+            Slot::Finished(finished) => (None, Some(SummaryView::of(state, &finished))),
         };
         AuditPage {
             frame: Frame::of(visit),

@@ -27,9 +27,8 @@ use crate::api::Shared;
 use crate::console::operators::Role;
 use crate::console::pages::render;
 use crate::console::{Frame, Visit};
+use crate::records::RECORD_KEY_BYTES_MAX;
 
-/// The longest record key accepted, in bytes.
-const RECORD_KEY_BYTES_MAX: usize = 256;
 /// How long a report waits for a verification running on this node, in ms.
 const REPLAY_WAIT_MS_MAX: u64 = 120_000;
 

@@ -2,7 +2,7 @@
 //! and, on failure, its typed reason (a message key) with the detail; what
 //! each department released and under which grant; the flagged accesses.
 
-use civmesh_policy::audit::{AccessCounts, AccessFlag, FailureKind, FlagKind, GrantAccesses};
+use civmesh_policy::audit::{AccessCounts, AccessFlag, BundleError, FailureKind, FlagKind, GrantAccesses};
 use civmesh_policy::evaluation::format_time;
 use civmesh_policy::model::LegalBasis;
 
@@ -27,15 +27,15 @@ pub(super) fn failure_key(kind: FailureKind) -> &'static str {
     }
 }
 
-/// The message key of a bundle error's code (`BundleError::code`).
-fn bundle_key(code: &str) -> &'static str {
-    match code {
-        "not_a_bundle" => "audit.bundle-not-a-bundle",
-        "unknown_format_version" => "audit.bundle-unknown-format-version",
-        "other_federation" => "audit.bundle-other-federation",
-        "no_genesis" => "audit.bundle-no-genesis",
-        "write_failed" => "audit.bundle-write-failed",
-        _ => "audit.bundle-corrupt",
+/// The message key of a bundle error.
+pub(super) fn bundle_key(error: &BundleError) -> &'static str {
+    match error {
+        BundleError::NotABundle => "audit.bundle-not-a-bundle",
+        BundleError::UnknownFormatVersion(_) => "audit.bundle-unknown-format-version",
+        BundleError::OtherFederation => "audit.bundle-other-federation",
+        BundleError::NoGenesis(_) => "audit.bundle-no-genesis",
+        BundleError::Write(_) => "audit.bundle-write-failed",
+        BundleError::Corrupt(_) => "audit.bundle-corrupt",
     }
 }
 
@@ -221,7 +221,7 @@ impl SummaryView {
         match &finished.outcome {
             Err(Failure::Export(detail)) => view.reason = Some(("audit.export-failed", detail.clone())),
             Err(Failure::File(detail)) => view.reason = Some(("audit.file-failed", detail.clone())),
-            Err(Failure::Bundle(code, detail)) => view.reason = Some((bundle_key(code), detail.clone())),
+            Err(Failure::Bundle(key, detail)) => view.reason = Some((key, detail.clone())),
             Ok(verified) => {
                 view.ok = verified.report.ok;
                 let failures = &verified.report.failures;

@@ -54,7 +54,7 @@ pub(super) async fn upload(
     let Ok(_uploading) = state.console.audit.uploads.try_acquire() else {
         return started(&state, &visit, false);
     };
-    if matches!(jobs::status(&state), jobs::Status::Running(..)) {
+    if matches!(jobs::status(&state), jobs::Slot::Running(..)) {
         return started(&state, &visit, false);
     }
     match receive(&state, &mut multipart).await {
