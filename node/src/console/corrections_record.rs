@@ -20,11 +20,9 @@ use super::super::{Frame, Visit};
 use super::{fields_line, state_key, time};
 use crate::api::Shared;
 use crate::corrections::attachments::AttachmentLimits;
-use crate::corrections::Side;
+use crate::corrections::{CorrectionView, Side};
 use crate::query::{QueryAnswer, QuerySpec, ReleasedRecord};
 
-/// The bytes of a record key at most.
-pub(super) const RECORD_KEY_BYTES_MAX: usize = 256;
 /// This node's corrections a record page lists at most, newest first.
 const RECORD_HISTORY_MAX: usize = 50;
 
@@ -201,14 +199,14 @@ pub(super) fn field_rows(
 
 /// This node's corrections on the record, newest first.
 pub(super) fn history(state: &Shared, dataset: &str, key: &str) -> Vec<HistoryRow> {
-    let Ok(views) = state.corrections.list(None, usize::MAX) else {
+    let on_record = |view: &CorrectionView| {
+        view.side == Side::Outbox && view.request.dataset == dataset && view.request.record_key == key
+    };
+    let Ok(views) = state.corrections.list_where(on_record, RECORD_HISTORY_MAX) else {
         return Vec::new();
     };
     views
         .iter()
-        .filter(|view| view.side == Side::Outbox)
-        .filter(|view| view.request.dataset == dataset && view.request.record_key == key)
-        .take(RECORD_HISTORY_MAX)
         .map(|view| HistoryRow {
             id: view.id.clone(),
             short: view.id.chars().take(12).collect(),
@@ -246,7 +244,7 @@ pub(super) async fn open(
         return error_page(&visit, StatusCode::BAD_REQUEST, "records.no-grant");
     };
     let key = form.key.trim().to_string();
-    if key.is_empty() || key.len() > RECORD_KEY_BYTES_MAX {
+    if key.is_empty() || key.len() > crate::records::RECORD_KEY_BYTES_MAX {
         return error_page(&visit, StatusCode::BAD_REQUEST, "record.key-invalid");
     }
     let mut page = RecordPage::new(&visit, &state, &grant, key);

@@ -103,14 +103,13 @@ pub(super) async fn list(State(state): State<Shared>, headers: HeaderMap) -> Res
         Ok(session) => session,
         Err(refused) => return *refused,
     };
-    let Ok(views) = state.corrections.list(None, usize::MAX) else {
+    let outbox = |view: &CorrectionView| view.side == Side::Outbox;
+    let Ok(views) = state.corrections.list_where(outbox, CORRECTIONS_LISTED_MAX) else {
         return error_page(&visit, StatusCode::INTERNAL_SERVER_ERROR, "error.internal");
     };
     let last_seen_ms = look(&state, &session.operator, civmesh_certs::now_unix_millis());
     let rows: Vec<CorrectionRow> = views
         .iter()
-        .filter(|view| view.side == Side::Outbox)
-        .take(CORRECTIONS_LISTED_MAX)
         .map(|view| {
             let arrived = track_of(&state, &view.id)
                 .and_then(|track| track.reached_at(CorrectionStage::OutcomeDelivered));

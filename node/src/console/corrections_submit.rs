@@ -8,7 +8,6 @@
 //! the signed-in operator; the browser goes on to the correction's page.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 use axum::extract::multipart::{Field, Multipart, MultipartRejection};
 use axum::extract::State;
@@ -20,10 +19,11 @@ use civmesh_policy::model::{FieldType, FieldValue};
 use super::super::operators::Role;
 use super::super::pages::{csrf_matches, error_page, grants_to_me, render};
 use super::super::Visit;
-use super::record::{field_rows, schema_of, FieldRow, FormErrors, RecordPage, RECORD_KEY_BYTES_MAX};
+use super::record::{field_rows, schema_of, FieldRow, FormErrors, RecordPage};
 use crate::api::{ApiError, Shared};
 use crate::corrections::attachments::{content_type, AttachmentLimits};
 use crate::corrections::{hex_id, CorrectionError, CorrectionSpec};
+use crate::records::RECORD_KEY_BYTES_MAX;
 
 /// Parts (fields and files) one form has at most.
 const FORM_PARTS_MAX: usize = 512;
@@ -323,11 +323,7 @@ async fn send(
         attachment_sha256,
         operator: operator.to_string(),
     };
-    // Catch up with the catalog if the leader can be reached; a street cut
-    // off from the quorum still takes corrections into its outbox.
-    let catch_up = Duration::from_millis(crate::corrections::http::SUBMIT_CATCH_UP_MS);
-    let _ = state.log.linearizable_read_index(catch_up).await;
-    state.corrections.submit(spec).await
+    crate::corrections::http::submit_caught_up(state, spec).await
 }
 
 #[cfg(test)]

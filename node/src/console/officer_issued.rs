@@ -8,14 +8,14 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::Form;
 use civmesh_policy::evaluation::format_time;
-use civmesh_policy::model::{Grant, GrantId, REASON_BYTES_MAX};
+use civmesh_policy::model::{GrantId, REASON_BYTES_MAX};
 use civmesh_policy::Command;
 
 use super::labels::{basis_key, grant_state};
 use super::{check_text, note_number, posted, Posted};
 use crate::api::Shared;
 use crate::console::operators::Role;
-use crate::console::pages::{error_page, render};
+use crate::console::pages::{error_page, render, scope_text};
 use crate::console::{Frame, Visit};
 
 /// The issued grants one page shows at most (the newest).
@@ -63,19 +63,6 @@ impl IssuedPage {
             reason_bytes_max: REASON_BYTES_MAX,
         }
     }
-}
-
-/// A grant's scope as a person reads it: `street = jingansi / caojiadu`.
-fn scope_text(grant: &Grant) -> String {
-    grant
-        .scope
-        .iter()
-        .map(|condition| {
-            let values: Vec<String> = condition.allowed.iter().map(ToString::to_string).collect();
-            format!("{} = {}", condition.field, values.join(" / "))
-        })
-        .collect::<Vec<_>>()
-        .join("; ")
 }
 
 /// The grants this organisation issued, newest first.

@@ -286,8 +286,9 @@ pub(super) fn grants_to_me(state: &Shared) -> Vec<civmesh_policy::model::Grant> 
     })
 }
 
-fn grant_row(grant: &civmesh_policy::model::Grant) -> GrantRow {
-    let scope = grant
+/// A grant's scope as a person reads it: `street = jingansi / caojiadu`.
+pub(super) fn scope_text(grant: &civmesh_policy::model::Grant) -> String {
+    grant
         .scope
         .iter()
         .map(|condition| {
@@ -295,7 +296,11 @@ fn grant_row(grant: &civmesh_policy::model::Grant) -> GrantRow {
             format!("{} = {}", condition.field, values.join(" / "))
         })
         .collect::<Vec<_>>()
-        .join("; ");
+        .join("; ")
+}
+
+fn grant_row(grant: &civmesh_policy::model::Grant) -> GrantRow {
+    let scope = scope_text(grant);
     GrantRow {
         id: grant.id,
         dataset: grant.dataset.clone(),

@@ -19,10 +19,7 @@ use super::super::{Frame, Visit};
 use super::{correction_id, state_key, time};
 use crate::api::Shared;
 use crate::corrections::attachments::content_type;
-use crate::corrections::{CorrectionError, CorrectionState, CorrectionView, OutcomeStatus, Side};
-
-/// The bytes of a rejection's reason at most (what the owner takes).
-pub const REJECT_REASON_BYTES_MAX: usize = 1024;
+use crate::corrections::{CorrectionError, CorrectionView, OutcomeStatus, Side};
 
 /// One field of the record beside the proposed change.
 struct ChangeRow {
@@ -142,10 +139,7 @@ fn review_page(state: &Shared, visit: &Visit, view: &CorrectionView) -> ReviewPa
         submitted,
         received: time(view.created_at_ms),
         state_key: state_key(view.state),
-        reviewable: matches!(
-            view.state,
-            CorrectionState::AwaitingReview | CorrectionState::SupersededByImport
-        ),
+        reviewable: view.state.reviewable(),
         base_version: view.request.base_version,
         current_version: view.current_record.as_ref().map(|record| record.version),
         rows: change_rows(view),
@@ -239,7 +233,9 @@ async fn decide(
     let reason = rejection.as_deref().map(str::trim).unwrap_or_default().to_string();
     let problem = match &rejection {
         Some(_) if reason.is_empty() => Some("review.reason-required"),
-        Some(_) if reason.len() > REJECT_REASON_BYTES_MAX => Some("review.reason-too-long"),
+        Some(_) if reason.len() > crate::corrections::REJECT_REASON_BYTES_MAX => {
+            Some("review.reason-too-long")
+        }
         _ => None,
     };
     if let Some(problem) = problem {

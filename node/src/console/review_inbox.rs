@@ -60,11 +60,11 @@ struct InboxPage {
 
 /// The corrections awaiting review, oldest first, at most the inbox's bound.
 fn awaiting(state: &Shared) -> Option<Vec<CorrectionView>> {
-    let mut views = Vec::new();
-    for status in ["awaiting_review", "superseded_by_import"] {
-        views.extend(state.corrections.list(Some(status), usize::MAX).ok()?);
-    }
-    views.retain(|view| view.side == Side::Inbox);
+    let waiting = |view: &CorrectionView| {
+        view.side == Side::Inbox
+            && ["awaiting_review", "superseded_by_import"].iter().any(|name| view.is_in(name))
+    };
+    let mut views = state.corrections.list_where(waiting, usize::MAX).ok()?;
     // Oldest first: the one waiting longest is at the top.
     views.sort_by_key(|view| view.created_at_ms);
     views.truncate(INBOX_CORRECTIONS_MAX);
@@ -157,10 +157,7 @@ pub(super) async fn bulk_accept(
     };
     // Only identical changes, all still awaiting review, are accepted at once.
     let views: Option<Vec<CorrectionView>> = ids.iter().map(|id| state.corrections.view(id).ok()).collect();
-    let reviewable = |view: &CorrectionView| {
-        view.side == Side::Inbox
-            && matches!(view.state, CorrectionState::AwaitingReview | CorrectionState::SupersededByImport)
-    };
+    let reviewable = |view: &CorrectionView| view.side == Side::Inbox && view.state.reviewable();
     let Some(views) = views.filter(|views| {
         views.iter().all(reviewable) && views.iter().all(|view| sameness(view) == sameness(&views[0]))
     }) else {

@@ -59,11 +59,19 @@ pub async fn submit(
     JsonBody(mut spec): JsonBody<CorrectionSpec>,
 ) -> Result<Json<Submitted>, ApiError> {
     spec.operator = operator(holder, Some(&spec.operator))?;
-    // Catch up with the catalog if the leader can be reached; a street cut
-    // off from the quorum still takes corrections into its outbox.
-    let _ = state.log.linearizable_read_index(Duration::from_millis(SUBMIT_CATCH_UP_MS)).await;
-    let id = state.corrections.submit(spec).await?;
+    let id = submit_caught_up(&state, spec).await?;
     Ok(Json(Submitted { correction: hex_id(&id) }))
+}
+
+/// Submits `spec` after catching up with the catalog if the leader can be
+/// reached (a street cut off from the quorum still takes corrections into
+/// its outbox). The API's and the console's one way in.
+pub(crate) async fn submit_caught_up(
+    state: &Shared,
+    spec: CorrectionSpec,
+) -> Result<civmesh_policy::correction::CorrectionId, CorrectionError> {
+    let _ = state.log.linearizable_read_index(Duration::from_millis(SUBMIT_CATCH_UP_MS)).await;
+    state.corrections.submit(spec).await
 }
 
 /// `?status=NAME&limit=N`.

@@ -68,6 +68,8 @@ pub const CORRECTION_SEND_TIMEOUT_MS: u64 = 5_000;
 pub const CORRECTION_STEPS_IN_FLIGHT_MAX: usize = 16;
 /// How long an accept or reject waits for the worker to decide.
 pub const REVIEW_WAIT_MS_MAX: u64 = 5_000;
+/// The longest reason a rejection carries, in bytes.
+pub const REJECT_REASON_BYTES_MAX: usize = 1024;
 
 /// Which side of a correction this node is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -91,8 +91,11 @@ impl CorrectionService {
         reason: &str,
         operator: &str,
     ) -> Result<CorrectionView, CorrectionError> {
-        if !accept && (reason.trim().is_empty() || reason.len() > 1024) {
-            return Err(CorrectionError::Invalid("a rejection needs a reason of 1..=1024 bytes".to_string()));
+        if !accept && (reason.trim().is_empty() || reason.len() > super::REJECT_REASON_BYTES_MAX) {
+            return Err(CorrectionError::Invalid(format!(
+                "a rejection needs a reason of 1..={} bytes",
+                super::REJECT_REASON_BYTES_MAX
+            )));
         }
         if operator.trim().is_empty() || operator.len() > CORRECTION_TEXT_BYTES_MAX {
             return Err(CorrectionError::Invalid(format!(

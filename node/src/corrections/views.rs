@@ -39,6 +39,12 @@ pub enum CorrectionState {
 }
 
 impl CorrectionState {
+    /// Whether a reviewer may decide it now: awaiting review, or superseded
+    /// by an import (the reviewer decides against the new version).
+    pub fn reviewable(self) -> bool {
+        matches!(self, CorrectionState::AwaitingReview | CorrectionState::SupersededByImport)
+    }
+
     /// Every state, for the `--status` filter.
     pub const ALL: [CorrectionState; 8] = [
         CorrectionState::Submitted,
@@ -163,6 +169,14 @@ pub struct CorrectionView {
     pub current_record: Option<RecordVersion>,
 }
 
+impl CorrectionView {
+    /// Whether it is in `status`: its entry's status name
+    /// (`awaiting_review`, ...) or its state's name.
+    pub fn is_in(&self, status: &str) -> bool {
+        status_name(&self.status) == status || self.state.name() == status
+    }
+}
+
 impl CorrectionService {
     /// Fills in the organisations' names from the policy log and which
     /// attachments this node holds.
@@ -202,13 +216,22 @@ impl CorrectionService {
     /// first, at most `limit`: filtered before the limit is applied, so no
     /// number of others can hide the ones asked for.
     pub fn list(&self, status: Option<&str>, limit: usize) -> Result<Vec<CorrectionView>, CorrectionError> {
+        self.list_where(|view| status.is_none_or(|wanted| view.is_in(wanted)), limit)
+    }
+
+    /// The corrections at this node that `keep` keeps, newest first, at
+    /// most `limit`: one pass over the store, filtered before the limit.
+    pub fn list_where(
+        &self,
+        keep: impl Fn(&CorrectionView) -> bool,
+        limit: usize,
+    ) -> Result<Vec<CorrectionView>, CorrectionError> {
         let mut views = Vec::new();
         for (id, bytes) in
             self.records.corrections().map_err(|error| CorrectionError::Store(error.to_string()))?
         {
             let view = view_of(&id, &decode_entry(&bytes)?)?;
-            if status.is_none_or(|wanted| status_name(&view.status) == wanted || view.state.name() == wanted)
-            {
+            if keep(&view) {
                 views.push(view);
             }
         }
