@@ -72,13 +72,8 @@ impl NodeApi {
         self.console_open("/enrol", &form)
     }
 
-    /// Signs console operator `name` in: their session.
-    pub fn console_sign_in(&self, name: &str, password: &str) -> anyhow::Result<ConsoleSession> {
-        self.console_open("/login", &[("name", name), ("password", password)])
-    }
-
-    /// Posts `form` to a sign-in or enrolment page with its double-submit
-    /// token, and keeps the session cookie the answer sets.
+    /// Posts `form` to the enrolment page with its double-submit token, and
+    /// keeps the session cookie the answer sets.
     fn console_open(&self, path: &str, form: &[(&str, &str)]) -> anyhow::Result<ConsoleSession> {
         let url = format!("{}{path}", self.base_url);
         let mut page = self.agent.get(&url).call()?;

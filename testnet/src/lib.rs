@@ -546,6 +546,13 @@ impl Testnet {
         run_cli(&self.binary, args)
     }
 
+    /// `civmesh operator add` on node `index`: what it printed (the
+    /// console's enrolment page and the one-time code, see [`one_time_code`]).
+    pub fn add_operator(&self, index: usize, name: &str, role: &str) -> anyhow::Result<String> {
+        let node_dir = path_str(&self.nodes[index].data_dir)?;
+        self.cli(&["operator", "add", "--node-dir", node_dir, "--name", name, "--role", role])
+    }
+
     /// `civmesh correction submit` at node `index` on a record of the demo's
     /// enterprise registry, with the city's usual reason, evidence and
     /// operator, each of `changes` (`FIELD=VALUE`) and `extra` arguments;
@@ -806,6 +813,12 @@ fn signal(pid: u32, name: &str) -> anyhow::Result<()> {
     let status = Command::new("kill").arg(format!("-{name}")).arg(pid.to_string()).status()?;
     anyhow::ensure!(status.success(), "kill -{name} {pid} failed");
     Ok(())
+}
+
+/// The one-time code that `civmesh operator add` or `operator reset` printed.
+pub fn one_time_code(printed: &str) -> anyhow::Result<String> {
+    let after = printed.split("one-time code ").nth(1).with_context(|| format!("no code in {printed}"))?;
+    after.split_whitespace().next().map(str::to_string).with_context(|| format!("no code in {printed}"))
 }
 
 fn path_str(path: &Path) -> anyhow::Result<&str> {

@@ -68,17 +68,13 @@ impl ConsoleNet {
 
     /// The console's address on `node` (its HTTPS API listener), without a trailing slash.
     pub fn base(&self, node: usize) -> String {
-        let runtime: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(self.net.nodes[node].data_dir.join("node.json")).unwrap())
-                .unwrap();
-        runtime["api_url"].as_str().unwrap().trim_end_matches('/').to_string()
+        self.net.api(node).unwrap().runtime().api_url.clone()
     }
 
     /// Adds an operator on `node` with `civmesh operator add`; returns
     /// what it printed (the enrolment page and the one-time code).
     pub fn add_operator(&self, node: usize, name: &str, role: &str) -> String {
-        let node_dir = self.node_dir(node);
-        self.net.cli(&["operator", "add", "--node-dir", &node_dir, "--name", name, "--role", role]).unwrap()
+        self.net.add_operator(node, name, role).unwrap()
     }
 
     /// A fresh browser session (1366×768, headless).
@@ -105,6 +101,71 @@ impl ConsoleNet {
     pub async fn enrol(&self, client: &Client, node: usize, name: &str, role: &str, password: &str) {
         let code = code_in(&self.add_operator(node, name, role));
         enrol_with_code(client, &self.base(node), name, &code, password).await;
+    }
+}
+
+/// An HTTPS client of the console that trusts the federation's CA and
+/// carries a browser's session cookie: what the browser does not show (a
+/// status, headers, a download).
+pub struct BrowserSession {
+    agent: ureq::Agent,
+    base: String,
+    cookie: String,
+}
+
+impl ConsoleNet {
+    /// `client`'s signed-in session at `node`, outside the browser.
+    pub async fn session_of(&self, node: usize, client: &Client) -> BrowserSession {
+        let pem = std::fs::read_to_string(self.net.ca_dir.join("ca.pem")).unwrap();
+        let ca = civmesh_certs::CaCertificate::from_pem(&pem).unwrap();
+        let roots =
+            ureq::tls::RootCerts::new_with_certs(&[ureq::tls::Certificate::from_der(ca.der()).to_owned()]);
+        let agent = ureq::Agent::config_builder()
+            .tls_config(ureq::tls::TlsConfig::builder().root_certs(roots).build())
+            .http_status_as_error(false)
+            .max_redirects(0)
+            .build()
+            .new_agent();
+        let session = client.get_named_cookie(civmesh_node::console::SESSION_COOKIE).await.unwrap();
+        BrowserSession {
+            agent,
+            base: self.base(node),
+            cookie: format!("{}={}", civmesh_node::console::SESSION_COOKIE, session.value()),
+        }
+    }
+}
+
+impl BrowserSession {
+    /// GET `path`: status, content type, disposition, body.
+    pub fn get(&self, path: &str) -> (u16, String, String, Vec<u8>) {
+        let response =
+            self.agent.get(format!("{}{path}", self.base)).header("Cookie", &self.cookie).call().unwrap();
+        Self::read(response)
+    }
+
+    /// POST the form `fields` to `path`: status, content type, disposition, body.
+    pub fn post(&self, path: &str, fields: &[(&str, &str)]) -> (u16, String, String, Vec<u8>) {
+        let response = self
+            .agent
+            .post(format!("{}{path}", self.base))
+            .header("Cookie", &self.cookie)
+            .send_form(fields.iter().copied())
+            .unwrap();
+        Self::read(response)
+    }
+
+    fn read(mut response: ureq::http::Response<ureq::Body>) -> (u16, String, String, Vec<u8>) {
+        let header = |name| {
+            response
+                .headers()
+                .get(name)
+                .and_then(|value: &ureq::http::HeaderValue| value.to_str().ok())
+                .unwrap_or("")
+                .to_string()
+        };
+        let (kind, disposition) = (header("content-type"), header("content-disposition"));
+        let body = response.body_mut().with_config().limit(16 << 20).read_to_vec().unwrap();
+        (response.status().as_u16(), kind, disposition, body)
     }
 }
 
@@ -189,8 +250,7 @@ pub async fn click(client: &Client, css: &str) {
 
 /// The one-time code `civmesh operator add` or `reset` printed.
 pub fn code_in(printed: &str) -> String {
-    let after = printed.split("one-time code ").nth(1).unwrap_or_else(|| panic!("no code in {printed}"));
-    after.split_whitespace().next().unwrap().to_string()
+    civmesh_testnet::one_time_code(printed).unwrap()
 }
 
 /// Enrols `name` at `base` with a one-time `code`, setting `password`.

@@ -24,67 +24,6 @@ use serde_json::Value;
 /// The auditor's password (a test's).
 const PASSWORD: &str = "audit-2026-secret";
 
-/// An HTTPS client of the console that trusts the federation's CA and
-/// carries the browser's session cookie.
-struct Console {
-    agent: ureq::Agent,
-    base: String,
-    cookie: String,
-}
-
-impl Console {
-    async fn of(console: &ConsoleNet, node: usize, client: &Client) -> Self {
-        let pem = std::fs::read_to_string(console.net.ca_dir.join("ca.pem")).unwrap();
-        let ca = civmesh_certs::CaCertificate::from_pem(&pem).unwrap();
-        let roots =
-            ureq::tls::RootCerts::new_with_certs(&[ureq::tls::Certificate::from_der(ca.der()).to_owned()]);
-        let agent = ureq::Agent::config_builder()
-            .tls_config(ureq::tls::TlsConfig::builder().root_certs(roots).build())
-            .http_status_as_error(false)
-            .max_redirects(0)
-            .build()
-            .new_agent();
-        let session = client.get_named_cookie(civmesh_node::console::SESSION_COOKIE).await.unwrap();
-        Console {
-            agent,
-            base: console.base(node),
-            cookie: format!("{}={}", civmesh_node::console::SESSION_COOKIE, session.value()),
-        }
-    }
-
-    /// GET `path`: status, content type, disposition, body.
-    fn get(&self, path: &str) -> (u16, String, String, Vec<u8>) {
-        let response =
-            self.agent.get(format!("{}{path}", self.base)).header("Cookie", &self.cookie).call().unwrap();
-        Self::read(response)
-    }
-
-    /// POST the form `fields` to `path`.
-    fn post(&self, path: &str, fields: &[(&str, &str)]) -> (u16, String, String, Vec<u8>) {
-        let response = self
-            .agent
-            .post(format!("{}{path}", self.base))
-            .header("Cookie", &self.cookie)
-            .send_form(fields.iter().copied())
-            .unwrap();
-        Self::read(response)
-    }
-
-    fn read(mut response: ureq::http::Response<ureq::Body>) -> (u16, String, String, Vec<u8>) {
-        let header = |name| {
-            response
-                .headers()
-                .get(name)
-                .and_then(|value: &ureq::http::HeaderValue| value.to_str().ok())
-                .unwrap_or("")
-                .to_string()
-        };
-        let (kind, disposition) = (header("content-type"), header("content-disposition"));
-        let body = response.body_mut().with_config().limit(16 << 20).read_to_vec().unwrap();
-        (response.status().as_u16(), kind, disposition, body)
-    }
-}
-
 /// Waits until the audit page shows a summary (it refreshes itself while a
 /// verification runs); whether it showed the progress bar on the way.
 async fn summary_after_progress(client: &Client, name: &str) -> bool {
@@ -303,7 +242,7 @@ async fn an_auditor_verifies_the_log_reads_a_subject_report_and_the_dashboard_sh
     let bundle = console.dir.path().join("hub.bundle");
     net.audit_export(HUB, &bundle).unwrap();
     let (commands, padded) = with_rejected_replays(&bundle, REPLAYED_COMMANDS);
-    let https = Console::of(&console, HUB, &client).await;
+    let https = console.session_of(HUB, &client).await;
     let csrf = session_csrf(&client).await;
     client.find(Locator::Css("#bundle")).await.unwrap().send_keys(padded.to_str().unwrap()).await.unwrap();
     click(&client, "#verify-upload").await;

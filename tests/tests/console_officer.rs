@@ -89,24 +89,18 @@ fn grants(console: &ConsoleNet, node: usize) -> Vec<serde_json::Value> {
     console.net.api(node).unwrap().get("/v1/grants").unwrap()
 }
 
-/// POSTs `form` to the console at `base` as the browser's signed-in
-/// operator (its session cookie), outside the browser, to read the status
-/// the browser does not show; returns the status and the page.
-async fn post_as(client: &Client, base: &str, path: &str, form: &[(&str, &str)]) -> (u16, String) {
-    let session = client.get_named_cookie(civmesh_node::console::SESSION_COOKIE).await.unwrap();
-    let cookie = format!("{}={}", civmesh_node::console::SESSION_COOKIE, session.value());
-    let (url, form) = (format!("{base}{path}"), form.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-    let form: Vec<(String, String)> = form.collect();
-    tokio::task::spawn_blocking(move || {
-        // The console's browser certificate is self-signed, made at start.
-        let tls = ureq::tls::TlsConfig::builder().disable_verification(true).build();
-        let agent: ureq::Agent =
-            ureq::Agent::config_builder().http_status_as_error(false).tls_config(tls).build().into();
-        let mut response = agent.post(&url).header("Cookie", &cookie).send_form(form).unwrap();
-        (response.status().as_u16(), response.body_mut().read_to_string().unwrap())
-    })
-    .await
-    .unwrap()
+/// POSTs `form` to the console at `node` as the browser's signed-in
+/// operator, outside the browser, to read the status the browser does not
+/// show; returns the status and the page.
+async fn post_as(
+    console: &ConsoleNet,
+    node: usize,
+    client: &Client,
+    path: &str,
+    form: &[(&str, &str)],
+) -> (u16, String) {
+    let (status, _, _, body) = console.session_of(node, client).await.post(path, form);
+    (status, String::from_utf8(body).unwrap())
 }
 
 /// The session's CSRF token, from the page's sign-out form.
@@ -179,8 +173,9 @@ async fn a_street_demands_data_and_the_owners_officer_grants_refuses_and_revokes
     let token = csrf(&street).await;
     let bad = [("csrf", token.as_str()), ("dataset", ENTERPRISES), ("field:name", "on")];
     let (status, page) = post_as(
+        &console,
+        JINGANSI,
         &street,
-        &street_base,
         "/demands/new",
         &[
             &bad[..],
@@ -241,9 +236,14 @@ async fn a_street_demands_data_and_the_owners_officer_grants_refuses_and_revokes
     street.goto(&format!("{street_base}/demands")).await.unwrap();
     assert_eq!(text(&street, "#error").await, "您的角色无权访问此页面。");
     let token = csrf(&street).await;
-    let (status, _) =
-        post_as(&street, &street_base, "/demands/1/refuse", &[("csrf", token.as_str()), ("reason", "x")])
-            .await;
+    let (status, _) = post_as(
+        &console,
+        JINGANSI,
+        &street,
+        "/demands/1/refuse",
+        &[("csrf", token.as_str()), ("reason", "x")],
+    )
+    .await;
     assert_eq!(status, 403);
 
     // The market department's policy officer sees both waiting, oldest
@@ -275,10 +275,10 @@ async fn a_street_demands_data_and_the_owners_officer_grants_refuses_and_revokes
     let token = csrf(&officer).await;
     let refuse_path = format!("/demands/{second}/refuse");
     let (status, _) =
-        post_as(&officer, &market_base, &refuse_path, &[("csrf", &token), ("reason", " ")]).await;
+        post_as(&console, MARKET, &officer, &refuse_path, &[("csrf", &token), ("reason", " ")]).await;
     assert_eq!(status, 400);
     let (status, _) =
-        post_as(&officer, &market_base, &refuse_path, &[("csrf", "forged"), ("reason", "x")]).await;
+        post_as(&console, MARKET, &officer, &refuse_path, &[("csrf", "forged"), ("reason", "x")]).await;
     assert_eq!(status, 403);
     assert!(demands(&console, MARKET).iter().all(|demand| demand["status"]["state"] == "waiting"));
 

@@ -3,7 +3,6 @@
 //! page, p50 and p99, beside the API call for the same data measured in the
 //! same run (goal: under 1.5× the API, p99 under 100 ms).
 
-use anyhow::Context;
 use civmesh_testnet::city::{enterprise_key, street_scoped_grant, write_enterprises, ENTERPRISES};
 use civmesh_testnet::{wait_until, Testnet};
 use std::time::Duration;
@@ -100,10 +99,7 @@ fn print_row(page: &str, console: &Figures, api: &Figures) {
 
 /// Adds a console operator with `civmesh operator add`: their one-time code.
 fn enrolment_code(net: &Testnet, node: usize, name: &str, role: &str) -> anyhow::Result<String> {
-    let node_dir = net.nodes[node].data_dir.to_str().context("a data directory that is not UTF-8")?;
-    let printed = net.cli(&["operator", "add", "--node-dir", node_dir, "--name", name, "--role", role])?;
-    let after = printed.split("one-time code ").nth(1).context("no one-time code printed")?;
-    Ok(after.split_whitespace().next().unwrap_or_default().to_string())
+    civmesh_testnet::one_time_code(&net.add_operator(node, name, role)?)
 }
 
 /// Jing'an Temple street submits one correction for each of its first

@@ -544,16 +544,7 @@ fn console_operators(net: &Testnet) -> anyhow::Result<()> {
         (0, "陈静", "admin"),
     ];
     for (index, name, role) in people {
-        let printed = net.cli(&[
-            "operator",
-            "add",
-            "--node-dir",
-            &node_dir(net, index)?,
-            "--name",
-            name,
-            "--role",
-            role,
-        ])?;
+        let printed = net.add_operator(index, name, role)?;
         println!("    {:<12} {role:<15} {}", net.nodes[index].spec.name, printed.trim());
     }
     std::io::stdout().flush()?;
