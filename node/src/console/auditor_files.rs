@@ -4,10 +4,14 @@
 //! log, exported a page of the archive at a time as `civmesh audit export`
 //! does ([`ArchiveWriter`]).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use civmesh_certs::{codec, now_unix_millis, CaCertificate};
-use civmesh_policy::audit::{write_bundle_start, ArchiveWriter, BundleHeader, ExportError, SeenCheckpoint};
+use civmesh_policy::audit::{
+    verify_stream_collecting, write_bundle_start, ArchiveWriter, AuditReport, BundleError, BundleHeader,
+    BundleReader, Checks, Collect, ExportError, SeenCheckpoint, SubjectAccess,
+};
+use civmesh_policy::PolicyState;
 
 use crate::api::{Shared, AUDIT_COMMANDS_PER_REQUEST_MAX};
 
@@ -173,4 +177,70 @@ pub(super) fn export_own_log(
     let (out, _) = writer.finish()?;
     out.into_inner().map_err(|error| io(error.into_error()))?;
     Ok(header)
+}
+
+/// Why this node's log could not be written to a working bundle.
+pub(super) enum OwnBundleError {
+    /// No working directory.
+    File(FileError),
+    /// The export failed.
+    Export(OwnLogError),
+}
+
+/// This node's whole log as a bundle in a new working directory (removed
+/// when the directory is dropped); `progress` as for [`export_own_log`].
+pub(super) fn own_log_bundle(
+    state: &Shared,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<(tempfile::TempDir, PathBuf), OwnBundleError> {
+    let dir = work_dir(state).map_err(OwnBundleError::File)?;
+    let path = dir.path().join("own-log.bundle");
+    export_own_log(state, &path, progress).map_err(OwnBundleError::Export)?;
+    Ok((dir, path))
+}
+
+/// Why a bundle could not be replayed.
+pub(super) enum ReplayError {
+    /// A file it needs (the CA, the seen checkpoints, the bundle) failed.
+    File(FileError),
+    /// The bundle could not be read or trusted.
+    Bundle(BundleError),
+}
+
+/// What a replay found.
+pub(super) struct Replayed {
+    /// The bundle's header.
+    pub header: BundleHeader,
+    /// The replay's findings.
+    pub report: AuditReport,
+    /// The state the replay ended in.
+    pub state: PolicyState,
+    /// The subject's accesses, if `collect` asked for them.
+    pub accesses: Vec<SubjectAccess>,
+    /// The CA this node trusts (DER), which the replay checked the bundle against.
+    pub trusted: Vec<u8>,
+}
+
+/// Replays the bundle at `path` against this node's CA and the checkpoints
+/// it verified before, collecting what `collect` asks for; `progress`
+/// hears the commands replayed and how many there are.
+pub(super) fn replay_bundle(
+    state: &Shared,
+    path: &Path,
+    progress: &mut dyn FnMut(u64, u64),
+    collect: Collect<'_>,
+) -> Result<Replayed, ReplayError> {
+    let trusted = trusted_ca(state).map_err(ReplayError::File)?;
+    let seen = seen_checkpoints(state, &trusted).map_err(ReplayError::File)?;
+    let file =
+        std::fs::File::open(path).map_err(|error| ReplayError::File(FileError::Io(error.to_string())))?;
+    let reader = BundleReader::open(std::io::BufReader::new(file)).map_err(ReplayError::Bundle)?;
+    let header = reader.header().clone();
+    let total = header.command_count;
+    progress(0, total);
+    let mut advance = |done| progress(done, total);
+    let (report, replayed, accesses) =
+        verify_stream_collecting(reader, Checks::new(Some(&trusted), &seen), &mut advance, collect)
+            .map_err(ReplayError::Bundle)?;
+    Ok(Replayed { header, report, state: replayed, accesses, trusted })
 }

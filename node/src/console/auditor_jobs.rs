@@ -8,12 +8,9 @@ use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 
 use civmesh_certs::{now_unix_millis, UnixMillis};
-use civmesh_policy::audit::{
-    verify_stream_collecting, AccessSummary, AccessTally, AuditReport, BundleError, BundleHeader,
-    BundleReader, Checks, Collect,
-};
+use civmesh_policy::audit::{AccessSummary, AccessTally, AuditReport, BundleHeader, Collect};
 
-use super::files::{self, FileError, OwnLogError};
+use super::files::{self, OwnBundleError, ReplayError, Replayed};
 use crate::api::Shared;
 
 /// A node's audit work: the verification running or last finished, the
@@ -194,34 +191,27 @@ pub(super) fn start(state: &Shared, operator: &str, input: Input) -> bool {
 
 /// Exports (for this node's log) and verifies, tallying every access.
 fn verify(state: &Shared, input: Input, progress: &Progress) -> Result<Verified, Failure> {
-    let file_failure = |error: FileError| Failure::File(error.to_string());
     let (_dir, path) = match input {
         Input::OwnLog => {
-            let dir = files::work_dir(state).map_err(file_failure)?;
-            let path = dir.path().join("own-log.bundle");
             progress.set(Phase::Exporting, 0, 0);
             let mut advance = |done, total| progress.set(Phase::Exporting, done, total);
-            files::export_own_log(state, &path, &mut advance)
-                .map_err(|error: OwnLogError| Failure::Export(error.to_string()))?;
-            (dir, path)
+            files::own_log_bundle(state, &mut advance).map_err(|error| match error {
+                OwnBundleError::File(error) => Failure::File(error.to_string()),
+                OwnBundleError::Export(error) => Failure::Export(error.to_string()),
+            })?
         }
         Input::Upload(dir, path) => (dir, path),
     };
-    let trusted = files::trusted_ca(state).map_err(file_failure)?;
-    let seen = files::seen_checkpoints(state, &trusted).map_err(file_failure)?;
-    let bundle_failure =
-        |error: BundleError| Failure::Bundle(super::summary::bundle_key(&error), error.to_string());
-    let file = std::fs::File::open(&path).map_err(|error| Failure::File(error.to_string()))?;
-    let reader = BundleReader::open(std::io::BufReader::new(file)).map_err(bundle_failure)?;
-    let header = reader.header().clone();
-    let total = header.command_count;
-    progress.set(Phase::Verifying, 0, total);
-    let mut advance = |done| progress.set(Phase::Verifying, done, total);
     let mut tally = AccessTally::new();
     let collect = Collect { subject: None, tally: Some(&mut tally) };
-    let (report, _, _) =
-        verify_stream_collecting(reader, Checks::new(Some(&trusted), &seen), &mut advance, collect)
-            .map_err(bundle_failure)?;
+    let mut advance = |done, total| progress.set(Phase::Verifying, done, total);
+    let Replayed { header, report, trusted, .. } = files::replay_bundle(state, &path, &mut advance, collect)
+        .map_err(|error| match error {
+            ReplayError::File(error) => Failure::File(error.to_string()),
+            ReplayError::Bundle(error) => {
+                Failure::Bundle(super::summary::bundle_key(&error), error.to_string())
+            }
+        })?;
     if let (true, Some(latest)) = (report.ok, report.latest_checkpoint.clone()) {
         if let Err(error) = files::remember_checkpoint(state, &trusted, latest) {
             tracing::warn!(%error, "the console could not remember the checkpoint it verified");

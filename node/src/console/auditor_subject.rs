@@ -13,15 +13,14 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Form;
 use civmesh_policy::audit::{
-    checked_subject_accesses, verify_stream_collecting, BundleReader, Checks, Collect, SubjectAccess,
-    SubjectAccessOutcome, SubjectReportError,
+    checked_subject_accesses, Collect, SubjectAccess, SubjectAccessOutcome, SubjectReportError,
 };
 use civmesh_policy::evaluation::format_time;
 use civmesh_policy::subject_keys::SubjectLookup;
 use civmesh_policy::{AccessKind, PolicyState};
 use serde::Deserialize;
 
-use super::files::{self, FileError};
+use super::files::{self, FileError, OwnBundleError, ReplayError, Replayed};
 use super::summary::basis_key;
 use crate::api::Shared;
 use crate::console::operators::Role;
@@ -243,20 +242,17 @@ fn replay(
     record_key: &str,
 ) -> Result<SubjectReport, (&'static str, String)> {
     let failed = |detail: String| ("subject.failed", detail);
-    let dir = files::work_dir(state).map_err(|error| failed(error.to_string()))?;
-    let path = dir.path().join("own-log.bundle");
-    files::export_own_log(state, &path, &mut |_, _| {}).map_err(|error| failed(error.to_string()))?;
-    let trusted = files::trusted_ca(state).map_err(|error| failed(error.to_string()))?;
-    let seen = files::seen_checkpoints(state, &trusted).map_err(|error| failed(error.to_string()))?;
-    let file = std::fs::File::open(&path).map_err(|error| failed(error.to_string()))?;
-    let reader =
-        BundleReader::open(std::io::BufReader::new(file)).map_err(|error| failed(error.to_string()))?;
-    let header = reader.header().clone();
+    let (_dir, path) = files::own_log_bundle(state, &mut |_, _| {}).map_err(|error| match error {
+        OwnBundleError::File(error) => failed(error.to_string()),
+        OwnBundleError::Export(error) => failed(error.to_string()),
+    })?;
     let mut lookup = SubjectLookup::new(secret.as_bytes(), record_key);
     let collect = Collect { subject: Some(&mut lookup), tally: None };
-    let (report, replayed, accesses) =
-        verify_stream_collecting(reader, Checks::new(Some(&trusted), &seen), &mut |_| {}, collect)
-            .map_err(|error| failed(error.to_string()))?;
+    let Replayed { header, report, state: replayed, accesses, .. } =
+        files::replay_bundle(state, &path, &mut |_, _| {}, collect).map_err(|error| match error {
+            ReplayError::File(error) => failed(error.to_string()),
+            ReplayError::Bundle(error) => failed(error.to_string()),
+        })?;
     let accesses = checked_subject_accesses(secret.as_bytes(), &header, &report, &replayed, accesses)
         .map_err(|error| match error {
             SubjectReportError::NotVerified(_) => ("subject.not-verified", error.to_string()),
