@@ -35,9 +35,14 @@ use axum::Router;
 use civmesh_policy::correction::CorrectionId;
 use civmesh_policy::model::Grant;
 
-use super::pages::grants_to_me;
+use axum::http::StatusCode;
+use axum::response::Response;
+use civmesh_policy::correction::CorrectionTrack;
+
+use super::pages::{error_page, grants_to_me};
+use super::Visit;
 use crate::api::Shared;
-use crate::corrections::CorrectionState;
+use crate::corrections::{CorrectionState, CorrectionView, Side};
 
 /// This area's routes.
 pub(super) fn router() -> Router<Shared> {
@@ -62,6 +67,20 @@ pub(super) fn router() -> Router<Shared> {
 /// The correction a path names (64 hex digits), if it is one.
 fn correction_id(text: &str) -> Option<CorrectionId> {
     crate::corrections::parse_id(text).ok()
+}
+
+/// The correction `id` names on `side` of this node (the street's outbox,
+/// the owner's inbox), or the 404 page.
+fn view_on(state: &Shared, visit: &Visit, id: &str, side: Side) -> Result<CorrectionView, Box<Response>> {
+    let view = correction_id(id).and_then(|id| state.corrections.view(&id).ok());
+    view.filter(|view| view.side == side)
+        .ok_or_else(|| Box::new(error_page(visit, StatusCode::NOT_FOUND, "corrections.not-found")))
+}
+
+/// The policy log's track of the correction `id` names.
+fn track_of(state: &Shared, id: &str) -> Option<CorrectionTrack> {
+    let id = correction_id(id)?;
+    state.log.state().read(|applied| applied.policy.corrections.get(&id).cloned())
 }
 
 /// The message key of a correction's state.

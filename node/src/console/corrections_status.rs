@@ -22,7 +22,7 @@ use civmesh_policy::correction::{CorrectionStage, CorrectionTrack};
 use super::super::operators::Role;
 use super::super::pages::{error_page, render};
 use super::super::{Frame, Visit};
-use super::{correction_id, fields_line, grant_on, state_key, time};
+use super::{fields_line, grant_on, state_key, time, track_of, view_on};
 use crate::api::Shared;
 use crate::corrections::{CorrectionState, CorrectionView, EntryStatus, OutcomeStatus, Side};
 
@@ -62,12 +62,6 @@ fn look(state: &Shared, operator: &str, now_ms: UnixMillis) -> UnixMillis {
     let before = times.get(operator);
     times.set(operator, now_ms);
     before
-}
-
-/// The policy log's track of a correction.
-fn track_of(state: &Shared, id: &str) -> Option<CorrectionTrack> {
-    let id = correction_id(id)?;
-    state.log.state().read(|applied| applied.policy.corrections.get(&id).cloned())
 }
 
 /// Whether the view is an owner's outcome (applied, rejected, conflict).
@@ -254,9 +248,9 @@ pub(super) async fn show(
     if let Err(refused) = visit.require(&[Role::StreetWorker]) {
         return *refused;
     }
-    let view = correction_id(&id).and_then(|id| state.corrections.view(&id).ok());
-    let Some(view) = view.filter(|view| view.side == Side::Outbox) else {
-        return error_page(&visit, StatusCode::NOT_FOUND, "corrections.not-found");
+    let view = match view_on(&state, &visit, &id, Side::Outbox) {
+        Ok(view) => view,
+        Err(refused) => return *refused,
     };
     let track = track_of(&state, &view.id);
     let new_version = match view.outcome.as_ref().map(|outcome| &outcome.status) {

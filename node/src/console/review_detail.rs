@@ -16,7 +16,7 @@ use serde::Deserialize;
 use super::super::operators::Role;
 use super::super::pages::{error_page, render};
 use super::super::{Frame, Visit};
-use super::{correction_id, state_key, time};
+use super::{correction_id, state_key, time, track_of, view_on};
 use crate::api::Shared;
 use crate::corrections::attachments::content_type;
 use crate::corrections::{CorrectionError, CorrectionView, OutcomeStatus, Side};
@@ -102,8 +102,7 @@ fn change_rows(view: &CorrectionView) -> Vec<ChangeRow> {
 /// The page of `view`, as this node holds it now.
 fn review_page(state: &Shared, visit: &Visit, view: &CorrectionView) -> ReviewPage {
     let id = correction_id(&view.id);
-    let track =
-        id.and_then(|id| state.log.state().read(|applied| applied.policy.corrections.get(&id).cloned()));
+    let track = track_of(state, &view.id);
     let submitted = track
         .as_ref()
         .and_then(|track| track.reached_at(CorrectionStage::Submitted))
@@ -156,9 +155,7 @@ fn review_page(state: &Shared, visit: &Visit, view: &CorrectionView) -> ReviewPa
 
 /// The correction `id` names at this node's inbox, or the answer to give.
 fn inbox_view(state: &Shared, visit: &Visit, id: &str) -> Result<CorrectionView, Box<Response>> {
-    let view = correction_id(id).and_then(|id| state.corrections.view(&id).ok());
-    view.filter(|view| view.side == Side::Inbox)
-        .ok_or_else(|| Box::new(error_page(visit, StatusCode::NOT_FOUND, "corrections.not-found")))
+    view_on(state, visit, id, Side::Inbox)
 }
 
 /// `GET /review/{id}`.
