@@ -77,7 +77,7 @@ pub(super) fn execute(args: ListArgs) -> anyhow::Result<()> {
             }
             ListAnswer::Denied { reason, access_log_position } => anyhow::bail!(
                 "the listing was denied ({}; logged at access-log position {access_log_position})",
-                serde_json::to_value(reason)?.as_str().unwrap_or("denied")
+                crate::query::reason_name(reason).unwrap_or_else(|| "denied".to_string())
             ),
             ListAnswer::Refused(refusal) => anyhow::bail!("the listing was refused: {refusal}"),
         };
@@ -109,8 +109,7 @@ fn record_line(record: &ReleasedRecord) -> String {
         line.push_str(&format!("  {field}={shown}"));
     }
     for (field, reason) in &record.withheld {
-        let reason = serde_json::to_value(reason).ok();
-        let reason = reason.as_ref().and_then(|value| value.as_str()).unwrap_or("withheld");
+        let reason = crate::query::reason_name(*reason).unwrap_or_else(|| "withheld".to_string());
         line.push_str(&format!("  {field}=({reason})"));
     }
     line

@@ -49,7 +49,7 @@ pub(super) fn execute(args: QueryArgs) -> anyhow::Result<()> {
         QueryAnswer::Released { .. } => Ok(()),
         QueryAnswer::Denied { reason, access_log_position } => anyhow::bail!(
             "the query was denied ({}; logged at access-log position {access_log_position})",
-            serde_json::to_value(reason)?.as_str().unwrap_or("denied")
+            crate::query::reason_name(reason).unwrap_or_else(|| "denied".to_string())
         ),
         QueryAnswer::Refused { reason } => anyhow::bail!("the query was refused: {reason}"),
     }

@@ -300,12 +300,9 @@ async fn fetch(state: &Shared, grant: &Grant, key: &str) -> Fetched {
             Some(record) => Fetched::Record(Box::new(record)),
             None => Fetched::NotFound,
         },
-        Ok(QueryAnswer::Denied { reason, .. }) => Fetched::Denied(
-            serde_json::to_value(reason)
-                .ok()
-                .and_then(|value| value.as_str().map(str::to_string))
-                .unwrap_or_default(),
-        ),
+        Ok(QueryAnswer::Denied { reason, .. }) => {
+            Fetched::Denied(crate::query::reason_name(reason).unwrap_or_default())
+        }
         Ok(QueryAnswer::Refused { reason }) => Fetched::Failed(StatusCode::BAD_GATEWAY, reason),
         Err(error) => Fetched::Failed(error.status(), error.message().to_string()),
     }

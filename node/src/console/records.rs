@@ -184,10 +184,7 @@ pub(super) async fn records(
         }
         Ok(ListAnswer::Denied { reason, .. }) => {
             page.error = Some("records.denied");
-            page.detail = serde_json::to_value(reason)
-                .ok()
-                .and_then(|value| value.as_str().map(str::to_string))
-                .unwrap_or_default();
+            page.detail = crate::query::reason_name(reason).unwrap_or_default();
             render(&page, StatusCode::FORBIDDEN)
         }
         Ok(ListAnswer::Refused(refusal)) => {

@@ -44,9 +44,9 @@ pub use subject_keys::{SubjectKey, SubjectKeys, PAIR_KEYS_KEPT_MAX};
 pub use subscriptions::{SubscribeError, SubscribeToError, SubscriptionSpec};
 pub use sync::{CopyError, InitialSync, Progress, COPY_PAGE_RECORDS_MAX, SYNC_RETRY_BACKOFF_MS_MAX};
 pub use wire::{
-    outcome_label, ListAnswer, ListFilter, ListRefusal, ListWire, PairKeyAnswer, PushBody, QueryAnswer,
-    QueryProtocolMessage, QueryWire, ReleasedRecord, SignedAnswerBody, SignedListBody, SubscribeAck,
-    QUERY_MESSAGE_BYTES_MAX,
+    outcome_label, reason_name, ListAnswer, ListFilter, ListRefusal, ListWire, PairKeyAnswer, PushBody,
+    QueryAnswer, QueryProtocolMessage, QueryWire, ReleasedRecord, SignedAnswerBody, SignedListBody,
+    SubscribeAck, QUERY_MESSAGE_BYTES_MAX,
 };
 
 /// How long an owner waits to catch up before re-deciding a denial.

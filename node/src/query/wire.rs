@@ -270,6 +270,12 @@ pub struct SignedAnswerBody {
     pub answer: QueryAnswer,
 }
 
+/// A denial's or a withholding's reason as it reads on the wire
+/// (`not_in_scope`, ...), if it serialises as a name.
+pub fn reason_name(reason: ReasonCode) -> Option<String> {
+    serde_json::to_value(reason).ok().and_then(|value| value.as_str().map(str::to_string))
+}
+
 /// The metrics label of an answer.
 pub fn outcome_label(answer: &QueryAnswer) -> &'static str {
     match answer {
