@@ -2,3 +2,4 @@
 //! cosigns RFC 6962 roots.
 
 pub mod checkpoints;
+pub mod seen;

@@ -3,7 +3,7 @@
 //! itself lives in `civmesh_policy::audit`; this module reads and writes the
 //! files (the bundle, the JSON report, the seen-checkpoints file).
 
-use std::collections::BTreeMap;
+use crate::audit::seen::SeenFile;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
@@ -254,24 +254,10 @@ fn read_ca(path: &Path) -> anyhow::Result<Vec<u8>> {
         .to_vec())
 }
 
-/// The seen-checkpoints file: per federation (CA fingerprint), the latest
-/// final checkpoint each earlier run verified.
-type SeenFile = BTreeMap<String, Vec<SeenCheckpoint>>;
-
-/// The seen-checkpoints file, or an empty one if there is none yet.
+/// The seen-checkpoints file (any size: the auditor's own), or an empty
+/// one if there is none yet.
 fn read_seen(seen_path: &Path) -> anyhow::Result<SeenFile> {
-    match std::fs::read(seen_path) {
-        Ok(bytes) => {
-            serde_json::from_slice(&bytes).with_context(|| format!("{} is corrupt", seen_path.display()))
-        }
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(SeenFile::new()),
-        Err(error) => Err(error).with_context(|| format!("reading {}", seen_path.display())),
-    }
-}
-
-/// The seen-checkpoints file's key for the federation of this CA.
-fn federation_key(ca: &Path) -> anyhow::Result<String> {
-    Ok(hex::encode(codec::sha256(&read_ca(ca)?)))
+    Ok(SeenFile::read(seen_path, u64::MAX)?)
 }
 
 fn verify(
@@ -282,8 +268,8 @@ fn verify(
     require_anchored: bool,
 ) -> anyhow::Result<()> {
     let mut seen_file = read_seen(seen_path)?;
-    let federation = federation_key(ca)?;
-    let seen = seen_file.get(&federation).cloned().unwrap_or_default();
+    let ca_der = read_ca(ca)?;
+    let seen = seen_file.checkpoints(&ca_der);
     let (bundle, mut report, _, _) = load_and_verify(bundle_path, ca, &seen, None)?;
     if require_anchored {
         report.require_anchored();
@@ -332,13 +318,8 @@ fn verify(
         );
     }
     if let Some(latest) = report.latest_checkpoint.clone() {
-        let entry = seen_file.entry(federation).or_default();
-        if !entry.contains(&latest) {
-            entry.push(latest);
-        }
-        let temporary = seen_path.with_extension("partial");
-        std::fs::write(&temporary, serde_json::to_vec_pretty(&seen_file)?)?;
-        std::fs::rename(&temporary, seen_path)?;
+        seen_file.remember(&ca_der, latest);
+        seen_file.write(seen_path)?;
     }
     println!("verified: {} from {}", bundle_path.display(), bundle.exported_by);
     Ok(())
@@ -346,7 +327,7 @@ fn verify(
 
 fn subject(args: &SubjectArgs) -> anyhow::Result<()> {
     let (bundle_path, ca, secret_file) = (&args.bundle.path, &args.ca_cert.path, &args.secret_file);
-    let seen = read_seen(&args.seen)?.remove(&federation_key(ca)?).unwrap_or_default();
+    let seen = read_seen(&args.seen)?.checkpoints(&read_ca(ca)?);
     anyhow::ensure!(
         std::fs::metadata(secret_file)?.len() <= SMALL_FILE_BYTES_MAX,
         "the secret file is too large"

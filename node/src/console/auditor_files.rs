@@ -6,7 +6,7 @@
 
 use std::path::{Path, PathBuf};
 
-use civmesh_certs::{codec, now_unix_millis, CaCertificate};
+use civmesh_certs::{now_unix_millis, CaCertificate};
 use civmesh_policy::audit::{
     verify_stream_collecting, write_bundle_start, ArchiveWriter, AuditReport, BundleError, BundleHeader,
     BundleReader, Checks, Collect, ExportError, SeenCheckpoint, SubjectAccess,
@@ -14,6 +14,7 @@ use civmesh_policy::audit::{
 use civmesh_policy::PolicyState;
 
 use crate::api::{Shared, AUDIT_COMMANDS_PER_REQUEST_MAX};
+use crate::audit::seen::SeenFile;
 
 /// The federation's subject-key secret in an auditor's node directory.
 const SUBJECT_KEY_SECRET_FILE: &str = "subject-key.secret";
@@ -66,25 +67,15 @@ pub(super) fn subject_key_secret(state: &Shared) -> Result<String, FileError> {
     Ok(read_bounded(&path)?.trim().to_string())
 }
 
-/// The seen-checkpoints file's key for the federation of the CA `ca_der`.
-fn federation_key(ca_der: &[u8]) -> String {
-    hex::encode(codec::sha256(ca_der))
-}
-
-type SeenFile = std::collections::BTreeMap<String, Vec<SeenCheckpoint>>;
-
-fn read_seen_file(state: &Shared) -> Result<SeenFile, FileError> {
-    let path = node_dir(state).join(SEEN_FILE);
-    if !path.exists() {
-        return Ok(SeenFile::new());
-    }
-    serde_json::from_str(&read_bounded(&path)?)
-        .map_err(|error| FileError::Io(format!("{SEEN_FILE}: {error}")))
+/// The seen-checkpoints file of this node's console.
+fn seen_file(state: &Shared) -> Result<SeenFile, FileError> {
+    SeenFile::read(&node_dir(state).join(SEEN_FILE), SMALL_FILE_BYTES_MAX)
+        .map_err(|error| FileError::Io(error.to_string()))
 }
 
 /// The checkpoints verified before on this node for the federation of `ca_der`.
 pub(super) fn seen_checkpoints(state: &Shared, ca_der: &[u8]) -> Result<Vec<SeenCheckpoint>, FileError> {
-    Ok(read_seen_file(state)?.remove(&federation_key(ca_der)).unwrap_or_default())
+    Ok(seen_file(state)?.checkpoints(ca_der))
 }
 
 /// Remembers `latest`, verified now, for the federation of `ca_der`.
@@ -93,18 +84,11 @@ pub(super) fn remember_checkpoint(
     ca_der: &[u8],
     latest: SeenCheckpoint,
 ) -> Result<(), FileError> {
-    let dir = node_dir(state);
-    let mut seen = read_seen_file(state)?;
-    let checkpoints = seen.entry(federation_key(ca_der)).or_default();
-    if checkpoints.contains(&latest) {
+    let mut seen = seen_file(state)?;
+    if !seen.remember(ca_der, latest) {
         return Ok(());
     }
-    checkpoints.push(latest);
-    let io = |error: std::io::Error| FileError::Io(format!("{SEEN_FILE}: {error}"));
-    let bytes = serde_json::to_vec_pretty(&seen).map_err(|error| FileError::Io(error.to_string()))?;
-    let temporary = dir.join(format!("{SEEN_FILE}.partial"));
-    std::fs::write(&temporary, bytes).map_err(io)?;
-    std::fs::rename(&temporary, dir.join(SEEN_FILE)).map_err(io)
+    seen.write(&node_dir(state).join(SEEN_FILE)).map_err(|error| FileError::Io(error.to_string()))
 }
 
 /// A private working directory for a bundle in the node's directory (the
