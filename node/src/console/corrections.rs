@@ -77,6 +77,16 @@ fn view_on(state: &Shared, visit: &Visit, id: &str, side: Side) -> Result<Correc
         .ok_or_else(|| Box::new(error_page(visit, StatusCode::NOT_FOUND, "corrections.not-found")))
 }
 
+/// The first 12 hex digits of a correction's id, as lists show it.
+fn short_id(view: &CorrectionView) -> String {
+    view.id.chars().take(12).collect()
+}
+
+/// Who submitted a correction: its organisation, else the submitting node.
+fn submitter(view: &CorrectionView) -> String {
+    view.submitter_org.clone().unwrap_or_else(|| view.submitter.clone())
+}
+
 /// The policy log's track of the correction `id` names.
 fn track_of(state: &Shared, id: &str) -> Option<CorrectionTrack> {
     let id = correction_id(id)?;

@@ -17,7 +17,7 @@ use serde::Deserialize;
 use super::super::operators::Role;
 use super::super::pages::{error_page, grants_to_me, render};
 use super::super::{Frame, Visit};
-use super::{fields_line, state_key, time};
+use super::{fields_line, short_id, state_key, time};
 use crate::api::Shared;
 use crate::corrections::attachments::AttachmentLimits;
 use crate::corrections::{CorrectionView, Side};
@@ -209,7 +209,7 @@ pub(super) fn history(state: &Shared, dataset: &str, key: &str) -> Vec<HistoryRo
         .iter()
         .map(|view| HistoryRow {
             id: view.id.clone(),
-            short: view.id.chars().take(12).collect(),
+            short: short_id(view),
             state_key: state_key(view.state),
             fields: fields_line(&view.request.changes),
             submitted: time(view.created_at_ms),

@@ -22,7 +22,7 @@ use civmesh_policy::correction::{CorrectionStage, CorrectionTrack};
 use super::super::operators::Role;
 use super::super::pages::{error_page, render};
 use super::super::{Frame, Visit};
-use super::{fields_line, grant_on, state_key, time, track_of, view_on};
+use super::{fields_line, grant_on, short_id, state_key, time, track_of, view_on};
 use crate::api::Shared;
 use crate::corrections::{CorrectionState, CorrectionView, EntryStatus, OutcomeStatus, Side};
 
@@ -109,7 +109,7 @@ pub(super) async fn list(State(state): State<Shared>, headers: HeaderMap) -> Res
                 .and_then(|track| track.reached_at(CorrectionStage::OutcomeDelivered));
             CorrectionRow {
                 id: view.id.clone(),
-                short: view.id.chars().take(12).collect(),
+                short: short_id(view),
                 dataset: view.request.dataset.clone(),
                 fields: fields_line(&view.request.changes),
                 state_key: state_key(view.state),

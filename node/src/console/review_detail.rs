@@ -16,7 +16,7 @@ use serde::Deserialize;
 use super::super::operators::Role;
 use super::super::pages::{error_page, render};
 use super::super::{Frame, Visit};
-use super::{correction_id, state_key, time, track_of, view_on};
+use super::{correction_id, state_key, submitter, time, track_of, view_on};
 use crate::api::Shared;
 use crate::corrections::attachments::content_type;
 use crate::corrections::{CorrectionError, CorrectionView, OutcomeStatus, Side};
@@ -133,7 +133,7 @@ fn review_page(state: &Shared, visit: &Visit, view: &CorrectionView) -> ReviewPa
         id: view.id.clone(),
         dataset: view.request.dataset.clone(),
         key: view.request.record_key.clone(),
-        submitter: view.submitter_org.clone().unwrap_or_else(|| view.submitter.clone()),
+        submitter: submitter(view),
         operator: view.request.operator.clone(),
         submitted,
         received: time(view.created_at_ms),

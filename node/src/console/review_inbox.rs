@@ -17,7 +17,7 @@ use civmesh_policy::model::FieldValue;
 use super::super::operators::Role;
 use super::super::pages::{error_page, render};
 use super::super::{Frame, Visit};
-use super::{correction_id, fields_line, time};
+use super::{correction_id, fields_line, short_id, submitter, time};
 use crate::api::Shared;
 use crate::corrections::{CorrectionState, CorrectionView, Side};
 
@@ -114,8 +114,8 @@ fn inbox_page(visit: &Visit, views: &[CorrectionView], accepted: Option<(usize, 
         .iter()
         .map(|view| InboxRow {
             id: view.id.clone(),
-            short: view.id.chars().take(12).collect(),
-            submitter: view.submitter_org.clone().unwrap_or_else(|| view.submitter.clone()),
+            short: short_id(view),
+            submitter: submitter(view),
             dataset: view.request.dataset.clone(),
             fields: fields_line(&view.request.changes),
             reason: view.request.reason.clone(),
