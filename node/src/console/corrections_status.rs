@@ -22,7 +22,7 @@ use civmesh_policy::correction::{CorrectionStage, CorrectionTrack};
 use super::super::operators::Role;
 use super::super::pages::{error_page, render};
 use super::super::{Frame, Visit};
-use super::{fields_line, grant_on, short_id, state_key, time, track_of, view_on};
+use super::{correction_id, fields_line, grant_on, short_id, state_key, time, track_of, view_on};
 use crate::api::Shared;
 use crate::corrections::{CorrectionState, CorrectionView, EntryStatus, OutcomeStatus, Side};
 
@@ -102,20 +102,29 @@ pub(super) async fn list(State(state): State<Shared>, headers: HeaderMap) -> Res
         return error_page(&visit, StatusCode::INTERNAL_SERVER_ERROR, "error.internal");
     };
     let last_seen_ms = look(&state, &session.operator, civmesh_certs::now_unix_millis());
+    // When each decided one's outcome reached this node, in one read of the log's state.
+    let arrivals: Vec<Option<u64>> = state.log.state().read(|applied| {
+        views
+            .iter()
+            .map(|view| {
+                let track = correction_id(&view.id).and_then(|id| applied.policy.corrections.get(&id));
+                track
+                    .filter(|_| decided(view))
+                    .and_then(|track| track.reached_at(CorrectionStage::OutcomeDelivered))
+            })
+            .collect()
+    });
     let rows: Vec<CorrectionRow> = views
         .iter()
-        .map(|view| {
-            let arrived = track_of(&state, &view.id)
-                .and_then(|track| track.reached_at(CorrectionStage::OutcomeDelivered));
-            CorrectionRow {
-                id: view.id.clone(),
-                short: short_id(view),
-                dataset: view.request.dataset.clone(),
-                fields: fields_line(&view.request.changes),
-                state_key: state_key(view.state),
-                submitted: time(view.created_at_ms),
-                new: decided(view) && arrived.is_none_or(|at| at > last_seen_ms),
-            }
+        .zip(arrivals)
+        .map(|(view, arrived)| CorrectionRow {
+            id: view.id.clone(),
+            short: short_id(view),
+            dataset: view.request.dataset.clone(),
+            fields: fields_line(&view.request.changes),
+            state_key: state_key(view.state),
+            submitted: time(view.created_at_ms),
+            new: decided(view) && arrived.is_none_or(|at| at > last_seen_ms),
         })
         .collect();
     let unseen = rows.iter().filter(|row| row.new).count();
