@@ -81,7 +81,7 @@ impl WaitingPage {
 
 /// Whether `demand` asks for a dataset `org` owns.
 pub(super) fn owned_by(policy: &PolicyState, demand: &Demand, org: &OrgId) -> bool {
-    policy.datasets.get(&demand.dataset).is_some_and(|dataset| dataset.owner == *org)
+    policy.owns(org, &demand.dataset)
 }
 
 /// The demands waiting on this organisation's datasets, oldest first.

@@ -21,7 +21,6 @@ use serde::Deserialize;
 
 use super::super::operators::Role;
 use super::super::pages::{error_page, render};
-use super::super::sessions::Session;
 use super::super::{Frame, Visit};
 use crate::api::{ApiError, Shared};
 
@@ -90,7 +89,7 @@ fn rules_page(state: &Shared, visit: &Visit) -> RulesPage {
     let me = state.identity.org.clone();
     let (rules, orgs) = state.log.state().read(|applied| {
         let policy = &applied.policy;
-        let mine = |dataset: &String| policy.datasets.get(dataset).is_some_and(|dataset| dataset.owner == me);
+        let mine = |dataset: &String| policy.owns(&me, dataset);
         let rules: Vec<RuleRow> = policy
             .auto_accept_rules
             .iter()
@@ -132,11 +131,6 @@ fn rules_page(state: &Shared, visit: &Visit) -> RulesPage {
     RulesPage { frame: Frame::of(visit), rules, datasets, orgs, remove_error: None, detail: String::new() }
 }
 
-/// The reviewer's session, with the posted CSRF token checked; else the answer.
-fn reviewer<'a>(visit: &'a Visit, csrf: &str) -> Result<&'a Session, Box<Response>> {
-    visit.require_posted(&[Role::Reviewer], csrf)
-}
-
 /// `GET /review/rules`.
 pub(super) async fn page(State(state): State<Shared>, headers: HeaderMap) -> Response {
     let visit = Visit::of(&state, &headers);
@@ -160,7 +154,7 @@ pub(super) async fn add(
     let visit = Visit::of(&state, &headers);
     let value =
         |wanted: &str| pairs.iter().find(|(name, _)| name == wanted).map_or("", |(_, value)| value.as_str());
-    let session = match reviewer(&visit, value("csrf")) {
+    let session = match visit.require_posted(&[Role::Reviewer], value("csrf")) {
         Ok(session) => session,
         Err(refused) => return *refused,
     };
@@ -211,7 +205,7 @@ pub(super) async fn remove(
     Form(form): Form<RemoveForm>,
 ) -> Response {
     let visit = Visit::of(&state, &headers);
-    let session = match reviewer(&visit, &form.csrf) {
+    let session = match visit.require_posted(&[Role::Reviewer], &form.csrf) {
         Ok(session) => session,
         Err(refused) => return *refused,
     };

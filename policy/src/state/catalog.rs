@@ -14,6 +14,11 @@ use crate::model::{
 };
 
 impl PolicyState {
+    /// Whether `org` owns `dataset` (a dataset that does not exist is no one's).
+    pub fn owns(&self, org: &OrgId, dataset: &DatasetId) -> bool {
+        self.datasets.get(dataset).is_some_and(|dataset| dataset.owner == *org)
+    }
+
     /// Rejects a signer whose organisation does not own `dataset`.
     pub(super) fn check_owner(&self, org: &OrgId, dataset: &DatasetId) -> Result<(), Rejection> {
         let owner = &self
