@@ -97,6 +97,8 @@ fn grant(id: u64, grantee: &OrgId) -> Grant {
         masking: BTreeMap::from([("address".to_string(), MaskingRule::KeepFirst(6))]),
         consent_required: false,
         demand: None,
+        retention: None,
+        assessment: None,
         issued_at_ms: 0,
         revoked: None,
     }

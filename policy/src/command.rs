@@ -159,6 +159,10 @@ pub enum Command {
         #[serde(deserialize_with = "wrapped_command")]
         command: Box<Command>,
     },
+    /// A holder node's receipt for copies it deleted, physically, because
+    /// their retention ended, their grant ended, or a consent they relied
+    /// on was withdrawn. Metadata only. Signed by the holder node.
+    ConfirmDeletion(crate::deletion::DeletionReceipt),
 }
 
 /// The longest operator name a [`Command::ByOperator`] carries, in bytes.
@@ -253,6 +257,8 @@ pub enum CommandKind {
     RecordListing,
     /// [`Command::ByOperator`].
     ByOperator,
+    /// [`Command::ConfirmDeletion`].
+    ConfirmDeletion,
 }
 
 impl CommandKind {
@@ -280,6 +286,7 @@ impl CommandKind {
             CommandKind::RefuseDemand => "refuse_demand",
             CommandKind::RecordListing => "record_listing",
             CommandKind::ByOperator => "by_operator",
+            CommandKind::ConfirmDeletion => "confirm_deletion",
         }
     }
 }
@@ -327,6 +334,7 @@ impl Command {
             Command::RefuseDemand { .. } => CommandKind::RefuseDemand,
             Command::RecordListing(_) => CommandKind::RecordListing,
             Command::ByOperator { .. } => CommandKind::ByOperator,
+            Command::ConfirmDeletion(_) => CommandKind::ConfirmDeletion,
         }
     }
 
@@ -398,6 +406,13 @@ pub struct GrantSpec {
     pub consent_required: bool,
     /// The demand it answers, if any.
     pub demand: Option<DemandId>,
+    /// How long the grantee's nodes may keep what they receive, and then
+    /// have to delete it. Required when a granted field is personal
+    /// (Art. 19, 47).
+    pub retention: Option<crate::deletion::Retention>,
+    /// The personal-information impact assessment the owner made and keeps
+    /// (Art. 55-56), by digest. Required when a granted field is sensitive.
+    pub assessment: Option<crate::deletion::AssessmentDigest>,
 }
 
 /// A demand as its requester files it; the log assigns the id.

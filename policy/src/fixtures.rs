@@ -101,7 +101,7 @@ pub fn resident_dataset() -> DatasetSpec {
 
 /// A grant of `dataset`'s `fields` to `grantee` for `purpose` under a
 /// statutory duty, valid over `valid` (ms), with no scope, masking,
-/// consent or demand.
+/// consent, demand or assessment, and the fixtures' [`RETENTION`].
 pub fn statutory_grant(
     dataset: &str,
     grantee: &OrgId,
@@ -121,5 +121,13 @@ pub fn statutory_grant(
         masking: Default::default(),
         consent_required: false,
         demand: None,
+        retention: Some(RETENTION),
+        assessment: None,
     }
 }
+
+/// The retention of the fixtures' grants: copies kept a year, deleted
+/// within a day.
+pub const RETENTION: crate::deletion::Retention =
+    crate::deletion::Retention { keep_ms: 365 * DAY_MS, delete_within_ms: DAY_MS };
+const DAY_MS: u64 = 24 * 60 * 60 * 1000;

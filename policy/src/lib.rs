@@ -10,6 +10,7 @@
 //! - [`state`]: [`PolicyState`] and its deterministic `apply`, which checks
 //!   every signature and the signer's authority at apply time.
 //! - [`decide`](mod@decide): the deny-by-default access decision.
+//! - [`deletion`]: retention on grants, and the holders' deletion receipts.
 //! - [`evaluation`]: how each department serves the streets, per dataset
 //!   and time bucket, from the log alone.
 //! - [`report`]: the `catalog match` report.
@@ -27,6 +28,7 @@ pub mod audit;
 pub mod command;
 pub mod correction;
 pub mod decide;
+pub mod deletion;
 pub mod evaluation;
 mod field_value;
 #[cfg(any(test, feature = "fixtures"))]
@@ -44,8 +46,9 @@ pub use correction::CorrectionReasonCode;
 pub use decide::{
     decide, AccessRequest, ConsentCoverage, Decision, FieldAction, ReasonCode, RecordFacts, RecordPlan,
 };
+pub use deletion::{DeletionCause, DeletionReceipt, Retention};
 pub use report::{catalog_match, CatalogMatch};
 pub use state::{
-    Appended, Applied, CorrectionClearance, CorrectionRefusal, DemandStatus, GrantWarning, PolicyState,
-    Rejection, RejectionCode, GRANT_EXPIRY_WARNING_DAYS,
+    Appended, Applied, CorrectionClearance, CorrectionRefusal, DeletionDue, DemandStatus, GrantWarning,
+    PolicyState, Rejection, RejectionCode, GRANT_EXPIRY_WARNING_DAYS,
 };

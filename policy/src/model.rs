@@ -293,6 +293,10 @@ pub struct Grant {
     pub consent_required: bool,
     /// The demand it answers, if any.
     pub demand: Option<DemandId>,
+    /// How long received copies may be kept (required with personal fields).
+    pub retention: Option<crate::deletion::Retention>,
+    /// The impact assessment it relies on (required with sensitive fields).
+    pub assessment: Option<crate::deletion::AssessmentDigest>,
     /// When it was issued (entry time).
     pub issued_at_ms: UnixMillis,
     /// Set once revoked.

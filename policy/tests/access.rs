@@ -269,6 +269,7 @@ fn enterprise_grant(fx: &Fixture) -> civmesh_policy::GrantSpec {
 fn sensitive_grant(fx: &Fixture) -> civmesh_policy::GrantSpec {
     civmesh_policy::GrantSpec {
         legal_basis: civmesh_policy::model::LegalBasis::Consent,
+        assessment: Some(ASSESSMENT),
         ..grant_spec(RESIDENTS, &fx.jingansi.org, &["name", "lives_alone_80_plus"], "elderly-care")
     }
 }

@@ -223,6 +223,7 @@ fn consent_based_grants_need_consent_and_separate_consent_for_sensitive_fields()
     let mut fx = Fixture::new();
     let mut spec = grant_spec(RESIDENTS, &fx.jingansi.org, &["name", "lives_alone_80_plus"], "elderly-care");
     spec.legal_basis = LegalBasis::Consent;
+    spec.assessment = Some(ASSESSMENT);
     let grant = fx.grant(spec);
     let consent = |subject: u8, given: bool, covers_sensitive: bool| Command::RecordConsent {
         subject: SubjectKeyHash([subject; 32]),

@@ -203,6 +203,8 @@ fn command(state: &PolicyState, op: &Op) -> Command {
                 masking,
                 consent_required,
                 demand: None,
+                retention: Some(civmesh_policy::fixtures::RETENTION),
+                assessment: Some(civmesh_policy::deletion::AssessmentDigest([7; 32])),
             })
         }
         Op::RevokeGrant { grant } => Command::RevokeGrant { grant_id: grant, reason: "property test".into() },
@@ -288,6 +290,9 @@ fn authorised(state: &PolicyState, signer_key: &NodeKey, command: &Command) -> b
         Command::RemoveAutoAcceptRule { dataset, .. } => owns(dataset),
         Command::RecordCorrectionEvent(event) if event.stage.logged_by_owner() => owns(&event.dataset),
         Command::RecordCorrectionEvent(event) => event.submitter == signer,
+        Command::ConfirmDeletion(receipt) => {
+            state.grants.get(&receipt.grant).is_some_and(|grant| grant.grantee == member.org)
+        }
         Command::Genesis { .. } | Command::CommitSubjectKeySecret { .. } | Command::ByOperator { .. } => {
             false
         }

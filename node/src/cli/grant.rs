@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use anyhow::Context;
 use civmesh_certs::{now_unix_millis, UnixMillis};
+use civmesh_policy::deletion::{AssessmentDigest, Retention};
 use civmesh_policy::evaluation::{format_date, format_date_end, parse_date, parse_date_end};
 use civmesh_policy::model::{FieldName, FieldValue, Grant, GrantId, MaskingRule, ScopeCondition};
 use civmesh_policy::{GrantSpec, GrantWarning, ReasonCode};
@@ -91,6 +92,19 @@ pub struct IssueArgs {
     /// Release each subject's record only with that subject's consent.
     #[arg(long)]
     pub consent_required: bool,
+    /// How many days the grantee may keep each record it receives
+    /// (required when a field is personal; a fraction such as 0.001 for a
+    /// drill).
+    #[arg(long, value_name = "DAYS", value_parser = parse_days)]
+    pub retain_days: Option<f64>,
+    /// How many hours a holder then has to delete it, before the deletion
+    /// is overdue.
+    #[arg(long, value_name = "HOURS", default_value = "24", value_parser = parse_hours)]
+    pub delete_within_hours: f64,
+    /// The digest of the impact assessment (`pia add` prints it; required
+    /// when a field is sensitive).
+    #[arg(long, value_name = "ASSESSMENT", value_parser = parse_assessment)]
+    pub assessment: Option<AssessmentDigest>,
     /// Issue it even if there are warnings.
     #[arg(long)]
     pub yes: bool,
@@ -179,8 +193,50 @@ fn grant_spec(args: &IssueArgs, demand: DemandView, now_ms: UnixMillis) -> anyho
         masking: args.masks.iter().cloned().collect(),
         consent_required: args.consent_required,
         demand: Some(demand.id),
+        retention: args.retain_days.map(|days| Retention {
+            keep_ms: (days * DAY_MS as f64) as u64,
+            delete_within_ms: (args.delete_within_hours * HOUR_MS as f64) as u64,
+        }),
+        assessment: args.assessment,
     })
 }
+
+const HOUR_MS: u64 = 60 * 60 * 1000;
+const DAY_MS: u64 = 24 * HOUR_MS;
+
+/// A positive number of days, at most ten years.
+fn parse_days(text: &str) -> Result<f64, NumberOutOfRange> {
+    parse_positive(text, 3650.0)
+}
+
+/// A positive number of hours, at most 30 days.
+fn parse_hours(text: &str) -> Result<f64, NumberOutOfRange> {
+    parse_positive(text, 720.0)
+}
+
+fn parse_positive(text: &str, max: f64) -> Result<f64, NumberOutOfRange> {
+    match text.parse::<f64>() {
+        Ok(value) if value > 0.0 && value <= max => Ok(value),
+        _ => Err(NumberOutOfRange { max }),
+    }
+}
+
+/// A `--retain-days` or `--delete-within-hours` that is not a number in range.
+#[derive(Debug, thiserror::Error)]
+#[error("expected a number above 0 and at most {max}")]
+pub struct NumberOutOfRange {
+    max: f64,
+}
+
+/// 64 hex digits.
+pub fn parse_assessment(text: &str) -> Result<AssessmentDigest, AssessmentInvalid> {
+    civmesh_policy::hex_digest::from_hex(text).map(AssessmentDigest).ok_or(AssessmentInvalid)
+}
+
+/// An `--assessment` that is not a digest.
+#[derive(Debug, thiserror::Error)]
+#[error("expected the assessment's digest, as `pia add` prints it: 64 hex digits")]
+pub struct AssessmentInvalid;
 
 /// `FIELD=keep_last:N`, `FIELD=keep_first:N` or `FIELD=redact`.
 pub fn parse_mask(text: &str) -> Result<(FieldName, MaskingRule), MaskInvalid> {

@@ -183,6 +183,8 @@ impl GrantPage {
             masking,
             consent_required: self.consent,
             demand: Some(demand.id),
+            retention: None,
+            assessment: None,
         })
     }
 

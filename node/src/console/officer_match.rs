@@ -166,6 +166,8 @@ mod tests {
             demand: None,
             issued_at_ms: NOW_MS - DAY_MS,
             revoked: None,
+            retention: None,
+            assessment: None,
         }
     }
 

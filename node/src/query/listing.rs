@@ -535,6 +535,8 @@ mod tests {
             demand: None,
             issued_at_ms: 0,
             revoked: None,
+            retention: None,
+            assessment: None,
         }
     }
 

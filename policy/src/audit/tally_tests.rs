@@ -65,6 +65,8 @@ fn grant() -> Grant {
         demand: None,
         issued_at_ms: 0,
         revoked: None,
+        retention: None,
+        assessment: None,
     }
 }
 

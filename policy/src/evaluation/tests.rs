@@ -127,6 +127,8 @@ pub(super) fn scripted_week() -> PolicyState {
         demand: Some(demand),
         issued_at_ms,
         revoked: None,
+        retention: None,
+        assessment: None,
     };
     // d1 granted after 24 h; d2 never; d3 granted after 6 h (and again later).
     for (id, filed) in [(1, at(0, 8)), (2, at(2, 12)), (3, at(3, 0))] {

@@ -72,6 +72,11 @@ impl PolicyState {
             decided_at_ms: access.record.decided_at_ms,
         };
         self.access_log_length += 1;
+        if let (AccessOutcome::Permit { released }, Some(grant)) = (&entry.outcome, entry.header.grant) {
+            if !released.is_empty() {
+                self.note_release(grant, entry.requester, entry_time_ms);
+            }
+        }
         Ok((Applied::AccessLogged(sequence), entry))
     }
 

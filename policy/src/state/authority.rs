@@ -90,7 +90,10 @@ impl PolicyState {
             Command::RemoveAutoAcceptRule { dataset, .. } => self.check_owner(org, dataset),
             Command::RecordCorrectionEvent(event) => self.check_correction_logger(org, signer_id, event),
             Command::RefuseDemand { demand_id, .. } => self.check_demand_owner(org, *demand_id),
-            Command::FileDemand { .. }
+            // Only a node released records under the grant may confirm
+            // deleting them: checked with the holdings in `validate`.
+            Command::ConfirmDeletion(_)
+            | Command::FileDemand { .. }
             | Command::FileDemandWithReason(_)
             | Command::AdmitMember { .. }
             | Command::RevokeMember { .. } => Ok(()),

@@ -37,7 +37,13 @@ impl PolicyState {
     }
 
     /// Keeps the latest consent per subject, dataset, grantee and purpose.
+    /// A withdrawal of a given consent makes its subject's copies due for
+    /// deletion at every holder.
     pub(super) fn record_consent(&mut self, key: ConsentKey, consent: Consent) -> Applied {
+        let withdrawn = !consent.given && self.consents.get(&key).is_some_and(|held| held.given);
+        if withdrawn {
+            self.note_consent_withdrawn(&key, consent.recorded_at_ms);
+        }
         self.consents.insert(key, consent);
         Applied::Done
     }

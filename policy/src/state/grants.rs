@@ -230,6 +230,7 @@ impl PolicyState {
             ));
         }
         self.check_grantable(spec)?;
+        self.check_protection(spec)?;
         if let Some(demand_id) = spec.demand {
             let demand = self.demands.get(&demand_id).ok_or_else(|| demand_unknown(demand_id))?;
             if demand.refused.is_some() {
@@ -263,6 +264,39 @@ impl PolicyState {
                     format!("the scope on {} names no value", condition.field),
                 ));
             }
+        }
+        Ok(())
+    }
+
+    /// Personal fields need a retention within bounds; sensitive ones an
+    /// impact assessment too.
+    fn check_protection(&self, spec: &GrantSpec) -> Result<(), Rejection> {
+        let Some(dataset) = self.datasets.get(&spec.dataset) else { return Ok(()) };
+        let classes: Vec<FieldClass> =
+            spec.fields.iter().filter_map(|field| dataset.field(field)).map(|field| field.class).collect();
+        let personal =
+            classes.iter().any(|class| matches!(class, FieldClass::Personal | FieldClass::Sensitive(_)));
+        let sensitive = classes.iter().any(|class| matches!(class, FieldClass::Sensitive(_)));
+        match spec.retention {
+            Some(retention) if !retention.is_valid() => {
+                return Err(reject(
+                    RejectionCode::RetentionMissing,
+                    "the retention must keep copies 1 s to 10 years and delete them within 1 s to 30 days",
+                ))
+            }
+            None if personal => {
+                return Err(reject(
+                    RejectionCode::RetentionMissing,
+                    "a grant of personal fields states how long copies are kept",
+                ))
+            }
+            _ => {}
+        }
+        if sensitive && spec.assessment.is_none() {
+            return Err(reject(
+                RejectionCode::AssessmentMissing,
+                "a grant of sensitive fields names its impact assessment",
+            ));
         }
         Ok(())
     }
@@ -307,6 +341,8 @@ impl PolicyState {
             masking: spec.masking,
             consent_required: spec.consent_required,
             demand: spec.demand,
+            retention: spec.retention,
+            assessment: spec.assessment,
             issued_at_ms: at_ms,
             revoked: None,
         };

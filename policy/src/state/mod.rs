@@ -33,12 +33,14 @@ mod catalog;
 mod checkpoints;
 mod consents;
 mod corrections;
+mod deletions;
 mod grants;
 mod membership;
 mod rejection;
 mod replay;
 
 pub use corrections::{CorrectionClearance, CorrectionRefusal};
+pub use deletions::DeletionDue;
 pub use grants::{DemandStatus, GrantWarning, GRANT_EXPIRY_WARNING_DAYS};
 pub use rejection::{Rejection, RejectionCode};
 pub use replay::{COMMAND_NONCES_MAX, COMMAND_NONCES_PER_SIGNER_MAX, COMMAND_SKEW_MS_MAX};
@@ -154,6 +156,10 @@ pub struct PolicyState {
     pub recent_commands: ReplayGuard,
     /// The commitment to the subject-key secret, once the CA logged it.
     pub subject_key_commitment: Option<[u8; 32]>,
+    /// Per grant, each node released records under it: when, and the
+    /// deletions it confirmed. Grows with grants and their holders, not
+    /// with the log.
+    pub holdings: BTreeMap<GrantId, BTreeMap<NodeId, crate::deletion::Holding>>,
 }
 
 impl Default for PolicyState {
@@ -184,6 +190,7 @@ impl Default for PolicyState {
                 COMMAND_NONCES_PER_SIGNER_MAX,
             ),
             subject_key_commitment: None,
+            holdings: BTreeMap::new(),
         }
     }
 }
@@ -366,6 +373,9 @@ impl PolicyState {
             }
             Command::CosignCheckpoint(body) => self.validate_cosignature(body, signer)?,
             Command::CommitSubjectKeySecret { .. } => self.validate_subject_key_commitment()?,
+            Command::ConfirmDeletion(receipt) => {
+                self.validate_deletion(receipt, signer, signer_org, entry_time_ms)?
+            }
             Command::SetAutoAcceptRule(rule) => self.validate_auto_accept_rule(rule, signer_org)?,
             Command::RemoveAutoAcceptRule { dataset, submitter } => {
                 self.validate_auto_accept_rule_removal(dataset, submitter)?
@@ -429,6 +439,7 @@ impl PolicyState {
             }
             Command::CosignCheckpoint(body) => self.record_cosignature(body, signer, at_ms),
             Command::CommitSubjectKeySecret { commitment } => self.commit_subject_key_secret(commitment),
+            Command::ConfirmDeletion(receipt) => self.confirm_deletion(receipt, signer, at_ms),
             // Never reached: `validate` refuses a wrapper inside a wrapper.
             Command::ByOperator { .. } => Applied::Done,
         }

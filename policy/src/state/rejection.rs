@@ -90,6 +90,19 @@ pub enum RejectionCode {
     /// A correction's submitter holds no usable grant on the dataset that
     /// shows it every field the correction changes, unmasked.
     CorrectionNotGranted,
+    /// A grant of personal fields states no retention (Art. 19, 47), or
+    /// states one out of bounds.
+    RetentionMissing,
+    /// A grant of sensitive fields names no impact assessment (Art. 55).
+    AssessmentMissing,
+    /// A deletion receipt's signer is not a node that was released records
+    /// under the grant.
+    DeletionNotHolder,
+    /// A deletion receipt for a deletion that is not due: the grant has
+    /// not ended, states no retention, or no withdrawn consent awaits it.
+    DeletionNotDue,
+    /// A deletion receipt for copies already confirmed deleted.
+    DeletionDuplicate,
 }
 
 pub(super) fn reject(code: RejectionCode, detail: impl Into<String>) -> Rejection {

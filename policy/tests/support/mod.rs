@@ -125,6 +125,10 @@ impl Fixture {
     }
 }
 
+/// The impact assessment the tests' grants of sensitive fields name.
+pub const ASSESSMENT: civmesh_policy::deletion::AssessmentDigest =
+    civmesh_policy::deletion::AssessmentDigest([0xa5; 32]);
+
 pub fn grant_spec(dataset: &str, grantee: &OrgId, fields: &[&str], purpose: &str) -> GrantSpec {
     statutory_grant(dataset, grantee, fields, purpose, NOW_MS - DAY_MS..NOW_MS + 30 * DAY_MS)
 }

@@ -247,7 +247,7 @@ fn demand_and_grant(net: &Testnet) -> anyhow::Result<u64> {
 
 /// The grant of step 2: names, operating addresses and the masked phone of
 /// the enterprises of Jing'an Temple street, for 90 days, answering demand
-/// `demand_id`.
+/// `demand_id`; copies are kept a year.
 fn street_grant(demand_id: u64) -> anyhow::Result<GrantSpec> {
     Ok(GrantSpec {
         dataset: ENTERPRISES.into(),
@@ -269,6 +269,8 @@ fn street_grant(demand_id: u64) -> anyhow::Result<GrantSpec> {
         masking: BTreeMap::from([("legal_rep_phone".to_string(), MaskingRule::KeepLast(4))]),
         consent_required: false,
         demand: Some(demand_id),
+        retention: Some(civmesh_policy::fixtures::RETENTION),
+        assessment: None,
     })
 }
 
