@@ -4,7 +4,9 @@
 Written from the documents alone: docs/audit-bundle.md ("main"), Appendix A
 docs/audit-bundle-layouts.md ("A") and Appendix B docs/audit-bundle-rules.md
 ("B"). Python 3 standard library only; Ed25519 (RFC 8032) and the DER reading
-are implemented here.
+are implemented here. Operators' commands (B 2.5) and grants' retention,
+impact assessments and deletion receipts (A 5.3, B 5.9 step 9, B 5.19;
+main section 9) were added later, from the same documents.
 
 Usage:
   reference_verifier.py VECTOR_DIR
@@ -58,6 +60,8 @@ REJECTION_CODES = [
     "auto_accept_rule_unknown", "checkpoint_duplicate", "checkpoint_conflict",
     "entry_time_went_back", "signer_certificate_expired",
     "decision_time_out_of_window", "correction_not_granted",
+    "retention_missing", "assessment_missing", "deletion_not_holder",
+    "deletion_not_due", "deletion_duplicate",
 ]
 # CorrectionReasonCode names (A 5.4 / section 6, B 6.3): a string, "" = none
 CORRECTION_REASON_CODES = {
@@ -70,7 +74,9 @@ CORRECTION_REASON_CODES = {
 GENESIS, ADMIT, REVOKE_MEMBER, PUBLISH, ADD_NL, REMOVE_NL, FILE_DEMAND, \
     ISSUE_GRANT, REVOKE_GRANT, RECORD_ACCESS, RECORD_PUSH, RECORD_CONSENT, \
     RECORD_CORRECTION, SET_AUTO, COSIGN, REMOVE_AUTO, COMMIT_SECRET, \
-    FILE_DEMAND_REASON, REFUSE_DEMAND, RECORD_LISTING, BY_OPERATOR = range(21)
+    FILE_DEMAND_REASON, REFUSE_DEMAND, RECORD_LISTING, BY_OPERATOR, \
+    CONFIRM_DELETION = range(22)
+COMMAND_VARIANTS = 22
 ACCESS_KINDS = {RECORD_ACCESS: "query", RECORD_PUSH: "push", RECORD_LISTING: "listing"}
 # The commands an operator may make (B 2.5): a wrapper of any other is refused
 OPERATOR_MAY_MAKE = {PUBLISH, ADD_NL, REMOVE_NL, FILE_DEMAND, FILE_DEMAND_REASON,
@@ -79,7 +85,7 @@ OPERATOR_MAY_MAKE = {PUBLISH, ADD_NL, REMOVE_NL, FILE_DEMAND, FILE_DEMAND_REASON
 # Enum sizes and a few indices (A section 6)
 SHARING_UNCONDITIONAL, SHARING_NOT_SHARED = 0, 2
 FIELD_TYPE_TEXT = 0
-CLASS_PUBLIC, CLASS_SENSITIVE = 0, 3
+CLASS_PUBLIC, CLASS_PERSONAL, CLASS_SENSITIVE = 0, 2, 3
 LEGAL_BASIS_CONSENT = 0
 STAGES = ["submitted", "delivered", "accepted", "rejected", "conflict",
           "applied", "outcome_delivered"]
@@ -89,6 +95,14 @@ STAGE_MAY_FOLLOW = {"delivered": {"submitted"}, "accepted": {"delivered"},
                     "rejected": {"delivered"}, "conflict": {"delivered"},
                     "applied": {"accepted"},
                     "outcome_delivered": {"rejected", "conflict", "applied"}}
+# Retention bounds (B section 0, 5.9): keep 1 s .. 10 years, delete within 1 s .. 30 days
+DAY_MS = 86_400_000
+RETENTION_MS_MIN = 1_000
+RETENTION_KEEP_MS_MAX = 10 * 365 * DAY_MS
+DELETION_WITHIN_MS_MAX = 30 * DAY_MS
+DELETION_WITHIN_MS_DEFAULT = DAY_MS
+# DeletionCause indices (A 5.3)
+RETENTION_ENDED, GRANT_ENDED, CONSENT_WITHDRAWN = range(3)
 # Applied variants (A section 7, B 2.4)
 DONE, DEMAND_FILED, GRANT_ISSUED, ACCESS_LOGGED, CORRECTION_LOGGED = range(5)
 
@@ -348,7 +362,20 @@ def r_grant_spec(r):
     g["masking"] = dict(keys_rules)
     g["consent_required"] = r.bool()
     g["demand"] = r.option(r_u64)
+    g["retention"] = r.option(lambda r: {"keep_ms": r.varint(), "delete_within_ms": r.varint()})
+    g["assessment"] = r.option(r_hash)
     return g
+
+def r_deletion_receipt(r):              # A 5.3 DeletionReceipt, DeletionCause
+    rec = {"grant": r.varint()}
+    cause = r.enum(3)
+    rec["cause"] = cause
+    rec["received_before_ms"] = r.varint() if cause == RETENTION_ENDED else None
+    rec["subject"] = r.take(32) if cause == CONSENT_WITHDRAWN else None
+    rec["records_deleted"] = r.varint()
+    rec["subjects_commitment"] = r.take(32)
+    rec["deleted_at_ms"] = r.varint()
+    return rec
 
 def r_access_record(r):                 # A 5.3; request in nested form (A 4.2)
     rec = {"request_body": r.bytes(), "request_signature": r.bytes()}
@@ -404,11 +431,12 @@ COMMAND_DECODERS = {                     # A 5.1-5.3
                                 ("reason", r_str), ("until_ms", lambda r: r.option(r_u64))),
     REFUSE_DEMAND: _fields(("demand_id", r_u64), ("reason", r_str)),
     RECORD_LISTING: r_access_record,
+    CONFIRM_DELETION: r_deletion_receipt,
 }
 
 def r_command(r, wrappers=0):
     """A Command (A 5.1); `wrappers`: how many ByOperator wrappers enclose it."""
-    kind = r.enum(21)
+    kind = r.enum(COMMAND_VARIANTS)
     if kind == BY_OPERATOR:              # A 5.2: operator, then the command in place
         cmd = {"operator": r.string()}
         if wrappers >= OPERATOR_WRAPPERS_MAX:  # a third wrapper does not decode
@@ -691,6 +719,7 @@ class State:
         self.last_entry_time_ms = 0
         self.window = Window()
         self.subject_key_commitment = None
+        self.holdings = {}                   # grant id -> {holder node -> holding} (B 5.19)
         # verifier bookkeeping, not state
         self.just_final = None
         self.permits = self.denials = 0
@@ -997,6 +1026,7 @@ def rule_issue_grant(st, cmd, S, O, T):                              # B 5.9
     if (cmd["dataset"], None) in st.negative_list or \
             any((cmd["dataset"], f) in st.negative_list for f in cmd["fields"]):
         raise Reject("negative_listed")
+    check_protection(ds, cmd)
     if cmd["demand"] is not None:
         demand = st.demands.get(cmd["demand"])
         reject_if(demand is None, "demand_unknown")
@@ -1009,6 +1039,22 @@ def rule_issue_grant(st, cmd, S, O, T):                              # B 5.9
     st.grants[grant_id] = dict(cmd, id=grant_id, grantor=O, issued_at_ms=T, revoked=None)
     return (GRANT_ISSUED, grant_id)
 
+def retention_valid(retention):
+    """B 5.9 step 9: keep 1 s .. 10 years, delete within 1 s .. 30 days."""
+    return (RETENTION_MS_MIN <= retention["keep_ms"] <= RETENTION_KEEP_MS_MAX
+            and RETENTION_MS_MIN <= retention["delete_within_ms"] <= DELETION_WITHIN_MS_MAX)
+
+def check_protection(ds, spec):
+    """B 5.9 step 9: a retention in bounds, required with a personal or
+    sensitive field; an impact assessment with a sensitive field."""
+    classes = [schema(ds)[f]["class"][0] for f in spec["fields"]]
+    personal = any(c in (CLASS_PERSONAL, CLASS_SENSITIVE) for c in classes)
+    retention = spec["retention"]
+    if retention is not None and not retention_valid(retention):
+        raise Reject("retention_missing", "retention out of bounds")
+    reject_if(retention is None and personal, "retention_missing", "personal fields")
+    reject_if(CLASS_SENSITIVE in classes and spec["assessment"] is None, "assessment_missing")
+
 def rule_revoke_grant(st, cmd, S, O, T):                             # B 5.10
     text_check(cmd["reason"], REASON_BYTES_MAX, "reason")
     g = st.grants[cmd["grant_id"]]
@@ -1020,6 +1066,9 @@ def rule_consent(st, cmd, S, O, T):                                  # B 5.11
     text_check(cmd["purpose"], NAME_BYTES_MAX, "purpose")
     text_check(cmd["channel"], NAME_BYTES_MAX, "channel")
     key = (cmd["subject"], cmd["dataset"], cmd["grantee"], cmd["purpose"])
+    held = st.consents.get(key)
+    if not cmd["given"] and held is not None and held["given"]:
+        note_consent_withdrawn(st, key, T)
     st.consents[key] = {"given": cmd["given"], "covers_sensitive": cmd["covers_sensitive"],
                         "recorded_by": O, "recorded_at_ms": T, "channel": cmd["channel"]}
     return (DONE, None)
@@ -1082,6 +1131,8 @@ def apply_access(st, cmd, query, T):
         spend_nonce(st.window, requester, query["nonce"], query["issued_at_ms"], T)
     position = st.access_log_length
     st.access_log_length += 1
+    if cmd["permit"] and q["grant"] is not None:       # at least one released entry
+        note_release(st, q["grant"], requester, T)
     if cmd["permit"] is not None:
         st.permits += 1
     else:
@@ -1180,13 +1231,80 @@ def rule_commit_secret(st, cmd, S, O, T):                            # B 5.18
     st.subject_key_commitment = cmd["commitment"]
     return (DONE, None)
 
+# ---------------------------------------------------------------------------
+# Holdings and deletion receipts (B 5.19)
+# ---------------------------------------------------------------------------
+U64_MAX = 2 ** 64 - 1
+
+def grant_ended_at(g, t):
+    """B 5.19: the revocation or the window's end, whichever is first, once it is <= t."""
+    end = g["valid_until_ms"]
+    if g["revoked"] is not None:
+        end = min(g["revoked"]["at_ms"], end)
+    return end if end <= t else None
+
+def delete_within_ms(g):
+    return g["retention"]["delete_within_ms"] if g["retention"] else DELETION_WITHIN_MS_DEFAULT
+
+def needs_consent(g):
+    return g["consent_required"] or g["legal_basis"] == LEGAL_BASIS_CONSENT
+
+def note_release(st, grant_id, holder, T):
+    holding = st.holdings.setdefault(grant_id, {}).setdefault(holder, {
+        "last_release_ms": 0, "retained_since_ms": None, "deleted_before_ms": 0,
+        "ended_deleted_at_ms": None, "withdrawals_due": {}, "receipts": 0})
+    holding["last_release_ms"] = T
+    if holding["retained_since_ms"] is None:
+        holding["retained_since_ms"] = T
+
+def note_consent_withdrawn(st, key, T):
+    subject, dataset, grantee, purpose = key
+    for grant_id, g in sorted(st.grants.items()):
+        if not (needs_consent(g) and g["dataset"] == dataset and g["grantee"] == grantee
+                and g["purpose"] == purpose):
+            continue
+        due = min(T + delete_within_ms(g), U64_MAX)
+        for holding in st.holdings.get(grant_id, {}).values():
+            if holding["ended_deleted_at_ms"] is None:
+                holding["withdrawals_due"].setdefault(subject, due)
+
+def rule_confirm_deletion(st, cmd, S, O, T):                         # B 5.19
+    g = st.grants.get(cmd["grant"])
+    reject_if(g is None, "grant_unknown")
+    holding = st.holdings.get(cmd["grant"], {}).get(S)
+    reject_if(holding is None or g["grantee"] != O, "deletion_not_holder")
+    reject_if(cmd["deleted_at_ms"] > T + SKEW_MS, "invalid_argument", "deleted in the future")
+    reject_if(holding["ended_deleted_at_ms"] is not None, "deletion_duplicate", "grant ended")
+    cause = cmd["cause"]
+    if cause == RETENTION_ENDED:
+        before = cmd["received_before_ms"]
+        reject_if(g["retention"] is None, "deletion_not_due", "no retention")
+        reject_if(before > T, "invalid_argument", "received_before_ms in the future")
+        reject_if(before <= holding["deleted_before_ms"], "deletion_duplicate", "retention")
+    elif cause == GRANT_ENDED:
+        reject_if(grant_ended_at(g, T) is None, "deletion_not_due", "grant not ended")
+    else:
+        reject_if(cmd["subject"] not in holding["withdrawals_due"], "deletion_not_due",
+                  "no withdrawal due")
+    holding["receipts"] += 1
+    if cause == RETENTION_ENDED:
+        holding["deleted_before_ms"] = before
+        holding["retained_since_ms"] = before if holding["last_release_ms"] >= before else None
+    elif cause == GRANT_ENDED:
+        holding["ended_deleted_at_ms"] = T
+        holding["retained_since_ms"] = None
+        holding["withdrawals_due"].clear()
+    else:
+        del holding["withdrawals_due"][cmd["subject"]]
+    return (DONE, None)
+
 RULES = {ADMIT: rule_admit, REVOKE_MEMBER: rule_revoke_member, PUBLISH: rule_publish,
          ADD_NL: rule_add_nl, REMOVE_NL: rule_remove_nl, FILE_DEMAND: rule_file_demand,
          FILE_DEMAND_REASON: rule_file_demand, REFUSE_DEMAND: rule_refuse_demand,
          ISSUE_GRANT: rule_issue_grant, REVOKE_GRANT: rule_revoke_grant,
          RECORD_CONSENT: rule_consent, RECORD_CORRECTION: rule_correction,
          SET_AUTO: rule_set_auto, REMOVE_AUTO: rule_remove_auto, COSIGN: rule_cosign,
-         COMMIT_SECRET: rule_commit_secret}
+         COMMIT_SECRET: rule_commit_secret, CONFIRM_DELETION: rule_confirm_deletion}
 
 # ---------------------------------------------------------------------------
 # RFC 6962 Merkle tree (main section 5, step 4)

@@ -79,8 +79,8 @@ pub struct DeletionReceipt {
     pub cause: DeletionCause,
     /// How many records were deleted (0 when the node kept none).
     pub records_deleted: u64,
-    /// SHA-256 over the deleted subjects' keyed hashes in ascending order
-    /// (of nothing, when none): a commitment the holder can open to an
+    /// A [`SubjectsCommitment`] to the deleted subjects' keyed hashes, in
+    /// the order the holder deleted them: one the holder can open to an
     /// auditor, which names nobody in the log.
     #[serde(with = "crate::hex_digest")]
     pub subjects_commitment: [u8; 32],
@@ -88,15 +88,33 @@ pub struct DeletionReceipt {
     pub deleted_at_ms: UnixMillis,
 }
 
-/// The commitment a receipt carries to `subjects`, which must be sorted.
-pub fn subjects_commitment<'a>(subjects: impl IntoIterator<Item = &'a SubjectKeyHash>) -> [u8; 32] {
-    use sha2::Digest;
-    let mut hasher = sha2::Sha256::new();
-    hasher.update(b"civmesh/deleted-subjects/v1\0");
-    for subject in subjects {
-        hasher.update(subject.0);
+/// The commitment a receipt carries to the subjects deleted: a hash chain,
+/// `c0 = SHA-256(label)`, `c(i) = SHA-256(label, c(i-1), subject i)`. A
+/// chain rather than one hash over all, so a holder deleting millions of
+/// copies in bounded batches keeps 32 bytes between them, across a restart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SubjectsCommitment(#[serde(with = "crate::hex_digest")] pub [u8; 32]);
+
+/// The label that starts every step of a [`SubjectsCommitment`].
+pub const SUBJECTS_COMMITMENT_LABEL: &[u8] = b"civmesh/deleted-subjects/v1\0";
+
+impl Default for SubjectsCommitment {
+    fn default() -> Self {
+        use sha2::Digest;
+        SubjectsCommitment(sha2::Sha256::digest(SUBJECTS_COMMITMENT_LABEL).into())
     }
-    hasher.finalize().into()
+}
+
+impl SubjectsCommitment {
+    /// The chain moved on by one deleted subject.
+    pub fn add(&mut self, subject: &[u8; 32]) {
+        use sha2::Digest;
+        let mut hasher = sha2::Sha256::new();
+        hasher.update(SUBJECTS_COMMITMENT_LABEL);
+        hasher.update(self.0);
+        hasher.update(subject);
+        self.0 = hasher.finalize().into();
+    }
 }
 
 /// What one holder node holds under one grant, as the log knows it: when

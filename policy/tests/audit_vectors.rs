@@ -10,6 +10,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "audit_vectors/deletions.rs"]
+mod deletions;
 mod support;
 
 use std::path::{Path, PathBuf};
@@ -181,6 +183,7 @@ fn write_vectors() {
     all.extend(replay_vectors(&log));
     all.extend(outcome_vectors(&fx, &log));
     all.extend(operator_vectors(&fx, &log));
+    all.extend(deletions::deletion_vectors(&fx, &log));
     let dir = vectors_dir();
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("ca.pem"), &ca_pem).unwrap();

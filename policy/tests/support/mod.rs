@@ -147,3 +147,23 @@ impl RecordFacts for Row {
         self.values.get(field)
     }
 }
+
+/// Signs `command` as `key` at `at_ms` and applies it at that entry time.
+pub fn apply_at(
+    state: &mut PolicyState,
+    key: &NodeKey,
+    command: Command,
+    at_ms: u64,
+) -> Result<Applied, Rejection> {
+    state.apply(&SignedEnvelope::sign(key, &command, at_ms).unwrap(), at_ms)
+}
+
+impl Fixture {
+    /// A node of `org` in `role`, admitted by the hub at [`NOW_MS`].
+    pub fn admit(&mut self, org: &str, role: Role) -> Node {
+        let admitted = node(&self.ca, org, role);
+        let command = Command::AdmitMember { certificate_der: admitted.certificate_der.clone() };
+        apply(&mut self.state, &self.hub.key, command).unwrap();
+        admitted
+    }
+}

@@ -41,8 +41,17 @@ impl RecordedLog {
 
     /// Applies and archives a signed command, as a replica does.
     pub fn record_envelope(&mut self, envelope: &civmesh_policy::SignedCommand) -> bool {
+        self.record_envelope_at(envelope, NOW_MS)
+    }
+
+    /// The same, in an entry stamped `entry_time_ms`.
+    pub fn record_envelope_at(
+        &mut self,
+        envelope: &civmesh_policy::SignedCommand,
+        entry_time_ms: u64,
+    ) -> bool {
         let envelope = envelope.clone();
-        let (outcome, appended) = self.state.apply_appending(&envelope, NOW_MS);
+        let (outcome, appended) = self.state.apply_appending(&envelope, entry_time_ms);
         let accepted = outcome.is_ok();
         self.leaves.extend(appended.audit_leaf);
         self.made_final.extend(appended.checkpoint.map(|checkpoint| checkpoint.body.tree_size));
@@ -50,7 +59,7 @@ impl RecordedLog {
         self.commands.push(ArchivedCommand {
             sequence,
             log_index: sequence + 2,
-            entry_time_ms: NOW_MS,
+            entry_time_ms,
             envelope: envelope.to_bytes().unwrap(),
             accepted,
         });
