@@ -86,6 +86,11 @@ pub struct DeletionReceipt {
     pub subjects_commitment: [u8; 32],
     /// When the deletion and its compaction finished, by the holder's clock.
     pub deleted_at_ms: UnixMillis,
+    /// After a retention deletion, when the earliest copy the holder still
+    /// keeps under the grant was received (at or after the cutoff); `None`
+    /// when it keeps none. The next retention falls due from it, since the
+    /// log does not keep every release's time. `None` for other causes.
+    pub earliest_held_ms: Option<UnixMillis>,
 }
 
 /// The commitment a receipt carries to the subjects deleted: a hash chain,
@@ -127,8 +132,8 @@ pub struct Holding {
     pub last_release_ms: UnixMillis,
     /// The earliest time from which the node may hold copies it has not
     /// yet confirmed deleted for retention; `None` once it holds none. After
-    /// a retention receipt it is the receipt's `received_before_ms` when
-    /// releases followed it: the log does not keep every release's time.
+    /// a retention receipt it is the receipt's `earliest_held_ms` (never
+    /// earlier than before): the log does not keep every release's time.
     pub retained_since_ms: Option<UnixMillis>,
     /// The latest retention receipt's `received_before_ms`.
     pub deleted_before_ms: UnixMillis,

@@ -21,6 +21,7 @@ use crate::SignedCommand;
 
 mod bundle;
 mod export;
+mod lifecycle;
 mod signatures;
 mod subject;
 mod tally;
@@ -33,6 +34,7 @@ pub use bundle::{
     BundleError, BundleHeader, BundleReader,
 };
 pub use export::{checked_subject_accesses, ArchiveWriter, ExportError, Exported, SubjectReportError};
+pub use lifecycle::{lifecycle_report, HolderDeletions, LifecycleReport};
 pub use signatures::VERIFY_BATCH_COMMANDS_MAX;
 pub use subject::{SubjectAccess, SubjectAccessOutcome};
 pub use tally::{
@@ -59,7 +61,7 @@ pub const BUNDLE_MAGIC: [u8; 8] = *b"CIVAUDIT";
 /// The bundle format this code writes and reads.
 /// 2: leaves bind their position and the applied digest, which covers
 /// entry times; version 1 bundles hash leaves from the envelope alone.
-pub const BUNDLE_FORMAT_VERSION: u32 = 2;
+pub const BUNDLE_FORMAT_VERSION: u32 = 3;
 /// The largest archived command envelope, in bytes.
 pub const ARCHIVED_COMMAND_BYTES_MAX: usize = civmesh_certs::ENVELOPE_BYTES_MAX + 1024;
 

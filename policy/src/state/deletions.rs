@@ -61,9 +61,7 @@ impl PolicyState {
                 let detail = format!("{signer} was never released records under grant {}", grant.id);
                 reject(RejectionCode::DeletionNotHolder, detail)
             })?;
-        if receipt.deleted_at_ms > entry_time_ms.saturating_add(COMMAND_SKEW_MS_MAX) {
-            return Err(reject(RejectionCode::InvalidArgument, "the deletion time is in the future"));
-        }
+        check_deletion_time(receipt, grant, holding, entry_time_ms)?;
         if holding.ended_deleted_at_ms.is_some() {
             return Err(reject(
                 RejectionCode::DeletionDuplicate,
@@ -72,7 +70,11 @@ impl PolicyState {
         }
         match &receipt.cause {
             DeletionCause::RetentionEnded { received_before_ms } => {
-                check_retention_receipt(grant.retention, holding, *received_before_ms, entry_time_ms)
+                let retention = RetentionReceipt {
+                    received_before_ms: *received_before_ms,
+                    earliest_held_ms: receipt.earliest_held_ms,
+                };
+                check_retention_receipt(grant.retention, holding, retention, entry_time_ms)
             }
             DeletionCause::GrantEnded if grant.ended_at_ms(entry_time_ms).is_none() => {
                 Err(reject(RejectionCode::DeletionNotDue, format!("grant {} has not ended", grant.id)))
@@ -103,8 +105,12 @@ impl PolicyState {
         match receipt.cause {
             DeletionCause::RetentionEnded { received_before_ms } => {
                 holding.deleted_before_ms = received_before_ms;
-                holding.retained_since_ms =
-                    (holding.last_release_ms >= received_before_ms).then_some(received_before_ms);
+                let since_ms =
+                    holding.retained_since_ms.unwrap_or(received_before_ms).max(received_before_ms);
+                holding.retained_since_ms = receipt
+                    .earliest_held_ms
+                    .filter(|_| holding.last_release_ms >= received_before_ms)
+                    .map(|earliest_ms| earliest_ms.max(since_ms));
             }
             DeletionCause::GrantEnded => {
                 holding.ended_deleted_at_ms = Some(at_ms);
@@ -159,8 +165,13 @@ impl PolicyState {
                 continue;
             }
             if let (Some(retention), Some(since_ms)) = (grant.retention, holding.retained_since_ms) {
+                // Due half the time to delete after the retention, so a
+                // holder receiving all the time deletes in batches, not at
+                // every sweep; still well within the bound.
                 let received_before_ms = now_ms.saturating_sub(retention.keep_ms);
-                if since_ms < received_before_ms && received_before_ms > holding.deleted_before_ms {
+                let due_ms =
+                    since_ms.saturating_add(retention.keep_ms).saturating_add(retention.delete_within_ms / 2);
+                if due_ms <= now_ms && received_before_ms > holding.deleted_before_ms {
                     let cause = DeletionCause::RetentionEnded { received_before_ms };
                     due.push(DeletionDue { grant: grant.id, cause });
                 }
@@ -194,7 +205,10 @@ impl PolicyState {
                 }
                 if let (Some(retention), Some(since_ms)) = (grant.retention, holding.retained_since_ms) {
                     let due_at_ms = since_ms.saturating_add(retention.keep_ms).saturating_add(within_ms);
-                    push(DeletionCause::RetentionEnded { received_before_ms: since_ms }, due_at_ms);
+                    // Copies received up to `since_ms` included are due.
+                    let cause =
+                        DeletionCause::RetentionEnded { received_before_ms: since_ms.saturating_add(1) };
+                    push(cause, due_at_ms);
                 }
                 for (subject, due_at_ms) in &holding.withdrawals_due {
                     push(DeletionCause::ConsentWithdrawn { subject: *subject }, *due_at_ms);
@@ -205,17 +219,58 @@ impl PolicyState {
     }
 }
 
+/// A retention receipt's two times.
+struct RetentionReceipt {
+    received_before_ms: UnixMillis,
+    earliest_held_ms: Option<UnixMillis>,
+}
+
+/// A deletion is not dated in the future, nor before what it deletes: the
+/// grant's end, or the latest release it covers, or its cutoff (each
+/// within the clock skew).
+fn check_deletion_time(
+    receipt: &DeletionReceipt,
+    grant: &Grant,
+    holding: &Holding,
+    entry_time_ms: UnixMillis,
+) -> Result<(), Rejection> {
+    let deleted_at_ms = receipt.deleted_at_ms;
+    if deleted_at_ms > entry_time_ms.saturating_add(COMMAND_SKEW_MS_MAX) {
+        return Err(reject(RejectionCode::InvalidArgument, "the deletion time is in the future"));
+    }
+    let after_ms = match &receipt.cause {
+        DeletionCause::GrantEnded => {
+            holding.last_release_ms.max(grant.ended_at_ms(entry_time_ms).unwrap_or(entry_time_ms))
+        }
+        DeletionCause::RetentionEnded { received_before_ms } => *received_before_ms,
+        DeletionCause::ConsentWithdrawn { .. } => 0,
+    };
+    if deleted_at_ms.saturating_add(COMMAND_SKEW_MS_MAX) < after_ms {
+        return Err(reject(RejectionCode::InvalidArgument, "deleted before the copies it covers were due"));
+    }
+    Ok(())
+}
+
 fn check_retention_receipt(
     retention: Option<Retention>,
     holding: &Holding,
-    received_before_ms: UnixMillis,
+    receipt: RetentionReceipt,
     entry_time_ms: UnixMillis,
 ) -> Result<(), Rejection> {
+    let RetentionReceipt { received_before_ms, earliest_held_ms } = receipt;
     if retention.is_none() {
         return Err(reject(RejectionCode::DeletionNotDue, "the grant states no retention"));
     }
     if received_before_ms > entry_time_ms {
         return Err(reject(RejectionCode::InvalidArgument, "received_before_ms is in the future"));
+    }
+    if earliest_held_ms.is_some_and(|earliest_ms| {
+        earliest_ms < received_before_ms || earliest_ms > entry_time_ms.saturating_add(COMMAND_SKEW_MS_MAX)
+    }) {
+        return Err(reject(
+            RejectionCode::InvalidArgument,
+            "the earliest copy held lies between the cutoff and the entry time",
+        ));
     }
     if received_before_ms <= holding.deleted_before_ms {
         return Err(reject(

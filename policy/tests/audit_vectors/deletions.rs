@@ -113,6 +113,7 @@ fn receipt(grant: u64, cause: DeletionCause, subjects: &[SubjectKeyHash]) -> Com
         records_deleted: subjects.len() as u64,
         subjects_commitment: commitment.0,
         deleted_at_ms: NOW_MS,
+        earliest_held_ms: None,
     })
 }
 

@@ -1,0 +1,98 @@
+//! The auditor's view of personal information after its release (PIPL
+//! Art. 15, 19, 47, 55): per holder, the deletions it confirmed and those
+//! overdue, and the grants of sensitive fields without an impact
+//! assessment, all computed from a replayed state.
+
+use std::collections::BTreeMap;
+
+use civmesh_certs::{NodeId, UnixMillis};
+use serde::{Deserialize, Serialize};
+
+use crate::deletion::OverdueDeletion;
+use crate::model::{FieldClass, GrantId};
+use crate::PolicyState;
+
+/// One holder node's deletions.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HolderDeletions {
+    /// Its organisation.
+    pub holder_org: String,
+    /// The node.
+    pub holder: NodeId,
+    /// Grants under which it was released records.
+    pub grants_held: u64,
+    /// Receipts it logged.
+    pub receipts: u64,
+    /// Deletions due, past their bound, without a receipt.
+    pub overdue: u64,
+}
+
+/// The lifecycle section of an audit report.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LifecycleReport {
+    /// The time it is computed at: the log's latest entry time.
+    pub at_ms: UnixMillis,
+    /// Per holder node.
+    pub holders: Vec<HolderDeletions>,
+    /// Every overdue deletion.
+    pub overdue: Vec<OverdueDeletion>,
+    /// Grants of sensitive fields that name no impact assessment: 0 unless
+    /// issued before the rule (apply refuses them).
+    pub sensitive_grants_without_assessment: Vec<GrantId>,
+}
+
+impl LifecycleReport {
+    /// Whether nothing is overdue and no sensitive grant lacks its assessment.
+    pub fn clean(&self) -> bool {
+        self.overdue.is_empty() && self.sensitive_grants_without_assessment.is_empty()
+    }
+}
+
+/// The report for `state` at its latest entry time.
+pub fn lifecycle_report(state: &PolicyState) -> LifecycleReport {
+    let at_ms = state.last_entry_time_ms;
+    let overdue = state.deletions_overdue(at_ms);
+    let mut holders: BTreeMap<NodeId, HolderDeletions> = BTreeMap::new();
+    for holder_map in state.holdings.values() {
+        for (holder, holding) in holder_map {
+            let row = holders.entry(*holder).or_insert_with(|| HolderDeletions {
+                holder_org: state
+                    .members
+                    .get(holder)
+                    .map(|member| member.org.to_string())
+                    .unwrap_or_default(),
+                holder: *holder,
+                grants_held: 0,
+                receipts: 0,
+                overdue: 0,
+            });
+            row.grants_held += 1;
+            row.receipts += holding.receipts;
+        }
+    }
+    for deletion in &overdue {
+        if let Some(row) = holders.get_mut(&deletion.holder) {
+            row.overdue += 1;
+        }
+    }
+    let sensitive_grants_without_assessment = state
+        .grants
+        .values()
+        .filter(|grant| grant.assessment.is_none())
+        .filter(|grant| {
+            let dataset = state.datasets.get(&grant.dataset);
+            grant.fields.iter().any(|field| {
+                dataset
+                    .and_then(|dataset| dataset.field(field))
+                    .is_some_and(|f| matches!(f.class, FieldClass::Sensitive(_)))
+            })
+        })
+        .map(|grant| grant.id)
+        .collect();
+    LifecycleReport {
+        at_ms,
+        holders: holders.into_values().collect(),
+        overdue,
+        sensitive_grants_without_assessment,
+    }
+}
