@@ -163,6 +163,19 @@ pub enum Command {
     /// their retention ended, their grant ended, or a consent they relied
     /// on was withdrawn. Metadata only. Signed by the holder node.
     ConfirmDeletion(crate::deletion::DeletionReceipt),
+    /// A subject's request (access, correction, deletion), taken by the
+    /// intake node (which signs it) and logged by the dataset's owner once
+    /// it found the record. Metadata only.
+    FileSubjectRequest(crate::subject_request::SubjectRequestSpec),
+    /// The owner's answer to an open subject request. Signed by a member
+    /// of the dataset's owner.
+    AnswerSubjectRequest {
+        /// The request.
+        #[serde(with = "crate::hex_digest")]
+        id: crate::subject_request::SubjectRequestId,
+        /// Done, or refused with why.
+        outcome: crate::subject_request::SubjectRequestOutcome,
+    },
 }
 
 /// The longest operator name a [`Command::ByOperator`] carries, in bytes.
@@ -259,6 +272,10 @@ pub enum CommandKind {
     ByOperator,
     /// [`Command::ConfirmDeletion`].
     ConfirmDeletion,
+    /// [`Command::FileSubjectRequest`].
+    FileSubjectRequest,
+    /// [`Command::AnswerSubjectRequest`].
+    AnswerSubjectRequest,
 }
 
 impl CommandKind {
@@ -287,6 +304,8 @@ impl CommandKind {
             CommandKind::RecordListing => "record_listing",
             CommandKind::ByOperator => "by_operator",
             CommandKind::ConfirmDeletion => "confirm_deletion",
+            CommandKind::FileSubjectRequest => "file_subject_request",
+            CommandKind::AnswerSubjectRequest => "answer_subject_request",
         }
     }
 }
@@ -335,6 +354,8 @@ impl Command {
             Command::RecordListing(_) => CommandKind::RecordListing,
             Command::ByOperator { .. } => CommandKind::ByOperator,
             Command::ConfirmDeletion(_) => CommandKind::ConfirmDeletion,
+            Command::FileSubjectRequest(_) => CommandKind::FileSubjectRequest,
+            Command::AnswerSubjectRequest { .. } => CommandKind::AnswerSubjectRequest,
         }
     }
 
@@ -358,6 +379,7 @@ impl Command {
                 | Command::SetAutoAcceptRule(_)
                 | Command::RemoveAutoAcceptRule { .. }
                 | Command::RevokeMember { .. }
+                | Command::AnswerSubjectRequest { .. }
         )
     }
 }

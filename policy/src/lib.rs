@@ -15,6 +15,8 @@
 //!   and time bucket, from the log alone.
 //! - [`report`]: the `catalog match` report.
 //! - [`hex_digest`]: digests as hex in JSON, raw in the canonical encoding.
+//! - [`subject_request`]: the subject's own requests (access, correction,
+//!   deletion), metadata only.
 //! - [`subject_keys`]: pairwise subject keys, so only the owner, the
 //!   requester and an auditor can link an access to a citizen.
 //! - `fixtures` (feature `fixtures`): the demo city's organisations and
@@ -39,6 +41,7 @@ mod reason_code;
 pub mod report;
 pub mod state;
 pub mod subject_keys;
+pub mod subject_request;
 
 pub use access::{AccessKind, AccessLogEntry, AccessOutcome, AccessRecord, QueryHeader, SubjectRelease};
 pub use command::{Command, CommandKind, DatasetSpec, DemandSpec, GrantSpec, SignedCommand};

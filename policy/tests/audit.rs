@@ -190,8 +190,8 @@ fn another_federation_and_damaged_files_are_refused() {
         assert!(matches!(decode_bundle(&bytes[..cut]), Err(BundleError::Corrupt(_))), "cut at {cut}");
     }
     let mut future = bytes.clone();
-    future[8] = 3;
-    assert!(matches!(decode_bundle(&future), Err(BundleError::UnknownFormatVersion(3))));
+    future[8] = 4;
+    assert!(matches!(decode_bundle(&future), Err(BundleError::UnknownFormatVersion(4))));
 }
 
 #[test]

@@ -290,6 +290,10 @@ fn authorised(state: &PolicyState, signer_key: &NodeKey, command: &Command) -> b
         Command::RemoveAutoAcceptRule { dataset, .. } => owns(dataset),
         Command::RecordCorrectionEvent(event) if event.stage.logged_by_owner() => owns(&event.dataset),
         Command::RecordCorrectionEvent(event) => event.submitter == signer,
+        Command::FileSubjectRequest(_) => true,
+        Command::AnswerSubjectRequest { id, .. } => {
+            state.subject_requests.get(id).is_some_and(|request| owns(&request.spec.dataset))
+        }
         Command::ConfirmDeletion(receipt) => {
             state.grants.get(&receipt.grant).is_some_and(|grant| grant.grantee == member.org)
         }

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::deletion::OverdueDeletion;
 use crate::model::{FieldClass, GrantId};
+use crate::subject_request::SubjectRequestCounts;
 use crate::PolicyState;
 
 /// One holder node's deletions.
@@ -39,12 +40,30 @@ pub struct LifecycleReport {
     /// Grants of sensitive fields that name no impact assessment: 0 unless
     /// issued before the rule (apply refuses them).
     pub sensitive_grants_without_assessment: Vec<GrantId>,
+    /// Per owner: subject requests answered, answered late, refused, and
+    /// open past their deadline now.
+    pub subject_requests: Vec<OwnerRequests>,
+}
+
+/// One owner's subject requests.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OwnerRequests {
+    /// The owner.
+    pub owner: String,
+    /// What it answered.
+    #[serde(flatten)]
+    pub counts: SubjectRequestCounts,
+    /// Requests open past their deadline.
+    pub overdue: u64,
 }
 
 impl LifecycleReport {
-    /// Whether nothing is overdue and no sensitive grant lacks its assessment.
+    /// Whether nothing is overdue or was answered late, and no sensitive
+    /// grant lacks its assessment.
     pub fn clean(&self) -> bool {
-        self.overdue.is_empty() && self.sensitive_grants_without_assessment.is_empty()
+        self.overdue.is_empty()
+            && self.sensitive_grants_without_assessment.is_empty()
+            && self.subject_requests.iter().all(|owner| owner.overdue == 0 && owner.counts.answered_late == 0)
     }
 }
 
@@ -94,5 +113,24 @@ pub fn lifecycle_report(state: &PolicyState) -> LifecycleReport {
         holders: holders.into_values().collect(),
         overdue,
         sensitive_grants_without_assessment,
+        subject_requests: owner_requests(state, at_ms),
     }
+}
+
+fn owner_requests(state: &PolicyState, at_ms: UnixMillis) -> Vec<OwnerRequests> {
+    let mut owners: BTreeMap<String, OwnerRequests> = state
+        .subject_request_counts
+        .iter()
+        .map(|(owner, counts)| {
+            let row = OwnerRequests { owner: owner.to_string(), counts: *counts, overdue: 0 };
+            (owner.to_string(), row)
+        })
+        .collect();
+    for request in state.subject_requests_overdue(at_ms) {
+        let owner = request.owner.to_string();
+        let blank =
+            || OwnerRequests { owner: owner.clone(), counts: SubjectRequestCounts::default(), overdue: 0 };
+        owners.entry(owner.clone()).or_insert_with(blank).overdue += 1;
+    }
+    owners.into_values().collect()
 }

@@ -34,7 +34,7 @@ pub use bundle::{
     BundleError, BundleHeader, BundleReader,
 };
 pub use export::{checked_subject_accesses, ArchiveWriter, ExportError, Exported, SubjectReportError};
-pub use lifecycle::{lifecycle_report, HolderDeletions, LifecycleReport};
+pub use lifecycle::{lifecycle_report, HolderDeletions, LifecycleReport, OwnerRequests};
 pub use signatures::VERIFY_BATCH_COMMANDS_MAX;
 pub use subject::{SubjectAccess, SubjectAccessOutcome};
 pub use tally::{

@@ -23,6 +23,8 @@ pub struct EvaluationFacts {
     pub(super) groups: BTreeMap<(String, DatasetId), Group>,
     /// Each street's (submitting organisation's) corrections.
     pub(super) streets: BTreeMap<String, Vec<TrackFacts>>,
+    /// Each holder's deletions, as of the log's latest entry.
+    pub(super) deletions: Vec<crate::audit::HolderDeletions>,
 }
 
 /// One owner's and dataset's corrections and demands.
@@ -91,6 +93,7 @@ impl EvaluationFacts {
                 facts.group(dataset.owner.as_str(), &dataset.id).demands.push(copied);
             }
         }
+        facts.deletions = crate::audit::lifecycle_report(state).holders;
         facts
     }
 

@@ -209,6 +209,11 @@ pub struct Evaluation {
     pub departments: Vec<DepartmentRow>,
     /// Per bucket and street.
     pub streets: Vec<StreetRow>,
+    /// Per holder node of received copies: its deletion receipts and the
+    /// deletions overdue, as of the log's latest entry (the log keeps no
+    /// history of overdue periods, so these are not per bucket).
+    #[serde(default)]
+    pub deletions: Vec<crate::audit::HolderDeletions>,
     /// What the log cannot tell (empty when it tells everything).
     pub notes: Vec<String>,
 }
@@ -251,6 +256,7 @@ impl EvaluationFacts {
             bucket: query.bucket,
             departments,
             streets,
+            deletions: self.deletions.clone(),
             notes: Vec::new(),
         })
     }

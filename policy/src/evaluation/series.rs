@@ -199,6 +199,7 @@ mod tests {
             bucket: Bucket::Week,
             departments,
             streets: Vec::new(),
+            deletions: Vec::new(),
             notes: Vec::new(),
         };
         let (series, _) = into_series(evaluation);

@@ -90,9 +90,12 @@ impl PolicyState {
             Command::RemoveAutoAcceptRule { dataset, .. } => self.check_owner(org, dataset),
             Command::RecordCorrectionEvent(event) => self.check_correction_logger(org, signer_id, event),
             Command::RefuseDemand { demand_id, .. } => self.check_demand_owner(org, *demand_id),
+            Command::AnswerSubjectRequest { id, .. } => self.check_subject_request_owner(org, id),
             // Only a node released records under the grant may confirm
             // deleting them: checked with the holdings in `validate`.
+            // Any member may take a subject's request; the owner logs it.
             Command::ConfirmDeletion(_)
+            | Command::FileSubjectRequest(_)
             | Command::FileDemand { .. }
             | Command::FileDemandWithReason(_)
             | Command::AdmitMember { .. }

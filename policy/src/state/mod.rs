@@ -38,12 +38,14 @@ mod grants;
 mod membership;
 mod rejection;
 mod replay;
+mod subject_requests;
 
 pub use corrections::{CorrectionClearance, CorrectionRefusal};
 pub use deletions::DeletionDue;
 pub use grants::{DemandStatus, GrantWarning, GRANT_EXPIRY_WARNING_DAYS};
 pub use rejection::{Rejection, RejectionCode};
 pub use replay::{COMMAND_NONCES_MAX, COMMAND_NONCES_PER_SIGNER_MAX, COMMAND_SKEW_MS_MAX};
+pub use subject_requests::SUBJECT_REQUESTS_OPEN_MAX;
 
 use access::LoggedAccess;
 use authority::genesis_not_first;
@@ -160,6 +162,11 @@ pub struct PolicyState {
     /// deletions it confirmed. Grows with grants and their holders, not
     /// with the log.
     pub holdings: BTreeMap<GrantId, BTreeMap<NodeId, crate::deletion::Holding>>,
+    /// The subjects' requests still open, by id; an answered one leaves.
+    pub subject_requests:
+        BTreeMap<crate::subject_request::SubjectRequestId, crate::subject_request::SubjectRequest>,
+    /// Per owner, the requests it answered (late ones counted).
+    pub subject_request_counts: BTreeMap<OrgId, crate::subject_request::SubjectRequestCounts>,
 }
 
 impl Default for PolicyState {
@@ -191,6 +198,8 @@ impl Default for PolicyState {
             ),
             subject_key_commitment: None,
             holdings: BTreeMap::new(),
+            subject_requests: BTreeMap::new(),
+            subject_request_counts: BTreeMap::new(),
         }
     }
 }
@@ -376,6 +385,8 @@ impl PolicyState {
             Command::ConfirmDeletion(receipt) => {
                 self.validate_deletion(receipt, signer, signer_org, entry_time_ms)?
             }
+            Command::FileSubjectRequest(spec) => self.validate_subject_request(spec, entry_time_ms)?,
+            Command::AnswerSubjectRequest { id, outcome } => self.validate_subject_answer(id, outcome)?,
             Command::SetAutoAcceptRule(rule) => self.validate_auto_accept_rule(rule, signer_org)?,
             Command::RemoveAutoAcceptRule { dataset, submitter } => {
                 self.validate_auto_accept_rule_removal(dataset, submitter)?
@@ -440,6 +451,10 @@ impl PolicyState {
             Command::CosignCheckpoint(body) => self.record_cosignature(body, signer, at_ms),
             Command::CommitSubjectKeySecret { commitment } => self.commit_subject_key_secret(commitment),
             Command::ConfirmDeletion(receipt) => self.confirm_deletion(receipt, signer, at_ms),
+            Command::FileSubjectRequest(spec) => self.file_subject_request(spec, org, at_ms),
+            Command::AnswerSubjectRequest { id, outcome } => {
+                self.answer_subject_request(&id, &outcome, at_ms)
+            }
             // Never reached: `validate` refuses a wrapper inside a wrapper.
             Command::ByOperator { .. } => Applied::Done,
         }

@@ -103,6 +103,10 @@ pub enum RejectionCode {
     DeletionNotDue,
     /// A deletion receipt for copies already confirmed deleted.
     DeletionDuplicate,
+    /// No open subject request with this id.
+    SubjectRequestUnknown,
+    /// A subject request with this id is open already.
+    SubjectRequestDuplicate,
 }
 
 pub(super) fn reject(code: RejectionCode, detail: impl Into<String>) -> Rejection {
