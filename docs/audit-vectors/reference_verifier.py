@@ -1,12 +1,13 @@
 #!/usr/bin/env python3
-"""Independent reference verifier for civmesh audit bundles, format version 2.
+"""Independent reference verifier for civmesh audit bundles, format version 3.
 
 Written from the documents alone: docs/audit-bundle.md ("main"), Appendix A
 docs/audit-bundle-layouts.md ("A") and Appendix B docs/audit-bundle-rules.md
 ("B"). Python 3 standard library only; Ed25519 (RFC 8032) and the DER reading
 are implemented here. Operators' commands (B 2.5) and grants' retention,
 impact assessments and deletion receipts (A 5.3, B 5.9 step 9, B 5.19;
-main section 9) were added later, from the same documents.
+main section 9), then format version 3 (a receipt's earliest copy held and
+the bounds on its times), were added later, from the same documents.
 
 Usage:
   reference_verifier.py VECTOR_DIR
@@ -45,6 +46,7 @@ OPERATOR_WRAPPERS_MAX = 2              # A 5.2 (ByOperator), B 2.5
 HEADER_BYTES_MAX = 1_048_576           # A section 2
 COMMAND_BYTES_MAX = ENVELOPE_BYTES_MAX + 1024
 MAGIC = b"CIVAUDIT"
+FORMAT_VERSION = 3                     # BUNDLE_FORMAT_VERSION (main section 3, section 9)
 ENVELOPE_PREFIX = b"civmesh/envelope/v1\x00"          # main section 4, A 4.4
 DIGEST_PREFIX = b"civmesh/applied-digest/v1\x00"      # B 2.4
 
@@ -375,6 +377,7 @@ def r_deletion_receipt(r):              # A 5.3 DeletionReceipt, DeletionCause
     rec["records_deleted"] = r.varint()
     rec["subjects_commitment"] = r.take(32)
     rec["deleted_at_ms"] = r.varint()
+    rec["earliest_held_ms"] = r.option(r_u64)
     return rec
 
 def r_access_record(r):                 # A 5.3; request in nested form (A 4.2)
@@ -1268,18 +1271,36 @@ def note_consent_withdrawn(st, key, T):
             if holding["ended_deleted_at_ms"] is None:
                 holding["withdrawals_due"].setdefault(subject, due)
 
+def check_deletion_time(g, holding, cmd, T):                           # B 5.19 step 3
+    """Not deleted in the future, nor (within the skew) before what it deletes."""
+    deleted_at = cmd["deleted_at_ms"]
+    reject_if(deleted_at > min(T + SKEW_MS, U64_MAX), "invalid_argument", "deleted in the future")
+    cause = cmd["cause"]
+    if cause == GRANT_ENDED:
+        ended = grant_ended_at(g, T)
+        after = max(holding["last_release_ms"], T if ended is None else ended)
+    elif cause == RETENTION_ENDED:
+        after = cmd["received_before_ms"]
+    else:
+        after = 0
+    reject_if(min(deleted_at + SKEW_MS, U64_MAX) < after, "invalid_argument",
+              "deleted before the copies it covers were due")
+
 def rule_confirm_deletion(st, cmd, S, O, T):                         # B 5.19
     g = st.grants.get(cmd["grant"])
     reject_if(g is None, "grant_unknown")
     holding = st.holdings.get(cmd["grant"], {}).get(S)
     reject_if(holding is None or g["grantee"] != O, "deletion_not_holder")
-    reject_if(cmd["deleted_at_ms"] > T + SKEW_MS, "invalid_argument", "deleted in the future")
+    check_deletion_time(g, holding, cmd, T)
     reject_if(holding["ended_deleted_at_ms"] is not None, "deletion_duplicate", "grant ended")
     cause = cmd["cause"]
     if cause == RETENTION_ENDED:
-        before = cmd["received_before_ms"]
+        before, earliest = cmd["received_before_ms"], cmd["earliest_held_ms"]
         reject_if(g["retention"] is None, "deletion_not_due", "no retention")
         reject_if(before > T, "invalid_argument", "received_before_ms in the future")
+        reject_if(earliest is not None
+                  and (earliest < before or earliest > min(T + SKEW_MS, U64_MAX)),
+                  "invalid_argument", "earliest copy held out of bounds")
         reject_if(before <= holding["deleted_before_ms"], "deletion_duplicate", "retention")
     elif cause == GRANT_ENDED:
         reject_if(grant_ended_at(g, T) is None, "deletion_not_due", "grant not ended")
@@ -1289,7 +1310,10 @@ def rule_confirm_deletion(st, cmd, S, O, T):                         # B 5.19
     holding["receipts"] += 1
     if cause == RETENTION_ENDED:
         holding["deleted_before_ms"] = before
-        holding["retained_since_ms"] = before if holding["last_release_ms"] >= before else None
+        since = max(before if holding["retained_since_ms"] is None
+                    else holding["retained_since_ms"], before)
+        keeps = earliest is not None and holding["last_release_ms"] >= before
+        holding["retained_since_ms"] = max(earliest, since) if keeps else None
     elif cause == GRANT_ENDED:
         holding["ended_deleted_at_ms"] = T
         holding["retained_since_ms"] = None
@@ -1327,7 +1351,7 @@ def read_bundle(data):
     if len(data) < 12 or data[:8] != MAGIC:
         raise BundleError("not_a_bundle")
     version = int.from_bytes(data[8:12], "little")
-    if version != 2:
+    if version != FORMAT_VERSION:
         raise BundleError("unknown_format_version", "version %d" % version)
     pos = 12
 

@@ -342,8 +342,8 @@ fn file_vectors(log: &RecordedLog) -> Vec<Made> {
         ),
         made(
             "11-unknown-version.bundle",
-            "format version 3",
-            with_byte(&genuine, 8, 3),
+            "format version 4",
+            with_byte(&genuine, 8, 4),
             error("unknown_format_version"),
         ),
         made(

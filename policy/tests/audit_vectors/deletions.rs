@@ -1,8 +1,10 @@
 //! The deletion vectors: grants with and without retention and impact
 //! assessments, releases, a consent withdrawn, a revocation, a grant's
 //! window ending, and holder nodes' deletion receipts (`ConfirmDeletion`),
-//! accepted and refused, under a final checkpoint; then tampered copies
-//! the replay catches with the holdings it keeps.
+//! accepted and refused (for what they delete, when they say they deleted
+//! it, and the earliest copy a holder says it still keeps), under a final
+//! checkpoint; then tampered copies the replay catches with the holdings it
+//! keeps.
 
 use civmesh_certs::{NodeKey, SignedEnvelope};
 use civmesh_policy::deletion::{
@@ -16,10 +18,17 @@ use civmesh_policy::{AccessOutcome, AccessRecord, GrantSpec, QueryHeader, Retent
 
 use super::*;
 
-/// How long after [`NOW_MS`] grant 2, which states no retention, ends.
+/// How long after [`NOW_MS`] grant 2, which states no retention, ends
+/// (and grant 4, issued the same).
 const SHORT_GRANT_MS: u64 = 60_000;
-/// The entry time of the bundle's last commands: after grant 2 ended.
+/// When grants 2 and 4 end.
+const SHORT_END_MS: u64 = NOW_MS + SHORT_GRANT_MS;
+/// The entry time of the bundle's last commands: after grants 2 and 4 ended.
 const LATER_MS: u64 = NOW_MS + 2 * SHORT_GRANT_MS;
+/// The cutoff of the first retention receipt under grant 1: before [`NOW_MS`].
+const EARLY_CUTOFF_MS: u64 = NOW_MS - 1_000;
+/// The clock skew a receipt's times are allowed.
+const SKEW_MS: u64 = COMMAND_SKEW_MS_MAX;
 /// The subject whose residents' record is released, then withdrawn.
 const RESIDENT: u8 = 12;
 
@@ -30,14 +39,21 @@ const NO_ASSESSMENT: u64 = 17;
 const SHORT_RELEASE: u64 = 26;
 /// The resident's consent withdrawn.
 const WITHDRAWAL: u64 = 27;
+/// A retention receipt naming an earliest copy held after its entry time
+/// and the clock skew.
+const EARLIEST_TOO_LATE: u64 = 44;
 /// Grant 1 revoked, its end's receipt, and the receipt again.
-const REVOCATION: u64 = 45;
-const END_RECEIPT: u64 = 46;
-const END_RECEIPT_AGAIN: u64 = 47;
+const REVOCATION: u64 = 51;
+const END_RECEIPT: u64 = 52;
+const END_RECEIPT_AGAIN: u64 = 53;
 /// Grant 2's end's receipt, the first command at [`LATER_MS`].
-const SHORT_END_RECEIPT: u64 = 50;
-/// The cosignature that makes the checkpoint over leaf 10 final.
-const FINAL_COSIGNATURE: u64 = 53;
+const SHORT_END_RECEIPT: u64 = 57;
+/// Grant 4's end's receipt dated before the release that followed its end.
+const BEFORE_LAST_RELEASE: u64 = 61;
+/// Grant 4's end's receipt, the last receipt.
+const LAST_RECEIPT: u64 = 62;
+/// The cosignature that makes the checkpoint over leaf 11 final.
+const FINAL_COSIGNATURE: u64 = 65;
 
 /// Resident `n`'s hash in the street's queries at civil affairs.
 fn resident_hash(fx: &Fixture, n: u8) -> SubjectKeyHash {
@@ -55,11 +71,11 @@ fn sensitive_grant(fx: &Fixture) -> GrantSpec {
     }
 }
 
-/// Grant 2: the enterprises' names, for a minute, with no retention
+/// Grants 2 and 4: the enterprises' names, for a minute, with no retention
 /// (no personal field needs one).
 fn short_grant(fx: &Fixture) -> GrantSpec {
     GrantSpec {
-        valid_until_ms: NOW_MS + SHORT_GRANT_MS,
+        valid_until_ms: SHORT_END_MS,
         retention: None,
         ..grant_spec(ENTERPRISES, &fx.jingansi.org, &["name"], "inspection")
     }
@@ -130,6 +146,11 @@ fn step(key: &NodeKey, command: Command, refused: Option<RejectionCode>) -> Step
     Step { key, at_ms: NOW_MS, command, refused }
 }
 
+/// `step` at [`LATER_MS`].
+fn later(step: Step<'_>) -> Step<'_> {
+    Step { at_ms: LATER_MS, ..step }
+}
+
 /// Commands 16 to 27: the residents published; grants refused for want of
 /// an assessment or a retention, or with one out of bounds; grants 2 (no
 /// retention, a minute long) and 3 (sensitive, consent); a consent, a
@@ -177,63 +198,10 @@ fn grants_and_releases(fx: &Fixture) -> Vec<Step<'_>> {
     ]
 }
 
-/// Commands 28 to 50: the street's receipts, and one by a node that holds
-/// nothing; withdrawals that make nothing due; grant 1 revoked; grant 2's
-/// end's receipt once its minute is over.
-fn receipts(fx: &Fixture) -> Vec<Step<'_>> {
-    use DeletionCause::*;
-    use RejectionCode::*;
-    let (market, civil, street) = (&fx.market.key, &fx.civil.key, &fx.jingansi.key);
-    let withdrawn = |subject| ConsentWithdrawn { subject };
-    let resident = resident_hash(fx, RESIDENT);
-    let retention = |received_before_ms| RetentionEnded { received_before_ms };
-    let released_under_1: Vec<SubjectKeyHash> = [0, 2, 4, 5, 6, 7].map(subject_hash).to_vec();
-    let late = || {
-        let receipt = deletion_receipt(receipt(1, GrantEnded, &[]));
-        Command::ConfirmDeletion(DeletionReceipt {
-            deleted_at_ms: NOW_MS + COMMAND_SKEW_MS_MAX + 1,
-            ..receipt
-        })
-    };
-    // Deleted at the latest time a receipt may state.
-    let end_receipt = Command::ConfirmDeletion(DeletionReceipt {
-        deleted_at_ms: NOW_MS + COMMAND_SKEW_MS_MAX,
-        ..deletion_receipt(receipt(1, GrantEnded, &released_under_1))
-    });
-    let enterprise_consent = |given| Command::RecordConsent {
-        subject: subject_hash(RESIDENT),
-        dataset: ENTERPRISES.into(),
-        grantee: fx.jingansi.org.clone(),
-        purpose: "inspection".into(),
-        given,
-        covers_sensitive: false,
-        channel: "online_form".into(),
-    };
-    vec![
-        step(street, receipt(3, withdrawn(resident), &[resident]), None),
-        step(street, receipt(3, withdrawn(resident), &[]), Some(DeletionNotDue)),
-        step(civil, consent(fx, RESIDENT + 2, false), None),
-        step(street, receipt(3, withdrawn(resident_hash(fx, RESIDENT + 2)), &[]), Some(DeletionNotDue)),
-        step(market, enterprise_consent(true), None),
-        step(market, enterprise_consent(false), None),
-        step(street, receipt(1, withdrawn(subject_hash(RESIDENT)), &[]), Some(DeletionNotDue)),
-        step(street, receipt(2, GrantEnded, &[]), Some(DeletionNotDue)),
-        step(street, receipt(2, retention(NOW_MS), &[]), Some(DeletionNotDue)),
-        step(street, receipt(2, retention(NOW_MS + 1), &[]), Some(DeletionNotDue)),
-        step(&fx.nanjingxilu.key, receipt(1, GrantEnded, &[]), Some(DeletionNotHolder)),
-        step(street, receipt(99, GrantEnded, &[]), Some(GrantUnknown)),
-        step(street, late(), Some(InvalidArgument)),
-        step(street, receipt(1, retention(NOW_MS + 1), &[]), Some(InvalidArgument)),
-        step(street, receipt(1, retention(NOW_MS), &[]), None),
-        step(street, receipt(1, retention(NOW_MS), &[]), Some(DeletionDuplicate)),
-        step(market, by("王芳", receipt(1, GrantEnded, &[])), Some(NotAuthorised)),
-        step(market, Command::RevokeGrant { grant_id: 1, reason: "inspections ended".into() }, None),
-        step(street, end_receipt, None),
-        step(street, receipt(1, GrantEnded, &[]), Some(DeletionDuplicate)),
-        step(street, receipt(1, withdrawn(subject_hash(RESIDENT)), &[]), Some(DeletionDuplicate)),
-        step(street, late(), Some(InvalidArgument)),
-        Step { at_ms: LATER_MS, ..step(street, receipt(2, GrantEnded, &[subject_hash(RESIDENT)]), None) },
-    ]
+/// `command`, a receipt, deleted at `deleted_at_ms` and naming
+/// `earliest_held_ms` as the earliest copy its holder still keeps.
+fn dated(command: Command, deleted_at_ms: u64, earliest_held_ms: Option<u64>) -> Command {
+    Command::ConfirmDeletion(DeletionReceipt { deleted_at_ms, earliest_held_ms, ..deletion_receipt(command) })
 }
 
 fn deletion_receipt(command: Command) -> DeletionReceipt {
@@ -243,8 +211,138 @@ fn deletion_receipt(command: Command) -> DeletionReceipt {
     }
 }
 
-/// `log` and the deletion commands (16 to 50), then a denial (51, leaf
-/// 10) and a final checkpoint over it (52, 53): its root binds every
+fn retention(received_before_ms: u64) -> DeletionCause {
+    DeletionCause::RetentionEnded { received_before_ms }
+}
+
+/// A receipt for grant 1's end, deleted 1 ms later than its entry time
+/// and the clock skew allow.
+fn late(at_ms: u64) -> Command {
+    dated(receipt(1, DeletionCause::GrantEnded, &[]), at_ms + SKEW_MS + 1, None)
+}
+
+/// Commands 28 to 42: the street's receipt for the withdrawn subject (its
+/// time and earliest copy held not checked for a withdrawal), and receipts
+/// refused: again, for withdrawals that make nothing due, for grant 2
+/// before its end (one dated before its entry time and the skew: the time
+/// is checked first), for grant 2's
+/// retention, which it has none of, by a node that holds nothing, for no
+/// grant, deleted in the future, for copies received in the future.
+fn receipts_refused(fx: &Fixture) -> Vec<Step<'_>> {
+    use DeletionCause::*;
+    use RejectionCode::*;
+    let (market, civil, street) = (&fx.market.key, &fx.civil.key, &fx.jingansi.key);
+    let withdrawn = |subject| ConsentWithdrawn { subject };
+    let resident = resident_hash(fx, RESIDENT);
+    let enterprise_consent = |given| Command::RecordConsent {
+        subject: subject_hash(RESIDENT),
+        dataset: ENTERPRISES.into(),
+        grantee: fx.jingansi.org.clone(),
+        purpose: "inspection".into(),
+        given,
+        covers_sensitive: false,
+        channel: "online_form".into(),
+    };
+    let withdrawal_receipt =
+        dated(receipt(3, withdrawn(resident), &[resident]), NOW_MS - SKEW_MS - 1, Some(u64::MAX));
+    vec![
+        step(street, withdrawal_receipt, None),
+        step(street, receipt(3, withdrawn(resident), &[]), Some(DeletionNotDue)),
+        step(civil, consent(fx, RESIDENT + 2, false), None),
+        step(street, receipt(3, withdrawn(resident_hash(fx, RESIDENT + 2)), &[]), Some(DeletionNotDue)),
+        step(market, enterprise_consent(true), None),
+        step(market, enterprise_consent(false), None),
+        step(street, receipt(1, withdrawn(subject_hash(RESIDENT)), &[]), Some(DeletionNotDue)),
+        step(street, receipt(2, GrantEnded, &[]), Some(DeletionNotDue)),
+        step(street, dated(receipt(2, GrantEnded, &[]), NOW_MS - SKEW_MS - 1, None), Some(InvalidArgument)),
+        step(street, dated(receipt(2, retention(NOW_MS), &[]), NOW_MS, Some(0)), Some(DeletionNotDue)),
+        step(street, receipt(2, retention(NOW_MS + 1), &[]), Some(DeletionNotDue)),
+        step(&fx.nanjingxilu.key, receipt(1, GrantEnded, &[]), Some(DeletionNotHolder)),
+        step(street, receipt(99, GrantEnded, &[]), Some(GrantUnknown)),
+        step(street, late(NOW_MS), Some(InvalidArgument)),
+        step(street, receipt(1, retention(NOW_MS + 1), &[]), Some(InvalidArgument)),
+    ]
+}
+
+/// Commands 43 to 50: retention receipts under grant 1, the earliest copy
+/// held before the cutoff (43) or after the entry time and the skew (44);
+/// one at every bound, accepted (45); one deleted before its cutoff (46);
+/// one accepted (47), again (48), again naming an earliest copy before the
+/// cutoff (49); a wrapped receipt (50).
+fn retention_receipts(fx: &Fixture) -> Vec<Step<'_>> {
+    use RejectionCode::*;
+    let street = &fx.jingansi.key;
+    let kept = |received_before_ms, deleted_at_ms, earliest_held_ms| {
+        dated(receipt(1, retention(received_before_ms), &[]), deleted_at_ms, earliest_held_ms)
+    };
+    let early = |earliest_held_ms| kept(EARLY_CUTOFF_MS, NOW_MS, Some(earliest_held_ms));
+    // Nothing was received before the cutoff: the street deleted nothing.
+    let at_the_bounds =
+        dated(receipt(1, retention(EARLY_CUTOFF_MS), &[]), EARLY_CUTOFF_MS - SKEW_MS, Some(NOW_MS + SKEW_MS));
+    vec![
+        step(street, early(EARLY_CUTOFF_MS - 1), Some(InvalidArgument)),
+        step(street, early(NOW_MS + SKEW_MS + 1), Some(InvalidArgument)),
+        step(street, at_the_bounds, None),
+        step(street, kept(NOW_MS, NOW_MS - SKEW_MS - 1, None), Some(InvalidArgument)),
+        step(street, kept(NOW_MS, NOW_MS + SKEW_MS, Some(NOW_MS)), None),
+        step(street, kept(NOW_MS, NOW_MS, None), Some(DeletionDuplicate)),
+        step(street, kept(NOW_MS, NOW_MS, Some(NOW_MS - 1)), Some(InvalidArgument)),
+        step(&fx.market.key, by("王芳", receipt(1, DeletionCause::GrantEnded, &[])), Some(NotAuthorised)),
+    ]
+}
+
+/// Commands 51 to 62: grant 1 revoked, its end's receipt, again, a
+/// withdrawal's after it, one deleted in the future; grant 4 issued; two
+/// minutes later, grant 2's end's receipt deleted as early as allowed, and
+/// 1 ms earlier (after its end's receipt: the time is checked first); one
+/// for grant 3, which has not ended, dated before its entry time and the
+/// skew (the time is checked first); a release under grant 4 decided
+/// before its end, and grant 4's end's receipt dated before that release,
+/// then as early as allowed.
+fn end_receipts(fx: &Fixture) -> Vec<Step<'_>> {
+    use DeletionCause::*;
+    use RejectionCode::*;
+    let (market, street) = (&fx.market.key, &fx.jingansi.key);
+    let released_under_1: Vec<SubjectKeyHash> = [0, 2, 4, 5, 6, 7].map(subject_hash).to_vec();
+    // Deleted at the latest time a receipt may state.
+    let end_receipt = dated(receipt(1, GrantEnded, &released_under_1), NOW_MS + SKEW_MS, None);
+    let short_end =
+        |deleted_at_ms| dated(receipt(2, GrantEnded, &[subject_hash(RESIDENT)]), deleted_at_ms, None);
+    let last_end =
+        |deleted_at_ms| dated(receipt(4, GrantEnded, &[subject_hash(RESIDENT)]), deleted_at_ms, None);
+    let late_release =
+        match release(street, (ENTERPRISES, "inspection"), subject_hash(RESIDENT), &["name"], 4) {
+            Command::RecordAccess(record) => {
+                Command::RecordAccess(AccessRecord { decided_at_ms: SHORT_END_MS - 1, ..record })
+            }
+            other => panic!("not a release: {other:?}"),
+        };
+    vec![
+        step(market, Command::RevokeGrant { grant_id: 1, reason: "inspections ended".into() }, None),
+        step(street, end_receipt, None),
+        step(street, receipt(1, GrantEnded, &[]), Some(DeletionDuplicate)),
+        step(
+            street,
+            receipt(1, ConsentWithdrawn { subject: subject_hash(RESIDENT) }, &[]),
+            Some(DeletionDuplicate),
+        ),
+        step(street, late(NOW_MS), Some(InvalidArgument)),
+        step(market, Command::IssueGrant(short_grant(fx)), None),
+        later(step(street, short_end(SHORT_END_MS - SKEW_MS), None)),
+        later(step(street, short_end(SHORT_END_MS - SKEW_MS - 1), Some(InvalidArgument))),
+        later(step(
+            street,
+            dated(receipt(3, GrantEnded, &[]), LATER_MS - SKEW_MS - 1, None),
+            Some(InvalidArgument),
+        )),
+        later(step(market, late_release, None)),
+        later(step(street, last_end(LATER_MS - SKEW_MS - 1), Some(InvalidArgument))),
+        later(step(street, last_end(LATER_MS - SKEW_MS), None)),
+    ]
+}
+
+/// `log` and the deletion commands (16 to 62), then a denial (63, leaf
+/// 11) and a final checkpoint over it (64, 65): its root binds every
 /// outcome before it.
 fn with_deletions(fx: &Fixture, log: &RecordedLog) -> RecordedLog {
     let mut more = RecordedLog {
@@ -254,25 +352,31 @@ fn with_deletions(fx: &Fixture, log: &RecordedLog) -> RecordedLog {
         made_final: Vec::new(),
     };
     let mut steps = grants_and_releases(fx);
-    steps.extend(receipts(fx));
+    steps.extend(receipts_refused(fx));
+    steps.extend(retention_receipts(fx));
+    steps.extend(end_receipts(fx));
     for (sequence, step) in (16..).zip(steps) {
         let envelope = SignedEnvelope::sign(step.key, &step.command, step.at_ms).unwrap();
         let outcome = more.state.clone().apply(&envelope, step.at_ms).map_err(|rejection| rejection.code);
         assert_eq!(outcome.err(), step.refused, "command {sequence}: {:?}", step.command);
         assert_eq!(more.record_envelope_at(&envelope, step.at_ms), step.refused.is_none());
     }
-    assert_eq!(more.commands.len() as u64, SHORT_END_RECEIPT);
+    assert_eq!(more.commands.len() as u64, LAST_RECEIPT);
+    let street = fx.jingansi.key.node_id();
     let holdings = &more.state.holdings;
-    assert!(holdings[&1][&fx.jingansi.key.node_id()].ended_deleted_at_ms.is_some());
-    assert!(holdings[&3][&fx.jingansi.key.node_id()].withdrawals_due.is_empty());
+    for grant in [1, 2, 4] {
+        assert!(holdings[&grant][&street].ended_deleted_at_ms.is_some(), "grant {grant}");
+    }
+    assert_eq!(holdings[&4][&street].last_release_ms, LATER_MS);
+    assert!(holdings[&3][&street].withdrawals_due.is_empty());
     let later = |more: &mut RecordedLog, key: &NodeKey, command: Command| {
         more.record_envelope_at(&SignedEnvelope::sign(key, &command, LATER_MS).unwrap(), LATER_MS)
     };
     assert!(later(&mut more, &fx.market.key, access(&fx.jingansi.key, 13, None, false)));
-    let body = CheckpointBody { tree_size: 11, root: more.root_at(11), log_index: FINAL_COSIGNATURE + 1 };
+    let body = CheckpointBody { tree_size: 12, root: more.root_at(12), log_index: FINAL_COSIGNATURE + 1 };
     assert!(later(&mut more, &fx.hub.key, Command::CosignCheckpoint(body.clone())));
     assert!(later(&mut more, &fx.market.key, Command::CosignCheckpoint(body)));
-    assert_eq!(more.made_final, [11]);
+    assert_eq!(more.made_final, [12]);
     assert_eq!(more.commands.len() as u64, FINAL_COSIGNATURE);
     more
 }
@@ -283,13 +387,13 @@ pub(super) fn deletion_vectors(fx: &Fixture, log: &RecordedLog) -> Vec<Made> {
     let deletions = with_deletions(fx, log);
     let summary = Summary {
         commands: FINAL_COSIGNATURE,
-        access_entries: 11,
-        leaves: 11,
-        permits: 8,
+        access_entries: 12,
+        leaves: 12,
+        permits: 9,
         denials: 3,
         checkpoints: 3,
-        anchored_leaves: 11,
-        root: hex_root(&deletions, 11),
+        anchored_leaves: 12,
+        root: hex_root(&deletions, 12),
         ..genuine_summary(log)
     };
     let genuine = made(
@@ -298,14 +402,25 @@ pub(super) fn deletion_vectors(fx: &Fixture, log: &RecordedLog) -> Vec<Made> {
          a retention (18: a sensitive field, 21: a personal one) or with one out of bounds (19, 20); \
          grant 2 (no retention, a minute long) and grant 3 (sensitive, under consent, kept as long and \
          deleted as soon as a retention allows) issued; a consent, a release under each grant, the \
-         consent withdrawn (27); the street's receipt for the withdrawn subject (28); refused \
-         receipts: again (29), for a withdrawal of a consent never given (30, 31), of one grant 1 \
-         does not rely on (32 to 34), for grant 2 before its end (35), for its retention, which it \
-         has none of (36, 37), by a node that holds nothing (38), for no grant (39), deleted in the \
-         future (40), for copies received in the future (41); a retention receipt (42) and again \
-         (43); a wrapped receipt (44); grant 1 revoked (45), its end's receipt (46), again (47), a \
-         withdrawal's after it (48), one deleted in the future (49); two minutes later, grant 2's \
-         end's receipt (50), a denial and a final checkpoint at 11",
+         consent withdrawn (27); the street's receipt for the withdrawn subject, dated before its \
+         entry time and the skew, naming an earliest copy held of u64::MAX, neither checked for a \
+         withdrawal (28); refused receipts: again (29), for a withdrawal of a consent never given (30, \
+         31), of one grant 1 does not rely on (32 to 34), for grant 2 before its end (35), and dated \
+         before its entry time and the skew (36), for its retention, which it has none of (37, 38), by \
+         a node that holds nothing (39), for no grant (40), deleted in the future (41), for copies \
+         received in the future (42), naming an earliest copy held before the cutoff (43) or after \
+         the entry time and the skew (44); a retention receipt at every bound (45: deleted the skew \
+         before its cutoff, the earliest copy held the skew after its entry time); one deleted 1 ms \
+         earlier than its cutoff allows (46); one naming the earliest copy held at its cutoff and \
+         deleted the skew after its entry time (47), again (48), again with an earliest copy before \
+         the cutoff (49: refused for that, not as a duplicate); a wrapped receipt (50); grant 1 \
+         revoked (51), its end's receipt (52), again (53), a withdrawal's after it (54), one deleted \
+         in the future (55); grant 4 issued as grant 2 (56); two minutes later, grant 2's end's \
+         receipt deleted the skew before that end (57), one 1 ms earlier (58: refused for its time, \
+         not as a duplicate), grant 3's end's receipt before that end, dated before its entry time \
+         and the skew (59: refused for its time, not as not due), a release under grant 4 decided \
+         before its end (60), grant 4's end's receipt dated 1 ms earlier than the skew before that \
+         release allows (61), then at that bound (62); a denial and a final checkpoint at 12",
         encoded(&deletions, deletions.commands.clone()),
         Expect::Verified(summary),
     );
@@ -331,16 +446,16 @@ fn replay_failed(kind: FailureKind, sequence: u64) -> Expect {
 /// Copies of the deletion bundle, each caught at its first failure.
 fn tampered_deletions(deletions: &RecordedLog) -> Vec<Made> {
     use FailureKind::*;
-    let cases: [(&'static str, &'static str, Tamper, Expect); 8] = [
+    let cases: [(&'static str, &'static str, Tamper, Expect); 10] = [
         (
             "39-deletion-duplicate-marked-accepted.bundle",
-            "05 with command 47, a second receipt for grant 1's end, marked accepted",
+            "05 with command 53, a second receipt for grant 1's end, marked accepted",
             Box::new(|c| c[index(END_RECEIPT_AGAIN)].accepted = true),
             replay_failed(ReplayRejected, END_RECEIPT_AGAIN),
         ),
         (
             "40-deletion-receipt-marked-rejected.bundle",
-            "05 with command 46, the receipt for grant 1's end, marked rejected",
+            "05 with command 52, the receipt for grant 1's end, marked rejected",
             Box::new(|c| c[index(END_RECEIPT)].accepted = false),
             replay_failed(ReplayAccepted, END_RECEIPT),
         ),
@@ -352,7 +467,7 @@ fn tampered_deletions(deletions: &RecordedLog) -> Vec<Made> {
         ),
         (
             "42-revocation-dropped.bundle",
-            "05 with grant 1's revocation (45) left out, renumbered: the receipt for its end is not due",
+            "05 with grant 1's revocation (51) left out, renumbered: the receipt for its end is not due",
             dropped(REVOCATION),
             replay_failed(ReplayRejected, END_RECEIPT - 1),
         ),
@@ -371,16 +486,30 @@ fn tampered_deletions(deletions: &RecordedLog) -> Vec<Made> {
         ),
         (
             "45-grant-end-receipt-early.bundle",
-            "05 with command 50, the receipt for grant 2's end, 1 ms before that end",
-            Box::new(|c| c[index(SHORT_END_RECEIPT)].entry_time_ms = NOW_MS + SHORT_GRANT_MS - 1),
+            "05 with command 57, the receipt for grant 2's end, 1 ms before that end",
+            Box::new(|c| c[index(SHORT_END_RECEIPT)].entry_time_ms = SHORT_END_MS - 1),
             replay_failed(ReplayRejected, SHORT_END_RECEIPT),
         ),
         (
             "46-grant-end-receipt-at-the-end.bundle",
-            "05 with command 50, the receipt for grant 2's end, at that end: accepted, but the \
+            "05 with command 57, the receipt for grant 2's end, at that end: accepted, but the \
              checkpoint binds its entry time",
-            Box::new(|c| c[index(SHORT_END_RECEIPT)].entry_time_ms = NOW_MS + SHORT_GRANT_MS),
-            failed(CheckpointRootMismatch, Some(FINAL_COSIGNATURE), None, Some(10)),
+            Box::new(|c| c[index(SHORT_END_RECEIPT)].entry_time_ms = SHORT_END_MS),
+            failed(CheckpointRootMismatch, Some(FINAL_COSIGNATURE), None, Some(11)),
+        ),
+        (
+            "47-receipt-before-release-marked-accepted.bundle",
+            "05 with command 61, grant 4's end's receipt dated before the release after that end, \
+             marked accepted",
+            Box::new(|c| c[index(BEFORE_LAST_RELEASE)].accepted = true),
+            replay_failed(ReplayRejected, BEFORE_LAST_RELEASE),
+        ),
+        (
+            "48-earliest-held-too-late-marked-accepted.bundle",
+            "05 with command 44, a retention receipt naming an earliest copy held after its entry time \
+             and the skew, marked accepted",
+            Box::new(|c| c[index(EARLIEST_TOO_LATE)].accepted = true),
+            replay_failed(ReplayRejected, EARLIEST_TOO_LATE),
         ),
     ];
     cases
