@@ -61,6 +61,8 @@ pub const BUNDLE_MAGIC: [u8; 8] = *b"CIVAUDIT";
 /// The bundle format this code writes and reads.
 /// 2: leaves bind their position and the applied digest, which covers
 /// entry times; version 1 bundles hash leaves from the envelope alone.
+/// 3: grants carry a retention and an assessment (`IssueGrant`'s encoding
+/// changed), and deletion receipts and subject requests exist.
 pub const BUNDLE_FORMAT_VERSION: u32 = 3;
 /// The largest archived command envelope, in bytes.
 pub const ARCHIVED_COMMAND_BYTES_MAX: usize = civmesh_certs::ENVELOPE_BYTES_MAX + 1024;

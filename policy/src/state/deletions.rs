@@ -238,12 +238,20 @@ fn check_deletion_time(
     if deleted_at_ms > entry_time_ms.saturating_add(COMMAND_SKEW_MS_MAX) {
         return Err(reject(RejectionCode::InvalidArgument, "the deletion time is in the future"));
     }
+    let retention = matches!(receipt.cause, DeletionCause::RetentionEnded { .. });
+    if !retention && receipt.earliest_held_ms.is_some() {
+        return Err(reject(RejectionCode::InvalidArgument, "only a retention receipt names a copy still kept"));
+    }
     let after_ms = match &receipt.cause {
         DeletionCause::GrantEnded => {
             holding.last_release_ms.max(grant.ended_at_ms(entry_time_ms).unwrap_or(entry_time_ms))
         }
         DeletionCause::RetentionEnded { received_before_ms } => *received_before_ms,
-        DeletionCause::ConsentWithdrawn { .. } => 0,
+        // The withdrawal's time: its deletion is due `delete_within` after.
+        DeletionCause::ConsentWithdrawn { subject } => holding
+            .withdrawals_due
+            .get(subject)
+            .map_or(0, |due_ms| due_ms.saturating_sub(grant.delete_within_ms())),
     };
     if deleted_at_ms.saturating_add(COMMAND_SKEW_MS_MAX) < after_ms {
         return Err(reject(RejectionCode::InvalidArgument, "deleted before the copies it covers were due"));
