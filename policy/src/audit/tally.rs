@@ -77,6 +77,10 @@ pub enum FlagKind {
     /// A release the log recorded when its grant was not usable (before or
     /// after its window, or revoked), though the owner decided within it.
     OutsideGrantWindow,
+    /// A release, under a grant that needs each subject's consent, of a
+    /// subject whose consent was withdrawn (Art. 15): there must be none,
+    /// since apply re-justifies every release; counted independently.
+    ReleasedAfterWithdrawal,
 }
 
 /// One flagged access.
@@ -251,6 +255,12 @@ fn flags_of(
     if subjects > 0 {
         flags.push(flag(FlagKind::SensitiveWithoutConsent, sensitive.into_iter().collect(), subjects));
     }
+    let withdrawn = released_after_withdrawal(state, grant, released);
+    if withdrawn > 0 {
+        let fields: BTreeSet<String> =
+            released.iter().flat_map(|release| release.fields.iter().cloned()).collect();
+        flags.push(flag(FlagKind::ReleasedAfterWithdrawal, fields.into_iter().collect(), withdrawn));
+    }
     if let (Some(grant), Some(requester)) = (grant, &requester) {
         let usable =
             |at_ms| grant.check_usable(requester, &entry.header.dataset, Some(&entry.header.purpose), at_ms);
@@ -265,6 +275,22 @@ fn flags_of(
         }
     }
     flags
+}
+
+/// How many subjects `released` under `grant` had their consent withdrawn
+/// (on file, not given) when it was logged, if the grant needs consent.
+fn released_after_withdrawal(state: &PolicyState, grant: Option<&Grant>, released: &[SubjectRelease]) -> u64 {
+    let Some(grant) = grant.filter(|grant| grant.needs_consent()) else { return 0 };
+    let withdrawn = |release: &&SubjectRelease| {
+        let key = ConsentKey {
+            subject: release.subject,
+            dataset: grant.dataset.clone(),
+            grantee: grant.grantee.clone(),
+            purpose: grant.purpose.clone(),
+        };
+        state.consents.get(&key).is_some_and(|consent| !consent.given)
+    };
+    released.iter().filter(withdrawn).count() as u64
 }
 
 /// The sensitive fields released for subjects whose consent on file does

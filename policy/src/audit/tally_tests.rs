@@ -230,3 +230,45 @@ fn a_revoked_grant_flags_a_later_release_and_flags_are_listed_up_to_their_bound(
     assert_eq!(summary.departments[0].counts.unanchored, total, "no checkpoint: every entry unanchored");
     assert_eq!(summary.departments[0].counts.flagged, total);
 }
+
+#[test]
+fn a_release_of_a_subject_whose_consent_was_withdrawn_is_flagged() {
+    let residents = crate::fixtures::RESIDENTS;
+    let mut state = state();
+    let consent_grant = Grant { legal_basis: LegalBasis::Consent, ..grant() };
+    state.grants.insert(1, consent_grant);
+    let key = |index| ConsentKey {
+        subject: subject(index),
+        dataset: residents.into(),
+        grantee: org(STREET),
+        purpose: "elderly-care".into(),
+    };
+    // Subject 2 consented (see `state`); subject 3 withdrew; subject 4 never consented.
+    let withdrawn = Consent {
+        given: false,
+        covers_sensitive: false,
+        recorded_by: org(CIVIL),
+        recorded_at_ms: 0,
+        channel: "street_window".into(),
+    };
+    state.consents.insert(key(3), withdrawn);
+    let cases: [(&str, AccessOutcome, u64); 3] = [
+        ("a consenting subject", released(&[(2, &["name"])]), 0),
+        ("a withdrawn one beside a consenting one", released(&[(2, &["name"]), (3, &["name"])]), 1),
+        ("no consent on file: not a withdrawal", released(&[(4, &["name"])]), 0),
+    ];
+    for (name, outcome, expected) in cases {
+        let mut tally = AccessTally::new();
+        tally.observe(&state, &entry(0, 1, residents, Some(1), outcome), 0, 0);
+        let summary = tally.finish(0);
+        let flagged = summary.flag_counts.get(&FlagKind::ReleasedAfterWithdrawal).copied().unwrap_or(0);
+        assert_eq!(flagged, u64::from(expected > 0), "{name}");
+        let subjects: u64 = summary
+            .flags
+            .iter()
+            .filter(|flag| flag.kind == FlagKind::ReleasedAfterWithdrawal)
+            .map(|flag| flag.subjects)
+            .sum();
+        assert_eq!(subjects, expected, "{name}");
+    }
+}
