@@ -7,7 +7,8 @@ docs/audit-bundle-layouts.md ("A") and Appendix B docs/audit-bundle-rules.md
 are implemented here. Operators' commands (B 2.5) and grants' retention,
 impact assessments and deletion receipts (A 5.3, B 5.9 step 9, B 5.19;
 main section 9), then format version 3 (a receipt's earliest copy held and
-the bounds on its times), were added later, from the same documents.
+the bounds on its times), then the subjects' requests (A 5.2-5.3, B 5.20), were
+added later, from the same documents.
 
 Usage:
   reference_verifier.py VECTOR_DIR
@@ -63,7 +64,8 @@ REJECTION_CODES = [
     "entry_time_went_back", "signer_certificate_expired",
     "decision_time_out_of_window", "correction_not_granted",
     "retention_missing", "assessment_missing", "deletion_not_holder",
-    "deletion_not_due", "deletion_duplicate",
+    "deletion_not_due", "deletion_duplicate", "subject_request_unknown",
+    "subject_request_duplicate",
 ]
 # CorrectionReasonCode names (A 5.4 / section 6, B 6.3): a string, "" = none
 CORRECTION_REASON_CODES = {
@@ -77,13 +79,13 @@ GENESIS, ADMIT, REVOKE_MEMBER, PUBLISH, ADD_NL, REMOVE_NL, FILE_DEMAND, \
     ISSUE_GRANT, REVOKE_GRANT, RECORD_ACCESS, RECORD_PUSH, RECORD_CONSENT, \
     RECORD_CORRECTION, SET_AUTO, COSIGN, REMOVE_AUTO, COMMIT_SECRET, \
     FILE_DEMAND_REASON, REFUSE_DEMAND, RECORD_LISTING, BY_OPERATOR, \
-    CONFIRM_DELETION = range(22)
-COMMAND_VARIANTS = 22
+    CONFIRM_DELETION, FILE_SUBJECT_REQUEST, ANSWER_SUBJECT_REQUEST = range(24)
+COMMAND_VARIANTS = 24
 ACCESS_KINDS = {RECORD_ACCESS: "query", RECORD_PUSH: "push", RECORD_LISTING: "listing"}
 # The commands an operator may make (B 2.5): a wrapper of any other is refused
 OPERATOR_MAY_MAKE = {PUBLISH, ADD_NL, REMOVE_NL, FILE_DEMAND, FILE_DEMAND_REASON,
                      REFUSE_DEMAND, ISSUE_GRANT, REVOKE_GRANT, RECORD_CONSENT, SET_AUTO,
-                     REMOVE_AUTO, REVOKE_MEMBER}
+                     REMOVE_AUTO, REVOKE_MEMBER, ANSWER_SUBJECT_REQUEST}
 # Enum sizes and a few indices (A section 6)
 SHARING_UNCONDITIONAL, SHARING_NOT_SHARED = 0, 2
 FIELD_TYPE_TEXT = 0
@@ -105,6 +107,12 @@ DELETION_WITHIN_MS_MAX = 30 * DAY_MS
 DELETION_WITHIN_MS_DEFAULT = DAY_MS
 # DeletionCause indices (A 5.3)
 RETENTION_ENDED, GRANT_ENDED, CONSENT_WITHDRAWN = range(3)
+# Subjects' requests (B section 0, 5.20): a deadline 1 to 60 days after filing
+SUBJECT_REQUEST_DEADLINE_MS_MIN = DAY_MS
+SUBJECT_REQUEST_DEADLINE_MS_MAX = 60 * DAY_MS
+SUBJECT_REQUESTS_OPEN_MAX = 100_000
+SUBJECT_REQUEST_KINDS = 3               # 0 access, 1 correction, 2 deletion (A 5.3)
+OUTCOME_DONE, OUTCOME_REFUSED = range(2)  # SubjectRequestOutcome (A 5.2)
 # Applied variants (A section 7, B 2.4)
 DONE, DEMAND_FILED, GRANT_ISSUED, ACCESS_LOGGED, CORRECTION_LOGGED = range(5)
 
@@ -380,6 +388,11 @@ def r_deletion_receipt(r):              # A 5.3 DeletionReceipt, DeletionCause
     rec["earliest_held_ms"] = r.option(r_u64)
     return rec
 
+def r_subject_answer(r):                # A 5.2, 23 AnswerSubjectRequest
+    answer = {"id": r.take(32), "outcome": r.enum(2)}
+    answer["reason"] = r.string() if answer["outcome"] == OUTCOME_REFUSED else None
+    return answer
+
 def r_access_record(r):                 # A 5.3; request in nested form (A 4.2)
     rec = {"request_body": r.bytes(), "request_signature": r.bytes()}
     if r.enum(2) == 0:
@@ -435,6 +448,11 @@ COMMAND_DECODERS = {                     # A 5.1-5.3
     REFUSE_DEMAND: _fields(("demand_id", r_u64), ("reason", r_str)),
     RECORD_LISTING: r_access_record,
     CONFIRM_DELETION: r_deletion_receipt,
+    FILE_SUBJECT_REQUEST: _fields(("id", r_hash),
+                                  ("request_kind", lambda r: r.enum(SUBJECT_REQUEST_KINDS)),
+                                  ("dataset", r_str), ("subject", r_hash),
+                                  ("deadline_ms", r_u64)),
+    ANSWER_SUBJECT_REQUEST: r_subject_answer,
 }
 
 def r_command(r, wrappers=0):
@@ -723,6 +741,8 @@ class State:
         self.window = Window()
         self.subject_key_commitment = None
         self.holdings = {}                   # grant id -> {holder node -> holding} (B 5.19)
+        self.subject_requests = {}           # open request id -> request (B 5.20)
+        self.subject_request_counts = {}     # owner org -> answered, late, refused
         # verifier bookkeeping, not state
         self.just_final = None
         self.permits = self.denials = 0
@@ -929,6 +949,10 @@ def authority(st, cmd, S, T):
         demand = st.demands.get(cmd["demand_id"])
         reject_if(demand is None, "demand_unknown")
         owner_of(st, demand["dataset"], O)
+    elif kind == ANSWER_SUBJECT_REQUEST:
+        request = st.subject_requests.get(cmd["id"])
+        reject_if(request is None, "subject_request_unknown", "no open request")
+        owner_of(st, request["dataset"], O)
     return O, query
 
 def revoked_sets(st):
@@ -1276,13 +1300,16 @@ def check_deletion_time(g, holding, cmd, T):                           # B 5.19 
     deleted_at = cmd["deleted_at_ms"]
     reject_if(deleted_at > min(T + SKEW_MS, U64_MAX), "invalid_argument", "deleted in the future")
     cause = cmd["cause"]
+    reject_if(cause != RETENTION_ENDED and cmd["earliest_held_ms"] is not None,
+              "invalid_argument", "only a retention receipt names a copy still kept")
     if cause == GRANT_ENDED:
         ended = grant_ended_at(g, T)
         after = max(holding["last_release_ms"], T if ended is None else ended)
     elif cause == RETENTION_ENDED:
         after = cmd["received_before_ms"]
-    else:
-        after = 0
+    else:                               # the withdrawal's time; none due: no bound
+        due = holding["withdrawals_due"].get(cmd["subject"])
+        after = 0 if due is None else max(due - delete_within_ms(g), 0)
     reject_if(min(deleted_at + SKEW_MS, U64_MAX) < after, "invalid_argument",
               "deleted before the copies it covers were due")
 
@@ -1322,13 +1349,43 @@ def rule_confirm_deletion(st, cmd, S, O, T):                         # B 5.19
         del holding["withdrawals_due"][cmd["subject"]]
     return (DONE, None)
 
+# ---------------------------------------------------------------------------
+# Subjects' requests (B 5.20)
+# ---------------------------------------------------------------------------
+def rule_file_subject_request(st, cmd, S, O, T):                     # B 5.20
+    ds = st.datasets.get(cmd["dataset"])
+    reject_if(ds is None, "dataset_unknown", cmd["dataset"])
+    earliest = min(T + SUBJECT_REQUEST_DEADLINE_MS_MIN, U64_MAX)
+    latest = min(T + SUBJECT_REQUEST_DEADLINE_MS_MAX, U64_MAX)
+    reject_if(not earliest <= cmd["deadline_ms"] <= latest, "invalid_argument",
+              "deadline not 1 to 60 days after filing")
+    reject_if(cmd["id"] in st.subject_requests, "subject_request_duplicate")
+    reject_if(len(st.subject_requests) >= SUBJECT_REQUESTS_OPEN_MAX, "overloaded",
+              "too many open requests")
+    st.subject_requests[cmd["id"]] = dict(cmd, owner=ds["owner"], intake=O, filed_at_ms=T)
+    return (DONE, None)
+
+def rule_answer_subject_request(st, cmd, S, O, T):                   # B 5.20
+    reject_if(cmd["id"] not in st.subject_requests, "subject_request_unknown")
+    if cmd["outcome"] == OUTCOME_REFUSED:
+        text_check(cmd["reason"], REASON_BYTES_MAX, "reason")
+    request = st.subject_requests.pop(cmd["id"])
+    counts = st.subject_request_counts.setdefault(
+        request["owner"], {"answered": 0, "answered_late": 0, "refused": 0})
+    counts["answered"] += 1
+    counts["answered_late"] += T > request["deadline_ms"]
+    counts["refused"] += cmd["outcome"] == OUTCOME_REFUSED
+    return (DONE, None)
+
 RULES = {ADMIT: rule_admit, REVOKE_MEMBER: rule_revoke_member, PUBLISH: rule_publish,
          ADD_NL: rule_add_nl, REMOVE_NL: rule_remove_nl, FILE_DEMAND: rule_file_demand,
          FILE_DEMAND_REASON: rule_file_demand, REFUSE_DEMAND: rule_refuse_demand,
          ISSUE_GRANT: rule_issue_grant, REVOKE_GRANT: rule_revoke_grant,
          RECORD_CONSENT: rule_consent, RECORD_CORRECTION: rule_correction,
          SET_AUTO: rule_set_auto, REMOVE_AUTO: rule_remove_auto, COSIGN: rule_cosign,
-         COMMIT_SECRET: rule_commit_secret, CONFIRM_DELETION: rule_confirm_deletion}
+         COMMIT_SECRET: rule_commit_secret, CONFIRM_DELETION: rule_confirm_deletion,
+         FILE_SUBJECT_REQUEST: rule_file_subject_request,
+         ANSWER_SUBJECT_REQUEST: rule_answer_subject_request}
 
 # ---------------------------------------------------------------------------
 # RFC 6962 Merkle tree (main section 5, step 4)

@@ -240,7 +240,10 @@ fn check_deletion_time(
     }
     let retention = matches!(receipt.cause, DeletionCause::RetentionEnded { .. });
     if !retention && receipt.earliest_held_ms.is_some() {
-        return Err(reject(RejectionCode::InvalidArgument, "only a retention receipt names a copy still kept"));
+        return Err(reject(
+            RejectionCode::InvalidArgument,
+            "only a retention receipt names a copy still kept",
+        ));
     }
     let after_ms = match &receipt.cause {
         DeletionCause::GrantEnded => {

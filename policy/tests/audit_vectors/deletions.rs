@@ -39,21 +39,24 @@ const NO_ASSESSMENT: u64 = 17;
 const SHORT_RELEASE: u64 = 26;
 /// The resident's consent withdrawn.
 const WITHDRAWAL: u64 = 27;
+/// The street's receipt for the withdrawn subject, dated as early as the
+/// withdrawal and the clock skew allow.
+const WITHDRAWAL_RECEIPT: u64 = 30;
 /// A retention receipt naming an earliest copy held after its entry time
 /// and the clock skew.
-const EARLIEST_TOO_LATE: u64 = 44;
+const EARLIEST_TOO_LATE: u64 = 47;
 /// Grant 1 revoked, its end's receipt, and the receipt again.
-const REVOCATION: u64 = 51;
-const END_RECEIPT: u64 = 52;
-const END_RECEIPT_AGAIN: u64 = 53;
+const REVOCATION: u64 = 54;
+const END_RECEIPT: u64 = 55;
+const END_RECEIPT_AGAIN: u64 = 56;
 /// Grant 2's end's receipt, the first command at [`LATER_MS`].
-const SHORT_END_RECEIPT: u64 = 57;
+const SHORT_END_RECEIPT: u64 = 61;
 /// Grant 4's end's receipt dated before the release that followed its end.
-const BEFORE_LAST_RELEASE: u64 = 61;
+const BEFORE_LAST_RELEASE: u64 = 65;
 /// Grant 4's end's receipt, the last receipt.
-const LAST_RECEIPT: u64 = 62;
+const LAST_RECEIPT: u64 = 66;
 /// The cosignature that makes the checkpoint over leaf 11 final.
-const FINAL_COSIGNATURE: u64 = 65;
+const FINAL_COSIGNATURE: u64 = 69;
 
 /// Resident `n`'s hash in the street's queries at civil affairs.
 fn resident_hash(fx: &Fixture, n: u8) -> SubjectKeyHash {
@@ -221,13 +224,17 @@ fn late(at_ms: u64) -> Command {
     dated(receipt(1, DeletionCause::GrantEnded, &[]), at_ms + SKEW_MS + 1, None)
 }
 
-/// Commands 28 to 42: the street's receipt for the withdrawn subject (its
-/// time and earliest copy held not checked for a withdrawal), and receipts
-/// refused: again, for withdrawals that make nothing due, for grant 2
-/// before its end (one dated before its entry time and the skew: the time
-/// is checked first), for grant 2's
-/// retention, which it has none of, by a node that holds nothing, for no
-/// grant, deleted in the future, for copies received in the future.
+/// Commands 28 to 45: the street's receipts for the withdrawn subject,
+/// dated 1 ms before the withdrawal and the skew allow (refused), naming an
+/// earliest copy held, which only a retention receipt may (refused), then
+/// dated at that bound (accepted); and receipts refused: again, for
+/// withdrawals that make nothing due (one dated 0: a withdrawal not due
+/// bounds nothing), for grant 2 before its end (one
+/// naming an earliest copy held: that is checked before the cause; one
+/// dated before its entry time and the skew: the time is checked first),
+/// for grant 2's retention, which it has none of, by a node that holds
+/// nothing, for no grant, deleted in the future, for copies received in
+/// the future.
 fn receipts_refused(fx: &Fixture) -> Vec<Step<'_>> {
     use DeletionCause::*;
     use RejectionCode::*;
@@ -243,17 +250,28 @@ fn receipts_refused(fx: &Fixture) -> Vec<Step<'_>> {
         covers_sensitive: false,
         channel: "online_form".into(),
     };
-    let withdrawal_receipt =
-        dated(receipt(3, withdrawn(resident), &[resident]), NOW_MS - SKEW_MS - 1, Some(u64::MAX));
+    // The withdrawal's entry time is NOW_MS: its deletion is due a second
+    // (grant 3's time to delete) after it.
+    let withdrawal_receipt = |deleted_at_ms, earliest_held_ms| {
+        dated(receipt(3, withdrawn(resident), &[resident]), deleted_at_ms, earliest_held_ms)
+    };
     vec![
-        step(street, withdrawal_receipt, None),
+        step(street, withdrawal_receipt(NOW_MS - SKEW_MS - 1, None), Some(InvalidArgument)),
+        step(street, withdrawal_receipt(NOW_MS - SKEW_MS, Some(NOW_MS)), Some(InvalidArgument)),
+        step(street, withdrawal_receipt(NOW_MS - SKEW_MS, None), None),
         step(street, receipt(3, withdrawn(resident), &[]), Some(DeletionNotDue)),
         step(civil, consent(fx, RESIDENT + 2, false), None),
-        step(street, receipt(3, withdrawn(resident_hash(fx, RESIDENT + 2)), &[]), Some(DeletionNotDue)),
+        // Dated 0: no withdrawal bounds it, so it is refused as not due.
+        step(
+            street,
+            dated(receipt(3, withdrawn(resident_hash(fx, RESIDENT + 2)), &[]), 0, None),
+            Some(DeletionNotDue),
+        ),
         step(market, enterprise_consent(true), None),
         step(market, enterprise_consent(false), None),
         step(street, receipt(1, withdrawn(subject_hash(RESIDENT)), &[]), Some(DeletionNotDue)),
         step(street, receipt(2, GrantEnded, &[]), Some(DeletionNotDue)),
+        step(street, dated(receipt(2, GrantEnded, &[]), NOW_MS, Some(NOW_MS)), Some(InvalidArgument)),
         step(street, dated(receipt(2, GrantEnded, &[]), NOW_MS - SKEW_MS - 1, None), Some(InvalidArgument)),
         step(street, dated(receipt(2, retention(NOW_MS), &[]), NOW_MS, Some(0)), Some(DeletionNotDue)),
         step(street, receipt(2, retention(NOW_MS + 1), &[]), Some(DeletionNotDue)),
@@ -264,11 +282,11 @@ fn receipts_refused(fx: &Fixture) -> Vec<Step<'_>> {
     ]
 }
 
-/// Commands 43 to 50: retention receipts under grant 1, the earliest copy
-/// held before the cutoff (43) or after the entry time and the skew (44);
-/// one at every bound, accepted (45); one deleted before its cutoff (46);
-/// one accepted (47), again (48), again naming an earliest copy before the
-/// cutoff (49); a wrapped receipt (50).
+/// Commands 46 to 53: retention receipts under grant 1, the earliest copy
+/// held before the cutoff (46) or after the entry time and the skew (47);
+/// one at every bound, accepted (48); one deleted before its cutoff (49);
+/// one accepted (50), again (51), again naming an earliest copy before the
+/// cutoff (52); a wrapped receipt (53).
 fn retention_receipts(fx: &Fixture) -> Vec<Step<'_>> {
     use RejectionCode::*;
     let street = &fx.jingansi.key;
@@ -291,8 +309,10 @@ fn retention_receipts(fx: &Fixture) -> Vec<Step<'_>> {
     ]
 }
 
-/// Commands 51 to 62: grant 1 revoked, its end's receipt, again, a
-/// withdrawal's after it, one deleted in the future; grant 4 issued; two
+/// Commands 54 to 66: grant 1 revoked, its end's receipt, again, a
+/// withdrawal's after it, one naming an earliest copy held (that is
+/// checked before the duplicate), one deleted in the future; grant 4
+/// issued; two
 /// minutes later, grant 2's end's receipt deleted as early as allowed, and
 /// 1 ms earlier (after its end's receipt: the time is checked first); one
 /// for grant 3, which has not ended, dated before its entry time and the
@@ -326,6 +346,7 @@ fn end_receipts(fx: &Fixture) -> Vec<Step<'_>> {
             receipt(1, ConsentWithdrawn { subject: subject_hash(RESIDENT) }, &[]),
             Some(DeletionDuplicate),
         ),
+        step(street, dated(receipt(1, GrantEnded, &[]), NOW_MS, Some(NOW_MS)), Some(InvalidArgument)),
         step(street, late(NOW_MS), Some(InvalidArgument)),
         step(market, Command::IssueGrant(short_grant(fx)), None),
         later(step(street, short_end(SHORT_END_MS - SKEW_MS), None)),
@@ -341,8 +362,8 @@ fn end_receipts(fx: &Fixture) -> Vec<Step<'_>> {
     ]
 }
 
-/// `log` and the deletion commands (16 to 62), then a denial (63, leaf
-/// 11) and a final checkpoint over it (64, 65): its root binds every
+/// `log` and the deletion commands (16 to 66), then a denial (67, leaf
+/// 11) and a final checkpoint over it (68, 69): its root binds every
 /// outcome before it.
 fn with_deletions(fx: &Fixture, log: &RecordedLog) -> RecordedLog {
     let mut more = RecordedLog {
@@ -402,25 +423,27 @@ pub(super) fn deletion_vectors(fx: &Fixture, log: &RecordedLog) -> Vec<Made> {
          a retention (18: a sensitive field, 21: a personal one) or with one out of bounds (19, 20); \
          grant 2 (no retention, a minute long) and grant 3 (sensitive, under consent, kept as long and \
          deleted as soon as a retention allows) issued; a consent, a release under each grant, the \
-         consent withdrawn (27); the street's receipt for the withdrawn subject, dated before its \
-         entry time and the skew, naming an earliest copy held of u64::MAX, neither checked for a \
-         withdrawal (28); refused receipts: again (29), for a withdrawal of a consent never given (30, \
-         31), of one grant 1 does not rely on (32 to 34), for grant 2 before its end (35), and dated \
-         before its entry time and the skew (36), for its retention, which it has none of (37, 38), by \
-         a node that holds nothing (39), for no grant (40), deleted in the future (41), for copies \
-         received in the future (42), naming an earliest copy held before the cutoff (43) or after \
-         the entry time and the skew (44); a retention receipt at every bound (45: deleted the skew \
-         before its cutoff, the earliest copy held the skew after its entry time); one deleted 1 ms \
-         earlier than its cutoff allows (46); one naming the earliest copy held at its cutoff and \
-         deleted the skew after its entry time (47), again (48), again with an earliest copy before \
-         the cutoff (49: refused for that, not as a duplicate); a wrapped receipt (50); grant 1 \
-         revoked (51), its end's receipt (52), again (53), a withdrawal's after it (54), one deleted \
-         in the future (55); grant 4 issued as grant 2 (56); two minutes later, grant 2's end's \
-         receipt deleted the skew before that end (57), one 1 ms earlier (58: refused for its time, \
-         not as a duplicate), grant 3's end's receipt before that end, dated before its entry time \
-         and the skew (59: refused for its time, not as not due), a release under grant 4 decided \
-         before its end (60), grant 4's end's receipt dated 1 ms earlier than the skew before that \
-         release allows (61), then at that bound (62); a denial and a final checkpoint at 12",
+         consent withdrawn (27); the street's receipts for the withdrawn subject: dated 1 ms earlier \
+         than the skew before the withdrawal allows (28), naming an earliest copy held, which only a \
+         retention receipt may (29), then dated at that bound, accepted (30); refused receipts: again \
+         (31), for a withdrawal of a consent never given (32, 33: dated 0, which no withdrawal bounds), of one grant 1 does not rely on (34 \
+         to 36), for grant 2 before its end (37), naming an earliest copy held (38: refused for that, \
+         not as not due), and dated before its entry time and the skew (39), for its retention, which \
+         it has none of (40, 41), by a node that holds nothing (42), for no grant (43), deleted in the \
+         future (44), for copies received in the future (45), naming an earliest copy held before the \
+         cutoff (46) or after the entry time and the skew (47); a retention receipt at every bound \
+         (48: deleted the skew before its cutoff, the earliest copy held the skew after its entry \
+         time); one deleted 1 ms earlier than its cutoff allows (49); one naming the earliest copy \
+         held at its cutoff and deleted the skew after its entry time (50), again (51), again with an \
+         earliest copy before the cutoff (52: refused for that, not as a duplicate); a wrapped receipt \
+         (53); grant 1 revoked (54), its end's receipt (55), again (56), a withdrawal's after it (57), \
+         again naming an earliest copy held (58: refused for that, not as a duplicate), one deleted in \
+         the future (59); grant 4 issued as grant 2 (60); two minutes later, grant 2's end's receipt \
+         deleted the skew before that end (61), one 1 ms earlier (62: refused for its time, not as a \
+         duplicate), grant 3's end's receipt before that end, dated before its entry time and the skew \
+         (63: refused for its time, not as not due), a release under grant 4 decided before its end \
+         (64), grant 4's end's receipt dated 1 ms earlier than the skew before that release allows \
+         (65), then at that bound (66); a denial and a final checkpoint at 12",
         encoded(&deletions, deletions.commands.clone()),
         Expect::Verified(summary),
     );
@@ -449,13 +472,13 @@ fn tampered_deletions(deletions: &RecordedLog) -> Vec<Made> {
     let cases: [(&'static str, &'static str, Tamper, Expect); 10] = [
         (
             "39-deletion-duplicate-marked-accepted.bundle",
-            "05 with command 53, a second receipt for grant 1's end, marked accepted",
+            "05 with command 56, a second receipt for grant 1's end, marked accepted",
             Box::new(|c| c[index(END_RECEIPT_AGAIN)].accepted = true),
             replay_failed(ReplayRejected, END_RECEIPT_AGAIN),
         ),
         (
             "40-deletion-receipt-marked-rejected.bundle",
-            "05 with command 52, the receipt for grant 1's end, marked rejected",
+            "05 with command 55, the receipt for grant 1's end, marked rejected",
             Box::new(|c| c[index(END_RECEIPT)].accepted = false),
             replay_failed(ReplayAccepted, END_RECEIPT),
         ),
@@ -467,15 +490,15 @@ fn tampered_deletions(deletions: &RecordedLog) -> Vec<Made> {
         ),
         (
             "42-revocation-dropped.bundle",
-            "05 with grant 1's revocation (51) left out, renumbered: the receipt for its end is not due",
+            "05 with grant 1's revocation (54) left out, renumbered: the receipt for its end is not due",
             dropped(REVOCATION),
             replay_failed(ReplayRejected, END_RECEIPT - 1),
         ),
         (
             "43-withdrawal-dropped.bundle",
-            "05 with the consent's withdrawal (27) left out, renumbered: the receipt for it is not due",
+            "05 with the consent's withdrawal (27) left out, renumbered: the receipt for it (30) is not due",
             dropped(WITHDRAWAL),
-            replay_failed(ReplayRejected, WITHDRAWAL),
+            replay_failed(ReplayRejected, WITHDRAWAL_RECEIPT - 1),
         ),
         (
             "44-release-dropped.bundle",
@@ -486,27 +509,27 @@ fn tampered_deletions(deletions: &RecordedLog) -> Vec<Made> {
         ),
         (
             "45-grant-end-receipt-early.bundle",
-            "05 with command 57, the receipt for grant 2's end, 1 ms before that end",
+            "05 with command 61, the receipt for grant 2's end, 1 ms before that end",
             Box::new(|c| c[index(SHORT_END_RECEIPT)].entry_time_ms = SHORT_END_MS - 1),
             replay_failed(ReplayRejected, SHORT_END_RECEIPT),
         ),
         (
             "46-grant-end-receipt-at-the-end.bundle",
-            "05 with command 57, the receipt for grant 2's end, at that end: accepted, but the \
+            "05 with command 61, the receipt for grant 2's end, at that end: accepted, but the \
              checkpoint binds its entry time",
             Box::new(|c| c[index(SHORT_END_RECEIPT)].entry_time_ms = SHORT_END_MS),
             failed(CheckpointRootMismatch, Some(FINAL_COSIGNATURE), None, Some(11)),
         ),
         (
             "47-receipt-before-release-marked-accepted.bundle",
-            "05 with command 61, grant 4's end's receipt dated before the release after that end, \
+            "05 with command 65, grant 4's end's receipt dated before the release after that end, \
              marked accepted",
             Box::new(|c| c[index(BEFORE_LAST_RELEASE)].accepted = true),
             replay_failed(ReplayRejected, BEFORE_LAST_RELEASE),
         ),
         (
             "48-earliest-held-too-late-marked-accepted.bundle",
-            "05 with command 44, a retention receipt naming an earliest copy held after its entry time \
+            "05 with command 47, a retention receipt naming an earliest copy held after its entry time \
              and the skew, marked accepted",
             Box::new(|c| c[index(EARLIEST_TOO_LATE)].accepted = true),
             replay_failed(ReplayRejected, EARLIEST_TOO_LATE),
