@@ -163,50 +163,57 @@ fn consent_target<'a>(
     grants.get(pick.index(grants.len().max(1))).copied()
 }
 
+/// The IssueGrant command an `Op::Grant` describes.
+fn grant_command(op: Op) -> Command {
+    let Op::Grant {
+        dataset,
+        grantee: g,
+        fields,
+        purpose,
+        consent_basis,
+        from_days,
+        length_days,
+        mask,
+        scoped,
+        consent_required,
+    } = op
+    else {
+        unreachable!("only called with Op::Grant")
+    };
+    let fields = pick_fields(dataset, fields);
+    let masking: BTreeMap<String, MaskingRule> = if mask {
+        fields.iter().take(1).map(|field| (field.clone(), MaskingRule::KeepLast(2))).collect()
+    } else {
+        BTreeMap::new()
+    };
+    let valid_from_ms = (NOW_MS as i64 + i64::from(from_days) * DAY_MS as i64) as u64;
+    Command::IssueGrant(civmesh_policy::GrantSpec {
+        dataset: DATASETS[dataset].into(),
+        grantee: grantee(g),
+        fields,
+        purpose: PURPOSES[purpose].into(),
+        legal_basis: if consent_basis { LegalBasis::Consent } else { LegalBasis::StatutoryDuty },
+        scope: if scoped {
+            vec![ScopeCondition {
+                field: "district".into(),
+                allowed: BTreeSet::from([FieldValue::Text(DISTRICTS[0].into())]),
+            }]
+        } else {
+            vec![]
+        },
+        valid_from_ms,
+        valid_until_ms: valid_from_ms + u64::from(length_days) * DAY_MS,
+        masking,
+        consent_required,
+        demand: None,
+        retention: Some(civmesh_policy::fixtures::RETENTION),
+        assessment: Some(civmesh_policy::deletion::AssessmentDigest([7; 32])),
+    })
+}
+
 fn command(state: &PolicyState, op: &Op) -> Command {
     match op.clone() {
-        Op::Grant {
-            dataset,
-            grantee: g,
-            fields,
-            purpose,
-            consent_basis,
-            from_days,
-            length_days,
-            mask,
-            scoped,
-            consent_required,
-        } => {
-            let fields = pick_fields(dataset, fields);
-            let masking: BTreeMap<String, MaskingRule> = if mask {
-                fields.iter().take(1).map(|field| (field.clone(), MaskingRule::KeepLast(2))).collect()
-            } else {
-                BTreeMap::new()
-            };
-            let valid_from_ms = (NOW_MS as i64 + i64::from(from_days) * DAY_MS as i64) as u64;
-            Command::IssueGrant(civmesh_policy::GrantSpec {
-                dataset: DATASETS[dataset].into(),
-                grantee: grantee(g),
-                fields,
-                purpose: PURPOSES[purpose].into(),
-                legal_basis: if consent_basis { LegalBasis::Consent } else { LegalBasis::StatutoryDuty },
-                scope: if scoped {
-                    vec![ScopeCondition {
-                        field: "district".into(),
-                        allowed: BTreeSet::from([FieldValue::Text(DISTRICTS[0].into())]),
-                    }]
-                } else {
-                    vec![]
-                },
-                valid_from_ms,
-                valid_until_ms: valid_from_ms + u64::from(length_days) * DAY_MS,
-                masking,
-                consent_required,
-                demand: None,
-                retention: Some(civmesh_policy::fixtures::RETENTION),
-                assessment: Some(civmesh_policy::deletion::AssessmentDigest([7; 32])),
-            })
-        }
+        grant @ Op::Grant { .. } => grant_command(grant),
         Op::RevokeGrant { grant } => Command::RevokeGrant { grant_id: grant, reason: "property test".into() },
         Op::Negative { dataset, field } => Command::AddNegativeListEntry {
             dataset: DATASETS[dataset].into(),
