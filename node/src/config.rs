@@ -56,6 +56,80 @@ pub struct NodeConfig {
     /// Listings this node answers as an owner: page sizes and cursor age.
     #[serde(default)]
     pub listing: ListingSection,
+    /// How often this node, as a holder, deletes what is due.
+    #[serde(default)]
+    pub retention: RetentionSection,
+    /// The subjects' requests this node takes: their default deadline.
+    #[serde(default)]
+    pub subject_requests: SubjectRequestsSection,
+}
+
+/// `[subject_requests]`: the requests from the subject (PIPL Art. 44-47)
+/// this node takes as an intake: how many days the owner has to answer
+/// one that names no deadline of its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SubjectRequestsSection {
+    /// The owner's deadline, in days after filing (1 to 60).
+    pub deadline_days: u64,
+}
+
+/// The bounds on [`SubjectRequestsSection::deadline_days`], in days (the
+/// policy log's, `SUBJECT_REQUEST_DEADLINE_MS_MIN..=_MAX`).
+pub const DEADLINE_DAYS_RANGE: std::ops::RangeInclusive<u64> = 1..=60;
+
+impl Default for SubjectRequestsSection {
+    fn default() -> Self {
+        SubjectRequestsSection {
+            deadline_days: civmesh_policy::subject_request::SUBJECT_REQUEST_DEADLINE_DAYS_DEFAULT,
+        }
+    }
+}
+
+impl SubjectRequestsSection {
+    /// The default deadline, checked against [`DEADLINE_DAYS_RANGE`].
+    pub fn deadline_days(&self) -> Result<u64, ConfigError> {
+        if !DEADLINE_DAYS_RANGE.contains(&self.deadline_days) {
+            return Err(ConfigError::Invalid {
+                path: PathBuf::from(CONFIG_FILE_NAME),
+                reason: "[subject_requests] deadline_days must be from 1 to 60".to_string(),
+            });
+        }
+        Ok(self.deadline_days)
+    }
+}
+
+/// `[retention]`: how often a holder deletes copies whose retention ended,
+/// whose grant ended, or whose consent was withdrawn. A deletion is made
+/// at most `sweep_interval_ms` after it is due (and at start, before the
+/// node serves anything); a grant's `delete_within` is the log's bound.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetentionSection {
+    /// Between two deletion sweeps, in milliseconds (1 s to 1 hour).
+    pub sweep_interval_ms: u64,
+}
+
+/// The bounds on [`RetentionSection::sweep_interval_ms`], in milliseconds.
+pub const SWEEP_INTERVAL_MS_RANGE: std::ops::RangeInclusive<u64> = 1_000..=3_600_000;
+
+impl Default for RetentionSection {
+    fn default() -> Self {
+        RetentionSection { sweep_interval_ms: 60_000 }
+    }
+}
+
+impl RetentionSection {
+    /// The sweep interval, checked against [`SWEEP_INTERVAL_MS_RANGE`].
+    pub fn sweep_interval_ms(&self) -> Result<u64, ConfigError> {
+        if !SWEEP_INTERVAL_MS_RANGE.contains(&self.sweep_interval_ms) {
+            return Err(ConfigError::Invalid {
+                path: PathBuf::from(CONFIG_FILE_NAME),
+                reason: "[retention] sweep_interval_ms must be from 1000 to 3600000".to_string(),
+            });
+        }
+        Ok(self.sweep_interval_ms)
+    }
 }
 
 /// `[listing]`: the bounds on the pages of a listing this owner answers.
@@ -232,8 +306,14 @@ impl NodeConfig {
             return Err(ConfigError::TooLarge(path));
         }
         let text = std::fs::read_to_string(&path).map_err(io_error)?;
-        toml::from_str(&text)
-            .map_err(|error| ConfigError::Invalid { path: path.clone(), reason: error.to_string() })
+        let config: NodeConfig = toml::from_str(&text)
+            .map_err(|error| ConfigError::Invalid { path: path.clone(), reason: error.to_string() })?;
+        // A bound no section's type can state is checked here, so a node
+        // never starts with it.
+        if let Err(ConfigError::Invalid { reason, .. }) = config.subject_requests.deadline_days() {
+            return Err(ConfigError::Invalid { path, reason });
+        }
+        Ok(config)
     }
 
     /// A path from the configuration, resolved against the data directory.
@@ -271,6 +351,15 @@ mod tests {
             &format!("{valid}[corrections]\nattachments_max = 2\nattachment_bytes_max = 1024\n"),
         );
         assert_eq!(NodeConfig::load(dir.path()).unwrap().corrections.attachment_bytes_max, 1024);
+        for (days, loaded) in [(None, 15), (Some(1), 1), (Some(60), 60)] {
+            let section =
+                days.map_or(String::new(), |days| format!("[subject_requests]\ndeadline_days = {days}\n"));
+            write(dir.path(), &format!("{valid}{section}"));
+            assert_eq!(
+                NodeConfig::load(dir.path()).unwrap().subject_requests.deadline_days().unwrap(),
+                loaded
+            );
+        }
         for bad in [
             "[node",
             "garbage = = 1",
@@ -279,6 +368,10 @@ mod tests {
             &format!("{valid}[limits]\nqueries_per_peer_per_second = -1\n"),
             &format!("{valid}[limits]\nquery_per_peer = 5\n"),
             &format!("{valid}[corrections]\nattachment_size = 1\n"),
+            &format!("{valid}[subject_requests]\ndeadline_days = 0\n"),
+            &format!("{valid}[subject_requests]\ndeadline_days = 61\n"),
+            &format!("{valid}[subject_requests]\ndeadline_days = -1\n"),
+            &format!("{valid}[subject_requests]\ndeadline = 15\n"),
         ] {
             write(dir.path(), bad);
             assert!(matches!(NodeConfig::load(dir.path()), Err(ConfigError::Invalid { .. })), "{bad}");

@@ -19,6 +19,7 @@ use tokio_util::task::TaskTracker;
 use crate::api::{self, ApiState};
 use crate::config::NodeConfig;
 use crate::corrections::CorrectionService;
+use crate::deletions::Deletions;
 use crate::query::{QueryService, QuerySettings};
 use crate::records::RecordStore;
 use crate::security::PeerRefusal;
@@ -110,13 +111,25 @@ impl Node {
         tasks.spawn(services.query.clone().run_initial_syncs(stop.clone()));
         tasks.spawn(crate::audit::checkpoints::run_checkpoints(log.clone(), key.clone(), stop.clone()));
         tasks.spawn(serve_raft(log.clone(), services.metrics.clone(), inbound.raft, tasks.clone()));
+        // The gate admits the federation's peers, so this replica can catch
+        // up; then what is due for deletion goes before anything is served.
+        tasks.spawn(keep_gate(log.clone(), swarm.clone(), bootstrap_peers, key.node_id(), stop.clone()));
+        let deletions = Deletions::new(log.clone(), key.clone(), services.query.clone());
+        let sweep = deletions.sweep_at_start().await.context("deleting what is due before serving")?;
+        if sweep.deletions > 0 {
+            tracing::info!(
+                deletions = sweep.deletions,
+                records = sweep.records_deleted,
+                "deleted what was due at start"
+            );
+        }
+        tasks.spawn(deletions.run(config.retention.sweep_interval_ms()?, stop.clone()));
         tasks.spawn(serve_services(
             services.query.clone(),
             services.corrections.clone(),
             inbound.services,
             tasks.clone(),
         ));
-        tasks.spawn(keep_gate(log.clone(), swarm.clone(), bootstrap_peers, key.node_id(), stop.clone()));
         let identity_node_id = key.node_id();
         let api_url = start_api(node_dir, identity, &log, &swarm, services, &tasks, stop)?;
         write_runtime_info(
@@ -259,6 +272,7 @@ fn start_api(
         corrections: services.corrections,
         metrics: services.metrics,
         console: crate::console::Console::new(node_dir, tasks.clone()),
+        assessments: Arc::new(crate::assessments::AssessmentStore::new(node_dir, identity.key.clone())),
     });
     let handle = axum_server::Handle::new();
     let server =

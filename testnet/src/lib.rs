@@ -784,6 +784,48 @@ impl Drop for Testnet {
     }
 }
 
+impl Testnet {
+    /// `civmesh pia add` at node `index` for `dataset`'s `fields` and
+    /// `purpose`, signed by officer 王芳: the digest it printed, which a
+    /// grant of those sensitive fields names.
+    pub fn add_assessment(
+        &self,
+        index: usize,
+        dataset: &str,
+        fields: &[&str],
+        purpose: &str,
+    ) -> anyhow::Result<String> {
+        let dir = path_str(&self.nodes[index].data_dir)?;
+        let mut args = vec!["pia", "add", "--node-dir", dir, "--dataset", dataset];
+        for field in fields {
+            args.extend(["--field", field]);
+        }
+        args.extend(["--purpose", purpose, "--officer", "王芳"]);
+        args.extend([
+            "--necessity",
+            "Street staff visit residents over 80 who live alone.\nNames are needed.",
+        ]);
+        args.extend(["--risks", "A vulnerable person's situation becomes known."]);
+        args.extend(["--measures", "Street staff only; copies deleted after 30 days."]);
+        Ok(self.cli(&args)?.trim().to_string())
+    }
+
+    /// Changes node `index`'s config file with `edit` (takes effect at its
+    /// next start).
+    pub fn configure(
+        &self,
+        index: usize,
+        edit: impl FnOnce(&mut civmesh_node::config::NodeConfig),
+    ) -> anyhow::Result<()> {
+        let data_dir = &self.nodes[index].data_dir;
+        let mut config = civmesh_node::config::NodeConfig::load(data_dir)?;
+        edit(&mut config);
+        let path = data_dir.join(civmesh_node::config::CONFIG_FILE_NAME);
+        std::fs::write(&path, toml::to_string_pretty(&config)?)
+            .with_context(|| format!("writing {}", path.display()))
+    }
+}
+
 /// Sets the address a node advertises to its peers, in its config file.
 fn advertise(data_dir: &Path, address: &str) -> anyhow::Result<()> {
     let path = data_dir.join(civmesh_node::config::CONFIG_FILE_NAME);

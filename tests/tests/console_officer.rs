@@ -289,6 +289,7 @@ async fn a_street_demands_data_and_the_owners_officer_grants_refuses_and_revokes
     screenshot(&officer, "officer-demands-en").await;
     officer.goto(&format!("{market_base}/demands/{first}/grant")).await.unwrap();
     screenshot(&officer, "officer-grant-en").await;
+    fill(&officer, "#retain_days", "30").await;
     click(&officer, "#issue-grant").await;
     assert!(text(&officer, "#warnings").await.contains("expires within 7 days"));
     screenshot_at(&officer, "#warnings", "officer-grant-warnings-en").await;
@@ -319,8 +320,14 @@ async fn a_street_demands_data_and_the_owners_officer_grants_refuses_and_revokes
 
     // The phone masked to its last 4 digits; the warning (it ends within
     // a week) is shown, and nothing is issued until it is confirmed.
+    // A personal field needs a retention: said next to the field, nothing issued.
+    officer.goto(&format!("{market_base}/demands/{first}/grant")).await.unwrap();
+    click(&officer, "#issue-grant").await;
+    assert!(has(&officer, "#retain_days-error").await, "no retention, no grant");
+    assert_eq!(grants(&console, MARKET).len(), grants_before);
     officer.goto(&format!("{market_base}/demands/{first}/grant")).await.unwrap();
     select(&officer, "#mask-legal_rep_phone", "keep_last").await;
+    fill(&officer, "#retain_days", "30").await;
     click(&officer, "#issue-grant").await;
     let warnings = text(&officer, "#warnings").await;
     assert!(warnings.contains("授权将在 7 天内到期"), "{warnings}");
@@ -355,6 +362,7 @@ async fn a_street_demands_data_and_the_owners_officer_grants_refuses_and_revokes
     let issued = grants(&console, MARKET).into_iter().find(|g| g["id"] == grant).unwrap();
     assert_eq!(issued["demand"], first);
     assert_eq!(issued["masking"]["legal_rep_phone"], serde_json::json!({ "keep_last": 4 }));
+    assert_eq!(issued["retention"]["keep_ms"], 30 * 86_400_000u64, "kept 30 days, as entered");
 
     // The street sees the new grant, and its demand granted.
     let street_grants = format!("{street_base}/grants");

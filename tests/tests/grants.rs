@@ -236,8 +236,10 @@ fn an_owner_issues_grants_from_demands_confirming_each_warning() {
     let residents =
         file_demand_for(&net, STREET, RESIDENTS, "elderly-care", &fields, &["--until", &until]).unwrap();
     warned(CIVIL, residents, &[], "sensitive fields without consent required: lives_alone_80_plus");
+    let assessment = net.add_assessment(CIVIL, RESIDENTS, &fields, "elderly-care").unwrap();
+    let protected = ["--consent-required", "--retain-days", "30", "--assessment", &assessment];
     assert_eq!(
-        issue_grant(&net, CIVIL, residents, &["--consent-required"]).unwrap().trim(),
+        issue_grant(&net, CIVIL, residents, &protected).unwrap().trim(),
         format!("issued grant 2 answering demand {residents}")
     );
     let out = issue_grant(&net, MARKET, demand, &["--until", &soon, "--yes"]).unwrap();

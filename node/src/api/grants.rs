@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::api::metrics::Metrics;
 use crate::api::{ApiError, ApiState, JsonBody, PathParams, Shared};
+use crate::assessments::ProtectionMissing;
 
 /// One entry of `GET /v1/demands`: what was asked for, why, and where it
 /// stands.
@@ -229,8 +230,34 @@ pub(crate) async fn refuse_demand(
     Ok(Json(serde_json::json!({ "demand": id })))
 }
 
+/// Whether this node, as the dataset's owner, may sign `spec` as far as
+/// retention and impact assessment go (`assessments::check_grant` against
+/// this node's store and its replica's catalog).
+pub(crate) async fn check_protection_now(
+    state: &Shared,
+    spec: &GrantSpec,
+) -> Result<Result<(), ProtectionMissing>, ApiError> {
+    let dataset = state.log.state().read(|applied| applied.policy.datasets.get(&spec.dataset).cloned());
+    let spec = spec.clone();
+    super::assessments::on_store(state, move |store| {
+        crate::assessments::check_grant(store, dataset.as_ref(), &spec)
+    })
+    .await
+}
+
+impl From<ProtectionMissing> for ApiError {
+    fn from(missing: ProtectionMissing) -> Self {
+        match missing {
+            ProtectionMissing::Store(error) => error.into(),
+            missing => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, missing.to_string()),
+        }
+    }
+}
+
 /// `POST /v1/grants`: the dataset's owner issues a grant, unless it has
-/// warnings that `confirm` does not accept.
+/// warnings that `confirm` does not accept, or lacks a retention or an
+/// assessment it needs (a 422 naming what is missing, before anything is
+/// signed).
 pub(crate) async fn issue_grant(
     State(state): State<Shared>,
     JsonBody(GrantRequest { grant, confirm }): JsonBody<GrantRequest>,
@@ -239,6 +266,7 @@ pub(crate) async fn issue_grant(
     if !warnings.is_empty() && !confirm {
         return Ok(Json(GrantIssue { grant: None, warnings }));
     }
+    check_protection_now(&state, &grant).await??;
     match commit_as_node(&state, Command::IssueGrant(grant)).await? {
         Applied::GrantIssued(id) => Ok(Json(GrantIssue { grant: Some(id), warnings })),
         other => Err(ApiError::internal(format!("the log answered {other:?}, not a grant"))),

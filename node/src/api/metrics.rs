@@ -38,6 +38,22 @@ pub struct Metrics {
     is_leader: Gauge,
     connected_peers: Gauge,
     access_log_length: Gauge,
+    deletions_overdue: Gauge,
+    deletions_overdue_here: Gauge,
+    subject_requests_overdue: Gauge,
+}
+
+/// What the metrics read from this replica's policy state.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LogFigures {
+    /// Entries in the access log.
+    pub access_log_length: u64,
+    /// Deletions due, past their bound, with no receipt, at any holder.
+    pub deletions_overdue: u64,
+    /// The same at this node.
+    pub deletions_overdue_here: u64,
+    /// Subjects' requests still open past their deadline, at any owner.
+    pub subject_requests_overdue: u64,
 }
 
 impl Default for Metrics {
@@ -57,6 +73,9 @@ impl Default for Metrics {
             is_leader: Gauge::default(),
             connected_peers: Gauge::default(),
             access_log_length: Gauge::default(),
+            deletions_overdue: Gauge::default(),
+            deletions_overdue_here: Gauge::default(),
+            subject_requests_overdue: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -103,13 +122,33 @@ impl Default for Metrics {
         registry.register("raft_term", "Current Raft term", metrics.term.clone());
         registry.register("raft_is_leader", "1 if this node leads the policy log", metrics.is_leader.clone());
         registry.register("connected_peers", "libp2p peers connected now", metrics.connected_peers.clone());
-        registry.register(
-            "access_log_length",
-            "Entries in the replicated access log",
-            metrics.access_log_length.clone(),
-        );
+        register_log_gauges(&mut registry, &metrics);
         Metrics { registry, ..metrics }
     }
+}
+
+/// Registers the gauges read from the policy state ([`LogFigures`]).
+fn register_log_gauges(registry: &mut Registry, metrics: &Metrics) {
+    registry.register(
+        "access_log_length",
+        "Entries in the replicated access log",
+        metrics.access_log_length.clone(),
+    );
+    registry.register(
+        "deletions_overdue",
+        "Deletions of received copies past their bound without a receipt, at any holder",
+        metrics.deletions_overdue.clone(),
+    );
+    registry.register(
+        "deletions_overdue_here",
+        "Deletions of received copies past their bound without a receipt, at this node",
+        metrics.deletions_overdue_here.clone(),
+    );
+    registry.register(
+        "subject_requests_overdue",
+        "Subjects' requests (access, correction, deletion) still open past their deadline, at any owner",
+        metrics.subject_requests_overdue.clone(),
+    );
 }
 
 fn gauge_value(value: u64) -> i64 {
@@ -127,14 +166,17 @@ impl Metrics {
         &self,
         status: &civmesh_consensus::Status,
         connected_peers: usize,
-        access_log_length: u64,
+        figures: LogFigures,
     ) -> String {
         self.applied_index.set(gauge_value(status.applied_index));
         self.committed_index.set(gauge_value(status.committed_index));
         self.term.set(gauge_value(status.term));
         self.is_leader.set(i64::from(status.role == "leader"));
         self.connected_peers.set(gauge_value(connected_peers as u64));
-        self.access_log_length.set(gauge_value(access_log_length));
+        self.access_log_length.set(gauge_value(figures.access_log_length));
+        self.deletions_overdue.set(gauge_value(figures.deletions_overdue));
+        self.deletions_overdue_here.set(gauge_value(figures.deletions_overdue_here));
+        self.subject_requests_overdue.set(gauge_value(figures.subject_requests_overdue));
         let mut text = String::new();
         if prometheus_client::encoding::text::encode(&mut text, &self.registry).is_err() {
             text.clear();

@@ -7,18 +7,23 @@
 //! OpenAPI operation): the router, the per-route scope check and the
 //! document at `/openapi.json` are built from it.
 
+pub(crate) mod assessments;
 mod audit;
 mod auth;
 mod cluster;
+mod consents;
+pub mod deletions;
 mod error;
 pub(crate) mod grants;
 pub mod metrics;
 pub mod openapi;
 mod policy;
 mod query;
+pub mod received;
 mod records;
 pub mod routes;
 mod status;
+mod subject_requests;
 pub mod tokens;
 
 use std::sync::Arc;
@@ -29,9 +34,11 @@ use axum::Router;
 use civmesh_certs::VerifiedIdentity;
 use civmesh_consensus::PolicyLog;
 
+pub use assessments::{AssessmentCreated, AssessmentsQuery};
 pub use audit::{AuditCommandsQuery, AUDIT_COMMANDS_PER_REQUEST_MAX, AUDIT_PAGE_BYTES_MAX};
 pub use auth::TokenHolder;
 pub use cluster::{InitializeRequest, PeerAddress, VotersRequest};
+pub use consents::ConsentRequest;
 pub use error::{ApiError, JsonBody, PathParams, QueryParams, RawBody};
 pub use grants::{CatalogEntry, CatalogField, DemandView, GrantIssue, GrantRequest, Reason};
 pub use policy::{CommandsRequest, CommandsResponse, DemandEntry, MatchQuery, PolicySummary};
@@ -76,6 +83,8 @@ pub struct ApiState {
     pub metrics: Arc<crate::api::metrics::Metrics>,
     /// The console's operators and sessions.
     pub console: crate::console::Console,
+    /// The impact assessments this node signed.
+    pub assessments: Arc<crate::assessments::AssessmentStore>,
 }
 
 pub(crate) type Shared = Arc<ApiState>;
@@ -151,6 +160,9 @@ mod tests {
             ("POST", "/v1/cluster/initialize", Scope::Cluster),
             ("PUT", "/v1/cluster/voters", Scope::Cluster),
             ("GET", "/v1/audit/commands", Scope::Audit),
+            ("POST", "/v1/assessments", Scope::Policy),
+            ("GET", "/v1/assessments", Scope::Read),
+            ("GET", "/v1/assessments/ab12", Scope::Read),
             ("DELETE", "/v1/records", Scope::Cluster),
             ("POST", "/v1/unknown", Scope::Cluster),
         ];

@@ -30,7 +30,15 @@ pub(crate) async fn ask_owner(
         )));
     }
     check_field_count(&request.fields)?;
+    let kept = kept_source_of(request.keep, request.grant)?;
     let peer = owner_peer(state, &request.dataset).await?;
+    let source = kept.map(|grant| crate::query::KeptSource {
+        dataset: request.dataset.clone(),
+        owner: peer.node_id,
+        fields: request.fields.clone(),
+        purpose: request.purpose.clone(),
+        grant,
+    });
     let refused = |reason: crate::query::AskError| {
         crate::api::metrics::Metrics::count(&state.metrics.queries_asked, "refused");
         ApiError::new(StatusCode::BAD_GATEWAY, reason.to_string())
@@ -40,7 +48,20 @@ pub(crate) async fn ask_owner(
         .await
         .map_err(refused)?;
     crate::api::metrics::Metrics::count(&state.metrics.queries_asked, crate::query::outcome_label(&answer));
+    if let (Some(source), crate::query::QueryAnswer::Released { records, .. }) = (&source, &answer) {
+        state.query.keep_received(source, records).map_err(ApiError::internal)?;
+    }
     Ok(answer)
+}
+
+/// The grant a request's records are kept under, if it asks to keep them:
+/// keeping needs one, so the copies fall under its retention.
+fn kept_source_of(keep: bool, grant: Option<u64>) -> Result<Option<u64>, ApiError> {
+    match (keep, grant) {
+        (false, _) => Ok(None),
+        (true, Some(grant)) => Ok(Some(grant)),
+        (true, None) => Err(ApiError::bad_request("keeping records needs the grant they are released under")),
+    }
 }
 
 /// A request names 1..=`REQUEST_FIELDS_MAX` fields (a listing: or a grant,
@@ -91,6 +112,13 @@ pub(crate) async fn list_page(
     }
     check_field_count(&spec.fields)?;
     let peer = owner_peer(state, &spec.dataset).await?;
+    let source = kept_source_of(spec.keep, spec.grant)?.map(|grant| crate::query::KeptSource {
+        dataset: spec.dataset.clone(),
+        owner: peer.node_id,
+        fields: spec.fields.clone(),
+        purpose: spec.purpose.clone(),
+        grant,
+    });
     let answer = crate::query::list(&state.swarm, &state.query.key, &peer, spec).await.map_err(|error| {
         crate::api::metrics::Metrics::count(&state.metrics.queries_asked, "refused");
         match error {
@@ -107,6 +135,9 @@ pub(crate) async fn list_page(
         _ => "denied",
     };
     crate::api::metrics::Metrics::count(&state.metrics.queries_asked, label);
+    if let (Some(source), crate::query::ListAnswer::Page { records, .. }) = (&source, &answer) {
+        state.query.keep_received(source, records).map_err(ApiError::internal)?;
+    }
     Ok(answer)
 }
 

@@ -41,8 +41,18 @@ pub(crate) async fn status(State(state): State<Shared>) -> Json<NodeStatus> {
 pub(crate) async fn metrics(State(state): State<Shared>) -> impl IntoResponse {
     let status = state.log.status();
     let peers = state.swarm.connected_peers().await.len();
-    let access_log_length = state.log.state().read(|applied| applied.policy.access_log_length);
-    let text = state.metrics.render(&status, peers, access_log_length);
+    let me = state.identity.node_id;
+    let now_ms = civmesh_certs::now_unix_millis();
+    let figures = state.log.state().read(|applied| {
+        let overdue = applied.policy.deletions_overdue(now_ms);
+        crate::api::metrics::LogFigures {
+            access_log_length: applied.policy.access_log_length,
+            deletions_overdue: overdue.len() as u64,
+            deletions_overdue_here: overdue.iter().filter(|deletion| deletion.holder == me).count() as u64,
+            subject_requests_overdue: applied.policy.subject_requests_overdue(now_ms).len() as u64,
+        }
+    });
+    let text = state.metrics.render(&status, peers, figures);
     ([(axum::http::header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], text)
 }
 

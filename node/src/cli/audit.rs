@@ -9,8 +9,9 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use civmesh_certs::{codec, now_unix_millis, CaCertificate};
 use civmesh_policy::audit::{
-    checked_subject_accesses, verify_stream, write_bundle_start, ArchiveWriter, ArchivedCommand, AuditReport,
-    BundleHeader, BundleReader, Checks, Exported, SeenCheckpoint, SubjectAccess, SubjectReportError,
+    checked_subject_accesses, verify_stream_collecting, write_bundle_start, ArchiveWriter, ArchivedCommand,
+    AuditReport, BundleHeader, BundleReader, Checks, Exported, SeenCheckpoint, SubjectAccess,
+    SubjectReportError,
 };
 use civmesh_policy::subject_keys::SubjectLookup;
 use civmesh_policy::PolicyState;
@@ -217,12 +218,22 @@ fn sync_parent(path: &Path) -> anyhow::Result<()> {
 
 /// Reads and verifies a bundle as a stream (memory holds one window of
 /// commands, whatever the bundle's size), with a progress bar.
+/// What a replay of a bundle found.
+struct Verified {
+    header: BundleHeader,
+    report: AuditReport,
+    state: PolicyState,
+    accesses: Vec<SubjectAccess>,
+    /// How many accesses each kind of flag holds.
+    flags: std::collections::BTreeMap<civmesh_policy::audit::FlagKind, u64>,
+}
+
 fn load_and_verify(
     bundle_path: &Path,
     ca: &Path,
     seen: &[SeenCheckpoint],
     subject: Option<&mut SubjectLookup>,
-) -> anyhow::Result<(BundleHeader, AuditReport, PolicyState, Vec<SubjectAccess>)> {
+) -> anyhow::Result<Verified> {
     let reading = || format!("reading {}", bundle_path.display());
     let file = std::fs::File::open(bundle_path).with_context(reading)?;
     let reader = BundleReader::open(std::io::BufReader::new(file)).with_context(reading)?;
@@ -235,10 +246,13 @@ fn load_and_verify(
     );
     let mut advance = |done| progress.set_position(done);
     let checks = Checks::new(Some(&trusted), seen);
+    let mut tally = civmesh_policy::audit::AccessTally::new();
+    let collect = civmesh_policy::audit::Collect { subject, tally: Some(&mut tally) };
     let (report, state, accesses) =
-        verify_stream(reader, checks, &mut advance, subject).with_context(reading)?;
+        verify_stream_collecting(reader, checks, &mut advance, collect).with_context(reading)?;
     progress.finish_and_clear();
-    Ok((header, report, state, accesses))
+    let flags = tally.finish(report.anchored_leaves).flag_counts;
+    Ok(Verified { header, report, state, accesses, flags })
 }
 
 fn read_ca(path: &Path) -> anyhow::Result<Vec<u8>> {
@@ -270,7 +284,8 @@ fn verify(
     let mut seen_file = read_seen(seen_path)?;
     let ca_der = read_ca(ca)?;
     let seen = seen_file.checkpoints(&ca_der);
-    let (bundle, mut report, _, _) = load_and_verify(bundle_path, ca, &seen, None)?;
+    let Verified { header: bundle, mut report, state, flags, .. } =
+        load_and_verify(bundle_path, ca, &seen, None)?;
     if require_anchored {
         report.require_anchored();
     }
@@ -297,6 +312,9 @@ fn verify(
     );
     println!("checked against:  {} checkpoint(s) seen before", seen.len());
     println!("root:             {}", report.root);
+    print_lifecycle(&civmesh_policy::audit::lifecycle_report(&state));
+    let after_withdrawal = flags.get(&civmesh_policy::audit::FlagKind::ReleasedAfterWithdrawal).copied();
+    println!("releases after a withdrawn consent: {} (must be 0)", after_withdrawal.unwrap_or(0));
     println!("report:           {}", report_path.display());
     if !report.ok {
         for failure in &report.failures {
@@ -325,6 +343,54 @@ fn verify(
     Ok(())
 }
 
+/// Deletions per holder, overdue ones by name and date, and sensitive
+/// grants without an assessment, as the replay computed them.
+fn print_lifecycle(lifecycle: &civmesh_policy::audit::LifecycleReport) {
+    use civmesh_policy::evaluation::format_time;
+    println!("deletions:        as of {} (the log's latest entry)", format_time(lifecycle.at_ms));
+    for holder in &lifecycle.holders {
+        println!(
+            "  {}: {} grant(s) held, {} receipt(s), {} overdue",
+            holder.holder_org, holder.grants_held, holder.receipts, holder.overdue
+        );
+    }
+    for overdue in &lifecycle.overdue {
+        let org = lifecycle
+            .holders
+            .iter()
+            .find(|holder| holder.holder == overdue.holder)
+            .map_or("an unknown holder", |holder| holder.holder_org.as_str());
+        println!(
+            "  OVERDUE: {org} under grant {}: {} due {}",
+            overdue.grant,
+            cause_name(&overdue.cause),
+            format_time(overdue.due_at_ms)
+        );
+    }
+    println!(
+        "sensitive grants without an impact assessment: {}",
+        lifecycle.sensitive_grants_without_assessment.len()
+    );
+    for owner in &lifecycle.subject_requests {
+        println!(
+            "subject requests to {}: {} answered ({} late, {} refused), {} open past their deadline",
+            owner.owner,
+            owner.counts.answered,
+            owner.counts.answered_late,
+            owner.counts.refused,
+            owner.overdue
+        );
+    }
+}
+
+fn cause_name(cause: &civmesh_policy::DeletionCause) -> &'static str {
+    match cause {
+        civmesh_policy::DeletionCause::RetentionEnded { .. } => "deletion after the retention",
+        civmesh_policy::DeletionCause::GrantEnded => "deletion after the grant ended",
+        civmesh_policy::DeletionCause::ConsentWithdrawn { .. } => "deletion after a withdrawn consent",
+    }
+}
+
 fn subject(args: &SubjectArgs) -> anyhow::Result<()> {
     let (bundle_path, ca, secret_file) = (&args.bundle.path, &args.ca_cert.path, &args.secret_file);
     let seen = read_seen(&args.seen)?.checkpoints(&read_ca(ca)?);
@@ -335,7 +401,8 @@ fn subject(args: &SubjectArgs) -> anyhow::Result<()> {
     let secret =
         std::fs::read_to_string(secret_file).with_context(|| format!("reading {}", secret_file.display()))?;
     let mut subject = SubjectLookup::new(secret.trim().as_bytes(), &args.record_key);
-    let (bundle, report, state, accesses) = load_and_verify(bundle_path, ca, &seen, Some(&mut subject))?;
+    let Verified { header: bundle, report, state, accesses, .. } =
+        load_and_verify(bundle_path, ca, &seen, Some(&mut subject))?;
     let accesses = checked_subject_accesses(secret.trim().as_bytes(), &bundle, &report, &state, accesses)
         .map_err(|error| match error {
             SubjectReportError::WrongSecret => anyhow::anyhow!(

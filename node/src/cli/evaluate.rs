@@ -148,10 +148,29 @@ fn evaluation_table(evaluation: &Evaluation) -> String {
     out.push_str(&text_table(&departments));
     out.push_str("\nStreets\n\n");
     out.push_str(&text_table(&streets));
+    out.push_str(&deletions_table(&evaluation.deletions));
     for note in &evaluation.notes {
         out.push_str(&format!("\nNote: {note}\n"));
     }
     out
+}
+
+/// Each holder's deletion receipts and overdue deletions; nothing if no
+/// node holds received copies.
+fn deletions_table(deletions: &[civmesh_policy::audit::HolderDeletions]) -> String {
+    if deletions.is_empty() {
+        return String::new();
+    }
+    let mut holders = vec![["holder", "grants held", "receipts", "overdue now"].map(String::from).to_vec()];
+    for holder in deletions {
+        holders.push(vec![
+            holder.holder_org.clone(),
+            holder.grants_held.to_string(),
+            holder.receipts.to_string(),
+            holder.overdue.to_string(),
+        ]);
+    }
+    format!("\nDeletions of received copies (as of the log's latest entry)\n\n{}", text_table(&holders))
 }
 
 fn text_table(rows: &[Vec<String>]) -> String {

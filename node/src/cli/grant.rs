@@ -321,11 +321,20 @@ fn status(grant: &Grant, now_ms: UnixMillis) -> String {
 
 /// One grant on one line, e.g. `#3 dept/market-supervision → street/nanjingxilu
 /// market/enterprises [name,operating_address] street-inspection
-/// statutory_duty 2026-12-03..2026-12-31: active (demand 1)`.
+/// statutory_duty 2026-12-03..2026-12-31: active (demand 1)`; with `, kept
+/// 30 days, assessment 3f2a9c01e4b2` after the dates when it states them.
 pub(super) fn grant_line(grant: &Grant, now_ms: UnixMillis) -> String {
     let demand = grant.demand.map(|demand| format!(" (demand {demand})"));
+    let mut protection = String::new();
+    if let Some(retention) = &grant.retention {
+        protection.push_str(&format!(", kept {}", span_text(retention.keep_ms, DAY_MS, "day")));
+    }
+    if let Some(assessment) = &grant.assessment {
+        let hex = civmesh_policy::hex_digest::to_hex(&assessment.0);
+        protection.push_str(&format!(", assessment {}", hex.get(..12).unwrap_or_default()));
+    }
     format!(
-        "#{} {} → {} {} [{}] {} {} {}..{}: {}{}",
+        "#{} {} → {} {} [{}] {} {} {}..{}{}: {}{}",
         grant.id,
         grant.grantor,
         grant.grantee,
@@ -335,6 +344,7 @@ pub(super) fn grant_line(grant: &Grant, now_ms: UnixMillis) -> String {
         super::serde_word(&grant.legal_basis),
         format_date(grant.valid_from_ms),
         format_date_end(grant.valid_until_ms),
+        protection,
         status(grant, now_ms),
         demand.unwrap_or_default(),
     )
@@ -374,11 +384,40 @@ pub(super) fn grant_details(grant: &Grant, now_ms: UnixMillis) -> String {
             format_date_end(grant.valid_until_ms)
         ),
         format!("  consent: {consent}"),
+        format!("  kept:    {}", retention_text(grant.retention.as_ref())),
+        format!("  assessment: {}", assessment_text(grant.assessment.as_ref())),
         format!("  demand:  {demand}"),
         format!("  issued:  {}", format_date(grant.issued_at_ms)),
         format!("  status:  {}", status(grant, now_ms)),
     ]
     .join("\n")
+}
+
+/// How long copies are kept and then deleted, in the units of the flags:
+/// e.g. `30 days after receipt, then deleted within 24 hours`.
+fn retention_text(retention: Option<&Retention>) -> String {
+    match retention {
+        Some(retention) => format!(
+            "{} after receipt, then deleted within {}",
+            span_text(retention.keep_ms, DAY_MS, "day"),
+            span_text(retention.delete_within_ms, HOUR_MS, "hour")
+        ),
+        None => "no retention stated".to_string(),
+    }
+}
+
+/// The digest of the impact assessment, or that there is none.
+fn assessment_text(assessment: Option<&AssessmentDigest>) -> String {
+    assessment.map_or_else(|| "none".to_string(), |digest| civmesh_policy::hex_digest::to_hex(&digest.0))
+}
+
+/// `ms` in `unit_ms` units, as the flags take them: `30 days`, `24 hours`,
+/// `0.001 days` (to three decimals, trailing zeros dropped).
+fn span_text(ms: u64, unit_ms: u64, unit: &str) -> String {
+    let count = format!("{:.3}", ms as f64 / unit_ms as f64);
+    let count = count.trim_end_matches('0').trim_end_matches('.');
+    let count = if count.is_empty() { "0" } else { count };
+    format!("{count} {unit}{}", if count == "1" { "" } else { "s" })
 }
 
 fn mask_word(rule: MaskingRule) -> String {
@@ -414,6 +453,17 @@ mod tests {
         for bad in ["street", "=x", "street="] {
             assert!(parse_scope(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn retention_reads_in_the_units_of_the_flags() {
+        let retention = Retention { keep_ms: 30 * DAY_MS, delete_within_ms: 24 * HOUR_MS };
+        assert_eq!(retention_text(Some(&retention)), "30 days after receipt, then deleted within 24 hours");
+        let drill = Retention { keep_ms: 86_400, delete_within_ms: HOUR_MS / 2 };
+        assert_eq!(retention_text(Some(&drill)), "0.001 days after receipt, then deleted within 0.5 hours");
+        assert_eq!(span_text(DAY_MS, DAY_MS, "day"), "1 day");
+        assert_eq!(retention_text(None), "no retention stated");
+        assert_eq!(assessment_text(Some(&AssessmentDigest([0xab; 32]))), "ab".repeat(32));
     }
 
     #[test]

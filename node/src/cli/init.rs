@@ -128,6 +128,8 @@ pub(super) fn execute(args: InitArgs) -> anyhow::Result<()> {
         limits: LimitsSection::default(),
         corrections: Default::default(),
         listing: Default::default(),
+        retention: Default::default(),
+        subject_requests: Default::default(),
     };
     write_new(&node_dir.join(CONFIG_FILE_NAME), toml::to_string_pretty(&config)?.as_bytes(), 0o644)?;
     println!("{}", key.node_id());

@@ -40,6 +40,10 @@ pub struct ListArgs {
     /// Every page, to the end, rather than one.
     #[arg(long)]
     pub all: bool,
+    /// Keep each page's records in this node's received store, under the
+    /// grant, until its retention or end makes them due for deletion.
+    #[arg(long)]
+    pub keep: bool,
 }
 
 /// `FIELD^=PREFIX` or `FIELD=VALUE`.
@@ -59,14 +63,14 @@ fn parse_filter(text: &str) -> Result<ListFilter, String> {
 
 /// Prints the page (or every page), then where the next one starts.
 pub(super) fn execute(args: ListArgs) -> anyhow::Result<()> {
-    let ListArgs { node_dir, dataset, grant, filters, fields, purpose, page_size, cursor, all } = args;
+    let ListArgs { node_dir, dataset, grant, filters, fields, purpose, page_size, cursor, all, keep } = args;
     let api = NodeApi::open(&node_dir.path)?;
     let grant = match grant {
         Some(grant) => Some(grant),
         None => super::query::only_usable_grant(&api, &dataset, purpose.as_deref())?,
     };
-    let mut spec =
-        ListSpec { dataset, fields, purpose: purpose.unwrap_or_default(), grant, filters, page_size, cursor };
+    let purpose = purpose.unwrap_or_default();
+    let mut spec = ListSpec { dataset, fields, purpose, grant, filters, page_size, cursor, keep };
     let mut listed = 0usize;
     let mut pages = 0usize;
     loop {

@@ -9,6 +9,7 @@ pub mod args;
 mod audit;
 mod catalog;
 mod cluster;
+mod consent;
 mod correction;
 mod demand;
 mod demo;
@@ -18,11 +19,14 @@ pub(crate) mod identity;
 mod init;
 mod listing;
 mod operator;
+mod pia;
 mod policy;
 mod query;
+mod received;
 mod records;
 pub mod renames;
 mod run;
+mod subject;
 mod token;
 
 /// civmesh: a federated data-sharing node for city departments, street
@@ -66,15 +70,33 @@ pub enum Command {
     /// Demands for data: file one, list them with their status, refuse one.
     #[command(subcommand)]
     Demand(demand::DemandCommand),
+    /// Subjects' consents, at the dataset's owner: give or withdraw one
+    /// (only the subject's keyed hash is logged).
+    #[command(subcommand)]
+    Consent(consent::ConsentCommand),
     /// Grants: issue one answering a demand (at the owner), list, show,
     /// revoke.
     #[command(subcommand)]
     Grant(grant::GrantCommand),
+    /// Personal-information impact assessments (PIPL Art. 55-56), at the
+    /// dataset's owner: add one (prints the digest a grant of sensitive
+    /// fields names), show, list.
+    #[command(subcommand)]
+    Pia(pia::PiaCommand),
     /// Ask a dataset's owner for records, under a grant; prints the answer.
     Query(query::QueryArgs),
+    /// What other owners released to this node and it holds (subscriptions'
+    /// copies, kept answers), under which grant and retention.
+    #[command(subcommand)]
+    Received(received::ReceivedCommand),
     /// Corrections: submit at a street; review at the owner; statistics.
     #[command(subcommand)]
     Correction(correction::CorrectionCommand),
+    /// Requests from the subject (PIPL Art. 44-47): take one (access,
+    /// correction, deletion) at the intake, list the open ones, answer one
+    /// at the owner.
+    #[command(subcommand)]
+    Subject(subject::SubjectCommand),
     /// Evaluate how each department serves the streets, per dataset and time
     /// bucket (Asia/Shanghai), from the policy log: the same on every node.
     Evaluate(evaluate::EvaluateArgs),
@@ -117,8 +139,12 @@ pub fn execute(cli: Cli) -> anyhow::Result<()> {
         Command::Catalog(command) => catalog::execute(command),
         Command::Demand(command) => demand::execute(command),
         Command::Grant(command) => grant::execute(command),
+        Command::Consent(command) => consent::execute(command),
+        Command::Pia(command) => pia::execute(command),
         Command::Query(args) => query::execute(args),
+        Command::Received(command) => received::execute(command),
         Command::Correction(command) => correction::execute(command),
+        Command::Subject(command) => subject::execute(command),
         Command::Evaluate(args) => evaluate::execute(args),
         Command::Audit(command) => audit::execute(command),
         Command::Token(command) => token::execute(command),

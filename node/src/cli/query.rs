@@ -32,17 +32,21 @@ pub struct QueryArgs {
     /// usable now for the dataset and purpose (it says which).
     #[arg(long, value_name = "GRANT")]
     pub grant: Option<u64>,
+    /// Keep the records released in this node's received store, under the
+    /// grant, until its retention or end makes them due for deletion.
+    #[arg(long)]
+    pub keep: bool,
 }
 
 /// Prints the owner's answer; exits non-zero unless records were released.
 pub(super) fn execute(args: QueryArgs) -> anyhow::Result<()> {
-    let QueryArgs { node_dir, dataset, record_keys: keys, fields, purpose, grant } = args;
+    let QueryArgs { node_dir, dataset, record_keys: keys, fields, purpose, grant, keep } = args;
     let api = NodeApi::open(&node_dir.path)?;
     let grant = match grant {
         Some(grant) => Some(grant),
         None => only_usable_grant(&api, &dataset, Some(&purpose))?,
     };
-    let spec = QuerySpec { dataset, keys, fields, purpose, grant };
+    let spec = QuerySpec { dataset, keys, fields, purpose, grant, keep };
     let answer: QueryAnswer = api.send("POST", "/v1/query", &spec)?;
     super::print_json(&answer)?;
     match answer {

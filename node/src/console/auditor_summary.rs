@@ -56,6 +56,7 @@ fn flag_key(kind: FlagKind) -> &'static str {
     match kind {
         FlagKind::SensitiveWithoutConsent => "audit.flag-sensitive-without-consent",
         FlagKind::OutsideGrantWindow => "audit.flag-outside-grant-window",
+        FlagKind::ReleasedAfterWithdrawal => "audit.flag-released-after-withdrawal",
     }
 }
 

@@ -294,6 +294,7 @@ async fn fetch(state: &Shared, grant: &Grant, key: &str) -> Fetched {
         fields: grant.fields.iter().cloned().collect(),
         purpose: grant.purpose.clone(),
         grant: Some(grant.id),
+        keep: false,
     };
     match crate::api::ask_owner(state, spec).await {
         Ok(QueryAnswer::Released { records, .. }) => match records.into_iter().next() {

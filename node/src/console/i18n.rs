@@ -48,12 +48,13 @@ impl Catalogue {
 }
 
 /// The catalogue files, one pair per area of the console: (Chinese, English).
-const CATALOGUES: [(&str, &str); 5] = [
+const CATALOGUES: [(&str, &str); 6] = [
     (include_str!("messages/base.zh-CN.toml"), include_str!("messages/base.en.toml")),
     (include_str!("messages/corrections.zh-CN.toml"), include_str!("messages/corrections.en.toml")),
     (include_str!("messages/officer.zh-CN.toml"), include_str!("messages/officer.en.toml")),
     (include_str!("messages/auditor.zh-CN.toml"), include_str!("messages/auditor.en.toml")),
     (include_str!("messages/dashboard.zh-CN.toml"), include_str!("messages/dashboard.en.toml")),
+    (include_str!("messages/received.zh-CN.toml"), include_str!("messages/received.en.toml")),
 ];
 
 /// One language's messages from every area's file (a test keeps the keys

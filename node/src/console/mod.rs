@@ -17,6 +17,7 @@ pub mod i18n;
 mod officer;
 pub mod operators;
 mod pages;
+mod received;
 mod records;
 pub mod sessions;
 mod throttle;
@@ -93,6 +94,7 @@ pub fn router() -> Router<Shared> {
         .merge(officer::router())
         .merge(auditor::router())
         .merge(dashboard::router())
+        .merge(received::router())
         .layer(axum::middleware::map_response(security_headers))
 }
 
@@ -189,6 +191,7 @@ fn navigation(role: Role) -> Vec<NavItem> {
     let dashboard = item("/dashboard", "nav.dashboard");
     let street = [
         item("/grants", "nav.grants"),
+        item("/received", "nav.received"),
         item("/records", "nav.records"),
         item("/corrections", "nav.corrections"),
         item("/demands/new", "nav.demand"),

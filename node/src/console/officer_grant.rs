@@ -1,8 +1,12 @@
 //! `/demands/{id}/grant`: the policy officer issues a grant from a waiting
 //! demand, in a form that defaults to the demand's fields, purpose, legal
-//! basis and date: masking per field, scope, window, consent. The warnings
-//! (`PolicyState::grant_warnings`) are shown to confirm before anything is
-//! issued.
+//! basis and date: masking per field, scope, window, consent, the retention
+//! of copies and the impact assessment (`officer_grant_protection.rs`). The
+//! owner's check of those (`assessments::check_grant`) and the warnings
+//! (`PolicyState::grant_warnings`) are shown before anything is issued.
+
+#[path = "officer_grant_protection.rs"]
+mod protection;
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -24,11 +28,12 @@ use super::labels::{
 };
 use super::waiting::check_waiting;
 use super::{day_end, day_start, posted, Errors, Posted};
-use crate::api::grants::grant_warnings_now;
+use crate::api::grants::{check_protection_now, grant_warnings_now};
 use crate::api::Shared;
 use crate::console::operators::Role;
 use crate::console::pages::{error_page, render};
 use crate::console::{Frame, Visit};
+use protection::Protection;
 
 /// A grant's window unless the demand says until when: one year.
 const GRANT_DAYS_DEFAULT: u64 = 365;
@@ -78,6 +83,7 @@ struct GrantPage {
     basis: String,
     bases: Vec<Choice>,
     purpose: String,
+    protection: Protection,
     errors: Errors,
     warnings: Vec<WarningLine>,
     fingerprint: String,
@@ -87,8 +93,15 @@ struct GrantPage {
 }
 
 impl GrantPage {
-    /// The form for `demand` on `dataset`, with its defaults.
-    fn new(visit: &Visit, demand: &Demand, dataset: &Dataset, now_ms: UnixMillis) -> Self {
+    /// The form for `demand` on `dataset`, with its defaults, offering
+    /// `protection`'s assessments.
+    fn new(
+        visit: &Visit,
+        demand: &Demand,
+        dataset: &Dataset,
+        protection: Protection,
+        now_ms: UnixMillis,
+    ) -> Self {
         let requester = demand.requester.to_string();
         // A street's demand is scoped to that street by default, if the
         // dataset can be (`street/jingansi` → street = jingansi).
@@ -136,6 +149,7 @@ impl GrantPage {
             basis: basis_value(demand.legal_basis).to_string(),
             bases: basis_choices(),
             purpose: demand.purpose.clone(),
+            protection,
             errors: Errors::default(),
             warnings: Vec::new(),
             fingerprint: String::new(),
@@ -168,6 +182,7 @@ impl GrantPage {
         }
         self.purpose = posted(form, "purpose").to_string();
         let purpose = self.errors.text("purpose", &self.purpose.clone(), NAME_BYTES_MAX);
+        let (retention, assessment) = self.protection.read(form, &mut self.errors);
         if !self.errors.is_empty() {
             return None;
         }
@@ -183,8 +198,8 @@ impl GrantPage {
             masking,
             consent_required: self.consent,
             demand: Some(demand.id),
-            retention: None,
-            assessment: None,
+            retention,
+            assessment,
         })
     }
 
@@ -280,7 +295,11 @@ pub(super) async fn form(
         Ok(found) => found,
         Err(answer) => return *answer,
     };
-    render(&GrantPage::new(&visit, &demand, &dataset, civmesh_certs::now_unix_millis()), StatusCode::OK)
+    let protection = Protection::new(protection::choices(&state, &dataset.id).await);
+    render(
+        &GrantPage::new(&visit, &demand, &dataset, protection, civmesh_certs::now_unix_millis()),
+        StatusCode::OK,
+    )
 }
 
 /// `POST /demands/{id}/grant`: checks the form, shows the warnings until
@@ -301,10 +320,26 @@ pub(super) async fn issue(
         Ok(found) => found,
         Err(answer) => return *answer,
     };
-    let mut page = GrantPage::new(&visit, &demand, &dataset, civmesh_certs::now_unix_millis());
+    let protection = Protection::new(protection::choices(&state, &dataset.id).await);
+    let mut page = GrantPage::new(&visit, &demand, &dataset, protection, civmesh_certs::now_unix_millis());
     let Some(spec) = page.read(&form, &demand) else {
         return render(&page, StatusCode::BAD_REQUEST);
     };
+    let missing = match check_protection_now(&state, &spec).await {
+        Ok(checked) => checked.err(),
+        Err(error) => {
+            page.failure = error.message().to_string();
+            return render(&page, error.status());
+        }
+    };
+    if let Some(missing) = missing {
+        let Some((input, key)) = protection::place(&missing) else {
+            page.failure = missing.to_string();
+            return render(&page, StatusCode::INTERNAL_SERVER_ERROR);
+        };
+        page.errors.add(input, key);
+        return render(&page, StatusCode::BAD_REQUEST);
+    }
     let warnings = grant_warnings_now(&state, &spec);
     if !warnings.is_empty() && posted(&form, "confirm") != fingerprint(&warnings) {
         page.warnings = warning_lines(&warnings);

@@ -163,6 +163,7 @@ pub(super) async fn records(
         filters,
         page_size: form.page_size,
         cursor: (!form.cursor.is_empty()).then(|| form.cursor.clone()),
+        keep: false,
     };
     page.columns = grant.fields.iter().cloned().collect();
     match crate::api::list_page(&state, spec).await {

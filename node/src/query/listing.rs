@@ -73,6 +73,9 @@ pub struct ListSpec {
     /// Where the previous page ended.
     #[serde(default)]
     pub cursor: Option<String>,
+    /// Keep the page's records in this node's received store, under the grant.
+    #[serde(default)]
+    pub keep: bool,
 }
 
 /// The listing's identity a cursor is bound to: its dataset, grant and filters.
@@ -462,7 +465,7 @@ pub async fn list(
     owner: &RaftPeer,
     spec: ListSpec,
 ) -> Result<ListAnswer, AskError> {
-    let ListSpec { dataset, fields, purpose, grant, filters, page_size, cursor } = spec;
+    let ListSpec { dataset, fields, purpose, grant, filters, page_size, cursor, keep: _ } = spec;
     let header = QueryHeader { dataset, subjects: Vec::new(), fields, purpose, grant };
     let envelope = SignedEnvelope::sign(key, &header, now_unix_millis())?;
     let digest = envelope.digest();

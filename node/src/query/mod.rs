@@ -12,8 +12,10 @@ mod listing;
 mod owner;
 mod pushes;
 mod read_ahead;
+mod received;
 mod requester;
 mod subject_keys;
+mod subject_requests;
 mod subscriptions;
 mod sync;
 mod wire;
@@ -39,6 +41,7 @@ pub use pushes::{
     ReceivedPush, PUSH_RECORDS_MAX, PUSH_RETRIES_PER_TICK_MAX, PUSH_RETRY_AGE_MS_MAX, PUSH_RETRY_TICK_MS,
     RECEIVED_PUSHES_KEPT_MAX,
 };
+pub use received::KeptSource;
 pub use requester::{ask, AskError, QuerySpec};
 pub use subject_keys::{SubjectKey, SubjectKeys, PAIR_KEYS_KEPT_MAX};
 pub use subscriptions::{SubscribeError, SubscribeToError, SubscriptionSpec};
@@ -249,6 +252,13 @@ impl QueryService {
                 Err(refusal) => {
                     self.report(&peer, refusal.code());
                     self.signed(&PairKeyAnswer::Refused(refusal.to_string()))
+                }
+            },
+            Ok(QueryProtocolMessage::SubjectRequest(wire)) => match self.limits.allow_query(&peer) {
+                Ok(()) => self.take_subject_request(peer, &wire).await,
+                Err(refusal) => {
+                    self.report(&peer, refusal.code());
+                    self.signed(&crate::subject_requests::OwnerReply::refused(refusal.to_string()))
                 }
             },
             Err(_) => Vec::new(),

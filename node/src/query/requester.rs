@@ -28,6 +28,10 @@ pub struct QuerySpec {
     /// The grant relied on.
     #[serde(default)]
     pub grant: Option<u64>,
+    /// Keep the records released in this node's received store (under
+    /// the grant, which it then needs), until they must be deleted.
+    #[serde(default)]
+    pub keep: bool,
 }
 
 /// Why a query got no answer.
@@ -69,7 +73,7 @@ pub async fn ask(
     owner: &RaftPeer,
     spec: QuerySpec,
 ) -> Result<QueryAnswer, AskError> {
-    let QuerySpec { dataset, keys, fields, purpose, grant } = spec;
+    let QuerySpec { dataset, keys, fields, purpose, grant, keep: _ } = spec;
     let subjects = keys.iter().map(|key| SubjectKeyHash::of(pair_key, key)).collect();
     let header = QueryHeader { dataset, subjects, fields, purpose, grant };
     let envelope = SignedEnvelope::sign(key, &header, now_unix_millis())?;

@@ -166,6 +166,7 @@ impl QueryService {
             last_change_at_ms: None,
             last_push_lag_ms: None,
             last_error: None,
+            kept: false,
         };
         let envelope = SignedEnvelope::sign(&self.key, &header, now_unix_millis())?;
         let digest = envelope.digest();

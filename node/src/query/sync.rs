@@ -73,6 +73,9 @@ pub struct Progress {
     pub last_push_lag_ms: Option<u64>,
     /// Why the last page failed, if it did (cleared by the next page).
     pub last_error: Option<String>,
+    /// Whether this is no subscription but the answers to queries and
+    /// listing pages this node chose to keep ([`QueryService::keep_received`]).
+    pub kept: bool,
 }
 
 /// Why a copy could not be read or written.
@@ -154,7 +157,7 @@ impl QueryService {
         let Some(mut progress) = self.progress(digest)? else { return Ok(()) };
         update(&mut progress);
         // The count of subjects held is written in the same batch as them.
-        self.records.put_copies(digest, &copies, |added| {
+        self.records.put_copies(digest, &copies, now_unix_millis(), |added| {
             progress.records_held += added;
             codec::encode(&progress).map_err(|error| RecordStoreError::Corrupt(error.to_string()))
         })?;
@@ -175,6 +178,7 @@ impl QueryService {
             filters: Vec::new(),
             page_size: progress.page_size,
             cursor,
+            keep: false,
         };
         let (records, next_cursor) = match list(&self.swarm, &self.key, &owner, spec).await? {
             ListAnswer::Page { records, next_cursor, .. } => (records, next_cursor),

@@ -34,6 +34,12 @@ pub enum QueryProtocolMessage {
     /// A request for the key of the subjects the asking organisation names
     /// to the owner (answered with a signed [`PairKeyAnswer`]).
     PairKey,
+    /// A subject's request, to the dataset's owner: an encoded
+    /// [`crate::subject_requests::SubjectRequestWire`] (the intake's signed
+    /// command and, beside it, the plain record key, which never enters
+    /// the log), answered with a signed
+    /// [`crate::subject_requests::OwnerReply`].
+    SubjectRequest(Vec<u8>),
 }
 
 /// The owner's answer to [`QueryProtocolMessage::PairKey`]: the pair key

@@ -2,11 +2,14 @@
 //! (by listing, then by pushes), one per subject, newest version kept, and
 //! each subscription's progress beside them.
 //!
-//! Family `copies` maps `subscription ‖ subject` to the encoded record;
+//! Family `copies` maps `subscription ‖ subject` to the record's version
+//! and the time it was received (u64 big-endian each), then the encoded
+//! record;
 //! `subscription_progress` maps `subscription` to its encoded progress. A
 //! page of records and the progress that follows it are one synced write,
 //! so a restart resumes exactly where the copy ends.
 
+use civmesh_certs::UnixMillis;
 use rocksdb::{Direction, IteratorMode, WriteBatch};
 
 use super::{synced, RecordStore, RecordStoreError};
@@ -30,38 +33,52 @@ pub struct CopiedRecord {
 /// A subject of a copy and its encoded record.
 pub type HeldCopy = ([u8; 32], Vec<u8>);
 
-fn copy_key(subscription: &[u8; 32], subject: &[u8; 32]) -> [u8; 64] {
+pub(super) fn copy_key(subscription: &[u8; 32], subject: &[u8; 32]) -> [u8; 64] {
     let mut key = [0u8; 64];
     key[..32].copy_from_slice(subscription);
     key[32..].copy_from_slice(subject);
     key
 }
 
-/// What the store keeps of a copied record: the version, then the bytes.
-fn stored(record: &CopiedRecord) -> Vec<u8> {
-    let mut value = Vec::with_capacity(8 + record.bytes.len());
+/// The bytes before a copied record's own: its version and when it was
+/// received.
+pub(super) const COPY_HEADER_BYTES: usize = 16;
+
+/// What the store keeps of a copied record: the version, the time it was
+/// received, then the bytes.
+fn stored(record: &CopiedRecord, received_at_ms: UnixMillis) -> Vec<u8> {
+    let mut value = Vec::with_capacity(COPY_HEADER_BYTES + record.bytes.len());
     value.extend_from_slice(&record.version.to_be_bytes());
+    value.extend_from_slice(&received_at_ms.to_be_bytes());
     value.extend_from_slice(&record.bytes);
     value
 }
 
+/// A stored copy's version and the time it was received.
+pub(super) fn stored_header(value: &[u8]) -> Result<(u64, UnixMillis), RecordStoreError> {
+    let number = |range: std::ops::Range<usize>| {
+        value.get(range).and_then(|bytes| <[u8; 8]>::try_from(bytes).ok()).map(u64::from_be_bytes)
+    };
+    match (number(0..8), number(8..COPY_HEADER_BYTES)) {
+        (Some(version), Some(received_at_ms)) => Ok((version, received_at_ms)),
+        _ => Err(RecordStoreError::Corrupt("a copied record is shorter than its header".into())),
+    }
+}
+
 fn stored_version(value: &[u8]) -> Result<u64, RecordStoreError> {
-    value
-        .get(..8)
-        .and_then(|bytes| <[u8; 8]>::try_from(bytes).ok())
-        .map(u64::from_be_bytes)
-        .ok_or_else(|| RecordStoreError::Corrupt("a copied record is shorter than its version".into()))
+    stored_header(value).map(|(version, _)| version)
 }
 
 impl RecordStore {
     /// Keeps `records` in `subscription`'s copy (each only if newer than
-    /// the one held) and then its progress, which `progress` encodes given
-    /// how many subjects the copy did not hold before, in one synced write.
-    /// Returns that number.
+    /// the one held), received at `received_at_ms`, and then its progress,
+    /// which `progress` encodes given how many subjects the copy did not
+    /// hold before, in one synced write. Returns that number.
     pub fn put_copies(
         &self,
         subscription: &[u8; 32],
         records: &[CopiedRecord],
+        received_at_ms: UnixMillis,
         progress: impl FnOnce(u64) -> Result<Vec<u8>, RecordStoreError>,
     ) -> Result<u64, RecordStoreError> {
         let copies = self.family(COPIES_FAMILY)?;
@@ -74,7 +91,7 @@ impl RecordStore {
                 Some(_) => {}
                 None => added += 1,
             }
-            batch.put_cf(copies, key, stored(record));
+            batch.put_cf(copies, key, stored(record, received_at_ms));
         }
         batch.put_cf(self.family(SUBSCRIPTION_PROGRESS_FAMILY)?, subscription, progress(added)?);
         self.db.write_opt(batch, &synced())?;
@@ -115,7 +132,7 @@ impl RecordStore {
             let subject = <[u8; 32]>::try_from(&key[32..])
                 .map_err(|_| RecordStoreError::Corrupt("a copy key is not 64 bytes".into()))?;
             stored_version(&value)?;
-            records.push((subject, value[8..].to_vec()));
+            records.push((subject, value[COPY_HEADER_BYTES..].to_vec()));
         }
         Ok(records)
     }
@@ -135,11 +152,11 @@ mod tests {
         let store = RecordStore::open(dir.path()).unwrap();
         let (mine, other) = ([1; 32], [2; 32]);
         let progress = |name: &'static str| move |added: u64| Ok(format!("{name}+{added}").into_bytes());
-        assert_eq!(store.put_copies(&mine, &[record(5, 1), record(6, 1)], progress("p1")).unwrap(), 2);
+        assert_eq!(store.put_copies(&mine, &[record(5, 1), record(6, 1)], 1, progress("p1")).unwrap(), 2);
         // A push of a newer version, then a listing page that read the older one.
-        assert_eq!(store.put_copies(&mine, &[record(5, 2)], progress("p2")).unwrap(), 0);
-        assert_eq!(store.put_copies(&mine, &[record(5, 1), record(7, 1)], progress("p3")).unwrap(), 1);
-        store.put_copies(&other, &[record(5, 9)], progress("q")).unwrap();
+        assert_eq!(store.put_copies(&mine, &[record(5, 2)], 2, progress("p2")).unwrap(), 0);
+        assert_eq!(store.put_copies(&mine, &[record(5, 1), record(7, 1)], 3, progress("p3")).unwrap(), 1);
+        store.put_copies(&other, &[record(5, 9)], 4, progress("q")).unwrap();
         let held = store.copies(&mine, None, 10).unwrap();
         let versions: Vec<(u8, Vec<u8>)> =
             held.iter().map(|(subject, bytes)| (subject[0], bytes.clone())).collect();

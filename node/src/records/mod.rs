@@ -10,12 +10,16 @@
 //! the owner once whole and checked) and `attachment_parts` the chunks of
 //! one still arriving; `scope_index` (see [`scope_index`]) indexes the
 //! scope fields, `copies` (see [`copies`]) keeps a subscriber's copies, and
-//! `record_counts` each dataset's number of records, written with them.
+//! `record_counts` each dataset's number of records, written with them;
+//! `deletion_receipts` the receipts a holder owes for copies it deleted
+//! (see [`received`]).
 //! The families share one bounded block cache. A batch of rows is one
 //! synced RocksDB write: it is on disk before the caller is told, or not
 //! at all.
 
 mod copies;
+mod erase;
+mod received;
 mod scope_index;
 
 use std::collections::BTreeMap;
@@ -28,6 +32,8 @@ use serde::{Deserialize, Serialize};
 
 pub use copies::{CopiedRecord, COPY_BYTES_MAX};
 use copies::{COPIES_FAMILY, SUBSCRIPTION_PROGRESS_FAMILY};
+use received::DELETION_RECEIPTS_FAMILY;
+pub use received::{CopyDeletion, DELETION_BATCH_RECORDS_MAX};
 pub use scope_index::{IndexRange, ScanEntry, ScanPage, ScanPlan};
 use scope_index::{IndexTarget, SCOPE_INDEX_BUILT_FAMILY, SCOPE_INDEX_FAMILY};
 
@@ -161,6 +167,23 @@ fn family_options(cache: &rocksdb::Cache) -> Options {
     options
 }
 
+/// Every column family of the store.
+const FAMILIES: [&str; 13] = [
+    LATEST_FAMILY,
+    VERSIONS_FAMILY,
+    SUBSCRIPTIONS_FAMILY,
+    CORRECTIONS_FAMILY,
+    PUSHES_FAMILY,
+    ATTACHMENTS_FAMILY,
+    ATTACHMENT_PARTS_FAMILY,
+    SCOPE_INDEX_FAMILY,
+    SCOPE_INDEX_BUILT_FAMILY,
+    COPIES_FAMILY,
+    SUBSCRIPTION_PROGRESS_FAMILY,
+    RECORD_COUNTS_FAMILY,
+    DELETION_RECEIPTS_FAMILY,
+];
+
 /// The record store.
 pub struct RecordStore {
     db: DB,
@@ -209,21 +232,7 @@ impl RecordStore {
         options.create_if_missing(true);
         options.create_missing_column_families(true);
         let cache = rocksdb::Cache::new_lru_cache(BLOCK_CACHE_BYTES);
-        let families = [
-            LATEST_FAMILY,
-            VERSIONS_FAMILY,
-            SUBSCRIPTIONS_FAMILY,
-            CORRECTIONS_FAMILY,
-            PUSHES_FAMILY,
-            ATTACHMENTS_FAMILY,
-            ATTACHMENT_PARTS_FAMILY,
-            SCOPE_INDEX_FAMILY,
-            SCOPE_INDEX_BUILT_FAMILY,
-            COPIES_FAMILY,
-            SUBSCRIPTION_PROGRESS_FAMILY,
-            RECORD_COUNTS_FAMILY,
-        ]
-        .map(|name| ColumnFamilyDescriptor::new(name, family_options(&cache)));
+        let families = FAMILIES.map(|name| ColumnFamilyDescriptor::new(name, family_options(&cache)));
         let db = DB::open_cf_descriptors(&options, directory, families)?;
         Ok(RecordStore {
             db,

@@ -3,7 +3,7 @@
 //! evaluation of how departments serve them.
 
 use crate::api::tokens::Scope;
-use crate::api::{audit, query};
+use crate::api::{audit, query, received};
 use crate::corrections::http as corrections;
 
 use super::{Body, Doc, Route, Verb, BINARY, CORRECTION_ERRORS, DOC, JSON, LOG_ERRORS};
@@ -99,6 +99,34 @@ pub const EXCHANGE_ROUTES: &[Route] = &[
         handler: handler!(query::subscription_records),
         doc: Doc {
             summary: "A page of a subscription's copy: each subject once, at the newest version received",
+            parameters: &["SubscriptionId"],
+            body: Body::Json { schema: "CopyPageRequest", required: true },
+            answer: "Records, and where the next page starts",
+            media: &[(JSON, "CopyPage")],
+            errors: &[400, 404],
+            ..DOC
+        },
+    },
+    Route {
+        verb: Verb::Get,
+        path: "/v1/received",
+        scope: Scope::Query,
+        handler: handler!(received::received),
+        doc: Doc {
+            summary: "What other owners released to this node and it holds: each subscription's copy and the answers it kept, under their grants",
+            answer: "Sources of received copies",
+            media: &[(JSON, "ReceivedSources")],
+            errors: &[500],
+            ..DOC
+        },
+    },
+    Route {
+        verb: Verb::Post,
+        path: "/v1/received/{id}/records",
+        scope: Scope::Query,
+        handler: handler!(query::subscription_records),
+        doc: Doc {
+            summary: "A page of one source's received copies: each subject once, at the newest version received",
             parameters: &["SubscriptionId"],
             body: Body::Json { schema: "CopyPageRequest", required: true },
             answer: "Records, and where the next page starts",

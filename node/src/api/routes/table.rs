@@ -1,8 +1,11 @@
 //! The rows of the route table for the node itself: status, cluster,
-//! policy, demands and grants, the catalog, records, audit.
+//! policy, demands and grants, impact assessments, the catalog, records,
+//! subjects' requests, audit.
 
 use crate::api::tokens::Scope;
-use crate::api::{cluster, grants, openapi, policy, records, status};
+use crate::api::{
+    assessments, cluster, consents, deletions, grants, openapi, policy, records, status, subject_requests,
+};
 
 use super::{Body, Doc, Route, Verb, DOC, JSON, LOG_ERRORS};
 
@@ -207,11 +210,14 @@ pub const NODE_ROUTES: &[Route] = &[
             summary: "Issue a grant (at the dataset's owner; signed by this node), unless it has warnings \
                 and confirm is not set",
             description: "The answer carries the warnings (as POST /v1/grants/check) and the new grant's \
-                number, or none while the warnings wait for confirm. A rejection by the policy log is a 409.",
+                number, or none while the warnings wait for confirm. Before signing, the owner checks that a \
+                grant of personal fields states a retention, and that one of sensitive fields names an impact \
+                assessment this node keeps, for the grant's dataset and purpose, covering every sensitive \
+                field granted: else a 422 naming what is missing. A rejection by the policy log is a 409.",
             body: Body::Json { schema: "GrantRequest", required: true },
             answer: "The grant's number, if issued, and the warnings",
             media: &[(JSON, "GrantIssue")],
-            errors: LOG_ERRORS,
+            errors: &[400, 409, 422, 500, 503],
             ..DOC
         },
     },
@@ -244,6 +250,35 @@ pub const NODE_ROUTES: &[Route] = &[
         },
     },
     Route {
+        verb: Verb::Post,
+        path: "/v1/consents",
+        scope: Scope::Policy,
+        handler: handler!(consents::record_consent),
+        doc: Doc {
+            summary: "Record a subject's consent, or its withdrawal, for a grantee and purpose (at the dataset's owner)",
+            description: "The record key is hashed under the key this organisation shares with the grantee; \
+                only the hash is logged. A withdrawal stops every further release relying on it and makes \
+                every holder delete that subject's copies.",
+            body: Body::Json { schema: "ConsentRequest", required: true },
+            answer: "Recorded",
+            media: &[(JSON, "ConsentRecorded")],
+            errors: &[404, 409, 503],
+            ..DOC
+        },
+    },
+    Route {
+        verb: Verb::Get,
+        path: "/v1/deletions",
+        scope: Scope::Read,
+        handler: handler!(deletions::deletions),
+        doc: Doc {
+            summary: "Who holds copies under which grant, the deletions they confirmed, and those overdue",
+            answer: "Holdings and overdue deletions",
+            media: &[(JSON, "Deletions")],
+            ..DOC
+        },
+    },
+    Route {
         verb: Verb::Get,
         path: "/v1/grants/{id}",
         scope: Scope::Read,
@@ -270,6 +305,52 @@ pub const NODE_ROUTES: &[Route] = &[
             body: Body::Json { schema: "GrantSpec", required: true },
             answer: "The warnings",
             media: &[(JSON, "GrantWarnings")],
+            ..DOC
+        },
+    },
+    Route {
+        verb: Verb::Post,
+        path: "/v1/assessments",
+        scope: Scope::Policy,
+        handler: handler!(assessments::create),
+        doc: Doc {
+            summary: "Record a personal-information impact assessment (PIPL Art. 55-56), signed by this node",
+            description: "Its digest (SHA-256 of the signed envelope's body) is what a grant of sensitive \
+                fields names. Texts are trimmed and bounded in bytes of UTF-8, without control characters \
+                (line breaks and tabs allowed in statements): a 400 names what is wrong. Kept at least three \
+                years, never deleted by the node; a 507 when it keeps as many as it may.",
+            body: Body::Json { schema: "Assessment", required: true },
+            answer: "The assessment's digest",
+            media: &[(JSON, "AssessmentCreated")],
+            errors: &[400, 500, 507],
+            ..DOC
+        },
+    },
+    Route {
+        verb: Verb::Get,
+        path: "/v1/assessments",
+        scope: Scope::Read,
+        handler: handler!(assessments::list),
+        doc: Doc {
+            summary: "The impact assessments this node keeps, the oldest first, without their statements",
+            parameters: &["AssessmentDataset"],
+            answer: "Assessments (at most 1,000)",
+            media: &[(JSON, "AssessmentSummaries")],
+            errors: &[500],
+            ..DOC
+        },
+    },
+    Route {
+        verb: Verb::Get,
+        path: "/v1/assessments/{id}",
+        scope: Scope::Read,
+        handler: handler!(assessments::show),
+        doc: Doc {
+            summary: "One impact assessment this node keeps, with its signed envelope",
+            parameters: &["AssessmentId"],
+            answer: "The assessment",
+            media: &[(JSON, "AssessmentRecord")],
+            errors: &[404, 500],
             ..DOC
         },
     },
@@ -342,6 +423,56 @@ pub const NODE_ROUTES: &[Route] = &[
             answer: "Written and refused rows",
             media: &[(JSON, "ImportResponse")],
             errors: &[403, 404, 507],
+        },
+    },
+    Route {
+        verb: Verb::Post,
+        path: "/v1/subject-requests",
+        scope: Scope::Query,
+        handler: handler!(subject_requests::file),
+        doc: Doc {
+            summary: "Take a resident's request (access, correction, deletion) and file it at the dataset's owner",
+            description: "PIPL Art. 44-47. The record key travels in the body only; the log keeps its keyed \
+                hash, the kind, the dataset and the deadline (deadline_days, else the node's \
+                [subject_requests] deadline_days, 15 by default). The owner logs the request only if it \
+                holds the record: a 404 record_unknown logs nothing. 503: the owner is unreachable.",
+            body: Body::Json { schema: "SubjectRequestIntake", required: true },
+            answer: "The request's id and deadline",
+            media: &[(JSON, "SubjectRequestFiled")],
+            errors: &[400, 404, 409, 500, 502, 503],
+            ..DOC
+        },
+    },
+    Route {
+        verb: Verb::Get,
+        path: "/v1/subject-requests",
+        scope: Scope::Read,
+        handler: handler!(subject_requests::list),
+        doc: Doc {
+            summary: "The open subjects' requests this organisation answers or took, and those it answered",
+            answer: "Open requests (at most 1,000, the earliest deadline first) and answered counts",
+            media: &[(JSON, "SubjectRequestList")],
+            errors: &[500],
+            ..DOC
+        },
+    },
+    Route {
+        verb: Verb::Post,
+        path: "/v1/subject-requests/{id}/answer",
+        scope: Scope::Policy,
+        handler: handler!(subject_requests::answer),
+        doc: Doc {
+            summary: "Answer an open subject request at the dataset's owner: done, or refused with why",
+            description: "Done acts first: an access request's report (every access to the record in this \
+                replica's access log) is returned; a deletion request's record is deleted from this node's \
+                store (every version, then compaction); a correction's answer records the decision (the \
+                correction itself travels through the correction loop). Then the answer is logged and the \
+                record key forgotten.",
+            parameters: &["SubjectRequestId"],
+            body: Body::Json { schema: "SubjectRequestAnswer", required: true },
+            answer: "The answer, with the report or the versions deleted",
+            media: &[(JSON, "SubjectRequestAnswered")],
+            errors: &[400, 404, 409, 500, 503],
         },
     },
 ];

@@ -38,6 +38,7 @@
 
 mod console;
 mod growth;
+mod retention;
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -76,6 +77,7 @@ fn main() -> anyhow::Result<()> {
         Some("corrections") => corrections(seconds),
         Some("scale") => scale(),
         Some("console") => console::console(seconds),
+        Some("retention") => retention::retention(retention::records_arg(&args)?),
         Some("growth") => {
             let divide = match args.iter().position(|arg| arg == "--divide") {
                 Some(index) => args.get(index + 1).context("--divide needs a value")?.parse()?,
@@ -91,7 +93,7 @@ fn main() -> anyhow::Result<()> {
             list(seconds, page_size)
         }
         _ => {
-            anyhow::bail!("usage: civmesh-bench policy-log|query|corrections|scale|list|growth|console [--seconds N] [--divide N]")
+            anyhow::bail!("usage: civmesh-bench policy-log|query|corrections|scale|list|growth|console|retention [--seconds N] [--divide N] [--records N]")
         }
     }
 }

@@ -29,6 +29,7 @@ const PURPOSE: &str = "street-inspection";
 /// The longest soak, in seconds (a day).
 const SOAK_SECONDS_MAX: u64 = 86_400;
 
+mod retention;
 mod soak;
 
 struct Options {
@@ -125,6 +126,7 @@ fn main() -> anyhow::Result<()> {
     correction_loop(&net, grant_id, &record)?;
     replicated_access_log(&net)?;
     audit(&net, &root)?;
+    retention::revoked_copies_deleted(&net)?;
     print_evaluation(&net)?;
     console_operators(&net)?;
     println!("\ndemo: closed loop verified");
@@ -167,6 +169,7 @@ fn start_federation(root: &std::path::Path) -> anyhow::Result<Testnet> {
         "a federation of 7 civmesh processes: 3 voters (hub, market supervision, civil affairs), 4 learners",
     );
     let mut net = Testnet::create(root, &whole_city(), SnapshotPolicy::default())?;
+    net.configure(3, |config| config.retention.sweep_interval_ms = retention::STREET_SWEEP_INTERVAL_MS)?;
     net.start_all()?;
     net.bootstrap()?;
     let leader = net.leader(Duration::from_secs(10))?;
