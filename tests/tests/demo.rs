@@ -1,5 +1,5 @@
 //! The README's main command keeps working: `civmesh demo --check` runs the
-//! demo federation through all ten steps of the loop, checks each, and
+//! demo federation through all eleven steps of the loop, checks each, and
 //! only then prints `demo: closed loop verified`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -16,10 +16,10 @@ fn the_demo_runs_and_checks_every_step() {
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
     assert!(stdout.trim_end().ends_with("demo: closed loop verified"), "{stdout}");
-    for step in 1..=10 {
+    for step in 1..=11 {
         assert!(stdout.contains(&format!("\n[{step}] ")), "step {step} missing:\n{stdout}");
     }
-    assert_eq!(stdout.matches("    ok: ").count(), 17, "every step checked:\n{stdout}");
+    assert_eq!(stdout.matches("    ok: ").count(), 19, "every step checked:\n{stdout}");
     for role in ["street-worker", "reviewer", "policy-officer", "auditor", "admin"] {
         let line = stdout
             .lines()

@@ -136,6 +136,11 @@ fn a_holder_down_when_its_grant_is_revoked_deletes_at_restart_before_serving() {
     assert_eq!(flagged[0]["cause"], "grant_ended");
     let metrics = net.api(HUB).unwrap().get_text("/metrics").unwrap();
     assert!(metrics.lines().any(|line| line == "civmesh_deletions_overdue 1"), "{metrics}");
+    // The auditor's report, offline, from the log up to its latest entry
+    // (an entry after the deadline, so the deadline has passed in the log).
+    net.sign_and_submit(MARKET, MARKET, Command::PublishDataset(enterprise_dataset())).unwrap();
+    let audited = audit(&net, dir.path(), "while-down");
+    assert!(audited.contains("OVERDUE: street/jingansi under grant"), "{audited}");
 
     // Back up: its copies are gone before its API answers at all.
     net.start(STREET).unwrap();
@@ -150,8 +155,20 @@ fn a_holder_down_when_its_grant_is_revoked_deletes_at_restart_before_serving() {
         overdue(&net, HUB).filter(|overdue| overdue.is_empty())
     })
     .unwrap();
+    let audited = audit(&net, dir.path(), "after");
+    assert!(!audited.contains("OVERDUE"), "{audited}");
+    assert!(audited.contains("street/jingansi: 1 grant(s) held, 1 receipt(s), 0 overdue"), "{audited}");
     net.stop(STREET).unwrap();
     assert_eq!(copies_on_disk(&net, &subscription), 0);
+}
+
+/// The hub's log exported as bundle `name` and verified offline; what the
+/// verifier printed.
+fn audit(net: &Testnet, dir: &Path, name: &str) -> String {
+    let bundle = dir.join(format!("{name}.bundle"));
+    net.audit_export(HUB, &bundle).unwrap();
+    let ca = net.ca_dir.join("ca.pem");
+    net.audit_verify(&bundle, &ca, &dir.join(format!("{name}-seen.json"))).unwrap()
 }
 
 #[test]

@@ -251,11 +251,28 @@ fn a_residents_requests_are_logged_answered_by_the_owner_and_an_unknown_record_l
         "a refusal changes nothing"
     );
     archive_holds(&net, &[true, true, true]);
+
+    // A correction the resident asks for at the street enters the
+    // correction loop, with the resident as its origin.
+    let misspelt = resident_key(4);
+    let asked = json!({
+        "kind": "correction", "dataset": RESIDENTS, "record_key": misspelt,
+        "correction": { "base_version": 1, "changes": { "name": "Resident Four" }, "reason": "my name is misspelt" },
+    });
+    let filed: Value = net.api(STREET).unwrap().send("POST", "/v1/subject-requests", &asked).unwrap();
+    let correction = filed["correction"].as_str().unwrap().to_string();
+    let delivered = wait_until("the resident's correction at the owner", Duration::from_secs(20), || {
+        let inbox: Value = net.api(CIVIL).ok()?.get("/v1/corrections").ok()?;
+        let text = inbox.to_string();
+        text.contains(&correction).then_some(text)
+    })
+    .unwrap();
+    assert!(delivered.contains("居民本人"), "the resident is its origin: {delivered}");
     let metrics = net.api(HUB).unwrap().get_text("/metrics").unwrap();
     assert!(metrics.lines().any(|line| line == "civmesh_subject_requests_overdue 0"), "{metrics}");
     for name in ["civil", "jingansi", "hub"] {
         let log = log_text(dir.path(), name);
-        for key in [&accessed, &deleted, "310106199900000000"] {
+        for key in [&accessed, &deleted, &misspelt, "310106199900000000"] {
             assert!(!log.contains(key), "{name}'s log names a record key");
         }
     }

@@ -361,7 +361,7 @@ fn submit_and_wait(node_dir: &Path, spec: &CorrectionSpec, wait_ms: u64) -> anyh
 }
 
 /// `FIELD=VALUE`, VALUE as JSON when it parses, otherwise as text.
-fn parse_change(change: &str) -> anyhow::Result<(String, FieldValue)> {
+pub(super) fn parse_change(change: &str) -> anyhow::Result<(String, FieldValue)> {
     let (field, value) = change.split_once('=').with_context(|| format!("{change:?} is not FIELD=VALUE"))?;
     anyhow::ensure!(!field.trim().is_empty(), "{change:?} names no field");
     let value =

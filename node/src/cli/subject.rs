@@ -15,7 +15,7 @@ use clap::{Args, Subcommand, ValueEnum};
 use crate::cli::args::NodeDir;
 use crate::client::NodeApi;
 use crate::subject_requests::{
-    AnswerRequest, Answered, Filed, IntakeRequest, SubjectRequestList, SubjectRequestView,
+    AnswerRequest, Answered, Filed, IntakeRequest, ResidentCorrection, SubjectRequestList, SubjectRequestView,
 };
 
 /// `civmesh subject ...`.
@@ -77,6 +77,17 @@ pub struct RequestArgs {
     /// `[subject_requests] deadline_days`, 15 unless configured).
     #[arg(long, value_name = "DEADLINE_DAYS", value_parser = parse_deadline_days)]
     pub deadline_days: Option<u64>,
+    /// For a correction: a change the resident asks for, `FIELD=VALUE`
+    /// (repeatable); it enters the correction loop with the resident as
+    /// its origin.
+    #[arg(long = "set", value_name = "FIELD=VALUE", requires = "base_version")]
+    pub changes: Vec<String>,
+    /// For a correction: the record version the resident was shown.
+    #[arg(long, value_name = "BASE_VERSION", requires = "reason")]
+    pub base_version: Option<u64>,
+    /// For a correction: what the resident says is wrong.
+    #[arg(long, value_name = "REASON")]
+    pub reason: Option<String>,
 }
 
 /// Arguments of `civmesh subject answer`.
@@ -114,17 +125,33 @@ pub(super) fn execute(command: SubjectCommand) -> anyhow::Result<()> {
     match command {
         SubjectCommand::Request(args) => {
             let api = NodeApi::open(&args.node_dir.path)?;
+            let correction = match (args.base_version, args.reason) {
+                (Some(base_version), Some(reason)) => Some(ResidentCorrection {
+                    base_version,
+                    changes: args
+                        .changes
+                        .iter()
+                        .map(|change| super::correction::parse_change(change))
+                        .collect::<anyhow::Result<_>>()?,
+                    reason,
+                }),
+                _ => None,
+            };
             let request = IntakeRequest {
                 kind: args.kind.into(),
                 dataset: args.dataset,
                 record_key: args.record_key,
                 deadline_days: args.deadline_days,
+                correction,
             };
             let filed: Filed = api.send("POST", "/v1/subject-requests", &request)?;
             println!(
                 "filed subject request {} at {}; answer due by {}",
                 filed.id, filed.owner_org, filed.deadline
             );
+            if let Some(correction) = &filed.correction {
+                println!("the resident's correction {correction} is on its way to {}", filed.owner_org);
+            }
             Ok(())
         }
         SubjectCommand::List { node_dir } => {

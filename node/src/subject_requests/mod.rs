@@ -69,6 +69,32 @@ pub struct IntakeRequest {
     /// `[subject_requests] deadline_days` if absent.
     #[serde(default)]
     pub deadline_days: Option<u64>,
+    /// For a correction: what the resident says is wrong, submitted into
+    /// the correction loop with the resident as its origin.
+    #[serde(default)]
+    pub correction: Option<ResidentCorrection>,
+}
+
+/// The correction a resident asks for (Art. 46).
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResidentCorrection {
+    /// The version of the record the resident was shown.
+    pub base_version: u64,
+    /// The new value of each field the resident says is wrong.
+    pub changes: std::collections::BTreeMap<String, civmesh_policy::model::FieldValue>,
+    /// What the resident says, in words.
+    pub reason: String,
+}
+
+impl std::fmt::Debug for ResidentCorrection {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("ResidentCorrection")
+            .field("base_version", &self.base_version)
+            .field("fields", &self.changes.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
 }
 
 impl std::fmt::Debug for IntakeRequest {
@@ -79,6 +105,7 @@ impl std::fmt::Debug for IntakeRequest {
             .field("dataset", &self.dataset)
             .field("record_key", &format_args!("<{} bytes>", self.record_key.len()))
             .field("deadline_days", &self.deadline_days)
+            .field("correction", &self.correction)
             .finish()
     }
 }
@@ -94,6 +121,9 @@ pub struct Filed {
     pub deadline_ms: u64,
     /// The owner's organisation.
     pub owner_org: String,
+    /// The correction submitted with a correction request, if any.
+    #[serde(default)]
+    pub correction: Option<String>,
 }
 
 /// What travels to the owner in
@@ -335,6 +365,7 @@ fn filed(
             deadline: civmesh_policy::evaluation::format_time(spec.deadline_ms),
             deadline_ms: spec.deadline_ms,
             owner_org: owner_org.to_string(),
+            correction: None,
         }),
         OwnerOutcome::Filed => Err(FileError::Refused("the owner answered another request".to_string())),
         OwnerOutcome::RecordUnknown => Err(FileError::RecordUnknown(spec.dataset.clone())),

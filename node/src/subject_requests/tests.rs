@@ -14,6 +14,7 @@ fn intake(dataset: &str, record_key: &str, deadline_days: Option<u64>) -> Intake
         dataset: dataset.to_string(),
         record_key: record_key.to_string(),
         deadline_days,
+        correction: None,
     }
 }
 
