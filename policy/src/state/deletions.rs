@@ -105,12 +105,16 @@ impl PolicyState {
         match receipt.cause {
             DeletionCause::RetentionEnded { received_before_ms } => {
                 holding.deleted_before_ms = received_before_ms;
+                // What the holder says it still keeps, never earlier than
+                // before; when it names nothing, copies released since the
+                // cutoff may still be on their way to it.
                 let since_ms =
                     holding.retained_since_ms.unwrap_or(received_before_ms).max(received_before_ms);
-                holding.retained_since_ms = receipt
-                    .earliest_held_ms
-                    .filter(|_| holding.last_release_ms >= received_before_ms)
-                    .map(|earliest_ms| earliest_ms.max(since_ms));
+                holding.retained_since_ms = match receipt.earliest_held_ms {
+                    Some(earliest_ms) => Some(earliest_ms.max(since_ms)),
+                    None if holding.last_release_ms >= received_before_ms => Some(since_ms),
+                    None => None,
+                };
             }
             DeletionCause::GrantEnded => {
                 holding.ended_deleted_at_ms = Some(at_ms);

@@ -272,31 +272,34 @@ impl PolicyState {
     /// impact assessment too.
     fn check_protection(&self, spec: &GrantSpec) -> Result<(), Rejection> {
         let Some(dataset) = self.datasets.get(&spec.dataset) else { return Ok(()) };
-        let classes: Vec<FieldClass> =
-            spec.fields.iter().filter_map(|field| dataset.field(field)).map(|field| field.class).collect();
-        let personal =
-            classes.iter().any(|class| matches!(class, FieldClass::Personal | FieldClass::Sensitive(_)));
-        let sensitive = classes.iter().any(|class| matches!(class, FieldClass::Sensitive(_)));
-        match spec.retention {
-            Some(retention) if !retention.is_valid() => {
-                return Err(reject(
-                    RejectionCode::RetentionMissing,
-                    "the retention must keep copies 1 s to 10 years and delete them within 1 s to 30 days",
-                ))
-            }
-            None if personal => {
-                return Err(reject(
-                    RejectionCode::RetentionMissing,
-                    "a grant of personal fields states how long copies are kept",
-                ))
-            }
-            _ => {}
-        }
-        if sensitive && spec.assessment.is_none() {
-            return Err(reject(
-                RejectionCode::AssessmentMissing,
-                "a grant of sensitive fields names its impact assessment",
-            ));
+        let classes = spec.fields.iter().filter_map(|field| dataset.field(field)).map(|field| field.class);
+        check_protection_of(classes, spec.retention, spec.assessment)
+    }
+
+    /// A new version of a dataset may not make a field personal or
+    /// sensitive under a grant still in force that lacks the retention or
+    /// the assessment that would need: the owner revokes or reissues first.
+    pub(super) fn check_republished_protection(
+        &self,
+        spec: &crate::command::DatasetSpec,
+        entry_time_ms: UnixMillis,
+    ) -> Result<(), Rejection> {
+        let in_force = self
+            .grants
+            .values()
+            .filter(|grant| grant.dataset == spec.id && grant.ended_at_ms(entry_time_ms).is_none());
+        for grant in in_force {
+            let classes = spec
+                .fields
+                .iter()
+                .filter(|field| grant.fields.contains(&field.name))
+                .map(|field| field.class);
+            check_protection_of(classes, grant.retention, grant.assessment).map_err(|rejection| {
+                Rejection {
+                    detail: format!("grant {} would lack protection: {}", grant.id, rejection.detail),
+                    ..rejection
+                }
+            })?;
         }
         Ok(())
     }
@@ -382,4 +385,39 @@ fn demand_unknown(demand_id: DemandId) -> Rejection {
 
 fn grant_unknown(grant_id: GrantId) -> Rejection {
     reject(RejectionCode::GrantUnknown, format!("no grant {grant_id}"))
+}
+
+/// The protection `classes` of granted fields need: a retention within
+/// bounds for personal ones, an assessment too for sensitive ones.
+fn check_protection_of(
+    classes: impl Iterator<Item = FieldClass>,
+    retention: Option<crate::deletion::Retention>,
+    assessment: Option<crate::deletion::AssessmentDigest>,
+) -> Result<(), Rejection> {
+    let classes: Vec<FieldClass> = classes.collect();
+    let personal =
+        classes.iter().any(|class| matches!(class, FieldClass::Personal | FieldClass::Sensitive(_)));
+    let sensitive = classes.iter().any(|class| matches!(class, FieldClass::Sensitive(_)));
+    match retention {
+        Some(retention) if !retention.is_valid() => {
+            return Err(reject(
+                RejectionCode::RetentionMissing,
+                "the retention must keep copies 1 s to 10 years and delete them within 1 s to 30 days",
+            ))
+        }
+        None if personal => {
+            return Err(reject(
+                RejectionCode::RetentionMissing,
+                "a grant of personal fields states how long copies are kept",
+            ))
+        }
+        _ => {}
+    }
+    if sensitive && assessment.is_none() {
+        return Err(reject(
+            RejectionCode::AssessmentMissing,
+            "a grant of sensitive fields names its impact assessment",
+        ));
+    }
+    Ok(())
 }

@@ -167,6 +167,8 @@ pub struct PolicyState {
         BTreeMap<crate::subject_request::SubjectRequestId, crate::subject_request::SubjectRequest>,
     /// Per owner, the requests it answered (late ones counted).
     pub subject_request_counts: BTreeMap<OrgId, crate::subject_request::SubjectRequestCounts>,
+    /// Per intake organisation, how many of its requests are open.
+    pub subject_requests_open_by_intake: BTreeMap<OrgId, u64>,
 }
 
 impl Default for PolicyState {
@@ -200,6 +202,7 @@ impl Default for PolicyState {
             holdings: BTreeMap::new(),
             subject_requests: BTreeMap::new(),
             subject_request_counts: BTreeMap::new(),
+            subject_requests_open_by_intake: BTreeMap::new(),
         }
     }
 }
@@ -358,7 +361,10 @@ impl PolicyState {
                 return self.validate_admission(certificate_der, entry_time_ms).map(Some)
             }
             Command::RevokeMember { node_id, reason } => self.validate_member_revocation(node_id, reason)?,
-            Command::PublishDataset(spec) => catalog::validate_dataset(spec)?,
+            Command::PublishDataset(spec) => {
+                catalog::validate_dataset(spec)?;
+                self.check_republished_protection(spec, entry_time_ms)?
+            }
             Command::AddNegativeListEntry { dataset, field, reason } => {
                 self.validate_negative_list_entry(dataset, field.as_ref(), reason)?
             }
@@ -385,7 +391,9 @@ impl PolicyState {
             Command::ConfirmDeletion(receipt) => {
                 self.validate_deletion(receipt, signer, signer_org, entry_time_ms)?
             }
-            Command::FileSubjectRequest(spec) => self.validate_subject_request(spec, entry_time_ms)?,
+            Command::FileSubjectRequest(spec) => {
+                self.validate_subject_request(spec, signer_org, entry_time_ms)?
+            }
             Command::AnswerSubjectRequest { id, outcome } => self.validate_subject_answer(id, outcome)?,
             Command::SetAutoAcceptRule(rule) => self.validate_auto_accept_rule(rule, signer_org)?,
             Command::RemoveAutoAcceptRule { dataset, submitter } => {

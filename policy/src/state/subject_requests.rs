@@ -12,6 +12,9 @@ use crate::subject_request::{
 
 /// The most requests open at once, federation-wide.
 pub const SUBJECT_REQUESTS_OPEN_MAX: usize = 100_000;
+/// The most requests one intake organisation has open at once, so one
+/// hostile member cannot fill the federation's bound.
+pub const SUBJECT_REQUESTS_OPEN_PER_INTAKE_MAX: u64 = 1_000;
 
 impl PolicyState {
     /// A request names a known dataset, a deadline 1 to 60 days after its
@@ -20,6 +23,7 @@ impl PolicyState {
     pub(super) fn validate_subject_request(
         &self,
         spec: &SubjectRequestSpec,
+        intake: &OrgId,
         entry_time_ms: UnixMillis,
     ) -> Result<(), Rejection> {
         if !self.datasets.contains_key(&spec.dataset) {
@@ -36,6 +40,13 @@ impl PolicyState {
         if self.subject_requests.len() >= SUBJECT_REQUESTS_OPEN_MAX {
             return Err(reject(RejectionCode::Overloaded, "too many subject requests are open"));
         }
+        let open = self.subject_requests_open_by_intake.get(intake).copied().unwrap_or(0);
+        if open >= SUBJECT_REQUESTS_OPEN_PER_INTAKE_MAX {
+            return Err(reject(
+                RejectionCode::Overloaded,
+                format!("{intake} has {SUBJECT_REQUESTS_OPEN_PER_INTAKE_MAX} subject requests open"),
+            ));
+        }
         Ok(())
     }
 
@@ -48,6 +59,7 @@ impl PolicyState {
         let Some(owner) = self.datasets.get(&spec.dataset).map(|dataset| dataset.owner.clone()) else {
             return Applied::Done;
         };
+        *self.subject_requests_open_by_intake.entry(intake.clone()).or_default() += 1;
         let request = SubjectRequest { spec, owner, intake, filed_at_ms: at_ms };
         self.subject_requests.insert(request.spec.id, request);
         Applied::Done
@@ -85,6 +97,12 @@ impl PolicyState {
         at_ms: UnixMillis,
     ) -> Applied {
         let Some(request) = self.subject_requests.remove(id) else { return Applied::Done };
+        if let Some(open) = self.subject_requests_open_by_intake.get_mut(&request.intake) {
+            *open = open.saturating_sub(1);
+            if *open == 0 {
+                self.subject_requests_open_by_intake.remove(&request.intake);
+            }
+        }
         let counts = self.subject_request_counts.entry(request.owner).or_default();
         counts.answered += 1;
         if at_ms > request.spec.deadline_ms {
