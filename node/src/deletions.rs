@@ -128,12 +128,15 @@ impl Deletions {
         let taken = matches!(outcome, Some(Ok(_)));
         let settled = match &outcome {
             Some(Ok(_)) => true,
+            // Refused for good, or (a bad cutoff or time, e.g. after a
+            // clock jump) made again from the state at the next sweep.
             Some(Err(rejection)) => matches!(
                 rejection.code,
                 RejectionCode::DeletionDuplicate
                     | RejectionCode::DeletionNotDue
                     | RejectionCode::DeletionNotHolder
                     | RejectionCode::GrantUnknown
+                    | RejectionCode::InvalidArgument
             ),
             None => false,
         };

@@ -108,7 +108,6 @@ impl Node {
         let key = &identity.key;
         tasks.spawn(services.corrections.clone().run_worker(stop.clone()));
         tasks.spawn(services.query.clone().run_push_retries(stop.clone()));
-        tasks.spawn(services.query.clone().run_initial_syncs(stop.clone()));
         tasks.spawn(crate::audit::checkpoints::run_checkpoints(log.clone(), key.clone(), stop.clone()));
         tasks.spawn(serve_raft(log.clone(), services.metrics.clone(), inbound.raft, tasks.clone()));
         // The gate admits the federation's peers, so this replica can catch
@@ -124,6 +123,8 @@ impl Node {
             );
         }
         tasks.spawn(deletions.run(config.retention.sweep_interval_ms()?, stop.clone()));
+        // Copies arrive only after the start-up deletion.
+        tasks.spawn(services.query.clone().run_initial_syncs(stop.clone()));
         tasks.spawn(serve_services(
             services.query.clone(),
             services.corrections.clone(),

@@ -116,9 +116,22 @@ impl QueryService {
         self.records.put_pending_receipt(&receipt)?;
         let which = CopyDeletion::of(cause);
         let mut earliest_held_ms: Option<u64> = None;
-        for subscription in self.subscriptions_under(grant)? {
-            while self.delete_batch(&subscription, which, &mut receipt)? > 0 {}
-            self.records.compact_copies(&subscription)?;
+        let subscriptions = self.subscriptions_under(grant)?;
+        self.forget_pushes(grant, cause, &subscriptions);
+        for subscription in subscriptions {
+            let mut deleted = 0;
+            loop {
+                let batch = self.delete_batch(&subscription, which, &mut receipt)?;
+                if batch == 0 {
+                    break;
+                }
+                deleted += batch;
+            }
+            // Compacting and flushing is for what was deleted; nothing
+            // deleted, nothing to purge.
+            if deleted > 0 {
+                self.records.compact_copies(&subscription)?;
+            }
             if let CopyDeletion::ReceivedBefore(_) = which {
                 let earliest_ms = self.records.earliest_received(&subscription)?;
                 earliest_held_ms = match (earliest_held_ms, earliest_ms) {
@@ -151,15 +164,72 @@ impl QueryService {
         Ok(deleted)
     }
 
+    /// Of `records` released under `progress`'s grant, those this node may
+    /// still keep by its replica: none once the grant ended or its end was
+    /// confirmed deleted here; under a grant needing consent, only subjects
+    /// whose consent is given.
+    pub(super) fn still_keepable(
+        &self,
+        progress: &Progress,
+        records: &[ReleasedRecord],
+    ) -> Vec<ReleasedRecord> {
+        let Some(grant_id) = progress.grant else { return records.to_vec() };
+        let me = self.key.node_id();
+        let now_ms = now_unix_millis();
+        self.log.state().read(|applied| {
+            let policy = &applied.policy;
+            let Some(grant) = policy.grants.get(&grant_id) else { return Vec::new() };
+            let ended_here = policy
+                .holdings
+                .get(&grant_id)
+                .and_then(|holders| holders.get(&me))
+                .is_some_and(|holding| holding.ended_deleted_at_ms.is_some());
+            if grant.ended_at_ms(now_ms).is_some() || ended_here {
+                return Vec::new();
+            }
+            records
+                .iter()
+                .filter(|record| {
+                    !grant.needs_consent() || policy.check_consent(grant, &record.subject).is_ok()
+                })
+                .cloned()
+                .collect()
+        })
+    }
+
+    /// Drops the pushes waiting to be read that `cause` deleted under
+    /// `grant`: none of their records is served after the deletion.
+    fn forget_pushes(&self, grant: GrantId, cause: &DeletionCause, subscriptions: &[[u8; 32]]) {
+        let Ok(mut received) = self.received.lock() else { return };
+        let under: Vec<String> = subscriptions.iter().map(civmesh_policy::hex_digest::to_hex).collect();
+        received.retain_mut(|push| {
+            if !under.contains(&push.subscription) {
+                return true;
+            }
+            match cause {
+                DeletionCause::ConsentWithdrawn { subject } => {
+                    push.body.records.retain(|record| record.subject != *subject);
+                    !push.body.records.is_empty()
+                }
+                // Retention: the queue is short-lived, and drops them all
+                // rather than keep a copy past its time.
+                DeletionCause::GrantEnded | DeletionCause::RetentionEnded { .. } => false,
+            }
+        });
+        tracing::debug!(grant, "pushes waiting under the deletion forgotten");
+    }
+
     /// This node's subscriptions that rely on `grant`.
     fn subscriptions_under(&self, grant: GrantId) -> Result<Vec<[u8; 32]>, CopyError> {
         let mut under = Vec::new();
-        for (digest, bytes) in self.records.subscription_progresses()? {
-            let progress: Progress = codec::decode_exact(&bytes, COPY_BYTES_MAX)?;
+        self.records.visit_progresses(|digest, bytes| {
+            let progress: Progress = codec::decode_exact(bytes, COPY_BYTES_MAX)
+                .map_err(|error| RecordStoreError::Corrupt(error.to_string()))?;
             if progress.grant == Some(grant) {
                 under.push(digest);
             }
-        }
+            Ok(())
+        })?;
         Ok(under)
     }
 

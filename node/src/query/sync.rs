@@ -78,6 +78,10 @@ pub struct Progress {
     pub kept: bool,
 }
 
+/// The most reads one page of a copy makes to fill itself past copies
+/// that fell due.
+const COPY_PAGE_READS_MAX: usize = 16;
+
 /// Why a copy could not be read or written.
 #[derive(Debug, thiserror::Error)]
 pub enum CopyError {
@@ -136,9 +140,28 @@ impl QueryService {
         limit: usize,
     ) -> Result<Vec<ReleasedRecord>, CopyError> {
         let limit = limit.clamp(1, COPY_PAGE_RECORDS_MAX);
-        let mut records = Vec::new();
-        for (_, bytes) in self.records.copies(digest, after, limit)? {
-            records.push(codec::decode_exact(&bytes, COPY_BYTES_MAX)?);
+        let progress = self.progress(digest)?;
+        let mut records: Vec<ReleasedRecord> = Vec::new();
+        let mut after = after.copied();
+        // What fell due is not served while it waits for the next sweep;
+        // the page is filled from further on, a bounded number of reads.
+        for _ in 0..COPY_PAGE_READS_MAX {
+            let wanted = limit - records.len();
+            let held = self.records.copies(digest, after.as_ref(), wanted)?;
+            let Some((last, _)) = held.last() else { break };
+            after = Some(*last);
+            let read = held.len();
+            let mut page = Vec::with_capacity(read);
+            for (_, bytes) in held {
+                page.push(codec::decode_exact(&bytes, COPY_BYTES_MAX)?);
+            }
+            match &progress {
+                Some(progress) => records.extend(self.still_keepable(progress, &page)),
+                None => records.extend(page),
+            }
+            if records.len() == limit || read < wanted {
+                break;
+            }
         }
         Ok(records)
     }
@@ -152,9 +175,13 @@ impl QueryService {
         records: &[ReleasedRecord],
         update: impl FnOnce(&mut Progress),
     ) -> Result<(), CopyError> {
-        let copies = copied(records)?;
         let _held = self.progress_lock.lock().map_err(|_| CopyError::Unavailable)?;
         let Some(mut progress) = self.progress(digest)? else { return Ok(()) };
+        // A copy arriving after its grant ended, or its subject's consent
+        // was withdrawn (a push retried late), is not kept: it would never
+        // fall due again.
+        let records = self.still_keepable(&progress, records);
+        let copies = copied(&records)?;
         update(&mut progress);
         // The count of subjects held is written in the same batch as them.
         self.records.put_copies(digest, &copies, now_unix_millis(), |added| {

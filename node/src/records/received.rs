@@ -199,8 +199,24 @@ impl RecordStore {
         Ok(())
     }
 
+    /// Calls `visit` with every source's id and encoded progress, one at a
+    /// time, however many there are (a deletion must reach them all).
+    pub fn visit_progresses(
+        &self,
+        mut visit: impl FnMut([u8; 32], &[u8]) -> Result<(), RecordStoreError>,
+    ) -> Result<(), RecordStoreError> {
+        let family = self.family(super::copies::SUBSCRIPTION_PROGRESS_FAMILY)?;
+        for item in self.db.iterator_cf(family, IteratorMode::Start) {
+            let (key, value) = item?;
+            let digest = <[u8; 32]>::try_from(key.as_ref())
+                .map_err(|_| corrupt("a subscription key is not 32 bytes"))?;
+            visit(digest, &value)?;
+        }
+        Ok(())
+    }
+
     /// Every subscription with a copy's progress (at most
-    /// [`SUBSCRIPTIONS_READ_MAX`]), and its encoded progress.
+    /// [`SUBSCRIPTIONS_READ_MAX`], for a listing), and its encoded progress.
     pub fn subscription_progresses(&self) -> Result<Vec<StoredProgress>, RecordStoreError> {
         let family = self.family(super::copies::SUBSCRIPTION_PROGRESS_FAMILY)?;
         let mut progresses = Vec::new();
