@@ -52,6 +52,10 @@ impl RecordStore {
                 self.db.compact_range_cf(index, Some(&entry[..]), Some(&after[..]));
             }
         }
+        // No write-ahead log keeps the record once every family is flushed.
+        for name in super::FAMILIES {
+            self.db.flush_cf(self.family(name)?)?;
+        }
         Ok(newest.version)
     }
 
