@@ -7,8 +7,9 @@ docs/audit-bundle-layouts.md ("A") and Appendix B docs/audit-bundle-rules.md
 are implemented here. Operators' commands (B 2.5) and grants' retention,
 impact assessments and deletion receipts (A 5.3, B 5.9 step 9, B 5.19;
 main section 9), then format version 3 (a receipt's earliest copy held and
-the bounds on its times), then the subjects' requests (A 5.2-5.3, B 5.20), were
-added later, from the same documents.
+the bounds on its times), then the subjects' requests (A 5.2-5.3, B 5.20), then
+the protection a republication keeps (B 5.4 step 7) and the open requests per
+intake (B 5.20 step 5), were added later, from the same documents.
 
 Usage:
   reference_verifier.py VECTOR_DIR
@@ -111,6 +112,7 @@ RETENTION_ENDED, GRANT_ENDED, CONSENT_WITHDRAWN = range(3)
 SUBJECT_REQUEST_DEADLINE_MS_MIN = DAY_MS
 SUBJECT_REQUEST_DEADLINE_MS_MAX = 60 * DAY_MS
 SUBJECT_REQUESTS_OPEN_MAX = 100_000
+SUBJECT_REQUESTS_OPEN_PER_INTAKE_MAX = 1_000   # B 5.20 step 5: per intake organisation
 SUBJECT_REQUEST_KINDS = 3               # 0 access, 1 correction, 2 deletion (A 5.3)
 OUTCOME_DONE, OUTCOME_REFUSED = range(2)  # SubjectRequestOutcome (A 5.2)
 # Applied variants (A section 7, B 2.4)
@@ -743,6 +745,7 @@ class State:
         self.holdings = {}                   # grant id -> {holder node -> holding} (B 5.19)
         self.subject_requests = {}           # open request id -> request (B 5.20)
         self.subject_request_counts = {}     # owner org -> answered, late, refused
+        self.subject_requests_open_by_intake = {}   # intake org -> open requests (B 5.20)
         # verifier bookkeeping, not state
         self.just_final = None
         self.permits = self.denials = 0
@@ -993,6 +996,7 @@ def rule_publish(st, cmd, S, O, T):                                  # B 5.4
         if names[sf]["type"] != FIELD_TYPE_TEXT or sf in seen:
             raise Reject("invalid_argument", "scope field")
         seen.add(sf)
+    check_republished_protection(st, cmd, T)
     old = st.datasets.get(cmd["id"])
     st.datasets[cmd["id"]] = dict(cmd, owner=O, version=old["version"] + 1 if old else 1)
     return (DONE, None)
@@ -1072,15 +1076,29 @@ def retention_valid(retention):
             and RETENTION_MS_MIN <= retention["delete_within_ms"] <= DELETION_WITHIN_MS_MAX)
 
 def check_protection(ds, spec):
+    """B 5.9 step 9, for a grant's fields in the dataset's schema."""
+    classes = [schema(ds)[f]["class"][0] for f in spec["fields"]]
+    check_protection_of(classes, spec["retention"], spec["assessment"])
+
+def check_protection_of(classes, retention, assessment, grant=""):
     """B 5.9 step 9: a retention in bounds, required with a personal or
     sensitive field; an impact assessment with a sensitive field."""
-    classes = [schema(ds)[f]["class"][0] for f in spec["fields"]]
     personal = any(c in (CLASS_PERSONAL, CLASS_SENSITIVE) for c in classes)
-    retention = spec["retention"]
     if retention is not None and not retention_valid(retention):
-        raise Reject("retention_missing", "retention out of bounds")
-    reject_if(retention is None and personal, "retention_missing", "personal fields")
-    reject_if(CLASS_SENSITIVE in classes and spec["assessment"] is None, "assessment_missing")
+        raise Reject("retention_missing", grant + "retention out of bounds")
+    reject_if(retention is None and personal, "retention_missing", grant + "personal fields")
+    reject_if(CLASS_SENSITIVE in classes and assessment is None, "assessment_missing",
+              grant + "sensitive fields")
+
+def check_republished_protection(st, spec, T):
+    """B 5.4 step 7: every grant of the dataset in force at T (not ended:
+    not revoked, window not over; one not yet valid is in force), in id
+    order, protects the new schema's classes of the fields it grants."""
+    for grant_id, g in sorted(st.grants.items()):
+        if g["dataset"] != spec["id"] or grant_ended_at(g, T) is not None:
+            continue
+        classes = [f["class"][0] for f in spec["fields"] if f["name"] in g["fields"]]
+        check_protection_of(classes, g["retention"], g["assessment"], "grant %d: " % grant_id)
 
 def rule_revoke_grant(st, cmd, S, O, T):                             # B 5.10
     text_check(cmd["reason"], REASON_BYTES_MAX, "reason")
@@ -1339,8 +1357,12 @@ def rule_confirm_deletion(st, cmd, S, O, T):                         # B 5.19
         holding["deleted_before_ms"] = before
         since = max(before if holding["retained_since_ms"] is None
                     else holding["retained_since_ms"], before)
-        keeps = earliest is not None and holding["last_release_ms"] >= before
-        holding["retained_since_ms"] = max(earliest, since) if keeps else None
+        if earliest is not None:                    # what the holder says it keeps
+            holding["retained_since_ms"] = max(earliest, since)
+        elif holding["last_release_ms"] >= before:  # copies released since the cutoff
+            holding["retained_since_ms"] = since
+        else:
+            holding["retained_since_ms"] = None
     elif cause == GRANT_ENDED:
         holding["ended_deleted_at_ms"] = T
         holding["retained_since_ms"] = None
@@ -1362,6 +1384,10 @@ def rule_file_subject_request(st, cmd, S, O, T):                     # B 5.20
     reject_if(cmd["id"] in st.subject_requests, "subject_request_duplicate")
     reject_if(len(st.subject_requests) >= SUBJECT_REQUESTS_OPEN_MAX, "overloaded",
               "too many open requests")
+    open_by_intake = st.subject_requests_open_by_intake
+    reject_if(open_by_intake.get(O, 0) >= SUBJECT_REQUESTS_OPEN_PER_INTAKE_MAX, "overloaded",
+              "%s has too many open requests" % O)
+    open_by_intake[O] = open_by_intake.get(O, 0) + 1
     st.subject_requests[cmd["id"]] = dict(cmd, owner=ds["owner"], intake=O, filed_at_ms=T)
     return (DONE, None)
 
@@ -1370,6 +1396,10 @@ def rule_answer_subject_request(st, cmd, S, O, T):                   # B 5.20
     if cmd["outcome"] == OUTCOME_REFUSED:
         text_check(cmd["reason"], REASON_BYTES_MAX, "reason")
     request = st.subject_requests.pop(cmd["id"])
+    open_by_intake = st.subject_requests_open_by_intake
+    open_by_intake[request["intake"]] -= 1
+    if open_by_intake[request["intake"]] == 0:
+        del open_by_intake[request["intake"]]
     counts = st.subject_request_counts.setdefault(
         request["owner"], {"answered": 0, "answered_late": 0, "refused": 0})
     counts["answered"] += 1

@@ -12,6 +12,8 @@
 
 #[path = "audit_vectors/deletions.rs"]
 mod deletions;
+#[path = "audit_vectors/republished.rs"]
+mod republished;
 #[path = "audit_vectors/subject_requests.rs"]
 mod subject_requests;
 mod support;
@@ -187,6 +189,7 @@ fn write_vectors() {
     all.extend(operator_vectors(&fx, &log));
     all.extend(deletions::deletion_vectors(&fx, &log));
     all.extend(subject_requests::subject_request_vectors(&fx, &log));
+    all.extend(republished::republication_vectors(&fx, &log));
     let dir = vectors_dir();
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("ca.pem"), &ca_pem).unwrap();

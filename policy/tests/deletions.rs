@@ -1146,3 +1146,351 @@ proptest! {
         check_run(&ops, true)?;
     }
 }
+
+// ---------------------------------------------------------------------------
+// A retention receipt and the copies it leaves: what the holder names it
+// still keeps, and what was released to it since the cutoff.
+
+/// The cutoff of the receipts below: a day after the scene's first release.
+const CUTOFF_MS: u64 = RELEASE_MS + DAY_MS;
+/// When the holder logs its receipt, having scanned its copies a little before.
+const RECEIPT_MS: u64 = CUTOFF_MS + KEPT.keep_ms + 2 * HOUR_MS;
+
+/// One retention receipt under the scene's kept grant (copies released at
+/// [`RELEASE_MS`]), cutoff [`CUTOFF_MS`], logged at [`RECEIPT_MS`]: a
+/// release before it or not, the earliest copy it names, and the earliest
+/// copy the log then counts as kept.
+struct KeptCase {
+    name: &'static str,
+    released_ms: Option<u64>,
+    earliest_held_ms: Option<u64>,
+    retained_since_ms: Option<u64>,
+}
+
+const KEPT_CASES: &[KeptCase] = &[
+    KeptCase {
+        // The reviewer's case: the copy released between the scan and the
+        // receipt is still due, from the cutoff on.
+        name: "a copy released between the holder's scan and its receipt, none named",
+        released_ms: Some(RECEIPT_MS - 60_000),
+        earliest_held_ms: None,
+        retained_since_ms: Some(CUTOFF_MS),
+    },
+    KeptCase {
+        name: "a copy released at the cutoff, none named",
+        released_ms: Some(CUTOFF_MS),
+        earliest_held_ms: None,
+        retained_since_ms: Some(CUTOFF_MS),
+    },
+    KeptCase {
+        name: "nothing released since the cutoff, none named",
+        released_ms: Some(CUTOFF_MS - 1),
+        earliest_held_ms: None,
+        retained_since_ms: None,
+    },
+    KeptCase {
+        name: "nothing released since the first copy, none named",
+        released_ms: None,
+        earliest_held_ms: None,
+        retained_since_ms: None,
+    },
+    KeptCase {
+        // A push released before the cutoff that reached the holder after
+        // it: the holder keeps it, and names it.
+        name: "a copy released before the cutoff, received after it and named",
+        released_ms: None,
+        earliest_held_ms: Some(CUTOFF_MS + HOUR_MS),
+        retained_since_ms: Some(CUTOFF_MS + HOUR_MS),
+    },
+    KeptCase {
+        name: "a copy released since the cutoff, an earlier one named",
+        released_ms: Some(RECEIPT_MS - 60_000),
+        earliest_held_ms: Some(CUTOFF_MS + HOUR_MS),
+        retained_since_ms: Some(CUTOFF_MS + HOUR_MS),
+    },
+    KeptCase {
+        name: "a copy named at the cutoff itself",
+        released_ms: None,
+        earliest_held_ms: Some(CUTOFF_MS),
+        retained_since_ms: Some(CUTOFF_MS),
+    },
+];
+
+#[test]
+fn a_retention_receipt_leaves_due_what_the_holder_keeps_or_may_have_received_since() {
+    for case in KEPT_CASES {
+        let mut scene = Scene::new();
+        let (holder, grant) = (scene.holder(), scene.kept);
+        if let Some(released_ms) = case.released_ms {
+            release(&mut scene.fx, &holder, grant, &[subject(2)], released_ms).unwrap();
+        }
+        let state = &mut scene.fx.state;
+        match case.earliest_held_ms {
+            Some(earliest_ms) => confirm_keeping(state, &holder, grant, CUTOFF_MS, earliest_ms, RECEIPT_MS),
+            None => confirm(state, &holder, grant, retention_ended(CUTOFF_MS), RECEIPT_MS),
+        }
+        .unwrap_or_else(|rejection| panic!("{}: {rejection}", case.name));
+        let kept = holding(state, grant, &holder).unwrap();
+        assert_eq!(kept.deleted_before_ms, CUTOFF_MS, "{}", case.name);
+        assert_eq!(kept.retained_since_ms, case.retained_since_ms, "{}", case.name);
+        check_kept_due(state, &holder, grant, case);
+    }
+}
+
+/// What is due and overdue after the receipt of `case`: nothing at once;
+/// then, for a copy still counted, a retention from it; else nothing until
+/// the grant's window ends.
+fn check_kept_due(state: &PolicyState, holder: &NodeKey, grant: GrantId, case: &KeptCase) {
+    let name = case.name;
+    let due_in = |now_ms| -> Vec<DeletionDue> {
+        state.deletions_due(&holder.node_id(), now_ms).into_iter().filter(|due| due.grant == grant).collect()
+    };
+    let overdue_in = |now_ms| -> Vec<OverdueDeletion> {
+        state.deletions_overdue(now_ms).into_iter().filter(|overdue| overdue.grant == grant).collect()
+    };
+    assert_eq!(due_in(RECEIPT_MS), [], "{name}: just confirmed");
+    let Some(since_ms) = case.retained_since_ms else {
+        for now_ms in [RECEIPT_MS + KEPT.keep_ms, RECEIPT_MS + 10 * DAY_MS] {
+            assert_eq!(due_in(now_ms), [], "{name}: due at {now_ms}");
+            assert_eq!(overdue_in(now_ms), [], "{name}: overdue at {now_ms}");
+        }
+        return;
+    };
+    let asked_ms = since_ms + KEPT.keep_ms + KEPT.delete_within_ms / 2;
+    assert_eq!(due_in(asked_ms - 1), [], "{name}: not yet");
+    assert_eq!(due_in(asked_ms), [due(grant, retention_ended(asked_ms - KEPT.keep_ms))], "{name}");
+    let overdue_ms = since_ms + KEPT.keep_ms + KEPT.delete_within_ms;
+    assert_eq!(overdue_in(overdue_ms - 1), [], "{name}: in time");
+    let late = overdue(grant, holder, retention_ended(since_ms + 1), overdue_ms);
+    assert_eq!(overdue_in(overdue_ms), [late], "{name}");
+}
+
+// ---------------------------------------------------------------------------
+// A new version of a dataset and the grants in force over it.
+
+use civmesh_policy::model::{FieldClass, SensitiveCategory};
+use civmesh_policy::DatasetSpec;
+
+const SENSITIVE: FieldClass = FieldClass::Sensitive(SensitiveCategory::Whereabouts);
+
+/// Where a grant stands when the dataset is republished at [`NOW_MS`].
+#[derive(Debug, Clone, Copy)]
+enum Standing {
+    InForce,
+    /// Its window opens a day later.
+    NotYetValid,
+    /// Its window ended at [`NOW_MS`] itself.
+    Ended,
+    /// Revoked before the new version.
+    Revoked,
+}
+
+/// A grant of the enterprises' name and operating address to Jing'an
+/// Temple street, with this protection and standing.
+#[derive(Debug, Clone, Copy)]
+struct Granted {
+    retention: Option<Retention>,
+    assessment: Option<AssessmentDigest>,
+    standing: Standing,
+}
+
+const fn granted(
+    retention: Option<Retention>,
+    assessment: Option<AssessmentDigest>,
+    standing: Standing,
+) -> Granted {
+    Granted { retention, assessment, standing }
+}
+
+/// One new version of the enterprise registry: the grants issued before
+/// it, its title, the fields it changes (a class, or `None`: left out),
+/// and the code it is refused with, naming the `n`th grant (from 0).
+struct RepublishCase {
+    name: &'static str,
+    grants: &'static [Granted],
+    title: &'static str,
+    changes: &'static [(&'static str, Option<FieldClass>)],
+    expected: Result<(), (RejectionCode, usize)>,
+}
+
+const PLAIN: Granted = granted(None, None, Standing::InForce);
+const KEPT_A_YEAR: Granted = granted(YEAR, None, Standing::InForce);
+const NAME_PERSONAL: &[(&str, Option<FieldClass>)] = &[("name", Some(FieldClass::Personal))];
+const NAME_SENSITIVE: &[(&str, Option<FieldClass>)] = &[("name", Some(SENSITIVE))];
+const TITLE: &str = "Enterprise registry";
+
+const fn republish(
+    name: &'static str,
+    grants: &'static [Granted],
+    changes: &'static [(&'static str, Option<FieldClass>)],
+    expected: Result<(), (RejectionCode, usize)>,
+) -> RepublishCase {
+    RepublishCase { name, grants, title: TITLE, changes, expected }
+}
+
+const REPUBLISH_CASES: &[RepublishCase] = &[
+    republish(
+        "a public field made personal under a grant without retention",
+        &[PLAIN],
+        NAME_PERSONAL,
+        Err((RejectionCode::RetentionMissing, 0)),
+    ),
+    republish(
+        "a public field made personal under a grant with retention",
+        &[KEPT_A_YEAR],
+        NAME_PERSONAL,
+        Ok(()),
+    ),
+    republish(
+        "a public field made sensitive under a grant with retention, no assessment",
+        &[KEPT_A_YEAR],
+        NAME_SENSITIVE,
+        Err((RejectionCode::AssessmentMissing, 0)),
+    ),
+    republish(
+        "a public field made sensitive under a grant with neither: the retention first",
+        &[PLAIN],
+        NAME_SENSITIVE,
+        Err((RejectionCode::RetentionMissing, 0)),
+    ),
+    republish(
+        "a public field made sensitive under a grant with retention and assessment",
+        &[granted(YEAR, Some(ASSESSMENT), Standing::InForce)],
+        NAME_SENSITIVE,
+        Ok(()),
+    ),
+    republish(
+        "a public field made personal after the grant without retention was revoked",
+        &[granted(None, None, Standing::Revoked)],
+        NAME_PERSONAL,
+        Ok(()),
+    ),
+    republish(
+        "a public field made sensitive after the grant without assessment was revoked",
+        &[granted(YEAR, None, Standing::Revoked)],
+        NAME_SENSITIVE,
+        Ok(()),
+    ),
+    republish(
+        "a public field made personal at the end of the grant without retention",
+        &[granted(None, None, Standing::Ended)],
+        NAME_PERSONAL,
+        Ok(()),
+    ),
+    republish(
+        "a public field made personal under a grant without retention not valid yet",
+        &[granted(None, None, Standing::NotYetValid)],
+        NAME_PERSONAL,
+        Err((RejectionCode::RetentionMissing, 0)),
+    ),
+    republish(
+        "a field no grant grants made sensitive",
+        &[PLAIN],
+        &[("registered_address", Some(SENSITIVE)), ("legal_rep_phone", Some(SENSITIVE))],
+        Ok(()),
+    ),
+    republish(
+        "a granted field left out, another made public",
+        &[PLAIN],
+        &[("name", None), ("operating_address", Some(FieldClass::Public))],
+        Ok(()),
+    ),
+    republish(
+        "two grants: the first lacking its assessment refuses before the second lacking its retention",
+        &[KEPT_A_YEAR, PLAIN],
+        NAME_SENSITIVE,
+        Err((RejectionCode::AssessmentMissing, 0)),
+    ),
+    republish(
+        "two grants: the second lacking its retention",
+        &[KEPT_A_YEAR, PLAIN],
+        NAME_PERSONAL,
+        Err((RejectionCode::RetentionMissing, 1)),
+    ),
+    RepublishCase {
+        name: "a title of white space is refused first",
+        title: " ",
+        ..republish("", &[PLAIN], NAME_PERSONAL, Err((RejectionCode::InvalidArgument, 0)))
+    },
+];
+
+/// The enterprise registry as `case` republishes it.
+fn republished(case: &RepublishCase) -> DatasetSpec {
+    let mut spec = DatasetSpec { title: case.title.into(), ..enterprise_dataset() };
+    for (name, class) in case.changes {
+        match class {
+            Some(class) => spec.fields.iter_mut().filter(|field| field.name == *name).for_each(|field| {
+                field.class = *class;
+            }),
+            None => spec.fields.retain(|field| field.name != *name),
+        }
+    }
+    spec
+}
+
+/// Issues `grants` at [`NOW_MS`], revoking those revoked; their ids.
+fn issue_granted(fx: &mut Fixture, grants: &[Granted]) -> Vec<GrantId> {
+    let mut ids = Vec::new();
+    for grant in grants {
+        let base = spec(fx, ENTERPRISES, &["name", "operating_address"], grant.retention);
+        let (valid_from_ms, valid_until_ms) = match grant.standing {
+            Standing::NotYetValid => (NOW_MS + DAY_MS, NOW_MS + 30 * DAY_MS),
+            Standing::Ended => (NOW_MS - DAY_MS, NOW_MS),
+            Standing::InForce | Standing::Revoked => (base.valid_from_ms, base.valid_until_ms),
+        };
+        let id = fx.grant(GrantSpec { assessment: grant.assessment, valid_from_ms, valid_until_ms, ..base });
+        if matches!(grant.standing, Standing::Revoked) {
+            revoke(fx, id, NOW_MS);
+        }
+        ids.push(id);
+    }
+    ids
+}
+
+#[test]
+fn a_new_version_keeps_the_protection_of_the_grants_in_force() {
+    for case in REPUBLISH_CASES {
+        let mut fx = Fixture::new();
+        let grants = issue_granted(&mut fx, case.grants);
+        let before = fx.state.clone();
+        let spec = republished(case);
+        let outcome = apply(&mut fx.state, &fx.market.key, Command::PublishDataset(spec.clone()));
+        let name = case.name;
+        match (outcome, case.expected) {
+            (Ok(Applied::Done), Ok(())) => {
+                let registry = &fx.state.datasets[ENTERPRISES];
+                assert_eq!((registry.version, &registry.fields), (2, &spec.fields), "{name}");
+                assert_eq!(fx.state.grants, before.grants, "{name}: grants untouched");
+            }
+            (Err(rejection), Err((code, named))) => {
+                assert_eq!(rejection.code, code, "{name}: {}", rejection.detail);
+                if code != RejectionCode::InvalidArgument {
+                    let prefix = format!("grant {} ", grants[named]);
+                    assert!(rejection.detail.starts_with(&prefix), "{name}: {}", rejection.detail);
+                }
+                assert_eq!(fx.state, after_rejection(&before, &fx.state), "{name}");
+            }
+            (outcome, expected) => panic!("{name}: {outcome:?}, expected {expected:?}"),
+        }
+    }
+}
+
+#[test]
+fn a_dataset_is_held_only_to_its_own_grants() {
+    let mut fx = Fixture::new();
+    // A residents' grant without an assessment covers nothing of the
+    // enterprises', whatever their new version makes sensitive; a new
+    // dataset has no grant at all.
+    fx.grant(spec(&fx, RESIDENTS, &["name"], YEAR));
+    let sensitive_everywhere = DatasetSpec {
+        fields: enterprise_dataset()
+            .fields
+            .into_iter()
+            .map(|field| civmesh_policy::model::FieldSpec { class: SENSITIVE, ..field })
+            .collect(),
+        ..enterprise_dataset()
+    };
+    let fresh = DatasetSpec { id: "market-supervision/inspections".into(), ..sensitive_everywhere.clone() };
+    apply(&mut fx.state, &fx.market.key, Command::PublishDataset(sensitive_everywhere)).unwrap();
+    apply(&mut fx.state, &fx.market.key, Command::PublishDataset(fresh)).unwrap();
+}

@@ -45,7 +45,7 @@ pub use deletions::DeletionDue;
 pub use grants::{DemandStatus, GrantWarning, GRANT_EXPIRY_WARNING_DAYS};
 pub use rejection::{Rejection, RejectionCode};
 pub use replay::{COMMAND_NONCES_MAX, COMMAND_NONCES_PER_SIGNER_MAX, COMMAND_SKEW_MS_MAX};
-pub use subject_requests::SUBJECT_REQUESTS_OPEN_MAX;
+pub use subject_requests::{SUBJECT_REQUESTS_OPEN_MAX, SUBJECT_REQUESTS_OPEN_PER_INTAKE_MAX};
 
 use access::LoggedAccess;
 use authority::genesis_not_first;
