@@ -119,9 +119,9 @@ impl QueryService {
         let subscriptions = self.subscriptions_under(grant)?;
         self.forget_pushes(grant, cause, &subscriptions);
         for subscription in subscriptions {
-            let mut deleted = 0;
+            let (mut deleted, mut resume) = (0, None);
             loop {
-                let batch = self.delete_batch(&subscription, which, &mut receipt)?;
+                let batch = self.delete_batch(&subscription, which, &mut resume, &mut receipt)?;
                 if batch == 0 {
                     break;
                 }
@@ -152,11 +152,12 @@ impl QueryService {
         &self,
         subscription: &[u8; 32],
         which: CopyDeletion,
+        resume: &mut Option<[u8; 32]>,
         receipt: &mut DeletionReceipt,
     ) -> Result<u64, CopyError> {
         let _held = self.progress_lock.lock().map_err(|_| CopyError::Unavailable)?;
         let progress = self.progress(subscription)?;
-        let deleted = self.records.delete_copies_batch(subscription, which, receipt, |count| {
+        let deleted = self.records.delete_copies_batch(subscription, which, resume, receipt, |count| {
             let Some(mut progress) = progress else { return Ok(None) };
             progress.records_held = progress.records_held.saturating_sub(count);
             codec::encode(&progress).map(Some).map_err(|error| RecordStoreError::Corrupt(error.to_string()))

@@ -59,62 +59,102 @@ fn corrupt(error: impl std::fmt::Display) -> RecordStoreError {
 }
 
 impl RecordStore {
-    /// Deletes up to [`DELETION_BATCH_RECORDS_MAX`] of `subscription`'s
-    /// copies that `which` names, counts them into `receipt` (its number
-    /// and commitment), and writes the receipt and the subscription's
-    /// progress (which `progress` encodes given how many were deleted) in
-    /// the same synced write. Returns how many were deleted: 0 once none
-    /// is left.
+    /// Deletes `subscription`'s copies that `which` names, counts them
+    /// into `receipt` (its number and commitment), and writes the receipt
+    /// and the subscription's progress (which `progress` encodes given how
+    /// many were deleted) in the same synced write: every copy at once as
+    /// one range when `which` is [`CopyDeletion::All`], otherwise up to
+    /// [`DELETION_BATCH_RECORDS_MAX`] after `resume`, which it moves on.
+    /// Returns how many were deleted: 0 once none is left.
     pub fn delete_copies_batch(
         &self,
         subscription: &[u8; 32],
         which: CopyDeletion,
+        resume: &mut Option<[u8; 32]>,
         receipt: &mut DeletionReceipt,
         progress: impl FnOnce(u64) -> Result<Option<Vec<u8>>, RecordStoreError>,
     ) -> Result<u64, RecordStoreError> {
         let copies = self.family(COPIES_FAMILY)?;
-        let doomed = self.doomed_copies(subscription, which)?;
-        if doomed.is_empty() {
-            return Ok(0);
-        }
         let mut batch = WriteBatch::default();
         let mut commitment = SubjectsCommitment(receipt.subjects_commitment);
-        for subject in &doomed {
-            batch.delete_cf(copies, copy_key(subscription, subject));
-            commitment.add(subject);
+        let deleted = if which == CopyDeletion::All {
+            let deleted = self.commit_to_all(subscription, &mut commitment)?;
+            let (first, last) = (copy_key(subscription, &[0; 32]), copy_key(subscription, &[0xff; 32]));
+            batch.delete_range_cf(copies, first, last);
+            batch.delete_cf(copies, last);
+            deleted
+        } else {
+            let doomed = self.doomed_copies(subscription, which, resume)?;
+            for subject in &doomed {
+                batch.delete_cf(copies, copy_key(subscription, subject));
+                commitment.add(subject);
+            }
+            doomed.len() as u64
+        };
+        if deleted == 0 {
+            return Ok(0);
         }
         receipt.subjects_commitment = commitment.0;
-        receipt.records_deleted += doomed.len() as u64;
+        receipt.records_deleted += deleted;
         batch.put_cf(
             self.family(DELETION_RECEIPTS_FAMILY)?,
             receipt_key(receipt)?,
             codec::encode(receipt).map_err(corrupt)?,
         );
-        if let Some(bytes) = progress(doomed.len() as u64)? {
+        if let Some(bytes) = progress(deleted)? {
             batch.put_cf(self.family(super::copies::SUBSCRIPTION_PROGRESS_FAMILY)?, subscription, bytes);
         }
         self.db.write_opt(batch, &synced())?;
-        Ok(doomed.len() as u64)
+        Ok(deleted)
     }
 
-    /// The subjects of up to a batch of `subscription`'s copies `which` names.
+    /// Moves `commitment` on by every subject `subscription`'s copy holds,
+    /// in order, reading keys only; how many there are.
+    fn commit_to_all(
+        &self,
+        subscription: &[u8; 32],
+        commitment: &mut SubjectsCommitment,
+    ) -> Result<u64, RecordStoreError> {
+        let start = copy_key(subscription, &[0; 32]);
+        let mut count = 0;
+        let mode = IteratorMode::From(&start, Direction::Forward);
+        for item in self.db.iterator_cf(self.family(COPIES_FAMILY)?, mode) {
+            let (key, _) = item?;
+            if !key.starts_with(subscription) {
+                break;
+            }
+            let subject =
+                <[u8; 32]>::try_from(&key[32..]).map_err(|_| corrupt("a copy key is not 64 bytes"))?;
+            commitment.add(&subject);
+            count += 1;
+        }
+        Ok(count)
+    }
+
+    /// The subjects of up to a batch of `subscription`'s copies `which`
+    /// names, after `resume` (which it moves to the last copy read).
     fn doomed_copies(
         &self,
         subscription: &[u8; 32],
         which: CopyDeletion,
+        resume: &mut Option<[u8; 32]>,
     ) -> Result<Vec<[u8; 32]>, RecordStoreError> {
         let copies = self.family(COPIES_FAMILY)?;
         if let CopyDeletion::Subject(subject) = which {
             let held = self.db.get_pinned_cf(copies, copy_key(subscription, &subject))?.is_some();
             return Ok(if held { vec![subject] } else { Vec::new() });
         }
-        let start = copy_key(subscription, &[0; 32]);
+        let start = copy_key(subscription, &resume.unwrap_or([0; 32]));
         let mut doomed = Vec::new();
         for item in self.db.iterator_cf(copies, IteratorMode::From(&start, Direction::Forward)) {
             let (key, value) = item?;
             if !key.starts_with(subscription) || doomed.len() == DELETION_BATCH_RECORDS_MAX {
                 break;
             }
+            if resume.is_some() && key.as_ref() == start.as_slice() {
+                continue;
+            }
+            *resume = <[u8; 32]>::try_from(&key[32..]).ok();
             let (_, received_at_ms) = stored_header(&value)?;
             if let CopyDeletion::ReceivedBefore(before_ms) = which {
                 if received_at_ms >= before_ms {
@@ -284,10 +324,10 @@ mod tests {
             let (_dir, store) = store_with(&copies);
             let mut owed = receipt(cause.clone());
             let which = CopyDeletion::of(&cause);
-            let mut counts = Vec::new();
+            let (mut counts, mut resume) = (Vec::new(), None);
             loop {
                 let count = store
-                    .delete_copies_batch(&SUBSCRIPTION, which, &mut owed, |count| {
+                    .delete_copies_batch(&SUBSCRIPTION, which, &mut resume, &mut owed, |count| {
                         counts.push(count);
                         Ok(None)
                     })
@@ -307,6 +347,42 @@ mod tests {
             let earliest = kept.iter().map(|subject| copies[usize::from(*subject) - 1].1).min();
             assert_eq!(store.earliest_received(&SUBSCRIPTION).unwrap(), earliest, "{name}");
         }
+    }
+
+    #[test]
+    fn a_cutoff_deletion_resumes_batch_after_batch_past_the_copies_it_keeps() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RecordStore::open(dir.path()).unwrap();
+        let subject = |index: u32| {
+            let mut subject = [0u8; 32];
+            subject[..4].copy_from_slice(&index.to_be_bytes());
+            subject
+        };
+        let total = 2 * DELETION_BATCH_RECORDS_MAX as u32 + 500;
+        for (received_at_ms, parity) in [(100, 0), (300, 1)] {
+            let records: Vec<CopiedRecord> = (0..total)
+                .filter(|index| index % 2 == parity)
+                .map(|index| CopiedRecord { subject: subject(index), version: 1, bytes: vec![1] })
+                .collect();
+            store.put_copies(&SUBSCRIPTION, &records, received_at_ms, |_| Ok(Vec::new())).unwrap();
+        }
+        let mut owed = receipt(DeletionCause::RetentionEnded { received_before_ms: 200 });
+        let (mut batches, mut resume) = (Vec::new(), None);
+        let which = CopyDeletion::ReceivedBefore(200);
+        loop {
+            let count = store.delete_copies_batch(&SUBSCRIPTION, which, &mut resume, &mut owed, |_| Ok(None));
+            match count.unwrap() {
+                0 => break,
+                count => batches.push(count),
+            }
+        }
+        let max = DELETION_BATCH_RECORDS_MAX as u64;
+        assert_eq!(batches, vec![max, u64::from(total / 2) - max], "bounded batches, the second resumed");
+        assert_eq!(owed.records_deleted, u64::from(total / 2));
+        let left = store.copies(&SUBSCRIPTION, None, total as usize).unwrap();
+        assert_eq!(left.len(), (total / 2) as usize);
+        assert!(left.iter().all(|(held, _)| u32::from_be_bytes(held[..4].try_into().unwrap()) % 2 == 1));
+        assert_eq!(store.earliest_received(&SUBSCRIPTION).unwrap(), Some(300));
     }
 
     #[test]

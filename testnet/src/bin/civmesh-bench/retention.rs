@@ -78,7 +78,11 @@ fn civmesh_delete(path: &Path, records: u64) -> anyhow::Result<(f64, (u64, u64))
     };
     let started = Instant::now();
     store.put_pending_receipt(&receipt)?;
-    while store.delete_copies_batch(&SUBSCRIPTION, CopyDeletion::All, &mut receipt, |_| Ok(None))? > 0 {}
+    let mut resume = None;
+    while store
+        .delete_copies_batch(&SUBSCRIPTION, CopyDeletion::All, &mut resume, &mut receipt, |_| Ok(None))?
+        > 0
+    {}
     store.compact_copies(&SUBSCRIPTION)?;
     let seconds = started.elapsed().as_secs_f64();
     anyhow::ensure!(receipt.records_deleted == records, "deleted {} of {records}", receipt.records_deleted);
