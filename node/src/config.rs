@@ -197,6 +197,12 @@ pub struct LimitsSection {
     pub correction_burst_per_peer_max: u32,
     /// Subscriptions one peer may hold at this owner.
     pub subscriptions_per_peer_max: u32,
+    /// Subjects' requests one peer (an intake) may send this owner, per
+    /// minute, sustained: each one tells whether a record exists, so the
+    /// rate is a person's, not a system's.
+    pub subject_requests_per_peer_per_minute: u32,
+    /// Subjects' requests one peer may send at once above the sustained rate.
+    pub subject_request_burst_per_peer_max: u32,
 }
 
 impl Default for LimitsSection {
@@ -207,6 +213,8 @@ impl Default for LimitsSection {
             corrections_per_peer_per_second: 50,
             correction_burst_per_peer_max: 100,
             subscriptions_per_peer_max: 64,
+            subject_requests_per_peer_per_minute: 10,
+            subject_request_burst_per_peer_max: 10,
         }
     }
 }

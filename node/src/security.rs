@@ -45,6 +45,7 @@ pub struct LimitsError(&'static str);
 pub struct PeerLimits {
     queries: DefaultKeyedRateLimiter<NodeId>,
     corrections: DefaultKeyedRateLimiter<NodeId>,
+    subject_requests: DefaultKeyedRateLimiter<NodeId>,
     /// Subscriptions one peer may hold at this owner.
     pub subscriptions_per_peer_max: usize,
 }
@@ -52,11 +53,21 @@ pub struct PeerLimits {
 impl PeerLimits {
     /// The limits `section` names.
     pub fn new(section: &LimitsSection) -> Result<Self, LimitsError> {
-        let quota = |rate: u32, burst: u32, rate_name, burst_name| -> Result<Quota, LimitsError> {
+        let bounds = |rate: u32, burst: u32, rate_name, burst_name| -> Result<_, LimitsError> {
             let rate = NonZeroU32::new(rate).ok_or(LimitsError(rate_name))?;
             let burst = NonZeroU32::new(burst).ok_or(LimitsError(burst_name))?;
+            Ok((rate, burst))
+        };
+        let quota = |rate: u32, burst: u32, rate_name, burst_name| -> Result<Quota, LimitsError> {
+            let (rate, burst) = bounds(rate, burst, rate_name, burst_name)?;
             Ok(Quota::per_second(rate).allow_burst(burst))
         };
+        let (subject_rate, subject_burst) = bounds(
+            section.subject_requests_per_peer_per_minute,
+            section.subject_request_burst_per_peer_max,
+            "subject_requests_per_peer_per_minute",
+            "subject_request_burst_per_peer_max",
+        )?;
         Ok(PeerLimits {
             queries: RateLimiter::keyed(quota(
                 section.queries_per_peer_per_second,
@@ -70,6 +81,7 @@ impl PeerLimits {
                 "corrections_per_peer_per_second",
                 "correction_burst_per_peer_max",
             )?),
+            subject_requests: RateLimiter::keyed(Quota::per_minute(subject_rate).allow_burst(subject_burst)),
             subscriptions_per_peer_max: usize::try_from(section.subscriptions_per_peer_max)
                 .ok()
                 .filter(|max| *max > 0)
@@ -85,6 +97,11 @@ impl PeerLimits {
     /// Takes one correction delivery from `peer`'s allowance.
     pub fn allow_correction(&self, peer: &NodeId) -> Result<(), PeerRefusal> {
         self.corrections.check_key(peer).map_err(|_| PeerRefusal::RateLimited)
+    }
+
+    /// Takes one subject's request (as an intake) from `peer`'s allowance.
+    pub fn allow_subject_request(&self, peer: &NodeId) -> Result<(), PeerRefusal> {
+        self.subject_requests.check_key(peer).map_err(|_| PeerRefusal::RateLimited)
     }
 }
 
@@ -124,11 +141,25 @@ mod tests {
     }
 
     #[test]
+    fn subject_requests_have_their_own_tight_limit_per_peer() {
+        let limits = PeerLimits::new(&LimitsSection::default()).unwrap();
+        let (prober, other) = (NodeId([1; 32]), NodeId([2; 32]));
+        for _ in 0..LimitsSection::default().subject_request_burst_per_peer_max {
+            assert_eq!(limits.allow_subject_request(&prober), Ok(()));
+        }
+        assert_eq!(limits.allow_subject_request(&prober), Err(PeerRefusal::RateLimited));
+        assert_eq!(limits.allow_subject_request(&other), Ok(()));
+        assert_eq!(limits.allow_query(&prober), Ok(()), "queries are counted apart");
+    }
+
+    #[test]
     fn zero_limits_are_configuration_errors() {
         for section in [
             LimitsSection { queries_per_peer_per_second: 0, ..LimitsSection::default() },
             LimitsSection { correction_burst_per_peer_max: 0, ..LimitsSection::default() },
             LimitsSection { subscriptions_per_peer_max: 0, ..LimitsSection::default() },
+            LimitsSection { subject_requests_per_peer_per_minute: 0, ..LimitsSection::default() },
+            LimitsSection { subject_request_burst_per_peer_max: 0, ..LimitsSection::default() },
         ] {
             assert!(PeerLimits::new(&section).is_err(), "{section:?}");
         }

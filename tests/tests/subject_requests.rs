@@ -1,10 +1,12 @@
 //! Requests from the subject (PIPL Art. 44-47) between real processes: a
 //! resident at the Jingansi street office asks the civil-affairs bureau,
 //! which owns the resident registry. A request naming an unknown record is
-//! refused with a typed error and nothing is logged; an access request is
-//! answered with a report that lists the street's own query; a deletion
-//! request is logged (metadata only), decided by the owner, and the record
-//! leaves the owner's store.
+//! refused with a typed error, nothing is logged, and the owner counts a
+//! security event for the street; an access request is answered with a
+//! report that lists the street's own query; a deletion request is logged
+//! (metadata only), decided by the owner, and the record leaves the
+//! owner's store; a request carrying a correction needs a token with the
+//! corrections scope, and the correction names who took it.
 
 // A scripted scenario reads best in one piece: the 80-line bound is for
 // non-test code.
@@ -82,6 +84,44 @@ fn printed_id(printed: &str) -> String {
     id
 }
 
+/// Node `node`'s count of security events of `kind`.
+fn security_events(net: &Testnet, node: usize, kind: &str) -> u64 {
+    let text = net.api(node).unwrap().get_text("/metrics").unwrap();
+    let label = format!("security_events_total{{outcome=\"{kind}\"}}");
+    text.lines()
+        .find(|line| line.contains(&label))
+        .and_then(|line| line.split_whitespace().last()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// POSTs `body` to node `node`'s `path` with `token`; the status and the answer.
+fn post_with_token(net: &Testnet, node: usize, token: &str, path: &str, body: &Value) -> (u16, Value) {
+    let data_dir = &net.nodes[node].data_dir;
+    let ca_pem = std::fs::read_to_string(data_dir.join("ca.pem")).unwrap();
+    let ca_der = civmesh_certs::CaCertificate::from_pem(&ca_pem).unwrap().der().to_vec();
+    let roots = ureq::tls::RootCerts::new_with_certs(&[ureq::tls::Certificate::from_der(&ca_der).to_owned()]);
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .tls_config(ureq::tls::TlsConfig::builder().root_certs(roots).build())
+        .build()
+        .into();
+    let url = format!("{}{path}", net.api(node).unwrap().runtime().api_url);
+    let mut response =
+        agent.post(&url).header("Authorization", format!("Bearer {}", token.trim())).send_json(body).unwrap();
+    let status = response.status().as_u16();
+    (status, serde_json::from_slice(&response.body_mut().read_to_vec().unwrap()).unwrap())
+}
+
+/// A scoped token for node `node`, named `name`, with `scopes`.
+fn token(net: &Testnet, node: usize, name: &str, scopes: &[&str]) -> String {
+    let data_dir = net.nodes[node].data_dir.to_str().unwrap().to_string();
+    let mut args = vec!["token", "create", "--node-dir", data_dir.as_str(), "--name", name];
+    for scope in scopes {
+        args.extend(["--scope", scope]);
+    }
+    net.cli(&args).unwrap().trim().to_string()
+}
+
 fn log_text(root: &Path, name: &str) -> String {
     std::fs::read_to_string(root.join(format!("{name}.log"))).unwrap_or_default()
 }
@@ -115,6 +155,7 @@ fn a_residents_requests_are_logged_answered_by_the_owner_and_an_unknown_record_l
     .unwrap();
     assert!(refused.contains("404"), "{refused}");
     assert!(!refused.contains("310106199900000000"), "the error does not repeat the key: {refused}");
+    assert!(security_events(&net, CIVIL, "subject_request_record_unknown") >= 1, "the owner counts the miss");
     let bad = json!({ "kind": "deletion", "dataset": RESIDENTS, "record_key": "x", "deadline_days": 61 });
     let error = net.api(STREET).unwrap().send::<_, Value>("POST", "/v1/subject-requests", &bad).unwrap_err();
     assert!(error.to_string().contains("400"), "{error}");
@@ -170,6 +211,8 @@ fn a_residents_requests_are_logged_answered_by_the_owner_and_an_unknown_record_l
     assert_eq!(accesses[0]["fields"], json!(["age", "name"]));
     assert!(accesses[0]["at"].as_str().unwrap().ends_with("+08:00"));
     assert_eq!(report["complete"], true);
+    assert_eq!(report["from_entry"], report["held_from"], "{report}");
+    assert!(report["to_entry"].as_u64().unwrap() >= accesses[0]["sequence"].as_u64().unwrap(), "{report}");
 
     // (a) Deletion, through the CLI at the street and at the owner.
     let deleted = resident_key(2);
@@ -253,13 +296,26 @@ fn a_residents_requests_are_logged_answered_by_the_owner_and_an_unknown_record_l
     archive_holds(&net, &[true, true, true]);
 
     // A correction the resident asks for at the street enters the
-    // correction loop, with the resident as its origin.
+    // correction loop, with the resident as its origin and the person who
+    // took it named. It needs the corrections scope besides the query
+    // scope; the admin token names the person in the body.
     let misspelt = resident_key(4);
-    let asked = json!({
+    let mut asked = json!({
         "kind": "correction", "dataset": RESIDENTS, "record_key": misspelt,
         "correction": { "base_version": 1, "changes": { "name": "Resident Four" }, "reason": "my name is misspelt" },
     });
-    let filed: Value = net.api(STREET).unwrap().send("POST", "/v1/subject-requests", &asked).unwrap();
+    let query_only = token(&net, STREET, "window-query", &["query"]);
+    let (status, refused) = post_with_token(&net, STREET, &query_only, "/v1/subject-requests", &asked);
+    assert_eq!(status, 403, "{refused}");
+    assert!(refused["error"].as_str().unwrap().contains("Corrections"), "{refused}");
+    let unnamed =
+        net.api(STREET).unwrap().send::<_, Value>("POST", "/v1/subject-requests", &asked).unwrap_err();
+    assert!(unnamed.to_string().contains("400"), "the admin token names no one: {unnamed}");
+    archive_holds(&net, &[true, true, true]); // neither was filed
+    let window = token(&net, STREET, "window-3", &["query", "corrections"]);
+    asked["operator"] = json!("Li Na");
+    let (status, filed) = post_with_token(&net, STREET, &window, "/v1/subject-requests", &asked);
+    assert_eq!(status, 200, "{filed}");
     let correction = filed["correction"].as_str().unwrap().to_string();
     let delivered = wait_until("the resident's correction at the owner", Duration::from_secs(20), || {
         let inbox: Value = net.api(CIVIL).ok()?.get("/v1/corrections").ok()?;
@@ -267,7 +323,10 @@ fn a_residents_requests_are_logged_answered_by_the_owner_and_an_unknown_record_l
         text.contains(&correction).then_some(text)
     })
     .unwrap();
-    assert!(delivered.contains("居民本人"), "the resident is its origin: {delivered}");
+    assert!(
+        delivered.contains("居民本人 (resident), taken by Li Na (window-3)"),
+        "the resident is its origin, and the window named: {delivered}"
+    );
     let metrics = net.api(HUB).unwrap().get_text("/metrics").unwrap();
     assert!(metrics.lines().any(|line| line == "civmesh_subject_requests_overdue 0"), "{metrics}");
     for name in ["civil", "jingansi", "hub"] {

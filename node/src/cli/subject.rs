@@ -83,11 +83,15 @@ pub struct RequestArgs {
     #[arg(long = "set", value_name = "FIELD=VALUE", requires = "base_version")]
     pub changes: Vec<String>,
     /// For a correction: the record version the resident was shown.
-    #[arg(long, value_name = "BASE_VERSION", requires = "reason")]
+    #[arg(long, value_name = "BASE_VERSION", requires_all = ["reason", "operator"])]
     pub base_version: Option<u64>,
     /// For a correction: what the resident says is wrong.
     #[arg(long, value_name = "REASON")]
     pub reason: Option<String>,
+    /// For a correction: who took it at the window; the correction names
+    /// the resident as its origin, taken by this person.
+    #[arg(long, value_name = "OPERATOR")]
+    pub operator: Option<String>,
 }
 
 /// Arguments of `civmesh subject answer`.
@@ -143,6 +147,7 @@ pub(super) fn execute(command: SubjectCommand) -> anyhow::Result<()> {
                 record_key: args.record_key,
                 deadline_days: args.deadline_days,
                 correction,
+                operator: args.operator,
             };
             let filed: Filed = api.send("POST", "/v1/subject-requests", &request)?;
             println!(
@@ -269,5 +274,19 @@ mod tests {
         assert!(parse(&["--refuse", "retention duty"]).is_ok());
         assert!(parse(&[]).is_err());
         assert!(parse(&["--done", "--refuse", "both"]).is_err());
+    }
+
+    #[test]
+    fn a_residents_correction_names_who_took_it() {
+        let parse = |args: &[&str]| {
+            let mut all = vec!["civmesh", "subject", "request", "--node-dir", "n", "--kind", "correction"];
+            all.extend_from_slice(&["--dataset", "residents", "--record-key", "k"]);
+            all.extend_from_slice(args);
+            crate::cli::Cli::try_parse_from(all)
+        };
+        let correction = ["--set", "name=Wang", "--base-version", "1", "--reason", "misspelt"];
+        assert!(parse(&correction).is_err(), "no operator");
+        assert!(parse(&[&correction[..], &["--operator", "Li Na"]].concat()).is_ok());
+        assert!(parse(&[]).is_ok(), "a correction request without a correction");
     }
 }

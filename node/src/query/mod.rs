@@ -254,13 +254,15 @@ impl QueryService {
                     self.signed(&PairKeyAnswer::Refused(refusal.to_string()))
                 }
             },
-            Ok(QueryProtocolMessage::SubjectRequest(wire)) => match self.limits.allow_query(&peer) {
-                Ok(()) => self.take_subject_request(peer, &wire).await,
-                Err(refusal) => {
-                    self.report(&peer, refusal.code());
-                    self.signed(&crate::subject_requests::OwnerReply::refused(refusal.to_string()))
+            Ok(QueryProtocolMessage::SubjectRequest(wire)) => {
+                match self.limits.allow_subject_request(&peer) {
+                    Ok(()) => self.take_subject_request(peer, &wire).await,
+                    Err(refusal) => {
+                        self.report(&peer, refusal.code());
+                        self.signed(&crate::subject_requests::OwnerReply::refused(refusal.to_string()))
+                    }
                 }
-            },
+            }
             Err(_) => Vec::new(),
         }
     }

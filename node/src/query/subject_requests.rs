@@ -15,15 +15,20 @@ const SUBJECT_REQUEST_WIRE_BYTES_MAX: usize = 64 * 1024;
 
 impl QueryService {
     /// Answers a subject request from `peer` (an encoded
-    /// [`SubjectRequestWire`]), signed.
+    /// [`SubjectRequestWire`]), signed. A request that is not logged (its
+    /// record unknown, or refused) counts as a security event for `peer`:
+    /// each tells the peer something about a person's record.
     pub(super) async fn take_subject_request(&self, peer: NodeId, bytes: &[u8]) -> Vec<u8> {
         let reply = match codec::decode_exact::<SubjectRequestWire>(bytes, SUBJECT_REQUEST_WIRE_BYTES_MAX) {
             Ok(wire) => crate::subject_requests::take(self, peer, wire).await,
             Err(_) => {
                 self.report(&peer, "subject_request_malformed");
-                OwnerReply::refused("the request does not decode".to_string())
+                return self.signed(&OwnerReply::refused("the request does not decode".to_string()));
             }
         };
+        if let Some(kind) = crate::subject_requests::security_event(&reply.outcome) {
+            self.report(&peer, kind);
+        }
         self.signed(&reply)
     }
 

@@ -7,15 +7,15 @@ use std::time::Duration;
 
 use civmesh_certs::{now_unix_millis, SignedEnvelope};
 use civmesh_policy::evaluation::format_time;
-use civmesh_policy::model::REASON_BYTES_MAX;
+use civmesh_policy::model::{SubjectKeyHash, REASON_BYTES_MAX};
 use civmesh_policy::state::RejectionCode;
 use civmesh_policy::subject_request::{SubjectRequest, SubjectRequestKind, SubjectRequestOutcome};
 use civmesh_policy::{Applied, Command, Rejection};
 use serde::{Deserialize, Serialize};
 
-use super::kept::KeptKeys;
+use super::kept::{blocking, Kept, KeptKeys};
 use super::report::{access_report, AccessReport};
-use crate::query::QueryService;
+use crate::query::{QueryService, SubjectKey};
 
 /// How long the owner waits to catch up with the log to find a request
 /// logged a moment ago, in ms.
@@ -94,6 +94,18 @@ pub enum AnswerError {
     /// organisation took it): it can refuse, not act.
     #[error("record_key_not_kept: this node does not keep the request's record key; answer it where it was taken, or refuse it")]
     KeyNotKept,
+    /// The kept key is not the one the request names (it does not hash to
+    /// the logged subject under the intake's pair key, or names another
+    /// dataset or kind): nothing was acted on.
+    #[error(
+        "record_key_mismatch: the kept record key is not the request's subject; nothing was done, refuse it"
+    )]
+    KeyMismatch,
+    /// The record is no longer in this node's store: nothing was deleted.
+    #[error(
+        "record_gone: the record is no longer in this node's store; nothing was deleted, refuse it with why"
+    )]
+    RecordGone,
     /// The log refused the answer.
     #[error("rejected: {0}")]
     Rejected(Rejection),
@@ -118,9 +130,11 @@ impl AnswerError {
             AnswerError::Rejected(rejection) if rejection.code == RejectionCode::InvalidArgument => {
                 StatusCode::BAD_REQUEST
             }
-            AnswerError::NotOwner | AnswerError::KeyNotKept | AnswerError::Rejected(_) => {
-                StatusCode::CONFLICT
-            }
+            AnswerError::NotOwner
+            | AnswerError::KeyNotKept
+            | AnswerError::KeyMismatch
+            | AnswerError::RecordGone
+            | AnswerError::Rejected(_) => StatusCode::CONFLICT,
             AnswerError::Log(_) => StatusCode::SERVICE_UNAVAILABLE,
             AnswerError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -141,10 +155,15 @@ pub async fn answer(query: &QueryService, id: &str, request: AnswerRequest) -> R
     let kept = KeptKeys::of(&query.records).map_err(internal)?;
     let (mut report, mut versions_deleted) = (None, None);
     if outcome == SubjectRequestOutcome::Done && open.spec.kind != SubjectRequestKind::Correction {
-        let key = kept.get(&id_bytes).map_err(internal)?.ok_or(AnswerError::KeyNotKept)?;
-        if key.dataset != open.spec.dataset {
-            return Err(AnswerError::KeyNotKept);
-        }
+        let key = {
+            let kept = kept.clone();
+            blocking(move || kept.get(&id_bytes)).await.map_err(internal)?.ok_or(AnswerError::KeyNotKept)?
+        };
+        let pair_key = query
+            .subject_keys
+            .for_requester(&open.intake)
+            .ok_or_else(|| internal("this node holds no subject key for its organisation"))?;
+        check_kept(&key, &open, &pair_key)?;
         match open.spec.kind {
             SubjectRequestKind::Access => {
                 report = Some(access_report(query, &key.dataset, &key.record_key).await.map_err(internal)?);
@@ -165,7 +184,7 @@ pub async fn answer(query: &QueryService, id: &str, request: AnswerRequest) -> R
         Some(Err(rejection)) => return Err(AnswerError::Rejected(rejection)),
         None => return Err(internal("the log gave no outcome")),
     }
-    if let Err(error) = kept.forget(&id_bytes) {
+    if let Err(error) = blocking(move || kept.forget(&id_bytes)).await {
         // Kept past its answer, it is dropped at the next request taken.
         tracing::warn!(%error, "could not forget an answered subject request's record key");
     }
@@ -204,8 +223,28 @@ async fn open_request(query: &QueryService, id: &[u8; 32]) -> Result<SubjectRequ
     }
 }
 
+/// Whether `kept` is the key of `request`: the same dataset and kind, and
+/// hashing to its subject under `pair_key` (the owner's key for the
+/// intake's organisation). A key kept for another request, or corrupted,
+/// is never acted on.
+pub(super) fn check_kept(
+    kept: &Kept,
+    request: &SubjectRequest,
+    pair_key: &SubjectKey,
+) -> Result<(), AnswerError> {
+    let spec = &request.spec;
+    if kept.dataset != spec.dataset
+        || kept.kind != spec.kind
+        || SubjectKeyHash::of(pair_key, &kept.record_key) != spec.subject
+    {
+        return Err(AnswerError::KeyMismatch);
+    }
+    Ok(())
+}
+
 /// Deletes record `record_key` of `dataset` from this node's store (every
 /// version and its index entries, then compaction); the versions deleted.
+/// Refused, deleting nothing, if the record is no longer there.
 async fn delete(query: &QueryService, dataset: &str, record_key: String) -> Result<u64, AnswerError> {
     let dataset = query
         .log
@@ -213,8 +252,12 @@ async fn delete(query: &QueryService, dataset: &str, record_key: String) -> Resu
         .read(|applied| applied.policy.datasets.get(dataset).cloned())
         .ok_or_else(|| internal("the dataset is no longer in the catalog"))?;
     let records = query.records.clone();
-    tokio::task::spawn_blocking(move || records.delete_record(&dataset, &record_key))
-        .await
-        .map_err(internal)?
-        .map_err(internal)
+    tokio::task::spawn_blocking(move || {
+        if records.latest_version(&dataset.id, &record_key).map_err(internal)?.is_none() {
+            return Err(AnswerError::RecordGone);
+        }
+        records.delete_record(&dataset, &record_key).map_err(internal)
+    })
+    .await
+    .map_err(internal)?
 }

@@ -1,14 +1,15 @@
 //! The plain record keys an owner keeps for the subjects' requests it
 //! logged, until it answers them: `NODE_DIR/subject-request-keys.json`
-//! (mode 0600, bounded, rewritten whole, synced, renamed into place). The
-//! key is what the owner acts on (the report, the deletion); the log holds
-//! only its keyed hash.
+//! (mode 0600, bounded in all and per intake organisation, rewritten
+//! whole, synced, renamed into place). The key is what the owner acts on
+//! (the report, the deletion); the log holds only its keyed hash. Every
+//! read and write blocks: async callers run them through [`blocking`].
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use civmesh_certs::now_unix_millis;
+use civmesh_certs::{now_unix_millis, OrgId};
 use civmesh_policy::subject_request::{SubjectRequestId, SubjectRequestKind};
 use serde::{Deserialize, Serialize};
 
@@ -19,6 +20,9 @@ use crate::records::RecordStore;
 pub const KEPT_KEYS_FILE: &str = "subject-request-keys.json";
 /// The most keys kept: requests open at this owner node.
 pub const KEPT_KEYS_MAX: usize = 10_000;
+/// The most keys kept for the requests one intake organisation took, so
+/// one intake cannot take the room every other needs.
+pub const KEPT_KEYS_PER_INTAKE_MAX: usize = 100;
 /// The largest file read, in bytes.
 pub const KEPT_KEYS_FILE_BYTES_MAX: u64 = 8 * 1024 * 1024;
 /// How long a key is kept for a request the log does not hold open, in
@@ -45,6 +49,10 @@ pub struct Kept {
     pub dataset: String,
     /// What was asked.
     pub kind: SubjectRequestKind,
+    /// The organisation that took the request (empty in a file written
+    /// before intakes were recorded: counted apart from every intake).
+    #[serde(default)]
+    pub intake: String,
     /// The record's key.
     pub record_key: String,
     /// When it was kept (ms since the epoch).
@@ -58,18 +66,26 @@ impl std::fmt::Debug for Kept {
             .field("id", &self.id)
             .field("dataset", &self.dataset)
             .field("kind", &self.kind)
+            .field("intake", &self.intake)
             .field("record_key", &format_args!("<{} bytes>", self.record_key.len()))
             .finish()
     }
 }
 
 impl Kept {
-    /// The key of request `id`, kept now.
-    pub fn new(id: SubjectRequestId, dataset: &str, kind: SubjectRequestKind, record_key: &str) -> Self {
+    /// The key of request `id` of `kind` on `dataset`, which `intake` took, kept now.
+    pub fn new(
+        id: SubjectRequestId,
+        dataset: &str,
+        kind: SubjectRequestKind,
+        intake: &OrgId,
+        record_key: &str,
+    ) -> Self {
         Kept {
             id: hex::encode(id),
             dataset: dataset.to_string(),
             kind,
+            intake: intake.to_string(),
             record_key: record_key.to_string(),
             kept_at_ms: now_unix_millis(),
         }
@@ -85,12 +101,50 @@ pub enum KeepError {
     /// As many keys are kept as may be.
     #[error("this node keeps {KEPT_KEYS_MAX} open requests' keys already")]
     Full,
+    /// As many keys are kept for the intake organisation as may be.
+    #[error("this node keeps {KEPT_KEYS_PER_INTAKE_MAX} open requests' keys for {0} already")]
+    IntakeFull(String),
     /// The file could not be read or written.
     #[error(transparent)]
     File(#[from] PrivateFileError),
-    /// The lock is poisoned, or the store has no node directory.
+    /// The lock is poisoned, the store has no node directory, or the
+    /// blocking task failed.
     #[error("the subject-request key file is unavailable")]
     Unavailable,
+}
+
+/// Runs `work` (a read or write of the key file) on the blocking pool, off
+/// the async workers: a write rewrites and syncs the whole file.
+pub async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, KeepError> + Send + 'static,
+) -> Result<T, KeepError> {
+    tokio::task::spawn_blocking(work).await.map_err(|_| KeepError::Unavailable)?
+}
+
+/// Drops from `keys` those of requests `is_open` says the log does not
+/// hold, kept longer than [`UNLOGGED_KEPT_MS_MAX`]; then checks there is
+/// room for `kept`: its id not kept, fewer than [`KEPT_KEYS_MAX`] in all
+/// and fewer than [`KEPT_KEYS_PER_INTAKE_MAX`] for its intake.
+fn make_room(
+    keys: &mut Vec<Kept>,
+    kept: &Kept,
+    is_open: impl Fn(&SubjectRequestId) -> bool,
+    now_ms: u64,
+) -> Result<(), KeepError> {
+    if keys.iter().any(|key| key.id == kept.id) {
+        return Err(KeepError::Taken);
+    }
+    keys.retain(|key| {
+        now_ms.saturating_sub(key.kept_at_ms) <= UNLOGGED_KEPT_MS_MAX
+            || civmesh_policy::hex_digest::from_hex(&key.id).is_some_and(|id| is_open(&id))
+    });
+    if keys.len() >= KEPT_KEYS_MAX {
+        return Err(KeepError::Full);
+    }
+    if keys.iter().filter(|key| key.intake == kept.intake).count() >= KEPT_KEYS_PER_INTAKE_MAX {
+        return Err(KeepError::IntakeFull(kept.intake.clone()));
+    }
+    Ok(())
 }
 
 /// The kept keys of one node.
@@ -112,23 +166,27 @@ impl KeptKeys {
     }
 
     /// Keeps `kept` (synced), first dropping keys of requests `is_open`
-    /// says the log does not hold, kept longer than [`UNLOGGED_KEPT_MS_MAX`].
+    /// says the log does not hold, kept longer than [`UNLOGGED_KEPT_MS_MAX`];
+    /// refused if its id is kept or a bound is reached.
     pub fn keep(&self, kept: Kept, is_open: impl Fn(&SubjectRequestId) -> bool) -> Result<(), KeepError> {
         let _held = KEPT_LOCK.lock().map_err(|_| KeepError::Unavailable)?;
         let mut keys: Vec<Kept> = KEPT_LIST.read(&self.path)?;
-        if keys.iter().any(|key| key.id == kept.id) {
-            return Err(KeepError::Taken);
-        }
-        let now_ms = now_unix_millis();
-        keys.retain(|key| {
-            let open = civmesh_policy::hex_digest::from_hex(&key.id).is_some_and(|id| is_open(&id));
-            open || now_ms.saturating_sub(key.kept_at_ms) <= UNLOGGED_KEPT_MS_MAX
-        });
-        if keys.len() >= KEPT_KEYS_MAX {
-            return Err(KeepError::Full);
-        }
+        make_room(&mut keys, &kept, is_open, now_unix_millis())?;
         keys.push(kept);
         Ok(KEPT_LIST.write(&self.path, &keys)?)
+    }
+
+    /// Whether [`KeptKeys::keep`] would keep `kept` now, without writing:
+    /// the owner asks before it looks the record up, so a refusal never
+    /// depends on the record.
+    pub fn has_room(
+        &self,
+        kept: &Kept,
+        is_open: impl Fn(&SubjectRequestId) -> bool,
+    ) -> Result<(), KeepError> {
+        let _held = KEPT_LOCK.lock().map_err(|_| KeepError::Unavailable)?;
+        let mut keys: Vec<Kept> = KEPT_LIST.read(&self.path)?;
+        make_room(&mut keys, kept, is_open, now_unix_millis())
     }
 
     /// The key kept for request `id`.

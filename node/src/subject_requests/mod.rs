@@ -19,6 +19,7 @@
 //! The log holds metadata only: kind, dataset, keyed subject hash,
 //! deadline, answer. The plain key never enters a log, a URL or a log line.
 
+mod admission;
 mod answer;
 pub mod kept;
 mod report;
@@ -26,7 +27,7 @@ mod views;
 
 use std::time::Duration;
 
-use civmesh_certs::{now_unix_millis, NodeId, SignedEnvelope};
+use civmesh_certs::{now_unix_millis, NodeId, OrgId, SignedEnvelope};
 use civmesh_consensus::RaftPeer;
 use civmesh_policy::model::SubjectKeyHash;
 use civmesh_policy::state::RejectionCode;
@@ -37,6 +38,7 @@ use serde::{Deserialize, Serialize};
 use crate::query::QueryService;
 use crate::records::RECORD_KEY_BYTES_MAX;
 
+pub use admission::{security_event, ENTRY_SLACK_MS};
 pub use answer::{answer, AnswerError, AnswerRequest, Answered};
 pub use report::{AccessReport, ReportedAccess, REPORT_ACCESSES_MAX, REPORT_ENTRIES_SCANNED_MAX};
 pub use views::{list, SubjectRequestList, SubjectRequestView, SUBJECT_REQUESTS_LISTED_MAX};
@@ -73,6 +75,11 @@ pub struct IntakeRequest {
     /// the correction loop with the resident as its origin.
     #[serde(default)]
     pub correction: Option<ResidentCorrection>,
+    /// Who took the request at the window, recorded with a correction
+    /// (required then with the admin token; a scoped token's holder is
+    /// recorded too).
+    #[serde(default)]
+    pub operator: Option<String>,
 }
 
 /// The correction a resident asks for (Art. 46).
@@ -106,6 +113,7 @@ impl std::fmt::Debug for IntakeRequest {
             .field("record_key", &format_args!("<{} bytes>", self.record_key.len()))
             .field("deadline_days", &self.deadline_days)
             .field("correction", &self.correction)
+            .field("operator_named", &self.operator.is_some())
             .finish()
     }
 }
@@ -376,38 +384,43 @@ fn filed(
 }
 
 /// The owner's side: takes the request `peer` sent (this node itself for
-/// a request its own organisation took). Logs it only if the record
-/// exists here, keeping the plain key until the answer.
+/// a request its own organisation took). First checks the whole command
+/// as the log will, and that there is room to keep its key, so a refusal
+/// never depends on the record; then logs it only if the record exists
+/// here, keeping the plain key until the answer.
 pub async fn take(query: &QueryService, peer: NodeId, wire: SubjectRequestWire) -> OwnerReply {
     let Ok(envelope) = SignedCommand::from_bytes(&wire.envelope) else {
         return OwnerReply::refused("the request does not decode".to_string());
     };
     let request = envelope.digest();
     let reply = |outcome| OwnerReply { request, outcome };
-    let spec = match checked(query, &peer, &envelope, &wire.record_key) {
-        Ok(spec) => spec,
+    let (spec, intake) = match checked(query, &peer, &envelope, &wire.record_key) {
+        Ok(checked) => checked,
         Err(outcome) => return reply(outcome),
-    };
-    match query.records.latest(&spec.dataset, &wire.record_key) {
-        Ok(Some(_)) => {}
-        Ok(None) => return reply(OwnerOutcome::RecordUnknown),
-        Err(error) => return reply(OwnerOutcome::Unavailable(error.to_string())),
-    }
-    let keeping = kept::Kept::new(spec.id, &spec.dataset, spec.kind, &wire.record_key);
-    let is_open = |id: &SubjectRequestId| {
-        query.log.state().read(|applied| applied.policy.subject_requests.contains_key(id))
     };
     let store = match kept::KeptKeys::of(&query.records) {
         Ok(store) => store,
         Err(error) => return reply(OwnerOutcome::Unavailable(error.to_string())),
     };
-    if let Err(error) = store.keep(keeping, is_open) {
-        return reply(match error {
-            kept::KeepError::Taken => {
-                OwnerOutcome::Refused("a request with this id is being taken".to_string())
-            }
-            other => OwnerOutcome::Unavailable(other.to_string()),
-        });
+    let keeping = kept::Kept::new(spec.id, &spec.dataset, spec.kind, &intake, &wire.record_key);
+    let room = {
+        let (store, keeping, is_open) = (store.clone(), keeping.clone(), is_open(query));
+        kept::blocking(move || store.has_room(&keeping, is_open)).await
+    };
+    if let Err(error) = room {
+        return reply(not_kept(error));
+    }
+    match query.records.latest(&spec.dataset, &wire.record_key) {
+        Ok(Some(_)) => {}
+        Ok(None) => return reply(OwnerOutcome::RecordUnknown),
+        Err(error) => return reply(OwnerOutcome::Unavailable(error.to_string())),
+    }
+    let kept = {
+        let (store, is_open) = (store.clone(), is_open(query));
+        kept::blocking(move || store.keep(keeping, is_open)).await
+    };
+    if let Err(error) = kept {
+        return reply(not_kept(error));
     }
     let outcome = match query.log.submit(vec![envelope]).await {
         Ok(result) => match result.outcomes.into_iter().next() {
@@ -421,22 +434,43 @@ pub async fn take(query: &QueryService, peer: NodeId, wire: SubjectRequestWire) 
         Err(error) => return reply(OwnerOutcome::Unavailable(error.to_string())),
     };
     if !matches!(outcome, OwnerOutcome::Filed) {
-        if let Err(error) = store.forget(&spec.id) {
+        let id = spec.id;
+        if let Err(error) = kept::blocking(move || store.forget(&id)).await {
             tracing::warn!(%error, "could not forget a refused subject request's key");
         }
     }
     reply(outcome)
 }
 
-/// The request `envelope` from `peer`, if it is a subject request `peer`
-/// signed, for a dataset this node's organisation owns, naming the subject
-/// `record_key` hashes to under the pair key of the two organisations.
+/// Whether the log holds request `id` open, on this replica (for the
+/// blocking pool).
+fn is_open(query: &QueryService) -> impl Fn(&SubjectRequestId) -> bool + Send + 'static {
+    let state = query.log.state().clone();
+    move |id| state.read(|applied| applied.policy.subject_requests.contains_key(id))
+}
+
+/// The reply to a request whose key cannot be kept.
+fn not_kept(error: kept::KeepError) -> OwnerOutcome {
+    match error {
+        kept::KeepError::Taken => OwnerOutcome::Refused("a request with this id is being taken".to_string()),
+        kept::KeepError::Full | kept::KeepError::IntakeFull(_) => {
+            OwnerOutcome::Rejected(Rejection { code: RejectionCode::Overloaded, detail: error.to_string() })
+        }
+        other => OwnerOutcome::Unavailable(other.to_string()),
+    }
+}
+
+/// The request `envelope` from `peer` and the intake's organisation, if it
+/// is a subject request `peer` signed that the log would take now
+/// ([`admission::admit`]), for a dataset this node's organisation owns,
+/// naming the subject `record_key` hashes to under the pair key of the two
+/// organisations.
 fn checked(
     query: &QueryService,
     peer: &NodeId,
     envelope: &SignedCommand,
     record_key: &str,
-) -> Result<SubjectRequestSpec, OwnerOutcome> {
+) -> Result<(SubjectRequestSpec, OrgId), OwnerOutcome> {
     let verified = envelope.verify_signature().map_err(|error| OwnerOutcome::Refused(error.to_string()))?;
     if verified.signer != *peer {
         return Err(OwnerOutcome::Refused("the request is not signed by its sender".to_string()));
@@ -445,21 +479,13 @@ fn checked(
         return Err(OwnerOutcome::Refused("not a subject request".to_string()));
     };
     check_record_key(record_key).map_err(OwnerOutcome::Refused)?;
+    let candidate =
+        admission::Candidate { signer: peer, issued_at_ms: verified.issued_at_ms, spec: &spec, record_key };
     let me = query.key.node_id();
-    let pair_key = query.log.state().read(|applied| {
-        let policy = &applied.policy;
-        let dataset = policy.datasets.get(&spec.dataset).ok_or("no such dataset in the catalog")?;
-        let mine = policy.active_member(&me).ok_or("the owner node is no active member")?;
-        if mine.org != dataset.owner {
-            return Err("this node's organisation does not own the dataset");
-        }
-        query.subject_keys.for_member(policy, peer).ok_or("no subject key for the intake's organisation")
-    });
-    let pair_key = pair_key.map_err(|reason| OwnerOutcome::Refused(reason.to_string()))?;
-    if SubjectKeyHash::of(&pair_key, record_key) != spec.subject {
-        return Err(OwnerOutcome::Refused("the record key does not match the signed subject".to_string()));
-    }
-    Ok(spec)
+    let intake = query.log.state().read(|applied| {
+        admission::admit(&applied.policy, &query.subject_keys, &me, &candidate, now_unix_millis())
+    })?;
+    Ok((spec, intake))
 }
 
 #[cfg(test)]

@@ -4,11 +4,15 @@
 //! organisation asked. Entries name the subject by its hash under the
 //! pair key of the owner's and the requester's organisations; the owner
 //! derives each pair key from its own organisation's key.
+//!
+//! The log is read newest first, a page at a time, within bounds on the
+//! entries read and the accesses listed: in a long log the latest accesses
+//! are always in the report, and the report says from which entry it
+//! starts and whether it reaches the first entry this replica holds.
 
 use std::collections::BTreeMap;
 
 use civmesh_certs::{NodeId, OrgId};
-use civmesh_consensus::History;
 use civmesh_policy::evaluation::format_time;
 use civmesh_policy::model::SubjectKeyHash;
 use civmesh_policy::{AccessKind, AccessLogEntry, AccessOutcome, ReasonCode};
@@ -21,7 +25,7 @@ pub const REPORT_ENTRIES_SCANNED_MAX: u64 = 1_000_000;
 /// The most accesses one report lists.
 pub const REPORT_ACCESSES_MAX: usize = 10_000;
 /// Entries read from the history at a time.
-const REPORT_READ_ENTRIES: usize = 1_000;
+const REPORT_READ_ENTRIES: u64 = 1_000;
 
 /// The report, as the owner gives it to the subject.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -32,15 +36,21 @@ pub struct AccessReport {
     pub owner_org: String,
     /// When the report was made (ISO 8601, Asia/Shanghai).
     pub made_at: String,
-    /// Every access to the record, in log order.
+    /// Every access to the record in the entries read, newest first.
     pub accesses: Vec<ReportedAccess>,
     /// Access-log entries read.
     pub entries_read: u64,
+    /// The earliest entry the report covers: it lists every access from
+    /// this entry to `to_entry` (none if no entry was read).
+    pub from_entry: Option<u64>,
+    /// The latest entry the report covers: the newest when it was made.
+    pub to_entry: Option<u64>,
     /// The first entry this replica holds (later than 0 if it joined by
     /// snapshot: earlier accesses are in the auditor's bundle).
     pub held_from: Option<u64>,
-    /// Every entry this replica holds was read and every access listed
-    /// (no bound was reached).
+    /// The report reaches back to `held_from`: every entry this replica
+    /// holds was read and every access listed (no bound was reached).
+    /// Otherwise accesses before `from_entry` are not in it.
     pub complete: bool,
 }
 
@@ -121,54 +131,100 @@ pub async fn access_report(
                 .filter(|member| member.org == owner)
                 .map(|member| member.node_id)
                 .collect();
-            Some((owner, Lookup { dataset: dataset.to_string(), owner_nodes, hashes }))
+            let lookup = Lookup { dataset: dataset.to_string(), owner_nodes, hashes };
+            Some((owner, (lookup, policy.access_log_length)))
         })
         .ok_or(ReportError::NoSubjectKey)?;
+    let (lookup, length) = lookup;
     let history = query.log.history().clone();
-    let scanned = tokio::task::spawn_blocking(move || scan(&history, &lookup))
-        .await
-        .map_err(|error| ReportError::Task(error.to_string()))??;
-    let (accesses, entries_read, held_from, complete) = scanned;
+    let scanned = tokio::task::spawn_blocking(move || {
+        let read = |from, limit| history.access_entries(from, limit);
+        scan_newest_first(read, length, &SCAN_BOUNDS, |entry| reported(entry, &lookup))
+    })
+    .await
+    .map_err(|error| ReportError::Task(error.to_string()))??;
     Ok(AccessReport {
         dataset: dataset.to_string(),
         owner_org: owner_org.to_string(),
         made_at: format_time(civmesh_certs::now_unix_millis()),
-        accesses,
-        entries_read,
-        held_from,
-        complete,
+        accesses: scanned.found,
+        entries_read: scanned.entries_read,
+        from_entry: scanned.from_entry,
+        to_entry: length.checked_sub(1).filter(|_| scanned.entries_read > 0),
+        held_from: scanned.held_from,
+        complete: scanned.complete,
     })
 }
 
-type Scanned = (Vec<ReportedAccess>, u64, Option<u64>, bool);
+/// The bounds of one scan.
+pub(super) struct ScanBounds {
+    /// The most entries read.
+    pub entries_max: u64,
+    /// The most items found.
+    pub found_max: usize,
+    /// Entries read at a time.
+    pub page_entries: u64,
+}
 
-/// Reads the history from its first held entry, within the bounds.
-fn scan(history: &History, lookup: &Lookup) -> Result<Scanned, ReportError> {
-    let mut accesses = Vec::new();
-    let mut read = 0u64;
-    let mut held_from = None;
-    let mut from = 0;
-    loop {
-        let (start, entries) = history.access_entries(from, REPORT_READ_ENTRIES)?;
-        held_from = held_from.or((!entries.is_empty()).then_some(start));
-        let Some(last) = entries.last().map(|entry| entry.sequence) else {
-            return Ok((accesses, read, held_from, true));
-        };
-        for entry in &entries {
-            read += 1;
-            if let Some(access) = reported(entry, lookup) {
-                if accesses.len() == REPORT_ACCESSES_MAX {
-                    return Ok((accesses, read, held_from, false));
+const SCAN_BOUNDS: ScanBounds = ScanBounds {
+    entries_max: REPORT_ENTRIES_SCANNED_MAX,
+    found_max: REPORT_ACCESSES_MAX,
+    page_entries: REPORT_READ_ENTRIES,
+};
+
+/// What a scan found, newest first, and how far back it reached.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) struct Scanned<R> {
+    pub found: Vec<R>,
+    pub entries_read: u64,
+    /// The earliest entry whose items are all in `found`.
+    pub from_entry: Option<u64>,
+    pub held_from: Option<u64>,
+    /// `from_entry` is `held_from`, or nothing is held.
+    pub complete: bool,
+}
+
+/// Reads the entries before `length` newest first, a page at a time, with
+/// `read(from, limit)` (as [`civmesh_consensus::History::access_entries`]: the first held at
+/// or after `from`, and up to `limit` consecutive ones), keeping what
+/// `find` finds, within `bounds`. A gap in the history ends the scan,
+/// incomplete.
+pub(super) fn scan_newest_first<T, R, E>(
+    mut read: impl FnMut(u64, usize) -> Result<(u64, Vec<T>), E>,
+    length: u64,
+    bounds: &ScanBounds,
+    mut find: impl FnMut(&T) -> Option<R>,
+) -> Result<Scanned<R>, E> {
+    let (first, probe) = read(0, 1)?;
+    let held_from = (!probe.is_empty()).then_some(first);
+    let mut scanned =
+        Scanned { found: Vec::new(), entries_read: 0, from_entry: None, held_from, complete: false };
+    let Some(held_from) = held_from.filter(|held_from| *held_from < length) else {
+        scanned.complete = true;
+        return Ok(scanned);
+    };
+    let mut high = length;
+    while high > held_from && scanned.entries_read < bounds.entries_max {
+        let wanted = bounds.page_entries.min(high - held_from).min(bounds.entries_max - scanned.entries_read);
+        let low = high - wanted;
+        let (start, entries) = read(low, usize::try_from(wanted).unwrap_or(usize::MAX))?;
+        if start != low || entries.len() as u64 != wanted {
+            return Ok(scanned);
+        }
+        for (position, entry) in (low..high).rev().zip(entries.iter().rev()) {
+            if let Some(item) = find(entry) {
+                if scanned.found.len() == bounds.found_max {
+                    return Ok(scanned);
                 }
-                accesses.push(access);
+                scanned.found.push(item);
             }
+            scanned.entries_read += 1;
+            scanned.from_entry = Some(position);
         }
-        if read >= REPORT_ENTRIES_SCANNED_MAX {
-            let more = !history.access_entries(last + 1, 1)?.1.is_empty();
-            return Ok((accesses, read, held_from, !more));
-        }
-        from = last + 1;
+        high = low;
     }
+    scanned.complete = high == held_from;
+    Ok(scanned)
 }
 
 /// The access `entry` made to the record, if one of the owner's nodes

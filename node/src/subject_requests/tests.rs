@@ -8,6 +8,12 @@ use civmesh_policy::subject_request::{
 use super::kept::{KeepError, Kept, KeptKeys, UNLOGGED_KEPT_MS_MAX};
 use super::*;
 
+mod owner;
+
+fn street() -> OrgId {
+    OrgId::new("street/jingansi").unwrap()
+}
+
 fn intake(dataset: &str, record_key: &str, deadline_days: Option<u64>) -> IntakeRequest {
     IntakeRequest {
         kind: SubjectRequestKind::Deletion,
@@ -15,6 +21,7 @@ fn intake(dataset: &str, record_key: &str, deadline_days: Option<u64>) -> Intake
         record_key: record_key.to_string(),
         deadline_days,
         correction: None,
+        operator: None,
     }
 }
 
@@ -84,7 +91,7 @@ fn an_answer_is_done_or_refused_with_a_reason() {
 fn record_keys_never_show_in_debug_output() {
     let key = "310106194000000001";
     let wire = SubjectRequestWire { envelope: vec![1, 2, 3], record_key: key.into() };
-    let kept = Kept::new([7; 32], "residents", SubjectRequestKind::Access, key);
+    let kept = Kept::new([7; 32], "residents", SubjectRequestKind::Access, &street(), key);
     for shown in [format!("{wire:?}"), format!("{:?}", intake("residents", key, None)), format!("{kept:?}")] {
         assert!(!shown.contains(key), "{shown}");
     }
@@ -98,9 +105,10 @@ fn kept_keys_are_kept_once_forgotten_and_pruned_when_the_log_never_held_them() {
     let dir = tempfile::tempdir().unwrap();
     let keys = KeptKeys::at(dir.path());
     let never_open = |_: &[u8; 32]| false;
-    keys.keep(Kept::new([1; 32], "residents", SubjectRequestKind::Deletion, "k1"), never_open).unwrap();
+    keys.keep(Kept::new([1; 32], "residents", SubjectRequestKind::Deletion, &street(), "k1"), never_open)
+        .unwrap();
     assert!(matches!(
-        keys.keep(Kept::new([1; 32], "residents", SubjectRequestKind::Access, "k1"), never_open),
+        keys.keep(Kept::new([1; 32], "residents", SubjectRequestKind::Access, &street(), "k1"), never_open),
         Err(KeepError::Taken)
     ));
     assert_eq!(keys.get(&[1; 32]).unwrap().unwrap().record_key, "k1");
@@ -110,14 +118,16 @@ fn kept_keys_are_kept_once_forgotten_and_pruned_when_the_log_never_held_them() {
     assert_eq!(mode & 0o777, 0o600);
 
     // An old key the log does not hold open goes at the next keep; an open one stays.
-    let mut old = Kept::new([3; 32], "residents", SubjectRequestKind::Access, "k3");
+    let mut old = Kept::new([3; 32], "residents", SubjectRequestKind::Access, &street(), "k3");
     old.kept_at_ms -= UNLOGGED_KEPT_MS_MAX + 1;
-    let mut old_open = Kept::new([4; 32], "residents", SubjectRequestKind::Access, "k4");
+    let mut old_open = Kept::new([4; 32], "residents", SubjectRequestKind::Access, &street(), "k4");
     old_open.kept_at_ms -= UNLOGGED_KEPT_MS_MAX + 1;
     keys.keep(old, never_open).unwrap();
     keys.keep(old_open, never_open).unwrap();
-    keys.keep(Kept::new([5; 32], "residents", SubjectRequestKind::Access, "k5"), |id| *id == [4; 32])
-        .unwrap();
+    keys.keep(Kept::new([5; 32], "residents", SubjectRequestKind::Access, &street(), "k5"), |id| {
+        *id == [4; 32]
+    })
+    .unwrap();
     let ids: Vec<String> = keys.ids().unwrap().into_iter().collect();
     assert_eq!(ids, [[1; 32], [4; 32], [5; 32]].map(hex::encode));
 

@@ -7,7 +7,7 @@ use civmesh_policy::evaluation::format_time;
 use civmesh_policy::subject_request::{SubjectRequestCounts, SubjectRequestKind};
 use serde::{Deserialize, Serialize};
 
-use super::kept::{KeepError, KeptKeys};
+use super::kept::{blocking, KeepError, KeptKeys};
 use crate::query::QueryService;
 
 /// The most requests one list shows (the earliest deadlines first).
@@ -53,8 +53,9 @@ pub struct SubjectRequestList {
 }
 
 /// The open requests this node's organisation answers or took.
-pub fn list(query: &QueryService) -> Result<SubjectRequestList, KeepError> {
-    let kept = KeptKeys::of(&query.records)?.ids()?;
+pub async fn list(query: &QueryService) -> Result<SubjectRequestList, KeepError> {
+    let keys = KeptKeys::of(&query.records)?;
+    let kept = blocking(move || keys.ids()).await?;
     let me = query.key.node_id();
     let now_ms = now_unix_millis();
     Ok(query.log.state().read(|applied| {

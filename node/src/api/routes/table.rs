@@ -434,8 +434,13 @@ pub const NODE_ROUTES: &[Route] = &[
             summary: "Take a resident's request (access, correction, deletion) and file it at the dataset's owner",
             description: "PIPL Art. 44-47. The record key travels in the body only; the log keeps its keyed \
                 hash, the kind, the dataset and the deadline (deadline_days, else the node's \
-                [subject_requests] deadline_days, 15 by default). The owner logs the request only if it \
-                holds the record: a 404 record_unknown logs nothing. 503: the owner is unreachable.",
+                [subject_requests] deadline_days, 15 by default). The owner first checks the whole request \
+                as the log will (a refusal never depends on the record), then logs it only if it holds the \
+                record: a 404 record_unknown logs nothing, and counts as a security event for the intake \
+                at the owner, which takes [limits] subject_requests_per_peer_per_minute from each intake. \
+                A request carrying a correction submits it too: it needs the corrections scope besides this \
+                one (403 without it) and names who took it (operator; required with the admin token). \
+                503: the owner is unreachable, or it keeps as many keys for this intake as it may.",
             body: Body::Json { schema: "SubjectRequestIntake", required: true },
             answer: "The request's id and deadline",
             media: &[(JSON, "SubjectRequestFiled")],
@@ -463,11 +468,14 @@ pub const NODE_ROUTES: &[Route] = &[
         handler: handler!(subject_requests::answer),
         doc: Doc {
             summary: "Answer an open subject request at the dataset's owner: done, or refused with why",
-            description: "Done acts first: an access request's report (every access to the record in this \
-                replica's access log) is returned; a deletion request's record is deleted from this node's \
-                store (every version, then compaction); a correction's answer records the decision (the \
-                correction itself travels through the correction loop). Then the answer is logged and the \
-                record key forgotten.",
+            description: "Done acts first, on the kept record key only if it hashes to the request's logged \
+                subject (else 409 record_key_mismatch): an access request's report (every access to the \
+                record in this replica's access log, newest first, saying from which entry it starts and \
+                whether it is complete) is returned; a deletion request's record is deleted from this \
+                node's store (every version, then compaction; 409 record_gone, deleting nothing, if it is \
+                no longer there); a correction's answer records the decision (the correction itself \
+                travels through the correction loop). Then the answer is logged and the record key \
+                forgotten.",
             parameters: &["SubjectRequestId"],
             body: Body::Json { schema: "SubjectRequestAnswer", required: true },
             answer: "The answer, with the report or the versions deleted",
