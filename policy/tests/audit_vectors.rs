@@ -222,6 +222,29 @@ fn tampered(log: &RecordedLog, tamper: &dyn Fn(&mut Vec<ArchivedCommand>)) -> Ve
     encoded(log, commands)
 }
 
+/// Ends a scenario at `at_ms`: `last` (a command and the key that signs
+/// it), then the cosignatures of `signers` over the tree at `tree_size`,
+/// which make it final as command `final_cosignature`.
+fn close_with_checkpoint(
+    more: &mut RecordedLog,
+    at_ms: u64,
+    last: (&civmesh_certs::NodeKey, Command),
+    signers: [&civmesh_certs::NodeKey; 2],
+    (tree_size, final_cosignature): (u64, u64),
+) {
+    let record = |more: &mut RecordedLog, key: &civmesh_certs::NodeKey, command: Command| {
+        let envelope = civmesh_certs::SignedEnvelope::sign(key, &command, at_ms).unwrap();
+        more.record_envelope_at(&envelope, at_ms)
+    };
+    assert!(record(more, last.0, last.1));
+    let body = CheckpointBody { tree_size, root: more.root_at(tree_size), log_index: final_cosignature + 1 };
+    for signer in signers {
+        assert!(record(more, signer, Command::CosignCheckpoint(body.clone())));
+    }
+    assert_eq!(more.made_final, [tree_size]);
+    assert_eq!(more.commands.len() as u64, final_cosignature);
+}
+
 fn hex_root(log: &RecordedLog, size: u64) -> String {
     civmesh_policy::hex_digest::to_hex(&log.root_at(size))
 }

@@ -390,15 +390,8 @@ fn with_deletions(fx: &Fixture, log: &RecordedLog) -> RecordedLog {
     }
     assert_eq!(holdings[&4][&street].last_release_ms, LATER_MS);
     assert!(holdings[&3][&street].withdrawals_due.is_empty());
-    let later = |more: &mut RecordedLog, key: &NodeKey, command: Command| {
-        more.record_envelope_at(&SignedEnvelope::sign(key, &command, LATER_MS).unwrap(), LATER_MS)
-    };
-    assert!(later(&mut more, &fx.market.key, access(&fx.jingansi.key, 13, None, false)));
-    let body = CheckpointBody { tree_size: 12, root: more.root_at(12), log_index: FINAL_COSIGNATURE + 1 };
-    assert!(later(&mut more, &fx.hub.key, Command::CosignCheckpoint(body.clone())));
-    assert!(later(&mut more, &fx.market.key, Command::CosignCheckpoint(body)));
-    assert_eq!(more.made_final, [12]);
-    assert_eq!(more.commands.len() as u64, FINAL_COSIGNATURE);
+    let last = (&fx.market.key, access(&fx.jingansi.key, 13, None, false));
+    close_with_checkpoint(&mut more, LATER_MS, last, [&fx.hub.key, &fx.market.key], (12, FINAL_COSIGNATURE));
     more
 }
 

@@ -119,15 +119,8 @@ fn with_republications(fx: &Fixture, log: &RecordedLog) -> RecordedLog {
     let registry = &more.state.datasets[ENTERPRISES];
     assert_eq!(registry.version, 3, "published, then republished twice");
     assert_eq!(registry.field("name").map(|field| field.class), Some(FieldClass::Personal));
-    let at_end = |more: &mut RecordedLog, key: &NodeKey, command: Command| {
-        more.record_envelope_at(&SignedEnvelope::sign(key, &command, END_MS).unwrap(), END_MS)
-    };
-    assert!(at_end(&mut more, &fx.market.key, access(&fx.jingansi.key, 15, Some(1), true)));
-    let body = CheckpointBody { tree_size: 9, root: more.root_at(9), log_index: FINAL_COSIGNATURE + 1 };
-    assert!(at_end(&mut more, &fx.hub.key, Command::CosignCheckpoint(body.clone())));
-    assert!(at_end(&mut more, &fx.civil.key, Command::CosignCheckpoint(body)));
-    assert_eq!(more.made_final, [9]);
-    assert_eq!(more.commands.len() as u64, FINAL_COSIGNATURE);
+    let last = (&fx.market.key, access(&fx.jingansi.key, 15, Some(1), true));
+    close_with_checkpoint(&mut more, END_MS, last, [&fx.hub.key, &fx.civil.key], (9, FINAL_COSIGNATURE));
     more
 }
 

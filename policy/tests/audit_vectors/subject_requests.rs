@@ -188,15 +188,8 @@ fn with_subject_requests(fx: &Fixture, log: &RecordedLog) -> RecordedLog {
     let (market, civil) = (&counts[&fx.market.org], &counts[&fx.civil.org]);
     assert_eq!((market.answered, market.answered_late, market.refused), (3, 0, 1));
     assert_eq!((civil.answered, civil.answered_late, civil.refused), (1, 1, 0));
-    let at_late = |more: &mut RecordedLog, key: &NodeKey, command: Command| {
-        more.record_envelope_at(&SignedEnvelope::sign(key, &command, LATE_MS).unwrap(), LATE_MS)
-    };
-    assert!(at_late(&mut more, &fx.market.key, denial_at(fx, 14, LATE_MS)));
-    let body = CheckpointBody { tree_size: 9, root: more.root_at(9), log_index: FINAL_COSIGNATURE + 1 };
-    assert!(at_late(&mut more, &fx.hub.key, Command::CosignCheckpoint(body.clone())));
-    assert!(at_late(&mut more, &fx.civil.key, Command::CosignCheckpoint(body)));
-    assert_eq!(more.made_final, [9]);
-    assert_eq!(more.commands.len() as u64, FINAL_COSIGNATURE);
+    let last = (&fx.market.key, denial_at(fx, 14, LATE_MS));
+    close_with_checkpoint(&mut more, LATE_MS, last, [&fx.hub.key, &fx.civil.key], (9, FINAL_COSIGNATURE));
     more
 }
 
