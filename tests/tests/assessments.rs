@@ -127,7 +127,7 @@ fn a_sensitive_grant_needs_an_assessment_the_owner_keeps() {
     ];
     for (extra, expected) in refusals {
         let error = grant_issue(&net, demand, &extra).unwrap_err().to_string();
-        assert!(error.contains("answered 422") && error.contains(&expected), "{extra:?}: {error}");
+        assert!(error.contains("answered 400") && error.contains(&expected), "{extra:?}: {error}");
     }
     let error = grant_issue(&net, demand, &["--retain-days", "30", "--assessment", "abc"]).unwrap_err();
     assert!(error.to_string().contains("--assessment"), "{error}");

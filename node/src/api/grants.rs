@@ -249,14 +249,15 @@ impl From<ProtectionMissing> for ApiError {
     fn from(missing: ProtectionMissing) -> Self {
         match missing {
             ProtectionMissing::Store(error) => error.into(),
-            missing => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, missing.to_string()),
+            // A semantic refusal of a well-formed request, as the API's others.
+            missing => ApiError::bad_request(missing.to_string()),
         }
     }
 }
 
 /// `POST /v1/grants`: the dataset's owner issues a grant, unless it has
 /// warnings that `confirm` does not accept, or lacks a retention or an
-/// assessment it needs (a 422 naming what is missing, before anything is
+/// assessment it needs (a 400 naming what is missing, before anything is
 /// signed).
 pub(crate) async fn issue_grant(
     State(state): State<Shared>,

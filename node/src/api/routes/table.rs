@@ -213,11 +213,11 @@ pub const NODE_ROUTES: &[Route] = &[
                 number, or none while the warnings wait for confirm. Before signing, the owner checks that a \
                 grant of personal fields states a retention, and that one of sensitive fields names an impact \
                 assessment this node keeps, for the grant's dataset and purpose, covering every sensitive \
-                field granted: else a 422 naming what is missing. A rejection by the policy log is a 409.",
+                field granted: else a 400 naming what is missing. A rejection by the policy log is a 409.",
             body: Body::Json { schema: "GrantRequest", required: true },
             answer: "The grant's number, if issued, and the warnings",
             media: &[(JSON, "GrantIssue")],
-            errors: &[400, 409, 422, 500, 503],
+            errors: &[400, 409, 500, 503],
             ..DOC
         },
     },
