@@ -1494,3 +1494,59 @@ fn a_dataset_is_held_only_to_its_own_grants() {
     apply(&mut fx.state, &fx.market.key, Command::PublishDataset(sensitive_everywhere)).unwrap();
     apply(&mut fx.state, &fx.market.key, Command::PublishDataset(fresh)).unwrap();
 }
+
+#[test]
+fn withdrawing_only_the_separate_sensitive_consent_is_due_at_holders_of_grants_releasing_a_sensitive_field() {
+    let mut fx = Fixture::new();
+    let by_consent = |fx: &Fixture, fields: &[&str]| GrantSpec {
+        legal_basis: LegalBasis::Consent,
+        assessment: Some(ASSESSMENT),
+        ..spec(fx, RESIDENTS, fields, Some(CONSENTED))
+    };
+    let names = fx.grant(by_consent(&fx, &["name"]));
+    let sensitive = fx.grant(by_consent(&fx, &["name", "lives_alone_80_plus"]));
+    let record = |fx: &mut Fixture, given: bool, covers_sensitive: bool, at_ms: u64| {
+        let command = Command::RecordConsent {
+            subject: subject(5),
+            dataset: RESIDENTS.into(),
+            grantee: fx.jingansi.org.clone(),
+            purpose: ELDERLY_CARE.into(),
+            given,
+            covers_sensitive,
+            channel: "street_window".into(),
+        };
+        apply_at(&mut fx.state, &fx.civil.key, command, at_ms).unwrap();
+    };
+    record(&mut fx, true, true, NOW_MS);
+    let holder = copy(&fx.jingansi.key);
+    for grant in [names, sensitive] {
+        release(&mut fx, &holder, grant, &[subject(5)], RELEASE_MS).unwrap();
+    }
+    let withdrawn = |fx: &Fixture, grant: GrantId| {
+        holding(&fx.state, grant, &holder).unwrap().withdrawals_due.keys().copied().collect::<Vec<_>>()
+    };
+    // Still consenting, but no longer to the sensitive fields (Art. 29).
+    record(&mut fx, true, false, RELEASE_MS + HOUR_MS);
+    assert_eq!(
+        withdrawn(&fx, sensitive),
+        vec![subject(5)],
+        "a grant releasing a sensitive field relied on it"
+    );
+    assert_eq!(withdrawn(&fx, names), vec![], "a grant of names alone did not");
+    // Then the whole consent.
+    record(&mut fx, false, false, RELEASE_MS + 2 * HOUR_MS);
+    assert_eq!(withdrawn(&fx, names), vec![subject(5)]);
+    // Giving the separate consent again withdraws nothing.
+    let mut again = Fixture::new();
+    let only = again.grant(by_consent(&again, &["name", "lives_alone_80_plus"]));
+    record(&mut again, true, false, NOW_MS);
+    let street = copy(&again.jingansi.key);
+    // Without the separate consent only the name is released.
+    let name_only = AccessOutcome::Permit {
+        released: vec![SubjectRelease { subject: subject(5), fields: vec!["name".into()] }],
+    };
+    let command = access(&again.state, Kind::Query, &street, only, name_only, RELEASE_MS);
+    apply_as_owner(&mut again, RESIDENTS, command, RELEASE_MS).unwrap();
+    record(&mut again, true, true, RELEASE_MS + HOUR_MS);
+    assert!(holding(&again.state, only, &again.jingansi.key).unwrap().withdrawals_due.is_empty());
+}

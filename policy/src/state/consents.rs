@@ -38,11 +38,17 @@ impl PolicyState {
 
     /// Keeps the latest consent per subject, dataset, grantee and purpose.
     /// A withdrawal of a given consent makes its subject's copies due for
-    /// deletion at every holder.
+    /// deletion at every holder; a withdrawal of the separate consent for
+    /// sensitive fields alone (Art. 29), at every holder of a grant that
+    /// releases one.
     pub(super) fn record_consent(&mut self, key: ConsentKey, consent: Consent) -> Applied {
-        let withdrawn = !consent.given && self.consents.get(&key).is_some_and(|held| held.given);
-        if withdrawn {
-            self.note_consent_withdrawn(&key, consent.recorded_at_ms);
+        let held = self.consents.get(&key);
+        let withdrawn = !consent.given && held.is_some_and(|held| held.given);
+        let sensitive_withdrawn = consent.given
+            && !consent.covers_sensitive
+            && held.is_some_and(|held| held.given && held.covers_sensitive);
+        if withdrawn || sensitive_withdrawn {
+            self.note_consent_withdrawn(&key, consent.recorded_at_ms, sensitive_withdrawn);
         }
         self.consents.insert(key, consent);
         Applied::Done

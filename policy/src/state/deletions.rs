@@ -10,7 +10,7 @@ use super::{Applied, PolicyState};
 use crate::deletion::{
     DeletionCause, DeletionReceipt, Holding, OverdueDeletion, Retention, DELETION_WITHIN_MS_DEFAULT,
 };
-use crate::model::{ConsentKey, Grant, GrantId};
+use crate::model::{ConsentKey, FieldClass, Grant, GrantId};
 
 /// Something a holder node must delete now.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -137,12 +137,28 @@ impl PolicyState {
 
     /// A withdrawn consent makes its subject's copies due for deletion at
     /// every node released records under a grant that relied on it.
-    pub(super) fn note_consent_withdrawn(&mut self, key: &ConsentKey, at_ms: UnixMillis) {
+    /// With `sensitive_only`, only the separate consent for sensitive
+    /// fields was withdrawn: only grants releasing one rely on it.
+    pub(super) fn note_consent_withdrawn(
+        &mut self,
+        key: &ConsentKey,
+        at_ms: UnixMillis,
+        sensitive_only: bool,
+    ) {
+        let datasets = &self.datasets;
+        let releases_sensitive = |grant: &Grant| {
+            datasets.get(&grant.dataset).is_some_and(|dataset| {
+                grant.fields.iter().any(|field| {
+                    dataset.field(field).is_some_and(|spec| matches!(spec.class, FieldClass::Sensitive(_)))
+                })
+            })
+        };
         let relying = self.grants.values().filter(|grant| {
             grant.needs_consent()
                 && grant.dataset == key.dataset
                 && grant.grantee == key.grantee
                 && grant.purpose == key.purpose
+                && (!sensitive_only || releases_sensitive(grant))
         });
         for grant in relying {
             let due_ms = at_ms.saturating_add(grant.delete_within_ms());
