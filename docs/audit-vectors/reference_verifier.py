@@ -1114,6 +1114,9 @@ def rule_consent(st, cmd, S, O, T):                                  # B 5.11
     held = st.consents.get(key)
     if not cmd["given"] and held is not None and held["given"]:
         note_consent_withdrawn(st, key, T)
+    elif (cmd["given"] and not cmd["covers_sensitive"] and held is not None and held["given"]
+          and held["covers_sensitive"]):   # the separate consent for sensitive fields alone
+        note_consent_withdrawn(st, key, T, sensitive_only=True)
     st.consents[key] = {"given": cmd["given"], "covers_sensitive": cmd["covers_sensitive"],
                         "recorded_by": O, "recorded_at_ms": T, "channel": cmd["channel"]}
     return (DONE, None)
@@ -1302,11 +1305,19 @@ def note_release(st, grant_id, holder, T):
     if holding["retained_since_ms"] is None:
         holding["retained_since_ms"] = T
 
-def note_consent_withdrawn(st, key, T):
+def grants_sensitive_field(st, g):
+    """B 5.19: a field of g.fields whose class in the dataset's current version is sensitive."""
+    ds = st.datasets.get(g["dataset"])
+    return ds is not None and any(f["name"] in g["fields"] and f["class"][0] == CLASS_SENSITIVE
+                                  for f in ds["fields"])
+
+def note_consent_withdrawn(st, key, T, sensitive_only=False):
     subject, dataset, grantee, purpose = key
     for grant_id, g in sorted(st.grants.items()):
         if not (needs_consent(g) and g["dataset"] == dataset and g["grantee"] == grantee
                 and g["purpose"] == purpose):
+            continue
+        if sensitive_only and not grants_sensitive_field(st, g):
             continue
         due = min(T + delete_within_ms(g), U64_MAX)
         for holding in st.holdings.get(grant_id, {}).values():

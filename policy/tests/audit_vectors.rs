@@ -14,6 +14,8 @@
 mod deletions;
 #[path = "audit_vectors/republished.rs"]
 mod republished;
+#[path = "audit_vectors/sensitive_withdrawn.rs"]
+mod sensitive_withdrawn;
 #[path = "audit_vectors/subject_requests.rs"]
 mod subject_requests;
 mod support;
@@ -190,6 +192,7 @@ fn write_vectors() {
     all.extend(deletions::deletion_vectors(&fx, &log));
     all.extend(subject_requests::subject_request_vectors(&fx, &log));
     all.extend(republished::republication_vectors(&fx, &log));
+    all.extend(sensitive_withdrawn::sensitive_withdrawal_vectors(&fx, &log));
     let dir = vectors_dir();
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("ca.pem"), &ca_pem).unwrap();

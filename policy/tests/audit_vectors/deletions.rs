@@ -59,7 +59,7 @@ const LAST_RECEIPT: u64 = 66;
 const FINAL_COSIGNATURE: u64 = 69;
 
 /// Resident `n`'s hash in the street's queries at civil affairs.
-fn resident_hash(fx: &Fixture, n: u8) -> SubjectKeyHash {
+pub(super) fn resident_hash(fx: &Fixture, n: u8) -> SubjectKeyHash {
     lookup(n).hash(&fx.civil.org, &fx.jingansi.org)
 }
 
@@ -85,7 +85,7 @@ fn short_grant(fx: &Fixture) -> GrantSpec {
 }
 
 /// A permit releasing `fields` of `subject` to `requester` under `grant`.
-fn release(
+pub(super) fn release(
     requester: &NodeKey,
     (dataset, purpose): (&str, &str),
     subject: SubjectKeyHash,
@@ -121,7 +121,7 @@ fn consent(fx: &Fixture, n: u8, given: bool) -> Command {
 }
 
 /// A receipt for `cause` under `grant`, deleting `subjects` in this order.
-fn receipt(grant: u64, cause: DeletionCause, subjects: &[SubjectKeyHash]) -> Command {
+pub(super) fn receipt(grant: u64, cause: DeletionCause, subjects: &[SubjectKeyHash]) -> Command {
     let mut commitment = SubjectsCommitment::default();
     for subject in subjects {
         commitment.add(&subject.0);
