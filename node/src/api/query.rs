@@ -48,8 +48,10 @@ pub(crate) async fn ask_owner(
         .await
         .map_err(refused)?;
     crate::api::metrics::Metrics::count(&state.metrics.queries_asked, crate::query::outcome_label(&answer));
-    if let (Some(source), crate::query::QueryAnswer::Released { records, .. }) = (&source, &answer) {
-        state.query.keep_received(source, records).map_err(ApiError::internal)?;
+    if let (Some(source), crate::query::QueryAnswer::Released { records, access_log_position, .. }) =
+        (&source, &answer)
+    {
+        state.query.keep_received(source, records, *access_log_position).map_err(ApiError::internal)?;
     }
     Ok(answer)
 }
@@ -135,8 +137,10 @@ pub(crate) async fn list_page(
         _ => "denied",
     };
     crate::api::metrics::Metrics::count(&state.metrics.queries_asked, label);
-    if let (Some(source), crate::query::ListAnswer::Page { records, .. }) = (&source, &answer) {
-        state.query.keep_received(source, records).map_err(ApiError::internal)?;
+    if let (Some(source), crate::query::ListAnswer::Page { records, access_log_position, .. }) =
+        (&source, &answer)
+    {
+        state.query.keep_received(source, records, *access_log_position).map_err(ApiError::internal)?;
     }
     Ok(answer)
 }

@@ -233,7 +233,7 @@ impl QueryService {
         }
         let (subscription, position) = (verified.payload.subscription, verified.payload.access_log_position);
         let lag_ms = now_unix_millis().saturating_sub(verified.issued_at_ms);
-        let kept = self.keep_in_copy(&subscription, &verified.payload.records, |progress| {
+        let kept = self.keep_in_copy(&subscription, &verified.payload.records, Some(position), |progress| {
             progress.last_push_position = progress.last_push_position.max(Some(position));
             progress.last_change_at_ms = Some(now_unix_millis());
             progress.last_push_lag_ms = Some(lag_ms);

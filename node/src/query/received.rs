@@ -49,6 +49,7 @@ impl QueryService {
         &self,
         source: &KeptSource,
         records: &[ReleasedRecord],
+        logged_at: u64,
     ) -> Result<[u8; 32], CopyError> {
         let digest = source.digest();
         {
@@ -77,7 +78,7 @@ impl QueryService {
             }
         }
         let listed = records.len() as u64;
-        self.keep_in_copy(&digest, records, |progress| {
+        self.keep_in_copy(&digest, records, Some(logged_at), |progress| {
             progress.pages += 1;
             progress.records_listed += listed;
             progress.last_change_at_ms = Some(now_unix_millis());
@@ -132,8 +133,8 @@ impl QueryService {
             if deleted > 0 {
                 self.records.compact_copies(&subscription)?;
             }
-            if let CopyDeletion::ReceivedBefore(_) = which {
-                let earliest_ms = self.records.earliest_received(&subscription)?;
+            if let CopyDeletion::ReleasedBefore(_) = which {
+                let earliest_ms = self.records.earliest_released(&subscription)?;
                 earliest_held_ms = match (earliest_held_ms, earliest_ms) {
                     (Some(held_ms), Some(this_ms)) => Some(held_ms.min(this_ms)),
                     (held_ms, this_ms) => held_ms.or(this_ms),
@@ -163,6 +164,17 @@ impl QueryService {
             codec::encode(&progress).map(Some).map_err(|error| RecordStoreError::Corrupt(error.to_string()))
         })?;
         Ok(deleted)
+    }
+
+    /// When the release at access-log position `logged_at` was decided, by
+    /// this replica's history (so a copy's retention counts from its
+    /// release, however late it arrived); now when the replica does not
+    /// hold it yet (a listing page or an answer read just after its entry
+    /// committed), never later than now.
+    pub(super) fn released_at_ms(&self, logged_at: Option<u64>) -> civmesh_certs::UnixMillis {
+        let now_ms = now_unix_millis();
+        let logged = logged_at.and_then(|position| self.log.history().access_entry(position).ok().flatten());
+        logged.map_or(now_ms, |entry| entry.decided_at_ms.min(now_ms))
     }
 
     /// Of `records` released under `progress`'s grant, those this node may

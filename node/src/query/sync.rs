@@ -173,8 +173,10 @@ impl QueryService {
         &self,
         digest: &[u8; 32],
         records: &[ReleasedRecord],
+        logged_at: Option<u64>,
         update: impl FnOnce(&mut Progress),
     ) -> Result<(), CopyError> {
+        let released_at_ms = self.released_at_ms(logged_at);
         let _held = self.progress_lock.lock().map_err(|_| CopyError::Unavailable)?;
         let Some(mut progress) = self.progress(digest)? else { return Ok(()) };
         // A copy arriving after its grant ended, or its subject's consent
@@ -184,7 +186,7 @@ impl QueryService {
         let copies = copied(&records)?;
         update(&mut progress);
         // The count of subjects held is written in the same batch as them.
-        self.records.put_copies(digest, &copies, now_unix_millis(), |added| {
+        self.records.put_copies(digest, &copies, released_at_ms, |added| {
             progress.records_held += added;
             codec::encode(&progress).map_err(|error| RecordStoreError::Corrupt(error.to_string()))
         })?;
@@ -207,8 +209,10 @@ impl QueryService {
             cursor,
             keep: false,
         };
-        let (records, next_cursor) = match list(&self.swarm, &self.key, &owner, spec).await? {
-            ListAnswer::Page { records, next_cursor, .. } => (records, next_cursor),
+        let (records, next_cursor, position) = match list(&self.swarm, &self.key, &owner, spec).await? {
+            ListAnswer::Page { records, next_cursor, access_log_position } => {
+                (records, next_cursor, access_log_position)
+            }
             ListAnswer::Denied { reason, .. } => {
                 return Err(CopyError::Denied(serde_json::to_string(&reason).unwrap_or_default()))
             }
@@ -216,7 +220,7 @@ impl QueryService {
         };
         let done = next_cursor.is_none();
         let listed = records.len() as u64;
-        self.keep_in_copy(digest, &records, |progress| {
+        self.keep_in_copy(digest, &records, Some(position), |progress| {
             progress.pages += 1;
             progress.records_listed += listed;
             progress.last_error = None;
@@ -265,8 +269,9 @@ impl QueryService {
                             backoff.insert(digest, (now_unix_millis() + wait_ms, wait_ms));
                             tracing::warn!(%error, wait_ms, "a subscription's initial listing failed; retrying");
                             let message = error.to_string();
-                            let _ = self
-                                .keep_in_copy(&digest, &[], |progress| progress.last_error = Some(message));
+                            let _ = self.keep_in_copy(&digest, &[], None, |progress| {
+                                progress.last_error = Some(message)
+                            });
                             break;
                         }
                     }

@@ -3,8 +3,8 @@
 //! each subscription's progress beside them.
 //!
 //! Family `copies` maps `subscription ‖ subject` to the record's version
-//! and the time it was received (u64 big-endian each), then the encoded
-//! record;
+//! and the time its release was decided (u64 big-endian each: a copy's
+//! retention counts from it), then the encoded record;
 //! `subscription_progress` maps `subscription` to its encoded progress. A
 //! page of records and the progress that follows it are one synced write,
 //! so a restart resumes exactly where the copy ends.
@@ -40,27 +40,27 @@ pub(super) fn copy_key(subscription: &[u8; 32], subject: &[u8; 32]) -> [u8; 64] 
     key
 }
 
-/// The bytes before a copied record's own: its version and when it was
-/// received.
+/// The bytes before a copied record's own: its version and when its
+/// release was decided.
 pub(super) const COPY_HEADER_BYTES: usize = 16;
 
-/// What the store keeps of a copied record: the version, the time it was
-/// received, then the bytes.
-fn stored(record: &CopiedRecord, received_at_ms: UnixMillis) -> Vec<u8> {
+/// What the store keeps of a copied record: the version, the time its
+/// release was decided, then the bytes.
+fn stored(record: &CopiedRecord, released_at_ms: UnixMillis) -> Vec<u8> {
     let mut value = Vec::with_capacity(COPY_HEADER_BYTES + record.bytes.len());
     value.extend_from_slice(&record.version.to_be_bytes());
-    value.extend_from_slice(&received_at_ms.to_be_bytes());
+    value.extend_from_slice(&released_at_ms.to_be_bytes());
     value.extend_from_slice(&record.bytes);
     value
 }
 
-/// A stored copy's version and the time it was received.
+/// A stored copy's version and the time its release was decided.
 pub(super) fn stored_header(value: &[u8]) -> Result<(u64, UnixMillis), RecordStoreError> {
     let number = |range: std::ops::Range<usize>| {
         value.get(range).and_then(|bytes| <[u8; 8]>::try_from(bytes).ok()).map(u64::from_be_bytes)
     };
     match (number(0..8), number(8..COPY_HEADER_BYTES)) {
-        (Some(version), Some(received_at_ms)) => Ok((version, received_at_ms)),
+        (Some(version), Some(released_at_ms)) => Ok((version, released_at_ms)),
         _ => Err(RecordStoreError::Corrupt("a copied record is shorter than its header".into())),
     }
 }
@@ -71,14 +71,14 @@ fn stored_version(value: &[u8]) -> Result<u64, RecordStoreError> {
 
 impl RecordStore {
     /// Keeps `records` in `subscription`'s copy (each only if newer than
-    /// the one held), received at `received_at_ms`, and then its progress,
+    /// the one held), released at `released_at_ms`, and then its progress,
     /// which `progress` encodes given how many subjects the copy did not
     /// hold before, in one synced write. Returns that number.
     pub fn put_copies(
         &self,
         subscription: &[u8; 32],
         records: &[CopiedRecord],
-        received_at_ms: UnixMillis,
+        released_at_ms: UnixMillis,
         progress: impl FnOnce(u64) -> Result<Vec<u8>, RecordStoreError>,
     ) -> Result<u64, RecordStoreError> {
         let copies = self.family(COPIES_FAMILY)?;
@@ -91,7 +91,7 @@ impl RecordStore {
                 Some(_) => {}
                 None => added += 1,
             }
-            batch.put_cf(copies, key, stored(record, received_at_ms));
+            batch.put_cf(copies, key, stored(record, released_at_ms));
         }
         batch.put_cf(self.family(SUBSCRIPTION_PROGRESS_FAMILY)?, subscription, progress(added)?);
         self.db.write_opt(batch, &synced())?;

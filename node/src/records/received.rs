@@ -29,8 +29,8 @@ const RECEIPT_BYTES_MAX: usize = 4096;
 pub enum CopyDeletion {
     /// Every copy.
     All,
-    /// The copies received before this time.
-    ReceivedBefore(UnixMillis),
+    /// The copies released before this time.
+    ReleasedBefore(UnixMillis),
     /// The one subject's copy.
     Subject([u8; 32]),
 }
@@ -41,7 +41,7 @@ impl CopyDeletion {
         match cause {
             DeletionCause::GrantEnded => CopyDeletion::All,
             DeletionCause::RetentionEnded { received_before_ms } => {
-                CopyDeletion::ReceivedBefore(*received_before_ms)
+                CopyDeletion::ReleasedBefore(*received_before_ms)
             }
             DeletionCause::ConsentWithdrawn { subject } => CopyDeletion::Subject(subject.0),
         }
@@ -155,9 +155,9 @@ impl RecordStore {
                 continue;
             }
             *resume = <[u8; 32]>::try_from(&key[32..]).ok();
-            let (_, received_at_ms) = stored_header(&value)?;
-            if let CopyDeletion::ReceivedBefore(before_ms) = which {
-                if received_at_ms >= before_ms {
+            let (_, released_at_ms) = stored_header(&value)?;
+            if let CopyDeletion::ReleasedBefore(before_ms) = which {
+                if released_at_ms >= before_ms {
                     continue;
                 }
             }
@@ -168,9 +168,9 @@ impl RecordStore {
         Ok(doomed)
     }
 
-    /// When the earliest copy `subscription`'s copy still holds was
-    /// received; `None` when it holds none. Reads the whole copy.
-    pub fn earliest_received(&self, subscription: &[u8; 32]) -> Result<Option<UnixMillis>, RecordStoreError> {
+    /// When the release of the earliest copy `subscription`'s copy still
+    /// holds was decided; `None` when it holds none. Reads the whole copy.
+    pub fn earliest_released(&self, subscription: &[u8; 32]) -> Result<Option<UnixMillis>, RecordStoreError> {
         let copies = self.family(COPIES_FAMILY)?;
         let start = copy_key(subscription, &[0; 32]);
         let mut earliest: Option<UnixMillis> = None;
@@ -179,8 +179,8 @@ impl RecordStore {
             if !key.starts_with(subscription) {
                 break;
             }
-            let (_, received_at_ms) = stored_header(&value)?;
-            earliest = Some(earliest.map_or(received_at_ms, |earliest| earliest.min(received_at_ms)));
+            let (_, released_at_ms) = stored_header(&value)?;
+            earliest = Some(earliest.map_or(released_at_ms, |earliest| earliest.min(released_at_ms)));
         }
         Ok(earliest)
     }
@@ -280,9 +280,9 @@ mod tests {
     fn store_with(copies: &[(u8, UnixMillis)]) -> (tempfile::TempDir, RecordStore) {
         let dir = tempfile::tempdir().unwrap();
         let store = RecordStore::open(dir.path()).unwrap();
-        for (subject, received_at_ms) in copies {
+        for (subject, released_at_ms) in copies {
             let record = CopiedRecord { subject: [*subject; 32], version: 1, bytes: vec![*subject] };
-            store.put_copies(&SUBSCRIPTION, &[record], *received_at_ms, |_| Ok(Vec::new())).unwrap();
+            store.put_copies(&SUBSCRIPTION, &[record], *released_at_ms, |_| Ok(Vec::new())).unwrap();
         }
         (dir, store)
     }
@@ -345,7 +345,7 @@ mod tests {
             assert_eq!(owed.subjects_commitment, chain.0, "{name}: the chain over the deleted subjects");
             assert_eq!(store.pending_receipt(&owed).unwrap(), Some(owed.clone()), "{name}: kept as owed");
             let earliest = kept.iter().map(|subject| copies[usize::from(*subject) - 1].1).min();
-            assert_eq!(store.earliest_received(&SUBSCRIPTION).unwrap(), earliest, "{name}");
+            assert_eq!(store.earliest_released(&SUBSCRIPTION).unwrap(), earliest, "{name}");
         }
     }
 
@@ -359,16 +359,16 @@ mod tests {
             subject
         };
         let total = 2 * DELETION_BATCH_RECORDS_MAX as u32 + 500;
-        for (received_at_ms, parity) in [(100, 0), (300, 1)] {
+        for (released_at_ms, parity) in [(100, 0), (300, 1)] {
             let records: Vec<CopiedRecord> = (0..total)
                 .filter(|index| index % 2 == parity)
                 .map(|index| CopiedRecord { subject: subject(index), version: 1, bytes: vec![1] })
                 .collect();
-            store.put_copies(&SUBSCRIPTION, &records, received_at_ms, |_| Ok(Vec::new())).unwrap();
+            store.put_copies(&SUBSCRIPTION, &records, released_at_ms, |_| Ok(Vec::new())).unwrap();
         }
         let mut owed = receipt(DeletionCause::RetentionEnded { received_before_ms: 200 });
         let (mut batches, mut resume) = (Vec::new(), None);
-        let which = CopyDeletion::ReceivedBefore(200);
+        let which = CopyDeletion::ReleasedBefore(200);
         loop {
             let count = store.delete_copies_batch(&SUBSCRIPTION, which, &mut resume, &mut owed, |_| Ok(None));
             match count.unwrap() {
@@ -382,7 +382,7 @@ mod tests {
         let left = store.copies(&SUBSCRIPTION, None, total as usize).unwrap();
         assert_eq!(left.len(), (total / 2) as usize);
         assert!(left.iter().all(|(held, _)| u32::from_be_bytes(held[..4].try_into().unwrap()) % 2 == 1));
-        assert_eq!(store.earliest_received(&SUBSCRIPTION).unwrap(), Some(300));
+        assert_eq!(store.earliest_released(&SUBSCRIPTION).unwrap(), Some(300));
     }
 
     #[test]
