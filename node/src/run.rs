@@ -250,6 +250,7 @@ fn start_api(
     tasks: &TaskTracker,
     mut stop: watch::Receiver<bool>,
 ) -> anyhow::Result<String> {
+    let subject_request_deadline_days = identity.config.subject_requests.deadline_days()?;
     let listen = &identity.config.node.api_listen;
     let listener = std::net::TcpListener::bind(listen)
         .with_context(|| format!("cannot listen for the HTTP API on {listen}"))?;
@@ -274,6 +275,7 @@ fn start_api(
         metrics: services.metrics,
         console: crate::console::Console::new(node_dir, tasks.clone()),
         assessments: Arc::new(crate::assessments::AssessmentStore::new(node_dir, identity.key.clone())),
+        subject_request_deadline_days,
     });
     let handle = axum_server::Handle::new();
     let server =

@@ -85,6 +85,9 @@ pub struct ApiState {
     pub console: crate::console::Console,
     /// The impact assessments this node signed.
     pub assessments: Arc<crate::assessments::AssessmentStore>,
+    /// Days an owner has to answer a subject's request taken here, when
+    /// the request names none (`[subject_requests] deadline_days`).
+    pub subject_request_deadline_days: u64,
 }
 
 pub(crate) type Shared = Arc<ApiState>;

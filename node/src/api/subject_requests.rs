@@ -42,7 +42,7 @@ pub(crate) async fn file(
             Some(resident_operator(holder, &scopes, request.operator.as_deref())?)
         }
     };
-    let default_days = configured_deadline_days(&state)?;
+    let default_days = state.subject_request_deadline_days;
     let (dataset, record_key) = (request.dataset.clone(), request.record_key.clone());
     let mut filed = crate::subject_requests::file(&state.query, request, default_days)
         .await
@@ -134,18 +134,6 @@ pub(crate) async fn answer(
         .await
         .map(Json)
         .map_err(|error| ApiError::new(error.status(), error.to_string()))
-}
-
-/// The node's `[subject_requests] deadline_days` (its directory holds the
-/// record store and the config).
-fn configured_deadline_days(state: &crate::api::ApiState) -> Result<u64, ApiError> {
-    let node_dir = state
-        .records
-        .directory()
-        .parent()
-        .ok_or_else(|| ApiError::internal("the node directory is unknown"))?;
-    let config = crate::config::NodeConfig::load(node_dir).map_err(ApiError::internal)?;
-    config.subject_requests.deadline_days().map_err(ApiError::internal)
 }
 
 #[cfg(test)]
