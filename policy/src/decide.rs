@@ -249,7 +249,7 @@ fn decide_inner<R: RecordFacts>(
                     }
                 }
             };
-            FieldPlan { field: field.clone(), action, sensitive: matches!(class, FieldClass::Sensitive(_)) }
+            FieldPlan { field: field.clone(), action, sensitive: class.is_sensitive() }
         })
         .collect();
     let any_field_released = fields.iter().any(|plan| !matches!(plan.action, FieldAction::Withhold(_)));

@@ -75,6 +75,18 @@ pub enum FieldClass {
     Sensitive(SensitiveCategory),
 }
 
+impl FieldClass {
+    /// Personal information (Art. 4), sensitive personal information included.
+    pub fn is_personal(self) -> bool {
+        matches!(self, FieldClass::Personal | FieldClass::Sensitive(_))
+    }
+
+    /// Sensitive personal information (Art. 28).
+    pub fn is_sensitive(self) -> bool {
+        matches!(self, FieldClass::Sensitive(_))
+    }
+}
+
 /// The categories of sensitive personal information in PIPL Art. 28.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -158,6 +170,11 @@ impl Dataset {
     /// The schema entry for `name`.
     pub fn field(&self, name: &str) -> Option<&FieldSpec> {
         self.fields.iter().find(|field| field.name == name)
+    }
+
+    /// Whether `name` is a sensitive field of this dataset (Art. 28).
+    pub fn is_sensitive(&self, name: &str) -> bool {
+        self.field(name).is_some_and(|field| field.class.is_sensitive())
     }
 }
 

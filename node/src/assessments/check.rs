@@ -93,8 +93,8 @@ pub fn check_grant(
         let class = |field: &FieldName| dataset.field(field).map(|spec| spec.class);
         spec.fields.iter().filter(|field| class(field).is_some_and(wanted)).cloned().collect()
     };
-    let personal = granted(|class| matches!(class, FieldClass::Personal | FieldClass::Sensitive(_)));
-    let sensitive = granted(|class| matches!(class, FieldClass::Sensitive(_)));
+    let personal = granted(FieldClass::is_personal);
+    let sensitive = granted(FieldClass::is_sensitive);
     match spec.retention {
         Some(retention) if !retention.is_valid() => return Err(ProtectionMissing::RetentionOutOfRange),
         None if !personal.is_empty() => return Err(ProtectionMissing::Retention { fields: personal }),

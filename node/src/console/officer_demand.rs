@@ -11,9 +11,7 @@ use axum::Form;
 use civmesh_policy::model::{SharingCategory, NAME_BYTES_MAX, REASON_BYTES_MAX};
 use civmesh_policy::{Applied, Command, DemandSpec, DemandStatus};
 
-use super::labels::{
-    basis_choices, basis_key, basis_value, class_key, demand_state, is_sensitive, parse_basis, Choice,
-};
+use super::labels::{basis_choices, basis_key, basis_value, class_key, demand_state, parse_basis, Choice};
 use super::{day_end, note_number, posted, Errors, Posted};
 use crate::api::grants::{catalog_entries, demand_views, CatalogEntry};
 use crate::api::Shared;
@@ -131,7 +129,7 @@ impl DemandPage {
             .map(|field| FieldOption {
                 name: field.spec.name.clone(),
                 class_key: class_key(field.spec.class),
-                sensitive: is_sensitive(field.spec.class),
+                sensitive: field.spec.class.is_sensitive(),
                 checked: checked(&field.spec.name),
                 granted: !field.granted_by.is_empty(),
             })

@@ -23,8 +23,8 @@ use civmesh_policy::model::{
 use civmesh_policy::{Applied, Command, GrantSpec};
 
 use super::labels::{
-    basis_choices, basis_key, basis_value, class_key, fingerprint, is_sensitive, masking_choices,
-    parse_basis, parse_masking, warning_lines, Choice, WarningLine, MASK_KEEP_DEFAULT, MASK_KEEP_MAX,
+    basis_choices, basis_key, basis_value, class_key, fingerprint, masking_choices, parse_basis,
+    parse_masking, warning_lines, Choice, WarningLine, MASK_KEEP_DEFAULT, MASK_KEEP_MAX,
 };
 use super::waiting::check_waiting;
 use super::{day_end, day_start, posted, Errors, Posted};
@@ -116,7 +116,7 @@ impl GrantPage {
             .map(|field| FieldRow {
                 name: field.name.clone(),
                 class_key: class_key(field.class),
-                sensitive: is_sensitive(field.class),
+                sensitive: field.class.is_sensitive(),
                 requested: demand.fields.contains(&field.name),
                 included: demand.fields.contains(&field.name),
                 masking: "none".into(),

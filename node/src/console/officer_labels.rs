@@ -76,11 +76,6 @@ pub(super) fn class_key(class: FieldClass) -> &'static str {
     }
 }
 
-/// Whether a field of `class` is sensitive personal information (PIPL Art. 28).
-pub(super) fn is_sensitive(class: FieldClass) -> bool {
-    matches!(class, FieldClass::Sensitive(_))
-}
-
 /// The masking kinds as a select's options (`none`: released as it is).
 pub(super) fn masking_choices() -> Vec<Choice> {
     vec![

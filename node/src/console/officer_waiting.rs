@@ -8,10 +8,10 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::Form;
 use civmesh_certs::OrgId;
-use civmesh_policy::model::{Demand, DemandId, REASON_BYTES_MAX};
+use civmesh_policy::model::{Demand, DemandId, FieldClass, REASON_BYTES_MAX};
 use civmesh_policy::{Command, DemandStatus, PolicyState};
 
-use super::labels::{basis_key, class_key, is_sensitive};
+use super::labels::{basis_key, class_key};
 use super::matching::{demand_match, report, DemandMatch};
 use super::{check_text, note_number, posted, Posted};
 use crate::api::Shared;
@@ -122,7 +122,7 @@ fn waiting_row(demand: &Demand, matched: DemandMatch) -> WaitingRow {
             .map(|field| FieldRow {
                 name: field.name,
                 class_key: field.class.map_or("officer.class-missing", class_key),
-                sensitive: field.class.is_some_and(is_sensitive),
+                sensitive: field.class.is_some_and(FieldClass::is_sensitive),
                 negative_listed: field.negative_listed,
             })
             .collect(),

@@ -149,7 +149,7 @@ fn check_filters(
         if grant.is_some_and(|grant| grant.masking.contains_key(&field)) {
             return Err(ListRefusal::FilterFieldMasked { field });
         }
-        if negative_listed.contains(&field) || matches!(class, Some(FieldClass::Sensitive(_))) {
+        if negative_listed.contains(&field) || class.is_some_and(FieldClass::is_sensitive) {
             return Err(ListRefusal::FilterFieldWithheld { field });
         }
         if !dataset.scope_fields.contains(&field) {

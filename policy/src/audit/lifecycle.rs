@@ -9,7 +9,7 @@ use civmesh_certs::{NodeId, UnixMillis};
 use serde::{Deserialize, Serialize};
 
 use crate::deletion::OverdueDeletion;
-use crate::model::{FieldClass, GrantId};
+use crate::model::GrantId;
 use crate::subject_request::SubjectRequestCounts;
 use crate::PolicyState;
 
@@ -97,15 +97,7 @@ pub fn lifecycle_report(state: &PolicyState) -> LifecycleReport {
     let sensitive_grants_without_assessment = state
         .grants
         .values()
-        .filter(|grant| grant.assessment.is_none())
-        .filter(|grant| {
-            let dataset = state.datasets.get(&grant.dataset);
-            grant.fields.iter().any(|field| {
-                dataset
-                    .and_then(|dataset| dataset.field(field))
-                    .is_some_and(|f| matches!(f.class, FieldClass::Sensitive(_)))
-            })
-        })
+        .filter(|grant| grant.assessment.is_none() && state.grants_sensitive_field(grant))
         .map(|grant| grant.id)
         .collect();
     LifecycleReport {

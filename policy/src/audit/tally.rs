@@ -10,7 +10,7 @@ use civmesh_certs::UnixMillis;
 use serde::{Deserialize, Serialize};
 
 use crate::access::{AccessLogEntry, AccessOutcome, SubjectRelease};
-use crate::model::{ConsentKey, FieldClass, Grant, GrantId, LegalBasis};
+use crate::model::{ConsentKey, Grant, GrantId, LegalBasis};
 use crate::state::PolicyState;
 
 /// The most flags a tally lists one by one (it counts them all).
@@ -302,9 +302,7 @@ fn sensitive_without_consent(
     released: &[SubjectRelease],
 ) -> (BTreeSet<String>, u64) {
     let Some(dataset) = state.datasets.get(&entry.header.dataset) else { return (BTreeSet::new(), 0) };
-    let is_sensitive = |field: &String| {
-        dataset.field(field).is_some_and(|spec| matches!(spec.class, FieldClass::Sensitive(_)))
-    };
+    let is_sensitive = |field: &String| dataset.is_sensitive(field);
     let consented = |release: &SubjectRelease| {
         grant.is_some_and(|grant| {
             let key = ConsentKey {

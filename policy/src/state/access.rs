@@ -178,7 +178,7 @@ impl PolicyState {
                                 && spec.class == FieldClass::Public
                         }
                     };
-                allowed.then_some((field.as_str(), matches!(spec.class, FieldClass::Sensitive(_))))
+                allowed.then_some((field.as_str(), spec.class.is_sensitive()))
             })
             .collect()
     }

@@ -10,7 +10,7 @@ use super::{Applied, PolicyState};
 use crate::deletion::{
     DeletionCause, DeletionReceipt, Holding, OverdueDeletion, Retention, DELETION_WITHIN_MS_DEFAULT,
 };
-use crate::model::{ConsentKey, FieldClass, Grant, GrantId};
+use crate::model::{ConsentKey, Grant, GrantId};
 
 /// Something a holder node must delete now.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -145,24 +145,20 @@ impl PolicyState {
         at_ms: UnixMillis,
         sensitive_only: bool,
     ) {
-        let datasets = &self.datasets;
-        let releases_sensitive = |grant: &Grant| {
-            datasets.get(&grant.dataset).is_some_and(|dataset| {
-                grant.fields.iter().any(|field| {
-                    dataset.field(field).is_some_and(|spec| matches!(spec.class, FieldClass::Sensitive(_)))
-                })
+        let relying: Vec<(GrantId, UnixMillis)> = self
+            .grants
+            .values()
+            .filter(|grant| {
+                grant.needs_consent()
+                    && grant.dataset == key.dataset
+                    && grant.grantee == key.grantee
+                    && grant.purpose == key.purpose
+                    && (!sensitive_only || self.grants_sensitive_field(grant))
             })
-        };
-        let relying = self.grants.values().filter(|grant| {
-            grant.needs_consent()
-                && grant.dataset == key.dataset
-                && grant.grantee == key.grantee
-                && grant.purpose == key.purpose
-                && (!sensitive_only || releases_sensitive(grant))
-        });
-        for grant in relying {
-            let due_ms = at_ms.saturating_add(grant.delete_within_ms());
-            let Some(holders) = self.holdings.get_mut(&grant.id) else { continue };
+            .map(|grant| (grant.id, at_ms.saturating_add(grant.delete_within_ms())))
+            .collect();
+        for (grant, due_ms) in relying {
+            let Some(holders) = self.holdings.get_mut(&grant) else { continue };
             for holding in holders.values_mut().filter(|holding| holding.ended_deleted_at_ms.is_none()) {
                 holding.withdrawals_due.entry(key.subject).or_insert(due_ms);
             }

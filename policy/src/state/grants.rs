@@ -147,14 +147,9 @@ impl PolicyState {
         }
         let consent = spec.consent_required || spec.legal_basis == crate::model::LegalBasis::Consent;
         let sensitive: Vec<FieldName> = match self.datasets.get(&spec.dataset) {
-            Some(dataset) if !consent => spec
-                .fields
-                .iter()
-                .filter(|field| {
-                    dataset.field(field).is_some_and(|f| matches!(f.class, FieldClass::Sensitive(_)))
-                })
-                .cloned()
-                .collect(),
+            Some(dataset) if !consent => {
+                spec.fields.iter().filter(|field| dataset.is_sensitive(field)).cloned().collect()
+            }
             _ => Vec::new(),
         };
         if !sensitive.is_empty() {
@@ -276,6 +271,12 @@ impl PolicyState {
         check_protection_of(classes, spec.retention, spec.assessment)
     }
 
+    /// Whether `grant` grants a field its dataset classes as sensitive.
+    pub fn grants_sensitive_field(&self, grant: &Grant) -> bool {
+        let dataset = self.datasets.get(&grant.dataset);
+        dataset.is_some_and(|dataset| grant.fields.iter().any(|field| dataset.is_sensitive(field)))
+    }
+
     /// A new version of a dataset may not make a field personal or
     /// sensitive under a grant still in force that lacks the retention or
     /// the assessment that would need: the owner revokes or reissues first.
@@ -395,9 +396,8 @@ fn check_protection_of(
     assessment: Option<crate::deletion::AssessmentDigest>,
 ) -> Result<(), Rejection> {
     let classes: Vec<FieldClass> = classes.collect();
-    let personal =
-        classes.iter().any(|class| matches!(class, FieldClass::Personal | FieldClass::Sensitive(_)));
-    let sensitive = classes.iter().any(|class| matches!(class, FieldClass::Sensitive(_)));
+    let personal = classes.iter().any(|class| class.is_personal());
+    let sensitive = classes.iter().any(|class| class.is_sensitive());
     match retention {
         Some(retention) if !retention.is_valid() => {
             return Err(reject(
