@@ -225,6 +225,38 @@ fn tampered(log: &RecordedLog, tamper: &dyn Fn(&mut Vec<ArchivedCommand>)) -> Ve
     encoded(log, commands)
 }
 
+/// One command of a scenario: who signs it, its entry time, and the code
+/// it is refused with (`None`: accepted).
+struct Step<'a> {
+    key: &'a civmesh_certs::NodeKey,
+    at_ms: u64,
+    command: Command,
+    refused: Option<RejectionCode>,
+}
+
+/// A step at [`NOW_MS`].
+fn step(key: &civmesh_certs::NodeKey, command: Command, refused: Option<RejectionCode>) -> Step<'_> {
+    Step { key, at_ms: NOW_MS, command, refused }
+}
+
+/// `log` continued by `steps`, from command 16 on: each is refused with
+/// its code, or accepted and recorded.
+fn continued<'a>(log: &RecordedLog, steps: impl IntoIterator<Item = Step<'a>>) -> RecordedLog {
+    let mut more = RecordedLog {
+        state: log.state.clone(),
+        commands: log.commands.clone(),
+        leaves: log.leaves.clone(),
+        made_final: Vec::new(),
+    };
+    for (sequence, step) in (16..).zip(steps) {
+        let envelope = civmesh_certs::SignedEnvelope::sign(step.key, &step.command, step.at_ms).unwrap();
+        let outcome = more.state.clone().apply(&envelope, step.at_ms).map_err(|rejection| rejection.code);
+        assert_eq!(outcome.err(), step.refused, "command {sequence}: {:?}", step.command);
+        assert_eq!(more.record_envelope_at(&envelope, step.at_ms), step.refused.is_none());
+    }
+    more
+}
+
 /// Ends a scenario at `at_ms`: `last` (a command and the key that signs
 /// it), then the cosignatures of `signers` over the tree at `tree_size`,
 /// which make it final as command `final_cosignature`.

@@ -6,7 +6,6 @@
 //! accepted republications under a final checkpoint, then tampered copies
 //! the replay catches with the grants it keeps.
 
-use civmesh_certs::{NodeKey, SignedEnvelope};
 use civmesh_policy::model::{FieldClass, SensitiveCategory};
 use civmesh_policy::{DatasetSpec, GrantSpec};
 
@@ -45,15 +44,6 @@ fn personal(name: &str) -> (&str, FieldClass) {
 
 fn sensitive(name: &str) -> (&str, FieldClass) {
     (name, FieldClass::Sensitive(SensitiveCategory::Whereabouts))
-}
-
-/// One command of the bundle: who signs it, its entry time, and the code
-/// it is refused with (`None`: accepted).
-struct Step<'a> {
-    key: &'a NodeKey,
-    at_ms: u64,
-    command: Command,
-    refused: Option<RejectionCode>,
 }
 
 /// Commands 16 to 25: grants 2 (not yet valid) and 3 (ending a minute
@@ -103,18 +93,7 @@ fn republications(fx: &Fixture) -> Vec<Step<'_>> {
 /// grant 1 (26, leaf 9) and a final checkpoint over it (27, 28): its root
 /// binds every outcome before it.
 fn with_republications(fx: &Fixture, log: &RecordedLog) -> RecordedLog {
-    let mut more = RecordedLog {
-        state: log.state.clone(),
-        commands: log.commands.clone(),
-        leaves: log.leaves.clone(),
-        made_final: Vec::new(),
-    };
-    for (sequence, step) in (16..).zip(republications(fx)) {
-        let envelope = SignedEnvelope::sign(step.key, &step.command, step.at_ms).unwrap();
-        let outcome = more.state.clone().apply(&envelope, step.at_ms).map_err(|rejection| rejection.code);
-        assert_eq!(outcome.err(), step.refused, "command {sequence}: {:?}", step.command);
-        assert_eq!(more.record_envelope_at(&envelope, step.at_ms), step.refused.is_none());
-    }
+    let mut more = continued(log, republications(fx));
     assert_eq!(more.commands.len() as u64, AFTER_REVOCATION);
     let registry = &more.state.datasets[ENTERPRISES];
     assert_eq!(registry.version, 3, "published, then republished twice");

@@ -7,7 +7,7 @@
 //! then tampered copies a verifier without that rule, or applying it to
 //! every grant, gets wrong.
 
-use civmesh_certs::{NodeKey, SignedEnvelope};
+use civmesh_certs::NodeKey;
 use civmesh_policy::deletion::DeletionCause;
 use civmesh_policy::fixtures::RETENTION;
 use civmesh_policy::GrantSpec;
@@ -91,18 +91,8 @@ fn steps(fx: &Fixture) -> Vec<(&NodeKey, Command, Option<RejectionCode>)> {
 /// `log` and commands 16 to 28, then a denial (29, leaf 11) and a final
 /// checkpoint over it (30, 31): its root binds every outcome before it.
 fn with_sensitive_withdrawn(fx: &Fixture, log: &RecordedLog) -> RecordedLog {
-    let mut more = RecordedLog {
-        state: log.state.clone(),
-        commands: log.commands.clone(),
-        leaves: log.leaves.clone(),
-        made_final: Vec::new(),
-    };
-    for (sequence, (key, command, refused)) in (16..).zip(steps(fx)) {
-        let envelope = SignedEnvelope::sign(key, &command, NOW_MS).unwrap();
-        let outcome = more.state.clone().apply(&envelope, NOW_MS).map_err(|rejection| rejection.code);
-        assert_eq!(outcome.err(), refused, "command {sequence}: {command:?}");
-        assert_eq!(more.record_envelope_at(&envelope, NOW_MS), refused.is_none());
-    }
+    let steps = steps(fx).into_iter().map(|(key, command, refused)| step(key, command, refused));
+    let mut more = continued(log, steps);
     assert_eq!(more.commands.len() as u64, LAST_STEP);
     let street = fx.jingansi.key.node_id();
     let due = |grant: u64| more.state.holdings[&grant][&street].withdrawals_due.len();

@@ -4,7 +4,7 @@
 //! and late, one answer made by an operator, under a final checkpoint; then
 //! tampered copies the replay catches with the open requests it keeps.
 
-use civmesh_certs::{NodeKey, SignedEnvelope};
+use civmesh_certs::SignedEnvelope;
 use civmesh_policy::model::{SubjectKeyHash, REASON_BYTES_MAX};
 use civmesh_policy::subject_request::{
     SubjectRequestId, SubjectRequestKind, SubjectRequestOutcome, SubjectRequestSpec,
@@ -60,19 +60,6 @@ fn done(id: SubjectRequestId) -> Command {
 
 fn refused(id: SubjectRequestId, reason: &str) -> Command {
     Command::AnswerSubjectRequest { id, outcome: SubjectRequestOutcome::Refused { reason: reason.into() } }
-}
-
-/// One command of the bundle: who signs it, its entry time, and the code
-/// it is refused with (`None`: accepted).
-struct Step<'a> {
-    key: &'a NodeKey,
-    at_ms: u64,
-    command: Command,
-    refused: Option<RejectionCode>,
-}
-
-fn step(key: &NodeKey, command: Command, refused: Option<RejectionCode>) -> Step<'_> {
-    Step { key, at_ms: NOW_MS, command, refused }
 }
 
 /// `step` at [`LATE_MS`].
@@ -168,20 +155,9 @@ fn denial_at(fx: &Fixture, subject: u8, at_ms: u64) -> Command {
 /// leaf 9) and a final checkpoint over it (36, 37): its root binds every
 /// outcome before it.
 fn with_subject_requests(fx: &Fixture, log: &RecordedLog) -> RecordedLog {
-    let mut more = RecordedLog {
-        state: log.state.clone(),
-        commands: log.commands.clone(),
-        leaves: log.leaves.clone(),
-        made_final: Vec::new(),
-    };
     let mut steps = filings(fx);
     steps.extend(answers(fx));
-    for (sequence, step) in (16..).zip(steps) {
-        let envelope = SignedEnvelope::sign(step.key, &step.command, step.at_ms).unwrap();
-        let outcome = more.state.clone().apply(&envelope, step.at_ms).map_err(|rejection| rejection.code);
-        assert_eq!(outcome.err(), step.refused, "command {sequence}: {:?}", step.command);
-        assert_eq!(more.record_envelope_at(&envelope, step.at_ms), step.refused.is_none());
-    }
+    let mut more = continued(log, steps);
     assert_eq!(more.commands.len() as u64, REFUSED_C);
     assert!(more.state.subject_requests.is_empty(), "every request answered");
     let counts = &more.state.subject_request_counts;
