@@ -14,6 +14,8 @@
 //! - [`evaluation`]: how each department serves the streets, per dataset
 //!   and time bucket, from the log alone.
 //! - [`report`]: the `catalog match` report.
+//! - [`signatures`]: every signature a command carries, checked singly or
+//!   in ZIP 215 batches.
 //! - [`hex_digest`]: digests as hex in JSON, raw in the canonical encoding.
 //! - [`subject_request`]: the subject's own requests (access, correction,
 //!   deletion), metadata only.
@@ -39,6 +41,7 @@ pub mod hex_digest;
 pub mod model;
 mod reason_code;
 pub mod report;
+pub mod signatures;
 pub mod state;
 pub mod subject_keys;
 pub mod subject_request;

@@ -22,7 +22,6 @@ use crate::SignedCommand;
 mod bundle;
 mod export;
 mod lifecycle;
-mod signatures;
 mod subject;
 mod tally;
 mod tree;
@@ -35,7 +34,6 @@ pub use bundle::{
 };
 pub use export::{checked_subject_accesses, ArchiveWriter, ExportError, Exported, SubjectReportError};
 pub use lifecycle::{lifecycle_report, HolderDeletions, LifecycleReport, OwnerRequests};
-pub use signatures::VERIFY_BATCH_COMMANDS_MAX;
 pub use subject::{SubjectAccess, SubjectAccessOutcome};
 pub use tally::{
     AccessCounts, AccessFlag, AccessSummary, AccessTally, DepartmentAccesses, FlagKind, GrantAccesses,

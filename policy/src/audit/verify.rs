@@ -5,13 +5,13 @@
 use serde::{Deserialize, Serialize};
 
 use super::bundle::{ArchivedCommand, AuditBundle, BundleError, BundleHeader, BundleReader};
-use super::signatures::verify_signatures_in_parallel;
 use super::subject::{subject_access, SubjectAccess};
 use super::tally::AccessTally;
 use super::tree::AccessTree;
 use super::FinalCheckpoint;
 use crate::access::{AccessLogEntry, AccessOutcome};
 use crate::hex_digest::{from_hex, to_hex};
+use crate::signatures::verify_signatures_in_parallel;
 use crate::state::{PolicyState, RejectionCode};
 use crate::subject_keys::SubjectLookup;
 use crate::SignedCommand;
@@ -167,7 +167,7 @@ pub fn verify_bundle(
 
 /// Replays the bundle and checks everything; `progress` hears the number
 /// of commands done. Signatures are checked first, in ZIP 215 batches of
-/// [`crate::audit::VERIFY_BATCH_COMMANDS_MAX`] commands on `threads` threads; a command
+/// [`crate::signatures::VERIFY_BATCH_COMMANDS_MAX`] commands on `threads` threads; a command
 /// whose signatures did not verify there is applied with the full check,
 /// which says why. The replay itself is sequential. Returns the report and
 /// the replayed state.

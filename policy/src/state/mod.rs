@@ -261,9 +261,11 @@ impl PolicyState {
 
     /// [`PolicyState::apply_appending`] for a command whose every signature
     /// (the envelope's, and an access record's request) the caller has
-    /// verified already: an auditor verifying a bundle's signatures on all
-    /// cores first. Everything else is checked as in `apply`. Replicas
-    /// never use it.
+    /// verified itself under the same rule
+    /// ([`crate::signatures::commands_signatures_verify`]): a replica that
+    /// verified a log entry when it arrived, an auditor that verified a
+    /// bundle's signatures on all cores first. Everything else is checked
+    /// as in `apply`.
     pub fn apply_with_signatures_verified(
         &mut self,
         envelope: &SignedCommand,

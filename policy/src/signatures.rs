@@ -1,16 +1,21 @@
-//! The auditor's signature pass: every signature of a bundle's commands,
-//! checked in ZIP 215 batches on every thread before the replay
-//! (`certs::signature`).
+//! Every signature a command carries, checked under the one rule
+//! (`certs::signature`, ZIP 215), one command at a time or in batches: the
+//! envelope's and, for an access record or push, the requester's query.
+//!
+//! Replicas verify a log entry's commands when it arrives, in a batch, and
+//! apply with the verdict ([`crate::PolicyState::apply_with_signatures_verified`]);
+//! the auditor's replay checks a bundle's commands in batches on every
+//! thread first. A batch verifies exactly when each of its signatures
+//! does, so both give every command the verdict a single check gives.
 
 use civmesh_certs::signature::Batch;
 
-use super::bundle::ArchivedCommand;
+use crate::audit::ArchivedCommand;
 use crate::SignedCommand;
 
-/// Whether every signature in an archived command verifies: the command's
-/// envelope and, for an access record or push, the requester's query.
-pub(super) fn signatures_verify(archived: &ArchivedCommand) -> bool {
-    let Ok(envelope) = SignedCommand::from_bytes(&archived.envelope) else { return false };
+/// Whether every signature of `envelope` verifies: the command's envelope
+/// and, for an access record or push, the requester's query.
+pub fn command_signatures_verify(envelope: &SignedCommand) -> bool {
     let Ok(verified) = envelope.verify_signature() else { return false };
     match verified.payload.access() {
         Some((record, _)) => record.request.verify_signature().is_ok(),
@@ -18,11 +23,9 @@ pub(super) fn signatures_verify(archived: &ArchivedCommand) -> bool {
     }
 }
 
-/// Queues every signature of an archived command in `batch`: the
-/// command's envelope and, for an access record or push, the requester's
-/// query. False if it does not decode.
-fn queue_signatures(archived: &ArchivedCommand, batch: &mut Batch) -> bool {
-    let Ok(envelope) = SignedCommand::from_bytes(&archived.envelope) else { return false };
+/// Queues every signature of `envelope` in `batch` (see
+/// [`command_signatures_verify`]). False if it does not decode.
+fn queue_command_signatures(envelope: &SignedCommand, batch: &mut Batch) -> bool {
     let Ok(decoded) = envelope.queue_signature(batch) else { return false };
     match decoded.payload.access() {
         Some((record, _)) => record.request.queue_signature(batch).is_ok(),
@@ -35,29 +38,44 @@ fn queue_signatures(archived: &ArchivedCommand, batch: &mut Batch) -> bool {
 /// batch is checked again one by one.
 pub const VERIFY_BATCH_COMMANDS_MAX: usize = 128;
 
-/// Whether each command's signatures verify: one ZIP 215 batch for all of
-/// them, which agrees with checking each one; if the batch fails, each
-/// command on its own, to say which.
-fn verify_batch(commands: &[ArchivedCommand]) -> Vec<bool> {
+/// Whether each command's signatures verify, in batches of at most
+/// [`VERIFY_BATCH_COMMANDS_MAX`]: one ZIP 215 batch, which agrees with
+/// checking each command; if a batch fails, each of its commands on its
+/// own, to say which.
+pub fn commands_signatures_verify<C: std::borrow::Borrow<SignedCommand>>(commands: &[C]) -> Vec<bool> {
+    commands.chunks(VERIFY_BATCH_COMMANDS_MAX).flat_map(verify_batch).collect()
+}
+
+fn verify_batch<C: std::borrow::Borrow<SignedCommand>>(commands: &[C]) -> Vec<bool> {
     let mut batch = Batch::new();
-    let decoded: Vec<bool> = commands.iter().map(|archived| queue_signatures(archived, &mut batch)).collect();
+    let decoded: Vec<bool> =
+        commands.iter().map(|command| queue_command_signatures(command.borrow(), &mut batch)).collect();
     if batch.verify() {
         decoded
     } else {
-        commands.iter().map(signatures_verify).collect()
+        commands.iter().map(|command| command_signatures_verify(command.borrow())).collect()
     }
 }
 
-/// Verifies every command's signatures, in batches, on `threads` threads:
-/// the costly, independent half of verification.
-pub(super) fn verify_signatures_in_parallel(commands: &[ArchivedCommand], threads: usize) -> Vec<bool> {
+/// Whether every signature of an archived command verifies; false if its
+/// envelope does not decode.
+fn archived_signatures_verify(archived: &[ArchivedCommand]) -> Vec<bool> {
+    let decoded: Vec<Option<SignedCommand>> =
+        archived.iter().map(|archived| SignedCommand::from_bytes(&archived.envelope).ok()).collect();
+    let envelopes: Vec<&SignedCommand> = decoded.iter().flatten().collect();
+    let mut verdicts = commands_signatures_verify(&envelopes).into_iter();
+    decoded.iter().map(|envelope| envelope.is_some() && verdicts.next().unwrap_or(false)).collect()
+}
+
+/// Verifies every archived command's signatures, in batches, on `threads`
+/// threads: the costly, independent half of the auditor's verification.
+pub(crate) fn verify_signatures_in_parallel(commands: &[ArchivedCommand], threads: usize) -> Vec<bool> {
     let chunk = commands.len().div_ceil(threads.max(1)).max(1);
-    let verify_part = |part: &[ArchivedCommand]| -> Vec<bool> {
-        part.chunks(VERIFY_BATCH_COMMANDS_MAX).flat_map(verify_batch).collect()
-    };
     std::thread::scope(|scope| {
-        let workers: Vec<_> =
-            commands.chunks(chunk).map(|part| scope.spawn(move || verify_part(part))).collect();
+        let workers: Vec<_> = commands
+            .chunks(chunk)
+            .map(|part| scope.spawn(move || archived_signatures_verify(part)))
+            .collect();
         workers.into_iter().flat_map(|worker| worker.join().unwrap_or_default()).collect::<Vec<bool>>()
     })
 }
@@ -71,6 +89,10 @@ mod tests {
 
     fn archived(envelope: Vec<u8>) -> ArchivedCommand {
         ArchivedCommand { sequence: 1, log_index: 1, entry_time_ms: 1, envelope, accepted: true }
+    }
+
+    fn verify_archived(commands: &[ArchivedCommand]) -> Vec<bool> {
+        archived_signatures_verify(commands)
     }
 
     fn access_record(requester: &NodeKey) -> crate::Command {
@@ -118,7 +140,7 @@ mod tests {
             ("not an envelope", vec![1, 2, 3], false),
         ];
         for (case, envelope, verifies) in cases {
-            assert_eq!(signatures_verify(&archived(envelope)), verifies, "{case}");
+            assert_eq!(verify_archived(&[archived(envelope)]), [verifies], "{case}");
         }
     }
 
@@ -135,14 +157,14 @@ mod tests {
                 archived(SignedEnvelope::sign(&owner, &command, 1).unwrap().to_bytes().unwrap())
             })
             .collect();
-        assert_eq!(verify_batch(&commands), [true; 6]);
+        assert_eq!(verify_archived(&commands), [true; 6]);
         let last = commands[3].envelope.len() - 1;
         commands[3].envelope[last] ^= 1;
-        assert_eq!(verify_batch(&commands), [true, true, true, false, true, true]);
+        assert_eq!(verify_archived(&commands), [true, true, true, false, true, true]);
         for threads in [1, 2, 4] {
             assert_eq!(
                 verify_signatures_in_parallel(&commands, threads),
-                verify_batch(&commands),
+                verify_archived(&commands),
                 "{threads}"
             );
         }
