@@ -10,6 +10,9 @@
 //!   archive, the access log's entries and the audit tree's leaves.
 //! - [`network`]: member-to-member messages and the openraft network over a
 //!   [`Transport`]; [`in_process`] is a transport for tests.
+//! - [`verdicts`]: signatures verified as commands arrive, in batches on a
+//!   bounded pool, and the verdicts apply uses.
+//! - [`timings`]: where commits spend their time, per stage.
 //! - [`policy_log`]: a running member: submit (forwarded to the leader),
 //!   linearizable reads, cluster changes, status.
 //!
@@ -21,7 +24,9 @@ pub mod in_process;
 pub mod network;
 pub mod policy_log;
 pub mod store;
+pub mod timings;
 pub mod types;
+pub mod verdicts;
 
 pub use history::{History, HistoryError};
 pub use network::{PeerRequest, PeerResponse, Transport, TransportError, PEER_MESSAGE_BYTES_MAX};
@@ -30,4 +35,5 @@ pub use policy_log::{
     SubmitError,
 };
 pub use store::{open, AppliedState, LogStore, OpenError, SharedState, SnapshotStats, StateMachine};
+pub use timings::{Stage, StageTimes, StageTotal};
 pub use types::{raft_node_id, ApplyResult, Entry, LogPayload, Raft, RaftNodeId, RaftPeer, TypeConfig};

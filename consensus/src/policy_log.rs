@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use civmesh_certs::{codec, now_unix_millis, NodeId};
 use civmesh_policy::SignedCommand;
@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::network::{call, NetworkFactory, PeerRequest, PeerResponse, Transport, PEER_MESSAGE_BYTES_MAX};
 use crate::store::{open, OpenError, SharedState};
+use crate::timings::Stage;
 use crate::types::{raft_node_id, ApplyResult, LogPayload, Raft, RaftNodeId, RaftPeer};
 
 /// How many times a write is retried while the leader is unknown or moving.
@@ -216,6 +217,8 @@ pub struct PolicyLog<T: Transport> {
     state: SharedState,
     history: crate::history::History,
     snapshot_stats: Arc<crate::store::SnapshotStats>,
+    verdicts: crate::verdicts::Verdicts,
+    stage_times: Arc<crate::timings::StageTimes>,
     committed_index: Arc<AtomicU64>,
     latest_entry_time_ms: Arc<AtomicU64>,
     last_proposed_ms: Arc<tokio::sync::Mutex<u64>>,
@@ -246,6 +249,8 @@ impl<T: Transport> PolicyLog<T> {
         let state = state_machine.shared_state();
         let history = state_machine.history();
         let snapshot_stats = state_machine.snapshot_stats();
+        let verdicts = state_machine.verdicts();
+        let stage_times = state_machine.stage_times();
         let me = RaftPeer { node_id: config.node_id, address: config.address };
         let raft = Raft::new(
             raft_node_id(&config.node_id),
@@ -261,6 +266,8 @@ impl<T: Transport> PolicyLog<T> {
             state,
             history,
             snapshot_stats,
+            verdicts,
+            stage_times,
             committed_index,
             latest_entry_time_ms,
             last_proposed_ms: Arc::new(tokio::sync::Mutex::new(0)),
@@ -291,6 +298,19 @@ impl<T: Transport> PolicyLog<T> {
         let metrics = self.raft.metrics().borrow().clone();
         let membership = metrics.membership_config.membership();
         membership.get_node(&raft_node_id(node_id)).cloned()
+    }
+
+    /// Records that every signature of `command` verifies, so this replica
+    /// applies it without checking them again: only for a command this
+    /// node signed over a request it verified itself
+    /// ([`crate::verdicts::Verdicts::vouch`]).
+    pub fn vouch(&self, command: &SignedCommand) {
+        self.verdicts.vouch(command);
+    }
+
+    /// Where this node's commits spend their time, per stage, since start.
+    pub fn stage_times(&self) -> Vec<(Stage, crate::timings::StageTotal)> {
+        self.stage_times.read()
     }
 
     /// The openraft handle (metrics, waits).
@@ -330,6 +350,12 @@ impl<T: Transport> PolicyLog<T> {
     async fn answer(&self, request: PeerRequest) -> PeerResponse {
         match request {
             PeerRequest::AppendEntries(rpc) => {
+                self.verdicts.try_verify_arriving(rpc.entries.iter().flat_map(
+                    |entry| match &entry.payload {
+                        openraft::EntryPayload::Normal(payload) => payload.commands.as_slice(),
+                        _ => &[],
+                    },
+                ));
                 PeerResponse::AppendEntries(self.raft.append_entries(rpc).await)
             }
             PeerRequest::Vote(rpc) => PeerResponse::Vote(self.raft.vote(rpc).await),
@@ -350,6 +376,10 @@ impl<T: Transport> PolicyLog<T> {
     /// Proposes `commands` if this node leads; never forwards.
     async fn write_as_leader(&self, commands: Vec<SignedCommand>) -> Result<ApplyResult, SubmitError> {
         check_submission(&commands)?;
+        let started = Instant::now();
+        self.verdicts.verify_arriving(&commands).await;
+        self.stage_times.record(Stage::VerifyWait, started.elapsed());
+        let proposing = Instant::now();
         let receiver = {
             // Stamping and handing to Raft happen in one turn, so log order
             // is stamp order: entry times never go backwards, whatever this
@@ -367,7 +397,11 @@ impl<T: Transport> PolicyLog<T> {
                 .await
                 .map_err(|error| SubmitError::Raft(error.to_string()))?
         };
-        match tokio::time::timeout(Duration::from_millis(COMMIT_TIMEOUT_MS), receiver).await {
+        self.stage_times.record(Stage::Propose, proposing.elapsed());
+        let committing = Instant::now();
+        let answer = tokio::time::timeout(Duration::from_millis(COMMIT_TIMEOUT_MS), receiver).await;
+        self.stage_times.record(Stage::Commit, committing.elapsed());
+        match answer {
             Err(_) => Err(SubmitError::CommitTimeout(COMMIT_TIMEOUT_MS)),
             Ok(Err(_)) => Err(SubmitError::Raft("Raft stopped before answering".to_string())),
             Ok(Ok(Ok(response))) => Ok(response.data),
@@ -382,6 +416,13 @@ impl<T: Transport> PolicyLog<T> {
     /// follower the commands are forwarded to the leader. Returns only once
     /// the entry is committed and applied (by the leader).
     pub async fn submit(&self, commands: Vec<SignedCommand>) -> Result<ApplyResult, SubmitError> {
+        let started = Instant::now();
+        let outcome = self.submit_with_retries(commands).await;
+        self.stage_times.record(Stage::Submit, started.elapsed());
+        outcome
+    }
+
+    async fn submit_with_retries(&self, commands: Vec<SignedCommand>) -> Result<ApplyResult, SubmitError> {
         check_submission(&commands)?;
         let mut last_error = SubmitError::NoLeader("no attempt made".to_string());
         for _ in 0..SUBMIT_ATTEMPTS_MAX {

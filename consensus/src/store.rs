@@ -25,7 +25,7 @@ use std::sync::{Arc, RwLock};
 
 use civmesh_certs::codec;
 use civmesh_policy::audit::ArchivedCommand;
-use civmesh_policy::PolicyState;
+use civmesh_policy::{PolicyState, SignedCommand};
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage, RaftStateMachine, Snapshot};
 use openraft::{
     AnyError, EntryPayload, ErrorSubject, ErrorVerb, LogId, OptionalSend, RaftLogReader, RaftSnapshotBuilder,
@@ -37,6 +37,7 @@ use serde::{Deserialize, Serialize};
 use crate::history::{
     AppliedCommand, History, ACCESS_LOG_FAMILY, ARCHIVE_FAMILY, AUDIT_LEAVES_FAMILY, CHECKPOINTS_FAMILY,
 };
+use crate::timings::{Stage, StageTimes};
 use crate::types::{ApplyResult, Entry, RaftNodeId, RaftPeer, TypeConfig};
 
 const LOG_FAMILY: &str = "log";
@@ -123,12 +124,13 @@ pub fn open(directory: &Path) -> Result<(LogStore, StateMachine), OpenError> {
     let db = DB::open_cf_descriptors(&options, directory, families)
         .map_err(|source| OpenError::Database { path: directory.display().to_string(), source })?;
     let db = Arc::new(db);
-    let state_machine = StateMachine::load(db.clone())?;
+    let stage_times = Arc::new(StageTimes::default());
+    let state_machine = StateMachine::load(db.clone(), stage_times.clone())?;
     let committed: Option<Option<LogId<RaftNodeId>>> = get_value(&db, LOG_META_FAMILY, COMMITTED_KEY)
         .map_err(|error| OpenError::LogCorrupt(error.to_string()))?;
     let committed_index = Arc::new(AtomicU64::new(committed.flatten().map_or(0, |id| id.index)));
     let latest_entry_time_ms = Arc::new(AtomicU64::new(latest_logged_entry_time_ms(&db)?));
-    Ok((LogStore { db, committed_index, latest_entry_time_ms }, state_machine))
+    Ok((LogStore { db, committed_index, latest_entry_time_ms, stage_times }, state_machine))
 }
 
 /// The newest entry time in the log: the time of the last normal entry,
@@ -197,6 +199,7 @@ pub struct LogStore {
     db: Arc<DB>,
     committed_index: Arc<AtomicU64>,
     latest_entry_time_ms: Arc<AtomicU64>,
+    stage_times: Arc<StageTimes>,
 }
 
 impl LogStore {
@@ -291,6 +294,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
+        let started = std::time::Instant::now();
         let log = family(&self.db, LOG_FAMILY)?;
         let mut batch = WriteBatch::default();
         let mut latest_entry_time_ms = 0;
@@ -307,6 +311,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             self.db.write_opt(batch, &synced()).map_err(|error| std::io::Error::other(error.to_string()));
         let failed =
             outcome.as_ref().err().map(|error| write_error(std::io::Error::other(error.to_string())));
+        self.stage_times.record(Stage::LogAppend, started.elapsed());
         callback.log_io_completed(outcome);
         failed.map_or(Ok(()), Err)
     }
@@ -379,10 +384,12 @@ pub struct StateMachine {
     shared: SharedState,
     snapshots_built: u64,
     snapshot_stats: Arc<SnapshotStats>,
+    verdicts: crate::verdicts::Verdicts,
+    stage_times: Arc<StageTimes>,
 }
 
 impl StateMachine {
-    fn load(db: Arc<DB>) -> Result<Self, OpenError> {
+    fn load(db: Arc<DB>, stage_times: Arc<StageTimes>) -> Result<Self, OpenError> {
         let image: StateImage = get_state_image(&db)
             .map_err(|error| OpenError::StateImageCorrupt(error.to_string()))?
             .unwrap_or_default();
@@ -399,6 +406,8 @@ impl StateMachine {
             shared,
             snapshots_built: 0,
             snapshot_stats: Arc::default(),
+            verdicts: crate::verdicts::Verdicts::default(),
+            stage_times,
         })
     }
 
@@ -410,6 +419,16 @@ impl StateMachine {
     /// What the latest snapshot built here cost.
     pub fn snapshot_stats(&self) -> Arc<SnapshotStats> {
         self.snapshot_stats.clone()
+    }
+
+    /// Where this node's commits spend their time.
+    pub fn stage_times(&self) -> Arc<StageTimes> {
+        self.stage_times.clone()
+    }
+
+    /// The signature verdicts reached as commands arrive, which apply uses.
+    pub fn verdicts(&self) -> crate::verdicts::Verdicts {
+        self.verdicts.clone()
     }
 
     /// The history the state counts but does not keep.
@@ -489,6 +508,17 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
+        let started = std::time::Instant::now();
+        let entries: Vec<Entry> = entries.into_iter().collect();
+        let commands: Vec<&SignedCommand> = entries
+            .iter()
+            .flat_map(|entry| match &entry.payload {
+                EntryPayload::Normal(payload) => payload.commands.as_slice(),
+                _ => &[],
+            })
+            .collect();
+        let mut signatures_verified = self.verdicts.settle(&commands).await.into_iter();
+        self.stage_times.record(Stage::ApplyVerify, started.elapsed());
         let mut results = Vec::new();
         let mut last_applied = self.last_applied;
         let mut last_membership = None;
@@ -505,7 +535,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     EntryPayload::Normal(payload) => {
                         for command in &payload.commands {
                             let policy = &mut applied.policy;
-                            let (outcome, appended) = policy.apply_appending(command, payload.proposed_at_ms);
+                            let (outcome, appended) = if signatures_verified.next() == Some(true) {
+                                policy.apply_with_signatures_verified(command, payload.proposed_at_ms)
+                            } else {
+                                policy.apply_appending(command, payload.proposed_at_ms)
+                            };
                             to_history.push(AppliedCommand {
                                 archived: ArchivedCommand {
                                     sequence: policy.commands_applied,
@@ -536,6 +570,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         if let Some(membership) = last_membership {
             self.last_membership = membership;
         }
+        self.stage_times.record(Stage::Apply, started.elapsed());
         Ok(results)
     }
 

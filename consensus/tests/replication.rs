@@ -1,6 +1,8 @@
 //! Three voters and a learner over the in-process transport: signed
-//! commands are forwarded to the leader, applied identically everywhere
-//! (forgeries as deterministic rejections), and a cut-off node cannot commit.
+//! commands are forwarded to the leader, verified in batches as they
+//! arrive, applied identically everywhere (forgeries as deterministic
+//! rejections, a signature only ZIP 215 accepts as accepted), and a cut-off
+//! node cannot commit.
 //! The same scenarios over libp2p with real processes live in tests/.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -132,18 +134,30 @@ async fn commands_are_forwarded_verified_and_applied_alike() {
     let forged = SignedEnvelope::from_bytes(&forged_bytes).unwrap();
     let by_street = sign(&learner.key, Command::PublishDataset(dataset()));
     let by_stranger = sign(&NodeKey::generate().unwrap(), Command::PublishDataset(dataset()));
-    let result = learner.log.submit(vec![good, forged, by_street, by_stranger]).await.unwrap();
+    // A signature only ZIP 215 accepts (R of order 8): verified in a batch
+    // on arrival and applied alike by every replica.
+    let seed: [u8; 32] = market.key.pkcs8_der()[16..48].try_into().unwrap();
+    let second = DatasetSpec { id: "market-supervision/licences".into(), ..dataset() };
+    let zip215_only = SignedEnvelope::sign_zip215_only(
+        &seed,
+        &Command::PublishDataset(second),
+        civmesh_certs::now_unix_millis(),
+    )
+    .unwrap();
+    assert_eq!(zip215_only.signer().unwrap(), market.key.node_id(), "the market's own key");
+    let result = learner.log.submit(vec![good, forged, by_street, by_stranger, zip215_only]).await.unwrap();
     assert_eq!(result.outcomes[0], Ok(Applied::Done));
     assert_eq!(result.outcomes[1].as_ref().unwrap_err().code, RejectionCode::SignatureInvalid);
     assert_eq!(result.outcomes[2].as_ref().unwrap_err().code, RejectionCode::NotAuthorised);
     assert_eq!(result.outcomes[3].as_ref().unwrap_err().code, RejectionCode::SignerUnknown);
-    assert_eq!(result.state_version, 5);
+    assert_eq!(result.outcomes[4], Ok(Applied::Done));
+    assert_eq!(result.state_version, 6);
 
     let all: Vec<&Member> = cluster.members.iter().collect();
     converge(&all).await;
     for member in &cluster.members {
         member.log.state().read(|applied| {
-            assert_eq!(applied.policy.datasets.len(), 1);
+            assert_eq!(applied.policy.datasets.len(), 2);
             assert_eq!(applied.policy.members.len(), 4);
         });
     }
