@@ -52,7 +52,7 @@ pub(crate) async fn metrics(State(state): State<Shared>) -> impl IntoResponse {
             subject_requests_overdue: applied.policy.subject_requests_overdue(now_ms).len() as u64,
         }
     });
-    let text = state.metrics.render(&status, peers, figures);
+    let text = state.metrics.render(&status, peers, figures, &state.log.stage_times());
     ([(axum::http::header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], text)
 }
 

@@ -267,10 +267,14 @@ impl QueryService {
         }
     }
 
-    /// Logs an access record (a query's or a push's) and returns its
-    /// position once this node's own replica has applied it there: a
-    /// leader's word that it committed is not enough to release on.
+    /// Logs an access record (a query's, a listing page's or a push's) and
+    /// returns its position once this node's own replica has applied it
+    /// there: a leader's word that it committed is not enough to release
+    /// on. This node signed the command over a request it verified at the
+    /// edge (or when the subscription was made), so its own replica applies
+    /// it without verifying either signature again.
     async fn log_access(&self, command: civmesh_policy::SignedCommand) -> Result<u64, LogAccessError> {
+        self.log.vouch(&command);
         let position = match self.committer.commit(command.clone()).await {
             Ok(Ok(civmesh_policy::Applied::AccessLogged(position))) => position,
             Ok(Ok(other)) => return Err(LogAccessError::Unexpected(Box::new(other))),
