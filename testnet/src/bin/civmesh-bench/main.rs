@@ -36,6 +36,7 @@
 //! Build it in release mode next to a release `civmesh`:
 //! `cargo build --release --bins && target/release/civmesh-bench policy-log`.
 
+mod breakdown;
 mod console;
 mod growth;
 mod retention;
@@ -48,6 +49,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use base64::Engine;
+use breakdown::{Span, StageTotals};
 use civmesh_certs::{now_unix_millis, NodeKey, SignedEnvelope};
 use civmesh_policy::model::LegalBasis;
 use civmesh_policy::{Command as PolicyCommand, SignedCommand};
@@ -574,13 +576,22 @@ fn policy_log(seconds: u64) -> anyhow::Result<()> {
         "{:>8} | {:>10} {:>9} {:>9} | {:>10} {:>9} {:>9} | {:>7}",
         "writers", "civmesh/s", "p50 ms", "p99 ms", "etcd/s", "p50 ms", "p99 ms", "ratio"
     );
+    let mut breakdown = None;
     for writers in WRITERS {
         anyhow::ensure!(
             started.elapsed().as_secs() < BENCHMARK_SECONDS_MAX,
             "the benchmark ran over its time bound"
         );
         civmesh.refill_pool()?;
+        let before = (StageTotals::read(&civmesh.leader)?, StageTotals::read(&civmesh.follower)?);
         let ours = measure(writers, seconds, |_, _| civmesh.write(1))?;
+        if writers == 1 {
+            let leader =
+                Span { name: "leader", before: before.0, after: StageTotals::read(&civmesh.leader)? };
+            let follower =
+                Span { name: "follower", before: before.1, after: StageTotals::read(&civmesh.follower)? };
+            breakdown = Some((ours.mean_ms, leader, follower));
+        }
         let anchor = measure(writers, seconds, |writer, sequence| etcd.put(writer, sequence))?;
         println!(
             "{writers:>8} | {:>10.0} {:>9.2} {:>9.2} | {:>10.0} {:>9.2} {:>9.2} | {:>7.3}",
@@ -591,6 +602,14 @@ fn policy_log(seconds: u64) -> anyhow::Result<()> {
             anchor.p50_ms,
             anchor.p99_ms,
             ours.per_second / anchor.per_second
+        );
+    }
+    if let Some((client_mean_ms, leader, follower)) = breakdown {
+        breakdown::print(
+            client_mean_ms,
+            &leader,
+            &follower,
+            breakdown::raw_synced_write_ms(&dir.join("raw"))?,
         );
     }
     civmesh.refill_pool()?;
@@ -640,11 +659,19 @@ fn print_table(
 
 struct Figures {
     per_second: f64,
+    mean_ms: f64,
     p50_ms: f64,
     p99_ms: f64,
 }
 
-/// Runs `writers` threads, each writing sequentially for `seconds`.
+/// A row's pre-signed commands are all used: the row ends early, measured
+/// up to then.
+#[derive(Debug, thiserror::Error)]
+#[error("the pre-signed pool ran out")]
+struct PoolExhausted;
+
+/// Runs `writers` threads, each writing sequentially for `seconds` (or
+/// until one finds its [`PoolExhausted`]).
 fn measure(
     writers: usize,
     seconds: u64,
@@ -654,7 +681,7 @@ fn measure(
     let failures = Mutex::new(Vec::new());
     let stop = AtomicBool::new(false);
     let started = Instant::now();
-    std::thread::scope(|scope| {
+    let elapsed = std::thread::scope(|scope| {
         for writer in 0..writers {
             let (latencies, failures, stop, write) = (&latencies, &failures, &stop, &write);
             scope.spawn(move || {
@@ -664,6 +691,7 @@ fn measure(
                     let begun = Instant::now();
                     match write(writer, sequence) {
                         Ok(()) => mine.push(begun.elapsed()),
+                        Err(error) if error.is::<PoolExhausted>() => stop.store(true, Ordering::Relaxed),
                         Err(error) => {
                             if let Ok(mut failures) = failures.lock() {
                                 failures.push(error.to_string());
@@ -677,10 +705,12 @@ fn measure(
                 }
             });
         }
-        std::thread::sleep(Duration::from_secs(seconds));
+        while !stop.load(Ordering::Relaxed) && started.elapsed() < Duration::from_secs(seconds) {
+            std::thread::sleep(Duration::from_millis(10));
+        }
         stop.store(true, Ordering::Relaxed);
+        started.elapsed().as_secs_f64()
     });
-    let elapsed = started.elapsed().as_secs_f64();
     let failures = failures.into_inner().unwrap_or_default();
     anyhow::ensure!(failures.is_empty(), "{} writes failed, e.g. {}", failures.len(), failures[0]);
     let mut latencies = latencies.into_inner().unwrap_or_default();
@@ -689,8 +719,10 @@ fn measure(
     let percentile = |p: f64| {
         latencies[((latencies.len() as f64 * p) as usize).min(latencies.len() - 1)].as_secs_f64() * 1e3
     };
+    let mean_ms = latencies.iter().map(Duration::as_secs_f64).sum::<f64>() * 1e3 / latencies.len() as f64;
     Ok(Figures {
         per_second: latencies.len() as f64 / elapsed,
+        mean_ms,
         p50_ms: percentile(0.50),
         p99_ms: percentile(0.99),
     })
@@ -700,8 +732,12 @@ fn measure(
 struct CivmeshTarget {
     /// Keeps the processes alive; dropping it stops them.
     _net: Testnet,
-    key: NodeKey,
+    /// Every member's key: commands are signed in turn by each, as one
+    /// signer may have only `COMMAND_NONCES_PER_SIGNER_MAX` in the replay
+    /// window.
+    keys: Vec<NodeKey>,
     leader: civmesh_testnet::NodeApi,
+    follower: civmesh_testnet::NodeApi,
     pool: Vec<String>,
     next: std::sync::atomic::AtomicUsize,
 }
@@ -718,12 +754,18 @@ impl CivmeshTarget {
         net.start_all()?;
         net.bootstrap()?;
         let leader = net.leader(Duration::from_secs(10))?;
-        let key = NodeKey::load(&net.nodes[0].data_dir.join("node.key"))?;
+        let keys = net
+            .nodes
+            .iter()
+            .map(|node| NodeKey::load(&node.data_dir.join("node.key")))
+            .collect::<Result<_, _>>()?;
+        let follower = net.api(if leader == 0 { 1 } else { 0 })?;
         let leader = net.api(leader)?;
         Ok(CivmeshTarget {
             _net: net,
-            key,
+            keys,
             leader,
+            follower,
             pool: Vec::new(),
             next: std::sync::atomic::AtomicUsize::new(0),
         })
@@ -748,10 +790,11 @@ impl CivmeshTarget {
     fn refill_pool(&mut self) -> anyhow::Result<()> {
         static ISSUED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let first = ISSUED.fetch_add(SIGNED_POOL_SIZE, Ordering::Relaxed);
-        let key = &self.key;
+        let keys = &self.keys;
         let numbers = first as u64..(first + SIGNED_POOL_SIZE) as u64;
         self.pool = civmesh_testnet::on_every_core(numbers, |number| {
-            let command = Self::command(key, usize::try_from(number)?)?;
+            let number = usize::try_from(number)?;
+            let command = Self::command(&keys[number % keys.len()], number)?;
             Ok(base64::engine::general_purpose::STANDARD.encode(command.to_bytes()?))
         })?;
         self.next.store(0, Ordering::Relaxed);
@@ -760,10 +803,7 @@ impl CivmeshTarget {
 
     fn write(&self, batch: usize) -> anyhow::Result<()> {
         let start = self.next.fetch_add(batch, Ordering::Relaxed);
-        let envelopes = self
-            .pool
-            .get(start..start + batch)
-            .context("the pre-signed pool ran out; raise SIGNED_POOL_SIZE")?;
+        let envelopes = self.pool.get(start..start + batch).ok_or(PoolExhausted)?;
         let body: serde_json::Value =
             self.leader.send("POST", "/v1/commands", &serde_json::json!({ "envelopes": envelopes }))?;
         let accepted = body["outcomes"]
