@@ -302,10 +302,10 @@ impl<T: Transport> PolicyLog<T> {
 
     /// Records that every signature of `command` verifies, so this replica
     /// applies it without checking them again: only for a command this
-    /// node signed over a request it verified itself
-    /// ([`crate::verdicts::Verdicts::vouch`]).
+    /// node signed over a request it verified itself; a command another
+    /// node signed is ignored ([`crate::verdicts::Verdicts::vouch`]).
     pub fn vouch(&self, command: &SignedCommand) {
-        self.verdicts.vouch(command);
+        self.verdicts.vouch(command, &self.me.node_id);
     }
 
     /// Where this node's commits spend their time, per stage, since start.
@@ -350,12 +350,13 @@ impl<T: Transport> PolicyLog<T> {
     async fn answer(&self, request: PeerRequest) -> PeerResponse {
         match request {
             PeerRequest::AppendEntries(rpc) => {
-                self.verdicts.try_verify_arriving(rpc.entries.iter().flat_map(
-                    |entry| match &entry.payload {
-                        openraft::EntryPayload::Normal(payload) => payload.commands.as_slice(),
-                        _ => &[],
-                    },
-                ));
+                // Only the leader this node follows makes it verify.
+                let following = self.raft.metrics().borrow().vote == rpc.vote;
+                let entries = if following { rpc.entries.as_slice() } else { &[] };
+                self.verdicts.try_verify_arriving(entries.iter().flat_map(|entry| match &entry.payload {
+                    openraft::EntryPayload::Normal(payload) => payload.commands.as_slice(),
+                    _ => &[],
+                }));
                 PeerResponse::AppendEntries(self.raft.append_entries(rpc).await)
             }
             PeerRequest::Vote(rpc) => PeerResponse::Vote(self.raft.vote(rpc).await),
@@ -377,7 +378,11 @@ impl<T: Transport> PolicyLog<T> {
     async fn write_as_leader(&self, commands: Vec<SignedCommand>) -> Result<ApplyResult, SubmitError> {
         check_submission(&commands)?;
         let started = Instant::now();
-        self.verdicts.verify_arriving(&commands).await;
+        // Only a leader can propose: a follower spends nothing on commands
+        // it will refuse.
+        if self.raft.metrics().borrow().current_leader == Some(raft_node_id(&self.me.node_id)) {
+            self.verdicts.verify_arriving(&commands).await;
+        }
         self.stage_times.record(Stage::VerifyWait, started.elapsed());
         let proposing = Instant::now();
         let receiver = {

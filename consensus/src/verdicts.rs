@@ -1,16 +1,19 @@
 //! Signature verdicts reached when commands arrive, used at apply.
 //!
 //! A log entry's commands are verified as soon as this replica sees them
-//! (the leader when it proposes them, a follower when `AppendEntries`
-//! brings them), in ZIP 215 batches on a bounded pool, while the entry is
-//! written, synced and replicated. Apply then looks up each command's
-//! verdict by its envelope digest
+//! (the leader when it proposes them, a follower when its leader's
+//! `AppendEntries` brings them), in ZIP 215 batches on a bounded pool, while
+//! the entry is written, synced and replicated. Apply then looks up each
+//! command's verdict by its envelope digest
 //! ([`civmesh_certs::SignedEnvelope::digest`], over the signed body and the
 //! signature, the only inputs of a verdict). A verdict still being reached
 //! is waited for; a missing one (never started, evicted) is reached at
-//! apply, in one batch for the whole apply call. Every replica still
-//! verifies every signature itself, under the same rule, so every replica
-//! reaches the same outcome; only when the work is done changes.
+//! apply, in one batch for the whole apply call, off the async runtime.
+//! Every replica verifies every signature itself under the same rule, so
+//! every replica reaches the same outcome; only when the work is done
+//! changes. The one exception is the owner of an access record: it signed
+//! the record itself, over a request it verified at its edge, and vouches
+//! for both ([`Verdicts::vouch`]).
 //!
 //! Only this node reaches verdicts: a peer can make it verify, never tell
 //! it what verified. The table is bounded ([`VERDICTS_MAX`]): the oldest
@@ -20,12 +23,13 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use civmesh_certs::NodeId;
 use civmesh_policy::signatures::commands_signatures_verify;
 use civmesh_policy::SignedCommand;
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
-/// The most verdicts kept, reached or being reached: a few seconds of
-/// commands at full load. Apply consumes each verdict it uses.
+/// The most verdicts kept, reached or being reached. Apply consumes each
+/// verdict it uses, so the table holds what arrived and is not applied yet.
 pub const VERDICTS_MAX: usize = 65_536;
 /// The most verification tasks at once, each one batch of an entry's
 /// commands on a blocking thread.
@@ -33,6 +37,11 @@ pub const VERIFY_TASKS_MAX: usize = 4;
 /// The most commands one verification task takes: an `AppendEntries` that
 /// catches a follower up is spread over every free worker.
 pub const TASK_COMMANDS_MAX: usize = 1_024;
+/// The most bytes of envelopes one verification task takes.
+pub const TASK_BYTES_MAX: usize = 256 * 1024;
+/// The longest a proposer waits for a free verifier before leaving its
+/// commands to apply: a busy pool slows proposals down, never stalls them.
+pub const VERIFIER_WAIT_MS_MAX: u64 = 100;
 /// The longest apply waits for a verdict being reached before verifying
 /// the command itself.
 pub const VERDICT_WAIT_MS_MAX: u64 = 2_000;
@@ -45,12 +54,14 @@ enum Verdict {
     Failed,
 }
 
+/// Verdicts by digest, each with the generation it was started in, and the
+/// order they were started in: a digest consumed and started again has a
+/// new generation, so its older place in `order` no longer evicts it.
 #[derive(Default)]
 struct Table {
-    verdicts: HashMap<[u8; 32], Verdict>,
-    /// Digests in the order they were added, for eviction; a digest already
-    /// consumed is skipped when its turn comes.
-    order: VecDeque<[u8; 32]>,
+    verdicts: HashMap<[u8; 32], (Verdict, u64)>,
+    order: VecDeque<([u8; 32], u64)>,
+    generation: u64,
 }
 
 impl Table {
@@ -60,24 +71,37 @@ impl Table {
             return false;
         }
         while self.verdicts.len() >= VERDICTS_MAX {
-            let Some(oldest) = self.order.pop_front() else { break };
-            self.verdicts.remove(&oldest);
+            let Some((oldest, generation)) = self.order.pop_front() else { break };
+            if self.verdicts.get(&oldest).is_some_and(|(_, current)| *current == generation) {
+                self.verdicts.remove(&oldest);
+            }
         }
-        self.verdicts.insert(digest, Verdict::Pending);
-        self.order.push_back(digest);
+        self.generation += 1;
+        self.verdicts.insert(digest, (Verdict::Pending, self.generation));
+        self.order.push_back((digest, self.generation));
+        // Places of consumed verdicts are dropped once they outnumber the
+        // verdicts: amortised O(1) a start, and `order` stays within twice
+        // the bound.
         if self.order.len() > VERDICTS_MAX.saturating_mul(2) {
             let verdicts = &self.verdicts;
-            self.order.retain(|digest| verdicts.contains_key(digest));
+            self.order.retain(|(digest, generation)| {
+                verdicts.get(digest).is_some_and(|(_, current)| current == generation)
+            });
         }
         debug_assert!(self.verdicts.len() <= VERDICTS_MAX);
+        debug_assert!(self.order.len() <= VERDICTS_MAX.saturating_mul(2) + 1);
         true
     }
 
     /// Records a verdict reached, unless it was forgotten meanwhile.
     fn settle(&mut self, digest: &[u8; 32], verified: bool) {
-        if let Some(verdict) = self.verdicts.get_mut(digest) {
+        if let Some((verdict, _)) = self.verdicts.get_mut(digest) {
             *verdict = if verified { Verdict::Verified } else { Verdict::Failed };
         }
+    }
+
+    fn verdict(&self, digest: &[u8; 32]) -> Option<Verdict> {
+        self.verdicts.get(digest).map(|(verdict, _)| *verdict)
     }
 }
 
@@ -105,12 +129,14 @@ impl Verdicts {
         self.table.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Starts verifying `commands` on the pool, waiting for a free worker
-    /// first: a proposer slowed by a busy pool is back-pressure, not a
-    /// skipped check.
-    pub async fn verify_arriving<'a>(&self, commands: impl IntoIterator<Item = &'a SignedCommand>) {
-        let Ok(worker) = self.workers.clone().acquire_owned().await else { return };
-        self.spawn(commands, worker);
+    /// Starts verifying a proposal's `commands` on the pool, waiting at
+    /// most [`VERIFIER_WAIT_MS_MAX`] for a free worker: a busy pool holds
+    /// proposers back. What finds no worker is verified at apply.
+    pub async fn verify_arriving(&self, commands: &[SignedCommand]) {
+        let wait = Duration::from_millis(VERIFIER_WAIT_MS_MAX);
+        if let Ok(Ok(worker)) = tokio::time::timeout(wait, self.workers.clone().acquire_owned()).await {
+            self.spawn(commands.iter(), worker);
+        }
     }
 
     /// Starts verifying `commands` on the pool if a worker is free; if not,
@@ -123,48 +149,56 @@ impl Verdicts {
     }
 
     /// Records that every signature of `command` verifies, without
-    /// checking: only for a command this node signed itself over a request
-    /// it verified itself (an owner's access record), so its own replica
-    /// does not verify them again.
-    pub fn vouch(&self, command: &SignedCommand) {
+    /// checking: only for a command `me` signed itself over a request it
+    /// verified itself (an owner's access record), so its own replica does
+    /// not verify them again. Anything else, or a digest with a verdict
+    /// already, is left as it is.
+    pub fn vouch(&self, command: &SignedCommand, me: &NodeId) {
+        if command.signer().ok().as_ref() != Some(me) {
+            return;
+        }
         let digest = command.digest();
         let mut table = self.table();
-        table.start(digest);
-        table.settle(&digest, true);
+        if table.start(digest) {
+            table.settle(&digest, true);
+        }
     }
 
     /// Verifies the commands without a verdict in tasks of at most
-    /// [`TASK_COMMANDS_MAX`], each on a worker: `worker` for the first, and
-    /// as many more as are free; what finds none is left to apply.
-    fn spawn<'a>(
-        &self,
-        commands: impl IntoIterator<Item = &'a SignedCommand>,
-        worker: tokio::sync::OwnedSemaphorePermit,
-    ) {
-        let fresh: Vec<([u8; 32], SignedCommand)> = {
-            let table = self.table();
-            commands
-                .into_iter()
-                .map(|command| (command.digest(), command))
-                .filter(|(digest, _)| !table.verdicts.contains_key(digest))
-                .map(|(digest, command)| (digest, command.clone()))
-                .collect()
-        };
+    /// [`TASK_COMMANDS_MAX`] commands and [`TASK_BYTES_MAX`] bytes, each on
+    /// a worker: `worker` for the first, and as many more as are free;
+    /// what finds none is left to apply.
+    fn spawn<'a>(&self, commands: impl IntoIterator<Item = &'a SignedCommand>, worker: OwnedSemaphorePermit) {
+        let mut commands = commands.into_iter().peekable();
         let mut worker = Some(worker);
-        for part in fresh.chunks(TASK_COMMANDS_MAX) {
+        while commands.peek().is_some() {
             let Some(permit) = worker.take().or_else(|| self.workers.clone().try_acquire_owned().ok()) else {
                 return;
             };
-            let part: Vec<([u8; 32], SignedCommand)> = {
+            let mut part: Vec<([u8; 32], &SignedCommand)> = Vec::new();
+            let mut part_bytes = 0;
+            while let Some(command) =
+                commands.next_if(|_| part.len() < TASK_COMMANDS_MAX && part_bytes < TASK_BYTES_MAX)
+            {
+                part_bytes += command.wire_bytes();
+                part.push((command.digest(), command));
+            }
+            let started: Vec<([u8; 32], &SignedCommand)> = {
                 let mut table = self.table();
-                part.iter().filter(|(digest, _)| table.start(*digest)).cloned().collect()
+                part.into_iter().filter(|(digest, _)| table.start(*digest)).collect()
             };
+            if started.is_empty() {
+                worker = Some(permit);
+                continue;
+            }
+            let owned: Vec<([u8; 32], SignedCommand)> =
+                started.into_iter().map(|(digest, command)| (digest, command.clone())).collect();
             let verdicts = self.clone();
             tokio::task::spawn_blocking(move || {
-                let commands: Vec<&SignedCommand> = part.iter().map(|(_, command)| command).collect();
+                let commands: Vec<&SignedCommand> = owned.iter().map(|(_, command)| command).collect();
                 let verified = commands_signatures_verify(&commands);
                 let mut table = verdicts.table();
-                for ((digest, _), verified) in part.iter().zip(verified) {
+                for ((digest, _), verified) in owned.iter().zip(verified) {
                     table.settle(digest, verified);
                 }
                 drop(table);
@@ -176,7 +210,8 @@ impl Verdicts {
 
     /// Whether each command's every signature verifies, consuming the
     /// verdicts reached on arrival: waits for those being reached (at most
-    /// [`VERDICT_WAIT_MS_MAX`]), and verifies the rest in batches here.
+    /// [`VERDICT_WAIT_MS_MAX`]), and verifies the rest in batches on a
+    /// blocking thread.
     pub async fn settle(&self, commands: &[&SignedCommand]) -> Vec<bool> {
         let digests: Vec<[u8; 32]> = commands.iter().map(|command| command.digest()).collect();
         let deadline = tokio::time::Instant::now() + Duration::from_millis(VERDICT_WAIT_MS_MAX);
@@ -186,7 +221,7 @@ impl Verdicts {
             reached.as_mut().enable();
             let pending = {
                 let table = self.table();
-                digests.iter().any(|digest| table.verdicts.get(digest) == Some(&Verdict::Pending))
+                digests.iter().any(|digest| table.verdict(digest) == Some(Verdict::Pending))
             };
             if !pending || tokio::time::timeout_at(deadline, reached).await.is_err() {
                 break;
@@ -194,15 +229,24 @@ impl Verdicts {
         }
         let known: Vec<Option<Verdict>> = {
             let mut table = self.table();
-            digests.iter().map(|digest| table.verdicts.remove(digest)).collect()
+            digests.iter().map(|digest| table.verdicts.remove(digest).map(|(verdict, _)| verdict)).collect()
         };
-        let unknown: Vec<&SignedCommand> = commands
+        let unknown: Vec<SignedCommand> = commands
             .iter()
             .zip(&known)
             .filter(|(_, verdict)| !matches!(verdict, Some(Verdict::Verified | Verdict::Failed)))
-            .map(|(command, _)| *command)
+            .map(|(command, _)| (*command).clone())
             .collect();
-        let mut reached_here = commands_signatures_verify(&unknown).into_iter();
+        let reached_here = if unknown.is_empty() {
+            Vec::new()
+        } else {
+            // A failed task (the runtime stopping) leaves every command to
+            // apply's full check.
+            tokio::task::spawn_blocking(move || commands_signatures_verify(&unknown))
+                .await
+                .unwrap_or_default()
+        };
+        let mut reached_here = reached_here.into_iter();
         known
             .into_iter()
             .map(|verdict| match verdict {
@@ -244,17 +288,79 @@ mod tests {
         assert_eq!(verdicts.settle(&refs).await, [true, false, true], "and verifies what it cannot find");
     }
 
+    #[tokio::test]
+    async fn a_busy_pool_holds_proposers_back_and_never_skips_a_check() {
+        let key = NodeKey::generate().unwrap();
+        let verdicts = Verdicts::default();
+        let busy = verdicts.workers.clone().acquire_many_owned(VERIFY_TASKS_MAX as u32).await.unwrap();
+        let commands = [command(&key, 1), forged(&key, 2)];
+        let started = std::time::Instant::now();
+        verdicts.verify_arriving(&commands[..1]).await;
+        assert!(started.elapsed() >= Duration::from_millis(VERIFIER_WAIT_MS_MAX), "a proposer is held back");
+        verdicts.try_verify_arriving(&commands[1..]);
+        assert!(verdicts.table().verdicts.is_empty(), "with no free verifier nothing is started");
+        let refs: Vec<&SignedCommand> = commands.iter().collect();
+        assert_eq!(verdicts.settle(&refs).await, [true, false], "apply verifies what was not started");
+        drop(busy);
+        verdicts.verify_arriving(&commands[..1]).await;
+        assert_eq!(verdicts.table().verdicts.len(), 1, "a free verifier takes the proposal");
+        assert_eq!(verdicts.settle(&refs[..1]).await, [true]);
+    }
+
+    fn digest_of(index: usize) -> [u8; 32] {
+        let mut digest = [0u8; 32];
+        digest[..8].copy_from_slice(&(index as u64).to_le_bytes());
+        digest
+    }
+
+    #[test]
+    fn a_digest_consumed_and_started_again_keeps_its_new_place() {
+        let mut table = Table::default();
+        let again = [9u8; 32];
+        assert!(table.start(again));
+        table.verdicts.remove(&again);
+        assert!(table.start(digest_of(0)));
+        assert!(table.start(again), "consumed, so started afresh, after digest 0");
+        for index in 1..VERDICTS_MAX {
+            assert!(table.start(digest_of(index)));
+        }
+        assert!(table.verdict(&again).is_some(), "its stale first place did not evict it");
+        assert!(table.verdict(&digest_of(0)).is_none(), "the oldest verdict went instead");
+        // Verdicts consumed as fast as they start leave places behind:
+        // they are dropped, so `order` stays within twice the bound.
+        for index in VERDICTS_MAX..VERDICTS_MAX * 4 {
+            table.start(digest_of(index));
+            table.verdicts.remove(&digest_of(index));
+            assert!(table.order.len() <= VERDICTS_MAX * 2 + 1, "order stays bounded");
+        }
+    }
+
+    #[test]
+    fn only_this_nodes_own_commands_are_vouched_for_and_never_over_a_verdict() {
+        let (me, other) = (NodeKey::generate().unwrap(), NodeKey::generate().unwrap());
+        let verdicts = Verdicts::default();
+        let theirs = command(&other, 1);
+        verdicts.vouch(&theirs, &me.node_id());
+        assert!(verdicts.table().verdicts.is_empty(), "another signer's command is not vouched for");
+        let failed = forged(&me, 2);
+        verdicts.table().start(failed.digest());
+        verdicts.table().settle(&failed.digest(), false);
+        verdicts.vouch(&failed, &me.node_id());
+        assert_eq!(verdicts.table().verdict(&failed.digest()), Some(Verdict::Failed), "a verdict stands");
+        let mine = command(&me, 3);
+        verdicts.vouch(&mine, &me.node_id());
+        assert_eq!(verdicts.table().verdict(&mine.digest()), Some(Verdict::Verified));
+    }
+
     #[test]
     fn the_table_forgets_the_oldest_verdict_past_its_bound() {
         let mut table = Table::default();
         for index in 0..=VERDICTS_MAX {
-            let mut digest = [0u8; 32];
-            digest[..8].copy_from_slice(&(index as u64).to_le_bytes());
-            assert!(table.start(digest));
+            assert!(table.start(digest_of(index)));
         }
         assert_eq!(table.verdicts.len(), VERDICTS_MAX);
         assert!(!table.verdicts.contains_key(&[0u8; 32]), "the oldest went first");
         table.settle(&[0u8; 32], true);
-        assert!(!table.verdicts.contains_key(&[0u8; 32]), "a verdict for a forgotten digest is dropped");
+        assert!(table.verdict(&[0u8; 32]).is_none(), "a verdict for a forgotten digest is dropped");
     }
 }

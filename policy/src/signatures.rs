@@ -5,8 +5,10 @@
 //! Replicas verify a log entry's commands when it arrives, in a batch, and
 //! apply with the verdict ([`crate::PolicyState::apply_with_signatures_verified`]);
 //! the auditor's replay checks a bundle's commands in batches on every
-//! thread first. A batch verifies exactly when each of its signatures
-//! does, so both give every command the verdict a single check gives.
+//! thread first. Under ZIP 215 a batch verifies when each of its
+//! signatures does, and fails otherwise except with negligible
+//! probability (random coefficients), so both give every command the
+//! verdict a single check gives.
 
 use civmesh_certs::signature::Batch;
 

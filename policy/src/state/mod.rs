@@ -264,8 +264,9 @@ impl PolicyState {
     /// verified itself under the same rule
     /// ([`crate::signatures::commands_signatures_verify`]): a replica that
     /// verified a log entry when it arrived, an auditor that verified a
-    /// bundle's signatures on all cores first. Everything else is checked
-    /// as in `apply`.
+    /// bundle's signatures on all cores first; or the owner of an access
+    /// record, which signed it itself over a request it verified at its
+    /// edge. Everything else is checked as in `apply`.
     pub fn apply_with_signatures_verified(
         &mut self,
         envelope: &SignedCommand,
