@@ -39,8 +39,12 @@ pub const VERIFY_TASKS_MAX: usize = 4;
 pub const TASK_COMMANDS_MAX: usize = 1_024;
 /// The most bytes of envelopes one verification task takes.
 pub const TASK_BYTES_MAX: usize = 256 * 1024;
-/// The longest a proposer waits for a free verifier before leaving its
-/// commands to apply: a busy pool slows proposals down, never stalls them.
+/// The most commands waiting for a verifier. Workers take them in batches,
+/// whatever proposal or message brought them.
+pub const BACKLOG_COMMANDS_MAX: usize = 16_384;
+/// The longest a proposer waits for room in a full backlog before leaving
+/// its commands to apply: a busy pool slows proposals down, never stalls
+/// them.
 pub const VERIFIER_WAIT_MS_MAX: u64 = 100;
 /// The longest apply waits for a verdict being reached before verifying
 /// the command itself.
@@ -62,6 +66,9 @@ struct Table {
     verdicts: HashMap<[u8; 32], (Verdict, u64)>,
     order: VecDeque<([u8; 32], u64)>,
     generation: u64,
+    /// Commands marked pending and waiting for a worker, at most
+    /// [`BACKLOG_COMMANDS_MAX`].
+    backlog: VecDeque<([u8; 32], SignedCommand)>,
 }
 
 impl Table {
@@ -110,7 +117,10 @@ impl Table {
 #[derive(Clone)]
 pub struct Verdicts {
     table: Arc<Mutex<Table>>,
+    /// Signalled when verdicts are reached (apply waits on it).
     reached: Arc<Notify>,
+    /// Signalled when the backlog has room again (proposers wait on it).
+    drained: Arc<Notify>,
     workers: Arc<Semaphore>,
 }
 
@@ -119,6 +129,7 @@ impl Default for Verdicts {
         Verdicts {
             table: Arc::default(),
             reached: Arc::new(Notify::new()),
+            drained: Arc::new(Notify::new()),
             workers: Arc::new(Semaphore::new(VERIFY_TASKS_MAX)),
         }
     }
@@ -129,23 +140,105 @@ impl Verdicts {
         self.table.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Starts verifying a proposal's `commands` on the pool, waiting at
-    /// most [`VERIFIER_WAIT_MS_MAX`] for a free worker: a busy pool holds
-    /// proposers back. What finds no worker is verified at apply.
+    /// Queues a proposal's `commands` for the pool, waiting at most
+    /// [`VERIFIER_WAIT_MS_MAX`] for room in a full backlog: a busy pool
+    /// holds proposers back. What finds no room is verified at apply.
     pub async fn verify_arriving(&self, commands: &[SignedCommand]) {
-        let wait = Duration::from_millis(VERIFIER_WAIT_MS_MAX);
-        if let Ok(Ok(worker)) = tokio::time::timeout(wait, self.workers.clone().acquire_owned()).await {
-            self.spawn(commands.iter(), worker);
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(VERIFIER_WAIT_MS_MAX);
+        let mut rest = commands;
+        loop {
+            let drained = self.drained.notified();
+            tokio::pin!(drained);
+            drained.as_mut().enable();
+            let queued = self.enqueue(rest.iter());
+            rest = rest.get(queued..).unwrap_or_default();
+            self.wake_worker();
+            if rest.is_empty() || tokio::time::timeout_at(deadline, drained).await.is_err() {
+                return;
+            }
         }
     }
 
-    /// Starts verifying `commands` on the pool if a worker is free; if not,
-    /// apply verifies them. For `AppendEntries`, which must answer within a
+    /// Queues `commands` for the pool as far as the backlog has room; apply
+    /// verifies the rest. For `AppendEntries`, which must answer within a
     /// heartbeat.
     pub fn try_verify_arriving<'a>(&self, commands: impl IntoIterator<Item = &'a SignedCommand>) {
-        if let Ok(worker) = self.workers.clone().try_acquire_owned() {
-            self.spawn(commands, worker);
+        self.enqueue(commands.into_iter());
+        self.wake_worker();
+    }
+
+    /// Marks the commands without a verdict pending and queues them, until
+    /// the backlog is full; how many of `commands` it went through.
+    fn enqueue<'a>(&self, commands: impl Iterator<Item = &'a SignedCommand>) -> usize {
+        let digested: Vec<([u8; 32], &SignedCommand)> =
+            commands.map(|command| (command.digest(), command)).collect();
+        let mut table = self.table();
+        let mut through = 0;
+        for (digest, command) in digested {
+            if table.backlog.len() >= BACKLOG_COMMANDS_MAX {
+                break;
+            }
+            if table.start(digest) {
+                table.backlog.push_back((digest, command.clone()));
+            }
+            through += 1;
         }
+        through
+    }
+
+    /// Starts a worker on the backlog if it holds commands and a worker is
+    /// free; busy workers take what is queued before they stop.
+    fn wake_worker(&self) {
+        if self.table().backlog.is_empty() {
+            return;
+        }
+        if let Ok(permit) = self.workers.clone().try_acquire_owned() {
+            let verdicts = self.clone();
+            tokio::task::spawn_blocking(move || verdicts.work(permit));
+        }
+    }
+
+    /// Verifies the backlog in batches of at most [`TASK_COMMANDS_MAX`]
+    /// commands and [`TASK_BYTES_MAX`] bytes until it is empty. A worker
+    /// looks again after giving its permit back, so a command queued while
+    /// it was stopping is never stranded.
+    fn work(&self, permit: OwnedSemaphorePermit) {
+        let mut permit = Some(permit);
+        loop {
+            let part = self.take_part();
+            if part.is_empty() {
+                drop(permit.take());
+                let waiting = !self.table().backlog.is_empty();
+                match waiting.then(|| self.workers.clone().try_acquire_owned().ok()).flatten() {
+                    Some(again) => {
+                        permit = Some(again);
+                        continue;
+                    }
+                    None => return,
+                }
+            }
+            self.drained.notify_waiters();
+            let commands: Vec<&SignedCommand> = part.iter().map(|(_, command)| command).collect();
+            let verified = commands_signatures_verify(&commands);
+            let mut table = self.table();
+            for ((digest, _), verified) in part.iter().zip(verified) {
+                table.settle(digest, verified);
+            }
+            drop(table);
+            self.reached.notify_waiters();
+        }
+    }
+
+    fn take_part(&self) -> Vec<([u8; 32], SignedCommand)> {
+        let mut table = self.table();
+        let mut part = Vec::new();
+        let mut part_bytes = 0;
+        while part.len() < TASK_COMMANDS_MAX && part_bytes < TASK_BYTES_MAX {
+            let Some((digest, command)) = table.backlog.pop_front() else { break };
+            part_bytes += command.wire_bytes();
+            part.push((digest, command));
+        }
+        part
     }
 
     /// Records that every signature of `command` verifies, without
@@ -161,50 +254,6 @@ impl Verdicts {
         let mut table = self.table();
         if table.start(digest) {
             table.settle(&digest, true);
-        }
-    }
-
-    /// Verifies the commands without a verdict in tasks of at most
-    /// [`TASK_COMMANDS_MAX`] commands and [`TASK_BYTES_MAX`] bytes, each on
-    /// a worker: `worker` for the first, and as many more as are free;
-    /// what finds none is left to apply.
-    fn spawn<'a>(&self, commands: impl IntoIterator<Item = &'a SignedCommand>, worker: OwnedSemaphorePermit) {
-        let mut commands = commands.into_iter().peekable();
-        let mut worker = Some(worker);
-        while commands.peek().is_some() {
-            let Some(permit) = worker.take().or_else(|| self.workers.clone().try_acquire_owned().ok()) else {
-                return;
-            };
-            let mut part: Vec<([u8; 32], &SignedCommand)> = Vec::new();
-            let mut part_bytes = 0;
-            while let Some(command) =
-                commands.next_if(|_| part.len() < TASK_COMMANDS_MAX && part_bytes < TASK_BYTES_MAX)
-            {
-                part_bytes += command.wire_bytes();
-                part.push((command.digest(), command));
-            }
-            let started: Vec<([u8; 32], &SignedCommand)> = {
-                let mut table = self.table();
-                part.into_iter().filter(|(digest, _)| table.start(*digest)).collect()
-            };
-            if started.is_empty() {
-                worker = Some(permit);
-                continue;
-            }
-            let owned: Vec<([u8; 32], SignedCommand)> =
-                started.into_iter().map(|(digest, command)| (digest, command.clone())).collect();
-            let verdicts = self.clone();
-            tokio::task::spawn_blocking(move || {
-                let commands: Vec<&SignedCommand> = owned.iter().map(|(_, command)| command).collect();
-                let verified = commands_signatures_verify(&commands);
-                let mut table = verdicts.table();
-                for ((digest, _), verified) in owned.iter().zip(verified) {
-                    table.settle(digest, verified);
-                }
-                drop(table);
-                drop(permit);
-                verdicts.reached.notify_waiters();
-            });
         }
     }
 
@@ -293,17 +342,24 @@ mod tests {
         let key = NodeKey::generate().unwrap();
         let verdicts = Verdicts::default();
         let busy = verdicts.workers.clone().acquire_many_owned(VERIFY_TASKS_MAX as u32).await.unwrap();
+        let filler = command(&key, 0);
+        for index in 0..BACKLOG_COMMANDS_MAX {
+            verdicts.table().backlog.push_back((digest_of(index), filler.clone()));
+        }
         let commands = [command(&key, 1), forged(&key, 2)];
         let started = std::time::Instant::now();
         verdicts.verify_arriving(&commands[..1]).await;
         assert!(started.elapsed() >= Duration::from_millis(VERIFIER_WAIT_MS_MAX), "a proposer is held back");
         verdicts.try_verify_arriving(&commands[1..]);
-        assert!(verdicts.table().verdicts.is_empty(), "with no free verifier nothing is started");
+        for command in &commands {
+            assert_eq!(verdicts.table().verdict(&command.digest()), None, "a full backlog takes nothing");
+        }
         let refs: Vec<&SignedCommand> = commands.iter().collect();
-        assert_eq!(verdicts.settle(&refs).await, [true, false], "apply verifies what was not started");
+        assert_eq!(verdicts.settle(&refs).await, [true, false], "apply verifies what was not queued");
+        verdicts.table().backlog.clear();
         drop(busy);
         verdicts.verify_arriving(&commands[..1]).await;
-        assert_eq!(verdicts.table().verdicts.len(), 1, "a free verifier takes the proposal");
+        assert!(verdicts.table().verdict(&commands[0].digest()).is_some(), "a free pool takes the proposal");
         assert_eq!(verdicts.settle(&refs[..1]).await, [true]);
     }
 
