@@ -52,6 +52,8 @@ const GROWTH_SECONDS_MAX: u64 = 3 * 3600;
 /// Batches whose commit timed out (a leader change while they were in
 /// flight): they may or may not have committed.
 static UNSETTLED_BATCHES: AtomicU64 = AtomicU64::new(0);
+/// Records sent again because the replay window was full.
+static WINDOW_FULL_RESUBMISSIONS: AtomicU64 = AtomicU64::new(0);
 
 /// One milestone's figures.
 struct Row {
@@ -107,8 +109,11 @@ pub fn growth(divide: u64) -> anyhow::Result<()> {
     snapshots.stop();
     let term_after = net.api(leader)?.status()?.raft.term;
     println!(
-        "Raft term {term_before} to {term_after} during the run; {} batches of {BATCH_RECORDS} timed out unsettled",
-        UNSETTLED_BATCHES.load(Ordering::Relaxed)
+        "Raft term {term_before} to {term_after} during the run; {} batches of {BATCH_RECORDS} timed out unsettled; \
+         {} records sent again because the replay window held COMMAND_NONCES_MAX ({}) nonces",
+        UNSETTLED_BATCHES.load(Ordering::Relaxed),
+        WINDOW_FULL_RESUBMISSIONS.load(Ordering::Relaxed),
+        civmesh_policy::state::COMMAND_NONCES_MAX
     );
     print_rows(&rows, raw_write_per_second, [raw_verify_per_second, batch_verify_per_second]);
     let join_s = join_learner(&mut net, leader)?;
@@ -231,31 +236,11 @@ fn drive(
                 scope.spawn(|| loop {
                     let index = cursor.fetch_add(1, Ordering::Relaxed) as usize;
                     let Some(batch) = batches.get(index) else { return };
-                    let started = Instant::now();
-                    let body = serde_json::json!({ "envelopes": batch });
-                    let answer: anyhow::Result<serde_json::Value> = api.send("POST", "/v1/commands", &body);
-                    let accepted = answer.as_ref().is_ok_and(|answer| {
-                        answer["outcomes"]
-                            .as_array()
-                            .is_some_and(|all| all.iter().all(|o| o.get("Ok").is_some()))
-                    });
-                    // A commit timeout leaves the batch's fate open (it may
-                    // commit later): counted, not fatal; anything else is.
-                    let unsettled = answer
-                        .as_ref()
-                        .err()
-                        .is_some_and(|error| error.to_string().contains("not committed within"));
-                    if unsettled {
-                        UNSETTLED_BATCHES.fetch_add(1, Ordering::Relaxed);
-                        continue;
-                    }
-                    if !accepted {
-                        eprintln!("a batch was not accepted: {answer:?}");
+                    let first = next + (index * BATCH_RECORDS) as u64;
+                    if let Err(error) = commit_batch(&api, signers, first, batch, &timed) {
+                        eprintln!("a batch was not accepted: {error:#}");
                         failed.store(true, Ordering::Relaxed);
                         return;
-                    }
-                    if let Ok(mut timed) = timed.lock() {
-                        timed.push(Commit { started, took: started.elapsed() });
                     }
                 });
             }
@@ -265,6 +250,71 @@ fn drive(
         next = end;
     }
     Ok(())
+}
+
+/// How long a writer waits before resubmitting what a full replay window
+/// refused.
+const WINDOW_FULL_WAIT_MS: u64 = 250;
+/// The most resubmissions of one batch: longer than the replay window.
+const WINDOW_FULL_RETRIES_MAX: u32 = 2_000;
+
+/// Commits one batch (records `first..`), timing each call into `timed`.
+/// What the replay window refused because it holds `COMMAND_NONCES_MAX`
+/// nonces is signed again (a refused command has spent its nonce) and sent
+/// once older nonces have left it, counted in
+/// `WINDOW_FULL_RESUBMISSIONS`: the window bounds the sustained rate.
+fn commit_batch(
+    api: &civmesh_testnet::NodeApi,
+    signers: &Signers,
+    first: u64,
+    batch: &[String],
+    timed: &Mutex<Vec<Commit>>,
+) -> anyhow::Result<()> {
+    let mut pending: Vec<(u64, String)> = (first..).zip(batch.iter().cloned()).collect();
+    for _ in 0..WINDOW_FULL_RETRIES_MAX {
+        let started = Instant::now();
+        let envelopes: Vec<&String> = pending.iter().map(|(_, envelope)| envelope).collect();
+        let answer: anyhow::Result<serde_json::Value> =
+            api.send("POST", "/v1/commands", &serde_json::json!({ "envelopes": envelopes }));
+        // A commit timeout leaves the batch's fate open (it may commit
+        // later): counted, not fatal.
+        let answer = match answer {
+            Err(error) if error.to_string().contains("not committed within") => {
+                UNSETTLED_BATCHES.fetch_add(1, Ordering::Relaxed);
+                return Ok(());
+            }
+            other => other?,
+        };
+        let outcomes = answer["outcomes"].as_array().context("no outcomes")?;
+        let window_full = |outcome: &serde_json::Value| {
+            outcome["Err"]["code"] == "overloaded"
+                && outcome["Err"]["detail"]
+                    .as_str()
+                    .is_some_and(|detail| detail.ends_with("in the replay window"))
+                && !outcome["Err"]["detail"].as_str().is_some_and(|detail| detail.contains("quota"))
+        };
+        let refused: Vec<u64> = pending
+            .iter()
+            .zip(outcomes)
+            .filter(|(_, outcome)| window_full(outcome))
+            .map(|((number, _), _)| *number)
+            .collect();
+        let accepted = outcomes.iter().filter(|outcome| outcome.get("Ok").is_some()).count();
+        anyhow::ensure!(accepted + refused.len() == pending.len(), "not accepted: {answer}");
+        if let Ok(mut timed) = timed.lock() {
+            timed.push(Commit { started, took: started.elapsed() });
+        }
+        if refused.is_empty() {
+            return Ok(());
+        }
+        WINDOW_FULL_RESUBMISSIONS.fetch_add(refused.len() as u64, Ordering::Relaxed);
+        std::thread::sleep(Duration::from_millis(WINDOW_FULL_WAIT_MS));
+        pending = refused
+            .into_iter()
+            .map(|number| Ok((number, signers.record(number)?)))
+            .collect::<anyhow::Result<_>>()?;
+    }
+    anyhow::bail!("the replay window stayed full for {WINDOW_FULL_RETRIES_MAX} tries")
 }
 
 /// Watches the leader's latest snapshot from a thread: when each was
