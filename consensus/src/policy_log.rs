@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use crate::network::{call, NetworkFactory, PeerRequest, PeerResponse, Transport, PEER_MESSAGE_BYTES_MAX};
 use crate::store::{open, OpenError, SharedState};
 use crate::timings::Stage;
-use crate::types::{raft_node_id, ApplyResult, LogPayload, Raft, RaftNodeId, RaftPeer};
+use crate::types::{entry_commands, raft_node_id, ApplyResult, LogPayload, Raft, RaftNodeId, RaftPeer};
 
 /// How many times a write is retried while the leader is unknown or moving.
 pub const SUBMIT_ATTEMPTS_MAX: u32 = 20;
@@ -353,10 +353,7 @@ impl<T: Transport> PolicyLog<T> {
                 // Only the leader this node follows makes it verify.
                 let following = self.raft.metrics().borrow().vote == rpc.vote;
                 let entries = if following { rpc.entries.as_slice() } else { &[] };
-                self.verdicts.try_verify_arriving(entries.iter().flat_map(|entry| match &entry.payload {
-                    openraft::EntryPayload::Normal(payload) => payload.commands.as_slice(),
-                    _ => &[],
-                }));
+                self.verdicts.try_verify_arriving(entries.iter().flat_map(entry_commands));
                 PeerResponse::AppendEntries(self.raft.append_entries(rpc).await)
             }
             PeerRequest::Vote(rpc) => PeerResponse::Vote(self.raft.vote(rpc).await),

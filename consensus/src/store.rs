@@ -38,7 +38,7 @@ use crate::history::{
     AppliedCommand, History, ACCESS_LOG_FAMILY, ARCHIVE_FAMILY, AUDIT_LEAVES_FAMILY, CHECKPOINTS_FAMILY,
 };
 use crate::timings::{Stage, StageTimes};
-use crate::types::{ApplyResult, Entry, RaftNodeId, RaftPeer, TypeConfig};
+use crate::types::{entry_commands, ApplyResult, Entry, RaftNodeId, RaftPeer, TypeConfig};
 
 const LOG_FAMILY: &str = "log";
 const LOG_META_FAMILY: &str = "log_meta";
@@ -510,13 +510,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     {
         let started = std::time::Instant::now();
         let entries: Vec<Entry> = entries.into_iter().collect();
-        let commands: Vec<&SignedCommand> = entries
-            .iter()
-            .flat_map(|entry| match &entry.payload {
-                EntryPayload::Normal(payload) => payload.commands.as_slice(),
-                _ => &[],
-            })
-            .collect();
+        let commands: Vec<&SignedCommand> = entries.iter().flat_map(entry_commands).collect();
         let mut signatures_verified = self.verdicts.settle(&commands).await.into_iter();
         self.stage_times.record(Stage::ApplyVerify, started.elapsed());
         let mut results = Vec::new();

@@ -22,6 +22,15 @@ openraft::declare_raft_types!(
 
 /// A Raft log entry of the policy log.
 pub type Entry = openraft::Entry<TypeConfig>;
+
+/// The signed commands `entry` carries: none for a blank or membership
+/// entry.
+pub fn entry_commands(entry: &Entry) -> &[SignedCommand] {
+    match &entry.payload {
+        openraft::EntryPayload::Normal(payload) => payload.commands.as_slice(),
+        _ => &[],
+    }
+}
 /// The Raft handle of the policy log.
 pub type Raft = openraft::Raft<TypeConfig>;
 
