@@ -135,17 +135,23 @@ fn release(
 }
 
 /// `given` (or withdrawn) consent of `subject` to the residents' use by
-/// Jing'an Temple street for elderly care, taken by civil affairs.
-fn consent(fx: &mut Fixture, subject: SubjectKeyHash, given: bool, at_ms: u64) {
-    let command = Command::RecordConsent {
+/// Jing'an Temple street for elderly care, for its sensitive fields too if
+/// `covers_sensitive`: civil affairs signs it.
+fn consent_command(fx: &Fixture, subject: SubjectKeyHash, given: bool, covers_sensitive: bool) -> Command {
+    Command::RecordConsent {
         subject,
         dataset: RESIDENTS.into(),
         grantee: fx.jingansi.org.clone(),
         purpose: ELDERLY_CARE.into(),
         given,
-        covers_sensitive: false,
+        covers_sensitive,
         channel: "online_form".into(),
-    };
+    }
+}
+
+/// [`consent_command`] without the sensitive fields, applied at `at_ms`.
+fn consent(fx: &mut Fixture, subject: SubjectKeyHash, given: bool, at_ms: u64) {
+    let command = consent_command(fx, subject, given, false);
     apply_at(&mut fx.state, &fx.civil.key, command, at_ms).unwrap();
 }
 
@@ -989,16 +995,7 @@ fn command_of(state: &PolicyState, op: &Op, now_ms: u64) -> Option<(&'static Nod
             (owner(&world.fx, &state.grants[&grant].dataset), command)
         }
         Op::Consent { subject: n, given } => {
-            let command = Command::RecordConsent {
-                subject: subject(*n),
-                dataset: RESIDENTS.into(),
-                grantee: world.fx.jingansi.org.clone(),
-                purpose: ELDERLY_CARE.into(),
-                given: *given,
-                covers_sensitive: false,
-                channel: "online_form".into(),
-            };
-            (&world.fx.civil.key, command)
+            (&world.fx.civil.key, consent_command(&world.fx, subject(*n), *given, false))
         }
         Op::Receipt { grant, holder, confirmed } => {
             let (mut grant, holder) = (world.grants[grant % 3], world.holder(*holder));
@@ -1506,15 +1503,7 @@ fn withdrawing_only_the_separate_sensitive_consent_is_due_at_holders_of_grants_r
     let names = fx.grant(by_consent(&fx, &["name"]));
     let sensitive = fx.grant(by_consent(&fx, &["name", "lives_alone_80_plus"]));
     let record = |fx: &mut Fixture, given: bool, covers_sensitive: bool, at_ms: u64| {
-        let command = Command::RecordConsent {
-            subject: subject(5),
-            dataset: RESIDENTS.into(),
-            grantee: fx.jingansi.org.clone(),
-            purpose: ELDERLY_CARE.into(),
-            given,
-            covers_sensitive,
-            channel: "street_window".into(),
-        };
+        let command = consent_command(fx, subject(5), given, covers_sensitive);
         apply_at(&mut fx.state, &fx.civil.key, command, at_ms).unwrap();
     };
     record(&mut fx, true, true, NOW_MS);
