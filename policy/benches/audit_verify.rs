@@ -16,8 +16,8 @@ use std::time::Instant;
 
 use civmesh_certs::{FederationCa, IssueRequest, NodeCertificate, NodeKey, OrgId, Role, SignedEnvelope};
 use civmesh_policy::audit::{
-    encode_bundle, verify_stream, AccessTree, ArchivedCommand, AuditBundle, BundleReader, CheckpointBody,
-    Checks,
+    encode_bundle, verify_stream, ArchivedCommand, AuditBundle, BundleReader, CheckpointBody, Checks,
+    CompactRange,
 };
 use civmesh_policy::fixtures::{enterprise_dataset, statutory_grant, ENTERPRISES};
 use civmesh_policy::model::SubjectKeyHash;
@@ -46,7 +46,7 @@ fn node(ca: &FederationCa, org: &str, role: Role) -> Node {
 
 struct Builder {
     state: PolicyState,
-    tree: AccessTree,
+    tree: CompactRange,
     commands: Vec<ArchivedCommand>,
 }
 
@@ -58,7 +58,7 @@ impl Builder {
         let accepted = outcome.is_ok();
         assert!(accepted, "the generated command {} was rejected", self.commands.len() + 1);
         if let Some(leaf) = appended.audit_leaf {
-            self.tree.push(leaf);
+            self.tree.push(&leaf);
         }
         let sequence = self.commands.len() as u64 + 1;
         self.commands.push(ArchivedCommand {
@@ -140,7 +140,7 @@ fn build(entries: u64) -> AuditBundle {
     let civil = node(&ca, "dept/civil-affairs", Role::Department);
     let street = node(&ca, "street/jingansi", Role::Street);
     let mut builder =
-        Builder { state: PolicyState::default(), tree: AccessTree::new(), commands: Vec::new() };
+        Builder { state: PolicyState::default(), tree: CompactRange::default(), commands: Vec::new() };
     let sign = |key: &NodeKey, command: Command, at_ms| SignedEnvelope::sign(key, &command, at_ms).unwrap();
     let genesis = Command::Genesis {
         federation_name: "bench city".into(),
@@ -161,13 +161,9 @@ fn build(entries: u64) -> AuditBundle {
     for (index, envelope) in signed_accesses(&street.key, &market.key, entries).into_iter().enumerate() {
         let at_ms = entry_time(index as u64);
         builder.push(envelope, at_ms);
-        if builder.tree.len().is_multiple_of(CHECKPOINT_EVERY) {
-            let size = builder.tree.len();
-            let body = CheckpointBody {
-                tree_size: size,
-                root: builder.tree.root_at(size).unwrap(),
-                log_index: size,
-            };
+        if builder.tree.size().is_multiple_of(CHECKPOINT_EVERY) {
+            let size = builder.tree.size();
+            let body = CheckpointBody { tree_size: size, root: builder.tree.root(), log_index: size };
             builder.push(sign(&hub.key, Command::CosignCheckpoint(body.clone()), at_ms), at_ms);
             builder.push(sign(&market.key, Command::CosignCheckpoint(body), at_ms), at_ms);
         }

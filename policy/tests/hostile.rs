@@ -9,7 +9,7 @@ mod support;
 use std::collections::{BTreeMap, BTreeSet};
 
 use civmesh_certs::{IssueRequest, NodeCertificate, NodeKey, OrgId, ReplayGuard, Role, SignedEnvelope};
-use civmesh_policy::audit::{AccessTree, CheckpointBody, CHECKPOINT_OPEN_MS_MAX};
+use civmesh_policy::audit::{CheckpointBody, CompactRange, CHECKPOINT_OPEN_MS_MAX};
 use civmesh_policy::correction::{AutoAcceptRule, CorrectionEvent, CorrectionStage};
 use civmesh_policy::model::{FieldValue, MaskingRule, ScopeCondition, SubjectKeyHash};
 use civmesh_policy::state::{COMMAND_NONCES_MAX, COMMAND_NONCES_PER_SIGNER_MAX, COMMAND_SKEW_MS_MAX};
@@ -336,11 +336,11 @@ fn with_entries(n: u8) -> (Fixture, Vec<[u8; 32]>) {
 }
 
 fn body(leaves: &[[u8; 32]], size: u64) -> CheckpointBody {
-    let mut tree = AccessTree::new();
-    for leaf in leaves {
-        tree.push(*leaf);
+    let mut tree = CompactRange::default();
+    for leaf in &leaves[..size as usize] {
+        tree.push(leaf);
     }
-    CheckpointBody { tree_size: size, root: tree.root_at(size).unwrap(), log_index: 7 }
+    CheckpointBody { tree_size: size, root: tree.root(), log_index: 7 }
 }
 
 fn cosign(state: &mut PolicyState, key: &NodeKey, body: &CheckpointBody) -> Option<RejectionCode> {

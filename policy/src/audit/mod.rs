@@ -22,6 +22,7 @@ use crate::SignedCommand;
 mod bundle;
 mod export;
 mod lifecycle;
+mod proofs;
 mod subject;
 mod tally;
 mod tree;
@@ -34,12 +35,16 @@ pub use bundle::{
 };
 pub use export::{checked_subject_accesses, ArchiveWriter, ExportError, Exported, SubjectReportError};
 pub use lifecycle::{lifecycle_report, HolderDeletions, LifecycleReport, OwnerRequests};
+pub use proofs::{
+    consistency_proof, inclusion_proof, root_at, verify_consistency, verify_inclusion, ProofError, TreeNodes,
+    TreeReadError,
+};
 pub use subject::{SubjectAccess, SubjectAccessOutcome};
 pub use tally::{
     AccessCounts, AccessFlag, AccessSummary, AccessTally, DepartmentAccesses, FlagKind, GrantAccesses,
     FLAGS_LISTED_MAX,
 };
-pub use tree::{AccessTree, CompactRange, ConsistencyError, COMPACT_RANGE_HASHES_MAX};
+pub use tree::{CompactRange, ReplayTree, TreeNode, COMPACT_RANGE_HASHES_MAX, REPLAY_ROOTS_KEPT_MAX};
 pub use verify::{
     verify_bundle, verify_bundle_for_subject, verify_bundle_on, verify_stream, verify_stream_collecting,
     AuditFailure, AuditReport, Checks, Collect, FailureKind, SeenCheckpoint, PROGRESS_COMMANDS_INTERVAL,

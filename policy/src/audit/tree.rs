@@ -1,63 +1,92 @@
-//! The access log's Merkle tree (RFC 6962, SHA-256).
+//! The access log's Merkle tree (RFC 6962, SHA-256): its right edge
+//! ([`CompactRange`]), the perfect subtrees a store keeps ([`TreeNode`]),
+//! and the tree an auditor's replay follows ([`ReplayTree`]). Roots and
+//! proofs read from stored nodes are in [`super::proofs`].
 
-use ct_merkle::mem_backed_tree::MemoryBackedTree;
-use ct_merkle::RootHash;
+use std::collections::VecDeque;
+
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-/// The access log's Merkle tree (RFC 6962, SHA-256), with the root at every
-/// size kept so any checkpoint size can be checked later.
-#[derive(Default)]
-pub struct AccessTree {
-    tree: MemoryBackedTree<Sha256, [u8; 32]>,
-    roots: Vec<[u8; 32]>,
+/// A perfect subtree of the audit tree: the `2^level` leaves from
+/// `index << level` on. Level 0 is one leaf. Once all its leaves are in,
+/// its hash never changes, so a store keeps it under this name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct TreeNode {
+    /// Its height: it covers `2^level` leaves.
+    pub level: u8,
+    /// Its place among the subtrees of its level, from the left.
+    pub index: u64,
 }
 
-impl AccessTree {
-    /// An empty tree.
-    pub fn new() -> Self {
-        AccessTree::default()
+impl TreeNode {
+    /// The first leaf it covers.
+    pub fn first_leaf(&self) -> u64 {
+        self.index << self.level
     }
+}
 
-    /// Appends one leaf.
-    pub fn push(&mut self, leaf: [u8; 32]) {
-        self.tree.push(leaf);
-        self.roots.push(self.tree.root().as_bytes().as_slice().try_into().unwrap_or([0; 32]));
-        debug_assert_eq!(self.roots.len() as u64, self.tree.len());
+/// The most roots a [`ReplayTree`] keeps: leaves no final checkpoint covers
+/// yet (32 bytes each, 128 MiB at most).
+pub const REPLAY_ROOTS_KEPT_MAX: usize = 1 << 22;
+
+/// The audit tree as an auditor's replay follows it, in memory bounded by
+/// the leaves after the latest final checkpoint, not by the log: its right
+/// edge, and its root at every size since the latest final checkpoint
+/// (a checkpoint must cover more than the last final one, so no later one
+/// needs an older root), at most [`REPLAY_ROOTS_KEPT_MAX`].
+#[derive(Debug, Clone, Default)]
+pub struct ReplayTree {
+    range: CompactRange,
+    /// The root at size `first_root_size + i` at `roots[i]`.
+    roots: VecDeque<[u8; 32]>,
+    first_root_size: u64,
+}
+
+impl ReplayTree {
+    /// Appends one leaf, and keeps the root at the new size.
+    pub fn push(&mut self, leaf: &[u8; 32]) {
+        self.range.push(leaf);
+        if self.roots.is_empty() {
+            self.first_root_size = self.range.size();
+        }
+        self.roots.push_back(self.range.root());
+        if self.roots.len() > REPLAY_ROOTS_KEPT_MAX {
+            self.roots.pop_front();
+            self.first_root_size += 1;
+        }
+        debug_assert_eq!(self.first_root_size + self.roots.len() as u64, self.range.size() + 1);
     }
 
     /// How many leaves.
     pub fn len(&self) -> u64 {
-        self.tree.len()
+        self.range.size()
     }
 
     /// Whether there are no leaves.
     pub fn is_empty(&self) -> bool {
-        self.tree.is_empty()
+        self.range.size() == 0
     }
 
-    /// The root when the tree had `size` leaves (1..=len).
+    /// The root now.
+    pub fn root(&self) -> [u8; 32] {
+        self.range.root()
+    }
+
+    /// The root at `size`, if it is still kept: a size after the last
+    /// [`ReplayTree::forget_through`] and among the latest
+    /// [`REPLAY_ROOTS_KEPT_MAX`].
     pub fn root_at(&self, size: u64) -> Option<[u8; 32]> {
-        self.roots.get(usize::try_from(size).ok()?.checked_sub(1)?).copied()
+        let offset = size.checked_sub(self.first_root_size)?;
+        self.roots.get(usize::try_from(offset).ok()?).copied()
     }
 
-    /// Proves, and checks, that the tree of `old_size` leaves with
-    /// `old_root` is a prefix of this tree (an RFC 6962 consistency proof).
-    pub fn check_consistency(&self, old_size: u64, old_root: &[u8; 32]) -> Result<(), ConsistencyError> {
-        if old_size == 0 || old_size > self.len() {
-            return Err(ConsistencyError::NotAPrefix { old_size, size: self.len() });
+    /// Forgets the roots at `size` and before: a final checkpoint covers
+    /// them, and every later checkpoint covers more.
+    pub fn forget_through(&mut self, size: u64) {
+        while self.first_root_size <= size && self.roots.pop_front().is_some() {
+            self.first_root_size += 1;
         }
-        if old_size == self.len() {
-            return (self.root_at(old_size) == Some(*old_root))
-                .then_some(())
-                .ok_or(ConsistencyError::RootDiffers);
-        }
-        let proof = self.tree.prove_consistency((self.len() - old_size) as usize);
-        let old = RootHash::<Sha256>::new((*old_root).into(), old_size);
-        self.tree
-            .root()
-            .verify_consistency(&old, &proof)
-            .map_err(|error| ConsistencyError::ProofFailed(format!("{error:?}")))
     }
 }
 
@@ -107,18 +136,41 @@ impl CompactRange {
         self.size
     }
 
-    /// Appends a leaf (its value, hashed here as RFC 6962 leaf).
-    pub fn push(&mut self, leaf: &[u8; 32]) {
+    /// Appends a leaf (its value, hashed here as an RFC 6962 leaf), and
+    /// returns the perfect subtrees it completed, the leaf's own first:
+    /// what a store keeps to read roots and proofs at any size later.
+    pub fn push(&mut self, leaf: &[u8; 32]) -> Vec<(TreeNode, [u8; 32])> {
         let mut node = hash_leaf(leaf);
+        let mut completed = vec![(TreeNode { level: 0, index: self.size }, node)];
         let mut size = self.size;
+        let mut level = 0u8;
         while size & 1 == 1 {
             let Some(left) = self.hashes.pop() else { break };
             node = hash_children(&left, &node);
             size >>= 1;
+            level += 1;
+            completed.push((TreeNode { level, index: self.size >> level }, node));
         }
         self.hashes.push(node);
         self.size += 1;
         debug_assert_eq!(self.hashes.len() as u32, self.size.count_ones());
+        completed
+    }
+
+    /// Its hashes with the subtrees they are the roots of, largest first:
+    /// a store that starts from this range (a snapshot) keeps them, so it
+    /// can read the root at this size and any later one.
+    pub fn nodes(&self) -> Vec<(TreeNode, [u8; 32])> {
+        let mut first_leaf = 0u64;
+        let levels = (0..64u8).rev().filter(|level| self.size >> level & 1 == 1);
+        levels
+            .zip(&self.hashes)
+            .map(|(level, hash)| {
+                let node = TreeNode { level, index: first_leaf >> level };
+                first_leaf += 1 << level;
+                (node, *hash)
+            })
+            .collect()
     }
 
     /// The root at this size (the hash of nothing when empty).
@@ -129,38 +181,19 @@ impl CompactRange {
     }
 }
 
-fn hash_leaf(leaf: &[u8; 32]) -> [u8; 32] {
+pub(super) fn hash_leaf(leaf: &[u8; 32]) -> [u8; 32] {
     let mut hasher = Sha256::new();
     hasher.update([0u8]);
     hasher.update(leaf);
     hasher.finalize().into()
 }
 
-fn hash_children(left: &[u8; 32], right: &[u8; 32]) -> [u8; 32] {
+pub(super) fn hash_children(left: &[u8; 32], right: &[u8; 32]) -> [u8; 32] {
     let mut hasher = Sha256::new();
     hasher.update([1u8]);
     hasher.update(left);
     hasher.update(right);
     hasher.finalize().into()
-}
-
-/// Why an earlier tree is not a prefix of this one.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ConsistencyError {
-    /// The earlier tree is empty or larger.
-    #[error("a tree of {old_size} leaves is not a prefix of {size} leaves")]
-    NotAPrefix {
-        /// The earlier tree's size.
-        old_size: u64,
-        /// This tree's size.
-        size: u64,
-    },
-    /// Same size, another root.
-    #[error("the root differs at the same size")]
-    RootDiffers,
-    /// The consistency proof does not verify.
-    #[error("{0}")]
-    ProofFailed(String),
 }
 
 #[cfg(test)]
@@ -189,41 +222,69 @@ mod tests {
     }
 
     #[test]
-    fn roots_at_every_size_follow_rfc_6962_and_prefixes_are_consistent() {
+    fn roots_at_every_size_follow_rfc_6962() {
         let leaves: Vec<[u8; 32]> = (0..37u8).map(|i| [i; 32]).collect();
-        let mut tree = AccessTree::new();
+        let mut tree = ReplayTree::default();
         assert!(tree.is_empty());
-        for (index, leaf) in leaves.iter().enumerate() {
-            tree.push(*leaf);
-            assert_eq!(
-                tree.root_at(index as u64 + 1),
-                Some(reference_root(&leaves[..=index])),
-                "size {}",
-                index + 1
-            );
+        assert_eq!(tree.root(), reference_root(&[]));
+        for leaf in &leaves {
+            tree.push(leaf);
         }
-        for size in 1..=37 {
-            tree.check_consistency(size, &tree.root_at(size).unwrap()).unwrap();
+        for size in 1..=37u64 {
+            let expected = reference_root(&leaves[..size as usize]);
+            assert_eq!(tree.root_at(size), Some(expected), "size {size}");
         }
-        assert!(!tree.is_empty());
-        assert!(tree.check_consistency(5, &[9; 32]).is_err());
-        assert_eq!(tree.check_consistency(37, &[9; 32]), Err(ConsistencyError::RootDiffers));
-        assert!(tree.check_consistency(36, &tree.root_at(37).unwrap()).is_err());
-        assert!(tree.check_consistency(38, &tree.root_at(37).unwrap()).is_err());
+        assert_eq!(tree.root(), reference_root(&leaves));
         assert_eq!(tree.root_at(0), None);
+        assert_eq!(tree.root_at(38), None);
     }
 
     #[test]
-    fn a_compact_range_gives_the_same_root_as_the_whole_tree_at_every_size() {
-        let mut tree = AccessTree::new();
+    fn a_replay_tree_keeps_roots_only_after_the_last_final_checkpoint() {
+        let leaves: Vec<[u8; 32]> = (0..20u8).map(|i| [i; 32]).collect();
+        let mut tree = ReplayTree::default();
+        for leaf in &leaves[..10] {
+            tree.push(leaf);
+        }
+        tree.forget_through(6);
+        assert_eq!(tree.root_at(6), None);
+        assert_eq!(tree.root_at(7), Some(reference_root(&leaves[..7])));
+        tree.forget_through(10);
+        assert_eq!(tree.root_at(10), None, "every root forgotten");
+        for leaf in &leaves[10..] {
+            tree.push(leaf);
+        }
+        assert_eq!(tree.roots.len(), 10, "only the roots after the checkpoint are kept");
+        for size in 11..=20u64 {
+            assert_eq!(tree.root_at(size), Some(reference_root(&leaves[..size as usize])), "size {size}");
+        }
+        assert_eq!(tree.len(), 20);
+    }
+
+    #[test]
+    fn a_compact_range_names_the_subtrees_it_completes_and_holds() {
+        let leaves: Vec<[u8; 32]> = (0..300u32).map(|index| codec::sha256(&index.to_be_bytes())).collect();
+        let subtree = |node: TreeNode| {
+            let first = node.first_leaf() as usize;
+            reference_root(&leaves[first..first + (1 << node.level)])
+        };
         let mut range = CompactRange::default();
         assert_eq!(range.root(), reference_root(&[]));
-        for index in 0..300u32 {
-            let leaf = codec::sha256(&index.to_be_bytes());
-            tree.push(leaf);
-            range.push(&leaf);
-            assert_eq!(Some(range.root()), tree.root_at(range.size()), "size {}", range.size());
+        let mut completed = 0;
+        for (index, leaf) in leaves.iter().enumerate() {
+            let nodes = range.push(leaf);
+            assert_eq!(nodes[0].0, TreeNode { level: 0, index: index as u64 });
+            for (node, hash) in nodes {
+                assert_eq!(hash, subtree(node), "{node:?}");
+                assert_eq!(node.first_leaf() + (1 << node.level), range.size(), "completed by this leaf");
+                completed += 1;
+            }
+            assert_eq!(range.root(), reference_root(&leaves[..=index]), "size {}", range.size());
+            let held = range.nodes();
+            assert_eq!(held.len() as u32, range.size().count_ones());
+            assert!(held.iter().all(|(node, hash)| *hash == subtree(*node)), "size {}", range.size());
         }
+        assert_eq!(completed, 2 * 300 - 300u32.count_ones(), "every perfect subtree, once");
         let bytes = codec::encode(&range).unwrap();
         assert_eq!(codec::decode_exact::<CompactRange>(&bytes, 4096).unwrap(), range);
         let bent = CompactRangeParts { size: range.size + 1, hashes: range.hashes.clone() };

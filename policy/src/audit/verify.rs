@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use super::bundle::{ArchivedCommand, AuditBundle, BundleError, BundleHeader, BundleReader};
 use super::subject::{subject_access, SubjectAccess};
 use super::tally::AccessTally;
-use super::tree::AccessTree;
+use super::tree::{ReplayTree, REPLAY_ROOTS_KEPT_MAX};
 use super::FinalCheckpoint;
 use crate::access::{AccessLogEntry, AccessOutcome};
 use crate::hex_digest::{from_hex, to_hex};
@@ -64,6 +64,10 @@ pub enum FailureKind {
     /// Leaves after the latest final checkpoint, when the auditor requires
     /// every leaf anchored ([`AuditReport::require_anchored`]).
     Unanchored,
+    /// A final checkpoint this verifier could not check: more than
+    /// [`REPLAY_ROOTS_KEPT_MAX`] leaves came after the previous final one,
+    /// and it keeps the roots of the latest only.
+    CheckpointNotChecked,
 }
 
 /// The verifier's findings.
@@ -278,7 +282,8 @@ fn replay_commands(
 ) -> Result<(AuditReport, PolicyState, Vec<SubjectAccess>), BundleError> {
     let mut replay = Replay {
         state: PolicyState::default(),
-        tree: AccessTree::new(),
+        tree: ReplayTree::default(),
+        seen: sorted_largest_first(checks.seen),
         failures: Vec::new(),
         permits: 0,
         denials: 0,
@@ -313,18 +318,16 @@ fn replay_commands(
     if !done.is_multiple_of(PROGRESS_COMMANDS_INTERVAL) {
         progress(done);
     }
-    for earlier in checks.seen {
-        replay.check_seen(earlier);
-    }
     Ok(replay.report(header, done))
 }
 
-/// A replay in progress: the state, the tree of its leaves, the access
-/// entries counted (and the subject's, if a report is asked for), and what
-/// failed.
+/// A replay in progress: the state, the tree of its leaves, the
+/// checkpoints seen before that it has not passed yet, the access entries
+/// counted (and the subject's, if a report is asked for), and what failed.
 struct Replay<'a> {
     state: PolicyState,
-    tree: AccessTree,
+    tree: ReplayTree,
+    seen: Vec<&'a SeenCheckpoint>,
     failures: Vec<AuditFailure>,
     permits: u64,
     denials: u64,
@@ -381,10 +384,14 @@ impl Replay<'_> {
             self.count(access_entry, archived.entry_time_ms);
         }
         if let Some(leaf) = appended.audit_leaf {
-            self.tree.push(leaf);
+            self.tree.push(&leaf);
+            while let Some(earlier) = self.seen.pop_if(|earlier| earlier.tree_size <= self.tree.len()) {
+                self.check_seen(earlier);
+            }
         }
         if let Some(checkpoint) = &appended.checkpoint {
             check_checkpoint(checkpoint, &self.tree, sequence, &mut self.failures);
+            self.tree.forget_through(checkpoint.body.tree_size);
         }
     }
 
@@ -409,14 +416,17 @@ impl Replay<'_> {
         }
     }
 
-    /// Checks a checkpoint seen in an earlier run is a prefix of this tree.
+    /// Checks a checkpoint seen in an earlier run is a prefix of this
+    /// tree, as the tree passes its size (or at the end, if it never does).
     fn check_seen(&mut self, earlier: &SeenCheckpoint) {
+        let size = self.tree.len();
         let detail = match from_hex(&earlier.root) {
             None => format!("{:?} is not a hex root", earlier.root),
-            Some(root) => match self.tree.check_consistency(earlier.tree_size, &root) {
-                Ok(()) => return,
-                Err(error) => error.to_string(),
-            },
+            Some(_) if earlier.tree_size == 0 || earlier.tree_size > size => {
+                format!("a tree of {} leaves is not a prefix of {size} leaves", earlier.tree_size)
+            }
+            Some(root) if root == self.tree.root() => return,
+            Some(_) => "the root differs at the same size".to_string(),
         };
         self.failures.push(AuditFailure {
             command_sequence: None,
@@ -430,7 +440,14 @@ impl Replay<'_> {
         });
     }
 
-    fn report(self, bundle: &BundleHeader, commands: u64) -> (AuditReport, PolicyState, Vec<SubjectAccess>) {
+    fn report(
+        mut self,
+        bundle: &BundleHeader,
+        commands: u64,
+    ) -> (AuditReport, PolicyState, Vec<SubjectAccess>) {
+        while let Some(earlier) = self.seen.pop() {
+            self.check_seen(earlier);
+        }
         let Replay { state, tree, failures, permits, denials, mut subject_accesses, .. } = self;
         let anchored_leaves = state.last_checkpoint.as_ref().map_or(0, |last| last.body.tree_size);
         for access in &mut subject_accesses {
@@ -456,21 +473,39 @@ impl Replay<'_> {
                 .last_checkpoint
                 .as_ref()
                 .map(|last| SeenCheckpoint { tree_size: last.body.tree_size, root: to_hex(&last.body.root) }),
-            root: tree.root_at(tree.len()).map(|root| to_hex(&root)).unwrap_or_default(),
+            root: if tree.is_empty() { String::new() } else { to_hex(&tree.root()) },
             failures,
         };
         (report, state, subject_accesses)
     }
 }
 
+/// The checkpoints seen before, the smallest last.
+fn sorted_largest_first(seen: &[SeenCheckpoint]) -> Vec<&SeenCheckpoint> {
+    let mut sorted: Vec<&SeenCheckpoint> = seen.iter().collect();
+    sorted.sort_by_key(|earlier| std::cmp::Reverse(earlier.tree_size));
+    sorted
+}
+
 fn check_checkpoint(
     checkpoint: &FinalCheckpoint,
-    tree: &AccessTree,
+    tree: &ReplayTree,
     sequence: u64,
     failures: &mut Vec<AuditFailure>,
 ) {
     let size = checkpoint.body.tree_size;
-    if tree.root_at(size) != Some(checkpoint.body.root) {
+    let kept = tree.root_at(size);
+    if kept.is_none() && size <= tree.len() {
+        failures.push(AuditFailure {
+            command_sequence: Some(sequence),
+            access_entry: None,
+            leaf: Some(size.saturating_sub(1)),
+            kind: FailureKind::CheckpointNotChecked,
+            detail: format!(
+                "the checkpoint at size {size} lies more than {REPLAY_ROOTS_KEPT_MAX} leaves after the previous final one; this verifier keeps the roots of the latest only"
+            ),
+        });
+    } else if kept != Some(checkpoint.body.root) {
         failures.push(AuditFailure {
             command_sequence: Some(sequence),
             access_entry: None,
@@ -480,7 +515,7 @@ fn check_checkpoint(
                 "the checkpoint at size {size} signs root {} but the entries up to {} hash to {}",
                 to_hex(&checkpoint.body.root),
                 size.saturating_sub(1),
-                tree.root_at(size).map(|root| to_hex(&root)).unwrap_or_else(|| "nothing".to_string())
+                kept.map(|root| to_hex(&root)).unwrap_or_else(|| "nothing".to_string())
             ),
         });
     }
@@ -505,8 +540,8 @@ mod tests {
 
     #[test]
     fn a_checkpoint_needs_more_than_half_of_the_signing_organisations() {
-        let mut tree = AccessTree::new();
-        tree.push([1; 32]);
+        let mut tree = ReplayTree::default();
+        tree.push(&[1; 32]);
         let root = tree.root_at(1).unwrap();
         let checkpoint = |cosigners: u8, signer_orgs_in_force: u64| FinalCheckpoint {
             body: crate::audit::CheckpointBody { tree_size: 1, root, log_index: 1 },
@@ -535,6 +570,16 @@ mod tests {
         assert_eq!(
             failures.iter().map(|failure| failure.kind).collect::<Vec<_>>(),
             [FailureKind::CheckpointRootMismatch]
+        );
+        // A root the replay no longer keeps is reported as not checked,
+        // not as a mismatch.
+        tree.push(&[2; 32]);
+        tree.forget_through(1);
+        let mut failures = Vec::new();
+        check_checkpoint(&checkpoint(2, 3), &tree, 1, &mut failures);
+        assert_eq!(
+            failures.iter().map(|failure| failure.kind).collect::<Vec<_>>(),
+            [FailureKind::CheckpointNotChecked]
         );
     }
 }

@@ -85,6 +85,9 @@ pub struct Appended {
     pub access_entry: Option<AccessLogEntry>,
     /// The audit leaf, at position `audit_frontier.size() - 1` after it.
     pub audit_leaf: Option<[u8; 32]>,
+    /// The audit tree's perfect subtrees the leaf completed, the leaf's own
+    /// first: a store keeps them to read roots and proofs at any size.
+    pub audit_nodes: Vec<(crate::audit::TreeNode, [u8; 32])>,
     /// The checkpoint it made final, the `checkpoints_final`-th.
     pub checkpoint: Option<FinalCheckpoint>,
 }
@@ -290,19 +293,18 @@ impl PolicyState {
             Err(rejection) => (Err(rejection), None),
         };
         debug_assert_eq!(before, self.commands_applied);
-        let audit_leaf = match &outcome {
+        let (audit_leaf, audit_nodes) = match &outcome {
             Ok(applied) if applied.is_audit_leaf() => {
                 let position = crate::audit::LeafPosition { digest_before, sequence: before, entry_time_ms };
                 let leaf = crate::audit::leaf_of(&position, envelope);
-                self.audit_frontier.push(&leaf);
-                Some(leaf)
+                (Some(leaf), self.audit_frontier.push(&leaf))
             }
-            _ => None,
+            _ => (None, Vec::new()),
         };
         let checkpoint =
             (self.checkpoints_final > checkpoints_before).then(|| self.last_checkpoint.clone()).flatten();
         self.digest = applied_digest(&digest_before, entry_time_ms, envelope, &outcome);
-        (outcome, Appended { access_entry, audit_leaf, checkpoint })
+        (outcome, Appended { access_entry, audit_leaf, audit_nodes, checkpoint })
     }
 
     /// Applies a command; an access also returns its entry.

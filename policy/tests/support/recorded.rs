@@ -4,8 +4,8 @@
 
 use civmesh_certs::{NodeKey, OrgId, SignedEnvelope};
 use civmesh_policy::audit::{
-    decode_bundle, encode_bundle, verify_bundle, AccessTree, ArchivedCommand, AuditBundle, AuditReport,
-    CheckpointBody, SeenCheckpoint,
+    decode_bundle, encode_bundle, verify_bundle, ArchivedCommand, AuditBundle, AuditReport, CheckpointBody,
+    SeenCheckpoint,
 };
 use civmesh_policy::model::SubjectKeyHash;
 use civmesh_policy::subject_keys::SubjectLookup;
@@ -67,11 +67,11 @@ impl RecordedLog {
     }
 
     pub fn root_at(&self, size: u64) -> [u8; 32] {
-        let mut tree = AccessTree::new();
-        for leaf in &self.leaves {
-            tree.push(*leaf);
+        let mut tree = civmesh_policy::audit::CompactRange::default();
+        for leaf in &self.leaves[..size as usize] {
+            tree.push(leaf);
         }
-        tree.root_at(size).unwrap()
+        tree.root()
     }
 }
 
