@@ -4,17 +4,27 @@
 //!   (what an auditor replays);
 //! - `access_log`: every access entry, by its position in the access log;
 //! - `audit_leaves`: the audit tree's leaves, by position;
+//! - `audit_tree`: the hash of every perfect subtree of the audit tree, by
+//!   level (one byte) and index (eight, big-endian), from which the root
+//!   and the RFC 6962 proofs at any size are read in O(log n) reads
+//!   ([`civmesh_policy::audit::TreeNode`]);
 //! - `checkpoints`: the final checkpoints, by their number from 0.
 //!
 //! The state machine writes one apply call's history in one batch, unsynced:
 //! a crash re-applies from the last state image (synced, which syncs the WAL
 //! before it) and rewrites the same keys with the same values. A node that
-//! joined by snapshot holds the history from the snapshot's index on only.
+//! joined by snapshot holds the history from the snapshot's index on only,
+//! and the tree's nodes from the snapshot's compact range on: roots and
+//! consistency proofs from the snapshot's size on, inclusion proofs of the
+//! leaves it applied itself.
 
 use std::sync::Arc;
 
 use civmesh_certs::codec;
-use civmesh_policy::audit::{ArchivedCommand, FinalCheckpoint, ARCHIVED_COMMAND_BYTES_MAX};
+use civmesh_policy::audit::{
+    ArchivedCommand, CompactRange, FinalCheckpoint, TreeNode, TreeNodes, TreeReadError,
+    ARCHIVED_COMMAND_BYTES_MAX,
+};
 use civmesh_policy::{AccessLogEntry, Appended};
 use rocksdb::{Direction, IteratorMode, WriteBatch, DB};
 
@@ -24,6 +34,7 @@ pub(crate) const ARCHIVE_FAMILY: &str = "archive";
 pub(crate) const ACCESS_LOG_FAMILY: &str = "access_log";
 pub(crate) const AUDIT_LEAVES_FAMILY: &str = "audit_leaves";
 pub(crate) const CHECKPOINTS_FAMILY: &str = "checkpoints";
+pub(crate) const AUDIT_TREE_FAMILY: &str = "audit_tree";
 
 /// The largest access entry decoded, in bytes: one command.
 pub const ACCESS_ENTRY_BYTES_MAX: usize = ARCHIVED_COMMAND_BYTES_MAX;
@@ -80,6 +91,7 @@ impl History {
         let access_log = self.family(ACCESS_LOG_FAMILY)?;
         let leaves = self.family(AUDIT_LEAVES_FAMILY)?;
         let checkpoints = self.family(CHECKPOINTS_FAMILY)?;
+        let tree = self.family(AUDIT_TREE_FAMILY)?;
         let mut batch = WriteBatch::default();
         for one in applied {
             batch.put_cf(archive, index_key(one.archived.sequence), encode(&one.archived)?);
@@ -90,6 +102,9 @@ impl History {
                 debug_assert!(one.audit_tree_size > 0);
                 batch.put_cf(leaves, index_key(one.audit_tree_size - 1), leaf);
             }
+            for (node, hash) in &one.appended.audit_nodes {
+                batch.put_cf(tree, node_key(*node), hash);
+            }
             if let Some(checkpoint) = &one.appended.checkpoint {
                 debug_assert!(one.checkpoints_final > 0);
                 batch.put_cf(checkpoints, index_key(one.checkpoints_final - 1), encode(checkpoint)?);
@@ -97,6 +112,45 @@ impl History {
         }
         self.db.write(batch)?;
         Ok(())
+    }
+
+    /// Keeps the perfect subtrees a compact range holds (synced): a store
+    /// that starts from it, by snapshot, reads roots at its size and later.
+    pub(crate) fn keep_frontier(&self, frontier: &CompactRange) -> Result<(), HistoryError> {
+        let tree = self.family(AUDIT_TREE_FAMILY)?;
+        let mut batch = WriteBatch::default();
+        for (node, hash) in frontier.nodes() {
+            batch.put_cf(tree, node_key(node), hash);
+        }
+        let mut options = rocksdb::WriteOptions::default();
+        options.set_sync(true);
+        self.db.write_opt(batch, &options)?;
+        Ok(())
+    }
+
+    /// The audit tree's root at `size` leaves (`size` at most what the
+    /// applied state counts).
+    pub fn tree_root(&self, size: u64) -> Result<[u8; 32], TreeReadError<HistoryError>> {
+        civmesh_policy::audit::root_at(self, size)
+    }
+
+    /// The RFC 6962 audit path of leaf `leaf` in the tree of `size` leaves.
+    pub fn inclusion_proof(
+        &self,
+        leaf: u64,
+        size: u64,
+    ) -> Result<Vec<[u8; 32]>, TreeReadError<HistoryError>> {
+        civmesh_policy::audit::inclusion_proof(self, leaf, size)
+    }
+
+    /// The RFC 6962 proof that the tree of `old_size` leaves is a prefix of
+    /// the tree of `size`.
+    pub fn consistency_proof(
+        &self,
+        old_size: u64,
+        size: u64,
+    ) -> Result<Vec<[u8; 32]>, TreeReadError<HistoryError>> {
+        civmesh_policy::audit::consistency_proof(self, old_size, size)
     }
 
     /// Up to `limit` commands from `from_sequence` on, in order (from the
@@ -179,6 +233,30 @@ impl History {
         }
         Ok((first, values))
     }
+}
+
+impl TreeNodes for History {
+    type Error = HistoryError;
+
+    fn node_hash(&self, node: TreeNode) -> Result<Option<[u8; 32]>, HistoryError> {
+        let Some(bytes) = self.db.get_pinned_cf(self.family(AUDIT_TREE_FAMILY)?, node_key(node))? else {
+            return Ok(None);
+        };
+        let hash = bytes
+            .as_ref()
+            .try_into()
+            .map_err(|_| HistoryError::Corrupt(format!("an audit tree node of {} bytes", bytes.len())))?;
+        Ok(Some(hash))
+    }
+}
+
+/// A tree node's key: its level, then its index big-endian, so each
+/// level's nodes are stored in order.
+fn node_key(node: TreeNode) -> [u8; 9] {
+    let mut key = [0u8; 9];
+    key[0] = node.level;
+    key[1..].copy_from_slice(&node.index.to_be_bytes());
+    key
 }
 
 fn encode<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, HistoryError> {

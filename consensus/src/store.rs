@@ -12,8 +12,8 @@
 //!   with the cosigned audit checkpoints, which live in the policy state.)
 //!   The image holds no history: the access log's length and the audit
 //!   tree's compact range stand for it.
-//! - `archive`, `access_log`, `audit_leaves`, `checkpoints`: the history, in
-//!   [`crate::history`], written with each apply.
+//! - `archive`, `access_log`, `audit_leaves`, `audit_tree`, `checkpoints`:
+//!   the history, in [`crate::history`], written with each apply.
 
 // openraft's StorageError is large and its type is fixed by the traits.
 #![allow(clippy::result_large_err)]
@@ -35,7 +35,8 @@ use rocksdb::{ColumnFamilyDescriptor, Direction, IteratorMode, Options, WriteBat
 use serde::{Deserialize, Serialize};
 
 use crate::history::{
-    AppliedCommand, History, ACCESS_LOG_FAMILY, ARCHIVE_FAMILY, AUDIT_LEAVES_FAMILY, CHECKPOINTS_FAMILY,
+    AppliedCommand, History, ACCESS_LOG_FAMILY, ARCHIVE_FAMILY, AUDIT_LEAVES_FAMILY, AUDIT_TREE_FAMILY,
+    CHECKPOINTS_FAMILY,
 };
 use crate::timings::{Stage, StageTimes};
 use crate::types::{entry_commands, ApplyResult, Entry, RaftNodeId, RaftPeer, TypeConfig};
@@ -75,6 +76,9 @@ pub enum OpenError {
     /// The stored log entries or their metadata do not read or decode.
     #[error("the policy log's stored entries are corrupt: {0}")]
     LogCorrupt(String),
+    /// The history could not be written.
+    #[error("cannot write the policy log's history: {0}")]
+    History(#[from] crate::history::HistoryError),
 }
 
 /// openraft's storage error (`Result<T, StorageFailure>` lets cargo-mutants see a `Result`).
@@ -117,6 +121,7 @@ pub fn open(directory: &Path) -> Result<(LogStore, StateMachine), OpenError> {
         ARCHIVE_FAMILY,
         ACCESS_LOG_FAMILY,
         AUDIT_LEAVES_FAMILY,
+        AUDIT_TREE_FAMILY,
         CHECKPOINTS_FAMILY,
     ]
     .into_iter()
@@ -393,13 +398,17 @@ impl StateMachine {
         let image: StateImage = get_state_image(&db)
             .map_err(|error| OpenError::StateImageCorrupt(error.to_string()))?
             .unwrap_or_default();
+        // The tree's nodes from the image's size on (a store written before
+        // the tree was stored, or one whose image came by snapshot).
+        let history = History::new(db.clone());
+        history.keep_frontier(&image.state.audit_frontier)?;
         let shared = SharedState::default();
         shared.write(|applied| {
             applied.applied_index = image.last_applied.map_or(0, |id| id.index);
             applied.policy = image.state;
         });
         Ok(StateMachine {
-            history: History::new(db.clone()),
+            history,
             db,
             last_applied: image.last_applied,
             last_membership: image.last_membership,
@@ -603,6 +612,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 ),
             ));
         }
+        self.history.keep_frontier(&image.state.audit_frontier).map_err(write_error)?;
         self.write_state_image(&bytes)?;
         self.last_applied = meta.last_log_id;
         self.last_membership = meta.last_membership.clone();
