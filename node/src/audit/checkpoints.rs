@@ -1,27 +1,25 @@
-//! The checkpoint task: hub and department nodes follow the access log's
-//! Merkle tree from their own replica and cosign checkpoints of it.
+//! The checkpoint task: hub and department nodes cosign checkpoints of the
+//! access log's Merkle tree, each from its own replica.
 //!
-//! The task follows the tree with its compact range (at most 64 hashes),
-//! seeded from the applied state's and advanced leaf by leaf from the stored
-//! audit leaves, at most `CHECKPOINT_LEAVES_PER_TICK_MAX` every
-//! `CHECKPOINT_TICK_MS`, and keeps the roots it computed at every multiple of
-//! `CHECKPOINT_INTERVAL_ENTRIES` and at the end of each tick (the latest
-//! `CHECKPOINT_ROOTS_KEPT_MAX`). It stops at the size of an open candidate
-//! it has not reached. Several candidates may be open at once, and a
-//! signer's cosignature counts for one of them only. If this node has
-//! cosigned none, it cosigns the first candidate whose signed root is a root
-//! it computed at that size. If none matches (none is open, or only bogus
-//! ones a single signer opened) and `CHECKPOINT_INTERVAL_ENTRIES` entries or
-//! `CHECKPOINT_INTERVAL_MS` have passed since the last final checkpoint, it
-//! opens one at the latest multiple of `CHECKPOINT_INTERVAL_ENTRIES` it
-//! passed, where every signer has a root, or, with fewer new entries, at its
-//! size (signers take turns by a stagger, so they rarely open two at once).
+//! Every `CHECKPOINT_TICK_MS` the task looks at the applied state. Several
+//! candidates may be open at once, and a signer's cosignature counts for
+//! one of them only. If this node has cosigned none, it cosigns the first
+//! candidate whose signed root is the root its own stored tree has at that
+//! size (read in O(log n), [`civmesh_consensus::History::tree_root`]); a
+//! candidate beyond what it applied waits. If none matches (none is open,
+//! or only bogus ones a single signer opened) and
+//! `CHECKPOINT_INTERVAL_ENTRIES` entries or `CHECKPOINT_INTERVAL_MS` have
+//! passed since the last final checkpoint, it opens one at the size it
+//! applied, with the root its state holds (signers take turns by a
+//! stagger, so they rarely open two at once). Any signer can check any
+//! size it applied, so nobody keeps roots in memory.
 
 use std::time::Duration;
 
 use civmesh_certs::{now_unix_millis, NodeId, NodeKey, SignedEnvelope};
 use civmesh_consensus::PolicyLog;
 use civmesh_policy::audit::{signs_checkpoints, CheckpointBody, CompactRange, CHECKPOINT_PENDING_MS_MAX};
+use civmesh_policy::audit::{TreeNodes, TreeReadError};
 use civmesh_policy::Command;
 use tokio::sync::watch;
 
@@ -35,11 +33,6 @@ pub const CHECKPOINT_INTERVAL_ENTRIES: u64 = 1_000;
 pub const CHECKPOINT_INTERVAL_MS: u64 = 5_000;
 /// Each signer waits this much longer than the one before it to open one.
 pub const CHECKPOINT_OPEN_STAGGER_MS: u64 = 1_000;
-/// Leaves hashed per tick at most.
-pub const CHECKPOINT_LEAVES_PER_TICK_MAX: usize = 50_000;
-/// Roots the task keeps, newest first.
-pub const CHECKPOINT_ROOTS_KEPT_MAX: usize = 1_024;
-
 /// What the task needs from the state in one look.
 struct View {
     /// This node's place among the signers, if it is one.
@@ -60,7 +53,6 @@ pub async fn run_checkpoints(
     key: std::sync::Arc<NodeKey>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let mut tree: Option<Follower> = None;
     let mut interval = tokio::time::interval(Duration::from_millis(CHECKPOINT_TICK_MS));
     let started_at_ms = now_unix_millis();
     loop {
@@ -78,17 +70,15 @@ pub async fn run_checkpoints(
             .filter(|(_, _, opened_at_ms)| now_ms < opened_at_ms.saturating_add(CHECKPOINT_PENDING_MS_MAX))
             .map(|(body, mine, _)| (body, mine))
             .collect();
-        let tree = tree.get_or_insert_with(|| Follower::new(view.frontier.clone()));
-        let size = tree.range.size();
-        let stop_at = open.iter().map(|(body, _)| body.tree_size).filter(|candidate| *candidate > size).min();
-        tree.advance(&log, &view.frontier, stop_at);
         if open.iter().any(|(_, mine)| *mine) {
             continue;
         }
-        let body = match matching_candidate(open.into_iter().map(|(body, _)| body), tree) {
+        let applied_size = view.frontier.size();
+        let history = log.history();
+        let body = match matching_candidate(open.into_iter().map(|(body, _)| body), applied_size, history) {
             Some(body) => body,
             None => {
-                let new_entries = tree.range.size().saturating_sub(view.last_final_size);
+                let new_entries = applied_size.saturating_sub(view.last_final_size);
                 let since_ms = now_ms.saturating_sub(view.last_final_at_ms.max(started_at_ms));
                 let due = new_entries >= CHECKPOINT_INTERVAL_ENTRIES
                     || (new_entries > 0
@@ -96,8 +86,11 @@ pub async fn run_checkpoints(
                 if !due {
                     continue;
                 }
-                let (tree_size, root) = tree.size_to_open(view.last_final_size);
-                CheckpointBody { tree_size, root, log_index: view.applied_index }
+                CheckpointBody {
+                    tree_size: applied_size,
+                    root: view.frontier.root(),
+                    log_index: view.applied_index,
+                }
             }
         };
         let Ok(envelope) =
@@ -116,89 +109,31 @@ pub async fn run_checkpoints(
     }
 }
 
-/// This node's view of the audit tree: its compact range and the roots it
-/// computed on the way (bounded).
-struct Follower {
-    range: CompactRange,
-    roots: std::collections::BTreeMap<u64, [u8; 32]>,
-}
-
-impl Follower {
-    fn new(range: CompactRange) -> Self {
-        let mut follower = Follower { range, roots: std::collections::BTreeMap::new() };
-        follower.keep_root();
-        follower
-    }
-
-    fn keep_root(&mut self) {
-        if self.range.size() > 0 {
-            self.roots.insert(self.range.size(), self.range.root());
-        }
-        while self.roots.len() > CHECKPOINT_ROOTS_KEPT_MAX {
-            self.roots.pop_first();
-        }
-    }
-
-    fn push(&mut self, leaf: &[u8; 32]) {
-        self.range.push(leaf);
-        if self.range.size().is_multiple_of(CHECKPOINT_INTERVAL_ENTRIES) {
-            self.keep_root();
-        }
-    }
-
-    /// Moves towards the applied state's tree, reading stored leaves, and
-    /// stops at `stop_at` if it lies on the way. A range the stored leaves
-    /// cannot advance (this node installed a snapshot beyond it) jumps to
-    /// the state's.
-    fn advance(&mut self, log: &PolicyLog<SwarmClient>, frontier: &CompactRange, stop_at: Option<u64>) {
-        let target = stop_at.unwrap_or(u64::MAX).min(frontier.size());
-        let wanted = usize::try_from(target.saturating_sub(self.range.size()))
-            .unwrap_or(usize::MAX)
-            .min(CHECKPOINT_LEAVES_PER_TICK_MAX);
-        if wanted == 0 {
-            return;
-        }
-        match log.history().audit_leaves(self.range.size(), wanted) {
-            Ok(leaves) if leaves.is_empty() => self.range = frontier.clone(),
-            Ok(leaves) => leaves.iter().for_each(|leaf| self.push(leaf)),
-            Err(error) => tracing::warn!(%error, "cannot read the audit leaves"),
-        }
-        self.keep_root();
-    }
-
-    /// The root this node computed at `size`, if it kept one.
-    fn root_at(&self, size: u64) -> Option<[u8; 32]> {
-        self.roots.get(&size).copied()
-    }
-
-    /// Where to open a checkpoint: the latest multiple of
-    /// `CHECKPOINT_INTERVAL_ENTRIES` past the last final one, which every
-    /// signer passing it kept a root for; with fewer new entries, here.
-    fn size_to_open(&self, last_final_size: u64) -> (u64, [u8; 32]) {
-        let boundary = self.range.size() / CHECKPOINT_INTERVAL_ENTRIES * CHECKPOINT_INTERVAL_ENTRIES;
-        match self.root_at(boundary).filter(|_| boundary > last_final_size) {
-            Some(root) => (boundary, root),
-            None => (self.range.size(), self.range.root()),
-        }
-    }
-}
-
-/// The first open candidate whose signed root is a root this node computed
-/// at that size: the only kind it cosigns.
-fn matching_candidate(
+/// The first open candidate whose signed root is the root this replica's
+/// stored tree has at that size: the only kind it cosigns. Candidates
+/// beyond `applied_size` wait until it gets there.
+fn matching_candidate<N: TreeNodes>(
     open: impl IntoIterator<Item = CheckpointBody>,
-    tree: &Follower,
+    applied_size: u64,
+    tree: &N,
 ) -> Option<CheckpointBody> {
-    open.into_iter().find(|body| match tree.root_at(body.tree_size) {
-        Some(root) if root == body.root => true,
-        Some(_) => {
-            tracing::warn!(
-                size = body.tree_size,
-                "an open checkpoint's root is not this replica's: not cosigning"
-            );
-            false
+    open.into_iter().filter(|body| body.tree_size <= applied_size).find(|body| {
+        match civmesh_policy::audit::root_at(tree, body.tree_size) {
+            Ok(root) if root == body.root => true,
+            Ok(_) => {
+                tracing::warn!(
+                    size = body.tree_size,
+                    "an open checkpoint's root is not this replica's: not cosigning"
+                );
+                false
+            }
+            // Joined by snapshot after that size: someone else can check it.
+            Err(TreeReadError::NotHeld(_)) => false,
+            Err(error) => {
+                tracing::warn!(%error, size = body.tree_size, "cannot read the audit tree");
+                false
+            }
         }
-        None => false,
     })
 }
 
@@ -231,62 +166,71 @@ fn look(log: &PolicyLog<SwarmClient>, me: &NodeId) -> View {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
+    use civmesh_policy::audit::TreeNode;
+
     use super::*;
+
+    /// The nodes a replica stores, from `from_size` on (all when 0).
+    struct Stored(BTreeMap<TreeNode, [u8; 32]>);
+
+    impl TreeNodes for Stored {
+        type Error = std::convert::Infallible;
+
+        fn node_hash(&self, node: TreeNode) -> Result<Option<[u8; 32]>, Self::Error> {
+            Ok(self.0.get(&node).copied())
+        }
+    }
+
+    fn leaf(number: u64) -> [u8; 32] {
+        civmesh_certs::codec::sha256(&number.to_be_bytes())
+    }
+
+    /// A replica that applied `size` leaves, storing nodes from `from_size`
+    /// on (a snapshot there), and the root at every size.
+    fn replica(from_size: u64, size: u64) -> (Stored, Vec<[u8; 32]>) {
+        let mut range = CompactRange::default();
+        let mut stored = BTreeMap::new();
+        let mut roots = vec![range.root()];
+        for number in 0..size {
+            if number == from_size {
+                stored.extend(range.nodes());
+            }
+            let completed = range.push(&leaf(number));
+            if number >= from_size {
+                stored.extend(completed);
+            }
+            roots.push(range.root());
+        }
+        (Stored(stored), roots)
+    }
 
     fn body(tree_size: u64, root: [u8; 32]) -> CheckpointBody {
         CheckpointBody { tree_size, root, log_index: tree_size }
     }
 
-    /// A follower that pushed `leaves` leaves, keeping roots as the task does
-    /// (at every multiple of the interval, and at the end).
-    fn follower(leaves: u64) -> Follower {
-        let mut tree = Follower::new(CompactRange::default());
-        for leaf in 0..leaves {
-            tree.push(&codec_leaf(leaf));
-        }
-        tree.keep_root();
-        tree
-    }
-
-    fn codec_leaf(number: u64) -> [u8; 32] {
-        civmesh_certs::codec::sha256(&number.to_be_bytes())
-    }
-
     #[test]
-    fn a_node_cosigns_only_a_candidate_over_a_root_it_computed() {
-        let interval = CHECKPOINT_INTERVAL_ENTRIES;
-        let tree = follower(2 * interval + 7);
-        let mut reference = CompactRange::default();
-        let mut at_interval = None;
-        for leaf in 0..2 * interval + 7 {
-            reference.push(&codec_leaf(leaf));
-            if leaf + 1 == interval {
-                at_interval = Some(reference.root());
-            }
+    fn a_node_cosigns_only_a_candidate_over_its_own_root_at_a_size_it_applied() {
+        let (stored, roots) = replica(0, 2_007);
+        let ours_now = body(2_007, roots[2_007]);
+        let ours_passed = body(1_003, roots[1_003]);
+        let bogus = body(1_000, [9; 32]);
+        let ahead = body(2_010, [9; 32]);
+        let cases = [
+            (vec![bogus.clone(), ours_passed.clone()], Some(ours_passed.clone())),
+            (vec![ahead.clone(), ours_now.clone()], Some(ours_now)),
+            (vec![bogus.clone(), ahead.clone()], None),
+            (vec![], None),
+        ];
+        for (open, expected) in cases {
+            assert_eq!(matching_candidate(open.clone(), 2_007, &stored), expected, "{open:?}");
         }
-        let ours_now = body(2 * interval + 7, reference.root());
-        let ours_passed = body(interval, at_interval.unwrap());
-        let bogus = body(interval, [9; 32]);
-        let unknown = body(interval + 3, [9; 32]);
-        assert_eq!(matching_candidate([bogus.clone(), ours_passed.clone()], &tree), Some(ours_passed));
-        assert_eq!(matching_candidate([unknown.clone(), ours_now.clone()], &tree), Some(ours_now));
-        assert_eq!(matching_candidate([bogus, unknown], &tree), None);
-        assert_eq!(matching_candidate([], &tree), None);
-    }
-
-    #[test]
-    fn a_checkpoint_opens_where_every_signer_kept_a_root() {
-        let interval = CHECKPOINT_INTERVAL_ENTRIES;
-        let tree = follower(3 * interval + 5);
-        assert_eq!(tree.size_to_open(0).0, 3 * interval);
-        assert_eq!(tree.size_to_open(3 * interval).0, 3 * interval + 5, "fewer new entries: here");
-        let small = follower(5);
-        assert_eq!(small.size_to_open(0), (5, small.range.root()));
-        let mut many = follower(0);
-        for leaf in 0..CHECKPOINT_ROOTS_KEPT_MAX as u64 + 10 {
-            many.push(&codec_leaf(leaf));
-            many.keep_root();
-        }
-        assert!(many.roots.len() <= CHECKPOINT_ROOTS_KEPT_MAX, "the roots kept are bounded");
+        assert_eq!(matching_candidate([ours_passed.clone()], 1_002, &stored), None, "not applied yet");
+        // A replica that joined by snapshot at 1,500 checks sizes from there.
+        let (joined, _) = replica(1_500, 2_007);
+        assert_eq!(matching_candidate([ours_passed], 2_007, &joined), None);
+        let later = body(1_700, roots[1_700]);
+        assert_eq!(matching_candidate([later.clone()], 2_007, &joined), Some(later));
     }
 }

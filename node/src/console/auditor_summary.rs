@@ -24,6 +24,7 @@ pub(super) fn failure_key(kind: FailureKind) -> &'static str {
         FailureKind::CheckpointQuorum => "audit.failure-checkpoint-quorum",
         FailureKind::HistoryRewritten => "audit.failure-history-rewritten",
         FailureKind::Unanchored => "audit.failure-unanchored",
+        FailureKind::CheckpointNotChecked => "audit.failure-checkpoint-not-checked",
     }
 }
 
