@@ -152,6 +152,26 @@ fn export_verify_and_subject_access_over_a_live_federation() {
     let printed = net.audit_verify(&second, &ca, &seen).unwrap();
     assert!(printed.contains("checked against:  1 checkpoint(s) seen before"), "{printed}");
 
+    // Without a bundle: each voter proves, from its stored tree, that both
+    // checkpoints seen so far are prefixes of its latest final one, and
+    // that the subject's accesses (the report's leaves) are in it.
+    let leaves: Vec<String> = accesses.iter().map(|access| access["leaf"].to_string()).collect();
+    for index in 0..3 {
+        let printed = prove(&net, index, &ca, &seen, &leaves).unwrap();
+        assert!(printed.contains("latest final checkpoint: 5 leaves"), "{printed}");
+        assert!(printed.contains("proved: 2 seen checkpoint(s), 2 leaf(s)"), "{printed}");
+    }
+    // A checkpoint seen with another root is not a prefix, and a leaf
+    // outside the tree is refused: both fail the run.
+    let bent_root: String = checkpoint["root"].as_str().unwrap().chars().rev().collect();
+    let bent = dir.path().join("bent-seen.json");
+    let text = std::fs::read_to_string(&seen).unwrap();
+    std::fs::write(&bent, text.replace(checkpoint["root"].as_str().unwrap(), &bent_root)).unwrap();
+    let error = prove(&net, 1, &ca, &bent, &[]).unwrap_err().to_string();
+    assert!(error.contains("the checkpoint seen at 3 leaves") && error.contains("rewritten"), "{error}");
+    let error = prove(&net, 1, &ca, &seen, &["9".to_string()]).unwrap_err().to_string();
+    assert!(error.contains("leaf 9 is not in a tree of 5 leaves"), "{error}");
+
     // Damage and another federation are refused with clear errors.
     let mut bytes = std::fs::read(&second).unwrap();
     bytes.truncate(bytes.len() - 10);
@@ -163,6 +183,24 @@ fn export_verify_and_subject_access_over_a_live_federation() {
     net.cli(&["ca", "init", "--ca-dir", other.to_str().unwrap(), "--name", "another city"]).unwrap();
     let error = net.audit_verify(&second, &other.join("ca.pem"), &seen).unwrap_err().to_string();
     assert!(error.contains("another federation"), "{error}");
+}
+
+/// `civmesh audit prove` through node `index` with the checkpoints in
+/// `seen`, for `leaves`: what it printed.
+fn prove(
+    net: &Testnet,
+    index: usize,
+    ca: &std::path::Path,
+    seen: &std::path::Path,
+    leaves: &[String],
+) -> anyhow::Result<String> {
+    let node_dir = net.nodes[index].data_dir.to_str().expect("a UTF-8 path").to_string();
+    let (ca, seen) = (ca.to_str().expect("a UTF-8 path"), seen.to_str().expect("a UTF-8 path"));
+    let mut args = vec!["audit", "prove", "--node-dir", &node_dir, "--ca-cert", ca, "--seen", seen];
+    for leaf in leaves {
+        args.extend(["--leaf", leaf.as_str()]);
+    }
+    net.cli(&args)
 }
 
 /// `civmesh audit subject` for 91310106B over `bundle`, with `secret`.

@@ -417,4 +417,26 @@ fn a_history_past_the_old_state_bound_snapshots_restarts_and_takes_a_learner() {
     // It holds the entries after its snapshot only, and says so by paging
     // from there.
     assert!(!net.holds_access_entry(zhenru, 0).unwrap());
+
+    // Proofs from the stored trees against the final checkpoint over it
+    // all: a voter proves the first and the last leaf; the learner proves
+    // the last, and answers 404 for one before its snapshot.
+    let size = HISTORY_RECORDS as u64;
+    let checkpoints: serde_json::Value = net.api(zhenru).unwrap().get("/v1/audit/checkpoints").unwrap();
+    let root = hash(&checkpoints["latest"]["root"]);
+    for (index, leaf) in [(market, 0), (market, size - 1), (zhenru, size - 1)] {
+        let path = format!("/v1/audit/proofs/inclusion?leaf={leaf}&tree_size={size}");
+        let answer: serde_json::Value = net.api(index).unwrap().get(&path).unwrap();
+        let proof: Vec<[u8; 32]> = answer["proof"].as_array().unwrap().iter().map(hash).collect();
+        assert!(!proof.is_empty() && proof.len() <= 12, "a tree of {size} leaves is 12 levels deep");
+        civmesh_policy::audit::verify_inclusion(&root, size, leaf, &hash(&answer["leaf_value"]), &proof)
+            .unwrap();
+    }
+    let error =
+        net.api(zhenru).unwrap().get::<serde_json::Value>("/v1/audit/proofs/inclusion?leaf=0").unwrap_err();
+    assert!(error.to_string().contains("404"), "{error:#}");
+}
+
+fn hash(value: &serde_json::Value) -> [u8; 32] {
+    hex::decode(value.as_str().unwrap()).unwrap().try_into().unwrap()
 }

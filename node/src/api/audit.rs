@@ -1,9 +1,12 @@
-//! The audit routes: the command archive and the checkpoints of the access log.
+//! The audit routes: the command archive, the checkpoints of the access
+//! log, and proofs from its stored tree.
 
 use axum::extract::State;
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde::Deserialize;
+use civmesh_policy::audit::TreeReadError;
+use serde::{Deserialize, Serialize};
 
 use crate::api::{ApiError, QueryParams, Shared};
 
@@ -109,4 +112,123 @@ pub(crate) async fn audit_checkpoints(
             "pending": policy.pending_checkpoint().map(|open| checkpoint_json(&open.body, &open.cosigners)),
         })
     })))
+}
+
+/// `?leaf=N&tree_size=N` of `GET /v1/audit/proofs/inclusion`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InclusionQuery {
+    /// The leaf, from 0.
+    pub leaf: u64,
+    /// The tree's size; the latest final checkpoint's when absent.
+    pub tree_size: Option<u64>,
+}
+
+/// `?from=N&tree_size=N` of `GET /v1/audit/proofs/consistency`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsistencyQuery {
+    /// The earlier tree's size (at least 1).
+    pub from: u64,
+    /// The later tree's size; the latest final checkpoint's when absent.
+    pub tree_size: Option<u64>,
+}
+
+/// An RFC 6962 inclusion proof, hashes in hex.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct InclusionAnswer {
+    /// The tree's size.
+    pub tree_size: u64,
+    /// Its root.
+    pub root: String,
+    /// The leaf, from 0.
+    pub leaf: u64,
+    /// The leaf's value (the access entry's commitment).
+    pub leaf_value: String,
+    /// The audit path, deepest sibling first.
+    pub proof: Vec<String>,
+}
+
+/// An RFC 6962 consistency proof, hashes in hex.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ConsistencyAnswer {
+    /// The earlier tree's size.
+    pub from: u64,
+    /// Its root.
+    pub from_root: String,
+    /// The later tree's size.
+    pub tree_size: u64,
+    /// Its root.
+    pub root: String,
+    /// The proof.
+    pub proof: Vec<String>,
+}
+
+/// The tree size asked for, or the latest final checkpoint's (the applied
+/// tree's before any); refused past what this replica applied.
+fn proof_size(state: &Shared, asked: Option<u64>) -> Result<u64, ApiError> {
+    let (applied, anchored) = state.log.state().read(|applied| {
+        let policy = &applied.policy;
+        let anchored = policy.last_checkpoint.as_ref().map(|last| last.body.tree_size);
+        (policy.audit_frontier.size(), anchored)
+    });
+    let size = asked.or(anchored).unwrap_or(applied);
+    if size > applied {
+        return Err(ApiError::bad_request(format!("the audit tree has {applied} leaves here, not {size}")));
+    }
+    Ok(size)
+}
+
+fn tree_error(error: TreeReadError<civmesh_consensus::HistoryError>) -> ApiError {
+    match error {
+        TreeReadError::OutOfRange(message) => ApiError::bad_request(message),
+        TreeReadError::NotHeld(_) => ApiError::new(StatusCode::NOT_FOUND, error.to_string()),
+        TreeReadError::Store(error) => ApiError::internal(error),
+    }
+}
+
+fn hexes(hashes: &[[u8; 32]]) -> Vec<String> {
+    hashes.iter().map(hex::encode).collect()
+}
+
+/// `GET /v1/audit/proofs/inclusion`: the proof that a leaf is in the tree
+/// of a size, read from this replica's stored tree.
+pub(crate) async fn inclusion_proof(
+    State(state): State<Shared>,
+    QueryParams(query): QueryParams<InclusionQuery>,
+) -> Result<Json<InclusionAnswer>, ApiError> {
+    let tree_size = proof_size(&state, query.tree_size)?;
+    let history = state.log.history();
+    let proof = history.inclusion_proof(query.leaf, tree_size).map_err(tree_error)?;
+    let root = history.tree_root(tree_size).map_err(tree_error)?;
+    let leaf_value = history.audit_leaves(query.leaf, 1).map_err(ApiError::internal)?;
+    let Some(leaf_value) = leaf_value.first() else {
+        let message = format!("this replica does not hold leaf {} (it joined by snapshot)", query.leaf);
+        return Err(ApiError::new(StatusCode::NOT_FOUND, message));
+    };
+    Ok(Json(InclusionAnswer {
+        tree_size,
+        root: hex::encode(root),
+        leaf: query.leaf,
+        leaf_value: hex::encode(leaf_value),
+        proof: hexes(&proof),
+    }))
+}
+
+/// `GET /v1/audit/proofs/consistency`: the proof that the tree of one size
+/// is a prefix of the tree of a later one.
+pub(crate) async fn consistency_proof(
+    State(state): State<Shared>,
+    QueryParams(query): QueryParams<ConsistencyQuery>,
+) -> Result<Json<ConsistencyAnswer>, ApiError> {
+    let tree_size = proof_size(&state, query.tree_size)?;
+    let history = state.log.history();
+    let proof = history.consistency_proof(query.from, tree_size).map_err(tree_error)?;
+    Ok(Json(ConsistencyAnswer {
+        from: query.from,
+        from_root: hex::encode(history.tree_root(query.from).map_err(tree_error)?),
+        tree_size,
+        root: hex::encode(history.tree_root(tree_size).map_err(tree_error)?),
+        proof: hexes(&proof),
+    }))
 }

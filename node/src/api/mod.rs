@@ -35,7 +35,10 @@ use civmesh_certs::VerifiedIdentity;
 use civmesh_consensus::PolicyLog;
 
 pub use assessments::{AssessmentCreated, AssessmentsQuery};
-pub use audit::{AuditCommandsQuery, AUDIT_COMMANDS_PER_REQUEST_MAX, AUDIT_PAGE_BYTES_MAX};
+pub use audit::{
+    AuditCommandsQuery, ConsistencyAnswer, InclusionAnswer, AUDIT_COMMANDS_PER_REQUEST_MAX,
+    AUDIT_PAGE_BYTES_MAX,
+};
 pub use auth::TokenHolder;
 pub use cluster::{InitializeRequest, PeerAddress, VotersRequest};
 pub use consents::ConsentRequest;

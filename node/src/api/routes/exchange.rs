@@ -182,6 +182,41 @@ pub const EXCHANGE_ROUTES: &[Route] = &[
         },
     },
     Route {
+        verb: Verb::Get,
+        path: "/v1/audit/proofs/inclusion",
+        scope: Scope::Audit,
+        handler: handler!(audit::inclusion_proof),
+        doc: Doc {
+            summary: "An RFC 6962 proof that a leaf of the access log's tree is in the tree of a size",
+            description: "Read from this replica's stored tree in O(log n). `tree_size` defaults to the latest \
+                final checkpoint's (the applied tree's before any). The leaf's value is the access entry's \
+                commitment (docs/audit-bundle.md). A size past what this replica applied or a leaf outside \
+                the tree is a 400; a leaf before this replica joined by snapshot is a 404.",
+            parameters: &["ProofLeaf", "ProofTreeSize"],
+            answer: "The proof",
+            media: &[(JSON, "InclusionProof")],
+            errors: &[400, 404, 500],
+            ..DOC
+        },
+    },
+    Route {
+        verb: Verb::Get,
+        path: "/v1/audit/proofs/consistency",
+        scope: Scope::Audit,
+        handler: handler!(audit::consistency_proof),
+        doc: Doc {
+            summary: "An RFC 6962 proof that the access log's tree of one size is a prefix of the tree of a later size",
+            description: "Read from this replica's stored tree in O(log n). `tree_size` defaults to the latest \
+                final checkpoint's (the applied tree's before any); `from` is at least 1 and at most \
+                `tree_size` (else a 400). A size before this replica joined by snapshot is a 404.",
+            parameters: &["ProofFrom", "ProofTreeSize"],
+            answer: "The proof",
+            media: &[(JSON, "ConsistencyProof")],
+            errors: &[400, 404, 500],
+            ..DOC
+        },
+    },
+    Route {
         verb: Verb::Post,
         path: "/v1/corrections",
         scope: Scope::Corrections,

@@ -1,7 +1,10 @@
 //! `civmesh audit ...`: export a bundle from a node's archive, verify it
-//! offline with a progress bar, and list a subject's accesses. Verification
+//! offline with a progress bar, list a subject's accesses, and check a
+//! node's proofs ([`prove`]). Verification
 //! itself lives in `civmesh_policy::audit`; this module reads and writes the
 //! files (the bundle, the JSON report, the seen-checkpoints file).
+
+mod prove;
 
 use crate::audit::seen::SeenFile;
 use std::path::{Path, PathBuf};
@@ -34,6 +37,11 @@ pub enum AuditCommand {
     /// List every access to one subject's records (PIPL Art. 45): who, when,
     /// for what purpose, under which legal basis, and which fields.
     Subject(SubjectArgs),
+    /// Ask a node for proofs from its stored audit tree and check them
+    /// against its latest final checkpoint: checkpoints seen before are
+    /// prefixes of it, and the given leaves are in it. Exits non-zero if
+    /// any proof fails.
+    Prove(prove::ProveArgs),
 }
 
 /// Arguments of `civmesh audit export`.
@@ -114,6 +122,7 @@ pub(super) fn execute(command: AuditCommand) -> anyhow::Result<()> {
             verify(bundle, &args.ca_cert.path, &args.seen, &report_path, args.require_anchored)
         }
         AuditCommand::Subject(args) => subject(&args),
+        AuditCommand::Prove(args) => prove::prove(&args),
     }
 }
 
