@@ -3,16 +3,18 @@
 //!
 //! Every `CHECKPOINT_TICK_MS` the task looks at the applied state. Several
 //! candidates may be open at once, and a signer's cosignature counts for
-//! one of them only. If this node has cosigned none, it cosigns the first
-//! candidate whose signed root is the root its own stored tree has at that
-//! size (read in O(log n), [`civmesh_consensus::History::tree_root`]); a
-//! candidate beyond what it applied waits. If none matches (none is open,
-//! or only bogus ones a single signer opened) and
-//! `CHECKPOINT_INTERVAL_ENTRIES` entries or `CHECKPOINT_INTERVAL_MS` have
-//! passed since the last final checkpoint, it opens one at the size it
-//! applied, with the root its state holds (signers take turns by a
-//! stagger, so they rarely open two at once). Any signer can check any
-//! size it applied, so nobody keeps roots in memory.
+//! one of them only. It cosigns the largest acceptable candidate, moving
+//! its cosignature there if it is on another: one whose signed root is
+//! the root its own stored tree has at that size (read in O(log n),
+//! [`civmesh_consensus::History::tree_root`]), at a size it applied, that
+//! covers at least half of the leaves it applied since the last final
+//! checkpoint (so one signer opening tiny candidates cannot hold finality
+//! back to a leaf a round). A candidate beyond what it applied waits. If
+//! none is acceptable and `CHECKPOINT_INTERVAL_ENTRIES` entries or
+//! `CHECKPOINT_INTERVAL_MS` have passed since the last final checkpoint, it
+//! opens one at the size it applied, with the root its state holds
+//! (signers take turns by a stagger, so they rarely open two at once). Any
+//! signer can check any size it applied, so nobody keeps roots in memory.
 
 use std::time::Duration;
 
@@ -70,13 +72,12 @@ pub async fn run_checkpoints(
             .filter(|(_, _, opened_at_ms)| now_ms < opened_at_ms.saturating_add(CHECKPOINT_PENDING_MS_MAX))
             .map(|(body, mine, _)| (body, mine))
             .collect();
-        if open.iter().any(|(_, mine)| *mine) {
-            continue;
-        }
         let applied_size = view.frontier.size();
+        let sizes = Sizes { last_final: view.last_final_size, applied: applied_size };
         let history = log.history();
-        let body = match matching_candidate(open.into_iter().map(|(body, _)| body), applied_size, history) {
-            Some(body) => body,
+        let body = match best_candidate(open.iter().map(|(body, _)| body), sizes, history) {
+            Some(best) if open.iter().any(|(body, mine)| *mine && body == best) => continue,
+            Some(best) => best.clone(),
             None => {
                 let new_entries = applied_size.saturating_sub(view.last_final_size);
                 let since_ms = now_ms.saturating_sub(view.last_final_at_ms.max(started_at_ms));
@@ -109,32 +110,49 @@ pub async fn run_checkpoints(
     }
 }
 
-/// The first open candidate whose signed root is the root this replica's
-/// stored tree has at that size: the only kind it cosigns. Candidates
-/// beyond `applied_size` wait until it gets there.
-fn matching_candidate<N: TreeNodes>(
-    open: impl IntoIterator<Item = CheckpointBody>,
-    applied_size: u64,
+/// Where this node is: the last final checkpoint's size and the size it
+/// applied.
+#[derive(Debug, Clone, Copy)]
+struct Sizes {
+    last_final: u64,
+    applied: u64,
+}
+
+/// The largest open candidate this node cosigns: its signed root is the
+/// root this replica's stored tree has at that size, a size it applied,
+/// and it covers at least half of the leaves applied after the last final
+/// checkpoint.
+fn best_candidate<'a, N: TreeNodes>(
+    open: impl IntoIterator<Item = &'a CheckpointBody>,
+    sizes: Sizes,
     tree: &N,
-) -> Option<CheckpointBody> {
-    open.into_iter().filter(|body| body.tree_size <= applied_size).find(|body| {
-        match civmesh_policy::audit::root_at(tree, body.tree_size) {
-            Ok(root) if root == body.root => true,
-            Ok(_) => {
-                tracing::warn!(
-                    size = body.tree_size,
-                    "an open checkpoint's root is not this replica's: not cosigning"
-                );
-                false
-            }
-            // Joined by snapshot after that size: someone else can check it.
-            Err(TreeReadError::NotHeld(_)) => false,
-            Err(error) => {
-                tracing::warn!(%error, size = body.tree_size, "cannot read the audit tree");
-                false
-            }
+) -> Option<&'a CheckpointBody> {
+    let unanchored = sizes.applied.saturating_sub(sizes.last_final);
+    open.into_iter()
+        .filter(|body| body.tree_size <= sizes.applied)
+        .filter(|body| 2 * body.tree_size.saturating_sub(sizes.last_final) >= unanchored)
+        .filter(|body| matches_stored_root(body, tree))
+        .max_by_key(|body| body.tree_size)
+}
+
+/// Whether `body` signs the root this replica's stored tree has at its size.
+fn matches_stored_root<N: TreeNodes>(body: &CheckpointBody, tree: &N) -> bool {
+    match civmesh_policy::audit::root_at(tree, body.tree_size) {
+        Ok(root) if root == body.root => true,
+        Ok(_) => {
+            tracing::warn!(
+                size = body.tree_size,
+                "an open checkpoint's root is not this replica's: not cosigning"
+            );
+            false
         }
-    })
+        // Joined by snapshot after that size: someone else can check it.
+        Err(TreeReadError::NotHeld(_)) => false,
+        Err(error) => {
+            tracing::warn!(%error, size = body.tree_size, "cannot read the audit tree");
+            false
+        }
+    }
 }
 
 fn look(log: &PolicyLog<SwarmClient>, me: &NodeId) -> View {
@@ -211,26 +229,34 @@ mod tests {
     }
 
     #[test]
-    fn a_node_cosigns_only_a_candidate_over_its_own_root_at_a_size_it_applied() {
+    fn a_node_cosigns_the_largest_candidate_over_its_own_root_that_covers_enough() {
         let (stored, roots) = replica(0, 2_007);
-        let ours_now = body(2_007, roots[2_007]);
-        let ours_passed = body(1_003, roots[1_003]);
-        let bogus = body(1_000, [9; 32]);
+        let at = |size: u64| body(size, roots[size as usize]);
+        let bogus = body(1_900, [9; 32]);
         let ahead = body(2_010, [9; 32]);
+        let everywhere = Sizes { last_final: 0, applied: 2_007 };
         let cases = [
-            (vec![bogus.clone(), ours_passed.clone()], Some(ours_passed.clone())),
-            (vec![ahead.clone(), ours_now.clone()], Some(ours_now)),
-            (vec![bogus.clone(), ahead.clone()], None),
-            (vec![], None),
+            (vec![at(1_004), bogus.clone()], everywhere, Some(at(1_004))),
+            (vec![at(1_003), at(2_007), ahead.clone()], everywhere, Some(at(2_007))),
+            (vec![at(1_500), at(1_200)], everywhere, Some(at(1_500))),
+            (vec![bogus.clone(), ahead.clone()], everywhere, None),
+            (vec![], everywhere, None),
+            // Less than half of the unanchored leaves: one signer's tiny
+            // candidates do not hold finality back.
+            (vec![at(1_001)], Sizes { last_final: 1_000, applied: 2_007 }, None),
+            (vec![at(1_504)], Sizes { last_final: 1_000, applied: 2_007 }, Some(at(1_504))),
+            // Not applied that far yet.
+            (vec![at(1_003)], Sizes { last_final: 0, applied: 1_002 }, None),
         ];
-        for (open, expected) in cases {
-            assert_eq!(matching_candidate(open.clone(), 2_007, &stored), expected, "{open:?}");
+        for (open, sizes, expected) in cases {
+            assert_eq!(best_candidate(&open, sizes, &stored).cloned(), expected, "{open:?} at {sizes:?}");
         }
-        assert_eq!(matching_candidate([ours_passed.clone()], 1_002, &stored), None, "not applied yet");
         // A replica that joined by snapshot at 1,500 checks sizes from there.
         let (joined, _) = replica(1_500, 2_007);
-        assert_eq!(matching_candidate([ours_passed], 2_007, &joined), None);
-        let later = body(1_700, roots[1_700]);
-        assert_eq!(matching_candidate([later.clone()], 2_007, &joined), Some(later));
+        assert_eq!(best_candidate(&[at(1_003)], everywhere, &joined), None);
+        assert_eq!(
+            best_candidate(&[at(1_800)], Sizes { last_final: 1_500, applied: 2_007 }, &joined),
+            Some(&at(1_800))
+        );
     }
 }

@@ -37,7 +37,7 @@ pub use export::{checked_subject_accesses, ArchiveWriter, ExportError, Exported,
 pub use lifecycle::{lifecycle_report, HolderDeletions, LifecycleReport, OwnerRequests};
 pub use proofs::{
     consistency_proof, inclusion_proof, root_at, verify_consistency, verify_inclusion, ProofError, TreeNodes,
-    TreeReadError,
+    TreeReadError, PROOF_TREE_SIZE_MAX,
 };
 pub use subject::{SubjectAccess, SubjectAccessOutcome};
 pub use tally::{

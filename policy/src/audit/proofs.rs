@@ -11,6 +11,10 @@ use sha2::{Digest, Sha256};
 
 use super::tree::{hash_children, TreeNode};
 
+/// The largest tree size a proof is checked against: beyond it a size is
+/// malformed (ct-merkle's index arithmetic needs room above it).
+pub const PROOF_TREE_SIZE_MAX: u64 = 1 << 62;
+
 /// Where the hashes of stored perfect subtrees are read from.
 pub trait TreeNodes {
     /// Why a read failed.
@@ -126,6 +130,9 @@ pub fn verify_inclusion(
     leaf_value: &[u8; 32],
     proof: &[[u8; 32]],
 ) -> Result<(), ProofError> {
+    if size > PROOF_TREE_SIZE_MAX {
+        return Err(ProofError::Malformed);
+    }
     let proof =
         InclusionProof::<Sha256>::try_from_bytes(proof.concat()).map_err(|_| ProofError::Malformed)?;
     RootHash::<Sha256>::new((*root).into(), size).verify_inclusion(leaf_value, leaf, &proof).map_err(
@@ -145,6 +152,9 @@ pub fn verify_consistency(
     size: u64,
     proof: &[[u8; 32]],
 ) -> Result<(), ProofError> {
+    if size > PROOF_TREE_SIZE_MAX {
+        return Err(ProofError::Malformed);
+    }
     let proof =
         ConsistencyProof::<Sha256>::try_from_bytes(proof.concat()).map_err(|_| ProofError::Malformed)?;
     let old = RootHash::<Sha256>::new((*old_root).into(), old_size);
@@ -301,5 +311,15 @@ mod tests {
         assert!(matches!(consistency_proof(&stored, 0, 1500), Err(TreeReadError::OutOfRange(_))));
         assert!(matches!(consistency_proof(&stored, 1501, 1500), Err(TreeReadError::OutOfRange(_))));
         assert_eq!(verify_inclusion(&[0; 32], 3, 1, &leaf(1), &[[0; 32]; 5]), Err(ProofError::Malformed));
+        for size in [PROOF_TREE_SIZE_MAX + 1, u64::MAX] {
+            assert_eq!(
+                verify_inclusion(&[0; 32], size, 1, &leaf(1), &[[0; 32]; 62]),
+                Err(ProofError::Malformed)
+            );
+            assert_eq!(
+                verify_consistency(&[0; 32], 1, &[0; 32], size, &[[0; 32]; 62]),
+                Err(ProofError::Malformed)
+            );
+        }
     }
 }

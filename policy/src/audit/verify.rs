@@ -64,9 +64,11 @@ pub enum FailureKind {
     /// Leaves after the latest final checkpoint, when the auditor requires
     /// every leaf anchored ([`AuditReport::require_anchored`]).
     Unanchored,
-    /// A final checkpoint this verifier could not check: more than
-    /// [`REPLAY_ROOTS_KEPT_MAX`] leaves came after the previous final one,
-    /// and it keeps the roots of the latest only.
+    /// A final checkpoint this verifier could not check: it became final
+    /// more than [`REPLAY_ROOTS_KEPT_MAX`] leaves after its size, and the
+    /// replay keeps the roots of that many latest sizes only. The
+    /// checkpoint is unverified: anchored very late, or an old size
+    /// reopened by a majority.
     CheckpointNotChecked,
 }
 
@@ -502,7 +504,7 @@ fn check_checkpoint(
             leaf: Some(size.saturating_sub(1)),
             kind: FailureKind::CheckpointNotChecked,
             detail: format!(
-                "the checkpoint at size {size} lies more than {REPLAY_ROOTS_KEPT_MAX} leaves after the previous final one; this verifier keeps the roots of the latest only"
+                "the checkpoint at size {size} became final more than {REPLAY_ROOTS_KEPT_MAX} leaves later; this verifier keeps the roots of that many latest sizes only, so its root is unverified"
             ),
         });
     } else if kept != Some(checkpoint.body.root) {

@@ -37,10 +37,10 @@ pub enum AuditCommand {
     /// List every access to one subject's records (PIPL Art. 45): who, when,
     /// for what purpose, under which legal basis, and which fields.
     Subject(SubjectArgs),
-    /// Ask a node for proofs from its stored audit tree and check them
-    /// against its latest final checkpoint: checkpoints seen before are
-    /// prefixes of it, and the given leaves are in it. Exits non-zero if
-    /// any proof fails.
+    /// Without a bundle, check proofs from nodes' stored audit trees: each
+    /// node's latest final checkpoint extends the checkpoints seen before
+    /// and the other nodes', and the given leaves are in checkpoints seen
+    /// before. Exits non-zero if any proof fails.
     Prove(prove::ProveArgs),
 }
 

@@ -3,8 +3,9 @@
 //! pre-signed access records through the leader's API, a batch per entry,
 //! from several writers. At 10k, 100k and 1M records it prints commit
 //! throughput and latency (also while a snapshot was being built), each
-//! node's resident memory, the latest snapshot's build time and size and
-//! `/v1/status` latency; at 1M, a new learner's join and catch-up and a
+//! node's resident memory, the latest snapshot's build time and size,
+//! `/v1/status` latency and the latency of an inclusion proof read from the
+//! stored audit tree; at 1M, a new learner's join and catch-up and a
 //! voter's restart after kill -9. Beside them, measured in the same run: a
 //! raw RocksDB synced sequential write of the same bytes, a raw copy of a
 //! snapshot's bytes, and raw Ed25519 verification.
@@ -46,6 +47,8 @@ const VOTERS: usize = 3;
 const JOINER: &str = "zhenru";
 /// `/v1/status` calls timed at each milestone.
 const STATUS_CALLS: usize = 200;
+/// Inclusion proofs timed at each milestone, of leaves spread over the tree.
+const PROOF_CALLS: u64 = 200;
 /// How long the whole benchmark may run before it stops itself.
 const GROWTH_SECONDS_MAX: u64 = 3 * 3600;
 
@@ -66,6 +69,7 @@ struct Row {
     snapshot_build_ms: u64,
     snapshot_bytes: u64,
     status_p50_ms: f64,
+    proof_p50_ms: f64,
 }
 
 /// A batch's commit: when it started and how long it took.
@@ -398,6 +402,7 @@ fn row(
     }
     status_ms.sort_by(f64::total_cmp);
     let raft = latest.context("no status")?.raft;
+    let proof_ms = proof_latencies(&api)?;
     Ok(Row {
         records,
         per_second: window as f64 / window_s,
@@ -408,7 +413,24 @@ fn row(
         snapshot_build_ms: raft.snapshot_build_ms,
         snapshot_bytes: raft.snapshot_bytes,
         status_p50_ms: percentile(&status_ms, 0.50),
+        proof_p50_ms: percentile(&proof_ms, 0.50),
     })
+}
+
+/// The latencies of [`PROOF_CALLS`] inclusion proofs through `api`, of
+/// leaves spread over its applied tree, sorted.
+fn proof_latencies(api: &civmesh_testnet::NodeApi) -> anyhow::Result<Vec<f64>> {
+    let checkpoints: serde_json::Value = api.get("/v1/audit/checkpoints?limit=1")?;
+    let size = checkpoints["leaves"].as_u64().context("no tree size")?;
+    let mut proof_ms = Vec::new();
+    for call in 0..PROOF_CALLS.min(size) {
+        let path = format!("/v1/audit/proofs/inclusion?leaf={}&tree_size={size}", call * size / PROOF_CALLS);
+        let started = Instant::now();
+        let _: serde_json::Value = api.get(&path)?;
+        proof_ms.push(started.elapsed().as_secs_f64() * 1e3);
+    }
+    proof_ms.sort_by(f64::total_cmp);
+    Ok(proof_ms)
 }
 
 /// Records/s a raw RocksDB synced sequential write of the same bytes
@@ -507,7 +529,7 @@ fn print_rows(rows: &[Row], raw_write_per_second: f64, [single_per_second, batch
         ceiling(single_per_second)
     );
     println!(
-        "{:>9} | {:>9} {:>7} {:>7} {:>7} {:>8} {:>8} | {:>9} {:>8} | {:>8} {:>9} {:>8} | {:>7}",
+        "{:>9} | {:>9} {:>7} {:>7} {:>7} {:>8} {:>8} | {:>9} {:>8} | {:>8} {:>9} {:>8} | {:>7} {:>7}",
         "records",
         "records/s",
         "/rocks",
@@ -520,7 +542,8 @@ fn print_rows(rows: &[Row], raw_write_per_second: f64, [single_per_second, batch
         "snap ms",
         "snap KiB",
         "/copy",
-        "status"
+        "status",
+        "proof"
     );
     for row in rows {
         let max = row.rss_mib.iter().copied().fold(0.0, f64::max);
@@ -528,7 +551,7 @@ fn print_rows(rows: &[Row], raw_write_per_second: f64, [single_per_second, batch
         let copy_ratio = raw_copy_ms(row.snapshot_bytes.max(1))
             .map_or(f64::NAN, |copy_ms| row.snapshot_build_ms as f64 / copy_ms.max(0.001));
         println!(
-            "{:>9} | {:>9.0} {:>7.3} {:>7.3} {:>7.1} {:>8.1} {:>8} | {:>7.1}Mi {:>6.1}Mi | {:>8} {:>9.1} {:>8.1} | {:>5.2}ms",
+            "{:>9} | {:>9.0} {:>7.3} {:>7.3} {:>7.1} {:>8.1} {:>8} | {:>7.1}Mi {:>6.1}Mi | {:>8} {:>9.1} {:>8.1} | {:>5.2}ms {:>5.2}ms",
             row.records,
             row.per_second,
             row.per_second / raw_write_per_second,
@@ -541,7 +564,8 @@ fn print_rows(rows: &[Row], raw_write_per_second: f64, [single_per_second, batch
             row.snapshot_build_ms,
             row.snapshot_bytes as f64 / 1024.0,
             copy_ratio,
-            row.status_p50_ms
+            row.status_p50_ms,
+            row.proof_p50_ms
         );
     }
 }
