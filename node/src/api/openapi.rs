@@ -100,7 +100,7 @@ mod tests {
         }
         let implemented: BTreeSet<_> =
             routes().map(|route| (route.path.to_string(), route.verb.name().to_string())).collect();
-        assert_eq!(implemented.len(), 53, "{implemented:?}");
+        assert_eq!(implemented.len(), 55, "{implemented:?}");
         assert_eq!(implemented.len(), routes().count(), "one row per method and path");
         assert_eq!(implemented, documented);
         for route in routes() {
