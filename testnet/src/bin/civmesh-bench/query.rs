@@ -10,6 +10,10 @@
 //!   operations on every process (the five above, and the access record's
 //!   two signatures verified in batches by every replica but the owner,
 //!   which vouches for its own).
+//!
+//! After each row it reads how many access-log leaves no final checkpoint
+//! covers yet, on the hub: the signers (hub, market, civil affairs) keep
+//! anchoring the log under that load.
 
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};
@@ -69,6 +73,15 @@ impl Anchors {
     }
 }
 
+/// The audit tree's leaves and those after the latest final checkpoint,
+/// as `api`'s node sees them.
+fn unanchored(api: &civmesh_testnet::NodeApi) -> anyhow::Result<(u64, u64)> {
+    let checkpoints: serde_json::Value = api.get("/v1/audit/checkpoints?limit=1")?;
+    let leaves = checkpoints["leaves"].as_u64().unwrap_or(0);
+    let anchored = checkpoints["latest"]["tree_size"].as_u64().unwrap_or(0);
+    Ok((leaves, leaves.saturating_sub(anchored)))
+}
+
 /// The mean round trip of 64 bytes over a loopback TCP connection, in ms.
 fn loopback_round_trip_ms() -> anyhow::Result<f64> {
     const ROUNDS: u32 = 2_000;
@@ -117,12 +130,19 @@ pub fn query(seconds: u64) -> anyhow::Result<()> {
     let etcd = EtcdCluster::start(&dir.join("etcd"))?;
     let anchors = Anchors::measure()?;
     let mut rows: Vec<(usize, Figures, Figures)> = Vec::new();
+    let mut anchoring = Vec::new();
     for requesters in REQUESTERS {
         let ours = measure(requesters, seconds, ask)?;
+        anchoring.push(unanchored(&net.api(0)?)?);
         let theirs = measure(requesters, seconds, |writer, sequence| etcd.put(writer, sequence))?;
         rows.push((requesters, ours, theirs));
     }
     print(&anchors, &rows, seconds);
+    for (requesters, (leaves, unanchored)) in REQUESTERS.iter().zip(anchoring) {
+        println!(
+            "after {requesters} requesters: {leaves} access-log leaves, {unanchored} after the latest final checkpoint"
+        );
+    }
     drop(etcd);
     drop(net);
     let _ = std::fs::remove_dir_all(&dir);
