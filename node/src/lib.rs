@@ -6,6 +6,7 @@
 pub mod api;
 pub mod assessments;
 pub mod audit;
+pub mod bounded_chunks;
 pub mod cli;
 pub mod client;
 pub mod config;

@@ -71,6 +71,9 @@ pub struct ImportArgs {
 /// Rows sent per import request (at most the node's
 /// [`crate::api::IMPORT_ROWS_PER_REQUEST_MAX`]).
 const IMPORT_ROWS_PER_CHUNK: usize = 1_000;
+/// The JSON bytes of one import request's rows at most: half the API's
+/// bound on a request, so wide rows go in more requests, not refused ones.
+const IMPORT_REQUEST_ROWS_BYTES_MAX: usize = crate::api::API_REQUEST_BYTES_MAX / 2;
 
 type Row = BTreeMap<String, FieldValue>;
 /// Rows that parsed, by source line, and lines that did not.
@@ -171,23 +174,7 @@ fn import(args: ImportArgs) -> anyhow::Result<()> {
     let (rows, mut failures) = read_rows(&dataset, &file, &text)?;
     let batch = batch.unwrap_or_else(|| format!("import-{}", now_unix_millis()));
     let path = format!("/v1/records/import?dataset={}", encode(&dataset_id));
-    // Lines need not be contiguous (unparsable lines are already out), so
-    // requests carry runs of consecutive lines.
-    let requests = |dry_run: bool| {
-        let mut requests = Vec::new();
-        for chunk in rows.chunks(IMPORT_ROWS_PER_CHUNK) {
-            for run in chunk.chunk_by(|a, b| b.0 == a.0 + 1) {
-                requests.push(ImportRequest {
-                    batch: batch.clone(),
-                    first_line: run[0].0,
-                    rows: run.iter().map(|(_, row)| row.clone()).collect(),
-                    dry_run,
-                    partial,
-                });
-            }
-        }
-        requests
-    };
+    let requests = |dry_run: bool| import_requests(&rows, &batch, dry_run, partial);
     // Atomic by default: every row is checked by the node first, and
     // nothing is written if any is refused.
     let many = rows.len() > IMPORT_ROWS_PER_CHUNK;
@@ -301,6 +288,31 @@ fn decode_text(bytes: &[u8], encoding: Option<&str>, path: &str) -> Result<Strin
 /// that does not parse, a row without a declared field and a key that
 /// repeats an earlier row's are failures already; a file-level problem (no
 /// rows, a header without a declared column) is an error.
+/// The import requests for `rows`: bounded in rows and bytes, each a run
+/// of consecutive lines (unparsable lines are already out, so lines need
+/// not be contiguous).
+fn import_requests(rows: &[(u64, Row)], batch: &str, dry_run: bool, partial: bool) -> Vec<ImportRequest> {
+    let row_bytes = |(_, row): &(u64, Row)| serde_json::to_vec(row).map_or(usize::MAX, |json| json.len());
+    let mut requests = Vec::new();
+    for chunk in crate::bounded_chunks::bounded_chunks(
+        rows,
+        IMPORT_ROWS_PER_CHUNK,
+        IMPORT_REQUEST_ROWS_BYTES_MAX,
+        row_bytes,
+    ) {
+        for run in chunk.chunk_by(|a, b| b.0 == a.0 + 1) {
+            requests.push(ImportRequest {
+                batch: batch.to_string(),
+                first_line: run[0].0,
+                rows: run.iter().map(|(_, row)| row.clone()).collect(),
+                dry_run,
+                partial,
+            });
+        }
+    }
+    requests
+}
+
 fn read_rows(dataset: &Dataset, file: &Path, text: &str) -> Result<ParsedRows, ImportFileError> {
     let mut rows = Vec::new();
     let mut failures = Vec::new();

@@ -33,6 +33,28 @@ pub const RECEIVED_PUSHES_KEPT_MAX: usize = 10_000;
 const PUSH_KEPT: &[u8] = &[1];
 /// Records in one push at most.
 pub const PUSH_RECORDS_MAX: usize = 1_000;
+/// The encoded bytes of the records of one push at most: a record larger
+/// than this goes alone, so a push stays under the envelope's bound.
+pub const PUSH_RECORDS_BYTES_MAX: usize = 1024 * 1024;
+const _: () = assert!(
+    PUSH_RECORDS_BYTES_MAX + crate::records::RECORD_BYTES_MAX + 64 * 1024
+        <= civmesh_certs::ENVELOPE_BYTES_MAX,
+    "a push of the most records' bytes and one largest record fits an envelope"
+);
+
+/// Splits `changed` into pushes of at most [`PUSH_RECORDS_MAX`] records and
+/// [`PUSH_RECORDS_BYTES_MAX`] bytes (a larger record alone), in order.
+pub fn push_chunks(changed: &[(String, RecordVersion)]) -> Vec<&[(String, RecordVersion)]> {
+    crate::bounded_chunks::bounded_chunks(
+        changed,
+        PUSH_RECORDS_MAX,
+        PUSH_RECORDS_BYTES_MAX,
+        |(key, record)| {
+            key.len()
+                + codec::encode(record).map_or(crate::records::RECORD_BYTES_MAX, |encoded| encoded.len())
+        },
+    )
+}
 
 /// A push as the subscriber keeps it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -105,7 +127,7 @@ impl QueryService {
             Err(_) => return,
         };
         for (digest, subscriber, envelope, header) in targets {
-            for chunk in changed.chunks(PUSH_RECORDS_MAX) {
+            for chunk in push_chunks(changed) {
                 if let Err(error) = self.push_chunk(digest, subscriber, &envelope, &header, chunk).await {
                     tracing::warn!(subscriber = %subscriber, %error, "push not delivered");
                 }
@@ -279,5 +301,34 @@ impl QueryService {
     /// The pushes this node received, oldest first.
     pub fn received_pushes(&self) -> Vec<ReceivedPush> {
         self.received.lock().map(|received| received.iter().cloned().collect()).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use civmesh_policy::model::FieldValue;
+
+    use super::*;
+    use crate::records::Provenance;
+
+    fn record(value_bytes: usize) -> (String, RecordVersion) {
+        let fields = BTreeMap::from([("name".to_string(), FieldValue::Text("x".repeat(value_bytes)))]);
+        let provenance = Provenance::Import { batch: "b".to_string() };
+        ("91310106A".to_string(), RecordVersion { version: 1, written_at_ms: 1, provenance, fields })
+    }
+
+    /// Pushes are cut by records and by bytes (the bounds themselves are
+    /// `bounded_chunks`' property test).
+    #[test]
+    fn pushes_are_cut_by_records_and_by_bytes() {
+        let narrow: Vec<_> = (0..2_500).map(|_| record(10)).collect();
+        let sizes: Vec<usize> = push_chunks(&narrow).iter().map(|chunk| chunk.len()).collect();
+        assert_eq!(sizes, [1_000, 1_000, 500]);
+        let wide: Vec<_> = (0..1_000).map(|_| record(5_000)).collect();
+        let chunks = push_chunks(&wide);
+        assert!(chunks.len() == 5 && chunks.iter().all(|chunk| chunk.len() <= 209), "{}", chunks.len());
+        assert!(push_chunks(&[]).is_empty());
     }
 }
