@@ -603,6 +603,22 @@ impl<T: Transport> PolicyLog<T> {
         }
     }
 
+    /// Resolves when Raft stopped on a fatal error (a storage write that
+    /// failed, e.g. on a full disk), with the error; never while it runs.
+    /// What it had not made durable it never acknowledged.
+    pub async fn failed(&self) -> String {
+        let mut metrics = self.raft.metrics();
+        loop {
+            if let Err(fatal) = &metrics.borrow_and_update().running_state {
+                return fatal.to_string();
+            }
+            if metrics.changed().await.is_err() {
+                // Raft is gone without a fatal error: a shutdown, not a failure.
+                return std::future::pending().await;
+            }
+        }
+    }
+
     /// Stops the Raft node.
     pub async fn shutdown(&self) {
         let _ = self.raft.shutdown().await;

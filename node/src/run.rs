@@ -57,9 +57,20 @@ pub struct RuntimeInfo {
 /// Runs the node in `node_dir` until `shutdown` resolves, then stops it.
 pub async fn run(node_dir: PathBuf, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     let node = Node::start(&node_dir).await?;
-    shutdown.await;
+    // A policy log that stopped (a write failed: a full disk, a broken
+    // device) stops the node: it acknowledged nothing it had not made
+    // durable, and it re-applies its log when started again.
+    let outcome = tokio::select! {
+        () = shutdown => Ok(()),
+        fatal = node.log.failed() => {
+            tracing::error!(%fatal, "the policy log stopped; stopping the node");
+            Err(anyhow::anyhow!(
+                "the policy log stopped: {fatal}. Nothing it acknowledged is lost: free the cause (is the disk full?) and start the node again"
+            ))
+        }
+    };
     node.shutdown().await;
-    Ok(())
+    outcome
 }
 
 /// A running node: what shutdown needs to stop it.

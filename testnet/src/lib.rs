@@ -769,6 +769,19 @@ impl Testnet {
     pub fn is_running(&self, index: usize) -> bool {
         self.nodes[index].process.is_some()
     }
+
+    /// How node `index`'s process ended, if it exited by itself (it is then
+    /// no longer running); `None` while it runs, or if it was not started.
+    pub fn exited(&mut self, index: usize) -> anyhow::Result<Option<std::process::ExitStatus>> {
+        let node = &mut self.nodes[index];
+        let Some(child) = node.process.as_mut() else { return Ok(None) };
+        let status = child.try_wait()?;
+        if status.is_some() {
+            forget_pid(child.id());
+            node.process = None;
+        }
+        Ok(status)
+    }
 }
 
 impl Drop for Testnet {

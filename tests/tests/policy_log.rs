@@ -9,7 +9,9 @@
 //!   commit, and the cluster goes on once they return;
 //! - an access history far past what one state image could once hold is
 //!   snapshotted, survives a restart of every node (the owner with kill -9)
-//!   and a new learner joins it by snapshot, while checkpoints go on.
+//!   and a new learner joins it by snapshot, while checkpoints go on;
+//! - a voter whose disk fills up stops by itself, saying why, the majority
+//!   goes on, and once space is freed it starts again with nothing lost.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -439,4 +441,122 @@ fn a_history_past_the_old_state_bound_snapshots_restarts_and_takes_a_learner() {
 
 fn hash(value: &serde_json::Value) -> [u8; 32] {
     hex::decode(value.as_str().unwrap()).unwrap().try_into().unwrap()
+}
+
+/// A small tmpfs mounted for one node's directory; unmounted when dropped.
+struct SmallDisk {
+    mount: std::path::PathBuf,
+}
+
+impl SmallDisk {
+    /// Mounts a tmpfs of `bytes` at `mount`, or `None` where this machine
+    /// cannot mount one (the test then says so and ends).
+    fn mount(mount: &std::path::Path, bytes: u64) -> Option<Self> {
+        std::fs::create_dir_all(mount).unwrap();
+        let size = format!("size={bytes}");
+        let mounted = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &size, "tmpfs"])
+            .arg(mount)
+            .status()
+            .is_ok_and(|status| status.success());
+        mounted.then(|| SmallDisk { mount: mount.to_path_buf() })
+    }
+
+    /// Bytes free on it.
+    fn free_bytes(&self) -> u64 {
+        let output = std::process::Command::new("df")
+            .args(["--output=avail", "-B1"])
+            .arg(&self.mount)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&output.stdout).lines().nth(1).unwrap().trim().parse().unwrap()
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").args(["-l"]).arg(&self.mount).status();
+    }
+}
+
+#[test]
+fn a_full_disk_stops_a_voter_cleanly_and_it_resumes_with_nothing_lost() {
+    let dir = tempfile::tempdir().unwrap();
+    let specs = city(&["hub", "market", "civil", "jingansi"]);
+    let mut net = Testnet::create(dir.path(), &specs, SnapshotPolicy::default()).unwrap();
+    let (market, civil, jingansi) =
+        (net.index("market").unwrap(), net.index("civil").unwrap(), net.index("jingansi").unwrap());
+    // Civil affairs' node directory moves to a 96 MiB disk of its own.
+    let Some(disk) = SmallDisk::mount(&dir.path().join("small-disk"), 96 * 1024 * 1024) else {
+        eprintln!("this machine cannot mount a tmpfs: the full-disk test did not run");
+        return;
+    };
+    let civil_dir = net.nodes[civil].data_dir.clone();
+    let copied = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(civil_dir.join("."))
+        .arg(&disk.mount)
+        .status()
+        .unwrap();
+    assert!(copied.success());
+    std::fs::remove_dir_all(&civil_dir).unwrap();
+    std::os::unix::fs::symlink(&disk.mount, &civil_dir).unwrap();
+    net.start_all().unwrap();
+    net.bootstrap().unwrap();
+    net.sign_and_submit(market, market, Command::PublishDataset(enterprise_dataset())).unwrap();
+    let key_of = |index: usize| NodeKey::load(&net.nodes[index].data_dir.join("node.key")).unwrap();
+    let records = denials(&key_of(jingansi), &key_of(market), 1_200);
+    let mut batches = records.chunks(HISTORY_BATCH).enumerate();
+    let mut acknowledged = 0;
+    for (number, batch) in batches.by_ref().take(4) {
+        submit_each_once(&net.api(market).unwrap(), number, batch);
+        acknowledged += batch.len();
+    }
+    converged(&net);
+
+    // The disk fills up; civil affairs' node stops by itself, saying why,
+    // and the majority goes on committing.
+    let filler = disk.mount.join("filler");
+    let leave_bytes = 512 * 1024;
+    let fill = disk.free_bytes().saturating_sub(leave_bytes);
+    std::fs::write(&filler, vec![0u8; usize::try_from(fill).unwrap()]).unwrap();
+    let mut stopped = None;
+    for (number, batch) in batches.by_ref() {
+        submit_each_once(&net.api(market).unwrap(), number, batch);
+        acknowledged += batch.len();
+        stopped = net.exited(civil).unwrap();
+        if stopped.is_some() {
+            break;
+        }
+    }
+    let stopped = match stopped {
+        Some(status) => status,
+        None => wait_until("civil affairs' node to stop", Duration::from_secs(60), || {
+            net.exited(civil).ok().flatten()
+        })
+        .unwrap(),
+    };
+    assert!(!stopped.success(), "a node that stopped on a full disk exits with an error: {stopped}");
+    let log = std::fs::read_to_string(dir.path().join("civil.log")).unwrap();
+    assert!(log.contains("the policy log stopped"), "civil affairs' log does not say why it stopped");
+    for (number, batch) in batches.by_ref().take(3) {
+        submit_each_once(&net.api(market).unwrap(), number, batch);
+        acknowledged += batch.len();
+    }
+
+    // Space freed, it starts again and catches up: every replica holds
+    // every acknowledged access record, and they agree.
+    std::fs::remove_file(&filler).unwrap();
+    net.start(civil).unwrap();
+    converged(&net);
+    for index in 0..net.nodes.len() {
+        assert_eq!(
+            audit_counts(&net, index).unwrap().0,
+            acknowledged as u64,
+            "{}",
+            net.nodes[index].spec.name
+        );
+    }
+    drop(net);
+    drop(disk);
 }
