@@ -128,6 +128,43 @@ impl History {
         Ok(())
     }
 
+    /// Builds the tree's nodes from the stored leaves, once, for a store
+    /// written before the tree was stored: it holds leaf 0 but not its node.
+    /// Reads the leaves a page at a time up to `frontier`'s size (what the
+    /// state image counts; later leaves are re-applied) or a gap (a
+    /// snapshot installed later), and checks a root that reaches
+    /// `frontier`'s size against it. Returns the leaves it built from.
+    pub(crate) fn build_tree_from_leaves(&self, frontier: &CompactRange) -> Result<u64, HistoryError> {
+        let leaf_zero = TreeNode { level: 0, index: 0 };
+        if frontier.size() == 0 || self.node_hash(leaf_zero)?.is_some() || self.audit_leaves(0, 1)?.is_empty()
+        {
+            return Ok(0);
+        }
+        let tree = self.family(AUDIT_TREE_FAMILY)?;
+        let mut range = CompactRange::default();
+        while range.size() < frontier.size() {
+            let wanted = usize::try_from(frontier.size() - range.size()).unwrap_or(usize::MAX);
+            let leaves = self.audit_leaves(range.size(), wanted.min(HISTORY_READ_ITEMS_MAX))?;
+            if leaves.is_empty() {
+                break;
+            }
+            let mut batch = WriteBatch::default();
+            for leaf in &leaves {
+                for (node, hash) in range.push(leaf) {
+                    batch.put_cf(tree, node_key(node), hash);
+                }
+            }
+            self.db.write(batch)?;
+        }
+        if range.size() == frontier.size() && range.root() != frontier.root() {
+            return Err(HistoryError::Corrupt(
+                "the stored audit leaves do not hash to the state's root".to_string(),
+            ));
+        }
+        self.keep_frontier(frontier)?;
+        Ok(range.size())
+    }
+
     /// The audit tree's root at `size` leaves (`size` at most what the
     /// applied state counts).
     pub fn tree_root(&self, size: u64) -> Result<[u8; 32], TreeReadError<HistoryError>> {
@@ -293,5 +330,42 @@ mod tests {
         }
         assert!(history.audit_leaves(0, 10).unwrap().is_empty(), "leaves are read from `from` exactly");
         assert_eq!(history.audit_leaves(5, 10).unwrap().len(), 3);
+    }
+
+    /// A store written before the tree was stored gets its nodes from its
+    /// leaves once; a gap ends the build; leaves that do not hash to the
+    /// state's root are corrupt.
+    #[test]
+    fn a_store_without_tree_nodes_builds_them_from_its_leaves_once() {
+        let leaf = |position: u64| civmesh_certs::codec::sha256(&position.to_be_bytes());
+        let stored = |held: &[std::ops::Range<u64>], size: u64| {
+            let dir = tempfile::tempdir().unwrap();
+            let (_, state_machine) = crate::store::open(dir.path()).unwrap();
+            let history = state_machine.history();
+            let leaves = history.family(AUDIT_LEAVES_FAMILY).unwrap();
+            for position in held.iter().flat_map(Clone::clone) {
+                history.db.put_cf(leaves, index_key(position), leaf(position)).unwrap();
+            }
+            let mut frontier = CompactRange::default();
+            (0..size).for_each(|position| drop(frontier.push(&leaf(position))));
+            (dir, history, frontier)
+        };
+        let (_dir, history, frontier) = stored(&[0..1_000], 1_000);
+        assert_eq!(history.build_tree_from_leaves(&frontier).unwrap(), 1_000);
+        assert_eq!(history.build_tree_from_leaves(&frontier).unwrap(), 0, "once");
+        let mut reference = CompactRange::default();
+        for size in 1..=1_000u64 {
+            reference.push(&leaf(size - 1));
+            if size % 97 == 0 || size == 1_000 {
+                assert_eq!(history.tree_root(size).unwrap(), reference.root(), "size {size}");
+            }
+        }
+        let (_dir, history, frontier) = stored(&[0..600, 700..1_000], 1_000);
+        assert_eq!(history.build_tree_from_leaves(&frontier).unwrap(), 600, "up to the gap");
+        assert_eq!(history.tree_root(1_000).unwrap(), frontier.root(), "and from the frontier on");
+        let (_dir, history, _) = stored(&[0..1_000], 1_000);
+        let mut other = CompactRange::default();
+        (0..1_000).for_each(|position| drop(other.push(&leaf(position + 1))));
+        assert!(matches!(history.build_tree_from_leaves(&other), Err(HistoryError::Corrupt(_))));
     }
 }

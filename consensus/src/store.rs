@@ -402,6 +402,10 @@ impl StateMachine {
         // the tree was stored, or one whose image came by snapshot).
         let history = History::new(db.clone());
         history.keep_frontier(&image.state.audit_frontier)?;
+        let built = history.build_tree_from_leaves(&image.state.audit_frontier)?;
+        if built > 0 {
+            tracing::info!(leaves = built, "built the audit tree's nodes from the stored leaves, once");
+        }
         let shared = SharedState::default();
         shared.write(|applied| {
             applied.applied_index = image.last_applied.map_or(0, |id| id.index);
