@@ -336,6 +336,7 @@ mod tests {
     /// leaves once; a gap ends the build; leaves that do not hash to the
     /// state's root are corrupt.
     #[test]
+    #[allow(clippy::single_range_in_vec_init)]
     fn a_store_without_tree_nodes_builds_them_from_its_leaves_once() {
         let leaf = |position: u64| civmesh_certs::codec::sha256(&position.to_be_bytes());
         let stored = |held: &[std::ops::Range<u64>], size: u64| {
