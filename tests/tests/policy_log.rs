@@ -370,6 +370,9 @@ fn a_history_past_the_old_state_bound_snapshots_restarts_and_takes_a_learner() {
     net.sign_and_submit(market, market, Command::PublishDataset(enterprise_dataset())).unwrap();
     let key_of = |index: usize| NodeKey::load(&net.nodes[index].data_dir.join("node.key")).unwrap();
     let records = denials(&key_of(jingansi), &key_of(market), HISTORY_RECORDS);
+    // Ten more, for after a learner joined (signed now: the replay window
+    // spans minutes).
+    let later = denials(&key_of(jingansi), &key_of(market), 10);
     let bytes: usize = records.iter().map(SignedCommand::wire_bytes).sum();
     assert!(bytes > 16 * 1024 * 1024, "only {bytes} bytes of access records");
     let api = net.api(market).unwrap();
@@ -420,20 +423,35 @@ fn a_history_past_the_old_state_bound_snapshots_restarts_and_takes_a_learner() {
     // from there.
     assert!(!net.holds_access_entry(zhenru, 0).unwrap());
 
-    // Proofs from the stored trees against the final checkpoint over it
-    // all: a voter proves the first and the last leaf; the learner proves
-    // the last, and answers 404 for one before its snapshot.
+    // Proofs from the stored trees. The learner holds the tree from its
+    // snapshot's compact range on: it proves that the tree over it all is a
+    // prefix of a later one, and the leaves it applied itself, and answers
+    // 404 for a leaf before its snapshot; a voter proves any leaf.
     let size = HISTORY_RECORDS as u64;
+    let old_root = hash(
+        &net.api(zhenru).unwrap().get::<serde_json::Value>("/v1/audit/checkpoints").unwrap()["latest"]
+            ["root"],
+    );
+    submit_each_once(&net.api(market).unwrap(), HISTORY_RECORDS, &later);
+    let new_size = size + later.len() as u64;
+    wait_until("a final checkpoint over the new entries, seen by the learner", CONVERGE_TIMEOUT, || {
+        (audit_counts(&net, zhenru)? == (new_size, new_size)).then_some(())
+    })
+    .unwrap();
     let checkpoints: serde_json::Value = net.api(zhenru).unwrap().get("/v1/audit/checkpoints").unwrap();
     let root = hash(&checkpoints["latest"]["root"]);
-    for (index, leaf) in [(market, 0), (market, size - 1), (zhenru, size - 1)] {
-        let path = format!("/v1/audit/proofs/inclusion?leaf={leaf}&tree_size={size}");
+    for (index, leaf) in [(market, 0), (market, new_size - 1), (zhenru, new_size - 1)] {
+        let path = format!("/v1/audit/proofs/inclusion?leaf={leaf}&tree_size={new_size}");
         let answer: serde_json::Value = net.api(index).unwrap().get(&path).unwrap();
         let proof: Vec<[u8; 32]> = answer["proof"].as_array().unwrap().iter().map(hash).collect();
-        assert!(!proof.is_empty() && proof.len() <= 12, "a tree of {size} leaves is 12 levels deep");
-        civmesh_policy::audit::verify_inclusion(&root, size, leaf, &hash(&answer["leaf_value"]), &proof)
+        assert!(!proof.is_empty() && proof.len() <= 12, "a tree of {new_size} leaves is 12 levels deep");
+        civmesh_policy::audit::verify_inclusion(&root, new_size, leaf, &hash(&answer["leaf_value"]), &proof)
             .unwrap();
     }
+    let path = format!("/v1/audit/proofs/consistency?from={size}&tree_size={new_size}");
+    let answer: serde_json::Value = net.api(zhenru).unwrap().get(&path).unwrap();
+    let proof: Vec<[u8; 32]> = answer["proof"].as_array().unwrap().iter().map(hash).collect();
+    civmesh_policy::audit::verify_consistency(&old_root, size, &root, new_size, &proof).unwrap();
     let error =
         net.api(zhenru).unwrap().get::<serde_json::Value>("/v1/audit/proofs/inclusion?leaf=0").unwrap_err();
     assert!(error.to_string().contains("404"), "{error:#}");
