@@ -427,15 +427,22 @@ fn a_history_past_the_old_state_bound_snapshots_restarts_and_takes_a_learner() {
     // snapshot's compact range on: it proves that the tree over it all is a
     // prefix of a later one, and the leaves it applied itself, and answers
     // 404 for a leaf before its snapshot; a voter proves any leaf.
+    proofs_from_the_stored_trees(&net, market, zhenru, &later);
+}
+
+/// After the history test: ten more records (`later`), then a voter
+/// (`market`) proves any leaf and the learner (`zhenru`) what it applied and
+/// the consistency from its snapshot's size on.
+fn proofs_from_the_stored_trees(net: &Testnet, market: usize, zhenru: usize, later: &[SignedCommand]) {
     let size = HISTORY_RECORDS as u64;
     let old_root = hash(
         &net.api(zhenru).unwrap().get::<serde_json::Value>("/v1/audit/checkpoints").unwrap()["latest"]
             ["root"],
     );
-    submit_each_once(&net.api(market).unwrap(), HISTORY_RECORDS, &later);
+    submit_each_once(&net.api(market).unwrap(), HISTORY_RECORDS, later);
     let new_size = size + later.len() as u64;
     wait_until("a final checkpoint over the new entries, seen by the learner", CONVERGE_TIMEOUT, || {
-        (audit_counts(&net, zhenru)? == (new_size, new_size)).then_some(())
+        (audit_counts(net, zhenru)? == (new_size, new_size)).then_some(())
     })
     .unwrap();
     let checkpoints: serde_json::Value = net.api(zhenru).unwrap().get("/v1/audit/checkpoints").unwrap();
