@@ -62,6 +62,10 @@ pub const QUERY_NONCES_PER_PEER_MAX: usize = 100_000;
 /// How long an owner waits for its own replica to apply an access record
 /// the leader says is committed, before it refuses to release.
 pub const OWN_REPLICA_APPLY_WAIT_MS: u64 = 5_000;
+/// The same for a push, which no requester waits on: under load (an
+/// election, a busy owner) its replica may lag longer, and a push given
+/// up is lost to the subscriber until the records change again.
+pub const PUSH_OWN_REPLICA_APPLY_WAIT_MS: u64 = 60_000;
 
 /// Both sides of queries and subscriptions.
 pub struct QueryService {
@@ -274,6 +278,16 @@ impl QueryService {
     /// edge (or when the subscription was made), so its own replica applies
     /// it without verifying either signature again.
     async fn log_access(&self, command: civmesh_policy::SignedCommand) -> Result<u64, LogAccessError> {
+        self.log_access_within(command, OWN_REPLICA_APPLY_WAIT_MS).await
+    }
+
+    /// [`QueryService::log_access`], waiting at most `apply_wait_ms` for
+    /// this node's replica to apply the record.
+    async fn log_access_within(
+        &self,
+        command: civmesh_policy::SignedCommand,
+        apply_wait_ms: u64,
+    ) -> Result<u64, LogAccessError> {
         self.log.vouch(&command);
         let position = match self.committer.commit(command.clone()).await {
             Ok(Ok(civmesh_policy::Applied::AccessLogged(position))) => position,
@@ -284,7 +298,7 @@ impl QueryService {
         let digest = command.digest();
         self.log
             .wait_for_state(
-                Duration::from_millis(OWN_REPLICA_APPLY_WAIT_MS),
+                Duration::from_millis(apply_wait_ms),
                 "own replica applies the access record",
                 move |applied| applied.policy.access_log_length > position,
             )

@@ -170,7 +170,7 @@ impl QueryService {
         }
         let record = AccessRecord { request: envelope.clone(), outcome, decided_at_ms: now_ms };
         let command = SignedEnvelope::sign(&self.key, &Command::RecordPush(record), now_ms)?;
-        let position = self.log_access(command).await?;
+        let position = self.log_access_within(command, super::PUSH_OWN_REPLICA_APPLY_WAIT_MS).await?;
         let body = PushBody {
             subscription: digest,
             dataset: header.dataset.clone(),
