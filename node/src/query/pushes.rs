@@ -33,6 +33,11 @@ pub const RECEIVED_PUSHES_KEPT_MAX: usize = 10_000;
 const PUSH_KEPT: &[u8] = &[1];
 /// Records in one push at most.
 pub const PUSH_RECORDS_MAX: usize = 1_000;
+/// Attempts at one push whose access record could not be logged or
+/// confirmed (an election, a lagging replica), each a new record.
+pub const PUSH_ATTEMPTS_MAX: u32 = 3;
+/// The wait before the next attempt, times the attempts so far, in ms.
+pub const PUSH_ATTEMPT_BACKOFF_MS: u64 = 1_000;
 /// The encoded bytes of the records of one push at most: a record larger
 /// than this goes alone, so a push stays under the envelope's bound.
 pub const PUSH_RECORDS_BYTES_MAX: usize = 1024 * 1024;
@@ -99,6 +104,15 @@ pub enum PushError {
     NoSubjectKey,
 }
 
+impl PushError {
+    /// Whether a new attempt (a new access record) may succeed: its record
+    /// was not committed, or this replica did not apply it in time. Nothing
+    /// was sent either way.
+    fn worth_another_attempt(&self) -> bool {
+        matches!(self, PushError::Log(LogAccessError::NotLogged(_) | LogAccessError::NotAppliedHere))
+    }
+}
+
 /// Why a push did not reach its subscriber.
 #[derive(Debug, thiserror::Error)]
 pub enum SendPushError {
@@ -128,8 +142,19 @@ impl QueryService {
         };
         for (digest, subscriber, envelope, header) in targets {
             for chunk in push_chunks(changed) {
-                if let Err(error) = self.push_chunk(digest, subscriber, &envelope, &header, chunk).await {
-                    tracing::warn!(subscriber = %subscriber, %error, "push not delivered");
+                for attempt in 1..=PUSH_ATTEMPTS_MAX {
+                    match self.push_chunk(digest, subscriber, &envelope, &header, chunk).await {
+                        Ok(()) => break,
+                        Err(error) if error.worth_another_attempt() && attempt < PUSH_ATTEMPTS_MAX => {
+                            tracing::info!(subscriber = %subscriber, %error, attempt, "push not logged yet; again");
+                            let backoff_ms = PUSH_ATTEMPT_BACKOFF_MS * u64::from(attempt);
+                            tokio::time::sleep(Duration::from_millis(backoff_ms)).await;
+                        }
+                        Err(error) => {
+                            tracing::warn!(subscriber = %subscriber, %error, "push not delivered");
+                            break;
+                        }
+                    }
                 }
             }
         }
