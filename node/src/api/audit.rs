@@ -165,7 +165,7 @@ pub struct ConsistencyAnswer {
 }
 
 /// The tree size asked for, or the latest final checkpoint's (the applied
-/// tree's before any); refused past what this replica applied.
+/// tree's before any); not found past what this replica applied.
 fn proof_size(state: &Shared, asked: Option<u64>) -> Result<u64, ApiError> {
     let (applied, anchored) = state.log.state().read(|applied| {
         let policy = &applied.policy;
@@ -174,7 +174,8 @@ fn proof_size(state: &Shared, asked: Option<u64>) -> Result<u64, ApiError> {
     });
     let size = asked.or(anchored).unwrap_or(applied);
     if size > applied {
-        return Err(ApiError::bad_request(format!("the audit tree has {applied} leaves here, not {size}")));
+        let message = format!("the audit tree has {applied} leaves here, not {size}");
+        return Err(ApiError::new(StatusCode::NOT_FOUND, message));
     }
     Ok(size)
 }

@@ -190,8 +190,8 @@ pub const EXCHANGE_ROUTES: &[Route] = &[
             summary: "An RFC 6962 proof that a leaf of the access log's tree is in the tree of a size",
             description: "Read from this replica's stored tree in O(log n). `tree_size` defaults to the latest \
                 final checkpoint's (the applied tree's before any). The leaf's value is the access entry's \
-                commitment (docs/audit-bundle.md). A size past what this replica applied or a leaf outside \
-                the tree is a 400; a leaf before this replica joined by snapshot is a 404.",
+                commitment (docs/audit-bundle.md). A leaf outside the tree is a 400; a size past what this \
+                replica applied, or a leaf before it joined by snapshot, is a 404.",
             parameters: &["ProofLeaf", "ProofTreeSize"],
             answer: "The proof",
             media: &[(JSON, "InclusionProof")],
@@ -208,7 +208,8 @@ pub const EXCHANGE_ROUTES: &[Route] = &[
             summary: "An RFC 6962 proof that the access log's tree of one size is a prefix of the tree of a later size",
             description: "Read from this replica's stored tree in O(log n). `tree_size` defaults to the latest \
                 final checkpoint's (the applied tree's before any); `from` is at least 1 and at most \
-                `tree_size` (else a 400). A size before this replica joined by snapshot is a 404.",
+                `tree_size` (else a 400). A size past what this replica applied, or before it joined by \
+                snapshot, is a 404.",
             parameters: &["ProofFrom", "ProofTreeSize"],
             answer: "The proof",
             media: &[(JSON, "ConsistencyProof")],
