@@ -31,6 +31,7 @@ pub mod access;
 pub mod audit;
 pub mod command;
 pub mod correction;
+pub mod correction_tally;
 pub mod decide;
 pub mod deletion;
 pub mod evaluation;

@@ -12,9 +12,8 @@ use std::collections::BTreeSet;
 
 use civmesh_certs::NodeKey;
 use civmesh_policy::correction::CORRECTION_CHANGES_MAX;
-use civmesh_policy::correction::{
-    correction_stats, AutoAcceptRule, CorrectionEvent, CorrectionStage, CorrectionStage::*,
-};
+use civmesh_policy::correction::{AutoAcceptRule, CorrectionEvent, CorrectionStage, CorrectionStage::*};
+use civmesh_policy::correction_tally::{correction_stats, CorrectionTally};
 use civmesh_policy::model::SubjectKeyHash;
 use civmesh_policy::state::COMMAND_SKEW_MS_MAX;
 use civmesh_policy::{Command, CorrectionReasonCode, RejectionCode};
@@ -251,14 +250,23 @@ fn statistics_come_from_the_log_alone() {
     at(&mut fx.state, market, event(4, street, Delivered), 4_010).unwrap();
     at(&mut fx.state, market, event(4, street, Rejected), 4_020).unwrap();
     at(&mut fx.state, street, event(5, street, Submitted), 5_000).unwrap();
-    let stats = correction_stats(&fx.state.corrections);
+    // The statistics kept at each event are the ones the tracks give when
+    // counted afresh.
+    let mut recounted = std::collections::BTreeMap::new();
+    for track in fx.state.corrections.values() {
+        let group = (track.owner.clone(), track.dataset.clone());
+        recounted.entry(group).or_insert_with(CorrectionTally::default).add(track);
+    }
+    assert_eq!(fx.state.correction_tallies, recounted);
+    let stats = correction_stats(&fx.state.correction_tallies);
     assert_eq!(stats.len(), 1);
     let row = &stats[0];
     assert_eq!((row.owner.as_str(), row.dataset.as_str()), ("dept/market-supervision", ENTERPRISES));
     assert_eq!(row.by_stage.get(&Applied), Some(&3));
     assert_eq!(row.by_stage.get(&Rejected), Some(&1));
     assert_eq!(row.by_stage.get(&Submitted), Some(&1));
-    assert_eq!((row.turnaround_ms_p50, row.turnaround_ms_p90), (Some(200), Some(300)));
+    // Exactly 200 and 300 ms, each rounded up to its histogram bucket.
+    assert_eq!((row.turnaround_ms_p50, row.turnaround_ms_p90), (Some(207), Some(319)));
     assert_eq!(row.acceptance_rate, Some(0.75));
     assert_eq!(
         fx.state.corrections[&[4; 32]].reason_code.map(CorrectionReasonCode::as_str),

@@ -25,6 +25,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::OnceLock;
 
 use civmesh_certs::{codec, NodeId, NodeKey, SignedEnvelope};
+use civmesh_policy::correction_tally::CorrectionTally;
 use civmesh_policy::model::{
     FieldClass, FieldValue, LegalBasis, MaskingRule, ScopeCondition, SharingCategory, SubjectKeyHash,
 };
@@ -714,6 +715,14 @@ proptest! {
         for envelope in &signed[cut..] {
             let _ = replica_b.apply(envelope, NOW_MS);
         }
+        // The correction statistics kept at each event are the ones the
+        // tracks give when counted afresh.
+        let mut recounted = std::collections::BTreeMap::new();
+        for track in replica_a.corrections.values() {
+            let group = (track.owner.clone(), track.dataset.clone());
+            recounted.entry(group).or_insert_with(CorrectionTally::default).add(track);
+        }
+        prop_assert_eq!(&replica_a.correction_tallies, &recounted);
         prop_assert_eq!(replica_a, replica_b);
     }
 }

@@ -147,6 +147,9 @@ impl PolicyState {
         if event.stage == CorrectionStage::Submitted {
             self.open_track(event, signer_org, at_ms);
         } else if let Some(track) = self.corrections.get_mut(&event.correction) {
+            let tally =
+                self.correction_tallies.entry((track.owner.clone(), track.dataset.clone())).or_default();
+            tally.remove(track);
             track.stages.push((event.stage, at_ms));
             if event.record_written_at_ms.is_some() {
                 track.record_written_at_ms = event.record_written_at_ms;
@@ -156,6 +159,7 @@ impl PolicyState {
                 CorrectionStage::Applied => track.applied_version = event.version,
                 _ => {}
             }
+            tally.add(track);
         }
         if outcome {
             Applied::CorrectionOutcomeLogged
@@ -180,6 +184,7 @@ impl PolicyState {
             applied_version: None,
             record_written_at_ms: None,
         };
+        self.correction_tallies.entry((track.owner.clone(), track.dataset.clone())).or_default().add(&track);
         self.corrections.insert(event.correction, track);
     }
 

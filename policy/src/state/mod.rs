@@ -136,6 +136,9 @@ pub struct PolicyState {
     pub audit_frontier: CompactRange,
     /// Every correction's lifecycle, by correction id.
     pub corrections: BTreeMap<CorrectionId, CorrectionTrack>,
+    /// Per owner and dataset, the correction statistics so far, kept as
+    /// each event is applied ([`crate::correction_tally`]).
+    pub correction_tallies: BTreeMap<(OrgId, DatasetId), crate::correction_tally::CorrectionTally>,
     /// Auto-accept rules by (dataset, submitting organisation): the fields
     /// that may change without review.
     pub auto_accept_rules: BTreeMap<(DatasetId, OrgId), BTreeSet<FieldName>>,
@@ -189,6 +192,7 @@ impl Default for PolicyState {
             access_log_length: 0,
             audit_frontier: CompactRange::default(),
             corrections: BTreeMap::new(),
+            correction_tallies: BTreeMap::new(),
             auto_accept_rules: BTreeMap::new(),
             pending_checkpoints: Vec::new(),
             checkpoints_final: 0,
