@@ -9,7 +9,8 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Extension;
 use axum::Json;
-use civmesh_policy::correction::{correction_stats, CorrectionStats};
+use civmesh_policy::correction::CorrectionStats;
+use civmesh_policy::correction_tally::correction_stats;
 use civmesh_policy::evaluation::{Evaluation, EvaluationFacts, EvaluationQuery};
 use serde::{Deserialize, Serialize};
 
@@ -191,7 +192,7 @@ pub async fn reject(
 /// (after a linearizable read, so every node answers alike).
 pub async fn stats(State(state): State<Shared>) -> Result<Json<Vec<CorrectionStats>>, ApiError> {
     state.log.linearizable_read_index(Duration::from_millis(READ_INDEX_TIMEOUT_MS)).await?;
-    Ok(Json(state.log.state().read(|applied| correction_stats(&applied.policy.corrections))))
+    Ok(Json(state.log.state().read(|applied| correction_stats(&applied.policy.correction_tallies))))
 }
 
 /// `?from=YYYY-MM-DD&to=YYYY-MM-DD&bucket=day|week|month` (Asia/Shanghai,

@@ -253,7 +253,9 @@ pub const EXCHANGE_ROUTES: &[Route] = &[
         handler: handler!(corrections::stats),
         doc: Doc {
             summary: "Per owner and dataset: corrections by stage, p50/p90 turnaround, acceptance rate",
-            description: "From the policy log, after a linearizable read.",
+            description: "From the policy log, after a linearizable read: statistics every replica keeps as \
+                each event is applied. A percentile is the upper bound of its fixed histogram bucket, at most \
+                an eighth above the true value.",
             answer: "Statistics",
             media: &[(JSON, "CorrectionStats")],
             errors: LOG_ERRORS,
