@@ -35,6 +35,9 @@ pub(crate) const ACCESS_LOG_FAMILY: &str = "access_log";
 pub(crate) const AUDIT_LEAVES_FAMILY: &str = "audit_leaves";
 pub(crate) const CHECKPOINTS_FAMILY: &str = "checkpoints";
 pub(crate) const AUDIT_TREE_FAMILY: &str = "audit_tree";
+/// The mark, in `audit_tree`, that the tree's nodes were built from the
+/// stored leaves or never needed it (a node key is 9 bytes; this is not).
+const TREE_BUILT_KEY: &[u8] = b"built-from-leaves";
 
 /// The largest access entry decoded, in bytes: one command.
 pub const ACCESS_ENTRY_BYTES_MAX: usize = ARCHIVED_COMMAND_BYTES_MAX;
@@ -129,20 +132,22 @@ impl History {
     }
 
     /// Builds the tree's nodes from the stored leaves, once, for a store
-    /// written before the tree was stored: it holds leaf 0 but not its node.
-    /// Reads the leaves a page at a time up to `frontier`'s size (what the
-    /// state image counts; later leaves are re-applied) or a gap (a
-    /// snapshot installed later), and checks a root that reaches
-    /// `frontier`'s size against it. Returns the leaves it built from.
+    /// written before the tree was stored (it holds leaf 0 and no mark that
+    /// the tree is built). Reads the leaves a page at a time up to
+    /// `frontier`'s size (what the state image counts; later leaves are
+    /// re-applied) or a gap (a snapshot installed later), and checks a root
+    /// that reaches `frontier`'s size against it. Only then does it mark the
+    /// tree built (synced): a crash midway, or leaves that do not hash to
+    /// the state's root, build again at the next start. Returns the leaves
+    /// it built from.
     pub(crate) fn build_tree_from_leaves(&self, frontier: &CompactRange) -> Result<u64, HistoryError> {
-        let leaf_zero = TreeNode { level: 0, index: 0 };
-        if frontier.size() == 0 || self.node_hash(leaf_zero)?.is_some() || self.audit_leaves(0, 1)?.is_empty()
-        {
+        let tree = self.family(AUDIT_TREE_FAMILY)?;
+        if self.db.get_pinned_cf(tree, TREE_BUILT_KEY)?.is_some() {
             return Ok(0);
         }
-        let tree = self.family(AUDIT_TREE_FAMILY)?;
         let mut range = CompactRange::default();
-        while range.size() < frontier.size() {
+        let held = frontier.size() > 0 && !self.audit_leaves(0, 1)?.is_empty();
+        while held && range.size() < frontier.size() {
             let wanted = usize::try_from(frontier.size() - range.size()).unwrap_or(usize::MAX);
             let leaves = self.audit_leaves(range.size(), wanted.min(HISTORY_READ_ITEMS_MAX))?;
             if leaves.is_empty() {
@@ -156,12 +161,15 @@ impl History {
             }
             self.db.write(batch)?;
         }
-        if range.size() == frontier.size() && range.root() != frontier.root() {
+        if held && range.size() == frontier.size() && range.root() != frontier.root() {
             return Err(HistoryError::Corrupt(
                 "the stored audit leaves do not hash to the state's root".to_string(),
             ));
         }
         self.keep_frontier(frontier)?;
+        let mut options = rocksdb::WriteOptions::default();
+        options.set_sync(true);
+        self.db.put_cf_opt(tree, TREE_BUILT_KEY, [1], &options)?;
         Ok(range.size())
     }
 
@@ -343,6 +351,8 @@ mod tests {
             let dir = tempfile::tempdir().unwrap();
             let (_, state_machine) = crate::store::open(dir.path()).unwrap();
             let history = state_machine.history();
+            // As a store written before the tree was stored: no mark.
+            history.db.delete_cf(history.family(AUDIT_TREE_FAMILY).unwrap(), TREE_BUILT_KEY).unwrap();
             let leaves = history.family(AUDIT_LEAVES_FAMILY).unwrap();
             for position in held.iter().flat_map(Clone::clone) {
                 history.db.put_cf(leaves, index_key(position), leaf(position)).unwrap();
@@ -368,5 +378,6 @@ mod tests {
         let mut other = CompactRange::default();
         (0..1_000).for_each(|position| drop(other.push(&leaf(position + 1))));
         assert!(matches!(history.build_tree_from_leaves(&other), Err(HistoryError::Corrupt(_))));
+        assert!(history.build_tree_from_leaves(&other).is_err(), "not marked built: checked again");
     }
 }

@@ -603,9 +603,11 @@ impl<T: Transport> PolicyLog<T> {
         }
     }
 
-    /// Resolves when Raft stopped on a fatal error (a storage write that
-    /// failed, e.g. on a full disk), with the error; never while it runs.
-    /// What it had not made durable it never acknowledged.
+    /// Resolves when Raft stopped: on a fatal error (a storage write that
+    /// failed, e.g. on a full disk), with the error, or when its core task
+    /// ended without saying why (a panic); also after a shutdown, which
+    /// says "stopped". Never while it runs. What it had not made durable it
+    /// never acknowledged.
     pub async fn failed(&self) -> String {
         let mut metrics = self.raft.metrics();
         loop {
@@ -613,8 +615,7 @@ impl<T: Transport> PolicyLog<T> {
                 return fatal.to_string();
             }
             if metrics.changed().await.is_err() {
-                // Raft is gone without a fatal error: a shutdown, not a failure.
-                return std::future::pending().await;
+                return "its core task ended without a reason (a panic)".to_string();
             }
         }
     }

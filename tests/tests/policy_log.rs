@@ -507,15 +507,16 @@ impl Drop for SmallDisk {
 #[test]
 fn a_full_disk_stops_a_voter_cleanly_and_it_resumes_with_nothing_lost() {
     let dir = tempfile::tempdir().unwrap();
-    let specs = city(&["hub", "market", "civil", "jingansi"]);
-    let mut net = Testnet::create(dir.path(), &specs, SnapshotPolicy::default()).unwrap();
-    let (market, civil, jingansi) =
-        (net.index("market").unwrap(), net.index("civil").unwrap(), net.index("jingansi").unwrap());
-    // Civil affairs' node directory moves to a 96 MiB disk of its own.
+    // Mounted first, so it is unmounted after the nodes stop, even on a panic.
     let Some(disk) = SmallDisk::mount(&dir.path().join("small-disk"), 96 * 1024 * 1024) else {
         eprintln!("this machine cannot mount a tmpfs: the full-disk test did not run");
         return;
     };
+    let specs = city(&["hub", "market", "civil", "jingansi"]);
+    let mut net = Testnet::create(&dir.path().join("net"), &specs, SnapshotPolicy::default()).unwrap();
+    let (market, civil, jingansi) =
+        (net.index("market").unwrap(), net.index("civil").unwrap(), net.index("jingansi").unwrap());
+    // Civil affairs' node directory moves to that 96 MiB disk of its own.
     let civil_dir = net.nodes[civil].data_dir.clone();
     let copied = std::process::Command::new("cp")
         .arg("-a")
@@ -562,7 +563,7 @@ fn a_full_disk_stops_a_voter_cleanly_and_it_resumes_with_nothing_lost() {
         .unwrap(),
     };
     assert!(!stopped.success(), "a node that stopped on a full disk exits with an error: {stopped}");
-    let log = std::fs::read_to_string(dir.path().join("civil.log")).unwrap();
+    let log = std::fs::read_to_string(dir.path().join("net").join("civil.log")).unwrap();
     assert!(log.contains("the policy log stopped"), "civil affairs' log does not say why it stopped");
     for (number, batch) in batches.by_ref().take(3) {
         submit_each_once(&net.api(market).unwrap(), number, batch);

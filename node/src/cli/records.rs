@@ -177,7 +177,9 @@ fn import(args: ImportArgs) -> anyhow::Result<()> {
     let requests = |dry_run: bool| import_requests(&rows, &batch, dry_run, partial);
     // Atomic by default: every row is checked by the node first, and
     // nothing is written if any is refused.
-    let many = rows.len() > IMPORT_ROWS_PER_CHUNK;
+    // More than one request (many rows, wide rows, or lines that are not
+    // consecutive) is checked whole first, so nothing is half-written.
+    let many = requests(true).len() > 1;
     if !partial && (many || !failures.is_empty()) {
         for request in requests(true) {
             let answer: ImportResponse = api.send("POST", &path, &request)?;
@@ -284,10 +286,6 @@ fn decode_text(bytes: &[u8], encoding: Option<&str>, path: &str) -> Result<Strin
     Ok(text.strip_prefix('\u{feff}').map(str::to_string).unwrap_or(text))
 }
 
-/// Reads `.csv` or `.jsonl` text into rows with their line numbers. A line
-/// that does not parse, a row without a declared field and a key that
-/// repeats an earlier row's are failures already; a file-level problem (no
-/// rows, a header without a declared column) is an error.
 /// The import requests for `rows`: bounded in rows and bytes, each a run
 /// of consecutive lines (unparsable lines are already out, so lines need
 /// not be contiguous).
@@ -313,6 +311,10 @@ fn import_requests(rows: &[(u64, Row)], batch: &str, dry_run: bool, partial: boo
     requests
 }
 
+/// Reads `.csv` or `.jsonl` text into rows with their line numbers. A line
+/// that does not parse, a row without a declared field and a key that
+/// repeats an earlier row's are failures already; a file-level problem (no
+/// rows, a header without a declared column) is an error.
 fn read_rows(dataset: &Dataset, file: &Path, text: &str) -> Result<ParsedRows, ImportFileError> {
     let mut rows = Vec::new();
     let mut failures = Vec::new();

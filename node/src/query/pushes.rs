@@ -105,9 +105,11 @@ pub enum PushError {
 }
 
 impl PushError {
-    /// Whether a new attempt (a new access record) may succeed: its record
-    /// was not committed, or this replica did not apply it in time. Nothing
-    /// was sent either way.
+    /// Whether a new attempt (a new access record) may succeed: the record
+    /// was not committed in time, or this replica did not apply it in time.
+    /// Nothing was sent either way; but the record may have committed, so
+    /// the log may then show a release that did not happen (over-reported,
+    /// never under-reported).
     fn worth_another_attempt(&self) -> bool {
         matches!(self, PushError::Log(LogAccessError::NotLogged(_) | LogAccessError::NotAppliedHere))
     }
