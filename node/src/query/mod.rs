@@ -60,12 +60,9 @@ pub const QUERY_TIMEOUT_MS: u64 = 15_000;
 /// so no one peer can fill the replay guard that protects every peer.
 pub const QUERY_NONCES_PER_PEER_MAX: usize = 100_000;
 /// How long an owner waits for its own replica to apply an access record
-/// the leader says is committed, before it refuses to release.
+/// the leader says is committed, before it refuses to release (a push is
+/// kept and sent once its replica has).
 pub const OWN_REPLICA_APPLY_WAIT_MS: u64 = 5_000;
-/// The same for a push, which no requester waits on: under load (an
-/// election, a busy owner) its replica may lag longer, and a push given
-/// up is lost to the subscriber until the records change again.
-pub const PUSH_OWN_REPLICA_APPLY_WAIT_MS: u64 = 60_000;
 
 /// Both sides of queries and subscriptions.
 pub struct QueryService {
@@ -271,49 +268,65 @@ impl QueryService {
         }
     }
 
-    /// Logs an access record (a query's, a listing page's or a push's) and
+    /// Logs an access record (a query's or a listing page's) and
     /// returns its position once this node's own replica has applied it
     /// there: a leader's word that it committed is not enough to release
     /// on. This node signed the command over a request it verified at the
     /// edge (or when the subscription was made), so its own replica applies
     /// it without verifying either signature again.
     async fn log_access(&self, command: civmesh_policy::SignedCommand) -> Result<u64, LogAccessError> {
-        self.log_access_within(command, OWN_REPLICA_APPLY_WAIT_MS).await
+        let digest = command.digest();
+        let position = self.commit_access(command).await?;
+        self.confirm_access(position, digest, OWN_REPLICA_APPLY_WAIT_MS).await?;
+        Ok(position)
     }
 
-    /// [`QueryService::log_access`], waiting at most `apply_wait_ms` for
-    /// this node's replica to apply the record.
-    async fn log_access_within(
-        &self,
-        command: civmesh_policy::SignedCommand,
-        apply_wait_ms: u64,
-    ) -> Result<u64, LogAccessError> {
+    /// Commits an access record this node signed; its position, as the
+    /// leader gives it (not yet confirmed here).
+    async fn commit_access(&self, command: civmesh_policy::SignedCommand) -> Result<u64, LogAccessError> {
         self.log.vouch(&command);
-        let position = match self.committer.commit(command.clone()).await {
-            Ok(Ok(civmesh_policy::Applied::AccessLogged(position))) => position,
-            Ok(Ok(other)) => return Err(LogAccessError::Unexpected(Box::new(other))),
-            Ok(Err(rejection)) => return Err(LogAccessError::Rejected(rejection)),
-            Err(error) => return Err(LogAccessError::NotLogged(error)),
-        };
-        let digest = command.digest();
+        match self.committer.commit(command).await {
+            Ok(Ok(civmesh_policy::Applied::AccessLogged(position))) => Ok(position),
+            Ok(Ok(other)) => Err(LogAccessError::Unexpected(Box::new(other))),
+            Ok(Err(rejection)) => Err(LogAccessError::Rejected(rejection)),
+            Err(error) => Err(LogAccessError::NotLogged(error)),
+        }
+    }
+
+    /// Waits at most `wait_ms` for this node's replica to apply the access
+    /// record with `digest` at `position`, and confirms it is there.
+    async fn confirm_access(
+        &self,
+        position: u64,
+        digest: [u8; 32],
+        wait_ms: u64,
+    ) -> Result<(), LogAccessError> {
         self.log
             .wait_for_state(
-                Duration::from_millis(apply_wait_ms),
+                Duration::from_millis(wait_ms),
                 "own replica applies the access record",
                 move |applied| applied.policy.access_log_length > position,
             )
             .await
             .map_err(|_| LogAccessError::NotAppliedHere)?;
-        // The store holds an entry before the state counts it.
-        // A replica that installed a snapshot past the position holds no
-        // entry there: it cannot confirm, so nothing is released.
+        self.confirm_applied(position, &digest)
+    }
+
+    /// Confirms that this node's replica applied the access record with
+    /// `digest` at `position`. The store holds an entry before the state
+    /// counts it; a replica that installed a snapshot past the position
+    /// holds no entry there: it cannot confirm, so nothing is released.
+    fn confirm_applied(&self, position: u64, digest: &[u8; 32]) -> Result<(), LogAccessError> {
+        let applied = self.log.state().read(|applied| applied.policy.access_log_length > position);
+        if !applied {
+            return Err(LogAccessError::NotAppliedHere);
+        }
         let stored = self.log.history().access_entry(position).map_err(|_| LogAccessError::NotAppliedHere)?;
-        let ours = stored.ok_or(LogAccessError::NotAppliedHere)?.envelope.digest() == digest;
-        if !ours {
+        if stored.ok_or(LogAccessError::NotAppliedHere)?.envelope.digest() != *digest {
             self.report(&self.key.node_id(), "access_record_not_at_position");
             return Err(LogAccessError::AnotherAtPosition);
         }
-        Ok(position)
+        Ok(())
     }
 
     /// `body` in an envelope signed by this node, as wire bytes; empty if

@@ -33,8 +33,8 @@ pub const RECEIVED_PUSHES_KEPT_MAX: usize = 10_000;
 const PUSH_KEPT: &[u8] = &[1];
 /// Records in one push at most.
 pub const PUSH_RECORDS_MAX: usize = 1_000;
-/// Attempts at one push whose access record could not be logged or
-/// confirmed (an election, a lagging replica), each a new record.
+/// Attempts at one push whose access record could not be committed (an
+/// election), each a new record.
 pub const PUSH_ATTEMPTS_MAX: u32 = 3;
 /// The wait before the next attempt, times the attempts so far, in ms.
 pub const PUSH_ATTEMPT_BACKOFF_MS: u64 = 1_000;
@@ -72,12 +72,16 @@ pub struct ReceivedPush {
     pub body: PushBody,
 }
 
-/// A logged push not yet delivered, as kept for retry.
+/// A logged push not yet delivered, as kept for retry: kept (synced) as
+/// soon as its access record is committed, and sent once this replica has
+/// applied that record, so a stop or a crash loses no push.
 #[derive(Debug, Serialize, Deserialize)]
 struct PendingPush {
     subscriber: NodeId,
     message: Vec<u8>,
     first_attempt_ms: u64,
+    /// The digest of the access record it is logged by.
+    record_digest: [u8; 32],
 }
 
 /// Why one push (a chunk of changed records to one subscriber) failed.
@@ -98,6 +102,10 @@ pub enum PushError {
     /// Logged, not delivered, and kept (synced) for retry.
     #[error("{0}; kept for retry")]
     KeptForRetry(#[source] SendPushError),
+    /// Logged, not yet applied by this replica: kept (synced), and sent
+    /// once it is.
+    #[error("{0}; kept, and sent once this replica applied it")]
+    KeptUnconfirmed(#[source] LogAccessError),
     /// The subscriber is no active member, or this node holds no subject
     /// key for its organisation: nothing pushed.
     #[error("no subject key for the subscriber's organisation; nothing pushed")]
@@ -106,12 +114,11 @@ pub enum PushError {
 
 impl PushError {
     /// Whether a new attempt (a new access record) may succeed: the record
-    /// was not committed in time, or this replica did not apply it in time.
-    /// Nothing was sent either way; but the record may have committed, so
-    /// the log may then show a release that did not happen (over-reported,
-    /// never under-reported).
+    /// was not committed in time. Nothing was sent; but the record may have
+    /// committed after all, so the log may then show a release that did
+    /// not happen (over-reported, never under-reported).
     fn worth_another_attempt(&self) -> bool {
-        matches!(self, PushError::Log(LogAccessError::NotLogged(_) | LogAccessError::NotAppliedHere))
+        matches!(self, PushError::Log(LogAccessError::NotLogged(_)))
     }
 }
 
@@ -197,7 +204,8 @@ impl QueryService {
         }
         let record = AccessRecord { request: envelope.clone(), outcome, decided_at_ms: now_ms };
         let command = SignedEnvelope::sign(&self.key, &Command::RecordPush(record), now_ms)?;
-        let position = self.log_access_within(command, super::PUSH_OWN_REPLICA_APPLY_WAIT_MS).await?;
+        let record_digest = command.digest();
+        let position = self.commit_access(command).await?;
         let body = PushBody {
             subscription: digest,
             dataset: header.dataset.clone(),
@@ -207,13 +215,14 @@ impl QueryService {
         let push = SignedEnvelope::sign(&self.key, &body, now_unix_millis())
             .and_then(|envelope| envelope.to_bytes())?;
         let message = codec::encode(&QueryProtocolMessage::Push(push))?;
-        if let Err(error) = self.send_push(&subscriber, message.clone()).await {
-            // Logged, not delivered: kept (synced) and retried.
-            let pending = PendingPush { subscriber, message, first_attempt_ms: now_unix_millis() };
-            let bytes = codec::encode(&pending)?;
-            self.records.put_push(position, &bytes)?;
-            return Err(PushError::KeptForRetry(error));
-        }
+        // Committed: kept (synced) before anything is sent, and forgotten
+        // once delivered.
+        let pending = PendingPush { subscriber, message, first_attempt_ms: now_unix_millis(), record_digest };
+        self.records.put_push(position, &codec::encode(&pending)?)?;
+        let confirmed = self.confirm_access(position, record_digest, super::OWN_REPLICA_APPLY_WAIT_MS).await;
+        confirmed.map_err(PushError::KeptUnconfirmed)?;
+        self.send_push(&subscriber, pending.message).await.map_err(PushError::KeptForRetry)?;
+        self.records.delete_push(position)?;
         Ok(())
     }
 
@@ -230,8 +239,10 @@ impl QueryService {
     }
 
     /// Retries logged pushes that did not reach their subscriber (it was
-    /// down or cut off), every `PUSH_RETRY_TICK_MS`, until delivered or
-    /// older than `PUSH_RETRY_AGE_MS_MAX`; runs until `stop`.
+    /// down or cut off, or this replica had not applied the push's access
+    /// record yet: it is sent once it has), every `PUSH_RETRY_TICK_MS`,
+    /// until delivered or older than `PUSH_RETRY_AGE_MS_MAX`; runs until
+    /// `stop`.
     pub async fn run_push_retries(self: Arc<Self>, mut stop: tokio::sync::watch::Receiver<bool>) {
         let mut tick = tokio::time::interval(Duration::from_millis(PUSH_RETRY_TICK_MS));
         loop {
@@ -246,11 +257,21 @@ impl QueryService {
                     continue;
                 };
                 let expired = now_unix_millis().saturating_sub(push.first_attempt_ms) > PUSH_RETRY_AGE_MS_MAX;
-                if expired {
-                    tracing::warn!(subscriber = %push.subscriber, position, "push not delivered in time; dropped");
-                    let _ = self.records.delete_push(position);
-                } else if self.send_push(&push.subscriber, push.message).await.is_ok() {
-                    let _ = self.records.delete_push(position);
+                match self.confirm_applied(position, &push.record_digest) {
+                    _ if expired => {
+                        tracing::warn!(subscriber = %push.subscriber, position, "push not delivered in time; dropped");
+                        let _ = self.records.delete_push(position);
+                    }
+                    // Not applied here yet: the next tick looks again.
+                    Err(LogAccessError::NotAppliedHere) => {}
+                    Err(_) => {
+                        let _ = self.records.delete_push(position);
+                    }
+                    Ok(()) => {
+                        if self.send_push(&push.subscriber, push.message).await.is_ok() {
+                            let _ = self.records.delete_push(position);
+                        }
+                    }
                 }
             }
         }
