@@ -140,13 +140,16 @@ pub struct InclusionAnswer {
     /// The tree's size.
     pub tree_size: u64,
     /// Its root.
-    pub root: String,
+    #[serde(with = "civmesh_policy::hex_digest")]
+    pub root: [u8; 32],
     /// The leaf, from 0.
     pub leaf: u64,
     /// The leaf's value (the access entry's commitment).
-    pub leaf_value: String,
+    #[serde(with = "civmesh_policy::hex_digest")]
+    pub leaf_value: [u8; 32],
     /// The audit path, deepest sibling first.
-    pub proof: Vec<String>,
+    #[serde(with = "civmesh_policy::hex_digest::many")]
+    pub proof: Vec<[u8; 32]>,
 }
 
 /// An RFC 6962 consistency proof, hashes in hex.
@@ -155,13 +158,16 @@ pub struct ConsistencyAnswer {
     /// The earlier tree's size.
     pub from: u64,
     /// Its root.
-    pub from_root: String,
+    #[serde(with = "civmesh_policy::hex_digest")]
+    pub from_root: [u8; 32],
     /// The later tree's size.
     pub tree_size: u64,
     /// Its root.
-    pub root: String,
+    #[serde(with = "civmesh_policy::hex_digest")]
+    pub root: [u8; 32],
     /// The proof.
-    pub proof: Vec<String>,
+    #[serde(with = "civmesh_policy::hex_digest::many")]
+    pub proof: Vec<[u8; 32]>,
 }
 
 /// The tree size asked for, or the latest final checkpoint's (the applied
@@ -188,10 +194,6 @@ fn tree_error(error: TreeReadError<civmesh_consensus::HistoryError>) -> ApiError
     }
 }
 
-fn hexes(hashes: &[[u8; 32]]) -> Vec<String> {
-    hashes.iter().map(hex::encode).collect()
-}
-
 /// `GET /v1/audit/proofs/inclusion`: the proof that a leaf is in the tree
 /// of a size, read from this replica's stored tree.
 pub(crate) async fn inclusion_proof(
@@ -202,18 +204,12 @@ pub(crate) async fn inclusion_proof(
     let history = state.log.history();
     let proof = history.inclusion_proof(query.leaf, tree_size).map_err(tree_error)?;
     let root = history.tree_root(tree_size).map_err(tree_error)?;
-    let leaf_value = history.audit_leaves(query.leaf, 1).map_err(ApiError::internal)?;
-    let Some(leaf_value) = leaf_value.first() else {
+    let leaf_values = history.audit_leaves(query.leaf, 1).map_err(ApiError::internal)?;
+    let Some(&leaf_value) = leaf_values.first() else {
         let message = format!("this replica does not hold leaf {} (it joined by snapshot)", query.leaf);
         return Err(ApiError::new(StatusCode::NOT_FOUND, message));
     };
-    Ok(Json(InclusionAnswer {
-        tree_size,
-        root: hex::encode(root),
-        leaf: query.leaf,
-        leaf_value: hex::encode(leaf_value),
-        proof: hexes(&proof),
-    }))
+    Ok(Json(InclusionAnswer { tree_size, root, leaf: query.leaf, leaf_value, proof }))
 }
 
 /// `GET /v1/audit/proofs/consistency`: the proof that the tree of one size
@@ -227,9 +223,9 @@ pub(crate) async fn consistency_proof(
     let proof = history.consistency_proof(query.from, tree_size).map_err(tree_error)?;
     Ok(Json(ConsistencyAnswer {
         from: query.from,
-        from_root: hex::encode(history.tree_root(query.from).map_err(tree_error)?),
+        from_root: history.tree_root(query.from).map_err(tree_error)?,
         tree_size,
-        root: hex::encode(history.tree_root(tree_size).map_err(tree_error)?),
-        proof: hexes(&proof),
+        root: history.tree_root(tree_size).map_err(tree_error)?,
+        proof,
     }))
 }

@@ -18,6 +18,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use civmesh_policy::audit::{verify_consistency, verify_inclusion, SeenCheckpoint, PROOF_TREE_SIZE_MAX};
+use civmesh_policy::hex_digest::{from_hex, to_hex};
 use clap::Args;
 use serde::Deserialize;
 
@@ -147,14 +148,8 @@ fn extends(api: &NodeApi, earlier: &SeenCheckpoint, later: &SeenCheckpoint) -> a
     let path =
         format!("/v1/audit/proofs/consistency?from={}&tree_size={}", earlier.tree_size, later.tree_size);
     let answer: ConsistencyAnswer = api.get(&path)?;
-    verify_consistency(
-        &hash(&earlier.root)?,
-        earlier.tree_size,
-        &hash(&later.root)?,
-        later.tree_size,
-        &hashes(&answer.proof)?,
-    )
-    .context("not a prefix: the history was rewritten, or nodes show different histories")?;
+    verify_consistency(&root(earlier)?, earlier.tree_size, &root(later)?, later.tree_size, &answer.proof)
+        .context("not a prefix: the history was rewritten, or nodes show different histories")?;
     Ok(())
 }
 
@@ -168,22 +163,12 @@ fn included(api: &NodeApi, leaf: u64, seen: &[SeenCheckpoint]) -> anyhow::Result
         .context("no checkpoint seen before covers it: verify a newer bundle first")?;
     let path = format!("/v1/audit/proofs/inclusion?leaf={leaf}&tree_size={}", anchor.tree_size);
     let answer: InclusionAnswer = api.get(&path)?;
-    verify_inclusion(
-        &hash(&anchor.root)?,
-        anchor.tree_size,
-        leaf,
-        &hash(&answer.leaf_value)?,
-        &hashes(&answer.proof)?,
-    )
-    .context("the node's proof does not lead to the root seen before")?;
-    Ok((answer.leaf_value, anchor.tree_size))
+    verify_inclusion(&root(anchor)?, anchor.tree_size, leaf, &answer.leaf_value, &answer.proof)
+        .context("the node's proof does not lead to the root seen before")?;
+    Ok((to_hex(&answer.leaf_value), anchor.tree_size))
 }
 
-fn hash(text: &str) -> anyhow::Result<[u8; 32]> {
-    let bytes = hex::decode(text).with_context(|| format!("{text:?} is not hex"))?;
-    bytes.try_into().map_err(|_| anyhow::anyhow!("{text:?} is not a 32-byte hash"))
-}
-
-fn hashes(texts: &[String]) -> anyhow::Result<Vec<[u8; 32]>> {
-    texts.iter().map(|text| hash(text)).collect()
+/// A checkpoint's root, from its hex.
+fn root(checkpoint: &SeenCheckpoint) -> anyhow::Result<[u8; 32]> {
+    from_hex(&checkpoint.root).with_context(|| format!("{:?} is not a 32-byte hex hash", checkpoint.root))
 }
