@@ -277,7 +277,7 @@ impl QueryService {
     async fn log_access(&self, command: civmesh_policy::SignedCommand) -> Result<u64, LogAccessError> {
         let digest = command.digest();
         let position = self.commit_access(command).await?;
-        self.confirm_access(position, digest, OWN_REPLICA_APPLY_WAIT_MS).await?;
+        self.confirm_access(position, digest).await?;
         Ok(position)
     }
 
@@ -293,17 +293,13 @@ impl QueryService {
         }
     }
 
-    /// Waits at most `wait_ms` for this node's replica to apply the access
-    /// record with `digest` at `position`, and confirms it is there.
-    async fn confirm_access(
-        &self,
-        position: u64,
-        digest: [u8; 32],
-        wait_ms: u64,
-    ) -> Result<(), LogAccessError> {
+    /// Waits at most [`OWN_REPLICA_APPLY_WAIT_MS`] for this node's replica
+    /// to apply the access record with `digest` at `position`, and confirms
+    /// it is there.
+    async fn confirm_access(&self, position: u64, digest: [u8; 32]) -> Result<(), LogAccessError> {
         self.log
             .wait_for_state(
-                Duration::from_millis(wait_ms),
+                Duration::from_millis(OWN_REPLICA_APPLY_WAIT_MS),
                 "own replica applies the access record",
                 move |applied| applied.policy.access_log_length > position,
             )

@@ -219,8 +219,7 @@ impl QueryService {
         // once delivered.
         let pending = PendingPush { subscriber, message, first_attempt_ms: now_unix_millis(), record_digest };
         self.records.put_push(position, &codec::encode(&pending)?)?;
-        let confirmed = self.confirm_access(position, record_digest, super::OWN_REPLICA_APPLY_WAIT_MS).await;
-        confirmed.map_err(PushError::KeptUnconfirmed)?;
+        self.confirm_access(position, record_digest).await.map_err(PushError::KeptUnconfirmed)?;
         self.send_push(&subscriber, pending.message).await.map_err(PushError::KeptForRetry)?;
         self.records.delete_push(position)?;
         Ok(())
