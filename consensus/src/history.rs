@@ -28,7 +28,7 @@ use civmesh_policy::audit::{
 use civmesh_policy::{AccessLogEntry, Appended};
 use rocksdb::{Direction, IteratorMode, WriteBatch, DB};
 
-use crate::store::{index_key, index_of};
+use crate::store::{index_key, index_of, synced};
 
 pub(crate) const ARCHIVE_FAMILY: &str = "archive";
 pub(crate) const ACCESS_LOG_FAMILY: &str = "access_log";
@@ -125,9 +125,7 @@ impl History {
         for (node, hash) in frontier.nodes() {
             batch.put_cf(tree, node_key(node), hash);
         }
-        let mut options = rocksdb::WriteOptions::default();
-        options.set_sync(true);
-        self.db.write_opt(batch, &options)?;
+        self.db.write_opt(batch, &synced())?;
         Ok(())
     }
 
@@ -167,9 +165,7 @@ impl History {
             ));
         }
         self.keep_frontier(frontier)?;
-        let mut options = rocksdb::WriteOptions::default();
-        options.set_sync(true);
-        self.db.put_cf_opt(tree, TREE_BUILT_KEY, [1], &options)?;
+        self.db.put_cf_opt(tree, TREE_BUILT_KEY, [1], &synced())?;
         Ok(range.size())
     }
 

@@ -100,7 +100,7 @@ fn write_error(error: impl std::error::Error + 'static) -> StorageError<RaftNode
     io_error(ErrorSubject::Store, ErrorVerb::Write, error)
 }
 
-fn synced() -> WriteOptions {
+pub(crate) fn synced() -> WriteOptions {
     let mut options = WriteOptions::default();
     options.set_sync(true);
     options
