@@ -8,7 +8,10 @@
 //!   level (one byte) and index (eight, big-endian), from which the root
 //!   and the RFC 6962 proofs at any size are read in O(log n) reads
 //!   ([`civmesh_policy::audit::TreeNode`]);
-//! - `checkpoints`: the final checkpoints, by their number from 0.
+//! - `checkpoints`: the final checkpoints, by their number from 0;
+//! - `corrections_closed`: the corrections that left the state a day after
+//!   they closed, by the entry time they closed at (eight bytes,
+//!   big-endian) and id, each with its id and track.
 //!
 //! The state machine writes one apply call's history in one batch, unsynced:
 //! a crash re-applies from the last state image (synced, which syncs the WAL
@@ -21,10 +24,12 @@
 use std::sync::Arc;
 
 use civmesh_certs::codec;
+use civmesh_certs::UnixMillis;
 use civmesh_policy::audit::{
     ArchivedCommand, CompactRange, FinalCheckpoint, TreeNode, TreeNodes, TreeReadError,
     ARCHIVED_COMMAND_BYTES_MAX,
 };
+use civmesh_policy::correction::{CorrectionId, CorrectionTrack};
 use civmesh_policy::{AccessLogEntry, Appended};
 use rocksdb::{Direction, IteratorMode, WriteBatch, DB};
 
@@ -35,6 +40,7 @@ pub(crate) const ACCESS_LOG_FAMILY: &str = "access_log";
 pub(crate) const AUDIT_LEAVES_FAMILY: &str = "audit_leaves";
 pub(crate) const CHECKPOINTS_FAMILY: &str = "checkpoints";
 pub(crate) const AUDIT_TREE_FAMILY: &str = "audit_tree";
+pub(crate) const CORRECTIONS_CLOSED_FAMILY: &str = "corrections_closed";
 /// The mark, in `audit_tree`, that the tree's nodes were built from the
 /// stored leaves or never needed it (a node key is 9 bytes; this is not).
 const TREE_BUILT_KEY: &[u8] = b"built-from-leaves";
@@ -43,6 +49,9 @@ const TREE_BUILT_KEY: &[u8] = b"built-from-leaves";
 pub const ACCESS_ENTRY_BYTES_MAX: usize = ARCHIVED_COMMAND_BYTES_MAX;
 /// The largest final checkpoint decoded, in bytes (its cosigners included).
 pub const CHECKPOINT_BYTES_MAX: usize = 64 * 1024;
+/// The largest closed correction decoded, in bytes: its id and its track
+/// (at most 64 field names and seven stages).
+pub const CLOSED_CORRECTION_BYTES_MAX: usize = 64 * 1024;
 /// The most items one read returns.
 pub const HISTORY_READ_ITEMS_MAX: usize = 50_000;
 
@@ -95,8 +104,12 @@ impl History {
         let leaves = self.family(AUDIT_LEAVES_FAMILY)?;
         let checkpoints = self.family(CHECKPOINTS_FAMILY)?;
         let tree = self.family(AUDIT_TREE_FAMILY)?;
+        let closed = self.family(CORRECTIONS_CLOSED_FAMILY)?;
         let mut batch = WriteBatch::default();
         for one in applied {
+            for (id, closed_at_ms, track) in &one.appended.closed_corrections {
+                batch.put_cf(closed, closed_key(*closed_at_ms, id), encode(&(id, track))?);
+            }
             batch.put_cf(archive, index_key(one.archived.sequence), encode(&one.archived)?);
             if let Some(entry) = &one.appended.access_entry {
                 batch.put_cf(access_log, index_key(entry.sequence), encode(entry)?);
@@ -244,6 +257,40 @@ impl History {
         })
     }
 
+    /// Up to `limit` (at most [`HISTORY_READ_ITEMS_MAX`]) closed corrections
+    /// that left the state, in the order they closed, from the first
+    /// closed at `from_ms` or later and not before `after` (the key of the
+    /// last one read, to read on from it).
+    pub fn closed_corrections(
+        &self,
+        from_ms: UnixMillis,
+        after: Option<ClosedKey>,
+        limit: usize,
+    ) -> Result<ClosedCorrections, HistoryError> {
+        let start = after.map_or_else(|| closed_key(from_ms, &[0; 32]), |after| after.0);
+        let iterator = self
+            .db
+            .iterator_cf(
+                self.family(CORRECTIONS_CLOSED_FAMILY)?,
+                IteratorMode::From(&start, Direction::Forward),
+            )
+            .skip(usize::from(after.is_some()))
+            .take(limit.min(HISTORY_READ_ITEMS_MAX));
+        let mut read = Vec::new();
+        let mut last = None;
+        for item in iterator {
+            let (key, value) = item?;
+            let key: [u8; 40] = key.as_ref().try_into().map_err(|_| {
+                HistoryError::Corrupt("a closed correction's key is not 40 bytes".to_string())
+            })?;
+            let correction = codec::decode_exact(&value, CLOSED_CORRECTION_BYTES_MAX)
+                .map_err(|error| HistoryError::Corrupt(error.to_string()))?;
+            read.push(correction);
+            last = Some(ClosedKey(key));
+        }
+        Ok(ClosedCorrections { read, last })
+    }
+
     /// Reads up to `limit` (at most [`HISTORY_READ_ITEMS_MAX`]) consecutive
     /// values from the first held at or after `from`; returns its position
     /// (`from` when there is none) and the values. A gap ends the read.
@@ -291,6 +338,28 @@ impl TreeNodes for History {
     }
 }
 
+/// One read of closed corrections ([`History::closed_corrections`]).
+#[derive(Debug)]
+pub struct ClosedCorrections {
+    /// Each one's id and track, in the order they closed.
+    pub read: Vec<(CorrectionId, CorrectionTrack)>,
+    /// The key of the last one read; `None` when none was.
+    pub last: Option<ClosedKey>,
+}
+
+/// Where a read of closed corrections ended ([`History::closed_corrections`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClosedKey([u8; 40]);
+
+/// A closed correction's key: the entry time it closed at, big-endian, so
+/// they are stored in that order, then its id.
+fn closed_key(closed_at_ms: UnixMillis, id: &CorrectionId) -> [u8; 40] {
+    let mut key = [0u8; 40];
+    key[..8].copy_from_slice(&closed_at_ms.to_be_bytes());
+    key[8..].copy_from_slice(id);
+    key
+}
+
 /// A tree node's key: its level, then its index big-endian, so each
 /// level's nodes are stored in order.
 fn node_key(node: TreeNode) -> [u8; 9] {
@@ -334,6 +403,77 @@ mod tests {
         }
         assert!(history.audit_leaves(0, 10).unwrap().is_empty(), "leaves are read from `from` exactly");
         assert_eq!(history.audit_leaves(5, 10).unwrap().len(), 3);
+    }
+
+    /// Closed corrections that left the state are read in the order they
+    /// closed, from a time on, a page at a time.
+    #[test]
+    fn closed_corrections_are_read_by_the_time_they_closed_a_page_at_a_time() {
+        use civmesh_policy::correction::CorrectionStage;
+        let dir = tempfile::tempdir().unwrap();
+        let (_, state_machine) = crate::store::open(dir.path()).unwrap();
+        let history = state_machine.history();
+        let track_closed_at = |closed_at_ms: u64| CorrectionTrack {
+            dataset: "enterprises".into(),
+            owner: civmesh_certs::OrgId::new("dept/market").unwrap(),
+            submitter_org: civmesh_certs::OrgId::new("street/jingansi").unwrap(),
+            submitter: civmesh_certs::NodeId([7; 32]),
+            subject: civmesh_policy::model::SubjectKeyHash([1; 32]),
+            fields: ["name".to_string()].into(),
+            stages: vec![
+                (CorrectionStage::Submitted, closed_at_ms - 5),
+                (CorrectionStage::OutcomeDelivered, closed_at_ms),
+            ],
+            reason_code: None,
+            applied_version: None,
+            record_written_at_ms: None,
+        };
+        // Two apply calls; ids out of time order, two closed at one time.
+        let closed = [(9u8, 300u64), (3, 100), (5, 200), (4, 200)];
+        let applied: Vec<AppliedCommand> = closed
+            .chunks(2)
+            .zip(1..)
+            .map(|(released, sequence)| AppliedCommand {
+                archived: ArchivedCommand {
+                    sequence,
+                    log_index: sequence,
+                    entry_time_ms: 0,
+                    envelope: Vec::new(),
+                    accepted: false,
+                },
+                appended: Appended {
+                    closed_corrections: released
+                        .iter()
+                        .map(|(id, at)| ([*id; 32], *at, track_closed_at(*at)))
+                        .collect(),
+                    ..Appended::default()
+                },
+                audit_tree_size: 0,
+                checkpoints_final: 0,
+            })
+            .collect();
+        history.append(&applied).unwrap();
+        let read_all = |from_ms: u64, limit: usize| {
+            let (mut ids, mut after, mut reads) = (Vec::new(), None, 0);
+            loop {
+                let page = history.closed_corrections(from_ms, after, limit).unwrap();
+                reads += 1;
+                assert!(page.read.len() <= limit);
+                ids.extend(page.read.iter().map(|(id, track)| {
+                    assert_eq!(*track, track_closed_at(track.stages[1].1));
+                    id[0]
+                }));
+                if page.last.is_none() {
+                    return (ids, reads);
+                }
+                after = page.last;
+            }
+        };
+        assert_eq!(read_all(0, 10), (vec![3, 4, 5, 9], 2));
+        assert_eq!(read_all(0, 1), (vec![3, 4, 5, 9], 5), "a page at a time");
+        assert_eq!(read_all(200, 3), (vec![4, 5, 9], 2), "from a time on");
+        assert_eq!(read_all(201, 3), (vec![9], 2));
+        assert_eq!(read_all(301, 3), (vec![], 1));
     }
 
     /// A store written before the tree was stored gets its nodes from its

@@ -36,7 +36,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::history::{
     AppliedCommand, History, ACCESS_LOG_FAMILY, ARCHIVE_FAMILY, AUDIT_LEAVES_FAMILY, AUDIT_TREE_FAMILY,
-    CHECKPOINTS_FAMILY,
+    CHECKPOINTS_FAMILY, CORRECTIONS_CLOSED_FAMILY,
 };
 use crate::timings::{Stage, StageTimes};
 use crate::types::{entry_commands, ApplyResult, Entry, RaftNodeId, RaftPeer, TypeConfig};
@@ -123,6 +123,7 @@ pub fn open(directory: &Path) -> Result<(LogStore, StateMachine), OpenError> {
         AUDIT_LEAVES_FAMILY,
         AUDIT_TREE_FAMILY,
         CHECKPOINTS_FAMILY,
+        CORRECTIONS_CLOSED_FAMILY,
     ]
     .into_iter()
     .map(|name| ColumnFamilyDescriptor::new(name, Options::default()));

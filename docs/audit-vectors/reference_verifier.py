@@ -40,6 +40,8 @@ SCOPE_FIELDS_MAX = 8
 QUERY_SUBJECTS_MAX = 1000
 CORRECTION_CHANGES_MAX = 64
 CORRECTION_TEXT_BYTES_MAX = 4096
+CORRECTION_CLOSED_KEPT_MS = 86_400_000
+CORRECTIONS_RELEASED_PER_COMMAND_MAX = 8
 CERTIFICATE_BYTES_MAX = 16_384
 ENVELOPE_BYTES_MAX = 4_194_304
 ORG_BYTES_MAX = 128
@@ -734,6 +736,7 @@ class State:
         self.access_log_length = 0
         self.leaves = []                     # the audit tree's leaves (its size is read)
         self.corrections, self.auto_accept_rules = {}, {}
+        self.corrections_closed = []         # (closed at T, id), in order (B 2.6)
         self.pending_checkpoints = []
         self.checkpoints_final = 0
         self.last_checkpoint = None
@@ -808,7 +811,17 @@ def apply(st, wire, T):
         outcome_bytes = b"\x01" + bytes([REJECTION_CODES.index(e.code)])
     envelope_digest = sha256(u64le(len(wire["body"])), wire["body"], wire["signature"])
     st.digest = sha256(DIGEST_PREFIX, before, u64le(T), envelope_digest, outcome_bytes)
+    release_closed_corrections(st)
     return outcome
+
+def release_closed_corrections(st):
+    """B 2.6: after every command, closed corrections kept a day leave."""
+    released = 0
+    while (st.corrections_closed and released < CORRECTIONS_RELEASED_PER_COMMAND_MAX
+           and st.corrections_closed[0][0] + CORRECTION_CLOSED_KEPT_MS <= st.last_entry_time_ms):
+        _, correction = st.corrections_closed.pop(0)
+        del st.corrections[correction]
+        released += 1
 
 def encode_varint(v):
     if v < 251:
@@ -1227,6 +1240,8 @@ def rule_correction(st, cmd, S, O, T):                               # B 5.14
         track["reason_code"] = cmd["reason_code"]
     if stage == "applied":
         track["applied_version"] = cmd["version"]
+    if stage == "outcome_delivered":
+        st.corrections_closed.append((T, cmd["correction"]))
     return (CORRECTION_LOGGED, None) if stage in OWNER_OUTCOMES else (DONE, None)
 
 def rule_set_auto(st, cmd, S, O, T):                                 # B 5.15

@@ -10,6 +10,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "audit_vectors/closed_corrections.rs"]
+mod closed_corrections;
 #[path = "audit_vectors/deletions.rs"]
 mod deletions;
 #[path = "audit_vectors/republished.rs"]
@@ -193,6 +195,7 @@ fn write_vectors() {
     all.extend(subject_requests::subject_request_vectors(&fx, &log));
     all.extend(republished::republication_vectors(&fx, &log));
     all.extend(sensitive_withdrawn::sensitive_withdrawal_vectors(&fx, &log));
+    all.extend(closed_corrections::closed_correction_vectors(&fx, &log));
     let dir = vectors_dir();
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("ca.pem"), &ca_pem).unwrap();

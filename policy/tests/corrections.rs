@@ -273,3 +273,69 @@ fn statistics_come_from_the_log_alone() {
         Some("record_unknown")
     );
 }
+
+/// A closed correction (its outcome delivered) stays in the state a day:
+/// a retried receipt or a resent submission meets it there. The first
+/// command a day after it closed, even a rejected one, hands it over for
+/// the store to keep, with its statistics kept; an event naming it is then
+/// `correction_unknown`. The evaluation from the state and what was handed
+/// over is the evaluation from before.
+#[test]
+fn a_closed_correction_leaves_the_state_a_day_after_it_closed() {
+    use civmesh_policy::evaluation::{evaluate, EvaluationFacts, EvaluationQuery};
+    use civmesh_policy::state::CORRECTION_CLOSED_KEPT_MS;
+    let mut fx = fixture();
+    let (street, market) = (&fx.jingansi.key, &fx.market.key);
+    let state = &mut fx.state;
+    let lifecycle = [(street, Submitted), (market, Delivered), (market, Accepted), (market, Applied)];
+    for (offset, (key, stage)) in (0..).zip(lifecycle.into_iter().chain([(street, OutcomeDelivered)])) {
+        at(state, key, event(1, street, stage), offset).unwrap();
+    }
+    at(state, street, event(2, street, Submitted), 5).unwrap();
+    let closed_at_ms = NOW_MS + 4;
+    let last_kept_ms = closed_at_ms + CORRECTION_CLOSED_KEPT_MS - 1 - NOW_MS;
+    // Commands signed a day later are signed at their own time.
+    let later = |key: &NodeKey, command: Command, offset_ms: u64| {
+        civmesh_certs::SignedEnvelope::sign(key, &command, NOW_MS + offset_ms).unwrap()
+    };
+    let kept = [
+        (Submitted, RejectionCode::CorrectionDuplicate),
+        (OutcomeDelivered, RejectionCode::CorrectionStageOutOfOrder),
+    ];
+    for (stage, code) in kept {
+        let outcome =
+            state.apply(&later(street, event(1, street, stage), last_kept_ms), NOW_MS + last_kept_ms);
+        assert_eq!(outcome.map_err(|rejection| rejection.code), Err(code), "{stage:?} within the day");
+    }
+    assert!(state.corrections.contains_key(&[1; 32]));
+    let query = EvaluationQuery {
+        from_ms: Some(NOW_MS - 1),
+        to_ms: Some(NOW_MS + 2 * CORRECTION_CLOSED_KEPT_MS),
+        ..EvaluationQuery::default()
+    };
+    let evaluation_before = evaluate(state, &query).unwrap();
+    let stats_before = correction_stats(&state.correction_tallies);
+
+    let unknown = event(3, street, Delivered);
+    let (outcome, appended) = state
+        .apply_appending(&later(market, unknown, last_kept_ms + 1), closed_at_ms + CORRECTION_CLOSED_KEPT_MS);
+    assert!(outcome.is_err(), "a rejected command releases them too");
+    let [(id, released_at_ms, track)] = appended.closed_corrections.as_slice() else {
+        panic!("released {:?}", appended.closed_corrections)
+    };
+    assert_eq!((*id, *released_at_ms, track.stage()), ([1; 32], closed_at_ms, OutcomeDelivered));
+    assert!(!state.corrections.contains_key(&[1; 32]) && state.corrections.contains_key(&[2; 32]));
+    assert!(state.corrections_closed.is_empty());
+    assert_eq!(correction_stats(&state.correction_tallies), stats_before, "statistics are kept");
+
+    let mut facts = EvaluationFacts::of(state);
+    facts.add_closed(appended.closed_corrections.iter().map(|(id, _, track)| (id, track)));
+    facts.add_closed([(&[2u8; 32], &state.corrections[&[2; 32]])]);
+    assert_eq!(facts.corrections_copied(), 2, "one copied from the state and found closed counts once");
+    assert_eq!(facts.evaluate(&query).unwrap(), evaluation_before);
+    assert_ne!(evaluate(state, &query).unwrap(), evaluation_before, "the state alone no longer counts it");
+
+    let receipt = later(street, event(1, street, OutcomeDelivered), last_kept_ms + 2);
+    let outcome = state.apply(&receipt, closed_at_ms + CORRECTION_CLOSED_KEPT_MS + 1);
+    assert_eq!(outcome.map_err(|rejection| rejection.code), Err(RejectionCode::CorrectionUnknown));
+}

@@ -230,21 +230,76 @@ pub(crate) async fn evaluation_of(state: &Shared, query: &EvaluationQuery) -> Re
     Ok(evaluation_as_applied(state, query).await?.1)
 }
 
+/// The most corrections one evaluation counts: those open, closed within
+/// a day, and those that closed in the period or after it.
+pub const EVALUATION_CORRECTIONS_MAX: usize = 1_000_000;
+
 /// The evaluation `query` asks for, of the state this replica has applied
 /// now (no read of the leader), with that state's log index. Only the copy
 /// of what the evaluation reads ([`EvaluationFacts`]: one pass over the
 /// corrections, demands and grants) is made under the state's read lock;
-/// the figures are computed from the copy on a blocking thread.
+/// the corrections that left the state (closed a day before), from the
+/// period's start on, are read from the history and the figures computed
+/// on a blocking thread.
 pub(crate) async fn evaluation_as_applied(
     state: &Shared,
     query: &EvaluationQuery,
 ) -> Result<(u64, Evaluation), ApiError> {
     let (index, facts) =
         state.log.state().read(|applied| (applied.applied_index, EvaluationFacts::of(&applied.policy)));
+    let history = state.log.history().clone();
     let query = query.clone();
-    tokio::task::spawn_blocking(move || facts.evaluate(&query))
-        .await
-        .map_err(ApiError::internal)?
-        .map(|evaluation| (index, evaluation))
-        .map_err(|error| ApiError::new(StatusCode::BAD_REQUEST, error.to_string()))
+    tokio::task::spawn_blocking(move || {
+        let facts = with_closed_corrections(facts, &history, query.from_ms.unwrap_or(0))?;
+        let mut evaluation = facts
+            .evaluate(&query)
+            .map_err(|error| ApiError::new(StatusCode::BAD_REQUEST, error.to_string()))?;
+        evaluation.notes.extend(history_note(&history)?);
+        Ok((index, evaluation))
+    })
+    .await
+    .map_err(ApiError::internal)?
+}
+
+/// `facts` and the corrections that left the state and closed at
+/// `from_ms` or later (those closed before count in no bucket from
+/// `from_ms` on), read after the state was copied: one that left in
+/// between is in both, and counts once.
+fn with_closed_corrections(
+    mut facts: EvaluationFacts,
+    history: &civmesh_consensus::History,
+    from_ms: u64,
+) -> Result<EvaluationFacts, ApiError> {
+    let mut after = None;
+    loop {
+        let closed = history
+            .closed_corrections(from_ms, after, civmesh_consensus::history::HISTORY_READ_ITEMS_MAX)
+            .map_err(ApiError::internal)?;
+        facts.add_closed(closed.read.iter().map(|(id, track)| (id, track)));
+        if facts.corrections_copied() > EVALUATION_CORRECTIONS_MAX {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "the period holds more than {EVALUATION_CORRECTIONS_MAX} corrections: start it later"
+                ),
+            ));
+        }
+        if closed.last.is_none() {
+            return Ok(facts);
+        }
+        after = closed.last;
+    }
+}
+
+/// What this replica cannot count: a node that joined by snapshot holds the
+/// corrections that left the state from its snapshot on only.
+fn history_note(history: &civmesh_consensus::History) -> Result<Option<String>, ApiError> {
+    let first = history.commands(0, 1).map_err(ApiError::internal)?;
+    Ok(first.first().filter(|command| command.sequence > 1).map(|command| {
+        format!(
+            "this node joined by snapshot and holds the log from command {} on: corrections that \
+             closed a day or more before then are not counted; a node that holds the whole log counts them",
+            command.sequence
+        )
+    }))
 }

@@ -3,13 +3,19 @@
 //! by owner and dataset and by street. Copying is one pass over the log's
 //! corrections, demands and grants; the figures (every bucket against every
 //! group) are then computed from the copy, without holding the state.
+//!
+//! Closed corrections leave the state a day after they close
+//! ([`crate::state::CORRECTION_CLOSED_KEPT_MS`]); a replica's store keeps
+//! them by the time they closed, and [`EvaluationFacts::add_closed`] adds
+//! those a period needs: one closed before the period starts counts in none
+//! of its buckets.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use civmesh_certs::UnixMillis;
 
 use super::Outcome;
-use crate::correction::{CorrectionReasonCode, CorrectionStage, CorrectionTrack};
+use crate::correction::{CorrectionId, CorrectionReasonCode, CorrectionStage, CorrectionTrack};
 use crate::model::{DatasetId, DemandId};
 use crate::state::PolicyState;
 
@@ -25,6 +31,9 @@ pub struct EvaluationFacts {
     pub(super) streets: BTreeMap<String, Vec<TrackFacts>>,
     /// Each holder's deletions, as of the log's latest entry.
     pub(super) deletions: Vec<crate::audit::HolderDeletions>,
+    /// The corrections copied so far, so one copied from the state and
+    /// also found closed in a store counts once.
+    copied: BTreeSet<CorrectionId>,
 }
 
 /// One owner's and dataset's corrections and demands.
@@ -74,16 +83,8 @@ impl EvaluationFacts {
                 *at = (*at).min(grant.issued_at_ms);
             }
         }
-        for track in state.corrections.values() {
-            track.stages.iter().for_each(|(_, at)| facts.saw(*at));
-            let copied = TrackFacts::of(track);
-            facts.group(track.owner.as_str(), &track.dataset).tracks.push(copied);
-            match facts.streets.get_mut(track.submitter_org.as_str()) {
-                Some(tracks) => tracks.push(copied),
-                None => {
-                    facts.streets.insert(track.submitter_org.to_string(), vec![copied]);
-                }
-            }
+        for (id, track) in &state.corrections {
+            facts.add_track(id, track);
         }
         for demand in state.demands.values() {
             facts.saw(demand.filed_at_ms);
@@ -95,6 +96,37 @@ impl EvaluationFacts {
         }
         facts.deletions = crate::audit::lifecycle_report(state).holders;
         facts
+    }
+
+    /// Adds closed corrections that left the state (a store's), skipping
+    /// those already copied.
+    pub fn add_closed<'a>(
+        &mut self,
+        closed: impl IntoIterator<Item = (&'a CorrectionId, &'a CorrectionTrack)>,
+    ) {
+        for (id, track) in closed {
+            self.add_track(id, track);
+        }
+    }
+
+    /// How many corrections were copied.
+    pub fn corrections_copied(&self) -> usize {
+        self.copied.len()
+    }
+
+    fn add_track(&mut self, id: &CorrectionId, track: &CorrectionTrack) {
+        if !self.copied.insert(*id) {
+            return;
+        }
+        track.stages.iter().for_each(|(_, at)| self.saw(*at));
+        let copied = TrackFacts::of(track);
+        self.group(track.owner.as_str(), &track.dataset).tracks.push(copied);
+        match self.streets.get_mut(track.submitter_org.as_str()) {
+            Some(tracks) => tracks.push(copied),
+            None => {
+                self.streets.insert(track.submitter_org.to_string(), vec![copied]);
+            }
+        }
     }
 
     /// Widens the span of event times to hold `at`.

@@ -10,10 +10,19 @@ use super::rejection::{check_text, reject, Rejection, RejectionCode};
 use super::replay::COMMAND_SKEW_MS_MAX;
 use super::{Applied, PolicyState};
 use crate::correction::{
-    AutoAcceptRule, CorrectionEvent, CorrectionReasonCode, CorrectionStage, CorrectionTrack,
+    AutoAcceptRule, CorrectionEvent, CorrectionId, CorrectionReasonCode, CorrectionStage, CorrectionTrack,
     CORRECTION_CHANGES_MAX, CORRECTION_TEXT_BYTES_MAX,
 };
 use crate::model::{DatasetId, FieldName, FieldValue, Grant, GrantId, NAME_BYTES_MAX};
+
+/// How long a closed correction (its outcome delivered) stays in the
+/// state, in ms of entry time: a retried receipt or a resent submission
+/// meets it there. Then it leaves, and an event naming it is
+/// `correction_unknown`.
+pub const CORRECTION_CLOSED_KEPT_MS: u64 = 24 * 60 * 60 * 1000;
+/// The most closed corrections that leave the state after one command:
+/// more than the one a command can close, so the kept ones never pile up.
+pub const CORRECTIONS_RELEASED_PER_COMMAND_MAX: usize = 8;
 
 /// A correction refused by [`PolicyState::check_correction`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
@@ -157,6 +166,9 @@ impl PolicyState {
             match event.stage {
                 CorrectionStage::Rejected => track.reason_code = event.reason_code,
                 CorrectionStage::Applied => track.applied_version = event.version,
+                CorrectionStage::OutcomeDelivered => {
+                    self.corrections_closed.push_back((at_ms, event.correction))
+                }
                 _ => {}
             }
             tally.add(track);
@@ -186,6 +198,25 @@ impl PolicyState {
         };
         self.correction_tallies.entry((track.owner.clone(), track.dataset.clone())).or_default().add(&track);
         self.corrections.insert(event.correction, track);
+    }
+
+    /// Takes out the closed corrections kept [`CORRECTION_CLOSED_KEPT_MS`]
+    /// at the latest entry time, oldest first, at most
+    /// [`CORRECTIONS_RELEASED_PER_COMMAND_MAX`]. Runs after every command,
+    /// applied or rejected. Their statistics stay in the tallies.
+    pub(super) fn release_closed_corrections(&mut self) -> Vec<(CorrectionId, UnixMillis, CorrectionTrack)> {
+        let mut released = Vec::new();
+        while released.len() < CORRECTIONS_RELEASED_PER_COMMAND_MAX {
+            let Some(&(closed_at_ms, id)) = self.corrections_closed.front() else { break };
+            if closed_at_ms.saturating_add(CORRECTION_CLOSED_KEPT_MS) > self.last_entry_time_ms {
+                break;
+            }
+            self.corrections_closed.pop_front();
+            let track = self.corrections.remove(&id);
+            debug_assert!(track.is_some(), "a closed correction is kept until it is released");
+            released.extend(track.map(|track| (id, closed_at_ms, track)));
+        }
+        released
     }
 
     pub(super) fn validate_auto_accept_rule(

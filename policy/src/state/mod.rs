@@ -13,7 +13,7 @@
 //! window, [`authority`] who may sign what. This module runs the pipeline
 //! and dispatches each command to its domain.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use civmesh_certs::{codec, NodeId, OrgId, ReplayGuard, UnixMillis};
 use serde::{Deserialize, Serialize};
@@ -40,7 +40,9 @@ mod rejection;
 mod replay;
 mod subject_requests;
 
-pub use corrections::{CorrectionClearance, CorrectionRefusal};
+pub use corrections::{
+    CorrectionClearance, CorrectionRefusal, CORRECTIONS_RELEASED_PER_COMMAND_MAX, CORRECTION_CLOSED_KEPT_MS,
+};
 pub use deletions::DeletionDue;
 pub use grants::{DemandStatus, GrantWarning, GRANT_EXPIRY_WARNING_DAYS};
 pub use rejection::{Rejection, RejectionCode};
@@ -90,6 +92,10 @@ pub struct Appended {
     pub audit_nodes: Vec<(crate::audit::TreeNode, [u8; 32])>,
     /// The checkpoint it made final, the `checkpoints_final`-th.
     pub checkpoint: Option<FinalCheckpoint>,
+    /// The closed corrections that left the state after it, each with the
+    /// entry time it closed at, oldest first
+    /// ([`CORRECTION_CLOSED_KEPT_MS`]).
+    pub closed_corrections: Vec<(CorrectionId, UnixMillis, CorrectionTrack)>,
 }
 
 /// The federation root as recorded in genesis.
@@ -134,8 +140,13 @@ pub struct PolicyState {
     /// SHA-256 of each access entry's and each correction outcome's signed
     /// command, are handed over like the entries.
     pub audit_frontier: CompactRange,
-    /// Every correction's lifecycle, by correction id.
+    /// The lifecycle of every correction open, or closed (its outcome
+    /// delivered) less than [`CORRECTION_CLOSED_KEPT_MS`] ago, by id.
+    /// Older closed ones are handed over ([`Appended::closed_corrections`]).
     pub corrections: BTreeMap<CorrectionId, CorrectionTrack>,
+    /// The corrections in `corrections` that are closed, with the entry
+    /// time each closed at, in that order.
+    pub corrections_closed: VecDeque<(UnixMillis, CorrectionId)>,
     /// Per owner and dataset, the correction statistics so far, kept as
     /// each event is applied ([`crate::correction_tally`]).
     pub correction_tallies: BTreeMap<(OrgId, DatasetId), crate::correction_tally::CorrectionTally>,
@@ -192,6 +203,7 @@ impl Default for PolicyState {
             access_log_length: 0,
             audit_frontier: CompactRange::default(),
             corrections: BTreeMap::new(),
+            corrections_closed: VecDeque::new(),
             correction_tallies: BTreeMap::new(),
             auto_accept_rules: BTreeMap::new(),
             pending_checkpoints: Vec::new(),
@@ -308,7 +320,8 @@ impl PolicyState {
         let checkpoint =
             (self.checkpoints_final > checkpoints_before).then(|| self.last_checkpoint.clone()).flatten();
         self.digest = applied_digest(&digest_before, entry_time_ms, envelope, &outcome);
-        (outcome, Appended { access_entry, audit_leaf, audit_nodes, checkpoint })
+        let closed_corrections = self.release_closed_corrections();
+        (outcome, Appended { access_entry, audit_leaf, audit_nodes, checkpoint, closed_corrections })
     }
 
     /// Applies a command; an access also returns its entry.

@@ -96,6 +96,11 @@ pub fn subject_hash(n: u8) -> SubjectKeyHash {
 }
 
 pub fn access(requester: &NodeKey, subject: u8, grant: Option<u64>, permit: bool) -> Command {
+    access_at(requester, subject, grant, permit, NOW_MS)
+}
+
+/// [`access`], requested and decided at `at_ms`.
+pub fn access_at(requester: &NodeKey, subject: u8, grant: Option<u64>, permit: bool, at_ms: u64) -> Command {
     let header = QueryHeader {
         dataset: ENTERPRISES.into(),
         subjects: vec![subject_hash(subject)],
@@ -114,9 +119,9 @@ pub fn access(requester: &NodeKey, subject: u8, grant: Option<u64>, permit: bool
         AccessOutcome::Deny { reason: ReasonCode::GrantRequired }
     };
     Command::RecordAccess(AccessRecord {
-        request: SignedEnvelope::sign(requester, &header, NOW_MS).unwrap(),
+        request: SignedEnvelope::sign(requester, &header, at_ms).unwrap(),
         outcome,
-        decided_at_ms: NOW_MS,
+        decided_at_ms: at_ms,
     })
 }
 
