@@ -12,37 +12,28 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
+#[path = "support/city.rs"]
+mod city;
+
 use std::time::Instant;
 
-use civmesh_certs::{FederationCa, IssueRequest, NodeCertificate, NodeKey, OrgId, Role, SignedEnvelope};
+use civmesh_certs::{NodeKey, SignedEnvelope};
 use civmesh_policy::audit::{
     encode_bundle, verify_stream, ArchivedCommand, AuditBundle, BundleReader, CheckpointBody, Checks,
     CompactRange,
 };
-use civmesh_policy::fixtures::{enterprise_dataset, statutory_grant, ENTERPRISES};
+use civmesh_policy::fixtures::ENTERPRISES;
 use civmesh_policy::model::SubjectKeyHash;
 use civmesh_policy::state::{COMMAND_NONCES_PER_SIGNER_MAX, COMMAND_SKEW_MS_MAX};
 use civmesh_policy::{
     AccessOutcome, AccessRecord, Command, PolicyState, QueryHeader, ReasonCode, SubjectRelease,
 };
 
-const NOW_MS: u64 = 1_800_000_000_000;
-const DAY_MS: u64 = 86_400_000;
+use city::{sign, City, NOW_MS};
+
 const DATASET: &str = ENTERPRISES;
 /// A checkpoint every this many entries, as the nodes do.
 const CHECKPOINT_EVERY: u64 = 1_000;
-
-struct Node {
-    key: NodeKey,
-    certificate_der: Vec<u8>,
-}
-
-fn node(ca: &FederationCa, org: &str, role: Role) -> Node {
-    let key = NodeKey::generate().unwrap();
-    let request = IssueRequest::for_days(OrgId::new(org).unwrap(), role, key.node_id(), NOW_MS, 365).unwrap();
-    let certificate_der = NodeCertificate::from_pem(&ca.issue(&request).unwrap()).unwrap().der().to_vec();
-    Node { key, certificate_der }
-}
 
 struct Builder {
     state: PolicyState,
@@ -131,33 +122,13 @@ fn entry_time(index: u64) -> u64 {
 }
 
 fn build(entries: u64) -> AuditBundle {
-    let dir = tempfile::tempdir().unwrap();
-    let ca = FederationCa::init(&dir.path().join("ca"), "bench city", NOW_MS - DAY_MS, 3650).unwrap();
-    let ca_key = NodeKey::load(&dir.path().join("ca").join("ca.key")).unwrap();
-    let ca_der = civmesh_certs::CaCertificate::from_pem(ca.certificate_pem()).unwrap().der().to_vec();
-    let hub = node(&ca, "hub/city", Role::Hub);
-    let market = node(&ca, "dept/market-supervision", Role::Department);
-    let civil = node(&ca, "dept/civil-affairs", Role::Department);
-    let street = node(&ca, "street/jingansi", Role::Street);
+    let city = City::new();
+    let (hub, market, street) = (&city.hub, &city.market, &city.street);
     let mut builder =
         Builder { state: PolicyState::default(), tree: CompactRange::default(), commands: Vec::new() };
-    let sign = |key: &NodeKey, command: Command, at_ms| SignedEnvelope::sign(key, &command, at_ms).unwrap();
-    let genesis = Command::Genesis {
-        federation_name: "bench city".into(),
-        ca_certificate_der: ca_der.clone(),
-        founding_member_certificates_der: [&hub, &market, &civil, &street]
-            .iter()
-            .map(|n| n.certificate_der.clone())
-            .collect(),
-    };
-    builder.push(sign(&ca_key, genesis, NOW_MS), NOW_MS);
-    let dataset = enterprise_dataset();
-    builder.push(sign(&market.key, Command::PublishDataset(dataset), NOW_MS + 1), NOW_MS + 1);
-    let street_org = OrgId::new("street/jingansi").unwrap();
-    let fields = ["name", "operating_address"];
-    let grant =
-        statutory_grant(DATASET, &street_org, &fields, "inspection", NOW_MS - DAY_MS..NOW_MS + 365 * DAY_MS);
-    builder.push(sign(&market.key, Command::IssueGrant(grant), NOW_MS + 2), NOW_MS + 2);
+    for (envelope, at_ms) in city.setup(&["name", "operating_address"]) {
+        builder.push(envelope, at_ms);
+    }
     for (index, envelope) in signed_accesses(&street.key, &market.key, entries).into_iter().enumerate() {
         let at_ms = entry_time(index as u64);
         builder.push(envelope, at_ms);
@@ -169,8 +140,8 @@ fn build(entries: u64) -> AuditBundle {
         }
     }
     AuditBundle {
-        federation_name: "bench city".into(),
-        ca_certificate_der: ca_der,
+        federation_name: city::FEDERATION.into(),
+        ca_certificate_der: city.ca_der.clone(),
         exported_by: hub.key.node_id(),
         exported_at_ms: NOW_MS,
         from_entry: 0,
