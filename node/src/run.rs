@@ -119,6 +119,7 @@ impl Node {
         let key = &identity.key;
         tasks.spawn(services.corrections.clone().run_worker(stop.clone()));
         tasks.spawn(services.query.clone().run_push_retries(stop.clone()));
+        tasks.spawn(services.query.clone().run_push_queue(stop.clone()));
         tasks.spawn(crate::audit::checkpoints::run_checkpoints(log.clone(), key.clone(), stop.clone()));
         tasks.spawn(serve_raft(log.clone(), services.metrics.clone(), inbound.raft, tasks.clone()));
         // The gate admits the federation's peers, so this replica can catch

@@ -3,7 +3,8 @@
 //! the street receives it masked per the grant, and the push is on every
 //! replica's access log. Without a grant the subscription is refused. A
 //! push is kept only from the owner, for one's own subscription, as logged,
-//! once. A subscription starts with every record in its scope.
+//! once. A subscription starts with every record in its scope. A change
+//! the owner could not push before a kill -9 is pushed after its restart.
 
 // A scripted scenario reads best in one piece: the 80-line bound is for
 // non-test code.
@@ -329,4 +330,64 @@ fn a_new_subscription_starts_with_every_record_in_scope_across_a_restart_then_th
     assert!(unknown.to_string().contains("404"), "{unknown}");
     let malformed = api.get::<serde_json::Value>("/v1/subscriptions/xyz").unwrap_err();
     assert!(malformed.to_string().contains("400"), "{malformed}");
+}
+
+/// A write queues its changes for the subscribers in the same synced batch:
+/// imported while the owner cannot commit a push (two of the three voters
+/// stopped), and the owner then killed -9, the change still reaches the
+/// subscriber once the federation is back.
+#[test]
+fn a_change_the_owner_could_not_push_before_a_kill_9_reaches_the_subscriber_after_its_restart() {
+    const ROWS: usize = 3;
+    const HUB: usize = 0;
+    const MARKET: usize = 1;
+    const CIVIL: usize = 2;
+    const STREET: usize = 3;
+    let dir = tempfile::tempdir().unwrap();
+    let mut net = Testnet::launch(dir.path(), &city(&["hub", "market", "civil", "jingansi"])).unwrap();
+    net.sign_and_submit(MARKET, MARKET, Command::PublishDataset(enterprise_dataset())).unwrap();
+    let grant = street_inspection_grant("street/jingansi", &["name", "operating_address"], &[]).unwrap();
+    let grant = net.issue_grant(MARKET, grant, STREET).unwrap();
+    let spec = serde_json::json!({
+        "dataset": ENTERPRISES, "fields": ["name", "operating_address"], "purpose": "street-inspection", "grant": grant,
+    });
+    let subscribed: serde_json::Value =
+        net.api(STREET).unwrap().send("POST", "/v1/subscriptions", &spec).unwrap();
+    let id = subscribed["subscription"].as_str().unwrap().to_string();
+    let state = |net: &Testnet| -> Option<serde_json::Value> {
+        net.api(STREET).ok()?.get(&format!("/v1/subscriptions/{id}")).ok()
+    };
+    wait_until("the (empty) initial listing", Duration::from_secs(30), || {
+        state(&net).filter(|state| state["initial_sync"] == "done")
+    })
+    .unwrap();
+
+    // No quorum: the owner writes the rows, and cannot log a push.
+    net.stop(HUB).unwrap();
+    net.stop(CIVIL).unwrap();
+    let rows: Vec<serde_json::Value> = (0..ROWS)
+        .map(|index| {
+            serde_json::json!({
+                "credit_code": format!("91310600000000000{index}"), "name": format!("Enterprise {index}"),
+                "registered_address": null, "operating_address": format!("{index} Yuyuan Road"),
+                "legal_rep_phone": null, "district": "jingan", "street": "jingansi",
+            })
+        })
+        .collect();
+    let request = serde_json::json!({ "batch": "before-the-kill", "first_line": 2, "rows": rows });
+    let path = format!("/v1/records/import?dataset={}", ENTERPRISES.replace('/', "%2F"));
+    let answer: serde_json::Value = net.api(MARKET).unwrap().send("POST", &path, &request).unwrap();
+    assert_eq!(answer["written"], ROWS, "{answer}");
+    std::thread::sleep(Duration::from_secs(2));
+    net.kill9(MARKET).unwrap();
+    assert_eq!(state(&net).unwrap()["records_held"], 0, "nothing could be pushed");
+
+    for index in [HUB, CIVIL, MARKET] {
+        net.start(index).unwrap();
+    }
+    let done = wait_until("the imported rows at the subscriber", Duration::from_secs(120), || {
+        state(&net).filter(|state| state["records_held"] == ROWS)
+    })
+    .unwrap();
+    assert_eq!(done["records_held"], ROWS, "{done}");
 }

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use crate::api::{
     ApiError, ApiState, JsonBody, QueryParams, Shared, IMPORT_BATCH_CHARS_MAX, IMPORT_ROWS_PER_REQUEST_MAX,
 };
+use crate::query::PUSH_QUEUE_WRITES_MAX;
 use crate::records::{validate_row, Provenance, RecordVersion};
 
 /// The dataset `id` if this node's organisation owns it.
@@ -165,6 +166,7 @@ pub(crate) async fn import_records(
     if changed_rows.is_empty() {
         return Ok(Json(ImportResponse { unchanged, ..nothing(failures) }));
     }
+    check_push_backlog(&state)?;
     let written = changed_rows.len();
     let provenance = Provenance::Import { batch: request.batch };
     let now_ms = civmesh_certs::now_unix_millis();
@@ -182,8 +184,26 @@ pub(crate) async fn import_records(
     let (corrections_superseded, corrections_in_conflict) =
         state.corrections.records_imported(&dataset.id, &changed).await;
     // Subscribers hear of the new versions, each push logged first.
-    state.query.spawn_push_changes(dataset.id.clone(), changed);
+    state.query.changes_queued();
     Ok(Json(ImportResponse { written, unchanged, failures, corrections_superseded, corrections_in_conflict }))
+}
+
+/// Refuses an import while too many record writes wait to be pushed to
+/// subscribers (503): the push queue stays bounded.
+fn check_push_backlog(state: &Shared) -> Result<(), ApiError> {
+    let queued = state.records.queued_count().map_err(|error| {
+        ApiError::new(StatusCode::INSUFFICIENT_STORAGE, format!("nothing written: {error}"))
+    })?;
+    if queued < PUSH_QUEUE_WRITES_MAX {
+        return Ok(());
+    }
+    Err(ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        format!(
+            "{queued} record writes wait to be pushed to subscribers (at most {PUSH_QUEUE_WRITES_MAX}): nothing \
+             of this request was written; try again shortly (rows already written stay)"
+        ),
+    ))
 }
 
 /// Why an import refused a row.

@@ -156,7 +156,8 @@ impl CorrectionService {
         };
         let stages = [(Delivered, None, None), (Accepted, None, None), (Applied, Some(version), None)];
         self.log_stages(id, entry, request, &stages).await?;
-        self.push_version(id, request).await;
+        // The write queued the new version for the subscribers.
+        self.query.changes_queued();
         self.sign_outcome(id, entry, request, OutcomeStatus::Applied { version })
     }
 
@@ -381,16 +382,6 @@ impl CorrectionService {
         debug_assert_eq!(version, current.version + 1);
         debug_assert_eq!(self.records.latest_version(&request.dataset, &key).ok().flatten(), Some(version));
         Ok(Written::Version(version))
-    }
-
-    /// Pushes the corrected version to the dataset's subscribers (each push
-    /// logged first), in the background.
-    async fn push_version(&self, id: &CorrectionId, request: &CorrectionRequest) {
-        let Ok(Some(latest)) = self.records.latest(&request.dataset, &request.record_key) else { return };
-        if latest.provenance != (Provenance::Correction { id: hex_id(id) }) {
-            return;
-        }
-        self.query.spawn_push_changes(request.dataset.clone(), vec![(request.record_key.clone(), latest)]);
     }
 }
 

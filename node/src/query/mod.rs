@@ -38,8 +38,8 @@ pub use listing::{list, ListSpec, ListingBounds, LIST_FILTERS_MAX, LIST_FILTER_B
 pub use owner::AnswerError;
 pub use pushes::{PushError, SendPushError};
 pub use pushes::{
-    ReceivedPush, PUSH_RECORDS_MAX, PUSH_RETRIES_PER_TICK_MAX, PUSH_RETRY_AGE_MS_MAX, PUSH_RETRY_TICK_MS,
-    RECEIVED_PUSHES_KEPT_MAX,
+    ReceivedPush, PUSH_QUEUE_READ_MAX, PUSH_QUEUE_WRITES_MAX, PUSH_RECORDS_MAX, PUSH_RETRIES_PER_TICK_MAX,
+    PUSH_RETRY_AGE_MS_MAX, PUSH_RETRY_TICK_MS, RECEIVED_PUSHES_KEPT_MAX,
 };
 pub use received::KeptSource;
 pub use requester::{ask, AskError, QuerySpec};
@@ -100,6 +100,8 @@ pub struct QueryService {
     progress_lock: Mutex<()>,
     /// Runs pushes in the background, so shutdown can wait for them.
     tasks: TaskTracker,
+    /// Wakes the push worker when a record write queued changes.
+    changes_queued: tokio::sync::Notify,
 }
 
 /// What the node's configuration gives the query service.
@@ -219,6 +221,7 @@ impl QueryService {
             received: Mutex::new(std::collections::VecDeque::new()),
             progress_lock: Mutex::new(()),
             tasks,
+            changes_queued: tokio::sync::Notify::new(),
         })
     }
 

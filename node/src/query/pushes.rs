@@ -33,6 +33,11 @@ pub const RECEIVED_PUSHES_KEPT_MAX: usize = 10_000;
 const PUSH_KEPT: &[u8] = &[1];
 /// Records in one push at most.
 pub const PUSH_RECORDS_MAX: usize = 1_000;
+/// The most queued record writes the push worker reads at once.
+pub const PUSH_QUEUE_READ_MAX: usize = 16;
+/// The most record writes queued for subscribers before an import is
+/// refused (503) until the push worker catches up.
+pub const PUSH_QUEUE_WRITES_MAX: u64 = 1_000;
 /// Attempts at one push whose access record could not be committed (an
 /// election), each a new record.
 pub const PUSH_ATTEMPTS_MAX: u32 = 3;
@@ -120,6 +125,33 @@ impl PushError {
     fn worth_another_attempt(&self) -> bool {
         matches!(self, PushError::Log(LogAccessError::NotLogged(_)))
     }
+
+    /// Whether the push is settled: kept for the retry task, or never to
+    /// be made (no subject key; the log refused the record; it cannot be
+    /// signed or encoded, which trying again would not change). Not when
+    /// its record was not committed, or the store failed.
+    fn settled(&self) -> bool {
+        match self {
+            PushError::Log(LogAccessError::NotLogged(_)) | PushError::Store(_) => false,
+            PushError::KeptForRetry(_)
+            | PushError::KeptUnconfirmed(_)
+            | PushError::NoSubjectKey
+            | PushError::Log(_)
+            | PushError::Envelope(_)
+            | PushError::Codec(_) => true,
+        }
+    }
+}
+
+/// One subscription a push goes to.
+#[derive(Clone, Copy)]
+struct PushTarget<'a> {
+    digest: [u8; 32],
+    subscriber: NodeId,
+    envelope: &'a SignedEnvelope<QueryHeader>,
+    header: &'a QueryHeader,
+    /// Whether to send it now, or only keep it for the retry task.
+    reachable: bool,
 }
 
 /// Why a push did not reach its subscriber.
@@ -139,7 +171,12 @@ pub enum SendPushError {
 impl QueryService {
     /// After records of `dataset` changed: push the new versions, masked per
     /// each subscriber's grant, to every subscriber, each push logged first.
-    pub async fn push_changes(&self, dataset: &str, changed: &[(String, RecordVersion)]) {
+    /// Returns whether every push settled: delivered, kept for the retry
+    /// task, or refused for good (no subject key, a record the log
+    /// rejects). A push the log could not commit stops it: the caller
+    /// pushes the changes again later (pushes already made are then made
+    /// twice, and the subscriber drops what it holds).
+    pub async fn push_changes(&self, dataset: &str, changed: &[(String, RecordVersion)]) -> bool {
         type Target = ([u8; 32], NodeId, SignedEnvelope<QueryHeader>, QueryHeader);
         let targets: Vec<Target> = match self.subscriptions.lock() {
             Ok(subscriptions) => subscriptions
@@ -147,43 +184,123 @@ impl QueryService {
                 .filter(|subscription| subscription.header.dataset == dataset)
                 .map(|s| (s.digest, s.subscriber, s.envelope.clone(), s.header.clone()))
                 .collect(),
-            Err(_) => return,
+            Err(_) => return false,
         };
         for (digest, subscriber, envelope, header) in targets {
+            // Once a send failed, the subscriber's later pushes are logged
+            // and kept for the retry task, not each waited on.
+            let mut reachable = true;
             for chunk in push_chunks(changed) {
-                for attempt in 1..=PUSH_ATTEMPTS_MAX {
-                    match self.push_chunk(digest, subscriber, &envelope, &header, chunk).await {
-                        Ok(()) => break,
-                        Err(error) if error.worth_another_attempt() && attempt < PUSH_ATTEMPTS_MAX => {
-                            tracing::info!(subscriber = %subscriber, %error, attempt, "push not logged yet; again");
-                            let backoff_ms = PUSH_ATTEMPT_BACKOFF_MS * u64::from(attempt);
-                            tokio::time::sleep(Duration::from_millis(backoff_ms)).await;
-                        }
-                        Err(error) => {
-                            tracing::warn!(subscriber = %subscriber, %error, "push not delivered");
-                            break;
+                let target =
+                    PushTarget { digest, subscriber, envelope: &envelope, header: &header, reachable };
+                match self.push_chunk_attempts(target, chunk).await {
+                    Ok(()) => {}
+                    Err(error @ PushError::KeptForRetry(_)) => {
+                        tracing::warn!(subscriber = %subscriber, %error, "push not delivered");
+                        reachable = false;
+                    }
+                    Err(error) if error.settled() => {
+                        tracing::warn!(subscriber = %subscriber, %error, "push not delivered");
+                    }
+                    Err(error) => {
+                        tracing::warn!(subscriber = %subscriber, %error, "push not logged; pushed again later");
+                        return false;
+                    }
+                }
+            }
+        }
+        true
+    }
+
+    /// One push, tried again (a new access record) while its record was
+    /// not committed, at most `PUSH_ATTEMPTS_MAX` times.
+    async fn push_chunk_attempts(
+        &self,
+        target: PushTarget<'_>,
+        chunk: &[(String, RecordVersion)],
+    ) -> Result<(), PushError> {
+        let mut attempt = 1;
+        loop {
+            match self.push_chunk(target, chunk).await {
+                Err(error) if error.worth_another_attempt() && attempt < PUSH_ATTEMPTS_MAX => {
+                    tracing::info!(subscriber = %target.subscriber, %error, attempt, "push not logged yet; again");
+                    let backoff_ms = PUSH_ATTEMPT_BACKOFF_MS * u64::from(attempt);
+                    tokio::time::sleep(Duration::from_millis(backoff_ms)).await;
+                    attempt += 1;
+                }
+                outcome => return outcome,
+            }
+        }
+    }
+
+    /// Wakes the push worker: a record write queued changes.
+    pub fn changes_queued(&self) {
+        self.changes_queued.notify_one();
+    }
+
+    /// The push worker: pushes each change the record store queued
+    /// ([`crate::records::QueuedChanges`]), in write order, one entry at a
+    /// time, with the records' latest versions, then forgets it; when woken
+    /// by [`changes_queued`](Self::changes_queued) or every
+    /// `PUSH_RETRY_TICK_MS`, until `stop`. What a stop interrupts stays
+    /// queued and is pushed again at the next start.
+    pub async fn run_push_queue(self: Arc<Self>, mut stop: tokio::sync::watch::Receiver<bool>) {
+        let mut tick = tokio::time::interval(Duration::from_millis(PUSH_RETRY_TICK_MS));
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                () = self.changes_queued.notified() => {}
+                _ = stop.changed() => return,
+            }
+            tokio::select! {
+                () = self.push_queued() => {}
+                _ = stop.changed() => return,
+            }
+        }
+    }
+
+    /// Pushes what is queued now, until the queue is empty or unreadable.
+    async fn push_queued(&self) {
+        loop {
+            let queued = match self.records.queued_changes(PUSH_QUEUE_READ_MAX) {
+                Ok(queued) if !queued.is_empty() => queued,
+                Ok(_) => return,
+                Err(error) => {
+                    tracing::warn!(%error, "the push queue cannot be read");
+                    return;
+                }
+            };
+            for (number, changes) in queued {
+                let keys: Vec<&str> = changes.keys.iter().map(String::as_str).collect();
+                match self.records.latest_many(&changes.dataset, &keys) {
+                    Ok(latest) => {
+                        let changed: Vec<(String, RecordVersion)> = changes
+                            .keys
+                            .iter()
+                            .zip(latest)
+                            .filter_map(|(key, record)| record.map(|record| (key.clone(), record)))
+                            .collect();
+                        if !self.push_changes(&changes.dataset, &changed).await {
+                            // Kept queued: the next tick pushes it again.
+                            return;
                         }
                     }
+                    Err(error) => tracing::warn!(%error, "queued changes cannot be read; not pushed"),
+                }
+                if let Err(error) = self.records.forget_queued_changes(number) {
+                    tracing::warn!(%error, "the push queue cannot be written");
+                    return;
                 }
             }
         }
     }
 
-    /// [`push_changes`](Self::push_changes) in the background, on the
-    /// service's tracked tasks.
-    pub fn spawn_push_changes(self: &Arc<Self>, dataset: String, changed: Vec<(String, RecordVersion)>) {
-        let service = self.clone();
-        self.tasks.spawn(async move { service.push_changes(&dataset, &changed).await });
-    }
-
     async fn push_chunk(
         &self,
-        digest: [u8; 32],
-        subscriber: NodeId,
-        envelope: &SignedEnvelope<QueryHeader>,
-        header: &QueryHeader,
+        target: PushTarget<'_>,
         chunk: &[(String, RecordVersion)],
     ) -> Result<(), PushError> {
+        let PushTarget { digest, subscriber, envelope, header, reachable } = target;
         let pair_key = self.pair_key_of(&subscriber).ok_or(PushError::NoSubjectKey)?;
         let found: Vec<(String, SubjectKeyHash, RecordVersion)> = chunk
             .iter()
@@ -219,6 +336,9 @@ impl QueryService {
         // once delivered.
         let pending = PendingPush { subscriber, message, first_attempt_ms: now_unix_millis(), record_digest };
         self.records.put_push(position, &codec::encode(&pending)?)?;
+        if !reachable {
+            return Ok(());
+        }
         self.confirm_access(position, record_digest).await.map_err(PushError::KeptUnconfirmed)?;
         self.send_push(&subscriber, pending.message).await.map_err(PushError::KeptForRetry)?;
         self.records.delete_push(position)?;

@@ -19,6 +19,7 @@
 
 mod copies;
 mod erase;
+mod push_queue;
 mod received;
 mod scope_index;
 
@@ -32,6 +33,8 @@ use serde::{Deserialize, Serialize};
 
 pub use copies::{CopiedRecord, COPY_BYTES_MAX};
 use copies::{COPIES_FAMILY, SUBSCRIPTION_PROGRESS_FAMILY};
+pub use push_queue::QueuedChanges;
+use push_queue::PUSH_QUEUE_FAMILY;
 use received::DELETION_RECEIPTS_FAMILY;
 pub use received::{CopyDeletion, DELETION_BATCH_RECORDS_MAX};
 pub use scope_index::{IndexRange, ScanEntry, ScanPage, ScanPlan};
@@ -168,7 +171,7 @@ fn family_options(cache: &rocksdb::Cache) -> Options {
 }
 
 /// Every column family of the store.
-const FAMILIES: [&str; 13] = [
+const FAMILIES: [&str; 14] = [
     LATEST_FAMILY,
     VERSIONS_FAMILY,
     SUBSCRIPTIONS_FAMILY,
@@ -182,6 +185,7 @@ const FAMILIES: [&str; 13] = [
     SUBSCRIPTION_PROGRESS_FAMILY,
     RECORD_COUNTS_FAMILY,
     DELETION_RECEIPTS_FAMILY,
+    PUSH_QUEUE_FAMILY,
 ];
 
 /// The record store.
@@ -192,6 +196,8 @@ pub struct RecordStore {
     index_lock: std::sync::Mutex<()>,
     /// Counts record writes, so a reader can tell nothing was written since it read.
     generation: std::sync::atomic::AtomicU64,
+    /// The number the push queue's next entry gets.
+    push_queue_next: std::sync::atomic::AtomicU64,
 }
 
 /// A stored big-endian u64; `what` names it in the error.
@@ -234,10 +240,12 @@ impl RecordStore {
         let cache = rocksdb::Cache::new_lru_cache(BLOCK_CACHE_BYTES);
         let families = FAMILIES.map(|name| ColumnFamilyDescriptor::new(name, family_options(&cache)));
         let db = DB::open_cf_descriptors(&options, directory, families)?;
+        let push_queue_next = std::sync::atomic::AtomicU64::new(Self::push_queue_end(&db)?);
         Ok(RecordStore {
             db,
             index_lock: std::sync::Mutex::new(()),
             generation: std::sync::atomic::AtomicU64::new(0),
+            push_queue_next,
         })
     }
 
@@ -254,8 +262,9 @@ impl RecordStore {
     }
 
     /// Writes one new version of each row of `dataset` in one synced batch,
-    /// keeping the indexes of its scope fields; returns the version each
-    /// row got. Later rows with the same key see earlier ones.
+    /// keeping the indexes of its scope fields and queueing the keys for
+    /// the subscribers ([`QueuedChanges`]); returns the version each row
+    /// got. Later rows with the same key see earlier ones.
     pub fn write(
         &self,
         dataset: &Dataset,
@@ -298,6 +307,10 @@ impl RecordStore {
             written.push(version);
         }
         batch.put_cf(self.family(RECORD_COUNTS_FAMILY)?, id, count.to_be_bytes());
+        self.queue_changes(
+            &mut batch,
+            &QueuedChanges { dataset: id.to_string(), keys: pending.into_keys().collect() },
+        )?;
         self.db.write_opt(batch, &synced())?;
         self.generation.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         Ok(written)

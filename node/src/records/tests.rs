@@ -198,3 +198,33 @@ fn attachment_parts_are_kept_per_correction_and_index_in_offset_order() {
         (Some(4), None)
     );
 }
+
+/// Each write queues its keys in the same batch, numbered in write order;
+/// entries stay until forgotten, across a reopen, which numbers on.
+#[test]
+fn each_write_queues_its_keys_for_the_subscribers_until_forgotten() {
+    let dir = tempfile::tempdir().unwrap();
+    let dataset = dataset();
+    let import = Provenance::Import { batch: "b".into() };
+    let key = |key: &str| (key.to_string(), row(&[("credit_code", FieldValue::Text(key.into()))]));
+    let queued = |store: &RecordStore| -> Vec<(u64, Vec<String>)> {
+        let entries = store.queued_changes(10).unwrap();
+        assert!(entries.iter().all(|(_, changes)| changes.dataset == dataset.id));
+        entries.into_iter().map(|(number, changes)| (number, changes.keys)).collect()
+    };
+    {
+        let store = RecordStore::open(dir.path()).unwrap();
+        assert_eq!(store.queued_count().unwrap(), 0);
+        store.write(&dataset, vec![key("b"), key("a"), key("b")], &import, 1).unwrap();
+        store.write(&dataset, vec![key("c")], &import, 2).unwrap();
+        assert_eq!(queued(&store), [(0, vec!["a".into(), "b".into()]), (1, vec!["c".into()])]);
+        assert_eq!(store.queued_count().unwrap(), 2);
+        store.forget_queued_changes(0).unwrap();
+        assert_eq!(queued(&store), [(1, vec!["c".into()])]);
+    }
+    let store = RecordStore::open(dir.path()).unwrap();
+    assert_eq!(queued(&store), [(1, vec!["c".into()])], "kept across a reopen");
+    store.write(&dataset, vec![key("d")], &import, 3).unwrap();
+    assert_eq!(queued(&store), [(1, vec!["c".into()]), (2, vec!["d".into()])], "numbered on");
+    assert_eq!(store.queued_changes(1).unwrap().len(), 1, "a bounded read");
+}

@@ -417,12 +417,13 @@ pub const NODE_ROUTES: &[Route] = &[
                 refused (each reported by line) nothing is written, unless partial. A row equal to the record \
                 now, or to what the last import wrote, writes no version and pushes nothing. Corrections \
                 awaiting review on a changed record become superseded_by_import, or conflicts if a corrected \
-                field changed.",
+                field changed. 503: too many record writes wait to be pushed to subscribers; nothing of this \
+                request was written.",
             parameters: &["Dataset"],
             body: Body::Json { schema: "ImportRequest", required: true },
             answer: "Written and refused rows",
             media: &[(JSON, "ImportResponse")],
-            errors: &[403, 404, 507],
+            errors: &[403, 404, 503, 507],
         },
     },
     Route {
