@@ -128,6 +128,11 @@ pub enum RaftRefusal {
     /// A vote request names another node as candidate.
     #[error("raft_sender_not_candidate: the vote request names another node as candidate")]
     NotCandidate,
+    /// An `InstallSnapshot` chunk ends past the largest state image a node
+    /// reads (`STATE_IMAGE_BYTES_MAX`): written at its offset, it would
+    /// make the receiver hold that many bytes.
+    #[error("raft_snapshot_past_bound: the snapshot chunk ends past the state image bound")]
+    SnapshotPastBound,
 }
 
 impl RaftRefusal {
@@ -137,6 +142,7 @@ impl RaftRefusal {
             RaftRefusal::NotVoter => "raft_sender_not_voter",
             RaftRefusal::NotLeader => "raft_sender_not_leader",
             RaftRefusal::NotCandidate => "raft_sender_not_candidate",
+            RaftRefusal::SnapshotPastBound => "raft_snapshot_past_bound",
         }
     }
 }
@@ -344,7 +350,14 @@ impl<T: Transport> PolicyLog<T> {
         let metrics = self.raft.metrics().borrow().clone();
         let membership = metrics.membership_config.membership();
         let voters: BTreeSet<RaftNodeId> = membership.voter_ids().collect();
-        check_raft_sender(&voters, raft_node_id(from), rpc_leader)
+        check_raft_sender(&voters, raft_node_id(from), rpc_leader)?;
+        if let PeerRequest::InstallSnapshot(rpc) = request {
+            let end = rpc.offset.saturating_add(rpc.data.len() as u64);
+            if end > crate::store::STATE_IMAGE_BYTES_MAX as u64 {
+                return Err(RaftRefusal::SnapshotPastBound);
+            }
+        }
+        Ok(())
     }
 
     async fn answer(&self, request: PeerRequest) -> PeerResponse {

@@ -234,9 +234,11 @@ async fn garbage_and_oversized_requests_are_refused_without_harm() {
 }
 
 /// A learner (a street) and a voter that is not the leader try to act as
-/// leader or candidate towards a voter: each RPC is refused with its stable
-/// code before it reaches Raft, so the target's vote and term stay as they
-/// were, and the cluster keeps its leader.
+/// leader or candidate towards a voter, and the leader sends a snapshot
+/// chunk at an offset past the state image bound (written there, the
+/// receiver would hold that many bytes): each RPC is refused with its
+/// stable code before it reaches Raft, so the target's vote and term stay
+/// as they were, and the cluster keeps its leader.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn raft_rpcs_from_non_voters_and_impostors_are_refused() {
     use civmesh_certs::codec;
@@ -269,12 +271,30 @@ async fn raft_rpcs_from_non_voters_and_impostors_are_refused() {
         done: true,
     });
     let vote = |node| PeerRequest::Vote(VoteRequest { vote: higher(node), last_log_id: None });
+    // The leader starts a snapshot stream (accepted), then sends a chunk a
+    // terabyte on: written there, the target would grow to hold it.
+    let chunk = |offset| {
+        let current = Vote { leader_id: LeaderId::new(before.term, leader_id), committed: true };
+        let meta = SnapshotMeta { snapshot_id: "streamed".into(), ..SnapshotMeta::default() };
+        PeerRequest::InstallSnapshot(InstallSnapshotRequest {
+            vote: current,
+            meta,
+            offset,
+            data: vec![1],
+            done: false,
+        })
+    };
+    let leader_node = cluster.members[leader].key.node_id();
+    let started = target.log.handle_peer_request(&leader_node, &codec::encode(&chunk(0)).unwrap()).await;
+    assert_eq!(started.refusal, None, "the stream's first chunk is the leader's to send");
+    let far_chunk = chunk(1 << 40);
     let cases = [
         (street.key.node_id(), vote(street_id), "raft_sender_not_voter"),
         (street.key.node_id(), append(street_id), "raft_sender_not_voter"),
         (street.key.node_id(), snapshot, "raft_sender_not_voter"),
         (other_voter.key.node_id(), append(leader_id), "raft_sender_not_leader"),
         (other_voter.key.node_id(), vote(leader_id), "raft_sender_not_candidate"),
+        (leader_node, far_chunk, "raft_snapshot_past_bound"),
     ];
     for (sender, request, code) in cases {
         let bytes = codec::encode(&request).unwrap();
