@@ -481,6 +481,7 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineSnapshotBuilder {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageFailure> {
         let started = std::time::Instant::now();
         let bytes = codec::encode(&self.image).map_err(write_error)?;
+        check_image_bytes(bytes.len())?;
         self.db
             .put_cf_opt(family(&self.db, STATE_FAMILY)?, STATE_IMAGE_KEY, &bytes, &synced())
             .map_err(write_error)?;
@@ -489,6 +490,20 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineSnapshotBuilder {
         self.stats.bytes.store(bytes.len() as u64, Ordering::Release);
         Ok(StateMachine::snapshot_from(&self.image, bytes))
     }
+}
+
+/// Refuses a state image larger than a node reads back
+/// ([`STATE_IMAGE_BYTES_MAX`]) before it replaces the last one: Raft then
+/// stops, saying why, and the node restarts from the last image and the
+/// log after it (not purged), instead of from an image it cannot read.
+fn check_image_bytes(bytes: usize) -> Result<(), StorageFailure> {
+    if bytes <= STATE_IMAGE_BYTES_MAX {
+        return Ok(());
+    }
+    Err(write_error(std::io::Error::other(format!(
+        "the policy state image is {bytes} bytes, over the {STATE_IMAGE_BYTES_MAX} a node reads back: \
+         not written; the last image and the log after it stay"
+    ))))
 }
 
 /// The latest snapshot this node built: how long encoding and writing it
@@ -637,5 +652,19 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let image: StateImage =
             codec::decode_exact_large(&bytes, STATE_IMAGE_BYTES_MAX).map_err(read_error)?;
         Ok(Some(StateMachine::snapshot_from(&image, bytes)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An image up to the bound a node reads back is written; one past it
+    /// is refused with the reason, before it replaces the last one.
+    #[test]
+    fn an_image_past_the_read_bound_is_refused_before_it_is_written() {
+        assert!(check_image_bytes(STATE_IMAGE_BYTES_MAX).is_ok());
+        let refused = check_image_bytes(STATE_IMAGE_BYTES_MAX + 1).unwrap_err().to_string();
+        assert!(refused.contains("over the 268435456 a node reads back"), "{refused}");
     }
 }
