@@ -7,26 +7,22 @@
 //!   voter killed after its state image re-applies the entries after it;
 //! - a voter cut off from the others (they are frozen with SIGSTOP) cannot
 //!   commit, and the cluster goes on once they return;
-//! - an access history far past what one state image could once hold is
-//!   snapshotted, survives a restart of every node (the owner with kill -9)
-//!   and a new learner joins it by snapshot, while checkpoints go on;
 //! - a voter whose disk fills up stops by itself, saying why, the majority
 //!   goes on, and once space is freed it starts again with nothing lost.
+//!
+//! A history of 50,000 access records is `policy_log_history.rs`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use civmesh_certs::{codec, now_unix_millis, NodeKey, SignedEnvelope};
-use civmesh_policy::model::{LegalBasis, SubjectKeyHash};
-use civmesh_policy::{
-    AccessOutcome, AccessRecord, Command, QueryHeader, ReasonCode, RejectionCode, SignedCommand,
-};
+use civmesh_certs::{now_unix_millis, NodeKey, SignedEnvelope};
+use civmesh_policy::model::LegalBasis;
+use civmesh_policy::{Command, SignedCommand};
 use civmesh_testnet::city::{city, enterprise_dataset, ENTERPRISES};
 use civmesh_testnet::{wait_until, NodeSpec, SnapshotPolicy, Testnet};
-
-const CONVERGE_TIMEOUT: Duration = Duration::from_secs(60);
+use civmesh_tests::policy_log::{audit_counts, converged, denials, submit_each_once};
 
 fn federation() -> Vec<NodeSpec> {
     city(&["hub", "market", "civil", "jingansi", "auditor"])
@@ -51,18 +47,6 @@ fn submit_one(net: &Testnet, via: usize, command: SignedCommand) -> bool {
 
 /// Waits until every running node has applied the same index with the same
 /// state hash, and returns that hash.
-fn converged(net: &Testnet) -> String {
-    wait_until("all replicas to converge", CONVERGE_TIMEOUT, || {
-        let mut seen = BTreeSet::new();
-        for index in (0..net.nodes.len()).filter(|index| net.is_running(*index)) {
-            let status = net.api(index).ok()?.status().ok()?.raft;
-            seen.insert((status.applied_index, status.state_digest));
-        }
-        (seen.len() == 1).then(|| seen.into_iter().next().map(|(_, hash)| hash)).flatten()
-    })
-    .unwrap()
-}
-
 fn purposes_on(net: &Testnet, index: usize) -> BTreeSet<String> {
     let demands: Vec<civmesh_node_api::DemandEntry> =
         net.api(index).unwrap().get("/v1/policy/demands").unwrap();
@@ -293,190 +277,6 @@ fn a_revoked_member_is_disconnected_and_its_commands_refused() {
     assert!((0..3).all(|index| !connected(index).unwrap().contains(&street_peer)));
 }
 
-/// Access records in the history test, and the subjects each names: about
-/// 18 MB of signed commands, more than the 16 MiB a whole-state image could
-/// be read back with when the state kept the access log.
-const HISTORY_RECORDS: usize = 2_700;
-const HISTORY_SUBJECTS_PER_RECORD: usize = 200;
-const HISTORY_BATCH: usize = 30;
-
-/// `count` denials logged by `owner` for queries `street` signed: a denial
-/// needs no grant, records or consents. Signed on every core.
-fn denials(street: &NodeKey, owner: &NodeKey, count: usize) -> Vec<SignedCommand> {
-    let denial = |number: usize| {
-        let subjects = (0..HISTORY_SUBJECTS_PER_RECORD)
-            .map(|subject| SubjectKeyHash(codec::sha256(format!("{number}/{subject}").as_bytes())))
-            .collect();
-        let header = QueryHeader {
-            dataset: ENTERPRISES.into(),
-            subjects,
-            fields: vec!["name".into()],
-            purpose: "inspection".into(),
-            grant: None,
-        };
-        let now = now_unix_millis();
-        let request = SignedEnvelope::sign(street, &header, now).unwrap();
-        let record = AccessRecord {
-            request,
-            outcome: AccessOutcome::Deny { reason: ReasonCode::GrantRequired },
-            decided_at_ms: now,
-        };
-        SignedEnvelope::sign(owner, &Command::RecordAccess(record), now).unwrap()
-    };
-    civmesh_testnet::on_every_core(0..count as u64, |number| Ok(denial(number as usize))).unwrap()
-}
-
-fn audit_counts(net: &Testnet, index: usize) -> Option<(u64, u64)> {
-    let checkpoints: serde_json::Value = net.api(index).ok()?.get("/v1/audit/checkpoints").ok()?;
-    let last_final = checkpoints["latest"]["tree_size"].as_u64();
-    Some((checkpoints["access_entries"].as_u64()?, last_final.unwrap_or(0)))
-}
-
-/// How often a batch is submitted again after the node's commit timeout.
-const SUBMIT_ATTEMPTS_MAX: usize = 5;
-
-/// Submits `batch`, again after a commit timeout (a busy machine can miss
-/// the node's bound): commands that committed meanwhile then come back as
-/// replays, so each is applied exactly once, which the counts check later.
-fn submit_each_once(api: &civmesh_testnet::NodeApi, number: usize, batch: &[SignedCommand]) {
-    for attempt in 1..=SUBMIT_ATTEMPTS_MAX {
-        match api.submit(batch) {
-            Ok(response) => {
-                for outcome in &response.outcomes {
-                    let replayed =
-                        outcome.as_ref().is_err_and(|rejection| rejection.code == RejectionCode::Replayed);
-                    assert!(outcome.is_ok() || (attempt > 1 && replayed), "batch {number}: {outcome:?}");
-                }
-                return;
-            }
-            Err(error) if attempt < SUBMIT_ATTEMPTS_MAX && format!("{error:#}").contains("503") => {}
-            Err(error) => panic!("batch {number}, attempt {attempt}: {error:#}"),
-        }
-    }
-}
-
-#[test]
-fn a_history_past_the_old_state_bound_snapshots_restarts_and_takes_a_learner() {
-    let dir = tempfile::tempdir().unwrap();
-    let specs = city(&["hub", "market", "civil", "jingansi", "zhenru"]);
-    let snapshot = SnapshotPolicy { after_entries: 10, entries_kept: 2 };
-    let mut net = Testnet::create(dir.path(), &specs, snapshot).unwrap();
-    for index in 0..4 {
-        net.start(index).unwrap();
-    }
-    net.bootstrap_nodes(&[0, 1, 2, 3]).unwrap();
-    let (market, jingansi, zhenru) =
-        (net.index("market").unwrap(), net.index("jingansi").unwrap(), net.index("zhenru").unwrap());
-    net.sign_and_submit(market, market, Command::PublishDataset(enterprise_dataset())).unwrap();
-    let key_of = |index: usize| NodeKey::load(&net.nodes[index].data_dir.join("node.key")).unwrap();
-    let records = denials(&key_of(jingansi), &key_of(market), HISTORY_RECORDS);
-    // Ten more, for after a learner joined (signed now: the replay window
-    // spans minutes).
-    let later = denials(&key_of(jingansi), &key_of(market), 10);
-    let bytes: usize = records.iter().map(SignedCommand::wire_bytes).sum();
-    assert!(bytes > 16 * 1024 * 1024, "only {bytes} bytes of access records");
-    let api = net.api(market).unwrap();
-    for (number, batch) in records.chunks(HISTORY_BATCH).enumerate() {
-        submit_each_once(&api, number, batch);
-    }
-    converged(&net);
-    for index in 0..4 {
-        let raft = net.api(index).unwrap().status().unwrap().raft;
-        assert!(raft.snapshot_index > 0, "{} built no snapshot: {raft:?}", net.nodes[index].spec.name);
-        assert_eq!(audit_counts(&net, index).unwrap().0, HISTORY_RECORDS as u64);
-    }
-
-    // Every node restarts from its state image and log: the owner after
-    // kill -9, the others stopped.
-    net.kill9(market).unwrap();
-    for index in (0..4).filter(|index| *index != market) {
-        net.stop(index).unwrap();
-    }
-    for index in 0..4 {
-        net.start(index).unwrap();
-    }
-    converged(&net);
-    for index in 0..4 {
-        assert_eq!(audit_counts(&net, index).unwrap().0, HISTORY_RECORDS as u64);
-    }
-    // A voter that appended the last entry applied it from its log and so
-    // keeps it in its history; a majority of voters appended it.
-    let last = (HISTORY_RECORDS - 1) as u64;
-    let voters = [0, 1, 2];
-    let holding = voters.iter().filter(|index| net.holds_access_entry(**index, last).unwrap()).count();
-    assert!(holding * 2 > voters.len(), "only {holding} voters hold access entry {last}");
-
-    // A learner added now joins by snapshot, and the signers, following the
-    // tree from their state images, make a checkpoint final over it all.
-    let leader = net.leader(Duration::from_secs(10)).unwrap();
-    net.start(zhenru).unwrap();
-    net.admit(zhenru, leader).unwrap();
-    net.add_learner(zhenru).unwrap();
-    converged(&net);
-    let learner = net.api(zhenru).unwrap().status().unwrap().raft;
-    assert!(learner.snapshot_index > 0, "the learner did not install a snapshot: {learner:?}");
-    wait_until("a final checkpoint over every access entry, seen by the learner", CONVERGE_TIMEOUT, || {
-        (audit_counts(&net, zhenru)? == (HISTORY_RECORDS as u64, HISTORY_RECORDS as u64)).then_some(())
-    })
-    .unwrap();
-    // It holds the entries after its snapshot only, and says so by paging
-    // from there.
-    assert!(!net.holds_access_entry(zhenru, 0).unwrap());
-
-    // Proofs from the stored trees. The learner holds the tree from its
-    // snapshot's compact range on: it proves that the tree over it all is a
-    // prefix of a later one, and the leaves it applied itself, and answers
-    // 404 for a leaf before its snapshot; a voter proves any leaf.
-    proofs_from_the_stored_trees(&net, market, zhenru, &later);
-}
-
-/// After the history test: ten more records (`later`), then a voter that
-/// never installed a snapshot proves the first leaf, the owner (`market`)
-/// and the learner (`zhenru`) the newest, and the learner the consistency
-/// from its snapshot's size on.
-fn proofs_from_the_stored_trees(net: &Testnet, market: usize, zhenru: usize, later: &[SignedCommand]) {
-    let size = HISTORY_RECORDS as u64;
-    let old_root = hash(
-        &net.api(zhenru).unwrap().get::<serde_json::Value>("/v1/audit/checkpoints").unwrap()["latest"]
-            ["root"],
-    );
-    submit_each_once(&net.api(market).unwrap(), HISTORY_RECORDS, later);
-    let new_size = size + later.len() as u64;
-    wait_until("a final checkpoint over the new entries, seen by the learner", CONVERGE_TIMEOUT, || {
-        (audit_counts(net, zhenru)? == (new_size, new_size)).then_some(())
-    })
-    .unwrap();
-    let checkpoints: serde_json::Value = net.api(zhenru).unwrap().get("/v1/audit/checkpoints").unwrap();
-    let root = hash(&checkpoints["latest"]["root"]);
-    let prove = |index: usize, leaf: u64| -> Option<()> {
-        let path = format!("/v1/audit/proofs/inclusion?leaf={leaf}&tree_size={new_size}");
-        let answer: serde_json::Value = net.api(index).ok()?.get(&path).ok()?;
-        let proof: Vec<[u8; 32]> = answer["proof"].as_array()?.iter().map(hash).collect();
-        assert!(!proof.is_empty() && proof.len() <= 12, "a tree of {new_size} leaves is 12 levels deep");
-        civmesh_policy::audit::verify_inclusion(&root, new_size, leaf, &hash(&answer["leaf_value"]), &proof)
-            .unwrap();
-        Some(())
-    };
-    // A voter that never installed a snapshot proves the first leaf (one
-    // that did may not hold the subtrees it needs, and answers 404).
-    assert!((0..3).any(|voter| prove(voter, 0).is_some()), "no voter proves leaf 0");
-    // The newest leaf, applied by every replica itself.
-    for index in [market, zhenru] {
-        prove(index, new_size - 1).expect("the newest leaf is proved");
-    }
-    let path = format!("/v1/audit/proofs/consistency?from={size}&tree_size={new_size}");
-    let answer: serde_json::Value = net.api(zhenru).unwrap().get(&path).unwrap();
-    let proof: Vec<[u8; 32]> = answer["proof"].as_array().unwrap().iter().map(hash).collect();
-    civmesh_policy::audit::verify_consistency(&old_root, size, &root, new_size, &proof).unwrap();
-    let error =
-        net.api(zhenru).unwrap().get::<serde_json::Value>("/v1/audit/proofs/inclusion?leaf=0").unwrap_err();
-    assert!(error.to_string().contains("404"), "{error:#}");
-}
-
-fn hash(value: &serde_json::Value) -> [u8; 32] {
-    hex::decode(value.as_str().unwrap()).unwrap().try_into().unwrap()
-}
-
 /// A small tmpfs mounted for one node's directory; unmounted when dropped.
 struct SmallDisk {
     mount: std::path::PathBuf,
@@ -540,8 +340,9 @@ fn a_full_disk_stops_a_voter_cleanly_and_it_resumes_with_nothing_lost() {
     net.bootstrap().unwrap();
     net.sign_and_submit(market, market, Command::PublishDataset(enterprise_dataset())).unwrap();
     let key_of = |index: usize| NodeKey::load(&net.nodes[index].data_dir.join("node.key")).unwrap();
-    let records = denials(&key_of(jingansi), &key_of(market), 1_200);
-    let mut batches = records.chunks(HISTORY_BATCH).enumerate();
+    // Wide records (200 subjects each), thirty a submission.
+    let records = denials(&key_of(jingansi), &key_of(market), ENTERPRISES, 1_200, 200);
+    let mut batches = records.chunks(30).enumerate();
     let mut acknowledged = 0;
     for (number, batch) in batches.by_ref().take(4) {
         submit_each_once(&net.api(market).unwrap(), number, batch);
