@@ -102,6 +102,9 @@ pub struct QueryService {
     tasks: TaskTracker,
     /// Wakes the push worker when a record write queued changes.
     changes_queued: tokio::sync::Notify,
+    /// Subscribers that left a push unanswered, until when they are not
+    /// waited on.
+    unreachable_until_ms: Mutex<BTreeMap<NodeId, u64>>,
 }
 
 /// What the node's configuration gives the query service.
@@ -222,6 +225,7 @@ impl QueryService {
             progress_lock: Mutex::new(()),
             tasks,
             changes_queued: tokio::sync::Notify::new(),
+            unreachable_until_ms: Mutex::new(BTreeMap::new()),
         })
     }
 

@@ -52,12 +52,33 @@ const _: () = assert!(
     "a push of the most records' bytes and one largest record fits an envelope"
 );
 
-/// Splits `changed` into pushes of at most [`PUSH_RECORDS_MAX`] records and
-/// [`PUSH_RECORDS_BYTES_MAX`] bytes (a larger record alone), in order.
-pub fn push_chunks(changed: &[(String, RecordVersion)]) -> Vec<&[(String, RecordVersion)]> {
+/// The bytes of one push's access record that name its records' subjects
+/// and released fields, at most: with the subscription's request, it fits
+/// a submission (`SUBMIT_BYTES_MAX`, 240 KiB).
+pub const PUSH_RELEASES_BYTES_MAX: usize = 128 * 1024;
+/// How long a subscriber whose push went unanswered is not waited on: its
+/// pushes are logged and kept for the retry task meanwhile, in ms.
+pub const PUSH_UNREACHABLE_BACKOFF_MS: u64 = 30_000;
+
+/// The most records one push to a subscription of `fields` carries: its
+/// access record names each record's subject (32 bytes) and the released
+/// fields, within [`PUSH_RELEASES_BYTES_MAX`].
+pub fn push_records_max(fields: &[String]) -> usize {
+    // Each length prefix takes at most 9 bytes.
+    let per_record = 32 + 9 + fields.iter().map(|field| field.len() + 9).sum::<usize>();
+    (PUSH_RELEASES_BYTES_MAX / per_record).clamp(1, PUSH_RECORDS_MAX)
+}
+
+/// Splits `changed` into pushes of at most `records_max` records
+/// ([`push_records_max`]) and [`PUSH_RECORDS_BYTES_MAX`] bytes (a larger
+/// record alone), in order.
+pub fn push_chunks(
+    changed: &[(String, RecordVersion)],
+    records_max: usize,
+) -> Vec<&[(String, RecordVersion)]> {
     crate::bounded_chunks::bounded_chunks(
         changed,
-        PUSH_RECORDS_MAX,
+        records_max.min(PUSH_RECORDS_MAX),
         PUSH_RECORDS_BYTES_MAX,
         |(key, record)| {
             key.len()
@@ -127,11 +148,19 @@ impl PushError {
     }
 
     /// Whether the push is settled: kept for the retry task, or never to
-    /// be made (no subject key; the log refused the record; it cannot be
-    /// signed or encoded, which trying again would not change). Not when
-    /// its record was not committed, or the store failed.
+    /// be made, which trying again would not change (no subject key; the
+    /// log refused the record for good, or before Raft saw it; it cannot be
+    /// signed or encoded). Not when its record was not committed, was
+    /// rejected for its time or a full replay window (a new record, signed
+    /// later, may pass), or the store failed.
     fn settled(&self) -> bool {
+        use civmesh_policy::RejectionCode::*;
         match self {
+            PushError::Log(LogAccessError::NotLogged(civmesh_consensus::SubmitError::Refused(_))) => true,
+            PushError::Log(LogAccessError::Rejected(rejection)) => !matches!(
+                rejection.code,
+                Stale | FutureDated | Overloaded | EntryTimeWentBack | DecisionTimeOutOfWindow
+            ),
             PushError::Log(LogAccessError::NotLogged(_)) | PushError::Store(_) => false,
             PushError::KeptForRetry(_)
             | PushError::KeptUnconfirmed(_)
@@ -187,10 +216,10 @@ impl QueryService {
             Err(_) => return false,
         };
         for (digest, subscriber, envelope, header) in targets {
-            // Once a send failed, the subscriber's later pushes are logged
-            // and kept for the retry task, not each waited on.
-            let mut reachable = true;
-            for chunk in push_chunks(changed) {
+            // After a send failed, the subscriber's pushes are logged and
+            // kept for the retry task for a while, not each waited on.
+            let mut reachable = self.reachable(&subscriber);
+            for chunk in push_chunks(changed, push_records_max(&header.fields)) {
                 let target =
                     PushTarget { digest, subscriber, envelope: &envelope, header: &header, reachable };
                 match self.push_chunk_attempts(target, chunk).await {
@@ -198,6 +227,7 @@ impl QueryService {
                     Err(error @ PushError::KeptForRetry(_)) => {
                         tracing::warn!(subscriber = %subscriber, %error, "push not delivered");
                         reachable = false;
+                        self.unreachable_for_a_while(subscriber);
                     }
                     Err(error) if error.settled() => {
                         tracing::warn!(subscriber = %subscriber, %error, "push not delivered");
@@ -230,6 +260,25 @@ impl QueryService {
                 }
                 outcome => return outcome,
             }
+        }
+    }
+
+    /// Whether to send pushes to `subscriber` now: not within
+    /// [`PUSH_UNREACHABLE_BACKOFF_MS`] of one it left unanswered.
+    fn reachable(&self, subscriber: &NodeId) -> bool {
+        let now_ms = now_unix_millis();
+        self.unreachable_until_ms
+            .lock()
+            .map_or(true, |until| until.get(subscriber).is_none_or(|until_ms| *until_ms <= now_ms))
+    }
+
+    /// Notes that `subscriber` left a push unanswered (one entry per
+    /// subscriber, bounded by the members; expired ones are dropped).
+    fn unreachable_for_a_while(&self, subscriber: NodeId) {
+        let now_ms = now_unix_millis();
+        if let Ok(mut until) = self.unreachable_until_ms.lock() {
+            until.retain(|_, until_ms| *until_ms > now_ms);
+            until.insert(subscriber, now_ms + PUSH_UNREACHABLE_BACKOFF_MS);
         }
     }
 
@@ -285,7 +334,10 @@ impl QueryService {
                             return;
                         }
                     }
-                    Err(error) => tracing::warn!(%error, "queued changes cannot be read; not pushed"),
+                    Err(error) => {
+                        tracing::warn!(%error, "queued changes cannot be read; pushed again later");
+                        return;
+                    }
                 }
                 if let Err(error) = self.records.forget_queued_changes(number) {
                     tracing::warn!(%error, "the push queue cannot be written");
@@ -491,11 +543,30 @@ mod tests {
     #[test]
     fn pushes_are_cut_by_records_and_by_bytes() {
         let narrow: Vec<_> = (0..2_500).map(|_| record(10)).collect();
-        let sizes: Vec<usize> = push_chunks(&narrow).iter().map(|chunk| chunk.len()).collect();
+        let sizes: Vec<usize> =
+            push_chunks(&narrow, PUSH_RECORDS_MAX).iter().map(|chunk| chunk.len()).collect();
         assert_eq!(sizes, [1_000, 1_000, 500]);
         let wide: Vec<_> = (0..1_000).map(|_| record(5_000)).collect();
-        let chunks = push_chunks(&wide);
+        let chunks = push_chunks(&wide, PUSH_RECORDS_MAX);
         assert!(chunks.len() == 5 && chunks.iter().all(|chunk| chunk.len() <= 209), "{}", chunks.len());
-        assert!(push_chunks(&[]).is_empty());
+        assert!(push_chunks(&[], PUSH_RECORDS_MAX).is_empty());
+    }
+
+    /// A subscription of many long field names gets fewer records a push,
+    /// so its access record still fits a submission; a few short ones the
+    /// count bound.
+    #[test]
+    fn a_push_names_no_more_releases_than_a_submission_holds() {
+        assert_eq!(
+            push_records_max(&["name".to_string(), "operating_address".to_string()]),
+            PUSH_RECORDS_MAX
+        );
+        let wide: Vec<String> = (0..256).map(|index| format!("{index:0>128}")).collect();
+        let records_max = push_records_max(&wide);
+        assert!((1..10).contains(&records_max), "{records_max}");
+        let per_record = 32 + 9 + wide.iter().map(|field| field.len() + 9).sum::<usize>();
+        assert!(records_max * per_record <= PUSH_RELEASES_BYTES_MAX);
+        let huge: Vec<String> = (0..10_000).map(|index| format!("{index:0>128}")).collect();
+        assert_eq!(push_records_max(&huge), 1, "one record a push at least");
     }
 }
