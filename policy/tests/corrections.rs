@@ -338,4 +338,12 @@ fn a_closed_correction_leaves_the_state_a_day_after_it_closed() {
     let receipt = later(street, event(1, street, OutcomeDelivered), last_kept_ms + 2);
     let outcome = state.apply(&receipt, closed_at_ms + CORRECTION_CLOSED_KEPT_MS + 1);
     assert_eq!(outcome.map_err(|rejection| rejection.code), Err(RejectionCode::CorrectionUnknown));
+
+    // A submission reusing the released id opens a new track; the released
+    // one still counts beside it.
+    let reused = later(street, event(1, street, Submitted), last_kept_ms + 3);
+    state.apply(&reused, closed_at_ms + CORRECTION_CLOSED_KEPT_MS + 2).unwrap();
+    let mut facts = EvaluationFacts::of(state);
+    facts.add_closed(appended.closed_corrections.iter().map(|(id, _, track)| (id, track)));
+    assert_eq!(facts.corrections_copied(), 3, "the released track and the new one under its id");
 }

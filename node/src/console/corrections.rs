@@ -87,10 +87,19 @@ fn submitter(view: &CorrectionView) -> String {
     view.submitter_org.clone().unwrap_or_else(|| view.submitter.clone())
 }
 
-/// The policy log's track of the correction `id` names.
-fn track_of(state: &Shared, id: &str) -> Option<CorrectionTrack> {
-    let id = correction_id(id)?;
-    state.log.state().read(|applied| applied.policy.corrections.get(&id).cloned())
+/// The policy log's track of the correction `view` shows: under its id,
+/// from its submitter (a day after it closed, the log releases it, and a
+/// submission may reuse the id).
+fn track_of(state: &Shared, view: &CorrectionView) -> Option<CorrectionTrack> {
+    let id = correction_id(&view.id)?;
+    state.log.state().read(|applied| {
+        applied
+            .policy
+            .corrections
+            .get(&id)
+            .filter(|track| track.submitter.to_string() == view.submitter)
+            .cloned()
+    })
 }
 
 /// The message key of a correction's state.

@@ -109,7 +109,7 @@ pub(super) async fn list(State(state): State<Shared>, headers: HeaderMap) -> Res
             .map(|view| {
                 let track = correction_id(&view.id).and_then(|id| applied.policy.corrections.get(&id));
                 track
-                    .filter(|_| decided(view))
+                    .filter(|track| track.submitter.to_string() == view.submitter && decided(view))
                     .and_then(|track| track.reached_at(CorrectionStage::OutcomeDelivered))
             })
             .collect()
@@ -261,7 +261,7 @@ pub(super) async fn show(
         Ok(view) => view,
         Err(refused) => return *refused,
     };
-    let track = track_of(&state, &view.id);
+    let track = track_of(&state, &view);
     let new_version = match view.outcome.as_ref().map(|outcome| &outcome.status) {
         Some(OutcomeStatus::Applied { version }) => Some(*version),
         _ => None,

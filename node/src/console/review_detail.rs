@@ -102,7 +102,7 @@ fn change_rows(view: &CorrectionView) -> Vec<ChangeRow> {
 /// The page of `view`, as this node holds it now.
 fn review_page(state: &Shared, visit: &Visit, view: &CorrectionView) -> ReviewPage {
     let id = correction_id(&view.id);
-    let track = track_of(state, &view.id);
+    let track = track_of(state, view);
     let submitted = track
         .as_ref()
         .and_then(|track| track.reached_at(CorrectionStage::Submitted))

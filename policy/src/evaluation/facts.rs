@@ -31,9 +31,11 @@ pub struct EvaluationFacts {
     pub(super) streets: BTreeMap<String, Vec<TrackFacts>>,
     /// Each holder's deletions, as of the log's latest entry.
     pub(super) deletions: Vec<crate::audit::HolderDeletions>,
-    /// The corrections copied so far, so one copied from the state and
-    /// also found closed in a store counts once.
-    copied: BTreeSet<CorrectionId>,
+    /// The corrections copied so far, by id and the time they were
+    /// submitted, so one copied from the state and also found closed in a
+    /// store counts once. (Not by id alone: once a track is released, a
+    /// submission may reuse its id, and both count.)
+    copied: BTreeSet<(CorrectionId, Option<UnixMillis>)>,
 }
 
 /// One owner's and dataset's corrections and demands.
@@ -115,7 +117,7 @@ impl EvaluationFacts {
     }
 
     fn add_track(&mut self, id: &CorrectionId, track: &CorrectionTrack) {
-        if !self.copied.insert(*id) {
+        if !self.copied.insert((*id, track.reached_at(CorrectionStage::Submitted))) {
             return;
         }
         track.stages.iter().for_each(|(_, at)| self.saw(*at));
