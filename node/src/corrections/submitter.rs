@@ -161,6 +161,10 @@ impl CorrectionService {
             self.report(&peer, "correction_outcome_mismatch");
             return CorrectionAck::Refused("the outcome names another dataset than the request".to_string());
         }
+        // Kept already (a resend): the log may have released the track since.
+        if entry.outcome_bytes.is_some() {
+            return CorrectionAck::Stored;
+        }
         let mut check = self.log.state().read(|applied| outcome_in_log(&applied.policy, &peer, &outcome));
         if check == Err(OutcomeCheck::NotLoggedYet) {
             // The decision may be newer than this replica.
@@ -172,9 +176,6 @@ impl CorrectionService {
                 self.report(&peer, "correction_outcome_not_from_owner");
             }
             return CorrectionAck::Refused(refusal.to_string());
-        }
-        if entry.outcome_bytes.is_some() {
-            return CorrectionAck::Stored;
         }
         entry.outcome_bytes = Some(bytes.to_vec());
         entry.status = EntryStatus::OutcomeReceived;

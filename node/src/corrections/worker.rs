@@ -259,6 +259,11 @@ impl CorrectionService {
                         rejection.code,
                         RejectionCode::CorrectionDuplicate | RejectionCode::CorrectionStageOutOfOrder
                     ) => {}
+                // A receipt logged before, whose track the log released a
+                // day after it closed.
+                Err(rejection)
+                    if stage == CorrectionStage::OutcomeDelivered
+                        && rejection.code == RejectionCode::CorrectionUnknown => {}
                 Err(rejection) => return Err(StageError::Refused(rejection.to_string())),
             }
             entry.stages_logged.insert(stage);
