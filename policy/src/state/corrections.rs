@@ -208,7 +208,10 @@ impl PolicyState {
         let mut released = Vec::new();
         while released.len() < CORRECTIONS_RELEASED_PER_COMMAND_MAX {
             let Some(&(closed_at_ms, id)) = self.corrections_closed.front() else { break };
-            if closed_at_ms.saturating_add(CORRECTION_CLOSED_KEPT_MS) > self.last_entry_time_ms {
+            // Released at closed_at_ms + KEPT <= the latest entry time, as
+            // integers (never, past u64::MAX).
+            let due = closed_at_ms.checked_add(CORRECTION_CLOSED_KEPT_MS);
+            if due.is_none_or(|due_ms| due_ms > self.last_entry_time_ms) {
                 break;
             }
             self.corrections_closed.pop_front();
