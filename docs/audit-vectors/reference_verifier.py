@@ -41,6 +41,7 @@ QUERY_SUBJECTS_MAX = 1000
 CORRECTION_CHANGES_MAX = 64
 CORRECTION_TEXT_BYTES_MAX = 4096
 CORRECTION_CLOSED_KEPT_MS = 86_400_000
+CORRECTIONS_OPEN_PER_SUBMITTER_MAX = 10_000   # B 5.14 step 7.4
 CORRECTIONS_RELEASED_PER_COMMAND_MAX = 8
 CERTIFICATE_BYTES_MAX = 16_384
 ENVELOPE_BYTES_MAX = 4_194_304
@@ -737,6 +738,7 @@ class State:
         self.leaves = []                     # the audit tree's leaves (its size is read)
         self.corrections, self.auto_accept_rules = {}, {}
         self.corrections_closed = []         # (closed at T, id), in order (B 2.6)
+        self.corrections_open_by_submitter = {}   # submitting org -> open tracks (B 5.14)
         self.pending_checkpoints = []
         self.checkpoints_final = 0
         self.last_checkpoint = None
@@ -1222,6 +1224,10 @@ def rule_correction(st, cmd, S, O, T):                               # B 5.14
                    and all(f in g["fields"] and f not in g["masking"] for f in cmd["fields"])
                    for g in st.grants.values()):
             raise Reject("correction_not_granted")
+        open_by_submitter = st.corrections_open_by_submitter
+        reject_if(open_by_submitter.get(O, 0) >= CORRECTIONS_OPEN_PER_SUBMITTER_MAX, "overloaded",
+                  "corrections open")
+        open_by_submitter[O] = open_by_submitter.get(O, 0) + 1
         st.corrections[cmd["correction"]] = {
             "dataset": cmd["dataset"], "owner": ds["owner"], "submitter_org": O,
             "submitter": cmd["submitter"], "subject": cmd["subject"],
@@ -1242,6 +1248,10 @@ def rule_correction(st, cmd, S, O, T):                               # B 5.14
         track["applied_version"] = cmd["version"]
     if stage == "outcome_delivered":
         st.corrections_closed.append((T, cmd["correction"]))
+        open_by_submitter = st.corrections_open_by_submitter
+        open_by_submitter[track["submitter_org"]] -= 1
+        if open_by_submitter[track["submitter_org"]] == 0:
+            del open_by_submitter[track["submitter_org"]]
     return (CORRECTION_LOGGED, None) if stage in OWNER_OUTCOMES else (DONE, None)
 
 def rule_set_auto(st, cmd, S, O, T):                                 # B 5.15

@@ -347,3 +347,40 @@ fn a_closed_correction_leaves_the_state_a_day_after_it_closed() {
     facts.add_closed(appended.closed_corrections.iter().map(|(id, _, track)| (id, track)));
     assert_eq!(facts.corrections_copied(), 3, "the released track and the new one under its id");
 }
+
+/// One organisation has at most `CORRECTIONS_OPEN_PER_SUBMITTER_MAX`
+/// corrections open: one more submission is `overloaded`, another street is
+/// not held back, and a correction whose outcome is delivered makes room.
+#[test]
+fn a_street_has_a_bounded_number_of_corrections_open() {
+    use civmesh_policy::state::CORRECTIONS_OPEN_PER_SUBMITTER_MAX;
+    let mut fx = fixture();
+    fx.grant(grant_spec(ENTERPRISES, &fx.nanjingxilu.org.clone(), &["operating_address"], "inspection"));
+    let (street, other_street, market) = (&fx.jingansi.key, &fx.nanjingxilu.key, &fx.market.key);
+    let state = &mut fx.state;
+    let numbered = |number: u64, key: &NodeKey, stage| {
+        let Command::RecordCorrectionEvent(mut event) = event(0, key, stage) else { unreachable!() };
+        let id = civmesh_certs::codec::sha256(&number.to_be_bytes());
+        (event.correction, event.payload_sha256) = (id, id);
+        Command::RecordCorrectionEvent(event)
+    };
+    for number in 0..CORRECTIONS_OPEN_PER_SUBMITTER_MAX {
+        at(state, street, numbered(number, street, Submitted), 0).unwrap();
+    }
+    let open = |state: &civmesh_policy::PolicyState, org: &civmesh_certs::OrgId| {
+        state.corrections_open_by_submitter.get(org).copied()
+    };
+    assert_eq!(open(state, &fx.jingansi.org), Some(CORRECTIONS_OPEN_PER_SUBMITTER_MAX));
+    let one_more = numbered(CORRECTIONS_OPEN_PER_SUBMITTER_MAX, street, Submitted);
+    assert_eq!(at(state, street, one_more.clone(), 1), Err(RejectionCode::Overloaded));
+    at(state, other_street, numbered(u64::MAX, other_street, Submitted), 1).unwrap();
+    // Correction 0 runs its course; its receipt closes it and makes room.
+    for (key, stage) in
+        [(market, Delivered), (market, Accepted), (market, Applied), (street, OutcomeDelivered)]
+    {
+        at(state, key, numbered(0, street, stage), 2).unwrap();
+    }
+    assert_eq!(open(state, &fx.jingansi.org), Some(CORRECTIONS_OPEN_PER_SUBMITTER_MAX - 1));
+    at(state, street, one_more, 3).unwrap();
+    assert_eq!(open(state, &fx.nanjingxilu.org), Some(1));
+}

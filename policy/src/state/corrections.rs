@@ -20,6 +20,11 @@ use crate::model::{DatasetId, FieldName, FieldValue, Grant, GrantId, NAME_BYTES_
 /// meets it there. Then it leaves, and an event naming it is
 /// `correction_unknown`.
 pub const CORRECTION_CLOSED_KEPT_MS: u64 = 24 * 60 * 60 * 1000;
+/// The most corrections one organisation may have open (submitted, its
+/// outcome not yet delivered): one more submission is `overloaded`. A
+/// street submits about 230 a day; open tracks are state, and this keeps
+/// one hostile street from filling the state image.
+pub const CORRECTIONS_OPEN_PER_SUBMITTER_MAX: u64 = 10_000;
 /// The most closed corrections that leave the state after one command:
 /// more than the one a command can close, so the kept ones never pile up.
 pub const CORRECTIONS_RELEASED_PER_COMMAND_MAX: usize = 8;
@@ -104,7 +109,15 @@ impl PolicyState {
                     "an owner changes its own records directly, not by correction",
                 ));
             }
-            return self.check_submission_granted(event, signer_org, entry_time_ms);
+            self.check_submission_granted(event, signer_org, entry_time_ms)?;
+            let open = self.corrections_open_by_submitter.get(signer_org).copied().unwrap_or(0);
+            if open >= CORRECTIONS_OPEN_PER_SUBMITTER_MAX {
+                return Err(reject(
+                    RejectionCode::Overloaded,
+                    format!("{signer_org} has {CORRECTIONS_OPEN_PER_SUBMITTER_MAX} corrections open"),
+                ));
+            }
+            return Ok(());
         };
         if event.stage == CorrectionStage::Submitted {
             return Err(reject(RejectionCode::CorrectionDuplicate, "this correction was submitted before"));
@@ -167,7 +180,13 @@ impl PolicyState {
                 CorrectionStage::Rejected => track.reason_code = event.reason_code,
                 CorrectionStage::Applied => track.applied_version = event.version,
                 CorrectionStage::OutcomeDelivered => {
-                    self.corrections_closed.push_back((at_ms, event.correction))
+                    self.corrections_closed.push_back((at_ms, event.correction));
+                    if let Some(open) = self.corrections_open_by_submitter.get_mut(&track.submitter_org) {
+                        *open = open.saturating_sub(1);
+                        if *open == 0 {
+                            self.corrections_open_by_submitter.remove(&track.submitter_org);
+                        }
+                    }
                 }
                 _ => {}
             }
@@ -197,6 +216,7 @@ impl PolicyState {
             record_written_at_ms: None,
         };
         self.correction_tallies.entry((track.owner.clone(), track.dataset.clone())).or_default().add(&track);
+        *self.corrections_open_by_submitter.entry(track.submitter_org.clone()).or_default() += 1;
         self.corrections.insert(event.correction, track);
     }
 

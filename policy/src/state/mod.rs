@@ -41,7 +41,8 @@ mod replay;
 mod subject_requests;
 
 pub use corrections::{
-    CorrectionClearance, CorrectionRefusal, CORRECTIONS_RELEASED_PER_COMMAND_MAX, CORRECTION_CLOSED_KEPT_MS,
+    CorrectionClearance, CorrectionRefusal, CORRECTIONS_OPEN_PER_SUBMITTER_MAX,
+    CORRECTIONS_RELEASED_PER_COMMAND_MAX, CORRECTION_CLOSED_KEPT_MS,
 };
 pub use deletions::DeletionDue;
 pub use grants::{DemandStatus, GrantWarning, GRANT_EXPIRY_WARNING_DAYS};
@@ -147,6 +148,9 @@ pub struct PolicyState {
     /// The corrections in `corrections` that are closed, with the entry
     /// time each closed at, in that order.
     pub corrections_closed: VecDeque<(UnixMillis, CorrectionId)>,
+    /// Per submitting organisation, how many of its corrections are open
+    /// (submitted, outcome not yet delivered); one with none is absent.
+    pub corrections_open_by_submitter: BTreeMap<OrgId, u64>,
     /// Per owner and dataset, the correction statistics so far, kept as
     /// each event is applied ([`crate::correction_tally`]).
     pub correction_tallies: BTreeMap<(OrgId, DatasetId), crate::correction_tally::CorrectionTally>,
@@ -204,6 +208,7 @@ impl Default for PolicyState {
             audit_frontier: CompactRange::default(),
             corrections: BTreeMap::new(),
             corrections_closed: VecDeque::new(),
+            corrections_open_by_submitter: BTreeMap::new(),
             correction_tallies: BTreeMap::new(),
             auto_accept_rules: BTreeMap::new(),
             pending_checkpoints: Vec::new(),
