@@ -41,6 +41,10 @@ pub(crate) const AUDIT_LEAVES_FAMILY: &str = "audit_leaves";
 pub(crate) const CHECKPOINTS_FAMILY: &str = "checkpoints";
 pub(crate) const AUDIT_TREE_FAMILY: &str = "audit_tree";
 pub(crate) const CORRECTIONS_CLOSED_FAMILY: &str = "corrections_closed";
+pub(crate) const HISTORY_META_FAMILY: &str = "history_meta";
+/// The key, in `history_meta`, of the command count of the latest snapshot
+/// this store installed: history before it may have gaps.
+const SNAPSHOT_INSTALLED_KEY: &[u8] = b"snapshot-installed-at";
 /// The mark, in `audit_tree`, that the tree's nodes were built from the
 /// stored leaves or never needed it (a node key is 9 bytes; this is not).
 const TREE_BUILT_KEY: &[u8] = b"built-from-leaves";
@@ -128,6 +132,29 @@ impl History {
         }
         self.db.write(batch)?;
         Ok(())
+    }
+
+    /// Notes (synced) that this store installed a snapshot after
+    /// `commands_applied` commands: what was handed over before it (access
+    /// entries, released corrections) may be missing here.
+    pub(crate) fn note_snapshot_installed(&self, commands_applied: u64) -> Result<(), HistoryError> {
+        let meta = self.family(HISTORY_META_FAMILY)?;
+        self.db.put_cf_opt(meta, SNAPSHOT_INSTALLED_KEY, commands_applied.to_be_bytes(), &synced())?;
+        Ok(())
+    }
+
+    /// The command count of the latest snapshot this store installed, if
+    /// any: its history is whole only after it.
+    pub fn snapshot_installed_at(&self) -> Result<Option<u64>, HistoryError> {
+        let Some(bytes) = self.db.get_pinned_cf(self.family(HISTORY_META_FAMILY)?, SNAPSHOT_INSTALLED_KEY)?
+        else {
+            return Ok(None);
+        };
+        let bytes: [u8; 8] = bytes
+            .as_ref()
+            .try_into()
+            .map_err(|_| HistoryError::Corrupt("the snapshot mark is not 8 bytes".to_string()))?;
+        Ok(Some(u64::from_be_bytes(bytes)))
     }
 
     /// Keeps the perfect subtrees a compact range holds (synced): a store

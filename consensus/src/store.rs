@@ -36,7 +36,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::history::{
     AppliedCommand, History, ACCESS_LOG_FAMILY, ARCHIVE_FAMILY, AUDIT_LEAVES_FAMILY, AUDIT_TREE_FAMILY,
-    CHECKPOINTS_FAMILY, CORRECTIONS_CLOSED_FAMILY,
+    CHECKPOINTS_FAMILY, CORRECTIONS_CLOSED_FAMILY, HISTORY_META_FAMILY,
 };
 use crate::timings::{Stage, StageTimes};
 use crate::types::{entry_commands, ApplyResult, Entry, RaftNodeId, RaftPeer, TypeConfig};
@@ -124,6 +124,7 @@ pub fn open(directory: &Path) -> Result<(LogStore, StateMachine), OpenError> {
         AUDIT_TREE_FAMILY,
         CHECKPOINTS_FAMILY,
         CORRECTIONS_CLOSED_FAMILY,
+        HISTORY_META_FAMILY,
     ]
     .into_iter()
     .map(|name| ColumnFamilyDescriptor::new(name, Options::default()));
@@ -633,6 +634,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             ));
         }
         self.history.keep_frontier(&image.state.audit_frontier).map_err(write_error)?;
+        self.history.note_snapshot_installed(image.state.commands_applied).map_err(write_error)?;
         self.write_state_image(&bytes)?;
         self.last_applied = meta.last_log_id;
         self.last_membership = meta.last_membership.clone();

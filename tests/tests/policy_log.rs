@@ -131,6 +131,11 @@ fn a_learner_added_after_the_log_was_purged_catches_up_by_snapshot() {
     assert_eq!(learner.role, "learner");
     assert!(learner.snapshot_index >= purged, "the learner did not install a snapshot: {learner:?}");
     assert_eq!(purposes_on(&net, 3).len(), 60);
+    // Its evaluation says what it cannot count: the history before its
+    // snapshot.
+    let evaluation: serde_json::Value = net.api(3).unwrap().get("/v1/evaluation").unwrap();
+    let notes = evaluation["notes"].as_array().unwrap();
+    assert!(notes.iter().any(|note| note.as_str().unwrap().contains("installed a snapshot")), "{evaluation}");
 
     // A voter killed with entries applied after its latest state image
     // comes back by re-applying them on top of the image.

@@ -291,15 +291,19 @@ fn with_closed_corrections(
     }
 }
 
-/// What this replica cannot count: a node that joined by snapshot holds the
-/// corrections that left the state from its snapshot on only.
+/// What this replica cannot count: a node that installed a snapshot (to
+/// join, or to catch up) holds the corrections that left the state from
+/// then on only.
 fn history_note(history: &civmesh_consensus::History) -> Result<Option<String>, ApiError> {
+    let installed = history.snapshot_installed_at().map_err(ApiError::internal)?;
+    // A node that installed one before the mark was kept: its first command.
     let first = history.commands(0, 1).map_err(ApiError::internal)?;
-    Ok(first.first().filter(|command| command.sequence > 1).map(|command| {
+    let joined = first.first().map(|command| command.sequence.saturating_sub(1)).filter(|before| *before > 0);
+    Ok(installed.or(joined).map(|commands| {
         format!(
-            "this node joined by snapshot and holds the log from command {} on: corrections that \
-             closed a day or more before then are not counted; a node that holds the whole log counts them",
-            command.sequence
+            "this node installed a snapshot after command {commands} and holds the log from then on: \
+             corrections that closed a day or more before then are not counted; a node that holds the \
+             whole log counts them"
         )
     }))
 }

@@ -52,6 +52,13 @@ impl RecordStore {
                 self.db.compact_range_cf(index, Some(&entry[..]), Some(&after[..]));
             }
         }
+        // The push queue names the keys it pushed; it is small (bounded),
+        // so it is compacted whole.
+        self.db.compact_range_cf(
+            self.family(super::push_queue::PUSH_QUEUE_FAMILY)?,
+            None::<&[u8]>,
+            None::<&[u8]>,
+        );
         // No write-ahead log keeps the record once every family is flushed.
         for name in super::FAMILIES {
             self.db.flush_cf(self.family(name)?)?;
