@@ -14,6 +14,8 @@
 
 #[path = "support/city.rs"]
 mod city;
+#[path = "support/memory.rs"]
+mod memory;
 
 use std::time::Instant;
 
@@ -186,13 +188,7 @@ fn argument(args: &[String], name: &str) -> Option<String> {
 
 /// This process's peak resident memory, in MiB (Linux: VmHWM).
 fn peak_rss_mib() -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let kib = status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmHWM:"))
-        .and_then(|value| value.trim().trim_end_matches(" kB").trim().parse::<f64>().ok())
-        .unwrap_or(0.0);
-    kib / 1024.0
+    memory::status_mib("VmHWM")
 }
 
 /// Verifies a bundle file as a stream on every core; prints time and peak memory.

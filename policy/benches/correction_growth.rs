@@ -14,6 +14,8 @@
 
 #[path = "support/city.rs"]
 mod city;
+#[path = "support/memory.rs"]
+mod memory;
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
@@ -89,13 +91,7 @@ fn signed(city: &City, from: u64, to: u64) -> Vec<(SignedCommand, u64)> {
 
 /// This process's resident memory now, in MiB (Linux: VmRSS).
 fn rss_mib() -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let kib = status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
-        .and_then(|value| value.trim().trim_end_matches(" kB").trim().parse::<f64>().ok())
-        .unwrap_or(0.0);
-    kib / 1024.0
+    memory::status_mib("VmRSS")
 }
 
 fn main() {

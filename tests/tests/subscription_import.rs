@@ -7,9 +7,9 @@
 
 use std::time::Duration;
 
-use civmesh_policy::Command;
-use civmesh_testnet::city::{city, enterprise_dataset, street_inspection_grant, ENTERPRISES};
+use civmesh_testnet::city::{city, ENTERPRISES};
 use civmesh_testnet::{wait_until, Testnet};
+use civmesh_tests::subscriptions::{street_subscribed, subscription_state};
 
 /// Import into a dataset with a subscription never produces a peer message
 /// over the frame bound: 100,000 rows, the first 2,000 of them wide (9 KB
@@ -24,22 +24,8 @@ fn a_hundred_thousand_row_import_reaches_the_subscriber_in_bounded_pushes() {
     const STREET: usize = 3;
     let dir = tempfile::tempdir().unwrap();
     let net = Testnet::launch(dir.path(), &city(&["hub", "market", "civil", "jingansi"])).unwrap();
-    net.sign_and_submit(MARKET, MARKET, Command::PublishDataset(enterprise_dataset())).unwrap();
-    let grant = street_inspection_grant("street/jingansi", &["name", "operating_address"], &[]).unwrap();
-    let grant = net.issue_grant(MARKET, grant, STREET).unwrap();
-    let spec = serde_json::json!({
-        "dataset": ENTERPRISES, "fields": ["name", "operating_address"], "purpose": "street-inspection", "grant": grant,
-    });
-    let subscribed: serde_json::Value =
-        net.api(STREET).unwrap().send("POST", "/v1/subscriptions", &spec).unwrap();
-    let id = subscribed["subscription"].as_str().unwrap().to_string();
-    let state = || -> Option<serde_json::Value> {
-        net.api(STREET).ok()?.get(&format!("/v1/subscriptions/{id}")).ok()
-    };
-    wait_until("the (empty) initial listing", Duration::from_secs(30), || {
-        state().filter(|state| state["initial_sync"] == "done")
-    })
-    .unwrap();
+    let id = street_subscribed(&net, MARKET, STREET);
+    let state = || subscription_state(&net, STREET, &id);
 
     let mut csv = String::from(
         "credit_code,name,registered_address,operating_address,legal_rep_phone,district,street\n",

@@ -20,6 +20,7 @@ use civmesh_testnet::city::{
     city, enterprise_dataset, enterprises_on, street_inspection_grant, street_scoped_grant, ENTERPRISES,
 };
 use civmesh_testnet::{wait_until, Testnet};
+use civmesh_tests::subscriptions::{street_subscribed, subscription_state};
 
 #[test]
 fn a_subscriber_receives_new_versions_masked_and_every_push_is_logged() {
@@ -345,22 +346,8 @@ fn a_change_the_owner_could_not_push_before_a_kill_9_reaches_the_subscriber_afte
     const STREET: usize = 3;
     let dir = tempfile::tempdir().unwrap();
     let mut net = Testnet::launch(dir.path(), &city(&["hub", "market", "civil", "jingansi"])).unwrap();
-    net.sign_and_submit(MARKET, MARKET, Command::PublishDataset(enterprise_dataset())).unwrap();
-    let grant = street_inspection_grant("street/jingansi", &["name", "operating_address"], &[]).unwrap();
-    let grant = net.issue_grant(MARKET, grant, STREET).unwrap();
-    let spec = serde_json::json!({
-        "dataset": ENTERPRISES, "fields": ["name", "operating_address"], "purpose": "street-inspection", "grant": grant,
-    });
-    let subscribed: serde_json::Value =
-        net.api(STREET).unwrap().send("POST", "/v1/subscriptions", &spec).unwrap();
-    let id = subscribed["subscription"].as_str().unwrap().to_string();
-    let state = |net: &Testnet| -> Option<serde_json::Value> {
-        net.api(STREET).ok()?.get(&format!("/v1/subscriptions/{id}")).ok()
-    };
-    wait_until("the (empty) initial listing", Duration::from_secs(30), || {
-        state(&net).filter(|state| state["initial_sync"] == "done")
-    })
-    .unwrap();
+    let id = street_subscribed(&net, MARKET, STREET);
+    let state = |net: &Testnet| subscription_state(net, STREET, &id);
 
     // No quorum: the owner writes the rows, and cannot log a push.
     net.stop(HUB).unwrap();
