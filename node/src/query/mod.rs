@@ -10,6 +10,7 @@
 pub mod cursor;
 mod listing;
 mod owner;
+mod push_worker;
 mod pushes;
 mod read_ahead;
 mod received;

@@ -24,6 +24,9 @@ use crate::swarm::Protocol;
 pub const PUSH_RETRY_TICK_MS: u64 = 1_000;
 /// Undelivered pushes retried per tick at most.
 pub const PUSH_RETRIES_PER_TICK_MAX: usize = 64;
+/// The most kept pushes the retry task looks at in one tick, skipping
+/// those of subscribers it could not reach in that tick.
+pub const PUSH_RETRY_READ_MAX: usize = 1_024;
 /// An undelivered push is dropped after this long (the subscriber can query).
 pub const PUSH_RETRY_AGE_MS_MAX: u64 = 24 * 60 * 60 * 1000;
 
@@ -149,14 +152,15 @@ impl PushError {
 
     /// Whether the push is settled: kept for the retry task, or never to
     /// be made, which trying again would not change (no subject key; the
-    /// log refused the record for good, or before Raft saw it; it cannot be
-    /// signed or encoded). Not when its record was not committed, was
+    /// log refused the record for good; it cannot be signed or encoded). A
+    /// push is small enough for a submission (`push_records_max`), so one
+    /// refused before Raft saw it is tried again. Not when its record was
+    /// not committed, was
     /// rejected for its time or a full replay window (a new record, signed
     /// later, may pass), or the store failed.
     fn settled(&self) -> bool {
         use civmesh_policy::RejectionCode::*;
         match self {
-            PushError::Log(LogAccessError::NotLogged(civmesh_consensus::SubmitError::Refused(_))) => true,
             PushError::Log(LogAccessError::Rejected(rejection)) => !matches!(
                 rejection.code,
                 Stale | FutureDated | Overloaded | EntryTimeWentBack | DecisionTimeOutOfWindow
@@ -224,10 +228,10 @@ impl QueryService {
                     PushTarget { digest, subscriber, envelope: &envelope, header: &header, reachable };
                 match self.push_chunk_attempts(target, chunk).await {
                     Ok(()) => {}
-                    Err(error @ PushError::KeptForRetry(_)) => {
-                        tracing::warn!(subscriber = %subscriber, %error, "push not delivered");
+                    Err(PushError::KeptForRetry(error)) => {
+                        tracing::warn!(subscriber = %subscriber, %error, "push not delivered; kept for retry");
                         reachable = false;
-                        self.unreachable_for_a_while(subscriber);
+                        self.note_send_failure(subscriber, &error);
                     }
                     Err(error) if error.settled() => {
                         tracing::warn!(subscriber = %subscriber, %error, "push not delivered");
@@ -272,9 +276,15 @@ impl QueryService {
             .map_or(true, |until| until.get(subscriber).is_none_or(|until_ms| *until_ms <= now_ms))
     }
 
-    /// Notes that `subscriber` left a push unanswered (one entry per
-    /// subscriber, bounded by the members; expired ones are dropped).
-    fn unreachable_for_a_while(&self, subscriber: NodeId) {
+    /// Notes that a push to `subscriber` failed: one it could not be
+    /// reached for (not one it answered without keeping, as when its
+    /// replica is a moment behind) keeps it from being waited on for a
+    /// while (one entry per subscriber, bounded by the members; expired
+    /// ones are dropped).
+    fn note_send_failure(&self, subscriber: NodeId, error: &SendPushError) {
+        if matches!(error, SendPushError::NotKept) {
+            return;
+        }
         let now_ms = now_unix_millis();
         if let Ok(mut until) = self.unreachable_until_ms.lock() {
             until.retain(|_, until_ms| *until_ms > now_ms);
@@ -282,68 +292,10 @@ impl QueryService {
         }
     }
 
-    /// Wakes the push worker: a record write queued changes.
-    pub fn changes_queued(&self) {
-        self.changes_queued.notify_one();
-    }
-
-    /// The push worker: pushes each change the record store queued
-    /// ([`crate::records::QueuedChanges`]), in write order, one entry at a
-    /// time, with the records' latest versions, then forgets it; when woken
-    /// by [`changes_queued`](Self::changes_queued) or every
-    /// `PUSH_RETRY_TICK_MS`, until `stop`. What a stop interrupts stays
-    /// queued and is pushed again at the next start.
-    pub async fn run_push_queue(self: Arc<Self>, mut stop: tokio::sync::watch::Receiver<bool>) {
-        let mut tick = tokio::time::interval(Duration::from_millis(PUSH_RETRY_TICK_MS));
-        loop {
-            tokio::select! {
-                _ = tick.tick() => {}
-                () = self.changes_queued.notified() => {}
-                _ = stop.changed() => return,
-            }
-            tokio::select! {
-                () = self.push_queued() => {}
-                _ = stop.changed() => return,
-            }
-        }
-    }
-
-    /// Pushes what is queued now, until the queue is empty or unreadable.
-    async fn push_queued(&self) {
-        loop {
-            let queued = match self.records.queued_changes(PUSH_QUEUE_READ_MAX) {
-                Ok(queued) if !queued.is_empty() => queued,
-                Ok(_) => return,
-                Err(error) => {
-                    tracing::warn!(%error, "the push queue cannot be read");
-                    return;
-                }
-            };
-            for (number, changes) in queued {
-                let keys: Vec<&str> = changes.keys.iter().map(String::as_str).collect();
-                match self.records.latest_many(&changes.dataset, &keys) {
-                    Ok(latest) => {
-                        let changed: Vec<(String, RecordVersion)> = changes
-                            .keys
-                            .iter()
-                            .zip(latest)
-                            .filter_map(|(key, record)| record.map(|record| (key.clone(), record)))
-                            .collect();
-                        if !self.push_changes(&changes.dataset, &changed).await {
-                            // Kept queued: the next tick pushes it again.
-                            return;
-                        }
-                    }
-                    Err(error) => {
-                        tracing::warn!(%error, "queued changes cannot be read; pushed again later");
-                        return;
-                    }
-                }
-                if let Err(error) = self.records.forget_queued_changes(number) {
-                    tracing::warn!(%error, "the push queue cannot be written");
-                    return;
-                }
-            }
+    /// Notes that `subscriber` kept a push: it is waited on again.
+    fn note_send_success(&self, subscriber: &NodeId) {
+        if let Ok(mut until) = self.unreachable_until_ms.lock() {
+            until.remove(subscriber);
         }
     }
 
@@ -421,8 +373,15 @@ impl QueryService {
                 _ = tick.tick() => {}
                 _ = stop.changed() => return,
             }
-            let Ok(pending) = self.records.pushes(PUSH_RETRIES_PER_TICK_MAX) else { continue };
+            let Ok(pending) = self.records.pushes(PUSH_RETRY_READ_MAX) else { continue };
+            let mut sends = 0;
+            // Subscribers not reached in this tick: their other pushes wait
+            // for the next, so one that is down costs one timeout a tick.
+            let mut unreached = std::collections::BTreeSet::new();
             for (position, bytes) in pending {
+                if sends >= PUSH_RETRIES_PER_TICK_MAX {
+                    break;
+                }
                 let Ok(push) = codec::decode_exact::<PendingPush>(&bytes, QUERY_MESSAGE_BYTES_MAX) else {
                     let _ = self.records.delete_push(position);
                     continue;
@@ -438,9 +397,20 @@ impl QueryService {
                     Err(_) => {
                         let _ = self.records.delete_push(position);
                     }
+                    Ok(()) if unreached.contains(&push.subscriber) => {}
                     Ok(()) => {
-                        if self.send_push(&push.subscriber, push.message).await.is_ok() {
-                            let _ = self.records.delete_push(position);
+                        sends += 1;
+                        match self.send_push(&push.subscriber, push.message).await {
+                            Ok(()) => {
+                                self.note_send_success(&push.subscriber);
+                                let _ = self.records.delete_push(position);
+                            }
+                            Err(error) => {
+                                if !matches!(error, SendPushError::NotKept) {
+                                    unreached.insert(push.subscriber);
+                                }
+                                self.note_send_failure(push.subscriber, &error);
+                            }
                         }
                     }
                 }
