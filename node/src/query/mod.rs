@@ -99,7 +99,8 @@ pub struct QueryService {
     received: Mutex<std::collections::VecDeque<ReceivedPush>>,
     /// Serialises changes to a subscription's progress (pages and pushes).
     progress_lock: Mutex<()>,
-    /// Runs pushes in the background, so shutdown can wait for them.
+    /// Runs listing pages read ahead in the background, so shutdown can
+    /// wait for them.
     tasks: TaskTracker,
     /// Wakes the push worker when a record write queued changes.
     changes_queued: tokio::sync::Notify,

@@ -67,21 +67,26 @@ pub const PUSH_UNREACHABLE_BACKOFF_MS: u64 = 30_000;
 /// access record names each record's subject (32 bytes) and the released
 /// fields, within [`PUSH_RELEASES_BYTES_MAX`].
 pub fn push_records_max(fields: &[String]) -> usize {
-    // Each length prefix takes at most 9 bytes.
-    let per_record = 32 + 9 + fields.iter().map(|field| field.len() + 9).sum::<usize>();
-    (PUSH_RELEASES_BYTES_MAX / per_record).clamp(1, PUSH_RECORDS_MAX)
+    (PUSH_RELEASES_BYTES_MAX / release_bytes_per_record(fields)).clamp(1, PUSH_RECORDS_MAX)
 }
 
-/// Splits `changed` into pushes of at most `records_max` records
-/// ([`push_records_max`]) and [`PUSH_RECORDS_BYTES_MAX`] bytes (a larger
-/// record alone), in order.
-pub fn push_chunks(
-    changed: &[(String, RecordVersion)],
-    records_max: usize,
-) -> Vec<&[(String, RecordVersion)]> {
+/// The bytes one record's release takes in a push's access record at
+/// most: its subject, and each of `fields`, each length prefix at most 9
+/// bytes.
+fn release_bytes_per_record(fields: &[String]) -> usize {
+    32 + 9 + fields.iter().map(|field| field.len() + 9).sum::<usize>()
+}
+
+/// Splits `changed` into pushes to a subscription of `fields`: at most
+/// [`push_records_max`] records and [`PUSH_RECORDS_BYTES_MAX`] bytes (a
+/// larger record alone), in order.
+pub fn push_chunks<'a>(
+    changed: &'a [(String, RecordVersion)],
+    fields: &[String],
+) -> Vec<&'a [(String, RecordVersion)]> {
     crate::bounded_chunks::bounded_chunks(
         changed,
-        records_max.min(PUSH_RECORDS_MAX),
+        push_records_max(fields),
         PUSH_RECORDS_BYTES_MAX,
         |(key, record)| {
             key.len()
@@ -155,9 +160,8 @@ impl PushError {
     /// log refused the record for good; it cannot be signed or encoded). A
     /// push is small enough for a submission (`push_records_max`), so one
     /// refused before Raft saw it is tried again. Not when its record was
-    /// not committed, was
-    /// rejected for its time or a full replay window (a new record, signed
-    /// later, may pass), or the store failed.
+    /// not committed, was rejected for its time or a full replay window (a
+    /// new record, signed later, may pass), or the store failed.
     fn settled(&self) -> bool {
         use civmesh_policy::RejectionCode::*;
         match self {
@@ -201,6 +205,14 @@ pub enum SendPushError {
     NotKept,
 }
 
+impl SendPushError {
+    /// Whether the subscriber could not be reached (not one that answered
+    /// without keeping the push, as when its replica is a moment behind).
+    fn unreachable(&self) -> bool {
+        !matches!(self, SendPushError::NotKept)
+    }
+}
+
 impl QueryService {
     /// After records of `dataset` changed: push the new versions, masked per
     /// each subscriber's grant, to every subscriber, each push logged first.
@@ -223,7 +235,7 @@ impl QueryService {
             // After a send failed, the subscriber's pushes are logged and
             // kept for the retry task for a while, not each waited on.
             let mut reachable = self.reachable(&subscriber);
-            for chunk in push_chunks(changed, push_records_max(&header.fields)) {
+            for chunk in push_chunks(changed, &header.fields) {
                 let target =
                     PushTarget { digest, subscriber, envelope: &envelope, header: &header, reachable };
                 match self.push_chunk_attempts(target, chunk).await {
@@ -282,7 +294,7 @@ impl QueryService {
     /// while (one entry per subscriber, bounded by the members; expired
     /// ones are dropped).
     fn note_send_failure(&self, subscriber: NodeId, error: &SendPushError) {
-        if matches!(error, SendPushError::NotKept) {
+        if !error.unreachable() {
             return;
         }
         let now_ms = now_unix_millis();
@@ -406,7 +418,7 @@ impl QueryService {
                                 let _ = self.records.delete_push(position);
                             }
                             Err(error) => {
-                                if !matches!(error, SendPushError::NotKept) {
+                                if error.unreachable() {
                                     unreached.insert(push.subscriber);
                                 }
                                 self.note_send_failure(push.subscriber, &error);
@@ -512,14 +524,14 @@ mod tests {
     /// `bounded_chunks`' property test).
     #[test]
     fn pushes_are_cut_by_records_and_by_bytes() {
+        let fields = ["name".to_string()];
         let narrow: Vec<_> = (0..2_500).map(|_| record(10)).collect();
-        let sizes: Vec<usize> =
-            push_chunks(&narrow, PUSH_RECORDS_MAX).iter().map(|chunk| chunk.len()).collect();
+        let sizes: Vec<usize> = push_chunks(&narrow, &fields).iter().map(|chunk| chunk.len()).collect();
         assert_eq!(sizes, [1_000, 1_000, 500]);
         let wide: Vec<_> = (0..1_000).map(|_| record(5_000)).collect();
-        let chunks = push_chunks(&wide, PUSH_RECORDS_MAX);
+        let chunks = push_chunks(&wide, &fields);
         assert!(chunks.len() == 5 && chunks.iter().all(|chunk| chunk.len() <= 209), "{}", chunks.len());
-        assert!(push_chunks(&[], PUSH_RECORDS_MAX).is_empty());
+        assert!(push_chunks(&[], &fields).is_empty());
     }
 
     /// A subscription of many long field names gets fewer records a push,
@@ -534,8 +546,7 @@ mod tests {
         let wide: Vec<String> = (0..256).map(|index| format!("{index:0>128}")).collect();
         let records_max = push_records_max(&wide);
         assert!((1..10).contains(&records_max), "{records_max}");
-        let per_record = 32 + 9 + wide.iter().map(|field| field.len() + 9).sum::<usize>();
-        assert!(records_max * per_record <= PUSH_RELEASES_BYTES_MAX);
+        assert!(records_max * release_bytes_per_record(&wide) <= PUSH_RELEASES_BYTES_MAX);
         let huge: Vec<String> = (0..10_000).map(|index| format!("{index:0>128}")).collect();
         assert_eq!(push_records_max(&huge), 1, "one record a push at least");
     }
