@@ -38,6 +38,7 @@ use civmesh_policy::model::Grant;
 use axum::http::StatusCode;
 use axum::response::Response;
 use civmesh_policy::correction::CorrectionTrack;
+use civmesh_policy::PolicyState;
 
 use super::pages::{error_page, grants_to_me};
 use super::Visit;
@@ -90,16 +91,14 @@ fn submitter(view: &CorrectionView) -> String {
 /// The policy log's track of the correction `view` shows: under its id,
 /// from its submitter (a day after it closed, the log releases it, and a
 /// submission may reuse the id).
-fn track_of(state: &Shared, view: &CorrectionView) -> Option<CorrectionTrack> {
+fn log_track<'a>(policy: &'a PolicyState, view: &CorrectionView) -> Option<&'a CorrectionTrack> {
     let id = correction_id(&view.id)?;
-    state.log.state().read(|applied| {
-        applied
-            .policy
-            .corrections
-            .get(&id)
-            .filter(|track| track.submitter.to_string() == view.submitter)
-            .cloned()
-    })
+    policy.corrections.get(&id).filter(|track| track.submitter.to_string() == view.submitter)
+}
+
+/// [`log_track`] in this node's replica now.
+fn track_of(state: &Shared, view: &CorrectionView) -> Option<CorrectionTrack> {
+    state.log.state().read(|applied| log_track(&applied.policy, view).cloned())
 }
 
 /// The message key of a correction's state.

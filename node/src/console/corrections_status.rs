@@ -22,7 +22,7 @@ use civmesh_policy::correction::{CorrectionStage, CorrectionTrack};
 use super::super::operators::Role;
 use super::super::pages::{error_page, render};
 use super::super::{Frame, Visit};
-use super::{correction_id, fields_line, grant_on, short_id, state_key, time, track_of, view_on};
+use super::{fields_line, grant_on, log_track, short_id, state_key, time, track_of, view_on};
 use crate::api::Shared;
 use crate::corrections::{CorrectionState, CorrectionView, EntryStatus, OutcomeStatus, Side};
 
@@ -107,9 +107,8 @@ pub(super) async fn list(State(state): State<Shared>, headers: HeaderMap) -> Res
         views
             .iter()
             .map(|view| {
-                let track = correction_id(&view.id).and_then(|id| applied.policy.corrections.get(&id));
-                track
-                    .filter(|track| track.submitter.to_string() == view.submitter && decided(view))
+                log_track(&applied.policy, view)
+                    .filter(|_| decided(view))
                     .and_then(|track| track.reached_at(CorrectionStage::OutcomeDelivered))
             })
             .collect()
