@@ -181,12 +181,7 @@ impl PolicyState {
                 CorrectionStage::Applied => track.applied_version = event.version,
                 CorrectionStage::OutcomeDelivered => {
                     self.corrections_closed.push_back((at_ms, event.correction));
-                    if let Some(open) = self.corrections_open_by_submitter.get_mut(&track.submitter_org) {
-                        *open = open.saturating_sub(1);
-                        if *open == 0 {
-                            self.corrections_open_by_submitter.remove(&track.submitter_org);
-                        }
-                    }
+                    super::count_down(&mut self.corrections_open_by_submitter, &track.submitter_org);
                 }
                 _ => {}
             }

@@ -231,6 +231,18 @@ impl Default for PolicyState {
     }
 }
 
+/// One fewer for `key` in `counts` (open requests or corrections per
+/// organisation); a key whose count reaches 0 leaves, so an organisation
+/// with none is not a key, on every replica alike.
+fn count_down(counts: &mut BTreeMap<OrgId, u64>, key: &OrgId) {
+    if let Some(count) = counts.get_mut(key) {
+        *count = count.saturating_sub(1);
+        if *count == 0 {
+            counts.remove(key);
+        }
+    }
+}
+
 /// Whether apply checks signatures itself.
 #[derive(Clone, Copy)]
 pub(super) enum SignatureCheck {

@@ -97,12 +97,7 @@ impl PolicyState {
         at_ms: UnixMillis,
     ) -> Applied {
         let Some(request) = self.subject_requests.remove(id) else { return Applied::Done };
-        if let Some(open) = self.subject_requests_open_by_intake.get_mut(&request.intake) {
-            *open = open.saturating_sub(1);
-            if *open == 0 {
-                self.subject_requests_open_by_intake.remove(&request.intake);
-            }
-        }
+        super::count_down(&mut self.subject_requests_open_by_intake, &request.intake);
         let counts = self.subject_request_counts.entry(request.owner).or_default();
         counts.answered += 1;
         if at_ms > request.spec.deadline_ms {
