@@ -66,22 +66,7 @@ impl Builder {
 
 /// Signs `count` access records on all cores: (requester header, owner command).
 fn signed_accesses(street: &NodeKey, market: &NodeKey, count: u64) -> Vec<civmesh_policy::SignedCommand> {
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()) as u64;
-    std::thread::scope(|scope| {
-        let workers: Vec<_> = (0..threads)
-            .map(|thread| {
-                scope.spawn(move || {
-                    (thread..count)
-                        .step_by(threads as usize)
-                        .map(|index| (index, access(street, market, index)))
-                        .collect::<Vec<_>>()
-                })
-            })
-            .collect();
-        let mut all: Vec<_> = workers.into_iter().flat_map(|worker| worker.join().unwrap()).collect();
-        all.sort_by_key(|(index, _)| *index);
-        all.into_iter().map(|(_, envelope)| envelope).collect()
-    })
+    city::on_every_core(0..count, |index| access(street, market, index))
 }
 
 fn access(street: &NodeKey, market: &NodeKey, index: u64) -> civmesh_policy::SignedCommand {

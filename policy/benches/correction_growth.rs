@@ -71,22 +71,7 @@ fn lifecycle(city: &City, index: u64) -> Vec<(SignedCommand, u64)> {
 
 /// Corrections `from..to`'s events, signed on every core, in order.
 fn signed(city: &City, from: u64, to: u64) -> Vec<(SignedCommand, u64)> {
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()) as u64;
-    std::thread::scope(|scope| {
-        let workers: Vec<_> = (0..threads)
-            .map(|thread| {
-                scope.spawn(move || {
-                    (from + thread..to)
-                        .step_by(threads as usize)
-                        .map(|index| (index, lifecycle(city, index)))
-                        .collect::<Vec<_>>()
-                })
-            })
-            .collect();
-        let mut all: Vec<_> = workers.into_iter().flat_map(|worker| worker.join().unwrap()).collect();
-        all.sort_by_key(|(index, _)| *index);
-        all.into_iter().flat_map(|(_, events)| events).collect()
-    })
+    city::on_every_core(from..to, |index| lifecycle(city, index)).into_iter().flatten().collect()
 }
 
 /// This process's resident memory now, in MiB (Linux: VmRSS).

@@ -31,6 +31,29 @@ pub struct City {
     pub street: Node,
 }
 
+/// `make(index)` for every index of `indices`, computed on every core, in
+/// index order.
+pub fn on_every_core<T: Send>(indices: std::ops::Range<u64>, make: impl Fn(u64) -> T + Sync) -> Vec<T> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()) as u64;
+    let make = &make;
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads)
+            .map(|thread| {
+                let indices = indices.clone();
+                scope.spawn(move || {
+                    (indices.start + thread..indices.end)
+                        .step_by(threads as usize)
+                        .map(|index| (index, make(index)))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        let mut all: Vec<_> = workers.into_iter().flat_map(|worker| worker.join().unwrap()).collect();
+        all.sort_by_key(|(index, _)| *index);
+        all.into_iter().map(|(_, made)| made).collect()
+    })
+}
+
 pub fn sign(key: &NodeKey, command: Command, at_ms: u64) -> SignedCommand {
     SignedEnvelope::sign(key, &command, at_ms).unwrap()
 }
