@@ -100,5 +100,5 @@ pub fn submit_each_once(api: &civmesh_testnet::NodeApi, number: usize, batch: &[
 
 /// A hex digest in JSON, as bytes.
 pub fn hash(value: &serde_json::Value) -> [u8; 32] {
-    hex::decode(value.as_str().unwrap()).unwrap().try_into().unwrap()
+    civmesh_policy::hex_digest::from_hex(value.as_str().unwrap()).unwrap()
 }
