@@ -85,6 +85,39 @@ pub fn decode_exact_large<T: DeserializeOwned>(bytes: &[u8], bytes_max: usize) -
     finish(bytes, bincode::serde::decode_from_slice(bytes, config))
 }
 
+/// Encodes `value` canonically into `writer`, and returns the bytes written.
+/// For values too large to hold twice (a state image written to a file).
+pub fn encode_into_writer<T: Serialize + ?Sized, W: std::io::Write>(
+    value: &T,
+    writer: &mut W,
+) -> Result<usize, CodecError> {
+    bincode::serde::encode_into_std_write(value, writer, config())
+        .map_err(|error| CodecError::Encode(error.to_string()))
+}
+
+/// Decodes exactly one `T` from all of `reader`, which may hold at most
+/// `bytes_max` (and [`LARGE_DECODE_BYTES_MAX`]) bytes: [`decode_exact_large`]
+/// without holding the bytes.
+pub fn decode_large_from_reader<T: DeserializeOwned, R: std::io::Read>(
+    reader: R,
+    bytes_max: usize,
+) -> Result<T, CodecError> {
+    let bytes_max = bytes_max.min(LARGE_DECODE_BYTES_MAX);
+    let mut limited = std::io::Read::take(reader, bytes_max as u64 + 1);
+    let config = bincode::config::standard().with_limit::<LARGE_DECODE_BYTES_MAX>();
+    let value = bincode::serde::decode_from_std_read(&mut limited, config)
+        .map_err(|error| CodecError::Malformed(error.to_string()))?;
+    let rest = std::io::copy(&mut limited, &mut std::io::sink())
+        .map_err(|error| CodecError::Malformed(error.to_string()))?;
+    if limited.limit() == 0 {
+        return Err(CodecError::TooLarge { bytes: bytes_max + 1, bytes_max });
+    }
+    if rest > 0 {
+        return Err(CodecError::TrailingBytes(usize::try_from(rest).unwrap_or(usize::MAX)));
+    }
+    Ok(value)
+}
+
 fn check_length(bytes: &[u8], bytes_max: usize) -> Result<(), CodecError> {
     if bytes.len() > bytes_max {
         return Err(CodecError::TooLarge { bytes: bytes.len(), bytes_max });

@@ -38,6 +38,32 @@ fn decode_takes_exactly_its_bound_and_counts_trailing_bytes() {
     ));
 }
 
+/// The streamed encode writes what `encode` makes, and the streamed decode
+/// keeps the slice decode's rules: its bound, and no trailing bytes.
+#[test]
+fn a_value_streamed_through_a_reader_keeps_the_bound_and_refuses_trailing_bytes() {
+    let value = vec![7u8; 100];
+    let mut written = Vec::new();
+    assert_eq!(codec::encode_into_writer(&value, &mut written).unwrap(), written.len());
+    assert_eq!(written, codec::encode(&value).unwrap());
+    let read: Vec<u8> = codec::decode_large_from_reader(written.as_slice(), written.len()).unwrap();
+    assert_eq!(read, value);
+    assert!(matches!(
+        codec::decode_large_from_reader::<Vec<u8>, _>(written.as_slice(), written.len() - 1),
+        Err(CodecError::TooLarge { bytes, bytes_max }) if bytes == bytes_max + 1
+    ));
+    let mut trailing = written.clone();
+    trailing.extend([0, 0, 0]);
+    assert!(matches!(
+        codec::decode_large_from_reader::<Vec<u8>, _>(trailing.as_slice(), 1 << 20),
+        Err(CodecError::TrailingBytes(3))
+    ));
+    assert!(matches!(
+        codec::decode_large_from_reader::<Vec<u8>, _>(&written[..50], 1 << 20),
+        Err(CodecError::Malformed(_))
+    ));
+}
+
 #[test]
 fn sha256_is_sha256() {
     let expected = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad";

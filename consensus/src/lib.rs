@@ -6,6 +6,8 @@
 //! - [`store`]: the RocksDB log store and the state machine that applies
 //!   commands with [`civmesh_policy::PolicyState::apply`].
 //!
+//! - [`snapshot`]: the state image as a file, and snapshots streamed and
+//!   checked through it.
 //! - [`history`]: what the state counts but does not keep: the command
 //!   archive, the access log's entries and the audit tree's leaves.
 //! - [`network`]: member-to-member messages and the openraft network over a
@@ -23,6 +25,7 @@ pub mod history;
 pub mod in_process;
 pub mod network;
 pub mod policy_log;
+pub mod snapshot;
 pub mod store;
 pub mod timings;
 pub mod types;

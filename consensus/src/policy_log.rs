@@ -133,6 +133,10 @@ pub enum RaftRefusal {
     /// make the receiver hold that many bytes.
     #[error("raft_snapshot_past_bound: the snapshot chunk ends past the state image bound")]
     SnapshotPastBound,
+    /// A whole snapshot does not decode as a state image, or is not the one
+    /// its metadata describes: nothing is installed.
+    #[error("raft_snapshot_corrupt: the snapshot does not decode as the state image its metadata describes")]
+    SnapshotCorrupt,
 }
 
 impl RaftRefusal {
@@ -143,6 +147,7 @@ impl RaftRefusal {
             RaftRefusal::NotLeader => "raft_sender_not_leader",
             RaftRefusal::NotCandidate => "raft_sender_not_candidate",
             RaftRefusal::SnapshotPastBound => "raft_snapshot_past_bound",
+            RaftRefusal::SnapshotCorrupt => "raft_snapshot_corrupt",
         }
     }
 }
@@ -230,6 +235,7 @@ pub struct PolicyLog<T: Transport> {
     last_proposed_ms: Arc<tokio::sync::Mutex<u64>>,
     transport: T,
     me: RaftPeer,
+    snapshot_receiver: crate::snapshot::SharedReceiver,
 }
 
 impl<T: Transport> PolicyLog<T> {
@@ -257,6 +263,7 @@ impl<T: Transport> PolicyLog<T> {
         let snapshot_stats = state_machine.snapshot_stats();
         let verdicts = state_machine.verdicts();
         let stage_times = state_machine.stage_times();
+        let snapshot_receiver = Arc::new(std::sync::Mutex::new(state_machine.snapshot_receiver()));
         let me = RaftPeer { node_id: config.node_id, address: config.address };
         let raft = Raft::new(
             raft_node_id(&config.node_id),
@@ -279,6 +286,7 @@ impl<T: Transport> PolicyLog<T> {
             last_proposed_ms: Arc::new(tokio::sync::Mutex::new(0)),
             transport,
             me,
+            snapshot_receiver,
         })
     }
 
@@ -334,7 +342,7 @@ impl<T: Transport> PolicyLog<T> {
             Err(error) => (PeerResponse::Refused(format!("malformed request: {error}")), None),
             Ok(request) => match self.check_sender(from, &request) {
                 Err(refusal) => (PeerResponse::Refused(refusal.to_string()), Some(refusal)),
-                Ok(()) => (self.answer(request).await, None),
+                Ok(()) => self.answer(request).await,
             },
         };
         PeerAnswer { bytes: codec::encode(&response).unwrap_or_default(), refusal }
@@ -350,18 +358,11 @@ impl<T: Transport> PolicyLog<T> {
         let metrics = self.raft.metrics().borrow().clone();
         let membership = metrics.membership_config.membership();
         let voters: BTreeSet<RaftNodeId> = membership.voter_ids().collect();
-        check_raft_sender(&voters, raft_node_id(from), rpc_leader)?;
-        if let PeerRequest::InstallSnapshot(rpc) = request {
-            let end = rpc.offset.saturating_add(rpc.data.len() as u64);
-            if end > crate::store::STATE_IMAGE_BYTES_MAX as u64 {
-                return Err(RaftRefusal::SnapshotPastBound);
-            }
-        }
-        Ok(())
+        check_raft_sender(&voters, raft_node_id(from), rpc_leader)
     }
 
-    async fn answer(&self, request: PeerRequest) -> PeerResponse {
-        match request {
+    async fn answer(&self, request: PeerRequest) -> (PeerResponse, Option<RaftRefusal>) {
+        let response = match request {
             PeerRequest::AppendEntries(rpc) => {
                 // Only the leader this node follows makes it verify.
                 let following = self.raft.metrics().borrow().vote == rpc.vote;
@@ -370,8 +371,8 @@ impl<T: Transport> PolicyLog<T> {
                 PeerResponse::AppendEntries(self.raft.append_entries(rpc).await)
             }
             PeerRequest::Vote(rpc) => PeerResponse::Vote(self.raft.vote(rpc).await),
-            PeerRequest::InstallSnapshot(rpc) => {
-                PeerResponse::InstallSnapshot(self.raft.install_snapshot(rpc).await)
+            PeerRequest::InstallSnapshot(chunk) => {
+                return crate::snapshot::answer_chunk(&self.raft, &self.snapshot_receiver, chunk).await;
             }
             PeerRequest::Submit(commands) => PeerResponse::Submit(self.write_as_leader(commands).await),
             PeerRequest::ReadIndex => PeerResponse::ReadIndex(
@@ -381,7 +382,8 @@ impl<T: Transport> PolicyLog<T> {
                     .map(|log_id| log_id.map_or(0, |id| id.index))
                     .map_err(|error| error.to_string()),
             ),
-        }
+        };
+        (response, None)
     }
 
     /// Proposes `commands` if this node leads; never forwards.

@@ -4,20 +4,24 @@
 //! - `log`: entries by big-endian index; `log_meta`: vote, committed id and
 //!   last purged id. Appends and votes are written with `sync` (fsync of the
 //!   WAL) before openraft is told they are durable.
-//! - `state`: the state image, i.e. the canonical encoding of the policy
-//!   state with its last applied log id and membership, written (synced)
-//!   each time a snapshot is built or installed. Between images the state is
-//!   rebuilt on start by re-applying the committed log after the image, which
-//!   the log keeps: it is purged only up to a snapshot. (Not to be confused
-//!   with the cosigned audit checkpoints, which live in the policy state.)
-//!   The image holds no history: the access log's length and the audit
-//!   tree's compact range stand for it.
+//! - The state image, i.e. the canonical encoding of the policy state with
+//!   its last applied log id and membership, is a file beside the column
+//!   families ([`crate::snapshot`]), written (synced) each time a snapshot
+//!   is built or installed; the snapshot is that file. Between images the
+//!   state is rebuilt on start by re-applying the committed log after the
+//!   image, which the log keeps: it is purged only up to a snapshot. (Not
+//!   to be confused with the cosigned audit checkpoints, which live in the
+//!   policy state.) The image holds no history: the access log's length
+//!   and the audit tree's compact range stand for it. The `state` family
+//!   held the image before it was a file; a store that still has it there
+//!   moves it to the file on its first start.
 //! - `archive`, `access_log`, `audit_leaves`, `audit_tree`, `checkpoints`:
 //!   the history, in [`crate::history`], written with each apply.
 
 // openraft's StorageError is large and its type is fixed by the traits.
 #![allow(clippy::result_large_err)]
 
+use std::io::Seek;
 use std::ops::RangeBounds;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -32,12 +36,13 @@ use openraft::{
     SnapshotMeta, StorageError, StorageIOError, StoredMembership, Vote,
 };
 use rocksdb::{ColumnFamilyDescriptor, Direction, IteratorMode, Options, WriteBatch, WriteOptions, DB};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use crate::history::{
     AppliedCommand, History, ACCESS_LOG_FAMILY, ARCHIVE_FAMILY, AUDIT_LEAVES_FAMILY, AUDIT_TREE_FAMILY,
     CHECKPOINTS_FAMILY, CORRECTIONS_CLOSED_FAMILY, HISTORY_META_FAMILY,
 };
+use crate::snapshot::{ImageError, ImageFiles, StateImage};
 use crate::timings::{Stage, StageTimes};
 use crate::types::{entry_commands, ApplyResult, Entry, RaftNodeId, RaftPeer, TypeConfig};
 
@@ -49,15 +54,12 @@ const COMMITTED_KEY: &[u8] = b"committed";
 const LAST_PURGED_KEY: &[u8] = b"last_purged";
 /// The memtables of all column families together, in bytes at most.
 const MEMTABLES_BYTES_MAX: usize = 64 * 1024 * 1024;
-/// The state image's key (its stored name predates the term).
+/// The state image's key in the `state` family, where a store written
+/// before the image was a file keeps it.
 const STATE_IMAGE_KEY: &[u8] = b"checkpoint";
-/// The largest single log entry or state image decoded, in bytes.
+/// The largest single log entry decoded, in bytes.
 pub const STORED_VALUE_BYTES_MAX: usize = codec::DECODE_BYTES_MAX;
-/// The largest state image (and snapshot) decoded, in bytes. The image holds
-/// no history, but it holds the replay window: up to `COMMAND_NONCES_MAX`
-/// (1,000,000) nonces at about 110 bytes each encoded, besides the policy
-/// itself (`a_full_replay_window_fits_the_state_image_bound`).
-pub const STATE_IMAGE_BYTES_MAX: usize = codec::LARGE_DECODE_BYTES_MAX;
+pub use crate::snapshot::STATE_IMAGE_BYTES_MAX;
 
 /// Why the store could not be opened.
 #[derive(Debug, thiserror::Error)]
@@ -70,9 +72,9 @@ pub enum OpenError {
         /// RocksDB's error.
         source: rocksdb::Error,
     },
-    /// The stored state image does not decode.
-    #[error("the policy log's state image is corrupt: {0}")]
-    StateImageCorrupt(String),
+    /// The stored state image does not read or decode.
+    #[error("the policy log's state image: {0}")]
+    StateImage(#[from] ImageError),
     /// The stored log entries or their metadata do not read or decode.
     #[error("the policy log's stored entries are corrupt: {0}")]
     LogCorrupt(String),
@@ -132,7 +134,7 @@ pub fn open(directory: &Path) -> Result<(LogStore, StateMachine), OpenError> {
         .map_err(|source| OpenError::Database { path: directory.display().to_string(), source })?;
     let db = Arc::new(db);
     let stage_times = Arc::new(StageTimes::default());
-    let state_machine = StateMachine::load(db.clone(), stage_times.clone())?;
+    let state_machine = StateMachine::load(db.clone(), ImageFiles::open(directory)?, stage_times.clone())?;
     let committed: Option<Option<LogId<RaftNodeId>>> = get_value(&db, LOG_META_FAMILY, COMMITTED_KEY)
         .map_err(|error| OpenError::LogCorrupt(error.to_string()))?;
     let committed_index = Arc::new(AtomicU64::new(committed.flatten().map_or(0, |id| id.index)));
@@ -173,7 +175,9 @@ fn get_value<T: serde::de::DeserializeOwned>(
     bytes.map(|bytes| codec::decode_exact(&bytes, STORED_VALUE_BYTES_MAX).map_err(read_error)).transpose()
 }
 
-fn get_state_image(db: &DB) -> Result<Option<StateImage>, StorageFailure> {
+/// The image a store written before the image was a file keeps in the
+/// `state` family.
+fn get_state_image_kept_in_the_database(db: &DB) -> Result<Option<StateImage>, StorageFailure> {
     let bytes = db.get_cf(family(db, STATE_FAMILY)?, STATE_IMAGE_KEY).map_err(read_error)?;
     bytes
         .map(|bytes| codec::decode_exact_large(&bytes, STATE_IMAGE_BYTES_MAX).map_err(read_error))
@@ -341,15 +345,6 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 }
 
-/// What a state image and a snapshot hold.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-struct StateImage {
-    last_applied: Option<LogId<RaftNodeId>>,
-    last_membership: StoredMembership<RaftNodeId, RaftPeer>,
-    snapshot_id: String,
-    state: PolicyState,
-}
-
 /// A read-only view of the applied policy state, shared with the node.
 #[derive(Clone, Default)]
 pub struct SharedState {
@@ -385,6 +380,7 @@ impl SharedState {
 /// The policy state machine, its state image kept in RocksDB.
 pub struct StateMachine {
     db: Arc<DB>,
+    images: ImageFiles,
     history: History,
     last_applied: Option<LogId<RaftNodeId>>,
     last_membership: StoredMembership<RaftNodeId, RaftPeer>,
@@ -396,10 +392,11 @@ pub struct StateMachine {
 }
 
 impl StateMachine {
-    fn load(db: Arc<DB>, stage_times: Arc<StageTimes>) -> Result<Self, OpenError> {
-        let image: StateImage = get_state_image(&db)
-            .map_err(|error| OpenError::StateImageCorrupt(error.to_string()))?
-            .unwrap_or_default();
+    fn load(db: Arc<DB>, images: ImageFiles, stage_times: Arc<StageTimes>) -> Result<Self, OpenError> {
+        let image = match images.read()? {
+            Some(image) => image,
+            None => move_image_to_file(&db, &images)?.unwrap_or_default(),
+        };
         // The tree's nodes from the image's size on (a store written before
         // the tree was stored, or one whose image came by snapshot).
         let history = History::new(db.clone());
@@ -416,6 +413,7 @@ impl StateMachine {
         Ok(StateMachine {
             history,
             db,
+            images,
             last_applied: image.last_applied,
             last_membership: image.last_membership,
             shared,
@@ -446,6 +444,11 @@ impl StateMachine {
         self.verdicts.clone()
     }
 
+    /// A receiver of snapshot chunks into this state machine's image files.
+    pub(crate) fn snapshot_receiver(&self) -> crate::snapshot::SnapshotReceiver {
+        crate::snapshot::SnapshotReceiver::new(&self.images)
+    }
+
     /// The history the state counts but does not keep.
     pub fn history(&self) -> History {
         self.history.clone()
@@ -459,52 +462,28 @@ impl StateMachine {
             state: self.shared.read(|applied| applied.policy.clone()),
         }
     }
-
-    fn write_state_image(&self, bytes: &[u8]) -> Result<(), StorageFailure> {
-        self.db
-            .put_cf_opt(family(&self.db, STATE_FAMILY)?, STATE_IMAGE_KEY, bytes, &synced())
-            .map_err(write_error)
-    }
-
-    fn snapshot_from(image: &StateImage, bytes: Vec<u8>) -> Snapshot<TypeConfig> {
-        Snapshot {
-            meta: SnapshotMeta {
-                last_log_id: image.last_applied,
-                last_membership: image.last_membership.clone(),
-                snapshot_id: image.snapshot_id.clone(),
-            },
-            snapshot: Box::new(std::io::Cursor::new(bytes)),
-        }
-    }
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for StateMachineSnapshotBuilder {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageFailure> {
         let started = std::time::Instant::now();
-        let bytes = codec::encode(&self.image).map_err(write_error)?;
-        check_image_bytes(bytes.len())?;
-        self.db
-            .put_cf_opt(family(&self.db, STATE_FAMILY)?, STATE_IMAGE_KEY, &bytes, &synced())
-            .map_err(write_error)?;
+        let images = self.images.clone();
+        let image = std::mem::take(&mut self.image);
+        let db = self.db.clone();
+        // The history of the entries the image covers was written unsynced
+        // (see `apply`): it is made durable before the image stands for it.
+        let current = tokio::task::spawn_blocking(move || {
+            db.flush_wal(true).map_err(ImageError::HistoryNotSynced)?;
+            images.write(&image)
+        })
+        .await
+        .map_err(write_error)?
+        .map_err(write_error)?;
         let build_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
         self.stats.build_ms.store(build_ms, Ordering::Release);
-        self.stats.bytes.store(bytes.len() as u64, Ordering::Release);
-        Ok(StateMachine::snapshot_from(&self.image, bytes))
+        self.stats.bytes.store(current.bytes, Ordering::Release);
+        Ok(current.into_snapshot())
     }
-}
-
-/// Refuses a state image larger than a node reads back
-/// ([`STATE_IMAGE_BYTES_MAX`]) before it replaces the last one: Raft then
-/// stops, saying why, and the node restarts from the last image and the
-/// log after it (not purged), instead of from an image it cannot read.
-fn check_image_bytes(bytes: usize) -> Result<(), StorageFailure> {
-    if bytes <= STATE_IMAGE_BYTES_MAX {
-        return Ok(());
-    }
-    Err(write_error(std::io::Error::other(format!(
-        "the policy state image is {bytes} bytes, over the {STATE_IMAGE_BYTES_MAX} a node reads back: \
-         not written; the last image and the log after it stay"
-    ))))
 }
 
 /// The latest snapshot this node built: how long encoding and writing it
@@ -520,6 +499,7 @@ pub struct SnapshotStats {
 /// Builds a snapshot from a state image taken when openraft asked for it.
 pub struct StateMachineSnapshotBuilder {
     db: Arc<DB>,
+    images: ImageFiles,
     stats: Arc<SnapshotStats>,
     image: StateImage,
 }
@@ -604,38 +584,52 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let snapshot_id = format!("{last_index}-{}", self.snapshots_built);
         StateMachineSnapshotBuilder {
             db: self.db.clone(),
+            images: self.images.clone(),
             stats: self.snapshot_stats.clone(),
             image: self.state_image(snapshot_id),
         }
     }
 
-    async fn begin_receiving_snapshot(&mut self) -> Result<Box<std::io::Cursor<Vec<u8>>>, StorageFailure> {
-        Ok(Box::new(std::io::Cursor::new(Vec::new())))
+    /// A file for openraft's own chunk receiver, which civmesh does not use
+    /// ([`crate::snapshot::SnapshotReceiver`] receives and checks chunks).
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<tokio::fs::File>, StorageFailure> {
+        let path = self.images.receiving_path();
+        let file = tokio::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)
+            .await
+            .map_err(write_error)?;
+        Ok(Box::new(file))
     }
 
     async fn install_snapshot(
         &mut self,
         meta: &SnapshotMeta<RaftNodeId, RaftPeer>,
-        snapshot: Box<std::io::Cursor<Vec<u8>>>,
+        snapshot: Box<tokio::fs::File>,
     ) -> Result<(), StorageFailure> {
-        let bytes = snapshot.into_inner();
-        let image: StateImage =
-            codec::decode_exact_large(&bytes, STATE_IMAGE_BYTES_MAX).map_err(|error| {
-                io_error(ErrorSubject::Snapshot(Some(meta.signature())), ErrorVerb::Read, error)
-            })?;
-        if image.last_applied != meta.last_log_id {
-            return Err(io_error(
-                ErrorSubject::Snapshot(Some(meta.signature())),
-                ErrorVerb::Read,
-                std::io::Error::new(
-                    std::io::ErrorKind::InvalidData,
-                    "snapshot contents do not match its metadata",
-                ),
-            ));
+        let failed = |error| io_error(ErrorSubject::Snapshot(Some(meta.signature())), ErrorVerb::Read, error);
+        let received = snapshot.into_std().await;
+        let (image, mut received) = tokio::task::spawn_blocking(move || read_received(received))
+            .await
+            .map_err(|error| failed(ImageError::Corrupt(error.to_string())))?
+            .map_err(failed)?;
+        if image.meta() != *meta {
+            return Err(failed(ImageError::Corrupt("snapshot contents do not match its metadata".into())));
         }
         self.history.keep_frontier(&image.state.audit_frontier).map_err(write_error)?;
         self.history.note_snapshot_installed(image.state.commands_applied).map_err(write_error)?;
-        self.write_state_image(&bytes)?;
+        let (db, images) = (self.db.clone(), self.images.clone());
+        // What the history wrote for the image is durable before the image.
+        tokio::task::spawn_blocking(move || {
+            db.flush_wal(true).map_err(ImageError::HistoryNotSynced)?;
+            images.keep_received(&mut received)
+        })
+        .await
+        .map_err(write_error)?
+        .map_err(write_error)?;
         self.last_applied = meta.last_log_id;
         self.last_membership = meta.last_membership.clone();
         self.shared.write(|applied| {
@@ -646,27 +640,35 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageFailure> {
-        let Some(bytes) =
-            self.db.get_cf(family(&self.db, STATE_FAMILY)?, STATE_IMAGE_KEY).map_err(read_error)?
-        else {
-            return Ok(None);
-        };
-        let image: StateImage =
-            codec::decode_exact_large(&bytes, STATE_IMAGE_BYTES_MAX).map_err(read_error)?;
-        Ok(Some(StateMachine::snapshot_from(&image, bytes)))
+        let images = self.images.clone();
+        let current = tokio::task::spawn_blocking(move || images.current())
+            .await
+            .map_err(read_error)?
+            .map_err(read_error)?;
+        Ok(current.map(crate::snapshot::CurrentImage::into_snapshot))
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+/// Decodes a received snapshot from its start, and hands its file back.
+fn read_received(mut received: std::fs::File) -> Result<(StateImage, std::fs::File), ImageError> {
+    let corrupt = |error: std::io::Error| ImageError::Corrupt(error.to_string());
+    received.seek(std::io::SeekFrom::Start(0)).map_err(corrupt)?;
+    let image = crate::snapshot::decode_image(received.try_clone().map_err(corrupt)?)?;
+    Ok((image, received))
+}
 
-    /// An image up to the bound a node reads back is written; one past it
-    /// is refused with the reason, before it replaces the last one.
-    #[test]
-    fn an_image_past_the_read_bound_is_refused_before_it_is_written() {
-        assert!(check_image_bytes(STATE_IMAGE_BYTES_MAX).is_ok());
-        let refused = check_image_bytes(STATE_IMAGE_BYTES_MAX + 1).unwrap_err().to_string();
-        assert!(refused.contains("over the 268435456 a node reads back"), "{refused}");
-    }
+/// Moves the image a store written before the image was a file kept in the
+/// database to the file, and returns it.
+fn move_image_to_file(db: &DB, images: &ImageFiles) -> Result<Option<StateImage>, OpenError> {
+    let Some(image) =
+        get_state_image_kept_in_the_database(db).map_err(|error| ImageError::Corrupt(error.to_string()))?
+    else {
+        return Ok(None);
+    };
+    images.write(&image)?;
+    let state = family(db, STATE_FAMILY).map_err(|error| ImageError::Corrupt(error.to_string()))?;
+    db.delete_cf_opt(state, STATE_IMAGE_KEY, &synced())
+        .map_err(|error| ImageError::Corrupt(error.to_string()))?;
+    tracing::info!("moved the state image from the database to its file, once");
+    Ok(Some(image))
 }

@@ -1,7 +1,5 @@
 //! The openraft type configuration and the payloads of the policy log.
 
-use std::io::Cursor;
-
 use civmesh_certs::{codec, NodeId, UnixMillis};
 use civmesh_policy::{Applied, Rejection, SignedCommand};
 use serde::{Deserialize, Serialize};
@@ -17,7 +15,7 @@ openraft::declare_raft_types!(
         R = ApplyResult,
         NodeId = RaftNodeId,
         Node = RaftPeer,
-        SnapshotData = Cursor<Vec<u8>>,
+        SnapshotData = tokio::fs::File,
 );
 
 /// A Raft log entry of the policy log.

@@ -80,7 +80,7 @@ async fn each_snapshot_has_its_own_id_and_is_measured() {
         let snapshot = state_machine.get_snapshot_builder().await.build_snapshot().await.unwrap();
         assert_eq!(
             stats.bytes.load(std::sync::atomic::Ordering::Acquire),
-            snapshot.snapshot.get_ref().len() as u64
+            snapshot.snapshot.metadata().await.unwrap().len()
         );
         ids.push(snapshot.meta.snapshot_id);
     }
