@@ -123,6 +123,13 @@ fn a_learner_added_after_the_log_was_purged_catches_up_by_snapshot() {
     })
     .unwrap();
 
+    // The learner starts with what a kill -9 in the middle of receiving a
+    // snapshot, and of writing its image, leaves: partial files.
+    let images = net.nodes[3].data_dir.join("policy-log").join("state-image");
+    std::fs::create_dir_all(&images).unwrap();
+    for partial in ["receiving", "image.writing"] {
+        std::fs::write(images.join(partial), b"half of a snapshot").unwrap();
+    }
     net.start(3).unwrap();
     net.admit(3, leader).unwrap();
     net.add_learner(3).unwrap();
@@ -130,6 +137,8 @@ fn a_learner_added_after_the_log_was_purged_catches_up_by_snapshot() {
     let learner = net.api(3).unwrap().status().unwrap().raft;
     assert_eq!(learner.role, "learner");
     assert!(learner.snapshot_index >= purged, "the learner did not install a snapshot: {learner:?}");
+    let left: Vec<_> = std::fs::read_dir(&images).unwrap().map(|entry| entry.unwrap().file_name()).collect();
+    assert_eq!(left, ["image"], "only the installed image is left");
     assert_eq!(purposes_on(&net, 3).len(), 60);
     // Its evaluation says what it cannot count: the history before its
     // snapshot.
