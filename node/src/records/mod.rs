@@ -54,6 +54,9 @@ const RECORD_COUNTS_FAMILY: &str = "record_counts";
 pub const RECORD_KEY_BYTES_MAX: usize = 256;
 /// The largest stored record version, in bytes.
 pub const RECORD_BYTES_MAX: usize = 1024 * 1024;
+/// The largest row's fields, encoded, in bytes: with its provenance and
+/// numbers a version stays within [`RECORD_BYTES_MAX`], which reads decode.
+pub const RECORD_FIELDS_BYTES_MAX: usize = RECORD_BYTES_MAX - 64 * 1024;
 /// The record store's block cache, shared by its column families, in bytes.
 const BLOCK_CACHE_BYTES: usize = 128 * 1024 * 1024;
 /// Bloom filter bits per key, so a point read skips the files that do not hold its key.
@@ -97,6 +100,14 @@ pub enum RecordStoreError {
     /// A stored value does not decode.
     #[error("record store holds a corrupt value: {0}")]
     Corrupt(String),
+    /// A version would encode past what reads decode; nothing was written.
+    #[error(
+        "a record version of {bytes} bytes is over the {RECORD_BYTES_MAX} a record may take; nothing written"
+    )]
+    TooLarge {
+        /// Its encoded size.
+        bytes: usize,
+    },
 }
 
 /// Why a row was refused.
@@ -116,6 +127,12 @@ pub enum RowError {
     /// The subject key is missing, empty, too long or not text.
     #[error("the subject key field {0:?} must be non-empty text of at most {RECORD_KEY_BYTES_MAX} bytes without NUL")]
     KeyInvalid(String),
+    /// The row's fields encode to more than a record may hold.
+    #[error("the row takes {bytes} bytes, over the {RECORD_FIELDS_BYTES_MAX} a record's fields may take")]
+    TooLarge {
+        /// Its fields' encoded size.
+        bytes: usize,
+    },
 }
 
 /// Checks a row against `dataset`'s schema; returns its key and fields
@@ -146,6 +163,10 @@ pub fn validate_row(
         }
         _ => return Err(RowError::KeyInvalid(dataset.subject_key_field.clone())),
     };
+    let bytes = codec::encode(&fields).map_or(usize::MAX, |encoded| encoded.len());
+    if bytes > RECORD_FIELDS_BYTES_MAX {
+        return Err(RowError::TooLarge { bytes });
+    }
     Ok((key, fields))
 }
 
@@ -301,6 +322,9 @@ impl RecordStore {
                 RecordVersion { version, written_at_ms: now_ms, provenance: provenance.clone(), fields };
             let bytes =
                 codec::encode(&record).map_err(|error| RecordStoreError::Corrupt(error.to_string()))?;
+            if bytes.len() > RECORD_BYTES_MAX {
+                return Err(RecordStoreError::TooLarge { bytes: bytes.len() });
+            }
             batch.put_cf(versions, version_key(id, &key, version), bytes);
             batch.put_cf(latest, record_prefix(id, &key), version.to_be_bytes());
             pending.insert(key, record);

@@ -64,6 +64,39 @@ fn rows_are_validated_against_the_schema() {
     }
 }
 
+/// A row whose fields encode past what a record may hold is refused when
+/// it is checked, and a version past what reads decode is never written:
+/// it could not be read back.
+#[test]
+fn a_record_past_its_byte_bound_is_refused_and_nothing_is_written() {
+    let dataset = dataset();
+    let long_key = "k".repeat(RECORD_KEY_BYTES_MAX);
+    let mut rows = Vec::new();
+    // Many columns at the key's length make a row past the bound.
+    let mut wide = dataset.clone();
+    for column in 0..(RECORD_BYTES_MAX / RECORD_KEY_BYTES_MAX + 1) {
+        let name = format!("note_{column}");
+        wide.fields.push(FieldSpec {
+            name: name.clone(),
+            field_type: FieldType::Text,
+            class: FieldClass::Public,
+        });
+        rows.push((name, FieldValue::Text(long_key.clone())));
+    }
+    rows.push(("credit_code".into(), FieldValue::Text("k1".into())));
+    let row: BTreeMap<String, FieldValue> = rows.into_iter().collect();
+    assert!(
+        matches!(validate_row(&wide, &row), Err(RowError::TooLarge { bytes }) if bytes > RECORD_FIELDS_BYTES_MAX)
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let store = RecordStore::open(dir.path()).unwrap();
+    let import = Provenance::Import { batch: "b".into() };
+    let small = BTreeMap::from([("credit_code".to_string(), FieldValue::Text("k0".into()))]);
+    let written = store.write(&wide, vec![("k0".into(), small), ("k1".into(), row)], &import, 1);
+    assert!(matches!(written, Err(RecordStoreError::TooLarge { bytes }) if bytes > RECORD_BYTES_MAX));
+    assert_eq!(store.count(&wide.id).unwrap(), 0, "not even the small row before it");
+}
+
 #[test]
 fn every_version_is_kept_and_history_answers_at_a_time() {
     let dir = tempfile::tempdir().unwrap();
