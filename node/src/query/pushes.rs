@@ -377,56 +377,74 @@ impl QueryService {
     /// down or cut off, or this replica had not applied the push's access
     /// record yet: it is sent once it has), every `PUSH_RETRY_TICK_MS`,
     /// until delivered or older than `PUSH_RETRY_AGE_MS_MAX`; runs until
-    /// `stop`.
+    /// `stop`. Each tick goes on where the last stopped, so pushes behind
+    /// more than a page of one unreachable subscriber's are still reached.
     pub async fn run_push_retries(self: Arc<Self>, mut stop: tokio::sync::watch::Receiver<bool>) {
         let mut tick = tokio::time::interval(Duration::from_millis(PUSH_RETRY_TICK_MS));
+        let mut after = None;
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
                 _ = stop.changed() => return,
             }
-            let Ok(pending) = self.records.pushes(PUSH_RETRY_READ_MAX) else { continue };
-            let mut sends = 0;
-            // Subscribers not reached in this tick: their other pushes wait
-            // for the next, so one that is down costs one timeout a tick.
-            let mut unreached = std::collections::BTreeSet::new();
-            for (position, bytes) in pending {
-                if sends >= PUSH_RETRIES_PER_TICK_MAX {
-                    break;
-                }
-                let Ok(push) = codec::decode_exact::<PendingPush>(&bytes, QUERY_MESSAGE_BYTES_MAX) else {
+            after = self.retry_pushes_after(after).await;
+        }
+    }
+
+    /// Retries the kept pushes after position `after` (from the oldest if
+    /// none), up to a page of `PUSH_RETRY_READ_MAX` and
+    /// `PUSH_RETRIES_PER_TICK_MAX` sends, and returns where the next tick
+    /// goes on: none once the page was the last.
+    async fn retry_pushes_after(&self, after: Option<u64>) -> Option<u64> {
+        let Ok(pending) = self.records.pushes_after(after, PUSH_RETRY_READ_MAX) else { return after };
+        let last_page = pending.len() < PUSH_RETRY_READ_MAX;
+        let mut sends = 0;
+        let mut looked_at = after;
+        // Subscribers not reached in this tick: their other pushes wait
+        // for the next, so one that is down costs one timeout a tick.
+        let mut unreached = std::collections::BTreeSet::new();
+        for (position, bytes) in pending {
+            if sends >= PUSH_RETRIES_PER_TICK_MAX {
+                return looked_at;
+            }
+            looked_at = Some(position);
+            let Ok(push) = codec::decode_exact::<PendingPush>(&bytes, QUERY_MESSAGE_BYTES_MAX) else {
+                let _ = self.records.delete_push(position);
+                continue;
+            };
+            let expired = now_unix_millis().saturating_sub(push.first_attempt_ms) > PUSH_RETRY_AGE_MS_MAX;
+            match self.confirm_applied(position, &push.record_digest) {
+                _ if expired => {
+                    tracing::warn!(subscriber = %push.subscriber, position, "push not delivered in time; dropped");
                     let _ = self.records.delete_push(position);
-                    continue;
-                };
-                let expired = now_unix_millis().saturating_sub(push.first_attempt_ms) > PUSH_RETRY_AGE_MS_MAX;
-                match self.confirm_applied(position, &push.record_digest) {
-                    _ if expired => {
-                        tracing::warn!(subscriber = %push.subscriber, position, "push not delivered in time; dropped");
-                        let _ = self.records.delete_push(position);
-                    }
-                    // Not applied here yet: the next tick looks again.
-                    Err(LogAccessError::NotAppliedHere) => {}
-                    Err(_) => {
-                        let _ = self.records.delete_push(position);
-                    }
-                    Ok(()) if unreached.contains(&push.subscriber) => {}
-                    Ok(()) => {
-                        sends += 1;
-                        match self.send_push(&push.subscriber, push.message).await {
-                            Ok(()) => {
-                                self.note_send_success(&push.subscriber);
-                                let _ = self.records.delete_push(position);
+                }
+                // Not applied here yet: the next tick looks again.
+                Err(LogAccessError::NotAppliedHere) => {}
+                Err(_) => {
+                    let _ = self.records.delete_push(position);
+                }
+                Ok(()) if unreached.contains(&push.subscriber) => {}
+                Ok(()) => {
+                    sends += 1;
+                    match self.send_push(&push.subscriber, push.message).await {
+                        Ok(()) => {
+                            self.note_send_success(&push.subscriber);
+                            let _ = self.records.delete_push(position);
+                        }
+                        Err(error) => {
+                            if error.unreachable() {
+                                unreached.insert(push.subscriber);
                             }
-                            Err(error) => {
-                                if error.unreachable() {
-                                    unreached.insert(push.subscriber);
-                                }
-                                self.note_send_failure(push.subscriber, &error);
-                            }
+                            self.note_send_failure(push.subscriber, &error);
                         }
                     }
                 }
             }
+        }
+        if last_page {
+            None
+        } else {
+            looked_at
         }
     }
 

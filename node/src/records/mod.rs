@@ -34,7 +34,7 @@ use serde::{Deserialize, Serialize};
 pub use copies::{CopiedRecord, COPY_BYTES_MAX};
 use copies::{COPIES_FAMILY, SUBSCRIPTION_PROGRESS_FAMILY};
 pub use push_queue::QueuedChanges;
-use push_queue::PUSH_QUEUE_FAMILY;
+use push_queue::{PUSHES_FAMILY, PUSH_QUEUE_FAMILY};
 use received::DELETION_RECEIPTS_FAMILY;
 pub use received::{CopyDeletion, DELETION_BATCH_RECORDS_MAX};
 pub use scope_index::{IndexRange, ScanEntry, ScanPage, ScanPlan};
@@ -44,7 +44,6 @@ const LATEST_FAMILY: &str = "latest";
 const VERSIONS_FAMILY: &str = "versions";
 const SUBSCRIPTIONS_FAMILY: &str = "subscriptions";
 const CORRECTIONS_FAMILY: &str = "corrections";
-const PUSHES_FAMILY: &str = "pushes";
 const ATTACHMENTS_FAMILY: &str = "attachments";
 const ATTACHMENT_PARTS_FAMILY: &str = "attachment_parts";
 /// `dataset` to its number of records (u64, big-endian), written in the
@@ -457,29 +456,6 @@ impl RecordStore {
             all.push((id, value.to_vec()));
         }
         Ok(all)
-    }
-
-    /// Keeps a logged push not yet delivered, by its access-log position, synced.
-    pub fn put_push(&self, position: u64, bytes: &[u8]) -> Result<(), RecordStoreError> {
-        self.db.put_cf_opt(self.family(PUSHES_FAMILY)?, position.to_be_bytes(), bytes, &synced())?;
-        Ok(())
-    }
-
-    /// Up to `limit` undelivered pushes, oldest first.
-    pub fn pushes(&self, limit: usize) -> Result<Vec<(u64, Vec<u8>)>, RecordStoreError> {
-        let mut all = Vec::new();
-        for item in self.db.iterator_cf(self.family(PUSHES_FAMILY)?, IteratorMode::Start).take(limit) {
-            let (key, value) = item?;
-            let position = be_u64(&key, "a push position")?;
-            all.push((position, value.to_vec()));
-        }
-        Ok(all)
-    }
-
-    /// Forgets a push (delivered, or given up), synced.
-    pub fn delete_push(&self, position: u64) -> Result<(), RecordStoreError> {
-        self.db.delete_cf_opt(self.family(PUSHES_FAMILY)?, position.to_be_bytes(), &synced())?;
-        Ok(())
     }
 
     /// Keeps an attachment by its SHA-256, synced.

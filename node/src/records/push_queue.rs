@@ -5,12 +5,15 @@
 //! the two pushes them again, and subscribers drop what they hold.
 
 use civmesh_certs::codec;
-use rocksdb::{IteratorMode, WriteBatch};
+use rocksdb::{Direction, IteratorMode, WriteBatch};
 use serde::{Deserialize, Serialize};
 
-use super::{be_u64, RecordStore, RecordStoreError};
+use super::{be_u64, synced, RecordStore, RecordStoreError};
 
 pub(super) const PUSH_QUEUE_FAMILY: &str = "push_queue";
+/// Pushes logged but not yet delivered, by access-log position: the retry
+/// task's ([`crate::query::QueryService::run_push_retries`]).
+pub(super) const PUSHES_FAMILY: &str = "pushes";
 /// The largest queued entry decoded, in bytes: one write's keys.
 const QUEUED_CHANGES_BYTES_MAX: usize = 8 * 1024 * 1024;
 
@@ -72,6 +75,39 @@ impl RecordStore {
     /// Forgets entry `number` (pushed). Not synced: a crash may push it again.
     pub fn forget_queued_changes(&self, number: u64) -> Result<(), RecordStoreError> {
         self.db.delete_cf(self.family(PUSH_QUEUE_FAMILY)?, number.to_be_bytes())?;
+        Ok(())
+    }
+}
+
+/// The pushes logged but not delivered yet.
+impl RecordStore {
+    /// Keeps a logged push not yet delivered, by its access-log position, synced.
+    pub fn put_push(&self, position: u64, bytes: &[u8]) -> Result<(), RecordStoreError> {
+        self.db.put_cf_opt(self.family(PUSHES_FAMILY)?, position.to_be_bytes(), bytes, &synced())?;
+        Ok(())
+    }
+
+    /// Up to `limit` undelivered pushes after position `after` (from the
+    /// oldest if none), oldest first.
+    pub fn pushes_after(
+        &self,
+        after: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<(u64, Vec<u8>)>, RecordStoreError> {
+        let from = after.map_or(0, |position| position.saturating_add(1)).to_be_bytes();
+        let items =
+            self.db.iterator_cf(self.family(PUSHES_FAMILY)?, IteratorMode::From(&from, Direction::Forward));
+        let mut kept = Vec::new();
+        for item in items.take(limit) {
+            let (key, value) = item?;
+            kept.push((be_u64(&key, "a push position")?, value.to_vec()));
+        }
+        Ok(kept)
+    }
+
+    /// Forgets a push (delivered, or given up), synced.
+    pub fn delete_push(&self, position: u64) -> Result<(), RecordStoreError> {
+        self.db.delete_cf_opt(self.family(PUSHES_FAMILY)?, position.to_be_bytes(), &synced())?;
         Ok(())
     }
 }

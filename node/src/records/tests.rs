@@ -261,3 +261,23 @@ fn each_write_queues_its_keys_for_the_subscribers_until_forgotten() {
     assert_eq!(queued(&store), [(1, vec!["c".into()]), (2, vec!["d".into()])], "numbered on");
     assert_eq!(store.queued_changes(1).unwrap().len(), 1, "a bounded read");
 }
+
+/// Kept pushes are read a page at a time from any position, so a reader
+/// can go on past a page it could not send.
+#[test]
+fn kept_pushes_are_read_a_page_at_a_time_after_a_position() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = RecordStore::open(dir.path()).unwrap();
+    for position in [3u64, 7, 256, 1 << 40] {
+        store.put_push(position, &position.to_be_bytes()).unwrap();
+    }
+    let positions = |after, limit| -> Vec<u64> {
+        store.pushes_after(after, limit).unwrap().into_iter().map(|(position, _)| position).collect()
+    };
+    assert_eq!(positions(None, 2), [3, 7]);
+    assert_eq!(positions(Some(7), 2), [256, 1 << 40]);
+    assert_eq!(positions(Some(3), 10), [7, 256, 1 << 40]);
+    assert_eq!(positions(Some(1 << 40), 10), Vec::<u64>::new());
+    store.delete_push(7).unwrap();
+    assert_eq!(positions(Some(3), 1), [256]);
+}
