@@ -37,6 +37,9 @@ pub enum CodecError {
     /// The value could not be encoded.
     #[error("could not encode: {0}")]
     Encode(String),
+    /// The reader failed (a disk error), before the bytes could be judged.
+    #[error("cannot read the value: {0}")]
+    Read(String),
     /// The bytes decode, but are not the value's one canonical encoding
     /// (a length or integer written longer than it needs, say).
     #[error("not the canonical encoding of the value it decodes to")]
@@ -105,10 +108,16 @@ pub fn decode_large_from_reader<T: DeserializeOwned, R: std::io::Read>(
     let bytes_max = bytes_max.min(LARGE_DECODE_BYTES_MAX);
     let mut limited = std::io::Read::take(reader, bytes_max as u64 + 1);
     let config = bincode::config::standard().with_limit::<LARGE_DECODE_BYTES_MAX>();
-    let value = bincode::serde::decode_from_std_read(&mut limited, config)
-        .map_err(|error| CodecError::Malformed(error.to_string()))?;
+    let value = bincode::serde::decode_from_std_read(&mut limited, config).map_err(|error| match error {
+        bincode::error::DecodeError::Io { inner, .. }
+            if inner.kind() != std::io::ErrorKind::UnexpectedEof =>
+        {
+            CodecError::Read(inner.to_string())
+        }
+        other => CodecError::Malformed(other.to_string()),
+    })?;
     let rest = std::io::copy(&mut limited, &mut std::io::sink())
-        .map_err(|error| CodecError::Malformed(error.to_string()))?;
+        .map_err(|error| CodecError::Read(error.to_string()))?;
     if limited.limit() == 0 {
         return Err(CodecError::TooLarge { bytes: bytes_max + 1, bytes_max });
     }

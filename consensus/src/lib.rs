@@ -6,8 +6,9 @@
 //! - [`store`]: the RocksDB log store and the state machine that applies
 //!   commands with [`civmesh_policy::PolicyState::apply`].
 //!
-//! - [`snapshot`]: the state image as a file, and snapshots streamed and
-//!   checked through it.
+//! - [`snapshot`]: the state image as a file, and snapshots streamed
+//!   through it; [`snapshot_receiver`]: snapshots received, checked whole
+//!   before openraft installs them.
 //! - [`history`]: what the state counts but does not keep: the command
 //!   archive, the access log's entries and the audit tree's leaves.
 //! - [`network`]: member-to-member messages and the openraft network over a
@@ -26,6 +27,7 @@ pub mod in_process;
 pub mod network;
 pub mod policy_log;
 pub mod snapshot;
+pub mod snapshot_receiver;
 pub mod store;
 pub mod timings;
 pub mod types;

@@ -28,6 +28,10 @@ pub const SUBMIT_RETRY_BACKOFF_MS: u64 = 100;
 pub const FORWARD_TIMEOUT_MS: u64 = 5_000;
 /// How long a leader waits for a proposal to commit before giving up.
 pub const COMMIT_TIMEOUT_MS: u64 = 3_000;
+/// How long one snapshot chunk may take to answer, the last one's check
+/// and install included (openraft's default, 200 ms, is too short for a
+/// state image of tens of MB); as long as a peer request may take.
+pub const SNAPSHOT_CHUNK_TIMEOUT_MS: u64 = 10_000;
 /// The most commands one submission may carry.
 pub const SUBMIT_COMMANDS_MAX: usize = 4096;
 /// The most bytes of signed commands one submission (one log entry) may
@@ -235,7 +239,7 @@ pub struct PolicyLog<T: Transport> {
     last_proposed_ms: Arc<tokio::sync::Mutex<u64>>,
     transport: T,
     me: RaftPeer,
-    snapshot_receiver: crate::snapshot::SharedReceiver,
+    snapshot_receiver: crate::snapshot_receiver::SharedReceiver,
 }
 
 impl<T: Transport> PolicyLog<T> {
@@ -250,6 +254,7 @@ impl<T: Transport> PolicyLog<T> {
             snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_after_entries),
             max_in_snapshot_log_to_keep: config.entries_kept_after_snapshot,
             snapshot_max_chunk_size: 4 * 1024 * 1024,
+            install_snapshot_timeout: SNAPSHOT_CHUNK_TIMEOUT_MS,
             max_payload_entries: 256,
             ..Config::default()
         };
@@ -263,7 +268,7 @@ impl<T: Transport> PolicyLog<T> {
         let snapshot_stats = state_machine.snapshot_stats();
         let verdicts = state_machine.verdicts();
         let stage_times = state_machine.stage_times();
-        let snapshot_receiver = Arc::new(std::sync::Mutex::new(state_machine.snapshot_receiver()));
+        let snapshot_receiver = state_machine.snapshot_receiver();
         let me = RaftPeer { node_id: config.node_id, address: config.address };
         let raft = Raft::new(
             raft_node_id(&config.node_id),
@@ -372,7 +377,8 @@ impl<T: Transport> PolicyLog<T> {
             }
             PeerRequest::Vote(rpc) => PeerResponse::Vote(self.raft.vote(rpc).await),
             PeerRequest::InstallSnapshot(chunk) => {
-                return crate::snapshot::answer_chunk(&self.raft, &self.snapshot_receiver, chunk).await;
+                return crate::snapshot_receiver::answer_chunk(&self.raft, &self.snapshot_receiver, chunk)
+                    .await;
             }
             PeerRequest::Submit(commands) => PeerResponse::Submit(self.write_as_leader(commands).await),
             PeerRequest::ReadIndex => PeerResponse::ReadIndex(

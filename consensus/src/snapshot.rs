@@ -6,32 +6,25 @@
 //!   a crash leaves the old image or the new one, whole. Encoding and
 //!   decoding stream through the file: the bytes are never held whole.
 //! - A snapshot is that file: the leader sends it in chunks read from
-//!   disk, and a receiver ([`SnapshotReceiver`]) writes the chunks, in
-//!   order, to `state-image/receiving`. Before openraft installs it, the
-//!   receiver decodes it and checks it against its metadata, so a chunk
-//!   that is out of order, past the bound, truncated or corrupt is refused
-//!   with a typed error, and nothing is installed. openraft 0.9 stops Raft
-//!   on a failed install; a hostile leader could otherwise stop a follower
-//!   with one bad snapshot.
+//!   disk, and the receiver ([`crate::snapshot_receiver`]) writes each
+//!   stream to a file of its own, checks it whole, and hands the decoded
+//!   image to the install, which renames the file into place.
 //! - A receiver or a writer killed midway leaves a partial file, removed
 //!   on the next start. The leader's sender starts again from offset 0.
 
 use std::fs::File;
 use std::io::{BufReader, BufWriter, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use civmesh_certs::codec;
 use civmesh_policy::PolicyState;
-use openraft::error::{InstallSnapshotError, RaftError, SnapshotMismatch};
-use openraft::raft::{InstallSnapshotRequest, InstallSnapshotResponse};
 use openraft::storage::Snapshot;
-use openraft::{LogId, SnapshotMeta, SnapshotSegmentId, StoredMembership};
+use openraft::{LogId, SnapshotMeta, StoredMembership};
 use serde::{Deserialize, Serialize};
 
-use crate::network::PeerResponse;
-use crate::policy_log::RaftRefusal;
-use crate::types::{Raft, RaftNodeId, RaftPeer, TypeConfig};
+use crate::types::{RaftNodeId, RaftPeer, TypeConfig};
 
 /// The largest state image (and snapshot) a node writes or reads, in bytes.
 /// The image holds no history, but it holds the replay window: up to
@@ -44,8 +37,8 @@ const IMAGE_DIRECTORY: &str = "state-image";
 const IMAGE_FILE: &str = "image";
 /// A new image while it is written, before it is renamed over the last.
 const WRITING_FILE: &str = "image.writing";
-/// A snapshot while it is received.
-const RECEIVING_FILE: &str = "receiving";
+/// Snapshots while they are received: `receiving.<stream number>`.
+const RECEIVING_PREFIX: &str = "receiving";
 /// Buffers between the encoder or decoder and the file, in bytes.
 const FILE_BUFFER_BYTES: usize = 1024 * 1024;
 
@@ -115,6 +108,26 @@ fn disk(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> Ima
 pub(crate) struct ImageFiles {
     directory: PathBuf,
     writing: Arc<Mutex<()>>,
+    /// The last snapshot received and checked, until it is installed.
+    checked: Arc<Mutex<Option<CheckedSnapshot>>>,
+    /// The last log index the image on disk covers.
+    image_index: Arc<AtomicU64>,
+    /// One past the index of the snapshot Raft is installing (0: none).
+    installing_end: Arc<AtomicU64>,
+}
+
+/// A received snapshot, checked whole: its file and what it decoded to.
+pub(crate) struct CheckedSnapshot {
+    pub(crate) path: PathBuf,
+    pub(crate) image: StateImage,
+}
+
+/// Where an installed snapshot's bytes are.
+pub(crate) enum Received {
+    /// A file this node received and checked: renamed into place.
+    Checked(PathBuf),
+    /// Any other file (openraft's own tests hand one over): copied.
+    Other(File),
 }
 
 impl ImageFiles {
@@ -122,25 +135,75 @@ impl ImageFiles {
     /// half-written.
     pub(crate) fn open(log_directory: &Path) -> Result<Self, ImageError> {
         let directory = log_directory.join(IMAGE_DIRECTORY);
-        std::fs::create_dir_all(&directory).map_err(disk("create the directory of", &directory))?;
-        for partial in [WRITING_FILE, RECEIVING_FILE] {
-            let path = directory.join(partial);
-            match std::fs::remove_file(&path) {
-                Err(error) if error.kind() != std::io::ErrorKind::NotFound => {
-                    return Err(disk("remove a partial", &path)(error));
-                }
-                _ => {}
+        if !directory.exists() {
+            std::fs::create_dir_all(&directory).map_err(disk("create the directory of", &directory))?;
+            sync_directory(log_directory)?;
+        }
+        let listing = std::fs::read_dir(&directory).map_err(disk("list", &directory))?;
+        for entry in listing {
+            let path = entry.map_err(disk("list", &directory))?.path();
+            let name = path.file_name().map(|name| name.to_string_lossy().into_owned()).unwrap_or_default();
+            if name == WRITING_FILE || name.starts_with(RECEIVING_PREFIX) {
+                std::fs::remove_file(&path).map_err(disk("remove a partial", &path))?;
             }
         }
-        Ok(ImageFiles { directory, writing: Arc::default() })
+        Ok(ImageFiles {
+            directory,
+            writing: Arc::default(),
+            checked: Arc::default(),
+            image_index: Arc::default(),
+            installing_end: Arc::default(),
+        })
+    }
+
+    /// The file for the `stream`th snapshot received since the start (0 is
+    /// openraft's own receiver's, which civmesh does not use).
+    pub(crate) fn receiving_path(&self, stream: u64) -> PathBuf {
+        self.directory.join(format!("{RECEIVING_PREFIX}.{stream}"))
+    }
+
+    /// Keeps a checked snapshot for the install, replacing any other.
+    pub(crate) fn keep_checked(&self, checked: CheckedSnapshot) {
+        *lock(&self.checked) = Some(checked);
+    }
+
+    /// The checked snapshot `meta` describes, if it is the one kept.
+    pub(crate) fn take_checked(&self, meta: &SnapshotMeta<RaftNodeId, RaftPeer>) -> Option<CheckedSnapshot> {
+        let mut checked = lock(&self.checked);
+        if checked.as_ref().is_some_and(|kept| kept.image.meta() == *meta) {
+            return checked.take();
+        }
+        None
+    }
+
+    /// Forgets the checked snapshot (installed, or not needed), and its file.
+    pub(crate) fn forget_checked(&self) {
+        if let Some(checked) = lock(&self.checked).take() {
+            let _ = std::fs::remove_file(checked.path);
+        }
+    }
+
+    /// Marks that Raft is installing a snapshot up to `index`, or no longer
+    /// (`None`): until the image covers it, the log is not purged past the
+    /// image (openraft 0.9 purges without waiting for the install).
+    pub(crate) fn set_installing(&self, index: Option<u64>) {
+        self.installing_end.store(index.map_or(0, |index| index.saturating_add(1)), Ordering::Release);
+    }
+
+    /// Whether purging up to `index` must wait: a snapshot being installed
+    /// covers it, and the image on disk does not yet.
+    pub(crate) fn purge_must_wait(&self, index: u64) -> bool {
+        let installing_end = self.installing_end.load(Ordering::Acquire);
+        installing_end > index && self.image_index.load(Ordering::Acquire) < index
+    }
+
+    /// Notes the index of the image read at start.
+    pub(crate) fn note_image_index(&self, image: &StateImage) {
+        self.image_index.store(image.last_applied.map_or(0, |id| id.index), Ordering::Release);
     }
 
     fn image_path(&self) -> PathBuf {
         self.directory.join(IMAGE_FILE)
-    }
-
-    pub(crate) fn receiving_path(&self) -> PathBuf {
-        self.directory.join(RECEIVING_FILE)
     }
 
     /// Writes `image` as the current image unless a newer one is there, and
@@ -172,34 +235,39 @@ impl ImageFiles {
             let _ = std::fs::remove_file(&writing);
             return self.current()?.ok_or_else(|| ImageError::Corrupt("the newer image went away".into()));
         }
-        self.install(&writing)?;
+        self.install(&writing, image)?;
         let file = File::open(self.image_path()).map_err(disk("open", &self.image_path()))?;
         Ok(CurrentImage { file, meta: image.meta(), bytes: bytes as u64 })
     }
 
-    /// Copies a received, checked snapshot as the current image.
-    pub(crate) fn keep_received(&self, received: &mut File) -> Result<(), ImageError> {
-        let writing = self.directory.join(WRITING_FILE);
+    /// Makes an installed snapshot, `image`, the current image.
+    pub(crate) fn keep_received(&self, received: Received, image: &StateImage) -> Result<(), ImageError> {
         let _lock = self.writing.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut received = match received {
+            // Synced when it was checked.
+            Received::Checked(path) => return self.install(&path, image),
+            Received::Other(file) => file,
+        };
+        let writing = self.directory.join(WRITING_FILE);
         let copied = write_synced(&writing, |file| {
             received.seek(SeekFrom::Start(0)).map_err(EncodeFailure::Disk)?;
-            std::io::copy(received, file).map_err(EncodeFailure::Disk)
+            std::io::copy(&mut received, file).map_err(EncodeFailure::Disk)
         });
         if let Err(failure) = copied {
             let _ = std::fs::remove_file(&writing);
             return Err(failure.into_image_error(&writing));
         }
-        self.install(&writing)
+        self.install(&writing, image)
     }
 
-    /// Renames `writing` over the image and syncs the directory, so the
-    /// rename survives a crash.
-    fn install(&self, writing: &Path) -> Result<(), ImageError> {
-        let image = self.image_path();
-        std::fs::rename(writing, &image).map_err(disk("rename into place", &image))?;
-        File::open(&self.directory)
-            .and_then(|directory| directory.sync_all())
-            .map_err(disk("sync the directory of", &self.directory))
+    /// Renames `synced` (a synced file) over the image and syncs the
+    /// directory, so the rename survives a crash.
+    fn install(&self, synced: &Path, image: &StateImage) -> Result<(), ImageError> {
+        let path = self.image_path();
+        std::fs::rename(synced, &path).map_err(disk("rename into place", &path))?;
+        sync_directory(&self.directory)?;
+        self.note_image_index(image);
+        Ok(())
     }
 
     /// The current image's file (at its start) and metadata, if there is one.
@@ -241,7 +309,22 @@ impl CurrentImage {
 /// Decodes a whole image from `file`, streaming, within the bound.
 pub(crate) fn decode_image(file: File) -> Result<StateImage, ImageError> {
     codec::decode_large_from_reader(BufReader::with_capacity(FILE_BUFFER_BYTES, file), STATE_IMAGE_BYTES_MAX)
-        .map_err(|error| ImageError::Corrupt(error.to_string()))
+        .map_err(|error| match error {
+            codec::CodecError::Read(reason) => ImageError::Disk {
+                action: "read",
+                path: "the state image".into(),
+                source: std::io::Error::other(reason),
+            },
+            other => ImageError::Corrupt(other.to_string()),
+        })
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn sync_directory(directory: &Path) -> Result<(), ImageError> {
+    File::open(directory).and_then(|opened| opened.sync_all()).map_err(disk("sync the directory", directory))
 }
 
 fn read_head(file: &mut File) -> Result<SnapshotMeta<RaftNodeId, RaftPeer>, ImageError> {
@@ -302,197 +385,11 @@ impl<W: Write> Write for BoundedWriter<W> {
     }
 }
 
-/// Why a snapshot chunk was refused.
-#[derive(Debug, thiserror::Error)]
-pub enum ChunkRefusal {
-    /// The chunk does not start where the stream is: `expected` is.
-    #[error("the snapshot chunk starts at {offset}, not at {expected}")]
-    OutOfOrder {
-        /// Where the chunk starts.
-        offset: u64,
-        /// Where the stream is.
-        expected: u64,
-    },
-    /// The chunk ends past [`STATE_IMAGE_BYTES_MAX`].
-    #[error("the snapshot chunk ends past the state image bound")]
-    PastBound,
-    /// The whole snapshot does not decode, or is not what its metadata says.
-    #[error("the snapshot is corrupt: {0}")]
-    Corrupt(String),
-    /// This node could not write or read it.
-    #[error("{0}")]
-    Disk(ImageError),
-}
-
-/// The snapshot being received, one stream at a time.
-pub(crate) struct SnapshotReceiver {
-    path: PathBuf,
-    stream: Option<Stream>,
-}
-
-struct Stream {
-    snapshot_id: String,
-    file: File,
-    offset: u64,
-}
-
-impl SnapshotReceiver {
-    pub(crate) fn new(files: &ImageFiles) -> Self {
-        SnapshotReceiver { path: files.receiving_path(), stream: None }
-    }
-
-    /// Writes one chunk. A chunk at offset 0 starts the stream (again); any
-    /// other must start where the stream is. The last chunk's snapshot is
-    /// checked whole and returned, ready to install.
-    pub(crate) fn receive(
-        &mut self,
-        chunk: &InstallSnapshotRequest<TypeConfig>,
-    ) -> Result<Option<Snapshot<TypeConfig>>, ChunkRefusal> {
-        let end = chunk.offset.saturating_add(chunk.data.len() as u64);
-        if end > STATE_IMAGE_BYTES_MAX as u64 {
-            return Err(ChunkRefusal::PastBound);
-        }
-        let expected = match &self.stream {
-            Some(stream) if stream.snapshot_id == chunk.meta.snapshot_id => stream.offset,
-            _ => 0,
-        };
-        if chunk.offset == 0 {
-            let file = std::fs::OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .open(&self.path)
-                .map_err(|error| ChunkRefusal::Disk(disk("create", &self.path)(error)))?;
-            self.stream = Some(Stream { snapshot_id: chunk.meta.snapshot_id.clone(), file, offset: 0 });
-        } else if chunk.offset != expected {
-            return Err(ChunkRefusal::OutOfOrder { offset: chunk.offset, expected });
-        }
-        let Some(stream) = self.stream.as_mut() else {
-            return Err(ChunkRefusal::OutOfOrder { offset: chunk.offset, expected: 0 });
-        };
-        stream
-            .file
-            .write_all(&chunk.data)
-            .map_err(|error| ChunkRefusal::Disk(disk("write", &self.path)(error)))?;
-        stream.offset = end;
-        if !chunk.done {
-            return Ok(None);
-        }
-        let Some(stream) = self.stream.take() else {
-            return Ok(None);
-        };
-        self.check(stream, &chunk.meta).map(Some)
-    }
-
-    /// Removes the last snapshot received, once installed, unless another
-    /// stream has started.
-    pub(crate) fn forget_received(&mut self) {
-        if self.stream.is_none() {
-            let _ = std::fs::remove_file(&self.path);
-        }
-    }
-
-    /// Syncs the received snapshot, decodes it whole, and checks it is the
-    /// one its metadata describes.
-    fn check(
-        &self,
-        stream: Stream,
-        meta: &SnapshotMeta<RaftNodeId, RaftPeer>,
-    ) -> Result<Snapshot<TypeConfig>, ChunkRefusal> {
-        let mut file = stream.file;
-        let reading = file
-            .sync_all()
-            .and_then(|()| file.seek(SeekFrom::Start(0)))
-            .and_then(|_| file.try_clone())
-            .map_err(|error| ChunkRefusal::Disk(disk("read back", &self.path)(error)))?;
-        let image = decode_image(reading).map_err(|error| ChunkRefusal::Corrupt(error.to_string()))?;
-        if image.meta() != *meta {
-            return Err(ChunkRefusal::Corrupt("its contents are not what its metadata says".into()));
-        }
-        file.seek(SeekFrom::Start(0))
-            .map_err(|error| ChunkRefusal::Disk(disk("seek in", &self.path)(error)))?;
-        Ok(Snapshot { meta: meta.clone(), snapshot: Box::new(tokio::fs::File::from_std(file)) })
-    }
-}
-
-/// The receiver a node shares between the Raft RPCs it answers.
-pub(crate) type SharedReceiver = Arc<Mutex<SnapshotReceiver>>;
-
-/// Answers one `InstallSnapshot` chunk: written if the leader's vote is
-/// current, and the last chunk's snapshot, checked whole, handed to Raft to
-/// install. A refusal names what was wrong with the chunk.
-pub(crate) async fn answer_chunk(
-    raft: &Raft,
-    receiver: &SharedReceiver,
-    chunk: InstallSnapshotRequest<TypeConfig>,
-) -> (PeerResponse, Option<RaftRefusal>) {
-    let vote = match raft.with_raft_state(|state| *state.vote_ref()).await {
-        Ok(vote) => vote,
-        Err(fatal) => return (PeerResponse::InstallSnapshot(Err(RaftError::Fatal(fatal))), None),
-    };
-    // As openraft's own receiver: a chunk from an older leader is answered
-    // with the newer vote, and not written.
-    if !matches!(chunk.vote.partial_cmp(&vote), Some(std::cmp::Ordering::Greater | std::cmp::Ordering::Equal))
-    {
-        return (PeerResponse::InstallSnapshot(Ok(InstallSnapshotResponse { vote })), None);
-    }
-    let leader_vote = chunk.vote;
-    let (snapshot_id, offset) = (chunk.meta.snapshot_id.clone(), chunk.offset);
-    let shared = receiver.clone();
-    let received = tokio::task::spawn_blocking(move || {
-        shared.lock().unwrap_or_else(std::sync::PoisonError::into_inner).receive(&chunk)
-    })
-    .await;
-    let snapshot = match received {
-        Ok(Ok(None)) => return (PeerResponse::InstallSnapshot(Ok(InstallSnapshotResponse { vote })), None),
-        Ok(Ok(Some(snapshot))) => snapshot,
-        Ok(Err(refusal)) => return refused(refusal, snapshot_id, offset),
-        Err(stopped) => {
-            return (PeerResponse::Refused(format!("the snapshot chunk was not written: {stopped}")), None)
-        }
-    };
-    let installed = raft.install_full_snapshot(leader_vote, snapshot).await;
-    receiver.lock().unwrap_or_else(std::sync::PoisonError::into_inner).forget_received();
-    match installed {
-        Ok(response) => {
-            (PeerResponse::InstallSnapshot(Ok(InstallSnapshotResponse { vote: response.vote })), None)
-        }
-        Err(fatal) => (PeerResponse::InstallSnapshot(Err(RaftError::Fatal(fatal))), None),
-    }
-}
-
-/// The answer to a refused chunk: openraft's own error for one out of
-/// order (its sender then starts the stream again), a typed refusal for a
-/// bad snapshot, and a plain one when this node's disk failed.
-fn refused(refusal: ChunkRefusal, snapshot_id: String, offset: u64) -> (PeerResponse, Option<RaftRefusal>) {
-    let refusal = match refusal {
-        ChunkRefusal::OutOfOrder { expected, .. } => {
-            let mismatch = SnapshotMismatch {
-                expect: SnapshotSegmentId { id: snapshot_id.clone(), offset: expected },
-                got: SnapshotSegmentId { id: snapshot_id, offset },
-            };
-            let error = RaftError::APIError(InstallSnapshotError::SnapshotMismatch(mismatch));
-            return (PeerResponse::InstallSnapshot(Err(error)), None);
-        }
-        ChunkRefusal::Disk(error) => {
-            tracing::error!(%error, "could not keep a snapshot chunk");
-            return (PeerResponse::Refused(format!("this node could not keep the snapshot: {error}")), None);
-        }
-        ChunkRefusal::PastBound => RaftRefusal::SnapshotPastBound,
-        ChunkRefusal::Corrupt(reason) => {
-            tracing::warn!(%reason, "refused a snapshot that does not check");
-            RaftRefusal::SnapshotCorrupt
-        }
-    };
-    (PeerResponse::Refused(refusal.to_string()), Some(refusal))
-}
-
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn image(index: u64) -> StateImage {
+    pub(crate) fn image(index: u64) -> StateImage {
         StateImage {
             last_applied: Some(LogId::new(openraft::CommittedLeaderId::new(1, 0), index)),
             snapshot_id: format!("{index}-1"),
@@ -500,19 +397,23 @@ mod tests {
         }
     }
 
-    fn chunk(
-        image: &StateImage,
-        bytes: &[u8],
-        offset: u64,
-        done: bool,
-    ) -> InstallSnapshotRequest<TypeConfig> {
-        InstallSnapshotRequest {
-            vote: openraft::Vote::default(),
-            meta: image.meta(),
-            offset,
-            data: bytes.to_vec(),
-            done,
-        }
+    /// While a snapshot is installed, the log it covers is purged only once
+    /// the image on disk covers it too.
+    #[test]
+    fn a_purge_waits_for_the_image_of_the_snapshot_being_installed() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = ImageFiles::open(dir.path()).unwrap();
+        files.note_image_index(&image(7));
+        assert!(!files.purge_must_wait(9), "nothing is being installed");
+        files.set_installing(Some(10));
+        assert!(files.purge_must_wait(9));
+        assert!(files.purge_must_wait(10));
+        assert!(!files.purge_must_wait(11), "past the snapshot: not its purge");
+        assert!(!files.purge_must_wait(7), "the image covers it");
+        files.write(&image(10)).unwrap();
+        assert!(!files.purge_must_wait(10));
+        files.set_installing(None);
+        assert!(!files.purge_must_wait(12));
     }
 
     /// An image is written whole and read back; an older one never replaces
@@ -529,42 +430,9 @@ mod tests {
         assert!(matches!(past_bound, Err(ImageError::PastBound)), "{:?}", past_bound.err());
         assert_eq!(files.current().unwrap().unwrap().meta, image(7).meta());
         std::fs::write(dir.path().join(IMAGE_DIRECTORY).join(WRITING_FILE), b"half").unwrap();
-        std::fs::write(files.receiving_path(), b"half").unwrap();
+        std::fs::write(files.receiving_path(3), b"half").unwrap();
         let files = ImageFiles::open(dir.path()).unwrap();
-        assert!(!files.receiving_path().exists());
+        assert!(!files.receiving_path(3).exists());
         assert_eq!(files.current().unwrap().unwrap().meta, image(7).meta());
-    }
-
-    /// Chunks in order make the snapshot; one out of order, past the bound,
-    /// truncated, corrupt or not matching its metadata is refused, and a
-    /// stream starts again at offset 0.
-    #[test]
-    fn a_snapshot_is_received_in_order_and_checked_whole() {
-        let dir = tempfile::tempdir().unwrap();
-        let files = ImageFiles::open(dir.path()).unwrap();
-        let mut receiver = SnapshotReceiver::new(&files);
-        let sent = image(9);
-        let bytes = codec::encode(&sent).unwrap();
-        let (first, rest) = bytes.split_at(bytes.len() / 2);
-        assert!(receiver.receive(&chunk(&sent, first, 0, false)).unwrap().is_none());
-        let skipped = receiver.receive(&chunk(&sent, rest, first.len() as u64 + 1, true));
-        assert!(
-            matches!(skipped, Err(ChunkRefusal::OutOfOrder { expected, .. }) if expected == first.len() as u64)
-        );
-        let far = receiver.receive(&chunk(&sent, b"x", STATE_IMAGE_BYTES_MAX as u64, false));
-        assert!(matches!(far, Err(ChunkRefusal::PastBound)));
-        let received = receiver.receive(&chunk(&sent, rest, first.len() as u64, true)).unwrap().unwrap();
-        assert_eq!(received.meta, sent.meta());
-        let truncated = receiver.receive(&chunk(&sent, first, 0, true));
-        assert!(matches!(truncated, Err(ChunkRefusal::Corrupt(_))), "{truncated:?}");
-        let mut flipped = bytes.clone();
-        let last = flipped.len() - 1;
-        flipped[last] ^= 0xff;
-        flipped.push(0);
-        assert!(matches!(receiver.receive(&chunk(&sent, &flipped, 0, true)), Err(ChunkRefusal::Corrupt(_))));
-        let other = receiver.receive(&chunk(&image(10), &bytes, 0, true));
-        assert!(matches!(other, Err(ChunkRefusal::Corrupt(reason)) if reason.contains("metadata")));
-        let unstarted = SnapshotReceiver::new(&files).receive(&chunk(&sent, rest, 5, true));
-        assert!(matches!(unstarted, Err(ChunkRefusal::OutOfOrder { expected: 0, .. })));
     }
 }

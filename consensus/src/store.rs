@@ -26,6 +26,7 @@ use std::ops::RangeBounds;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use civmesh_certs::codec;
 use civmesh_policy::audit::ArchivedCommand;
@@ -42,7 +43,7 @@ use crate::history::{
     AppliedCommand, History, ACCESS_LOG_FAMILY, ARCHIVE_FAMILY, AUDIT_LEAVES_FAMILY, AUDIT_TREE_FAMILY,
     CHECKPOINTS_FAMILY, CORRECTIONS_CLOSED_FAMILY, HISTORY_META_FAMILY,
 };
-use crate::snapshot::{ImageError, ImageFiles, StateImage};
+use crate::snapshot::{ImageError, ImageFiles, Received, StateImage};
 use crate::timings::{Stage, StageTimes};
 use crate::types::{entry_commands, ApplyResult, Entry, RaftNodeId, RaftPeer, TypeConfig};
 
@@ -52,6 +53,9 @@ const STATE_FAMILY: &str = "state";
 const VOTE_KEY: &[u8] = b"vote";
 const COMMITTED_KEY: &[u8] = b"committed";
 const LAST_PURGED_KEY: &[u8] = b"last_purged";
+/// How long a purge waits for an installed snapshot's image to reach the
+/// disk; past it, the log is kept.
+const PURGE_WAIT_FOR_IMAGE_MS_MAX: u64 = 60_000;
 /// The memtables of all column families together, in bytes at most.
 const MEMTABLES_BYTES_MAX: usize = 64 * 1024 * 1024;
 /// The state image's key in the `state` family, where a store written
@@ -134,12 +138,13 @@ pub fn open(directory: &Path) -> Result<(LogStore, StateMachine), OpenError> {
         .map_err(|source| OpenError::Database { path: directory.display().to_string(), source })?;
     let db = Arc::new(db);
     let stage_times = Arc::new(StageTimes::default());
-    let state_machine = StateMachine::load(db.clone(), ImageFiles::open(directory)?, stage_times.clone())?;
+    let images = ImageFiles::open(directory)?;
+    let state_machine = StateMachine::load(db.clone(), images.clone(), stage_times.clone())?;
     let committed: Option<Option<LogId<RaftNodeId>>> = get_value(&db, LOG_META_FAMILY, COMMITTED_KEY)
         .map_err(|error| OpenError::LogCorrupt(error.to_string()))?;
     let committed_index = Arc::new(AtomicU64::new(committed.flatten().map_or(0, |id| id.index)));
     let latest_entry_time_ms = Arc::new(AtomicU64::new(latest_logged_entry_time_ms(&db)?));
-    Ok((LogStore { db, committed_index, latest_entry_time_ms, stage_times }, state_machine))
+    Ok((LogStore { db, images, committed_index, latest_entry_time_ms, stage_times }, state_machine))
 }
 
 /// The newest entry time in the log: the time of the last normal entry,
@@ -208,6 +213,7 @@ const ENTRY_TIME_SCAN_ENTRIES_MAX: usize = 64;
 #[derive(Clone)]
 pub struct LogStore {
     db: Arc<DB>,
+    images: ImageFiles,
     committed_index: Arc<AtomicU64>,
     latest_entry_time_ms: Arc<AtomicU64>,
     stage_times: Arc<StageTimes>,
@@ -336,6 +342,20 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn purge(&mut self, log_id: LogId<RaftNodeId>) -> Result<(), StorageFailure> {
+        // openraft 0.9 purges what an installed snapshot covers without
+        // waiting for the install: the log stays until the image on disk
+        // covers it, so a crash in between never leaves a gap.
+        let waiting_since = std::time::Instant::now();
+        while self.images.purge_must_wait(log_id.index) {
+            if waiting_since.elapsed() > Duration::from_millis(PURGE_WAIT_FOR_IMAGE_MS_MAX) {
+                tracing::warn!(
+                    index = log_id.index,
+                    "the log is not purged: the snapshot's image is not on disk"
+                );
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
         let log = family(&self.db, LOG_FAMILY)?;
         let meta = family(&self.db, LOG_META_FAMILY)?;
         let mut batch = WriteBatch::default();
@@ -397,6 +417,8 @@ impl StateMachine {
             Some(image) => image,
             None => move_image_to_file(&db, &images)?.unwrap_or_default(),
         };
+        forget_image_kept_in_the_database(&db)?;
+        images.note_image_index(&image);
         // The tree's nodes from the image's size on (a store written before
         // the tree was stored, or one whose image came by snapshot).
         let history = History::new(db.clone());
@@ -445,8 +467,8 @@ impl StateMachine {
     }
 
     /// A receiver of snapshot chunks into this state machine's image files.
-    pub(crate) fn snapshot_receiver(&self) -> crate::snapshot::SnapshotReceiver {
-        crate::snapshot::SnapshotReceiver::new(&self.images)
+    pub(crate) fn snapshot_receiver(&self) -> crate::snapshot_receiver::SharedReceiver {
+        crate::snapshot_receiver::SharedReceiver::new(&self.images)
     }
 
     /// The history the state counts but does not keep.
@@ -593,7 +615,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     /// A file for openraft's own chunk receiver, which civmesh does not use
     /// ([`crate::snapshot::SnapshotReceiver`] receives and checks chunks).
     async fn begin_receiving_snapshot(&mut self) -> Result<Box<tokio::fs::File>, StorageFailure> {
-        let path = self.images.receiving_path();
+        let path = self.images.receiving_path(0);
         let file = tokio::fs::OpenOptions::new()
             .read(true)
             .write(true)
@@ -611,11 +633,17 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         snapshot: Box<tokio::fs::File>,
     ) -> Result<(), StorageFailure> {
         let failed = |error| io_error(ErrorSubject::Snapshot(Some(meta.signature())), ErrorVerb::Read, error);
-        let received = snapshot.into_std().await;
-        let (image, mut received) = tokio::task::spawn_blocking(move || read_received(received))
-            .await
-            .map_err(|error| failed(ImageError::Corrupt(error.to_string())))?
-            .map_err(failed)?;
+        // A snapshot this node received was checked and decoded already.
+        let (image, received) = match self.images.take_checked(meta) {
+            Some(checked) => (checked.image, Received::Checked(checked.path)),
+            None => {
+                let file = snapshot.into_std().await;
+                tokio::task::spawn_blocking(move || read_received(file))
+                    .await
+                    .map_err(|error| failed(ImageError::Corrupt(error.to_string())))?
+                    .map_err(failed)?
+            }
+        };
         if image.meta() != *meta {
             return Err(failed(ImageError::Corrupt("snapshot contents do not match its metadata".into())));
         }
@@ -623,9 +651,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         self.history.note_snapshot_installed(image.state.commands_applied).map_err(write_error)?;
         let (db, images) = (self.db.clone(), self.images.clone());
         // What the history wrote for the image is durable before the image.
-        tokio::task::spawn_blocking(move || {
+        let image = tokio::task::spawn_blocking(move || {
             db.flush_wal(true).map_err(ImageError::HistoryNotSynced)?;
-            images.keep_received(&mut received)
+            images.keep_received(received, &image).map(|()| image)
         })
         .await
         .map_err(write_error)?
@@ -649,26 +677,32 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     }
 }
 
-/// Decodes a received snapshot from its start, and hands its file back.
-fn read_received(mut received: std::fs::File) -> Result<(StateImage, std::fs::File), ImageError> {
-    let corrupt = |error: std::io::Error| ImageError::Corrupt(error.to_string());
-    received.seek(std::io::SeekFrom::Start(0)).map_err(corrupt)?;
-    let image = crate::snapshot::decode_image(received.try_clone().map_err(corrupt)?)?;
-    Ok((image, received))
+/// Decodes a snapshot this node did not receive itself, from its start.
+fn read_received(mut file: std::fs::File) -> Result<(StateImage, Received), ImageError> {
+    let disk = |source| ImageError::Disk { action: "read", path: "a snapshot".into(), source };
+    file.seek(std::io::SeekFrom::Start(0)).map_err(disk)?;
+    let image = crate::snapshot::decode_image(file.try_clone().map_err(disk)?)?;
+    Ok((image, Received::Other(file)))
 }
 
 /// Moves the image a store written before the image was a file kept in the
 /// database to the file, and returns it.
 fn move_image_to_file(db: &DB, images: &ImageFiles) -> Result<Option<StateImage>, OpenError> {
-    let Some(image) =
-        get_state_image_kept_in_the_database(db).map_err(|error| ImageError::Corrupt(error.to_string()))?
+    let Some(image) = get_state_image_kept_in_the_database(db)
+        .map_err(|error| OpenError::LogCorrupt(format!("the state image kept in the database: {error}")))?
     else {
         return Ok(None);
     };
     images.write(&image)?;
-    let state = family(db, STATE_FAMILY).map_err(|error| ImageError::Corrupt(error.to_string()))?;
-    db.delete_cf_opt(state, STATE_IMAGE_KEY, &synced())
-        .map_err(|error| ImageError::Corrupt(error.to_string()))?;
     tracing::info!("moved the state image from the database to its file, once");
     Ok(Some(image))
+}
+
+/// Deletes the image a store written before the image was a file kept in
+/// the database, once the file stands for it (a kill -9 right after the
+/// move leaves it; the file is then read).
+fn forget_image_kept_in_the_database(db: &DB) -> Result<(), OpenError> {
+    let state = family(db, STATE_FAMILY).map_err(|error| OpenError::LogCorrupt(error.to_string()))?;
+    db.delete_cf_opt(state, STATE_IMAGE_KEY, &synced())
+        .map_err(|error| OpenError::LogCorrupt(format!("cannot forget the old state image: {error}")))
 }

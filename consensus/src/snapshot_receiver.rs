@@ -1,0 +1,369 @@
+//! Receiving a snapshot: civmesh's, not openraft's.
+//!
+//! openraft 0.9 stops Raft on an install that fails, so a hostile leader
+//! could stop a follower with one snapshot that does not decode. The
+//! receiver writes each stream, in order, to a file of its own
+//! (`state-image/receiving.<n>`: a new stream never touches the file an
+//! install reads), decodes the whole snapshot and matches it to its
+//! metadata, and only then hands it to `Raft::install_full_snapshot`, with
+//! the decoded image kept for the install. A chunk out of order gets
+//! openraft's own `SnapshotMismatch` (its sender starts again from 0), one
+//! past [`STATE_IMAGE_BYTES_MAX`] `raft_snapshot_past_bound`, a snapshot
+//! that does not check `raft_snapshot_corrupt`, and every later chunk of
+//! that snapshot the same, so the sender gives up instead of resending it.
+
+use std::fs::File;
+use std::io::{Seek, SeekFrom, Write};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use openraft::error::{InstallSnapshotError, RaftError, SnapshotMismatch};
+use openraft::raft::{InstallSnapshotRequest, InstallSnapshotResponse};
+use openraft::storage::Snapshot;
+use openraft::{SnapshotMeta, SnapshotSegmentId};
+
+use crate::network::PeerResponse;
+use crate::policy_log::RaftRefusal;
+use crate::snapshot::{decode_image, CheckedSnapshot, ImageError, ImageFiles, STATE_IMAGE_BYTES_MAX};
+use crate::types::{Raft, RaftNodeId, RaftPeer, TypeConfig};
+
+/// Why a snapshot chunk was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ChunkRefusal {
+    /// The chunk starts past where the stream is: `expected` is.
+    #[error("the snapshot chunk starts at {offset}, not at {expected}")]
+    OutOfOrder {
+        /// Where the chunk starts.
+        offset: u64,
+        /// Where the stream is.
+        expected: u64,
+    },
+    /// The chunk ends past [`STATE_IMAGE_BYTES_MAX`].
+    #[error("the snapshot chunk ends past the state image bound")]
+    PastBound,
+    /// The whole snapshot does not decode, or is not what its metadata says.
+    #[error("the snapshot is corrupt: {0}")]
+    Corrupt(String),
+    /// A chunk of a snapshot already refused as corrupt.
+    #[error("the snapshot was refused before")]
+    RefusedBefore,
+    /// This node could not write or read it.
+    #[error("{0}")]
+    Disk(#[from] ImageError),
+}
+
+/// The snapshot being received, one stream at a time.
+pub(crate) struct SnapshotReceiver {
+    files: ImageFiles,
+    stream: Option<Stream>,
+    streams_started: u64,
+    /// The id of the last snapshot refused as corrupt.
+    refused_id: Option<String>,
+}
+
+struct Stream {
+    snapshot_id: String,
+    path: PathBuf,
+    file: File,
+    offset: u64,
+}
+
+/// A whole snapshot received, not yet checked.
+pub(crate) struct Finished {
+    path: PathBuf,
+    file: File,
+    meta: SnapshotMeta<RaftNodeId, RaftPeer>,
+}
+
+impl SnapshotReceiver {
+    pub(crate) fn new(files: &ImageFiles) -> Self {
+        SnapshotReceiver { files: files.clone(), stream: None, streams_started: 0, refused_id: None }
+    }
+
+    /// Writes one chunk at its offset, which may not be past the stream's
+    /// end (a chunk sent again is written again); a chunk at offset 0 of
+    /// another snapshot starts a new stream. The last chunk's snapshot is
+    /// returned whole, to be checked.
+    pub(crate) fn receive(
+        &mut self,
+        chunk: &InstallSnapshotRequest<TypeConfig>,
+    ) -> Result<Option<Finished>, ChunkRefusal> {
+        let end = chunk.offset.saturating_add(chunk.data.len() as u64);
+        if end > STATE_IMAGE_BYTES_MAX as u64 {
+            return Err(ChunkRefusal::PastBound);
+        }
+        if self.refused_id.as_ref() == Some(&chunk.meta.snapshot_id) {
+            return Err(ChunkRefusal::RefusedBefore);
+        }
+        let continues =
+            self.stream.as_ref().is_some_and(|stream| stream.snapshot_id == chunk.meta.snapshot_id);
+        if !continues {
+            if chunk.offset != 0 {
+                return Err(ChunkRefusal::OutOfOrder { offset: chunk.offset, expected: 0 });
+            }
+            self.start_stream(&chunk.meta.snapshot_id)?;
+        }
+        let Some(stream) = self.stream.as_mut() else {
+            return Err(ChunkRefusal::OutOfOrder { offset: chunk.offset, expected: 0 });
+        };
+        if chunk.offset > stream.offset {
+            return Err(ChunkRefusal::OutOfOrder { offset: chunk.offset, expected: stream.offset });
+        }
+        let written = stream
+            .file
+            .seek(SeekFrom::Start(chunk.offset))
+            .and_then(|_| stream.file.write_all(&chunk.data))
+            .and_then(|()| stream.file.set_len(end));
+        if let Err(error) = written {
+            let failure = disk_error("write", &stream.path, error);
+            self.drop_stream();
+            return Err(failure);
+        }
+        stream.offset = end;
+        if !chunk.done {
+            return Ok(None);
+        }
+        let Some(stream) = self.stream.take() else {
+            return Ok(None);
+        };
+        Ok(Some(Finished { path: stream.path, file: stream.file, meta: chunk.meta.clone() }))
+    }
+
+    fn start_stream(&mut self, snapshot_id: &str) -> Result<(), ChunkRefusal> {
+        self.drop_stream();
+        self.streams_started += 1;
+        let path = self.files.receiving_path(self.streams_started);
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .map_err(|error| disk_error("create", &path, error))?;
+        self.stream = Some(Stream { snapshot_id: snapshot_id.to_string(), path, file, offset: 0 });
+        Ok(())
+    }
+
+    fn drop_stream(&mut self) {
+        if let Some(stream) = self.stream.take() {
+            let _ = std::fs::remove_file(stream.path);
+        }
+    }
+
+    /// Remembers a snapshot refused as corrupt, so its later chunks are too.
+    fn refuse(&mut self, snapshot_id: String) {
+        self.refused_id = Some(snapshot_id);
+    }
+}
+
+fn disk_error(action: &'static str, path: &std::path::Path, source: std::io::Error) -> ChunkRefusal {
+    ChunkRefusal::Disk(ImageError::Disk { action, path: path.display().to_string(), source })
+}
+
+impl Finished {
+    /// Syncs the snapshot, decodes it whole, and checks it is the one its
+    /// metadata describes.
+    pub(crate) fn check(self) -> Result<(CheckedSnapshot, Snapshot<TypeConfig>), ChunkRefusal> {
+        let Finished { path, mut file, meta } = self;
+        let reading = file
+            .sync_all()
+            .and_then(|()| file.seek(SeekFrom::Start(0)))
+            .and_then(|_| file.try_clone())
+            .map_err(|error| disk_error("read back", &path, error))?;
+        let image = decode_image(reading).map_err(|error| match error {
+            ImageError::Corrupt(reason) => ChunkRefusal::Corrupt(reason),
+            other => ChunkRefusal::Disk(other),
+        })?;
+        if image.meta() != meta {
+            return Err(ChunkRefusal::Corrupt("its contents are not what its metadata says".into()));
+        }
+        file.seek(SeekFrom::Start(0)).map_err(|error| disk_error("seek in", &path, error))?;
+        let snapshot = Snapshot { meta, snapshot: Box::new(tokio::fs::File::from_std(file)) };
+        Ok((CheckedSnapshot { path, image }, snapshot))
+    }
+}
+
+/// The receiver a node shares between the Raft RPCs it answers.
+#[derive(Clone)]
+pub(crate) struct SharedReceiver {
+    files: ImageFiles,
+    receiver: Arc<Mutex<SnapshotReceiver>>,
+}
+
+impl SharedReceiver {
+    pub(crate) fn new(files: &ImageFiles) -> Self {
+        SharedReceiver { files: files.clone(), receiver: Arc::new(Mutex::new(SnapshotReceiver::new(files))) }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, SnapshotReceiver> {
+        self.receiver.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Receives a chunk and, for the last, checks the snapshot (outside
+    /// the receiver's lock) and keeps it for the install.
+    fn receive_blocking(
+        &self,
+        chunk: &InstallSnapshotRequest<TypeConfig>,
+    ) -> Result<Option<Snapshot<TypeConfig>>, ChunkRefusal> {
+        let Some(finished) = self.lock().receive(chunk)? else {
+            return Ok(None);
+        };
+        let path = finished.path.clone();
+        match finished.check() {
+            Ok((checked, snapshot)) => {
+                self.files.keep_checked(checked);
+                Ok(Some(snapshot))
+            }
+            Err(refusal) => {
+                let _ = std::fs::remove_file(path);
+                if matches!(refusal, ChunkRefusal::Corrupt(_)) {
+                    self.lock().refuse(chunk.meta.snapshot_id.clone());
+                }
+                Err(refusal)
+            }
+        }
+    }
+}
+
+/// Answers one `InstallSnapshot` chunk: written if the leader's vote is
+/// current, and the last chunk's snapshot, checked whole, handed to Raft to
+/// install. A refusal names what was wrong with the chunk.
+pub(crate) async fn answer_chunk(
+    raft: &Raft,
+    receiver: &SharedReceiver,
+    chunk: InstallSnapshotRequest<TypeConfig>,
+) -> (PeerResponse, Option<RaftRefusal>) {
+    let vote = match raft.with_raft_state(|state| *state.vote_ref()).await {
+        Ok(vote) => vote,
+        Err(fatal) => return (PeerResponse::InstallSnapshot(Err(RaftError::Fatal(fatal))), None),
+    };
+    // As openraft's own receiver: a chunk from an older leader is answered
+    // with the newer vote, and not written.
+    let current = matches!(
+        chunk.vote.partial_cmp(&vote),
+        Some(std::cmp::Ordering::Greater | std::cmp::Ordering::Equal)
+    );
+    if !current {
+        return (PeerResponse::InstallSnapshot(Ok(InstallSnapshotResponse { vote })), None);
+    }
+    let leader_vote = chunk.vote;
+    let (snapshot_id, offset) = (chunk.meta.snapshot_id.clone(), chunk.offset);
+    let shared = receiver.clone();
+    let received = tokio::task::spawn_blocking(move || shared.receive_blocking(&chunk)).await;
+    let snapshot = match received {
+        Ok(Ok(None)) => return (PeerResponse::InstallSnapshot(Ok(InstallSnapshotResponse { vote })), None),
+        Ok(Ok(Some(snapshot))) => snapshot,
+        Ok(Err(refusal)) => return refused(refusal, snapshot_id, offset),
+        Err(stopped) => {
+            return (PeerResponse::Refused(format!("the snapshot chunk was not written: {stopped}")), None)
+        }
+    };
+    let files = receiver.files.clone();
+    files.set_installing(snapshot.meta.last_log_id.map(|id| id.index));
+    let installed = raft.install_full_snapshot(leader_vote, snapshot).await;
+    files.set_installing(None);
+    let _ = tokio::task::spawn_blocking(move || files.forget_checked()).await;
+    match installed {
+        Ok(response) => {
+            (PeerResponse::InstallSnapshot(Ok(InstallSnapshotResponse { vote: response.vote })), None)
+        }
+        Err(fatal) => (PeerResponse::InstallSnapshot(Err(RaftError::Fatal(fatal))), None),
+    }
+}
+
+/// The answer to a refused chunk: openraft's own error for one out of
+/// order (its sender then starts the stream again), a typed refusal for a
+/// bad snapshot, and a plain one when this node's disk failed.
+fn refused(refusal: ChunkRefusal, snapshot_id: String, offset: u64) -> (PeerResponse, Option<RaftRefusal>) {
+    let refusal = match refusal {
+        ChunkRefusal::OutOfOrder { expected, .. } => {
+            let mismatch = SnapshotMismatch {
+                expect: SnapshotSegmentId { id: snapshot_id.clone(), offset: expected },
+                got: SnapshotSegmentId { id: snapshot_id, offset },
+            };
+            let error = RaftError::APIError(InstallSnapshotError::SnapshotMismatch(mismatch));
+            return (PeerResponse::InstallSnapshot(Err(error)), None);
+        }
+        ChunkRefusal::Disk(error) => {
+            tracing::error!(%error, "could not keep a snapshot chunk");
+            return (PeerResponse::Refused(format!("this node could not keep the snapshot: {error}")), None);
+        }
+        ChunkRefusal::PastBound => RaftRefusal::SnapshotPastBound,
+        ChunkRefusal::Corrupt(reason) => {
+            tracing::warn!(%reason, "refused a snapshot that does not check");
+            RaftRefusal::SnapshotCorrupt
+        }
+        ChunkRefusal::RefusedBefore => RaftRefusal::SnapshotCorrupt,
+    };
+    (PeerResponse::Refused(refusal.to_string()), Some(refusal))
+}
+
+#[cfg(test)]
+mod tests {
+    use civmesh_certs::codec;
+
+    use super::*;
+    use crate::snapshot::tests::image;
+    use crate::snapshot::StateImage;
+
+    fn chunk(
+        image: &StateImage,
+        bytes: &[u8],
+        offset: u64,
+        done: bool,
+    ) -> InstallSnapshotRequest<TypeConfig> {
+        InstallSnapshotRequest {
+            vote: openraft::Vote::default(),
+            meta: image.meta(),
+            offset,
+            data: bytes.to_vec(),
+            done,
+        }
+    }
+
+    /// Chunks in order make the snapshot, and one sent again is written
+    /// again; one past the stream's end or past the bound is refused; a
+    /// snapshot truncated, corrupt or not matching its metadata is refused,
+    /// and so is every later chunk of it; each stream has its own file.
+    #[test]
+    fn a_snapshot_is_received_in_order_and_checked_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = ImageFiles::open(dir.path()).unwrap();
+        let receiver = SharedReceiver::new(&files);
+        let sent = image(9);
+        let bytes = codec::encode(&sent).unwrap();
+        let (first, rest) = bytes.split_at(bytes.len() / 2);
+        let half = first.len() as u64;
+        assert!(receiver.receive_blocking(&chunk(&sent, first, 0, false)).unwrap().is_none());
+        assert!(receiver.receive_blocking(&chunk(&sent, first, 0, false)).unwrap().is_none());
+        let skipped = receiver.receive_blocking(&chunk(&sent, rest, half + 1, true));
+        assert!(matches!(skipped, Err(ChunkRefusal::OutOfOrder { expected, .. }) if expected == half));
+        let far = receiver.receive_blocking(&chunk(&sent, b"x", STATE_IMAGE_BYTES_MAX as u64, false));
+        assert!(matches!(far, Err(ChunkRefusal::PastBound)));
+        let received = receiver.receive_blocking(&chunk(&sent, rest, half, true)).unwrap().unwrap();
+        assert_eq!(received.meta, sent.meta());
+        let checked = files.take_checked(&sent.meta()).expect("kept for the install");
+        assert_eq!(checked.image.meta(), sent.meta());
+        assert!(checked.path.exists());
+
+        let truncated = image(11);
+        let truncated_bytes = codec::encode(&truncated).unwrap();
+        let refused = receiver.receive_blocking(&chunk(&truncated, &truncated_bytes[..10], 0, true));
+        assert!(matches!(refused, Err(ChunkRefusal::Corrupt(_))), "{:?}", refused.err());
+        let again = receiver.receive_blocking(&chunk(&truncated, &truncated_bytes, 0, true));
+        assert!(matches!(again, Err(ChunkRefusal::RefusedBefore)), "{:?}", again.err());
+        let mut trailing = bytes.clone();
+        trailing.push(0);
+        let other = image(12);
+        assert!(matches!(
+            receiver.receive_blocking(&chunk(&other, &trailing, 0, true)),
+            Err(ChunkRefusal::Corrupt(_))
+        ));
+        let mismatched = receiver.receive_blocking(&chunk(&image(13), &bytes, 0, true));
+        assert!(matches!(mismatched, Err(ChunkRefusal::Corrupt(reason)) if reason.contains("metadata")));
+        let unstarted = SharedReceiver::new(&files).receive_blocking(&chunk(&image(14), rest, 5, true));
+        assert!(matches!(unstarted, Err(ChunkRefusal::OutOfOrder { expected: 0, .. })));
+        // Only the checked snapshot's file is left; refused ones are gone.
+        let left = std::fs::read_dir(checked.path.parent().unwrap()).unwrap().count();
+        assert_eq!(left, 1);
+    }
+}
