@@ -162,9 +162,12 @@ impl ImageFiles {
         self.directory.join(format!("{RECEIVING_PREFIX}.{stream}"))
     }
 
-    /// Keeps a checked snapshot for the install, replacing any other.
+    /// Keeps a checked snapshot for the install, replacing (and removing)
+    /// any other.
     pub(crate) fn keep_checked(&self, checked: CheckedSnapshot) {
-        *lock(&self.checked) = Some(checked);
+        if let Some(replaced) = lock(&self.checked).replace(checked) {
+            let _ = std::fs::remove_file(replaced.path);
+        }
     }
 
     /// The checked snapshot `meta` describes, if it is the one kept.

@@ -10,7 +10,9 @@
 //! openraft's own `SnapshotMismatch` (its sender starts again from 0), one
 //! past [`STATE_IMAGE_BYTES_MAX`] `raft_snapshot_past_bound`, a snapshot
 //! that does not check `raft_snapshot_corrupt`, and every later chunk of
-//! that snapshot the same, so the sender gives up instead of resending it.
+//! it from the same vote the same, without writing it again. One snapshot
+//! is checked and installed at a time (a last chunk meanwhile is answered
+//! busy), and one the node has already committed past is not written.
 
 use std::fs::File;
 use std::io::{Seek, SeekFrom, Write};
@@ -20,7 +22,7 @@ use std::sync::{Arc, Mutex};
 use openraft::error::{InstallSnapshotError, RaftError, SnapshotMismatch};
 use openraft::raft::{InstallSnapshotRequest, InstallSnapshotResponse};
 use openraft::storage::Snapshot;
-use openraft::{SnapshotMeta, SnapshotSegmentId};
+use openraft::{SnapshotMeta, SnapshotSegmentId, Vote};
 
 use crate::network::PeerResponse;
 use crate::policy_log::RaftRefusal;
@@ -57,8 +59,8 @@ pub(crate) struct SnapshotReceiver {
     files: ImageFiles,
     stream: Option<Stream>,
     streams_started: u64,
-    /// The id of the last snapshot refused as corrupt.
-    refused_id: Option<String>,
+    /// The last snapshot refused as corrupt, and the vote it came with.
+    refused: Option<(Vote<RaftNodeId>, SnapshotMeta<RaftNodeId, RaftPeer>)>,
 }
 
 struct Stream {
@@ -77,7 +79,7 @@ pub(crate) struct Finished {
 
 impl SnapshotReceiver {
     pub(crate) fn new(files: &ImageFiles) -> Self {
-        SnapshotReceiver { files: files.clone(), stream: None, streams_started: 0, refused_id: None }
+        SnapshotReceiver { files: files.clone(), stream: None, streams_started: 0, refused: None }
     }
 
     /// Writes one chunk at its offset, which may not be past the stream's
@@ -92,7 +94,7 @@ impl SnapshotReceiver {
         if end > STATE_IMAGE_BYTES_MAX as u64 {
             return Err(ChunkRefusal::PastBound);
         }
-        if self.refused_id.as_ref() == Some(&chunk.meta.snapshot_id) {
+        if self.refused.as_ref().is_some_and(|(vote, meta)| *vote == chunk.vote && *meta == chunk.meta) {
             return Err(ChunkRefusal::RefusedBefore);
         }
         let continues =
@@ -149,9 +151,10 @@ impl SnapshotReceiver {
         }
     }
 
-    /// Remembers a snapshot refused as corrupt, so its later chunks are too.
-    fn refuse(&mut self, snapshot_id: String) {
-        self.refused_id = Some(snapshot_id);
+    /// Remembers a snapshot refused as corrupt, so its later chunks from
+    /// the same vote are too.
+    fn refuse(&mut self, chunk: &InstallSnapshotRequest<TypeConfig>) {
+        self.refused = Some((chunk.vote, chunk.meta.clone()));
     }
 }
 
@@ -187,11 +190,17 @@ impl Finished {
 pub(crate) struct SharedReceiver {
     files: ImageFiles,
     receiver: Arc<Mutex<SnapshotReceiver>>,
+    /// Held from a last chunk's check to the end of its install.
+    installing: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl SharedReceiver {
     pub(crate) fn new(files: &ImageFiles) -> Self {
-        SharedReceiver { files: files.clone(), receiver: Arc::new(Mutex::new(SnapshotReceiver::new(files))) }
+        SharedReceiver {
+            files: files.clone(),
+            receiver: Arc::new(Mutex::new(SnapshotReceiver::new(files))),
+            installing: Arc::default(),
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, SnapshotReceiver> {
@@ -216,7 +225,7 @@ impl SharedReceiver {
             Err(refusal) => {
                 let _ = std::fs::remove_file(path);
                 if matches!(refusal, ChunkRefusal::Corrupt(_)) {
-                    self.lock().refuse(chunk.meta.snapshot_id.clone());
+                    self.lock().refuse(chunk);
                 }
                 Err(refusal)
             }
@@ -232,25 +241,35 @@ pub(crate) async fn answer_chunk(
     receiver: &SharedReceiver,
     chunk: InstallSnapshotRequest<TypeConfig>,
 ) -> (PeerResponse, Option<RaftRefusal>) {
-    let vote = match raft.with_raft_state(|state| *state.vote_ref()).await {
-        Ok(vote) => vote,
+    let (vote, committed) = match raft.with_raft_state(|state| (*state.vote_ref(), state.committed)).await {
+        Ok(seen) => seen,
         Err(fatal) => return (PeerResponse::InstallSnapshot(Err(RaftError::Fatal(fatal))), None),
     };
+    let answered = (PeerResponse::InstallSnapshot(Ok(InstallSnapshotResponse { vote })), None);
     // As openraft's own receiver: a chunk from an older leader is answered
-    // with the newer vote, and not written.
+    // with the newer vote, and one of a snapshot this node has committed
+    // past is not needed; neither is written.
     let current = matches!(
         chunk.vote.partial_cmp(&vote),
         Some(std::cmp::Ordering::Greater | std::cmp::Ordering::Equal)
     );
-    if !current {
-        return (PeerResponse::InstallSnapshot(Ok(InstallSnapshotResponse { vote })), None);
+    if !current || chunk.meta.last_log_id <= committed {
+        return answered;
     }
+    let _installing = if chunk.done {
+        match receiver.installing.clone().try_lock_owned() {
+            Ok(guard) => Some(guard),
+            Err(_) => return (PeerResponse::Refused("busy: installing another snapshot".into()), None),
+        }
+    } else {
+        None
+    };
     let leader_vote = chunk.vote;
     let (snapshot_id, offset) = (chunk.meta.snapshot_id.clone(), chunk.offset);
     let shared = receiver.clone();
     let received = tokio::task::spawn_blocking(move || shared.receive_blocking(&chunk)).await;
     let snapshot = match received {
-        Ok(Ok(None)) => return (PeerResponse::InstallSnapshot(Ok(InstallSnapshotResponse { vote })), None),
+        Ok(Ok(None)) => return answered,
         Ok(Ok(Some(snapshot))) => snapshot,
         Ok(Err(refusal)) => return refused(refusal, snapshot_id, offset),
         Err(stopped) => {
@@ -351,6 +370,12 @@ mod tests {
         assert!(matches!(refused, Err(ChunkRefusal::Corrupt(_))), "{:?}", refused.err());
         let again = receiver.receive_blocking(&chunk(&truncated, &truncated_bytes, 0, true));
         assert!(matches!(again, Err(ChunkRefusal::RefusedBefore)), "{:?}", again.err());
+        // Another vote's chunks of it are not refused for it: one voter
+        // cannot have the leader's snapshot refused in advance.
+        let mut from_leader = chunk(&truncated, &truncated_bytes, 0, true);
+        from_leader.vote = Vote::new(2, 1);
+        let taken = receiver.receive_blocking(&from_leader).unwrap().unwrap();
+        assert_eq!(taken.meta, truncated.meta());
         let mut trailing = bytes.clone();
         trailing.push(0);
         let other = image(12);
@@ -362,8 +387,12 @@ mod tests {
         assert!(matches!(mismatched, Err(ChunkRefusal::Corrupt(reason)) if reason.contains("metadata")));
         let unstarted = SharedReceiver::new(&files).receive_blocking(&chunk(&image(14), rest, 5, true));
         assert!(matches!(unstarted, Err(ChunkRefusal::OutOfOrder { expected: 0, .. })));
-        // Only the checked snapshot's file is left; refused ones are gone.
+        // Refused streams leave no file: only the one taken for its install
+        // (which renames it) and the one kept for the next.
         let left = std::fs::read_dir(checked.path.parent().unwrap()).unwrap().count();
-        assert_eq!(left, 1);
+        assert_eq!(left, 2);
+        files.forget_checked();
+        assert!(checked.path.exists(), "forgetting the kept one leaves the taken one");
+        assert_eq!(std::fs::read_dir(checked.path.parent().unwrap()).unwrap().count(), 1);
     }
 }

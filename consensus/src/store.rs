@@ -54,8 +54,8 @@ const VOTE_KEY: &[u8] = b"vote";
 const COMMITTED_KEY: &[u8] = b"committed";
 const LAST_PURGED_KEY: &[u8] = b"last_purged";
 /// How long a purge waits for an installed snapshot's image to reach the
-/// disk; past it, the log is kept.
-const PURGE_WAIT_FOR_IMAGE_MS_MAX: u64 = 60_000;
+/// disk; past it, the log is kept and Raft stops.
+const PURGE_WAIT_FOR_IMAGE_MS_MAX: u64 = 300_000;
 /// The memtables of all column families together, in bytes at most.
 const MEMTABLES_BYTES_MAX: usize = 64 * 1024 * 1024;
 /// The state image's key in the `state` family, where a store written
@@ -348,11 +348,12 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let waiting_since = std::time::Instant::now();
         while self.images.purge_must_wait(log_id.index) {
             if waiting_since.elapsed() > Duration::from_millis(PURGE_WAIT_FOR_IMAGE_MS_MAX) {
-                tracing::warn!(
-                    index = log_id.index,
-                    "the log is not purged: the snapshot's image is not on disk"
-                );
-                return Ok(());
+                // openraft already counts it purged: purging nothing would
+                // leave its view and the store apart, so Raft stops.
+                return Err(write_error(std::io::Error::other(format!(
+                    "the log up to {} is not purged: the installed snapshot's image is not on disk",
+                    log_id.index
+                ))));
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
@@ -640,7 +641,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 let file = snapshot.into_std().await;
                 tokio::task::spawn_blocking(move || read_received(file))
                     .await
-                    .map_err(|error| failed(ImageError::Corrupt(error.to_string())))?
+                    .map_err(read_error)?
                     .map_err(failed)?
             }
         };

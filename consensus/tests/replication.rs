@@ -273,7 +273,10 @@ async fn raft_rpcs_from_non_voters_and_impostors_are_refused() {
     // terabyte on: written there, the target would grow to hold it.
     let chunk = |offset, done| {
         let current = Vote { leader_id: LeaderId::new(before.term, leader_id), committed: true };
-        let meta = SnapshotMeta { snapshot_id: "streamed".into(), ..SnapshotMeta::default() };
+        // Past what the target committed: a snapshot it would install.
+        let last_log_id =
+            Some(openraft::LogId::new(openraft::CommittedLeaderId::new(before.term, leader_id), 1 << 20));
+        let meta = SnapshotMeta { last_log_id, snapshot_id: "streamed".into(), ..SnapshotMeta::default() };
         PeerRequest::InstallSnapshot(InstallSnapshotRequest {
             vote: current,
             meta,
@@ -322,6 +325,34 @@ async fn raft_rpcs_from_non_voters_and_impostors_are_refused() {
     assert_eq!(applied.outcomes, vec![Ok(Applied::Done)]);
     let voters: Vec<&Member> = cluster.members[..3].iter().collect();
     converge(&voters).await;
+}
+
+/// The last chunk of a snapshot the follower has committed past, even one
+/// that is no state image, is answered as openraft's receiver answers it,
+/// and neither written nor read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_the_follower_committed_past_is_neither_written_nor_read() {
+    use civmesh_consensus::{PeerRequest, PeerResponse};
+    use openraft::raft::InstallSnapshotRequest;
+    use openraft::{LeaderId, SnapshotMeta, Vote};
+    let cluster = cluster().await;
+    let leader = wait_for_leader(&cluster.members[..3]).await;
+    let follower = (0..3).find(|index| *index != leader).unwrap();
+    let target = &cluster.members[follower];
+    let leader_id = civmesh_consensus::raft_node_id(&cluster.members[leader].key.node_id());
+    let stale = PeerRequest::InstallSnapshot(InstallSnapshotRequest {
+        vote: Vote { leader_id: LeaderId::new(target.log.status().term, leader_id), committed: true },
+        meta: SnapshotMeta { snapshot_id: "stale".into(), ..SnapshotMeta::default() },
+        offset: 0,
+        data: b"no state image".to_vec(),
+        done: true,
+    });
+    let (answer, refusal) = ask(target, &cluster.members[leader].key.node_id(), &stale).await;
+    assert!(matches!(answer, PeerResponse::InstallSnapshot(Ok(_))), "{answer:?}");
+    assert_eq!(refusal, None);
+    let images = cluster._dir.path().join(format!("node-{follower}")).join("state-image");
+    let files: Vec<_> = std::fs::read_dir(images).unwrap().map(|entry| entry.unwrap().file_name()).collect();
+    assert!(files.iter().all(|name| !name.to_string_lossy().starts_with("receiving")), "{files:?}");
 }
 
 /// Sends `request` to `member` as `sender`: the decoded answer, and the
