@@ -58,6 +58,8 @@ pub struct PolicyLogConfig {
     pub snapshot_after_entries: u64,
     /// Entries kept in the log behind the latest snapshot.
     pub entries_kept_after_snapshot: u64,
+    /// The largest snapshot chunk this node sends, in bytes.
+    pub snapshot_chunk_bytes_max: u64,
 }
 
 impl PolicyLogConfig {
@@ -72,6 +74,7 @@ impl PolicyLogConfig {
             election_timeout_max_ms: 800,
             snapshot_after_entries: 5_000,
             entries_kept_after_snapshot: 1_000,
+            snapshot_chunk_bytes_max: 4 * 1024 * 1024,
         }
     }
 }
@@ -253,11 +256,14 @@ impl<T: Transport> PolicyLog<T> {
             election_timeout_max: config.election_timeout_max_ms,
             snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_after_entries),
             max_in_snapshot_log_to_keep: config.entries_kept_after_snapshot,
-            snapshot_max_chunk_size: 4 * 1024 * 1024,
+            snapshot_max_chunk_size: config.snapshot_chunk_bytes_max,
             install_snapshot_timeout: SNAPSHOT_CHUNK_TIMEOUT_MS,
             max_payload_entries: 256,
             ..Config::default()
         };
+        if !(1..=PEER_MESSAGE_BYTES_MAX as u64 / 2).contains(&config.snapshot_chunk_bytes_max) {
+            return Err(StartError::Config("a snapshot chunk must fit a peer message".into()));
+        }
         let raft_config =
             Arc::new(raft_config.validate().map_err(|error| StartError::Config(error.to_string()))?);
         let (log_store, state_machine) = open(&config.directory)?;

@@ -291,6 +291,25 @@ pub struct RaftSection {
     pub snapshot_after_entries: u64,
     /// Entries kept behind a snapshot.
     pub entries_kept_after_snapshot: u64,
+    /// The largest snapshot chunk this node sends, in bytes (1 KiB to
+    /// 4 MiB): smaller on a slow link, so each chunk arrives in time.
+    pub snapshot_chunk_bytes_max: u64,
+}
+
+/// The bounds on [`RaftSection::snapshot_chunk_bytes_max`], in bytes.
+pub const SNAPSHOT_CHUNK_BYTES_RANGE: std::ops::RangeInclusive<u64> = 1024..=4 * 1024 * 1024;
+
+impl RaftSection {
+    /// The snapshot chunk bound, checked against [`SNAPSHOT_CHUNK_BYTES_RANGE`].
+    pub fn snapshot_chunk_bytes_max(&self) -> Result<u64, ConfigError> {
+        if !SNAPSHOT_CHUNK_BYTES_RANGE.contains(&self.snapshot_chunk_bytes_max) {
+            return Err(ConfigError::Invalid {
+                path: PathBuf::from(CONFIG_FILE_NAME),
+                reason: "[raft] snapshot_chunk_bytes_max must be from 1024 to 4194304".to_string(),
+            });
+        }
+        Ok(self.snapshot_chunk_bytes_max)
+    }
 }
 
 impl Default for RaftSection {
@@ -301,6 +320,7 @@ impl Default for RaftSection {
             election_timeout_max_ms: 800,
             snapshot_after_entries: 5_000,
             entries_kept_after_snapshot: 1_000,
+            snapshot_chunk_bytes_max: 4 * 1024 * 1024,
         }
     }
 }
@@ -318,7 +338,8 @@ impl NodeConfig {
             .map_err(|error| ConfigError::Invalid { path: path.clone(), reason: error.to_string() })?;
         // A bound no section's type can state is checked here, so a node
         // never starts with it.
-        if let Err(ConfigError::Invalid { reason, .. }) = config.subject_requests.deadline_days() {
+        let checked = config.subject_requests.deadline_days().and(config.raft.snapshot_chunk_bytes_max());
+        if let Err(ConfigError::Invalid { reason, .. }) = checked {
             return Err(ConfigError::Invalid { path, reason });
         }
         Ok(config)
@@ -380,6 +401,8 @@ mod tests {
             &format!("{valid}[subject_requests]\ndeadline_days = 61\n"),
             &format!("{valid}[subject_requests]\ndeadline_days = -1\n"),
             &format!("{valid}[subject_requests]\ndeadline = 15\n"),
+            &format!("{valid}[raft]\nsnapshot_chunk_bytes_max = 1023\n"),
+            &format!("{valid}[raft]\nsnapshot_chunk_bytes_max = 4194305\n"),
         ] {
             write(dir.path(), bad);
             assert!(matches!(NodeConfig::load(dir.path()), Err(ConfigError::Invalid { .. })), "{bad}");

@@ -248,6 +248,8 @@ fn raft_config(node_dir: &Path, config: &NodeConfig, key: &NodeKey, address: &st
     raft_config.election_timeout_max_ms = config.raft.election_timeout_max_ms;
     raft_config.snapshot_after_entries = config.raft.snapshot_after_entries;
     raft_config.entries_kept_after_snapshot = config.raft.entries_kept_after_snapshot;
+    // Checked when the configuration was read.
+    raft_config.snapshot_chunk_bytes_max = config.raft.snapshot_chunk_bytes_max;
     raft_config
 }
 

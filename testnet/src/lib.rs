@@ -746,13 +746,30 @@ impl Testnet {
 
     /// Adds node `index` as a learner, through the leader among the voters.
     pub fn add_learner(&self, index: usize) -> anyhow::Result<()> {
+        let args = self.add_learner_args(index)?;
+        self.cli(&args.iter().map(String::as_str).collect::<Vec<_>>()).map(|_| ())
+    }
+
+    /// [`Testnet::add_learner`] on a thread of its own, so the caller can
+    /// act on the learner (kill it, start it again) while it is added: the
+    /// command ends once the learner caught up, or after its 30 s timeout.
+    pub fn add_learner_in_background(
+        &self,
+        index: usize,
+    ) -> anyhow::Result<std::thread::JoinHandle<anyhow::Result<String>>> {
+        let args = self.add_learner_args(index)?;
+        let binary = self.binary.clone();
+        Ok(std::thread::spawn(move || run_cli(&binary, &args.iter().map(String::as_str).collect::<Vec<_>>())))
+    }
+
+    fn add_learner_args(&self, index: usize) -> anyhow::Result<Vec<String>> {
         let mut args =
             vec!["cluster", "add-learner", "--learner-node-dir", path_str(&self.nodes[index].data_dir)?];
         for voter in self.nodes.iter().filter(|node| node.spec.voter) {
             args.push("--node-dir");
             args.push(path_str(&voter.data_dir)?);
         }
-        self.cli(&args).map(|_| ())
+        Ok(args.into_iter().map(str::to_string).collect())
     }
 
     /// The index of the current leader, waiting for one.

@@ -109,6 +109,7 @@ fn a_learner_added_after_the_log_was_purged_catches_up_by_snapshot() {
     let snapshot = SnapshotPolicy { after_entries: 20, entries_kept: 5 };
     let mut net = Testnet::create(dir.path(), &specs, snapshot).unwrap();
     for index in 0..3 {
+        net.configure(index, |config| config.raft.snapshot_chunk_bytes_max = 1024).unwrap();
         net.start(index).unwrap();
     }
     net.bootstrap_nodes(&[0, 1, 2]).unwrap();
@@ -123,17 +124,35 @@ fn a_learner_added_after_the_log_was_purged_catches_up_by_snapshot() {
     })
     .unwrap();
 
-    // The learner starts with what a kill -9 in the middle of receiving a
-    // snapshot, and of writing its image, leaves: partial files.
+    // The learner is killed -9 while the snapshot streams in (in 1 KiB
+    // chunks), then started again: it takes the next stream whole.
     let images = net.nodes[3].data_dir.join("policy-log").join("state-image");
-    std::fs::create_dir_all(&images).unwrap();
-    for partial in ["receiving", "image.writing"] {
-        std::fs::write(images.join(partial), b"half of a snapshot").unwrap();
-    }
     net.start(3).unwrap();
     net.admit(3, leader).unwrap();
-    net.add_learner(3).unwrap();
+    // Fails once the learner is killed, or ends once it caught up after
+    // its restart; the learner stays added either way.
+    let adding = net.add_learner_in_background(3).unwrap();
+    // Polled every millisecond: the stream lasts a few dozen.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let partial = loop {
+        let streaming = std::fs::read_dir(&images).ok().and_then(|entries| {
+            entries.flatten().find(|entry| {
+                entry.file_name().to_string_lossy().starts_with("receiving")
+                    && entry.metadata().is_ok_and(|metadata| metadata.len() > 0)
+            })
+        });
+        if let Some(entry) = streaming {
+            break entry.path();
+        }
+        assert!(std::time::Instant::now() < deadline, "no snapshot streamed in");
+        std::thread::sleep(Duration::from_millis(1));
+    };
+    net.kill9(3).unwrap();
+    assert!(partial.exists(), "killed halfway: the partial snapshot is still there");
+    assert!(!images.join("image").exists(), "killed halfway: nothing installed");
+    net.start(3).unwrap();
     converged(&net);
+    let _ = adding.join();
     let learner = net.api(3).unwrap().status().unwrap().raft;
     assert_eq!(learner.role, "learner");
     assert!(learner.snapshot_index >= purged, "the learner did not install a snapshot: {learner:?}");
