@@ -324,6 +324,45 @@ mod tests {
     use crate::snapshot::tests::image;
     use crate::snapshot::StateImage;
 
+    proptest::proptest! {
+        /// Whatever chunks a peer sends, in whatever order, from whatever
+        /// vote: the receiver never panics, hands over only a snapshot that
+        /// decodes to what its metadata says, and keeps at most two files
+        /// (the stream and the snapshot kept for its install).
+        #[test]
+        fn any_chunks_give_a_checked_snapshot_or_a_refusal(
+            chunks in proptest::collection::vec(
+                (0..3u64, 0..4usize, proptest::collection::vec(proptest::num::u8::ANY, 0..48), proptest::bool::ANY, 0..2u64),
+                1..40,
+            )
+        ) {
+            let dir = tempfile::tempdir().unwrap();
+            let files = ImageFiles::open(dir.path()).unwrap();
+            let receiver = SharedReceiver::new(&files);
+            let real = codec::encode(&image(5)).unwrap();
+            for (snapshot, offset_pick, noise, done, term) in chunks {
+                let meta_of = image(5 + snapshot);
+                // Offsets at the start, inside, at the end of and past the real image.
+                let offset = [0, real.len() / 2, real.len(), real.len() + 7][offset_pick];
+                let data = if snapshot == 0 && noise.len() % 2 == 0 {
+                    real.get(offset..).unwrap_or_default().to_vec()
+                } else {
+                    noise
+                };
+                let mut sent = chunk(&meta_of, &data, offset as u64, done);
+                sent.vote = Vote::new(term, 1);
+                if let Ok(Some(snapshot)) = receiver.receive_blocking(&sent) {
+                    let checked = files.take_checked(&snapshot.meta).expect("a handed-over snapshot is kept");
+                    proptest::prop_assert_eq!(checked.image.meta(), snapshot.meta.clone());
+                    proptest::prop_assert_eq!(snapshot.meta, meta_of.meta());
+                    let _ = std::fs::remove_file(checked.path);
+                }
+                let kept = std::fs::read_dir(files.receiving_path(0).parent().unwrap()).unwrap().count();
+                proptest::prop_assert!(kept <= 2, "{} files", kept);
+            }
+        }
+    }
+
     fn chunk(
         image: &StateImage,
         bytes: &[u8],
