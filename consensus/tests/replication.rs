@@ -67,6 +67,12 @@ async fn cluster() -> Cluster {
     Cluster { _dir: dir, network, ca_key, ca_der, members }
 }
 
+/// The leader among `members`, and another of them.
+async fn leader_and_follower(members: &[Member]) -> (usize, usize) {
+    let leader = wait_for_leader(members).await;
+    (leader, (0..members.len()).find(|index| *index != leader).unwrap())
+}
+
 async fn wait_for_leader(members: &[Member]) -> usize {
     wait_until("a leader", || members.iter().position(|m| m.log.status().role == "leader")).await
 }
@@ -244,8 +250,7 @@ async fn raft_rpcs_from_non_voters_and_impostors_are_refused() {
     use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
     use openraft::{LeaderId, SnapshotMeta, Vote};
     let cluster = cluster().await;
-    let leader = wait_for_leader(&cluster.members[..3]).await;
-    let follower = (0..3).find(|index| *index != leader).unwrap();
+    let (leader, follower) = leader_and_follower(&cluster.members[..3]).await;
     let target = &cluster.members[follower];
     let before = target.log.status();
     let street = &cluster.members[3];
@@ -336,8 +341,7 @@ async fn a_snapshot_the_follower_committed_past_is_neither_written_nor_read() {
     use openraft::raft::InstallSnapshotRequest;
     use openraft::{LeaderId, SnapshotMeta, Vote};
     let cluster = cluster().await;
-    let leader = wait_for_leader(&cluster.members[..3]).await;
-    let follower = (0..3).find(|index| *index != leader).unwrap();
+    let (leader, follower) = leader_and_follower(&cluster.members[..3]).await;
     let target = &cluster.members[follower];
     let leader_id = civmesh_consensus::raft_node_id(&cluster.members[leader].key.node_id());
     let stale = PeerRequest::InstallSnapshot(InstallSnapshotRequest {

@@ -89,13 +89,7 @@ impl Default for SubjectRequestsSection {
 impl SubjectRequestsSection {
     /// The default deadline, checked against [`DEADLINE_DAYS_RANGE`].
     pub fn deadline_days(&self) -> Result<u64, ConfigError> {
-        if !DEADLINE_DAYS_RANGE.contains(&self.deadline_days) {
-            return Err(ConfigError::Invalid {
-                path: PathBuf::from(CONFIG_FILE_NAME),
-                reason: "[subject_requests] deadline_days must be from 1 to 60".to_string(),
-            });
-        }
-        Ok(self.deadline_days)
+        within("[subject_requests] deadline_days", self.deadline_days, DEADLINE_DAYS_RANGE)
     }
 }
 
@@ -122,13 +116,7 @@ impl Default for RetentionSection {
 impl RetentionSection {
     /// The sweep interval, checked against [`SWEEP_INTERVAL_MS_RANGE`].
     pub fn sweep_interval_ms(&self) -> Result<u64, ConfigError> {
-        if !SWEEP_INTERVAL_MS_RANGE.contains(&self.sweep_interval_ms) {
-            return Err(ConfigError::Invalid {
-                path: PathBuf::from(CONFIG_FILE_NAME),
-                reason: "[retention] sweep_interval_ms must be from 1000 to 3600000".to_string(),
-            });
-        }
-        Ok(self.sweep_interval_ms)
+        within("[retention] sweep_interval_ms", self.sweep_interval_ms, SWEEP_INTERVAL_MS_RANGE)
     }
 }
 
@@ -302,14 +290,20 @@ pub const SNAPSHOT_CHUNK_BYTES_RANGE: std::ops::RangeInclusive<u64> = 1024..=4 *
 impl RaftSection {
     /// The snapshot chunk bound, checked against [`SNAPSHOT_CHUNK_BYTES_RANGE`].
     pub fn snapshot_chunk_bytes_max(&self) -> Result<u64, ConfigError> {
-        if !SNAPSHOT_CHUNK_BYTES_RANGE.contains(&self.snapshot_chunk_bytes_max) {
-            return Err(ConfigError::Invalid {
-                path: PathBuf::from(CONFIG_FILE_NAME),
-                reason: "[raft] snapshot_chunk_bytes_max must be from 1024 to 4194304".to_string(),
-            });
-        }
-        Ok(self.snapshot_chunk_bytes_max)
+        within("[raft] snapshot_chunk_bytes_max", self.snapshot_chunk_bytes_max, SNAPSHOT_CHUNK_BYTES_RANGE)
     }
+}
+
+/// `value` of the setting `name` if it is within `range`; a typed error
+/// naming both otherwise.
+fn within(name: &str, value: u64, range: std::ops::RangeInclusive<u64>) -> Result<u64, ConfigError> {
+    if !range.contains(&value) {
+        return Err(ConfigError::Invalid {
+            path: PathBuf::from(CONFIG_FILE_NAME),
+            reason: format!("{name} must be from {} to {}", range.start(), range.end()),
+        });
+    }
+    Ok(value)
 }
 
 impl Default for RaftSection {
