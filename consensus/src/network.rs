@@ -42,6 +42,9 @@ pub enum PeerRequest {
     Submit(Vec<SignedCommand>),
     /// Ask the leader for a linearizable read index.
     ReadIndex,
+    /// The SHA-256 of the peer's state image ending at this log index, to
+    /// confirm a snapshot another peer sent.
+    ImageDigest(u64),
 }
 
 /// The answer to a [`PeerRequest`], variant for variant.
@@ -59,6 +62,8 @@ pub enum PeerResponse {
     ReadIndex(Result<u64, String>),
     /// The request could not be decoded or is not allowed.
     Refused(String),
+    /// The peer's image digest at the index asked, if it has one.
+    ImageDigest(Option<[u8; 32]>),
 }
 
 /// Why a transport could not deliver a request or bring back an answer.

@@ -144,6 +144,10 @@ pub enum RaftRefusal {
     /// its metadata describes: nothing is installed.
     #[error("raft_snapshot_corrupt: the snapshot does not decode as the state image its metadata describes")]
     SnapshotCorrupt,
+    /// Too few of the other voters hold an image of the same bytes at the
+    /// snapshot's index: nothing is installed.
+    #[error("raft_snapshot_unconfirmed: the other voters do not confirm the snapshot")]
+    SnapshotUnconfirmed,
 }
 
 impl RaftRefusal {
@@ -155,6 +159,7 @@ impl RaftRefusal {
             RaftRefusal::NotCandidate => "raft_sender_not_candidate",
             RaftRefusal::SnapshotPastBound => "raft_snapshot_past_bound",
             RaftRefusal::SnapshotCorrupt => "raft_snapshot_corrupt",
+            RaftRefusal::SnapshotUnconfirmed => "raft_snapshot_unconfirmed",
         }
     }
 }
@@ -243,6 +248,7 @@ pub struct PolicyLog<T: Transport> {
     transport: T,
     me: RaftPeer,
     snapshot_receiver: crate::snapshot_receiver::SharedReceiver,
+    images: crate::snapshot::ImageFiles,
 }
 
 impl<T: Transport> PolicyLog<T> {
@@ -275,6 +281,9 @@ impl<T: Transport> PolicyLog<T> {
         let verdicts = state_machine.verdicts();
         let stage_times = state_machine.stage_times();
         let snapshot_receiver = state_machine.snapshot_receiver();
+        let images = state_machine.image_files();
+        let mut state_machine = state_machine;
+        state_machine.snapshot_every(config.snapshot_after_entries);
         let me = RaftPeer { node_id: config.node_id, address: config.address };
         let raft = Raft::new(
             raft_node_id(&config.node_id),
@@ -298,6 +307,7 @@ impl<T: Transport> PolicyLog<T> {
             transport,
             me,
             snapshot_receiver,
+            images,
         })
     }
 
@@ -364,7 +374,7 @@ impl<T: Transport> PolicyLog<T> {
             PeerRequest::AppendEntries(rpc) => RaftRpc::FromLeader(rpc.vote.leader_id.node_id),
             PeerRequest::InstallSnapshot(rpc) => RaftRpc::FromLeader(rpc.vote.leader_id.node_id),
             PeerRequest::Vote(rpc) => RaftRpc::FromCandidate(rpc.vote.leader_id.node_id),
-            PeerRequest::Submit(_) | PeerRequest::ReadIndex => return Ok(()),
+            PeerRequest::Submit(_) | PeerRequest::ReadIndex | PeerRequest::ImageDigest(_) => return Ok(()),
         };
         let metrics = self.raft.metrics().borrow().clone();
         let membership = metrics.membership_config.membership();
@@ -383,8 +393,21 @@ impl<T: Transport> PolicyLog<T> {
             }
             PeerRequest::Vote(rpc) => PeerResponse::Vote(self.raft.vote(rpc).await),
             PeerRequest::InstallSnapshot(chunk) => {
-                return crate::snapshot_receiver::answer_chunk(&self.raft, &self.snapshot_receiver, chunk)
-                    .await;
+                let me = raft_node_id(&self.me.node_id);
+                let receiver = &self.snapshot_receiver;
+                return crate::snapshot_receiver::answer_chunk(
+                    &self.raft,
+                    &self.transport,
+                    me,
+                    receiver,
+                    chunk,
+                )
+                .await;
+            }
+            PeerRequest::ImageDigest(index) => {
+                let images = self.images.clone();
+                let digest = tokio::task::spawn_blocking(move || images.digest_at(index)).await;
+                PeerResponse::ImageDigest(digest.ok().and_then(Result::ok).flatten())
             }
             PeerRequest::Submit(commands) => PeerResponse::Submit(self.write_as_leader(commands).await),
             PeerRequest::ReadIndex => PeerResponse::ReadIndex(

@@ -12,6 +12,7 @@
 //! - A receiver or a writer killed midway leaves a partial file, removed
 //!   on the next start. The leader's sender starts again from offset 0.
 
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{BufReader, BufWriter, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -22,6 +23,7 @@ use civmesh_certs::codec;
 use civmesh_policy::PolicyState;
 use openraft::storage::Snapshot;
 use openraft::{LogId, SnapshotMeta, StoredMembership};
+use ring::digest::{Context, SHA256};
 use serde::{Deserialize, Serialize};
 
 use crate::types::{RaftNodeId, RaftPeer, TypeConfig};
@@ -114,18 +116,37 @@ pub(crate) struct ImageFiles {
     image_index: Arc<AtomicU64>,
     /// One past the index of the snapshot Raft is installing (0: none).
     installing_end: Arc<AtomicU64>,
+    /// The SHA-256 of the latest images written or installed here, by the
+    /// index they end at: what this node confirms to a receiver.
+    digests: Arc<Mutex<BTreeMap<u64, [u8; 32]>>>,
 }
 
-/// A received snapshot, checked whole: its file and what it decoded to.
+/// How many images' digests a node keeps to confirm.
+const IMAGE_DIGESTS_KEPT_MAX: usize = 16;
+
+/// The id of the snapshot at `index` every replica builds alike: replicas
+/// whose images at one index are the same bytes confirm one another's.
+pub(crate) fn aligned_snapshot_id(index: u64) -> String {
+    format!("aligned-{index}")
+}
+
+/// A received snapshot, checked whole: its file, what it decoded to, and
+/// its SHA-256.
 pub(crate) struct CheckedSnapshot {
     pub(crate) path: PathBuf,
     pub(crate) image: StateImage,
+    pub(crate) digest: [u8; 32],
 }
 
 /// Where an installed snapshot's bytes are.
 pub(crate) enum Received {
     /// A file this node received and checked: renamed into place.
-    Checked(PathBuf),
+    Checked {
+        /// The file.
+        path: PathBuf,
+        /// Its SHA-256.
+        digest: [u8; 32],
+    },
     /// Any other file (openraft's own tests hand one over): copied.
     Other(File),
 }
@@ -153,7 +174,33 @@ impl ImageFiles {
             checked: Arc::default(),
             image_index: Arc::default(),
             installing_end: Arc::default(),
+            digests: Arc::default(),
         })
+    }
+
+    fn note_digest(&self, index: u64, digest: [u8; 32]) {
+        let mut digests = lock(&self.digests);
+        digests.insert(index, digest);
+        while digests.len() > IMAGE_DIGESTS_KEPT_MAX {
+            digests.pop_first();
+        }
+    }
+
+    /// The SHA-256 of this node's image ending at `index`, if it wrote or
+    /// installed one there lately (or it is the image on disk).
+    pub(crate) fn digest_at(&self, index: u64) -> Result<Option<[u8; 32]>, ImageError> {
+        if let Some(digest) = lock(&self.digests).get(&index) {
+            return Ok(Some(*digest));
+        }
+        let Some(current) = self.current()? else {
+            return Ok(None);
+        };
+        if current.meta.last_log_id.map(|id| id.index) != Some(index) {
+            return Ok(None);
+        }
+        let digest = file_digest(current.file, &self.image_path())?;
+        self.note_digest(index, digest);
+        Ok(Some(digest))
     }
 
     /// The file for the `stream`th snapshot received since the start (0 is
@@ -177,6 +224,11 @@ impl ImageFiles {
             return checked.take();
         }
         None
+    }
+
+    /// The digest of the checked snapshot kept for the install.
+    pub(crate) fn checked_digest(&self) -> Option<[u8; 32]> {
+        lock(&self.checked).as_ref().map(|checked| checked.digest)
     }
 
     /// Forgets the checked snapshot (installed, or not needed), and its file.
@@ -220,14 +272,16 @@ impl ImageFiles {
         let _lock = self.writing.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let written = write_synced(&writing, |file| {
             let inner = BufWriter::with_capacity(FILE_BUFFER_BYTES, file);
-            let mut bounded = BoundedWriter { inner, left: bytes_max };
+            let mut bounded = BoundedWriter { inner, left: bytes_max, digest: Context::new(&SHA256) };
             match codec::encode_into_writer(image, &mut bounded) {
-                Ok(bytes) => bounded.inner.flush().map(|()| bytes).map_err(EncodeFailure::Disk),
+                Ok(bytes) => {
+                    bounded.inner.flush().map(|()| (bytes, bounded.finish())).map_err(EncodeFailure::Disk)
+                }
                 Err(_) if bounded.left == 0 => Err(EncodeFailure::PastBound),
                 Err(error) => Err(EncodeFailure::Disk(std::io::Error::other(error))),
             }
         });
-        let bytes = match written {
+        let (bytes, digest) = match written {
             Ok(bytes) => bytes,
             Err(failure) => {
                 let _ = std::fs::remove_file(&writing);
@@ -239,6 +293,7 @@ impl ImageFiles {
             return self.current()?.ok_or_else(|| ImageError::Corrupt("the newer image went away".into()));
         }
         self.install(&writing, image)?;
+        self.note_digest(image.last_applied.map_or(0, |id| id.index), digest);
         let file = File::open(self.image_path()).map_err(disk("open", &self.image_path()))?;
         Ok(CurrentImage { file, meta: image.meta(), bytes: bytes as u64 })
     }
@@ -248,7 +303,11 @@ impl ImageFiles {
         let _lock = self.writing.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut received = match received {
             // Synced when it was checked.
-            Received::Checked(path) => return self.install(&path, image),
+            Received::Checked { path, digest } => {
+                self.install(&path, image)?;
+                self.note_digest(image.last_applied.map_or(0, |id| id.index), digest);
+                return Ok(());
+            }
             Received::Other(file) => file,
         };
         let writing = self.directory.join(WRITING_FILE);
@@ -309,6 +368,12 @@ impl CurrentImage {
     }
 }
 
+/// The snapshot metadata an image file starts with.
+pub fn image_meta(path: &Path) -> Result<SnapshotMeta<RaftNodeId, RaftPeer>, ImageError> {
+    let mut file = File::open(path).map_err(disk("open", path))?;
+    read_head(&mut file)
+}
+
 /// Decodes a whole image from `file`, streaming, within the bound.
 pub(crate) fn decode_image(file: File) -> Result<StateImage, ImageError> {
     codec::decode_large_from_reader(BufReader::with_capacity(FILE_BUFFER_BYTES, file), STATE_IMAGE_BYTES_MAX)
@@ -320,6 +385,25 @@ pub(crate) fn decode_image(file: File) -> Result<StateImage, ImageError> {
             },
             other => ImageError::Corrupt(other.to_string()),
         })
+}
+
+/// The SHA-256 of a whole file, read from its start.
+pub(crate) fn file_digest(mut file: File, path: &Path) -> Result<[u8; 32], ImageError> {
+    file.seek(SeekFrom::Start(0)).map_err(disk("seek in", path))?;
+    let mut reader = BufReader::with_capacity(FILE_BUFFER_BYTES, file);
+    let mut context = Context::new(&SHA256);
+    loop {
+        let buffer = std::io::BufRead::fill_buf(&mut reader).map_err(disk("read", path))?;
+        if buffer.is_empty() {
+            break;
+        }
+        context.update(buffer);
+        let read = buffer.len();
+        std::io::BufRead::consume(&mut reader, read);
+    }
+    let mut digest = [0u8; 32];
+    digest.copy_from_slice(context.finish().as_ref());
+    Ok(digest)
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -366,10 +450,20 @@ fn write_synced<T>(
     Ok(value)
 }
 
-/// A writer that refuses to write more than `left` bytes in all.
+/// A writer that refuses to write more than `left` bytes in all, and
+/// hashes what it writes.
 struct BoundedWriter<W> {
     inner: W,
     left: usize,
+    digest: Context,
+}
+
+impl<W> BoundedWriter<W> {
+    fn finish(&self) -> [u8; 32] {
+        let mut digest = [0u8; 32];
+        digest.copy_from_slice(self.digest.clone().finish().as_ref());
+        digest
+    }
 }
 
 impl<W: Write> Write for BoundedWriter<W> {
@@ -380,6 +474,7 @@ impl<W: Write> Write for BoundedWriter<W> {
         }
         let written = self.inner.write(bytes)?;
         self.left -= written;
+        self.digest.update(&bytes[..written]);
         Ok(written)
     }
 

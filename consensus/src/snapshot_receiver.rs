@@ -24,9 +24,11 @@ use openraft::raft::{InstallSnapshotRequest, InstallSnapshotResponse};
 use openraft::storage::Snapshot;
 use openraft::{SnapshotMeta, SnapshotSegmentId, Vote};
 
-use crate::network::PeerResponse;
+use crate::network::{call, PeerRequest, PeerResponse, Transport};
 use crate::policy_log::RaftRefusal;
-use crate::snapshot::{decode_image, CheckedSnapshot, ImageError, ImageFiles, STATE_IMAGE_BYTES_MAX};
+use crate::snapshot::{
+    decode_image, file_digest, CheckedSnapshot, ImageError, ImageFiles, STATE_IMAGE_BYTES_MAX,
+};
 use crate::types::{Raft, RaftNodeId, RaftPeer, TypeConfig};
 
 /// Why a snapshot chunk was refused.
@@ -179,9 +181,11 @@ impl Finished {
         if image.meta() != meta {
             return Err(ChunkRefusal::Corrupt("its contents are not what its metadata says".into()));
         }
+        let hashing = file.try_clone().map_err(|error| disk_error("read back", &path, error))?;
+        let digest = file_digest(hashing, &path)?;
         file.seek(SeekFrom::Start(0)).map_err(|error| disk_error("seek in", &path, error))?;
         let snapshot = Snapshot { meta, snapshot: Box::new(tokio::fs::File::from_std(file)) };
-        Ok((CheckedSnapshot { path, image }, snapshot))
+        Ok((CheckedSnapshot { path, image, digest }, snapshot))
     }
 }
 
@@ -236,8 +240,10 @@ impl SharedReceiver {
 /// Answers one `InstallSnapshot` chunk: written if the leader's vote is
 /// current, and the last chunk's snapshot, checked whole, handed to Raft to
 /// install. A refusal names what was wrong with the chunk.
-pub(crate) async fn answer_chunk(
+pub(crate) async fn answer_chunk<T: Transport>(
     raft: &Raft,
+    transport: &T,
+    me: RaftNodeId,
     receiver: &SharedReceiver,
     chunk: InstallSnapshotRequest<TypeConfig>,
 ) -> (PeerResponse, Option<RaftRefusal>) {
@@ -253,7 +259,8 @@ pub(crate) async fn answer_chunk(
         chunk.vote.partial_cmp(&vote),
         Some(std::cmp::Ordering::Greater | std::cmp::Ordering::Equal)
     );
-    if !current || chunk.meta.last_log_id <= committed {
+    let committed_past = chunk.meta.last_log_id.map(|id| id.index) <= committed.map(|id| id.index);
+    if !current || committed_past {
         return answered;
     }
     let _installing = if chunk.done {
@@ -277,7 +284,17 @@ pub(crate) async fn answer_chunk(
         }
     };
     let files = receiver.files.clone();
-    files.set_installing(snapshot.meta.last_log_id.map(|id| id.index));
+    let index = snapshot.meta.last_log_id.map_or(0, |id| id.index);
+    let digest = files.checked_digest().unwrap_or_default();
+    let membership = snapshot.meta.last_membership.membership().clone();
+    let confirming = Confirming { me, leader: leader_vote.leader_id.node_id, index, digest };
+    if !confirmed(raft, transport, membership, confirming).await {
+        let _ = tokio::task::spawn_blocking(move || files.forget_checked()).await;
+        tracing::warn!(index, "refused a snapshot the other voters did not confirm");
+        let refusal = RaftRefusal::SnapshotUnconfirmed;
+        return (PeerResponse::Refused(refusal.to_string()), Some(refusal));
+    }
+    files.set_installing(Some(index));
     let installed = raft.install_full_snapshot(leader_vote, snapshot).await;
     files.set_installing(None);
     let _ = tokio::task::spawn_blocking(move || files.forget_checked()).await;
@@ -286,6 +303,68 @@ pub(crate) async fn answer_chunk(
             (PeerResponse::InstallSnapshot(Ok(InstallSnapshotResponse { vote: response.vote })), None)
         }
         Err(fatal) => (PeerResponse::InstallSnapshot(Err(RaftError::Fatal(fatal))), None),
+    }
+}
+
+/// How long a receiver asks the other voters to confirm a snapshot, in ms.
+pub const SNAPSHOT_CONFIRM_MS_MAX: u64 = 5_000;
+/// The pause between two rounds of asking, in ms.
+const SNAPSHOT_CONFIRM_RETRY_MS: u64 = 200;
+/// How long one voter may take to answer, in ms.
+const SNAPSHOT_CONFIRM_ASK_MS_MAX: u64 = 1_000;
+
+/// A snapshot to confirm: who receives it, who sent it, and what it is.
+struct Confirming {
+    me: RaftNodeId,
+    leader: RaftNodeId,
+    index: u64,
+    digest: [u8; 32],
+}
+
+/// Whether enough other voters hold an image of the same bytes at the
+/// snapshot's index: with the leader, half the voters or more, and at
+/// least one besides the leader. Replicas build their snapshots at the same
+/// indexes, so honest ones hold the same image; a leader alone cannot make
+/// a follower install a state no other voter has. The voters are those this
+/// node knows; a new node that knows none takes the snapshot's own
+/// (`in_snapshot`): a leader naming only itself is still refused, and any
+/// other voter it names must be a member the transport admits.
+async fn confirmed<T: Transport>(
+    raft: &Raft,
+    transport: &T,
+    in_snapshot: openraft::Membership<RaftNodeId, RaftPeer>,
+    snapshot: Confirming,
+) -> bool {
+    let known = raft.metrics().borrow().membership_config.membership().clone();
+    let membership = if known.voter_ids().next().is_some() { known } else { in_snapshot };
+    let voters: Vec<RaftNodeId> = membership.voter_ids().collect();
+    let needed = (voters.len() / 2).max(1);
+    let others: Vec<RaftPeer> = voters
+        .iter()
+        .filter(|id| **id != snapshot.me && **id != snapshot.leader)
+        .filter_map(|id| membership.get_node(id).cloned())
+        .collect();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_millis(SNAPSHOT_CONFIRM_MS_MAX);
+    let mut confirmed_by = std::collections::BTreeSet::new();
+    let ask = PeerRequest::ImageDigest(snapshot.index);
+    loop {
+        for peer in &others {
+            if confirmed_by.contains(&peer.node_id) {
+                continue;
+            }
+            let timeout = std::time::Duration::from_millis(SNAPSHOT_CONFIRM_ASK_MS_MAX);
+            let answer = call(transport, peer, &ask, timeout).await;
+            if matches!(answer, Ok(PeerResponse::ImageDigest(Some(theirs))) if theirs == snapshot.digest) {
+                confirmed_by.insert(peer.node_id);
+            }
+        }
+        if confirmed_by.len() >= needed {
+            return true;
+        }
+        if std::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(SNAPSHOT_CONFIRM_RETRY_MS)).await;
     }
 }
 

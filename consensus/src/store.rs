@@ -143,7 +143,9 @@ pub fn open(directory: &Path) -> Result<(LogStore, StateMachine), OpenError> {
     let committed: Option<Option<LogId<RaftNodeId>>> = get_value(&db, LOG_META_FAMILY, COMMITTED_KEY)
         .map_err(|error| OpenError::LogCorrupt(error.to_string()))?;
     let committed_index = Arc::new(AtomicU64::new(committed.flatten().map_or(0, |id| id.index)));
-    let latest_entry_time_ms = Arc::new(AtomicU64::new(latest_logged_entry_time_ms(&db)?));
+    // The log may be purged up to the image's last entry: its time counts.
+    let imaged_ms = state_machine.shared.read(|applied| applied.policy.last_entry_time_ms);
+    let latest_entry_time_ms = Arc::new(AtomicU64::new(latest_logged_entry_time_ms(&db)?.max(imaged_ms)));
     Ok((LogStore { db, images, committed_index, latest_entry_time_ms, stage_times }, state_machine))
 }
 
@@ -407,6 +409,11 @@ pub struct StateMachine {
     last_membership: StoredMembership<RaftNodeId, RaftPeer>,
     shared: SharedState,
     snapshots_built: u64,
+    /// Keep the state at every this many log indexes for the next snapshot
+    /// (0: build snapshots of the state at the time, as openraft's tests do).
+    snapshot_every_entries: u64,
+    /// The state at the latest such index, until a snapshot is built of it.
+    capture: Option<StateImage>,
     snapshot_stats: Arc<SnapshotStats>,
     verdicts: crate::verdicts::Verdicts,
     stage_times: Arc<StageTimes>,
@@ -441,6 +448,8 @@ impl StateMachine {
             last_membership: image.last_membership,
             shared,
             snapshots_built: 0,
+            snapshot_every_entries: 0,
+            capture: None,
             snapshot_stats: Arc::default(),
             verdicts: crate::verdicts::Verdicts::default(),
             stage_times,
@@ -465,6 +474,17 @@ impl StateMachine {
     /// The signature verdicts reached as commands arrive, which apply uses.
     pub fn verdicts(&self) -> crate::verdicts::Verdicts {
         self.verdicts.clone()
+    }
+
+    /// Snapshots of the state at every `entries`th log index (a multiple of
+    /// it), the same on every replica, so receivers can confirm them.
+    pub fn snapshot_every(&mut self, entries: u64) {
+        self.snapshot_every_entries = entries;
+    }
+
+    /// The image files, to confirm this node's images to others.
+    pub(crate) fn image_files(&self) -> ImageFiles {
+        self.images.clone()
     }
 
     /// A receiver of snapshot chunks into this state machine's image files.
@@ -551,6 +571,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let mut last_membership = None;
         let mut to_history = Vec::new();
         let history = &self.history;
+        let (every, mut membership_now, capture) =
+            (self.snapshot_every_entries, self.last_membership.clone(), &mut self.capture);
         // The history is written before the lock is let go: whoever sees
         // the state count an entry finds it stored.
         let written = self.shared.write(|applied| {
@@ -583,12 +605,23 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                         }
                     }
                     EntryPayload::Membership(membership) => {
-                        last_membership = Some(StoredMembership::new(Some(entry.log_id), membership));
+                        membership_now = StoredMembership::new(Some(entry.log_id), membership);
+                        last_membership = Some(membership_now.clone());
                     }
                 }
                 result.state_version = applied.policy.commands_applied;
                 applied.applied_index = entry.log_id.index;
                 results.push(result);
+                // Every replica keeps its state at the same indexes, for
+                // snapshots that other replicas can confirm byte for byte.
+                if every > 0 && entry.log_id.index % every == 0 {
+                    *capture = Some(StateImage {
+                        last_applied: Some(entry.log_id),
+                        last_membership: membership_now.clone(),
+                        snapshot_id: crate::snapshot::aligned_snapshot_id(entry.log_id.index),
+                        state: applied.policy.clone(),
+                    });
+                }
             }
             history.append(&to_history)
         });
@@ -605,11 +638,15 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         self.snapshots_built += 1;
         let last_index = self.last_applied.map_or(0, |id| id.index);
         let snapshot_id = format!("{last_index}-{}", self.snapshots_built);
+        // The state kept at the latest aligned index, if one was kept since
+        // the last snapshot; the state now otherwise (which no other replica
+        // can confirm).
+        let image = self.capture.take().unwrap_or_else(|| self.state_image(snapshot_id));
         StateMachineSnapshotBuilder {
             db: self.db.clone(),
             images: self.images.clone(),
             stats: self.snapshot_stats.clone(),
-            image: self.state_image(snapshot_id),
+            image,
         }
     }
 
@@ -636,7 +673,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let failed = |error| io_error(ErrorSubject::Snapshot(Some(meta.signature())), ErrorVerb::Read, error);
         // A snapshot this node received was checked and decoded already.
         let (image, received) = match self.images.take_checked(meta) {
-            Some(checked) => (checked.image, Received::Checked(checked.path)),
+            Some(checked) => {
+                (checked.image, Received::Checked { path: checked.path, digest: checked.digest })
+            }
             None => {
                 let file = snapshot.into_std().await;
                 tokio::task::spawn_blocking(move || read_received(file))

@@ -359,6 +359,55 @@ async fn a_snapshot_the_follower_committed_past_is_neither_written_nor_read() {
     assert!(files.iter().all(|name| !name.to_string_lossy().starts_with("receiving")), "{files:?}");
 }
 
+/// A well-formed snapshot that no other voter holds (the image of another
+/// log, at an index past what the cluster committed) is refused as
+/// unconfirmed, and the follower goes on: a leader alone cannot make a
+/// replica install a state.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_no_other_voter_holds_is_refused() {
+    use civmesh_consensus::PeerRequest;
+    use openraft::raft::InstallSnapshotRequest;
+    use openraft::{LeaderId, Vote};
+    // Another log, alone, with a snapshot every 4 entries.
+    let other_dir = tempfile::tempdir().unwrap();
+    let key = NodeKey::generate().unwrap();
+    let network = InProcessNetwork::default();
+    let mut config = PolicyLogConfig::new(other_dir.path().join("node"), key.node_id(), "mem/9".to_string());
+    config.snapshot_after_entries = 4;
+    let other = PolicyLog::start(config, network.transport(key.node_id())).await.unwrap();
+    other.initialize(vec![other.me().clone()]).await.unwrap();
+    wait_until("a leader", || (other.status().role == "leader").then_some(())).await;
+    for _ in 0..60 {
+        let command = sign(&key, Command::RevokeGrant { grant_id: 1, reason: "r".into() });
+        other.submit(vec![command]).await.unwrap();
+    }
+    wait_until("a snapshot past 40", || (other.status().snapshot_index > 40).then_some(())).await;
+    let image = other_dir.path().join("node").join("state-image").join("image");
+    let bytes = std::fs::read(&image).unwrap();
+    let meta = civmesh_consensus::snapshot::image_meta(&image).unwrap();
+
+    let cluster = cluster().await;
+    let (leader, follower) = leader_and_follower(&cluster.members[..3]).await;
+    let target = &cluster.members[follower];
+    assert!(target.log.status().committed_index < meta.last_log_id.unwrap().index);
+    let leader_id = civmesh_consensus::raft_node_id(&cluster.members[leader].key.node_id());
+    let forged = PeerRequest::InstallSnapshot(InstallSnapshotRequest {
+        vote: Vote { leader_id: LeaderId::new(target.log.status().term, leader_id), committed: true },
+        meta,
+        offset: 0,
+        data: bytes,
+        done: true,
+    });
+    let (answer, refusal) = ask(target, &cluster.members[leader].key.node_id(), &forged).await;
+    assert_eq!(refusal, Some("raft_snapshot_unconfirmed"), "{answer:?}");
+    let applied =
+        cluster.members[leader].log.submit(vec![sign(&cluster.ca_key, genesis(&cluster))]).await.unwrap();
+    assert_eq!(applied.outcomes, vec![Ok(Applied::Done)]);
+    let voters: Vec<&Member> = cluster.members[..3].iter().collect();
+    converge(&voters).await;
+    other.shutdown().await;
+}
+
 /// Sends `request` to `member` as `sender`: the decoded answer, and the
 /// refusal's code if it was refused.
 async fn ask(
