@@ -363,7 +363,7 @@ impl<T: Transport> PolicyLog<T> {
             Err(error) => (PeerResponse::Refused(format!("malformed request: {error}")), None),
             Ok(request) => match self.check_sender(from, &request) {
                 Err(refusal) => (PeerResponse::Refused(refusal.to_string()), Some(refusal)),
-                Ok(()) => self.answer(request).await,
+                Ok(()) => self.answer(from, request).await,
             },
         };
         PeerAnswer { bytes: codec::encode(&response).unwrap_or_default(), refusal }
@@ -382,7 +382,7 @@ impl<T: Transport> PolicyLog<T> {
         check_raft_sender(&voters, raft_node_id(from), rpc_leader)
     }
 
-    async fn answer(&self, request: PeerRequest) -> (PeerResponse, Option<RaftRefusal>) {
+    async fn answer(&self, from: &NodeId, request: PeerRequest) -> (PeerResponse, Option<RaftRefusal>) {
         let response = match request {
             PeerRequest::AppendEntries(rpc) => {
                 // Only the leader this node follows makes it verify.
@@ -393,12 +393,12 @@ impl<T: Transport> PolicyLog<T> {
             }
             PeerRequest::Vote(rpc) => PeerResponse::Vote(self.raft.vote(rpc).await),
             PeerRequest::InstallSnapshot(chunk) => {
-                let me = raft_node_id(&self.me.node_id);
+                let peers = crate::snapshot_receiver::Peers { me: self.me.node_id, from: *from };
                 let receiver = &self.snapshot_receiver;
                 return crate::snapshot_receiver::answer_chunk(
                     &self.raft,
                     &self.transport,
-                    me,
+                    peers,
                     receiver,
                     chunk,
                 )

@@ -186,6 +186,19 @@ impl ImageFiles {
         }
     }
 
+    /// Notes the SHA-256 of `image` as its file would hold it, without
+    /// writing the file (a failure to encode notes nothing).
+    pub(crate) fn note_image_digest(&self, image: &StateImage) {
+        let mut hashing = BoundedWriter {
+            inner: std::io::sink(),
+            left: STATE_IMAGE_BYTES_MAX,
+            digest: Context::new(&SHA256),
+        };
+        if codec::encode_into_writer(image, &mut hashing).is_ok() {
+            self.note_digest(image.last_applied.map_or(0, |id| id.index), hashing.finish());
+        }
+    }
+
     /// The SHA-256 of this node's image ending at `index`, if it wrote or
     /// installed one there lately (or it is the image on disk).
     pub(crate) fn digest_at(&self, index: u64) -> Result<Option<[u8; 32]>, ImageError> {
@@ -224,11 +237,6 @@ impl ImageFiles {
             return checked.take();
         }
         None
-    }
-
-    /// The digest of the checked snapshot kept for the install.
-    pub(crate) fn checked_digest(&self) -> Option<[u8; 32]> {
-        lock(&self.checked).as_ref().map(|checked| checked.digest)
     }
 
     /// Forgets the checked snapshot (installed, or not needed), and its file.

@@ -29,7 +29,8 @@ use crate::policy_log::RaftRefusal;
 use crate::snapshot::{
     decode_image, file_digest, CheckedSnapshot, ImageError, ImageFiles, STATE_IMAGE_BYTES_MAX,
 };
-use crate::types::{Raft, RaftNodeId, RaftPeer, TypeConfig};
+use crate::types::{raft_node_id, Raft, RaftNodeId, RaftPeer, TypeConfig};
+use civmesh_certs::NodeId;
 
 /// Why a snapshot chunk was refused.
 #[derive(Debug, thiserror::Error)]
@@ -189,6 +190,9 @@ impl Finished {
     }
 }
 
+/// A whole snapshot, checked, and its SHA-256.
+type ReceivedSnapshot = (Snapshot<TypeConfig>, [u8; 32]);
+
 /// The receiver a node shares between the Raft RPCs it answers.
 #[derive(Clone)]
 pub(crate) struct SharedReceiver {
@@ -216,15 +220,16 @@ impl SharedReceiver {
     fn receive_blocking(
         &self,
         chunk: &InstallSnapshotRequest<TypeConfig>,
-    ) -> Result<Option<Snapshot<TypeConfig>>, ChunkRefusal> {
+    ) -> Result<Option<ReceivedSnapshot>, ChunkRefusal> {
         let Some(finished) = self.lock().receive(chunk)? else {
             return Ok(None);
         };
         let path = finished.path.clone();
         match finished.check() {
             Ok((checked, snapshot)) => {
+                let digest = checked.digest;
                 self.files.keep_checked(checked);
-                Ok(Some(snapshot))
+                Ok(Some((snapshot, digest)))
             }
             Err(refusal) => {
                 let _ = std::fs::remove_file(path);
@@ -243,10 +248,15 @@ impl SharedReceiver {
 pub(crate) async fn answer_chunk<T: Transport>(
     raft: &Raft,
     transport: &T,
-    me: RaftNodeId,
+    peers: Peers,
     receiver: &SharedReceiver,
     chunk: InstallSnapshotRequest<TypeConfig>,
 ) -> (PeerResponse, Option<RaftRefusal>) {
+    // Even a node that knows no voters yet takes a snapshot only from the
+    // leader its vote names: the one peer that cannot confirm it.
+    if raft_node_id(&peers.from) != chunk.vote.leader_id.node_id {
+        return (PeerResponse::Refused(RaftRefusal::NotLeader.to_string()), Some(RaftRefusal::NotLeader));
+    }
     let (vote, committed) = match raft.with_raft_state(|state| (*state.vote_ref(), state.committed)).await {
         Ok(seen) => seen,
         Err(fatal) => return (PeerResponse::InstallSnapshot(Err(RaftError::Fatal(fatal))), None),
@@ -275,9 +285,9 @@ pub(crate) async fn answer_chunk<T: Transport>(
     let (snapshot_id, offset) = (chunk.meta.snapshot_id.clone(), chunk.offset);
     let shared = receiver.clone();
     let received = tokio::task::spawn_blocking(move || shared.receive_blocking(&chunk)).await;
-    let snapshot = match received {
+    let (snapshot, digest) = match received {
         Ok(Ok(None)) => return answered,
-        Ok(Ok(Some(snapshot))) => snapshot,
+        Ok(Ok(Some(received))) => received,
         Ok(Err(refusal)) => return refused(refusal, snapshot_id, offset),
         Err(stopped) => {
             return (PeerResponse::Refused(format!("the snapshot chunk was not written: {stopped}")), None)
@@ -285,10 +295,8 @@ pub(crate) async fn answer_chunk<T: Transport>(
     };
     let files = receiver.files.clone();
     let index = snapshot.meta.last_log_id.map_or(0, |id| id.index);
-    let digest = files.checked_digest().unwrap_or_default();
-    let membership = snapshot.meta.last_membership.membership().clone();
-    let confirming = Confirming { me, leader: leader_vote.leader_id.node_id, index, digest };
-    if !confirmed(raft, transport, membership, confirming).await {
+    let candidates = confirmers(raft, &snapshot.meta, &peers);
+    if !confirmed(transport, candidates, index, digest).await {
         let _ = tokio::task::spawn_blocking(move || files.forget_checked()).await;
         tracing::warn!(index, "refused a snapshot the other voters did not confirm");
         let refusal = RaftRefusal::SnapshotUnconfirmed;
@@ -306,66 +314,74 @@ pub(crate) async fn answer_chunk<T: Transport>(
     }
 }
 
-/// How long a receiver asks the other voters to confirm a snapshot, in ms.
-pub const SNAPSHOT_CONFIRM_MS_MAX: u64 = 5_000;
+/// How long a receiver asks other replicas to confirm a snapshot, in ms.
+pub const SNAPSHOT_CONFIRM_MS_MAX: u64 = 3_000;
 /// The pause between two rounds of asking, in ms.
 const SNAPSHOT_CONFIRM_RETRY_MS: u64 = 200;
 /// How long one voter may take to answer, in ms.
 const SNAPSHOT_CONFIRM_ASK_MS_MAX: u64 = 1_000;
 
-/// A snapshot to confirm: who receives it, who sent it, and what it is.
-struct Confirming {
-    me: RaftNodeId,
-    leader: RaftNodeId,
-    index: u64,
-    digest: [u8; 32],
+/// Who receives a snapshot, and who sent it (authenticated by the
+/// transport).
+pub(crate) struct Peers {
+    pub(crate) me: NodeId,
+    pub(crate) from: NodeId,
 }
 
-/// Whether enough other voters hold an image of the same bytes at the
-/// snapshot's index: with the leader, half the voters or more, and at
-/// least one besides the leader. Replicas build their snapshots at the same
-/// indexes, so honest ones hold the same image; a leader alone cannot make
-/// a follower install a state no other voter has. The voters are those this
-/// node knows; a new node that knows none takes the snapshot's own
-/// (`in_snapshot`): a leader naming only itself is still refused, and any
-/// other voter it names must be a member the transport admits.
-async fn confirmed<T: Transport>(
-    raft: &Raft,
-    transport: &T,
-    in_snapshot: openraft::Membership<RaftNodeId, RaftPeer>,
-    snapshot: Confirming,
-) -> bool {
+/// The peers that may confirm a snapshot: every member this node knows and
+/// every member the snapshot names (voters and learners: every replica
+/// builds the same images), each whose Raft id is its node's, but neither
+/// this node nor the sender. Under one compromised member, any of them is
+/// honest, and the transport proves who answers.
+fn confirmers(raft: &Raft, meta: &SnapshotMeta<RaftNodeId, RaftPeer>, peers: &Peers) -> Vec<RaftPeer> {
     let known = raft.metrics().borrow().membership_config.membership().clone();
-    let membership = if known.voter_ids().next().is_some() { known } else { in_snapshot };
-    let voters: Vec<RaftNodeId> = membership.voter_ids().collect();
-    let needed = (voters.len() / 2).max(1);
-    let others: Vec<RaftPeer> = voters
-        .iter()
-        .filter(|id| **id != snapshot.me && **id != snapshot.leader)
-        .filter_map(|id| membership.get_node(id).cloned())
-        .collect();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_millis(SNAPSHOT_CONFIRM_MS_MAX);
-    let mut confirmed_by = std::collections::BTreeSet::new();
-    let ask = PeerRequest::ImageDigest(snapshot.index);
-    loop {
-        for peer in &others {
-            if confirmed_by.contains(&peer.node_id) {
-                continue;
-            }
-            let timeout = std::time::Duration::from_millis(SNAPSHOT_CONFIRM_ASK_MS_MAX);
-            let answer = call(transport, peer, &ask, timeout).await;
-            if matches!(answer, Ok(PeerResponse::ImageDigest(Some(theirs))) if theirs == snapshot.digest) {
-                confirmed_by.insert(peer.node_id);
-            }
+    let named = meta.last_membership.membership().clone();
+    let mut candidates = std::collections::BTreeMap::new();
+    for (id, peer) in known.nodes().chain(named.nodes()) {
+        let consistent = raft_node_id(&peer.node_id) == *id;
+        if consistent && peer.node_id != peers.me && peer.node_id != peers.from {
+            candidates.insert(*id, peer.clone());
         }
-        if confirmed_by.len() >= needed {
+    }
+    candidates.into_values().collect()
+}
+
+/// Whether one of `candidates` holds an image of the same bytes at `index`:
+/// replicas build their snapshots at the same indexes, so honest ones hold
+/// the same image, and a leader alone cannot make a replica install a
+/// state. All are asked at once, again every `SNAPSHOT_CONFIRM_RETRY_MS`
+/// (a replica may not have built it yet), for at most
+/// `SNAPSHOT_CONFIRM_MS_MAX`.
+async fn confirmed<T: Transport>(
+    transport: &T,
+    candidates: Vec<RaftPeer>,
+    index: u64,
+    digest: [u8; 32],
+) -> bool {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_millis(SNAPSHOT_CONFIRM_MS_MAX);
+    while tokio::time::Instant::now() < deadline {
+        let mut asking = tokio::task::JoinSet::new();
+        for peer in &candidates {
+            let (transport, peer) = (transport.clone(), peer.clone());
+            asking.spawn(async move {
+                let timeout = std::time::Duration::from_millis(SNAPSHOT_CONFIRM_ASK_MS_MAX);
+                call(&transport, &peer, &PeerRequest::ImageDigest(index), timeout).await
+            });
+        }
+        let round = tokio::time::timeout_at(deadline, async {
+            while let Some(answer) = asking.join_next().await {
+                if matches!(answer, Ok(Ok(PeerResponse::ImageDigest(Some(theirs)))) if theirs == digest) {
+                    return true;
+                }
+            }
+            false
+        });
+        if round.await == Ok(true) {
             return true;
-        }
-        if std::time::Instant::now() >= deadline {
-            return false;
         }
         tokio::time::sleep(std::time::Duration::from_millis(SNAPSHOT_CONFIRM_RETRY_MS)).await;
     }
+    false
 }
 
 /// The answer to a refused chunk: openraft's own error for one out of
@@ -430,10 +446,14 @@ mod tests {
                 };
                 let mut sent = chunk(&meta_of, &data, offset as u64, done);
                 sent.vote = Vote::new(term, 1);
-                if let Ok(Some(snapshot)) = receiver.receive_blocking(&sent) {
+                if let Ok(Some((snapshot, digest))) = receiver.receive_blocking(&sent) {
                     let checked = files.take_checked(&snapshot.meta).expect("a handed-over snapshot is kept");
                     proptest::prop_assert_eq!(checked.image.meta(), snapshot.meta.clone());
                     proptest::prop_assert_eq!(snapshot.meta, meta_of.meta());
+                    // The digest is the file's: what another replica's image
+                    // of the same bytes would have.
+                    let file = std::fs::File::open(&checked.path).unwrap();
+                    proptest::prop_assert_eq!(file_digest(file, &checked.path).unwrap(), digest);
                     let _ = std::fs::remove_file(checked.path);
                 }
                 let kept = std::fs::read_dir(files.receiving_path(0).parent().unwrap()).unwrap().count();
@@ -476,7 +496,7 @@ mod tests {
         assert!(matches!(skipped, Err(ChunkRefusal::OutOfOrder { expected, .. }) if expected == half));
         let far = receiver.receive_blocking(&chunk(&sent, b"x", STATE_IMAGE_BYTES_MAX as u64, false));
         assert!(matches!(far, Err(ChunkRefusal::PastBound)));
-        let received = receiver.receive_blocking(&chunk(&sent, rest, half, true)).unwrap().unwrap();
+        let (received, _) = receiver.receive_blocking(&chunk(&sent, rest, half, true)).unwrap().unwrap();
         assert_eq!(received.meta, sent.meta());
         let checked = files.take_checked(&sent.meta()).expect("kept for the install");
         assert_eq!(checked.image.meta(), sent.meta());
@@ -492,7 +512,7 @@ mod tests {
         // cannot have the leader's snapshot refused in advance.
         let mut from_leader = chunk(&truncated, &truncated_bytes, 0, true);
         from_leader.vote = Vote::new(2, 1);
-        let taken = receiver.receive_blocking(&from_leader).unwrap().unwrap();
+        let (taken, _) = receiver.receive_blocking(&from_leader).unwrap().unwrap();
         assert_eq!(taken.meta, truncated.meta());
         let mut trailing = bytes.clone();
         trailing.push(0);

@@ -413,7 +413,7 @@ pub struct StateMachine {
     /// (0: build snapshots of the state at the time, as openraft's tests do).
     snapshot_every_entries: u64,
     /// The state at the latest such index, until a snapshot is built of it.
-    capture: Option<StateImage>,
+    capture: Option<Arc<StateImage>>,
     snapshot_stats: Arc<SnapshotStats>,
     verdicts: crate::verdicts::Verdicts,
     stage_times: Arc<StageTimes>,
@@ -511,7 +511,7 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineSnapshotBuilder {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageFailure> {
         let started = std::time::Instant::now();
         let images = self.images.clone();
-        let image = std::mem::take(&mut self.image);
+        let image = self.image.clone();
         let db = self.db.clone();
         // The history of the entries the image covers was written unsynced
         // (see `apply`): it is made durable before the image stands for it.
@@ -544,7 +544,7 @@ pub struct StateMachineSnapshotBuilder {
     db: Arc<DB>,
     images: ImageFiles,
     stats: Arc<SnapshotStats>,
-    image: StateImage,
+    image: Arc<StateImage>,
 }
 
 impl RaftStateMachine<TypeConfig> for StateMachine {
@@ -573,6 +573,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let history = &self.history;
         let (every, mut membership_now, capture) =
             (self.snapshot_every_entries, self.last_membership.clone(), &mut self.capture);
+        let mut captured = Vec::new();
         // The history is written before the lock is let go: whoever sees
         // the state count an entry finds it stored.
         let written = self.shared.write(|applied| {
@@ -615,17 +616,25 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 // Every replica keeps its state at the same indexes, for
                 // snapshots that other replicas can confirm byte for byte.
                 if every > 0 && entry.log_id.index % every == 0 {
-                    *capture = Some(StateImage {
+                    let image = Arc::new(StateImage {
                         last_applied: Some(entry.log_id),
                         last_membership: membership_now.clone(),
                         snapshot_id: crate::snapshot::aligned_snapshot_id(entry.log_id.index),
                         state: applied.policy.clone(),
                     });
+                    captured.push(image.clone());
+                    *capture = Some(image);
                 }
             }
             history.append(&to_history)
         });
         written.map_err(write_error)?;
+        // Each aligned image's digest, even one no snapshot is built of
+        // here, so this replica confirms whichever the leader sends.
+        for image in captured {
+            let images = self.images.clone();
+            tokio::task::spawn_blocking(move || images.note_image_digest(&image));
+        }
         self.last_applied = last_applied;
         if let Some(membership) = last_membership {
             self.last_membership = membership;
@@ -641,7 +650,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         // The state kept at the latest aligned index, if one was kept since
         // the last snapshot; the state now otherwise (which no other replica
         // can confirm).
-        let image = self.capture.take().unwrap_or_else(|| self.state_image(snapshot_id));
+        let image = self.capture.take().unwrap_or_else(|| Arc::new(self.state_image(snapshot_id)));
         StateMachineSnapshotBuilder {
             db: self.db.clone(),
             images: self.images.clone(),
@@ -700,6 +709,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         .map_err(write_error)?;
         self.last_applied = meta.last_log_id;
         self.last_membership = meta.last_membership.clone();
+        if self.capture.as_ref().is_some_and(|capture| capture.last_applied <= meta.last_log_id) {
+            self.capture = None;
+        }
         self.shared.write(|applied| {
             applied.applied_index = meta.last_log_id.map_or(0, |id| id.index);
             applied.policy = image.state;

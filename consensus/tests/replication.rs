@@ -359,20 +359,14 @@ async fn a_snapshot_the_follower_committed_past_is_neither_written_nor_read() {
     assert!(files.iter().all(|name| !name.to_string_lossy().starts_with("receiving")), "{files:?}");
 }
 
-/// A well-formed snapshot that no other voter holds (the image of another
-/// log, at an index past what the cluster committed) is refused as
-/// unconfirmed, and the follower goes on: a leader alone cannot make a
-/// replica install a state.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_snapshot_no_other_voter_holds_is_refused() {
-    use civmesh_consensus::PeerRequest;
-    use openraft::raft::InstallSnapshotRequest;
-    use openraft::{LeaderId, Vote};
-    // Another log, alone, with a snapshot every 4 entries.
-    let other_dir = tempfile::tempdir().unwrap();
+/// Another log, alone, with a snapshot every 4 entries, past 40 entries:
+/// its directory, its log, and its latest image's bytes and metadata.
+async fn another_logs_image(
+) -> (tempfile::TempDir, PolicyLog<InProcessTransport>, Vec<u8>, openraft::SnapshotMeta<u64, RaftPeer>) {
+    let dir = tempfile::tempdir().unwrap();
     let key = NodeKey::generate().unwrap();
     let network = InProcessNetwork::default();
-    let mut config = PolicyLogConfig::new(other_dir.path().join("node"), key.node_id(), "mem/9".to_string());
+    let mut config = PolicyLogConfig::new(dir.path().join("node"), key.node_id(), "mem/9".to_string());
     config.snapshot_after_entries = 4;
     let other = PolicyLog::start(config, network.transport(key.node_id())).await.unwrap();
     other.initialize(vec![other.me().clone()]).await.unwrap();
@@ -382,22 +376,42 @@ async fn a_snapshot_no_other_voter_holds_is_refused() {
         other.submit(vec![command]).await.unwrap();
     }
     wait_until("a snapshot past 40", || (other.status().snapshot_index > 40).then_some(())).await;
-    let image = other_dir.path().join("node").join("state-image").join("image");
+    let image = dir.path().join("node").join("state-image").join("image");
     let bytes = std::fs::read(&image).unwrap();
     let meta = civmesh_consensus::snapshot::image_meta(&image).unwrap();
+    (dir, other, bytes, meta)
+}
 
+/// The whole of a snapshot in one chunk, from the leader `leader` at `term`.
+fn whole_snapshot(
+    term: u64,
+    leader: u64,
+    meta: openraft::SnapshotMeta<u64, RaftPeer>,
+    bytes: Vec<u8>,
+) -> civmesh_consensus::PeerRequest {
+    use openraft::{LeaderId, Vote};
+    civmesh_consensus::PeerRequest::InstallSnapshot(openraft::raft::InstallSnapshotRequest {
+        vote: Vote { leader_id: LeaderId::new(term, leader), committed: true },
+        meta,
+        offset: 0,
+        data: bytes,
+        done: true,
+    })
+}
+
+/// A well-formed snapshot that no other replica holds (the image of another
+/// log, at an index past what the cluster committed) is refused as
+/// unconfirmed, and the follower goes on: a leader alone cannot make a
+/// replica install a state.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_no_other_voter_holds_is_refused() {
+    let (_other_dir, other, bytes, meta) = another_logs_image().await;
     let cluster = cluster().await;
     let (leader, follower) = leader_and_follower(&cluster.members[..3]).await;
     let target = &cluster.members[follower];
     assert!(target.log.status().committed_index < meta.last_log_id.unwrap().index);
     let leader_id = civmesh_consensus::raft_node_id(&cluster.members[leader].key.node_id());
-    let forged = PeerRequest::InstallSnapshot(InstallSnapshotRequest {
-        vote: Vote { leader_id: LeaderId::new(target.log.status().term, leader_id), committed: true },
-        meta,
-        offset: 0,
-        data: bytes,
-        done: true,
-    });
+    let forged = whole_snapshot(target.log.status().term, leader_id, meta, bytes);
     let (answer, refusal) = ask(target, &cluster.members[leader].key.node_id(), &forged).await;
     assert_eq!(refusal, Some("raft_snapshot_unconfirmed"), "{answer:?}");
     let applied =
@@ -405,6 +419,31 @@ async fn a_snapshot_no_other_voter_holds_is_refused() {
     assert_eq!(applied.outcomes, vec![Ok(Applied::Done)]);
     let voters: Vec<&Member> = cluster.members[..3].iter().collect();
     converge(&voters).await;
+    other.shutdown().await;
+}
+
+/// A new node, which knows no voters yet, takes a snapshot only from the
+/// leader its vote names, and only once another replica confirms it: one
+/// from a voter naming another leader is refused, and so is the leader's
+/// own that no other replica holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_node_takes_a_snapshot_only_from_the_leader_and_confirmed() {
+    let (_other_dir, other, bytes, meta) = another_logs_image().await;
+    let cluster = cluster().await;
+    let (leader, follower) = leader_and_follower(&cluster.members[..3]).await;
+    let key = NodeKey::generate().unwrap();
+    let config =
+        PolicyLogConfig::new(cluster._dir.path().join("node-new"), key.node_id(), "mem/new".to_string());
+    let new = PolicyLog::start(config, cluster.network.transport(key.node_id())).await.unwrap();
+    cluster.network.register(new.clone());
+    let fresh = Member { key, certificate_der: Vec::new(), log: new };
+    let leader_id = civmesh_consensus::raft_node_id(&cluster.members[leader].key.node_id());
+    let forged = whole_snapshot(cluster.members[leader].log.status().term, leader_id, meta, bytes);
+    let (_, refusal) = ask(&fresh, &cluster.members[follower].key.node_id(), &forged).await;
+    assert_eq!(refusal, Some("raft_sender_not_leader"));
+    let (answer, refusal) = ask(&fresh, &cluster.members[leader].key.node_id(), &forged).await;
+    assert_eq!(refusal, Some("raft_snapshot_unconfirmed"), "{answer:?}");
+    assert_eq!(fresh.log.status().applied_index, 0, "nothing installed");
     other.shutdown().await;
 }
 
