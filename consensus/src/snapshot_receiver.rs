@@ -340,7 +340,8 @@ fn confirmers(raft: &Raft, meta: &SnapshotMeta<RaftNodeId, RaftPeer>, peers: &Pe
     for (id, peer) in known.nodes().chain(named.nodes()) {
         let consistent = raft_node_id(&peer.node_id) == *id;
         if consistent && peer.node_id != peers.me && peer.node_id != peers.from {
-            candidates.insert(*id, peer.clone());
+            // What this node knows wins over what the sender says.
+            candidates.entry(*id).or_insert_with(|| peer.clone());
         }
     }
     candidates.into_values().collect()

@@ -284,10 +284,20 @@ pub struct RaftSection {
     pub snapshot_chunk_bytes_max: u64,
 }
 
+/// The bounds on [`RaftSection::snapshot_after_entries`], in log entries.
+/// It must be the same on every node: replicas build their snapshots at its
+/// multiples, and confirm one another's there.
+pub const SNAPSHOT_AFTER_ENTRIES_RANGE: std::ops::RangeInclusive<u64> = 10..=10_000_000;
+
 /// The bounds on [`RaftSection::snapshot_chunk_bytes_max`], in bytes.
 pub const SNAPSHOT_CHUNK_BYTES_RANGE: std::ops::RangeInclusive<u64> = 1024..=4 * 1024 * 1024;
 
 impl RaftSection {
+    /// The snapshot interval, checked against [`SNAPSHOT_AFTER_ENTRIES_RANGE`].
+    pub fn snapshot_after_entries(&self) -> Result<u64, ConfigError> {
+        within("[raft] snapshot_after_entries", self.snapshot_after_entries, SNAPSHOT_AFTER_ENTRIES_RANGE)
+    }
+
     /// The snapshot chunk bound, checked against [`SNAPSHOT_CHUNK_BYTES_RANGE`].
     pub fn snapshot_chunk_bytes_max(&self) -> Result<u64, ConfigError> {
         within("[raft] snapshot_chunk_bytes_max", self.snapshot_chunk_bytes_max, SNAPSHOT_CHUNK_BYTES_RANGE)
@@ -332,7 +342,11 @@ impl NodeConfig {
             .map_err(|error| ConfigError::Invalid { path: path.clone(), reason: error.to_string() })?;
         // A bound no section's type can state is checked here, so a node
         // never starts with it.
-        let checked = config.subject_requests.deadline_days().and(config.raft.snapshot_chunk_bytes_max());
+        let checked = config
+            .subject_requests
+            .deadline_days()
+            .and(config.raft.snapshot_chunk_bytes_max())
+            .and(config.raft.snapshot_after_entries());
         if let Err(ConfigError::Invalid { reason, .. }) = checked {
             return Err(ConfigError::Invalid { path, reason });
         }
@@ -396,6 +410,7 @@ mod tests {
             &format!("{valid}[subject_requests]\ndeadline_days = -1\n"),
             &format!("{valid}[subject_requests]\ndeadline = 15\n"),
             &format!("{valid}[raft]\nsnapshot_chunk_bytes_max = 1023\n"),
+            &format!("{valid}[raft]\nsnapshot_after_entries = 0\n"),
             &format!("{valid}[raft]\nsnapshot_chunk_bytes_max = 4194305\n"),
         ] {
             write(dir.path(), bad);
