@@ -574,8 +574,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let history = &self.history;
         let (every, mut membership_now, capture) =
             (self.snapshot_every_entries, self.last_membership.clone(), &mut self.capture);
-        let last_aligned = last_aligned_index(&entries, every);
-        let mut captured = None;
+        let mut captured = Vec::new();
         // The history is written before the lock is let go: whoever sees
         // the state count an entry finds it stored.
         let written = self.shared.write(|applied| {
@@ -617,14 +616,14 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 results.push(result);
                 // Every replica keeps its state at the same indexes, for
                 // snapshots that other replicas can confirm byte for byte.
-                if Some(entry.log_id.index) == last_aligned {
+                if every > 0 && entry.log_id.index % every == 0 {
                     let image = Arc::new(StateImage {
                         last_applied: Some(entry.log_id),
                         last_membership: membership_now.clone(),
                         snapshot_id: crate::snapshot::aligned_snapshot_id(entry.log_id.index),
                         state: applied.policy.clone(),
                     });
-                    captured = Some(image.clone());
+                    captured.push(image.clone());
                     *capture = Some(image);
                 }
             }
@@ -633,7 +632,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         written.map_err(write_error)?;
         // Each aligned image's digest, even one no snapshot is built of
         // here, so this replica confirms whichever the leader sends.
-        if let Some(image) = captured {
+        for image in captured {
             let images = self.images.clone();
             tokio::task::spawn_blocking(move || images.note_image_digest(&image));
         }
@@ -729,13 +728,6 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             .map_err(read_error)?;
         Ok(current.map(crate::snapshot::CurrentImage::into_snapshot))
     }
-}
-
-/// The last index among `entries` that is a multiple of `every` (none if
-/// `every` is 0): the only one a batch keeps the state at, so one apply
-/// call makes one copy of the state, however many such indexes it passes.
-fn last_aligned_index(entries: &[Entry], every: u64) -> Option<u64> {
-    entries.iter().rev().map(|entry| entry.log_id.index).find(|index| every > 0 && index % every == 0)
 }
 
 /// Decodes a snapshot this node did not receive itself, from its start.
