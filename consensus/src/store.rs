@@ -574,7 +574,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let history = &self.history;
         let (every, mut membership_now, capture) =
             (self.snapshot_every_entries, self.last_membership.clone(), &mut self.capture);
-        let mut captured = Vec::new();
+        let last_aligned = last_aligned_index(&entries, every);
+        let mut captured = None;
         // The history is written before the lock is let go: whoever sees
         // the state count an entry finds it stored.
         let written = self.shared.write(|applied| {
@@ -616,14 +617,14 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 results.push(result);
                 // Every replica keeps its state at the same indexes, for
                 // snapshots that other replicas can confirm byte for byte.
-                if every > 0 && entry.log_id.index % every == 0 {
+                if Some(entry.log_id.index) == last_aligned {
                     let image = Arc::new(StateImage {
                         last_applied: Some(entry.log_id),
                         last_membership: membership_now.clone(),
                         snapshot_id: crate::snapshot::aligned_snapshot_id(entry.log_id.index),
                         state: applied.policy.clone(),
                     });
-                    captured.push(image.clone());
+                    captured = Some(image.clone());
                     *capture = Some(image);
                 }
             }
@@ -632,7 +633,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         written.map_err(write_error)?;
         // Each aligned image's digest, even one no snapshot is built of
         // here, so this replica confirms whichever the leader sends.
-        for image in captured {
+        if let Some(image) = captured {
             let images = self.images.clone();
             tokio::task::spawn_blocking(move || images.note_image_digest(&image));
         }
@@ -728,6 +729,13 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             .map_err(read_error)?;
         Ok(current.map(crate::snapshot::CurrentImage::into_snapshot))
     }
+}
+
+/// The last index among `entries` that is a multiple of `every` (none if
+/// `every` is 0): the only one a batch keeps the state at, so one apply
+/// call makes one copy of the state, however many such indexes it passes.
+fn last_aligned_index(entries: &[Entry], every: u64) -> Option<u64> {
+    entries.iter().rev().map(|entry| entry.log_id.index).find(|index| every > 0 && index % every == 0)
 }
 
 /// Decodes a snapshot this node did not receive itself, from its start.
