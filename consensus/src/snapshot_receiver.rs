@@ -27,7 +27,7 @@ use openraft::{SnapshotMeta, SnapshotSegmentId, Vote};
 use crate::network::{call, PeerRequest, PeerResponse, Transport};
 use crate::policy_log::RaftRefusal;
 use crate::snapshot::{
-    decode_image, disk, lock, CheckedSnapshot, HashingReader, ImageError, ImageFiles, STATE_IMAGE_BYTES_MAX,
+    decode_image, file_digest, CheckedSnapshot, ImageError, ImageFiles, STATE_IMAGE_BYTES_MAX,
 };
 use crate::types::{raft_node_id, Raft, RaftNodeId, RaftPeer, TypeConfig};
 use civmesh_certs::NodeId;
@@ -120,7 +120,7 @@ impl SnapshotReceiver {
             .and_then(|_| stream.file.write_all(&chunk.data))
             .and_then(|()| stream.file.set_len(end));
         if let Err(error) = written {
-            let failure = ChunkRefusal::Disk(disk("write", &stream.path)(error));
+            let failure = disk_error("write", &stream.path, error);
             self.drop_stream();
             return Err(failure);
         }
@@ -143,7 +143,7 @@ impl SnapshotReceiver {
             .write(true)
             .create_new(true)
             .open(&path)
-            .map_err(disk("create", &path))?;
+            .map_err(|error| disk_error("create", &path, error))?;
         self.stream = Some(Stream { snapshot_id: snapshot_id.to_string(), path, file, offset: 0 });
         Ok(())
     }
@@ -161,6 +161,10 @@ impl SnapshotReceiver {
     }
 }
 
+fn disk_error(action: &'static str, path: &std::path::Path, source: std::io::Error) -> ChunkRefusal {
+    ChunkRefusal::Disk(ImageError::Disk { action, path: path.display().to_string(), source })
+}
+
 impl Finished {
     /// Syncs the snapshot, decodes it whole, and checks it is the one its
     /// metadata describes.
@@ -170,18 +174,17 @@ impl Finished {
             .sync_all()
             .and_then(|()| file.seek(SeekFrom::Start(0)))
             .and_then(|_| file.try_clone())
-            .map_err(disk("read back", &path))?;
-        // Decoded to its end, so the digest is of the whole file.
-        let mut hashing = HashingReader::new(reading);
-        let image = decode_image(&mut hashing).map_err(|error| match error {
+            .map_err(|error| disk_error("read back", &path, error))?;
+        let image = decode_image(reading).map_err(|error| match error {
             ImageError::Corrupt(reason) => ChunkRefusal::Corrupt(reason),
             other => ChunkRefusal::Disk(other),
         })?;
         if image.meta() != meta {
             return Err(ChunkRefusal::Corrupt("its contents are not what its metadata says".into()));
         }
-        let digest = hashing.finish();
-        file.seek(SeekFrom::Start(0)).map_err(disk("seek in", &path))?;
+        let hashing = file.try_clone().map_err(|error| disk_error("read back", &path, error))?;
+        let digest = file_digest(hashing, &path)?;
+        file.seek(SeekFrom::Start(0)).map_err(|error| disk_error("seek in", &path, error))?;
         let snapshot = Snapshot { meta, snapshot: Box::new(tokio::fs::File::from_std(file)) };
         Ok((CheckedSnapshot { path, image, digest }, snapshot))
     }
@@ -208,13 +211,17 @@ impl SharedReceiver {
         }
     }
 
+    fn lock(&self) -> std::sync::MutexGuard<'_, SnapshotReceiver> {
+        self.receiver.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     /// Receives a chunk and, for the last, checks the snapshot (outside
     /// the receiver's lock) and keeps it for the install.
     fn receive_blocking(
         &self,
         chunk: &InstallSnapshotRequest<TypeConfig>,
     ) -> Result<Option<ReceivedSnapshot>, ChunkRefusal> {
-        let Some(finished) = lock(&self.receiver).receive(chunk)? else {
+        let Some(finished) = self.lock().receive(chunk)? else {
             return Ok(None);
         };
         let path = finished.path.clone();
@@ -227,7 +234,7 @@ impl SharedReceiver {
             Err(refusal) => {
                 let _ = std::fs::remove_file(path);
                 if matches!(refusal, ChunkRefusal::Corrupt(_)) {
-                    lock(&self.receiver).refuse(chunk);
+                    self.lock().refuse(chunk);
                 }
                 Err(refusal)
             }
@@ -291,7 +298,7 @@ pub(crate) async fn answer_chunk<T: Transport>(
     let candidates = confirmers(raft, &snapshot.meta, &peers);
     if !confirmed(transport, candidates, index, digest).await {
         let _ = tokio::task::spawn_blocking(move || files.forget_checked()).await;
-        tracing::warn!(index, "refused a snapshot no other replica confirmed");
+        tracing::warn!(index, "refused a snapshot the other voters did not confirm");
         let refusal = RaftRefusal::SnapshotUnconfirmed;
         return (PeerResponse::Refused(refusal.to_string()), Some(refusal));
     }
@@ -352,9 +359,6 @@ async fn confirmed<T: Transport>(
     index: u64,
     digest: [u8; 32],
 ) -> bool {
-    if candidates.is_empty() {
-        return false;
-    }
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_millis(SNAPSHOT_CONFIRM_MS_MAX);
     while tokio::time::Instant::now() < deadline {
         let mut asking = tokio::task::JoinSet::new();
@@ -413,7 +417,6 @@ mod tests {
     use civmesh_certs::codec;
 
     use super::*;
-    use crate::snapshot::file_digest;
     use crate::snapshot::tests::image;
     use crate::snapshot::StateImage;
 

@@ -400,8 +400,7 @@ impl SharedState {
     }
 }
 
-/// The policy state machine, its state image kept in a file
-/// ([`crate::snapshot`]).
+/// The policy state machine, its state image kept in RocksDB.
 pub struct StateMachine {
     db: Arc<DB>,
     images: ImageFiles,
