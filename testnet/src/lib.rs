@@ -801,8 +801,20 @@ impl Testnet {
     }
 }
 
+/// How many of a node's last warnings and errors a failed test prints.
+const FAILURE_LOG_LINES_MAX: usize = 40;
+/// How much of each such line it prints, in characters.
+const FAILURE_LOG_LINE_CHARS_MAX: usize = 400;
+
 impl Drop for Testnet {
     fn drop(&mut self) {
+        // A failed test says what each node warned of: in CI, where the
+        // logs go with the temporary directory, nothing else would.
+        if std::thread::panicking() {
+            for node in &self.nodes {
+                self.print_warnings(&node.spec.name);
+            }
+        }
         for node in &mut self.nodes {
             if let Some(mut child) = node.process.take() {
                 let _ = signal(child.id(), "CONT");
@@ -815,6 +827,20 @@ impl Drop for Testnet {
 }
 
 impl Testnet {
+    /// Prints the last warnings and errors in `name`'s log to stderr.
+    fn print_warnings(&self, name: &str) {
+        let Ok(log) = std::fs::read_to_string(self.root.join(format!("{name}.log"))) else {
+            return;
+        };
+        let warnings: Vec<&str> =
+            log.lines().filter(|line| line.contains(" WARN ") || line.contains(" ERROR ")).collect();
+        let shown = &warnings[warnings.len().saturating_sub(FAILURE_LOG_LINES_MAX)..];
+        eprintln!("--- {name}: the last {} of {} warnings and errors", shown.len(), warnings.len());
+        for line in shown {
+            eprintln!("{}", line.chars().take(FAILURE_LOG_LINE_CHARS_MAX).collect::<String>());
+        }
+    }
+
     /// `civmesh pia add` at node `index` for `dataset`'s `fields` and
     /// `purpose`, signed by officer 王芳: the digest it printed, which a
     /// grant of those sensitive fields names.
