@@ -41,6 +41,11 @@ const IMAGE_FILE: &str = "image";
 const WRITING_FILE: &str = "image.writing";
 /// Snapshots while they are received: `receiving.<stream number>`.
 const RECEIVING_PREFIX: &str = "receiving";
+/// The digests of the latest images, kept across restarts so a node
+/// confirms a snapshot it passed before it stopped.
+const DIGESTS_FILE: &str = "digests";
+/// The digests file being written.
+const DIGESTS_WRITING_FILE: &str = "digests.writing";
 /// Buffers between the encoder or decoder and the file, in bytes.
 const FILE_BUFFER_BYTES: usize = 1024 * 1024;
 
@@ -122,7 +127,7 @@ pub(crate) struct ImageFiles {
 }
 
 /// How many images' digests a node keeps to confirm.
-const IMAGE_DIGESTS_KEPT_MAX: usize = 16;
+pub(crate) const IMAGE_DIGESTS_KEPT_MAX: usize = 16;
 
 /// The id of the snapshot at `index` every replica builds alike: replicas
 /// whose images at one index are the same bytes confirm one another's.
@@ -164,25 +169,40 @@ impl ImageFiles {
         for entry in listing {
             let path = entry.map_err(disk("list", &directory))?.path();
             let name = path.file_name().map(|name| name.to_string_lossy().into_owned()).unwrap_or_default();
-            if name == WRITING_FILE || name.starts_with(RECEIVING_PREFIX) {
+            if name == WRITING_FILE || name == DIGESTS_WRITING_FILE || name.starts_with(RECEIVING_PREFIX) {
                 std::fs::remove_file(&path).map_err(disk("remove a partial", &path))?;
             }
         }
         Ok(ImageFiles {
-            directory,
             writing: Arc::default(),
             checked: Arc::default(),
             image_index: Arc::default(),
             installing_end: Arc::default(),
-            digests: Arc::default(),
+            digests: Arc::new(Mutex::new(read_digests(&directory.join(DIGESTS_FILE)))),
+            directory,
         })
     }
 
+    /// Notes `digest` for the image ending at `index`, keeping the latest
+    /// `IMAGE_DIGESTS_KEPT_MAX`, and writes them to their file (unsynced:
+    /// a crash loses at most what this node can confirm, never state).
     fn note_digest(&self, index: u64, digest: [u8; 32]) {
         let mut digests = lock(&self.digests);
+        if digests.get(&index) == Some(&digest) {
+            return;
+        }
         digests.insert(index, digest);
         while digests.len() > IMAGE_DIGESTS_KEPT_MAX {
             digests.pop_first();
+        }
+        let kept: Vec<(u64, [u8; 32])> = digests.iter().map(|(index, digest)| (*index, *digest)).collect();
+        let (writing, path) = (self.directory.join(DIGESTS_WRITING_FILE), self.directory.join(DIGESTS_FILE));
+        let written = codec::encode(&kept)
+            .map_err(std::io::Error::other)
+            .and_then(|bytes| std::fs::write(&writing, bytes))
+            .and_then(|()| std::fs::rename(&writing, &path));
+        if let Err(error) = written {
+            tracing::warn!(%error, "could not keep the images' digests; this node confirms only newer ones after a restart");
         }
     }
 
@@ -414,6 +434,16 @@ pub(crate) fn file_digest(mut file: File, path: &Path) -> Result<[u8; 32], Image
     Ok(digest)
 }
 
+/// The digests kept in `path`: none if the file is missing or does not
+/// decode (a crash while it was renamed).
+fn read_digests(path: &Path) -> BTreeMap<u64, [u8; 32]> {
+    let Ok(bytes) = std::fs::read(path) else {
+        return BTreeMap::new();
+    };
+    let kept: Vec<(u64, [u8; 32])> = codec::decode_exact(&bytes, codec::DECODE_BYTES_MAX).unwrap_or_default();
+    kept.into_iter().rev().take(IMAGE_DIGESTS_KEPT_MAX).collect()
+}
+
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
@@ -501,6 +531,27 @@ pub(crate) mod tests {
             snapshot_id: format!("{index}-1"),
             ..StateImage::default()
         }
+    }
+
+    /// The digests of the latest images outlive a restart, the oldest
+    /// beyond what is kept are forgotten, and a digests file that does not
+    /// decode is read as none.
+    #[test]
+    fn image_digests_are_kept_across_restarts() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = ImageFiles::open(dir.path()).unwrap();
+        let count = IMAGE_DIGESTS_KEPT_MAX as u64 + 3;
+        for index in 1..=count {
+            files.note_image_digest(&image(index * 10));
+        }
+        let noted = files.digest_at(count * 10).unwrap().expect("the newest is noted");
+        let reopened = ImageFiles::open(dir.path()).unwrap();
+        assert_eq!(reopened.digest_at(count * 10).unwrap(), Some(noted));
+        assert!(reopened.digest_at(40).unwrap().is_some(), "the oldest kept");
+        assert_eq!(reopened.digest_at(30).unwrap(), None, "past what is kept");
+        std::fs::write(dir.path().join(IMAGE_DIRECTORY).join(DIGESTS_FILE), b"torn").unwrap();
+        let torn = ImageFiles::open(dir.path()).unwrap();
+        assert_eq!(torn.digest_at(count * 10).unwrap(), None);
     }
 
     /// While a snapshot is installed, the log it covers is purged only once

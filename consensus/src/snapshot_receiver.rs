@@ -18,6 +18,7 @@ use std::fs::File;
 use std::io::{Seek, SeekFrom, Write};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use openraft::error::{InstallSnapshotError, RaftError, SnapshotMismatch};
 use openraft::raft::{InstallSnapshotRequest, InstallSnapshotResponse};
@@ -52,6 +53,12 @@ pub enum ChunkRefusal {
     /// A chunk of a snapshot already refused as corrupt.
     #[error("the snapshot was refused before")]
     RefusedBefore,
+    /// A chunk of a snapshot no other replica confirmed, within
+    /// [`SNAPSHOT_UNCONFIRMED_REFUSED_MS`] of the refusal: the leader's
+    /// sender gives up on it after a few, and sends its newest snapshot
+    /// next, which the replicas may confirm.
+    #[error("the snapshot was not confirmed moments ago")]
+    UnconfirmedBefore,
     /// This node could not write or read it.
     #[error("{0}")]
     Disk(#[from] ImageError),
@@ -64,7 +71,17 @@ pub(crate) struct SnapshotReceiver {
     streams_started: u64,
     /// The last snapshot refused as corrupt, and the vote it came with.
     refused: Option<(Vote<RaftNodeId>, SnapshotMeta<RaftNodeId, RaftPeer>)>,
+    /// The last snapshot no other replica confirmed, the vote it came
+    /// with, and until when its chunks are refused.
+    unconfirmed: Option<(Vote<RaftNodeId>, SnapshotMeta<RaftNodeId, RaftPeer>, Instant)>,
 }
+
+/// How long the chunks of a snapshot no other replica confirmed are
+/// refused without being written, in ms. openraft 0.9's sender resends a
+/// refused last chunk, starts again from 0 when told it is out of order,
+/// and so would send the same snapshot forever; refused a few times in a
+/// row, it ends the stream, and the leader sends its newest snapshot.
+pub const SNAPSHOT_UNCONFIRMED_REFUSED_MS: u64 = 10_000;
 
 struct Stream {
     snapshot_id: String,
@@ -82,7 +99,13 @@ pub(crate) struct Finished {
 
 impl SnapshotReceiver {
     pub(crate) fn new(files: &ImageFiles) -> Self {
-        SnapshotReceiver { files: files.clone(), stream: None, streams_started: 0, refused: None }
+        SnapshotReceiver {
+            files: files.clone(),
+            stream: None,
+            streams_started: 0,
+            refused: None,
+            unconfirmed: None,
+        }
     }
 
     /// Writes one chunk at its offset, which may not be past the stream's
@@ -99,6 +122,12 @@ impl SnapshotReceiver {
         }
         if self.refused.as_ref().is_some_and(|(vote, meta)| *vote == chunk.vote && *meta == chunk.meta) {
             return Err(ChunkRefusal::RefusedBefore);
+        }
+        let unconfirmed = self.unconfirmed.as_ref().is_some_and(|(vote, meta, until)| {
+            *vote == chunk.vote && *meta == chunk.meta && Instant::now() < *until
+        });
+        if unconfirmed {
+            return Err(ChunkRefusal::UnconfirmedBefore);
         }
         let continues =
             self.stream.as_ref().is_some_and(|stream| stream.snapshot_id == chunk.meta.snapshot_id);
@@ -158,6 +187,17 @@ impl SnapshotReceiver {
     /// the same vote are too.
     fn refuse(&mut self, chunk: &InstallSnapshotRequest<TypeConfig>) {
         self.refused = Some((chunk.vote, chunk.meta.clone()));
+    }
+
+    /// Remembers a snapshot no other replica confirmed, so its chunks from
+    /// the same vote are refused until `until`.
+    fn refuse_unconfirmed(
+        &mut self,
+        vote: Vote<RaftNodeId>,
+        meta: SnapshotMeta<RaftNodeId, RaftPeer>,
+        until: Instant,
+    ) {
+        self.unconfirmed = Some((vote, meta, until));
     }
 }
 
@@ -296,9 +336,21 @@ pub(crate) async fn answer_chunk<T: Transport>(
     let files = receiver.files.clone();
     let index = snapshot.meta.last_log_id.map_or(0, |id| id.index);
     let candidates = confirmers(raft, &snapshot.meta, &peers);
-    if !confirmed(transport, candidates, index, digest).await {
+    let asked = candidates.len();
+    if let Err(answers) = confirmed(transport, candidates, index, digest).await {
+        let until = Instant::now() + Duration::from_millis(SNAPSHOT_UNCONFIRMED_REFUSED_MS);
+        receiver.lock().refuse_unconfirmed(leader_vote, snapshot.meta.clone(), until);
         let _ = tokio::task::spawn_blocking(move || files.forget_checked()).await;
-        tracing::warn!(index, "refused a snapshot the other voters did not confirm");
+        let ConfirmAnswers { none, other, unanswered } = answers;
+        tracing::warn!(
+            index,
+            asked,
+            none,
+            other,
+            unanswered,
+            "refused a snapshot no other replica confirmed (in the last round: none held an image at its \
+             index, other held another, unanswered did not answer)"
+        );
         let refusal = RaftRefusal::SnapshotUnconfirmed;
         return (PeerResponse::Refused(refusal.to_string()), Some(refusal));
     }
@@ -358,8 +410,9 @@ async fn confirmed<T: Transport>(
     candidates: Vec<RaftPeer>,
     index: u64,
     digest: [u8; 32],
-) -> bool {
+) -> Result<(), ConfirmAnswers> {
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_millis(SNAPSHOT_CONFIRM_MS_MAX);
+    let mut last_round = ConfirmAnswers::default();
     while tokio::time::Instant::now() < deadline {
         let mut asking = tokio::task::JoinSet::new();
         for peer in &candidates {
@@ -369,20 +422,37 @@ async fn confirmed<T: Transport>(
                 call(&transport, &peer, &PeerRequest::ImageDigest(index), timeout).await
             });
         }
-        let round = tokio::time::timeout_at(deadline, async {
+        let mut round = ConfirmAnswers { unanswered: candidates.len(), ..ConfirmAnswers::default() };
+        let asked = tokio::time::timeout_at(deadline, async {
             while let Some(answer) = asking.join_next().await {
-                if matches!(answer, Ok(Ok(PeerResponse::ImageDigest(Some(theirs)))) if theirs == digest) {
-                    return true;
+                match answer {
+                    Ok(Ok(PeerResponse::ImageDigest(Some(theirs)))) if theirs == digest => return true,
+                    Ok(Ok(PeerResponse::ImageDigest(Some(_)))) => round.other += 1,
+                    Ok(Ok(PeerResponse::ImageDigest(None))) => round.none += 1,
+                    _ => continue,
                 }
+                round.unanswered -= 1;
             }
             false
         });
-        if round.await == Ok(true) {
-            return true;
+        if asked.await == Ok(true) {
+            return Ok(());
         }
+        last_round = round;
         tokio::time::sleep(std::time::Duration::from_millis(SNAPSHOT_CONFIRM_RETRY_MS)).await;
     }
-    false
+    Err(last_round)
+}
+
+/// What the replicas asked to confirm a snapshot answered, in one round.
+#[derive(Debug, Default, Clone, Copy)]
+struct ConfirmAnswers {
+    /// Holds no image at the snapshot's index.
+    none: usize,
+    /// Holds another image there.
+    other: usize,
+    /// Did not answer, or answered something else.
+    unanswered: usize,
 }
 
 /// The answer to a refused chunk: openraft's own error for one out of
@@ -408,6 +478,7 @@ fn refused(refusal: ChunkRefusal, snapshot_id: String, offset: u64) -> (PeerResp
             RaftRefusal::SnapshotCorrupt
         }
         ChunkRefusal::RefusedBefore => RaftRefusal::SnapshotCorrupt,
+        ChunkRefusal::UnconfirmedBefore => RaftRefusal::SnapshotUnconfirmed,
     };
     (PeerResponse::Refused(refusal.to_string()), Some(refusal))
 }
@@ -533,5 +604,29 @@ mod tests {
         files.forget_checked();
         assert!(checked.path.exists(), "forgetting the kept one leaves the taken one");
         assert_eq!(std::fs::read_dir(checked.path.parent().unwrap()).unwrap().count(), 1);
+    }
+
+    /// A snapshot no other replica confirmed is refused, unwritten, for a
+    /// while, from the vote it came with; another, or the same after the
+    /// while, is received again.
+    #[test]
+    fn an_unconfirmed_snapshot_is_refused_for_a_while() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = ImageFiles::open(dir.path()).unwrap();
+        let receiver = SharedReceiver::new(&files);
+        let (sent, other) = (image(20), image(30));
+        let bytes = codec::encode(&sent).unwrap();
+        let vote = Vote::default();
+        let later = Instant::now() + Duration::from_secs(60);
+        receiver.lock().refuse_unconfirmed(vote, sent.meta(), later);
+        let again = receiver.receive_blocking(&chunk(&sent, &bytes, 0, true));
+        assert!(matches!(again, Err(ChunkRefusal::UnconfirmedBefore)), "{:?}", again.err());
+        let mut from_another_vote = chunk(&sent, &bytes, 0, true);
+        from_another_vote.vote = Vote::new(2, 1);
+        assert!(receiver.receive_blocking(&from_another_vote).unwrap().is_some());
+        let other_bytes = codec::encode(&other).unwrap();
+        assert!(receiver.receive_blocking(&chunk(&other, &other_bytes, 0, true)).unwrap().is_some());
+        receiver.lock().refuse_unconfirmed(vote, sent.meta(), Instant::now());
+        assert!(receiver.receive_blocking(&chunk(&sent, &bytes, 0, true)).unwrap().is_some());
     }
 }

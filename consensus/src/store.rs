@@ -43,7 +43,7 @@ use crate::history::{
     AppliedCommand, History, ACCESS_LOG_FAMILY, ARCHIVE_FAMILY, AUDIT_LEAVES_FAMILY, AUDIT_TREE_FAMILY,
     CHECKPOINTS_FAMILY, CORRECTIONS_CLOSED_FAMILY, HISTORY_META_FAMILY,
 };
-use crate::snapshot::{ImageError, ImageFiles, Received, StateImage};
+use crate::snapshot::{ImageError, ImageFiles, Received, StateImage, IMAGE_DIGESTS_KEPT_MAX};
 use crate::timings::{Stage, StageTimes};
 use crate::types::{entry_commands, ApplyResult, Entry, RaftNodeId, RaftPeer, TypeConfig};
 
@@ -482,6 +482,20 @@ impl StateMachine {
         self.snapshot_every_entries = entries;
     }
 
+    /// Notes each aligned image's digest, even one no snapshot is built
+    /// of here, so this replica confirms whichever the leader sends.
+    fn note_digests_in_background(&self, captured: Vec<Arc<StateImage>>) {
+        if captured.is_empty() {
+            return;
+        }
+        let images = self.images.clone();
+        tokio::task::spawn_blocking(move || {
+            for image in captured {
+                images.note_image_digest(&image);
+            }
+        });
+    }
+
     /// The image files, to confirm this node's images to others.
     pub(crate) fn image_files(&self) -> ImageFiles {
         self.images.clone()
@@ -573,8 +587,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let history = &self.history;
         let (every, mut membership_now, capture) =
             (self.snapshot_every_entries, self.last_membership.clone(), &mut self.capture);
-        let last_aligned = last_aligned_index(&entries, every);
-        let mut captured = None;
+        let captured_from = aligned_captured_from(&entries, every);
+        let mut captured = Vec::new();
         // The history is written before the lock is let go: whoever sees
         // the state count an entry finds it stored.
         let written = self.shared.write(|applied| {
@@ -616,26 +630,23 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 results.push(result);
                 // Every replica keeps its state at the same indexes, for
                 // snapshots that other replicas can confirm byte for byte.
-                if Some(entry.log_id.index) == last_aligned {
+                if captured_from.is_some_and(|from| entry.log_id.index >= from)
+                    && entry.log_id.index % every == 0
+                {
                     let image = Arc::new(StateImage {
                         last_applied: Some(entry.log_id),
                         last_membership: membership_now.clone(),
                         snapshot_id: crate::snapshot::aligned_snapshot_id(entry.log_id.index),
                         state: applied.policy.clone(),
                     });
-                    captured = Some(image.clone());
+                    captured.push(image.clone());
                     *capture = Some(image);
                 }
             }
             history.append(&to_history)
         });
         written.map_err(write_error)?;
-        // Each aligned image's digest, even one no snapshot is built of
-        // here, so this replica confirms whichever the leader sends.
-        if let Some(image) = captured {
-            let images = self.images.clone();
-            tokio::task::spawn_blocking(move || images.note_image_digest(&image));
-        }
+        self.note_digests_in_background(captured);
         self.last_applied = last_applied;
         if let Some(membership) = last_membership {
             self.last_membership = membership;
@@ -730,11 +741,15 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     }
 }
 
-/// The last index among `entries` that is a multiple of `every` (none if
-/// `every` is 0): the only one a batch keeps the state at, so one apply
-/// call makes one copy of the state, however many such indexes it passes.
-fn last_aligned_index(entries: &[Entry], every: u64) -> Option<u64> {
-    entries.iter().rev().map(|entry| entry.log_id.index).find(|index| every > 0 && index % every == 0)
+/// The first index among `entries` that a batch keeps the state at: of
+/// those that are multiples of `every` (none if `every` is 0), the last
+/// [`IMAGE_DIGESTS_KEPT_MAX`], as many as a node keeps digests of. Every
+/// one is kept, not only the last: the leader's snapshot may end at any,
+/// and a replica whose batch passed it confirms it only if it noted it.
+fn aligned_captured_from(entries: &[Entry], every: u64) -> Option<u64> {
+    let aligned =
+        entries.iter().rev().map(|entry| entry.log_id.index).filter(|index| every > 0 && index % every == 0);
+    aligned.take(IMAGE_DIGESTS_KEPT_MAX).last()
 }
 
 /// Decodes a snapshot this node did not receive itself, from its start.
