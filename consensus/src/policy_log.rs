@@ -144,9 +144,9 @@ pub enum RaftRefusal {
     /// its metadata describes: nothing is installed.
     #[error("raft_snapshot_corrupt: the snapshot does not decode as the state image its metadata describes")]
     SnapshotCorrupt,
-    /// Too few of the other voters hold an image of the same bytes at the
-    /// snapshot's index: nothing is installed.
-    #[error("raft_snapshot_unconfirmed: the other voters do not confirm the snapshot")]
+    /// No other replica (neither this node nor the sender) holds an image
+    /// of the same bytes at the snapshot's index: nothing is installed.
+    #[error("raft_snapshot_unconfirmed: no other replica confirms the snapshot")]
     SnapshotUnconfirmed,
 }
 
@@ -272,7 +272,7 @@ impl<T: Transport> PolicyLog<T> {
         }
         let raft_config =
             Arc::new(raft_config.validate().map_err(|error| StartError::Config(error.to_string()))?);
-        let (log_store, state_machine) = open(&config.directory)?;
+        let (log_store, mut state_machine) = open(&config.directory)?;
         let committed_index = log_store.committed_index();
         let latest_entry_time_ms = log_store.latest_entry_time_ms();
         let state = state_machine.shared_state();
@@ -282,7 +282,6 @@ impl<T: Transport> PolicyLog<T> {
         let stage_times = state_machine.stage_times();
         let snapshot_receiver = state_machine.snapshot_receiver();
         let images = state_machine.image_files();
-        let mut state_machine = state_machine;
         state_machine.snapshot_every(config.snapshot_after_entries);
         let me = RaftPeer { node_id: config.node_id, address: config.address };
         let raft = Raft::new(

@@ -104,7 +104,7 @@ pub enum ImageError {
     Corrupt(String),
 }
 
-fn disk(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> ImageError {
+pub(crate) fn disk(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> ImageError {
     let path = path.display().to_string();
     move |source| ImageError::Disk { action, path, source }
 }
@@ -297,7 +297,7 @@ impl ImageFiles {
 
     fn write_within(&self, image: &StateImage, bytes_max: usize) -> Result<CurrentImage, ImageError> {
         let writing = self.directory.join(WRITING_FILE);
-        let _lock = self.writing.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let _lock = lock(&self.writing);
         let written = write_synced(&writing, |file| {
             let inner = BufWriter::with_capacity(FILE_BUFFER_BYTES, file);
             let mut bounded = BoundedWriter { inner, left: bytes_max, digest: Context::new(&SHA256) };
@@ -328,7 +328,7 @@ impl ImageFiles {
 
     /// Makes an installed snapshot, `image`, the current image.
     pub(crate) fn keep_received(&self, received: Received, image: &StateImage) -> Result<(), ImageError> {
-        let _lock = self.writing.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let _lock = lock(&self.writing);
         let mut received = match received {
             // Synced when it was checked.
             Received::Checked { path, digest } => {
@@ -402,36 +402,62 @@ pub fn image_meta(path: &Path) -> Result<SnapshotMeta<RaftNodeId, RaftPeer>, Ima
     read_head(&mut file)
 }
 
-/// Decodes a whole image from `file`, streaming, within the bound.
-pub(crate) fn decode_image(file: File) -> Result<StateImage, ImageError> {
-    codec::decode_large_from_reader(BufReader::with_capacity(FILE_BUFFER_BYTES, file), STATE_IMAGE_BYTES_MAX)
-        .map_err(|error| match error {
-            codec::CodecError::Read(reason) => ImageError::Disk {
-                action: "read",
-                path: "the state image".into(),
-                source: std::io::Error::other(reason),
-            },
-            other => ImageError::Corrupt(other.to_string()),
-        })
+/// Decodes a whole image from `reader` (to its end), streaming, within the
+/// bound.
+pub(crate) fn decode_image(reader: impl std::io::Read) -> Result<StateImage, ImageError> {
+    codec::decode_large_from_reader(
+        BufReader::with_capacity(FILE_BUFFER_BYTES, reader),
+        STATE_IMAGE_BYTES_MAX,
+    )
+    .map_err(|error| match error {
+        codec::CodecError::Read(reason) => ImageError::Disk {
+            action: "read",
+            path: "the state image".into(),
+            source: std::io::Error::other(reason),
+        },
+        other => ImageError::Corrupt(other.to_string()),
+    })
+}
+
+/// The SHA-256 a hashing context reached.
+fn digest_of(context: Context) -> [u8; 32] {
+    let mut digest = [0u8; 32];
+    digest.copy_from_slice(context.finish().as_ref());
+    digest
+}
+
+/// A reader that hashes what it reads: a file decoded through it is read
+/// once for both.
+pub(crate) struct HashingReader<R> {
+    inner: R,
+    digest: Context,
+}
+
+impl<R> HashingReader<R> {
+    pub(crate) fn new(inner: R) -> Self {
+        HashingReader { inner, digest: Context::new(&SHA256) }
+    }
+
+    /// The SHA-256 of what was read.
+    pub(crate) fn finish(self) -> [u8; 32] {
+        digest_of(self.digest)
+    }
+}
+
+impl<R: std::io::Read> std::io::Read for HashingReader<R> {
+    fn read(&mut self, buffer: &mut [u8]) -> std::io::Result<usize> {
+        let read = self.inner.read(buffer)?;
+        self.digest.update(&buffer[..read]);
+        Ok(read)
+    }
 }
 
 /// The SHA-256 of a whole file, read from its start.
 pub(crate) fn file_digest(mut file: File, path: &Path) -> Result<[u8; 32], ImageError> {
     file.seek(SeekFrom::Start(0)).map_err(disk("seek in", path))?;
-    let mut reader = BufReader::with_capacity(FILE_BUFFER_BYTES, file);
-    let mut context = Context::new(&SHA256);
-    loop {
-        let buffer = std::io::BufRead::fill_buf(&mut reader).map_err(disk("read", path))?;
-        if buffer.is_empty() {
-            break;
-        }
-        context.update(buffer);
-        let read = buffer.len();
-        std::io::BufRead::consume(&mut reader, read);
-    }
-    let mut digest = [0u8; 32];
-    digest.copy_from_slice(context.finish().as_ref());
-    Ok(digest)
+    let mut hashing = HashingReader::new(file);
+    std::io::copy(&mut hashing, &mut std::io::sink()).map_err(disk("read", path))?;
+    Ok(hashing.finish())
 }
 
 /// The digests kept in `path`: none if the file is missing or does not
@@ -444,7 +470,8 @@ fn read_digests(path: &Path) -> BTreeMap<u64, [u8; 32]> {
     kept.into_iter().rev().take(IMAGE_DIGESTS_KEPT_MAX).collect()
 }
 
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+/// Locks `mutex`, whether or not a holder panicked.
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
@@ -498,9 +525,7 @@ struct BoundedWriter<W> {
 
 impl<W> BoundedWriter<W> {
     fn finish(&self) -> [u8; 32] {
-        let mut digest = [0u8; 32];
-        digest.copy_from_slice(self.digest.clone().finish().as_ref());
-        digest
+        digest_of(self.digest.clone())
     }
 }
 

@@ -28,7 +28,7 @@ use openraft::{SnapshotMeta, SnapshotSegmentId, Vote};
 use crate::network::{call, PeerRequest, PeerResponse, Transport};
 use crate::policy_log::RaftRefusal;
 use crate::snapshot::{
-    decode_image, file_digest, CheckedSnapshot, ImageError, ImageFiles, STATE_IMAGE_BYTES_MAX,
+    decode_image, disk, lock, CheckedSnapshot, HashingReader, ImageError, ImageFiles, STATE_IMAGE_BYTES_MAX,
 };
 use crate::types::{raft_node_id, Raft, RaftNodeId, RaftPeer, TypeConfig};
 use civmesh_certs::NodeId;
@@ -149,7 +149,7 @@ impl SnapshotReceiver {
             .and_then(|_| stream.file.write_all(&chunk.data))
             .and_then(|()| stream.file.set_len(end));
         if let Err(error) = written {
-            let failure = disk_error("write", &stream.path, error);
+            let failure = ChunkRefusal::Disk(disk("write", &stream.path)(error));
             self.drop_stream();
             return Err(failure);
         }
@@ -172,7 +172,7 @@ impl SnapshotReceiver {
             .write(true)
             .create_new(true)
             .open(&path)
-            .map_err(|error| disk_error("create", &path, error))?;
+            .map_err(disk("create", &path))?;
         self.stream = Some(Stream { snapshot_id: snapshot_id.to_string(), path, file, offset: 0 });
         Ok(())
     }
@@ -201,10 +201,6 @@ impl SnapshotReceiver {
     }
 }
 
-fn disk_error(action: &'static str, path: &std::path::Path, source: std::io::Error) -> ChunkRefusal {
-    ChunkRefusal::Disk(ImageError::Disk { action, path: path.display().to_string(), source })
-}
-
 impl Finished {
     /// Syncs the snapshot, decodes it whole, and checks it is the one its
     /// metadata describes.
@@ -214,17 +210,18 @@ impl Finished {
             .sync_all()
             .and_then(|()| file.seek(SeekFrom::Start(0)))
             .and_then(|_| file.try_clone())
-            .map_err(|error| disk_error("read back", &path, error))?;
-        let image = decode_image(reading).map_err(|error| match error {
+            .map_err(disk("read back", &path))?;
+        // Decoded to its end, so the digest is of the whole file.
+        let mut hashing = HashingReader::new(reading);
+        let image = decode_image(&mut hashing).map_err(|error| match error {
             ImageError::Corrupt(reason) => ChunkRefusal::Corrupt(reason),
             other => ChunkRefusal::Disk(other),
         })?;
         if image.meta() != meta {
             return Err(ChunkRefusal::Corrupt("its contents are not what its metadata says".into()));
         }
-        let hashing = file.try_clone().map_err(|error| disk_error("read back", &path, error))?;
-        let digest = file_digest(hashing, &path)?;
-        file.seek(SeekFrom::Start(0)).map_err(|error| disk_error("seek in", &path, error))?;
+        let digest = hashing.finish();
+        file.seek(SeekFrom::Start(0)).map_err(disk("seek in", &path))?;
         let snapshot = Snapshot { meta, snapshot: Box::new(tokio::fs::File::from_std(file)) };
         Ok((CheckedSnapshot { path, image, digest }, snapshot))
     }
@@ -251,17 +248,13 @@ impl SharedReceiver {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, SnapshotReceiver> {
-        self.receiver.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
     /// Receives a chunk and, for the last, checks the snapshot (outside
     /// the receiver's lock) and keeps it for the install.
     fn receive_blocking(
         &self,
         chunk: &InstallSnapshotRequest<TypeConfig>,
     ) -> Result<Option<ReceivedSnapshot>, ChunkRefusal> {
-        let Some(finished) = self.lock().receive(chunk)? else {
+        let Some(finished) = lock(&self.receiver).receive(chunk)? else {
             return Ok(None);
         };
         let path = finished.path.clone();
@@ -274,7 +267,7 @@ impl SharedReceiver {
             Err(refusal) => {
                 let _ = std::fs::remove_file(path);
                 if matches!(refusal, ChunkRefusal::Corrupt(_)) {
-                    self.lock().refuse(chunk);
+                    lock(&self.receiver).refuse(chunk);
                 }
                 Err(refusal)
             }
@@ -339,7 +332,7 @@ pub(crate) async fn answer_chunk<T: Transport>(
     let asked = candidates.len();
     if let Err(answers) = confirmed(transport, candidates, index, digest).await {
         let until = Instant::now() + Duration::from_millis(SNAPSHOT_UNCONFIRMED_REFUSED_MS);
-        receiver.lock().refuse_unconfirmed(leader_vote, snapshot.meta.clone(), until);
+        lock(&receiver.receiver).refuse_unconfirmed(leader_vote, snapshot.meta.clone(), until);
         let _ = tokio::task::spawn_blocking(move || files.forget_checked()).await;
         let ConfirmAnswers { none, other, unanswered } = answers;
         tracing::warn!(
@@ -349,7 +342,8 @@ pub(crate) async fn answer_chunk<T: Transport>(
             other,
             unanswered,
             "refused a snapshot no other replica confirmed (in the last round: none held an image at its \
-             index, other held another, unanswered did not answer)"
+             index, other held another, unanswered did not answer; replicas keep images at multiples of \
+             [raft] snapshot_after_entries, which must be the same on every node)"
         );
         let refusal = RaftRefusal::SnapshotUnconfirmed;
         return (PeerResponse::Refused(refusal.to_string()), Some(refusal));
@@ -411,6 +405,9 @@ async fn confirmed<T: Transport>(
     index: u64,
     digest: [u8; 32],
 ) -> Result<(), ConfirmAnswers> {
+    if candidates.is_empty() {
+        return Err(ConfirmAnswers::default());
+    }
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_millis(SNAPSHOT_CONFIRM_MS_MAX);
     let mut last_round = ConfirmAnswers::default();
     while tokio::time::Instant::now() < deadline {
@@ -488,6 +485,7 @@ mod tests {
     use civmesh_certs::codec;
 
     use super::*;
+    use crate::snapshot::file_digest;
     use crate::snapshot::tests::image;
     use crate::snapshot::StateImage;
 
@@ -618,7 +616,7 @@ mod tests {
         let bytes = codec::encode(&sent).unwrap();
         let vote = Vote::default();
         let later = Instant::now() + Duration::from_secs(60);
-        receiver.lock().refuse_unconfirmed(vote, sent.meta(), later);
+        lock(&receiver.receiver).refuse_unconfirmed(vote, sent.meta(), later);
         let again = receiver.receive_blocking(&chunk(&sent, &bytes, 0, true));
         assert!(matches!(again, Err(ChunkRefusal::UnconfirmedBefore)), "{:?}", again.err());
         let mut from_another_vote = chunk(&sent, &bytes, 0, true);
@@ -626,7 +624,7 @@ mod tests {
         assert!(receiver.receive_blocking(&from_another_vote).unwrap().is_some());
         let other_bytes = codec::encode(&other).unwrap();
         assert!(receiver.receive_blocking(&chunk(&other, &other_bytes, 0, true)).unwrap().is_some());
-        receiver.lock().refuse_unconfirmed(vote, sent.meta(), Instant::now());
+        lock(&receiver.receiver).refuse_unconfirmed(vote, sent.meta(), Instant::now());
         assert!(receiver.receive_blocking(&chunk(&sent, &bytes, 0, true)).unwrap().is_some());
     }
 }

@@ -400,7 +400,8 @@ impl SharedState {
     }
 }
 
-/// The policy state machine, its state image kept in RocksDB.
+/// The policy state machine, its state image kept in a file
+/// ([`crate::snapshot`]).
 pub struct StateMachine {
     db: Arc<DB>,
     images: ImageFiles,
