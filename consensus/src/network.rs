@@ -238,6 +238,14 @@ impl<T: Transport> RaftNetwork<TypeConfig> for PeerClient<T> {
     > {
         match self.send(PeerRequest::InstallSnapshot(rpc), &option).await? {
             PeerResponse::InstallSnapshot(result) => result.map_err(|error| self.remote(error)),
+            // Refused for a while (`SNAPSHOT_UNCONFIRMED_REFUSED_MS`): as
+            // unreachable, so openraft backs off between retries instead of
+            // resending the stream at once.
+            PeerResponse::Refused(reason)
+                if reason.starts_with(crate::policy_log::RaftRefusal::SnapshotUnconfirmed.code()) =>
+            {
+                Err(RPCError::Unreachable(Unreachable::new(&TransportError::Malformed(reason))))
+            }
             other => Err(self.unexpected(other)),
         }
     }

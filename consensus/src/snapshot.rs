@@ -121,13 +121,19 @@ pub(crate) struct ImageFiles {
     image_index: Arc<AtomicU64>,
     /// One past the index of the snapshot Raft is installing (0: none).
     installing_end: Arc<AtomicU64>,
-    /// The SHA-256 of the latest images written or installed here, by the
-    /// index they end at: what this node confirms to a receiver.
+    /// The SHA-256 of the latest aligned images kept, written or installed
+    /// here, by the index they end at: what this node confirms.
     digests: Arc<Mutex<BTreeMap<u64, [u8; 32]>>>,
+    /// The index and SHA-256 of the image on disk, once known: never
+    /// evicted by newer aligned images noted at apply.
+    current_digest: Arc<Mutex<Option<IndexDigest>>>,
 }
 
+/// An image's last log index and SHA-256.
+type IndexDigest = (u64, [u8; 32]);
+
 /// How many images' digests a node keeps to confirm.
-pub(crate) const IMAGE_DIGESTS_KEPT_MAX: usize = 16;
+const IMAGE_DIGESTS_KEPT_MAX: usize = 16;
 
 /// The id of the snapshot at `index` every replica builds alike: replicas
 /// whose images at one index are the same bytes confirm one another's.
@@ -178,52 +184,82 @@ impl ImageFiles {
             checked: Arc::default(),
             image_index: Arc::default(),
             installing_end: Arc::default(),
+            current_digest: Arc::default(),
             digests: Arc::new(Mutex::new(read_digests(&directory.join(DIGESTS_FILE)))),
             directory,
         })
     }
 
-    /// Notes `digest` for the image ending at `index`, keeping the latest
-    /// `IMAGE_DIGESTS_KEPT_MAX`, and writes them to their file (unsynced:
-    /// a crash loses at most what this node can confirm, never state).
-    fn note_digest(&self, index: u64, digest: [u8; 32]) {
+    /// Notes the digest of the aligned image ending at `index`, keeping
+    /// the latest `IMAGE_DIGESTS_KEPT_MAX`; whether that changed anything.
+    fn note_digest(&self, index: u64, digest: [u8; 32]) -> bool {
         let mut digests = lock(&self.digests);
-        if digests.get(&index) == Some(&digest) {
-            return;
-        }
-        digests.insert(index, digest);
+        let changed = digests.insert(index, digest) != Some(digest);
         while digests.len() > IMAGE_DIGESTS_KEPT_MAX {
             digests.pop_first();
         }
+        changed
+    }
+
+    /// Writes the digests noted to their file, synced, under the lock, so
+    /// the file always holds the latest list. A failure costs confirming
+    /// older images after a restart, never state.
+    fn keep_digests(&self) {
+        let digests = lock(&self.digests);
         let kept: Vec<(u64, [u8; 32])> = digests.iter().map(|(index, digest)| (*index, *digest)).collect();
         let (writing, path) = (self.directory.join(DIGESTS_WRITING_FILE), self.directory.join(DIGESTS_FILE));
-        let written = codec::encode(&kept)
-            .map_err(std::io::Error::other)
-            .and_then(|bytes| std::fs::write(&writing, bytes))
-            .and_then(|()| std::fs::rename(&writing, &path));
+        let written = codec::encode(&kept).map_err(std::io::Error::other).and_then(|bytes| {
+            let mut file = File::create(&writing)?;
+            file.write_all(&bytes)?;
+            file.sync_all()?;
+            std::fs::rename(&writing, &path)
+        });
         if let Err(error) = written {
             tracing::warn!(%error, "could not keep the images' digests; this node confirms only newer ones after a restart");
         }
     }
 
-    /// Notes the SHA-256 of `image` as its file would hold it, without
-    /// writing the file (a failure to encode notes nothing).
-    pub(crate) fn note_image_digest(&self, image: &StateImage) {
-        let mut hashing = BoundedWriter {
-            inner: std::io::sink(),
-            left: STATE_IMAGE_BYTES_MAX,
-            digest: Context::new(&SHA256),
-        };
-        if codec::encode_into_writer(image, &mut hashing).is_ok() {
-            self.note_digest(image.last_applied.map_or(0, |id| id.index), hashing.finish());
+    /// Notes the digest of `image` if it is an aligned one (the only kind
+    /// another replica's snapshot can match), and as the current image's.
+    fn note_written_digest(&self, image: &StateImage, digest: [u8; 32]) {
+        let index = image.last_applied.map_or(0, |id| id.index);
+        *lock(&self.current_digest) = Some((index, digest));
+        if image.snapshot_id == aligned_snapshot_id(index) && self.note_digest(index, digest) {
+            self.keep_digests();
         }
     }
 
-    /// The SHA-256 of this node's image ending at `index`, if it wrote or
-    /// installed one there lately (or it is the image on disk).
+    /// Notes the SHA-256 of each of `images` (aligned images kept at
+    /// apply) as its file would hold it, without writing the file, the
+    /// newest first: the one a leader most likely sends. The digests file
+    /// is written once. A failure to encode notes nothing for that image.
+    pub(crate) fn note_image_digests(&self, images: &[Arc<StateImage>]) {
+        let mut changed = false;
+        for image in images.iter().rev() {
+            let mut hashing = BoundedWriter {
+                inner: std::io::sink(),
+                left: STATE_IMAGE_BYTES_MAX,
+                digest: Context::new(&SHA256),
+            };
+            if codec::encode_into_writer(image.as_ref(), &mut hashing).is_ok() {
+                changed |= self.note_digest(image.last_applied.map_or(0, |id| id.index), hashing.finish());
+            }
+        }
+        if changed {
+            self.keep_digests();
+        }
+    }
+
+    /// The SHA-256 of this node's image ending at `index`, if it noted one
+    /// there lately, or it is the image on disk (hashed once).
     pub(crate) fn digest_at(&self, index: u64) -> Result<Option<[u8; 32]>, ImageError> {
         if let Some(digest) = lock(&self.digests).get(&index) {
             return Ok(Some(*digest));
+        }
+        if let Some((current_index, digest)) = *lock(&self.current_digest) {
+            if current_index == index {
+                return Ok(Some(digest));
+            }
         }
         let Some(current) = self.current()? else {
             return Ok(None);
@@ -232,7 +268,7 @@ impl ImageFiles {
             return Ok(None);
         }
         let digest = file_digest(current.file, &self.image_path())?;
-        self.note_digest(index, digest);
+        *lock(&self.current_digest) = Some((index, digest));
         Ok(Some(digest))
     }
 
@@ -321,7 +357,7 @@ impl ImageFiles {
             return self.current()?.ok_or_else(|| ImageError::Corrupt("the newer image went away".into()));
         }
         self.install(&writing, image)?;
-        self.note_digest(image.last_applied.map_or(0, |id| id.index), digest);
+        self.note_written_digest(image, digest);
         let file = File::open(self.image_path()).map_err(disk("open", &self.image_path()))?;
         Ok(CurrentImage { file, meta: image.meta(), bytes: bytes as u64 })
     }
@@ -333,7 +369,7 @@ impl ImageFiles {
             // Synced when it was checked.
             Received::Checked { path, digest } => {
                 self.install(&path, image)?;
-                self.note_digest(image.last_applied.map_or(0, |id| id.index), digest);
+                self.note_written_digest(image, digest);
                 return Ok(());
             }
             Received::Other(file) => file,
@@ -354,6 +390,7 @@ impl ImageFiles {
     /// directory, so the rename survives a crash.
     fn install(&self, synced: &Path, image: &StateImage) -> Result<(), ImageError> {
         let path = self.image_path();
+        *lock(&self.current_digest) = None;
         std::fs::rename(synced, &path).map_err(disk("rename into place", &path))?;
         sync_directory(&self.directory)?;
         self.note_image_index(image);
@@ -455,7 +492,7 @@ impl<R: std::io::Read> std::io::Read for HashingReader<R> {
 /// The SHA-256 of a whole file, read from its start.
 pub(crate) fn file_digest(mut file: File, path: &Path) -> Result<[u8; 32], ImageError> {
     file.seek(SeekFrom::Start(0)).map_err(disk("seek in", path))?;
-    let mut hashing = HashingReader::new(file);
+    let mut hashing = HashingReader::new(BufReader::with_capacity(FILE_BUFFER_BYTES, file));
     std::io::copy(&mut hashing, &mut std::io::sink()).map_err(disk("read", path))?;
     Ok(hashing.finish())
 }
@@ -463,10 +500,18 @@ pub(crate) fn file_digest(mut file: File, path: &Path) -> Result<[u8; 32], Image
 /// The digests kept in `path`: none if the file is missing or does not
 /// decode (a crash while it was renamed).
 fn read_digests(path: &Path) -> BTreeMap<u64, [u8; 32]> {
-    let Ok(bytes) = std::fs::read(path) else {
+    let bytes = match std::fs::read(path) {
+        Ok(bytes) => bytes,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return BTreeMap::new(),
+        Err(error) => {
+            tracing::warn!(%error, "could not read the images' digests; this node confirms only newer ones");
+            return BTreeMap::new();
+        }
+    };
+    let Ok(kept) = codec::decode_exact::<Vec<(u64, [u8; 32])>>(&bytes, codec::DECODE_BYTES_MAX) else {
+        tracing::warn!("the images' digests do not decode; this node confirms only newer ones");
         return BTreeMap::new();
     };
-    let kept: Vec<(u64, [u8; 32])> = codec::decode_exact(&bytes, codec::DECODE_BYTES_MAX).unwrap_or_default();
     kept.into_iter().rev().take(IMAGE_DIGESTS_KEPT_MAX).collect()
 }
 
@@ -566,9 +611,8 @@ pub(crate) mod tests {
         let dir = tempfile::tempdir().unwrap();
         let files = ImageFiles::open(dir.path()).unwrap();
         let count = IMAGE_DIGESTS_KEPT_MAX as u64 + 3;
-        for index in 1..=count {
-            files.note_image_digest(&image(index * 10));
-        }
+        let images: Vec<Arc<StateImage>> = (1..=count).map(|index| Arc::new(image(index * 10))).collect();
+        files.note_image_digests(&images);
         let noted = files.digest_at(count * 10).unwrap().expect("the newest is noted");
         let reopened = ImageFiles::open(dir.path()).unwrap();
         assert_eq!(reopened.digest_at(count * 10).unwrap(), Some(noted));
@@ -577,6 +621,30 @@ pub(crate) mod tests {
         std::fs::write(dir.path().join(IMAGE_DIRECTORY).join(DIGESTS_FILE), b"torn").unwrap();
         let torn = ImageFiles::open(dir.path()).unwrap();
         assert_eq!(torn.digest_at(count * 10).unwrap(), None);
+    }
+
+    /// The image on disk is confirmed however many newer aligned images
+    /// were noted since, and an unaligned image never replaces the digest
+    /// of the aligned one at its index.
+    #[test]
+    fn the_image_on_disk_stays_confirmable_and_only_aligned_digests_are_noted() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = ImageFiles::open(dir.path()).unwrap();
+        files.write(&image(10)).unwrap();
+        let on_disk = file_digest(File::open(files.image_path()).unwrap(), &files.image_path()).unwrap();
+        let newer: Vec<Arc<StateImage>> =
+            (2..=IMAGE_DIGESTS_KEPT_MAX as u64 + 2).map(|index| Arc::new(image(index * 10))).collect();
+        files.note_image_digests(&newer);
+        assert_eq!(files.digest_at(10).unwrap(), Some(on_disk));
+
+        let aligned = StateImage { snapshot_id: aligned_snapshot_id(500), ..image(500) };
+        files.note_image_digests(&[Arc::new(aligned)]);
+        let noted = files.digest_at(500).unwrap().unwrap();
+        files.write(&image(500)).unwrap();
+        let unaligned = file_digest(File::open(files.image_path()).unwrap(), &files.image_path()).unwrap();
+        assert_ne!(noted, unaligned);
+        assert_eq!(files.digest_at(500).unwrap(), Some(noted));
+        assert_eq!(ImageFiles::open(dir.path()).unwrap().digest_at(500).unwrap(), Some(noted));
     }
 
     /// While a snapshot is installed, the log it covers is purged only once

@@ -43,7 +43,7 @@ use crate::history::{
     AppliedCommand, History, ACCESS_LOG_FAMILY, ARCHIVE_FAMILY, AUDIT_LEAVES_FAMILY, AUDIT_TREE_FAMILY,
     CHECKPOINTS_FAMILY, CORRECTIONS_CLOSED_FAMILY, HISTORY_META_FAMILY,
 };
-use crate::snapshot::{ImageError, ImageFiles, Received, StateImage, IMAGE_DIGESTS_KEPT_MAX};
+use crate::snapshot::{ImageError, ImageFiles, Received, StateImage};
 use crate::timings::{Stage, StageTimes};
 use crate::types::{entry_commands, ApplyResult, Entry, RaftNodeId, RaftPeer, TypeConfig};
 
@@ -490,11 +490,7 @@ impl StateMachine {
             return;
         }
         let images = self.images.clone();
-        tokio::task::spawn_blocking(move || {
-            for image in captured {
-                images.note_image_digest(&image);
-            }
-        });
+        tokio::task::spawn_blocking(move || images.note_image_digests(&captured));
     }
 
     /// The image files, to confirm this node's images to others.
@@ -742,15 +738,21 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     }
 }
 
+/// How many aligned images one apply call keeps (copies of the state,
+/// each encoded once more to note its digest). A leader's snapshot is its
+/// latest aligned image when it built, a few at most behind where a batch
+/// re-applied after a restart ends.
+const ALIGNED_IMAGES_PER_APPLY_MAX: usize = 4;
+
 /// The first index among `entries` that a batch keeps the state at: of
 /// those that are multiples of `every` (none if `every` is 0), the last
-/// [`IMAGE_DIGESTS_KEPT_MAX`], as many as a node keeps digests of. Every
-/// one is kept, not only the last: the leader's snapshot may end at any,
-/// and a replica whose batch passed it confirms it only if it noted it.
+/// [`ALIGNED_IMAGES_PER_APPLY_MAX`]. Not only the last: the leader's
+/// snapshot may end at any, and a replica whose batch passed it confirms
+/// it only if it noted it.
 fn aligned_captured_from(entries: &[Entry], every: u64) -> Option<u64> {
     let aligned =
         entries.iter().rev().map(|entry| entry.log_id.index).filter(|index| every > 0 && index % every == 0);
-    aligned.take(IMAGE_DIGESTS_KEPT_MAX).last()
+    aligned.take(ALIGNED_IMAGES_PER_APPLY_MAX).last()
 }
 
 /// Decodes a snapshot this node did not receive itself, from its start.
