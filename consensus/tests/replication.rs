@@ -376,7 +376,10 @@ async fn another_logs_image(
         other.submit(vec![command]).await.unwrap();
     }
     wait_until("a snapshot past 40", || (other.status().snapshot_index > 40).then_some(())).await;
-    let image = dir.path().join("node").join("state-image").join("image");
+    // A copy (one open file) to read from: the log may rename a newer
+    // image over the file meanwhile.
+    let image = dir.path().join("image-copy");
+    std::fs::copy(dir.path().join("node").join("state-image").join("image"), &image).unwrap();
     let bytes = std::fs::read(&image).unwrap();
     let meta = civmesh_consensus::snapshot::image_meta(&image).unwrap();
     (dir, other, bytes, meta)
