@@ -238,12 +238,11 @@ impl<T: Transport> RaftNetwork<TypeConfig> for PeerClient<T> {
     > {
         match self.send(PeerRequest::InstallSnapshot(rpc), &option).await? {
             PeerResponse::InstallSnapshot(result) => result.map_err(|error| self.remote(error)),
-            // Refused for a while (`SNAPSHOT_UNCONFIRMED_REFUSED_MS`): as
-            // unreachable, so openraft backs off between retries instead of
-            // resending the stream at once.
-            PeerResponse::Refused(reason)
-                if reason.starts_with(crate::policy_log::RaftRefusal::SnapshotUnconfirmed.code()) =>
-            {
+            // A refused chunk is refused again if sent at once (an
+            // unconfirmed snapshot for `SNAPSHOT_UNCONFIRMED_REFUSED_MS`, a
+            // corrupt one for good, a busy receiver while it installs): as
+            // unreachable, so openraft backs off between retries.
+            PeerResponse::Refused(reason) => {
                 Err(RPCError::Unreachable(Unreachable::new(&TransportError::Malformed(reason))))
             }
             other => Err(self.unexpected(other)),

@@ -408,14 +408,14 @@ async fn confirmed<T: Transport>(
     if candidates.is_empty() {
         return Err(ConfirmAnswers::default());
     }
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_millis(SNAPSHOT_CONFIRM_MS_MAX);
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(SNAPSHOT_CONFIRM_MS_MAX);
     let mut last_round = ConfirmAnswers::default();
     while tokio::time::Instant::now() < deadline {
         let mut asking = tokio::task::JoinSet::new();
         for peer in &candidates {
             let (transport, peer) = (transport.clone(), peer.clone());
             asking.spawn(async move {
-                let timeout = std::time::Duration::from_millis(SNAPSHOT_CONFIRM_ASK_MS_MAX);
+                let timeout = Duration::from_millis(SNAPSHOT_CONFIRM_ASK_MS_MAX);
                 call(&transport, &peer, &PeerRequest::ImageDigest(index), timeout).await
             });
         }
@@ -436,7 +436,7 @@ async fn confirmed<T: Transport>(
             return Ok(());
         }
         last_round = round;
-        tokio::time::sleep(std::time::Duration::from_millis(SNAPSHOT_CONFIRM_RETRY_MS)).await;
+        tokio::time::sleep(Duration::from_millis(SNAPSHOT_CONFIRM_RETRY_MS)).await;
     }
     Err(last_round)
 }

@@ -757,9 +757,10 @@ fn aligned_captured_from(entries: &[Entry], every: u64) -> Option<u64> {
 
 /// Decodes a snapshot this node did not receive itself, from its start.
 fn read_received(mut file: std::fs::File) -> Result<(StateImage, Received), ImageError> {
-    let disk = |source| ImageError::Disk { action: "read", path: "a snapshot".into(), source };
-    file.seek(std::io::SeekFrom::Start(0)).map_err(disk)?;
-    let image = crate::snapshot::decode_image(file.try_clone().map_err(disk)?)?;
+    let path = Path::new("a snapshot");
+    file.seek(std::io::SeekFrom::Start(0)).map_err(crate::snapshot::disk("read", path))?;
+    let image =
+        crate::snapshot::decode_image(file.try_clone().map_err(crate::snapshot::disk("read", path))?)?;
     Ok((image, Received::Other(file)))
 }
 
