@@ -5,7 +5,6 @@
 //! nonce), kept verbatim, so verifiers never re-encode to check a signature.
 //! The signature is Ed25519 over a domain tag followed by those bytes.
 
-use std::collections::{BTreeMap, BTreeSet};
 use std::marker::PhantomData;
 
 use serde::de::DeserializeOwned;
@@ -14,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::codec::{self, CodecError};
 use crate::identity::NodeId;
 use crate::key::NodeKey;
+use crate::replay_guard::ReplayGuard;
 use crate::UnixMillis;
 
 /// The envelope wire format's version byte.
@@ -359,158 +359,4 @@ fn signing_message(body: &[u8]) -> Vec<u8> {
     message.extend_from_slice(SIGNING_DOMAIN);
     message.extend_from_slice(body);
     message
-}
-
-/// Rejects replays: a timestamp outside ±`skew_ms_max` of now, or a
-/// (signer, nonce) pair already seen inside that window. Memory is bounded by
-/// `nonces_max` in all and `nonces_per_signer_max` per signer, so one signer
-/// cannot fill the cache and lock the others out; nonces leave the cache only
-/// once their timestamp is outside the window, where the window check alone
-/// rejects them, so eviction never re-opens a replay.
-///
-/// "Now" never goes back: the guard keeps the latest `now_ms` it was given
-/// and measures the window from it, so an old envelope presented with an old
-/// "now" (after its nonce has left the cache) is still refused as outside
-/// the window.
-///
-/// It is deterministic and serializable (ordered collections only), so the
-/// replicated state machine keeps one too, driven by entry time instead of
-/// the wall clock.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ReplayGuard {
-    skew_ms_max: u64,
-    nonces_max: usize,
-    nonces_per_signer_max: usize,
-    /// The latest `now_ms` seen: the window is measured from it.
-    now_ms_latest: UnixMillis,
-    by_time: BTreeSet<(UnixMillis, NodeId, [u8; NONCE_BYTES])>,
-    seen: BTreeSet<(NodeId, [u8; NONCE_BYTES])>,
-    /// How many nonces each signer has in `seen`; signers with none are absent.
-    per_signer: BTreeMap<NodeId, usize>,
-}
-
-impl ReplayGuard {
-    /// The default clock-skew window, in milliseconds.
-    pub const SKEW_MS_MAX_DEFAULT: u64 = 30_000;
-    /// The default bound on remembered nonces.
-    pub const NONCES_MAX_DEFAULT: usize = 1_000_000;
-
-    /// A guard with the given window half-width and nonce bound, and no
-    /// per-signer quota beyond that bound.
-    pub fn new(skew_ms_max: u64, nonces_max: usize) -> Self {
-        Self::with_signer_quota(skew_ms_max, nonces_max, nonces_max)
-    }
-
-    /// A guard with the given window half-width, nonce bound, and per-signer
-    /// quota of nonces in the window.
-    pub fn with_signer_quota(skew_ms_max: u64, nonces_max: usize, nonces_per_signer_max: usize) -> Self {
-        assert!(nonces_max > 0, "a replay guard must remember at least one nonce");
-        assert!(nonces_per_signer_max > 0, "a replay guard must let each signer have a nonce");
-        ReplayGuard {
-            skew_ms_max,
-            nonces_max,
-            nonces_per_signer_max,
-            now_ms_latest: 0,
-            by_time: BTreeSet::new(),
-            seen: BTreeSet::new(),
-            per_signer: BTreeMap::new(),
-        }
-    }
-
-    /// The time the window is measured from for a check at `now_ms`: the
-    /// latest "now" seen, never earlier.
-    fn effective_now(&self, now_ms: UnixMillis) -> UnixMillis {
-        now_ms.max(self.now_ms_latest)
-    }
-
-    /// Checks one envelope's time and nonce without remembering anything:
-    /// the checks [`ReplayGuard::check_and_record`] makes before its bounds.
-    pub fn check(
-        &self,
-        signer: &NodeId,
-        nonce: &[u8; NONCE_BYTES],
-        issued_at_ms: UnixMillis,
-        now_ms: UnixMillis,
-    ) -> Result<(), EnvelopeError> {
-        let now_ms = self.effective_now(now_ms);
-        let window_start = now_ms.saturating_sub(self.skew_ms_max);
-        if issued_at_ms < window_start || issued_at_ms > now_ms.saturating_add(self.skew_ms_max) {
-            return Err(EnvelopeError::TimestampOutsideWindow {
-                issued_at_ms,
-                now_ms,
-                skew_ms_max: self.skew_ms_max,
-            });
-        }
-        if self.seen.contains(&(*signer, *nonce)) {
-            return Err(EnvelopeError::Replayed(*signer));
-        }
-        Ok(())
-    }
-
-    /// Checks one envelope's time and nonce, and remembers the nonce. Even
-    /// when it refuses, it may forget nonces that have left the window.
-    pub fn check_and_record(
-        &mut self,
-        signer: &NodeId,
-        nonce: &[u8; NONCE_BYTES],
-        issued_at_ms: UnixMillis,
-        now_ms: UnixMillis,
-    ) -> Result<(), EnvelopeError> {
-        self.check(signer, nonce, issued_at_ms, now_ms)?;
-        self.now_ms_latest = self.effective_now(now_ms);
-        self.expire();
-        if self.seen.len() >= self.nonces_max {
-            return Err(EnvelopeError::ReplayCacheFull(self.seen.len()));
-        }
-        let count = self.nonces_remembered_for(signer);
-        if count >= self.nonces_per_signer_max {
-            return Err(EnvelopeError::SignerQuotaFull { signer: *signer, count });
-        }
-        self.seen.insert((*signer, *nonce));
-        self.by_time.insert((issued_at_ms, *signer, *nonce));
-        *self.per_signer.entry(*signer).or_insert(0) += 1;
-        debug_assert_eq!(self.seen.len(), self.by_time.len());
-        Ok(())
-    }
-
-    /// Forgets the nonces whose time has left the window.
-    fn expire(&mut self) {
-        let window_start = self.now_ms_latest.saturating_sub(self.skew_ms_max);
-        while let Some(oldest) = self.by_time.first() {
-            if oldest.0 >= window_start {
-                break;
-            }
-            let (time, signer, nonce) = *oldest;
-            self.by_time.remove(&(time, signer, nonce));
-            self.seen.remove(&(signer, nonce));
-            if let Some(count) = self.per_signer.get_mut(&signer) {
-                *count = count.saturating_sub(1);
-                if *count == 0 {
-                    self.per_signer.remove(&signer);
-                }
-            }
-        }
-    }
-
-    /// How many nonces are remembered now.
-    pub fn nonces_remembered(&self) -> usize {
-        self.seen.len()
-    }
-
-    /// How many of `signer`'s nonces are remembered now.
-    pub fn nonces_remembered_for(&self, signer: &NodeId) -> usize {
-        self.per_signer.get(signer).copied().unwrap_or(0)
-    }
-
-    /// The latest "now" this guard was given, from which its window is
-    /// measured.
-    pub fn now_ms_latest(&self) -> UnixMillis {
-        self.now_ms_latest
-    }
-}
-
-impl Default for ReplayGuard {
-    fn default() -> Self {
-        Self::new(Self::SKEW_MS_MAX_DEFAULT, Self::NONCES_MAX_DEFAULT)
-    }
 }

@@ -20,6 +20,7 @@ pub mod codec;
 mod envelope;
 mod identity;
 mod key;
+mod replay_guard;
 pub mod signature;
 
 pub use ca::{
@@ -29,11 +30,11 @@ pub use certificate::{
     CaCertificate, CertificateError, NodeCertificate, RevocationSet, VerifiedIdentity, CERTIFICATE_BYTES_MAX,
 };
 pub use envelope::{
-    EnvelopeError, ReplayGuard, SignedEnvelope, VerifiedEnvelope, ENVELOPE_BYTES_MAX,
-    ENVELOPE_FORMAT_VERSION, NONCE_BYTES,
+    EnvelopeError, SignedEnvelope, VerifiedEnvelope, ENVELOPE_BYTES_MAX, ENVELOPE_FORMAT_VERSION, NONCE_BYTES,
 };
 pub use identity::{IdentityError, NodeId, OrgId, Role};
 pub use key::{write_new_file_synced, KeyError, NodeKey};
+pub use replay_guard::{ReplayGuard, ReplayGuardDecodeError};
 
 /// Milliseconds since the Unix epoch, the one time unit every civmesh
 /// signature and validity check uses.

@@ -11,10 +11,12 @@
 //!   image to the install, which renames the file into place.
 //! - A receiver or a writer killed midway leaves a partial file, removed
 //!   on the next start. The leader's sender starts again from offset 0.
+//! - An image file starts with its format ([`IMAGE_FORMAT`]); a node reads
+//!   every format up to its own, and refuses a newer one by name.
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::{BufReader, BufWriter, Seek, SeekFrom, Write};
+use std::io::{BufRead, BufReader, BufWriter, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -30,8 +32,8 @@ use crate::types::{RaftNodeId, RaftPeer, TypeConfig};
 
 /// The largest state image (and snapshot) a node writes or reads, in bytes.
 /// The image holds no history, but it holds the replay window: up to
-/// `COMMAND_NONCES_MAX` (1,000,000) nonces at about 110 bytes each
-/// encoded, besides the policy itself
+/// `COMMAND_NONCES_MAX` (1,000,000) nonces at 57 bytes each encoded,
+/// besides the policy itself
 /// (`a_full_replay_window_fits_the_state_image_bound`).
 pub const STATE_IMAGE_BYTES_MAX: usize = codec::LARGE_DECODE_BYTES_MAX;
 /// The directory of image files, inside the policy log's directory.
@@ -48,6 +50,14 @@ const DIGESTS_FILE: &str = "digests";
 const DIGESTS_WRITING_FILE: &str = "digests.writing";
 /// Buffers between the encoder or decoder and the file, in bytes.
 const FILE_BUFFER_BYTES: usize = 1024 * 1024;
+/// What an image file starts with, before its format's number. An image
+/// without it is format 0: its first byte is an option's tag, 0 or 1, never
+/// the magic's first.
+const IMAGE_MAGIC: [u8; 7] = *b"CMIMAGE";
+/// The image format this node writes. Format 1 holds each nonce of the
+/// replay window once (format 0 held it twice, besides the counts); both
+/// decode into the same state.
+pub const IMAGE_FORMAT: u8 = 1;
 
 /// What a state image and a snapshot hold.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -102,6 +112,15 @@ pub enum ImageError {
     /// The bytes do not decode as an image, or not as the one described.
     #[error("the state image is corrupt: {0}")]
     Corrupt(String),
+    /// The image is in a format newer than this node reads.
+    #[error(
+        "the state image is in format {format}, and this civmesh reads formats up to {IMAGE_FORMAT}: \
+         run the civmesh that wrote it, or a newer one"
+    )]
+    FormatUnknown {
+        /// The image's format.
+        format: u8,
+    },
 }
 
 pub(crate) fn disk(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> ImageError {
@@ -241,7 +260,7 @@ impl ImageFiles {
                 left: STATE_IMAGE_BYTES_MAX,
                 digest: Context::new(&SHA256),
             };
-            if codec::encode_into_writer(image.as_ref(), &mut hashing).is_ok() {
+            if encode_image(image.as_ref(), &mut hashing).is_ok() {
                 changed |= self.note_digest(image.last_applied.map_or(0, |id| id.index), hashing.finish());
             }
         }
@@ -337,7 +356,7 @@ impl ImageFiles {
         let written = write_synced(&writing, |file| {
             let inner = BufWriter::with_capacity(FILE_BUFFER_BYTES, file);
             let mut bounded = BoundedWriter { inner, left: bytes_max, digest: Context::new(&SHA256) };
-            match codec::encode_into_writer(image, &mut bounded) {
+            match encode_image(image, &mut bounded) {
                 Ok(bytes) => {
                     bounded.inner.flush().map(|()| (bytes, bounded.finish())).map_err(EncodeFailure::Disk)
                 }
@@ -442,11 +461,9 @@ pub fn image_meta(path: &Path) -> Result<SnapshotMeta<RaftNodeId, RaftPeer>, Ima
 /// Decodes a whole image from `reader` (to its end), streaming, within the
 /// bound.
 pub(crate) fn decode_image(reader: impl std::io::Read) -> Result<StateImage, ImageError> {
-    codec::decode_large_from_reader(
-        BufReader::with_capacity(FILE_BUFFER_BYTES, reader),
-        STATE_IMAGE_BYTES_MAX,
-    )
-    .map_err(|error| match error {
+    let mut reader = BufReader::with_capacity(FILE_BUFFER_BYTES, reader);
+    read_format(&mut reader)?;
+    codec::decode_large_from_reader(reader, STATE_IMAGE_BYTES_MAX).map_err(|error| match error {
         codec::CodecError::Read(reason) => ImageError::Disk {
             action: "read",
             path: "the state image".into(),
@@ -524,9 +541,38 @@ fn sync_directory(directory: &Path) -> Result<(), ImageError> {
     File::open(directory).and_then(|opened| opened.sync_all()).map_err(disk("sync the directory", directory))
 }
 
+/// Writes `image` as its file holds it: the magic, the format, the image.
+fn encode_image(image: &StateImage, writer: &mut impl Write) -> Result<usize, codec::CodecError> {
+    let mut head = [0u8; IMAGE_MAGIC.len() + 1];
+    head[..IMAGE_MAGIC.len()].copy_from_slice(&IMAGE_MAGIC);
+    head[IMAGE_MAGIC.len()] = IMAGE_FORMAT;
+    writer.write_all(&head).map_err(|error| codec::CodecError::Encode(error.to_string()))?;
+    Ok(head.len() + codec::encode_into_writer(image, writer)?)
+}
+
+/// Reads an image's format from its start: 0 (no magic; nothing is read)
+/// or [`IMAGE_FORMAT`]; a newer one is refused.
+fn read_format(reader: &mut impl BufRead) -> Result<u8, ImageError> {
+    let unreadable = |source| ImageError::Disk { action: "read", path: "the state image".into(), source };
+    if reader.fill_buf().map_err(unreadable)?.first() != Some(&IMAGE_MAGIC[0]) {
+        return Ok(0);
+    }
+    let mut head = [0u8; IMAGE_MAGIC.len() + 1];
+    reader.read_exact(&mut head).map_err(|error| ImageError::Corrupt(format!("its format: {error}")))?;
+    if head[..IMAGE_MAGIC.len()] != IMAGE_MAGIC {
+        return Err(ImageError::Corrupt("it starts with neither a format nor an image".into()));
+    }
+    match head[IMAGE_MAGIC.len()] {
+        IMAGE_FORMAT => Ok(IMAGE_FORMAT),
+        format => Err(ImageError::FormatUnknown { format }),
+    }
+}
+
 fn read_head(file: &mut File) -> Result<SnapshotMeta<RaftNodeId, RaftPeer>, ImageError> {
     let config = bincode::config::standard().with_limit::<{ codec::DECODE_BYTES_MAX }>();
-    let head: ImageHead = bincode::serde::decode_from_std_read(&mut BufReader::new(file), config)
+    let mut reader = BufReader::new(file);
+    read_format(&mut reader)?;
+    let head: ImageHead = bincode::serde::decode_from_std_read(&mut reader, config)
         .map_err(|error| ImageError::Corrupt(error.to_string()))?;
     Ok(SnapshotMeta {
         last_log_id: head.last_applied,
@@ -664,6 +710,34 @@ pub(crate) mod tests {
         assert!(!files.purge_must_wait(10));
         files.set_installing(None);
         assert!(!files.purge_must_wait(12));
+    }
+
+    /// An image file starts with this node's format; one written before
+    /// formats (format 0: the encoding alone) is read as it was written;
+    /// one of a newer format is refused by name, never misread.
+    #[test]
+    fn images_of_every_format_up_to_this_one_are_read_and_a_newer_one_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = ImageFiles::open(dir.path()).unwrap();
+        let mut written = image(9);
+        let signer = civmesh_certs::NodeId([7; 32]);
+        written.state.recent_commands.check_and_record(&signer, &[3; 16], 1_000, 1_000).unwrap();
+        files.write(&written).unwrap();
+        let bytes = std::fs::read(files.image_path()).unwrap();
+        assert_eq!(bytes[..8], *b"CMIMAGE\x01");
+        assert_eq!(files.read().unwrap().unwrap().state, written.state);
+
+        std::fs::write(files.image_path(), codec::encode(&written).unwrap()).unwrap();
+        assert_eq!(files.current().unwrap().unwrap().meta, written.meta());
+        assert_eq!(files.read().unwrap().unwrap().state, written.state);
+
+        let mut newer = bytes;
+        newer[7] = IMAGE_FORMAT + 1;
+        std::fs::write(files.image_path(), &newer).unwrap();
+        let refused = files.read();
+        assert!(matches!(refused, Err(ImageError::FormatUnknown { format: 2 })), "{:?}", refused.err());
+        assert!(matches!(files.current(), Err(ImageError::FormatUnknown { format: 2 })));
+        assert!(matches!(decode_image(&newer[..]), Err(ImageError::FormatUnknown { format: 2 })));
     }
 
     /// An image is written whole and read back; an older one never replaces

@@ -215,6 +215,7 @@ impl Finished {
         let mut hashing = HashingReader::new(reading);
         let image = decode_image(&mut hashing).map_err(|error| match error {
             ImageError::Corrupt(reason) => ChunkRefusal::Corrupt(reason),
+            unknown @ ImageError::FormatUnknown { .. } => ChunkRefusal::Corrupt(unknown.to_string()),
             other => ChunkRefusal::Disk(other),
         })?;
         if image.meta() != meta {
