@@ -11,7 +11,8 @@
 //! - `checkpoints`: the final checkpoints, by their number from 0;
 //! - `corrections_closed`: the corrections that left the state a day after
 //!   they closed, by the entry time they closed at (eight bytes,
-//!   big-endian) and id, each with its id and track.
+//!   big-endian) and id, each with its id and track; those closed before
+//!   the node's retention are pruned ([`History::prune_closed_corrections`]).
 //!
 //! The state machine writes one apply call's history in one batch, unsynced:
 //! a crash re-applies from the last state image (synced, which syncs the WAL
@@ -45,6 +46,9 @@ pub(crate) const HISTORY_META_FAMILY: &str = "history_meta";
 /// The key, in `history_meta`, of the command count of the latest snapshot
 /// this store installed: history before it may have gaps.
 const SNAPSHOT_INSTALLED_KEY: &[u8] = b"snapshot-installed-at";
+/// The key, in `history_meta`, of the time before which closed corrections
+/// were pruned.
+const CLOSED_PRUNED_BEFORE_KEY: &[u8] = b"corrections-closed-pruned-before";
 /// The mark, in `audit_tree`, that the tree's nodes were built from the
 /// stored leaves or never needed it (a node key is 9 bytes; this is not).
 const TREE_BUILT_KEY: &[u8] = b"built-from-leaves";
@@ -146,15 +150,42 @@ impl History {
     /// The command count of the latest snapshot this store installed, if
     /// any: its history is whole only after it.
     pub fn snapshot_installed_at(&self) -> Result<Option<u64>, HistoryError> {
-        let Some(bytes) = self.db.get_pinned_cf(self.family(HISTORY_META_FAMILY)?, SNAPSHOT_INSTALLED_KEY)?
-        else {
+        self.meta_number(SNAPSHOT_INSTALLED_KEY)
+    }
+
+    /// The number kept in `history_meta` under `key`, if there is one.
+    fn meta_number(&self, key: &[u8]) -> Result<Option<u64>, HistoryError> {
+        let Some(bytes) = self.db.get_pinned_cf(self.family(HISTORY_META_FAMILY)?, key)? else {
             return Ok(None);
         };
         let bytes: [u8; 8] = bytes
             .as_ref()
             .try_into()
-            .map_err(|_| HistoryError::Corrupt("the snapshot mark is not 8 bytes".to_string()))?;
+            .map_err(|_| HistoryError::Corrupt(format!("{} is not 8 bytes", String::from_utf8_lossy(key))))?;
         Ok(Some(u64::from_be_bytes(bytes)))
+    }
+
+    /// Removes the closed corrections that closed before `before_ms`, with
+    /// one range deletion, and notes the time (synced). The time never goes
+    /// back: an earlier one removes nothing. Returns whether it moved.
+    pub fn prune_closed_corrections(&self, before_ms: UnixMillis) -> Result<bool, HistoryError> {
+        if self.closed_corrections_pruned_before()?.is_some_and(|pruned_ms| pruned_ms >= before_ms) {
+            return Ok(false);
+        }
+        let mut batch = WriteBatch::default();
+        batch.delete_range_cf(
+            self.family(CORRECTIONS_CLOSED_FAMILY)?,
+            closed_key(0, &[0; 32]),
+            closed_key(before_ms, &[0; 32]),
+        );
+        batch.put_cf(self.family(HISTORY_META_FAMILY)?, CLOSED_PRUNED_BEFORE_KEY, before_ms.to_be_bytes());
+        self.db.write_opt(batch, &synced())?;
+        Ok(true)
+    }
+
+    /// The time before which closed corrections were pruned, if they were.
+    pub fn closed_corrections_pruned_before(&self) -> Result<Option<UnixMillis>, HistoryError> {
+        self.meta_number(CLOSED_PRUNED_BEFORE_KEY)
     }
 
     /// Keeps the perfect subtrees a compact range holds (synced): a store
@@ -435,7 +466,7 @@ mod tests {
     /// Closed corrections that left the state are read in the order they
     /// closed, from a time on, a page at a time.
     #[test]
-    fn closed_corrections_are_read_by_the_time_they_closed_a_page_at_a_time() {
+    fn closed_corrections_are_read_a_page_at_a_time_and_pruned_by_the_time_they_closed() {
         use civmesh_policy::correction::CorrectionStage;
         let dir = tempfile::tempdir().unwrap();
         let (_, state_machine) = crate::store::open(dir.path()).unwrap();
@@ -501,6 +532,15 @@ mod tests {
         assert_eq!(read_all(200, 3), (vec![4, 5, 9], 2), "from a time on");
         assert_eq!(read_all(201, 3), (vec![9], 2));
         assert_eq!(read_all(301, 3), (vec![], 1));
+
+        assert_eq!(history.closed_corrections_pruned_before().unwrap(), None);
+        assert!(history.prune_closed_corrections(200).unwrap());
+        assert_eq!(read_all(0, 10), (vec![4, 5, 9], 2), "those closed before 200 are gone");
+        assert!(history.prune_closed_corrections(201).unwrap());
+        assert_eq!(read_all(0, 10), (vec![9], 2));
+        assert!(!history.prune_closed_corrections(100).unwrap(), "the time never goes back");
+        assert_eq!(history.closed_corrections_pruned_before().unwrap(), Some(201));
+        assert_eq!(read_all(0, 10), (vec![9], 2));
     }
 
     /// A store written before the tree was stored gets its nodes from its

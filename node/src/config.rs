@@ -97,19 +97,27 @@ impl SubjectRequestsSection {
 /// whose grant ended, or whose consent was withdrawn. A deletion is made
 /// at most `sweep_interval_ms` after it is due (and at start, before the
 /// node serves anything); a grant's `delete_within` is the log's bound.
+/// The same sweep prunes the log's closed corrections kept longer than
+/// `closed_corrections_kept_days`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RetentionSection {
     /// Between two deletion sweeps, in milliseconds (1 s to 1 hour).
     pub sweep_interval_ms: u64,
+    /// How long this node keeps a closed correction for evaluations, in
+    /// days after it closed (30 days to 100 years; three years and a day
+    /// by default).
+    pub closed_corrections_kept_days: u64,
 }
 
 /// The bounds on [`RetentionSection::sweep_interval_ms`], in milliseconds.
 pub const SWEEP_INTERVAL_MS_RANGE: std::ops::RangeInclusive<u64> = 1_000..=3_600_000;
+/// The bounds on [`RetentionSection::closed_corrections_kept_days`], in days.
+pub const CLOSED_CORRECTIONS_KEPT_DAYS_RANGE: std::ops::RangeInclusive<u64> = 30..=36_500;
 
 impl Default for RetentionSection {
     fn default() -> Self {
-        RetentionSection { sweep_interval_ms: 60_000 }
+        RetentionSection { sweep_interval_ms: 60_000, closed_corrections_kept_days: 3 * 365 + 1 }
     }
 }
 
@@ -117,6 +125,16 @@ impl RetentionSection {
     /// The sweep interval, checked against [`SWEEP_INTERVAL_MS_RANGE`].
     pub fn sweep_interval_ms(&self) -> Result<u64, ConfigError> {
         within("[retention] sweep_interval_ms", self.sweep_interval_ms, SWEEP_INTERVAL_MS_RANGE)
+    }
+
+    /// How long closed corrections are kept, checked against
+    /// [`CLOSED_CORRECTIONS_KEPT_DAYS_RANGE`].
+    pub fn closed_corrections_kept_days(&self) -> Result<u64, ConfigError> {
+        within(
+            "[retention] closed_corrections_kept_days",
+            self.closed_corrections_kept_days,
+            CLOSED_CORRECTIONS_KEPT_DAYS_RANGE,
+        )
     }
 }
 
@@ -346,7 +364,8 @@ impl NodeConfig {
             .subject_requests
             .deadline_days()
             .and(config.raft.snapshot_chunk_bytes_max())
-            .and(config.raft.snapshot_after_entries());
+            .and(config.raft.snapshot_after_entries())
+            .and(config.retention.closed_corrections_kept_days());
         if let Err(ConfigError::Invalid { reason, .. }) = checked {
             return Err(ConfigError::Invalid { path, reason });
         }
@@ -412,6 +431,8 @@ mod tests {
             &format!("{valid}[raft]\nsnapshot_chunk_bytes_max = 1023\n"),
             &format!("{valid}[raft]\nsnapshot_after_entries = 0\n"),
             &format!("{valid}[raft]\nsnapshot_chunk_bytes_max = 4194305\n"),
+            &format!("{valid}[retention]\nclosed_corrections_kept_days = 29\n"),
+            &format!("{valid}[retention]\nclosed_corrections_kept_days = 36501\n"),
         ] {
             write(dir.path(), bad);
             assert!(matches!(NodeConfig::load(dir.path()), Err(ConfigError::Invalid { .. })), "{bad}");

@@ -1,7 +1,9 @@
 //! The holder's side of retention: every `sweep_interval_ms`, and once at
 //! start before the node serves anything, delete what the log says is due
 //! (copies of ended grants, copies past their retention, withdrawn
-//! subjects' copies) and log a signed receipt for each deletion.
+//! subjects' copies) and log a signed receipt for each deletion. Each
+//! sweep also prunes this replica's closed corrections past
+//! `[retention] closed_corrections_kept_days`, a whole day at a time.
 //!
 //! A receipt is kept in the record store from before the first copy is
 //! deleted until the log settles it, so a kill at any point loses neither
@@ -22,6 +24,8 @@ use crate::swarm::SwarmClient;
 /// How long the start-up sweep waits for this replica to catch up with the
 /// leader before it deletes by what it has applied.
 pub const START_CATCH_UP_MS_MAX: u64 = 5_000;
+/// A day, in milliseconds.
+pub const DAY_MS: u64 = 86_400_000;
 
 /// What one sweep did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -149,8 +153,14 @@ impl Deletions {
         Ok(taken)
     }
 
-    /// Sweeps every `interval_ms` until `stop`.
-    pub async fn run(self, interval_ms: u64, mut stop: tokio::sync::watch::Receiver<bool>) {
+    /// Sweeps every `interval_ms` until `stop`, and prunes the closed
+    /// corrections that closed more than `closed_corrections_kept_ms` ago.
+    pub async fn run(
+        self,
+        interval_ms: u64,
+        closed_corrections_kept_ms: u64,
+        mut stop: tokio::sync::watch::Receiver<bool>,
+    ) {
         let mut ticks = tokio::time::interval(Duration::from_millis(interval_ms));
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -167,6 +177,20 @@ impl Deletions {
                 ),
                 Ok(_) => {}
                 Err(error) => tracing::warn!(%error, "deletion sweep failed; retried at the next one"),
+            }
+            self.prune_closed_corrections(now_unix_millis(), closed_corrections_kept_ms);
+        }
+    }
+
+    /// Prunes the closed corrections that closed before the start of the
+    /// day (UTC) `kept_ms` before `now_ms`: one range deletion a day.
+    fn prune_closed_corrections(&self, now_ms: UnixMillis, kept_ms: u64) {
+        let before_ms = now_ms.saturating_sub(kept_ms) / DAY_MS * DAY_MS;
+        match self.log.history().prune_closed_corrections(before_ms) {
+            Ok(true) => tracing::info!(before_ms, "pruned the closed corrections past their retention"),
+            Ok(false) => {}
+            Err(error) => {
+                tracing::warn!(%error, "cannot prune closed corrections; retried at the next sweep")
             }
         }
     }

@@ -134,7 +134,13 @@ impl Node {
                 "deleted what was due at start"
             );
         }
-        tasks.spawn(deletions.run(config.retention.sweep_interval_ms()?, stop.clone()));
+        let closed_corrections_kept_ms =
+            config.retention.closed_corrections_kept_days()?.saturating_mul(crate::deletions::DAY_MS);
+        tasks.spawn(deletions.run(
+            config.retention.sweep_interval_ms()?,
+            closed_corrections_kept_ms,
+            stop.clone(),
+        ));
         // Copies arrive only after the start-up deletion.
         tasks.spawn(services.query.clone().run_initial_syncs(stop.clone()));
         tasks.spawn(serve_services(

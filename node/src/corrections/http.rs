@@ -255,6 +255,7 @@ pub(crate) async fn evaluation_as_applied(
             .evaluate(&query)
             .map_err(|error| ApiError::new(StatusCode::BAD_REQUEST, error.to_string()))?;
         evaluation.notes.extend(history_note(&history)?);
+        evaluation.notes.extend(pruned_note(&history, query.from_ms.unwrap_or(0))?);
         Ok((index, evaluation))
     })
     .await
@@ -291,6 +292,20 @@ fn with_closed_corrections(
     }
 }
 
+/// What this replica no longer counts: the corrections that closed before
+/// its retention (`[retention] closed_corrections_kept_days`), when the
+/// period starts before it.
+fn pruned_note(history: &civmesh_consensus::History, from_ms: u64) -> Result<Option<String>, ApiError> {
+    let pruned_before = history.closed_corrections_pruned_before().map_err(ApiError::internal)?;
+    Ok(pruned_before.filter(|before_ms| from_ms < *before_ms).map(|before_ms| {
+        format!(
+            "corrections that closed before {} are past this node's retention \
+             ([retention] closed_corrections_kept_days) and are not counted",
+            civmesh_policy::evaluation::format_time(before_ms)
+        )
+    }))
+}
+
 /// What this replica cannot count: a node that installed a snapshot (to
 /// join, or to catch up) holds the corrections that left the state from
 /// then on only.
@@ -306,4 +321,23 @@ fn history_note(history: &civmesh_consensus::History) -> Result<Option<String>, 
              whole log counts them"
         )
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    /// An evaluation says when its period starts before the corrections
+    /// this node pruned, with the time in Asia/Shanghai, and not otherwise.
+    #[test]
+    fn an_evaluation_names_the_corrections_past_the_retention() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_log, state_machine) = civmesh_consensus::open(dir.path()).unwrap();
+        let history = state_machine.history();
+        assert_eq!(super::pruned_note(&history, 0).unwrap(), None, "nothing pruned");
+        let before_ms = 1_780_000_000_000 / 86_400_000 * 86_400_000;
+        assert!(history.prune_closed_corrections(before_ms).unwrap());
+        let note = super::pruned_note(&history, before_ms - 1).unwrap().expect("a period from before");
+        assert!(note.contains("2026-05-28T08:00:00+08:00"), "{note}");
+        assert!(note.contains("closed_corrections_kept_days"), "{note}");
+        assert_eq!(super::pruned_note(&history, before_ms).unwrap(), None, "a period from after");
+    }
 }
