@@ -166,18 +166,21 @@ impl History {
     }
 
     /// Removes the closed corrections that closed before `before_ms`, with
-    /// one range deletion, and notes the time (synced). The time never goes
-    /// back: an earlier one removes nothing. Returns whether it moved.
+    /// one range deletion, and notes the time (synced), when there is one.
+    /// The time never goes back: an earlier one removes nothing. Returns
+    /// whether it moved.
     pub fn prune_closed_corrections(&self, before_ms: UnixMillis) -> Result<bool, HistoryError> {
         if self.closed_corrections_pruned_before()?.is_some_and(|pruned_ms| pruned_ms >= before_ms) {
             return Ok(false);
         }
+        let closed = self.family(CORRECTIONS_CLOSED_FAMILY)?;
+        let end = closed_key(before_ms, &[0; 32]);
+        let first = self.db.iterator_cf(closed, IteratorMode::Start).next().transpose()?;
+        if first.is_none_or(|(key, _)| *key >= end[..]) {
+            return Ok(false);
+        }
         let mut batch = WriteBatch::default();
-        batch.delete_range_cf(
-            self.family(CORRECTIONS_CLOSED_FAMILY)?,
-            closed_key(0, &[0; 32]),
-            closed_key(before_ms, &[0; 32]),
-        );
+        batch.delete_range_cf(closed, closed_key(0, &[0; 32]), end);
         batch.put_cf(self.family(HISTORY_META_FAMILY)?, CLOSED_PRUNED_BEFORE_KEY, before_ms.to_be_bytes());
         self.db.write_opt(batch, &synced())?;
         Ok(true)
@@ -534,11 +537,13 @@ mod tests {
         assert_eq!(read_all(301, 3), (vec![], 1));
 
         assert_eq!(history.closed_corrections_pruned_before().unwrap(), None);
+        assert!(!history.prune_closed_corrections(100).unwrap(), "none closed before 100");
+        assert_eq!(history.closed_corrections_pruned_before().unwrap(), None);
         assert!(history.prune_closed_corrections(200).unwrap());
         assert_eq!(read_all(0, 10), (vec![4, 5, 9], 2), "those closed before 200 are gone");
         assert!(history.prune_closed_corrections(201).unwrap());
         assert_eq!(read_all(0, 10), (vec![9], 2));
-        assert!(!history.prune_closed_corrections(100).unwrap(), "the time never goes back");
+        assert!(!history.prune_closed_corrections(150).unwrap(), "the time never goes back");
         assert_eq!(history.closed_corrections_pruned_before().unwrap(), Some(201));
         assert_eq!(read_all(0, 10), (vec![9], 2));
     }

@@ -558,7 +558,10 @@ fn read_format(reader: &mut impl BufRead) -> Result<u8, ImageError> {
         return Ok(0);
     }
     let mut head = [0u8; IMAGE_MAGIC.len() + 1];
-    reader.read_exact(&mut head).map_err(|error| ImageError::Corrupt(format!("its format: {error}")))?;
+    reader.read_exact(&mut head).map_err(|error| match error.kind() {
+        std::io::ErrorKind::UnexpectedEof => ImageError::Corrupt(format!("its format: {error}")),
+        _ => unreadable(error),
+    })?;
     if head[..IMAGE_MAGIC.len()] != IMAGE_MAGIC {
         return Err(ImageError::Corrupt("it starts with neither a format nor an image".into()));
     }
@@ -640,6 +643,13 @@ impl<W: Write> Write for BoundedWriter<W> {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+
+    /// `image` as its file holds it, format and all.
+    pub(crate) fn image_bytes(image: &StateImage) -> Vec<u8> {
+        let mut bytes = Vec::new();
+        encode_image(image, &mut bytes).unwrap();
+        bytes
+    }
 
     pub(crate) fn image(index: u64) -> StateImage {
         StateImage {

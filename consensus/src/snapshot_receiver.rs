@@ -483,11 +483,10 @@ fn refused(refusal: ChunkRefusal, snapshot_id: String, offset: u64) -> (PeerResp
 
 #[cfg(test)]
 mod tests {
-    use civmesh_certs::codec;
 
     use super::*;
     use crate::snapshot::file_digest;
-    use crate::snapshot::tests::image;
+    use crate::snapshot::tests::{image, image_bytes};
     use crate::snapshot::StateImage;
 
     proptest::proptest! {
@@ -505,7 +504,7 @@ mod tests {
             let dir = tempfile::tempdir().unwrap();
             let files = ImageFiles::open(dir.path()).unwrap();
             let receiver = SharedReceiver::new(&files);
-            let real = codec::encode(&image(5)).unwrap();
+            let real = image_bytes(&image(5));
             for (snapshot, offset_pick, noise, done, term) in chunks {
                 let meta_of = image(5 + snapshot);
                 // Offsets at the start, inside, at the end of and past the real image.
@@ -558,7 +557,7 @@ mod tests {
         let files = ImageFiles::open(dir.path()).unwrap();
         let receiver = SharedReceiver::new(&files);
         let sent = image(9);
-        let bytes = codec::encode(&sent).unwrap();
+        let bytes = image_bytes(&sent);
         let (first, rest) = bytes.split_at(bytes.len() / 2);
         let half = first.len() as u64;
         assert!(receiver.receive_blocking(&chunk(&sent, first, 0, false)).unwrap().is_none());
@@ -574,7 +573,7 @@ mod tests {
         assert!(checked.path.exists());
 
         let truncated = image(11);
-        let truncated_bytes = codec::encode(&truncated).unwrap();
+        let truncated_bytes = image_bytes(&truncated);
         let refused = receiver.receive_blocking(&chunk(&truncated, &truncated_bytes[..10], 0, true));
         assert!(matches!(refused, Err(ChunkRefusal::Corrupt(_))), "{:?}", refused.err());
         let again = receiver.receive_blocking(&chunk(&truncated, &truncated_bytes, 0, true));
@@ -614,7 +613,7 @@ mod tests {
         let files = ImageFiles::open(dir.path()).unwrap();
         let receiver = SharedReceiver::new(&files);
         let (sent, other) = (image(20), image(30));
-        let bytes = codec::encode(&sent).unwrap();
+        let bytes = image_bytes(&sent);
         let vote = Vote::default();
         let later = Instant::now() + Duration::from_secs(60);
         lock(&receiver.receiver).refuse_unconfirmed(vote, sent.meta(), later);
@@ -623,7 +622,7 @@ mod tests {
         let mut from_another_vote = chunk(&sent, &bytes, 0, true);
         from_another_vote.vote = Vote::new(2, 1);
         assert!(receiver.receive_blocking(&from_another_vote).unwrap().is_some());
-        let other_bytes = codec::encode(&other).unwrap();
+        let other_bytes = image_bytes(&other);
         assert!(receiver.receive_blocking(&chunk(&other, &other_bytes, 0, true)).unwrap().is_some());
         lock(&receiver.receiver).refuse_unconfirmed(vote, sent.meta(), Instant::now());
         assert!(receiver.receive_blocking(&chunk(&sent, &bytes, 0, true)).unwrap().is_some());

@@ -723,6 +723,7 @@ proptest! {
             recounted.entry(group).or_insert_with(CorrectionTally::default).add(track);
         }
         prop_assert_eq!(&replica_a.correction_tallies, &recounted);
+        prop_assert_eq!(codec::encode(&replica_a).unwrap(), codec::encode(&replica_b).unwrap());
         prop_assert_eq!(replica_a, replica_b);
     }
 }
@@ -975,6 +976,7 @@ proptest! {
         for (envelope, entry_ms) in &log[cut..] {
             let _ = replica_b.apply(envelope, *entry_ms);
         }
+        prop_assert_eq!(codec::encode(&replica_a).unwrap(), codec::encode(&replica_b).unwrap());
         prop_assert_eq!(replica_a, replica_b);
     }
 }
