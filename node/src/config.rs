@@ -105,15 +105,16 @@ pub struct RetentionSection {
     /// Between two deletion sweeps, in milliseconds (1 s to 1 hour).
     pub sweep_interval_ms: u64,
     /// How long this node keeps a closed correction for evaluations, in
-    /// days after it closed (30 days to 100 years; three years and a day
-    /// by default).
+    /// days after it closed (two years and a day, past the console
+    /// dashboard's 104 weeks, to 100 years; three years and a day by
+    /// default).
     pub closed_corrections_kept_days: u64,
 }
 
 /// The bounds on [`RetentionSection::sweep_interval_ms`], in milliseconds.
 pub const SWEEP_INTERVAL_MS_RANGE: std::ops::RangeInclusive<u64> = 1_000..=3_600_000;
 /// The bounds on [`RetentionSection::closed_corrections_kept_days`], in days.
-pub const CLOSED_CORRECTIONS_KEPT_DAYS_RANGE: std::ops::RangeInclusive<u64> = 30..=36_500;
+pub const CLOSED_CORRECTIONS_KEPT_DAYS_RANGE: std::ops::RangeInclusive<u64> = 731..=36_500;
 
 impl Default for RetentionSection {
     fn default() -> Self {
@@ -431,7 +432,7 @@ mod tests {
             &format!("{valid}[raft]\nsnapshot_chunk_bytes_max = 1023\n"),
             &format!("{valid}[raft]\nsnapshot_after_entries = 0\n"),
             &format!("{valid}[raft]\nsnapshot_chunk_bytes_max = 4194305\n"),
-            &format!("{valid}[retention]\nclosed_corrections_kept_days = 29\n"),
+            &format!("{valid}[retention]\nclosed_corrections_kept_days = 730\n"),
             &format!("{valid}[retention]\nclosed_corrections_kept_days = 36501\n"),
         ] {
             write(dir.path(), bad);

@@ -3,7 +3,8 @@
 //! (copies of ended grants, copies past their retention, withdrawn
 //! subjects' copies) and log a signed receipt for each deletion. Each
 //! sweep also prunes this replica's closed corrections past
-//! `[retention] closed_corrections_kept_days`, a whole day at a time.
+//! `[retention] closed_corrections_kept_days`, a whole day (Asia/Shanghai)
+//! at a time.
 //!
 //! A receipt is kept in the record store from before the first copy is
 //! deleted until the log settles it, so a kill at any point loses neither
@@ -178,20 +179,30 @@ impl Deletions {
                 Ok(_) => {}
                 Err(error) => tracing::warn!(%error, "deletion sweep failed; retried at the next one"),
             }
-            self.prune_closed_corrections(now_unix_millis(), closed_corrections_kept_ms);
+            self.prune_closed_corrections(closed_corrections_kept_ms).await;
         }
     }
 
     /// Prunes the closed corrections that closed before the start of the
-    /// day (UTC) `kept_ms` before `now_ms`: one range deletion a day.
-    fn prune_closed_corrections(&self, now_ms: UnixMillis, kept_ms: u64) {
-        let before_ms = now_ms.saturating_sub(kept_ms) / DAY_MS * DAY_MS;
-        match self.log.history().prune_closed_corrections(before_ms) {
-            Ok(true) => tracing::info!(before_ms, "pruned the closed corrections past their retention"),
-            Ok(false) => {}
-            Err(error) => {
+    /// day (Asia/Shanghai) `kept_ms` before now: one range deletion a day.
+    /// "Now" is the earlier of the clock and the log's latest entry time,
+    /// so a clock set ahead by mistake prunes nothing early.
+    async fn prune_closed_corrections(&self, kept_ms: u64) {
+        let entry_time_ms = self.log.state().read(|applied| applied.policy.last_entry_time_ms);
+        let now_ms = now_unix_millis().min(entry_time_ms);
+        let day = civmesh_policy::evaluation::format_date(now_ms.saturating_sub(kept_ms));
+        let Ok(before_ms) = civmesh_policy::evaluation::parse_date(&day) else { return };
+        let history = self.log.history().clone();
+        let pruned = tokio::task::spawn_blocking(move || history.prune_closed_corrections(before_ms)).await;
+        match pruned {
+            Ok(Ok(true)) => {
+                tracing::info!(before = day, "pruned the closed corrections past their retention")
+            }
+            Ok(Ok(false)) => {}
+            Ok(Err(error)) => {
                 tracing::warn!(%error, "cannot prune closed corrections; retried at the next sweep")
             }
+            Err(error) => tracing::warn!(%error, "the pruning of closed corrections stopped"),
         }
     }
 }

@@ -211,7 +211,8 @@ pub struct EvaluationParams {
 }
 
 /// `GET /v1/evaluation`: per owner, dataset and time bucket, and per street,
-/// from the policy log (after a linearizable read, so every node answers alike).
+/// from the policy log (after a linearizable read, so every node that holds
+/// the period's history answers alike; the notes say what a node does not).
 pub async fn evaluation(
     State(state): State<Shared>,
     QueryParams(params): QueryParams<EvaluationParams>,
@@ -223,7 +224,7 @@ pub async fn evaluation(
 }
 
 /// The evaluation `query` asks for, from the policy log after a
-/// linearizable read (so every node answers alike); a query the log cannot
+/// linearizable read (so nodes holding the period's history answer alike); a query the log cannot
 /// answer (too many buckets, say) is a 400.
 pub(crate) async fn evaluation_of(state: &Shared, query: &EvaluationQuery) -> Result<Evaluation, ApiError> {
     state.log.linearizable_read_index(Duration::from_millis(READ_INDEX_TIMEOUT_MS)).await?;
@@ -250,12 +251,14 @@ pub(crate) async fn evaluation_as_applied(
     let history = state.log.history().clone();
     let query = query.clone();
     tokio::task::spawn_blocking(move || {
-        let facts = with_closed_corrections(facts, &history, query.from_ms.unwrap_or(0))?;
+        let pruned_before = history.closed_corrections_pruned_before().map_err(ApiError::internal)?;
+        let read_from_ms = query.from_ms.unwrap_or(0).max(pruned_before.unwrap_or(0));
+        let facts = with_closed_corrections(facts, &history, read_from_ms)?;
         let mut evaluation = facts
             .evaluate(&query)
             .map_err(|error| ApiError::new(StatusCode::BAD_REQUEST, error.to_string()))?;
         evaluation.notes.extend(history_note(&history)?);
-        evaluation.notes.extend(pruned_note(&history, query.from_ms.unwrap_or(0))?);
+        evaluation.notes.extend(pruned_note(pruned_before, query.from_ms.unwrap_or(0)));
         Ok((index, evaluation))
     })
     .await
@@ -295,15 +298,14 @@ fn with_closed_corrections(
 /// What this replica no longer counts: the corrections that closed before
 /// its retention (`[retention] closed_corrections_kept_days`), when the
 /// period starts before it.
-fn pruned_note(history: &civmesh_consensus::History, from_ms: u64) -> Result<Option<String>, ApiError> {
-    let pruned_before = history.closed_corrections_pruned_before().map_err(ApiError::internal)?;
-    Ok(pruned_before.filter(|before_ms| from_ms < *before_ms).map(|before_ms| {
+fn pruned_note(pruned_before: Option<u64>, from_ms: u64) -> Option<String> {
+    pruned_before.filter(|before_ms| from_ms < *before_ms).map(|before_ms| {
         format!(
-            "corrections that closed before {} are past this node's retention \
+            "corrections that closed a day or more before {} are past this node's retention \
              ([retention] closed_corrections_kept_days) and are not counted",
             civmesh_policy::evaluation::format_time(before_ms)
         )
-    }))
+    })
 }
 
 /// What this replica cannot count: a node that installed a snapshot (to
@@ -318,7 +320,7 @@ fn history_note(history: &civmesh_consensus::History) -> Result<Option<String>, 
         format!(
             "this node installed a snapshot after command {commands} and holds the log from then on: \
              corrections that closed a day or more before then are not counted; a node that holds the \
-             whole log counts them"
+             log from before then (and has not pruned it) counts them"
         )
     }))
 }
@@ -329,15 +331,11 @@ mod tests {
     /// this node pruned, with the time in Asia/Shanghai, and not otherwise.
     #[test]
     fn an_evaluation_names_the_corrections_past_the_retention() {
-        let dir = tempfile::tempdir().unwrap();
-        let (_log, state_machine) = civmesh_consensus::open(dir.path()).unwrap();
-        let history = state_machine.history();
-        assert_eq!(super::pruned_note(&history, 0).unwrap(), None, "nothing pruned");
-        let before_ms = 1_780_000_000_000 / 86_400_000 * 86_400_000;
-        assert!(history.prune_closed_corrections(before_ms).unwrap());
-        let note = super::pruned_note(&history, before_ms - 1).unwrap().expect("a period from before");
-        assert!(note.contains("2026-05-28T08:00:00+08:00"), "{note}");
+        assert_eq!(super::pruned_note(None, 0), None, "nothing pruned");
+        let before_ms = civmesh_policy::evaluation::parse_date("2026-05-28").unwrap();
+        let note = super::pruned_note(Some(before_ms), before_ms - 1).expect("a period from before");
+        assert!(note.contains("2026-05-28T00:00:00+08:00"), "{note}");
         assert!(note.contains("closed_corrections_kept_days"), "{note}");
-        assert_eq!(super::pruned_note(&history, before_ms).unwrap(), None, "a period from after");
+        assert_eq!(super::pruned_note(Some(before_ms), before_ms), None, "a period from after");
     }
 }
