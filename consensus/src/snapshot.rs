@@ -378,7 +378,7 @@ impl ImageFiles {
         self.install(&writing, image)?;
         self.note_written_digest(image, digest);
         let file = File::open(self.image_path()).map_err(disk("open", &self.image_path()))?;
-        Ok(CurrentImage { file, meta: image.meta(), bytes: bytes as u64 })
+        Ok(CurrentImage { file, meta: image.meta(), bytes: bytes as u64, format: IMAGE_FORMAT })
     }
 
     /// Makes an installed snapshot, `image`, the current image.
@@ -425,17 +425,32 @@ impl ImageFiles {
             Err(error) => return Err(disk("open", &path)(error)),
         };
         let bytes = file.metadata().map_err(disk("read the size of", &path))?.len();
-        let head = read_head(&mut file)?;
+        let (format, meta) = read_head(&mut file)?;
         file.seek(SeekFrom::Start(0)).map_err(disk("seek in", &path))?;
-        Ok(Some(CurrentImage { file, meta: head, bytes }))
+        Ok(Some(CurrentImage { file, meta, bytes, format }))
     }
 
-    /// The current image, decoded, if there is one.
+    /// The current image, decoded, if there is one. An image of an older
+    /// format is written again in this node's, and the digests kept (of
+    /// the older format) are forgotten, so this replica confirms what
+    /// upgraded replicas send.
     pub(crate) fn read(&self) -> Result<Option<StateImage>, ImageError> {
         let Some(current) = self.current()? else {
             return Ok(None);
         };
-        decode_image(current.file).map(Some)
+        let format = current.format;
+        let image = decode_image(current.file)?;
+        if format < IMAGE_FORMAT {
+            self.write(&image)?;
+            lock(&self.digests).clear();
+            self.keep_digests();
+            tracing::info!(
+                from = format,
+                to = IMAGE_FORMAT,
+                "wrote the state image again in this node's format"
+            );
+        }
+        Ok(Some(image))
     }
 }
 
@@ -444,6 +459,8 @@ pub(crate) struct CurrentImage {
     pub(crate) file: File,
     pub(crate) meta: SnapshotMeta<RaftNodeId, RaftPeer>,
     pub(crate) bytes: u64,
+    /// The format it was written in.
+    pub(crate) format: u8,
 }
 
 impl CurrentImage {
@@ -455,7 +472,7 @@ impl CurrentImage {
 /// The snapshot metadata an image file starts with.
 pub fn image_meta(path: &Path) -> Result<SnapshotMeta<RaftNodeId, RaftPeer>, ImageError> {
     let mut file = File::open(path).map_err(disk("open", path))?;
-    read_head(&mut file)
+    read_head(&mut file).map(|(_, meta)| meta)
 }
 
 /// Decodes a whole image from `reader` (to its end), streaming, within the
@@ -571,17 +588,19 @@ fn read_format(reader: &mut impl BufRead) -> Result<u8, ImageError> {
     }
 }
 
-fn read_head(file: &mut File) -> Result<SnapshotMeta<RaftNodeId, RaftPeer>, ImageError> {
+/// An image file's format and snapshot metadata, from its start.
+fn read_head(file: &mut File) -> Result<(u8, SnapshotMeta<RaftNodeId, RaftPeer>), ImageError> {
     let config = bincode::config::standard().with_limit::<{ codec::DECODE_BYTES_MAX }>();
     let mut reader = BufReader::new(file);
-    read_format(&mut reader)?;
+    let format = read_format(&mut reader)?;
     let head: ImageHead = bincode::serde::decode_from_std_read(&mut reader, config)
         .map_err(|error| ImageError::Corrupt(error.to_string()))?;
-    Ok(SnapshotMeta {
+    let meta = SnapshotMeta {
         last_log_id: head.last_applied,
         last_membership: head.last_membership,
         snapshot_id: head.snapshot_id,
-    })
+    };
+    Ok((format, meta))
 }
 
 enum EncodeFailure {
@@ -723,8 +742,9 @@ pub(crate) mod tests {
     }
 
     /// An image file starts with this node's format; one written before
-    /// formats (format 0: the encoding alone) is read as it was written;
-    /// one of a newer format is refused by name, never misread.
+    /// formats (format 0: the encoding alone) is read as it was written,
+    /// then written again in this node's format, its kept digests
+    /// forgotten; one of a newer format is refused by name, never misread.
     #[test]
     fn images_of_every_format_up_to_this_one_are_read_and_a_newer_one_is_refused() {
         let dir = tempfile::tempdir().unwrap();
@@ -737,9 +757,13 @@ pub(crate) mod tests {
         assert_eq!(bytes[..8], *b"CMIMAGE\x01");
         assert_eq!(files.read().unwrap().unwrap().state, written.state);
 
+        files.note_image_digests(&[Arc::new(image(8))]);
         std::fs::write(files.image_path(), codec::encode(&written).unwrap()).unwrap();
         assert_eq!(files.current().unwrap().unwrap().meta, written.meta());
         assert_eq!(files.read().unwrap().unwrap().state, written.state);
+        assert_eq!(std::fs::read(files.image_path()).unwrap(), bytes, "written again in format 1");
+        assert_eq!(files.digest_at(8).unwrap(), None, "the older format's digests are forgotten");
+        assert_eq!(ImageFiles::open(dir.path()).unwrap().digest_at(8).unwrap(), None);
 
         let mut newer = bytes;
         newer[7] = IMAGE_FORMAT + 1;
