@@ -28,7 +28,7 @@ use crate::UnixMillis;
 /// the bytes are the same on every replica); the lookup set and the
 /// per-signer counts are rebuilt, and checked, when it is decoded.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(try_from = "ReplayGuardFields")]
+#[serde(try_from = "ReplayGuardRead")]
 pub struct ReplayGuard {
     skew_ms_max: u64,
     nonces_max: usize,
@@ -169,33 +169,28 @@ impl Default for ReplayGuard {
     }
 }
 
-/// A guard as it is written: each nonce once, in `by_time`; `seen` and
-/// `per_signer` empty. Borrowed, so encoding copies nothing.
-#[derive(Serialize)]
-struct ReplayGuardWritten<'a> {
+/// A guard's encoding, over how it holds its collections: borrowed to
+/// write (each nonce once, in `by_time`; `seen` and `per_signer` empty, so
+/// encoding copies nothing), owned to read ([`ReplayGuardRead`]).
+#[derive(Serialize, Deserialize)]
+struct ReplayGuardFields<ByTime, Pairs, Counts> {
     skew_ms_max: u64,
     nonces_max: usize,
     nonces_per_signer_max: usize,
     now_ms_latest: UnixMillis,
-    by_time: &'a BTreeSet<(UnixMillis, NodeId, [u8; NONCE_BYTES])>,
-    seen: &'a [(NodeId, [u8; NONCE_BYTES])],
-    per_signer: &'a BTreeMap<NodeId, usize>,
+    by_time: ByTime,
+    seen: Pairs,
+    per_signer: Counts,
 }
 
-/// A guard as it is read: the fields of [`ReplayGuardWritten`], owned.
-/// `seen` and `per_signer` are filled only in images written before the
-/// guard held each nonce once; those still decode if they agree with
-/// `by_time`.
-#[derive(Deserialize)]
-struct ReplayGuardFields {
-    skew_ms_max: u64,
-    nonces_max: usize,
-    nonces_per_signer_max: usize,
-    now_ms_latest: UnixMillis,
-    by_time: BTreeSet<(UnixMillis, NodeId, [u8; NONCE_BYTES])>,
-    seen: BTreeSet<(NodeId, [u8; NONCE_BYTES])>,
-    per_signer: BTreeMap<NodeId, usize>,
-}
+/// A guard as it is read. `seen` and `per_signer` are filled only in
+/// images written before the guard held each nonce once; those still
+/// decode if they agree with `by_time`.
+type ReplayGuardRead = ReplayGuardFields<
+    BTreeSet<(UnixMillis, NodeId, [u8; NONCE_BYTES])>,
+    BTreeSet<(NodeId, [u8; NONCE_BYTES])>,
+    BTreeMap<NodeId, usize>,
+>;
 
 /// Why an encoded [`ReplayGuard`] was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -216,23 +211,24 @@ pub enum ReplayGuardDecodeError {
 
 impl Serialize for ReplayGuard {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        ReplayGuardWritten {
+        let no_pairs: &[(NodeId, [u8; NONCE_BYTES])] = &[];
+        ReplayGuardFields {
             skew_ms_max: self.skew_ms_max,
             nonces_max: self.nonces_max,
             nonces_per_signer_max: self.nonces_per_signer_max,
             now_ms_latest: self.now_ms_latest,
             by_time: &self.by_time,
-            seen: &[],
-            per_signer: &BTreeMap::new(),
+            seen: no_pairs,
+            per_signer: &BTreeMap::<NodeId, usize>::new(),
         }
         .serialize(serializer)
     }
 }
 
-impl TryFrom<ReplayGuardFields> for ReplayGuard {
+impl TryFrom<ReplayGuardRead> for ReplayGuard {
     type Error = ReplayGuardDecodeError;
 
-    fn try_from(fields: ReplayGuardFields) -> Result<Self, Self::Error> {
+    fn try_from(fields: ReplayGuardRead) -> Result<Self, Self::Error> {
         if fields.nonces_max == 0 || fields.nonces_per_signer_max == 0 {
             return Err(ReplayGuardDecodeError::BoundZero);
         }
@@ -290,7 +286,7 @@ mod tests {
 
     /// The fields of `guard` as the encoding before this one wrote them:
     /// the lookup set and the counts too.
-    fn legacy_fields(guard: &ReplayGuard) -> ReplayGuardFields {
+    fn legacy_fields(guard: &ReplayGuard) -> ReplayGuardRead {
         ReplayGuardFields {
             skew_ms_max: guard.skew_ms_max,
             nonces_max: guard.nonces_max,
@@ -299,22 +295,6 @@ mod tests {
             by_time: guard.by_time.clone(),
             seen: guard.seen.iter().copied().collect(),
             per_signer: guard.per_signer.clone(),
-        }
-    }
-
-    impl Serialize for ReplayGuardFields {
-        fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-            let seen: Vec<_> = self.seen.iter().copied().collect();
-            ReplayGuardWritten {
-                skew_ms_max: self.skew_ms_max,
-                nonces_max: self.nonces_max,
-                nonces_per_signer_max: self.nonces_per_signer_max,
-                now_ms_latest: self.now_ms_latest,
-                by_time: &self.by_time,
-                seen: &seen,
-                per_signer: &self.per_signer,
-            }
-            .serialize(serializer)
         }
     }
 
@@ -343,7 +323,7 @@ mod tests {
 
     #[test]
     fn an_encoding_that_disagrees_with_itself_or_its_bounds_is_refused() {
-        type Change = fn(&mut ReplayGuardFields);
+        type Change = fn(&mut ReplayGuardRead);
         let cases: [(&str, Change, ReplayGuardDecodeError); 5] = [
             ("a zero bound", |f| f.nonces_per_signer_max = 0, ReplayGuardDecodeError::BoundZero),
             ("too many in all", |f| f.nonces_max = 39, ReplayGuardDecodeError::PastBound),
