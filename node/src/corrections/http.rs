@@ -224,8 +224,8 @@ pub async fn evaluation(
 }
 
 /// The evaluation `query` asks for, from the policy log after a
-/// linearizable read (so nodes holding the period's history answer alike); a query the log cannot
-/// answer (too many buckets, say) is a 400.
+/// linearizable read (so nodes holding the period's history answer alike);
+/// a query the log cannot answer (too many buckets, say) is a 400.
 pub(crate) async fn evaluation_of(state: &Shared, query: &EvaluationQuery) -> Result<Evaluation, ApiError> {
     state.log.linearizable_read_index(Duration::from_millis(READ_INDEX_TIMEOUT_MS)).await?;
     Ok(evaluation_as_applied(state, query).await?.1)
@@ -301,7 +301,7 @@ fn with_closed_corrections(
 fn pruned_note(pruned_before: Option<u64>, from_ms: u64) -> Option<String> {
     pruned_before.filter(|before_ms| from_ms < *before_ms).map(|before_ms| {
         format!(
-            "corrections that closed a day or more before {} are past this node's retention \
+            "corrections that closed before {} are past this node's retention \
              ([retention] closed_corrections_kept_days) and are not counted",
             civmesh_policy::evaluation::format_time(before_ms)
         )
