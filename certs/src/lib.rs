@@ -34,7 +34,7 @@ pub use envelope::{
 };
 pub use identity::{IdentityError, NodeId, OrgId, Role};
 pub use key::{write_new_file_synced, KeyError, NodeKey};
-pub use replay_guard::{ReplayGuard, ReplayGuardDecodeError};
+pub use replay_guard::{MemoryNonces, NonceStore, ReplayGuard, ReplayGuardDecodeError, WindowNonce};
 
 /// Milliseconds since the Unix epoch, the one time unit every civmesh
 /// signature and validity check uses.

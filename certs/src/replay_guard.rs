@@ -10,6 +10,76 @@ use crate::envelope::{EnvelopeError, NONCE_BYTES};
 use crate::identity::NodeId;
 use crate::UnixMillis;
 
+/// Where a window's nonces are held: in memory ([`MemoryNonces`], at the
+/// edge and in an auditor's replay) or on disk (a replica's state machine).
+/// The guard decides; the store only answers for the nonces it was given.
+pub trait NonceStore {
+    /// Whether `signer`'s `nonce` is held, with a time at or after
+    /// `window_start_ms` (older ones have left the window, even if a
+    /// store still has them).
+    fn holds(&self, signer: &NodeId, nonce: &[u8; NONCE_BYTES], window_start_ms: UnixMillis) -> bool;
+    /// Holds `signer`'s `nonce`, timed `issued_at_ms`.
+    fn insert(&mut self, signer: &NodeId, nonce: &[u8; NONCE_BYTES], issued_at_ms: UnixMillis);
+    /// The nonces timed in `from_ms..to_ms` leave the window: how many
+    /// each signer had there.
+    fn expire(&mut self, from_ms: UnixMillis, to_ms: UnixMillis) -> BTreeMap<NodeId, usize>;
+}
+
+/// One nonce in a window: its time, signer and value, ordered by time.
+pub type WindowNonce = (UnixMillis, NodeId, [u8; NONCE_BYTES]);
+
+/// A window's nonces held in memory.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MemoryNonces {
+    by_time: BTreeSet<WindowNonce>,
+    /// The pairs in `by_time`, for lookups.
+    seen: HashSet<(NodeId, [u8; NONCE_BYTES])>,
+}
+
+impl MemoryNonces {
+    /// The nonces, in time order.
+    pub fn by_time(&self) -> &BTreeSet<WindowNonce> {
+        &self.by_time
+    }
+
+    /// How many nonces are held.
+    pub fn len(&self) -> usize {
+        self.by_time.len()
+    }
+
+    /// Whether none are held.
+    pub fn is_empty(&self) -> bool {
+        self.by_time.is_empty()
+    }
+}
+
+impl NonceStore for MemoryNonces {
+    fn holds(&self, signer: &NodeId, nonce: &[u8; NONCE_BYTES], _window_start_ms: UnixMillis) -> bool {
+        self.seen.contains(&(*signer, *nonce))
+    }
+
+    fn insert(&mut self, signer: &NodeId, nonce: &[u8; NONCE_BYTES], issued_at_ms: UnixMillis) {
+        self.seen.insert((*signer, *nonce));
+        self.by_time.insert((issued_at_ms, *signer, *nonce));
+        debug_assert_eq!(self.seen.len(), self.by_time.len());
+    }
+
+    /// Forgets every nonce timed before `to_ms`: in memory none is older
+    /// than `from_ms`.
+    fn expire(&mut self, _from_ms: UnixMillis, to_ms: UnixMillis) -> BTreeMap<NodeId, usize> {
+        let mut expired = BTreeMap::new();
+        while let Some(&(time, signer, nonce)) = self.by_time.first() {
+            if time >= to_ms {
+                break;
+            }
+            self.by_time.remove(&(time, signer, nonce));
+            self.seen.remove(&(signer, nonce));
+            *expired.entry(signer).or_insert(0) += 1;
+        }
+        expired
+    }
+}
+
 /// Rejects replays: a timestamp outside ±`skew_ms_max` of now, or a
 /// (signer, nonce) pair already seen inside that window. Memory is bounded by
 /// `nonces_max` in all and `nonces_per_signer_max` per signer, so one signer
@@ -23,10 +93,14 @@ use crate::UnixMillis;
 /// the window.
 ///
 /// It is deterministic and serializable, so the replicated state machine
-/// keeps one too, driven by entry time instead of the wall clock. Its
-/// encoding holds each nonce once, in `by_time` order (an ordered set, so
-/// the bytes are the same on every replica); the lookup set and the
-/// per-signer counts are rebuilt, and checked, when it is decoded.
+/// keeps one too, driven by entry time instead of the wall clock. It keeps
+/// the counts; the nonces are in a [`NonceStore`]: its own
+/// [`MemoryNonces`] (`check`, `check_and_record`) or one the caller holds
+/// (`check_in`, `check_and_record_in`), such as a replica's disk. Its
+/// encoding holds each of its own nonces once, in time order (an ordered
+/// set, so the bytes are the same on every replica), and the per-signer
+/// counts only when it holds no nonces itself; the lookup set and the
+/// counts are rebuilt, and checked, when it is decoded.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(try_from = "ReplayGuardRead")]
 pub struct ReplayGuard {
@@ -35,12 +109,13 @@ pub struct ReplayGuard {
     nonces_per_signer_max: usize,
     /// The latest `now_ms` seen: the window is measured from it.
     now_ms_latest: UnixMillis,
-    by_time: BTreeSet<(UnixMillis, NodeId, [u8; NONCE_BYTES])>,
-    /// The pairs in `by_time`, for lookups; not encoded.
-    seen: HashSet<(NodeId, [u8; NONCE_BYTES])>,
-    /// How many nonces each signer has in `seen`; signers with none are
-    /// absent. Not encoded.
+    /// How many nonces the window holds, wherever they are.
+    count: usize,
+    /// How many of them each signer has; signers with none are absent.
     per_signer: BTreeMap<NodeId, usize>,
+    /// The nonces, when the guard holds them itself; empty when the
+    /// caller's store holds them.
+    memory: MemoryNonces,
 }
 
 impl ReplayGuard {
@@ -65,9 +140,9 @@ impl ReplayGuard {
             nonces_max,
             nonces_per_signer_max,
             now_ms_latest: 0,
-            by_time: BTreeSet::new(),
-            seen: HashSet::new(),
+            count: 0,
             per_signer: BTreeMap::new(),
+            memory: MemoryNonces::default(),
         }
     }
 
@@ -77,10 +152,27 @@ impl ReplayGuard {
         now_ms.max(self.now_ms_latest)
     }
 
+    /// The earliest time a held nonce has: older ones have left.
+    pub fn window_start_ms(&self) -> UnixMillis {
+        self.now_ms_latest.saturating_sub(self.skew_ms_max)
+    }
+
     /// Checks one envelope's time and nonce without remembering anything:
     /// the checks [`ReplayGuard::check_and_record`] makes before its bounds.
     pub fn check(
         &self,
+        signer: &NodeId,
+        nonce: &[u8; NONCE_BYTES],
+        issued_at_ms: UnixMillis,
+        now_ms: UnixMillis,
+    ) -> Result<(), EnvelopeError> {
+        self.check_in(&self.memory, signer, nonce, issued_at_ms, now_ms)
+    }
+
+    /// [`ReplayGuard::check`] against the nonces in `store`.
+    pub fn check_in(
+        &self,
+        store: &dyn NonceStore,
         signer: &NodeId,
         nonce: &[u8; NONCE_BYTES],
         issued_at_ms: UnixMillis,
@@ -95,7 +187,7 @@ impl ReplayGuard {
                 skew_ms_max: self.skew_ms_max,
             });
         }
-        if self.seen.contains(&(*signer, *nonce)) {
+        if store.holds(signer, nonce, self.window_start_ms()) {
             return Err(EnvelopeError::Replayed(*signer));
         }
         Ok(())
@@ -110,35 +202,52 @@ impl ReplayGuard {
         issued_at_ms: UnixMillis,
         now_ms: UnixMillis,
     ) -> Result<(), EnvelopeError> {
-        self.check(signer, nonce, issued_at_ms, now_ms)?;
+        let mut memory = std::mem::take(&mut self.memory);
+        let checked = self.check_and_record_in(&mut memory, signer, nonce, issued_at_ms, now_ms);
+        self.memory = memory;
+        checked
+    }
+
+    /// [`ReplayGuard::check_and_record`] with the nonces in `store`: the
+    /// guard keeps only the counts. The caller gives it the same store
+    /// every time (a guard holding nonces itself is never given another).
+    pub fn check_and_record_in(
+        &mut self,
+        store: &mut dyn NonceStore,
+        signer: &NodeId,
+        nonce: &[u8; NONCE_BYTES],
+        issued_at_ms: UnixMillis,
+        now_ms: UnixMillis,
+    ) -> Result<(), EnvelopeError> {
+        debug_assert!(self.memory.is_empty(), "a guard holding nonces itself was given another store");
+        self.check_in(store, signer, nonce, issued_at_ms, now_ms)?;
+        let window_start_before = self.window_start_ms();
         self.now_ms_latest = self.effective_now(now_ms);
-        self.expire();
-        if self.seen.len() >= self.nonces_max {
-            return Err(EnvelopeError::ReplayCacheFull(self.seen.len()));
+        self.expire(store, window_start_before);
+        if self.count >= self.nonces_max {
+            return Err(EnvelopeError::ReplayCacheFull(self.count));
         }
         let count = self.nonces_remembered_for(signer);
         if count >= self.nonces_per_signer_max {
             return Err(EnvelopeError::SignerQuotaFull { signer: *signer, count });
         }
-        self.seen.insert((*signer, *nonce));
-        self.by_time.insert((issued_at_ms, *signer, *nonce));
+        store.insert(signer, nonce, issued_at_ms);
+        self.count += 1;
         *self.per_signer.entry(*signer).or_insert(0) += 1;
-        debug_assert_eq!(self.seen.len(), self.by_time.len());
         Ok(())
     }
 
-    /// Forgets the nonces whose time has left the window.
-    fn expire(&mut self) {
-        let window_start = self.now_ms_latest.saturating_sub(self.skew_ms_max);
-        while let Some(oldest) = self.by_time.first() {
-            if oldest.0 >= window_start {
-                break;
-            }
-            let (time, signer, nonce) = *oldest;
-            self.by_time.remove(&(time, signer, nonce));
-            self.seen.remove(&(signer, nonce));
+    /// Forgets the nonces whose time has left the window since it started
+    /// at `window_start_before`.
+    fn expire(&mut self, store: &mut dyn NonceStore, window_start_before: UnixMillis) {
+        let window_start = self.window_start_ms();
+        if window_start <= window_start_before {
+            return;
+        }
+        for (signer, expired) in store.expire(window_start_before, window_start) {
+            self.count = self.count.saturating_sub(expired);
             if let Some(count) = self.per_signer.get_mut(&signer) {
-                *count = count.saturating_sub(1);
+                *count = count.saturating_sub(expired);
                 if *count == 0 {
                     self.per_signer.remove(&signer);
                 }
@@ -148,7 +257,7 @@ impl ReplayGuard {
 
     /// How many nonces are remembered now.
     pub fn nonces_remembered(&self) -> usize {
-        self.seen.len()
+        self.count
     }
 
     /// How many of `signer`'s nonces are remembered now.
@@ -161,6 +270,17 @@ impl ReplayGuard {
     pub fn now_ms_latest(&self) -> UnixMillis {
         self.now_ms_latest
     }
+
+    /// The nonces the guard holds itself (none when a caller's store holds
+    /// them), for the caller to take into a store of its own.
+    pub fn nonces_mut(&mut self) -> &mut MemoryNonces {
+        &mut self.memory
+    }
+
+    /// The nonces the guard holds itself.
+    pub fn nonces(&self) -> &MemoryNonces {
+        &self.memory
+    }
 }
 
 impl Default for ReplayGuard {
@@ -170,8 +290,9 @@ impl Default for ReplayGuard {
 }
 
 /// A guard's encoding, over how it holds its collections: borrowed to
-/// write (each nonce once, in `by_time`; `seen` and `per_signer` empty, so
-/// encoding copies nothing), owned to read ([`ReplayGuardRead`]).
+/// write (each of its own nonces once, in `by_time`, and `seen` empty; the
+/// counts in `per_signer` only when it holds no nonces itself, so encoding
+/// copies nothing), owned to read ([`ReplayGuardRead`]).
 #[derive(Serialize, Deserialize)]
 struct ReplayGuardFields<ByTime, Pairs, Counts> {
     skew_ms_max: u64,
@@ -183,9 +304,9 @@ struct ReplayGuardFields<ByTime, Pairs, Counts> {
     per_signer: Counts,
 }
 
-/// A guard as it is read. `seen` and `per_signer` are filled only in
-/// images written before the guard held each nonce once; those still
-/// decode if they agree with `by_time`.
+/// A guard as it is read. `seen` is filled only in images written before
+/// the guard held each nonce once, and `per_signer` with nonces in
+/// `by_time` only then; those still decode if they agree with `by_time`.
 type ReplayGuardRead = ReplayGuardFields<
     BTreeSet<(UnixMillis, NodeId, [u8; NONCE_BYTES])>,
     BTreeSet<(NodeId, [u8; NONCE_BYTES])>,
@@ -204,22 +325,27 @@ pub enum ReplayGuardDecodeError {
     /// More nonces than the bounds allow, in all or for one signer.
     #[error("the replay window holds more nonces than its bounds allow")]
     PastBound,
-    /// An older encoding's lookup set or counts disagree with its nonces.
+    /// An older encoding's lookup set or counts disagree with its nonces,
+    /// or counts without nonces name a signer with none.
     #[error("the replay window's lookup set or counts disagree with its nonces")]
     Inconsistent,
+    /// A nonce is older than the window's start: it would never leave.
+    #[error("the replay window holds a nonce older than its start")]
+    Expired,
 }
 
 impl Serialize for ReplayGuard {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let no_pairs: &[(NodeId, [u8; NONCE_BYTES])] = &[];
+        let no_counts = BTreeMap::<NodeId, usize>::new();
         ReplayGuardFields {
             skew_ms_max: self.skew_ms_max,
             nonces_max: self.nonces_max,
             nonces_per_signer_max: self.nonces_per_signer_max,
             now_ms_latest: self.now_ms_latest,
-            by_time: &self.by_time,
+            by_time: &self.memory.by_time,
             seen: no_pairs,
-            per_signer: &BTreeMap::<NodeId, usize>::new(),
+            per_signer: if self.memory.is_empty() { &self.per_signer } else { &no_counts },
         }
         .serialize(serializer)
     }
@@ -232,19 +358,27 @@ impl TryFrom<ReplayGuardRead> for ReplayGuard {
         if fields.nonces_max == 0 || fields.nonces_per_signer_max == 0 {
             return Err(ReplayGuardDecodeError::BoundZero);
         }
-        if fields.by_time.len() > fields.nonces_max {
-            return Err(ReplayGuardDecodeError::PastBound);
-        }
         let mut guard = ReplayGuard::with_signer_quota(
             fields.skew_ms_max,
             fields.nonces_max,
             fields.nonces_per_signer_max,
         );
         guard.now_ms_latest = fields.now_ms_latest;
-        for &(_, signer, nonce) in &fields.by_time {
-            if !guard.seen.insert((signer, nonce)) {
+        if fields.by_time.is_empty() {
+            return guard.with_counts(fields.seen.is_empty(), fields.per_signer);
+        }
+        if fields.by_time.len() > fields.nonces_max {
+            return Err(ReplayGuardDecodeError::PastBound);
+        }
+        if fields.by_time.first().is_some_and(|oldest| oldest.0 < guard.window_start_ms()) {
+            return Err(ReplayGuardDecodeError::Expired);
+        }
+        for &(time, signer, nonce) in &fields.by_time {
+            if guard.holds_itself(&signer, &nonce) {
                 return Err(ReplayGuardDecodeError::Duplicate(signer));
             }
+            guard.memory.insert(&signer, &nonce, time);
+            guard.count += 1;
             let count = guard.per_signer.entry(signer).or_insert(0);
             *count += 1;
             if *count > fields.nonces_per_signer_max {
@@ -254,13 +388,38 @@ impl TryFrom<ReplayGuardRead> for ReplayGuard {
         let legacy = !fields.seen.is_empty() || !fields.per_signer.is_empty();
         if legacy
             && (fields.per_signer != guard.per_signer
-                || fields.seen.len() != guard.seen.len()
-                || !fields.seen.iter().all(|pair| guard.seen.contains(pair)))
+                || fields.seen.len() != guard.memory.seen.len()
+                || !fields.seen.iter().all(|pair| guard.memory.seen.contains(pair)))
         {
             return Err(ReplayGuardDecodeError::Inconsistent);
         }
-        guard.by_time = fields.by_time;
         Ok(guard)
+    }
+}
+
+impl ReplayGuard {
+    fn holds_itself(&self, signer: &NodeId, nonce: &[u8; NONCE_BYTES]) -> bool {
+        self.memory.holds(signer, nonce, self.window_start_ms())
+    }
+
+    /// A guard whose nonces a store holds, with these counts, if they are
+    /// within its bounds.
+    fn with_counts(
+        mut self,
+        no_pairs: bool,
+        per_signer: BTreeMap<NodeId, usize>,
+    ) -> Result<Self, ReplayGuardDecodeError> {
+        if !no_pairs || per_signer.values().any(|count| *count == 0) {
+            return Err(ReplayGuardDecodeError::Inconsistent);
+        }
+        if per_signer.values().any(|count| *count > self.nonces_per_signer_max) {
+            return Err(ReplayGuardDecodeError::PastBound);
+        }
+        let count = per_signer.values().try_fold(0_usize, |sum, count| sum.checked_add(*count));
+        self.count =
+            count.filter(|count| *count <= self.nonces_max).ok_or(ReplayGuardDecodeError::PastBound)?;
+        self.per_signer = per_signer;
+        Ok(self)
     }
 }
 
@@ -292,8 +451,8 @@ mod tests {
             nonces_max: guard.nonces_max,
             nonces_per_signer_max: guard.nonces_per_signer_max,
             now_ms_latest: guard.now_ms_latest,
-            by_time: guard.by_time.clone(),
-            seen: guard.seen.iter().copied().collect(),
+            by_time: guard.memory.by_time.clone(),
+            seen: guard.memory.seen.iter().copied().collect(),
             per_signer: guard.per_signer.clone(),
         }
     }
@@ -315,6 +474,41 @@ mod tests {
     }
 
     #[test]
+    fn a_guard_over_a_store_of_the_callers_decides_the_same_and_encodes_its_counts_only() {
+        let (mut own, mut counting, mut store) = (guard(0), guard(0), MemoryNonces::default());
+        let steps = (0..60_u8).map(|n| (signer(n % 3), [n % 50; NONCE_BYTES], 1_000 + 900 * u64::from(n)));
+        for (signer, nonce, at_ms) in steps {
+            let expected = own.check_and_record(&signer, &nonce, at_ms, at_ms);
+            assert_eq!(counting.check_and_record_in(&mut store, &signer, &nonce, at_ms, at_ms), expected);
+            assert_eq!(counting.nonces_remembered_for(&signer), own.nonces_remembered_for(&signer));
+        }
+        assert_eq!(
+            (counting.nonces_remembered(), store.by_time()),
+            (own.nonces_remembered(), own.nonces().by_time())
+        );
+        assert!(counting.nonces().is_empty());
+        let bytes = codec::encode(&counting).unwrap();
+        assert!(bytes.len() < 200, "{} bytes", bytes.len());
+        assert_eq!(codec::decode_exact::<ReplayGuard>(&bytes, 1 << 20).unwrap(), counting);
+    }
+
+    #[test]
+    fn counts_without_nonces_are_refused_when_they_pass_the_bounds_or_name_a_signer_with_none() {
+        let cases: [(usize, usize, ReplayGuardDecodeError); 3] = [
+            (0, 1, ReplayGuardDecodeError::Inconsistent),
+            (501, 1, ReplayGuardDecodeError::PastBound),
+            (500, 501, ReplayGuardDecodeError::PastBound),
+        ];
+        for (first, second, expected) in cases {
+            let mut fields = legacy_fields(&guard(0));
+            fields.per_signer = BTreeMap::from([(signer(0), first), (signer(1), second)]);
+            let bytes = codec::encode(&fields).unwrap();
+            let error = codec::decode_exact::<ReplayGuard>(&bytes, 1 << 20).unwrap_err();
+            assert!(error.to_string().contains(&expected.to_string()), "{first}, {second}: {error}");
+        }
+    }
+
+    #[test]
     fn an_encoding_written_before_still_decodes() {
         let guard = guard(40);
         let legacy = codec::encode(&legacy_fields(&guard)).unwrap();
@@ -324,7 +518,8 @@ mod tests {
     #[test]
     fn an_encoding_that_disagrees_with_itself_or_its_bounds_is_refused() {
         type Change = fn(&mut ReplayGuardRead);
-        let cases: [(&str, Change, ReplayGuardDecodeError); 5] = [
+        let cases: [(&str, Change, ReplayGuardDecodeError); 6] = [
+            ("a nonce past the window", |f| f.now_ms_latest = 40_000, ReplayGuardDecodeError::Expired),
             ("a zero bound", |f| f.nonces_per_signer_max = 0, ReplayGuardDecodeError::BoundZero),
             ("too many in all", |f| f.nonces_max = 39, ReplayGuardDecodeError::PastBound),
             ("too many for a signer", |f| f.nonces_per_signer_max = 19, ReplayGuardDecodeError::PastBound),

@@ -103,8 +103,12 @@ impl History {
     }
 
     /// Writes what an apply call applied, in one unsynced batch.
-    pub(crate) fn append(&self, applied: &[AppliedCommand]) -> Result<(), HistoryError> {
-        if applied.is_empty() {
+    pub(crate) fn append(
+        &self,
+        applied: &[AppliedCommand],
+        mut batch: WriteBatch,
+    ) -> Result<(), HistoryError> {
+        if applied.is_empty() && batch.is_empty() {
             return Ok(());
         }
         let archive = self.family(ARCHIVE_FAMILY)?;
@@ -113,7 +117,6 @@ impl History {
         let checkpoints = self.family(CHECKPOINTS_FAMILY)?;
         let tree = self.family(AUDIT_TREE_FAMILY)?;
         let closed = self.family(CORRECTIONS_CLOSED_FAMILY)?;
-        let mut batch = WriteBatch::default();
         for one in applied {
             for (id, closed_at_ms, track) in &one.appended.closed_corrections {
                 batch.put_cf(closed, closed_key(*closed_at_ms, id), encode(&(id, track))?);
@@ -513,7 +516,7 @@ mod tests {
                 checkpoints_final: 0,
             })
             .collect();
-        history.append(&applied).unwrap();
+        history.append(&applied, WriteBatch::default()).unwrap();
         let read_all = |from_ms: u64, limit: usize| {
             let (mut ids, mut after, mut reads) = (Vec::new(), None, 0);
             loop {

@@ -10,7 +10,8 @@
 //!   through it; [`snapshot_receiver`]: snapshots received, checked whole
 //!   before openraft installs them.
 //! - [`history`]: what the state counts but does not keep: the command
-//!   archive, the access log's entries and the audit tree's leaves.
+//!   archive, the access log's entries and the audit tree's leaves;
+//!   `nonces`: the replay window's nonces, whose counts the state keeps.
 //! - [`network`]: member-to-member messages and the openraft network over a
 //!   [`Transport`]; [`in_process`] is a transport for tests.
 //! - [`verdicts`]: signatures verified as commands arrive, in batches on a
@@ -25,6 +26,7 @@
 pub mod history;
 pub mod in_process;
 pub mod network;
+mod nonces;
 pub mod policy_log;
 pub mod snapshot;
 pub mod snapshot_receiver;

@@ -136,7 +136,7 @@ pub enum RaftRefusal {
     #[error("raft_sender_not_candidate: the vote request names another node as candidate")]
     NotCandidate,
     /// An `InstallSnapshot` chunk ends past the largest state image a node
-    /// reads (`STATE_IMAGE_BYTES_MAX`): written at its offset, it would
+    /// reads (`IMAGE_FILE_BYTES_MAX`): written at its offset, it would
     /// make the receiver hold that many bytes.
     #[error("raft_snapshot_past_bound: the snapshot chunk ends past the state image bound")]
     SnapshotPastBound,

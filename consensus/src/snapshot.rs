@@ -12,7 +12,9 @@
 //! - A receiver or a writer killed midway leaves a partial file, removed
 //!   on the next start. The leader's sender starts again from offset 0.
 //! - An image file starts with its format ([`IMAGE_FORMAT`]); a node reads
-//!   every format up to its own, and refuses a newer one by name.
+//!   every format up to its own, and refuses a newer one by name. From
+//!   format 2 the replay window's nonces follow the state, read from and
+//!   written to the disk a batch at a time ([`crate::nonces`]).
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -28,14 +30,17 @@ use openraft::{LogId, SnapshotMeta, StoredMembership};
 use ring::digest::{Context, SHA256};
 use serde::{Deserialize, Serialize};
 
+use crate::nonces::{read_window, write_window, Row, WINDOW_SECTION_BYTES_MAX};
 use crate::types::{RaftNodeId, RaftPeer, TypeConfig};
 
-/// The largest state image (and snapshot) a node writes or reads, in bytes.
-/// The image holds no history, but it holds the replay window: up to
-/// `COMMAND_NONCES_MAX` (1,000,000) nonces at 57 bytes each encoded,
-/// besides the policy itself
-/// (`a_full_replay_window_fits_the_state_image_bound`).
+/// The largest state in an image a node writes or reads, in bytes: what it
+/// decodes into memory. The image holds no history, and (from format 2)
+/// not the replay window's nonces, which follow the state.
 pub const STATE_IMAGE_BYTES_MAX: usize = codec::LARGE_DECODE_BYTES_MAX;
+/// The largest image file (and snapshot), in bytes: its format, its state
+/// and its replay window.
+pub const IMAGE_FILE_BYTES_MAX: usize =
+    IMAGE_MAGIC.len() + 1 + STATE_IMAGE_BYTES_MAX + WINDOW_SECTION_BYTES_MAX;
 /// The directory of image files, inside the policy log's directory.
 const IMAGE_DIRECTORY: &str = "state-image";
 const IMAGE_FILE: &str = "image";
@@ -56,8 +61,9 @@ const FILE_BUFFER_BYTES: usize = 1024 * 1024;
 const IMAGE_MAGIC: [u8; 7] = *b"CMIMAGE";
 /// The image format this node writes. Format 1 holds each nonce of the
 /// replay window once (format 0 held it twice, besides the counts); both
-/// decode into the same state.
-pub const IMAGE_FORMAT: u8 = 1;
+/// decode into the same state. Format 2 holds the window's counts in the
+/// state and its nonces after it, as the disk holds them.
+pub const IMAGE_FORMAT: u8 = 2;
 
 /// What a state image and a snapshot hold.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -103,9 +109,9 @@ pub enum ImageError {
     /// The history the image stands for could not be made durable first.
     #[error("cannot sync the policy log's history before its state image: {0}")]
     HistoryNotSynced(#[source] rocksdb::Error),
-    /// The image encodes to more than a node reads back.
+    /// The image's state encodes to more than a node reads back.
     #[error(
-        "the policy state image is over the {STATE_IMAGE_BYTES_MAX} bytes a node reads back: \
+        "the policy state image's state is over the {STATE_IMAGE_BYTES_MAX} bytes a node reads back: \
          not written; the last image and the log after it stay"
     )]
     PastBound,
@@ -146,6 +152,9 @@ pub(crate) struct ImageFiles {
     /// The index and SHA-256 of the image on disk, once known: never
     /// evicted by newer aligned images noted at apply.
     current_digest: Arc<Mutex<Option<IndexDigest>>>,
+    /// The database that holds the replay window's nonces, which images
+    /// hold after the state (none: only windows that hold their own).
+    nonces: Option<Arc<rocksdb::DB>>,
 }
 
 /// An image's last log index and SHA-256.
@@ -206,7 +215,20 @@ impl ImageFiles {
             current_digest: Arc::default(),
             digests: Arc::new(Mutex::new(read_digests(&directory.join(DIGESTS_FILE)))),
             directory,
+            nonces: None,
         })
+    }
+
+    /// The same files, whose images hold the replay window's nonces that
+    /// `db` keeps.
+    pub(crate) fn with_nonces_in(mut self, db: Arc<rocksdb::DB>) -> Self {
+        self.nonces = Some(db);
+        self
+    }
+
+    /// Where the replay window's nonces are kept, if on disk.
+    pub(crate) fn nonces_db(&self) -> Option<&rocksdb::DB> {
+        self.nonces.as_deref()
     }
 
     /// Notes the digest of the aligned image ending at `index`, keeping
@@ -255,12 +277,8 @@ impl ImageFiles {
     pub(crate) fn note_image_digests(&self, images: &[Arc<StateImage>]) {
         let mut changed = false;
         for image in images.iter().rev() {
-            let mut hashing = BoundedWriter {
-                inner: std::io::sink(),
-                left: STATE_IMAGE_BYTES_MAX,
-                digest: Context::new(&SHA256),
-            };
-            if encode_image(image.as_ref(), &mut hashing).is_ok() {
+            let mut hashing = BoundedWriter::new(std::io::sink());
+            if encode_image(image.as_ref(), self.nonces_db(), STATE_IMAGE_BYTES_MAX, &mut hashing).is_ok() {
                 changed |= self.note_digest(image.last_applied.map_or(0, |id| id.index), hashing.finish());
             }
         }
@@ -350,19 +368,14 @@ impl ImageFiles {
         self.write_within(image, STATE_IMAGE_BYTES_MAX)
     }
 
-    fn write_within(&self, image: &StateImage, bytes_max: usize) -> Result<CurrentImage, ImageError> {
+    fn write_within(&self, image: &StateImage, state_bytes_max: usize) -> Result<CurrentImage, ImageError> {
         let writing = self.directory.join(WRITING_FILE);
         let _lock = lock(&self.writing);
         let written = write_synced(&writing, |file| {
-            let inner = BufWriter::with_capacity(FILE_BUFFER_BYTES, file);
-            let mut bounded = BoundedWriter { inner, left: bytes_max, digest: Context::new(&SHA256) };
-            match encode_image(image, &mut bounded) {
-                Ok(bytes) => {
-                    bounded.inner.flush().map(|()| (bytes, bounded.finish())).map_err(EncodeFailure::Disk)
-                }
-                Err(_) if bounded.left == 0 => Err(EncodeFailure::PastBound),
-                Err(error) => Err(EncodeFailure::Disk(std::io::Error::other(error))),
-            }
+            let mut bounded = BoundedWriter::new(BufWriter::with_capacity(FILE_BUFFER_BYTES, file));
+            let bytes = encode_image(image, self.nonces_db(), state_bytes_max, &mut bounded)
+                .map_err(EncodeFailure::Image)?;
+            bounded.inner.flush().map(|()| (bytes, bounded.finish())).map_err(EncodeFailure::Disk)
         });
         let (bytes, digest) = match written {
             Ok(bytes) => bytes,
@@ -439,8 +452,11 @@ impl ImageFiles {
             return Ok(None);
         };
         let format = current.format;
-        let image = decode_image(current.file)?;
+        let mut image = decode_image(current.file)?;
         if format < IMAGE_FORMAT {
+            if let Some(db) = self.nonces_db() {
+                crate::nonces::move_to_disk(db, &mut image.state)?;
+            }
             self.write(&image)?;
             lock(&self.digests).clear();
             self.keep_digests();
@@ -476,18 +492,38 @@ pub fn image_meta(path: &Path) -> Result<SnapshotMeta<RaftNodeId, RaftPeer>, Ima
 }
 
 /// Decodes a whole image from `reader` (to its end), streaming, within the
-/// bound.
+/// bounds, checking its replay window's nonces without keeping them.
 pub(crate) fn decode_image(reader: impl std::io::Read) -> Result<StateImage, ImageError> {
+    decode_image_visiting(reader, |_| Ok(()))
+}
+
+/// [`decode_image`], handing the replay window's nonces to `visit` a batch
+/// at a time.
+pub(crate) fn decode_image_visiting(
+    reader: impl std::io::Read,
+    visit: impl FnMut(&[Row]) -> Result<(), ImageError>,
+) -> Result<StateImage, ImageError> {
+    let unreadable = |source| ImageError::Disk { action: "read", path: "the state image".into(), source };
     let mut reader = BufReader::with_capacity(FILE_BUFFER_BYTES, reader);
-    read_format(&mut reader)?;
-    codec::decode_large_from_reader(reader, STATE_IMAGE_BYTES_MAX).map_err(|error| match error {
-        codec::CodecError::Read(reason) => ImageError::Disk {
-            action: "read",
-            path: "the state image".into(),
-            source: std::io::Error::other(reason),
-        },
-        other => ImageError::Corrupt(other.to_string()),
-    })
+    let format = read_format(&mut reader)?;
+    let config = bincode::config::standard().with_limit::<{ STATE_IMAGE_BYTES_MAX }>();
+    let image: StateImage =
+        bincode::serde::decode_from_std_read(&mut reader, config).map_err(|error| match error {
+            bincode::error::DecodeError::Io { inner, .. }
+                if inner.kind() != std::io::ErrorKind::UnexpectedEof =>
+            {
+                unreadable(inner)
+            }
+            other => ImageError::Corrupt(other.to_string()),
+        })?;
+    if format >= 2 {
+        read_window(&image.state, &mut reader, visit)?;
+    }
+    let rest = std::io::copy(&mut reader, &mut std::io::sink()).map_err(unreadable)?;
+    if rest > 0 {
+        return Err(ImageError::Corrupt(format!("{rest} bytes follow the image")));
+    }
+    Ok(image)
 }
 
 /// The SHA-256 a hashing context reached.
@@ -558,17 +594,32 @@ fn sync_directory(directory: &Path) -> Result<(), ImageError> {
     File::open(directory).and_then(|opened| opened.sync_all()).map_err(disk("sync the directory", directory))
 }
 
-/// Writes `image` as its file holds it: the magic, the format, the image.
-fn encode_image(image: &StateImage, writer: &mut impl Write) -> Result<usize, codec::CodecError> {
+/// Writes `image` as its file holds it: the magic, the format, the image,
+/// its replay window's nonces (from `nonces`). The state may take at most
+/// `state_bytes_max` bytes.
+fn encode_image<W: Write>(
+    image: &StateImage,
+    nonces: Option<&rocksdb::DB>,
+    state_bytes_max: usize,
+    writer: &mut BoundedWriter<W>,
+) -> Result<usize, ImageError> {
     let mut head = [0u8; IMAGE_MAGIC.len() + 1];
     head[..IMAGE_MAGIC.len()].copy_from_slice(&IMAGE_MAGIC);
     head[IMAGE_MAGIC.len()] = IMAGE_FORMAT;
-    writer.write_all(&head).map_err(|error| codec::CodecError::Encode(error.to_string()))?;
-    Ok(head.len() + codec::encode_into_writer(image, writer)?)
+    let wrote = |error| ImageError::Disk { action: "write", path: "the state image".into(), source: error };
+    writer.left = head.len();
+    writer.write_all(&head).map_err(wrote)?;
+    writer.left = state_bytes_max;
+    let state = codec::encode_into_writer(image, writer).map_err(|error| match writer.left {
+        0 => ImageError::PastBound,
+        _ => wrote(std::io::Error::other(error)),
+    })?;
+    writer.left = WINDOW_SECTION_BYTES_MAX;
+    Ok(head.len() + state + write_window(nonces, &image.state, writer)?)
 }
 
 /// Reads an image's format from its start: 0 (no magic; nothing is read)
-/// or [`IMAGE_FORMAT`]; a newer one is refused.
+/// up to [`IMAGE_FORMAT`]; a newer one is refused.
 fn read_format(reader: &mut impl BufRead) -> Result<u8, ImageError> {
     let unreadable = |source| ImageError::Disk { action: "read", path: "the state image".into(), source };
     if reader.fill_buf().map_err(unreadable)?.first() != Some(&IMAGE_MAGIC[0]) {
@@ -583,7 +634,7 @@ fn read_format(reader: &mut impl BufRead) -> Result<u8, ImageError> {
         return Err(ImageError::Corrupt("it starts with neither a format nor an image".into()));
     }
     match head[IMAGE_MAGIC.len()] {
-        IMAGE_FORMAT => Ok(IMAGE_FORMAT),
+        format @ 1..=IMAGE_FORMAT => Ok(format),
         format => Err(ImageError::FormatUnknown { format }),
     }
 }
@@ -605,14 +656,14 @@ fn read_head(file: &mut File) -> Result<(u8, SnapshotMeta<RaftNodeId, RaftPeer>)
 
 enum EncodeFailure {
     Disk(std::io::Error),
-    PastBound,
+    Image(ImageError),
 }
 
 impl EncodeFailure {
     fn into_image_error(self, path: &Path) -> ImageError {
         match self {
             EncodeFailure::Disk(source) => disk("write", path)(source),
-            EncodeFailure::PastBound => ImageError::PastBound,
+            EncodeFailure::Image(error) => error,
         }
     }
 }
@@ -628,15 +679,19 @@ fn write_synced<T>(
     Ok(value)
 }
 
-/// A writer that refuses to write more than `left` bytes in all, and
-/// hashes what it writes.
-struct BoundedWriter<W> {
+/// A writer that refuses to write more than `left` bytes (until the bound
+/// is set again), and hashes what it writes.
+pub(crate) struct BoundedWriter<W> {
     inner: W,
     left: usize,
     digest: Context,
 }
 
 impl<W> BoundedWriter<W> {
+    pub(crate) fn new(inner: W) -> Self {
+        BoundedWriter { inner, left: 0, digest: Context::new(&SHA256) }
+    }
+
     fn finish(&self) -> [u8; 32] {
         digest_of(self.digest.clone())
     }
@@ -646,7 +701,7 @@ impl<W: Write> Write for BoundedWriter<W> {
     fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
         if bytes.len() > self.left {
             self.left = 0;
-            return Err(std::io::Error::other("past the state image bound"));
+            return Err(std::io::Error::other("past the state image's bound"));
         }
         let written = self.inner.write(bytes)?;
         self.left -= written;
@@ -665,9 +720,9 @@ pub(crate) mod tests {
 
     /// `image` as its file holds it, format and all.
     pub(crate) fn image_bytes(image: &StateImage) -> Vec<u8> {
-        let mut bytes = Vec::new();
-        encode_image(image, &mut bytes).unwrap();
-        bytes
+        let mut bytes = BoundedWriter::new(Vec::new());
+        encode_image(image, None, STATE_IMAGE_BYTES_MAX, &mut bytes).unwrap();
+        bytes.inner
     }
 
     pub(crate) fn image(index: u64) -> StateImage {
@@ -748,30 +803,44 @@ pub(crate) mod tests {
     #[test]
     fn images_of_every_format_up_to_this_one_are_read_and_a_newer_one_is_refused() {
         let dir = tempfile::tempdir().unwrap();
-        let files = ImageFiles::open(dir.path()).unwrap();
-        let mut written = image(9);
+        let db = Arc::new(crate::nonces::tests::db(&dir.path().join("db")));
+        let files = ImageFiles::open(dir.path()).unwrap().with_nonces_in(db.clone());
+        // Formats 0 and 1 held the window's nonces in the state.
+        let mut older = image(9);
         let signer = civmesh_certs::NodeId([7; 32]);
-        written.state.recent_commands.check_and_record(&signer, &[3; 16], 1_000, 1_000).unwrap();
-        files.write(&written).unwrap();
-        let bytes = std::fs::read(files.image_path()).unwrap();
-        assert_eq!(bytes[..8], *b"CMIMAGE\x01");
-        assert_eq!(files.read().unwrap().unwrap().state, written.state);
+        older.state.commands_applied = 1;
+        older.state.recent_commands.check_and_record(&signer, &[3; 16], 1_000, 1_000).unwrap();
+        let format_0 = codec::encode(&older).unwrap();
+        let format_1 = [&b"CMIMAGE\x01"[..], &format_0].concat();
+        let mut counted = older.state.clone();
+        crate::nonces::move_to_disk(&db, &mut counted).unwrap();
+        assert!(counted.recent_commands.nonces().is_empty());
+        assert_eq!(counted.recent_commands.nonces_remembered(), 1);
+        for (format, bytes) in [(0, &format_0), (1, &format_1)] {
+            files.note_image_digests(&[Arc::new(image(8))]);
+            std::fs::write(files.image_path(), bytes).unwrap();
+            assert_eq!(files.current().unwrap().unwrap().meta, older.meta(), "format {format}");
+            assert_eq!(files.read().unwrap().unwrap().state, counted, "format {format}");
+            let rewritten = std::fs::read(files.image_path()).unwrap();
+            assert_eq!(rewritten[..8], *b"CMIMAGE\x02", "format {format} is written again in format 2");
+            let mut rows = Vec::new();
+            let decoded = decode_image_visiting(&rewritten[..], |read| {
+                rows.extend_from_slice(read);
+                Ok(())
+            })
+            .unwrap();
+            assert_eq!((decoded.state, rows.len()), (counted.clone(), 1), "format {format}");
+            assert_eq!(files.digest_at(8).unwrap(), None, "the older format's digests are forgotten");
+            assert_eq!(ImageFiles::open(dir.path()).unwrap().digest_at(8).unwrap(), None);
+        }
 
-        files.note_image_digests(&[Arc::new(image(8))]);
-        std::fs::write(files.image_path(), codec::encode(&written).unwrap()).unwrap();
-        assert_eq!(files.current().unwrap().unwrap().meta, written.meta());
-        assert_eq!(files.read().unwrap().unwrap().state, written.state);
-        assert_eq!(std::fs::read(files.image_path()).unwrap(), bytes, "written again in format 1");
-        assert_eq!(files.digest_at(8).unwrap(), None, "the older format's digests are forgotten");
-        assert_eq!(ImageFiles::open(dir.path()).unwrap().digest_at(8).unwrap(), None);
-
-        let mut newer = bytes;
+        let mut newer = std::fs::read(files.image_path()).unwrap();
         newer[7] = IMAGE_FORMAT + 1;
         std::fs::write(files.image_path(), &newer).unwrap();
         let refused = files.read();
-        assert!(matches!(refused, Err(ImageError::FormatUnknown { format: 2 })), "{:?}", refused.err());
-        assert!(matches!(files.current(), Err(ImageError::FormatUnknown { format: 2 })));
-        assert!(matches!(decode_image(&newer[..]), Err(ImageError::FormatUnknown { format: 2 })));
+        assert!(matches!(refused, Err(ImageError::FormatUnknown { format: 3 })), "{:?}", refused.err());
+        assert!(matches!(files.current(), Err(ImageError::FormatUnknown { format: 3 })));
+        assert!(matches!(decode_image(&newer[..]), Err(ImageError::FormatUnknown { format: 3 })));
     }
 
     /// An image is written whole and read back; an older one never replaces

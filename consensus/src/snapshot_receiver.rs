@@ -8,7 +8,7 @@
 //! metadata, and only then hands it to `Raft::install_full_snapshot`, with
 //! the decoded image kept for the install. A chunk out of order gets
 //! openraft's own `SnapshotMismatch` (its sender starts again from 0), one
-//! past [`STATE_IMAGE_BYTES_MAX`] `raft_snapshot_past_bound`, a snapshot
+//! past [`IMAGE_FILE_BYTES_MAX`] `raft_snapshot_past_bound`, a snapshot
 //! that does not check `raft_snapshot_corrupt`, and every later chunk of
 //! it from the same vote the same, without writing it again. One snapshot
 //! is checked and installed at a time (a last chunk meanwhile is answered
@@ -28,7 +28,7 @@ use openraft::{SnapshotMeta, SnapshotSegmentId, Vote};
 use crate::network::{call, PeerRequest, PeerResponse, Transport};
 use crate::policy_log::RaftRefusal;
 use crate::snapshot::{
-    decode_image, disk, lock, CheckedSnapshot, HashingReader, ImageError, ImageFiles, STATE_IMAGE_BYTES_MAX,
+    decode_image, disk, lock, CheckedSnapshot, HashingReader, ImageError, ImageFiles, IMAGE_FILE_BYTES_MAX,
 };
 use crate::types::{raft_node_id, Raft, RaftNodeId, RaftPeer, TypeConfig};
 use civmesh_certs::NodeId;
@@ -44,7 +44,7 @@ pub enum ChunkRefusal {
         /// Where the stream is.
         expected: u64,
     },
-    /// The chunk ends past [`STATE_IMAGE_BYTES_MAX`].
+    /// The chunk ends past [`IMAGE_FILE_BYTES_MAX`].
     #[error("the snapshot chunk ends past the state image bound")]
     PastBound,
     /// The whole snapshot does not decode, or is not what its metadata says.
@@ -117,7 +117,7 @@ impl SnapshotReceiver {
         chunk: &InstallSnapshotRequest<TypeConfig>,
     ) -> Result<Option<Finished>, ChunkRefusal> {
         let end = chunk.offset.saturating_add(chunk.data.len() as u64);
-        if end > STATE_IMAGE_BYTES_MAX as u64 {
+        if end > IMAGE_FILE_BYTES_MAX as u64 {
             return Err(ChunkRefusal::PastBound);
         }
         if self.refused.as_ref().is_some_and(|(vote, meta)| *vote == chunk.vote && *meta == chunk.meta) {
@@ -564,7 +564,7 @@ mod tests {
         assert!(receiver.receive_blocking(&chunk(&sent, first, 0, false)).unwrap().is_none());
         let skipped = receiver.receive_blocking(&chunk(&sent, rest, half + 1, true));
         assert!(matches!(skipped, Err(ChunkRefusal::OutOfOrder { expected, .. }) if expected == half));
-        let far = receiver.receive_blocking(&chunk(&sent, b"x", STATE_IMAGE_BYTES_MAX as u64, false));
+        let far = receiver.receive_blocking(&chunk(&sent, b"x", IMAGE_FILE_BYTES_MAX as u64, false));
         assert!(matches!(far, Err(ChunkRefusal::PastBound)));
         let (received, _) = receiver.receive_blocking(&chunk(&sent, rest, half, true)).unwrap().unwrap();
         assert_eq!(received.meta, sent.meta());

@@ -30,6 +30,7 @@ use std::time::Duration;
 
 use civmesh_certs::codec;
 use civmesh_policy::audit::ArchivedCommand;
+use civmesh_policy::state::COMMAND_SKEW_MS_MAX;
 use civmesh_policy::{PolicyState, SignedCommand};
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage, RaftStateMachine, Snapshot};
 use openraft::{
@@ -43,6 +44,7 @@ use crate::history::{
     AppliedCommand, History, ACCESS_LOG_FAMILY, ARCHIVE_FAMILY, AUDIT_LEAVES_FAMILY, AUDIT_TREE_FAMILY,
     CHECKPOINTS_FAMILY, CORRECTIONS_CLOSED_FAMILY, HISTORY_META_FAMILY,
 };
+use crate::nonces::{StoredNonces, NONCES_BY_TIME_FAMILY, NONCES_FAMILY};
 use crate::snapshot::{ImageError, ImageFiles, Received, StateImage};
 use crate::timings::{Stage, StageTimes};
 use crate::types::{entry_commands, ApplyResult, Entry, RaftNodeId, RaftPeer, TypeConfig};
@@ -131,6 +133,8 @@ pub fn open(directory: &Path) -> Result<(LogStore, StateMachine), OpenError> {
         CHECKPOINTS_FAMILY,
         CORRECTIONS_CLOSED_FAMILY,
         HISTORY_META_FAMILY,
+        NONCES_FAMILY,
+        NONCES_BY_TIME_FAMILY,
     ]
     .into_iter()
     .map(|name| ColumnFamilyDescriptor::new(name, Options::default()));
@@ -138,7 +142,7 @@ pub fn open(directory: &Path) -> Result<(LogStore, StateMachine), OpenError> {
         .map_err(|source| OpenError::Database { path: directory.display().to_string(), source })?;
     let db = Arc::new(db);
     let stage_times = Arc::new(StageTimes::default());
-    let images = ImageFiles::open(directory)?;
+    let images = ImageFiles::open(directory)?.with_nonces_in(db.clone());
     let state_machine = StateMachine::load(db.clone(), images.clone(), stage_times.clone())?;
     let committed: Option<Option<LogId<RaftNodeId>>> = get_value(&db, LOG_META_FAMILY, COMMITTED_KEY)
         .map_err(|error| OpenError::LogCorrupt(error.to_string()))?;
@@ -422,10 +426,11 @@ pub struct StateMachine {
 
 impl StateMachine {
     fn load(db: Arc<DB>, images: ImageFiles, stage_times: Arc<StageTimes>) -> Result<Self, OpenError> {
-        let image = match images.read()? {
+        let mut image = match images.read()? {
             Some(image) => image,
             None => move_image_to_file(&db, &images)?.unwrap_or_default(),
         };
+        crate::nonces::move_to_disk(&db, &mut image.state)?;
         forget_image_kept_in_the_database(&db)?;
         images.note_image_index(&image);
         // The tree's nodes from the image's size on (a store written before
@@ -528,7 +533,9 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineSnapshotBuilder {
         // (see `apply`): it is made durable before the image stands for it.
         let current = tokio::task::spawn_blocking(move || {
             db.flush_wal(true).map_err(ImageError::HistoryNotSynced)?;
-            images.write(&image)
+            let current = images.write(&image)?;
+            prune_window(&db, &image);
+            Ok::<_, ImageError>(current)
         })
         .await
         .map_err(write_error)?
@@ -581,7 +588,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let mut last_applied = self.last_applied;
         let mut last_membership = None;
         let mut to_history = Vec::new();
-        let history = &self.history;
+        let (history, db) = (&self.history, &self.db);
         let (every, mut membership_now, capture) =
             (self.snapshot_every_entries, self.last_membership.clone(), &mut self.capture);
         let captured_from = aligned_captured_from(&entries, every);
@@ -589,6 +596,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         // The history is written before the lock is let go: whoever sees
         // the state count an entry finds it stored.
         let written = self.shared.write(|applied| {
+            let mut nonces =
+                StoredNonces::new(db, applied.policy.commands_applied + 1).map_err(write_error)?;
             for entry in entries {
                 last_applied = Some(entry.log_id);
                 let mut result = ApplyResult::default();
@@ -597,11 +606,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     EntryPayload::Normal(payload) => {
                         for command in &payload.commands {
                             let policy = &mut applied.policy;
-                            let (outcome, appended) = if signatures_verified.next() == Some(true) {
-                                policy.apply_with_signatures_verified(command, payload.proposed_at_ms)
-                            } else {
-                                policy.apply_appending(command, payload.proposed_at_ms)
-                            };
+                            let verified = signatures_verified.next() == Some(true);
+                            let (outcome, appended) =
+                                nonces.apply(policy, command, payload.proposed_at_ms, verified);
                             to_history.push(AppliedCommand {
                                 archived: ArchivedCommand {
                                     sequence: policy.commands_applied,
@@ -640,9 +647,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     *capture = Some(image);
                 }
             }
-            history.append(&to_history)
+            let mut batch = WriteBatch::default();
+            nonces.write_into(&mut batch).map_err(write_error)?;
+            history.append(&to_history, batch).map_err(write_error)
         });
-        written.map_err(write_error)?;
+        written?;
         self.note_digests_in_background(captured);
         self.last_applied = last_applied;
         if let Some(membership) = last_membership {
@@ -707,11 +716,15 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         }
         self.history.keep_frontier(&image.state.audit_frontier).map_err(write_error)?;
         self.history.note_snapshot_installed(image.state.commands_applied).map_err(write_error)?;
-        let (db, images) = (self.db.clone(), self.images.clone());
-        // What the history wrote for the image is durable before the image.
+        let (db, images, mut image) = (self.db.clone(), self.images.clone(), image);
+        // What the history and the replay window wrote for the image is
+        // durable before the image.
         let image = tokio::task::spawn_blocking(move || {
+            install_window(&db, &received, &mut image)?;
             db.flush_wal(true).map_err(ImageError::HistoryNotSynced)?;
-            images.keep_received(received, &image).map(|()| image)
+            images.keep_received(received, &image)?;
+            prune_window(&db, &image);
+            Ok::<_, ImageError>(image)
         })
         .await
         .map_err(write_error)?
@@ -753,6 +766,35 @@ fn aligned_captured_from(entries: &[Entry], every: u64) -> Option<u64> {
     let aligned =
         entries.iter().rev().map(|entry| entry.log_id.index).filter(|index| every > 0 && index % every == 0);
     aligned.take(ALIGNED_IMAGES_PER_APPLY_MAX).last()
+}
+
+/// Writes the replay window's nonces of a snapshot being installed, `image`,
+/// to the disk: those after its state, and those its state held itself.
+fn install_window(db: &DB, received: &Received, image: &mut StateImage) -> Result<(), ImageError> {
+    let mut file = match received {
+        Received::Checked { path, .. } => {
+            std::fs::File::open(path).map_err(crate::snapshot::disk("read the window of", path))?
+        }
+        Received::Other(file) => {
+            file.try_clone().map_err(crate::snapshot::disk("read", Path::new("a snapshot")))?
+        }
+    };
+    file.rewind().map_err(crate::snapshot::disk("read", Path::new("a snapshot")))?;
+    let commands_applied = image.state.commands_applied;
+    crate::snapshot::decode_image_visiting(file, |rows| {
+        crate::nonces::write_rows(db, rows, commands_applied)
+    })?;
+    crate::nonces::move_to_disk(db, &mut image.state)
+}
+
+/// Deletes the replay window's nonces that no image from `image` on counts,
+/// with a window's slack for images noted at apply meanwhile. A failure
+/// leaves them for the next image.
+fn prune_window(db: &DB, image: &StateImage) {
+    let window_start = image.state.recent_commands.window_start_ms();
+    if let Err(error) = crate::nonces::prune(db, window_start.saturating_sub(COMMAND_SKEW_MS_MAX)) {
+        tracing::warn!(%error, "could not delete the replay window's old nonces; the next image will");
+    }
 }
 
 /// Decodes a snapshot this node did not receive itself, from its start.

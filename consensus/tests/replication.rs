@@ -32,6 +32,11 @@ struct Cluster {
 }
 
 async fn cluster() -> Cluster {
+    cluster_with(|_| {}).await
+}
+
+/// A cluster whose members' logs are configured by `configure` too.
+async fn cluster_with(configure: fn(&mut PolicyLogConfig)) -> Cluster {
     let dir = tempfile::tempdir().unwrap();
     let now = civmesh_certs::now_unix_millis();
     let ca = FederationCa::init(&dir.path().join("ca"), "test", now, 30).unwrap();
@@ -51,11 +56,12 @@ async fn cluster() -> Cluster {
         let key = NodeKey::generate().unwrap();
         let request = IssueRequest::for_days(OrgId::new(org).unwrap(), role, key.node_id(), now, 30).unwrap();
         let certificate_der = NodeCertificate::from_pem(&ca.issue(&request).unwrap()).unwrap().der().to_vec();
-        let config = PolicyLogConfig::new(
+        let mut config = PolicyLogConfig::new(
             dir.path().join(format!("node-{index}")),
             key.node_id(),
             format!("mem/{index}"),
         );
+        configure(&mut config);
         let log = PolicyLog::start(config, network.transport(key.node_id())).await.unwrap();
         network.register(log.clone());
         members.push(Member { key, certificate_der, log });
@@ -174,6 +180,53 @@ async fn commands_are_forwarded_verified_and_applied_alike() {
     }
     let index = learner.log.linearizable_read_index(Duration::from_secs(5)).await.unwrap();
     assert!(learner.log.status().applied_index >= index);
+}
+
+/// Snapshots every 4 entries, and no log kept behind them.
+fn snapshot_often(config: &mut PolicyLogConfig) {
+    (config.snapshot_after_entries, config.entries_kept_after_snapshot) = (4, 0);
+}
+
+/// A node that joined by snapshot after the log behind it was purged holds
+/// the replay window's nonces the snapshot counts: a command applied before
+/// it, sent again, is refused there as everywhere, and every replica keeps
+/// the same state.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_joined_by_snapshot_refuses_a_command_applied_before_it() {
+    let cluster = cluster_with(snapshot_often).await;
+    let leader = wait_for_leader(&cluster.members[..3]).await;
+    let log = &cluster.members[leader].log;
+    log.submit(vec![sign(&cluster.ca_key, genesis(&cluster))]).await.unwrap();
+    let market = &cluster.members[1];
+    let published = sign(&market.key, Command::PublishDataset(dataset()));
+    assert_eq!(log.submit(vec![published.clone()]).await.unwrap().outcomes, vec![Ok(Applied::Done)]);
+    let published_at = log.status().applied_index;
+    for grant_id in 0..12 {
+        let filler = sign(&market.key, Command::RevokeGrant { grant_id, reason: "none".into() });
+        log.submit(vec![filler]).await.unwrap();
+    }
+    wait_until("a purge past the dataset", || (log.status().purged_index > published_at).then_some(())).await;
+
+    let key = NodeKey::generate().unwrap();
+    let mut config =
+        PolicyLogConfig::new(cluster._dir.path().join("node-joined"), key.node_id(), "mem/joined".into());
+    snapshot_often(&mut config);
+    let joined = PolicyLog::start(config, cluster.network.transport(key.node_id())).await.unwrap();
+    cluster.network.register(joined.clone());
+    log.add_learner(joined.me().clone()).await.unwrap();
+    let joined = Member { key, certificate_der: Vec::new(), log: joined };
+    let mut all: Vec<&Member> = cluster.members.iter().collect();
+    all.push(&joined);
+    converge(&all).await;
+    assert!(joined.log.state().read(|applied| applied.policy.recent_commands.nonces().is_empty()));
+
+    let replayed = log.submit(vec![published]).await.unwrap();
+    assert_eq!(replayed.outcomes[0].as_ref().unwrap_err().code, RejectionCode::Replayed);
+    converge(&all).await;
+    let remembered: Vec<usize> =
+        all.iter().map(|m| m.log.state().read(|a| a.policy.recent_commands.nonces_remembered())).collect();
+    assert!(remembered.iter().all(|count| *count == remembered[0] && *count >= 14), "{remembered:?}");
+    joined.log.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

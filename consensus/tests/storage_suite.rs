@@ -21,33 +21,42 @@ fn rocksdb_storage_passes_the_openraft_suite() -> Result<(), Box<StorageError<u6
     Suite::test_all(RocksBuilder).map_err(Box::new)
 }
 
-/// The state image holds the replay window, each nonce once (its time,
-/// signer and nonce: 57 bytes); at its cap of `COMMAND_NONCES_MAX` nonces
-/// it takes under a quarter of `STATE_IMAGE_BYTES_MAX`, leaving the rest to
-/// the policy itself.
+/// A replica's state keeps the replay window's counts, not its nonces (a
+/// store holds those): the state's share of the window does not grow with
+/// the nonces, and a full window's nonces, 56 bytes each after the state,
+/// fit the image file's bound beside a state of the largest size.
 #[test]
-fn a_full_replay_window_fits_the_state_image_bound() {
-    use civmesh_certs::{codec, NodeId, ReplayGuard};
+fn a_full_replay_window_costs_the_state_its_counts_and_fits_the_image_bound() {
+    use civmesh_certs::{codec, MemoryNonces, NodeId, ReplayGuard};
+    use civmesh_consensus::snapshot::IMAGE_FILE_BYTES_MAX;
     use civmesh_policy::state::{COMMAND_NONCES_MAX, COMMAND_NONCES_PER_SIGNER_MAX, COMMAND_SKEW_MS_MAX};
-    const SAMPLE: usize = 20_000;
+    const SIGNERS: usize = 200;
     let mut guard = ReplayGuard::with_signer_quota(
         COMMAND_SKEW_MS_MAX,
         COMMAND_NONCES_MAX,
         COMMAND_NONCES_PER_SIGNER_MAX,
     );
-    let empty = codec::encode(&guard).unwrap().len();
+    let mut store = MemoryNonces::default();
     let now = 1_800_000_000_000u64;
-    for number in 0..SAMPLE {
-        let signer = NodeId([(number % 200) as u8; 32]);
+    let mut encoded = Vec::new();
+    for number in 0..20_000_usize {
+        let signer = NodeId([(number % SIGNERS) as u8; 32]);
         let nonce = codec::sha256(&number.to_be_bytes())[..16].try_into().unwrap();
-        guard.check_and_record(&signer, &nonce, now, now).unwrap();
+        guard.check_and_record_in(&mut store, &signer, &nonce, now, now).unwrap();
+        if number + 1 == SIGNERS || number + 1 == 20_000 {
+            encoded.push(codec::encode(&guard).unwrap().len());
+        }
     }
-    let per_nonce = (codec::encode(&guard).unwrap().len() - empty) as f64 / SAMPLE as f64;
-    let window = per_nonce * COMMAND_NONCES_MAX as f64;
+    assert_eq!(store.len(), 20_000);
     assert!(
-        per_nonce < 60.0 && window * 4.0 < civmesh_consensus::store::STATE_IMAGE_BYTES_MAX as f64,
-        "a full replay window takes {window:.0} bytes ({per_nonce:.1} per nonce)"
+        encoded[1] <= encoded[0] + 8 * SIGNERS,
+        "the counts grew from {} to {} bytes",
+        encoded[0],
+        encoded[1]
     );
+    let window_bytes = 8 + COMMAND_NONCES_MAX * 56;
+    let state_bytes_max = civmesh_consensus::store::STATE_IMAGE_BYTES_MAX;
+    assert!(state_bytes_max + window_bytes <= IMAGE_FILE_BYTES_MAX);
 }
 
 /// The bound on all memtables together reaches RocksDB: 64 MiB, as RocksDB

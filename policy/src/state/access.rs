@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use civmesh_certs::{NodeId, OrgId, UnixMillis, VerifiedEnvelope};
+use civmesh_certs::{NodeId, NonceStore, OrgId, UnixMillis, VerifiedEnvelope};
 
 use super::membership::check_certificate_current;
 use super::rejection::{reject, Rejection, RejectionCode};
@@ -32,6 +32,15 @@ pub(super) struct LoggedAccess<'a> {
     pub owner: NodeId,
 }
 
+/// How an access record is checked: what it logs, whether its signatures
+/// were verified already, and its entry's time.
+#[derive(Clone, Copy)]
+struct AccessCheck {
+    kind: AccessKind,
+    check: SignatureCheck,
+    entry_time_ms: UnixMillis,
+}
+
 impl PolicyState {
     /// Rejects an owner node logging an access to a dataset its
     /// organisation does not own.
@@ -49,16 +58,24 @@ impl PolicyState {
     /// entry, which the state does not keep.
     pub(super) fn log_access(
         &mut self,
+        nonces: &mut dyn NonceStore,
         access: LoggedAccess<'_>,
         check: SignatureCheck,
         entry_time_ms: UnixMillis,
     ) -> Result<(Applied, AccessLogEntry), Rejection> {
-        let (requester, header) = self.validate_access(access.record, access.kind, check, entry_time_ms)?;
+        let checked = AccessCheck { kind: access.kind, check, entry_time_ms };
+        let (requester, header) = self.validate_access(&*nonces, access.record, checked)?;
         if access.kind.spends_nonce() {
             // The requester's request is logged once, whoever logs it. Its
             // nonce was checked in validation and is spent only now, when
             // the record is accepted: the last check before the mutation.
-            self.check_replay(&requester.signer, &requester.nonce, requester.issued_at_ms, entry_time_ms)?;
+            self.check_replay(
+                nonces,
+                &requester.signer,
+                &requester.nonce,
+                requester.issued_at_ms,
+                entry_time_ms,
+            )?;
             debug_assert_eq!(header, requester.payload);
         }
         let sequence = self.access_log_length;
@@ -93,11 +110,11 @@ impl PolicyState {
     /// `COMMAND_SKEW_MS_MAX` of the entry time).
     fn validate_access(
         &self,
+        nonces: &dyn NonceStore,
         record: &AccessRecord,
-        kind: AccessKind,
-        check: SignatureCheck,
-        entry_time_ms: UnixMillis,
+        checked: AccessCheck,
     ) -> Result<(Query, QueryHeader), Rejection> {
+        let AccessCheck { kind, check, entry_time_ms } = checked;
         let request = open_query(record, check, entry_time_ms)?;
         let header = request.payload.clone();
         let dataset = self
@@ -111,7 +128,13 @@ impl PolicyState {
             // A query or a listing's page is logged once: its time and
             // nonce are checked here and spent when the record is accepted.
             // A subscription header is reused by every push under it.
-            self.check_query_fresh(&request.signer, &request.nonce, request.issued_at_ms, entry_time_ms)?;
+            self.check_query_fresh(
+                nonces,
+                &request.signer,
+                &request.nonce,
+                request.issued_at_ms,
+                entry_time_ms,
+            )?;
         }
         if !kind.names_subjects() && !header.subjects.is_empty() {
             return Err(unjustified("a listing or a push answers a request naming no subjects"));

@@ -15,7 +15,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
-use civmesh_certs::{codec, NodeId, OrgId, ReplayGuard, UnixMillis};
+use civmesh_certs::{codec, NodeId, NonceStore, OrgId, ReplayGuard, UnixMillis};
 use serde::{Deserialize, Serialize};
 
 use crate::access::AccessLogEntry;
@@ -311,8 +311,38 @@ impl PolicyState {
         self.apply_with(envelope, entry_time_ms, SignatureCheck::AlreadyVerified)
     }
 
+    /// [`PolicyState::apply_appending`] (or, if `signatures_verified`,
+    /// [`PolicyState::apply_with_signatures_verified`]) for a state whose
+    /// replay window keeps its nonces in `nonces`, a store of the caller's
+    /// (a replica's disk), given every time: the state keeps the counts.
+    pub fn apply_with_nonces_in(
+        &mut self,
+        nonces: &mut dyn NonceStore,
+        envelope: &SignedCommand,
+        entry_time_ms: UnixMillis,
+        signatures_verified: bool,
+    ) -> (Result<Applied, Rejection>, Appended) {
+        let check =
+            if signatures_verified { SignatureCheck::AlreadyVerified } else { SignatureCheck::Verify };
+        self.apply_in(nonces, envelope, entry_time_ms, check)
+    }
+
+    /// Applies with the nonces the replay window holds itself.
     fn apply_with(
         &mut self,
+        envelope: &SignedCommand,
+        entry_time_ms: UnixMillis,
+        check: SignatureCheck,
+    ) -> (Result<Applied, Rejection>, Appended) {
+        let mut nonces = std::mem::take(self.recent_commands.nonces_mut());
+        let applied = self.apply_in(&mut nonces, envelope, entry_time_ms, check);
+        *self.recent_commands.nonces_mut() = nonces;
+        applied
+    }
+
+    fn apply_in(
+        &mut self,
+        nonces: &mut dyn NonceStore,
         envelope: &SignedCommand,
         entry_time_ms: UnixMillis,
         check: SignatureCheck,
@@ -321,7 +351,7 @@ impl PolicyState {
         let before = self.commands_applied;
         let digest_before = self.digest;
         let checkpoints_before = self.checkpoints_final;
-        let (outcome, access_entry) = match self.apply_verified(envelope, entry_time_ms, check) {
+        let (outcome, access_entry) = match self.apply_verified(nonces, envelope, entry_time_ms, check) {
             Ok((applied, entry)) => (Ok(applied), entry),
             Err(rejection) => (Err(rejection), None),
         };
@@ -344,6 +374,7 @@ impl PolicyState {
     /// Applies a command; an access also returns its entry.
     fn apply_verified(
         &mut self,
+        nonces: &mut dyn NonceStore,
         envelope: &SignedCommand,
         entry_time_ms: UnixMillis,
         check: SignatureCheck,
@@ -359,7 +390,7 @@ impl PolicyState {
         // nonces: a fresh key could otherwise fill the window for everyone.
         let genesis = matches!(verified.payload, Command::Genesis { .. });
         if genesis || self.knows_signer(&signer) {
-            self.check_replay(&signer, &verified.nonce, verified.issued_at_ms, entry_time_ms)?;
+            self.check_replay(nonces, &signer, &verified.nonce, verified.issued_at_ms, entry_time_ms)?;
         }
         let command = authority::decided(&verified.payload)?;
         if let Command::Genesis { federation_name, ca_certificate_der, founding_member_certificates_der } =
@@ -378,7 +409,7 @@ impl PolicyState {
         if let Some((record, kind)) = command.access() {
             let access = LoggedAccess { envelope, record, kind, owner: signer };
             return self
-                .log_access(access, check, entry_time_ms)
+                .log_access(nonces, access, check, entry_time_ms)
                 .map(|(applied, entry)| (applied, Some(entry)));
         }
         let entry = Entry { signer, signer_org, at_ms: entry_time_ms };

@@ -2,7 +2,7 @@
 //! command's own time lies within the skew of its entry's, and a signed
 //! command (or a requester's query) is applied at most once.
 
-use civmesh_certs::{EnvelopeError, NodeId, UnixMillis, NONCE_BYTES};
+use civmesh_certs::{EnvelopeError, NodeId, NonceStore, UnixMillis, NONCE_BYTES};
 
 use super::rejection::{reject, Rejection, RejectionCode};
 use super::PolicyState;
@@ -49,12 +49,13 @@ impl PolicyState {
     /// left the window, on every replica alike, even when it rejects.
     pub(super) fn check_replay(
         &mut self,
+        nonces: &mut dyn NonceStore,
         signer: &NodeId,
         nonce: &[u8; NONCE_BYTES],
         issued_at_ms: UnixMillis,
         entry_time_ms: UnixMillis,
     ) -> Result<(), Rejection> {
-        match self.recent_commands.check_and_record(signer, nonce, issued_at_ms, entry_time_ms) {
+        match self.recent_commands.check_and_record_in(nonces, signer, nonce, issued_at_ms, entry_time_ms) {
             Ok(()) => Ok(()),
             Err(EnvelopeError::Replayed(_)) => {
                 Err(reject(RejectionCode::Replayed, "this signed command was applied before"))
@@ -74,12 +75,13 @@ impl PolicyState {
     /// nonce: that happens only when the record is accepted.
     pub(super) fn check_query_fresh(
         &self,
+        nonces: &dyn NonceStore,
         signer: &NodeId,
         nonce: &[u8; NONCE_BYTES],
         issued_at_ms: UnixMillis,
         entry_time_ms: UnixMillis,
     ) -> Result<(), Rejection> {
-        match self.recent_commands.check(signer, nonce, issued_at_ms, entry_time_ms) {
+        match self.recent_commands.check_in(nonces, signer, nonce, issued_at_ms, entry_time_ms) {
             Ok(()) => Ok(()),
             Err(EnvelopeError::Replayed(_)) => {
                 Err(reject(RejectionCode::Replayed, "this query was logged before"))
