@@ -157,6 +157,11 @@ impl ReplayGuard {
         self.now_ms_latest.saturating_sub(self.skew_ms_max)
     }
 
+    /// The latest time a held nonce can have.
+    pub fn window_end_ms(&self) -> UnixMillis {
+        self.now_ms_latest.saturating_add(self.skew_ms_max)
+    }
+
     /// Checks one envelope's time and nonce without remembering anything:
     /// the checks [`ReplayGuard::check_and_record`] makes before its bounds.
     pub fn check(

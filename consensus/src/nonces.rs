@@ -210,10 +210,15 @@ impl NonceStore for StoredNonces<'_> {
 }
 
 /// How many nonces `state`'s image holds in its window section: those its
-/// replay window counts but does not hold itself.
-fn window_rows_counted(state: &PolicyState) -> u64 {
+/// replay window counts but does not hold itself, at most
+/// `COMMAND_NONCES_MAX`.
+fn window_rows_counted(state: &PolicyState) -> Result<u64, ImageError> {
     let guard = &state.recent_commands;
-    (guard.nonces_remembered() - guard.nonces().len()) as u64
+    let counted = guard.nonces_remembered().checked_sub(guard.nonces().len());
+    match counted {
+        Some(counted) if guard.nonces_remembered() <= COMMAND_NONCES_MAX => Ok(counted as u64),
+        _ => Err(ImageError::Corrupt("its replay window counts more nonces than it may".into())),
+    }
 }
 
 /// Writes the window section of `state`'s image, from `db` (none needed
@@ -223,7 +228,7 @@ pub(crate) fn write_window(
     state: &PolicyState,
     writer: &mut impl Write,
 ) -> Result<usize, ImageError> {
-    let counted = window_rows_counted(state);
+    let counted = window_rows_counted(state)?;
     let wrote = |error: std::io::Error| ImageError::Disk {
         action: "write",
         path: "the state image".into(),
@@ -268,10 +273,12 @@ pub(crate) fn read_window(
     let corrupt = |reason: &str| ImageError::Corrupt(format!("its replay window: {reason}"));
     let mut count = [0u8; 8];
     read_exactly(reader, &mut count)?;
-    let counted = window_rows_counted(state);
+    let counted = window_rows_counted(state)?;
     if u64::from_be_bytes(count) != counted {
         return Err(corrupt("its count is not the state's"));
     }
+    let (window_start, window_end) = (guard.window_start_ms(), guard.window_end_ms());
+    // Only signers the counts name, each at most as often: bounded by them.
     let (mut previous, mut per_signer) = (None, BTreeMap::<NodeId, usize>::new());
     let mut left = counted as usize;
     let mut rows = Vec::with_capacity(left.min(ROWS_PER_BATCH_MAX));
@@ -281,10 +288,16 @@ pub(crate) fn read_window(
             let mut row = [0u8; NONCE_ROW_BYTES];
             read_exactly(reader, &mut row)?;
             let (time, signer, _) = parts_of(&row);
-            if previous.is_some_and(|previous| previous >= row) || time < guard.window_start_ms() {
+            if previous.is_some_and(|previous| previous >= row)
+                || !(window_start..=window_end).contains(&time)
+            {
                 return Err(corrupt("its nonces are out of order or outside it"));
             }
-            *per_signer.entry(signer).or_insert(0) += 1;
+            let tally = per_signer.get(&signer).copied().unwrap_or(0) + 1;
+            if tally > guard.nonces_remembered_for(&signer) {
+                return Err(corrupt("its nonces are not those its counts name"));
+            }
+            per_signer.insert(signer, tally);
             previous = Some(row);
             rows.push(row);
         }
@@ -305,54 +318,69 @@ fn read_exactly(reader: &mut impl Read, buffer: &mut [u8]) -> Result<(), ImageEr
 }
 
 /// Writes `rows`, from an image of a state after `commands_applied`
-/// commands, to `db` (unsynced: the image's install syncs the WAL).
+/// commands, to `db` (unsynced: the image's install syncs the WAL), valued
+/// with that count, except a row already there, which keeps its own
+/// (never later): a crash before the image is in place leaves a re-apply
+/// from the older image the rows it wrote itself, and counts the others
+/// absent until it passes that count.
 pub(crate) fn write_rows(db: &DB, rows: &[Row], commands_applied: u64) -> Result<(), ImageError> {
     let (lookup, by_time) = (family(db, NONCES_FAMILY)?, family(db, NONCES_BY_TIME_FAMILY)?);
+    let keys: Vec<Row> = rows.iter().map(lookup_key).collect();
+    let stored = db.batched_multi_get_cf(lookup, &keys, false);
     let mut batch = WriteBatch::default();
-    for row in rows {
-        batch.put_cf(lookup, lookup_key(row), commands_applied.to_be_bytes());
+    for ((row, key), stored) in rows.iter().zip(&keys).zip(stored) {
+        let kept = stored.map_err(database)?.and_then(|value| sequence_of(&value));
+        if kept.is_some_and(|kept| kept <= commands_applied) {
+            continue;
+        }
+        batch.put_cf(lookup, key, commands_applied.to_be_bytes());
         batch.put_cf(by_time, row, commands_applied.to_be_bytes());
     }
     db.write(batch).map_err(database)
 }
 
 /// Moves the nonces `state`'s replay window holds itself (an image written
-/// before the window was on disk) to `db`, leaving it the counts.
-pub(crate) fn move_to_disk(db: &DB, state: &mut PolicyState) -> Result<(), ImageError> {
+/// before the window was on disk) to `db`, synced, leaving it the counts;
+/// whether there were any.
+pub(crate) fn move_to_disk(db: &DB, state: &mut PolicyState) -> Result<bool, ImageError> {
     let held = std::mem::take(state.recent_commands.nonces_mut());
+    if held.is_empty() {
+        return Ok(false);
+    }
     let rows: Vec<Row> =
         held.by_time().iter().map(|(time, signer, nonce)| row_of(*time, signer, nonce)).collect();
     for batch in rows.chunks(ROWS_PER_BATCH_MAX) {
         write_rows(db, batch, state.commands_applied)?;
     }
-    Ok(())
+    db.flush_wal(true).map_err(database)?;
+    Ok(true)
 }
 
 /// Deletes the rows timed before `before_ms`, which no image from the one
-/// on disk on counts: a batch at a time. Unsynced: a crash leaves some
-/// for the next prune.
+/// on disk on counts: the lookups a batch at a time, then the time-ordered
+/// rows in one range. Unsynced: a crash leaves some for the next prune.
+/// How many.
 pub(crate) fn prune(db: &DB, before_ms: UnixMillis) -> Result<u64, ImageError> {
     let (lookup, by_time) = (family(db, NONCES_FAMILY)?, family(db, NONCES_BY_TIME_FAMILY)?);
     let mut pruned = 0_u64;
-    loop {
-        let mut batch = WriteBatch::default();
-        let mut last = None;
-        for item in db.iterator_cf(by_time, IteratorMode::Start).take(ROWS_PER_BATCH_MAX) {
-            let (key, _) = item.map_err(database)?;
-            let Ok(row) = <Row>::try_from(&key[..]) else { continue };
-            if parts_of(&row).0 >= before_ms {
-                break;
-            }
-            batch.delete_cf(lookup, lookup_key(&row));
-            batch.delete_cf(by_time, row);
-            last = Some(row);
+    let mut batch = WriteBatch::default();
+    for item in db.iterator_cf(by_time, IteratorMode::Start) {
+        let (key, _) = item.map_err(database)?;
+        let Ok(row) = <Row>::try_from(&key[..]) else { continue };
+        if parts_of(&row).0 >= before_ms {
+            break;
         }
-        if last.is_none() {
-            return Ok(pruned);
+        batch.delete_cf(lookup, lookup_key(&row));
+        pruned += 1;
+        if batch.len() >= ROWS_PER_BATCH_MAX {
+            db.write(std::mem::take(&mut batch)).map_err(database)?;
         }
-        pruned += batch.len() as u64 / 2;
+    }
+    if pruned > 0 {
+        batch.delete_range_cf(by_time, 0_u64.to_be_bytes(), before_ms.to_be_bytes());
         db.write(batch).map_err(database)?;
     }
+    Ok(pruned)
 }
 
 #[cfg(test)]
@@ -433,6 +461,31 @@ pub(crate) mod tests {
         let mut again = image;
         assert_eq!(apply_on_disk(&db, &mut again, &steps[120..], 121, 13), expected[120..]);
         assert_eq!(again, disk);
+    }
+
+    /// A node whose image is at 60 applied to 120, then began to install a
+    /// snapshot at 180 and was killed before the image was in place: a
+    /// re-apply from 60 decides as the first apply did.
+    #[test]
+    fn an_install_cut_short_leaves_a_re_apply_from_the_older_image_deciding_the_same() {
+        let (dir, other_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let (db, other) = (db(dir.path()), db(other_dir.path()));
+        let steps = steps();
+        let wide = || ReplayGuard::with_signer_quota(100_000, 1_000, 50);
+        let mut node = wide();
+        apply_on_disk(&db, &mut node, &steps[..60], 1, 10);
+        let image = node.clone();
+        let expected = apply_on_disk(&db, &mut node, &steps[60..120], 61, 10);
+        assert!(expected.iter().any(|ok| !ok));
+        let mut leader =
+            PolicyState { recent_commands: wide(), commands_applied: 180, ..PolicyState::default() };
+        apply_on_disk(&other, &mut leader.recent_commands, &steps[..180], 1, 10);
+        let mut section = Vec::new();
+        write_window(Some(&other), &leader, &mut section).unwrap();
+        read_window(&leader, &mut &section[..], |rows| write_rows(&db, rows, 180)).unwrap();
+        let mut again = image;
+        assert_eq!(apply_on_disk(&db, &mut again, &steps[60..120], 61, 10), expected);
+        assert_eq!(again, node);
     }
 
     #[test]

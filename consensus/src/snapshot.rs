@@ -24,6 +24,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use civmesh_certs::codec;
+use civmesh_certs::UnixMillis;
+use civmesh_policy::state::COMMAND_SKEW_MS_MAX;
 use civmesh_policy::PolicyState;
 use openraft::storage::Snapshot;
 use openraft::{LogId, SnapshotMeta, StoredMembership};
@@ -155,6 +157,9 @@ pub(crate) struct ImageFiles {
     /// The database that holds the replay window's nonces, which images
     /// hold after the state (none: only windows that hold their own).
     nonces: Option<Arc<rocksdb::DB>>,
+    /// The window start of each image kept at apply and not yet hashed, by
+    /// index: its nonces are not pruned meanwhile.
+    windows_held: Arc<Mutex<BTreeMap<u64, UnixMillis>>>,
 }
 
 /// An image's last log index and SHA-256.
@@ -216,6 +221,7 @@ impl ImageFiles {
             digests: Arc::new(Mutex::new(read_digests(&directory.join(DIGESTS_FILE)))),
             directory,
             nonces: None,
+            windows_held: Arc::default(),
         })
     }
 
@@ -277,13 +283,39 @@ impl ImageFiles {
     pub(crate) fn note_image_digests(&self, images: &[Arc<StateImage>]) {
         let mut changed = false;
         for image in images.iter().rev() {
+            let index = image.last_applied.map_or(0, |id| id.index);
             let mut hashing = BoundedWriter::new(std::io::sink());
             if encode_image(image.as_ref(), self.nonces_db(), STATE_IMAGE_BYTES_MAX, &mut hashing).is_ok() {
-                changed |= self.note_digest(image.last_applied.map_or(0, |id| id.index), hashing.finish());
+                changed |= self.note_digest(index, hashing.finish());
             }
+            lock(&self.windows_held).remove(&index);
         }
         if changed {
             self.keep_digests();
+        }
+    }
+
+    /// Keeps the replay window's nonces of `images` (kept at apply, to be
+    /// hashed by [`ImageFiles::note_image_digests`]) from being pruned.
+    pub(crate) fn hold_windows(&self, images: &[Arc<StateImage>]) {
+        let mut held = lock(&self.windows_held);
+        for image in images {
+            let index = image.last_applied.map_or(0, |id| id.index);
+            held.insert(index, image.state.recent_commands.window_start_ms());
+        }
+    }
+
+    /// Deletes the replay window's nonces that neither `image` (just
+    /// written or installed) nor an image held for hashing counts, with a
+    /// window's slack; under the writers' lock, so no image being written
+    /// loses its nonces. A failure leaves them for the next image.
+    pub(crate) fn prune_window(&self, image: &StateImage) {
+        let Some(db) = self.nonces_db() else { return };
+        let _lock = lock(&self.writing);
+        let held = lock(&self.windows_held).values().min().copied();
+        let start = image.state.recent_commands.window_start_ms().min(held.unwrap_or(UnixMillis::MAX));
+        if let Err(error) = crate::nonces::prune(db, start.saturating_sub(COMMAND_SKEW_MS_MAX)) {
+            tracing::warn!(%error, "could not delete the replay window's old nonces; the next image will");
         }
     }
 
@@ -371,6 +403,12 @@ impl ImageFiles {
     fn write_within(&self, image: &StateImage, state_bytes_max: usize) -> Result<CurrentImage, ImageError> {
         let writing = self.directory.join(WRITING_FILE);
         let _lock = lock(&self.writing);
+        // A newer image (a snapshot installed meanwhile) stays, and the
+        // nonces of this one may be pruned already.
+        if let Some(current) = self.current()?.filter(|current| current.meta.last_log_id > image.last_applied)
+        {
+            return Ok(current);
+        }
         let written = write_synced(&writing, |file| {
             let mut bounded = BoundedWriter::new(BufWriter::with_capacity(FILE_BUFFER_BYTES, file));
             let bytes = encode_image(image, self.nonces_db(), state_bytes_max, &mut bounded)
@@ -384,10 +422,6 @@ impl ImageFiles {
                 return Err(failure.into_image_error(&writing));
             }
         };
-        if self.current()?.is_some_and(|current| current.meta.last_log_id > image.last_applied) {
-            let _ = std::fs::remove_file(&writing);
-            return self.current()?.ok_or_else(|| ImageError::Corrupt("the newer image went away".into()));
-        }
         self.install(&writing, image)?;
         self.note_written_digest(image, digest);
         let file = File::open(self.image_path()).map_err(disk("open", &self.image_path()))?;
@@ -507,15 +541,16 @@ pub(crate) fn decode_image_visiting(
     let mut reader = BufReader::with_capacity(FILE_BUFFER_BYTES, reader);
     let format = read_format(&mut reader)?;
     let config = bincode::config::standard().with_limit::<{ STATE_IMAGE_BYTES_MAX }>();
-    let image: StateImage =
-        bincode::serde::decode_from_std_read(&mut reader, config).map_err(|error| match error {
-            bincode::error::DecodeError::Io { inner, .. }
-                if inner.kind() != std::io::ErrorKind::UnexpectedEof =>
-            {
-                unreadable(inner)
-            }
-            other => ImageError::Corrupt(other.to_string()),
-        })?;
+    let mut state_section = std::io::Read::take(&mut reader, STATE_IMAGE_BYTES_MAX as u64);
+    let decoded = bincode::serde::decode_from_std_read(&mut state_section, config);
+    let image: StateImage = decoded.map_err(|error| match error {
+        bincode::error::DecodeError::Io { inner, .. }
+            if inner.kind() != std::io::ErrorKind::UnexpectedEof =>
+        {
+            unreadable(inner)
+        }
+        other => ImageError::Corrupt(other.to_string()),
+    })?;
     if format >= 2 {
         read_window(&image.state, &mut reader, visit)?;
     }

@@ -30,7 +30,6 @@ use std::time::Duration;
 
 use civmesh_certs::codec;
 use civmesh_policy::audit::ArchivedCommand;
-use civmesh_policy::state::COMMAND_SKEW_MS_MAX;
 use civmesh_policy::{PolicyState, SignedCommand};
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage, RaftStateMachine, Snapshot};
 use openraft::{
@@ -430,7 +429,10 @@ impl StateMachine {
             Some(image) => image,
             None => move_image_to_file(&db, &images)?.unwrap_or_default(),
         };
-        crate::nonces::move_to_disk(&db, &mut image.state)?;
+        // An image the `state` family held may hold the window's nonces.
+        if crate::nonces::move_to_disk(&db, &mut image.state)? {
+            images.write(&image)?;
+        }
         forget_image_kept_in_the_database(&db)?;
         images.note_image_index(&image);
         // The tree's nodes from the image's size on (a store written before
@@ -495,6 +497,7 @@ impl StateMachine {
             return;
         }
         let images = self.images.clone();
+        images.hold_windows(&captured);
         tokio::task::spawn_blocking(move || images.note_image_digests(&captured));
     }
 
@@ -534,7 +537,7 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineSnapshotBuilder {
         let current = tokio::task::spawn_blocking(move || {
             db.flush_wal(true).map_err(ImageError::HistoryNotSynced)?;
             let current = images.write(&image)?;
-            prune_window(&db, &image);
+            images.prune_window(&image);
             Ok::<_, ImageError>(current)
         })
         .await
@@ -723,7 +726,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             install_window(&db, &received, &mut image)?;
             db.flush_wal(true).map_err(ImageError::HistoryNotSynced)?;
             images.keep_received(received, &image)?;
-            prune_window(&db, &image);
+            images.prune_window(&image);
             Ok::<_, ImageError>(image)
         })
         .await
@@ -784,17 +787,7 @@ fn install_window(db: &DB, received: &Received, image: &mut StateImage) -> Resul
     crate::snapshot::decode_image_visiting(file, |rows| {
         crate::nonces::write_rows(db, rows, commands_applied)
     })?;
-    crate::nonces::move_to_disk(db, &mut image.state)
-}
-
-/// Deletes the replay window's nonces that no image from `image` on counts,
-/// with a window's slack for images noted at apply meanwhile. A failure
-/// leaves them for the next image.
-fn prune_window(db: &DB, image: &StateImage) {
-    let window_start = image.state.recent_commands.window_start_ms();
-    if let Err(error) = crate::nonces::prune(db, window_start.saturating_sub(COMMAND_SKEW_MS_MAX)) {
-        tracing::warn!(%error, "could not delete the replay window's old nonces; the next image will");
-    }
+    crate::nonces::move_to_disk(db, &mut image.state).map(drop)
 }
 
 /// Decodes a snapshot this node did not receive itself, from its start.

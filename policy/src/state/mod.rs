@@ -334,6 +334,11 @@ impl PolicyState {
         entry_time_ms: UnixMillis,
         check: SignatureCheck,
     ) -> (Result<Applied, Rejection>, Appended) {
+        debug_assert_eq!(
+            self.recent_commands.nonces().len(),
+            self.recent_commands.nonces_remembered(),
+            "a window whose nonces a store holds is applied without it"
+        );
         let mut nonces = std::mem::take(self.recent_commands.nonces_mut());
         let applied = self.apply_in(&mut nonces, envelope, entry_time_ms, check);
         *self.recent_commands.nonces_mut() = nonces;
