@@ -36,7 +36,10 @@ use openraft::{
     AnyError, EntryPayload, ErrorSubject, ErrorVerb, LogId, OptionalSend, RaftLogReader, RaftSnapshotBuilder,
     SnapshotMeta, StorageError, StorageIOError, StoredMembership, Vote,
 };
-use rocksdb::{ColumnFamilyDescriptor, Direction, IteratorMode, Options, WriteBatch, WriteOptions, DB};
+use rocksdb::{
+    BlockBasedOptions, Cache, ColumnFamilyDescriptor, Direction, IteratorMode, Options, WriteBatch,
+    WriteOptions, DB,
+};
 use serde::Serialize;
 
 use crate::history::{
@@ -59,6 +62,10 @@ const LAST_PURGED_KEY: &[u8] = b"last_purged";
 const PURGE_WAIT_FOR_IMAGE_MS_MAX: u64 = 300_000;
 /// The memtables of all column families together, in bytes at most.
 const MEMTABLES_BYTES_MAX: usize = 64 * 1024 * 1024;
+/// The block cache all column families share, in bytes at most. Index and
+/// filter blocks live in it too, so reads hold no memory beyond it however
+/// large the history grows.
+const BLOCK_CACHE_BYTES_MAX: usize = 32 * 1024 * 1024;
 /// The state image's key in the `state` family, where a store written
 /// before the image was a file keeps it.
 const STATE_IMAGE_KEY: &[u8] = b"checkpoint";
@@ -116,12 +123,14 @@ pub(crate) fn synced() -> WriteOptions {
 /// Opens (or creates) the policy log database in `directory`, and returns its
 /// log store and state machine.
 pub fn open(directory: &Path) -> Result<(LogStore, StateMachine), OpenError> {
+    let block_cache = Cache::new_lru_cache(BLOCK_CACHE_BYTES_MAX);
     let mut options = Options::default();
     options.create_if_missing(true);
     options.create_missing_column_families(true);
     // One bound on the memtables of every column family together.
     options.set_db_write_buffer_size(MEMTABLES_BYTES_MAX);
     let families = [
+        rocksdb::DEFAULT_COLUMN_FAMILY_NAME,
         LOG_FAMILY,
         LOG_META_FAMILY,
         STATE_FAMILY,
@@ -136,7 +145,7 @@ pub fn open(directory: &Path) -> Result<(LogStore, StateMachine), OpenError> {
         NONCES_BY_TIME_FAMILY,
     ]
     .into_iter()
-    .map(|name| ColumnFamilyDescriptor::new(name, Options::default()));
+    .map(|name| ColumnFamilyDescriptor::new(name, family_options(name, &block_cache)));
     let db = DB::open_cf_descriptors(&options, directory, families)
         .map_err(|source| OpenError::Database { path: directory.display().to_string(), source })?;
     let db = Arc::new(db);
@@ -150,6 +159,22 @@ pub fn open(directory: &Path) -> Result<(LogStore, StateMachine), OpenError> {
     let imaged_ms = state_machine.shared.read(|applied| applied.policy.last_entry_time_ms);
     let latest_entry_time_ms = Arc::new(AtomicU64::new(latest_logged_entry_time_ms(&db)?.max(imaged_ms)));
     Ok((LogStore { db, images, committed_index, latest_entry_time_ms, stage_times }, state_machine))
+}
+
+/// The options of the column family `name`: the shared block cache, which
+/// holds index and filter blocks too, and the replay window's lookups
+/// tuned ([`crate::nonces::tune`]).
+pub(crate) fn family_options(name: &str, block_cache: &Cache) -> Options {
+    let mut table = BlockBasedOptions::default();
+    table.set_block_cache(block_cache);
+    table.set_cache_index_and_filter_blocks(true);
+    table.set_pin_l0_filter_and_index_blocks_in_cache(true);
+    let mut options = Options::default();
+    if name == NONCES_FAMILY {
+        crate::nonces::tune(&mut options, &mut table);
+    }
+    options.set_block_based_table_factory(&table);
+    options
 }
 
 /// The newest entry time in the log: the time of the last normal entry,
