@@ -27,7 +27,7 @@ use std::io::{Read, Write};
 use civmesh_certs::{NodeId, NonceStore, UnixMillis, WindowNonce, NONCE_BYTES};
 use civmesh_policy::state::COMMAND_NONCES_MAX;
 use civmesh_policy::{Appended, Applied, PolicyState, Rejection, SignedCommand};
-use rocksdb::{ColumnFamily, Direction, IteratorMode, WriteBatch, DB};
+use rocksdb::{ColumnFamily, DBRawIterator, Direction, IteratorMode, WriteBatch, DB};
 
 use crate::snapshot::ImageError;
 
@@ -99,10 +99,15 @@ fn database(error: rocksdb::Error) -> ImageError {
 
 /// The nonces one apply call reads and spends: those on disk from earlier
 /// calls, and its own, written with its history ([`StoredNonces::write_into`]).
+/// It reads through one iterator per family, opened once for the call
+/// (the disk does not change under it: the call writes at its end).
 pub(crate) struct StoredNonces<'a> {
-    db: &'a DB,
     lookup: &'a ColumnFamily,
     by_time: &'a ColumnFamily,
+    /// Over `nonces`, within one signer-and-nonce prefix per seek.
+    lookups: RefCell<DBRawIterator<'a>>,
+    /// Over `nonces_by_time`.
+    rows_by_time: DBRawIterator<'a>,
     /// The sequence of the call's first command: rows on disk at or past
     /// it are from commands being re-applied.
     sequence_first: u64,
@@ -117,10 +122,14 @@ pub(crate) struct StoredNonces<'a> {
 impl<'a> StoredNonces<'a> {
     /// The nonces for a call whose first command is number `sequence_first`.
     pub(crate) fn new(db: &'a DB, sequence_first: u64) -> Result<Self, ImageError> {
+        let (lookup, by_time) = (family(db, NONCES_FAMILY)?, family(db, NONCES_BY_TIME_FAMILY)?);
+        let mut prefix_only = rocksdb::ReadOptions::default();
+        prefix_only.set_prefix_same_as_start(true);
         Ok(StoredNonces {
-            lookup: family(db, NONCES_FAMILY)?,
-            by_time: family(db, NONCES_BY_TIME_FAMILY)?,
-            db,
+            lookups: RefCell::new(db.raw_iterator_cf_opt(lookup, prefix_only)),
+            rows_by_time: db.raw_iterator_cf(by_time),
+            lookup,
+            by_time,
             sequence_first,
             sequence: sequence_first,
             spent: BTreeMap::new(),
@@ -173,25 +182,24 @@ impl NonceStore for StoredNonces<'_> {
             return true;
         }
         let from = lookup_key(&row_of(window_start_ms, signer, nonce));
-        let mut prefix_only = rocksdb::ReadOptions::default();
-        prefix_only.set_prefix_same_as_start(true);
-        let mode = IteratorMode::From(&from, Direction::Forward);
-        for item in self.db.iterator_cf_opt(self.lookup, prefix_only, mode) {
-            match item {
-                Ok((key, _)) if key.get(..LOOKUP_PREFIX_BYTES) != Some(&from[..LOOKUP_PREFIX_BYTES]) => {
-                    return false
-                }
-                Ok((_, value)) if sequence_of(&value).is_some_and(|spent| spent < self.sequence_first) => {
-                    return true
-                }
-                Ok(_) => {}
-                Err(error) => {
-                    self.fail(error);
-                    return true;
-                }
+        let mut rows = self.lookups.borrow_mut();
+        rows.seek(from);
+        while let (Some(key), Some(value)) = (rows.key(), rows.value()) {
+            if key.get(..LOOKUP_PREFIX_BYTES) != Some(&from[..LOOKUP_PREFIX_BYTES]) {
+                break;
+            }
+            if sequence_of(value).is_some_and(|spent| spent < self.sequence_first) {
+                return true;
+            }
+            rows.next();
+        }
+        match rows.status() {
+            Ok(()) => false,
+            Err(error) => {
+                self.fail(error);
+                true
             }
         }
-        false
     }
 
     fn insert(&mut self, signer: &NodeId, nonce: &[u8; NONCE_BYTES], issued_at_ms: UnixMillis) {
@@ -201,23 +209,21 @@ impl NonceStore for StoredNonces<'_> {
 
     fn expire(&mut self, from_ms: UnixMillis, to_ms: UnixMillis) -> BTreeMap<NodeId, usize> {
         let mut expired = BTreeMap::new();
-        let from = from_ms.to_be_bytes();
-        for item in self.db.iterator_cf(self.by_time, IteratorMode::From(&from, Direction::Forward)) {
-            let (key, value) = match item {
-                Ok(item) => item,
-                Err(error) => {
-                    self.fail(error);
-                    break;
-                }
-            };
-            let Ok(row) = <Row>::try_from(&key[..]) else { continue };
+        let rows = &mut self.rows_by_time;
+        rows.seek(from_ms.to_be_bytes());
+        while let (Some(key), Some(value)) = (rows.key(), rows.value()) {
+            let Ok(row) = <Row>::try_from(key) else { break };
             let (time, signer, _) = parts_of(&row);
             if time >= to_ms {
                 break;
             }
-            if sequence_of(&value).is_some_and(|spent| spent < self.sequence_first) {
+            if sequence_of(value).is_some_and(|spent| spent < self.sequence_first) {
                 *expired.entry(signer).or_insert(0) += 1;
             }
+            rows.next();
+        }
+        if let Err(error) = rows.status() {
+            self.fail(error);
         }
         let mine = (from_ms, NodeId([0; 32]), [0; NONCE_BYTES])..(to_ms, NodeId([0; 32]), [0; NONCE_BYTES]);
         for (_, signer, _) in self.spent_by_time.range(mine) {
