@@ -623,61 +623,65 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let mut captured = Vec::new();
         // The history is written before the lock is let go: whoever sees
         // the state count an entry finds it stored.
-        let written = self.shared.write(|applied| {
-            let mut nonces =
-                StoredNonces::new(db, applied.policy.commands_applied + 1).map_err(write_error)?;
-            for entry in entries {
-                last_applied = Some(entry.log_id);
-                let mut result = ApplyResult::default();
-                match entry.payload {
-                    EntryPayload::Blank => {}
-                    EntryPayload::Normal(payload) => {
-                        for command in &payload.commands {
-                            let policy = &mut applied.policy;
-                            let verified = signatures_verified.next() == Some(true);
-                            let (outcome, appended) =
-                                nonces.apply(policy, command, payload.proposed_at_ms, verified);
-                            to_history.push(AppliedCommand {
-                                archived: ArchivedCommand {
-                                    sequence: policy.commands_applied,
-                                    log_index: entry.log_id.index,
-                                    entry_time_ms: payload.proposed_at_ms,
-                                    envelope: command.to_bytes().unwrap_or_default(),
-                                    accepted: outcome.is_ok(),
-                                },
-                                appended,
-                                audit_tree_size: policy.audit_frontier.size(),
-                                checkpoints_final: policy.checkpoints_final,
-                            });
-                            result.outcomes.push(outcome);
+        // It reads and writes the disk: on a multi-threaded runtime the
+        // worker's other tasks (Raft's heartbeats among them) move meanwhile.
+        let written = blocking(|| {
+            self.shared.write(|applied| {
+                let mut nonces =
+                    StoredNonces::new(db, applied.policy.commands_applied + 1).map_err(write_error)?;
+                for entry in entries {
+                    last_applied = Some(entry.log_id);
+                    let mut result = ApplyResult::default();
+                    match entry.payload {
+                        EntryPayload::Blank => {}
+                        EntryPayload::Normal(payload) => {
+                            for command in &payload.commands {
+                                let policy = &mut applied.policy;
+                                let verified = signatures_verified.next() == Some(true);
+                                let (outcome, appended) =
+                                    nonces.apply(policy, command, payload.proposed_at_ms, verified);
+                                to_history.push(AppliedCommand {
+                                    archived: ArchivedCommand {
+                                        sequence: policy.commands_applied,
+                                        log_index: entry.log_id.index,
+                                        entry_time_ms: payload.proposed_at_ms,
+                                        envelope: command.to_bytes().unwrap_or_default(),
+                                        accepted: outcome.is_ok(),
+                                    },
+                                    appended,
+                                    audit_tree_size: policy.audit_frontier.size(),
+                                    checkpoints_final: policy.checkpoints_final,
+                                });
+                                result.outcomes.push(outcome);
+                            }
+                        }
+                        EntryPayload::Membership(membership) => {
+                            membership_now = StoredMembership::new(Some(entry.log_id), membership);
+                            last_membership = Some(membership_now.clone());
                         }
                     }
-                    EntryPayload::Membership(membership) => {
-                        membership_now = StoredMembership::new(Some(entry.log_id), membership);
-                        last_membership = Some(membership_now.clone());
+                    result.state_version = applied.policy.commands_applied;
+                    applied.applied_index = entry.log_id.index;
+                    results.push(result);
+                    // Every replica keeps its state at the same indexes, for
+                    // snapshots that other replicas can confirm byte for byte.
+                    if captured_from.is_some_and(|from| entry.log_id.index >= from)
+                        && entry.log_id.index % every == 0
+                    {
+                        let image = Arc::new(StateImage {
+                            last_applied: Some(entry.log_id),
+                            last_membership: membership_now.clone(),
+                            snapshot_id: crate::snapshot::aligned_snapshot_id(entry.log_id.index),
+                            state: applied.policy.clone(),
+                        });
+                        captured.push(image.clone());
+                        *capture = Some(image);
                     }
                 }
-                result.state_version = applied.policy.commands_applied;
-                applied.applied_index = entry.log_id.index;
-                results.push(result);
-                // Every replica keeps its state at the same indexes, for
-                // snapshots that other replicas can confirm byte for byte.
-                if captured_from.is_some_and(|from| entry.log_id.index >= from)
-                    && entry.log_id.index % every == 0
-                {
-                    let image = Arc::new(StateImage {
-                        last_applied: Some(entry.log_id),
-                        last_membership: membership_now.clone(),
-                        snapshot_id: crate::snapshot::aligned_snapshot_id(entry.log_id.index),
-                        state: applied.policy.clone(),
-                    });
-                    captured.push(image.clone());
-                    *capture = Some(image);
-                }
-            }
-            let mut batch = WriteBatch::default();
-            nonces.write_into(&mut batch).map_err(write_error)?;
-            history.append(&to_history, batch).map_err(write_error)
+                let mut batch = WriteBatch::default();
+                nonces.write_into(&mut batch).map_err(write_error)?;
+                history.append(&to_history, batch).map_err(write_error)
+            })
         });
         written?;
         self.note_digests_in_background(captured);
@@ -776,6 +780,17 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             .map_err(read_error)?
             .map_err(read_error)?;
         Ok(current.map(crate::snapshot::CurrentImage::into_snapshot))
+    }
+}
+
+/// Runs `work`, which waits on the disk, in place; on a multi-threaded
+/// runtime the worker's other tasks move to other workers meanwhile.
+fn blocking<T>(work: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current() {
+        Ok(runtime) if runtime.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(work)
+        }
+        _ => work(),
     }
 }
 

@@ -57,6 +57,8 @@ const GROWTH_SECONDS_MAX: u64 = 3 * 3600;
 static UNSETTLED_BATCHES: AtomicU64 = AtomicU64::new(0);
 /// Records sent again because the replay window was full.
 static WINDOW_FULL_RESUBMISSIONS: AtomicU64 = AtomicU64::new(0);
+/// Batches sent again because no leader answered (an election under way).
+static LEADERLESS_RESUBMISSIONS: AtomicU64 = AtomicU64::new(0);
 
 /// One milestone's figures.
 struct Row {
@@ -113,9 +115,11 @@ pub fn growth(divide: u64) -> anyhow::Result<()> {
     snapshots.stop();
     let term_after = net.api(leader)?.status()?.raft.term;
     println!(
-        "Raft term {term_before} to {term_after} during the run; {} batches of {BATCH_RECORDS} timed out unsettled; \
+        "Raft term {term_before} to {term_after} during the run; {} batches of {BATCH_RECORDS} timed out unsettled, \
+         {} sent again while no leader was known; \
          {} records sent again because the replay window held COMMAND_NONCES_MAX ({}) nonces",
         UNSETTLED_BATCHES.load(Ordering::Relaxed),
+        LEADERLESS_RESUBMISSIONS.load(Ordering::Relaxed),
         WINDOW_FULL_RESUBMISSIONS.load(Ordering::Relaxed),
         civmesh_policy::state::COMMAND_NONCES_MAX
     );
@@ -259,6 +263,8 @@ fn drive(
 /// How long a writer waits before resubmitting what a full replay window
 /// refused.
 const WINDOW_FULL_WAIT_MS: u64 = 250;
+/// How long a writer waits before resubmitting a batch no leader took.
+const LEADERLESS_WAIT_MS: u64 = 500;
 /// The most resubmissions of one batch: longer than the replay window.
 const WINDOW_FULL_RETRIES_MAX: u32 = 2_000;
 
@@ -275,6 +281,9 @@ fn commit_batch(
     timed: &Mutex<Vec<Commit>>,
 ) -> anyhow::Result<()> {
     let mut pending: Vec<(u64, String)> = (first..).zip(batch.iter().cloned()).collect();
+    // After a resubmission whose first try's fate was unknown, "replayed"
+    // means that try committed.
+    let mut resent = false;
     for _ in 0..WINDOW_FULL_RETRIES_MAX {
         let started = Instant::now();
         let envelopes: Vec<&String> = pending.iter().map(|(_, envelope)| envelope).collect();
@@ -286,6 +295,14 @@ fn commit_batch(
             Err(error) if error.to_string().contains("not committed within") => {
                 UNSETTLED_BATCHES.fetch_add(1, Ordering::Relaxed);
                 return Ok(());
+            }
+            // Refused while a leader was elected: the same bytes again
+            // (what had committed comes back "replayed").
+            Err(error) if error.to_string().contains("no leader") => {
+                LEADERLESS_RESUBMISSIONS.fetch_add(1, Ordering::Relaxed);
+                resent = true;
+                std::thread::sleep(Duration::from_millis(LEADERLESS_WAIT_MS));
+                continue;
             }
             other => other?,
         };
@@ -303,7 +320,11 @@ fn commit_batch(
             .filter(|(_, outcome)| window_full(outcome))
             .map(|((number, _), _)| *number)
             .collect();
-        let accepted = outcomes.iter().filter(|outcome| outcome.get("Ok").is_some()).count();
+        let committed_before = |outcome: &serde_json::Value| resent && outcome["Err"]["code"] == "replayed";
+        let accepted = outcomes
+            .iter()
+            .filter(|outcome| outcome.get("Ok").is_some() || committed_before(outcome))
+            .count();
         anyhow::ensure!(accepted + refused.len() == pending.len(), "not accepted: {answer}");
         if let Ok(mut timed) = timed.lock() {
             timed.push(Commit { started, took: started.elapsed() });
