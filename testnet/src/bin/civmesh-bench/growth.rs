@@ -281,9 +281,6 @@ fn commit_batch(
     timed: &Mutex<Vec<Commit>>,
 ) -> anyhow::Result<()> {
     let mut pending: Vec<(u64, String)> = (first..).zip(batch.iter().cloned()).collect();
-    // After a resubmission whose first try's fate was unknown, "replayed"
-    // means that try committed.
-    let mut resent = false;
     for _ in 0..WINDOW_FULL_RETRIES_MAX {
         let started = Instant::now();
         let envelopes: Vec<&String> = pending.iter().map(|(_, envelope)| envelope).collect();
@@ -300,7 +297,6 @@ fn commit_batch(
             // (what had committed comes back "replayed").
             Err(error) if error.to_string().contains("no leader") => {
                 LEADERLESS_RESUBMISSIONS.fetch_add(1, Ordering::Relaxed);
-                resent = true;
                 std::thread::sleep(Duration::from_millis(LEADERLESS_WAIT_MS));
                 continue;
             }
@@ -320,7 +316,10 @@ fn commit_batch(
             .filter(|(_, outcome)| window_full(outcome))
             .map(|((number, _), _)| *number)
             .collect();
-        let committed_before = |outcome: &serde_json::Value| resent && outcome["Err"]["code"] == "replayed";
+        // Each record is sent once (a refused one is signed again), so
+        // "replayed" means an earlier try committed it: this one, or the
+        // node's own forward retried across a leader change.
+        let committed_before = |outcome: &serde_json::Value| outcome["Err"]["code"] == "replayed";
         let accepted = outcomes
             .iter()
             .filter(|outcome| outcome.get("Ok").is_some() || committed_before(outcome))
