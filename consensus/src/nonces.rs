@@ -43,16 +43,6 @@ const ROWS_PER_BATCH_MAX: usize = 10_000;
 /// The bytes of a lookup's prefix in `nonces`: signer and nonce.
 const LOOKUP_PREFIX_BYTES: usize = 32 + NONCE_BYTES;
 
-/// Tunes `nonces` for its one read, "any row of this signer's nonce": a
-/// bloom filter over the signer-and-nonce prefix, so a nonce never spent
-/// (nearly every one) costs no data block.
-pub(crate) fn tune(options: &mut rocksdb::Options, table: &mut rocksdb::BlockBasedOptions) {
-    options.set_prefix_extractor(rocksdb::SliceTransform::create_fixed_prefix(LOOKUP_PREFIX_BYTES));
-    options.set_memtable_prefix_bloom_ratio(0.1);
-    table.set_bloom_filter(10.0, false);
-    table.set_whole_key_filtering(false);
-}
-
 /// A nonce as `nonces_by_time` keys it.
 pub(crate) type Row = [u8; NONCE_ROW_BYTES];
 
@@ -104,7 +94,7 @@ fn database(error: rocksdb::Error) -> ImageError {
 pub(crate) struct StoredNonces<'a> {
     lookup: &'a ColumnFamily,
     by_time: &'a ColumnFamily,
-    /// Over `nonces`, within one signer-and-nonce prefix per seek.
+    /// Over `nonces`, read within one signer-and-nonce prefix per seek.
     lookups: RefCell<DBRawIterator<'a>>,
     /// Over `nonces_by_time`.
     rows_by_time: DBRawIterator<'a>,
@@ -123,10 +113,8 @@ impl<'a> StoredNonces<'a> {
     /// The nonces for a call whose first command is number `sequence_first`.
     pub(crate) fn new(db: &'a DB, sequence_first: u64) -> Result<Self, ImageError> {
         let (lookup, by_time) = (family(db, NONCES_FAMILY)?, family(db, NONCES_BY_TIME_FAMILY)?);
-        let mut prefix_only = rocksdb::ReadOptions::default();
-        prefix_only.set_prefix_same_as_start(true);
         Ok(StoredNonces {
-            lookups: RefCell::new(db.raw_iterator_cf_opt(lookup, prefix_only)),
+            lookups: RefCell::new(db.raw_iterator_cf(lookup)),
             rows_by_time: db.raw_iterator_cf(by_time),
             lookup,
             by_time,
@@ -412,16 +400,12 @@ pub(crate) mod tests {
     use super::*;
     use civmesh_certs::ReplayGuard;
 
-    /// A database with the window's families only, as the store opens them.
+    /// A database with the window's families only.
     pub(crate) fn db(path: &std::path::Path) -> DB {
         let mut options = rocksdb::Options::default();
         options.create_if_missing(true);
         options.create_missing_column_families(true);
-        let cache = rocksdb::Cache::new_lru_cache(1 << 20);
-        let families = [NONCES_FAMILY, NONCES_BY_TIME_FAMILY].map(|name| {
-            rocksdb::ColumnFamilyDescriptor::new(name, crate::store::family_options(name, &cache))
-        });
-        DB::open_cf_descriptors(&options, path, families).unwrap()
+        DB::open_cf(&options, path, [NONCES_FAMILY, NONCES_BY_TIME_FAMILY]).unwrap()
     }
 
     fn signer(n: u8) -> NodeId {
@@ -466,10 +450,6 @@ pub(crate) mod tests {
             let mut batch = WriteBatch::default();
             nonces.write_into(&mut batch).unwrap();
             db.write(batch).unwrap();
-            // Read from table files too, through their prefix filters.
-            if call % 2 == 1 {
-                db.flush_cf(db.cf_handle(NONCES_FAMILY).unwrap()).unwrap();
-            }
         }
         outcomes
     }

@@ -36,10 +36,7 @@ use openraft::{
     AnyError, EntryPayload, ErrorSubject, ErrorVerb, LogId, OptionalSend, RaftLogReader, RaftSnapshotBuilder,
     SnapshotMeta, StorageError, StorageIOError, StoredMembership, Vote,
 };
-use rocksdb::{
-    BlockBasedOptions, Cache, ColumnFamilyDescriptor, Direction, IteratorMode, Options, WriteBatch,
-    WriteOptions, DB,
-};
+use rocksdb::{ColumnFamilyDescriptor, Direction, IteratorMode, Options, WriteBatch, WriteOptions, DB};
 use serde::Serialize;
 
 use crate::history::{
@@ -62,10 +59,6 @@ const LAST_PURGED_KEY: &[u8] = b"last_purged";
 const PURGE_WAIT_FOR_IMAGE_MS_MAX: u64 = 300_000;
 /// The memtables of all column families together, in bytes at most.
 const MEMTABLES_BYTES_MAX: usize = 64 * 1024 * 1024;
-/// The block cache all column families share, in bytes at most. Index and
-/// filter blocks live in it too, so reads hold no memory beyond it however
-/// large the history grows.
-const BLOCK_CACHE_BYTES_MAX: usize = 32 * 1024 * 1024;
 /// The state image's key in the `state` family, where a store written
 /// before the image was a file keeps it.
 const STATE_IMAGE_KEY: &[u8] = b"checkpoint";
@@ -123,14 +116,12 @@ pub(crate) fn synced() -> WriteOptions {
 /// Opens (or creates) the policy log database in `directory`, and returns its
 /// log store and state machine.
 pub fn open(directory: &Path) -> Result<(LogStore, StateMachine), OpenError> {
-    let block_cache = Cache::new_lru_cache(BLOCK_CACHE_BYTES_MAX);
     let mut options = Options::default();
     options.create_if_missing(true);
     options.create_missing_column_families(true);
     // One bound on the memtables of every column family together.
     options.set_db_write_buffer_size(MEMTABLES_BYTES_MAX);
     let families = [
-        rocksdb::DEFAULT_COLUMN_FAMILY_NAME,
         LOG_FAMILY,
         LOG_META_FAMILY,
         STATE_FAMILY,
@@ -145,7 +136,7 @@ pub fn open(directory: &Path) -> Result<(LogStore, StateMachine), OpenError> {
         NONCES_BY_TIME_FAMILY,
     ]
     .into_iter()
-    .map(|name| ColumnFamilyDescriptor::new(name, family_options(name, &block_cache)));
+    .map(|name| ColumnFamilyDescriptor::new(name, Options::default()));
     let db = DB::open_cf_descriptors(&options, directory, families)
         .map_err(|source| OpenError::Database { path: directory.display().to_string(), source })?;
     let db = Arc::new(db);
@@ -159,22 +150,6 @@ pub fn open(directory: &Path) -> Result<(LogStore, StateMachine), OpenError> {
     let imaged_ms = state_machine.shared.read(|applied| applied.policy.last_entry_time_ms);
     let latest_entry_time_ms = Arc::new(AtomicU64::new(latest_logged_entry_time_ms(&db)?.max(imaged_ms)));
     Ok((LogStore { db, images, committed_index, latest_entry_time_ms, stage_times }, state_machine))
-}
-
-/// The options of the column family `name`: the shared block cache, which
-/// holds index and filter blocks too, and the replay window's lookups
-/// tuned ([`crate::nonces::tune`]).
-pub(crate) fn family_options(name: &str, block_cache: &Cache) -> Options {
-    let mut table = BlockBasedOptions::default();
-    table.set_block_cache(block_cache);
-    table.set_cache_index_and_filter_blocks(true);
-    table.set_pin_l0_filter_and_index_blocks_in_cache(true);
-    let mut options = Options::default();
-    if name == NONCES_FAMILY {
-        crate::nonces::tune(&mut options, &mut table);
-    }
-    options.set_block_based_table_factory(&table);
-    options
 }
 
 /// The newest entry time in the log: the time of the last normal entry,
@@ -623,65 +598,61 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let mut captured = Vec::new();
         // The history is written before the lock is let go: whoever sees
         // the state count an entry finds it stored.
-        // It reads and writes the disk: on a multi-threaded runtime the
-        // worker's other tasks (Raft's heartbeats among them) move meanwhile.
-        let written = blocking(|| {
-            self.shared.write(|applied| {
-                let mut nonces =
-                    StoredNonces::new(db, applied.policy.commands_applied + 1).map_err(write_error)?;
-                for entry in entries {
-                    last_applied = Some(entry.log_id);
-                    let mut result = ApplyResult::default();
-                    match entry.payload {
-                        EntryPayload::Blank => {}
-                        EntryPayload::Normal(payload) => {
-                            for command in &payload.commands {
-                                let policy = &mut applied.policy;
-                                let verified = signatures_verified.next() == Some(true);
-                                let (outcome, appended) =
-                                    nonces.apply(policy, command, payload.proposed_at_ms, verified);
-                                to_history.push(AppliedCommand {
-                                    archived: ArchivedCommand {
-                                        sequence: policy.commands_applied,
-                                        log_index: entry.log_id.index,
-                                        entry_time_ms: payload.proposed_at_ms,
-                                        envelope: command.to_bytes().unwrap_or_default(),
-                                        accepted: outcome.is_ok(),
-                                    },
-                                    appended,
-                                    audit_tree_size: policy.audit_frontier.size(),
-                                    checkpoints_final: policy.checkpoints_final,
-                                });
-                                result.outcomes.push(outcome);
-                            }
-                        }
-                        EntryPayload::Membership(membership) => {
-                            membership_now = StoredMembership::new(Some(entry.log_id), membership);
-                            last_membership = Some(membership_now.clone());
+        let written = self.shared.write(|applied| {
+            let mut nonces =
+                StoredNonces::new(db, applied.policy.commands_applied + 1).map_err(write_error)?;
+            for entry in entries {
+                last_applied = Some(entry.log_id);
+                let mut result = ApplyResult::default();
+                match entry.payload {
+                    EntryPayload::Blank => {}
+                    EntryPayload::Normal(payload) => {
+                        for command in &payload.commands {
+                            let policy = &mut applied.policy;
+                            let verified = signatures_verified.next() == Some(true);
+                            let (outcome, appended) =
+                                nonces.apply(policy, command, payload.proposed_at_ms, verified);
+                            to_history.push(AppliedCommand {
+                                archived: ArchivedCommand {
+                                    sequence: policy.commands_applied,
+                                    log_index: entry.log_id.index,
+                                    entry_time_ms: payload.proposed_at_ms,
+                                    envelope: command.to_bytes().unwrap_or_default(),
+                                    accepted: outcome.is_ok(),
+                                },
+                                appended,
+                                audit_tree_size: policy.audit_frontier.size(),
+                                checkpoints_final: policy.checkpoints_final,
+                            });
+                            result.outcomes.push(outcome);
                         }
                     }
-                    result.state_version = applied.policy.commands_applied;
-                    applied.applied_index = entry.log_id.index;
-                    results.push(result);
-                    // Every replica keeps its state at the same indexes, for
-                    // snapshots that other replicas can confirm byte for byte.
-                    if captured_from.is_some_and(|from| entry.log_id.index >= from)
-                        && entry.log_id.index % every == 0
-                    {
-                        let image = Arc::new(StateImage {
-                            last_applied: Some(entry.log_id),
-                            last_membership: membership_now.clone(),
-                            snapshot_id: crate::snapshot::aligned_snapshot_id(entry.log_id.index),
-                            state: applied.policy.clone(),
-                        });
-                        captured.push(image.clone());
-                        *capture = Some(image);
+                    EntryPayload::Membership(membership) => {
+                        membership_now = StoredMembership::new(Some(entry.log_id), membership);
+                        last_membership = Some(membership_now.clone());
                     }
                 }
-                let mut batch = WriteBatch::default();
-                nonces.write_into(&mut batch).map_err(write_error)?;
-                history.append(&to_history, batch).map_err(write_error)
-            })
+                result.state_version = applied.policy.commands_applied;
+                applied.applied_index = entry.log_id.index;
+                results.push(result);
+                // Every replica keeps its state at the same indexes, for
+                // snapshots that other replicas can confirm byte for byte.
+                if captured_from.is_some_and(|from| entry.log_id.index >= from)
+                    && entry.log_id.index % every == 0
+                {
+                    let image = Arc::new(StateImage {
+                        last_applied: Some(entry.log_id),
+                        last_membership: membership_now.clone(),
+                        snapshot_id: crate::snapshot::aligned_snapshot_id(entry.log_id.index),
+                        state: applied.policy.clone(),
+                    });
+                    captured.push(image.clone());
+                    *capture = Some(image);
+                }
+            }
+            let mut batch = WriteBatch::default();
+            nonces.write_into(&mut batch).map_err(write_error)?;
+            history.append(&to_history, batch).map_err(write_error)
         });
         written?;
         self.note_digests_in_background(captured);
@@ -780,17 +751,6 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             .map_err(read_error)?
             .map_err(read_error)?;
         Ok(current.map(crate::snapshot::CurrentImage::into_snapshot))
-    }
-}
-
-/// Runs `work`, which waits on the disk, in place; on a multi-threaded
-/// runtime the worker's other tasks move to other workers meanwhile.
-fn blocking<T>(work: impl FnOnce() -> T) -> T {
-    match tokio::runtime::Handle::try_current() {
-        Ok(runtime) if runtime.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
-            tokio::task::block_in_place(work)
-        }
-        _ => work(),
     }
 }
 
