@@ -107,6 +107,27 @@ pub fn decode_large_from_reader<T: DeserializeOwned, R: std::io::Read>(
 ) -> Result<T, CodecError> {
     let bytes_max = bytes_max.min(LARGE_DECODE_BYTES_MAX);
     let mut limited = std::io::Read::take(reader, bytes_max as u64 + 1);
+    let value = decode_large_prefix_from_reader(&mut limited, bytes_max)?;
+    let rest = std::io::copy(&mut limited, &mut std::io::sink())
+        .map_err(|error| CodecError::Read(error.to_string()))?;
+    if limited.limit() == 0 {
+        return Err(CodecError::TooLarge { bytes: bytes_max + 1, bytes_max });
+    }
+    if rest > 0 {
+        return Err(CodecError::TrailingBytes(usize::try_from(rest).unwrap_or(usize::MAX)));
+    }
+    Ok(value)
+}
+
+/// Decodes one `T` of at most `bytes_max` (and [`LARGE_DECODE_BYTES_MAX`])
+/// bytes from the start of `reader`, reading nothing past it: what follows
+/// is left to the caller.
+pub fn decode_large_prefix_from_reader<T: DeserializeOwned, R: std::io::Read>(
+    reader: &mut R,
+    bytes_max: usize,
+) -> Result<T, CodecError> {
+    let bytes_max = bytes_max.min(LARGE_DECODE_BYTES_MAX);
+    let mut limited = std::io::Read::take(reader, bytes_max as u64 + 1);
     let config = bincode::config::standard().with_limit::<LARGE_DECODE_BYTES_MAX>();
     let value = bincode::serde::decode_from_std_read(&mut limited, config).map_err(|error| match error {
         bincode::error::DecodeError::Io { inner, .. }
@@ -116,13 +137,8 @@ pub fn decode_large_from_reader<T: DeserializeOwned, R: std::io::Read>(
         }
         other => CodecError::Malformed(other.to_string()),
     })?;
-    let rest = std::io::copy(&mut limited, &mut std::io::sink())
-        .map_err(|error| CodecError::Read(error.to_string()))?;
     if limited.limit() == 0 {
         return Err(CodecError::TooLarge { bytes: bytes_max + 1, bytes_max });
-    }
-    if rest > 0 {
-        return Err(CodecError::TrailingBytes(usize::try_from(rest).unwrap_or(usize::MAX)));
     }
     Ok(value)
 }

@@ -540,17 +540,11 @@ pub(crate) fn decode_image_visiting(
     let unreadable = |source| ImageError::Disk { action: "read", path: "the state image".into(), source };
     let mut reader = BufReader::with_capacity(FILE_BUFFER_BYTES, reader);
     let format = read_format(&mut reader)?;
-    let config = bincode::config::standard().with_limit::<{ STATE_IMAGE_BYTES_MAX }>();
-    let mut state_section = std::io::Read::take(&mut reader, STATE_IMAGE_BYTES_MAX as u64);
-    let decoded = bincode::serde::decode_from_std_read(&mut state_section, config);
-    let image: StateImage = decoded.map_err(|error| match error {
-        bincode::error::DecodeError::Io { inner, .. }
-            if inner.kind() != std::io::ErrorKind::UnexpectedEof =>
-        {
-            unreadable(inner)
-        }
-        other => ImageError::Corrupt(other.to_string()),
-    })?;
+    let image: StateImage = codec::decode_large_prefix_from_reader(&mut reader, STATE_IMAGE_BYTES_MAX)
+        .map_err(|error| match error {
+            codec::CodecError::Read(reason) => unreadable(std::io::Error::other(reason)),
+            other => ImageError::Corrupt(other.to_string()),
+        })?;
     if format >= 2 {
         read_window(&image.state, &mut reader, visit)?;
     }
