@@ -96,6 +96,11 @@ impl History {
         History { db }
     }
 
+    /// What the replica's database holds in memory now.
+    pub fn storage_memory(&self) -> crate::database::StorageMemory {
+        crate::database::memory(&self.db)
+    }
+
     fn family(&self, name: &str) -> Result<&rocksdb::ColumnFamily, HistoryError> {
         self.db
             .cf_handle(name)

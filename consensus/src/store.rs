@@ -36,29 +36,24 @@ use openraft::{
     AnyError, EntryPayload, ErrorSubject, ErrorVerb, LogId, OptionalSend, RaftLogReader, RaftSnapshotBuilder,
     SnapshotMeta, StorageError, StorageIOError, StoredMembership, Vote,
 };
-use rocksdb::{ColumnFamilyDescriptor, Direction, IteratorMode, Options, WriteBatch, WriteOptions, DB};
+use rocksdb::{Direction, IteratorMode, WriteBatch, WriteOptions, DB};
 use serde::Serialize;
 
-use crate::history::{
-    AppliedCommand, History, ACCESS_LOG_FAMILY, ARCHIVE_FAMILY, AUDIT_LEAVES_FAMILY, AUDIT_TREE_FAMILY,
-    CHECKPOINTS_FAMILY, CORRECTIONS_CLOSED_FAMILY, HISTORY_META_FAMILY,
-};
-use crate::nonces::{StoredNonces, NONCES_BY_TIME_FAMILY, NONCES_FAMILY};
+use crate::history::{AppliedCommand, History};
+use crate::nonces::StoredNonces;
 use crate::snapshot::{ImageError, ImageFiles, Received, StateImage};
 use crate::timings::{Stage, StageTimes};
 use crate::types::{entry_commands, ApplyResult, Entry, RaftNodeId, RaftPeer, TypeConfig};
 
-const LOG_FAMILY: &str = "log";
-const LOG_META_FAMILY: &str = "log_meta";
-const STATE_FAMILY: &str = "state";
+pub(crate) const LOG_FAMILY: &str = "log";
+pub(crate) const LOG_META_FAMILY: &str = "log_meta";
+pub(crate) const STATE_FAMILY: &str = "state";
 const VOTE_KEY: &[u8] = b"vote";
 const COMMITTED_KEY: &[u8] = b"committed";
 const LAST_PURGED_KEY: &[u8] = b"last_purged";
 /// How long a purge waits for an installed snapshot's image to reach the
 /// disk; past it, the log is kept and Raft stops.
 const PURGE_WAIT_FOR_IMAGE_MS_MAX: u64 = 300_000;
-/// The memtables of all column families together, in bytes at most.
-const MEMTABLES_BYTES_MAX: usize = 64 * 1024 * 1024;
 /// The state image's key in the `state` family, where a store written
 /// before the image was a file keeps it.
 const STATE_IMAGE_KEY: &[u8] = b"checkpoint";
@@ -116,28 +111,7 @@ pub(crate) fn synced() -> WriteOptions {
 /// Opens (or creates) the policy log database in `directory`, and returns its
 /// log store and state machine.
 pub fn open(directory: &Path) -> Result<(LogStore, StateMachine), OpenError> {
-    let mut options = Options::default();
-    options.create_if_missing(true);
-    options.create_missing_column_families(true);
-    // One bound on the memtables of every column family together.
-    options.set_db_write_buffer_size(MEMTABLES_BYTES_MAX);
-    let families = [
-        LOG_FAMILY,
-        LOG_META_FAMILY,
-        STATE_FAMILY,
-        ARCHIVE_FAMILY,
-        ACCESS_LOG_FAMILY,
-        AUDIT_LEAVES_FAMILY,
-        AUDIT_TREE_FAMILY,
-        CHECKPOINTS_FAMILY,
-        CORRECTIONS_CLOSED_FAMILY,
-        HISTORY_META_FAMILY,
-        NONCES_FAMILY,
-        NONCES_BY_TIME_FAMILY,
-    ]
-    .into_iter()
-    .map(|name| ColumnFamilyDescriptor::new(name, Options::default()));
-    let db = DB::open_cf_descriptors(&options, directory, families)
+    let db = crate::database::open(directory)
         .map_err(|source| OpenError::Database { path: directory.display().to_string(), source })?;
     let db = Arc::new(db);
     let stage_times = Arc::new(StageTimes::default());

@@ -22,6 +22,13 @@ pub struct StageLabel {
     pub stage: &'static str,
 }
 
+/// The kind label of the policy log's storage memory.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct MemoryLabel {
+    /// memtables, table_readers or block_cache.
+    pub kind: &'static str,
+}
+
 /// The node's metrics.
 pub struct Metrics {
     registry: Registry,
@@ -48,6 +55,7 @@ pub struct Metrics {
     deletions_overdue: Gauge,
     deletions_overdue_here: Gauge,
     subject_requests_overdue: Gauge,
+    storage_memory_bytes: Family<MemoryLabel, Gauge>,
     stage_passes: Family<StageLabel, Counter>,
     stage_microseconds: Family<StageLabel, Counter>,
     /// Held while the stage counters catch up with the policy log's totals.
@@ -65,6 +73,8 @@ pub struct LogFigures {
     pub deletions_overdue_here: u64,
     /// Subjects' requests still open past their deadline, at any owner.
     pub subject_requests_overdue: u64,
+    /// What the policy log's database holds in memory.
+    pub storage_memory: civmesh_consensus::StorageMemory,
 }
 
 impl Default for Metrics {
@@ -87,6 +97,7 @@ impl Default for Metrics {
             deletions_overdue: Gauge::default(),
             deletions_overdue_here: Gauge::default(),
             subject_requests_overdue: Gauge::default(),
+            storage_memory_bytes: Family::default(),
             stage_passes: Family::default(),
             stage_microseconds: Family::default(),
             stage_catch_up: std::sync::Mutex::new(()),
@@ -164,6 +175,11 @@ fn register_log_gauges(registry: &mut Registry, metrics: &Metrics) {
         metrics.subject_requests_overdue.clone(),
     );
     registry.register(
+        "policy_log_storage_memory_bytes",
+        "Bytes the policy log's database holds in memory, by kind (each kind is bounded)",
+        metrics.storage_memory_bytes.clone(),
+    );
+    registry.register(
         "policy_log_stage_passes",
         "Times this node passed each stage of a policy-log commit",
         metrics.stage_passes.clone(),
@@ -217,6 +233,14 @@ impl Metrics {
         self.deletions_overdue.set(gauge_value(figures.deletions_overdue));
         self.deletions_overdue_here.set(gauge_value(figures.deletions_overdue_here));
         self.subject_requests_overdue.set(gauge_value(figures.subject_requests_overdue));
+        let memory = figures.storage_memory;
+        for (kind, bytes) in [
+            ("memtables", memory.memtables_bytes),
+            ("table_readers", memory.table_readers_bytes),
+            ("block_cache", memory.block_cache_bytes),
+        ] {
+            self.storage_memory_bytes.get_or_create(&MemoryLabel { kind }).set(gauge_value(bytes));
+        }
         let mut text = String::new();
         if prometheus_client::encoding::text::encode(&mut text, &self.registry).is_err() {
             text.clear();

@@ -43,6 +43,7 @@ pub(crate) async fn metrics(State(state): State<Shared>) -> impl IntoResponse {
     let peers = state.swarm.connected_peers().await.len();
     let me = state.identity.node_id;
     let now_ms = civmesh_certs::now_unix_millis();
+    let storage_memory = state.log.history().storage_memory();
     let figures = state.log.state().read(|applied| {
         let overdue = applied.policy.deletions_overdue(now_ms);
         crate::api::metrics::LogFigures {
@@ -50,6 +51,7 @@ pub(crate) async fn metrics(State(state): State<Shared>) -> impl IntoResponse {
             deletions_overdue: overdue.len() as u64,
             deletions_overdue_here: overdue.iter().filter(|deletion| deletion.holder == me).count() as u64,
             subject_requests_overdue: applied.policy.subject_requests_overdue(now_ms).len() as u64,
+            storage_memory,
         }
     });
     let text = state.metrics.render(&status, peers, figures, &state.log.stage_times());

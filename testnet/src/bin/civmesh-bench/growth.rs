@@ -68,6 +68,9 @@ struct Row {
     p99_ms: f64,
     p99_snapshot_ms: Option<f64>,
     rss_mib: Vec<f64>,
+    /// Each node's policy-log database in memory: memtables, table readers
+    /// and block cache, in MiB.
+    storage_mib: Vec<[f64; 3]>,
     snapshot_build_ms: u64,
     snapshot_bytes: u64,
     status_p50_ms: f64,
@@ -124,6 +127,7 @@ pub fn growth(divide: u64) -> anyhow::Result<()> {
         civmesh_policy::state::COMMAND_NONCES_MAX
     );
     print_rows(&rows, raw_write_per_second, [raw_verify_per_second, batch_verify_per_second]);
+    print_memory(&rows);
     let join_s = join_learner(&mut net, leader)?;
     let restart_s = restart_voter(&mut net, leader)?;
     print_events(&rows, join_s, restart_s);
@@ -412,6 +416,9 @@ fn row(
     let rss_mib = (0..RUNNING.len())
         .map(|index| Ok(super::resident_kib(net.pid(index)?).context("no resident memory")? as f64 / 1024.0))
         .collect::<anyhow::Result<Vec<f64>>>()?;
+    let storage_mib = (0..RUNNING.len())
+        .map(|index| storage_memory_mib(&net.api(index)?))
+        .collect::<anyhow::Result<_>>()?;
     let api = net.api(leader)?;
     let mut status_ms = Vec::new();
     let mut latest = None;
@@ -430,6 +437,7 @@ fn row(
         p99_ms: percentile(&all, 0.99),
         p99_snapshot_ms: (!during.is_empty()).then(|| percentile(&during, 0.99)),
         rss_mib,
+        storage_mib,
         snapshot_build_ms: raft.snapshot_build_ms,
         snapshot_bytes: raft.snapshot_bytes,
         status_p50_ms: percentile(&status_ms, 0.50),
@@ -591,6 +599,38 @@ fn print_rows(rows: &[Row], raw_write_per_second: f64, [single_per_second, batch
             copy_ratio,
             row.status_p50_ms,
             row.proof_p50_ms
+        );
+    }
+}
+
+/// What `node`'s policy-log database holds in memory (from `/metrics`):
+/// memtables, table readers and block cache, in MiB.
+fn storage_memory_mib(node: &civmesh_testnet::NodeApi) -> anyhow::Result<[f64; 3]> {
+    let text = node.get_text("/metrics")?;
+    let read = |kind: &str| -> anyhow::Result<f64> {
+        let prefix = format!("civmesh_policy_log_storage_memory_bytes{{kind=\"{kind}\"}} ");
+        let value = text.lines().find_map(|line| line.strip_prefix(&prefix)).context("no storage memory")?;
+        Ok(value.parse::<f64>()? / (1024.0 * 1024.0))
+    };
+    Ok([read("memtables")?, read("table_readers")?, read("block_cache")?])
+}
+
+/// Where each milestone's resident memory goes, at the node with the most.
+fn print_memory(rows: &[Row]) {
+    println!("resident memory of the node with the most (MiB): its policy-log database's bounded parts and the rest");
+    println!(
+        "{:>9} | {:>8} | {:>9} {:>13} {:>11} | {:>8}",
+        "records", "RSS", "memtables", "table readers", "block cache", "the rest"
+    );
+    for row in rows {
+        let most = (0..row.rss_mib.len()).max_by(|a, b| row.rss_mib[*a].total_cmp(&row.rss_mib[*b]));
+        let Some(node) = most else { continue };
+        let [memtables, readers, cache] = row.storage_mib[node];
+        println!(
+            "{:>9} | {:>8.1} | {memtables:>9.1} {readers:>13.1} {cache:>11.1} | {:>8.1}",
+            row.records,
+            row.rss_mib[node],
+            row.rss_mib[node] - memtables - readers - cache
         );
     }
 }
