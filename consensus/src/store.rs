@@ -213,10 +213,14 @@ impl LogStore {
     }
 }
 
-impl RaftLogReader<TypeConfig> for LogStore {
-    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + std::fmt::Debug + OptionalSend>(
-        &mut self,
-        range: RB,
+impl LogStore {
+    /// The entries in `range`, in order, stopping before the first that
+    /// would take their stored bytes past `bytes_max` (the first entry
+    /// always comes).
+    fn read_entries(
+        &self,
+        range: impl RangeBounds<u64>,
+        bytes_max: usize,
     ) -> Result<Vec<Entry>, StorageFailure> {
         use std::ops::Bound;
         let start = match range.start_bound() {
@@ -226,12 +230,14 @@ impl RaftLogReader<TypeConfig> for LogStore {
         };
         let log = family(&self.db, LOG_FAMILY)?;
         let mut entries = Vec::new();
+        let mut bytes = 0usize;
         for item in self.db.iterator_cf(log, IteratorMode::From(&index_key(start), Direction::Forward)) {
             let (key, value) = item.map_err(read_error)?;
             let index = index_of(&key).ok_or_else(|| {
                 read_error(std::io::Error::new(std::io::ErrorKind::InvalidData, "log key is not 8 bytes"))
             })?;
-            if !range.contains(&index) {
+            bytes = bytes.saturating_add(value.len());
+            if !range.contains(&index) || (bytes > bytes_max && !entries.is_empty()) {
                 break;
             }
             let entry: Entry = codec::decode_exact(&value, STORED_VALUE_BYTES_MAX).map_err(read_error)?;
@@ -239,6 +245,22 @@ impl RaftLogReader<TypeConfig> for LogStore {
             entries.push(entry);
         }
         Ok(entries)
+    }
+}
+
+impl RaftLogReader<TypeConfig> for LogStore {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + std::fmt::Debug + OptionalSend>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<Entry>, StorageFailure> {
+        self.read_entries(range, usize::MAX)
+    }
+
+    /// What replication sends in one `AppendEntries`: no more entries than
+    /// fit its byte bound, so a follower that lags is not answered by
+    /// reading and encoding hundreds of entries to send one.
+    async fn limited_get_log_entries(&mut self, start: u64, end: u64) -> Result<Vec<Entry>, StorageFailure> {
+        self.read_entries(start..end, crate::network::APPEND_ENTRIES_BYTES_MAX)
     }
 }
 
@@ -793,4 +815,32 @@ fn forget_image_kept_in_the_database(db: &DB) -> Result<(), OpenError> {
     let state = family(db, STATE_FAMILY).map_err(|error| OpenError::LogCorrupt(error.to_string()))?;
     db.delete_cf_opt(state, STATE_IMAGE_KEY, &synced())
         .map_err(|error| OpenError::LogCorrupt(format!("cannot forget the old state image: {error}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Replication reads no more entries than fit one `AppendEntries`, and
+    /// always at least one; other reads take the whole range.
+    #[tokio::test]
+    async fn replication_reads_no_more_entries_than_fit_one_append_entries() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut log_store, _state_machine) = open(dir.path()).unwrap();
+        const ENTRIES: u64 = 60_000;
+        let log = family(&log_store.db, LOG_FAMILY).unwrap();
+        for index in 1..=ENTRIES {
+            let entry: Entry = openraft::testing::blank_ent::<TypeConfig>(1, 1, index);
+            log_store.db.put_cf(log, index_key(index), codec::encode(&entry).unwrap()).unwrap();
+        }
+        let limited = log_store.limited_get_log_entries(1, ENTRIES + 1).await.unwrap();
+        let encoded: usize = limited.iter().map(|entry| codec::encode(entry).unwrap().len()).sum();
+        assert!((1..ENTRIES as usize).contains(&limited.len()), "{}", limited.len());
+        assert!(encoded <= crate::network::APPEND_ENTRIES_BYTES_MAX, "{encoded}");
+        assert_eq!(limited.first().unwrap().log_id.index, 1);
+        let whole = log_store.try_get_log_entries(1..=ENTRIES).await.unwrap();
+        assert_eq!(whole.len(), ENTRIES as usize);
+        let one = log_store.read_entries(5..9, 1).unwrap();
+        assert_eq!(one.iter().map(|entry| entry.log_id.index).collect::<Vec<_>>(), [5]);
+    }
 }

@@ -59,21 +59,45 @@ fn a_full_replay_window_costs_the_state_its_counts_and_fits_the_image_bound() {
     assert!(state_bytes_max + window_bytes <= IMAGE_FILE_BYTES_MAX);
 }
 
-/// The bound on all memtables together reaches RocksDB: 64 MiB, as RocksDB
-/// records the options it opened with.
-#[test]
-fn the_memtables_bound_reaches_rocksdb() {
+/// The options the policy log opens RocksDB with, as RocksDB records them.
+fn options_recorded() -> String {
     let dir = tempfile::tempdir().unwrap();
     let opened = civmesh_consensus::open(dir.path()).unwrap();
     drop(opened);
-    let options = std::fs::read_dir(dir.path())
+    std::fs::read_dir(dir.path())
         .unwrap()
         .map(|entry| entry.unwrap().path())
         .filter(|path| path.file_name().is_some_and(|name| name.to_string_lossy().starts_with("OPTIONS-")))
         .max()
         .map(|path| std::fs::read_to_string(path).unwrap())
-        .expect("RocksDB writes its options file");
+        .expect("RocksDB writes its options file")
+}
+
+/// The bound on all memtables together reaches RocksDB: 64 MiB.
+#[test]
+fn the_memtables_bound_reaches_rocksdb() {
+    let options = options_recorded();
     assert!(options.contains(&format!("db_write_buffer_size={}", 64 * 1024 * 1024)), "{options}");
+}
+
+/// Every family's tables keep their partitioned indexes and filters in the
+/// block cache, so nothing held per table grows with the data (that the
+/// cache is one, and bounded, is `database`'s own test).
+#[test]
+fn every_family_keeps_its_indexes_and_filters_in_one_bounded_cache() {
+    let options = options_recorded();
+    let tables: Vec<&str> = options.split("[TableOptions/BlockBasedTable").skip(1).collect();
+    assert_eq!(tables.len(), 13, "the default family and twelve more: {options}");
+    for table in tables {
+        for setting in [
+            "cache_index_and_filter_blocks=true",
+            "index_type=kTwoLevelIndexSearch",
+            "partition_filters=true",
+            "pin_top_level_index_and_filter=true",
+        ] {
+            assert!(table.contains(setting), "{setting} missing in {table}");
+        }
+    }
 }
 
 /// Two snapshots of one applied state are told apart, and the node reports
