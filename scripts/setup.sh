@@ -7,8 +7,9 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/cache/civmesh-target}"
 mkdir -p "$CARGO_TARGET_DIR" 2>/dev/null || export CARGO_TARGET_DIR="$PWD/target"
 
 # Debian packages: clang and libclang for RocksDB's bindings, a C++ compiler
-# for RocksDB itself, openssl for the certificate tests, iproute2 for the
-# partition tests, and etcd for the consensus benchmark's anchor.
+# for RocksDB itself, make for jemalloc, openssl for the certificate tests,
+# iproute2 for the partition tests, and etcd for the consensus benchmark's
+# anchor.
 civmesh_packages=(clang libclang-dev g++ make pkg-config openssl iproute2 etcd-server etcd-client)
 
 # Installs the Debian packages given that are missing (as root).
