@@ -73,8 +73,10 @@ pub(crate) fn open(directory: &Path) -> Result<DB, rocksdb::Error> {
     DB::open_cf_descriptors(&options, directory, families)
 }
 
-/// A family's options: blocks, indexes and filters in the shared `cache`.
-fn family_options(cache: &Cache) -> Options {
+/// A family's options: its blocks, partitioned indexes and filters in
+/// `cache` (which the database's families share), bloom filters for point
+/// reads. The record store opens its families with these too.
+pub fn family_options(cache: &Cache) -> Options {
     let mut table = BlockBasedOptions::default();
     table.set_block_cache(cache);
     table.set_bloom_filter(BLOOM_FILTER_BITS_PER_KEY, false);

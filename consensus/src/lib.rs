@@ -16,7 +16,7 @@
 //!   [`Transport`]; [`in_process`] is a transport for tests.
 //! - [`verdicts`]: signatures verified as commands arrive, in batches on a
 //!   bounded pool, and the verdicts apply uses.
-//! - `database`: the one RocksDB database, its families and its memory
+//! - [`database`]: the one RocksDB database, its families and its memory
 //!   bounds.
 //! - [`timings`]: where commits spend their time, per stage.
 //! - [`policy_log`]: a running member: submit (forwarded to the leader),
@@ -25,7 +25,7 @@
 //! This crate knows nothing of libp2p: it reaches other nodes only through a
 //! transport trait that the node implements.
 
-mod database;
+pub mod database;
 pub mod history;
 pub mod in_process;
 pub mod network;

@@ -58,8 +58,6 @@ pub const RECORD_BYTES_MAX: usize = 1024 * 1024;
 pub const RECORD_FIELDS_BYTES_MAX: usize = RECORD_BYTES_MAX - 64 * 1024;
 /// The record store's block cache, shared by its column families, in bytes.
 const BLOCK_CACHE_BYTES: usize = 128 * 1024 * 1024;
-/// Bloom filter bits per key, so a point read skips the files that do not hold its key.
-const BLOOM_FILTER_BITS_PER_KEY: f64 = 10.0;
 
 /// Where a version came from.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -179,17 +177,6 @@ fn synced() -> WriteOptions {
     options
 }
 
-/// A column family's options: blocks cached in the store's one `cache`,
-/// bloom filters on point reads.
-fn family_options(cache: &rocksdb::Cache) -> Options {
-    let mut table = rocksdb::BlockBasedOptions::default();
-    table.set_block_cache(cache);
-    table.set_bloom_filter(BLOOM_FILTER_BITS_PER_KEY, false);
-    let mut options = Options::default();
-    options.set_block_based_table_factory(&table);
-    options
-}
-
 /// Every column family of the store.
 const FAMILIES: [&str; 14] = [
     LATEST_FAMILY,
@@ -258,7 +245,10 @@ impl RecordStore {
         options.create_if_missing(true);
         options.create_missing_column_families(true);
         let cache = rocksdb::Cache::new_lru_cache(BLOCK_CACHE_BYTES);
-        let families = FAMILIES.map(|name| ColumnFamilyDescriptor::new(name, family_options(&cache)));
+        let family_options = civmesh_consensus::database::family_options;
+        let families = std::iter::once(rocksdb::DEFAULT_COLUMN_FAMILY_NAME)
+            .chain(FAMILIES)
+            .map(|name| ColumnFamilyDescriptor::new(name, family_options(&cache)));
         let db = DB::open_cf_descriptors(&options, directory, families)?;
         let push_queue_next = std::sync::atomic::AtomicU64::new(Self::push_queue_end(&db)?);
         Ok(RecordStore {
