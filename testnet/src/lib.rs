@@ -202,6 +202,13 @@ pub fn on_every_core<T: Send>(
     })
 }
 
+/// The value of `series` (a metric's name with its labels, as printed, e.g.
+/// `civmesh_queries_asked_total{outcome="released"}`) in a node's
+/// `/metrics` text, if the node reports it.
+pub fn metric_value(text: &str, series: &str) -> Option<f64> {
+    text.lines().find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
 /// Polls `check` until it yields a value or `timeout` passes.
 pub fn wait_until<T>(
     what: &str,
@@ -965,5 +972,15 @@ mod tests {
             Ok(number)
         });
         assert!(failing.is_err());
+    }
+
+    #[test]
+    fn a_metric_is_read_by_its_whole_series_only() {
+        let text =
+            "civmesh_raft_term 3\ncivmesh_raft_term_x 9\ncivmesh_queries_total{outcome=\"denied\"} 2\n";
+        assert_eq!(super::metric_value(text, "civmesh_raft_term"), Some(3.0));
+        assert_eq!(super::metric_value(text, "civmesh_queries_total{outcome=\"denied\"}"), Some(2.0));
+        assert_eq!(super::metric_value(text, "civmesh_queries_total"), None);
+        assert_eq!(super::metric_value(text, "civmesh_raft"), None);
     }
 }

@@ -46,8 +46,7 @@ fn received(net: &Testnet) -> Option<Vec<Value>> {
 /// Entries in the access log, as the owner's replica counts them.
 fn access_log_length(net: &Testnet) -> u64 {
     let metrics = net.api(MARKET).unwrap().get_text("/metrics").unwrap();
-    let line = metrics.lines().find_map(|line| line.strip_prefix("civmesh_access_log_length ")).unwrap();
-    line.trim().parse().unwrap()
+    civmesh_testnet::metric_value(&metrics, "civmesh_access_log_length").unwrap() as u64
 }
 
 /// The rows of `/received`, one text per column class, index-aligned.

@@ -300,10 +300,8 @@ fn a_revoked_member_is_disconnected_and_its_commands_refused() {
     let refused = || -> Option<u64> {
         let counts = (0..3).map(|index| {
             let text = net.api(index).ok()?.get_text("/metrics").ok()?;
-            let line = text
-                .lines()
-                .find(|line| line.contains("security_events_total{outcome=\"connection_refused\"}"));
-            Some(line.and_then(|line| line.split_whitespace().last()?.parse::<u64>().ok()).unwrap_or(0))
+            let series = "civmesh_security_events_total{outcome=\"connection_refused\"}";
+            Some(civmesh_testnet::metric_value(&text, series).unwrap_or(0.0) as u64)
         });
         counts.sum()
     };

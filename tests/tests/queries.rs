@@ -148,13 +148,9 @@ fn a_street_reads_exactly_what_its_grant_allows_and_every_access_is_logged() {
     assert!(street_metrics.contains("civmesh_raft_applied_index"), "{street_metrics}");
     // The policy log's database reports its memory: the memtables hold the
     // commands applied so far.
-    let memtables_bytes: u64 = street_metrics
-        .lines()
-        .find_map(|line| line.strip_prefix("civmesh_policy_log_storage_memory_bytes{kind=\"memtables\"} "))
-        .unwrap()
-        .parse()
-        .unwrap();
-    assert!(memtables_bytes > 0, "{street_metrics}");
+    let memtables = "civmesh_policy_log_storage_memory_bytes{kind=\"memtables\"}";
+    let memtables_bytes = civmesh_testnet::metric_value(&street_metrics, memtables).unwrap();
+    assert!(memtables_bytes > 0.0, "{street_metrics}");
 
     // The owner cut off from the quorum releases nothing.
     net.freeze(0).unwrap();

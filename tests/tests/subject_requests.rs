@@ -87,11 +87,8 @@ fn printed_id(printed: &str) -> String {
 /// Node `node`'s count of security events of `kind`.
 fn security_events(net: &Testnet, node: usize, kind: &str) -> u64 {
     let text = net.api(node).unwrap().get_text("/metrics").unwrap();
-    let label = format!("security_events_total{{outcome=\"{kind}\"}}");
-    text.lines()
-        .find(|line| line.contains(&label))
-        .and_then(|line| line.split_whitespace().last()?.parse().ok())
-        .unwrap_or(0)
+    let series = format!("civmesh_security_events_total{{outcome=\"{kind}\"}}");
+    civmesh_testnet::metric_value(&text, &series).unwrap_or(0.0) as u64
 }
 
 /// POSTs `body` to node `node`'s `path` with `token`; the status and the answer.

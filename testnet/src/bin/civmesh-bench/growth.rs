@@ -634,9 +634,9 @@ fn print_rows(rows: &[Row], raw_write_per_second: f64, [single_per_second, batch
 fn storage_memory_mib(node: &civmesh_testnet::NodeApi) -> anyhow::Result<[f64; 3]> {
     let text = node.get_text("/metrics")?;
     let read = |kind: &str| -> anyhow::Result<f64> {
-        let prefix = format!("civmesh_policy_log_storage_memory_bytes{{kind=\"{kind}\"}} ");
-        let value = text.lines().find_map(|line| line.strip_prefix(&prefix)).context("no storage memory")?;
-        Ok(value.parse::<f64>()? / (1024.0 * 1024.0))
+        let series = format!("civmesh_policy_log_storage_memory_bytes{{kind=\"{kind}\"}}");
+        let bytes = civmesh_testnet::metric_value(&text, &series).context("no storage memory")?;
+        Ok(bytes / (1024.0 * 1024.0))
     };
     Ok([read("memtables")?, read("table_readers")?, read("block_cache")?])
 }
